@@ -1,0 +1,40 @@
+//! Baselines for `cargo xtask bench classify`, measured in the same run as the real programs:
+//! parse only, and parse plus one exact-match hash lookup of the flow (the floor of any per-flow
+//! lookup).
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use ipsec_common::abi::{DIR_IN, FlowKey};
+
+use crate::{
+    maps::BENCH_FLOWS,
+    parse::{Frame, Outcome, parse},
+};
+
+#[inline(always)]
+fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
+    let frame = Frame {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+    };
+    parse(&frame, DIR_IN, true, flow) == Outcome::Flow
+}
+
+#[inline(always)]
+pub fn try_parse_only(ctx: &XdpContext) -> u32 {
+    let mut flow = FlowKey::default();
+    if parsed(ctx, &mut flow) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+#[inline(always)]
+pub fn try_parse_hash(ctx: &XdpContext) -> u32 {
+    let mut flow = FlowKey::default();
+    if parsed(ctx, &mut flow) && BENCH_FLOWS.get_ptr(&flow).is_some() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}

@@ -1,0 +1,74 @@
+//! TC egress: classify against the outbound SPD. `ipsec` verdicts fail closed: the plaintext of a
+//! protected flow never leaves, whatever happens to the ESP path.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use ipsec_common::abi::{
+    ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_OUT, FlowKey, MAX_L4_OFFSET, NO_SP, XIPSEC_MARK,
+};
+
+use crate::{
+    classify::classify,
+    maps::{count, count_sp},
+    parse::{Frame, Outcome, parse},
+};
+
+/// Enough linear bytes for Ethernet, one VLAN tag and the deepest transport header we read.
+const PULL_LEN: u32 = (MAX_L4_OFFSET + 18 + 16) as u32;
+
+#[inline(always)]
+pub fn try_tc_egress(ctx: &TcContext) -> i32 {
+    // SAFETY: `skb` points at the context the kernel passed in; `mark` is a readable field.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if mark == XIPSEC_MARK {
+        return ok(Counter::PassOwnEsp);
+    }
+    let len = ctx.len();
+    if ((ctx.data_end() - ctx.data()) as u32) < len {
+        let want = if len < PULL_LEN { len } else { PULL_LEN };
+        let _ = ctx.pull_data(want);
+    }
+    let frame = Frame {
+        data: ctx.data(),
+        data_end: ctx.data_end(),
+    };
+    let mut flow = FlowKey::default();
+    match parse(&frame, DIR_OUT, false, &mut flow) {
+        Outcome::NotIpv6 => ok(Counter::PassNotIpv6),
+        Outcome::Malformed => shot(Counter::DropMalformed),
+        Outcome::ExtLimit => shot(Counter::DropExtHeaderLimit),
+        // Unreachable with `esp_is_terminal == false`; fail closed all the same.
+        Outcome::Esp(_) => shot(Counter::DropMalformed),
+        Outcome::Flow => {
+            let verdict = classify(&flow);
+            if verdict.sp_id == NO_SP {
+                return if flow.is_neighbour_discovery() {
+                    ok(Counter::PassNeighbourDiscovery)
+                } else {
+                    ok(Counter::PassNoPolicy)
+                };
+            }
+            count_sp(verdict.sp_id, len as u64);
+            match verdict.action {
+                ACTION_DISCARD => shot(Counter::DropDiscard),
+                // No ESP path is attached yet: fail closed.
+                ACTION_IPSEC => shot(Counter::DropIpsecUnavailable),
+                _ => ok(Counter::PassPolicyNone),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn ok(counter: Counter) -> i32 {
+    count(counter);
+    TC_ACT_OK
+}
+
+#[inline(always)]
+fn shot(counter: Counter) -> i32 {
+    count(counter);
+    TC_ACT_SHOT
+}

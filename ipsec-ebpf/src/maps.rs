@@ -1,0 +1,59 @@
+//! Every map the programs use; names, keys and values come from `ipsec_common::abi`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use ipsec_common::abi::{
+    CONFIG_LEN, CacheValue, Counter, FLOW_CACHE_CAPACITY, FlowKey, MASK_SETS, MAX_MASKS, MAX_SA,
+    MAX_SP, MaskDesc, RULES_CAPACITY, RuleKey, RuleValue, SaInfo, SpStats,
+};
+
+#[map(name = "XIPSEC_RULES")]
+pub static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(RULES_CAPACITY, 0);
+
+#[map(name = "XIPSEC_MASKS")]
+pub static MASKS: Array<MaskDesc> = Array::with_max_entries(MASK_SETS * MAX_MASKS, 0);
+
+#[map(name = "XIPSEC_MASK_COUNT")]
+pub static MASK_COUNT: Array<u32> = Array::with_max_entries(MASK_SETS, 0);
+
+#[map(name = "XIPSEC_CONFIG")]
+pub static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);
+
+#[map(name = "XIPSEC_FLOW_CACHE")]
+pub static FLOW_CACHE: LruHashMap<FlowKey, CacheValue> =
+    LruHashMap::with_max_entries(FLOW_CACHE_CAPACITY, 0);
+
+#[map(name = "XIPSEC_SP_STATS")]
+pub static SP_STATS: PerCpuArray<SpStats> = PerCpuArray::with_max_entries(MAX_SP, 0);
+
+#[map(name = "XIPSEC_COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map(name = "XIPSEC_SA_BY_SPI")]
+pub static SA_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
+
+#[map(name = "XIPSEC_BENCH_FLOWS")]
+pub static BENCH_FLOWS: HashMap<FlowKey, CacheValue> = HashMap::with_max_entries(16, 0);
+
+/// Count one verdict.
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Count one packet of `len` bytes against policy `sp_id`.
+#[inline(always)]
+pub fn count_sp(sp_id: u32, len: u64) {
+    if let Some(stats) = SP_STATS.get_ptr_mut(sp_id) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += len;
+        }
+    }
+}

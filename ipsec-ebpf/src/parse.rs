@@ -1,0 +1,184 @@
+//! Header parsing shared by XDP and TC: Ethernet (one 802.1Q/802.1ad tag), IPv6, a bounded walk
+//! of the extension-header chain, and the transport ports or ICMPv6 type.
+//!
+//! Every read is bounds-checked twice: against `data_end` (what the verifier needs) and against
+//! the end of the IPv6 payload (what the packet claims), so a truncated or inconsistent packet
+//! becomes [`Outcome::Malformed`] rather than a read of trailing bytes. The userspace reference
+//! parser (`ipsec-user/src/model/packet.rs`) implements the same rules; the differential test
+//! holds the two equal.
+
+use ipsec_common::abi::{FLOW_OPAQUE, FlowKey, MAX_EXT_HEADERS, MAX_L4_OFFSET, proto};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPV6_HLEN: usize = 40;
+
+/// What the parser made of a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not IPv6 (or not an Ethernet frame we understand): not ours to judge.
+    NotIpv6,
+    /// Truncated or inconsistent headers.
+    Malformed,
+    /// Extension-header chain longer than the walk bound, or transport header too deep.
+    ExtLimit,
+    /// ESP (inbound only); the SPI, host order.
+    Esp(u32),
+    /// A classifiable flow; the key has been filled in.
+    Flow,
+}
+
+/// Bounds-checked view of the packet bytes.
+#[derive(Clone, Copy)]
+pub struct Frame {
+    pub data: usize,
+    pub data_end: usize,
+}
+
+impl Frame {
+    /// `N` bytes at `off`, or `None` when they lie past `data_end`.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let start = self.data + off;
+        if start + N > self.data_end {
+            return None;
+        }
+        // SAFETY: [start, start + N) was just checked to lie inside the packet.
+        Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.data_end - self.data
+    }
+}
+
+/// Parse `frame` into `key`. With `esp_is_terminal`, ESP yields [`Outcome::Esp`] (ingress);
+/// otherwise ESP is classified like any other protocol without ports (egress).
+#[inline(always)]
+pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -> Outcome {
+    let Some(eth) = frame.bytes::<ETH_HLEN>(0) else {
+        return Outcome::NotIpv6;
+    };
+    let mut l3 = ETH_HLEN;
+    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let Some(tag) = frame.bytes::<4>(ETH_HLEN) else {
+            return Outcome::NotIpv6;
+        };
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        l3 = ETH_HLEN + 4;
+    }
+    if ethertype != ETH_P_IPV6 {
+        return Outcome::NotIpv6;
+    }
+    let Some(ip) = frame.bytes::<IPV6_HLEN>(l3) else {
+        return Outcome::Malformed;
+    };
+    if ip[0] >> 4 != 6 {
+        return Outcome::Malformed;
+    }
+    // The payload must be present in full; parsing never looks past its end.
+    let payload_end = l3 + IPV6_HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    if payload_end > frame.len() {
+        return Outcome::Malformed;
+    }
+    key.src.copy_from_slice(&ip[8..24]);
+    key.dst.copy_from_slice(&ip[24..40]);
+    key.dir = dir;
+    key.flags = 0;
+    key._pad = 0;
+    key.sport = 0;
+    key.dport = 0;
+
+    let mut nh = ip[6];
+    let mut off = l3 + IPV6_HLEN;
+    let mut walked = 0usize;
+    while walked <= MAX_EXT_HEADERS {
+        match nh {
+            proto::HOP_BY_HOP | proto::ROUTING | proto::DEST_OPTS => {
+                if walked == MAX_EXT_HEADERS {
+                    return Outcome::ExtLimit;
+                }
+                if off + 2 > payload_end {
+                    return Outcome::Malformed;
+                }
+                let Some(h) = frame.bytes::<2>(off) else {
+                    return Outcome::Malformed;
+                };
+                nh = h[0];
+                off += (h[1] as usize + 1) * 8;
+            }
+            proto::FRAGMENT => {
+                if walked == MAX_EXT_HEADERS {
+                    return Outcome::ExtLimit;
+                }
+                if off + 8 > payload_end {
+                    return Outcome::Malformed;
+                }
+                let Some(h) = frame.bytes::<8>(off) else {
+                    return Outcome::Malformed;
+                };
+                nh = h[0];
+                off += 8;
+                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                    // A non-first fragment: what follows is the middle of the payload, with no
+                    // ports to see. It can only match policies whose ports are any.
+                    if off > payload_end {
+                        return Outcome::Malformed;
+                    }
+                    key.proto = nh;
+                    key.flags = FLOW_OPAQUE;
+                    return Outcome::Flow;
+                }
+            }
+            _ => break,
+        }
+        if off > payload_end {
+            return Outcome::Malformed;
+        }
+        if off - l3 > MAX_L4_OFFSET {
+            return Outcome::ExtLimit;
+        }
+        walked += 1;
+    }
+    // Keep the verifier's view of `off` bounded before the transport reads.
+    if off - l3 > MAX_L4_OFFSET {
+        return Outcome::ExtLimit;
+    }
+    key.proto = nh;
+    match nh {
+        proto::TCP | proto::UDP => {
+            if off + 4 > payload_end {
+                return Outcome::Malformed;
+            }
+            let Some(p) = frame.bytes::<4>(off) else {
+                return Outcome::Malformed;
+            };
+            key.sport = u16::from_be_bytes([p[0], p[1]]);
+            key.dport = u16::from_be_bytes([p[2], p[3]]);
+        }
+        proto::ICMPV6 => {
+            if off + 4 > payload_end {
+                return Outcome::Malformed;
+            }
+            let Some(p) = frame.bytes::<4>(off) else {
+                return Outcome::Malformed;
+            };
+            key.dport = p[0] as u16;
+        }
+        proto::ESP if esp_is_terminal => {
+            if off + 8 > payload_end {
+                return Outcome::Malformed;
+            }
+            let Some(p) = frame.bytes::<4>(off) else {
+                return Outcome::Malformed;
+            };
+            return Outcome::Esp(u32::from_be_bytes(p));
+        }
+        _ => key.flags = FLOW_OPAQUE,
+    }
+    Outcome::Flow
+}

@@ -1,0 +1,321 @@
+//! The command line, as clap definitions: every command, option, short flag and help text.
+//!
+//! Option values are collected as raw strings and handed to the model unchanged: the model alone
+//! decides what is valid, so clap marks nothing as required and parses no SA/SP value (a missing
+//! option is reported by the model, on one line, naming it).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::daemon::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, XdpMode};
+use crate::model::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
+
+/// xipsec: IPv6 IPsec (ESP) for Linux with XDP, configured like ESXi's `esxcli network ip ipsec`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "xipsec",
+    version,
+    about,
+    long_about = "xipsec: IPv6 IPsec (ESP) for Linux with XDP, configured like ESXi's \
+        `esxcli network ip ipsec`.\n\n\
+        A security association (SA) says how traffic is protected: source and destination, \
+        encryption and integrity parameters, and a name. A security policy (SP) says when: \
+        source and destination prefixes, ports, protocol and direction of the traffic, mode, \
+        and which SA to use.\n\n\
+        Commands talk to the daemon (`xipsec daemon`). The `esxcli network ip ipsec` prefix is \
+        accepted, so pasted esxcli lines work.",
+    after_help = "Examples:\n  \
+        xipsec sa add --sa-source 3ffe:501:ffff:0::a --sa-destination 3ffe:501:ffff:0001:0000:0000:0000:0001 \\\n    \
+        --sa-mode transport --sa-spi 0x1000 --encryption-algorithm 3des-cbc \\\n    \
+        --encryption-key 0x6970763672656164796c6f676f336465736362636f757432 \\\n    \
+        --integrity-algorithm hmac-sha1 --integrity-key 0x6970763672656164796c6f67736861316f757432 --sa-name sa1\n  \
+        xipsec sp add --sp-source=2001:db8:1::/64 --sp-destination=2002:db8:1::/64 --source-port=23 \\\n    \
+        --destination-port=25 --upper-layer-protocol=tcp --flow-direction=out --action=ipsec \\\n    \
+        --sp-mode=transport --sa-name=sa1 --sp-name=sp1\n  \
+        xipsec sa list --formatter json"
+)]
+pub struct Cli {
+    /// Control socket of the daemon to talk to (for `daemon`: the socket to serve).
+    #[arg(
+        long,
+        global = true,
+        env = "XIPSEC_SOCKET",
+        value_name = "PATH",
+        default_value = DEFAULT_SOCKET
+    )]
+    pub socket: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Security associations (SAs): how traffic is protected.
+    #[command(subcommand)]
+    Sa(SaCommand),
+    /// Security policies (SPs): which traffic is protected, passed in clear or dropped.
+    #[command(subcommand)]
+    Sp(SpCommand),
+    /// Packets dropped by the datapath, per reason (per-SA and per-SP counters are in `list`).
+    Stats(OutputArgs),
+    /// What the daemon is serving: socket, state file, datapath, interfaces, number of SAs and SPs.
+    Status(OutputArgs),
+    /// Run the daemon: attach the datapath, restore the saved state and serve the CLI.
+    Daemon(DaemonArgs),
+    /// Print a shell completion script to standard output.
+    Completions {
+        /// Shell to generate completions for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The source document's `esxcli network ip ipsec add` (missing `sa`/`sp`): answered with a
+    /// hint.
+    #[command(hide = true)]
+    Add(Misplaced),
+    #[command(hide = true)]
+    Remove(Misplaced),
+    #[command(hide = true)]
+    List(Misplaced),
+}
+
+/// Everything after a misplaced `add`/`remove`/`list`, kept to pick the hint.
+#[derive(Debug, Args)]
+pub struct Misplaced {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub rest: Vec<String>,
+}
+
+/// `xipsec sa ...`
+#[derive(Debug, Subcommand)]
+pub enum SaCommand {
+    /// List every SA usable by policies, with counters (keys are never shown).
+    List(OutputArgs),
+    /// Add an SA. Every option is required, except --encryption-key with `null` encryption.
+    Add(SaAdd),
+    /// Remove an SA: by --sa-name, by --sa-source + --sa-destination + --sa-spi, or all of them
+    /// with --remove-all. Fails if the SA is in use by an SP (remove the SP first).
+    Remove(SaRemove),
+}
+
+/// `xipsec sp ...`
+#[derive(Debug, Subcommand)]
+pub enum SpCommand {
+    /// List every SP, with hit counters.
+    List(OutputArgs),
+    /// Add an SP. Its SA must exist first.
+    Add(SpAdd),
+    /// Remove an SP by --sp-name, or every SP with --remove-all.
+    Remove(SpRemove),
+}
+
+/// Output format of list-like commands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Formatter {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// A JSON array of objects (see SCHEMA.md).
+    Json,
+    /// esxcli-style XML.
+    Xml,
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One `Type.field.type=value` line per field, records separated by a blank line.
+    Keyvalue,
+}
+
+/// `--formatter`, shared by list, stats and status.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Formatter::Table)]
+    pub formatter: Formatter,
+}
+
+/// `xipsec sa add`: raw option strings, validated by the model.
+#[derive(Debug, Args)]
+pub struct SaAdd {
+    /// Required. Source IPv6 address; `any` is allowed in transport mode only.
+    #[arg(short = 's', long, value_name = "ADDR")]
+    pub sa_source: Option<String>,
+    /// Required. Destination IPv6 address; `any` is allowed in transport mode only.
+    #[arg(short = 'd', long, value_name = "ADDR")]
+    pub sa_destination: Option<String>,
+    /// Required. `transport` or `tunnel`.
+    #[arg(short = 'm', long, value_name = "MODE")]
+    pub sa_mode: Option<String>,
+    /// Required. Security parameter index: `0x` and up to 8 hex digits, 0x100 or more (0-255 are
+    /// reserved by RFC 4303); unique among SAs.
+    #[arg(short = 'p', long, value_name = "0xHEX")]
+    pub sa_spi: Option<String>,
+    /// Required. `3des-cbc`, `aes128-cbc` or `null`.
+    #[arg(short = 'e', long, value_name = "ALG")]
+    pub encryption_algorithm: Option<String>,
+    /// Required unless the algorithm is `null` (an error with `null`). `0x` and an even number of
+    /// hex digits, or ASCII text; aes128-cbc takes 16 bytes, 3des-cbc 24 bytes (K1≠K2, K2≠K3).
+    #[arg(short = 'k', long, value_name = "KEY")]
+    pub encryption_key: Option<String>,
+    /// Required. `hmac-sha1` or `hmac-sha2-256` (integrity is never null).
+    #[arg(short = 'i', long, value_name = "ALG")]
+    pub integrity_algorithm: Option<String>,
+    /// Required. `0x` hex or ASCII text; hmac-sha1 takes 20 bytes, hmac-sha2-256 32 bytes.
+    #[arg(short = 'K', long, value_name = "KEY")]
+    pub integrity_key: Option<String>,
+    /// Required. Name of the SA; unique.
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub sa_name: Option<String>,
+}
+
+impl From<SaAdd> for SaAddArgs {
+    fn from(a: SaAdd) -> Self {
+        Self {
+            sa_source: a.sa_source,
+            sa_destination: a.sa_destination,
+            sa_mode: a.sa_mode,
+            sa_spi: a.sa_spi,
+            encryption_algorithm: a.encryption_algorithm,
+            encryption_key: a.encryption_key,
+            integrity_algorithm: a.integrity_algorithm,
+            integrity_key: a.integrity_key,
+            sa_name: a.sa_name,
+        }
+    }
+}
+
+/// `xipsec sa remove`.
+#[derive(Debug, Args)]
+pub struct SaRemove {
+    /// Name of the SA to remove.
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub sa_name: Option<String>,
+    /// Source address of the SA to remove (with --sa-destination and --sa-spi).
+    #[arg(short = 's', long, value_name = "ADDR")]
+    pub sa_source: Option<String>,
+    /// Destination address of the SA to remove (with --sa-source and --sa-spi).
+    #[arg(short = 'd', long, value_name = "ADDR")]
+    pub sa_destination: Option<String>,
+    /// SPI of the SA to remove (with --sa-source and --sa-destination).
+    #[arg(short = 'p', long, value_name = "0xHEX")]
+    pub sa_spi: Option<String>,
+    /// Remove every SA; atomic: if any SA is in use, nothing is removed.
+    #[arg(long)]
+    pub remove_all: bool,
+}
+
+impl From<SaRemove> for SaRemoveArgs {
+    fn from(a: SaRemove) -> Self {
+        Self {
+            sa_name: a.sa_name,
+            sa_source: a.sa_source,
+            sa_destination: a.sa_destination,
+            sa_spi: a.sa_spi,
+            remove_all: a.remove_all,
+        }
+    }
+}
+
+/// `xipsec sp add`: raw option strings, validated by the model.
+#[derive(Debug, Args)]
+pub struct SpAdd {
+    /// Required. Source prefix `ADDR/LEN`, or `any` (= ::/0); no host bits beyond LEN.
+    #[arg(long, value_name = "PREFIX")]
+    pub sp_source: Option<String>,
+    /// Required. Destination prefix `ADDR/LEN`, or `any` (= ::/0); no host bits beyond LEN.
+    #[arg(long, value_name = "PREFIX")]
+    pub sp_destination: Option<String>,
+    /// Required. 0-65535 or `any` (0 means any); must be any with protocol any or icmp6.
+    #[arg(long, value_name = "PORT")]
+    pub source_port: Option<String>,
+    /// Required. 0-65535 or `any` (0 means any); with icmp6 it is the ICMPv6 type; must be any
+    /// with protocol any.
+    #[arg(long, value_name = "PORT")]
+    pub destination_port: Option<String>,
+    /// `tcp`, `udp`, `icmp6` or `any` [default: any].
+    #[arg(long, value_name = "PROTO")]
+    pub upper_layer_protocol: Option<String>,
+    /// Required. `in` or `out` (a flow in both directions needs two policies).
+    #[arg(long, value_name = "DIR")]
+    pub flow_direction: Option<String>,
+    /// `none` (pass in clear), `discard` (drop) or `ipsec` (protect with the SA) [default: ipsec].
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+    /// `transport` or `tunnel`; defaults to the SA's mode, and must equal it if given.
+    #[arg(long, value_name = "MODE")]
+    pub sp_mode: Option<String>,
+    /// Name of the SA to use: required with action ipsec; optional otherwise, and must exist if
+    /// given.
+    #[arg(long, value_name = "NAME")]
+    pub sa_name: Option<String>,
+    /// Required. Name of the SP; unique.
+    #[arg(long, value_name = "NAME")]
+    pub sp_name: Option<String>,
+    /// 0-65535 (extension). Policies with a priority rank before all others, lower first;
+    /// the rest rank by specificity, then age.
+    #[arg(long, value_name = "N")]
+    pub priority: Option<String>,
+}
+
+impl From<SpAdd> for SpAddArgs {
+    fn from(a: SpAdd) -> Self {
+        Self {
+            sp_source: a.sp_source,
+            sp_destination: a.sp_destination,
+            source_port: a.source_port,
+            destination_port: a.destination_port,
+            upper_layer_protocol: a.upper_layer_protocol,
+            flow_direction: a.flow_direction,
+            action: a.action,
+            sp_mode: a.sp_mode,
+            sa_name: a.sa_name,
+            sp_name: a.sp_name,
+            priority: a.priority,
+        }
+    }
+}
+
+/// `xipsec sp remove`.
+#[derive(Debug, Args)]
+pub struct SpRemove {
+    /// Name of the SP to remove.
+    #[arg(long, value_name = "NAME")]
+    pub sp_name: Option<String>,
+    /// Remove every SP.
+    #[arg(long)]
+    pub remove_all: bool,
+    /// Not an option of `sp remove` (the source document's typo): answered with a hint.
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub sa_name: Option<String>,
+}
+
+impl From<SpRemove> for SpRemoveArgs {
+    fn from(a: SpRemove) -> Self {
+        Self {
+            sp_name: a.sp_name,
+            remove_all: a.remove_all,
+        }
+    }
+}
+
+/// `xipsec daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Interface to attach the datapath to (XDP ingress, TC egress); repeat for several.
+    #[arg(long = "interface", value_name = "IFACE", required_unless_present = "no_datapath")]
+    pub interfaces: Vec<String>,
+    /// How XDP is attached.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = XdpMode::Auto)]
+    pub xdp_mode: XdpMode,
+    /// Directory of the persisted state (state.json, mode 0600).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// bpffs directory where programs and maps are pinned.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Manage and persist state only; attach nothing (tests and staging). --interface is then
+    /// optional.
+    #[arg(long)]
+    pub no_datapath: bool,
+}

@@ -1,0 +1,285 @@
+//! The `xipsec` command line: clap definitions, output formatters, and a client that talks to
+//! the daemon and nothing else.
+//!
+//! Contract:
+//! - Commands, options and short flags are SPEC.md's; a leading `esxcli network ip ipsec` (with
+//!   esxcli's `--formatter` before it, if any) is accepted and stripped ([`normalize_args`]).
+//! - Option values go to the daemon as raw strings; the model validates them there.
+//! - Success: output on stdout, exit 0 (add and remove print nothing, like esxcli). Failure: one
+//!   line on stderr starting `error:`, non-zero exit (2 for command-line usage, 1 otherwise), and
+//!   nothing changed.
+
+pub mod args;
+pub mod client;
+pub mod format;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+pub use args::{Cli, Command, DaemonArgs, Formatter};
+use args::{Misplaced, OutputArgs, SaCommand, SpCommand};
+use format::{Layout, Row};
+
+use crate::daemon::protocol::{Request, Response};
+
+/// esxcli's namespace for these commands, accepted before `sa`/`sp` so pasted lines work.
+const ESXCLI_PREFIX: [&str; 4] = ["esxcli", "network", "ip", "ipsec"];
+
+/// A command that failed: printed as `error: {message}`.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    /// Print it to stderr (one line) and return the exit code.
+    pub fn report(&self) -> ExitCode {
+        eprintln!("error: {}", self.message);
+        ExitCode::from(self.code)
+    }
+}
+
+/// Strip a leading `esxcli network ip ipsec` (after the program name) so pasted esxcli lines
+/// parse; esxcli's global `--formatter X` / `--formatter=X`, which precedes the namespace there,
+/// is moved after the command, where xipsec takes it.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).and_then(|a| a.to_str()) != Some(ESXCLI_PREFIX[0]) {
+        return args;
+    }
+    let mut i = 2;
+    let mut moved = Vec::new();
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if arg == "--formatter" && i + 1 < args.len() {
+            moved.extend_from_slice(&args[i..i + 2]);
+            i += 2;
+        } else if arg.starts_with("--formatter=") {
+            moved.push(args[i].clone());
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let rest = &args[i..];
+    let matches_prefix = rest.len() >= 3
+        && rest
+            .iter()
+            .zip(&ESXCLI_PREFIX[1..])
+            .all(|(a, p)| a.to_str() == Some(p));
+    if !matches_prefix {
+        return args;
+    }
+    let mut out = vec![args[0].clone()];
+    out.extend_from_slice(&rest[3..]);
+    out.extend(moved);
+    args = out;
+    args
+}
+
+/// Parse the (normalised) command line; usage errors come back as one-line failures, `--help`
+/// and `--version` as `Ok(Err(code))` after printing.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, Result<ExitCode, Failure>> {
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: print as clap does, exit 0.
+            let _ = e.print();
+            Err(Ok(ExitCode::SUCCESS))
+        }
+        Err(e) => Err(Err(Failure {
+            message: one_line(&e.render().to_string()),
+            code: 2,
+        })),
+    }
+}
+
+/// Fold clap's multi-line usage error into one line: the message, its details and tips, then
+/// where to look for help.
+fn one_line(rendered: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut help = None;
+    let mut in_usage = false;
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            in_usage = false;
+            continue;
+        }
+        if line.starts_with("Usage:") {
+            in_usage = true;
+            continue;
+        }
+        if in_usage {
+            continue;
+        }
+        if let Some(more) = line.strip_prefix("For more information, ") {
+            help = Some(more.trim_end_matches('.').to_owned());
+            continue;
+        }
+        parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
+    }
+    let mut message = parts.join("; ");
+    if let Some(help) = help {
+        message.push_str(&format!(" ({help})"));
+    }
+    message
+}
+
+/// Run a client command (anything but `daemon`).
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let socket = cli.socket.as_path();
+    match cli.command {
+        Command::Sa(SaCommand::List(out)) => list(socket, Request::SaList, out),
+        Command::Sa(SaCommand::Add(a)) => change(socket, Request::SaAdd(a.into())),
+        Command::Sa(SaCommand::Remove(a)) => change(socket, Request::SaRemove(a.into())),
+        Command::Sp(SpCommand::List(out)) => list(socket, Request::SpList, out),
+        Command::Sp(SpCommand::Add(a)) => change(socket, Request::SpAdd(a.into())),
+        Command::Sp(SpCommand::Remove(a)) => {
+            if let Some(name) = &a.sa_name {
+                // The source document removes an SP with `sp remove --sa-name`; that is a typo.
+                return Err(Failure::new(format!(
+                    "sp remove takes --sp-name, not --sa-name (did you mean 'xipsec sp remove \
+                     --sp-name {name}'?)"
+                )));
+            }
+            change(socket, Request::SpRemove(a.into()))
+        }
+        Command::Stats(out) => list(socket, Request::Stats, out),
+        Command::Status(out) => list(socket, Request::Status, out),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "xipsec", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Add(m) => Err(misplaced("add", &m)),
+        Command::Remove(m) => Err(misplaced("remove", &m)),
+        Command::List(m) => Err(misplaced("list", &m)),
+        Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
+    }
+}
+
+/// `add`/`remove`/`list` without `sa`/`sp` (the source document prints `esxcli network ip
+/// ipsec add` for an SP): point at the command that was meant.
+fn misplaced(verb: &str, m: &Misplaced) -> Failure {
+    let names_option = |prefix: &str| {
+        m.rest
+            .iter()
+            .any(|a| a.starts_with(prefix) || (prefix == "--sp-" && a.starts_with("--flow-")))
+    };
+    let noun = if names_option("--sp-") {
+        "sp"
+    } else if names_option("--sa-") || m.rest.iter().any(|a| a.contains("-algorithm")) {
+        "sa"
+    } else {
+        return Failure {
+            message: format!("did you mean 'xipsec sa {verb}' or 'xipsec sp {verb}'?"),
+            code: 2,
+        };
+    };
+    Failure {
+        message: format!("did you mean 'xipsec {noun} {verb}'?"),
+        code: 2,
+    }
+}
+
+fn call(socket: &Path, request: &Request) -> Result<Response, Failure> {
+    match client::call(socket, request) {
+        Ok(Response::Error { message }) => Err(Failure::new(message)),
+        Ok(response) => Ok(response),
+        Err(e) => Err(Failure::new(e.to_string())),
+    }
+}
+
+/// A change: silent on success, like esxcli.
+fn change(socket: &Path, request: Request) -> Result<(), Failure> {
+    match call(socket, &request)? {
+        Response::Added { .. } | Response::Removed { .. } => Ok(()),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn list(socket: &Path, request: Request, out: OutputArgs) -> Result<(), Failure> {
+    let (layout, rows): (&Layout, Vec<Row>) = match call(socket, &request)? {
+        Response::SaList(sas) => (&format::SA_LAYOUT, sas.iter().map(format::sa_row).collect()),
+        Response::SpList(sps) => (&format::SP_LAYOUT, sps.iter().map(format::sp_row).collect()),
+        Response::Stats(stats) => (&format::STATS_LAYOUT, format::stats_rows(&stats)),
+        Response::Status(status) => (&format::STATUS_LAYOUT, vec![format::status_row(&status)]),
+        other => return Err(unexpected(&other)),
+    };
+    let text = format::render(out.formatter, layout, &rows);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        // `xipsec sp list | head` closing the pipe early is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::new(format!("cannot write the output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn unexpected(response: &Response) -> Failure {
+    Failure::new(format!(
+        "the daemon sent an unexpected answer (is it the same version as this xipsec?): {response:?}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn esxcli_prefix_is_stripped_and_formatter_moved() {
+        assert_eq!(
+            normalize_args(os(&["xipsec", "esxcli", "network", "ip", "ipsec", "sa", "list"])),
+            os(&["xipsec", "sa", "list"])
+        );
+        assert_eq!(
+            normalize_args(os(&[
+                "xipsec", "esxcli", "--formatter", "json", "network", "ip", "ipsec", "sp", "list"
+            ])),
+            os(&["xipsec", "sp", "list", "--formatter", "json"])
+        );
+        assert_eq!(
+            normalize_args(os(&["xipsec", "esxcli", "--formatter=csv", "network", "ip", "ipsec", "sa", "list"])),
+            os(&["xipsec", "sa", "list", "--formatter=csv"])
+        );
+        // Not the full prefix: left alone, so clap reports it.
+        assert_eq!(
+            normalize_args(os(&["xipsec", "esxcli", "network", "sa"])),
+            os(&["xipsec", "esxcli", "network", "sa"])
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let err = parse(os(&["xipsec", "sa", "list", "--formatter", "yaml"]))
+            .map(|_| ())
+            .expect_err("a bad formatter is a usage error")
+            .expect_err("a usage error is a failure");
+        assert_eq!(err.code, 2);
+        assert!(!err.message.contains('\n'), "{}", err.message);
+        assert!(err.message.contains("--formatter"), "{}", err.message);
+        assert!(err.message.contains("json"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

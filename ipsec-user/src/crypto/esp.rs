@@ -1,0 +1,1076 @@
+//! ESP, RFC 4303, over IPv6, as pure functions over buffers (no sockets, no kernel).
+//!
+//! Contract:
+//! - [`OutboundSa::encapsulate`] turns one whole IPv6 packet into one ESP packet in `out` and
+//!   says where to send it; [`InboundSa::decapsulate`] turns one ESP packet back into the
+//!   protected IPv6 packet in `out` and says what it was. `out` is cleared and reused, so once
+//!   its capacity has grown to the largest packet no call allocates.
+//! - Packet layout (RFC 4303 §2): `SPI | Sequence Number | IV | ciphertext of (payload |
+//!   padding 1, 2, 3, ... | Pad Length | Next Header) | ICV`. The ICV covers the ESP header, IV
+//!   and ciphertext (encrypt-then-MAC, §3.3.2 and §2.8).
+//! - Transport mode keeps the hop-by-hop, routing and fragment headers in front of ESP
+//!   (§3.1.1); tunnel mode wraps the whole packet in a new IPv6 header from the SA's endpoints
+//!   (§3.1.2).
+//! - Inbound order (§3.4): SPI, then the anti-replay check (§3.4.3), then the ICV in constant
+//!   time (§3.4.4.1), only then the window update and the decryption, then the padding check
+//!   (§2.4). A forged packet never moves the replay window and is never decrypted.
+//! - Sequence numbers start at 1 and never wrap (§3.3.3): once 2^32-1 has been sent,
+//!   encapsulation fails with [`EspError::SequenceExhausted`] and the SA must be replaced.
+//! - Untrusted input never panics; every failure is an [`EspError`] the daemon can count.
+
+use super::replay::{DEFAULT_REPLAY_WINDOW, ReplayWindow};
+use super::wire::{self, IPV6_HEADER_LEN, proto};
+use super::{Cipher, CipherLengthError, ConfigError, Integrity, new_cipher, new_integrity};
+use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::net::Ipv6Addr;
+
+/// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
+pub const ESP_HEADER_LEN: usize = 8;
+
+/// Hop limit of the outer header in tunnel mode (the usual default, as Linux and the spec use).
+const TUNNEL_HOP_LIMIT: u8 = 64;
+
+/// Why a packet could not be encapsulated or decapsulated. Each variant is one counter.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum EspError {
+    /// The packet ends before a header or field it announces.
+    #[error("truncated packet: {what}")]
+    Truncated { what: &'static str },
+    /// The packet is not well-formed IPv6/ESP (wrong version, bad lengths, too many headers).
+    #[error("malformed packet: {what}")]
+    Malformed { what: &'static str },
+    /// The next-header chain of an inbound packet ends without reaching ESP.
+    #[error("not an esp packet: header chain ends at next header {next_header}")]
+    NotEsp { next_header: u8 },
+    /// A fragment: ESP applies to whole datagrams only (RFC 4303 §3.3.4, §3.4.1).
+    #[error("ipv6 fragment: reassemble before esp processing")]
+    Fragment,
+    /// The packet carries another SA's SPI.
+    #[error("spi {got:#x} does not belong to this sa (spi {expected:#x})")]
+    SpiMismatch { expected: u32, got: u32 },
+    /// Sequence number 0, a duplicate, or older than the window (RFC 4303 §3.4.3).
+    #[error("replayed or too old sequence number {seq}")]
+    Replay { seq: u32 },
+    /// The ICV did not verify: forged, corrupted or keyed differently.
+    #[error("integrity check failed")]
+    AuthFailed,
+    /// The decrypted padding is not 1, 2, 3, ... or longer than the payload (RFC 4303 §2.4).
+    #[error("bad esp padding")]
+    BadPadding,
+    /// The trailer's Next Header is not one this mode can deliver.
+    #[error("unknown next header {next_header} in esp trailer")]
+    UnknownNextHeader { next_header: u8 },
+    /// 2^32-1 packets have been sent; the sequence number must not wrap (RFC 4303 §3.3.3).
+    #[error("sequence numbers exhausted after 2^32-1 packets: the sa must be replaced")]
+    SequenceExhausted,
+    /// The ESP packet would exceed the IPv6 payload limit of 65535 bytes (no jumbograms).
+    #[error("esp packet of {len} bytes exceeds the ipv6 maximum of 65575")]
+    TooBig { len: usize },
+    /// The cipher refused a buffer length: a bug here, reported rather than panicking.
+    #[error(transparent)]
+    Cipher(#[from] CipherLengthError),
+}
+
+impl EspError {
+    /// A stable snake_case name per variant, for counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Truncated { .. } => "truncated",
+            Self::Malformed { .. } => "malformed",
+            Self::NotEsp { .. } => "not_esp",
+            Self::Fragment => "fragment",
+            Self::SpiMismatch { .. } => "spi_mismatch",
+            Self::Replay { .. } => "replay",
+            Self::AuthFailed => "auth_failed",
+            Self::BadPadding => "bad_padding",
+            Self::UnknownNextHeader { .. } => "unknown_next_header",
+            Self::SequenceExhausted => "sequence_exhausted",
+            Self::TooBig { .. } => "too_big",
+            Self::Cipher(_) => "internal",
+        }
+    }
+}
+
+/// Everything needed to build one direction of an SA. Keys are borrowed: the SA keeps only
+/// the scheduled forms.
+#[derive(Clone, Copy)]
+pub struct SaConfig<'a> {
+    /// Security Parameters Index (the spec requires 0x100 or more; not re-checked here).
+    pub spi: u32,
+    pub mode: Mode,
+    /// Tunnel mode: the outer source (this host for outbound, the peer for inbound).
+    /// Transport mode: unused (may be `::`, the spec's `any`).
+    pub source: Ipv6Addr,
+    /// Tunnel mode: the outer destination. Transport mode: unused.
+    pub destination: Ipv6Addr,
+    pub encryption: EncryptionAlgorithm,
+    /// Empty for `null`.
+    pub encryption_key: &'a [u8],
+    pub integrity: IntegrityAlgorithm,
+    pub integrity_key: &'a [u8],
+}
+
+/// The parts both directions share: identity, mode and keyed algorithms.
+struct Transform {
+    spi: u32,
+    mode: Mode,
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    cipher: Box<dyn Cipher>,
+    integrity: Box<dyn Integrity>,
+}
+
+impl Transform {
+    fn new(config: &SaConfig<'_>) -> Result<Self, ConfigError> {
+        if config.mode == Mode::Tunnel {
+            if config.source.is_unspecified() {
+                return Err(ConfigError::TunnelEndpoint { which: "source" });
+            }
+            if config.destination.is_unspecified() {
+                return Err(ConfigError::TunnelEndpoint {
+                    which: "destination",
+                });
+            }
+        }
+        Ok(Self {
+            spi: config.spi,
+            mode: config.mode,
+            source: config.source,
+            destination: config.destination,
+            cipher: new_cipher(config.encryption, config.encryption_key)?,
+            integrity: new_integrity(config.integrity, config.integrity_key)?,
+        })
+    }
+}
+
+/// What to do with an encapsulated packet: send `out` (a complete IPv6 packet, next header
+/// chain ending in ESP) to `destination`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encapsulated {
+    /// The sequence number the packet carries.
+    pub seq: u32,
+    /// Where the packet goes: the tunnel endpoint, or the packet's own destination in
+    /// transport mode.
+    pub destination: Ipv6Addr,
+}
+
+/// What a decapsulated packet is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decapsulated {
+    /// `out` holds the protected IPv6 packet (transport: the original packet with its next
+    /// header restored; tunnel: the inner packet). Deliver it locally once it matched an
+    /// inbound policy naming this SA (RFC 4301 §5.2).
+    Deliver {
+        seq: u32,
+        /// The protocol that followed ESP: the upper layer in transport mode, 41 in tunnel.
+        next_header: u8,
+    },
+    /// A dummy packet (Next Header 59, RFC 4303 §2.6): authentic, but discard it silently.
+    /// `out` is empty.
+    Dummy { seq: u32 },
+}
+
+/// The sending side of an SA: sequence counter and IV generator.
+pub struct OutboundSa {
+    transform: Transform,
+    /// The next sequence number to send; beyond `u32::MAX` the SA is exhausted.
+    next_seq: u64,
+    /// IVs must be unpredictable for CBC (RFC 3602 §3, RFC 2451 §3): a ChaCha12 CSPRNG seeded
+    /// from the OS through the thread RNG, held here so the SA stays `Send`.
+    rng: StdRng,
+}
+
+impl OutboundSa {
+    /// Keys the SA; the first packet will carry sequence number 1.
+    pub fn new(config: &SaConfig<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            transform: Transform::new(config)?,
+            next_seq: 1,
+            rng: StdRng::from_rng(&mut rand::rng()),
+        })
+    }
+
+    pub fn spi(&self) -> u32 {
+        self.transform.spi
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.transform.mode
+    }
+
+    /// The last sequence number sent (0 before the first packet).
+    pub fn last_sequence(&self) -> u32 {
+        u32::try_from(self.next_seq - 1).unwrap_or(u32::MAX)
+    }
+
+    /// True once 2^32-1 packets have been sent; every later encapsulation fails.
+    pub fn is_exhausted(&self) -> bool {
+        self.next_seq > u64::from(u32::MAX)
+    }
+
+    /// Continues after `last_sent` (e.g. restored from saved state), so the peer's replay
+    /// window does not drop the next packets. Never moves the counter backwards.
+    pub fn resume_after(&mut self, last_sent: u32) {
+        self.next_seq = self.next_seq.max(u64::from(last_sent) + 1);
+    }
+
+    /// The most bytes encapsulation adds to a packet (headers, IV, worst-case padding, ICV),
+    /// for MTU arithmetic.
+    pub fn max_overhead(&self) -> usize {
+        let t = &self.transform;
+        let outer = if t.mode == Mode::Tunnel {
+            IPV6_HEADER_LEN
+        } else {
+            0
+        };
+        outer + ESP_HEADER_LEN + t.cipher.iv_len() + t.cipher.block_size() + 1
+            + t.integrity.icv_len()
+    }
+
+    /// Encapsulates the IPv6 packet `packet` into `out` (cleared first). On error `out` holds
+    /// nothing meaningful and no sequence number is used.
+    pub fn encapsulate(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Encapsulated, EspError> {
+        out.clear();
+        let seq = u32::try_from(self.next_seq).map_err(|_| EspError::SequenceExhausted)?;
+        let packet = wire::ipv6_packet(packet)?;
+        let t = &self.transform;
+
+        // What stays in clear in front of ESP, and what goes inside.
+        let (kept, destination) = match t.mode {
+            Mode::Transport => (Some(wire::transport_split(packet)?), wire::destination(packet)),
+            Mode::Tunnel => (None, t.destination),
+        };
+        let (clear_len, next_header) = match &kept {
+            Some(split) => (split.offset, split.next_header),
+            None => (0, proto::IPV6),
+        };
+        let payload = &packet[clear_len..];
+
+        // RFC 4303 §2.4: pad so that payload + padding + 2 fills whole cipher blocks (and at
+        // least 4-byte words).
+        let block = t.cipher.block_size();
+        let iv_len = t.cipher.iv_len();
+        let pad_len = (block - (payload.len() + 2) % block) % block;
+        let ciphertext_len = payload.len() + pad_len + 2;
+        let header_len = if kept.is_some() {
+            clear_len
+        } else {
+            IPV6_HEADER_LEN
+        };
+        let esp_offset = header_len;
+        let total = esp_offset + ESP_HEADER_LEN + iv_len + ciphertext_len + t.integrity.icv_len();
+        let payload_len =
+            u16::try_from(total - IPV6_HEADER_LEN).map_err(|_| EspError::TooBig { len: total })?;
+        out.reserve(total);
+
+        match &kept {
+            Some(split) => {
+                out.extend_from_slice(&packet[..clear_len]);
+                out[split.next_header_field] = proto::ESP;
+            }
+            None => out.extend_from_slice(&tunnel_header(packet, t.source, t.destination)),
+        }
+        wire::set_payload_len(out, payload_len);
+
+        out.extend_from_slice(&t.spi.to_be_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+        let iv_offset = out.len();
+        out.resize(iv_offset + iv_len, 0);
+        self.rng.fill_bytes(&mut out[iv_offset..]);
+        out.extend_from_slice(payload);
+        // The pad bytes are 1, 2, 3, ... (RFC 4303 §2.4); `pad_len` < block size <= 16.
+        out.extend((1..=pad_len).map(|i| i as u8));
+        out.push(pad_len as u8);
+        out.push(next_header);
+
+        let (head, ciphertext) = out.split_at_mut(iv_offset + iv_len);
+        t.cipher.encrypt(&head[iv_offset..], ciphertext)?;
+        let icv = t.integrity.compute(&out[esp_offset..]);
+        out.extend_from_slice(icv.as_ref());
+        debug_assert_eq!(out.len(), total);
+
+        self.next_seq += 1;
+        Ok(Encapsulated { seq, destination })
+    }
+}
+
+/// The outer header of tunnel mode (RFC 4303 §3.1.2, RFC 4301 §5.1.2.1): traffic class
+/// copied from the inner header (DSCP copied, ECN copied as RFC 6040's normal mode does), the
+/// inner flow label reused so the flow stays recognisable, hop limit 64, next header ESP.
+/// Payload Length is filled in by the caller.
+fn tunnel_header(inner: &[u8], source: Ipv6Addr, destination: Ipv6Addr) -> [u8; 40] {
+    let mut header = [0; IPV6_HEADER_LEN];
+    // Version (4 bits), traffic class (8) and flow label (20) are the first 4 bytes.
+    header[..4].copy_from_slice(&inner[..4]);
+    header[0] = 0x60 | (inner[0] & 0x0f);
+    header[6] = proto::ESP;
+    header[7] = TUNNEL_HOP_LIMIT;
+    header[8..24].copy_from_slice(&source.octets());
+    header[24..40].copy_from_slice(&destination.octets());
+    header
+}
+
+/// The receiving side of an SA: anti-replay window.
+pub struct InboundSa {
+    transform: Transform,
+    replay: ReplayWindow,
+}
+
+impl InboundSa {
+    /// Keys the SA with the default replay window of 64 packets (RFC 4303 §3.4.3).
+    pub fn new(config: &SaConfig<'_>) -> Result<Self, ConfigError> {
+        Self::with_replay_window(config, DEFAULT_REPLAY_WINDOW)
+    }
+
+    /// Keys the SA with a replay window of `window` packets.
+    pub fn with_replay_window(config: &SaConfig<'_>, window: usize) -> Result<Self, ConfigError> {
+        Ok(Self {
+            transform: Transform::new(config)?,
+            replay: ReplayWindow::new(window)?,
+        })
+    }
+
+    pub fn spi(&self) -> u32 {
+        self.transform.spi
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.transform.mode
+    }
+
+    /// The anti-replay state (highest sequence number seen, window size).
+    pub fn replay_window(&self) -> &ReplayWindow {
+        &self.replay
+    }
+
+    /// Verifies and decrypts the ESP packet `packet` into `out` (cleared first). On error `out`
+    /// holds nothing meaningful; only an authentic packet changes the replay window.
+    pub fn decapsulate(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Decapsulated, EspError> {
+        out.clear();
+        let packet = wire::ipv6_packet(packet)?;
+        let location = wire::find_esp(packet)?;
+        let t = &self.transform;
+        let esp = &packet[location.offset..];
+
+        let iv_len = t.cipher.iv_len();
+        let icv_len = t.integrity.icv_len();
+        let block = t.cipher.block_size();
+        // The smallest ciphertext is one block (it holds at least Pad Length and Next Header).
+        if esp.len() < ESP_HEADER_LEN + iv_len + block + icv_len {
+            return Err(EspError::Truncated { what: "esp packet" });
+        }
+        let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
+        if spi != t.spi {
+            return Err(EspError::SpiMismatch {
+                expected: t.spi,
+                got: spi,
+            });
+        }
+        let seq = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
+        // RFC 4303 §3.4.3: the cheap replay check comes first, before spending an HMAC.
+        if !self.replay.check(seq) {
+            return Err(EspError::Replay { seq });
+        }
+        let (authenticated, icv) = esp.split_at(esp.len() - icv_len);
+        let ciphertext = &authenticated[ESP_HEADER_LEN + iv_len..];
+        if !ciphertext.len().is_multiple_of(block) {
+            return Err(EspError::Malformed {
+                what: "esp ciphertext is not a whole number of blocks",
+            });
+        }
+        // RFC 4303 §3.4.4.1: verify before decrypting, in constant time.
+        if !t.integrity.verify(authenticated, icv) {
+            return Err(EspError::AuthFailed);
+        }
+        // Only an authentic packet may move the window (§3.4.3).
+        self.replay.accept(seq);
+
+        let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_len];
+        if t.mode == Mode::Transport {
+            out.extend_from_slice(&packet[..location.offset]);
+        }
+        let plain_offset = out.len();
+        out.extend_from_slice(ciphertext);
+        t.cipher.decrypt(iv, &mut out[plain_offset..])?;
+
+        // Trailer: ... padding | Pad Length | Next Header (RFC 4303 §2.4 to §2.6).
+        let end = out.len();
+        let next_header = out[end - 1];
+        let pad_len = usize::from(out[end - 2]);
+        if pad_len + 2 > ciphertext.len() {
+            return Err(EspError::BadPadding);
+        }
+        let pad_start = end - 2 - pad_len;
+        let padding_ok = out[pad_start..end - 2]
+            .iter()
+            .zip(1..=u8::MAX)
+            .all(|(byte, expected)| *byte == expected);
+        if !padding_ok {
+            return Err(EspError::BadPadding);
+        }
+        out.truncate(pad_start);
+
+        if next_header == proto::NO_NEXT_HEADER {
+            out.clear();
+            return Ok(Decapsulated::Dummy { seq });
+        }
+        match t.mode {
+            Mode::Transport => {
+                // Hop-by-hop may only follow the fixed header (RFC 8200 §4.3), never ESP.
+                if next_header == proto::HOP_BY_HOP {
+                    return Err(EspError::UnknownNextHeader { next_header });
+                }
+                out[location.next_header_field] = next_header;
+                // Shorter than the packet that arrived, so it fits.
+                let payload_len = u16::try_from(out.len() - IPV6_HEADER_LEN)
+                    .map_err(|_| EspError::TooBig { len: out.len() })?;
+                wire::set_payload_len(out, payload_len);
+            }
+            Mode::Tunnel => {
+                if next_header != proto::IPV6 {
+                    return Err(EspError::UnknownNextHeader { next_header });
+                }
+                // Check the inner header and drop any TFC padding after it (RFC 4303 §2.7).
+                let inner_len = wire::ipv6_packet(out)?.len();
+                out.truncate(inner_len);
+            }
+        }
+        Ok(Decapsulated::Deliver { seq, next_header })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::wire::set_payload_len;
+
+    const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [
+        EncryptionAlgorithm::TripleDesCbc,
+        EncryptionAlgorithm::Aes128Cbc,
+        EncryptionAlgorithm::Null,
+    ];
+    const INTEGRITIES: [IntegrityAlgorithm; 2] =
+        [IntegrityAlgorithm::HmacSha1, IntegrityAlgorithm::HmacSha256];
+    const MODES: [Mode; 2] = [Mode::Transport, Mode::Tunnel];
+
+    /// The spec's example keys (`ipv6readylogo3descbcout2`, `ipv6readylogsha1out2`) and
+    /// fixed keys of the right length for the other algorithms.
+    fn encryption_key(algorithm: EncryptionAlgorithm) -> &'static [u8] {
+        match algorithm {
+            EncryptionAlgorithm::TripleDesCbc => b"ipv6readylogo3descbcout2",
+            EncryptionAlgorithm::Aes128Cbc => b"0123456789abcdef",
+            EncryptionAlgorithm::Null => b"",
+        }
+    }
+
+    fn integrity_key(algorithm: IntegrityAlgorithm) -> &'static [u8] {
+        match algorithm {
+            IntegrityAlgorithm::HmacSha1 => b"ipv6readylogsha1out2",
+            IntegrityAlgorithm::HmacSha256 => b"0123456789abcdef0123456789abcdef",
+        }
+    }
+
+    fn addr(s: &str) -> Ipv6Addr {
+        s.parse().expect("parsing a test address")
+    }
+
+    fn config(
+        encryption: EncryptionAlgorithm,
+        integrity: IntegrityAlgorithm,
+        mode: Mode,
+    ) -> SaConfig<'static> {
+        SaConfig {
+            spi: 0x1000,
+            mode,
+            source: addr("3ffe:501:ffff::a"),
+            destination: addr("3ffe:501:ffff:1::1"),
+            encryption,
+            encryption_key: encryption_key(encryption),
+            integrity,
+            integrity_key: integrity_key(integrity),
+        }
+    }
+
+    fn pair(config: &SaConfig<'_>) -> (OutboundSa, InboundSa) {
+        (
+            OutboundSa::new(config).expect("building the outbound sa"),
+            InboundSa::new(config).expect("building the inbound sa"),
+        )
+    }
+
+    /// An IPv6 packet: fixed header (traffic class 0xb8, flow label 0x12345), the given
+    /// extension-header bytes, then a UDP header and `payload_len` payload bytes.
+    fn ipv6_udp(first_next_header: u8, ext: &[u8], payload_len: usize) -> Vec<u8> {
+        let mut p = vec![0x6b, 0x81, 0x23, 0x45, 0, 0, first_next_header, 17];
+        p.extend_from_slice(&addr("2001:db8:1::1").octets());
+        p.extend_from_slice(&addr("2001:db8:2::2").octets());
+        p.extend_from_slice(ext);
+        let udp_len = u16::try_from(8 + payload_len).expect("test payload fits");
+        p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
+        p.extend_from_slice(&udp_len.to_be_bytes());
+        p.extend_from_slice(&[0xab, 0xcd]);
+        p.extend((0..payload_len).map(|i| (i * 7 + 3) as u8));
+        let len = u16::try_from(p.len() - 40).expect("test packet fits");
+        set_payload_len(&mut p, len);
+        p
+    }
+
+    fn udp(payload_len: usize) -> Vec<u8> {
+        ipv6_udp(17, &[], payload_len)
+    }
+
+    /// Builds an authentic ESP packet by hand from a plaintext that already carries its
+    /// trailer, so tests can send what a correct sender never would.
+    fn seal(config: &SaConfig<'_>, seq: u32, plaintext_with_trailer: &[u8]) -> Vec<u8> {
+        let cipher = new_cipher(config.encryption, config.encryption_key).expect("cipher");
+        let integrity = new_integrity(config.integrity, config.integrity_key).expect("integrity");
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, proto::ESP, 64];
+        p.extend_from_slice(&config.source.octets());
+        p.extend_from_slice(&config.destination.octets());
+        p.extend_from_slice(&config.spi.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        let iv: Vec<u8> = (0..cipher.iv_len()).map(|i| i as u8).collect();
+        p.extend_from_slice(&iv);
+        let start = p.len();
+        p.extend_from_slice(plaintext_with_trailer);
+        cipher.encrypt(&iv, &mut p[start..]).expect("encrypting the test packet");
+        let icv = integrity.compute(&p[40..]);
+        p.extend_from_slice(icv.as_ref());
+        let len = u16::try_from(p.len() - 40).expect("fits");
+        set_payload_len(&mut p, len);
+        p
+    }
+
+    /// The inner packet plus a correct trailer for `config`'s block size.
+    fn with_trailer(config: &SaConfig<'_>, inner: &[u8], next_header: u8) -> Vec<u8> {
+        let block = new_cipher(config.encryption, config.encryption_key)
+            .expect("cipher")
+            .block_size();
+        let pad = (block - (inner.len() + 2) % block) % block;
+        let mut v = inner.to_vec();
+        v.extend((1..=pad).map(|i| i as u8));
+        v.push(pad as u8);
+        v.push(next_header);
+        v
+    }
+
+    #[test]
+    fn round_trip_all_twelve_suites_across_block_boundaries() {
+        for encryption in ENCRYPTIONS {
+            for integrity in INTEGRITIES {
+                for mode in MODES {
+                    let config = config(encryption, integrity, mode);
+                    let (mut tx, mut rx) = pair(&config);
+                    let block = tx.transform.cipher.block_size();
+                    let iv_len = tx.transform.cipher.iv_len();
+                    let icv_len = tx.transform.integrity.icv_len();
+                    let (mut wire, mut back) = (Vec::new(), Vec::new());
+                    for payload_len in 0..=64 {
+                        let what = format!("{encryption:?}/{integrity:?}/{mode:?}/{payload_len}");
+                        let packet = udp(payload_len);
+                        let sent = tx.encapsulate(&packet, &mut wire).expect(&what);
+                        assert_eq!(sent.seq as usize, payload_len + 1, "{what}");
+                        assert_eq!(wire[6], proto::ESP, "{what}");
+                        let (inner_len, esp_offset) = match mode {
+                            Mode::Transport => (packet.len() - 40, 40),
+                            Mode::Tunnel => (packet.len(), 40),
+                        };
+                        // Minimal padding: the ciphertext is the next multiple of the block.
+                        let ciphertext = (inner_len + 2).div_ceil(block) * block;
+                        assert_eq!(
+                            wire.len(),
+                            esp_offset + 8 + iv_len + ciphertext + icv_len,
+                            "{what}"
+                        );
+                        assert_eq!(usize::from(u16::from_be_bytes([wire[4], wire[5]])) + 40, wire.len());
+                        assert_eq!(&wire[40..44], &0x1000u32.to_be_bytes());
+                        assert_eq!(&wire[44..48], &sent.seq.to_be_bytes());
+                        if encryption == EncryptionAlgorithm::Null {
+                            // NULL leaves the payload readable after the header.
+                            assert_eq!(&wire[48..48 + inner_len], &packet[packet.len() - inner_len..]);
+                        }
+                        let got = rx.decapsulate(&wire, &mut back).expect(&what);
+                        let next_header = if mode == Mode::Tunnel { 41 } else { 17 };
+                        assert_eq!(got, Decapsulated::Deliver { seq: sent.seq, next_header });
+                        assert_eq!(back, packet, "{what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spec_example_sa_and_destinations() {
+        let config = config(
+            EncryptionAlgorithm::TripleDesCbc,
+            IntegrityAlgorithm::HmacSha1,
+            Mode::Transport,
+        );
+        let (mut tx, _) = pair(&config);
+        assert_eq!(tx.spi(), 0x1000);
+        let mut wire = Vec::new();
+        let sent = tx.encapsulate(&udp(10), &mut wire).expect("encapsulating");
+        assert_eq!(sent.destination, addr("2001:db8:2::2"), "transport: the packet's own");
+        assert_eq!(tx.last_sequence(), 1);
+
+        let tunnel = SaConfig {
+            mode: Mode::Tunnel,
+            ..config
+        };
+        let (mut tx, _) = pair(&tunnel);
+        let sent = tx.encapsulate(&udp(10), &mut wire).expect("encapsulating");
+        assert_eq!(sent.destination, addr("3ffe:501:ffff:1::1"));
+        // Outer header: version 6, traffic class and flow label copied, next header ESP, hop
+        // limit 64, the SA's endpoints.
+        assert_eq!(&wire[..4], &[0x6b, 0x81, 0x23, 0x45]);
+        assert_eq!(wire[6], 50);
+        assert_eq!(wire[7], 64);
+        assert_eq!(&wire[8..24], &addr("3ffe:501:ffff::a").octets());
+        assert_eq!(&wire[24..40], &addr("3ffe:501:ffff:1::1").octets());
+        assert!(tx.max_overhead() >= wire.len() - udp(10).len());
+    }
+
+    #[test]
+    fn transport_keeps_hbh_and_routing_in_front_and_hides_destination_options() {
+        // HBH (8 bytes) -> routing (24 bytes) -> destination options (8 bytes) -> UDP.
+        let mut ext = vec![43, 0, 5, 2, 0, 0, 1, 0]; // HBH with a router alert option
+        ext.extend_from_slice(&[60, 2, 0, 0, 0, 0, 0, 0]);
+        ext.extend_from_slice(&addr("2001:db8:9::9").octets());
+        ext.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        let packet = ipv6_udp(0, &ext, 33);
+        for encryption in ENCRYPTIONS {
+            let config = config(encryption, IntegrityAlgorithm::HmacSha256, Mode::Transport);
+            let (mut tx, mut rx) = pair(&config);
+            let (mut wire, mut back) = (Vec::new(), Vec::new());
+            tx.encapsulate(&packet, &mut wire).expect("encapsulating");
+            assert_eq!(&wire[..4], &packet[..4]);
+            assert_eq!(wire[6], 0, "hop-by-hop still first");
+            assert_eq!(&wire[40..48], &packet[40..48], "hop-by-hop unchanged");
+            // The routing header is unchanged except that its next header now says ESP.
+            let mut expected_routing = packet[48..72].to_vec();
+            expected_routing[0] = 50;
+            assert_eq!(&wire[48..72], &expected_routing[..]);
+            assert_eq!(&wire[72..76], &0x1000u32.to_be_bytes(), "esp after routing");
+            let got = rx.decapsulate(&wire, &mut back).expect("decapsulating");
+            assert_eq!(got, Decapsulated::Deliver { seq: 1, next_header: 60 });
+            assert_eq!(back, packet);
+        }
+    }
+
+    #[test]
+    fn destination_options_in_front_of_esp_are_accepted() {
+        // Another sender (Linux, scapy) may keep destination options outside ESP.
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha1,
+            Mode::Transport,
+        );
+        let (mut tx, mut rx) = pair(&config);
+        let packet = udp(20);
+        let mut wire = Vec::new();
+        tx.encapsulate(&packet, &mut wire).expect("encapsulating");
+        // Insert a destination options header between the fixed header and ESP.
+        let mut moved = wire[..40].to_vec();
+        moved[6] = 60;
+        moved.extend_from_slice(&[50, 0, 1, 4, 0, 0, 0, 0]);
+        moved.extend_from_slice(&wire[40..]);
+        let len = u16::try_from(moved.len() - 40).expect("fits");
+        set_payload_len(&mut moved, len);
+        let mut back = Vec::new();
+        rx.decapsulate(&moved, &mut back).expect("decapsulating");
+        let mut expected = packet[..40].to_vec();
+        expected[6] = 60;
+        expected.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        expected.extend_from_slice(&packet[40..]);
+        let len = u16::try_from(expected.len() - 40).expect("fits");
+        set_payload_len(&mut expected, len);
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn iv_is_fresh_per_packet() {
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            Mode::Tunnel,
+        );
+        let (mut tx, _) = pair(&config);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        tx.encapsulate(&udp(40), &mut a).expect("encapsulating");
+        tx.encapsulate(&udp(40), &mut b).expect("encapsulating");
+        assert_ne!(&a[48..64], &b[48..64], "two IVs");
+        assert_ne!(&a[64..], &b[64..], "so two ciphertexts");
+    }
+
+    #[test]
+    fn no_allocation_once_warm() {
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            Mode::Tunnel,
+        );
+        let (mut tx, mut rx) = pair(&config);
+        let (mut wire, mut back) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
+        let (wire_ptr, back_ptr) = (wire.as_ptr(), back.as_ptr());
+        for len in [0, 1400, 17, 1000] {
+            tx.encapsulate(&udp(len), &mut wire).expect("encapsulating");
+            rx.decapsulate(&wire, &mut back).expect("decapsulating");
+        }
+        assert_eq!((wire.as_ptr(), wire.capacity()), (wire_ptr, 2048));
+        assert_eq!((back.as_ptr(), back.capacity()), (back_ptr, 2048));
+    }
+
+    #[test]
+    fn bad_padding_is_rejected_after_authentication() {
+        for encryption in ENCRYPTIONS {
+            let config = config(encryption, IntegrityAlgorithm::HmacSha1, Mode::Tunnel);
+            let inner = udp(9); // 57 bytes
+            let good = with_trailer(&config, &inner, 41);
+            let pad = usize::from(good[good.len() - 2]);
+            let mut rx = InboundSa::new(&config).expect("inbound sa");
+            let mut out = Vec::new();
+            assert!(rx.decapsulate(&seal(&config, 1, &good), &mut out).is_ok());
+            assert!(pad > 0, "the case must have padding to corrupt");
+            // A pad byte that is not 1, 2, 3, ...
+            let mut bad = good.clone();
+            let last_pad = bad.len() - 3;
+            bad[last_pad] ^= 0x40;
+            assert_eq!(
+                rx.decapsulate(&seal(&config, 2, &bad), &mut out),
+                Err(EspError::BadPadding)
+            );
+            // A pad length longer than the ciphertext.
+            let mut bad = good.clone();
+            let pad_len_at = bad.len() - 2;
+            bad[pad_len_at] = 250;
+            assert_eq!(
+                rx.decapsulate(&seal(&config, 3, &bad), &mut out),
+                Err(EspError::BadPadding)
+            );
+            // A pad length that eats into the payload: the bytes it covers are not 1, 2, 3.
+            let mut bad = good.clone();
+            bad[pad_len_at] = u8::try_from(pad + 4).expect("small");
+            assert_eq!(
+                rx.decapsulate(&seal(&config, 4, &bad), &mut out),
+                Err(EspError::BadPadding)
+            );
+        }
+    }
+
+    #[test]
+    fn bit_flips_anywhere_in_esp_fail_authentication() {
+        for encryption in ENCRYPTIONS {
+            for integrity in INTEGRITIES {
+                let config = config(encryption, integrity, Mode::Transport);
+                let (mut tx, mut rx) = pair(&config);
+                let (mut wire, mut out) = (Vec::new(), Vec::new());
+                tx.encapsulate(&udp(21), &mut wire).expect("encapsulating");
+                // Everything after the SPI: sequence number, IV, ciphertext, ICV.
+                for byte in 44..wire.len() {
+                    for bit in [0x01, 0x80] {
+                        let mut bad = wire.clone();
+                        bad[byte] ^= bit;
+                        // Turning sequence number 1 into 0 is caught even earlier.
+                        let expected = if bad[44..48] == [0; 4] {
+                            EspError::Replay { seq: 0 }
+                        } else {
+                            EspError::AuthFailed
+                        };
+                        assert_eq!(
+                            rx.decapsulate(&bad, &mut out),
+                            Err(expected),
+                            "{encryption:?}/{integrity:?} byte {byte} bit {bit:#x}"
+                        );
+                    }
+                }
+                // A flipped SPI names another SA.
+                let mut bad = wire.clone();
+                bad[43] ^= 1;
+                assert!(matches!(
+                    rx.decapsulate(&bad, &mut out),
+                    Err(EspError::SpiMismatch { expected: 0x1000, got: 0x1001 })
+                ));
+                // None of that moved the window: the genuine packet still goes through.
+                assert_eq!(rx.replay_window().highest(), 0);
+                rx.decapsulate(&wire, &mut out).expect("the genuine packet");
+            }
+        }
+    }
+
+    #[test]
+    fn replay_edges_through_the_sa() {
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            Mode::Tunnel,
+        );
+        let (mut tx, mut rx) = pair(&config);
+        let mut sent = Vec::new();
+        for _ in 0..100 {
+            let mut wire = Vec::new();
+            tx.encapsulate(&udp(5), &mut wire).expect("encapsulating");
+            sent.push(wire);
+        }
+        let mut out = Vec::new();
+        // First packet, then a duplicate.
+        assert!(rx.decapsulate(&sent[0], &mut out).is_ok());
+        assert_eq!(rx.decapsulate(&sent[0], &mut out), Err(EspError::Replay { seq: 1 }));
+        // Jump to 100 (seq 100); 37 is the oldest still inside a 64-packet window.
+        assert!(rx.decapsulate(&sent[99], &mut out).is_ok());
+        assert_eq!(rx.decapsulate(&sent[35], &mut out), Err(EspError::Replay { seq: 36 }));
+        assert!(rx.decapsulate(&sent[36], &mut out).is_ok(), "seq 37, at the edge");
+        assert_eq!(rx.decapsulate(&sent[36], &mut out), Err(EspError::Replay { seq: 37 }));
+        assert!(rx.decapsulate(&sent[60], &mut out).is_ok(), "out of order inside");
+        // A forged packet with a fresh sequence number is checked, fails, and moves nothing.
+        let mut forged = sent[50].clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(rx.decapsulate(&forged, &mut out), Err(EspError::AuthFailed));
+        assert!(rx.decapsulate(&sent[50], &mut out).is_ok());
+
+        // Sequence number 0 is never valid, even authentic.
+        let inner = with_trailer(&config, &udp(3), 41);
+        let mut fresh = InboundSa::new(&config).expect("inbound sa");
+        assert_eq!(
+            fresh.decapsulate(&seal(&config, 0, &inner), &mut out),
+            Err(EspError::Replay { seq: 0 })
+        );
+        // The last sequence number is accepted once.
+        assert!(fresh.decapsulate(&seal(&config, u32::MAX, &inner), &mut out).is_ok());
+        assert_eq!(
+            fresh.decapsulate(&seal(&config, u32::MAX, &inner), &mut out),
+            Err(EspError::Replay { seq: u32::MAX })
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_never_wrap() {
+        let config = config(
+            EncryptionAlgorithm::Null,
+            IntegrityAlgorithm::HmacSha1,
+            Mode::Transport,
+        );
+        let (mut tx, mut rx) = pair(&config);
+        let mut wire = Vec::new();
+        assert_eq!(tx.last_sequence(), 0);
+        assert_eq!(tx.encapsulate(&udp(1), &mut wire).expect("first").seq, 1);
+        tx.resume_after(u32::MAX - 2);
+        tx.resume_after(5); // never backwards
+        assert_eq!(tx.encapsulate(&udp(1), &mut wire).expect("2^32-2").seq, u32::MAX - 1);
+        assert!(!tx.is_exhausted());
+        assert_eq!(tx.encapsulate(&udp(1), &mut wire).expect("2^32-1").seq, u32::MAX);
+        let mut out = Vec::new();
+        assert!(rx.decapsulate(&wire, &mut out).is_ok());
+        assert!(tx.is_exhausted());
+        assert_eq!(tx.last_sequence(), u32::MAX);
+        for _ in 0..3 {
+            assert_eq!(
+                tx.encapsulate(&udp(1), &mut wire),
+                Err(EspError::SequenceExhausted)
+            );
+            assert!(wire.is_empty(), "nothing to send");
+        }
+    }
+
+    #[test]
+    fn trailer_next_header_rules() {
+        let tunnel = config(
+            EncryptionAlgorithm::TripleDesCbc,
+            IntegrityAlgorithm::HmacSha1,
+            Mode::Tunnel,
+        );
+        let mut rx = InboundSa::new(&tunnel).expect("inbound sa");
+        let mut out = Vec::new();
+        // Dummy packet (RFC 4303 §2.6): authentic, nothing to deliver.
+        let dummy = with_trailer(&tunnel, &[0xde, 0xad], 59);
+        assert_eq!(
+            rx.decapsulate(&seal(&tunnel, 1, &dummy), &mut out),
+            Ok(Decapsulated::Dummy { seq: 1 })
+        );
+        assert!(out.is_empty());
+        // IPv4 inside (4) is not something this IPv6-only datapath delivers.
+        let v4 = with_trailer(&tunnel, &[0x45; 20], 4);
+        assert_eq!(
+            rx.decapsulate(&seal(&tunnel, 2, &v4), &mut out),
+            Err(EspError::UnknownNextHeader { next_header: 4 })
+        );
+        // Next header 41 with something that is not an IPv6 packet.
+        let junk = with_trailer(&tunnel, &[0x45; 20], 41);
+        assert!(matches!(
+            rx.decapsulate(&seal(&tunnel, 3, &junk), &mut out),
+            Err(EspError::Truncated { .. } | EspError::Malformed { .. })
+        ));
+        // TFC padding after the inner packet (RFC 4303 §2.7) is dropped.
+        let mut padded = udp(3);
+        padded.extend_from_slice(&[0; 13]);
+        let tfc = with_trailer(&tunnel, &padded, 41);
+        assert!(rx.decapsulate(&seal(&tunnel, 4, &tfc), &mut out).is_ok());
+        assert_eq!(out, udp(3));
+
+        let transport = SaConfig {
+            mode: Mode::Transport,
+            ..tunnel
+        };
+        let mut rx = InboundSa::new(&transport).expect("inbound sa");
+        let hbh = with_trailer(&transport, &[0; 8], 0);
+        assert_eq!(
+            rx.decapsulate(&seal(&transport, 1, &hbh), &mut out),
+            Err(EspError::UnknownNextHeader { next_header: 0 })
+        );
+    }
+
+    #[test]
+    fn fragments_are_refused_both_ways() {
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha1,
+            Mode::Transport,
+        );
+        let (mut tx, mut rx) = pair(&config);
+        let mut out = Vec::new();
+        let first_fragment = ipv6_udp(44, &[17, 0, 0, 1, 0, 0, 0, 7], 30);
+        assert_eq!(tx.encapsulate(&first_fragment, &mut out), Err(EspError::Fragment));
+        assert_eq!(tx.last_sequence(), 0, "no sequence number used");
+        // An atomic fragment is a whole datagram and round-trips.
+        let atomic = ipv6_udp(44, &[17, 0, 0, 0, 0, 0, 0, 7], 30);
+        let mut back = Vec::new();
+        tx.encapsulate(&atomic, &mut out).expect("encapsulating");
+        assert_eq!(out[40], 50, "fragment header now announces ESP");
+        rx.decapsulate(&out, &mut back).expect("decapsulating");
+        assert_eq!(back, atomic);
+        // An ESP packet that arrives fragmented must be reassembled first.
+        let mut fragmented = out[..40].to_vec();
+        fragmented.extend_from_slice(&[50, 0, 0, 1, 0, 0, 0, 9]);
+        fragmented.extend_from_slice(&out[48..]);
+        assert_eq!(rx.decapsulate(&fragmented, &mut back), Err(EspError::Fragment));
+    }
+
+    #[test]
+    fn configuration_errors() {
+        let good = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            Mode::Tunnel,
+        );
+        let any = SaConfig {
+            source: Ipv6Addr::UNSPECIFIED,
+            ..good
+        };
+        assert!(matches!(
+            OutboundSa::new(&any),
+            Err(ConfigError::TunnelEndpoint { which: "source" })
+        ));
+        // `any` is fine in transport mode.
+        assert!(
+            OutboundSa::new(&SaConfig {
+                mode: Mode::Transport,
+                ..any
+            })
+            .is_ok()
+        );
+        let short = SaConfig {
+            integrity_key: b"short",
+            ..good
+        };
+        assert!(matches!(InboundSa::new(&short), Err(ConfigError::Length { .. })));
+        let null_with_key = SaConfig {
+            encryption: EncryptionAlgorithm::Null,
+            ..good
+        };
+        assert!(matches!(
+            InboundSa::new(&null_with_key),
+            Err(ConfigError::Length { expected: 0, .. })
+        ));
+        assert!(InboundSa::with_replay_window(&good, 0).is_err());
+        assert_eq!(
+            InboundSa::with_replay_window(&good, 1024).expect("sa").replay_window().size(),
+            1024
+        );
+    }
+
+    #[test]
+    fn encapsulate_refuses_what_is_not_a_whole_ipv6_packet() {
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            Mode::Tunnel,
+        );
+        let mut tx = OutboundSa::new(&config).expect("outbound sa");
+        let mut out = Vec::new();
+        let packet = udp(30);
+        assert!(matches!(tx.encapsulate(&packet[..60], &mut out), Err(EspError::Truncated { .. })));
+        let mut v4 = packet.clone();
+        v4[0] = 0x45;
+        assert!(matches!(tx.encapsulate(&v4, &mut out), Err(EspError::Malformed { .. })));
+        // The biggest IPv6 packet cannot grow further.
+        let mut huge = vec![0u8; 40 + 65535];
+        huge[0] = 0x60;
+        huge[4] = 0xff;
+        huge[5] = 0xff;
+        huge[6] = 59;
+        assert!(matches!(tx.encapsulate(&huge, &mut out), Err(EspError::TooBig { .. })));
+        assert_eq!(tx.last_sequence(), 0);
+    }
+
+    /// Garbage, truncations and corruptions of valid packets must come back as errors, never
+    /// as panics, for every suite and mode.
+    #[test]
+    fn untrusted_bytes_never_panic() {
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        let mut out = Vec::new();
+        for encryption in ENCRYPTIONS {
+            for integrity in INTEGRITIES {
+                for mode in MODES {
+                    let config = config(encryption, integrity, mode);
+                    let (mut tx, mut rx) = pair(&config);
+                    // Random garbage, some of it dressed as IPv6 + ESP for this SPI.
+                    for _ in 0..300 {
+                        let len = (rng.next_u32() % 200) as usize;
+                        let mut junk = vec![0; len];
+                        rng.fill_bytes(&mut junk);
+                        let _ = rx.decapsulate(&junk, &mut out);
+                        let _ = tx.encapsulate(&junk, &mut out);
+                        if len >= 48 {
+                            junk[0] = 0x60;
+                            junk[6] = if rng.next_u32() % 2 == 0 { 50 } else { 0 };
+                            junk[40..44].copy_from_slice(&0x1000u32.to_be_bytes());
+                            set_payload_len(&mut junk, u16::try_from(len - 40).expect("small"));
+                            assert!(rx.decapsulate(&junk, &mut out).is_err());
+                            let _ = tx.encapsulate(&junk, &mut out);
+                        }
+                    }
+                    // Every truncation of a valid packet, with the length field both left
+                    // alone and fixed up to match.
+                    let mut wire = Vec::new();
+                    tx.encapsulate(&ipv6_udp(60, &[17, 0, 1, 4, 0, 0, 0, 0], 37), &mut wire)
+                        .expect("encapsulating");
+                    for cut in 0..wire.len() {
+                        let mut short = wire[..cut].to_vec();
+                        assert!(rx.decapsulate(&short, &mut out).is_err(), "cut {cut}");
+                        if cut >= 40 {
+                            set_payload_len(&mut short, u16::try_from(cut - 40).expect("small"));
+                            assert!(rx.decapsulate(&short, &mut out).is_err(), "cut {cut}");
+                        }
+                    }
+                    // Random corruption of header bytes that are not authenticated.
+                    for _ in 0..200 {
+                        let mut bad = wire.clone();
+                        let at = (rng.next_u32() as usize) % 48;
+                        bad[at] = rng.next_u32() as u8;
+                        let _ = rx.decapsulate(&bad, &mut out);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! ESP crypto core: the ciphers, the integrity algorithms and ESP (RFC 4303) itself.
+//!
+//! Contract:
+//! - No I/O. Everything here is a pure function over byte buffers, so it is unit-tested without a
+//!   kernel. The daemon owns sockets and queues; it hands packets to [`OutboundSa::encapsulate`]
+//!   and [`InboundSa::decapsulate`] and acts on what they return ([`Encapsulated`],
+//!   [`Decapsulated`], or an [`EspError`] it can count).
+//! - One small trait per role, one file per algorithm: [`Cipher`] (3des-cbc, aes128-cbc, null)
+//!   and [`Integrity`] (hmac-sha1-96, hmac-sha2-256-128). Keys are scheduled once per SA: the
+//!   block cipher key schedule and the keyed HMAC state live in the SA, and each packet only
+//!   clones the keyed HMAC state (keying HMAC costs two extra compression calls per packet).
+//! - Untrusted bytes never panic: every length is checked before it is used.
+//! - Keys are never printed: no type here implements `Debug` over key material.
+
+mod aes128_cbc;
+mod esp;
+mod hmac_sha1_96;
+mod hmac_sha256_128;
+mod null;
+mod replay;
+mod tdes_cbc;
+mod wire;
+
+pub use aes128_cbc::Aes128Cbc;
+pub use esp::{
+    Decapsulated, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig, ESP_HEADER_LEN,
+};
+pub use hmac_sha1_96::HmacSha1_96;
+pub use hmac_sha256_128::HmacSha256_128;
+pub use null::NullCipher;
+pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW, ReplayWindow};
+pub use tdes_cbc::TripleDesCbc;
+
+use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
+use subtle::ConstantTimeEq;
+
+/// The longest ICV any supported integrity algorithm produces (HMAC-SHA-256-128, RFC 4868).
+pub const MAX_ICV_LEN: usize = 16;
+
+/// The longest IV any supported cipher uses (AES-CBC, RFC 3602 §3).
+pub const MAX_IV_LEN: usize = 16;
+
+/// Why an SA (or one of its algorithms) could not be built: a configuration error, reported
+/// when the SA is installed, never per packet.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The key has the wrong length for its algorithm; lengths are exact (see the spec).
+    #[error("{algorithm} key must be {expected} bytes, got {got}")]
+    Length {
+        algorithm: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// RFC 2451 §2.2 / SP 800-67: K1 = K2 or K2 = K3 degrades 3DES to single DES.
+    #[error("3des-cbc key parts must differ (K1 != K2 and K2 != K3, RFC 2451)")]
+    TripleDesDegenerate,
+    /// A tunnel-mode SA needs concrete endpoints for the outer header.
+    #[error("tunnel mode needs a concrete {which} address, got ::")]
+    TunnelEndpoint { which: &'static str },
+    /// Replay window sizes outside `1..=MAX_REPLAY_WINDOW`.
+    #[error("replay window must be 1 to {max} packets, got {got}")]
+    ReplayWindow { got: usize, max: usize },
+}
+
+/// A cipher buffer whose length does not fit the cipher (a caller bug, never a panic).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[error("cipher input of {len} bytes (IV {iv_len} bytes) does not fit block size {block_size}")]
+pub struct CipherLengthError {
+    pub len: usize,
+    pub iv_len: usize,
+    pub block_size: usize,
+}
+
+/// An ESP encryption algorithm keyed for one SA.
+///
+/// ESP (RFC 4303 §2.3) carries the IV explicitly in each packet, so the keyed cipher is
+/// stateless across packets and the IV is an argument.
+pub trait Cipher: Send + Sync {
+    /// The model name (`3des-cbc`, `aes128-cbc`, `null`), for messages.
+    fn name(&self) -> &'static str;
+
+    /// The ESP padding boundary: the cipher block size, and at least 4 because RFC 4303 §2.4
+    /// requires the Pad Length and Next Header fields to end on a 4-byte boundary.
+    fn block_size(&self) -> usize;
+
+    /// Length of the explicit per-packet IV that precedes the ciphertext.
+    fn iv_len(&self) -> usize;
+
+    /// Encrypts `buf` in place. `iv.len()` must equal [`Self::iv_len`] and `buf.len()` must be a
+    /// multiple of [`Self::block_size`].
+    fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError>;
+
+    /// Decrypts `buf` in place, with the same length rules as [`Self::encrypt`].
+    fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError>;
+}
+
+/// A truncated ICV, held inline so computing one never allocates.
+#[derive(Clone, Copy)]
+pub struct Icv {
+    bytes: [u8; MAX_ICV_LEN],
+    len: usize,
+}
+
+impl Icv {
+    /// Keeps the leftmost `len` bytes of a full MAC output (the truncation of RFC 2104 §5, as
+    /// RFC 2404 §2 and RFC 4868 §2.3 require).
+    pub(crate) fn truncate(full: &[u8], len: usize) -> Self {
+        let mut bytes = [0; MAX_ICV_LEN];
+        let len = len.min(MAX_ICV_LEN).min(full.len());
+        bytes[..len].copy_from_slice(&full[..len]);
+        Self { bytes, len }
+    }
+}
+
+impl AsRef<[u8]> for Icv {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// An ESP integrity algorithm keyed for one SA.
+pub trait Integrity: Send + Sync {
+    /// The model name (`hmac-sha1`, `hmac-sha2-256`), for messages.
+    fn name(&self) -> &'static str;
+
+    /// Length of the truncated ICV appended to each packet.
+    fn icv_len(&self) -> usize;
+
+    /// Computes the ICV over `data` (RFC 4303 §2.8: ESP header through Next Header, i.e. SPI,
+    /// sequence number, IV and ciphertext).
+    fn compute(&self, data: &[u8]) -> Icv;
+
+    /// Checks `icv` against the ICV of `data` in constant time (RFC 4303 §3.4.4.1 asks for the
+    /// check before decryption; constant time keeps the comparison from leaking a prefix).
+    fn verify(&self, data: &[u8], icv: &[u8]) -> bool {
+        // `ct_eq` on slices of different lengths is false; lengths are public.
+        self.compute(data).as_ref().ct_eq(icv).into()
+    }
+}
+
+/// Builds the keyed cipher for `algorithm`. `null` takes an empty key.
+pub fn new_cipher(
+    algorithm: EncryptionAlgorithm,
+    key: &[u8],
+) -> Result<Box<dyn Cipher>, ConfigError> {
+    Ok(match algorithm {
+        EncryptionAlgorithm::TripleDesCbc => Box::new(TripleDesCbc::new(key)?),
+        EncryptionAlgorithm::Aes128Cbc => Box::new(Aes128Cbc::new(key)?),
+        EncryptionAlgorithm::Null => Box::new(NullCipher::new(key)?),
+    })
+}
+
+/// Builds the keyed integrity algorithm for `algorithm`.
+pub fn new_integrity(
+    algorithm: IntegrityAlgorithm,
+    key: &[u8],
+) -> Result<Box<dyn Integrity>, ConfigError> {
+    Ok(match algorithm {
+        IntegrityAlgorithm::HmacSha1 => Box::new(HmacSha1_96::new(key)?),
+        IntegrityAlgorithm::HmacSha256 => Box::new(HmacSha256_128::new(key)?),
+    })
+}
+
+/// Shared length check for the CBC ciphers: the IV is one block and the data whole blocks.
+fn check_cbc_lengths(
+    iv: &[u8],
+    buf: &[u8],
+    block_size: usize,
+) -> Result<(), CipherLengthError> {
+    if iv.len() == block_size && buf.len().is_multiple_of(block_size) {
+        Ok(())
+    } else {
+        Err(CipherLengthError {
+            len: buf.len(),
+            iv_len: iv.len(),
+            block_size,
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! The xipsec daemon: owns the policy database, persists it, drives the datapath and serves the
+//! CLI on a Unix socket.
+//!
+//! Contract of [`serve`]:
+//! - It refuses to start if another daemon answers on the socket, or holds the state directory.
+//! - It restores `{state_dir}/state.json` (refusing to start, and leaving the file alone, if it is
+//!   corrupt) and syncs the datapath to it before it accepts any request.
+//! - It then binds the socket (parent created, stale socket replaced, mode 0600) and answers
+//!   [`protocol`] requests. Changes are serialised; an acknowledged change is in the datapath and
+//!   on disk; a refused one changed nothing (see `control`).
+//! - When `shutdown` completes it stops accepting and removes its socket.
+
+mod control;
+pub mod port;
+pub mod protocol;
+mod socket;
+pub mod state;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tracing::{info, warn};
+
+pub use port::{Counters, Datapath, NoDatapath, PacketCount, SaCount};
+
+/// Default `--socket`.
+pub const DEFAULT_SOCKET: &str = "/run/xipsec/control.sock";
+/// Default `--state-dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/xipsec";
+/// Default `--pin-dir`.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xipsec";
+
+/// How XDP programs are attached (`--xdp-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpMode {
+    /// Native (driver) mode where the driver supports it, generic (skb) mode otherwise.
+    #[default]
+    Auto,
+    /// Driver mode only; attaching fails on drivers without XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+}
+
+impl XdpMode {
+    /// The `--xdp-mode` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// Where the daemon keeps its files and what it attaches to.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Control socket to serve.
+    pub socket: PathBuf,
+    /// Directory of `state.json`.
+    pub state_dir: PathBuf,
+    /// Interfaces the datapath is attached to (empty with `--no-datapath`).
+    pub interfaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub pin_dir: PathBuf,
+    /// `false` under `--no-datapath`: reported by `status`.
+    pub datapath_attached: bool,
+}
+
+/// Run the daemon until `shutdown` completes; see the module docs.
+pub async fn serve(
+    config: DaemonConfig,
+    mut datapath: Box<dyn Datapath>,
+    shutdown: impl Future,
+) -> anyhow::Result<()> {
+    socket::refuse_if_answered(&config.socket)?;
+    let (store, spd) = state::StateStore::open(&config.state_dir)?;
+    datapath
+        .sync(&spd)
+        .context("cannot restore the saved state into the datapath")?;
+    info!(
+        state_file = %store.path().display(), sas = spd.sas().len(), sps = spd.sps().len(),
+        "state restored"
+    );
+    let listener = socket::bind(&config.socket)?;
+    let identity = control::Identity {
+        socket: config.socket.display().to_string(),
+        datapath: if config.datapath_attached { "xdp" } else { "none" }.to_owned(),
+        interfaces: config.interfaces.clone(),
+        xdp_mode: config.xdp_mode.as_str().to_owned(),
+        pin_dir: config.pin_dir.display().to_string(),
+    };
+    let control = Arc::new(control::Control::new(spd, datapath, store, identity));
+    info!(socket = %config.socket.display(), "xipsec daemon ready");
+    let result = socket::accept_until(&listener, control, shutdown).await;
+    if let Err(e) = listener.remove() {
+        warn!(error = %e, "cannot remove the control socket");
+    }
+    info!("xipsec daemon stopped");
+    result
+}

@@ -1,0 +1,68 @@
+//! The port between the control plane and the packet datapath.
+//!
+//! The daemon owns the policy database ([`Spd`]); a [`Datapath`] makes the kernel (maps,
+//! programs, ESP engine) equal to it and reports counters back. The real implementation lives in
+//! `crate::datapath` and is the only code that touches aya; [`NoDatapath`] attaches nothing and
+//! serves `xipsec daemon --no-datapath` (tests and staging).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Spd;
+
+/// What the daemon needs from a datapath.
+///
+/// The daemon calls `sync` with the complete desired state after every accepted change and once
+/// at start-up (restore). Calls are serialised: the daemon never calls two methods at once.
+pub trait Datapath: Send {
+    /// Make the kernel maps equal `spd`; packets never see a half-applied change.
+    fn sync(&mut self, spd: &Spd) -> anyhow::Result<()>;
+    /// Counters read back from the kernel/ESP engine.
+    fn counters(&self) -> anyhow::Result<Counters>;
+}
+
+/// Counters read back from the datapath, keyed by the model's slot ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Per SP, keyed by `Sp::id`.
+    pub sp: BTreeMap<u32, PacketCount>,
+    /// Per SA, keyed by `Sa::id`.
+    pub sa: BTreeMap<u32, SaCount>,
+    /// Per drop reason: the reason's name and how many packets it dropped.
+    pub reasons: Vec<(String, u64)>,
+}
+
+/// Packets and bytes that matched one SP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketCount {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Traffic and failures of one SA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaCount {
+    pub packets: u64,
+    pub bytes: u64,
+    /// ICV verification failures (RFC 4303 §3.4.4).
+    pub auth_failures: u64,
+    /// Packets refused by the anti-replay window (RFC 4303 §3.4.3).
+    pub replay_drops: u64,
+    /// Every other failure (bad padding, sequence number exhausted, ...).
+    pub errors: u64,
+}
+
+/// A datapath that attaches nothing: state is managed and persisted, no packet is touched.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDatapath;
+
+impl Datapath for NoDatapath {
+    fn sync(&mut self, _spd: &Spd) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn counters(&self) -> anyhow::Result<Counters> {
+        Ok(Counters::default())
+    }
+}

@@ -1,0 +1,251 @@
+//! Persistence of the policy database: `{state_dir}/state.json`.
+//!
+//! Contract:
+//! - The file is `{"version": 1, "spd": ...}`, mode 0600, in a directory created 0700 (it holds
+//!   keys).
+//! - [`StateStore::save`] is atomic and durable: temporary file in the same directory, write,
+//!   fsync, rename over `state.json`, fsync the directory. When it returns `Ok`, the new state
+//!   survives kill -9 and power loss; a reader never sees a half-written file.
+//! - [`StateStore::open`] reads it back: a missing file is the empty state; a file that cannot be
+//!   read, does not parse, has an unknown version or fails `Spd::validate` is
+//!   [`StateError::Corrupt`], and is never written over (the daemon refuses to start).
+//! - One daemon per state directory: `open` takes an exclusive `flock` on `{state_dir}/lock`
+//!   for the life of the store, so two daemons can never interleave their writes.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Spd;
+
+/// The only state file layout this build reads and writes.
+pub const STATE_VERSION: u64 = 1;
+const STATE_FILE: &str = "state.json";
+const TEMP_FILE: &str = "state.json.tmp";
+const LOCK_FILE: &str = "lock";
+
+/// Why the state could not be opened or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {} is corrupt: {reason}; fix or move it away", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot create state directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state directory {} is in use by another xipsec daemon", path.display())]
+    Locked { path: PathBuf },
+    #[error("cannot {call} {}: {source}", path.display())]
+    Io {
+        call: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The state directory of one daemon, locked for its lifetime.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    path: PathBuf,
+    // Held only for its flock: closing the file releases the lock, also on kill -9.
+    _lock: File,
+}
+
+#[derive(Serialize)]
+struct StateFileRef<'a> {
+    version: u64,
+    spd: &'a Spd,
+}
+
+impl StateStore {
+    /// Create (0700) and lock `dir`, then load its state; see the module docs.
+    pub fn open(dir: &Path) -> Result<(Self, Spd), StateError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StateError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|source| StateError::Io {
+                call: "open",
+                path: lock_path.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a file descriptor we own and keep open; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let source = io::Error::last_os_error();
+            return Err(if source.kind() == io::ErrorKind::WouldBlock {
+                StateError::Locked {
+                    path: dir.to_owned(),
+                }
+            } else {
+                StateError::Io {
+                    call: "flock",
+                    path: lock_path,
+                    source,
+                }
+            });
+        }
+        let store = Self {
+            dir: dir.to_owned(),
+            path: dir.join(STATE_FILE),
+            _lock: lock,
+        };
+        let spd = store.load()?;
+        Ok((store, spd))
+    }
+
+    /// Path of `state.json`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load(&self) -> Result<Spd, StateError> {
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        let bytes = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Spd::default()),
+            Err(e) => return Err(corrupt(format!("cannot read it: {e}"))),
+        };
+        parse(&bytes).map_err(corrupt)
+    }
+
+    /// Replace `state.json` with `spd`, atomically and durably; see the module docs.
+    pub fn save(&self, spd: &Spd) -> Result<(), StateError> {
+        let io = |call: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { call, path, source }
+        };
+        let mut bytes = serde_json::to_vec_pretty(&StateFileRef {
+            version: STATE_VERSION,
+            spd,
+        })
+        .map_err(|e| StateError::Io {
+            call: "serialise",
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        let temp = self.dir.join(TEMP_FILE);
+        // A temporary file left by a crash is garbage: the rename never happened.
+        match fs::remove_file(&temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("remove", &temp)(e)),
+            _ => {}
+        }
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(io("create", &temp))?;
+        // The umask can only narrow 0600, but be explicit: the file holds keys.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io("chmod", &temp))?;
+        file.write_all(&bytes).map_err(io("write", &temp))?;
+        file.sync_all().map_err(io("fsync", &temp))?;
+        drop(file);
+        fs::rename(&temp, &self.path).map_err(io("rename", &temp))?;
+        // The rename is durable only once the directory entry is on disk.
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("fsync", &self.dir))?;
+        Ok(())
+    }
+}
+
+/// Parse and check a state file's bytes; the error is the reason it is corrupt.
+fn parse(bytes: &[u8]) -> Result<Spd, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    let object = value
+        .as_object()
+        .ok_or("expected a JSON object with \"version\" and \"spd\"")?;
+    let version = object
+        .get("version")
+        .ok_or("no \"version\" field")?
+        .as_u64()
+        .ok_or("\"version\" is not a number")?;
+    if version != STATE_VERSION {
+        return Err(format!(
+            "unknown version {version} (this xipsec reads version {STATE_VERSION})"
+        ));
+    }
+    let spd = object.get("spd").ok_or("no \"spd\" field")?;
+    let spd = Spd::deserialize(spd).map_err(|e| format!("bad \"spd\": {e}"))?;
+    spd.validate().map_err(|e| format!("invalid \"spd\": {e}"))?;
+    Ok(spd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_empty_and_saves_round_trip() {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let state_dir = dir.path().join("state");
+        let (store, spd) = StateStore::open(&state_dir).expect("opening a fresh state dir");
+        assert!(spd.sas().is_empty() && spd.sps().is_empty());
+        let mode = fs::metadata(&state_dir).expect("stat state dir").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        store.save(&spd).expect("saving");
+        let mode = fs::metadata(store.path()).expect("stat state file").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!state_dir.join(TEMP_FILE).exists());
+        drop(store);
+        let (_store, back) = StateStore::open(&state_dir).expect("reopening");
+        assert_eq!(
+            serde_json::to_value(&back).expect("serialising"),
+            serde_json::to_value(&spd).expect("serialising")
+        );
+    }
+
+    #[test]
+    fn second_open_is_refused_while_locked() {
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let _first = StateStore::open(dir.path()).expect("first open");
+        let second = StateStore::open(dir.path()).expect_err("second open must fail");
+        assert!(matches!(second, StateError::Locked { .. }), "{second}");
+    }
+
+    #[test]
+    fn corrupt_files_are_refused_and_left_alone() {
+        for (bytes, reason) in [
+            (&b"{\"version\": 1, \"spd\": "[..], "not JSON"),
+            (b"[]", "expected a JSON object"),
+            (b"{\"spd\": {}}", "no \"version\""),
+            (b"{\"version\": 2, \"spd\": {}}", "unknown version 2"),
+            (b"{\"version\": 1}", "no \"spd\""),
+            (b"{\"version\": 1, \"spd\": 7}", "bad \"spd\""),
+        ] {
+            let dir = tempfile::tempdir().expect("creating a temporary directory");
+            let path = dir.path().join(STATE_FILE);
+            fs::write(&path, bytes).expect("writing a corrupt state file");
+            let err = StateStore::open(dir.path()).expect_err("a corrupt file must be refused");
+            let message = err.to_string();
+            assert!(message.contains(reason), "{message}");
+            assert!(message.ends_with("; fix or move it away"), "{message}");
+            assert_eq!(fs::read(&path).expect("reading back"), bytes);
+        }
+    }
+}

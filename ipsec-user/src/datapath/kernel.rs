@@ -1,0 +1,562 @@
+//! Loading, attaching and pinning the eBPF programs; counters; `BPF_PROG_TEST_RUN` access.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::{
+    Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+};
+use ipsec_common::abi::{
+    self, CacheValue, Counter, FlowKey, MaskDesc, RuleKey, RuleValue, SaInfo, SpStats,
+};
+
+use super::sync::SyncState;
+use crate::model::Spd;
+
+/// The eBPF object built by `build.rs` from `ipsec-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipsec"));
+
+/// How to attach XDP: `auto` picks native on physical NICs and generic on virtual devices
+/// (native XDP on a veth that carries stack traffic cut TCP to 0.28x here; generic costs 10%).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeChoice {
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+impl std::str::FromStr for XdpModeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" => Ok(Self::Native),
+            "generic" => Ok(Self::Generic),
+            other => Err(format!("unknown xdp mode {other}; allowed: auto, native, generic")),
+        }
+    }
+}
+
+/// Errors of the datapath, each naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("the eBPF object was not built (AYA_BUILD_SKIP was set); rebuild without it")]
+    NotBuilt,
+    #[error("loading eBPF programs needs root (CAP_BPF, CAP_NET_ADMIN): {source}")]
+    Permission {
+        #[source]
+        source: aya::EbpfError,
+    },
+    #[error("failed to load the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("failed to load program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("no such interface: {0}")]
+    NoSuchInterface(String),
+    #[error("failed to attach {program} to {interface}: {source}")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name} missing or of the wrong type: {detail}")]
+    Map { name: &'static str, detail: String },
+    #[error("map {name}: {source}")]
+    MapIo {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("pin directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to pin {name} at {path}: {source}")]
+    Pin {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error(transparent)]
+    Compile(#[from] super::compile::CompileError),
+    #[error("BPF_PROG_TEST_RUN of {program}: {source}")]
+    TestRun {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// Load-time choices.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin programs and maps here (created, bpffs mounted if missing); `None` pins nothing.
+    pub pin_dir: Option<PathBuf>,
+    /// Benchmarks only: never read the flow cache.
+    pub force_cache_miss: bool,
+}
+
+/// Where a program got attached, for `xipsec status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attached {
+    pub interface: String,
+    pub xdp_mode: String,
+}
+
+pub(super) struct Maps {
+    pub rules: HashMap<MapData, RuleKey, RuleValue>,
+    pub masks: Array<MapData, MaskDesc>,
+    pub mask_count: Array<MapData, u32>,
+    pub config: Array<MapData, u64>,
+    pub sp_stats: PerCpuArray<MapData, SpStats>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub sa_by_spi: HashMap<MapData, u32, SaInfo>,
+    pub bench_flows: HashMap<MapData, FlowKey, CacheValue>,
+    pub flow_cache: HashMap<MapData, FlowKey, CacheValue>,
+}
+
+/// The loaded programs and their maps. Dropping it detaches everything it attached and removes
+/// its pins.
+pub struct KernelDatapath {
+    ebpf: Ebpf,
+    pub(super) maps: Maps,
+    pub(super) sync: SyncState,
+    pin_dir: Option<PathBuf>,
+    attached: Vec<Attached>,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::Map {
+        name,
+        detail: "not in the object".into(),
+    })?;
+    T::try_from(map).map_err(|e| DatapathError::Map {
+        name,
+        detail: e.to_string(),
+    })
+}
+
+const PROGRAM_NAMES: [&str; 4] = [
+    abi::PROG_XDP_INGRESS,
+    abi::PROG_TC_EGRESS,
+    abi::PROG_BENCH_PARSE,
+    abi::PROG_BENCH_HASH,
+];
+const MAP_NAMES: [&str; 9] = [
+    abi::RULES,
+    abi::MASKS,
+    abi::MASK_COUNT,
+    abi::CONFIG,
+    abi::FLOW_CACHE,
+    abi::SP_STATS,
+    abi::COUNTERS,
+    abi::SA_BY_SPI,
+    abi::BENCH_FLOWS,
+];
+
+impl KernelDatapath {
+    /// Load (and verify) every program and create the maps. Attaches nothing.
+    pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
+        if OBJECT.is_empty() {
+            return Err(DatapathError::NotBuilt);
+        }
+        if let Some(dir) = &options.pin_dir {
+            super::bpffs::ensure_pin_dir(dir).map_err(|source| DatapathError::PinDir {
+                path: dir.clone(),
+                source,
+            })?;
+            remove_pins(dir);
+        }
+        let force_miss: u8 = options.force_cache_miss.into();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(abi::GLOBAL_FORCE_CACHE_MISS, &force_miss, true)
+            .load(OBJECT)
+            .map_err(|source| {
+                if is_permission(&source) {
+                    DatapathError::Permission { source }
+                } else {
+                    DatapathError::Load(source)
+                }
+            })?;
+        for name in [abi::PROG_XDP_INGRESS, abi::PROG_BENCH_PARSE, abi::PROG_BENCH_HASH] {
+            let prog: &mut Xdp = program(&mut ebpf, name)?;
+            prog.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        let tc_prog: &mut SchedClassifier = program(&mut ebpf, abi::PROG_TC_EGRESS)?;
+        tc_prog.load().map_err(|source| DatapathError::Program {
+            name: abi::PROG_TC_EGRESS,
+            source,
+        })?;
+        if let Some(dir) = &options.pin_dir {
+            for name in MAP_NAMES {
+                let path = dir.join(name);
+                let map = ebpf.map(name).ok_or(DatapathError::Map {
+                    name,
+                    detail: "not in the object".into(),
+                })?;
+                map.pin(&path).map_err(|source| DatapathError::Pin {
+                    name: name.into(),
+                    path,
+                    source,
+                })?;
+            }
+            for name in PROGRAM_NAMES {
+                let path = dir.join(name);
+                let prog = ebpf.program_mut(name).ok_or(DatapathError::Map {
+                    name,
+                    detail: "program not in the object".into(),
+                })?;
+                prog.pin(&path).map_err(|source| DatapathError::Pin {
+                    name: name.into(),
+                    path,
+                    source,
+                })?;
+            }
+        }
+        let maps = Maps {
+            rules: take(&mut ebpf, abi::RULES)?,
+            masks: take(&mut ebpf, abi::MASKS)?,
+            mask_count: take(&mut ebpf, abi::MASK_COUNT)?,
+            config: take(&mut ebpf, abi::CONFIG)?,
+            sp_stats: take(&mut ebpf, abi::SP_STATS)?,
+            counters: take(&mut ebpf, abi::COUNTERS)?,
+            sa_by_spi: take(&mut ebpf, abi::SA_BY_SPI)?,
+            bench_flows: take(&mut ebpf, abi::BENCH_FLOWS)?,
+            flow_cache: take(&mut ebpf, abi::FLOW_CACHE)?,
+        };
+        Ok(Self {
+            ebpf,
+            maps,
+            sync: SyncState::default(),
+            pin_dir: options.pin_dir.clone(),
+            attached: Vec::new(),
+        })
+    }
+
+    /// Attach XDP ingress and TC egress to `interface`. On error nothing stays attached to it.
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: XdpModeChoice,
+    ) -> Result<Attached, DatapathError> {
+        if nix_if_index(interface).is_none() {
+            return Err(DatapathError::NoSuchInterface(interface.into()));
+        }
+        let xdp_mode = match mode {
+            XdpModeChoice::Native => XdpMode::Driver,
+            XdpModeChoice::Generic => XdpMode::Skb,
+            XdpModeChoice::Auto => {
+                if is_physical(interface) {
+                    XdpMode::Driver
+                } else {
+                    XdpMode::Skb
+                }
+            }
+        };
+        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
+        let xdp_link = match xdp.attach(interface, xdp_mode) {
+            Ok(link) => (link, xdp_mode),
+            // A physical NIC whose driver lacks XDP: generic mode still filters.
+            Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
+                let link = xdp.attach(interface, XdpMode::Skb).map_err(|source| {
+                    DatapathError::Attach {
+                        program: abi::PROG_XDP_INGRESS,
+                        interface: interface.into(),
+                        source,
+                    }
+                })?;
+                (link, XdpMode::Skb)
+            }
+            Err(source) => {
+                return Err(DatapathError::Attach {
+                    program: abi::PROG_XDP_INGRESS,
+                    interface: interface.into(),
+                    source,
+                });
+            }
+        };
+        let tc_prog: &mut SchedClassifier = program(&mut self.ebpf, abi::PROG_TC_EGRESS)?;
+        let tc_result = tc_prog.attach(interface, TcAttachType::Egress).or_else(|_| {
+            // Older kernels attach through the clsact qdisc; add it and retry once.
+            let _ = tc::qdisc_add_clsact(interface);
+            tc_prog.attach(interface, TcAttachType::Egress)
+        });
+        if let Err(source) = tc_result {
+            let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
+            let _ = xdp.detach(xdp_link.0);
+            return Err(DatapathError::Attach {
+                program: abi::PROG_TC_EGRESS,
+                interface: interface.into(),
+                source,
+            });
+        }
+        let attached = Attached {
+            interface: interface.into(),
+            xdp_mode: if xdp_link.1 == XdpMode::Driver {
+                "native".into()
+            } else {
+                "generic".into()
+            },
+        };
+        self.attached.push(attached.clone());
+        Ok(attached)
+    }
+
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+
+    /// Make the maps equal `spd` (see `sync.rs` for the generation flip).
+    pub fn sync(&mut self, spd: &Spd) -> Result<(), DatapathError> {
+        super::sync::sync(self, spd)
+    }
+
+    /// Per-SP counters (summed over CPUs), keyed by `Sp::id`, for the given ids.
+    pub fn sp_counters(
+        &self,
+        ids: impl IntoIterator<Item = u32>,
+    ) -> Result<BTreeMap<u32, SpStats>, DatapathError> {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            let values = self
+                .maps
+                .sp_stats
+                .get(&id, 0)
+                .map_err(|source| DatapathError::MapIo {
+                    name: abi::SP_STATS,
+                    source,
+                })?;
+            let mut sum = SpStats::default();
+            for v in values.iter() {
+                sum.packets += v.packets;
+                sum.bytes += v.bytes;
+            }
+            out.insert(id, sum);
+        }
+        Ok(out)
+    }
+
+    /// Datapath counters (summed over CPUs), in `Counter::ALL` order.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, DatapathError> {
+        Counter::ALL
+            .iter()
+            .map(|c| {
+                let values = self.maps.counters.get(&(*c as u32), 0).map_err(|source| {
+                    DatapathError::MapIo {
+                        name: abi::COUNTERS,
+                        source,
+                    }
+                })?;
+                Ok((*c, values.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Run the XDP ingress program once on `frame`; the XDP action.
+    pub fn test_run_xdp(&self, frame: &[u8]) -> Result<u32, DatapathError> {
+        Ok(self.run(abi::PROG_XDP_INGRESS, frame, 1)?.0)
+    }
+
+    /// Run the TC egress program once on `frame`; the TC action.
+    pub fn test_run_tc(&self, frame: &[u8]) -> Result<i32, DatapathError> {
+        let name = abi::PROG_TC_EGRESS;
+        let prog: &SchedClassifier = program_ref(&self.ebpf, name)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let result = prog
+            .test_run(opts)
+            .map_err(|source| DatapathError::TestRun { program: name, source })?;
+        Ok(result.return_value as i32)
+    }
+
+    /// Run an XDP program (`abi::PROG_*`) `repeat` times on `frame`: its action and the kernel's
+    /// average duration per run.
+    pub fn run(
+        &self,
+        name: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, Duration), DatapathError> {
+        let prog: &Xdp = program_ref(&self.ebpf, name)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..Default::default()
+        };
+        let result = prog
+            .test_run(opts)
+            .map_err(|source| DatapathError::TestRun { program: name, source })?;
+        Ok((result.return_value, result.duration))
+    }
+
+    /// Benchmarks only: make the hash baseline's lookup of `flow` hit.
+    pub fn insert_bench_flow(&mut self, flow: &FlowKey) -> Result<(), DatapathError> {
+        self.maps
+            .bench_flows
+            .insert(flow, CacheValue::default(), 0)
+            .map_err(|source| DatapathError::MapIo {
+                name: abi::BENCH_FLOWS,
+                source,
+            })
+    }
+
+    /// Read back every rule of the active generation (tests compare this with the model).
+    pub fn active_rules(&self) -> Result<Vec<(RuleKey, RuleValue)>, DatapathError> {
+        let generation = (self.epoch()? & 1) as u8;
+        let mut out = Vec::new();
+        for item in self.maps.rules.iter() {
+            let (k, v) = item.map_err(|source| DatapathError::MapIo {
+                name: abi::RULES,
+                source,
+            })?;
+            if k.tag >> 7 == generation {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read back the masks of the active generation, per direction.
+    pub fn active_masks(&self) -> Result<[Vec<MaskDesc>; 2], DatapathError> {
+        let generation = (self.epoch()? & 1) as u8;
+        let mut out: [Vec<MaskDesc>; 2] = Default::default();
+        for dir in [abi::DIR_IN, abi::DIR_OUT] {
+            let set = abi::mask_set(generation, dir);
+            let count = self
+                .maps
+                .mask_count
+                .get(&set, 0)
+                .map_err(|source| DatapathError::MapIo {
+                    name: abi::MASK_COUNT,
+                    source,
+                })?;
+            for i in 0..count {
+                out[usize::from(dir)].push(
+                    self.maps
+                        .masks
+                        .get(&(set * abi::MAX_MASKS + i), 0)
+                        .map_err(|source| DatapathError::MapIo {
+                            name: abi::MASKS,
+                            source,
+                        })?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inbound SPIs present in the kernel.
+    pub fn spis(&self) -> Result<Vec<(u32, SaInfo)>, DatapathError> {
+        self.maps
+            .sa_by_spi
+            .iter()
+            .map(|r| {
+                r.map_err(|source| DatapathError::MapIo {
+                    name: abi::SA_BY_SPI,
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) fn epoch(&self) -> Result<u64, DatapathError> {
+        self.maps
+            .config
+            .get(&abi::CONFIG_EPOCH, 0)
+            .map_err(|source| DatapathError::MapIo {
+                name: abi::CONFIG,
+                source,
+            })
+    }
+
+    /// Forget every cached classification (tests use it to exercise the miss path).
+    pub fn clear_flow_cache(&mut self) -> Result<(), DatapathError> {
+        let keys: Vec<FlowKey> = self.maps.flow_cache.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.maps.flow_cache.remove(&k);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KernelDatapath {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.pin_dir {
+            remove_pins(dir);
+        }
+    }
+}
+
+/// Remove the pins a previous instance left (after kill -9, say); unknown files are kept.
+fn remove_pins(dir: &Path) {
+    for name in MAP_NAMES.iter().chain(PROGRAM_NAMES.iter()) {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(DatapathError::Map {
+        name,
+        detail: "program not in the object".into(),
+    })?;
+    prog.try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+fn program_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, DatapathError>
+where
+    &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program(name).ok_or(DatapathError::Map {
+        name,
+        detail: "program not in the object".into(),
+    })?;
+    prog.try_into()
+        .map_err(|source| DatapathError::Program { name, source })
+}
+
+fn nix_if_index(interface: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(interface).ok()?;
+    // SAFETY: `name` is a valid C string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Physical NICs have a backing device in sysfs; veth, tun, bridges and loopback do not.
+fn is_physical(interface: &str) -> bool {
+    Path::new("/sys/class/net").join(interface).join("device").exists()
+}
+
+fn is_permission(err: &aya::EbpfError) -> bool {
+    let text = format!("{err:?}");
+    text.contains("PermissionDenied") || text.contains("EPERM") || text.contains("os error 1)")
+}

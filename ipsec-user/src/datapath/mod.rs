@@ -1,0 +1,12 @@
+//! The only code that touches aya: loading, attaching and pinning the programs, and syncing the
+//! model into the maps.
+//!
+//! Invariant: the kernel maps are written only from `model` types, through [`compile`], so the
+//! CLI, the daemon, the maps and the reference classifier can never disagree.
+
+pub mod bpffs;
+pub mod compile;
+mod kernel;
+mod sync;
+
+pub use kernel::{Attached, DatapathError, KernelDatapath, LoadOptions, XdpModeChoice};

@@ -1,0 +1,154 @@
+//! Model -> maps, atomically for packets.
+//!
+//! A commit writes the *inactive* generation (rules, masks, mask counts), then flips the epoch
+//! word in one 8-byte write: a packet reads the epoch once and sees either the old tables or the
+//! new ones, never a mix, and cached verdicts of older epochs are ignored. Writes are a diff
+//! against what that generation already holds (it is two commits old), so one CLI change costs a
+//! handful of syscalls even with 100,000 policies installed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use aya::maps::PerCpuValues;
+use ipsec_common::abi::{self, DIR_IN, DIR_OUT, MAX_MASKS, RuleKey, RuleValue, SaInfo, SpStats};
+
+use super::{
+    compile::{ShapeIds, compile},
+    kernel::{DatapathError, KernelDatapath},
+};
+use crate::model::Spd;
+
+/// Packets still running against a generation when it is retired finish within microseconds;
+/// wait this long after a flip before rewriting the retired generation.
+const GRACE: Duration = Duration::from_millis(2);
+
+#[derive(Debug, Default)]
+pub struct SyncState {
+    ids: ShapeIds,
+    /// What each generation holds in the kernel, kept in step with every successful write.
+    mirror: [HashMap<RuleKey, RuleValue>; 2],
+    /// Which policy (`seq`) owns each counter slot, so a reused slot starts from zero.
+    counter_owner: HashMap<u32, u32>,
+    spis: HashMap<u32, SaInfo>,
+    last_flip: Option<Instant>,
+}
+
+fn io(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::MapIo { name, source }
+}
+
+pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
+    let next = dp.epoch()? + 1;
+    let generation = (next & 1) as u8;
+    let tables = compile(spd, generation, &mut dp.sync.ids)?;
+    if let Some(flipped) = dp.sync.last_flip {
+        if let Some(rest) = GRACE.checked_sub(flipped.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+
+    // Counters of policies new to their slot start from zero before any packet can hit them.
+    let nr_cpus = aya::util::nr_cpus()
+        .map_err(|(_, e)| DatapathError::Map {
+            name: abi::SP_STATS,
+            detail: format!("cannot count CPUs: {e}"),
+        })?;
+    for sp in spd.sps() {
+        if dp.sync.counter_owner.get(&sp.id) != Some(&sp.seq) {
+            let zero = PerCpuValues::try_from(vec![SpStats::default(); nr_cpus]).map_err(
+                |e| DatapathError::Map {
+                    name: abi::SP_STATS,
+                    detail: e.to_string(),
+                },
+            )?;
+            dp.maps
+                .sp_stats
+                .set(sp.id, zero, 0)
+                .map_err(io(abi::SP_STATS))?;
+            dp.sync.counter_owner.insert(sp.id, sp.seq);
+        }
+    }
+
+    // Rules of the inactive generation: write what differs, delete what is gone.
+    let mirror = &mut dp.sync.mirror[usize::from(generation)];
+    for (key, value) in &tables.rules {
+        if mirror.get(key) != Some(value) {
+            dp.maps
+                .rules
+                .insert(key, value, 0)
+                .map_err(io(abi::RULES))?;
+            mirror.insert(*key, *value);
+        }
+    }
+    let stale: Vec<RuleKey> = mirror
+        .keys()
+        .filter(|k| !tables.rules.contains_key(k))
+        .copied()
+        .collect();
+    for key in stale {
+        dp.maps.rules.remove(&key).map_err(io(abi::RULES))?;
+        mirror.remove(&key);
+    }
+
+    for dir in [DIR_IN, DIR_OUT] {
+        let set = abi::mask_set(generation, dir);
+        let masks = &tables.masks[usize::from(dir)];
+        for (i, mask) in masks.iter().enumerate() {
+            dp.maps
+                .masks
+                .set(set * MAX_MASKS + i as u32, mask, 0)
+                .map_err(io(abi::MASKS))?;
+        }
+        dp.maps
+            .mask_count
+            .set(set, masks.len() as u32, 0)
+            .map_err(io(abi::MASK_COUNT))?;
+    }
+
+    // Inbound SPIs: new ones before the flip, retired ones after it.
+    let wanted: HashMap<u32, SaInfo> = spd
+        .sas()
+        .iter()
+        .map(|sa| {
+            (
+                sa.spi,
+                SaInfo {
+                    sa_id: sa.id,
+                    _pad: 0,
+                },
+            )
+        })
+        .collect();
+    for (spi, info) in &wanted {
+        if dp.sync.spis.get(spi) != Some(info) {
+            dp.maps
+                .sa_by_spi
+                .insert(spi, info, 0)
+                .map_err(io(abi::SA_BY_SPI))?;
+            dp.sync.spis.insert(*spi, *info);
+        }
+    }
+
+    dp.maps
+        .config
+        .set(abi::CONFIG_EPOCH, next, 0)
+        .map_err(io(abi::CONFIG))?;
+    dp.sync.last_flip = Some(Instant::now());
+
+    let gone: Vec<u32> = dp
+        .sync
+        .spis
+        .keys()
+        .filter(|spi| !wanted.contains_key(spi))
+        .copied()
+        .collect();
+    for spi in gone {
+        dp.maps.sa_by_spi.remove(&spi).map_err(io(abi::SA_BY_SPI))?;
+        dp.sync.spis.remove(&spi);
+    }
+    let live: HashSet<u32> = spd.sps().iter().map(|sp| sp.id).collect();
+    dp.sync.counter_owner.retain(|id, _| live.contains(id));
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! `xipsec`: the command line and the daemon in one binary.
+//!
+//! Client commands talk to the daemon over its control socket and exit; `xipsec daemon` runs
+//! the daemon until SIGINT or SIGTERM. Errors are one line on stderr starting `error:` and a
+//! non-zero exit code.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ipsec_user::cli::{self, Command, DaemonArgs};
+use ipsec_user::daemon::{self, DaemonConfig, Datapath, NoDatapath, XdpMode};
+
+fn main() -> ExitCode {
+    let args = cli::normalize_args(std::env::args_os());
+    let cli = match cli::parse(args) {
+        Ok(cli) => cli,
+        Err(Ok(code)) => return code,
+        Err(Err(failure)) => return failure.report(),
+    };
+    match cli.command {
+        Command::Daemon(args) => match run_daemon(cli.socket, args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => match cli::run(cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => failure.report(),
+        },
+    }
+}
+
+fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let config = DaemonConfig {
+        socket,
+        state_dir: args.state_dir,
+        interfaces: args.interfaces,
+        xdp_mode: args.xdp_mode,
+        pin_dir: args.pin_dir,
+        datapath_attached: !args.no_datapath,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let datapath: Box<dyn Datapath> = if args.no_datapath {
+            Box::new(NoDatapath)
+        } else {
+            open_datapath(&config.interfaces, config.xdp_mode, &config.pin_dir)?
+        };
+        daemon::serve(config, datapath, shutdown_signal()).await
+    })
+}
+
+/// The kernel datapath for `interfaces`.
+///
+/// Wiring point for `ipsec_user::datapath::open(&DatapathOptions { interfaces, xdp_mode,
+/// pin_dir })`, which the datapath issue provides; until it lands, only `--no-datapath` runs.
+fn open_datapath(
+    interfaces: &[String],
+    xdp_mode: XdpMode,
+    pin_dir: &std::path::Path,
+) -> anyhow::Result<Box<dyn Datapath>> {
+    let _ = (interfaces, xdp_mode, pin_dir);
+    anyhow::bail!("datapath not built yet (run with --no-datapath to manage state only)")
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without handlers the default action (terminate) applies; the state is safe either way.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

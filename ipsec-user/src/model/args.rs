@@ -1,0 +1,78 @@
+//! The raw arguments of each command, exactly as the CLI collects them, and the option names.
+//!
+//! Every field is the untouched string the user typed (or `None` if the option was absent): the
+//! model parses and validates all of it, so the CLI and the daemon can never disagree about what
+//! a command means. These structs travel over the control socket, hence serde.
+
+use serde::{Deserialize, Serialize};
+
+/// The long option names, as they appear at the start of every error message.
+pub mod opt {
+    pub const SA_SOURCE: &str = "--sa-source";
+    pub const SA_DESTINATION: &str = "--sa-destination";
+    pub const SA_MODE: &str = "--sa-mode";
+    pub const SA_SPI: &str = "--sa-spi";
+    pub const ENCRYPTION_ALGORITHM: &str = "--encryption-algorithm";
+    pub const ENCRYPTION_KEY: &str = "--encryption-key";
+    pub const INTEGRITY_ALGORITHM: &str = "--integrity-algorithm";
+    pub const INTEGRITY_KEY: &str = "--integrity-key";
+    pub const SA_NAME: &str = "--sa-name";
+    pub const REMOVE_ALL: &str = "--remove-all";
+    pub const SP_SOURCE: &str = "--sp-source";
+    pub const SP_DESTINATION: &str = "--sp-destination";
+    pub const SOURCE_PORT: &str = "--source-port";
+    pub const DESTINATION_PORT: &str = "--destination-port";
+    pub const UPPER_LAYER_PROTOCOL: &str = "--upper-layer-protocol";
+    pub const FLOW_DIRECTION: &str = "--flow-direction";
+    pub const ACTION: &str = "--action";
+    pub const SP_MODE: &str = "--sp-mode";
+    pub const SP_NAME: &str = "--sp-name";
+    pub const PRIORITY: &str = "--priority";
+}
+
+/// `sa add`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaAddArgs {
+    pub sa_source: Option<String>,
+    pub sa_destination: Option<String>,
+    pub sa_mode: Option<String>,
+    pub sa_spi: Option<String>,
+    pub encryption_algorithm: Option<String>,
+    pub encryption_key: Option<String>,
+    pub integrity_algorithm: Option<String>,
+    pub integrity_key: Option<String>,
+    pub sa_name: Option<String>,
+}
+
+/// `sa remove`: by `sa_name`, by `sa_source` + `sa_destination` + `sa_spi`, or `remove_all`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaRemoveArgs {
+    pub sa_name: Option<String>,
+    pub sa_source: Option<String>,
+    pub sa_destination: Option<String>,
+    pub sa_spi: Option<String>,
+    pub remove_all: bool,
+}
+
+/// `sp add`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpAddArgs {
+    pub sp_source: Option<String>,
+    pub sp_destination: Option<String>,
+    pub source_port: Option<String>,
+    pub destination_port: Option<String>,
+    pub upper_layer_protocol: Option<String>,
+    pub flow_direction: Option<String>,
+    pub action: Option<String>,
+    pub sp_mode: Option<String>,
+    pub sa_name: Option<String>,
+    pub sp_name: Option<String>,
+    pub priority: Option<String>,
+}
+
+/// `sp remove`: by `sp_name` or `remove_all`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpRemoveArgs {
+    pub sp_name: Option<String>,
+    pub remove_all: bool,
+}

@@ -1,0 +1,37 @@
+//! THE SA/SP model: types, validation, precedence and the reference classifier. No I/O.
+//!
+//! Everything that decides what a policy means lives here, so the CLI, the daemon, the map sync
+//! and the tests can never disagree:
+//!
+//! - `args`: the raw command arguments and option names; the model parses all of them.
+//! - `parse`: single values (addresses, prefixes, ports, SPIs, keys, names, keywords).
+//! - `sa`, `sp`: validated records and the rules about one record.
+//! - `spd`: the database, the rules across records, limits, `validate`, the persisted state.
+//! - `rank`: the precedence order as one `u64`.
+//! - `reference`: `Flow`, `Sp::matches` and `Spd::classify`, the reference classifier.
+//! - `error`: `ModelError`, whose messages the CLI prints verbatim.
+//! - `packet`: the reference packet parser (what the datapath must make of a frame).
+
+mod args;
+mod error;
+#[cfg(test)]
+mod fixtures;
+mod key;
+pub mod packet;
+mod parse;
+mod rank;
+mod reference;
+mod sa;
+mod sp;
+mod spd;
+mod types;
+
+pub use args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
+pub use error::ModelError;
+pub use key::Key;
+pub use parse::{MAX_NAME_LEN, is_valid_name};
+pub use reference::{Flow, L4, NEIGHBOUR_DISCOVERY_TYPES, NEXT_HEADER_ICMPV6};
+pub use sa::Sa;
+pub use sp::Sp;
+pub use spd::{MAX_SA, MAX_SP, SEQ_BITS, Spd};
+pub use types::*;

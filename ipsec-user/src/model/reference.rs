@@ -1,0 +1,286 @@
+//! The reference classifier: what a packet's flow matches, written plainly enough to be obviously
+//! right. The eBPF classifier is tested against it; it is never on the fast path.
+//!
+//! A flow takes the first SP of its direction, in `Sp::rank` order, that `matches` it; none means
+//! the packet passes in clear. Neighbour discovery (RFC 4861 §4, ICMPv6 types 133-137) only ever
+//! matches a policy that names `icmp6` and that type, so a broad `any` policy between two hosts
+//! cannot cut them off from each other.
+
+use std::net::Ipv6Addr;
+use std::ops::RangeInclusive;
+
+use super::sp::Sp;
+use super::spd::Spd;
+use super::types::{Direction, UpperLayerProtocol};
+
+/// IPv6 next header of ICMPv6 (RFC 4443).
+pub const NEXT_HEADER_ICMPV6: u8 = 58;
+
+/// Router Solicitation, Router Advertisement, Neighbor Solicitation, Neighbor Advertisement and
+/// Redirect (RFC 4861 §4.1-4.5).
+pub const NEIGHBOUR_DISCOVERY_TYPES: RangeInclusive<u8> = 133..=137;
+
+/// What the classifier sees of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// The upper-layer protocol, after any extension headers.
+    pub next_header: u8,
+    pub l4: L4,
+}
+
+/// The upper-layer fields a selector can look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum L4 {
+    /// TCP or UDP ports.
+    Ports { src: u16, dst: u16 },
+    /// ICMPv6 type.
+    Icmp { kind: u8 },
+    /// A non-first fragment, or a protocol without ports: matches only port selectors that are any.
+    Opaque,
+}
+
+impl Flow {
+    /// The ICMPv6 type if this flow is neighbour discovery.
+    pub fn neighbour_discovery_type(&self) -> Option<u8> {
+        match self.l4 {
+            L4::Icmp { kind }
+                if self.next_header == NEXT_HEADER_ICMPV6
+                    && NEIGHBOUR_DISCOVERY_TYPES.contains(&kind) =>
+            {
+                Some(kind)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Sp {
+    /// Whether the policy's selector covers `flow` (direction is the caller's business).
+    pub fn matches(&self, flow: &Flow) -> bool {
+        self.source.contains(&flow.src)
+            && self.destination.contains(&flow.dst)
+            && self
+                .protocol
+                .next_header()
+                .is_none_or(|nh| nh == flow.next_header)
+            && self
+                .source_port
+                .is_none_or(|p| matches!(flow.l4, L4::Ports { src, .. } if src == p))
+            && self.destination_port.is_none_or(|p| match flow.l4 {
+                L4::Ports { dst, .. } => dst == p,
+                L4::Icmp { kind } => u16::from(kind) == p,
+                L4::Opaque => false,
+            })
+    }
+
+    /// Whether the policy names ICMPv6 type `kind` explicitly, the only way to catch neighbour
+    /// discovery.
+    fn names_icmp_type(&self, kind: u8) -> bool {
+        self.protocol == UpperLayerProtocol::Icmp6 && self.destination_port == Some(u16::from(kind))
+    }
+}
+
+impl Spd {
+    /// The SPs of `direction` in precedence order (lowest `rank` first).
+    pub fn ranked(&self, direction: Direction) -> Vec<&Sp> {
+        let mut sps: Vec<&Sp> = self
+            .sps()
+            .iter()
+            .filter(|sp| sp.direction == direction)
+            .collect();
+        sps.sort_by_key(|sp| sp.rank());
+        sps
+    }
+
+    /// THE reference classification: the first SP of `direction`, in rank order, that matches
+    /// `flow`; `None` means the packet passes in clear.
+    pub fn classify(&self, direction: Direction, flow: &Flow) -> Option<&Sp> {
+        let nd = flow.neighbour_discovery_type();
+        self.ranked(direction)
+            .into_iter()
+            .filter(|sp| nd.is_none_or(|kind| sp.names_icmp_type(kind)))
+            .find(|sp| sp.matches(flow))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::args::{SpAddArgs, SpRemoveArgs};
+    use crate::model::fixtures::{discard_sp_args, example_sa_args, example_sp_args};
+    use crate::model::types::Action;
+
+    fn addr(s: &str) -> Ipv6Addr {
+        s.parse().expect("parsing a test address")
+    }
+
+    fn tcp(src: &str, dst: &str, sport: u16, dport: u16) -> Flow {
+        Flow {
+            src: addr(src),
+            dst: addr(dst),
+            next_header: 6,
+            l4: L4::Ports {
+                src: sport,
+                dst: dport,
+            },
+        }
+    }
+
+    fn icmp(src: &str, dst: &str, kind: u8) -> Flow {
+        Flow {
+            src: addr(src),
+            dst: addr(dst),
+            next_header: NEXT_HEADER_ICMPV6,
+            l4: L4::Icmp { kind },
+        }
+    }
+
+    fn name(sp: Option<&Sp>) -> Option<&str> {
+        sp.map(|sp| sp.name.as_str())
+    }
+
+    fn add(spd: &mut Spd, args: &SpAddArgs) {
+        spd.add_sp(args).expect("adding a test sp");
+    }
+
+    #[test]
+    fn spec_example_matches_its_flow_only() {
+        let mut spd = Spd::new();
+        spd.add_sa(&example_sa_args()).expect("adding sa1");
+        add(&mut spd, &example_sp_args());
+        let flow = tcp("2001:db8:1::5", "2002:db8:1::9", 23, 25);
+        assert_eq!(name(spd.classify(Direction::Out, &flow)), Some("sp1"));
+        assert_eq!(spd.classify(Direction::In, &flow), None, "wrong direction");
+        for other in [
+            tcp("2001:db8:2::5", "2002:db8:1::9", 23, 25),
+            tcp("2001:db8:1::5", "2002:db8:2::9", 23, 25),
+            tcp("2001:db8:1::5", "2002:db8:1::9", 24, 25),
+            tcp("2001:db8:1::5", "2002:db8:1::9", 23, 26),
+            Flow {
+                next_header: 17,
+                ..flow
+            },
+            Flow {
+                l4: L4::Opaque,
+                ..flow
+            },
+        ] {
+            assert_eq!(spd.classify(Direction::Out, &other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn precedence_in_classification() {
+        let mut spd = Spd::new();
+        add(&mut spd, &discard_sp_args("broad", "any", "any"));
+        add(&mut spd, &discard_sp_args("dst48", "any", "2001:db8::/48"));
+        add(&mut spd, &discard_sp_args("src64", "2001:db8:9::/64", "2001:db8::/48"));
+        let mut tcp_any = discard_sp_args("tcp", "2001:db8:9::/64", "2001:db8::/48");
+        tcp_any.upper_layer_protocol = Some("tcp".into());
+        add(&mut spd, &tcp_any);
+        let mut sport = tcp_any.clone();
+        sport.sp_name = Some("sport".into());
+        sport.source_port = Some("1000".into());
+        add(&mut spd, &sport);
+        let mut dport = tcp_any.clone();
+        dport.sp_name = Some("dport".into());
+        dport.destination_port = Some("80".into());
+        add(&mut spd, &dport);
+
+        let out = |spd: &Spd, flow: &Flow| name(spd.classify(Direction::Out, flow)).map(str::to_owned);
+        assert_eq!(out(&spd, &tcp("::1", "3000::1", 1, 2)).as_deref(), Some("broad"));
+        assert_eq!(out(&spd, &tcp("::1", "2001:db8::1", 1, 2)).as_deref(), Some("dst48"));
+        let from = "2001:db8:9::1";
+        assert_eq!(out(&spd, &icmp(from, "2001:db8::1", 128)).as_deref(), Some("src64"));
+        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1, 2)).as_deref(), Some("tcp"));
+        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1000, 2)).as_deref(), Some("sport"));
+        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(), Some("dport"), "dport beats sport");
+
+        // A prioritised broad policy beats every specific one; lower n first.
+        let mut p9 = discard_sp_args("p9", "any", "any");
+        p9.priority = Some("9".into());
+        add(&mut spd, &p9);
+        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(), Some("p9"));
+        let mut p3 = discard_sp_args("p3", "any", "3000::/16");
+        p3.priority = Some("3".into());
+        add(&mut spd, &p3);
+        assert_eq!(out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(), Some("p3"));
+        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1, 1)).as_deref(), Some("p9"));
+
+        // Equal priority: the older one wins, and keeps winning after the other is re-added.
+        let mut p3b = discard_sp_args("p3b", "any", "any");
+        p3b.priority = Some("3".into());
+        p3b.upper_layer_protocol = Some("tcp".into());
+        add(&mut spd, &p3b);
+        assert_eq!(out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(), Some("p3"));
+        spd.remove_sp(&SpRemoveArgs {
+            sp_name: Some("p3".into()),
+            remove_all: false,
+        })
+        .expect("removing p3");
+        add(&mut spd, &p3);
+        assert_eq!(out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(), Some("p3b"), "now p3b is older");
+    }
+
+    #[test]
+    fn neighbour_discovery_passes_unless_named() {
+        let mut spd = Spd::new();
+        for direction in ["in", "out"] {
+            let mut args = discard_sp_args(&format!("all-{direction}"), "any", "any");
+            args.flow_direction = Some(direction.into());
+            add(&mut spd, &args);
+        }
+        for kind in NEIGHBOUR_DISCOVERY_TYPES {
+            let flow = icmp("fe80::1", "ff02::1:ff00:2", kind);
+            assert_eq!(spd.classify(Direction::In, &flow), None, "type {kind} passes in");
+            assert_eq!(spd.classify(Direction::Out, &flow), None, "type {kind} passes out");
+        }
+        for kind in [1, 128, 132, 138, 255] {
+            let flow = icmp("fe80::1", "fe80::2", kind);
+            assert_eq!(name(spd.classify(Direction::In, &flow)), Some("all-in"), "type {kind} is not nd");
+        }
+        // A non-icmp flow with the same numbers is not nd either.
+        let odd = Flow {
+            next_header: 17,
+            ..icmp("fe80::1", "fe80::2", 135)
+        };
+        assert_eq!(name(spd.classify(Direction::In, &odd)), Some("all-in"));
+
+        let mut icmp_any = discard_sp_args("icmp-any", "any", "any");
+        icmp_any.upper_layer_protocol = Some("icmp6".into());
+        icmp_any.flow_direction = Some("in".into());
+        add(&mut spd, &icmp_any);
+        let ns = icmp("fe80::1", "fe80::2", 135);
+        assert_eq!(spd.classify(Direction::In, &ns), None, "icmp6 without the type does not catch nd");
+
+        let mut named = icmp_any.clone();
+        named.sp_name = Some("block-ns".into());
+        named.destination_port = Some("135".into());
+        add(&mut spd, &named);
+        let hit = spd.classify(Direction::In, &ns).expect("a policy naming type 135 catches it");
+        assert_eq!((hit.name.as_str(), hit.action), ("block-ns", Action::Discard));
+        assert_eq!(spd.classify(Direction::In, &icmp("fe80::1", "fe80::2", 136)), None, "other nd types still pass");
+        let elsewhere = icmp("fe80::1", "fe80::2", 135);
+        assert_eq!(spd.classify(Direction::Out, &elsewhere), None, "only the direction named");
+    }
+
+    #[test]
+    fn icmp_type_and_opaque_matching() {
+        let mut spd = Spd::new();
+        let mut echo = discard_sp_args("echo", "any", "any");
+        echo.upper_layer_protocol = Some("icmp6".into());
+        echo.destination_port = Some("128".into());
+        add(&mut spd, &echo);
+        assert_eq!(name(spd.classify(Direction::Out, &icmp("::1", "::2", 128))), Some("echo"));
+        assert_eq!(spd.classify(Direction::Out, &icmp("::1", "::2", 129)), None);
+        let opaque = Flow {
+            l4: L4::Opaque,
+            ..icmp("::1", "::2", 128)
+        };
+        assert_eq!(spd.classify(Direction::Out, &opaque), None, "a port selector never matches opaque");
+        add(&mut spd, &discard_sp_args("any", "any", "any"));
+        assert_eq!(name(spd.classify(Direction::Out, &opaque)), Some("any"), "any matches opaque");
+    }
+}

@@ -1,0 +1,289 @@
+//! `Sa`: a validated security association, and the rules for building one from `sa add`.
+//!
+//! `Sa::parse` checks everything about one SA on its own (syntax, mode against `any`, keys against
+//! algorithms); `Sa::check` re-checks the same invariants on a record loaded from the state file.
+//! Rules that involve other SAs (unique name, unique SPI, limits) live in `spd`.
+
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::args::{SaAddArgs, opt};
+use super::error::ModelError;
+use super::key::Key;
+use super::parse::{self, allowed};
+use super::types::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+
+/// A security association: how traffic is protected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sa {
+    /// Slot in the kernel SA map, 0..MAX_SA, the lowest free one at creation.
+    pub id: u32,
+    pub name: String,
+    /// `None` = any (transport mode only).
+    pub source: Option<Ipv6Addr>,
+    /// `None` = any (transport mode only).
+    pub destination: Option<Ipv6Addr>,
+    pub mode: Mode,
+    pub spi: u32,
+    pub encryption: EncryptionAlgorithm,
+    /// Empty for NULL encryption.
+    pub encryption_key: Key,
+    pub integrity: IntegrityAlgorithm,
+    pub integrity_key: Key,
+}
+
+impl Sa {
+    /// Builds an SA from `sa add` arguments, with `id` 0 (the SPD assigns it). Options are checked
+    /// in the order of the spec's table, then against each other.
+    pub(crate) fn parse(args: &SaAddArgs) -> Result<Self, ModelError> {
+        let source = parse::sa_address(
+            opt::SA_SOURCE,
+            parse::required(args.sa_source.as_ref(), opt::SA_SOURCE, allowed::SA_ADDRESS)?,
+        )?;
+        let destination = parse::sa_address(
+            opt::SA_DESTINATION,
+            parse::required(
+                args.sa_destination.as_ref(),
+                opt::SA_DESTINATION,
+                allowed::SA_ADDRESS,
+            )?,
+        )?;
+        let mode = parse::keyword(
+            opt::SA_MODE,
+            parse::required(args.sa_mode.as_ref(), opt::SA_MODE, allowed::MODE)?,
+            Mode::ALL,
+            allowed::MODE,
+        )?;
+        let spi = parse::spi(parse::required(
+            args.sa_spi.as_ref(),
+            opt::SA_SPI,
+            allowed::SPI,
+        )?)?;
+        let encryption = parse::keyword(
+            opt::ENCRYPTION_ALGORITHM,
+            parse::required(
+                args.encryption_algorithm.as_ref(),
+                opt::ENCRYPTION_ALGORITHM,
+                allowed::ENCRYPTION,
+            )?,
+            EncryptionAlgorithm::ALL,
+            allowed::ENCRYPTION,
+        )?;
+        let encryption_key = match (encryption, &args.encryption_key) {
+            (EncryptionAlgorithm::Null, None) => Key::default(),
+            (EncryptionAlgorithm::Null, Some(_)) => return Err(ModelError::KeyWithNull),
+            (algorithm, None) => {
+                return Err(ModelError::KeyMissing {
+                    option: opt::ENCRYPTION_KEY,
+                    algorithm: algorithm.as_str(),
+                    len: algorithm.key_len(),
+                });
+            }
+            (_, Some(text)) => parse::key(opt::ENCRYPTION_KEY, text)?,
+        };
+        let integrity = parse::keyword(
+            opt::INTEGRITY_ALGORITHM,
+            parse::required(
+                args.integrity_algorithm.as_ref(),
+                opt::INTEGRITY_ALGORITHM,
+                allowed::INTEGRITY,
+            )?,
+            IntegrityAlgorithm::ALL,
+            allowed::INTEGRITY,
+        )?;
+        let integrity_key = match &args.integrity_key {
+            None => {
+                return Err(ModelError::KeyMissing {
+                    option: opt::INTEGRITY_KEY,
+                    algorithm: integrity.as_str(),
+                    len: integrity.key_len(),
+                });
+            }
+            Some(text) => parse::key(opt::INTEGRITY_KEY, text)?,
+        };
+        let name = parse::name(
+            opt::SA_NAME,
+            parse::required(args.sa_name.as_ref(), opt::SA_NAME, allowed::NAME)?,
+        )?;
+        let sa = Self {
+            id: 0,
+            name,
+            source,
+            destination,
+            mode,
+            spi,
+            encryption,
+            encryption_key,
+            integrity,
+            integrity_key,
+        };
+        sa.check()?;
+        Ok(sa)
+    }
+
+    /// Every invariant of one SA that does not involve other records.
+    pub(crate) fn check(&self) -> Result<(), ModelError> {
+        if !parse::is_valid_name(&self.name) {
+            return Err(ModelError::Invalid {
+                option: opt::SA_NAME,
+                value: super::error::shown(&self.name),
+                allowed: allowed::NAME,
+            });
+        }
+        if self.mode == Mode::Tunnel {
+            if self.source.is_none() {
+                return Err(ModelError::AnyInTunnel {
+                    option: opt::SA_SOURCE,
+                });
+            }
+            if self.destination.is_none() {
+                return Err(ModelError::AnyInTunnel {
+                    option: opt::SA_DESTINATION,
+                });
+            }
+        }
+        if self.spi < 0x100 {
+            return Err(ModelError::ReservedSpi { spi: self.spi });
+        }
+        check_encryption_key(self.encryption, &self.encryption_key)?;
+        check_key_len(
+            opt::INTEGRITY_KEY,
+            self.integrity.as_str(),
+            self.integrity.key_len(),
+            &self.integrity_key,
+        )
+    }
+}
+
+/// Exact length, and for 3DES three distinct thirds (RFC 2451 §2.3 wants K1 != K2 and K2 != K3,
+/// otherwise EDE collapses to single DES).
+fn check_encryption_key(algorithm: EncryptionAlgorithm, key: &Key) -> Result<(), ModelError> {
+    if algorithm == EncryptionAlgorithm::Null {
+        return if key.is_empty() {
+            Ok(())
+        } else {
+            Err(ModelError::KeyWithNull)
+        };
+    }
+    check_key_len(
+        opt::ENCRYPTION_KEY,
+        algorithm.as_str(),
+        algorithm.key_len(),
+        key,
+    )?;
+    if algorithm == EncryptionAlgorithm::TripleDesCbc {
+        let (k1, rest) = key.as_bytes().split_at(8);
+        let (k2, k3) = rest.split_at(8);
+        if k1 == k2 || k2 == k3 {
+            return Err(ModelError::WeakTripleDesKey);
+        }
+    }
+    Ok(())
+}
+
+fn check_key_len(
+    option: &'static str,
+    algorithm: &'static str,
+    len: usize,
+    key: &Key,
+) -> Result<(), ModelError> {
+    if key.len() == len {
+        Ok(())
+    } else {
+        Err(ModelError::KeyLength {
+            option,
+            algorithm,
+            len,
+            actual: key.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::{example_sa_args, sa_args};
+
+    fn rejected(args: &SaAddArgs) -> String {
+        Sa::parse(args).expect_err("expecting sa add to fail").to_string()
+    }
+
+    #[test]
+    fn spec_example_is_accepted() {
+        let sa = Sa::parse(&example_sa_args()).expect("parsing the spec's sa add example");
+        assert_eq!(sa.name, "sa1");
+        assert_eq!(sa.source, Some("3ffe:501:ffff::a".parse().expect("addr")));
+        assert_eq!(sa.destination, Some("3ffe:501:ffff:1::1".parse().expect("addr")));
+        assert_eq!(sa.mode, Mode::Transport);
+        assert_eq!(sa.spi, 0x1000);
+        assert_eq!(sa.encryption, EncryptionAlgorithm::TripleDesCbc);
+        assert_eq!(sa.encryption_key.as_bytes(), b"ipv6readylogo3descbcout2");
+        assert_eq!(sa.integrity, IntegrityAlgorithm::HmacSha1);
+        assert_eq!(sa.integrity_key.as_bytes(), b"ipv6readylogsha1out2");
+    }
+
+    #[test]
+    fn key_lengths_are_exact() {
+        let ok = [
+            ("aes128-cbc", "0123456789abcdef", "hmac-sha2-256", "0123456789abcdef0123456789abcdef"),
+            ("3des-cbc", "aaaaaaaabbbbbbbbaaaaaaaa", "hmac-sha1", "01234567890123456789"),
+        ];
+        for (enc, ekey, integ, ikey) in ok {
+            let sa = Sa::parse(&sa_args(enc, Some(ekey), integ, ikey)).expect("valid key lengths");
+            assert_eq!(sa.encryption_key.len(), sa.encryption.key_len());
+        }
+        let sa = Sa::parse(&sa_args("null", None, "hmac-sha1", "01234567890123456789"))
+            .expect("null encryption has no key");
+        assert!(sa.encryption_key.is_empty());
+
+        assert_eq!(
+            rejected(&sa_args("aes128-cbc", Some("0123456789abcde"), "hmac-sha1", "01234567890123456789")),
+            "--encryption-key: aes128-cbc needs a 16-byte key, got 15 bytes; give 0x followed by 32 hex digits, or 16 ascii characters"
+        );
+        assert_eq!(
+            rejected(&sa_args("aes128-cbc", Some("0123456789abcdef"), "hmac-sha2-256", "0x00")),
+            "--integrity-key: hmac-sha2-256 needs a 32-byte key, got 1 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"
+        );
+        assert_eq!(
+            rejected(&sa_args("3des-cbc", Some("aaaaaaaaaaaaaaaabbbbbbbb"), "hmac-sha1", "01234567890123456789")),
+            "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"
+        );
+        assert_eq!(
+            rejected(&sa_args("3des-cbc", Some("aaaaaaaabbbbbbbbbbbbbbbb"), "hmac-sha1", "01234567890123456789")),
+            "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"
+        );
+    }
+
+    #[test]
+    fn any_only_in_transport_mode() {
+        let mut args = example_sa_args();
+        args.sa_source = Some("any".into());
+        args.sa_destination = Some("any".into());
+        let sa = Sa::parse(&args).expect("any in transport mode");
+        assert_eq!((sa.source, sa.destination), (None, None));
+        args.sa_mode = Some("tunnel".into());
+        assert_eq!(
+            rejected(&args),
+            "--sa-source: any is allowed in transport mode only; give an ipv6 address for tunnel mode"
+        );
+        args.sa_source = Some("2001:db8::1".into());
+        assert_eq!(
+            rejected(&args),
+            "--sa-destination: any is allowed in transport mode only; give an ipv6 address for tunnel mode"
+        );
+    }
+
+    #[test]
+    fn records_are_rechecked() {
+        let mut sa = Sa::parse(&example_sa_args()).expect("parsing the example");
+        sa.encryption_key = Key::new(vec![1; 23]);
+        assert!(sa.check().is_err(), "short 3des key in a record");
+        sa.encryption = EncryptionAlgorithm::Null;
+        assert_eq!(sa.check(), Err(ModelError::KeyWithNull));
+        sa.encryption_key = Key::default();
+        sa.check().expect("null with an empty key");
+        sa.spi = 0xff;
+        assert_eq!(sa.check(), Err(ModelError::ReservedSpi { spi: 0xff }));
+    }
+}
