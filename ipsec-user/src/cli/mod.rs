@@ -130,7 +130,14 @@ fn one_line(rendered: &str) -> String {
         }
         parts.push(line.strip_prefix("error: ").unwrap_or(line).to_owned());
     }
-    let mut message = parts.join("; ");
+    let mut message = String::new();
+    for part in parts {
+        if !message.is_empty() {
+            // "the following required arguments were not provided:" introduces what follows.
+            message.push_str(if message.ends_with(':') { " " } else { "; " });
+        }
+        message.push_str(&part);
+    }
     if let Some(help) = help {
         message.push_str(&format!(" ({help})"));
     }

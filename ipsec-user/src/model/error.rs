@@ -43,7 +43,9 @@ pub enum ModelError {
     SpiInUse { spi: u32, sa: String },
 
     /// A tunnel needs real endpoints to put in the outer header.
-    #[error("{option}: any is allowed in transport mode only; give an ipv6 address for tunnel mode")]
+    #[error(
+        "{option}: any is allowed in transport mode only; give an ipv6 address for tunnel mode"
+    )]
     AnyInTunnel { option: &'static str },
 
     /// NULL encryption (RFC 2410) has no key.
@@ -83,9 +85,7 @@ pub enum ModelError {
     },
 
     /// RFC 2451 §2.3: with K1 = K2 or K2 = K3, 3DES degenerates to single DES.
-    #[error(
-        "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"
-    )]
+    #[error("--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)")]
     WeakTripleDesKey,
 
     /// Names identify SAs and SPs, so they are unique per kind.
@@ -176,7 +176,9 @@ pub enum ModelError {
     SaRequired,
 
     /// `--sp-mode` disagrees with the SA's mode.
-    #[error("--sp-mode: {sp_mode} does not match sa '{sa}' ({sa_mode}); omit --sp-mode or give {sa_mode}")]
+    #[error(
+        "--sp-mode: {sp_mode} does not match sa '{sa}' ({sa_mode}); omit --sp-mode or give {sa_mode}"
+    )]
     ModeMismatch {
         sp_mode: Mode,
         sa: String,
@@ -190,7 +192,9 @@ pub enum ModelError {
     DuplicateSelector { existing: String },
 
     /// The kernel maps are sized for `max` entries.
-    #[error("{option}: cannot add another {kind}; the limit of {max} {kind}s is reached, remove one first")]
+    #[error(
+        "{option}: cannot add another {kind}; the limit of {max} {kind}s is reached, remove one first"
+    )]
     Limit {
         option: &'static str,
         kind: &'static str,
@@ -216,7 +220,11 @@ impl ModelError {
 /// 64 characters kept.
 pub(crate) fn shown(value: &str) -> String {
     const KEEP: usize = 64;
-    let mut out: String = value.chars().take(KEEP).flat_map(char::escape_debug).collect();
+    let mut out: String = value
+        .chars()
+        .take(KEEP)
+        .flat_map(char::escape_debug)
+        .collect();
     if value.chars().nth(KEEP).is_some() {
         out.push_str("...");
     }
@@ -251,4 +259,218 @@ fn list_holders(held: &[(String, Vec<String>)]) -> String {
         let _ = write!(out, "; and {} more sas", held.len() - LISTED_NAMES);
     }
     out
+}
+
+/// THE table of rejected commands and their exact messages. The CLI's own test table pins the
+/// same texts with `error: ` in front; every entry also checks that the SPD is left unchanged.
+#[cfg(test)]
+mod tests {
+    use crate::model::args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
+    use crate::model::fixtures::{
+        discard_sp_args, example_sa_args, example_sp_args, named_sa_args,
+    };
+    use crate::model::spd::Spd;
+
+    enum Command {
+        SaAdd(SaAddArgs),
+        SaRemove(SaRemoveArgs),
+        SpAdd(SpAddArgs),
+        SpRemove(SpRemoveArgs),
+    }
+
+    /// sa1 and sp1 from the spec, a tunnel SA `tun` (SPI 0x2000) and a discard SP `d`.
+    fn baseline() -> Spd {
+        let mut spd = Spd::new();
+        spd.add_sa(&example_sa_args()).expect("adding sa1");
+        spd.add_sa(&named_sa_args("tun", 0x2000, "tunnel"))
+            .expect("adding tun");
+        spd.add_sp(&example_sp_args()).expect("adding sp1");
+        spd.add_sp(&discard_sp_args("d", "any", "2001:db8::/32"))
+            .expect("adding d");
+        spd
+    }
+
+    fn sa_add(edit: impl FnOnce(&mut SaAddArgs)) -> Command {
+        let mut args = example_sa_args();
+        args.sa_name = Some("new".into());
+        args.sa_spi = Some("0x3000".into());
+        edit(&mut args);
+        Command::SaAdd(args)
+    }
+
+    fn sp_add(edit: impl FnOnce(&mut SpAddArgs)) -> Command {
+        let mut args = example_sp_args();
+        args.sp_name = Some("new".into());
+        args.destination_port = Some("26".into());
+        edit(&mut args);
+        Command::SpAdd(args)
+    }
+
+    fn sa_remove(edit: impl FnOnce(&mut SaRemoveArgs)) -> Command {
+        let mut args = SaRemoveArgs::default();
+        edit(&mut args);
+        Command::SaRemove(args)
+    }
+
+    fn some(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn the_controls_are_accepted() {
+        // The table's builders must produce valid commands when left alone, or the table proves
+        // nothing about the one field each entry breaks.
+        for command in [sa_add(|_| {}), sp_add(|_| {})] {
+            let mut spd = baseline();
+            match command {
+                Command::SaAdd(args) => drop(spd.add_sa(&args).expect("control sa add")),
+                Command::SpAdd(args) => drop(spd.add_sp(&args).expect("control sp add")),
+                Command::SaRemove(_) | Command::SpRemove(_) => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_rejected_with_stable_messages_and_change_nothing() {
+        #[rustfmt::skip]
+        let table: Vec<(Command, &str)> = vec![
+            // sa add: missing options, in the spec's order.
+            (sa_add(|a| a.sa_source = None), "--sa-source: required; use an ipv6 address, or any in transport mode"),
+            (sa_add(|a| a.sa_destination = None), "--sa-destination: required; use an ipv6 address, or any in transport mode"),
+            (sa_add(|a| a.sa_mode = None), "--sa-mode: required; use transport or tunnel"),
+            (sa_add(|a| a.sa_spi = None), "--sa-spi: required; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"),
+            (sa_add(|a| a.encryption_algorithm = None), "--encryption-algorithm: required; use 3des-cbc, aes128-cbc or null"),
+            (sa_add(|a| a.encryption_key = None), "--encryption-key: required with 3des-cbc; give 24 bytes as 0x followed by 48 hex digits, or 24 ascii characters"),
+            (sa_add(|a| a.integrity_algorithm = None), "--integrity-algorithm: required; use hmac-sha1 or hmac-sha2-256"),
+            (sa_add(|a| a.integrity_key = None), "--integrity-key: required with hmac-sha1; give 20 bytes as 0x followed by 40 hex digits, or 20 ascii characters"),
+            (sa_add(|a| a.sa_name = None), "--sa-name: required; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            // sa add: bad values.
+            (sa_add(|a| a.sa_source = some("10.0.0.1")), "--sa-source: '10.0.0.1' is not valid; use an ipv6 address, or any in transport mode"),
+            (sa_add(|a| a.sa_destination = some("2001:db8::/64")), "--sa-destination: '2001:db8::/64' is not valid; use an ipv6 address, or any in transport mode"),
+            (sa_add(|a| a.sa_mode = some("tunel")), "--sa-mode: 'tunel' is not valid; use transport or tunnel"),
+            (sa_add(|a| a.sa_spi = some("0xff")), "--sa-spi: 0xff is reserved (0x0-0xff); use 0x100 to 0xffffffff"),
+            (sa_add(|a| a.sa_spi = some("4096")), "--sa-spi: '4096' is not valid; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"),
+            (sa_add(|a| a.sa_spi = some("0x100000000")), "--sa-spi: '0x100000000' is not valid; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"),
+            (sa_add(|a| a.sa_spi = some("0x1000")), "--sa-spi: 0x1000 is already used by sa 'sa1'; each sa needs its own spi"),
+            (sa_add(|a| a.encryption_algorithm = some("des-cbc")), "--encryption-algorithm: 'des-cbc' is not valid; use 3des-cbc, aes128-cbc or null"),
+            (sa_add(|a| { a.encryption_algorithm = some("null"); }), "--encryption-key: not allowed with --encryption-algorithm null; omit it"),
+            (sa_add(|a| a.encryption_key = some("0x123")), "--encryption-key: a 0x key needs an even number of hex digits; use 0x followed by an even number of hex digits, or printable ascii text"),
+            (sa_add(|a| a.encryption_key = some("short")), "--encryption-key: 3des-cbc needs a 24-byte key, got 5 bytes; give 0x followed by 48 hex digits, or 24 ascii characters"),
+            (sa_add(|a| a.encryption_key = some("samesamesamesameDIFFERNT")), "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"),
+            (sa_add(|a| a.integrity_algorithm = some("null")), "--integrity-algorithm: 'null' is not valid; use hmac-sha1 or hmac-sha2-256"),
+            (sa_add(|a| a.integrity_algorithm = some("hmac-sha2-256")), "--integrity-key: hmac-sha2-256 needs a 32-byte key, got 20 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"),
+            (sa_add(|a| a.integrity_key = some("caf\u{e9}")), "--integrity-key: a text key may hold only printable ascii characters; use 0x followed by an even number of hex digits, or printable ascii text"),
+            (sa_add(|a| a.sa_name = some("sa1")), "--sa-name: sa 'sa1' already exists; names are unique"),
+            (sa_add(|a| a.sa_name = some("my sa")), "--sa-name: 'my sa' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            (sa_add(|a| a.sa_name = some("")), "--sa-name: '' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            (sa_add(|a| { a.sa_mode = some("tunnel"); a.sa_source = some("any"); }), "--sa-source: any is allowed in transport mode only; give an ipv6 address for tunnel mode"),
+            (sa_add(|a| { a.sa_mode = some("tunnel"); a.sa_destination = some("ANY"); }), "--sa-destination: any is allowed in transport mode only; give an ipv6 address for tunnel mode"),
+            // sa remove.
+            (sa_remove(|_| {}), "--sa-name: required; give the sa name, or --sa-source, --sa-destination and --sa-spi together, or --remove-all"),
+            (sa_remove(|a| a.sa_name = some("nope")), "--sa-name: no sa named 'nope'; see sa list"),
+            (sa_remove(|a| a.sa_name = some("sa1")), "--sa-name: sa 'sa1' is used by sp 'sp1'; remove those policies first"),
+            (sa_remove(|a| a.remove_all = true), "--remove-all: nothing removed; sa 'sa1' is used by sp 'sp1'; remove those policies first"),
+            (sa_remove(|a| { a.remove_all = true; a.sa_name = some("tun"); }), "--remove-all: cannot be combined with --sa-name; use one of them"),
+            (sa_remove(|a| { a.remove_all = true; a.sa_spi = some("0x2000"); }), "--remove-all: cannot be combined with --sa-source, --sa-destination and --sa-spi; use one of them"),
+            (sa_remove(|a| { a.sa_name = some("tun"); a.sa_spi = some("0x2000"); }), "--sa-name: cannot be combined with --sa-source, --sa-destination and --sa-spi; use one of them"),
+            (sa_remove(|a| a.sa_spi = some("0x2000")), "--sa-source: required; --sa-source, --sa-destination and --sa-spi identify the sa together"),
+            (sa_remove(|a| { a.sa_source = some("2001:db8::1"); a.sa_spi = some("0x2000"); }), "--sa-destination: required; --sa-source, --sa-destination and --sa-spi identify the sa together"),
+            (sa_remove(|a| { a.sa_source = some("2001:db8::1"); a.sa_destination = some("2001:db8::2"); }), "--sa-spi: required; --sa-source, --sa-destination and --sa-spi identify the sa together"),
+            (sa_remove(|a| { a.sa_source = some("2001:db8::1"); a.sa_destination = some("any"); a.sa_spi = some("0x2000"); }), "--sa-spi: no sa with source 2001:db8::1, destination any and spi 0x2000; see sa list"),
+            (sa_remove(|a| { a.sa_source = some("3ffe:501:ffff::a"); a.sa_destination = some("3ffe:501:ffff:1::1"); a.sa_spi = some("0x1000"); }), "--sa-spi: sa 'sa1' is used by sp 'sp1'; remove those policies first"),
+            // sp add: missing options.
+            (sp_add(|a| a.sp_source = None), "--sp-source: required; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
+            (sp_add(|a| a.sp_destination = None), "--sp-destination: required; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
+            (sp_add(|a| a.source_port = None), "--source-port: required; use 0 to 65535 or any (0 means any)"),
+            (sp_add(|a| a.destination_port = None), "--destination-port: required; use 0 to 65535 or any (0 means any)"),
+            (sp_add(|a| a.flow_direction = None), "--flow-direction: required; use in or out"),
+            (sp_add(|a| a.sa_name = None), "--sa-name: required with --action ipsec; give an existing sa, or use --action none or discard"),
+            (sp_add(|a| a.sp_name = None), "--sp-name: required; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            // sp add: bad values.
+            (sp_add(|a| a.sp_source = some("2001:db8:1::")), "--sp-source: '2001:db8:1::' has no prefix length; add /128 for a single host (2001:db8:1::/128) or give ADDR/LEN"),
+            (sp_add(|a| a.sp_destination = some("2002:db8:1::1/64")), "--sp-destination: '2002:db8:1::1/64' has host bits set beyond /64; did you mean 2002:db8:1::/64"),
+            (sp_add(|a| a.sp_destination = some("2002:db8:1::/200")), "--sp-destination: '2002:db8:1::/200' is not valid; the prefix length must be 0 to 128"),
+            (sp_add(|a| a.sp_source = some("10.0.0.0/8")), "--sp-source: '10.0.0.0/8' is not valid; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
+            (sp_add(|a| a.source_port = some("70000")), "--source-port: '70000' is not valid; use 0 to 65535 or any (0 means any)"),
+            (sp_add(|a| a.destination_port = some("http")), "--destination-port: 'http' is not valid; use 0 to 65535 or any (0 means any)"),
+            (sp_add(|a| a.upper_layer_protocol = some("sctp")), "--upper-layer-protocol: 'sctp' is not valid; use tcp, udp, icmp6 or any"),
+            (sp_add(|a| a.upper_layer_protocol = some("any")), "--source-port: a port needs --upper-layer-protocol tcp, udp or icmp6; with protocol any use any"),
+            (sp_add(|a| { a.upper_layer_protocol = None; a.source_port = some("any"); }), "--destination-port: a port needs --upper-layer-protocol tcp, udp or icmp6; with protocol any use any"),
+            (sp_add(|a| a.upper_layer_protocol = some("icmp6")), "--source-port: must be any with --upper-layer-protocol icmp6; the icmpv6 type goes in --destination-port"),
+            (sp_add(|a| { a.upper_layer_protocol = some("icmp6"); a.source_port = some("0"); a.destination_port = some("300"); }), "--destination-port: icmpv6 type 300 is out of range; use 0 to 255 or any with --upper-layer-protocol icmp6"),
+            (sp_add(|a| a.flow_direction = some("both")), "--flow-direction: 'both' is not valid; use in or out"),
+            (sp_add(|a| a.action = some("bypass")), "--action: 'bypass' is not valid; use none, discard or ipsec"),
+            (sp_add(|a| a.sp_mode = some("tunnel")), "--sp-mode: tunnel does not match sa 'sa1' (transport); omit --sp-mode or give transport"),
+            (sp_add(|a| { a.sa_name = some("tun"); a.sp_mode = some("transport"); }), "--sp-mode: transport does not match sa 'tun' (tunnel); omit --sp-mode or give tunnel"),
+            (sp_add(|a| a.sp_mode = some("beet")), "--sp-mode: 'beet' is not valid; use transport or tunnel"),
+            (sp_add(|a| a.sa_name = some("nope")), "--sa-name: no sa named 'nope'; add it first with sa add"),
+            (sp_add(|a| { a.action = some("discard"); a.sa_name = some("nope"); }), "--sa-name: no sa named 'nope'; add it first with sa add"),
+            (sp_add(|a| a.sp_name = some("sp1")), "--sp-name: sp 'sp1' already exists; names are unique"),
+            (sp_add(|a| a.sp_name = some("sp/1")), "--sp-name: 'sp/1' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            (sp_add(|a| a.priority = some("65536")), "--priority: '65536' is not valid; use 0 to 65535 (lower ranks first)"),
+            (sp_add(|a| a.destination_port = some("25")), "--sp-name: same selector, direction and priority as sp 'sp1'; remove sp 'sp1' or give a different --priority"),
+            (sp_add(|a| { a.destination_port = some("25"); a.action = some("discard"); a.sa_name = None; }), "--sp-name: same selector, direction and priority as sp 'sp1'; remove sp 'sp1' or give a different --priority"),
+            // sp remove.
+            (Command::SpRemove(SpRemoveArgs { sp_name: None, remove_all: false }), "--sp-name: required; give the sp name, or --remove-all"),
+            (Command::SpRemove(SpRemoveArgs { sp_name: some("nope"), remove_all: false }), "--sp-name: no sp named 'nope'; see sp list"),
+            (Command::SpRemove(SpRemoveArgs { sp_name: some("sp1"), remove_all: true }), "--remove-all: cannot be combined with --sp-name; use one of them"),
+        ];
+        for (command, expected) in table {
+            let mut spd = baseline();
+            let before = spd.clone();
+            let error = match &command {
+                Command::SaAdd(args) => spd.add_sa(args).map(drop),
+                Command::SaRemove(args) => spd.remove_sa(args).map(drop),
+                Command::SpAdd(args) => spd.add_sp(args).map(drop),
+                Command::SpRemove(args) => spd.remove_sp(args).map(drop),
+            }
+            .expect_err(expected)
+            .to_string();
+            assert_eq!(error, expected);
+            assert!(!error.contains('\n'), "one line: {error}");
+            assert!(!error.ends_with('.'), "no trailing period: {error}");
+            assert!(error.starts_with("--"), "starts with the option: {error}");
+            assert_eq!(
+                spd, before,
+                "a rejected command changes nothing: {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn keys_never_appear_in_messages() {
+        let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0";
+        let mut spd = baseline();
+        for key in [secret, "0xzz11223344", "Secret-Key"] {
+            let mut args = example_sa_args();
+            args.sa_name = some("k");
+            args.sa_spi = some("0x4000");
+            args.encryption_key = some(key);
+            args.integrity_key = some(key);
+            let error = spd.add_sa(&args).expect_err("bad key").to_string();
+            assert!(!error.contains(key), "key echoed in: {error}");
+        }
+    }
+
+    #[test]
+    fn long_lists_of_holders_are_cut() {
+        let mut spd = baseline();
+        for i in 0..7 {
+            let mut args = example_sp_args();
+            args.sp_name = Some(format!("extra{i}"));
+            args.priority = Some(i.to_string());
+            spd.add_sp(&args).expect("adding a user of sa1");
+        }
+        let error = spd
+            .remove_sa(&SaRemoveArgs {
+                sa_name: some("sa1"),
+                ..SaRemoveArgs::default()
+            })
+            .expect_err("sa1 in use")
+            .to_string();
+        assert_eq!(
+            error,
+            "--sa-name: sa 'sa1' is used by sp 'sp1', 'extra0', 'extra1', 'extra2', 'extra3' and 3 more; remove those policies first"
+        );
+    }
 }

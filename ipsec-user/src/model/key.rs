@@ -86,6 +86,9 @@ mod tests {
                 .to_string(),
             "a key must be a string of hex digit pairs"
         );
-        assert!(serde_json::from_str::<Key>("\"zz\"").is_err(), "non-hex must fail");
+        assert!(
+            serde_json::from_str::<Key>("\"zz\"").is_err(),
+            "non-hex must fail"
+        );
     }
 }

@@ -26,8 +26,10 @@ pub(crate) mod allowed {
     pub const DIRECTION: &str = "use in or out";
     pub const ACTION: &str = "use none, discard or ipsec";
     pub const PRIORITY: &str = "use 0 to 65535 (lower ranks first)";
-    pub const SA_REMOVE: &str = "give the sa name, or --sa-source, --sa-destination and --sa-spi together, or --remove-all";
-    pub const SA_TRIPLE: &str = "--sa-source, --sa-destination and --sa-spi identify the sa together";
+    pub const SA_REMOVE: &str =
+        "give the sa name, or --sa-source, --sa-destination and --sa-spi together, or --remove-all";
+    pub const SA_TRIPLE: &str =
+        "--sa-source, --sa-destination and --sa-spi identify the sa together";
     pub const SP_REMOVE: &str = "give the sp name, or --remove-all";
 }
 
@@ -73,7 +75,10 @@ pub(crate) fn keyword<T: Copy>(
 
 /// An SA endpoint: an IPv6 address, or `any` (`None`). Whether `any` fits the mode is checked by
 /// the caller, which knows the mode.
-pub(crate) fn sa_address(option: &'static str, value: &str) -> Result<Option<Ipv6Addr>, ModelError> {
+pub(crate) fn sa_address(
+    option: &'static str,
+    value: &str,
+) -> Result<Option<Ipv6Addr>, ModelError> {
     if is_any(value) {
         return Ok(None);
     }
@@ -103,7 +108,10 @@ pub(crate) fn spi(value: &str) -> Result<u32, ModelError> {
 /// The key itself never appears in an error.
 pub(crate) fn key(option: &'static str, value: &str) -> Result<Key, ModelError> {
     let bad = |reason| ModelError::BadKey { option, reason };
-    if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+    if let Some(hex) = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
         if hex.is_empty() {
             return Err(bad("0x is not followed by any hex digits"));
         }
@@ -231,10 +239,19 @@ mod tests {
             sa_address(OPT, "3ffe:501:ffff:0::a").expect("short form"),
             Some("3ffe:501:ffff::a".parse().expect("addr"))
         );
-        for bad in ["", "10.0.0.1", "2001:db8::/64", "2001:db8::g", "fe80::1%eth0", " ::1"] {
+        for bad in [
+            "",
+            "10.0.0.1",
+            "2001:db8::/64",
+            "2001:db8::g",
+            "fe80::1%eth0",
+            " ::1",
+        ] {
             assert_eq!(
                 error_text(sa_address(OPT, bad)),
-                format!("--opt: '{bad}' is not valid; use an ipv6 address, or any in transport mode")
+                format!(
+                    "--opt: '{bad}' is not valid; use an ipv6 address, or any in transport mode"
+                )
             );
         }
     }
@@ -254,10 +271,21 @@ mod tests {
             error_text(spi("0x0")),
             "--sa-spi: 0x0 is reserved (0x0-0xff); use 0x100 to 0xffffffff"
         );
-        for bad in ["4096", "0x", "0x100000000", "0x000000100", "0x10g0", "x100", "", "-0x100"] {
+        for bad in [
+            "4096",
+            "0x",
+            "0x100000000",
+            "0x000000100",
+            "0x10g0",
+            "x100",
+            "",
+            "-0x100",
+        ] {
             assert_eq!(
                 error_text(spi(bad)),
-                format!("--sa-spi: '{bad}' is not valid; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff")
+                format!(
+                    "--sa-spi: '{bad}' is not valid; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"
+                )
             );
         }
     }
@@ -265,7 +293,10 @@ mod tests {
     #[test]
     fn keys() {
         assert_eq!(key(OPT, "0x00ff").expect("hex").as_bytes(), &[0, 0xff]);
-        assert_eq!(key(OPT, "0XAbCd").expect("hex case").as_bytes(), &[0xab, 0xcd]);
+        assert_eq!(
+            key(OPT, "0XAbCd").expect("hex case").as_bytes(),
+            &[0xab, 0xcd]
+        );
         assert_eq!(key(OPT, "ab cd~").expect("ascii").as_bytes(), b"ab cd~");
         // Looks like hex without the prefix: still text.
         assert_eq!(key(OPT, "00ff").expect("text digits").as_bytes(), b"00ff");
@@ -275,8 +306,14 @@ mod tests {
             ("0xabc", "a 0x key needs an even number of hex digits"),
             ("0xzz", "a 0x key may hold only hex digits"),
             ("", "the key is empty"),
-            ("caf\u{e9}", "a text key may hold only printable ascii characters"),
-            ("a\tb", "a text key may hold only printable ascii characters"),
+            (
+                "caf\u{e9}",
+                "a text key may hold only printable ascii characters",
+            ),
+            (
+                "a\tb",
+                "a text key may hold only printable ascii characters",
+            ),
         ] {
             assert_eq!(error_text(key(OPT, bad)), format!("--opt: {reason}{tail}"));
         }
@@ -292,7 +329,9 @@ mod tests {
             let shown_value = shown(bad);
             assert_eq!(
                 error_text(name(OPT, bad)),
-                format!("--opt: '{shown_value}' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -")
+                format!(
+                    "--opt: '{shown_value}' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -"
+                )
             );
         }
         assert_eq!(
@@ -306,8 +345,14 @@ mod tests {
     fn prefixes() {
         assert_eq!(prefix(OPT, "any").expect("any"), net("::/0"));
         assert_eq!(prefix(OPT, "::/0").expect("zero"), net("::/0"));
-        assert_eq!(prefix(OPT, "2001:db8:1::/64").expect("example"), net("2001:db8:1::/64"));
-        assert_eq!(prefix(OPT, "2001:db8::1/128").expect("host"), net("2001:db8::1/128"));
+        assert_eq!(
+            prefix(OPT, "2001:db8:1::/64").expect("example"),
+            net("2001:db8:1::/64")
+        );
+        assert_eq!(
+            prefix(OPT, "2001:db8::1/128").expect("host"),
+            net("2001:db8::1/128")
+        );
         assert_eq!(
             error_text(prefix(OPT, "2001:db8::1")),
             "--opt: '2001:db8::1' has no prefix length; add /128 for a single host (2001:db8::1/128) or give ADDR/LEN"
@@ -320,7 +365,13 @@ mod tests {
             error_text(prefix(OPT, "2001:db8:1:2:3::/48")),
             "--opt: '2001:db8:1:2:3::/48' has host bits set beyond /48; did you mean 2001:db8:1::/48"
         );
-        for bad in ["2001:db8::/129", "2001:db8::/", "2001:db8::/-1", "2001:db8::/+8", "::/1000000"] {
+        for bad in [
+            "2001:db8::/129",
+            "2001:db8::/",
+            "2001:db8::/-1",
+            "2001:db8::/+8",
+            "::/1000000",
+        ] {
             assert_eq!(
                 error_text(prefix(OPT, bad)),
                 format!("--opt: '{bad}' is not valid; the prefix length must be 0 to 128")

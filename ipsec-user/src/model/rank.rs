@@ -76,7 +76,11 @@ mod tests {
                 .cmp(&a.destination.prefix_len())
                 .then(b.source.prefix_len().cmp(&a.source.prefix_len()))
                 .then(named(b.protocol).cmp(&named(a.protocol)))
-                .then(b.destination_port.is_some().cmp(&a.destination_port.is_some()))
+                .then(
+                    b.destination_port
+                        .is_some()
+                        .cmp(&a.destination_port.is_some()),
+                )
                 .then(b.source_port.is_some().cmp(&a.source_port.is_some()))
                 .then(a.seq.cmp(&b.seq)),
         }
@@ -126,11 +130,16 @@ mod tests {
         if sp.protocol != UpperLayerProtocol::Any && rng.below(2) == 0 {
             sp.destination_port = Some(80);
         }
-        if matches!(sp.protocol, UpperLayerProtocol::Tcp | UpperLayerProtocol::Udp) && rng.below(2) == 0 {
+        if matches!(
+            sp.protocol,
+            UpperLayerProtocol::Tcp | UpperLayerProtocol::Udp
+        ) && rng.below(2) == 0
+        {
             sp.source_port = Some(1024);
         }
         if rng.below(3) == 0 {
-            sp.priority = Some([0u16, 1, 7, u16::MAX][usize::try_from(rng.below(4)).expect("small")]);
+            sp.priority =
+                Some([0u16, 1, 7, u16::MAX][usize::try_from(rng.below(4)).expect("small")]);
         }
         sp
     }
@@ -166,7 +175,10 @@ mod tests {
         low.priority = Some(65535);
         let mut high = sp(6);
         high.priority = Some(0);
-        assert!(low.rank() < specific.rank(), "any priority beats any specificity");
+        assert!(
+            low.rank() < specific.rank(),
+            "any priority beats any specificity"
+        );
         assert!(high.rank() < low.rank(), "lower n first");
         let mut same = sp(1);
         same.priority = Some(0);
@@ -183,7 +195,10 @@ mod tests {
         src.protocol = UpperLayerProtocol::Tcp;
         src.destination_port = Some(1);
         src.source_port = Some(1);
-        assert!(dst.rank() < src.rank(), "destination length before source length");
+        assert!(
+            dst.rank() < src.rank(),
+            "destination length before source length"
+        );
         assert!(src.rank() < base.rank());
 
         let mut proto = sp(13);
@@ -200,7 +215,10 @@ mod tests {
         let mut sport = sp(16);
         sport.protocol = UpperLayerProtocol::Udp;
         sport.source_port = Some(53);
-        assert!(both.rank() < sport.rank(), "destination port before source port");
+        assert!(
+            both.rank() < sport.rank(),
+            "destination port before source port"
+        );
         assert!(sport.rank() < proto.rank(), "a source port beats none");
 
         let older = sp(1);

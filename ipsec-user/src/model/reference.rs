@@ -176,7 +176,10 @@ mod tests {
         let mut spd = Spd::new();
         add(&mut spd, &discard_sp_args("broad", "any", "any"));
         add(&mut spd, &discard_sp_args("dst48", "any", "2001:db8::/48"));
-        add(&mut spd, &discard_sp_args("src64", "2001:db8:9::/64", "2001:db8::/48"));
+        add(
+            &mut spd,
+            &discard_sp_args("src64", "2001:db8:9::/64", "2001:db8::/48"),
+        );
         let mut tcp_any = discard_sp_args("tcp", "2001:db8:9::/64", "2001:db8::/48");
         tcp_any.upper_layer_protocol = Some("tcp".into());
         add(&mut spd, &tcp_any);
@@ -189,39 +192,75 @@ mod tests {
         dport.destination_port = Some("80".into());
         add(&mut spd, &dport);
 
-        let out = |spd: &Spd, flow: &Flow| name(spd.classify(Direction::Out, flow)).map(str::to_owned);
-        assert_eq!(out(&spd, &tcp("::1", "3000::1", 1, 2)).as_deref(), Some("broad"));
-        assert_eq!(out(&spd, &tcp("::1", "2001:db8::1", 1, 2)).as_deref(), Some("dst48"));
+        let out =
+            |spd: &Spd, flow: &Flow| name(spd.classify(Direction::Out, flow)).map(str::to_owned);
+        assert_eq!(
+            out(&spd, &tcp("::1", "3000::1", 1, 2)).as_deref(),
+            Some("broad")
+        );
+        assert_eq!(
+            out(&spd, &tcp("::1", "2001:db8::1", 1, 2)).as_deref(),
+            Some("dst48")
+        );
         let from = "2001:db8:9::1";
-        assert_eq!(out(&spd, &icmp(from, "2001:db8::1", 128)).as_deref(), Some("src64"));
-        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1, 2)).as_deref(), Some("tcp"));
-        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1000, 2)).as_deref(), Some("sport"));
-        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(), Some("dport"), "dport beats sport");
+        assert_eq!(
+            out(&spd, &icmp(from, "2001:db8::1", 128)).as_deref(),
+            Some("src64")
+        );
+        assert_eq!(
+            out(&spd, &tcp(from, "2001:db8::1", 1, 2)).as_deref(),
+            Some("tcp")
+        );
+        assert_eq!(
+            out(&spd, &tcp(from, "2001:db8::1", 1000, 2)).as_deref(),
+            Some("sport")
+        );
+        assert_eq!(
+            out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(),
+            Some("dport"),
+            "dport beats sport"
+        );
 
         // A prioritised broad policy beats every specific one; lower n first.
         let mut p9 = discard_sp_args("p9", "any", "any");
         p9.priority = Some("9".into());
         add(&mut spd, &p9);
-        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(), Some("p9"));
+        assert_eq!(
+            out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(),
+            Some("p9")
+        );
         let mut p3 = discard_sp_args("p3", "any", "3000::/16");
         p3.priority = Some("3".into());
         add(&mut spd, &p3);
-        assert_eq!(out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(), Some("p3"));
-        assert_eq!(out(&spd, &tcp(from, "2001:db8::1", 1, 1)).as_deref(), Some("p9"));
+        assert_eq!(
+            out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(),
+            Some("p3")
+        );
+        assert_eq!(
+            out(&spd, &tcp(from, "2001:db8::1", 1, 1)).as_deref(),
+            Some("p9")
+        );
 
         // Equal priority: the older one wins, and keeps winning after the other is re-added.
         let mut p3b = discard_sp_args("p3b", "any", "any");
         p3b.priority = Some("3".into());
         p3b.upper_layer_protocol = Some("tcp".into());
         add(&mut spd, &p3b);
-        assert_eq!(out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(), Some("p3"));
+        assert_eq!(
+            out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(),
+            Some("p3")
+        );
         spd.remove_sp(&SpRemoveArgs {
             sp_name: Some("p3".into()),
             remove_all: false,
         })
         .expect("removing p3");
         add(&mut spd, &p3);
-        assert_eq!(out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(), Some("p3b"), "now p3b is older");
+        assert_eq!(
+            out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(),
+            Some("p3b"),
+            "now p3b is older"
+        );
     }
 
     #[test]
@@ -234,12 +273,24 @@ mod tests {
         }
         for kind in NEIGHBOUR_DISCOVERY_TYPES {
             let flow = icmp("fe80::1", "ff02::1:ff00:2", kind);
-            assert_eq!(spd.classify(Direction::In, &flow), None, "type {kind} passes in");
-            assert_eq!(spd.classify(Direction::Out, &flow), None, "type {kind} passes out");
+            assert_eq!(
+                spd.classify(Direction::In, &flow),
+                None,
+                "type {kind} passes in"
+            );
+            assert_eq!(
+                spd.classify(Direction::Out, &flow),
+                None,
+                "type {kind} passes out"
+            );
         }
         for kind in [1, 128, 132, 138, 255] {
             let flow = icmp("fe80::1", "fe80::2", kind);
-            assert_eq!(name(spd.classify(Direction::In, &flow)), Some("all-in"), "type {kind} is not nd");
+            assert_eq!(
+                name(spd.classify(Direction::In, &flow)),
+                Some("all-in"),
+                "type {kind} is not nd"
+            );
         }
         // A non-icmp flow with the same numbers is not nd either.
         let odd = Flow {
@@ -253,17 +304,34 @@ mod tests {
         icmp_any.flow_direction = Some("in".into());
         add(&mut spd, &icmp_any);
         let ns = icmp("fe80::1", "fe80::2", 135);
-        assert_eq!(spd.classify(Direction::In, &ns), None, "icmp6 without the type does not catch nd");
+        assert_eq!(
+            spd.classify(Direction::In, &ns),
+            None,
+            "icmp6 without the type does not catch nd"
+        );
 
         let mut named = icmp_any.clone();
         named.sp_name = Some("block-ns".into());
         named.destination_port = Some("135".into());
         add(&mut spd, &named);
-        let hit = spd.classify(Direction::In, &ns).expect("a policy naming type 135 catches it");
-        assert_eq!((hit.name.as_str(), hit.action), ("block-ns", Action::Discard));
-        assert_eq!(spd.classify(Direction::In, &icmp("fe80::1", "fe80::2", 136)), None, "other nd types still pass");
+        let hit = spd
+            .classify(Direction::In, &ns)
+            .expect("a policy naming type 135 catches it");
+        assert_eq!(
+            (hit.name.as_str(), hit.action),
+            ("block-ns", Action::Discard)
+        );
+        assert_eq!(
+            spd.classify(Direction::In, &icmp("fe80::1", "fe80::2", 136)),
+            None,
+            "other nd types still pass"
+        );
         let elsewhere = icmp("fe80::1", "fe80::2", 135);
-        assert_eq!(spd.classify(Direction::Out, &elsewhere), None, "only the direction named");
+        assert_eq!(
+            spd.classify(Direction::Out, &elsewhere),
+            None,
+            "only the direction named"
+        );
     }
 
     #[test]
@@ -273,14 +341,25 @@ mod tests {
         echo.upper_layer_protocol = Some("icmp6".into());
         echo.destination_port = Some("128".into());
         add(&mut spd, &echo);
-        assert_eq!(name(spd.classify(Direction::Out, &icmp("::1", "::2", 128))), Some("echo"));
+        assert_eq!(
+            name(spd.classify(Direction::Out, &icmp("::1", "::2", 128))),
+            Some("echo")
+        );
         assert_eq!(spd.classify(Direction::Out, &icmp("::1", "::2", 129)), None);
         let opaque = Flow {
             l4: L4::Opaque,
             ..icmp("::1", "::2", 128)
         };
-        assert_eq!(spd.classify(Direction::Out, &opaque), None, "a port selector never matches opaque");
+        assert_eq!(
+            spd.classify(Direction::Out, &opaque),
+            None,
+            "a port selector never matches opaque"
+        );
         add(&mut spd, &discard_sp_args("any", "any", "any"));
-        assert_eq!(name(spd.classify(Direction::Out, &opaque)), Some("any"), "any matches opaque");
+        assert_eq!(
+            name(spd.classify(Direction::Out, &opaque)),
+            Some("any"),
+            "any matches opaque"
+        );
     }
 }

@@ -206,7 +206,9 @@ mod tests {
     use crate::model::fixtures::{example_sa_args, sa_args};
 
     fn rejected(args: &SaAddArgs) -> String {
-        Sa::parse(args).expect_err("expecting sa add to fail").to_string()
+        Sa::parse(args)
+            .expect_err("expecting sa add to fail")
+            .to_string()
     }
 
     #[test]
@@ -214,7 +216,10 @@ mod tests {
         let sa = Sa::parse(&example_sa_args()).expect("parsing the spec's sa add example");
         assert_eq!(sa.name, "sa1");
         assert_eq!(sa.source, Some("3ffe:501:ffff::a".parse().expect("addr")));
-        assert_eq!(sa.destination, Some("3ffe:501:ffff:1::1".parse().expect("addr")));
+        assert_eq!(
+            sa.destination,
+            Some("3ffe:501:ffff:1::1".parse().expect("addr"))
+        );
         assert_eq!(sa.mode, Mode::Transport);
         assert_eq!(sa.spi, 0x1000);
         assert_eq!(sa.encryption, EncryptionAlgorithm::TripleDesCbc);
@@ -226,8 +231,18 @@ mod tests {
     #[test]
     fn key_lengths_are_exact() {
         let ok = [
-            ("aes128-cbc", "0123456789abcdef", "hmac-sha2-256", "0123456789abcdef0123456789abcdef"),
-            ("3des-cbc", "aaaaaaaabbbbbbbbaaaaaaaa", "hmac-sha1", "01234567890123456789"),
+            (
+                "aes128-cbc",
+                "0123456789abcdef",
+                "hmac-sha2-256",
+                "0123456789abcdef0123456789abcdef",
+            ),
+            (
+                "3des-cbc",
+                "aaaaaaaabbbbbbbbaaaaaaaa",
+                "hmac-sha1",
+                "01234567890123456789",
+            ),
         ];
         for (enc, ekey, integ, ikey) in ok {
             let sa = Sa::parse(&sa_args(enc, Some(ekey), integ, ikey)).expect("valid key lengths");
@@ -238,19 +253,39 @@ mod tests {
         assert!(sa.encryption_key.is_empty());
 
         assert_eq!(
-            rejected(&sa_args("aes128-cbc", Some("0123456789abcde"), "hmac-sha1", "01234567890123456789")),
+            rejected(&sa_args(
+                "aes128-cbc",
+                Some("0123456789abcde"),
+                "hmac-sha1",
+                "01234567890123456789"
+            )),
             "--encryption-key: aes128-cbc needs a 16-byte key, got 15 bytes; give 0x followed by 32 hex digits, or 16 ascii characters"
         );
         assert_eq!(
-            rejected(&sa_args("aes128-cbc", Some("0123456789abcdef"), "hmac-sha2-256", "0x00")),
+            rejected(&sa_args(
+                "aes128-cbc",
+                Some("0123456789abcdef"),
+                "hmac-sha2-256",
+                "0x00"
+            )),
             "--integrity-key: hmac-sha2-256 needs a 32-byte key, got 1 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"
         );
         assert_eq!(
-            rejected(&sa_args("3des-cbc", Some("aaaaaaaaaaaaaaaabbbbbbbb"), "hmac-sha1", "01234567890123456789")),
+            rejected(&sa_args(
+                "3des-cbc",
+                Some("aaaaaaaaaaaaaaaabbbbbbbb"),
+                "hmac-sha1",
+                "01234567890123456789"
+            )),
             "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"
         );
         assert_eq!(
-            rejected(&sa_args("3des-cbc", Some("aaaaaaaabbbbbbbbbbbbbbbb"), "hmac-sha1", "01234567890123456789")),
+            rejected(&sa_args(
+                "3des-cbc",
+                Some("aaaaaaaabbbbbbbbbbbbbbbb"),
+                "hmac-sha1",
+                "01234567890123456789"
+            )),
             "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"
         );
     }

@@ -110,9 +110,9 @@ impl Sp {
         let sa = match &args.sa_name {
             None if action == Action::Ipsec => return Err(ModelError::SaRequired),
             None => None,
-            Some(name) => Some(find_sa(name).ok_or_else(|| ModelError::UnknownSa {
-                name: shown(name),
-            })?),
+            Some(name) => {
+                Some(find_sa(name).ok_or_else(|| ModelError::UnknownSa { name: shown(name) })?)
+            }
         };
         let mode = match (sp_mode, sa) {
             (Some(sp_mode), Some(sa)) if sp_mode != sa.mode => {
@@ -238,8 +238,14 @@ mod tests {
     fn spec_example_is_accepted() {
         let sp = parse_with_sa(&example_sp_args()).expect("parsing the spec's sp add example");
         assert_eq!(sp.name, "sp1");
-        assert_eq!(sp.source, "2001:db8:1::/64".parse::<Ipv6Net>().expect("net"));
-        assert_eq!(sp.destination, "2002:db8:1::/64".parse::<Ipv6Net>().expect("net"));
+        assert_eq!(
+            sp.source,
+            "2001:db8:1::/64".parse::<Ipv6Net>().expect("net")
+        );
+        assert_eq!(
+            sp.destination,
+            "2002:db8:1::/64".parse::<Ipv6Net>().expect("net")
+        );
         assert_eq!((sp.source_port, sp.destination_port), (Some(23), Some(25)));
         assert_eq!(sp.protocol, UpperLayerProtocol::Tcp);
         assert_eq!(sp.direction, Direction::Out);
@@ -260,7 +266,11 @@ mod tests {
         let sp = parse_with_sa(&args).expect("defaults");
         assert_eq!(sp.action, Action::Ipsec, "action defaults to ipsec");
         assert_eq!(sp.mode, Mode::Transport, "mode defaults to the sa's");
-        assert_eq!(sp.protocol, UpperLayerProtocol::Any, "protocol defaults to any");
+        assert_eq!(
+            sp.protocol,
+            UpperLayerProtocol::Any,
+            "protocol defaults to any"
+        );
         assert_eq!((sp.source_port, sp.destination_port), (None, None));
 
         args.action = Some("discard".into());
@@ -333,7 +343,10 @@ mod tests {
         );
         args.sa_name = Some("nope".into());
         args.action = Some("discard".into());
-        assert_eq!(rejected(&args), "--sa-name: no sa named 'nope'; add it first with sa add");
+        assert_eq!(
+            rejected(&args),
+            "--sa-name: no sa named 'nope'; add it first with sa add"
+        );
     }
 
     #[test]

@@ -162,7 +162,8 @@ impl Spd {
             .iter()
             .position(|sa| sa.spi == spi && sa.source == source && sa.destination == destination)
             .ok_or_else(|| {
-                let show = |a: Option<std::net::Ipv6Addr>| a.map_or("any".into(), |a| a.to_string());
+                let show =
+                    |a: Option<std::net::Ipv6Addr>| a.map_or("any".into(), |a| a.to_string());
                 ModelError::NoSuchSa {
                     sa_source: show(source),
                     sa_destination: show(destination),
@@ -322,7 +323,10 @@ impl Spd {
                 ));
             }
             if !sa_ids.insert(sa.id) {
-                return Err(ModelError::state(what(), format!("id {} is used twice", sa.id)));
+                return Err(ModelError::state(
+                    what(),
+                    format!("id {} is used twice", sa.id),
+                ));
             }
             if sa_by_name.insert(&sa.name, sa).is_some() {
                 return Err(ModelError::state(what(), "the name is used twice"));
@@ -343,7 +347,10 @@ impl Spd {
             let what = || format!("sp '{}'", shown(&sp.name));
             sp.check().map_err(|e| ModelError::state(what(), e))?;
             if sp.source_port == Some(0) || sp.destination_port == Some(0) {
-                return Err(ModelError::state(what(), "port 0 must be stored as any (null)"));
+                return Err(ModelError::state(
+                    what(),
+                    "port 0 must be stored as any (null)",
+                ));
             }
             if sp.id >= MAX_SP {
                 return Err(ModelError::state(
@@ -352,7 +359,10 @@ impl Spd {
                 ));
             }
             if !sp_ids.insert(sp.id) {
-                return Err(ModelError::state(what(), format!("id {} is used twice", sp.id)));
+                return Err(ModelError::state(
+                    what(),
+                    format!("id {} is used twice", sp.id),
+                ));
             }
             if !sp_names.insert(&sp.name) {
                 return Err(ModelError::state(what(), "the name is used twice"));
@@ -364,7 +374,10 @@ impl Spd {
                 ));
             }
             if !seqs.insert(sp.seq) {
-                return Err(ModelError::state(what(), format!("seq {} is used twice", sp.seq)));
+                return Err(ModelError::state(
+                    what(),
+                    format!("seq {} is used twice", sp.seq),
+                ));
             }
             if let Some(existing) = selectors.insert(sp.selector_key(), &sp.name) {
                 return Err(ModelError::state(
@@ -411,12 +424,16 @@ mod tests {
     use ipnet::Ipv6Net;
 
     use super::*;
-    use crate::model::fixtures::{discard_sp_args, example_sa_args, example_sp_args, named_sa_args};
+    use crate::model::fixtures::{
+        discard_sp_args, example_sa_args, example_sp_args, named_sa_args,
+    };
 
     fn example_spd() -> Spd {
         let mut spd = Spd::new();
-        spd.add_sa(&example_sa_args()).expect("adding the spec's sa example");
-        spd.add_sp(&example_sp_args()).expect("adding the spec's sp example");
+        spd.add_sa(&example_sa_args())
+            .expect("adding the spec's sa example");
+        spd.add_sp(&example_sp_args())
+            .expect("adding the spec's sp example");
         spd
     }
 
@@ -434,7 +451,9 @@ mod tests {
         let mut spd = Spd::new();
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
             let spi = 0x100 + u32::try_from(i).expect("small");
-            let sa = spd.add_sa(&named_sa_args(name, spi, "tunnel")).expect("adding an sa");
+            let sa = spd
+                .add_sa(&named_sa_args(name, spi, "tunnel"))
+                .expect("adding an sa");
             assert_eq!(sa.id, u32::try_from(i).expect("small"));
         }
         spd.remove_sa(&SaRemoveArgs {
@@ -442,20 +461,32 @@ mod tests {
             ..SaRemoveArgs::default()
         })
         .expect("removing sa a");
-        let sa = spd.add_sa(&named_sa_args("d", 0x200, "tunnel")).expect("adding sa d");
+        let sa = spd
+            .add_sa(&named_sa_args("d", 0x200, "tunnel"))
+            .expect("adding sa d");
         assert_eq!(sa.id, 0, "slot 0 is reused");
 
         for (i, name) in ["p", "q", "r"].into_iter().enumerate() {
             let dst = format!("2001:db8:{i}::/48");
-            let sp = spd.add_sp(&discard_sp_args(name, "any", &dst)).expect("adding an sp");
-            assert_eq!((sp.id, sp.seq), (u32::try_from(i).expect("small"), u32::try_from(i).expect("small")));
+            let sp = spd
+                .add_sp(&discard_sp_args(name, "any", &dst))
+                .expect("adding an sp");
+            assert_eq!(
+                (sp.id, sp.seq),
+                (
+                    u32::try_from(i).expect("small"),
+                    u32::try_from(i).expect("small")
+                )
+            );
         }
         spd.remove_sp(&SpRemoveArgs {
             sp_name: Some("q".into()),
             remove_all: false,
         })
         .expect("removing sp q");
-        let sp = spd.add_sp(&discard_sp_args("s", "any", "any")).expect("adding sp s");
+        let sp = spd
+            .add_sp(&discard_sp_args("s", "any", "any"))
+            .expect("adding sp s");
         assert_eq!((sp.id, sp.seq), (1, 3), "slot reused, seq keeps growing");
         spd.validate().expect("state stays valid");
     }
@@ -470,7 +501,9 @@ mod tests {
             ..SaRemoveArgs::default()
         };
         assert_eq!(
-            spd.remove_sa(&by_triple).expect_err("sa1 is in use").to_string(),
+            spd.remove_sa(&by_triple)
+                .expect_err("sa1 is in use")
+                .to_string(),
             "--sa-spi: sa 'sa1' is used by sp 'sp1'; remove those policies first"
         );
         spd.remove_sp(&SpRemoveArgs {
@@ -478,12 +511,16 @@ mod tests {
             remove_all: true,
         })
         .expect("removing every sp");
-        let removed = spd.remove_sa(&by_triple).expect("removing by source, destination and spi");
+        let removed = spd
+            .remove_sa(&by_triple)
+            .expect("removing by source, destination and spi");
         assert_eq!(removed[0].name, "sa1");
         assert!(spd.sas().is_empty());
 
-        spd.add_sa(&named_sa_args("a", 0x100, "transport")).expect("adding a");
-        spd.add_sa(&named_sa_args("b", 0x101, "transport")).expect("adding b");
+        spd.add_sa(&named_sa_args("a", 0x100, "transport"))
+            .expect("adding a");
+        spd.add_sa(&named_sa_args("b", 0x101, "transport"))
+            .expect("adding b");
         let removed = spd
             .remove_sa(&SaRemoveArgs {
                 remove_all: true,
@@ -498,7 +535,8 @@ mod tests {
     fn remove_all_is_atomic_and_names_the_holders() {
         let mut spd = Spd::new();
         for (name, spi) in [("a", 0x100), ("b", 0x101), ("c", 0x102)] {
-            spd.add_sa(&named_sa_args(name, spi, "transport")).expect("adding an sa");
+            spd.add_sa(&named_sa_args(name, spi, "transport"))
+                .expect("adding an sa");
         }
         let mut args = discard_sp_args("p1", "any", "2001:db8::/64");
         args.action = Some("ipsec".into());
@@ -527,9 +565,12 @@ mod tests {
     #[test]
     fn seq_is_renumbered_before_it_overflows() {
         let mut spd = Spd::new();
-        spd.add_sp(&discard_sp_args("a", "any", "2001:db8:1::/48")).expect("adding a");
-        spd.add_sp(&discard_sp_args("b", "any", "2001:db8:2::/48")).expect("adding b");
-        spd.add_sp(&discard_sp_args("c", "any", "2001:db8:3::/48")).expect("adding c");
+        spd.add_sp(&discard_sp_args("a", "any", "2001:db8:1::/48"))
+            .expect("adding a");
+        spd.add_sp(&discard_sp_args("b", "any", "2001:db8:2::/48"))
+            .expect("adding b");
+        spd.add_sp(&discard_sp_args("c", "any", "2001:db8:3::/48"))
+            .expect("adding c");
         // Pretend a long history: seqs near the top, out of creation order in the vector.
         spd.sps[0].seq = SEQ_LIMIT - 5;
         spd.sps[1].seq = SEQ_LIMIT - 1;
@@ -542,7 +583,8 @@ mod tests {
             v.into_iter().map(|sp| sp.name.clone()).collect::<Vec<_>>()
         };
         let before = order(&spd);
-        spd.add_sp(&discard_sp_args("d", "any", "2001:db8:4::/48")).expect("adding d");
+        spd.add_sp(&discard_sp_args("d", "any", "2001:db8:4::/48"))
+            .expect("adding d");
         let seqs: Vec<u32> = spd.sps().iter().map(|sp| sp.seq).collect();
         assert_eq!(seqs, vec![0, 2, 1, 3], "compact, order kept, new one last");
         assert_eq!(spd.next_seq, 4);
@@ -574,7 +616,8 @@ mod tests {
         assert_eq!(spd, before);
 
         let mut spd = Spd::new();
-        let template = Sp::parse(&discard_sp_args("x", "any", "any"), |_| None).expect("template sp");
+        let template =
+            Sp::parse(&discard_sp_args("x", "any", "any"), |_| None).expect("template sp");
         for i in 0..MAX_SP {
             let mut sp = template.clone();
             sp.id = i;
@@ -599,7 +642,8 @@ mod tests {
     #[test]
     fn serde_round_trip() {
         let mut spd = example_spd();
-        spd.add_sa(&named_sa_args("t", 0xabc, "tunnel")).expect("adding a tunnel sa");
+        spd.add_sa(&named_sa_args("t", 0xabc, "tunnel"))
+            .expect("adding a tunnel sa");
         let mut args = discard_sp_args("icmp", "any", "2001:db8::/32");
         args.upper_layer_protocol = Some("icmp6".into());
         args.destination_port = Some("135".into());
@@ -616,48 +660,144 @@ mod tests {
         assert_eq!(back, spd);
         let sa = back.sa("sa1").expect("sa1 survives");
         assert_eq!(sa.encryption_key.as_bytes(), b"ipv6readylogo3descbcout2");
-        assert_eq!(back.sp("icmp").expect("icmp survives").destination_port, Some(135));
+        assert_eq!(
+            back.sp("icmp").expect("icmp survives").destination_port,
+            Some(135)
+        );
     }
 
     /// Deserialises `spd` after `corrupt` edits its JSON, and returns `validate`'s message.
     fn corrupted(corrupt: impl FnOnce(&mut serde_json::Value)) -> String {
         let mut spd = example_spd();
-        spd.add_sa(&named_sa_args("t", 0xabc, "tunnel")).expect("adding a tunnel sa");
-        spd.add_sp(&discard_sp_args("d", "any", "any")).expect("adding a discard sp");
+        spd.add_sa(&named_sa_args("t", 0xabc, "tunnel"))
+            .expect("adding a tunnel sa");
+        spd.add_sp(&discard_sp_args("d", "any", "any"))
+            .expect("adding a discard sp");
         let mut value = serde_json::to_value(&spd).expect("serialising");
         corrupt(&mut value);
-        let loaded: Spd = serde_json::from_value(value).expect("the corrupted json still has the right shape");
-        loaded.validate().expect_err("validate must catch the corruption").to_string()
+        let loaded: Spd =
+            serde_json::from_value(value).expect("the corrupted json still has the right shape");
+        loaded
+            .validate()
+            .expect_err("validate must catch the corruption")
+            .to_string()
     }
+
+    /// An edit of the serialised state that `validate` must catch.
+    type Corruption = Box<dyn FnOnce(&mut serde_json::Value)>;
 
     #[test]
     fn validate_catches_corruption() {
         use serde_json::json;
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
-            ("duplicate sa name", Box::new(|v| v["sas"][1]["name"] = json!("sa1")), "state: sa 'sa1': the name is used twice"),
-            ("duplicate spi", Box::new(|v| v["sas"][1]["spi"] = json!(0x1000)), "state: sa 't': spi 0x1000 is also used by sa 'sa1'"),
-            ("duplicate sa id", Box::new(|v| v["sas"][1]["id"] = json!(0)), "state: sa 't': id 0 is used twice"),
-            ("sa id out of range", Box::new(|v| v["sas"][1]["id"] = json!(MAX_SA)), "state: sa 't': id 16384 is outside 0 to 16383"),
-            ("reserved spi", Box::new(|v| v["sas"][1]["spi"] = json!(5)), "state: sa 't': --sa-spi: 0x5 is reserved (0x0-0xff); use 0x100 to 0xffffffff"),
-            ("short key", Box::new(|v| v["sas"][0]["encryption_key"] = json!("00112233")), "state: sa 'sa1': --encryption-key: 3des-cbc needs a 24-byte key, got 4 bytes; give 0x followed by 48 hex digits, or 24 ascii characters"),
-            ("any in tunnel", Box::new(|v| v["sas"][1]["source"] = json!(null)), "state: sa 't': --sa-source: any is allowed in transport mode only; give an ipv6 address for tunnel mode"),
-            ("bad sa name", Box::new(|v| v["sas"][1]["name"] = json!("a b")), "state: sa 'a b': --sa-name: 'a b' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
-            ("missing sa", Box::new(|v| v["sps"][0]["sa_name"] = json!("gone")), "state: sp 'sp1': --sa-name: no sa named 'gone'; add it first with sa add"),
-            ("mode mismatch", Box::new(|v| v["sps"][0]["mode"] = json!("tunnel")), "state: sp 'sp1': --sp-mode: tunnel does not match sa 'sa1' (transport); omit --sp-mode or give transport"),
-            ("duplicate sp name", Box::new(|v| v["sps"][1]["name"] = json!("sp1")), "state: sp 'sp1': the name is used twice"),
-            ("duplicate sp id", Box::new(|v| v["sps"][1]["id"] = json!(0)), "state: sp 'd': id 0 is used twice"),
-            ("duplicate seq", Box::new(|v| v["sps"][1]["seq"] = json!(0)), "state: sp 'd': seq 0 is used twice"),
-            ("seq beyond next_seq", Box::new(|v| v["next_seq"] = json!(1)), "state: sp 'd': seq 1 is not below next_seq 1"),
-            ("next_seq too big", Box::new(|v| v["next_seq"] = json!(u64::from(SEQ_LIMIT) + 1)), "state: next_seq: 268435457 exceeds 2^28"),
-            ("host bits", Box::new(|v| v["sps"][1]["destination"] = json!("2001:db8::1/64")), "state: sp 'd': --sp-destination: '2001:db8::1/64' has host bits set beyond /64; did you mean 2001:db8::/64"),
-            ("port zero", Box::new(|v| v["sps"][0]["source_port"] = json!(0)), "state: sp 'sp1': port 0 must be stored as any (null)"),
-            ("ipsec without sa", Box::new(|v| v["sps"][0]["sa_name"] = json!(null)), "state: sp 'sp1': --sa-name: required with --action ipsec; give an existing sa, or use --action none or discard"),
-            ("duplicate selector", Box::new(|v| {
-                let first = v["sps"][0].clone();
-                for field in ["source", "destination", "source_port", "destination_port", "protocol", "direction", "priority"] {
-                    v["sps"][1][field] = first[field].clone();
-                }
-            }), "state: sp 'd': --sp-name: same selector, direction and priority as sp 'sp1'; remove sp 'sp1' or give a different --priority"),
+        let cases: Vec<(&str, Corruption, &str)> = vec![
+            (
+                "duplicate sa name",
+                Box::new(|v| v["sas"][1]["name"] = json!("sa1")),
+                "state: sa 'sa1': the name is used twice",
+            ),
+            (
+                "duplicate spi",
+                Box::new(|v| v["sas"][1]["spi"] = json!(0x1000)),
+                "state: sa 't': spi 0x1000 is also used by sa 'sa1'",
+            ),
+            (
+                "duplicate sa id",
+                Box::new(|v| v["sas"][1]["id"] = json!(0)),
+                "state: sa 't': id 0 is used twice",
+            ),
+            (
+                "sa id out of range",
+                Box::new(|v| v["sas"][1]["id"] = json!(MAX_SA)),
+                "state: sa 't': id 16384 is outside 0 to 16383",
+            ),
+            (
+                "reserved spi",
+                Box::new(|v| v["sas"][1]["spi"] = json!(5)),
+                "state: sa 't': --sa-spi: 0x5 is reserved (0x0-0xff); use 0x100 to 0xffffffff",
+            ),
+            (
+                "short key",
+                Box::new(|v| v["sas"][0]["encryption_key"] = json!("00112233")),
+                "state: sa 'sa1': --encryption-key: 3des-cbc needs a 24-byte key, got 4 bytes; give 0x followed by 48 hex digits, or 24 ascii characters",
+            ),
+            (
+                "any in tunnel",
+                Box::new(|v| v["sas"][1]["source"] = json!(null)),
+                "state: sa 't': --sa-source: any is allowed in transport mode only; give an ipv6 address for tunnel mode",
+            ),
+            (
+                "bad sa name",
+                Box::new(|v| v["sas"][1]["name"] = json!("a b")),
+                "state: sa 'a b': --sa-name: 'a b' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -",
+            ),
+            (
+                "missing sa",
+                Box::new(|v| v["sps"][0]["sa_name"] = json!("gone")),
+                "state: sp 'sp1': --sa-name: no sa named 'gone'; add it first with sa add",
+            ),
+            (
+                "mode mismatch",
+                Box::new(|v| v["sps"][0]["mode"] = json!("tunnel")),
+                "state: sp 'sp1': --sp-mode: tunnel does not match sa 'sa1' (transport); omit --sp-mode or give transport",
+            ),
+            (
+                "duplicate sp name",
+                Box::new(|v| v["sps"][1]["name"] = json!("sp1")),
+                "state: sp 'sp1': the name is used twice",
+            ),
+            (
+                "duplicate sp id",
+                Box::new(|v| v["sps"][1]["id"] = json!(0)),
+                "state: sp 'd': id 0 is used twice",
+            ),
+            (
+                "duplicate seq",
+                Box::new(|v| v["sps"][1]["seq"] = json!(0)),
+                "state: sp 'd': seq 0 is used twice",
+            ),
+            (
+                "seq beyond next_seq",
+                Box::new(|v| v["next_seq"] = json!(1)),
+                "state: sp 'd': seq 1 is not below next_seq 1",
+            ),
+            (
+                "next_seq too big",
+                Box::new(|v| v["next_seq"] = json!(u64::from(SEQ_LIMIT) + 1)),
+                "state: next_seq: 268435457 exceeds 2^28",
+            ),
+            (
+                "host bits",
+                Box::new(|v| v["sps"][1]["destination"] = json!("2001:db8::1/64")),
+                "state: sp 'd': --sp-destination: '2001:db8::1/64' has host bits set beyond /64; did you mean 2001:db8::/64",
+            ),
+            (
+                "port zero",
+                Box::new(|v| v["sps"][0]["source_port"] = json!(0)),
+                "state: sp 'sp1': port 0 must be stored as any (null)",
+            ),
+            (
+                "ipsec without sa",
+                Box::new(|v| v["sps"][0]["sa_name"] = json!(null)),
+                "state: sp 'sp1': --sa-name: required with --action ipsec; give an existing sa, or use --action none or discard",
+            ),
+            (
+                "duplicate selector",
+                Box::new(|v| {
+                    let first = v["sps"][0].clone();
+                    for field in [
+                        "source",
+                        "destination",
+                        "source_port",
+                        "destination_port",
+                        "protocol",
+                        "direction",
+                        "priority",
+                    ] {
+                        v["sps"][1][field] = first[field].clone();
+                    }
+                }),
+                "state: sp 'd': --sp-name: same selector, direction and priority as sp 'sp1'; remove sp 'sp1' or give a different --priority",
+            ),
         ];
         for (what, corrupt, expected) in cases {
             assert_eq!(corrupted(corrupt), expected, "{what}");
@@ -669,14 +809,22 @@ mod tests {
         let mut value = serde_json::to_value(example_spd()).expect("serialising");
         value["sas"][0]["integrity_key"] = serde_json::json!("xyz");
         let error = serde_json::from_value::<Spd>(value).expect_err("a non-hex key must not load");
-        assert!(error.to_string().contains("a key must be a string of hex digit pairs"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("a key must be a string of hex digit pairs"),
+            "{error}"
+        );
     }
 
     #[test]
     fn debug_output_redacts_keys() {
         let spd = example_spd();
         let debug = format!("{spd:?}");
-        assert!(!debug.contains("ipv6readylogo"), "debug output leaks no key: {debug}");
+        assert!(
+            !debug.contains("ipv6readylogo"),
+            "debug output leaks no key: {debug}"
+        );
         assert!(debug.contains("<redacted 24 bytes>"));
     }
 }

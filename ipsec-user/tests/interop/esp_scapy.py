@@ -138,8 +138,9 @@ def decrypt(req):
             if esp_layer.spi != cfg["spi"]:
                 result["error"] = f"spi {esp_layer.spi:#x}"
                 continue
-            if esp_layer.seq != last_seq + 1:
-                result["error"] = f"sequence {esp_layer.seq} after {last_seq}"
+            expected_seq, last_seq = last_seq + 1, esp_layer.seq
+            if esp_layer.seq != expected_seq:
+                result["error"] = f"sequence {esp_layer.seq}, expected {expected_seq}"
                 continue
             if cfg["mode"] == "tunnel":
                 if (pkt.src, pkt.dst, pkt.nh, pkt.hlim) != (cfg["tunnel_src"], cfg["tunnel_dst"], 50, 64):
@@ -151,7 +152,6 @@ def decrypt(req):
             if padding_error:
                 result["error"] = padding_error
                 continue
-            last_seq = esp_layer.seq
             result["plain"] = raw(dec).hex()
             result["ok"] = True
         except IPSecIntegrityError as err:

@@ -1,0 +1,219 @@
+//! Random SPDs and packets for the differential test, biased to hit policy edges: first and last
+//! addresses of prefixes, the address just outside, ports one off, ICMPv6 types of neighbour
+//! discovery, fragments, VLAN tags, and malformed frames.
+
+use std::net::Ipv6Addr;
+
+use ipsec_user::model::{Direction, SaAddArgs, Sp, SpAddArgs, Spd, UpperLayerProtocol};
+
+use crate::frames::{Ext, FrameSpec, l4_icmp, l4_ports};
+
+/// SplitMix64: small, seeded, reproducible (a failing seed can be replayed).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const BASES: [u128; 4] = [
+    0x2001_0db8_0001_0000_0000_0000_0000_0000,
+    0x2001_0db8_0001_0001_0000_0000_0000_0000,
+    0x2001_0db8_0002_0000_0000_0000_0000_0000,
+    0xfd00_0000_0000_0000_0000_0000_0000_0000,
+];
+const SRC_LENS: [u8; 3] = [0, 48, 128];
+const DST_LENS: [u8; 4] = [0, 48, 64, 128];
+const DPORTS: [u16; 5] = [22, 53, 80, 443, 5001];
+const SPORTS: [u16; 3] = [1000, 1001, 40000];
+const ICMP_TYPES: [u16; 6] = [1, 128, 129, 133, 135, 136];
+
+fn random_addr(rng: &mut Rng) -> u128 {
+    let base = rng.pick(&BASES);
+    // Mostly small host parts so different policies overlap.
+    let host = if rng.chance(50) { u128::from(rng.below(4)) } else { u128::from(rng.next()) };
+    base | (host & 0xffff_ffff_ffff_ffff)
+}
+
+fn prefix(addr: u128, len: u8) -> String {
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+    format!("{}/{len}", Ipv6Addr::from(addr & mask))
+}
+
+/// Four transport-mode SAs named sa0..sa3, then up to `max_policies` random SPs.
+pub fn random_spd(rng: &mut Rng, max_policies: usize) -> Spd {
+    let mut spd = Spd::default();
+    for i in 0..4u32 {
+        spd.add_sa(&SaAddArgs {
+            sa_source: Some("any".into()),
+            sa_destination: Some("any".into()),
+            sa_mode: Some("transport".into()),
+            sa_spi: Some(format!("0x{:x}", 0x1000 + i)),
+            encryption_algorithm: Some("aes128-cbc".into()),
+            encryption_key: Some("0x00112233445566778899aabbccddeeff".into()),
+            integrity_algorithm: Some("hmac-sha2-256".into()),
+            integrity_key: Some(format!("0x{}", "ab".repeat(32))),
+            sa_name: Some(format!("sa{i}")),
+        })
+        .expect("adding a valid SA");
+    }
+    let count = 1 + rng.below(max_policies as u64) as usize;
+    for i in 0..count {
+        let proto = rng.pick(&["any", "tcp", "udp", "icmp6"]);
+        let (sport, dport) = match proto {
+            "tcp" | "udp" => {
+                let d = if rng.chance(70) { rng.pick(&DPORTS).to_string() } else { "any".into() };
+                let s = if rng.chance(30) { rng.pick(&SPORTS).to_string() } else { "any".into() };
+                (s, d)
+            }
+            "icmp6" => (
+                "any".to_string(),
+                if rng.chance(70) { rng.pick(&ICMP_TYPES).to_string() } else { "any".into() },
+            ),
+            _ => ("any".to_string(), "any".to_string()),
+        };
+        let action = rng.pick(&["none", "discard", "ipsec"]);
+        let args = SpAddArgs {
+            sp_source: Some(prefix(random_addr(rng), rng.pick(&SRC_LENS))),
+            sp_destination: Some(prefix(random_addr(rng), rng.pick(&DST_LENS))),
+            source_port: Some(sport),
+            destination_port: Some(dport),
+            upper_layer_protocol: Some(proto.into()),
+            flow_direction: Some(rng.pick(&["in", "out"]).into()),
+            action: Some(action.into()),
+            sp_mode: None,
+            sa_name: (action == "ipsec" || rng.chance(10)).then(|| format!("sa{}", rng.below(4))),
+            sp_name: Some(format!("sp{i}")),
+            priority: rng.chance(20).then(|| rng.below(100).to_string()),
+        };
+        // Random selectors may collide with an existing policy; the model refuses those.
+        let _ = spd.add_sp(&args);
+    }
+    spd
+}
+
+/// An address inside, at the edge of, or just outside `prefix`.
+fn near(rng: &mut Rng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
+    let net = u128::from(network);
+    let host_mask = if len == 0 { u128::MAX } else if len == 128 { 0 } else { u128::MAX >> len };
+    let addr = match rng.below(5) {
+        0 => net,
+        1 => net | host_mask,
+        2 if len > 0 => net ^ (1u128 << (128 - u32::from(len))),
+        _ => net | (u128::from(rng.next()) & host_mask & 0xffff),
+    };
+    Ipv6Addr::from(addr)
+}
+
+/// A random frame and the direction it travels.
+pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
+    let sps = spd.sps();
+    let target: Option<&Sp> = (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.below(sps.len() as u64) as usize]);
+    let direction = match target {
+        Some(sp) if rng.chance(90) => sp.direction,
+        _ => rng.pick(&[Direction::In, Direction::Out]),
+    };
+    let (src, dst) = match target {
+        Some(sp) => (
+            near(rng, sp.source.network(), sp.source.prefix_len()),
+            near(rng, sp.destination.network(), sp.destination.prefix_len()),
+        ),
+        None => (Ipv6Addr::from(random_addr(rng)), Ipv6Addr::from(random_addr(rng))),
+    };
+    let proto = match target.map(|sp| sp.protocol) {
+        Some(UpperLayerProtocol::Tcp) if rng.chance(85) => 6,
+        Some(UpperLayerProtocol::Udp) if rng.chance(85) => 17,
+        Some(UpperLayerProtocol::Icmp6) if rng.chance(85) => 58,
+        _ => rng.pick(&[6u8, 17, 58, 47, 59]),
+    };
+    let wiggle = |rng: &mut Rng, p: Option<u16>, pool: &[u16]| -> u16 {
+        match p {
+            Some(p) if rng.chance(70) => p,
+            Some(p) if rng.chance(50) => p.wrapping_add(1),
+            _ => rng.pick(pool),
+        }
+    };
+    let l4 = match proto {
+        6 | 17 => {
+            let s = wiggle(rng, target.and_then(|sp| sp.source_port), &SPORTS);
+            let d = wiggle(rng, target.and_then(|sp| sp.destination_port), &DPORTS);
+            l4_ports(s, d, if proto == 6 { 20 } else { 8 })
+        }
+        58 => {
+            let t = wiggle(rng, target.and_then(|sp| sp.destination_port), &ICMP_TYPES);
+            l4_icmp(if rng.chance(10) { rng.pick(&[133u8, 134, 135, 136, 137]) } else { t as u8 })
+        }
+        _ => vec![0u8; 16],
+    };
+    let mut spec = FrameSpec::new(src, dst, proto, l4);
+    match rng.below(100) {
+        0..=4 => {
+            for _ in 0..1 + rng.below(3) {
+                spec.ext.push(Ext::Options { kind: rng.pick(&[0u8, 43, 60]), len: rng.below(3) as u8 });
+            }
+        }
+        5..=7 => spec.ext.push(Ext::Fragment { offset: 1 + rng.below(100) as u16, more: rng.chance(50) }),
+        8..=9 => spec.ext.push(Ext::Fragment { offset: 0, more: true }),
+        10..=12 => spec.vlan = Some(rng.below(4095) as u16),
+        13..=14 => {
+            // Too long a chain: 9 or 10 headers.
+            for _ in 0..9 + rng.below(2) {
+                spec.ext.push(Ext::Options { kind: 60, len: 0 });
+            }
+        }
+        15 => {
+            // A chain that fits the count bound but puts the transport header too deep.
+            for _ in 0..6 {
+                spec.ext.push(Ext::Options { kind: 60, len: 30 });
+            }
+        }
+        16..=18 => spec.truncate = 1 + rng.below(30) as usize,
+        19..=20 => spec.payload_len_delta = rng.pick(&[-30i32, -8, -1, 1, 9, 400]),
+        21..=22 => {
+            // ESP, known or unknown SPI.
+            let spi: u32 = if rng.chance(50) { 0x1000 + rng.below(4) as u32 } else { 0x2000 + rng.below(100) as u32 };
+            let mut esp = spi.to_be_bytes().to_vec();
+            esp.extend_from_slice(&[0, 0, 0, 1]);
+            esp.extend_from_slice(&[0u8; 24]);
+            spec.next_header = 50;
+            spec.l4 = if rng.chance(10) { esp[..6].to_vec() } else { esp };
+        }
+        23 => {
+            let mut f = spec.build();
+            f[14] = 0x40; // IPv6 ethertype, version 4 header: malformed
+            return (direction, f);
+        }
+        24 => {
+            let mut f = spec.build();
+            f[12] = 0x08;
+            f[13] = 0x00; // IPv4 ethertype: not ours
+            return (direction, f);
+        }
+        _ => {}
+    }
+    let mut frame = spec.build();
+    // The kernel refuses BPF_PROG_TEST_RUN of an skb whose IPv6 header is cut short (EINVAL), and
+    // the stack never emits one: egress frames keep at least the whole IPv6 header.
+    let l3 = if spec.vlan.is_some() { 18 } else { 14 };
+    if direction == Direction::Out && frame.len() < l3 + 40 {
+        frame = FrameSpec { truncate: 0, ..spec }.build();
+    }
+    (direction, frame)
+}
