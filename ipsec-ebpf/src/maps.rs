@@ -1,6 +1,7 @@
 //! Every map the programs use; names, keys and values come from `ipsec_common::abi`.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
@@ -10,7 +11,10 @@ use ipsec_common::abi::{
 };
 
 #[map(name = "XIPSEC_RULES")]
-pub static RULES: HashMap<RuleKey, RuleValue> = HashMap::with_max_entries(RULES_CAPACITY, 0);
+/// Allocated on insert (`BPF_F_NO_PREALLOC`): memory follows the SPD size, and a rule removed
+/// while a packet reads it is freed only after an RCU grace period.
+pub static RULES: HashMap<RuleKey, RuleValue> =
+    HashMap::with_max_entries(RULES_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map(name = "XIPSEC_MASKS")]
 pub static MASKS: Array<MaskDesc> = Array::with_max_entries(MASK_SETS * MAX_MASKS, 0);

@@ -122,8 +122,9 @@ fn the_socket_is_root_only_and_a_second_daemon_is_refused() {
     assert!(stderr.contains("another xipsec daemon answers on"), "{stderr}");
     // Same state directory, other socket: refused too.
     let other = sandbox.dir.path().join("other.sock");
-    let third = sandbox
-        .daemon_command()
+    let third = std::process::Command::new(cli_support::XIPSEC)
+        .args(["daemon", "--no-datapath", "--state-dir"])
+        .arg(sandbox.state_dir())
         .arg("--socket")
         .arg(&other)
         .output()

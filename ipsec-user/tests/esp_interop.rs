@@ -226,7 +226,10 @@ fn interoperate(suite: &Suite) -> Vec<String> {
     let packets = encrypted["packets"]
         .as_array()
         .expect("the helper lists packets");
-    assert!(packets.len() >= 20, "{name}: scapy produced too few packets");
+    assert!(
+        packets.len() >= 20,
+        "{name}: scapy produced too few packets"
+    );
     let mut inbound = InboundSa::new(&config).expect("building the inbound sa");
     let mut out = Vec::new();
     let mut plaintexts = Vec::new();
@@ -255,14 +258,22 @@ fn interoperate(suite: &Suite) -> Vec<String> {
             .encapsulate(plain, &mut out)
             .unwrap_or_else(|err| panic!("{name}: encapsulating {packet_name}: {err}"));
         // Transport: the packet's own destination; tunnel: the SA's. Both are the spec's.
-        assert_eq!(sent.destination, address(SPEC_DESTINATION), "{name} {packet_name}");
+        assert_eq!(
+            sent.destination,
+            address(SPEC_DESTINATION),
+            "{name} {packet_name}"
+        );
         ours.push(json!({"esp": hex::encode(&out)}));
     }
     let decrypted = call(&json!({"op": "decrypt", "sa": suite.scapy_sa(), "packets": ours}));
     let results = decrypted["results"]
         .as_array()
         .expect("the helper lists results");
-    assert_eq!(results.len(), plaintexts.len(), "{name}: one result per packet");
+    assert_eq!(
+        results.len(),
+        plaintexts.len(),
+        "{name}: one result per packet"
+    );
     for ((packet_name, plain), result) in plaintexts.iter().zip(results) {
         let what = format!("{name} us->scapy {packet_name}");
         if result["ok"] != json!(true) {

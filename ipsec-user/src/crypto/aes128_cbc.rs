@@ -2,11 +2,11 @@
 //!
 //! The key schedule is computed once per SA; each packet builds a CBC mode over a borrowed
 //! reference to it, so no round keys are copied per packet. The `aes` crate picks AES-NI (or the
-//! ARMv8 crypto extensions) at run time and falls back to a constant-time software version.
+//! `ARMv8` crypto extensions) at run time and falls back to a constant-time software version.
 
 use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
 use aes::Aes128;
-use aes::cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
+use aes::cipher::{Array, BlockModeDecrypt, InnerIvInit, KeyInit};
 
 /// AES block size, which RFC 3602 §3 also makes the IV size.
 const BLOCK: usize = 16;
@@ -21,6 +21,9 @@ impl Aes128Cbc {
     pub const KEY_LEN: usize = 16;
 
     /// Schedules `key`, which must be exactly 16 bytes.
+    ///
+    /// # Errors
+    /// [`ConfigError::Length`] unless the key is exactly [`Self::KEY_LEN`] bytes.
     pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
         let aes = Aes128::new_from_slice(key).map_err(|_| ConfigError::Length {
             algorithm: "aes128-cbc",
@@ -46,17 +49,17 @@ impl Cipher for Aes128Cbc {
 
     fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
         check_cbc_lengths(iv, buf, BLOCK)?;
-        let mode = cbc::Encryptor::<&Aes128>::inner_iv_slice_init(&self.aes, iv);
-        // The length check above makes both of these infallible and the tail empty.
-        let mut mode = mode.map_err(|_| length_error(iv, buf))?;
+        // The length check above makes the conversion infallible and the tail empty.
+        let iv = <&Array<u8, _>>::try_from(iv).map_err(|_| length_error(iv, buf))?;
         let (blocks, _) = Array::slice_as_chunks_mut(buf);
-        mode.encrypt_blocks(blocks);
+        super::cbc::encrypt(&self.aes, iv, blocks);
         Ok(())
     }
 
     fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
         check_cbc_lengths(iv, buf, BLOCK)?;
         let mode = cbc::Decryptor::<&Aes128>::inner_iv_slice_init(&self.aes, iv);
+        // The length check above makes this infallible and the tail empty.
         let mut mode = mode.map_err(|_| length_error(iv, buf))?;
         let (blocks, _) = Array::slice_as_chunks_mut(buf);
         // CBC decryption is parallel across blocks; the `cbc` crate hands the backend several
@@ -127,7 +130,11 @@ mod tests {
     fn wrong_lengths_are_errors_not_panics() {
         assert!(matches!(
             Aes128Cbc::new(&[0; 15]),
-            Err(ConfigError::Length { expected: 16, got: 15, .. })
+            Err(ConfigError::Length {
+                expected: 16,
+                got: 15,
+                ..
+            })
         ));
         let aes = Aes128Cbc::new(&[7; 16]).expect("keying AES-128");
         assert!(aes.encrypt(&[0; 16], &mut [0; 17]).is_err());

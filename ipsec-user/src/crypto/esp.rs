@@ -29,6 +29,18 @@ use std::net::Ipv6Addr;
 /// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
 pub const ESP_HEADER_LEN: usize = 8;
 
+/// RFC 4303 §2.4 default padding: the pad bytes are 1, 2, 3, ... Longer than any block.
+#[allow(clippy::cast_possible_truncation)] // i + 1 <= 255
+const PADDING: [u8; 255] = {
+    let mut padding = [0; 255];
+    let mut i = 0;
+    while i < padding.len() {
+        padding[i] = (i + 1) as u8;
+        i += 1;
+    }
+    padding
+};
+
 /// Hop limit of the outer header in tunnel mode (the usual default, as Linux and the spec use).
 const TUNNEL_HOP_LIMIT: u8 = 64;
 
@@ -74,7 +86,8 @@ pub enum EspError {
 }
 
 impl EspError {
-    /// A stable snake_case name per variant, for counters and logs.
+    /// A stable `snake_case` name per variant, for counters and logs.
+    #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Truncated { .. } => "truncated",
@@ -177,13 +190,17 @@ pub struct OutboundSa {
     transform: Transform,
     /// The next sequence number to send; beyond `u32::MAX` the SA is exhausted.
     next_seq: u64,
-    /// IVs must be unpredictable for CBC (RFC 3602 §3, RFC 2451 §3): a ChaCha12 CSPRNG seeded
+    /// IVs must be unpredictable for CBC (RFC 3602 §3, RFC 2451 §3): a `ChaCha12` CSPRNG seeded
     /// from the OS through the thread RNG, held here so the SA stays `Send`.
     rng: StdRng,
 }
 
 impl OutboundSa {
     /// Keys the SA; the first packet will carry sequence number 1.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a key of the wrong length (or a degenerate 3DES key), or a tunnel
+    /// endpoint left as `::`.
     pub fn new(config: &SaConfig<'_>) -> Result<Self, ConfigError> {
         Ok(Self {
             transform: Transform::new(config)?,
@@ -192,20 +209,24 @@ impl OutboundSa {
         })
     }
 
+    #[must_use]
     pub fn spi(&self) -> u32 {
         self.transform.spi
     }
 
+    #[must_use]
     pub fn mode(&self) -> Mode {
         self.transform.mode
     }
 
     /// The last sequence number sent (0 before the first packet).
+    #[must_use]
     pub fn last_sequence(&self) -> u32 {
         u32::try_from(self.next_seq - 1).unwrap_or(u32::MAX)
     }
 
     /// True once 2^32-1 packets have been sent; every later encapsulation fails.
+    #[must_use]
     pub fn is_exhausted(&self) -> bool {
         self.next_seq > u64::from(u32::MAX)
     }
@@ -218,6 +239,7 @@ impl OutboundSa {
 
     /// The most bytes encapsulation adds to a packet (headers, IV, worst-case padding, ICV),
     /// for MTU arithmetic.
+    #[must_use]
     pub fn max_overhead(&self) -> usize {
         let t = &self.transform;
         let outer = if t.mode == Mode::Tunnel {
@@ -225,12 +247,21 @@ impl OutboundSa {
         } else {
             0
         };
-        outer + ESP_HEADER_LEN + t.cipher.iv_len() + t.cipher.block_size() + 1
+        outer
+            + ESP_HEADER_LEN
+            + t.cipher.iv_len()
+            + t.cipher.block_size()
+            + 1
             + t.integrity.icv_len()
     }
 
     /// Encapsulates the IPv6 packet `packet` into `out` (cleared first). On error `out` holds
     /// nothing meaningful and no sequence number is used.
+    ///
+    /// # Errors
+    /// [`EspError::SequenceExhausted`] once 2^32-1 packets have been sent; `Truncated` or
+    /// `Malformed` when `packet` is not a whole IPv6 packet; [`EspError::Fragment`] for a
+    /// fragment in transport mode; [`EspError::TooBig`] past 65535 bytes of payload.
     pub fn encapsulate(
         &mut self,
         packet: &[u8],
@@ -243,7 +274,10 @@ impl OutboundSa {
 
         // What stays in clear in front of ESP, and what goes inside.
         let (kept, destination) = match t.mode {
-            Mode::Transport => (Some(wire::transport_split(packet)?), wire::destination(packet)),
+            Mode::Transport => (
+                Some(wire::transport_split(packet)?),
+                wire::destination(packet),
+            ),
             Mode::Tunnel => (None, t.destination),
         };
         let (clear_len, next_header) = match &kept {
@@ -258,6 +292,12 @@ impl OutboundSa {
         let iv_len = t.cipher.iv_len();
         let pad_len = (block - (payload.len() + 2) % block) % block;
         let ciphertext_len = payload.len() + pad_len + 2;
+        // Only a cipher with blocks over 256 bytes could miss here; none exists.
+        let padding = PADDING.get(..pad_len).ok_or(CipherLengthError {
+            len: payload.len(),
+            iv_len,
+            block_size: block,
+        })?;
         let header_len = if kept.is_some() {
             clear_len
         } else {
@@ -284,9 +324,9 @@ impl OutboundSa {
         out.resize(iv_offset + iv_len, 0);
         self.rng.fill_bytes(&mut out[iv_offset..]);
         out.extend_from_slice(payload);
-        // The pad bytes are 1, 2, 3, ... (RFC 4303 §2.4); `pad_len` < block size <= 16.
-        out.extend((1..=pad_len).map(|i| i as u8));
-        out.push(pad_len as u8);
+        out.extend_from_slice(padding);
+        // The last pad byte equals the pad length (0 when there is no padding).
+        out.push(padding.last().copied().unwrap_or(0));
         out.push(next_header);
 
         let (head, ciphertext) = out.split_at_mut(iv_offset + iv_len);
@@ -324,11 +364,20 @@ pub struct InboundSa {
 
 impl InboundSa {
     /// Keys the SA with the default replay window of 64 packets (RFC 4303 §3.4.3).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a key of the wrong length (or a degenerate 3DES key), or a tunnel
+    /// endpoint left as `::`.
     pub fn new(config: &SaConfig<'_>) -> Result<Self, ConfigError> {
         Self::with_replay_window(config, DEFAULT_REPLAY_WINDOW)
     }
 
     /// Keys the SA with a replay window of `window` packets.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for a key of the wrong length (or a degenerate 3DES key), or a tunnel
+    /// endpoint left as `::`.
+    /// Also [`ConfigError::ReplayWindow`] for a window outside 1..=[`super::MAX_REPLAY_WINDOW`].
     pub fn with_replay_window(config: &SaConfig<'_>, window: usize) -> Result<Self, ConfigError> {
         Ok(Self {
             transform: Transform::new(config)?,
@@ -336,21 +385,29 @@ impl InboundSa {
         })
     }
 
+    #[must_use]
     pub fn spi(&self) -> u32 {
         self.transform.spi
     }
 
+    #[must_use]
     pub fn mode(&self) -> Mode {
         self.transform.mode
     }
 
     /// The anti-replay state (highest sequence number seen, window size).
+    #[must_use]
     pub fn replay_window(&self) -> &ReplayWindow {
         &self.replay
     }
 
     /// Verifies and decrypts the ESP packet `packet` into `out` (cleared first). On error `out`
     /// holds nothing meaningful; only an authentic packet changes the replay window.
+    ///
+    /// # Errors
+    /// One [`EspError`] per reason to drop, in the order checked: `Truncated` / `Malformed` /
+    /// `NotEsp` / `Fragment` (parsing), `SpiMismatch`, `Replay`, `AuthFailed`, then, for an
+    /// authentic packet, `BadPadding` and `UnknownNextHeader`.
     pub fn decapsulate(
         &mut self,
         packet: &[u8],
@@ -362,11 +419,11 @@ impl InboundSa {
         let t = &self.transform;
         let esp = &packet[location.offset..];
 
-        let iv_len = t.cipher.iv_len();
+        let iv_size = t.cipher.iv_size();
         let icv_len = t.integrity.icv_len();
         let block = t.cipher.block_size();
         // The smallest ciphertext is one block (it holds at least Pad Length and Next Header).
-        if esp.len() < ESP_HEADER_LEN + iv_len + block + icv_len {
+        if esp.len() < ESP_HEADER_LEN + iv_size + block + icv_len {
             return Err(EspError::Truncated { what: "esp packet" });
         }
         let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
@@ -382,7 +439,7 @@ impl InboundSa {
             return Err(EspError::Replay { seq });
         }
         let (authenticated, icv) = esp.split_at(esp.len() - icv_len);
-        let ciphertext = &authenticated[ESP_HEADER_LEN + iv_len..];
+        let ciphertext = &authenticated[ESP_HEADER_LEN + iv_size..];
         if !ciphertext.len().is_multiple_of(block) {
             return Err(EspError::Malformed {
                 what: "esp ciphertext is not a whole number of blocks",
@@ -395,7 +452,7 @@ impl InboundSa {
         // Only an authentic packet may move the window (§3.4.3).
         self.replay.accept(seq);
 
-        let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_len];
+        let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_size];
         if t.mode == Mode::Transport {
             out.extend_from_slice(&packet[..location.offset]);
         }
@@ -543,7 +600,9 @@ mod tests {
         p.extend_from_slice(&iv);
         let start = p.len();
         p.extend_from_slice(plaintext_with_trailer);
-        cipher.encrypt(&iv, &mut p[start..]).expect("encrypting the test packet");
+        cipher
+            .encrypt(&iv, &mut p[start..])
+            .expect("encrypting the test packet");
         let icv = integrity.compute(&p[40..]);
         p.extend_from_slice(icv.as_ref());
         let len = u16::try_from(p.len() - 40).expect("fits");
@@ -592,16 +651,28 @@ mod tests {
                             esp_offset + 8 + iv_len + ciphertext + icv_len,
                             "{what}"
                         );
-                        assert_eq!(usize::from(u16::from_be_bytes([wire[4], wire[5]])) + 40, wire.len());
+                        assert_eq!(
+                            usize::from(u16::from_be_bytes([wire[4], wire[5]])) + 40,
+                            wire.len()
+                        );
                         assert_eq!(&wire[40..44], &0x1000u32.to_be_bytes());
                         assert_eq!(&wire[44..48], &sent.seq.to_be_bytes());
                         if encryption == EncryptionAlgorithm::Null {
                             // NULL leaves the payload readable after the header.
-                            assert_eq!(&wire[48..48 + inner_len], &packet[packet.len() - inner_len..]);
+                            assert_eq!(
+                                &wire[48..48 + inner_len],
+                                &packet[packet.len() - inner_len..]
+                            );
                         }
                         let got = rx.decapsulate(&wire, &mut back).expect(&what);
                         let next_header = if mode == Mode::Tunnel { 41 } else { 17 };
-                        assert_eq!(got, Decapsulated::Deliver { seq: sent.seq, next_header });
+                        assert_eq!(
+                            got,
+                            Decapsulated::Deliver {
+                                seq: sent.seq,
+                                next_header
+                            }
+                        );
                         assert_eq!(back, packet, "{what}");
                     }
                 }
@@ -620,7 +691,11 @@ mod tests {
         assert_eq!(tx.spi(), 0x1000);
         let mut wire = Vec::new();
         let sent = tx.encapsulate(&udp(10), &mut wire).expect("encapsulating");
-        assert_eq!(sent.destination, addr("2001:db8:2::2"), "transport: the packet's own");
+        assert_eq!(
+            sent.destination,
+            addr("2001:db8:2::2"),
+            "transport: the packet's own"
+        );
         assert_eq!(tx.last_sequence(), 1);
 
         let tunnel = SaConfig {
@@ -662,7 +737,13 @@ mod tests {
             assert_eq!(&wire[48..72], &expected_routing[..]);
             assert_eq!(&wire[72..76], &0x1000u32.to_be_bytes(), "esp after routing");
             let got = rx.decapsulate(&wire, &mut back).expect("decapsulating");
-            assert_eq!(got, Decapsulated::Deliver { seq: 1, next_header: 60 });
+            assert_eq!(
+                got,
+                Decapsulated::Deliver {
+                    seq: 1,
+                    next_header: 60
+                }
+            );
             assert_eq!(back, packet);
         }
     }
@@ -798,7 +879,10 @@ mod tests {
                 bad[43] ^= 1;
                 assert!(matches!(
                     rx.decapsulate(&bad, &mut out),
-                    Err(EspError::SpiMismatch { expected: 0x1000, got: 0x1001 })
+                    Err(EspError::SpiMismatch {
+                        expected: 0x1000,
+                        got: 0x1001
+                    })
                 ));
                 // None of that moved the window: the genuine packet still goes through.
                 assert_eq!(rx.replay_window().highest(), 0);
@@ -824,13 +908,28 @@ mod tests {
         let mut out = Vec::new();
         // First packet, then a duplicate.
         assert!(rx.decapsulate(&sent[0], &mut out).is_ok());
-        assert_eq!(rx.decapsulate(&sent[0], &mut out), Err(EspError::Replay { seq: 1 }));
+        assert_eq!(
+            rx.decapsulate(&sent[0], &mut out),
+            Err(EspError::Replay { seq: 1 })
+        );
         // Jump to 100 (seq 100); 37 is the oldest still inside a 64-packet window.
         assert!(rx.decapsulate(&sent[99], &mut out).is_ok());
-        assert_eq!(rx.decapsulate(&sent[35], &mut out), Err(EspError::Replay { seq: 36 }));
-        assert!(rx.decapsulate(&sent[36], &mut out).is_ok(), "seq 37, at the edge");
-        assert_eq!(rx.decapsulate(&sent[36], &mut out), Err(EspError::Replay { seq: 37 }));
-        assert!(rx.decapsulate(&sent[60], &mut out).is_ok(), "out of order inside");
+        assert_eq!(
+            rx.decapsulate(&sent[35], &mut out),
+            Err(EspError::Replay { seq: 36 })
+        );
+        assert!(
+            rx.decapsulate(&sent[36], &mut out).is_ok(),
+            "seq 37, at the edge"
+        );
+        assert_eq!(
+            rx.decapsulate(&sent[36], &mut out),
+            Err(EspError::Replay { seq: 37 })
+        );
+        assert!(
+            rx.decapsulate(&sent[60], &mut out).is_ok(),
+            "out of order inside"
+        );
         // A forged packet with a fresh sequence number is checked, fails, and moves nothing.
         let mut forged = sent[50].clone();
         let last = forged.len() - 1;
@@ -846,7 +945,11 @@ mod tests {
             Err(EspError::Replay { seq: 0 })
         );
         // The last sequence number is accepted once.
-        assert!(fresh.decapsulate(&seal(&config, u32::MAX, &inner), &mut out).is_ok());
+        assert!(
+            fresh
+                .decapsulate(&seal(&config, u32::MAX, &inner), &mut out)
+                .is_ok()
+        );
         assert_eq!(
             fresh.decapsulate(&seal(&config, u32::MAX, &inner), &mut out),
             Err(EspError::Replay { seq: u32::MAX })
@@ -866,9 +969,15 @@ mod tests {
         assert_eq!(tx.encapsulate(&udp(1), &mut wire).expect("first").seq, 1);
         tx.resume_after(u32::MAX - 2);
         tx.resume_after(5); // never backwards
-        assert_eq!(tx.encapsulate(&udp(1), &mut wire).expect("2^32-2").seq, u32::MAX - 1);
+        assert_eq!(
+            tx.encapsulate(&udp(1), &mut wire).expect("2^32-2").seq,
+            u32::MAX - 1
+        );
         assert!(!tx.is_exhausted());
-        assert_eq!(tx.encapsulate(&udp(1), &mut wire).expect("2^32-1").seq, u32::MAX);
+        assert_eq!(
+            tx.encapsulate(&udp(1), &mut wire).expect("2^32-1").seq,
+            u32::MAX
+        );
         let mut out = Vec::new();
         assert!(rx.decapsulate(&wire, &mut out).is_ok());
         assert!(tx.is_exhausted());
@@ -939,7 +1048,10 @@ mod tests {
         let (mut tx, mut rx) = pair(&config);
         let mut out = Vec::new();
         let first_fragment = ipv6_udp(44, &[17, 0, 0, 1, 0, 0, 0, 7], 30);
-        assert_eq!(tx.encapsulate(&first_fragment, &mut out), Err(EspError::Fragment));
+        assert_eq!(
+            tx.encapsulate(&first_fragment, &mut out),
+            Err(EspError::Fragment)
+        );
         assert_eq!(tx.last_sequence(), 0, "no sequence number used");
         // An atomic fragment is a whole datagram and round-trips.
         let atomic = ipv6_udp(44, &[17, 0, 0, 0, 0, 0, 0, 7], 30);
@@ -952,7 +1064,10 @@ mod tests {
         let mut fragmented = out[..40].to_vec();
         fragmented.extend_from_slice(&[50, 0, 0, 1, 0, 0, 0, 9]);
         fragmented.extend_from_slice(&out[48..]);
-        assert_eq!(rx.decapsulate(&fragmented, &mut back), Err(EspError::Fragment));
+        assert_eq!(
+            rx.decapsulate(&fragmented, &mut back),
+            Err(EspError::Fragment)
+        );
     }
 
     #[test]
@@ -982,7 +1097,10 @@ mod tests {
             integrity_key: b"short",
             ..good
         };
-        assert!(matches!(InboundSa::new(&short), Err(ConfigError::Length { .. })));
+        assert!(matches!(
+            InboundSa::new(&short),
+            Err(ConfigError::Length { .. })
+        ));
         let null_with_key = SaConfig {
             encryption: EncryptionAlgorithm::Null,
             ..good
@@ -993,7 +1111,10 @@ mod tests {
         ));
         assert!(InboundSa::with_replay_window(&good, 0).is_err());
         assert_eq!(
-            InboundSa::with_replay_window(&good, 1024).expect("sa").replay_window().size(),
+            InboundSa::with_replay_window(&good, 1024)
+                .expect("sa")
+                .replay_window()
+                .size(),
             1024
         );
     }
@@ -1008,17 +1129,26 @@ mod tests {
         let mut tx = OutboundSa::new(&config).expect("outbound sa");
         let mut out = Vec::new();
         let packet = udp(30);
-        assert!(matches!(tx.encapsulate(&packet[..60], &mut out), Err(EspError::Truncated { .. })));
+        assert!(matches!(
+            tx.encapsulate(&packet[..60], &mut out),
+            Err(EspError::Truncated { .. })
+        ));
         let mut v4 = packet.clone();
         v4[0] = 0x45;
-        assert!(matches!(tx.encapsulate(&v4, &mut out), Err(EspError::Malformed { .. })));
+        assert!(matches!(
+            tx.encapsulate(&v4, &mut out),
+            Err(EspError::Malformed { .. })
+        ));
         // The biggest IPv6 packet cannot grow further.
         let mut huge = vec![0u8; 40 + 65535];
         huge[0] = 0x60;
         huge[4] = 0xff;
         huge[5] = 0xff;
         huge[6] = 59;
-        assert!(matches!(tx.encapsulate(&huge, &mut out), Err(EspError::TooBig { .. })));
+        assert!(matches!(
+            tx.encapsulate(&huge, &mut out),
+            Err(EspError::TooBig { .. })
+        ));
         assert_eq!(tx.last_sequence(), 0);
     }
 

@@ -4,7 +4,7 @@
 //! pads already absorbed) is built once per SA and cloned per packet, which saves two SHA-1
 //! compressions per packet. `sha1` picks SHA-NI at run time where the CPU has it.
 
-use super::{Icv, Integrity, ConfigError};
+use super::{ConfigError, Icv, Integrity};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
@@ -21,6 +21,9 @@ impl HmacSha1_96 {
     pub const ICV_LEN: usize = 12;
 
     /// Keys the HMAC with `key`, which must be exactly 20 bytes.
+    ///
+    /// # Errors
+    /// [`ConfigError::Length`] unless the key is exactly [`Self::KEY_LEN`] bytes.
     pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
         if key.len() != Self::KEY_LEN {
             return Err(ConfigError::Length {
@@ -42,7 +45,12 @@ impl HmacSha1_96 {
     /// The full 160-bit HMAC, for the test vectors.
     #[cfg(test)]
     fn full(&self, data: &[u8]) -> Vec<u8> {
-        self.keyed.clone().chain_update(data).finalize().into_bytes().to_vec()
+        self.keyed
+            .clone()
+            .chain_update(data)
+            .finalize()
+            .into_bytes()
+            .to_vec()
     }
 }
 
@@ -69,14 +77,26 @@ mod tests {
     /// RFC 2202 §3, test cases 1 to 7 (key, data, HMAC-SHA1).
     fn cases() -> Vec<(Vec<u8>, Vec<u8>, &'static str)> {
         vec![
-            (vec![0x0b; 20], b"Hi There".to_vec(), "b617318655057264e28bc0b6fb378c8ef146be00"),
+            (
+                vec![0x0b; 20],
+                b"Hi There".to_vec(),
+                "b617318655057264e28bc0b6fb378c8ef146be00",
+            ),
             (
                 b"Jefe".to_vec(),
                 b"what do ya want for nothing?".to_vec(),
                 "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
             ),
-            (vec![0xaa; 20], vec![0xdd; 50], "125d7342b9ac11cd91a39af48aa17b4f63f175d3"),
-            ((1..=25).collect(), vec![0xcd; 50], "4c9007f4026250c6bc8414f9bf50c86c2d7235da"),
+            (
+                vec![0xaa; 20],
+                vec![0xdd; 50],
+                "125d7342b9ac11cd91a39af48aa17b4f63f175d3",
+            ),
+            (
+                (1..=25).collect(),
+                vec![0xcd; 50],
+                "4c9007f4026250c6bc8414f9bf50c86c2d7235da",
+            ),
             (
                 vec![0x0c; 20],
                 b"Test With Truncation".to_vec(),
@@ -100,7 +120,12 @@ mod tests {
     fn rfc2202_vectors_and_96_bit_truncation() {
         for (i, (key, data, digest)) in cases().into_iter().enumerate() {
             let mac = HmacSha1_96::from_any_key(&key);
-            assert_eq!(hex::encode(mac.full(&data)), digest, "RFC 2202 case {}", i + 1);
+            assert_eq!(
+                hex::encode(mac.full(&data)),
+                digest,
+                "RFC 2202 case {}",
+                i + 1
+            );
             // The ICV is the leftmost 96 bits (24 hex digits).
             let icv = mac.compute(&data);
             assert_eq!(hex::encode(icv), &digest[..24], "RFC 2202 case {}", i + 1);

@@ -2,9 +2,9 @@
 //!
 //! HMAC-SHA-256 (RFC 2104, FIPS 180-4) truncated to its leftmost 128 bits (RFC 4868 §2.3). The
 //! keyed state is built once per SA and cloned per packet, saving two SHA-256 compressions per
-//! packet. `sha2` picks SHA-NI (x86) or the ARMv8 SHA2 instructions at run time.
+//! packet. `sha2` picks SHA-NI (x86) or the `ARMv8` SHA2 instructions at run time.
 
-use super::{Icv, Integrity, ConfigError};
+use super::{ConfigError, Icv, Integrity};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -21,6 +21,9 @@ impl HmacSha256_128 {
     pub const ICV_LEN: usize = 16;
 
     /// Keys the HMAC with `key`, which must be exactly 32 bytes.
+    ///
+    /// # Errors
+    /// [`ConfigError::Length`] unless the key is exactly [`Self::KEY_LEN`] bytes.
     pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
         if key.len() != Self::KEY_LEN {
             return Err(ConfigError::Length {
@@ -42,7 +45,12 @@ impl HmacSha256_128 {
     /// The full 256-bit HMAC, for the test vectors.
     #[cfg(test)]
     fn full(&self, data: &[u8]) -> Vec<u8> {
-        self.keyed.clone().chain_update(data).finalize().into_bytes().to_vec()
+        self.keyed
+            .clone()
+            .chain_update(data)
+            .finalize()
+            .into_bytes()
+            .to_vec()
     }
 }
 
@@ -90,7 +98,11 @@ mod tests {
                 vec![0xcd; 50],
                 "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
             ),
-            (vec![0x0c; 20], b"Test With Truncation".to_vec(), "a3b6167473100ee06e0c796c2955552b"),
+            (
+                vec![0x0c; 20],
+                b"Test With Truncation".to_vec(),
+                "a3b6167473100ee06e0c796c2955552b",
+            ),
             (
                 vec![0xaa; 131],
                 b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),

@@ -13,6 +13,7 @@
 //! - Keys are never printed: no type here implements `Debug` over key material.
 
 mod aes128_cbc;
+mod cbc;
 mod esp;
 mod hmac_sha1_96;
 mod hmac_sha256_128;
@@ -23,7 +24,7 @@ mod wire;
 
 pub use aes128_cbc::Aes128Cbc;
 pub use esp::{
-    Decapsulated, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig, ESP_HEADER_LEN,
+    Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig,
 };
 pub use hmac_sha1_96::HmacSha1_96;
 pub use hmac_sha256_128::HmacSha256_128;
@@ -88,9 +89,15 @@ pub trait Cipher: Send + Sync {
 
     /// Encrypts `buf` in place. `iv.len()` must equal [`Self::iv_len`] and `buf.len()` must be a
     /// multiple of [`Self::block_size`].
+    ///
+    /// # Errors
+    /// [`CipherLengthError`] when either length is wrong; `buf` is then untouched.
     fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError>;
 
     /// Decrypts `buf` in place, with the same length rules as [`Self::encrypt`].
+    ///
+    /// # Errors
+    /// [`CipherLengthError`] when either length is wrong; `buf` is then untouched.
     fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError>;
 }
 
@@ -139,6 +146,9 @@ pub trait Integrity: Send + Sync {
 }
 
 /// Builds the keyed cipher for `algorithm`. `null` takes an empty key.
+///
+/// # Errors
+/// A [`ConfigError`] when the key does not suit the algorithm.
 pub fn new_cipher(
     algorithm: EncryptionAlgorithm,
     key: &[u8],
@@ -151,6 +161,9 @@ pub fn new_cipher(
 }
 
 /// Builds the keyed integrity algorithm for `algorithm`.
+///
+/// # Errors
+/// A [`ConfigError`] when the key does not suit the algorithm.
 pub fn new_integrity(
     algorithm: IntegrityAlgorithm,
     key: &[u8],
@@ -162,11 +175,7 @@ pub fn new_integrity(
 }
 
 /// Shared length check for the CBC ciphers: the IV is one block and the data whole blocks.
-fn check_cbc_lengths(
-    iv: &[u8],
-    buf: &[u8],
-    block_size: usize,
-) -> Result<(), CipherLengthError> {
+fn check_cbc_lengths(iv: &[u8], buf: &[u8], block_size: usize) -> Result<(), CipherLengthError> {
     if iv.len() == block_size && buf.len().is_multiple_of(block_size) {
         Ok(())
     } else {

@@ -15,6 +15,9 @@ pub struct NullCipher;
 
 impl NullCipher {
     /// Accepts only an empty key: a key given with `null` is a configuration error (spec).
+    ///
+    /// # Errors
+    /// [`ConfigError::Length`] for a non-empty key.
     pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
         if key.is_empty() {
             Ok(Self)

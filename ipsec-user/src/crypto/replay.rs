@@ -28,6 +28,9 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     /// A window of `size` packets (1..=[`MAX_REPLAY_WINDOW`]); nothing received yet.
+    ///
+    /// # Errors
+    /// [`ConfigError::ReplayWindow`] for a size outside that range.
     pub fn new(size: usize) -> Result<Self, ConfigError> {
         if !(1..=MAX_REPLAY_WINDOW).contains(&size) {
             return Err(ConfigError::ReplayWindow {
@@ -44,11 +47,13 @@ impl ReplayWindow {
     }
 
     /// The window size in packets.
+    #[must_use]
     pub fn size(&self) -> usize {
         self.size as usize
     }
 
     /// The highest sequence number accepted so far (0 before the first packet).
+    #[must_use]
     pub fn highest(&self) -> u32 {
         self.top
     }
@@ -65,6 +70,7 @@ impl ReplayWindow {
 
     /// True when `seq` may be new: not 0, not older than the window, not already accepted.
     /// Does not change the window.
+    #[must_use]
     pub fn check(&self, seq: u32) -> bool {
         if seq == 0 {
             return false;

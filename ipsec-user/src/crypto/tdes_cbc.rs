@@ -6,7 +6,7 @@
 
 use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
 use des::TdesEde3;
-use des::cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
+use des::cipher::{Array, BlockModeDecrypt, InnerIvInit, KeyInit};
 
 /// DES block size, which RFC 2451 §3 also makes the IV size.
 const BLOCK: usize = 8;
@@ -22,6 +22,10 @@ impl TripleDesCbc {
 
     /// Schedules `key`: 24 bytes with K1 != K2 and K2 != K3 (RFC 2451 §2.2; equal neighbouring
     /// keys collapse EDE into single DES). Parity bits are ignored, as RFC 2451 allows.
+    ///
+    /// # Errors
+    /// [`ConfigError::Length`] for a key that is not 24 bytes,
+    /// [`ConfigError::TripleDesDegenerate`] when K1 = K2 or K2 = K3.
     pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
         if key.len() != Self::KEY_LEN {
             return Err(ConfigError::Length {
@@ -65,10 +69,10 @@ impl Cipher for TripleDesCbc {
 
     fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
         check_cbc_lengths(iv, buf, BLOCK)?;
-        let mode = cbc::Encryptor::<&TdesEde3>::inner_iv_slice_init(&self.tdes, iv);
-        let mut mode = mode.map_err(|_| length_error(iv, buf))?;
+        // The length check above makes the conversion infallible and the tail empty.
+        let iv = <&Array<u8, _>>::try_from(iv).map_err(|_| length_error(iv, buf))?;
         let (blocks, _) = Array::slice_as_chunks_mut(buf);
-        mode.encrypt_blocks(blocks);
+        super::cbc::encrypt(&self.tdes, iv, blocks);
         Ok(())
     }
 
@@ -109,9 +113,11 @@ mod tests {
         let expected = ["a826fd8ce53b855f", "cce21c8112256fe6", "68d5c05dd9b6b900"];
         for (block, want) in plain.chunks(8).zip(expected) {
             let mut buf = block.to_vec();
-            tdes.encrypt(&[0; 8], &mut buf).expect("encrypting one block");
+            tdes.encrypt(&[0; 8], &mut buf)
+                .expect("encrypting one block");
             assert_eq!(hex::encode(&buf), want);
-            tdes.decrypt(&[0; 8], &mut buf).expect("decrypting one block");
+            tdes.decrypt(&[0; 8], &mut buf)
+                .expect("decrypting one block");
             assert_eq!(buf, block);
         }
     }
@@ -151,7 +157,11 @@ mod tests {
         );
         assert!(matches!(
             TripleDesCbc::new(&key[..16]),
-            Err(ConfigError::Length { expected: 24, got: 16, .. })
+            Err(ConfigError::Length {
+                expected: 24,
+                got: 16,
+                ..
+            })
         ));
         let tdes = TripleDesCbc::new(b"ipv6readylogo3descbcout2").expect("keying 3DES");
         assert!(tdes.encrypt(&[0; 8], &mut [0; 12]).is_err());

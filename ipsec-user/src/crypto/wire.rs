@@ -212,12 +212,21 @@ mod tests {
         let mut padded = p.clone();
         padded.extend_from_slice(&[0; 7]);
         assert_eq!(ipv6_packet(&padded).expect("padded packet").len(), 43);
-        assert!(matches!(ipv6_packet(&p[..42]), Err(EspError::Truncated { .. })));
-        assert!(matches!(ipv6_packet(&p[..39]), Err(EspError::Truncated { .. })));
+        assert!(matches!(
+            ipv6_packet(&p[..42]),
+            Err(EspError::Truncated { .. })
+        ));
+        assert!(matches!(
+            ipv6_packet(&p[..39]),
+            Err(EspError::Truncated { .. })
+        ));
         let mut v4 = p.clone();
         v4[0] = 0x45;
         assert!(matches!(ipv6_packet(&v4), Err(EspError::Malformed { .. })));
-        assert_eq!(destination(&p), "2001:db8::2".parse::<Ipv6Addr>().expect("address"));
+        assert_eq!(
+            destination(&p),
+            "2001:db8::2".parse::<Ipv6Addr>().expect("address")
+        );
     }
 
     #[test]
@@ -226,7 +235,11 @@ mod tests {
         let p = packet(6, &[0; 20]);
         assert_eq!(
             transport_split(&p).expect("split"),
-            TransportSplit { offset: 40, next_header_field: 6, next_header: 6 }
+            TransportSplit {
+                offset: 40,
+                next_header_field: 6,
+                next_header: 6
+            }
         );
         // HBH (8) -> DestOpts (8) -> Routing (24) -> DestOpts (8) -> UDP.
         let mut ext = vec![60, 0, 0, 0, 0, 0, 0, 0]; // HBH, next = dest opts
@@ -238,19 +251,31 @@ mod tests {
         let p = packet(0, &ext);
         assert_eq!(
             transport_split(&p).expect("split"),
-            TransportSplit { offset: 40 + 40, next_header_field: 56, next_header: 60 }
+            TransportSplit {
+                offset: 40 + 40,
+                next_header_field: 56,
+                next_header: 60
+            }
         );
         // A lone destination options header goes inside ESP.
         let p = packet(60, &[6, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
         assert_eq!(
             transport_split(&p).expect("split"),
-            TransportSplit { offset: 40, next_header_field: 6, next_header: 60 }
+            TransportSplit {
+                offset: 40,
+                next_header_field: 6,
+                next_header: 60
+            }
         );
         // An atomic fragment stays in front; a real fragment is refused.
         let p = packet(44, &[17, 0, 0, 0, 0, 0, 0, 1, 9, 9]);
         assert_eq!(
             transport_split(&p).expect("split"),
-            TransportSplit { offset: 48, next_header_field: 40, next_header: 17 }
+            TransportSplit {
+                offset: 48,
+                next_header_field: 40,
+                next_header: 17
+            }
         );
         let p = packet(44, &[17, 0, 0, 1, 0, 0, 0, 1, 9, 9]);
         assert_eq!(transport_split(&p), Err(EspError::Fragment));
@@ -266,11 +291,17 @@ mod tests {
             ext.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
         }
         let p = packet(60, &ext);
-        assert!(matches!(transport_split(&p), Err(EspError::Malformed { .. })));
+        assert!(matches!(
+            transport_split(&p),
+            Err(EspError::Malformed { .. })
+        ));
         assert!(matches!(find_esp(&p), Err(EspError::Malformed { .. })));
         // A header claiming more bytes than the packet has.
         let p = packet(0, &[50, 3, 0, 0, 0, 0, 0, 0]);
-        assert!(matches!(transport_split(&p), Err(EspError::Truncated { .. })));
+        assert!(matches!(
+            transport_split(&p),
+            Err(EspError::Truncated { .. })
+        ));
         assert!(matches!(find_esp(&p), Err(EspError::Truncated { .. })));
         let p = packet(0, &[]);
         assert!(matches!(find_esp(&p), Err(EspError::Truncated { .. })));
@@ -281,13 +312,22 @@ mod tests {
         let p = packet(50, &[0; 8]);
         assert_eq!(
             find_esp(&p).expect("esp"),
-            EspLocation { offset: 40, next_header_field: 6 }
+            EspLocation {
+                offset: 40,
+                next_header_field: 6
+            }
         );
         let p = packet(0, &[60, 0, 0, 0, 0, 0, 0, 0, 50, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(
             find_esp(&p).expect("esp"),
-            EspLocation { offset: 56, next_header_field: 48 }
+            EspLocation {
+                offset: 56,
+                next_header_field: 48
+            }
         );
-        assert_eq!(find_esp(&packet(17, &[0; 8])), Err(EspError::NotEsp { next_header: 17 }));
+        assert_eq!(
+            find_esp(&packet(17, &[0; 8])),
+            Err(EspError::NotEsp { next_header: 17 })
+        );
     }
 }

@@ -1,19 +1,30 @@
 //! Request handling: the one place that changes the daemon's state.
 //!
-//! Every request runs under one lock, so changes are serialised. A change is computed on a clone
-//! of the [`Spd`], pushed to the datapath, persisted, and only then swapped in and acknowledged.
-//! If any step fails nothing changes: the datapath is synced back to the old state and the client
-//! gets the error.
+//! One worker thread owns the state and answers every request, so changes are serialised. A
+//! change is computed on a clone of the [`Spd`], pushed to the datapath, persisted, and only then
+//! swapped in and acknowledged. If any step fails nothing changes: the datapath is synced back to
+//! the old state and the client gets the error.
+//!
+//! Group commit: changes that are already queued when the worker picks up work are applied one
+//! after another to the same clone (each checked against the ones before it, exactly as if run
+//! alone) and committed with one sync and one fsync. A change is acknowledged only after its
+//! batch is committed; if the commit fails, every change of the batch gets the error and none is
+//! applied. Reads answer from the committed state, so they never show an unacknowledged change.
 
-use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
+use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use super::port::{Counters, Datapath};
 use super::protocol::{Request, Response, SaEntry, SpEntry, StatsReport, StatusReport};
 use super::state::StateStore;
-use crate::model::{Sa, Sp, Spd};
+use crate::model::{ModelError, Sa, SaAddArgs, SaRemoveArgs, Sp, SpAddArgs, SpRemoveArgs, Spd};
+
+/// Most changes committed together: bounds the latency a large batch adds to its first change.
+const MAX_BATCH: usize = 256;
 
 /// Facts about the daemon that `status` reports and that never change while it runs.
 #[derive(Clone, Debug)]
@@ -25,104 +36,177 @@ pub(crate) struct Identity {
     pub(crate) pin_dir: String,
 }
 
-struct Inner {
+enum Job {
+    Request(Request, oneshot::Sender<Response>),
+    Stop,
+}
+
+/// Handle to the worker thread that owns the state.
+pub(crate) struct Control {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Joins the worker on [`Worker::stop`]; the state is consistent on disk once it returns.
+pub(crate) struct Worker {
+    jobs: mpsc::Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Finish the requests queued so far, then stop. Blocking.
+    pub(crate) fn stop(self) {
+        let _ = self.jobs.send(Job::Stop);
+        if self.thread.join().is_err() {
+            error!("the state worker panicked");
+        }
+    }
+}
+
+/// Start the worker that owns `spd`, `datapath` and `store`.
+pub(crate) fn start(
     spd: Spd,
     datapath: Box<dyn Datapath>,
     store: StateStore,
+    identity: Identity,
+) -> std::io::Result<(Control, Worker)> {
+    let (jobs, queue) = mpsc::channel();
+    let mut state = State {
+        spd,
+        datapath,
+        store,
+        identity,
+        started: Instant::now(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("xipsec-state".to_owned())
+        .spawn(move || state.run(&queue))?;
+    Ok((
+        Control { jobs: jobs.clone() },
+        Worker { jobs, thread },
+    ))
 }
 
-/// The daemon's state and the lock that serialises every request.
-pub(crate) struct Control {
-    inner: Mutex<Inner>,
+impl Clone for Control {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: self.jobs.clone(),
+        }
+    }
+}
+
+impl Control {
+    /// Answer one request.
+    pub(crate) async fn handle(&self, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Request(request, reply)).is_err() {
+            return shutting_down();
+        }
+        answer.await.unwrap_or_else(|_| shutting_down())
+    }
+}
+
+fn shutting_down() -> Response {
+    Response::Error {
+        message: "the daemon is shutting down; nothing changed".to_owned(),
+    }
+}
+
+struct State {
+    spd: Spd,
+    datapath: Box<dyn Datapath>,
+    store: StateStore,
     identity: Identity,
     started: Instant,
 }
 
-impl Control {
-    pub(crate) fn new(
-        spd: Spd,
-        datapath: Box<dyn Datapath>,
-        store: StateStore,
-        identity: Identity,
-    ) -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                spd,
-                datapath,
-                store,
-            }),
-            identity,
-            started: Instant::now(),
+/// An applied, not yet committed change: its answer and its log line.
+struct Pending {
+    reply: oneshot::Sender<Response>,
+    response: Response,
+    log: Box<dyn FnOnce() + Send>,
+}
+
+impl State {
+    fn run(&mut self, queue: &mpsc::Receiver<Job>) {
+        let mut stopping = false;
+        while !stopping {
+            let Ok(first) = queue.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut next: Option<Spd> = None;
+            let mut pending = Vec::new();
+            for job in batch {
+                let (request, reply) = match job {
+                    Job::Request(request, reply) => (request, reply),
+                    Job::Stop => {
+                        stopping = true;
+                        continue;
+                    }
+                };
+                if stopping {
+                    let _ = reply.send(shutting_down());
+                    continue;
+                }
+                let request = match self.read(request) {
+                    Ok(response) => {
+                        let _ = reply.send(response);
+                        continue;
+                    }
+                    Err(change) => change,
+                };
+                let spd = next.get_or_insert_with(|| self.spd.clone());
+                match apply(spd, request) {
+                    Ok((response, log)) => pending.push(Pending {
+                        reply,
+                        response,
+                        log,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Response::Error {
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+            if let Some(next) = next.filter(|_| !pending.is_empty()) {
+                self.commit(next, pending);
+            }
         }
     }
 
-    /// Answer one request. Blocking (datapath sync, fsync): call it off the async executor.
-    pub(crate) fn handle(&self, request: Request) -> Response {
-        // A panic while the lock was held cannot have swapped in a half-made state (the swap is
-        // the last step), so the state behind a poisoned lock is still consistent.
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match request {
-            Request::SaList => {
-                let counters = inner.counters();
-                Response::SaList(sa_entries(&inner.spd, &counters))
-            }
-            Request::SpList => {
-                let counters = inner.counters();
-                Response::SpList(sp_entries(&inner.spd, &counters))
-            }
+    /// Answer a read from the committed state; a change comes back unanswered.
+    fn read(&self, request: Request) -> Result<Response, Change> {
+        Ok(match request {
+            Request::SaList => Response::SaList(sa_entries(&self.spd, &self.counters())),
+            Request::SpList => Response::SpList(sp_entries(&self.spd, &self.counters())),
             Request::Stats => Response::Stats(StatsReport {
-                reasons: inner.counters().reasons,
+                reasons: self.counters().reasons,
             }),
             Request::Status => Response::Status(StatusReport {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 pid: std::process::id(),
                 socket: self.identity.socket.clone(),
-                state_file: inner.store.path().display().to_string(),
+                state_file: self.store.path().display().to_string(),
                 datapath: self.identity.datapath.clone(),
                 interfaces: self.identity.interfaces.clone(),
                 xdp_mode: self.identity.xdp_mode.clone(),
                 pin_dir: self.identity.pin_dir.clone(),
-                sas: inner.spd.sas().len() as u64,
-                sps: inner.spd.sps().len() as u64,
+                sas: self.spd.sas().len() as u64,
+                sps: self.spd.sps().len() as u64,
                 uptime_seconds: self.started.elapsed().as_secs(),
             }),
-            Request::SaAdd(args) => inner.change(|spd| {
-                let sa = spd.add_sa(&args)?;
-                info!(
-                    sa = %sa.name, spi = format_args!("{:#x}", sa.spi), mode = ?sa.mode,
-                    "sa added"
-                );
-                Ok(Response::Added {
-                    name: sa.name.clone(),
-                })
-            }),
-            Request::SaRemove(args) => inner.change(|spd| {
-                let removed = spd.remove_sa(&args)?;
-                let names: Vec<String> = removed.into_iter().map(|sa| sa.name).collect();
-                info!(sas = ?names, "sa removed");
-                Ok(Response::Removed { names })
-            }),
-            Request::SpAdd(args) => inner.change(|spd| {
-                let sp = spd.add_sp(&args)?;
-                info!(
-                    sp = %sp.name, direction = ?sp.direction, action = ?sp.action,
-                    sa = sp.sa_name.as_deref().unwrap_or("-"), "sp added"
-                );
-                Ok(Response::Added {
-                    name: sp.name.clone(),
-                })
-            }),
-            Request::SpRemove(args) => inner.change(|spd| {
-                let removed = spd.remove_sp(&args)?;
-                let names: Vec<String> = removed.into_iter().map(|sp| sp.name).collect();
-                info!(sps = ?names, "sp removed");
-                Ok(Response::Removed { names })
-            }),
-        }
+            Request::SaAdd(args) => return Err(Change::SaAdd(args)),
+            Request::SaRemove(args) => return Err(Change::SaRemove(args)),
+            Request::SpAdd(args) => return Err(Change::SpAdd(args)),
+            Request::SpRemove(args) => return Err(Change::SpRemove(args)),
+        })
     }
-}
 
-impl Inner {
     /// Counters for a listing. A datapath that cannot report them must not hide the policy
     /// itself, so the listing shows zeros and the failure goes to the log.
     fn counters(&self) -> Counters {
@@ -132,35 +216,33 @@ impl Inner {
         })
     }
 
-    /// Apply `edit` to a copy of the state, then sync, persist and swap; see the module docs.
-    fn change(
-        &mut self,
-        edit: impl FnOnce(&mut Spd) -> Result<Response, crate::model::ModelError>,
-    ) -> Response {
-        let mut next = self.spd.clone();
-        let response = match edit(&mut next) {
-            Ok(response) => response,
-            Err(e) => return Response::Error {
-                message: e.to_string(),
-            },
-        };
-        if let Err(e) = self.datapath.sync(&next) {
-            error!(error = %format!("{e:#}"), "datapath refused the change; restoring");
-            return Response::Error {
-                message: format!("the datapath refused the change: {e:#}{}", self.restore()),
-            };
-        }
-        if let Err(e) = self.store.save(&next) {
+    /// Sync, persist and swap in `next`, then answer `pending`; see the module docs.
+    fn commit(&mut self, next: Spd, pending: Vec<Pending>) {
+        let failure = if let Err(e) = self.datapath.sync(&next) {
+            error!(error = %format!("{e:#}"), "the datapath refused the change; restoring");
+            Some(format!("the datapath refused the change, nothing changed: {e:#}{}", self.restore()))
+        } else if let Err(e) = self.store.save(&next) {
             error!(error = %e, "cannot persist the change; restoring");
-            return Response::Error {
-                message: format!("cannot save the state, nothing changed: {e}{}", self.restore()),
-            };
+            Some(format!("cannot save the state, nothing changed: {e}{}", self.restore()))
+        } else {
+            None
+        };
+        if let Some(message) = failure {
+            for p in pending {
+                let _ = p.reply.send(Response::Error {
+                    message: message.clone(),
+                });
+            }
+            return;
         }
         self.spd = next;
-        response
+        for p in pending {
+            (p.log)();
+            let _ = p.reply.send(p.response);
+        }
     }
 
-    /// Sync the datapath back to the current (old) state; text to append to the error if that
+    /// Sync the datapath back to the committed state; text to append to the error if that
     /// fails too.
     fn restore(&mut self) -> String {
         match self.datapath.sync(&self.spd) {
@@ -171,6 +253,53 @@ impl Inner {
             }
         }
     }
+}
+
+/// The requests that change the state.
+enum Change {
+    SaAdd(SaAddArgs),
+    SaRemove(SaRemoveArgs),
+    SpAdd(SpAddArgs),
+    SpRemove(SpRemoveArgs),
+}
+
+type Applied = (Response, Box<dyn FnOnce() + Send>);
+
+/// Apply one change to `spd` (unchanged on error); the answer and log line for its commit.
+fn apply(spd: &mut Spd, change: Change) -> Result<Applied, ModelError> {
+    Ok(match change {
+        Change::SaAdd(args) => {
+            let sa = spd.add_sa(&args)?;
+            let (name, spi, mode) = (sa.name.clone(), sa.spi, sa.mode);
+            let log = {
+                let name = name.clone();
+                Box::new(move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"))
+            };
+            (Response::Added { name }, log)
+        }
+        Change::SaRemove(args) => {
+            let names: Vec<String> = spd.remove_sa(&args)?.into_iter().map(|sa| sa.name).collect();
+            let logged = names.clone();
+            (Response::Removed { names }, Box::new(move || info!(sas = ?logged, "sa removed")))
+        }
+        Change::SpAdd(args) => {
+            let sp = spd.add_sp(&args)?;
+            let name = sp.name.clone();
+            let (direction, action, sa) = (sp.direction, sp.action, sp.sa_name.clone());
+            let log = {
+                let name = name.clone();
+                Box::new(move || {
+                    info!(sp = %name, ?direction, ?action, sa = sa.as_deref().unwrap_or("-"), "sp added");
+                })
+            };
+            (Response::Added { name }, log)
+        }
+        Change::SpRemove(args) => {
+            let names: Vec<String> = spd.remove_sp(&args)?.into_iter().map(|sp| sp.name).collect();
+            let logged = names.clone();
+            (Response::Removed { names }, Box::new(move || info!(sps = ?logged, "sp removed")))
+        }
+    })
 }
 
 fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {

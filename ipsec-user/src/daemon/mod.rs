@@ -18,7 +18,6 @@ pub mod state;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tracing::{info, warn};
@@ -93,11 +92,16 @@ pub async fn serve(
         xdp_mode: config.xdp_mode.as_str().to_owned(),
         pin_dir: config.pin_dir.display().to_string(),
     };
-    let control = Arc::new(control::Control::new(spd, datapath, store, identity));
+    let (control, worker) = control::start(spd, datapath, store, identity)
+        .context("cannot start the state worker thread")?;
     info!(socket = %config.socket.display(), "xipsec daemon ready");
     let result = socket::accept_until(&listener, control, shutdown).await;
     if let Err(e) = listener.remove() {
         warn!(error = %e, "cannot remove the control socket");
+    }
+    // Let the change being committed, if any, reach the disk before the process exits.
+    if tokio::task::spawn_blocking(move || worker.stop()).await.is_err() {
+        warn!("the state worker did not stop cleanly");
     }
     info!("xipsec daemon stopped");
     result

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -92,7 +91,7 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<Listener> {
 /// Accept clients until `shutdown` completes.
 pub(crate) async fn accept_until(
     listener: &Listener,
-    control: Arc<Control>,
+    control: Control,
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
@@ -101,7 +100,7 @@ pub(crate) async fn accept_until(
             _ = &mut shutdown => return Ok(()),
             accepted = listener.listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(serve_client(stream, Arc::clone(&control)));
+                    tokio::spawn(serve_client(stream, control.clone()));
                 }
                 // Running out of descriptors is transient; keep serving the clients we have.
                 Err(e) => {
@@ -114,7 +113,7 @@ pub(crate) async fn accept_until(
 }
 
 /// Answer one request line at a time until the client hangs up.
-async fn serve_client(stream: UnixStream, control: Arc<Control>) {
+async fn serve_client(stream: UnixStream, control: Control) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
@@ -138,14 +137,7 @@ async fn serve_client(stream: UnixStream, control: Arc<Control>) {
             }
         } else {
             match serde_json::from_slice::<Request>(&line) {
-                Ok(request) => {
-                    let control = Arc::clone(&control);
-                    tokio::task::spawn_blocking(move || control.handle(request))
-                        .await
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("internal error: {e}"),
-                        })
-                }
+                Ok(request) => control.handle(request).await,
                 Err(e) => Response::Error {
                     message: format!("malformed request (is the CLI the same version as the daemon?): {e}"),
                 },

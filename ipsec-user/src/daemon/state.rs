@@ -136,7 +136,7 @@ impl StateStore {
             let path = path.to_owned();
             move |source| StateError::Io { call, path, source }
         };
-        let mut bytes = serde_json::to_vec_pretty(&StateFileRef {
+        let mut bytes = serde_json::to_vec(&StateFileRef {
             version: STATE_VERSION,
             spd,
         })

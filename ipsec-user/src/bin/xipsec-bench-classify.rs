@@ -1,0 +1,217 @@
+//! `cargo xtask bench classify`: ns/packet of the loaded XDP classifier via `BPF_PROG_TEST_RUN`,
+//! beside two baselines measured in the same run: parse-and-pass, and parse plus one exact-match
+//! hash lookup of the flow. Medians of `--runs` runs of `--repeat` repetitions each.
+//!
+//! SPDs: `--policies` policies over `--masks` masks (distinct prefix-length pairs, all with exact
+//! protocol and ports). The benchmark packet matches one policy under the worst-ranked mask, so a
+//! cache miss searches every mask. The smallest SPD with M masks has M policies, so the "1
+//! policy" row of M masks installs M policies.
+
+use std::{net::Ipv6Addr, time::Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use ipsec_common::abi::{self, DIR_IN, FlowKey};
+use ipsec_user::{
+    datapath::{KernelDatapath, LoadOptions},
+    model::{SpAddArgs, Spd},
+};
+
+#[derive(Parser)]
+#[command(about = "Benchmark the XDP classifier (ns/packet, BPF_PROG_TEST_RUN)")]
+struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Runs per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Repetitions per run.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// Policy counts.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 1_000, 10_000, 100_000])]
+    policies: Vec<usize>,
+    /// Mask counts.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
+    masks: Vec<usize>,
+}
+
+const SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const DST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const SPORT: u16 = 1000;
+const DPORT: u16 = 53;
+
+fn frame() -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+    f.extend_from_slice(&SRC.octets());
+    f.extend_from_slice(&DST.octets());
+    f.extend_from_slice(&SPORT.to_be_bytes());
+    f.extend_from_slice(&DPORT.to_be_bytes());
+    f.extend_from_slice(&[0, 8, 0, 0]);
+    f
+}
+
+fn flow() -> FlowKey {
+    FlowKey {
+        src: SRC.octets(),
+        dst: DST.octets(),
+        sport: SPORT,
+        dport: DPORT,
+        proto: 17,
+        dir: DIR_IN,
+        flags: 0,
+        _pad: 0,
+    }
+}
+
+/// Shape `k` of `m`: (source length, destination length); the last is the worst-ranked.
+fn shape(k: usize) -> (u8, u8) {
+    (128 - 8 * (k / 4) as u8, 128 - 8 * (k % 4) as u8)
+}
+
+fn masked(addr: Ipv6Addr, len: u8) -> String {
+    let bits = u128::from(addr) & (u128::MAX << (128 - u32::from(len)));
+    format!("{}/{len}", Ipv6Addr::from(bits))
+}
+
+fn spd(policies: usize, masks: usize) -> anyhow::Result<Spd> {
+    let mut spd = Spd::default();
+    let mut state = 0x1234_5678_9abc_def0_u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (src_len, dst_len) = shape(masks - 1);
+    let add = |spd: &mut Spd, args: SpAddArgs| spd.add_sp(&args).map(|_| ());
+    add(
+        &mut spd,
+        SpAddArgs {
+            sp_source: Some(masked(SRC, src_len)),
+            sp_destination: Some(masked(DST, dst_len)),
+            source_port: Some(SPORT.to_string()),
+            destination_port: Some(DPORT.to_string()),
+            upper_layer_protocol: Some("udp".into()),
+            flow_direction: Some("in".into()),
+            action: Some("none".into()),
+            sp_name: Some("match".into()),
+            ..Default::default()
+        },
+    )
+    .context("adding the matching policy")?;
+    let mut i = 0usize;
+    while spd.sps().len() < policies.max(masks) {
+        let (s, d) = shape(i % masks);
+        let r = next();
+        let src = Ipv6Addr::from((0xfd00_u128 << 112) | u128::from(r));
+        let dst = Ipv6Addr::from((0xfd01_u128 << 112) | u128::from(next()));
+        let _ = add(
+            &mut spd,
+            SpAddArgs {
+                sp_source: Some(masked(src, s)),
+                sp_destination: Some(masked(dst, d)),
+                source_port: Some((1 + r % 65_000).to_string()),
+                destination_port: Some((1 + (r >> 20) % 65_000).to_string()),
+                upper_layer_protocol: Some(if r & 1 == 0 { "udp" } else { "tcp" }.into()),
+                flow_direction: Some("in".into()),
+                action: Some(if r & 2 == 0 { "none" } else { "discard" }.into()),
+                sp_name: Some(format!("p{i}")),
+                ..Default::default()
+            },
+        );
+        i += 1;
+    }
+    Ok(spd)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median ns/packet of program `name` on `frame`.
+fn measure(dp: &KernelDatapath, name: &'static str, frame: &[u8], args: &Args) -> anyhow::Result<f64> {
+    dp.run(name, frame, 10_000)?;
+    let mut samples = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        dp.run(name, frame, args.repeat)?;
+        samples.push(start.elapsed().as_nanos() as f64 / f64::from(args.repeat));
+    }
+    Ok(median(samples))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the classify benchmark loads eBPF programs: run it as root");
+    }
+    let frame = frame();
+    let mut hit = KernelDatapath::load(&LoadOptions::default()).context("loading (cache on)")?;
+    let mut miss = KernelDatapath::load(&LoadOptions {
+        force_cache_miss: true,
+        ..Default::default()
+    })
+    .context("loading (cache forced to miss)")?;
+    hit.insert_bench_flow(&flow())?;
+    let parse_ns = measure(&hit, abi::PROG_BENCH_PARSE, &frame, &args)?;
+    let hash_ns = measure(&hit, abi::PROG_BENCH_HASH, &frame, &args)?;
+
+    let mut rows = Vec::new();
+    for &masks in &args.masks {
+        for &policies in &args.policies {
+            let spd = spd(policies, masks)?;
+            hit.sync(&spd)?;
+            miss.sync(&spd)?;
+            let (action, _) = hit.run(abi::PROG_XDP_INGRESS, &frame, 1)?;
+            if action != 2 {
+                bail!("benchmark packet did not pass (action {action}): the SPD is wrong");
+            }
+            let hit_ns = measure(&hit, abi::PROG_XDP_INGRESS, &frame, &args)?;
+            let miss_ns = measure(&miss, abi::PROG_XDP_INGRESS, &frame, &args)?;
+            rows.push(serde_json::json!({
+                "policies": spd.sps().len(),
+                "masks": masks,
+                "hit_ns": (hit_ns * 10.0).round() / 10.0,
+                "miss_ns": (miss_ns * 10.0).round() / 10.0,
+            }));
+            if !args.json {
+                eprintln!("measured {} policies / {masks} masks", spd.sps().len());
+            }
+        }
+    }
+    let report = serde_json::json!({
+        "baseline_parse_ns": (parse_ns * 10.0).round() / 10.0,
+        "baseline_hash_ns": (hash_ns * 10.0).round() / 10.0,
+        "runs": args.runs,
+        "repeat": args.repeat,
+        "rows": rows,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("baseline parse-only: {parse_ns:.1} ns/packet; parse + one hash lookup: {hash_ns:.1} ns/packet");
+    println!("{:>9} {:>6} {:>8} {:>9} {:>9} {:>12} {:>13}", "policies", "masks", "hit ns", "miss ns", "hit/hash", "hit/1-policy", "miss/1-policy");
+    for row in &rows {
+        let masks = row["masks"].as_u64().unwrap_or(0);
+        let first = rows.iter().find(|r| r["masks"].as_u64() == Some(masks)).unwrap_or(row);
+        let h = row["hit_ns"].as_f64().unwrap_or(0.0);
+        let m = row["miss_ns"].as_f64().unwrap_or(0.0);
+        println!(
+            "{:>9} {:>6} {:>8.1} {:>9.1} {:>9.2} {:>12.2} {:>13.2}",
+            row["policies"],
+            masks,
+            h,
+            m,
+            h / hash_ns,
+            h / first["hit_ns"].as_f64().unwrap_or(h),
+            m / first["miss_ns"].as_f64().unwrap_or(m)
+        );
+    }
+    Ok(())
+}
