@@ -419,7 +419,7 @@ impl InboundSa {
         let t = &self.transform;
         let esp = &packet[location.offset..];
 
-        let iv_size = t.cipher.iv_size();
+        let iv_size = t.cipher.iv_len();
         let icv_len = t.integrity.icv_len();
         let block = t.cipher.block_size();
         // The smallest ciphertext is one block (it holds at least Pad Length and Next Header).
