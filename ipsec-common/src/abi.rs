@@ -275,10 +275,13 @@ pub enum Counter {
     DropExtHeaderLimit = 10,
     /// ESP whose SPI is not one of ours.
     DropUnknownSpi = 11,
+    /// A non-first fragment of ESP (inbound): passed for reassembly; the first fragment carries
+    /// the SPI and was checked, and ESP is only decrypted after reassembly.
+    PassEspFragment = 12,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassNotIpv6,
         Counter::PassNoPolicy,
@@ -292,6 +295,7 @@ impl Counter {
         Counter::DropMalformed,
         Counter::DropExtHeaderLimit,
         Counter::DropUnknownSpi,
+        Counter::PassEspFragment,
     ];
 
     /// Stable snake_case name used by `xipsec stats`.
@@ -309,11 +313,20 @@ impl Counter {
             Counter::DropMalformed => "drop_malformed",
             Counter::DropExtHeaderLimit => "drop_ext_header_limit",
             Counter::DropUnknownSpi => "drop_unknown_spi",
+            Counter::PassEspFragment => "pass_esp_fragment",
         }
     }
 
     pub fn is_drop(self) -> bool {
-        (self as u32) >= Counter::DropDiscard as u32
+        matches!(
+            self,
+            Counter::DropDiscard
+                | Counter::DropIpsecClear
+                | Counter::DropIpsecUnavailable
+                | Counter::DropMalformed
+                | Counter::DropExtHeaderLimit
+                | Counter::DropUnknownSpi
+        )
     }
 }
 

@@ -27,6 +27,7 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
                 drop(Counter::DropUnknownSpi)
             }
         }
+        Outcome::EspFragment => pass(Counter::PassEspFragment),
         Outcome::Flow => {
             let verdict = classify(&flow);
             if verdict.sp_id == NO_SP {

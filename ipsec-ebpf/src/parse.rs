@@ -26,6 +26,8 @@ pub enum Outcome {
     ExtLimit,
     /// ESP (inbound only); the SPI, host order.
     Esp(u32),
+    /// A non-first fragment of ESP (inbound only): no SPI to see; left to reassembly.
+    EspFragment,
     /// A classifiable flow; the key has been filled in.
     Flow,
 }
@@ -126,8 +128,8 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
                 if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
                     // A non-first fragment: what follows is the middle of the payload, with no
                     // ports to see. It can only match policies whose ports are any.
-                    if off > payload_end {
-                        return Outcome::Malformed;
+                    if esp_is_terminal && nh == proto::ESP {
+                        return Outcome::EspFragment;
                     }
                     key.proto = nh;
                     key.flags = FLOW_OPAQUE;

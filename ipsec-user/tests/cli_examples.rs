@@ -47,7 +47,11 @@ fn expected_sp1() -> serde_json::Value {
 fn source_examples_run_verbatim_and_list_back() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.start();
-    assert_eq!(sandbox.ok(SA_EXAMPLE), "", "add prints nothing, like esxcli");
+    assert_eq!(
+        sandbox.ok(SA_EXAMPLE),
+        "",
+        "add prints nothing, like esxcli"
+    );
     assert_eq!(sandbox.ok(SP_EXAMPLE), "");
 
     let (sas, sps) = sandbox.lists();
@@ -57,7 +61,15 @@ fn source_examples_run_verbatim_and_list_back() {
     let table = sandbox.ok(&["sa", "list"]);
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
-    for header in ["Name", "Source", "Destination", "Mode", "SPI", "Encryption", "Integrity"] {
+    for header in [
+        "Name",
+        "Source",
+        "Destination",
+        "Mode",
+        "SPI",
+        "Encryption",
+        "Integrity",
+    ] {
         assert!(lines[0].contains(header), "{table}");
     }
     assert!(lines[1].starts_with("----"), "{table}");
@@ -86,7 +98,10 @@ fn source_examples_run_verbatim_and_list_back() {
     for format in ["table", "json", "xml", "csv", "keyvalue"] {
         let out = sandbox.ok(&["sa", "list", "--formatter", format]);
         for secret in ["6970763672656164796c6f67", "ipv6readylogo", "key"] {
-            assert!(!out.to_lowercase().contains(secret), "{format} shows a key: {out}");
+            assert!(
+                !out.to_lowercase().contains(secret),
+                "{format} shows a key: {out}"
+            );
         }
     }
 
@@ -129,14 +144,34 @@ fn both_option_spellings_short_flags_and_the_esxcli_prefix_work() {
     sandbox.ok(&args);
     // The SP example with `--opt value`, behind the esxcli prefix.
     let mut args = vec!["esxcli", "network", "ip", "ipsec", "sp", "add"];
-    let split: Vec<&str> = SP_EXAMPLE[2..].iter().flat_map(|a| a.splitn(2, '=')).collect();
+    let split: Vec<&str> = SP_EXAMPLE[2..]
+        .iter()
+        .flat_map(|a| a.splitn(2, '='))
+        .collect();
     args.extend(split);
     sandbox.ok(&args);
     // Short flags: -s -d -m -p -e -k -i -K -n.
     sandbox.ok(&[
-        "sa", "add", "-s", "2001:db8::1", "-d", "2001:db8::2", "-m", "tunnel", "-p", "0x2000", "-e",
-        "aes128-cbc", "-k", "0123456789abcdef", "-i", "hmac-sha2-256", "-K",
-        "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "-n", "sa2",
+        "sa",
+        "add",
+        "-s",
+        "2001:db8::1",
+        "-d",
+        "2001:db8::2",
+        "-m",
+        "tunnel",
+        "-p",
+        "0x2000",
+        "-e",
+        "aes128-cbc",
+        "-k",
+        "0123456789abcdef",
+        "-i",
+        "hmac-sha2-256",
+        "-K",
+        "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+        "-n",
+        "sa2",
     ]);
 
     let (sas, sps) = sandbox.lists();
@@ -149,21 +184,53 @@ fn both_option_spellings_short_flags_and_the_esxcli_prefix_work() {
     assert_eq!(sps, json!([expected_sp1()]));
 
     // esxcli's global --formatter comes before the namespace.
-    let out = sandbox.ok(&["esxcli", "--formatter=json", "network", "ip", "ipsec", "sp", "list"]);
+    let out = sandbox.ok(&[
+        "esxcli",
+        "--formatter=json",
+        "network",
+        "ip",
+        "ipsec",
+        "sp",
+        "list",
+    ]);
     let parsed: serde_json::Value = serde_json::from_str(&out).expect("json output parses");
     assert_eq!(parsed, json!([expected_sp1()]));
-    let out = sandbox.ok(&["esxcli", "--formatter", "csv", "network", "ip", "ipsec", "sa", "list"]);
+    let out = sandbox.ok(&[
+        "esxcli",
+        "--formatter",
+        "csv",
+        "network",
+        "ip",
+        "ipsec",
+        "sa",
+        "list",
+    ]);
     assert!(out.starts_with("name,source,destination,"), "{out}");
 
     // Removal as the spec words it (the source's `sp remove --sa-name` is answered with a hint).
     let hint = sandbox.run(&["sp", "remove", "--sa-name", "sp1"]);
     let line = single_error_line(&hint, "sp remove --sa-name");
     assert!(line.contains("--sp-name"), "{line}");
-    sandbox.ok(&["esxcli", "network", "ip", "ipsec", "sp", "remove", "--sp-name", "sp1"]);
+    sandbox.ok(&[
+        "esxcli",
+        "network",
+        "ip",
+        "ipsec",
+        "sp",
+        "remove",
+        "--sp-name",
+        "sp1",
+    ]);
     sandbox.ok(&["sa", "remove", "--sa-name", "sa1"]);
     sandbox.ok(&[
-        "sa", "remove", "--sa-source", "2001:db8::1", "--sa-destination", "2001:db8::2",
-        "--sa-spi", "0x2000",
+        "sa",
+        "remove",
+        "--sa-source",
+        "2001:db8::1",
+        "--sa-destination",
+        "2001:db8::2",
+        "--sa-spi",
+        "0x2000",
     ]);
     assert_eq!(sandbox.lists(), (json!([]), json!([])));
 }
@@ -173,27 +240,62 @@ fn help_status_stats_and_completions() {
     let sandbox = Sandbox::new();
     let help = sandbox.ok(&["sa", "add", "--help"]);
     for option in [
-        "-s, --sa-source", "-d, --sa-destination", "-m, --sa-mode", "-p, --sa-spi",
-        "-e, --encryption-algorithm", "-k, --encryption-key", "-i, --integrity-algorithm",
-        "-K, --integrity-key", "-n, --sa-name", "--socket", "3des-cbc", "hmac-sha2-256",
+        "-s, --sa-source",
+        "-d, --sa-destination",
+        "-m, --sa-mode",
+        "-p, --sa-spi",
+        "-e, --encryption-algorithm",
+        "-k, --encryption-key",
+        "-i, --integrity-algorithm",
+        "-K, --integrity-key",
+        "-n, --sa-name",
+        "--socket",
+        "3des-cbc",
+        "hmac-sha2-256",
     ] {
-        assert!(help.contains(option), "sa add --help lacks {option}: {help}");
+        assert!(
+            help.contains(option),
+            "sa add --help lacks {option}: {help}"
+        );
     }
     let help = sandbox.ok(&["sp", "add", "--help"]);
     for option in [
-        "--sp-source", "--sp-destination", "--source-port", "--destination-port",
-        "--upper-layer-protocol", "--flow-direction", "--action", "--sp-mode", "--sa-name",
-        "--sp-name", "--priority",
+        "--sp-source",
+        "--sp-destination",
+        "--source-port",
+        "--destination-port",
+        "--upper-layer-protocol",
+        "--flow-direction",
+        "--action",
+        "--sp-mode",
+        "--sa-name",
+        "--sp-name",
+        "--priority",
     ] {
-        assert!(help.contains(option), "sp add --help lacks {option}: {help}");
+        assert!(
+            help.contains(option),
+            "sp add --help lacks {option}: {help}"
+        );
     }
     let help = sandbox.ok(&["daemon", "--help"]);
-    for option in ["--interface", "--xdp-mode", "--state-dir", "--pin-dir", "--no-datapath"] {
-        assert!(help.contains(option), "daemon --help lacks {option}: {help}");
+    for option in [
+        "--interface",
+        "--xdp-mode",
+        "--state-dir",
+        "--pin-dir",
+        "--no-datapath",
+    ] {
+        assert!(
+            help.contains(option),
+            "daemon --help lacks {option}: {help}"
+        );
     }
     for shell in ["bash", "zsh", "fish"] {
         let script = sandbox.ok(&["completions", shell]);
-        assert!(script.contains("sa-source"), "{shell} completions: {script}");
+        assert!(
+            script.contains("sa-source"),
+            "{shell} completions: {script}"
+        );
     }
 
     let _daemon = sandbox.start();
@@ -203,7 +305,10 @@ fn help_status_stats_and_completions() {
     assert_eq!(status["datapath"], "none");
     assert_eq!(status["sas"], 0);
     assert_eq!(status["socket"], sandbox.socket().display().to_string());
-    assert_eq!(status["state_file"], sandbox.state_file().display().to_string());
+    assert_eq!(
+        status["state_file"],
+        sandbox.state_file().display().to_string()
+    );
     let table = sandbox.ok(&["status"]);
     assert!(table.contains("Datapath: none"), "{table}");
     let stats: serde_json::Value =

@@ -27,7 +27,10 @@ fn commands() -> Vec<Vec<&'static str>> {
 
 fn expect_no_daemon(socket: &std::path::Path, args: &[&str], via_flag: bool) {
     let mut command = Command::new(XIPSEC);
-    command.args(args).stdin(Stdio::null()).env_remove("XIPSEC_SOCKET");
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("XIPSEC_SOCKET");
     if via_flag {
         command.arg("--socket").arg(socket);
     } else {
@@ -35,7 +38,10 @@ fn expect_no_daemon(socket: &std::path::Path, args: &[&str], via_flag: bool) {
     }
     let output = command.output().expect("running xipsec");
     let stderr = String::from_utf8(output.stderr).expect("stderr is UTF-8");
-    assert!(!output.status.success(), "{args:?} succeeded without a daemon");
+    assert!(
+        !output.status.success(),
+        "{args:?} succeeded without a daemon"
+    );
     assert!(output.stdout.is_empty(), "{args:?} printed to stdout");
     assert_eq!(
         stderr,

@@ -45,8 +45,22 @@ fn sp_args(j: usize) -> Vec<String> {
         "sp".into(),
         "add".into(),
         format!("--sp-source=2001:db8:{:x}::/48", j + 1),
-        format!("--sp-destination={}", if j % 4 == 0 { "any".to_owned() } else { format!("2001:db9:{:x}::/64", j) }),
-        format!("--source-port={}", if j % 5 == 0 { "any".to_owned() } else { (j % 65_536).to_string() }),
+        format!(
+            "--sp-destination={}",
+            if j % 4 == 0 {
+                "any".to_owned()
+            } else {
+                format!("2001:db9:{:x}::/64", j)
+            }
+        ),
+        format!(
+            "--source-port={}",
+            if j % 5 == 0 {
+                "any".to_owned()
+            } else {
+                (j % 65_536).to_string()
+            }
+        ),
         format!("--destination-port={}", j % 1_000),
         "--upper-layer-protocol=tcp".into(),
         format!("--flow-direction={}", if j % 2 == 0 { "in" } else { "out" }),
@@ -92,34 +106,59 @@ fn a_large_state_survives_a_restart() {
     let tables = (sandbox.ok(&["sa", "list"]), sandbox.ok(&["sp", "list"]));
     daemon.stop();
 
-    let mode = std::fs::metadata(sandbox.state_file()).expect("stat state.json").permissions().mode();
+    let mode = std::fs::metadata(sandbox.state_file())
+        .expect("stat state.json")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "state.json holds keys");
-    let mode = std::fs::metadata(sandbox.state_dir()).expect("stat state dir").permissions().mode();
+    let mode = std::fs::metadata(sandbox.state_dir())
+        .expect("stat state dir")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o700);
 
     let _daemon = sandbox.start();
-    assert_eq!(sandbox.lists(), before, "the state changed across a restart");
-    assert_eq!((sandbox.ok(&["sa", "list"]), sandbox.ok(&["sp", "list"])), tables);
+    assert_eq!(
+        sandbox.lists(),
+        before,
+        "the state changed across a restart"
+    );
+    assert_eq!(
+        (sandbox.ok(&["sa", "list"]), sandbox.ok(&["sp", "list"])),
+        tables
+    );
     // The restored state is live: it still enforces its rules and takes changes.
     let dup = sandbox.run(&sa_args(7).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!dup.status.success());
     sandbox.ok(&["sp", "remove", "--remove-all"]);
     sandbox.ok(&["sa", "remove", "--remove-all"]);
-    assert_eq!(sandbox.lists(), (serde_json::json!([]), serde_json::json!([])));
+    assert_eq!(
+        sandbox.lists(),
+        (serde_json::json!([]), serde_json::json!([]))
+    );
 }
 
 #[test]
 fn the_socket_is_root_only_and_a_second_daemon_is_refused() {
     let sandbox = Sandbox::new();
     let daemon = sandbox.start();
-    let mode = std::fs::metadata(sandbox.socket()).expect("stat socket").permissions().mode();
+    let mode = std::fs::metadata(sandbox.socket())
+        .expect("stat socket")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Same socket: refused, and the first daemon keeps serving.
-    let second = sandbox.daemon_command().output().expect("running a second daemon");
+    let second = sandbox
+        .daemon_command()
+        .output()
+        .expect("running a second daemon");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success());
-    assert!(stderr.contains("another xipsec daemon answers on"), "{stderr}");
+    assert!(
+        stderr.contains("another xipsec daemon answers on"),
+        "{stderr}"
+    );
     // Same state directory, other socket: refused too.
     let other = sandbox.dir.path().join("other.sock");
     let third = std::process::Command::new(cli_support::XIPSEC)
@@ -131,7 +170,10 @@ fn the_socket_is_root_only_and_a_second_daemon_is_refused() {
         .expect("running a third daemon");
     let stderr = String::from_utf8_lossy(&third.stderr);
     assert!(!third.status.success());
-    assert!(stderr.contains("in use by another xipsec daemon"), "{stderr}");
+    assert!(
+        stderr.contains("in use by another xipsec daemon"),
+        "{stderr}"
+    );
     assert!(!other.exists(), "a refused daemon left a socket behind");
     sandbox.ok(&["status"]);
 

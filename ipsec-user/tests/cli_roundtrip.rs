@@ -32,15 +32,21 @@ fn schema() -> BTreeMap<String, Vec<SchemaField>> {
             continue;
         }
         let Some(section) = &current else { continue };
-        let cells: Vec<&str> = line.split(" | ").map(|c| c.trim_matches(['|', ' '])).collect();
+        let cells: Vec<&str> = line
+            .split(" | ")
+            .map(|c| c.trim_matches(['|', ' ']))
+            .collect();
         if cells.len() < 3 || !cells[0].starts_with('`') {
             continue;
         }
-        sections.get_mut(section).expect("section").push(SchemaField {
-            name: cells[0].trim_matches('`').to_owned(),
-            kind: cells[1].replace("\\|", "|"),
-            null_text: cells[2].trim_matches('`').to_owned(),
-        });
+        sections
+            .get_mut(section)
+            .expect("section")
+            .push(SchemaField {
+                name: cells[0].trim_matches('`').to_owned(),
+                kind: cells[1].replace("\\|", "|"),
+                null_text: cells[2].trim_matches('`').to_owned(),
+            });
     }
     sections
 }
@@ -105,7 +111,11 @@ fn parse_table(out: &str, fields: &[SchemaField]) -> Vec<Record> {
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    let end = starts.get(i + 1).copied().unwrap_or(line.len()).min(line.len());
+                    let end = starts
+                        .get(i + 1)
+                        .copied()
+                        .unwrap_or(line.len())
+                        .min(line.len());
                     let cell = line[starts[i].min(line.len())..end].trim();
                     (f.name.clone(), typed(cell, f, true))
                 })
@@ -162,9 +172,16 @@ fn parse_keyvalue(out: &str, type_name: &str, fields: &[SchemaField]) -> Vec<Rec
                     assert_eq!(parts.next(), Some(type_name), "{line}");
                     let name = parts.next().expect("field name");
                     let kind = parts.next().expect("field type");
-                    let field = fields.iter().find(|f| f.name == name).expect("a schema field");
+                    let field = fields
+                        .iter()
+                        .find(|f| f.name == name)
+                        .expect("a schema field");
                     let want = match field.kind.as_str() {
-                        "integer" | "integer|null" if value != field.null_text && !value.is_empty() => "integer",
+                        "integer" | "integer|null"
+                            if value != field.null_text && !value.is_empty() =>
+                        {
+                            "integer"
+                        }
                         "string[]" => "string[]",
                         _ => "string",
                     };
@@ -197,34 +214,43 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Vec<&'a str> {
 }
 
 fn parse_xml(out: &str, type_name: &str) -> Vec<Record> {
-    assert!(out.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>"), "{out}");
-    between(out, &format!("<structure typeName=\"{type_name}\">"), "</structure>")
-        .into_iter()
-        .map(|structure| {
-            structure
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|line| {
-                    let line = line.trim();
-                    let name = between(line, "<field name=\"", "\"")[0].to_owned();
-                    if line.ends_with("/>") {
-                        return (name, Value::Null);
-                    }
-                    let value = if line.contains("<list type=\"string\">") {
-                        json!(between(line, "<string>", "</string>")
+    assert!(
+        out.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?>"),
+        "{out}"
+    );
+    between(
+        out,
+        &format!("<structure typeName=\"{type_name}\">"),
+        "</structure>",
+    )
+    .into_iter()
+    .map(|structure| {
+        structure
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let line = line.trim();
+                let name = between(line, "<field name=\"", "\"")[0].to_owned();
+                if line.ends_with("/>") {
+                    return (name, Value::Null);
+                }
+                let value = if line.contains("<list type=\"string\">") {
+                    json!(
+                        between(line, "<string>", "</string>")
                             .into_iter()
                             .map(xml_unescape)
-                            .collect::<Vec<_>>())
-                    } else if let Some(n) = between(line, "<integer>", "</integer>").first() {
-                        json!(n.parse::<u64>().expect("an integer"))
-                    } else {
-                        json!(xml_unescape(between(line, "<string>", "</string>")[0]))
-                    };
-                    (name, value)
-                })
-                .collect()
-        })
-        .collect()
+                            .collect::<Vec<_>>()
+                    )
+                } else if let Some(n) = between(line, "<integer>", "</integer>").first() {
+                    json!(n.parse::<u64>().expect("an integer"))
+                } else {
+                    json!(xml_unescape(between(line, "<string>", "</string>")[0]))
+                };
+                (name, value)
+            })
+            .collect()
+    })
+    .collect()
 }
 
 #[test]
@@ -237,42 +263,119 @@ fn accepted_entries_list_back_identically_in_every_format() {
 
     // SAs: every mode, algorithm, key spelling and address form.
     sandbox.ok(&[
-        "sa", "add", "-s", "2001:DB8:0:0:0:0:0:1", "-d", "2001:db8::2", "-m", "tunnel", "-p",
-        "0xABCDEF01", "-e", "aes128-cbc", "-k", "0x000102030405060708090a0b0c0d0e0f", "-i",
-        "hmac-sha2-256", "-K", "abcdefghijklmnopqrstuvwxyz012345", "-n", "tun.A-1",
+        "sa",
+        "add",
+        "-s",
+        "2001:DB8:0:0:0:0:0:1",
+        "-d",
+        "2001:db8::2",
+        "-m",
+        "tunnel",
+        "-p",
+        "0xABCDEF01",
+        "-e",
+        "aes128-cbc",
+        "-k",
+        "0x000102030405060708090a0b0c0d0e0f",
+        "-i",
+        "hmac-sha2-256",
+        "-K",
+        "abcdefghijklmnopqrstuvwxyz012345",
+        "-n",
+        "tun.A-1",
     ]);
     sandbox.ok(&[
-        "sa", "add", "--sa-source=any", "--sa-destination=any", "--sa-mode=transport",
-        "--sa-spi=0x100", "--encryption-algorithm=null", "--integrity-algorithm=hmac-sha1",
-        "--integrity-key=0123456789abcdefghij", "--sa-name=null_sa",
+        "sa",
+        "add",
+        "--sa-source=any",
+        "--sa-destination=any",
+        "--sa-mode=transport",
+        "--sa-spi=0x100",
+        "--encryption-algorithm=null",
+        "--integrity-algorithm=hmac-sha1",
+        "--integrity-key=0123456789abcdefghij",
+        "--sa-name=null_sa",
     ]);
     sandbox.ok(&[
-        "sa", "add", "--sa-source", "fe80::1", "--sa-destination", "::1", "--sa-mode",
-        "transport", "--sa-spi", "0xffffffff", "--encryption-algorithm", "3des-cbc",
-        "--encryption-key", "abcdefgh12345678ABCDEFGH", "--integrity-algorithm", "hmac-sha1",
-        "--integrity-key", "0x0102030405060708090a0b0c0d0e0f1011121314", "--sa-name", "des",
+        "sa",
+        "add",
+        "--sa-source",
+        "fe80::1",
+        "--sa-destination",
+        "::1",
+        "--sa-mode",
+        "transport",
+        "--sa-spi",
+        "0xffffffff",
+        "--encryption-algorithm",
+        "3des-cbc",
+        "--encryption-key",
+        "abcdefgh12345678ABCDEFGH",
+        "--integrity-algorithm",
+        "hmac-sha1",
+        "--integrity-key",
+        "0x0102030405060708090a0b0c0d0e0f1011121314",
+        "--sa-name",
+        "des",
     ]);
     // SPs: every protocol, port form, action, direction and priority.
     sandbox.ok(&[
-        "sp", "add", "--sp-source", "2001:db8::/32", "--sp-destination", "any", "--source-port",
-        "0", "--destination-port", "any", "--flow-direction", "out", "--sa-name", "tun.A-1",
-        "--sp-name", "all-out",
+        "sp",
+        "add",
+        "--sp-source",
+        "2001:db8::/32",
+        "--sp-destination",
+        "any",
+        "--source-port",
+        "0",
+        "--destination-port",
+        "any",
+        "--flow-direction",
+        "out",
+        "--sa-name",
+        "tun.A-1",
+        "--sp-name",
+        "all-out",
     ]);
     sandbox.ok(&[
-        "sp", "add", "--sp-source=any", "--sp-destination=2001:db8:1::/64", "--source-port=any",
-        "--destination-port=135", "--upper-layer-protocol=icmp6", "--flow-direction=in",
-        "--action=discard", "--sp-name=nd", "--priority=0",
+        "sp",
+        "add",
+        "--sp-source=any",
+        "--sp-destination=2001:db8:1::/64",
+        "--source-port=any",
+        "--destination-port=135",
+        "--upper-layer-protocol=icmp6",
+        "--flow-direction=in",
+        "--action=discard",
+        "--sp-name=nd",
+        "--priority=0",
     ]);
     sandbox.ok(&[
-        "sp", "add", "--sp-source=::1/128", "--sp-destination=fe80::/10", "--source-port=65535",
-        "--destination-port=443", "--upper-layer-protocol=TCP", "--flow-direction=in",
-        "--action=ipsec", "--sp-mode=transport", "--sa-name=des", "--sp-name=web",
+        "sp",
+        "add",
+        "--sp-source=::1/128",
+        "--sp-destination=fe80::/10",
+        "--source-port=65535",
+        "--destination-port=443",
+        "--upper-layer-protocol=TCP",
+        "--flow-direction=in",
+        "--action=ipsec",
+        "--sp-mode=transport",
+        "--sa-name=des",
+        "--sp-name=web",
         "--priority=65535",
     ]);
     sandbox.ok(&[
-        "sp", "add", "--sp-source=2001:db8:5::/48", "--sp-destination=2001:db8:6::/48",
-        "--source-port=53", "--destination-port=any", "--upper-layer-protocol=udp",
-        "--flow-direction=out", "--action=none", "--sp-name=dns",
+        "sp",
+        "add",
+        "--sp-source=2001:db8:5::/48",
+        "--sp-destination=2001:db8:6::/48",
+        "--source-port=53",
+        "--destination-port=any",
+        "--upper-layer-protocol=udp",
+        "--flow-direction=out",
+        "--action=none",
+        "--sp-name=dns",
     ]);
 
     let expected_sas = json!([
@@ -306,13 +409,25 @@ fn accepted_entries_list_back_identically_in_every_format() {
     ]);
     // Addresses come back in canonical form, equal to what was typed.
     assert_eq!(
-        "2001:DB8:0:0:0:0:0:1".parse::<Ipv6Addr>().expect("an address"),
+        "2001:DB8:0:0:0:0:0:1"
+            .parse::<Ipv6Addr>()
+            .expect("an address"),
         "2001:db8::1".parse::<Ipv6Addr>().expect("an address")
     );
 
     for (command, type_name, fields, expected) in [
-        (&["sa", "list"][..], "SecurityAssociation", sa_fields, &expected_sas),
-        (&["sp", "list"][..], "SecurityPolicy", sp_fields, &expected_sps),
+        (
+            &["sa", "list"][..],
+            "SecurityAssociation",
+            sa_fields,
+            &expected_sas,
+        ),
+        (
+            &["sp", "list"][..],
+            "SecurityPolicy",
+            sp_fields,
+            &expected_sps,
+        ),
     ] {
         let run = |format: &str| {
             let mut args = command.to_vec();
@@ -320,14 +435,33 @@ fn accepted_entries_list_back_identically_in_every_format() {
             sandbox.ok(&args)
         };
         let json = parse_json(&run("json"));
-        assert_eq!(serde_json::to_value(&json).expect("to value"), *expected, "{command:?}");
+        assert_eq!(
+            serde_json::to_value(&json).expect("to value"),
+            *expected,
+            "{command:?}"
+        );
         for record in &json {
-            check_schema(&serde_json::to_value(record).expect("record to value"), fields);
+            check_schema(
+                &serde_json::to_value(record).expect("record to value"),
+                fields,
+            );
         }
-        assert_eq!(parse_table(&sandbox.ok(command), fields), json, "{command:?} default table");
-        assert_eq!(parse_table(&run("table"), fields), json, "{command:?} table");
+        assert_eq!(
+            parse_table(&sandbox.ok(command), fields),
+            json,
+            "{command:?} default table"
+        );
+        assert_eq!(
+            parse_table(&run("table"), fields),
+            json,
+            "{command:?} table"
+        );
         assert_eq!(parse_csv(&run("csv"), fields), json, "{command:?} csv");
-        assert_eq!(parse_keyvalue(&run("keyvalue"), type_name, fields), json, "{command:?} keyvalue");
+        assert_eq!(
+            parse_keyvalue(&run("keyvalue"), type_name, fields),
+            json,
+            "{command:?} keyvalue"
+        );
         assert_eq!(parse_xml(&run("xml"), type_name), json, "{command:?} xml");
     }
 
@@ -344,7 +478,10 @@ fn accepted_entries_list_back_identically_in_every_format() {
         sandbox.ok(&["stats", "--formatter", format]);
     }
     assert_eq!(
-        parse_csv(&sandbox.ok(&["stats", "--formatter", "csv"]), &schema["stats"]),
+        parse_csv(
+            &sandbox.ok(&["stats", "--formatter", "csv"]),
+            &schema["stats"]
+        ),
         Vec::<Record>::new()
     );
 }

@@ -141,7 +141,7 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
         Some(UpperLayerProtocol::Tcp) if rng.chance(85) => 6,
         Some(UpperLayerProtocol::Udp) if rng.chance(85) => 17,
         Some(UpperLayerProtocol::Icmp6) if rng.chance(85) => 58,
-        _ => rng.pick(&[6u8, 17, 58, 47, 59]),
+        _ => rng.pick(&[6u8, 17, 58, 47, 59, 50]),
     };
     let wiggle = |rng: &mut Rng, p: Option<u16>, pool: &[u16]| -> u16 {
         match p {

@@ -23,6 +23,7 @@ pub fn expected(spd: &Spd, direction: Direction, frame: &[u8], known_spi: impl F
         Parsed::ExtLimit => verdict(false, None, Counter::DropExtHeaderLimit),
         Parsed::Esp { spi } if known_spi(spi) => verdict(true, None, Counter::EspKnownSpi),
         Parsed::Esp { .. } => verdict(false, None, Counter::DropUnknownSpi),
+        Parsed::EspFragment => verdict(true, None, Counter::PassEspFragment),
         Parsed::Flow(flow) => match spd.classify(direction, &flow) {
             None if flow.neighbour_discovery_type().is_some() => {
                 verdict(true, None, Counter::PassNeighbourDiscovery)

@@ -133,7 +133,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median ns/packet of program `name` on `frame`.
-fn measure(dp: &KernelDatapath, name: &'static str, frame: &[u8], args: &Args) -> anyhow::Result<f64> {
+fn measure(
+    dp: &KernelDatapath,
+    name: &'static str,
+    frame: &[u8],
+    args: &Args,
+) -> anyhow::Result<f64> {
     dp.run(name, frame, 10_000)?;
     let mut samples = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
@@ -195,11 +200,19 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("baseline parse-only: {parse_ns:.1} ns/packet; parse + one hash lookup: {hash_ns:.1} ns/packet");
-    println!("{:>9} {:>6} {:>8} {:>9} {:>9} {:>12} {:>13}", "policies", "masks", "hit ns", "miss ns", "hit/hash", "hit/1-policy", "miss/1-policy");
+    println!(
+        "baseline parse-only: {parse_ns:.1} ns/packet; parse + one hash lookup: {hash_ns:.1} ns/packet"
+    );
+    println!(
+        "{:>9} {:>6} {:>8} {:>9} {:>9} {:>12} {:>13}",
+        "policies", "masks", "hit ns", "miss ns", "hit/hash", "hit/1-policy", "miss/1-policy"
+    );
     for row in &rows {
         let masks = row["masks"].as_u64().unwrap_or(0);
-        let first = rows.iter().find(|r| r["masks"].as_u64() == Some(masks)).unwrap_or(row);
+        let first = rows
+            .iter()
+            .find(|r| r["masks"].as_u64() == Some(masks))
+            .unwrap_or(row);
         let h = row["hit_ns"].as_f64().unwrap_or(0.0);
         let m = row["miss_ns"].as_f64().unwrap_or(0.0);
         println!(

@@ -303,7 +303,11 @@ impl From<SpRemove> for SpRemoveArgs {
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Interface to attach the datapath to (XDP ingress, TC egress); repeat for several.
-    #[arg(long = "interface", value_name = "IFACE", required_unless_present = "no_datapath")]
+    #[arg(
+        long = "interface",
+        value_name = "IFACE",
+        required_unless_present = "no_datapath"
+    )]
     pub interfaces: Vec<String>,
     /// How XDP is attached.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = XdpMode::Auto)]

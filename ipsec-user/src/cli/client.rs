@@ -32,6 +32,12 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The daemon went away mid-request: whether a change was applied is unknown.
+    #[error(
+        "the xipsec daemon on {} closed the connection before answering; see list for whether the change was applied",
+        socket.display()
+    )]
+    Closed { socket: PathBuf },
     #[error("the xipsec daemon on {} sent an answer this xipsec cannot read: {reason}", socket.display())]
     Protocol { socket: PathBuf, reason: String },
 }
@@ -43,6 +49,9 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         move |source: io::Error| match source.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
                 ClientError::Timeout { socket: owned() }
+            }
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                ClientError::Closed { socket: owned() }
             }
             _ => ClientError::Io {
                 socket: owned(),
@@ -75,12 +84,11 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
     (&stream).write_all(&line).map_err(io_error("write"))?;
     let mut reader = BufReader::new((&stream).take(MAX_LINE as u64 + 1));
     let mut answer = Vec::new();
-    reader.read_until(b'\n', &mut answer).map_err(io_error("read"))?;
-    if answer.is_empty() {
-        return Err(ClientError::Protocol {
-            socket: owned(),
-            reason: "it closed the connection without answering".to_owned(),
-        });
+    reader
+        .read_until(b'\n', &mut answer)
+        .map_err(io_error("read"))?;
+    if answer.last() != Some(&b'\n') {
+        return Err(ClientError::Closed { socket: owned() });
     }
     serde_json::from_slice(&answer).map_err(|e| ClientError::Protocol {
         socket: owned(),

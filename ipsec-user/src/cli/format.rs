@@ -242,7 +242,12 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
     };
     let mut out = String::new();
     if layout.single {
-        let width = layout.columns.iter().map(|c| c.header.len()).max().unwrap_or(0);
+        let width = layout
+            .columns
+            .iter()
+            .map(|c| c.header.len())
+            .max()
+            .unwrap_or(0);
         for row in rows {
             for (c, v) in layout.columns.iter().zip(row) {
                 let _ = writeln!(out, "{:>width$}: {}", c.header, cell(c, v));
@@ -252,9 +257,20 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| layout.columns.iter().zip(row).map(|(c, v)| cell(c, v)).collect())
+        .map(|row| {
+            layout
+                .columns
+                .iter()
+                .zip(row)
+                .map(|(c, v)| cell(c, v))
+                .collect()
+        })
         .collect();
-    let mut widths: Vec<usize> = layout.columns.iter().map(|c| c.header.chars().count()).collect();
+    let mut widths: Vec<usize> = layout
+        .columns
+        .iter()
+        .map(|c| c.header.chars().count())
+        .collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -434,7 +450,12 @@ mod tests {
 
     const LAYOUT: Layout = Layout {
         type_name: "T",
-        columns: &[col("name", "Name"), any("port", "Port"), col("users", "Users"), col("n", "N")],
+        columns: &[
+            col("name", "Name"),
+            any("port", "Port"),
+            col("users", "Users"),
+            col("n", "N"),
+        ],
         single: false,
     };
 

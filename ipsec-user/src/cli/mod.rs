@@ -227,7 +227,10 @@ fn list(socket: &Path, request: Request, out: OutputArgs) -> Result<(), Failure>
     };
     let text = format::render(out.formatter, layout, &rows);
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         // `xipsec sp list | head` closing the pipe early is not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(Failure::new(format!("cannot write the output: {e}")))
@@ -253,17 +256,36 @@ mod tests {
     #[test]
     fn esxcli_prefix_is_stripped_and_formatter_moved() {
         assert_eq!(
-            normalize_args(os(&["xipsec", "esxcli", "network", "ip", "ipsec", "sa", "list"])),
+            normalize_args(os(&[
+                "xipsec", "esxcli", "network", "ip", "ipsec", "sa", "list"
+            ])),
             os(&["xipsec", "sa", "list"])
         );
         assert_eq!(
             normalize_args(os(&[
-                "xipsec", "esxcli", "--formatter", "json", "network", "ip", "ipsec", "sp", "list"
+                "xipsec",
+                "esxcli",
+                "--formatter",
+                "json",
+                "network",
+                "ip",
+                "ipsec",
+                "sp",
+                "list"
             ])),
             os(&["xipsec", "sp", "list", "--formatter", "json"])
         );
         assert_eq!(
-            normalize_args(os(&["xipsec", "esxcli", "--formatter=csv", "network", "ip", "ipsec", "sa", "list"])),
+            normalize_args(os(&[
+                "xipsec",
+                "esxcli",
+                "--formatter=csv",
+                "network",
+                "ip",
+                "ipsec",
+                "sa",
+                "list"
+            ])),
             os(&["xipsec", "sa", "list", "--formatter=csv"])
         );
         // Not the full prefix: left alone, so clap reports it.

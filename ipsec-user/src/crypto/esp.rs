@@ -681,6 +681,14 @@ mod tests {
     }
 
     #[test]
+    fn sas_can_move_between_threads() {
+        // The daemon hands SAs to worker tasks; both directions must be `Send`.
+        fn assert_send<T: Send>() {}
+        assert_send::<OutboundSa>();
+        assert_send::<InboundSa>();
+    }
+
+    #[test]
     fn spec_example_sa_and_destinations() {
         let config = config(
             EncryptionAlgorithm::TripleDesCbc,

@@ -80,10 +80,7 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("xipsec-state".to_owned())
         .spawn(move || state.run(&queue))?;
-    Ok((
-        Control { jobs: jobs.clone() },
-        Worker { jobs, thread },
-    ))
+    Ok((Control { jobs: jobs.clone() }, Worker { jobs, thread }))
 }
 
 impl Clone for Control {
@@ -220,10 +217,16 @@ impl State {
     fn commit(&mut self, next: Spd, pending: Vec<Pending>) {
         let failure = if let Err(e) = self.datapath.sync(&next) {
             error!(error = %format!("{e:#}"), "the datapath refused the change; restoring");
-            Some(format!("the datapath refused the change, nothing changed: {e:#}{}", self.restore()))
+            Some(format!(
+                "the datapath refused the change, nothing changed: {e:#}{}",
+                self.restore()
+            ))
         } else if let Err(e) = self.store.save(&next) {
             error!(error = %e, "cannot persist the change; restoring");
-            Some(format!("cannot save the state, nothing changed: {e}{}", self.restore()))
+            Some(format!(
+                "cannot save the state, nothing changed: {e}{}",
+                self.restore()
+            ))
         } else {
             None
         };
@@ -273,14 +276,23 @@ fn apply(spd: &mut Spd, change: Change) -> Result<Applied, ModelError> {
             let (name, spi, mode) = (sa.name.clone(), sa.spi, sa.mode);
             let log = {
                 let name = name.clone();
-                Box::new(move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"))
+                Box::new(
+                    move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"),
+                )
             };
             (Response::Added { name }, log)
         }
         Change::SaRemove(args) => {
-            let names: Vec<String> = spd.remove_sa(&args)?.into_iter().map(|sa| sa.name).collect();
+            let names: Vec<String> = spd
+                .remove_sa(&args)?
+                .into_iter()
+                .map(|sa| sa.name)
+                .collect();
             let logged = names.clone();
-            (Response::Removed { names }, Box::new(move || info!(sas = ?logged, "sa removed")))
+            (
+                Response::Removed { names },
+                Box::new(move || info!(sas = ?logged, "sa removed")),
+            )
         }
         Change::SpAdd(args) => {
             let sp = spd.add_sp(&args)?;
@@ -295,9 +307,16 @@ fn apply(spd: &mut Spd, change: Change) -> Result<Applied, ModelError> {
             (Response::Added { name }, log)
         }
         Change::SpRemove(args) => {
-            let names: Vec<String> = spd.remove_sp(&args)?.into_iter().map(|sp| sp.name).collect();
+            let names: Vec<String> = spd
+                .remove_sp(&args)?
+                .into_iter()
+                .map(|sp| sp.name)
+                .collect();
             let logged = names.clone();
-            (Response::Removed { names }, Box::new(move || info!(sps = ?logged, "sp removed")))
+            (
+                Response::Removed { names },
+                Box::new(move || info!(sps = ?logged, "sp removed")),
+            )
         }
     })
 }
@@ -308,8 +327,11 @@ fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {
     sas.into_iter()
         .map(|sa| {
             let count = counters.sa.get(&sa.id).copied().unwrap_or_default();
-            let mut in_use_by: Vec<String> =
-                spd.sa_users(&sa.name).into_iter().map(|sp| sp.name.clone()).collect();
+            let mut in_use_by: Vec<String> = spd
+                .sa_users(&sa.name)
+                .into_iter()
+                .map(|sp| sp.name.clone())
+                .collect();
             in_use_by.sort();
             SaEntry {
                 name: sa.name.clone(),

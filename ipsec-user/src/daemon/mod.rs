@@ -87,7 +87,12 @@ pub async fn serve(
     let listener = socket::bind(&config.socket)?;
     let identity = control::Identity {
         socket: config.socket.display().to_string(),
-        datapath: if config.datapath_attached { "xdp" } else { "none" }.to_owned(),
+        datapath: if config.datapath_attached {
+            "xdp"
+        } else {
+            "none"
+        }
+        .to_owned(),
         interfaces: config.interfaces.clone(),
         xdp_mode: config.xdp_mode.as_str().to_owned(),
         pin_dir: config.pin_dir.display().to_string(),
@@ -100,7 +105,10 @@ pub async fn serve(
         warn!(error = %e, "cannot remove the control socket");
     }
     // Let the change being committed, if any, reach the disk before the process exits.
-    if tokio::task::spawn_blocking(move || worker.stop()).await.is_err() {
+    if tokio::task::spawn_blocking(move || worker.stop())
+        .await
+        .is_err()
+    {
         warn!("the state worker did not stop cleanly");
     }
     info!("xipsec daemon stopped");

@@ -38,15 +38,21 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     /// An SA or SP was added, and persisted, under this name.
-    Added { name: String },
+    Added {
+        name: String,
+    },
     /// These SAs or SPs were removed, and the removal persisted.
-    Removed { names: Vec<String> },
+    Removed {
+        names: Vec<String>,
+    },
     SaList(Vec<SaEntry>),
     SpList(Vec<SpEntry>),
     Stats(StatsReport),
     Status(StatusReport),
     /// The request was refused or failed; nothing changed. One line, no `error:` prefix.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// One SA as `xipsec sa list` shows it. `None` addresses mean `any`.

@@ -23,10 +23,17 @@ pub(crate) fn refuse_if_answered(path: &Path) -> anyhow::Result<()> {
             "another xipsec daemon answers on {}; stop it or choose another --socket",
             path.display()
         ),
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             Ok(())
         }
-        Err(e) => Err(e).with_context(|| format!("cannot probe the control socket {}", path.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot probe the control socket {}", path.display()))
+        }
     }
 }
 
@@ -80,7 +87,8 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<Listener> {
     let listener = bound.with_context(|| format!("cannot bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot chmod {}", path.display()))?;
-    let meta = std::fs::symlink_metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("cannot stat {}", path.display()))?;
     Ok(Listener {
         listener,
         path: path.to_owned(),
@@ -139,12 +147,15 @@ async fn serve_client(stream: UnixStream, control: Control) {
             match serde_json::from_slice::<Request>(&line) {
                 Ok(request) => control.handle(request).await,
                 Err(e) => Response::Error {
-                    message: format!("malformed request (is the CLI the same version as the daemon?): {e}"),
+                    message: format!(
+                        "malformed request (is the CLI the same version as the daemon?): {e}"
+                    ),
                 },
             }
         };
         let mut out = serde_json::to_vec(&response).unwrap_or_else(|e| {
-            format!("{{\"error\":{{\"message\":\"cannot encode the response: {e}\"}}}}").into_bytes()
+            format!("{{\"error\":{{\"message\":\"cannot encode the response: {e}\"}}}}")
+                .into_bytes()
         });
         out.push(b'\n');
         if let Err(e) = write.write_all(&out).await {

@@ -192,7 +192,8 @@ fn parse(bytes: &[u8]) -> Result<Spd, String> {
     }
     let spd = object.get("spd").ok_or("no \"spd\" field")?;
     let spd = Spd::deserialize(spd).map_err(|e| format!("bad \"spd\": {e}"))?;
-    spd.validate().map_err(|e| format!("invalid \"spd\": {e}"))?;
+    spd.validate()
+        .map_err(|e| format!("invalid \"spd\": {e}"))?;
     Ok(spd)
 }
 
@@ -206,10 +207,16 @@ mod tests {
         let state_dir = dir.path().join("state");
         let (store, spd) = StateStore::open(&state_dir).expect("opening a fresh state dir");
         assert!(spd.sas().is_empty() && spd.sps().is_empty());
-        let mode = fs::metadata(&state_dir).expect("stat state dir").permissions().mode();
+        let mode = fs::metadata(&state_dir)
+            .expect("stat state dir")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
         store.save(&spd).expect("saving");
-        let mode = fs::metadata(store.path()).expect("stat state file").permissions().mode();
+        let mode = fs::metadata(store.path())
+            .expect("stat state file")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!state_dir.join(TEMP_FILE).exists());
         drop(store);

@@ -54,7 +54,11 @@ impl Shape {
 }
 
 fn prefix_mask(len: u8) -> [u8; 16] {
-    let bits: u128 = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+    let bits: u128 = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
     bits.to_be_bytes()
 }
 
@@ -145,7 +149,11 @@ pub fn compile(spd: &Spd, generation: u8, ids: &mut ShapeIds) -> Result<Tables, 
     for dir in [DIR_IN, DIR_OUT] {
         // Best rank per shape, and each policy's shape.
         let mut shapes: BTreeMap<Shape, u64> = BTreeMap::new();
-        let sps: Vec<&Sp> = spd.sps().iter().filter(|sp| dir_code(sp.direction) == dir).collect();
+        let sps: Vec<&Sp> = spd
+            .sps()
+            .iter()
+            .filter(|sp| dir_code(sp.direction) == dir)
+            .collect();
         for sp in &sps {
             let rank = sp.rank();
             shapes

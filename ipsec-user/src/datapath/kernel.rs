@@ -39,7 +39,9 @@ impl std::str::FromStr for XdpModeChoice {
             "auto" => Ok(Self::Auto),
             "native" => Ok(Self::Native),
             "generic" => Ok(Self::Generic),
-            other => Err(format!("unknown xdp mode {other}; allowed: auto, native, generic")),
+            other => Err(format!(
+                "unknown xdp mode {other}; allowed: auto, native, generic"
+            )),
         }
     }
 }
@@ -196,7 +198,11 @@ impl KernelDatapath {
                     DatapathError::Load(source)
                 }
             })?;
-        for name in [abi::PROG_XDP_INGRESS, abi::PROG_BENCH_PARSE, abi::PROG_BENCH_HASH] {
+        for name in [
+            abi::PROG_XDP_INGRESS,
+            abi::PROG_BENCH_PARSE,
+            abi::PROG_BENCH_HASH,
+        ] {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
@@ -295,11 +301,13 @@ impl KernelDatapath {
             }
         };
         let tc_prog: &mut SchedClassifier = program(&mut self.ebpf, abi::PROG_TC_EGRESS)?;
-        let tc_result = tc_prog.attach(interface, TcAttachType::Egress).or_else(|_| {
-            // Older kernels attach through the clsact qdisc; add it and retry once.
-            let _ = tc::qdisc_add_clsact(interface);
-            tc_prog.attach(interface, TcAttachType::Egress)
-        });
+        let tc_result = tc_prog
+            .attach(interface, TcAttachType::Egress)
+            .or_else(|_| {
+                // Older kernels attach through the clsact qdisc; add it and retry once.
+                let _ = tc::qdisc_add_clsact(interface);
+                tc_prog.attach(interface, TcAttachType::Egress)
+            });
         if let Err(source) = tc_result {
             let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
             let _ = xdp.detach(xdp_link.0);
@@ -389,7 +397,10 @@ impl KernelDatapath {
         };
         let result = prog
             .test_run(opts)
-            .map_err(|source| DatapathError::TestRun { program: name, source })?;
+            .map_err(|source| DatapathError::TestRun {
+                program: name,
+                source,
+            })?;
         Ok(result.return_value as i32)
     }
 
@@ -411,7 +422,10 @@ impl KernelDatapath {
         };
         let result = prog
             .test_run(opts)
-            .map_err(|source| DatapathError::TestRun { program: name, source })?;
+            .map_err(|source| DatapathError::TestRun {
+                program: name,
+                source,
+            })?;
         Ok((result.return_value, result.duration))
     }
 
@@ -448,14 +462,14 @@ impl KernelDatapath {
         let mut out: [Vec<MaskDesc>; 2] = Default::default();
         for dir in [abi::DIR_IN, abi::DIR_OUT] {
             let set = abi::mask_set(generation, dir);
-            let count = self
-                .maps
-                .mask_count
-                .get(&set, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::MASK_COUNT,
-                    source,
-                })?;
+            let count =
+                self.maps
+                    .mask_count
+                    .get(&set, 0)
+                    .map_err(|source| DatapathError::MapIo {
+                        name: abi::MASK_COUNT,
+                        source,
+                    })?;
             for i in 0..count {
                 out[usize::from(dir)].push(
                     self.maps
@@ -553,7 +567,10 @@ fn nix_if_index(interface: &str) -> Option<u32> {
 
 /// Physical NICs have a backing device in sysfs; veth, tun, bridges and loopback do not.
 fn is_physical(interface: &str) -> bool {
-    Path::new("/sys/class/net").join(interface).join("device").exists()
+    Path::new("/sys/class/net")
+        .join(interface)
+        .join("device")
+        .exists()
 }
 
 fn is_permission(err: &aya::EbpfError) -> bool {

@@ -7,6 +7,7 @@
 //! - `parse`: single values (addresses, prefixes, ports, SPIs, keys, names, keywords).
 //! - `sa`, `sp`: validated records and the rules about one record.
 //! - `spd`: the database, the rules across records, limits, `validate`, the persisted state.
+//! - `index`: the SPD's lookup tables (names, SPIs, selectors, SA users, free ids); derived state.
 //! - `rank`: the precedence order as one `u64`.
 //! - `reference`: `Flow`, `Sp::matches` and `Spd::classify`, the reference classifier.
 //! - `error`: `ModelError`, whose messages the CLI prints verbatim.
@@ -16,6 +17,7 @@ mod args;
 mod error;
 #[cfg(test)]
 mod fixtures;
+mod index;
 mod key;
 pub mod packet;
 mod parse;

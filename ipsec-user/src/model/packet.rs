@@ -9,7 +9,7 @@
 //!   walked; a 9th is an extension-chain-limit drop, as is a transport header starting more than
 //!   1024 bytes after the IPv6 header. A header that does not fit the payload is malformed.
 //! - A non-first fragment has no ports: its flow is opaque, with the fragment header's next
-//!   header as protocol.
+//!   header as protocol. Inbound, a non-first fragment of ESP is left to reassembly.
 //! - TCP/UDP need their 4 port bytes and ICMPv6 its 4-byte header, else malformed. ESP inbound
 //!   needs its 8-byte header and yields the SPI.
 
@@ -28,7 +28,12 @@ pub enum Parsed {
     NotIpv6,
     Malformed,
     ExtLimit,
-    Esp { spi: u32 },
+    Esp {
+        spi: u32,
+    },
+    /// A non-first fragment of ESP, inbound: passed on to reassembly (the first fragment carries
+    /// the SPI and is checked).
+    EspFragment,
     Flow(Flow),
 }
 
@@ -62,7 +67,14 @@ pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
     };
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).expect("16 bytes"));
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).expect("16 bytes"));
-    let flow = |next_header, l4| Parsed::Flow(Flow { src, dst, next_header, l4 });
+    let flow = |next_header, l4| {
+        Parsed::Flow(Flow {
+            src,
+            dst,
+            next_header,
+            l4,
+        })
+    };
 
     let mut next_header = ip[6];
     let mut offset = 40;
@@ -85,6 +97,9 @@ pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
                 offset += 8;
                 let fragment_offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
                 if fragment_offset != 0 {
+                    if esp_is_terminal && next_header == 50 {
+                        return Parsed::EspFragment;
+                    }
                     return flow(next_header, L4::Opaque);
                 }
             }
@@ -146,7 +161,9 @@ mod tests {
     #[test]
     fn udp_ports() {
         let p = parse_frame(&frame(17, &[0, 53, 1, 0, 0, 8, 0, 0]), true);
-        let Parsed::Flow(flow) = p else { panic!("expected a flow, got {p:?}") };
+        let Parsed::Flow(flow) = p else {
+            panic!("expected a flow, got {p:?}")
+        };
         assert_eq!(flow.l4, L4::Ports { src: 53, dst: 256 });
     }
 
@@ -184,8 +201,14 @@ mod tests {
     #[test]
     fn esp_spi_inbound_only() {
         let payload = [0, 0, 0x10, 0, 0, 0, 0, 1];
-        assert_eq!(parse_frame(&frame(50, &payload), true), Parsed::Esp { spi: 0x1000 });
-        assert!(matches!(parse_frame(&frame(50, &payload), false), Parsed::Flow(_)));
+        assert_eq!(
+            parse_frame(&frame(50, &payload), true),
+            Parsed::Esp { spi: 0x1000 }
+        );
+        assert!(matches!(
+            parse_frame(&frame(50, &payload), false),
+            Parsed::Flow(_)
+        ));
     }
 
     #[test]

@@ -1,16 +1,20 @@
 //! `Spd`: the set of SAs and SPs, every rule that spans records, and the persisted state.
 //!
 //! Every mutating operation validates everything first and only then changes `self`, so on error
-//! the SPD is exactly as it was. Lookups are linear scans: the sets are bounded (`MAX_SA`,
-//! `MAX_SP`) and correctness is worth more here than speed; `validate`, which runs over a whole
-//! loaded state, uses hash sets instead.
+//! the SPD is exactly as it was. Lookups go through an `Index` (names, SPIs, selectors, SA users,
+//! free ids), so adding or finding a record is O(log n) amortised and the daemon can build
+//! `MAX_SP` policies one command at a time; removing one record still shifts the creation-ordered
+//! vector, which is O(n) memory moves but no per-record lookups. The index is derived state: not
+//! serialised, rebuilt whenever records arrive from elsewhere (deserialising).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
 use super::error::{ModelError, shown};
+use super::index::Index;
 use super::parse::{self, allowed};
 use super::sa::Sa;
 use super::sp::Sp;
@@ -26,7 +30,11 @@ const SEQ_LIMIT: u32 = 1 << SEQ_BITS;
 
 /// The security policy database: SAs, SPs and the creation counter. This is the persisted state;
 /// after deserialising one, call `validate`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Equality, `Debug` and the serialised form cover the records and the counter only, never the
+/// index derived from them.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Records")]
 pub struct Spd {
     /// In creation order.
     sas: Vec<Sa>,
@@ -34,6 +42,50 @@ pub struct Spd {
     sps: Vec<Sp>,
     /// The `seq` the next SP gets.
     next_seq: u32,
+    /// Lookup tables over `sas` and `sps`; every change to them goes through it too.
+    #[serde(skip)]
+    index: Index,
+}
+
+/// What a state file holds of an `Spd`: everything but the index, which is rebuilt from it.
+#[derive(Deserialize)]
+#[serde(rename = "Spd")]
+struct Records {
+    sas: Vec<Sa>,
+    sps: Vec<Sp>,
+    next_seq: u32,
+}
+
+impl From<Records> for Spd {
+    fn from(records: Records) -> Self {
+        let Records { sas, sps, next_seq } = records;
+        let index = Index::build(&sas, &sps);
+        Self {
+            sas,
+            sps,
+            next_seq,
+            index,
+        }
+    }
+}
+
+impl PartialEq for Spd {
+    /// Same records, same counter; the index follows from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.sas == other.sas && self.sps == other.sps && self.next_seq == other.next_seq
+    }
+}
+
+impl Eq for Spd {}
+
+impl fmt::Debug for Spd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spd")
+            .field("sas", &self.sas)
+            .field("sps", &self.sps)
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
 }
 
 impl Spd {
@@ -66,7 +118,8 @@ impl Spd {
                 sa: other.name.clone(),
             });
         }
-        sa.id = lowest_free_id(self.sas.iter().map(|sa| sa.id), self.sas.len());
+        sa.id = self.index.free_sa_id();
+        self.index.push_sa(&sa);
         let index = self.sas.len();
         self.sas.push(sa);
         Ok(&self.sas[index])
@@ -94,12 +147,13 @@ impl Spd {
             let held: Vec<(String, Vec<String>)> = self
                 .sas
                 .iter()
+                .filter(|sa| self.index.has_users(&sa.name))
                 .map(|sa| (sa.name.clone(), self.user_names(&sa.name)))
-                .filter(|(_, users)| !users.is_empty())
                 .collect();
             if !held.is_empty() {
                 return Err(ModelError::SasInUse { held });
             }
+            self.index.clear_sas();
             return Ok(std::mem::take(&mut self.sas));
         }
         let (option, index) = if let Some(name) = &args.sa_name {
@@ -109,15 +163,11 @@ impl Spd {
                     other: TRIPLE,
                 });
             }
-            let index = self
-                .sas
-                .iter()
-                .position(|sa| sa.name == *name)
-                .ok_or_else(|| ModelError::NotFound {
-                    option: opt::SA_NAME,
-                    kind: "sa",
-                    name: shown(name),
-                })?;
+            let index = self.index.sa(name).ok_or_else(|| ModelError::NotFound {
+                option: opt::SA_NAME,
+                kind: "sa",
+                name: shown(name),
+            })?;
             (opt::SA_NAME, index)
         } else {
             if !triple_given {
@@ -136,7 +186,9 @@ impl Spd {
                 sps: users,
             });
         }
-        Ok(vec![self.sas.remove(index)])
+        let sa = self.sas.remove(index);
+        self.index.remove_sa(index, &sa);
+        Ok(vec![sa])
     }
 
     /// The index of the SA that `--sa-source`, `--sa-destination` and `--sa-spi` identify.
@@ -158,9 +210,10 @@ impl Spd {
             opt::SA_SPI,
             allowed::SA_TRIPLE,
         )?)?;
-        self.sas
-            .iter()
-            .position(|sa| sa.spi == spi && sa.source == source && sa.destination == destination)
+        // SPIs are unique, so the SA with this SPI is the only candidate.
+        self.index
+            .sa_by_spi(spi)
+            .filter(|&i| self.sas[i].source == source && self.sas[i].destination == destination)
             .ok_or_else(|| {
                 let show =
                     |a: Option<std::net::Ipv6Addr>| a.map_or("any".into(), |a| a.to_string());
@@ -184,7 +237,7 @@ impl Spd {
                 max: MAX_SP,
             });
         }
-        if self.sp(&sp.name).is_some() {
+        if self.index.sp(&sp.name).is_some() {
             return Err(ModelError::NameInUse {
                 option: opt::SP_NAME,
                 kind: "sp",
@@ -192,18 +245,19 @@ impl Spd {
             });
         }
         let key = sp.selector_key();
-        if let Some(existing) = self.sps.iter().find(|other| other.selector_key() == key) {
+        if let Some(existing) = self.index.sp_by_selector(&key) {
             return Err(ModelError::DuplicateSelector {
-                existing: existing.name.clone(),
+                existing: self.sps[existing].name.clone(),
             });
         }
         // Nothing can fail from here on.
         if self.next_seq >= SEQ_LIMIT {
             self.renumber_seq();
         }
-        sp.id = lowest_free_id(self.sps.iter().map(|sp| sp.id), self.sps.len());
+        sp.id = self.index.free_sp_id();
         sp.seq = self.next_seq;
         self.next_seq += 1;
+        self.index.push_sp(&sp);
         let index = self.sps.len();
         self.sps.push(sp);
         Ok(&self.sps[index])
@@ -227,18 +281,19 @@ impl Spd {
                 option: opt::REMOVE_ALL,
                 other: opt::SP_NAME,
             }),
-            (None, true) => Ok(std::mem::take(&mut self.sps)),
+            (None, true) => {
+                self.index.clear_sps();
+                Ok(std::mem::take(&mut self.sps))
+            }
             (Some(name), false) => {
-                let index = self
-                    .sps
-                    .iter()
-                    .position(|sp| sp.name == *name)
-                    .ok_or_else(|| ModelError::NotFound {
-                        option: opt::SP_NAME,
-                        kind: "sp",
-                        name: shown(name),
-                    })?;
-                Ok(vec![self.sps.remove(index)])
+                let index = self.index.sp(name).ok_or_else(|| ModelError::NotFound {
+                    option: opt::SP_NAME,
+                    kind: "sp",
+                    name: shown(name),
+                })?;
+                let sp = self.sps.remove(index);
+                self.index.remove_sp(index, &sp);
+                Ok(vec![sp])
             }
             (None, false) => Err(ModelError::Missing {
                 option: opt::SP_NAME,
@@ -259,25 +314,22 @@ impl Spd {
 
     /// The SA named `name`.
     pub fn sa(&self, name: &str) -> Option<&Sa> {
-        self.sas.iter().find(|sa| sa.name == name)
+        self.index.sa(name).map(|i| &self.sas[i])
     }
 
     /// The SA with SPI `spi` (SPIs are unique).
     pub fn sa_by_spi(&self, spi: u32) -> Option<&Sa> {
-        self.sas.iter().find(|sa| sa.spi == spi)
+        self.index.sa_by_spi(spi).map(|i| &self.sas[i])
     }
 
     /// The SP named `name`.
     pub fn sp(&self, name: &str) -> Option<&Sp> {
-        self.sps.iter().find(|sp| sp.name == name)
+        self.index.sp(name).map(|i| &self.sps[i])
     }
 
     /// The SPs that reference the SA named `name`, in creation order.
     pub fn sa_users(&self, name: &str) -> Vec<&Sp> {
-        self.sps
-            .iter()
-            .filter(|sp| sp.sa_name.as_deref() == Some(name))
-            .collect()
+        self.index.users(name).map(|i| &self.sps[i]).collect()
     }
 
     fn user_names(&self, name: &str) -> Vec<String> {
@@ -407,16 +459,18 @@ impl Spd {
     }
 }
 
-/// The lowest id not in `used`. With `count` unique ids in `used`, one of 0..=count is free.
-fn lowest_free_id(used: impl Iterator<Item = u32>, count: usize) -> u32 {
-    let mut taken = vec![false; count + 1];
-    for id in used {
-        if let Some(slot) = usize::try_from(id).ok().and_then(|i| taken.get_mut(i)) {
-            *slot = true;
-        }
+impl Spd {
+    /// Rebuilds the index after a test edited the records directly.
+    #[cfg(test)]
+    fn reindex(&mut self) {
+        self.index = Index::build(&self.sas, &self.sps);
     }
-    let free = taken.iter().position(|t| !t).unwrap_or(count);
-    u32::try_from(free).unwrap_or(u32::MAX)
+
+    /// Panics unless the index answers what linear scans of the records answer.
+    #[cfg(test)]
+    pub(super) fn assert_index_agrees(&self) {
+        self.index.assert_agrees(&self.sas, &self.sps);
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +543,7 @@ mod tests {
             .expect("adding sp s");
         assert_eq!((sp.id, sp.seq), (1, 3), "slot reused, seq keeps growing");
         spd.validate().expect("state stays valid");
+        spd.assert_index_agrees();
     }
 
     #[test]
@@ -560,6 +615,7 @@ mod tests {
             "--remove-all: nothing removed; sa 'a' is used by sp 'p1', 'p2'; sa 'c' is used by sp 'p3'; remove those policies first"
         );
         assert_eq!(spd, before, "nothing removed");
+        spd.assert_index_agrees();
     }
 
     #[test]
@@ -605,6 +661,7 @@ mod tests {
             sa.spi = 0x100 + i;
             spd.sas.push(sa);
         }
+        spd.reindex();
         spd.validate().expect("a full sa table is valid");
         let before = spd.clone();
         assert_eq!(
@@ -630,6 +687,7 @@ mod tests {
             spd.sps.push(sp);
         }
         spd.next_seq = MAX_SP;
+        spd.reindex();
         assert_eq!(
             spd.add_sp(&discard_sp_args("one-more", "any", "any"))
                 .expect_err("sp table full")
@@ -658,6 +716,25 @@ mod tests {
         let back: Spd = serde_json::from_str(&json).expect("deserialising the spd");
         back.validate().expect("the reloaded state is valid");
         assert_eq!(back, spd);
+        back.assert_index_agrees();
+        let keys: Vec<&String> = serde_json::to_value(&spd)
+            .expect("serialising")
+            .as_object()
+            .expect("an spd is an object")
+            .keys()
+            .collect();
+        assert_eq!(
+            keys,
+            ["sas", "sps", "next_seq"],
+            "the index is not serialised"
+        );
+        assert!(
+            serde_json::from_str::<Spd>("1")
+                .expect_err("a number is no spd")
+                .to_string()
+                .contains("expected struct Spd"),
+            "deserialising errors name the struct as before"
+        );
         let sa = back.sa("sa1").expect("sa1 survives");
         assert_eq!(sa.encryption_key.as_bytes(), b"ipv6readylogo3descbcout2");
         assert_eq!(
@@ -826,5 +903,178 @@ mod tests {
             "debug output leaks no key: {debug}"
         );
         assert!(debug.contains("<redacted 24 bytes>"));
+    }
+
+    /// `sp add` arguments for policy `i` of the scale test, in one of four selector shapes:
+    /// /64 destinations, /128 sources, /48 tcp flows to an SA, and /96 with a priority.
+    fn scale_sp_args(name: &str, i: u32, sas: u32) -> SpAddArgs {
+        let net = |top: u128, i: u32, shift: u32, len: u8| {
+            format!(
+                "{}/{len}",
+                std::net::Ipv6Addr::from(top << 112 | u128::from(i) << shift)
+            )
+        };
+        let mut args = discard_sp_args(name, "any", "any");
+        match i % 4 {
+            0 => args.sp_destination = Some(net(0x2001, i, 64, 64)),
+            1 => args.sp_source = Some(net(0x2002, i, 0, 128)),
+            2 => {
+                args.sp_source = Some(net(0x2003, i, 80, 48));
+                args.sp_destination = Some(net(0x2004, i % 7, 80, 48));
+                args.upper_layer_protocol = Some("tcp".into());
+                args.source_port = Some("1024".into());
+                args.destination_port = Some((i % 1000 + 1).to_string());
+                args.action = Some("ipsec".into());
+                args.sa_name = Some(format!("sa{}", i / 4 % sas));
+            }
+            _ => {
+                args.sp_destination = Some(net(0x2005, i, 32, 96));
+                args.priority = Some((i % 65_536).to_string());
+                args.flow_direction = Some("in".into());
+            }
+        }
+        args
+    }
+
+    #[test]
+    fn many_policies_one_at_a_time() {
+        const SAS: u32 = 1_000;
+        const SPS: u32 = 100_000;
+        /// SAs 0..USED_SAS are referenced by SPs; the others are free to remove.
+        const USED_SAS: u32 = 500;
+        let mut spd = Spd::new();
+        let started = std::time::Instant::now();
+        for i in 0..SAS {
+            spd.add_sa(&named_sa_args(&format!("sa{i}"), 0x1000 + i, "transport"))
+                .expect("adding an sa");
+        }
+        for i in 0..SPS {
+            spd.add_sp(&scale_sp_args(&format!("sp{i}"), i, USED_SAS))
+                .expect("adding an sp");
+        }
+        let elapsed = started.elapsed();
+        eprintln!("added {SAS} sas and {SPS} sps one at a time in {elapsed:?}");
+        if !cfg!(debug_assertions) {
+            // Linear lookups took tens of seconds here; indexed ones take well under one.
+            assert!(elapsed.as_secs() < 10, "adding took {elapsed:?}");
+        }
+        assert_eq!(spd.sps().len(), SPS as usize);
+        assert_eq!(spd.sa_users("sa7").len(), 50, "every 500th tcp policy");
+        assert_eq!(
+            spd.sa_users("sa7")
+                .iter()
+                .map(|sp| sp.id)
+                .collect::<Vec<_>>(),
+            (0..SPS)
+                .filter(|i| i % 4 == 2 && i / 4 % USED_SAS == 7)
+                .collect::<Vec<_>>(),
+            "users in creation order"
+        );
+
+        // Rejections change nothing and name the same records a scan would.
+        assert_eq!(
+            spd.add_sp(&scale_sp_args("again", 4242, USED_SAS))
+                .expect_err("duplicate selector")
+                .to_string(),
+            "--sp-name: same selector, direction and priority as sp 'sp4242'; remove sp 'sp4242' or give a different --priority"
+        );
+        assert!(matches!(
+            spd.add_sp(&scale_sp_args("sp17", SPS, USED_SAS)),
+            Err(ModelError::NameInUse { .. })
+        ));
+        assert!(matches!(
+            spd.add_sa(&named_sa_args("new", 0x1000 + 17, "transport")),
+            Err(ModelError::SpiInUse { .. })
+        ));
+
+        // Remove a spread of SPs and unused SAs (by name and by triple), then add again: the
+        // freed ids come back lowest first, seqs keep growing.
+        let mut freed_sp_ids = Vec::new();
+        for i in (0..SPS).step_by(97) {
+            let removed = spd
+                .remove_sp(&SpRemoveArgs {
+                    sp_name: Some(format!("sp{i}")),
+                    remove_all: false,
+                })
+                .expect("removing an sp");
+            freed_sp_ids.push(removed[0].id);
+        }
+        let mut freed_sa_ids = Vec::new();
+        for i in (USED_SAS..SAS).step_by(3) {
+            let args = if i % 2 == 0 {
+                SaRemoveArgs {
+                    sa_name: Some(format!("sa{i}")),
+                    ..SaRemoveArgs::default()
+                }
+            } else {
+                SaRemoveArgs {
+                    sa_source: Some("2001:db8::1".into()),
+                    sa_destination: Some("2001:db8::2".into()),
+                    sa_spi: Some(format!("{:#x}", 0x1000 + i)),
+                    ..SaRemoveArgs::default()
+                }
+            };
+            freed_sa_ids.push(spd.remove_sa(&args).expect("removing an unused sa")[0].id);
+        }
+        assert!(
+            spd.remove_sa(&SaRemoveArgs {
+                sa_name: Some("sa3".into()),
+                ..SaRemoveArgs::default()
+            })
+            .expect_err("sa3 is in use")
+            .to_string()
+            .starts_with("--sa-name: sa 'sa3' is used by sp 'sp"),
+        );
+        spd.validate().expect("state after removals is valid");
+        spd.assert_index_agrees();
+
+        freed_sp_ids.sort_unstable();
+        freed_sa_ids.sort_unstable();
+        let next_seq = spd.next_seq;
+        for (k, &id) in (0..).zip(&freed_sp_ids) {
+            let sp = spd
+                .add_sp(&scale_sp_args(&format!("re{k}"), SPS + k, USED_SAS))
+                .expect("re-adding an sp");
+            assert_eq!(
+                (sp.id, sp.seq),
+                (id, next_seq + k),
+                "lowest freed id, next seq"
+            );
+        }
+        for (k, &id) in (0..).zip(&freed_sa_ids) {
+            let sa = spd
+                .add_sa(&named_sa_args(&format!("re{k}"), 0x10_0000 + k, "tunnel"))
+                .expect("re-adding an sa");
+            assert_eq!(sa.id, id, "lowest freed sa id");
+        }
+        let sp = spd
+            .add_sp(&scale_sp_args("last", 2 * SPS, USED_SAS))
+            .expect("adding past the freed ids");
+        assert_eq!(sp.id, SPS, "no free id left below the high-water mark");
+        spd.validate().expect("state after re-adding is valid");
+        spd.assert_index_agrees();
+
+        // The reloaded state rebuilds the same index.
+        let json = serde_json::to_vec(&spd).expect("serialising");
+        let back: Spd = serde_json::from_slice(&json).expect("deserialising");
+        assert_eq!(back, spd);
+        back.validate().expect("reloaded state is valid");
+        back.assert_index_agrees();
+
+        spd.remove_sp(&SpRemoveArgs {
+            sp_name: None,
+            remove_all: true,
+        })
+        .expect("removing every sp");
+        spd.remove_sa(&SaRemoveArgs {
+            remove_all: true,
+            ..SaRemoveArgs::default()
+        })
+        .expect("removing every sa");
+        spd.assert_index_agrees();
+        let sp = spd
+            .add_sp(&scale_sp_args("fresh", 0, USED_SAS))
+            .expect("adding to an empty spd");
+        assert_eq!(sp.id, 0, "ids start over");
     }
 }

@@ -97,7 +97,10 @@ impl Sandbox {
 
     /// Start a daemon and wait until it answers.
     pub fn start(&self) -> Daemon {
-        let child = self.daemon_command().spawn().expect("spawning xipsec daemon");
+        let child = self
+            .daemon_command()
+            .spawn()
+            .expect("spawning xipsec daemon");
         let mut daemon = Daemon {
             child: Some(child),
             socket: self.socket(),
@@ -174,7 +177,10 @@ impl Daemon {
                 let stderr = read_stderr(child);
                 panic!("the daemon exited before answering ({status}): {stderr}");
             }
-            assert!(Instant::now() < deadline, "the daemon did not answer within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -190,7 +196,10 @@ impl Daemon {
         signal(&child, libc::SIGTERM);
         let status = wait_timeout(&mut child, Duration::from_secs(20));
         let stderr = read_stderr(&mut child);
-        assert!(status.success(), "the daemon exited with {status} on SIGTERM: {stderr}");
+        assert!(
+            status.success(),
+            "the daemon exited with {status} on SIGTERM: {stderr}"
+        );
         assert!(!self.socket.exists(), "the daemon left its socket behind");
     }
 
@@ -245,9 +254,17 @@ fn read_stderr(child: &mut Child) -> String {
 
 /// Assert `run` failed with exactly one stderr line starting `error:`, and return that line.
 pub fn single_error_line(run: &Run, what: &str) -> String {
-    assert!(!run.status.success(), "{what}: expected failure, got {run:?}");
+    assert!(
+        !run.status.success(),
+        "{what}: expected failure, got {run:?}"
+    );
     let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{what}: expected one stderr line, got {:?}", run.stderr);
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one stderr line, got {:?}",
+        run.stderr
+    );
     assert!(lines[0].starts_with("error: "), "{what}: {:?}", lines[0]);
     lines[0].to_owned()
 }
