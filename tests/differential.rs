@@ -58,20 +58,43 @@ fn kernel_verdicts_equal_reference() {
                 let pass = match direction {
                     Direction::In => {
                         let action = dp.test_run_xdp(&frame).expect("running XDP");
-                        assert!(action == XDP_PASS || action == XDP_DROP, "XDP action {action}");
+                        assert!(
+                            action == XDP_PASS || action == XDP_DROP,
+                            "XDP action {action}"
+                        );
                         action == XDP_PASS
                     }
                     Direction::Out => {
-                        let action = dp.test_run_tc(&frame).unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(&frame)));
-                        assert!(action == TC_ACT_OK || action == TC_ACT_SHOT, "TC action {action}");
+                        let action = dp
+                            .test_run_tc(&frame)
+                            .unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(&frame)));
+                        assert!(
+                            action == TC_ACT_OK || action == TC_ACT_SHOT,
+                            "TC action {action}"
+                        );
                         action == TC_ACT_OK
                     }
                 };
-                let context = || format!("seed {seed} packet {i} ({round}) {direction:?} want {want:?} frame {}", hex(&frame));
+                let context = || {
+                    format!(
+                        "seed {seed} packet {i} ({round}) {direction:?} want {want:?} frame {}",
+                        hex(&frame)
+                    )
+                };
                 assert_eq!(pass, want.pass, "verdict differs: {}", context());
-                assert_eq!(counter(&dp, want.counter), before_counter + 1, "counter differs: {}", context());
+                assert_eq!(
+                    counter(&dp, want.counter),
+                    before_counter + 1,
+                    "counter differs: {}",
+                    context()
+                );
                 if let (Some(id), Some(before)) = (want.sp_id, before_sp) {
-                    assert_eq!(sp_packets(&dp, id), before + 1, "matched policy differs: {}", context());
+                    assert_eq!(
+                        sp_packets(&dp, id),
+                        before + 1,
+                        "matched policy differs: {}",
+                        context()
+                    );
                 }
                 total += 1;
             }
@@ -82,7 +105,11 @@ fn kernel_verdicts_equal_reference() {
     // The generator must reach every verdict, or the comparison proves less than it claims.
     for c in Counter::ALL {
         if c != Counter::PassOwnEsp {
-            assert!(seen.get(c.name()).copied().unwrap_or(0) >= 20, "verdict {} too rare: {seen:?}", c.name());
+            assert!(
+                seen.get(c.name()).copied().unwrap_or(0) >= 20,
+                "verdict {} too rare: {seen:?}",
+                c.name()
+            );
         }
     }
 }
@@ -119,8 +146,16 @@ fn spd_change_is_seen_and_cache_invalidated() {
     })
     .expect("valid SP");
     dp.sync(&spd).expect("sync discard");
-    assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_DROP, "cached pass must not survive the change");
-    spd.remove_sp(&SpRemoveArgs { sp_name: Some("dns".into()), remove_all: false }).expect("remove");
+    assert_eq!(
+        dp.test_run_xdp(&frame).expect("run"),
+        XDP_DROP,
+        "cached pass must not survive the change"
+    );
+    spd.remove_sp(&SpRemoveArgs {
+        sp_name: Some("dns".into()),
+        remove_all: false,
+    })
+    .expect("remove");
     dp.sync(&spd).expect("sync removal");
     assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
     // Our own ESP leaves untouched whatever the SPD says: the mark short-cuts classification.

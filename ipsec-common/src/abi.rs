@@ -138,7 +138,9 @@ impl MaskDesc {
         if flow.flags & FLOW_OPAQUE != 0 && self.fields & (FIELD_SPORT | FIELD_DPORT) != 0 {
             return false;
         }
-        if flow.is_neighbour_discovery() && self.fields & (FIELD_PROTO | FIELD_DPORT) != (FIELD_PROTO | FIELD_DPORT) {
+        if flow.is_neighbour_discovery()
+            && self.fields & (FIELD_PROTO | FIELD_DPORT) != (FIELD_PROTO | FIELD_DPORT)
+        {
             return false;
         }
         true
@@ -181,9 +183,21 @@ impl RuleKey {
         RuleKey {
             src: and16(&flow.src, &mask.src),
             dst: and16(&flow.dst, &mask.dst),
-            sport: if mask.fields & FIELD_SPORT != 0 { flow.sport } else { 0 },
-            dport: if mask.fields & FIELD_DPORT != 0 { flow.dport } else { 0 },
-            proto: if mask.fields & FIELD_PROTO != 0 { flow.proto } else { 0 },
+            sport: if mask.fields & FIELD_SPORT != 0 {
+                flow.sport
+            } else {
+                0
+            },
+            dport: if mask.fields & FIELD_DPORT != 0 {
+                flow.dport
+            } else {
+                0
+            },
+            proto: if mask.fields & FIELD_PROTO != 0 {
+                flow.proto
+            } else {
+                0
+            },
             dir: flow.dir,
             tag: (generation << 7) | (mask.id & 0x7f),
             _pad: 0,

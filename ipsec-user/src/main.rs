@@ -15,8 +15,7 @@ fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args_os());
     let cli = match cli::parse(args) {
         Ok(cli) => cli,
-        Err(Ok(code)) => return code,
-        Err(Err(failure)) => return failure.report(),
+        Err(exit) => return exit.report(),
     };
     match cli.command {
         Command::Daemon(args) => match run_daemon(cli.socket, args) {
@@ -61,17 +60,14 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
     })
 }
 
-/// The kernel datapath for `interfaces`.
-///
-/// Wiring point for `ipsec_user::datapath::open(&DatapathOptions { interfaces, xdp_mode,
-/// pin_dir })`, which the datapath issue provides; until it lands, only `--no-datapath` runs.
+/// The kernel datapath for `interfaces`: programs loaded and pinned now, attached after the
+/// restored state is in the maps.
 fn open_datapath(
     interfaces: &[String],
     xdp_mode: XdpMode,
     pin_dir: &std::path::Path,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    let _ = (interfaces, xdp_mode, pin_dir);
-    anyhow::bail!("datapath not built yet (run with --no-datapath to manage state only)")
+    ipsec_user::datapath::open(interfaces, xdp_mode, pin_dir)
 }
 
 /// Completes on the first SIGINT or SIGTERM.

@@ -114,7 +114,7 @@ fn acknowledged_adds_survive_kill_9() {
             scope.spawn(move || {
                 let mut last_sa: Option<String> = None;
                 for k in 0..ADDS_PER_CLIENT {
-                    let add = if k % 3 == 0 {
+                    let add = if k.is_multiple_of(3) {
                         sa_add(client, k)
                     } else {
                         sp_add(client, k, last_sa.as_deref())
@@ -164,7 +164,7 @@ fn acknowledged_adds_survive_kill_9() {
 
     let acked = acks.load(Ordering::SeqCst);
     assert!(
-        acked >= KILL_AFTER_ACKS && acked < CLIENTS * ADDS_PER_CLIENT,
+        (KILL_AFTER_ACKS..CLIENTS * ADDS_PER_CLIENT).contains(&acked),
         "{acked} acks"
     );
     assert!(

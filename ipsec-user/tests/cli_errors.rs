@@ -45,10 +45,8 @@ fn with(command: &[&str], base: &[(&str, &str)], changes: &[(&str, Option<&str>)
         args.push(format!("{option}={value}"));
     }
     for (option, value) in changes {
-        if !base.iter().any(|(o, _)| o == option) {
-            if let Some(value) = value {
-                args.push(format!("{option}={value}"));
-            }
+        if let Some(value) = value.filter(|_| !base.iter().any(|(o, _)| o == option)) {
+            args.push(format!("{option}={value}"));
         }
     }
     args

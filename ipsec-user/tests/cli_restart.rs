@@ -11,13 +11,13 @@ pub const SAS: usize = 500;
 pub const SPS: usize = 2_000;
 
 fn sa_args(i: usize) -> Vec<String> {
-    let tunnel = i % 2 == 1;
+    let tunnel = !i.is_multiple_of(2);
     let (enc, key) = match i % 3 {
         0 => ("aes128-cbc", Some(format!("{i:016}"))),
         1 => ("3des-cbc", Some(format!("{i:08}a{i:07}b{i:07}"))),
         _ => ("null", None),
     };
-    let (int, ikey) = if i % 2 == 0 {
+    let (int, ikey) = if i.is_multiple_of(2) {
         ("hmac-sha1", format!("{i:020}"))
     } else {
         ("hmac-sha2-256", format!("0x{i:064x}"))
@@ -47,7 +47,7 @@ fn sp_args(j: usize) -> Vec<String> {
         format!("--sp-source=2001:db8:{:x}::/48", j + 1),
         format!(
             "--sp-destination={}",
-            if j % 4 == 0 {
+            if j.is_multiple_of(4) {
                 "any".to_owned()
             } else {
                 format!("2001:db9:{:x}::/64", j)
@@ -55,7 +55,7 @@ fn sp_args(j: usize) -> Vec<String> {
         ),
         format!(
             "--source-port={}",
-            if j % 5 == 0 {
+            if j.is_multiple_of(5) {
                 "any".to_owned()
             } else {
                 (j % 65_536).to_string()
@@ -63,7 +63,10 @@ fn sp_args(j: usize) -> Vec<String> {
         ),
         format!("--destination-port={}", j % 1_000),
         "--upper-layer-protocol=tcp".into(),
-        format!("--flow-direction={}", if j % 2 == 0 { "in" } else { "out" }),
+        format!(
+            "--flow-direction={}",
+            if j.is_multiple_of(2) { "in" } else { "out" }
+        ),
         format!("--sp-name=sp{j}"),
     ];
     match j % 10 {
@@ -71,7 +74,7 @@ fn sp_args(j: usize) -> Vec<String> {
         1 => args.push("--action=none".into()),
         _ => args.push(format!("--sa-name=sa{}", j % SAS)),
     }
-    if j % 7 == 0 {
+    if j.is_multiple_of(7) {
         args.push(format!("--priority={}", j % 100));
     }
     args

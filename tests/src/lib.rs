@@ -1,6 +1,7 @@
 //! Fixtures for the kernel tests: privilege checks, frame builders, random SPDs and packets
 //! biased to policy edges, and the reference verdict (model parser + reference classifier).
 
+pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod random;

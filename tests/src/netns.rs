@@ -41,10 +41,23 @@ impl VethPair {
         p.cleanup();
         sh(&["ip", "netns", "add", &p.ns_a]);
         sh(&["ip", "netns", "add", &p.ns_b]);
-        sh(&["ip", "link", "add", &p.if_a, "netns", &p.ns_a, "type", "veth", "peer", "name", &p.if_b, "netns", &p.ns_b]);
+        sh(&[
+            "ip", "link", "add", &p.if_a, "netns", &p.ns_a, "type", "veth", "peer", "name",
+            &p.if_b, "netns", &p.ns_b,
+        ]);
         for (ns, ifname, addr) in [(&p.ns_a, &p.if_a, &p.addr_a), (&p.ns_b, &p.if_b, &p.addr_b)] {
             sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "addr", "add", &format!("{addr}/64"), "dev", ifname, "nodad"]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                ifname,
+                "nodad",
+            ]);
             sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
         }
         p

@@ -48,12 +48,20 @@ const ICMP_TYPES: [u16; 6] = [1, 128, 129, 133, 135, 136];
 fn random_addr(rng: &mut Rng) -> u128 {
     let base = rng.pick(&BASES);
     // Mostly small host parts so different policies overlap.
-    let host = if rng.chance(50) { u128::from(rng.below(4)) } else { u128::from(rng.next()) };
+    let host = if rng.chance(50) {
+        u128::from(rng.below(4))
+    } else {
+        u128::from(rng.next())
+    };
     base | (host & 0xffff_ffff_ffff_ffff)
 }
 
 fn prefix(addr: u128, len: u8) -> String {
-    let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(len))
+    };
     format!("{}/{len}", Ipv6Addr::from(addr & mask))
 }
 
@@ -79,13 +87,25 @@ pub fn random_spd(rng: &mut Rng, max_policies: usize) -> Spd {
         let proto = rng.pick(&["any", "tcp", "udp", "icmp6"]);
         let (sport, dport) = match proto {
             "tcp" | "udp" => {
-                let d = if rng.chance(70) { rng.pick(&DPORTS).to_string() } else { "any".into() };
-                let s = if rng.chance(30) { rng.pick(&SPORTS).to_string() } else { "any".into() };
+                let d = if rng.chance(70) {
+                    rng.pick(&DPORTS).to_string()
+                } else {
+                    "any".into()
+                };
+                let s = if rng.chance(30) {
+                    rng.pick(&SPORTS).to_string()
+                } else {
+                    "any".into()
+                };
                 (s, d)
             }
             "icmp6" => (
                 "any".to_string(),
-                if rng.chance(70) { rng.pick(&ICMP_TYPES).to_string() } else { "any".into() },
+                if rng.chance(70) {
+                    rng.pick(&ICMP_TYPES).to_string()
+                } else {
+                    "any".into()
+                },
             ),
             _ => ("any".to_string(), "any".to_string()),
         };
@@ -112,7 +132,13 @@ pub fn random_spd(rng: &mut Rng, max_policies: usize) -> Spd {
 /// An address inside, at the edge of, or just outside `prefix`.
 fn near(rng: &mut Rng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
     let net = u128::from(network);
-    let host_mask = if len == 0 { u128::MAX } else if len == 128 { 0 } else { u128::MAX >> len };
+    let host_mask = if len == 0 {
+        u128::MAX
+    } else if len == 128 {
+        0
+    } else {
+        u128::MAX >> len
+    };
     let addr = match rng.below(5) {
         0 => net,
         1 => net | host_mask,
@@ -125,7 +151,8 @@ fn near(rng: &mut Rng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
 /// A random frame and the direction it travels.
 pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
     let sps = spd.sps();
-    let target: Option<&Sp> = (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.below(sps.len() as u64) as usize]);
+    let target: Option<&Sp> =
+        (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.below(sps.len() as u64) as usize]);
     let direction = match target {
         Some(sp) if rng.chance(90) => sp.direction,
         _ => rng.pick(&[Direction::In, Direction::Out]),
@@ -135,7 +162,10 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
             near(rng, sp.source.network(), sp.source.prefix_len()),
             near(rng, sp.destination.network(), sp.destination.prefix_len()),
         ),
-        None => (Ipv6Addr::from(random_addr(rng)), Ipv6Addr::from(random_addr(rng))),
+        None => (
+            Ipv6Addr::from(random_addr(rng)),
+            Ipv6Addr::from(random_addr(rng)),
+        ),
     };
     let proto = match target.map(|sp| sp.protocol) {
         Some(UpperLayerProtocol::Tcp) if rng.chance(85) => 6,
@@ -158,7 +188,11 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
         }
         58 => {
             let t = wiggle(rng, target.and_then(|sp| sp.destination_port), &ICMP_TYPES);
-            l4_icmp(if rng.chance(10) { rng.pick(&[133u8, 134, 135, 136, 137]) } else { t as u8 })
+            l4_icmp(if rng.chance(10) {
+                rng.pick(&[133u8, 134, 135, 136, 137])
+            } else {
+                t as u8
+            })
         }
         _ => vec![0u8; 16],
     };
@@ -166,11 +200,20 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
     match rng.below(100) {
         0..=4 => {
             for _ in 0..1 + rng.below(3) {
-                spec.ext.push(Ext::Options { kind: rng.pick(&[0u8, 43, 60]), len: rng.below(3) as u8 });
+                spec.ext.push(Ext::Options {
+                    kind: rng.pick(&[0u8, 43, 60]),
+                    len: rng.below(3) as u8,
+                });
             }
         }
-        5..=7 => spec.ext.push(Ext::Fragment { offset: 1 + rng.below(100) as u16, more: rng.chance(50) }),
-        8..=9 => spec.ext.push(Ext::Fragment { offset: 0, more: true }),
+        5..=7 => spec.ext.push(Ext::Fragment {
+            offset: 1 + rng.below(100) as u16,
+            more: rng.chance(50),
+        }),
+        8..=9 => spec.ext.push(Ext::Fragment {
+            offset: 0,
+            more: true,
+        }),
         10..=12 => spec.vlan = Some(rng.below(4095) as u16),
         13..=14 => {
             // Too long a chain: 9 or 10 headers.
@@ -188,12 +231,20 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
         19..=20 => spec.payload_len_delta = rng.pick(&[-30i32, -8, -1, 1, 9, 400]),
         21..=22 => {
             // ESP, known or unknown SPI.
-            let spi: u32 = if rng.chance(50) { 0x1000 + rng.below(4) as u32 } else { 0x2000 + rng.below(100) as u32 };
+            let spi: u32 = if rng.chance(50) {
+                0x1000 + rng.below(4) as u32
+            } else {
+                0x2000 + rng.below(100) as u32
+            };
             let mut esp = spi.to_be_bytes().to_vec();
             esp.extend_from_slice(&[0, 0, 0, 1]);
             esp.extend_from_slice(&[0u8; 24]);
             spec.next_header = 50;
-            spec.l4 = if rng.chance(10) { esp[..6].to_vec() } else { esp };
+            spec.l4 = if rng.chance(10) {
+                esp[..6].to_vec()
+            } else {
+                esp
+            };
         }
         23 => {
             let mut f = spec.build();
@@ -213,7 +264,11 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
     // the stack never emits one: egress frames keep at least the whole IPv6 header.
     let l3 = if spec.vlan.is_some() { 18 } else { 14 };
     if direction == Direction::Out && frame.len() < l3 + 40 {
-        frame = FrameSpec { truncate: 0, ..spec }.build();
+        frame = FrameSpec {
+            truncate: 0,
+            ..spec
+        }
+        .build();
     }
     (direction, frame)
 }

@@ -14,9 +14,18 @@ pub struct Expected {
     pub counter: Counter,
 }
 
-pub fn expected(spd: &Spd, direction: Direction, frame: &[u8], known_spi: impl Fn(u32) -> bool) -> Expected {
+pub fn expected(
+    spd: &Spd,
+    direction: Direction,
+    frame: &[u8],
+    known_spi: impl Fn(u32) -> bool,
+) -> Expected {
     let inbound = direction == Direction::In;
-    let verdict = |pass, sp_id, counter| Expected { pass, sp_id, counter };
+    let verdict = |pass, sp_id, counter| Expected {
+        pass,
+        sp_id,
+        counter,
+    };
     match parse_frame(frame, inbound) {
         Parsed::NotIpv6 => verdict(true, None, Counter::PassNotIpv6),
         Parsed::Malformed => verdict(false, None, Counter::DropMalformed),

@@ -12,12 +12,23 @@ pub fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
     let bin = match which {
         "classify" => "xipsec-bench-classify",
         "esp" => "xipsec-bench-esp",
-        "e2e" => bail!("bench e2e needs the ESP datapath between two xipsec hosts, which is not built yet"),
+        "e2e" => bail!(
+            "bench e2e needs the ESP datapath between two xipsec hosts, which is not built yet"
+        ),
         other => bail!("unknown benchmark {other}; allowed: classify, esp, e2e"),
     };
     let mut cmd = Command::new("cargo");
     cmd.current_dir(util::root())
-        .args(["run", "--quiet", "--release", "-p", "ipsec-user", "--bin", bin, "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "ipsec-user",
+            "--bin",
+            bin,
+            "--",
+        ])
         .args(args);
     if json {
         cmd.arg("--json");

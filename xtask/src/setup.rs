@@ -109,7 +109,9 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     }
     let library = find_libllvm(&sysroot.join("lib"))?;
     let soname = soname(&library)?;
-    let prefix = util::root().join("target").join(format!("llvm-prefix-{llvm_version}"));
+    let prefix = util::root()
+        .join("target")
+        .join(format!("llvm-prefix-{llvm_version}"));
     fs::create_dir_all(prefix.join("bin"))?;
     fs::create_dir_all(prefix.join("lib"))?;
     for name in ["libLLVM.so", soname.as_str()] {
@@ -141,7 +143,10 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     .env(format!("LLVM_SYS_{major}1_PREFIX"), &prefix)
     .env("PATH", path)
     // The workspace's target dir would be locked by the running xtask.
-    .env("CARGO_TARGET_DIR", util::root().join("target").join("bpf-linker-build"));
+    .env(
+        "CARGO_TARGET_DIR",
+        util::root().join("target").join("bpf-linker-build"),
+    );
     util::run(&mut cmd)
 }
 
@@ -149,7 +154,10 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
 fn find_libllvm(dir: &Path) -> anyhow::Result<PathBuf> {
     for entry in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.starts_with("libLLVM") {
             continue;
         }
@@ -218,7 +226,10 @@ fn ensure_apt() -> anyhow::Result<()> {
         return Ok(());
     }
     if !util::is_root() {
-        bail!("missing Debian packages {missing:?}; install them as root (apt-get install {})", missing.join(" "));
+        bail!(
+            "missing Debian packages {missing:?}; install them as root (apt-get install {})",
+            missing.join(" ")
+        );
     }
     util::run(Command::new("apt-get").args(["update", "-q"]))?;
     util::run(

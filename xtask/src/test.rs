@@ -9,7 +9,11 @@ use crate::util;
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure()?;
     let root = util::root();
-    util::run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))?;
+    util::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
     util::run(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",
@@ -29,7 +33,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     util::run(
         Command::new("cargo")
             .current_dir(&root)
-            .args(["test", "--release", "--workspace", "--exclude", "ipsec-ebpf"])
+            .args([
+                "test",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "ipsec-ebpf",
+            ])
             .args(args),
     )
 }

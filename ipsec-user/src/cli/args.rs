@@ -94,7 +94,7 @@ pub enum SaCommand {
     /// List every SA usable by policies, with counters (keys are never shown).
     List(OutputArgs),
     /// Add an SA. Every option is required, except --encryption-key with `null` encryption.
-    Add(SaAdd),
+    Add(Box<SaAdd>),
     /// Remove an SA: by --sa-name, by --sa-source + --sa-destination + --sa-spi, or all of them
     /// with --remove-all. Fails if the SA is in use by an SP (remove the SP first).
     Remove(SaRemove),
@@ -106,7 +106,7 @@ pub enum SpCommand {
     /// List every SP, with hit counters.
     List(OutputArgs),
     /// Add an SP. Its SA must exist first.
-    Add(SpAdd),
+    Add(Box<SpAdd>),
     /// Remove an SP by --sp-name, or every SP with --remove-all.
     Remove(SpRemove),
 }

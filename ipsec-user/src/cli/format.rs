@@ -473,7 +473,7 @@ mod tests {
         let rows = rows();
         assert_eq!(
             render(Formatter::Table, &LAYOUT, &rows),
-            "Name    Port  Users  N\n------  ----  -----  -\na,\"b\"  any   x,y    7\n"
+            "Name   Port  Users  N\n-----  ----  -----  -\na,\"b\"  any   x,y    7\n"
         );
         let json: serde_json::Value =
             serde_json::from_str(&render(Formatter::Json, &LAYOUT, &rows)).expect("json parses");

@@ -88,17 +88,35 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     args
 }
 
-/// Parse the (normalised) command line; usage errors come back as one-line failures, `--help`
-/// and `--version` as `Ok(Err(code))` after printing.
-pub fn parse(args: Vec<OsString>) -> Result<Cli, Result<ExitCode, Failure>> {
+/// Why [`parse`] did not produce a command to run.
+#[derive(Debug)]
+pub enum Exit {
+    /// `--help` or `--version` was printed: exit 0.
+    Printed,
+    /// A usage error.
+    Failed(Failure),
+}
+
+impl Exit {
+    /// Print what is left to print and return the exit code.
+    pub fn report(&self) -> ExitCode {
+        match self {
+            Self::Printed => ExitCode::SUCCESS,
+            Self::Failed(failure) => failure.report(),
+        }
+    }
+}
+
+/// Parse the (normalised) command line; a usage error becomes a one-line failure (exit 2).
+pub fn parse(args: Vec<OsString>) -> Result<Cli, Exit> {
     match Cli::try_parse_from(args) {
         Ok(cli) => Ok(cli),
         Err(e) if !e.use_stderr() => {
-            // --help, --version: print as clap does, exit 0.
+            // --help, --version: print as clap does.
             let _ = e.print();
-            Err(Ok(ExitCode::SUCCESS))
+            Err(Exit::Printed)
         }
-        Err(e) => Err(Err(Failure {
+        Err(e) => Err(Exit::Failed(Failure {
             message: one_line(&e.render().to_string()),
             code: 2,
         })),
@@ -149,10 +167,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket.as_path();
     match cli.command {
         Command::Sa(SaCommand::List(out)) => list(socket, Request::SaList, out),
-        Command::Sa(SaCommand::Add(a)) => change(socket, Request::SaAdd(a.into())),
+        Command::Sa(SaCommand::Add(a)) => change(socket, Request::SaAdd((*a).into())),
         Command::Sa(SaCommand::Remove(a)) => change(socket, Request::SaRemove(a.into())),
         Command::Sp(SpCommand::List(out)) => list(socket, Request::SpList, out),
-        Command::Sp(SpCommand::Add(a)) => change(socket, Request::SpAdd(a.into())),
+        Command::Sp(SpCommand::Add(a)) => change(socket, Request::SpAdd((*a).into())),
         Command::Sp(SpCommand::Remove(a)) => {
             if let Some(name) = &a.sa_name {
                 // The source document removes an SP with `sp remove --sa-name`; that is a typo.
@@ -297,10 +315,10 @@ mod tests {
 
     #[test]
     fn usage_errors_are_one_line() {
-        let err = parse(os(&["xipsec", "sa", "list", "--formatter", "yaml"]))
-            .map(|_| ())
-            .expect_err("a bad formatter is a usage error")
-            .expect_err("a usage error is a failure");
+        let Err(Exit::Failed(err)) = parse(os(&["xipsec", "sa", "list", "--formatter", "yaml"]))
+        else {
+            panic!("a bad formatter is a usage error");
+        };
         assert_eq!(err.code, 2);
         assert!(!err.message.contains('\n'), "{}", err.message);
         assert!(err.message.contains("--formatter"), "{}", err.message);

@@ -37,11 +37,12 @@ pub(crate) struct Identity {
 }
 
 enum Job {
-    Request(Request, oneshot::Sender<Response>),
+    Request(Box<Request>, oneshot::Sender<Response>),
     Stop,
 }
 
-/// Handle to the worker thread that owns the state.
+/// Handle to the worker thread that owns the state; one clone per client connection.
+#[derive(Clone)]
 pub(crate) struct Control {
     jobs: mpsc::Sender<Job>,
 }
@@ -83,19 +84,15 @@ pub(crate) fn start(
     Ok((Control { jobs: jobs.clone() }, Worker { jobs, thread }))
 }
 
-impl Clone for Control {
-    fn clone(&self) -> Self {
-        Self {
-            jobs: self.jobs.clone(),
-        }
-    }
-}
-
 impl Control {
     /// Answer one request.
     pub(crate) async fn handle(&self, request: Request) -> Response {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job::Request(request, reply)).is_err() {
+        if self
+            .jobs
+            .send(Job::Request(Box::new(request), reply))
+            .is_err()
+        {
             return shutting_down();
         }
         answer.await.unwrap_or_else(|_| shutting_down())
@@ -149,7 +146,7 @@ impl State {
                     let _ = reply.send(shutting_down());
                     continue;
                 }
-                let request = match self.read(request) {
+                let request = match self.read(*request) {
                     Ok(response) => {
                         let _ = reply.send(response);
                         continue;
@@ -157,7 +154,7 @@ impl State {
                     Err(change) => change,
                 };
                 let spd = next.get_or_insert_with(|| self.spd.clone());
-                match apply(spd, request) {
+                match apply(spd, *request) {
                     Ok((response, log)) => pending.push(Pending {
                         reply,
                         response,
@@ -177,7 +174,7 @@ impl State {
     }
 
     /// Answer a read from the committed state; a change comes back unanswered.
-    fn read(&self, request: Request) -> Result<Response, Change> {
+    fn read(&self, request: Request) -> Result<Response, Box<Change>> {
         Ok(match request {
             Request::SaList => Response::SaList(sa_entries(&self.spd, &self.counters())),
             Request::SpList => Response::SpList(sp_entries(&self.spd, &self.counters())),
@@ -197,10 +194,10 @@ impl State {
                 sps: self.spd.sps().len() as u64,
                 uptime_seconds: self.started.elapsed().as_secs(),
             }),
-            Request::SaAdd(args) => return Err(Change::SaAdd(args)),
-            Request::SaRemove(args) => return Err(Change::SaRemove(args)),
-            Request::SpAdd(args) => return Err(Change::SpAdd(args)),
-            Request::SpRemove(args) => return Err(Change::SpRemove(args)),
+            Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
+            Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
+            Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
+            Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
         })
     }
 
@@ -258,6 +255,14 @@ impl State {
     }
 }
 
+/// The CLI's spelling of a model enum (its serde name), for log lines.
+fn spelled<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        other => format!("{other:?}"),
+    }
+}
+
 /// The requests that change the state.
 enum Change {
     SaAdd(SaAddArgs),
@@ -301,7 +306,10 @@ fn apply(spd: &mut Spd, change: Change) -> Result<Applied, ModelError> {
             let log = {
                 let name = name.clone();
                 Box::new(move || {
-                    info!(sp = %name, ?direction, ?action, sa = sa.as_deref().unwrap_or("-"), "sp added");
+                    info!(
+                        sp = %name, direction = spelled(&direction), action = spelled(&action),
+                        sa = sa.as_deref().unwrap_or("-"), "sp added"
+                    );
                 })
             };
             (Response::Added { name }, log)

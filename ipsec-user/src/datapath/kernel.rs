@@ -16,35 +16,10 @@ use ipsec_common::abi::{
 };
 
 use super::sync::SyncState;
-use crate::model::Spd;
+use crate::{daemon::XdpMode as XdpModeChoice, model::Spd};
 
 /// The eBPF object built by `build.rs` from `ipsec-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipsec"));
-
-/// How to attach XDP: `auto` picks native on physical NICs and generic on virtual devices
-/// (native XDP on a veth that carries stack traffic cut TCP to 0.28x here; generic costs 10%).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpModeChoice {
-    #[default]
-    Auto,
-    Native,
-    Generic,
-}
-
-impl std::str::FromStr for XdpModeChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "native" => Ok(Self::Native),
-            "generic" => Ok(Self::Generic),
-            other => Err(format!(
-                "unknown xdp mode {other}; allowed: auto, native, generic"
-            )),
-        }
-    }
-}
 
 /// Errors of the datapath, each naming what was being done.
 #[derive(Debug, thiserror::Error)]

@@ -9,4 +9,7 @@ pub mod compile;
 mod kernel;
 mod sync;
 
-pub use kernel::{Attached, DatapathError, KernelDatapath, LoadOptions, XdpModeChoice};
+mod port;
+
+pub use kernel::{Attached, DatapathError, KernelDatapath, LoadOptions};
+pub use port::open;

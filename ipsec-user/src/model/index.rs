@@ -11,7 +11,7 @@
 //! the records answers. On a state it rejects (duplicate names, SPIs, selectors), a lookup finds
 //! the first record in creation order, as a scan would, until that record is removed.
 
-use std::collections::hash_map::Entry;
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
@@ -151,11 +151,13 @@ fn insert_first<K: Eq + Hash>(map: &mut HashMap<K, Handle>, key: K, handle: Hand
 }
 
 /// Removes `key` if it maps to `handle` (and not to another record with the same key).
-fn remove_if<K: Eq + Hash>(map: &mut HashMap<K, Handle>, key: K, handle: Handle) {
-    if let Entry::Occupied(entry) = map.entry(key) {
-        if *entry.get() == handle {
-            entry.remove();
-        }
+fn remove_if<K, Q>(map: &mut HashMap<K, Handle>, key: &Q, handle: Handle)
+where
+    K: Borrow<Q> + Eq + Hash,
+    Q: Eq + Hash + ?Sized,
+{
+    if map.get(key) == Some(&handle) {
+        map.remove(key);
     }
 }
 
@@ -246,8 +248,8 @@ impl Index {
     /// Forgets `sa`, which was just removed from `position` of the SAs.
     pub(super) fn remove_sa(&mut self, position: usize, sa: &Sa) {
         let handle = self.sa_handles.remove(position);
-        remove_if(&mut self.sa_by_name, sa.name.clone(), handle);
-        remove_if(&mut self.sa_by_spi, sa.spi, handle);
+        remove_if(&mut self.sa_by_name, sa.name.as_str(), handle);
+        remove_if(&mut self.sa_by_spi, &sa.spi, handle);
         self.sa_ids.release(sa.id);
     }
 
@@ -308,14 +310,14 @@ impl Index {
     /// Forgets `sp`, which was just removed from `position` of the SPs.
     pub(super) fn remove_sp(&mut self, position: usize, sp: &Sp) {
         let handle = self.sp_handles.remove(position);
-        remove_if(&mut self.sp_by_name, sp.name.clone(), handle);
-        remove_if(&mut self.sp_by_selector, sp.selector_key(), handle);
-        if let Some(sa) = &sp.sa_name {
-            if let Entry::Occupied(mut users) = self.users.entry(sa.clone()) {
-                users.get_mut().remove(&handle);
-                if users.get().is_empty() {
-                    users.remove();
-                }
+        remove_if(&mut self.sp_by_name, sp.name.as_str(), handle);
+        remove_if(&mut self.sp_by_selector, &sp.selector_key(), handle);
+        if let Some(sa) = &sp.sa_name
+            && let Some(users) = self.users.get_mut(sa.as_str())
+        {
+            users.remove(&handle);
+            if users.is_empty() {
+                self.users.remove(sa.as_str());
             }
         }
         self.sp_ids.release(sp.id);

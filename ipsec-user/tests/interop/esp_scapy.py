@@ -15,6 +15,10 @@ Protocol: one JSON request on stdin, one JSON answer on stdout; packets travel a
      leaves to the caller: SPI, strictly increasing sequence numbers from 1, RFC 4303 §2.4
      padding (1, 2, 3, ... and 4-byte alignment) and, in tunnel mode, the outer header.
 
+  {"op": "batch", "requests": [REQUEST, ...]}
+      -> {"ok": true, "answers": [ANSWER, ...]}
+     several requests in one process, because importing scapy dominates the run time.
+
 SA = {"spi": int, "crypt_algo": "3DES" | "AES-CBC" | "NULL", "crypt_key": hex,
       "auth_algo": "HMAC-SHA1-96" | "SHA2-256-128", "auth_key": hex,
       "mode": "transport" | "tunnel", "tunnel_src": addr, "tunnel_dst": addr,
@@ -161,8 +165,7 @@ def decrypt(req):
     return {"ok": True, "results": results}
 
 
-def main():
-    req = json.load(sys.stdin)
+def handle(req):
     op = req.get("op")
     if op == "probe":
         answer = {"ok": True, "scapy": scapy.VERSION, "crypt": sorted(CRYPT_ALGOS), "auth": sorted(AUTH_ALGOS)}
@@ -172,6 +175,15 @@ def main():
         answer = decrypt(req)
     else:
         answer = {"ok": False, "error": f"unknown op {op!r}"}
+    return answer
+
+
+def main():
+    req = json.load(sys.stdin)
+    if req.get("op") == "batch":
+        answer = {"ok": True, "answers": [handle(r) for r in req["requests"]]}
+    else:
+        answer = handle(req)
     json.dump(answer, sys.stdout)
 
 
