@@ -15,7 +15,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Self(seed ^ 0x9e37_79b9_7f4a_7c15)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -23,7 +23,7 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -51,7 +51,7 @@ fn random_addr(rng: &mut Rng) -> u128 {
     let host = if rng.chance(50) {
         u128::from(rng.below(4))
     } else {
-        u128::from(rng.next())
+        u128::from(rng.next_u64())
     };
     base | (host & 0xffff_ffff_ffff_ffff)
 }
@@ -143,7 +143,7 @@ fn near(rng: &mut Rng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
         0 => net,
         1 => net | host_mask,
         2 if len > 0 => net ^ (1u128 << (128 - u32::from(len))),
-        _ => net | (u128::from(rng.next()) & host_mask & 0xffff),
+        _ => net | (u128::from(rng.next_u64()) & host_mask & 0xffff),
     };
     Ipv6Addr::from(addr)
 }

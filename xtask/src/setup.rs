@@ -80,10 +80,10 @@ fn ensure_nightly() -> anyhow::Result<()> {
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {
-    if let Some(v) = output(Command::new("bpf-linker").arg("--version")) {
-        if v.contains(BPF_LINKER_VERSION) {
-            return Ok(());
-        }
+    if output(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+    {
+        return Ok(());
     }
     let sysroot = PathBuf::from(
         output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))

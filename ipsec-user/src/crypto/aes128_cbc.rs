@@ -1,8 +1,9 @@
 //! `aes128-cbc`: AES-128 in CBC mode with an explicit IV, RFC 3602.
 //!
-//! The key schedule is computed once per SA; each packet builds a CBC mode over a borrowed
-//! reference to it, so no round keys are copied per packet. The `aes` crate picks AES-NI (or the
-//! `ARMv8` crypto extensions) at run time and falls back to a constant-time software version.
+//! The key schedule is computed once per SA and only borrowed per packet. Encryption runs the
+//! CBC chain of `super::cbc` (chaining value kept in a register); decryption uses the `cbc`
+//! crate, which pipelines blocks. The `aes` crate picks AES-NI/VAES (or the `ARMv8` crypto
+//! extensions) at run time and falls back to a constant-time software version.
 
 use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
 use aes::Aes128;

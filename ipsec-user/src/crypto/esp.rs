@@ -298,12 +298,12 @@ impl OutboundSa {
             iv_len,
             block_size: block,
         })?;
-        let header_len = if kept.is_some() {
+        // Transport: ESP follows the headers kept in clear; tunnel: the new outer header.
+        let esp_offset = if kept.is_some() {
             clear_len
         } else {
             IPV6_HEADER_LEN
         };
-        let esp_offset = header_len;
         let total = esp_offset + ESP_HEADER_LEN + iv_len + ciphertext_len + t.integrity.icv_len();
         let payload_len =
             u16::try_from(total - IPV6_HEADER_LEN).map_err(|_| EspError::TooBig { len: total })?;

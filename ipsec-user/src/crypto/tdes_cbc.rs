@@ -2,7 +2,7 @@
 //!
 //! 3DES is here for compatibility with the source document's example and IPv6 Ready Logo test
 //! keys; it is slow (a software cipher with 8-byte blocks) and is only as strong as its 112-bit
-//! effective key. The key schedule is computed once per SA.
+//! effective key. The key schedule is computed once per SA; CBC as in `aes128_cbc`.
 
 use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
 use des::TdesEde3;

@@ -43,10 +43,12 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
     let next = dp.epoch()? + 1;
     let generation = (next & 1) as u8;
     let tables = compile(spd, generation, &mut dp.sync.ids)?;
-    if let Some(flipped) = dp.sync.last_flip {
-        if let Some(rest) = GRACE.checked_sub(flipped.elapsed()) {
-            std::thread::sleep(rest);
-        }
+    if let Some(rest) = dp
+        .sync
+        .last_flip
+        .and_then(|flipped| GRACE.checked_sub(flipped.elapsed()))
+    {
+        std::thread::sleep(rest);
     }
 
     // Counters of policies new to their slot start from zero before any packet can hit them.
