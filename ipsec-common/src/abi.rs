@@ -234,7 +234,10 @@ const _: () = assert!(size_of::<CacheValue>() == 24);
 /// its low bit is the active generation, and flow-cache entries of older epochs are ignored.
 /// One aligned 8-byte word, so readers see either the old or the new value, never a mix.
 pub const CONFIG_EPOCH: u32 = 0;
-pub const CONFIG_LEN: u32 = 1;
+/// Ifindex of the ESP engine's TUN device: TC egress redirects `ipsec` packets there. 0 means no
+/// engine (daemon down): those packets are dropped, never sent in clear.
+pub const CONFIG_ESP_IFINDEX: u32 = 1;
+pub const CONFIG_LEN: u32 = 2;
 
 /// Index into [`MASK_COUNT`] and base into [`MASKS`] for a generation and direction.
 #[inline(always)]
@@ -292,10 +295,12 @@ pub enum Counter {
     /// A non-first fragment of ESP (inbound): passed for reassembly; the first fragment carries
     /// the SPI and was checked, and ESP is only decrypted after reassembly.
     PassEspFragment = 12,
+    /// Outbound traffic of an `ipsec` policy handed to the ESP engine.
+    IpsecToEngine = 13,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassNotIpv6,
         Counter::PassNoPolicy,
@@ -310,6 +315,7 @@ impl Counter {
         Counter::DropExtHeaderLimit,
         Counter::DropUnknownSpi,
         Counter::PassEspFragment,
+        Counter::IpsecToEngine,
     ];
 
     /// Stable snake_case name used by `xipsec stats`.
@@ -328,6 +334,7 @@ impl Counter {
             Counter::DropExtHeaderLimit => "drop_ext_header_limit",
             Counter::DropUnknownSpi => "drop_unknown_spi",
             Counter::PassEspFragment => "pass_esp_fragment",
+            Counter::IpsecToEngine => "ipsec_to_engine",
         }
     }
 

@@ -1,17 +1,21 @@
-//! TC egress: classify against the outbound SPD. `ipsec` verdicts fail closed: the plaintext of a
-//! protected flow never leaves, whatever happens to the ESP path.
+//! TC egress: classify against the outbound SPD. `ipsec` verdicts are redirected to the ESP
+//! engine's TUN device, or dropped when there is none: the plaintext of a protected flow never
+//! leaves, whatever happens to the ESP path (a dead engine's TUN device is gone, and a full TUN
+//! queue drops).
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 use ipsec_common::abi::{
-    ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_OUT, FlowKey, MAX_L4_OFFSET, NO_SP, XIPSEC_MARK,
+    ACTION_DISCARD, ACTION_IPSEC, CONFIG_ESP_IFINDEX, Counter, DIR_OUT, FlowKey, MAX_L4_OFFSET,
+    NO_SP, XIPSEC_MARK,
 };
 
 use crate::{
     classify::classify,
-    maps::{count, count_sp},
+    maps::{CONFIG, count, count_sp},
     parse::{Frame, Outcome, parse},
 };
 
@@ -53,12 +57,23 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
             count_sp(verdict.sp_id, len as u64);
             match verdict.action {
                 ACTION_DISCARD => shot(Counter::DropDiscard),
-                // No ESP path is attached yet: fail closed.
-                ACTION_IPSEC => shot(Counter::DropIpsecUnavailable),
+                ACTION_IPSEC => to_engine(),
                 _ => ok(Counter::PassPolicyNone),
             }
         }
     }
+}
+
+/// Hand the packet to the ESP engine's TUN device; without an engine, drop it (fail closed).
+#[inline(always)]
+fn to_engine() -> i32 {
+    let ifindex = CONFIG.get(CONFIG_ESP_IFINDEX).copied().unwrap_or(0);
+    if ifindex == 0 || ifindex > u64::from(u32::MAX) {
+        return shot(Counter::DropIpsecUnavailable);
+    }
+    count(Counter::IpsecToEngine);
+    // SAFETY: a helper call with plain integer arguments.
+    unsafe { bpf_redirect(ifindex as u32, 0) as i32 }
 }
 
 #[inline(always)]

@@ -9,7 +9,12 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        tc::{self, SchedClassifierLink},
+        xdp::XdpLink,
+    },
 };
 use ipsec_common::abi::{
     self, CacheValue, Counter, FlowKey, MaskDesc, RuleKey, RuleValue, SaInfo, SpStats,
@@ -233,7 +238,12 @@ impl KernelDatapath {
         })
     }
 
-    /// Attach XDP ingress and TC egress to `interface`. On error nothing stays attached to it.
+    /// Attach XDP ingress and TC egress to `interface`. On error nothing new stays attached.
+    ///
+    /// With a pin directory, both links are pinned there, so the programs stay attached after
+    /// the daemon exits or dies: protected flows keep failing closed (no ESP engine, drop) and
+    /// discard policies keep dropping. A later daemon takes the pinned links over and swaps its
+    /// programs in atomically (`bpf_link_update`): no packet ever meets an unattached interface.
     pub fn attach(
         &mut self,
         interface: &str,
@@ -242,6 +252,14 @@ impl KernelDatapath {
         if nix_if_index(interface).is_none() {
             return Err(DatapathError::NoSuchInterface(interface.into()));
         }
+        let xdp_pin = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link_xdp_{interface}")));
+        let tc_pin = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link_tc_{interface}")));
         let xdp_mode = match mode {
             XdpModeChoice::Native => XdpMode::Driver,
             XdpModeChoice::Generic => XdpMode::Skb,
@@ -253,48 +271,67 @@ impl KernelDatapath {
                 }
             }
         };
-        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
-        let xdp_link = match xdp.attach(interface, xdp_mode) {
-            Ok(link) => (link, xdp_mode),
-            // A physical NIC whose driver lacks XDP: generic mode still filters.
-            Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
-                let link = xdp.attach(interface, XdpMode::Skb).map_err(|source| {
-                    DatapathError::Attach {
-                        program: abi::PROG_XDP_INGRESS,
-                        interface: interface.into(),
-                        source,
-                    }
-                })?;
-                (link, XdpMode::Skb)
-            }
-            Err(source) => {
-                return Err(DatapathError::Attach {
-                    program: abi::PROG_XDP_INGRESS,
-                    interface: interface.into(),
-                    source,
-                });
-            }
+        let attach_err = |program, source| DatapathError::Attach {
+            program,
+            interface: interface.into(),
+            source,
         };
+
+        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
+        let taken_over = xdp_pin.as_ref().is_some_and(|pin| take_over_xdp(xdp, pin));
+        let mut used_mode = xdp_mode;
+        if !taken_over {
+            let xdp_id = match xdp.attach(interface, xdp_mode) {
+                Ok(id) => id,
+                // A physical NIC whose driver lacks XDP: generic mode still filters.
+                Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
+                    used_mode = XdpMode::Skb;
+                    xdp.attach(interface, XdpMode::Skb)
+                        .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?
+                }
+                Err(e) => return Err(attach_err(abi::PROG_XDP_INGRESS, e)),
+            };
+            if let Some(pin) = &xdp_pin {
+                let link = xdp
+                    .take_link(xdp_id)
+                    .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?;
+                pin_link(link, pin)?;
+            }
+        }
+
         let tc_prog: &mut SchedClassifier = program(&mut self.ebpf, abi::PROG_TC_EGRESS)?;
-        let tc_result = tc_prog
-            .attach(interface, TcAttachType::Egress)
-            .or_else(|_| {
-                // Older kernels attach through the clsact qdisc; add it and retry once.
-                let _ = tc::qdisc_add_clsact(interface);
-                tc_prog.attach(interface, TcAttachType::Egress)
-            });
-        if let Err(source) = tc_result {
-            let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
-            let _ = xdp.detach(xdp_link.0);
-            return Err(DatapathError::Attach {
-                program: abi::PROG_TC_EGRESS,
-                interface: interface.into(),
-                source,
-            });
+        let tc_taken = tc_pin
+            .as_ref()
+            .is_some_and(|pin| take_over_tc(tc_prog, pin));
+        if !tc_taken {
+            let tc_result = tc_prog
+                .attach(interface, TcAttachType::Egress)
+                .or_else(|_| {
+                    // Older kernels attach through the clsact qdisc; add it and retry once.
+                    let _ = tc::qdisc_add_clsact(interface);
+                    tc_prog.attach(interface, TcAttachType::Egress)
+                });
+            let tc_id = match tc_result {
+                Ok(id) => id,
+                Err(source) => {
+                    if !taken_over {
+                        if let Some(pin) = &xdp_pin {
+                            let _ = std::fs::remove_file(pin);
+                        }
+                    }
+                    return Err(attach_err(abi::PROG_TC_EGRESS, source));
+                }
+            };
+            if let Some(pin) = &tc_pin {
+                let link = tc_prog
+                    .take_link(tc_id)
+                    .map_err(|e| attach_err(abi::PROG_TC_EGRESS, e))?;
+                pin_link(link, pin)?;
+            }
         }
         let attached = Attached {
             interface: interface.into(),
-            xdp_mode: if xdp_link.1 == XdpMode::Driver {
+            xdp_mode: if used_mode == XdpMode::Driver {
                 "native".into()
             } else {
                 "generic".into()
@@ -302,6 +339,17 @@ impl KernelDatapath {
         };
         self.attached.push(attached.clone());
         Ok(attached)
+    }
+
+    /// Tell TC egress where the ESP engine reads `ipsec` packets (0: nowhere, drop them).
+    pub fn set_esp_target(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.maps
+            .config
+            .set(abi::CONFIG_ESP_IFINDEX, u64::from(ifindex), 0)
+            .map_err(|source| DatapathError::MapIo {
+                name: abi::CONFIG,
+                source,
+            })
     }
 
     pub fn attached(&self) -> &[Attached] {
@@ -531,6 +579,52 @@ where
     })?;
     prog.try_into()
         .map_err(|source| DatapathError::Program { name, source })
+}
+
+/// Swap our XDP program into the link a previous daemon pinned at `pin`. False if there is
+/// none usable; a stale pin is then removed so a fresh attach can take its place.
+fn take_over_xdp(xdp: &mut Xdp, pin: &Path) -> bool {
+    let Ok(pinned) = PinnedLink::from_pin(pin) else {
+        return false;
+    };
+    let swapped = XdpLink::try_from(FdLink::from(pinned))
+        .ok()
+        .is_some_and(|link| xdp.attach_to_link(link).is_ok());
+    if !swapped {
+        let _ = std::fs::remove_file(pin);
+    }
+    swapped
+}
+
+/// As [`take_over_xdp`], for the TCX egress link.
+fn take_over_tc(tc_prog: &mut SchedClassifier, pin: &Path) -> bool {
+    let Ok(pinned) = PinnedLink::from_pin(pin) else {
+        return false;
+    };
+    let swapped = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .ok()
+        .is_some_and(|link| tc_prog.attach_to_link(link).is_ok());
+    if !swapped {
+        let _ = std::fs::remove_file(pin);
+    }
+    swapped
+}
+
+/// Pin a freshly attached link (it must be a bpf_link: XDP and TCX on this kernel are).
+fn pin_link<L>(link: L, pin: &Path) -> Result<(), DatapathError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Map {
+        name: "link",
+        detail: format!("cannot pin a netlink-attached program: {e}"),
+    })?;
+    fd_link.pin(pin).map_err(|source| DatapathError::Pin {
+        name: "link".into(),
+        path: pin.to_path_buf(),
+        source,
+    })?;
+    Ok(())
 }
 
 fn nix_if_index(interface: &str) -> Option<u32> {
