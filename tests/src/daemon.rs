@@ -36,6 +36,10 @@ impl Daemon {
     /// Start a daemon in `ns` on `interface`; state under /tmp/xipsec-test-{name}.
     pub fn start(name: &str, ns: &str, interface: &str) -> Self {
         let dir = PathBuf::from(format!("/tmp/xipsec-test-{name}"));
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(dir.join("bpf"))
+            .output();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the test state dir");
         let mut d = Self {
@@ -50,8 +54,30 @@ impl Daemon {
         d
     }
 
+    /// The pin directory: a bpffs mounted in the test's own mount namespace, so pinned links
+    /// outlive a killed daemon (whose `ip netns exec` mount namespace dies with it), as
+    /// `/sys/fs/bpf` does on a real host.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.dir.join("bpf")
+    }
+
     /// Start (again) on the same state.
     pub fn spawn(&mut self) {
+        let pin = self.pin_dir();
+        std::fs::create_dir_all(&pin).expect("creating the pin dir");
+        let mounted = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == pin.to_str());
+        if !mounted {
+            crate::netns::sh(&[
+                "mount",
+                "-t",
+                "bpf",
+                "bpf",
+                pin.to_str().expect("utf-8 path"),
+            ]);
+        }
         let log = std::fs::File::create(self.dir.join("daemon.log")).expect("daemon log");
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns])
@@ -61,7 +87,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .arg("--pin-dir")
-            .arg(format!("/sys/fs/bpf/xipsec-test-{}", self.name))
+            .arg(self.pin_dir())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -126,6 +152,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
-        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/xipsec-test-{}", self.name));
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.pin_dir())
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod frames;
+pub mod maps;
 pub mod netns;
 pub mod random;
 pub mod reference;

@@ -65,68 +65,76 @@ fn prefix(addr: u128, len: u8) -> String {
     format!("{}/{len}", Ipv6Addr::from(addr & mask))
 }
 
+/// A valid transport-mode SA `sa{i}` with SPI 0x1000 + i.
+pub fn sa_args(i: u32) -> SaAddArgs {
+    SaAddArgs {
+        sa_source: Some("any".into()),
+        sa_destination: Some("any".into()),
+        sa_mode: Some("transport".into()),
+        sa_spi: Some(format!("0x{:x}", 0x1000 + i)),
+        encryption_algorithm: Some("aes128-cbc".into()),
+        encryption_key: Some("0x00112233445566778899aabbccddeeff".into()),
+        integrity_algorithm: Some("hmac-sha2-256".into()),
+        integrity_key: Some(format!("0x{}", "ab".repeat(32))),
+        sa_name: Some(format!("sa{i}")),
+    }
+}
+
 /// Four transport-mode SAs named sa0..sa3, then up to `max_policies` random SPs.
 pub fn random_spd(rng: &mut Rng, max_policies: usize) -> Spd {
     let mut spd = Spd::default();
     for i in 0..4u32 {
-        spd.add_sa(&SaAddArgs {
-            sa_source: Some("any".into()),
-            sa_destination: Some("any".into()),
-            sa_mode: Some("transport".into()),
-            sa_spi: Some(format!("0x{:x}", 0x1000 + i)),
-            encryption_algorithm: Some("aes128-cbc".into()),
-            encryption_key: Some("0x00112233445566778899aabbccddeeff".into()),
-            integrity_algorithm: Some("hmac-sha2-256".into()),
-            integrity_key: Some(format!("0x{}", "ab".repeat(32))),
-            sa_name: Some(format!("sa{i}")),
-        })
-        .expect("adding a valid SA");
+        spd.add_sa(&sa_args(i)).expect("adding a valid SA");
     }
     let count = 1 + rng.below(max_policies as u64) as usize;
     for i in 0..count {
-        let proto = rng.pick(&["any", "tcp", "udp", "icmp6"]);
-        let (sport, dport) = match proto {
-            "tcp" | "udp" => {
-                let d = if rng.chance(70) {
-                    rng.pick(&DPORTS).to_string()
-                } else {
-                    "any".into()
-                };
-                let s = if rng.chance(30) {
-                    rng.pick(&SPORTS).to_string()
-                } else {
-                    "any".into()
-                };
-                (s, d)
-            }
-            "icmp6" => (
-                "any".to_string(),
-                if rng.chance(70) {
-                    rng.pick(&ICMP_TYPES).to_string()
-                } else {
-                    "any".into()
-                },
-            ),
-            _ => ("any".to_string(), "any".to_string()),
-        };
-        let action = rng.pick(&["none", "discard", "ipsec"]);
-        let args = SpAddArgs {
-            sp_source: Some(prefix(random_addr(rng), rng.pick(&SRC_LENS))),
-            sp_destination: Some(prefix(random_addr(rng), rng.pick(&DST_LENS))),
-            source_port: Some(sport),
-            destination_port: Some(dport),
-            upper_layer_protocol: Some(proto.into()),
-            flow_direction: Some(rng.pick(&["in", "out"]).into()),
-            action: Some(action.into()),
-            sp_mode: None,
-            sa_name: (action == "ipsec" || rng.chance(10)).then(|| format!("sa{}", rng.below(4))),
-            sp_name: Some(format!("sp{i}")),
-            priority: rng.chance(20).then(|| rng.below(100).to_string()),
-        };
         // Random selectors may collide with an existing policy; the model refuses those.
-        let _ = spd.add_sp(&args);
+        let _ = spd.add_sp(&random_sp_args(rng, &format!("sp{i}"), 4));
     }
     spd
+}
+
+/// A random `sp add` over overlapping prefixes, naming one of `sa0..sa{sas}` when it needs one.
+pub fn random_sp_args(rng: &mut Rng, name: &str, sas: u64) -> SpAddArgs {
+    let proto = rng.pick(&["any", "tcp", "udp", "icmp6"]);
+    let (sport, dport) = match proto {
+        "tcp" | "udp" => {
+            let d = if rng.chance(70) {
+                rng.pick(&DPORTS).to_string()
+            } else {
+                "any".into()
+            };
+            let s = if rng.chance(30) {
+                rng.pick(&SPORTS).to_string()
+            } else {
+                "any".into()
+            };
+            (s, d)
+        }
+        "icmp6" => (
+            "any".to_string(),
+            if rng.chance(70) {
+                rng.pick(&ICMP_TYPES).to_string()
+            } else {
+                "any".into()
+            },
+        ),
+        _ => ("any".to_string(), "any".to_string()),
+    };
+    let action = rng.pick(&["none", "discard", "ipsec"]);
+    SpAddArgs {
+        sp_source: Some(prefix(random_addr(rng), rng.pick(&SRC_LENS))),
+        sp_destination: Some(prefix(random_addr(rng), rng.pick(&DST_LENS))),
+        source_port: Some(sport),
+        destination_port: Some(dport),
+        upper_layer_protocol: Some(proto.into()),
+        flow_direction: Some(rng.pick(&["in", "out"]).into()),
+        action: Some(action.into()),
+        sp_mode: None,
+        sa_name: (action == "ipsec" || rng.chance(10)).then(|| format!("sa{}", rng.below(sas))),
+        sp_name: Some(name.into()),
+        priority: rng.chance(20).then(|| rng.below(100).to_string()),
+    }
 }
 
 /// An address inside, at the edge of, or just outside `prefix`.

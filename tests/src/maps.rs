@@ -1,0 +1,88 @@
+//! What the SPD tables *mean*, with generation bits and mask ids factored out, read either from
+//! the model (compiled) or from the kernel (a loaded datapath, or the maps a daemon pinned).
+
+use std::{collections::BTreeSet, path::Path};
+
+use aya::maps::{Array, HashMap, Map, MapData};
+use ipsec_common::abi::{self, MaskDesc, RuleKey, RuleValue};
+use ipsec_user::{
+    datapath::{
+        KernelDatapath,
+        compile::{ShapeIds, Tables, compile},
+    },
+    model::Spd,
+};
+
+/// Masks per direction (search order, ids cleared) and every rule with its mask spelled out.
+pub type Meaning = (
+    Vec<Vec<MaskDesc>>,
+    BTreeSet<(u8, Vec<u8>, Vec<u8>, Vec<u8>)>,
+);
+
+pub fn meaning(masks: &[Vec<MaskDesc>; 2], rules: &[(RuleKey, RuleValue)]) -> Meaning {
+    let strip = |m: &MaskDesc| MaskDesc { id: 0, ..*m };
+    let mut set = BTreeSet::new();
+    for (key, value) in rules {
+        let mask = masks[usize::from(key.dir)]
+            .iter()
+            .find(|m| m.id == key.tag & 0x7f)
+            .unwrap_or_else(|| panic!("rule {key:?} names a mask that is not active"));
+        let key = RuleKey { tag: 0, ..*key };
+        set.insert((
+            key.dir,
+            bytemuck::bytes_of(&strip(mask)).to_vec(),
+            bytemuck::bytes_of(&key).to_vec(),
+            bytemuck::bytes_of(value).to_vec(),
+        ));
+    }
+    (
+        masks
+            .iter()
+            .map(|d| d.iter().map(strip).collect())
+            .collect(),
+        set,
+    )
+}
+
+pub fn model_meaning(spd: &Spd) -> Meaning {
+    let Tables { masks, rules } = compile(spd, 0, &mut ShapeIds::default()).expect("compiles");
+    let rules: Vec<_> = rules.into_iter().collect();
+    meaning(&masks, &rules)
+}
+
+pub fn kernel_meaning(dp: &KernelDatapath) -> Meaning {
+    let masks = dp.active_masks().expect("reading masks");
+    let rules = dp.active_rules().expect("reading rules");
+    meaning(&masks, &rules)
+}
+
+fn pinned(dir: &Path, name: &str) -> MapData {
+    MapData::from_pin(dir.join(name)).unwrap_or_else(|e| panic!("opening pinned map {name}: {e}"))
+}
+
+/// The active tables of the maps a daemon pinned under `dir`.
+pub fn pinned_meaning(dir: &Path) -> Meaning {
+    let config: Array<_, u64> =
+        Array::try_from(Map::Array(pinned(dir, abi::CONFIG))).expect("config map");
+    let generation = (config.get(&abi::CONFIG_EPOCH, 0).expect("epoch") & 1) as u8;
+    let counts: Array<_, u32> =
+        Array::try_from(Map::Array(pinned(dir, abi::MASK_COUNT))).expect("mask counts");
+    let all_masks: Array<_, MaskDesc> =
+        Array::try_from(Map::Array(pinned(dir, abi::MASKS))).expect("masks");
+    let mut masks: [Vec<MaskDesc>; 2] = Default::default();
+    for dir_code in [abi::DIR_IN, abi::DIR_OUT] {
+        let set = abi::mask_set(generation, dir_code);
+        for i in 0..counts.get(&set, 0).expect("mask count") {
+            masks[usize::from(dir_code)]
+                .push(all_masks.get(&(set * abi::MAX_MASKS + i), 0).expect("mask"));
+        }
+    }
+    let rules_map: HashMap<_, RuleKey, RuleValue> =
+        HashMap::try_from(Map::HashMap(pinned(dir, abi::RULES))).expect("rules map");
+    let rules: Vec<_> = rules_map
+        .iter()
+        .map(|r| r.expect("reading a rule"))
+        .filter(|(k, _)| k.tag >> 7 == generation)
+        .collect();
+    meaning(&masks, &rules)
+}
