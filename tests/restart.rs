@@ -79,7 +79,7 @@ fn restart_keeps_state_maps_and_verdicts() {
         return;
     }
     let net = VethPair::new("xrs", 0x72);
-    let mut d = Daemon::start("restart", &net.ns_a, &net.if_a);
+    let d = Daemon::start("restart", &net.ns_a, &net.if_a);
 
     d.ok(&[
         "sp",

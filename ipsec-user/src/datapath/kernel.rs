@@ -314,10 +314,8 @@ impl KernelDatapath {
             let tc_id = match tc_result {
                 Ok(id) => id,
                 Err(source) => {
-                    if !taken_over {
-                        if let Some(pin) = &xdp_pin {
-                            let _ = std::fs::remove_file(pin);
-                        }
+                    if let Some(pin) = xdp_pin.as_ref().filter(|_| !taken_over) {
+                        let _ = std::fs::remove_file(pin);
                     }
                     return Err(attach_err(abi::PROG_TC_EGRESS, source));
                 }
