@@ -55,17 +55,20 @@ impl Failure {
 /// parse; esxcli's global `--formatter X` / `--formatter=X`, which precedes the namespace there,
 /// is moved after the command, where xipsec takes it.
 pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
-    let mut args: Vec<OsString> = args.into_iter().collect();
-    if args.get(1).and_then(|a| a.to_str()) != Some(ESXCLI_PREFIX[0]) {
-        return args;
-    }
-    let mut i = 2;
+    let args: Vec<OsString> = args.into_iter().collect();
+    // Options esxcli users put before the namespace (`esxcli --formatter=json network ...`),
+    // and our own `--socket`, may precede the prefix; they move behind the command.
+    let mut i = 1;
     let mut moved = Vec::new();
+    let mut seen_esxcli = false;
     while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
-        if arg == "--formatter" && i + 1 < args.len() {
+        if arg == ESXCLI_PREFIX[0] && !seen_esxcli {
+            seen_esxcli = true;
+            i += 1;
+        } else if (arg == "--formatter" || arg == "--socket") && i + 1 < args.len() {
             moved.extend_from_slice(&args[i..i + 2]);
             i += 2;
-        } else if arg.starts_with("--formatter=") {
+        } else if arg.starts_with("--formatter=") || arg.starts_with("--socket=") {
             moved.push(args[i].clone());
             i += 1;
         } else {
@@ -73,19 +76,20 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
         }
     }
     let rest = &args[i..];
-    let matches_prefix = rest.len() >= 3
+    let namespace = &ESXCLI_PREFIX[1..];
+    let matches_prefix = seen_esxcli
+        && rest.len() >= namespace.len()
         && rest
             .iter()
-            .zip(&ESXCLI_PREFIX[1..])
+            .zip(namespace)
             .all(|(a, p)| a.to_str() == Some(p));
     if !matches_prefix {
         return args;
     }
     let mut out = vec![args[0].clone()];
-    out.extend_from_slice(&rest[3..]);
+    out.extend_from_slice(&rest[namespace.len()..]);
     out.extend(moved);
-    args = out;
-    args
+    out
 }
 
 /// Why [`parse`] did not produce a command to run.

@@ -11,6 +11,7 @@
 //! - When `shutdown` completes it stops accepting and removes its socket.
 
 mod control;
+pub mod esp_engine;
 pub mod port;
 pub mod protocol;
 mod socket;
