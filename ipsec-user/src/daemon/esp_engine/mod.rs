@@ -1,0 +1,397 @@
+//! The userspace ESP engine: plaintext IPv6 in on a TUN device, ESP out on a raw socket, and
+//! back. The kernel has no ESP of ours (no xfrm): every ESP packet xipsec sends or accepts goes
+//! through here.
+//!
+//! Contract of [`EspEngine`]:
+//! - **Outbound.** Whatever the kernel hands the TUN device (`IFF_TUN | IFF_NO_PI`: bare IPv6
+//!   packets) is a packet to protect: the TC egress program `bpf_redirect`s packets whose SP
+//!   action is `ipsec` to [`EspEngine::tun_ifindex`]. The outbound worker classifies each
+//!   packet's flow against the outbound SPD (cached per flow, cache cleared by every
+//!   [`EspEngine::update`]), encapsulates it with the SP's SA and sends the ESP part with
+//!   `sendmmsg` on a raw `IPPROTO_ESP` socket: destination in `msg_name`, source in an
+//!   `IPV6_PKTINFO` cmsg (plus `IPV6_HOPLIMIT` and `IPV6_TCLASS` from the header `encapsulate`
+//!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
+//!   the path MTU, so full-size packets work over a 1,500-byte link. A packet whose flow no
+//!   longer maps to an `ipsec` SP with an SA is dropped (`esp_no_sa`): fail closed, never clear.
+//! - **Inbound.** The same raw socket receives every ESP packet addressed to this host, already
+//!   reassembled, from the ESP header on; source from `msg_name`, destination, hop limit and
+//!   traffic class from `IPV6_PKTINFO`/`IPV6_HOPLIMIT`/`IPV6_TCLASS` cmsgs. The inbound worker
+//!   rebuilds the IPv6 header, finds the SA by SPI (any SA is a candidate), verifies and decrypts
+//!   it (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
+//!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
+//!   SA, else `esp_policy_mismatch`), and writes the inner packet (tunnel) or the restored packet
+//!   (transport) to the TUN: the kernel receives it as arriving on the TUN and delivers it
+//!   locally. Dummy packets (next header 59) are dropped silently (`esp_dummy`).
+//! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
+//!   classifies our ESP again.
+//! - **Sequence numbers** are never reused across restarts: see [`seq`]. A reservation is written
+//!   (fsync + rename) before an SA's counter passes the previous one; a fresh engine resumes
+//!   every SA after its reservation, so a peer's replay window keeps accepting us after
+//!   `kill -9`. An exhausted SA (2^32-1 sent) stops sending, logs once and counts
+//!   `esp_sequence_exhausted`.
+//! - **The TUN device** is not persistent: it disappears with the engine's fd, so when the
+//!   daemon dies the TC redirect target vanishes and protected traffic drops (fail closed).
+//!   IPv6 address generation is off on it (`addr_gen_mode = 1`, set before it comes up: no
+//!   link-local address, so no RS, MLD or DAD packets of its own). Its MTU is 1500
+//!   ([`TUN_MTU`]): it only bounds what the local stack routes into the TUN (test setups); with
+//!   TC redirection the packet's size was settled by the real egress device.
+//! - **Threads.** One outbound thread (TUN -> encapsulate -> `sendmmsg`, batches of
+//!   [`sys::BATCH`]) and one inbound thread (`recvmmsg` -> decapsulate -> check -> TUN write).
+//!   Buffers are allocated once; the steady state allocates nothing per packet. Dropping the
+//!   engine signals an eventfd both threads poll on, joins them and closes the fds (removing
+//!   the TUN device).
+//!
+//! Limitations, by design:
+//! - Transport mode: extension headers in front of ESP (hop-by-hop, routing, destination
+//!   options) are not sent: the raw socket sends from the ESP header on and the kernel builds a
+//!   plain IPv6 header. A fragment reaching the TUN in transport mode is refused
+//!   (`esp_encap_errors`): ESP applies to whole datagrams (RFC 4303 §3.3.4); the kernel
+//!   fragments *after* us, so this only happens when the local stack fragments a datagram
+//!   larger than the TUN MTU before routing it into the TUN.
+//! - Outbound tunnel mode needs the SA's source to be a local address (the kernel refuses a
+//!   foreign `IPV6_PKTINFO` source: `esp_send_errors`).
+//! - The engine makes no routing assumptions. Test setups that route the peer into the TUN
+//!   instead of using TC redirection must keep the engine's own ESP (marked `XIPSEC_MARK`) off
+//!   that route: `tests/esp_engine.rs` puts the TUN route in its own table and adds
+//!   `ip -6 rule add fwmark XIPSEC_MARK lookup main` in front of it.
+
+mod seq;
+mod sys;
+mod tables;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::crypto::ConfigError;
+use crate::daemon::port::SaCount;
+use crate::model::Spd;
+
+pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
+pub use tables::{FLOW_CACHE_LIMIT, Stat};
+
+use seq::SeqStore;
+use sys::{BATCH, Incoming, Outgoing, Ready};
+use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
+
+/// Default TUN device name.
+pub const DEFAULT_TUN_NAME: &str = "xipsec0";
+
+/// MTU of the TUN device (see the module docs).
+pub const TUN_MTU: u32 = 1500;
+
+/// Receive and send buffer of the raw ESP socket.
+const SOCKET_BUFFER_BYTES: i32 = 8 << 20;
+
+/// What the engine needs to start.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Name of the TUN device to create (default [`DEFAULT_TUN_NAME`]).
+    pub tun_name: String,
+    /// Directory of the sequence reservations ([`SEQ_FILE_NAME`]).
+    pub state_dir: PathBuf,
+}
+
+impl EngineConfig {
+    /// The default TUN name with reservations in `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            tun_name: DEFAULT_TUN_NAME.to_owned(),
+            state_dir: state_dir.into(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self::new(crate::daemon::DEFAULT_STATE_DIR)
+    }
+}
+
+/// Why the engine could not start or apply an update.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A system call failed; `call` names it.
+    #[error("{call} failed")]
+    Syscall {
+        call: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// `/dev/net/tun` could not be opened (no tun module, or not root).
+    #[error("cannot open /dev/net/tun")]
+    OpenTun {
+        #[source]
+        source: io::Error,
+    },
+    /// The TUN name is empty, too long (15 bytes at most) or contains `/`, space or NUL.
+    #[error("invalid tun device name {name:?}: 1 to 15 bytes, no '/', space or NUL")]
+    TunName { name: String },
+    /// A sysctl of the TUN device could not be written.
+    #[error("cannot write {}", path.display())]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The reservation file or its directory could not be read or created.
+    #[error("cannot {op} {}", path.display())]
+    SeqFile {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The reservation file is not one; it is left untouched.
+    #[error("corrupt sequence reservation file {}: {reason}", path.display())]
+    SeqFileCorrupt { path: PathBuf, reason: String },
+    /// An SA could not be keyed.
+    #[error("cannot key sa {name}")]
+    SaConfig {
+        name: String,
+        #[source]
+        source: ConfigError,
+    },
+    /// A worker thread could not be spawned.
+    #[error("cannot spawn the {name} thread")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// State shared by the engine handle and both workers.
+struct Shared {
+    out: Mutex<OutTable>,
+    inb: Mutex<InTable>,
+    store: Mutex<SeqStore>,
+    stats: EngineStats,
+    registry: Mutex<BTreeMap<u32, Arc<SaCells>>>,
+    tun: OwnedFd,
+    socket: OwnedFd,
+    shutdown: OwnedFd,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The running engine; see the module docs. Dropping it stops it.
+pub struct EspEngine {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    tun_name: String,
+    tun_ifindex: u32,
+}
+
+impl EspEngine {
+    /// Creates the TUN device and the raw ESP socket in the calling thread's network namespace,
+    /// loads the sequence reservations and starts both workers, with no SA: every packet on the
+    /// TUN is dropped (`esp_no_sa`) and every ESP is `esp_unknown_spi` until [`Self::update`].
+    ///
+    /// # Errors
+    /// An [`EngineError`] naming what failed; nothing is left behind.
+    pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        let store = SeqStore::open(&config.state_dir)?;
+        let seq_file = store.path().display().to_string();
+        let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
+        let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
+        let shutdown = sys::eventfd()?;
+        let shared = Arc::new(Shared {
+            out: Mutex::new(OutTable::default()),
+            inb: Mutex::new(InTable::default()),
+            store: Mutex::new(store),
+            stats: EngineStats::default(),
+            registry: Mutex::new(BTreeMap::new()),
+            tun: tun.fd,
+            socket,
+            shutdown,
+        });
+        let mut engine = Self {
+            shared,
+            threads: Vec::new(),
+            tun_name: tun.name,
+            tun_ifindex: tun.ifindex,
+        };
+        // On error `engine` drops here, which stops the thread already started.
+        engine.spawn("xipsec-esp-out", outbound)?;
+        engine.spawn("xipsec-esp-in", inbound)?;
+        info!(
+            tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
+            "esp engine started"
+        );
+        Ok(engine)
+    }
+
+    fn spawn(&mut self, name: &'static str, run: fn(&Shared)) -> Result<(), EngineError> {
+        let shared = Arc::clone(&self.shared);
+        let handle = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || run(&shared))
+            .map_err(|source| EngineError::Thread { name, source })?;
+        self.threads.push(handle);
+        Ok(())
+    }
+
+    /// The TUN device's ifindex, for the TC program's redirect.
+    pub fn tun_ifindex(&self) -> u32 {
+        self.tun_ifindex
+    }
+
+    /// The TUN device's name.
+    pub fn tun_name(&self) -> &str {
+        &self.tun_name
+    }
+
+    /// Makes the engine's SAs and policies equal `spd`: SAs whose configuration (SPI, mode,
+    /// endpoints, algorithms, keys) is unchanged keep their sequence numbers, replay windows and
+    /// counters; new SAs start after their persisted reservation; removed SAs are dropped. The
+    /// flow caches are cleared. Call it after every accepted change (and once at start-up).
+    ///
+    /// # Errors
+    /// [`EngineError::SaConfig`] if an SA cannot be keyed; the engine is then unchanged.
+    pub fn update(&self, spd: &Spd) -> Result<(), EngineError> {
+        // Lock order everywhere: outbound table, inbound table, store, registry.
+        let mut out = lock(&self.shared.out);
+        let mut inb = lock(&self.shared.inb);
+        let registry = tables::rebuild(spd, &mut out, &mut inb, &self.shared.store)?;
+        *lock(&self.shared.registry) = registry;
+        Ok(())
+    }
+
+    /// Per-SA counters keyed by `Sa::id`: packets and bytes (plaintext IPv6 packet lengths,
+    /// both directions), ICV failures, replay drops and other errors.
+    pub fn sa_counters(&self) -> BTreeMap<u32, SaCount> {
+        lock(&self.shared.registry)
+            .iter()
+            .map(|(id, cells)| (*id, cells.snapshot()))
+            .collect()
+    }
+
+    /// Engine-level counters, by stable name (see [`Stat`]), always all of them, in a fixed
+    /// order.
+    pub fn stats(&self) -> Vec<(String, u64)> {
+        self.shared.stats.snapshot()
+    }
+}
+
+impl Drop for EspEngine {
+    fn drop(&mut self) {
+        if let Err(e) = sys::signal(&self.shared.shutdown) {
+            warn!(error = %e, "cannot signal the esp workers to stop");
+        }
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                warn!("an esp worker panicked");
+            }
+        }
+        // The fds close when the last `Arc<Shared>` (this one) drops, removing the TUN device.
+    }
+}
+
+/// Logs a worker's I/O failure once per thread, and keeps it from spinning on it.
+fn worker_error(logged: &AtomicBool, what: &'static str, error: &dyn std::fmt::Display) {
+    if !logged.swap(true, Ordering::Relaxed) {
+        warn!(%error, "esp {what} failed (logged once)");
+    }
+    std::thread::sleep(Duration::from_millis(10));
+}
+
+/// The outbound worker: TUN -> classify -> encapsulate -> `sendmmsg`.
+fn outbound(shared: &Shared) {
+    let tun = shared.tun.as_raw_fd();
+    let mut frame = vec![0u8; FAKE_ETHERNET.len() + sys::MAX_PACKET];
+    frame[..FAKE_ETHERNET.len()].copy_from_slice(&FAKE_ETHERNET);
+    let mut batch: Vec<Outgoing> = (0..BATCH).map(|_| Outgoing::new()).collect();
+    let (poll_logged, send_logged) = (AtomicBool::new(false), AtomicBool::new(false));
+    loop {
+        match sys::wait(tun, shared.shutdown.as_raw_fd()) {
+            Ok(Ready::Shutdown) => return,
+            Ok(Ready::Data) => {}
+            Err(e) => {
+                worker_error(&poll_logged, "outbound poll", &e);
+                continue;
+            }
+        }
+        let mut n = 0;
+        {
+            let mut table = lock(&shared.out);
+            while n < BATCH {
+                match sys::read_packet(tun, &mut frame[FAKE_ETHERNET.len()..]) {
+                    Ok(Some(len)) => {
+                        let frame = &frame[..FAKE_ETHERNET.len() + len];
+                        if table.protect(frame, &mut batch[n], &shared.stats, &shared.store) {
+                            n += 1;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        shared.stats.bump(Stat::TunReadErrors);
+                        break;
+                    }
+                }
+            }
+        }
+        if n > 0 {
+            let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), &batch[..n]);
+            shared.stats.add(Stat::SendErrors, failed as u64);
+            if let Some(e) = error
+                && !send_logged.swap(true, Ordering::Relaxed)
+            {
+                warn!(error = %e, "sendmmsg on the raw esp socket failed (logged once)");
+            }
+        }
+    }
+}
+
+/// The inbound worker: `recvmmsg` -> decapsulate -> policy check -> TUN write.
+fn inbound(shared: &Shared) {
+    let (socket, tun) = (shared.socket.as_raw_fd(), shared.tun.as_raw_fd());
+    let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
+    let mut plain = Vec::with_capacity(sys::MAX_PACKET);
+    let mut frame = Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET);
+    let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
+    loop {
+        match sys::wait(socket, shared.shutdown.as_raw_fd()) {
+            Ok(Ready::Shutdown) => return,
+            Ok(Ready::Data) => {}
+            Err(e) => {
+                worker_error(&poll_logged, "inbound poll", &e);
+                continue;
+            }
+        }
+        loop {
+            let got = match sys::recv_batch(socket, &mut batch) {
+                Ok(got) => got,
+                Err(e) => {
+                    shared.stats.bump(Stat::RecvErrors);
+                    worker_error(&recv_logged, "recvmmsg", &e);
+                    break;
+                }
+            };
+            if got == 0 {
+                break;
+            }
+            let mut table = lock(&shared.inb);
+            for slot in &mut batch[..got] {
+                if table.receive(slot, &mut plain, &mut frame, &shared.stats)
+                    && sys::write_packet(tun, &frame[FAKE_ETHERNET.len()..]).is_err()
+                {
+                    shared.stats.bump(Stat::TunWriteErrors);
+                }
+            }
+            drop(table);
+            if got < BATCH {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Sequence-number reservations that survive `kill -9` (RFC 4303 §3.3.3: a sender never reuses
+//! a sequence number within an SA).
+//!
+//! Contract:
+//! - `{state_dir}/esp-seq.json` maps (SA name, SPI) to a reservation: a sequence number the SA
+//!   may send up to. Before an SA sends a number above its reservation, [`SeqStore::cover`]
+//!   persists `last_sent + RESERVATION_STEP` (atomically: temporary file, fsync, rename, fsync of
+//!   the directory) and only then lets the packet go.
+//! - After a restart the engine calls `OutboundSa::resume_after(reservation)`, so the first
+//!   packet carries a number above anything the previous process can have sent, and the peer's
+//!   anti-replay window keeps accepting us. Each restart skips at most `RESERVATION_STEP`
+//!   numbers.
+//! - A reservation never decreases, and entries of SAs that were removed are kept (an SA
+//!   re-added with the same name and SPI must not start over at 1) until the file holds more
+//!   than [`MAX_ENTRIES`], when entries of SAs absent from the SPD are pruned.
+//! - A missing file is an empty store; a corrupt one is an error and is left untouched.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::EngineError;
+
+/// Sequence numbers reserved per write: one fsync per 65,536 packets and SA.
+pub const RESERVATION_STEP: u32 = 65_536;
+
+/// The reservation file inside the state directory.
+pub const FILE_NAME: &str = "esp-seq.json";
+
+/// Above this many entries, entries of SAs no longer in the SPD are pruned.
+pub const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
+
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRepr {
+    version: u32,
+    reservations: Vec<EntryRepr>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryRepr {
+    sa_name: String,
+    spi: u32,
+    reserved: u32,
+}
+
+/// The reservations, in memory and on disk.
+#[derive(Debug)]
+pub struct SeqStore {
+    path: PathBuf,
+    entries: BTreeMap<(String, u32), u32>,
+}
+
+impl SeqStore {
+    /// Loads `{state_dir}/esp-seq.json`, creating `state_dir` (mode 0700) if needed.
+    ///
+    /// # Errors
+    /// [`EngineError::SeqFile`] when the directory or file cannot be read,
+    /// [`EngineError::SeqFileCorrupt`] when the file is not a reservation file.
+    pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
+        let path = state_dir.join(FILE_NAME);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| EngineError::SeqFile {
+                path: state_dir.to_path_buf(),
+                op: "create directory",
+                source,
+            })?;
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    path,
+                    entries: BTreeMap::new(),
+                });
+            }
+            Err(source) => {
+                return Err(EngineError::SeqFile {
+                    path,
+                    op: "read",
+                    source,
+                });
+            }
+        };
+        let repr: FileRepr =
+            serde_json::from_slice(&text).map_err(|e| EngineError::SeqFileCorrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if repr.version != VERSION {
+            return Err(EngineError::SeqFileCorrupt {
+                path,
+                reason: format!("version {} (expected {VERSION})", repr.version),
+            });
+        }
+        let mut entries = BTreeMap::new();
+        for e in repr.reservations {
+            let slot = entries.entry((e.sa_name, e.spi)).or_insert(0);
+            *slot = e.reserved.max(*slot);
+        }
+        Ok(Self { path, entries })
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The persisted reservation of SA `name` with `spi`, if any.
+    pub fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
+        // BTreeMap<(String, u32)> cannot be queried by (&str, u32) without allocating; this is
+        // only called when an SA is installed.
+        self.entries.get(&(name.to_owned(), spi)).copied()
+    }
+
+    /// Makes sure sequence number `last_sent + 1` is covered by the reservation `reserved` of SA
+    /// `name`/`spi`, persisting `last_sent + RESERVATION_STEP` first if it is not. Returns
+    /// whether it wrote the file. On error nothing changed and the packet must not be sent.
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write.
+    pub fn cover(
+        &mut self,
+        name: &str,
+        spi: u32,
+        reserved: &mut u32,
+        last_sent: u32,
+    ) -> io::Result<bool> {
+        if u64::from(last_sent) < u64::from(*reserved) {
+            return Ok(false);
+        }
+        let wanted = last_sent.saturating_add(RESERVATION_STEP);
+        self.reserve(name, spi, wanted)?;
+        *reserved = wanted;
+        Ok(true)
+    }
+
+    /// Persists reservation `value` for `name`/`spi` (never lowering an existing one).
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the store is then unchanged.
+    pub fn reserve(&mut self, name: &str, spi: u32, value: u32) -> io::Result<()> {
+        let key = (name.to_owned(), spi);
+        let previous = self.entries.get(&key).copied();
+        self.entries
+            .insert(key.clone(), previous.unwrap_or(0).max(value));
+        let written = self.write();
+        if written.is_err() {
+            match previous {
+                Some(v) => self.entries.insert(key, v),
+                None => self.entries.remove(&key),
+            };
+        }
+        written
+    }
+
+    /// Drops entries of SAs not in `live` once there are more than [`MAX_ENTRIES`]; the next
+    /// write persists the pruning.
+    pub fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
+        if self.entries.len() > MAX_ENTRIES {
+            self.entries.retain(|key, _| live.contains(key));
+        }
+    }
+
+    /// temp file (0600) + write + fsync + rename + fsync(directory): a reader sees the old
+    /// file or the new one, never a torn one.
+    fn write(&self) -> io::Result<()> {
+        let repr = FileRepr {
+            version: VERSION,
+            reservations: self
+                .entries
+                .iter()
+                .map(|((sa_name, spi), reserved)| EntryRepr {
+                    sa_name: sa_name.clone(),
+                    spi: *spi,
+                    reserved: *reserved,
+                })
+                .collect(),
+        };
+        let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{OutboundSa, SaConfig};
+    use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+    use std::net::Ipv6Addr;
+
+    fn tx() -> OutboundSa {
+        OutboundSa::new(&SaConfig {
+            spi: 0x1000,
+            mode: Mode::Transport,
+            source: Ipv6Addr::UNSPECIFIED,
+            destination: Ipv6Addr::UNSPECIFIED,
+            encryption: EncryptionAlgorithm::Null,
+            encryption_key: b"",
+            integrity: IntegrityAlgorithm::HmacSha1,
+            integrity_key: b"ipv6readylogsha1out2",
+        })
+        .expect("building a test sa")
+    }
+
+    /// A minimal IPv6/UDP packet for the test SA.
+    fn packet() -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
+        p.extend_from_slice(&[0; 15]);
+        p.push(1);
+        p.extend_from_slice(&[0; 15]);
+        p.push(2);
+        p.extend_from_slice(&[0, 1, 0, 2, 0, 8, 0, 0]);
+        p
+    }
+
+    /// What the engine does per packet: cover, then encapsulate. Returns the sequence numbers
+    /// sent.
+    fn send(store: &mut SeqStore, sa: &mut OutboundSa, reserved: &mut u32, n: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        (0..n)
+            .map(|_| {
+                store
+                    .cover("sa1", sa.spi(), reserved, sa.last_sequence())
+                    .expect("persisting a reservation");
+                assert!(u64::from(sa.last_sequence()) < u64::from(*reserved));
+                sa.encapsulate(&packet(), &mut out)
+                    .expect("encapsulating")
+                    .seq
+            })
+            .collect()
+    }
+
+    #[test]
+    fn missing_file_is_empty_and_directory_is_created() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let state = dir.path().join("nested/state");
+        let store = SeqStore::open(&state).expect("opening a fresh store");
+        assert_eq!(store.reservation("sa1", 0x1000), None);
+        assert!(state.is_dir());
+        assert!(!store.path().exists(), "nothing written before a reservation");
+    }
+
+    #[test]
+    fn reservation_is_written_before_the_first_packet_and_survives_reload() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let mut sa = tx();
+        let mut reserved = 0;
+        assert_eq!(send(&mut store, &mut sa, &mut reserved, 3), [1, 2, 3]);
+        assert_eq!(reserved, RESERVATION_STEP);
+        let reloaded = SeqStore::open(dir.path()).expect("reloading the store");
+        assert_eq!(reloaded.reservation("sa1", 0x1000), Some(RESERVATION_STEP));
+        assert_eq!(reloaded.reservation("sa1", 0x1001), None);
+        assert_eq!(reloaded.reservation("sa2", 0x1000), None);
+        // Atomic write: no temporary file is left behind, and the file is private.
+        assert!(!dir.path().join("esp-seq.json.tmp").exists());
+        let mode = fs::metadata(reloaded.path())
+            .expect("reading the file mode")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn restarts_never_reuse_a_sequence_number() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut highest_sent = 0;
+        // Five "processes", each killed -9 after a different number of packets (crossing a
+        // reservation boundary in the third), none saving anything at exit.
+        for (run, count) in [1usize, 10, 70_000, 0, 5].into_iter().enumerate() {
+            let mut store = SeqStore::open(dir.path()).expect("opening the store");
+            let mut sa = tx();
+            let mut reserved = store.reservation("sa1", 0x1000).unwrap_or(0);
+            sa.resume_after(reserved);
+            let sent = send(&mut store, &mut sa, &mut reserved, count);
+            if let Some(first) = sent.first() {
+                assert!(*first > highest_sent, "run {run}: {first} <= {highest_sent}");
+            }
+            assert!(sent.windows(2).all(|w| w[1] == w[0] + 1));
+            highest_sent = highest_sent.max(sent.last().copied().unwrap_or(0));
+        }
+        assert!(highest_sent > 70_000);
+    }
+
+    #[test]
+    fn stale_temporary_file_is_ignored_and_replaced() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        store.reserve("sa1", 0x1000, 100).expect("reserving");
+        // A crash between create and rename leaves a torn temporary file behind.
+        fs::write(dir.path().join("esp-seq.json.tmp"), b"{\"vers").expect("writing");
+        let mut store = SeqStore::open(dir.path()).expect("the real file is intact");
+        assert_eq!(store.reservation("sa1", 0x1000), Some(100));
+        store.reserve("sa1", 0x1000, 200).expect("reserving again");
+        assert_eq!(
+            SeqStore::open(dir.path())
+                .expect("reloading")
+                .reservation("sa1", 0x1000),
+            Some(200)
+        );
+    }
+
+    #[test]
+    fn reservations_never_decrease() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        store.reserve("sa1", 0x1000, 500).expect("reserving");
+        store.reserve("sa1", 0x1000, 100).expect("reserving lower");
+        assert_eq!(store.reservation("sa1", 0x1000), Some(500));
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let path = dir.path().join(FILE_NAME);
+        for garbage in [&b"{\"version\":1,\"reservations\":[{\"sa_name\":"[..], b"[]", b"{\"version\":9,\"reservations\":[]}"] {
+            fs::write(&path, garbage).expect("writing a corrupt file");
+            let err = SeqStore::open(dir.path()).expect_err("a corrupt file must not load");
+            assert!(matches!(err, EngineError::SeqFileCorrupt { .. }), "{err}");
+            assert!(err.to_string().contains("esp-seq.json"), "{err}");
+            assert_eq!(fs::read(&path).expect("reading back"), garbage);
+        }
+    }
+
+    #[test]
+    fn reservation_saturates_at_the_last_sequence_number() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let mut reserved = u32::MAX - 10;
+        assert!(store
+            .cover("sa1", 0x1000, &mut reserved, u32::MAX - 10)
+            .expect("covering"));
+        assert_eq!(reserved, u32::MAX);
+        assert!(!store
+            .cover("sa1", 0x1000, &mut reserved, u32::MAX - 1)
+            .expect("covering"));
+    }
+
+    #[test]
+    fn pruning_keeps_live_entries_only_when_over_the_limit() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        store.reserve("gone", 0x2000, 1).expect("reserving");
+        store.reserve("live", 0x1000, 1).expect("reserving");
+        let live = HashSet::from([("live".to_owned(), 0x1000)]);
+        store.prune_if_over(&live);
+        assert_eq!(store.reservation("gone", 0x2000), Some(1), "under the limit");
+        for i in 0..=MAX_ENTRIES as u32 {
+            store.entries.insert((format!("x{i}"), 0x100 + i), 1);
+        }
+        store.prune_if_over(&live);
+        assert_eq!(store.entries.len(), 1);
+        assert_eq!(store.reservation("live", 0x1000), Some(1));
+    }
+}

@@ -1,0 +1,886 @@
+//! The engine's packet logic without I/O: the SA tables of each direction, the flow caches, the
+//! counters, and what happens to one packet ([`OutTable::protect`], [`InTable::receive`]).
+//!
+//! Contract:
+//! - [`rebuild`] makes both tables equal an [`Spd`]: an SA whose identity (SPI, mode, endpoints,
+//!   algorithms, keys) is unchanged keeps its `OutboundSa` (sequence number, reservation),
+//!   `InboundSa` (replay window) and counters; other SAs are keyed afresh (resuming after their
+//!   persisted reservation); removed ones are dropped. It either applies completely or, on a key
+//!   error, changes nothing. Flow caches are cleared.
+//! - Outbound, a packet's flow is classified once against the outbound SPD and the answer cached
+//!   per flow (5-tuple), so the steady-state cost is one hash lookup. Only an `ipsec` SP with an
+//!   SA protects; anything else is dropped (fail closed) and counted as `esp_no_sa`.
+//! - Inbound, the SA is found by SPI alone (RFC 4303 §2.1 lets a receiver do so for unicast),
+//!   the packet verified and decrypted, and the result must match an inbound `ipsec` SP naming
+//!   that SA (RFC 4301 §5.2), else `esp_policy_mismatch`.
+//! - Nothing here allocates per packet once the caches and buffers are warm.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tracing::warn;
+
+use super::EngineError;
+use super::seq::SeqStore;
+use super::sys::{Incoming, Outgoing};
+use crate::crypto::{Decapsulated, EspError, InboundSa, OutboundSa, SaConfig};
+use crate::daemon::port::SaCount;
+use crate::model::packet::{Parsed, parse_frame};
+use crate::model::{
+    Action, Direction, EncryptionAlgorithm, Flow, IntegrityAlgorithm, Key, Mode, Sa, Spd,
+};
+
+/// A fake Ethernet header (zero MACs, EtherType IPv6) so `parse_frame`, which reads Ethernet
+/// frames, can parse the bare IPv6 packets of the TUN device and the raw socket.
+pub const FAKE_ETHERNET: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd];
+
+/// Flow-cache entries per direction; past it the cache starts over (a port scan must not grow
+/// it without bound).
+pub const FLOW_CACHE_LIMIT: usize = 65_536;
+
+/// Defines the engine counters once: the enum, the names `stats` reports, in order.
+macro_rules! engine_stats {
+    ($($variant:ident => $name:literal: $doc:literal,)+) => {
+        /// Engine-level counters, one per outcome that is not an SA's own.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat {
+            $(#[doc = $doc] $variant,)+
+        }
+
+        impl Stat {
+            /// Every counter, in the order `stats` reports them.
+            pub const ALL: &'static [Stat] = &[$(Stat::$variant,)+];
+
+            /// The stable `snake_case` name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Stat::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
+engine_stats! {
+    EncapOk => "esp_encap_ok": "Packets encapsulated (and handed to the raw socket).",
+    DecapOk => "esp_decap_ok": "Packets verified and decrypted (before the policy check).",
+    Delivered => "esp_delivered": "Decrypted packets that passed the policy check and were written to the TUN.",
+    NoSa => "esp_no_sa": "Outbound packets whose flow no longer matches an `ipsec` SP with an SA.",
+    PolicyMismatch => "esp_policy_mismatch": "Decrypted packets that fail the inbound policy check (RFC 4301 §5.2).",
+    UnknownSpi => "esp_unknown_spi": "Inbound ESP whose SPI belongs to no SA.",
+    SequenceExhausted => "esp_sequence_exhausted": "Outbound packets dropped because their SA has sent 2^32-1 packets.",
+    SeqPersistErrors => "esp_seq_persist_errors": "Outbound packets dropped because the sequence reservation could not be written.",
+    EncapErrors => "esp_encap_errors": "Outbound packets the SA refused (fragment in transport mode, too big, ...).",
+    AuthFailures => "esp_auth_failures": "Inbound ESP whose ICV did not verify (all SAs).",
+    ReplayDrops => "esp_replay_drops": "Inbound ESP refused by the anti-replay window (all SAs).",
+    DecapErrors => "esp_decap_errors": "Inbound ESP dropped for any other reason (bad padding, ...).",
+    Dummy => "esp_dummy": "Dummy packets (next header 59), dropped silently (RFC 4303 §2.6).",
+    Malformed => "esp_malformed": "Packets that could not be parsed (TUN or raw socket).",
+    SendErrors => "esp_send_errors": "ESP packets the kernel refused to send.",
+    TunReadErrors => "esp_tun_read_errors": "Failed reads from the TUN device.",
+    TunWriteErrors => "esp_tun_write_errors": "Decrypted packets the TUN device refused.",
+    RecvErrors => "esp_recv_errors": "Failed receives on the raw ESP socket.",
+}
+
+/// The engine counters, shared by both workers.
+#[derive(Debug)]
+pub struct EngineStats {
+    cells: Vec<AtomicU64>,
+}
+
+impl Default for EngineStats {
+    fn default() -> Self {
+        Self {
+            cells: Stat::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl EngineStats {
+    pub fn add(&self, stat: Stat, n: u64) {
+        self.cells[stat as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn bump(&self, stat: Stat) {
+        self.add(stat, 1);
+    }
+
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.cells[stat as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        Stat::ALL
+            .iter()
+            .map(|s| (s.name().to_owned(), self.get(*s)))
+            .collect()
+    }
+}
+
+/// One SA's counters, shared by its outbound and inbound halves.
+#[derive(Debug, Default)]
+pub struct SaCells {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    auth_failures: AtomicU64,
+    replay_drops: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl SaCells {
+    fn packet(&self, bytes: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn bump(cell: &AtomicU64) {
+        cell.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> SaCount {
+        SaCount {
+            packets: self.packets.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
+            replay_drops: self.replay_drops.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What makes two SAs "the same" for keeping state: everything that shapes the packets. The
+/// name and slot id are not part of it.
+#[derive(Clone, PartialEq, Eq)]
+struct SaIdentity {
+    spi: u32,
+    mode: Mode,
+    source: Ipv6Addr,
+    destination: Ipv6Addr,
+    encryption: EncryptionAlgorithm,
+    encryption_key: Key,
+    integrity: IntegrityAlgorithm,
+    integrity_key: Key,
+}
+
+impl SaIdentity {
+    fn of(sa: &Sa) -> Self {
+        Self {
+            spi: sa.spi,
+            mode: sa.mode,
+            source: sa.source.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            destination: sa.destination.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            encryption: sa.encryption,
+            encryption_key: sa.encryption_key.clone(),
+            integrity: sa.integrity,
+            integrity_key: sa.integrity_key.clone(),
+        }
+    }
+
+    fn config(&self) -> SaConfig<'_> {
+        SaConfig {
+            spi: self.spi,
+            mode: self.mode,
+            source: self.source,
+            destination: self.destination,
+            encryption: self.encryption,
+            encryption_key: self.encryption_key.as_bytes(),
+            integrity: self.integrity,
+            integrity_key: self.integrity_key.as_bytes(),
+        }
+    }
+}
+
+struct OutEntry {
+    identity: SaIdentity,
+    name: String,
+    sa: OutboundSa,
+    /// The persisted reservation: this SA may send up to this sequence number.
+    reserved: u32,
+    /// Exhaustion is logged once per SA.
+    exhausted_logged: bool,
+    cells: Arc<SaCells>,
+}
+
+struct InEntry {
+    identity: SaIdentity,
+    name: String,
+    sa: InboundSa,
+    cells: Arc<SaCells>,
+}
+
+/// Outbound state: owned by the outbound worker, replaced by [`rebuild`].
+pub struct OutTable {
+    spd: Arc<Spd>,
+    sas: Vec<OutEntry>,
+    by_name: HashMap<String, usize>,
+    /// Flow -> index into `sas`, or `None` when the flow must be dropped.
+    cache: HashMap<Flow, Option<usize>>,
+}
+
+/// Inbound state: owned by the inbound worker, replaced by [`rebuild`].
+pub struct InTable {
+    spd: Arc<Spd>,
+    sas: Vec<InEntry>,
+    by_spi: HashMap<u32, usize>,
+    /// (inner flow, SA index) -> whether the inbound policy allows it.
+    cache: HashMap<(Flow, usize), bool>,
+}
+
+impl Default for OutTable {
+    fn default() -> Self {
+        Self {
+            spd: Arc::new(Spd::new()),
+            sas: Vec::new(),
+            by_name: HashMap::new(),
+            cache: HashMap::new(),
+        }
+    }
+}
+
+impl Default for InTable {
+    fn default() -> Self {
+        Self {
+            spd: Arc::new(Spd::new()),
+            sas: Vec::new(),
+            by_spi: HashMap::new(),
+            cache: HashMap::new(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Makes `out` and `inb` equal `spd` (see the module contract) and returns the counters by
+/// `Sa::id`. The caller holds both tables.
+///
+/// # Errors
+/// [`EngineError::SaConfig`] when an SA cannot be keyed; nothing changed then.
+pub fn rebuild(
+    spd: &Spd,
+    out: &mut OutTable,
+    inb: &mut InTable,
+    store: &Mutex<SeqStore>,
+) -> Result<BTreeMap<u32, Arc<SaCells>>, EngineError> {
+    // Pass 1: key every SA that cannot keep its state; fail before touching anything.
+    let old_out: HashMap<u32, usize> = out
+        .sas
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.identity.spi, i))
+        .collect();
+    let identities: Vec<SaIdentity> = spd.sas().iter().map(SaIdentity::of).collect();
+    let mut fresh = Vec::with_capacity(identities.len());
+    for (sa, identity) in spd.sas().iter().zip(&identities) {
+        let kept_out = old_out
+            .get(&sa.spi)
+            .is_some_and(|i| out.sas[*i].identity == *identity);
+        let kept_in = inb
+            .by_spi
+            .get(&sa.spi)
+            .is_some_and(|i| inb.sas[*i].identity == *identity);
+        if kept_out && kept_in {
+            fresh.push(None);
+        } else {
+            let config = identity.config();
+            let keyed = |source| EngineError::SaConfig {
+                name: sa.name.clone(),
+                source,
+            };
+            fresh.push(Some((
+                OutboundSa::new(&config).map_err(keyed)?,
+                InboundSa::new(&config).map_err(keyed)?,
+            )));
+        }
+    }
+
+    // Pass 2: commit.
+    let mut old_out: HashMap<u32, OutEntry> =
+        out.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
+    let mut old_in: HashMap<u32, InEntry> =
+        inb.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
+    let mut store = lock(store);
+    let mut registry = BTreeMap::new();
+    for ((sa, identity), fresh) in spd.sas().iter().zip(identities).zip(fresh) {
+        let (out_entry, in_entry) = match fresh {
+            None => {
+                let mut o = old_out.remove(&sa.spi).expect("checked in pass 1");
+                let mut i = old_in.remove(&sa.spi).expect("checked in pass 1");
+                o.name.clone_from(&sa.name);
+                i.name.clone_from(&sa.name);
+                (o, i)
+            }
+            Some((mut tx, rx)) => {
+                let reserved = store.reservation(&sa.name, sa.spi).unwrap_or(0);
+                tx.resume_after(reserved);
+                let cells = Arc::new(SaCells::default());
+                (
+                    OutEntry {
+                        identity: identity.clone(),
+                        name: sa.name.clone(),
+                        sa: tx,
+                        reserved,
+                        exhausted_logged: false,
+                        cells: Arc::clone(&cells),
+                    },
+                    InEntry {
+                        identity,
+                        name: sa.name.clone(),
+                        sa: rx,
+                        cells,
+                    },
+                )
+            }
+        };
+        registry.insert(sa.id, Arc::clone(&out_entry.cells));
+        out.sas.push(out_entry);
+        inb.sas.push(in_entry);
+    }
+    let live: HashSet<(String, u32)> = spd.sas().iter().map(|s| (s.name.clone(), s.spi)).collect();
+    store.prune_if_over(&live);
+
+    let snapshot = Arc::new(spd.clone());
+    out.spd = Arc::clone(&snapshot);
+    out.by_name = out
+        .sas
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.clone(), i))
+        .collect();
+    out.cache.clear();
+    inb.spd = snapshot;
+    inb.by_spi = inb
+        .sas
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.identity.spi, i))
+        .collect();
+    inb.cache.clear();
+    Ok(registry)
+}
+
+/// The flow of a frame (fake Ethernet header + IPv6 packet), or `None` if it cannot be parsed.
+fn flow_of(frame: &[u8]) -> Option<Flow> {
+    match parse_frame(frame, false) {
+        Parsed::Flow(flow) => Some(flow),
+        _ => None,
+    }
+}
+
+/// Where ESP starts in a packet `encapsulate` built (after the headers transport mode keeps).
+fn esp_offset(packet: &[u8]) -> Option<usize> {
+    let mut next_header = *packet.get(6)?;
+    let mut offset = 40;
+    for _ in 0..=crate::model::packet::MAX_EXT_HEADERS {
+        match next_header {
+            50 => return Some(offset),
+            0 | 43 | 60 => {
+                let h = packet.get(offset..offset + 2)?;
+                next_header = h[0];
+                offset += (usize::from(h[1]) + 1) * 8;
+            }
+            44 => {
+                next_header = *packet.get(offset)?;
+                offset += 8;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+fn address(bytes: &[u8]) -> Ipv6Addr {
+    let mut octets = [0; 16];
+    octets.copy_from_slice(&bytes[..16]);
+    Ipv6Addr::from(octets)
+}
+
+impl OutTable {
+    /// The SA protecting `flow`, from the cache or the outbound SPD.
+    fn lookup(&mut self, flow: &Flow) -> Option<usize> {
+        if let Some(hit) = self.cache.get(flow) {
+            return *hit;
+        }
+        let found = self
+            .spd
+            .classify(Direction::Out, flow)
+            .filter(|sp| sp.action == Action::Ipsec)
+            .and_then(|sp| sp.sa_name.as_deref())
+            .and_then(|name| self.by_name.get(name).copied());
+        if self.cache.len() >= FLOW_CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(*flow, found);
+        found
+    }
+
+    /// Protects one packet read from the TUN. `frame` is [`FAKE_ETHERNET`] followed by the IPv6
+    /// packet. Returns `true` when `out` holds an ESP packet to send; every other outcome is
+    /// counted.
+    pub fn protect(
+        &mut self,
+        frame: &[u8],
+        out: &mut Outgoing,
+        stats: &EngineStats,
+        store: &Mutex<SeqStore>,
+    ) -> bool {
+        let Some(flow) = flow_of(frame) else {
+            stats.bump(Stat::Malformed);
+            return false;
+        };
+        let Some(index) = self.lookup(&flow) else {
+            stats.bump(Stat::NoSa);
+            return false;
+        };
+        let packet = &frame[FAKE_ETHERNET.len()..];
+        let entry = &mut self.sas[index];
+        if entry.sa.is_exhausted() {
+            entry.exhausted(stats);
+            return false;
+        }
+        let covered = lock(store).cover(
+            &entry.name,
+            entry.identity.spi,
+            &mut entry.reserved,
+            entry.sa.last_sequence(),
+        );
+        if let Err(e) = covered {
+            stats.bump(Stat::SeqPersistErrors);
+            SaCells::bump(&entry.cells.errors);
+            warn!(sa = %entry.name, error = %e, "cannot persist the esp sequence reservation; dropping");
+            return false;
+        }
+        match entry.sa.encapsulate(packet, &mut out.buf) {
+            Ok(sent) => {
+                let Some(offset) = esp_offset(&out.buf) else {
+                    // encapsulate always ends the chain in ESP; a miss is a bug, not a panic.
+                    stats.bump(Stat::EncapErrors);
+                    return false;
+                };
+                out.esp_offset = offset;
+                out.source = address(&out.buf[8..24]);
+                out.destination = sent.destination;
+                out.hop_limit = out.buf[7];
+                out.traffic_class = (out.buf[0] << 4) | (out.buf[1] >> 4);
+                entry.cells.packet(packet.len());
+                stats.bump(Stat::EncapOk);
+                true
+            }
+            Err(EspError::SequenceExhausted) => {
+                entry.exhausted(stats);
+                false
+            }
+            Err(_) => {
+                SaCells::bump(&entry.cells.errors);
+                stats.bump(Stat::EncapErrors);
+                false
+            }
+        }
+    }
+}
+
+impl OutEntry {
+    fn exhausted(&mut self, stats: &EngineStats) {
+        stats.bump(Stat::SequenceExhausted);
+        SaCells::bump(&self.cells.errors);
+        if !self.exhausted_logged {
+            self.exhausted_logged = true;
+            warn!(
+                sa = %self.name, spi = format_args!("{:#x}", self.identity.spi),
+                "esp sequence numbers exhausted (2^32-1 sent): the sa stops sending and must be replaced"
+            );
+        }
+    }
+}
+
+impl InTable {
+    /// Whether the inbound policy lets `flow` arrive on SA `index` (RFC 4301 §5.2).
+    fn allowed(&mut self, flow: &Flow, index: usize) -> bool {
+        if let Some(hit) = self.cache.get(&(*flow, index)) {
+            return *hit;
+        }
+        let name = &self.sas[index].name;
+        let ok = self
+            .spd
+            .classify(Direction::In, flow)
+            .is_some_and(|sp| sp.action == Action::Ipsec && sp.sa_name.as_ref() == Some(name));
+        if self.cache.len() >= FLOW_CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert((*flow, index), ok);
+        ok
+    }
+
+    /// Processes one received ESP packet. Returns `true` when `frame[14..]` holds the packet to
+    /// write to the TUN (`frame` is reused: [`FAKE_ETHERNET`] + the packet); every other outcome
+    /// is counted. `plain` is scratch space.
+    pub fn receive(
+        &mut self,
+        slot: &mut Incoming,
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+        stats: &EngineStats,
+    ) -> bool {
+        let (Some(destination), Ok(payload_len)) = (slot.destination, u16::try_from(slot.len))
+        else {
+            stats.bump(Stat::Malformed);
+            return false;
+        };
+        if slot.len < 8 {
+            stats.bump(Stat::Malformed);
+            return false;
+        }
+        // Rebuild the IPv6 header the raw socket stripped: version, traffic class, payload
+        // length, next header ESP, hop limit, addresses. Transport mode restores it as the
+        // delivered packet's header.
+        let header = &mut slot.buf[..40];
+        header[0] = 0x60 | (slot.traffic_class >> 4);
+        header[1] = slot.traffic_class << 4;
+        header[2] = 0;
+        header[3] = 0;
+        header[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        header[6] = 50;
+        header[7] = slot.hop_limit;
+        header[8..24].copy_from_slice(&slot.source.octets());
+        header[24..40].copy_from_slice(&destination.octets());
+        let spi = u32::from_be_bytes([slot.buf[40], slot.buf[41], slot.buf[42], slot.buf[43]]);
+        let Some(&index) = self.by_spi.get(&spi) else {
+            stats.bump(Stat::UnknownSpi);
+            return false;
+        };
+        let entry = &mut self.sas[index];
+        let packet = &slot.buf[..40 + slot.len];
+        match entry.sa.decapsulate(packet, plain) {
+            Ok(Decapsulated::Deliver { .. }) => {
+                entry.cells.packet(plain.len());
+                stats.bump(Stat::DecapOk);
+            }
+            Ok(Decapsulated::Dummy { .. }) => {
+                stats.bump(Stat::Dummy);
+                return false;
+            }
+            Err(EspError::AuthFailed) => {
+                SaCells::bump(&entry.cells.auth_failures);
+                stats.bump(Stat::AuthFailures);
+                return false;
+            }
+            Err(EspError::Replay { .. }) => {
+                SaCells::bump(&entry.cells.replay_drops);
+                stats.bump(Stat::ReplayDrops);
+                return false;
+            }
+            Err(_) => {
+                SaCells::bump(&entry.cells.errors);
+                stats.bump(Stat::DecapErrors);
+                return false;
+            }
+        }
+        frame.clear();
+        frame.extend_from_slice(&FAKE_ETHERNET);
+        frame.extend_from_slice(plain);
+        let Some(flow) = flow_of(frame) else {
+            stats.bump(Stat::PolicyMismatch);
+            return false;
+        };
+        if !self.allowed(&flow, index) {
+            stats.bump(Stat::PolicyMismatch);
+            return false;
+        }
+        stats.bump(Stat::Delivered);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
+
+    const A: &str = "fd00:ee::1";
+    const B: &str = "fd00:ee::2";
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
+    }
+
+    fn sa_args(name: &str, src: &str, dst: &str, spi: &str) -> SaAddArgs {
+        SaAddArgs {
+            sa_source: s(src),
+            sa_destination: s(dst),
+            sa_mode: s("transport"),
+            sa_spi: s(spi),
+            encryption_algorithm: s("aes128-cbc"),
+            encryption_key: s("0123456789abcdef"),
+            integrity_algorithm: s("hmac-sha2-256"),
+            integrity_key: s("0123456789abcdef0123456789abcdef"),
+            sa_name: s(name),
+        }
+    }
+
+    fn sp_args(name: &str, src: &str, dst: &str, dir: &str, sa: &str) -> SpAddArgs {
+        SpAddArgs {
+            sp_source: s(&format!("{src}/128")),
+            sp_destination: s(&format!("{dst}/128")),
+            source_port: s("any"),
+            destination_port: s("any"),
+            upper_layer_protocol: s("any"),
+            flow_direction: s(dir),
+            action: s("ipsec"),
+            sp_mode: None,
+            sa_name: s(sa),
+            sp_name: s(name),
+            priority: None,
+        }
+    }
+
+    /// Side a (`local` = A) or b of the mirrored configuration the integration test uses.
+    fn side(local: &str, peer: &str) -> Spd {
+        let mut spd = Spd::new();
+        spd.add_sa(&sa_args("a2b", A, B, "0x1001")).expect("adding a2b");
+        spd.add_sa(&sa_args("b2a", B, A, "0x2001")).expect("adding b2a");
+        let (out_sa, in_sa) = if local == A {
+            ("a2b", "b2a")
+        } else {
+            ("b2a", "a2b")
+        };
+        spd.add_sp(&sp_args("out", local, peer, "out", out_sa))
+            .expect("adding the out sp");
+        spd.add_sp(&sp_args("in", peer, local, "in", in_sa))
+            .expect("adding the in sp");
+        spd
+    }
+
+    struct Side {
+        out: OutTable,
+        inb: InTable,
+        store: Mutex<SeqStore>,
+        stats: EngineStats,
+        registry: BTreeMap<u32, Arc<SaCells>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Side {
+        fn new(spd: &Spd) -> Self {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let store = Mutex::new(SeqStore::open(dir.path()).expect("opening the store"));
+            let mut side = Self {
+                out: OutTable::default(),
+                inb: InTable::default(),
+                store,
+                stats: EngineStats::default(),
+                registry: BTreeMap::new(),
+                _dir: dir,
+            };
+            side.update(spd);
+            side
+        }
+
+        fn update(&mut self, spd: &Spd) {
+            self.registry = rebuild(spd, &mut self.out, &mut self.inb, &self.store)
+                .expect("rebuilding the tables");
+        }
+
+        /// Protects `packet`; returns what the raw socket would send, as the receiver's raw
+        /// socket would deliver it.
+        fn protect(&mut self, packet: &[u8]) -> Option<Incoming> {
+            let mut frame = FAKE_ETHERNET.to_vec();
+            frame.extend_from_slice(packet);
+            let mut out = Outgoing::new();
+            if !self.out.protect(&frame, &mut out, &self.stats, &self.store) {
+                return None;
+            }
+            let esp = &out.buf[out.esp_offset..];
+            let mut slot = Incoming::new();
+            slot.buf[40..40 + esp.len()].copy_from_slice(esp);
+            slot.len = esp.len();
+            slot.source = out.source;
+            slot.destination = Some(out.destination);
+            slot.hop_limit = out.hop_limit;
+            Some(slot)
+        }
+
+        fn receive(&mut self, slot: &mut Incoming) -> Option<Vec<u8>> {
+            let (mut plain, mut frame) = (Vec::new(), Vec::new());
+            self.inb
+                .receive(slot, &mut plain, &mut frame, &self.stats)
+                .then(|| frame[14..].to_vec())
+        }
+
+        fn sa(&self, id: u32) -> SaCount {
+            self.registry[&id].snapshot()
+        }
+    }
+
+    fn udp(src: &str, dst: &str, dport: u16, payload: usize) -> Vec<u8> {
+        let len = u16::try_from(8 + payload).expect("fits");
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[17, 64]);
+        p.extend_from_slice(&src.parse::<Ipv6Addr>().expect("addr").octets());
+        p.extend_from_slice(&dst.parse::<Ipv6Addr>().expect("addr").octets());
+        p.extend_from_slice(&[0x30, 0x39]);
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend((0..payload).map(|i| i as u8));
+        p
+    }
+
+    #[test]
+    fn stat_names_are_unique_snake_case() {
+        let names: HashSet<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), Stat::ALL.len());
+        for name in names {
+            assert!(name.starts_with("esp_"), "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+        }
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+    }
+
+    #[test]
+    fn a_to_b_round_trip_counts_both_sides() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        let packet = udp(A, B, 5000, 100);
+        let mut wire = a.protect(&packet).expect("a protects");
+        assert_eq!(wire.destination, Some(B.parse().expect("addr")));
+        let got = b.receive(&mut wire).expect("b delivers");
+        assert_eq!(got, packet);
+        // Sa ids: a2b is 0 on both sides.
+        assert_eq!(a.sa(0).packets, 1);
+        assert_eq!(a.sa(0).bytes, packet.len() as u64);
+        assert_eq!(b.sa(0).packets, 1);
+        assert_eq!(b.stats.get(Stat::Delivered), 1);
+        // Replaying the same packet is refused by b's window.
+        let mut again = Incoming::new();
+        again.buf[..].copy_from_slice(&wire.buf[..]);
+        again.len = wire.len;
+        again.source = wire.source;
+        again.destination = wire.destination;
+        assert!(b.receive(&mut again).is_none());
+        assert_eq!(b.sa(0).replay_drops, 1);
+    }
+
+    #[test]
+    fn unknown_spi_forged_icv_and_no_sa_are_counted() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        // No outbound SP for this destination: dropped, not sent in clear.
+        assert!(a.protect(&udp(A, "fd00:ee::3", 1, 1)).is_none());
+        assert_eq!(a.stats.get(Stat::NoSa), 1);
+
+        let mut wire = a.protect(&udp(A, B, 1, 10)).expect("a protects");
+        let last = 40 + wire.len - 1;
+        wire.buf[last] ^= 1;
+        assert!(b.receive(&mut wire).is_none());
+        assert_eq!(b.sa(0).auth_failures, 1);
+
+        let mut wire = a.protect(&udp(A, B, 1, 10)).expect("a protects");
+        wire.buf[40..44].copy_from_slice(&0x9999u32.to_be_bytes());
+        assert!(b.receive(&mut wire).is_none());
+        assert_eq!(b.stats.get(Stat::UnknownSpi), 1);
+    }
+
+    #[test]
+    fn policy_mismatch_when_the_inner_flow_belongs_to_another_sa() {
+        let mut a = Side::new(&side(A, B));
+        let mut spd_b = side(B, A);
+        spd_b
+            .add_sa(&sa_args("other", A, B, "0x3001"))
+            .expect("adding other");
+        let mut port = sp_args("port6000", A, B, "in", "other");
+        port.upper_layer_protocol = s("udp");
+        port.destination_port = s("6000");
+        spd_b.add_sp(&port).expect("adding the port sp");
+        let mut b = Side::new(&spd_b);
+        let mut wire = a.protect(&udp(A, B, 6000, 10)).expect("a protects");
+        assert!(b.receive(&mut wire).is_none());
+        assert_eq!(b.stats.get(Stat::PolicyMismatch), 1);
+        assert_eq!(b.stats.get(Stat::DecapOk), 1);
+        let mut wire = a.protect(&udp(A, B, 6001, 10)).expect("a protects");
+        assert!(b.receive(&mut wire).is_some());
+    }
+
+    #[test]
+    fn update_keeps_state_of_unchanged_sas_and_drops_removed_ones() {
+        let spd = side(A, B);
+        let mut a = Side::new(&spd);
+        let mut b = Side::new(&side(B, A));
+        for _ in 0..3 {
+            let mut wire = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+            b.receive(&mut wire).expect("b delivers");
+        }
+        a.update(&spd);
+        b.update(&side(B, A));
+        let mut wire = a.protect(&udp(A, B, 1, 1)).expect("a protects after update");
+        assert_eq!(&wire.buf[44..48], &4u32.to_be_bytes(), "sequence kept");
+        b.receive(&mut wire).expect("b delivers");
+        assert_eq!(a.sa(0).packets, 4, "counters kept");
+        assert_eq!(b.sa(0).packets, 4);
+        // The replay window was kept too: the third packet again is a replay.
+        let mut old = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+        old.buf[44..48].copy_from_slice(&3u32.to_be_bytes());
+        assert!(b.receive(&mut old).is_none());
+
+        // Removing the SPs and SAs drops them; the flow cache forgets them.
+        let mut empty = spd.clone();
+        empty
+            .remove_sp(&SpRemoveArgs {
+                sp_name: None,
+                remove_all: true,
+            })
+            .expect("removing sps");
+        empty
+            .remove_sa(&SaRemoveArgs {
+                remove_all: true,
+                ..SaRemoveArgs::default()
+            })
+            .expect("removing sas");
+        a.update(&empty);
+        assert!(a.registry.is_empty());
+        assert!(a.protect(&udp(A, B, 1, 1)).is_none());
+        assert_eq!(a.stats.get(Stat::NoSa), 1);
+
+        // Re-added with the same name and SPI: resumes after the persisted reservation.
+        a.update(&spd);
+        let wire = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+        let seq = u32::from_be_bytes(wire.buf[44..48].try_into().expect("4 bytes"));
+        assert!(seq > super::super::seq::RESERVATION_STEP, "got {seq}");
+    }
+
+    #[test]
+    fn changed_keys_start_a_new_sa() {
+        let spd = side(A, B);
+        let mut a = Side::new(&spd);
+        a.protect(&udp(A, B, 1, 1)).expect("a protects");
+        let mut rekeyed = Spd::new();
+        let mut args = sa_args("a2b", A, B, "0x1001");
+        args.encryption_key = s("fedcba9876543210");
+        rekeyed.add_sa(&args).expect("adding a2b");
+        rekeyed
+            .add_sa(&sa_args("b2a", B, A, "0x2001"))
+            .expect("adding b2a");
+        rekeyed
+            .add_sp(&sp_args("out", A, B, "out", "a2b"))
+            .expect("adding out");
+        a.update(&rekeyed);
+        assert_eq!(a.sa(0).packets, 0, "new sa, new counters");
+    }
+
+    #[test]
+    fn esp_offset_skips_kept_extension_headers() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 16, 60, 64];
+        p.extend_from_slice(&[0; 32]);
+        p.extend_from_slice(&[50, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&[0; 8]);
+        assert_eq!(esp_offset(&p), Some(48));
+        p[40] = 17;
+        assert_eq!(esp_offset(&p), None);
+        assert_eq!(esp_offset(&p[..3]), None);
+    }
+}
