@@ -24,7 +24,7 @@
 //!   locally. Dummy packets (next header 59) are dropped silently (`esp_dummy`).
 //! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
 //!   classifies our ESP again.
-//! - **Sequence numbers** are never reused across restarts: see [`seq`]. A reservation is written
+//! - **Sequence numbers** are never reused across restarts: see `seq`. A reservation is written
 //!   (fsync + rename) before an SA's counter passes the previous one; a fresh engine resumes
 //!   every SA after its reservation, so a peer's replay window keeps accepting us after
 //!   `kill -9`. An exhausted SA (2^32-1 sent) stops sending, logs once and counts
@@ -36,7 +36,7 @@
 //!   ([`TUN_MTU`]): it only bounds what the local stack routes into the TUN (test setups); with
 //!   TC redirection the packet's size was settled by the real egress device.
 //! - **Threads.** One outbound thread (TUN -> encapsulate -> `sendmmsg`, batches of
-//!   [`sys::BATCH`]) and one inbound thread (`recvmmsg` -> decapsulate -> check -> TUN write).
+//!   32) and one inbound thread (`recvmmsg` -> decapsulate -> check -> TUN write).
 //!   Buffers are allocated once; the steady state allocates nothing per packet. Dropping the
 //!   engine signals an eventfd both threads poll on, joins them and closes the fds (removing
 //!   the TUN device).

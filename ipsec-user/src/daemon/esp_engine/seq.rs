@@ -262,7 +262,10 @@ mod tests {
         let store = SeqStore::open(&state).expect("opening a fresh store");
         assert_eq!(store.reservation("sa1", 0x1000), None);
         assert!(state.is_dir());
-        assert!(!store.path().exists(), "nothing written before a reservation");
+        assert!(
+            !store.path().exists(),
+            "nothing written before a reservation"
+        );
     }
 
     #[test]
@@ -301,7 +304,10 @@ mod tests {
             sa.resume_after(reserved);
             let sent = send(&mut store, &mut sa, &mut reserved, count);
             if let Some(first) = sent.first() {
-                assert!(*first > highest_sent, "run {run}: {first} <= {highest_sent}");
+                assert!(
+                    *first > highest_sent,
+                    "run {run}: {first} <= {highest_sent}"
+                );
             }
             assert!(sent.windows(2).all(|w| w[1] == w[0] + 1));
             highest_sent = highest_sent.max(sent.last().copied().unwrap_or(0));
@@ -340,7 +346,11 @@ mod tests {
     fn corrupt_file_is_an_error_and_left_untouched() {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let path = dir.path().join(FILE_NAME);
-        for garbage in [&b"{\"version\":1,\"reservations\":[{\"sa_name\":"[..], b"[]", b"{\"version\":9,\"reservations\":[]}"] {
+        for garbage in [
+            &b"{\"version\":1,\"reservations\":[{\"sa_name\":"[..],
+            b"[]",
+            b"{\"version\":9,\"reservations\":[]}",
+        ] {
             fs::write(&path, garbage).expect("writing a corrupt file");
             let err = SeqStore::open(dir.path()).expect_err("a corrupt file must not load");
             assert!(matches!(err, EngineError::SeqFileCorrupt { .. }), "{err}");
@@ -354,13 +364,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let mut store = SeqStore::open(dir.path()).expect("opening the store");
         let mut reserved = u32::MAX - 10;
-        assert!(store
-            .cover("sa1", 0x1000, &mut reserved, u32::MAX - 10)
-            .expect("covering"));
+        assert!(
+            store
+                .cover("sa1", 0x1000, &mut reserved, u32::MAX - 10)
+                .expect("covering")
+        );
         assert_eq!(reserved, u32::MAX);
-        assert!(!store
-            .cover("sa1", 0x1000, &mut reserved, u32::MAX - 1)
-            .expect("covering"));
+        assert!(
+            !store
+                .cover("sa1", 0x1000, &mut reserved, u32::MAX - 1)
+                .expect("covering")
+        );
     }
 
     #[test]
@@ -371,7 +385,11 @@ mod tests {
         store.reserve("live", 0x1000, 1).expect("reserving");
         let live = HashSet::from([("live".to_owned(), 0x1000)]);
         store.prune_if_over(&live);
-        assert_eq!(store.reservation("gone", 0x2000), Some(1), "under the limit");
+        assert_eq!(
+            store.reservation("gone", 0x2000),
+            Some(1),
+            "under the limit"
+        );
         for i in 0..=MAX_ENTRIES as u32 {
             store.entries.insert((format!("x{i}"), 0x100 + i), 1);
         }

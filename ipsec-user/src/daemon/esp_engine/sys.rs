@@ -23,7 +23,7 @@ pub(super) const BATCH: usize = 32;
 /// reassembled ESP payload a raw socket can hand us.
 pub(super) const MAX_PACKET: usize = 40 + 65_535;
 
-/// Control-message space: IPV6_PKTINFO (16 + 24) + IPV6_HOPLIMIT (16 + 8) + IPV6_TCLASS
+/// Control-message space: `IPV6_PKTINFO` (16 + 24) + `IPV6_HOPLIMIT` (16 + 8) + `IPV6_TCLASS`
 /// (16 + 8) = 88 bytes, rounded up. `u64` elements give `cmsghdr` its alignment.
 const CMSG_WORDS: usize = 16;
 
@@ -397,8 +397,8 @@ unsafe fn put_cmsg<T>(cmsg: *mut libc::cmsghdr, level: c_int, kind: c_int, value
 }
 
 /// Sends `batch` with one `sendmmsg` per run of successes; returns how many failed and the
-/// first error seen. Each message carries IPV6_PKTINFO (source address), IPV6_HOPLIMIT and
-/// IPV6_TCLASS; the destination is `msg_name`. The kernel adds the IPv6 header and fragments.
+/// first error seen. Each message carries `IPV6_PKTINFO` (source address), `IPV6_HOPLIMIT` and
+/// `IPV6_TCLASS`; the destination is `msg_name`. The kernel adds the IPv6 header and fragments.
 pub(super) fn send_batch(fd: RawFd, batch: &[Outgoing]) -> (usize, Option<io::Error>) {
     let n = batch.len().min(BATCH);
     let mut names = [sockaddr(Ipv6Addr::UNSPECIFIED); BATCH];
@@ -493,7 +493,7 @@ pub(super) struct Incoming {
     pub buf: Box<[u8]>,
     pub len: usize,
     pub source: Ipv6Addr,
-    /// `None` if the kernel sent no IPV6_PKTINFO (it always does once enabled).
+    /// `None` if the kernel sent no `IPV6_PKTINFO` (it always does once enabled).
     pub destination: Option<Ipv6Addr>,
     pub hop_limit: u8,
     pub traffic_class: u8,

@@ -32,7 +32,7 @@ use crate::model::{
     Action, Direction, EncryptionAlgorithm, Flow, IntegrityAlgorithm, Key, Mode, Sa, Spd,
 };
 
-/// A fake Ethernet header (zero MACs, EtherType IPv6) so `parse_frame`, which reads Ethernet
+/// A fake Ethernet header (zero MACs, `EtherType` IPv6) so `parse_frame`, which reads Ethernet
 /// frames, can parse the bare IPv6 packets of the TUN device and the raw socket.
 pub const FAKE_ETHERNET: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd];
 
@@ -639,8 +639,10 @@ mod tests {
     /// Side a (`local` = A) or b of the mirrored configuration the integration test uses.
     fn side(local: &str, peer: &str) -> Spd {
         let mut spd = Spd::new();
-        spd.add_sa(&sa_args("a2b", A, B, "0x1001")).expect("adding a2b");
-        spd.add_sa(&sa_args("b2a", B, A, "0x2001")).expect("adding b2a");
+        spd.add_sa(&sa_args("a2b", A, B, "0x1001"))
+            .expect("adding a2b");
+        spd.add_sa(&sa_args("b2a", B, A, "0x2001"))
+            .expect("adding b2a");
         let (out_sa, in_sa) = if local == A {
             ("a2b", "b2a")
         } else {
@@ -735,7 +737,10 @@ mod tests {
         assert_eq!(names.len(), Stat::ALL.len());
         for name in names {
             assert!(name.starts_with("esp_"), "{name}");
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
         }
         for (i, s) in Stat::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
@@ -817,7 +822,9 @@ mod tests {
         }
         a.update(&spd);
         b.update(&side(B, A));
-        let mut wire = a.protect(&udp(A, B, 1, 1)).expect("a protects after update");
+        let mut wire = a
+            .protect(&udp(A, B, 1, 1))
+            .expect("a protects after update");
         assert_eq!(&wire.buf[44..48], &4u32.to_be_bytes(), "sequence kept");
         b.receive(&mut wire).expect("b delivers");
         assert_eq!(a.sa(0).packets, 4, "counters kept");
