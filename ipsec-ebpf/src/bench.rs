@@ -15,6 +15,7 @@ fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
     let frame = Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),
+        total_len: ctx.data_end() - ctx.data(),
     };
     parse(&frame, DIR_IN, true, flow) == Outcome::Flow
 }

@@ -37,6 +37,7 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
     let frame = Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),
+        total_len: len as usize,
     };
     let mut flow = FlowKey::default();
     match parse(&frame, DIR_OUT, false, &mut flow) {

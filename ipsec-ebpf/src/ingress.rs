@@ -14,6 +14,7 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
     let frame = Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),
+        total_len: ctx.data_end() - ctx.data(),
     };
     let mut flow = FlowKey::default();
     match parse(&frame, DIR_IN, true, &mut flow) {

@@ -35,8 +35,12 @@ pub enum Outcome {
 /// Bounds-checked view of the packet bytes.
 #[derive(Clone, Copy)]
 pub struct Frame {
+    /// Start and end of the bytes we can read directly (the linear part of an skb).
     pub data: usize,
     pub data_end: usize,
+    /// Length of the whole packet: more than `data_end - data` for a non-linear skb (GSO, paged
+    /// data), whose IPv6 payload length covers bytes we never need to read.
+    pub total_len: usize,
 }
 
 impl Frame {
@@ -53,7 +57,7 @@ impl Frame {
 
     #[inline(always)]
     pub fn len(&self) -> usize {
-        self.data_end - self.data
+        self.total_len
     }
 }
 

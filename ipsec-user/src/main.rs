@@ -54,7 +54,12 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
         let datapath: Box<dyn Datapath> = if args.no_datapath {
             Box::new(NoDatapath)
         } else {
-            open_datapath(&config.interfaces, config.xdp_mode, &config.pin_dir)?
+            open_datapath(
+                &config.interfaces,
+                config.xdp_mode,
+                &config.pin_dir,
+                &config.state_dir,
+            )?
         };
         daemon::serve(config, datapath, shutdown_signal()).await
     })
@@ -66,8 +71,9 @@ fn open_datapath(
     interfaces: &[String],
     xdp_mode: XdpMode,
     pin_dir: &std::path::Path,
+    state_dir: &std::path::Path,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    ipsec_user::datapath::open(interfaces, xdp_mode, pin_dir)
+    ipsec_user::datapath::open(interfaces, xdp_mode, pin_dir, state_dir)
 }
 
 /// Completes on the first SIGINT or SIGTERM.

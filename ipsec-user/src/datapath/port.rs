@@ -1,7 +1,8 @@
-//! The daemon's [`Datapath`] port, implemented by the kernel datapath.
+//! The daemon's [`Datapath`] port: the kernel programs and maps plus the userspace ESP engine.
 //!
 //! Programs are attached only after the first successful sync, so a restarting daemon never
-//! passes traffic through empty tables: packets see the restored SPD from their first one.
+//! passes traffic through empty tables: packets see the restored SPD from their first one. The
+//! ESP engine learns each change before the kernel does, so a newly protected flow finds its SA.
 
 use std::path::Path;
 
@@ -10,11 +11,17 @@ use ipsec_common::abi::Counter;
 
 use super::kernel::{KernelDatapath, LoadOptions};
 use crate::{
-    daemon::{Counters, Datapath, PacketCount, XdpMode},
+    daemon::{
+        Counters, Datapath, PacketCount, XdpMode,
+        esp_engine::{EngineConfig, EspEngine},
+    },
     model::Spd,
 };
 
 struct Attaching {
+    // Field order is drop order: the engine (and its TUN device) goes first, so from then on
+    // protected traffic is dropped by TC egress rather than queued to a dead reader.
+    engine: EspEngine,
     kernel: KernelDatapath,
     interfaces: Vec<String>,
     xdp_mode: XdpMode,
@@ -22,18 +29,25 @@ struct Attaching {
     sp_ids: Vec<u32>,
 }
 
-/// Load and pin the programs and maps (bpffs is mounted when missing); they are attached to
-/// `interfaces` on the first sync.
+/// Load and pin the programs and maps (bpffs is mounted when missing) and start the ESP engine
+/// (its sequence reservations live in `state_dir`); the programs are attached to `interfaces` on
+/// the first sync.
 pub fn open(
     interfaces: &[String],
     xdp_mode: XdpMode,
     pin_dir: &Path,
+    state_dir: &Path,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    let kernel = KernelDatapath::load(&LoadOptions {
+    let mut kernel = KernelDatapath::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_path_buf()),
         force_cache_miss: false,
     })?;
+    let engine = EspEngine::start(EngineConfig::new(state_dir.to_path_buf()))
+        .context("starting the ESP engine")?;
+    kernel.set_esp_target(engine.tun_ifindex())?;
+    tracing::info!(tun = engine.tun_name(), "ESP engine started");
     Ok(Box::new(Attaching {
+        engine,
         kernel,
         interfaces: interfaces.to_vec(),
         xdp_mode,
@@ -44,6 +58,7 @@ pub fn open(
 
 impl Datapath for Attaching {
     fn sync(&mut self, spd: &Spd) -> anyhow::Result<()> {
+        self.engine.update(spd)?;
         self.kernel.sync(spd)?;
         self.sp_ids = spd.sps().iter().map(|sp| sp.id).collect();
         if !self.attached {
@@ -74,16 +89,17 @@ impl Datapath for Attaching {
                 )
             })
             .collect();
-        let reasons = self
+        let mut reasons: Vec<(String, u64)> = self
             .kernel
             .counters()?
             .into_iter()
             .filter(|(c, _)| Counter::is_drop(*c))
             .map(|(c, v)| (c.name().to_string(), v))
             .collect();
+        reasons.extend(self.engine.stats());
         Ok(Counters {
             sp,
-            sa: Default::default(),
+            sa: self.engine.sa_counters(),
             reasons,
         })
     }
