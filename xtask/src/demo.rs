@@ -1,241 +1,23 @@
 //! `cargo xtask demo`: the main job, end to end on one machine.
 //!
 //! Two namespaces joined by a veth pair, an xipsec daemon in each. The source document's SA/SP
-//! examples verbatim; its 3des-cbc/hmac-sha1 keys and SPI 0x1000 protecting the two hosts in
-//! transport mode; an aes128-cbc/hmac-sha2-256 pair in tunnel mode between two inner networks;
-//! a discard and a none policy. Then ping6, a 10 MB TCP transfer and UDP across the protected
-//! flows, a capture of the wire (only ESP), the lists with their counters, and cleanup (also on
-//! failure).
+//! examples verbatim; its 3des-cbc/hmac-sha1 keys protecting the two hosts in transport mode;
+//! an aes128-cbc/hmac-sha2-256 pair in tunnel mode between two inner addresses; a discard and a
+//! none policy. Then ping6, 10 MB TCP transfers and UDP across the protected flows, a capture of
+//! the wire (only ESP), the lists with their counters, and cleanup (also on failure).
 
 use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
-use crate::util;
-
-const NS_A: &str = "xdemoa";
-const NS_B: &str = "xdemob";
-const IF_A: &str = "xdemova";
-const IF_B: &str = "xdemovb";
-const ADDR_A: &str = "fd00:de::1";
-const ADDR_B: &str = "fd00:de::2";
-const RUN_DIR: &str = "/tmp/xipsec-demo";
-
-struct Demo {
-    xipsec: PathBuf,
-    traffic: PathBuf,
-    daemons: Vec<Child>,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        for mut d in self.daemons.drain(..) {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
-            let _ = d.wait();
-        }
-        for ns in [NS_A, NS_B] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        for side in ["a", "b"] {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(format!("{RUN_DIR}/{side}/bpf"))
-                .output();
-        }
-        println!("\ncleaned up: namespaces {NS_A} and {NS_B} deleted, daemons stopped");
-    }
-}
-
-fn ns(ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(args);
-    c
-}
-
-fn quiet(c: &mut Command) -> bool {
-    c.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Demo {
-    fn cli(&self, side: &str, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(&self.xipsec)
-            .arg("--socket")
-            .arg(format!("{RUN_DIR}/{side}/control.sock"))
-            .args(args)
-            .output()
-            .context("running xipsec")?;
-        if !out.status.success() {
-            bail!(
-                "xipsec {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn show(&self, side: &str, args: &[&str]) -> anyhow::Result<()> {
-        println!("\n[{side}]$ xipsec {}", args.join(" "));
-        print!("{}", self.cli(side, args)?);
-        Ok(())
-    }
-
-    fn start_daemon(&mut self, side: &str, netns: &str, interface: &str) -> anyhow::Result<()> {
-        let dir = format!("{RUN_DIR}/{side}");
-        std::fs::create_dir_all(format!("{dir}/bpf"))?;
-        // Pins live on a bpffs of this mount namespace, so the programs stay attached (fail
-        // closed) even if a daemon dies, as they would under /sys/fs/bpf on a real host.
-        util::run(Command::new("mount").args(["-t", "bpf", "bpf", &format!("{dir}/bpf")]))?;
-        let log = std::fs::File::create(format!("{dir}/daemon.log"))?;
-        self.daemons.push(
-            ns(netns, &[])
-                .arg(&self.xipsec)
-                .args(["daemon", "--interface", interface])
-                .args(["--state-dir", &format!("{dir}/state")])
-                .args(["--socket", &format!("{dir}/control.sock")])
-                .args(["--pin-dir", &format!("{dir}/bpf")])
-                .stderr(log)
-                .spawn()
-                .context("starting a daemon")?,
-        );
-        let start = Instant::now();
-        while self.cli(side, &["status"]).is_err() {
-            if start.elapsed() > Duration::from_secs(20) {
-                bail!(
-                    "daemon {side} did not come up: {}",
-                    std::fs::read_to_string(format!("{dir}/daemon.log")).unwrap_or_default()
-                );
-            }
-            sleep(Duration::from_millis(100));
-        }
-        Ok(())
-    }
-
-    /// A mirrored SA pair and SP pair on both daemons: `out_spi` protects a -> b.
-    #[allow(clippy::too_many_arguments)]
-    fn protect(
-        &self,
-        name: &str,
-        mode: &str,
-        (sel_a, sel_b): (&str, &str),
-        (spi_ab, spi_ba): (&str, &str),
-        enc: (&str, &str),
-        integ: (&str, &str),
-    ) -> anyhow::Result<()> {
-        for (side, me, peer, sel_me, sel_peer, out_spi, in_spi) in [
-            ("a", ADDR_A, ADDR_B, sel_a, sel_b, spi_ab, spi_ba),
-            ("b", ADDR_B, ADDR_A, sel_b, sel_a, spi_ba, spi_ab),
-        ] {
-            for (dir, src, dst, spi) in [("out", me, peer, out_spi), ("in", peer, me, in_spi)] {
-                self.cli(
-                    side,
-                    &[
-                        "sa",
-                        "add",
-                        "-s",
-                        src,
-                        "-d",
-                        dst,
-                        "-m",
-                        mode,
-                        "-p",
-                        spi,
-                        "-e",
-                        enc.0,
-                        "-k",
-                        enc.1,
-                        "-i",
-                        integ.0,
-                        "-K",
-                        integ.1,
-                        "-n",
-                        &format!("{name}-{dir}"),
-                    ],
-                )?;
-            }
-            for (dir, src, dst) in [("out", sel_me, sel_peer), ("in", sel_peer, sel_me)] {
-                self.cli(
-                    side,
-                    &[
-                        "sp",
-                        "add",
-                        "--sp-source",
-                        src,
-                        "--sp-destination",
-                        dst,
-                        "--source-port",
-                        "any",
-                        "--destination-port",
-                        "any",
-                        "--upper-layer-protocol",
-                        "any",
-                        "--flow-direction",
-                        dir,
-                        "--action",
-                        "ipsec",
-                        "--sa-name",
-                        &format!("{name}-{dir}"),
-                        "--sp-name",
-                        &format!("{name}-{dir}"),
-                    ],
-                )?;
-            }
-        }
-        Ok(())
-    }
-
-    fn udp(&self, from: &str, to: &str, port: &str) -> anyhow::Result<usize> {
-        let to_ns = if from == NS_A { NS_B } else { NS_A };
-        let recv = ns(to_ns, &["python3"])
-            .arg(&self.traffic)
-            .args(["udp-recv", to, port, "1.2"])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        sleep(Duration::from_millis(300));
-        ns(from, &["python3"])
-            .arg(&self.traffic)
-            .args(["udp-send", to, port, "5", "demo"])
-            .status()?;
-        let out = recv.wait_with_output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0))
-    }
-
-    /// 10 MB from `from` to `to`: the SHA-256 sent and the SHA-256 received.
-    fn transfer(&self, from: &str, to: &str, port: &str) -> anyhow::Result<(String, String)> {
-        let to_ns = if from == NS_A { NS_B } else { NS_A };
-        let sink = ns(to_ns, &["python3"])
-            .arg(&self.traffic)
-            .args(["tcp-sink", to, port, "30"])
-            .stdout(Stdio::piped())
-            .spawn()?;
-        sleep(Duration::from_millis(500));
-        let sent = ns(from, &["python3"])
-            .arg(&self.traffic)
-            .args(["tcp-source", to, port, "10"])
-            .output()?;
-        let got = sink.wait_with_output()?;
-        let last = |b: &[u8]| {
-            String::from_utf8_lossy(b)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_string()
-        };
-        Ok((last(&sent.stdout), last(&got.stdout)))
-    }
-}
+use crate::{
+    lab::{Lab, ns, quiet},
+    util,
+};
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "PASSED" } else { "DROPPED" }
@@ -255,83 +37,41 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo creates network namespaces and loads eBPF: run it as root");
     }
     crate::build::run()?;
-    let root = util::root();
-    let mut demo = Demo {
-        xipsec: root.join("target/release/xipsec"),
-        traffic: root.join("tests/fixtures/traffic.py"),
-        daemons: Vec::new(),
-    };
-    for n in [NS_A, NS_B] {
-        let _ = Command::new("ip").args(["netns", "del", n]).output();
-    }
-    for side in ["a", "b"] {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(format!("{RUN_DIR}/{side}/bpf"))
-            .output();
-    }
-    let _ = std::fs::remove_dir_all(RUN_DIR);
-    std::fs::create_dir_all(RUN_DIR)?;
+    let mut demo = Lab::new("xdemo", 0xde)?;
+    let (ns_a, ns_b, if_b) = (demo.ns_a.clone(), demo.ns_b.clone(), demo.if_b.clone());
+    let (addr_a, addr_b) = (demo.addr_a.clone(), demo.addr_b.clone());
     for args in [
-        vec!["netns", "add", NS_A],
-        vec!["netns", "add", NS_B],
-        vec![
-            "link", "add", IF_A, "netns", NS_A, "type", "veth", "peer", "name", IF_B, "netns", NS_B,
-        ],
+        vec!["-n", &ns_a, "addr", "add", "fd00:df::1/128", "dev", "lo"],
+        vec!["-n", &ns_b, "addr", "add", "fd00:df::2/128", "dev", "lo"],
         vec![
             "-n",
-            NS_A,
-            "addr",
-            "add",
-            "fd00:de::1/64",
-            "dev",
-            IF_A,
-            "nodad",
-        ],
-        vec![
-            "-n",
-            NS_B,
-            "addr",
-            "add",
-            "fd00:de::2/64",
-            "dev",
-            IF_B,
-            "nodad",
-        ],
-        vec!["-n", NS_A, "addr", "add", "fd00:df::1/128", "dev", "lo"],
-        vec!["-n", NS_B, "addr", "add", "fd00:df::2/128", "dev", "lo"],
-        vec!["-n", NS_A, "link", "set", IF_A, "up"],
-        vec!["-n", NS_B, "link", "set", IF_B, "up"],
-        vec!["-n", NS_A, "link", "set", "lo", "up"],
-        vec!["-n", NS_B, "link", "set", "lo", "up"],
-        vec![
-            "-n",
-            NS_A,
+            &ns_a,
             "-6",
             "route",
             "add",
             "fd00:df::2/128",
             "via",
-            ADDR_B,
+            &addr_b,
         ],
         vec![
             "-n",
-            NS_B,
+            &ns_b,
             "-6",
             "route",
             "add",
             "fd00:df::1/128",
             "via",
-            ADDR_A,
+            &addr_a,
         ],
     ] {
         util::run(Command::new("ip").args(&args))?;
     }
     println!(
-        "namespaces {NS_A} ({ADDR_A}, inner fd00:df::1) and {NS_B} ({ADDR_B}, inner fd00:df::2), veth {IF_A}/{IF_B}"
+        "namespaces {ns_a} ({addr_a}, inner fd00:df::1) and {ns_b} ({addr_b}, inner fd00:df::2), veth {}/{if_b}",
+        demo.if_a
     );
-    demo.start_daemon("a", NS_A, IF_A)?;
-    demo.start_daemon("b", NS_B, IF_B)?;
+    demo.start_daemon("a")?;
+    demo.start_daemon("b")?;
     demo.show("a", &["status"])?;
 
     println!("\n== the source document's examples, verbatim (on a) ==");
@@ -456,12 +196,12 @@ pub fn run() -> anyhow::Result<()> {
         ],
     )?;
 
-    let wire = format!("{RUN_DIR}/wire.pcap");
+    let wire = format!("{}/wire.pcap", demo.dir);
     let mut capture = ns(
-        NS_B,
+        &ns_b,
         &[
-            "tcpdump", "-i", IF_B, "-U", "-nn", "-w", &wire, "ip6", "and", "not", "icmp6[0]", ">=",
-            "133",
+            "tcpdump", "-i", &if_b, "-U", "-nn", "-w", &wire, "ip6", "and", "not", "icmp6[0]",
+            ">=", "133",
         ],
     )
     .stdout(Stdio::null())
@@ -472,13 +212,13 @@ pub fn run() -> anyhow::Result<()> {
     println!("\n== traffic ==");
     println!(
         "ping6 a -> b   host, transport ESP        {}",
-        verdict(ping(NS_A, ADDR_A, ADDR_B))
+        verdict(ping(&ns_a, &addr_a, &addr_b))
     );
     println!(
         "ping6 a -> b   inner, tunnel ESP          {}",
-        verdict(ping(NS_A, "fd00:df::1", "fd00:df::2"))
+        verdict(ping(&ns_a, "fd00:df::1", "fd00:df::2"))
     );
-    let (sent, got) = demo.transfer(NS_A, ADDR_B, "5001")?;
+    let (sent, got) = demo.transfer(&ns_a, None, &addr_b, "5001")?;
     println!(
         "TCP  a -> b:5001  10 MB, transport ESP    {} (sent {sent}, received {got})",
         if sent == got && !sent.is_empty() {
@@ -487,7 +227,7 @@ pub fn run() -> anyhow::Result<()> {
             "CORRUPT/LOST"
         }
     );
-    let (sent, got) = demo.transfer(NS_B, "fd00:df::1", "5002")?;
+    let (sent, got) = demo.transfer(&ns_b, Some("fd00:df::2"), "fd00:df::1", "5002")?;
     println!(
         "TCP  b -> a:5002  10 MB, tunnel ESP       {} (sent {sent}, received {got})",
         if sent == got && !sent.is_empty() {
@@ -498,11 +238,11 @@ pub fn run() -> anyhow::Result<()> {
     );
     println!(
         "UDP  b -> a:9999  discard (priority 10)   {}/5 delivered",
-        demo.udp(NS_B, ADDR_A, "9999")?
+        demo.udp(&ns_b, &addr_a, "9999")?
     );
     println!(
         "UDP  b -> a:9000  transport ESP           {}/5 delivered",
-        demo.udp(NS_B, ADDR_A, "9000")?
+        demo.udp(&ns_b, &addr_a, "9000")?
     );
 
     sleep(Duration::from_millis(300));
@@ -513,17 +253,17 @@ pub fn run() -> anyhow::Result<()> {
         .args(["-nn", "-r", &wire])
         .output()?;
     let seen = String::from_utf8_lossy(&seen.stdout);
-    // Packets between the two hosts (link-local housekeeping such as MLD reports aside).
+    // Packets of the demo's addresses (link-local housekeeping such as MLD reports aside).
     let between: Vec<&str> = seen
         .lines()
-        .filter(|l| l.contains("fd00:de::1 > fd00:de::2") || l.contains("fd00:de::2 > fd00:de::1"))
+        .filter(|l| l.contains(" fd00:") && !l.contains("ICMP6, neighbor"))
         .collect();
     let esp = between
         .iter()
         .filter(|l| l.contains("ESP") || l.contains("frag ("))
         .count();
     println!(
-        "\n== the wire: capture on {IF_B} of packets between the hosts, neighbour discovery aside =="
+        "\n== the wire: capture on {if_b} of the demo's addresses, neighbour discovery aside =="
     );
     for line in between.iter().take(4) {
         println!("  {line}");
@@ -533,6 +273,13 @@ pub fn run() -> anyhow::Result<()> {
         between.len(),
         between.len() - esp
     );
+    for line in between
+        .iter()
+        .filter(|l| !l.contains("ESP") && !l.contains("frag ("))
+        .take(5)
+    {
+        println!("  in clear: {line}");
+    }
 
     demo.show("a", &["sa", "list"])?;
     demo.show("a", &["sp", "list"])?;

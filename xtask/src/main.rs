@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod demo;
+mod lab;
 mod setup;
 mod test;
 mod util;
