@@ -498,7 +498,7 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
         .arg(fixture("scapy_peer.py"))
         .args([
             "respond",
-            "::",
+            &format!("{},{INNER_A}", net.addr_a),
             &UDP_ECHO_PORT.to_string(),
             &TCP_OPEN_PORT.to_string(),
             "600",
@@ -552,6 +552,7 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
             r["seqs"]
         );
         if !bad.is_empty() {
+            eprintln!("    {}", bad.join("\n    "));
             failures.push(format!(
                 "{label} (spi in {spi_in:#x}, out {spi_out:#x}):\n    {}\n    sa list: {}",
                 bad.join("\n    "),

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::warn;
 
 use super::EngineError;
+use super::pmtu;
 use super::seq::SeqStore;
 use super::sys::{Incoming, Outgoing};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OutboundSa, SaConfig};
@@ -465,6 +466,15 @@ impl OutTable {
                 out.destination = sent.destination;
                 out.hop_limit = out.buf[7];
                 out.traffic_class = (out.buf[0] << 4) | (out.buf[1] >> 4);
+                out.ptb_len = 0;
+                if out.buf.len() > pmtu::PATH_MTU {
+                    let overhead = entry.sa.max_overhead();
+                    let mtu =
+                        u32::try_from(pmtu::PATH_MTU.saturating_sub(overhead)).unwrap_or(1280);
+                    if pmtu::packet_too_big(packet, mtu.max(1280), &mut out.ptb) {
+                        out.ptb_len = out.ptb.len();
+                    }
+                }
                 entry.cells.packet(packet.len());
                 stats.bump(Stat::EncapOk);
                 true
