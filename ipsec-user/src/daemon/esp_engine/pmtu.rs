@@ -81,10 +81,14 @@ mod tests {
         let mut out = Vec::new();
         assert!(packet_too_big(&packet(1500), 1427, &mut out));
         assert!(out.len() <= MIN_MTU, "a PTB fits the minimum MTU");
-        let (src, dst) = endpoints(&out).expect("endpoints");
+        let src: [u8; 16] = out[8..24].try_into().expect("16 bytes");
+        let dst: [u8; 16] = out[24..40].try_into().expect("16 bytes");
         assert_eq!(
-            (src.to_string().as_str(), dst.to_string().as_str()),
-            ("fd00::2", "fd00::1")
+            (
+                Ipv6Addr::from(src).to_string(),
+                Ipv6Addr::from(dst).to_string()
+            ),
+            ("fd00::2".to_string(), "fd00::1".to_string())
         );
         assert_eq!(&out[40..42], &[2, 0], "type 2, code 0");
         assert_eq!(
