@@ -278,7 +278,6 @@ fn configure(d: &Daemon, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, s
 }
 
 /// The peer's parameters for `combo` (see `scapy_peer.py`).
-#[allow(clippy::too_many_arguments)]
 fn peer_params(
     net: &VethPair,
     combo: &Combo,
@@ -546,10 +545,11 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
             ));
         }
         eprintln!(
-            "{label:<34} spi in {spi_in:#x} out {spi_out:#x}: {} in {:.1} s; seqs {}",
+            "{label:<34} spi in {spi_in:#x} out {spi_out:#x}: {} in {:.1} s; seqs {}, pad lengths {}",
             if bad.is_empty() { "ok" } else { "FAILED" },
             t.elapsed().as_secs_f64(),
-            r["seqs"]
+            r["seqs"],
+            r["padlens"]
         );
         if !bad.is_empty() {
             eprintln!("    {}", bad.join("\n    "));

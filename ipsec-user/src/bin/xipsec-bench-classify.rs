@@ -164,6 +164,11 @@ fn main() -> anyhow::Result<()> {
     })
     .context("loading (cache forced to miss)")?;
     hit.insert_bench_flow(&flow())?;
+    // The baselines must take the path they claim to measure: parsed, and found in the table.
+    let (action, _) = hit.run(abi::PROG_BENCH_HASH, &frame, 1)?;
+    if action != 2 {
+        bail!("the hash baseline missed its flow (action {action}): its key differs from the parser's");
+    }
     let parse_ns = measure(&hit, abi::PROG_BENCH_PARSE, &frame, &args)?;
     let hash_ns = measure(&hit, abi::PROG_BENCH_HASH, &frame, &args)?;
 

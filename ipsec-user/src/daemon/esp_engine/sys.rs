@@ -144,6 +144,10 @@ pub(super) fn create_tun(name: &str, mtu: u32) -> Result<Tun, EngineError> {
     })
 }
 
+/// `IPV6_PMTUDISC_OMIT` from linux/in6.h (not in the libc crate): ignore the path MTU and
+/// fragment at the interface MTU.
+const IPV6_PMTUDISC_OMIT: c_int = 5;
+
 fn setsockopt_int(
     fd: &OwnedFd,
     call: &'static str,
@@ -192,13 +196,15 @@ pub(super) fn open_esp_socket(mark: u32, buffer_bytes: c_int) -> Result<OwnedFd,
     )?;
     // ESP is sized against the interface MTU, not the route's path MTU: in transport mode the
     // route to the peer carries the smaller MTU we signal to local senders (see `pmtu`), which
-    // must not shrink the ESP packets themselves.
+    // must not shrink the ESP packets themselves. OMIT (unlike INTERFACE) still fragments a
+    // packet above the interface MTU rather than refusing it, so nothing is lost before the
+    // sender has shrunk its packets.
     setsockopt_int(
         &fd,
         "setsockopt(IPV6_MTU_DISCOVER)",
         libc::IPPROTO_IPV6,
         libc::IPV6_MTU_DISCOVER,
-        libc::IPV6_PMTUDISC_INTERFACE,
+        IPV6_PMTUDISC_OMIT,
     )?;
     for (call, name) in [
         ("setsockopt(IPV6_RECVPKTINFO)", libc::IPV6_RECVPKTINFO),
