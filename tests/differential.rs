@@ -21,6 +21,7 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const TC_ACT_OK: i32 = 0;
 const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_REDIRECT: i32 = 7;
 
 fn counter(dp: &KernelDatapath, which: Counter) -> u64 {
     dp.counters()
@@ -47,10 +48,15 @@ fn kernel_verdicts_equal_reference() {
         let mut rng = Rng::new(seed);
         let spd = random_spd(&mut rng, MAX_POLICIES);
         dp.sync(&spd).expect("syncing a random SPD");
+        // Half the SPDs run with an ESP engine attached (any ifindex will do: under
+        // BPF_PROG_TEST_RUN a redirect only sets the return code), half without.
+        let engine = seed % 2 == 1;
+        dp.set_esp_target(u32::from(engine))
+            .expect("setting the ESP target");
         let known = |spi: u32| spd.sas().iter().any(|sa| sa.spi == spi);
         for i in 0..PACKETS_PER_SPD {
             let (direction, frame) = random_frame(&mut rng, &spd);
-            let want = expected(&spd, direction, &frame, known);
+            let want = expected(&spd, direction, &frame, known, engine);
             *seen.entry(want.counter.name()).or_default() += 1;
             for round in ["miss", "hit"] {
                 let before_counter = counter(&dp, want.counter);
@@ -69,10 +75,17 @@ fn kernel_verdicts_equal_reference() {
                             .test_run_tc(&frame)
                             .unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(&frame)));
                         assert!(
-                            action == TC_ACT_OK || action == TC_ACT_SHOT,
+                            action == TC_ACT_OK
+                                || action == TC_ACT_SHOT
+                                || action == TC_ACT_REDIRECT,
                             "TC action {action}"
                         );
-                        action == TC_ACT_OK
+                        assert_eq!(
+                            action == TC_ACT_REDIRECT,
+                            want.counter == Counter::IpsecToEngine,
+                            "redirect to the ESP engine exactly for ipsec verdicts with an engine"
+                        );
+                        action != TC_ACT_SHOT
                     }
                 };
                 let context = || {

@@ -50,9 +50,9 @@ pub const DIR_IN: u8 = 0;
 pub const DIR_OUT: u8 = 1;
 
 /// Actions, as stored in rule values.
-pub const ACTION_NONE: u8 = 0;
-pub const ACTION_DISCARD: u8 = 1;
-pub const ACTION_IPSEC: u8 = 2;
+pub const ACTION_NONE: u32 = 0;
+pub const ACTION_DISCARD: u32 = 1;
+pub const ACTION_IPSEC: u32 = 2;
 
 /// `sp_id` of "no policy matched".
 pub const NO_SP: u32 = u32::MAX;
@@ -84,7 +84,8 @@ pub const ND_TYPE_FIRST: u8 = 133;
 pub const ND_TYPE_LAST: u8 = 137;
 
 /// What a packet looks like to the classifier: the flow-cache key and the input to masking.
-#[repr(C)]
+/// 8-byte aligned so the eBPF side zeroes and copies it with word stores, not a byte loop.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -148,7 +149,8 @@ impl MaskDesc {
 }
 
 /// Key of [`RULES`]: a flow masked by one mask, tagged with generation and mask slot.
-#[repr(C)]
+/// 8-byte aligned like [`FlowKey`].
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct RuleKey {
     pub src: [u8; 16],
@@ -213,8 +215,10 @@ pub struct RuleValue {
     pub rank: u64,
     pub sp_id: u32,
     pub sa_id: u32,
-    pub action: u8,
-    pub _pad: [u8; 7],
+    /// `ACTION_*`. A whole word rather than a byte and padding: small byte arrays cost the eBPF
+    /// side a call into a byte-wise `memset` to initialise.
+    pub action: u32,
+    pub _pad: u32,
 }
 const _: () = assert!(size_of::<RuleValue>() == 24);
 
@@ -225,8 +229,9 @@ pub struct CacheValue {
     pub epoch: u64,
     pub sp_id: u32,
     pub sa_id: u32,
-    pub action: u8,
-    pub _pad: [u8; 7],
+    /// `ACTION_*` (see `RuleValue::action`).
+    pub action: u32,
+    pub _pad: u32,
 }
 const _: () = assert!(size_of::<CacheValue>() == 24);
 

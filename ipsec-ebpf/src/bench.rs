@@ -7,7 +7,7 @@ use ipsec_common::abi::{DIR_IN, FlowKey};
 
 use crate::{
     maps::BENCH_FLOWS,
-    parse::{Frame, Outcome, parse},
+    parse::{Frame, Outcome, parse, zeroed_key},
 };
 
 #[inline(always)]
@@ -22,8 +22,9 @@ fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
 
 #[inline(always)]
 pub fn try_parse_only(ctx: &XdpContext) -> u32 {
-    let mut flow = FlowKey::default();
-    if parsed(ctx, &mut flow) {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let flow = zeroed_key(&mut slot);
+    if parsed(ctx, flow) {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP
@@ -32,8 +33,9 @@ pub fn try_parse_only(ctx: &XdpContext) -> u32 {
 
 #[inline(always)]
 pub fn try_parse_hash(ctx: &XdpContext) -> u32 {
-    let mut flow = FlowKey::default();
-    if parsed(ctx, &mut flow) && BENCH_FLOWS.get_ptr(&flow).is_some() {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let flow = zeroed_key(&mut slot);
+    if parsed(ctx, flow) && BENCH_FLOWS.get_ptr(&*flow).is_some() {
         xdp_action::XDP_PASS
     } else {
         xdp_action::XDP_DROP

@@ -47,7 +47,7 @@ pub fn classify(flow: &FlowKey) -> CacheValue {
         sp_id: NO_SP,
         sa_id: 0,
         action: ACTION_NONE,
-        _pad: [0; 7],
+        _pad: 0,
     };
     let mut slot = 0u32;
     while slot < MAX_MASKS {

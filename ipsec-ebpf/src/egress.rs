@@ -9,14 +9,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use ipsec_common::abi::{
-    ACTION_DISCARD, ACTION_IPSEC, CONFIG_ESP_IFINDEX, Counter, DIR_OUT, FlowKey, MAX_L4_OFFSET,
-    NO_SP, XIPSEC_MARK,
+    ACTION_DISCARD, ACTION_IPSEC, CONFIG_ESP_IFINDEX, Counter, DIR_OUT, MAX_L4_OFFSET, NO_SP,
+    XIPSEC_MARK,
 };
 
 use crate::{
     classify::classify,
     maps::{CONFIG, count, count_sp},
-    parse::{Frame, Outcome, parse},
+    parse::{Frame, Outcome, parse, zeroed_key},
 };
 
 /// Enough linear bytes for Ethernet, one VLAN tag and the deepest transport header we read.
@@ -39,15 +39,16 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
         data_end: ctx.data_end(),
         total_len: len as usize,
     };
-    let mut flow = FlowKey::default();
-    match parse(&frame, DIR_OUT, false, &mut flow) {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let flow = zeroed_key(&mut slot);
+    match parse(&frame, DIR_OUT, false, flow) {
         Outcome::NotIpv6 => ok(Counter::PassNotIpv6),
         Outcome::Malformed => shot(Counter::DropMalformed),
         Outcome::ExtLimit => shot(Counter::DropExtHeaderLimit),
         // Unreachable with `esp_is_terminal == false`; fail closed all the same.
         Outcome::Esp(_) | Outcome::EspFragment => shot(Counter::DropMalformed),
         Outcome::Flow => {
-            let verdict = classify(&flow);
+            let verdict = classify(flow);
             if verdict.sp_id == NO_SP {
                 return if flow.is_neighbour_discovery() {
                     ok(Counter::PassNeighbourDiscovery)

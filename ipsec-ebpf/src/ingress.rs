@@ -1,12 +1,12 @@
 //! XDP ingress: parse, steer ESP by SPI, classify everything else against the inbound SPD.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use ipsec_common::abi::{ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_IN, FlowKey, NO_SP};
+use ipsec_common::abi::{ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_IN, NO_SP};
 
 use crate::{
     classify::classify,
     maps::{SA_BY_SPI, count, count_sp},
-    parse::{Frame, Outcome, parse},
+    parse::{Frame, Outcome, parse, zeroed_key},
 };
 
 #[inline(always)]
@@ -16,8 +16,9 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
         data_end: ctx.data_end(),
         total_len: ctx.data_end() - ctx.data(),
     };
-    let mut flow = FlowKey::default();
-    match parse(&frame, DIR_IN, true, &mut flow) {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let flow = zeroed_key(&mut slot);
+    match parse(&frame, DIR_IN, true, flow) {
         Outcome::NotIpv6 => pass(Counter::PassNotIpv6),
         Outcome::Malformed => drop(Counter::DropMalformed),
         Outcome::ExtLimit => drop(Counter::DropExtHeaderLimit),
@@ -30,7 +31,7 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
         }
         Outcome::EspFragment => pass(Counter::PassEspFragment),
         Outcome::Flow => {
-            let verdict = classify(&flow);
+            let verdict = classify(flow);
             if verdict.sp_id == NO_SP {
                 return if flow.is_neighbour_discovery() {
                     pass(Counter::PassNeighbourDiscovery)

@@ -14,11 +14,14 @@ pub struct Expected {
     pub counter: Counter,
 }
 
+/// The verdict the datapath must give `frame`. `engine`: whether an ESP engine is attached
+/// (outbound `ipsec` traffic goes to it; `pass` then means "handed on", not "sent in clear").
 pub fn expected(
     spd: &Spd,
     direction: Direction,
     frame: &[u8],
     known_spi: impl Fn(u32) -> bool,
+    engine: bool,
 ) -> Expected {
     let inbound = direction == Direction::In;
     let verdict = |pass, sp_id, counter| Expected {
@@ -42,6 +45,7 @@ pub fn expected(
                 Action::None => verdict(true, Some(sp.id), Counter::PassPolicyNone),
                 Action::Discard => verdict(false, Some(sp.id), Counter::DropDiscard),
                 Action::Ipsec if inbound => verdict(false, Some(sp.id), Counter::DropIpsecClear),
+                Action::Ipsec if engine => verdict(true, Some(sp.id), Counter::IpsecToEngine),
                 Action::Ipsec => verdict(false, Some(sp.id), Counter::DropIpsecUnavailable),
             },
         },

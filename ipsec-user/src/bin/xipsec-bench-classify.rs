@@ -167,7 +167,9 @@ fn main() -> anyhow::Result<()> {
     // The baselines must take the path they claim to measure: parsed, and found in the table.
     let (action, _) = hit.run(abi::PROG_BENCH_HASH, &frame, 1)?;
     if action != 2 {
-        bail!("the hash baseline missed its flow (action {action}): its key differs from the parser's");
+        bail!(
+            "the hash baseline missed its flow (action {action}): its key differs from the parser's"
+        );
     }
     let parse_ns = measure(&hit, abi::PROG_BENCH_PARSE, &frame, &args)?;
     let hash_ns = measure(&hit, abi::PROG_BENCH_HASH, &frame, &args)?;

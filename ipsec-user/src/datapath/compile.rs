@@ -69,7 +69,7 @@ pub fn dir_code(direction: Direction) -> u8 {
     }
 }
 
-pub fn action_code(action: Action) -> u8 {
+pub fn action_code(action: Action) -> u32 {
     match action {
         Action::None => ACTION_NONE,
         Action::Discard => ACTION_DISCARD,
@@ -192,7 +192,7 @@ pub fn compile(spd: &Spd, generation: u8, ids: &mut ShapeIds) -> Result<Tables, 
                 sp_id: sp.id,
                 sa_id,
                 action: action_code(sp.action),
-                _pad: [0; 7],
+                _pad: 0,
             };
             // Identical masked selectors: only the best-ranked policy can ever match.
             tables
