@@ -25,12 +25,11 @@ fn py(ns: &str, args: &[&str]) -> std::process::Command {
     c
 }
 
+/// A pair of SAs and SPs on `d` protecting everything between `me` and `peer`.
 fn configure(
     d: &Daemon,
-    me: &str,
-    peer: &str,
-    out_spi: &str,
-    in_spi: &str,
+    (me, peer): (&str, &str),
+    (out_spi, in_spi): (&str, &str),
     mode: &str,
     enc: (&str, &str),
     integ: (&str, &str),
@@ -190,20 +189,16 @@ fn two_hosts_protect_traffic_end_to_end() {
     );
     configure(
         &a,
-        &net.addr_a,
-        &net.addr_b,
-        "0x1001",
-        "0x1002",
+        (&net.addr_a, &net.addr_b),
+        ("0x1001", "0x1002"),
         "transport",
         enc,
         integ,
     );
     configure(
         &b,
-        &net.addr_b,
-        &net.addr_a,
-        "0x1002",
-        "0x1001",
+        (&net.addr_b, &net.addr_a),
+        ("0x1002", "0x1001"),
         "transport",
         enc,
         integ,
