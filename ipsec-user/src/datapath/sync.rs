@@ -108,10 +108,11 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
             .map_err(io(abi::MASK_COUNT))?;
     }
 
-    // Inbound SPIs: new ones before the flip, retired ones after it.
+    // Inbound SPIs (SAs an inbound ipsec SP names): new ones before the flip, retired ones after.
     let wanted: HashMap<u32, SaInfo> = spd
         .sas()
         .iter()
+        .filter(|sa| spd.is_inbound_sa(&sa.name))
         .map(|sa| {
             (
                 sa.spi,

@@ -332,6 +332,14 @@ impl Spd {
         self.index.users(name).map(|i| &self.sps[i]).collect()
     }
 
+    /// Whether ESP may arrive on the SA named `name`: an inbound `ipsec` SP names it. Only these
+    /// SAs are "known" to the inbound datapath; ESP under any other SPI is dropped unread.
+    pub fn is_inbound_sa(&self, name: &str) -> bool {
+        self.sa_users(name)
+            .iter()
+            .any(|sp| sp.direction == super::Direction::In && sp.action == super::Action::Ipsec)
+    }
+
     fn user_names(&self, name: &str) -> Vec<String> {
         self.sa_users(name)
             .into_iter()

@@ -55,7 +55,7 @@
 //!   that route: `tests/esp_engine.rs` puts the TUN route in its own table and adds
 //!   `ip -6 rule add fwmark XIPSEC_MARK lookup main` in front of it.
 
-mod pmtu;
+mod mss;
 mod seq;
 mod sys;
 mod tables;
@@ -328,6 +328,11 @@ fn outbound(shared: &Shared) {
             while n < BATCH {
                 match sys::read_packet(tun, &mut frame[FAKE_ETHERNET.len()..]) {
                     Ok(Some(len)) => {
+                        // Our SYNs announce an MSS whose segments fit after ESP (see `mss`).
+                        mss::clamp(
+                            &mut frame[FAKE_ETHERNET.len()..FAKE_ETHERNET.len() + len],
+                            mss::CLAMPED_MSS,
+                        );
                         let frame = &frame[..FAKE_ETHERNET.len() + len];
                         if table.protect(frame, &mut batch[n], &shared.stats, &shared.store) {
                             n += 1;
@@ -342,12 +347,6 @@ fn outbound(shared: &Shared) {
             }
         }
         if n > 0 {
-            // Tell local senders of too-big packets the MTU that fits after ESP (see `pmtu`).
-            for out in batch[..n].iter().filter(|o| o.ptb_len > 0) {
-                if sys::write_packet(tun, &out.ptb[..out.ptb_len]).is_err() {
-                    shared.stats.bump(Stat::TunWriteErrors);
-                }
-            }
             let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), &batch[..n]);
             shared.stats.add(Stat::SendErrors, failed as u64);
             if let Some(e) = error

@@ -194,11 +194,9 @@ pub(super) fn open_esp_socket(mark: u32, buffer_bytes: c_int) -> Result<OwnedFd,
         libc::SO_MARK,
         mark,
     )?;
-    // ESP is sized against the interface MTU, not the route's path MTU: in transport mode the
-    // route to the peer carries the smaller MTU we signal to local senders (see `pmtu`), which
-    // must not shrink the ESP packets themselves. OMIT (unlike INTERFACE) still fragments a
-    // packet above the interface MTU rather than refusing it, so nothing is lost before the
-    // sender has shrunk its packets.
+    // ESP above the interface MTU (a large UDP datagram) is fragmented, never refused: OMIT
+    // fragments at the interface MTU whatever path MTU the route has learnt, so one ICMPv6
+    // Packet Too Big cannot make the engine drop what it would otherwise deliver.
     setsockopt_int(
         &fd,
         "setsockopt(IPV6_MTU_DISCOVER)",
@@ -381,16 +379,11 @@ pub(super) struct Outgoing {
     pub destination: Ipv6Addr,
     pub hop_limit: u8,
     pub traffic_class: u8,
-    /// An ICMPv6 Packet Too Big for the local sender, when `ptb_len > 0` (see `pmtu`).
-    pub ptb: Vec<u8>,
-    pub ptb_len: usize,
 }
 
 impl Outgoing {
     pub(super) fn new() -> Self {
         Self {
-            ptb: Vec::with_capacity(1280),
-            ptb_len: 0,
             buf: Vec::with_capacity(2048),
             esp_offset: 0,
             source: Ipv6Addr::UNSPECIFIED,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::warn;
 
 use super::EngineError;
-use super::pmtu;
+use super::mss;
 use super::seq::SeqStore;
 use super::sys::{Incoming, Outgoing};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OutboundSa, SaConfig};
@@ -273,14 +273,19 @@ pub fn rebuild(
         .enumerate()
         .map(|(i, e)| (e.identity.spi, i))
         .collect();
+    let old_in: HashMap<u32, usize> = inb
+        .sas
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.identity.spi, i))
+        .collect();
     let identities: Vec<SaIdentity> = spd.sas().iter().map(SaIdentity::of).collect();
     let mut fresh = Vec::with_capacity(identities.len());
     for (sa, identity) in spd.sas().iter().zip(&identities) {
         let kept_out = old_out
             .get(&sa.spi)
             .is_some_and(|i| out.sas[*i].identity == *identity);
-        let kept_in = inb
-            .by_spi
+        let kept_in = old_in
             .get(&sa.spi)
             .is_some_and(|i| inb.sas[*i].identity == *identity);
         if kept_out && kept_in {
@@ -353,10 +358,13 @@ pub fn rebuild(
         .collect();
     out.cache.clear();
     inb.spd = snapshot;
+    // Only SAs an inbound ipsec SP names receive; ESP under another SPI of ours (say, an
+    // outbound SA's) is unknown, as it is to XDP.
     inb.by_spi = inb
         .sas
         .iter()
         .enumerate()
+        .filter(|(_, e)| spd.is_inbound_sa(&e.name))
         .map(|(i, e)| (e.identity.spi, i))
         .collect();
     inb.cache.clear();
@@ -466,15 +474,6 @@ impl OutTable {
                 out.destination = sent.destination;
                 out.hop_limit = out.buf[7];
                 out.traffic_class = (out.buf[0] << 4) | (out.buf[1] >> 4);
-                out.ptb_len = 0;
-                if out.buf.len() > pmtu::PATH_MTU {
-                    let overhead = entry.sa.max_overhead();
-                    let mtu =
-                        u32::try_from(pmtu::PATH_MTU.saturating_sub(overhead)).unwrap_or(1280);
-                    if pmtu::packet_too_big(packet, mtu.max(1280), &mut out.ptb) {
-                        out.ptb_len = out.ptb.len();
-                    }
-                }
                 entry.cells.packet(packet.len());
                 stats.bump(Stat::EncapOk);
                 true
@@ -599,6 +598,8 @@ impl InTable {
             stats.bump(Stat::PolicyMismatch);
             return false;
         }
+        // The local stack answers a SYN with segments no larger than its MSS (see `mss`).
+        mss::clamp(&mut frame[FAKE_ETHERNET.len()..], mss::CLAMPED_MSS);
         stats.bump(Stat::Delivered);
         true
     }
