@@ -31,7 +31,7 @@ const APT_PACKAGES: [&str; 8] = [
     "netcat-openbsd",
     "procps",
 ];
-const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.6.1")];
+const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
 
 pub fn run() -> anyhow::Result<()> {
     ensure()?;
