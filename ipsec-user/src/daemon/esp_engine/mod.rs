@@ -55,6 +55,7 @@
 //!   that route: `tests/esp_engine.rs` puts the TUN route in its own table and adds
 //!   `ip -6 rule add fwmark XIPSEC_MARK lookup main` in front of it.
 
+mod gro;
 mod mss;
 mod seq;
 mod sys;
@@ -312,6 +313,7 @@ fn outbound(shared: &Shared) {
     let mut frame = vec![0u8; FAKE_ETHERNET.len() + sys::MAX_PACKET];
     frame[..FAKE_ETHERNET.len()].copy_from_slice(&FAKE_ETHERNET);
     let mut batch: Vec<Outgoing> = (0..BATCH).map(|_| Outgoing::new()).collect();
+    let mut vnet = [0u8; gro::VNET_HDR_LEN];
     let (poll_logged, send_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
         match sys::wait(tun, shared.shutdown.as_raw_fd()) {
@@ -326,8 +328,17 @@ fn outbound(shared: &Shared) {
         {
             let mut table = lock(&shared.out);
             while n < BATCH {
-                match sys::read_packet(tun, &mut frame[FAKE_ETHERNET.len()..]) {
+                match sys::read_packet(tun, &mut vnet, &mut frame[FAKE_ETHERNET.len()..]) {
                     Ok(Some(len)) => {
+                        // Checksums are normally complete (the TUN device offers no checksum
+                        // offload); finish one that is not rather than encrypt it broken.
+                        if !gro::complete_checksum(
+                            &vnet,
+                            &mut frame[FAKE_ETHERNET.len()..FAKE_ETHERNET.len() + len],
+                        ) {
+                            shared.stats.bump(Stat::Malformed);
+                            continue;
+                        }
                         // Our SYNs announce an MSS whose segments fit after ESP (see `mss`).
                         mss::clamp(
                             &mut frame[FAKE_ETHERNET.len()..FAKE_ETHERNET.len() + len],
@@ -364,6 +375,7 @@ fn inbound(shared: &Shared) {
     let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
     let mut plain = Vec::with_capacity(sys::MAX_PACKET);
     let mut frame = Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET);
+    let mut coalescer = gro::Coalescer::default();
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
         match sys::wait(socket, shared.shutdown.as_raw_fd()) {
@@ -387,12 +399,28 @@ fn inbound(shared: &Shared) {
                 break;
             }
             let mut table = lock(&shared.inb);
-            for slot in &mut batch[..got] {
-                if table.receive(slot, &mut plain, &mut frame, &shared.stats)
-                    && sys::write_packet(tun, &frame[FAKE_ETHERNET.len()..]).is_err()
-                {
+            let write = |hdr: &[u8; gro::VNET_HDR_LEN], packet: &[u8]| {
+                if sys::write_packet(tun, hdr, packet).is_err() {
                     shared.stats.bump(Stat::TunWriteErrors);
                 }
+            };
+            for slot in &mut batch[..got] {
+                if !table.receive(slot, &mut plain, &mut frame, &shared.stats) {
+                    continue;
+                }
+                let packet = &frame[FAKE_ETHERNET.len()..];
+                if coalescer.append(packet) {
+                    continue;
+                }
+                if let Some((hdr, merged)) = coalescer.take() {
+                    write(&hdr, merged);
+                }
+                if !coalescer.start(packet) {
+                    write(&gro::PLAIN, packet);
+                }
+            }
+            if let Some((hdr, merged)) = coalescer.take() {
+                write(&hdr, merged);
             }
             drop(table);
             if got < BATCH {

@@ -79,7 +79,9 @@ pub(super) fn create_tun(name: &str, mtu: u32) -> Result<Tun, EngineError> {
     let mut ifr = ifreq(name);
     // The flags fit a c_short by definition (linux/if_tun.h).
     #[allow(clippy::cast_possible_truncation)]
-    let flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // IFF_VNET_HDR: every packet carries a virtio-net header, so the inbound worker can hand the
+    // stack coalesced TCP segments (see `gro`).
+    let flags = (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
     ifr.ifr_ifru.ifru_flags = flags;
     // SAFETY: TUNSETIFF reads and writes one `ifreq`, which `ifr` is, and `fd` is an open
     // /dev/net/tun descriptor.
@@ -329,13 +331,28 @@ pub(super) fn wait(data: RawFd, shutdown: RawFd) -> Result<Ready, EngineError> {
     }
 }
 
-/// `read(2)` of one packet; `Ok(None)` when there is nothing to read (`EAGAIN`).
-pub(super) fn read_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+/// `readv(2)` of one packet and its virtio-net header; the packet's length, or `Ok(None)` when
+/// there is nothing to read (`EAGAIN`).
+pub(super) fn read_packet(
+    fd: RawFd,
+    hdr: &mut [u8; super::gro::VNET_HDR_LEN],
+    buf: &mut [u8],
+) -> io::Result<Option<usize>> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_mut_ptr().cast(),
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        },
+    ];
     loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: both iovecs describe buffers valid for writes of their lengths.
+        let n = unsafe { libc::readv(fd, iov.as_ptr(), 2) };
         if let Ok(n) = usize::try_from(n) {
-            return Ok(Some(n));
+            return Ok(Some(n.saturating_sub(hdr.len())));
         }
         let e = io::Error::last_os_error();
         match e.kind() {
@@ -346,11 +363,27 @@ pub(super) fn read_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>
     }
 }
 
-/// `write(2)` of one packet to the TUN device: the kernel receives it as arriving on the TUN.
-pub(super) fn write_packet(fd: RawFd, packet: &[u8]) -> io::Result<()> {
+/// `writev(2)` of one packet with its virtio-net header to the TUN device: the kernel receives
+/// it as arriving on the TUN.
+pub(super) fn write_packet(
+    fd: RawFd,
+    hdr: &[u8; super::gro::VNET_HDR_LEN],
+    packet: &[u8],
+) -> io::Result<()> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr().cast_mut().cast(),
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: packet.as_ptr().cast_mut().cast(),
+            iov_len: packet.len(),
+        },
+    ];
     loop {
-        // SAFETY: `packet` is valid for reads of `packet.len()` bytes.
-        let n = unsafe { libc::write(fd, packet.as_ptr().cast(), packet.len()) };
+        // SAFETY: both iovecs describe buffers valid for reads of their lengths; writev does
+        // not write through them.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
         if n >= 0 {
             return Ok(());
         }
