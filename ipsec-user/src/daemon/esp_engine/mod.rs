@@ -66,7 +66,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -309,12 +309,56 @@ fn worker_error(logged: &AtomicBool, what: &'static str, error: &dyn std::fmt::D
 
 /// The outbound worker: TUN -> classify -> encapsulate -> `sendmmsg`.
 fn outbound(shared: &Shared) {
+    // Two stages on two threads: this one reads and encrypts, a sender passes full batches to
+    // `sendmmsg`. Sending costs as much as encrypting (the kernel's IPv6 output, and on a veth
+    // the peer's whole receive path, run in the sender's context), so the stages overlap on
+    // two cores. Batches travel in order through a bounded channel: sequence numbers leave in
+    // the order they were given, and a slow sender holds the reader back (the TUN queue then
+    // fills and drops: fail closed).
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<Outgoing>, usize)>(PIPELINE_DEPTH);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<Outgoing>>();
+    for _ in 0..=PIPELINE_DEPTH {
+        let _ = empty_tx.send((0..BATCH).map(|_| Outgoing::new()).collect());
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let send_logged = AtomicBool::new(false);
+            for (batch, n) in full_rx {
+                let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), &batch[..n]);
+                shared.stats.add(Stat::SendErrors, failed as u64);
+                if let Some(e) = error
+                    && !send_logged.swap(true, Ordering::Relaxed)
+                {
+                    warn!(error = %e, "sendmmsg on the raw esp socket failed (logged once)");
+                }
+                if empty_tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        encrypt_stage(shared, &full_tx, &empty_rx);
+        // Dropping the sending half ends the sender's loop; the scope joins it.
+        drop(full_tx);
+    });
+}
+
+/// Batches in flight between the outbound stages.
+const PIPELINE_DEPTH: usize = 2;
+
+/// The outbound reader: TUN -> classify -> encapsulate, a batch at a time, until shutdown.
+fn encrypt_stage(
+    shared: &Shared,
+    full_tx: &mpsc::SyncSender<(Vec<Outgoing>, usize)>,
+    empty_rx: &mpsc::Receiver<Vec<Outgoing>>,
+) {
     let tun = shared.tun.as_raw_fd();
     let mut frame = vec![0u8; FAKE_ETHERNET.len() + sys::MAX_PACKET];
     frame[..FAKE_ETHERNET.len()].copy_from_slice(&FAKE_ETHERNET);
-    let mut batch: Vec<Outgoing> = (0..BATCH).map(|_| Outgoing::new()).collect();
     let mut vnet = [0u8; gro::VNET_HDR_LEN];
-    let (poll_logged, send_logged) = (AtomicBool::new(false), AtomicBool::new(false));
+    let poll_logged = AtomicBool::new(false);
+    let Ok(mut batch) = empty_rx.recv() else {
+        return;
+    };
     loop {
         match sys::wait(tun, shared.shutdown.as_raw_fd()) {
             Ok(Ready::Shutdown) => return,
@@ -358,13 +402,13 @@ fn outbound(shared: &Shared) {
             }
         }
         if n > 0 {
-            let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), &batch[..n]);
-            shared.stats.add(Stat::SendErrors, failed as u64);
-            if let Some(e) = error
-                && !send_logged.swap(true, Ordering::Relaxed)
-            {
-                warn!(error = %e, "sendmmsg on the raw esp socket failed (logged once)");
+            if full_tx.send((batch, n)).is_err() {
+                return;
             }
+            batch = match empty_rx.recv() {
+                Ok(batch) => batch,
+                Err(_) => return,
+            };
         }
     }
 }
