@@ -143,6 +143,87 @@ impl Coalescer {
     }
 }
 
+/// The `gso_type` of a virtio-net header: 0 for a plain packet.
+pub fn gso_type(hdr: &[u8; VNET_HDR_LEN]) -> u8 {
+    hdr[1]
+}
+
+/// How many segments [`segment`] would make of `packet`, if it is a TSO TCP packet.
+pub fn segment_count(hdr: &[u8; VNET_HDR_LEN], packet: &[u8]) -> Option<usize> {
+    if gso_type(hdr) != GSO_TCPV6 || packet.len() < 60 {
+        return None;
+    }
+    let header_len = 40 + usize::from(packet[52] >> 4) * 4;
+    let mss = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+    (mss > 0 && header_len <= packet.len()).then(|| (packet.len() - header_len).div_ceil(mss))
+}
+
+/// Split a TSO packet (IPv6 + TCP, `gso_type` TCPV6) the TUN device handed over into its
+/// segments, the way the kernel's software GSO would: each gets the header with its own sequence
+/// number and length, FIN and PSH only on the last, CWR only on the first, and a full TCP
+/// checksum. Calls `each` with every segment in order; false when the packet is not a TSO TCP
+/// packet we can split. Segments are built in `scratch` after its first `prefix` bytes, which
+/// are kept (the caller's fake Ethernet header), and `each` gets the whole of `scratch`.
+pub fn segment(
+    hdr: &[u8; VNET_HDR_LEN],
+    packet: &[u8],
+    scratch: &mut Vec<u8>,
+    prefix: usize,
+    mut each: impl FnMut(&[u8]),
+) -> bool {
+    const FIN: u8 = 0x01;
+    const CWR: u8 = 0x80;
+    if gso_type(hdr) != GSO_TCPV6 || packet.len() < 60 || packet[6] != TCP {
+        return false;
+    }
+    let header_len = 40 + usize::from(packet[52] >> 4) * 4;
+    let mss = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+    if header_len < 60 || header_len > packet.len() || mss == 0 {
+        return false;
+    }
+    let (head, payload) = packet.split_at(header_len);
+    let first_seq = seq(packet);
+    let chunks = payload.len().div_ceil(mss);
+    for (i, chunk) in payload.chunks(mss).enumerate() {
+        scratch.truncate(prefix);
+        scratch.extend_from_slice(head);
+        scratch.extend_from_slice(chunk);
+        let seg = &mut scratch[prefix..];
+        let tcp_len = seg.len() - 40;
+        seg[4..6].copy_from_slice(&u16::try_from(tcp_len).unwrap_or(u16::MAX).to_be_bytes());
+        let seq = first_seq.wrapping_add(u32::try_from(i * mss).unwrap_or(u32::MAX));
+        seg[44..48].copy_from_slice(&seq.to_be_bytes());
+        if i + 1 < chunks {
+            seg[53] &= !(FIN | PSH);
+        }
+        if i > 0 {
+            seg[53] &= !CWR;
+        }
+        seg[56..58].copy_from_slice(&[0, 0]);
+        let sum = tcp_checksum(seg);
+        seg[56..58].copy_from_slice(&sum.to_be_bytes());
+        each(scratch);
+    }
+    true
+}
+
+/// The full TCP checksum of an IPv6 packet (checksum field zero), with the pseudo-header.
+fn tcp_checksum(packet: &[u8]) -> u16 {
+    let mut sum = u64::from(pseudo_header_sum(&packet[8..40], packet.len() - 40));
+    let tcp = &packet[40..];
+    let mut words = tcp.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    for (i, b) in words.remainder().iter().enumerate() {
+        sum += u64::from(*b) << (if i % 2 == 0 { 8 } else { 0 });
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// Ones'-complement sum (folded, not complemented) of the IPv6 pseudo-header for TCP.
 fn pseudo_header_sum(addresses: &[u8], tcp_len: usize) -> u16 {
     let mut sum: u32 = 0;
@@ -183,6 +264,52 @@ pub fn complete_checksum(hdr: &[u8; VNET_HDR_LEN], packet: &mut [u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_a_tso_packet_like_the_kernel() {
+        // Three segments' worth of payload (1300 + 1300 + 400) in one packet, PSH set.
+        let mut big = segment_packet(1000, 3000, ACK | PSH);
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        hdr[0] = F_NEEDS_CSUM;
+        hdr[1] = GSO_TCPV6;
+        hdr[4..6].copy_from_slice(&1300u16.to_le_bytes());
+        big[56..58].copy_from_slice(&[0, 0]);
+        let mut segs = Vec::new();
+        let mut scratch = Vec::new();
+        assert!(super::segment(&hdr, &big, &mut scratch, 0, |s| segs.push(s.to_vec())));
+        assert_eq!(segs.len(), 3);
+        assert_eq!(
+            segs.iter().map(|s| s.len() - 72).collect::<Vec<_>>(),
+            [1300, 1300, 400]
+        );
+        assert_eq!(seq(&segs[1]), 2300);
+        assert_eq!(seq(&segs[2]), 3600);
+        assert_eq!(
+            (segs[0][53], segs[2][53]),
+            (ACK, ACK | PSH),
+            "PSH only on the last"
+        );
+        for s in &segs {
+            let mut zeroed = s.clone();
+            zeroed[56..58].copy_from_slice(&[0, 0]);
+            assert_eq!(tcp_checksum(&zeroed), u16::from_be_bytes([s[56], s[57]]));
+            assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), s.len() - 40);
+        }
+        // Coalescing the segments back gives the original payload.
+        let mut c = Coalescer::default();
+        assert!(c.start(&segs[0]));
+        assert!(c.append(&segs[1]) && c.append(&segs[2]));
+        let (_, merged) = c.take().expect("merged");
+        assert_eq!(&merged[72..], &big[72..]);
+        assert!(
+            !super::segment(&PLAIN, &big, &mut scratch, 0, |_| {}),
+            "not a TSO packet"
+        );
+    }
+
+    fn segment_packet(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
+        super::tests::segment(seq, payload, flags)
+    }
 
     fn segment(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
         let mut p = vec![0u8; 40 + 32 + payload];

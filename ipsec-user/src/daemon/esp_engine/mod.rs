@@ -355,6 +355,8 @@ fn encrypt_stage(
     let mut frame = vec![0u8; FAKE_ETHERNET.len() + sys::MAX_PACKET];
     frame[..FAKE_ETHERNET.len()].copy_from_slice(&FAKE_ETHERNET);
     let mut vnet = [0u8; gro::VNET_HDR_LEN];
+    let mut seg_frame = Vec::with_capacity(2048);
+    seg_frame.extend_from_slice(&FAKE_ETHERNET);
     let poll_logged = AtomicBool::new(false);
     let Ok(mut batch) = empty_rx.recv() else {
         return;
@@ -374,20 +376,52 @@ fn encrypt_stage(
             while n < BATCH {
                 match sys::read_packet(tun, &mut vnet, &mut frame[FAKE_ETHERNET.len()..]) {
                     Ok(Some(len)) => {
-                        // Checksums are normally complete (the TUN device offers no checksum
-                        // offload); finish one that is not rather than encrypt it broken.
-                        if !gro::complete_checksum(
-                            &vnet,
-                            &mut frame[FAKE_ETHERNET.len()..FAKE_ETHERNET.len() + len],
-                        ) {
+                        let packet = &mut frame[FAKE_ETHERNET.len()..FAKE_ETHERNET.len() + len];
+                        if gro::gso_type(&vnet) != 0 {
+                            // A TSO packet: encrypt each of its segments, in a batch with room
+                            // for all of them.
+                            let count = gro::segment_count(&vnet, packet).unwrap_or(BATCH + 1);
+                            if count > BATCH {
+                                shared.stats.bump(Stat::Malformed);
+                                continue;
+                            }
+                            if n + count > BATCH {
+                                if full_tx.send((batch, n)).is_err() {
+                                    return;
+                                }
+                                batch = match empty_rx.recv() {
+                                    Ok(batch) => batch,
+                                    Err(_) => return,
+                                };
+                                n = 0;
+                            }
+                            let prefix = FAKE_ETHERNET.len();
+                            let split =
+                                gro::segment(&vnet, packet, &mut seg_frame, prefix, |seg| {
+                                    if n < BATCH
+                                        && table.protect(
+                                            seg,
+                                            &mut batch[n],
+                                            &shared.stats,
+                                            &shared.store,
+                                        )
+                                    {
+                                        n += 1;
+                                    }
+                                });
+                            if !split {
+                                shared.stats.bump(Stat::Malformed);
+                            }
+                            continue;
+                        }
+                        // Checksums of plain packets may be left to us (checksum offload);
+                        // finish one rather than encrypt it broken.
+                        if !gro::complete_checksum(&vnet, packet) {
                             shared.stats.bump(Stat::Malformed);
                             continue;
                         }
                         // Our SYNs announce an MSS whose segments fit after ESP (see `mss`).
-                        mss::clamp(
-                            &mut frame[FAKE_ETHERNET.len()..FAKE_ETHERNET.len() + len],
-                            mss::CLAMPED_MSS,
-                        );
+                        mss::clamp(packet, mss::CLAMPED_MSS);
                         let frame = &frame[..FAKE_ETHERNET.len() + len];
                         if table.protect(frame, &mut batch[n], &shared.stats, &shared.store) {
                             n += 1;
