@@ -31,6 +31,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip
 pub enum DatapathError {
     #[error("the eBPF object was not built (AYA_BUILD_SKIP was set); rebuild without it")]
     NotBuilt,
+    #[error(
+        "xipsec's datapath needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN to mount bpffs); run it as root, or with --no-datapath to manage state only"
+    )]
+    NotPrivileged,
     #[error("loading eBPF programs needs root (CAP_BPF, CAP_NET_ADMIN): {source}")]
     Permission {
         #[source]
@@ -120,6 +124,8 @@ pub struct KernelDatapath {
     pub(super) sync: SyncState,
     pin_dir: Option<PathBuf>,
     attached: Vec<Attached>,
+    /// Link pins this process created (not taken over), removed by `abandon_attachments`.
+    created_links: Vec<PathBuf>,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -159,6 +165,10 @@ impl KernelDatapath {
     pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
         if OBJECT.is_empty() {
             return Err(DatapathError::NotBuilt);
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 && !has_bpf_capabilities() {
+            return Err(DatapathError::NotPrivileged);
         }
         if let Some(dir) = &options.pin_dir {
             super::bpffs::ensure_pin_dir(dir).map_err(|source| DatapathError::PinDir {
@@ -235,6 +245,7 @@ impl KernelDatapath {
             sync: SyncState::default(),
             pin_dir: options.pin_dir.clone(),
             attached: Vec::new(),
+            created_links: Vec::new(),
         })
     }
 
@@ -296,6 +307,7 @@ impl KernelDatapath {
                     .take_link(xdp_id)
                     .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?;
                 pin_link(link, pin)?;
+                self.created_links.push(pin.clone());
             }
         }
 
@@ -325,6 +337,7 @@ impl KernelDatapath {
                     .take_link(tc_id)
                     .map_err(|e| attach_err(abi::PROG_TC_EGRESS, e))?;
                 pin_link(link, pin)?;
+                self.created_links.push(pin.clone());
             }
         }
         let attached = Attached {
@@ -348,6 +361,16 @@ impl KernelDatapath {
                 name: abi::CONFIG,
                 source,
             })
+    }
+
+    /// Undo the attachments this process made (a start-up that failed half way): remove the
+    /// link pins it created, so the links go when their last descriptor closes. Links taken
+    /// over from a previous daemon stay.
+    pub fn abandon_attachments(&mut self) {
+        for pin in self.created_links.drain(..) {
+            let _ = std::fs::remove_file(pin);
+        }
+        self.attached.clear();
     }
 
     pub fn attached(&self) -> &[Attached] {
@@ -623,6 +646,26 @@ where
         source,
     })?;
     Ok(())
+}
+
+/// Whether this process holds CAP_BPF (39) and CAP_NET_ADMIN (12) in its effective set.
+fn has_bpf_capabilities() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return false;
+    };
+    eff & (1 << 39) != 0 && eff & (1 << 12) != 0
+}
+
+/// Whether `interface` exists in this network namespace.
+pub fn interface_exists(interface: &str) -> bool {
+    nix_if_index(interface).is_some()
 }
 
 fn nix_if_index(interface: &str) -> Option<u32> {

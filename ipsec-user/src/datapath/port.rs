@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use ipsec_common::abi::Counter;
 
-use super::kernel::{KernelDatapath, LoadOptions};
+use super::kernel::{KernelDatapath, LoadOptions, interface_exists};
 use crate::{
     daemon::{
         Counters, Datapath, PacketCount, XdpMode,
@@ -62,12 +62,21 @@ impl Datapath for Attaching {
         self.kernel.sync(spd)?;
         self.sp_ids = spd.sps().iter().map(|sp| sp.id).collect();
         if !self.attached {
+            // All or nothing: check every interface first, and undo what this start attached
+            // if one attach fails, so a failed start leaves no interface half-configured.
+            if let Some(missing) = self.interfaces.iter().find(|i| !interface_exists(i)) {
+                anyhow::bail!("no such interface: {missing}");
+            }
             for interface in &self.interfaces {
-                let attached = self
-                    .kernel
-                    .attach(interface, self.xdp_mode)
-                    .with_context(|| format!("attaching to {interface}"))?;
-                tracing::info!(interface, xdp_mode = %attached.xdp_mode, "attached");
+                match self.kernel.attach(interface, self.xdp_mode) {
+                    Ok(attached) => {
+                        tracing::info!(interface, xdp_mode = %attached.xdp_mode, "attached");
+                    }
+                    Err(e) => {
+                        self.kernel.abandon_attachments();
+                        return Err(e).with_context(|| format!("attaching to {interface}"));
+                    }
+                }
             }
             self.attached = true;
         }
