@@ -102,7 +102,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "source ipv4",
-            sa(&[("--sa-source", Some("10.0.0.1"))]),
+            sa(&[("--sa-source", Some("192.0.2.1"))]),
             "--sa-source",
             "ipv6 address",
         ),
@@ -443,7 +443,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "ipv4 prefix",
-            sp(&[("--sp-source", Some("10.0.0.0/8"))]),
+            sp(&[("--sp-source", Some("198.51.100.0/24"))]),
             "--sp-source",
             "ADDR/LEN",
         ),

@@ -345,7 +345,7 @@ mod tests {
             (sa_add(|a| a.integrity_key = None), "--integrity-key: required with hmac-sha1; give 20 bytes as 0x followed by 40 hex digits, or 20 ascii characters"),
             (sa_add(|a| a.sa_name = None), "--sa-name: required; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
             // sa add: bad values.
-            (sa_add(|a| a.sa_source = some("10.0.0.1")), "--sa-source: '10.0.0.1' is not valid; use an ipv6 address, or any in transport mode"),
+            (sa_add(|a| a.sa_source = some("192.0.2.1")), "--sa-source: '192.0.2.1' is not valid; use an ipv6 address, or any in transport mode"),
             (sa_add(|a| a.sa_destination = some("2001:db8::/64")), "--sa-destination: '2001:db8::/64' is not valid; use an ipv6 address, or any in transport mode"),
             (sa_add(|a| a.sa_mode = some("tunel")), "--sa-mode: 'tunel' is not valid; use transport or tunnel"),
             (sa_add(|a| a.sa_spi = some("0xff")), "--sa-spi: 0xff is reserved (0x0-0xff); use 0x100 to 0xffffffff"),
@@ -390,7 +390,7 @@ mod tests {
             (sp_add(|a| a.sp_source = some("2001:db8:1::")), "--sp-source: '2001:db8:1::' has no prefix length; add /128 for a single host (2001:db8:1::/128) or give ADDR/LEN"),
             (sp_add(|a| a.sp_destination = some("2002:db8:1::1/64")), "--sp-destination: '2002:db8:1::1/64' has host bits set beyond /64; did you mean 2002:db8:1::/64"),
             (sp_add(|a| a.sp_destination = some("2002:db8:1::/200")), "--sp-destination: '2002:db8:1::/200' is not valid; the prefix length must be 0 to 128"),
-            (sp_add(|a| a.sp_source = some("10.0.0.0/8")), "--sp-source: '10.0.0.0/8' is not valid; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
+            (sp_add(|a| a.sp_source = some("198.51.100.0/24")), "--sp-source: '198.51.100.0/24' is not valid; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
             (sp_add(|a| a.source_port = some("70000")), "--source-port: '70000' is not valid; use 0 to 65535 or any (0 means any)"),
             (sp_add(|a| a.destination_port = some("http")), "--destination-port: 'http' is not valid; use 0 to 65535 or any (0 means any)"),
             (sp_add(|a| a.upper_layer_protocol = some("sctp")), "--upper-layer-protocol: 'sctp' is not valid; use tcp, udp, icmp6 or any"),

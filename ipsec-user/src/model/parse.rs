@@ -241,7 +241,7 @@ mod tests {
         );
         for bad in [
             "",
-            "10.0.0.1",
+            "192.0.2.1",
             "2001:db8::/64",
             "2001:db8::g",
             "fe80::1%eth0",
@@ -377,7 +377,7 @@ mod tests {
                 format!("--opt: '{bad}' is not valid; the prefix length must be 0 to 128")
             );
         }
-        for bad in ["10.0.0.0/8", "nope", "", "2001:db8::x/64"] {
+        for bad in ["198.51.100.0/24", "nope", "", "2001:db8::x/64"] {
             assert_eq!(
                 error_text(prefix(OPT, bad)),
                 format!("--opt: '{bad}' is not valid; use ADDR/LEN (e.g. 2001:db8::/64) or any")
