@@ -3,25 +3,30 @@
 //! through here.
 //!
 //! Contract of [`EspEngine`]:
-//! - **Outbound.** Whatever the kernel hands the TUN device (`IFF_TUN | IFF_NO_PI`: bare IPv6
-//!   packets) is a packet to protect: the TC egress program `bpf_redirect`s packets whose SP
-//!   action is `ipsec` to [`EspEngine::tun_ifindex`]. The outbound worker classifies each
+//! - **Outbound.** Whatever the kernel hands the TUN device (`IFF_TUN | IFF_NO_PI |
+//!   IFF_VNET_HDR`: IPv6 packets behind a virtio-net header, TCP as TSO packets of up to 64 KiB
+//!   that `gro::segment` splits) is a packet to protect: the TC egress program `bpf_redirect`s
+//!   packets whose SP action is `ipsec` to [`EspEngine::tun_ifindex`]. TCP SYNs get their MSS
+//!   clamped (`mss`) so every segment fits the link after ESP. The outbound worker classifies each
 //!   packet's flow against the outbound SPD (cached per flow, cache cleared by every
 //!   [`EspEngine::update`]), encapsulates it with the SP's SA and sends the ESP part with
 //!   `sendmmsg` on a raw `IPPROTO_ESP` socket: destination in `msg_name`, source in an
 //!   `IPV6_PKTINFO` cmsg (plus `IPV6_HOPLIMIT` and `IPV6_TCLASS` from the header `encapsulate`
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
-//!   the path MTU, so full-size packets work over a 1,500-byte link. A packet whose flow no
+//!   the interface MTU (`IPV6_PMTUDISC_OMIT`), so a large UDP datagram still arrives. A packet whose flow no
 //!   longer maps to an `ipsec` SP with an SA is dropped (`esp_no_sa`): fail closed, never clear.
 //! - **Inbound.** The same raw socket receives every ESP packet addressed to this host, already
 //!   reassembled, from the ESP header on; source from `msg_name`, destination, hop limit and
 //!   traffic class from `IPV6_PKTINFO`/`IPV6_HOPLIMIT`/`IPV6_TCLASS` cmsgs. The inbound worker
-//!   rebuilds the IPv6 header, finds the SA by SPI (any SA is a candidate), verifies and decrypts
+//!   rebuilds the IPv6 header, finds the SA by SPI, verifies and decrypts
 //!   it (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
 //!   SA, else `esp_policy_mismatch`), and writes the inner packet (tunnel) or the restored packet
 //!   (transport) to the TUN: the kernel receives it as arriving on the TUN and delivers it
-//!   locally. Dummy packets (next header 59) are dropped silently (`esp_dummy`).
+//!   locally. Consecutive segments of one TCP flow in a batch are written as one GSO packet
+//!   (`gro`), so the stack processes and acknowledges one packet instead of dozens. Only SAs an
+//!   inbound `ipsec` SP names are candidates for an SPI. Dummy packets (next header 59) are
+//!   dropped silently (`esp_dummy`).
 //! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
 //!   classifies our ESP again.
 //! - **Sequence numbers** are never reused across restarts: see `seq`. A reservation is written
@@ -35,8 +40,9 @@
 //!   link-local address, so no RS, MLD or DAD packets of its own). Its MTU is 1500
 //!   ([`TUN_MTU`]): it only bounds what the local stack routes into the TUN (test setups); with
 //!   TC redirection the packet's size was settled by the real egress device.
-//! - **Threads.** One outbound thread (TUN -> encapsulate -> `sendmmsg`, batches of
-//!   32) and one inbound thread (`recvmmsg` -> decapsulate -> check -> TUN write).
+//! - **Threads.** Outbound: a reader (TUN -> segment -> encapsulate, batches of up to 128) and
+//!   a sender (`sendmmsg`) joined by a bounded channel; inbound: one thread (`recvmmsg` ->
+//!   decapsulate -> check -> coalesce -> TUN write).
 //!   Buffers are allocated once; the steady state allocates nothing per packet. Dropping the
 //!   engine signals an eventfd both threads poll on, joins them and closes the fds (removing
 //!   the TUN device).
