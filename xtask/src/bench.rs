@@ -136,7 +136,9 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("TCP goodput, one iperf3 stream, median of {E2E_RUNS} runs of {E2E_SECONDS} s:");
+        println!(
+            "TCP goodput, one iperf3 stream, median of {E2E_RUNS} runs of {E2E_SECONDS} s after a 1 s warm-up:"
+        );
         println!("  plaintext on the veth pair      {plain:.3} Gbit/s");
         println!("  ESP aes128-cbc/hmac-sha2-256    {esp:.3} Gbit/s");
         println!("  OpenSSL single-core bound       {bound:.3} Gbit/s");
