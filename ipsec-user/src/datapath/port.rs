@@ -84,16 +84,20 @@ impl Datapath for Attaching {
     }
 
     fn counters(&self) -> anyhow::Result<Counters> {
+        // XDP/TC count what they matched; ESP meets its inbound SP only after decryption, in
+        // the engine: a policy's counters are the sum of both.
+        let decrypted = self.engine.sp_counters();
         let sp = self
             .kernel
             .sp_counters(self.sp_ids.iter().copied())?
             .into_iter()
             .map(|(id, s)| {
+                let (packets, bytes) = decrypted.get(&id).copied().unwrap_or_default();
                 (
                     id,
                     PacketCount {
-                        packets: s.packets,
-                        bytes: s.bytes,
+                        packets: s.packets + packets,
+                        bytes: s.bytes + bytes,
                     },
                 )
             })

@@ -284,6 +284,14 @@ impl EspEngine {
             .collect()
     }
 
+    /// Packets and bytes of decrypted traffic delivered per inbound SP, by `Sp::id`.
+    pub fn sp_counters(&self) -> BTreeMap<u32, (u64, u64)> {
+        lock(&self.shared.inb)
+            .sp_hits()
+            .map(|(id, packets, bytes)| (id, (packets, bytes)))
+            .collect()
+    }
+
     /// Engine-level counters, by stable name (see [`Stat`]), always all of them, in a fixed
     /// order.
     pub fn stats(&self) -> Vec<(String, u64)> {

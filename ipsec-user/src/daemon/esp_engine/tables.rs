@@ -225,8 +225,11 @@ pub struct InTable {
     spd: Arc<Spd>,
     sas: Vec<InEntry>,
     by_spi: HashMap<u32, usize>,
-    /// (inner flow, SA index) -> whether the inbound policy allows it.
-    cache: HashMap<(Flow, usize), bool>,
+    /// (inner flow, SA index) -> the inbound SP (id, seq) that lets it in, if one does.
+    cache: HashMap<(Flow, usize), Option<(u32, u32)>>,
+    /// Packets and bytes delivered per inbound SP, keyed by (id, seq): the kernel counts what
+    /// XDP matched, but ESP is matched to its SP only here, after decryption.
+    sp_hits: HashMap<(u32, u32), (u64, u64)>,
 }
 
 impl Default for OutTable {
@@ -247,6 +250,7 @@ impl Default for InTable {
             sas: Vec::new(),
             by_spi: HashMap::new(),
             cache: HashMap::new(),
+            sp_hits: HashMap::new(),
         }
     }
 }
@@ -368,6 +372,9 @@ pub fn rebuild(
         .map(|(i, e)| (e.identity.spi, i))
         .collect();
     inb.cache.clear();
+    // A policy's counters end with it (its id may be reused by a newer policy).
+    let live: HashSet<(u32, u32)> = spd.sps().iter().map(|sp| (sp.id, sp.seq)).collect();
+    inb.sp_hits.retain(|key, _| live.contains(key));
     Ok(registry)
 }
 
@@ -506,21 +513,30 @@ impl OutEntry {
 }
 
 impl InTable {
-    /// Whether the inbound policy lets `flow` arrive on SA `index` (RFC 4301 §5.2).
-    fn allowed(&mut self, flow: &Flow, index: usize) -> bool {
+    /// The inbound SP (id, seq) that lets `flow` arrive on SA `index` (RFC 4301 §5.2): the
+    /// first SP it matches must be `ipsec` and name this SA.
+    fn allowed(&mut self, flow: &Flow, index: usize) -> Option<(u32, u32)> {
         if let Some(hit) = self.cache.get(&(*flow, index)) {
             return *hit;
         }
         let name = &self.sas[index].name;
-        let ok = self
+        let sp = self
             .spd
             .classify(Direction::In, flow)
-            .is_some_and(|sp| sp.action == Action::Ipsec && sp.sa_name.as_ref() == Some(name));
+            .filter(|sp| sp.action == Action::Ipsec && sp.sa_name.as_ref() == Some(name))
+            .map(|sp| (sp.id, sp.seq));
         if self.cache.len() >= FLOW_CACHE_LIMIT {
             self.cache.clear();
         }
-        self.cache.insert((*flow, index), ok);
-        ok
+        self.cache.insert((*flow, index), sp);
+        sp
+    }
+
+    /// Packets and bytes delivered per inbound SP id.
+    pub fn sp_hits(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
+        self.sp_hits
+            .iter()
+            .map(|((id, _), (packets, bytes))| (*id, *packets, *bytes))
     }
 
     /// Processes one received ESP packet. Returns `true` when `frame[14..]` holds the packet to
@@ -594,10 +610,13 @@ impl InTable {
             stats.bump(Stat::PolicyMismatch);
             return false;
         };
-        if !self.allowed(&flow, index) {
+        let Some(sp) = self.allowed(&flow, index) else {
             stats.bump(Stat::PolicyMismatch);
             return false;
-        }
+        };
+        let hits = self.sp_hits.entry(sp).or_default();
+        hits.0 += 1;
+        hits.1 += plain.len() as u64;
         // The local stack answers a SYN with segments no larger than its MSS (see `mss`).
         mss::clamp(&mut frame[FAKE_ETHERNET.len()..], mss::CLAMPED_MSS);
         stats.bump(Stat::Delivered);
