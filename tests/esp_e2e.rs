@@ -5,25 +5,18 @@
 //! plaintext, and a restart brings it back.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Stdio},
     time::Duration,
 };
 
 use ipsec_common::abi::XIPSEC_MARK;
-use ipsec_tests::{daemon::Daemon, netns::VethPair, require_root};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-fn py(ns: &str, args: &[&str]) -> std::process::Command {
-    let mut c = VethPair::exec(ns, &["python3"]);
-    c.arg(fixture("traffic.py")).args(args);
-    c
-}
+use ipsec_tests::{
+    daemon::Daemon,
+    netns::VethPair,
+    require_root,
+    traffic::{fixture, py},
+};
 
 /// A pair of SAs and SPs on `d` protecting everything between `me` and `peer`.
 fn configure(

@@ -3,32 +3,13 @@
 //! enforcing (discard drops, protected traffic never leaves in clear); verdicts are unchanged
 //! after the restart.
 
-use std::{path::PathBuf, process::Stdio, sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use ipsec_tests::{daemon::Daemon, maps::pinned_meaning, netns::VethPair, require_root};
-
-fn traffic_py() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/traffic.py")
-}
+use ipsec_tests::{daemon::Daemon, maps::pinned_meaning, netns::VethPair, require_root, traffic};
 
 /// Datagrams delivered from `from_ns` to `to_addr`:`port` (receiver in `to_ns`).
 fn udp(from_ns: &str, to_ns: &str, to_addr: &str, port: u16) -> usize {
-    let recv = VethPair::exec(to_ns, &["python3"])
-        .arg(traffic_py())
-        .args(["udp-recv", to_addr, &port.to_string(), "1.2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("UDP receiver");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = VethPair::exec(from_ns, &["python3"])
-        .arg(traffic_py())
-        .args(["udp-send", to_addr, &port.to_string(), "4", "restart-test"])
-        .status();
-    let out = recv.wait_with_output().expect("receiver output");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("a count")
+    traffic::udp_delivered((from_ns, to_ns), to_addr, port, (4, "restart-test"), "1.2")
 }
 
 /// `list` JSON without the counters, which start from zero in a new process.

@@ -3,16 +3,11 @@
 //! removing the policy restores traffic.
 
 use std::{
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use ipsec_tests::{daemon::Daemon, netns::VethPair, require_root};
-
-fn traffic_py() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/traffic.py")
-}
+use ipsec_tests::{daemon::Daemon, netns::VethPair, require_root, traffic};
 
 fn ping(ns: &str, addr: &str) -> bool {
     VethPair::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
@@ -24,36 +19,25 @@ fn ping(ns: &str, addr: &str) -> bool {
 }
 
 fn udp_delivered(net: &VethPair, port: u16) -> usize {
-    let recv = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic_py())
-        .args(["udp-recv", &net.addr_a, &port.to_string(), "1.5"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the UDP receiver");
-    std::thread::sleep(Duration::from_millis(300));
-    let status = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic_py())
-        .args(["udp-send", &net.addr_a, &port.to_string(), "5", "hello"])
-        .status()
-        .expect("sending UDP");
-    assert!(status.success(), "UDP sender failed");
-    let out = recv.wait_with_output().expect("UDP receiver output");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("a count")
+    traffic::udp_delivered(
+        (&net.ns_b, &net.ns_a),
+        &net.addr_a,
+        port,
+        (5, "hello"),
+        "1.5",
+    )
 }
 
 fn tcp_works(net: &VethPair, port: u16) -> bool {
     let mut server: Child = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic_py())
+        .arg(traffic::fixture("traffic.py"))
         .args(["tcp-serve", &net.addr_a, &port.to_string(), "4"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the TCP server");
     std::thread::sleep(Duration::from_millis(400));
     let ok = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic_py())
+        .arg(traffic::fixture("traffic.py"))
         .args(["tcp-check", &net.addr_a, &port.to_string(), "hello"])
         .status()
         .expect("TCP client")
@@ -189,14 +173,14 @@ fn policies_act_on_real_traffic() {
     .expect("starting tcpdump");
     std::thread::sleep(Duration::from_millis(800));
     let sent = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic_py())
+        .arg(traffic::fixture("traffic.py"))
         .args(["udp-send", &net.addr_b, "9003", "5", "SECRET-PLAINTEXT"])
         .status()
         .expect("sending protected UDP");
     assert!(sent.success());
     // Unprotected UDP to another port still leaves: the capture is live.
     let control = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic_py())
+        .arg(traffic::fixture("traffic.py"))
         .args(["udp-send", &net.addr_b, "9004", "3", "CONTROL-CLEAR"])
         .status()
         .expect("sending clear UDP");
@@ -227,14 +211,14 @@ fn policies_act_on_real_traffic() {
     // Removing the policy restores the flow.
     d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
     let recv = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic_py())
+        .arg(traffic::fixture("traffic.py"))
         .args(["udp-recv", &net.addr_b, "9003", "1.5"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("UDP receiver on b");
     std::thread::sleep(Duration::from_millis(300));
     let _ = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic_py())
+        .arg(traffic::fixture("traffic.py"))
         .args(["udp-send", &net.addr_b, "9003", "5", "now-clear"])
         .status();
     let out = recv.wait_with_output().expect("receiver output");

@@ -7,6 +7,7 @@ pub mod maps;
 pub mod netns;
 pub mod random;
 pub mod reference;
+pub mod traffic;
 
 /// Kernel tests need root. Under `CI=true` a missing privilege fails the test loudly; elsewhere
 /// the test prints why it did not run and returns `false`.
