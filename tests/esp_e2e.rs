@@ -197,13 +197,12 @@ fn two_hosts_protect_traffic_end_to_end() {
         integ,
     );
     let dir = a.dir.clone();
-    let wire = dir.join("wire.pcap");
-    let cap = capture(
-        &net.ns_b,
-        &net.if_b,
-        &wire,
-        "ip6 and src net fd00:73::/64 and dst net fd00:73::/64",
-    );
+    // Each side's capture sees everything that side sends (taps run after TC egress), but not
+    // the ESP its XDP hands to AF_XDP (XDP runs before taps): capture both ends.
+    let between = "ip6 and src net fd00:73::/64 and dst net fd00:73::/64";
+    let (wire_a, wire_b) = (dir.join("wire-a.pcap"), dir.join("wire-b.pcap"));
+    let cap_a = capture(&net.ns_a, &net.if_a, &wire_a, between);
+    let cap_b = capture(&net.ns_b, &net.if_b, &wire_b, between);
 
     assert!(
         ping(&net.ns_a, &net.addr_b),
@@ -255,7 +254,13 @@ fn two_hosts_protect_traffic_end_to_end() {
     );
     assert_eq!(received, sent, "10 MB over ESP must arrive intact");
 
-    assert_only_esp(&stop_capture(cap, &wire), "protected traffic");
+    assert_only_esp(&stop_capture(cap_a, &wire_a), "protected traffic sent by a");
+    assert_only_esp(&stop_capture(cap_b, &wire_b), "protected traffic sent by b");
+    assert!(
+        stat(&b, "esp_xsk_received") > 1000,
+        "b receives ESP by AF_XDP: {}",
+        b.ok(&["stats"])
+    );
     assert!(
         sa_field(&a, "sa-out", "packets") > 1000,
         "outbound SA counts packets"
@@ -265,11 +270,11 @@ fn two_hosts_protect_traffic_end_to_end() {
         "inbound SA counts packets"
     );
 
-    // One small ESP packet a -> b to tamper with.
+    // One small ESP packet a -> b to tamper with (captured where it leaves).
     let one = dir.join("one.pcap");
     let cap = capture(
-        &net.ns_b,
-        &net.if_b,
+        &net.ns_a,
+        &net.if_a,
         &one,
         "ip6 proto 50 and src fd00:73::1",
     );
@@ -311,7 +316,7 @@ fn two_hosts_protect_traffic_end_to_end() {
     // kill -9 of a: the flow stops, and nothing leaves in clear.
     a.kill9();
     let down = dir.join("down.pcap");
-    let cap = capture(&net.ns_b, &net.if_b, &down, "ip6 and not icmp6[0] >= 133");
+    let cap = capture(&net.ns_a, &net.if_a, &down, "ip6 and not icmp6[0] >= 133");
     assert!(
         !ping(&net.ns_a, &net.addr_b),
         "with its daemon dead, a must not reach b"

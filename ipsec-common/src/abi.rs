@@ -21,6 +21,8 @@ pub const SP_STATS: &str = "XIPSEC_SP_STATS";
 pub const COUNTERS: &str = "XIPSEC_COUNTERS";
 pub const SA_BY_SPI: &str = "XIPSEC_SA_BY_SPI";
 pub const BENCH_FLOWS: &str = "XIPSEC_BENCH_FLOWS";
+pub const XSKS: &str = "XIPSEC_XSKS";
+pub const XSK_SLOTS: &str = "XIPSEC_XSK_SLOTS";
 
 /// Program names.
 pub const PROG_XDP_INGRESS: &str = "xdp_ingress";
@@ -244,6 +246,22 @@ pub const CONFIG_EPOCH: u32 = 0;
 pub const CONFIG_ESP_IFINDEX: u32 = 1;
 pub const CONFIG_LEN: u32 = 2;
 
+/// AF_XDP sockets of the ESP engine ([`XSKS`], an XSKMAP). XDP hands ESP with a known SPI to
+/// the socket bound to the receiving (interface, queue): [`XSK_SLOTS`] maps [`xsk_slot_key`] to
+/// the socket's index in [`XSKS`]. No slot, or an empty one (its socket closed with the
+/// daemon), and the packet takes the kernel's path to the engine's raw socket instead.
+pub const MAX_XSK: u32 = 64;
+
+/// Largest frame XDP hands an AF_XDP socket: the engine's UMEM frames are 4 KiB, less the
+/// kernel's 256-byte XDP headroom. Larger frames (jumbo MTUs) take the raw-socket path.
+pub const XSK_MAX_FRAME: usize = 3_584;
+
+/// Key of [`XSK_SLOTS`]: the receiving interface and its RX queue.
+#[inline(always)]
+pub fn xsk_slot_key(ifindex: u32, queue: u32) -> u64 {
+    ((ifindex as u64) << 32) | queue as u64
+}
+
 /// Index into [`MASK_COUNT`] and base into [`MASKS`] for a generation and direction.
 #[inline(always)]
 pub fn mask_set(generation: u8, dir: u8) -> u32 {
@@ -302,10 +320,14 @@ pub enum Counter {
     PassEspFragment = 12,
     /// Outbound traffic of an `ipsec` policy handed to the ESP engine.
     IpsecToEngine = 13,
+    /// ESP with a known SPI handed straight to the engine's AF_XDP socket (skipping the
+    /// kernel's IPv6 input); [`Counter::EspKnownSpi`] counts the rest, which reach it by way of
+    /// the kernel's raw socket.
+    EspKnownSpiXsk = 14,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassNotIpv6,
         Counter::PassNoPolicy,
@@ -321,6 +343,7 @@ impl Counter {
         Counter::DropUnknownSpi,
         Counter::PassEspFragment,
         Counter::IpsecToEngine,
+        Counter::EspKnownSpiXsk,
     ];
 
     /// Stable snake_case name used by `xipsec stats`.
@@ -340,6 +363,7 @@ impl Counter {
             Counter::DropUnknownSpi => "drop_unknown_spi",
             Counter::PassEspFragment => "pass_esp_fragment",
             Counter::IpsecToEngine => "ipsec_to_engine",
+            Counter::EspKnownSpiXsk => "esp_known_spi_xsk",
         }
     }
 

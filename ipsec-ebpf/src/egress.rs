@@ -46,7 +46,7 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
         Outcome::Malformed => shot(Counter::DropMalformed),
         Outcome::ExtLimit => shot(Counter::DropExtHeaderLimit),
         // Unreachable with `esp_is_terminal == false`; fail closed all the same.
-        Outcome::Esp(_) | Outcome::EspFragment => shot(Counter::DropMalformed),
+        Outcome::Esp { .. } | Outcome::EspFragment => shot(Counter::DropMalformed),
         Outcome::Flow => {
             let verdict = classify(flow);
             if verdict.sp_id == NO_SP {

@@ -1,11 +1,13 @@
 //! XDP ingress: parse, steer ESP by SPI, classify everything else against the inbound SPD.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use ipsec_common::abi::{ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_IN, NO_SP};
+use ipsec_common::abi::{
+    ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_IN, NO_SP, XSK_MAX_FRAME, xsk_slot_key,
+};
 
 use crate::{
     classify::classify,
-    maps::{SA_BY_SPI, count, count_sp},
+    maps::{SA_BY_SPI, XSK_SLOTS, XSKS, count, count_sp},
     parse::{Frame, Outcome, parse, zeroed_key},
 };
 
@@ -22,12 +24,15 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
         Outcome::NotIpv6 => pass(Counter::PassNotIpv6),
         Outcome::Malformed => drop(Counter::DropMalformed),
         Outcome::ExtLimit => drop(Counter::DropExtHeaderLimit),
-        Outcome::Esp(spi) => {
-            if SA_BY_SPI.get_ptr(&spi).is_some() {
-                pass(Counter::EspKnownSpi)
-            } else {
-                drop(Counter::DropUnknownSpi)
+        Outcome::Esp { spi, plain } => {
+            if SA_BY_SPI.get_ptr(&spi).is_none() {
+                return drop(Counter::DropUnknownSpi);
             }
+            if plain && frame.len() <= XSK_MAX_FRAME && to_engine_socket(ctx) {
+                count(Counter::EspKnownSpiXsk);
+                return xdp_action::XDP_REDIRECT;
+            }
+            pass(Counter::EspKnownSpi)
         }
         Outcome::EspFragment => pass(Counter::PassEspFragment),
         Outcome::Flow => {
@@ -48,6 +53,20 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
             }
         }
     }
+}
+
+/// Redirect to the engine's AF_XDP socket on this interface and queue, if it has one. Only a
+/// socket bound to exactly this (interface, queue) may take the packet (any other drops it), so
+/// the slot is looked up by both.
+#[inline(always)]
+fn to_engine_socket(ctx: &XdpContext) -> bool {
+    let key = xsk_slot_key(ctx.ingress_ifindex() as u32, ctx.rx_queue_index());
+    // SAFETY: a plain value read from the map; entries are only replaced whole.
+    let Some(&slot) = (unsafe { XSK_SLOTS.get(&key) }) else {
+        return false;
+    };
+    // An empty slot (the socket closed) falls back to XDP_PASS: the raw-socket path.
+    XSKS.redirect(slot, xdp_action::XDP_PASS as u64).is_ok()
 }
 
 #[inline(always)]

@@ -3,11 +3,11 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
 };
 use ipsec_common::abi::{
     CONFIG_LEN, CacheValue, Counter, FLOW_CACHE_CAPACITY, FlowKey, MASK_SETS, MAX_MASKS, MAX_SA,
-    MAX_SP, MaskDesc, RULES_CAPACITY, RuleKey, RuleValue, SaInfo, SpStats,
+    MAX_SP, MAX_XSK, MaskDesc, RULES_CAPACITY, RuleKey, RuleValue, SaInfo, SpStats,
 };
 
 #[map(name = "XIPSEC_RULES")]
@@ -37,6 +37,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 
 #[map(name = "XIPSEC_SA_BY_SPI")]
 pub static SA_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
+
+#[map(name = "XIPSEC_XSKS")]
+pub static XSKS: XskMap = XskMap::with_max_entries(MAX_XSK, 0);
+
+#[map(name = "XIPSEC_XSK_SLOTS")]
+pub static XSK_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_XSK, 0);
 
 #[map(name = "XIPSEC_BENCH_FLOWS")]
 pub static BENCH_FLOWS: HashMap<FlowKey, CacheValue> = HashMap::with_max_entries(16, 0);

@@ -24,8 +24,9 @@ pub enum Outcome {
     Malformed,
     /// Extension-header chain longer than the walk bound, or transport header too deep.
     ExtLimit,
-    /// ESP (inbound only); the SPI, host order.
-    Esp(u32),
+    /// ESP (inbound only): the SPI (host order), and whether the frame is the plain shape the
+    /// engine's AF_XDP path takes (untagged Ethernet, ESP right after the IPv6 header).
+    Esp { spi: u32, plain: bool },
     /// A non-first fragment of ESP (inbound only): no SPI to see; left to reassembly.
     EspFragment,
     /// A classifiable flow; the key has been filled in.
@@ -222,7 +223,10 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
             let Some(p) = frame.bytes::<4>(off) else {
                 return Outcome::Malformed;
             };
-            return Outcome::Esp(u32::from_be_bytes(p));
+            return Outcome::Esp {
+                spi: u32::from_be_bytes(p),
+                plain: l3 == ETH_HLEN && off == ETH_HLEN + IPV6_HLEN,
+            };
         }
         _ => key.flags = FLOW_OPAQUE,
     }

@@ -38,7 +38,8 @@ pub fn run() -> anyhow::Result<()> {
     }
     crate::build::run()?;
     let mut demo = Lab::new("xdemo", 0xde)?;
-    let (ns_a, ns_b, if_b) = (demo.ns_a.clone(), demo.ns_b.clone(), demo.if_b.clone());
+    let (ns_a, ns_b) = (demo.ns_a.clone(), demo.ns_b.clone());
+    let (if_a, if_b) = (demo.if_a.clone(), demo.if_b.clone());
     let (addr_a, addr_b) = (demo.addr_a.clone(), demo.addr_b.clone());
     for args in [
         vec!["-n", &ns_a, "addr", "add", "fd00:df::1/128", "dev", "lo"],
@@ -196,17 +197,23 @@ pub fn run() -> anyhow::Result<()> {
         ],
     )?;
 
-    let wire = format!("{}/wire.pcap", demo.dir);
-    let mut capture = ns(
-        &ns_b,
-        &[
-            "tcpdump", "-i", &if_b, "-U", "-nn", "-w", &wire, "ip6", "and", "not", "icmp6[0]",
-            ">=", "133",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()?;
+    // A capture at each end: it sees what that host sends, but not the ESP its XDP hands
+    // straight to the engine (XDP runs before packet taps).
+    let mut captures = Vec::new();
+    for (side, namespace, interface) in [("a", &ns_a, &if_a), ("b", &ns_b, &if_b)] {
+        let wire = format!("{}/wire-{side}.pcap", demo.dir);
+        let child = ns(
+            namespace,
+            &[
+                "tcpdump", "-i", interface, "-U", "-nn", "-w", &wire, "ip6", "and", "not",
+                "icmp6[0]", ">=", "133",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+        captures.push((child, wire));
+    }
     sleep(Duration::from_millis(800));
 
     println!("\n== traffic ==");
@@ -246,13 +253,16 @@ pub fn run() -> anyhow::Result<()> {
     );
 
     sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
-    let _ = capture.wait();
-    let seen = Command::new("tcpdump")
-        .args(["-nn", "-r", &wire])
-        .output()?;
-    let seen = String::from_utf8_lossy(&seen.stdout);
+    let mut seen = String::new();
+    for (mut capture, wire) in captures {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+        let _ = capture.wait();
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-r", &wire])
+            .output()?;
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
     // Packets of the demo's addresses (link-local housekeeping such as MLD reports aside).
     let between: Vec<&str> = seen
         .lines()
@@ -263,7 +273,7 @@ pub fn run() -> anyhow::Result<()> {
         .filter(|l| l.contains("ESP") || l.contains("frag ("))
         .count();
     println!(
-        "\n== the wire: capture on {if_b} of the demo's addresses, neighbour discovery aside =="
+        "\n== the wire: what {if_a} and {if_b} sent, the demo's addresses, neighbour discovery aside =="
     );
     for line in between.iter().take(4) {
         println!("  {line}");

@@ -8,7 +8,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -21,6 +21,7 @@ use ipsec_common::abi::{
 };
 
 use super::sync::SyncState;
+use crate::daemon::esp_engine::XskBinding;
 use crate::{daemon::XdpMode as XdpModeChoice, model::Spd};
 
 /// The eBPF object built by `build.rs` from `ipsec-ebpf`.
@@ -114,6 +115,8 @@ pub(super) struct Maps {
     pub sa_by_spi: HashMap<MapData, u32, SaInfo>,
     pub bench_flows: HashMap<MapData, FlowKey, CacheValue>,
     pub flow_cache: HashMap<MapData, FlowKey, CacheValue>,
+    pub xsks: XskMap<MapData>,
+    pub xsk_slots: HashMap<MapData, u64, u32>,
 }
 
 /// The loaded programs and their maps. Dropping it detaches everything it attached and removes
@@ -148,7 +151,7 @@ const PROGRAM_NAMES: [&str; 4] = [
     abi::PROG_BENCH_PARSE,
     abi::PROG_BENCH_HASH,
 ];
-const MAP_NAMES: [&str; 9] = [
+const MAP_NAMES: [&str; 11] = [
     abi::RULES,
     abi::MASKS,
     abi::MASK_COUNT,
@@ -158,6 +161,8 @@ const MAP_NAMES: [&str; 9] = [
     abi::COUNTERS,
     abi::SA_BY_SPI,
     abi::BENCH_FLOWS,
+    abi::XSKS,
+    abi::XSK_SLOTS,
 ];
 
 impl KernelDatapath {
@@ -238,6 +243,8 @@ impl KernelDatapath {
             sa_by_spi: take(&mut ebpf, abi::SA_BY_SPI)?,
             bench_flows: take(&mut ebpf, abi::BENCH_FLOWS)?,
             flow_cache: take(&mut ebpf, abi::FLOW_CACHE)?,
+            xsks: take(&mut ebpf, abi::XSKS)?,
+            xsk_slots: take(&mut ebpf, abi::XSK_SLOTS)?,
         };
         Ok(Self {
             ebpf,
@@ -361,6 +368,28 @@ impl KernelDatapath {
                 name: abi::CONFIG,
                 source,
             })
+    }
+
+    /// Route inbound ESP on each socket's (interface, queue) to that AF_XDP socket: slot `i` of
+    /// `XIPSEC_XSKS` holds `sockets[i]` (at most `abi::MAX_XSK`; any further one is not used).
+    pub fn set_esp_sockets(&mut self, sockets: &[XskBinding]) -> Result<(), DatapathError> {
+        for (slot, socket) in (0..abi::MAX_XSK).zip(sockets) {
+            self.maps
+                .xsks
+                .set(slot, socket.fd, 0)
+                .map_err(|source| DatapathError::MapIo {
+                    name: abi::XSKS,
+                    source,
+                })?;
+            self.maps
+                .xsk_slots
+                .insert(abi::xsk_slot_key(socket.ifindex, socket.queue), slot, 0)
+                .map_err(|source| DatapathError::MapIo {
+                    name: abi::XSK_SLOTS,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Undo the attachments this process made (a start-up that failed half way): remove the

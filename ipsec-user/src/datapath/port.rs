@@ -42,9 +42,13 @@ pub fn open(
         pin_dir: Some(pin_dir.to_path_buf()),
         force_cache_miss: false,
     })?;
-    let engine = EspEngine::start(EngineConfig::new(state_dir.to_path_buf()))
-        .context("starting the ESP engine")?;
+    let engine = EspEngine::start(EngineConfig {
+        xsk_interfaces: interfaces.to_vec(),
+        ..EngineConfig::new(state_dir.to_path_buf())
+    })
+    .context("starting the ESP engine")?;
     kernel.set_esp_target(engine.tun_ifindex())?;
+    kernel.set_esp_sockets(engine.xsk_bindings())?;
     tracing::info!(tun = engine.tun_name(), "ESP engine started");
     Ok(Box::new(Attaching {
         engine,

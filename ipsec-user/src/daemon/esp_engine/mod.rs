@@ -66,6 +66,7 @@ mod mss;
 mod seq;
 mod sys;
 mod tables;
+mod xsk;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -84,10 +85,12 @@ use crate::model::Spd;
 
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use tables::{FLOW_CACHE_LIMIT, Stat};
+pub use xsk::XskBinding;
 
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
 use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
+use xsk::XskReceiver;
 
 /// Default TUN device name.
 pub const DEFAULT_TUN_NAME: &str = "xipsec0";
@@ -105,6 +108,8 @@ pub struct EngineConfig {
     pub tun_name: String,
     /// Directory of the sequence reservations ([`SEQ_FILE_NAME`]).
     pub state_dir: PathBuf,
+    /// Interfaces to receive ESP from by AF_XDP (see `xsk`); the raw socket serves the rest.
+    pub xsk_interfaces: Vec<String>,
 }
 
 impl EngineConfig {
@@ -113,6 +118,7 @@ impl EngineConfig {
         Self {
             tun_name: DEFAULT_TUN_NAME.to_owned(),
             state_dir: state_dir.into(),
+            xsk_interfaces: Vec::new(),
         }
     }
 }
@@ -198,6 +204,7 @@ pub struct EspEngine {
     threads: Vec<JoinHandle<()>>,
     tun_name: String,
     tun_ifindex: u32,
+    xsk: Vec<XskBinding>,
 }
 
 impl EspEngine {
@@ -223,15 +230,17 @@ impl EspEngine {
             socket,
             shutdown,
         });
+        let receivers = open_xsk(&config.xsk_interfaces);
         let mut engine = Self {
             shared,
             threads: Vec::new(),
             tun_name: tun.name,
             tun_ifindex: tun.ifindex,
+            xsk: receivers.iter().map(XskReceiver::binding).collect(),
         };
         // On error `engine` drops here, which stops the thread already started.
         engine.spawn("xipsec-esp-out", outbound)?;
-        engine.spawn("xipsec-esp-in", inbound)?;
+        engine.spawn("xipsec-esp-in", move |shared| inbound(shared, receivers))?;
         info!(
             tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
             "esp engine started"
@@ -239,7 +248,11 @@ impl EspEngine {
         Ok(engine)
     }
 
-    fn spawn(&mut self, name: &'static str, run: fn(&Shared)) -> Result<(), EngineError> {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        run: impl FnOnce(&Shared) + Send + 'static,
+    ) -> Result<(), EngineError> {
         let shared = Arc::clone(&self.shared);
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
@@ -252,6 +265,12 @@ impl EspEngine {
     /// The TUN device's ifindex, for the TC program's redirect.
     pub fn tun_ifindex(&self) -> u32 {
         self.tun_ifindex
+    }
+
+    /// The AF_XDP sockets receiving ESP, for the XDP program's `XIPSEC_XSKS` and
+    /// `XIPSEC_XSK_SLOTS` maps. Each stays open until the engine drops.
+    pub fn xsk_bindings(&self) -> &[XskBinding] {
+        &self.xsk
     }
 
     /// The TUN device's name.
@@ -295,7 +314,13 @@ impl EspEngine {
     /// Engine-level counters, by stable name (see [`Stat`]), always all of them, in a fixed
     /// order.
     pub fn stats(&self) -> Vec<(String, u64)> {
-        self.shared.stats.snapshot()
+        let mut stats = self.shared.stats.snapshot();
+        // The kernel counts what AF_XDP dropped; read it from the sockets.
+        let drops: u64 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
+        if let Some(slot) = stats.iter_mut().find(|(n, _)| n == Stat::XskDrops.name()) {
+            slot.1 = drops;
+        }
+        stats
     }
 }
 
@@ -311,6 +336,26 @@ impl Drop for EspEngine {
         }
         // The fds close when the last `Arc<Shared>` (this one) drops, removing the TUN device.
     }
+}
+
+/// AF_XDP receivers on every RX queue of `interfaces`; an interface whose sockets cannot be
+/// created is logged and left to the raw socket.
+fn open_xsk(interfaces: &[String]) -> Vec<XskReceiver> {
+    let mut receivers = Vec::new();
+    for name in interfaces {
+        let ifindex = sys::ifindex(name).unwrap_or(0);
+        match xsk::open_interface(ifindex, name) {
+            Ok(opened) => {
+                info!(interface = %name, queues = opened.len(), "esp receive by AF_XDP");
+                receivers.extend(opened);
+            }
+            Err(error) => warn!(
+                interface = %name, %error,
+                "no AF_XDP socket: inbound esp takes the kernel's raw-socket path"
+            ),
+        }
+    }
+    receivers
 }
 
 /// Logs a worker's I/O failure once per thread, and keeps it from spinning on it.
@@ -372,11 +417,12 @@ fn encrypt_stage(
     let mut seg_frame = Vec::with_capacity(2048);
     seg_frame.extend_from_slice(&FAKE_ETHERNET);
     let poll_logged = AtomicBool::new(false);
+    let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &[tun]);
     let Ok(mut batch) = empty_rx.recv() else {
         return;
     };
     loop {
-        match sys::wait(tun, shared.shutdown.as_raw_fd()) {
+        match poller.wait() {
             Ok(Ready::Shutdown) => return,
             Ok(Ready::Data) => {}
             Err(e) => {
@@ -461,16 +507,19 @@ fn encrypt_stage(
     }
 }
 
-/// The inbound worker: `recvmmsg` -> decapsulate -> policy check -> TUN write.
-fn inbound(shared: &Shared) {
-    let (socket, tun) = (shared.socket.as_raw_fd(), shared.tun.as_raw_fd());
+/// The inbound worker: ESP from the raw socket (`recvmmsg`) and the AF_XDP sockets ->
+/// decapsulate -> policy check -> TUN write.
+fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>) {
+    let socket = shared.socket.as_raw_fd();
+    let fds: Vec<_> = std::iter::once(socket)
+        .chain(receivers.iter().map(|r| r.binding().fd))
+        .collect();
+    let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &fds);
     let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
-    let mut plain = Vec::with_capacity(sys::MAX_PACKET);
-    let mut frame = Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET);
-    let mut coalescer = gro::Coalescer::default();
+    let mut out = Delivery::new(shared);
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
-        match sys::wait(socket, shared.shutdown.as_raw_fd()) {
+        match poller.wait() {
             Ok(Ready::Shutdown) => return,
             Ok(Ready::Data) => {}
             Err(e) => {
@@ -478,46 +527,88 @@ fn inbound(shared: &Shared) {
                 continue;
             }
         }
+        // Drain every source before sleeping again.
         loop {
-            let got = match sys::recv_batch(socket, &mut batch) {
-                Ok(got) => got,
+            let mut busy = false;
+            match sys::recv_batch(socket, &mut batch) {
+                Ok(got) => {
+                    let mut table = lock(&shared.inb);
+                    for slot in &mut batch[..got] {
+                        if table.receive(slot, &mut out.plain, &mut out.frame, &shared.stats) {
+                            out.deliver();
+                        }
+                    }
+                    out.flush();
+                    busy |= got == BATCH;
+                }
                 Err(e) => {
                     shared.stats.bump(Stat::RecvErrors);
                     worker_error(&recv_logged, "recvmmsg", &e);
-                    break;
                 }
-            };
-            if got == 0 {
+            }
+            for receiver in &mut receivers {
+                let mut table = lock(&shared.inb);
+                let got = receiver.receive(BATCH as u32, |ethernet| {
+                    if table.receive_frame(ethernet, &mut out.plain, &mut out.frame, &shared.stats)
+                    {
+                        out.deliver();
+                    }
+                });
+                out.flush();
+                busy |= got == BATCH as u32;
+            }
+            if !busy {
                 break;
             }
-            let mut table = lock(&shared.inb);
-            let write = |hdr: &[u8; gro::VNET_HDR_LEN], packet: &[u8]| {
-                if sys::write_packet(tun, hdr, packet).is_err() {
-                    shared.stats.bump(Stat::TunWriteErrors);
-                }
-            };
-            for slot in &mut batch[..got] {
-                if !table.receive(slot, &mut plain, &mut frame, &shared.stats) {
-                    continue;
-                }
-                let packet = &frame[FAKE_ETHERNET.len()..];
-                if coalescer.append(packet) {
-                    continue;
-                }
-                if let Some((hdr, merged)) = coalescer.take() {
-                    write(&hdr, merged);
-                }
-                if !coalescer.start(packet) {
-                    write(&gro::PLAIN, packet);
-                }
-            }
-            if let Some((hdr, merged)) = coalescer.take() {
-                write(&hdr, merged);
-            }
-            drop(table);
-            if got < BATCH {
-                break;
-            }
+        }
+    }
+}
+
+/// Decrypted packets on their way to the TUN: consecutive TCP segments of one flow leave as one
+/// GSO write (`gro`).
+struct Delivery<'a> {
+    shared: &'a Shared,
+    /// Scratch space for decryption.
+    plain: Vec<u8>,
+    /// The packet to deliver ([`FAKE_ETHERNET`] + IPv6), as `InTable` leaves it.
+    frame: Vec<u8>,
+    coalescer: gro::Coalescer,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        Self {
+            shared,
+            plain: Vec::with_capacity(sys::MAX_PACKET),
+            frame: Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET),
+            coalescer: gro::Coalescer::default(),
+        }
+    }
+
+    fn write(shared: &Shared, hdr: &[u8; gro::VNET_HDR_LEN], packet: &[u8]) {
+        if sys::write_packet(shared.tun.as_raw_fd(), hdr, packet).is_err() {
+            shared.stats.bump(Stat::TunWriteErrors);
+        }
+    }
+
+    /// Queues `self.frame`'s packet: merged into the pending GSO packet, or written.
+    fn deliver(&mut self) {
+        let packet = &self.frame[FAKE_ETHERNET.len()..];
+        if self.coalescer.append(packet) {
+            return;
+        }
+        if let Some((hdr, merged)) = self.coalescer.take() {
+            Self::write(self.shared, &hdr, merged);
+        }
+        if !self.coalescer.start(packet) {
+            Self::write(self.shared, &gro::PLAIN, packet);
+        }
+    }
+
+    /// Writes what is pending (end of a batch).
+    fn flush(&mut self) {
+        if let Some((hdr, merged)) = self.coalescer.take() {
+            Self::write(self.shared, &hdr, merged);
         }
     }
 }

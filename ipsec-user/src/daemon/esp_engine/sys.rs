@@ -311,36 +311,78 @@ pub(super) enum Ready {
     Shutdown,
 }
 
-/// Blocks until `data` is readable or `shutdown` fires; `EINTR` is retried.
-pub(super) fn wait(data: RawFd, shutdown: RawFd) -> Result<Ready, EngineError> {
-    let mut fds = [
-        libc::pollfd {
-            fd: data,
+/// `poll` on a fixed set of descriptors: the shutdown eventfd first, then the data fds.
+pub(super) struct Poller {
+    fds: Vec<libc::pollfd>,
+}
+
+impl Poller {
+    pub(super) fn new(shutdown: RawFd, data: &[RawFd]) -> Self {
+        let watch = |fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
-        },
-        libc::pollfd {
-            fd: shutdown,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    loop {
-        // SAFETY: `fds` is an array of two valid `pollfd`, and its length is passed.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(syscall_error("poll"));
-        }
-        if fds[1].revents != 0 {
-            return Ok(Ready::Shutdown);
-        }
-        if fds[0].revents != 0 {
-            return Ok(Ready::Data);
+        };
+        Self {
+            fds: std::iter::once(shutdown)
+                .chain(data.iter().copied())
+                .map(watch)
+                .collect(),
         }
     }
+
+    /// Blocks until a data fd is readable or shutdown fires; `EINTR` is retried.
+    pub(super) fn wait(&mut self) -> Result<Ready, EngineError> {
+        loop {
+            // SAFETY: `fds` is a vector of valid `pollfd`, and its length is passed.
+            let n =
+                unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(syscall_error("poll"));
+            }
+            if self.fds[0].revents != 0 {
+                return Ok(Ready::Shutdown);
+            }
+            if self.fds[1..].iter().any(|fd| fd.revents != 0) {
+                return Ok(Ready::Data);
+            }
+        }
+    }
+}
+
+/// Frames an AF_XDP socket dropped: no room in its receive ring, no free frame on its fill ring,
+/// or otherwise (`XDP_STATISTICS`). 0 if the kernel does not say.
+pub(super) fn xsk_drops(fd: RawFd) -> u64 {
+    // SAFETY: `xdp_statistics` is plain old data; all-zero is valid.
+    let mut st: libc::xdp_statistics = unsafe { mem::zeroed() };
+    let mut len = mem::size_of_val(&st) as libc::socklen_t;
+    // SAFETY: `st` and `len` are valid for writes of `len` bytes; a stale fd only fails.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&raw mut st).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return 0;
+    }
+    // A frame with no free fill-ring entry counts in both `rx_dropped` and
+    // `rx_fill_ring_empty_descs`: add only the first.
+    st.rx_dropped + st.rx_ring_full
+}
+
+/// The ifindex of interface `name`, if it exists.
+pub(super) fn ifindex(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
 
 /// `readv(2)` of one packet and its virtio-net header; the packet's length, or `Ok(None)` when

@@ -83,6 +83,8 @@ engine_stats! {
     TunReadErrors => "esp_tun_read_errors": "Failed reads from the TUN device.",
     TunWriteErrors => "esp_tun_write_errors": "Decrypted packets the TUN device refused.",
     RecvErrors => "esp_recv_errors": "Failed receives on the raw ESP socket.",
+    XskReceived => "esp_xsk_received": "Inbound ESP frames taken from the AF_XDP sockets (the rest came by the raw socket).",
+    XskDrops => "esp_xsk_drops": "Inbound ESP the AF_XDP sockets dropped (receive ring full or no free frame), as the kernel counts them.",
 }
 
 /// The engine counters, shared by both workers.
@@ -571,13 +573,56 @@ impl InTable {
         header[7] = slot.hop_limit;
         header[8..24].copy_from_slice(&slot.source.octets());
         header[24..40].copy_from_slice(&destination.octets());
-        let spi = u32::from_be_bytes([slot.buf[40], slot.buf[41], slot.buf[42], slot.buf[43]]);
+        self.open(&slot.buf[..40 + slot.len], plain, frame, stats)
+    }
+
+    /// Processes one ESP frame from an AF_XDP socket: Ethernet, an IPv6 header with next
+    /// header ESP (the only shape XDP redirects), then ESP. Same result as [`Self::receive`].
+    pub fn receive_frame(
+        &mut self,
+        ethernet: &[u8],
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+        stats: &EngineStats,
+    ) -> bool {
+        stats.bump(Stat::XskReceived);
+        let eth = FAKE_ETHERNET.len();
+        let well_formed = ethernet.len() >= eth + 40 + 8
+            && ethernet[12..14] == FAKE_ETHERNET[12..14]
+            && ethernet[eth] >> 4 == 6
+            && ethernet[eth + 6] == 50;
+        if !well_formed {
+            stats.bump(Stat::Malformed);
+            return false;
+        }
+        // Ethernet may pad a frame; the IPv6 payload length says where the packet ends.
+        let payload_len = usize::from(u16::from_be_bytes([ethernet[eth + 4], ethernet[eth + 5]]));
+        let Some(packet) = ethernet.get(eth..eth + 40 + payload_len) else {
+            stats.bump(Stat::Malformed);
+            return false;
+        };
+        self.open(packet, plain, frame, stats)
+    }
+
+    /// Decrypts and checks `packet` (an IPv6 header with next header ESP, then ESP); see
+    /// [`Self::receive`].
+    fn open(
+        &mut self,
+        packet: &[u8],
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+        stats: &EngineStats,
+    ) -> bool {
+        if packet.len() < 40 + 8 {
+            stats.bump(Stat::Malformed);
+            return false;
+        }
+        let spi = u32::from_be_bytes([packet[40], packet[41], packet[42], packet[43]]);
         let Some(&index) = self.by_spi.get(&spi) else {
             stats.bump(Stat::UnknownSpi);
             return false;
         };
         let entry = &mut self.sas[index];
-        let packet = &slot.buf[..40 + slot.len];
         match entry.sa.decapsulate(packet, plain) {
             Ok(Decapsulated::Deliver { .. }) => {
                 entry.cells.packet(plain.len());
