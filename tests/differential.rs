@@ -120,8 +120,11 @@ fn kernel_verdicts_equal_reference() {
     assert!(total >= 2 * SPDS as usize * PACKETS_PER_SPD);
     eprintln!("differential: {total} program runs agreed with the reference: {seen:?}");
     // The generator must reach every verdict, or the comparison proves less than it claims.
+    // Two verdicts need more than a test run: our own marked ESP (TC sees the mark only on
+    // packets the engine sends) and the hand-off to an AF_XDP socket (no socket is bound here;
+    // tests/esp_e2e.rs checks that ESP arrives that way).
     for c in Counter::ALL {
-        if c != Counter::PassOwnEsp {
+        if c != Counter::PassOwnEsp && c != Counter::EspKnownSpiXsk {
             assert!(
                 seen.get(c.name()).copied().unwrap_or(0) >= 20,
                 "verdict {} too rare: {seen:?}",

@@ -49,8 +49,8 @@ pub fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
     util::run(&mut cmd)
 }
 
-/// Median receiver goodput of `E2E_RUNS` single-stream iperf3 runs from a to b, in Gbit/s.
-fn iperf(lab: &Lab) -> anyhow::Result<f64> {
+/// Receiver goodput of `E2E_RUNS` single-stream iperf3 runs from a to b, in Gbit/s, sorted.
+fn iperf(lab: &Lab) -> anyhow::Result<Vec<f64>> {
     let mut samples = Vec::new();
     for _ in 0..E2E_RUNS {
         let mut server = ns(&lab.ns_b, &["iperf3", "-s", "-1", "-B", &lab.addr_b])
@@ -61,7 +61,16 @@ fn iperf(lab: &Lab) -> anyhow::Result<f64> {
         sleep(Duration::from_millis(500));
         let out = ns(
             &lab.ns_a,
-            &["iperf3", "-c", &lab.addr_b, "-t", E2E_SECONDS, "-J"],
+            &[
+                "iperf3",
+                "-c",
+                &lab.addr_b,
+                "-t",
+                E2E_SECONDS,
+                "-O",
+                "1",
+                "-J",
+            ],
         )
         .output()
         .context("running iperf3 -c")?;
@@ -74,7 +83,15 @@ fn iperf(lab: &Lab) -> anyhow::Result<f64> {
         samples.push(bps / 1e9);
     }
     samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
+    Ok(samples)
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    sorted[sorted.len() / 2]
+}
+
+fn rounded(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 /// The single-core OpenSSL bound of aes128-cbc + hmac-sha2-256 at 1,400 bytes, in Gbit/s.
@@ -105,7 +122,7 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     }
     crate::build::run()?;
     let mut lab = Lab::new("xbench", 0xbe)?;
-    let plain = iperf(&lab)?;
+    let plain_runs = iperf(&lab)?;
     lab.start_daemon("a")?;
     lab.start_daemon("b")?;
     let (a, b) = (format!("{}/128", lab.addr_a), format!("{}/128", lab.addr_b));
@@ -120,17 +137,20 @@ fn e2e(json: bool) -> anyhow::Result<()> {
             "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
         ),
     )?;
-    let esp = iperf(&lab)?;
+    let esp_runs = iperf(&lab)?;
     drop(lab);
+    let (plain, esp) = (median(&plain_runs), median(&esp_runs));
     let bound = openssl_bound()?;
     let report = serde_json::json!({
         "suite": "aes128-cbc/hmac-sha2-256",
         "mode": "transport",
-        "esp_gbit_s": (esp * 1000.0).round() / 1000.0,
-        "plain_gbit_s": (plain * 1000.0).round() / 1000.0,
-        "bound_gbit_s": (bound * 1000.0).round() / 1000.0,
-        "esp_over_bound": (esp / bound * 1000.0).round() / 1000.0,
+        "esp_gbit_s": rounded(esp),
+        "plain_gbit_s": rounded(plain),
+        "bound_gbit_s": rounded(bound),
+        "esp_over_bound": rounded(esp / bound),
         "runs": E2E_RUNS,
+        "esp_runs_gbit_s": esp_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
+        "plain_runs_gbit_s": plain_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
         "seconds_per_run": E2E_SECONDS,
     });
     if json {
@@ -140,7 +160,7 @@ fn e2e(json: bool) -> anyhow::Result<()> {
             "TCP goodput, one iperf3 stream, median of {E2E_RUNS} runs of {E2E_SECONDS} s after a 1 s warm-up:"
         );
         println!("  plaintext on the veth pair      {plain:.3} Gbit/s");
-        println!("  ESP aes128-cbc/hmac-sha2-256    {esp:.3} Gbit/s");
+        println!("  ESP aes128-cbc/hmac-sha2-256    {esp:.3} Gbit/s (runs: {esp_runs:.3?})");
         println!("  OpenSSL single-core bound       {bound:.3} Gbit/s");
         println!("  ESP / bound                     {:.2}", esp / bound);
     }

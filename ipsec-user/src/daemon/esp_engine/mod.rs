@@ -15,10 +15,15 @@
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
 //!   the interface MTU (`IPV6_PMTUDISC_OMIT`), so a large UDP datagram still arrives. A packet whose flow no
 //!   longer maps to an `ipsec` SP with an SA is dropped (`esp_no_sa`): fail closed, never clear.
-//! - **Inbound.** The same raw socket receives every ESP packet addressed to this host, already
-//!   reassembled, from the ESP header on; source from `msg_name`, destination, hop limit and
-//!   traffic class from `IPV6_PKTINFO`/`IPV6_HOPLIMIT`/`IPV6_TCLASS` cmsgs. The inbound worker
-//!   rebuilds the IPv6 header, finds the SA by SPI, verifies and decrypts
+//! - **Inbound.** ESP with a known SPI in the common shape (untagged Ethernet, ESP right after
+//!   the IPv6 header, not a fragment, at most `XSK_MAX_FRAME` bytes) arrives on an AF_XDP socket
+//!   per (interface, RX queue) of [`EngineConfig::xsk_interfaces`] (`xsk`): XDP redirects it
+//!   there, skipping the kernel's IPv6 input. Everything else addressed to this host (outer
+//!   fragments, after reassembly; extension headers before ESP; queues or interfaces without a
+//!   socket) reaches the same raw socket, from the ESP header on; source from `msg_name`,
+//!   destination, hop limit and traffic class from `IPV6_PKTINFO`/`IPV6_HOPLIMIT`/`IPV6_TCLASS`
+//!   cmsgs, and the worker rebuilds the IPv6 header. Either way the inbound worker then finds
+//!   the SA by SPI, verifies and decrypts
 //!   it (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
 //!   SA, else `esp_policy_mismatch`), and writes the inner packet (tunnel) or the restored packet
@@ -41,8 +46,8 @@
 //!   ([`TUN_MTU`]): it only bounds what the local stack routes into the TUN (test setups); with
 //!   TC redirection the packet's size was settled by the real egress device.
 //! - **Threads.** Outbound: a reader (TUN -> segment -> encapsulate, batches of up to 128) and
-//!   a sender (`sendmmsg`) joined by a bounded channel; inbound: one thread (`recvmmsg` ->
-//!   decapsulate -> check -> coalesce -> TUN write).
+//!   a sender (`sendmmsg`) joined by a bounded channel; inbound: one thread (AF_XDP rings and
+//!   `recvmmsg` -> decapsulate -> check -> coalesce -> TUN write).
 //!   Buffers are allocated once; the steady state allocates nothing per packet. Dropping the
 //!   engine signals an eventfd both threads poll on, joins them and closes the fds (removing
 //!   the TUN device).
@@ -481,7 +486,7 @@ fn encrypt_stage(
                             continue;
                         }
                         // Our SYNs announce an MSS whose segments fit after ESP (see `mss`).
-                        mss::clamp(packet, mss::CLAMPED_MSS);
+                        mss::clamp(packet, table.mss());
                         let frame = &frame[..FAKE_ETHERNET.len() + len];
                         if table.protect(frame, &mut batch[n], &shared.stats, &shared.store) {
                             n += 1;

@@ -3,7 +3,10 @@
 //! ESP adds up to [`MAX_ESP_OVERHEAD`] bytes, so a full-size TCP segment of a protected flow
 //! would leave as two fragments, which halves throughput and loads the peer's reassembly. Every
 //! TCP SYN crossing the engine (outbound before encryption, inbound after decryption) has its
-//! MSS option lowered so both ends send segments whose ESP form fits [`LINK_MTU`]. Other
+//! MSS option lowered so both ends send segments whose ESP form fits [`LINK_MTU`]: to
+//! [`for_overheads`] of the configured SAs, the largest MSS every one of them fits (a SYN's MSS
+//! bounds the *other* direction's segments, which may travel under another SA), or
+//! [`CLAMPED_MSS`], which fits any suite in either mode. Other
 //! protocols are untouched: a large UDP datagram is still sent, as outer ESP fragments that the
 //! peer reassembles before decryption. (Signalling a smaller path MTU instead would make the
 //! local stack fragment UDP *before* ESP, which transport mode cannot carry, RFC 4303 §3.1.1.)
@@ -16,6 +19,16 @@ pub const MAX_ESP_OVERHEAD: usize = 40 + 8 + 16 + 17 + 16;
 /// The largest MSS whose segments fit: IPv6 (40) and TCP (20) headers come on top of the MSS
 /// (TCP options are carved out of it).
 pub const CLAMPED_MSS: u16 = (LINK_MTU - MAX_ESP_OVERHEAD - 40 - 20) as u16;
+
+/// The largest MSS whose segments fit [`LINK_MTU`] under every SA of `overheads` (each SA's
+/// `max_overhead`); [`CLAMPED_MSS`] when there is none.
+pub fn for_overheads(overheads: impl IntoIterator<Item = usize>) -> u16 {
+    overheads
+        .into_iter()
+        .map(|overhead| LINK_MTU.saturating_sub(overhead + 40 + 20))
+        .min()
+        .map_or(CLAMPED_MSS, |mss| u16::try_from(mss).unwrap_or(CLAMPED_MSS))
+}
 
 const TCP: u8 = 6;
 const SYN: u8 = 0x02;
@@ -116,6 +129,16 @@ mod tests {
         let sum = tcp_checksum(&p);
         p[56..58].copy_from_slice(&sum.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn the_clamp_follows_the_largest_overhead_configured() {
+        assert_eq!(for_overheads([]), CLAMPED_MSS);
+        // aes128-cbc + hmac-sha2-256, transport: 8 + 16 + 16 + 1 + 16.
+        assert_eq!(for_overheads([57]), 1383);
+        // ... and a tunnel-mode SA beside it: 40 more.
+        assert_eq!(for_overheads([57, 97]), 1343);
+        assert_eq!(for_overheads([MAX_ESP_OVERHEAD]), CLAMPED_MSS);
     }
 
     #[test]

@@ -220,6 +220,8 @@ pub struct OutTable {
     by_name: HashMap<String, usize>,
     /// Flow -> index into `sas`, or `None` when the flow must be dropped.
     cache: HashMap<Flow, Option<usize>>,
+    /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
+    mss: u16,
 }
 
 /// Inbound state: owned by the inbound worker, replaced by [`rebuild`].
@@ -232,6 +234,8 @@ pub struct InTable {
     /// Packets and bytes delivered per inbound SP, keyed by (id, seq): the kernel counts what
     /// XDP matched, but ESP is matched to its SP only here, after decryption.
     sp_hits: HashMap<(u32, u32), (u64, u64)>,
+    /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
+    mss: u16,
 }
 
 impl Default for OutTable {
@@ -241,6 +245,7 @@ impl Default for OutTable {
             sas: Vec::new(),
             by_name: HashMap::new(),
             cache: HashMap::new(),
+            mss: mss::CLAMPED_MSS,
         }
     }
 }
@@ -253,6 +258,7 @@ impl Default for InTable {
             by_spi: HashMap::new(),
             cache: HashMap::new(),
             sp_hits: HashMap::new(),
+            mss: mss::CLAMPED_MSS,
         }
     }
 }
@@ -374,6 +380,9 @@ pub fn rebuild(
         .map(|(i, e)| (e.identity.spi, i))
         .collect();
     inb.cache.clear();
+    let mss = mss::for_overheads(out.sas.iter().map(|e| e.sa.max_overhead()));
+    out.mss = mss;
+    inb.mss = mss;
     // A policy's counters end with it (its id may be reused by a newer policy).
     let live: HashSet<(u32, u32)> = spd.sps().iter().map(|sp| (sp.id, sp.seq)).collect();
     inb.sp_hits.retain(|key, _| live.contains(key));
@@ -417,6 +426,11 @@ fn address(bytes: &[u8]) -> Ipv6Addr {
 }
 
 impl OutTable {
+    /// What the outbound worker clamps TCP SYNs to (see `mss`).
+    pub fn mss(&self) -> u16 {
+        self.mss
+    }
+
     /// The SA protecting `flow`, from the cache or the outbound SPD.
     fn lookup(&mut self, flow: &Flow) -> Option<usize> {
         if let Some(hit) = self.cache.get(flow) {
@@ -663,7 +677,7 @@ impl InTable {
         hits.0 += 1;
         hits.1 += plain.len() as u64;
         // The local stack answers a SYN with segments no larger than its MSS (see `mss`).
-        mss::clamp(&mut frame[FAKE_ETHERNET.len()..], mss::CLAMPED_MSS);
+        mss::clamp(&mut frame[FAKE_ETHERNET.len()..], self.mss);
         stats.bump(Stat::Delivered);
         true
     }
@@ -843,6 +857,65 @@ mod tests {
         again.source = wire.source;
         again.destination = wire.destination;
         assert!(b.receive(&mut again).is_none());
+        assert_eq!(b.sa(0).replay_drops, 1);
+    }
+
+    /// `slot` as XDP would hand it to AF_XDP: Ethernet, IPv6 header, ESP, Ethernet padding.
+    fn xsk_frame(slot: &Incoming) -> Vec<u8> {
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let mut header = [0u8; 40];
+        header[0] = 0x60;
+        header[4..6].copy_from_slice(&u16::try_from(slot.len).expect("fits").to_be_bytes());
+        header[6] = 50;
+        header[7] = slot.hop_limit;
+        header[8..24].copy_from_slice(&slot.source.octets());
+        header[24..40].copy_from_slice(&slot.destination.expect("destination").octets());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(&slot.buf[40..40 + slot.len]);
+        frame.extend_from_slice(&[0xee; 6]);
+        frame
+    }
+
+    #[test]
+    fn af_xdp_frames_are_opened_like_raw_socket_packets_and_bad_ones_counted() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        let (mut plain, mut out) = (Vec::new(), Vec::new());
+        let packet = udp(A, B, 5000, 100);
+        let good = xsk_frame(&a.protect(&packet).expect("a protects"));
+        assert!(b.inb.receive_frame(&good, &mut plain, &mut out, &b.stats));
+        assert_eq!(
+            out[14..],
+            packet[..],
+            "the padding after the packet is not delivered"
+        );
+        assert_eq!(b.sa(0).packets, 1);
+
+        let fresh = xsk_frame(&a.protect(&packet).expect("a protects"));
+        let mut bad_frames = vec![
+            fresh[..14 + 40 + 7].to_vec(),      // cut inside the ESP header
+            fresh[..fresh.len() - 30].to_vec(), // shorter than its payload length says
+        ];
+        let mut not_ipv6 = fresh.clone();
+        not_ipv6[12..14].copy_from_slice(&[0x08, 0x00]);
+        bad_frames.push(not_ipv6);
+        let mut not_esp = fresh.clone();
+        not_esp[14 + 6] = 17;
+        bad_frames.push(not_esp);
+        for (i, bad) in bad_frames.iter().enumerate() {
+            assert!(
+                !b.inb.receive_frame(bad, &mut plain, &mut out, &b.stats),
+                "bad frame {i} was delivered"
+            );
+        }
+        assert_eq!(b.stats.get(Stat::Malformed), bad_frames.len() as u64);
+        assert_eq!(b.stats.get(Stat::XskReceived), 1 + bad_frames.len() as u64);
+        // The intact frame still opens: nothing above consumed its sequence number.
+        assert!(b.inb.receive_frame(&fresh, &mut plain, &mut out, &b.stats));
+        assert!(
+            !b.inb.receive_frame(&fresh, &mut plain, &mut out, &b.stats),
+            "a replayed frame is refused"
+        );
         assert_eq!(b.sa(0).replay_drops, 1);
     }
 
