@@ -94,7 +94,7 @@ fn maps_equal_model_after_random_adds_and_removes() {
     };
     for i in 0..20_000 {
         let (direction, frame) = random_frame(&mut rng, &spd);
-        let want = expected(&spd, direction, &frame, known, false);
+        let want = expected(&spd, direction, &frame, known, false, false);
         let pass = match direction {
             Direction::In => dp.test_run_xdp(&frame).expect("XDP run") == 2,
             Direction::Out => dp.test_run_tc(&frame).expect("TC run") == 0,

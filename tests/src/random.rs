@@ -4,6 +4,8 @@
 
 use std::net::Ipv6Addr;
 
+use ipsec_common::abi::XSK_MAX_FRAME;
+
 use ipsec_user::model::{Direction, SaAddArgs, Sp, SpAddArgs, Spd, UpperLayerProtocol};
 
 use crate::frames::{Ext, FrameSpec, l4_icmp, l4_ports};
@@ -247,6 +249,13 @@ pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
             let mut esp = spi.to_be_bytes().to_vec();
             esp.extend_from_slice(&[0, 0, 0, 1]);
             esp.extend_from_slice(&[0u8; 24]);
+            // Shapes XDP must leave to the kernel's path even with an AF_XDP socket.
+            match rng.below(8) {
+                0 => spec.vlan = Some(rng.below(4095) as u16),
+                1 => spec.ext.push(Ext::Options { kind: 60, len: 0 }),
+                2 => esp.resize(XSK_MAX_FRAME - 14 - 40 + rng.below(3) as usize - 1, 0),
+                _ => {}
+            }
             spec.next_header = 50;
             spec.l4 = if rng.chance(10) {
                 esp[..6].to_vec()

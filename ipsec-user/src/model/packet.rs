@@ -30,6 +30,9 @@ pub enum Parsed {
     ExtLimit,
     Esp {
         spi: u32,
+        /// Untagged Ethernet with ESP right after the IPv6 header: the shape XDP may hand to
+        /// the engine's AF_XDP socket.
+        plain: bool,
     },
     /// A non-first fragment of ESP, inbound: passed on to reassembly (the first fragment carries
     /// the SPI and is checked).
@@ -132,6 +135,7 @@ pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
         50 if esp_is_terminal => match l4.get(..8) {
             Some(p) => Parsed::Esp {
                 spi: u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
+                plain: l3 == 14 && offset == 40,
             },
             None => Parsed::Malformed,
         },
@@ -203,7 +207,10 @@ mod tests {
         let payload = [0, 0, 0x10, 0, 0, 0, 0, 1];
         assert_eq!(
             parse_frame(&frame(50, &payload), true),
-            Parsed::Esp { spi: 0x1000 }
+            Parsed::Esp {
+                spi: 0x1000,
+                plain: true
+            }
         );
         assert!(matches!(
             parse_frame(&frame(50, &payload), false),

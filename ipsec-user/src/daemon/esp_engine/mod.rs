@@ -90,12 +90,11 @@ use crate::model::Spd;
 
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use tables::{FLOW_CACHE_LIMIT, Stat};
-pub use xsk::XskBinding;
+pub use xsk::{XskBinding, XskReceiver};
 
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
 use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
-use xsk::XskReceiver;
 
 /// Default TUN device name.
 pub const DEFAULT_TUN_NAME: &str = "xipsec0";
