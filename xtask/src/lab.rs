@@ -274,7 +274,8 @@ impl Drop for Lab {
             let _ = d.wait();
         }
         self.remove();
-        println!(
+        // stderr: `bench e2e --json` keeps stdout for the JSON.
+        eprintln!(
             "cleaned up: namespaces {} and {} deleted, daemons stopped",
             self.ns_a, self.ns_b
         );
