@@ -77,7 +77,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -383,37 +383,80 @@ fn outbound(shared: &Shared) {
     for _ in 0..=PIPELINE_DEPTH {
         let _ = empty_tx.send((0..BATCH).map(|_| Outgoing::new()).collect());
     }
+    let in_flight = AtomicUsize::new(0);
+    let send_logged = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let (in_flight, send_logged) = (&in_flight, &send_logged);
         scope.spawn(move || {
-            let send_logged = AtomicBool::new(false);
             for (batch, n) in full_rx {
-                let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), &batch[..n]);
-                shared.stats.add(Stat::SendErrors, failed as u64);
-                if let Some(e) = error
-                    && !send_logged.swap(true, Ordering::Relaxed)
-                {
-                    warn!(error = %e, "sendmmsg on the raw esp socket failed (logged once)");
-                }
+                send(shared, &batch[..n], send_logged);
+                in_flight.fetch_sub(1, Ordering::Release);
                 if empty_tx.send(batch).is_err() {
                     return;
                 }
             }
         });
-        encrypt_stage(shared, &full_tx, &empty_rx);
-        // Dropping the sending half ends the sender's loop; the scope joins it.
-        drop(full_tx);
+        let mut pipeline = Pipeline {
+            shared,
+            full_tx,
+            empty_rx,
+            in_flight,
+            send_logged,
+        };
+        encrypt_stage(shared, &mut pipeline);
+        // Dropping the sending half (in `pipeline`) ends the sender's loop; the scope joins it.
     });
 }
 
 /// Batches in flight between the outbound stages.
 const PIPELINE_DEPTH: usize = 2;
 
+/// A batch this small goes out from the encrypting thread itself when the sender is idle: one
+/// wake-up fewer for ACKs and other light traffic, and nothing to overlap anyway.
+const DIRECT_SEND_MAX: usize = 8;
+
+fn send(shared: &Shared, packets: &[Outgoing], logged: &AtomicBool) {
+    let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), packets);
+    shared.stats.add(Stat::SendErrors, failed as u64);
+    if let Some(e) = error
+        && !logged.swap(true, Ordering::Relaxed)
+    {
+        warn!(error = %e, "sendmmsg on the raw esp socket failed (logged once)");
+    }
+}
+
+/// The encrypting thread's end of the outbound pipeline.
+struct Pipeline<'a> {
+    shared: &'a Shared,
+    full_tx: mpsc::SyncSender<(Vec<Outgoing>, usize)>,
+    empty_rx: mpsc::Receiver<Vec<Outgoing>>,
+    /// Batches handed to the sender and not yet sent.
+    in_flight: &'a AtomicUsize,
+    send_logged: &'a AtomicBool,
+}
+
+impl Pipeline<'_> {
+    /// Sends the first `n` packets of `batch`, in order after everything shipped before; returns
+    /// the batch to fill next, or `None` when the sender is gone (shutdown).
+    fn ship(&mut self, batch: Vec<Outgoing>, n: usize) -> Option<Vec<Outgoing>> {
+        // Acquire: every batch counted out has left, so sending here keeps the order.
+        if n <= DIRECT_SEND_MAX && self.in_flight.load(Ordering::Acquire) == 0 {
+            send(self.shared, &batch[..n], self.send_logged);
+            return Some(batch);
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.full_tx.send((batch, n)).ok()?;
+        self.empty_rx.recv().ok()
+    }
+
+    /// An empty batch to start with.
+    fn first(&mut self) -> Option<Vec<Outgoing>> {
+        self.empty_rx.recv().ok()
+    }
+}
+
 /// The outbound reader: TUN -> classify -> encapsulate, a batch at a time, until shutdown.
-fn encrypt_stage(
-    shared: &Shared,
-    full_tx: &mpsc::SyncSender<(Vec<Outgoing>, usize)>,
-    empty_rx: &mpsc::Receiver<Vec<Outgoing>>,
-) {
+fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     let tun = shared.tun.as_raw_fd();
     let mut frame = vec![0u8; FAKE_ETHERNET.len() + sys::MAX_PACKET];
     frame[..FAKE_ETHERNET.len()].copy_from_slice(&FAKE_ETHERNET);
@@ -422,7 +465,7 @@ fn encrypt_stage(
     seg_frame.extend_from_slice(&FAKE_ETHERNET);
     let poll_logged = AtomicBool::new(false);
     let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &[tun]);
-    let Ok(mut batch) = empty_rx.recv() else {
+    let Some(mut batch) = pipeline.first() else {
         return;
     };
     loop {
@@ -450,13 +493,10 @@ fn encrypt_stage(
                                 continue;
                             }
                             if n + count > BATCH {
-                                if full_tx.send((batch, n)).is_err() {
+                                let Some(next) = pipeline.ship(batch, n) else {
                                     return;
-                                }
-                                batch = match empty_rx.recv() {
-                                    Ok(batch) => batch,
-                                    Err(_) => return,
                                 };
+                                batch = next;
                                 n = 0;
                             }
                             let prefix = FAKE_ETHERNET.len();
@@ -500,13 +540,10 @@ fn encrypt_stage(
             }
         }
         if n > 0 {
-            if full_tx.send((batch, n)).is_err() {
+            let Some(next) = pipeline.ship(batch, n) else {
                 return;
-            }
-            batch = match empty_rx.recv() {
-                Ok(batch) => batch,
-                Err(_) => return,
             };
+            batch = next;
         }
     }
 }
