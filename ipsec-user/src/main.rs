@@ -6,9 +6,11 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use ipsec_user::cli::{self, Command, DaemonArgs};
+use ipsec_user::daemon::esp_engine::EngineConfig;
 use ipsec_user::daemon::{self, DaemonConfig, Datapath, NoDatapath, XdpMode};
 
 fn main() -> ExitCode {
@@ -54,12 +56,11 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
         let datapath: Box<dyn Datapath> = if args.no_datapath {
             Box::new(NoDatapath)
         } else {
-            open_datapath(
-                &config.interfaces,
-                config.xdp_mode,
-                &config.pin_dir,
-                &config.state_dir,
-            )?
+            let engine = EngineConfig {
+                rx_coalesce: Duration::from_micros(u64::from(args.esp_rx_coalesce_us)),
+                ..EngineConfig::new(config.state_dir.clone())
+            };
+            open_datapath(&config.interfaces, config.xdp_mode, &config.pin_dir, engine)?
         };
         daemon::serve(config, datapath, shutdown_signal()).await
     })
@@ -71,9 +72,9 @@ fn open_datapath(
     interfaces: &[String],
     xdp_mode: XdpMode,
     pin_dir: &std::path::Path,
-    state_dir: &std::path::Path,
+    engine: EngineConfig,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    ipsec_user::datapath::open(interfaces, xdp_mode, pin_dir, state_dir)
+    ipsec_user::datapath::open(interfaces, xdp_mode, pin_dir, engine)
 }
 
 /// Completes on the first SIGINT or SIGTERM.

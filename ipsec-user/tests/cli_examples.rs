@@ -284,11 +284,17 @@ fn help_status_stats_and_completions() {
         "--state-dir",
         "--pin-dir",
         "--no-datapath",
+        "--esp-rx-coalesce-us",
     ] {
         assert!(
             help.contains(option),
             "daemon --help lacks {option}: {help}"
         );
+    }
+    for bad in ["10001", "soon", "1.5"] {
+        let run = sandbox.run(&["daemon", "--no-datapath", "--esp-rx-coalesce-us", bad]);
+        let line = single_error_line(&run, "daemon --esp-rx-coalesce-us out of range");
+        assert!(line.contains("--esp-rx-coalesce-us"), "{line}");
     }
     for shell in ["bash", "zsh", "fish"] {
         let script = sandbox.ok(&["completions", shell]);

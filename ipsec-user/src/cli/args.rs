@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::daemon::esp_engine::DEFAULT_RX_COALESCE;
 use crate::daemon::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, XdpMode};
 use crate::model::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
 
@@ -318,6 +319,16 @@ pub struct DaemonArgs {
     /// bpffs directory where programs and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// Receive coalescing of the ESP engine, in microseconds: while a stream of ESP arrives, wait
+    /// this long between rounds so each handles more packets (fewer wake-ups and TCP ACKs, a
+    /// little more latency); 0 disables.
+    #[arg(
+        long,
+        value_name = "US",
+        default_value_t = DEFAULT_RX_COALESCE.as_micros() as u32,
+        value_parser = clap::value_parser!(u32).range(0..=10_000)
+    )]
+    pub esp_rx_coalesce_us: u32,
     /// Manage and persist state only; attach nothing (tests and staging). --interface is then
     /// optional.
     #[arg(long)]

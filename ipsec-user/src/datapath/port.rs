@@ -30,13 +30,13 @@ struct Attaching {
 }
 
 /// Load and pin the programs and maps (bpffs is mounted when missing) and start the ESP engine
-/// (its sequence reservations live in `state_dir`); the programs are attached to `interfaces` on
-/// the first sync.
+/// (`engine`; it receives ESP by AF_XDP on `interfaces`); the programs are attached to
+/// `interfaces` on the first sync.
 pub fn open(
     interfaces: &[String],
     xdp_mode: XdpMode,
     pin_dir: &Path,
-    state_dir: &Path,
+    engine: EngineConfig,
 ) -> anyhow::Result<Box<dyn Datapath>> {
     let mut kernel = KernelDatapath::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_path_buf()),
@@ -44,7 +44,7 @@ pub fn open(
     })?;
     let engine = EspEngine::start(EngineConfig {
         xsk_interfaces: interfaces.to_vec(),
-        ..EngineConfig::new(state_dir.to_path_buf())
+        ..engine
     })
     .context("starting the ESP engine")?;
     kernel.set_esp_target(engine.tun_ifindex())?;
