@@ -90,20 +90,26 @@ engine_stats! {
 /// The engine counters, shared by both workers.
 #[derive(Debug)]
 pub struct EngineStats {
-    cells: Vec<AtomicU64>,
+    cells: Vec<PaddedCounter>,
 }
+
+/// One counter per cache line: the workers bump different counters for every packet, and
+/// counters sharing a line would bounce it between their cores.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct PaddedCounter(AtomicU64);
 
 impl Default for EngineStats {
     fn default() -> Self {
         Self {
-            cells: Stat::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            cells: Stat::ALL.iter().map(|_| PaddedCounter::default()).collect(),
         }
     }
 }
 
 impl EngineStats {
     pub fn add(&self, stat: Stat, n: u64) {
-        self.cells[stat as usize].fetch_add(n, Ordering::Relaxed);
+        self.cells[stat as usize].0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn bump(&self, stat: Stat) {
@@ -111,7 +117,7 @@ impl EngineStats {
     }
 
     pub fn get(&self, stat: Stat) -> u64 {
-        self.cells[stat as usize].load(Ordering::Relaxed)
+        self.cells[stat as usize].0.load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> Vec<(String, u64)> {
@@ -220,6 +226,8 @@ pub struct OutTable {
     by_name: HashMap<String, usize>,
     /// Flow -> index into `sas`, or `None` when the flow must be dropped.
     cache: HashMap<Flow, Option<usize>>,
+    /// The last lookup, in front of `cache`.
+    last: Option<(Flow, Option<usize>)>,
     /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
     mss: u16,
 }
@@ -245,6 +253,7 @@ impl Default for OutTable {
             sas: Vec::new(),
             by_name: HashMap::new(),
             cache: HashMap::new(),
+            last: None,
             mss: mss::CLAMPED_MSS,
         }
     }
@@ -369,6 +378,7 @@ pub fn rebuild(
         .map(|(i, e)| (e.name.clone(), i))
         .collect();
     out.cache.clear();
+    out.last = None;
     inb.spd = snapshot;
     // Only SAs an inbound ipsec SP names receive; ESP under another SPI of ours (say, an
     // outbound SA's) is unknown, as it is to XDP.
@@ -433,6 +443,18 @@ impl OutTable {
 
     /// The SA protecting `flow`, from the cache or the outbound SPD.
     fn lookup(&mut self, flow: &Flow) -> Option<usize> {
+        // Segments of one TSO packet share their flow: no hashing for the second and later.
+        if let Some((last, hit)) = &self.last
+            && last == flow
+        {
+            return *hit;
+        }
+        let found = self.lookup_cached(flow);
+        self.last = Some((*flow, found));
+        found
+    }
+
+    fn lookup_cached(&mut self, flow: &Flow) -> Option<usize> {
         if let Some(hit) = self.cache.get(flow) {
             return *hit;
         }
