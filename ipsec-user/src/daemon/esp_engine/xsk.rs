@@ -170,6 +170,9 @@ impl XskReceiver {
         }
         reader.release();
         drop(reader);
+        if self.spare.is_empty() {
+            return n;
+        }
         // Back to the fill ring. The kernel may not have published its fill-ring consumer yet:
         // frames the ring has no room for wait in `spare` for the next call.
         let mut writer = self.fill.fill(self.spare.len() as u32);
