@@ -4,18 +4,14 @@
 //! policy are each dropped and counted; kill -9 of one daemon stops the flow without leaking
 //! plaintext, and a restart brings it back.
 
-use std::{
-    path::Path,
-    process::{Child, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Stdio, time::Duration};
 
 use ipsec_common::abi::XIPSEC_MARK;
 use ipsec_tests::{
     daemon::Daemon,
     netns::VethPair,
     require_root,
-    traffic::{fixture, py},
+    traffic::{Capture, fixture, py},
 };
 
 /// A pair of SAs and SPs on `d` protecting everything between `me` and `peer`.
@@ -84,32 +80,6 @@ fn ping(ns: &str, addr: &str) -> bool {
         .status()
         .expect("ping")
         .success()
-}
-
-/// tcpdump on `iface` in `ns` writing `file`; stop with `stop_capture`.
-fn capture(ns: &str, iface: &str, file: &Path, filter: &str) -> Child {
-    let c = VethPair::exec(ns, &["tcpdump", "-i", iface, "-U", "-nn", "-w"])
-        .arg(file)
-        .args(filter.split(' '))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(800));
-    c
-}
-
-fn stop_capture(c: Child, file: &Path) -> String {
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-    let _ = c.wait_with_output();
-    let out = std::process::Command::new("tcpdump")
-        .args(["-nn", "-r"])
-        .arg(file)
-        .output()
-        .expect("tcpdump -r");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every captured IPv6 packet between the two hosts is ESP (or a fragment of it); ND aside.
@@ -201,8 +171,8 @@ fn two_hosts_protect_traffic_end_to_end() {
     // the ESP its XDP hands to AF_XDP (XDP runs before taps): capture both ends.
     let between = "ip6 and src net fd00:73::/64 and dst net fd00:73::/64";
     let (wire_a, wire_b) = (dir.join("wire-a.pcap"), dir.join("wire-b.pcap"));
-    let cap_a = capture(&net.ns_a, &net.if_a, &wire_a, between);
-    let cap_b = capture(&net.ns_b, &net.if_b, &wire_b, between);
+    let cap_a = Capture::start(&net.ns_a, &net.if_a, &wire_a, between);
+    let cap_b = Capture::start(&net.ns_b, &net.if_b, &wire_b, between);
 
     assert!(
         ping(&net.ns_a, &net.addr_b),
@@ -254,8 +224,8 @@ fn two_hosts_protect_traffic_end_to_end() {
     );
     assert_eq!(received, sent, "10 MB over ESP must arrive intact");
 
-    assert_only_esp(&stop_capture(cap_a, &wire_a), "protected traffic sent by a");
-    assert_only_esp(&stop_capture(cap_b, &wire_b), "protected traffic sent by b");
+    assert_only_esp(&cap_a.stop(), "protected traffic sent by a");
+    assert_only_esp(&cap_b.stop(), "protected traffic sent by b");
     assert!(
         stat(&b, "esp_xsk_received") > 1000,
         "b receives ESP by AF_XDP: {}",
@@ -272,14 +242,14 @@ fn two_hosts_protect_traffic_end_to_end() {
 
     // One small ESP packet a -> b to tamper with (captured where it leaves).
     let one = dir.join("one.pcap");
-    let cap = capture(
+    let cap = Capture::start(
         &net.ns_a,
         &net.if_a,
         &one,
         "ip6 proto 50 and src fd00:73::1",
     );
     assert!(ping(&net.ns_a, &net.addr_b));
-    let _ = stop_capture(cap, &one);
+    let _ = cap.stop();
 
     let before = sa_field(&b, "sa-in", "auth_failures");
     inject(&net.ns_a, &net.if_a, &one, 0, "flip");
@@ -316,12 +286,12 @@ fn two_hosts_protect_traffic_end_to_end() {
     // kill -9 of a: the flow stops, and nothing leaves in clear.
     a.kill9();
     let down = dir.join("down.pcap");
-    let cap = capture(&net.ns_a, &net.if_a, &down, "ip6 and not icmp6[0] >= 133");
+    let cap = Capture::start(&net.ns_a, &net.if_a, &down, "ip6 and not icmp6[0] >= 133");
     assert!(
         !ping(&net.ns_a, &net.addr_b),
         "with its daemon dead, a must not reach b"
     );
-    let seen = stop_capture(cap, &down);
+    let seen = cap.stop();
     assert!(
         !seen.contains("ICMP6, echo"),
         "plaintext left a while its daemon was dead: {seen}"

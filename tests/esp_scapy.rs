@@ -16,12 +16,12 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Instant,
 };
 
-use ipsec_tests::{daemon::Daemon, netns::VethPair, require_root};
+use ipsec_tests::{daemon::Daemon, netns::VethPair, require_root, traffic::Capture};
 use serde_json::{Value, json};
 
 /// Inner (tunnel-mode) addresses, on `lo` of each namespace.
@@ -157,33 +157,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// tcpdump on `iface` in `ns` writing `file`.
-fn capture(ns: &str, iface: &str, file: &Path) -> Guard {
-    let c = VethPair::exec(ns, &["tcpdump", "-i", iface, "-U", "-nn", "-w"])
-        .arg(file)
-        .arg("ip6")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting tcpdump");
-    std::thread::sleep(Duration::from_millis(800));
-    Guard(c)
-}
-
-fn stop_capture(c: Guard, file: &Path) -> String {
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill(2) on our own child's pid; SIGINT lets tcpdump flush the file.
-    unsafe { libc::kill(c.0.id() as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(300));
-    drop(c);
-    let out = Command::new("tcpdump")
-        .args(["-nn", "-r"])
-        .arg(file)
-        .output()
-        .expect("tcpdump -r");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn sa_list(d: &Daemon) -> Vec<Value> {
@@ -517,7 +490,7 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
     );
 
     let wire = a.dir.join("wire.pcap");
-    let cap = capture(&net.ns_b, &net.if_b, &wire);
+    let cap = Capture::start(&net.ns_b, &net.if_b, &wire, "ip6");
     let clear_before = stat(&a, "drop_ipsec_clear");
 
     let mut failures = Vec::new();
@@ -561,7 +534,7 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
         }
     }
 
-    let seen = stop_capture(cap, &wire);
+    let seen = cap.stop();
     let (esp, clear) = plaintext_lines(&seen);
     assert!(
         clear.is_empty(),

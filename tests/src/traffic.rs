@@ -50,3 +50,52 @@ pub fn udp_delivered(
         .parse()
         .expect("a count")
 }
+
+/// A running `tcpdump` writing what it sees to a file; killed if dropped before [`Self::stop`].
+pub struct Capture {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Captures packets matching the tcpdump `filter` on `iface` of namespace `ns` into `file`;
+    /// returns once tcpdump had time to start listening.
+    pub fn start(ns: &str, iface: &str, file: &std::path::Path, filter: &str) -> Self {
+        let child = VethPair::exec(ns, &["tcpdump", "-i", iface, "-U", "-nn", "-w"])
+            .arg(file)
+            .args(filter.split(' '))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting tcpdump");
+        std::thread::sleep(Duration::from_millis(800));
+        Self {
+            child,
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Stops the capture (SIGINT, so tcpdump flushes the file) and returns it as `tcpdump -nn -r`
+    /// prints it.
+    pub fn stop(mut self) -> String {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let out = Command::new("tcpdump")
+            .args(["-nn", "-r"])
+            .arg(&self.file)
+            .output()
+            .expect("tcpdump -r");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // A no-op after `stop` (the child was reaped); otherwise a failing test leaves no
+        // tcpdump behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

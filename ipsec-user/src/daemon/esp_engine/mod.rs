@@ -335,10 +335,8 @@ impl EspEngine {
     pub fn stats(&self) -> Vec<(String, u64)> {
         let mut stats = self.shared.stats.snapshot();
         // The kernel counts what AF_XDP dropped; read it from the sockets.
-        let drops: u64 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
-        if let Some(slot) = stats.iter_mut().find(|(n, _)| n == Stat::XskDrops.name()) {
-            slot.1 = drops;
-        }
+        // `snapshot` lists the counters in `Stat` order.
+        stats[Stat::XskDrops as usize].1 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
         stats
     }
 }
@@ -362,7 +360,10 @@ impl Drop for EspEngine {
 fn open_xsk(interfaces: &[String]) -> Vec<XskReceiver> {
     let mut receivers = Vec::new();
     for name in interfaces {
-        let ifindex = sys::ifindex(name).unwrap_or(0);
+        let Some(ifindex) = sys::ifindex(name) else {
+            // Attaching fails on it too, with the error the daemon reports.
+            continue;
+        };
         match xsk::open_interface(ifindex, name) {
             Ok(opened) => {
                 info!(interface = %name, queues = opened.len(), "esp receive by AF_XDP");
