@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use ipsec_tests::{
     maps::{kernel_meaning, model_meaning},
-    random::{Rng, random_frame, random_sp_args, sa_args},
+    random::{FrameGen, Rng, random_sp_args, sa_args},
     reference::expected,
     require_root,
 };
@@ -92,9 +92,19 @@ fn maps_equal_model_after_random_adds_and_removes() {
             .iter()
             .any(|sa| sa.spi == spi && spd.is_inbound_sa(&sa.name))
     };
+    dp.clear_fragment_state().expect("clearing fragment state");
+    let mut fragments = ipsec_user::model::FirstFragments::new();
+    let mut frames = FrameGen::new();
     for i in 0..20_000 {
-        let (direction, frame) = random_frame(&mut rng, &spd);
-        let want = expected(&spd, direction, &frame, known, false, false);
+        let (direction, frame) = frames.frame(&mut rng, &spd);
+        let want = expected(
+            &spd,
+            &mut fragments,
+            (direction, &frame),
+            known,
+            false,
+            false,
+        );
         let pass = match direction {
             Direction::In => dp.test_run_xdp(&frame).expect("XDP run") == 2,
             Direction::Out => dp.test_run_tc(&frame).expect("TC run") == 0,

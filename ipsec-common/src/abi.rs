@@ -23,6 +23,9 @@ pub const SA_BY_SPI: &str = "XIPSEC_SA_BY_SPI";
 pub const BENCH_FLOWS: &str = "XIPSEC_BENCH_FLOWS";
 pub const XSKS: &str = "XIPSEC_XSKS";
 pub const XSK_SLOTS: &str = "XIPSEC_XSK_SLOTS";
+pub const FRAG_STATE: &str = "XIPSEC_FRAG_STATE";
+pub const SA_OUT_BY_SPI: &str = "XIPSEC_SA_OUT_BY_SPI";
+pub const ENGINE_SOCKETS: &str = "XIPSEC_ENGINE_SOCKETS";
 
 /// Program names.
 pub const PROG_XDP_INGRESS: &str = "xdp_ingress";
@@ -37,15 +40,31 @@ pub const GLOBAL_FORCE_CACHE_MISS: &str = "XIPSEC_FORCE_CACHE_MISS";
 pub const MAX_MASKS: u32 = 64;
 pub const MAX_SP: u32 = 262_144;
 pub const MAX_SA: u32 = 16_384;
-/// Capacity of [`RULES`]: both generations of both directions.
-pub const RULES_CAPACITY: u32 = 2 * MAX_SP;
+/// Capacity of [`RULES`]: both generations of every rule kind ([`RULE_KINDS`]); each policy has
+/// one rule of each kind at most.
+pub const RULES_CAPACITY: u32 = 2 * RULE_KINDS * MAX_SP;
 pub const FLOW_CACHE_CAPACITY: u32 = 65_536;
 /// At most this many IPv6 extension headers are walked; a longer chain is dropped.
 pub const MAX_EXT_HEADERS: usize = 8;
 /// The transport header must start within this many bytes of the IPv6 header; beyond, dropped.
 pub const MAX_L4_OFFSET: usize = 1024;
-/// Packets xipsec emits itself carry this skb mark, so TC egress never classifies them again.
+/// The ESP engine's raw socket sets this skb mark. It lets test setups route the engine's own
+/// ESP (`ip rule fwmark`); it grants nothing: any process with `CAP_NET_RAW` can set a mark, so
+/// TC egress lets a packet skip classification only by the engine's socket cookie
+/// ([`ENGINE_SOCKETS`]) and only when it is ESP under one of our outbound SPIs.
 pub const XIPSEC_MARK: u32 = 0x5850_5345;
+/// Entries of [`FRAG_STATE`]: datagrams whose first fragment was seen and whose remaining
+/// fragments are still expected. LRU: past it the oldest are forgotten, and their later fragments
+/// get the stateless verdict (counted as [`Counter::FragmentNoState`]).
+pub const FRAG_STATE_CAPACITY: u32 = 16_384;
+/// How long a first fragment's verdict applies to the rest of its datagram: the reassembly
+/// timeout of RFC 8200 §4.5.
+pub const FRAG_STATE_TIMEOUT_NS: u64 = 60_000_000_000;
+/// Sockets of the ESP engine that may send ESP without classification ([`ENGINE_SOCKETS`]).
+pub const MAX_ENGINE_SOCKETS: u32 = 16;
+/// At most this many VLAN tags (802.1Q or 802.1ad) are parsed; a frame with more tags is dropped
+/// (it may hide IPv6 from a parser that stops early).
+pub const MAX_VLAN_TAGS: usize = 2;
 
 /// Directions, as stored in keys.
 pub const DIR_IN: u8 = 0;
@@ -55,6 +74,31 @@ pub const DIR_OUT: u8 = 1;
 pub const ACTION_NONE: u32 = 0;
 pub const ACTION_DISCARD: u32 = 1;
 pub const ACTION_IPSEC: u32 = 2;
+
+/// Rule kinds, as stored in [`MaskDesc::kind`] and [`RuleKey::kind`]. A non-first fragment has no
+/// ports (and, when an extension header follows its fragment header, no visible protocol). When
+/// its first fragment was not seen, it gets the strictest verdict (discard over ipsec over none)
+/// of every policy that could match it with the invisible fields ignored: those policies are
+/// compiled a second time under the `RULE_FRAG_*` kinds, ranked by [`fragment_rank`].
+pub const RULE_FLOW: u8 = 0;
+/// Ports ignored, protocol exact.
+pub const RULE_FRAG_PORTS: u8 = 1;
+/// Ports and protocol ignored.
+pub const RULE_FRAG_ANY: u8 = 2;
+pub const RULE_KINDS: u32 = 3;
+
+/// The rank of a policy among the rules of a `RULE_FRAG_*` kind: strictness first (discard, then
+/// ipsec, then none), then age (`seq`, unique), so the search's "lowest rank wins" picks the
+/// strictest policy that could match, the oldest among equally strict ones.
+#[inline(always)]
+pub fn fragment_rank(action: u32, seq: u32) -> u64 {
+    let strictness: u64 = match action {
+        ACTION_DISCARD => 0,
+        ACTION_IPSEC => 1,
+        _ => 2,
+    };
+    (strictness << 32) | seq as u64
+}
 
 /// `sp_id` of "no policy matched".
 pub const NO_SP: u32 = u32::MAX;
@@ -67,6 +111,13 @@ pub const FIELD_DPORT: u8 = 4;
 /// `FlowKey::flags` bits.
 /// The packet has no visible ports or ICMPv6 type (non-first fragment, or a protocol without ports).
 pub const FLOW_OPAQUE: u8 = 1;
+
+/// Whether `nh` is an IPv6 extension header (RFC 8200 §4, plus the later ones IANA lists): after
+/// a non-first fragment's fragment header it means the upper-layer protocol is not visible.
+#[inline(always)]
+pub fn is_extension_header(nh: u8) -> bool {
+    matches!(nh, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}
 
 /// IPv6 next-header values the datapath knows.
 pub mod proto {
@@ -126,11 +177,13 @@ pub struct MaskDesc {
     pub min_rank: u64,
     /// `FIELD_*` bits.
     pub fields: u8,
-    /// Stable identity of this mask within its generation, carried in [`RuleKey::tag`]; unlike
-    /// the mask's position (which follows `min_rank`), it does not change when other masks come
-    /// and go, so a policy's rule key stays the same across commits.
+    /// Stable identity of this mask within its generation and kind, carried in [`RuleKey::tag`];
+    /// unlike the mask's position (which follows `min_rank`), it does not change when other
+    /// masks come and go, so a policy's rule key stays the same across commits.
     pub id: u8,
-    pub _pad: [u8; 6],
+    /// `RULE_*`: which rule set this mask searches, carried in [`RuleKey::kind`].
+    pub kind: u8,
+    pub _pad: [u8; 5],
 }
 const _: () = assert!(size_of::<MaskDesc>() == 48);
 
@@ -163,7 +216,8 @@ pub struct RuleKey {
     pub dir: u8,
     /// `(generation << 7) | mask id`.
     pub tag: u8,
-    pub _pad: u8,
+    /// `RULE_*` of the mask.
+    pub kind: u8,
 }
 const _: () = assert!(size_of::<RuleKey>() == 40);
 
@@ -204,7 +258,7 @@ impl RuleKey {
             },
             dir: flow.dir,
             tag: (generation << 7) | (mask.id & 0x7f),
-            _pad: 0,
+            kind: mask.kind,
         }
     }
 }
@@ -264,12 +318,41 @@ pub fn xsk_slot_key(ifindex: u32, queue: u32) -> u64 {
     ((ifindex as u64) << 32) | queue as u64
 }
 
-/// Index into [`MASK_COUNT`] and base into [`MASKS`] for a generation and direction.
+/// Index into [`MASK_COUNT`] and base (in units of [`MAX_MASKS`]) into [`MASKS`] for a rule kind,
+/// generation and direction.
 #[inline(always)]
-pub fn mask_set(generation: u8, dir: u8) -> u32 {
-    (generation as u32 & 1) * 2 + (dir as u32 & 1)
+pub fn mask_set(kind: u8, generation: u8, dir: u8) -> u32 {
+    (kind as u32 % RULE_KINDS) * 4 + (generation as u32 & 1) * 2 + (dir as u32 & 1)
 }
-pub const MASK_SETS: u32 = 4;
+pub const MASK_SETS: u32 = 4 * RULE_KINDS;
+
+/// Key of [`FRAG_STATE`]: one fragmented datagram (RFC 8200 §4.5: source, destination and
+/// fragment identification), per direction.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// The fragment header's identification, as read (network order bytes).
+    pub id: [u8; 4],
+    pub dir: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+/// Value of [`FRAG_STATE`]: the verdict of the datagram's first fragment, for its other fragments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FragValue {
+    /// `bpf_ktime_get_ns` after which the entry no longer applies.
+    pub expires_ns: u64,
+    pub sp_id: u32,
+    pub sa_id: u32,
+    /// `ACTION_*`.
+    pub action: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FragValue>() == 24);
 
 /// Per-policy counters ([`SP_STATS`], per CPU, indexed by `sp_id`).
 #[repr(C)]
@@ -303,7 +386,9 @@ pub enum Counter {
     PassPolicyNone = 3,
     /// ESP with a known SPI, handed to ESP processing.
     EspKnownSpi = 4,
-    /// Our own ESP on egress (marked), not classified again.
+    /// ESP the engine's own socket sent (its socket cookie is in [`ENGINE_SOCKETS`]) under one
+    /// of our outbound SPIs ([`SA_OUT_BY_SPI`]), or a non-first fragment of such ESP: not
+    /// classified again.
     PassOwnEsp = 5,
     /// A `discard` policy matched.
     DropDiscard = 6,
@@ -326,10 +411,21 @@ pub enum Counter {
     /// kernel's IPv6 input); [`Counter::EspKnownSpi`] counts the rest, which reach it by way of
     /// the kernel's raw socket.
     EspKnownSpiXsk = 14,
+    /// A rule or cached verdict carried an action the program does not know: dropped (fail
+    /// closed), never passed.
+    DropUnknownAction = 15,
+    /// More VLAN tags than [`MAX_VLAN_TAGS`].
+    DropVlanDepth = 16,
+    /// Not a verdict but an event, counted besides the packet's verdict: a non-first fragment
+    /// whose first fragment was not seen (reordered, evicted, expired, or never sent). It got the
+    /// stateless verdict (the strictest policy that could match it).
+    FragmentNoState = 17,
+    /// Not a verdict but an event: the verdict came from the flow cache.
+    FlowCacheHit = 18,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 19;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassNotIpv6,
         Counter::PassNoPolicy,
@@ -346,6 +442,10 @@ impl Counter {
         Counter::PassEspFragment,
         Counter::IpsecToEngine,
         Counter::EspKnownSpiXsk,
+        Counter::DropUnknownAction,
+        Counter::DropVlanDepth,
+        Counter::FragmentNoState,
+        Counter::FlowCacheHit,
     ];
 
     /// Stable snake_case name used by `xipsec stats`.
@@ -366,6 +466,10 @@ impl Counter {
             Counter::PassEspFragment => "pass_esp_fragment",
             Counter::IpsecToEngine => "ipsec_to_engine",
             Counter::EspKnownSpiXsk => "esp_known_spi_xsk",
+            Counter::DropUnknownAction => "drop_unknown_action",
+            Counter::DropVlanDepth => "drop_vlan_depth",
+            Counter::FragmentNoState => "fragment_no_state",
+            Counter::FlowCacheHit => "flow_cache_hit",
         }
     }
 
@@ -378,7 +482,15 @@ impl Counter {
                 | Counter::DropMalformed
                 | Counter::DropExtHeaderLimit
                 | Counter::DropUnknownSpi
+                | Counter::DropUnknownAction
+                | Counter::DropVlanDepth
         )
+    }
+
+    /// Whether this counter is an event counted besides a verdict rather than a verdict: every
+    /// packet moves exactly one verdict counter, and at most one event counter too.
+    pub fn is_event(self) -> bool {
+        matches!(self, Counter::FragmentNoState | Counter::FlowCacheHit)
     }
 }
 
@@ -398,4 +510,8 @@ mod user {
     unsafe impl aya::Pod for super::SpStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SaInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FragValue {}
 }

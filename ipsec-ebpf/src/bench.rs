@@ -17,7 +17,7 @@ fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
         data_end: ctx.data_end(),
         total_len: ctx.data_end() - ctx.data(),
     };
-    parse(&frame, DIR_IN, true, flow) == Outcome::Flow
+    matches!(parse(&frame, DIR_IN, true, flow), Outcome::Flow(_))
 }
 
 #[inline(always)]

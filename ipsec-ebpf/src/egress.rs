@@ -1,34 +1,35 @@
-//! TC egress: classify against the outbound SPD. `ipsec` verdicts are redirected to the ESP
-//! engine's TUN device, or dropped when there is none: the plaintext of a protected flow never
-//! leaves, whatever happens to the ESP path (a dead engine's TUN device is gone, and a full TUN
-//! queue drops).
+//! TC egress: classify against the outbound SPD (fragments by their datagram's first fragment,
+//! see `classify`). `ipsec` verdicts are redirected to the ESP engine's TUN device, or dropped
+//! when there is none: the plaintext of a protected flow never leaves, whatever happens to the
+//! ESP path (a dead engine's TUN device is gone, and a full TUN queue drops). Any action value
+//! the program does not know drops.
+//!
+//! The only packets that skip classification are the engine's own ESP: sent by a socket whose
+//! cookie is in `ENGINE_SOCKETS` (a socket cookie cannot be forged by another process, unlike a
+//! mark) and ESP under one of our outbound SPIs, or a later fragment of such ESP.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect,
+    helpers::{bpf_get_socket_cookie, bpf_redirect},
     programs::TcContext,
 };
 use ipsec_common::abi::{
-    ACTION_DISCARD, ACTION_IPSEC, CONFIG_ESP_IFINDEX, Counter, DIR_OUT, MAX_L4_OFFSET, NO_SP,
-    XIPSEC_MARK,
+    ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, CONFIG_ESP_IFINDEX, Counter, DIR_OUT, MAX_L4_OFFSET,
+    NO_SP,
 };
 
 use crate::{
     classify::classify,
-    maps::{CONFIG, count, count_sp},
+    maps::{CONFIG, ENGINE_SOCKETS, SA_OUT_BY_SPI, count, count_sp},
     parse::{Frame, Outcome, parse, zeroed_key},
 };
 
-/// Enough linear bytes for Ethernet, one VLAN tag and the deepest transport header we read.
-const PULL_LEN: u32 = (MAX_L4_OFFSET + 18 + 16) as u32;
+/// Enough linear bytes for Ethernet, two VLAN tags and the deepest transport header we read.
+const PULL_LEN: u32 = (MAX_L4_OFFSET + 22 + 16) as u32;
 
 #[inline(always)]
 pub fn try_tc_egress(ctx: &TcContext) -> i32 {
-    // SAFETY: `skb` points at the context the kernel passed in; `mark` is a readable field.
-    let mark = unsafe { (*ctx.skb.skb).mark };
-    if mark == XIPSEC_MARK {
-        return ok(Counter::PassOwnEsp);
-    }
     let len = ctx.len();
     if ((ctx.data_end() - ctx.data()) as u32) < len {
         let want = if len < PULL_LEN { len } else { PULL_LEN };
@@ -41,14 +42,25 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
     };
     let mut slot = core::mem::MaybeUninit::uninit();
     let flow = zeroed_key(&mut slot);
-    match parse(&frame, DIR_OUT, false, flow) {
+    // The engine's own ESP is parsed with ESP as terminal (to see the SPI); everything else
+    // classifies ESP like any protocol without ports.
+    let engine = from_engine_socket(ctx);
+    match parse(&frame, DIR_OUT, engine, flow) {
         Outcome::NotIpv6 => ok(Counter::PassNotIpv6),
         Outcome::Malformed => shot(Counter::DropMalformed),
         Outcome::ExtLimit => shot(Counter::DropExtHeaderLimit),
-        // Unreachable with `esp_is_terminal == false`; fail closed all the same.
-        Outcome::Esp { .. } | Outcome::EspFragment => shot(Counter::DropMalformed),
-        Outcome::Flow => {
-            let verdict = classify(flow);
+        Outcome::VlanDepth => shot(Counter::DropVlanDepth),
+        Outcome::Esp { spi, .. } => {
+            if SA_OUT_BY_SPI.get_ptr(&spi).is_some() {
+                ok(Counter::PassOwnEsp)
+            } else {
+                // Our socket sends only ESP of our SAs: anything else is refused.
+                shot(Counter::DropUnknownSpi)
+            }
+        }
+        Outcome::EspFragment => ok(Counter::PassOwnEsp),
+        Outcome::Flow(fragment) => {
+            let verdict = classify(flow, fragment);
             if verdict.sp_id == NO_SP {
                 return if flow.is_neighbour_discovery() {
                     ok(Counter::PassNeighbourDiscovery)
@@ -60,10 +72,21 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
             match verdict.action {
                 ACTION_DISCARD => shot(Counter::DropDiscard),
                 ACTION_IPSEC => to_engine(),
-                _ => ok(Counter::PassPolicyNone),
+                ACTION_NONE => ok(Counter::PassPolicyNone),
+                _ => shot(Counter::DropUnknownAction),
             }
         }
     }
+}
+
+/// Whether the packet was sent by one of the ESP engine's sockets. A socket cookie is assigned
+/// by the kernel and cannot be set by a process; a packet without a socket has cookie 0, which
+/// is never registered.
+#[inline(always)]
+fn from_engine_socket(ctx: &TcContext) -> bool {
+    // SAFETY: a helper call on the context the kernel passed in.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    cookie != 0 && ENGINE_SOCKETS.get_ptr(&cookie).is_some()
 }
 
 /// Hand the packet to the ESP engine's TUN device; without an engine, drop it (fail closed).

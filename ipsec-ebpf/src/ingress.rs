@@ -1,8 +1,10 @@
-//! XDP ingress: parse, steer ESP by SPI, classify everything else against the inbound SPD.
+//! XDP ingress: parse, steer ESP by SPI, classify everything else against the inbound SPD
+//! (fragments by their datagram's first fragment, see `classify`). Any action value the program
+//! does not know drops.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use ipsec_common::abi::{
-    ACTION_DISCARD, ACTION_IPSEC, Counter, DIR_IN, NO_SP, XSK_MAX_FRAME, xsk_slot_key,
+    ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, Counter, DIR_IN, NO_SP, XSK_MAX_FRAME, xsk_slot_key,
 };
 
 use crate::{
@@ -24,6 +26,7 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
         Outcome::NotIpv6 => pass(Counter::PassNotIpv6),
         Outcome::Malformed => drop(Counter::DropMalformed),
         Outcome::ExtLimit => drop(Counter::DropExtHeaderLimit),
+        Outcome::VlanDepth => drop(Counter::DropVlanDepth),
         Outcome::Esp { spi, plain } => {
             if SA_BY_SPI.get_ptr(&spi).is_none() {
                 return drop(Counter::DropUnknownSpi);
@@ -35,8 +38,8 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
             pass(Counter::EspKnownSpi)
         }
         Outcome::EspFragment => pass(Counter::PassEspFragment),
-        Outcome::Flow => {
-            let verdict = classify(flow);
+        Outcome::Flow(fragment) => {
+            let verdict = classify(flow, fragment);
             if verdict.sp_id == NO_SP {
                 return if flow.is_neighbour_discovery() {
                     pass(Counter::PassNeighbourDiscovery)
@@ -49,7 +52,8 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
                 ACTION_DISCARD => drop(Counter::DropDiscard),
                 // Clear traffic that policy says must arrive protected is refused.
                 ACTION_IPSEC => drop(Counter::DropIpsecClear),
-                _ => pass(Counter::PassPolicyNone),
+                ACTION_NONE => pass(Counter::PassPolicyNone),
+                _ => drop(Counter::DropUnknownAction),
             }
         }
     }

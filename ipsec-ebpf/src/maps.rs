@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
 };
 use ipsec_common::abi::{
-    CONFIG_LEN, CacheValue, Counter, FLOW_CACHE_CAPACITY, FlowKey, MASK_SETS, MAX_MASKS, MAX_SA,
-    MAX_SP, MAX_XSK, MaskDesc, RULES_CAPACITY, RuleKey, RuleValue, SaInfo, SpStats,
+    CONFIG_LEN, CacheValue, Counter, FLOW_CACHE_CAPACITY, FRAG_STATE_CAPACITY, FlowKey, FragKey,
+    FragValue, MASK_SETS, MAX_ENGINE_SOCKETS, MAX_MASKS, MAX_SA, MAX_SP, MAX_XSK, MaskDesc,
+    RULES_CAPACITY, RuleKey, RuleValue, SaInfo, SpStats,
 };
 
 #[map(name = "XIPSEC_RULES")]
@@ -43,6 +44,19 @@ pub static XSKS: XskMap = XskMap::with_max_entries(MAX_XSK, 0);
 
 #[map(name = "XIPSEC_XSK_SLOTS")]
 pub static XSK_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_XSK, 0);
+
+#[map(name = "XIPSEC_SA_OUT_BY_SPI")]
+/// Outbound SAs by SPI (host order): the only ESP the engine's socket may send unclassified.
+pub static SA_OUT_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
+
+#[map(name = "XIPSEC_ENGINE_SOCKETS")]
+/// Socket cookies of the ESP engine's sending sockets (value unused).
+pub static ENGINE_SOCKETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENGINE_SOCKETS, 0);
+
+#[map(name = "XIPSEC_FRAG_STATE")]
+/// The first fragment's verdict of each fragmented datagram, for its other fragments.
+pub static FRAG_STATE: LruHashMap<FragKey, FragValue> =
+    LruHashMap::with_max_entries(FRAG_STATE_CAPACITY, 0);
 
 #[map(name = "XIPSEC_BENCH_FLOWS")]
 pub static BENCH_FLOWS: HashMap<FlowKey, CacheValue> = HashMap::with_max_entries(16, 0);

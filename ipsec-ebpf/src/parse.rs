@@ -1,5 +1,6 @@
-//! Header parsing shared by XDP and TC: Ethernet (one 802.1Q/802.1ad tag), IPv6, a bounded walk
-//! of the extension-header chain, and the transport ports or ICMPv6 type.
+//! Header parsing shared by XDP and TC: Ethernet (up to two 802.1Q/802.1ad tags), IPv6, a bounded
+//! walk of the extension-header chain, the fragment header's identity, and the transport ports or
+//! ICMPv6 type.
 //!
 //! Every read is bounds-checked twice: against `data_end` (what the verifier needs) and against
 //! the end of the IPv6 payload (what the packet claims), so a truncated or inconsistent packet
@@ -7,7 +8,9 @@
 //! parser (`ipsec-user/src/model/packet.rs`) implements the same rules; the differential test
 //! holds the two equal.
 
-use ipsec_common::abi::{FLOW_OPAQUE, FlowKey, MAX_EXT_HEADERS, MAX_L4_OFFSET, proto};
+use ipsec_common::abi::{
+    FLOW_OPAQUE, FlowKey, MAX_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS, is_extension_header, proto,
+};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -29,8 +32,22 @@ pub enum Outcome {
     Esp { spi: u32, plain: bool },
     /// A non-first fragment of ESP (inbound only): no SPI to see; left to reassembly.
     EspFragment,
+    /// More VLAN tags than `MAX_VLAN_TAGS`.
+    VlanDepth,
     /// A classifiable flow; the key has been filled in.
-    Flow,
+    Flow(Fragment),
+}
+
+/// What the fragment header (if any) says about the packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not a fragment, or an atomic fragment (offset 0, no more fragments: RFC 6946).
+    Whole,
+    /// The first fragment of a datagram (offset 0, more to come): its verdict is remembered.
+    First { id: [u8; 4] },
+    /// A later fragment: no ports; `proto_known` is false when an extension header follows the
+    /// fragment header (the upper-layer protocol is then not visible either).
+    NonFirst { id: [u8; 4], proto_known: bool },
 }
 
 /// Bounds-checked view of the packet bytes.
@@ -109,12 +126,17 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
     };
     let mut l3 = ETH_HLEN;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
-    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        let Some(tag) = frame.bytes::<4>(ETH_HLEN) else {
+    let mut tags = 0usize;
+    while ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        if tags == MAX_VLAN_TAGS {
+            return Outcome::VlanDepth;
+        }
+        let Some(tag) = frame.bytes::<4>(l3) else {
             return Outcome::NotIpv6;
         };
         ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 = ETH_HLEN + 4;
+        l3 += 4;
+        tags += 1;
     }
     if ethertype != ETH_P_IPV6 {
         return Outcome::NotIpv6;
@@ -143,6 +165,7 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
     let mut nh = ip[6];
     let mut off = l3 + IPV6_HLEN;
     let mut walked = 0usize;
+    let mut fragment = Fragment::Whole;
     while walked <= MAX_EXT_HEADERS {
         match nh {
             proto::HOP_BY_HOP | proto::ROUTING | proto::DEST_OPTS => {
@@ -170,15 +193,22 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
                 };
                 nh = h[0];
                 off += 8;
-                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                let word = u16::from_be_bytes([h[2], h[3]]);
+                let id = [h[4], h[5], h[6], h[7]];
+                if word >> 3 != 0 {
                     // A non-first fragment: what follows is the middle of the payload, with no
-                    // ports to see. It can only match policies whose ports are any.
+                    // ports to see. Its datagram's first fragment decides its verdict.
                     if esp_is_terminal && nh == proto::ESP {
                         return Outcome::EspFragment;
                     }
-                    key.proto = nh;
+                    let proto_known = !is_extension_header(nh);
+                    key.proto = if proto_known { nh } else { 0 };
                     key.flags = FLOW_OPAQUE;
-                    return Outcome::Flow;
+                    return Outcome::Flow(Fragment::NonFirst { id, proto_known });
+                }
+                // The first fragment header decides; an atomic fragment is a whole datagram.
+                if word & 1 != 0 && fragment == Fragment::Whole {
+                    fragment = Fragment::First { id };
                 }
             }
             _ => break,
@@ -230,5 +260,5 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
         }
         _ => key.flags = FLOW_OPAQUE,
     }
-    Outcome::Flow
+    Outcome::Flow(fragment)
 }

@@ -7,14 +7,15 @@ use std::net::Ipv6Addr;
 pub enum Ext {
     /// Hop-by-hop, routing or destination options (next-header value), `len` in 8-byte units - 1.
     Options { kind: u8, len: u8 },
-    /// Fragment header with this offset (8-byte units).
-    Fragment { offset: u16, more: bool },
+    /// Fragment header with this offset (8-byte units) and identification.
+    Fragment { offset: u16, more: bool, id: u32 },
 }
 
 /// A frame description; `build` turns it into bytes.
 #[derive(Clone, Debug)]
 pub struct FrameSpec {
-    pub vlan: Option<u16>,
+    /// VLAN tags, outermost first: (TPID, VLAN id).
+    pub tags: Vec<(u16, u16)>,
     pub src: Ipv6Addr,
     pub dst: Ipv6Addr,
     pub ext: Vec<Ext>,
@@ -29,7 +30,7 @@ pub struct FrameSpec {
 impl FrameSpec {
     pub fn new(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, l4: Vec<u8>) -> Self {
         Self {
-            vlan: None,
+            tags: Vec::new(),
             src,
             dst,
             ext: Vec::new(),
@@ -40,10 +41,15 @@ impl FrameSpec {
         }
     }
 
+    /// Bytes of Ethernet header and tags before the IPv6 header.
+    pub fn l3_offset(&self) -> usize {
+        14 + 4 * self.tags.len()
+    }
+
     pub fn build(&self) -> Vec<u8> {
         let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1];
-        if let Some(vid) = self.vlan {
-            f.extend_from_slice(&[0x81, 0x00]);
+        for (tpid, vid) in &self.tags {
+            f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }
         f.extend_from_slice(&[0x86, 0xdd]);
@@ -68,11 +74,11 @@ impl FrameSpec {
                     h[3] = (h.len() - 4) as u8;
                     payload.extend_from_slice(&h);
                 }
-                Ext::Fragment { offset, more } => {
+                Ext::Fragment { offset, more, id } => {
                     let word = (offset << 3) | u16::from(*more);
                     payload.extend_from_slice(&[next, 0]);
                     payload.extend_from_slice(&word.to_be_bytes());
-                    payload.extend_from_slice(&[0, 0, 0x12, 0x34]);
+                    payload.extend_from_slice(&id.to_be_bytes());
                 }
             }
         }

@@ -13,17 +13,20 @@ use ipsec_user::{
     model::Spd,
 };
 
-/// Masks per direction (search order, ids cleared) and every rule with its mask spelled out.
+/// Masks per rule kind and direction (search order, ids cleared) and every rule with its mask
+/// spelled out.
 pub type Meaning = (
     Vec<Vec<MaskDesc>>,
     BTreeSet<(u8, Vec<u8>, Vec<u8>, Vec<u8>)>,
 );
 
-pub fn meaning(masks: &[Vec<MaskDesc>; 2], rules: &[(RuleKey, RuleValue)]) -> Meaning {
+type Masks = [[Vec<MaskDesc>; 2]; abi::RULE_KINDS as usize];
+
+pub fn meaning(masks: &Masks, rules: &[(RuleKey, RuleValue)]) -> Meaning {
     let strip = |m: &MaskDesc| MaskDesc { id: 0, ..*m };
     let mut set = BTreeSet::new();
     for (key, value) in rules {
-        let mask = masks[usize::from(key.dir)]
+        let mask = masks[usize::from(key.kind)][usize::from(key.dir)]
             .iter()
             .find(|m| m.id == key.tag & 0x7f)
             .unwrap_or_else(|| panic!("rule {key:?} names a mask that is not active"));
@@ -38,6 +41,7 @@ pub fn meaning(masks: &[Vec<MaskDesc>; 2], rules: &[(RuleKey, RuleValue)]) -> Me
     (
         masks
             .iter()
+            .flatten()
             .map(|d| d.iter().map(strip).collect())
             .collect(),
         set,
@@ -69,12 +73,14 @@ pub fn pinned_meaning(dir: &Path) -> Meaning {
         Array::try_from(Map::Array(pinned(dir, abi::MASK_COUNT))).expect("mask counts");
     let all_masks: Array<_, MaskDesc> =
         Array::try_from(Map::Array(pinned(dir, abi::MASKS))).expect("masks");
-    let mut masks: [Vec<MaskDesc>; 2] = Default::default();
-    for dir_code in [abi::DIR_IN, abi::DIR_OUT] {
-        let set = abi::mask_set(generation, dir_code);
-        for i in 0..counts.get(&set, 0).expect("mask count") {
-            masks[usize::from(dir_code)]
-                .push(all_masks.get(&(set * abi::MAX_MASKS + i), 0).expect("mask"));
+    let mut masks: Masks = Default::default();
+    for kind in ipsec_user::datapath::compile::KINDS {
+        for dir_code in [abi::DIR_IN, abi::DIR_OUT] {
+            let set = abi::mask_set(kind, generation, dir_code);
+            for i in 0..counts.get(&set, 0).expect("mask count") {
+                masks[usize::from(kind)][usize::from(dir_code)]
+                    .push(all_masks.get(&(set * abi::MAX_MASKS + i), 0).expect("mask"));
+            }
         }
     }
     let rules_map: HashMap<_, RuleKey, RuleValue> =

@@ -158,134 +158,252 @@ fn near(rng: &mut Rng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
     Ipv6Addr::from(addr)
 }
 
-/// A random frame and the direction it travels.
-pub fn random_frame(rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
-    let sps = spd.sps();
-    let target: Option<&Sp> =
-        (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.below(sps.len() as u64) as usize]);
-    let direction = match target {
-        Some(sp) if rng.chance(90) => sp.direction,
-        _ => rng.pick(&[Direction::In, Direction::Out]),
-    };
-    let (src, dst) = match target {
-        Some(sp) => (
-            near(rng, sp.source.network(), sp.source.prefix_len()),
-            near(rng, sp.destination.network(), sp.destination.prefix_len()),
-        ),
-        None => (
-            Ipv6Addr::from(random_addr(rng)),
-            Ipv6Addr::from(random_addr(rng)),
-        ),
-    };
-    let proto = match target.map(|sp| sp.protocol) {
-        Some(UpperLayerProtocol::Tcp) if rng.chance(85) => 6,
-        Some(UpperLayerProtocol::Udp) if rng.chance(85) => 17,
-        Some(UpperLayerProtocol::Icmp6) if rng.chance(85) => 58,
-        _ => rng.pick(&[6u8, 17, 58, 47, 59, 50]),
-    };
-    let wiggle = |rng: &mut Rng, p: Option<u16>, pool: &[u16]| -> u16 {
-        match p {
-            Some(p) if rng.chance(70) => p,
-            Some(p) if rng.chance(50) => p.wrapping_add(1),
-            _ => rng.pick(pool),
+/// A first fragment the generator emitted, so later fragments of the same datagram can follow.
+#[derive(Clone, Copy, Debug)]
+struct Datagram {
+    direction: Direction,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: u8,
+    id: u32,
+}
+
+/// Random frames, remembering the first fragments it made so that later fragments can belong to
+/// a seen datagram (stateful verdict), to none (stateless verdict), or overlap one.
+#[derive(Default)]
+pub struct FrameGen {
+    datagrams: Vec<Datagram>,
+}
+
+/// Fragment identifications come from a small pool, so unrelated datagrams collide sometimes.
+const FRAGMENT_IDS: u64 = 64;
+
+impl FrameGen {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A random frame and the direction it travels. Perturbations compose, in wire order: VLAN
+    /// tags (802.1Q, 802.1ad, both, or one too many), an extension chain (hop-by-hop, routing,
+    /// destination options; too long or too deep sometimes), a fragment header (first, atomic,
+    /// later with or without its first fragment seen) possibly followed by more extension
+    /// headers (destination options, AH, unknown types) that hide a later fragment's protocol,
+    /// AH or an unknown type as the last header, ESP shapes, and truncation or a lying payload
+    /// length anywhere.
+    pub fn frame(&mut self, rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
+        let sps = spd.sps();
+        let target: Option<&Sp> =
+            (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.below(sps.len() as u64) as usize]);
+        let mut direction = match target {
+            Some(sp) if rng.chance(90) => sp.direction,
+            _ => rng.pick(&[Direction::In, Direction::Out]),
+        };
+        let (mut src, mut dst) = match target {
+            Some(sp) => (
+                near(rng, sp.source.network(), sp.source.prefix_len()),
+                near(rng, sp.destination.network(), sp.destination.prefix_len()),
+            ),
+            None => (
+                Ipv6Addr::from(random_addr(rng)),
+                Ipv6Addr::from(random_addr(rng)),
+            ),
+        };
+        let mut proto = match target.map(|sp| sp.protocol) {
+            Some(UpperLayerProtocol::Tcp) if rng.chance(85) => 6,
+            Some(UpperLayerProtocol::Udp) if rng.chance(85) => 17,
+            Some(UpperLayerProtocol::Icmp6) if rng.chance(85) => 58,
+            _ => rng.pick(&[6u8, 17, 58, 47, 59, 50]),
+        };
+
+        // Fragment header first (it may change the addresses and protocol: a later fragment of
+        // a datagram seen before).
+        let mut fragment: Option<Ext> = None;
+        let mut hidden_after_fragment = false;
+        if rng.chance(18) {
+            let id = rng.below(FRAGMENT_IDS) as u32;
+            fragment = Some(match rng.below(10) {
+                0..=2 => {
+                    self.remember(Datagram {
+                        direction,
+                        src,
+                        dst,
+                        proto,
+                        id,
+                    });
+                    Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                        id,
+                    }
+                }
+                3 => Ext::Fragment {
+                    offset: 0,
+                    more: false,
+                    id,
+                },
+                4..=6 if !self.datagrams.is_empty() => {
+                    let d = self.datagrams[rng.below(self.datagrams.len() as u64) as usize];
+                    (direction, src, dst, proto) = (d.direction, d.src, d.dst, d.proto);
+                    // Overlapping or not: the datapath does not look at offsets beyond zero.
+                    let span = if rng.chance(50) { 2 } else { 400 };
+                    Ext::Fragment {
+                        offset: 1 + rng.below(span) as u16,
+                        more: rng.chance(50),
+                        id: d.id,
+                    }
+                }
+                _ => Ext::Fragment {
+                    offset: 1 + rng.below(400) as u16,
+                    more: rng.chance(50),
+                    id,
+                },
+            });
+            hidden_after_fragment = rng.chance(20);
         }
-    };
-    let l4 = match proto {
-        6 | 17 => {
-            let s = wiggle(rng, target.and_then(|sp| sp.source_port), &SPORTS);
-            let d = wiggle(rng, target.and_then(|sp| sp.destination_port), &DPORTS);
-            l4_ports(s, d, if proto == 6 { 20 } else { 8 })
+
+        let wiggle = |rng: &mut Rng, p: Option<u16>, pool: &[u16]| -> u16 {
+            match p {
+                Some(p) if rng.chance(70) => p,
+                Some(p) if rng.chance(50) => p.wrapping_add(1),
+                _ => rng.pick(pool),
+            }
+        };
+        let l4 = match proto {
+            6 | 17 => {
+                let s = wiggle(rng, target.and_then(|sp| sp.source_port), &SPORTS);
+                let d = wiggle(rng, target.and_then(|sp| sp.destination_port), &DPORTS);
+                l4_ports(s, d, if proto == 6 { 20 } else { 8 })
+            }
+            58 => {
+                let t = wiggle(rng, target.and_then(|sp| sp.destination_port), &ICMP_TYPES);
+                l4_icmp(if rng.chance(10) {
+                    rng.pick(&[133u8, 134, 135, 136, 137])
+                } else {
+                    t as u8
+                })
+            }
+            _ => vec![0u8; 16],
+        };
+        let mut spec = FrameSpec::new(src, dst, proto, l4);
+
+        // VLAN tags.
+        spec.tags = match rng.below(100) {
+            0..=5 => vec![(rng.pick(&[0x8100u16, 0x88a8]), rng.below(4095) as u16)],
+            6..=10 => vec![(0x88a8, 7), (0x8100, rng.below(4095) as u16)],
+            11..=12 => vec![(0x88a8, 7), (0x8100, 8), (0x8100, 9)],
+            _ => Vec::new(),
+        };
+
+        // Extension headers before the fragment header.
+        match rng.below(100) {
+            0..=9 => {
+                for _ in 0..1 + rng.below(3) {
+                    spec.ext.push(Ext::Options {
+                        kind: rng.pick(&[0u8, 43, 60]),
+                        len: rng.below(3) as u8,
+                    });
+                }
+            }
+            10..=11 => {
+                // Too long a chain: 9 or 10 headers.
+                for _ in 0..9 + rng.below(2) {
+                    spec.ext.push(Ext::Options { kind: 60, len: 0 });
+                }
+            }
+            12 => {
+                // A chain that fits the count bound but puts the transport header too deep.
+                for _ in 0..6 {
+                    spec.ext.push(Ext::Options { kind: 60, len: 30 });
+                }
+            }
+            _ => {}
         }
-        58 => {
-            let t = wiggle(rng, target.and_then(|sp| sp.destination_port), &ICMP_TYPES);
-            l4_icmp(if rng.chance(10) {
-                rng.pick(&[133u8, 134, 135, 136, 137])
-            } else {
-                t as u8
-            })
-        }
-        _ => vec![0u8; 16],
-    };
-    let mut spec = FrameSpec::new(src, dst, proto, l4);
-    match rng.below(100) {
-        0..=4 => {
-            for _ in 0..1 + rng.below(3) {
+        if let Some(f) = fragment {
+            spec.ext.push(f);
+            if hidden_after_fragment {
                 spec.ext.push(Ext::Options {
-                    kind: rng.pick(&[0u8, 43, 60]),
-                    len: rng.below(3) as u8,
+                    kind: rng.pick(&[60u8, 51, 253]),
+                    len: rng.below(2) as u8,
                 });
             }
         }
-        5..=7 => spec.ext.push(Ext::Fragment {
-            offset: 1 + rng.below(100) as u16,
-            more: rng.chance(50),
-        }),
-        8..=9 => spec.ext.push(Ext::Fragment {
-            offset: 0,
-            more: true,
-        }),
-        10..=12 => spec.vlan = Some(rng.below(4095) as u16),
-        13..=14 => {
-            // Too long a chain: 9 or 10 headers.
-            for _ in 0..9 + rng.below(2) {
-                spec.ext.push(Ext::Options { kind: 60, len: 0 });
+        // AH or an unknown type where the upper layer would be: parsed as an opaque protocol.
+        if rng.chance(3) {
+            spec.ext.push(Ext::Options {
+                kind: rng.pick(&[51u8, 253]),
+                len: 0,
+            });
+        }
+
+        match rng.below(100) {
+            0..=3 => spec.truncate = 1 + rng.below(60) as usize,
+            4..=5 => spec.payload_len_delta = rng.pick(&[-30i32, -8, -1, 1, 9, 400]),
+            6..=8 => {
+                // ESP, known or unknown SPI.
+                let spi: u32 = if rng.chance(50) {
+                    0x1000 + rng.below(4) as u32
+                } else {
+                    0x2000 + rng.below(100) as u32
+                };
+                let mut esp = spi.to_be_bytes().to_vec();
+                esp.extend_from_slice(&[0, 0, 0, 1]);
+                esp.extend_from_slice(&[0u8; 24]);
+                // Frames around the AF_XDP size bound. Only of the plain shape: BPF_PROG_TEST_RUN
+                // keeps at most 3,520 bytes of an XDP frame linear (a real generic-XDP frame is
+                // linear whatever its size), so tags and headers must not push it past that.
+                if rng.chance(20) && spec.ext.is_empty() && spec.tags.is_empty() {
+                    esp.resize(XSK_MAX_FRAME - 14 - 40 + rng.below(3) as usize - 1, 0);
+                }
+                spec.next_header = 50;
+                spec.l4 = if rng.chance(10) {
+                    esp[..6].to_vec()
+                } else {
+                    esp
+                };
             }
-        }
-        15 => {
-            // A chain that fits the count bound but puts the transport header too deep.
-            for _ in 0..6 {
-                spec.ext.push(Ext::Options { kind: 60, len: 30 });
+            9 => {
+                let l3 = spec.l3_offset();
+                let mut f = spec.build();
+                if f.len() > l3 {
+                    f[l3] = 0x40; // IPv6 ethertype, version 4 header: malformed
+                }
+                return (direction, f);
             }
-        }
-        16..=18 => spec.truncate = 1 + rng.below(30) as usize,
-        19..=20 => spec.payload_len_delta = rng.pick(&[-30i32, -8, -1, 1, 9, 400]),
-        21..=22 => {
-            // ESP, known or unknown SPI.
-            let spi: u32 = if rng.chance(50) {
-                0x1000 + rng.below(4) as u32
-            } else {
-                0x2000 + rng.below(100) as u32
-            };
-            let mut esp = spi.to_be_bytes().to_vec();
-            esp.extend_from_slice(&[0, 0, 0, 1]);
-            esp.extend_from_slice(&[0u8; 24]);
-            // Shapes XDP must leave to the kernel's path even with an AF_XDP socket.
-            match rng.below(8) {
-                0 => spec.vlan = Some(rng.below(4095) as u16),
-                1 => spec.ext.push(Ext::Options { kind: 60, len: 0 }),
-                2 => esp.resize(XSK_MAX_FRAME - 14 - 40 + rng.below(3) as usize - 1, 0),
-                _ => {}
+            10 => {
+                let mut f = spec.build();
+                let at = spec.l3_offset() - 2;
+                f[at] = 0x08;
+                f[at + 1] = 0x00; // IPv4 ethertype: not ours
+                return (direction, f);
             }
-            spec.next_header = 50;
-            spec.l4 = if rng.chance(10) {
-                esp[..6].to_vec()
-            } else {
-                esp
-            };
+            _ => {}
         }
-        23 => {
-            let mut f = spec.build();
-            f[14] = 0x40; // IPv6 ethertype, version 4 header: malformed
-            return (direction, f);
+        let mut frame = spec.build();
+        // BPF_PROG_TEST_RUN needs at least an Ethernet header.
+        if frame.len() < 14 {
+            frame = FrameSpec {
+                truncate: 0,
+                ..spec.clone()
+            }
+            .build();
+            frame.truncate(14 + rng.below(4) as usize);
         }
-        24 => {
-            let mut f = spec.build();
-            f[12] = 0x08;
-            f[13] = 0x00; // IPv4 ethertype: not ours
-            return (direction, f);
+        // The kernel refuses BPF_PROG_TEST_RUN of an skb whose IPv6 header is cut short
+        // (EINVAL), and the stack never emits one: egress frames keep the whole IPv6 header.
+        if direction == Direction::Out && frame.len() < spec.l3_offset() + 40 {
+            frame = FrameSpec {
+                truncate: 0,
+                ..spec
+            }
+            .build();
         }
-        _ => {}
+        (direction, frame)
     }
-    let mut frame = spec.build();
-    // The kernel refuses BPF_PROG_TEST_RUN of an skb whose IPv6 header is cut short (EINVAL), and
-    // the stack never emits one: egress frames keep at least the whole IPv6 header.
-    let l3 = if spec.vlan.is_some() { 18 } else { 14 };
-    if direction == Direction::Out && frame.len() < l3 + 40 {
-        frame = FrameSpec {
-            truncate: 0,
-            ..spec
+
+    fn remember(&mut self, datagram: Datagram) {
+        if self.datagrams.len() == 256 {
+            self.datagrams.remove(0);
         }
-        .build();
+        self.datagrams.push(datagram);
     }
-    (direction, frame)
 }

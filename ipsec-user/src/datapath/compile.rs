@@ -4,12 +4,19 @@
 //! protocol/source port/destination port are exact). Each shape is one mask; each policy one rule
 //! under its mask, keyed by its own selector masked with the same [`RuleKey::masked`] the eBPF
 //! programs use. Masks are ordered by their best rank so the kernel can stop searching early.
+//!
+//! Every policy is compiled three times, once per rule kind: `RULE_FLOW` (its selector, ranked
+//! by `Sp::rank`), and for non-first fragments whose first fragment was not seen
+//! `RULE_FRAG_PORTS` (ports dropped from the shape) and `RULE_FRAG_ANY` (ports and protocol
+//! dropped), both ranked by [`fragment_rank`] so the search yields the strictest policy that could
+//! match (the model's `Spd::classify_fragment`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use ipsec_common::abi::{
     ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, DIR_IN, DIR_OUT, FIELD_DPORT, FIELD_PROTO,
-    FIELD_SPORT, FlowKey, MAX_MASKS, MaskDesc, RuleKey, RuleValue,
+    FIELD_SPORT, FlowKey, MAX_MASKS, MaskDesc, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS,
+    RULE_KINDS, RuleKey, RuleValue, fragment_rank,
 };
 
 use crate::model::{Action, Direction, Sp, Spd};
@@ -41,14 +48,27 @@ impl Shape {
         }
     }
 
-    fn mask(self, id: u8, min_rank: u64) -> MaskDesc {
+    /// The shape of `sp`'s rule of `kind`: fragment kinds drop the fields a non-first fragment
+    /// does not show.
+    pub fn of_kind(sp: &Sp, kind: u8) -> Self {
+        let mut shape = Self::of(sp);
+        match kind {
+            RULE_FRAG_PORTS => shape.fields &= FIELD_PROTO,
+            RULE_FRAG_ANY => shape.fields = 0,
+            _ => {}
+        }
+        shape
+    }
+
+    fn mask(self, kind: u8, id: u8, min_rank: u64) -> MaskDesc {
         MaskDesc {
             src: prefix_mask(self.src_len),
             dst: prefix_mask(self.dst_len),
             min_rank,
             fields: self.fields,
             id,
-            _pad: [0; 6],
+            kind,
+            _pad: [0; 5],
         }
     }
 }
@@ -104,23 +124,35 @@ pub enum CompileError {
     },
 }
 
+/// The rank of `sp`'s rule of `kind`.
+pub fn rank_of_kind(sp: &Sp, kind: u8) -> u64 {
+    if kind == RULE_FLOW {
+        sp.rank()
+    } else {
+        fragment_rank(action_code(sp.action), sp.seq)
+    }
+}
+
+/// Every rule kind, in `RULE_*` order.
+pub const KINDS: [u8; RULE_KINDS as usize] = [RULE_FLOW, RULE_FRAG_PORTS, RULE_FRAG_ANY];
+
 /// The tables of one generation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tables {
-    /// Masks per direction (index by `DIR_*`), in search order.
-    pub masks: [Vec<MaskDesc>; 2],
+    /// Masks per rule kind and direction (index by `RULE_*`, then `DIR_*`), in search order.
+    pub masks: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize],
     pub rules: HashMap<RuleKey, RuleValue>,
 }
 
 /// Keeps mask ids stable across compiles, so unchanged policies keep unchanged rule keys.
 #[derive(Debug, Default)]
 pub struct ShapeIds {
-    ids: [BTreeMap<Shape, u8>; 2],
+    ids: [[BTreeMap<Shape, u8>; 2]; RULE_KINDS as usize],
 }
 
 impl ShapeIds {
-    fn assign(&mut self, dir: u8, live: &[Shape]) -> Result<Vec<u8>, CompileError> {
-        let ids = &mut self.ids[usize::from(dir)];
+    fn assign(&mut self, kind: u8, dir: u8, live: &[Shape]) -> Result<Vec<u8>, CompileError> {
+        let ids = &mut self.ids[usize::from(kind)][usize::from(dir)];
         ids.retain(|shape, _| live.contains(shape));
         let mut out = Vec::with_capacity(live.len());
         for shape in live {
@@ -147,63 +179,65 @@ impl ShapeIds {
 pub fn compile(spd: &Spd, generation: u8, ids: &mut ShapeIds) -> Result<Tables, CompileError> {
     let mut tables = Tables::default();
     for dir in [DIR_IN, DIR_OUT] {
-        // Best rank per shape, and each policy's shape.
-        let mut shapes: BTreeMap<Shape, u64> = BTreeMap::new();
         let sps: Vec<&Sp> = spd
             .sps()
             .iter()
             .filter(|sp| dir_code(sp.direction) == dir)
             .collect();
-        for sp in &sps {
-            let rank = sp.rank();
-            shapes
-                .entry(Shape::of(sp))
-                .and_modify(|best| *best = (*best).min(rank))
-                .or_insert(rank);
-        }
-        let live: Vec<Shape> = shapes.keys().copied().collect();
-        if live.len() > MAX_MASKS as usize {
-            return Err(CompileError::TooManyShapes {
-                direction: if dir == DIR_IN { "in" } else { "out" },
-                count: live.len(),
-                max: MAX_MASKS,
-            });
-        }
-        let shape_ids = ids.assign(dir, &live)?;
-        let by_shape: HashMap<Shape, MaskDesc> = live
-            .iter()
-            .zip(&shape_ids)
-            .map(|(shape, id)| (*shape, shape.mask(*id, shapes[shape])))
-            .collect();
-        let mut masks: Vec<MaskDesc> = by_shape.values().copied().collect();
-        masks.sort_by_key(|m| (m.min_rank, m.id));
-        tables.masks[usize::from(dir)] = masks;
+        for kind in KINDS {
+            // Best rank per shape, and each policy's shape.
+            let mut shapes: BTreeMap<Shape, u64> = BTreeMap::new();
+            for sp in &sps {
+                let rank = rank_of_kind(sp, kind);
+                shapes
+                    .entry(Shape::of_kind(sp, kind))
+                    .and_modify(|best| *best = (*best).min(rank))
+                    .or_insert(rank);
+            }
+            let live: Vec<Shape> = shapes.keys().copied().collect();
+            if live.len() > MAX_MASKS as usize {
+                return Err(CompileError::TooManyShapes {
+                    direction: if dir == DIR_IN { "in" } else { "out" },
+                    count: live.len(),
+                    max: MAX_MASKS,
+                });
+            }
+            let shape_ids = ids.assign(kind, dir, &live)?;
+            let by_shape: HashMap<Shape, MaskDesc> = live
+                .iter()
+                .zip(&shape_ids)
+                .map(|(shape, id)| (*shape, shape.mask(kind, *id, shapes[shape])))
+                .collect();
+            let mut masks: Vec<MaskDesc> = by_shape.values().copied().collect();
+            masks.sort_by_key(|m| (m.min_rank, m.id));
+            tables.masks[usize::from(kind)][usize::from(dir)] = masks;
 
-        for sp in sps {
-            let mask = by_shape[&Shape::of(sp)];
-            let key = RuleKey::masked(&selector_flow(sp), &mask, generation);
-            let sa_id = sp
-                .sa_name
-                .as_deref()
-                .and_then(|name| spd.sa(name))
-                .map_or(0, |sa| sa.id);
-            let value = RuleValue {
-                rank: sp.rank(),
-                sp_id: sp.id,
-                sa_id,
-                action: action_code(sp.action),
-                _pad: 0,
-            };
-            // Identical masked selectors: only the best-ranked policy can ever match.
-            tables
-                .rules
-                .entry(key)
-                .and_modify(|old| {
-                    if value.rank < old.rank {
-                        *old = value;
-                    }
-                })
-                .or_insert(value);
+            for sp in &sps {
+                let mask = by_shape[&Shape::of_kind(sp, kind)];
+                let key = RuleKey::masked(&selector_flow(sp), &mask, generation);
+                let sa_id = sp
+                    .sa_name
+                    .as_deref()
+                    .and_then(|name| spd.sa(name))
+                    .map_or(0, |sa| sa.id);
+                let value = RuleValue {
+                    rank: rank_of_kind(sp, kind),
+                    sp_id: sp.id,
+                    sa_id,
+                    action: action_code(sp.action),
+                    _pad: 0,
+                };
+                // Identical masked selectors: only the best-ranked policy can ever match.
+                tables
+                    .rules
+                    .entry(key)
+                    .and_modify(|old| {
+                        if value.rank < old.rank {
+                            *old = value;
+                        }
+                    })
+                    .or_insert(value);
+            }
         }
     }
     Ok(tables)

@@ -17,7 +17,8 @@ use aya::{
     },
 };
 use ipsec_common::abi::{
-    self, CacheValue, Counter, FlowKey, MaskDesc, RuleKey, RuleValue, SaInfo, SpStats,
+    self, CacheValue, Counter, FlowKey, FragKey, FragValue, MaskDesc, RULE_KINDS, RuleKey,
+    RuleValue, SaInfo, SpStats,
 };
 
 use super::sync::SyncState;
@@ -51,6 +52,13 @@ pub enum DatapathError {
     },
     #[error("no such interface: {0}")]
     NoSuchInterface(String),
+    #[error(
+        "{interface} is not an Ethernet interface (link type {link_type}); xipsec parses Ethernet frames only and would pass every packet of it unfiltered: attach it to the Ethernet device the traffic crosses"
+    )]
+    NotEthernet {
+        interface: String,
+        link_type: String,
+    },
     #[error("failed to attach {program} to {interface}: {source}")]
     Attach {
         program: &'static str,
@@ -113,6 +121,9 @@ pub(super) struct Maps {
     pub sp_stats: PerCpuArray<MapData, SpStats>,
     pub counters: PerCpuArray<MapData, u64>,
     pub sa_by_spi: HashMap<MapData, u32, SaInfo>,
+    pub sa_out_by_spi: HashMap<MapData, u32, SaInfo>,
+    pub engine_sockets: HashMap<MapData, u64, u32>,
+    pub frag_state: HashMap<MapData, FragKey, FragValue>,
     pub bench_flows: HashMap<MapData, FlowKey, CacheValue>,
     pub flow_cache: HashMap<MapData, FlowKey, CacheValue>,
     pub xsks: XskMap<MapData>,
@@ -151,7 +162,7 @@ const PROGRAM_NAMES: [&str; 4] = [
     abi::PROG_BENCH_PARSE,
     abi::PROG_BENCH_HASH,
 ];
-const MAP_NAMES: [&str; 11] = [
+const MAP_NAMES: [&str; 14] = [
     abi::RULES,
     abi::MASKS,
     abi::MASK_COUNT,
@@ -163,6 +174,9 @@ const MAP_NAMES: [&str; 11] = [
     abi::BENCH_FLOWS,
     abi::XSKS,
     abi::XSK_SLOTS,
+    abi::SA_OUT_BY_SPI,
+    abi::ENGINE_SOCKETS,
+    abi::FRAG_STATE,
 ];
 
 impl KernelDatapath {
@@ -245,6 +259,9 @@ impl KernelDatapath {
             flow_cache: take(&mut ebpf, abi::FLOW_CACHE)?,
             xsks: take(&mut ebpf, abi::XSKS)?,
             xsk_slots: take(&mut ebpf, abi::XSK_SLOTS)?,
+            sa_out_by_spi: take(&mut ebpf, abi::SA_OUT_BY_SPI)?,
+            engine_sockets: take(&mut ebpf, abi::ENGINE_SOCKETS)?,
+            frag_state: take(&mut ebpf, abi::FRAG_STATE)?,
         };
         Ok(Self {
             ebpf,
@@ -267,9 +284,7 @@ impl KernelDatapath {
         interface: &str,
         mode: XdpModeChoice,
     ) -> Result<Attached, DatapathError> {
-        if nix_if_index(interface).is_none() {
-            return Err(DatapathError::NoSuchInterface(interface.into()));
-        }
+        check_interface(interface)?;
         let xdp_pin = self
             .pin_dir
             .as_ref()
@@ -368,6 +383,28 @@ impl KernelDatapath {
                 name: abi::CONFIG,
                 source,
             })
+    }
+
+    /// The sockets (by socket cookie) whose ESP TC egress lets through unclassified, when it is
+    /// under one of our outbound SPIs. Replaces the previous set.
+    pub fn set_engine_sockets(&mut self, cookies: &[u64]) -> Result<(), DatapathError> {
+        let io = |source| DatapathError::MapIo {
+            name: abi::ENGINE_SOCKETS,
+            source,
+        };
+        let old: Vec<u64> = self
+            .maps
+            .engine_sockets
+            .keys()
+            .filter_map(Result::ok)
+            .collect();
+        for cookie in cookies.iter().take(abi::MAX_ENGINE_SOCKETS as usize) {
+            self.maps.engine_sockets.insert(cookie, 1, 0).map_err(io)?;
+        }
+        for cookie in old.iter().filter(|c| !cookies.contains(c)) {
+            self.maps.engine_sockets.remove(cookie).map_err(io)?;
+        }
+        Ok(())
     }
 
     /// Route inbound ESP on each socket's (interface, queue) to that AF_XDP socket: slot `i` of
@@ -529,12 +566,15 @@ impl KernelDatapath {
         Ok(out)
     }
 
-    /// Read back the masks of the active generation, per direction.
-    pub fn active_masks(&self) -> Result<[Vec<MaskDesc>; 2], DatapathError> {
+    /// Read back the masks of the active generation, per rule kind and direction.
+    pub fn active_masks(&self) -> Result<[[Vec<MaskDesc>; 2]; RULE_KINDS as usize], DatapathError> {
         let generation = (self.epoch()? & 1) as u8;
-        let mut out: [Vec<MaskDesc>; 2] = Default::default();
-        for dir in [abi::DIR_IN, abi::DIR_OUT] {
-            let set = abi::mask_set(generation, dir);
+        let mut out: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize] = Default::default();
+        for (kind, dir) in super::compile::KINDS
+            .into_iter()
+            .flat_map(|k| [(k, abi::DIR_IN), (k, abi::DIR_OUT)])
+        {
+            let set = abi::mask_set(kind, generation, dir);
             let count =
                 self.maps
                     .mask_count
@@ -544,7 +584,7 @@ impl KernelDatapath {
                         source,
                     })?;
             for i in 0..count {
-                out[usize::from(dir)].push(
+                out[usize::from(kind)][usize::from(dir)].push(
                     self.maps
                         .masks
                         .get(&(set * abi::MAX_MASKS + i), 0)
@@ -580,6 +620,34 @@ impl KernelDatapath {
                 name: abi::CONFIG,
                 source,
             })
+    }
+
+    /// Tests only: set the action of every active rule to `action` (an unknown value shows the
+    /// programs fail closed). Returns how many rules were rewritten.
+    #[doc(hidden)]
+    pub fn corrupt_rule_actions_for_tests(&mut self, action: u32) -> Result<usize, DatapathError> {
+        let rules = self.active_rules()?;
+        for (key, mut value) in rules.iter().copied() {
+            value.action = action;
+            self.maps
+                .rules
+                .insert(key, value, 0)
+                .map_err(|source| DatapathError::MapIo {
+                    name: abi::RULES,
+                    source,
+                })?;
+        }
+        Ok(rules.len())
+    }
+
+    /// Forget every remembered first-fragment verdict (tests use it to exercise fragments whose
+    /// first fragment was not seen).
+    pub fn clear_fragment_state(&mut self) -> Result<(), DatapathError> {
+        let keys: Vec<FragKey> = self.maps.frag_state.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.maps.frag_state.remove(&k);
+        }
+        Ok(())
     }
 
     /// Forget every cached classification (tests use it to exercise the miss path).
@@ -692,9 +760,27 @@ fn has_bpf_capabilities() -> bool {
     eff & (1 << 39) != 0 && eff & (1 << 12) != 0
 }
 
-/// Whether `interface` exists in this network namespace.
-pub fn interface_exists(interface: &str) -> bool {
-    nix_if_index(interface).is_some()
+/// `ARPHRD_ETHER`: the link type of Ethernet devices (veth included) in sysfs.
+const ARPHRD_ETHER: &str = "1";
+
+/// The interface must exist and be Ethernet: the programs parse Ethernet frames, and on any
+/// other link type (TUN, WireGuard, ip6tnl, PPP, loopback) every packet would read as "not IPv6"
+/// and pass unfiltered.
+pub fn check_interface(interface: &str) -> Result<(), DatapathError> {
+    if nix_if_index(interface).is_none() {
+        return Err(DatapathError::NoSuchInterface(interface.into()));
+    }
+    let link_type =
+        std::fs::read_to_string(Path::new("/sys/class/net").join(interface).join("type"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+    if link_type != ARPHRD_ETHER {
+        return Err(DatapathError::NotEthernet {
+            interface: interface.into(),
+            link_type,
+        });
+    }
+    Ok(())
 }
 
 fn nix_if_index(interface: &str) -> Option<u32> {

@@ -7,9 +7,8 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use ipsec_common::abi::Counter;
 
-use super::kernel::{KernelDatapath, LoadOptions, interface_exists};
+use super::kernel::{KernelDatapath, LoadOptions, check_interface};
 use crate::{
     daemon::{
         Counters, Datapath, PacketCount, XdpMode,
@@ -68,8 +67,8 @@ impl Datapath for Attaching {
         if !self.attached {
             // All or nothing: check every interface first, and undo what this start attached
             // if one attach fails, so a failed start leaves no interface half-configured.
-            if let Some(missing) = self.interfaces.iter().find(|i| !interface_exists(i)) {
-                anyhow::bail!("no such interface: {missing}");
+            for interface in &self.interfaces {
+                check_interface(interface)?;
             }
             for interface in &self.interfaces {
                 match self.kernel.attach(interface, self.xdp_mode) {
@@ -110,7 +109,7 @@ impl Datapath for Attaching {
             .kernel
             .counters()?
             .into_iter()
-            .filter(|(c, _)| Counter::is_drop(*c))
+            .filter(|(c, _)| c.is_drop() || c.is_event())
             .map(|(c, v)| (c.name().to_string(), v))
             .collect();
         reasons.extend(self.engine.stats());

@@ -15,10 +15,28 @@ use aya::maps::PerCpuValues;
 use ipsec_common::abi::{self, DIR_IN, DIR_OUT, MAX_MASKS, RuleKey, RuleValue, SaInfo, SpStats};
 
 use super::{
-    compile::{ShapeIds, compile},
+    compile::{KINDS, ShapeIds, compile},
     kernel::{DatapathError, KernelDatapath},
 };
-use crate::model::Spd;
+use crate::model::{Action, Direction, Spd};
+
+/// SPIs of the SAs that `ipsec` SPs of `direction` name.
+fn spis_of(spd: &Spd, direction: Direction) -> HashMap<u32, SaInfo> {
+    spd.sps()
+        .iter()
+        .filter(|sp| sp.direction == direction && sp.action == Action::Ipsec)
+        .filter_map(|sp| sp.sa_name.as_deref().and_then(|name| spd.sa(name)))
+        .map(|sa| {
+            (
+                sa.spi,
+                SaInfo {
+                    sa_id: sa.id,
+                    _pad: 0,
+                },
+            )
+        })
+        .collect()
+}
 
 /// Packets still running against a generation when it is retired finish within microseconds;
 /// wait this long after a flip before rewriting the retired generation.
@@ -32,6 +50,7 @@ pub struct SyncState {
     /// Which policy (`seq`) owns each counter slot, so a reused slot starts from zero.
     counter_owner: HashMap<u32, u32>,
     spis: HashMap<u32, SaInfo>,
+    out_spis: HashMap<u32, SaInfo>,
     last_flip: Option<Instant>,
 }
 
@@ -93,36 +112,25 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
         mirror.remove(&key);
     }
 
-    for dir in [DIR_IN, DIR_OUT] {
-        let set = abi::mask_set(generation, dir);
-        let masks = &tables.masks[usize::from(dir)];
-        for (i, mask) in masks.iter().enumerate() {
+    for kind in KINDS {
+        for dir in [DIR_IN, DIR_OUT] {
+            let set = abi::mask_set(kind, generation, dir);
+            let masks = &tables.masks[usize::from(kind)][usize::from(dir)];
+            for (i, mask) in masks.iter().enumerate() {
+                dp.maps
+                    .masks
+                    .set(set * MAX_MASKS + i as u32, mask, 0)
+                    .map_err(io(abi::MASKS))?;
+            }
             dp.maps
-                .masks
-                .set(set * MAX_MASKS + i as u32, mask, 0)
-                .map_err(io(abi::MASKS))?;
+                .mask_count
+                .set(set, masks.len() as u32, 0)
+                .map_err(io(abi::MASK_COUNT))?;
         }
-        dp.maps
-            .mask_count
-            .set(set, masks.len() as u32, 0)
-            .map_err(io(abi::MASK_COUNT))?;
     }
 
     // Inbound SPIs (SAs an inbound ipsec SP names): new ones before the flip, retired ones after.
-    let wanted: HashMap<u32, SaInfo> = spd
-        .sas()
-        .iter()
-        .filter(|sa| spd.is_inbound_sa(&sa.name))
-        .map(|sa| {
-            (
-                sa.spi,
-                SaInfo {
-                    sa_id: sa.id,
-                    _pad: 0,
-                },
-            )
-        })
-        .collect();
+    let wanted = spis_of(spd, Direction::In);
     for (spi, info) in &wanted {
         if dp.sync.spis.get(spi) != Some(info) {
             dp.maps
@@ -130,6 +138,18 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
                 .insert(spi, info, 0)
                 .map_err(io(abi::SA_BY_SPI))?;
             dp.sync.spis.insert(*spi, *info);
+        }
+    }
+    // Outbound SPIs (SAs an outbound ipsec SP names): the only ESP the engine may send
+    // unclassified. New ones before the flip (the engine may use them as soon as it learns them).
+    let wanted_out = spis_of(spd, Direction::Out);
+    for (spi, info) in &wanted_out {
+        if dp.sync.out_spis.get(spi) != Some(info) {
+            dp.maps
+                .sa_out_by_spi
+                .insert(spi, info, 0)
+                .map_err(io(abi::SA_OUT_BY_SPI))?;
+            dp.sync.out_spis.insert(*spi, *info);
         }
     }
 
@@ -149,6 +169,20 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
     for spi in gone {
         dp.maps.sa_by_spi.remove(&spi).map_err(io(abi::SA_BY_SPI))?;
         dp.sync.spis.remove(&spi);
+    }
+    let gone_out: Vec<u32> = dp
+        .sync
+        .out_spis
+        .keys()
+        .filter(|spi| !wanted_out.contains_key(spi))
+        .copied()
+        .collect();
+    for spi in gone_out {
+        dp.maps
+            .sa_out_by_spi
+            .remove(&spi)
+            .map_err(io(abi::SA_OUT_BY_SPI))?;
+        dp.sync.out_spis.remove(&spi);
     }
     let live: HashSet<u32> = spd.sps().iter().map(|sp| sp.id).collect();
     dp.sync.counter_owner.retain(|id, _| live.contains(id));

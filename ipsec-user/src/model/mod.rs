@@ -32,7 +32,9 @@ pub use args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
 pub use error::ModelError;
 pub use key::Key;
 pub use parse::{MAX_NAME_LEN, is_valid_name};
-pub use reference::{Flow, L4, NEIGHBOUR_DISCOVERY_TYPES, NEXT_HEADER_ICMPV6};
+pub use reference::{
+    FirstFragments, Flow, L4, NEIGHBOUR_DISCOVERY_TYPES, NEXT_HEADER_ICMPV6, Verdict,
+};
 pub use sa::Sa;
 pub use sp::Sp;
 pub use spd::{MAX_SA, MAX_SP, SEQ_BITS, Spd};

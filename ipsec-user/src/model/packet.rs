@@ -2,25 +2,33 @@
 //! slices (no shared code with the eBPF parser), so the differential test compares two
 //! independent readings of the same rules:
 //!
-//! - Ethernet with at most one 802.1Q/802.1ad tag; anything but IPv6 is not ours.
+//! - Ethernet with at most two 802.1Q/802.1ad tags (a third tag is dropped: it could hide IPv6);
+//!   anything but IPv6 is not ours.
 //! - IPv6 version 6 and a payload length that fits the frame, else malformed; parsing never
 //!   looks past the end of the payload.
 //! - At most 8 extension headers (hop-by-hop, routing, fragment, destination options) are
 //!   walked; a 9th is an extension-chain-limit drop, as is a transport header starting more than
 //!   1024 bytes after the IPv6 header. A header that does not fit the payload is malformed.
 //! - A non-first fragment has no ports: its flow is opaque, with the fragment header's next
-//!   header as protocol. Inbound, a non-first fragment of ESP is left to reassembly.
+//!   header as protocol, which is not visible when it is an extension header. Inbound, a
+//!   non-first fragment of ESP is left to reassembly. A first fragment (offset 0, more to come)
+//!   is a flow like any other; the identification of either is reported ([`Fragment`]) so the
+//!   classifier can give a datagram's later fragments its first fragment's verdict. An atomic
+//!   fragment (offset 0, no more) is a whole datagram (RFC 6946).
 //! - TCP/UDP need their 4 port bytes and ICMPv6 its 4-byte header, else malformed. ESP inbound
 //!   needs its 8-byte header and yields the SPI.
 
 use std::net::Ipv6Addr;
 
+/// The walk bounds are the datapath's own (`ipsec_common::abi`), so the two parsers cannot drift.
+pub use ipsec_common::abi::{MAX_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS};
+
 use super::{Flow, L4};
 
-/// Walk bound on extension headers (mirrors `ipsec_common::abi::MAX_EXT_HEADERS`).
-pub const MAX_EXT_HEADERS: usize = 8;
-/// Deepest transport-header offset from the IPv6 header (mirrors `abi::MAX_L4_OFFSET`).
-pub const MAX_L4_OFFSET: usize = 1024;
+/// Extension headers after which a non-first fragment's protocol is not visible (RFC 8200 §4 and
+/// the later ones IANA lists). Written out here rather than shared, so the reference and the
+/// eBPF parser are two readings.
+const EXTENSION_HEADERS: [u8; 10] = [0, 43, 44, 51, 60, 135, 139, 140, 253, 254];
 
 /// What the datapath makes of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,36 +45,64 @@ pub enum Parsed {
     /// A non-first fragment of ESP, inbound: passed on to reassembly (the first fragment carries
     /// the SPI and is checked).
     EspFragment,
+    /// More than two VLAN tags.
+    VlanDepth,
     Flow(Flow),
+}
+
+/// What a frame's fragment header says (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fragment {
+    Whole,
+    First { id: u32 },
+    NonFirst { id: u32, proto_known: bool },
 }
 
 /// Parse an Ethernet frame. With `esp_is_terminal` (ingress), ESP yields [`Parsed::Esp`];
 /// otherwise ESP is an opaque flow like any protocol without ports.
 pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
+    parse_frame_fragment(frame, esp_is_terminal).0
+}
+
+/// [`parse_frame`], and what the frame's fragment header says.
+pub fn parse_frame_fragment(frame: &[u8], esp_is_terminal: bool) -> (Parsed, Fragment) {
+    let whole = |parsed| (parsed, Fragment::Whole);
     if frame.len() < 14 {
-        return Parsed::NotIpv6;
+        return whole(Parsed::NotIpv6);
     }
     let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
     let mut l3 = 14;
-    if ethertype == 0x8100 || ethertype == 0x88a8 {
-        if frame.len() < 18 {
-            return Parsed::NotIpv6;
+    let mut tags = 0;
+    while ethertype == 0x8100 || ethertype == 0x88a8 {
+        if tags == MAX_VLAN_TAGS {
+            return whole(Parsed::VlanDepth);
         }
-        ethertype = u16::from_be_bytes([frame[16], frame[17]]);
-        l3 = 18;
+        let Some(tag) = frame.get(l3..l3 + 4) else {
+            return whole(Parsed::NotIpv6);
+        };
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        l3 += 4;
+        tags += 1;
     }
     if ethertype != 0x86dd {
-        return Parsed::NotIpv6;
+        return whole(Parsed::NotIpv6);
     }
+    let (parsed, fragment) = parse_ipv6(frame, l3, esp_is_terminal);
+    (parsed, fragment)
+}
+
+/// The IPv6 packet at `l3` of `frame`.
+fn parse_ipv6(frame: &[u8], l3: usize, esp_is_terminal: bool) -> (Parsed, Fragment) {
+    let whole = |parsed| (parsed, Fragment::Whole);
     let Some(ip) = frame.get(l3..l3 + 40) else {
-        return Parsed::Malformed;
+        return whole(Parsed::Malformed);
     };
     if ip[0] >> 4 != 6 {
-        return Parsed::Malformed;
+        return whole(Parsed::Malformed);
     }
     let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
     let Some(packet) = frame.get(l3..l3 + 40 + payload_len) else {
-        return Parsed::Malformed;
+        return whole(Parsed::Malformed);
     };
     let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).expect("16 bytes"));
     let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).expect("16 bytes"));
@@ -82,42 +118,51 @@ pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
     let mut next_header = ip[6];
     let mut offset = 40;
     let mut walked = 0;
+    let mut fragment = Fragment::Whole;
     loop {
         match next_header {
-            0 | 43 | 60 | 44 if walked == MAX_EXT_HEADERS => return Parsed::ExtLimit,
+            0 | 43 | 60 | 44 if walked == MAX_EXT_HEADERS => return whole(Parsed::ExtLimit),
             0 | 43 | 60 => {
                 let Some(h) = packet.get(offset..offset + 2) else {
-                    return Parsed::Malformed;
+                    return whole(Parsed::Malformed);
                 };
                 next_header = h[0];
                 offset += (usize::from(h[1]) + 1) * 8;
             }
             44 => {
                 let Some(h) = packet.get(offset..offset + 8) else {
-                    return Parsed::Malformed;
+                    return whole(Parsed::Malformed);
                 };
                 next_header = h[0];
                 offset += 8;
-                let fragment_offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
-                if fragment_offset != 0 {
+                let word = u16::from_be_bytes([h[2], h[3]]);
+                let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                if word >> 3 != 0 {
                     if esp_is_terminal && next_header == 50 {
-                        return Parsed::EspFragment;
+                        return whole(Parsed::EspFragment);
                     }
-                    return flow(next_header, L4::Opaque);
+                    let proto_known = !EXTENSION_HEADERS.contains(&next_header);
+                    return (
+                        flow(next_header, L4::Opaque),
+                        Fragment::NonFirst { id, proto_known },
+                    );
+                }
+                if word & 1 == 1 && fragment == Fragment::Whole {
+                    fragment = Fragment::First { id };
                 }
             }
             _ => break,
         }
         if offset > packet.len() {
-            return Parsed::Malformed;
+            return whole(Parsed::Malformed);
         }
         if offset > MAX_L4_OFFSET {
-            return Parsed::ExtLimit;
+            return whole(Parsed::ExtLimit);
         }
         walked += 1;
     }
     let l4 = &packet[offset..];
-    match next_header {
+    let parsed = match next_header {
         6 | 17 => match l4.get(..4) {
             Some(p) => flow(
                 next_header,
@@ -140,6 +185,10 @@ pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
             None => Parsed::Malformed,
         },
         other => flow(other, L4::Opaque),
+    };
+    match parsed {
+        Parsed::Flow(_) => (parsed, fragment),
+        other => whole(other),
     }
 }
 
@@ -226,5 +275,53 @@ mod tests {
         f[16] = 0x08;
         f[17] = 0x00;
         assert_eq!(parse_frame(&f, true), Parsed::NotIpv6);
+    }
+
+    #[test]
+    fn two_tags_parse_and_a_third_is_dropped() {
+        let mut f = frame(17, &[0; 8]);
+        f.splice(12..12, [0x88, 0xa8, 0x00, 0x05, 0x81, 0x00, 0x00, 0x06]);
+        assert!(matches!(parse_frame(&f, true), Parsed::Flow(_)));
+        f.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        assert_eq!(parse_frame(&f, true), Parsed::VlanDepth);
+    }
+
+    #[test]
+    fn fragment_identity_and_kind() {
+        // First fragment (offset 0, M=1) of UDP: ports visible, identification reported.
+        let mut first = vec![17, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+        first.extend_from_slice(&[0, 53, 1, 0, 0, 8, 0, 0]);
+        let (parsed, fragment) = parse_frame_fragment(&frame(44, &first), true);
+        assert!(matches!(
+            parsed,
+            Parsed::Flow(Flow {
+                l4: L4::Ports { .. },
+                ..
+            })
+        ));
+        assert_eq!(fragment, Fragment::First { id: 0xdead_beef });
+        // Atomic fragment (offset 0, M=0): a whole datagram.
+        first[3] = 0;
+        assert_eq!(
+            parse_frame_fragment(&frame(44, &first), true).1,
+            Fragment::Whole
+        );
+        // Later fragment of UDP: protocol known; after a destination-options header: not.
+        let later = [17, 0, 0, 0x10, 0, 0, 0, 9, 1, 2, 3, 4];
+        assert_eq!(
+            parse_frame_fragment(&frame(44, &later), true).1,
+            Fragment::NonFirst {
+                id: 9,
+                proto_known: true
+            }
+        );
+        let hidden = [60, 0, 0, 0x10, 0, 0, 0, 9, 1, 2, 3, 4];
+        assert_eq!(
+            parse_frame_fragment(&frame(44, &hidden), false).1,
+            Fragment::NonFirst {
+                id: 9,
+                proto_known: false
+            }
+        );
     }
 }

@@ -5,13 +5,23 @@
 //! the packet passes in clear. Neighbour discovery (RFC 4861 §4, ICMPv6 types 133-137) only ever
 //! matches a policy that names `icmp6` and that type, so a broad `any` policy between two hosts
 //! cannot cut them off from each other.
+//!
+//! Fragments (RFC 4301 §7, stateful fragment checking): a datagram's first fragment is classified
+//! like any packet and its verdict is remembered; its later fragments take that verdict. A later
+//! fragment whose first fragment was not seen takes the strictest verdict (discard over ipsec over
+//! none; the oldest policy among equally strict ones) of every policy that could match it with
+//! its ports ignored, and its protocol too when an extension header hides it
+//! ([`Spd::classify_fragment`]); if no policy could match, it passes. [`FirstFragments`] is that
+//! rule with its state.
 
+use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::ops::RangeInclusive;
 
+use super::packet::Fragment;
 use super::sp::Sp;
 use super::spd::Spd;
-use super::types::{Direction, UpperLayerProtocol};
+use super::types::{Action, Direction, UpperLayerProtocol};
 
 /// IPv6 next header of ICMPv6 (RFC 4443).
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
@@ -102,6 +112,99 @@ impl Spd {
             .into_iter()
             .filter(|sp| nd.is_none_or(|kind| sp.names_icmp_type(kind)))
             .find(|sp| sp.matches(flow))
+    }
+
+    /// The verdict of a later fragment whose first fragment was not seen: the strictest SP of
+    /// `direction` that could match it with ports ignored (and the protocol too unless
+    /// `proto_known`), the oldest among equally strict ones; `None` when none could.
+    pub fn classify_fragment(
+        &self,
+        direction: Direction,
+        flow: &Flow,
+        proto_known: bool,
+    ) -> Option<&Sp> {
+        let strictness = |sp: &Sp| match sp.action {
+            Action::Discard => 0,
+            Action::Ipsec => 1,
+            Action::None => 2,
+        };
+        self.sps()
+            .iter()
+            .filter(|sp| sp.direction == direction)
+            .filter(|sp| sp.source.contains(&flow.src) && sp.destination.contains(&flow.dst))
+            .filter(|sp| {
+                !proto_known
+                    || sp
+                        .protocol
+                        .next_header()
+                        .is_none_or(|nh| nh == flow.next_header)
+            })
+            .min_by_key(|sp| (strictness(sp), sp.seq))
+    }
+}
+
+/// Verdicts of first fragments, remembered for the later fragments of their datagrams (the
+/// module docs state the rule). Unbounded: the reference has no eviction.
+#[derive(Debug, Default)]
+pub struct FirstFragments {
+    seen: HashMap<(Ipv6Addr, Ipv6Addr, u32, Direction), Option<Sp>>,
+}
+
+/// A packet's reference verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The policy that decides, `None` when the packet passes for lack of one.
+    pub sp: Option<Sp>,
+    /// A later fragment whose first fragment was not seen (the stateless rule decided).
+    pub fragment_without_state: bool,
+}
+
+impl FirstFragments {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forget every remembered first fragment.
+    pub fn clear(&mut self) {
+        self.seen.clear();
+    }
+
+    /// The verdict of a packet of `flow` whose fragment header said `fragment`, remembering it
+    /// when it is a first fragment.
+    pub fn classify(
+        &mut self,
+        spd: &Spd,
+        direction: Direction,
+        flow: &Flow,
+        fragment: Fragment,
+    ) -> Verdict {
+        match fragment {
+            Fragment::Whole => Verdict {
+                sp: spd.classify(direction, flow).cloned(),
+                fragment_without_state: false,
+            },
+            Fragment::First { id } => {
+                let sp = spd.classify(direction, flow).cloned();
+                self.seen
+                    .insert((flow.src, flow.dst, id, direction), sp.clone());
+                Verdict {
+                    sp,
+                    fragment_without_state: false,
+                }
+            }
+            Fragment::NonFirst { id, proto_known } => {
+                match self.seen.get(&(flow.src, flow.dst, id, direction)) {
+                    Some(sp) => Verdict {
+                        sp: sp.clone(),
+                        fragment_without_state: false,
+                    },
+                    None => Verdict {
+                        sp: spd.classify_fragment(direction, flow, proto_known).cloned(),
+                        fragment_without_state: true,
+                    },
+                }
+            }
+        }
     }
 }
 
@@ -361,5 +464,107 @@ mod tests {
             Some("any"),
             "any matches opaque"
         );
+    }
+
+    #[test]
+    fn fragments_take_their_first_fragments_verdict_or_the_strictest() {
+        let mut spd = Spd::new();
+        spd.add_sa(&example_sa_args()).expect("adding sa1");
+        // ipsec for UDP port 9000, discard for TCP port 23, between the same hosts.
+        let mut udp = discard_sp_args("udp9000", "2001:db8::/64", "2001:db8:1::/64");
+        udp.upper_layer_protocol = Some("udp".into());
+        udp.destination_port = Some("9000".into());
+        udp.action = Some("ipsec".into());
+        udp.sp_mode = Some("transport".into());
+        udp.sa_name = Some("sa1".into());
+        add(&mut spd, &udp);
+        let mut telnet = discard_sp_args("telnet", "2001:db8::/64", "2001:db8:1::/64");
+        telnet.upper_layer_protocol = Some("tcp".into());
+        telnet.destination_port = Some("23".into());
+        add(&mut spd, &telnet);
+        let first = Flow {
+            src: addr("2001:db8::1"),
+            dst: addr("2001:db8:1::1"),
+            next_header: 17,
+            l4: L4::Ports { src: 5, dst: 53 },
+        };
+        let later = Flow {
+            l4: L4::Opaque,
+            ..first
+        };
+        let mut state = FirstFragments::new();
+        let out = Direction::Out;
+        // Without state a UDP fragment could belong to the ipsec flow: ipsec.
+        let v = state.classify(
+            &spd,
+            out,
+            &later,
+            Fragment::NonFirst {
+                id: 7,
+                proto_known: true,
+            },
+        );
+        assert_eq!(v.sp.map(|sp| sp.name), Some("udp9000".into()));
+        assert!(v.fragment_without_state);
+        // With the protocol hidden, the discard policy could match too: discard wins.
+        let v = state.classify(
+            &spd,
+            out,
+            &later,
+            Fragment::NonFirst {
+                id: 7,
+                proto_known: false,
+            },
+        );
+        assert_eq!(v.sp.map(|sp| sp.name), Some("telnet".into()));
+        // A first fragment to port 53 matches nothing; its later fragments pass with it.
+        let v = state.classify(&spd, out, &first, Fragment::First { id: 7 });
+        assert_eq!(v.sp, None);
+        let v = state.classify(
+            &spd,
+            out,
+            &later,
+            Fragment::NonFirst {
+                id: 7,
+                proto_known: false,
+            },
+        );
+        assert_eq!((v.sp, v.fragment_without_state), (None, false));
+        // Another datagram, and other hosts, have no state; hosts no policy covers pass.
+        let v = state.classify(
+            &spd,
+            out,
+            &later,
+            Fragment::NonFirst {
+                id: 8,
+                proto_known: true,
+            },
+        );
+        assert!(v.fragment_without_state && v.sp.is_some());
+        let elsewhere = Flow {
+            dst: addr("2001:db8:2::1"),
+            ..later
+        };
+        let v = state.classify(
+            &spd,
+            out,
+            &elsewhere,
+            Fragment::NonFirst {
+                id: 7,
+                proto_known: false,
+            },
+        );
+        assert_eq!((v.sp, v.fragment_without_state), (None, true));
+        // The other direction has no policy at all.
+        let v = state.classify(
+            &spd,
+            Direction::In,
+            &later,
+            Fragment::NonFirst {
+                id: 7,
+                proto_known: true,
+            },
+        );
+        assert_eq!(v.sp, None);
     }
 }
