@@ -1,0 +1,548 @@
+//! The adversarial wire suite: xipsec's first promise tried as an attacker would. Host a runs
+//! `xipsec daemon` on its veth; host b has no xipsec and captures on its end of the wire (XDP
+//! hides packets from taps on its own interface, so captures are never taken on a). Every probe
+//! counts clear frames of protected flows in b's capture, decoded by the capture helper (which
+//! proves with marker frames that it was listening), and that count must be 0; every discard
+//! probe must deliver nothing; fragmented `none` traffic must be delivered, in order and
+//! reordered; replayed, reflected and wrong-address ESP must not be delivered and must be
+//! counted; protected datagrams at the boundary sizes must decrypt intact under scapy's ESP.
+//!
+//! Addresses (all on the veth pair fd00:ad::/64 unless said otherwise):
+//! - a: `A` (the SA endpoint) and `A2` (a host address with an inbound `none` policy only);
+//!   tunnel inner `TA` on a's loopback.
+//! - b: `B1` (the protected peer), `B2` (`none` only), `B3` (`discard` only), `B_FORGED` (an
+//!   address no SA names); tunnel inner `TB` on b's loopback.
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use ipsec_tests::{
+    capture::{Capture, Class, Frames, describe},
+    daemon::Daemon,
+    esp_oracle::{EspSa, decrypt},
+    netns::VethPair,
+    require_root,
+    traffic::{fixture, py},
+};
+
+const TAG: u16 = 0xad;
+const A: &str = "fd00:ad::1";
+const A2: &str = "fd00:ad::11";
+const B1: &str = "fd00:ad::2";
+const B2: &str = "fd00:ad::3";
+const B3: &str = "fd00:ad::4";
+const B_FORGED: &str = "fd00:ad::5";
+const TA: &str = "fd00:ae::1";
+const TB: &str = "fd00:ae::2";
+/// Ports: protected, discarded, passed.
+const P_IPSEC: u16 = 9000;
+const P_DISCARD: u16 = 9100;
+const P_NONE: u16 = 9200;
+/// The marker every crafted or sent datagram carries (`fixtures/adversary.py`, and the text
+/// `traffic.py udp-send` repeats): found in any captured frame, it is plaintext that leaked.
+const MARK: &[u8] = b"XIPSEC-CLEARTEXT-MARK-";
+const MARK_TEXT: &str = "XIPSEC-CLEARTEXT-MARK-";
+
+const SPI_OUT: u32 = 0x3001;
+const SPI_IN: u32 = 0x3002;
+const SPI_OUT_TUNNEL: u32 = 0x3003;
+
+/// Every way `adversary.py frags` cuts a datagram.
+const SHAPES: [&str; 9] = [
+    "inorder",
+    "reverse",
+    "overlap",
+    "tiny",
+    "lone",
+    "ext-before",
+    "ext-after",
+    "vlan",
+    "qinq",
+];
+
+struct Lab {
+    pair: VethPair,
+    daemon: Daemon,
+    mac_a: String,
+    mac_b: String,
+    out: EspSa,
+    inbound: EspSa,
+    tunnel: EspSa,
+    scratch: PathBuf,
+    /// Holds a raw ESP socket open on b, so b's kernel (which has no ESP) does not answer our
+    /// ESP with ICMPv6 errors.
+    _absorb: Child,
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let out = VethPair::exec(ns, args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mac(ns: &str, iface: &str) -> String {
+    in_ns(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
+        .trim()
+        .to_owned()
+}
+
+impl Lab {
+    fn new() -> Self {
+        let pair = VethPair::new("xadv", TAG);
+        assert_eq!((pair.addr_a.as_str(), pair.addr_b.as_str()), (A, B1));
+        let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
+        for (ns, iface, addr) in [
+            (&na, &pair.if_a, A2),
+            (&nb, &pair.if_b, B2),
+            (&nb, &pair.if_b, B3),
+            (&nb, &pair.if_b, B_FORGED),
+        ] {
+            in_ns(ns, &["ip", "addr", "add", &format!("{addr}/64"), "dev", iface, "nodad"]);
+        }
+        in_ns(&na, &["ip", "addr", "add", &format!("{TA}/128"), "dev", "lo"]);
+        in_ns(&nb, &["ip", "addr", "add", &format!("{TB}/128"), "dev", "lo"]);
+        in_ns(&na, &["ip", "-6", "route", "add", TB, "via", B1, "src", TA]);
+        in_ns(&nb, &["ip", "-6", "route", "add", TA, "via", A]);
+        let absorb = py(&nb, &["esp-absorb", "600"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting the ESP absorber on b");
+        let daemon = Daemon::start("adversarial", &na, &pair.if_a);
+        let out = EspSa::aes_sha256("o-t", SPI_OUT, (A, B1), 0x11);
+        let inbound = EspSa::aes_sha256("i-t", SPI_IN, (B1, A), 0x22);
+        let mut tunnel = EspSa::aes_sha256("o-tun", SPI_OUT_TUNNEL, (A, B1), 0x33);
+        tunnel.mode = "tunnel";
+        for sa in [&out, &inbound, &tunnel] {
+            let args = sa.sa_add_args();
+            daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        let sp = |name: &str, dir: &str, (src, dst): (&str, &str), proto: &str, port: &str, action: &str, sa: Option<(&str, &str)>| {
+            let mut args = vec![
+                "sp", "add", "--sp-name", name, "--flow-direction", dir, "--sp-source", src,
+                "--sp-destination", dst, "--upper-layer-protocol", proto, "--source-port", "any",
+                "--destination-port", port, "--action", action,
+            ];
+            if let Some((sa, mode)) = sa {
+                args.extend(["--sa-name", sa, "--sp-mode", mode]);
+            }
+            daemon.ok(&args);
+        };
+        let ipsec_port = P_IPSEC.to_string();
+        let discard_port = P_DISCARD.to_string();
+        let none_port = P_NONE.to_string();
+        let (a128, b1_128) = (format!("{A}/128"), format!("{B1}/128"));
+        let (ta, tb) = (format!("{TA}/128"), format!("{TB}/128"));
+        sp("p-udp", "out", (&a128, &b1_128), "udp", &ipsec_port, "ipsec", Some(("o-t", "transport")));
+        sp("p-icmp", "out", (&a128, &b1_128), "icmp6", "128", "ipsec", Some(("o-t", "transport")));
+        sp("p-tun", "out", (&ta, &tb), "udp", &ipsec_port, "ipsec", Some(("o-tun", "tunnel")));
+        sp("p-tun-icmp", "out", (&ta, &tb), "icmp6", "128", "ipsec", Some(("o-tun", "tunnel")));
+        sp("d-udp", "out", ("any", &format!("{B3}/128")), "udp", &discard_port, "discard", None);
+        sp("d-icmp", "out", ("any", &format!("{B3}/128")), "icmp6", "any", "discard", None);
+        sp("n-udp", "out", ("any", &format!("{B2}/128")), "udp", &none_port, "none", None);
+        sp("pi-udp", "in", (&b1_128, &a128), "udp", &ipsec_port, "ipsec", Some(("i-t", "transport")));
+        sp("di-udp", "in", ("any", &a128), "udp", &discard_port, "discard", None);
+        sp("ni-udp", "in", ("any", &format!("{A2}/128")), "udp", &none_port, "none", None);
+        let scratch = std::env::temp_dir().join(format!("xipsec-adversarial-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).expect("creating the scratch dir");
+        let (mac_a, mac_b) = (mac(&na, &pair.if_a), mac(&nb, &pair.if_b));
+        Self {
+            pair,
+            daemon,
+            mac_a,
+            mac_b,
+            out,
+            inbound,
+            tunnel,
+            scratch,
+            _absorb: absorb,
+        }
+    }
+
+    fn spis(&self) -> [u32; 2] {
+        [SPI_OUT, SPI_OUT_TUNNEL]
+    }
+
+    /// A capture on b's end of the wire, its liveness proven by markers sent from a.
+    fn capture(&self, name: &str) -> Capture {
+        Capture::start_with_marker_from(
+            &self.pair.ns_b,
+            &self.pair.if_b,
+            &self.scratch.join(format!("{name}.pcap")),
+            &self.spis(),
+            (&self.pair.ns_a, &self.pair.if_a),
+        )
+    }
+
+    /// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
+    fn adversary(&self, ns: &str, args: &[&str]) -> usize {
+        let out = VethPair::exec(ns, &["python3"])
+            .arg(fixture("adversary.py"))
+            .args(args)
+            .output()
+            .expect("running adversary.py");
+        assert!(
+            out.status.success(),
+            "adversary.py {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("adversary.py prints a count")
+    }
+
+    /// Crafted fragment jobs sent out of a (through TC egress) towards b.
+    fn frags_from_a(&self, jobs: &[String]) -> usize {
+        let mut args = vec!["frags", &self.pair.if_a, &self.mac_a, &self.mac_b, A];
+        args.extend(jobs.iter().map(String::as_str));
+        self.adversary(&self.pair.ns_a, &args)
+    }
+
+    /// Crafted fragment jobs sent from `src` on b towards a (into a's XDP).
+    fn frags_from_b(&self, src: &str, jobs: &[String]) -> usize {
+        let mut args = vec!["frags", &self.pair.if_b, &self.mac_b, &self.mac_a, src];
+        args.extend(jobs.iter().map(String::as_str));
+        self.adversary(&self.pair.ns_b, &args)
+    }
+
+    fn udp_send(&self, ns: &str, dst: &str, port: u16, count: usize, size: usize) {
+        let status = py(ns, &["udp-send", dst, &port.to_string(), &count.to_string(), MARK_TEXT, &size.to_string()])
+            .status()
+            .expect("sending UDP");
+        assert!(status.success(), "udp-send to {dst}");
+    }
+
+    fn ping(&self, ns: &str, from: &str, dst: &str, size: usize) {
+        // Replies never come (b cannot decrypt, or the flow is discarded): only the sending
+        // matters, so the exit status is not.
+        let _ = VethPair::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "-I", from, "-s", &size.to_string(), "-p", "58495053", dst])
+            .output()
+            .expect("running ping");
+    }
+
+    /// A UDP listener on `addr`:`port` in `ns` for `seconds`; [`received`] collects its count.
+    fn listen(&self, ns: &str, addr: &str, port: u16, seconds: u32) -> Child {
+        let child = py(ns, &["udp-recv", addr, &port.to_string(), &seconds.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting a UDP listener");
+        std::thread::sleep(Duration::from_millis(400));
+        child
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let text = self.daemon.ok(&["stats", "--formatter", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+        find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name} in {text}"))
+    }
+}
+
+/// The value of counter `name` in the stats JSON (rows `{"reason": NAME, "packets": N}`).
+fn find_counter(v: &serde_json::Value, name: &str) -> Option<u64> {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(n) = map.get(name).and_then(serde_json::Value::as_u64) {
+                return Some(n);
+            }
+            let named = ["name", "reason", "counter"]
+                .iter()
+                .any(|k| map.get(*k).and_then(|x| x.as_str()) == Some(name));
+            if named {
+                for k in ["value", "count", "packets"] {
+                    if let Some(n) = map.get(k).and_then(serde_json::Value::as_u64) {
+                        return Some(n);
+                    }
+                }
+            }
+            map.values().find_map(|x| find_counter(x, name))
+        }
+        serde_json::Value::Array(items) => items.iter().find_map(|x| find_counter(x, name)),
+        _ => None,
+    }
+}
+
+fn received(listener: Child) -> usize {
+    let out = listener.wait_with_output().expect("listener output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("the listener prints a count")
+}
+
+/// Frames of the capture that went to `dst` and are not link control (ND, MLD).
+fn to(frames: &Frames, dst: &str) -> Vec<String> {
+    let dst: std::net::Ipv6Addr = dst.parse().expect("address");
+    frames
+        .frames
+        .iter()
+        .filter(|f| f.dst == dst && f.class != Class::Control)
+        .map(|f| f.describe())
+        .collect()
+}
+
+/// The promise for protected flows: not one clear frame, and the plaintext nowhere.
+fn assert_no_clear(frames: &Frames, probe: &str) {
+    let clear = frames.clear_frames();
+    assert!(
+        clear.is_empty(),
+        "{probe}: {} clear frames on the wire:\n{}",
+        clear.len(),
+        describe(&clear)
+    );
+    let leaked: Vec<_> = frames.frames.iter().filter(|f| f.contains(MARK)).collect();
+    assert!(
+        leaked.is_empty(),
+        "{probe}: plaintext readable in {} frames:\n{}",
+        leaked.len(),
+        describe(&leaked)
+    );
+}
+
+/// UDP payload lengths of the decrypted inner packets (IPv6 + UDP, no extension headers).
+fn inner_udp_sizes(frames: &Frames, sas: &[EspSa], probe: &str) -> BTreeSet<usize> {
+    let packets = frames.esp_packets();
+    let mut sizes = BTreeSet::new();
+    for (i, inner) in decrypt(sas, &packets).into_iter().enumerate() {
+        let inner = inner.unwrap_or_else(|e| panic!("{probe}: ESP packet {i} does not decrypt: {e}"));
+        assert!(inner.len() >= 48, "{probe}: inner packet {i} too short");
+        if inner[6] == 17 {
+            let len = usize::from(u16::from_be_bytes([inner[44], inner[45]]));
+            assert_eq!(len + 40, inner.len(), "{probe}: inner UDP {i} cut short");
+            let payload = &inner[48..];
+            assert!(
+                payload.len() < MARK.len() || payload.starts_with(MARK),
+                "{probe}: inner payload {i} is not what was sent"
+            );
+            sizes.insert(payload.len());
+        }
+    }
+    sizes
+}
+
+#[test]
+fn adversarial_wire_suite() {
+    if !require_root("adversarial_wire_suite") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (na, nb) = (lab.pair.ns_a.clone(), lab.pair.ns_b.clone());
+
+    // --- Oversized datagrams the stack fragments (2 and 3 fragments), protected and discarded.
+    let cap = lab.capture("stack-fragments");
+    for size in [2000, 4000] {
+        lab.udp_send(&na, B1, P_IPSEC, 3, size);
+        lab.ping(&na, A, B1, size);
+        lab.udp_send(&na, B3, P_DISCARD, 3, size);
+        lab.ping(&na, A, B3, size);
+    }
+    let frames = cap.stop();
+    assert_no_clear(&frames, "stack-fragmented datagrams");
+    assert!(to(&frames, B3).is_empty(), "discarded datagrams reached b: {:?}", to(&frames, B3));
+    let sizes = inner_udp_sizes(&frames, std::slice::from_ref(&lab.out), "stack-fragmented");
+    assert_eq!(sizes, BTreeSet::from([2000, 4000]), "protected UDP arrives whole");
+
+    // --- Crafted fragments out of a: every shape, protected and discarded, UDP and ICMPv6.
+    let cap = lab.capture("crafted-out");
+    let mut jobs = Vec::new();
+    for (i, shape) in SHAPES.iter().enumerate() {
+        for (dst, proto, port) in [(B1, "udp", P_IPSEC), (B1, "icmp", 0), (B3, "udp", P_DISCARD), (B3, "icmp", 0)] {
+            jobs.push(format!("{dst},{proto},{port},3000,{shape},{}", 1000 + i * 10 + jobs.len()));
+        }
+    }
+    let sent = lab.frags_from_a(&jobs);
+    let frames = cap.stop();
+    assert!(sent > jobs.len(), "crafted fragments sent: {sent}");
+    assert_no_clear(&frames, "crafted fragments out of a");
+    assert!(to(&frames, B3).is_empty(), "discarded fragments reached b: {:?}", to(&frames, B3));
+
+    // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
+    let listener = lab.listen(&nb, B2, P_NONE, 4);
+    lab.udp_send(&na, B2, P_NONE, 2, 4000);
+    let crafted = ["inorder", "reverse"]
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| format!("{B2},udp,{P_NONE},3000,{shape},{}", 2000 + i))
+        .collect::<Vec<_>>();
+    lab.frags_from_a(&crafted);
+    assert_eq!(received(listener), 4, "none traffic out of a, fragmented, is delivered");
+    let listener = lab.listen(&na, A2, P_NONE, 4);
+    lab.udp_send(&nb, A2, P_NONE, 2, 4000);
+    let crafted: Vec<String> = ["inorder", "reverse"]
+        .iter()
+        .enumerate()
+        .map(|(i, shape)| format!("{A2},udp,{P_NONE},3000,{shape},{}", 3000 + i))
+        .collect();
+    lab.frags_from_b(B1, &crafted);
+    assert_eq!(received(listener), 4, "none traffic into a, fragmented, is delivered");
+
+    // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
+    let protected = lab.listen(&na, A, P_IPSEC, 6);
+    let discarded = lab.listen(&na, A, P_DISCARD, 6);
+    lab.udp_send(&nb, A, P_IPSEC, 3, 4000);
+    lab.udp_send(&nb, A, P_DISCARD, 3, 4000);
+    let mut jobs = Vec::new();
+    for (i, shape) in SHAPES.iter().take(7).enumerate() {
+        jobs.push(format!("{A},udp,{P_IPSEC},3000,{shape},{}", 4000 + i));
+        jobs.push(format!("{A},udp,{P_DISCARD},3000,{shape},{}", 4100 + i));
+    }
+    lab.frags_from_b(B1, &jobs);
+    assert_eq!(received(protected), 0, "clear fragments of a protected flow delivered");
+    assert_eq!(received(discarded), 0, "fragments of a discarded flow delivered");
+
+    // --- A marked socket: neither the engine's mark nor any other lets plaintext out.
+    let cap = lab.capture("marks");
+    let marks: Vec<String> = ["0x58505345", "0x1", "0xffffffff", "0x12345678", "0x58505344"]
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
+    let mut args = vec!["marked", B1, "9000"];
+    args.extend(marks.iter().map(String::as_str));
+    lab.adversary(&na, &args);
+    let frames = cap.stop();
+    assert_no_clear(&frames, "marked sockets");
+    assert!(frames.esp_count() >= marks.len(), "marked datagrams are protected, not dropped");
+
+    // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
+    let pcap = lab.scratch.join("replay.pcap");
+    let key = |k: &Option<String>| k.as_deref().unwrap_or_default().trim_start_matches("0x").to_owned();
+    let enc_key = key(&lab.inbound.enc_key);
+    let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
+    let listener = lab.listen(&na, A, P_IPSEC, 4);
+    lab.adversary(&nb, &[
+        "esp", &lab.pair.if_b, &lab.mac_b, &lab.mac_a, B1, A, &format!("{SPI_IN:#x}"), &enc_key,
+        &auth_key, "1", "5", "9000", pcap.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(received(listener), 5, "fresh ESP is delivered");
+    let replay = |lab: &Lab, when: &str| {
+        let drops = lab.counter("esp_replay_drops");
+        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        lab.adversary(&nb, &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")]);
+        assert_eq!(received(listener), 0, "replayed ESP delivered {when}");
+        assert!(lab.counter("esp_replay_drops") >= drops + 5, "replays counted {when}");
+    };
+    replay(&lab, "while running");
+    lab.daemon.stop();
+    lab.daemon.spawn();
+    replay(&lab, "after a clean restart");
+    lab.daemon.kill9();
+    lab.daemon.spawn();
+    replay(&lab, "after kill -9");
+    lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
+    lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
+    let args = lab.inbound.sa_add_args();
+    lab.daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    lab.daemon.ok(&[
+        "sp", "add", "--sp-name", "pi-udp", "--flow-direction", "in", "--sp-source", &format!("{B1}/128"),
+        "--sp-destination", &format!("{A}/128"), "--upper-layer-protocol", "udp", "--source-port", "any",
+        "--destination-port", "9000", "--action", "ipsec", "--sa-name", "i-t", "--sp-mode", "transport",
+    ]);
+    replay(&lab, "after the SA was re-added");
+
+    // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
+    let cap = lab.capture("to-reflect");
+    lab.udp_send(&na, B1, P_IPSEC, 3, 100);
+    let own = cap.stop();
+    assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
+    let unknown = lab.counter("drop_unknown_spi");
+    let listener = lab.listen(&na, A, P_IPSEC, 4);
+    let reflected = lab.adversary(&nb, &[
+        "reflect", &lab.pair.if_b, &lab.mac_b, &lab.mac_a, own.file.to_str().expect("utf-8"),
+        &format!("{SPI_OUT:#x}"),
+    ]);
+    assert!(reflected >= 3, "reflected {reflected}");
+    assert_eq!(received(listener), 0, "reflected ESP delivered");
+    assert!(lab.counter("drop_unknown_spi") >= unknown + 3, "reflected ESP counted");
+    let mismatch = lab.counter("esp_address_mismatch");
+    let listener = lab.listen(&na, A, P_IPSEC, 4);
+    let forged = lab.scratch.join("forged.pcap");
+    lab.adversary(&nb, &[
+        "esp", &lab.pair.if_b, &lab.mac_b, &lab.mac_a, B_FORGED, A, &format!("{SPI_IN:#x}"),
+        &enc_key, &auth_key, "1000", "3", "9000", forged.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(received(listener), 0, "ESP from an address the SA does not name delivered");
+    assert!(lab.counter("esp_address_mismatch") >= mismatch + 3, "wrong-address ESP counted");
+
+    // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
+    let disruptions: [(&str, &dyn Fn(&mut Lab)); 3] = [
+        ("kill -9", &|lab: &mut Lab| {
+            lab.daemon.kill9();
+        }),
+        ("TUN deleted", &|lab: &mut Lab| {
+            let _ = VethPair::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
+        }),
+        ("interface down/up", &|lab: &mut Lab| {
+            let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
+            in_ns(&ns, &["ip", "link", "set", &iface, "down"]);
+            std::thread::sleep(Duration::from_millis(300));
+            in_ns(&ns, &["ip", "link", "set", &iface, "up"]);
+        }),
+    ];
+    for (what, disrupt) in disruptions {
+        let cap = lab.capture(&what.replace([' ', '/'], "-"));
+        let sender = py(&na, &["udp-send", B1, "9000", "200", MARK_TEXT, "3000"])
+            .spawn()
+            .expect("starting a protected stream");
+        std::thread::sleep(Duration::from_millis(500));
+        disrupt(&mut lab);
+        let _ = sender.wait_with_output();
+        let frames = cap.stop();
+        assert_no_clear(&frames, what);
+        if lab.daemon.cli(&["status"]).status.success() {
+            lab.daemon.stop();
+        }
+        lab.daemon.spawn();
+    }
+
+    // --- Boundary sizes arrive intact at scapy's ESP, transport and tunnel mode.
+    // aes128-cbc + hmac-sha2-256: 8 (SPI, sequence) + 16 (IV) + padded(payload + 2) + 16 (ICV)
+    // after the 40-byte IPv6 header; transport carries UDP (8), tunnel IPv6 + UDP (48).
+    let largest = |inner_overhead: usize| (1500 - 40 - 8 - 16 - 16) / 16 * 16 - 2 - inner_overhead;
+    for (mode, from, dst, sa, inner_overhead) in [
+        ("transport", A, B1, lab.out.clone(), 8),
+        ("tunnel", TA, TB, lab.tunnel.clone(), 48),
+    ] {
+        let fit = largest(inner_overhead);
+        let sizes = [fit, fit + 1, 1280, 3000, 8000];
+        let cap = lab.capture(&format!("boundary-{mode}"));
+        for size in sizes {
+            lab.udp_send(&na, dst, P_IPSEC, 1, size);
+        }
+        lab.ping(&na, from, dst, 8000);
+        let frames = cap.stop();
+        assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
+        let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);
+        assert_eq!(got, BTreeSet::from(sizes), "{mode}: every size arrives whole");
+        // The largest that fits leaves unfragmented (1,488 bytes: the cipher block leaves 12 of
+        // the link's 1,500 unused), one byte more does not.
+        let whole: Vec<usize> = frames
+            .esp_frames()
+            .iter()
+            .filter(|f| f.fragment.is_none())
+            .map(|f| f.ipv6().len())
+            .collect();
+        assert!(whole.contains(&1488), "{mode}: the largest datagram leaves whole: {whole:?}");
+        assert!(
+            !whole.iter().any(|len| *len > 1500),
+            "{mode}: no ESP frame over the link MTU: {whole:?}"
+        );
+        let pings = decrypt(std::slice::from_ref(&sa), &frames.esp_packets())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|p| p.len() > 48 && p[6] == 58 && p[40] == 128)
+            .map(|p| p.len() - 48)
+            .collect::<Vec<_>>();
+        assert!(pings.contains(&8000), "{mode}: the 8,000-byte ping arrives whole: {pings:?}");
+    }
+}
