@@ -68,6 +68,7 @@
 
 mod gro;
 mod mss;
+mod reassembly;
 mod seq;
 mod sys;
 mod tables;
@@ -80,7 +81,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -92,6 +93,7 @@ pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use tables::{FLOW_CACHE_LIMIT, Stat};
 pub use xsk::{XskBinding, XskReceiver};
 
+use reassembly::{Outcome, Reassembler};
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
 use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
@@ -292,6 +294,12 @@ impl EspEngine {
         &self.xsk
     }
 
+    /// Socket cookies (`SO_COOKIE`) of the raw socket(s) the engine sends its ESP from, for TC
+    /// egress to recognise the engine's own packets (`bpf_get_socket_cookie`). One today.
+    pub fn send_socket_cookies(&self) -> Vec<u64> {
+        vec![sys::socket_cookie(self.shared.socket.as_raw_fd())]
+    }
+
     /// The TUN device's name.
     pub fn tun_name(&self) -> &str {
         &self.tun_name
@@ -337,6 +345,7 @@ impl EspEngine {
         // The kernel counts what AF_XDP dropped; read it from the sockets.
         // `snapshot` lists the counters in `Stat` order.
         stats[Stat::XskDrops as usize].1 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
+        stats[Stat::TunQueueDrops as usize].1 = sys::tun_queue_drops(&self.tun_name);
         stats
     }
 }
@@ -480,6 +489,9 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     let mut seg_frame = Vec::with_capacity(2048);
     seg_frame.extend_from_slice(&FAKE_ETHERNET);
     let poll_logged = AtomicBool::new(false);
+    let mut fragments = Reassembler::new(reassembly::DEFAULT_LIMITS);
+    let mut whole = Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET);
+    whole.extend_from_slice(&FAKE_ETHERNET);
     let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &[tun]);
     let Some(mut batch) = pipeline.first() else {
         return;
@@ -534,6 +546,27 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                             }
                             continue;
                         }
+                        // A fragment (the kernel redirects every fragment of a protected
+                        // datagram here) waits for the rest; the whole datagram is then
+                        // protected once, and a fragment never leaves on its own.
+                        match fragments.push(packet, Instant::now(), &mut whole) {
+                            Outcome::NotFragment => {}
+                            outcome => {
+                                count_fragment(shared, outcome, &mut fragments);
+                                if outcome == Outcome::Complete {
+                                    if table.protect(
+                                        &whole,
+                                        &mut batch[n],
+                                        &shared.stats,
+                                        &shared.store,
+                                    ) {
+                                        n += 1;
+                                    }
+                                    whole.truncate(FAKE_ETHERNET.len());
+                                }
+                                continue;
+                            }
+                        }
                         // Checksums of plain packets may be left to us (checksum offload);
                         // finish one rather than encrypt it broken.
                         if !gro::complete_checksum(&vnet, packet) {
@@ -562,6 +595,23 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
             batch = next;
         }
     }
+}
+
+/// Counts what reassembly did with one fragment, and the datagrams it gave up on meanwhile.
+fn count_fragment(shared: &Shared, outcome: Outcome, fragments: &mut Reassembler) {
+    let stat = match outcome {
+        Outcome::NotFragment | Outcome::Pending => None,
+        Outcome::Complete => Some(Stat::FragReassembled),
+        Outcome::Duplicate => Some(Stat::FragDuplicates),
+        Outcome::Dropped(reassembly::Drop::Overlap) => Some(Stat::FragOverlaps),
+        Outcome::Dropped(_) => Some(Stat::FragDropped),
+    };
+    if let Some(stat) = stat {
+        shared.stats.bump(stat);
+    }
+    let counts = fragments.take_counts();
+    shared.stats.add(Stat::FragTimeouts, counts.timed_out);
+    shared.stats.add(Stat::FragEvicted, counts.evicted);
 }
 
 /// The inbound worker: ESP from the raw socket (`recvmmsg`) and the AF_XDP sockets ->

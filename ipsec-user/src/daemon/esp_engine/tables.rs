@@ -85,6 +85,18 @@ engine_stats! {
     RecvErrors => "esp_recv_errors": "Failed receives on the raw ESP socket.",
     XskReceived => "esp_xsk_received": "Inbound ESP frames taken from the AF_XDP sockets (the rest came by the raw socket).",
     XskDrops => "esp_xsk_drops": "Inbound ESP the AF_XDP sockets dropped (receive ring full or no free frame), as the kernel counts them.",
+    FragReassembled => "esp_frag_reassembled": "Outbound datagrams put back together from their fragments (then protected as one packet).",
+    FragDuplicates => "esp_frag_duplicates": "Outbound fragments that exactly repeat one already held (ignored, RFC 8200 §4.5).",
+    FragOverlaps => "esp_frag_overlaps": "Outbound fragments dropped for overlapping another (their whole datagram is dropped, RFC 5722).",
+    FragTimeouts => "esp_frag_timeouts": "Outbound datagrams whose fragments did not all arrive within the reassembly timeout (30 s).",
+    FragEvicted => "esp_frag_evicted": "Outbound datagrams being reassembled that were evicted to bound the reassembly memory.",
+    FragDropped => "esp_frag_dropped": "Outbound fragments dropped as malformed, too big (> 65,535 bytes) or in too many pieces.",
+    AddressMismatch => "esp_address_mismatch": "Inbound ESP whose outer source or destination is not its SA's (--sa-source/--sa-destination).",
+    InnerProtocolRefused => "esp_inner_protocol_refused": "Decrypted packets carrying IPv6, IPv4, ESP, AH or a fragment after ESP, which no policy can check.",
+    ReplayPersistErrors => "esp_replay_persist_errors": "Inbound ESP dropped because the SA's replay ceiling could not be written.",
+    VolumeLimit => "esp_volume_limit": "Packets dropped because their 3DES SA reached its block limit (Sweet32, --tdes-block-limit).",
+    WorkerDeaths => "esp_worker_deaths": "Engine threads that died (panicked); protected flows then fail closed.",
+    TunQueueDrops => "esp_tun_queue_drops": "Packets the kernel dropped at the TUN device (its queue to the engine full), from its tx_dropped + rx_dropped.",
 }
 
 /// The engine counters, shared by both workers.
