@@ -158,6 +158,12 @@ fn fragment_view(packet: &[u8]) -> Result<Option<FragmentView>, Drop> {
     Err(Drop::Malformed)
 }
 
+/// Whether the IPv6 packet `packet` carries a fragment header (or a header chain that does not
+/// parse, which is treated the same: nothing behind it can be checked).
+pub fn has_fragment_header(packet: &[u8]) -> bool {
+    !matches!(fragment_view(packet), Ok(None))
+}
+
 /// One datagram being put together.
 #[derive(Default)]
 struct Datagram {

@@ -24,6 +24,7 @@ use tracing::warn;
 
 use super::EngineError;
 use super::mss;
+use super::reassembly;
 use super::seq::SeqStore;
 use super::sys::{Incoming, Outgoing};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OutboundSa, SaConfig};
@@ -185,7 +186,18 @@ struct SaIdentity {
     integrity_key: Key,
 }
 
+/// Upper-layer protocols a decrypted packet may not carry: IPv4 (4) and IPv6 (41) in IP,
+/// ESP (50), AH (51). Whatever they hold was never matched against a policy.
+const UNCHECKABLE: [u8; 4] = [4, 41, 50, 51];
+
 impl SaIdentity {
+    /// Whether `packet` (an IPv6 header, ESP after it) travels between this SA's endpoints;
+    /// `::` (`any`) matches every address.
+    fn binds(&self, packet: &[u8]) -> bool {
+        let matches = |want: Ipv6Addr, got: &[u8]| want.is_unspecified() || want.octets() == got;
+        matches(self.source, &packet[8..24]) && matches(self.destination, &packet[24..40])
+    }
+
     fn of(sa: &Sa) -> Self {
         Self {
             spi: sa.spi,
@@ -671,6 +683,14 @@ impl InTable {
             return false;
         };
         let entry = &mut self.sas[index];
+        // The SA is bound to its endpoints (unless `any`): ESP under the right SPI from or to
+        // another address, our own outbound ESP reflected back among them, is not its traffic.
+        // Checked before any cryptography, so it never moves the replay window.
+        if !entry.identity.binds(packet) {
+            SaCells::bump(&entry.cells.errors);
+            stats.bump(Stat::AddressMismatch);
+            return false;
+        }
         match entry.sa.decapsulate(packet, plain) {
             Ok(Decapsulated::Deliver { .. }) => {
                 entry.cells.packet(plain.len());
@@ -703,6 +723,14 @@ impl InTable {
             stats.bump(Stat::PolicyMismatch);
             return false;
         };
+        // A policy selects on the upper-layer header; behind these it would check the wrong
+        // one (an inner packet, or a header it cannot see), so they are never delivered.
+        if UNCHECKABLE.contains(&flow.next_header)
+            || reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..])
+        {
+            stats.bump(Stat::InnerProtocolRefused);
+            return false;
+        }
         let Some(sp) = self.allowed(&flow, index) else {
             stats.bump(Stat::PolicyMismatch);
             return false;
@@ -971,6 +999,71 @@ mod tests {
         wire.buf[40..44].copy_from_slice(&0x9999u32.to_be_bytes());
         assert!(b.receive(&mut wire).is_none());
         assert_eq!(b.stats.get(Stat::UnknownSpi), 1);
+    }
+
+    #[test]
+    fn esp_from_or_to_the_wrong_address_is_dropped_before_decryption() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        let other: Ipv6Addr = "fd00:ee::3".parse().expect("addr");
+        let packet = udp(A, B, 5000, 100);
+        let wire = a.protect(&packet).expect("a protects");
+        let copy = |slot: &Incoming| {
+            let mut c = Incoming::new();
+            c.buf[..].copy_from_slice(&slot.buf[..]);
+            c.len = slot.len;
+            c.source = slot.source;
+            c.destination = slot.destination;
+            c.hop_limit = slot.hop_limit;
+            c
+        };
+        // Right SPI and ICV, wrong source.
+        let mut spoofed = copy(&wire);
+        spoofed.source = other;
+        assert!(b.receive(&mut spoofed).is_none());
+        // Right SPI and ICV, wrong destination.
+        let mut elsewhere = copy(&wire);
+        elsewhere.destination = Some(other);
+        assert!(b.receive(&mut elsewhere).is_none());
+        // Reflected: the addresses swapped, as if bounced back to its sender.
+        let mut reflected = copy(&wire);
+        reflected.source = B.parse().expect("addr");
+        reflected.destination = Some(A.parse().expect("addr"));
+        assert!(b.receive(&mut reflected).is_none());
+        assert_eq!(b.stats.get(Stat::AddressMismatch), 3);
+        assert_eq!(b.stats.get(Stat::DecapOk), 0, "nothing was decrypted");
+        // None of them moved the replay window: the genuine packet still opens.
+        let mut genuine = copy(&wire);
+        assert_eq!(b.receive(&mut genuine), Some(packet));
+        // `any` binds nothing: the same spoofed source is then accepted by address.
+        let mut any = Spd::new();
+        let mut args = sa_args("a2b", "any", "any", "0x1001");
+        args.sa_mode = s("transport");
+        any.add_sa(&args).expect("adding a2b");
+        any.add_sp(&sp_args("in", A, B, "in", "a2b"))
+            .expect("adding the in sp");
+        let mut c = Side::new(&any);
+        let mut fresh = a.protect(&udp(A, B, 5000, 100)).expect("a protects");
+        fresh.source = A.parse().expect("addr");
+        assert!(c.receive(&mut fresh).is_some());
+        assert_eq!(c.stats.get(Stat::AddressMismatch), 0);
+    }
+
+    #[test]
+    fn tunnels_and_esp_inside_transport_mode_are_refused() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        for protocol in [4u8, 41, 50, 51] {
+            let mut packet = udp(A, B, 5000, 100);
+            packet[6] = protocol;
+            let mut wire = a.protect(&packet).expect("a protects any protocol");
+            assert!(b.receive(&mut wire).is_none(), "protocol {protocol} delivered");
+        }
+        assert_eq!(b.stats.get(Stat::InnerProtocolRefused), 4);
+        assert_eq!(b.stats.get(Stat::DecapOk), 4, "authentic, but not deliverable");
+        assert_eq!(b.stats.get(Stat::Delivered), 0);
+        let mut wire = a.protect(&udp(A, B, 5000, 100)).expect("a protects");
+        assert!(b.receive(&mut wire).is_some(), "udp still delivered");
     }
 
     #[test]
