@@ -69,6 +69,7 @@
 mod gro;
 mod mss;
 mod reassembly;
+mod replay_store;
 mod seq;
 mod sys;
 mod tables;
@@ -89,11 +90,13 @@ use crate::crypto::ConfigError;
 use crate::daemon::port::SaCount;
 use crate::model::Spd;
 
+pub use replay_store::FILE_NAME as REPLAY_FILE_NAME;
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use tables::{FLOW_CACHE_LIMIT, Stat};
 pub use xsk::{XskBinding, XskReceiver};
 
 use reassembly::{Outcome, Reassembler};
+use replay_store::ReplayStore;
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
 use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
@@ -184,6 +187,17 @@ pub enum EngineError {
     /// The reservation file is not one; it is left untouched.
     #[error("corrupt sequence reservation file {}: {reason}", path.display())]
     SeqFileCorrupt { path: PathBuf, reason: String },
+    /// The replay ceiling file or its directory could not be read, created or written.
+    #[error("cannot {op} {}", path.display())]
+    ReplayFile {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The replay ceiling file is not one; it is left untouched.
+    #[error("corrupt replay ceiling file {}: {reason}", path.display())]
+    ReplayFileCorrupt { path: PathBuf, reason: String },
     /// An SA could not be keyed.
     #[error("cannot key sa {name}")]
     SaConfig {
@@ -205,6 +219,7 @@ struct Shared {
     out: Mutex<OutTable>,
     inb: Mutex<InTable>,
     store: Mutex<SeqStore>,
+    replay: Mutex<ReplayStore>,
     stats: EngineStats,
     registry: Mutex<BTreeMap<u32, Arc<SaCells>>>,
     tun: OwnedFd,
@@ -234,6 +249,7 @@ impl EspEngine {
     /// An [`EngineError`] naming what failed; nothing is left behind.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
         let store = SeqStore::open(&config.state_dir)?;
+        let replay = ReplayStore::open(&config.state_dir)?;
         let seq_file = store.path().display().to_string();
         let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
@@ -242,6 +258,7 @@ impl EspEngine {
             out: Mutex::new(OutTable::default()),
             inb: Mutex::new(InTable::default()),
             store: Mutex::new(store),
+            replay: Mutex::new(replay),
             stats: EngineStats::default(),
             registry: Mutex::new(BTreeMap::new()),
             tun: tun.fd,
@@ -313,12 +330,31 @@ impl EspEngine {
     /// # Errors
     /// [`EngineError::SaConfig`] if an SA cannot be keyed; the engine is then unchanged.
     pub fn update(&self, spd: &Spd) -> Result<(), EngineError> {
-        // Lock order everywhere: outbound table, inbound table, store, registry.
+        // Lock order everywhere: outbound table, inbound table, sequence store, replay store,
+        // registry.
         let mut out = lock(&self.shared.out);
         let mut inb = lock(&self.shared.inb);
-        let registry = tables::rebuild(spd, &mut out, &mut inb, &self.shared.store)?;
+        let registry = tables::rebuild(
+            spd,
+            &mut out,
+            &mut inb,
+            &self.shared.store,
+            &self.shared.replay,
+        )?;
         *lock(&self.shared.registry) = registry;
         Ok(())
+    }
+
+    /// Empties the replay window of the inbound SA with `spi` and forgets its persisted
+    /// ceiling: for a peer that keeps no state and restarted at sequence number 1. The cost:
+    /// every packet of this SA captured before becomes acceptable again. Returns whether the
+    /// engine holds such an SA.
+    ///
+    /// # Errors
+    /// [`EngineError::ReplayFile`] when the ceiling file cannot be written; nothing changed.
+    pub fn reset_replay(&self, spi: u32) -> Result<bool, EngineError> {
+        let mut inb = lock(&self.shared.inb);
+        inb.reset_replay(spi, &self.shared.replay)
     }
 
     /// Per-SA counters keyed by `Sa::id`: packets and bytes (plaintext IPv6 packet lengths,
@@ -642,7 +678,13 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 Ok(got) => {
                     let mut table = lock(&shared.inb);
                     for slot in &mut batch[..got] {
-                        if table.receive(slot, &mut out.plain, &mut out.frame, &shared.stats) {
+                        if table.receive(
+                            slot,
+                            &mut out.plain,
+                            &mut out.frame,
+                            &shared.stats,
+                            &shared.replay,
+                        ) {
                             out.deliver();
                         }
                     }
@@ -658,8 +700,13 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             for receiver in &mut receivers {
                 let mut table = lock(&shared.inb);
                 let got = receiver.receive(BATCH as u32, |ethernet| {
-                    if table.receive_frame(ethernet, &mut out.plain, &mut out.frame, &shared.stats)
-                    {
+                    if table.receive_frame(
+                        ethernet,
+                        &mut out.plain,
+                        &mut out.frame,
+                        &shared.stats,
+                        &shared.replay,
+                    ) {
                         out.deliver();
                     }
                 });
