@@ -99,6 +99,31 @@ pub enum SaCommand {
     /// Remove an SA: by --sa-name, by --sa-source + --sa-destination + --sa-spi, or all of them
     /// with --remove-all. Fails if the SA is in use by an SP (remove the SP first).
     Remove(SaRemove),
+    /// Empty an inbound SA's anti-replay window, for a peer that restarted at sequence 1.
+    #[command(
+        name = "reset-replay",
+        long_about = "Empty an inbound SA's anti-replay window and forget its persisted replay \
+            ceiling.\n\n\
+            xipsec never accepts an ESP sequence number twice, also not across daemon restarts, \
+            kill -9 or removing and re-adding the SA with the same SPI and keys: each inbound SA's \
+            highest acceptable number is written ahead to {state-dir}/esp-replay.json. A peer that \
+            keeps no state (manual keys on Linux XFRM, many test tools) starts again at sequence \
+            number 1 after its own restart, and everything it sends is then refused as replayed \
+            (esp_replay_drops in `xipsec stats`, replay_drops in `xipsec sa list`). This command \
+            lets such a peer in again.\n\n\
+            What it costs: every packet of this SA captured before the reset becomes acceptable \
+            again, once. Anyone who recorded the SA's traffic can replay it. Prefer new keys (sa \
+            remove, then sa add with a new SPI and keys); reset only when the peer cannot rekey."
+    )]
+    ResetReplay(SaResetReplay),
+}
+
+/// `xipsec sa reset-replay`.
+#[derive(Debug, Args)]
+pub struct SaResetReplay {
+    /// Required. Name of the inbound SA whose window to empty.
+    #[arg(short = 'n', long, value_name = "NAME")]
+    pub sa_name: Option<String>,
 }
 
 /// `xipsec sp ...`

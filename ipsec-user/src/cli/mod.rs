@@ -173,6 +173,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sa(SaCommand::List(out)) => list(socket, Request::SaList, out),
         Command::Sa(SaCommand::Add(a)) => change(socket, Request::SaAdd((*a).into())),
         Command::Sa(SaCommand::Remove(a)) => change(socket, Request::SaRemove(a.into())),
+        Command::Sa(SaCommand::ResetReplay(a)) => change(
+            socket,
+            Request::SaResetReplay {
+                sa_name: a.sa_name,
+            },
+        ),
         Command::Sp(SpCommand::List(out)) => list(socket, Request::SpList, out),
         Command::Sp(SpCommand::Add(a)) => change(socket, Request::SpAdd((*a).into())),
         Command::Sp(SpCommand::Remove(a)) => {
@@ -234,7 +240,7 @@ fn call(socket: &Path, request: &Request) -> Result<Response, Failure> {
 /// A change: silent on success, like esxcli.
 fn change(socket: &Path, request: Request) -> Result<(), Failure> {
     match call(socket, &request)? {
-        Response::Added { .. } | Response::Removed { .. } => Ok(()),
+        Response::Added { .. } | Response::Removed { .. } | Response::ReplayReset { .. } => Ok(()),
         other => Err(unexpected(&other)),
     }
 }

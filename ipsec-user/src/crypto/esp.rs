@@ -80,6 +80,10 @@ pub enum EspError {
     /// The ESP packet would exceed the IPv6 payload limit of 65535 bytes (no jumbograms).
     #[error("esp packet of {len} bytes exceeds the ipv6 maximum of 65575")]
     TooBig { len: usize },
+    /// Authentic and new, but above the SA's persisted replay ceiling and the next ceiling
+    /// could not be written: refused so a restart can never accept it again.
+    #[error("replay ceiling for sequence number {seq} not persisted")]
+    NotPersisted { seq: u32 },
     /// The cipher refused a buffer length: a bug here, reported rather than panicking.
     #[error(transparent)]
     Cipher(#[from] CipherLengthError),
@@ -101,6 +105,7 @@ impl EspError {
             Self::UnknownNextHeader { .. } => "unknown_next_header",
             Self::SequenceExhausted => "sequence_exhausted",
             Self::TooBig { .. } => "too_big",
+            Self::NotPersisted { .. } => "not_persisted",
             Self::Cipher(_) => "internal",
         }
     }
@@ -401,6 +406,17 @@ impl InboundSa {
         &self.replay
     }
 
+    /// Refuses every sequence number up to `ceiling` (a persisted replay ceiling, after a
+    /// restart); see [`ReplayWindow::start_above`].
+    pub fn start_above(&mut self, ceiling: u32) {
+        self.replay.start_above(ceiling);
+    }
+
+    /// Empties the replay window (an explicit operator reset; see [`ReplayWindow::reset`]).
+    pub fn reset_replay(&mut self) {
+        self.replay.reset();
+    }
+
     /// Verifies and decrypts the ESP packet `packet` into `out` (cleared first). On error `out`
     /// holds nothing meaningful; only an authentic packet changes the replay window.
     ///
@@ -412,6 +428,21 @@ impl InboundSa {
         &mut self,
         packet: &[u8],
         out: &mut Vec<u8>,
+    ) -> Result<Decapsulated, EspError> {
+        self.decapsulate_gated(packet, out, |_| true)
+    }
+
+    /// [`Self::decapsulate`], asking `admit(seq)` after the ICV verified and before the replay
+    /// window accepts `seq`: `false` refuses the packet with [`EspError::NotPersisted`] and
+    /// leaves the window as it was (the engine persists its replay ceiling there).
+    ///
+    /// # Errors
+    /// As [`Self::decapsulate`], plus `NotPersisted`.
+    pub fn decapsulate_gated(
+        &mut self,
+        packet: &[u8],
+        out: &mut Vec<u8>,
+        admit: impl FnOnce(u32) -> bool,
     ) -> Result<Decapsulated, EspError> {
         out.clear();
         let packet = wire::ipv6_packet(packet)?;
@@ -448,6 +479,9 @@ impl InboundSa {
         // RFC 4303 §3.4.4.1: verify before decrypting, in constant time.
         if !t.integrity.verify(authenticated, icv) {
             return Err(EspError::AuthFailed);
+        }
+        if !admit(seq) {
+            return Err(EspError::NotPersisted { seq });
         }
         // Only an authentic packet may move the window (§3.4.3).
         self.replay.accept(seq);

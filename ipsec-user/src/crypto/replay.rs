@@ -58,6 +58,23 @@ impl ReplayWindow {
         self.top
     }
 
+    /// Refuses every sequence number up to `ceiling`, as if all had been accepted: what a
+    /// receiver restarting with a persisted replay ceiling must do (nothing it may have accepted
+    /// before is accepted again). Only moves the window forward.
+    pub fn start_above(&mut self, ceiling: u32) {
+        if ceiling > self.top {
+            self.top = ceiling;
+            self.bitmap.fill(u64::MAX);
+        }
+    }
+
+    /// Forgets everything: the window accepts any sequence number but 0 again (the operator's
+    /// reset for a peer that restarted at 1).
+    pub fn reset(&mut self) {
+        self.top = 0;
+        self.bitmap.fill(0);
+    }
+
     fn bits(&self) -> u32 {
         // At most MAX_REPLAY_WINDOW bits, so this never truncates.
         u32::try_from(self.bitmap.len() * 64).unwrap_or(u32::MAX)
@@ -210,6 +227,23 @@ mod tests {
         assert!(!w.accept(u32::MAX), "duplicate of 2^32-1");
         assert!(w.check(u32::MAX - 63));
         assert!(!w.check(u32::MAX - 64));
+    }
+
+    #[test]
+    fn start_above_refuses_everything_up_to_the_ceiling_and_reset_forgets() {
+        let mut w = window(64);
+        assert!(w.accept(10));
+        w.start_above(1000);
+        for seq in [1, 10, 500, 936, 937, 999, 1000] {
+            assert!(!w.check(seq), "{seq} at or below the ceiling");
+        }
+        assert!(w.accept(1001));
+        assert!(!w.check(1000), "still refused after the window moved");
+        w.start_above(5);
+        assert_eq!(w.highest(), 1001, "never moves back");
+        w.reset();
+        assert!(w.accept(1));
+        assert!(w.accept(5));
     }
 
     #[test]

@@ -146,6 +146,10 @@ impl State {
                     let _ = reply.send(shutting_down());
                     continue;
                 }
+                if let Request::SaResetReplay { sa_name } = *request {
+                    let _ = reply.send(self.reset_replay(sa_name.as_deref()));
+                    continue;
+                }
                 let request = match self.read(*request) {
                     Ok(response) => {
                         let _ = reply.send(response);
@@ -169,6 +173,39 @@ impl State {
             }
             if let Some(next) = next.filter(|_| !pending.is_empty()) {
                 self.commit(next, pending);
+            }
+        }
+    }
+
+    /// `sa reset-replay`: the SA must exist in the committed state; the engine empties its
+    /// window and forgets its persisted ceiling. Nothing in the SPD changes.
+    fn reset_replay(&mut self, sa_name: Option<&str>) -> Response {
+        let error = |message: String| Response::Error { message };
+        let Some(name) = sa_name else {
+            return error("sa reset-replay needs --sa-name".to_owned());
+        };
+        let Some(sa) = self.spd.sas().iter().find(|sa| sa.name == name) else {
+            return error(format!("no sa named {name:?}; nothing changed"));
+        };
+        let spi = sa.spi;
+        match self.datapath.reset_replay(spi) {
+            Ok(true) => {
+                warn!(
+                    sa = %name, spi = format_args!("{spi:#x}"),
+                    "replay window reset by the operator: packets of this sa captured before are acceptable again"
+                );
+                Response::ReplayReset {
+                    name: name.to_owned(),
+                }
+            }
+            Ok(false) => error(format!(
+                "the esp engine holds no sa named {name:?}; nothing changed"
+            )),
+            Err(e) => {
+                error!(error = %format!("{e:#}"), sa = %name, "cannot reset the replay window");
+                error(format!(
+                    "cannot reset the replay window of {name}, nothing changed: {e:#}"
+                ))
             }
         }
     }
@@ -198,6 +235,9 @@ impl State {
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
             Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
             Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
+            Request::SaResetReplay { .. } => Response::Error {
+                message: "internal error: reset-replay reached the read path".to_owned(),
+            },
         })
     }
 

@@ -20,6 +20,11 @@ pub trait Datapath: Send {
     fn sync(&mut self, spd: &Spd) -> anyhow::Result<()>;
     /// Counters read back from the kernel/ESP engine.
     fn counters(&self) -> anyhow::Result<Counters>;
+    /// Empty the replay window of inbound SA `spi` and forget its persisted ceiling
+    /// (`xipsec sa reset-replay`). `Ok(false)` when the datapath holds no such SA.
+    fn reset_replay(&mut self, spi: u32) -> anyhow::Result<bool> {
+        anyhow::bail!("this datapath keeps no replay window for spi {spi:#x}")
+    }
 }
 
 /// Counters read back from the datapath, keyed by the model's slot ids.
@@ -64,5 +69,10 @@ impl Datapath for NoDatapath {
 
     fn counters(&self) -> anyhow::Result<Counters> {
         Ok(Counters::default())
+    }
+
+    fn reset_replay(&mut self, _spi: u32) -> anyhow::Result<bool> {
+        // No engine, no window: nothing is accepted, so there is nothing to reset.
+        Ok(true)
     }
 }

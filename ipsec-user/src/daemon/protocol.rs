@@ -26,6 +26,10 @@ pub enum Request {
     SaAdd(SaAddArgs),
     SaList,
     SaRemove(SaRemoveArgs),
+    /// Empty an inbound SA's anti-replay window (see `xipsec sa reset-replay --help`).
+    SaResetReplay {
+        sa_name: Option<String>,
+    },
     SpAdd(SpAddArgs),
     SpList,
     SpRemove(SpRemoveArgs),
@@ -44,6 +48,10 @@ pub enum Response {
     /// These SAs or SPs were removed, and the removal persisted.
     Removed {
         names: Vec<String>,
+    },
+    /// The replay window of this SA was emptied and its persisted ceiling forgotten.
+    ReplayReset {
+        name: String,
     },
     SaList(Vec<SaEntry>),
     SpList(Vec<SpEntry>),

@@ -86,6 +86,10 @@ impl Datapath for Attaching {
         Ok(())
     }
 
+    fn reset_replay(&mut self, spi: u32) -> anyhow::Result<bool> {
+        Ok(self.engine.reset_replay(spi)?)
+    }
+
     fn counters(&self) -> anyhow::Result<Counters> {
         // XDP/TC count what they matched; ESP meets its inbound SP only after decryption, in
         // the engine: a policy's counters are the sum of both.

@@ -68,6 +68,8 @@
 
 mod gro;
 mod mss;
+mod reassembly;
+mod replay_store;
 mod seq;
 mod sys;
 mod tables;
@@ -80,7 +82,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -88,10 +90,13 @@ use crate::crypto::ConfigError;
 use crate::daemon::port::SaCount;
 use crate::model::Spd;
 
+pub use replay_store::FILE_NAME as REPLAY_FILE_NAME;
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use tables::{FLOW_CACHE_LIMIT, Stat};
 pub use xsk::{XskBinding, XskReceiver};
 
+use reassembly::{Outcome, Reassembler};
+use replay_store::ReplayStore;
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
 use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
@@ -182,6 +187,17 @@ pub enum EngineError {
     /// The reservation file is not one; it is left untouched.
     #[error("corrupt sequence reservation file {}: {reason}", path.display())]
     SeqFileCorrupt { path: PathBuf, reason: String },
+    /// The replay ceiling file or its directory could not be read, created or written.
+    #[error("cannot {op} {}", path.display())]
+    ReplayFile {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The replay ceiling file is not one; it is left untouched.
+    #[error("corrupt replay ceiling file {}: {reason}", path.display())]
+    ReplayFileCorrupt { path: PathBuf, reason: String },
     /// An SA could not be keyed.
     #[error("cannot key sa {name}")]
     SaConfig {
@@ -203,6 +219,7 @@ struct Shared {
     out: Mutex<OutTable>,
     inb: Mutex<InTable>,
     store: Mutex<SeqStore>,
+    replay: Mutex<ReplayStore>,
     stats: EngineStats,
     registry: Mutex<BTreeMap<u32, Arc<SaCells>>>,
     tun: OwnedFd,
@@ -232,6 +249,7 @@ impl EspEngine {
     /// An [`EngineError`] naming what failed; nothing is left behind.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
         let store = SeqStore::open(&config.state_dir)?;
+        let replay = ReplayStore::open(&config.state_dir)?;
         let seq_file = store.path().display().to_string();
         let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
@@ -240,6 +258,7 @@ impl EspEngine {
             out: Mutex::new(OutTable::default()),
             inb: Mutex::new(InTable::default()),
             store: Mutex::new(store),
+            replay: Mutex::new(replay),
             stats: EngineStats::default(),
             registry: Mutex::new(BTreeMap::new()),
             tun: tun.fd,
@@ -292,6 +311,12 @@ impl EspEngine {
         &self.xsk
     }
 
+    /// Socket cookies (`SO_COOKIE`) of the raw socket(s) the engine sends its ESP from, for TC
+    /// egress to recognise the engine's own packets (`bpf_get_socket_cookie`). One today.
+    pub fn send_socket_cookies(&self) -> Vec<u64> {
+        vec![sys::socket_cookie(self.shared.socket.as_raw_fd())]
+    }
+
     /// The TUN device's name.
     pub fn tun_name(&self) -> &str {
         &self.tun_name
@@ -305,12 +330,31 @@ impl EspEngine {
     /// # Errors
     /// [`EngineError::SaConfig`] if an SA cannot be keyed; the engine is then unchanged.
     pub fn update(&self, spd: &Spd) -> Result<(), EngineError> {
-        // Lock order everywhere: outbound table, inbound table, store, registry.
+        // Lock order everywhere: outbound table, inbound table, sequence store, replay store,
+        // registry.
         let mut out = lock(&self.shared.out);
         let mut inb = lock(&self.shared.inb);
-        let registry = tables::rebuild(spd, &mut out, &mut inb, &self.shared.store)?;
+        let registry = tables::rebuild(
+            spd,
+            &mut out,
+            &mut inb,
+            &self.shared.store,
+            &self.shared.replay,
+        )?;
         *lock(&self.shared.registry) = registry;
         Ok(())
+    }
+
+    /// Empties the replay window of the inbound SA with `spi` and forgets its persisted
+    /// ceiling: for a peer that keeps no state and restarted at sequence number 1. The cost:
+    /// every packet of this SA captured before becomes acceptable again. Returns whether the
+    /// engine holds such an SA.
+    ///
+    /// # Errors
+    /// [`EngineError::ReplayFile`] when the ceiling file cannot be written; nothing changed.
+    pub fn reset_replay(&self, spi: u32) -> Result<bool, EngineError> {
+        let mut inb = lock(&self.shared.inb);
+        inb.reset_replay(spi, &self.shared.replay)
     }
 
     /// Per-SA counters keyed by `Sa::id`: packets and bytes (plaintext IPv6 packet lengths,
@@ -337,6 +381,7 @@ impl EspEngine {
         // The kernel counts what AF_XDP dropped; read it from the sockets.
         // `snapshot` lists the counters in `Stat` order.
         stats[Stat::XskDrops as usize].1 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
+        stats[Stat::TunQueueDrops as usize].1 = sys::tun_queue_drops(&self.tun_name);
         stats
     }
 }
@@ -480,6 +525,9 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     let mut seg_frame = Vec::with_capacity(2048);
     seg_frame.extend_from_slice(&FAKE_ETHERNET);
     let poll_logged = AtomicBool::new(false);
+    let mut fragments = Reassembler::new(reassembly::DEFAULT_LIMITS);
+    let mut whole = Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET);
+    whole.extend_from_slice(&FAKE_ETHERNET);
     let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &[tun]);
     let Some(mut batch) = pipeline.first() else {
         return;
@@ -534,6 +582,27 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                             }
                             continue;
                         }
+                        // A fragment (the kernel redirects every fragment of a protected
+                        // datagram here) waits for the rest; the whole datagram is then
+                        // protected once, and a fragment never leaves on its own.
+                        match fragments.push(packet, Instant::now(), &mut whole) {
+                            Outcome::NotFragment => {}
+                            outcome => {
+                                count_fragment(shared, outcome, &mut fragments);
+                                if outcome == Outcome::Complete {
+                                    if table.protect(
+                                        &whole,
+                                        &mut batch[n],
+                                        &shared.stats,
+                                        &shared.store,
+                                    ) {
+                                        n += 1;
+                                    }
+                                    whole.truncate(FAKE_ETHERNET.len());
+                                }
+                                continue;
+                            }
+                        }
                         // Checksums of plain packets may be left to us (checksum offload);
                         // finish one rather than encrypt it broken.
                         if !gro::complete_checksum(&vnet, packet) {
@@ -564,6 +633,23 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     }
 }
 
+/// Counts what reassembly did with one fragment, and the datagrams it gave up on meanwhile.
+fn count_fragment(shared: &Shared, outcome: Outcome, fragments: &mut Reassembler) {
+    let stat = match outcome {
+        Outcome::NotFragment | Outcome::Pending => None,
+        Outcome::Complete => Some(Stat::FragReassembled),
+        Outcome::Duplicate => Some(Stat::FragDuplicates),
+        Outcome::Dropped(reassembly::Drop::Overlap) => Some(Stat::FragOverlaps),
+        Outcome::Dropped(_) => Some(Stat::FragDropped),
+    };
+    if let Some(stat) = stat {
+        shared.stats.bump(stat);
+    }
+    let counts = fragments.take_counts();
+    shared.stats.add(Stat::FragTimeouts, counts.timed_out);
+    shared.stats.add(Stat::FragEvicted, counts.evicted);
+}
+
 /// The inbound worker: ESP from the raw socket (`recvmmsg`) and the AF_XDP sockets ->
 /// decapsulate -> policy check -> TUN write.
 fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Duration) {
@@ -592,7 +678,13 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 Ok(got) => {
                     let mut table = lock(&shared.inb);
                     for slot in &mut batch[..got] {
-                        if table.receive(slot, &mut out.plain, &mut out.frame, &shared.stats) {
+                        if table.receive(
+                            slot,
+                            &mut out.plain,
+                            &mut out.frame,
+                            &shared.stats,
+                            &shared.replay,
+                        ) {
                             out.deliver();
                         }
                     }
@@ -608,8 +700,13 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             for receiver in &mut receivers {
                 let mut table = lock(&shared.inb);
                 let got = receiver.receive(BATCH as u32, |ethernet| {
-                    if table.receive_frame(ethernet, &mut out.plain, &mut out.frame, &shared.stats)
-                    {
+                    if table.receive_frame(
+                        ethernet,
+                        &mut out.plain,
+                        &mut out.frame,
+                        &shared.stats,
+                        &shared.replay,
+                    ) {
                         out.deliver();
                     }
                 });

@@ -188,22 +188,28 @@ impl SeqStore {
         };
         let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
         text.push(b'\n');
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&text)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        write_atomic(&self.path, &text)
     }
+}
+
+/// Replaces `path` with `text`: temp file (0600) + write + fsync + rename + fsync(directory),
+/// so a reader (or a restart after `kill -9`) sees the old file or the new one, never a torn one.
+pub(super) fn write_atomic(path: &Path, text: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(text)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

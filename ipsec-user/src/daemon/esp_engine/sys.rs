@@ -355,6 +355,39 @@ impl Poller {
 
 /// Frames an AF_XDP socket dropped: no room in its receive ring, no free frame on its fill ring,
 /// or otherwise (`XDP_STATISTICS`). 0 if the kernel does not say.
+/// The socket cookie of `fd` (`SO_COOKIE`): what `bpf_get_socket_cookie` returns for packets
+/// this socket sends, so TC egress can recognise the engine's own ESP. 0 if the kernel refuses.
+pub(super) fn socket_cookie(fd: RawFd) -> u64 {
+    let mut cookie: u64 = 0;
+    let mut len = mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of `len` bytes; a stale fd only fails.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    if ret == 0 { cookie } else { 0 }
+}
+
+/// Packets the kernel dropped at the TUN device `name` (its queue to us full, or a write it
+/// refused): `tx_dropped + rx_dropped` from `/sys/class/net/{name}/statistics`. 0 when sysfs
+/// does not show the device (another network namespace's sysfs is mounted).
+pub(super) fn tun_queue_drops(name: &str) -> u64 {
+    ["tx_dropped", "rx_dropped"]
+        .iter()
+        .map(|counter| {
+            std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{counter}"))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 pub(super) fn xsk_drops(fd: RawFd) -> u64 {
     // SAFETY: `xdp_statistics` is plain old data; all-zero is valid.
     let mut st: libc::xdp_statistics = unsafe { mem::zeroed() };

@@ -19,11 +19,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tracing::warn;
 
 use super::EngineError;
 use super::mss;
+use super::reassembly;
+use super::replay_store::{self, Ceiling, KeyId, Refused, ReplayStore};
 use super::seq::SeqStore;
 use super::sys::{Incoming, Outgoing};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OutboundSa, SaConfig};
@@ -85,6 +88,18 @@ engine_stats! {
     RecvErrors => "esp_recv_errors": "Failed receives on the raw ESP socket.",
     XskReceived => "esp_xsk_received": "Inbound ESP frames taken from the AF_XDP sockets (the rest came by the raw socket).",
     XskDrops => "esp_xsk_drops": "Inbound ESP the AF_XDP sockets dropped (receive ring full or no free frame), as the kernel counts them.",
+    FragReassembled => "esp_frag_reassembled": "Outbound datagrams put back together from their fragments (then protected as one packet).",
+    FragDuplicates => "esp_frag_duplicates": "Outbound fragments that exactly repeat one already held (ignored, RFC 8200 §4.5).",
+    FragOverlaps => "esp_frag_overlaps": "Outbound fragments dropped for overlapping another (their whole datagram is dropped, RFC 5722).",
+    FragTimeouts => "esp_frag_timeouts": "Outbound datagrams whose fragments did not all arrive within the reassembly timeout (30 s).",
+    FragEvicted => "esp_frag_evicted": "Outbound datagrams being reassembled that were evicted to bound the reassembly memory.",
+    FragDropped => "esp_frag_dropped": "Outbound fragments dropped as malformed, too big (> 65,535 bytes) or in too many pieces.",
+    AddressMismatch => "esp_address_mismatch": "Inbound ESP whose outer source or destination is not its SA's (--sa-source/--sa-destination).",
+    InnerProtocolRefused => "esp_inner_protocol_refused": "Decrypted packets carrying IPv6, IPv4, ESP, AH or a fragment after ESP, which no policy can check.",
+    ReplayPersistErrors => "esp_replay_persist_errors": "Inbound ESP dropped because the SA's replay ceiling could not be written.",
+    VolumeLimit => "esp_volume_limit": "Packets dropped because their 3DES SA reached its block limit (Sweet32, --tdes-block-limit).",
+    WorkerDeaths => "esp_worker_deaths": "Engine threads that died (panicked); protected flows then fail closed.",
+    TunQueueDrops => "esp_tun_queue_drops": "Packets the kernel dropped at the TUN device (its queue to the engine full), from its tx_dropped + rx_dropped.",
 }
 
 /// The engine counters, shared by both workers.
@@ -173,7 +188,18 @@ struct SaIdentity {
     integrity_key: Key,
 }
 
+/// Upper-layer protocols a decrypted packet may not carry: IPv4 (4) and IPv6 (41) in IP,
+/// ESP (50), AH (51). Whatever they hold was never matched against a policy.
+const UNCHECKABLE: [u8; 4] = [4, 41, 50, 51];
+
 impl SaIdentity {
+    /// Whether `packet` (an IPv6 header, ESP after it) travels between this SA's endpoints;
+    /// `::` (`any`) matches every address.
+    fn binds(&self, packet: &[u8]) -> bool {
+        let matches = |want: Ipv6Addr, got: &[u8]| want.is_unspecified() || want.octets() == got;
+        matches(self.source, &packet[8..24]) && matches(self.destination, &packet[24..40])
+    }
+
     fn of(sa: &Sa) -> Self {
         Self {
             spi: sa.spi,
@@ -185,6 +211,17 @@ impl SaIdentity {
             integrity: sa.integrity,
             integrity_key: sa.integrity_key.clone(),
         }
+    }
+
+    /// Which persisted replay ceiling belongs to this SA (see `replay_store`).
+    fn key_id(&self) -> KeyId {
+        replay_store::key_id(
+            self.spi,
+            self.encryption.as_str(),
+            self.encryption_key.as_bytes(),
+            self.integrity.as_str(),
+            self.integrity_key.as_bytes(),
+        )
     }
 
     fn config(&self) -> SaConfig<'_> {
@@ -216,6 +253,9 @@ struct InEntry {
     identity: SaIdentity,
     name: String,
     sa: InboundSa,
+    /// The persisted replay ceiling and the policy for raising it.
+    key_id: KeyId,
+    ceiling: Ceiling,
     cells: Arc<SaCells>,
 }
 
@@ -286,6 +326,7 @@ pub fn rebuild(
     out: &mut OutTable,
     inb: &mut InTable,
     store: &Mutex<SeqStore>,
+    replay: &Mutex<ReplayStore>,
 ) -> Result<BTreeMap<u32, Arc<SaCells>>, EngineError> {
     // Pass 1: key every SA that cannot keep its state; fail before touching anything.
     let old_out: HashMap<u32, usize> = out
@@ -330,6 +371,7 @@ pub fn rebuild(
     let mut old_in: HashMap<u32, InEntry> =
         inb.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
     let mut store = lock(store);
+    let mut replay = lock(replay);
     let mut registry = BTreeMap::new();
     for ((sa, identity), fresh) in spd.sas().iter().zip(identities).zip(fresh) {
         let (out_entry, in_entry) = match fresh {
@@ -340,9 +382,14 @@ pub fn rebuild(
                 i.name.clone_from(&sa.name);
                 (o, i)
             }
-            Some((mut tx, rx)) => {
+            Some((mut tx, mut rx)) => {
                 let reserved = store.reservation(&sa.name, sa.spi).unwrap_or(0);
                 tx.resume_after(reserved);
+                // Nothing at or below the persisted ceiling was ever accepted for the last time:
+                // refuse it all (see `replay_store`).
+                let key_id = identity.key_id();
+                let ceiling = replay.ceiling(sa.spi, &key_id).unwrap_or(0);
+                rx.start_above(ceiling);
                 let cells = Arc::new(SaCells::default());
                 (
                     OutEntry {
@@ -357,6 +404,8 @@ pub fn rebuild(
                         identity,
                         name: sa.name.clone(),
                         sa: rx,
+                        key_id,
+                        ceiling: Ceiling::new(ceiling),
                         cells,
                     },
                 )
@@ -368,6 +417,8 @@ pub fn rebuild(
     }
     let live: HashSet<(String, u32)> = spd.sas().iter().map(|s| (s.name.clone(), s.spi)).collect();
     store.prune_if_over(&live);
+    let live: HashSet<(u32, KeyId)> = inb.sas.iter().map(|e| (e.identity.spi, e.key_id)).collect();
+    replay.prune_if_over(&live);
 
     let snapshot = Arc::new(spd.clone());
     out.spd = Arc::clone(&snapshot);
@@ -570,6 +621,29 @@ impl InTable {
         sp
     }
 
+    /// Empties the replay window of the SA with `spi` and removes its persisted ceiling (the
+    /// file first: on a write error nothing changed). Returns whether the SA exists.
+    pub fn reset_replay(
+        &mut self,
+        spi: u32,
+        replay: &Mutex<ReplayStore>,
+    ) -> Result<bool, EngineError> {
+        let Some(entry) = self.sas.iter_mut().find(|e| e.identity.spi == spi) else {
+            return Ok(false);
+        };
+        let mut store = lock(replay);
+        store
+            .reset(spi, &entry.key_id)
+            .map_err(|source| EngineError::ReplayFile {
+                path: store.path().to_path_buf(),
+                op: "write",
+                source,
+            })?;
+        entry.sa.reset_replay();
+        entry.ceiling = Ceiling::new(0);
+        Ok(true)
+    }
+
     /// Packets and bytes delivered per inbound SP id.
     pub fn sp_hits(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
         self.sp_hits
@@ -586,6 +660,7 @@ impl InTable {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
         stats: &EngineStats,
+        replay: &Mutex<ReplayStore>,
     ) -> bool {
         let (Some(destination), Ok(payload_len)) = (slot.destination, u16::try_from(slot.len))
         else {
@@ -609,7 +684,7 @@ impl InTable {
         header[7] = slot.hop_limit;
         header[8..24].copy_from_slice(&slot.source.octets());
         header[24..40].copy_from_slice(&destination.octets());
-        self.open(&slot.buf[..40 + slot.len], plain, frame, stats)
+        self.open(&slot.buf[..40 + slot.len], plain, frame, stats, replay)
     }
 
     /// Processes one ESP frame from an AF_XDP socket: Ethernet, an IPv6 header with next
@@ -620,6 +695,7 @@ impl InTable {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
         stats: &EngineStats,
+        replay: &Mutex<ReplayStore>,
     ) -> bool {
         stats.bump(Stat::XskReceived);
         let eth = FAKE_ETHERNET.len();
@@ -637,7 +713,7 @@ impl InTable {
             stats.bump(Stat::Malformed);
             return false;
         };
-        self.open(packet, plain, frame, stats)
+        self.open(packet, plain, frame, stats, replay)
     }
 
     /// Decrypts and checks `packet` (an IPv6 header with next header ESP, then ESP); see
@@ -648,6 +724,7 @@ impl InTable {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
         stats: &EngineStats,
+        replay: &Mutex<ReplayStore>,
     ) -> bool {
         if packet.len() < 40 + 8 {
             stats.bump(Stat::Malformed);
@@ -659,7 +736,36 @@ impl InTable {
             return false;
         };
         let entry = &mut self.sas[index];
-        match entry.sa.decapsulate(packet, plain) {
+        // The SA is bound to its endpoints (unless `any`): ESP under the right SPI from or to
+        // another address, our own outbound ESP reflected back among them, is not its traffic.
+        // Checked before any cryptography, so it never moves the replay window.
+        if !entry.identity.binds(packet) {
+            SaCells::bump(&entry.cells.errors);
+            stats.bump(Stat::AddressMismatch);
+            return false;
+        }
+        let InEntry {
+            sa,
+            ceiling,
+            identity,
+            key_id,
+            name,
+            ..
+        } = entry;
+        let admit = |seq| match ceiling.admit(seq, Instant::now(), |value| {
+            lock(replay).raise(identity.spi, key_id, value)
+        }) {
+            Ok(()) => true,
+            Err(Refused::WriteFailed(error)) => {
+                warn!(
+                    sa = %name, %error,
+                    "cannot persist the replay ceiling; refusing new esp on this sa (retrying with back-off)"
+                );
+                false
+            }
+            Err(Refused::BackingOff) => false,
+        };
+        match sa.decapsulate_gated(packet, plain, admit) {
             Ok(Decapsulated::Deliver { .. }) => {
                 entry.cells.packet(plain.len());
                 stats.bump(Stat::DecapOk);
@@ -678,6 +784,11 @@ impl InTable {
                 stats.bump(Stat::ReplayDrops);
                 return false;
             }
+            Err(EspError::NotPersisted { .. }) => {
+                SaCells::bump(&entry.cells.errors);
+                stats.bump(Stat::ReplayPersistErrors);
+                return false;
+            }
             Err(_) => {
                 SaCells::bump(&entry.cells.errors);
                 stats.bump(Stat::DecapErrors);
@@ -691,6 +802,14 @@ impl InTable {
             stats.bump(Stat::PolicyMismatch);
             return false;
         };
+        // A policy selects on the upper-layer header; behind these it would check the wrong
+        // one (an inner packet, or a header it cannot see), so they are never delivered.
+        if UNCHECKABLE.contains(&flow.next_header)
+            || reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..])
+        {
+            stats.bump(Stat::InnerProtocolRefused);
+            return false;
+        }
         let Some(sp) = self.allowed(&flow, index) else {
             stats.bump(Stat::PolicyMismatch);
             return false;
@@ -770,30 +889,43 @@ mod tests {
         out: OutTable,
         inb: InTable,
         store: Mutex<SeqStore>,
+        replay: Mutex<ReplayStore>,
         stats: EngineStats,
         registry: BTreeMap<u32, Arc<SaCells>>,
-        _dir: tempfile::TempDir,
+        dir: Arc<tempfile::TempDir>,
     }
 
     impl Side {
         fn new(spd: &Spd) -> Self {
-            let dir = tempfile::tempdir().expect("creating a temp dir");
+            Self::in_dir(spd, Arc::new(tempfile::tempdir().expect("creating a temp dir")))
+        }
+
+        /// A side whose state lives in `dir`: a second one on the same `dir` is a restart.
+        fn in_dir(spd: &Spd, dir: Arc<tempfile::TempDir>) -> Self {
             let store = Mutex::new(SeqStore::open(dir.path()).expect("opening the store"));
+            let replay = Mutex::new(ReplayStore::open(dir.path()).expect("opening the store"));
             let mut side = Self {
                 out: OutTable::default(),
                 inb: InTable::default(),
                 store,
+                replay,
                 stats: EngineStats::default(),
                 registry: BTreeMap::new(),
-                _dir: dir,
+                dir,
             };
             side.update(spd);
             side
         }
 
         fn update(&mut self, spd: &Spd) {
-            self.registry = rebuild(spd, &mut self.out, &mut self.inb, &self.store)
-                .expect("rebuilding the tables");
+            self.registry = rebuild(
+                spd,
+                &mut self.out,
+                &mut self.inb,
+                &self.store,
+                &self.replay,
+            )
+            .expect("rebuilding the tables");
         }
 
         /// Protects `packet`; returns what the raw socket would send, as the receiver's raw
@@ -818,7 +950,7 @@ mod tests {
         fn receive(&mut self, slot: &mut Incoming) -> Option<Vec<u8>> {
             let (mut plain, mut frame) = (Vec::new(), Vec::new());
             self.inb
-                .receive(slot, &mut plain, &mut frame, &self.stats)
+                .receive(slot, &mut plain, &mut frame, &self.stats, &self.replay)
                 .then(|| frame[14..].to_vec())
         }
 
@@ -905,7 +1037,8 @@ mod tests {
         let (mut plain, mut out) = (Vec::new(), Vec::new());
         let packet = udp(A, B, 5000, 100);
         let good = xsk_frame(&a.protect(&packet).expect("a protects"));
-        assert!(b.inb.receive_frame(&good, &mut plain, &mut out, &b.stats));
+        assert!(b.inb
+            .receive_frame(&good, &mut plain, &mut out, &b.stats, &b.replay));
         assert_eq!(
             out[14..],
             packet[..],
@@ -926,16 +1059,19 @@ mod tests {
         bad_frames.push(not_esp);
         for (i, bad) in bad_frames.iter().enumerate() {
             assert!(
-                !b.inb.receive_frame(bad, &mut plain, &mut out, &b.stats),
+                !b.inb
+                    .receive_frame(bad, &mut plain, &mut out, &b.stats, &b.replay),
                 "bad frame {i} was delivered"
             );
         }
         assert_eq!(b.stats.get(Stat::Malformed), bad_frames.len() as u64);
         assert_eq!(b.stats.get(Stat::XskReceived), 1 + bad_frames.len() as u64);
         // The intact frame still opens: nothing above consumed its sequence number.
-        assert!(b.inb.receive_frame(&fresh, &mut plain, &mut out, &b.stats));
+        assert!(b.inb
+                .receive_frame(&fresh, &mut plain, &mut out, &b.stats, &b.replay));
         assert!(
-            !b.inb.receive_frame(&fresh, &mut plain, &mut out, &b.stats),
+            !b.inb
+                .receive_frame(&fresh, &mut plain, &mut out, &b.stats, &b.replay),
             "a replayed frame is refused"
         );
         assert_eq!(b.sa(0).replay_drops, 1);
@@ -959,6 +1095,153 @@ mod tests {
         wire.buf[40..44].copy_from_slice(&0x9999u32.to_be_bytes());
         assert!(b.receive(&mut wire).is_none());
         assert_eq!(b.stats.get(Stat::UnknownSpi), 1);
+    }
+
+    fn copy(slot: &Incoming) -> Incoming {
+        let mut c = Incoming::new();
+        c.buf[..].copy_from_slice(&slot.buf[..]);
+        c.len = slot.len;
+        c.source = slot.source;
+        c.destination = slot.destination;
+        c.hop_limit = slot.hop_limit;
+        c
+    }
+
+    fn seq_of(slot: &Incoming) -> u32 {
+        u32::from_be_bytes(slot.buf[44..48].try_into().expect("4 bytes"))
+    }
+
+    #[test]
+    fn captured_esp_is_refused_after_a_restart_and_a_re_add_until_reset() {
+        let mut a = Side::new(&side(A, B));
+        let spd_b = side(B, A);
+        let mut b = Side::new(&spd_b);
+        let captured: Vec<Incoming> = (0..5)
+            .map(|_| a.protect(&udp(A, B, 5000, 10)).expect("a protects"))
+            .collect();
+        for slot in &captured {
+            assert!(b.receive(&mut copy(slot)).is_some(), "first delivery");
+        }
+        let text = std::fs::read_to_string(b.dir.path().join(replay_store::FILE_NAME))
+            .expect("the ceiling is on disk before the first packet is accepted");
+        assert!(text.contains("\"ceiling\""), "{text}");
+
+        // Restart (kill -9: nothing saved at exit): the captured stream is refused in full.
+        let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
+        for slot in &captured {
+            assert!(b.receive(&mut copy(slot)).is_none(), "replayed after a restart");
+        }
+        assert_eq!(b.stats.get(Stat::ReplayDrops), 5);
+        // The sender's later packets get through once they pass the ceiling (the price of a
+        // restart: the numbers between what was accepted and the ceiling).
+        let mut delivered = 0;
+        for _ in 0..replay_store::MIN_STEP + 2 {
+            let mut slot = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+            delivered += usize::from(b.receive(&mut slot).is_some());
+        }
+        assert!(delivered >= 1, "traffic resumes above the ceiling");
+
+        // Removing the SA and adding it again (same SPI and keys) keeps the ceiling.
+        let mut empty = spd_b.clone();
+        empty
+            .remove_sp(&SpRemoveArgs {
+                sp_name: None,
+                remove_all: true,
+            })
+            .expect("removing sps");
+        empty
+            .remove_sa(&SaRemoveArgs {
+                remove_all: true,
+                ..SaRemoveArgs::default()
+            })
+            .expect("removing sas");
+        b.update(&empty);
+        b.update(&spd_b);
+        let before = b.stats.get(Stat::ReplayDrops);
+        for slot in &captured {
+            assert!(b.receive(&mut copy(slot)).is_none(), "replayed after a re-add");
+        }
+        assert_eq!(b.stats.get(Stat::ReplayDrops), before + 5);
+
+        // The operator's reset: the window and the ceiling are gone, so the old stream is
+        // accepted again (what `xipsec sa reset-replay` warns about), also after a restart.
+        assert!(b.inb.reset_replay(0x1001, &b.replay).expect("resetting"));
+        assert!(!b.inb.reset_replay(0x9999, &b.replay).expect("resetting"), "no such sa");
+        let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
+        assert_eq!(seq_of(&captured[0]), 1);
+        assert!(b.receive(&mut copy(&captured[0])).is_some(), "accepted after a reset");
+    }
+
+    #[test]
+    fn a_ceiling_that_cannot_be_written_refuses_new_esp() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        // The temporary file's name taken by a directory: every write fails, as on a full disk.
+        std::fs::create_dir(b.dir.path().join("esp-replay.json.tmp")).expect("blocking writes");
+        for _ in 0..3 {
+            let mut slot = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+            assert!(b.receive(&mut slot).is_none(), "accepted without a ceiling on disk");
+        }
+        assert_eq!(b.stats.get(Stat::ReplayPersistErrors), 3);
+        assert_eq!(b.stats.get(Stat::Delivered), 0);
+        assert_eq!(b.sa(0).errors, 3);
+        assert!(!b.dir.path().join(replay_store::FILE_NAME).exists());
+    }
+
+    #[test]
+    fn esp_from_or_to_the_wrong_address_is_dropped_before_decryption() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        let other: Ipv6Addr = "fd00:ee::3".parse().expect("addr");
+        let packet = udp(A, B, 5000, 100);
+        let wire = a.protect(&packet).expect("a protects");
+        // Right SPI and ICV, wrong source.
+        let mut spoofed = copy(&wire);
+        spoofed.source = other;
+        assert!(b.receive(&mut spoofed).is_none());
+        // Right SPI and ICV, wrong destination.
+        let mut elsewhere = copy(&wire);
+        elsewhere.destination = Some(other);
+        assert!(b.receive(&mut elsewhere).is_none());
+        // Reflected: the addresses swapped, as if bounced back to its sender.
+        let mut reflected = copy(&wire);
+        reflected.source = B.parse().expect("addr");
+        reflected.destination = Some(A.parse().expect("addr"));
+        assert!(b.receive(&mut reflected).is_none());
+        assert_eq!(b.stats.get(Stat::AddressMismatch), 3);
+        assert_eq!(b.stats.get(Stat::DecapOk), 0, "nothing was decrypted");
+        // None of them moved the replay window: the genuine packet still opens.
+        let mut genuine = copy(&wire);
+        assert_eq!(b.receive(&mut genuine), Some(packet));
+        // `any` binds nothing: the same spoofed source is then accepted by address.
+        let mut any = Spd::new();
+        let mut args = sa_args("a2b", "any", "any", "0x1001");
+        args.sa_mode = s("transport");
+        any.add_sa(&args).expect("adding a2b");
+        any.add_sp(&sp_args("in", A, B, "in", "a2b"))
+            .expect("adding the in sp");
+        let mut c = Side::new(&any);
+        let mut fresh = a.protect(&udp(A, B, 5000, 100)).expect("a protects");
+        fresh.source = A.parse().expect("addr");
+        assert!(c.receive(&mut fresh).is_some());
+        assert_eq!(c.stats.get(Stat::AddressMismatch), 0);
+    }
+
+    #[test]
+    fn tunnels_and_esp_inside_transport_mode_are_refused() {
+        let mut a = Side::new(&side(A, B));
+        let mut b = Side::new(&side(B, A));
+        for protocol in [4u8, 41, 50, 51] {
+            let mut packet = udp(A, B, 5000, 100);
+            packet[6] = protocol;
+            let mut wire = a.protect(&packet).expect("a protects any protocol");
+            assert!(b.receive(&mut wire).is_none(), "protocol {protocol} delivered");
+        }
+        assert_eq!(b.stats.get(Stat::InnerProtocolRefused), 4);
+        assert_eq!(b.stats.get(Stat::DecapOk), 4, "authentic, but not deliverable");
+        assert_eq!(b.stats.get(Stat::Delivered), 0);
+        let mut wire = a.protect(&udp(A, B, 5000, 100)).expect("a protects");
+        assert!(b.receive(&mut wire).is_some(), "udp still delivered");
     }
 
     #[test]

@@ -1,0 +1,459 @@
+//! Inbound replay ceilings that survive restarts, `kill -9` and SA re-adds (RFC 4303 §3.4.3:
+//! a replayed packet must never be accepted, also not after the receiver restarts).
+//!
+//! Contract:
+//! - `{state_dir}/esp-replay.json` maps (SPI, key id) to a ceiling: the highest sequence number
+//!   the SA may accept before a higher ceiling is on disk. The key id is the first 16 bytes of a
+//!   SHA-256 over the SPI, the algorithms and both keys: an SA removed and added again with the
+//!   same SPI and keys finds its ceiling (so a captured stream cannot be replayed into it), a
+//!   rekeyed SA under the same SPI starts afresh (the old stream fails its ICV anyway). The file
+//!   holds hashes, never keys, and is written like the sequence reservations (0600, temp file,
+//!   fsync, rename, fsync of the directory).
+//! - [`Ceiling::admit`] is asked after a packet's ICV verified and before the window accepts
+//!   it: a sequence number above the ceiling is accepted only once `seq + step` is persisted.
+//!   The step adapts to the SA's rate (doubling when ceilings are written less than a second
+//!   apart, halving when more than 4 s apart, 16 to 2^20), so a restart refuses about one to
+//!   four seconds of a peer's traffic (the numbers between what was accepted and the ceiling)
+//!   and a busy SA writes about once a second.
+//! - A fresh engine starts each inbound SA's window at its ceiling: everything at or below it
+//!   is refused, so nothing accepted before a restart is accepted again.
+//! - A failed write (disk full) refuses the packet (fail closed) and backs off: no new attempt
+//!   for 1 s, doubling up to 60 s, each failed attempt logged once; packets at or below the
+//!   current ceiling keep flowing meanwhile.
+//! - Ceilings never decrease, except by an explicit reset ([`ReplayStore::reset`], the
+//!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
+//!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
+//! - A missing file is an empty store; a corrupt one is an error and is left untouched.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::EngineError;
+use super::seq::write_atomic;
+
+/// The ceiling file inside the state directory.
+pub const FILE_NAME: &str = "esp-replay.json";
+
+/// Above this many entries, entries of SAs no longer in the SPD are pruned.
+pub const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
+
+/// Smallest and largest distance written ahead of the packet that needed a new ceiling.
+pub const MIN_STEP: u32 = 16;
+pub const MAX_STEP: u32 = 1 << 20;
+
+/// Ceilings written closer together than this double the step; further apart than
+/// [`SLOW_WRITES`], halve it.
+const FAST_WRITES: Duration = Duration::from_secs(1);
+const SLOW_WRITES: Duration = Duration::from_secs(4);
+
+/// Back-off after a failed write: first and longest.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+const VERSION: u32 = 1;
+
+/// Which SA a ceiling belongs to beyond its SPI: a hash of its algorithms and keys.
+pub type KeyId = [u8; 16];
+
+/// The [`KeyId`] of an SA.
+#[must_use]
+pub fn key_id(
+    spi: u32,
+    encryption: &str,
+    encryption_key: &[u8],
+    integrity: &str,
+    integrity_key: &[u8],
+) -> KeyId {
+    let mut hash = Sha256::new();
+    hash.update(b"xipsec replay ceiling v1\0");
+    hash.update(spi.to_be_bytes());
+    for part in [
+        encryption.as_bytes(),
+        encryption_key,
+        integrity.as_bytes(),
+        integrity_key,
+    ] {
+        // Length-prefixed, so no two different SAs hash the same bytes.
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let mut id = [0; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRepr {
+    version: u32,
+    ceilings: Vec<EntryRepr>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryRepr {
+    spi: u32,
+    key_id: String,
+    ceiling: u32,
+}
+
+/// The ceilings, in memory and on disk.
+#[derive(Debug)]
+pub struct ReplayStore {
+    path: PathBuf,
+    entries: BTreeMap<(u32, KeyId), u32>,
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> EngineError {
+    EngineError::ReplayFileCorrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl ReplayStore {
+    /// Loads `{state_dir}/esp-replay.json`, creating `state_dir` (mode 0700) if needed.
+    ///
+    /// # Errors
+    /// [`EngineError::ReplayFile`] when the directory or file cannot be read,
+    /// [`EngineError::ReplayFileCorrupt`] when the file is not a ceiling file.
+    pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
+        let path = state_dir.join(FILE_NAME);
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|source| EngineError::ReplayFile {
+                path: state_dir.to_path_buf(),
+                op: "create directory",
+                source,
+            })?;
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Self {
+                    path,
+                    entries: BTreeMap::new(),
+                });
+            }
+            Err(source) => {
+                return Err(EngineError::ReplayFile {
+                    path,
+                    op: "read",
+                    source,
+                });
+            }
+        };
+        let repr: FileRepr =
+            serde_json::from_slice(&text).map_err(|e| corrupt(&path, e.to_string()))?;
+        if repr.version != VERSION {
+            return Err(corrupt(
+                &path,
+                format!("version {} (expected {VERSION})", repr.version),
+            ));
+        }
+        let mut entries = BTreeMap::new();
+        for e in repr.ceilings {
+            let mut id = [0; 16];
+            hex::decode_to_slice(&e.key_id, &mut id)
+                .map_err(|_| corrupt(&path, format!("key_id {:?} is not 32 hex digits", e.key_id)))?;
+            let slot = entries.entry((e.spi, id)).or_insert(0);
+            *slot = e.ceiling.max(*slot);
+        }
+        Ok(Self { path, entries })
+    }
+
+    /// The file this store writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The persisted ceiling of the SA (`spi`, `key`), if any.
+    pub fn ceiling(&self, spi: u32, key: &KeyId) -> Option<u32> {
+        self.entries.get(&(spi, *key)).copied()
+    }
+
+    /// Persists ceiling `value` (never lowering an existing one).
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the store is then unchanged.
+    pub fn raise(&mut self, spi: u32, key: &KeyId, value: u32) -> io::Result<()> {
+        let previous = self.entries.get(&(spi, *key)).copied();
+        if previous.is_some_and(|p| p >= value) {
+            return Ok(());
+        }
+        self.entries.insert((spi, *key), value);
+        self.commit((spi, *key), previous)
+    }
+
+    /// Forgets the SA's ceiling (the operator's reset): its next window starts empty.
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the store is then unchanged.
+    pub fn reset(&mut self, spi: u32, key: &KeyId) -> io::Result<()> {
+        let Some(previous) = self.entries.remove(&(spi, *key)) else {
+            return Ok(());
+        };
+        self.commit((spi, *key), Some(previous))
+    }
+
+    /// Writes the file; on failure puts `key` back to `previous`.
+    fn commit(&mut self, key: (u32, KeyId), previous: Option<u32>) -> io::Result<()> {
+        let written = self.write();
+        if written.is_err() {
+            match previous {
+                Some(v) => self.entries.insert(key, v),
+                None => self.entries.remove(&key),
+            };
+        }
+        written
+    }
+
+    /// Drops entries of SAs not in `live` once there are more than [`MAX_ENTRIES`]; the next
+    /// write persists the pruning.
+    pub fn prune_if_over(&mut self, live: &HashSet<(u32, KeyId)>) {
+        if self.entries.len() > MAX_ENTRIES {
+            self.entries.retain(|key, _| live.contains(key));
+        }
+    }
+
+    fn write(&self) -> io::Result<()> {
+        let repr = FileRepr {
+            version: VERSION,
+            ceilings: self
+                .entries
+                .iter()
+                .map(|((spi, id), ceiling)| EntryRepr {
+                    spi: *spi,
+                    key_id: hex::encode(id),
+                    ceiling: *ceiling,
+                })
+                .collect(),
+        };
+        let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
+        text.push(b'\n');
+        write_atomic(&self.path, &text)
+    }
+}
+
+/// Why [`Ceiling::admit`] refused a sequence number.
+#[derive(Debug)]
+pub enum Refused {
+    /// The write failed just now (log it).
+    WriteFailed(io::Error),
+    /// A recent write failed; no new attempt before the back-off ends.
+    BackingOff,
+}
+
+/// One inbound SA's ceiling in memory, and the policy for raising it; see the module contract.
+#[derive(Debug, Clone)]
+pub struct Ceiling {
+    value: u32,
+    step: u32,
+    last_write: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Ceiling {
+    /// A ceiling of `value` as loaded from disk (0: none yet).
+    #[must_use]
+    pub fn new(value: u32) -> Self {
+        Self {
+            value,
+            step: MIN_STEP,
+            last_write: None,
+            retry_at: None,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// The persisted ceiling.
+    #[cfg(test)]
+    fn value(&self) -> u32 {
+        self.value
+    }
+
+    /// Whether `seq` (authentic, new to the window) may be accepted now. Above the ceiling,
+    /// `persist` must first write `seq + step`; see the module contract.
+    ///
+    /// # Errors
+    /// [`Refused`] when the new ceiling is not on disk: the packet must be dropped.
+    pub fn admit(
+        &mut self,
+        seq: u32,
+        now: Instant,
+        persist: impl FnOnce(u32) -> io::Result<()>,
+    ) -> Result<(), Refused> {
+        if seq <= self.value {
+            return Ok(());
+        }
+        if self.retry_at.is_some_and(|at| now < at) {
+            return Err(Refused::BackingOff);
+        }
+        if let Some(last) = self.last_write {
+            let since = now.saturating_duration_since(last);
+            if since < FAST_WRITES {
+                self.step = (self.step.saturating_mul(2)).min(MAX_STEP);
+            } else if since > SLOW_WRITES {
+                self.step = (self.step / 2).max(MIN_STEP);
+            }
+        }
+        let wanted = seq.saturating_add(self.step);
+        match persist(wanted) {
+            Ok(()) => {
+                self.value = wanted;
+                self.last_write = Some(now);
+                self.retry_at = None;
+                self.backoff = FIRST_BACKOFF;
+                Ok(())
+            }
+            Err(e) => {
+                self.retry_at = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Err(Refused::WriteFailed(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: KeyId = [7; 16];
+
+    #[test]
+    fn ceilings_survive_reload_never_decrease_and_reset_forgets() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+        assert_eq!(store.ceiling(0x1000, &KEY), None);
+        assert!(!store.path().exists(), "nothing written before a ceiling");
+        store.raise(0x1000, &KEY, 500).expect("raising");
+        store.raise(0x1000, &KEY, 100).expect("raising lower");
+        let mut reloaded = ReplayStore::open(dir.path()).expect("reloading");
+        assert_eq!(reloaded.ceiling(0x1000, &KEY), Some(500));
+        assert_eq!(reloaded.ceiling(0x1000, &[8; 16]), None, "other keys");
+        assert_eq!(reloaded.ceiling(0x1001, &KEY), None, "other spi");
+        let mode = fs::metadata(reloaded.path()).expect("file mode").permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let text = fs::read_to_string(reloaded.path()).expect("reading");
+        assert!(text.contains(&hex::encode(KEY)), "{text}");
+        reloaded.reset(0x1000, &KEY).expect("resetting");
+        assert_eq!(
+            ReplayStore::open(dir.path())
+                .expect("reloading")
+                .ceiling(0x1000, &KEY),
+            None
+        );
+    }
+
+    #[test]
+    fn key_ids_separate_keys_algorithms_and_spis() {
+        let base = key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2");
+        assert_eq!(base, key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2"));
+        assert_ne!(base, key_id(0x1001, "aes128-cbc", b"k1", "hmac-sha1", b"k2"));
+        assert_ne!(base, key_id(0x1000, "aes128-cbc", b"k3", "hmac-sha1", b"k2"));
+        assert_ne!(base, key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k3"));
+        assert_ne!(base, key_id(0x1000, "aes128-cb", b"ck1", "hmac-sha1", b"k2"));
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_and_left_untouched() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let path = dir.path().join(FILE_NAME);
+        for garbage in [
+            &b"{\"version\":1,\"ceilings\":[{\"spi\":"[..],
+            b"{\"version\":1,\"ceilings\":[{\"spi\":1,\"key_id\":\"zz\",\"ceiling\":3}]}",
+            b"{\"version\":2,\"ceilings\":[]}",
+        ] {
+            fs::write(&path, garbage).expect("writing a corrupt file");
+            let err = ReplayStore::open(dir.path()).expect_err("a corrupt file must not load");
+            assert!(matches!(err, EngineError::ReplayFileCorrupt { .. }), "{err}");
+            assert!(err.to_string().contains(FILE_NAME), "{err}");
+            assert_eq!(fs::read(&path).expect("reading back"), garbage);
+        }
+    }
+
+    #[test]
+    fn nothing_above_the_ceiling_before_it_is_written() {
+        let mut ceiling = Ceiling::new(0);
+        let t0 = Instant::now();
+        let mut written = Vec::new();
+        assert!(ceiling.admit(1, t0, |v| {
+            written.push(v);
+            Ok(())
+        }).is_ok());
+        assert_eq!(written, [1 + MIN_STEP]);
+        // Up to the ceiling: no write.
+        for seq in 2..=1 + MIN_STEP {
+            assert!(ceiling.admit(seq, t0, |_| panic!("no write needed")).is_ok());
+        }
+        // Above it: a write first, with a doubled step (written less than 1 s apart).
+        assert!(ceiling.admit(2 + MIN_STEP, t0, |v| {
+            written.push(v);
+            Ok(())
+        }).is_ok());
+        assert_eq!(written[1], 2 + 3 * MIN_STEP);
+        assert_eq!(ceiling.value(), 2 + 3 * MIN_STEP);
+    }
+
+    #[test]
+    fn the_step_adapts_to_the_rate() {
+        let mut ceiling = Ceiling::new(0);
+        let mut now = Instant::now();
+        let mut seq = 1;
+        // A fast SA: the step grows to its maximum.
+        for _ in 0..40 {
+            ceiling.admit(seq, now, |_| Ok(())).expect("admitting");
+            seq = ceiling.value() + 1;
+            now += Duration::from_millis(10);
+        }
+        assert_eq!(ceiling.step, MAX_STEP);
+        // A slow one: it shrinks back.
+        for _ in 0..40 {
+            now += Duration::from_secs(10);
+            ceiling.admit(seq, now, |_| Ok(())).expect("admitting");
+            seq = ceiling.value() + 1;
+        }
+        assert_eq!(ceiling.step, MIN_STEP);
+    }
+
+    #[test]
+    fn a_failed_write_refuses_and_backs_off() {
+        let mut ceiling = Ceiling::new(100);
+        let t0 = Instant::now();
+        let full = || io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(
+            ceiling.admit(101, t0, |_| Err(full())),
+            Err(Refused::WriteFailed(_))
+        ));
+        assert_eq!(ceiling.value(), 100, "not raised");
+        // Below the ceiling still flows; above it, no new attempt during the back-off.
+        assert!(ceiling.admit(100, t0, |_| panic!("no write")).is_ok());
+        assert!(matches!(
+            ceiling.admit(101, t0 + Duration::from_millis(500), |_| panic!("backing off")),
+            Err(Refused::BackingOff)
+        ));
+        // After 1 s it tries again; a second failure doubles the back-off.
+        assert!(matches!(
+            ceiling.admit(101, t0 + Duration::from_secs(1), |_| Err(full())),
+            Err(Refused::WriteFailed(_))
+        ));
+        assert!(matches!(
+            ceiling.admit(101, t0 + Duration::from_millis(2500), |_| panic!("backing off")),
+            Err(Refused::BackingOff)
+        ));
+        // The disk has room again: accepted once the ceiling is written.
+        assert!(ceiling.admit(101, t0 + Duration::from_secs(3), |_| Ok(())).is_ok());
+        assert!(ceiling.value() > 101);
+    }
+}
