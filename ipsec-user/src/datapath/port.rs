@@ -46,6 +46,9 @@ pub fn open(
         ..engine
     })
     .context("starting the ESP engine")?;
+    // The engine's own ESP is recognised by its socket cookie before anything is redirected to
+    // the engine, so no ESP of ours is ever classified (and looped back into the TUN device).
+    kernel.set_engine_sockets(&engine.send_socket_cookies())?;
     kernel.set_esp_target(engine.tun_ifindex())?;
     kernel.set_esp_sockets(engine.xsk_bindings())?;
     tracing::info!(tun = engine.tun_name(), "ESP engine started");
