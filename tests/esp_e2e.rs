@@ -84,7 +84,17 @@ fn ping(ns: &str, addr: &str) -> bool {
     VethPair::exec(
         ns,
         &[
-            "ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "-p", PING_PATTERN, addr,
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-p",
+            PING_PATTERN,
+            addr,
         ],
     )
     .stdout(Stdio::null())
@@ -160,8 +170,18 @@ fn two_hosts_protect_traffic_end_to_end() {
     };
     let configured = sas(&net, enc);
     let expected = sas(&net, "aes128-cbc");
-    configure(&a, &configured, (&net.addr_a, &net.addr_b), ("sa-ab", "sa-ba"));
-    configure(&b, &configured, (&net.addr_b, &net.addr_a), ("sa-ba", "sa-ab"));
+    configure(
+        &a,
+        &configured,
+        (&net.addr_a, &net.addr_b),
+        ("sa-ab", "sa-ba"),
+    );
+    configure(
+        &b,
+        &configured,
+        (&net.addr_b, &net.addr_a),
+        ("sa-ba", "sa-ab"),
+    );
     let spis = [SPI_AB, SPI_BA];
     let flows = [
         (net.addr_a.as_str(), net.addr_b.as_str()),

@@ -138,7 +138,9 @@ pub fn decrypt(sas: &[EspSa], packets: &[Vec<u8>]) -> Vec<Result<Vec<u8>, String
         .expect("esp_decrypt.py stdin")
         .write_all(request.to_string().as_bytes())
         .expect("writing to esp_decrypt.py");
-    let out = child.wait_with_output().expect("waiting for esp_decrypt.py");
+    let out = child
+        .wait_with_output()
+        .expect("waiting for esp_decrypt.py");
     assert!(
         out.status.success(),
         "esp_decrypt.py failed: {}",
