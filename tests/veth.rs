@@ -8,7 +8,6 @@
 //! clear traffic.
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Stdio},
     time::Duration,
 };
@@ -61,31 +60,6 @@ fn tcp_works(net: &VethPair, port: u16) -> bool {
     let _ = server.kill();
     let _ = server.wait();
     ok
-}
-
-/// A raw ESP socket held open in `ns` (see `traffic.py esp-absorb`), killed on drop.
-struct Absorb(Child);
-
-impl Absorb {
-    fn start(ns: &str) -> Self {
-        let mut child = traffic::py(ns, &["esp-absorb", "120"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting esp-absorb");
-        let mut ready = String::new();
-        BufReader::new(child.stdout.take().expect("esp-absorb stdout"))
-            .read_line(&mut ready)
-            .expect("reading esp-absorb's ready line");
-        assert_eq!(ready.trim(), "ready", "esp-absorb did not start");
-        Self(child)
-    }
-}
-
-impl Drop for Absorb {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn send_udp(net: &VethPair, port: &str, count: &str, text: &str) {
@@ -255,7 +229,7 @@ fn policies_act_on_real_traffic() {
         "protect-b",
     ]);
     // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
-    let absorb = Absorb::start(&net.ns_b);
+    let absorb = traffic::EspAbsorb::start(&net.ns_b);
     let wire = d.dir.join("ipsec.pcap");
     let cap = Capture::start_with_marker_from(
         &net.ns_b,

@@ -1,8 +1,9 @@
 //! The traffic fixtures (`fixtures/*.py`) run inside a namespace.
 
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -49,4 +50,31 @@ pub fn udp_delivered(
         .trim()
         .parse()
         .expect("a count")
+}
+
+/// A raw ESP socket held open in a namespace (`traffic.py esp-absorb`), so that host's kernel,
+/// which has no SA, does not answer ESP with ICMPv6 parameter problems (in clear); killed on
+/// drop.
+pub struct EspAbsorb(Child);
+
+impl EspAbsorb {
+    pub fn start(ns: &str) -> Self {
+        let mut child = py(ns, &["esp-absorb", "600"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting esp-absorb");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().expect("esp-absorb stdout"))
+            .read_line(&mut ready)
+            .expect("reading esp-absorb's ready line");
+        assert_eq!(ready.trim(), "ready", "esp-absorb did not start");
+        Self(child)
+    }
+}
+
+impl Drop for EspAbsorb {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
