@@ -1,12 +1,22 @@
 //! Bad input to `xipsec daemon`: a missing interface or missing privileges give a clear error,
-//! a non-zero exit, and leave nothing attached.
+//! a non-zero exit, and leave nothing attached. When attaching to the second of two interfaces
+//! fails (another daemon's XDP link holds it), the start fails and the rollback detaches what
+//! it had attached to the first: no XDP and no TC egress program stay, and no link pin.
 
 use std::{
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use ipsec_tests::{daemon::xipsec_bin, netns::VethPair, require_root};
+use ipsec_tests::{
+    daemon::xipsec_bin,
+    netns::{VethPair, sh, tc_egress_programs, xdp_attached},
+    require_root,
+};
+use ipsec_user::{
+    daemon::XdpMode,
+    datapath::{KernelDatapath, LoadOptions},
+};
 
 /// Run `cmd` to completion within 30 s.
 fn finish(cmd: &mut Command) -> Output {
@@ -65,6 +75,11 @@ fn missing_interface_is_refused_and_nothing_is_attached() {
         .expect("ip link show");
     let link = String::from_utf8_lossy(&link.stdout);
     assert!(!link.contains("xdp"), "XDP left attached: {link}");
+    assert_eq!(
+        tc_egress_programs(&net.ns_a, &net.if_a),
+        Vec::<String>::new(),
+        "TC egress left attached"
+    );
     let pins: Vec<_> = std::fs::read_dir(format!("{dir}/bpf"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -73,6 +88,149 @@ fn missing_interface_is_refused_and_nothing_is_attached() {
             .all(|p| !p.to_string_lossy().starts_with("link_")),
         "link pins left behind: {pins:?}"
     );
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(format!("{dir}/bpf"))
+        .output();
+}
+
+/// The xipsec programs attached to an interface by this test process (not a daemon: a second
+/// daemon in the namespace would collide on the ESP engine's TUN name), detached on drop.
+struct Holder {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Holder {
+    fn attach(ns: &str, iface: &str) -> Self {
+        let (ns, iface) = (ns.to_owned(), iface.to_owned());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("opening the netns");
+            // SAFETY: setns(2) on a valid namespace fd; it moves only this thread.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+            dp.attach(&iface, XdpMode::Auto)
+                .expect("attaching the holder");
+            ready_tx.send(()).expect("signalling the test");
+            let _ = release_rx.recv();
+            drop(dp);
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the holder attached");
+        Self {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Link pins (`link_*`) under `dir`.
+fn link_pins(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|p| p.starts_with("link_"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_failed_second_attach_rolls_back_the_first() {
+    if !require_root("a_failed_second_attach_rolls_back_the_first") {
+        return;
+    }
+    let net = VethPair::new("xdr", 0x76);
+    // A second interface in the same namespace, held by another daemon's XDP link: attaching
+    // XDP to it again fails (EBUSY), after the first interface was attached.
+    let (held, held_peer) = ("xdrheld", "xdrheldp");
+    sh(&[
+        "ip", "-n", &net.ns_a, "link", "add", held, "type", "veth", "peer", "name", held_peer,
+    ]);
+    for i in [held, held_peer] {
+        sh(&["ip", "-n", &net.ns_a, "link", "set", i, "up"]);
+    }
+    let holder = Holder::attach(&net.ns_a, held);
+    assert!(xdp_attached(&net.ns_a, held), "the holder attached XDP");
+    assert!(
+        !xdp_attached(&net.ns_a, &net.if_a),
+        "nothing on {} yet",
+        net.if_a
+    );
+    assert!(tc_egress_programs(&net.ns_a, &net.if_a).is_empty());
+
+    let dir = tempdir("rollback");
+    // A bpffs in the test's own mount namespace, as on a real host: pins made under it outlive
+    // the daemon (whose `ip netns exec` mount namespace dies with it), so a rollback that left a
+    // link pinned would leave the program attached.
+    std::fs::create_dir_all(format!("{dir}/bpf")).expect("creating the pin dir");
+    sh(&["mount", "-t", "bpf", "bpf", &format!("{dir}/bpf")]);
+    let out = finish(
+        VethPair::exec(&net.ns_a, &[])
+            .arg(xipsec_bin())
+            .args(["daemon", "--interface", &net.if_a, "--interface", held])
+            .arg("--state-dir")
+            .arg(format!("{dir}/state"))
+            .arg("--socket")
+            .arg(format!("{dir}/s"))
+            .arg("--pin-dir")
+            .arg(format!("{dir}/bpf"))
+            .env("RUST_LOG", "info"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a failed attach must fail the start: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("attaching to {held}")),
+        "the error names the interface: {stderr}"
+    );
+    // The first interface really was attached before the failure (so the rollback ran).
+    assert!(
+        stderr.contains(&format!("interface=\"{}\"", net.if_a))
+            || stderr.contains(&format!("interface={}", net.if_a)),
+        "the log shows {} attached first: {stderr}",
+        net.if_a
+    );
+    assert!(
+        !xdp_attached(&net.ns_a, &net.if_a),
+        "XDP left attached to {} after the rollback",
+        net.if_a
+    );
+    assert_eq!(
+        tc_egress_programs(&net.ns_a, &net.if_a),
+        Vec::<String>::new(),
+        "TC egress left attached to {} after the rollback",
+        net.if_a
+    );
+    assert_eq!(
+        link_pins(&format!("{dir}/bpf")),
+        Vec::<String>::new(),
+        "link pins left behind"
+    );
+    // The holder's attachment is untouched.
+    assert!(xdp_attached(&net.ns_a, held), "the holder's XDP is gone");
+    assert!(
+        !tc_egress_programs(&net.ns_a, held).is_empty(),
+        "the holder's TC egress is gone"
+    );
+    drop(holder);
     let _ = Command::new("umount")
         .arg("-l")
         .arg(format!("{dir}/bpf"))

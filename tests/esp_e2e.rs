@@ -1,53 +1,60 @@
 //! End to end between two xipsec hosts (two namespaces, a veth, a daemon on each side):
-//! ping6, 1,400-byte UDP and a 10 MB TCP transfer over ESP; a capture on the veth sees only ESP;
-//! a bit-flipped packet, a replayed packet, an unknown SPI and clear traffic for an `ipsec`
-//! policy are each dropped and counted; kill -9 of one daemon stops the flow without leaking
-//! plaintext, and a restart brings it back.
+//! ping6, 1,400-byte UDP (whose ESP packets are fragmented on the wire) and a 10 MB TCP transfer
+//! over ESP. Captures on both ends (see `capture`) see only ESP under the test's SPIs, and scapy
+//! decrypts the captured ESP with the configured keys and finds the plaintext inside (and it is
+//! nowhere in clear). A bit-flipped packet, a replayed packet, an unknown SPI and clear traffic
+//! for an `ipsec` policy are each dropped and counted; kill -9 of one daemon stops the flow
+//! without leaking plaintext (a live capture proves it), and a restart brings it back.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
 use ipsec_common::abi::XIPSEC_MARK;
 use ipsec_tests::{
+    capture::{Capture, Frames},
     daemon::Daemon,
+    esp_oracle::{EspSa, Expect, assert_confidential},
     netns::VethPair,
     require_root,
-    traffic::{Capture, fixture, py},
+    traffic::{fixture, py},
 };
 
-/// A pair of SAs and SPs on `d` protecting everything between `me` and `peer`.
-fn configure(
-    d: &Daemon,
-    (me, peer): (&str, &str),
-    (out_spi, in_spi): (&str, &str),
-    mode: &str,
-    enc: (&str, &str),
-    integ: (&str, &str),
-) {
-    for (name, src, dst, spi) in [("out", me, peer, out_spi), ("in", peer, me, in_spi)] {
-        d.ok(&[
-            "sa",
-            "add",
-            "--sa-source",
-            src,
-            "--sa-destination",
-            dst,
-            "--sa-mode",
-            mode,
-            "--sa-spi",
-            spi,
-            "--encryption-algorithm",
-            enc.0,
-            "--encryption-key",
-            enc.1,
-            "--integrity-algorithm",
-            integ.0,
-            "--integrity-key",
-            integ.1,
-            "--sa-name",
-            &format!("sa-{name}"),
-        ]);
+const SPI_AB: u32 = 0x1001;
+const SPI_BA: u32 = 0x1002;
+/// The ping payload pattern (`ping -p`): "xipsecping".
+const PING_PATTERN: &str = "78697073656370696e67";
+const PING_MARKER: &[u8] = b"xipsecping";
+const UDP_MARKER: &str = "XIPSEC-E2E-UDP-PLAINTEXT.";
+/// SHA-256("xipsec"), the 32-byte block `traffic.py tcp-source` repeats: any 63 bytes of its
+/// stream contain it whole.
+const TCP_MARKER: &str = "80bba6b58e51d1990211a45825907ec8c548dddeae1e0bb92e01e5ae1a5b6e52";
+
+/// The two SAs, as configured on both hosts (a's outbound is b's inbound).
+fn sas(net: &VethPair, enc: &'static str) -> [EspSa; 2] {
+    let mk = |name: &str, spi, src: &str, dst: &str| EspSa {
+        name: name.into(),
+        spi,
+        src: src.into(),
+        dst: dst.into(),
+        mode: "transport",
+        enc,
+        enc_key: (enc != "null").then(|| "0x000102030405060708090a0b0c0d0e0f".to_owned()),
+        integ: "hmac-sha2-256",
+        integ_key: "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f".into(),
+    };
+    [
+        mk("sa-ab", SPI_AB, &net.addr_a, &net.addr_b),
+        mk("sa-ba", SPI_BA, &net.addr_b, &net.addr_a),
+    ]
+}
+
+/// The SAs on `d` and an `ipsec` SP per direction protecting everything between `me` and
+/// `peer`, with `out`/`in_` the SA names.
+fn configure(d: &Daemon, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&str, &str)) {
+    for sa in sas {
+        let args = sa.sa_add_args();
+        d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
-    for (dir, src, dst, sa) in [("out", me, peer, "sa-out"), ("in", peer, me, "sa-in")] {
+    for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, in_)] {
         d.ok(&[
             "sp",
             "add",
@@ -74,28 +81,27 @@ fn configure(
 }
 
 fn ping(ns: &str, addr: &str) -> bool {
-    VethPair::exec(ns, &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("ping")
-        .success()
-}
-
-/// Every captured IPv6 packet between the two hosts is ESP (or a fragment of it); ND aside.
-fn assert_only_esp(seen: &str, context: &str) {
-    let mut esp = 0;
-    for line in seen.lines() {
-        if line.contains("ICMP6, neighbor") || line.contains("ICMP6, router") {
-            continue;
-        }
-        assert!(
-            line.contains("ESP") || line.contains("frag ("),
-            "{context}: plaintext on the wire: {line}\n{seen}"
-        );
-        esp += 1;
-    }
-    assert!(esp > 0, "{context}: the capture saw no ESP at all:\n{seen}");
+    VethPair::exec(
+        ns,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-p",
+            PING_PATTERN,
+            addr,
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .expect("ping")
+    .success()
 }
 
 fn sa_field(d: &Daemon, sa: &str, field: &str) -> u64 {
@@ -137,6 +143,17 @@ fn inject(ns: &str, iface: &str, pcap: &Path, index: usize, mode: &str) {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// Index of the first ESP frame under `spi` among the capture's IPv6 ESP frames, as
+/// `inject.py` counts them.
+fn esp_index(frames: &Frames, spi: u32) -> usize {
+    frames
+        .frames
+        .iter()
+        .filter(|f| f.ipv6()[6] == 50)
+        .position(|f| f.spi == Some(spi))
+        .unwrap_or_else(|| panic!("no ESP under {spi:#x} captured"))
+}
+
 #[test]
 fn two_hosts_protect_traffic_end_to_end() {
     if !require_root("two_hosts_protect_traffic_end_to_end") {
@@ -145,34 +162,36 @@ fn two_hosts_protect_traffic_end_to_end() {
     let net = VethPair::new("xe2", 0x73);
     let mut a = Daemon::start("e2ea", &net.ns_a, &net.if_a);
     let b = Daemon::start("e2eb", &net.ns_b, &net.if_b);
-    let enc = ("aes128-cbc", "0x000102030405060708090a0b0c0d0e0f");
-    let integ = (
-        "hmac-sha2-256",
-        "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-    );
+    // XIPSEC_E2E_ENC=null configures a null cipher on both daemons while scapy still expects
+    // aes128-cbc: the mutation check this test must fail (see the README's test list).
+    let enc: &'static str = match std::env::var("XIPSEC_E2E_ENC").as_deref() {
+        Ok("null") => "null",
+        _ => "aes128-cbc",
+    };
+    let configured = sas(&net, enc);
+    let expected = sas(&net, "aes128-cbc");
     configure(
         &a,
+        &configured,
         (&net.addr_a, &net.addr_b),
-        ("0x1001", "0x1002"),
-        "transport",
-        enc,
-        integ,
+        ("sa-ab", "sa-ba"),
     );
     configure(
         &b,
+        &configured,
         (&net.addr_b, &net.addr_a),
-        ("0x1002", "0x1001"),
-        "transport",
-        enc,
-        integ,
+        ("sa-ba", "sa-ab"),
     );
+    let spis = [SPI_AB, SPI_BA];
+    let flows = [
+        (net.addr_a.as_str(), net.addr_b.as_str()),
+        (net.addr_b.as_str(), net.addr_a.as_str()),
+    ];
     let dir = a.dir.clone();
     // Each side's capture sees everything that side sends (taps run after TC egress), but not
     // the ESP its XDP hands to AF_XDP (XDP runs before taps): capture both ends.
-    let between = "ip6 and src net fd00:73::/64 and dst net fd00:73::/64";
-    let (wire_a, wire_b) = (dir.join("wire-a.pcap"), dir.join("wire-b.pcap"));
-    let cap_a = Capture::start(&net.ns_a, &net.if_a, &wire_a, between);
-    let cap_b = Capture::start(&net.ns_b, &net.if_b, &wire_b, between);
+    let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("small-a.pcap"), &spis);
+    let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("small-b.pcap"), &spis);
 
     assert!(
         ping(&net.ns_a, &net.addr_b),
@@ -189,7 +208,7 @@ fn two_hosts_protect_traffic_end_to_end() {
     std::thread::sleep(Duration::from_millis(300));
     py(
         &net.ns_a,
-        &["udp-send", &net.addr_b, "9400", "3", "x", "1400"],
+        &["udp-send", &net.addr_b, "9400", "3", UDP_MARKER, "1400"],
     )
     .status()
     .expect("sender");
@@ -198,7 +217,48 @@ fn two_hosts_protect_traffic_end_to_end() {
         .to_string();
     assert_eq!(got, "3 1400 1400 1400", "1,400-byte datagrams over ESP");
 
+    let small_a = cap_a.stop();
+    let small_b = cap_b.stop();
+    small_a.assert_only_esp("ping and UDP sent by a");
+    small_b.assert_only_esp("ping replies sent by b");
+    // Three 1,400-byte datagrams: three ESP packets over the MTU, two fragments each.
+    let fragments = small_a
+        .esp_frames()
+        .iter()
+        .filter(|f| f.fragment.is_some())
+        .count();
+    assert!(
+        fragments >= 6,
+        "the 1,400-byte datagrams must leave as fragmented ESP: {fragments} fragments seen"
+    );
+    let udp_marker = &UDP_MARKER.as_bytes()[..20];
+    assert_confidential(
+        &small_a,
+        &expected,
+        100,
+        &Expect {
+            flows: &flows,
+            protocols: &[58, 17],
+            markers: &[PING_MARKER, udp_marker],
+        },
+        "ping and UDP sent by a",
+    );
+    assert_confidential(
+        &small_b,
+        &expected,
+        100,
+        &Expect {
+            flows: &flows,
+            // b's capture also sees a's fragmented ESP (b's XDP leaves fragments to the kernel).
+            protocols: &[58, 17],
+            markers: &[PING_MARKER],
+        },
+        "ping replies sent by b",
+    );
+
     // 10 MB over TCP with matching checksums.
+    let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("tcp-a.pcap"), &spis);
+    let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("tcp-b.pcap"), &spis);
     let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9500", "20"])
         .stdout(Stdio::piped())
         .spawn()
@@ -224,51 +284,72 @@ fn two_hosts_protect_traffic_end_to_end() {
     );
     assert_eq!(received, sent, "10 MB over ESP must arrive intact");
 
-    assert_only_esp(&cap_a.stop(), "protected traffic sent by a");
-    assert_only_esp(&cap_b.stop(), "protected traffic sent by b");
+    let tcp_a = cap_a.stop();
+    let tcp_b = cap_b.stop();
+    tcp_a.assert_only_esp("TCP sent by a");
+    tcp_b.assert_only_esp("TCP acknowledgements sent by b");
+    let tcp_marker = hex::decode(TCP_MARKER).expect("hex");
+    assert_confidential(
+        &tcp_a,
+        &expected,
+        40,
+        &Expect {
+            flows: &flows,
+            protocols: &[6],
+            markers: &[&tcp_marker],
+        },
+        "TCP sent by a",
+    );
+    assert_confidential(
+        &tcp_b,
+        &expected,
+        20,
+        &Expect {
+            flows: &flows,
+            protocols: &[6],
+            markers: &[],
+        },
+        "TCP acknowledgements sent by b",
+    );
     assert!(
         stat(&b, "esp_xsk_received") > 1000,
         "b receives ESP by AF_XDP: {}",
         b.ok(&["stats"])
     );
     assert!(
-        sa_field(&a, "sa-out", "packets") > 1000,
+        sa_field(&a, "sa-ab", "packets") > 1000,
         "outbound SA counts packets"
     );
     assert!(
-        sa_field(&b, "sa-in", "packets") > 1000,
+        sa_field(&b, "sa-ab", "packets") > 1000,
         "inbound SA counts packets"
     );
 
     // One small ESP packet a -> b to tamper with (captured where it leaves).
-    let one = dir.join("one.pcap");
-    let cap = Capture::start(
-        &net.ns_a,
-        &net.if_a,
-        &one,
-        "ip6 proto 50 and src fd00:73::1",
-    );
+    let cap = Capture::start(&net.ns_a, &net.if_a, &dir.join("one.pcap"), &spis);
     assert!(ping(&net.ns_a, &net.addr_b));
-    let _ = cap.stop();
+    let one_frames = cap.stop();
+    let one = one_frames.file.clone();
+    let index = esp_index(&one_frames, SPI_AB);
 
-    let before = sa_field(&b, "sa-in", "auth_failures");
-    inject(&net.ns_a, &net.if_a, &one, 0, "flip");
+    let before = sa_field(&b, "sa-ab", "auth_failures");
+    inject(&net.ns_a, &net.if_a, &one, index, "flip");
     assert_eq!(
-        sa_field(&b, "sa-in", "auth_failures"),
+        sa_field(&b, "sa-ab", "auth_failures"),
         before + 1,
         "a bit-flipped packet is an auth failure"
     );
 
-    let before = sa_field(&b, "sa-in", "replay_drops");
-    inject(&net.ns_a, &net.if_a, &one, 0, "raw");
+    let before = sa_field(&b, "sa-ab", "replay_drops");
+    inject(&net.ns_a, &net.if_a, &one, index, "raw");
     assert_eq!(
-        sa_field(&b, "sa-in", "replay_drops"),
+        sa_field(&b, "sa-ab", "replay_drops"),
         before + 1,
         "a replayed packet is a replay drop"
     );
 
     let before = stat(&b, "drop_unknown_spi");
-    inject(&net.ns_a, &net.if_a, &one, 0, "spi");
+    inject(&net.ns_a, &net.if_a, &one, index, "spi");
     assert_eq!(
         stat(&b, "drop_unknown_spi"),
         before + 1,
@@ -276,25 +357,34 @@ fn two_hosts_protect_traffic_end_to_end() {
     );
 
     let before = stat(&b, "drop_ipsec_clear");
-    inject(&net.ns_a, &net.if_a, &one, 0, "clear-udp");
+    inject(&net.ns_a, &net.if_a, &one, index, "clear-udp");
     assert_eq!(
         stat(&b, "drop_ipsec_clear"),
         before + 1,
         "clear traffic for an ipsec policy is dropped and counted"
     );
 
-    // kill -9 of a: the flow stops, and nothing leaves in clear.
+    // kill -9 of a: the flow stops, and nothing leaves in clear. The capture is on a's side
+    // (taps see what a's TC egress lets out); its markers prove it was live throughout.
     a.kill9();
-    let down = dir.join("down.pcap");
-    let cap = Capture::start(&net.ns_a, &net.if_a, &down, "ip6 and not icmp6[0] >= 133");
+    let cap = Capture::start(&net.ns_a, &net.if_a, &dir.join("down.pcap"), &spis);
     assert!(
         !ping(&net.ns_a, &net.addr_b),
         "with its daemon dead, a must not reach b"
     );
-    let seen = cap.stop();
+    let py_sent = py(
+        &net.ns_a,
+        &["udp-send", &net.addr_b, "9400", "5", UDP_MARKER, "200"],
+    )
+    .status()
+    .expect("sender");
+    assert!(py_sent.success(), "UDP sender while a's daemon is dead");
+    let down = cap.stop();
+    let clear = down.clear_frames();
     assert!(
-        !seen.contains("ICMP6, echo"),
-        "plaintext left a while its daemon was dead: {seen}"
+        clear.is_empty(),
+        "plaintext left a while its daemon was dead:\n{}",
+        ipsec_tests::capture::describe(&clear)
     );
     a.spawn();
     assert!(

@@ -16,12 +16,17 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::PathBuf,
     process::{Child, Stdio},
     time::Instant,
 };
 
-use ipsec_tests::{daemon::Daemon, netns::VethPair, require_root, traffic::Capture};
+use ipsec_tests::{
+    capture::{Capture, describe},
+    daemon::Daemon,
+    netns::VethPair,
+    require_root,
+    traffic::fixture,
+};
 use serde_json::{Value, json};
 
 /// Inner (tunnel-mode) addresses, on `lo` of each namespace.
@@ -43,12 +48,6 @@ const DOC_SPI: u32 = 0x1000;
 const GOOD_SENT: u64 = 6;
 const REPLIES: u64 = 5;
 const REPLY_KINDS: [&str; 5] = ["echo", "udp", "udp-closed", "tcp", "tcp-closed"];
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 fn sh_in(ns: &str, args: &[&str]) {
     let out = VethPair::exec(ns, args)
@@ -382,24 +381,13 @@ fn check_combo(d: &Daemon, i: usize, r: &Value) -> Vec<String> {
     bad
 }
 
-/// Every captured IPv6 packet is ESP, apart from neighbour discovery (and MLD of the links).
-fn plaintext_lines(seen: &str) -> (usize, Vec<String>) {
-    let mut esp = 0;
-    let mut clear = Vec::new();
-    for line in seen.lines() {
-        if line.contains("ICMP6, neighbor")
-            || line.contains("ICMP6, router")
-            || line.contains("ICMP6, multicast listener")
-        {
-            continue;
-        }
-        if line.contains("ESP(") {
-            esp += 1;
-        } else {
-            clear.push(line.to_owned());
-        }
+/// The (inbound, outbound) SPIs of combination `i`.
+fn spis(combo: &Combo, i: usize) -> (u32, u32) {
+    if combo.is_doc() {
+        (DOC_SPI + 1, DOC_SPI)
+    } else {
+        (0x2000 + 0x10 * i as u32, 0x2001 + 0x10 * i as u32)
     }
-    (esp, clear)
 }
 
 #[test]
@@ -490,17 +478,21 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
     );
 
     let wire = a.dir.join("wire.pcap");
-    let cap = Capture::start(&net.ns_b, &net.if_b, &wire, "ip6");
+    let all_spis: Vec<u32> = combos()
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let (a, b) = spis(c, i);
+            [a, b]
+        })
+        .collect();
+    let cap = Capture::start(&net.ns_b, &net.if_b, &wire, &all_spis);
     let clear_before = stat(&a, "drop_ipsec_clear");
 
     let mut failures = Vec::new();
     for (i, combo) in combos().iter().enumerate() {
         let label = combo.label();
-        let (spi_in, spi_out) = if combo.is_doc() {
-            (DOC_SPI + 1, DOC_SPI)
-        } else {
-            (0x2000 + 0x10 * i as u32, 0x2001 + 0x10 * i as u32)
-        };
+        let (spi_in, spi_out) = spis(combo, i);
         a.ok(&["sp", "remove", "--remove-all"]);
         a.ok(&["sa", "remove", "--remove-all"]);
         configure(&a, &net, combo, i, spi_in, spi_out);
@@ -535,15 +527,16 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
     }
 
     let seen = cap.stop();
-    let (esp, clear) = plaintext_lines(&seen);
+    let clear = seen.clear_frames();
     assert!(
         clear.is_empty(),
         "plaintext for the protected addresses on the wire:\n{}",
-        clear.join("\n")
+        describe(&clear)
     );
+    let esp = seen.esp_count();
     assert!(
         esp >= 12 * (GOOD_SENT + 1 + REPLIES) as usize,
-        "the capture saw only {esp} ESP packets:\n{seen}"
+        "the capture saw only {esp} ESP packets"
     );
     assert_eq!(
         stat(&a, "drop_ipsec_clear"),

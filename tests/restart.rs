@@ -1,11 +1,69 @@
 //! Restart with a real daemon on a veth: 500 SAs and 2,000 SPs survive a stop and a kill -9 with
 //! identical lists and identical map contents; while the daemon is down the pinned programs keep
 //! enforcing (discard drops, protected traffic never leaves in clear); verdicts are unchanged
-//! after the restart.
+//! after the restart, and ESP works after it: the protected flow leaves only as ESP (captured
+//! on the far side) and scapy decrypts it with the configured keys, so the restored SA has its
+//! keys.
 
 use std::sync::Arc;
 
-use ipsec_tests::{daemon::Daemon, maps::pinned_meaning, netns::VethPair, require_root, traffic};
+use ipsec_tests::{
+    capture::Capture,
+    daemon::Daemon,
+    esp_oracle::{EspSa, Expect, assert_confidential},
+    maps::pinned_meaning,
+    netns::VethPair,
+    require_root, traffic,
+};
+
+const SECRET: &str = "RESTART-SECRET";
+
+/// The protected SA a -> b (the flow to UDP port 9103).
+fn protected_sa() -> EspSa {
+    EspSa {
+        name: "to-b".into(),
+        spi: 0x7200,
+        src: "fd00:72::1".into(),
+        dst: "fd00:72::2".into(),
+        mode: "transport",
+        enc: "aes128-cbc",
+        enc_key: Some("0x00112233445566778899aabbccddeeff".into()),
+        integ: "hmac-sha2-256",
+        integ_key: "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
+    }
+}
+
+/// The protected flow leaves a only as ESP under the SA (captured on b, which has no XDP), and
+/// scapy decrypts it to the plaintext with the configured keys.
+fn assert_esp_works(net: &VethPair, d: &Daemon, when: &str) {
+    let sa = protected_sa();
+    let _absorb = traffic::EspAbsorb::start(&net.ns_b);
+    let cap = Capture::start_with_marker_from(
+        &net.ns_b,
+        &net.if_b,
+        &d.dir.join("esp.pcap"),
+        &[sa.spi],
+        (&net.ns_a, &net.if_a),
+    );
+    let sent = traffic::py(&net.ns_a, &["udp-send", &net.addr_b, "9103", "4", SECRET])
+        .status()
+        .expect("sending protected UDP");
+    assert!(sent.success(), "{when}: udp-send failed");
+    let frames = cap.stop();
+    frames.assert_only_esp(when);
+    assert_eq!(frames.esp_count(), 4, "{when}: one ESP packet per datagram");
+    assert_confidential(
+        &frames,
+        &[sa.clone()],
+        4,
+        &Expect {
+            flows: &[(sa.src.as_str(), sa.dst.as_str())],
+            protocols: &[17],
+            markers: &[SECRET.as_bytes()],
+        },
+        when,
+    );
+}
 
 /// Datagrams delivered from `from_ns` to `to_addr`:`port` (receiver in `to_ns`).
 fn udp(from_ns: &str, to_ns: &str, to_addr: &str, port: u16) -> usize {
@@ -126,28 +184,8 @@ fn restart_keeps_state_maps_and_verdicts() {
         .expect("sole owner")
         .into_inner()
         .expect("lock");
-    d.ok(&[
-        "sa",
-        "add",
-        "--sa-source",
-        "fd00:72::1",
-        "--sa-destination",
-        "fd00:72::2",
-        "--sa-mode",
-        "transport",
-        "--sa-spi",
-        "0x7200",
-        "--encryption-algorithm",
-        "aes128-cbc",
-        "--encryption-key",
-        "0x00112233445566778899aabbccddeeff",
-        "--integrity-algorithm",
-        "hmac-sha2-256",
-        "--integrity-key",
-        "0x00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-        "--sa-name",
-        "to-b",
-    ]);
+    let args = protected_sa().sa_add_args();
+    d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     d.ok(&[
         "sp",
         "add",
@@ -178,6 +216,7 @@ fn restart_keeps_state_maps_and_verdicts() {
     let maps = pinned_meaning(&d.pin_dir());
     assert_eq!(maps.1.len(), 2002, "every SP is one rule in the kernel");
     assert_enforced(&verdicts(&net), "running");
+    assert_esp_works(&net, &d, "running");
 
     for (how, stop) in [("stop", true), ("kill -9", false)] {
         if stop {
@@ -195,5 +234,6 @@ fn restart_keeps_state_maps_and_verdicts() {
             "map contents after {how} and restart"
         );
         assert_enforced(&verdicts(&net), &format!("after {how} and restart"));
+        assert_esp_works(&net, &d, &format!("after {how} and restart"));
     }
 }

@@ -1,6 +1,8 @@
 //! kill -9 storm: 8 clients add 1,000 SAs and SPs concurrently and the daemon is killed with
 //! SIGKILL midway. After a restart every acknowledged add is present, the state file parses,
-//! and nothing is half-present: every entry there is complete and exactly as it was added.
+//! and nothing is half-present: every entry there is complete and exactly as it was added,
+//! keys included (compared in the state file the killed daemon left, and in the one the
+//! restarted daemon writes back from memory).
 
 mod cli_support;
 
@@ -22,6 +24,8 @@ struct Add {
     kind: &'static str,
     args: Vec<String>,
     expected: Value,
+    /// An SA's (encryption, integrity) key bytes as the state file's hex.
+    keys: Option<(String, String)>,
 }
 
 fn sa_add(client: usize, k: usize) -> Add {
@@ -32,7 +36,9 @@ fn sa_add(client: usize, k: usize) -> Add {
         .parse::<std::net::Ipv6Addr>()
         .expect("an address")
         .to_string();
+    let (enc_key, integ_key) = (format!("{client:08}{k:08}"), format!("{client:016}{k:016}"));
     Add {
+        keys: Some((hex::encode(&enc_key), hex::encode(&integ_key))),
         kind: "sa",
         args: vec![
             "sa".into(),
@@ -42,9 +48,9 @@ fn sa_add(client: usize, k: usize) -> Add {
             "--sa-mode=transport".into(),
             format!("--sa-spi={spi:#x}"),
             "--encryption-algorithm=aes128-cbc".into(),
-            format!("--encryption-key={client:08}{k:08}"),
+            format!("--encryption-key={enc_key}"),
             "--integrity-algorithm=hmac-sha2-256".into(),
-            format!("--integrity-key={client:016}{k:016}"),
+            format!("--integrity-key={integ_key}"),
             format!("--sa-name={name}"),
         ],
         expected: json!({
@@ -79,6 +85,7 @@ fn sp_add(client: usize, k: usize, sa: Option<&str>) -> Add {
         None => args.push("--action=discard".into()),
     }
     Add {
+        keys: None,
         kind: "sp",
         args,
         expected: json!({
@@ -97,6 +104,23 @@ fn project(entry: &Value, expected: &Value) -> Value {
     Value::Object(keys.keys().map(|k| (k.clone(), entry[k].clone())).collect())
 }
 
+/// Every SA in `state` has the keys it was added with; how many SAs there are.
+fn check_keys(state: &Value, keys: &BTreeMap<String, (String, String)>, what: &str) -> usize {
+    let sas = state["spd"]["sas"].as_array().expect("spd.sas is a list");
+    for sa in sas {
+        let name = sa["name"].as_str().expect("an SA name");
+        let (enc, integ) = keys
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: {name} was never added"));
+        assert_eq!(
+            (&sa["encryption_key"], &sa["integrity_key"]),
+            (&Value::from(enc.as_str()), &Value::from(integ.as_str())),
+            "{what}: {name}'s keys"
+        );
+    }
+    sas.len()
+}
+
 #[test]
 fn acknowledged_adds_survive_kill_9() {
     let sandbox = Sandbox::new();
@@ -105,12 +129,14 @@ fn acknowledged_adds_survive_kill_9() {
     // name -> (kind, expected entry, acknowledged)
     let attempted: Mutex<BTreeMap<String, (&'static str, Value, bool)>> =
         Mutex::new(BTreeMap::new());
+    // SA name -> its keys, as the state file must hold them.
+    let keys: Mutex<BTreeMap<String, (String, String)>> = Mutex::new(BTreeMap::new());
     let refused_after_kill = AtomicUsize::new(0);
 
     std::thread::scope(|scope| {
         for client in 0..CLIENTS {
-            let (sandbox, acks, attempted, refused) =
-                (&sandbox, &acks, &attempted, &refused_after_kill);
+            let (sandbox, acks, attempted, refused, keys) =
+                (&sandbox, &acks, &attempted, &refused_after_kill, &keys);
             scope.spawn(move || {
                 let mut last_sa: Option<String> = None;
                 for k in 0..ADDS_PER_CLIENT {
@@ -123,6 +149,11 @@ fn acknowledged_adds_survive_kill_9() {
                         .lock()
                         .expect("attempted lock")
                         .insert(add.name.clone(), (add.kind, add.expected.clone(), false));
+                    if let Some(k) = &add.keys {
+                        keys.lock()
+                            .expect("keys lock")
+                            .insert(add.name.clone(), k.clone());
+                    }
                     let args: Vec<&str> = add.args.iter().map(String::as_str).collect();
                     let run = sandbox.run(&args);
                     if run.status.success() {
@@ -176,6 +207,9 @@ fn acknowledged_adds_survive_kill_9() {
     let bytes = std::fs::read(sandbox.state_file()).expect("reading state.json");
     let state: Value = serde_json::from_slice(&bytes).expect("state.json parses after kill -9");
     assert_eq!(state["version"], 1);
+    let keys = keys.into_inner().expect("keys lock");
+    let saved = check_keys(&state, &keys, "the state file left by kill -9");
+    assert!(saved > 0, "the state file left by kill -9 holds no SA");
 
     let _daemon = sandbox.start();
     let (sas, sps) = sandbox.lists();
@@ -208,7 +242,24 @@ fn acknowledged_adds_survive_kill_9() {
         "{} present, {acked} acked",
         present.len()
     );
-    // The restored daemon takes changes again.
+    // The restored daemon takes changes again, and writes back the keys it restored.
+    sandbox.ok(&[
+        "sp",
+        "add",
+        "--sp-source=2001:db8:9::/64",
+        "--sp-destination=any",
+        "--source-port=any",
+        "--destination-port=any",
+        "--upper-layer-protocol=any",
+        "--flow-direction=in",
+        "--action=discard",
+        "--sp-name=after-restart",
+    ]);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(sandbox.state_file()).expect("reading state.json"))
+            .expect("state.json parses");
+    let restored = check_keys(&state, &keys, "the state the restarted daemon wrote");
+    assert_eq!(restored, saved, "every saved SA restored");
     sandbox.ok(&["sp", "remove", "--remove-all"]);
     sandbox.ok(&["sa", "remove", "--remove-all"]);
 }

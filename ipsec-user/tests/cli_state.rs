@@ -1,5 +1,7 @@
 //! A corrupt state file stops the daemon with a clear error and is never touched: not JSON,
-//! truncated, unknown version, an invalid policy database, or unreadable.
+//! truncated, unknown version, an invalid policy database, or unreadable. A non-empty policy
+//! database (SAs of every cipher, with their keys, and SPs) round-trips through a restart: the
+//! restarted daemon writes back exactly the keys it was given.
 
 mod cli_support;
 
@@ -83,7 +85,12 @@ fn corrupt_state_files_are_refused_and_left_untouched() {
         ),
         ("sp naming a missing sa", to_vec(&ghost), "invalid \"spd\""),
         ("duplicate sa", to_vec(&twins), "invalid \"spd\""),
-        ("key of the wrong length", to_vec(&short_key), "spd"),
+        (
+            "key of the wrong length",
+            to_vec(&short_key),
+            "invalid \"spd\": state: sa 'sa1': --encryption-key: 3des-cbc needs a 24-byte key, \
+             got 1 bytes",
+        ),
     ];
     for (what, bytes, reason) in cases {
         expect_refusal(what, &bytes, reason);
@@ -136,4 +143,141 @@ fn a_missing_state_file_is_an_empty_state_and_is_created_on_the_first_change() {
         leftovers.is_empty(),
         "temporary files left behind: {leftovers:?}"
     );
+}
+
+/// The SAs of the round trip: (name, encryption, encryption key as given, integrity, integrity
+/// key as given).
+const ROUND_TRIP_SAS: &[(&str, &str, Option<&str>, &str, &str)] = &[
+    (
+        "rt-aes",
+        "aes128-cbc",
+        Some("0x00112233445566778899aabbccddeeff"),
+        "hmac-sha2-256",
+        "0xf0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff",
+    ),
+    (
+        "rt-3des",
+        "3des-cbc",
+        Some("ipv6readylogo3descbcout2"),
+        "hmac-sha1",
+        "ipv6readylogsha1out2",
+    ),
+    (
+        "rt-null",
+        "null",
+        None,
+        "hmac-sha1",
+        "0x0102030405060708090a0b0c0d0e0f1011121314",
+    ),
+];
+
+/// A key as given on the command line (`0x` hex or ASCII), as the state file's hex.
+fn key_hex(given: &str) -> String {
+    match given.strip_prefix("0x") {
+        Some(hex) => hex.to_owned(),
+        None => hex::encode(given.as_bytes()),
+    }
+}
+
+/// The state file's SAs, name -> (encryption_key, integrity_key).
+fn state_keys(sandbox: &Sandbox) -> std::collections::BTreeMap<String, (Value, Value)> {
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(sandbox.state_file()).expect("reading state.json"))
+            .expect("state.json parses");
+    state["spd"]["sas"]
+        .as_array()
+        .expect("spd.sas is a list")
+        .iter()
+        .map(|sa| {
+            (
+                sa["name"].as_str().expect("a name").to_owned(),
+                (sa["encryption_key"].clone(), sa["integrity_key"].clone()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_non_empty_state_round_trips_with_its_keys() {
+    let sandbox = Sandbox::new();
+    let daemon = sandbox.start();
+    for (i, (name, enc, enc_key, integ, integ_key)) in ROUND_TRIP_SAS.iter().enumerate() {
+        let spi = format!("{:#x}", 0x5000 + i);
+        let mut args = vec![
+            "sa",
+            "add",
+            "--sa-source",
+            "2001:db8::1",
+            "--sa-destination",
+            "2001:db8::2",
+            "--sa-mode",
+            "transport",
+            "--sa-spi",
+            &spi,
+            "--encryption-algorithm",
+            enc,
+            "--integrity-algorithm",
+            integ,
+            "--integrity-key",
+            integ_key,
+            "--sa-name",
+            name,
+        ];
+        if let Some(k) = enc_key {
+            args.extend(["--encryption-key", k]);
+        }
+        sandbox.ok(&args);
+    }
+    sandbox.ok(SA_EXAMPLE);
+    sandbox.ok(SP_EXAMPLE);
+    let lists = sandbox.lists();
+    daemon.stop();
+
+    let mut expected: std::collections::BTreeMap<String, (Value, Value)> = ROUND_TRIP_SAS
+        .iter()
+        .map(|(name, _, enc_key, _, integ_key)| {
+            (
+                (*name).to_owned(),
+                (
+                    Value::from(enc_key.map(key_hex).unwrap_or_default()),
+                    Value::from(key_hex(integ_key)),
+                ),
+            )
+        })
+        .collect();
+    expected.insert(
+        "sa1".into(),
+        (
+            Value::from(hex::encode("ipv6readylogo3descbcout2")),
+            Value::from(hex::encode("ipv6readylogsha1out2")),
+        ),
+    );
+    assert_eq!(
+        state_keys(&sandbox),
+        expected,
+        "keys written by the first daemon"
+    );
+
+    // The restarted daemon restores the state; a change makes it write the state back from
+    // memory, so the file now shows the keys the running daemon holds.
+    let daemon = sandbox.start();
+    assert_eq!(sandbox.lists(), lists, "lists after the restart");
+    sandbox.ok(&[
+        "sp",
+        "add",
+        "--sp-source=2001:db8:9::/64",
+        "--sp-destination=any",
+        "--source-port=any",
+        "--destination-port=any",
+        "--upper-layer-protocol=any",
+        "--flow-direction=in",
+        "--action=discard",
+        "--sp-name=after-restart",
+    ]);
+    assert_eq!(
+        state_keys(&sandbox),
+        expected,
+        "keys held by the restarted daemon"
+    );
+    daemon.stop();
 }

@@ -9,7 +9,9 @@
 //! The helper `tests/interop/esp_scapy.py` speaks JSON with hex packets over stdin/stdout. It
 //! needs `python3` (or `$PYTHON`) with scapy (`pip install scapy`; scapy's ESP ciphers come
 //! from `cryptography`, which pip installs alongside). Without them the tests fail when
-//! `CI=true` and otherwise skip with the reason printed.
+//! `CI=true` (or `1`) and otherwise skip with the reason printed.
+
+mod cli_support;
 
 use ipsec_user::crypto::{Decapsulated, InboundSa, OutboundSa, SaConfig};
 use ipsec_user::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
@@ -164,7 +166,7 @@ fn call(request: &Value) -> Value {
 }
 
 /// True when python3 and scapy (with its ESP algorithms) are there. Otherwise fails under
-/// `CI=true` and skips, saying why, elsewhere.
+/// `CI=true` (or `1`) and skips, saying why, elsewhere.
 fn scapy_available() -> bool {
     let reason = match try_call(&json!({"op": "probe"})) {
         Ok(answer) => {
@@ -190,9 +192,8 @@ fn scapy_available() -> bool {
         }
         Err(err) => err,
     };
-    let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true");
     assert!(
-        !in_ci,
+        !cli_support::ci(),
         "ESP interop needs python3 with scapy: run `pip install scapy` ({reason})"
     );
     eprintln!("skipping ESP interop: {reason}; run `pip install scapy` to enable it");

@@ -159,3 +159,19 @@ impl Drop for Daemon {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The sum over CPUs of datapath counter `counter` in the maps pinned under `pin_dir`: readable
+/// while the daemon is dead, from the maps of the programs that are still attached.
+pub fn pinned_counter(pin_dir: &std::path::Path, counter: ipsec_common::abi::Counter) -> u64 {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    let path = pin_dir.join(ipsec_common::abi::COUNTERS);
+    let map = MapData::from_pin(&path)
+        .unwrap_or_else(|e| panic!("opening the pinned counters {}: {e}", path.display()));
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(map)).expect("the counters are a per-CPU array");
+    counters
+        .get(&(counter as u32), 0)
+        .expect("reading a counter")
+        .iter()
+        .sum()
+}

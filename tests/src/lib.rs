@@ -1,7 +1,10 @@
-//! Fixtures for the kernel tests: privilege checks, frame builders, random SPDs and packets
-//! biased to policy edges, and the reference verdict (model parser + reference classifier).
+//! Fixtures for the kernel tests: privilege checks, namespaces and daemons, captures that cannot
+//! lie and an independent ESP decryptor, frame builders, random SPDs and packets biased to
+//! policy edges, and the reference verdict (model parser + reference classifier).
 
+pub mod capture;
 pub mod daemon;
+pub mod esp_oracle;
 pub mod frames;
 pub mod maps;
 pub mod netns;
@@ -9,16 +12,20 @@ pub mod random;
 pub mod reference;
 pub mod traffic;
 
-/// Kernel tests need root. Under `CI=true` a missing privilege fails the test loudly; elsewhere
-/// the test prints why it did not run and returns `false`.
+/// True when running under CI: `CI=true` or `CI=1`. The one definition every test uses.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Kernel tests need root. Under CI (see [`ci`]) a missing privilege fails the test loudly;
+/// elsewhere the test prints why it did not run and returns `false`.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     assert!(
-        !ci,
+        !ci(),
         "{test}: needs root (BPF, netns); run the tests as root: sudo -E cargo xtask test"
     );
     eprintln!("{test}: not run: needs root (BPF, netns); run: sudo -E cargo xtask test");

@@ -1,4 +1,5 @@
-//! Network namespaces and veth pairs created by name for one test and deleted on drop.
+//! Network namespaces and veth pairs created by name for one test and deleted on drop, and what
+//! is attached to an interface in one (XDP, TC egress).
 
 use std::process::{Command, Output};
 
@@ -81,4 +82,52 @@ impl Drop for VethPair {
     fn drop(&mut self) {
         self.cleanup();
     }
+}
+
+/// True when `ip -d link show` reports an XDP program (any mode) on `iface` in `ns`.
+pub fn xdp_attached(ns: &str, iface: &str) -> bool {
+    let out = sh(&["ip", "-n", ns, "-d", "link", "show", "dev", iface]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .any(|w| w.starts_with("xdp") || w == "prog/xdp")
+}
+
+/// Names of the programs on `iface`'s TC egress in `ns`: TCX programs (queried with
+/// `BPF_PROG_QUERY` from a thread that joined the namespace) and classic `tc` filters.
+pub fn tc_egress_programs(ns: &str, iface: &str) -> Vec<String> {
+    let (ns_owned, iface_owned) = (ns.to_owned(), iface.to_owned());
+    let mut names = std::thread::spawn(move || {
+        let file = std::fs::File::open(format!("/run/netns/{ns_owned}"))
+            .unwrap_or_else(|e| panic!("opening namespace {ns_owned}: {e}"));
+        // SAFETY: setns(2) on a valid namespace fd; it moves only this short-lived thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(
+            rc,
+            0,
+            "setns into {ns_owned}: {}",
+            std::io::Error::last_os_error()
+        );
+        let (_, programs) = aya::programs::SchedClassifier::query_tcx(
+            &iface_owned,
+            aya::programs::tc::TcAttachType::Egress,
+        )
+        .unwrap_or_else(|e| panic!("querying TCX egress of {iface_owned}: {e}"));
+        programs
+            .iter()
+            .map(|p| format!("tcx:{}", p.name_as_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("the TCX query thread");
+    let out = Command::new("tc")
+        .args(["-n", ns, "filter", "show", "dev", iface, "egress"])
+        .output()
+        .expect("running tc filter show");
+    names.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("bpf"))
+            .map(|l| format!("tc:{l}")),
+    );
+    names
 }

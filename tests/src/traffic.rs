@@ -1,8 +1,9 @@
 //! The traffic fixtures (`fixtures/*.py`) run inside a namespace.
 
 use std::{
+    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -51,51 +52,29 @@ pub fn udp_delivered(
         .expect("a count")
 }
 
-/// A running `tcpdump` writing what it sees to a file; killed if dropped before [`Self::stop`].
-pub struct Capture {
-    child: std::process::Child,
-    file: PathBuf,
-}
+/// A raw ESP socket held open in a namespace (`traffic.py esp-absorb`), so that host's kernel,
+/// which has no SA, does not answer ESP with ICMPv6 parameter problems (in clear); killed on
+/// drop.
+pub struct EspAbsorb(Child);
 
-impl Capture {
-    /// Captures packets matching the tcpdump `filter` on `iface` of namespace `ns` into `file`;
-    /// returns once tcpdump had time to start listening.
-    pub fn start(ns: &str, iface: &str, file: &std::path::Path, filter: &str) -> Self {
-        let child = VethPair::exec(ns, &["tcpdump", "-i", iface, "-U", "-nn", "-w"])
-            .arg(file)
-            .args(filter.split(' '))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+impl EspAbsorb {
+    pub fn start(ns: &str) -> Self {
+        let mut child = py(ns, &["esp-absorb", "600"])
+            .stdout(Stdio::piped())
             .spawn()
-            .expect("starting tcpdump");
-        std::thread::sleep(Duration::from_millis(800));
-        Self {
-            child,
-            file: file.to_path_buf(),
-        }
-    }
-
-    /// Stops the capture (SIGINT, so tcpdump flushes the file) and returns it as `tcpdump -nn -r`
-    /// prints it.
-    pub fn stop(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-        let out = Command::new("tcpdump")
-            .args(["-nn", "-r"])
-            .arg(&self.file)
-            .output()
-            .expect("tcpdump -r");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+            .expect("starting esp-absorb");
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().expect("esp-absorb stdout"))
+            .read_line(&mut ready)
+            .expect("reading esp-absorb's ready line");
+        assert_eq!(ready.trim(), "ready", "esp-absorb did not start");
+        Self(child)
     }
 }
 
-impl Drop for Capture {
+impl Drop for EspAbsorb {
     fn drop(&mut self) {
-        // A no-op after `stop` (the child was reaped); otherwise a failing test leaves no
-        // tcpdump behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -164,8 +164,59 @@ mod tests {
         assert!(!clamp(&mut short, CLAMPED_MSS));
     }
 
+    /// A full-size TCP segment (no options) of `mss` payload bytes, as an IPv6 packet.
+    fn segment(mss: u16) -> Vec<u8> {
+        let mut p = syn(1460, 0x10);
+        p.truncate(60);
+        p[52] = 5 << 4; // no options
+        p.resize(60 + usize::from(mss), 0xa5);
+        p[4..6].copy_from_slice(&(20 + mss).to_be_bytes());
+        p
+    }
+
+    /// Encrypted by the real ESP code under each suite and mode, a segment of the clamped MSS
+    /// fits the link, and so does one of the MSS [`for_overheads`] gives for that SA alone,
+    /// which no larger segment does: the constants are checked against what ESP really adds,
+    /// not against themselves.
     #[test]
-    fn the_clamped_mss_fits_the_link() {
-        assert!(usize::from(CLAMPED_MSS) + 60 + MAX_ESP_OVERHEAD <= LINK_MTU);
+    fn clamped_segments_fit_the_link_once_encrypted() {
+        use crate::crypto::{OutboundSa, SaConfig};
+        use crate::model::{EncryptionAlgorithm as E, IntegrityAlgorithm as I, Mode};
+        // Distinct bytes: 3DES refuses keys whose three parts are equal.
+        let keys: Vec<u8> = (0..32u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(1))
+            .collect();
+        let addr: std::net::Ipv6Addr = "fd00::1".parse().expect("an address");
+        for (enc, key_len) in [(E::TripleDesCbc, 24), (E::Aes128Cbc, 16), (E::Null, 0)] {
+            for (integ, ikey_len) in [(I::HmacSha1, 20), (I::HmacSha256, 32)] {
+                for mode in [Mode::Transport, Mode::Tunnel] {
+                    let mut sa = OutboundSa::new(&SaConfig {
+                        spi: 0x1000,
+                        mode,
+                        source: addr,
+                        destination: addr,
+                        encryption: enc,
+                        encryption_key: &keys[..key_len],
+                        integrity: integ,
+                        integrity_key: &keys[..ikey_len],
+                    })
+                    .expect("building an SA");
+                    let own = for_overheads([sa.max_overhead()]);
+                    let mut out = Vec::new();
+                    let mut esp_len = |mss: u16| {
+                        sa.encapsulate(&segment(mss), &mut out).expect("encrypting");
+                        out.len()
+                    };
+                    let what = format!("{enc:?}/{integ:?}/{mode:?}");
+                    assert!(esp_len(CLAMPED_MSS) <= LINK_MTU, "{what}: clamped MSS");
+                    assert!(esp_len(own) <= LINK_MTU, "{what}: MSS {own}");
+                    // Not needlessly low either: within one cipher block more, one overflows.
+                    assert!(
+                        (own + 1..=own + 16).any(|mss| esp_len(mss) > LINK_MTU),
+                        "{what}: MSS {own} is needlessly low"
+                    );
+                }
+            }
+        }
     }
 }
