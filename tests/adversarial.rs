@@ -108,10 +108,30 @@ impl Lab {
             (&nb, &pair.if_b, B3),
             (&nb, &pair.if_b, B_FORGED),
         ] {
-            in_ns(ns, &["ip", "addr", "add", &format!("{addr}/64"), "dev", iface, "nodad"]);
+            in_ns(
+                ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{addr}/64"),
+                    "dev",
+                    iface,
+                    "nodad",
+                    // Deprecated at once: reachable, but never picked as a source address.
+                    "preferred_lft",
+                    "0",
+                ],
+            );
         }
-        in_ns(&na, &["ip", "addr", "add", &format!("{TA}/128"), "dev", "lo"]);
-        in_ns(&nb, &["ip", "addr", "add", &format!("{TB}/128"), "dev", "lo"]);
+        in_ns(
+            &na,
+            &["ip", "addr", "add", &format!("{TA}/128"), "dev", "lo"],
+        );
+        in_ns(
+            &nb,
+            &["ip", "addr", "add", &format!("{TB}/128"), "dev", "lo"],
+        );
         in_ns(&na, &["ip", "-6", "route", "add", TB, "via", B1, "src", TA]);
         in_ns(&nb, &["ip", "-6", "route", "add", TA, "via", A]);
         let absorb = py(&nb, &["esp-absorb", "600"])
@@ -127,11 +147,32 @@ impl Lab {
             let args = sa.sa_add_args();
             daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         }
-        let sp = |name: &str, dir: &str, (src, dst): (&str, &str), proto: &str, port: &str, action: &str, sa: Option<(&str, &str)>| {
+        let sp = |name: &str,
+                  dir: &str,
+                  (src, dst): (&str, &str),
+                  proto: &str,
+                  port: &str,
+                  action: &str,
+                  sa: Option<(&str, &str)>| {
             let mut args = vec![
-                "sp", "add", "--sp-name", name, "--flow-direction", dir, "--sp-source", src,
-                "--sp-destination", dst, "--upper-layer-protocol", proto, "--source-port", "any",
-                "--destination-port", port, "--action", action,
+                "sp",
+                "add",
+                "--sp-name",
+                name,
+                "--flow-direction",
+                dir,
+                "--sp-source",
+                src,
+                "--sp-destination",
+                dst,
+                "--upper-layer-protocol",
+                proto,
+                "--source-port",
+                "any",
+                "--destination-port",
+                port,
+                "--action",
+                action,
             ];
             if let Some((sa, mode)) = sa {
                 args.extend(["--sa-name", sa, "--sp-mode", mode]);
@@ -143,17 +184,98 @@ impl Lab {
         let none_port = P_NONE.to_string();
         let (a128, b1_128) = (format!("{A}/128"), format!("{B1}/128"));
         let (ta, tb) = (format!("{TA}/128"), format!("{TB}/128"));
-        sp("p-udp", "out", (&a128, &b1_128), "udp", &ipsec_port, "ipsec", Some(("o-t", "transport")));
-        sp("p-icmp", "out", (&a128, &b1_128), "icmp6", "128", "ipsec", Some(("o-t", "transport")));
-        sp("p-tun", "out", (&ta, &tb), "udp", &ipsec_port, "ipsec", Some(("o-tun", "tunnel")));
-        sp("p-tun-icmp", "out", (&ta, &tb), "icmp6", "128", "ipsec", Some(("o-tun", "tunnel")));
-        sp("d-udp", "out", ("any", &format!("{B3}/128")), "udp", &discard_port, "discard", None);
-        sp("d-icmp", "out", ("any", &format!("{B3}/128")), "icmp6", "any", "discard", None);
-        sp("n-udp", "out", ("any", &format!("{B2}/128")), "udp", &none_port, "none", None);
-        sp("pi-udp", "in", (&b1_128, &a128), "udp", &ipsec_port, "ipsec", Some(("i-t", "transport")));
-        sp("di-udp", "in", ("any", &a128), "udp", &discard_port, "discard", None);
-        sp("ni-udp", "in", ("any", &format!("{A2}/128")), "udp", &none_port, "none", None);
-        let scratch = std::env::temp_dir().join(format!("xipsec-adversarial-{}", std::process::id()));
+        sp(
+            "p-udp",
+            "out",
+            (&a128, &b1_128),
+            "udp",
+            &ipsec_port,
+            "ipsec",
+            Some(("o-t", "transport")),
+        );
+        sp(
+            "p-icmp",
+            "out",
+            (&a128, &b1_128),
+            "icmp6",
+            "128",
+            "ipsec",
+            Some(("o-t", "transport")),
+        );
+        sp(
+            "p-tun",
+            "out",
+            (&ta, &tb),
+            "udp",
+            &ipsec_port,
+            "ipsec",
+            Some(("o-tun", "tunnel")),
+        );
+        sp(
+            "p-tun-icmp",
+            "out",
+            (&ta, &tb),
+            "icmp6",
+            "128",
+            "ipsec",
+            Some(("o-tun", "tunnel")),
+        );
+        sp(
+            "d-udp",
+            "out",
+            ("any", &format!("{B3}/128")),
+            "udp",
+            &discard_port,
+            "discard",
+            None,
+        );
+        sp(
+            "d-icmp",
+            "out",
+            ("any", &format!("{B3}/128")),
+            "icmp6",
+            "any",
+            "discard",
+            None,
+        );
+        sp(
+            "n-udp",
+            "out",
+            ("any", &format!("{B2}/128")),
+            "udp",
+            &none_port,
+            "none",
+            None,
+        );
+        sp(
+            "pi-udp",
+            "in",
+            (&b1_128, &a128),
+            "udp",
+            &ipsec_port,
+            "ipsec",
+            Some(("i-t", "transport")),
+        );
+        sp(
+            "di-udp",
+            "in",
+            ("any", &a128),
+            "udp",
+            &discard_port,
+            "discard",
+            None,
+        );
+        sp(
+            "ni-udp",
+            "in",
+            ("any", &format!("{A2}/128")),
+            "udp",
+            &none_port,
+            "none",
+            None,
+        );
+        let scratch =
+            std::env::temp_dir().join(format!("xipsec-adversarial-{}", std::process::id()));
         std::fs::create_dir_all(&scratch).expect("creating the scratch dir");
         let (mac_a, mac_b) = (mac(&na, &pair.if_a), mac(&nb, &pair.if_b));
         Self {
@@ -217,26 +339,58 @@ impl Lab {
     }
 
     fn udp_send(&self, ns: &str, dst: &str, port: u16, count: usize, size: usize) {
-        let status = py(ns, &["udp-send", dst, &port.to_string(), &count.to_string(), MARK_TEXT, &size.to_string()])
-            .status()
-            .expect("sending UDP");
+        let status = py(
+            ns,
+            &[
+                "udp-send",
+                dst,
+                &port.to_string(),
+                &count.to_string(),
+                MARK_TEXT,
+                &size.to_string(),
+            ],
+        )
+        .status()
+        .expect("sending UDP");
         assert!(status.success(), "udp-send to {dst}");
     }
 
     fn ping(&self, ns: &str, from: &str, dst: &str, size: usize) {
         // Replies never come (b cannot decrypt, or the flow is discarded): only the sending
         // matters, so the exit status is not.
-        let _ = VethPair::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", "-I", from, "-s", &size.to_string(), "-p", "58495053", dst])
-            .output()
-            .expect("running ping");
+        let _ = VethPair::exec(
+            ns,
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+                from,
+                "-s",
+                &size.to_string(),
+                "-p",
+                "58495053",
+                dst,
+            ],
+        )
+        .output()
+        .expect("running ping");
     }
 
     /// A UDP listener on `addr`:`port` in `ns` for `seconds`; [`received`] collects its count.
     fn listen(&self, ns: &str, addr: &str, port: u16, seconds: u32) -> Child {
-        let child = py(ns, &["udp-recv", addr, &port.to_string(), &seconds.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting a UDP listener");
+        let child = py(
+            ns,
+            &["udp-recv", addr, &port.to_string(), &seconds.to_string()],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting a UDP listener");
         std::thread::sleep(Duration::from_millis(400));
         child
     }
@@ -315,7 +469,8 @@ fn inner_udp_sizes(frames: &Frames, sas: &[EspSa], probe: &str) -> BTreeSet<usiz
     let packets = frames.esp_packets();
     let mut sizes = BTreeSet::new();
     for (i, inner) in decrypt(sas, &packets).into_iter().enumerate() {
-        let inner = inner.unwrap_or_else(|e| panic!("{probe}: ESP packet {i} does not decrypt: {e}"));
+        let inner =
+            inner.unwrap_or_else(|e| panic!("{probe}: ESP packet {i} does not decrypt: {e}"));
         assert!(inner.len() >= 48, "{probe}: inner packet {i} too short");
         if inner[6] == 17 {
             let len = usize::from(u16::from_be_bytes([inner[44], inner[45]]));
@@ -349,23 +504,43 @@ fn adversarial_wire_suite() {
     }
     let frames = cap.stop();
     assert_no_clear(&frames, "stack-fragmented datagrams");
-    assert!(to(&frames, B3).is_empty(), "discarded datagrams reached b: {:?}", to(&frames, B3));
+    assert!(
+        to(&frames, B3).is_empty(),
+        "discarded datagrams reached b: {:?}",
+        to(&frames, B3)
+    );
     let sizes = inner_udp_sizes(&frames, std::slice::from_ref(&lab.out), "stack-fragmented");
-    assert_eq!(sizes, BTreeSet::from([2000, 4000]), "protected UDP arrives whole");
+    assert_eq!(
+        sizes,
+        BTreeSet::from([2000, 4000]),
+        "protected UDP arrives whole"
+    );
 
     // --- Crafted fragments out of a: every shape, protected and discarded, UDP and ICMPv6.
     let cap = lab.capture("crafted-out");
     let mut jobs = Vec::new();
     for (i, shape) in SHAPES.iter().enumerate() {
-        for (dst, proto, port) in [(B1, "udp", P_IPSEC), (B1, "icmp", 0), (B3, "udp", P_DISCARD), (B3, "icmp", 0)] {
-            jobs.push(format!("{dst},{proto},{port},3000,{shape},{}", 1000 + i * 10 + jobs.len()));
+        for (dst, proto, port) in [
+            (B1, "udp", P_IPSEC),
+            (B1, "icmp", 0),
+            (B3, "udp", P_DISCARD),
+            (B3, "icmp", 0),
+        ] {
+            jobs.push(format!(
+                "{dst},{proto},{port},3000,{shape},{}",
+                1000 + i * 10 + jobs.len()
+            ));
         }
     }
     let sent = lab.frags_from_a(&jobs);
     let frames = cap.stop();
     assert!(sent > jobs.len(), "crafted fragments sent: {sent}");
     assert_no_clear(&frames, "crafted fragments out of a");
-    assert!(to(&frames, B3).is_empty(), "discarded fragments reached b: {:?}", to(&frames, B3));
+    assert!(
+        to(&frames, B3).is_empty(),
+        "discarded fragments reached b: {:?}",
+        to(&frames, B3)
+    );
 
     // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
     let listener = lab.listen(&nb, B2, P_NONE, 4);
@@ -376,7 +551,11 @@ fn adversarial_wire_suite() {
         .map(|(i, shape)| format!("{B2},udp,{P_NONE},3000,{shape},{}", 2000 + i))
         .collect::<Vec<_>>();
     lab.frags_from_a(&crafted);
-    assert_eq!(received(listener), 4, "none traffic out of a, fragmented, is delivered");
+    assert_eq!(
+        received(listener),
+        4,
+        "none traffic out of a, fragmented, is delivered"
+    );
     let listener = lab.listen(&na, A2, P_NONE, 4);
     lab.udp_send(&nb, A2, P_NONE, 2, 4000);
     let crafted: Vec<String> = ["inorder", "reverse"]
@@ -385,7 +564,11 @@ fn adversarial_wire_suite() {
         .map(|(i, shape)| format!("{A2},udp,{P_NONE},3000,{shape},{}", 3000 + i))
         .collect();
     lab.frags_from_b(B1, &crafted);
-    assert_eq!(received(listener), 4, "none traffic into a, fragmented, is delivered");
+    assert_eq!(
+        received(listener),
+        4,
+        "none traffic into a, fragmented, is delivered"
+    );
 
     // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
     let protected = lab.listen(&na, A, P_IPSEC, 6);
@@ -398,39 +581,81 @@ fn adversarial_wire_suite() {
         jobs.push(format!("{A},udp,{P_DISCARD},3000,{shape},{}", 4100 + i));
     }
     lab.frags_from_b(B1, &jobs);
-    assert_eq!(received(protected), 0, "clear fragments of a protected flow delivered");
-    assert_eq!(received(discarded), 0, "fragments of a discarded flow delivered");
+    assert_eq!(
+        received(protected),
+        0,
+        "clear fragments of a protected flow delivered"
+    );
+    assert_eq!(
+        received(discarded),
+        0,
+        "fragments of a discarded flow delivered"
+    );
 
     // --- A marked socket: neither the engine's mark nor any other lets plaintext out.
     let cap = lab.capture("marks");
-    let marks: Vec<String> = ["0x58505345", "0x1", "0xffffffff", "0x12345678", "0x58505344"]
-        .iter()
-        .map(|m| (*m).to_owned())
-        .collect();
+    let marks: Vec<String> = [
+        "0x58505345",
+        "0x1",
+        "0xffffffff",
+        "0x12345678",
+        "0x58505344",
+    ]
+    .iter()
+    .map(|m| (*m).to_owned())
+    .collect();
     let mut args = vec!["marked", B1, "9000"];
     args.extend(marks.iter().map(String::as_str));
     lab.adversary(&na, &args);
     let frames = cap.stop();
     assert_no_clear(&frames, "marked sockets");
-    assert!(frames.esp_count() >= marks.len(), "marked datagrams are protected, not dropped");
+    assert!(
+        frames.esp_count() >= marks.len(),
+        "marked datagrams are protected, not dropped"
+    );
 
     // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
     let pcap = lab.scratch.join("replay.pcap");
-    let key = |k: &Option<String>| k.as_deref().unwrap_or_default().trim_start_matches("0x").to_owned();
+    let key = |k: &Option<String>| {
+        k.as_deref()
+            .unwrap_or_default()
+            .trim_start_matches("0x")
+            .to_owned()
+    };
     let enc_key = key(&lab.inbound.enc_key);
     let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
     let listener = lab.listen(&na, A, P_IPSEC, 4);
-    lab.adversary(&nb, &[
-        "esp", &lab.pair.if_b, &lab.mac_b, &lab.mac_a, B1, A, &format!("{SPI_IN:#x}"), &enc_key,
-        &auth_key, "1", "5", "9000", pcap.to_str().expect("utf-8"),
-    ]);
+    lab.adversary(
+        &nb,
+        &[
+            "esp",
+            &lab.pair.if_b,
+            &lab.mac_b,
+            &lab.mac_a,
+            B1,
+            A,
+            &format!("{SPI_IN:#x}"),
+            &enc_key,
+            &auth_key,
+            "1",
+            "5",
+            "9000",
+            pcap.to_str().expect("utf-8"),
+        ],
+    );
     assert_eq!(received(listener), 5, "fresh ESP is delivered");
     let replay = |lab: &Lab, when: &str| {
         let drops = lab.counter("esp_replay_drops");
         let listener = lab.listen(&na, A, P_IPSEC, 4);
-        lab.adversary(&nb, &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")]);
+        lab.adversary(
+            &nb,
+            &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")],
+        );
         assert_eq!(received(listener), 0, "replayed ESP delivered {when}");
-        assert!(lab.counter("esp_replay_drops") >= drops + 5, "replays counted {when}");
+        assert!(
+            lab.counter("esp_replay_drops") >= drops + 5,
+            "replays counted {when}"
+        );
     };
     replay(&lab, "while running");
     lab.daemon.stop();
@@ -442,11 +667,31 @@ fn adversarial_wire_suite() {
     lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
     lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
     let args = lab.inbound.sa_add_args();
-    lab.daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    lab.daemon
+        .ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     lab.daemon.ok(&[
-        "sp", "add", "--sp-name", "pi-udp", "--flow-direction", "in", "--sp-source", &format!("{B1}/128"),
-        "--sp-destination", &format!("{A}/128"), "--upper-layer-protocol", "udp", "--source-port", "any",
-        "--destination-port", "9000", "--action", "ipsec", "--sa-name", "i-t", "--sp-mode", "transport",
+        "sp",
+        "add",
+        "--sp-name",
+        "pi-udp",
+        "--flow-direction",
+        "in",
+        "--sp-source",
+        &format!("{B1}/128"),
+        "--sp-destination",
+        &format!("{A}/128"),
+        "--upper-layer-protocol",
+        "udp",
+        "--source-port",
+        "any",
+        "--destination-port",
+        "9000",
+        "--action",
+        "ipsec",
+        "--sa-name",
+        "i-t",
+        "--sp-mode",
+        "transport",
     ]);
     replay(&lab, "after the SA was re-added");
 
@@ -457,22 +702,53 @@ fn adversarial_wire_suite() {
     assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
     let unknown = lab.counter("drop_unknown_spi");
     let listener = lab.listen(&na, A, P_IPSEC, 4);
-    let reflected = lab.adversary(&nb, &[
-        "reflect", &lab.pair.if_b, &lab.mac_b, &lab.mac_a, own.file.to_str().expect("utf-8"),
-        &format!("{SPI_OUT:#x}"),
-    ]);
+    let reflected = lab.adversary(
+        &nb,
+        &[
+            "reflect",
+            &lab.pair.if_b,
+            &lab.mac_b,
+            &lab.mac_a,
+            own.file.to_str().expect("utf-8"),
+            &format!("{SPI_OUT:#x}"),
+        ],
+    );
     assert!(reflected >= 3, "reflected {reflected}");
     assert_eq!(received(listener), 0, "reflected ESP delivered");
-    assert!(lab.counter("drop_unknown_spi") >= unknown + 3, "reflected ESP counted");
+    assert!(
+        lab.counter("drop_unknown_spi") >= unknown + 3,
+        "reflected ESP counted"
+    );
     let mismatch = lab.counter("esp_address_mismatch");
     let listener = lab.listen(&na, A, P_IPSEC, 4);
     let forged = lab.scratch.join("forged.pcap");
-    lab.adversary(&nb, &[
-        "esp", &lab.pair.if_b, &lab.mac_b, &lab.mac_a, B_FORGED, A, &format!("{SPI_IN:#x}"),
-        &enc_key, &auth_key, "1000", "3", "9000", forged.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(received(listener), 0, "ESP from an address the SA does not name delivered");
-    assert!(lab.counter("esp_address_mismatch") >= mismatch + 3, "wrong-address ESP counted");
+    lab.adversary(
+        &nb,
+        &[
+            "esp",
+            &lab.pair.if_b,
+            &lab.mac_b,
+            &lab.mac_a,
+            B_FORGED,
+            A,
+            &format!("{SPI_IN:#x}"),
+            &enc_key,
+            &auth_key,
+            "1000",
+            "3",
+            "9000",
+            forged.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(
+        received(listener),
+        0,
+        "ESP from an address the SA does not name delivered"
+    );
+    assert!(
+        lab.counter("esp_address_mismatch") >= mismatch + 3,
+        "wrong-address ESP counted"
+    );
 
     // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
     let disruptions: [(&str, &dyn Fn(&mut Lab)); 3] = [
@@ -480,7 +756,8 @@ fn adversarial_wire_suite() {
             lab.daemon.kill9();
         }),
         ("TUN deleted", &|lab: &mut Lab| {
-            let _ = VethPair::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
+            let _ =
+                VethPair::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
         }),
         ("interface down/up", &|lab: &mut Lab| {
             let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
@@ -523,7 +800,11 @@ fn adversarial_wire_suite() {
         let frames = cap.stop();
         assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
         let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);
-        assert_eq!(got, BTreeSet::from(sizes), "{mode}: every size arrives whole");
+        assert_eq!(
+            got,
+            BTreeSet::from(sizes),
+            "{mode}: every size arrives whole"
+        );
         // The largest that fits leaves unfragmented (1,488 bytes: the cipher block leaves 12 of
         // the link's 1,500 unused), one byte more does not.
         let whole: Vec<usize> = frames
@@ -532,7 +813,10 @@ fn adversarial_wire_suite() {
             .filter(|f| f.fragment.is_none())
             .map(|f| f.ipv6().len())
             .collect();
-        assert!(whole.contains(&1488), "{mode}: the largest datagram leaves whole: {whole:?}");
+        assert!(
+            whole.contains(&1488),
+            "{mode}: the largest datagram leaves whole: {whole:?}"
+        );
         assert!(
             !whole.iter().any(|len| *len > 1500),
             "{mode}: no ESP frame over the link MTU: {whole:?}"
@@ -543,6 +827,9 @@ fn adversarial_wire_suite() {
             .filter(|p| p.len() > 48 && p[6] == 58 && p[40] == 128)
             .map(|p| p.len() - 48)
             .collect::<Vec<_>>();
-        assert!(pings.contains(&8000), "{mode}: the 8,000-byte ping arrives whole: {pings:?}");
+        assert!(
+            pings.contains(&8000),
+            "{mode}: the 8,000-byte ping arrives whole: {pings:?}"
+        );
     }
 }
