@@ -80,11 +80,12 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::crypto::ConfigError;
 use crate::daemon::port::SaCount;
@@ -92,7 +93,7 @@ use crate::model::Spd;
 
 pub use replay_store::FILE_NAME as REPLAY_FILE_NAME;
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
-pub use tables::{FLOW_CACHE_LIMIT, Stat};
+pub use tables::{DEFAULT_TDES_BLOCK_LIMIT, FLOW_CACHE_LIMIT, Stat};
 pub use xsk::{XskBinding, XskReceiver};
 
 use reassembly::{Outcome, Reassembler};
@@ -123,6 +124,9 @@ pub struct EngineConfig {
     /// inbound worker waits this long before looking again, so the next round is larger (fewer
     /// wake-ups, larger GSO writes, fewer TCP ACKs). What NICs call `rx-usecs`; zero disables.
     pub rx_coalesce: Duration,
+    /// 3DES SAs stop protecting and accepting after this many 64-bit blocks per direction
+    /// (Sweet32; default [`DEFAULT_TDES_BLOCK_LIMIT`], 2^30).
+    pub tdes_block_limit: u64,
 }
 
 /// Default of [`EngineConfig::rx_coalesce`]: +4% TCP goodput in `bench e2e` here (A/B of four
@@ -140,6 +144,7 @@ impl EngineConfig {
             state_dir: state_dir.into(),
             xsk_interfaces: Vec::new(),
             rx_coalesce: DEFAULT_RX_COALESCE,
+            tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
         }
     }
 }
@@ -214,6 +219,26 @@ pub enum EngineError {
     },
 }
 
+/// The first engine thread death of this process, for [`death`].
+static DEATH: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why an ESP engine thread of this process died, once one has (a panic). The daemon polls it,
+/// reports it in `status` and exits non-zero so a supervisor restarts it; meanwhile the TUN
+/// queue fills and drops and nothing is decrypted: protected flows fail closed.
+pub fn death() -> Option<String> {
+    lock(&DEATH).clone()
+}
+
+/// Test-only fault injection: `XIPSEC_TEST_PANIC_ENGINE=outbound|inbound` makes that worker
+/// panic as it starts, to prove a dead worker is reported and fails closed.
+pub const PANIC_ENV: &str = "XIPSEC_TEST_PANIC_ENGINE";
+
+fn inject_fault(worker: &str) {
+    if std::env::var(PANIC_ENV).as_deref() == Ok(worker) {
+        panic!("fault injected by {PANIC_ENV}={worker}");
+    }
+}
+
 /// State shared by the engine handle and both workers.
 struct Shared {
     out: Mutex<OutTable>,
@@ -254,9 +279,10 @@ impl EspEngine {
         let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
         let shutdown = sys::eventfd()?;
+        let (out, inb) = tables::tables(config.tdes_block_limit);
         let shared = Arc::new(Shared {
-            out: Mutex::new(OutTable::default()),
-            inb: Mutex::new(InTable::default()),
+            out: Mutex::new(out),
+            inb: Mutex::new(inb),
             store: Mutex::new(store),
             replay: Mutex::new(replay),
             stats: EngineStats::default(),
@@ -294,7 +320,25 @@ impl EspEngine {
         let shared = Arc::clone(&self.shared);
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run(&shared))
+            .spawn(move || {
+                // A panic must not end a worker silently: record it (see `death`). The fds stay
+                // open until the engine drops, so the TUN queue fills and drops (fail closed).
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run(&shared)));
+                if let Err(payload) = ran {
+                    shared.stats.bump(Stat::WorkerDeaths);
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    let death = format!("esp engine thread {name} died: {message}");
+                    error!(
+                        thread = name, %message,
+                        "esp engine thread died: protected flows fail closed (nothing is encrypted or delivered)"
+                    );
+                    lock(&DEATH).get_or_insert(death);
+                }
+            })
             .map_err(|source| EngineError::Thread { name, source })?;
         self.threads.push(handle);
         Ok(())
@@ -433,6 +477,7 @@ fn worker_error(logged: &AtomicBool, what: &'static str, error: &dyn std::fmt::D
 
 /// The outbound worker: TUN -> classify -> encapsulate -> `sendmmsg`.
 fn outbound(shared: &Shared) {
+    inject_fault("outbound");
     // Two stages on two threads: this one reads and encrypts, a sender passes full batches to
     // `sendmmsg`. Sending costs as much as encrypting (the kernel's IPv6 output, and on a veth
     // the peer's whole receive path, run in the sender's context), so the stages overlap on
@@ -653,6 +698,7 @@ fn count_fragment(shared: &Shared, outcome: Outcome, fragments: &mut Reassembler
 /// The inbound worker: ESP from the raw socket (`recvmmsg`) and the AF_XDP sockets ->
 /// decapsulate -> policy check -> TUN write.
 fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Duration) {
+    inject_fault("inbound");
     let socket = shared.socket.as_raw_fd();
     let fds: Vec<_> = std::iter::once(socket)
         .chain(receivers.iter().map(|r| r.binding().fd))

@@ -246,6 +246,8 @@ struct OutEntry {
     reserved: u32,
     /// Exhaustion is logged once per SA.
     exhausted_logged: bool,
+    /// Cipher blocks encrypted so far (3DES SAs only; see [`VolumeLimit`]).
+    volume: Volume,
     cells: Arc<SaCells>,
 }
 
@@ -256,7 +258,77 @@ struct InEntry {
     /// The persisted replay ceiling and the policy for raising it.
     key_id: KeyId,
     ceiling: Ceiling,
+    /// Cipher blocks decrypted so far (3DES SAs only).
+    volume: Volume,
     cells: Arc<SaCells>,
+}
+
+/// Sweet32 (CVE-2016-2183): a 64-bit block cipher leaks plaintext after about 2^32 blocks under
+/// one key (the birthday bound). A 3DES SA stops protecting, and accepting, once it has
+/// encrypted (or decrypted) this many blocks, far below that bound.
+pub const DEFAULT_TDES_BLOCK_LIMIT: u64 = 1 << 30;
+
+/// One direction's block count of one SA, with the limit that applies to it (`u64::MAX` for
+/// ciphers with 128-bit blocks, which this limit does not concern).
+#[derive(Debug, Clone, Copy)]
+struct Volume {
+    blocks: u64,
+    limit: u64,
+    logged: bool,
+}
+
+impl Volume {
+    fn new(encryption: EncryptionAlgorithm, tdes_limit: u64) -> Self {
+        let limit = if encryption == EncryptionAlgorithm::TripleDesCbc {
+            tdes_limit
+        } else {
+            u64::MAX
+        };
+        Self {
+            blocks: 0,
+            limit,
+            logged: false,
+        }
+    }
+
+    /// 8-byte blocks the cipher processes for a packet of `bytes` (an upper bound).
+    fn blocks(bytes: usize) -> u64 {
+        (bytes as u64).div_ceil(8) + 1
+    }
+
+    /// Whether a packet of `bytes` stays within the limit; logs (once) when it does not.
+    fn allows(&mut self, bytes: usize, name: &str, direction: &str) -> bool {
+        if self.limit == u64::MAX {
+            return true;
+        }
+        if self.blocks.saturating_add(Self::blocks(bytes)) > self.limit {
+            if !self.logged {
+                self.logged = true;
+                warn!(
+                    sa = %name, direction, limit = self.limit,
+                    "3des sa reached its block limit (sweet32): it no longer protects or accepts traffic; replace it, preferably with aes128-cbc"
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Counts a packet of `bytes` as processed.
+    fn add(&mut self, bytes: usize) {
+        if self.limit != u64::MAX {
+            self.blocks = self.blocks.saturating_add(Self::blocks(bytes));
+        }
+    }
+
+    /// [`Self::allows`], then [`Self::add`] if it does.
+    fn charge(&mut self, bytes: usize, name: &str, direction: &str) -> bool {
+        let allowed = self.allows(bytes, name, direction);
+        if allowed {
+            self.add(bytes);
+        }
+        allowed
+    }
 }
 
 /// Outbound state: owned by the outbound worker, replaced by [`rebuild`].
@@ -270,6 +342,8 @@ pub struct OutTable {
     last: Option<(Flow, Option<usize>)>,
     /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
     mss: u16,
+    /// Block limit of 3DES SAs ([`DEFAULT_TDES_BLOCK_LIMIT`]).
+    tdes_block_limit: u64,
 }
 
 /// Inbound state: owned by the inbound worker, replaced by [`rebuild`].
@@ -284,6 +358,8 @@ pub struct InTable {
     sp_hits: HashMap<(u32, u32), (u64, u64)>,
     /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
     mss: u16,
+    /// Block limit of 3DES SAs ([`DEFAULT_TDES_BLOCK_LIMIT`]).
+    tdes_block_limit: u64,
 }
 
 impl Default for OutTable {
@@ -295,6 +371,7 @@ impl Default for OutTable {
             cache: HashMap::new(),
             last: None,
             mss: mss::CLAMPED_MSS,
+            tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
         }
     }
 }
@@ -308,6 +385,7 @@ impl Default for InTable {
             cache: HashMap::new(),
             sp_hits: HashMap::new(),
             mss: mss::CLAMPED_MSS,
+            tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
         }
     }
 }
@@ -398,6 +476,7 @@ pub fn rebuild(
                         sa: tx,
                         reserved,
                         exhausted_logged: false,
+                        volume: Volume::new(sa.encryption, out.tdes_block_limit),
                         cells: Arc::clone(&cells),
                     },
                     InEntry {
@@ -406,6 +485,7 @@ pub fn rebuild(
                         sa: rx,
                         key_id,
                         ceiling: Ceiling::new(ceiling),
+                        volume: Volume::new(sa.encryption, inb.tdes_block_limit),
                         cells,
                     },
                 )
@@ -486,6 +566,19 @@ fn address(bytes: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(octets)
 }
 
+/// Empty tables of both directions whose 3DES SAs stop after `tdes_block_limit` blocks.
+pub fn tables(tdes_block_limit: u64) -> (OutTable, InTable) {
+    let out = OutTable {
+        tdes_block_limit,
+        ..OutTable::default()
+    };
+    let inb = InTable {
+        tdes_block_limit,
+        ..InTable::default()
+    };
+    (out, inb)
+}
+
 impl OutTable {
     /// What the outbound worker clamps TCP SYNs to (see `mss`).
     pub fn mss(&self) -> u16 {
@@ -544,6 +637,11 @@ impl OutTable {
         let entry = &mut self.sas[index];
         if entry.sa.is_exhausted() {
             entry.exhausted(stats);
+            return false;
+        }
+        if !entry.volume.charge(packet.len(), &entry.name, "outbound") {
+            stats.bump(Stat::VolumeLimit);
+            SaCells::bump(&entry.cells.errors);
             return false;
         }
         let covered = lock(store).cover(
@@ -750,7 +848,8 @@ impl InTable {
             identity,
             key_id,
             name,
-            ..
+            volume,
+            cells,
         } = entry;
         let admit = |seq| match ceiling.admit(seq, Instant::now(), |value| {
             lock(replay).raise(identity.spi, key_id, value)
@@ -765,32 +864,40 @@ impl InTable {
             }
             Err(Refused::BackingOff) => false,
         };
+        // Checked before, charged after decryption: forged packets cannot use up the volume.
+        if !volume.allows(packet.len(), name, "inbound") {
+            SaCells::bump(&cells.errors);
+            stats.bump(Stat::VolumeLimit);
+            return false;
+        }
         match sa.decapsulate_gated(packet, plain, admit) {
             Ok(Decapsulated::Deliver { .. }) => {
-                entry.cells.packet(plain.len());
+                volume.add(packet.len());
+                cells.packet(plain.len());
                 stats.bump(Stat::DecapOk);
             }
             Ok(Decapsulated::Dummy { .. }) => {
+                volume.add(packet.len());
                 stats.bump(Stat::Dummy);
                 return false;
             }
             Err(EspError::AuthFailed) => {
-                SaCells::bump(&entry.cells.auth_failures);
+                SaCells::bump(&cells.auth_failures);
                 stats.bump(Stat::AuthFailures);
                 return false;
             }
             Err(EspError::Replay { .. }) => {
-                SaCells::bump(&entry.cells.replay_drops);
+                SaCells::bump(&cells.replay_drops);
                 stats.bump(Stat::ReplayDrops);
                 return false;
             }
             Err(EspError::NotPersisted { .. }) => {
-                SaCells::bump(&entry.cells.errors);
+                SaCells::bump(&cells.errors);
                 stats.bump(Stat::ReplayPersistErrors);
                 return false;
             }
             Err(_) => {
-                SaCells::bump(&entry.cells.errors);
+                SaCells::bump(&cells.errors);
                 stats.bump(Stat::DecapErrors);
                 return false;
             }
@@ -1186,6 +1293,78 @@ mod tests {
         assert_eq!(b.stats.get(Stat::Delivered), 0);
         assert_eq!(b.sa(0).errors, 3);
         assert!(!b.dir.path().join(replay_store::FILE_NAME).exists());
+    }
+
+    /// The mirrored configuration with 3DES SAs.
+    fn tdes_side(local: &str, peer: &str) -> Spd {
+        let mut spd = Spd::new();
+        for (name, src, dst, spi) in [("a2b", A, B, "0x1001"), ("b2a", B, A, "0x2001")] {
+            let mut args = sa_args(name, src, dst, spi);
+            args.encryption_algorithm = s("3des-cbc");
+            args.encryption_key = s("0123456789abcdefghijklmn");
+            spd.add_sa(&args).expect("adding a 3des sa");
+        }
+        let (out_sa, in_sa) = if local == A {
+            ("a2b", "b2a")
+        } else {
+            ("b2a", "a2b")
+        };
+        spd.add_sp(&sp_args("out", local, peer, "out", out_sa))
+            .expect("adding the out sp");
+        spd.add_sp(&sp_args("in", peer, local, "in", in_sa))
+            .expect("adding the in sp");
+        spd
+    }
+
+    fn with_limit(spd: &Spd, limit: u64) -> Side {
+        let mut side = Side::new(&Spd::new());
+        (side.out, side.inb) = tables(limit);
+        side.update(spd);
+        side
+    }
+
+    #[test]
+    fn tdes_sas_stop_at_their_block_limit_both_ways() {
+        // A 100-byte UDP payload is a 148-byte packet: at most 20 blocks charged.
+        let packet = udp(A, B, 5000, 100);
+        let per_packet = Volume::blocks(packet.len());
+        let mut a = with_limit(&tdes_side(A, B), 3 * per_packet);
+        let mut b = Side::new(&tdes_side(B, A));
+        for i in 0..3 {
+            let mut wire = a.protect(&packet).expect("a protects within the limit");
+            assert!(b.receive(&mut wire).is_some(), "packet {i} delivered");
+        }
+        assert!(a.protect(&packet).is_none(), "protected past the limit");
+        assert!(a.protect(&udp(A, B, 5000, 1)).is_none(), "a small one too");
+        assert_eq!(a.stats.get(Stat::VolumeLimit), 2);
+        assert_eq!(a.stats.get(Stat::EncapOk), 3);
+
+        // Inbound: b accepts as much as its own limit allows, then refuses authentic ESP.
+        let mut a = Side::new(&tdes_side(A, B));
+        let esp_len = {
+            let wire = a.protect(&packet).expect("a protects");
+            40 + wire.len
+        };
+        let mut b = with_limit(&tdes_side(B, A), 2 * Volume::blocks(esp_len));
+        for _ in 0..2 {
+            let mut wire = a.protect(&packet).expect("a protects");
+            assert!(b.receive(&mut wire).is_some());
+        }
+        let mut wire = a.protect(&packet).expect("a protects");
+        assert!(b.receive(&mut wire).is_none(), "accepted past the limit");
+        assert_eq!(b.stats.get(Stat::VolumeLimit), 1);
+        // Forged packets do not use up the volume: it is charged after authentication.
+        let mut b = with_limit(&tdes_side(B, A), 2 * Volume::blocks(esp_len));
+        for _ in 0..10 {
+            let mut forged = a.protect(&packet).expect("a protects");
+            forged.buf[40 + forged.len - 1] ^= 1;
+            assert!(b.receive(&mut forged).is_none());
+        }
+        let mut wire = a.protect(&packet).expect("a protects");
+        assert!(b.receive(&mut wire).is_some(), "forgeries used up the volume");
+        // AES SAs are not limited by it.
+        let mut a = with_limit(&side(A, B), 1);
+        assert!(a.protect(&packet).is_some());
     }
 
     #[test]
