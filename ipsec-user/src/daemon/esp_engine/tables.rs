@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -246,8 +246,10 @@ struct OutEntry {
     reserved: u32,
     /// Exhaustion is logged once per SA.
     exhausted_logged: bool,
-    /// Cipher blocks encrypted so far (3DES SAs only; see [`VolumeLimit`]).
+    /// Cipher blocks encrypted so far (3DES SAs only; see [`Volume`]).
     volume: Volume,
+    /// Retries of a failed reservation write, spaced out.
+    seq_backoff: Backoff,
     cells: Arc<SaCells>,
 }
 
@@ -261,6 +263,46 @@ struct InEntry {
     /// Cipher blocks decrypted so far (3DES SAs only).
     volume: Volume,
     cells: Arc<SaCells>,
+}
+
+/// Spaces out retries of a failed state write (a full disk): 1 s, doubling up to 60 s. Each
+/// failed attempt is logged by the caller, so the log is rate-limited too.
+#[derive(Debug, Default)]
+struct Backoff {
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    /// True while the last failure's delay runs (reads the clock only then).
+    fn waiting(&mut self) -> bool {
+        match self.retry_at {
+            Some(at) if Instant::now() < at => true,
+            Some(_) => {
+                self.retry_at = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records a failure; returns the delay before the next attempt.
+    fn failed(&mut self) -> Duration {
+        self.delay = if self.delay.is_zero() {
+            Self::FIRST
+        } else {
+            (self.delay * 2).min(Self::MAX)
+        };
+        self.retry_at = Some(Instant::now() + self.delay);
+        self.delay
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
 }
 
 /// Sweet32 (CVE-2016-2183): a 64-bit block cipher leaks plaintext after about 2^32 blocks under
@@ -477,6 +519,7 @@ pub fn rebuild(
                         reserved,
                         exhausted_logged: false,
                         volume: Volume::new(sa.encryption, out.tdes_block_limit),
+                        seq_backoff: Backoff::default(),
                         cells: Arc::clone(&cells),
                     },
                     InEntry {
@@ -644,17 +687,31 @@ impl OutTable {
             SaCells::bump(&entry.cells.errors);
             return false;
         }
+        if entry.seq_backoff.waiting() {
+            // A reservation write failed a moment ago (disk full?): drop without retrying.
+            stats.bump(Stat::SeqPersistErrors);
+            SaCells::bump(&entry.cells.errors);
+            return false;
+        }
         let covered = lock(store).cover(
             &entry.name,
             entry.identity.spi,
             &mut entry.reserved,
             entry.sa.last_sequence(),
         );
-        if let Err(e) = covered {
-            stats.bump(Stat::SeqPersistErrors);
-            SaCells::bump(&entry.cells.errors);
-            warn!(sa = %entry.name, error = %e, "cannot persist the esp sequence reservation; dropping");
-            return false;
+        match covered {
+            Ok(true) => entry.seq_backoff.succeeded(),
+            Ok(false) => {}
+            Err(e) => {
+                stats.bump(Stat::SeqPersistErrors);
+                SaCells::bump(&entry.cells.errors);
+                let retry = entry.seq_backoff.failed();
+                warn!(
+                    sa = %entry.name, error = %e, retry_in = ?retry,
+                    "cannot persist the esp sequence reservation; dropping this sa's packets until a retry succeeds"
+                );
+                return false;
+            }
         }
         match entry.sa.encapsulate(packet, &mut out.buf) {
             Ok(sent) => {
@@ -1277,6 +1334,24 @@ mod tests {
         let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
         assert_eq!(seq_of(&captured[0]), 1);
         assert!(b.receive(&mut copy(&captured[0])).is_some(), "accepted after a reset");
+    }
+
+    #[test]
+    fn a_reservation_that_cannot_be_written_drops_and_backs_off() {
+        let mut a = Side::new(&side(A, B));
+        std::fs::create_dir(a.dir.path().join("esp-seq.json.tmp")).expect("blocking writes");
+        for _ in 0..50 {
+            assert!(a.protect(&udp(A, B, 5000, 10)).is_none(), "sent without a reservation");
+        }
+        assert_eq!(a.stats.get(Stat::SeqPersistErrors), 50);
+        let entry = &a.out.sas[0];
+        assert_eq!(entry.seq_backoff.delay, Backoff::FIRST, "one attempt, then backing off");
+        assert!(entry.seq_backoff.retry_at.is_some());
+        // Once the disk has room again and the back-off ran out, packets flow.
+        std::fs::remove_dir(a.dir.path().join("esp-seq.json.tmp")).expect("unblocking");
+        a.out.sas[0].seq_backoff.retry_at = Some(Instant::now());
+        assert!(a.protect(&udp(A, B, 5000, 10)).is_some());
+        assert_eq!(a.out.sas[0].seq_backoff.delay, Duration::ZERO);
     }
 
     #[test]
