@@ -20,7 +20,10 @@ fn reset_replay_names_an_existing_sa_and_changes_no_policy() {
 
     let missing = sandbox.run(&["sa", "reset-replay", "--sa-name", "nope"]);
     let line = single_error_line(&missing, "reset-replay of a missing sa");
-    assert!(line.contains("nope") && line.contains("nothing changed"), "{line}");
+    assert!(
+        line.contains("nope") && line.contains("nothing changed"),
+        "{line}"
+    );
     let unnamed = sandbox.run(&["sa", "reset-replay"]);
     let line = single_error_line(&unnamed, "reset-replay without a name");
     assert!(line.contains("--sa-name"), "{line}");
@@ -33,6 +36,10 @@ fn reset_replay_help_says_what_it_costs() {
     let help = sandbox.run(&["sa", "reset-replay", "--help"]);
     assert!(help.status.success(), "{help:?}");
     for needed in ["captured", "replay", "esp-replay.json", "--sa-name"] {
-        assert!(help.stdout.contains(needed), "help lacks {needed:?}: {}", help.stdout);
+        assert!(
+            help.stdout.contains(needed),
+            "help lacks {needed:?}: {}",
+            help.stdout
+        );
     }
 }

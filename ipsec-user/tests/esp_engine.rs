@@ -544,6 +544,9 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
     for engine in [&engine_a, &engine_b] {
         assert_eq!(stat(engine, "esp_frag_reassembled"), 4);
         assert_eq!(stat(engine, "esp_encap_errors"), 0);
-        assert_eq!(stat(engine, "esp_frag_overlaps") + stat(engine, "esp_frag_dropped"), 0);
+        assert_eq!(
+            stat(engine, "esp_frag_overlaps") + stat(engine, "esp_frag_dropped"),
+            0
+        );
     }
 }

@@ -173,12 +173,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sa(SaCommand::List(out)) => list(socket, Request::SaList, out),
         Command::Sa(SaCommand::Add(a)) => change(socket, Request::SaAdd((*a).into())),
         Command::Sa(SaCommand::Remove(a)) => change(socket, Request::SaRemove(a.into())),
-        Command::Sa(SaCommand::ResetReplay(a)) => change(
-            socket,
-            Request::SaResetReplay {
-                sa_name: a.sa_name,
-            },
-        ),
+        Command::Sa(SaCommand::ResetReplay(a)) => {
+            change(socket, Request::SaResetReplay { sa_name: a.sa_name })
+        }
         Command::Sp(SpCommand::List(out)) => list(socket, Request::SpList, out),
         Command::Sp(SpCommand::Add(a)) => change(socket, Request::SpAdd((*a).into())),
         Command::Sp(SpCommand::Remove(a)) => {

@@ -366,8 +366,9 @@ impl Reassembler {
         // Completed datagrams leave stale keys behind; keep the queue proportional to the map.
         if self.order.len() > 2 * self.limits.max_datagrams.max(self.datagrams.len()) {
             let datagrams = &self.datagrams;
-            self.order
-                .retain(|(created, key)| datagrams.get(key).and_then(|d| d.created) == Some(*created));
+            self.order.retain(|(created, key)| {
+                datagrams.get(key).and_then(|d| d.created) == Some(*created)
+            });
         }
     }
 
@@ -425,11 +426,7 @@ fn place(
     start: usize,
     end: usize,
 ) -> Placed {
-    if let Some(&(s, e)) = datagram
-        .pieces
-        .iter()
-        .find(|&&(s, e)| start < e && s < end)
-    {
+    if let Some(&(s, e)) = datagram.pieces.iter().find(|&&(s, e)| start < e && s < end) {
         let same = s == start && e == end && datagram.data.get(s..e) == Some(body);
         let same_end = view.more || datagram.total == Some(end);
         return if same && same_end {
@@ -454,7 +451,9 @@ fn place(
     }
     if start == 0 {
         datagram.header.clear();
-        datagram.header.extend_from_slice(&packet[..view.header_offset]);
+        datagram
+            .header
+            .extend_from_slice(&packet[..view.header_offset]);
         datagram.header[view.next_header_field] = view.next_header;
     }
     if datagram.data.len() < end {
@@ -573,7 +572,11 @@ mod tests {
         let mut r = reassembler();
         let (outcomes, out) = feed(&mut r, &fragments, Instant::now());
         assert_eq!(outcomes.last(), Some(&Outcome::Complete));
-        assert!(outcomes[..outcomes.len() - 1].iter().all(|o| *o == Outcome::Pending));
+        assert!(
+            outcomes[..outcomes.len() - 1]
+                .iter()
+                .all(|o| *o == Outcome::Pending)
+        );
         assert_eq!(out, whole);
     }
 
@@ -624,7 +627,10 @@ mod tests {
         let mut forged = first.clone();
         *forged.last_mut().expect("non-empty") ^= 1;
         assert_eq!(r.push(&first, now, &mut out), Outcome::Pending);
-        assert_eq!(r.push(&forged, now, &mut out), Outcome::Dropped(Drop::Overlap));
+        assert_eq!(
+            r.push(&forged, now, &mut out),
+            Outcome::Dropped(Drop::Overlap)
+        );
         // A second last fragment with another end is an overlap too.
         let mut r = reassembler();
         assert_eq!(
@@ -676,7 +682,10 @@ mod tests {
         // Cut short: the payload length says more than there is.
         let mut cut = fragment(&whole, 13, 0, 16, true);
         cut.truncate(cut.len() - 4);
-        assert_eq!(r.push(&cut, now, &mut out), Outcome::Dropped(Drop::Malformed));
+        assert_eq!(
+            r.push(&cut, now, &mut out),
+            Outcome::Dropped(Drop::Malformed)
+        );
         assert_eq!(r.len(), 0);
     }
 

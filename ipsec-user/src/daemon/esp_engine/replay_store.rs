@@ -163,8 +163,9 @@ impl ReplayStore {
         let mut entries = BTreeMap::new();
         for e in repr.ceilings {
             let mut id = [0; 16];
-            hex::decode_to_slice(&e.key_id, &mut id)
-                .map_err(|_| corrupt(&path, format!("key_id {:?} is not 32 hex digits", e.key_id)))?;
+            hex::decode_to_slice(&e.key_id, &mut id).map_err(|_| {
+                corrupt(&path, format!("key_id {:?} is not 32 hex digits", e.key_id))
+            })?;
             let slot = entries.entry((e.spi, id)).or_insert(0);
             *slot = e.ceiling.max(*slot);
         }
@@ -343,8 +344,13 @@ mod tests {
         assert_eq!(reloaded.ceiling(0x1000, &KEY), Some(500));
         assert_eq!(reloaded.ceiling(0x1000, &[8; 16]), None, "other keys");
         assert_eq!(reloaded.ceiling(0x1001, &KEY), None, "other spi");
-        let mode = fs::metadata(reloaded.path()).expect("file mode").permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = fs::metadata(reloaded.path())
+            .expect("file mode")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         let text = fs::read_to_string(reloaded.path()).expect("reading");
         assert!(text.contains(&hex::encode(KEY)), "{text}");
         reloaded.reset(0x1000, &KEY).expect("resetting");
@@ -359,11 +365,26 @@ mod tests {
     #[test]
     fn key_ids_separate_keys_algorithms_and_spis() {
         let base = key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2");
-        assert_eq!(base, key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2"));
-        assert_ne!(base, key_id(0x1001, "aes128-cbc", b"k1", "hmac-sha1", b"k2"));
-        assert_ne!(base, key_id(0x1000, "aes128-cbc", b"k3", "hmac-sha1", b"k2"));
-        assert_ne!(base, key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k3"));
-        assert_ne!(base, key_id(0x1000, "aes128-cb", b"ck1", "hmac-sha1", b"k2"));
+        assert_eq!(
+            base,
+            key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2")
+        );
+        assert_ne!(
+            base,
+            key_id(0x1001, "aes128-cbc", b"k1", "hmac-sha1", b"k2")
+        );
+        assert_ne!(
+            base,
+            key_id(0x1000, "aes128-cbc", b"k3", "hmac-sha1", b"k2")
+        );
+        assert_ne!(
+            base,
+            key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k3")
+        );
+        assert_ne!(
+            base,
+            key_id(0x1000, "aes128-cb", b"ck1", "hmac-sha1", b"k2")
+        );
     }
 
     #[test]
@@ -377,7 +398,10 @@ mod tests {
         ] {
             fs::write(&path, garbage).expect("writing a corrupt file");
             let err = ReplayStore::open(dir.path()).expect_err("a corrupt file must not load");
-            assert!(matches!(err, EngineError::ReplayFileCorrupt { .. }), "{err}");
+            assert!(
+                matches!(err, EngineError::ReplayFileCorrupt { .. }),
+                "{err}"
+            );
             assert!(err.to_string().contains(FILE_NAME), "{err}");
             assert_eq!(fs::read(&path).expect("reading back"), garbage);
         }
@@ -388,20 +412,32 @@ mod tests {
         let mut ceiling = Ceiling::new(0);
         let t0 = Instant::now();
         let mut written = Vec::new();
-        assert!(ceiling.admit(1, t0, |v| {
-            written.push(v);
-            Ok(())
-        }).is_ok());
+        assert!(
+            ceiling
+                .admit(1, t0, |v| {
+                    written.push(v);
+                    Ok(())
+                })
+                .is_ok()
+        );
         assert_eq!(written, [1 + MIN_STEP]);
         // Up to the ceiling: no write.
         for seq in 2..=1 + MIN_STEP {
-            assert!(ceiling.admit(seq, t0, |_| panic!("no write needed")).is_ok());
+            assert!(
+                ceiling
+                    .admit(seq, t0, |_| panic!("no write needed"))
+                    .is_ok()
+            );
         }
         // Above it: a write first, with a doubled step (written less than 1 s apart).
-        assert!(ceiling.admit(2 + MIN_STEP, t0, |v| {
-            written.push(v);
-            Ok(())
-        }).is_ok());
+        assert!(
+            ceiling
+                .admit(2 + MIN_STEP, t0, |v| {
+                    written.push(v);
+                    Ok(())
+                })
+                .is_ok()
+        );
         assert_eq!(written[1], 2 + 3 * MIN_STEP);
         assert_eq!(ceiling.value(), 2 + 3 * MIN_STEP);
     }
@@ -440,7 +476,9 @@ mod tests {
         // Below the ceiling still flows; above it, no new attempt during the back-off.
         assert!(ceiling.admit(100, t0, |_| panic!("no write")).is_ok());
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_millis(500), |_| panic!("backing off")),
+            ceiling.admit(101, t0 + Duration::from_millis(500), |_| panic!(
+                "backing off"
+            )),
             Err(Refused::BackingOff)
         ));
         // After 1 s it tries again; a second failure doubles the back-off.
@@ -449,11 +487,17 @@ mod tests {
             Err(Refused::WriteFailed(_))
         ));
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_millis(2500), |_| panic!("backing off")),
+            ceiling.admit(101, t0 + Duration::from_millis(2500), |_| panic!(
+                "backing off"
+            )),
             Err(Refused::BackingOff)
         ));
         // The disk has room again: accepted once the ceiling is written.
-        assert!(ceiling.admit(101, t0 + Duration::from_secs(3), |_| Ok(())).is_ok());
+        assert!(
+            ceiling
+                .admit(101, t0 + Duration::from_secs(3), |_| Ok(()))
+                .is_ok()
+        );
         assert!(ceiling.value() > 101);
     }
 }

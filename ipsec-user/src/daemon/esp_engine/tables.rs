@@ -1061,7 +1061,10 @@ mod tests {
 
     impl Side {
         fn new(spd: &Spd) -> Self {
-            Self::in_dir(spd, Arc::new(tempfile::tempdir().expect("creating a temp dir")))
+            Self::in_dir(
+                spd,
+                Arc::new(tempfile::tempdir().expect("creating a temp dir")),
+            )
         }
 
         /// A side whose state lives in `dir`: a second one on the same `dir` is a restart.
@@ -1082,14 +1085,8 @@ mod tests {
         }
 
         fn update(&mut self, spd: &Spd) {
-            self.registry = rebuild(
-                spd,
-                &mut self.out,
-                &mut self.inb,
-                &self.store,
-                &self.replay,
-            )
-            .expect("rebuilding the tables");
+            self.registry = rebuild(spd, &mut self.out, &mut self.inb, &self.store, &self.replay)
+                .expect("rebuilding the tables");
         }
 
         /// Protects `packet`; returns what the raw socket would send, as the receiver's raw
@@ -1201,8 +1198,10 @@ mod tests {
         let (mut plain, mut out) = (Vec::new(), Vec::new());
         let packet = udp(A, B, 5000, 100);
         let good = xsk_frame(&a.protect(&packet).expect("a protects"));
-        assert!(b.inb
-            .receive_frame(&good, &mut plain, &mut out, &b.stats, &b.replay));
+        assert!(
+            b.inb
+                .receive_frame(&good, &mut plain, &mut out, &b.stats, &b.replay)
+        );
         assert_eq!(
             out[14..],
             packet[..],
@@ -1231,8 +1230,10 @@ mod tests {
         assert_eq!(b.stats.get(Stat::Malformed), bad_frames.len() as u64);
         assert_eq!(b.stats.get(Stat::XskReceived), 1 + bad_frames.len() as u64);
         // The intact frame still opens: nothing above consumed its sequence number.
-        assert!(b.inb
-                .receive_frame(&fresh, &mut plain, &mut out, &b.stats, &b.replay));
+        assert!(
+            b.inb
+                .receive_frame(&fresh, &mut plain, &mut out, &b.stats, &b.replay)
+        );
         assert!(
             !b.inb
                 .receive_frame(&fresh, &mut plain, &mut out, &b.stats, &b.replay),
@@ -1293,7 +1294,10 @@ mod tests {
         // Restart (kill -9: nothing saved at exit): the captured stream is refused in full.
         let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
         for slot in &captured {
-            assert!(b.receive(&mut copy(slot)).is_none(), "replayed after a restart");
+            assert!(
+                b.receive(&mut copy(slot)).is_none(),
+                "replayed after a restart"
+            );
         }
         assert_eq!(b.stats.get(Stat::ReplayDrops), 5);
         // The sender's later packets get through once they pass the ceiling (the price of a
@@ -1323,17 +1327,26 @@ mod tests {
         b.update(&spd_b);
         let before = b.stats.get(Stat::ReplayDrops);
         for slot in &captured {
-            assert!(b.receive(&mut copy(slot)).is_none(), "replayed after a re-add");
+            assert!(
+                b.receive(&mut copy(slot)).is_none(),
+                "replayed after a re-add"
+            );
         }
         assert_eq!(b.stats.get(Stat::ReplayDrops), before + 5);
 
         // The operator's reset: the window and the ceiling are gone, so the old stream is
         // accepted again (what `xipsec sa reset-replay` warns about), also after a restart.
         assert!(b.inb.reset_replay(0x1001, &b.replay).expect("resetting"));
-        assert!(!b.inb.reset_replay(0x9999, &b.replay).expect("resetting"), "no such sa");
+        assert!(
+            !b.inb.reset_replay(0x9999, &b.replay).expect("resetting"),
+            "no such sa"
+        );
         let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
         assert_eq!(seq_of(&captured[0]), 1);
-        assert!(b.receive(&mut copy(&captured[0])).is_some(), "accepted after a reset");
+        assert!(
+            b.receive(&mut copy(&captured[0])).is_some(),
+            "accepted after a reset"
+        );
     }
 
     #[test]
@@ -1341,11 +1354,18 @@ mod tests {
         let mut a = Side::new(&side(A, B));
         std::fs::create_dir(a.dir.path().join("esp-seq.json.tmp")).expect("blocking writes");
         for _ in 0..50 {
-            assert!(a.protect(&udp(A, B, 5000, 10)).is_none(), "sent without a reservation");
+            assert!(
+                a.protect(&udp(A, B, 5000, 10)).is_none(),
+                "sent without a reservation"
+            );
         }
         assert_eq!(a.stats.get(Stat::SeqPersistErrors), 50);
         let entry = &a.out.sas[0];
-        assert_eq!(entry.seq_backoff.delay, Backoff::FIRST, "one attempt, then backing off");
+        assert_eq!(
+            entry.seq_backoff.delay,
+            Backoff::FIRST,
+            "one attempt, then backing off"
+        );
         assert!(entry.seq_backoff.retry_at.is_some());
         // Once the disk has room again and the back-off ran out, packets flow.
         std::fs::remove_dir(a.dir.path().join("esp-seq.json.tmp")).expect("unblocking");
@@ -1362,7 +1382,10 @@ mod tests {
         std::fs::create_dir(b.dir.path().join("esp-replay.json.tmp")).expect("blocking writes");
         for _ in 0..3 {
             let mut slot = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
-            assert!(b.receive(&mut slot).is_none(), "accepted without a ceiling on disk");
+            assert!(
+                b.receive(&mut slot).is_none(),
+                "accepted without a ceiling on disk"
+            );
         }
         assert_eq!(b.stats.get(Stat::ReplayPersistErrors), 3);
         assert_eq!(b.stats.get(Stat::Delivered), 0);
@@ -1436,7 +1459,10 @@ mod tests {
             assert!(b.receive(&mut forged).is_none());
         }
         let mut wire = a.protect(&packet).expect("a protects");
-        assert!(b.receive(&mut wire).is_some(), "forgeries used up the volume");
+        assert!(
+            b.receive(&mut wire).is_some(),
+            "forgeries used up the volume"
+        );
         // AES SAs are not limited by it.
         let mut a = with_limit(&side(A, B), 1);
         assert!(a.protect(&packet).is_some());
@@ -1489,10 +1515,17 @@ mod tests {
             let mut packet = udp(A, B, 5000, 100);
             packet[6] = protocol;
             let mut wire = a.protect(&packet).expect("a protects any protocol");
-            assert!(b.receive(&mut wire).is_none(), "protocol {protocol} delivered");
+            assert!(
+                b.receive(&mut wire).is_none(),
+                "protocol {protocol} delivered"
+            );
         }
         assert_eq!(b.stats.get(Stat::InnerProtocolRefused), 4);
-        assert_eq!(b.stats.get(Stat::DecapOk), 4, "authentic, but not deliverable");
+        assert_eq!(
+            b.stats.get(Stat::DecapOk),
+            4,
+            "authentic, but not deliverable"
+        );
         assert_eq!(b.stats.get(Stat::Delivered), 0);
         let mut wire = a.protect(&udp(A, B, 5000, 100)).expect("a protects");
         assert!(b.receive(&mut wire).is_some(), "udp still delivered");
