@@ -15,6 +15,11 @@
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
 //!   the interface MTU (`IPV6_PMTUDISC_OMIT`), so a large UDP datagram still arrives. A packet whose flow no
 //!   longer maps to an `ipsec` SP with an SA is dropped (`esp_no_sa`): fail closed, never clear.
+//! - **Outbound fragments.** TC egress redirects every fragment of a protected datagram (first
+//!   and non-first) to the TUN; the worker reassembles them (`reassembly`: bounded, 30 s
+//!   timeout, overlapping fragments drop the whole datagram per RFC 5722) and protects the whole
+//!   datagram once (ESP before fragmentation, RFC 4303 §3.3.4); the kernel fragments the ESP
+//!   packet if it exceeds the MTU. A fragment never leaves by itself. Counters `esp_frag_*`.
 //! - **Inbound.** ESP with a known SPI in the common shape (untagged Ethernet, ESP right after
 //!   the IPv6 header, not a fragment, at most `XSK_MAX_FRAME` bytes) arrives on an AF_XDP socket
 //!   per (interface, RX queue) of [`EngineConfig::xsk_interfaces`] (`xsk`): XDP redirects it
@@ -32,8 +37,26 @@
 //!   (`gro`), so the stack processes and acknowledges one packet instead of dozens. Only SAs an
 //!   inbound `ipsec` SP names are candidates for an SPI. Dummy packets (next header 59) are
 //!   dropped silently (`esp_dummy`).
+//! - **Inbound SA binding.** ESP whose outer source or destination is not its SA's (unless the
+//!   SA says `any`) is dropped before any cryptography (`esp_address_mismatch`): ESP reflected
+//!   back to its sender, or sent from elsewhere under a known SPI, never reaches the window. A
+//!   decrypted packet whose upper layer is IPv4/IPv6-in-IP, ESP, AH, or that holds a fragment
+//!   header, is dropped (`esp_inner_protocol_refused`): no policy can check what it carries.
+//! - **Replay across restarts.** Each inbound SA's replay ceiling is written ahead to
+//!   `{state_dir}/esp-replay.json` (`replay_store`), keyed by SPI and a hash of the keys; no
+//!   sequence number above the ceiling is accepted before the next ceiling is on disk, and a
+//!   fresh engine (or a re-added SA) refuses everything up to it. A failed write refuses new ESP
+//!   and backs off (`esp_replay_persist_errors`). [`EspEngine::reset_replay`] is the operator's
+//!   explicit reset (`xipsec sa reset-replay`).
+//! - **3DES volume.** A 3DES SA stops protecting and accepting after
+//!   [`EngineConfig::tdes_block_limit`] blocks per direction (Sweet32; `esp_volume_limit`).
+//! - **Supervision.** A worker that panics is caught, counted (`esp_worker_deaths`), logged and
+//!   recorded for [`death`]; the daemon exits non-zero on it. Its fds stay open until the
+//!   engine drops, so the TUN queue fills and drops: fail closed. `esp_tun_queue_drops` reports
+//!   what the kernel dropped at the TUN device. `XIPSEC_TEST_PANIC_ENGINE` injects the fault.
 //! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
-//!   classifies our ESP again.
+//!   classifies our ESP again; [`EspEngine::send_socket_cookies`] gives its `SO_COOKIE` for a
+//!   bypass only the engine's own socket can use.
 //! - **Sequence numbers** are never reused across restarts: see `seq`. A reservation is written
 //!   (fsync + rename) before an SA's counter passes the previous one; a fresh engine resumes
 //!   every SA after its reservation, so a peer's replay window keeps accepting us after
@@ -55,10 +78,11 @@
 //! Limitations, by design:
 //! - Transport mode: extension headers in front of ESP (hop-by-hop, routing, destination
 //!   options) are not sent: the raw socket sends from the ESP header on and the kernel builds a
-//!   plain IPv6 header. A fragment reaching the TUN in transport mode is refused
-//!   (`esp_encap_errors`): ESP applies to whole datagrams (RFC 4303 §3.3.4); the kernel
-//!   fragments *after* us, so this only happens when the local stack fragments a datagram
-//!   larger than the TUN MTU before routing it into the TUN.
+//!   plain IPv6 header.
+//! - Inbound, a decrypted (inner) fragment is not reassembled: it is refused
+//!   (`esp_inner_protocol_refused`).
+//! - The 3DES block counts start at 0 when the engine restarts (the sequence number bounds the
+//!   packets an SA can carry, not their size); rekey 3DES SAs regularly, or better, not use 3DES.
 //! - Outbound tunnel mode needs the SA's source to be a local address (the kernel refuses a
 //!   foreign `IPV6_PKTINFO` source: `esp_send_errors`).
 //! - The engine makes no routing assumptions. Test setups that route the peer into the TUN

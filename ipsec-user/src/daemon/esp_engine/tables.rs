@@ -10,9 +10,12 @@
 //! - Outbound, a packet's flow is classified once against the outbound SPD and the answer cached
 //!   per flow (5-tuple), so the steady-state cost is one hash lookup. Only an `ipsec` SP with an
 //!   SA protects; anything else is dropped (fail closed) and counted as `esp_no_sa`.
-//! - Inbound, the SA is found by SPI alone (RFC 4303 §2.1 lets a receiver do so for unicast),
-//!   the packet verified and decrypted, and the result must match an inbound `ipsec` SP naming
-//!   that SA (RFC 4301 §5.2), else `esp_policy_mismatch`.
+//! - Inbound, the SA is found by SPI (RFC 4303 §2.1 lets a receiver do so for unicast), the
+//!   outer addresses must be the SA's (`esp_address_mismatch`, unless `any`), the packet is
+//!   verified and decrypted (the replay ceiling persisted first when it must rise, see
+//!   `replay_store`), and the result must match an inbound `ipsec` SP naming that SA
+//!   (RFC 4301 §5.2), else `esp_policy_mismatch`; tunnels, ESP and AH inside are refused.
+//! - 3DES SAs stop after their block limit in each direction (`esp_volume_limit`).
 //! - Nothing here allocates per packet once the caches and buffers are warm.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
