@@ -283,20 +283,23 @@ impl Ceiling {
         self.value
     }
 
-    /// Whether `seq` (authentic, new to the window) may be accepted now. Above the ceiling,
-    /// `persist` must first write `seq + step`; see the module contract.
+    /// Whether `seq` (authentic, new to the window) may be accepted now (`now` is read only
+    /// above the ceiling). Above the ceiling, `persist` must first write `seq + step`; see the
+    /// module contract.
     ///
     /// # Errors
     /// [`Refused`] when the new ceiling is not on disk: the packet must be dropped.
     pub fn admit(
         &mut self,
         seq: u32,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         persist: impl FnOnce(u32) -> io::Result<()>,
     ) -> Result<(), Refused> {
         if seq <= self.value {
+            // The steady state: no clock read, no write.
             return Ok(());
         }
+        let now = now();
         if self.retry_at.is_some_and(|at| now < at) {
             return Err(Refused::BackingOff);
         }
@@ -414,10 +417,14 @@ mod tests {
         let mut written = Vec::new();
         assert!(
             ceiling
-                .admit(1, t0, |v| {
-                    written.push(v);
-                    Ok(())
-                })
+                .admit(
+                    1,
+                    || t0,
+                    |v| {
+                        written.push(v);
+                        Ok(())
+                    }
+                )
                 .is_ok()
         );
         assert_eq!(written, [1 + MIN_STEP]);
@@ -425,17 +432,21 @@ mod tests {
         for seq in 2..=1 + MIN_STEP {
             assert!(
                 ceiling
-                    .admit(seq, t0, |_| panic!("no write needed"))
+                    .admit(seq, || t0, |_| panic!("no write needed"))
                     .is_ok()
             );
         }
         // Above it: a write first, with a doubled step (written less than 1 s apart).
         assert!(
             ceiling
-                .admit(2 + MIN_STEP, t0, |v| {
-                    written.push(v);
-                    Ok(())
-                })
+                .admit(
+                    2 + MIN_STEP,
+                    || t0,
+                    |v| {
+                        written.push(v);
+                        Ok(())
+                    }
+                )
                 .is_ok()
         );
         assert_eq!(written[1], 2 + 3 * MIN_STEP);
@@ -449,7 +460,7 @@ mod tests {
         let mut seq = 1;
         // A fast SA: the step grows to its maximum.
         for _ in 0..40 {
-            ceiling.admit(seq, now, |_| Ok(())).expect("admitting");
+            ceiling.admit(seq, || now, |_| Ok(())).expect("admitting");
             seq = ceiling.value() + 1;
             now += Duration::from_millis(10);
         }
@@ -457,7 +468,7 @@ mod tests {
         // A slow one: it shrinks back.
         for _ in 0..40 {
             now += Duration::from_secs(10);
-            ceiling.admit(seq, now, |_| Ok(())).expect("admitting");
+            ceiling.admit(seq, || now, |_| Ok(())).expect("admitting");
             seq = ceiling.value() + 1;
         }
         assert_eq!(ceiling.step, MIN_STEP);
@@ -469,33 +480,37 @@ mod tests {
         let t0 = Instant::now();
         let full = || io::Error::from_raw_os_error(libc::ENOSPC);
         assert!(matches!(
-            ceiling.admit(101, t0, |_| Err(full())),
+            ceiling.admit(101, || t0, |_| Err(full())),
             Err(Refused::WriteFailed(_))
         ));
         assert_eq!(ceiling.value(), 100, "not raised");
         // Below the ceiling still flows; above it, no new attempt during the back-off.
-        assert!(ceiling.admit(100, t0, |_| panic!("no write")).is_ok());
+        assert!(ceiling.admit(100, || t0, |_| panic!("no write")).is_ok());
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_millis(500), |_| panic!(
-                "backing off"
-            )),
+            ceiling.admit(
+                101,
+                || t0 + Duration::from_millis(500),
+                |_| panic!("backing off")
+            ),
             Err(Refused::BackingOff)
         ));
         // After 1 s it tries again; a second failure doubles the back-off.
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_secs(1), |_| Err(full())),
+            ceiling.admit(101, || t0 + Duration::from_secs(1), |_| Err(full())),
             Err(Refused::WriteFailed(_))
         ));
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_millis(2500), |_| panic!(
-                "backing off"
-            )),
+            ceiling.admit(
+                101,
+                || t0 + Duration::from_millis(2500),
+                |_| panic!("backing off")
+            ),
             Err(Refused::BackingOff)
         ));
         // The disk has room again: accepted once the ceiling is written.
         assert!(
             ceiling
-                .admit(101, t0 + Duration::from_secs(3), |_| Ok(()))
+                .admit(101, || t0 + Duration::from_secs(3), |_| Ok(()))
                 .is_ok()
         );
         assert!(ceiling.value() > 101);

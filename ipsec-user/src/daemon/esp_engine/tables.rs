@@ -911,7 +911,7 @@ impl InTable {
             volume,
             cells,
         } = entry;
-        let admit = |seq| match ceiling.admit(seq, Instant::now(), |value| {
+        let admit = |seq| match ceiling.admit(seq, Instant::now, |value| {
             lock(replay).raise(identity.spi, key_id, value)
         }) {
             Ok(()) => true,
