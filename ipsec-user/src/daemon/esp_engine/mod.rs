@@ -464,6 +464,11 @@ impl Drop for EspEngine {
                 warn!("an esp worker panicked");
             }
         }
+        // Nothing accepts ESP any more: the ceilings can come down to what was accepted, so the
+        // next start refuses none of the peers' new packets (a crash skips this: still safe).
+        if let Err(error) = lock(&self.shared.inb).settle_ceilings(&self.shared.replay) {
+            warn!(%error, "cannot settle the replay ceilings; the next start refuses a little more");
+        }
         // The fds close when the last `Arc<Shared>` (this one) drops, removing the TUN device.
     }
 }

@@ -20,7 +20,10 @@
 //! - A failed write (disk full) refuses the packet (fail closed) and backs off: no new attempt
 //!   for 1 s, doubling up to 60 s, each failed attempt logged once; packets at or below the
 //!   current ceiling keep flowing meanwhile.
-//! - Ceilings never decrease, except by an explicit reset ([`ReplayStore::reset`], the
+//! - A clean stop ([`ReplayStore::settle`], when the engine drops after its workers stopped)
+//!   lowers each ceiling to the highest number actually accepted, so a restart after a clean
+//!   stop refuses nothing new; only a crash (`kill -9`, power loss) costs the gap.
+//! - Ceilings never decrease otherwise, except by an explicit reset ([`ReplayStore::reset`], the
 //!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
 //!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
@@ -206,6 +209,30 @@ impl ReplayStore {
         self.commit((spi, *key), Some(previous))
     }
 
+    /// Sets each (SPI, key id) to exactly its value, lower or not, in one write: for a clean
+    /// stop, once nothing can be accepted any more, the ceiling becomes the highest sequence
+    /// number actually accepted, so the next start refuses nothing the peer has not sent yet.
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the store is then unchanged.
+    pub fn settle(
+        &mut self,
+        values: impl IntoIterator<Item = (u32, KeyId, u32)>,
+    ) -> io::Result<()> {
+        let before = self.entries.clone();
+        for (spi, key, value) in values {
+            self.entries.insert((spi, key), value);
+        }
+        if self.entries == before {
+            return Ok(());
+        }
+        let written = self.write();
+        if written.is_err() {
+            self.entries = before;
+        }
+        written
+    }
+
     /// Writes the file; on failure puts `key` back to `previous`.
     fn commit(&mut self, key: (u32, KeyId), previous: Option<u32>) -> io::Result<()> {
         let written = self.write();
@@ -363,6 +390,23 @@ mod tests {
                 .ceiling(0x1000, &KEY),
             None
         );
+    }
+
+    #[test]
+    fn settle_sets_exact_values_in_one_write() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+        store.raise(0x1000, &KEY, 5000).expect("raising");
+        store
+            .settle([(0x1000, KEY, 4321), (0x2000, KEY, 7)])
+            .expect("settling");
+        let reloaded = ReplayStore::open(dir.path()).expect("reloading");
+        assert_eq!(
+            reloaded.ceiling(0x1000, &KEY),
+            Some(4321),
+            "lowered to what was accepted"
+        );
+        assert_eq!(reloaded.ceiling(0x2000, &KEY), Some(7));
     }
 
     #[test]

@@ -802,6 +802,19 @@ impl InTable {
         Ok(true)
     }
 
+    /// On a clean stop (no worker runs any more): persists each inbound SA's highest accepted
+    /// sequence number as its ceiling (see `replay_store`).
+    ///
+    /// # Errors
+    /// The I/O error of the write; the larger ceilings on disk then stay (still safe).
+    pub fn settle_ceilings(&self, replay: &Mutex<ReplayStore>) -> std::io::Result<()> {
+        let values = self.sas.iter().filter_map(|e| {
+            let highest = e.sa.replay_window().highest();
+            (highest > 0).then_some((e.identity.spi, e.key_id, highest))
+        });
+        lock(replay).settle(values)
+    }
+
     /// Packets and bytes delivered per inbound SP id.
     pub fn sp_hits(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
         self.sp_hits
@@ -1375,6 +1388,33 @@ mod tests {
         a.out.sas[0].seq_backoff.retry_at = Some(Instant::now());
         assert!(a.protect(&udp(A, B, 5000, 10)).is_some());
         assert_eq!(a.out.sas[0].seq_backoff.delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn after_a_clean_stop_the_peer_s_next_packet_is_accepted_at_once() {
+        let mut a = Side::new(&side(A, B));
+        let spd_b = side(B, A);
+        let mut b = Side::new(&spd_b);
+        let captured: Vec<Incoming> = (0..5)
+            .map(|_| a.protect(&udp(A, B, 5000, 10)).expect("a protects"))
+            .collect();
+        for slot in &captured {
+            assert!(b.receive(&mut copy(slot)).is_some());
+        }
+        b.inb.settle_ceilings(&b.replay).expect("settling");
+        let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
+        for slot in &captured {
+            assert!(
+                b.receive(&mut copy(slot)).is_none(),
+                "replayed after a clean stop"
+            );
+        }
+        let mut next = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+        assert_eq!(seq_of(&next), 6);
+        assert!(
+            b.receive(&mut next).is_some(),
+            "the next packet costs nothing"
+        );
     }
 
     #[test]
