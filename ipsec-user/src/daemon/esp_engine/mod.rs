@@ -40,8 +40,9 @@
 //! - **Inbound SA binding.** ESP whose outer source or destination is not its SA's (unless the
 //!   SA says `any`) is dropped before any cryptography (`esp_address_mismatch`): ESP reflected
 //!   back to its sender, or sent from elsewhere under a known SPI, never reaches the window. A
-//!   decrypted packet whose upper layer is IPv4/IPv6-in-IP, ESP, AH, or that holds a fragment
-//!   header, is dropped (`esp_inner_protocol_refused`): no policy can check what it carries.
+//!   decrypted packet whose upper layer is IPv4/IPv6-in-IP, ESP or AH, or (transport mode) that
+//!   holds a fragment header, is dropped (`esp_inner_protocol_refused`): no policy can check
+//!   what it carries.
 //! - **Replay across restarts.** Each inbound SA's replay ceiling is written ahead to
 //!   `{state_dir}/esp-replay.json` (`replay_store`), keyed by SPI and a hash of the keys; no
 //!   sequence number above the ceiling is accepted before the next ceiling is on disk, and a
@@ -79,8 +80,9 @@
 //! - Transport mode: extension headers in front of ESP (hop-by-hop, routing, destination
 //!   options) are not sent: the raw socket sends from the ESP header on and the kernel builds a
 //!   plain IPv6 header.
-//! - Inbound, a decrypted (inner) fragment is not reassembled: it is refused
-//!   (`esp_inner_protocol_refused`).
+//! - Inbound, a decrypted fragment is not reassembled by the engine: in transport mode it is
+//!   refused (`esp_inner_protocol_refused`); in tunnel mode it is checked as the policy sees a
+//!   fragment (ports only when present) and the kernel reassembles it.
 //! - The 3DES block counts start at 0 when the engine restarts (the sequence number bounds the
 //!   packets an SA can carry, not their size); rekey 3DES SAs regularly, or better, not use 3DES.
 //! - Outbound tunnel mode needs the SA's source to be a local address (the kernel refuses a

@@ -98,7 +98,7 @@ engine_stats! {
     FragEvicted => "esp_frag_evicted": "Outbound datagrams being reassembled that were evicted to bound the reassembly memory.",
     FragDropped => "esp_frag_dropped": "Outbound fragments dropped as malformed, too big (> 65,535 bytes) or in too many pieces.",
     AddressMismatch => "esp_address_mismatch": "Inbound ESP whose outer source or destination is not its SA's (--sa-source/--sa-destination).",
-    InnerProtocolRefused => "esp_inner_protocol_refused": "Decrypted packets carrying IPv6, IPv4, ESP, AH or a fragment after ESP, which no policy can check.",
+    InnerProtocolRefused => "esp_inner_protocol_refused": "Decrypted packets carrying IPv6, IPv4, ESP or AH, or a fragment after transport-mode ESP: no policy can check them.",
     ReplayPersistErrors => "esp_replay_persist_errors": "Inbound ESP dropped because the SA's replay ceiling could not be written.",
     VolumeLimit => "esp_volume_limit": "Packets dropped because their 3DES SA reached its block limit (Sweet32, --tdes-block-limit).",
     WorkerDeaths => "esp_worker_deaths": "Engine threads that died (panicked); protected flows then fail closed.",
@@ -191,8 +191,8 @@ struct SaIdentity {
     integrity_key: Key,
 }
 
-/// Upper-layer protocols a decrypted packet may not carry: IPv4 (4) and IPv6 (41) in IP,
-/// ESP (50), AH (51). Whatever they hold was never matched against a policy.
+/// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6 (41)
+/// in IP, ESP (50), AH (51). Whatever they hold was never matched against a policy.
 const UNCHECKABLE: [u8; 4] = [4, 41, 50, 51];
 
 impl SaIdentity {
@@ -924,6 +924,7 @@ impl InTable {
             volume,
             cells,
         } = entry;
+        let transport = identity.mode == Mode::Transport;
         let admit = |seq| match ceiling.admit(seq, Instant::now, |value| {
             lock(replay).raise(identity.spi, key_id, value)
         }) {
@@ -983,9 +984,11 @@ impl InTable {
             return false;
         };
         // A policy selects on the upper-layer header; behind these it would check the wrong
-        // one (an inner packet, or a header it cannot see), so they are never delivered.
+        // one (an inner packet, or a header it cannot see), so they are never delivered. A
+        // fragment is refused in transport mode only: ESP there protects whole datagrams
+        // (RFC 4303 §3.3.4), while a tunnel may carry fragments of a host behind its peer.
         if UNCHECKABLE.contains(&flow.next_header)
-            || reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..])
+            || (transport && reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..]))
         {
             stats.bump(Stat::InnerProtocolRefused);
             return false;
