@@ -276,6 +276,8 @@ struct Shared {
     tun: OwnedFd,
     socket: OwnedFd,
     shutdown: OwnedFd,
+    /// Reads the TUN device's drop counters (`esp_tun_queue_drops`).
+    rtnetlink: Mutex<OwnedFd>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -305,6 +307,7 @@ impl EspEngine {
         let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
         let shutdown = sys::eventfd()?;
+        let rtnetlink = Mutex::new(sys::open_rtnetlink()?);
         let (out, inb) = tables::tables(config.tdes_block_limit);
         let shared = Arc::new(Shared {
             out: Mutex::new(out),
@@ -316,6 +319,7 @@ impl EspEngine {
             tun: tun.fd,
             socket,
             shutdown,
+            rtnetlink,
         });
         let receivers = open_xsk(&config.xsk_interfaces);
         let mut engine = Self {
@@ -451,7 +455,8 @@ impl EspEngine {
         // The kernel counts what AF_XDP dropped; read it from the sockets.
         // `snapshot` lists the counters in `Stat` order.
         stats[Stat::XskDrops as usize].1 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
-        stats[Stat::TunQueueDrops as usize].1 = sys::tun_queue_drops(&self.tun_name);
+        stats[Stat::TunQueueDrops as usize].1 =
+            sys::link_drops(&lock(&self.shared.rtnetlink), self.tun_ifindex);
         stats
     }
 }
