@@ -543,6 +543,15 @@ pub fn rebuild(
     }
     let live: HashSet<(String, u32)> = spd.sas().iter().map(|s| (s.name.clone(), s.spi)).collect();
     store.prune_if_over(&live);
+    // Removed (or rekeyed) inbound SAs accept nothing any more: their ceilings can come down to
+    // what they accepted, so a re-add refuses nothing the peer has not sent yet.
+    let gone = old_in.values().filter_map(|e| {
+        let highest = e.sa.replay_window().highest();
+        (highest > 0).then_some((e.identity.spi, e.key_id, highest))
+    });
+    if let Err(error) = replay.settle(gone) {
+        warn!(%error, "cannot settle the replay ceilings of removed sas");
+    }
     let live: HashSet<(u32, KeyId)> = inb.sas.iter().map(|e| (e.identity.spi, e.key_id)).collect();
     replay.prune_if_over(&live);
 
