@@ -219,16 +219,25 @@ impl ReplayStore {
         &mut self,
         values: impl IntoIterator<Item = (u32, KeyId, u32)>,
     ) -> io::Result<()> {
-        let before = self.entries.clone();
+        // Only what changes, and its previous values: most updates remove no SA.
+        let mut previous = Vec::new();
         for (spi, key, value) in values {
-            self.entries.insert((spi, key), value);
+            let old = self.entries.insert((spi, key), value);
+            if old != Some(value) {
+                previous.push(((spi, key), old));
+            }
         }
-        if self.entries == before {
+        if previous.is_empty() {
             return Ok(());
         }
         let written = self.write();
         if written.is_err() {
-            self.entries = before;
+            for (key, old) in previous.into_iter().rev() {
+                match old {
+                    Some(v) => self.entries.insert(key, v),
+                    None => self.entries.remove(&key),
+                };
+            }
         }
         written
     }
