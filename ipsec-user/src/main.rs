@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ipsec_user::cli::{self, Command, DaemonArgs};
-use ipsec_user::daemon::esp_engine::EngineConfig;
+use ipsec_user::daemon::esp_engine::{self, EngineConfig};
 use ipsec_user::daemon::{self, DaemonConfig, Datapath, NoDatapath, XdpMode};
 
 fn main() -> ExitCode {
@@ -58,12 +58,35 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
         } else {
             let engine = EngineConfig {
                 rx_coalesce: Duration::from_micros(u64::from(args.esp_rx_coalesce_us)),
+                tdes_block_limit: args.tdes_block_limit,
                 ..EngineConfig::new(config.state_dir.clone())
             };
             open_datapath(&config.interfaces, config.xdp_mode, &config.pin_dir, engine)?
         };
-        daemon::serve(config, datapath, shutdown_signal()).await
-    })
+        let stop = async {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = engine_death() => {}
+            }
+        };
+        daemon::serve(config, datapath, stop).await
+    })?;
+    // A dead engine thread ends the daemon with an error, so a supervisor (systemd's
+    // Restart=on-failure) starts a fresh one; the pinned programs drop protected traffic
+    // meanwhile (fail closed).
+    if let Some(death) = esp_engine::death() {
+        anyhow::bail!(
+            "{death}; exiting so a supervisor restarts xipsec (protected flows fail closed until then)"
+        );
+    }
+    Ok(())
+}
+
+/// Completes when an ESP engine thread has died.
+async fn engine_death() {
+    while esp_engine::death().is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The kernel datapath for `interfaces`: programs loaded and pinned now, attached after the

@@ -550,3 +550,144 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
         );
     }
 }
+
+/// A raw `IPPROTO_ESP` socket (ESP from its header on, no IPv6 header), opened in `ns`, with
+/// `SO_MARK = XIPSEC_MARK` so what it sends takes the main table (the veth), not the TUN.
+fn raw_esp_socket(ns: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    in_netns(ns, || {
+        // SAFETY: plain socket(2); the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ESP) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let mark: libc::c_int = 0x5850_5345;
+        let timeout = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: valid option values of the sizes given, on an open socket.
+        unsafe {
+            assert_eq!(
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_MARK,
+                    (&raw const mark).cast(),
+                    4
+                ),
+                0
+            );
+            assert_eq!(
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const timeout).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t
+                ),
+                0
+            );
+        }
+        fd
+    })
+}
+
+/// Every ESP packet `socket` received (copies of what the engine received), until a 1 s lull.
+fn captured_esp(socket: &std::os::fd::OwnedFd) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Ok(n) = usize::try_from(n) else {
+            return packets;
+        };
+        packets.push(buf[..n].to_vec());
+    }
+}
+
+/// Sends `esp` (from the ESP header on) to `to` on `socket`.
+fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
+    // SAFETY: all-zero is a valid sockaddr_in6.
+    let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    addr.sin6_addr.s6_addr = to.parse::<Ipv6Addr>().expect("address").octets();
+    // SAFETY: `esp` and `addr` are valid for reads of the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            esp.as_ptr().cast(),
+            esp.len(),
+            0,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        sent,
+        esp.len() as isize,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// ESP captured on the way in is refused when replayed to a restarted engine (its replay
+/// ceiling was on disk before it accepted anything), until the operator resets the window.
+#[test]
+fn esp_replayed_after_an_engine_restart_is_refused() {
+    if !have_root("esp_replayed_after_an_engine_restart_is_refused") {
+        return;
+    }
+    let ns = Namespaces::new("rp");
+    let (state_a, state_b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let spd_b = mirrored(&TRANSPORT, false, A, B);
+    let _engine_a = engine(&ns.a, &state_a, &mirrored(&TRANSPORT, true, A, B), B, A);
+    let engine_b = engine(&ns.b, &state_b, &spd_b, A, B);
+    let tap = raw_esp_socket(&ns.b);
+    let receiver = udp_socket(&ns.b, B, 7000);
+    for _ in 0..5 {
+        assert!(udp_arrives(&ns.a, A, &receiver, 200), "datagram lost");
+    }
+    let captured: Vec<Vec<u8>> = captured_esp(&tap)
+        .into_iter()
+        .filter(|p| p[..4] == 0x1001u32.to_be_bytes())
+        .collect();
+    assert_eq!(captured.len(), 5, "the tap saw a -> b's ESP");
+    let delivered = stat(&engine_b, "esp_delivered");
+
+    // Restart b (kill -9 is no different: nothing is written at exit).
+    drop(engine_b);
+    let engine_b = in_netns(&ns.b, || {
+        EspEngine::start(EngineConfig::new(state_b.path()))
+    })
+    .expect("restarting the engine");
+    engine_b.update(&spd_b).expect("installing the sas and sps");
+    let replayer = raw_esp_socket(&ns.a);
+    for esp in &captured {
+        send_esp(&replayer, B, esp);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stat(&engine_b, "esp_replay_drops"),
+        5,
+        "every replay refused"
+    );
+    assert_eq!(stat(&engine_b, "esp_delivered"), 0);
+    assert!(delivered >= 5);
+
+    // The operator's reset lets the old stream in again: what `sa reset-replay` warns about.
+    assert!(engine_b.reset_replay(0x1001).expect("resetting the window"));
+    for esp in &captured {
+        send_esp(&replayer, B, esp);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stat(&engine_b, "esp_delivered"),
+        5,
+        "accepted after the reset"
+    );
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::daemon::esp_engine::DEFAULT_RX_COALESCE;
+use crate::daemon::esp_engine::{DEFAULT_RX_COALESCE, DEFAULT_TDES_BLOCK_LIMIT};
 use crate::daemon::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, XdpMode};
 use crate::model::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
 
@@ -354,6 +354,18 @@ pub struct DaemonArgs {
         value_parser = clap::value_parser!(u32).range(0..=10_000)
     )]
     pub esp_rx_coalesce_us: u32,
+    /// Volume limit of 3DES SAs, in 64-bit blocks per SA and direction: past it the SA stops
+    /// protecting and accepting traffic (dropped and counted as esp_volume_limit) and must be
+    /// replaced. 3DES's 64-bit blocks leak plaintext near 2^32 blocks under one key (Sweet32);
+    /// the default is 2^30 (8 GiB). May only be lowered. RFC 8221 discourages 3DES (SHOULD
+    /// NOT): prefer aes128-cbc.
+    #[arg(
+        long,
+        value_name = "BLOCKS",
+        default_value_t = DEFAULT_TDES_BLOCK_LIMIT,
+        value_parser = clap::value_parser!(u64).range(1..=DEFAULT_TDES_BLOCK_LIMIT)
+    )]
+    pub tdes_block_limit: u64,
     /// Manage and persist state only; attach nothing (tests and staging). --interface is then
     /// optional.
     #[arg(long)]

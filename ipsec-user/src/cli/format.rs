@@ -124,6 +124,7 @@ pub const STATUS_LAYOUT: Layout = Layout {
         col("sas", "SAs"),
         col("sps", "SPs"),
         col("uptime_seconds", "Uptime Seconds"),
+        col("engine", "ESP Engine"),
     ],
     single: true,
 };
@@ -209,6 +210,7 @@ pub fn status_row(s: &StatusReport) -> Row {
         Value::Int(s.sas),
         Value::Int(s.sps),
         Value::Int(s.uptime_seconds),
+        Value::Str(s.engine.clone()),
     ]
 }
 

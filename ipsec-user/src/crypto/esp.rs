@@ -999,6 +999,40 @@ mod tests {
     }
 
     #[test]
+    fn a_refusing_gate_leaves_the_window_and_forgeries_never_reach_it() {
+        let config = config(
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            Mode::Transport,
+        );
+        let (mut tx, mut rx) = pair(&config);
+        let (mut esp, mut out) = (Vec::new(), Vec::new());
+        tx.encapsulate(&udp(10), &mut esp).expect("encapsulating");
+        let refused = rx.decapsulate_gated(&esp, &mut out, |seq| {
+            assert_eq!(seq, 1);
+            false
+        });
+        assert_eq!(refused, Err(EspError::NotPersisted { seq: 1 }));
+        assert_eq!(rx.replay_window().highest(), 0, "the window did not move");
+        let mut forged = esp.clone();
+        *forged.last_mut().expect("non-empty") ^= 1;
+        assert_eq!(
+            rx.decapsulate_gated(&forged, &mut out, |_| panic!("asked for a forgery")),
+            Err(EspError::AuthFailed)
+        );
+        assert!(rx.decapsulate_gated(&esp, &mut out, |_| true).is_ok());
+        rx.start_above(100);
+        tx.encapsulate(&udp(10), &mut esp).expect("encapsulating");
+        assert_eq!(
+            rx.decapsulate(&esp, &mut out),
+            Err(EspError::Replay { seq: 2 }),
+            "at or below the ceiling"
+        );
+        rx.reset_replay();
+        assert!(rx.decapsulate(&esp, &mut out).is_ok(), "after a reset");
+    }
+
+    #[test]
     fn sequence_numbers_never_wrap() {
         let config = config(
             EncryptionAlgorithm::Null,

@@ -230,6 +230,11 @@ impl State {
                 sas: self.spd.sas().len() as u64,
                 sps: self.spd.sps().len() as u64,
                 uptime_seconds: self.started.elapsed().as_secs(),
+                engine: match crate::daemon::esp_engine::death() {
+                    Some(death) => format!("dead: {death}"),
+                    None if self.identity.datapath == "none" => "none".to_owned(),
+                    None => "running".to_owned(),
+                },
             }),
             Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),

@@ -123,6 +123,10 @@ pub struct StatusReport {
     pub sas: u64,
     pub sps: u64,
     pub uptime_seconds: u64,
+    /// The ESP engine: `running`, `none` (no datapath), or `dead: ...` when one of its threads
+    /// died (the daemon is then exiting; protected flows fail closed).
+    #[serde(default)]
+    pub engine: String,
 }
 
 #[cfg(test)]

@@ -15,6 +15,11 @@
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
 //!   the interface MTU (`IPV6_PMTUDISC_OMIT`), so a large UDP datagram still arrives. A packet whose flow no
 //!   longer maps to an `ipsec` SP with an SA is dropped (`esp_no_sa`): fail closed, never clear.
+//! - **Outbound fragments.** TC egress redirects every fragment of a protected datagram (first
+//!   and non-first) to the TUN; the worker reassembles them (`reassembly`: bounded, 30 s
+//!   timeout, overlapping fragments drop the whole datagram per RFC 5722) and protects the whole
+//!   datagram once (ESP before fragmentation, RFC 4303 §3.3.4); the kernel fragments the ESP
+//!   packet if it exceeds the MTU. A fragment never leaves by itself. Counters `esp_frag_*`.
 //! - **Inbound.** ESP with a known SPI in the common shape (untagged Ethernet, ESP right after
 //!   the IPv6 header, not a fragment, at most `XSK_MAX_FRAME` bytes) arrives on an AF_XDP socket
 //!   per (interface, RX queue) of [`EngineConfig::xsk_interfaces`] (`xsk`): XDP redirects it
@@ -32,8 +37,27 @@
 //!   (`gro`), so the stack processes and acknowledges one packet instead of dozens. Only SAs an
 //!   inbound `ipsec` SP names are candidates for an SPI. Dummy packets (next header 59) are
 //!   dropped silently (`esp_dummy`).
+//! - **Inbound SA binding.** ESP whose outer source or destination is not its SA's (unless the
+//!   SA says `any`) is dropped before any cryptography (`esp_address_mismatch`): ESP reflected
+//!   back to its sender, or sent from elsewhere under a known SPI, never reaches the window. A
+//!   decrypted packet whose upper layer is IPv4/IPv6-in-IP, ESP or AH, or (transport mode) that
+//!   holds a fragment header, is dropped (`esp_inner_protocol_refused`): no policy can check
+//!   what it carries.
+//! - **Replay across restarts.** Each inbound SA's replay ceiling is written ahead to
+//!   `{state_dir}/esp-replay.json` (`replay_store`), keyed by SPI and a hash of the keys; no
+//!   sequence number above the ceiling is accepted before the next ceiling is on disk, and a
+//!   fresh engine (or a re-added SA) refuses everything up to it. A failed write refuses new ESP
+//!   and backs off (`esp_replay_persist_errors`). [`EspEngine::reset_replay`] is the operator's
+//!   explicit reset (`xipsec sa reset-replay`).
+//! - **3DES volume.** A 3DES SA stops protecting and accepting after
+//!   [`EngineConfig::tdes_block_limit`] blocks per direction (Sweet32; `esp_volume_limit`).
+//! - **Supervision.** A worker that panics is caught, counted (`esp_worker_deaths`), logged and
+//!   recorded for [`death`]; the daemon exits non-zero on it. Its fds stay open until the
+//!   engine drops, so the TUN queue fills and drops: fail closed. `esp_tun_queue_drops` reports
+//!   what the kernel dropped at the TUN device. `XIPSEC_TEST_PANIC_ENGINE` injects the fault.
 //! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
-//!   classifies our ESP again.
+//!   classifies our ESP again; [`EspEngine::send_socket_cookies`] gives its `SO_COOKIE` for a
+//!   bypass only the engine's own socket can use.
 //! - **Sequence numbers** are never reused across restarts: see `seq`. A reservation is written
 //!   (fsync + rename) before an SA's counter passes the previous one; a fresh engine resumes
 //!   every SA after its reservation, so a peer's replay window keeps accepting us after
@@ -55,10 +79,12 @@
 //! Limitations, by design:
 //! - Transport mode: extension headers in front of ESP (hop-by-hop, routing, destination
 //!   options) are not sent: the raw socket sends from the ESP header on and the kernel builds a
-//!   plain IPv6 header. A fragment reaching the TUN in transport mode is refused
-//!   (`esp_encap_errors`): ESP applies to whole datagrams (RFC 4303 §3.3.4); the kernel
-//!   fragments *after* us, so this only happens when the local stack fragments a datagram
-//!   larger than the TUN MTU before routing it into the TUN.
+//!   plain IPv6 header.
+//! - Inbound, a decrypted fragment is not reassembled by the engine: in transport mode it is
+//!   refused (`esp_inner_protocol_refused`); in tunnel mode it is checked as the policy sees a
+//!   fragment (ports only when present) and the kernel reassembles it.
+//! - The 3DES block counts start at 0 when the engine restarts (the sequence number bounds the
+//!   packets an SA can carry, not their size); rekey 3DES SAs regularly, or better, not use 3DES.
 //! - Outbound tunnel mode needs the SA's source to be a local address (the kernel refuses a
 //!   foreign `IPV6_PKTINFO` source: `esp_send_errors`).
 //! - The engine makes no routing assumptions. Test setups that route the peer into the TUN
@@ -78,13 +104,14 @@ mod xsk;
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::crypto::ConfigError;
 use crate::daemon::port::SaCount;
@@ -92,7 +119,7 @@ use crate::model::Spd;
 
 pub use replay_store::FILE_NAME as REPLAY_FILE_NAME;
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
-pub use tables::{FLOW_CACHE_LIMIT, Stat};
+pub use tables::{DEFAULT_TDES_BLOCK_LIMIT, FLOW_CACHE_LIMIT, Stat};
 pub use xsk::{XskBinding, XskReceiver};
 
 use reassembly::{Outcome, Reassembler};
@@ -123,6 +150,9 @@ pub struct EngineConfig {
     /// inbound worker waits this long before looking again, so the next round is larger (fewer
     /// wake-ups, larger GSO writes, fewer TCP ACKs). What NICs call `rx-usecs`; zero disables.
     pub rx_coalesce: Duration,
+    /// 3DES SAs stop protecting and accepting after this many 64-bit blocks per direction
+    /// (Sweet32; default [`DEFAULT_TDES_BLOCK_LIMIT`], 2^30).
+    pub tdes_block_limit: u64,
 }
 
 /// Default of [`EngineConfig::rx_coalesce`]: +4% TCP goodput in `bench e2e` here (A/B of four
@@ -140,6 +170,7 @@ impl EngineConfig {
             state_dir: state_dir.into(),
             xsk_interfaces: Vec::new(),
             rx_coalesce: DEFAULT_RX_COALESCE,
+            tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
         }
     }
 }
@@ -214,6 +245,26 @@ pub enum EngineError {
     },
 }
 
+/// The first engine thread death of this process, for [`death`].
+static DEATH: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why an ESP engine thread of this process died, once one has (a panic). The daemon polls it,
+/// reports it in `status` and exits non-zero so a supervisor restarts it; meanwhile the TUN
+/// queue fills and drops and nothing is decrypted: protected flows fail closed.
+pub fn death() -> Option<String> {
+    lock(&DEATH).clone()
+}
+
+/// Test-only fault injection: `XIPSEC_TEST_PANIC_ENGINE=outbound|inbound` makes that worker
+/// panic as it starts, to prove a dead worker is reported and fails closed.
+pub const PANIC_ENV: &str = "XIPSEC_TEST_PANIC_ENGINE";
+
+fn inject_fault(worker: &str) {
+    if std::env::var(PANIC_ENV).as_deref() == Ok(worker) {
+        panic!("fault injected by {PANIC_ENV}={worker}");
+    }
+}
+
 /// State shared by the engine handle and both workers.
 struct Shared {
     out: Mutex<OutTable>,
@@ -225,6 +276,8 @@ struct Shared {
     tun: OwnedFd,
     socket: OwnedFd,
     shutdown: OwnedFd,
+    /// Reads the TUN device's drop counters (`esp_tun_queue_drops`).
+    rtnetlink: Mutex<OwnedFd>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -254,9 +307,11 @@ impl EspEngine {
         let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
         let shutdown = sys::eventfd()?;
+        let rtnetlink = Mutex::new(sys::open_rtnetlink()?);
+        let (out, inb) = tables::tables(config.tdes_block_limit);
         let shared = Arc::new(Shared {
-            out: Mutex::new(OutTable::default()),
-            inb: Mutex::new(InTable::default()),
+            out: Mutex::new(out),
+            inb: Mutex::new(inb),
             store: Mutex::new(store),
             replay: Mutex::new(replay),
             stats: EngineStats::default(),
@@ -264,6 +319,7 @@ impl EspEngine {
             tun: tun.fd,
             socket,
             shutdown,
+            rtnetlink,
         });
         let receivers = open_xsk(&config.xsk_interfaces);
         let mut engine = Self {
@@ -294,7 +350,25 @@ impl EspEngine {
         let shared = Arc::clone(&self.shared);
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run(&shared))
+            .spawn(move || {
+                // A panic must not end a worker silently: record it (see `death`). The fds stay
+                // open until the engine drops, so the TUN queue fills and drops (fail closed).
+                let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run(&shared)));
+                if let Err(payload) = ran {
+                    shared.stats.bump(Stat::WorkerDeaths);
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    let death = format!("esp engine thread {name} died: {message}");
+                    error!(
+                        thread = name, %message,
+                        "esp engine thread died: protected flows fail closed (nothing is encrypted or delivered)"
+                    );
+                    lock(&DEATH).get_or_insert(death);
+                }
+            })
             .map_err(|source| EngineError::Thread { name, source })?;
         self.threads.push(handle);
         Ok(())
@@ -381,7 +455,8 @@ impl EspEngine {
         // The kernel counts what AF_XDP dropped; read it from the sockets.
         // `snapshot` lists the counters in `Stat` order.
         stats[Stat::XskDrops as usize].1 = self.xsk.iter().map(|b| sys::xsk_drops(b.fd)).sum();
-        stats[Stat::TunQueueDrops as usize].1 = sys::tun_queue_drops(&self.tun_name);
+        stats[Stat::TunQueueDrops as usize].1 =
+            sys::link_drops(&lock(&self.shared.rtnetlink), self.tun_ifindex);
         stats
     }
 }
@@ -395,6 +470,11 @@ impl Drop for EspEngine {
             if handle.join().is_err() {
                 warn!("an esp worker panicked");
             }
+        }
+        // Nothing accepts ESP any more: the ceilings can come down to what was accepted, so the
+        // next start refuses none of the peers' new packets (a crash skips this: still safe).
+        if let Err(error) = lock(&self.shared.inb).settle_ceilings(&self.shared.replay) {
+            warn!(%error, "cannot settle the replay ceilings; the next start refuses a little more");
         }
         // The fds close when the last `Arc<Shared>` (this one) drops, removing the TUN device.
     }
@@ -433,6 +513,7 @@ fn worker_error(logged: &AtomicBool, what: &'static str, error: &dyn std::fmt::D
 
 /// The outbound worker: TUN -> classify -> encapsulate -> `sendmmsg`.
 fn outbound(shared: &Shared) {
+    inject_fault("outbound");
     // Two stages on two threads: this one reads and encrypts, a sender passes full batches to
     // `sendmmsg`. Sending costs as much as encrypting (the kernel's IPv6 output, and on a veth
     // the peer's whole receive path, run in the sender's context), so the stages overlap on
@@ -653,6 +734,7 @@ fn count_fragment(shared: &Shared, outcome: Outcome, fragments: &mut Reassembler
 /// The inbound worker: ESP from the raw socket (`recvmmsg`) and the AF_XDP sockets ->
 /// decapsulate -> policy check -> TUN write.
 fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Duration) {
+    inject_fault("inbound");
     let socket = shared.socket.as_raw_fd();
     let fds: Vec<_> = std::iter::once(socket)
         .chain(receivers.iter().map(|r| r.binding().fd))

@@ -757,6 +757,22 @@ mod tests {
     }
 
     #[test]
+    fn fragment_headers_are_found_behind_extension_headers() {
+        let whole = datagram(100, 15);
+        assert!(!has_fragment_header(&whole));
+        assert!(has_fragment_header(&fragment(&whole, 1, 0, 48, true)));
+        let mut behind_hbh = whole[..40].to_vec();
+        behind_hbh[6] = HOP_BY_HOP;
+        behind_hbh.extend_from_slice(&[FRAGMENT, 0, 1, 4, 0, 0, 0, 0]);
+        behind_hbh.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]);
+        assert!(has_fragment_header(&behind_hbh));
+        assert!(
+            has_fragment_header(&whole[..30]),
+            "unparsable counts as unsafe"
+        );
+    }
+
+    #[test]
     fn incomplete_datagrams_time_out() {
         let whole = datagram(4000, 12);
         let fragments = split(&whole, 17, 1448);

@@ -20,7 +20,10 @@
 //! - A failed write (disk full) refuses the packet (fail closed) and backs off: no new attempt
 //!   for 1 s, doubling up to 60 s, each failed attempt logged once; packets at or below the
 //!   current ceiling keep flowing meanwhile.
-//! - Ceilings never decrease, except by an explicit reset ([`ReplayStore::reset`], the
+//! - A clean stop ([`ReplayStore::settle`], when the engine drops after its workers stopped)
+//!   lowers each ceiling to the highest number actually accepted, so a restart after a clean
+//!   stop refuses nothing new; only a crash (`kill -9`, power loss) costs the gap.
+//! - Ceilings never decrease otherwise, except by an explicit reset ([`ReplayStore::reset`], the
 //!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
 //!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
@@ -206,6 +209,39 @@ impl ReplayStore {
         self.commit((spi, *key), Some(previous))
     }
 
+    /// Sets each (SPI, key id) to exactly its value, lower or not, in one write: for a clean
+    /// stop, once nothing can be accepted any more, the ceiling becomes the highest sequence
+    /// number actually accepted, so the next start refuses nothing the peer has not sent yet.
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the store is then unchanged.
+    pub fn settle(
+        &mut self,
+        values: impl IntoIterator<Item = (u32, KeyId, u32)>,
+    ) -> io::Result<()> {
+        // Only what changes, and its previous values: most updates remove no SA.
+        let mut previous = Vec::new();
+        for (spi, key, value) in values {
+            let old = self.entries.insert((spi, key), value);
+            if old != Some(value) {
+                previous.push(((spi, key), old));
+            }
+        }
+        if previous.is_empty() {
+            return Ok(());
+        }
+        let written = self.write();
+        if written.is_err() {
+            for (key, old) in previous.into_iter().rev() {
+                match old {
+                    Some(v) => self.entries.insert(key, v),
+                    None => self.entries.remove(&key),
+                };
+            }
+        }
+        written
+    }
+
     /// Writes the file; on failure puts `key` back to `previous`.
     fn commit(&mut self, key: (u32, KeyId), previous: Option<u32>) -> io::Result<()> {
         let written = self.write();
@@ -283,20 +319,23 @@ impl Ceiling {
         self.value
     }
 
-    /// Whether `seq` (authentic, new to the window) may be accepted now. Above the ceiling,
-    /// `persist` must first write `seq + step`; see the module contract.
+    /// Whether `seq` (authentic, new to the window) may be accepted now (`now` is read only
+    /// above the ceiling). Above the ceiling, `persist` must first write `seq + step`; see the
+    /// module contract.
     ///
     /// # Errors
     /// [`Refused`] when the new ceiling is not on disk: the packet must be dropped.
     pub fn admit(
         &mut self,
         seq: u32,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         persist: impl FnOnce(u32) -> io::Result<()>,
     ) -> Result<(), Refused> {
         if seq <= self.value {
+            // The steady state: no clock read, no write.
             return Ok(());
         }
+        let now = now();
         if self.retry_at.is_some_and(|at| now < at) {
             return Err(Refused::BackingOff);
         }
@@ -363,6 +402,23 @@ mod tests {
     }
 
     #[test]
+    fn settle_sets_exact_values_in_one_write() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+        store.raise(0x1000, &KEY, 5000).expect("raising");
+        store
+            .settle([(0x1000, KEY, 4321), (0x2000, KEY, 7)])
+            .expect("settling");
+        let reloaded = ReplayStore::open(dir.path()).expect("reloading");
+        assert_eq!(
+            reloaded.ceiling(0x1000, &KEY),
+            Some(4321),
+            "lowered to what was accepted"
+        );
+        assert_eq!(reloaded.ceiling(0x2000, &KEY), Some(7));
+    }
+
+    #[test]
     fn key_ids_separate_keys_algorithms_and_spis() {
         let base = key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2");
         assert_eq!(
@@ -414,10 +470,14 @@ mod tests {
         let mut written = Vec::new();
         assert!(
             ceiling
-                .admit(1, t0, |v| {
-                    written.push(v);
-                    Ok(())
-                })
+                .admit(
+                    1,
+                    || t0,
+                    |v| {
+                        written.push(v);
+                        Ok(())
+                    }
+                )
                 .is_ok()
         );
         assert_eq!(written, [1 + MIN_STEP]);
@@ -425,17 +485,21 @@ mod tests {
         for seq in 2..=1 + MIN_STEP {
             assert!(
                 ceiling
-                    .admit(seq, t0, |_| panic!("no write needed"))
+                    .admit(seq, || t0, |_| panic!("no write needed"))
                     .is_ok()
             );
         }
         // Above it: a write first, with a doubled step (written less than 1 s apart).
         assert!(
             ceiling
-                .admit(2 + MIN_STEP, t0, |v| {
-                    written.push(v);
-                    Ok(())
-                })
+                .admit(
+                    2 + MIN_STEP,
+                    || t0,
+                    |v| {
+                        written.push(v);
+                        Ok(())
+                    }
+                )
                 .is_ok()
         );
         assert_eq!(written[1], 2 + 3 * MIN_STEP);
@@ -449,7 +513,7 @@ mod tests {
         let mut seq = 1;
         // A fast SA: the step grows to its maximum.
         for _ in 0..40 {
-            ceiling.admit(seq, now, |_| Ok(())).expect("admitting");
+            ceiling.admit(seq, || now, |_| Ok(())).expect("admitting");
             seq = ceiling.value() + 1;
             now += Duration::from_millis(10);
         }
@@ -457,7 +521,7 @@ mod tests {
         // A slow one: it shrinks back.
         for _ in 0..40 {
             now += Duration::from_secs(10);
-            ceiling.admit(seq, now, |_| Ok(())).expect("admitting");
+            ceiling.admit(seq, || now, |_| Ok(())).expect("admitting");
             seq = ceiling.value() + 1;
         }
         assert_eq!(ceiling.step, MIN_STEP);
@@ -469,33 +533,37 @@ mod tests {
         let t0 = Instant::now();
         let full = || io::Error::from_raw_os_error(libc::ENOSPC);
         assert!(matches!(
-            ceiling.admit(101, t0, |_| Err(full())),
+            ceiling.admit(101, || t0, |_| Err(full())),
             Err(Refused::WriteFailed(_))
         ));
         assert_eq!(ceiling.value(), 100, "not raised");
         // Below the ceiling still flows; above it, no new attempt during the back-off.
-        assert!(ceiling.admit(100, t0, |_| panic!("no write")).is_ok());
+        assert!(ceiling.admit(100, || t0, |_| panic!("no write")).is_ok());
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_millis(500), |_| panic!(
-                "backing off"
-            )),
+            ceiling.admit(
+                101,
+                || t0 + Duration::from_millis(500),
+                |_| panic!("backing off")
+            ),
             Err(Refused::BackingOff)
         ));
         // After 1 s it tries again; a second failure doubles the back-off.
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_secs(1), |_| Err(full())),
+            ceiling.admit(101, || t0 + Duration::from_secs(1), |_| Err(full())),
             Err(Refused::WriteFailed(_))
         ));
         assert!(matches!(
-            ceiling.admit(101, t0 + Duration::from_millis(2500), |_| panic!(
-                "backing off"
-            )),
+            ceiling.admit(
+                101,
+                || t0 + Duration::from_millis(2500),
+                |_| panic!("backing off")
+            ),
             Err(Refused::BackingOff)
         ));
         // The disk has room again: accepted once the ceiling is written.
         assert!(
             ceiling
-                .admit(101, t0 + Duration::from_secs(3), |_| Ok(()))
+                .admit(101, || t0 + Duration::from_secs(3), |_| Ok(()))
                 .is_ok()
         );
         assert!(ceiling.value() > 101);

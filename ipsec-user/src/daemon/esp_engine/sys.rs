@@ -373,19 +373,95 @@ pub(super) fn socket_cookie(fd: RawFd) -> u64 {
     if ret == 0 { cookie } else { 0 }
 }
 
-/// Packets the kernel dropped at the TUN device `name` (its queue to us full, or a write it
-/// refused): `tx_dropped + rx_dropped` from `/sys/class/net/{name}/statistics`. 0 when sysfs
-/// does not show the device (another network namespace's sysfs is mounted).
-pub(super) fn tun_queue_drops(name: &str) -> u64 {
-    ["tx_dropped", "rx_dropped"]
-        .iter()
-        .map(|counter| {
-            std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{counter}"))
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
+/// A `NETLINK_ROUTE` socket in the calling thread's network namespace (a socket keeps its
+/// namespace), for [`link_drops`]: sysfs may show another namespace's devices.
+pub(super) fn open_rtnetlink() -> Result<OwnedFd, EngineError> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = check("socket(AF_NETLINK, NETLINK_ROUTE)", unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: `timeout` is a valid timeval of the size given, on an open socket.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    check("setsockopt(SO_RCVTIMEO)", ret)?;
+    Ok(fd)
+}
+
+/// `IFLA_STATS64` and the offsets of `rx_dropped`/`tx_dropped` in `rtnl_link_stats64`.
+const IFLA_STATS64: u16 = 23;
+const RX_DROPPED_AT: usize = 6 * 8;
+const TX_DROPPED_AT: usize = 7 * 8;
+
+/// Packets the kernel dropped at device `ifindex` (for the TUN: its queue to us full, or a write
+/// it refused), `rx_dropped + tx_dropped` from an `RTM_GETLINK` on `nl`. 0 if the kernel does not
+/// answer.
+pub(super) fn link_drops(nl: &OwnedFd, ifindex: u32) -> u64 {
+    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes).
+    let mut request = [0u8; 32];
+    request[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    request[4..6].copy_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
+    #[allow(clippy::cast_possible_truncation)] // NLM_F_REQUEST is 1
+    request[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request[16] = libc::AF_UNSPEC as u8;
+    request[20..24].copy_from_slice(&ifindex.to_ne_bytes());
+    // SAFETY: `request` is valid for reads of its length.
+    let sent = unsafe { libc::send(nl.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if sent < 0 {
+        return 0;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: `buf` is valid for writes of its length.
+    let got = unsafe { libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let Ok(got) = usize::try_from(got) else {
+        return 0;
+    };
+    parse_link_drops(&buf[..got.min(buf.len())]).unwrap_or(0)
+}
+
+/// `rx_dropped + tx_dropped` of the first `RTM_NEWLINK` message in `reply`.
+fn parse_link_drops(reply: &[u8]) -> Option<u64> {
+    let len = usize::try_from(u32::from_ne_bytes(reply.get(0..4)?.try_into().ok()?)).ok()?;
+    if u16::from_ne_bytes(reply.get(4..6)?.try_into().ok()?) != libc::RTM_NEWLINK {
+        return None;
+    }
+    let message = reply.get(..len)?;
+    let mut at = 32;
+    while at + 4 <= message.len() {
+        let attr_len = usize::from(u16::from_ne_bytes(message[at..at + 2].try_into().ok()?));
+        let kind = u16::from_ne_bytes(message[at + 2..at + 4].try_into().ok()?) & 0x3fff;
+        if attr_len < 4 {
+            return None;
+        }
+        if kind == IFLA_STATS64 {
+            let stats = message.get(at + 4..at + attr_len)?;
+            let field = |offset: usize| {
+                stats
+                    .get(offset..offset + 8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_ne_bytes)
+            };
+            return Some(field(RX_DROPPED_AT)? + field(TX_DROPPED_AT)?);
+        }
+        at += attr_len.div_ceil(4) * 4;
+    }
+    None
 }
 
 pub(super) fn xsk_drops(fd: RawFd) -> u64 {

@@ -10,16 +10,19 @@
 //! - Outbound, a packet's flow is classified once against the outbound SPD and the answer cached
 //!   per flow (5-tuple), so the steady-state cost is one hash lookup. Only an `ipsec` SP with an
 //!   SA protects; anything else is dropped (fail closed) and counted as `esp_no_sa`.
-//! - Inbound, the SA is found by SPI alone (RFC 4303 §2.1 lets a receiver do so for unicast),
-//!   the packet verified and decrypted, and the result must match an inbound `ipsec` SP naming
-//!   that SA (RFC 4301 §5.2), else `esp_policy_mismatch`.
+//! - Inbound, the SA is found by SPI (RFC 4303 §2.1 lets a receiver do so for unicast), the
+//!   outer addresses must be the SA's (`esp_address_mismatch`, unless `any`), the packet is
+//!   verified and decrypted (the replay ceiling persisted first when it must rise, see
+//!   `replay_store`), and the result must match an inbound `ipsec` SP naming that SA
+//!   (RFC 4301 §5.2), else `esp_policy_mismatch`; tunnels, ESP and AH inside are refused.
+//! - 3DES SAs stop after their block limit in each direction (`esp_volume_limit`).
 //! - Nothing here allocates per packet once the caches and buffers are warm.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::warn;
 
@@ -95,7 +98,7 @@ engine_stats! {
     FragEvicted => "esp_frag_evicted": "Outbound datagrams being reassembled that were evicted to bound the reassembly memory.",
     FragDropped => "esp_frag_dropped": "Outbound fragments dropped as malformed, too big (> 65,535 bytes) or in too many pieces.",
     AddressMismatch => "esp_address_mismatch": "Inbound ESP whose outer source or destination is not its SA's (--sa-source/--sa-destination).",
-    InnerProtocolRefused => "esp_inner_protocol_refused": "Decrypted packets carrying IPv6, IPv4, ESP, AH or a fragment after ESP, which no policy can check.",
+    InnerProtocolRefused => "esp_inner_protocol_refused": "Decrypted packets carrying IPv6, IPv4, ESP or AH, or a fragment after transport-mode ESP: no policy can check them.",
     ReplayPersistErrors => "esp_replay_persist_errors": "Inbound ESP dropped because the SA's replay ceiling could not be written.",
     VolumeLimit => "esp_volume_limit": "Packets dropped because their 3DES SA reached its block limit (Sweet32, --tdes-block-limit).",
     WorkerDeaths => "esp_worker_deaths": "Engine threads that died (panicked); protected flows then fail closed.",
@@ -188,8 +191,8 @@ struct SaIdentity {
     integrity_key: Key,
 }
 
-/// Upper-layer protocols a decrypted packet may not carry: IPv4 (4) and IPv6 (41) in IP,
-/// ESP (50), AH (51). Whatever they hold was never matched against a policy.
+/// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6 (41)
+/// in IP, ESP (50), AH (51). Whatever they hold was never matched against a policy.
 const UNCHECKABLE: [u8; 4] = [4, 41, 50, 51];
 
 impl SaIdentity {
@@ -246,6 +249,10 @@ struct OutEntry {
     reserved: u32,
     /// Exhaustion is logged once per SA.
     exhausted_logged: bool,
+    /// Cipher blocks encrypted so far (3DES SAs only; see [`Volume`]).
+    volume: Volume,
+    /// Retries of a failed reservation write, spaced out.
+    seq_backoff: Backoff,
     cells: Arc<SaCells>,
 }
 
@@ -256,7 +263,117 @@ struct InEntry {
     /// The persisted replay ceiling and the policy for raising it.
     key_id: KeyId,
     ceiling: Ceiling,
+    /// Cipher blocks decrypted so far (3DES SAs only).
+    volume: Volume,
     cells: Arc<SaCells>,
+}
+
+/// Spaces out retries of a failed state write (a full disk): 1 s, doubling up to 60 s. Each
+/// failed attempt is logged by the caller, so the log is rate-limited too.
+#[derive(Debug, Default)]
+struct Backoff {
+    retry_at: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    /// True while the last failure's delay runs (reads the clock only then).
+    fn waiting(&mut self) -> bool {
+        match self.retry_at {
+            Some(at) if Instant::now() < at => true,
+            Some(_) => {
+                self.retry_at = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records a failure; returns the delay before the next attempt.
+    fn failed(&mut self) -> Duration {
+        self.delay = if self.delay.is_zero() {
+            Self::FIRST
+        } else {
+            (self.delay * 2).min(Self::MAX)
+        };
+        self.retry_at = Some(Instant::now() + self.delay);
+        self.delay
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+}
+
+/// Sweet32 (CVE-2016-2183): a 64-bit block cipher leaks plaintext after about 2^32 blocks under
+/// one key (the birthday bound). A 3DES SA stops protecting, and accepting, once it has
+/// encrypted (or decrypted) this many blocks, far below that bound.
+pub const DEFAULT_TDES_BLOCK_LIMIT: u64 = 1 << 30;
+
+/// One direction's block count of one SA, with the limit that applies to it (`u64::MAX` for
+/// ciphers with 128-bit blocks, which this limit does not concern).
+#[derive(Debug, Clone, Copy)]
+struct Volume {
+    blocks: u64,
+    limit: u64,
+    logged: bool,
+}
+
+impl Volume {
+    fn new(encryption: EncryptionAlgorithm, tdes_limit: u64) -> Self {
+        let limit = if encryption == EncryptionAlgorithm::TripleDesCbc {
+            tdes_limit
+        } else {
+            u64::MAX
+        };
+        Self {
+            blocks: 0,
+            limit,
+            logged: false,
+        }
+    }
+
+    /// 8-byte blocks the cipher processes for a packet of `bytes` (an upper bound).
+    fn blocks(bytes: usize) -> u64 {
+        (bytes as u64).div_ceil(8) + 1
+    }
+
+    /// Whether a packet of `bytes` stays within the limit; logs (once) when it does not.
+    fn allows(&mut self, bytes: usize, name: &str, direction: &str) -> bool {
+        if self.limit == u64::MAX {
+            return true;
+        }
+        if self.blocks.saturating_add(Self::blocks(bytes)) > self.limit {
+            if !self.logged {
+                self.logged = true;
+                warn!(
+                    sa = %name, direction, limit = self.limit,
+                    "3des sa reached its block limit (sweet32): it no longer protects or accepts traffic; replace it, preferably with aes128-cbc"
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Counts a packet of `bytes` as processed.
+    fn add(&mut self, bytes: usize) {
+        if self.limit != u64::MAX {
+            self.blocks = self.blocks.saturating_add(Self::blocks(bytes));
+        }
+    }
+
+    /// [`Self::allows`], then [`Self::add`] if it does.
+    fn charge(&mut self, bytes: usize, name: &str, direction: &str) -> bool {
+        let allowed = self.allows(bytes, name, direction);
+        if allowed {
+            self.add(bytes);
+        }
+        allowed
+    }
 }
 
 /// Outbound state: owned by the outbound worker, replaced by [`rebuild`].
@@ -270,6 +387,8 @@ pub struct OutTable {
     last: Option<(Flow, Option<usize>)>,
     /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
     mss: u16,
+    /// Block limit of 3DES SAs ([`DEFAULT_TDES_BLOCK_LIMIT`]).
+    tdes_block_limit: u64,
 }
 
 /// Inbound state: owned by the inbound worker, replaced by [`rebuild`].
@@ -284,6 +403,8 @@ pub struct InTable {
     sp_hits: HashMap<(u32, u32), (u64, u64)>,
     /// What TCP SYNs are clamped to (`mss::for_overheads` of the SAs).
     mss: u16,
+    /// Block limit of 3DES SAs ([`DEFAULT_TDES_BLOCK_LIMIT`]).
+    tdes_block_limit: u64,
 }
 
 impl Default for OutTable {
@@ -295,6 +416,7 @@ impl Default for OutTable {
             cache: HashMap::new(),
             last: None,
             mss: mss::CLAMPED_MSS,
+            tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
         }
     }
 }
@@ -308,6 +430,7 @@ impl Default for InTable {
             cache: HashMap::new(),
             sp_hits: HashMap::new(),
             mss: mss::CLAMPED_MSS,
+            tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
         }
     }
 }
@@ -398,6 +521,8 @@ pub fn rebuild(
                         sa: tx,
                         reserved,
                         exhausted_logged: false,
+                        volume: Volume::new(sa.encryption, out.tdes_block_limit),
+                        seq_backoff: Backoff::default(),
                         cells: Arc::clone(&cells),
                     },
                     InEntry {
@@ -406,6 +531,7 @@ pub fn rebuild(
                         sa: rx,
                         key_id,
                         ceiling: Ceiling::new(ceiling),
+                        volume: Volume::new(sa.encryption, inb.tdes_block_limit),
                         cells,
                     },
                 )
@@ -417,6 +543,15 @@ pub fn rebuild(
     }
     let live: HashSet<(String, u32)> = spd.sas().iter().map(|s| (s.name.clone(), s.spi)).collect();
     store.prune_if_over(&live);
+    // Removed (or rekeyed) inbound SAs accept nothing any more: their ceilings can come down to
+    // what they accepted, so a re-add refuses nothing the peer has not sent yet.
+    let gone = old_in.values().filter_map(|e| {
+        let highest = e.sa.replay_window().highest();
+        (highest > 0).then_some((e.identity.spi, e.key_id, highest))
+    });
+    if let Err(error) = replay.settle(gone) {
+        warn!(%error, "cannot settle the replay ceilings of removed sas");
+    }
     let live: HashSet<(u32, KeyId)> = inb.sas.iter().map(|e| (e.identity.spi, e.key_id)).collect();
     replay.prune_if_over(&live);
 
@@ -486,6 +621,19 @@ fn address(bytes: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(octets)
 }
 
+/// Empty tables of both directions whose 3DES SAs stop after `tdes_block_limit` blocks.
+pub fn tables(tdes_block_limit: u64) -> (OutTable, InTable) {
+    let out = OutTable {
+        tdes_block_limit,
+        ..OutTable::default()
+    };
+    let inb = InTable {
+        tdes_block_limit,
+        ..InTable::default()
+    };
+    (out, inb)
+}
+
 impl OutTable {
     /// What the outbound worker clamps TCP SYNs to (see `mss`).
     pub fn mss(&self) -> u16 {
@@ -546,17 +694,36 @@ impl OutTable {
             entry.exhausted(stats);
             return false;
         }
+        if !entry.volume.charge(packet.len(), &entry.name, "outbound") {
+            stats.bump(Stat::VolumeLimit);
+            SaCells::bump(&entry.cells.errors);
+            return false;
+        }
+        if entry.seq_backoff.waiting() {
+            // A reservation write failed a moment ago (disk full?): drop without retrying.
+            stats.bump(Stat::SeqPersistErrors);
+            SaCells::bump(&entry.cells.errors);
+            return false;
+        }
         let covered = lock(store).cover(
             &entry.name,
             entry.identity.spi,
             &mut entry.reserved,
             entry.sa.last_sequence(),
         );
-        if let Err(e) = covered {
-            stats.bump(Stat::SeqPersistErrors);
-            SaCells::bump(&entry.cells.errors);
-            warn!(sa = %entry.name, error = %e, "cannot persist the esp sequence reservation; dropping");
-            return false;
+        match covered {
+            Ok(true) => entry.seq_backoff.succeeded(),
+            Ok(false) => {}
+            Err(e) => {
+                stats.bump(Stat::SeqPersistErrors);
+                SaCells::bump(&entry.cells.errors);
+                let retry = entry.seq_backoff.failed();
+                warn!(
+                    sa = %entry.name, error = %e, retry_in = ?retry,
+                    "cannot persist the esp sequence reservation; dropping this sa's packets until a retry succeeds"
+                );
+                return false;
+            }
         }
         match entry.sa.encapsulate(packet, &mut out.buf) {
             Ok(sent) => {
@@ -642,6 +809,19 @@ impl InTable {
         entry.sa.reset_replay();
         entry.ceiling = Ceiling::new(0);
         Ok(true)
+    }
+
+    /// On a clean stop (no worker runs any more): persists each inbound SA's highest accepted
+    /// sequence number as its ceiling (see `replay_store`).
+    ///
+    /// # Errors
+    /// The I/O error of the write; the larger ceilings on disk then stay (still safe).
+    pub fn settle_ceilings(&self, replay: &Mutex<ReplayStore>) -> std::io::Result<()> {
+        let values = self.sas.iter().filter_map(|e| {
+            let highest = e.sa.replay_window().highest();
+            (highest > 0).then_some((e.identity.spi, e.key_id, highest))
+        });
+        lock(replay).settle(values)
     }
 
     /// Packets and bytes delivered per inbound SP id.
@@ -750,9 +930,11 @@ impl InTable {
             identity,
             key_id,
             name,
-            ..
+            volume,
+            cells,
         } = entry;
-        let admit = |seq| match ceiling.admit(seq, Instant::now(), |value| {
+        let transport = identity.mode == Mode::Transport;
+        let admit = |seq| match ceiling.admit(seq, Instant::now, |value| {
             lock(replay).raise(identity.spi, key_id, value)
         }) {
             Ok(()) => true,
@@ -765,32 +947,40 @@ impl InTable {
             }
             Err(Refused::BackingOff) => false,
         };
+        // Checked before, charged after decryption: forged packets cannot use up the volume.
+        if !volume.allows(packet.len(), name, "inbound") {
+            SaCells::bump(&cells.errors);
+            stats.bump(Stat::VolumeLimit);
+            return false;
+        }
         match sa.decapsulate_gated(packet, plain, admit) {
             Ok(Decapsulated::Deliver { .. }) => {
-                entry.cells.packet(plain.len());
+                volume.add(packet.len());
+                cells.packet(plain.len());
                 stats.bump(Stat::DecapOk);
             }
             Ok(Decapsulated::Dummy { .. }) => {
+                volume.add(packet.len());
                 stats.bump(Stat::Dummy);
                 return false;
             }
             Err(EspError::AuthFailed) => {
-                SaCells::bump(&entry.cells.auth_failures);
+                SaCells::bump(&cells.auth_failures);
                 stats.bump(Stat::AuthFailures);
                 return false;
             }
             Err(EspError::Replay { .. }) => {
-                SaCells::bump(&entry.cells.replay_drops);
+                SaCells::bump(&cells.replay_drops);
                 stats.bump(Stat::ReplayDrops);
                 return false;
             }
             Err(EspError::NotPersisted { .. }) => {
-                SaCells::bump(&entry.cells.errors);
+                SaCells::bump(&cells.errors);
                 stats.bump(Stat::ReplayPersistErrors);
                 return false;
             }
             Err(_) => {
-                SaCells::bump(&entry.cells.errors);
+                SaCells::bump(&cells.errors);
                 stats.bump(Stat::DecapErrors);
                 return false;
             }
@@ -803,9 +993,11 @@ impl InTable {
             return false;
         };
         // A policy selects on the upper-layer header; behind these it would check the wrong
-        // one (an inner packet, or a header it cannot see), so they are never delivered.
+        // one (an inner packet, or a header it cannot see), so they are never delivered. A
+        // fragment is refused in transport mode only: ESP there protects whole datagrams
+        // (RFC 4303 §3.3.4), while a tunnel may carry fragments of a host behind its peer.
         if UNCHECKABLE.contains(&flow.next_header)
-            || reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..])
+            || (transport && reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..]))
         {
             stats.bump(Stat::InnerProtocolRefused);
             return false;
@@ -1186,6 +1378,58 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_that_cannot_be_written_drops_and_backs_off() {
+        let mut a = Side::new(&side(A, B));
+        std::fs::create_dir(a.dir.path().join("esp-seq.json.tmp")).expect("blocking writes");
+        for _ in 0..50 {
+            assert!(
+                a.protect(&udp(A, B, 5000, 10)).is_none(),
+                "sent without a reservation"
+            );
+        }
+        assert_eq!(a.stats.get(Stat::SeqPersistErrors), 50);
+        let entry = &a.out.sas[0];
+        assert_eq!(
+            entry.seq_backoff.delay,
+            Backoff::FIRST,
+            "one attempt, then backing off"
+        );
+        assert!(entry.seq_backoff.retry_at.is_some());
+        // Once the disk has room again and the back-off ran out, packets flow.
+        std::fs::remove_dir(a.dir.path().join("esp-seq.json.tmp")).expect("unblocking");
+        a.out.sas[0].seq_backoff.retry_at = Some(Instant::now());
+        assert!(a.protect(&udp(A, B, 5000, 10)).is_some());
+        assert_eq!(a.out.sas[0].seq_backoff.delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn after_a_clean_stop_the_peer_s_next_packet_is_accepted_at_once() {
+        let mut a = Side::new(&side(A, B));
+        let spd_b = side(B, A);
+        let mut b = Side::new(&spd_b);
+        let captured: Vec<Incoming> = (0..5)
+            .map(|_| a.protect(&udp(A, B, 5000, 10)).expect("a protects"))
+            .collect();
+        for slot in &captured {
+            assert!(b.receive(&mut copy(slot)).is_some());
+        }
+        b.inb.settle_ceilings(&b.replay).expect("settling");
+        let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
+        for slot in &captured {
+            assert!(
+                b.receive(&mut copy(slot)).is_none(),
+                "replayed after a clean stop"
+            );
+        }
+        let mut next = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+        assert_eq!(seq_of(&next), 6);
+        assert!(
+            b.receive(&mut next).is_some(),
+            "the next packet costs nothing"
+        );
+    }
+
+    #[test]
     fn a_ceiling_that_cannot_be_written_refuses_new_esp() {
         let mut a = Side::new(&side(A, B));
         let mut b = Side::new(&side(B, A));
@@ -1202,6 +1446,81 @@ mod tests {
         assert_eq!(b.stats.get(Stat::Delivered), 0);
         assert_eq!(b.sa(0).errors, 3);
         assert!(!b.dir.path().join(replay_store::FILE_NAME).exists());
+    }
+
+    /// The mirrored configuration with 3DES SAs.
+    fn tdes_side(local: &str, peer: &str) -> Spd {
+        let mut spd = Spd::new();
+        for (name, src, dst, spi) in [("a2b", A, B, "0x1001"), ("b2a", B, A, "0x2001")] {
+            let mut args = sa_args(name, src, dst, spi);
+            args.encryption_algorithm = s("3des-cbc");
+            args.encryption_key = s("0123456789abcdefghijklmn");
+            spd.add_sa(&args).expect("adding a 3des sa");
+        }
+        let (out_sa, in_sa) = if local == A {
+            ("a2b", "b2a")
+        } else {
+            ("b2a", "a2b")
+        };
+        spd.add_sp(&sp_args("out", local, peer, "out", out_sa))
+            .expect("adding the out sp");
+        spd.add_sp(&sp_args("in", peer, local, "in", in_sa))
+            .expect("adding the in sp");
+        spd
+    }
+
+    fn with_limit(spd: &Spd, limit: u64) -> Side {
+        let mut side = Side::new(&Spd::new());
+        (side.out, side.inb) = tables(limit);
+        side.update(spd);
+        side
+    }
+
+    #[test]
+    fn tdes_sas_stop_at_their_block_limit_both_ways() {
+        // A 100-byte UDP payload is a 148-byte packet: at most 20 blocks charged.
+        let packet = udp(A, B, 5000, 100);
+        let per_packet = Volume::blocks(packet.len());
+        let mut a = with_limit(&tdes_side(A, B), 3 * per_packet);
+        let mut b = Side::new(&tdes_side(B, A));
+        for i in 0..3 {
+            let mut wire = a.protect(&packet).expect("a protects within the limit");
+            assert!(b.receive(&mut wire).is_some(), "packet {i} delivered");
+        }
+        assert!(a.protect(&packet).is_none(), "protected past the limit");
+        assert!(a.protect(&udp(A, B, 5000, 1)).is_none(), "a small one too");
+        assert_eq!(a.stats.get(Stat::VolumeLimit), 2);
+        assert_eq!(a.stats.get(Stat::EncapOk), 3);
+
+        // Inbound: b accepts as much as its own limit allows, then refuses authentic ESP.
+        let mut a = Side::new(&tdes_side(A, B));
+        let esp_len = {
+            let wire = a.protect(&packet).expect("a protects");
+            40 + wire.len
+        };
+        let mut b = with_limit(&tdes_side(B, A), 2 * Volume::blocks(esp_len));
+        for _ in 0..2 {
+            let mut wire = a.protect(&packet).expect("a protects");
+            assert!(b.receive(&mut wire).is_some());
+        }
+        let mut wire = a.protect(&packet).expect("a protects");
+        assert!(b.receive(&mut wire).is_none(), "accepted past the limit");
+        assert_eq!(b.stats.get(Stat::VolumeLimit), 1);
+        // Forged packets do not use up the volume: it is charged after authentication.
+        let mut b = with_limit(&tdes_side(B, A), 2 * Volume::blocks(esp_len));
+        for _ in 0..10 {
+            let mut forged = a.protect(&packet).expect("a protects");
+            forged.buf[40 + forged.len - 1] ^= 1;
+            assert!(b.receive(&mut forged).is_none());
+        }
+        let mut wire = a.protect(&packet).expect("a protects");
+        assert!(
+            b.receive(&mut wire).is_some(),
+            "forgeries used up the volume"
+        );
+        // AES SAs are not limited by it.
+        let mut a = with_limit(&side(A, B), 1);
+        assert!(a.protect(&packet).is_some());
     }
 
     #[test]
