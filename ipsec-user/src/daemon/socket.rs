@@ -786,4 +786,81 @@ mod tests {
         }
         served.shutdown().await;
     }
+
+    /// `CI=true` requires root; elsewhere a test without it prints why and passes.
+    fn root_or_skip(test: &str) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        let reason = format!("{test} needs root to run a client as another user (run with sudo)");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+        eprintln!("skipping: {reason}");
+        false
+    }
+
+    /// One `"status"` request from a python3 client run by `setpriv` with `creds`; its answer.
+    /// A separate process, because `SO_PEERCRED` records the credentials of the process that
+    /// called `connect`.
+    async fn status_as(socket: &Path, creds: &[&str]) -> String {
+        let script = "import socket, sys\n\
+                      s = socket.socket(socket.AF_UNIX)\n\
+                      s.connect(sys.argv[1])\n\
+                      s.sendall(b'\"status\"\\n')\n\
+                      sys.stdout.write(s.makefile().readline())\n";
+        let output = tokio::process::Command::new("setpriv")
+            .args(creds)
+            // The system interpreter: a per-user one (pyenv) may be unreadable to uid 65534.
+            .args(["/usr/bin/python3", "-c", script])
+            .arg(socket)
+            .output()
+            .await
+            .expect("running python3 under setpriv");
+        assert!(output.status.success(), "client failed: {output:?}");
+        String::from_utf8(output.stdout).expect("an answer in UTF-8")
+    }
+
+    #[tokio::test]
+    async fn members_of_the_control_group_are_served_and_others_refused() {
+        if !root_or_skip("members_of_the_control_group_are_served_and_others_refused") {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let limits = ControlLimits {
+            group: Some(ControlGroup {
+                name: "xipsec-test".to_owned(),
+                gid: 4242,
+            }),
+            ..ControlLimits::default()
+        };
+        let served = serve_in(dir.path(), limits).await;
+        // Open the file permissions so only the credential check decides.
+        for (path, mode) in [(dir.path(), 0o711), (served.socket.as_path(), 0o666)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .expect("opening the socket's permissions");
+        }
+        let primary = ["--reuid=65534", "--regid=4242", "--clear-groups"];
+        let primary = status_as(&served.socket, &primary).await;
+        assert!(
+            primary.starts_with("{\"status\":"),
+            "primary group: {primary}"
+        );
+        let nobody = ["--reuid=65534", "--regid=65534"];
+        let creds = [nobody[0], nobody[1], "--groups=7,4242"];
+        let supplementary = status_as(&served.socket, &creds).await;
+        assert!(
+            supplementary.starts_with("{\"status\":"),
+            "supplementary group: {supplementary}"
+        );
+        let creds = [nobody[0], nobody[1], "--groups=4243"];
+        let other = status_as(&served.socket, &creds).await;
+        assert_eq!(
+            other,
+            "{\"error\":{\"message\":\"permission denied: this xipsec daemon's control socket \
+             serves root (uid 0) and members of group xipsec-test (gid 4242), not uid 65534 (gid \
+             65534); run as root, or start the daemon with --control-group naming one of your \
+             groups\"}}\n"
+        );
+        served.shutdown().await;
+    }
 }
