@@ -19,14 +19,14 @@ const SA_BASE: &[(&str, &str)] = &[
     ("--sa-name", "new"),
 ];
 
-/// A valid `sp add` (name `spnew`) using `sa1`.
+/// A valid `sp add` (name `spnew`) using `sa1`, outbound like `sp1` (an SA serves one direction).
 const SP_BASE: &[(&str, &str)] = &[
     ("--sp-source", "2001:db8:2::/64"),
     ("--sp-destination", "2001:db8:3::/64"),
     ("--source-port", "1000"),
     ("--destination-port", "2000"),
     ("--upper-layer-protocol", "udp"),
-    ("--flow-direction", "in"),
+    ("--flow-direction", "out"),
     ("--action", "ipsec"),
     ("--sa-name", "sa1"),
     ("--sp-name", "spnew"),
@@ -587,6 +587,22 @@ fn rows() -> Vec<Row> {
             ]),
             "--sp-name",
             "same selector, direction and priority as sp 'sp1'",
+        ),
+        row(
+            "an sa used by an sp of the other direction",
+            sp(&[("--flow-direction", Some("in"))]),
+            "--sa-name",
+            "sa 'sa1' is already used by sp 'sp1' (direction out); an sa protects one direction \
+             only (RFC 4301 §4.1): add a second sa with its own spi for direction in",
+        ),
+        row(
+            "a discard sp naming an sa of the other direction",
+            sp(&[
+                ("--flow-direction", Some("in")),
+                ("--action", Some("discard")),
+            ]),
+            "--sa-name",
+            "already used by sp 'sp1' (direction out)",
         ),
         row(
             "priority 65536",

@@ -8,6 +8,8 @@
 use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
 use aes::Aes128;
 use aes::cipher::{Array, BlockModeDecrypt, InnerIvInit, KeyInit};
+use std::fmt;
+use zeroize::ZeroizeOnDrop;
 
 /// AES block size, which RFC 3602 §3 also makes the IV size.
 const BLOCK: usize = 16;
@@ -34,6 +36,18 @@ impl Aes128Cbc {
         Ok(Self { aes })
     }
 }
+
+/// Prints the algorithm, never the key schedule.
+impl fmt::Debug for Aes128Cbc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aes128Cbc")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+// The `aes` crate wipes its key schedule on drop (its `zeroize` feature).
+impl ZeroizeOnDrop for Aes128Cbc {}
 
 impl Cipher for Aes128Cbc {
     fn name(&self) -> &'static str {

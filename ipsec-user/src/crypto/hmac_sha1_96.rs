@@ -7,6 +7,8 @@
 use super::{ConfigError, Icv, Integrity};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
+use std::fmt;
+use zeroize::ZeroizeOnDrop;
 
 /// HMAC-SHA1-96 keyed for one SA.
 #[derive(Clone)]
@@ -53,6 +55,20 @@ impl HmacSha1_96 {
             .to_vec()
     }
 }
+
+/// Prints the algorithm, never the key schedule.
+impl fmt::Debug for HmacSha1_96 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HmacSha1_96")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+// The keyed HMAC state (two SHA-1 cores with the pads absorbed, and the block buffer) is
+// wiped on drop by `sha1` and `digest` (their `zeroize` features), here and in every per-packet
+// clone.
+impl ZeroizeOnDrop for HmacSha1_96 {}
 
 impl Integrity for HmacSha1_96 {
     fn name(&self) -> &'static str {

@@ -7,6 +7,8 @@
 use super::{ConfigError, Icv, Integrity};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use std::fmt;
+use zeroize::ZeroizeOnDrop;
 
 /// HMAC-SHA-256-128 keyed for one SA.
 #[derive(Clone)]
@@ -53,6 +55,20 @@ impl HmacSha256_128 {
             .to_vec()
     }
 }
+
+/// Prints the algorithm, never the key schedule.
+impl fmt::Debug for HmacSha256_128 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HmacSha256_128")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+// The keyed HMAC state (two SHA-256 cores with the pads absorbed, and the block buffer) is
+// wiped on drop by `sha2` and `digest` (their `zeroize` features), here and in every per-packet
+// clone.
+impl ZeroizeOnDrop for HmacSha256_128 {}
 
 impl Integrity for HmacSha256_128 {
     fn name(&self) -> &'static str {

@@ -10,7 +10,11 @@
 //!   block cipher key schedule and the keyed HMAC state live in the SA, and each packet only
 //!   clones the keyed HMAC state (keying HMAC costs two extra compression calls per packet).
 //! - Untrusted bytes never panic: every length is checked before it is used.
-//! - Keys are never printed: no type here implements `Debug` over key material.
+//! - Keys are never printed: the keyed types' `Debug` prints `<redacted>`, and the ESP SAs have
+//!   no `Debug` at all.
+//! - Key schedules are wiped on drop: every keyed type is `ZeroizeOnDrop`, through the `zeroize`
+//!   features of `aes`, `des`, `sha1`, `sha2` and `digest` (so each per-packet clone of a keyed
+//!   HMAC state is wiped too).
 
 mod aes128_cbc;
 mod cbc;

@@ -7,6 +7,8 @@
 use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
 use des::TdesEde3;
 use des::cipher::{Array, BlockModeDecrypt, InnerIvInit, KeyInit};
+use std::fmt;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 /// DES block size, which RFC 2451 §3 also makes the IV size.
 const BLOCK: usize = 8;
@@ -35,14 +37,15 @@ impl TripleDesCbc {
             });
         }
         // Compare without parity bits: keys that differ only in parity are the same DES key.
-        let part = |i: usize| -> [u8; 8] {
-            let mut p = [0; 8];
+        // The parts are key material too: wiped when they go out of scope.
+        let part = |i: usize| -> Zeroizing<[u8; 8]> {
+            let mut p = Zeroizing::new([0; 8]);
             for (d, s) in p.iter_mut().zip(&key[i * 8..i * 8 + 8]) {
                 *d = s & 0xfe;
             }
             p
         };
-        if part(0) == part(1) || part(1) == part(2) {
+        if *part(0) == *part(1) || *part(1) == *part(2) {
             return Err(ConfigError::TripleDesDegenerate);
         }
         let tdes = TdesEde3::new_from_slice(key).map_err(|_| ConfigError::Length {
@@ -53,6 +56,18 @@ impl TripleDesCbc {
         Ok(Self { tdes })
     }
 }
+
+/// Prints the algorithm, never the key schedule.
+impl fmt::Debug for TripleDesCbc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TripleDesCbc")
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+// The `des` crate wipes its key schedules on drop (its `zeroize` feature).
+impl ZeroizeOnDrop for TripleDesCbc {}
 
 impl Cipher for TripleDesCbc {
     fn name(&self) -> &'static str {

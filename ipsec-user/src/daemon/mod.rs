@@ -24,6 +24,10 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 pub use port::{Counters, Datapath, NoDatapath, PacketCount, SaCount};
+pub use socket::{
+    BATCH_BYTES_PER_SP, ControlGroup, ControlLimits, GroupError, IDLE_TIMEOUT, MAX_BATCH_REQUEST,
+    MAX_CONNECTIONS, MAX_REQUEST,
+};
 
 /// Default `--socket`.
 pub const DEFAULT_SOCKET: &str = "/run/xipsec/control.sock";

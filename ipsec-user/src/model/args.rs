@@ -4,6 +4,8 @@
 //! model parses and validates all of it, so the CLI and the daemon can never disagree about what
 //! a command means. These structs travel over the control socket, hence serde.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 /// The long option names, as they appear at the start of every error message.
@@ -30,8 +32,8 @@ pub mod opt {
     pub const PRIORITY: &str = "--priority";
 }
 
-/// `sa add`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `sa add`. Its `Debug` never shows the keys (see the impl below).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaAddArgs {
     pub sa_source: Option<String>,
     pub sa_destination: Option<String>,
@@ -42,6 +44,48 @@ pub struct SaAddArgs {
     pub integrity_algorithm: Option<String>,
     pub integrity_key: Option<String>,
     pub sa_name: Option<String>,
+}
+
+/// How a raw key option shows in `Debug`: whether it was given, and its length, never its text.
+struct RedactedKey<'a>(&'a Option<String>);
+
+impl fmt::Debug for RedactedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("None"),
+            Some(text) => write!(f, "Some(<redacted {} characters>)", text.len()),
+        }
+    }
+}
+
+/// Written out (not derived) so the raw key strings never reach a log or a panic message; a
+/// field added to the struct must be added here too (the exhaustive destructuring makes the
+/// compiler say so).
+impl fmt::Debug for SaAddArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            sa_source,
+            sa_destination,
+            sa_mode,
+            sa_spi,
+            encryption_algorithm,
+            encryption_key,
+            integrity_algorithm,
+            integrity_key,
+            sa_name,
+        } = self;
+        f.debug_struct("SaAddArgs")
+            .field("sa_source", sa_source)
+            .field("sa_destination", sa_destination)
+            .field("sa_mode", sa_mode)
+            .field("sa_spi", sa_spi)
+            .field("encryption_algorithm", encryption_algorithm)
+            .field("encryption_key", &RedactedKey(encryption_key))
+            .field("integrity_algorithm", integrity_algorithm)
+            .field("integrity_key", &RedactedKey(integrity_key))
+            .field("sa_name", sa_name)
+            .finish()
+    }
 }
 
 /// `sa remove`: by `sa_name`, by `sa_source` + `sa_destination` + `sa_spi`, or `remove_all`.

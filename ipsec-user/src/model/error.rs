@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use ipnet::Ipv6Net;
 use thiserror::Error;
 
-use super::types::Mode;
+use super::types::{Direction, Mode};
 
 /// How many policy names a message lists before it says "and N more".
 const LISTED_NAMES: usize = 5;
@@ -183,6 +183,19 @@ pub enum ModelError {
         sp_mode: Mode,
         sa: String,
         sa_mode: Mode,
+    },
+
+    /// An SA protects one direction (RFC 4301 §4.1: a pair of SAs, one per direction, protects
+    /// a two-way flow). Named from both directions, an SA would accept our own outbound ESP
+    /// reflected back to us as authentic inbound traffic.
+    #[error(
+        "--sa-name: sa '{sa}' is already used by sp '{other_sp}' (direction {other_direction}); an sa protects one direction only (RFC 4301 §4.1): add a second sa with its own spi for direction {direction}"
+    )]
+    SaBothDirections {
+        sa: String,
+        other_sp: String,
+        other_direction: Direction,
+        direction: Direction,
     },
 
     /// Identical selector, direction and priority: precedence between the two would be arbitrary.
@@ -406,6 +419,8 @@ mod tests {
             (sp_add(|a| a.sa_name = some("nope")), "--sa-name: no sa named 'nope'; add it first with sa add"),
             (sp_add(|a| { a.action = some("discard"); a.sa_name = some("nope"); }), "--sa-name: no sa named 'nope'; add it first with sa add"),
             (sp_add(|a| a.sp_name = some("sp1")), "--sp-name: sp 'sp1' already exists; names are unique"),
+            (sp_add(|a| a.flow_direction = some("in")), "--sa-name: sa 'sa1' is already used by sp 'sp1' (direction out); an sa protects one direction only (RFC 4301 §4.1): add a second sa with its own spi for direction in"),
+            (sp_add(|a| { a.flow_direction = some("in"); a.action = some("discard"); }), "--sa-name: sa 'sa1' is already used by sp 'sp1' (direction out); an sa protects one direction only (RFC 4301 §4.1): add a second sa with its own spi for direction in"),
             (sp_add(|a| a.sp_name = some("sp/1")), "--sp-name: 'sp/1' is not valid; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
             (sp_add(|a| a.priority = some("65536")), "--priority: '65536' is not valid; use 0 to 65535 (lower ranks first)"),
             (sp_add(|a| a.destination_port = some("25")), "--sp-name: same selector, direction and priority as sp 'sp1'; remove sp 'sp1' or give a different --priority"),

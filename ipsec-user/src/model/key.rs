@@ -1,15 +1,19 @@
 //! `Key`: secret key bytes that never show up in logs, lists or error messages.
 //!
 //! Debug prints only the length. Serde writes a lowercase hex string, because the SPD is the
-//! persisted state and the daemon must restore the keys. The bytes are overwritten on drop (best
-//! effort: copies made by `Vec` growth or by the caller are not tracked).
+//! persisted state and the daemon must restore the keys. The bytes are wiped on drop by
+//! `zeroize` (the whole allocation, with writes the compiler may not remove); the hex text a key
+//! is read from is wiped too. Copies made by the caller (the raw `--encryption-key` strings of
+//! `SaAddArgs`, serialised state) are not tracked.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// Key material of an SA.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// Key material of an SA. Never grown after construction, so no stale copy is left behind by a
+/// reallocation.
+#[derive(Clone, Default, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Key(Vec<u8>);
 
 impl Key {
@@ -40,14 +44,6 @@ impl fmt::Debug for Key {
     }
 }
 
-impl Drop for Key {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        // Keeps the zeroing from being optimised away as a dead store.
-        std::hint::black_box(&self.0);
-    }
-}
-
 impl Serialize for Key {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&hex::encode(&self.0))
@@ -56,8 +52,8 @@ impl Serialize for Key {
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        hex::decode(&text)
+        let text = Zeroizing::new(String::deserialize(deserializer)?);
+        hex::decode(text.as_bytes())
             .map(Key)
             .map_err(|_| serde::de::Error::custom("a key must be a string of hex digit pairs"))
     }

@@ -15,6 +15,9 @@ use super::parse::{self, allowed};
 use super::types::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 
 /// A security association: how traffic is protected.
+///
+/// `Debug` is derived: the keys are [`Key`]s, whose `Debug` prints only their length (tested in
+/// `tests/keys_hygiene.rs`), and which wipe themselves on drop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sa {
     /// Slot in the kernel SA map, 0..MAX_SA, the lowest free one at creation.
@@ -32,6 +35,9 @@ pub struct Sa {
     pub integrity: IntegrityAlgorithm,
     pub integrity_key: Key,
 }
+
+// The key fields wipe themselves when dropped; nothing else in an SA is secret.
+impl zeroize::ZeroizeOnDrop for Sa {}
 
 impl Sa {
     /// Builds an SA from `sa add` arguments, with `id` 0 (the SPD assigns it). Options are checked

@@ -250,6 +250,19 @@ impl Spd {
                 existing: self.sps[existing].name.clone(),
             });
         }
+        if let Some(sa) = &sp.sa_name
+            && let Some(other) = self
+                .sa_users(sa)
+                .into_iter()
+                .find(|other| other.direction != sp.direction)
+        {
+            return Err(ModelError::SaBothDirections {
+                sa: sa.clone(),
+                other_sp: other.name.clone(),
+                other_direction: other.direction,
+                direction: sp.direction,
+            });
+        }
         // Nothing can fail from here on.
         if self.next_seq >= SEQ_LIMIT {
             self.renumber_seq();
@@ -403,6 +416,8 @@ impl Spd {
         let mut sp_names = HashSet::new();
         let mut seqs = HashSet::new();
         let mut selectors: HashMap<_, &str> = HashMap::new();
+        // The first SP naming each SA, whose direction every other user must share.
+        let mut sa_direction: HashMap<&str, &Sp> = HashMap::new();
         for sp in &self.sps {
             let what = || format!("sp '{}'", shown(&sp.name));
             sp.check().map_err(|e| ModelError::state(what(), e))?;
@@ -458,6 +473,18 @@ impl Spd {
                             sp_mode: sp.mode,
                             sa: sa.name.clone(),
                             sa_mode: sa.mode,
+                        },
+                    ));
+                }
+                let first = *sa_direction.entry(name.as_str()).or_insert(sp);
+                if first.direction != sp.direction {
+                    return Err(ModelError::state(
+                        what(),
+                        ModelError::SaBothDirections {
+                            sa: sa.name.clone(),
+                            other_sp: first.name.clone(),
+                            other_direction: first.direction,
+                            direction: sp.direction,
                         },
                     ));
                 }
@@ -820,6 +847,14 @@ mod tests {
                 "mode mismatch",
                 Box::new(|v| v["sps"][0]["mode"] = json!("tunnel")),
                 "state: sp 'sp1': --sp-mode: tunnel does not match sa 'sa1' (transport); omit --sp-mode or give transport",
+            ),
+            (
+                "an sa used by both directions",
+                Box::new(|v| {
+                    v["sps"][1]["sa_name"] = json!("sa1");
+                    v["sps"][1]["direction"] = json!("in");
+                }),
+                "state: sp 'd': --sa-name: sa 'sa1' is already used by sp 'sp1' (direction out); an sa protects one direction only (RFC 4301 §4.1): add a second sa with its own spi for direction in",
             ),
             (
                 "duplicate sp name",
