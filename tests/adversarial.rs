@@ -128,6 +128,17 @@ impl Lab {
             &na,
             &["ip", "addr", "add", &format!("{TA}/128"), "dev", "lo"],
         );
+        // The interface bounce below must not take a's addresses with it.
+        for scope in ["all", pair.if_a.as_str()] {
+            in_ns(
+                &na,
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{scope}.keep_addr_on_down=1"),
+                ],
+            );
+        }
         in_ns(
             &nb,
             &["ip", "addr", "add", &format!("{TB}/128"), "dev", "lo"],
@@ -764,6 +775,11 @@ fn adversarial_wire_suite() {
             in_ns(&ns, &["ip", "link", "set", &iface, "down"]);
             std::thread::sleep(Duration::from_millis(300));
             in_ns(&ns, &["ip", "link", "set", &iface, "up"]);
+            // Routes through the interface went with it; the tunnel's comes back by hand.
+            in_ns(
+                &ns,
+                &["ip", "-6", "route", "replace", TB, "via", B1, "src", TA],
+            );
         }),
     ];
     for (what, disrupt) in disruptions {
