@@ -50,6 +50,14 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
         xdp_mode: args.xdp_mode,
         pin_dir: args.pin_dir,
         datapath_attached: !args.no_datapath,
+        control: ControlLimits {
+            group: args
+                .control_group
+                .as_deref()
+                .map(ControlGroup::lookup)
+                .transpose()?,
+            ..ControlLimits::default()
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

@@ -73,6 +73,7 @@ fn serve_in_process_with_a_scripted_datapath() {
         xdp_mode: XdpMode::Generic,
         pin_dir: dir.path().join("pin"),
         datapath_attached: true,
+        control: ipsec_user::daemon::ControlLimits::default(),
     };
     let server = runtime.spawn(daemon::serve(
         config,

@@ -366,6 +366,11 @@ pub struct DaemonArgs {
         value_parser = clap::value_parser!(u64).range(1..=DEFAULT_TDES_BLOCK_LIMIT)
     )]
     pub tdes_block_limit: u64,
+    /// Also serve members of GROUP (primary or supplementary) on the control socket; root is
+    /// always served, anyone else is refused. The socket file is created 0600: give the group
+    /// access to it (and its directory) as well.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// Manage and persist state only; attach nothing (tests and staging). --interface is then
     /// optional.
     #[arg(long)]

@@ -72,6 +72,8 @@ pub struct DaemonConfig {
     pub pin_dir: PathBuf,
     /// `false` under `--no-datapath`: reported by `status`.
     pub datapath_attached: bool,
+    /// Who may use the control socket, and how much (see `socket`).
+    pub control: ControlLimits,
 }
 
 /// Run the daemon until `shutdown` completes; see the module docs.
@@ -105,7 +107,7 @@ pub async fn serve(
     let (control, worker) = control::start(spd, datapath, store, identity)
         .context("cannot start the state worker thread")?;
     info!(socket = %config.socket.display(), "xipsec daemon ready");
-    let result = socket::accept_until(&listener, control, shutdown).await;
+    let result = socket::serve_clients(&listener, control, &config.control, shutdown).await;
     if let Err(e) = listener.remove() {
         warn!(error = %e, "cannot remove the control socket");
     }

@@ -325,15 +325,6 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<Listener> {
     })
 }
 
-/// Accept clients with the default [`ControlLimits`] (root only) until `shutdown` completes.
-pub(crate) async fn accept_until(
-    listener: &Listener,
-    control: Control,
-    shutdown: impl Future,
-) -> anyhow::Result<()> {
-    serve_clients(listener, control, &ControlLimits::default(), shutdown).await
-}
-
 /// Accept clients under `limits` until `shutdown` completes; see the module contract.
 pub(crate) async fn serve_clients(
     listener: &Listener,
