@@ -66,8 +66,8 @@
 //!   that route: `tests/esp_engine.rs` puts the TUN route in its own table and adds
 //!   `ip -6 rule add fwmark XIPSEC_MARK lookup main` in front of it.
 
-mod gro;
-mod mss;
+pub mod gro;
+pub mod mss;
 mod seq;
 mod sys;
 mod tables;
