@@ -11,14 +11,20 @@ use ipsec_user::fuzzing::Request;
 use ipsec_user::model::{Mode, SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, Spd};
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     fs::create_dir_all(&dir).expect("creating the corpus directory");
     fs::write(dir.join(name), bytes).expect("writing a seed");
 }
 
 fn udp(payload: &[u8]) -> Vec<u8> {
     let mut udp = vec![0x13, 0x89, 0x23, 0x28];
-    udp.extend_from_slice(&u16::try_from(8 + payload.len()).expect("short").to_be_bytes());
+    udp.extend_from_slice(
+        &u16::try_from(8 + payload.len())
+            .expect("short")
+            .to_be_bytes(),
+    );
     udp.extend_from_slice(&[0, 0]);
     udp.extend_from_slice(payload);
     ipv6(17, &udp)
@@ -43,10 +49,15 @@ fn main() {
         let mut sa = outbound(mode);
         for (name, packet) in &inner {
             let mut esp = Vec::new();
-            sa.encapsulate(packet, &mut esp).expect("encapsulating a seed");
+            sa.encapsulate(packet, &mut esp)
+                .expect("encapsulating a seed");
             let mut seed = vec![bit];
             seed.extend_from_slice(&esp);
-            write("esp_decap_raw", &format!("{mode:?}-{name}").to_lowercase(), &seed);
+            write(
+                "esp_decap_raw",
+                &format!("{mode:?}-{name}").to_lowercase(),
+                &seed,
+            );
         }
     }
 
@@ -59,12 +70,32 @@ fn main() {
         seed
     };
     let udp_payload = &inner[0].1[40..];
-    write("esp_decap_valid", "transport-udp", &valid(4 | 16, 17, udp_payload));
-    write("esp_decap_valid", "transport-hbh-tcp", &valid(2 | 4 | 16, 6, &inner[1].1[40..]));
-    write("esp_decap_valid", "tunnel-udp", &valid(1 | 4 | 16, 41, &inner[0].1));
-    write("esp_decap_valid", "tunnel-icmp", &valid(1 | 4, 41, &inner[2].1));
+    write(
+        "esp_decap_valid",
+        "transport-udp",
+        &valid(4 | 16, 17, udp_payload),
+    );
+    write(
+        "esp_decap_valid",
+        "transport-hbh-tcp",
+        &valid(2 | 4 | 16, 6, &inner[1].1[40..]),
+    );
+    write(
+        "esp_decap_valid",
+        "tunnel-udp",
+        &valid(1 | 4 | 16, 41, &inner[0].1),
+    );
+    write(
+        "esp_decap_valid",
+        "tunnel-icmp",
+        &valid(1 | 4, 41, &inner[2].1),
+    );
     write("esp_decap_valid", "dummy", &valid(4, 59, b""));
-    write("esp_decap_valid", "bad-padding", &valid(4 | 8, 17, udp_payload));
+    write(
+        "esp_decap_valid",
+        "bad-padding",
+        &valid(4 | 8, 17, udp_payload),
+    );
     let mut raw_trailer = udp_payload.to_vec();
     raw_trailer.resize(30, 0);
     raw_trailer.extend_from_slice(&[1, 17]);
@@ -82,15 +113,31 @@ fn main() {
     write("packet_parse", "esp", &ethernet(&v6, &esp));
     let mut tagged = vec![0x00, 0x64, 0x86, 0xdd];
     tagged.extend_from_slice(&inner[0].1);
-    write("packet_parse", "vlan-udp", &ethernet(&[0x81, 0x00], &tagged));
+    write(
+        "packet_parse",
+        "vlan-udp",
+        &ethernet(&[0x81, 0x00], &tagged),
+    );
     let mut ext = vec![60, 0, 1, 4, 0, 0, 0, 0, 17, 0, 1, 4, 0, 0, 0, 0];
     ext.extend_from_slice(&inner[0].1[40..]);
-    write("packet_parse", "hbh-dstopts-udp", &ethernet(&v6, &ipv6(0, &ext)));
+    write(
+        "packet_parse",
+        "hbh-dstopts-udp",
+        &ethernet(&v6, &ipv6(0, &ext)),
+    );
     let mut first = vec![17, 0, 0x00, 0x01, 0, 0, 0, 7];
     first.extend_from_slice(&inner[0].1[40..]);
-    write("packet_parse", "first-fragment", &ethernet(&v6, &ipv6(44, &first)));
+    write(
+        "packet_parse",
+        "first-fragment",
+        &ethernet(&v6, &ipv6(44, &first)),
+    );
     let later = [50, 0, 0x00, 0xb8, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
-    write("packet_parse", "esp-later-fragment", &ethernet(&v6, &ipv6(44, &later)));
+    write(
+        "packet_parse",
+        "esp-later-fragment",
+        &ethernet(&v6, &ipv6(44, &later)),
+    );
     write("packet_parse", "arp", &ethernet(&[0x08, 0x06], &[0; 28]));
 
     // gro, mode 0: MSS, flags, option words, options, payload.
@@ -128,12 +175,30 @@ fn main() {
         seed.extend_from_slice(packet);
         seed
     };
-    let linux_syn = [2, 4, 0x05, 0xa0, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
+    let linux_syn = [
+        2, 4, 0x05, 0xa0, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+    ];
     write("mss", "linux-syn", &seed(1379, &syn(&linux_syn)));
-    write("mss", "odd-offset-mss", &seed(1379, &syn(&[1, 2, 4, 0x05, 0xa0, 1, 1, 1])));
-    write("mss", "already-small", &seed(1379, &syn(&[2, 4, 0x02, 0x18])));
-    write("mss", "syn-ack", &seed(1200, &tcp_packet(1, 0x12, &[2, 4, 0x05, 0xa0], &[])));
-    write("mss", "not-syn", &seed(1200, &tcp_packet(1, 0x10, &[2, 4, 0x05, 0xa0], b"x")));
+    write(
+        "mss",
+        "odd-offset-mss",
+        &seed(1379, &syn(&[1, 2, 4, 0x05, 0xa0, 1, 1, 1])),
+    );
+    write(
+        "mss",
+        "already-small",
+        &seed(1379, &syn(&[2, 4, 0x02, 0x18])),
+    );
+    write(
+        "mss",
+        "syn-ack",
+        &seed(1200, &tcp_packet(1, 0x12, &[2, 4, 0x05, 0xa0], &[])),
+    );
+    write(
+        "mss",
+        "not-syn",
+        &seed(1200, &tcp_packet(1, 0x10, &[2, 4, 0x05, 0xa0], b"x")),
+    );
 
     // control_request: the lines `xipsec` sends.
     let s = |v: &str| Some(v.to_owned());
@@ -194,6 +259,10 @@ fn main() {
     }
 
     // state_file: what the daemon saves.
-    write("state_file", "readme-examples", &state_file(&ipsec_fuzz::example_spd()));
+    write(
+        "state_file",
+        "readme-examples",
+        &state_file(&ipsec_fuzz::example_spd()),
+    );
     write("state_file", "empty", &state_file(&Spd::new()));
 }

@@ -36,7 +36,8 @@ fuzz_target!(|line: &[u8]| {
     };
     match accepted {
         Ok(()) => {
-            spd.validate().expect("an accepted change leaves a valid spd");
+            spd.validate()
+                .expect("an accepted change leaves a valid spd");
             let loaded = parse_state_file(&ipsec_fuzz::state_file(&spd))
                 .expect("the state file of an accepted change loads");
             assert_eq!(loaded, spd, "the state file does not give back the spd");
@@ -44,7 +45,10 @@ fuzz_target!(|line: &[u8]| {
         Err(e) => {
             assert!(spd == *BASE, "a refused change ({e}) changed the spd");
             let message = e.to_string();
-            assert!(!message.is_empty() && !message.contains('\n'), "error: {message:?}");
+            assert!(
+                !message.is_empty() && !message.contains('\n'),
+                "error: {message:?}"
+            );
         }
     }
 });

@@ -47,7 +47,10 @@ impl Input<'_> {
 /// What the oracle expects of one authentic packet.
 #[derive(Debug)]
 enum Expected {
-    Deliver { next_header: u8, packet: Vec<u8> },
+    Deliver {
+        next_header: u8,
+        packet: Vec<u8>,
+    },
     Dummy,
     /// Refused for a reason after the ICV check (padding, next header, inner header).
     Refused(&'static str),
@@ -203,7 +206,11 @@ fn expect(
     let payload = &plaintext[..end - 2 - pad_len];
     let padding = &plaintext[end - 2 - pad_len..end - 2];
     // §2.4: the default padding is 1, 2, 3, ... and the receiver checks it.
-    if padding.iter().enumerate().any(|(i, b)| usize::from(*b) != i + 1) {
+    if padding
+        .iter()
+        .enumerate()
+        .any(|(i, b)| usize::from(*b) != i + 1)
+    {
         return Expected::Refused("bad padding");
     }
     // §2.6: next header 59 is a dummy packet.

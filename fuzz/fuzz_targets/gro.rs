@@ -104,20 +104,40 @@ fn round_trip(data: &[u8]) {
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
         assert!(seg.len() > header_len && seg.len() - header_len <= usize::from(mss));
-        assert!(last || seg.len() - header_len == usize::from(mss), "short middle segment");
+        assert!(
+            last || seg.len() - header_len == usize::from(mss),
+            "short middle segment"
+        );
         assert_eq!(seg[..4], packet[..4]);
-        assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])), seg.len() - 40);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([seg[4], seg[5]])),
+            seg.len() - 40
+        );
         assert_eq!(seg[6..44], packet[6..44], "addresses, ports changed");
-        let want_seq = u32::try_from(joined.len()).expect("short").wrapping_add(seq);
-        assert_eq!(seg[44..48], want_seq.to_be_bytes(), "segment {i} sequence number");
+        let want_seq = u32::try_from(joined.len())
+            .expect("short")
+            .wrapping_add(seq);
+        assert_eq!(
+            seg[44..48],
+            want_seq.to_be_bytes(),
+            "segment {i} sequence number"
+        );
         assert_eq!(seg[48..53], packet[48..53]);
         if !last {
-            assert_eq!(seg[53] & (FIN | PSH), 0, "FIN or PSH before the last segment");
+            assert_eq!(
+                seg[53] & (FIN | PSH),
+                0,
+                "FIN or PSH before the last segment"
+            );
         } else {
             assert_eq!(seg[53], packet[53] & if i > 0 { !0x80 } else { 0xff });
         }
         assert_eq!(seg[54..56], packet[54..56]);
-        assert_eq!(seg[58..header_len], packet[58..header_len], "options changed");
+        assert_eq!(
+            seg[58..header_len],
+            packet[58..header_len],
+            "options changed"
+        );
         assert_eq!(
             u16::from_be_bytes([seg[56], seg[57]]),
             tcp_checksum(seg),
@@ -125,7 +145,10 @@ fn round_trip(data: &[u8]) {
         );
         joined.extend_from_slice(&seg[header_len..]);
     }
-    assert_eq!(joined, payload, "segments do not carry the payload in order");
+    assert_eq!(
+        joined, payload,
+        "segments do not carry the payload in order"
+    );
 
     // Coalescing: what the kernel's GRO would merge, the coalescer merges back whole.
     let mergeable = packet[53] & !PSH == ACK
@@ -158,7 +181,10 @@ fn round_trip(data: &[u8]) {
     );
     // The partial checksum completes to the full one (what the kernel does with NEEDS_CSUM).
     assert!(gro::complete_checksum(&merged_hdr, &mut merged));
-    assert_eq!(u16::from_be_bytes([merged[56], merged[57]]), tcp_checksum(&merged));
+    assert_eq!(
+        u16::from_be_bytes([merged[56], merged[57]]),
+        tcp_checksum(&merged)
+    );
 }
 
 fn coalesce_arbitrary(mut data: &[u8]) {
@@ -176,7 +202,11 @@ fn coalesce_arbitrary(mut data: &[u8]) {
             assert_eq!(segs.len(), payloads.len());
             let header_len = 40 + usize::from(packet[52] >> 4) * 4;
             for (seg, payload) in segs.iter().zip(payloads.iter()) {
-                assert_eq!(seg[header_len..], payload[..], "merged payload out of order");
+                assert_eq!(
+                    seg[header_len..],
+                    payload[..],
+                    "merged payload out of order"
+                );
             }
         } else {
             assert_eq!(hdr, PLAIN);

@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(packet, before, "clamp changed a packet and said it did not");
         return;
     }
-    assert!(is_tcp && before[0] >> 4 == 6, "clamped something that is not IPv6 TCP");
+    assert!(
+        is_tcp && before[0] >> 4 == 6,
+        "clamped something that is not IPv6 TCP"
+    );
     assert_ne!(before[53] & 0x02, 0, "clamped a packet that is not a SYN");
     let header_len = usize::from(before[52] >> 4) * 4;
     let diffs: Vec<usize> = (0..packet.len())
@@ -43,17 +46,19 @@ fuzz_target!(|data: &[u8]| {
     assert!(!diffs.is_empty() && diffs.len() <= 2, "changed {diffs:?}");
     let option = (40 + 20..40 + header_len - 3)
         .find(|&i| {
-            before[i] == 2
-                && before[i + 1] == 4
-                && diffs.iter().all(|&d| d == i + 2 || d == i + 3)
+            before[i] == 2 && before[i + 1] == 4 && diffs.iter().all(|&d| d == i + 2 || d == i + 3)
         })
         .expect("the changed bytes are the value of an mss option in the tcp header");
     let old = u16::from_be_bytes([before[option + 2], before[option + 3]]);
     let new = u16::from_be_bytes([packet[option + 2], packet[option + 3]]);
-    assert!(old > max && new == max, "mss {old} -> {new} with limit {max}");
+    assert!(
+        old > max && new == max,
+        "mss {old} -> {new} with limit {max}"
+    );
     let valid_after = tcp_checksum_ok(&packet);
     assert_eq!(
-        valid_after, valid_before,
+        valid_after,
+        valid_before,
         "the incremental checksum update broke the checksum (mss option at tcp offset {})",
         option - 40
     );

@@ -37,8 +37,16 @@ fuzz_target!(|frame: &[u8]| {
         if let Parsed::Flow(flow) = parsed {
             let tagged = usize::from(matches!(frame[12..14], [0x81, 0x00] | [0x88, 0xa8])) * 4;
             let ip = &frame[L3 + tagged..];
-            assert_eq!(flow.src.octets(), ip[8..24], "flow source is not the frame's");
-            assert_eq!(flow.dst.octets(), ip[24..40], "flow destination is not the frame's");
+            assert_eq!(
+                flow.src.octets(),
+                ip[8..24],
+                "flow source is not the frame's"
+            );
+            assert_eq!(
+                flow.dst.octets(),
+                ip[24..40],
+                "flow destination is not the frame's"
+            );
         }
     }
     if let Parsed::Esp { plain: true, .. } = ingress {
@@ -50,8 +58,16 @@ fuzz_target!(|frame: &[u8]| {
         for fill in [0x00, 0xff] {
             let mut longer = frame.to_vec();
             longer.resize(frame.len() + 64, fill);
-            assert_eq!(parse_frame(&longer, true), ingress, "trailing bytes changed ingress");
-            assert_eq!(parse_frame(&longer, false), egress, "trailing bytes changed egress");
+            assert_eq!(
+                parse_frame(&longer, true),
+                ingress,
+                "trailing bytes changed ingress"
+            );
+            assert_eq!(
+                parse_frame(&longer, false),
+                egress,
+                "trailing bytes changed egress"
+            );
         }
     }
 });

@@ -16,5 +16,9 @@ fuzz_target!(|bytes: &[u8]| {
     let saved = ipsec_fuzz::state_file(&spd);
     let reloaded = parse_state_file(&saved).expect("a saved state file loads");
     assert_eq!(reloaded, spd, "save then load changed the spd");
-    assert_eq!(ipsec_fuzz::state_file(&reloaded), saved, "save is not stable");
+    assert_eq!(
+        ipsec_fuzz::state_file(&reloaded),
+        saved,
+        "save is not stable"
+    );
 });
