@@ -151,13 +151,18 @@ fn round_trip(data: &[u8]) {
     );
 
     // Coalescing: what the kernel's GRO would merge, the coalescer merges back whole.
-    let mergeable = packet[53] & !PSH == ACK
-        && !payload.is_empty()
-        && header_len - 40 + payload.len() <= MAX_MERGED_PAYLOAD;
+    if payload.is_empty() {
+        assert!(segs.is_empty(), "segments of an empty payload");
+        return;
+    }
+    let startable = packet[53] & !PSH == ACK;
     let mut coalescer = Coalescer::default();
-    let started = coalescer.start(&segs[0]);
-    assert_eq!(started, mergeable, "start disagrees with the merge rules");
-    if !mergeable {
+    assert_eq!(
+        coalescer.start(&segs[0]),
+        startable,
+        "start disagrees with the merge rules"
+    );
+    if !startable || header_len - 40 + payload.len() > MAX_MERGED_PAYLOAD {
         return;
     }
     for seg in &segs[1..] {
