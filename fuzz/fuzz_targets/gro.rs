@@ -155,14 +155,19 @@ fn round_trip(data: &[u8]) {
         assert!(segs.is_empty(), "segments of an empty payload");
         return;
     }
-    let startable = packet[53] & !PSH == ACK;
+    // The first segment lost FIN and PSH when there are more, so it is judged on its own flags.
+    let startable = segs[0][53] & !PSH == ACK;
     let mut coalescer = Coalescer::default();
     assert_eq!(
         coalescer.start(&segs[0]),
         startable,
         "start disagrees with the merge rules"
     );
-    if !startable || header_len - 40 + payload.len() > MAX_MERGED_PAYLOAD {
+    // A FIN, CWR or ECE on the original stays out of a merge (as in the kernel's GRO).
+    if !startable
+        || packet[53] & !PSH != ACK
+        || header_len - 40 + payload.len() > MAX_MERGED_PAYLOAD
+    {
         return;
     }
     for seg in &segs[1..] {
