@@ -111,6 +111,13 @@ fn main() {
         .encapsulate(&inner[0].1, &mut esp)
         .expect("encapsulating a seed");
     write("packet_parse", "esp", &ethernet(&v6, &esp));
+    let mut tagged_esp = vec![0x00, 0x64, 0x86, 0xdd];
+    tagged_esp.extend_from_slice(&esp);
+    write(
+        "packet_parse",
+        "vlan-esp",
+        &ethernet(&[0x81, 0x00], &tagged_esp),
+    );
     let mut tagged = vec![0x00, 0x64, 0x86, 0xdd];
     tagged.extend_from_slice(&inner[0].1);
     write(
@@ -232,6 +239,23 @@ fn main() {
                 sp_mode: s("tunnel"),
                 sa_name: s("to-b"),
                 sp_name: s("sp9000"),
+                priority: s("10"),
+            }),
+        ),
+        (
+            // Refused: sp1 exists (the model must change nothing).
+            "sp-add-name-in-use",
+            Request::SpAdd(SpAddArgs {
+                sp_source: s("2001:db8:1::/64"),
+                sp_destination: s("2002:db8:1::/64"),
+                source_port: s("any"),
+                destination_port: s("9000"),
+                upper_layer_protocol: s("udp"),
+                flow_direction: s("in"),
+                action: s("ipsec"),
+                sp_mode: s("tunnel"),
+                sa_name: s("to-b"),
+                sp_name: s("sp1"),
                 priority: s("10"),
             }),
         ),
