@@ -5,3 +5,13 @@ pub mod crypto;
 pub mod daemon;
 pub mod datapath;
 pub mod model;
+
+/// What the `cargo-fuzz` targets in `fuzz/` drive, gathered in one place. Not an API: names and
+/// signatures follow the modules they come from.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::daemon::esp_engine::{gro, mss};
+    pub use crate::daemon::protocol::Request;
+    pub use crate::daemon::state::parse as parse_state_file;
+    pub use crate::model::packet::{Parsed, parse_frame};
+}

@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup|build|test|bench|demo`. One module per command.
+//! Project tasks: `cargo xtask setup|build|test|bench|demo|fuzz`. One module per command.
 
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -19,11 +20,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building and testing need: nightly + rust-src, bpf-linker, apt and PyPI packages.
+    /// Install what building and testing need: nightly + rust-src, bpf-linker, cargo-fuzz, apt and PyPI packages.
     Setup,
     /// Build everything (eBPF programs included) in release mode.
     Build,
-    /// Run setup if needed, build, then every test (unit, integration, kernel).
+    /// Run setup if needed, build, then every test (unit, integration, kernel), then a fuzz smoke run.
     Test {
         /// Extra arguments passed to `cargo test`.
         #[arg(trailing_var_arg = true)]
@@ -42,6 +43,20 @@ enum Command {
     },
     /// Two namespaces, a daemon, policies of each action, traffic, counters, cleanup.
     Demo,
+    /// Build the cargo-fuzz targets of fuzz/ and run one or all of them, one after the other.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Also stop a target after this many executions.
+        #[arg(long)]
+        runs: Option<u64>,
+        /// One target (default: all of them; `cd fuzz && cargo +nightly fuzz list`).
+        target: Option<String>,
+        /// Extra libFuzzer arguments, after `--` (e.g. `-- -max_len=8192`).
+        #[arg(last = true)]
+        libfuzzer_args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +66,16 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Bench { which, json, args } => bench::run(&which, json, &args),
         Command::Demo => demo::run(),
+        Command::Fuzz {
+            seconds,
+            runs,
+            target,
+            libfuzzer_args,
+        } => fuzz::run(&fuzz::Options {
+            seconds,
+            runs,
+            target: target.as_deref(),
+            extra: &libfuzzer_args,
+        }),
     }
 }

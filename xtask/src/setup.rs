@@ -5,6 +5,7 @@
 //!   too old. We give bpf-linker's build an `LLVM_PREFIX` holding a `bin/llvm-config` shim and a
 //!   `lib/` with symlinks to that library under `libLLVM.so` and its soname. The library file,
 //!   its soname and the LLVM major are detected, never hard-coded;
+//! - `cargo-fuzz`, built with the stable toolchain (the fuzz runs themselves use nightly);
 //! - Debian packages (iproute2, tcpdump, iperf3, openssl, ...) and PyPI packages (scapy).
 
 use std::{
@@ -19,6 +20,7 @@ use anyhow::{Context as _, anyhow, bail};
 use crate::util::{self, output};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// LLVM majors bpf-linker 0.13 has a feature for.
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 const APT_PACKAGES: [&str; 8] = [
@@ -43,6 +45,7 @@ pub fn run() -> anyhow::Result<()> {
 pub fn ensure() -> anyhow::Result<()> {
     ensure_nightly()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     ensure_apt()?;
     ensure_pypi()?;
     Ok(())
@@ -77,6 +80,29 @@ fn ensure_nightly() -> anyhow::Result<()> {
         ]))?;
     }
     Ok(())
+}
+
+/// `cargo fuzz` (cargo xtask fuzz, and the smoke run of cargo xtask test).
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"]))
+        .is_some_and(|v| v.contains(CARGO_FUZZ_VERSION))
+    {
+        return Ok(());
+    }
+    util::run(
+        Command::new("cargo")
+            .args([
+                "install",
+                &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+                "--locked",
+                "--force",
+            ])
+            // The workspace's target dir would be locked by the running xtask.
+            .env(
+                "CARGO_TARGET_DIR",
+                util::root().join("target").join("cargo-fuzz-build"),
+            ),
+    )
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: what CI runs. Setup (idempotent), formatting and lints, then every test
 //! of the workspace: unit tests, CLI tests, and the kernel tests (veth/netns, BPF_PROG_TEST_RUN),
-//! which need root and fail loudly without it under `CI=true`.
+//! which need root and fail loudly without it under `CI=true`. Last, a fuzz smoke run: every
+//! cargo-fuzz target for a few seconds on its seed corpus (see `fuzz`).
 
 use std::process::Command;
 
@@ -41,5 +42,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 "ipsec-ebpf",
             ])
             .args(args),
-    )
+    )?;
+    crate::fuzz::smoke()
 }

@@ -174,7 +174,7 @@ impl StateStore {
 }
 
 /// Parse and check a state file's bytes; the error is the reason it is corrupt.
-fn parse(bytes: &[u8]) -> Result<Spd, String> {
+pub fn parse(bytes: &[u8]) -> Result<Spd, String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let object = value

@@ -92,9 +92,9 @@
 //!   that route: `tests/esp_engine.rs` puts the TUN route in its own table and adds
 //!   `ip -6 rule add fwmark XIPSEC_MARK lookup main` in front of it.
 
-mod gro;
-mod mss;
-mod reassembly;
+pub mod gro;
+pub mod mss;
+pub mod reassembly;
 mod replay_store;
 mod seq;
 mod sys;
