@@ -69,7 +69,15 @@ pub fn clamp(packet: &mut [u8], max: u16) -> bool {
                     }
                     tcp[i + 2..i + 4].copy_from_slice(&max.to_be_bytes());
                     let sum = u16::from_be_bytes([tcp[16], tcp[17]]);
-                    tcp[16..18].copy_from_slice(&adjust(sum, old, max).to_be_bytes());
+                    // The checksum sums 16-bit words from the start of the TCP header: a value
+                    // at an odd offset straddles two words, where it counts byte-swapped
+                    // (RFC 1071 §2(B)). Found by the `mss` fuzz target.
+                    let (old_word, new_word) = if (i + 2) % 2 == 1 {
+                        (old.swap_bytes(), max.swap_bytes())
+                    } else {
+                        (old, max)
+                    };
+                    tcp[16..18].copy_from_slice(&adjust(sum, old_word, new_word).to_be_bytes());
                     return true;
                 }
                 i += len;
@@ -146,6 +154,21 @@ mod tests {
         let mut p = syn(1440, SYN);
         assert!(clamp(&mut p, CLAMPED_MSS));
         assert_eq!(u16::from_be_bytes([p[66], p[67]]), CLAMPED_MSS);
+        let mut check = p.clone();
+        check[56..58].copy_from_slice(&[0, 0]);
+        assert_eq!(tcp_checksum(&check), u16::from_be_bytes([p[56], p[57]]));
+    }
+
+    #[test]
+    fn an_mss_option_at_an_odd_offset_keeps_the_checksum_valid() {
+        let mut p = syn(1440, SYN);
+        // nop, mss 1440, nop nop nop: the value sits at TCP offset 23.
+        p[60..68].copy_from_slice(&[1, MSS_KIND, 4, 0x05, 0xa0, 1, 1, 1]);
+        p[56..58].copy_from_slice(&[0, 0]);
+        let sum = tcp_checksum(&p);
+        p[56..58].copy_from_slice(&sum.to_be_bytes());
+        assert!(clamp(&mut p, 1379));
+        assert_eq!(u16::from_be_bytes([p[63], p[64]]), 1379);
         let mut check = p.clone();
         check[56..58].copy_from_slice(&[0, 0]);
         assert_eq!(tcp_checksum(&check), u16::from_be_bytes([p[56], p[57]]));
