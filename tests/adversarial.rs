@@ -497,6 +497,9 @@ fn inner_udp_sizes(frames: &Frames, sas: &[EspSa], probe: &str) -> BTreeSet<usiz
     sizes
 }
 
+/// Something that happens to host a while a protected stream flows.
+type Disruption = dyn Fn(&mut Lab);
+
 #[test]
 fn adversarial_wire_suite() {
     if !require_root("adversarial_wire_suite") {
@@ -762,7 +765,7 @@ fn adversarial_wire_suite() {
     );
 
     // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
-    let disruptions: [(&str, &dyn Fn(&mut Lab)); 3] = [
+    let disruptions: [(&str, &Disruption); 3] = [
         ("kill -9", &|lab: &mut Lab| {
             lab.daemon.kill9();
         }),

@@ -124,16 +124,20 @@ pub fn random_sp_args(rng: &mut Rng, name: &str, sas: u64) -> SpAddArgs {
         _ => ("any".to_string(), "any".to_string()),
     };
     let action = rng.pick(&["none", "discard", "ipsec"]);
+    let direction = rng.pick(&["in", "out"]);
+    // One SA per direction (the model refuses an SA named by SPs of both): even SAs serve
+    // inbound SPs, odd ones outbound.
+    let sa = 2 * rng.below(sas.div_ceil(2).max(1)) + u64::from(direction == "out");
     SpAddArgs {
         sp_source: Some(prefix(random_addr(rng), rng.pick(&SRC_LENS))),
         sp_destination: Some(prefix(random_addr(rng), rng.pick(&DST_LENS))),
         source_port: Some(sport),
         destination_port: Some(dport),
         upper_layer_protocol: Some(proto.into()),
-        flow_direction: Some(rng.pick(&["in", "out"]).into()),
+        flow_direction: Some(direction.into()),
         action: Some(action.into()),
         sp_mode: None,
-        sa_name: (action == "ipsec" || rng.chance(10)).then(|| format!("sa{}", rng.below(sas))),
+        sa_name: (action == "ipsec" || rng.chance(10)).then(|| format!("sa{}", sa.min(sas - 1))),
         sp_name: Some(name.into()),
         priority: rng.chance(20).then(|| rng.below(100).to_string()),
     }
