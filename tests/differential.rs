@@ -56,7 +56,7 @@ fn inbound_spis(spd: &Spd) -> Vec<u32> {
 }
 
 /// Run `frame` once in `direction`; whether the packet went on (passed or redirected).
-fn run(dp: &KernelDatapath, direction: Direction, frame: &[u8], want: &Expected) -> bool {
+fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expected) -> bool {
     match direction {
         Direction::In => {
             let action = dp.test_run_xdp(frame).expect("running XDP");
@@ -73,6 +73,8 @@ fn run(dp: &KernelDatapath, direction: Direction, frame: &[u8], want: &Expected)
             action != XDP_DROP
         }
         Direction::Out => {
+            // The engine (when one is set) is alive: its heartbeat is fresh.
+            dp.set_engine_alive().expect("writing the engine heartbeat");
             let action = dp
                 .test_run_tc(frame)
                 .unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(frame)));
@@ -151,7 +153,7 @@ fn kernel_verdicts_equal_reference() {
                 }
                 let before_sp = want.sp_id.map(|id| sp_packets(&dp, id));
                 let before_bystander = bystander.map(|id| sp_packets(&dp, id));
-                let pass = run(&dp, direction, &frame, &want);
+                let pass = run(&mut dp, direction, &frame, &want);
                 let context = || {
                     format!(
                         "seed {seed} packet {i} ({round}) {direction:?} want {want:?} frame {}",
@@ -312,4 +314,61 @@ fn spd_change_is_seen_and_cache_invalidated() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_silent_engine_counts_as_unavailable() {
+    if !require_root("a_silent_engine_counts_as_unavailable") {
+        return;
+    }
+    use ipsec_tests::{
+        frames::{FrameSpec, l4_ports},
+        random::sa_args,
+    };
+    use ipsec_user::model::SpAddArgs;
+    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+    let mut spd = Spd::default();
+    spd.add_sa(&sa_args(1)).expect("valid SA");
+    spd.add_sp(&SpAddArgs {
+        sp_source: Some("any".into()),
+        sp_destination: Some("2001:db8::/64".into()),
+        source_port: Some("any".into()),
+        destination_port: Some("any".into()),
+        upper_layer_protocol: Some("udp".into()),
+        flow_direction: Some("out".into()),
+        action: Some("ipsec".into()),
+        sp_mode: Some("transport".into()),
+        sa_name: Some("sa1".into()),
+        sp_name: Some("protect".into()),
+        ..Default::default()
+    })
+    .expect("valid SP");
+    dp.sync(&spd).expect("sync");
+    dp.set_esp_target(1).expect("an engine");
+    let frame = FrameSpec::new(
+        "2001:db8::1".parse().expect("addr"),
+        "2001:db8::2".parse().expect("addr"),
+        17,
+        l4_ports(1000, 53, 8),
+    )
+    .build();
+    let unavailable = |dp: &KernelDatapath| {
+        counters(dp)
+            .into_iter()
+            .find(|(c, _)| *c == Counter::DropIpsecUnavailable)
+            .expect("counter")
+            .1
+    };
+    dp.set_engine_alive().expect("heartbeat");
+    assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
+    let before = unavailable(&dp);
+    std::thread::sleep(std::time::Duration::from_millis(1_200));
+    assert_eq!(
+        dp.test_run_tc(&frame).expect("run"),
+        TC_ACT_SHOT,
+        "an engine silent for over a second gets nothing"
+    );
+    assert_eq!(unavailable(&dp), before + 1);
+    dp.set_engine_alive().expect("heartbeat");
+    assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
 }

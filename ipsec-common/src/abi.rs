@@ -298,7 +298,15 @@ pub const CONFIG_EPOCH: u32 = 0;
 /// Ifindex of the ESP engine's TUN device: TC egress redirects `ipsec` packets there. 0 means no
 /// engine (daemon down): those packets are dropped, never sent in clear.
 pub const CONFIG_ESP_IFINDEX: u32 = 1;
-pub const CONFIG_LEN: u32 = 2;
+/// `CLOCK_MONOTONIC` nanoseconds (what `bpf_ktime_get_ns` reads) of the engine's last sign of
+/// life: the daemon writes it every [`ENGINE_HEARTBEAT_NS`] while its engine runs. Older than
+/// [`ENGINE_ALIVE_TIMEOUT_NS`], TC egress counts `ipsec` packets as `drop_ipsec_unavailable`
+/// and drops them itself rather than redirecting them to a TUN device that may be gone with a
+/// killed daemon (where the kernel would drop them uncounted).
+pub const CONFIG_ENGINE_ALIVE_NS: u32 = 2;
+pub const CONFIG_LEN: u32 = 3;
+pub const ENGINE_HEARTBEAT_NS: u64 = 200_000_000;
+pub const ENGINE_ALIVE_TIMEOUT_NS: u64 = 1_000_000_000;
 
 /// AF_XDP sockets of the ESP engine ([`XSKS`], an XSKMAP). XDP hands ESP with a known SPI to
 /// the socket bound to the receiving (interface, queue): [`XSK_SLOTS`] maps [`xsk_slot_key`] to

@@ -11,12 +11,12 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_get_socket_cookie, bpf_redirect},
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_redirect},
     programs::TcContext,
 };
 use ipsec_common::abi::{
-    ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, CONFIG_ESP_IFINDEX, Counter, DIR_OUT, MAX_L4_OFFSET,
-    NO_SP,
+    ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, CONFIG_ENGINE_ALIVE_NS, CONFIG_ESP_IFINDEX, Counter,
+    DIR_OUT, ENGINE_ALIVE_TIMEOUT_NS, MAX_L4_OFFSET, NO_SP,
 };
 
 use crate::{
@@ -89,11 +89,15 @@ fn from_engine_socket(ctx: &TcContext) -> bool {
     cookie != 0 && ENGINE_SOCKETS.get_ptr(&cookie).is_some()
 }
 
-/// Hand the packet to the ESP engine's TUN device; without an engine, drop it (fail closed).
+/// Hand the packet to the ESP engine's TUN device; without an engine, or one not heard from for
+/// `ENGINE_ALIVE_TIMEOUT_NS`, drop it (fail closed) and count it.
 #[inline(always)]
 fn to_engine() -> i32 {
     let ifindex = CONFIG.get(CONFIG_ESP_IFINDEX).copied().unwrap_or(0);
-    if ifindex == 0 || ifindex > u64::from(u32::MAX) {
+    let alive = CONFIG.get(CONFIG_ENGINE_ALIVE_NS).copied().unwrap_or(0);
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if ifindex == 0 || ifindex > u64::from(u32::MAX) || now > alive + ENGINE_ALIVE_TIMEOUT_NS {
         return shot(Counter::DropIpsecUnavailable);
     }
     count(Counter::IpsecToEngine);

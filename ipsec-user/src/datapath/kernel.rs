@@ -407,6 +407,18 @@ impl KernelDatapath {
         Ok(())
     }
 
+    /// Tell TC egress the engine is alive now (see `abi::CONFIG_ENGINE_ALIVE_NS`); the daemon's
+    /// heartbeat does this every `abi::ENGINE_HEARTBEAT_NS`.
+    pub fn set_engine_alive(&mut self) -> Result<(), DatapathError> {
+        self.maps
+            .config
+            .set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0)
+            .map_err(|source| DatapathError::MapIo {
+                name: abi::CONFIG,
+                source,
+            })
+    }
+
     /// Route inbound ESP on each socket's (interface, queue) to that AF_XDP socket: slot `i` of
     /// `XIPSEC_XSKS` holds `sockets[i]` (at most `abi::MAX_XSK`; any further one is not used).
     pub fn set_esp_sockets(&mut self, sockets: &[XskBinding]) -> Result<(), DatapathError> {
@@ -760,8 +772,44 @@ fn has_bpf_capabilities() -> bool {
     eff & (1 << 39) != 0 && eff & (1 << 12) != 0
 }
 
-/// `ARPHRD_ETHER`: the link type of Ethernet devices (veth included) in sysfs.
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// `ARPHRD_ETHER`: the link type of Ethernet devices (veth included).
 const ARPHRD_ETHER: &str = "1";
+
+/// The link type (`ARPHRD_*`) of `interface` in the calling thread's network namespace, by
+/// `SIOCGIFHWADDR` (sysfs may show another namespace's devices).
+fn link_type(interface: &str) -> Option<u16> {
+    const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
+    // struct ifreq: the name (IFNAMSIZ bytes), then a union whose `sockaddr` starts with the
+    // family; 40 bytes cover it on every Linux ABI.
+    let mut ifreq = [0u8; 40];
+    let name = interface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    ifreq[..name.len()].copy_from_slice(name);
+    // SAFETY: plain socket(2) call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes a sockaddr into the 40-byte buffer,
+    // which outlives the call.
+    let rc = unsafe { libc::ioctl(fd, SIOCGIFHWADDR, ifreq.as_mut_ptr()) };
+    // SAFETY: `fd` is ours and open.
+    unsafe { libc::close(fd) };
+    (rc == 0).then(|| u16::from_ne_bytes([ifreq[libc::IFNAMSIZ], ifreq[libc::IFNAMSIZ + 1]]))
+}
 
 /// The interface must exist and be Ethernet: the programs parse Ethernet frames, and on any
 /// other link type (TUN, WireGuard, ip6tnl, PPP, loopback) every packet would read as "not IPv6"
@@ -770,10 +818,7 @@ pub fn check_interface(interface: &str) -> Result<(), DatapathError> {
     if nix_if_index(interface).is_none() {
         return Err(DatapathError::NoSuchInterface(interface.into()));
     }
-    let link_type =
-        std::fs::read_to_string(Path::new("/sys/class/net").join(interface).join("type"))
-            .map(|t| t.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+    let link_type = link_type(interface).map_or_else(|| "unknown".into(), |t| t.to_string());
     if link_type != ARPHRD_ETHER {
         return Err(DatapathError::NotEthernet {
             interface: interface.into(),

@@ -5,10 +5,16 @@
 //! ESP engine learns each change before the kernel does, so a newly protected flow finds its SA.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use aya::maps::{Array, Map, MapData};
+use ipsec_common::abi;
 
-use super::kernel::{KernelDatapath, LoadOptions, check_interface};
+use super::kernel::{KernelDatapath, LoadOptions, check_interface, monotonic_ns};
 use crate::{
     daemon::{
         Counters, Datapath, PacketCount, XdpMode,
@@ -18,8 +24,10 @@ use crate::{
 };
 
 struct Attaching {
-    // Field order is drop order: the engine (and its TUN device) goes first, so from then on
-    // protected traffic is dropped by TC egress rather than queued to a dead reader.
+    // Field order is drop order: the heartbeat stops first, then the engine (and its TUN
+    // device) goes, so from then on protected traffic is dropped by TC egress rather than
+    // queued to a dead reader.
+    _heartbeat: Heartbeat,
     engine: EspEngine,
     kernel: KernelDatapath,
     interfaces: Vec<String>,
@@ -51,8 +59,11 @@ pub fn open(
     kernel.set_engine_sockets(&engine.send_socket_cookies())?;
     kernel.set_esp_target(engine.tun_ifindex())?;
     kernel.set_esp_sockets(engine.xsk_bindings())?;
+    kernel.set_engine_alive()?;
+    let heartbeat = Heartbeat::start(pin_dir)?;
     tracing::info!(tun = engine.tun_name(), "ESP engine started");
     Ok(Box::new(Attaching {
+        _heartbeat: heartbeat,
         engine,
         kernel,
         interfaces: interfaces.to_vec(),
@@ -60,6 +71,56 @@ pub fn open(
         attached: false,
         sp_ids: Vec::new(),
     }))
+}
+
+/// Writes the engine's sign of life (`abi::CONFIG_ENGINE_ALIVE_NS`) every
+/// `abi::ENGINE_HEARTBEAT_NS` while the engine runs, through its own handle on the pinned
+/// config map. It stops when an engine thread has died (the daemon exits then) or on drop, so
+/// within `abi::ENGINE_ALIVE_TIMEOUT_NS` of a dead or killed daemon TC egress drops protected
+/// packets itself and counts them as `drop_ipsec_unavailable`.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(pin_dir: &Path) -> anyhow::Result<Self> {
+        let path = pin_dir.join(abi::CONFIG);
+        let map = MapData::from_pin(&path)
+            .with_context(|| format!("opening the pinned map {}", path.display()))?;
+        let mut config: Array<MapData, u64> = Array::try_from(Map::Array(map))
+            .with_context(|| format!("{} is not the config array", path.display()))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("xipsec-heartbeat".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed)
+                        && crate::daemon::esp_engine::death().is_none()
+                    {
+                        if let Err(e) = config.set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0) {
+                            tracing::warn!(error = %e, "cannot write the engine heartbeat");
+                        }
+                        std::thread::sleep(Duration::from_nanos(abi::ENGINE_HEARTBEAT_NS));
+                    }
+                })
+                .context("starting the heartbeat thread")?
+        };
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Datapath for Attaching {
