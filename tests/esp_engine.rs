@@ -319,15 +319,6 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
     small.assert_only_esp("ping and UDP a -> b");
     assert!(frames_with_spi(&small, SPI_AB) >= 4, "a -> b as esp");
     assert!(frames_with_spi(&small, SPI_BA) >= 3, "echo replies as esp");
-    let fragments = small
-        .esp_frames()
-        .iter()
-        .filter(|f| f.fragment.is_some())
-        .count();
-    assert!(
-        fragments >= 2,
-        "the 1,400-byte datagram leaves as fragmented ESP: {fragments} fragments seen"
-    );
     assert_confidential(
         &small,
         &sas,
@@ -338,6 +329,15 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             markers: &[PING_MARKER, UDP_MARKER],
         },
         "ping and UDP a -> b",
+    );
+    let fragments = small
+        .esp_frames()
+        .iter()
+        .filter(|f| f.fragment.is_some())
+        .count();
+    assert!(
+        fragments >= 2,
+        "the 1,400-byte datagram leaves as fragmented ESP: {fragments} fragments seen"
     );
 
     // 10 MB over TCP, checked end to end, and on the wire only ESP that decrypts.
