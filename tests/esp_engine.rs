@@ -429,8 +429,7 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
 
     // Dropping the engine removes its TUN device (fail closed).
     drop(engine_a);
-    let links = sh(&["ip", "-n", &ns.ns_a, "link", "show"]);
-    assert!(!String::from_utf8_lossy(&links.stdout).contains("xipsec0"));
+    assert_tun_removed(&ns.ns_a);
     // A new engine resumes after the reservation: b's window accepts it, and what it sends is
     // still ESP under the configured keys.
     let cap = capture(&ns, &pcap, "restart");
@@ -451,6 +450,24 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
     );
     assert_eq!(engine_b.sa_counters()[&0].replay_drops, 0);
     drop(engine_a);
+}
+
+/// Panics unless the engine's TUN device is gone from `ns` within 5 s of the engine being
+/// dropped (the kernel unregisters it when the last descriptor closes, which may finish a
+/// moment after the drop returns; a new engine cannot take the name before that).
+fn assert_tun_removed(ns: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let links = sh(&["ip", "-n", ns, "link", "show"]);
+        if !String::from_utf8_lossy(&links.stdout).contains("xipsec0") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped engine's TUN device is still in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Restarts side a's engine with the same state directory (routes re-added for the new TUN).
@@ -728,6 +745,7 @@ fn esp_replayed_after_an_engine_restart_is_refused() {
 
     // Restart b (kill -9 is no different: nothing is written at exit).
     drop(engine_b);
+    assert_tun_removed(&ns.ns_b);
     let engine_b = in_netns(&ns.ns_b, || {
         EspEngine::start(EngineConfig::new(state_b.path()))
     })
