@@ -1,109 +1,56 @@
 //! The ESP engine end to end, without eBPF: two network namespaces joined by a veth pair
-//! (`fd00:ee::1/64` in `xee*a`, `fd00:ee::2/64` in `xee*b`), one engine per namespace with a
-//! mirrored pair of SAs and SPs, and the peer's address routed into the TUN device so the stack
-//! hands the engine plaintext (the daemon uses TC redirection instead).
+//! (`fd00:ee::1/64` in `xt2{tag}a`, `fd00:ee::2/64` in `xt2{tag}b`), one engine per namespace
+//! with a mirrored pair of SAs and SPs, and the peer's address routed into the TUN device so the
+//! stack hands the engine plaintext (the daemon uses TC redirection instead).
 //!
 //! Routing loop avoidance: the route into the TUN lives in table 100, consulted by a rule after
 //! `fwmark XIPSEC_MARK lookup main`. The engine's own ESP carries `SO_MARK = XIPSEC_MARK`, so it
 //! is routed by the main table through the veth; everything else to the peer goes into the TUN.
 //!
-//! Needs root (namespaces, TUN, raw sockets) and `ip`, `ping`, `tcpdump`. Without root the tests
-//! fail when `CI=true` and otherwise print why and pass.
+//! What is on the wire is checked with the kit's capture (`ipsec_tests::capture`: confirmed live
+//! by markers, decoded from the pcap, every frame classified by the test's SPIs): not one clear
+//! frame, and scapy (`ipsec_tests::esp_oracle`) decrypts the captured ESP with the keys the test
+//! meant and finds the plaintext markers inside, never outside. `XIPSEC_ENGINE_ENC=null`
+//! configures the engines with a null cipher while scapy still expects the real one: the
+//! mutation check these tests must fail.
+//!
+//! Needs root (namespaces, TUN, raw sockets) and `ip`, `ping`, `tcpdump`, `python3` with scapy.
+//! Without root the tests fail under CI (`ipsec_tests::ci`) and otherwise print why and pass.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use ipsec_common::abi::XIPSEC_MARK;
+use ipsec_tests::{
+    capture::{Capture, Frames},
+    esp_oracle::{EspSa, Expect, assert_confidential},
+    netns::{VethPair, sh},
+    require_root,
+};
 use ipsec_user::daemon::esp_engine::{EngineConfig, EspEngine};
 use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
 use sha2::{Digest, Sha256};
 
-const MARK: &str = "0x58505345";
 const A: &str = "fd00:ee::1";
 const B: &str = "fd00:ee::2";
+/// The veth's address tag: `VethPair` gives `fd00:ee::1` and `fd00:ee::2`.
+const TAG: u16 = 0xee;
+const SPI_AB: u32 = 0x1001;
+const SPI_BA: u32 = 0x2001;
+/// The ping payload pattern (`ping -p`): "xipsecping".
+const PING_PATTERN: &str = "78697073656370696e67";
+const PING_MARKER: &[u8] = b"xipsecping";
+/// Every UDP datagram the tests send is this text repeated (see [`udp_payload`]).
+const UDP_MARKER: &[u8] = b"XIPSEC-ENGINE-UDP-PLAINTEXT.";
 
-/// True when the test can run; see the module docs for what happens otherwise.
-fn have_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: run as root (sudo -E cargo test -p ipsec-user --test esp_engine)"
-    );
-    eprintln!("{test}: skipped: needs root for namespaces, TUN and raw sockets; run as root");
-    false
-}
-
-fn sh(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("starting {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `xee{tag}a` and `xee{tag}b` joined by `xee{tag}va`/`xee{tag}vb`; deleted on drop.
-struct Namespaces {
-    a: String,
-    b: String,
-    veth_b: String,
-}
-
-impl Namespaces {
-    fn new(tag: &str) -> Self {
-        let ns = Self {
-            a: format!("xee{tag}a"),
-            b: format!("xee{tag}b"),
-            veth_b: format!("xee{tag}vb"),
-        };
-        ns.cleanup();
-        let veth_a = format!("xee{tag}va");
-        sh(&["ip", "netns", "add", &ns.a]);
-        sh(&["ip", "netns", "add", &ns.b]);
-        sh(&[
-            "ip", "link", "add", &veth_a, "netns", &ns.a, "type", "veth", "peer", "name",
-            &ns.veth_b, "netns", &ns.b,
-        ]);
-        for (name, veth, addr) in [(&ns.a, &veth_a, A), (&ns.b, &ns.veth_b, B)] {
-            sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                name,
-                "addr",
-                "add",
-                &format!("{addr}/64"),
-                "dev",
-                veth,
-                "nodad",
-            ]);
-            sh(&["ip", "-n", name, "link", "set", veth, "up"]);
-        }
-        ns
-    }
-
-    fn cleanup(&self) {
-        for name in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        self.cleanup();
-    }
+/// `xt2{tag}a` and `xt2{tag}b` joined by `xt2{tag}va`/`xt2{tag}vb` (deleted on drop).
+fn namespaces(tag: &str) -> VethPair {
+    let net = VethPair::new(&format!("xt2{tag}"), TAG);
+    assert_eq!((net.addr_a.as_str(), net.addr_b.as_str()), (A, B));
+    net
 }
 
 /// Runs `f` on a thread that has joined namespace `ns`: sockets and devices it creates live
@@ -128,41 +75,63 @@ fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
 
-struct Suite {
-    mode: &'static str,
-    encryption: &'static str,
-    encryption_key: &'static str,
-    integrity: &'static str,
-    integrity_key: &'static str,
+/// The SA pair a2b / b2a of one suite, as the test means it: what scapy decrypts with, and
+/// (unless the mutation check asks otherwise, see [`configured`]) what the engines are given.
+fn suite_sas(mode: &'static str) -> [EspSa; 2] {
+    let mk = |name: &str, spi: u32, src: &str, dst: &str| -> EspSa {
+        let base = EspSa {
+            name: name.into(),
+            spi,
+            src: src.into(),
+            dst: dst.into(),
+            mode,
+            enc: "aes128-cbc",
+            enc_key: Some("0x000102030405060708090a0b0c0d0e0f".into()),
+            integ: "hmac-sha2-256",
+            integ_key: "0xa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf".into(),
+        };
+        if mode == "tunnel" {
+            // The tunnel suite exercises the other algorithms.
+            EspSa {
+                enc: "3des-cbc",
+                enc_key: Some("0x6970763672656164796c6f676f336465736362636f757432".into()),
+                integ: "hmac-sha1",
+                integ_key: "0x6970763672656164796c6f67736861316f757432".into(),
+                ..base
+            }
+        } else {
+            base
+        }
+    };
+    [mk("a2b", SPI_AB, A, B), mk("b2a", SPI_BA, B, A)]
 }
 
-const TRANSPORT: Suite = Suite {
-    mode: "transport",
-    encryption: "aes128-cbc",
-    encryption_key: "0x000102030405060708090a0b0c0d0e0f",
-    integrity: "hmac-sha2-256",
-    integrity_key: "0xa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf",
-};
+/// The SA as the engines are configured: `sa` itself, or with a null cipher when
+/// `XIPSEC_ENGINE_ENC=null` (the mutation check: scapy still expects `sa`'s cipher).
+fn configured(sa: &EspSa) -> EspSa {
+    match std::env::var("XIPSEC_ENGINE_ENC").as_deref() {
+        Ok("null") => EspSa {
+            enc: "null",
+            enc_key: None,
+            ..sa.clone()
+        },
+        Ok(other) => panic!("XIPSEC_ENGINE_ENC={other}: only null is known"),
+        Err(_) => sa.clone(),
+    }
+}
 
-const TUNNEL: Suite = Suite {
-    mode: "tunnel",
-    encryption: "3des-cbc",
-    encryption_key: "0x6970763672656164796c6f676f336465736362636f757432",
-    integrity: "hmac-sha1",
-    integrity_key: "0x6970763672656164796c6f67736861316f757432",
-};
-
-fn add_sa(spd: &mut Spd, suite: &Suite, name: &str, src: &str, dst: &str, spi: &str) {
+fn add_sa(spd: &mut Spd, sa: &EspSa) {
+    let sa = configured(sa);
     spd.add_sa(&SaAddArgs {
-        sa_source: s(src),
-        sa_destination: s(dst),
-        sa_mode: s(suite.mode),
-        sa_spi: s(spi),
-        encryption_algorithm: s(suite.encryption),
-        encryption_key: s(suite.encryption_key),
-        integrity_algorithm: s(suite.integrity),
-        integrity_key: s(suite.integrity_key),
-        sa_name: s(name),
+        sa_source: s(&sa.src),
+        sa_destination: s(&sa.dst),
+        sa_mode: s(sa.mode),
+        sa_spi: s(&format!("{:#x}", sa.spi)),
+        encryption_algorithm: s(sa.enc),
+        encryption_key: sa.enc_key.clone(),
+        integrity_algorithm: s(sa.integ),
+        integrity_key: s(&sa.integ_key),
+        sa_name: s(&sa.name),
     })
     .expect("adding a test sa");
 }
@@ -184,11 +153,12 @@ fn sp(name: &str, src: &str, dst: &str, direction: &str, sa: &str) -> SpAddArgs 
 }
 
 /// The mirrored configuration: SAs a2b (id 0) and b2a (id 1) on both sides, an out SP on one
-/// side for each in SP on the other. `local`/`peer` are the protected (inner) addresses.
-fn mirrored(suite: &Suite, side_a: bool, inner_a: &str, inner_b: &str) -> Spd {
+/// side for each in SP on the other. `inner_a`/`inner_b` are the protected (inner) addresses.
+fn mirrored(sas: &[EspSa; 2], side_a: bool, inner_a: &str, inner_b: &str) -> Spd {
     let mut spd = Spd::new();
-    add_sa(&mut spd, suite, "a2b", A, B, "0x1001");
-    add_sa(&mut spd, suite, "b2a", B, A, "0x2001");
+    for sa in sas {
+        add_sa(&mut spd, sa);
+    }
     let (local, peer, out_sa, in_sa) = if side_a {
         (inner_a, inner_b, "a2b", "b2a")
     } else {
@@ -209,11 +179,12 @@ fn engine(ns: &str, state: &tempfile::TempDir, spd: &Spd, peer: &str, src: &str)
     assert_eq!(engine.tun_name(), "xipsec0");
     assert!(engine.tun_ifindex() > 0);
     let route = format!("{peer}/128");
+    let mark = format!("{XIPSEC_MARK:#x}");
     sh(&[
         "ip", "-n", ns, "-6", "route", "add", &route, "dev", "xipsec0", "src", src, "table", "100",
     ]);
     sh(&[
-        "ip", "-n", ns, "-6", "rule", "add", "fwmark", MARK, "lookup", "main", "pref", "100",
+        "ip", "-n", ns, "-6", "rule", "add", "fwmark", &mark, "lookup", "main", "pref", "100",
     ]);
     sh(&[
         "ip", "-n", ns, "-6", "rule", "add", "lookup", "100", "pref", "200",
@@ -230,9 +201,24 @@ fn stat(engine: &EspEngine, name: &str) -> u64 {
         .1
 }
 
+/// Three pings whose payload carries [`PING_MARKER`].
 fn ping(ns: &str, dst: &str) {
     sh(&[
-        "ip", "netns", "exec", ns, "ping", "-6", "-c", "3", "-i", "0.2", "-W", "3", dst,
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ping",
+        "-6",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "3",
+        "-p",
+        PING_PATTERN,
+        dst,
     ]);
 }
 
@@ -245,10 +231,16 @@ fn udp_socket(ns: &str, addr: &str, port: u16) -> UdpSocket {
     socket
 }
 
+/// `len` bytes of [`UDP_MARKER`] repeated: every datagram (and every fragment of one) carries
+/// the marker whole.
+fn udp_payload(len: usize) -> Vec<u8> {
+    UDP_MARKER.iter().copied().cycle().take(len).collect()
+}
+
 /// Sends one `len`-byte datagram from `ns_from` and says whether `to` received it intact.
 fn udp_arrives(ns_from: &str, from: &str, to: &UdpSocket, len: usize) -> bool {
     let sender = udp_socket(ns_from, from, 0);
-    let payload: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+    let payload = udp_payload(len);
     sender
         .send_to(&payload, to.local_addr().expect("receiver address"))
         .expect("sending a datagram");
@@ -262,107 +254,96 @@ fn udp_arrives(ns_from: &str, from: &str, to: &UdpSocket, len: usize) -> bool {
     }
 }
 
-/// A packet capture on `iface` in `ns`, stopped and decoded by `finish`.
-struct Capture {
-    child: std::process::Child,
-    file: std::path::PathBuf,
+/// A capture on side b's veth (which sees both directions: nothing attaches XDP here), with
+/// the test's SPIs; markers are sent from side a, so frames arriving from a are proven seen.
+fn capture(net: &VethPair, dir: &tempfile::TempDir, name: &str) -> Capture {
+    Capture::start_with_marker_from(
+        &net.ns_b,
+        &net.if_b,
+        &dir.path().join(format!("{name}.pcap")),
+        &[SPI_AB, SPI_BA],
+        (&net.ns_a, &net.if_a),
+    )
 }
 
-impl Capture {
-    fn start(ns: &str, iface: &str, dir: &tempfile::TempDir) -> Self {
-        let file = dir.path().join("capture.pcap");
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns,
-                "tcpdump",
-                "--immediate-mode",
-                "-i",
-                iface,
-                "-nn",
-                "-U",
-                "-w",
-            ])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting tcpdump");
-        // tcpdump says "listening on ..." once the capture is open.
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().expect("tcpdump stderr"))
-            .read_line(&mut line)
-            .expect("reading tcpdump's first line");
-        assert!(line.contains("listening on"), "tcpdump: {line}");
-        Self { child, file }
-    }
-
-    /// Stops the capture and returns tcpdump's one-line decoding of each packet.
-    fn finish(mut self) -> String {
-        std::thread::sleep(Duration::from_millis(300));
-        let pid = i32::try_from(self.child.id()).expect("pid fits");
-        // SAFETY: `pid` is our own tcpdump child (ip netns exec execs it), not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        self.child.wait().expect("waiting for tcpdump");
-        let out = sh(&[
-            "tcpdump",
-            "-nn",
-            "-r",
-            self.file.to_str().expect("utf-8 path"),
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+/// How many protected frames carry `spi` (first fragments and whole packets).
+fn frames_with_spi(frames: &Frames, spi: u32) -> usize {
+    frames
+        .esp_frames()
+        .iter()
+        .filter(|f| f.spi == Some(spi))
+        .count()
 }
 
 #[test]
 fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
-    if !have_root("transport_mode_ping_udp_tcp_counters_and_policy_mismatch") {
+    if !require_root("transport_mode_ping_udp_tcp_counters_and_policy_mismatch") {
         return;
     }
-    let ns = Namespaces::new("");
+    let ns = namespaces("tr");
     let (state_a, state_b, pcap) = (
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
     );
-    let spd_a = mirrored(&TRANSPORT, true, A, B);
+    let sas = suite_sas("transport");
+    let flows = [(A, B), (B, A)];
+    let spd_a = mirrored(&sas, true, A, B);
     // Side b also holds an SA "other" and insists that UDP to port 6000 arrive on it.
-    let mut spd_b = mirrored(&TRANSPORT, false, A, B);
-    add_sa(&mut spd_b, &TRANSPORT, "other", A, B, "0x3001");
+    let mut spd_b = mirrored(&sas, false, A, B);
+    add_sa(
+        &mut spd_b,
+        &EspSa {
+            name: "other".into(),
+            spi: 0x3001,
+            ..sas[0].clone()
+        },
+    );
     let mut port = sp("port6000", A, B, "in", "other");
     port.upper_layer_protocol = s("udp");
     port.destination_port = s("6000");
     spd_b.add_sp(&port).expect("adding the port sp");
-    let engine_a = engine(&ns.a, &state_a, &spd_a, B, A);
-    let engine_b = engine(&ns.b, &state_b, &spd_b, A, B);
+    let engine_a = engine(&ns.ns_a, &state_a, &spd_a, B, A);
+    let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
 
-    // Ping a -> b: only ESP on the wire.
-    let capture = Capture::start(&ns.b, &ns.veth_b, &pcap);
-    ping(&ns.a, B);
+    // Ping a -> b and a 1,400-byte datagram: only ESP on the wire, and it decrypts.
+    let cap = capture(&ns, &pcap, "small");
+    ping(&ns.ns_a, B);
     // 1,400-byte UDP: the ESP packet exceeds 1,500 bytes and travels as two fragments.
-    let receiver = udp_socket(&ns.b, B, 5000);
+    let receiver = udp_socket(&ns.ns_b, B, 5000);
     assert!(
-        udp_arrives(&ns.a, A, &receiver, 1400),
+        udp_arrives(&ns.ns_a, A, &receiver, 1400),
         "1400-byte datagram lost"
     );
-    let decoded = capture.finish();
-    assert!(decoded.contains("ESP(spi=0x00001001"), "{decoded}");
-    assert!(
-        decoded.contains("ESP(spi=0x00002001"),
-        "replies protected: {decoded}"
+    let small = cap.stop();
+    small.assert_only_esp("ping and UDP a -> b");
+    assert!(frames_with_spi(&small, SPI_AB) >= 4, "a -> b as esp");
+    assert!(frames_with_spi(&small, SPI_BA) >= 3, "echo replies as esp");
+    assert_confidential(
+        &small,
+        &sas,
+        100,
+        &Expect {
+            flows: &flows,
+            protocols: &[58, 17],
+            markers: &[PING_MARKER, UDP_MARKER],
+        },
+        "ping and UDP a -> b",
     );
-    assert!(decoded.contains("frag"), "outer esp fragmented: {decoded}");
-    for line in decoded.lines() {
-        assert!(
-            !line.contains("echo") && !line.contains("UDP"),
-            "clear traffic on the wire: {line}"
-        );
-    }
+    let fragments = small
+        .esp_frames()
+        .iter()
+        .filter(|f| f.fragment.is_some())
+        .count();
+    assert!(
+        fragments >= 2,
+        "the 1,400-byte datagram leaves as fragmented ESP: {fragments} fragments seen"
+    );
 
-    // 10 MB over TCP, checked end to end.
-    let listener = in_netns(&ns.b, || {
-        TcpListener::bind((B.parse::<Ipv6Addr>().unwrap(), 5001))
+    // 10 MB over TCP, checked end to end, and on the wire only ESP that decrypts.
+    let cap = capture(&ns, &pcap, "tcp");
+    let listener = in_netns(&ns.ns_b, || {
+        TcpListener::bind((B.parse::<Ipv6Addr>().expect("address"), 5001))
     })
     .expect("listening");
     let server = std::thread::spawn(move || {
@@ -386,7 +367,7 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
     let data: Vec<u8> = (0..10_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let mut client = in_netns(&ns.a, || {
+    let mut client = in_netns(&ns.ns_a, || {
         TcpStream::connect_timeout(
             &SocketAddr::new(B.parse().expect("address"), 5001),
             Duration::from_secs(5),
@@ -403,10 +384,30 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
     let (total, digest) = server.join().expect("the tcp server panicked");
     assert_eq!(total, data.len());
     assert_eq!(digest, Sha256::digest(&data).to_vec(), "sha-256 differs");
+    let tcp = cap.stop();
+    tcp.assert_only_esp("10 MB over TCP");
+    assert!(
+        frames_with_spi(&tcp, SPI_AB) >= 7000,
+        "the transfer went a -> b as esp"
+    );
+    assert_confidential(
+        &tcp,
+        &sas,
+        40,
+        &Expect {
+            flows: &flows,
+            protocols: &[6],
+            markers: &[],
+        },
+        "10 MB over TCP",
+    );
 
     // Policy mismatch: UDP to port 6000 arrives on a2b but b's policy wants "other".
-    let mismatch = udp_socket(&ns.b, B, 6000);
-    assert!(!udp_arrives(&ns.a, A, &mismatch, 100), "mismatch delivered");
+    let mismatch = udp_socket(&ns.ns_b, B, 6000);
+    assert!(
+        !udp_arrives(&ns.ns_a, A, &mismatch, 100),
+        "mismatch delivered"
+    );
     assert!(stat(&engine_b, "esp_policy_mismatch") >= 1);
 
     // Counters: a2b is id 0 on both sides, b2a id 1.
@@ -428,13 +429,45 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
 
     // Dropping the engine removes its TUN device (fail closed).
     drop(engine_a);
-    let links = sh(&["ip", "-n", &ns.a, "link", "show"]);
-    assert!(!String::from_utf8_lossy(&links.stdout).contains("xipsec0"));
-    // A new engine resumes after the reservation: b's window accepts it.
-    let engine_a = engine_restart(&ns.a, &state_a, &spd_a);
-    ping(&ns.a, B);
+    assert_tun_removed(&ns.ns_a);
+    // A new engine resumes after the reservation: b's window accepts it, and what it sends is
+    // still ESP under the configured keys.
+    let cap = capture(&ns, &pcap, "restart");
+    let engine_a = engine_restart(&ns.ns_a, &state_a, &spd_a);
+    ping(&ns.ns_a, B);
+    let restarted = cap.stop();
+    restarted.assert_only_esp("ping after a restart");
+    assert_confidential(
+        &restarted,
+        &sas,
+        100,
+        &Expect {
+            flows: &flows,
+            protocols: &[58],
+            markers: &[PING_MARKER],
+        },
+        "ping after a restart",
+    );
     assert_eq!(engine_b.sa_counters()[&0].replay_drops, 0);
     drop(engine_a);
+}
+
+/// Panics unless the engine's TUN device is gone from `ns` within 5 s of the engine being
+/// dropped (the kernel unregisters it when the last descriptor closes, which may finish a
+/// moment after the drop returns; a new engine cannot take the name before that).
+fn assert_tun_removed(ns: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let links = sh(&["ip", "-n", ns, "link", "show"]);
+        if !String::from_utf8_lossy(&links.stdout).contains("xipsec0") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped engine's TUN device is still in {ns}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Restarts side a's engine with the same state directory (routes re-added for the new TUN).
@@ -451,13 +484,13 @@ fn engine_restart(ns: &str, state: &tempfile::TempDir, spd: &Spd) -> EspEngine {
 
 #[test]
 fn tunnel_mode_carries_inner_addresses() {
-    if !have_root("tunnel_mode_carries_inner_addresses") {
+    if !require_root("tunnel_mode_carries_inner_addresses") {
         return;
     }
     const INNER_A: &str = "fd00:ef::1";
     const INNER_B: &str = "fd00:ef::2";
-    let ns = Namespaces::new("t");
-    for (name, addr) in [(&ns.a, INNER_A), (&ns.b, INNER_B)] {
+    let ns = namespaces("tu");
+    for (name, addr) in [(&ns.ns_a, INNER_A), (&ns.ns_b, INNER_B)] {
         sh(&[
             "ip",
             "-n",
@@ -474,73 +507,123 @@ fn tunnel_mode_carries_inner_addresses() {
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
     );
+    let sas = suite_sas("tunnel");
     let engine_a = engine(
-        &ns.a,
+        &ns.ns_a,
         &state_a,
-        &mirrored(&TUNNEL, true, INNER_A, INNER_B),
+        &mirrored(&sas, true, INNER_A, INNER_B),
         INNER_B,
         INNER_A,
     );
     let engine_b = engine(
-        &ns.b,
+        &ns.ns_b,
         &state_b,
-        &mirrored(&TUNNEL, false, INNER_A, INNER_B),
+        &mirrored(&sas, false, INNER_A, INNER_B),
         INNER_A,
         INNER_B,
     );
-    let capture = Capture::start(&ns.b, &ns.veth_b, &pcap);
-    ping(&ns.a, INNER_B);
-    let receiver = udp_socket(&ns.b, INNER_B, 5000);
+    let cap = capture(&ns, &pcap, "tunnel");
+    ping(&ns.ns_a, INNER_B);
+    let receiver = udp_socket(&ns.ns_b, INNER_B, 5000);
     assert!(
-        udp_arrives(&ns.a, INNER_A, &receiver, 1400),
+        udp_arrives(&ns.ns_a, INNER_A, &receiver, 1400),
         "1400-byte datagram lost"
     );
-    let decoded = capture.finish();
-    assert!(
-        decoded.contains(&format!("{A} > {B}: ESP(spi=0x00001001")),
-        "outer header from the sa endpoints: {decoded}"
-    );
-    assert!(
-        !decoded.contains("fd00:ef::"),
-        "inner addresses leaked: {decoded}"
+    let frames = cap.stop();
+    frames.assert_only_esp("tunnel mode ping and UDP");
+    assert!(frames_with_spi(&frames, SPI_AB) >= 4, "a -> b as esp");
+    assert!(frames_with_spi(&frames, SPI_BA) >= 3, "replies as esp");
+    let endpoints = [A, B].map(|a| a.parse::<Ipv6Addr>().expect("address"));
+    for f in frames.esp_frames() {
+        assert!(
+            endpoints.contains(&f.src) && endpoints.contains(&f.dst),
+            "outer header from the sa endpoints: {}",
+            f.describe()
+        );
+    }
+    for inner in [INNER_A, INNER_B] {
+        let octets = inner.parse::<Ipv6Addr>().expect("address").octets();
+        let leaked = frames.frames.iter().filter(|f| f.contains(&octets)).count();
+        assert_eq!(
+            leaked, 0,
+            "inner address {inner} readable in {leaked} frames"
+        );
+    }
+    assert_confidential(
+        &frames,
+        &sas,
+        100,
+        &Expect {
+            flows: &[(INNER_A, INNER_B), (INNER_B, INNER_A)],
+            protocols: &[58, 17],
+            markers: &[PING_MARKER, UDP_MARKER],
+        },
+        "tunnel mode ping and UDP",
     );
     assert!(engine_a.sa_counters()[&0].packets >= 4);
     assert!(engine_b.sa_counters()[&1].packets >= 3);
 }
 
 /// Datagrams the local stack fragments before they reach the TUN (larger than its MTU) are
-/// reassembled by the engine and protected whole: they arrive intact, and the wire carries only
-/// ESP (fragmented after encryption), never a clear fragment.
+/// reassembled by the engine and protected whole: they arrive intact, the wire carries only
+/// ESP (fragmented after encryption), never a clear fragment, and each reassembled ESP packet
+/// decrypts to one whole datagram.
 #[test]
 fn fragmented_datagrams_are_reassembled_and_protected_whole() {
-    if !have_root("fragmented_datagrams_are_reassembled_and_protected_whole") {
+    if !require_root("fragmented_datagrams_are_reassembled_and_protected_whole") {
         return;
     }
-    let ns = Namespaces::new("fr");
+    let ns = namespaces("fr");
     let (state_a, state_b, pcap) = (
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
     );
-    let engine_a = engine(&ns.a, &state_a, &mirrored(&TRANSPORT, true, A, B), B, A);
-    let engine_b = engine(&ns.b, &state_b, &mirrored(&TRANSPORT, false, A, B), A, B);
-    let capture = Capture::start(&ns.b, &ns.veth_b, &pcap);
-    let at_b = udp_socket(&ns.b, B, 9000);
-    let at_a = udp_socket(&ns.a, A, 9000);
-    for len in [1_600, 4_000, 8_000, 65_000] {
-        assert!(udp_arrives(&ns.a, A, &at_b, len), "{len} bytes a -> b lost");
-        assert!(udp_arrives(&ns.b, B, &at_a, len), "{len} bytes b -> a lost");
-    }
-    let decoded = capture.finish();
-    assert!(decoded.contains("ESP(spi=0x00001001"), "{decoded}");
-    // Neighbour discovery and MLD of the veth itself are the only clear packets allowed.
-    for line in decoded.lines().filter(|l| !l.contains(" ICMP6, ")) {
+    let sas = suite_sas("transport");
+    let engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
+    let engine_b = engine(&ns.ns_b, &state_b, &mirrored(&sas, false, A, B), A, B);
+    let cap = capture(&ns, &pcap, "fragments");
+    let at_b = udp_socket(&ns.ns_b, B, 9000);
+    let at_a = udp_socket(&ns.ns_a, A, 9000);
+    let lens = [1_600, 4_000, 8_000, 65_000];
+    for len in lens {
         assert!(
-            line.contains("ESP") || (line.contains("frag") && !line.contains("UDP")),
-            "not esp on the wire: {line}"
+            udp_arrives(&ns.ns_a, A, &at_b, len),
+            "{len} bytes a -> b lost"
         );
-        assert!(!line.contains("UDP"), "clear traffic on the wire: {line}");
+        assert!(
+            udp_arrives(&ns.ns_b, B, &at_a, len),
+            "{len} bytes b -> a lost"
+        );
     }
+    let frames = cap.stop();
+    frames.assert_only_esp("fragmented datagrams");
+    assert!(
+        frames_with_spi(&frames, SPI_AB) >= lens.len(),
+        "a -> b as esp"
+    );
+    assert!(
+        frames_with_spi(&frames, SPI_BA) >= lens.len(),
+        "b -> a as esp"
+    );
+    // Every datagram is one ESP packet (reassembled from its outer fragments) that decrypts to
+    // the whole datagram: 8 packets, all decrypted.
+    assert_eq!(
+        frames.esp_packets().len(),
+        2 * lens.len(),
+        "one esp packet per datagram"
+    );
+    assert_confidential(
+        &frames,
+        &sas,
+        100,
+        &Expect {
+            flows: &[(A, B), (B, A)],
+            protocols: &[17],
+            markers: &[UDP_MARKER],
+        },
+        "fragmented datagrams",
+    );
     for engine in [&engine_a, &engine_b] {
         assert_eq!(stat(engine, "esp_frag_reassembled"), 4);
         assert_eq!(stat(engine, "esp_encap_errors"), 0);
@@ -561,7 +644,7 @@ fn raw_esp_socket(ns: &str) -> std::os::fd::OwnedFd {
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         // SAFETY: a fresh descriptor nothing else owns.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let mark: libc::c_int = 0x5850_5345;
+        let mark = libc::c_int::try_from(XIPSEC_MARK).expect("the mark fits a c_int");
         let timeout = libc::timeval {
             tv_sec: 1,
             tv_usec: 0,
@@ -636,21 +719,22 @@ fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
 /// ceiling was on disk before it accepted anything), until the operator resets the window.
 #[test]
 fn esp_replayed_after_an_engine_restart_is_refused() {
-    if !have_root("esp_replayed_after_an_engine_restart_is_refused") {
+    if !require_root("esp_replayed_after_an_engine_restart_is_refused") {
         return;
     }
-    let ns = Namespaces::new("rp");
+    let ns = namespaces("rp");
     let (state_a, state_b) = (
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
     );
-    let spd_b = mirrored(&TRANSPORT, false, A, B);
-    let _engine_a = engine(&ns.a, &state_a, &mirrored(&TRANSPORT, true, A, B), B, A);
-    let engine_b = engine(&ns.b, &state_b, &spd_b, A, B);
-    let tap = raw_esp_socket(&ns.b);
-    let receiver = udp_socket(&ns.b, B, 7000);
+    let sas = suite_sas("transport");
+    let spd_b = mirrored(&sas, false, A, B);
+    let _engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
+    let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
+    let tap = raw_esp_socket(&ns.ns_b);
+    let receiver = udp_socket(&ns.ns_b, B, 7000);
     for _ in 0..5 {
-        assert!(udp_arrives(&ns.a, A, &receiver, 200), "datagram lost");
+        assert!(udp_arrives(&ns.ns_a, A, &receiver, 200), "datagram lost");
     }
     let captured: Vec<Vec<u8>> = captured_esp(&tap)
         .into_iter()
@@ -661,12 +745,13 @@ fn esp_replayed_after_an_engine_restart_is_refused() {
 
     // Restart b (kill -9 is no different: nothing is written at exit).
     drop(engine_b);
-    let engine_b = in_netns(&ns.b, || {
+    assert_tun_removed(&ns.ns_b);
+    let engine_b = in_netns(&ns.ns_b, || {
         EspEngine::start(EngineConfig::new(state_b.path()))
     })
     .expect("restarting the engine");
     engine_b.update(&spd_b).expect("installing the sas and sps");
-    let replayer = raw_esp_socket(&ns.a);
+    let replayer = raw_esp_socket(&ns.ns_a);
     for esp in &captured {
         send_esp(&replayer, B, esp);
     }
