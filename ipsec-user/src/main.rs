@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use ipsec_user::cli::{self, Command, DaemonArgs};
 use ipsec_user::daemon::esp_engine::{self, EngineConfig};
-use ipsec_user::daemon::{self, DaemonConfig, Datapath, NoDatapath, XdpMode};
+use ipsec_user::daemon::{
+    self, ControlGroup, ControlLimits, DaemonConfig, Datapath, NoDatapath, XdpMode,
+};
 
 fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args_os());

@@ -335,6 +335,7 @@ impl EspEngine {
         engine.spawn("xipsec-esp-in", move |shared| {
             inbound(shared, receivers, rx_coalesce);
         })?;
+        engine.spawn("xipsec-esp-replay", tighten_ceilings)?;
         info!(
             tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
             "esp engine started"
@@ -805,6 +806,45 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             std::thread::sleep(rx_coalesce);
         }
     }
+}
+
+/// The replay-ceiling housekeeping thread: every `TIGHTEN_EVERY`, lowers the ceilings that are
+/// further ahead than their SA's recent rate needs, so a crash refuses at most a few seconds of
+/// a peer's traffic (see `replay_store`). The inbound table is held only to compute the new
+/// values (no I/O); the file is written after releasing it, so the packet path keeps running
+/// (a packet that needs a new ceiling at that moment waits for this one write).
+fn tighten_ceilings(shared: &Shared) {
+    let mut failing = false;
+    while !shutdown_within(shared.shutdown.as_raw_fd(), replay_store::TIGHTEN_EVERY) {
+        let lowered = lock(&shared.inb).tighten_ceilings(Instant::now(), &shared.replay);
+        if lowered == 0 && !failing {
+            continue;
+        }
+        match lock(&shared.replay).flush() {
+            Ok(_) => failing = false,
+            Err(error) => {
+                // Still safe: the file keeps the higher ceilings. Logged once per failing spell.
+                if !failing {
+                    warn!(%error, "cannot write the lowered replay ceilings; retrying");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for the shutdown eventfd; true once it fired (a signal only shortens
+/// the wait).
+fn shutdown_within(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let mut watch = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid `pollfd`, and the count 1 passed with it.
+    let ready = unsafe { libc::poll(&raw mut watch, 1, millis) };
+    ready > 0 && watch.revents != 0
 }
 
 /// Decrypted packets on their way to the TUN: consecutive TCP segments of one flow leave as one

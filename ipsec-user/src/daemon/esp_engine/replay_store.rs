@@ -56,6 +56,14 @@ pub const MAX_STEP: u32 = 1 << 20;
 const FAST_WRITES: Duration = Duration::from_secs(1);
 const SLOW_WRITES: Duration = Duration::from_secs(4);
 
+/// How often the engine's housekeeping calls [`Ceiling::tighten`] for every inbound SA.
+pub const TIGHTEN_EVERY: Duration = Duration::from_millis(500);
+
+/// [`Ceiling::tighten`] lowers a ceiling that is more than this many seconds of the SA's recent
+/// traffic ahead of what it accepted, to this many seconds ahead.
+const LOWER_ABOVE_SECS: u64 = 4;
+const KEEP_AHEAD_SECS: u64 = 2;
+
 /// Back-off after a failed write: first and longest.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -113,6 +121,9 @@ struct EntryRepr {
 pub struct ReplayStore {
     path: PathBuf,
     entries: BTreeMap<(u32, KeyId), u32>,
+    /// Some entry was lowered ([`Self::lower`]) and not written yet: the file still holds the
+    /// higher value, which is safe, only more costly after a crash.
+    dirty: bool,
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> EngineError {
@@ -145,6 +156,7 @@ impl ReplayStore {
                 return Ok(Self {
                     path,
                     entries: BTreeMap::new(),
+                    dirty: false,
                 });
             }
             Err(source) => {
@@ -172,7 +184,11 @@ impl ReplayStore {
             let slot = entries.entry((e.spi, id)).or_insert(0);
             *slot = e.ceiling.max(*slot);
         }
-        Ok(Self { path, entries })
+        Ok(Self {
+            path,
+            entries,
+            dirty: false,
+        })
     }
 
     /// The file this store writes.
@@ -242,6 +258,33 @@ impl ReplayStore {
         written
     }
 
+    /// Lowers the SA's ceiling to `value` in memory only (no I/O: the caller may hold the
+    /// inbound table); [`Self::flush`] or the next write persists it. The caller has lowered the
+    /// SA's in-memory [`Ceiling`] to `value` first, so nothing above `value` is accepted before
+    /// a higher ceiling is on disk. Never raises, never creates an entry.
+    pub fn lower(&mut self, spi: u32, key: &KeyId, value: u32) {
+        if let Some(current) = self.entries.get_mut(&(spi, *key))
+            && *current > value
+        {
+            *current = value;
+            self.dirty = true;
+        }
+    }
+
+    /// Writes the entries [`Self::lower`] changed, if any write has not done so yet. Returns
+    /// whether it wrote.
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the lowered values stay in memory and the next write
+    /// retries (the file keeps the higher, safe values meanwhile).
+    pub fn flush(&mut self) -> io::Result<bool> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        self.write()?;
+        Ok(true)
+    }
+
     /// Writes the file; on failure puts `key` back to `previous`.
     fn commit(&mut self, key: (u32, KeyId), previous: Option<u32>) -> io::Result<()> {
         let written = self.write();
@@ -262,7 +305,8 @@ impl ReplayStore {
         }
     }
 
-    fn write(&self) -> io::Result<()> {
+    /// Writes every entry (so also what [`Self::lower`] changed).
+    fn write(&mut self) -> io::Result<()> {
         let repr = FileRepr {
             version: VERSION,
             ceilings: self
@@ -277,7 +321,9 @@ impl ReplayStore {
         };
         let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
         text.push(b'\n');
-        write_atomic(&self.path, &text)
+        write_atomic(&self.path, &text)?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
@@ -298,6 +344,11 @@ pub struct Ceiling {
     last_write: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// What [`Self::tighten`] saw last: the highest accepted number and when, and the rate
+    /// (numbers per second) it measured then. Only the housekeeping pass touches these.
+    seen: u32,
+    seen_at: Option<Instant>,
+    last_rate: u64,
 }
 
 impl Ceiling {
@@ -310,6 +361,9 @@ impl Ceiling {
             last_write: None,
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            seen: value,
+            seen_at: None,
+            last_rate: 0,
         }
     }
 
@@ -344,10 +398,11 @@ impl Ceiling {
             if since < FAST_WRITES {
                 self.step = (self.step.saturating_mul(2)).min(MAX_STEP);
             } else if since > SLOW_WRITES {
-                self.step = (self.step / 2).max(MIN_STEP);
+                // Halving never raises a step `tighten` set below the minimum.
+                self.step = (self.step / 2).max(MIN_STEP.min(self.step)).max(1);
             }
         }
-        let wanted = seq.saturating_add(self.step);
+        let wanted = seq.saturating_add(self.step.max(1));
         match persist(wanted) {
             Ok(()) => {
                 self.value = wanted;
@@ -362,6 +417,44 @@ impl Ceiling {
                 Err(Refused::WriteFailed(e))
             }
         }
+    }
+}
+
+impl Ceiling {
+    /// The housekeeping step, every [`TIGHTEN_EVERY`] (never on the packet path): given the
+    /// highest number the SA accepted so far, measures the SA's rate over the last two calls and,
+    /// when the ceiling is more than [`LOWER_ABOVE_SECS`] of that traffic ahead of `highest`,
+    /// lowers it to `highest` + [`KEEP_AHEAD_SECS`] of it (exactly `highest` for an idle SA) and
+    /// returns the new value. The caller then lowers the store's entry to it
+    /// ([`ReplayStore::lower`]) before letting the packet path run again, and writes the file
+    /// outside the packet path's lock. Never lowers below `highest`, never raises.
+    pub fn tighten(&mut self, highest: u32, now: Instant) -> Option<u32> {
+        let advance = u128::from(highest.saturating_sub(self.seen));
+        let since = self.seen_at.map(|at| now.saturating_duration_since(at));
+        self.seen = highest;
+        self.seen_at = Some(now);
+        // The first look has no rate yet.
+        let since = since?;
+        let rate_now = u64::try_from(advance * 1_000_000_000 / since.as_nanos().max(1))
+            .unwrap_or(u64::MAX);
+        // The faster of the last two intervals: a short lull inside a flow is not a slowdown.
+        let rate = rate_now.max(self.last_rate);
+        self.last_rate = rate_now;
+        let ahead = |secs: u64| {
+            u32::try_from(rate.saturating_mul(secs))
+                .unwrap_or(u32::MAX)
+                .min(MAX_STEP)
+        };
+        let (limit, keep) = (ahead(LOWER_ABOVE_SECS), ahead(KEEP_AHEAD_SECS));
+        if self.value.saturating_sub(highest) <= limit {
+            return None;
+        }
+        let lowered = highest.saturating_add(keep);
+        self.value = lowered;
+        // The next raise writes about as far ahead as this SA now needs.
+        self.step = keep.max(1);
+        self.last_write = Some(now);
+        Some(lowered)
     }
 }
 

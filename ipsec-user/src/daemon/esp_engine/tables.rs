@@ -824,6 +824,27 @@ impl InTable {
         lock(replay).settle(values)
     }
 
+    /// The housekeeping pass (every `replay_store::TIGHTEN_EVERY`, never per packet): lowers the
+    /// ceiling of each inbound SA that is further ahead of what it accepted than its recent rate
+    /// needs ([`Ceiling::tighten`]), in memory here and in the store, without I/O. The caller
+    /// releases the inbound table and then writes the store ([`ReplayStore::flush`]). Returns
+    /// how many ceilings came down.
+    pub fn tighten_ceilings(&mut self, now: Instant, replay: &Mutex<ReplayStore>) -> usize {
+        let mut lowered = 0;
+        let mut store = None;
+        for e in &mut self.sas {
+            let highest = e.sa.replay_window().highest();
+            if let Some(value) = e.ceiling.tighten(highest, now) {
+                // Lock order: inbound table, then replay store (as the packet path).
+                store
+                    .get_or_insert_with(|| lock(replay))
+                    .lower(e.identity.spi, &e.key_id, value);
+                lowered += 1;
+            }
+        }
+        lowered
+    }
+
     /// Packets and bytes delivered per inbound SP id.
     pub fn sp_hits(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
         self.sp_hits
