@@ -661,4 +661,168 @@ mod tests {
         );
         assert!(ceiling.value() > 101);
     }
+
+    /// What the engine does with a [`Ceiling`]: the gate on the packet path, raising the store.
+    fn accept(
+        ceiling: &mut Ceiling,
+        store: &mut ReplayStore,
+        seq: u32,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        ceiling.admit(seq, || now, |v| store.raise(0x1000, &KEY, v))
+    }
+
+    /// What the housekeeping pass does: tighten in memory, lower the store, write it.
+    fn housekeeping(
+        ceiling: &mut Ceiling,
+        store: &mut ReplayStore,
+        highest: u32,
+        now: Instant,
+    ) -> io::Result<bool> {
+        if let Some(v) = ceiling.tighten(highest, now) {
+            store.lower(0x1000, &KEY, v);
+        }
+        store.flush()
+    }
+
+    fn on_disk(dir: &Path) -> u32 {
+        ReplayStore::open(dir)
+            .expect("reloading")
+            .ceiling(0x1000, &KEY)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn after_a_burst_the_ceiling_follows_the_rate_down() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+        let mut ceiling = Ceiling::new(0);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut next_pass = t0;
+        let mut highest = 0;
+        // A burst: 100,000 numbers a second for 2 s, housekeeping every 500 ms.
+        for seq in 1..=200_000u32 {
+            now = t0 + Duration::from_micros(u64::from(seq) * 10);
+            accept(&mut ceiling, &mut store, seq, now).expect("admitting the burst");
+            highest = seq;
+            if now >= next_pass {
+                housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
+                next_pass += TIGHTEN_EVERY;
+            }
+        }
+        let margin = on_disk(dir.path()) - highest;
+        assert!(
+            margin > 10_000,
+            "a burst writes far ahead (the problem this fixes): {margin}"
+        );
+        assert!(
+            u64::from(margin) <= 100_000 * LOWER_ABOVE_SECS,
+            "even during the burst, at most a few seconds of it: {margin}"
+        );
+        // Then one number a second (a ping): within about a second the margin is a few seconds
+        // of that rate.
+        for _ in 0..4 {
+            now += Duration::from_millis(500);
+            highest += 1;
+            accept(&mut ceiling, &mut store, highest, now).expect("admitting a ping");
+            now += Duration::from_millis(500);
+            housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
+        }
+        let margin = on_disk(dir.path()) - highest;
+        assert!(
+            u64::from(margin) <= 2 * KEEP_AHEAD_SECS,
+            "a crash now refuses at most {KEEP_AHEAD_SECS} s of 1 to 2 numbers a second: {margin}"
+        );
+        // Idle for a second: the ceiling is what was accepted; a crash costs nothing.
+        for _ in 0..3 {
+            now += TIGHTEN_EVERY;
+            housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
+        }
+        assert_eq!(on_disk(dir.path()), highest, "idle: exactly the highest accepted");
+        // Idle stays idle without writes.
+        fs::remove_file(store.path()).expect("removing the file to see a write");
+        now += TIGHTEN_EVERY;
+        assert!(
+            !housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping"),
+            "nothing to write"
+        );
+        // The next number needs a new ceiling first, as after any restart.
+        let mut written = None;
+        ceiling
+            .admit(
+                highest + 1,
+                || now,
+                |v| {
+                    written = Some(v);
+                    Ok(())
+                },
+            )
+            .expect("admitting after idle");
+        assert!(written.is_some_and(|v| v > highest), "{written:?}");
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    #[test]
+    fn the_file_never_holds_less_than_was_accepted_whatever_the_interleaving() {
+        for seed in 1..=12u64 {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let blocker = dir.path().join(format!("{FILE_NAME}.tmp"));
+            let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+            let mut ceiling = Ceiling::new(0);
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut now = Instant::now();
+            let mut highest = 0u32;
+            for op in 0..300 {
+                match rng.below(10) {
+                    // Accept the next numbers, bursty or one by one (gaps: lost packets).
+                    0..=4 => {
+                        let burst = [1, 20, 3000][rng.below(3) as usize];
+                        for _ in 0..rng.below(burst) + 1 {
+                            let seq = highest + 1 + rng.below(3) as u32;
+                            if accept(&mut ceiling, &mut store, seq, now).is_ok() {
+                                highest = seq;
+                            } else {
+                                break;
+                            }
+                            now += Duration::from_micros(rng.below(2000));
+                        }
+                    }
+                    5 | 6 => now += Duration::from_millis(rng.below(3000)),
+                    7 | 8 => {
+                        // Housekeeping; its write may fail too.
+                        let _ = housekeeping(&mut ceiling, &mut store, highest, now);
+                    }
+                    // A full disk comes or goes.
+                    _ => {
+                        if blocker.exists() {
+                            fs::remove_dir(&blocker).expect("unblocking writes");
+                        } else {
+                            fs::create_dir(&blocker).expect("blocking writes");
+                        }
+                    }
+                }
+                // A crash here: what the file says must cover everything accepted, and
+                // everything the gate lets through without a write.
+                let disk = on_disk(dir.path());
+                assert!(
+                    disk >= highest && disk >= ceiling.value(),
+                    "seed {seed} op {op}: file {disk}, accepted {highest}, gate {}",
+                    ceiling.value()
+                );
+            }
+        }
+    }
+
 }
