@@ -46,8 +46,10 @@
 //! - **Replay across restarts.** Each inbound SA's replay ceiling is written ahead to
 //!   `{state_dir}/esp-replay.json` (`replay_store`), keyed by SPI and a hash of the keys; no
 //!   sequence number above the ceiling is accepted before the next ceiling is on disk, and a
-//!   fresh engine (or a re-added SA) refuses everything up to it. A failed write refuses new ESP
-//!   and backs off (`esp_replay_persist_errors`). [`EspEngine::reset_replay`] is the operator's
+//!   fresh engine (or a re-added SA) refuses everything up to it. A housekeeping thread lowers
+//!   ceilings that run further ahead than the SA's recent rate needs, so a `kill -9` refuses at
+//!   most about 4 s of a peer's traffic at its rate just before the crash (nothing of an idle
+//!   SA). A failed write refuses new ESP and backs off (`esp_replay_persist_errors`). [`EspEngine::reset_replay`] is the operator's
 //!   explicit reset (`xipsec sa reset-replay`).
 //! - **3DES volume.** A 3DES SA stops protecting and accepting after
 //!   [`EngineConfig::tdes_block_limit`] blocks per direction (Sweet32; `esp_volume_limit`).
@@ -71,9 +73,10 @@
 //!   TC redirection the packet's size was settled by the real egress device.
 //! - **Threads.** Outbound: a reader (TUN -> segment -> encapsulate, batches of up to 128) and
 //!   a sender (`sendmmsg`) joined by a bounded channel; inbound: one thread (AF_XDP rings and
-//!   `recvmmsg` -> decapsulate -> check -> coalesce -> TUN write).
+//!   `recvmmsg` -> decapsulate -> check -> coalesce -> TUN write); replay-ceiling housekeeping:
+//!   one thread waking every 500 ms (never on the packet path).
 //!   Buffers are allocated once; the steady state allocates nothing per packet. Dropping the
-//!   engine signals an eventfd both threads poll on, joins them and closes the fds (removing
+//!   engine signals an eventfd all threads poll on, joins them and closes the fds (removing
 //!   the TUN device).
 //!
 //! Limitations, by design:

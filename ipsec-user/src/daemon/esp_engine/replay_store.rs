@@ -12,9 +12,23 @@
 //! - [`Ceiling::admit`] is asked after a packet's ICV verified and before the window accepts
 //!   it: a sequence number above the ceiling is accepted only once `seq + step` is persisted.
 //!   The step adapts to the SA's rate (doubling when ceilings are written less than a second
-//!   apart, halving when more than 4 s apart, 16 to 2^20), so a restart refuses about one to
-//!   four seconds of a peer's traffic (the numbers between what was accepted and the ceiling)
-//!   and a busy SA writes about once a second.
+//!   apart, halving when more than 4 s apart, 16 to 2^20), so a busy SA writes about once a
+//!   second.
+//! - The crash cost is bounded in time, also when the rate drops: every [`TIGHTEN_EVERY`]
+//!   (500 ms) the engine's housekeeping thread measures each inbound SA's rate over the last
+//!   two passes (about one second) and, when its ceiling is more than 4 s of that traffic
+//!   ahead of the highest number accepted, lowers it to that number + 2 s of it, exactly that
+//!   number for an SA idle for a second ([`Ceiling::tighten`]). So a `kill -9` refuses at most
+//!   about 4 s of the peer's traffic at the rate it had in the second before the crash (once a
+//!   rate drop is a second old: right after a burst, at most 4 s of the burst's rate, never
+//!   more than 2^20 numbers), and nothing of an SA idle for a second. Lowering is safe: the
+//!   new ceiling is never below the highest number accepted, and the gate in memory comes down
+//!   (under the inbound table's lock) before the store's entry, so nothing above it is accepted
+//!   before a higher ceiling is on disk. The pass holds the inbound table only to compute (no
+//!   I/O) and writes the file once, for all SAs it lowered, after releasing it; a failed write
+//!   keeps the higher (safe) ceilings on disk and is retried at the next pass. The packet path
+//!   pays nothing for this (no clock read, no syscall per packet); the price is one more write
+//!   when a rate drops, and a write before the first packet after an idle second.
 //! - A fresh engine starts each inbound SA's window at its ceiling: everything at or below it
 //!   is refused, so nothing accepted before a restart is accepted again.
 //! - A failed write (disk full) refuses the packet (fail closed) and backs off: no new attempt
@@ -23,7 +37,8 @@
 //! - A clean stop ([`ReplayStore::settle`], when the engine drops after its workers stopped)
 //!   lowers each ceiling to the highest number actually accepted, so a restart after a clean
 //!   stop refuses nothing new; only a crash (`kill -9`, power loss) costs the gap.
-//! - Ceilings never decrease otherwise, except by an explicit reset ([`ReplayStore::reset`], the
+//! - Ceilings never decrease otherwise (than by a clean stop or the housekeeping pass, both
+//!   never below what was accepted), except by an explicit reset ([`ReplayStore::reset`], the
 //!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
 //!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
