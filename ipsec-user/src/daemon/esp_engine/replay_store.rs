@@ -450,8 +450,8 @@ impl Ceiling {
         self.seen_at = Some(now);
         // The first look has no rate yet.
         let since = since?;
-        let rate_now = u64::try_from(advance * 1_000_000_000 / since.as_nanos().max(1))
-            .unwrap_or(u64::MAX);
+        let rate_now =
+            u64::try_from(advance * 1_000_000_000 / since.as_nanos().max(1)).unwrap_or(u64::MAX);
         // The faster of the last two intervals: a short lull inside a flow is not a slowdown.
         let rate = rate_now.max(self.last_rate);
         self.last_rate = rate_now;
@@ -754,7 +754,11 @@ mod tests {
             now += TIGHTEN_EVERY;
             housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
         }
-        assert_eq!(on_disk(dir.path()), highest, "idle: exactly the highest accepted");
+        assert_eq!(
+            on_disk(dir.path()),
+            highest,
+            "idle: exactly the highest accepted"
+        );
         // Idle stays idle without writes.
         fs::remove_file(store.path()).expect("removing the file to see a write");
         now += TIGHTEN_EVERY;
@@ -839,5 +843,4 @@ mod tests {
             }
         }
     }
-
 }

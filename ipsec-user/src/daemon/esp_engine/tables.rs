@@ -1465,7 +1465,11 @@ mod tests {
         let t0 = Instant::now();
         let pass = |b: &mut Side, at: Duration| {
             b.inb.tighten_ceilings(t0 + at, &b.replay);
-            b.replay.lock().expect("the store").flush().expect("writing");
+            b.replay
+                .lock()
+                .expect("the store")
+                .flush()
+                .expect("writing");
         };
         let mut send = |b: &mut Side| {
             let mut slot = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
@@ -1502,7 +1506,11 @@ mod tests {
         loop {
             let (seq, delivered) = send(&mut b);
             if delivered {
-                assert_eq!(seq, ceiling + 1, "the first number above the ceiling is accepted");
+                assert_eq!(
+                    seq,
+                    ceiling + 1,
+                    "the first number above the ceiling is accepted"
+                );
                 break;
             }
             assert!(seq <= ceiling, "{seq} above the ceiling {ceiling} refused");
