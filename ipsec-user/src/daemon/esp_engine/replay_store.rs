@@ -843,4 +843,45 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_steady_flow_writes_about_once_a_second_and_stays_within_seconds() {
+        for rate in [1u32, 50, 1000, 100_000] {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+            let mut ceiling = Ceiling::new(0);
+            let t0 = Instant::now();
+            let gap = Duration::from_secs(1) / rate;
+            let (mut writes, mut worst) = (0u32, 0u32);
+            let mut next_pass = t0;
+            // 30 s of traffic; the first 5 s let the step settle.
+            for seq in 1..=rate * 30 {
+                let now = t0 + gap * seq;
+                let mut wrote = false;
+                ceiling
+                    .admit(
+                        seq,
+                        || now,
+                        |v| {
+                            wrote = true;
+                            store.raise(0x1000, &KEY, v)
+                        },
+                    )
+                    .expect("admitting");
+                if now >= next_pass {
+                    wrote |= housekeeping(&mut ceiling, &mut store, seq, now).expect("writing");
+                    next_pass += TIGHTEN_EVERY;
+                }
+                if now >= t0 + Duration::from_secs(5) {
+                    writes += u32::from(wrote);
+                    worst = worst.max(ceiling.value() - seq);
+                }
+            }
+            assert!(writes <= 25 * 3 / 2, "rate {rate}: {writes} writes in 25 s");
+            assert!(
+                u64::from(worst) <= u64::from(rate) * LOWER_ABOVE_SECS + u64::from(MIN_STEP),
+                "rate {rate}: {worst} numbers ahead"
+            );
+        }
+    }
 }
