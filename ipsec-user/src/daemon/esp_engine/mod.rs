@@ -46,8 +46,10 @@
 //! - **Replay across restarts.** Each inbound SA's replay ceiling is written ahead to
 //!   `{state_dir}/esp-replay.json` (`replay_store`), keyed by SPI and a hash of the keys; no
 //!   sequence number above the ceiling is accepted before the next ceiling is on disk, and a
-//!   fresh engine (or a re-added SA) refuses everything up to it. A failed write refuses new ESP
-//!   and backs off (`esp_replay_persist_errors`). [`EspEngine::reset_replay`] is the operator's
+//!   fresh engine (or a re-added SA) refuses everything up to it. A housekeeping thread lowers
+//!   ceilings that run further ahead than the SA's recent rate needs, so a `kill -9` refuses at
+//!   most about 4 s of a peer's traffic at its rate just before the crash (nothing of an idle
+//!   SA). A failed write refuses new ESP and backs off (`esp_replay_persist_errors`). [`EspEngine::reset_replay`] is the operator's
 //!   explicit reset (`xipsec sa reset-replay`).
 //! - **3DES volume.** A 3DES SA stops protecting and accepting after
 //!   [`EngineConfig::tdes_block_limit`] blocks per direction (Sweet32; `esp_volume_limit`).
@@ -71,9 +73,10 @@
 //!   TC redirection the packet's size was settled by the real egress device.
 //! - **Threads.** Outbound: a reader (TUN -> segment -> encapsulate, batches of up to 128) and
 //!   a sender (`sendmmsg`) joined by a bounded channel; inbound: one thread (AF_XDP rings and
-//!   `recvmmsg` -> decapsulate -> check -> coalesce -> TUN write).
+//!   `recvmmsg` -> decapsulate -> check -> coalesce -> TUN write); replay-ceiling housekeeping:
+//!   one thread waking every 500 ms (never on the packet path).
 //!   Buffers are allocated once; the steady state allocates nothing per packet. Dropping the
-//!   engine signals an eventfd both threads poll on, joins them and closes the fds (removing
+//!   engine signals an eventfd all threads poll on, joins them and closes the fds (removing
 //!   the TUN device).
 //!
 //! Limitations, by design:
@@ -335,6 +338,7 @@ impl EspEngine {
         engine.spawn("xipsec-esp-in", move |shared| {
             inbound(shared, receivers, rx_coalesce);
         })?;
+        engine.spawn("xipsec-esp-replay", tighten_ceilings)?;
         info!(
             tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
             "esp engine started"
@@ -805,6 +809,45 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             std::thread::sleep(rx_coalesce);
         }
     }
+}
+
+/// The replay-ceiling housekeeping thread: every `TIGHTEN_EVERY`, lowers the ceilings that are
+/// further ahead than their SA's recent rate needs, so a crash refuses at most a few seconds of
+/// a peer's traffic (see `replay_store`). The inbound table is held only to compute the new
+/// values (no I/O); the file is written after releasing it, so the packet path keeps running
+/// (a packet that needs a new ceiling at that moment waits for this one write).
+fn tighten_ceilings(shared: &Shared) {
+    let mut failing = false;
+    while !shutdown_within(shared.shutdown.as_raw_fd(), replay_store::TIGHTEN_EVERY) {
+        let lowered = lock(&shared.inb).tighten_ceilings(Instant::now(), &shared.replay);
+        if lowered == 0 && !failing {
+            continue;
+        }
+        match lock(&shared.replay).flush() {
+            Ok(_) => failing = false,
+            Err(error) => {
+                // Still safe: the file keeps the higher ceilings. Logged once per failing spell.
+                if !failing {
+                    warn!(%error, "cannot write the lowered replay ceilings; retrying");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for the shutdown eventfd; true once it fired (a signal only shortens
+/// the wait).
+fn shutdown_within(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    let mut watch = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid `pollfd`, and the count 1 passed with it.
+    let ready = unsafe { libc::poll(&raw mut watch, 1, millis) };
+    ready > 0 && watch.revents != 0
 }
 
 /// Decrypted packets on their way to the TUN: consecutive TCP segments of one flow leave as one

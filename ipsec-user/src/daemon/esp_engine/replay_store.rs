@@ -12,9 +12,23 @@
 //! - [`Ceiling::admit`] is asked after a packet's ICV verified and before the window accepts
 //!   it: a sequence number above the ceiling is accepted only once `seq + step` is persisted.
 //!   The step adapts to the SA's rate (doubling when ceilings are written less than a second
-//!   apart, halving when more than 4 s apart, 16 to 2^20), so a restart refuses about one to
-//!   four seconds of a peer's traffic (the numbers between what was accepted and the ceiling)
-//!   and a busy SA writes about once a second.
+//!   apart, halving when more than 4 s apart, 16 to 2^20), so a busy SA writes about once a
+//!   second.
+//! - The crash cost is bounded in time, also when the rate drops: every [`TIGHTEN_EVERY`]
+//!   (500 ms) the engine's housekeeping thread measures each inbound SA's rate over the last
+//!   two passes (about one second) and, when its ceiling is more than 4 s of that traffic
+//!   ahead of the highest number accepted, lowers it to that number + 2 s of it, exactly that
+//!   number for an SA idle for a second ([`Ceiling::tighten`]). So a `kill -9` refuses at most
+//!   about 4 s of the peer's traffic at the rate it had in the second before the crash (once a
+//!   rate drop is a second old: right after a burst, at most 4 s of the burst's rate, never
+//!   more than 2^20 numbers), and nothing of an SA idle for a second. Lowering is safe: the
+//!   new ceiling is never below the highest number accepted, and the gate in memory comes down
+//!   (under the inbound table's lock) before the store's entry, so nothing above it is accepted
+//!   before a higher ceiling is on disk. The pass holds the inbound table only to compute (no
+//!   I/O) and writes the file once, for all SAs it lowered, after releasing it; a failed write
+//!   keeps the higher (safe) ceilings on disk and is retried at the next pass. The packet path
+//!   pays nothing for this (no clock read, no syscall per packet); the price is one more write
+//!   when a rate drops, and a write before the first packet after an idle second.
 //! - A fresh engine starts each inbound SA's window at its ceiling: everything at or below it
 //!   is refused, so nothing accepted before a restart is accepted again.
 //! - A failed write (disk full) refuses the packet (fail closed) and backs off: no new attempt
@@ -23,7 +37,8 @@
 //! - A clean stop ([`ReplayStore::settle`], when the engine drops after its workers stopped)
 //!   lowers each ceiling to the highest number actually accepted, so a restart after a clean
 //!   stop refuses nothing new; only a crash (`kill -9`, power loss) costs the gap.
-//! - Ceilings never decrease otherwise, except by an explicit reset ([`ReplayStore::reset`], the
+//! - Ceilings never decrease otherwise (than by a clean stop or the housekeeping pass, both
+//!   never below what was accepted), except by an explicit reset ([`ReplayStore::reset`], the
 //!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
 //!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
@@ -55,6 +70,14 @@ pub const MAX_STEP: u32 = 1 << 20;
 /// [`SLOW_WRITES`], halve it.
 const FAST_WRITES: Duration = Duration::from_secs(1);
 const SLOW_WRITES: Duration = Duration::from_secs(4);
+
+/// How often the engine's housekeeping calls [`Ceiling::tighten`] for every inbound SA.
+pub const TIGHTEN_EVERY: Duration = Duration::from_millis(500);
+
+/// [`Ceiling::tighten`] lowers a ceiling that is more than this many seconds of the SA's recent
+/// traffic ahead of what it accepted, to this many seconds ahead.
+const LOWER_ABOVE_SECS: u64 = 4;
+const KEEP_AHEAD_SECS: u64 = 2;
 
 /// Back-off after a failed write: first and longest.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -113,6 +136,9 @@ struct EntryRepr {
 pub struct ReplayStore {
     path: PathBuf,
     entries: BTreeMap<(u32, KeyId), u32>,
+    /// Some entry was lowered ([`Self::lower`]) and not written yet: the file still holds the
+    /// higher value, which is safe, only more costly after a crash.
+    dirty: bool,
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> EngineError {
@@ -145,6 +171,7 @@ impl ReplayStore {
                 return Ok(Self {
                     path,
                     entries: BTreeMap::new(),
+                    dirty: false,
                 });
             }
             Err(source) => {
@@ -172,7 +199,11 @@ impl ReplayStore {
             let slot = entries.entry((e.spi, id)).or_insert(0);
             *slot = e.ceiling.max(*slot);
         }
-        Ok(Self { path, entries })
+        Ok(Self {
+            path,
+            entries,
+            dirty: false,
+        })
     }
 
     /// The file this store writes.
@@ -242,6 +273,33 @@ impl ReplayStore {
         written
     }
 
+    /// Lowers the SA's ceiling to `value` in memory only (no I/O: the caller may hold the
+    /// inbound table); [`Self::flush`] or the next write persists it. The caller has lowered the
+    /// SA's in-memory [`Ceiling`] to `value` first, so nothing above `value` is accepted before
+    /// a higher ceiling is on disk. Never raises, never creates an entry.
+    pub fn lower(&mut self, spi: u32, key: &KeyId, value: u32) {
+        if let Some(current) = self.entries.get_mut(&(spi, *key))
+            && *current > value
+        {
+            *current = value;
+            self.dirty = true;
+        }
+    }
+
+    /// Writes the entries [`Self::lower`] changed, if any write has not done so yet. Returns
+    /// whether it wrote.
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the lowered values stay in memory and the next write
+    /// retries (the file keeps the higher, safe values meanwhile).
+    pub fn flush(&mut self) -> io::Result<bool> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        self.write()?;
+        Ok(true)
+    }
+
     /// Writes the file; on failure puts `key` back to `previous`.
     fn commit(&mut self, key: (u32, KeyId), previous: Option<u32>) -> io::Result<()> {
         let written = self.write();
@@ -262,7 +320,8 @@ impl ReplayStore {
         }
     }
 
-    fn write(&self) -> io::Result<()> {
+    /// Writes every entry (so also what [`Self::lower`] changed).
+    fn write(&mut self) -> io::Result<()> {
         let repr = FileRepr {
             version: VERSION,
             ceilings: self
@@ -277,7 +336,9 @@ impl ReplayStore {
         };
         let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
         text.push(b'\n');
-        write_atomic(&self.path, &text)
+        write_atomic(&self.path, &text)?;
+        self.dirty = false;
+        Ok(())
     }
 }
 
@@ -298,6 +359,11 @@ pub struct Ceiling {
     last_write: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// What [`Self::tighten`] saw last: the highest accepted number and when, and the rate
+    /// (numbers per second) it measured then. Only the housekeeping pass touches these.
+    seen: u32,
+    seen_at: Option<Instant>,
+    last_rate: u64,
 }
 
 impl Ceiling {
@@ -310,6 +376,9 @@ impl Ceiling {
             last_write: None,
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            seen: value,
+            seen_at: None,
+            last_rate: 0,
         }
     }
 
@@ -344,10 +413,11 @@ impl Ceiling {
             if since < FAST_WRITES {
                 self.step = (self.step.saturating_mul(2)).min(MAX_STEP);
             } else if since > SLOW_WRITES {
-                self.step = (self.step / 2).max(MIN_STEP);
+                // Halving never raises a step `tighten` set below the minimum.
+                self.step = (self.step / 2).max(MIN_STEP.min(self.step)).max(1);
             }
         }
-        let wanted = seq.saturating_add(self.step);
+        let wanted = seq.saturating_add(self.step.max(1));
         match persist(wanted) {
             Ok(()) => {
                 self.value = wanted;
@@ -362,6 +432,44 @@ impl Ceiling {
                 Err(Refused::WriteFailed(e))
             }
         }
+    }
+}
+
+impl Ceiling {
+    /// The housekeeping step, every [`TIGHTEN_EVERY`] (never on the packet path): given the
+    /// highest number the SA accepted so far, measures the SA's rate over the last two calls and,
+    /// when the ceiling is more than [`LOWER_ABOVE_SECS`] of that traffic ahead of `highest`,
+    /// lowers it to `highest` + [`KEEP_AHEAD_SECS`] of it (exactly `highest` for an idle SA) and
+    /// returns the new value. The caller then lowers the store's entry to it
+    /// ([`ReplayStore::lower`]) before letting the packet path run again, and writes the file
+    /// outside the packet path's lock. Never lowers below `highest`, never raises.
+    pub fn tighten(&mut self, highest: u32, now: Instant) -> Option<u32> {
+        let advance = u128::from(highest.saturating_sub(self.seen));
+        let since = self.seen_at.map(|at| now.saturating_duration_since(at));
+        self.seen = highest;
+        self.seen_at = Some(now);
+        // The first look has no rate yet.
+        let since = since?;
+        let rate_now =
+            u64::try_from(advance * 1_000_000_000 / since.as_nanos().max(1)).unwrap_or(u64::MAX);
+        // The faster of the last two intervals: a short lull inside a flow is not a slowdown.
+        let rate = rate_now.max(self.last_rate);
+        self.last_rate = rate_now;
+        let ahead = |secs: u64| {
+            u32::try_from(rate.saturating_mul(secs))
+                .unwrap_or(u32::MAX)
+                .min(MAX_STEP)
+        };
+        let (limit, keep) = (ahead(LOWER_ABOVE_SECS), ahead(KEEP_AHEAD_SECS));
+        if self.value.saturating_sub(highest) <= limit {
+            return None;
+        }
+        let lowered = highest.saturating_add(keep);
+        self.value = lowered;
+        // The next raise writes about as far ahead as this SA now needs.
+        self.step = keep.max(1);
+        self.last_write = Some(now);
+        Some(lowered)
     }
 }
 
@@ -567,5 +675,213 @@ mod tests {
                 .is_ok()
         );
         assert!(ceiling.value() > 101);
+    }
+
+    /// What the engine does with a [`Ceiling`]: the gate on the packet path, raising the store.
+    fn accept(
+        ceiling: &mut Ceiling,
+        store: &mut ReplayStore,
+        seq: u32,
+        now: Instant,
+    ) -> Result<(), Refused> {
+        ceiling.admit(seq, || now, |v| store.raise(0x1000, &KEY, v))
+    }
+
+    /// What the housekeeping pass does: tighten in memory, lower the store, write it.
+    fn housekeeping(
+        ceiling: &mut Ceiling,
+        store: &mut ReplayStore,
+        highest: u32,
+        now: Instant,
+    ) -> io::Result<bool> {
+        if let Some(v) = ceiling.tighten(highest, now) {
+            store.lower(0x1000, &KEY, v);
+        }
+        store.flush()
+    }
+
+    fn on_disk(dir: &Path) -> u32 {
+        ReplayStore::open(dir)
+            .expect("reloading")
+            .ceiling(0x1000, &KEY)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn after_a_burst_the_ceiling_follows_the_rate_down() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+        let mut ceiling = Ceiling::new(0);
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut next_pass = t0;
+        let mut highest = 0;
+        // A burst: 100,000 numbers a second for 2 s, housekeeping every 500 ms.
+        for seq in 1..=200_000u32 {
+            now = t0 + Duration::from_micros(u64::from(seq) * 10);
+            accept(&mut ceiling, &mut store, seq, now).expect("admitting the burst");
+            highest = seq;
+            if now >= next_pass {
+                housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
+                next_pass += TIGHTEN_EVERY;
+            }
+        }
+        let margin = on_disk(dir.path()) - highest;
+        assert!(
+            margin > 10_000,
+            "a burst writes far ahead (the problem this fixes): {margin}"
+        );
+        assert!(
+            u64::from(margin) <= 100_000 * LOWER_ABOVE_SECS,
+            "even during the burst, at most a few seconds of it: {margin}"
+        );
+        // Then one number a second (a ping): within about a second the margin is a few seconds
+        // of that rate.
+        for _ in 0..4 {
+            now += Duration::from_millis(500);
+            highest += 1;
+            accept(&mut ceiling, &mut store, highest, now).expect("admitting a ping");
+            now += Duration::from_millis(500);
+            housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
+        }
+        let margin = on_disk(dir.path()) - highest;
+        assert!(
+            u64::from(margin) <= 2 * KEEP_AHEAD_SECS,
+            "a crash now refuses at most {KEEP_AHEAD_SECS} s of 1 to 2 numbers a second: {margin}"
+        );
+        // Idle for a second: the ceiling is what was accepted; a crash costs nothing.
+        for _ in 0..3 {
+            now += TIGHTEN_EVERY;
+            housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping");
+        }
+        assert_eq!(
+            on_disk(dir.path()),
+            highest,
+            "idle: exactly the highest accepted"
+        );
+        // Idle stays idle without writes.
+        fs::remove_file(store.path()).expect("removing the file to see a write");
+        now += TIGHTEN_EVERY;
+        assert!(
+            !housekeeping(&mut ceiling, &mut store, highest, now).expect("housekeeping"),
+            "nothing to write"
+        );
+        // The next number needs a new ceiling first, as after any restart.
+        let mut written = None;
+        ceiling
+            .admit(
+                highest + 1,
+                || now,
+                |v| {
+                    written = Some(v);
+                    Ok(())
+                },
+            )
+            .expect("admitting after idle");
+        assert!(written.is_some_and(|v| v > highest), "{written:?}");
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    #[test]
+    fn the_file_never_holds_less_than_was_accepted_whatever_the_interleaving() {
+        for seed in 1..=12u64 {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let blocker = dir.path().join(format!("{FILE_NAME}.tmp"));
+            let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+            let mut ceiling = Ceiling::new(0);
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut now = Instant::now();
+            let mut highest = 0u32;
+            for op in 0..300 {
+                match rng.below(10) {
+                    // Accept the next numbers, bursty or one by one (gaps: lost packets).
+                    0..=4 => {
+                        let burst = [1, 20, 3000][rng.below(3) as usize];
+                        for _ in 0..rng.below(burst) + 1 {
+                            let seq = highest + 1 + rng.below(3) as u32;
+                            if accept(&mut ceiling, &mut store, seq, now).is_ok() {
+                                highest = seq;
+                            } else {
+                                break;
+                            }
+                            now += Duration::from_micros(rng.below(2000));
+                        }
+                    }
+                    5 | 6 => now += Duration::from_millis(rng.below(3000)),
+                    7 | 8 => {
+                        // Housekeeping; its write may fail too.
+                        let _ = housekeeping(&mut ceiling, &mut store, highest, now);
+                    }
+                    // A full disk comes or goes.
+                    _ => {
+                        if blocker.exists() {
+                            fs::remove_dir(&blocker).expect("unblocking writes");
+                        } else {
+                            fs::create_dir(&blocker).expect("blocking writes");
+                        }
+                    }
+                }
+                // A crash here: what the file says must cover everything accepted, and
+                // everything the gate lets through without a write.
+                let disk = on_disk(dir.path());
+                assert!(
+                    disk >= highest && disk >= ceiling.value(),
+                    "seed {seed} op {op}: file {disk}, accepted {highest}, gate {}",
+                    ceiling.value()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_steady_flow_writes_about_once_a_second_and_stays_within_seconds() {
+        for rate in [1u32, 50, 1000, 100_000] {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let mut store = ReplayStore::open(dir.path()).expect("opening the store");
+            let mut ceiling = Ceiling::new(0);
+            let t0 = Instant::now();
+            let gap = Duration::from_secs(1) / rate;
+            let (mut writes, mut worst) = (0u32, 0u32);
+            let mut next_pass = t0;
+            // 30 s of traffic; the first 5 s let the step settle.
+            for seq in 1..=rate * 30 {
+                let now = t0 + gap * seq;
+                let mut wrote = false;
+                ceiling
+                    .admit(
+                        seq,
+                        || now,
+                        |v| {
+                            wrote = true;
+                            store.raise(0x1000, &KEY, v)
+                        },
+                    )
+                    .expect("admitting");
+                if now >= next_pass {
+                    wrote |= housekeeping(&mut ceiling, &mut store, seq, now).expect("writing");
+                    next_pass += TIGHTEN_EVERY;
+                }
+                if now >= t0 + Duration::from_secs(5) {
+                    writes += u32::from(wrote);
+                    worst = worst.max(ceiling.value() - seq);
+                }
+            }
+            assert!(writes <= 25 * 3 / 2, "rate {rate}: {writes} writes in 25 s");
+            assert!(
+                u64::from(worst) <= u64::from(rate) * LOWER_ABOVE_SECS + u64::from(MIN_STEP),
+                "rate {rate}: {worst} numbers ahead"
+            );
+        }
     }
 }

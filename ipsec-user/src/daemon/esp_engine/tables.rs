@@ -824,6 +824,27 @@ impl InTable {
         lock(replay).settle(values)
     }
 
+    /// The housekeeping pass (every `replay_store::TIGHTEN_EVERY`, never per packet): lowers the
+    /// ceiling of each inbound SA that is further ahead of what it accepted than its recent rate
+    /// needs ([`Ceiling::tighten`]), in memory here and in the store, without I/O. The caller
+    /// releases the inbound table and then writes the store ([`ReplayStore::flush`]). Returns
+    /// how many ceilings came down.
+    pub fn tighten_ceilings(&mut self, now: Instant, replay: &Mutex<ReplayStore>) -> usize {
+        let mut lowered = 0;
+        let mut store = None;
+        for e in &mut self.sas {
+            let highest = e.sa.replay_window().highest();
+            if let Some(value) = e.ceiling.tighten(highest, now) {
+                // Lock order: inbound table, then replay store (as the packet path).
+                store
+                    .get_or_insert_with(|| lock(replay))
+                    .lower(e.identity.spi, &e.key_id, value);
+                lowered += 1;
+            }
+        }
+        lowered
+    }
+
     /// Packets and bytes delivered per inbound SP id.
     pub fn sp_hits(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
         self.sp_hits
@@ -1427,6 +1448,85 @@ mod tests {
             b.receive(&mut next).is_some(),
             "the next packet costs nothing"
         );
+    }
+
+    #[test]
+    fn a_crash_after_a_burst_then_slow_traffic_refuses_only_a_few_numbers() {
+        let mut a = Side::new(&side(A, B));
+        let spd_b = side(B, A);
+        let mut b = Side::new(&spd_b);
+        let on_disk = |b: &Side| {
+            ReplayStore::open(b.dir.path())
+                .expect("reloading")
+                .ceiling(0x1001, &b.inb.sas[0].key_id)
+                .unwrap_or(0)
+        };
+        // The housekeeping pass, as the engine's thread runs it, on a clock of its own.
+        let t0 = Instant::now();
+        let pass = |b: &mut Side, at: Duration| {
+            b.inb.tighten_ceilings(t0 + at, &b.replay);
+            b.replay
+                .lock()
+                .expect("the store")
+                .flush()
+                .expect("writing");
+        };
+        let mut send = |b: &mut Side| {
+            let mut slot = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+            (seq_of(&slot), b.receive(&mut slot).is_some())
+        };
+        pass(&mut b, Duration::ZERO);
+        // A burst: 5,000 packets within the first 500 ms.
+        for _ in 0..5000 {
+            assert!(send(&mut b).1, "burst delivered");
+        }
+        pass(&mut b, Duration::from_millis(500));
+        let highest = b.inb.sas[0].sa.replay_window().highest();
+        assert_eq!(highest, 5000);
+        assert!(
+            on_disk(&b) - highest > 1000,
+            "the burst wrote far ahead: {}",
+            on_disk(&b)
+        );
+        // Then one packet a second; after the next passes the ceiling is near the top.
+        for second in 1..=3u64 {
+            assert!(send(&mut b).1, "slow packet delivered");
+            pass(&mut b, Duration::from_millis(500 + 1000 * second));
+        }
+        let highest = b.inb.sas[0].sa.replay_window().highest();
+        let ceiling = on_disk(&b);
+        assert!(
+            ceiling >= highest && ceiling - highest <= 4,
+            "at most a few seconds of the slow rate ahead: {ceiling} vs {highest}"
+        );
+
+        // kill -9 (nothing settled) and a restart from the file.
+        let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
+        let mut refused = 0;
+        loop {
+            let (seq, delivered) = send(&mut b);
+            if delivered {
+                assert_eq!(
+                    seq,
+                    ceiling + 1,
+                    "the first number above the ceiling is accepted"
+                );
+                break;
+            }
+            assert!(seq <= ceiling, "{seq} above the ceiling {ceiling} refused");
+            refused += 1;
+        }
+        assert_eq!(refused, ceiling - highest, "only the margin is lost");
+
+        // Idle for a second: the ceiling comes down to the highest accepted, so a crash then
+        // costs the slow peer nothing.
+        let highest = b.inb.sas[0].sa.replay_window().highest();
+        for half in 0..4 {
+            pass(&mut b, Duration::from_millis(10_000 + 500 * half));
+        }
+        assert_eq!(on_disk(&b), highest);
+        let mut b = Side::in_dir(&spd_b, Arc::clone(&b.dir));
+        assert_eq!(send(&mut b), (highest + 1, true), "accepted at once");
     }
 
     #[test]
