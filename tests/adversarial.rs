@@ -852,3 +852,45 @@ fn adversarial_wire_suite() {
         );
     }
 }
+
+#[test]
+fn a_non_ethernet_interface_is_refused() {
+    if !require_root("a_non_ethernet_interface_is_refused") {
+        return;
+    }
+    let ns = "xadvtun";
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", ns])
+        .output();
+    ipsec_tests::netns::sh(&["ip", "netns", "add", ns]);
+    in_ns(
+        ns,
+        &["ip", "tuntap", "add", "dev", "xadvtun0", "mode", "tun"],
+    );
+    in_ns(ns, &["ip", "link", "set", "xadvtun0", "up"]);
+    let dir = std::env::temp_dir().join(format!("xipsec-adv-tun-{}", std::process::id()));
+    let out = VethPair::exec(
+        ns,
+        &[ipsec_tests::daemon::xipsec_bin().to_str().expect("utf-8")],
+    )
+    .args(["daemon", "--interface", "xadvtun0", "--state-dir"])
+    .arg(dir.join("state"))
+    .arg("--socket")
+    .arg(dir.join("s.sock"))
+    .arg("--pin-dir")
+    .arg(dir.join("bpf"))
+    .output()
+    .expect("running the daemon");
+    let attached = in_ns(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", ns])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the daemon started on a TUN device");
+    assert!(
+        stderr.contains("xadvtun0 is not an Ethernet interface"),
+        "the refusal names the interface and why: {stderr}"
+    );
+    assert!(!attached.contains("xdp"), "nothing attached: {attached}");
+}

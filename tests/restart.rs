@@ -214,7 +214,11 @@ fn restart_keeps_state_maps_and_verdicts() {
     assert_eq!(sas.as_array().expect("array").len(), 501);
     assert_eq!(sps.as_array().expect("array").len(), 2002);
     let maps = pinned_meaning(&d.pin_dir());
-    assert_eq!(maps.1.len(), 2002, "every SP is one rule in the kernel");
+    assert_eq!(
+        maps.1.len(),
+        2002 * ipsec_common::abi::RULE_KINDS as usize,
+        "every SP is one rule of each kind in the kernel (its selector, and its two fragment rules)"
+    );
     assert_enforced(&verdicts(&net), "running");
     assert_esp_works(&net, &d, "running");
 
