@@ -18,7 +18,7 @@ fn have_root(test: &str) -> bool {
         return true;
     }
     assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
+        !ipsec_user::testing::ci(),
         "{test}: run as root (sudo -E cargo test -p ipsec-user --test engine_supervision)"
     );
     eprintln!("{test}: skipped: needs root for namespaces, BPF and TUN; run as root");

@@ -35,7 +35,7 @@ fn a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !ipsec_user::testing::ci(),
             "run as root (sudo -E cargo test -p ipsec-user --test engine_tun_drops)"
         );
         eprintln!("skipped: needs root for namespaces and TUN; run as root");

@@ -12,9 +12,9 @@ pub mod random;
 pub mod reference;
 pub mod traffic;
 
-/// True when running under CI: `CI=true` or `CI=1`. The one definition every test uses.
+/// True when running under CI: `ipsec_user::testing::ci`, the one rule of the workspace.
 pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    ipsec_user::testing::ci()
 }
 
 /// Kernel tests need root. Under CI (see [`ci`]) a missing privilege fails the test loudly;

@@ -15,10 +15,9 @@ use ipsec_user::daemon::protocol::{Request, Response};
 
 pub const XIPSEC: &str = env!("CARGO_BIN_EXE_xipsec");
 
-/// True when running under CI: `CI=true` or `CI=1` (the rule of `ipsec_tests::ci`, which these
-/// tests cannot depend on). A test that cannot run fails under CI and may skip only outside it.
+/// True when running under CI (`ipsec_user::testing::ci`, the one rule of the workspace).
 pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    ipsec_user::testing::ci()
 }
 
 /// The source document's `sa add` example, verbatim.
