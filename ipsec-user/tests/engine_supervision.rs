@@ -2,7 +2,7 @@
 //! supervisor restarts it (protected flows fail closed meanwhile: the pinned programs keep
 //! redirecting to a TUN nobody reads, or dropping once it is gone).
 //!
-//! Runs the real daemon with its datapath on `lo` of a fresh network namespace (`xengsup`), with
+//! Runs the real daemon with its datapath on a veth of a fresh network namespace (`xengsup`), with
 //! the test-only fault injection `XIPSEC_TEST_PANIC_ENGINE`. Needs root (namespaces, BPF, TUN);
 //! without it the test fails when `CI=true` and otherwise prints why and passes.
 
@@ -34,6 +34,12 @@ impl Namespace {
         for args in [
             &["netns", "add", NS][..],
             &["-n", NS, "link", "set", "lo", "up"][..],
+            // The daemon attaches only to Ethernet devices: a veth pair of its own.
+            &[
+                "-n", NS, "link", "add", "xengsup0", "type", "veth", "peer", "name", "xengsup1",
+            ][..],
+            &["-n", NS, "link", "set", "xengsup0", "up"][..],
+            &["-n", NS, "link", "set", "xengsup1", "up"][..],
         ] {
             let status = Command::new("ip").args(args).status().expect("running ip");
             assert!(status.success(), "ip {args:?} failed");
@@ -48,11 +54,19 @@ impl Drop for Namespace {
     }
 }
 
-/// `xipsec daemon` on `lo` in the namespace, with `fault` injected (if any).
+/// `xipsec daemon` on the namespace's veth, with `fault` injected (if any).
 fn daemon(dir: &tempfile::TempDir, fault: Option<&str>) -> Child {
     let mut command = Command::new("ip");
     command
-        .args(["netns", "exec", NS, XIPSEC, "daemon", "--interface", "lo"])
+        .args([
+            "netns",
+            "exec",
+            NS,
+            XIPSEC,
+            "daemon",
+            "--interface",
+            "xengsup0",
+        ])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .arg("--socket")
