@@ -35,7 +35,13 @@ fuzz_target!(|frame: &[u8]| {
     }
     for parsed in [&egress, &ingress] {
         if let Parsed::Flow(flow) = parsed {
-            let tagged = usize::from(matches!(frame[12..14], [0x81, 0x00] | [0x88, 0xa8])) * 4;
+            // Up to two VLAN tags (802.1ad, 802.1Q) come before IPv6.
+            let mut tagged = 0;
+            while tagged < 8
+                && matches!(frame[12 + tagged..14 + tagged], [0x81, 0x00] | [0x88, 0xa8])
+            {
+                tagged += 4;
+            }
             let ip = &frame[L3 + tagged..];
             assert_eq!(
                 flow.src.octets(),
