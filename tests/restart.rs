@@ -54,7 +54,7 @@ fn assert_esp_works(net: &VethPair, d: &Daemon, when: &str) {
     assert_eq!(frames.esp_count(), 4, "{when}: one ESP packet per datagram");
     assert_confidential(
         &frames,
-        &[sa.clone()],
+        std::slice::from_ref(&sa),
         4,
         &Expect {
             flows: &[(sa.src.as_str(), sa.dst.as_str())],
