@@ -215,14 +215,22 @@ impl Capture {
         marker_from: (&str, &str),
     ) -> Self {
         let _ = std::fs::remove_file(file);
-        let mut child = VethPair::exec(ns, &["tcpdump", "-i", iface, "-U", "-nn", "-s", "0"])
-            .arg("-w")
-            .arg(file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting tcpdump (is it installed?)");
+        // A 64 MiB buffer (-B, in KiB): a capture that drops frames cannot vouch that none was
+        // clear, so `stop` fails on any kernel drop; a 10 MB TCP burst on a busy machine
+        // overflows the default 2 MiB.
+        let mut child = VethPair::exec(
+            ns,
+            &[
+                "tcpdump", "-i", iface, "-U", "-nn", "-s", "0", "-B", "65536",
+            ],
+        )
+        .arg("-w")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tcpdump (is it installed?)");
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().expect("tcpdump stderr");
         let (listening_tx, listening_rx) = std::sync::mpsc::channel();

@@ -3,8 +3,12 @@
 //!
 //! - `classify` and `esp` run the `xipsec-bench-*` binaries of `ipsec-user`.
 //! - `e2e`: TCP goodput (iperf3, one stream) over ESP between two xipsec hosts in two namespaces,
-//!   beside plaintext on the same veth pair, and the single-core OpenSSL bound of the suite
-//!   (aes128-cbc + hmac-sha2-256) from `xipsec-bench-esp`, all in the same run.
+//!   beside plaintext in the same conditions (both daemons attached, the same SPD; only the
+//!   port differs: the policies protect iperf3 on one port and not on the other), runs
+//!   alternating, and the single-core OpenSSL bound of the suite (aes128-cbc + hmac-sha2-256)
+//!   from `xipsec-bench-esp`, all in the same run. The SA counters (`xipsec sa list`) must show
+//!   that every ESP run went through the SA (its bytes grow by at least the goodput's bytes) and
+//!   that no plaintext run did (unchanged), or the benchmark fails.
 
 use std::{
     process::{Command, Stdio},
@@ -21,6 +25,11 @@ use crate::{
 
 const E2E_SECONDS: &str = "5";
 const E2E_RUNS: usize = 3;
+/// iperf3 on this port is protected; on [`PLAIN_PORT`] it is not.
+const ESP_PORT: &str = "5201";
+const PLAIN_PORT: &str = "5202";
+/// The SA carrying a -> b (the measured direction) on host a.
+const SA_AB: &str = "bench-ab";
 
 pub fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure()?;
@@ -49,41 +58,159 @@ pub fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
     util::run(&mut cmd)
 }
 
-/// Receiver goodput of `E2E_RUNS` single-stream iperf3 runs from a to b, in Gbit/s, sorted.
-fn iperf(lab: &Lab) -> anyhow::Result<Vec<f64>> {
-    let mut samples = Vec::new();
-    for _ in 0..E2E_RUNS {
-        let mut server = ns(&lab.ns_b, &["iperf3", "-s", "-1", "-B", &lab.addr_b])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting iperf3 -s")?;
-        sleep(Duration::from_millis(500));
-        let out = ns(
-            &lab.ns_a,
-            &[
-                "iperf3",
-                "-c",
-                &lab.addr_b,
-                "-t",
-                E2E_SECONDS,
-                "-O",
-                "1",
-                "-J",
-            ],
-        )
-        .output()
-        .context("running iperf3 -c")?;
-        let _ = server.wait();
-        let report: serde_json::Value =
-            serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
-        let bps = report["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .ok_or_else(|| anyhow!("iperf3 reported no goodput: {report}"))?;
-        samples.push(bps / 1e9);
+/// Receiver goodput (Gbit/s) and bytes of one single-stream iperf3 run from a to b on `port`.
+fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<(f64, u64)> {
+    let mut server = ns(
+        &lab.ns_b,
+        &["iperf3", "-s", "-1", "-B", &lab.addr_b, "-p", port],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .context("starting iperf3 -s")?;
+    sleep(Duration::from_millis(500));
+    let out = ns(
+        &lab.ns_a,
+        &[
+            "iperf3",
+            "-c",
+            &lab.addr_b,
+            "-p",
+            port,
+            "-t",
+            E2E_SECONDS,
+            "-O",
+            "1",
+            "-J",
+        ],
+    )
+    .output()
+    .context("running iperf3 -c")?;
+    let _ = server.wait();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    let received = &report["end"]["sum_received"];
+    let bps = received["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("iperf3 reported no goodput: {report}"))?;
+    let bytes = received["bytes"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("iperf3 reported no byte count: {report}"))?;
+    Ok((bps / 1e9, bytes))
+}
+
+/// The `bytes` counter of SA `name` on host `side`.
+fn sa_bytes(lab: &Lab, side: &str, name: &str) -> anyhow::Result<u64> {
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.cli(side, &["sa", "list", "--formatter", "json"])?)
+            .context("sa list JSON")?;
+    list.as_array()
+        .and_then(|sas| sas.iter().find(|sa| sa["name"] == name))
+        .and_then(|sa| sa["bytes"].as_u64())
+        .ok_or_else(|| anyhow!("no bytes counter for SA {name} on {side}: {list}"))
+}
+
+/// On both hosts: the SA pair, and `ipsec` policies for TCP to and from [`ESP_PORT`] on b only.
+fn protect_esp_port(lab: &Lab) -> anyhow::Result<()> {
+    let (a, b) = (lab.addr_a.as_str(), lab.addr_b.as_str());
+    let (enc, enc_key) = ("aes128-cbc", "0x000102030405060708090a0b0c0d0e0f");
+    let (integ, integ_key) = (
+        "hmac-sha2-256",
+        "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    );
+    for side in ["a", "b"] {
+        for (name, src, dst, spi) in [(SA_AB, a, b, "0x3001"), ("bench-ba", b, a, "0x3002")] {
+            lab.cli(
+                side,
+                &[
+                    "sa",
+                    "add",
+                    "-s",
+                    src,
+                    "-d",
+                    dst,
+                    "-m",
+                    "transport",
+                    "-p",
+                    spi,
+                    "-e",
+                    enc,
+                    "-k",
+                    enc_key,
+                    "-i",
+                    integ,
+                    "-K",
+                    integ_key,
+                    "-n",
+                    name,
+                ],
+            )?;
+        }
+        // a -> b carries the destination port, b -> a the source port.
+        let (to_b, to_a) = if side == "a" {
+            ("out", "in")
+        } else {
+            ("in", "out")
+        };
+        for (dir, src, dst, sport, dport, sa, sp) in [
+            (to_b, a, b, "any", ESP_PORT, SA_AB, "bench-to-b"),
+            (to_a, b, a, ESP_PORT, "any", "bench-ba", "bench-to-a"),
+        ] {
+            lab.cli(
+                side,
+                &[
+                    "sp",
+                    "add",
+                    "--sp-source",
+                    &format!("{src}/128"),
+                    "--sp-destination",
+                    &format!("{dst}/128"),
+                    "--source-port",
+                    sport,
+                    "--destination-port",
+                    dport,
+                    "--upper-layer-protocol",
+                    "tcp",
+                    "--flow-direction",
+                    dir,
+                    "--action",
+                    "ipsec",
+                    "--sa-name",
+                    sa,
+                    "--sp-name",
+                    sp,
+                ],
+            )?;
+        }
     }
-    samples.sort_by(f64::total_cmp);
-    Ok(samples)
+    Ok(())
+}
+
+/// `E2E_RUNS` alternating ESP and plaintext runs (Gbit/s, each sorted), each checked against
+/// the SA's byte counter.
+fn iperf_pairs(lab: &Lab) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut esp, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..E2E_RUNS {
+        let before = sa_bytes(lab, "a", SA_AB)?;
+        let (gbit, bytes) = iperf_once(lab, ESP_PORT)?;
+        let grew = sa_bytes(lab, "a", SA_AB)? - before;
+        if grew < bytes {
+            bail!(
+                "the ESP run moved {bytes} bytes but SA {SA_AB} counted only {grew}: the measured \
+                 traffic did not go over ESP"
+            );
+        }
+        esp.push(gbit);
+        let before = sa_bytes(lab, "a", SA_AB)?;
+        let (gbit, _) = iperf_once(lab, PLAIN_PORT)?;
+        let grew = sa_bytes(lab, "a", SA_AB)? - before;
+        if grew != 0 {
+            bail!("the plaintext run went through SA {SA_AB} ({grew} bytes)");
+        }
+        plain.push(gbit);
+    }
+    esp.sort_by(f64::total_cmp);
+    plain.sort_by(f64::total_cmp);
+    Ok((esp, plain))
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -122,22 +249,10 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     }
     crate::build::run()?;
     let mut lab = Lab::new("xbench", 0xbe)?;
-    let plain_runs = iperf(&lab)?;
     lab.start_daemon("a")?;
     lab.start_daemon("b")?;
-    let (a, b) = (format!("{}/128", lab.addr_a), format!("{}/128", lab.addr_b));
-    lab.protect(
-        "bench",
-        "transport",
-        (&a, &b),
-        ("0x3001", "0x3002"),
-        ("aes128-cbc", "0x000102030405060708090a0b0c0d0e0f"),
-        (
-            "hmac-sha2-256",
-            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-        ),
-    )?;
-    let esp_runs = iperf(&lab)?;
+    protect_esp_port(&lab)?;
+    let (esp_runs, plain_runs) = iperf_pairs(&lab)?;
     drop(lab);
     let (plain, esp) = (median(&plain_runs), median(&esp_runs));
     let bound = openssl_bound()?;
@@ -152,14 +267,16 @@ fn e2e(json: bool) -> anyhow::Result<()> {
         "esp_runs_gbit_s": esp_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
         "plain_runs_gbit_s": plain_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
         "seconds_per_run": E2E_SECONDS,
+        "plain_conditions": "both daemons attached, same SPD, unprotected port",
+        "esp_confirmed_by": "SA bytes counter grew by at least the goodput bytes of each ESP run",
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "TCP goodput, one iperf3 stream, median of {E2E_RUNS} runs of {E2E_SECONDS} s after a 1 s warm-up:"
+            "TCP goodput, one iperf3 stream, median of {E2E_RUNS} runs of {E2E_SECONDS} s after a 1 s warm-up, ESP and plaintext alternating:"
         );
-        println!("  plaintext on the veth pair      {plain:.3} Gbit/s");
+        println!("  plaintext (daemons attached)    {plain:.3} Gbit/s (runs: {plain_runs:.3?})");
         println!("  ESP aes128-cbc/hmac-sha2-256    {esp:.3} Gbit/s (runs: {esp_runs:.3?})");
         println!("  OpenSSL single-core bound       {bound:.3} Gbit/s");
         println!("  ESP / bound                     {:.2}", esp / bound);

@@ -3,11 +3,14 @@
 //! For each encryption x integrity suite (tunnel mode) and each payload size, it measures
 //! `OutboundSa::encapsulate` and `InboundSa::decapsulate` on one thread: each run lasts at least
 //! `--min-run-secs`, and the figure is the median of `--runs` runs. The payload is the inner
-//! IPv6 packet ESP protects, so 1400 bytes become 1408 bytes of AES-CBC ciphertext.
+//! IPv6 packet ESP protects, so 1400 bytes become 1408 bytes of AES-CBC ciphertext, and the ICV
+//! covers the ESP header, the IV and that ciphertext: 8 + 16 + 1408 = 1432 bytes
+//! (RFC 4303 §3.3.4).
 //!
 //! In the same run it asks `openssl speed -elapsed -seconds 1 -bytes N` for the cipher
-//! (`-evp aes-128-cbc`, `-evp des-ede3-cbc`) and the MAC (`-hmac sha1`, `-hmac sha256`) at the
-//! padded size N, and reports the bound a perfect pipeline of the two could reach:
+//! (`-evp aes-128-cbc`, `-evp des-ede3-cbc`) at the ciphertext's size and for the MAC
+//! (`-hmac sha1`, `-hmac sha256`) at the size the ICV covers, and reports the bound a perfect
+//! pipeline of the two could reach:
 //! 1 / (1/cipher + 1/mac) bytes per second (the MAC alone for null). MB = 10^6 bytes.
 //!
 //! `--json` prints `{"suites": [{"suite", "payload", "encap_mb_s", "decap_mb_s",
@@ -207,10 +210,28 @@ fn openssl_speed(algorithm: &[&str], bytes: usize) -> Result<f64> {
         })
 }
 
-/// The AES-CBC ciphertext length for a payload: payload + Pad Length + Next Header, padded to
-/// 16 bytes (1400 -> 1408), the size OpenSSL is asked to process.
-fn openssl_bytes(payload: usize) -> usize {
-    (payload + 2).div_ceil(16) * 16
+/// The ciphertext length for a payload: payload + Pad Length + Next Header, padded to the
+/// cipher's block (16 for AES, 8 for 3DES) or to 4 bytes for null (RFC 4303 §2.4); AES at 1400
+/// bytes: 1408. The size OpenSSL's cipher is asked to process.
+fn cipher_bytes(encryption: EncryptionAlgorithm, payload: usize) -> usize {
+    let block = match encryption {
+        EncryptionAlgorithm::Aes128Cbc => 16,
+        EncryptionAlgorithm::TripleDesCbc => 8,
+        EncryptionAlgorithm::Null => 4,
+    };
+    (payload + 2).div_ceil(block) * block
+}
+
+/// What the ICV covers (RFC 4303 §3.3.4): ESP header (8), IV (the cipher's block; none for
+/// null) and ciphertext; AES at 1400 bytes: 8 + 16 + 1408 = 1432. The size OpenSSL's MAC is
+/// asked to process.
+fn mac_bytes(encryption: EncryptionAlgorithm, payload: usize) -> usize {
+    let iv = match encryption {
+        EncryptionAlgorithm::Aes128Cbc => 16,
+        EncryptionAlgorithm::TripleDesCbc => 8,
+        EncryptionAlgorithm::Null => 0,
+    };
+    8 + iv + cipher_bytes(encryption, payload)
 }
 
 fn cipher_args(algorithm: EncryptionAlgorithm) -> Option<&'static [&'static str]> {
@@ -268,28 +289,32 @@ fn main() -> Result<()> {
         eprintln!("openssl not found: bounds will be null (install openssl to get them)");
     }
 
-    // OpenSSL first, each algorithm once per size.
+    // OpenSSL first, each (algorithm, size) pair the suites need once.
     let mut openssl = BTreeMap::new();
     if openssl_version.is_some() {
+        let mut wanted = std::collections::BTreeSet::new();
         for &payload in &args.payloads {
-            let bytes = openssl_bytes(payload);
-            let algorithms = ENCRYPTIONS
-                .iter()
-                .filter_map(|&e| cipher_args(e))
-                .chain(INTEGRITIES.iter().map(|&i| mac_args(i)));
-            for algorithm in algorithms {
-                let key = format!("{} @ {bytes}", algorithm.join(" "));
-                match openssl_speed(algorithm, bytes) {
-                    Ok(rate) => {
-                        openssl.insert(key, rate);
-                    }
-                    Err(err) => eprintln!("openssl {key}: {err:#}"),
+            for encryption in ENCRYPTIONS {
+                if let Some(cipher) = cipher_args(encryption) {
+                    wanted.insert((cipher, cipher_bytes(encryption, payload)));
+                }
+                for integrity in INTEGRITIES {
+                    wanted.insert((mac_args(integrity), mac_bytes(encryption, payload)));
                 }
             }
         }
+        for (algorithm, bytes) in wanted {
+            let key = format!("{} @ {bytes}", algorithm.join(" "));
+            match openssl_speed(algorithm, bytes) {
+                Ok(rate) => {
+                    openssl.insert(key, rate);
+                }
+                Err(err) => eprintln!("openssl {key}: {err:#}"),
+            }
+        }
     }
-    let rate = |algorithm: &[&str], payload: usize| {
-        let key = format!("{} @ {}", algorithm.join(" "), openssl_bytes(payload));
+    let rate = |algorithm: &[&str], bytes: usize| {
+        let key = format!("{} @ {bytes}", algorithm.join(" "));
         openssl.get(&key).copied()
     };
 
@@ -311,10 +336,10 @@ fn main() -> Result<()> {
                 }
                 let encap = bench_encap(encryption, integrity, payload, &args)?;
                 let decap = bench_decap(encryption, integrity, payload, &args)?;
-                let mac = rate(mac_args(integrity), payload);
+                let mac = rate(mac_args(integrity), mac_bytes(encryption, payload));
                 let bound = match cipher_args(encryption) {
                     None => mac,
-                    Some(cipher) => rate(cipher, payload)
+                    Some(cipher) => rate(cipher, cipher_bytes(encryption, payload))
                         .zip(mac)
                         .map(|(c, m)| 1.0 / (1.0 / c + 1.0 / m)),
                 };
@@ -369,5 +394,19 @@ fn print_table(report: &Report) {
         for (what, rate) in &report.openssl {
             println!("  openssl speed {what}: {rate:.1}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openssl_sizes_are_what_esp_processes() {
+        assert_eq!(cipher_bytes(EncryptionAlgorithm::Aes128Cbc, 1400), 1408);
+        assert_eq!(mac_bytes(EncryptionAlgorithm::Aes128Cbc, 1400), 1432);
+        assert_eq!(cipher_bytes(EncryptionAlgorithm::TripleDesCbc, 1400), 1408);
+        assert_eq!(mac_bytes(EncryptionAlgorithm::TripleDesCbc, 1400), 1424);
+        assert_eq!(mac_bytes(EncryptionAlgorithm::Null, 1400), 1412);
     }
 }
