@@ -894,3 +894,106 @@ fn a_non_ethernet_interface_is_refused() {
     );
     assert!(!attached.contains("xdp"), "nothing attached: {attached}");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("reading the daemon's status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_flood_keeps_memory_flat_and_every_drop_counted() {
+    if !require_root("a_flood_keeps_memory_flat_and_every_drop_counted") {
+        return;
+    }
+    let pair = VethPair::new("xflood", 0xaf);
+    let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
+    let _absorb = ipsec_tests::traffic::EspAbsorb::start(&nb);
+    let daemon = Daemon::start("flood", &na, &pair.if_a);
+    let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
+    let args = sa.sa_add_args();
+    daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    daemon.ok(&[
+        "sp",
+        "add",
+        "--sp-name",
+        "flood",
+        "--flow-direction",
+        "out",
+        "--sp-source",
+        &format!("{}/128", pair.addr_a),
+        "--sp-destination",
+        &format!("{}/128", pair.addr_b),
+        "--upper-layer-protocol",
+        "udp",
+        "--source-port",
+        "any",
+        "--destination-port",
+        "9000",
+        "--action",
+        "ipsec",
+        "--sa-name",
+        "o-flood",
+        "--sp-mode",
+        "transport",
+    ]);
+    let pid = daemon.pid().expect("the daemon runs");
+    let counter = |name: &str| {
+        let text = daemon.ok(&["stats", "--formatter", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+        find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name}"))
+    };
+    let before_rss = rss_kib(pid);
+    // Two senders, each as fast as a core sends 1,200-byte datagrams to the protected port, on
+    // a VM of two cores the engine shares with them: more than it can encrypt.
+    let floods: Vec<_> = (0..2)
+        .map(|_| {
+            py(&na, &["udp-flood", &pair.addr_b, "9000", "1200", "4"])
+                .spawn()
+                .expect("starting a flood")
+        })
+        .collect();
+    for mut flood in floods {
+        assert!(flood.wait().expect("a flood").success(), "the flood ran");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let during_rss = rss_kib(pid);
+    let to_engine = daemon
+        .ok(&["stats", "--formatter", "json"])
+        .contains("esp_encap_ok");
+    assert!(to_engine, "stats lists the engine");
+    let encrypted = counter("esp_encap_ok");
+    let queue_drops = counter("esp_tun_queue_drops");
+    let other = counter("esp_encap_errors") + counter("esp_send_errors") + counter("esp_no_sa");
+    let redirected = ipsec_tests::daemon::pinned_counter(
+        &daemon.pin_dir(),
+        ipsec_common::abi::Counter::IpsecToEngine,
+    );
+    assert!(
+        redirected > 20_000,
+        "a real flood: {redirected} packets to the engine"
+    );
+    assert!(
+        queue_drops > 0,
+        "twice what the engine handles must overflow its queue: {encrypted} encrypted of {redirected}"
+    );
+    let accounted = encrypted + queue_drops + other;
+    eprintln!(
+        "flood: {redirected} to the engine, {encrypted} encrypted, {queue_drops} dropped at the \
+         TUN queue, {other} other; RSS {before_rss} -> {during_rss} KiB"
+    );
+    let missing = redirected.abs_diff(accounted);
+    assert!(
+        missing * 100 <= redirected,
+        "every packet handed to the engine is encrypted or counted: {redirected} redirected, \
+         {encrypted} encrypted, {queue_drops} dropped at the TUN queue, {other} other"
+    );
+    assert!(
+        during_rss < before_rss + 32 * 1024,
+        "memory stays flat under the flood: {before_rss} KiB before, {during_rss} KiB after"
+    );
+}

@@ -106,6 +106,11 @@ impl Daemon {
         panic!("daemon did not answer within 20 s: {}", self.log());
     }
 
+    /// The daemon's process id while it runs (`ip netns exec` execs the daemon in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
     }
