@@ -801,6 +801,39 @@ fn adversarial_wire_suite() {
         lab.daemon.spawn();
     }
 
+    // --- An engine thread dies: the daemon exits non-zero, protected traffic stays off the wire.
+    lab.daemon.stop();
+    let cap = lab.capture("engine-thread-death");
+    let sender = py(&na, &["udp-send", B1, "9000", "150", MARK_TEXT, "3000"])
+        .spawn()
+        .expect("starting a protected stream");
+    let dying = VethPair::exec(
+        &na,
+        &[ipsec_tests::daemon::xipsec_bin().to_str().expect("utf-8")],
+    )
+    .args(["daemon", "--interface", &lab.pair.if_a, "--state-dir"])
+    .arg(lab.daemon.dir.join("state"))
+    .arg("--socket")
+    .arg(&lab.daemon.socket)
+    .arg("--pin-dir")
+    .arg(lab.daemon.pin_dir())
+    .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
+    .output()
+    .expect("running a daemon whose outbound worker dies");
+    let _ = sender.wait_with_output();
+    let frames = cap.stop();
+    assert!(
+        !dying.status.success(),
+        "a dead engine thread makes the daemon exit non-zero"
+    );
+    assert!(
+        String::from_utf8_lossy(&dying.stderr).contains("died"),
+        "and it says so: {}",
+        String::from_utf8_lossy(&dying.stderr)
+    );
+    assert_no_clear(&frames, "engine thread death");
+    lab.daemon.spawn();
+
     // --- Boundary sizes arrive intact at scapy's ESP, transport and tunnel mode.
     // aes128-cbc + hmac-sha2-256: 8 (SPI, sequence) + 16 (IV) + padded(payload + 2) + 16 (ICV)
     // after the 40-byte IPv6 header; transport carries UDP (8), tunnel IPv6 + UDP (48).
