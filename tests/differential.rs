@@ -14,8 +14,8 @@ use ipsec_tests::{
     require_root,
 };
 use ipsec_user::{
-    daemon::esp_engine::XskReceiver,
-    datapath::{KernelDatapath, LoadOptions},
+    datapath::{KernelDatapath, LoadOptions, XskSocket},
+    engine::XskReceiver,
     model::{Action, Direction, FirstFragments, Spd},
 };
 
@@ -120,8 +120,13 @@ fn kernel_verdicts_equal_reference() {
         // The second half of the SPDs runs with the AF_XDP socket registered.
         let xsk = seed >= SPDS / 2;
         if seed == SPDS / 2 {
-            dp.set_esp_sockets(&[socket.binding()])
-                .expect("registering the AF_XDP socket");
+            let b = socket.binding();
+            dp.set_esp_sockets(&[XskSocket {
+                ifindex: b.ifindex,
+                queue: b.queue,
+                fd: b.fd,
+            }])
+            .expect("registering the AF_XDP socket");
         }
         dp.set_esp_target(u32::from(engine))
             .expect("setting the ESP target");

@@ -30,7 +30,7 @@ use ipsec_tests::{
     netns::{VethPair, sh},
     require_root,
 };
-use ipsec_user::daemon::esp_engine::{EngineConfig, EspEngine};
+use ipsec_user::engine::{EngineConfig, EspEngine};
 use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
 use sha2::{Digest, Sha256};
 

@@ -4,7 +4,9 @@ pub mod cli;
 pub mod crypto;
 pub mod daemon;
 pub mod datapath;
+pub mod engine;
 pub mod model;
+pub mod paths;
 
 /// What the `cargo-fuzz` targets in `fuzz/` drive, gathered in one place. Not an API: names and
 /// signatures follow the modules they come from.
@@ -20,8 +22,8 @@ pub mod testing {
 }
 
 pub mod fuzzing {
-    pub use crate::daemon::esp_engine::{gro, mss, reassembly};
     pub use crate::daemon::protocol::Request;
     pub use crate::daemon::state::parse as parse_state_file;
+    pub use crate::engine::{gro, mss, reassembly};
     pub use crate::model::packet::{Parsed, parse_frame};
 }

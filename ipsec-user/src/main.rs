@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ipsec_user::cli::{self, Command, DaemonArgs};
-use ipsec_user::daemon::esp_engine::{self, EngineConfig};
 use ipsec_user::daemon::{
     self, ControlGroup, ControlLimits, DaemonConfig, Datapath, NoDatapath, XdpMode,
 };
+use ipsec_user::engine::{self, EngineConfig};
 
 fn main() -> ExitCode {
     let args = cli::normalize_args(std::env::args_os());
@@ -84,7 +84,7 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
     // A dead engine thread ends the daemon with an error, so a supervisor (systemd's
     // Restart=on-failure) starts a fresh one; the pinned programs drop protected traffic
     // meanwhile (fail closed).
-    if let Some(death) = esp_engine::death() {
+    if let Some(death) = engine::death() {
         anyhow::bail!(
             "{death}; exiting so a supervisor restarts xipsec (protected flows fail closed until then)"
         );
@@ -94,7 +94,7 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
 
 /// Completes when an ESP engine thread has died.
 async fn engine_death() {
-    while esp_engine::death().is_none() {
+    while engine::death().is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -107,7 +107,7 @@ fn open_datapath(
     pin_dir: &std::path::Path,
     engine: EngineConfig,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    ipsec_user::datapath::open(interfaces, xdp_mode, pin_dir, engine)
+    ipsec_user::daemon::open_datapath(interfaces, xdp_mode, pin_dir, engine)
 }
 
 /// Completes on the first SIGINT or SIGTERM.

@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ipsec_user::daemon::esp_engine::{self, EngineConfig, EspEngine};
+use ipsec_user::engine::{self, EngineConfig, EspEngine};
 
 const NS: &str = "xengtd";
 
@@ -46,7 +46,7 @@ fn a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted() {
     ip(&["-n", NS, "link", "set", "lo", "up"]);
     ip(&["-n", NS, "addr", "add", "fd00:ed::1/128", "dev", "lo"]);
     // SAFETY: set before any thread of this test binary reads the environment (one test here).
-    unsafe { std::env::set_var(esp_engine::PANIC_ENV, "outbound") };
+    unsafe { std::env::set_var(engine::PANIC_ENV, "outbound") };
     let state = tempfile::tempdir().expect("temp dir");
     let (engine, sender) = std::thread::scope(|scope| {
         scope
@@ -74,10 +74,10 @@ fn a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted() {
         "xipsec0",
     ]);
     let start = Instant::now();
-    while esp_engine::death().is_none() && start.elapsed() < Duration::from_secs(5) {
+    while engine::death().is_none() && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let death = esp_engine::death().expect("the dead worker was recorded");
+    let death = engine::death().expect("the dead worker was recorded");
     assert!(death.contains("xipsec-esp-out"), "{death}");
     assert_eq!(stat(&engine, "esp_worker_deaths"), 1);
     assert_eq!(stat(&engine, "esp_tun_queue_drops"), 0);

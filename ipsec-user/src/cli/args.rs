@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::daemon::esp_engine::{DEFAULT_RX_COALESCE, DEFAULT_TDES_BLOCK_LIMIT};
 use crate::daemon::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, XdpMode};
+use crate::engine::{DEFAULT_RX_COALESCE, DEFAULT_TDES_BLOCK_LIMIT};
 use crate::model::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
 
 /// xipsec: IPv6 IPsec (ESP) for Linux with XDP, configured like ESXi's `esxcli network ip ipsec`.

@@ -230,7 +230,7 @@ impl State {
                 sas: self.spd.sas().len() as u64,
                 sps: self.spd.sps().len() as u64,
                 uptime_seconds: self.started.elapsed().as_secs(),
-                engine: match crate::daemon::esp_engine::death() {
+                engine: match crate::engine::death() {
                     Some(death) => format!("dead: {death}"),
                     None if self.identity.datapath == "none" => "none".to_owned(),
                     None => "running".to_owned(),

@@ -11,7 +11,7 @@
 //! - When `shutdown` completes it stops accepting and removes its socket.
 
 mod control;
-pub mod esp_engine;
+mod enforcement;
 pub mod port;
 pub mod protocol;
 mod socket;
@@ -23,41 +23,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tracing::{info, warn};
 
+pub use crate::datapath::XdpMode;
+pub use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+pub use enforcement::open as open_datapath;
 pub use port::{Counters, Datapath, NoDatapath, PacketCount, SaCount};
 pub use socket::{
     BATCH_BYTES_PER_SP, ControlGroup, ControlLimits, GroupError, IDLE_TIMEOUT, MAX_BATCH_REQUEST,
     MAX_CONNECTIONS, MAX_REQUEST,
 };
-
-/// Default `--socket`.
-pub const DEFAULT_SOCKET: &str = "/run/xipsec/control.sock";
-/// Default `--state-dir`.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/xipsec";
-/// Default `--pin-dir`.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xipsec";
-
-/// How XDP programs are attached (`--xdp-mode`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum XdpMode {
-    /// Native (driver) mode where the driver supports it, generic (skb) mode otherwise.
-    #[default]
-    Auto,
-    /// Driver mode only; attaching fails on drivers without XDP support.
-    Native,
-    /// Generic (skb) mode: works everywhere, slower.
-    Generic,
-}
-
-impl XdpMode {
-    /// The `--xdp-mode` spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Native => "native",
-            Self::Generic => "generic",
-        }
-    }
-}
 
 /// Where the daemon keeps its files and what it attaches to.
 #[derive(Clone, Debug)]

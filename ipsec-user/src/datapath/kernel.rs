@@ -21,9 +21,18 @@ use ipsec_common::abi::{
     RuleValue, SaInfo, SpStats,
 };
 
+use super::XdpMode as XdpModeChoice;
 use super::sync::SyncState;
-use crate::daemon::esp_engine::XskBinding;
-use crate::{daemon::XdpMode as XdpModeChoice, model::Spd};
+use crate::model::Spd;
+
+/// An AF_XDP socket bound to one (interface, queue): what `XIPSEC_XSKS` and
+/// `XIPSEC_XSK_SLOTS` route inbound ESP to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XskSocket {
+    pub ifindex: u32,
+    pub queue: u32,
+    pub fd: std::os::fd::RawFd,
+}
 
 /// The eBPF object built by `build.rs` from `ipsec-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipsec"));
@@ -421,7 +430,7 @@ impl KernelDatapath {
 
     /// Route inbound ESP on each socket's (interface, queue) to that AF_XDP socket: slot `i` of
     /// `XIPSEC_XSKS` holds `sockets[i]` (at most `abi::MAX_XSK`; any further one is not used).
-    pub fn set_esp_sockets(&mut self, sockets: &[XskBinding]) -> Result<(), DatapathError> {
+    pub fn set_esp_sockets(&mut self, sockets: &[XskSocket]) -> Result<(), DatapathError> {
         for (slot, socket) in (0..abi::MAX_XSK).zip(sockets) {
             self.maps
                 .xsks

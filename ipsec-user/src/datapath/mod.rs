@@ -8,8 +8,8 @@ pub mod bpffs;
 pub mod compile;
 mod kernel;
 mod sync;
+mod xdp_mode;
 
-mod port;
-
-pub use kernel::{Attached, DatapathError, KernelDatapath, LoadOptions};
-pub use port::open;
+pub use kernel::{Attached, DatapathError, KernelDatapath, LoadOptions, XskSocket};
+pub use kernel::{check_interface, monotonic_ns};
+pub use xdp_mode::XdpMode;

@@ -10,10 +10,12 @@
 //! - `index`: the SPD's lookup tables (names, SPIs, selectors, SA users, free ids); derived state.
 //! - `rank`: the precedence order as one `u64`.
 //! - `reference`: `Flow`, `Sp::matches` and `Spd::classify`, the reference classifier.
+//! - `counters`: what the datapath reports per SP and SA.
 //! - `error`: `ModelError`, whose messages the CLI prints verbatim.
 //! - `packet`: the reference packet parser (what the datapath must make of a frame).
 
 mod args;
+mod counters;
 mod error;
 #[cfg(test)]
 mod fixtures;
@@ -29,6 +31,7 @@ mod spd;
 mod types;
 
 pub use args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
+pub use counters::{Counters, PacketCount, SaCount};
 pub use error::ModelError;
 pub use key::Key;
 pub use parse::{MAX_NAME_LEN, is_valid_name};

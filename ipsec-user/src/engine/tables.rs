@@ -33,7 +33,7 @@ use super::replay_store::{self, Ceiling, KeyId, Refused, ReplayStore};
 use super::seq::SeqStore;
 use super::sys::{Incoming, Outgoing};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OutboundSa, SaConfig};
-use crate::daemon::port::SaCount;
+use crate::model::SaCount;
 use crate::model::packet::{Parsed, parse_frame};
 use crate::model::{
     Action, Direction, EncryptionAlgorithm, Flow, IntegrityAlgorithm, Key, Mode, Sa, Spd,

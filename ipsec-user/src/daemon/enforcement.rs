@@ -1,4 +1,5 @@
-//! The daemon's [`Datapath`] port: the kernel programs and maps plus the userspace ESP engine.
+//! The daemon's [`Datapath`] port as enforced: the kernel programs and maps (`datapath`) composed
+//! with the userspace ESP engine (`engine`). Neither layer knows the other; this module joins them.
 //!
 //! Programs are attached only after the first successful sync, so a restarting daemon never
 //! passes traffic through empty tables: packets see the restored SPD from their first one. The
@@ -14,14 +15,12 @@ use anyhow::Context as _;
 use aya::maps::{Array, Map, MapData};
 use ipsec_common::abi;
 
-use super::kernel::{KernelDatapath, LoadOptions, check_interface, monotonic_ns};
-use crate::{
-    daemon::{
-        Counters, Datapath, PacketCount, XdpMode,
-        esp_engine::{EngineConfig, EspEngine},
-    },
-    model::Spd,
+use super::{Counters, Datapath, PacketCount};
+use crate::datapath::{
+    KernelDatapath, LoadOptions, XdpMode, XskSocket, check_interface, monotonic_ns,
 };
+use crate::engine::{EngineConfig, EspEngine};
+use crate::model::Spd;
 
 struct Attaching {
     // Field order is drop order: the heartbeat stops first, then the engine (and its TUN
@@ -58,7 +57,16 @@ pub fn open(
     // the engine, so no ESP of ours is ever classified (and looped back into the TUN device).
     kernel.set_engine_sockets(&engine.send_socket_cookies())?;
     kernel.set_esp_target(engine.tun_ifindex())?;
-    kernel.set_esp_sockets(engine.xsk_bindings())?;
+    let sockets: Vec<XskSocket> = engine
+        .xsk_bindings()
+        .iter()
+        .map(|b| XskSocket {
+            ifindex: b.ifindex,
+            queue: b.queue,
+            fd: b.fd,
+        })
+        .collect();
+    kernel.set_esp_sockets(&sockets)?;
     kernel.set_engine_alive()?;
     let heartbeat = Heartbeat::start(pin_dir)?;
     tracing::info!(tun = engine.tun_name(), "ESP engine started");
@@ -96,9 +104,7 @@ impl Heartbeat {
             std::thread::Builder::new()
                 .name("xipsec-heartbeat".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed)
-                        && crate::daemon::esp_engine::death().is_none()
-                    {
+                    while !stop.load(Ordering::Relaxed) && crate::engine::death().is_none() {
                         if let Err(e) = config.set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0) {
                             tracing::warn!(error = %e, "cannot write the engine heartbeat");
                         }

@@ -117,7 +117,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::crypto::ConfigError;
-use crate::daemon::port::SaCount;
+use crate::model::SaCount;
 use crate::model::Spd;
 
 pub use replay_store::FILE_NAME as REPLAY_FILE_NAME;
@@ -180,7 +180,7 @@ impl EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self::new(crate::daemon::DEFAULT_STATE_DIR)
+        Self::new(crate::paths::DEFAULT_STATE_DIR)
     }
 }
 
