@@ -189,17 +189,21 @@ fn main() -> anyhow::Result<()> {
         bail!("the classify benchmark loads eBPF programs: run it as root");
     }
     let frame = frame();
-    let mut hit = KernelDatapath::load(&LoadOptions::default()).context("loading")?;
+    let mut hit = KernelDatapath::load(&LoadOptions {
+        benchmark: true,
+        ..LoadOptions::default()
+    })
+    .context("loading the benchmark object")?;
     hit.insert_bench_flow(&flow())?;
     // The baselines must take the path they claim to measure: parsed, and found in the table.
-    let (action, _) = hit.run(abi::PROG_BENCH_HASH, &frame, 1)?;
+    let (action, _) = hit.run(abi::bench::PROG_HASH, &frame, 1)?;
     if action != 2 {
         bail!(
             "the hash baseline missed its flow (action {action}): its key differs from the parser's"
         );
     }
-    let parse_ns = measure(&hit, abi::PROG_BENCH_PARSE, &frame, &args)?;
-    let hash_ns = measure(&hit, abi::PROG_BENCH_HASH, &frame, &args)?;
+    let parse_ns = measure(&hit, abi::bench::PROG_PARSE, &frame, &args)?;
+    let hash_ns = measure(&hit, abi::bench::PROG_HASH, &frame, &args)?;
 
     let mut rows = Vec::new();
     for &masks in &args.masks {
