@@ -699,8 +699,12 @@ impl Drop for KernelDatapath {
 }
 
 /// Remove the pins a previous instance left (after kill -9, say); unknown files are kept.
+/// Pins that daemons before the benchmark object existed made (its programs and map were in the
+/// production object then): removed with ours, so an upgrade leaves nothing behind.
+const RETIRED_PINS: [&str; 3] = ["XIPSEC_BENCH_FLOWS", "xdp_bench_parse", "xdp_bench_hash"];
+
 fn remove_pins(dir: &Path) {
-    for name in MAP_NAMES.iter().chain(PROGRAM_NAMES.iter()) {
+    for name in MAP_NAMES.iter().chain(&PROGRAM_NAMES).chain(&RETIRED_PINS) {
         let _ = std::fs::remove_file(dir.join(name));
     }
 }

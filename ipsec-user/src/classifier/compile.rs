@@ -1,4 +1,6 @@
-//! Compiles the model into tuple-space tables: pure, no kernel, unit-tested.
+//! Compiles the model into tuple-space tables: pure, no kernel. The one representation of a
+//! compiled SPD: `datapath` writes it into the kernel maps, and [`super::CompiledSpd`] searches
+//! it in userspace.
 //!
 //! Policies are grouped by *shape* (source and destination prefix lengths, and which of
 //! protocol/source port/destination port are exact). Each shape is one mask; each policy one rule
