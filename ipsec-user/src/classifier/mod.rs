@@ -17,7 +17,8 @@
 //! everything else (other protocols, non-first fragments) is [`L4::Opaque`].
 
 use ipsec_common::abi::{
-    FLOW_OPAQUE, FlowKey, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RuleKey, RuleValue,
+    FLOW_OPAQUE, FlowKey, MaskDesc, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RULE_KINDS, RuleKey,
+    RuleValue,
 };
 
 use crate::model::{Direction, Flow, L4, Sp, Spd};
@@ -41,7 +42,11 @@ const NO_POSITION: u32 = u32::MAX;
 #[derive(Clone, Debug, Default)]
 pub struct CompiledSpd {
     spd: Spd,
-    tables: Tables,
+    /// [`Tables::masks`]: per rule kind and direction, in search order.
+    masks: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize],
+    /// [`Tables::rules`], under a fast hash (foldhash, seeded per process): the keys come from
+    /// packets, but only policies insert rules, so colliding keys cannot make a lookup slow.
+    rules: foldhash::HashMap<RuleKey, RuleValue>,
     /// Position in `spd.sps()` of each policy, indexed by `Sp::id`, which the rules carry. Ids
     /// are the lowest free slot, so this stays as long as the SPD is large.
     by_id: Vec<u32>,
@@ -54,7 +59,7 @@ impl CompiledSpd {
     /// [`CompileError::TooManyShapes`] when the SPD needs more masks than the datapath has, the
     /// same error the kernel sync gives for it.
     pub fn build(spd: &Spd) -> Result<Self, CompileError> {
-        let tables = compile::compile(spd, GENERATION, &mut ShapeIds::default())?;
+        let Tables { masks, rules } = compile::compile(spd, GENERATION, &mut ShapeIds::default())?;
         let len = spd
             .sps()
             .iter()
@@ -69,7 +74,8 @@ impl CompiledSpd {
         }
         Ok(Self {
             spd: spd.clone(),
-            tables,
+            masks,
+            rules: rules.into_iter().collect(),
             by_id,
         })
     }
@@ -113,7 +119,6 @@ impl CompiledSpd {
     /// Tuple-space search of the rules of `kind`, as the kernel's `classify::search` does it.
     fn search(&self, flow: &FlowKey, kind: u8) -> Option<&Sp> {
         let masks = self
-            .tables
             .masks
             .get(usize::from(kind))?
             .get(usize::from(flow.dir))?;
@@ -127,10 +132,7 @@ impl CompiledSpd {
             if !mask.applies_to(flow) {
                 continue;
             }
-            if let Some(rule) = self
-                .tables
-                .rules
-                .get(&RuleKey::masked(flow, mask, GENERATION))
+            if let Some(rule) = self.rules.get(&RuleKey::masked(flow, mask, GENERATION))
                 && rule.rank < best_rank
             {
                 best_rank = rule.rank;
