@@ -113,14 +113,16 @@ fn measure_user(spd: &Spd, args: &Args) -> anyhow::Result<f64> {
         for _ in 0..args.repeat {
             black_box(compiled.classify(Direction::In, black_box(&flow)));
         }
-        samples.push(start.elapsed().as_nanos() as f64 / f64::from(args.repeat.max(1)));
+        samples.push(start.elapsed().as_secs_f64() * 1e9 / f64::from(args.repeat.max(1)));
     }
     Ok(median(samples))
 }
 
-/// Shape `k` of `m`: (source length, destination length); the last is the worst-ranked.
+/// Shape `k` (below [`abi::MAX_MASKS`]): (source length, destination length); the higher `k`,
+/// the worse-ranked.
 fn shape(k: usize) -> (u8, u8) {
-    (128 - 8 * (k / 4) as u8, 128 - 8 * (k % 4) as u8)
+    let k = u8::try_from(k % abi::MAX_MASKS as usize).unwrap_or(0);
+    (128 - 8 * (k / 4), 128 - 8 * (k % 4))
 }
 
 fn masked(addr: Ipv6Addr, len: u8) -> String {
@@ -197,7 +199,7 @@ fn measure(
         // The kernel's own average per repetition: it stops its clock while the run yields the
         // CPU, where a wall clock would count other processes' time on a busy machine.
         let (_, per_run) = dp.run(name, frame, args.repeat)?;
-        samples.push(per_run.as_nanos() as f64);
+        samples.push(per_run.as_secs_f64() * 1e9);
     }
     Ok(median(samples))
 }
@@ -217,14 +219,21 @@ fn miss_and_hit(dp: &mut KernelDatapath, frame: &[u8], shots: usize) -> anyhow::
         if action != 2 {
             bail!("a cache hit gave action {action}, not XDP_PASS: the cached verdict is wrong");
         }
-        misses.push(miss.as_nanos() as f64);
-        hits.push(hit.as_nanos() as f64);
+        misses.push(miss.as_secs_f64() * 1e9);
+        hits.push(hit.as_secs_f64() * 1e9);
     }
     Ok((median(misses), median(hits)))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(bad) = args
+        .masks
+        .iter()
+        .find(|&&m| m == 0 || m > abi::MAX_MASKS as usize)
+    {
+        bail!("--masks {bad}: use 1 to {}", abi::MAX_MASKS);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the classify benchmark loads eBPF programs: run it as root");

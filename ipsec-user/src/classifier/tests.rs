@@ -28,7 +28,12 @@ const OTHER_PROTOCOLS: [u8; 3] = [50, 132, 60];
 /// refuses an SA that policies of both directions name).
 const SAS_PER_DIRECTION: u32 = 2;
 
-fn text(value: impl ToString) -> Option<String> {
+/// An argument as the command line gives it.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "the argument structs' fields are options"
+)]
+fn text<T: ToString + ?Sized>(value: &T) -> Option<String> {
     Some(value.to_string())
 }
 
@@ -283,11 +288,11 @@ fn precedence_by_hand() {
     );
     add(&mut spd, "sport", "2001:db8:9::/64", "2001:db8::/48", |a| {
         tcp_only(a);
-        a.source_port = text(1000);
+        a.source_port = text(&1000);
     });
     add(&mut spd, "dport", "2001:db8:9::/64", "2001:db8::/48", |a| {
         tcp_only(a);
-        a.destination_port = text(80);
+        a.destination_port = text(&80);
     });
     let out = |spd: &Spd, flow: &Flow| {
         let compiled = CompiledSpd::build(spd).expect("compiling");
@@ -315,12 +320,14 @@ fn precedence_by_hand() {
     }
 
     // A priority beats every specificity; a lower priority number first.
-    add(&mut spd, "p9", "any", "any", |a| a.priority = text(9));
+    add(&mut spd, "p9", "any", "any", |a| a.priority = text(&9));
     assert_eq!(
         out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(),
         Some("p9")
     );
-    add(&mut spd, "p3", "any", "3000::/16", |a| a.priority = text(3));
+    add(&mut spd, "p3", "any", "3000::/16", |a| {
+        a.priority = text(&3);
+    });
     assert_eq!(
         out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(),
         Some("p3")
@@ -331,7 +338,7 @@ fn precedence_by_hand() {
     );
     // Equal priority: the older policy wins, whatever its specificity.
     add(&mut spd, "p3-tcp", "any", "3000::1/128", |a| {
-        a.priority = text(3);
+        a.priority = text(&3);
         tcp_only(a);
     });
     assert_eq!(
@@ -359,15 +366,15 @@ fn neighbour_discovery_and_fragments_by_hand() {
         "2001:db8:1::/64",
         |a| {
             a.upper_layer_protocol = text("udp");
-            a.destination_port = text(9000);
+            a.destination_port = text(&9000);
             a.action = text("ipsec");
             a.sa_name = text("sa1");
-            a.priority = text(1);
+            a.priority = text(&1);
         },
     );
     add(&mut spd, "block-ns", "any", "any", |a| {
         a.upper_layer_protocol = text("icmp6");
-        a.destination_port = text(135);
+        a.destination_port = text(&135);
     });
     let compiled = CompiledSpd::build(&spd).expect("compiling");
     let icmp = |kind| Flow {
