@@ -94,15 +94,10 @@ impl CompiledSpd {
     }
 
     /// The verdict of a later fragment whose first fragment was not seen: the strictest policy
-    /// of `direction` that could match it with ports ignored (and the protocol too unless
+    /// of direction `dir` that could match it with ports ignored (and the protocol too unless
     /// `proto_known`), the oldest among equally strict ones. Same answer as
     /// `Spd::classify_fragment`.
-    pub fn classify_fragment(
-        &self,
-        direction: Direction,
-        flow: &Flow,
-        proto_known: bool,
-    ) -> Option<&Sp> {
+    pub fn classify_fragment(&self, dir: Direction, flow: &Flow, proto_known: bool) -> Option<&Sp> {
         // A later fragment shows no transport header: the kernel's parser makes it opaque.
         let later = Flow {
             l4: L4::Opaque,
@@ -113,7 +108,7 @@ impl CompiledSpd {
         } else {
             RULE_FRAG_ANY
         };
-        self.search(&flow_key(direction, &later), kind)
+        self.search(&flow_key(dir, &later), kind)
     }
 
     /// Tuple-space search of the rules of `kind`, as the kernel's `classify::search` does it.

@@ -3,6 +3,8 @@
 
 use std::net::Ipv6Addr;
 
+use ipnet::Ipv6Net;
+
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
@@ -124,10 +126,13 @@ fn random_spd(rng: &mut StdRng, max: usize) -> Spd {
     spd
 }
 
-/// An address inside `network/len`: its first or last address, or a random one; or one just
-/// outside it.
-fn near(rng: &mut StdRng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
-    let net = u128::from(network);
+/// An address inside `prefix` (its first or last address, or a random one) or just outside it;
+/// without a prefix, any address.
+fn near(rng: &mut StdRng, prefix: Option<Ipv6Net>) -> Ipv6Addr {
+    let Some(prefix) = prefix else {
+        return Ipv6Addr::from(random_addr(rng));
+    };
+    let (net, len) = (u128::from(prefix.network()), prefix.prefix_len());
     let host_mask = if len == 0 {
         u128::MAX
     } else {
@@ -145,16 +150,8 @@ fn near(rng: &mut StdRng, network: Ipv6Addr, len: u8) -> Ipv6Addr {
 /// A flow as the parsers make them: near a random policy's selector most of the time.
 fn random_flow(rng: &mut StdRng, spd: &Spd) -> Flow {
     let target = spd.sps().choose(rng).filter(|_| rng.random_bool(0.8));
-    let (src, dst) = match target {
-        Some(sp) => (
-            near(rng, sp.source.network(), sp.source.prefix_len()),
-            near(rng, sp.destination.network(), sp.destination.prefix_len()),
-        ),
-        None => (
-            Ipv6Addr::from(random_addr(rng)),
-            Ipv6Addr::from(random_addr(rng)),
-        ),
-    };
+    let src = near(rng, target.map(|sp| sp.source));
+    let dst = near(rng, target.map(|sp| sp.destination));
     let next_header = match target.and_then(|sp| sp.protocol.next_header()) {
         Some(nh) if rng.random_bool(0.7) => nh,
         _ => *[6, 17, 58, 6, 17, 58]
@@ -294,57 +291,54 @@ fn precedence_by_hand() {
         tcp_only(a);
         a.destination_port = text(&80);
     });
-    let out = |spd: &Spd, flow: &Flow| {
+    // Each outbound flow's expected policy, checked against the reference too.
+    let expect = |spd: &Spd, cases: &[(Flow, &str)]| {
         let compiled = CompiledSpd::build(spd).expect("compiling");
-        let got = name(compiled.classify(Direction::Out, flow)).map(str::to_owned);
-        assert_eq!(got.as_deref(), name(spd.classify(Direction::Out, flow)));
-        got
+        for (flow, expected) in cases {
+            let got = name(compiled.classify(Direction::Out, flow));
+            assert_eq!(got, Some(*expected), "{flow:?}");
+            assert_eq!(got, name(spd.classify(Direction::Out, flow)), "{flow:?}");
+        }
     };
     let from = "2001:db8:9::1";
-    for (flow, expected) in [
-        (tcp("::1", "3000::1", 1, 2), "broad"),
-        (tcp("::1", "2001:db8::1", 1, 2), "dst48"),
-        (
-            Flow {
-                next_header: 17,
-                ..tcp(from, "2001:db8::1", 1, 2)
-            },
-            "src64",
-        ),
-        (tcp(from, "2001:db8::1", 1, 2), "tcp"),
-        (tcp(from, "2001:db8::1", 1000, 2), "sport"),
-        // A destination port is more specific than a source port.
-        (tcp(from, "2001:db8::1", 1000, 80), "dport"),
-    ] {
-        assert_eq!(out(&spd, &flow).as_deref(), Some(expected), "{flow:?}");
-    }
+    expect(
+        &spd,
+        &[
+            (tcp("::1", "3000::1", 1, 2), "broad"),
+            (tcp("::1", "2001:db8::1", 1, 2), "dst48"),
+            (
+                Flow {
+                    next_header: 17,
+                    ..tcp(from, "2001:db8::1", 1, 2)
+                },
+                "src64",
+            ),
+            (tcp(from, "2001:db8::1", 1, 2), "tcp"),
+            (tcp(from, "2001:db8::1", 1000, 2), "sport"),
+            // A destination port is more specific than a source port.
+            (tcp(from, "2001:db8::1", 1000, 80), "dport"),
+        ],
+    );
 
     // A priority beats every specificity; a lower priority number first.
     add(&mut spd, "p9", "any", "any", |a| a.priority = text(&9));
-    assert_eq!(
-        out(&spd, &tcp(from, "2001:db8::1", 1000, 80)).as_deref(),
-        Some("p9")
-    );
+    expect(&spd, &[(tcp(from, "2001:db8::1", 1000, 80), "p9")]);
     add(&mut spd, "p3", "any", "3000::/16", |a| {
-        a.priority = text(&3);
+        a.priority = text(&3)
     });
-    assert_eq!(
-        out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(),
-        Some("p3")
-    );
-    assert_eq!(
-        out(&spd, &tcp(from, "2001:db8::1", 1, 1)).as_deref(),
-        Some("p9")
+    expect(
+        &spd,
+        &[
+            (tcp(from, "3000::1", 1, 1), "p3"),
+            (tcp(from, "2001:db8::1", 1, 1), "p9"),
+        ],
     );
     // Equal priority: the older policy wins, whatever its specificity.
     add(&mut spd, "p3-tcp", "any", "3000::1/128", |a| {
         a.priority = text(&3);
         tcp_only(a);
     });
-    assert_eq!(
-        out(&spd, &tcp(from, "3000::1", 1, 1)).as_deref(),
-        Some("p3")
-    );
+    expect(&spd, &[(tcp(from, "3000::1", 1, 1), "p3")]);
 
     // The other direction has none of these.
     let compiled = CompiledSpd::build(&spd).expect("compiling");
