@@ -21,20 +21,23 @@ mod cbc;
 mod esp;
 mod hmac_sha1_96;
 mod hmac_sha256_128;
+mod hmac_truncated;
 mod null;
 mod replay;
 mod tdes_cbc;
 mod wire;
 
-pub use aes128_cbc::Aes128Cbc;
+pub use aes128_cbc::{Aes128, Aes128Cbc};
+pub use cbc::{CbcCipher, CbcSpec};
 pub use esp::{
     Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig,
 };
-pub use hmac_sha1_96::HmacSha1_96;
-pub use hmac_sha256_128::HmacSha256_128;
+pub use hmac_sha1_96::{HmacSha1_96, Sha1_96};
+pub use hmac_sha256_128::{HmacSha256_128, Sha256_128};
+pub use hmac_truncated::{HmacSpec, HmacTruncated};
 pub use null::NullCipher;
 pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW, ReplayWindow};
-pub use tdes_cbc::TripleDesCbc;
+pub use tdes_cbc::{TdesEde3, TripleDesCbc};
 
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
 use subtle::ConstantTimeEq;
@@ -164,10 +167,8 @@ pub fn new_cipher(
     })
 }
 
-/// Builds the keyed integrity algorithm for `algorithm`.
-///
-/// # Errors
-/// A [`ConfigError`] when the key does not suit the algorithm.
+/// Builds the keyed integrity algorithm for `algorithm`; a key that does not suit it is a
+/// [`ConfigError`], as for [`new_cipher`].
 pub fn new_integrity(
     algorithm: IntegrityAlgorithm,
     key: &[u8],
@@ -176,17 +177,4 @@ pub fn new_integrity(
         IntegrityAlgorithm::HmacSha1 => Box::new(HmacSha1_96::new(key)?),
         IntegrityAlgorithm::HmacSha256 => Box::new(HmacSha256_128::new(key)?),
     })
-}
-
-/// Shared length check for the CBC ciphers: the IV is one block and the data whole blocks.
-fn check_cbc_lengths(iv: &[u8], buf: &[u8], block_size: usize) -> Result<(), CipherLengthError> {
-    if iv.len() == block_size && buf.len().is_multiple_of(block_size) {
-        Ok(())
-    } else {
-        Err(CipherLengthError {
-            len: buf.len(),
-            iv_len: iv.len(),
-            block_size,
-        })
-    }
 }
