@@ -38,7 +38,14 @@ enum Forbidden {
     AllBut(&'static [&'static str]),
 }
 
-const BELOW_DAEMON: &[&str] = &["engine", "datapath", "crypto", "wire", "model", "classifier"];
+const BELOW_DAEMON: &[&str] = &[
+    "engine",
+    "datapath",
+    "crypto",
+    "wire",
+    "model",
+    "classifier",
+];
 
 const RULES: &[Rule] = &[
     Rule {
@@ -112,7 +119,11 @@ struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: `{}` breaks: {}", self.file, self.line, self.path, self.rule)
+        write!(
+            f,
+            "{}:{}: `{}` breaks: {}",
+            self.file, self.line, self.path, self.rule
+        )
     }
 }
 
@@ -181,8 +192,8 @@ fn line(span: Span) -> usize {
 
 impl Collector {
     fn use_tree(&mut self, tree: &syn::UseTree, prefix: &mut Vec<String>, leading_colon: bool) {
-        let leaf = |segments: Vec<String>, binds: Option<String>, at: Span, module: &[String]| {
-            UseLeaf {
+        let leaf =
+            |segments: Vec<String>, binds: Option<String>, at: Span, module: &[String]| UseLeaf {
                 path: RawPath {
                     leading_colon,
                     segments,
@@ -190,8 +201,7 @@ impl Collector {
                     line: line(at),
                 },
                 binds,
-            }
-        };
+            };
         match tree {
             syn::UseTree::Path(p) => {
                 prefix.push(p.ident.to_string());
@@ -205,7 +215,12 @@ impl Collector {
             }
             syn::UseTree::Rename(r) => {
                 let (segments, _) = named(prefix, &r.ident);
-                let l = leaf(segments, Some(r.rename.to_string()), r.ident.span(), &self.module);
+                let l = leaf(
+                    segments,
+                    Some(r.rename.to_string()),
+                    r.ident.span(),
+                    &self.module,
+                );
                 self.uses.push(l);
             }
             syn::UseTree::Glob(g) => {
@@ -470,7 +485,11 @@ fn reaches(
         aliases: BTreeMap::new(),
     };
     resolver.bind(&collector.uses);
-    let raws = collector.uses.iter().map(|u| &u.path).chain(&collector.paths);
+    let raws = collector
+        .uses
+        .iter()
+        .map(|u| &u.path)
+        .chain(&collector.paths);
     let mut found = Vec::new();
     for raw in raws {
         let from = origin(&place, raw);
@@ -529,7 +548,9 @@ fn check(files: &[(String, String)]) -> Report {
     }
     let mut edges: BTreeMap<(String, String), usize> = BTreeMap::new();
     for reach in &all {
-        *edges.entry((reach.from.clone(), reach.to.clone())).or_default() += 1;
+        *edges
+            .entry((reach.from.clone(), reach.to.clone()))
+            .or_default() += 1;
         if let Some(rule) = broken_rule(&reach.from, &reach.to) {
             violations.push(Violation {
                 file: reach.file.clone(),
@@ -622,7 +643,10 @@ fn the_layering_holds_in_src() {
     let mut files = Vec::new();
     sources(&root, &root, &mut files);
     let report = check(&files);
-    println!("{} files; edges between top-level modules (paths):", files.len());
+    println!(
+        "{} files; edges between top-level modules (paths):",
+        files.len()
+    );
     for ((from, to), count) in &report.edges {
         println!("  {from} -> {to} ({count})");
     }
@@ -631,9 +655,16 @@ fn the_layering_holds_in_src() {
     }
     // The checker must have seen the real tree, or an empty result proves nothing.
     assert!(files.len() > 40, "only {} files under src/", files.len());
-    for edge in [("daemon", "engine"), ("daemon", "datapath"), ("engine", "crypto")] {
+    for edge in [
+        ("daemon", "engine"),
+        ("daemon", "datapath"),
+        ("engine", "crypto"),
+    ] {
         let edge = (edge.0.to_owned(), edge.1.to_owned());
-        assert!(report.edges.contains_key(&edge), "no path {edge:?} was seen");
+        assert!(
+            report.edges.contains_key(&edge),
+            "no path {edge:?} was seen"
+        );
     }
     assert!(
         report.violations.is_empty(),
@@ -661,9 +692,10 @@ mod checker {
     /// Asserts one violation at `file:line` naming `path` and a rule that contains `rule`.
     fn assert_found(found: &[Violation], file: &str, line: usize, path: &str, rule: &str) {
         assert!(
-            found
-                .iter()
-                .any(|v| v.file == file && v.line == line && v.path == path && v.rule.contains(rule)),
+            found.iter().any(|v| v.file == file
+                && v.line == line
+                && v.path == path
+                && v.rule.contains(rule)),
             "expected {file}:{line} `{path}` ({rule}) among {found:#?}"
         );
     }
@@ -680,19 +712,31 @@ mod checker {
             // An alias of the module itself, then a path through it.
             ("engine/b.rs", "use crate::daemon as d;\nfn f() { d::x(); }"),
             // The crate root renamed, then a fully qualified path through it.
-            ("crypto/c.rs", "use crate as c;\nfn f() { c::daemon::death(); }"),
+            (
+                "crypto/c.rs",
+                "use crate as c;\nfn f() { c::daemon::death(); }",
+            ),
             // A group from datapath into engine.
             ("datapath/d.rs", "use crate::{model::Sa, engine::X};"),
             // `super::super` climbing out of engine.
-            ("engine/e.rs", "mod tests {\n    use super::super::super::datapath::Y;\n}"),
+            (
+                "engine/e.rs",
+                "mod tests {\n    use super::super::super::datapath::Y;\n}",
+            ),
             // A path in an expression, inside a macro, and in a type.
             ("model/f.rs", "fn f() {\n    crate::engine::run();\n}"),
-            ("wire/g.rs", "fn f() {\n    println!(\"{}\", crate::cli::NAME);\n}"),
+            (
+                "wire/g.rs",
+                "fn f() {\n    println!(\"{}\", crate::cli::NAME);\n}",
+            ),
             ("model/h.rs", "struct S {\n    t: crate::crypto::Icv,\n}"),
             // A glob of the crate root brings `cli` into scope.
             ("classifier/i.rs", "use crate::*;\nfn f() { cli::run(); }"),
             // `extern crate self` renames the crate.
-            ("datapath/j.rs", "extern crate self as me;\nfn f() { me::engine::x(); }"),
+            (
+                "datapath/j.rs",
+                "extern crate self as me;\nfn f() { me::engine::x(); }",
+            ),
             ("crypto/k.rs", "use crate::engine::Tables;"),
             ("model/l.rs", "use crate::daemon::{self as dd};"),
         ]);
@@ -701,7 +745,13 @@ mod checker {
         assert_found(&found, "engine/b.rs", 2, "d::x", BELOW);
         assert_found(&found, "crypto/c.rs", 2, "c::daemon::death", BELOW);
         assert_found(&found, "datapath/d.rs", 1, "crate::engine::X", SIDEWAYS);
-        assert_found(&found, "engine/e.rs", 2, "super::super::super::datapath::Y", SIDEWAYS);
+        assert_found(
+            &found,
+            "engine/e.rs",
+            2,
+            "super::super::super::datapath::Y",
+            SIDEWAYS,
+        );
         assert_found(&found, "model/f.rs", 2, "crate::engine::run", BOTTOM);
         assert_found(&found, "wire/g.rs", 2, "crate::cli::NAME", BELOW);
         assert_found(&found, "model/h.rs", 2, "crate::crypto::Icv", BOTTOM);
@@ -724,14 +774,23 @@ mod checker {
             ("engine/a.rs", "use crate::facade::Request;"),
             ("model/b.rs", "#[path = \"../daemon/x.rs\"]\nmod x;"),
         ]);
-        assert_found(&found, "engine/a.rs", 1, "crate::facade::Request", "indirectly");
+        assert_found(
+            &found,
+            "engine/a.rs",
+            1,
+            "crate::facade::Request",
+            "indirectly",
+        );
         assert_found(&found, "model/b.rs", 2, "#[path]", "no #[path]");
     }
 
     #[test]
     fn the_allowed_shapes_pass() {
         let found = run(&[
-            ("lib.rs", "pub mod engine;\npub mod fuzzing {\n    pub use crate::model::X;\n}"),
+            (
+                "lib.rs",
+                "pub mod engine;\npub mod fuzzing {\n    pub use crate::model::X;\n}",
+            ),
             (
                 "engine/tables.rs",
                 "use crate::model::Sa;\nuse crate::crypto::{self as c, OutboundSa};\n\
@@ -740,9 +799,18 @@ mod checker {
                  crate::paths::DEFAULT_STATE_DIR; crate::fuzzing::X; }\n\
                  mod tests {\n    use super::super::seq::STEP;\n    use super::*;\n}",
             ),
-            ("datapath/sync.rs", "use crate::model::{Spd, Sa as S};\nfn f(_: S) {}"),
-            ("model/sa.rs", "use crate::wire::Ipv6;\nuse super::types::Mode;"),
-            ("crypto/esp.rs", "use crate::{model::Mode, wire};\nfn f() { wire::x(); }"),
+            (
+                "datapath/sync.rs",
+                "use crate::model::{Spd, Sa as S};\nfn f(_: S) {}",
+            ),
+            (
+                "model/sa.rs",
+                "use crate::wire::Ipv6;\nuse super::types::Mode;",
+            ),
+            (
+                "crypto/esp.rs",
+                "use crate::{model::Mode, wire};\nfn f() { wire::x(); }",
+            ),
             (
                 "daemon/mod.rs",
                 "use crate::engine::Engine;\nuse crate::datapath::Kernel;\nuse crate::cli;",

@@ -102,9 +102,7 @@ impl<S: CbcSpec> CbcCipher<S> {
 /// Prints the algorithm, never the key schedule.
 impl<S: CbcSpec> fmt::Debug for CbcCipher<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct(S::DEBUG_NAME)
-            .field("key", &"<redacted>")
-            .finish()
+        super::debug_redacted(f, S::DEBUG_NAME)
     }
 }
 

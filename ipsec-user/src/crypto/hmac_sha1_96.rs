@@ -28,53 +28,23 @@ mod tests {
     use crate::crypto::Integrity;
     use crate::crypto::hmac_truncated::checks;
 
-    /// RFC 2202 §3, test cases 1 to 7 (key, data, HMAC-SHA1).
-    fn rfc2202() -> Vec<(Vec<u8>, Vec<u8>, &'static str)> {
-        vec![
-            (
-                vec![0x0b; 20],
-                b"Hi There".to_vec(),
-                "b617318655057264e28bc0b6fb378c8ef146be00",
-            ),
-            (
-                b"Jefe".to_vec(),
-                b"what do ya want for nothing?".to_vec(),
-                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
-            ),
-            (
-                vec![0xaa; 20],
-                vec![0xdd; 50],
-                "125d7342b9ac11cd91a39af48aa17b4f63f175d3",
-            ),
-            (
-                (1..=25).collect(),
-                vec![0xcd; 50],
-                "4c9007f4026250c6bc8414f9bf50c86c2d7235da",
-            ),
-            (
-                vec![0x0c; 20],
-                b"Test With Truncation".to_vec(),
-                "4c1a03424b55e07fe7f27be1d58bb9324a9a5a04",
-            ),
-            (
-                vec![0xaa; 80],
-                b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
-                "aa4ae5e15272d00e95705637ce8a3b55ed402112",
-            ),
-            (
-                vec![0xaa; 80],
-                b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data"
-                    .to_vec(),
-                "e8e99d0f45237d786d6bbaa7965c7808bbff1a91",
-            ),
-        ]
-    }
+    /// RFC 2202 §3, the HMAC-SHA1 of test cases 1 to 7 (`checks::rfc_inputs`).
+    const RFC2202: [&str; 7] = [
+        "b617318655057264e28bc0b6fb378c8ef146be00",
+        "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+        "125d7342b9ac11cd91a39af48aa17b4f63f175d3",
+        "4c9007f4026250c6bc8414f9bf50c86c2d7235da",
+        "4c1a03424b55e07fe7f27be1d58bb9324a9a5a04",
+        "aa4ae5e15272d00e95705637ce8a3b55ed402112",
+        "e8e99d0f45237d786d6bbaa7965c7808bbff1a91",
+    ];
 
     #[test]
     fn rfc2202_vectors_and_96_bit_truncation() {
+        let case7 = b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data";
         // Every digest here is the full 160 bits; the ICV is the leftmost 96 (24 hex digits).
-        assert!(rfc2202().iter().all(|(_, _, digest)| digest.len() == 40));
-        checks::vectors::<Sha1_96>("RFC 2202", rfc2202());
+        assert!(RFC2202.iter().all(|digest| digest.len() == 40));
+        checks::vectors::<Sha1_96>("RFC 2202", checks::rfc_inputs(80, case7), &RFC2202);
     }
 
     /// RFC 2202 case 5 prints the 96-bit truncation itself.

@@ -40,6 +40,7 @@ pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW, ReplayWindow};
 pub use tdes_cbc::{TdesEde3, TripleDesCbc};
 
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
+use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// The longest ICV any supported integrity algorithm produces (HMAC-SHA-256-128, RFC 4868).
@@ -177,4 +178,9 @@ pub fn new_integrity(
         IntegrityAlgorithm::HmacSha1 => Box::new(HmacSha1_96::new(key)?),
         IntegrityAlgorithm::HmacSha256 => Box::new(HmacSha256_128::new(key)?),
     })
+}
+
+/// `Debug` of a keyed type: its name and `key: "<redacted>"`, never the key schedule.
+fn debug_redacted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    f.debug_struct(name).field("key", &"<redacted>").finish()
 }
