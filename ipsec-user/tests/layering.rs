@@ -574,20 +574,20 @@ fn check(files: &[(String, String)]) -> Report {
             continue;
         }
         for (to, chain) in closure(&allowed, &reach.to) {
-            if let Some(rule) = broken_rule(&reach.from, &to) {
-                if seen.insert((reach.from.clone(), reach.to.clone(), to.clone())) {
-                    violations.push(Violation {
-                        file: reach.file.clone(),
-                        line: reach.line,
-                        path: reach.path.clone(),
-                        rule: format!(
-                            "{rule} ({} reaches {to} indirectly: {} -> {})",
-                            reach.from,
-                            reach.from,
-                            chain.join(" -> ")
-                        ),
-                    });
-                }
+            if let Some(rule) = broken_rule(&reach.from, &to)
+                && seen.insert((reach.from.clone(), reach.to.clone(), to.clone()))
+            {
+                violations.push(Violation {
+                    file: reach.file.clone(),
+                    line: reach.line,
+                    path: reach.path.clone(),
+                    rule: format!(
+                        "{rule} ({} reaches {to} indirectly: {} -> {})",
+                        reach.from,
+                        reach.from,
+                        chain.join(" -> ")
+                    ),
+                });
             }
         }
     }

@@ -84,7 +84,7 @@ impl fmt::Debug for Spd {
             .field("sas", &self.sas)
             .field("sps", &self.sps)
             .field("next_seq", &self.next_seq)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
