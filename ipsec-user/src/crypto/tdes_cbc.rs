@@ -105,6 +105,13 @@ mod tests {
             TripleDesCbc::new(&key).err(),
             Some(ConfigError::TripleDesDegenerate)
         );
+        // K2 = K3 degrades EDE just as much.
+        let k2_k3: Vec<u8> = [k2, k1, k1].concat();
+        assert_eq!(
+            TripleDesCbc::new(&k2_k3).err(),
+            Some(ConfigError::TripleDesDegenerate)
+        );
+        assert!(TripleDesCbc::new(&[k1, k2, k1].concat()).is_ok());
         assert!(matches!(
             TripleDesCbc::new(&key[..16]),
             Err(ConfigError::Length {
