@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod engine;
 pub mod model;
 pub mod paths;
+pub mod wire;
 
 /// What the `cargo-fuzz` targets in `fuzz/` drive, gathered in one place. Not an API: names and
 /// signatures follow the modules they come from.
