@@ -32,12 +32,14 @@ const KNOWN_SPI: u32 = 0x1000;
 /// The port both directions discard.
 const DISCARDED_PORT: u16 = 9;
 
-/// One row: a frame and the verdict counter it moves inbound (XDP) and outbound (TC).
+/// One row: a frame and the verdict counter it moves inbound (XDP) and outbound (TC). `None`
+/// outbound: the kernel refuses to test-run the frame on TC (an skb with the IPv6 ethertype must
+/// hold a whole IPv6 header, `bpf_prog_test_run_skb`), as the stack never sends one.
 struct Case {
     what: String,
     frame: Vec<u8>,
     inbound: Counter,
-    outbound: Counter,
+    outbound: Option<Counter>,
 }
 
 fn udp(dport: u16) -> FrameSpec {
@@ -116,6 +118,7 @@ fn cases() -> Vec<Case> {
     };
     let mut cases = Vec::new();
     let mut row = |what: String, frame: Vec<u8>, inbound, outbound| {
+        let outbound = (frame.len() >= 54 || frame[12..14] != [0x86, 0xdd]).then_some(outbound);
         cases.push(Case {
             what,
             frame,
@@ -404,10 +407,11 @@ fn both_parsers_give_every_edge_case_the_same_verdict() {
     let cases = cases();
     let mut before = counters(&dp);
     for case in &cases {
-        for (direction, want_counter) in [
-            (Direction::In, case.inbound),
-            (Direction::Out, case.outbound),
-        ] {
+        let runs = [
+            Some((Direction::In, case.inbound)),
+            case.outbound.map(|c| (Direction::Out, c)),
+        ];
+        for (direction, want_counter) in runs.into_iter().flatten() {
             let context = || format!("{} ({direction:?}): {}", case.what, hex(&case.frame));
             // Each row alone: no first fragment remembered, no cached verdict.
             dp.clear_fragment_state().expect("clearing fragment state");
