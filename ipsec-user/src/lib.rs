@@ -27,4 +27,5 @@ pub mod fuzzing {
     pub use crate::daemon::state::parse as parse_state_file;
     pub use crate::engine::{gro, mss, reassembly};
     pub use crate::model::packet::{Parsed, parse_frame};
+    pub use crate::wire;
 }

@@ -329,7 +329,11 @@ mod tests {
     fn segment(seq: u32, payload: usize, flags: u8) -> Vec<u8> {
         let mut p = vec![0u8; 40 + 32 + payload];
         p[0] = 0x60;
-        p[4..6].copy_from_slice(&((32 + payload) as u16).to_be_bytes());
+        p[4..6].copy_from_slice(
+            &u16::try_from(32 + payload)
+                .expect("test packet fits")
+                .to_be_bytes(),
+        );
         p[6] = TCP;
         p[7] = 64;
         p[8] = 0xfd;
@@ -344,7 +348,7 @@ mod tests {
         p[54..56].copy_from_slice(&[1, 0]);
         p[60..72].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
         for (i, b) in p[72..].iter_mut().enumerate() {
-            *b = (seq as usize + i) as u8;
+            *b = (seq as usize + i).to_le_bytes()[0];
         }
         p
     }
@@ -425,7 +429,7 @@ mod tests {
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
-        let want = !(sum as u16);
+        let want = !checksum::fold(u64::from(sum));
         p[56..58].copy_from_slice(&pseudo.to_be_bytes());
         let mut hdr = [0u8; VNET_HDR_LEN];
         hdr[0] = F_NEEDS_CSUM;

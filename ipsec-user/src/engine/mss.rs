@@ -20,7 +20,12 @@ pub const LINK_MTU: usize = 1500;
 pub const MAX_ESP_OVERHEAD: usize = 40 + 8 + 16 + 17 + 16;
 /// The largest MSS whose segments fit: IPv6 (40) and TCP (20) headers come on top of the MSS
 /// (TCP options are carved out of it).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "1303: the assertion below holds it to 16 bits"
+)]
 pub const CLAMPED_MSS: u16 = (LINK_MTU - MAX_ESP_OVERHEAD - 40 - 20) as u16;
+const _: () = assert!(LINK_MTU - MAX_ESP_OVERHEAD - 40 - 20 <= u16::MAX as usize);
 
 /// The largest MSS whose segments fit [`LINK_MTU`] under every SA of `overheads` (each SA's
 /// `max_overhead`); [`CLAMPED_MSS`] when there is none.
@@ -133,7 +138,8 @@ mod tests {
         tcp[12] = 7 << 4;
         tcp[13] = flags;
         tcp[20..24].copy_from_slice(&[1, 1, 4, 2]); // nop nop sack-permitted
-        tcp[24..28].copy_from_slice(&[MSS_KIND, 4, (mss >> 8) as u8, mss as u8]);
+        let [high, low] = mss.to_be_bytes();
+        tcp[24..28].copy_from_slice(&[MSS_KIND, 4, high, low]);
         let sum = tcp_checksum(&p);
         p[56..58].copy_from_slice(&sum.to_be_bytes());
         p

@@ -165,7 +165,11 @@ mod tests {
         f.extend_from_slice(&[0x86, 0xdd]);
         let mut ip = [0u8; 40];
         ip[0] = 0x60;
-        ip[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(
+            &u16::try_from(payload.len())
+                .expect("test payload fits")
+                .to_be_bytes(),
+        );
         ip[6] = next_header;
         ip[7] = 64;
         ip[8..24].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().expect("addr").octets());
