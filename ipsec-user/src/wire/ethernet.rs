@@ -1,15 +1,14 @@
 //! Ethernet II with up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad tags: where the network header
 //! starts, and what it is.
 
-use super::{ETH_HEADER_LEN, MAX_VLAN_TAGS, VLAN_TAG_LEN, WireError, be16, ethertype};
+use super::{ETH_HEADER_LEN, Field, MAX_VLAN_TAGS, VLAN_TAG_LEN, WireError, ethertype, view};
 
-/// Offset of the ethertype (or the first tag's TPID) in the header.
-const ETHERTYPE: usize = 12;
-
-/// A view of an Ethernet frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an Ethernet frame.
+    EthernetFrame [ETH_HEADER_LEN, "ethernet header"] {
+        /// The ethertype field (a TPID when the frame is tagged).
+        ethertype: u16 = 12;
+    }
 }
 
 /// What follows the link-layer header.
@@ -24,21 +23,6 @@ pub struct Link {
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wraps untrusted bytes: the 14-byte header is present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < ETH_HEADER_LEN {
-            return Err(WireError::Truncated {
-                what: "ethernet header",
-            });
-        }
-        Ok(Self { buffer })
-    }
-
-    /// The ethertype field (a TPID when the frame is tagged).
-    pub fn ethertype(&self) -> u16 {
-        be16(self.buffer.as_ref(), ETHERTYPE)
-    }
-
     /// Steps over the VLAN tags: the inner ethertype and where its header starts. A tag past
     /// [`MAX_VLAN_TAGS`] is refused before it is read (it could hide IPv6 from a parser that
     /// stops earlier); a tag cut short is truncated.
@@ -57,7 +41,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
                 return Err(WireError::Truncated { what: "vlan tag" });
             }
             // The tag is TPID (the ethertype just read), TCI, then the next ethertype.
-            link.ethertype = be16(buf, link.offset + 2);
+            link.ethertype = u16::read(buf, link.offset + 2);
             link.offset += VLAN_TAG_LEN;
             link.tags += 1;
         }

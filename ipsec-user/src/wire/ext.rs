@@ -1,8 +1,8 @@
 //! The IPv6 extension-header chain (RFC 8200 §4): the one bounded walk, and the fragment header.
 
 use super::{
-    FRAGMENT_HEADER_LEN, IPV6_HEADER_LEN, Ipv6Packet, MAX_EXT_HEADERS, WireError, be16, be32, byte,
-    is_walked_extension_header, proto, put,
+    FRAGMENT_HEADER_LEN, Field, IPV6_HEADER_LEN, Ipv6Packet, MAX_EXT_HEADERS, WireError,
+    is_walked_extension_header, proto, view,
 };
 
 /// Offset of the Next Header field in the fixed IPv6 header.
@@ -29,7 +29,7 @@ impl<'a> ExtHeader<'a> {
 
     /// The header after it.
     pub fn next_header(&self) -> u8 {
-        byte(self.bytes, 0)
+        u8::read(self.bytes, 0)
     }
 
     /// Its fragment header view, if it is one.
@@ -140,52 +140,26 @@ impl<'a> Iterator for ExtWalk<'a> {
 
 impl std::iter::FusedIterator for ExtWalk<'_> {}
 
-/// Field offsets of the fragment header (RFC 8200 §4.5).
-mod field {
-    pub(super) const NEXT_HEADER: usize = 0;
-    /// Fragment offset (13 bits, 8-octet units), 2 reserved bits, M flag.
-    pub(super) const OFFSET_FLAGS: usize = 2;
-    pub(super) const IDENTIFICATION: usize = 4;
-}
+/// Offset of the fragment offset (13 bits, 8-octet units), 2 reserved bits and the M flag.
+const OFFSET_FLAGS: usize = 2;
 
-/// A view of a fragment header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FragmentHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a fragment header (RFC 8200 §4.5).
+    FragmentHeader [FRAGMENT_HEADER_LEN, "ipv6 fragment header"] {
+        next_header: u8 = 0;
+        identification: u32 = 4;
+    }
 }
 
 impl<T: AsRef<[u8]>> FragmentHeader<T> {
-    /// Wraps bytes known to hold 8 (the walk hands out such views).
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps untrusted bytes: the 8-byte header is present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < FRAGMENT_HEADER_LEN {
-            return Err(WireError::Truncated {
-                what: "ipv6 fragment header",
-            });
-        }
-        Ok(Self { buffer })
-    }
-
-    pub fn next_header(&self) -> u8 {
-        byte(self.buffer.as_ref(), field::NEXT_HEADER)
-    }
-
     /// The fragment offset in 8-octet units.
     pub fn frag_offset(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::OFFSET_FLAGS) >> 3
+        u16::read(self.buffer.as_ref(), OFFSET_FLAGS) >> 3
     }
 
     /// The M flag: more fragments follow.
     pub fn more_fragments(&self) -> bool {
-        be16(self.buffer.as_ref(), field::OFFSET_FLAGS) & 1 == 1
-    }
-
-    pub fn identification(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::IDENTIFICATION)
+        u16::read(self.buffer.as_ref(), OFFSET_FLAGS) & 1 == 1
     }
 
     /// Offset 0 and no more fragments: a whole datagram (RFC 6946). The reserved bits are
@@ -218,13 +192,10 @@ impl FragmentRepr {
     /// Writes the header into the first 8 bytes of `buf` (nothing past a shorter buffer).
     pub fn emit(&self, buf: &mut [u8]) {
         let word = (self.frag_offset << 3) | u16::from(self.more_fragments);
-        put(buf, field::NEXT_HEADER, &[self.next_header, 0]);
-        put(buf, field::OFFSET_FLAGS, &word.to_be_bytes());
-        put(
-            buf,
-            field::IDENTIFICATION,
-            &self.identification.to_be_bytes(),
-        );
+        self.next_header.write(buf, 0);
+        0u8.write(buf, 1);
+        word.write(buf, OFFSET_FLAGS);
+        self.identification.write(buf, 4);
     }
 
     pub fn to_bytes(&self) -> [u8; FRAGMENT_HEADER_LEN] {

@@ -1,37 +1,13 @@
 //! The ICMPv6 header (RFC 4443 §2.1): type, code, checksum.
 
-use super::{WireError, be16, byte};
+use super::view;
 
-/// Length of the header the classifier needs: type, code and checksum.
-const HEADER_LEN: usize = 4;
-
-/// A view of an ICMPv6 message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Icmpv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
-    /// Wraps untrusted bytes: type, code and checksum are present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated {
-                what: "icmpv6 header",
-            });
-        }
-        Ok(Self { buffer })
-    }
-
-    pub fn msg_type(&self) -> u8 {
-        byte(self.buffer.as_ref(), 0)
-    }
-
-    pub fn msg_code(&self) -> u8 {
-        byte(self.buffer.as_ref(), 1)
-    }
-
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), 2)
+view! {
+    /// A view of an ICMPv6 message: type, code and checksum are what the classifier needs.
+    Icmpv6Packet [4, "icmpv6 header"] {
+        msg_type: u8 = 0;
+        msg_code: u8 = 1;
+        checksum: u16 = 2;
     }
 }
 

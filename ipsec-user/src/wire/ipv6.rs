@@ -2,43 +2,24 @@
 
 use std::net::Ipv6Addr;
 
-use super::{IPV6_HEADER_LEN, WireError, array, be16, byte, put};
+use super::{Field, IPV6_HEADER_LEN, WireError, array, put, view};
 
-/// Field offsets (RFC 8200 §3).
-mod field {
-    /// Version (4 bits), traffic class (8) and flow label (20).
-    pub(super) const VER_TC_FLOW: usize = 0;
-    pub(super) const PAYLOAD_LEN: usize = 4;
-    pub(super) const NEXT_HEADER: usize = 6;
-    pub(super) const HOP_LIMIT: usize = 7;
-    pub(super) const SRC_ADDR: usize = 8;
-    pub(super) const DST_ADDR: usize = 24;
-}
+/// Offsets of the addresses (RFC 8200 §3).
+const SRC_ADDR: usize = 8;
+const DST_ADDR: usize = 24;
 
-/// A view of an IPv6 packet: the fixed header, then `payload_len` bytes. Bytes after those
-/// (link-layer padding) are not part of the packet: [`Self::packet`] and [`Self::payload`] leave
-/// them out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv6 packet: the fixed header, then `payload_len` bytes. Bytes after those
+    /// (link-layer padding) are not part of the packet: [`Self::packet`] and [`Self::payload`]
+    /// leave them out.
+    Ipv6Packet {
+        payload_len: u16 = 4, set_payload_len;
+        next_header: u8 = 6, set_next_header;
+        hop_limit: u8 = 7, set_hop_limit;
+    }
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// Wraps `buffer` without checks. Accessors of the fixed header never panic, but read 0 past
-    /// the end; use it only on a buffer known to hold a whole header (one built here, or checked
-    /// before).
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps untrusted bytes: the fixed header is present, the version is 6 and the payload
-    /// length fits the buffer.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check_len()?;
-        Ok(packet)
-    }
-
     /// The checks of [`Self::new_checked`], in the order the errors are reported.
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
@@ -60,45 +41,31 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(())
     }
 
-    /// The buffer, link-layer padding included.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     pub fn version(&self) -> u8 {
-        byte(self.buffer.as_ref(), field::VER_TC_FLOW) >> 4
+        u8::read(self.buffer.as_ref(), 0) >> 4
     }
 
     pub fn traffic_class(&self) -> u8 {
-        let b = self.buffer.as_ref();
-        (byte(b, 0) << 4) | (byte(b, 1) >> 4)
+        // Version (4 bits), traffic class (8) and flow label (20) share the first word.
+        self.word().to_be_bytes()[0] << 4 | self.word().to_be_bytes()[1] >> 4
     }
 
     pub fn flow_label(&self) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([0, byte(b, 1) & 0x0f, byte(b, 2), byte(b, 3)])
+        self.word() & 0x000f_ffff
     }
 
-    pub fn payload_len(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::PAYLOAD_LEN)
-    }
-
-    pub fn next_header(&self) -> u8 {
-        byte(self.buffer.as_ref(), field::NEXT_HEADER)
-    }
-
-    pub fn hop_limit(&self) -> u8 {
-        byte(self.buffer.as_ref(), field::HOP_LIMIT)
+    fn word(&self) -> u32 {
+        u32::read(self.buffer.as_ref(), 0)
     }
 
     /// The source address, as bytes in network order.
     pub fn src_octets(&self) -> [u8; 16] {
-        array(self.buffer.as_ref(), field::SRC_ADDR).unwrap_or_default()
+        array(self.buffer.as_ref(), SRC_ADDR).unwrap_or_default()
     }
 
     /// The destination address, as bytes in network order.
     pub fn dst_octets(&self) -> [u8; 16] {
-        array(self.buffer.as_ref(), field::DST_ADDR).unwrap_or_default()
+        array(self.buffer.as_ref(), DST_ADDR).unwrap_or_default()
     }
 
     pub fn src_addr(&self) -> Ipv6Addr {
@@ -143,34 +110,18 @@ impl<'a> Ipv6Packet<&'a [u8]> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
-    pub fn set_payload_len(&mut self, len: u16) {
-        put(self.buffer.as_mut(), field::PAYLOAD_LEN, &len.to_be_bytes());
-    }
-
-    pub fn set_next_header(&mut self, next_header: u8) {
-        put(self.buffer.as_mut(), field::NEXT_HEADER, &[next_header]);
-    }
-
-    pub fn set_hop_limit(&mut self, hop_limit: u8) {
-        put(self.buffer.as_mut(), field::HOP_LIMIT, &[hop_limit]);
-    }
-
     /// Version 6, `traffic_class` and the low 20 bits of `flow_label`.
     pub fn set_version_class_flow(&mut self, traffic_class: u8, flow_label: u32) {
         let word = (6 << 28) | (u32::from(traffic_class) << 20) | (flow_label & 0x000f_ffff);
-        put(
-            self.buffer.as_mut(),
-            field::VER_TC_FLOW,
-            &word.to_be_bytes(),
-        );
+        word.write(self.buffer.as_mut(), 0);
     }
 
     pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
-        put(self.buffer.as_mut(), field::SRC_ADDR, &addr.octets());
+        put(self.buffer.as_mut(), SRC_ADDR, &addr.octets());
     }
 
     pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
-        put(self.buffer.as_mut(), field::DST_ADDR, &addr.octets());
+        put(self.buffer.as_mut(), DST_ADDR, &addr.octets());
     }
 
     /// The payload, writable (up to the payload length).

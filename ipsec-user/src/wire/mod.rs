@@ -60,30 +60,103 @@ pub enum WireError {
     TooManyVlanTags { max: usize },
 }
 
+/// Defines a view: the struct over `T: AsRef<[u8]>`, `new_unchecked`, `new_checked` (which runs
+/// `check_len`: generated from a minimum length in brackets, or written by the type),
+/// `into_inner`, and a getter for each listed big-endian field (offset after `=`), with a setter
+/// where one is named.
+macro_rules! view {
+    (
+        $(#[$doc:meta])*
+        $name:ident $([$min:expr, $what:literal])? {
+            $( $(#[$fdoc:meta])* $field:ident: $ty:ty = $at:expr $(, $set:ident)?; )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps bytes without checks: accessors never panic, but read 0 past the end. For
+            /// a caller that has checked the length itself.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                Self { buffer }
+            }
+
+            /// Wraps untrusted bytes: everything the accessors read is present.
+            pub fn new_checked(buffer: T) -> Result<Self, $crate::wire::WireError> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            $(
+                /// The checks of `new_checked`: the fixed header is present.
+                pub fn check_len(&self) -> Result<(), $crate::wire::WireError> {
+                    if self.buffer.as_ref().len() < $min {
+                        return Err($crate::wire::WireError::Truncated { what: $what });
+                    }
+                    Ok(())
+                }
+            )?
+
+            /// The buffer, as it was wrapped.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+
+            $(
+                $(#[$fdoc])*
+                pub fn $field(&self) -> $ty {
+                    <$ty as $crate::wire::Field>::read(self.buffer.as_ref(), $at)
+                }
+            )*
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $name<T> {
+            $($(
+                #[doc = concat!("Writes the field `", stringify!($field), "` reads.")]
+                pub fn $set(&mut self, value: $ty) {
+                    <$ty as $crate::wire::Field>::write(value, self.buffer.as_mut(), $at);
+                }
+            )?)*
+        }
+    };
+}
+use view;
+
+/// A big-endian field of a header. Read past the end of the buffer it is 0 and written there it
+/// is dropped: a view checks its length before reading, so neither happens after `new_checked`,
+/// and nothing can panic even on a view made with `new_unchecked`.
+trait Field: Sized {
+    fn read(buf: &[u8], at: usize) -> Self;
+    fn write(self, buf: &mut [u8], at: usize);
+}
+
+macro_rules! be_field {
+    ($($ty:ty),*) => {$(
+        impl Field for $ty {
+            fn read(buf: &[u8], at: usize) -> Self {
+                array(buf, at).map_or(0, <$ty>::from_be_bytes)
+            }
+
+            fn write(self, buf: &mut [u8], at: usize) {
+                put(buf, at, &self.to_be_bytes());
+            }
+        }
+    )*};
+}
+be_field!(u8, u16, u32);
+
 /// `N` bytes of `buf` at `at`, or `None` past its end: the one place views read fixed fields.
 fn array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     buf.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
-/// The big-endian `u16` at `at`; 0 past the end (a view checks its length before reading, so
-/// the fallback is never taken after `new_checked`).
-fn be16(buf: &[u8], at: usize) -> u16 {
-    array(buf, at).map_or(0, u16::from_be_bytes)
-}
-
-/// The big-endian `u32` at `at`; 0 past the end (see [`be16`]).
-fn be32(buf: &[u8], at: usize) -> u32 {
-    array(buf, at).map_or(0, u32::from_be_bytes)
-}
-
-/// Writes `bytes` at `at` if they fit (a view checks its length first; see [`be16`]).
+/// Writes `bytes` at `at` if they fit (see [`Field`]).
 fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
     if let Some(field) = buf.get_mut(at..at + bytes.len()) {
         field.copy_from_slice(bytes);
     }
-}
-
-/// The byte at `at`; 0 past the end (see [`be16`]).
-fn byte(buf: &[u8], at: usize) -> u8 {
-    buf.get(at).copied().unwrap_or(0)
 }

@@ -1,59 +1,50 @@
 //! The TCP header (RFC 9293 §3.1): the fields GRO, GSO and MSS clamping read and rewrite.
 
-use super::{WireError, be16, be32, byte, put};
+use super::{Field, WireError, view};
 
-/// Field offsets (RFC 9293 §3.1).
-mod field {
-    pub(super) const SRC_PORT: usize = 0;
-    pub(super) const DST_PORT: usize = 2;
-    pub(super) const SEQ: usize = 4;
-    pub(super) const ACK: usize = 8;
-    /// Data offset (4 bits, in 32-bit words) and 4 reserved bits.
-    pub(super) const DATA_OFFSET: usize = 12;
-    pub(super) const FLAGS: usize = 13;
-    pub(super) const WINDOW: usize = 14;
-    pub(super) const CHECKSUM: usize = 16;
-    pub(super) const URGENT: usize = 18;
-    pub(super) const OPTIONS: usize = 20;
-}
-
+/// Offset of the options (RFC 9293 §3.1), the length of a header without them.
+const OPTIONS: usize = 20;
 /// Length of the header without options.
-pub(super) const MIN_HEADER_LEN: usize = field::OPTIONS;
+pub(super) const MIN_HEADER_LEN: usize = OPTIONS;
 
 /// The TCP flag bits of the flags byte (RFC 9293 §3.1).
 pub mod tcp_flags {
+    /// No more data from the sender; only on a segmented packet's last segment.
     pub const FIN: u8 = 0x01;
+    /// Synchronize sequence numbers: the segments whose MSS option is clamped.
     pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
+    /// Push: deliver now; ends a coalesced run.
     pub const PSH: u8 = 0x08;
+    /// The acknowledgment number is significant: the only flag (with PSH) of mergeable data.
     pub const ACK: u8 = 0x10;
-    pub const URG: u8 = 0x20;
-    pub const ECE: u8 = 0x40;
+    /// Congestion window reduced (RFC 3168): only on a segmented packet's first segment.
     pub const CWR: u8 = 0x80;
 }
 
-/// A view of a TCP segment: header (options included), then data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a TCP segment (RFC 9293 §3.1): header (options included), then data.
+    TcpPacket {
+        src_port: u16 = 0;
+        dst_port: u16 = 2;
+        seq_number: u32 = 4, set_seq_number;
+        ack_number: u32 = 8;
+        /// The flags byte ([`tcp_flags`]).
+        flags: u8 = 13, set_flags;
+        window: u16 = 14;
+        checksum: u16 = 16, set_checksum;
+        urgent_pointer: u16 = 18;
+    }
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wraps bytes without checks: accessors never panic but read 0 past the end. For a caller
-    /// that checked the length itself, or only reads fields it knows are present.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    /// Wraps untrusted bytes: the fixed header is present, and the data offset is at least 5
-    /// words and within the buffer.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let packet = Self { buffer };
-        let len = packet.buffer.as_ref().len();
+    /// The checks of `new_checked`: the fixed header is present, and the data offset is at
+    /// least 5 words and within the buffer.
+    pub fn check_len(&self) -> Result<(), WireError> {
+        let len = self.buffer.as_ref().len();
         if len < MIN_HEADER_LEN {
             return Err(WireError::Truncated { what: "tcp header" });
         }
-        let header_len = packet.header_len();
+        let header_len = self.header_len();
         if header_len < MIN_HEADER_LEN {
             return Err(WireError::Malformed {
                 what: "tcp data offset below 5",
@@ -64,54 +55,19 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
                 what: "tcp options",
             });
         }
-        Ok(packet)
-    }
-
-    pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::SRC_PORT)
-    }
-
-    pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::DST_PORT)
-    }
-
-    pub fn seq_number(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::SEQ)
-    }
-
-    pub fn ack_number(&self) -> u32 {
-        be32(self.buffer.as_ref(), field::ACK)
+        Ok(())
     }
 
     /// The header length in bytes (data offset × 4), options included.
     pub fn header_len(&self) -> usize {
-        usize::from(byte(self.buffer.as_ref(), field::DATA_OFFSET) >> 4) * 4
-    }
-
-    /// The flags byte ([`tcp_flags`]).
-    pub fn flags(&self) -> u8 {
-        byte(self.buffer.as_ref(), field::FLAGS)
-    }
-
-    pub fn window(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::WINDOW)
-    }
-
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
-    }
-
-    pub fn urgent_pointer(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::URGENT)
+        // Data offset: the high 4 bits of byte 12, in 32-bit words.
+        usize::from(u8::read(self.buffer.as_ref(), 12) >> 4) * 4
     }
 
     /// The options: bytes 20 to the header length.
     pub fn options(&self) -> &[u8] {
         let end = self.header_len();
-        self.buffer
-            .as_ref()
-            .get(field::OPTIONS..end)
-            .unwrap_or_default()
+        self.buffer.as_ref().get(OPTIONS..end).unwrap_or_default()
     }
 
     /// The data after the header.
@@ -122,28 +78,12 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
-    pub fn set_seq_number(&mut self, seq: u32) {
-        put(self.buffer.as_mut(), field::SEQ, &seq.to_be_bytes());
-    }
-
-    pub fn set_flags(&mut self, flags: u8) {
-        put(self.buffer.as_mut(), field::FLAGS, &[flags]);
-    }
-
-    pub fn set_checksum(&mut self, checksum: u16) {
-        put(
-            self.buffer.as_mut(),
-            field::CHECKSUM,
-            &checksum.to_be_bytes(),
-        );
-    }
-
     /// The options, writable.
     pub fn options_mut(&mut self) -> &mut [u8] {
         let end = self.header_len();
         self.buffer
             .as_mut()
-            .get_mut(field::OPTIONS..end)
+            .get_mut(OPTIONS..end)
             .unwrap_or_default()
     }
 }

@@ -1,9 +1,6 @@
 //! The UDP header (RFC 768), and the port pair TCP and UDP share.
 
-use super::{WireError, be16};
-
-/// Length of the UDP header.
-const HEADER_LEN: usize = 8;
+use super::{Field, WireError, view};
 
 /// The source and destination ports: the first four bytes of TCP (RFC 9293 §3.1) and UDP
 /// (RFC 768), all a classifier reads, so a header cut after them still has its ports.
@@ -11,39 +8,17 @@ pub fn ports(transport: &[u8]) -> Result<(u16, u16), WireError> {
     if transport.len() < 4 {
         return Err(WireError::Truncated { what: "ports" });
     }
-    Ok((be16(transport, 0), be16(transport, 2)))
+    Ok((u16::read(transport, 0), u16::read(transport, 2)))
 }
 
-/// A view of a UDP datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
-impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wraps untrusted bytes: the 8-byte header is present.
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated { what: "udp header" });
-        }
-        Ok(Self { buffer })
-    }
-
-    pub fn src_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), 0)
-    }
-
-    pub fn dst_port(&self) -> u16 {
-        be16(self.buffer.as_ref(), 2)
-    }
-
-    /// The Length field: header and data.
-    pub fn length(&self) -> u16 {
-        be16(self.buffer.as_ref(), 4)
-    }
-
-    pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), 6)
+view! {
+    /// A view of a UDP datagram.
+    UdpPacket [8, "udp header"] {
+        src_port: u16 = 0;
+        dst_port: u16 = 2;
+        /// The Length field: header and data.
+        length: u16 = 4;
+        checksum: u16 = 6;
     }
 }
 
