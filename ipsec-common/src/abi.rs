@@ -168,24 +168,21 @@ pub mod proto {
     pub const DEST_OPTS: u8 = 60;
 }
 
-/// Ethertypes the parsers read (IEEE 802.3, 802.1Q, 802.1ad).
+/// Ethertypes the parsers read: IPv6, and the 802.1Q (customer) and 802.1ad (service, "QinQ")
+/// VLAN tags they step over.
 pub mod ethertype {
     pub const IPV6: u16 = 0x86dd;
-    /// A customer VLAN tag (802.1Q).
     pub const VLAN: u16 = 0x8100;
-    /// A service VLAN tag (802.1ad, "QinQ").
     pub const QINQ: u16 = 0x88a8;
 }
 
-/// Length of an Ethernet header without tags.
+/// Header lengths the parsers step over: Ethernet without tags, one VLAN tag (TPID and TCI), the
+/// fixed IPv6 header (RFC 8200 §3), the fragment header (RFC 8200 §4.5), the ESP header (SPI and
+/// sequence number, RFC 4303 §2).
 pub const ETH_HEADER_LEN: usize = 14;
-/// Length of one VLAN tag (TPID and TCI).
 pub const VLAN_TAG_LEN: usize = 4;
-/// Length of the fixed IPv6 header (RFC 8200 §3).
 pub const IPV6_HEADER_LEN: usize = 40;
-/// Length of the IPv6 fragment header (RFC 8200 §4.5).
 pub const FRAGMENT_HEADER_LEN: usize = 8;
-/// Length of the ESP header: SPI and sequence number (RFC 4303 §2).
 pub const ESP_HEADER_LEN: usize = 8;
 
 /// ICMPv6 neighbour discovery types (RFC 4861): pass in clear unless a policy names them.

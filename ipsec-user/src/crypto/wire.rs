@@ -162,16 +162,6 @@ mod tests {
 
     #[test]
     fn transport_split_places_esp_after_hbh_routing_fragment() {
-        // No extension headers: ESP right after the fixed header.
-        let p = packet(6, &[0; 20]);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 40,
-                next_header_field: 6,
-                next_header: 6
-            }
-        );
         // HBH (8) -> DestOpts (8) -> Routing (24) -> DestOpts (8) -> UDP.
         let mut ext = vec![60, 0, 0, 0, 0, 0, 0, 0]; // HBH, next = dest opts
         ext.extend_from_slice(&[43, 0, 0, 0, 0, 0, 0, 0]); // dest opts, next = routing
@@ -179,39 +169,37 @@ mod tests {
         ext.extend_from_slice(&[0; 16]);
         ext.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]); // dest opts, next = UDP
         ext.extend_from_slice(&[0; 8]);
-        let p = packet(0, &ext);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 40 + 40,
-                next_header_field: 56,
-                next_header: 60
-            }
-        );
-        // A lone destination options header goes inside ESP.
-        let p = packet(60, &[6, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 40,
-                next_header_field: 6,
-                next_header: 60
-            }
-        );
-        // An atomic fragment stays in front; a real fragment is refused.
-        let p = packet(44, &[17, 0, 0, 0, 0, 0, 0, 1, 9, 9]);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 48,
-                next_header_field: 40,
-                next_header: 17
-            }
-        );
-        let p = packet(44, &[17, 0, 0, 1, 0, 0, 0, 1, 9, 9]);
-        assert_eq!(transport_split(&p), Err(EspError::Fragment));
-        let p = packet(44, &[17, 0, 0, 8, 0, 0, 0, 1, 9, 9]);
-        assert_eq!(transport_split(&p), Err(EspError::Fragment));
+        // (what, packet, offset, next header field, next header)
+        for (what, p, offset, next_header_field, next_header) in [
+            ("no extension headers", packet(6, &[0; 20]), 40, 6, 6),
+            ("routing and what precedes it", packet(0, &ext), 80, 56, 60),
+            (
+                "a lone destination options header goes inside",
+                packet(60, &[6, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]),
+                40,
+                6,
+                60,
+            ),
+            (
+                "an atomic fragment stays in front",
+                packet(44, &[17, 0, 0, 0, 0, 0, 0, 1, 9, 9]),
+                48,
+                40,
+                17,
+            ),
+        ] {
+            let want = TransportSplit {
+                offset,
+                next_header_field,
+                next_header,
+            };
+            assert_eq!(transport_split(&p), Ok(want), "{what}");
+        }
+        // A real fragment (M set, or an offset) is refused.
+        for word in [1, 8] {
+            let p = packet(44, &[17, 0, 0, word, 0, 0, 0, 1, 9, 9]);
+            assert_eq!(transport_split(&p), Err(EspError::Fragment));
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@ use super::view;
 view! {
     /// A view of an ICMPv6 message: type, code and checksum are what the classifier needs.
     Icmpv6Packet [4, "icmpv6 header"] {
+        /// The type: what a selector's "port" names for ICMPv6 (RFC 4301 §4.4.1.1).
         msg_type: u8 = 0;
         msg_code: u8 = 1;
+        /// Over the pseudo-header and the message (RFC 4443 §2.3).
         checksum: u16 = 2;
     }
 }
