@@ -404,7 +404,13 @@ fn both_parsers_give_every_edge_case_the_same_verdict() {
             case.outbound.map(|c| (Direction::Out, c)),
         ];
         for (direction, want_counter) in runs.into_iter().flatten() {
-            let context = || format!("{} ({direction:?}): {}", case.what, hex::encode(&case.frame));
+            let context = || {
+                format!(
+                    "{} ({direction:?}): {}",
+                    case.what,
+                    hex::encode(&case.frame)
+                )
+            };
             // Each row alone: no first fragment remembered, no cached verdict.
             dp.clear_fragment_state().expect("clearing fragment state");
             dp.clear_flow_cache().expect("clearing the flow cache");
