@@ -14,13 +14,13 @@
 
 use ipsec_fuzz::tcp_checksum;
 use ipsec_user::fuzzing::gro::{self, Coalescer, PLAIN, VNET_HDR_LEN};
+use ipsec_user::fuzzing::wire::{
+    tcp_flags::{ACK, FIN, PSH},
+    vnet_flags::NEEDS_CSUM,
+    vnet_gso::TCPV6 as GSO_TCPV6,
+};
 use libfuzzer_sys::fuzz_target;
 
-const GSO_TCPV6: u8 = 4;
-const NEEDS_CSUM: u8 = 1;
-const FIN: u8 = 0x01;
-const PSH: u8 = 0x08;
-const ACK: u8 = 0x10;
 /// The coalescer's cap on a merged packet's IPv6 payload.
 const MAX_MERGED_PAYLOAD: usize = 60_000;
 

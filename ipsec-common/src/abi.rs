@@ -122,21 +122,74 @@ pub const FLOW_OPAQUE: u8 = 1;
 /// a non-first fragment's fragment header it means the upper-layer protocol is not visible.
 #[inline(always)]
 pub fn is_extension_header(nh: u8) -> bool {
-    matches!(nh, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+    matches!(
+        nh,
+        proto::HOP_BY_HOP
+            | proto::ROUTING
+            | proto::FRAGMENT
+            | proto::AH
+            | proto::DEST_OPTS
+            | 135
+            | 139
+            | 140
+            | 253
+            | 254
+    )
 }
 
-/// IPv6 next-header values the datapath knows.
+/// Whether the extension-header walk steps over `nh` (at most [`MAX_EXT_HEADERS`] times): the
+/// headers that may precede the upper layer and that a parser must read through (RFC 8200 §4.1).
+/// Every other value, AH and ESP included, ends the walk. Both parsers (eBPF and userspace
+/// `wire`) use this one definition.
+#[inline(always)]
+pub fn is_walked_extension_header(nh: u8) -> bool {
+    matches!(
+        nh,
+        proto::HOP_BY_HOP | proto::ROUTING | proto::FRAGMENT | proto::DEST_OPTS
+    )
+}
+
+/// IPv6 next-header values (IANA "Assigned Internet Protocol Numbers"): the one definition for
+/// the eBPF programs and userspace.
 pub mod proto {
+    /// RFC 8200 §4.3.
     pub const HOP_BY_HOP: u8 = 0;
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    /// IPv6 in IPv6: the ESP trailer's next header in tunnel mode (RFC 4303 §3.1.2).
+    pub const IPV6: u8 = 41;
+    /// RFC 8200 §4.4.
     pub const ROUTING: u8 = 43;
+    /// RFC 8200 §4.5.
     pub const FRAGMENT: u8 = 44;
+    /// RFC 4303.
     pub const ESP: u8 = 50;
+    /// RFC 4302.
     pub const AH: u8 = 51;
+    /// RFC 4443.
     pub const ICMPV6: u8 = 58;
+    /// RFC 8200 §4.7: a dummy packet's ESP next header (RFC 4303 §2.6).
+    pub const NO_NEXT_HEADER: u8 = 59;
+    /// RFC 8200 §4.6.
     pub const DEST_OPTS: u8 = 60;
 }
+
+/// Ethertypes the parsers read: IPv6, and the 802.1Q (customer) and 802.1ad (service, "QinQ")
+/// VLAN tags they step over.
+pub mod ethertype {
+    pub const IPV6: u16 = 0x86dd;
+    pub const VLAN: u16 = 0x8100;
+    pub const QINQ: u16 = 0x88a8;
+}
+
+/// Header lengths the parsers step over: Ethernet without tags, one VLAN tag (TPID and TCI), the
+/// fixed IPv6 header (RFC 8200 §3), the fragment header (RFC 8200 §4.5), the ESP header (SPI and
+/// sequence number, RFC 4303 §2).
+pub const ETH_HEADER_LEN: usize = 14;
+pub const VLAN_TAG_LEN: usize = 4;
+pub const IPV6_HEADER_LEN: usize = 40;
+pub const FRAGMENT_HEADER_LEN: usize = 8;
+pub const ESP_HEADER_LEN: usize = 8;
 
 /// ICMPv6 neighbour discovery types (RFC 4861): pass in clear unless a policy names them.
 pub const ND_TYPE_FIRST: u8 = 133;

@@ -9,14 +9,10 @@
 //! holds the two equal.
 
 use ipsec_common::abi::{
-    FLOW_OPAQUE, FlowKey, MAX_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS, is_extension_header, proto,
+    ESP_HEADER_LEN, ETH_HEADER_LEN, FLOW_OPAQUE, FRAGMENT_HEADER_LEN, FlowKey, IPV6_HEADER_LEN,
+    MAX_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS, VLAN_TAG_LEN, ethertype, is_extension_header,
+    is_walked_extension_header, proto,
 };
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const IPV6_HLEN: usize = 40;
 
 /// What the parser made of a frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,6 +91,20 @@ impl Frame {
         true
     }
 
+    /// `N` bytes at `off` that lie inside both the readable data and the IPv6 payload, which
+    /// ends at `payload_end`.
+    #[inline(always)]
+    fn within<const N: usize>(&self, off: usize, payload_end: usize) -> Option<[u8; N]> {
+        // `data_end` first: checked after `payload_end`, LLVM may drop it as implied (on XDP
+        // the payload end was checked against the frame length), and the verifier, which
+        // cannot follow that, refuses the read.
+        let bytes = self.bytes::<N>(off)?;
+        if off + N > payload_end {
+            return None;
+        }
+        Some(bytes)
+    }
+
     #[inline(always)]
     pub fn len(&self) -> usize {
         self.total_len
@@ -121,24 +131,24 @@ pub fn zeroed_key(slot: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
 /// otherwise ESP is classified like any other protocol without ports (egress).
 #[inline(always)]
 pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -> Outcome {
-    let Some(eth) = frame.bytes::<ETH_HLEN>(0) else {
+    let Some(eth) = frame.bytes::<ETH_HEADER_LEN>(0) else {
         return Outcome::NotIpv6;
     };
-    let mut l3 = ETH_HLEN;
-    let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
+    let mut l3 = ETH_HEADER_LEN;
+    let mut eth_type = u16::from_be_bytes([eth[12], eth[13]]);
     let mut tags = 0usize;
-    while ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+    while eth_type == ethertype::VLAN || eth_type == ethertype::QINQ {
         if tags == MAX_VLAN_TAGS {
             return Outcome::VlanDepth;
         }
-        let Some(tag) = frame.bytes::<4>(l3) else {
+        let Some(tag) = frame.bytes::<VLAN_TAG_LEN>(l3) else {
             return Outcome::NotIpv6;
         };
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 += 4;
+        eth_type = u16::from_be_bytes([tag[2], tag[3]]);
+        l3 += VLAN_TAG_LEN;
         tags += 1;
     }
-    if ethertype != ETH_P_IPV6 {
+    if eth_type != ethertype::IPV6 {
         return Outcome::NotIpv6;
     }
     // Version, payload length and next header; the addresses are read as words below.
@@ -152,7 +162,7 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
         return Outcome::Malformed;
     }
     // The payload must be present in full; parsing never looks past its end.
-    let payload_end = l3 + IPV6_HLEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    let payload_end = l3 + IPV6_HEADER_LEN + u16::from_be_bytes([ip[4], ip[5]]) as usize;
     if payload_end > frame.len() {
         return Outcome::Malformed;
     }
@@ -163,55 +173,46 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
     key.dport = 0;
 
     let mut nh = ip[6];
-    let mut off = l3 + IPV6_HLEN;
+    let mut off = l3 + IPV6_HEADER_LEN;
     let mut walked = 0usize;
     let mut fragment = Fragment::Whole;
     while walked <= MAX_EXT_HEADERS {
-        match nh {
-            proto::HOP_BY_HOP | proto::ROUTING | proto::DEST_OPTS => {
-                if walked == MAX_EXT_HEADERS {
-                    return Outcome::ExtLimit;
+        if !is_walked_extension_header(nh) {
+            break;
+        }
+        if walked == MAX_EXT_HEADERS {
+            return Outcome::ExtLimit;
+        }
+        if nh == proto::FRAGMENT {
+            let Some(h) = frame.within::<FRAGMENT_HEADER_LEN>(off, payload_end) else {
+                return Outcome::Malformed;
+            };
+            nh = h[0];
+            off += FRAGMENT_HEADER_LEN;
+            let word = u16::from_be_bytes([h[2], h[3]]);
+            let id = [h[4], h[5], h[6], h[7]];
+            if word >> 3 != 0 {
+                // A non-first fragment: what follows is the middle of the payload, with no
+                // ports to see. Its datagram's first fragment decides its verdict.
+                if esp_is_terminal && nh == proto::ESP {
+                    return Outcome::EspFragment;
                 }
-                if off + 2 > payload_end {
-                    return Outcome::Malformed;
-                }
-                let Some(h) = frame.bytes::<2>(off) else {
-                    return Outcome::Malformed;
-                };
-                nh = h[0];
-                off += (h[1] as usize + 1) * 8;
+                let proto_known = !is_extension_header(nh);
+                key.proto = if proto_known { nh } else { 0 };
+                key.flags = FLOW_OPAQUE;
+                return Outcome::Flow(Fragment::NonFirst { id, proto_known });
             }
-            proto::FRAGMENT => {
-                if walked == MAX_EXT_HEADERS {
-                    return Outcome::ExtLimit;
-                }
-                if off + 8 > payload_end {
-                    return Outcome::Malformed;
-                }
-                let Some(h) = frame.bytes::<8>(off) else {
-                    return Outcome::Malformed;
-                };
-                nh = h[0];
-                off += 8;
-                let word = u16::from_be_bytes([h[2], h[3]]);
-                let id = [h[4], h[5], h[6], h[7]];
-                if word >> 3 != 0 {
-                    // A non-first fragment: what follows is the middle of the payload, with no
-                    // ports to see. Its datagram's first fragment decides its verdict.
-                    if esp_is_terminal && nh == proto::ESP {
-                        return Outcome::EspFragment;
-                    }
-                    let proto_known = !is_extension_header(nh);
-                    key.proto = if proto_known { nh } else { 0 };
-                    key.flags = FLOW_OPAQUE;
-                    return Outcome::Flow(Fragment::NonFirst { id, proto_known });
-                }
-                // The first fragment header decides; an atomic fragment is a whole datagram.
-                if word & 1 != 0 && fragment == Fragment::Whole {
-                    fragment = Fragment::First { id };
-                }
+            // The first fragment header decides; an atomic fragment is a whole datagram.
+            if word & 1 != 0 && fragment == Fragment::Whole {
+                fragment = Fragment::First { id };
             }
-            _ => break,
+        } else {
+            // Hop-by-hop, routing, destination options: (Hdr Ext Len + 1) * 8 bytes.
+            let Some(h) = frame.within::<2>(off, payload_end) else {
+                return Outcome::Malformed;
+            };
+            nh = h[0];
+            off += (h[1] as usize + 1) * 8;
         }
         if off > payload_end {
             return Outcome::Malformed;
@@ -228,26 +229,23 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
     key.proto = nh;
     match nh {
         proto::TCP | proto::UDP => {
-            if off + 4 > payload_end {
-                return Outcome::Malformed;
-            }
-            let Some(p) = frame.bytes::<4>(off) else {
+            // The ports: the first four bytes of both.
+            let Some(p) = frame.within::<4>(off, payload_end) else {
                 return Outcome::Malformed;
             };
             key.sport = u16::from_be_bytes([p[0], p[1]]);
             key.dport = u16::from_be_bytes([p[2], p[3]]);
         }
         proto::ICMPV6 => {
-            if off + 4 > payload_end {
-                return Outcome::Malformed;
-            }
-            let Some(p) = frame.bytes::<4>(off) else {
+            // Type, code, checksum.
+            let Some(p) = frame.within::<4>(off, payload_end) else {
                 return Outcome::Malformed;
             };
             key.dport = p[0] as u16;
         }
         proto::ESP if esp_is_terminal => {
-            if off + 8 > payload_end {
+            // The whole header must be there; the SPI is its first half.
+            if off + ESP_HEADER_LEN > payload_end {
                 return Outcome::Malformed;
             }
             let Some(p) = frame.bytes::<4>(off) else {
@@ -255,7 +253,7 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
             };
             return Outcome::Esp {
                 spi: u32::from_be_bytes(p),
-                plain: l3 == ETH_HLEN && off == ETH_HLEN + IPV6_HLEN,
+                plain: l3 == ETH_HEADER_LEN && off == ETH_HEADER_LEN + IPV6_HEADER_LEN,
             };
         }
         _ => key.flags = FLOW_OPAQUE,

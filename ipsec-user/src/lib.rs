@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod engine;
 pub mod model;
 pub mod paths;
+pub mod wire;
 
 /// What the `cargo-fuzz` targets in `fuzz/` drive, gathered in one place. Not an API: names and
 /// signatures follow the modules they come from.
@@ -27,4 +28,5 @@ pub mod fuzzing {
     pub use crate::daemon::state::parse as parse_state_file;
     pub use crate::engine::{gro, mss, reassembly};
     pub use crate::model::packet::{Parsed, parse_frame};
+    pub use crate::wire;
 }

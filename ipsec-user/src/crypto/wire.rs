@@ -1,101 +1,59 @@
-//! The few IPv6 header facts ESP needs: the fixed header, and the walk over the extension
-//! headers that stay in front of the ESP header (RFC 8200 §4, RFC 4303 §3.1.1).
+//! The few IPv6 facts ESP needs, read through the `wire` views: the checked packet, and where
+//! ESP goes or is among the extension headers (RFC 8200 §4, RFC 4303 §3.1.1).
 //!
-//! Contract: every function takes untrusted bytes, checks each length before reading, bounds
-//! the walk by [`MAX_EXT_HEADERS`], and reports problems as [`EspError`]; nothing panics.
+//! Contract: every function takes untrusted bytes and reports problems as [`EspError`]; the walk
+//! is `wire::ExtWalk`, bounded by `MAX_EXT_HEADERS`; nothing panics.
 
 use super::EspError;
+use crate::wire::{ExtHeader, ExtWalk, Ipv6Packet, WireError};
 use std::net::Ipv6Addr;
 
-/// Length of the fixed IPv6 header, RFC 8200 §3.
-pub(crate) const IPV6_HEADER_LEN: usize = 40;
-/// Offset of the Payload Length field in the IPv6 header.
-pub(crate) const PAYLOAD_LEN_OFFSET: usize = 4;
-/// Offset of the Next Header field in the IPv6 header.
-pub(crate) const NEXT_HEADER_OFFSET: usize = 6;
+pub(crate) use crate::wire::{IPV6_HEADER_LEN, proto};
 
-/// IANA protocol numbers used here.
-pub(crate) mod proto {
-    pub(crate) const HOP_BY_HOP: u8 = 0;
-    pub(crate) const IPV6: u8 = 41;
-    pub(crate) const ROUTING: u8 = 43;
-    pub(crate) const FRAGMENT: u8 = 44;
-    pub(crate) const ESP: u8 = 50;
-    pub(crate) const NO_NEXT_HEADER: u8 = 59;
-    pub(crate) const DEST_OPTS: u8 = 60;
+impl From<WireError> for EspError {
+    fn from(error: WireError) -> Self {
+        match error {
+            WireError::Truncated { what } => EspError::Truncated { what },
+            WireError::Malformed { what } => EspError::Malformed { what },
+            WireError::TooManyExtHeaders { .. } => EspError::Malformed {
+                what: "too many ipv6 extension headers",
+            },
+            WireError::TooManyVlanTags { .. } => EspError::Malformed {
+                what: "too many vlan tags",
+            },
+        }
+    }
 }
-
-/// Longest extension-header chain walked before ESP; real packets carry two or three.
-pub(crate) const MAX_EXT_HEADERS: usize = 8;
 
 /// Checks the fixed header of an IPv6 packet and returns the packet trimmed to
 /// `40 + Payload Length` (link-layer padding after it is not part of the packet).
 pub(crate) fn ipv6_packet(buf: &[u8]) -> Result<&[u8], EspError> {
-    if buf.len() < IPV6_HEADER_LEN {
-        return Err(EspError::Truncated {
-            what: "ipv6 header",
-        });
-    }
-    if buf[0] >> 4 != 6 {
-        return Err(EspError::Malformed {
-            what: "ip version is not 6",
-        });
-    }
-    let payload_len = usize::from(u16::from_be_bytes([
-        buf[PAYLOAD_LEN_OFFSET],
-        buf[PAYLOAD_LEN_OFFSET + 1],
-    ]));
-    buf.get(..IPV6_HEADER_LEN + payload_len)
-        .ok_or(EspError::Truncated {
-            what: "ipv6 payload shorter than its payload length",
-        })
+    Ok(Ipv6Packet::new_checked(buf)?.packet_bytes())
 }
 
 /// The destination address of a checked IPv6 packet.
 pub(crate) fn destination(packet: &[u8]) -> Ipv6Addr {
-    let mut addr = [0; 16];
-    addr.copy_from_slice(&packet[24..40]);
-    Ipv6Addr::from(addr)
+    Ipv6Packet::new_unchecked(packet).dst_addr()
 }
 
 /// Writes the Payload Length field; `packet` must be at least a header long.
 pub(crate) fn set_payload_len(packet: &mut [u8], payload_len: u16) {
-    packet[PAYLOAD_LEN_OFFSET..PAYLOAD_LEN_OFFSET + 2].copy_from_slice(&payload_len.to_be_bytes());
+    Ipv6Packet::new_unchecked(packet).set_payload_len(payload_len);
 }
 
-/// One extension header seen during a walk.
-struct ExtHeader {
-    /// Its own type (the Next Header value that announced it).
-    kind: u8,
-    /// Offset of its Next Header field (its first byte).
-    start: usize,
-    /// Offset just past it.
-    end: usize,
+/// The extension headers of a packet [`ipv6_packet`] checked.
+fn walk(packet: &[u8]) -> ExtWalk<'_> {
+    ExtWalk::new(Ipv6Packet::new_unchecked(packet))
 }
 
-/// Reads the extension header of type `kind` at `start`; refuses a real fragment.
-fn ext_header(packet: &[u8], kind: u8, start: usize) -> Result<ExtHeader, EspError> {
-    let truncated = EspError::Truncated {
-        what: "ipv6 extension header",
-    };
-    let end = if kind == proto::FRAGMENT {
-        // RFC 8200 §4.5: fixed 8 bytes. Offset 0 with M clear is an atomic fragment
-        // (RFC 6946), a whole datagram; anything else is a piece of one, and ESP works on
-        // whole datagrams only (RFC 4303 §3.3.4 outbound, §3.4.1 inbound).
-        let header = packet.get(start..start + 8).ok_or(truncated)?;
-        if u16::from_be_bytes([header[2], header[3]]) & 0xfff9 != 0 {
-            return Err(EspError::Fragment);
-        }
-        start + 8
-    } else {
-        // Hop-by-hop, routing and destination options: (Hdr Ext Len + 1) * 8 bytes.
-        let len = packet.get(start + 1).ok_or(truncated)?;
-        start + (usize::from(*len) + 1) * 8
-    };
-    if end > packet.len() {
-        return Err(truncated);
+/// One header of [`walk`], refusing a real fragment: ESP works on whole datagrams only
+/// (RFC 4303 §3.3.4 outbound, §3.4.1 inbound); an atomic fragment (RFC 6946) is one.
+fn whole_datagram(header: Result<ExtHeader<'_>, WireError>) -> Result<ExtHeader<'_>, EspError> {
+    let header = header?;
+    match header.fragment() {
+        Some(f) if !f.is_atomic() => Err(EspError::Fragment),
+        _ => Ok(header),
     }
-    Ok(ExtHeader { kind, start, end })
 }
 
 /// Where transport-mode ESP goes in an outbound packet.
@@ -115,39 +73,21 @@ pub(crate) struct TransportSplit {
 /// header in front of a routing header is for the nodes on the route, so it stays in front
 /// too; destination options after the last of those (for the final destination) go inside ESP.
 pub(crate) fn transport_split(packet: &[u8]) -> Result<TransportSplit, EspError> {
+    let mut walk = walk(packet);
     let mut split = TransportSplit {
         offset: IPV6_HEADER_LEN,
-        next_header_field: NEXT_HEADER_OFFSET,
-        next_header: packet[NEXT_HEADER_OFFSET],
+        next_header_field: walk.next_header_field(),
+        next_header: walk.next_header(),
     };
-    let mut field = NEXT_HEADER_OFFSET;
-    let mut pos = IPV6_HEADER_LEN;
-    for _ in 0..MAX_EXT_HEADERS {
-        let kind = packet[field];
-        if !matches!(
-            kind,
-            proto::HOP_BY_HOP | proto::ROUTING | proto::FRAGMENT | proto::DEST_OPTS
-        ) {
-            return Ok(split);
-        }
-        let header = ext_header(packet, kind, pos)?;
+    for header in &mut walk {
+        let header = whole_datagram(header)?;
         if header.kind != proto::DEST_OPTS {
             split = TransportSplit {
-                offset: header.end,
+                offset: header.end(),
                 next_header_field: header.start,
-                next_header: packet[header.start],
+                next_header: header.next_header(),
             };
         }
-        field = header.start;
-        pos = header.end;
-    }
-    if matches!(
-        packet[field],
-        proto::HOP_BY_HOP | proto::ROUTING | proto::FRAGMENT | proto::DEST_OPTS
-    ) {
-        return Err(EspError::Malformed {
-            what: "too many ipv6 extension headers",
-        });
     }
     Ok(split)
 }
@@ -164,32 +104,23 @@ pub(crate) struct EspLocation {
 /// Walks the extension headers in front of ESP (hop-by-hop, routing, fragment, destination
 /// options, in any order a sender may have used) to the ESP header.
 pub(crate) fn find_esp(packet: &[u8]) -> Result<EspLocation, EspError> {
-    let mut field = NEXT_HEADER_OFFSET;
-    let mut pos = IPV6_HEADER_LEN;
-    for _ in 0..=MAX_EXT_HEADERS {
-        match packet[field] {
-            proto::ESP => {
-                return Ok(EspLocation {
-                    offset: pos,
-                    next_header_field: field,
-                });
-            }
-            kind @ (proto::HOP_BY_HOP | proto::ROUTING | proto::FRAGMENT | proto::DEST_OPTS) => {
-                let header = ext_header(packet, kind, pos)?;
-                field = header.start;
-                pos = header.end;
-            }
-            other => return Err(EspError::NotEsp { next_header: other }),
-        }
+    let mut walk = walk(packet);
+    for header in &mut walk {
+        whole_datagram(header)?;
     }
-    Err(EspError::Malformed {
-        what: "too many ipv6 extension headers",
-    })
+    match walk.next_header() {
+        proto::ESP => Ok(EspLocation {
+            offset: walk.offset(),
+            next_header_field: walk.next_header_field(),
+        }),
+        other => Err(EspError::NotEsp { next_header: other }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::MAX_EXT_HEADERS;
 
     /// An IPv6 header with the given next header and payload, payload length filled in.
     fn packet(next_header: u8, payload: &[u8]) -> Vec<u8> {
@@ -231,16 +162,6 @@ mod tests {
 
     #[test]
     fn transport_split_places_esp_after_hbh_routing_fragment() {
-        // No extension headers: ESP right after the fixed header.
-        let p = packet(6, &[0; 20]);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 40,
-                next_header_field: 6,
-                next_header: 6
-            }
-        );
         // HBH (8) -> DestOpts (8) -> Routing (24) -> DestOpts (8) -> UDP.
         let mut ext = vec![60, 0, 0, 0, 0, 0, 0, 0]; // HBH, next = dest opts
         ext.extend_from_slice(&[43, 0, 0, 0, 0, 0, 0, 0]); // dest opts, next = routing
@@ -248,39 +169,37 @@ mod tests {
         ext.extend_from_slice(&[0; 16]);
         ext.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]); // dest opts, next = UDP
         ext.extend_from_slice(&[0; 8]);
-        let p = packet(0, &ext);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 40 + 40,
-                next_header_field: 56,
-                next_header: 60
-            }
-        );
-        // A lone destination options header goes inside ESP.
-        let p = packet(60, &[6, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 40,
-                next_header_field: 6,
-                next_header: 60
-            }
-        );
-        // An atomic fragment stays in front; a real fragment is refused.
-        let p = packet(44, &[17, 0, 0, 0, 0, 0, 0, 1, 9, 9]);
-        assert_eq!(
-            transport_split(&p).expect("split"),
-            TransportSplit {
-                offset: 48,
-                next_header_field: 40,
-                next_header: 17
-            }
-        );
-        let p = packet(44, &[17, 0, 0, 1, 0, 0, 0, 1, 9, 9]);
-        assert_eq!(transport_split(&p), Err(EspError::Fragment));
-        let p = packet(44, &[17, 0, 0, 8, 0, 0, 0, 1, 9, 9]);
-        assert_eq!(transport_split(&p), Err(EspError::Fragment));
+        // (what, packet, offset, next header field, next header)
+        for (what, p, offset, next_header_field, next_header) in [
+            ("no extension headers", packet(6, &[0; 20]), 40, 6, 6),
+            ("routing and what precedes it", packet(0, &ext), 80, 56, 60),
+            (
+                "a lone destination options header goes inside",
+                packet(60, &[6, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]),
+                40,
+                6,
+                60,
+            ),
+            (
+                "an atomic fragment stays in front",
+                packet(44, &[17, 0, 0, 0, 0, 0, 0, 1, 9, 9]),
+                48,
+                40,
+                17,
+            ),
+        ] {
+            let want = TransportSplit {
+                offset,
+                next_header_field,
+                next_header,
+            };
+            assert_eq!(transport_split(&p), Ok(want), "{what}");
+        }
+        // A real fragment (M set, or an offset) is refused.
+        for word in [1, 8] {
+            let p = packet(44, &[17, 0, 0, word, 0, 0, 0, 1, 9, 9]);
+            assert_eq!(transport_split(&p), Err(EspError::Fragment));
+        }
     }
 
     #[test]
@@ -290,21 +209,21 @@ mod tests {
         for _ in 0..=MAX_EXT_HEADERS {
             ext.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]);
         }
-        let p = packet(60, &ext);
-        assert!(matches!(
-            transport_split(&p),
-            Err(EspError::Malformed { .. })
-        ));
-        assert!(matches!(find_esp(&p), Err(EspError::Malformed { .. })));
-        // A header claiming more bytes than the packet has.
-        let p = packet(0, &[50, 3, 0, 0, 0, 0, 0, 0]);
-        assert!(matches!(
-            transport_split(&p),
-            Err(EspError::Truncated { .. })
-        ));
-        assert!(matches!(find_esp(&p), Err(EspError::Truncated { .. })));
-        let p = packet(0, &[]);
-        assert!(matches!(find_esp(&p), Err(EspError::Truncated { .. })));
+        let too_many = EspError::Malformed {
+            what: "too many ipv6 extension headers",
+        };
+        let truncated = EspError::Truncated {
+            what: "ipv6 extension header",
+        };
+        // ... and a header claiming more bytes than the packet has.
+        for (p, want) in [
+            (packet(60, &ext), too_many),
+            (packet(0, &[50, 3, 0, 0, 0, 0, 0, 0]), truncated),
+        ] {
+            assert_eq!(transport_split(&p), Err(want));
+            assert_eq!(find_esp(&p), Err(want));
+        }
+        assert_eq!(find_esp(&packet(0, &[])), Err(truncated));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The reference packet parser: what the datapath must make of a frame, written plainly over
-//! slices (no shared code with the eBPF parser), so the differential test compares two
-//! independent readings of the same rules:
+//! The reference packet parser: what the datapath must make of a frame, read through the
+//! `wire` views (the eBPF parser is a separate reading of the same rules, over the same
+//! `ipsec_common::abi` constants and limits; the differential test and `tests/parsers.rs` hold
+//! the two equal):
 //!
 //! - Ethernet with at most two 802.1Q/802.1ad tags (a third tag is dropped: it could hide IPv6);
 //!   anything but IPv6 is not ours.
@@ -18,17 +19,15 @@
 //! - TCP/UDP need their 4 port bytes and ICMPv6 its 4-byte header, else malformed. ESP inbound
 //!   needs its 8-byte header and yields the SPI.
 
-use std::net::Ipv6Addr;
-
 /// The walk bounds are the datapath's own (`ipsec_common::abi`), so the two parsers cannot drift.
-pub use ipsec_common::abi::{MAX_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS};
+pub use crate::wire::{MAX_EXT_HEADERS, MAX_L4_OFFSET, MAX_VLAN_TAGS};
+
+use crate::wire::{
+    ETH_HEADER_LEN, EspPacket, EthernetFrame, ExtWalk, IPV6_HEADER_LEN, Icmpv6Packet, Ipv6Packet,
+    WireError, ethertype, is_extension_header, ports, proto,
+};
 
 use super::{Flow, L4};
-
-/// Extension headers after which a non-first fragment's protocol is not visible (RFC 8200 §4 and
-/// the later ones IANA lists). Written out here rather than shared, so the reference and the
-/// eBPF parser are two readings.
-const EXTENSION_HEADERS: [u8; 10] = [0, 43, 44, 51, 60, 135, 139, 140, 253, 254];
 
 /// What the datapath makes of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,122 +66,86 @@ pub fn parse_frame(frame: &[u8], esp_is_terminal: bool) -> Parsed {
 /// [`parse_frame`], and what the frame's fragment header says.
 pub fn parse_frame_fragment(frame: &[u8], esp_is_terminal: bool) -> (Parsed, Fragment) {
     let whole = |parsed| (parsed, Fragment::Whole);
-    if frame.len() < 14 {
+    let link = match EthernetFrame::new_checked(frame).and_then(|f| f.link()) {
+        Ok(link) => link,
+        Err(WireError::TooManyVlanTags { .. }) => return whole(Parsed::VlanDepth),
+        Err(_) => return whole(Parsed::NotIpv6),
+    };
+    if link.ethertype != ethertype::IPV6 {
         return whole(Parsed::NotIpv6);
     }
-    let mut ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    let mut l3 = 14;
-    let mut tags = 0;
-    while ethertype == 0x8100 || ethertype == 0x88a8 {
-        if tags == MAX_VLAN_TAGS {
-            return whole(Parsed::VlanDepth);
-        }
-        let Some(tag) = frame.get(l3..l3 + 4) else {
-            return whole(Parsed::NotIpv6);
-        };
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
-        l3 += 4;
-        tags += 1;
-    }
-    if ethertype != 0x86dd {
-        return whole(Parsed::NotIpv6);
-    }
-    let (parsed, fragment) = parse_ipv6(frame, l3, esp_is_terminal);
-    (parsed, fragment)
+    let Ok(ip) = Ipv6Packet::new_checked(frame.get(link.offset..).unwrap_or_default()) else {
+        return whole(Parsed::Malformed);
+    };
+    let plain_link = link.offset == ETH_HEADER_LEN;
+    parse_ipv6(ip, plain_link, esp_is_terminal)
 }
 
-/// The IPv6 packet at `l3` of `frame`.
-fn parse_ipv6(frame: &[u8], l3: usize, esp_is_terminal: bool) -> (Parsed, Fragment) {
+/// The checked IPv6 packet `ip`; `plain_link`: untagged Ethernet in front.
+fn parse_ipv6(
+    ip: Ipv6Packet<&[u8]>,
+    plain_link: bool,
+    esp_is_terminal: bool,
+) -> (Parsed, Fragment) {
     let whole = |parsed| (parsed, Fragment::Whole);
-    let Some(ip) = frame.get(l3..l3 + 40) else {
-        return whole(Parsed::Malformed);
-    };
-    if ip[0] >> 4 != 6 {
-        return whole(Parsed::Malformed);
-    }
-    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-    let Some(packet) = frame.get(l3..l3 + 40 + payload_len) else {
-        return whole(Parsed::Malformed);
-    };
-    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).expect("16 bytes"));
-    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).expect("16 bytes"));
     let flow = |next_header, l4| {
         Parsed::Flow(Flow {
-            src,
-            dst,
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
             next_header,
             l4,
         })
     };
-
-    let mut next_header = ip[6];
-    let mut offset = 40;
-    let mut walked = 0;
+    let mut walk = ExtWalk::new(ip);
     let mut fragment = Fragment::Whole;
-    loop {
-        match next_header {
-            0 | 43 | 60 | 44 if walked == MAX_EXT_HEADERS => return whole(Parsed::ExtLimit),
-            0 | 43 | 60 => {
-                let Some(h) = packet.get(offset..offset + 2) else {
-                    return whole(Parsed::Malformed);
-                };
-                next_header = h[0];
-                offset += (usize::from(h[1]) + 1) * 8;
-            }
-            44 => {
-                let Some(h) = packet.get(offset..offset + 8) else {
-                    return whole(Parsed::Malformed);
-                };
-                next_header = h[0];
-                offset += 8;
-                let word = u16::from_be_bytes([h[2], h[3]]);
-                let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-                if word >> 3 != 0 {
-                    if esp_is_terminal && next_header == 50 {
-                        return whole(Parsed::EspFragment);
-                    }
-                    let proto_known = !EXTENSION_HEADERS.contains(&next_header);
-                    return (
-                        flow(next_header, L4::Opaque),
-                        Fragment::NonFirst { id, proto_known },
-                    );
+    for header in &mut walk {
+        let header = match header {
+            Ok(header) => header,
+            Err(WireError::TooManyExtHeaders { .. }) => return whole(Parsed::ExtLimit),
+            Err(_) => return whole(Parsed::Malformed),
+        };
+        if let Some(f) = header.fragment() {
+            let id = f.identification();
+            if f.frag_offset() != 0 {
+                let next_header = f.next_header();
+                if esp_is_terminal && next_header == proto::ESP {
+                    return whole(Parsed::EspFragment);
                 }
-                if word & 1 == 1 && fragment == Fragment::Whole {
-                    fragment = Fragment::First { id };
-                }
+                let proto_known = !is_extension_header(next_header);
+                return (
+                    flow(next_header, L4::Opaque),
+                    Fragment::NonFirst { id, proto_known },
+                );
             }
-            _ => break,
+            if f.more_fragments() && fragment == Fragment::Whole {
+                fragment = Fragment::First { id };
+            }
         }
-        if offset > packet.len() {
-            return whole(Parsed::Malformed);
-        }
-        if offset > MAX_L4_OFFSET {
+        if header.end() > MAX_L4_OFFSET {
             return whole(Parsed::ExtLimit);
         }
-        walked += 1;
     }
-    let l4 = &packet[offset..];
+    let (next_header, l4) = (walk.next_header(), walk.rest());
     let parsed = match next_header {
-        6 | 17 => match l4.get(..4) {
-            Some(p) => flow(
+        proto::TCP | proto::UDP => match ports(l4) {
+            Ok((src, dst)) => flow(next_header, L4::Ports { src, dst }),
+            Err(_) => Parsed::Malformed,
+        },
+        proto::ICMPV6 => match Icmpv6Packet::new_checked(l4) {
+            Ok(icmp) => flow(
                 next_header,
-                L4::Ports {
-                    src: u16::from_be_bytes([p[0], p[1]]),
-                    dst: u16::from_be_bytes([p[2], p[3]]),
+                L4::Icmp {
+                    kind: icmp.msg_type(),
                 },
             ),
-            None => Parsed::Malformed,
+            Err(_) => Parsed::Malformed,
         },
-        58 => match l4.get(..4) {
-            Some(p) => flow(next_header, L4::Icmp { kind: p[0] }),
-            None => Parsed::Malformed,
-        },
-        50 if esp_is_terminal => match l4.get(..8) {
-            Some(p) => Parsed::Esp {
-                spi: u32::from_be_bytes([p[0], p[1], p[2], p[3]]),
-                plain: l3 == 14 && offset == 40,
+        proto::ESP if esp_is_terminal => match EspPacket::new_checked(l4) {
+            Ok(esp) => Parsed::Esp {
+                spi: esp.spi(),
+                plain: plain_link && walk.offset() == IPV6_HEADER_LEN,
             },
-            None => Parsed::Malformed,
+            Err(_) => Parsed::Malformed,
         },
         other => flow(other, L4::Opaque),
     };
@@ -195,13 +158,18 @@ fn parse_ipv6(frame: &[u8], l3: usize, esp_is_terminal: bool) -> (Parsed, Fragme
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     fn frame(next_header: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x86, 0xdd]);
         let mut ip = [0u8; 40];
         ip[0] = 0x60;
-        ip[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(
+            &u16::try_from(payload.len())
+                .expect("test payload fits")
+                .to_be_bytes(),
+        );
         ip[6] = next_header;
         ip[7] = 64;
         ip[8..24].copy_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().expect("addr").octets());
@@ -307,21 +275,13 @@ mod tests {
             Fragment::Whole
         );
         // Later fragment of UDP: protocol known; after a destination-options header: not.
-        let later = [17, 0, 0, 0x10, 0, 0, 0, 9, 1, 2, 3, 4];
-        assert_eq!(
-            parse_frame_fragment(&frame(44, &later), true).1,
-            Fragment::NonFirst {
-                id: 9,
-                proto_known: true
-            }
-        );
-        let hidden = [60, 0, 0, 0x10, 0, 0, 0, 9, 1, 2, 3, 4];
-        assert_eq!(
-            parse_frame_fragment(&frame(44, &hidden), false).1,
-            Fragment::NonFirst {
-                id: 9,
-                proto_known: false
-            }
-        );
+        for (next_header, proto_known) in [(17, true), (60, false)] {
+            let later = [next_header, 0, 0, 0x10, 0, 0, 0, 9, 1, 2, 3, 4];
+            assert_eq!(
+                parse_frame_fragment(&frame(44, &later), false).1,
+                Fragment::NonFirst { id: 9, proto_known },
+                "next header {next_header}"
+            );
+        }
     }
 }

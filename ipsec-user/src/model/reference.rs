@@ -23,12 +23,13 @@ use super::sp::Sp;
 use super::spd::Spd;
 use super::types::{Action, Direction, UpperLayerProtocol};
 
-/// IPv6 next header of ICMPv6 (RFC 4443).
-pub const NEXT_HEADER_ICMPV6: u8 = 58;
+/// IPv6 next header of ICMPv6 (RFC 4443), as the datapath knows it.
+pub const NEXT_HEADER_ICMPV6: u8 = ipsec_common::abi::proto::ICMPV6;
 
 /// Router Solicitation, Router Advertisement, Neighbor Solicitation, Neighbor Advertisement and
-/// Redirect (RFC 4861 §4.1-4.5).
-pub const NEIGHBOUR_DISCOVERY_TYPES: RangeInclusive<u8> = 133..=137;
+/// Redirect (RFC 4861 §4.1-4.5): the datapath's range.
+pub const NEIGHBOUR_DISCOVERY_TYPES: RangeInclusive<u8> =
+    ipsec_common::abi::ND_TYPE_FIRST..=ipsec_common::abi::ND_TYPE_LAST;
 
 /// What the classifier sees of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
