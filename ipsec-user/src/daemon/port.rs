@@ -4,9 +4,60 @@
 //! programs, ESP engine) equal to it and reports counters back. The real implementation lives in
 //! `crate::datapath` and is the only code that touches aya; [`NoDatapath`] attaches nothing and
 //! serves `xipsec daemon --no-datapath` (tests and staging).
+//!
+//! Every failure crossing the port is a [`PortError`]: the kernel datapath's
+//! [`DatapathError`] and the engine's [`EngineError`] pass through unchanged (a caller can match
+//! on them), and the few failures of the composition itself have their own variants.
 
+use std::path::PathBuf;
+
+use crate::datapath::DatapathError;
+use crate::engine::EngineError;
 use crate::model::Spd;
 pub use crate::model::{Counters, PacketCount, SaCount};
+
+/// Why a [`Datapath`] call failed. Messages never repeat their cause: it is the `source`, and
+/// a chain printer (`{:#}` of anyhow, [`crate::model::Chain`]) shows it once.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The kernel programs and maps.
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    /// The userspace ESP engine.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The ESP engine did not start (its TUN device, socket or threads).
+    #[error("starting the ESP engine")]
+    EngineStart {
+        #[source]
+        source: EngineError,
+    },
+    /// Attaching the programs to one of the configured interfaces failed; nothing this start
+    /// attached stays attached.
+    #[error("attaching to {interface}")]
+    Attach {
+        interface: String,
+        #[source]
+        source: DatapathError,
+    },
+    /// The pinned config map the heartbeat writes could not be opened.
+    #[error("opening the pinned map {}", path.display())]
+    PinnedMap {
+        path: PathBuf,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A helper thread could not be started.
+    #[error("starting the {name} thread")]
+    Thread {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `reset_replay` on a datapath that keeps no replay windows.
+    #[error("this datapath keeps no replay window for spi {spi:#x}")]
+    NoReplayWindow { spi: u32 },
+}
 
 /// What the daemon needs from a datapath.
 ///
@@ -14,13 +65,13 @@ pub use crate::model::{Counters, PacketCount, SaCount};
 /// at start-up (restore). Calls are serialised: the daemon never calls two methods at once.
 pub trait Datapath: Send {
     /// Make the kernel maps equal `spd`; packets never see a half-applied change.
-    fn sync(&mut self, spd: &Spd) -> anyhow::Result<()>;
+    fn sync(&mut self, spd: &Spd) -> Result<(), PortError>;
     /// Counters read back from the kernel/ESP engine.
-    fn counters(&self) -> anyhow::Result<Counters>;
+    fn counters(&self) -> Result<Counters, PortError>;
     /// Empty the replay window of inbound SA `spi` and forget its persisted ceiling
     /// (`xipsec sa reset-replay`). `Ok(false)` when the datapath holds no such SA.
-    fn reset_replay(&mut self, spi: u32) -> anyhow::Result<bool> {
-        anyhow::bail!("this datapath keeps no replay window for spi {spi:#x}")
+    fn reset_replay(&mut self, spi: u32) -> Result<bool, PortError> {
+        Err(PortError::NoReplayWindow { spi })
     }
 }
 
@@ -29,15 +80,15 @@ pub trait Datapath: Send {
 pub struct NoDatapath;
 
 impl Datapath for NoDatapath {
-    fn sync(&mut self, _spd: &Spd) -> anyhow::Result<()> {
+    fn sync(&mut self, _spd: &Spd) -> Result<(), PortError> {
         Ok(())
     }
 
-    fn counters(&self) -> anyhow::Result<Counters> {
+    fn counters(&self) -> Result<Counters, PortError> {
         Ok(Counters::default())
     }
 
-    fn reset_replay(&mut self, _spi: u32) -> anyhow::Result<bool> {
+    fn reset_replay(&mut self, _spi: u32) -> Result<bool, PortError> {
         // No engine, no window: nothing is accepted, so there is nothing to reset.
         Ok(true)
     }

@@ -71,18 +71,11 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
     }
 
     // Counters of policies new to their slot start from zero before any packet can hit them.
-    let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Map {
-        name: abi::SP_STATS,
-        detail: format!("cannot count CPUs: {e}"),
-    })?;
+    let nr_cpus = aya::util::nr_cpus().map_err(|(_, source)| DatapathError::PerCpu { source })?;
     for sp in spd.sps() {
         if dp.sync.counter_owner.get(&sp.id) != Some(&sp.seq) {
-            let zero = PerCpuValues::try_from(vec![SpStats::default(); nr_cpus]).map_err(|e| {
-                DatapathError::Map {
-                    name: abi::SP_STATS,
-                    detail: e.to_string(),
-                }
-            })?;
+            let zero = PerCpuValues::try_from(vec![SpStats::default(); nr_cpus])
+                .map_err(|source| DatapathError::PerCpu { source })?;
             dp.maps
                 .sp_stats
                 .set(sp.id, zero, 0)
