@@ -20,7 +20,7 @@ use crate::datapath::{
     KernelDatapath, LoadOptions, XdpMode, XskSocket, check_interface, monotonic_ns,
 };
 use crate::engine::{EngineConfig, EspEngine};
-use crate::model::Spd;
+use crate::model::{Chain, Spd};
 
 struct Attaching {
     // Field order is drop order: the heartbeat stops first, then the engine (and its TUN
@@ -108,7 +108,7 @@ impl Heartbeat {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) && crate::engine::death().is_none() {
                         if let Err(e) = config.set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0) {
-                            tracing::warn!(error = %e, "cannot write the engine heartbeat");
+                            tracing::warn!(error = %Chain(&e), "cannot write the engine heartbeat");
                         }
                         std::thread::sleep(Duration::from_nanos(abi::ENGINE_HEARTBEAT_NS));
                     }

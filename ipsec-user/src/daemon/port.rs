@@ -93,3 +93,85 @@ impl Datapath for NoDatapath {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aya::programs::ProgramError;
+    use aya::sys::SyscallError;
+
+    use super::*;
+    use crate::model::Chain;
+
+    /// What `xipsec daemon` prints when it cannot attach: the port error, the datapath error
+    /// under it, aya's and the errno, each once.
+    fn attach_failure() -> PortError {
+        PortError::Attach {
+            interface: "xsys0".into(),
+            source: DatapathError::Attach {
+                program: "xdp_ingress",
+                interface: "xsys0".into(),
+                source: ProgramError::SyscallError(SyscallError {
+                    call: "bpf_link_create",
+                    io_error: io::Error::from_raw_os_error(libc::EPERM),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn a_nested_port_error_shows_each_cause_once() {
+        let errno = io::Error::from_raw_os_error(libc::EPERM).to_string();
+        let chained = Chain(&attach_failure()).to_string();
+        assert!(chained.starts_with("attaching to xsys0: failed to attach xdp_ingress to xsys0"));
+        assert_eq!(chained.matches(&errno).count(), 1, "{chained}");
+        assert_eq!(chained.matches("failed to attach").count(), 1, "{chained}");
+        // main prints anyhow's `{:#}`: the same chain.
+        let printed = format!("{:#}", anyhow::Error::from(attach_failure()));
+        assert_eq!(printed, chained);
+    }
+
+    #[test]
+    fn engine_errors_pass_through_the_port_typed() {
+        let engine = EngineError::TunName {
+            name: "bad/name".into(),
+        };
+        let port = PortError::from(engine);
+        assert!(
+            matches!(port, PortError::Engine(EngineError::TunName { ref name }) if name == "bad/name")
+        );
+        // Transparent: the port adds no text of its own.
+        assert!(port.to_string().starts_with("invalid tun device name"));
+        let datapath = PortError::from(DatapathError::NoSuchInterface("xsys9".into()));
+        assert_eq!(Chain(&datapath).to_string(), "no such interface: xsys9");
+    }
+
+    #[test]
+    fn no_datapath_answers_without_touching_anything() {
+        let mut none = NoDatapath;
+        none.sync(&Spd::new()).expect("syncing nothing");
+        assert!(none.reset_replay(0x100).expect("resetting"));
+    }
+
+    #[test]
+    fn a_datapath_without_replay_windows_says_so() {
+        struct Counting;
+        impl Datapath for Counting {
+            fn sync(&mut self, _spd: &Spd) -> Result<(), PortError> {
+                Ok(())
+            }
+            fn counters(&self) -> Result<Counters, PortError> {
+                Ok(Counters::default())
+            }
+        }
+        let e = Counting
+            .reset_replay(0x1234)
+            .expect_err("no window to reset");
+        assert!(matches!(e, PortError::NoReplayWindow { spi: 0x1234 }));
+        assert_eq!(
+            e.to_string(),
+            "this datapath keeps no replay window for spi 0x1234"
+        );
+    }
+}

@@ -511,51 +511,82 @@ thread_local! {
     static RECV_HEADERS: RefCell<Option<MultiHeaders<SockaddrIn6>>> = const { RefCell::new(None) };
 }
 
-/// Control-message space for sending: `IPV6_PKTINFO` (16 + 24) + `IPV6_HOPLIMIT` (16 + 8) +
-/// `IPV6_TCLASS` (16 + 8) = 88 bytes, rounded up. `u64` elements give `cmsghdr` its alignment.
+/// The control messages of one outgoing packet, 8-byte aligned: `IPV6_PKTINFO` (16 + 24),
+/// `IPV6_HOPLIMIT` (16 + 8) and `IPV6_TCLASS` (16 + 8) = 88 bytes, rounded up to 16 words.
 const CMSG_WORDS: usize = 16;
+
+/// `struct cmsghdr` (`cmsg_len` as a `size_t`, `cmsg_level`, `cmsg_type`) is 16 bytes, 8-byte
+/// aligned, on 64-bit Linux, and its data follows at `CMSG_ALIGN(16)` = 16: what lets
+/// [`put_cmsg`] encode control messages with plain byte copies instead of the `CMSG_*` pointer
+/// macros. The build fails on an ABI where this does not hold.
+const CMSG_HDR: usize = 16;
+const _: () = assert!(
+    mem::size_of::<libc::cmsghdr>() == CMSG_HDR
+        && mem::align_of::<libc::cmsghdr>() == 8
+        && mem::size_of::<usize>() == 8
+        && mem::size_of::<libc::in6_pktinfo>() == 20
+);
+
+/// `CMSG_SPACE(len)`: a message with `len` bytes of data, padded to 8 bytes.
+const fn cmsg_space(len: usize) -> usize {
+    CMSG_HDR + len.next_multiple_of(8)
+}
+
+/// Writes one control message (header, `data`, padding) into `buf` at `at`; returns where the
+/// next one starts. `buf` must have `cmsg_space(data.len())` bytes from `at` (it panics
+/// otherwise, never writes past it).
+fn put_cmsg(buf: &mut [u8], at: usize, level: c_int, kind: c_int, data: &[u8]) -> usize {
+    let len = CMSG_HDR + data.len();
+    let end = at + cmsg_space(data.len());
+    buf[at..at + 8].copy_from_slice(&len.to_ne_bytes());
+    buf[at + 8..at + 12].copy_from_slice(&level.to_ne_bytes());
+    buf[at + 12..at + 16].copy_from_slice(&kind.to_ne_bytes());
+    buf[at + CMSG_HDR..at + len].copy_from_slice(data);
+    buf[at + len..end].fill(0);
+    end
+}
+
+/// Encodes the control messages of `out` into `buf`: `IPV6_PKTINFO` (source address, any
+/// interface), `IPV6_HOPLIMIT`, `IPV6_TCLASS`. Returns their length.
+fn encode_control(out: &Outgoing, buf: &mut [u8]) -> usize {
+    // in6_pktinfo: the address, then the ifindex (0: let the route choose).
+    let mut pktinfo = [0u8; 20];
+    pktinfo[..16].copy_from_slice(&out.source.octets());
+    let at = put_cmsg(buf, 0, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &pktinfo);
+    let hop_limit = c_int::from(out.hop_limit).to_ne_bytes();
+    let at = put_cmsg(buf, at, libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, &hop_limit);
+    let traffic_class = c_int::from(out.traffic_class).to_ne_bytes();
+    put_cmsg(
+        buf,
+        at,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_TCLASS,
+        &traffic_class,
+    )
+}
 
 fn raw_sockaddr(addr: Ipv6Addr) -> libc::sockaddr_in6 {
     *sockaddr(addr).as_ref()
-}
-
-/// Writes one control message at `cmsg` carrying `value`.
-///
-/// # Safety
-/// `cmsg` must point into a control buffer with `CMSG_SPACE(size_of::<T>())` writable bytes, and
-/// be aligned for `cmsghdr`.
-unsafe fn put_cmsg<T>(cmsg: *mut libc::cmsghdr, level: c_int, kind: c_int, value: T) {
-    // SAFETY: the caller guarantees the space and alignment; CMSG_DATA points just past the
-    // header, where `T` may be unaligned, hence write_unaligned.
-    unsafe {
-        (*cmsg).cmsg_level = level;
-        (*cmsg).cmsg_type = kind;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<T>() as u32) as _;
-        libc::CMSG_DATA(cmsg).cast::<T>().write_unaligned(value);
-    }
 }
 
 /// Sends `batch` with one `sendmmsg` per run of successes; returns how many failed and the
 /// first error seen. Each message carries `IPV6_PKTINFO` (source address), `IPV6_HOPLIMIT` and
 /// `IPV6_TCLASS`; the destination is `msg_name`. The kernel adds the IPv6 header and fragments.
 ///
-/// Written by hand because neither crate covers it: rustix's `SendAncillaryBuffer` cannot carry
-/// IPv6 control messages, and nix's `sendmmsg` attaches one set of control messages to every
-/// message of a call (the source address differs per SA) and reports how many were sent only
-/// through an iterator that reads the address slots a send never fills.
+/// The one call made by hand because neither crate covers it: rustix's `SendAncillaryBuffer`
+/// cannot carry IPv6 control messages, and nix's `sendmmsg` attaches one set of control
+/// messages to every message of a call (the source address differs per SA) and reports how many
+/// were sent only through an iterator that reads the address slots a send never fills.
 pub(super) fn send_batch(fd: RawFd, batch: &[Outgoing]) -> (usize, Option<io::Error>) {
     let n = batch.len().min(BATCH);
     let mut names = [raw_sockaddr(Ipv6Addr::UNSPECIFIED); BATCH];
-    // SAFETY: `iovec`, `mmsghdr` are plain old data (pointers and lengths); all-zero is valid.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { mem::zeroed() };
-    // SAFETY: as above.
-    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; BATCH];
     let mut controls = [[0u64; CMSG_WORDS]; BATCH];
-    // SAFETY: pure arithmetic on constants.
-    let space = unsafe {
-        libc::CMSG_SPACE(mem::size_of::<libc::in6_pktinfo>() as u32)
-            + 2 * libc::CMSG_SPACE(mem::size_of::<c_int>() as u32)
-    } as usize;
+    // SAFETY: `mmsghdr` is plain old data (pointers, lengths, flags); all-zero is valid.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
     for i in 0..n {
         let out = &batch[i];
         let esp = out.esp();
@@ -564,41 +595,15 @@ pub(super) fn send_batch(fd: RawFd, batch: &[Outgoing]) -> (usize, Option<io::Er
             iov_base: esp.as_ptr().cast_mut().cast(),
             iov_len: esp.len(),
         };
+        let control_len = encode_control(out, bytemuck::cast_slice_mut(&mut controls[i]));
         let hdr = &mut msgs[i].msg_hdr;
         hdr.msg_name = (&raw mut names[i]).cast();
-        hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        hdr.msg_namelen =
+            libc::socklen_t::try_from(mem::size_of::<libc::sockaddr_in6>()).unwrap_or_default();
         hdr.msg_iov = &raw mut iovs[i];
         hdr.msg_iovlen = 1;
         hdr.msg_control = controls[i].as_mut_ptr().cast();
-        hdr.msg_controllen = mem::size_of_val(&controls[i]) as _;
-        let pktinfo = libc::in6_pktinfo {
-            ipi6_addr: libc::in6_addr {
-                s6_addr: out.source.octets(),
-            },
-            ipi6_ifindex: 0,
-        };
-        // SAFETY: the control buffer is `CMSG_WORDS * 8` = 128 bytes, u64-aligned, and the three
-        // messages need `space` = 88 bytes; CMSG_FIRSTHDR/NXTHDR stay within `msg_controllen`,
-        // which is the whole buffer while writing and is trimmed to `space` afterwards.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(hdr);
-            put_cmsg(c, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, pktinfo);
-            let c = libc::CMSG_NXTHDR(hdr, c);
-            put_cmsg(
-                c,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_HOPLIMIT,
-                c_int::from(out.hop_limit),
-            );
-            let c = libc::CMSG_NXTHDR(hdr, c);
-            put_cmsg(
-                c,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_TCLASS,
-                c_int::from(out.traffic_class),
-            );
-        }
-        hdr.msg_controllen = space as _;
+        hdr.msg_controllen = control_len.try_into().unwrap_or_default();
     }
     let mut failed = 0;
     let mut first_error = None;
@@ -610,7 +615,7 @@ pub(super) fn send_batch(fd: RawFd, batch: &[Outgoing]) -> (usize, Option<io::Er
             libc::sendmmsg(
                 fd,
                 msgs[start..].as_mut_ptr(),
-                (n - start) as libc::c_uint,
+                libc::c_uint::try_from(n - start).unwrap_or(0),
                 0,
             )
         };
@@ -728,4 +733,55 @@ fn parse_received(m: &nix::sys::socket::RecvMsg<'_, '_, SockaddrIn6>) -> Receive
     }
     r.complete = seen == 3 && !m.flags.contains(MsgFlags::MSG_CTRUNC);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte encoding of the control messages equals what the C library's `CMSG_*` macros
+    /// build, message for message.
+    #[test]
+    fn control_messages_encode_as_the_cmsg_macros_do() {
+        let mut out = Outgoing::new();
+        out.source = "2001:db8::1".parse().expect("parsing an address");
+        out.hop_limit = 17;
+        out.traffic_class = 0xb8;
+        let mut ours = [0u64; CMSG_WORDS];
+        let len = encode_control(&out, bytemuck::cast_slice_mut(&mut ours));
+        assert_eq!(len, cmsg_space(20) + 2 * cmsg_space(4));
+
+        let mut theirs = [0u64; CMSG_WORDS];
+        // SAFETY: test-only reference encoding: a zeroed `msghdr` whose control buffer is
+        // `theirs` (128 bytes, u64-aligned); the three messages need 88, and CMSG_FIRSTHDR /
+        // CMSG_NXTHDR stay within `msg_controllen`.
+        unsafe {
+            let mut hdr: libc::msghdr = mem::zeroed();
+            hdr.msg_control = theirs.as_mut_ptr().cast();
+            hdr.msg_controllen = mem::size_of_val(&theirs);
+            let pktinfo = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: out.source.octets(),
+                },
+                ipi6_ifindex: 0,
+            };
+            let values: [(c_int, &[u8]); 3] = [
+                (
+                    libc::IPV6_PKTINFO,
+                    std::slice::from_raw_parts((&raw const pktinfo).cast(), 20),
+                ),
+                (libc::IPV6_HOPLIMIT, &17i32.to_ne_bytes()),
+                (libc::IPV6_TCLASS, &0xb8i32.to_ne_bytes()),
+            ];
+            let mut c = libc::CMSG_FIRSTHDR(&raw const hdr);
+            for (kind, data) in values {
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = kind;
+                (*c).cmsg_len = libc::CMSG_LEN(u32::try_from(data.len()).expect("small")) as usize;
+                std::ptr::copy_nonoverlapping(data.as_ptr(), libc::CMSG_DATA(c), data.len());
+                c = libc::CMSG_NXTHDR(&raw const hdr, c);
+            }
+        }
+        assert_eq!(ours, theirs);
+    }
 }
