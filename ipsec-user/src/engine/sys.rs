@@ -55,6 +55,19 @@ fn nix_syscall(call: &'static str) -> impl FnOnce(nix::errno::Errno) -> EngineEr
     }
 }
 
+/// How long a send on the ESP socket, or a netlink answer, may block: never so long that a
+/// worker misses the shutdown eventfd.
+const IO_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A close-on-exec socket.
+fn socket(
+    family: AddressFamily,
+    kind: SocketType,
+    protocol: Option<rustix::net::Protocol>,
+) -> rustix::io::Result<OwnedFd> {
+    rustix::net::socket_with(family, kind, SocketFlags::CLOEXEC, protocol)
+}
+
 /// Borrows a descriptor the engine passes as a `RawFd`.
 ///
 /// The engine's workers hold every descriptor they pass here as an `OwnedFd` (the ESP socket,
@@ -182,13 +195,8 @@ pub(super) fn create_tun(name: &str, mtu: u32) -> Result<Tun, EngineError> {
     })?;
 
     // Any inet socket will do for the interface ioctls; it lives in the caller's netns.
-    let ctl = rustix::net::socket_with(
-        AddressFamily::INET6,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(syscall("socket(AF_INET6, SOCK_DGRAM)"))?;
+    let ctl = socket(AddressFamily::INET6, SocketType::DGRAM, None)
+        .map_err(syscall("socket(AF_INET6, SOCK_DGRAM)"))?;
 
     let mut ifr = ifreq(&name);
     ifr.ifr_ifru.ifru_mtu = c_int::try_from(mtu).unwrap_or(c_int::MAX);
@@ -217,13 +225,8 @@ const TUN_F_TSO6: libc::c_ulong = 0x04;
 /// gets its own copy of each inbound packet, so a second, send-only socket would fill up with
 /// copies nobody reads.
 pub(super) fn open_esp_socket(mark: u32, buffer_bytes: c_int) -> Result<OwnedFd, EngineError> {
-    let fd = rustix::net::socket_with(
-        AddressFamily::INET6,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        Some(ipproto::ESP),
-    )
-    .map_err(syscall("socket(AF_INET6, SOCK_RAW, IPPROTO_ESP)"))?;
+    let fd = socket(AddressFamily::INET6, SocketType::RAW, Some(ipproto::ESP))
+        .map_err(syscall("socket(AF_INET6, SOCK_RAW, IPPROTO_ESP)"))?;
     setsockopt(&fd, sockopt::Mark, &mark).map_err(nix_syscall("setsockopt(SO_MARK)"))?;
     // ESP above the interface MTU (a large UDP datagram) is fragmented, never refused: OMIT
     // fragments at the interface MTU whatever path MTU the route has learnt, so one ICMPv6
@@ -248,12 +251,8 @@ pub(super) fn open_esp_socket(mark: u32, buffer_bytes: c_int) -> Result<OwnedFd,
     }
     // Sends block while the send buffer is full (back-pressure), but never for long: a stuck
     // send must not keep the thread from seeing the shutdown eventfd.
-    rsockopt::set_socket_timeout(
-        &fd,
-        rsockopt::Timeout::Send,
-        Some(Duration::from_millis(200)),
-    )
-    .map_err(syscall("setsockopt(SO_SNDTIMEO)"))?;
+    rsockopt::set_socket_timeout(&fd, rsockopt::Timeout::Send, Some(IO_TIMEOUT))
+        .map_err(syscall("setsockopt(SO_SNDTIMEO)"))?;
     Ok(fd)
 }
 
@@ -337,19 +336,10 @@ pub(super) fn socket_cookie(fd: RawFd) -> u64 {
 /// namespace), for [`link_drops`]: sysfs may show another namespace's devices.
 pub(super) fn open_rtnetlink() -> Result<OwnedFd, EngineError> {
     // Protocol 0 of AF_NETLINK is NETLINK_ROUTE.
-    let fd = rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::RAW,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(syscall("socket(AF_NETLINK, NETLINK_ROUTE)"))?;
-    rsockopt::set_socket_timeout(
-        &fd,
-        rsockopt::Timeout::Recv,
-        Some(Duration::from_millis(200)),
-    )
-    .map_err(syscall("setsockopt(SO_RCVTIMEO)"))?;
+    let fd = socket(AddressFamily::NETLINK, SocketType::RAW, None)
+        .map_err(syscall("socket(AF_NETLINK, NETLINK_ROUTE)"))?;
+    rsockopt::set_socket_timeout(&fd, rsockopt::Timeout::Recv, Some(IO_TIMEOUT))
+        .map_err(syscall("setsockopt(SO_RCVTIMEO)"))?;
     Ok(fd)
 }
 
