@@ -100,10 +100,10 @@ enum IfreqIoctl {
 impl IfreqIoctl {
     fn request(self) -> (libc::Ioctl, &'static str) {
         match self {
-            Self::TunSetIff => (libc::TUNSETIFF as libc::Ioctl, "ioctl(TUNSETIFF)"),
-            Self::SetMtu => (libc::SIOCSIFMTU as libc::Ioctl, "ioctl(SIOCSIFMTU)"),
-            Self::GetFlags => (libc::SIOCGIFFLAGS as libc::Ioctl, "ioctl(SIOCGIFFLAGS)"),
-            Self::SetFlags => (libc::SIOCSIFFLAGS as libc::Ioctl, "ioctl(SIOCSIFFLAGS)"),
+            Self::TunSetIff => (libc::TUNSETIFF, "ioctl(TUNSETIFF)"),
+            Self::SetMtu => (libc::SIOCSIFMTU, "ioctl(SIOCSIFMTU)"),
+            Self::GetFlags => (libc::SIOCGIFFLAGS, "ioctl(SIOCGIFFLAGS)"),
+            Self::SetFlags => (libc::SIOCSIFFLAGS, "ioctl(SIOCSIFFLAGS)"),
         }
     }
 }
