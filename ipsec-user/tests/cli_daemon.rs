@@ -32,10 +32,11 @@ impl Datapath for Scripted {
         let names = spd.sps().iter().map(|sp| sp.name.clone()).collect();
         self.0.syncs.lock().expect("syncs lock").push(names);
         if self.0.refuse.load(Ordering::SeqCst) {
-            return Err(PortError::Datapath(DatapathError::MapIo {
+            return Err(DatapathError::MapIo {
                 name: "XIPSEC_RULES",
                 source: aya::maps::MapError::IoError(std::io::Error::other("out of memory")),
-            }));
+            }
+            .into());
         }
         Ok(())
     }

@@ -154,7 +154,7 @@ impl Datapath for Attaching {
                         self.kernel.abandon_attachments();
                         return Err(PortError::Attach {
                             interface: interface.clone(),
-                            source: e,
+                            source: Box::new(e),
                         });
                     }
                 }

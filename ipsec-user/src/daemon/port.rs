@@ -20,9 +20,10 @@ pub use crate::model::{Counters, PacketCount, SaCount};
 /// a chain printer (`{:#}` of anyhow, [`crate::model::Chain`]) shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum PortError {
-    /// The kernel programs and maps.
+    /// The kernel programs and maps (boxed: a `DatapathError` is large, and errors should not
+    /// make every `Result` of the port wide).
     #[error(transparent)]
-    Datapath(#[from] DatapathError),
+    Datapath(Box<DatapathError>),
     /// The userspace ESP engine.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -38,7 +39,7 @@ pub enum PortError {
     Attach {
         interface: String,
         #[source]
-        source: DatapathError,
+        source: Box<DatapathError>,
     },
     /// The pinned config map the heartbeat writes could not be opened.
     #[error("opening the pinned map {}", path.display())]
@@ -57,6 +58,12 @@ pub enum PortError {
     /// `reset_replay` on a datapath that keeps no replay windows.
     #[error("this datapath keeps no replay window for spi {spi:#x}")]
     NoReplayWindow { spi: u32 },
+}
+
+impl From<DatapathError> for PortError {
+    fn from(e: DatapathError) -> Self {
+        Self::Datapath(Box::new(e))
+    }
 }
 
 /// What the daemon needs from a datapath.
@@ -109,14 +116,14 @@ mod tests {
     fn attach_failure() -> PortError {
         PortError::Attach {
             interface: "xsys0".into(),
-            source: DatapathError::Attach {
+            source: Box::new(DatapathError::Attach {
                 program: "xdp_ingress",
                 interface: "xsys0".into(),
                 source: ProgramError::SyscallError(SyscallError {
                     call: "bpf_link_create",
                     io_error: io::Error::from_raw_os_error(libc::EPERM),
                 }),
-            },
+            }),
         }
     }
 

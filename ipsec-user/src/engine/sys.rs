@@ -593,7 +593,7 @@ pub(super) fn send_batch(fd: RawFd, batch: &[Outgoing]) -> (usize, Option<io::Er
         hdr.msg_iov = &raw mut iovs[i];
         hdr.msg_iovlen = 1;
         hdr.msg_control = controls[i].as_mut_ptr().cast();
-        hdr.msg_controllen = control_len.try_into().unwrap_or_default();
+        hdr.msg_controllen = control_len;
     }
     let mut failed = 0;
     let mut first_error = None;
