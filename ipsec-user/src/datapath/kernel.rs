@@ -554,7 +554,7 @@ impl KernelDatapath {
                 program: name,
                 source,
             })?;
-        Ok(result.return_value as i32)
+        Ok(result.return_value.cast_signed())
     }
 
     /// Run an XDP program (`abi::PROG_*`) `repeat` times on `frame`: its action and the kernel's
@@ -597,7 +597,7 @@ impl KernelDatapath {
     pub fn active_rules(&self) -> Result<Vec<(RuleKey, RuleValue)>, DatapathError> {
         let generation = (self.epoch()? & 1) as u8;
         let mut out = Vec::new();
-        for item in self.maps.rules.iter() {
+        for item in &self.maps.rules {
             let (k, v) = item.map_err(|source| DatapathError::MapIo {
                 name: abi::RULES,
                 source,
@@ -867,7 +867,8 @@ fn is_permission(err: &aya::EbpfError) -> bool {
     use aya::programs::ProgramError;
     use aya::sys::SyscallError;
     let io = match err {
-        aya::EbpfError::FileError { error, .. } => error,
+        aya::EbpfError::FileError { error, .. }
+        | aya::EbpfError::MapError(MapError::IoError(error)) => error,
         aya::EbpfError::MapError(
             MapError::CreateError { io_error, .. }
             | MapError::SyscallError(SyscallError { io_error, .. }),
@@ -876,7 +877,6 @@ fn is_permission(err: &aya::EbpfError) -> bool {
             ProgramError::LoadError { io_error, .. }
             | ProgramError::SyscallError(SyscallError { io_error, .. }),
         ) => io_error,
-        aya::EbpfError::MapError(MapError::IoError(error)) => error,
         _ => return false,
     };
     matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))

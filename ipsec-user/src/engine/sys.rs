@@ -714,7 +714,7 @@ fn parse_received(m: &nix::sys::socket::RecvMsg<'_, '_, SockaddrIn6>) -> Receive
                 }
                 ControlMessageOwned::Ipv6HopLimit(v) => r.hop_limit = u8::try_from(v).unwrap_or(64),
                 ControlMessageOwned::Ipv6TClass(v) => {
-                    r.traffic_class = u8::try_from(v).unwrap_or(0)
+                    r.traffic_class = u8::try_from(v).unwrap_or(0);
                 }
                 _ => continue,
             }

@@ -157,7 +157,9 @@ impl XskReceiver {
         let mut n = 0;
         while n < RECEIVE_MAX {
             let Some(desc) = reader.read() else { break };
-            let (start, len) = (desc.addr as usize, desc.len as usize);
+            // An address beyond usize cannot lie inside the area: the check below skips it.
+            let start = usize::try_from(desc.addr).unwrap_or(usize::MAX);
+            let len = desc.len as usize;
             if start
                 .checked_add(len)
                 .is_some_and(|end| end <= self.area.len())
@@ -184,7 +186,9 @@ impl XskReceiver {
         }
         // Back to the fill ring. The kernel may not have published its fill-ring consumer yet:
         // frames the ring has no room for wait in `spare` for the next call.
-        let mut writer = self.fill.fill(self.spare.len() as u32);
+        let mut writer = self
+            .fill
+            .fill(u32::try_from(self.spare.len()).unwrap_or(FRAMES));
         let given = writer.insert(self.spare.iter().copied()) as usize;
         writer.commit();
         drop(writer);
@@ -194,7 +198,7 @@ impl XskReceiver {
 }
 
 /// Opens a receiver on every RX queue of `ifindex` (up to [`MAX_QUEUES_PER_INTERFACE`]).
-pub fn open_interface(ifindex: u32, name: &str) -> io::Result<Vec<XskReceiver>> {
+pub(crate) fn open_interface(ifindex: u32, name: &str) -> io::Result<Vec<XskReceiver>> {
     let queues = rx_queue_count(name).min(MAX_QUEUES_PER_INTERFACE);
     (0..queues.max(1))
         .map(|queue| XskReceiver::open(ifindex, queue))
@@ -203,11 +207,11 @@ pub fn open_interface(ifindex: u32, name: &str) -> io::Result<Vec<XskReceiver>> 
 
 /// RX queues the interface has (`/sys/class/net/<name>/queues/rx-*`); 1 if unknown.
 fn rx_queue_count(name: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues")).map_or(1, |dir| {
+        let queues = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count();
+        u32::try_from(queues).unwrap_or(u32::MAX)
+    })
 }
