@@ -20,7 +20,6 @@ pub const FLOW_CACHE: &str = "XIPSEC_FLOW_CACHE";
 pub const SP_STATS: &str = "XIPSEC_SP_STATS";
 pub const COUNTERS: &str = "XIPSEC_COUNTERS";
 pub const SA_BY_SPI: &str = "XIPSEC_SA_BY_SPI";
-pub const BENCH_FLOWS: &str = "XIPSEC_BENCH_FLOWS";
 pub const XSKS: &str = "XIPSEC_XSKS";
 pub const XSK_SLOTS: &str = "XIPSEC_XSK_SLOTS";
 pub const FRAG_STATE: &str = "XIPSEC_FRAG_STATE";
@@ -30,11 +29,18 @@ pub const ENGINE_SOCKETS: &str = "XIPSEC_ENGINE_SOCKETS";
 /// Program names.
 pub const PROG_XDP_INGRESS: &str = "xdp_ingress";
 pub const PROG_TC_EGRESS: &str = "tc_egress";
-pub const PROG_BENCH_PARSE: &str = "xdp_bench_parse";
-pub const PROG_BENCH_HASH: &str = "xdp_bench_hash";
 
-/// Load-time global: when 1, the flow cache is written but never read (benchmarks of the miss path).
-pub const GLOBAL_FORCE_CACHE_MISS: &str = "XIPSEC_FORCE_CACHE_MISS";
+/// The benchmark object's own programs and map (`ipsec-ebpf/src/bench.rs`): baselines of
+/// `cargo xtask bench classify`. The production object the daemon loads and pins has none of
+/// them.
+pub mod bench {
+    /// Parse and pass.
+    pub const PROG_PARSE: &str = "xdp_bench_parse";
+    /// Parse plus one exact-match hash lookup of the flow in [`FLOWS`].
+    pub const PROG_HASH: &str = "xdp_bench_hash";
+    /// The flows the hash baseline finds: `FlowKey` -> `CacheValue`.
+    pub const FLOWS: &str = "XIPSEC_BENCH_FLOWS";
+}
 
 /// Limits.
 pub const MAX_MASKS: u32 = 64;

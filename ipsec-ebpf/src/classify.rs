@@ -22,11 +22,6 @@ use crate::{
     parse::Fragment,
 };
 
-/// Set to 1 at load time by the benchmark to measure the miss path: the cache is still written,
-/// but never read. The verifier prunes the dead branch when it is 0.
-#[unsafe(no_mangle)]
-static XIPSEC_FORCE_CACHE_MISS: u8 = 0;
-
 #[inline(always)]
 fn array_u64(map: &Array<u64>, index: u32) -> u64 {
     map.get(index).copied().unwrap_or(0)
@@ -45,7 +40,7 @@ pub fn classify(flow: &FlowKey, fragment: Fragment) -> CacheValue {
         }
         Fragment::NonFirst { id, proto_known } => {
             let key = frag_key(flow, id);
-            if let Some(state) = FRAG_STATE.get_ptr(&key) {
+            if let Some(state) = FRAG_STATE.get_ptr(key) {
                 // SAFETY: the pointer comes from a successful map lookup; plain data.
                 let state = unsafe { *state };
                 // SAFETY: a helper without arguments.
@@ -75,20 +70,16 @@ pub fn classify(flow: &FlowKey, fragment: Fragment) -> CacheValue {
 #[inline(always)]
 fn classify_flow(flow: &FlowKey) -> CacheValue {
     let epoch = array_u64(&CONFIG, CONFIG_EPOCH);
-    // SAFETY: a volatile read of a load-time constant.
-    let force_miss = unsafe { core::ptr::read_volatile(&XIPSEC_FORCE_CACHE_MISS) } != 0;
-    if !force_miss {
-        if let Some(hit) = FLOW_CACHE.get_ptr(flow) {
-            // SAFETY: the pointer comes from a successful map lookup; the value is plain data.
-            let hit = unsafe { *hit };
-            if hit.epoch == epoch {
-                count(Counter::FlowCacheHit);
-                return hit;
-            }
+    if let Some(hit) = FLOW_CACHE.get_ptr(flow) {
+        // SAFETY: the pointer comes from a successful map lookup; the value is plain data.
+        let hit = unsafe { *hit };
+        if hit.epoch == epoch {
+            count(Counter::FlowCacheHit);
+            return hit;
         }
     }
     let verdict = search(flow, RULE_FLOW, epoch);
-    let _ = FLOW_CACHE.insert(flow, &verdict, 0);
+    let _ = FLOW_CACHE.insert(flow, verdict, 0);
     verdict
 }
 
@@ -120,7 +111,7 @@ fn search(flow: &FlowKey, kind: u8, epoch: u64) -> CacheValue {
         }
         if mask.applies_to(flow) {
             let key = RuleKey::masked(flow, mask, generation);
-            if let Some(rule) = RULES.get_ptr(&key) {
+            if let Some(rule) = RULES.get_ptr(key) {
                 // SAFETY: the pointer comes from a successful map lookup; plain data.
                 let rule = unsafe { *rule };
                 if rule.rank < best_rank {
@@ -148,7 +139,7 @@ fn remember(flow: &FlowKey, id: [u8; 4], verdict: &CacheValue) {
         action: verdict.action,
         _pad: 0,
     };
-    let _ = FRAG_STATE.insert(&key, &value, 0);
+    let _ = FRAG_STATE.insert(key, value, 0);
 }
 
 /// The fragment-state key of `flow`'s datagram, built with five 8-byte stores: the addresses are

@@ -51,7 +51,7 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
         Outcome::ExtLimit => shot(Counter::DropExtHeaderLimit),
         Outcome::VlanDepth => shot(Counter::DropVlanDepth),
         Outcome::Esp { spi, .. } => {
-            if SA_OUT_BY_SPI.get_ptr(&spi).is_some() {
+            if SA_OUT_BY_SPI.get_ptr(spi).is_some() {
                 ok(Counter::PassOwnEsp)
             } else {
                 // Our socket sends only ESP of our SAs: anything else is refused.
@@ -86,7 +86,7 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
 fn from_engine_socket(ctx: &TcContext) -> bool {
     // SAFETY: a helper call on the context the kernel passed in.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    cookie != 0 && ENGINE_SOCKETS.get_ptr(&cookie).is_some()
+    cookie != 0 && ENGINE_SOCKETS.get_ptr(cookie).is_some()
 }
 
 /// Hand the packet to the ESP engine's TUN device; without an engine, or one not heard from for

@@ -28,7 +28,7 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
         Outcome::ExtLimit => drop(Counter::DropExtHeaderLimit),
         Outcome::VlanDepth => drop(Counter::DropVlanDepth),
         Outcome::Esp { spi, plain } => {
-            if SA_BY_SPI.get_ptr(&spi).is_none() {
+            if SA_BY_SPI.get_ptr(spi).is_none() {
                 return drop(Counter::DropUnknownSpi);
             }
             if plain && frame.len() <= XSK_MAX_FRAME && to_engine_socket(ctx) {
@@ -66,7 +66,7 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
 fn to_engine_socket(ctx: &XdpContext) -> bool {
     let key = xsk_slot_key(ctx.ingress_ifindex() as u32, ctx.rx_queue_index());
     // SAFETY: a plain value read from the map; entries are only replaced whole.
-    let Some(&slot) = (unsafe { XSK_SLOTS.get(&key) }) else {
+    let Some(&slot) = (unsafe { XSK_SLOTS.get(key) }) else {
         return false;
     };
     // An empty slot (the socket closed) falls back to XDP_PASS: the raw-socket path.

@@ -58,9 +58,6 @@ pub static ENGINE_SOCKETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENG
 pub static FRAG_STATE: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(FRAG_STATE_CAPACITY, 0);
 
-#[map(name = "XIPSEC_BENCH_FLOWS")]
-pub static BENCH_FLOWS: HashMap<FlowKey, CacheValue> = HashMap::with_max_entries(16, 0);
-
 /// Count one verdict.
 #[inline(always)]
 pub fn count(counter: Counter) {

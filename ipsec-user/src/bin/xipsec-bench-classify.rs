@@ -10,19 +10,25 @@
 //! with like. Every single run's verdict is checked, and the benchmark fails unless the median
 //! miss costs at least the median single hit.
 //!
+//! Userspace: the "user ns" column is `CompiledSpd::classify` of the same packet's flow over the
+//! same SPD (what the ESP engine does on a flow-cache miss: the same tables, searched without a
+//! kernel), median of `--runs` runs of `--repeat` lookups; its verdict is checked like the
+//! kernel's.
+//!
 //! SPDs: `--policies` policies over `--masks` masks (distinct prefix-length pairs, all with exact
 //! protocol and ports). The benchmark packet matches one policy under the worst-ranked mask, so a
 //! cache miss searches every mask. The smallest SPD with M masks has M policies, so the "1
 //! policy" row of M masks installs M policies.
 
-use std::net::Ipv6Addr;
+use std::{hint::black_box, net::Ipv6Addr, time::Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use ipsec_common::abi::{self, DIR_IN, FlowKey};
 use ipsec_user::{
+    classifier::CompiledSpd,
     datapath::{KernelDatapath, LoadOptions},
-    model::{SpAddArgs, Spd},
+    model::{Direction, Flow, L4, SpAddArgs, Spd},
 };
 
 #[derive(Parser)]
@@ -77,9 +83,46 @@ fn flow() -> FlowKey {
     }
 }
 
-/// Shape `k` of `m`: (source length, destination length); the last is the worst-ranked.
+/// The benchmark packet's flow as the userspace classifier takes it.
+fn model_flow() -> Flow {
+    Flow {
+        src: SRC,
+        dst: DST,
+        next_header: 17,
+        l4: L4::Ports {
+            src: SPORT,
+            dst: DPORT,
+        },
+    }
+}
+
+/// Median ns of one `CompiledSpd::classify` of the benchmark flow over `spd`, which must find
+/// the benchmark's `match` policy.
+fn measure_user(spd: &Spd, args: &Args) -> anyhow::Result<f64> {
+    let compiled = CompiledSpd::build(spd).context("compiling the spd for userspace")?;
+    let flow = model_flow();
+    let found = compiled
+        .classify(Direction::In, &flow)
+        .map(|sp| sp.name.as_str());
+    if found != Some("match") {
+        bail!("the userspace classifier found {found:?}, not the benchmark's policy");
+    }
+    let mut samples = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        for _ in 0..args.repeat {
+            black_box(compiled.classify(Direction::In, black_box(&flow)));
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1e9 / f64::from(args.repeat.max(1)));
+    }
+    Ok(median(samples))
+}
+
+/// Shape `k` (below [`abi::MAX_MASKS`]): (source length, destination length); the higher `k`,
+/// the worse-ranked.
 fn shape(k: usize) -> (u8, u8) {
-    (128 - 8 * (k / 4) as u8, 128 - 8 * (k % 4) as u8)
+    let k = u8::try_from(k % abi::MAX_MASKS as usize).unwrap_or(0);
+    (128 - 8 * (k / 4), 128 - 8 * (k % 4))
 }
 
 fn masked(addr: Ipv6Addr, len: u8) -> String {
@@ -156,7 +199,7 @@ fn measure(
         // The kernel's own average per repetition: it stops its clock while the run yields the
         // CPU, where a wall clock would count other processes' time on a busy machine.
         let (_, per_run) = dp.run(name, frame, args.repeat)?;
-        samples.push(per_run.as_nanos() as f64);
+        samples.push(per_run.as_secs_f64() * 1e9);
     }
     Ok(median(samples))
 }
@@ -176,30 +219,41 @@ fn miss_and_hit(dp: &mut KernelDatapath, frame: &[u8], shots: usize) -> anyhow::
         if action != 2 {
             bail!("a cache hit gave action {action}, not XDP_PASS: the cached verdict is wrong");
         }
-        misses.push(miss.as_nanos() as f64);
-        hits.push(hit.as_nanos() as f64);
+        misses.push(miss.as_secs_f64() * 1e9);
+        hits.push(hit.as_secs_f64() * 1e9);
     }
     Ok((median(misses), median(hits)))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(bad) = args
+        .masks
+        .iter()
+        .find(|&&m| m == 0 || m > abi::MAX_MASKS as usize)
+    {
+        bail!("--masks {bad}: use 1 to {}", abi::MAX_MASKS);
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the classify benchmark loads eBPF programs: run it as root");
     }
     let frame = frame();
-    let mut hit = KernelDatapath::load(&LoadOptions::default()).context("loading")?;
+    let mut hit = KernelDatapath::load(&LoadOptions {
+        benchmark: true,
+        ..LoadOptions::default()
+    })
+    .context("loading the benchmark object")?;
     hit.insert_bench_flow(&flow())?;
     // The baselines must take the path they claim to measure: parsed, and found in the table.
-    let (action, _) = hit.run(abi::PROG_BENCH_HASH, &frame, 1)?;
+    let (action, _) = hit.run(abi::bench::PROG_HASH, &frame, 1)?;
     if action != 2 {
         bail!(
             "the hash baseline missed its flow (action {action}): its key differs from the parser's"
         );
     }
-    let parse_ns = measure(&hit, abi::PROG_BENCH_PARSE, &frame, &args)?;
-    let hash_ns = measure(&hit, abi::PROG_BENCH_HASH, &frame, &args)?;
+    let parse_ns = measure(&hit, abi::bench::PROG_PARSE, &frame, &args)?;
+    let hash_ns = measure(&hit, abi::bench::PROG_HASH, &frame, &args)?;
 
     let mut rows = Vec::new();
     for &masks in &args.masks {
@@ -212,6 +266,7 @@ fn main() -> anyhow::Result<()> {
             }
             let hit_ns = measure(&hit, abi::PROG_XDP_INGRESS, &frame, &args)?;
             let (miss_ns, hit_single_ns) = miss_and_hit(&mut hit, &frame, args.shots)?;
+            let user_ns = measure_user(&spd, &args)?;
             if miss_ns < hit_single_ns {
                 bail!(
                     "{policies} policies / {masks} masks: a miss ({miss_ns} ns) measured cheaper \
@@ -224,6 +279,7 @@ fn main() -> anyhow::Result<()> {
                 "hit_ns": (hit_ns * 10.0).round() / 10.0,
                 "hit_single_ns": (hit_single_ns * 10.0).round() / 10.0,
                 "miss_ns": (miss_ns * 10.0).round() / 10.0,
+                "user_ns": (user_ns * 10.0).round() / 10.0,
             }));
             if !args.json {
                 eprintln!("measured {} policies / {masks} masks", spd.sps().len());
@@ -251,7 +307,7 @@ fn main() -> anyhow::Result<()> {
         args.repeat, args.shots
     );
     println!(
-        "{:>9} {:>6} {:>8} {:>11} {:>9} {:>9} {:>12} {:>13}",
+        "{:>9} {:>6} {:>8} {:>11} {:>9} {:>9} {:>12} {:>13} {:>8}",
         "policies",
         "masks",
         "hit ns",
@@ -259,7 +315,8 @@ fn main() -> anyhow::Result<()> {
         "miss ns",
         "hit/hash",
         "hit/1-policy",
-        "miss/1-policy"
+        "miss/1-policy",
+        "user ns"
     );
     for row in &rows {
         let masks = row["masks"].as_u64().unwrap_or(0);
@@ -270,7 +327,7 @@ fn main() -> anyhow::Result<()> {
         let h = row["hit_ns"].as_f64().unwrap_or(0.0);
         let m = row["miss_ns"].as_f64().unwrap_or(0.0);
         println!(
-            "{:>9} {:>6} {:>8.1} {:>11.1} {:>9.1} {:>9.2} {:>12.2} {:>13.2}",
+            "{:>9} {:>6} {:>8.1} {:>11.1} {:>9.1} {:>9.2} {:>12.2} {:>13.2} {:>8.1}",
             row["policies"].as_u64().unwrap_or(0),
             masks,
             h,
@@ -278,7 +335,8 @@ fn main() -> anyhow::Result<()> {
             m,
             h / hash_ns,
             h / first["hit_ns"].as_f64().unwrap_or(h),
-            m / first["miss_ns"].as_f64().unwrap_or(m)
+            m / first["miss_ns"].as_f64().unwrap_or(m),
+            row["user_ns"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(())

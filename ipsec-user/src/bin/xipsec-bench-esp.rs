@@ -19,6 +19,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ipsec_user::crypto::{InboundSa, OutboundSa, SaConfig};
+use ipsec_user::model::{EncryptionAlgorithm as Enc, IntegrityAlgorithm as Int};
 use ipsec_user::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -54,28 +55,9 @@ struct Args {
 /// packets, about 370 KB for decap) to stay in L2 like OpenSSL's single buffer mostly does.
 const BATCH: usize = 256;
 
-const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [
-    EncryptionAlgorithm::Aes128Cbc,
-    EncryptionAlgorithm::TripleDesCbc,
-    EncryptionAlgorithm::Null,
-];
-const INTEGRITIES: [IntegrityAlgorithm; 2] =
-    [IntegrityAlgorithm::HmacSha256, IntegrityAlgorithm::HmacSha1];
-
-fn encryption_name(algorithm: EncryptionAlgorithm) -> &'static str {
-    match algorithm {
-        EncryptionAlgorithm::TripleDesCbc => "3des-cbc",
-        EncryptionAlgorithm::Aes128Cbc => "aes128-cbc",
-        EncryptionAlgorithm::Null => "null",
-    }
-}
-
-fn integrity_name(algorithm: IntegrityAlgorithm) -> &'static str {
-    match algorithm {
-        IntegrityAlgorithm::HmacSha1 => "hmac-sha1",
-        IntegrityAlgorithm::HmacSha256 => "hmac-sha2-256",
-    }
-}
+/// The suites, in the order of the table: AES before 3DES, SHA-256 before SHA-1.
+const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [Enc::Aes128Cbc, Enc::TripleDesCbc, Enc::Null];
+const INTEGRITIES: [IntegrityAlgorithm; 2] = [Int::HmacSha256, Int::HmacSha1];
 
 fn config(encryption: EncryptionAlgorithm, integrity: IntegrityAlgorithm) -> SaConfig<'static> {
     SaConfig {
@@ -322,11 +304,8 @@ fn main() -> Result<()> {
     for &payload in &args.payloads {
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
-                let name = format!(
-                    "{}/{}",
-                    encryption_name(encryption),
-                    integrity_name(integrity)
-                );
+                // The model's spellings: `aes128-cbc/hmac-sha2-256`.
+                let name = format!("{encryption}/{integrity}");
                 if args
                     .suite
                     .as_ref()

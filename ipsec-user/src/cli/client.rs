@@ -11,7 +11,7 @@ use crate::daemon::protocol::{MAX_LINE, Request, Response};
 
 /// How long a command waits for the daemon. Generous: a change waits its turn behind others and
 /// includes a datapath sync and an fsync.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
+pub const TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]

@@ -365,10 +365,10 @@ fn xml_structure(out: &mut String, layout: &Layout, row: &Row, indent: &str) {
             Value::Str(s) => format!("<string>{}</string>", xml_escape(s)),
             Value::Int(n) => format!("<integer>{n}</integer>"),
             Value::List(items) => {
-                let items: String = items
-                    .iter()
-                    .map(|s| format!("<string>{}</string>", xml_escape(s)))
-                    .collect();
+                let items = items.iter().fold(String::new(), |mut items, s| {
+                    let _ = write!(items, "<string>{}</string>", xml_escape(s));
+                    items
+                });
                 format!("<list type=\"string\">{items}</list>")
             }
             Value::Null => {

@@ -161,7 +161,9 @@ fn one_line(rendered: &str) -> String {
         message.push_str(&part);
     }
     if let Some(help) = help {
-        message.push_str(&format!(" ({help})"));
+        message.push_str(" (");
+        message.push_str(&help);
+        message.push(')');
     }
     message
 }
@@ -170,14 +172,14 @@ fn one_line(rendered: &str) -> String {
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket.as_path();
     match cli.command {
-        Command::Sa(SaCommand::List(out)) => list(socket, Request::SaList, out),
-        Command::Sa(SaCommand::Add(a)) => change(socket, Request::SaAdd((*a).into())),
-        Command::Sa(SaCommand::Remove(a)) => change(socket, Request::SaRemove(a.into())),
+        Command::Sa(SaCommand::List(out)) => list(socket, &Request::SaList, &out),
+        Command::Sa(SaCommand::Add(a)) => change(socket, &Request::SaAdd((*a).into())),
+        Command::Sa(SaCommand::Remove(a)) => change(socket, &Request::SaRemove(a.into())),
         Command::Sa(SaCommand::ResetReplay(a)) => {
-            change(socket, Request::SaResetReplay { sa_name: a.sa_name })
+            change(socket, &Request::SaResetReplay { sa_name: a.sa_name })
         }
-        Command::Sp(SpCommand::List(out)) => list(socket, Request::SpList, out),
-        Command::Sp(SpCommand::Add(a)) => change(socket, Request::SpAdd((*a).into())),
+        Command::Sp(SpCommand::List(out)) => list(socket, &Request::SpList, &out),
+        Command::Sp(SpCommand::Add(a)) => change(socket, &Request::SpAdd((*a).into())),
         Command::Sp(SpCommand::Remove(a)) => {
             if let Some(name) = &a.sa_name {
                 // The source document removes an SP with `sp remove --sa-name`; that is a typo.
@@ -186,10 +188,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                      --sp-name {name}'?)"
                 )));
             }
-            change(socket, Request::SpRemove(a.into()))
+            change(socket, &Request::SpRemove(a.into()))
         }
-        Command::Stats(out) => list(socket, Request::Stats, out),
-        Command::Status(out) => list(socket, Request::Status, out),
+        Command::Stats(out) => list(socket, &Request::Stats, &out),
+        Command::Status(out) => list(socket, &Request::Status, &out),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "xipsec", &mut std::io::stdout());
@@ -235,15 +237,15 @@ fn call(socket: &Path, request: &Request) -> Result<Response, Failure> {
 }
 
 /// A change: silent on success, like esxcli.
-fn change(socket: &Path, request: Request) -> Result<(), Failure> {
-    match call(socket, &request)? {
+fn change(socket: &Path, request: &Request) -> Result<(), Failure> {
+    match call(socket, request)? {
         Response::Added { .. } | Response::Removed { .. } | Response::ReplayReset { .. } => Ok(()),
         other => Err(unexpected(&other)),
     }
 }
 
-fn list(socket: &Path, request: Request, out: OutputArgs) -> Result<(), Failure> {
-    let (layout, rows): (&Layout, Vec<Row>) = match call(socket, &request)? {
+fn list(socket: &Path, request: &Request, out: &OutputArgs) -> Result<(), Failure> {
+    let (layout, rows): (&Layout, Vec<Row>) = match call(socket, request)? {
         Response::SaList(sas) => (&format::SA_LAYOUT, sas.iter().map(format::sa_row).collect()),
         Response::SpList(sps) => (&format::SP_LAYOUT, sps.iter().map(format::sp_row).collect()),
         Response::Stats(stats) => (&format::STATS_LAYOUT, format::stats_rows(&stats)),

@@ -1,100 +1,31 @@
 //! `aes128-cbc`: AES-128 in CBC mode with an explicit IV, RFC 3602.
 //!
-//! The key schedule is computed once per SA and only borrowed per packet. Encryption runs the
-//! CBC chain of `super::cbc` (chaining value kept in a register); decryption uses the `cbc`
-//! crate, which pipelines blocks. The `aes` crate picks AES-NI/VAES (or the `ARMv8` crypto
-//! extensions) at run time and falls back to a constant-time software version.
+//! Built on the generic `super::cbc` (encryption keeps the chaining value in a register,
+//! decryption is pipelined by the `cbc` crate). The `aes` crate picks AES-NI/VAES (or the `ARMv8`
+//! crypto extensions) at run time and falls back to a constant-time software version.
 
-use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
-use aes::Aes128;
-use aes::cipher::{Array, BlockModeDecrypt, InnerIvInit, KeyInit};
-use std::fmt;
-use zeroize::ZeroizeOnDrop;
+use super::cbc::{CbcCipher, CbcSpec};
 
-/// AES block size, which RFC 3602 §3 also makes the IV size.
-const BLOCK: usize = 16;
+/// The parameters of AES-128-CBC. The block (and IV) size, 16 bytes (RFC 3602 §3), comes from
+/// `aes::Aes128`.
+#[derive(Debug)]
+pub struct Aes128;
+
+impl CbcSpec for Aes128 {
+    type Block = aes::Aes128;
+    const NAME: &'static str = "aes128-cbc";
+    const DEBUG_NAME: &'static str = "Aes128Cbc";
+    /// RFC 3602 §2.4 allows 128, 192 and 256 bits; the model names only AES-128.
+    const KEY_LEN: usize = 16;
+}
 
 /// AES-128-CBC keyed for one SA.
-pub struct Aes128Cbc {
-    aes: Aes128,
-}
-
-impl Aes128Cbc {
-    /// Key length: RFC 3602 §2.4 allows 128, 192 and 256 bits; the model names only AES-128.
-    pub const KEY_LEN: usize = 16;
-
-    /// Schedules `key`, which must be exactly 16 bytes.
-    ///
-    /// # Errors
-    /// [`ConfigError::Length`] unless the key is exactly [`Self::KEY_LEN`] bytes.
-    pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
-        let aes = Aes128::new_from_slice(key).map_err(|_| ConfigError::Length {
-            algorithm: "aes128-cbc",
-            expected: Self::KEY_LEN,
-            got: key.len(),
-        })?;
-        Ok(Self { aes })
-    }
-}
-
-/// Prints the algorithm, never the key schedule.
-impl fmt::Debug for Aes128Cbc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Aes128Cbc")
-            .field("key", &"<redacted>")
-            .finish()
-    }
-}
-
-// The `aes` crate wipes its key schedule on drop (its `zeroize` feature).
-impl ZeroizeOnDrop for Aes128Cbc {}
-
-impl Cipher for Aes128Cbc {
-    fn name(&self) -> &'static str {
-        "aes128-cbc"
-    }
-
-    fn block_size(&self) -> usize {
-        BLOCK
-    }
-
-    fn iv_len(&self) -> usize {
-        BLOCK
-    }
-
-    fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
-        check_cbc_lengths(iv, buf, BLOCK)?;
-        // The length check above makes the conversion infallible and the tail empty.
-        let iv = <&Array<u8, _>>::try_from(iv).map_err(|_| length_error(iv, buf))?;
-        let (blocks, _) = Array::slice_as_chunks_mut(buf);
-        super::cbc::encrypt(&self.aes, iv, blocks);
-        Ok(())
-    }
-
-    fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
-        check_cbc_lengths(iv, buf, BLOCK)?;
-        let mode = cbc::Decryptor::<&Aes128>::inner_iv_slice_init(&self.aes, iv);
-        // The length check above makes this infallible and the tail empty.
-        let mut mode = mode.map_err(|_| length_error(iv, buf))?;
-        let (blocks, _) = Array::slice_as_chunks_mut(buf);
-        // CBC decryption is parallel across blocks; the `cbc` crate hands the backend several
-        // blocks at once (pipelined AES-NI).
-        mode.decrypt_blocks(blocks);
-        Ok(())
-    }
-}
-
-fn length_error(iv: &[u8], buf: &[u8]) -> CipherLengthError {
-    CipherLengthError {
-        len: buf.len(),
-        iv_len: iv.len(),
-        block_size: BLOCK,
-    }
-}
+pub type Aes128Cbc = CbcCipher<Aes128>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Cipher, ConfigError};
 
     /// RFC 3602 §4, cases #1 to #4 (key, IV, plaintext, ciphertext).
     const CASES: &[(&str, &str, &str, &str)] = &[
@@ -152,6 +83,7 @@ mod tests {
             })
         ));
         let aes = Aes128Cbc::new(&[7; 16]).expect("keying AES-128");
+        assert_eq!((aes.block_size(), aes.iv_len()), (16, 16));
         assert!(aes.encrypt(&[0; 16], &mut [0; 17]).is_err());
         assert!(aes.decrypt(&[0; 8], &mut [0; 16]).is_err());
         assert!(aes.encrypt(&[0; 16], &mut []).is_ok());

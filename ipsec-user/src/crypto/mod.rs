@@ -21,22 +21,26 @@ mod cbc;
 mod esp;
 mod hmac_sha1_96;
 mod hmac_sha256_128;
+mod hmac_truncated;
 mod null;
 mod replay;
 mod tdes_cbc;
 mod wire;
 
-pub use aes128_cbc::Aes128Cbc;
+pub use aes128_cbc::{Aes128, Aes128Cbc};
+pub use cbc::{CbcCipher, CbcSpec};
 pub use esp::{
     Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig,
 };
-pub use hmac_sha1_96::HmacSha1_96;
-pub use hmac_sha256_128::HmacSha256_128;
+pub use hmac_sha1_96::{HmacSha1_96, Sha1_96};
+pub use hmac_sha256_128::{HmacSha256_128, Sha256_128};
+pub use hmac_truncated::{HmacSpec, HmacTruncated};
 pub use null::NullCipher;
 pub use replay::{DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW, ReplayWindow};
-pub use tdes_cbc::TripleDesCbc;
+pub use tdes_cbc::{TdesEde3, TripleDesCbc};
 
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
+use std::fmt;
 use subtle::ConstantTimeEq;
 
 /// The longest ICV any supported integrity algorithm produces (HMAC-SHA-256-128, RFC 4868).
@@ -164,10 +168,8 @@ pub fn new_cipher(
     })
 }
 
-/// Builds the keyed integrity algorithm for `algorithm`.
-///
-/// # Errors
-/// A [`ConfigError`] when the key does not suit the algorithm.
+/// Builds the keyed integrity algorithm for `algorithm`; a key that does not suit it is a
+/// [`ConfigError`], as for [`new_cipher`].
 pub fn new_integrity(
     algorithm: IntegrityAlgorithm,
     key: &[u8],
@@ -178,15 +180,7 @@ pub fn new_integrity(
     })
 }
 
-/// Shared length check for the CBC ciphers: the IV is one block and the data whole blocks.
-fn check_cbc_lengths(iv: &[u8], buf: &[u8], block_size: usize) -> Result<(), CipherLengthError> {
-    if iv.len() == block_size && buf.len().is_multiple_of(block_size) {
-        Ok(())
-    } else {
-        Err(CipherLengthError {
-            len: buf.len(),
-            iv_len: iv.len(),
-            block_size,
-        })
-    }
+/// `Debug` of a keyed type: its name and `key: "<redacted>"`, never the key schedule.
+fn debug_redacted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    f.debug_struct(name).field("key", &"<redacted>").finish()
 }

@@ -2,45 +2,33 @@
 //!
 //! 3DES is here for compatibility with the source document's example and IPv6 Ready Logo test
 //! keys; it is slow (a software cipher with 8-byte blocks) and is only as strong as its 112-bit
-//! effective key. The key schedule is computed once per SA; CBC as in `aes128_cbc`.
+//! effective key (the engine retires a 3DES SA after `--tdes-block-limit` blocks, Sweet32). Built
+//! on the generic `super::cbc`, with the key rule of RFC 2451 §2.2 added.
 
-use super::{Cipher, CipherLengthError, ConfigError, check_cbc_lengths};
-use des::TdesEde3;
-use des::cipher::{Array, BlockModeDecrypt, InnerIvInit, KeyInit};
-use std::fmt;
-use zeroize::{ZeroizeOnDrop, Zeroizing};
+use super::ConfigError;
+use super::cbc::{CbcCipher, CbcSpec};
+use zeroize::Zeroizing;
 
-/// DES block size, which RFC 2451 §3 also makes the IV size.
-const BLOCK: usize = 8;
+/// The parameters of 3DES-EDE-CBC. The block (and IV) size, 8 bytes (RFC 2451 §3), comes from
+/// `des::TdesEde3`.
+#[derive(Debug)]
+pub struct TdesEde3;
 
-/// 3DES-EDE-CBC keyed for one SA.
-pub struct TripleDesCbc {
-    tdes: TdesEde3,
-}
+impl CbcSpec for TdesEde3 {
+    type Block = des::TdesEde3;
+    const NAME: &'static str = "3des-cbc";
+    const DEBUG_NAME: &'static str = "TripleDesCbc";
+    /// Three 64-bit DES keys, parity bits included (RFC 2451 §2.2).
+    const KEY_LEN: usize = 24;
 
-impl TripleDesCbc {
-    /// Key length: three 64-bit DES keys, parity bits included (RFC 2451 §2.2).
-    pub const KEY_LEN: usize = 24;
-
-    /// Schedules `key`: 24 bytes with K1 != K2 and K2 != K3 (RFC 2451 §2.2; equal neighbouring
-    /// keys collapse EDE into single DES). Parity bits are ignored, as RFC 2451 allows.
-    ///
-    /// # Errors
-    /// [`ConfigError::Length`] for a key that is not 24 bytes,
-    /// [`ConfigError::TripleDesDegenerate`] when K1 = K2 or K2 = K3.
-    pub fn new(key: &[u8]) -> Result<Self, ConfigError> {
-        if key.len() != Self::KEY_LEN {
-            return Err(ConfigError::Length {
-                algorithm: "3des-cbc",
-                expected: Self::KEY_LEN,
-                got: key.len(),
-            });
-        }
+    /// K1 != K2 and K2 != K3 (RFC 2451 §2.2; equal neighbouring keys collapse EDE into single
+    /// DES). Parity bits are ignored, as RFC 2451 allows.
+    fn check_key(key: &[u8]) -> Result<(), ConfigError> {
         // Compare without parity bits: keys that differ only in parity are the same DES key.
         // The parts are key material too: wiped when they go out of scope.
         let part = |i: usize| -> Zeroizing<[u8; 8]> {
             let mut p = Zeroizing::new([0; 8]);
-            for (d, s) in p.iter_mut().zip(&key[i * 8..i * 8 + 8]) {
+            for (d, s) in p.iter_mut().zip(key.iter().skip(i * 8).take(8)) {
                 *d = s & 0xfe;
             }
             p
@@ -48,70 +36,17 @@ impl TripleDesCbc {
         if *part(0) == *part(1) || *part(1) == *part(2) {
             return Err(ConfigError::TripleDesDegenerate);
         }
-        let tdes = TdesEde3::new_from_slice(key).map_err(|_| ConfigError::Length {
-            algorithm: "3des-cbc",
-            expected: Self::KEY_LEN,
-            got: key.len(),
-        })?;
-        Ok(Self { tdes })
-    }
-}
-
-/// Prints the algorithm, never the key schedule.
-impl fmt::Debug for TripleDesCbc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TripleDesCbc")
-            .field("key", &"<redacted>")
-            .finish()
-    }
-}
-
-// The `des` crate wipes its key schedules on drop (its `zeroize` feature).
-impl ZeroizeOnDrop for TripleDesCbc {}
-
-impl Cipher for TripleDesCbc {
-    fn name(&self) -> &'static str {
-        "3des-cbc"
-    }
-
-    fn block_size(&self) -> usize {
-        BLOCK
-    }
-
-    fn iv_len(&self) -> usize {
-        BLOCK
-    }
-
-    fn encrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
-        check_cbc_lengths(iv, buf, BLOCK)?;
-        // The length check above makes the conversion infallible and the tail empty.
-        let iv = <&Array<u8, _>>::try_from(iv).map_err(|_| length_error(iv, buf))?;
-        let (blocks, _) = Array::slice_as_chunks_mut(buf);
-        super::cbc::encrypt(&self.tdes, iv, blocks);
-        Ok(())
-    }
-
-    fn decrypt(&self, iv: &[u8], buf: &mut [u8]) -> Result<(), CipherLengthError> {
-        check_cbc_lengths(iv, buf, BLOCK)?;
-        let mode = cbc::Decryptor::<&TdesEde3>::inner_iv_slice_init(&self.tdes, iv);
-        let mut mode = mode.map_err(|_| length_error(iv, buf))?;
-        let (blocks, _) = Array::slice_as_chunks_mut(buf);
-        mode.decrypt_blocks(blocks);
         Ok(())
     }
 }
 
-fn length_error(iv: &[u8], buf: &[u8]) -> CipherLengthError {
-    CipherLengthError {
-        len: buf.len(),
-        iv_len: iv.len(),
-        block_size: BLOCK,
-    }
-}
+/// 3DES-EDE-CBC keyed for one SA.
+pub type TripleDesCbc = CbcCipher<TdesEde3>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Cipher, ConfigError};
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s).expect("decoding a test vector")
@@ -170,6 +105,13 @@ mod tests {
             TripleDesCbc::new(&key).err(),
             Some(ConfigError::TripleDesDegenerate)
         );
+        // K2 = K3 degrades EDE just as much.
+        let k2_k3: Vec<u8> = [k2, k1, k1].concat();
+        assert_eq!(
+            TripleDesCbc::new(&k2_k3).err(),
+            Some(ConfigError::TripleDesDegenerate)
+        );
+        assert!(TripleDesCbc::new(&[k1, k2, k1].concat()).is_ok());
         assert!(matches!(
             TripleDesCbc::new(&key[..16]),
             Err(ConfigError::Length {
@@ -179,6 +121,7 @@ mod tests {
             })
         ));
         let tdes = TripleDesCbc::new(b"ipv6readylogo3descbcout2").expect("keying 3DES");
+        assert_eq!((tdes.block_size(), tdes.iv_len()), (8, 8));
         assert!(tdes.encrypt(&[0; 8], &mut [0; 12]).is_err());
     }
 }

@@ -46,7 +46,7 @@ pub fn open(
 ) -> Result<Box<dyn Datapath>, PortError> {
     let mut kernel = KernelDatapath::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_path_buf()),
-        force_cache_miss: false,
+        benchmark: false,
     })?;
     let engine = EspEngine::start(EngineConfig {
         xsk_interfaces: interfaces.to_vec(),

@@ -41,6 +41,9 @@ pub struct XskSocket {
 
 /// The eBPF object built by `build.rs` from `ipsec-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipsec"));
+/// The benchmark object: the same programs plus the baselines of `bench classify`
+/// (`abi::bench`). Only [`LoadOptions::benchmark`] loads it; it is never pinned.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipsec-bench"));
 
 /// Errors of the datapath, each naming what was being done. A variant that carries a cause
 /// chains it as its `source` and does not repeat it in its message: a chain printer (`{:#}` of
@@ -142,8 +145,8 @@ pub enum DatapathError {
 pub struct LoadOptions {
     /// Pin programs and maps here (created, bpffs mounted if missing); `None` pins nothing.
     pub pin_dir: Option<PathBuf>,
-    /// Benchmarks only: never read the flow cache.
-    pub force_cache_miss: bool,
+    /// Benchmarks only: load the benchmark object (`abi::bench`) instead of the production one.
+    pub benchmark: bool,
 }
 
 /// Where a program got attached, for `xipsec status`.
@@ -164,7 +167,8 @@ pub(super) struct Maps {
     pub sa_out_by_spi: HashMap<MapData, u32, SaInfo>,
     pub engine_sockets: HashMap<MapData, u64, u32>,
     pub frag_state: HashMap<MapData, FragKey, FragValue>,
-    pub bench_flows: HashMap<MapData, FlowKey, CacheValue>,
+    /// Only in the benchmark object.
+    pub bench_flows: Option<HashMap<MapData, FlowKey, CacheValue>>,
     pub flow_cache: HashMap<MapData, FlowKey, CacheValue>,
     pub xsks: XskMap<MapData>,
     pub xsk_slots: HashMap<MapData, u64, u32>,
@@ -192,13 +196,8 @@ where
     T::try_from(map).map_err(|source| DatapathError::MapType { name, source })
 }
 
-const PROGRAM_NAMES: [&str; 4] = [
-    abi::PROG_XDP_INGRESS,
-    abi::PROG_TC_EGRESS,
-    abi::PROG_BENCH_PARSE,
-    abi::PROG_BENCH_HASH,
-];
-const MAP_NAMES: [&str; 14] = [
+const PROGRAM_NAMES: [&str; 2] = [abi::PROG_XDP_INGRESS, abi::PROG_TC_EGRESS];
+const MAP_NAMES: [&str; 13] = [
     abi::RULES,
     abi::MASKS,
     abi::MASK_COUNT,
@@ -207,7 +206,6 @@ const MAP_NAMES: [&str; 14] = [
     abi::SP_STATS,
     abi::COUNTERS,
     abi::SA_BY_SPI,
-    abi::BENCH_FLOWS,
     abi::XSKS,
     abi::XSK_SLOTS,
     abi::SA_OUT_BY_SPI,
@@ -218,7 +216,12 @@ const MAP_NAMES: [&str; 14] = [
 impl KernelDatapath {
     /// Load (and verify) every program and create the maps. Attaches nothing.
     pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
-        if OBJECT.is_empty() {
+        let object = if options.benchmark {
+            BENCH_OBJECT
+        } else {
+            OBJECT
+        };
+        if object.is_empty() {
             return Err(DatapathError::NotBuilt);
         }
         if !nix::unistd::geteuid().is_root() && !has_bpf_capabilities() {
@@ -231,22 +234,19 @@ impl KernelDatapath {
             })?;
             remove_pins(dir);
         }
-        let force_miss: u8 = options.force_cache_miss.into();
-        let mut ebpf = EbpfLoader::new()
-            .override_global(abi::GLOBAL_FORCE_CACHE_MISS, &force_miss, true)
-            .load(OBJECT)
-            .map_err(|source| {
-                if is_permission(&source) {
-                    DatapathError::Permission { source }
-                } else {
-                    DatapathError::Load(source)
-                }
-            })?;
-        for name in [
-            abi::PROG_XDP_INGRESS,
-            abi::PROG_BENCH_PARSE,
-            abi::PROG_BENCH_HASH,
-        ] {
+        let mut ebpf = EbpfLoader::new().load(object).map_err(|source| {
+            if is_permission(&source) {
+                DatapathError::Permission { source }
+            } else {
+                DatapathError::Load(source)
+            }
+        })?;
+        let bench: &[&'static str] = if options.benchmark {
+            &[abi::bench::PROG_PARSE, abi::bench::PROG_HASH]
+        } else {
+            &[]
+        };
+        for &name in [abi::PROG_XDP_INGRESS].iter().chain(bench) {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
@@ -286,7 +286,11 @@ impl KernelDatapath {
             sp_stats: take(&mut ebpf, abi::SP_STATS)?,
             counters: take(&mut ebpf, abi::COUNTERS)?,
             sa_by_spi: take(&mut ebpf, abi::SA_BY_SPI)?,
-            bench_flows: take(&mut ebpf, abi::BENCH_FLOWS)?,
+            bench_flows: if options.benchmark {
+                Some(take(&mut ebpf, abi::bench::FLOWS)?)
+            } else {
+                None
+            },
             flow_cache: take(&mut ebpf, abi::FLOW_CACHE)?,
             xsks: take(&mut ebpf, abi::XSKS)?,
             xsk_slots: take(&mut ebpf, abi::XSK_SLOTS)?,
@@ -584,11 +588,16 @@ impl KernelDatapath {
 
     /// Benchmarks only: make the hash baseline's lookup of `flow` hit.
     pub fn insert_bench_flow(&mut self, flow: &FlowKey) -> Result<(), DatapathError> {
-        self.maps
-            .bench_flows
+        let Some(flows) = self.maps.bench_flows.as_mut() else {
+            // Only the benchmark object has it.
+            return Err(DatapathError::MissingMap {
+                name: abi::bench::FLOWS,
+            });
+        };
+        flows
             .insert(flow, CacheValue::default(), 0)
             .map_err(|source| DatapathError::MapIo {
-                name: abi::BENCH_FLOWS,
+                name: abi::bench::FLOWS,
                 source,
             })
     }
@@ -712,8 +721,12 @@ impl Drop for KernelDatapath {
 }
 
 /// Remove the pins a previous instance left (after kill -9, say); unknown files are kept.
+/// Pins that daemons before the benchmark object existed made (its programs and map were in the
+/// production object then): removed with ours, so an upgrade leaves nothing behind.
+const RETIRED_PINS: [&str; 3] = ["XIPSEC_BENCH_FLOWS", "xdp_bench_parse", "xdp_bench_hash"];
+
 fn remove_pins(dir: &Path) {
-    for name in MAP_NAMES.iter().chain(PROGRAM_NAMES.iter()) {
+    for name in MAP_NAMES.iter().chain(&PROGRAM_NAMES).chain(&RETIRED_PINS) {
         let _ = std::fs::remove_file(dir.join(name));
     }
 }

@@ -5,7 +5,8 @@
 //! CLI, the daemon, the maps and the reference classifier can never disagree.
 
 pub mod bpffs;
-pub mod compile;
+/// The compiler lives with the userspace classifier that shares its output (`crate::classifier`).
+pub use crate::classifier::compile;
 mod kernel;
 mod sync;
 mod xdp_mode;

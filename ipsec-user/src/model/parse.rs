@@ -8,6 +8,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 
+use super::args::opt;
 use super::error::{ModelError, shown};
 use super::key::Key;
 
@@ -86,6 +87,18 @@ pub(crate) fn sa_address(
         .parse()
         .map(Some)
         .map_err(|_| invalid(option, value, allowed::SA_ADDRESS))
+}
+
+/// The `--sa-source` and `--sa-destination` pair, checked in that order: each must be given
+/// (`allowed` says what to give when it is missing) and be an address or `any`.
+pub(crate) fn sa_endpoints(
+    source: Option<&String>,
+    destination: Option<&String>,
+    allowed: &'static str,
+) -> Result<(Option<Ipv6Addr>, Option<Ipv6Addr>), ModelError> {
+    let source = sa_address(opt::SA_SOURCE, required(source, opt::SA_SOURCE, allowed)?)?;
+    let destination = required(destination, opt::SA_DESTINATION, allowed)?;
+    Ok((source, sa_address(opt::SA_DESTINATION, destination)?))
 }
 
 /// `0x` + 1 to 8 hex digits, at least 0x100 (RFC 4303 §2.1 reserves 0-255).

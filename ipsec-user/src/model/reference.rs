@@ -494,77 +494,39 @@ mod tests {
         };
         let mut state = FirstFragments::new();
         let out = Direction::Out;
+        // A later fragment (no ports) of datagram `id`, with or without its protocol known.
+        let later_fragment =
+            |state: &mut FirstFragments, direction, flow: &Flow, id, proto_known| {
+                state.classify(
+                    &spd,
+                    direction,
+                    flow,
+                    Fragment::NonFirst { id, proto_known },
+                )
+            };
         // Without state a UDP fragment could belong to the ipsec flow: ipsec.
-        let v = state.classify(
-            &spd,
-            out,
-            &later,
-            Fragment::NonFirst {
-                id: 7,
-                proto_known: true,
-            },
-        );
+        let v = later_fragment(&mut state, out, &later, 7, true);
         assert_eq!(v.sp.map(|sp| sp.name), Some("udp9000".into()));
         assert!(v.fragment_without_state);
         // With the protocol hidden, the discard policy could match too: discard wins.
-        let v = state.classify(
-            &spd,
-            out,
-            &later,
-            Fragment::NonFirst {
-                id: 7,
-                proto_known: false,
-            },
-        );
+        let v = later_fragment(&mut state, out, &later, 7, false);
         assert_eq!(v.sp.map(|sp| sp.name), Some("telnet".into()));
         // A first fragment to port 53 matches nothing; its later fragments pass with it.
         let v = state.classify(&spd, out, &first, Fragment::First { id: 7 });
         assert_eq!(v.sp, None);
-        let v = state.classify(
-            &spd,
-            out,
-            &later,
-            Fragment::NonFirst {
-                id: 7,
-                proto_known: false,
-            },
-        );
+        let v = later_fragment(&mut state, out, &later, 7, false);
         assert_eq!((v.sp, v.fragment_without_state), (None, false));
         // Another datagram, and other hosts, have no state; hosts no policy covers pass.
-        let v = state.classify(
-            &spd,
-            out,
-            &later,
-            Fragment::NonFirst {
-                id: 8,
-                proto_known: true,
-            },
-        );
+        let v = later_fragment(&mut state, out, &later, 8, true);
         assert!(v.fragment_without_state && v.sp.is_some());
         let elsewhere = Flow {
             dst: addr("2001:db8:2::1"),
             ..later
         };
-        let v = state.classify(
-            &spd,
-            out,
-            &elsewhere,
-            Fragment::NonFirst {
-                id: 7,
-                proto_known: false,
-            },
-        );
+        let v = later_fragment(&mut state, out, &elsewhere, 7, false);
         assert_eq!((v.sp, v.fragment_without_state), (None, true));
         // The other direction has no policy at all.
-        let v = state.classify(
-            &spd,
-            Direction::In,
-            &later,
-            Fragment::NonFirst {
-                id: 7,
-                proto_known: true,
-            },
-        );
+        let v = later_fragment(&mut state, Direction::In, &later, 7, true);
         assert_eq!(v.sp, None);
     }
 }

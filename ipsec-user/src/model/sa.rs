@@ -43,17 +43,10 @@ impl Sa {
     /// Builds an SA from `sa add` arguments, with `id` 0 (the SPD assigns it). Options are checked
     /// in the order of the spec's table, then against each other.
     pub(crate) fn parse(args: &SaAddArgs) -> Result<Self, ModelError> {
-        let source = parse::sa_address(
-            opt::SA_SOURCE,
-            parse::required(args.sa_source.as_ref(), opt::SA_SOURCE, allowed::SA_ADDRESS)?,
-        )?;
-        let destination = parse::sa_address(
-            opt::SA_DESTINATION,
-            parse::required(
-                args.sa_destination.as_ref(),
-                opt::SA_DESTINATION,
-                allowed::SA_ADDRESS,
-            )?,
+        let (source, destination) = parse::sa_endpoints(
+            args.sa_source.as_ref(),
+            args.sa_destination.as_ref(),
+            allowed::SA_ADDRESS,
         )?;
         let mode = parse::keyword(
             opt::SA_MODE,

@@ -84,7 +84,7 @@ impl fmt::Debug for Spd {
             .field("sas", &self.sas)
             .field("sps", &self.sps)
             .field("next_seq", &self.next_seq)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -193,17 +193,10 @@ impl Spd {
 
     /// The index of the SA that `--sa-source`, `--sa-destination` and `--sa-spi` identify.
     fn find_by_triple(&self, args: &SaRemoveArgs) -> Result<usize, ModelError> {
-        let source = parse::sa_address(
-            opt::SA_SOURCE,
-            parse::required(args.sa_source.as_ref(), opt::SA_SOURCE, allowed::SA_TRIPLE)?,
-        )?;
-        let destination = parse::sa_address(
-            opt::SA_DESTINATION,
-            parse::required(
-                args.sa_destination.as_ref(),
-                opt::SA_DESTINATION,
-                allowed::SA_TRIPLE,
-            )?,
+        let (source, destination) = parse::sa_endpoints(
+            args.sa_source.as_ref(),
+            args.sa_destination.as_ref(),
+            allowed::SA_TRIPLE,
         )?;
         let spi = parse::spi(parse::required(
             args.sa_spi.as_ref(),

@@ -1,4 +1,6 @@
-//! Compiles the model into tuple-space tables: pure, no kernel, unit-tested.
+//! Compiles the model into tuple-space tables: pure, no kernel. The one representation of a
+//! compiled SPD: `datapath` writes it into the kernel maps, and [`super::CompiledSpd`] searches
+//! it in userspace.
 //!
 //! Policies are grouped by *shape* (source and destination prefix lengths, and which of
 //! protocol/source port/destination port are exact). Each shape is one mask; each policy one rule
@@ -144,6 +146,14 @@ pub struct Tables {
     pub rules: HashMap<RuleKey, RuleValue>,
 }
 
+/// Mask ids are `0..MASK_IDS`; [`RuleKey::tag`] carries them in 7 bits.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "asserted to fit just below"
+)]
+const MASK_IDS: u8 = MAX_MASKS as u8;
+const _: () = assert!(MAX_MASKS <= 0x80);
+
 /// Keeps mask ids stable across compiles, so unchanged policies keep unchanged rule keys.
 #[derive(Debug, Default)]
 pub struct ShapeIds {
@@ -161,7 +171,7 @@ impl ShapeIds {
                 continue;
             }
             let used: Vec<u8> = ids.values().copied().collect();
-            let Some(free) = (0..MAX_MASKS as u8).find(|id| !used.contains(id)) else {
+            let Some(free) = (0..MASK_IDS).find(|id| !used.contains(id)) else {
                 return Err(CompileError::TooManyShapes {
                     direction: if dir == DIR_IN { "in" } else { "out" },
                     count: live.len(),

@@ -1,0 +1,10 @@
+//! The benchmark object (`ipsec-bench`): the production programs (`object.rs`, the same source
+//! as `main.rs`) plus the baselines of `cargo xtask bench classify` and their map (`bench`).
+//! Only `xipsec-bench-classify` loads it; the daemon never does.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+include!("object.rs");
+
+#[cfg(target_arch = "bpf")]
+mod bench;
