@@ -107,7 +107,9 @@ fn open_datapath(
     pin_dir: &std::path::Path,
     engine: EngineConfig,
 ) -> anyhow::Result<Box<dyn Datapath>> {
-    ipsec_user::daemon::open_datapath(interfaces, xdp_mode, pin_dir, engine)
+    Ok(ipsec_user::daemon::open_datapath(
+        interfaces, xdp_mode, pin_dir, engine,
+    )?)
 }
 
 /// Completes on the first SIGINT or SIGTERM.

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cli_support::{SA_EXAMPLE, SP_EXAMPLE, run_on, single_error_line};
-use ipsec_user::daemon::{self, Counters, DaemonConfig, Datapath, PacketCount, SaCount, XdpMode};
+use ipsec_user::daemon::{
+    self, Counters, DaemonConfig, Datapath, PacketCount, PortError, SaCount, XdpMode,
+};
+use ipsec_user::datapath::DatapathError;
 use ipsec_user::model::Spd;
 use serde_json::json;
 
@@ -25,16 +28,20 @@ struct Script {
 struct Scripted(Arc<Script>);
 
 impl Datapath for Scripted {
-    fn sync(&mut self, spd: &Spd) -> anyhow::Result<()> {
+    fn sync(&mut self, spd: &Spd) -> Result<(), PortError> {
         let names = spd.sps().iter().map(|sp| sp.name.clone()).collect();
         self.0.syncs.lock().expect("syncs lock").push(names);
         if self.0.refuse.load(Ordering::SeqCst) {
-            anyhow::bail!("map update failed: out of memory");
+            return Err(DatapathError::MapIo {
+                name: "XIPSEC_RULES",
+                source: aya::maps::MapError::IoError(std::io::Error::other("out of memory")),
+            }
+            .into());
         }
         Ok(())
     }
 
-    fn counters(&self) -> anyhow::Result<Counters> {
+    fn counters(&self) -> Result<Counters, PortError> {
         let mut counters = Counters::default();
         counters.sp.insert(
             0,
@@ -149,6 +156,14 @@ fn serve_in_process_with_a_scripted_datapath() {
         line.contains("datapath refused the change") && line.contains("out of memory"),
         "{line}"
     );
+    // The typed cause is chained, not repeated: once per failure reported (the refused change,
+    // and the refused restore after it), never twice in a row.
+    assert_eq!(
+        line.matches("out of memory").count(),
+        line.matches("cannot access map XIPSEC_RULES").count(),
+        "{line}"
+    );
+    assert!(!line.contains("out of memory: out of memory"), "{line}");
     script.refuse.store(false, Ordering::SeqCst);
     assert_eq!(lists(), before);
     assert_eq!(

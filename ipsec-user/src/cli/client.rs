@@ -25,7 +25,7 @@ pub enum ClientError {
     PermissionDenied { socket: PathBuf },
     #[error("the xipsec daemon on {} did not answer within {} s", socket.display(), TIMEOUT.as_secs())]
     Timeout { socket: PathBuf },
-    #[error("talking to the xipsec daemon on {}: {call}: {source}", socket.display())]
+    #[error("talking to the xipsec daemon on {}: {call}", socket.display())]
     Io {
         socket: PathBuf,
         call: &'static str,

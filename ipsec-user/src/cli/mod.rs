@@ -232,7 +232,7 @@ fn call(socket: &Path, request: &Request) -> Result<Response, Failure> {
     match client::call(socket, request) {
         Ok(Response::Error { message }) => Err(Failure::new(message)),
         Ok(response) => Ok(response),
-        Err(e) => Err(Failure::new(e.to_string())),
+        Err(e) => Err(Failure::new(crate::model::Chain(&e).to_string())),
     }
 }
 

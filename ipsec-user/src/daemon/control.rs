@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 use super::port::{Counters, Datapath};
 use super::protocol::{Request, Response, SaEntry, SpEntry, StatsReport, StatusReport};
 use super::state::StateStore;
+use crate::model::Chain;
 use crate::model::{ModelError, Sa, SaAddArgs, SaRemoveArgs, Sp, SpAddArgs, SpRemoveArgs, Spd};
 
 /// Most changes committed together: bounds the latency a large batch adds to its first change.
@@ -202,9 +203,10 @@ impl State {
                 "the esp engine holds no sa named {name:?}; nothing changed"
             )),
             Err(e) => {
-                error!(error = %format!("{e:#}"), sa = %name, "cannot reset the replay window");
+                error!(error = %Chain(&e), sa = %name, "cannot reset the replay window");
                 error(format!(
-                    "cannot reset the replay window of {name}, nothing changed: {e:#}"
+                    "cannot reset the replay window of {name}, nothing changed: {}",
+                    Chain(&e)
                 ))
             }
         }
@@ -250,7 +252,7 @@ impl State {
     /// itself, so the listing shows zeros and the failure goes to the log.
     fn counters(&self) -> Counters {
         self.datapath.counters().unwrap_or_else(|e| {
-            warn!(error = %format!("{e:#}"), "cannot read counters");
+            warn!(error = %Chain(&e), "cannot read counters");
             Counters::default()
         })
     }
@@ -258,15 +260,17 @@ impl State {
     /// Sync, persist and swap in `next`, then answer `pending`; see the module docs.
     fn commit(&mut self, next: Spd, pending: Vec<Pending>) {
         let failure = if let Err(e) = self.datapath.sync(&next) {
-            error!(error = %format!("{e:#}"), "the datapath refused the change; restoring");
+            error!(error = %Chain(&e), "the datapath refused the change; restoring");
             Some(format!(
-                "the datapath refused the change, nothing changed: {e:#}{}",
+                "the datapath refused the change, nothing changed: {}{}",
+                Chain(&e),
                 self.restore()
             ))
         } else if let Err(e) = self.store.save(&next) {
-            error!(error = %e, "cannot persist the change; restoring");
+            error!(error = %Chain(&e), "cannot persist the change; restoring");
             Some(format!(
-                "cannot save the state, nothing changed: {e}{}",
+                "cannot save the state, nothing changed: {}{}",
+                Chain(&e),
                 self.restore()
             ))
         } else {
@@ -293,8 +297,11 @@ impl State {
         match self.datapath.sync(&self.spd) {
             Ok(()) => String::new(),
             Err(e) => {
-                error!(error = %format!("{e:#}"), "cannot restore the datapath to the saved state");
-                format!(" (and restoring the previous datapath state failed: {e:#})")
+                error!(error = %Chain(&e), "cannot restore the datapath to the saved state");
+                format!(
+                    " (and restoring the previous datapath state failed: {})",
+                    Chain(&e)
+                )
             }
         }
     }

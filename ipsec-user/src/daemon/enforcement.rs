@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use aya::maps::{Array, Map, MapData};
 use ipsec_common::abi;
 
+use super::port::PortError;
 use super::{Counters, Datapath, PacketCount};
 use crate::datapath::{
     KernelDatapath, LoadOptions, XdpMode, XskSocket, check_interface, monotonic_ns,
 };
 use crate::engine::{EngineConfig, EspEngine};
-use crate::model::Spd;
+use crate::model::{Chain, Spd};
 
 struct Attaching {
     // Field order is drop order: the heartbeat stops first, then the engine (and its TUN
@@ -43,7 +43,7 @@ pub fn open(
     xdp_mode: XdpMode,
     pin_dir: &Path,
     engine: EngineConfig,
-) -> anyhow::Result<Box<dyn Datapath>> {
+) -> Result<Box<dyn Datapath>, PortError> {
     let mut kernel = KernelDatapath::load(&LoadOptions {
         pin_dir: Some(pin_dir.to_path_buf()),
         benchmark: false,
@@ -52,7 +52,7 @@ pub fn open(
         xsk_interfaces: interfaces.to_vec(),
         ..engine
     })
-    .context("starting the ESP engine")?;
+    .map_err(|source| PortError::EngineStart { source })?;
     // The engine's own ESP is recognised by its socket cookie before anything is redirected to
     // the engine, so no ESP of ours is ever classified (and looped back into the TUN device).
     kernel.set_engine_sockets(&engine.send_socket_cookies())?;
@@ -92,12 +92,14 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(pin_dir: &Path) -> anyhow::Result<Self> {
+    fn start(pin_dir: &Path) -> Result<Self, PortError> {
         let path = pin_dir.join(abi::CONFIG);
-        let map = MapData::from_pin(&path)
-            .with_context(|| format!("opening the pinned map {}", path.display()))?;
-        let mut config: Array<MapData, u64> = Array::try_from(Map::Array(map))
-            .with_context(|| format!("{} is not the config array", path.display()))?;
+        let pinned = |source| PortError::PinnedMap {
+            path: path.clone(),
+            source,
+        };
+        let map = MapData::from_pin(&path).map_err(pinned)?;
+        let mut config: Array<MapData, u64> = Array::try_from(Map::Array(map)).map_err(pinned)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -106,12 +108,15 @@ impl Heartbeat {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) && crate::engine::death().is_none() {
                         if let Err(e) = config.set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0) {
-                            tracing::warn!(error = %e, "cannot write the engine heartbeat");
+                            tracing::warn!(error = %Chain(&e), "cannot write the engine heartbeat");
                         }
                         std::thread::sleep(Duration::from_nanos(abi::ENGINE_HEARTBEAT_NS));
                     }
                 })
-                .context("starting the heartbeat thread")?
+                .map_err(|source| PortError::Thread {
+                    name: "xipsec-heartbeat",
+                    source,
+                })?
         };
         Ok(Self {
             stop,
@@ -130,7 +135,7 @@ impl Drop for Heartbeat {
 }
 
 impl Datapath for Attaching {
-    fn sync(&mut self, spd: &Spd) -> anyhow::Result<()> {
+    fn sync(&mut self, spd: &Spd) -> Result<(), PortError> {
         self.engine.update(spd)?;
         self.kernel.sync(spd)?;
         self.sp_ids = spd.sps().iter().map(|sp| sp.id).collect();
@@ -147,7 +152,10 @@ impl Datapath for Attaching {
                     }
                     Err(e) => {
                         self.kernel.abandon_attachments();
-                        return Err(e).with_context(|| format!("attaching to {interface}"));
+                        return Err(PortError::Attach {
+                            interface: interface.clone(),
+                            source: Box::new(e),
+                        });
                     }
                 }
             }
@@ -156,11 +164,11 @@ impl Datapath for Attaching {
         Ok(())
     }
 
-    fn reset_replay(&mut self, spi: u32) -> anyhow::Result<bool> {
+    fn reset_replay(&mut self, spi: u32) -> Result<bool, PortError> {
         Ok(self.engine.reset_replay(spi)?)
     }
 
-    fn counters(&self) -> anyhow::Result<Counters> {
+    fn counters(&self) -> Result<Counters, PortError> {
         // XDP/TC count what they matched; ESP meets its inbound SP only after decryption, in
         // the engine: a policy's counters are the sum of both.
         let decrypted = self.engine.sp_counters();

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 pub use crate::datapath::XdpMode;
 pub use crate::paths::{DEFAULT_PIN_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR};
 pub use enforcement::open as open_datapath;
-pub use port::{Counters, Datapath, NoDatapath, PacketCount, SaCount};
+pub use port::{Counters, Datapath, NoDatapath, PacketCount, PortError, SaCount};
 pub use socket::{
     BATCH_BYTES_PER_SP, ControlGroup, ControlLimits, GroupError, IDLE_TIMEOUT, MAX_BATCH_REQUEST,
     MAX_CONNECTIONS, MAX_REQUEST,

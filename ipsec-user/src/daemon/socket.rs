@@ -105,7 +105,7 @@ pub struct ControlGroup {
 pub enum GroupError {
     #[error("--control-group {name}: no such group")]
     Unknown { name: String },
-    #[error("--control-group {name}: getgrnam_r failed: {source}")]
+    #[error("--control-group {name}: getgrnam_r failed")]
     Lookup {
         name: String,
         #[source]

@@ -33,7 +33,7 @@ const LOCK_FILE: &str = "lock";
 pub enum StateError {
     #[error("state file {} is corrupt: {reason}; fix or move it away", path.display())]
     Corrupt { path: PathBuf, reason: String },
-    #[error("cannot create state directory {}: {source}", path.display())]
+    #[error("cannot create state directory {}", path.display())]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -41,7 +41,7 @@ pub enum StateError {
     },
     #[error("state directory {} is in use by another xipsec daemon", path.display())]
     Locked { path: PathBuf },
-    #[error("cannot {call} {}: {source}", path.display())]
+    #[error("cannot {call} {}", path.display())]
     Io {
         call: &'static str,
         path: PathBuf,

@@ -2,6 +2,7 @@
 
 use std::{
     collections::BTreeMap,
+    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -20,6 +21,10 @@ use ipsec_common::abi::{
     self, CacheValue, Counter, FlowKey, FragKey, FragValue, MaskDesc, RULE_KINDS, RuleKey,
     RuleValue, SaInfo, SpStats,
 };
+
+use caps::{CapSet, Capability};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+use nix::time::{ClockId, clock_gettime};
 
 use super::XdpMode as XdpModeChoice;
 use super::sync::SyncState;
@@ -40,7 +45,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip
 /// (`abi::bench`). Only [`LoadOptions::benchmark`] loads it; it is never pinned.
 static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipsec-bench"));
 
-/// Errors of the datapath, each naming what was being done.
+/// Errors of the datapath, each naming what was being done. A variant that carries a cause
+/// chains it as its `source` and does not repeat it in its message: a chain printer (`{:#}` of
+/// anyhow, [`crate::model::Chain`]) shows it once.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("the eBPF object was not built (AYA_BUILD_SKIP was set); rebuild without it")]
@@ -49,14 +56,14 @@ pub enum DatapathError {
         "xipsec's datapath needs root (CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN to mount bpffs); run it as root, or with --no-datapath to manage state only"
     )]
     NotPrivileged,
-    #[error("loading eBPF programs needs root (CAP_BPF, CAP_NET_ADMIN): {source}")]
+    #[error("loading eBPF programs needs root (CAP_BPF, CAP_NET_ADMIN)")]
     Permission {
         #[source]
         source: aya::EbpfError,
     },
-    #[error("failed to load the eBPF object: {0}")]
+    #[error("failed to load the eBPF object")]
     Load(#[source] aya::EbpfError),
-    #[error("failed to load program {name}: {source}")]
+    #[error("failed to load program {name}")]
     Program {
         name: &'static str,
         #[source]
@@ -71,28 +78,52 @@ pub enum DatapathError {
         interface: String,
         link_type: String,
     },
-    #[error("failed to attach {program} to {interface}: {source}")]
+    #[error("failed to attach {program} to {interface}")]
     Attach {
         program: &'static str,
         interface: String,
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("map {name} missing or of the wrong type: {detail}")]
-    Map { name: &'static str, detail: String },
-    #[error("map {name}: {source}")]
+    /// The eBPF object lacks a map this build expects (object and daemon out of step).
+    #[error("map {name} is not in the eBPF object")]
+    MissingMap { name: &'static str },
+    /// The eBPF object lacks a program this build expects.
+    #[error("program {name} is not in the eBPF object")]
+    MissingProgram { name: &'static str },
+    /// A map exists but is not of the type (or key/value size) this build expects.
+    #[error("map {name} is not of the expected type")]
+    MapType {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A program attached through netlink (not a bpf_link) has no link to pin.
+    #[error("cannot pin the link at {}: not a bpf_link (attached through netlink)", path.display())]
+    LinkNotPinnable {
+        path: PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    /// Per-CPU values need the number of possible CPUs (`/sys/devices/system/cpu/possible`).
+    #[error("cannot count the possible CPUs for the per-CPU counters")]
+    PerCpu {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot access map {name}")]
     MapIo {
         name: &'static str,
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("pin directory {path}: {source}")]
+    #[error("cannot prepare the pin directory {}", path.display())]
     PinDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to pin {name} at {path}: {source}")]
+    #[error("failed to pin {name} at {}", path.display())]
     Pin {
         name: String,
         path: PathBuf,
@@ -101,7 +132,7 @@ pub enum DatapathError {
     },
     #[error(transparent)]
     Compile(#[from] super::compile::CompileError),
-    #[error("BPF_PROG_TEST_RUN of {program}: {source}")]
+    #[error("BPF_PROG_TEST_RUN of {program}")]
     TestRun {
         program: &'static str,
         #[source]
@@ -159,14 +190,10 @@ fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(DatapathError::Map {
-        name,
-        detail: "not in the object".into(),
-    })?;
-    T::try_from(map).map_err(|e| DatapathError::Map {
-        name,
-        detail: e.to_string(),
-    })
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DatapathError::MissingMap { name })?;
+    T::try_from(map).map_err(|source| DatapathError::MapType { name, source })
 }
 
 const PROGRAM_NAMES: [&str; 2] = [abi::PROG_XDP_INGRESS, abi::PROG_TC_EGRESS];
@@ -197,8 +224,7 @@ impl KernelDatapath {
         if object.is_empty() {
             return Err(DatapathError::NotBuilt);
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 && !has_bpf_capabilities() {
+        if !nix::unistd::geteuid().is_root() && !has_bpf_capabilities() {
             return Err(DatapathError::NotPrivileged);
         }
         if let Some(dir) = &options.pin_dir {
@@ -233,10 +259,7 @@ impl KernelDatapath {
         if let Some(dir) = &options.pin_dir {
             for name in MAP_NAMES {
                 let path = dir.join(name);
-                let map = ebpf.map(name).ok_or(DatapathError::Map {
-                    name,
-                    detail: "not in the object".into(),
-                })?;
+                let map = ebpf.map(name).ok_or(DatapathError::MissingMap { name })?;
                 map.pin(&path).map_err(|source| DatapathError::Pin {
                     name: name.into(),
                     path,
@@ -245,10 +268,9 @@ impl KernelDatapath {
             }
             for name in PROGRAM_NAMES {
                 let path = dir.join(name);
-                let prog = ebpf.program_mut(name).ok_or(DatapathError::Map {
-                    name,
-                    detail: "program not in the object".into(),
-                })?;
+                let prog = ebpf
+                    .program_mut(name)
+                    .ok_or(DatapathError::MissingProgram { name })?;
                 prog.pin(&path).map_err(|source| DatapathError::Pin {
                     name: name.into(),
                     path,
@@ -536,7 +558,7 @@ impl KernelDatapath {
                 program: name,
                 source,
             })?;
-        Ok(result.return_value as i32)
+        Ok(result.return_value.cast_signed())
     }
 
     /// Run an XDP program (`abi::PROG_*`) `repeat` times on `frame`: its action and the kernel's
@@ -567,9 +589,9 @@ impl KernelDatapath {
     /// Benchmarks only: make the hash baseline's lookup of `flow` hit.
     pub fn insert_bench_flow(&mut self, flow: &FlowKey) -> Result<(), DatapathError> {
         let Some(flows) = self.maps.bench_flows.as_mut() else {
-            return Err(DatapathError::Map {
+            // Only the benchmark object has it.
+            return Err(DatapathError::MissingMap {
                 name: abi::bench::FLOWS,
-                detail: "only the benchmark object has it".into(),
             });
         };
         flows
@@ -584,7 +606,7 @@ impl KernelDatapath {
     pub fn active_rules(&self) -> Result<Vec<(RuleKey, RuleValue)>, DatapathError> {
         let generation = (self.epoch()? & 1) as u8;
         let mut out = Vec::new();
-        for item in self.maps.rules.iter() {
+        for item in &self.maps.rules {
             let (k, v) = item.map_err(|source| DatapathError::MapIo {
                 name: abi::RULES,
                 source,
@@ -713,10 +735,9 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, D
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(DatapathError::Map {
-        name,
-        detail: "program not in the object".into(),
-    })?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(DatapathError::MissingProgram { name })?;
     prog.try_into()
         .map_err(|source| DatapathError::Program { name, source })
 }
@@ -725,10 +746,9 @@ fn program_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, Datap
 where
     &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program(name).ok_or(DatapathError::Map {
-        name,
-        detail: "program not in the object".into(),
-    })?;
+    let prog = ebpf
+        .program(name)
+        .ok_or(DatapathError::MissingProgram { name })?;
     prog.try_into()
         .map_err(|source| DatapathError::Program { name, source })
 }
@@ -767,9 +787,9 @@ fn pin_link<L>(link: L, pin: &Path) -> Result<(), DatapathError>
 where
     FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
 {
-    let fd_link = FdLink::try_from(link).map_err(|e| DatapathError::Map {
-        name: "link",
-        detail: format!("cannot pin a netlink-attached program: {e}"),
+    let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::LinkNotPinnable {
+        path: pin.to_path_buf(),
+        source,
     })?;
     fd_link.pin(pin).map_err(|source| DatapathError::Pin {
         name: "link".into(),
@@ -779,30 +799,20 @@ where
     Ok(())
 }
 
-/// Whether this process holds CAP_BPF (39) and CAP_NET_ADMIN (12) in its effective set.
+/// Whether this process holds CAP_BPF and CAP_NET_ADMIN in its effective set.
 fn has_bpf_capabilities() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let Some(eff) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-    else {
-        return false;
-    };
-    eff & (1 << 39) != 0 && eff & (1 << 12) != 0
+    [Capability::CAP_BPF, Capability::CAP_NET_ADMIN]
+        .into_iter()
+        .all(|cap| caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false))
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec through a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+    // CLOCK_MONOTONIC cannot fail on Linux; 0 would only make the heartbeat look stale.
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000_000
+            + u64::try_from(ts.tv_nsec()).unwrap_or(0)
+    })
 }
 
 /// `ARPHRD_ETHER`: the link type of Ethernet devices (veth included).
@@ -811,6 +821,7 @@ const ARPHRD_ETHER: &str = "1";
 /// The link type (`ARPHRD_*`) of `interface` in the calling thread's network namespace, by
 /// `SIOCGIFHWADDR` (sysfs may show another namespace's devices).
 fn link_type(interface: &str) -> Option<u16> {
+    /// `SIOCGIFHWADDR` from linux/sockios.h: nix and rustix have no wrapper for it.
     const SIOCGIFHWADDR: libc::c_ulong = 0x8927;
     // struct ifreq: the name (IFNAMSIZ bytes), then a union whose `sockaddr` starts with the
     // family; 40 bytes cover it on every Linux ABI.
@@ -820,16 +831,16 @@ fn link_type(interface: &str) -> Option<u16> {
         return None;
     }
     ifreq[..name.len()].copy_from_slice(name);
-    // SAFETY: plain socket(2) call; the descriptor is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
+    let sock = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
     // SAFETY: SIOCGIFHWADDR reads the name from and writes a sockaddr into the 40-byte buffer,
-    // which outlives the call.
-    let rc = unsafe { libc::ioctl(fd, SIOCGIFHWADDR, ifreq.as_mut_ptr()) };
-    // SAFETY: `fd` is ours and open.
-    unsafe { libc::close(fd) };
+    // which outlives the call; `sock` is an open socket.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGIFHWADDR, ifreq.as_mut_ptr()) };
     (rc == 0).then(|| u16::from_ne_bytes([ifreq[libc::IFNAMSIZ], ifreq[libc::IFNAMSIZ + 1]]))
 }
 
@@ -851,10 +862,7 @@ pub fn check_interface(interface: &str) -> Result<(), DatapathError> {
 }
 
 fn nix_if_index(interface: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(interface).ok()?;
-    // SAFETY: `name` is a valid C string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
+    nix::net::if_::if_nametoindex(interface).ok()
 }
 
 /// Physical NICs have a backing device in sysfs; veth, tun, bridges and loopback do not.
@@ -865,7 +873,90 @@ fn is_physical(interface: &str) -> bool {
         .exists()
 }
 
+/// Whether loading failed because the kernel refused us (`EPERM`/`EACCES`): missing
+/// capabilities, or a lockdown. Decided on the `io::Error` aya carries, not on its text.
 fn is_permission(err: &aya::EbpfError) -> bool {
-    let text = format!("{err:?}");
-    text.contains("PermissionDenied") || text.contains("EPERM") || text.contains("os error 1)")
+    use aya::maps::MapError;
+    use aya::programs::ProgramError;
+    use aya::sys::SyscallError;
+    let io = match err {
+        aya::EbpfError::FileError { error, .. }
+        | aya::EbpfError::MapError(MapError::IoError(error)) => error,
+        aya::EbpfError::MapError(
+            MapError::CreateError { io_error, .. }
+            | MapError::SyscallError(SyscallError { io_error, .. }),
+        )
+        | aya::EbpfError::ProgramError(
+            ProgramError::LoadError { io_error, .. }
+            | ProgramError::SyscallError(SyscallError { io_error, .. }),
+        ) => io_error,
+        _ => return false,
+    };
+    matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aya::maps::MapError;
+    use aya::programs::ProgramError;
+    use aya::sys::SyscallError;
+
+    use super::*;
+
+    fn create_error(errno: i32) -> aya::EbpfError {
+        aya::EbpfError::MapError(MapError::CreateError {
+            name: "XIPSEC_RULES".into(),
+            io_error: io::Error::from_raw_os_error(errno),
+        })
+    }
+
+    #[test]
+    fn permission_is_read_from_the_errno_aya_carries() {
+        assert!(is_permission(&create_error(libc::EPERM)));
+        assert!(is_permission(&create_error(libc::EACCES)));
+        let prog = aya::EbpfError::ProgramError(ProgramError::SyscallError(SyscallError {
+            call: "bpf_prog_load",
+            io_error: io::Error::from_raw_os_error(libc::EPERM),
+        }));
+        assert!(is_permission(&prog));
+        let map_io = aya::EbpfError::MapError(MapError::IoError(io::Error::from_raw_os_error(
+            libc::EACCES,
+        )));
+        assert!(is_permission(&map_io));
+    }
+
+    #[test]
+    fn other_load_failures_are_not_permission() {
+        assert!(!is_permission(&create_error(libc::ENOMEM)));
+        assert!(!is_permission(&create_error(libc::EINVAL)));
+        assert!(!is_permission(&aya::EbpfError::NoBTF));
+        // The old text match took any message containing "EPERM": a name is not an errno.
+        let named = aya::EbpfError::MapError(MapError::InvalidName {
+            name: "EPERM PermissionDenied (os error 1)".into(),
+        });
+        assert!(!is_permission(&named));
+    }
+
+    #[test]
+    fn missing_map_and_missing_program_are_told_apart() {
+        let map = DatapathError::MissingMap { name: abi::RULES }.to_string();
+        let prog = DatapathError::MissingProgram {
+            name: abi::PROG_TC_EGRESS,
+        }
+        .to_string();
+        assert_eq!(map, format!("map {} is not in the eBPF object", abi::RULES));
+        assert_eq!(
+            prog,
+            format!("program {} is not in the eBPF object", abi::PROG_TC_EGRESS)
+        );
+    }
+
+    #[test]
+    fn monotonic_clock_advances() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a, "monotonic_ns went from {a} to {b}");
+    }
 }

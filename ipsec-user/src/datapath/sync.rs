@@ -43,7 +43,7 @@ fn spis_of(spd: &Spd, direction: Direction) -> HashMap<u32, SaInfo> {
 const GRACE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Default)]
-pub struct SyncState {
+pub(crate) struct SyncState {
     ids: ShapeIds,
     /// What each generation holds in the kernel, kept in step with every successful write.
     mirror: [HashMap<RuleKey, RuleValue>; 2],
@@ -58,7 +58,7 @@ fn io(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::MapIo { name, source }
 }
 
-pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
+pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
     let next = dp.epoch()? + 1;
     let generation = (next & 1) as u8;
     let tables = compile(spd, generation, &mut dp.sync.ids)?;
@@ -71,18 +71,11 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
     }
 
     // Counters of policies new to their slot start from zero before any packet can hit them.
-    let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Map {
-        name: abi::SP_STATS,
-        detail: format!("cannot count CPUs: {e}"),
-    })?;
+    let nr_cpus = aya::util::nr_cpus().map_err(|(_, source)| DatapathError::PerCpu { source })?;
     for sp in spd.sps() {
         if dp.sync.counter_owner.get(&sp.id) != Some(&sp.seq) {
-            let zero = PerCpuValues::try_from(vec![SpStats::default(); nr_cpus]).map_err(|e| {
-                DatapathError::Map {
-                    name: abi::SP_STATS,
-                    detail: e.to_string(),
-                }
-            })?;
+            let zero = PerCpuValues::try_from(vec![SpStats::default(); nr_cpus])
+                .map_err(|source| DatapathError::PerCpu { source })?;
             dp.maps
                 .sp_stats
                 .set(sp.id, zero, 0)
@@ -116,15 +109,18 @@ pub fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
         for dir in [DIR_IN, DIR_OUT] {
             let set = abi::mask_set(kind, generation, dir);
             let masks = &tables.masks[usize::from(kind)][usize::from(dir)];
-            for (i, mask) in masks.iter().enumerate() {
+            // `compile` keeps each set within MAX_MASKS, so the u32 index never wraps.
+            let mut count = 0u32;
+            for (i, mask) in (0u32..).zip(masks) {
                 dp.maps
                     .masks
-                    .set(set * MAX_MASKS + i as u32, mask, 0)
+                    .set(set * MAX_MASKS + i, mask, 0)
                     .map_err(io(abi::MASKS))?;
+                count = i + 1;
             }
             dp.maps
                 .mask_count
-                .set(set, masks.len() as u32, 0)
+                .set(set, count, 0)
                 .map_err(io(abi::MASK_COUNT))?;
         }
     }

@@ -11,8 +11,9 @@
 //! socket empties its XSKMAP slot (the kernel does it), so a dead daemon's slots fall back to
 //! the kernel path, where nothing listens for ESP any more: fail closed.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::cell::UnsafeCell;
 use std::io;
+use std::mem;
 use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
@@ -37,32 +38,35 @@ pub struct XskBinding {
     pub fd: RawFd,
 }
 
-/// The page-aligned memory the kernel copies frames into.
+/// One UMEM frame: a page, page aligned. `UnsafeCell` because the kernel writes into it behind
+/// Rust's back (through the UMEM registration), never through a reference of ours.
+#[repr(C, align(4096))]
+struct Frame(UnsafeCell<[u8; FRAME_SIZE as usize]>);
+
+/// The page-aligned memory the kernel copies frames into: [`FRAMES`] frames, contiguous.
 struct Area {
-    ptr: NonNull<u8>,
-    layout: Layout,
+    frames: Box<[Frame]>,
 }
 
 impl Area {
-    fn new(len: usize) -> io::Result<Self> {
-        let layout = Layout::from_size_align(len, FRAME_SIZE as usize)
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `layout` has a non-zero size.
-        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) })
-            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        Ok(Self { ptr, layout })
+    fn new() -> Self {
+        // Zeroed by the allocator (fresh pages for a block this size), so memory is committed
+        // only as the kernel fills frames, as with the C library's calloc.
+        let frames = Box::<[Frame]>::new_zeroed_slice(FRAMES as usize);
+        // SAFETY: a `Frame` is bytes in an `UnsafeCell`; all-zero is a valid value.
+        let frames = unsafe { frames.assume_init() };
+        Self { frames }
+    }
+
+    fn len(&self) -> usize {
+        mem::size_of_val(&*self.frames)
     }
 
     fn as_slice_ptr(&self) -> NonNull<[u8]> {
-        NonNull::slice_from_raw_parts(self.ptr, self.layout.size())
-    }
-}
-
-impl Drop for Area {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout; the sockets using it are closed first
-        // (`XskReceiver` declares them before the area).
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        // `UnsafeCell` makes writes through this pointer (the kernel's) legal although we only
+        // hold `&self`.
+        let start = NonNull::from(&*self.frames).cast::<u8>();
+        NonNull::slice_from_raw_parts(start, self.len())
     }
 }
 
@@ -74,7 +78,8 @@ pub struct XskReceiver {
     /// Frames read but not yet back on the fill ring.
     spare: Vec<u64>,
     _umem: Umem,
-    // Last: the kernel may write into it until the socket above is closed.
+    // Last: the kernel may write into it until the socket above is closed (fields drop in
+    // declaration order).
     area: Area,
 }
 
@@ -91,7 +96,7 @@ impl XskReceiver {
     /// Creates and binds a socket on `ifindex`, RX queue `queue`, with every frame on the fill
     /// ring.
     pub fn open(ifindex: u32, queue: u32) -> io::Result<Self> {
-        let area = Area::new((FRAMES * FRAME_SIZE) as usize)?;
+        let area = Area::new();
         let config = UmemConfig {
             fill_size: FRAMES,
             complete_size: FRAMES,
@@ -152,16 +157,22 @@ impl XskReceiver {
         let mut n = 0;
         while n < RECEIVE_MAX {
             let Some(desc) = reader.read() else { break };
-            let (start, len) = (desc.addr as usize, desc.len as usize);
+            // An address beyond usize cannot lie inside the area: the check below skips it.
+            let start = usize::try_from(desc.addr).unwrap_or(usize::MAX);
+            let len = desc.len as usize;
             if start
                 .checked_add(len)
-                .is_some_and(|end| end <= self.area.layout.size())
+                .is_some_and(|end| end <= self.area.len())
             {
                 // SAFETY: the range lies inside the area, and the kernel wrote it before
                 // publishing the descriptor (the ring's acquire load orders our read after that
                 // write); it does not touch the frame again until we return it below.
-                let frame =
-                    unsafe { std::slice::from_raw_parts(self.area.ptr.as_ptr().add(start), len) };
+                let frame = unsafe {
+                    std::slice::from_raw_parts(
+                        self.area.as_slice_ptr().cast::<u8>().as_ptr().add(start),
+                        len,
+                    )
+                };
                 f(frame);
             }
             self.spare
@@ -175,7 +186,9 @@ impl XskReceiver {
         }
         // Back to the fill ring. The kernel may not have published its fill-ring consumer yet:
         // frames the ring has no room for wait in `spare` for the next call.
-        let mut writer = self.fill.fill(self.spare.len() as u32);
+        let mut writer = self
+            .fill
+            .fill(u32::try_from(self.spare.len()).unwrap_or(FRAMES));
         let given = writer.insert(self.spare.iter().copied()) as usize;
         writer.commit();
         drop(writer);
@@ -185,7 +198,7 @@ impl XskReceiver {
 }
 
 /// Opens a receiver on every RX queue of `ifindex` (up to [`MAX_QUEUES_PER_INTERFACE`]).
-pub fn open_interface(ifindex: u32, name: &str) -> io::Result<Vec<XskReceiver>> {
+pub(crate) fn open_interface(ifindex: u32, name: &str) -> io::Result<Vec<XskReceiver>> {
     let queues = rx_queue_count(name).min(MAX_QUEUES_PER_INTERFACE);
     (0..queues.max(1))
         .map(|queue| XskReceiver::open(ifindex, queue))
@@ -194,11 +207,11 @@ pub fn open_interface(ifindex: u32, name: &str) -> io::Result<Vec<XskReceiver>> 
 
 /// RX queues the interface has (`/sys/class/net/<name>/queues/rx-*`); 1 if unknown.
 fn rx_queue_count(name: &str) -> u32 {
-    std::fs::read_dir(format!("/sys/class/net/{name}/queues"))
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
-        })
-        .unwrap_or(1)
+    std::fs::read_dir(format!("/sys/class/net/{name}/queues")).map_or(1, |dir| {
+        let queues = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+            .count();
+        u32::try_from(queues).unwrap_or(u32::MAX)
+    })
 }

@@ -274,6 +274,68 @@ fn list_holders(held: &[(String, Vec<String>)]) -> String {
     out
 }
 
+/// Displays an error and every cause under it, joined by `": "`, each exactly once: what
+/// anyhow's `{:#}` prints, for typed errors that never went through anyhow (the daemon's answers
+/// and log lines). Every `thiserror` enum of this crate leaves its cause out of its own message
+/// and chains it as `source`, so nothing appears twice.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::Chain;
+
+    /// An outer error that chains an inner one that chains an `io::Error`, shaped like the
+    /// crate's own (a message naming the step, the cause as `#[source]`).
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot save the state")]
+    struct Outer {
+        #[source]
+        source: Inner,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot write {path}")]
+    struct Inner {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    fn nested() -> Outer {
+        Outer {
+            source: Inner {
+                path: "/var/lib/xipsec/state.json",
+                source: std::io::Error::other("disk full"),
+            },
+        }
+    }
+
+    #[test]
+    fn chain_shows_every_cause_once() {
+        let text = Chain(&nested()).to_string();
+        assert_eq!(
+            text,
+            "cannot save the state: cannot write /var/lib/xipsec/state.json: disk full"
+        );
+        // The CLI's `main` prints anyhow's `{:#}`: the same text, each cause once.
+        let via_anyhow = format!("{:#}", anyhow::Error::from(nested()));
+        assert_eq!(via_anyhow, text);
+        assert_eq!(via_anyhow.matches("disk full").count(), 1);
+    }
+}
+
 /// THE table of rejected commands and their exact messages. The CLI's own test table pins the
 /// same texts with `error: ` in front; every entry also checks that the SPD is left unchanged.
 #[cfg(test)]

@@ -32,7 +32,7 @@ mod types;
 
 pub use args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
 pub use counters::{Counters, PacketCount, SaCount};
-pub use error::ModelError;
+pub use error::{Chain, ModelError};
 pub use key::Key;
 pub use parse::{MAX_NAME_LEN, is_valid_name};
 pub use reference::{
