@@ -28,7 +28,8 @@ mod wire;
 
 pub use aes128_cbc::Aes128Cbc;
 pub use esp::{
-    Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig,
+    Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, OuterHeader,
+    SaConfig,
 };
 pub use hmac_sha1_96::HmacSha1_96;
 pub use hmac_sha256_128::HmacSha256_128;

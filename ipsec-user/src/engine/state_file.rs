@@ -1,0 +1,89 @@
+//! The engine's small JSON state files (`seq`, `replay_store`): one loader and one writer.
+//!
+//! Contract: [`load`] creates the state directory (0700) when missing, reads
+//! `{state_dir}/{name}`, and returns `None` for a missing file; a file that does not parse or
+//! has another version is [`LoadError::Corrupt`] and is left untouched. [`save`] writes pretty
+//! JSON through `crate::atomic_file` (0600, temporary file, fsync, rename, fsync of the
+//! directory).
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a state file could not be loaded.
+#[derive(Debug)]
+pub(crate) enum LoadError {
+    /// The directory or the file could not be created or read.
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    /// The file is not one of ours, or of another version.
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// A versioned file layout.
+pub(crate) trait Versioned: DeserializeOwned {
+    const VERSION: u32;
+    fn version(&self) -> u32;
+}
+
+/// Loads `{state_dir}/{name}`; see the module contract. Returns the path and the contents.
+pub(crate) fn load<T: Versioned>(
+    state_dir: &Path,
+    name: &str,
+) -> Result<(PathBuf, Option<T>), LoadError> {
+    let path = state_dir.join(name);
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(|source| LoadError::Io {
+            path: state_dir.to_path_buf(),
+            op: "create directory",
+            source,
+        })?;
+    let text = match fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((path, None)),
+        Err(source) => {
+            return Err(LoadError::Io {
+                path,
+                op: "read",
+                source,
+            });
+        }
+    };
+    let repr: T = match serde_json::from_slice(&text) {
+        Ok(repr) => repr,
+        Err(e) => {
+            return Err(LoadError::Corrupt {
+                path,
+                reason: e.to_string(),
+            });
+        }
+    };
+    if repr.version() != T::VERSION {
+        return Err(LoadError::Corrupt {
+            reason: format!("version {} (expected {})", repr.version(), T::VERSION),
+            path,
+        });
+    }
+    Ok((path, Some(repr)))
+}
+
+/// Replaces `path` with `repr` as pretty JSON, atomically and durably.
+///
+/// # Errors
+/// The I/O error of the step that failed; the file is unchanged.
+pub(crate) fn save(path: &Path, repr: &impl Serialize) -> io::Result<()> {
+    let mut text = serde_json::to_vec_pretty(repr).map_err(io::Error::other)?;
+    text.push(b'\n');
+    crate::atomic_file::write(path, &text)?;
+    Ok(())
+}
