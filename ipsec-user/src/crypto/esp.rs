@@ -219,7 +219,8 @@ impl OuterHeader {
     /// The IPv6 header these fields describe, next header ESP, payload length 0 (the caller
     /// sets it).
     fn header(&self) -> [u8; IPV6_HEADER_LEN] {
-        let word = (6 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
+        let word =
+            (6 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
         let mut header = [0; IPV6_HEADER_LEN];
         header[..4].copy_from_slice(&word.to_be_bytes());
         header[6] = proto::ESP;
@@ -867,7 +868,10 @@ mod tests {
             assert_eq!(sent.hop_limit, wire[7]);
             assert_eq!(sent.traffic_class, 0xb8, "copied from the packet");
             assert_eq!(sent.esp_offset, 40);
-            assert_eq!(&wire[sent.esp_offset..sent.esp_offset + 4], &0x1000u32.to_be_bytes());
+            assert_eq!(
+                &wire[sent.esp_offset..sent.esp_offset + 4],
+                &0x1000u32.to_be_bytes()
+            );
             // The raw socket's view: ESP and the outer fields, the header gone.
             let mut twin = InboundSa::new(&config).expect("inbound sa");
             let via_packet = rx.decapsulate(&wire, &mut whole).expect("decapsulating");

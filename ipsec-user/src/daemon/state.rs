@@ -175,6 +175,7 @@ pub fn parse(bytes: &[u8]) -> Result<Spd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn missing_file_is_empty_and_saves_round_trip() {

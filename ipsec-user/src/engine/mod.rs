@@ -127,8 +127,8 @@ pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use xsk::{XskBinding, XskReceiver};
 
 use self::core::{
-    EngineStats, FAKE_ETHERNET, InAction, Inbound, KeyId, OutAction, Outbound, Persisted,
-    SaCells, SeqReservation,
+    EngineStats, FAKE_ETHERNET, InAction, Inbound, KeyId, OutAction, Outbound, Persisted, SaCells,
+    SeqReservation,
 };
 use replay_store::ReplayStore;
 use seq::SeqStore;

@@ -66,10 +66,11 @@ impl SeqStore {
     /// [`EngineError::SeqFile`] when the directory or file cannot be read,
     /// [`EngineError::SeqFileCorrupt`] when the file is not a reservation file.
     pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
-        let (path, repr) = state_file::load::<FileRepr>(state_dir, FILE_NAME).map_err(|e| match e {
-            LoadError::Io { path, op, source } => EngineError::SeqFile { path, op, source },
-            LoadError::Corrupt { path, reason } => EngineError::SeqFileCorrupt { path, reason },
-        })?;
+        let (path, repr) =
+            state_file::load::<FileRepr>(state_dir, FILE_NAME).map_err(|e| match e {
+                LoadError::Io { path, op, source } => EngineError::SeqFile { path, op, source },
+                LoadError::Corrupt { path, reason } => EngineError::SeqFileCorrupt { path, reason },
+            })?;
         let mut entries = BTreeMap::new();
         for e in repr.map(|r| r.reservations).unwrap_or_default() {
             let slot = entries.entry((e.sa_name, e.spi)).or_insert(0);
@@ -160,6 +161,7 @@ mod tests {
     use super::*;
     use crate::crypto::{OutboundSa, SaConfig};
     use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+    use std::fs;
     use std::net::Ipv6Addr;
 
     fn tx() -> OutboundSa {
@@ -323,13 +325,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let mut store = SeqStore::open(dir.path()).expect("opening the store");
         let mut reserved = u32::MAX - 10;
-        assert!(
-            cover(&mut store, &mut reserved, u32::MAX - 10).expect("covering")
-        );
+        assert!(cover(&mut store, &mut reserved, u32::MAX - 10).expect("covering"));
         assert_eq!(reserved, u32::MAX);
-        assert!(
-            !cover(&mut store, &mut reserved, u32::MAX - 1).expect("covering")
-        );
+        assert!(!cover(&mut store, &mut reserved, u32::MAX - 1).expect("covering"));
     }
 
     #[test]

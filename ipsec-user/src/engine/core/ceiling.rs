@@ -67,8 +67,8 @@ pub fn key_id(
 #[cfg(test)]
 #[derive(Debug)]
 pub(crate) enum Refused {
-    /// The write failed just now (log it).
-    WriteFailed(std::io::Error),
+    /// The write failed just now (the engine logs it).
+    WriteFailed(#[allow(dead_code, reason = "read by tests' Debug output")] std::io::Error),
     /// A recent write failed; no new attempt before the back-off ends.
     BackingOff,
 }

@@ -87,9 +87,7 @@ impl Inbound {
             classifier: classify::empty(),
             sas: Vec::new(),
             by_spi: HashMap::new(),
-            cache: FlowCache::new(
-                NonZeroUsize::new(FLOW_CACHE_LIMIT).unwrap_or(NonZeroUsize::MIN),
-            ),
+            cache: FlowCache::new(NonZeroUsize::new(FLOW_CACHE_LIMIT).unwrap_or(NonZeroUsize::MIN)),
             sp_hits: HashMap::new(),
             mss: mss::CLAMPED_MSS,
             tdes_block_limit,

@@ -125,9 +125,7 @@ impl Outbound {
             classifier: classify::empty(),
             sas: Vec::new(),
             by_name: HashMap::new(),
-            cache: FlowCache::new(
-                NonZeroUsize::new(FLOW_CACHE_LIMIT).unwrap_or(NonZeroUsize::MIN),
-            ),
+            cache: FlowCache::new(NonZeroUsize::new(FLOW_CACHE_LIMIT).unwrap_or(NonZeroUsize::MIN)),
             last: None,
             mss: mss::CLAMPED_MSS,
             tdes_block_limit,

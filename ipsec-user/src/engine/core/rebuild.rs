@@ -91,8 +91,7 @@ pub fn rebuild(
     }
 
     // Pass 2: commit.
-    let mut old_out: HashMap<u32, OutSa> =
-        out.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
+    let mut old_out: HashMap<u32, OutSa> = out.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
     let mut old_in: HashMap<u32, InSa> = inb.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
     let mut registry = BTreeMap::new();
     let mut reservations = Vec::new();
