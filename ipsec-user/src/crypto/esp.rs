@@ -258,6 +258,21 @@ pub enum Decapsulated {
     Dummy { seq: u32 },
 }
 
+/// `spi()` and `mode()` of one direction of an SA, read from its [`Transform`].
+macro_rules! transform_accessors {
+    () => {
+        #[must_use]
+        pub fn spi(&self) -> u32 {
+            self.transform.spi
+        }
+
+        #[must_use]
+        pub fn mode(&self) -> Mode {
+            self.transform.mode
+        }
+    };
+}
+
 /// The sending side of an SA: sequence counter and IV generator.
 pub struct OutboundSa {
     transform: Transform,
@@ -282,15 +297,7 @@ impl OutboundSa {
         })
     }
 
-    #[must_use]
-    pub fn spi(&self) -> u32 {
-        self.transform.spi
-    }
-
-    #[must_use]
-    pub fn mode(&self) -> Mode {
-        self.transform.mode
-    }
+    transform_accessors!();
 
     /// The last sequence number sent (0 before the first packet).
     #[must_use]
@@ -470,15 +477,7 @@ impl InboundSa {
         })
     }
 
-    #[must_use]
-    pub fn spi(&self) -> u32 {
-        self.transform.spi
-    }
-
-    #[must_use]
-    pub fn mode(&self) -> Mode {
-        self.transform.mode
-    }
+    transform_accessors!();
 
     /// The anti-replay state (highest sequence number seen, window size).
     #[must_use]

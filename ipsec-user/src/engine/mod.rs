@@ -2,14 +2,21 @@
 //! back. The kernel has no ESP of ours (no xfrm): every ESP packet xipsec sends or accepts goes
 //! through here.
 //!
+//! Layout: `core` decides (outbound and inbound state machines, no I/O, no locks: bytes and a
+//! clock in, actions out); this module is the I/O around it (TUN, raw ESP socket, AF_XDP
+//! through `xsk` and `sys`, the poll loops, the state files `seq` and `replay_store`), and
+//! `gro`, `mss`, `reassembly` are the offloads and packet helpers. The workers call exactly the
+//! core's functions and perform what they return: send, deliver, write a reservation or a
+//! ceiling, all writes with no table lock held.
+//!
 //! Contract of [`EspEngine`]:
 //! - **Outbound.** Whatever the kernel hands the TUN device (`IFF_TUN | IFF_NO_PI |
 //!   IFF_VNET_HDR`: IPv6 packets behind a virtio-net header, TCP as TSO packets of up to 64 KiB
 //!   that `gro::segment` splits) is a packet to protect: the TC egress program `bpf_redirect`s
 //!   packets whose SP action is `ipsec` to [`EspEngine::tun_ifindex`]. TCP SYNs get their MSS
 //!   clamped (`mss`) so every segment fits the link after ESP. The outbound worker classifies each
-//!   packet's flow against the outbound SPD (cached per flow, cache cleared by every
-//!   [`EspEngine::update`]), encapsulates it with the SP's SA and sends the ESP part with
+//!   packet's flow against the outbound SPD (`core::classify`, cached per flow in a bounded
+//!   LRU cache that every [`EspEngine::update`] invalidates by generation), encapsulates it with the SP's SA and sends the ESP part with
 //!   `sendmmsg` on a raw `IPPROTO_ESP` socket: destination in `msg_name`, source in an
 //!   `IPV6_PKTINFO` cmsg (plus `IPV6_HOPLIMIT` and `IPV6_TCLASS` from the header `encapsulate`
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
@@ -27,7 +34,8 @@
 //!   fragments, after reassembly; extension headers before ESP; queues or interfaces without a
 //!   socket) reaches the same raw socket, from the ESP header on; source from `msg_name`,
 //!   destination, hop limit and traffic class from `IPV6_PKTINFO`/`IPV6_HOPLIMIT`/`IPV6_TCLASS`
-//!   cmsgs, and the worker rebuilds the IPv6 header. Either way the inbound worker then finds
+//!   cmsgs, handed to the core with the ESP bytes (`OuterHeader`; nothing is rebuilt or parsed
+//!   twice). Either way the inbound worker then finds
 //!   the SA by SPI, verifies and decrypts
 //!   it (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
@@ -60,11 +68,14 @@
 //! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
 //!   classifies our ESP again; [`EspEngine::send_socket_cookies`] gives its `SO_COOKIE` for a
 //!   bypass only the engine's own socket can use.
-//! - **Sequence numbers** are never reused across restarts: see `seq`. A reservation is written
-//!   (fsync + rename) before an SA's counter passes the previous one; a fresh engine resumes
-//!   every SA after its reservation, so a peer's replay window keeps accepting us after
-//!   `kill -9`. An exhausted SA (2^32-1 sent) stops sending, logs once and counts
-//!   `esp_sequence_exhausted`.
+//! - **Sequence numbers** are never reused across restarts: see `seq`. A packet leaves only
+//!   with a number at or below a reservation already on disk: the core asks for the next
+//!   reservation when half of the current one is used (and for a new SA at install), the
+//!   outbound worker writes it (fsync + rename) after its batch, without the table lock, and
+//!   confirms it; a packet that finds no reserved number is dropped (`esp_seq_persist_errors`).
+//!   A fresh engine resumes every SA after its reservation, so a peer's replay window keeps
+//!   accepting us after `kill -9`. An exhausted SA (2^32-1 sent) stops sending, logs once and
+//!   counts `esp_sequence_exhausted`.
 //! - **The TUN device** is not persistent: it disappears with the engine's fd, so when the
 //!   daemon dies the TC redirect target vanishes and protected traffic drops (fail closed).
 //!   IPv6 address generation is off on it (`addr_gen_mode = 1`, set before it comes up: no

@@ -9,11 +9,13 @@
 //!   rekeyed SA under the same SPI starts afresh (the old stream fails its ICV anyway). The file
 //!   holds hashes, never keys, and is written like the sequence reservations (0600, temp file,
 //!   fsync, rename, fsync of the directory).
-//! - `Ceiling::admit` (in the engine core) is asked after a packet's ICV verified and before the window accepts
-//!   it: a sequence number above the ceiling is accepted only once `seq + step` is persisted.
-//!   The step adapts to the SA's rate (doubling when ceilings are written less than a second
-//!   apart, halving when more than 4 s apart, 16 to 2^20), so a busy SA writes about once a
-//!   second.
+//! - The engine core asks its `Ceiling` after a packet's ICV verified and before the window
+//!   accepts it: a sequence number above the ceiling is accepted only once `seq + step` is
+//!   persisted. The core returns a raise request instead of accepting; the engine's inbound
+//!   worker writes it ([`ReplayStore::raise`]) without holding the inbound table, confirms it,
+//!   and hands the same packet in again (it waits for the write). The step adapts to the SA's
+//!   rate (doubling when ceilings are written less than a second apart, halving when more than
+//!   4 s apart, 16 to 2^20), so a busy SA writes about once a second.
 //! - The crash cost is bounded in time, also when the rate drops: every `TIGHTEN_EVERY`
 //!   (500 ms) the engine's housekeeping thread measures each inbound SA's rate over the last
 //!   two passes (about one second) and, when its ceiling is more than 4 s of that traffic
@@ -40,7 +42,7 @@
 //! - Ceilings never decrease otherwise (than by a clean stop or the housekeeping pass, both
 //!   never below what was accepted), except by an explicit reset ([`ReplayStore::reset`], the
 //!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
-//!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
+//!   more than `state_file::MAX_ENTRIES`; then entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
 
 use std::collections::{BTreeMap, HashSet};
@@ -55,9 +57,6 @@ use super::state_file::{self, LoadError, Versioned};
 
 /// The ceiling file inside the state directory.
 pub const FILE_NAME: &str = "esp-replay.json";
-
-/// Above this many entries, entries of SAs no longer in the SPD are pruned.
-pub const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
 
 const VERSION: u32 = 1;
 
@@ -227,12 +226,9 @@ impl ReplayStore {
         written
     }
 
-    /// Drops entries of SAs not in `live` once there are more than [`MAX_ENTRIES`]; the next
-    /// write persists the pruning.
+    /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
     pub fn prune_if_over(&mut self, live: &HashSet<(u32, KeyId)>) {
-        if self.entries.len() > MAX_ENTRIES {
-            self.entries.retain(|key, _| live.contains(key));
-        }
+        state_file::prune_if_over(&mut self.entries, live);
     }
 
     /// Writes every entry (so also what [`Self::lower`] changed).

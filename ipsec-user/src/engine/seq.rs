@@ -14,7 +14,7 @@
 //!   numbers.
 //! - A reservation never decreases, and entries of SAs that were removed are kept (an SA
 //!   re-added with the same name and SPI must not start over at 1) until the file holds more
-//!   than [`MAX_ENTRIES`], when entries of SAs absent from the SPD are pruned.
+//!   than `state_file::MAX_ENTRIES`, when entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
 
 use std::collections::{BTreeMap, HashSet};
@@ -31,9 +31,6 @@ pub const RESERVATION_STEP: u32 = 65_536;
 
 /// The reservation file inside the state directory.
 pub const FILE_NAME: &str = "esp-seq.json";
-
-/// Above this many entries, entries of SAs no longer in the SPD are pruned.
-pub const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
 
 const VERSION: u32 = 1;
 
@@ -123,12 +120,9 @@ impl SeqStore {
         written
     }
 
-    /// Drops entries of SAs not in `live` once there are more than [`MAX_ENTRIES`]; the next
-    /// write persists the pruning.
+    /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
     pub fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
-        if self.entries.len() > MAX_ENTRIES {
-            self.entries.retain(|key, _| live.contains(key));
-        }
+        state_file::prune_if_over(&mut self.entries, live);
     }
 
     /// Writes every entry (see `state_file::save`).
@@ -343,7 +337,7 @@ mod tests {
             Some(1),
             "under the limit"
         );
-        for i in 0..=MAX_ENTRIES as u32 {
+        for i in 0..=state_file::MAX_ENTRIES as u32 {
             store.entries.insert((format!("x{i}"), 0x100 + i), 1);
         }
         store.prune_if_over(&live);

@@ -6,7 +6,9 @@
 //! JSON through `crate::atomic_file` (0600, temporary file, fsync, rename, fsync of the
 //! directory).
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, DirBuilder};
+use std::hash::Hash;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -86,4 +88,15 @@ pub(crate) fn save(path: &Path, repr: &impl Serialize) -> io::Result<()> {
     text.push(b'\n');
     crate::atomic_file::write(path, &text)?;
     Ok(())
+}
+
+/// Above this many entries, a store drops the entries of SAs no longer in the SPD
+/// ([`prune_if_over`]): removed SAs are remembered (a re-add must not start over) up to a bound.
+pub(crate) const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
+
+/// Keeps only the entries in `live` once `entries` holds more than [`MAX_ENTRIES`].
+pub(crate) fn prune_if_over<K: Ord + Hash, V>(entries: &mut BTreeMap<K, V>, live: &HashSet<K>) {
+    if entries.len() > MAX_ENTRIES {
+        entries.retain(|key, _| live.contains(key));
+    }
 }
