@@ -77,7 +77,7 @@ struct EntryRepr {
 
 /// The ceilings, in memory and on disk.
 #[derive(Debug)]
-pub struct ReplayStore {
+pub(crate) struct ReplayStore {
     path: PathBuf,
     entries: BTreeMap<(u32, KeyId), u32>,
     /// Some entry was lowered ([`Self::lower`]) and not written yet: the file still holds the
@@ -98,7 +98,7 @@ impl ReplayStore {
     /// # Errors
     /// [`EngineError::ReplayFile`] when the directory or file cannot be read,
     /// [`EngineError::ReplayFileCorrupt`] when the file is not a ceiling file.
-    pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, EngineError> {
         let (path, repr) =
             state_file::load::<FileRepr>(state_dir, FILE_NAME).map_err(|e| match e {
                 LoadError::Io { path, op, source } => EngineError::ReplayFile { path, op, source },
@@ -121,12 +121,12 @@ impl ReplayStore {
     }
 
     /// The file this store writes.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The persisted ceiling of the SA (`spi`, `key`), if any.
-    pub fn ceiling(&self, spi: u32, key: &KeyId) -> Option<u32> {
+    pub(crate) fn ceiling(&self, spi: u32, key: &KeyId) -> Option<u32> {
         self.entries.get(&(spi, *key)).copied()
     }
 
@@ -134,7 +134,7 @@ impl ReplayStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn raise(&mut self, spi: u32, key: &KeyId, value: u32) -> io::Result<()> {
+    pub(crate) fn raise(&mut self, spi: u32, key: &KeyId, value: u32) -> io::Result<()> {
         let previous = self.entries.get(&(spi, *key)).copied();
         if previous.is_some_and(|p| p >= value) {
             return Ok(());
@@ -147,7 +147,7 @@ impl ReplayStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn reset(&mut self, spi: u32, key: &KeyId) -> io::Result<()> {
+    pub(crate) fn reset(&mut self, spi: u32, key: &KeyId) -> io::Result<()> {
         let Some(previous) = self.entries.remove(&(spi, *key)) else {
             return Ok(());
         };
@@ -160,7 +160,7 @@ impl ReplayStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn settle(
+    pub(crate) fn settle(
         &mut self,
         values: impl IntoIterator<Item = (u32, KeyId, u32)>,
     ) -> io::Result<()> {
@@ -191,7 +191,7 @@ impl ReplayStore {
     /// inbound table); [`Self::flush`] or the next write persists it. The caller has lowered the
     /// SA's in-memory `Ceiling` to `value` first, so nothing above `value` is accepted before
     /// a higher ceiling is on disk. Never raises, never creates an entry.
-    pub fn lower(&mut self, spi: u32, key: &KeyId, value: u32) {
+    pub(crate) fn lower(&mut self, spi: u32, key: &KeyId, value: u32) {
         if let Some(current) = self.entries.get_mut(&(spi, *key))
             && *current > value
         {
@@ -206,7 +206,7 @@ impl ReplayStore {
     /// # Errors
     /// The I/O error of the atomic write; the lowered values stay in memory and the next write
     /// retries (the file keeps the higher, safe values meanwhile).
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         if !self.dirty {
             return Ok(false);
         }
@@ -227,7 +227,7 @@ impl ReplayStore {
     }
 
     /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
-    pub fn prune_if_over(&mut self, live: &HashSet<(u32, KeyId)>) {
+    pub(crate) fn prune_if_over(&mut self, live: &HashSet<(u32, KeyId)>) {
         state_file::prune_if_over(&mut self.entries, live);
     }
 

@@ -51,7 +51,7 @@ struct EntryRepr {
 
 /// The reservations, in memory and on disk.
 #[derive(Debug)]
-pub struct SeqStore {
+pub(crate) struct SeqStore {
     path: PathBuf,
     entries: BTreeMap<(String, u32), u32>,
 }
@@ -62,7 +62,7 @@ impl SeqStore {
     /// # Errors
     /// [`EngineError::SeqFile`] when the directory or file cannot be read,
     /// [`EngineError::SeqFileCorrupt`] when the file is not a reservation file.
-    pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, EngineError> {
         let (path, repr) =
             state_file::load::<FileRepr>(state_dir, FILE_NAME).map_err(|e| match e {
                 LoadError::Io { path, op, source } => EngineError::SeqFile { path, op, source },
@@ -77,12 +77,12 @@ impl SeqStore {
     }
 
     /// The file this store writes.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The persisted reservation of SA `name` with `spi`, if any.
-    pub fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
+    pub(crate) fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
         // BTreeMap<(String, u32)> cannot be queried by (&str, u32) without allocating; this is
         // only called when an SA is installed.
         self.entries.get(&(name.to_owned(), spi)).copied()
@@ -101,7 +101,7 @@ impl SeqStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn reserve_all<'a>(
+    pub(crate) fn reserve_all<'a>(
         &mut self,
         values: impl IntoIterator<Item = (&'a str, u32, u32)>,
     ) -> io::Result<()> {
@@ -121,7 +121,7 @@ impl SeqStore {
     }
 
     /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
-    pub fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
+    pub(crate) fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
         state_file::prune_if_over(&mut self.entries, live);
     }
 

@@ -18,7 +18,7 @@
 //! - Every outcome is counted in [`EngineStats`] (shared atomics) and the SA's [`SaCells`].
 //! - Nothing allocates per packet once the caches and buffers are warm.
 
-pub(crate) mod ceiling;
+pub mod ceiling;
 pub mod classify;
 mod flow_cache;
 mod inbound;
