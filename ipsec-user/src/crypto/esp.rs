@@ -530,7 +530,7 @@ impl InboundSa {
             header: &packet[..location.offset],
             next_header_field: location.next_header_field,
         };
-        self.open(front, &packet[location.offset..], out, admit)
+        self.open(&front, &packet[location.offset..], out, admit)
     }
 
     /// [`Self::decapsulate_gated`] for ESP whose IPv6 header is already gone (a raw
@@ -555,14 +555,14 @@ impl InboundSa {
                 len: IPV6_HEADER_LEN + esp.len(),
             });
         }
-        self.open(Front::Outer(outer), esp, out, admit)
+        self.open(&Front::Outer(outer), esp, out, admit)
     }
 
     /// The inbound steps of RFC 4303 §3.4 over `esp` (ESP header to ICV), with `front` what
     /// stood in front of it; `out` is empty.
     fn open(
         &mut self,
-        front: Front<'_>,
+        front: &Front<'_>,
         esp: &[u8],
         out: &mut Vec<u8>,
         admit: impl FnOnce(u32) -> bool,
@@ -606,7 +606,7 @@ impl InboundSa {
 
         let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_size];
         // Transport mode restores the clear part in front of the payload.
-        let next_header_field = match (t.mode, &front) {
+        let next_header_field = match (t.mode, front) {
             (Mode::Tunnel, _) => 0,
             (
                 Mode::Transport,

@@ -30,7 +30,7 @@ pub(crate) const KEEP_AHEAD_SECS: u64 = 2;
 
 /// Back-off after a failed write: first and longest.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_mins(1);
 
 /// Which SA a ceiling belongs to beyond its SPI: a hash of its algorithms and keys.
 pub type KeyId = [u8; 16];

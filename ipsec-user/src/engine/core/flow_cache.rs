@@ -73,7 +73,6 @@ mod tests {
         assert_eq!(get(&mut cache, 1), 10, "1 is now the most recent");
         assert_eq!(get(&mut cache, 4), 40, "evicts 2, the least recent");
         assert_eq!(cache.len(), 3);
-        drop(get);
         let mut hit = |key| {
             let mut missed = false;
             cache.get_or_classify(&key, || {

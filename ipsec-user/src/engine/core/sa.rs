@@ -87,7 +87,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) const FIRST: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(60);
+    const MAX: Duration = Duration::from_mins(1);
 
     /// True while the last failure's delay runs at `now`.
     pub(crate) fn waiting(&self, now: Instant) -> bool {

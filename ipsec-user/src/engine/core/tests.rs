@@ -15,6 +15,10 @@ use crate::model::{SaAddArgs, SaCount, SaRemoveArgs, SpAddArgs, SpRemoveArgs, Sp
 const A: &str = "fd00:ee::1";
 const B: &str = "fd00:ee::2";
 
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "fills the Option fields of the model's arguments"
+)]
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
