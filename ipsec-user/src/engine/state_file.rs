@@ -100,3 +100,55 @@ pub(crate) fn prune_if_over<K: Ord + Hash, V>(entries: &mut BTreeMap<K, V>, live
         entries.retain(|key, _| live.contains(key));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::EngineError;
+    use super::super::replay_store::{self, ReplayStore};
+    use super::super::seq::{self, SeqStore};
+    use std::fs;
+    use std::path::Path;
+
+    type Open = fn(&Path) -> Option<EngineError>;
+
+    #[test]
+    fn corrupt_files_are_errors_and_left_untouched() {
+        let cases: [(&str, &[&[u8]], Open); 2] = [
+            (
+                seq::FILE_NAME,
+                &[
+                    b"{\"version\":1,\"reservations\":[{\"sa_name\":",
+                    b"[]",
+                    b"{\"version\":9,\"reservations\":[]}",
+                ],
+                |dir| SeqStore::open(dir).err(),
+            ),
+            (
+                replay_store::FILE_NAME,
+                &[
+                    b"{\"version\":1,\"ceilings\":[{\"spi\":",
+                    b"{\"version\":1,\"ceilings\":[{\"spi\":1,\"key_id\":\"zz\",\"ceiling\":3}]}",
+                    b"{\"version\":2,\"ceilings\":[]}",
+                ],
+                |dir| ReplayStore::open(dir).err(),
+            ),
+        ];
+        for (name, garbage, open) in cases {
+            let dir = tempfile::tempdir().expect("creating a temp dir");
+            let path = dir.path().join(name);
+            for bytes in garbage {
+                fs::write(&path, bytes).expect("writing a corrupt file");
+                let err = open(dir.path()).expect("a corrupt file must not load");
+                assert!(
+                    matches!(
+                        err,
+                        EngineError::SeqFileCorrupt { .. } | EngineError::ReplayFileCorrupt { .. }
+                    ),
+                    "{err}"
+                );
+                assert!(err.to_string().contains(name), "{err}");
+                assert_eq!(fs::read(&path).expect("reading back"), *bytes);
+            }
+        }
+    }
+}
