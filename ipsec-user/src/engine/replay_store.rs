@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 use super::EngineError;
 use super::core::KeyId;
-use super::state_file::{self, LoadError, Versioned};
+use super::state_file::{self, LoadError};
 
 /// The ceiling file inside the state directory.
 pub const FILE_NAME: &str = "esp-replay.json";
@@ -251,12 +251,7 @@ impl ReplayStore {
     }
 }
 
-impl Versioned for FileRepr {
-    const VERSION: u32 = VERSION;
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+state_file::versioned!(FileRepr, VERSION);
 
 #[cfg(test)]
 mod tests {

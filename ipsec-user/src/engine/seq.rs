@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
-use super::state_file::{self, LoadError, Versioned};
+use super::state_file::{self, LoadError};
 
 /// Sequence numbers reserved per write: one fsync per 65,536 packets and SA.
 pub const RESERVATION_STEP: u32 = 65_536;
@@ -143,12 +143,7 @@ impl SeqStore {
     }
 }
 
-impl Versioned for FileRepr {
-    const VERSION: u32 = VERSION;
-    fn version(&self) -> u32 {
-        self.version
-    }
-}
+state_file::versioned!(FileRepr, VERSION);
 
 #[cfg(test)]
 mod tests {

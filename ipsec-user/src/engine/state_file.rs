@@ -35,6 +35,19 @@ pub(crate) trait Versioned: DeserializeOwned {
     fn version(&self) -> u32;
 }
 
+/// Implements [`Versioned`] for a file layout with a `version: u32` field.
+macro_rules! versioned {
+    ($repr:ty, $version:expr) => {
+        impl $crate::engine::state_file::Versioned for $repr {
+            const VERSION: u32 = $version;
+            fn version(&self) -> u32 {
+                self.version
+            }
+        }
+    };
+}
+pub(crate) use versioned;
+
 /// Loads `{state_dir}/{name}`; see the module contract. Returns the path and the contents.
 pub(crate) fn load<T: Versioned>(
     state_dir: &Path,
