@@ -4,11 +4,13 @@
 //! Checks: decapsulation never panics; a packet refused before its ICV is checked leaves the
 //! replay window where it was; what is delivered (the seeds are real ESP packets, so mutations
 //! outside the ICV's coverage still decapsulate) is a whole IPv6 packet, moves the window to its
-//! sequence number and is refused as a replay the second time.
+//! sequence number and is refused as a replay the second time. When ESP follows the fixed
+//! header, `decapsulate_esp` (the raw socket's entry: the header's fields and the ESP bytes)
+//! must give the same result and the same bytes as `decapsulate` of the whole packet.
 #![no_main]
 
 use ipsec_fuzz::inbound;
-use ipsec_user::crypto::{Decapsulated, EspError};
+use ipsec_user::crypto::{Decapsulated, EspError, OuterHeader};
 use ipsec_user::model::Mode;
 use libfuzzer_sys::fuzz_target;
 
@@ -23,7 +25,27 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut sa = inbound(mode);
     let mut out = Vec::new();
-    match sa.decapsulate(packet, &mut out) {
+    let result = sa.decapsulate(packet, &mut out);
+    if let Some(header) = packet.get(..40).and_then(|h| <&[u8; 40]>::try_from(h).ok())
+        && header[0] >> 4 == 6
+        && header[6] == 50
+    {
+        let payload_len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+        if let Some(esp) = packet.get(40..40 + payload_len) {
+            let mut stripped = Vec::new();
+            let via_esp = inbound(mode).decapsulate_esp(
+                &OuterHeader::of(header),
+                esp,
+                &mut stripped,
+                |_| true,
+            );
+            assert_eq!(via_esp, result, "decapsulate_esp differs from decapsulate");
+            if result.is_ok() {
+                assert_eq!(stripped, out, "decapsulate_esp delivered other bytes");
+            }
+        }
+    }
+    match result {
         Ok(Decapsulated::Deliver { seq, .. }) => {
             // Only mutations outside what the ICV covers get here (the clear IPv6 header of
             // a seed, bytes past its payload length): what comes out must be a whole IPv6

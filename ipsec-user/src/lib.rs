@@ -1,5 +1,6 @@
 //! xipsec userspace: the SA/SP model, ESP crypto, the aya datapath, the daemon and the CLI.
 
+pub mod atomic_file;
 pub mod classifier;
 pub mod cli;
 pub mod crypto;

@@ -1,5 +1,5 @@
 //! `xipsec sa reset-replay` through a real daemon (`--no-datapath`: the command's plumbing, its
-//! errors and its help; the engine's side is unit-tested in `engine::tables`).
+//! errors and its help; the engine's side is unit-tested in `engine::core`).
 
 mod cli_support;
 

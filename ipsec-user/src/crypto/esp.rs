@@ -164,7 +164,9 @@ impl Transform {
 }
 
 /// What to do with an encapsulated packet: send `out` (a complete IPv6 packet, next header
-/// chain ending in ESP) to `destination`.
+/// chain ending in ESP) to `destination`. It carries every outer-header field a sender needs,
+/// so nobody has to parse `out` again: a raw `IPPROTO_ESP` socket sends `out[esp_offset..]`
+/// with these addresses, hop limit and traffic class, and the kernel writes the IPv6 header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encapsulated {
     /// The sequence number the packet carries.
@@ -172,6 +174,72 @@ pub struct Encapsulated {
     /// Where the packet goes: the tunnel endpoint, or the packet's own destination in
     /// transport mode.
     pub destination: Ipv6Addr,
+    /// The outer source: the tunnel's, or the packet's own in transport mode.
+    pub source: Ipv6Addr,
+    /// The outer header's traffic class (copied from the packet, RFC 4301 §5.1.2.1).
+    pub traffic_class: u8,
+    /// The outer header's hop limit (64 in tunnel mode, the packet's own in transport mode).
+    pub hop_limit: u8,
+    /// Where the ESP header (the SPI) starts in `out`: after the IPv6 header and the extension
+    /// headers transport mode keeps in clear.
+    pub esp_offset: usize,
+}
+
+/// The fields of an outer IPv6 header that a raw socket strips and reports beside the ESP
+/// payload (`msg_name`, `IPV6_PKTINFO`, `IPV6_HOPLIMIT`, `IPV6_TCLASS`), for
+/// [`InboundSa::decapsulate_esp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OuterHeader {
+    pub source: Ipv6Addr,
+    pub destination: Ipv6Addr,
+    pub traffic_class: u8,
+    /// 20 bits; 0 when the receive path does not report it.
+    pub flow_label: u32,
+    pub hop_limit: u8,
+}
+
+impl OuterHeader {
+    /// The fields of an IPv6 header.
+    #[must_use]
+    pub fn of(packet: &[u8; IPV6_HEADER_LEN]) -> Self {
+        let address = |at: usize| {
+            let mut octets = [0; 16];
+            octets.copy_from_slice(&packet[at..at + 16]);
+            Ipv6Addr::from(octets)
+        };
+        Self {
+            source: address(8),
+            destination: address(24),
+            traffic_class: (packet[0] << 4) | (packet[1] >> 4),
+            flow_label: u32::from_be_bytes([0, packet[1] & 0x0f, packet[2], packet[3]]),
+            hop_limit: packet[7],
+        }
+    }
+
+    /// The IPv6 header these fields describe, next header ESP, payload length 0 (the caller
+    /// sets it).
+    fn header(&self) -> [u8; IPV6_HEADER_LEN] {
+        let word =
+            (6 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
+        let mut header = [0; IPV6_HEADER_LEN];
+        header[..4].copy_from_slice(&word.to_be_bytes());
+        header[6] = proto::ESP;
+        header[7] = self.hop_limit;
+        header[8..24].copy_from_slice(&self.source.octets());
+        header[24..40].copy_from_slice(&self.destination.octets());
+        header
+    }
+}
+
+/// What stands in front of the ESP header of an inbound packet: the clear headers of a whole
+/// packet, or only the fields of an outer header a raw socket stripped.
+enum Front<'a> {
+    /// `header` is everything before ESP; `next_header_field` is the byte in it that says 50.
+    Packet {
+        header: &'a [u8],
+        next_header_field: usize,
+    },
+    Outer(&'a OuterHeader),
 }
 
 /// What a decapsulated packet is.
@@ -188,6 +256,21 @@ pub enum Decapsulated {
     /// A dummy packet (Next Header 59, RFC 4303 §2.6): authentic, but discard it silently.
     /// `out` is empty.
     Dummy { seq: u32 },
+}
+
+/// `spi()` and `mode()` of one direction of an SA, read from its [`Transform`].
+macro_rules! transform_accessors {
+    () => {
+        #[must_use]
+        pub fn spi(&self) -> u32 {
+            self.transform.spi
+        }
+
+        #[must_use]
+        pub fn mode(&self) -> Mode {
+            self.transform.mode
+        }
+    };
 }
 
 /// The sending side of an SA: sequence counter and IV generator.
@@ -214,15 +297,7 @@ impl OutboundSa {
         })
     }
 
-    #[must_use]
-    pub fn spi(&self) -> u32 {
-        self.transform.spi
-    }
-
-    #[must_use]
-    pub fn mode(&self) -> Mode {
-        self.transform.mode
-    }
+    transform_accessors!();
 
     /// The last sequence number sent (0 before the first packet).
     #[must_use]
@@ -341,7 +416,19 @@ impl OutboundSa {
         debug_assert_eq!(out.len(), total);
 
         self.next_seq += 1;
-        Ok(Encapsulated { seq, destination })
+        let outer = OuterHeader::of(out[..IPV6_HEADER_LEN].try_into().map_err(|_| {
+            EspError::Truncated {
+                what: "ipv6 header",
+            }
+        })?);
+        Ok(Encapsulated {
+            seq,
+            destination,
+            source: outer.source,
+            traffic_class: outer.traffic_class,
+            hop_limit: outer.hop_limit,
+            esp_offset,
+        })
     }
 }
 
@@ -390,15 +477,7 @@ impl InboundSa {
         })
     }
 
-    #[must_use]
-    pub fn spi(&self) -> u32 {
-        self.transform.spi
-    }
-
-    #[must_use]
-    pub fn mode(&self) -> Mode {
-        self.transform.mode
-    }
+    transform_accessors!();
 
     /// The anti-replay state (highest sequence number seen, window size).
     #[must_use]
@@ -447,9 +526,48 @@ impl InboundSa {
         out.clear();
         let packet = wire::ipv6_packet(packet)?;
         let location = wire::find_esp(packet)?;
-        let t = &self.transform;
-        let esp = &packet[location.offset..];
+        let front = Front::Packet {
+            header: &packet[..location.offset],
+            next_header_field: location.next_header_field,
+        };
+        self.open(&front, &packet[location.offset..], out, admit)
+    }
 
+    /// [`Self::decapsulate_gated`] for ESP whose IPv6 header is already gone (a raw
+    /// `IPPROTO_ESP` socket delivers the packet from the ESP header on and reports the outer
+    /// header's fields beside it): `esp` is the ESP header, payload and ICV, `outer` the
+    /// fields of the header it came in. In transport mode the delivered packet's header is built
+    /// from `outer` (next header from the trailer, payload length fixed); nothing is parsed
+    /// twice.
+    ///
+    /// # Errors
+    /// As [`Self::decapsulate_gated`] (there are no headers to parse, so no `NotEsp`).
+    pub fn decapsulate_esp(
+        &mut self,
+        outer: &OuterHeader,
+        esp: &[u8],
+        out: &mut Vec<u8>,
+        admit: impl FnOnce(u32) -> bool,
+    ) -> Result<Decapsulated, EspError> {
+        out.clear();
+        if IPV6_HEADER_LEN + esp.len() > IPV6_HEADER_LEN + usize::from(u16::MAX) {
+            return Err(EspError::TooBig {
+                len: IPV6_HEADER_LEN + esp.len(),
+            });
+        }
+        self.open(&Front::Outer(outer), esp, out, admit)
+    }
+
+    /// The inbound steps of RFC 4303 §3.4 over `esp` (ESP header to ICV), with `front` what
+    /// stood in front of it; `out` is empty.
+    fn open(
+        &mut self,
+        front: &Front<'_>,
+        esp: &[u8],
+        out: &mut Vec<u8>,
+        admit: impl FnOnce(u32) -> bool,
+    ) -> Result<Decapsulated, EspError> {
+        let t = &self.transform;
         let iv_size = t.cipher.iv_len();
         let icv_len = t.integrity.icv_len();
         let block = t.cipher.block_size();
@@ -487,9 +605,24 @@ impl InboundSa {
         self.replay.accept(seq);
 
         let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_size];
-        if t.mode == Mode::Transport {
-            out.extend_from_slice(&packet[..location.offset]);
-        }
+        // Transport mode restores the clear part in front of the payload.
+        let next_header_field = match (t.mode, front) {
+            (Mode::Tunnel, _) => 0,
+            (
+                Mode::Transport,
+                Front::Packet {
+                    header,
+                    next_header_field,
+                },
+            ) => {
+                out.extend_from_slice(header);
+                *next_header_field
+            }
+            (Mode::Transport, Front::Outer(outer)) => {
+                out.extend_from_slice(&outer.header());
+                wire::NEXT_HEADER_OFFSET
+            }
+        };
         let plain_offset = out.len();
         out.extend_from_slice(ciphertext);
         t.cipher.decrypt(iv, &mut out[plain_offset..])?;
@@ -521,7 +654,7 @@ impl InboundSa {
                 if next_header == proto::HOP_BY_HOP {
                     return Err(EspError::UnknownNextHeader { next_header });
                 }
-                out[location.next_header_field] = next_header;
+                out[next_header_field] = next_header;
                 // Shorter than the packet that arrived, so it fits.
                 let payload_len = u16::try_from(out.len() - IPV6_HEADER_LEN)
                     .map_err(|_| EspError::TooBig { len: out.len() })?;
@@ -711,6 +844,63 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn encapsulated_names_the_outer_header_and_esp_without_the_stripped_header_opens_alike() {
+        for mode in MODES {
+            let config = config(
+                EncryptionAlgorithm::Aes128Cbc,
+                IntegrityAlgorithm::HmacSha256,
+                mode,
+            );
+            let (mut tx, mut rx) = pair(&config);
+            let (mut wire, mut whole, mut stripped) = (Vec::new(), Vec::new(), Vec::new());
+            let packet = udp(33);
+            let sent = tx.encapsulate(&packet, &mut wire).expect("encapsulating");
+            // Every field equals what the header in `wire` says: no caller parses it again.
+            let header: &[u8; 40] = wire[..40].try_into().expect("a header");
+            let outer = OuterHeader::of(header);
+            assert_eq!(sent.source, outer.source, "{mode:?}");
+            assert_eq!(sent.destination, outer.destination);
+            assert_eq!(sent.hop_limit, wire[7]);
+            assert_eq!(sent.traffic_class, 0xb8, "copied from the packet");
+            assert_eq!(sent.esp_offset, 40);
+            assert_eq!(
+                &wire[sent.esp_offset..sent.esp_offset + 4],
+                &0x1000u32.to_be_bytes()
+            );
+            // The raw socket's view: ESP and the outer fields, the header gone.
+            let mut twin = InboundSa::new(&config).expect("inbound sa");
+            let via_packet = rx.decapsulate(&wire, &mut whole).expect("decapsulating");
+            let via_esp = twin
+                .decapsulate_esp(&outer, &wire[sent.esp_offset..], &mut stripped, |_| true)
+                .expect("decapsulating esp");
+            assert_eq!(via_packet, via_esp);
+            assert_eq!(whole, stripped, "{mode:?}: the same packet either way");
+            assert_eq!(stripped, packet);
+            // The same checks apply: a replay, a forgery, another SPI.
+            assert_eq!(
+                twin.decapsulate_esp(&outer, &wire[40..], &mut stripped, |_| true),
+                Err(EspError::Replay { seq: 1 })
+            );
+            tx.encapsulate(&packet, &mut wire).expect("encapsulating");
+            let mut forged = wire[40..].to_vec();
+            forged[20] ^= 4;
+            assert_eq!(
+                twin.decapsulate_esp(&outer, &forged, &mut stripped, |_| panic!("gate asked")),
+                Err(EspError::AuthFailed)
+            );
+            assert_eq!(
+                twin.decapsulate_esp(&outer, &wire[40..], &mut stripped, |_| false),
+                Err(EspError::NotPersisted { seq: 2 })
+            );
+            assert!(
+                twin.decapsulate_esp(&outer, &wire[40..47], &mut stripped, |_| true)
+                    .is_err(),
+                "cut inside the esp header"
+            );
         }
     }
 

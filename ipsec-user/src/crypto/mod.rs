@@ -30,7 +30,8 @@ mod wire;
 pub use aes128_cbc::{Aes128, Aes128Cbc};
 pub use cbc::{CbcCipher, CbcSpec};
 pub use esp::{
-    Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, SaConfig,
+    Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, OuterHeader,
+    SaConfig,
 };
 pub use hmac_sha1_96::{HmacSha1_96, Sha1_96};
 pub use hmac_sha256_128::{HmacSha256_128, Sha256_128};

@@ -5,6 +5,7 @@
 //! is `wire::ExtWalk`, bounded by `MAX_EXT_HEADERS`; nothing panics.
 
 use super::EspError;
+pub(crate) use crate::wire::NEXT_HEADER_OFFSET;
 use crate::wire::{ExtHeader, ExtWalk, Ipv6Packet, WireError};
 use std::net::Ipv6Addr;
 

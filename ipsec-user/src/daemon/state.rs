@@ -3,8 +3,8 @@
 //! Contract:
 //! - The file is `{"version": 1, "spd": ...}`, mode 0600, in a directory created 0700 (it holds
 //!   keys).
-//! - [`StateStore::save`] is atomic and durable: temporary file in the same directory, write,
-//!   fsync, rename over `state.json`, fsync the directory. When it returns `Ok`, the new state
+//! - [`StateStore::save`] is atomic and durable (`crate::atomic_file`: temporary file in the same
+//!   directory, write, fsync, rename over `state.json`, fsync the directory). When it returns `Ok`, the new state
 //!   survives kill -9 and power loss; a reader never sees a half-written file.
 //! - [`StateStore::open`] reads it back: a missing file is the empty state; a file that cannot be
 //!   read, does not parse, has an unknown version or fails `Spd::validate` is
@@ -13,9 +13,9 @@
 //!   for the life of the store, so two daemons can never interleave their writes.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,6 @@ use crate::model::Spd;
 /// The only state file layout this build reads and writes.
 pub const STATE_VERSION: u64 = 1;
 const STATE_FILE: &str = "state.json";
-const TEMP_FILE: &str = "state.json.tmp";
 const LOCK_FILE: &str = "lock";
 
 /// Why the state could not be opened or saved.
@@ -53,7 +52,6 @@ pub enum StateError {
 /// The state directory of one daemon, locked for its lifetime.
 #[derive(Debug)]
 pub struct StateStore {
-    dir: PathBuf,
     path: PathBuf,
     // Held only for its flock: closing the file releases the lock, also on kill -9.
     _lock: File,
@@ -104,7 +102,6 @@ impl StateStore {
             });
         }
         let store = Self {
-            dir: dir.to_owned(),
             path: dir.join(STATE_FILE),
             _lock: lock,
         };
@@ -132,10 +129,6 @@ impl StateStore {
 
     /// Replace `state.json` with `spd`, atomically and durably; see the module docs.
     pub fn save(&self, spd: &Spd) -> Result<(), StateError> {
-        let io = |call: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| StateError::Io { call, path, source }
-        };
         let mut bytes = serde_json::to_vec(&StateFileRef {
             version: STATE_VERSION,
             spd,
@@ -146,29 +139,11 @@ impl StateStore {
             source: io::Error::other(e),
         })?;
         bytes.push(b'\n');
-        let temp = self.dir.join(TEMP_FILE);
-        // A temporary file left by a crash is garbage: the rename never happened.
-        match fs::remove_file(&temp) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io("remove", &temp)(e)),
-            _ => {}
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io("create", &temp))?;
-        // The umask can only narrow 0600, but be explicit: the file holds keys.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io("chmod", &temp))?;
-        file.write_all(&bytes).map_err(io("write", &temp))?;
-        file.sync_all().map_err(io("fsync", &temp))?;
-        drop(file);
-        fs::rename(&temp, &self.path).map_err(io("rename", &temp))?;
-        // The rename is durable only once the directory entry is on disk.
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io("fsync", &self.dir))?;
+        crate::atomic_file::write(&self.path, &bytes).map_err(|e| StateError::Io {
+            call: e.call,
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(())
     }
 }
@@ -200,6 +175,7 @@ pub fn parse(bytes: &[u8]) -> Result<Spd, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn missing_file_is_empty_and_saves_round_trip() {
@@ -218,7 +194,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(!state_dir.join(TEMP_FILE).exists());
+        assert!(!crate::atomic_file::temporary(store.path()).exists());
         drop(store);
         let (_store, back) = StateStore::open(&state_dir).expect("reopening");
         assert_eq!(

@@ -2,14 +2,21 @@
 //! back. The kernel has no ESP of ours (no xfrm): every ESP packet xipsec sends or accepts goes
 //! through here.
 //!
+//! Layout: `core` decides (outbound and inbound state machines, no I/O, no locks: bytes and a
+//! clock in, actions out); this module is the I/O around it (TUN, raw ESP socket, AF_XDP
+//! through `xsk` and `sys`, the poll loops, the state files `seq` and `replay_store`), and
+//! `gro`, `mss`, `reassembly` are the offloads and packet helpers. The workers call exactly the
+//! core's functions and perform what they return: send, deliver, write a reservation or a
+//! ceiling, all writes with no table lock held.
+//!
 //! Contract of [`EspEngine`]:
 //! - **Outbound.** Whatever the kernel hands the TUN device (`IFF_TUN | IFF_NO_PI |
 //!   IFF_VNET_HDR`: IPv6 packets behind a virtio-net header, TCP as TSO packets of up to 64 KiB
 //!   that `gro::segment` splits) is a packet to protect: the TC egress program `bpf_redirect`s
 //!   packets whose SP action is `ipsec` to [`EspEngine::tun_ifindex`]. TCP SYNs get their MSS
 //!   clamped (`mss`) so every segment fits the link after ESP. The outbound worker classifies each
-//!   packet's flow against the outbound SPD (cached per flow, cache cleared by every
-//!   [`EspEngine::update`]), encapsulates it with the SP's SA and sends the ESP part with
+//!   packet's flow against the outbound SPD (`core::classify`, cached per flow in a bounded
+//!   LRU cache that every [`EspEngine::update`] invalidates by generation), encapsulates it with the SP's SA and sends the ESP part with
 //!   `sendmmsg` on a raw `IPPROTO_ESP` socket: destination in `msg_name`, source in an
 //!   `IPV6_PKTINFO` cmsg (plus `IPV6_HOPLIMIT` and `IPV6_TCLASS` from the header `encapsulate`
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
@@ -27,7 +34,8 @@
 //!   fragments, after reassembly; extension headers before ESP; queues or interfaces without a
 //!   socket) reaches the same raw socket, from the ESP header on; source from `msg_name`,
 //!   destination, hop limit and traffic class from `IPV6_PKTINFO`/`IPV6_HOPLIMIT`/`IPV6_TCLASS`
-//!   cmsgs, and the worker rebuilds the IPv6 header. Either way the inbound worker then finds
+//!   cmsgs, handed to the core with the ESP bytes (`OuterHeader`; nothing is rebuilt or parsed
+//!   twice). Either way the inbound worker then finds
 //!   the SA by SPI, verifies and decrypts
 //!   it (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
@@ -60,11 +68,14 @@
 //! - **Own packets.** The raw socket carries `SO_MARK = XIPSEC_MARK`, so TC egress never
 //!   classifies our ESP again; [`EspEngine::send_socket_cookies`] gives its `SO_COOKIE` for a
 //!   bypass only the engine's own socket can use.
-//! - **Sequence numbers** are never reused across restarts: see `seq`. A reservation is written
-//!   (fsync + rename) before an SA's counter passes the previous one; a fresh engine resumes
-//!   every SA after its reservation, so a peer's replay window keeps accepting us after
-//!   `kill -9`. An exhausted SA (2^32-1 sent) stops sending, logs once and counts
-//!   `esp_sequence_exhausted`.
+//! - **Sequence numbers** are never reused across restarts: see `seq`. A packet leaves only
+//!   with a number at or below a reservation already on disk: the core asks for the next
+//!   reservation when half of the current one is used (and for a new SA at install), the
+//!   outbound worker writes it (fsync + rename) after its batch, without the table lock, and
+//!   confirms it; a packet that finds no reserved number is dropped (`esp_seq_persist_errors`).
+//!   A fresh engine resumes every SA after its reservation, so a peer's replay window keeps
+//!   accepting us after `kill -9`. An exhausted SA (2^32-1 sent) stops sending, logs once and
+//!   counts `esp_sequence_exhausted`.
 //! - **The TUN device** is not persistent: it disappears with the engine's fd, so when the
 //!   daemon dies the TC redirect target vanishes and protected traffic drops (fail closed).
 //!   IPv6 address generation is off on it (`addr_gen_mode = 1`, set before it comes up: no
@@ -95,13 +106,14 @@
 //!   that route: `tests/esp_engine.rs` puts the TUN route in its own table and adds
 //!   `ip -6 rule add fwmark XIPSEC_MARK lookup main` in front of it.
 
+pub mod core;
 pub mod gro;
 pub mod mss;
 pub mod reassembly;
 mod replay_store;
 mod seq;
+mod state_file;
 mod sys;
-mod tables;
 mod xsk;
 
 use std::collections::BTreeMap;
@@ -116,20 +128,22 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::crypto::ConfigError;
+use crate::crypto::{ConfigError, OuterHeader};
 use crate::model::SaCount;
 use crate::model::Spd;
 
+pub use self::core::{DEFAULT_TDES_BLOCK_LIMIT, FLOW_CACHE_LIMIT, Stat};
 pub use replay_store::FILE_NAME as REPLAY_FILE_NAME;
 pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
-pub use tables::{DEFAULT_TDES_BLOCK_LIMIT, FLOW_CACHE_LIMIT, Stat};
 pub use xsk::{XskBinding, XskReceiver};
 
-use reassembly::{Outcome, Reassembler};
+use self::core::{
+    EngineStats, FAKE_ETHERNET, InAction, Inbound, KeyId, OutAction, Outbound, Persisted, SaCells,
+    SeqReservation,
+};
 use replay_store::ReplayStore;
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
-use tables::{EngineStats, FAKE_ETHERNET, InTable, OutTable, SaCells};
 
 /// Default TUN device name.
 pub const DEFAULT_TUN_NAME: &str = "xipsec0";
@@ -268,14 +282,18 @@ fn inject_fault(worker: &str) {
     }
 }
 
-/// State shared by the engine handle and both workers.
+/// State shared by the engine handle and both workers. Lock order everywhere: `updating`,
+/// outbound table, inbound table, sequence store, replay store, registry; no file is written
+/// while a table is held.
 struct Shared {
-    out: Mutex<OutTable>,
-    inb: Mutex<InTable>,
+    out: Mutex<Outbound>,
+    inb: Mutex<Inbound>,
     store: Mutex<SeqStore>,
     replay: Mutex<ReplayStore>,
-    stats: EngineStats,
+    stats: Arc<EngineStats>,
     registry: Mutex<BTreeMap<u32, Arc<SaCells>>>,
+    /// Held by `update` from start to end, so rebuilds and their writes never interleave.
+    updating: Mutex<()>,
     tun: OwnedFd,
     socket: OwnedFd,
     shutdown: OwnedFd,
@@ -311,14 +329,16 @@ impl EspEngine {
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
         let shutdown = sys::eventfd()?;
         let rtnetlink = Mutex::new(sys::open_rtnetlink()?);
-        let (out, inb) = tables::tables(config.tdes_block_limit);
+        let stats = Arc::new(EngineStats::default());
+        let (out, inb) = self::core::tables(config.tdes_block_limit, &stats);
         let shared = Arc::new(Shared {
             out: Mutex::new(out),
             inb: Mutex::new(inb),
             store: Mutex::new(store),
             replay: Mutex::new(replay),
-            stats: EngineStats::default(),
+            stats,
             registry: Mutex::new(BTreeMap::new()),
+            updating: Mutex::new(()),
             tun: tun.fd,
             socket,
             shutdown,
@@ -402,24 +422,40 @@ impl EspEngine {
 
     /// Makes the engine's SAs and policies equal `spd`: SAs whose configuration (SPI, mode,
     /// endpoints, algorithms, keys) is unchanged keep their sequence numbers, replay windows and
-    /// counters; new SAs start after their persisted reservation; removed SAs are dropped. The
-    /// flow caches are cleared. Call it after every accepted change (and once at start-up).
+    /// counters; new SAs start after their persisted reservation, which is moved ahead on disk
+    /// before this returns; removed SAs are dropped (their replay ceilings settled). The flow
+    /// caches are invalidated. Call it after every accepted change (and once at start-up).
     ///
     /// # Errors
     /// [`EngineError::SaConfig`] if an SA cannot be keyed; the engine is then unchanged.
     pub fn update(&self, spd: &Spd) -> Result<(), EngineError> {
-        // Lock order everywhere: outbound table, inbound table, sequence store, replay store,
-        // registry.
-        let mut out = lock(&self.shared.out);
-        let mut inb = lock(&self.shared.inb);
-        let registry = tables::rebuild(
-            spd,
-            &mut out,
-            &mut inb,
-            &self.shared.store,
-            &self.shared.replay,
-        )?;
-        *lock(&self.shared.registry) = registry;
+        let classifier = self::core::classify::build(spd);
+        let _one_at_a_time = lock(&self.shared.updating);
+        let rebuilt = {
+            let mut out = lock(&self.shared.out);
+            let mut inb = lock(&self.shared.inb);
+            let seq = lock(&self.shared.store);
+            let replay = lock(&self.shared.replay);
+            let stores = Stores {
+                seq: &seq,
+                replay: &replay,
+            };
+            self::core::rebuild(spd, classifier, &mut out, &mut inb, &stores).map_err(|e| {
+                EngineError::SaConfig {
+                    name: e.name,
+                    source: e.source,
+                }
+            })?
+        };
+        *lock(&self.shared.registry) = rebuilt.registry;
+        // Written without the tables: the packet path runs meanwhile.
+        lock(&self.shared.store).prune_if_over(&rebuilt.live_sas);
+        write_reservations(&self.shared, &rebuilt.reservations, Instant::now());
+        let mut replay = lock(&self.shared.replay);
+        if let Err(error) = replay.settle(rebuilt.settle) {
+            warn!(%error, "cannot settle the replay ceilings of removed sas");
+        }
+        replay.prune_if_over(&rebuilt.live_ceilings);
         Ok(())
     }
 
@@ -431,8 +467,21 @@ impl EspEngine {
     /// # Errors
     /// [`EngineError::ReplayFile`] when the ceiling file cannot be written; nothing changed.
     pub fn reset_replay(&self, spi: u32) -> Result<bool, EngineError> {
-        let mut inb = lock(&self.shared.inb);
-        inb.reset_replay(spi, &self.shared.replay)
+        let Some(key_id) = lock(&self.shared.inb).replay_key(spi) else {
+            return Ok(false);
+        };
+        // The file first (without the table): on a write error nothing changed.
+        {
+            let mut store = lock(&self.shared.replay);
+            store
+                .reset(spi, &key_id)
+                .map_err(|source| EngineError::ReplayFile {
+                    path: store.path().to_path_buf(),
+                    op: "write",
+                    source,
+                })?;
+        }
+        Ok(lock(&self.shared.inb).reset_replay(spi, &key_id))
     }
 
     /// Per-SA counters keyed by `Sa::id`: packets and bytes (plaintext IPv6 packet lengths,
@@ -477,7 +526,8 @@ impl Drop for EspEngine {
         }
         // Nothing accepts ESP any more: the ceilings can come down to what was accepted, so the
         // next start refuses none of the peers' new packets (a crash skips this: still safe).
-        if let Err(error) = lock(&self.shared.inb).settle_ceilings(&self.shared.replay) {
+        let settled = lock(&self.shared.inb).settled();
+        if let Err(error) = lock(&self.shared.replay).settle(settled) {
             warn!(%error, "cannot settle the replay ceilings; the next start refuses a little more");
         }
         // The fds close when the last `Arc<Shared>` (this one) drops, removing the TUN device.
@@ -601,7 +651,9 @@ impl Pipeline<'_> {
     }
 }
 
-/// The outbound reader: TUN -> classify -> encapsulate, a batch at a time, until shutdown.
+/// The outbound reader: TUN -> `Outbound::push_fragment` / `Outbound::protect`, a batch at a
+/// time, until shutdown; after each batch, the reservations the core asked for are written
+/// without the table (`write_reservations`).
 fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     let tun = shared.tun.as_raw_fd();
     let mut frame = vec![0u8; FAKE_ETHERNET.len() + sys::MAX_PACKET];
@@ -610,9 +662,7 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     let mut seg_frame = Vec::with_capacity(2048);
     seg_frame.extend_from_slice(&FAKE_ETHERNET);
     let poll_logged = AtomicBool::new(false);
-    let mut fragments = Reassembler::new(reassembly::DEFAULT_LIMITS);
-    let mut whole = Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET);
-    whole.extend_from_slice(&FAKE_ETHERNET);
+    let mut reservations = Vec::new();
     let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &[tun]);
     let Some(mut batch) = pipeline.first() else {
         return;
@@ -626,6 +676,7 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                 continue;
             }
         }
+        let now = Instant::now();
         let mut n = 0;
         {
             let mut table = lock(&shared.out);
@@ -651,15 +702,10 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                             let prefix = FAKE_ETHERNET.len();
                             let split =
                                 gro::segment(&vnet, packet, &mut seg_frame, prefix, |seg| {
-                                    if n < BATCH
-                                        && table.protect(
-                                            seg,
-                                            &mut batch[n],
-                                            &shared.stats,
-                                            &shared.store,
-                                        )
-                                    {
-                                        n += 1;
+                                    if n < BATCH {
+                                        let slot = &mut batch[n];
+                                        let action = table.protect(seg, now, &mut slot.buf);
+                                        n += usize::from(to_send(action, slot));
                                     }
                                 });
                             if !split {
@@ -670,24 +716,14 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                         // A fragment (the kernel redirects every fragment of a protected
                         // datagram here) waits for the rest; the whole datagram is then
                         // protected once, and a fragment never leaves on its own.
-                        match fragments.push(packet, Instant::now(), &mut whole) {
-                            Outcome::NotFragment => {}
-                            outcome => {
-                                count_fragment(shared, outcome, &mut fragments);
-                                if outcome == Outcome::Complete {
-                                    if table.protect(
-                                        &whole,
-                                        &mut batch[n],
-                                        &shared.stats,
-                                        &shared.store,
-                                    ) {
-                                        n += 1;
-                                    }
-                                    whole.truncate(FAKE_ETHERNET.len());
-                                }
-                                continue;
-                            }
+                        let end = FAKE_ETHERNET.len() + len;
+                        let slot = &mut batch[n];
+                        if let Some(action) = table.push_fragment(&frame[..end], now, &mut slot.buf)
+                        {
+                            n += usize::from(to_send(action, slot));
+                            continue;
                         }
+                        let packet = &mut frame[FAKE_ETHERNET.len()..end];
                         // Checksums of plain packets may be left to us (checksum offload);
                         // finish one rather than encrypt it broken.
                         if !gro::complete_checksum(&vnet, packet) {
@@ -696,10 +732,8 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                         }
                         // Our SYNs announce an MSS whose segments fit after ESP (see `mss`).
                         mss::clamp(packet, table.mss());
-                        let frame = &frame[..FAKE_ETHERNET.len() + len];
-                        if table.protect(frame, &mut batch[n], &shared.stats, &shared.store) {
-                            n += 1;
-                        }
+                        let action = table.protect(&frame[..end], now, &mut slot.buf);
+                        n += usize::from(to_send(action, slot));
                     }
                     Ok(None) => break,
                     Err(_) => {
@@ -708,7 +742,10 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
                     }
                 }
             }
+            table.take_reservations(&mut reservations);
         }
+        write_reservations(shared, &reservations, now);
+        reservations.clear();
         if n > 0 {
             let Some(next) = pipeline.ship(batch, n) else {
                 return;
@@ -718,25 +755,48 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
     }
 }
 
-/// Counts what reassembly did with one fragment, and the datagrams it gave up on meanwhile.
-fn count_fragment(shared: &Shared, outcome: Outcome, fragments: &mut Reassembler) {
-    let stat = match outcome {
-        Outcome::NotFragment | Outcome::Pending => None,
-        Outcome::Complete => Some(Stat::FragReassembled),
-        Outcome::Duplicate => Some(Stat::FragDuplicates),
-        Outcome::Dropped(reassembly::Drop::Overlap) => Some(Stat::FragOverlaps),
-        Outcome::Dropped(_) => Some(Stat::FragDropped),
+/// Fills `slot` from a [`OutAction::Send`]; returns whether there is a packet to send.
+fn to_send(action: OutAction, slot: &mut Outgoing) -> bool {
+    let OutAction::Send(esp) = action else {
+        return false;
     };
-    if let Some(stat) = stat {
-        shared.stats.bump(stat);
+    slot.esp_offset = esp.esp_offset;
+    slot.source = esp.source;
+    slot.destination = esp.destination;
+    slot.hop_limit = esp.hop_limit;
+    slot.traffic_class = esp.traffic_class;
+    true
+}
+
+/// Writes the sequence reservations the outbound core asked for, holding only the sequence
+/// store (never a table), then tells the core. A failed write is logged; the SA's packets are
+/// dropped (`esp_seq_persist_errors`) once its current reservation is used up, until a retry
+/// (backed off) succeeds.
+fn write_reservations(shared: &Shared, reservations: &[SeqReservation], now: Instant) {
+    if reservations.is_empty() {
+        return;
     }
-    let counts = fragments.take_counts();
-    shared.stats.add(Stat::FragTimeouts, counts.timed_out);
-    shared.stats.add(Stat::FragEvicted, counts.evicted);
+    let written = lock(&shared.store).reserve_all(
+        reservations
+            .iter()
+            .map(|r| (r.sa_name.as_str(), r.spi, r.up_to)),
+    );
+    let mut out = lock(&shared.out);
+    let mut retry = None;
+    for reservation in reservations {
+        retry = retry.or(out.reservation_written(reservation, written.is_ok(), now));
+    }
+    drop(out);
+    if let Err(error) = written {
+        warn!(
+            %error, retry_in = ?retry,
+            "cannot persist the esp sequence reservation; its sas drop packets once their reservation is used up, until a retry succeeds"
+        );
+    }
 }
 
 /// The inbound worker: ESP from the raw socket (`recvmmsg`) and the AF_XDP sockets ->
-/// decapsulate -> policy check -> TUN write.
+/// `Inbound::receive` / `Inbound::receive_frame` -> TUN write.
 fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Duration) {
     inject_fault("inbound");
     let socket = shared.socket.as_raw_fd();
@@ -759,24 +819,36 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
         // Drain every source before sleeping again; `round` counts what that brought.
         let mut round: u32 = 0;
         loop {
+            let now = Instant::now();
             let mut busy = false;
             match sys::recv_batch(socket, &mut batch) {
                 Ok(got) => {
-                    let mut table = lock(&shared.inb);
-                    for slot in &mut batch[..got] {
-                        if table.receive(
-                            slot,
-                            &mut out.plain,
-                            &mut out.frame,
-                            &shared.stats,
-                            &shared.replay,
-                        ) {
+                    let mut table = Some(lock(&shared.inb));
+                    for slot in &batch[..got] {
+                        let Some(destination) = slot.destination else {
+                            shared.stats.bump(Stat::Malformed);
+                            continue;
+                        };
+                        // The raw socket stripped the IPv6 header and reported its fields.
+                        let outer = OuterHeader {
+                            source: slot.source,
+                            destination,
+                            traffic_class: slot.traffic_class,
+                            flow_label: 0,
+                            hop_limit: slot.hop_limit,
+                        };
+                        let esp = &slot.buf[40..40 + slot.len];
+                        let (plain, frame) = (&mut out.plain, &mut out.frame);
+                        if open(shared, &mut table, now, |t| {
+                            t.receive(&outer, esp, now, plain, frame)
+                        }) {
                             out.deliver();
                         }
                     }
+                    drop(table);
                     out.flush();
                     busy |= got == BATCH;
-                    round += got as u32;
+                    round += u32::try_from(got).unwrap_or(u32::MAX);
                 }
                 Err(e) => {
                     shared.stats.bump(Stat::RecvErrors);
@@ -784,18 +856,17 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 }
             }
             for receiver in &mut receivers {
-                let mut table = lock(&shared.inb);
+                let mut table = Some(lock(&shared.inb));
                 let got = receiver.receive(BATCH as u32, |ethernet| {
-                    if table.receive_frame(
-                        ethernet,
-                        &mut out.plain,
-                        &mut out.frame,
-                        &shared.stats,
-                        &shared.replay,
-                    ) {
+                    shared.stats.bump(Stat::XskReceived);
+                    let (plain, frame) = (&mut out.plain, &mut out.frame);
+                    if open(shared, &mut table, now, |t| {
+                        t.receive_frame(ethernet, now, plain, frame)
+                    }) {
                         out.deliver();
                     }
                 });
+                drop(table);
                 out.flush();
                 busy |= got == BATCH as u32;
                 round += got;
@@ -811,15 +882,62 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
     }
 }
 
+/// Runs one ESP packet through the inbound core (`step`, under `table`, taken if released).
+/// When the core asks for a higher replay ceiling first, releases the table, writes the
+/// ceiling, takes the table again, confirms and runs the packet once more: the packet waits for
+/// the write, and is never accepted before it. Returns whether `step` left a packet to deliver.
+fn open<'a>(
+    shared: &'a Shared,
+    table: &mut Option<std::sync::MutexGuard<'a, Inbound>>,
+    now: Instant,
+    mut step: impl FnMut(&mut Inbound) -> InAction,
+) -> bool {
+    // A second raise can only come from an update that replaced the SA meanwhile.
+    for _ in 0..3 {
+        let action = step(table.get_or_insert_with(|| lock(&shared.inb)));
+        let raise = match action {
+            InAction::Deliver => return true,
+            InAction::Drop(_) => return false,
+            InAction::Raise(raise) => raise,
+        };
+        *table = None;
+        let written = lock(&shared.replay).raise(raise.spi, &raise.key_id, raise.up_to);
+        if let Err(error) = &written {
+            // Logged once per attempt; the core backs off between attempts (1 s to 60 s).
+            warn!(
+                spi = format_args!("{:#x}", raise.spi), %error,
+                "cannot persist the replay ceiling; refusing new esp on this sa (retrying with back-off)"
+            );
+        }
+        table
+            .get_or_insert_with(|| lock(&shared.inb))
+            .ceiling_written(&raise, written.is_ok(), now);
+    }
+    shared.stats.bump(Stat::ReplayPersistErrors);
+    false
+}
+
 /// The replay-ceiling housekeeping thread: every `TIGHTEN_EVERY`, lowers the ceilings that are
 /// further ahead than their SA's recent rate needs, so a crash refuses at most a few seconds of
 /// a peer's traffic (see `replay_store`). The inbound table is held only to compute the new
-/// values (no I/O); the file is written after releasing it, so the packet path keeps running
-/// (a packet that needs a new ceiling at that moment waits for this one write).
+/// values and lower the store's entries in memory (no I/O); the file is written after
+/// releasing it, so the packet path keeps running.
 fn tighten_ceilings(shared: &Shared) {
     let mut failing = false;
-    while !shutdown_within(shared.shutdown.as_raw_fd(), replay_store::TIGHTEN_EVERY) {
-        let lowered = lock(&shared.inb).tighten_ceilings(Instant::now(), &shared.replay);
+    while !shutdown_within(shared.shutdown.as_raw_fd(), self::core::TIGHTEN_EVERY) {
+        let lowered = {
+            let mut inb = lock(&shared.inb);
+            let lowered = inb.tighten_ceilings(Instant::now());
+            if !lowered.is_empty() {
+                // Under the inbound table: the gate came down first, the store follows before
+                // the packet path can raise it again.
+                let mut store = lock(&shared.replay);
+                for (spi, key_id, value) in &lowered {
+                    store.lower(*spi, key_id, *value);
+                }
+            }
+            lowered.len()
+        };
         if lowered == 0 && !failing {
             continue;
         }
@@ -833,6 +951,22 @@ fn tighten_ceilings(shared: &Shared) {
                 failing = true;
             }
         }
+    }
+}
+
+/// What `rebuild` reads of the stores (memory only).
+struct Stores<'a> {
+    seq: &'a SeqStore,
+    replay: &'a ReplayStore,
+}
+
+impl Persisted for Stores<'_> {
+    fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
+        self.seq.reservation(name, spi)
+    }
+
+    fn ceiling(&self, spi: u32, key_id: &KeyId) -> Option<u32> {
+        self.replay.ceiling(spi, key_id)
     }
 }
 

@@ -9,16 +9,18 @@
 //!   rekeyed SA under the same SPI starts afresh (the old stream fails its ICV anyway). The file
 //!   holds hashes, never keys, and is written like the sequence reservations (0600, temp file,
 //!   fsync, rename, fsync of the directory).
-//! - [`Ceiling::admit`] is asked after a packet's ICV verified and before the window accepts
-//!   it: a sequence number above the ceiling is accepted only once `seq + step` is persisted.
-//!   The step adapts to the SA's rate (doubling when ceilings are written less than a second
-//!   apart, halving when more than 4 s apart, 16 to 2^20), so a busy SA writes about once a
-//!   second.
-//! - The crash cost is bounded in time, also when the rate drops: every [`TIGHTEN_EVERY`]
+//! - The engine core asks its `Ceiling` after a packet's ICV verified and before the window
+//!   accepts it: a sequence number above the ceiling is accepted only once `seq + step` is
+//!   persisted. The core returns a raise request instead of accepting; the engine's inbound
+//!   worker writes it ([`ReplayStore::raise`]) without holding the inbound table, confirms it,
+//!   and hands the same packet in again (it waits for the write). The step adapts to the SA's
+//!   rate (doubling when ceilings are written less than a second apart, halving when more than
+//!   4 s apart, 16 to 2^20), so a busy SA writes about once a second.
+//! - The crash cost is bounded in time, also when the rate drops: every `TIGHTEN_EVERY`
 //!   (500 ms) the engine's housekeeping thread measures each inbound SA's rate over the last
 //!   two passes (about one second) and, when its ceiling is more than 4 s of that traffic
 //!   ahead of the highest number accepted, lowers it to that number + 2 s of it, exactly that
-//!   number for an SA idle for a second ([`Ceiling::tighten`]). So a `kill -9` refuses at most
+//!   number for an SA idle for a second (`Ceiling::tighten`). So a `kill -9` refuses at most
 //!   about 4 s of the peer's traffic at the rate it had in the second before the crash (once a
 //!   rate drop is a second old: right after a burst, at most 4 s of the burst's rate, never
 //!   more than 2^20 numbers), and nothing of an SA idle for a second. Lowering is safe: the
@@ -40,81 +42,23 @@
 //! - Ceilings never decrease otherwise (than by a clean stop or the housekeeping pass, both
 //!   never below what was accepted), except by an explicit reset ([`ReplayStore::reset`], the
 //!   operator's `xipsec sa reset-replay`). Entries of removed SAs are kept until the file holds
-//!   more than [`MAX_ENTRIES`]; then entries of SAs absent from the SPD are pruned.
+//!   more than `state_file::MAX_ENTRIES`; then entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::EngineError;
-use super::seq::write_atomic;
+use super::core::KeyId;
+use super::state_file::{self, LoadError};
 
 /// The ceiling file inside the state directory.
 pub const FILE_NAME: &str = "esp-replay.json";
 
-/// Above this many entries, entries of SAs no longer in the SPD are pruned.
-pub const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
-
-/// Smallest and largest distance written ahead of the packet that needed a new ceiling.
-pub const MIN_STEP: u32 = 16;
-pub const MAX_STEP: u32 = 1 << 20;
-
-/// Ceilings written closer together than this double the step; further apart than
-/// [`SLOW_WRITES`], halve it.
-const FAST_WRITES: Duration = Duration::from_secs(1);
-const SLOW_WRITES: Duration = Duration::from_secs(4);
-
-/// How often the engine's housekeeping calls [`Ceiling::tighten`] for every inbound SA.
-pub const TIGHTEN_EVERY: Duration = Duration::from_millis(500);
-
-/// [`Ceiling::tighten`] lowers a ceiling that is more than this many seconds of the SA's recent
-/// traffic ahead of what it accepted, to this many seconds ahead.
-const LOWER_ABOVE_SECS: u64 = 4;
-const KEEP_AHEAD_SECS: u64 = 2;
-
-/// Back-off after a failed write: first and longest.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
 const VERSION: u32 = 1;
-
-/// Which SA a ceiling belongs to beyond its SPI: a hash of its algorithms and keys.
-pub type KeyId = [u8; 16];
-
-/// The [`KeyId`] of an SA.
-#[must_use]
-pub fn key_id(
-    spi: u32,
-    encryption: &str,
-    encryption_key: &[u8],
-    integrity: &str,
-    integrity_key: &[u8],
-) -> KeyId {
-    let mut hash = Sha256::new();
-    hash.update(b"xipsec replay ceiling v1\0");
-    hash.update(spi.to_be_bytes());
-    for part in [
-        encryption.as_bytes(),
-        encryption_key,
-        integrity.as_bytes(),
-        integrity_key,
-    ] {
-        // Length-prefixed, so no two different SAs hash the same bytes.
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
-    }
-    let digest = hash.finalize();
-    let mut id = [0; 16];
-    id.copy_from_slice(&digest[..16]);
-    id
-}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,7 +77,7 @@ struct EntryRepr {
 
 /// The ceilings, in memory and on disk.
 #[derive(Debug)]
-pub struct ReplayStore {
+pub(crate) struct ReplayStore {
     path: PathBuf,
     entries: BTreeMap<(u32, KeyId), u32>,
     /// Some entry was lowered ([`Self::lower`]) and not written yet: the file still holds the
@@ -154,44 +98,14 @@ impl ReplayStore {
     /// # Errors
     /// [`EngineError::ReplayFile`] when the directory or file cannot be read,
     /// [`EngineError::ReplayFileCorrupt`] when the file is not a ceiling file.
-    pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
-        let path = state_dir.join(FILE_NAME);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| EngineError::ReplayFile {
-                path: state_dir.to_path_buf(),
-                op: "create directory",
-                source,
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, EngineError> {
+        let (path, repr) =
+            state_file::load::<FileRepr>(state_dir, FILE_NAME).map_err(|e| match e {
+                LoadError::Io { path, op, source } => EngineError::ReplayFile { path, op, source },
+                LoadError::Corrupt { path, reason } => corrupt(&path, reason),
             })?;
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Self {
-                    path,
-                    entries: BTreeMap::new(),
-                    dirty: false,
-                });
-            }
-            Err(source) => {
-                return Err(EngineError::ReplayFile {
-                    path,
-                    op: "read",
-                    source,
-                });
-            }
-        };
-        let repr: FileRepr =
-            serde_json::from_slice(&text).map_err(|e| corrupt(&path, e.to_string()))?;
-        if repr.version != VERSION {
-            return Err(corrupt(
-                &path,
-                format!("version {} (expected {VERSION})", repr.version),
-            ));
-        }
         let mut entries = BTreeMap::new();
-        for e in repr.ceilings {
+        for e in repr.map(|r| r.ceilings).unwrap_or_default() {
             let mut id = [0; 16];
             hex::decode_to_slice(&e.key_id, &mut id).map_err(|_| {
                 corrupt(&path, format!("key_id {:?} is not 32 hex digits", e.key_id))
@@ -207,12 +121,12 @@ impl ReplayStore {
     }
 
     /// The file this store writes.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The persisted ceiling of the SA (`spi`, `key`), if any.
-    pub fn ceiling(&self, spi: u32, key: &KeyId) -> Option<u32> {
+    pub(crate) fn ceiling(&self, spi: u32, key: &KeyId) -> Option<u32> {
         self.entries.get(&(spi, *key)).copied()
     }
 
@@ -220,7 +134,7 @@ impl ReplayStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn raise(&mut self, spi: u32, key: &KeyId, value: u32) -> io::Result<()> {
+    pub(crate) fn raise(&mut self, spi: u32, key: &KeyId, value: u32) -> io::Result<()> {
         let previous = self.entries.get(&(spi, *key)).copied();
         if previous.is_some_and(|p| p >= value) {
             return Ok(());
@@ -233,7 +147,7 @@ impl ReplayStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn reset(&mut self, spi: u32, key: &KeyId) -> io::Result<()> {
+    pub(crate) fn reset(&mut self, spi: u32, key: &KeyId) -> io::Result<()> {
         let Some(previous) = self.entries.remove(&(spi, *key)) else {
             return Ok(());
         };
@@ -246,7 +160,7 @@ impl ReplayStore {
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn settle(
+    pub(crate) fn settle(
         &mut self,
         values: impl IntoIterator<Item = (u32, KeyId, u32)>,
     ) -> io::Result<()> {
@@ -275,9 +189,9 @@ impl ReplayStore {
 
     /// Lowers the SA's ceiling to `value` in memory only (no I/O: the caller may hold the
     /// inbound table); [`Self::flush`] or the next write persists it. The caller has lowered the
-    /// SA's in-memory [`Ceiling`] to `value` first, so nothing above `value` is accepted before
+    /// SA's in-memory `Ceiling` to `value` first, so nothing above `value` is accepted before
     /// a higher ceiling is on disk. Never raises, never creates an entry.
-    pub fn lower(&mut self, spi: u32, key: &KeyId, value: u32) {
+    pub(crate) fn lower(&mut self, spi: u32, key: &KeyId, value: u32) {
         if let Some(current) = self.entries.get_mut(&(spi, *key))
             && *current > value
         {
@@ -292,7 +206,7 @@ impl ReplayStore {
     /// # Errors
     /// The I/O error of the atomic write; the lowered values stay in memory and the next write
     /// retries (the file keeps the higher, safe values meanwhile).
-    pub fn flush(&mut self) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self) -> io::Result<bool> {
         if !self.dirty {
             return Ok(false);
         }
@@ -312,12 +226,9 @@ impl ReplayStore {
         written
     }
 
-    /// Drops entries of SAs not in `live` once there are more than [`MAX_ENTRIES`]; the next
-    /// write persists the pruning.
-    pub fn prune_if_over(&mut self, live: &HashSet<(u32, KeyId)>) {
-        if self.entries.len() > MAX_ENTRIES {
-            self.entries.retain(|key, _| live.contains(key));
-        }
+    /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
+    pub(crate) fn prune_if_over(&mut self, live: &HashSet<(u32, KeyId)>) {
+        state_file::prune_if_over(&mut self.entries, live);
     }
 
     /// Writes every entry (so also what [`Self::lower`] changed).
@@ -334,148 +245,22 @@ impl ReplayStore {
                 })
                 .collect(),
         };
-        let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
-        text.push(b'\n');
-        write_atomic(&self.path, &text)?;
+        state_file::save(&self.path, &repr)?;
         self.dirty = false;
         Ok(())
     }
 }
 
-/// Why [`Ceiling::admit`] refused a sequence number.
-#[derive(Debug)]
-pub enum Refused {
-    /// The write failed just now (log it).
-    WriteFailed(io::Error),
-    /// A recent write failed; no new attempt before the back-off ends.
-    BackingOff,
-}
-
-/// One inbound SA's ceiling in memory, and the policy for raising it; see the module contract.
-#[derive(Debug, Clone)]
-pub struct Ceiling {
-    value: u32,
-    step: u32,
-    last_write: Option<Instant>,
-    retry_at: Option<Instant>,
-    backoff: Duration,
-    /// What [`Self::tighten`] saw last: the highest accepted number and when, and the rate
-    /// (numbers per second) it measured then. Only the housekeeping pass touches these.
-    seen: u32,
-    seen_at: Option<Instant>,
-    last_rate: u64,
-}
-
-impl Ceiling {
-    /// A ceiling of `value` as loaded from disk (0: none yet).
-    #[must_use]
-    pub fn new(value: u32) -> Self {
-        Self {
-            value,
-            step: MIN_STEP,
-            last_write: None,
-            retry_at: None,
-            backoff: FIRST_BACKOFF,
-            seen: value,
-            seen_at: None,
-            last_rate: 0,
-        }
-    }
-
-    /// The persisted ceiling.
-    #[cfg(test)]
-    fn value(&self) -> u32 {
-        self.value
-    }
-
-    /// Whether `seq` (authentic, new to the window) may be accepted now (`now` is read only
-    /// above the ceiling). Above the ceiling, `persist` must first write `seq + step`; see the
-    /// module contract.
-    ///
-    /// # Errors
-    /// [`Refused`] when the new ceiling is not on disk: the packet must be dropped.
-    pub fn admit(
-        &mut self,
-        seq: u32,
-        now: impl FnOnce() -> Instant,
-        persist: impl FnOnce(u32) -> io::Result<()>,
-    ) -> Result<(), Refused> {
-        if seq <= self.value {
-            // The steady state: no clock read, no write.
-            return Ok(());
-        }
-        let now = now();
-        if self.retry_at.is_some_and(|at| now < at) {
-            return Err(Refused::BackingOff);
-        }
-        if let Some(last) = self.last_write {
-            let since = now.saturating_duration_since(last);
-            if since < FAST_WRITES {
-                self.step = (self.step.saturating_mul(2)).min(MAX_STEP);
-            } else if since > SLOW_WRITES {
-                // Halving never raises a step `tighten` set below the minimum.
-                self.step = (self.step / 2).max(MIN_STEP.min(self.step)).max(1);
-            }
-        }
-        let wanted = seq.saturating_add(self.step.max(1));
-        match persist(wanted) {
-            Ok(()) => {
-                self.value = wanted;
-                self.last_write = Some(now);
-                self.retry_at = None;
-                self.backoff = FIRST_BACKOFF;
-                Ok(())
-            }
-            Err(e) => {
-                self.retry_at = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                Err(Refused::WriteFailed(e))
-            }
-        }
-    }
-}
-
-impl Ceiling {
-    /// The housekeeping step, every [`TIGHTEN_EVERY`] (never on the packet path): given the
-    /// highest number the SA accepted so far, measures the SA's rate over the last two calls and,
-    /// when the ceiling is more than [`LOWER_ABOVE_SECS`] of that traffic ahead of `highest`,
-    /// lowers it to `highest` + [`KEEP_AHEAD_SECS`] of it (exactly `highest` for an idle SA) and
-    /// returns the new value. The caller then lowers the store's entry to it
-    /// ([`ReplayStore::lower`]) before letting the packet path run again, and writes the file
-    /// outside the packet path's lock. Never lowers below `highest`, never raises.
-    pub fn tighten(&mut self, highest: u32, now: Instant) -> Option<u32> {
-        let advance = u128::from(highest.saturating_sub(self.seen));
-        let since = self.seen_at.map(|at| now.saturating_duration_since(at));
-        self.seen = highest;
-        self.seen_at = Some(now);
-        // The first look has no rate yet.
-        let since = since?;
-        let rate_now =
-            u64::try_from(advance * 1_000_000_000 / since.as_nanos().max(1)).unwrap_or(u64::MAX);
-        // The faster of the last two intervals: a short lull inside a flow is not a slowdown.
-        let rate = rate_now.max(self.last_rate);
-        self.last_rate = rate_now;
-        let ahead = |secs: u64| {
-            u32::try_from(rate.saturating_mul(secs))
-                .unwrap_or(u32::MAX)
-                .min(MAX_STEP)
-        };
-        let (limit, keep) = (ahead(LOWER_ABOVE_SECS), ahead(KEEP_AHEAD_SECS));
-        if self.value.saturating_sub(highest) <= limit {
-            return None;
-        }
-        let lowered = highest.saturating_add(keep);
-        self.value = lowered;
-        // The next raise writes about as far ahead as this SA now needs.
-        self.step = keep.max(1);
-        self.last_write = Some(now);
-        Some(lowered)
-    }
-}
+state_file::versioned!(FileRepr, VERSION);
 
 #[cfg(test)]
 mod tests {
+    use super::super::core::ceiling::{
+        Ceiling, KEEP_AHEAD_SECS, LOWER_ABOVE_SECS, MIN_STEP, Refused, TIGHTEN_EVERY, key_id,
+    };
     use super::*;
+    use std::fs;
+    use std::time::{Duration, Instant};
 
     const KEY: KeyId = [7; 16];
 
@@ -549,132 +334,6 @@ mod tests {
             base,
             key_id(0x1000, "aes128-cb", b"ck1", "hmac-sha1", b"k2")
         );
-    }
-
-    #[test]
-    fn corrupt_file_is_an_error_and_left_untouched() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let path = dir.path().join(FILE_NAME);
-        for garbage in [
-            &b"{\"version\":1,\"ceilings\":[{\"spi\":"[..],
-            b"{\"version\":1,\"ceilings\":[{\"spi\":1,\"key_id\":\"zz\",\"ceiling\":3}]}",
-            b"{\"version\":2,\"ceilings\":[]}",
-        ] {
-            fs::write(&path, garbage).expect("writing a corrupt file");
-            let err = ReplayStore::open(dir.path()).expect_err("a corrupt file must not load");
-            assert!(
-                matches!(err, EngineError::ReplayFileCorrupt { .. }),
-                "{err}"
-            );
-            assert!(err.to_string().contains(FILE_NAME), "{err}");
-            assert_eq!(fs::read(&path).expect("reading back"), garbage);
-        }
-    }
-
-    #[test]
-    fn nothing_above_the_ceiling_before_it_is_written() {
-        let mut ceiling = Ceiling::new(0);
-        let t0 = Instant::now();
-        let mut written = Vec::new();
-        assert!(
-            ceiling
-                .admit(
-                    1,
-                    || t0,
-                    |v| {
-                        written.push(v);
-                        Ok(())
-                    }
-                )
-                .is_ok()
-        );
-        assert_eq!(written, [1 + MIN_STEP]);
-        // Up to the ceiling: no write.
-        for seq in 2..=1 + MIN_STEP {
-            assert!(
-                ceiling
-                    .admit(seq, || t0, |_| panic!("no write needed"))
-                    .is_ok()
-            );
-        }
-        // Above it: a write first, with a doubled step (written less than 1 s apart).
-        assert!(
-            ceiling
-                .admit(
-                    2 + MIN_STEP,
-                    || t0,
-                    |v| {
-                        written.push(v);
-                        Ok(())
-                    }
-                )
-                .is_ok()
-        );
-        assert_eq!(written[1], 2 + 3 * MIN_STEP);
-        assert_eq!(ceiling.value(), 2 + 3 * MIN_STEP);
-    }
-
-    #[test]
-    fn the_step_adapts_to_the_rate() {
-        let mut ceiling = Ceiling::new(0);
-        let mut now = Instant::now();
-        let mut seq = 1;
-        // A fast SA: the step grows to its maximum.
-        for _ in 0..40 {
-            ceiling.admit(seq, || now, |_| Ok(())).expect("admitting");
-            seq = ceiling.value() + 1;
-            now += Duration::from_millis(10);
-        }
-        assert_eq!(ceiling.step, MAX_STEP);
-        // A slow one: it shrinks back.
-        for _ in 0..40 {
-            now += Duration::from_secs(10);
-            ceiling.admit(seq, || now, |_| Ok(())).expect("admitting");
-            seq = ceiling.value() + 1;
-        }
-        assert_eq!(ceiling.step, MIN_STEP);
-    }
-
-    #[test]
-    fn a_failed_write_refuses_and_backs_off() {
-        let mut ceiling = Ceiling::new(100);
-        let t0 = Instant::now();
-        let full = || io::Error::from_raw_os_error(libc::ENOSPC);
-        assert!(matches!(
-            ceiling.admit(101, || t0, |_| Err(full())),
-            Err(Refused::WriteFailed(_))
-        ));
-        assert_eq!(ceiling.value(), 100, "not raised");
-        // Below the ceiling still flows; above it, no new attempt during the back-off.
-        assert!(ceiling.admit(100, || t0, |_| panic!("no write")).is_ok());
-        assert!(matches!(
-            ceiling.admit(
-                101,
-                || t0 + Duration::from_millis(500),
-                |_| panic!("backing off")
-            ),
-            Err(Refused::BackingOff)
-        ));
-        // After 1 s it tries again; a second failure doubles the back-off.
-        assert!(matches!(
-            ceiling.admit(101, || t0 + Duration::from_secs(1), |_| Err(full())),
-            Err(Refused::WriteFailed(_))
-        ));
-        assert!(matches!(
-            ceiling.admit(
-                101,
-                || t0 + Duration::from_millis(2500),
-                |_| panic!("backing off")
-            ),
-            Err(Refused::BackingOff)
-        ));
-        // The disk has room again: accepted once the ceiling is written.
-        assert!(
-            ceiling
-                .admit(101, || t0 + Duration::from_secs(3), |_| Ok(()))
-                .is_ok()
-        );
-        assert!(ceiling.value() > 101);
     }
 
     /// What the engine does with a [`Ceiling`]: the gate on the packet path, raising the store.

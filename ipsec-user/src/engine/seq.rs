@@ -3,36 +3,34 @@
 //!
 //! Contract:
 //! - `{state_dir}/esp-seq.json` maps (SA name, SPI) to a reservation: a sequence number the SA
-//!   may send up to. Before an SA sends a number above its reservation, [`SeqStore::cover`]
-//!   persists `last_sent + RESERVATION_STEP` (atomically: temporary file, fsync, rename, fsync of
-//!   the directory) and only then lets the packet go.
+//!   may send up to. The engine core never sends a number above the reservation it was told is
+//!   on disk: it asks for `last_sent + RESERVATION_STEP` ahead of need (a new SA at install,
+//!   a running one when half its reservation is used), the engine's I/O layer writes it with
+//!   [`SeqStore::reserve_all`] (atomically: temporary file, fsync, rename, fsync of the
+//!   directory) outside the table lock, and only then tells the core.
 //! - After a restart the engine calls `OutboundSa::resume_after(reservation)`, so the first
 //!   packet carries a number above anything the previous process can have sent, and the peer's
 //!   anti-replay window keeps accepting us. Each restart skips at most `RESERVATION_STEP`
 //!   numbers.
 //! - A reservation never decreases, and entries of SAs that were removed are kept (an SA
 //!   re-added with the same name and SPI must not start over at 1) until the file holds more
-//!   than [`MAX_ENTRIES`], when entries of SAs absent from the SPD are pruned.
+//!   than `state_file::MAX_ENTRIES`, when entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
+use super::state_file::{self, LoadError};
 
 /// Sequence numbers reserved per write: one fsync per 65,536 packets and SA.
 pub const RESERVATION_STEP: u32 = 65_536;
 
 /// The reservation file inside the state directory.
 pub const FILE_NAME: &str = "esp-seq.json";
-
-/// Above this many entries, entries of SAs no longer in the SPD are pruned.
-pub const MAX_ENTRIES: usize = 4 * crate::model::MAX_SA as usize;
 
 const VERSION: u32 = 1;
 
@@ -53,7 +51,7 @@ struct EntryRepr {
 
 /// The reservations, in memory and on disk.
 #[derive(Debug)]
-pub struct SeqStore {
+pub(crate) struct SeqStore {
     path: PathBuf,
     entries: BTreeMap<(String, u32), u32>,
 }
@@ -64,46 +62,14 @@ impl SeqStore {
     /// # Errors
     /// [`EngineError::SeqFile`] when the directory or file cannot be read,
     /// [`EngineError::SeqFileCorrupt`] when the file is not a reservation file.
-    pub fn open(state_dir: &Path) -> Result<Self, EngineError> {
-        let path = state_dir.join(FILE_NAME);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| EngineError::SeqFile {
-                path: state_dir.to_path_buf(),
-                op: "create directory",
-                source,
+    pub(crate) fn open(state_dir: &Path) -> Result<Self, EngineError> {
+        let (path, repr) =
+            state_file::load::<FileRepr>(state_dir, FILE_NAME).map_err(|e| match e {
+                LoadError::Io { path, op, source } => EngineError::SeqFile { path, op, source },
+                LoadError::Corrupt { path, reason } => EngineError::SeqFileCorrupt { path, reason },
             })?;
-        let text = match fs::read(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Self {
-                    path,
-                    entries: BTreeMap::new(),
-                });
-            }
-            Err(source) => {
-                return Err(EngineError::SeqFile {
-                    path,
-                    op: "read",
-                    source,
-                });
-            }
-        };
-        let repr: FileRepr =
-            serde_json::from_slice(&text).map_err(|e| EngineError::SeqFileCorrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        if repr.version != VERSION {
-            return Err(EngineError::SeqFileCorrupt {
-                path,
-                reason: format!("version {} (expected {VERSION})", repr.version),
-            });
-        }
         let mut entries = BTreeMap::new();
-        for e in repr.reservations {
+        for e in repr.map(|r| r.reservations).unwrap_or_default() {
             let slot = entries.entry((e.sa_name, e.spi)).or_insert(0);
             *slot = e.reserved.max(*slot);
         }
@@ -111,68 +77,55 @@ impl SeqStore {
     }
 
     /// The file this store writes.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The persisted reservation of SA `name` with `spi`, if any.
-    pub fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
+    pub(crate) fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
         // BTreeMap<(String, u32)> cannot be queried by (&str, u32) without allocating; this is
         // only called when an SA is installed.
         self.entries.get(&(name.to_owned(), spi)).copied()
-    }
-
-    /// Makes sure sequence number `last_sent + 1` is covered by the reservation `reserved` of SA
-    /// `name`/`spi`, persisting `last_sent + RESERVATION_STEP` first if it is not. Returns
-    /// whether it wrote the file. On error nothing changed and the packet must not be sent.
-    ///
-    /// # Errors
-    /// The I/O error of the atomic write.
-    pub fn cover(
-        &mut self,
-        name: &str,
-        spi: u32,
-        reserved: &mut u32,
-        last_sent: u32,
-    ) -> io::Result<bool> {
-        if u64::from(last_sent) < u64::from(*reserved) {
-            return Ok(false);
-        }
-        let wanted = last_sent.saturating_add(RESERVATION_STEP);
-        self.reserve(name, spi, wanted)?;
-        *reserved = wanted;
-        Ok(true)
     }
 
     /// Persists reservation `value` for `name`/`spi` (never lowering an existing one).
     ///
     /// # Errors
     /// The I/O error of the atomic write; the store is then unchanged.
-    pub fn reserve(&mut self, name: &str, spi: u32, value: u32) -> io::Result<()> {
-        let key = (name.to_owned(), spi);
-        let previous = self.entries.get(&key).copied();
-        self.entries
-            .insert(key.clone(), previous.unwrap_or(0).max(value));
+    #[cfg(test)]
+    pub(crate) fn reserve(&mut self, name: &str, spi: u32, value: u32) -> io::Result<()> {
+        self.reserve_all([(name, spi, value)])
+    }
+
+    /// Persists several reservations in one write (never lowering an existing one).
+    ///
+    /// # Errors
+    /// The I/O error of the atomic write; the store is then unchanged.
+    pub(crate) fn reserve_all<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = (&'a str, u32, u32)>,
+    ) -> io::Result<()> {
+        let before = self.entries.clone();
+        for (name, spi, value) in values {
+            let slot = self.entries.entry((name.to_owned(), spi)).or_insert(0);
+            *slot = (*slot).max(value);
+        }
+        if self.entries == before {
+            return Ok(());
+        }
         let written = self.write();
         if written.is_err() {
-            match previous {
-                Some(v) => self.entries.insert(key, v),
-                None => self.entries.remove(&key),
-            };
+            self.entries = before;
         }
         written
     }
 
-    /// Drops entries of SAs not in `live` once there are more than [`MAX_ENTRIES`]; the next
-    /// write persists the pruning.
-    pub fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
-        if self.entries.len() > MAX_ENTRIES {
-            self.entries.retain(|key, _| live.contains(key));
-        }
+    /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
+    pub(crate) fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
+        state_file::prune_if_over(&mut self.entries, live);
     }
 
-    /// temp file (0600) + write + fsync + rename + fsync(directory): a reader sees the old
-    /// file or the new one, never a torn one.
+    /// Writes every entry (see `state_file::save`).
     fn write(&self) -> io::Result<()> {
         let repr = FileRepr {
             version: VERSION,
@@ -186,37 +139,18 @@ impl SeqStore {
                 })
                 .collect(),
         };
-        let mut text = serde_json::to_vec_pretty(&repr).map_err(io::Error::other)?;
-        text.push(b'\n');
-        write_atomic(&self.path, &text)
+        state_file::save(&self.path, &repr)
     }
 }
 
-/// Replaces `path` with `text`: temp file (0600) + write + fsync + rename + fsync(directory),
-/// so a reader (or a restart after `kill -9`) sees the old file or the new one, never a torn one.
-pub(super) fn write_atomic(path: &Path, text: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(text)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
+state_file::versioned!(FileRepr, VERSION);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::{OutboundSa, SaConfig};
     use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+    use std::fs;
     use std::net::Ipv6Addr;
 
     fn tx() -> OutboundSa {
@@ -244,15 +178,25 @@ mod tests {
         p
     }
 
+    /// Makes sure `last_sent + 1` is within `reserved`, reserving `last_sent + RESERVATION_STEP`
+    /// first if it is not, as the engine does; returns whether it wrote.
+    fn cover(store: &mut SeqStore, reserved: &mut u32, last_sent: u32) -> io::Result<bool> {
+        if u64::from(last_sent) < u64::from(*reserved) {
+            return Ok(false);
+        }
+        let wanted = last_sent.saturating_add(RESERVATION_STEP);
+        store.reserve("sa1", 0x1000, wanted)?;
+        *reserved = wanted;
+        Ok(true)
+    }
+
     /// What the engine does per packet: cover, then encapsulate. Returns the sequence numbers
     /// sent.
     fn send(store: &mut SeqStore, sa: &mut OutboundSa, reserved: &mut u32, n: usize) -> Vec<u32> {
         let mut out = Vec::new();
         (0..n)
             .map(|_| {
-                store
-                    .cover("sa1", sa.spi(), reserved, sa.last_sequence())
-                    .expect("persisting a reservation");
+                cover(store, reserved, sa.last_sequence()).expect("persisting a reservation");
                 assert!(u64::from(sa.last_sequence()) < u64::from(*reserved));
                 sa.encapsulate(&packet(), &mut out)
                     .expect("encapsulating")
@@ -349,38 +293,13 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_file_is_an_error_and_left_untouched() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let path = dir.path().join(FILE_NAME);
-        for garbage in [
-            &b"{\"version\":1,\"reservations\":[{\"sa_name\":"[..],
-            b"[]",
-            b"{\"version\":9,\"reservations\":[]}",
-        ] {
-            fs::write(&path, garbage).expect("writing a corrupt file");
-            let err = SeqStore::open(dir.path()).expect_err("a corrupt file must not load");
-            assert!(matches!(err, EngineError::SeqFileCorrupt { .. }), "{err}");
-            assert!(err.to_string().contains("esp-seq.json"), "{err}");
-            assert_eq!(fs::read(&path).expect("reading back"), garbage);
-        }
-    }
-
-    #[test]
     fn reservation_saturates_at_the_last_sequence_number() {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let mut store = SeqStore::open(dir.path()).expect("opening the store");
         let mut reserved = u32::MAX - 10;
-        assert!(
-            store
-                .cover("sa1", 0x1000, &mut reserved, u32::MAX - 10)
-                .expect("covering")
-        );
+        assert!(cover(&mut store, &mut reserved, u32::MAX - 10).expect("covering"));
         assert_eq!(reserved, u32::MAX);
-        assert!(
-            !store
-                .cover("sa1", 0x1000, &mut reserved, u32::MAX - 1)
-                .expect("covering")
-        );
+        assert!(!cover(&mut store, &mut reserved, u32::MAX - 1).expect("covering"));
     }
 
     #[test]
@@ -396,7 +315,7 @@ mod tests {
             Some(1),
             "under the limit"
         );
-        for i in 0..=MAX_ENTRIES as u32 {
+        for i in 0..=state_file::MAX_ENTRIES as u32 {
             store.entries.insert((format!("x{i}"), 0x100 + i), 1);
         }
         store.prune_if_over(&live);

@@ -7,6 +7,8 @@ use super::{Field, IPV6_HEADER_LEN, WireError, array, put, view};
 /// Offsets of the addresses (RFC 8200 §3).
 const SRC_ADDR: usize = 8;
 const DST_ADDR: usize = 24;
+/// Offset of the Next Header field: where a transport-mode ESP packet names what it carries.
+pub const NEXT_HEADER_OFFSET: usize = 6;
 
 view! {
     /// A view of an IPv6 packet: the fixed header, then `payload_len` bytes. Bytes after those

@@ -38,7 +38,7 @@ pub use ipsec_common::abi::{
     MAX_L4_OFFSET, MAX_VLAN_TAGS, VLAN_TAG_LEN, ethertype, is_extension_header,
     is_walked_extension_header, proto,
 };
-pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr, NEXT_HEADER_OFFSET};
 pub use tcp::{TcpPacket, tcp_flags};
 pub use udp::{UdpPacket, ports};
 pub use vnet::{VNET_HDR_LEN, VirtioNetHdr, vnet_flags, vnet_gso};

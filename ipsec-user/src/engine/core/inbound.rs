@@ -1,0 +1,336 @@
+//! The inbound state machine: one ESP packet in, one action out.
+//!
+//! Contract:
+//! - The SA is found by SPI (RFC 4303 §2.1 lets a receiver do so for unicast); only SAs an
+//!   inbound `ipsec` SP names are candidates. The outer addresses must be the SA's
+//!   ([`Reason::AddressMismatch`], unless `any`), checked before any cryptography.
+//! - Replay ceilings (`replay_store`): an authentic packet whose sequence number is above the
+//!   SA's ceiling is not accepted; [`Inbound::receive`] returns [`InAction::Raise`] instead,
+//!   leaving the window untouched. The I/O layer writes the new ceiling without holding the
+//!   table, calls [`Inbound::ceiling_written`], and hands the same packet in again: the packet
+//!   waits for the write and is never accepted before it. While a failed write backs off, such
+//!   packets are dropped ([`Reason::ReplayNotPersisted`]).
+//! - The decrypted packet must match an inbound `ipsec` SP naming that SA (RFC 4301 §5.2), else
+//!   [`Reason::PolicyMismatch`]; IPv4/IPv6-in-IP, ESP and AH inside, and fragments inside
+//!   transport mode, are [`Reason::InnerProtocolRefused`].
+//! - Every outcome but `Raise` is counted here; no I/O, no lock.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::ceiling::{Ceiling, KeyId};
+use super::classify::{self, Classifier};
+use super::flow_cache::FlowCache;
+use super::sa::{SaIdentity, Volume};
+use super::stats::{EngineStats, SaCell, SaCells, Stat};
+use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
+use crate::crypto::{Decapsulated, EspError, InboundSa, OuterHeader};
+use crate::engine::{mss, reassembly};
+use crate::model::{Action, Direction, Flow, Mode};
+
+/// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6 (41)
+/// in IP, ESP (50), AH (51). Whatever they hold was never matched against a policy.
+const UNCHECKABLE: [u8; 4] = [4, 41, 50, 51];
+
+/// What to do with one inbound ESP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InAction {
+    /// The caller's `frame` holds [`FAKE_ETHERNET`] + the packet to write to the TUN.
+    Deliver,
+    /// Persist this ceiling, confirm with [`Inbound::ceiling_written`], then hand the same
+    /// packet in again.
+    Raise(CeilingRaise),
+    /// Dropped (and counted) for this reason.
+    Drop(Reason),
+}
+
+/// "Write ceiling `up_to` for SA `spi`/`key_id` (`ReplayStore::raise`), then tell me".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CeilingRaise {
+    pub spi: u32,
+    pub key_id: KeyId,
+    pub up_to: u32,
+}
+
+pub(super) struct InSa {
+    pub(super) identity: SaIdentity,
+    pub(super) name: String,
+    pub(super) sa: InboundSa,
+    pub(super) key_id: KeyId,
+    pub(super) ceiling: Ceiling,
+    /// Cipher blocks decrypted so far (3DES SAs only).
+    pub(super) volume: Volume,
+    pub(super) cells: Arc<SaCells>,
+}
+
+/// Inbound state: SAs by SPI, the policy cache, per-SP delivery counters.
+pub struct Inbound {
+    pub(super) classifier: Arc<dyn Classifier>,
+    pub(super) sas: Vec<InSa>,
+    pub(super) by_spi: HashMap<u32, usize>,
+    /// (inner flow, SA index) -> the inbound SP (id, seq) that lets it in, if one does.
+    pub(super) cache: FlowCache<(Flow, usize), Option<(u32, u32)>>,
+    /// Packets and bytes delivered per inbound SP, keyed by (id, seq): the kernel counts what
+    /// XDP matched, but ESP is matched to its SP only here, after decryption.
+    pub(super) sp_hits: HashMap<(u32, u32), (u64, u64)>,
+    pub(super) mss: u16,
+    pub(super) tdes_block_limit: u64,
+    pub(super) stats: Arc<EngineStats>,
+}
+
+impl Inbound {
+    /// No SA: every packet is [`Reason::UnknownSpi`] until `rebuild`.
+    pub fn new(tdes_block_limit: u64, stats: Arc<EngineStats>) -> Self {
+        Self {
+            classifier: classify::empty(),
+            sas: Vec::new(),
+            by_spi: HashMap::new(),
+            cache: FlowCache::new(NonZeroUsize::new(FLOW_CACHE_LIMIT).unwrap_or(NonZeroUsize::MIN)),
+            sp_hits: HashMap::new(),
+            mss: mss::CLAMPED_MSS,
+            tdes_block_limit,
+            stats,
+        }
+    }
+
+    fn drop(&self, reason: Reason) -> InAction {
+        self.stats.bump(reason.stat());
+        if reason.after_decryption() {
+            self.stats.bump(Stat::DecapOk);
+        }
+        InAction::Drop(reason)
+    }
+
+    /// The inbound SP (id, seq) that lets `flow` arrive on SA `index` (RFC 4301 §5.2): the
+    /// first SP it matches must be `ipsec` and name this SA.
+    fn allowed(&mut self, flow: &Flow, index: usize) -> Option<(u32, u32)> {
+        let (classifier, name) = (&self.classifier, &self.sas[index].name);
+        self.cache.get_or_classify(&(*flow, index), || {
+            classifier
+                .classify(Direction::In, flow)
+                .filter(|sp| sp.action == Action::Ipsec && sp.sa_name.as_ref() == Some(name))
+                .map(|sp| (sp.id, sp.seq))
+        })
+    }
+
+    /// Processes one ESP packet whose IPv6 header the raw socket stripped: `esp` from the SPI
+    /// to the ICV, `outer` the header's fields. On [`InAction::Deliver`], `frame` holds
+    /// [`FAKE_ETHERNET`] + the packet to write to the TUN. `plain` is scratch space; `now` the
+    /// caller's clock, read once per batch.
+    pub fn receive(
+        &mut self,
+        outer: &OuterHeader,
+        esp: &[u8],
+        now: Instant,
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+    ) -> InAction {
+        if esp.len() < 8 {
+            return self.drop(Reason::Malformed);
+        }
+        let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
+        let Some(&index) = self.by_spi.get(&spi) else {
+            return self.drop(Reason::UnknownSpi);
+        };
+        let entry = &mut self.sas[index];
+        // ESP under the right SPI from or to another address (our own outbound ESP reflected
+        // back among them) is not this SA's traffic; checked before any cryptography, so it
+        // never moves the replay window.
+        if !entry.identity.binds(outer) {
+            entry.cells.bump(SaCell::Errors);
+            return self.drop(Reason::AddressMismatch);
+        }
+        let InSa {
+            sa,
+            ceiling,
+            identity,
+            key_id,
+            name,
+            volume,
+            cells,
+        } = entry;
+        let transport = identity.mode == Mode::Transport;
+        let bytes = 40 + esp.len();
+        // Checked before, charged after decryption: forged packets cannot use up the volume.
+        if !volume.allows(bytes, name, "inbound") {
+            cells.bump(SaCell::Errors);
+            return self.drop(Reason::VolumeLimit);
+        }
+        let mut above = None;
+        let gate = |seq| {
+            let admitted = ceiling.admits(seq);
+            if !admitted {
+                above = Some(seq);
+            }
+            admitted
+        };
+        match sa.decapsulate_esp(outer, esp, plain, gate) {
+            Ok(Decapsulated::Deliver { .. }) => {
+                volume.add(bytes);
+                cells.packet(plain.len());
+            }
+            Ok(Decapsulated::Dummy { .. }) => {
+                volume.add(bytes);
+                return self.drop(Reason::Dummy);
+            }
+            Err(EspError::AuthFailed) => {
+                cells.bump(SaCell::AuthFailures);
+                return self.drop(Reason::AuthFailed);
+            }
+            Err(EspError::Replay { .. }) => {
+                cells.bump(SaCell::ReplayDrops);
+                return self.drop(Reason::Replay);
+            }
+            Err(EspError::NotPersisted { seq }) => {
+                // Authentic and new, above the ceiling: the ceiling goes to disk first.
+                if let Some(up_to) = ceiling.request(above.unwrap_or(seq), now) {
+                    return InAction::Raise(CeilingRaise {
+                        spi,
+                        key_id: *key_id,
+                        up_to,
+                    });
+                }
+                cells.bump(SaCell::Errors);
+                return self.drop(Reason::ReplayNotPersisted);
+            }
+            Err(_) => {
+                cells.bump(SaCell::Errors);
+                return self.drop(Reason::DecapFailed);
+            }
+        }
+        frame.clear();
+        frame.extend_from_slice(&FAKE_ETHERNET);
+        frame.extend_from_slice(plain);
+        let Some(flow) = flow_of(frame) else {
+            return self.drop(Reason::PolicyMismatch);
+        };
+        // A policy selects on the upper-layer header; behind these it would check the wrong
+        // one (an inner packet, or a header it cannot see), so they are never delivered. A
+        // fragment is refused in transport mode only: ESP there protects whole datagrams
+        // (RFC 4303 §3.3.4), while a tunnel may carry fragments of a host behind its peer.
+        if UNCHECKABLE.contains(&flow.next_header)
+            || (transport && reassembly::has_fragment_header(&frame[FAKE_ETHERNET.len()..]))
+        {
+            return self.drop(Reason::InnerProtocolRefused);
+        }
+        let Some(sp) = self.allowed(&flow, index) else {
+            return self.drop(Reason::PolicyMismatch);
+        };
+        let hits = self.sp_hits.entry(sp).or_default();
+        hits.0 += 1;
+        hits.1 += u64::try_from(plain.len()).unwrap_or(u64::MAX);
+        // The local stack answers a SYN with segments no larger than its MSS (see `mss`).
+        mss::clamp(&mut frame[FAKE_ETHERNET.len()..], self.mss);
+        self.stats.bump(Stat::DecapOk);
+        self.stats.bump(Stat::Delivered);
+        InAction::Deliver
+    }
+
+    /// Processes one ESP frame from an AF_XDP socket: Ethernet, an IPv6 header with next
+    /// header ESP (the only shape XDP redirects), ESP, maybe Ethernet padding. As
+    /// [`Self::receive`].
+    pub fn receive_frame(
+        &mut self,
+        ethernet: &[u8],
+        now: Instant,
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+    ) -> InAction {
+        let eth = FAKE_ETHERNET.len();
+        let well_formed = ethernet.len() >= eth + 40 + 8
+            && ethernet[12..14] == FAKE_ETHERNET[12..14]
+            && ethernet[eth] >> 4 == 6
+            && ethernet[eth + 6] == 50;
+        if !well_formed {
+            return self.drop(Reason::Malformed);
+        }
+        // Ethernet may pad a frame; the IPv6 payload length says where the packet ends.
+        let payload_len = usize::from(u16::from_be_bytes([ethernet[eth + 4], ethernet[eth + 5]]));
+        let (Some(header), Some(esp)) = (
+            ethernet
+                .get(eth..eth + 40)
+                .and_then(|h| <&[u8; 40]>::try_from(h).ok()),
+            ethernet.get(eth + 40..eth + 40 + payload_len),
+        ) else {
+            return self.drop(Reason::Malformed);
+        };
+        self.receive(&OuterHeader::of(header), esp, now, plain, frame)
+    }
+
+    /// The write of `raise` finished (`written`: on disk) at `now`: the SA's gate rises to it,
+    /// or backs off. An SA replaced meanwhile is left alone.
+    pub fn ceiling_written(&mut self, raise: &CeilingRaise, written: bool, now: Instant) {
+        let Some(&index) = self.by_spi.get(&raise.spi) else {
+            return;
+        };
+        let entry = &mut self.sas[index];
+        if entry.key_id != raise.key_id {
+            return;
+        }
+        if written {
+            entry.ceiling.written(raise.up_to, now);
+        } else {
+            entry.ceiling.failed(now);
+        }
+    }
+
+    /// Which persisted ceiling belongs to the inbound SA with `spi`, if there is one.
+    pub fn replay_key(&self, spi: u32) -> Option<KeyId> {
+        self.sas
+            .iter()
+            .find(|e| e.identity.spi == spi)
+            .map(|e| e.key_id)
+    }
+
+    /// Empties the replay window of the SA (`spi`, `key_id`) and its gate (the operator's
+    /// reset; the caller removed the persisted ceiling first). Returns whether it exists.
+    pub fn reset_replay(&mut self, spi: u32, key_id: &KeyId) -> bool {
+        let Some(entry) = self
+            .sas
+            .iter_mut()
+            .find(|e| e.identity.spi == spi && e.key_id == *key_id)
+        else {
+            return false;
+        };
+        entry.sa.reset_replay();
+        entry.ceiling = Ceiling::new(0);
+        true
+    }
+
+    /// Each inbound SA's highest accepted sequence number, for a clean stop (no packet is
+    /// accepted any more): the ceilings can come down to them (`ReplayStore::settle`).
+    pub fn settled(&self) -> Vec<(u32, KeyId, u32)> {
+        self.sas
+            .iter()
+            .filter_map(|e| {
+                let highest = e.sa.replay_window().highest();
+                (highest > 0).then_some((e.identity.spi, e.key_id, highest))
+            })
+            .collect()
+    }
+
+    /// The housekeeping pass (every `TIGHTEN_EVERY`, never per packet): lowers the gate of each
+    /// SA further ahead of what it accepted than its recent rate needs, and returns the lowered
+    /// ceilings. The caller lowers the store's entries to them (`ReplayStore::lower`, memory
+    /// only) before releasing this table, then writes the store.
+    pub fn tighten_ceilings(&mut self, now: Instant) -> Vec<(u32, KeyId, u32)> {
+        self.sas
+            .iter_mut()
+            .filter_map(|e| {
+                let highest = e.sa.replay_window().highest();
+                e.ceiling
+                    .tighten(highest, now)
+                    .map(|value| (e.identity.spi, e.key_id, value))
+            })
+            .collect()
+    }
+
+    /// Packets and bytes delivered per inbound SP id.
+    pub fn sp_hits(&self) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
+        self.sp_hits
+            .iter()
+            .map(|((id, _), (packets, bytes))| (*id, *packets, *bytes))
+    }
+}

@@ -1,0 +1,195 @@
+//! Making the core's tables equal an SPD.
+//!
+//! Contract of [`rebuild`]: an SA whose identity (SPI, mode, endpoints, algorithms, keys) is
+//! unchanged keeps its `OutboundSa` (sequence number, reservation), `InboundSa` (replay window,
+//! ceiling) and counters; other SAs are keyed afresh, resuming after their persisted
+//! reservation and above their persisted ceiling (read through [`Persisted`], memory only);
+//! removed ones are dropped. It either applies completely or, on a key error, changes nothing.
+//! Flow caches start a new generation. What must then be written (the new SAs' reservations,
+//! the removed SAs' settled ceilings) is returned in [`Rebuilt`] for the I/O layer to write
+//! after releasing the tables.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::ceiling::{Ceiling, KeyId};
+use super::classify::Classifier;
+use super::inbound::{InSa, Inbound};
+use super::outbound::{OutSa, Outbound, SeqReservation};
+use super::sa::{Backoff, SaIdentity, Volume};
+use super::stats::SaCells;
+use crate::crypto::{ConfigError, InboundSa, OutboundSa};
+use crate::engine::mss;
+use crate::engine::seq::RESERVATION_STEP;
+use crate::model::Spd;
+
+/// What the stores hold, as `rebuild` reads it (in memory, no I/O).
+pub trait Persisted {
+    /// The persisted sequence reservation of SA `name` with `spi`.
+    fn reservation(&self, name: &str, spi: u32) -> Option<u32>;
+    /// The persisted replay ceiling of SA `spi` with `key_id`.
+    fn ceiling(&self, spi: u32, key_id: &KeyId) -> Option<u32>;
+}
+
+/// An SA that could not be keyed; nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot key sa {name}")]
+pub struct KeyError {
+    pub name: String,
+    #[source]
+    pub source: ConfigError,
+}
+
+/// What a rebuild leaves to the I/O layer.
+pub struct Rebuilt {
+    /// The SAs' counters by `Sa::id`.
+    pub registry: BTreeMap<u32, Arc<SaCells>>,
+    /// Reservations of the SAs keyed afresh: write them, then `Outbound::reservation_written`.
+    pub reservations: Vec<SeqReservation>,
+    /// Removed (or rekeyed) inbound SAs accept nothing any more: their ceilings can come down
+    /// to what they accepted (`ReplayStore::settle`).
+    pub settle: Vec<(u32, KeyId, u32)>,
+    /// The live SAs, for pruning the stores.
+    pub live_sas: HashSet<(String, u32)>,
+    pub live_ceilings: HashSet<(u32, KeyId)>,
+}
+
+/// Makes `out` and `inb` equal `spd`, classifying with `classifier` (built from `spd`); see the
+/// module contract.
+///
+/// # Errors
+/// [`KeyError`] when an SA cannot be keyed; nothing changed then.
+pub fn rebuild(
+    spd: &Spd,
+    classifier: Arc<dyn Classifier>,
+    out: &mut Outbound,
+    inb: &mut Inbound,
+    persisted: &dyn Persisted,
+) -> Result<Rebuilt, KeyError> {
+    // Pass 1: key every SA that cannot keep its state; fail before touching anything.
+    let kept = |identity: &SaIdentity| {
+        let kept_out = out.sas.iter().any(|e| e.identity == *identity);
+        let kept_in = inb.sas.iter().any(|e| e.identity == *identity);
+        kept_out && kept_in
+    };
+    let identities: Vec<SaIdentity> = spd.sas().iter().map(SaIdentity::of).collect();
+    let mut fresh = Vec::with_capacity(identities.len());
+    for (sa, identity) in spd.sas().iter().zip(&identities) {
+        if kept(identity) {
+            fresh.push(None);
+            continue;
+        }
+        let config = identity.config();
+        let keyed = |source| KeyError {
+            name: sa.name.clone(),
+            source,
+        };
+        fresh.push(Some((
+            OutboundSa::new(&config).map_err(keyed)?,
+            InboundSa::new(&config).map_err(keyed)?,
+        )));
+    }
+
+    // Pass 2: commit.
+    let mut old_out: HashMap<u32, OutSa> = out.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
+    let mut old_in: HashMap<u32, InSa> = inb.sas.drain(..).map(|e| (e.identity.spi, e)).collect();
+    let mut registry = BTreeMap::new();
+    let mut reservations = Vec::new();
+    for ((sa, identity), fresh) in spd.sas().iter().zip(identities).zip(fresh) {
+        let (out_entry, in_entry) = match fresh {
+            None => {
+                let mut o = old_out.remove(&sa.spi).expect("checked in pass 1");
+                let mut i = old_in.remove(&sa.spi).expect("checked in pass 1");
+                o.name.clone_from(&sa.name);
+                i.name.clone_from(&sa.name);
+                (o, i)
+            }
+            Some((mut tx, mut rx)) => {
+                let reserved = persisted.reservation(&sa.name, sa.spi).unwrap_or(0);
+                tx.resume_after(reserved);
+                let in_flight = reserved < u32::MAX;
+                if in_flight {
+                    reservations.push(SeqReservation {
+                        sa_name: sa.name.clone(),
+                        spi: sa.spi,
+                        up_to: reserved.saturating_add(RESERVATION_STEP),
+                    });
+                }
+                // Nothing at or below the persisted ceiling was ever accepted for the last time:
+                // refuse it all (see `replay_store`).
+                let key_id = identity.key_id();
+                let ceiling = persisted.ceiling(sa.spi, &key_id).unwrap_or(0);
+                rx.start_above(ceiling);
+                let cells = Arc::new(SaCells::default());
+                (
+                    OutSa {
+                        identity: identity.clone(),
+                        name: sa.name.clone(),
+                        sa: tx,
+                        reserved,
+                        wanted: None,
+                        in_flight,
+                        exhausted_logged: false,
+                        volume: Volume::new(identity.encryption(), out.tdes_block_limit),
+                        seq_backoff: Backoff::default(),
+                        cells: Arc::clone(&cells),
+                    },
+                    InSa {
+                        volume: Volume::new(identity.encryption(), inb.tdes_block_limit),
+                        identity,
+                        name: sa.name.clone(),
+                        sa: rx,
+                        key_id,
+                        ceiling: Ceiling::new(ceiling),
+                        cells,
+                    },
+                )
+            }
+        };
+        registry.insert(sa.id, Arc::clone(&out_entry.cells));
+        out.sas.push(out_entry);
+        inb.sas.push(in_entry);
+    }
+    let settle = old_in
+        .values()
+        .filter_map(|e| {
+            let highest = e.sa.replay_window().highest();
+            (highest > 0).then_some((e.identity.spi, e.key_id, highest))
+        })
+        .collect();
+
+    out.classifier = Arc::clone(&classifier);
+    out.by_name = out
+        .sas
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.name.clone(), i))
+        .collect();
+    out.cache.invalidate();
+    out.last = None;
+    out.wants = out.sas.iter().any(|e| e.wanted.is_some());
+    inb.classifier = classifier;
+    // Only SAs an inbound ipsec SP names receive; ESP under another SPI of ours (say, an
+    // outbound SA's) is unknown, as it is to XDP.
+    inb.by_spi = inb
+        .sas
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| spd.is_inbound_sa(&e.name))
+        .map(|(i, e)| (e.identity.spi, i))
+        .collect();
+    inb.cache.invalidate();
+    let clamp = mss::for_overheads(out.sas.iter().map(|e| e.sa.max_overhead()));
+    out.mss = clamp;
+    inb.mss = clamp;
+    // A policy's counters end with it (its id may be reused by a newer policy).
+    let live: HashSet<(u32, u32)> = spd.sps().iter().map(|sp| (sp.id, sp.seq)).collect();
+    inb.sp_hits.retain(|key, _| live.contains(key));
+    Ok(Rebuilt {
+        registry,
+        reservations,
+        settle,
+        live_sas: spd.sas().iter().map(|s| (s.name.clone(), s.spi)).collect(),
+        live_ceilings: inb.sas.iter().map(|e| (e.identity.spi, e.key_id)).collect(),
+    })
+}

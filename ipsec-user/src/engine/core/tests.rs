@@ -1,0 +1,829 @@
+//! Whole outbound and inbound exchanges through the core's public API, without sockets,
+//! threads or files: two peers, `a` and `b`, each with its tables and an in-memory "disk" that
+//! a test can make fail; the driver here performs the actions as the engine's I/O layer does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::crypto::OuterHeader;
+use crate::engine::RESERVATION_STEP;
+use crate::model::{SaAddArgs, SaCount, SaRemoveArgs, SpAddArgs, SpRemoveArgs, Spd};
+
+const A: &str = "fd00:ee::1";
+const B: &str = "fd00:ee::2";
+
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "fills the Option fields of the model's arguments"
+)]
+fn s(v: &str) -> Option<String> {
+    Some(v.to_owned())
+}
+
+fn addr(a: &str) -> Ipv6Addr {
+    a.parse().expect("a test address")
+}
+
+fn sa_args(name: &str, src: &str, dst: &str, spi: &str) -> SaAddArgs {
+    SaAddArgs {
+        sa_source: s(src),
+        sa_destination: s(dst),
+        sa_mode: s("transport"),
+        sa_spi: s(spi),
+        encryption_algorithm: s("aes128-cbc"),
+        encryption_key: s("0123456789abcdef"),
+        integrity_algorithm: s("hmac-sha2-256"),
+        integrity_key: s("0123456789abcdef0123456789abcdef"),
+        sa_name: s(name),
+    }
+}
+
+fn sp_args(name: &str, src: &str, dst: &str, dir: &str, sa: &str) -> SpAddArgs {
+    SpAddArgs {
+        sp_source: s(&format!("{src}/128")),
+        sp_destination: s(&format!("{dst}/128")),
+        source_port: s("any"),
+        destination_port: s("any"),
+        upper_layer_protocol: s("any"),
+        flow_direction: s(dir),
+        action: s("ipsec"),
+        sp_mode: None,
+        sa_name: s(sa),
+        sp_name: s(name),
+        priority: None,
+    }
+}
+
+/// Side a (`local` = A) or b of a mirrored configuration: a2b (SPI 0x1001) and b2a (0x2001).
+fn side(local: &str, peer: &str) -> Spd {
+    side_with(local, peer, "aes128-cbc", "0123456789abcdef")
+}
+
+fn side_with(local: &str, peer: &str, encryption: &str, key: &str) -> Spd {
+    let mut spd = Spd::new();
+    for (name, src, dst, spi) in [("a2b", A, B, "0x1001"), ("b2a", B, A, "0x2001")] {
+        let mut args = sa_args(name, src, dst, spi);
+        args.encryption_algorithm = s(encryption);
+        args.encryption_key = s(key);
+        spd.add_sa(&args).expect("adding an sa");
+    }
+    let (out_sa, in_sa) = if local == A {
+        ("a2b", "b2a")
+    } else {
+        ("b2a", "a2b")
+    };
+    spd.add_sp(&sp_args("out", local, peer, "out", out_sa))
+        .expect("adding the out sp");
+    spd.add_sp(&sp_args("in", peer, local, "in", in_sa))
+        .expect("adding the in sp");
+    spd
+}
+
+fn emptied(spd: &Spd) -> Spd {
+    let mut empty = spd.clone();
+    empty
+        .remove_sp(&SpRemoveArgs {
+            sp_name: None,
+            remove_all: true,
+        })
+        .expect("removing sps");
+    empty
+        .remove_sa(&SaRemoveArgs {
+            remove_all: true,
+            ..SaRemoveArgs::default()
+        })
+        .expect("removing sas");
+    empty
+}
+
+/// What "the disk" holds: reservations and ceilings, written only when `failing` is off.
+#[derive(Default, Clone)]
+struct Disk {
+    seq: HashMap<(String, u32), u32>,
+    ceilings: HashMap<(u32, KeyId), u32>,
+    failing: bool,
+    writes: usize,
+}
+
+impl Persisted for Disk {
+    fn reservation(&self, name: &str, spi: u32) -> Option<u32> {
+        self.seq.get(&(name.to_owned(), spi)).copied()
+    }
+
+    fn ceiling(&self, spi: u32, key_id: &KeyId) -> Option<u32> {
+        self.ceilings.get(&(spi, *key_id)).copied()
+    }
+}
+
+/// ESP as the peer's raw socket reports it: the outer header's fields and the ESP bytes.
+#[derive(Clone, Debug)]
+struct Wire {
+    outer: OuterHeader,
+    esp: Vec<u8>,
+}
+
+impl Wire {
+    fn seq(&self) -> u32 {
+        u32::from_be_bytes(self.esp[4..8].try_into().expect("4 bytes"))
+    }
+}
+
+/// One peer: the core's tables, driven as the engine's I/O layer drives them.
+struct Side {
+    out: Outbound,
+    inb: Inbound,
+    stats: Arc<EngineStats>,
+    registry: BTreeMap<u32, Arc<SaCells>>,
+    disk: Disk,
+    now: Instant,
+    /// The last action of each direction, for tests that look at it.
+    sent: Vec<OutAction>,
+}
+
+impl Side {
+    fn new(spd: &Spd) -> Self {
+        Self::on(spd, Disk::default(), DEFAULT_TDES_BLOCK_LIMIT)
+    }
+
+    /// A peer starting from `disk` (a restart when `disk` is another peer's).
+    fn on(spd: &Spd, disk: Disk, tdes_block_limit: u64) -> Self {
+        let stats = Arc::new(EngineStats::default());
+        let (out, inb) = tables(tdes_block_limit, &stats);
+        let mut side = Self {
+            out,
+            inb,
+            stats,
+            registry: BTreeMap::new(),
+            disk,
+            now: Instant::now(),
+            sent: Vec::new(),
+        };
+        side.update(spd);
+        side
+    }
+
+    fn update(&mut self, spd: &Spd) {
+        let rebuilt = rebuild(
+            spd,
+            classify::build(spd),
+            &mut self.out,
+            &mut self.inb,
+            &self.disk,
+        )
+        .expect("rebuilding the tables");
+        self.registry = rebuilt.registry;
+        self.write_reservations(&rebuilt.reservations);
+        for (spi, key_id, value) in rebuilt.settle {
+            self.disk.ceilings.insert((spi, key_id), value);
+        }
+    }
+
+    fn write_reservations(&mut self, reservations: &[SeqReservation]) {
+        for r in reservations {
+            let written = !self.disk.failing;
+            if written {
+                self.disk.writes += 1;
+                let slot = self.disk.seq.entry((r.sa_name.clone(), r.spi)).or_insert(0);
+                *slot = (*slot).max(r.up_to);
+            }
+            self.out.reservation_written(r, written, self.now);
+        }
+    }
+
+    /// Protects a plaintext IPv6 packet; returns the core's action and, for a send, the ESP
+    /// as the receiver's raw socket would report it.
+    fn send(&mut self, packet: &[u8]) -> (OutAction, Option<Wire>) {
+        let mut frame = FAKE_ETHERNET.to_vec();
+        frame.extend_from_slice(packet);
+        let mut buf = Vec::new();
+        let action = match self.out.push_fragment(&frame, self.now, &mut buf) {
+            Some(action) => action,
+            None => self.out.protect(&frame, self.now, &mut buf),
+        };
+        let mut reservations = Vec::new();
+        self.out.take_reservations(&mut reservations);
+        self.write_reservations(&reservations);
+        self.sent.push(action);
+        let wire = match action {
+            OutAction::Send(esp) => Some(Wire {
+                outer: OuterHeader {
+                    source: esp.source,
+                    destination: esp.destination,
+                    traffic_class: esp.traffic_class,
+                    flow_label: 0,
+                    hop_limit: esp.hop_limit,
+                },
+                esp: buf[esp.esp_offset..].to_vec(),
+            }),
+            _ => None,
+        };
+        (action, wire)
+    }
+
+    fn protect(&mut self, packet: &[u8]) -> Option<Wire> {
+        self.send(packet).1
+    }
+
+    /// Opens ESP as the engine does: a raise is written to the disk (unless failing),
+    /// confirmed, and the same packet handed in again. Returns the final action and the
+    /// delivered packet.
+    fn open(&mut self, wire: &Wire) -> (InAction, Option<Vec<u8>>) {
+        let (mut plain, mut frame) = (Vec::new(), Vec::new());
+        loop {
+            let action = self
+                .inb
+                .receive(&wire.outer, &wire.esp, self.now, &mut plain, &mut frame);
+            match action {
+                InAction::Deliver => return (action, Some(frame[14..].to_vec())),
+                InAction::Drop(_) => return (action, None),
+                InAction::Raise(raise) => {
+                    let written = !self.disk.failing;
+                    if written {
+                        self.disk.writes += 1;
+                        self.disk
+                            .ceilings
+                            .insert((raise.spi, raise.key_id), raise.up_to);
+                    }
+                    self.inb.ceiling_written(&raise, written, self.now);
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, wire: &Wire) -> Option<Vec<u8>> {
+        self.open(wire).1
+    }
+
+    fn sa(&self, id: u32) -> SaCount {
+        self.registry[&id].snapshot()
+    }
+}
+
+fn ipv6(src: &str, dst: &str, next_header: u8, payload: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(payload.len()).expect("fits");
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&len.to_be_bytes());
+    p.extend_from_slice(&[next_header, 64]);
+    p.extend_from_slice(&addr(src).octets());
+    p.extend_from_slice(&addr(dst).octets());
+    p.extend_from_slice(payload);
+    p
+}
+
+fn udp(src: &str, dst: &str, dport: u16, payload: usize) -> Vec<u8> {
+    let len = u16::try_from(8 + payload).expect("fits");
+    let mut u = vec![0x30, 0x39];
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&len.to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend((0..payload).map(|i| u8::try_from(i % 251).expect("small")));
+    ipv6(src, dst, 17, &u)
+}
+
+fn tcp(src: &str, dst: &str, dport: u16, payload: usize) -> Vec<u8> {
+    let mut t = vec![0xc3, 0x50];
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend((0..payload).map(|i| u8::try_from(i % 13).expect("small")));
+    ipv6(src, dst, 6, &t)
+}
+
+/// `packet` (fixed header + upper layer) cut into fragments of `chunk` bytes (a multiple of
+/// 8), each with a fragment header of identification `id`.
+fn fragments(packet: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
+    let body = &packet[40..];
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset < body.len() {
+        let end = (offset + chunk).min(body.len());
+        let more = u16::from(end < body.len());
+        let field = u16::try_from(offset).expect("small") | more;
+        let mut payload = vec![packet[6], 0];
+        payload.extend_from_slice(&field.to_be_bytes());
+        payload.extend_from_slice(&id.to_be_bytes());
+        payload.extend_from_slice(&body[offset..end]);
+        let mut p = packet[..40].to_vec();
+        p[6] = 44;
+        let len = u16::try_from(payload.len()).expect("fits");
+        p[4..6].copy_from_slice(&len.to_be_bytes());
+        p.extend_from_slice(&payload);
+        out.push(p);
+        offset = end;
+    }
+    out
+}
+
+#[test]
+fn udp_and_tcp_go_out_as_esp_with_the_sa_s_header_and_come_back_whole() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    for (i, packet) in [udp(A, B, 5000, 100), tcp(A, B, 443, 1200)]
+        .into_iter()
+        .enumerate()
+    {
+        let wire = a.protect(&packet).expect("a protects");
+        let OutAction::Send(esp) = a.sent[i] else {
+            panic!("not sent: {:?}", a.sent[i]);
+        };
+        // The outer header as the raw socket must send it: transport mode, the packet's own
+        // addresses and hop limit; ESP right after the fixed header.
+        assert_eq!((esp.source, esp.destination), (addr(A), addr(B)));
+        assert_eq!(esp.hop_limit, 64);
+        assert_eq!(esp.esp_offset, 40);
+        assert_eq!(&wire.esp[..4], &0x1001u32.to_be_bytes(), "a2b's spi");
+        assert_eq!(wire.seq(), u32::try_from(i + 1).expect("small"));
+        assert_eq!(esp.seq, wire.seq());
+        let (action, delivered) = b.open(&wire);
+        assert_eq!(action, InAction::Deliver);
+        assert_eq!(delivered.expect("delivered"), packet, "packet {i}");
+    }
+    assert_eq!(a.sa(0).packets, 2);
+    assert_eq!(b.sa(0).packets, 2);
+    assert_eq!(a.stats.get(Stat::EncapOk), 2);
+    assert_eq!(b.stats.get(Stat::Delivered), 2);
+    assert_eq!(b.stats.get(Stat::DecapOk), 2);
+    let hits: Vec<_> = b.inb.sp_hits().collect();
+    assert_eq!(hits.len(), 1, "one inbound sp counted: {hits:?}");
+    assert_eq!(hits[0].1, 2);
+}
+
+#[test]
+fn replayed_tampered_and_foreign_esp_are_dropped_for_their_reason() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    let wire = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+    assert!(b.receive(&wire).is_some());
+    assert_eq!(b.open(&wire), (InAction::Drop(Reason::Replay), None));
+    assert_eq!(b.sa(0).replay_drops, 1);
+
+    let mut tampered = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+    let last = tampered.esp.len() - 1;
+    tampered.esp[last] ^= 1;
+    assert_eq!(
+        b.open(&tampered),
+        (InAction::Drop(Reason::AuthFailed), None)
+    );
+    assert_eq!(b.sa(0).auth_failures, 1);
+
+    let mut foreign = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+    foreign.esp[..4].copy_from_slice(&0x9999u32.to_be_bytes());
+    assert_eq!(b.open(&foreign), (InAction::Drop(Reason::UnknownSpi), None));
+    // Our own outbound SA's SPI is not an inbound one either.
+    let mut ours = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+    ours.esp[..4].copy_from_slice(&0x2001u32.to_be_bytes());
+    assert_eq!(b.open(&ours), (InAction::Drop(Reason::UnknownSpi), None));
+    assert_eq!(b.stats.get(Stat::UnknownSpi), 2);
+    assert_eq!(
+        b.open(&Wire {
+            outer: wire.outer,
+            esp: vec![0; 7]
+        })
+        .0,
+        InAction::Drop(Reason::Malformed)
+    );
+    assert_eq!(b.stats.get(Stat::Delivered), 1);
+}
+
+#[test]
+fn flows_without_an_ipsec_verdict_are_dropped_never_sent() {
+    let mut spd = side(A, B);
+    let mut discard = sp_args("discard", A, "fd00:ee::4", "out", "a2b");
+    discard.action = s("discard");
+    discard.sa_name = None;
+    spd.add_sp(&discard).expect("adding the discard sp");
+    let mut none = sp_args("none", A, "fd00:ee::5", "out", "a2b");
+    none.action = s("none");
+    none.sa_name = None;
+    spd.add_sp(&none).expect("adding the none sp");
+    let mut a = Side::new(&spd);
+    for dst in ["fd00:ee::4", "fd00:ee::5", "fd00:ee::6"] {
+        assert_eq!(
+            a.send(&udp(A, dst, 1, 1)).0,
+            OutAction::Drop(Reason::NoSa),
+            "{dst}"
+        );
+    }
+    assert_eq!(a.stats.get(Stat::NoSa), 3);
+    assert_eq!(a.stats.get(Stat::EncapOk), 0);
+    // A cut packet: reassembly sees it first and cannot parse it; protect refuses it too.
+    let cut = [&FAKE_ETHERNET[..], &[0x60, 0, 0]].concat();
+    assert_eq!(
+        a.send(&cut[14..]).0,
+        OutAction::Drop(Reason::FragDropped),
+        "a cut packet"
+    );
+    assert_eq!(
+        a.out.protect(&cut, a.now, &mut Vec::new()),
+        OutAction::Drop(Reason::Malformed)
+    );
+}
+
+#[test]
+fn no_sequence_number_leaves_before_its_reservation_is_on_disk() {
+    // The disk is full from the start: the new SA's reservation cannot be written.
+    let disk = Disk {
+        failing: true,
+        ..Disk::default()
+    };
+    let mut a = Side::on(&side(A, B), disk, DEFAULT_TDES_BLOCK_LIMIT);
+    for _ in 0..5 {
+        assert_eq!(
+            a.send(&udp(A, B, 5000, 10)).0,
+            OutAction::Drop(Reason::SeqNotReserved),
+            "sent without a reservation"
+        );
+    }
+    assert_eq!(a.stats.get(Stat::SeqPersistErrors), 5);
+    assert_eq!(a.sa(0).errors, 5);
+    assert_eq!(a.disk.writes, 0);
+    // The disk has room again; once the back-off ran out, the next packet asks again and the
+    // one after it leaves with sequence number 1.
+    a.disk.failing = false;
+    a.now += Duration::from_secs(2);
+    assert_eq!(
+        a.send(&udp(A, B, 5000, 10)).0,
+        OutAction::Drop(Reason::SeqNotReserved)
+    );
+    let wire = a.protect(&udp(A, B, 5000, 10)).expect("reserved now");
+    assert_eq!(wire.seq(), 1);
+    assert_eq!(a.disk.reservation("a2b", 0x1001), Some(RESERVATION_STEP));
+}
+
+#[test]
+fn reservations_are_asked_ahead_and_a_restart_resumes_above_them() {
+    let mut a = Side::new(&side(A, B));
+    // Installing the SA reserved its first block; nothing waits for the first packet.
+    assert_eq!(a.disk.reservation("a2b", 0x1001), Some(RESERVATION_STEP));
+    let writes = a.disk.writes;
+    let half = RESERVATION_STEP / 2;
+    for _ in 0..half - 1 {
+        a.protect(&udp(A, B, 5000, 0)).expect("a protects");
+    }
+    assert_eq!(a.disk.writes, writes, "no write in the first half");
+    let wire = a.protect(&udp(A, B, 5000, 0)).expect("a protects");
+    assert_eq!(wire.seq(), half);
+    assert_eq!(
+        a.disk.writes,
+        writes + 1,
+        "the next block, asked ahead of need"
+    );
+    assert_eq!(
+        a.disk.reservation("a2b", 0x1001),
+        Some(half + RESERVATION_STEP)
+    );
+    // A write that fails there only costs once the current block is used up.
+    a.disk.failing = true;
+    let wire = (0..RESERVATION_STEP)
+        .map_while(|_| a.protect(&udp(A, B, 5000, 0)))
+        .last()
+        .expect("packets left");
+    assert_eq!(
+        wire.seq(),
+        half + RESERVATION_STEP,
+        "up to the reservation, not beyond"
+    );
+    assert_eq!(
+        a.send(&udp(A, B, 5000, 0)).0,
+        OutAction::Drop(Reason::SeqNotReserved)
+    );
+
+    // kill -9, restart from the disk: the first number is above anything sent.
+    let mut disk = a.disk.clone();
+    disk.failing = false;
+    let mut a = Side::on(&side(A, B), disk, DEFAULT_TDES_BLOCK_LIMIT);
+    let wire = a
+        .protect(&udp(A, B, 5000, 0))
+        .expect("a protects after the restart");
+    assert_eq!(wire.seq(), half + RESERVATION_STEP + 1);
+}
+
+#[test]
+fn no_esp_above_the_ceiling_is_accepted_before_the_ceiling_is_on_disk() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    let wire = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
+    let (mut plain, mut frame) = (Vec::new(), Vec::new());
+    let InAction::Raise(raise) =
+        b.inb
+            .receive(&wire.outer, &wire.esp, b.now, &mut plain, &mut frame)
+    else {
+        panic!("the first packet needs a ceiling first");
+    };
+    assert_eq!(raise.spi, 0x1001);
+    assert!(raise.up_to > 1);
+    // Not accepted until confirmed: the same packet asks again.
+    assert!(matches!(
+        b.inb
+            .receive(&wire.outer, &wire.esp, b.now, &mut plain, &mut frame),
+        InAction::Raise(_)
+    ));
+    // The write fails: refused, and no new attempt while the back-off runs.
+    b.inb.ceiling_written(&raise, false, b.now);
+    assert_eq!(
+        b.inb
+            .receive(&wire.outer, &wire.esp, b.now, &mut plain, &mut frame),
+        InAction::Drop(Reason::ReplayNotPersisted)
+    );
+    assert_eq!(b.stats.get(Stat::ReplayPersistErrors), 1);
+    assert_eq!(b.stats.get(Stat::Delivered), 0);
+    // After the back-off, written: the packet (which never moved the window) is delivered.
+    b.now += Duration::from_secs(2);
+    assert!(
+        b.receive(&wire).is_some(),
+        "delivered once the ceiling is on disk"
+    );
+    assert!(
+        b.disk
+            .ceiling(0x1001, &raise.key_id)
+            .is_some_and(|c| c >= 1)
+    );
+}
+
+#[test]
+fn captured_esp_is_refused_after_a_restart_and_a_re_add_until_reset() {
+    let mut a = Side::new(&side(A, B));
+    let spd_b = side(B, A);
+    let mut b = Side::new(&spd_b);
+    let captured: Vec<Wire> = (0..5)
+        .map(|_| a.protect(&udp(A, B, 5000, 10)).expect("a protects"))
+        .collect();
+    for wire in &captured {
+        assert!(b.receive(wire).is_some(), "first delivery");
+    }
+    // kill -9 and a restart from the disk: the captured stream is refused in full.
+    let mut b = Side::on(&spd_b, b.disk.clone(), DEFAULT_TDES_BLOCK_LIMIT);
+    for wire in &captured {
+        assert_eq!(b.open(wire).0, InAction::Drop(Reason::Replay));
+    }
+    // Removed and added again (same SPI and keys): the ceiling settled at removal still holds.
+    b.update(&emptied(&spd_b));
+    assert_eq!(
+        b.open(&captured[0]).0,
+        InAction::Drop(Reason::UnknownSpi),
+        "sa removed"
+    );
+    b.update(&spd_b);
+    for wire in &captured {
+        assert_eq!(
+            b.open(wire).0,
+            InAction::Drop(Reason::Replay),
+            "after a re-add"
+        );
+    }
+    // The operator's reset (the I/O layer forgets the ceiling on disk first).
+    let key_id = b.inb.replay_key(0x1001).expect("the sa");
+    b.disk.ceilings.remove(&(0x1001, key_id));
+    assert!(b.inb.reset_replay(0x1001, &key_id));
+    assert!(!b.inb.reset_replay(0x9999, &key_id), "no such sa");
+    assert!(b.receive(&captured[0]).is_some(), "accepted after a reset");
+}
+
+#[test]
+fn housekeeping_brings_an_idle_sa_s_ceiling_down_to_what_it_accepted() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    for _ in 0..100 {
+        let wire = a.protect(&udp(A, B, 5000, 0)).expect("a protects");
+        assert!(b.receive(&wire).is_some());
+    }
+    let t0 = b.now;
+    assert!(
+        b.inb.tighten_ceilings(t0).is_empty(),
+        "the first look has no rate"
+    );
+    let lowered = b.inb.tighten_ceilings(t0 + Duration::from_secs(2));
+    assert_eq!(lowered.len(), 1, "{lowered:?}");
+    assert_eq!(lowered[0].0, 0x1001);
+    assert_eq!(lowered[0].2, 100, "idle: exactly the highest accepted");
+    // The next packet is above the lowered gate: a new ceiling first, then delivered.
+    let wire = a.protect(&udp(A, B, 5000, 0)).expect("a protects");
+    let writes = b.disk.writes;
+    assert!(b.receive(&wire).is_some());
+    assert_eq!(b.disk.writes, writes + 1);
+    assert_eq!(b.inb.settled(), vec![(0x1001, lowered[0].1, 101)]);
+}
+
+#[test]
+fn a_fragmented_datagram_is_reassembled_and_encrypted_once() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    let datagram = udp(A, B, 5000, 300);
+    let pieces = fragments(&datagram, 128, 7);
+    assert_eq!(pieces.len(), 3);
+    // Out of order, with a duplicate: held until the datagram is whole.
+    assert_eq!(a.send(&pieces[2]).0, OutAction::Held);
+    assert_eq!(a.send(&pieces[0]).0, OutAction::Held);
+    assert_eq!(a.send(&pieces[0]).0, OutAction::Held, "an exact duplicate");
+    let (action, wire) = a.send(&pieces[1]);
+    assert!(matches!(action, OutAction::Send(_)), "{action:?}");
+    assert_eq!(
+        a.stats.get(Stat::EncapOk),
+        1,
+        "one ESP packet for three fragments"
+    );
+    assert_eq!(a.stats.get(Stat::FragReassembled), 1);
+    assert_eq!(a.stats.get(Stat::FragDuplicates), 1);
+    assert_eq!(b.receive(&wire.expect("sent")), Some(datagram.clone()));
+    // Overlapping fragments drop the whole datagram (RFC 5722): nothing leaves.
+    let pieces = fragments(&datagram, 128, 8);
+    let mut twice = pieces[0].clone();
+    twice[40 + 8 + 20] ^= 0xff; // same offset, other bytes
+    assert_eq!(a.send(&pieces[0]).0, OutAction::Held);
+    assert_eq!(a.send(&twice).0, OutAction::Drop(Reason::FragOverlap));
+    for piece in &pieces[1..] {
+        assert!(
+            !matches!(a.send(piece).0, OutAction::Send(_)),
+            "a piece of a dropped datagram left"
+        );
+    }
+    assert_eq!(a.stats.get(Stat::EncapOk), 1);
+}
+
+#[test]
+fn sas_removed_or_rekeyed_drop_and_unchanged_ones_keep_their_state() {
+    let spd = side(A, B);
+    let mut a = Side::new(&spd);
+    let mut b = Side::new(&side(B, A));
+    for _ in 0..3 {
+        let wire = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+        b.receive(&wire).expect("b delivers");
+    }
+    a.update(&spd);
+    b.update(&side(B, A));
+    let wire = a
+        .protect(&udp(A, B, 1, 1))
+        .expect("a protects after an update");
+    assert_eq!(wire.seq(), 4, "sequence kept");
+    b.receive(&wire).expect("b delivers");
+    assert_eq!((a.sa(0).packets, b.sa(0).packets), (4, 4), "counters kept");
+    let mut old = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+    old.esp[4..8].copy_from_slice(&3u32.to_be_bytes());
+    assert_eq!(
+        b.open(&old).0,
+        InAction::Drop(Reason::Replay),
+        "window kept"
+    );
+
+    // Removed: the flow cache forgets the SA at once (a new generation).
+    a.update(&emptied(&spd));
+    assert!(a.registry.is_empty());
+    assert_eq!(a.send(&udp(A, B, 1, 1)).0, OutAction::Drop(Reason::NoSa));
+    // Re-added with the same name and SPI: resumes after the persisted reservation.
+    a.update(&spd);
+    let wire = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+    assert!(wire.seq() > RESERVATION_STEP, "got {}", wire.seq());
+    // Rekeyed: a new SA, new counters; the peer with the old key fails its ICV.
+    a.update(&side_with(A, B, "aes128-cbc", "fedcba9876543210"));
+    assert_eq!(a.sa(0).packets, 0);
+    let wire = a.protect(&udp(A, B, 1, 1)).expect("a protects");
+    // Same integrity key: authentic, but it decrypts to garbage; never delivered.
+    assert!(matches!(b.open(&wire), (InAction::Drop(_), None)));
+}
+
+#[test]
+fn af_xdp_frames_open_like_raw_socket_packets_and_bad_ones_are_counted() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    let packet = udp(A, B, 5000, 100);
+    let xsk_frame = |wire: &Wire| {
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        frame.extend_from_slice(&ipv6(A, B, 50, &wire.esp));
+        frame.extend_from_slice(&[0xee; 6]); // Ethernet padding
+        frame
+    };
+    let (mut plain, mut out) = (Vec::new(), Vec::new());
+    let mut open = |b: &mut Side, frame: &[u8]| loop {
+        match b.inb.receive_frame(frame, b.now, &mut plain, &mut out) {
+            InAction::Raise(raise) => b.inb.ceiling_written(&raise, true, b.now),
+            action => return (action, out.clone()),
+        }
+    };
+    let good = xsk_frame(&a.protect(&packet).expect("a protects"));
+    let (action, delivered) = open(&mut b, &good);
+    assert_eq!(action, InAction::Deliver);
+    assert_eq!(delivered[14..], packet[..], "the padding is not delivered");
+
+    let fresh = xsk_frame(&a.protect(&packet).expect("a protects"));
+    let mut bad = vec![
+        fresh[..14 + 40 + 7].to_vec(),      // cut inside the ESP header
+        fresh[..fresh.len() - 30].to_vec(), // shorter than its payload length says
+    ];
+    let mut not_ipv6 = fresh.clone();
+    not_ipv6[12..14].copy_from_slice(&[0x08, 0x00]);
+    bad.push(not_ipv6);
+    let mut not_esp = fresh.clone();
+    not_esp[14 + 6] = 17;
+    bad.push(not_esp);
+    for (i, frame) in bad.iter().enumerate() {
+        assert_eq!(
+            open(&mut b, frame).0,
+            InAction::Drop(Reason::Malformed),
+            "frame {i}"
+        );
+    }
+    // The intact frame still opens: nothing above consumed its sequence number.
+    assert_eq!(open(&mut b, &fresh).0, InAction::Deliver);
+    assert_eq!(open(&mut b, &fresh).0, InAction::Drop(Reason::Replay));
+}
+
+#[test]
+fn esp_from_or_to_the_wrong_address_is_dropped_before_decryption() {
+    let mut a = Side::new(&side(A, B));
+    let mut b = Side::new(&side(B, A));
+    let other = addr("fd00:ee::3");
+    let packet = udp(A, B, 5000, 100);
+    let wire = a.protect(&packet).expect("a protects");
+    let mut spoofed = wire.clone();
+    spoofed.outer.source = other;
+    let mut elsewhere = wire.clone();
+    elsewhere.outer.destination = other;
+    let mut reflected = wire.clone();
+    (reflected.outer.source, reflected.outer.destination) = (addr(B), addr(A));
+    for w in [&spoofed, &elsewhere, &reflected] {
+        assert_eq!(b.open(w).0, InAction::Drop(Reason::AddressMismatch));
+    }
+    assert_eq!(b.stats.get(Stat::DecapOk), 0, "nothing was decrypted");
+    assert_eq!(b.receive(&wire), Some(packet), "the window did not move");
+}
+
+#[test]
+fn tunnels_and_esp_inside_transport_mode_and_other_sas_flows_are_refused() {
+    let mut a = Side::new(&side(A, B));
+    let mut spd_b = side(B, A);
+    spd_b
+        .add_sa(&sa_args("other", A, B, "0x3001"))
+        .expect("adding other");
+    let mut port = sp_args("port6000", A, B, "in", "other");
+    port.upper_layer_protocol = s("udp");
+    port.destination_port = s("6000");
+    spd_b.add_sp(&port).expect("adding the port sp");
+    let mut b = Side::new(&spd_b);
+    for protocol in [4u8, 41, 50, 51] {
+        let mut packet = udp(A, B, 5000, 100);
+        packet[6] = protocol;
+        let wire = a.protect(&packet).expect("a protects any protocol");
+        assert_eq!(
+            b.open(&wire).0,
+            InAction::Drop(Reason::InnerProtocolRefused)
+        );
+    }
+    // Port 6000 belongs to SA `other`: arriving under a2b is a policy mismatch.
+    let wire = a.protect(&udp(A, B, 6000, 10)).expect("a protects");
+    assert_eq!(b.open(&wire).0, InAction::Drop(Reason::PolicyMismatch));
+    assert_eq!(
+        b.stats.get(Stat::DecapOk),
+        5,
+        "authentic, but not deliverable"
+    );
+    assert_eq!(b.stats.get(Stat::Delivered), 0);
+    let wire = a.protect(&udp(A, B, 6001, 10)).expect("a protects");
+    assert!(
+        b.receive(&wire).is_some(),
+        "udp to another port still delivered"
+    );
+}
+
+#[test]
+fn tdes_sas_stop_at_their_block_limit_both_ways() {
+    let tdes = |local, peer| side_with(local, peer, "3des-cbc", "0123456789abcdefghijklmn");
+    let packet = udp(A, B, 5000, 100);
+    let per_packet = sa::Volume::blocks(packet.len());
+    let mut a = Side::on(&tdes(A, B), Disk::default(), 3 * per_packet);
+    let mut b = Side::new(&tdes(B, A));
+    for i in 0..3 {
+        let wire = a.protect(&packet).expect("a protects within the limit");
+        assert!(b.receive(&wire).is_some(), "packet {i} delivered");
+    }
+    assert_eq!(a.send(&packet).0, OutAction::Drop(Reason::VolumeLimit));
+    assert_eq!(
+        a.send(&udp(A, B, 5000, 1)).0,
+        OutAction::Drop(Reason::VolumeLimit)
+    );
+
+    // Inbound: forged packets do not use up the volume (charged after authentication).
+    let mut a = Side::new(&tdes(A, B));
+    let esp_len = 40 + a.protect(&packet).expect("a protects").esp.len();
+    let mut b = Side::on(
+        &tdes(B, A),
+        Disk::default(),
+        2 * sa::Volume::blocks(esp_len),
+    );
+    for _ in 0..10 {
+        let mut forged = a.protect(&packet).expect("a protects");
+        let last = forged.esp.len() - 1;
+        forged.esp[last] ^= 1;
+        assert_eq!(b.open(&forged).0, InAction::Drop(Reason::AuthFailed));
+    }
+    for _ in 0..2 {
+        let wire = a.protect(&packet).expect("a protects");
+        assert!(b.receive(&wire).is_some());
+    }
+    let wire = a.protect(&packet).expect("a protects");
+    assert_eq!(b.open(&wire).0, InAction::Drop(Reason::VolumeLimit));
+    // AES SAs are not limited by it.
+    let mut a = Side::on(&side(A, B), Disk::default(), 1);
+    assert!(a.protect(&packet).is_some());
+}
