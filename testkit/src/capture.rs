@@ -32,7 +32,7 @@ use std::{
 
 use pcap_file::pcap::PcapReader;
 
-use crate::{netns::VethPair, traffic::fixture};
+use crate::{fixture, netns::exec};
 
 /// EtherType of the marker frames: IEEE 802 local experimental (IEEE Std 802, 9.2.4).
 pub const MARKER_ETHERTYPE: u16 = 0x88b5;
@@ -218,7 +218,7 @@ impl Capture {
         // A 64 MiB buffer (-B, in KiB): a capture that drops frames cannot vouch that none was
         // clear, so `stop` fails on any kernel drop; a 10 MB TCP burst on a busy machine
         // overflows the default 2 MiB.
-        let mut child = VethPair::exec(
+        let mut child = exec(
             ns,
             &[
                 "tcpdump", "-i", iface, "-U", "-nn", "-s", "0", "-B", "65536",
@@ -364,7 +364,7 @@ impl Drop for Capture {
 
 /// Sends one marker frame carrying `token` out of `iface` in namespace `ns`.
 fn send_marker(ns: &str, iface: &str, token: &str) {
-    let out = VethPair::exec(ns, &["python3"])
+    let out = exec(ns, &["python3"])
         .arg(fixture("traffic.py"))
         .args(["marker", iface, &MARKER_ETHERTYPE.to_string(), token])
         .output()
