@@ -20,13 +20,14 @@ use std::{
     time::Duration,
 };
 
-use ipsec_tests::{
+use ipsec_tests::esp_oracle::{EspSa, decrypt};
+use xipsec_testkit::{
     capture::{Capture, Class, Frames, describe},
-    daemon::Daemon,
-    esp_oracle::{EspSa, decrypt},
-    netns::VethPair,
+    daemon::{Node, Sandbox},
+    fixture,
+    netns::{self, VethPair},
     require_root,
-    traffic::{fixture, py},
+    traffic::py,
 };
 
 const TAG: u16 = 0xad;
@@ -66,7 +67,7 @@ const SHAPES: [&str; 9] = [
 
 struct Lab {
     pair: VethPair,
-    daemon: Daemon,
+    daemon: Node,
     mac_a: String,
     mac_b: String,
     out: EspSa,
@@ -78,21 +79,8 @@ struct Lab {
     _absorb: Child,
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> String {
-    let out = VethPair::exec(ns, args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} in {ns} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn mac(ns: &str, iface: &str) -> String {
-    in_ns(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
+    netns::output(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
         .trim()
         .to_owned()
 }
@@ -108,7 +96,7 @@ impl Lab {
             (&nb, &pair.if_b, B3),
             (&nb, &pair.if_b, B_FORGED),
         ] {
-            in_ns(
+            netns::output(
                 ns,
                 &[
                     "ip",
@@ -124,13 +112,13 @@ impl Lab {
                 ],
             );
         }
-        in_ns(
+        netns::output(
             &na,
             &["ip", "addr", "add", &format!("{TA}/128"), "dev", "lo"],
         );
         // The interface bounce below must not take a's addresses with it.
         for scope in ["all", pair.if_a.as_str()] {
-            in_ns(
+            netns::output(
                 &na,
                 &[
                     "sysctl",
@@ -139,17 +127,17 @@ impl Lab {
                 ],
             );
         }
-        in_ns(
+        netns::output(
             &nb,
             &["ip", "addr", "add", &format!("{TB}/128"), "dev", "lo"],
         );
-        in_ns(&na, &["ip", "-6", "route", "add", TB, "via", B1, "src", TA]);
-        in_ns(&nb, &["ip", "-6", "route", "add", TA, "via", A]);
+        netns::output(&na, &["ip", "-6", "route", "add", TB, "via", B1, "src", TA]);
+        netns::output(&nb, &["ip", "-6", "route", "add", TA, "via", A]);
         let absorb = py(&nb, &["esp-absorb", "600"])
             .stdout(Stdio::null())
             .spawn()
             .expect("starting the ESP absorber on b");
-        let daemon = Daemon::start("adversarial", &na, &pair.if_a);
+        let daemon = Node::start(&na, &pair.if_a);
         let out = EspSa::aes_sha256("o-t", SPI_OUT, (A, B1), 0x11);
         let inbound = EspSa::aes_sha256("i-t", SPI_IN, (B1, A), 0x22);
         let mut tunnel = EspSa::aes_sha256("o-tun", SPI_OUT_TUNNEL, (A, B1), 0x33);
@@ -319,7 +307,7 @@ impl Lab {
 
     /// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
     fn adversary(&self, ns: &str, args: &[&str]) -> usize {
-        let out = VethPair::exec(ns, &["python3"])
+        let out = netns::exec(ns, &["python3"])
             .arg(fixture("adversary.py"))
             .args(args)
             .output()
@@ -369,7 +357,7 @@ impl Lab {
     fn ping(&self, ns: &str, from: &str, dst: &str, size: usize) {
         // Replies never come (b cannot decrypt, or the flow is discarded): only the sending
         // matters, so the exit status is not.
-        let _ = VethPair::exec(
+        let _ = netns::exec(
             ns,
             &[
                 "ping",
@@ -771,15 +759,15 @@ fn adversarial_wire_suite() {
         }),
         ("TUN deleted", &|lab: &mut Lab| {
             let _ =
-                VethPair::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
+                netns::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
         }),
         ("interface down/up", &|lab: &mut Lab| {
             let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
-            in_ns(&ns, &["ip", "link", "set", &iface, "down"]);
+            netns::output(&ns, &["ip", "link", "set", &iface, "down"]);
             std::thread::sleep(Duration::from_millis(300));
-            in_ns(&ns, &["ip", "link", "set", &iface, "up"]);
+            netns::output(&ns, &["ip", "link", "set", &iface, "up"]);
             // Routes through the interface went with it; the tunnel's comes back by hand.
-            in_ns(
+            netns::output(
                 &ns,
                 &["ip", "-6", "route", "replace", TB, "via", B1, "src", TA],
             );
@@ -807,19 +795,13 @@ fn adversarial_wire_suite() {
     let sender = py(&na, &["udp-send", B1, "9000", "150", MARK_TEXT, "3000"])
         .spawn()
         .expect("starting a protected stream");
-    let dying = VethPair::exec(
-        &na,
-        &[ipsec_tests::daemon::xipsec_bin().to_str().expect("utf-8")],
-    )
-    .args(["daemon", "--interface", &lab.pair.if_a, "--state-dir"])
-    .arg(lab.daemon.dir.join("state"))
-    .arg("--socket")
-    .arg(&lab.daemon.socket)
-    .arg("--pin-dir")
-    .arg(lab.daemon.pin_dir())
-    .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
-    .output()
-    .expect("running a daemon whose outbound worker dies");
+    let dying = lab
+        .daemon
+        .sandbox
+        .daemon_command()
+        .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
+        .output()
+        .expect("running a daemon whose outbound worker dies");
     let _ = sender.wait_with_output();
     let frames = cap.stop();
     assert!(
@@ -891,34 +873,18 @@ fn a_non_ethernet_interface_is_refused() {
     if !require_root("a_non_ethernet_interface_is_refused") {
         return;
     }
-    let ns = "xadvtun";
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", ns])
-        .output();
-    ipsec_tests::netns::sh(&["ip", "netns", "add", ns]);
-    in_ns(
+    let guard = netns::Netns::new("xat");
+    let ns = guard.name();
+    netns::output(
         ns,
         &["ip", "tuntap", "add", "dev", "xadvtun0", "mode", "tun"],
     );
-    in_ns(ns, &["ip", "link", "set", "xadvtun0", "up"]);
-    let dir = std::env::temp_dir().join(format!("xipsec-adv-tun-{}", std::process::id()));
-    let out = VethPair::exec(
-        ns,
-        &[ipsec_tests::daemon::xipsec_bin().to_str().expect("utf-8")],
-    )
-    .args(["daemon", "--interface", "xadvtun0", "--state-dir"])
-    .arg(dir.join("state"))
-    .arg("--socket")
-    .arg(dir.join("s.sock"))
-    .arg("--pin-dir")
-    .arg(dir.join("bpf"))
-    .output()
-    .expect("running the daemon");
-    let attached = in_ns(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", ns])
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
+    netns::output(ns, &["ip", "link", "set", "xadvtun0", "up"]);
+    let out = Sandbox::attached(ns, "xadvtun0")
+        .daemon_command()
+        .output()
+        .expect("running the daemon");
+    let attached = netns::output(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the daemon started on a TUN device");
     assert!(
@@ -945,8 +911,8 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
     }
     let pair = VethPair::new("xflood", 0xaf);
     let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
-    let _absorb = ipsec_tests::traffic::EspAbsorb::start(&nb);
-    let daemon = Daemon::start("flood", &na, &pair.if_a);
+    let _absorb = xipsec_testkit::traffic::EspAbsorb::start(&nb);
+    let daemon = Node::start(&na, &pair.if_a);
     let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
     let args = sa.sa_add_args();
     daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -1002,7 +968,7 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
     let encrypted = counter("esp_encap_ok");
     let queue_drops = counter("esp_tun_queue_drops");
     let other = counter("esp_encap_errors") + counter("esp_send_errors") + counter("esp_no_sa");
-    let redirected = ipsec_tests::daemon::pinned_counter(
+    let redirected = ipsec_tests::maps::pinned_counter(
         &daemon.pin_dir(),
         ipsec_common::abi::Counter::IpsecToEngine,
     );

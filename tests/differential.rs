@@ -11,8 +11,8 @@ use ipsec_common::abi::Counter;
 use ipsec_tests::{
     random::{FrameGen, Rng, random_spd},
     reference::{Expected, expected},
-    require_root,
 };
+use xipsec_testkit::require_root;
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions, XskSocket},
     engine::XskReceiver,

@@ -9,13 +9,14 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 use ipsec_common::abi::XIPSEC_MARK;
-use ipsec_tests::{
+use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
+use xipsec_testkit::{
     capture::{Capture, Frames},
-    daemon::Daemon,
-    esp_oracle::{EspSa, Expect, assert_confidential},
-    netns::VethPair,
+    daemon::Node,
+    fixture,
+    netns::{self, VethPair},
     require_root,
-    traffic::{fixture, py},
+    traffic::py,
 };
 
 const SPI_AB: u32 = 0x1001;
@@ -49,7 +50,7 @@ fn sas(net: &VethPair, enc: &'static str) -> [EspSa; 2] {
 
 /// The SAs on `d` and an `ipsec` SP per direction protecting everything between `me` and
 /// `peer`, with `out`/`in_` the SA names.
-fn configure(d: &Daemon, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&str, &str)) {
+fn configure(d: &Node, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&str, &str)) {
     for sa in sas {
         let args = sa.sa_add_args();
         d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -81,7 +82,7 @@ fn configure(d: &Daemon, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&
 }
 
 fn ping(ns: &str, addr: &str) -> bool {
-    VethPair::exec(
+    netns::exec(
         ns,
         &[
             "ping",
@@ -104,7 +105,7 @@ fn ping(ns: &str, addr: &str) -> bool {
     .success()
 }
 
-fn sa_field(d: &Daemon, sa: &str, field: &str) -> u64 {
+fn sa_field(d: &Node, sa: &str, field: &str) -> u64 {
     let v: serde_json::Value =
         serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"])).expect("JSON");
     v.as_array()
@@ -115,7 +116,7 @@ fn sa_field(d: &Daemon, sa: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{sa}.{field} missing"))
 }
 
-fn stat(d: &Daemon, reason: &str) -> u64 {
+fn stat(d: &Node, reason: &str) -> u64 {
     let v: serde_json::Value =
         serde_json::from_str(&d.ok(&["stats", "--formatter", "json"])).expect("JSON");
     v.as_array()
@@ -127,7 +128,7 @@ fn stat(d: &Daemon, reason: &str) -> u64 {
 }
 
 fn inject(ns: &str, iface: &str, pcap: &Path, index: usize, mode: &str) {
-    let ok = VethPair::exec(ns, &["python3"])
+    let ok = netns::exec(ns, &["python3"])
         .arg(fixture("inject.py"))
         .args([
             iface,
@@ -160,8 +161,8 @@ fn two_hosts_protect_traffic_end_to_end() {
         return;
     }
     let net = VethPair::new("xe2", 0x73);
-    let mut a = Daemon::start("e2ea", &net.ns_a, &net.if_a);
-    let b = Daemon::start("e2eb", &net.ns_b, &net.if_b);
+    let mut a = Node::start(&net.ns_a, &net.if_a);
+    let b = Node::start(&net.ns_b, &net.if_b);
     // XIPSEC_E2E_ENC=null configures a null cipher on both daemons while scapy still expects
     // aes128-cbc: the mutation check this test must fail (see the README's test list).
     let enc: &'static str = match std::env::var("XIPSEC_E2E_ENC").as_deref() {
@@ -187,7 +188,7 @@ fn two_hosts_protect_traffic_end_to_end() {
         (net.addr_a.as_str(), net.addr_b.as_str()),
         (net.addr_b.as_str(), net.addr_a.as_str()),
     ];
-    let dir = a.dir.clone();
+    let dir = a.dir().to_owned();
     // Each side's capture sees everything that side sends (taps run after TC egress), but not
     // the ESP its XDP hands to AF_XDP (XDP runs before taps): capture both ends.
     let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("small-a.pcap"), &spis);
@@ -384,7 +385,7 @@ fn two_hosts_protect_traffic_end_to_end() {
     assert!(
         clear.is_empty(),
         "plaintext left a while its daemon was dead:\n{}",
-        ipsec_tests::capture::describe(&clear)
+        xipsec_testkit::capture::describe(&clear)
     );
     a.spawn();
     assert!(

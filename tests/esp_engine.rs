@@ -17,18 +17,17 @@
 //! Needs root (namespaces, TUN, raw sockets) and `ip`, `ping`, `tcpdump`, `python3` with scapy.
 //! Without root the tests fail under CI (`ipsec_tests::ci`) and otherwise print why and pass.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use ipsec_common::abi::XIPSEC_MARK;
-use ipsec_tests::{
+use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
+use xipsec_testkit::{
     capture::{Capture, Frames},
-    esp_oracle::{EspSa, Expect, assert_confidential},
-    netns::{VethPair, sh},
-    require_root,
+    netns::{VethPair, in_netns},
+    require_root, sh,
 };
 use ipsec_user::engine::{EngineConfig, EspEngine};
 use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
@@ -51,24 +50,6 @@ fn namespaces(tag: &str) -> VethPair {
     let net = VethPair::new(&format!("xt2{tag}"), TAG);
     assert_eq!((net.addr_a.as_str(), net.addr_b.as_str()), (A, B));
     net
-}
-
-/// Runs `f` on a thread that has joined namespace `ns`: sockets and devices it creates live
-/// there (and stay there after the thread ends).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = File::open(format!("/var/run/netns/{ns}")).expect("opening the netns");
-                // SAFETY: `file` is an open netns descriptor; setns(CLONE_NEWNET) only changes
-                // this thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .expect("the netns thread panicked")
-    })
 }
 
 fn s(v: &str) -> Option<String> {

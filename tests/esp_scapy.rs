@@ -20,12 +20,12 @@ use std::{
     time::Instant,
 };
 
-use ipsec_tests::{
+use xipsec_testkit::{
     capture::{Capture, describe},
-    daemon::Daemon,
-    netns::VethPair,
+    daemon::Node,
+    fixture,
+    netns::{self, VethPair},
     require_root,
-    traffic::fixture,
 };
 use serde_json::{Value, json};
 
@@ -50,7 +50,7 @@ const REPLIES: u64 = 5;
 const REPLY_KINDS: [&str; 5] = ["echo", "udp", "udp-closed", "tcp", "tcp-closed"];
 
 fn sh_in(ns: &str, args: &[&str]) {
-    let out = VethPair::exec(ns, args)
+    let out = netns::exec(ns, args)
         .output()
         .expect("running a command in a namespace");
     assert!(
@@ -62,7 +62,7 @@ fn sh_in(ns: &str, args: &[&str]) {
 }
 
 fn mac(ns: &str, iface: &str) -> String {
-    let out = VethPair::exec(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
+    let out = netns::exec(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
         .output()
         .expect("reading a MAC address");
     let mac = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -158,7 +158,7 @@ impl Drop for Guard {
     }
 }
 
-fn sa_list(d: &Daemon) -> Vec<Value> {
+fn sa_list(d: &Node) -> Vec<Value> {
     let v: Value = serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"]))
         .expect("parsing sa list JSON");
     v.as_array().expect("sa list is an array").clone()
@@ -171,7 +171,7 @@ fn sa_field(list: &[Value], sa: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{sa}.{field} missing from {list:?}"))
 }
 
-fn stat(d: &Daemon, reason: &str) -> u64 {
+fn stat(d: &Node, reason: &str) -> u64 {
     let v: Value =
         serde_json::from_str(&d.ok(&["stats", "--formatter", "json"])).expect("parsing stats JSON");
     v.as_array()
@@ -184,7 +184,7 @@ fn stat(d: &Daemon, reason: &str) -> u64 {
 
 /// Configure `combo` on the xipsec host (a): an inbound SA b -> a with `spi_in`, an outbound
 /// SA a -> b with `spi_out`, and an `ipsec` SP per direction for the traffic addresses.
-fn configure(d: &Daemon, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi_out: u32) {
+fn configure(d: &Node, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi_out: u32) {
     let (ta, tb) = if combo.mode == "tunnel" {
         (INNER_A, INNER_B)
     } else {
@@ -293,7 +293,7 @@ fn peer_params(
 }
 
 fn run_peer(ns: &str, params: &Value) -> Value {
-    let mut child = VethPair::exec(ns, &["python3"])
+    let mut child = netns::exec(ns, &["python3"])
         .arg(fixture("scapy_peer.py"))
         .arg("peer")
         .stdin(Stdio::piped())
@@ -330,7 +330,7 @@ fn u64s(v: &Value) -> Vec<u64> {
 }
 
 /// Every check of one combination; the failures, each naming what went wrong.
-fn check_combo(d: &Daemon, i: usize, r: &Value) -> Vec<String> {
+fn check_combo(d: &Node, i: usize, r: &Value) -> Vec<String> {
     let mut bad = Vec::new();
     for e in r["errors"].as_array().into_iter().flatten() {
         bad.push(format!("scapy: {}", e.as_str().unwrap_or_default()));
@@ -450,11 +450,11 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
     // make that depend on timing.
     sh_in(&net.ns_a, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
 
-    let a = Daemon::start("scapya", &net.ns_a, &net.if_a);
+    let a = Node::start(&net.ns_a, &net.if_a);
     let mac_a = mac(&net.ns_a, &net.if_a);
     let mac_b = mac(&net.ns_b, &net.if_b);
 
-    let mut responder = VethPair::exec(&net.ns_a, &["python3"])
+    let mut responder = netns::exec(&net.ns_a, &["python3"])
         .arg(fixture("scapy_peer.py"))
         .args([
             "respond",
@@ -477,7 +477,7 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
         "the responder on the xipsec host did not start"
     );
 
-    let wire = a.dir.join("wire.pcap");
+    let wire = a.dir().join("wire.pcap");
     let all_spis: Vec<u32> = combos()
         .iter()
         .enumerate()

@@ -8,8 +8,8 @@ use ipsec_tests::{
     maps::{kernel_meaning, model_meaning},
     random::{FrameGen, Rng, random_sp_args, sa_args},
     reference::expected,
-    require_root,
 };
+use xipsec_testkit::require_root;
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions},
     model::{Direction, SaRemoveArgs, SpRemoveArgs, Spd},

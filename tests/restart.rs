@@ -8,10 +8,12 @@
 use std::sync::Arc;
 
 use ipsec_tests::{
-    capture::Capture,
-    daemon::Daemon,
     esp_oracle::{EspSa, Expect, assert_confidential},
     maps::pinned_meaning,
+};
+use xipsec_testkit::{
+    capture::Capture,
+    daemon::Node,
     netns::VethPair,
     require_root, traffic,
 };
@@ -35,13 +37,13 @@ fn protected_sa() -> EspSa {
 
 /// The protected flow leaves a only as ESP under the SA (captured on b, which has no XDP), and
 /// scapy decrypts it to the plaintext with the configured keys.
-fn assert_esp_works(net: &VethPair, d: &Daemon, when: &str) {
+fn assert_esp_works(net: &VethPair, d: &Node, when: &str) {
     let sa = protected_sa();
     let _absorb = traffic::EspAbsorb::start(&net.ns_b);
     let cap = Capture::start_with_marker_from(
         &net.ns_b,
         &net.if_b,
-        &d.dir.join("esp.pcap"),
+        &d.dir().join("esp.pcap"),
         &[sa.spi],
         (&net.ns_a, &net.if_a),
     );
@@ -71,7 +73,7 @@ fn udp(from_ns: &str, to_ns: &str, to_addr: &str, port: u16) -> usize {
 }
 
 /// `list` JSON without the counters, which start from zero in a new process.
-fn listing(d: &Daemon, what: &str) -> serde_json::Value {
+fn listing(d: &Node, what: &str) -> serde_json::Value {
     let mut v: serde_json::Value =
         serde_json::from_str(&d.ok(&[what, "list", "--formatter", "json"])).expect("list JSON");
     for item in v.as_array_mut().expect("array") {
@@ -118,7 +120,7 @@ fn restart_keeps_state_maps_and_verdicts() {
         return;
     }
     let net = VethPair::new("xrs", 0x72);
-    let d = Daemon::start("restart", &net.ns_a, &net.if_a);
+    let d = Node::start(&net.ns_a, &net.if_a);
 
     d.ok(&[
         "sp",
@@ -142,13 +144,13 @@ fn restart_keeps_state_maps_and_verdicts() {
     ]);
     // 500 SAs and 2,000 SPs from 8 concurrent clients.
     let d = Arc::new(std::sync::Mutex::new(d));
-    let socket = d.lock().expect("lock").socket.clone();
+    let socket = d.lock().expect("lock").socket();
     let workers: Vec<_> = (0..8)
         .map(|w| {
             let socket = socket.clone();
             std::thread::spawn(move || {
                 let run = |args: Vec<String>| {
-                    let out = std::process::Command::new(ipsec_tests::daemon::xipsec_bin())
+                    let out = std::process::Command::new(xipsec_testkit::daemon::xipsec_bin())
                         .arg("--socket")
                         .arg(&socket)
                         .args(&args)

@@ -14,10 +14,14 @@ use std::{
 
 use ipsec_common::abi::Counter;
 use ipsec_tests::{
-    capture::{Capture, Frames, describe},
-    daemon::{Daemon, pinned_counter},
     esp_oracle::{EspSa, Expect, assert_confidential},
-    netns::VethPair,
+    maps::pinned_counter,
+};
+use xipsec_testkit::{
+    capture::{Capture, Frames, describe},
+    daemon::Node,
+    fixture,
+    netns::{self, VethPair},
     require_root, traffic,
 };
 
@@ -25,7 +29,7 @@ const SPI: u32 = 0x7101;
 const SECRET: &str = "SECRET-PLAINTEXT";
 
 fn ping(ns: &str, addr: &str) -> bool {
-    VethPair::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
+    netns::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -44,15 +48,15 @@ fn udp_delivered(net: &VethPair, port: u16) -> usize {
 }
 
 fn tcp_works(net: &VethPair, port: u16) -> bool {
-    let mut server: Child = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic::fixture("traffic.py"))
+    let mut server: Child = netns::exec(&net.ns_a, &["python3"])
+        .arg(fixture("traffic.py"))
         .args(["tcp-serve", &net.addr_a, &port.to_string(), "4"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the TCP server");
     std::thread::sleep(Duration::from_millis(400));
-    let ok = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic::fixture("traffic.py"))
+    let ok = netns::exec(&net.ns_b, &["python3"])
+        .arg(fixture("traffic.py"))
         .args(["tcp-check", &net.addr_a, &port.to_string(), "hello"])
         .status()
         .expect("TCP client")
@@ -70,12 +74,12 @@ fn send_udp(net: &VethPair, port: &str, count: &str, text: &str) {
 }
 
 /// Destination port of a clear UDP frame without extension headers.
-fn udp_dport(f: &ipsec_tests::capture::Frame) -> Option<u16> {
+fn udp_dport(f: &xipsec_testkit::capture::Frame) -> Option<u16> {
     let ip = f.ipv6();
     (f.upper == 17 && ip[6] == 17 && ip.len() >= 44).then(|| u16::from_be_bytes([ip[42], ip[43]]))
 }
 
-fn sa_packets(d: &Daemon, name: &str) -> u64 {
+fn sa_packets(d: &Node, name: &str) -> u64 {
     let v: serde_json::Value =
         serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"])).expect("sa list JSON");
     v.as_array()
@@ -120,7 +124,7 @@ fn check_protected(frames: &Frames, sa: &EspSa) {
     );
 }
 
-fn sp_packets(d: &Daemon, name: &str) -> u64 {
+fn sp_packets(d: &Node, name: &str) -> u64 {
     let out = d.ok(&["sp", "list", "--formatter", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("sp list JSON");
     let sp = v
@@ -140,7 +144,7 @@ fn policies_act_on_real_traffic() {
         return;
     }
     let net = VethPair::new("xvt", 0x71);
-    let d = Daemon::start("veth", &net.ns_a, &net.if_a);
+    let d = Node::start(&net.ns_a, &net.if_a);
     let b_to_a = [
         "--sp-source",
         "fd00:71::2/128",
@@ -230,7 +234,7 @@ fn policies_act_on_real_traffic() {
     ]);
     // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
     let absorb = traffic::EspAbsorb::start(&net.ns_b);
-    let wire = d.dir.join("ipsec.pcap");
+    let wire = d.dir().join("ipsec.pcap");
     let cap = Capture::start_with_marker_from(
         &net.ns_b,
         &net.if_b,
@@ -263,7 +267,7 @@ fn policies_act_on_real_traffic() {
     // fail closed, nothing on the wire, every datagram counted as drop_ipsec_unavailable.
     let mut d = d;
     d.kill9();
-    let counted = |d: &Daemon| {
+    let counted = |d: &Node| {
         [Counter::DropIpsecUnavailable, Counter::IpsecToEngine]
             .map(|c| pinned_counter(&d.pin_dir(), c))
     };
@@ -271,7 +275,7 @@ fn policies_act_on_real_traffic() {
     let cap = Capture::start_with_marker_from(
         &net.ns_b,
         &net.if_b,
-        &d.dir.join("dead.pcap"),
+        &d.dir().join("dead.pcap"),
         &[SPI],
         (&net.ns_a, &net.if_a),
     );
@@ -300,8 +304,8 @@ fn policies_act_on_real_traffic() {
 
     // Removing the policy restores the flow.
     d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
-    let recv = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic::fixture("traffic.py"))
+    let recv = netns::exec(&net.ns_b, &["python3"])
+        .arg(fixture("traffic.py"))
         .args(["udp-recv", &net.addr_b, "9003", "1.5"])
         .stdout(Stdio::piped())
         .spawn()

@@ -11,6 +11,7 @@
 //!   temporary state directory, its log, and the CLI pointed at it.
 //! - [`capture`]: a packet capture proven live by marker frames, decoded from the pcap.
 //! - [`cli`]: running the CLI and the source document's examples.
+//! - [`traffic`]: the Python traffic fixtures (`tests/fixtures/traffic.py`) run in a namespace.
 //!
 //! It does not depend on `ipsec-user` (whose own tests use it): it drives the `xipsec` binary.
 
@@ -18,6 +19,7 @@ pub mod capture;
 pub mod cli;
 pub mod daemon;
 pub mod netns;
+pub mod traffic;
 
 use std::{
     path::PathBuf,

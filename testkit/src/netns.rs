@@ -40,6 +40,13 @@ pub fn exec(ns: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// Runs `args` inside namespace `ns`, which must succeed; its stdout.
+pub fn output(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&sh(&all).stdout).into_owned()
+}
+
 /// Runs `f` on a thread that has joined namespace `ns`: sockets and devices it creates live
 /// there (and stay there after the thread ends).
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
@@ -102,7 +109,14 @@ impl Netns {
         exec(&self.name, args)
     }
 
-    /// Runs `f` on a thread inside this namespace (see [`in_netns`]).
+    /// Runs `args` inside namespace `ns`, which must succeed; its stdout.
+pub fn output(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&sh(&all).stdout).into_owned()
+}
+
+/// Runs `f` on a thread inside this namespace (see [`in_netns`]).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         in_netns(&self.name, f)
     }

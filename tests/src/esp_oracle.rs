@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::{capture::Frames, traffic::fixture};
+use xipsec_testkit::{capture::Frames, fixture};
 
 /// One SA: what `xipsec sa add` is told and what scapy decrypts with.
 #[derive(Clone, Debug)]

@@ -2,23 +2,15 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
 
-use crate::netns::VethPair;
-
-/// A file under `tests/fixtures`.
-pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
+use crate::{fixture, netns::exec};
 
 /// `traffic.py ARGS` run in namespace `ns`.
 pub fn py(ns: &str, args: &[&str]) -> Command {
-    let mut c = VethPair::exec(ns, &["python3"]);
+    let mut c = exec(ns, &["python3"]);
     c.arg(fixture("traffic.py")).args(args);
     c
 }
