@@ -758,8 +758,7 @@ fn adversarial_wire_suite() {
             lab.daemon.kill9();
         }),
         ("TUN deleted", &|lab: &mut Lab| {
-            let _ =
-                netns::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
+            let _ = netns::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
         }),
         ("interface down/up", &|lab: &mut Lab| {
             let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());

@@ -206,7 +206,10 @@ fn unprivileged_start_says_it_needs_root() {
         return;
     }
     let sandbox = Sandbox::new();
-    let _ = Command::new("chmod").arg("0777").arg(sandbox.path()).status();
+    let _ = Command::new("chmod")
+        .arg("0777")
+        .arg(sandbox.path())
+        .status();
     let out = finish(
         Command::new("setpriv")
             .args([

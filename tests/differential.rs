@@ -12,12 +12,12 @@ use ipsec_tests::{
     random::{FrameGen, Rng, random_spd},
     reference::{Expected, expected},
 };
-use xipsec_testkit::require_root;
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions, XskSocket},
     engine::XskReceiver,
     model::{Action, Direction, FirstFragments, Spd},
 };
+use xipsec_testkit::require_root;
 
 const SPDS: u64 = 20;
 const PACKETS_PER_SPD: usize = 6_000;

@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use ipsec_common::abi::XIPSEC_MARK;
 use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
+use ipsec_user::engine::{EngineConfig, EspEngine};
+use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
+use sha2::{Digest, Sha256};
 use xipsec_testkit::{
     capture::{Capture, Frames},
     netns::{VethPair, in_netns},
     require_root, sh,
 };
-use ipsec_user::engine::{EngineConfig, EspEngine};
-use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
-use sha2::{Digest, Sha256};
 
 const A: &str = "fd00:ee::1";
 const B: &str = "fd00:ee::2";

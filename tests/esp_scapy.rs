@@ -20,6 +20,7 @@ use std::{
     time::Instant,
 };
 
+use serde_json::{Value, json};
 use xipsec_testkit::{
     capture::{Capture, describe},
     daemon::Node,
@@ -27,7 +28,6 @@ use xipsec_testkit::{
     netns::{self, VethPair},
     require_root,
 };
-use serde_json::{Value, json};
 
 /// Inner (tunnel-mode) addresses, on `lo` of each namespace.
 const INNER_A: &str = "fd00:75::1";

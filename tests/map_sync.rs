@@ -9,11 +9,11 @@ use ipsec_tests::{
     random::{FrameGen, Rng, random_sp_args, sa_args},
     reference::expected,
 };
-use xipsec_testkit::require_root;
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions},
     model::{Direction, SaRemoveArgs, SpRemoveArgs, Spd},
 };
+use xipsec_testkit::require_root;
 
 #[test]
 fn maps_equal_model_after_random_adds_and_removes() {

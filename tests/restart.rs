@@ -11,12 +11,7 @@ use ipsec_tests::{
     esp_oracle::{EspSa, Expect, assert_confidential},
     maps::pinned_meaning,
 };
-use xipsec_testkit::{
-    capture::Capture,
-    daemon::Node,
-    netns::VethPair,
-    require_root, traffic,
-};
+use xipsec_testkit::{capture::Capture, daemon::Node, netns::VethPair, require_root, traffic};
 
 const SECRET: &str = "RESTART-SECRET";
 

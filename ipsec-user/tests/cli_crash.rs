@@ -4,15 +4,13 @@
 //! keys included (compared in the state file the killed daemon left, and in the one the
 //! restarted daemon writes back from memory).
 
-mod cli_support;
-
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cli_support::Sandbox;
 use serde_json::{Value, json};
+use xipsec_testkit::daemon::Sandbox;
 
 const CLIENTS: usize = 8;
 const ADDS_PER_CLIENT: usize = 125;

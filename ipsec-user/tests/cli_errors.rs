@@ -2,9 +2,10 @@
 //! one stderr line starting `error:` that names the option and says what is wrong, and that
 //! `sa list` + `sp list` are unchanged ("a rejected command changes nothing").
 
-mod cli_support;
-
-use cli_support::{SA_EXAMPLE, SP_EXAMPLE, Sandbox, single_error_line};
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, SP_EXAMPLE, single_error_line},
+    daemon::Sandbox,
+};
 
 /// A valid `sa add` (name `new`), as (option, value) pairs to override or drop.
 const SA_BASE: &[(&str, &str)] = &[

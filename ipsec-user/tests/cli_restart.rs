@@ -1,11 +1,9 @@
 //! Restart: a large state (500 SAs, 2,000 SPs) survives SIGTERM and a new start unchanged, and
 //! the daemon cleans up its socket on the way out.
 
-mod cli_support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use cli_support::Sandbox;
+use xipsec_testkit::daemon::Sandbox;
 
 pub const SAS: usize = 500;
 pub const SPS: usize = 2_000;
@@ -164,7 +162,7 @@ fn the_socket_is_root_only_and_a_second_daemon_is_refused() {
     );
     // Same state directory, other socket: refused too.
     let other = sandbox.dir.path().join("other.sock");
-    let third = std::process::Command::new(cli_support::XIPSEC)
+    let third = std::process::Command::new(xipsec_testkit::daemon::xipsec_bin())
         .args(["daemon", "--no-datapath", "--state-dir"])
         .arg(sandbox.state_dir())
         .arg("--socket")

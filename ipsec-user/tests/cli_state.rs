@@ -3,10 +3,11 @@
 //! database (SAs of every cipher, with their keys, and SPs) round-trips through a restart: the
 //! restarted daemon writes back exactly the keys it was given.
 
-mod cli_support;
-
-use cli_support::{SA_EXAMPLE, SP_EXAMPLE, Sandbox};
 use serde_json::Value;
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, SP_EXAMPLE},
+    daemon::Sandbox,
+};
 
 /// A valid state file with the source document's SA and SP, written by a real daemon.
 fn valid_state() -> Value {

@@ -174,7 +174,13 @@ impl Sandbox {
             .lines()
             .any(|l| l.split(' ').nth(1) == pin.to_str());
         if !mounted {
-            crate::sh(&["mount", "-t", "bpf", "bpf", pin.to_str().expect("utf-8 path")]);
+            crate::sh(&[
+                "mount",
+                "-t",
+                "bpf",
+                "bpf",
+                pin.to_str().expect("utf-8 path"),
+            ]);
         }
     }
 
@@ -191,10 +197,7 @@ impl Sandbox {
             .append(true)
             .open(self.log_file())
             .expect("opening the daemon log");
-        let child = command
-            .stderr(log)
-            .spawn()
-            .expect("spawning xipsec daemon");
+        let child = command.stderr(log).spawn().expect("spawning xipsec daemon");
         let mut daemon = Daemon {
             child: Some(child),
             socket: self.socket(),

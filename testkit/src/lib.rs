@@ -41,7 +41,11 @@ pub fn is_root() -> bool {
 /// Kernel tests need root. Under CI (see [`ci`]) a missing privilege fails the test loudly;
 /// elsewhere the test prints why it did not run and returns `false`.
 pub fn require_root(test: &str) -> bool {
-    skip_unless(is_root(), test, "needs root (BPF, netns); run the tests as root: sudo -E cargo xtask test")
+    skip_unless(
+        is_root(),
+        test,
+        "needs root (BPF, netns); run the tests as root: sudo -E cargo xtask test",
+    )
 }
 
 /// The skip rule for any missing capability: `true` when `available`; otherwise a failure under

@@ -58,7 +58,12 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
                 // SAFETY: `file` is an open netns descriptor; setns(CLONE_NEWNET) only changes
                 // this short-lived thread's network namespace.
                 let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns into {ns}: {}", std::io::Error::last_os_error());
+                assert_eq!(
+                    rc,
+                    0,
+                    "setns into {ns}: {}",
+                    std::io::Error::last_os_error()
+                );
                 f()
             })
             .join()
@@ -110,13 +115,13 @@ impl Netns {
     }
 
     /// Runs `args` inside namespace `ns`, which must succeed; its stdout.
-pub fn output(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["ip", "netns", "exec", ns];
-    all.extend_from_slice(args);
-    String::from_utf8_lossy(&sh(&all).stdout).into_owned()
-}
+    pub fn output(ns: &str, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", ns];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&sh(&all).stdout).into_owned()
+    }
 
-/// Runs `f` on a thread inside this namespace (see [`in_netns`]).
+    /// Runs `f` on a thread inside this namespace (see [`in_netns`]).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         in_netns(&self.name, f)
     }
@@ -125,7 +130,9 @@ pub fn output(ns: &str, args: &[&str]) -> String {
 impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes the interfaces in it (a veth takes its peer along).
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -149,10 +156,24 @@ impl VethPair {
         let a = Netns::named(format!("{name}a"));
         let b = Netns::named(format!("{name}b"));
         let (if_a, if_b) = (format!("{name}va"), format!("{name}vb"));
-        assert!(if_a.len() <= IFNAME_MAX, "interface name {if_a} is too long");
+        assert!(
+            if_a.len() <= IFNAME_MAX,
+            "interface name {if_a} is too long"
+        );
         sh(&[
-            "ip", "link", "add", &if_a, "netns", a.name(), "type", "veth", "peer", "name", &if_b,
-            "netns", b.name(),
+            "ip",
+            "link",
+            "add",
+            &if_a,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &if_b,
+            "netns",
+            b.name(),
         ]);
         let (addr_a, addr_b) = (format!("fd00:{tag:x}::1"), format!("fd00:{tag:x}::2"));
         for (ns, ifname, addr) in [(&a, &if_a, &addr_a), (&b, &if_b, &addr_b)] {
@@ -172,6 +193,10 @@ impl VethPair {
 
     /// The namespace of the other side than `ns`.
     pub fn other(&self, ns: &str) -> &str {
-        if ns == self.ns_a { &self.ns_b } else { &self.ns_a }
+        if ns == self.ns_a {
+            &self.ns_b
+        } else {
+            &self.ns_a
+        }
     }
 }
