@@ -908,7 +908,7 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
     if !require_root("a_flood_keeps_memory_flat_and_every_drop_counted") {
         return;
     }
-    let pair = VethPair::new("xflood", 0xaf);
+    let pair = VethPair::new("xfl", 0xaf);
     let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
     let _absorb = xipsec_testkit::traffic::EspAbsorb::start(&nb);
     let daemon = Node::start(&na, &pair.if_a);

@@ -1,5 +1,5 @@
 //! The ESP engine end to end, without eBPF: two network namespaces joined by a veth pair
-//! (`fd00:ee::1/64` in `xt2{tag}a`, `fd00:ee::2/64` in `xt2{tag}b`), one engine per namespace
+//! (`fd00:ee::1/64` on side a, `fd00:ee::2/64` on side b), one engine per namespace
 //! with a mirrored pair of SAs and SPs, and the peer's address routed into the TUN device so the
 //! stack hands the engine plaintext (the daemon uses TC redirection instead).
 //!
@@ -45,9 +45,9 @@ const PING_MARKER: &[u8] = b"xipsecping";
 /// Every UDP datagram the tests send is this text repeated (see [`udp_payload`]).
 const UDP_MARKER: &[u8] = b"XIPSEC-ENGINE-UDP-PLAINTEXT.";
 
-/// `xt2{tag}a` and `xt2{tag}b` joined by `xt2{tag}va`/`xt2{tag}vb` (deleted on drop).
+/// Two namespaces named after `x{tag}` joined by a veth pair (the test kit's, deleted on drop).
 fn namespaces(tag: &str) -> VethPair {
-    let net = VethPair::new(&format!("xt2{tag}"), TAG);
+    let net = VethPair::new(&format!("x{tag}"), TAG);
     assert_eq!((net.addr_a.as_str(), net.addr_b.as_str()), (A, B));
     net
 }

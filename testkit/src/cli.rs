@@ -98,3 +98,68 @@ pub fn single_error_line(run: &Run, what: &str) -> String {
     assert!(lines[0].starts_with("error: "), "{what}: {:?}", lines[0]);
     lines[0].to_owned()
 }
+
+/// An `sp add` command line in long options, as the tests and the lab write their policies.
+#[derive(Clone, Copy, Debug)]
+pub struct SpArgs<'a> {
+    pub src: &'a str,
+    pub dst: &'a str,
+    pub sport: &'a str,
+    pub dport: &'a str,
+    pub proto: &'a str,
+    pub dir: &'a str,
+    pub action: &'a str,
+    /// The SA of an `ipsec` policy.
+    pub sa: Option<&'a str>,
+    pub priority: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl<'a> SpArgs<'a> {
+    /// Every port and protocol between `src` and `dst` in direction `dir`, protected by SA
+    /// `name`; the policy is named `name` too.
+    pub fn ipsec(src: &'a str, dst: &'a str, dir: &'a str, name: &'a str) -> Self {
+        Self {
+            src,
+            dst,
+            sport: "any",
+            dport: "any",
+            proto: "any",
+            dir,
+            action: "ipsec",
+            sa: Some(name),
+            priority: None,
+            name,
+        }
+    }
+
+    /// The command line, `sp add` included.
+    pub fn args(&self) -> Vec<&'a str> {
+        let mut args = vec![
+            "sp",
+            "add",
+            "--sp-source",
+            self.src,
+            "--sp-destination",
+            self.dst,
+            "--source-port",
+            self.sport,
+            "--destination-port",
+            self.dport,
+            "--upper-layer-protocol",
+            self.proto,
+            "--flow-direction",
+            self.dir,
+            "--action",
+            self.action,
+        ];
+        if let Some(sa) = self.sa {
+            args.extend(["--sa-name", sa]);
+        }
+        if let Some(priority) = self.priority {
+            args.extend(["--priority", priority]);
+        }
+        args.extend(["--sp-name", self.name]);
+        args
+    }
+}
