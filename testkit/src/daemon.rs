@@ -59,7 +59,8 @@ pub struct Sandbox {
     /// The temporary directory itself.
     pub dir: tempfile::TempDir,
     attach: Option<Attach>,
-    bin: PathBuf,
+    /// The binary, when not [`xipsec_bin`].
+    bin: Option<PathBuf>,
 }
 
 impl Default for Sandbox {
@@ -77,7 +78,7 @@ impl Sandbox {
                 .tempdir()
                 .expect("creating a temporary directory"),
             attach: None,
-            bin: xipsec_bin(),
+            bin: None,
         }
     }
 
@@ -93,12 +94,13 @@ impl Sandbox {
 
     /// Use `bin` as the `xipsec` binary.
     pub fn with_bin(mut self, bin: PathBuf) -> Self {
-        self.bin = bin;
+        self.bin = Some(bin);
         self
     }
 
-    pub fn bin(&self) -> &Path {
-        &self.bin
+    /// The `xipsec` binary this sandbox runs.
+    pub fn bin(&self) -> PathBuf {
+        self.bin.clone().unwrap_or_else(xipsec_bin)
     }
 
     pub fn path(&self) -> &Path {
@@ -138,7 +140,7 @@ impl Sandbox {
     pub fn daemon_command(&self) -> Command {
         let mut command = match &self.attach {
             None => {
-                let mut command = Command::new(&self.bin);
+                let mut command = Command::new(self.bin());
                 command.args(["daemon", "--no-datapath"]);
                 // Quiet unless asked: the CLI tests read the daemon's stderr.
                 command.env("RUST_LOG", "warn");
@@ -148,7 +150,7 @@ impl Sandbox {
                 self.mount_pin_dir();
                 let mut command = crate::netns::exec(&attach.ns, &[]);
                 command
-                    .arg(&self.bin)
+                    .arg(self.bin())
                     .args(["daemon", "--interface", &attach.interface, "--pin-dir"])
                     .arg(self.pin_dir());
                 command
@@ -203,13 +205,13 @@ impl Sandbox {
             socket: self.socket(),
             log_file: self.log_file(),
         };
-        daemon.wait_ready(&self.bin);
+        daemon.wait_ready(&self.bin());
         daemon
     }
 
     /// Run `xipsec ARGS` against this sandbox's daemon.
     pub fn run(&self, args: &[&str]) -> Run {
-        run_with(&self.bin, &self.socket(), args)
+        run_with(&self.bin(), &self.socket(), args)
     }
 
     /// Run `xipsec ARGS` and expect success with nothing on stderr; returns stdout.
