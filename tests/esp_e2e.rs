@@ -12,6 +12,7 @@ use ipsec_common::abi::XIPSEC_MARK;
 use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
 use xipsec_testkit::{
     capture::{Capture, Frames},
+    cli::SpArgs,
     daemon::Node,
     fixture,
     netns::{self, VethPair},
@@ -56,28 +57,16 @@ fn configure(d: &Node, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&st
         d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
     for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, in_)] {
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            &format!("{src}/128"),
-            "--sp-destination",
-            &format!("{dst}/128"),
-            "--source-port",
-            "any",
-            "--destination-port",
-            "any",
-            "--upper-layer-protocol",
-            "any",
-            "--flow-direction",
-            dir,
-            "--action",
-            "ipsec",
-            "--sa-name",
-            sa,
-            "--sp-name",
-            &format!("protect-{dir}"),
-        ]);
+        let (src, dst, name) = (
+            format!("{src}/128"),
+            format!("{dst}/128"),
+            format!("protect-{dir}"),
+        );
+        let sp = SpArgs {
+            sa: Some(sa),
+            ..SpArgs::ipsec(&src, &dst, dir, &name)
+        };
+        d.ok(&sp.args());
     }
 }
 

@@ -23,6 +23,7 @@ use std::{
 use serde_json::{Value, json};
 use xipsec_testkit::{
     capture::{Capture, describe},
+    cli::SpArgs,
     daemon::Node,
     fixture,
     netns::{self, VethPair},
@@ -224,28 +225,13 @@ fn configure(d: &Node, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi
         d.ok(&args);
     }
     for (dir, src, dst) in [("in", tb, ta), ("out", ta, tb)] {
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            &format!("{src}/128"),
-            "--sp-destination",
-            &format!("{dst}/128"),
-            "--source-port",
-            "any",
-            "--destination-port",
-            "any",
-            "--upper-layer-protocol",
-            "any",
-            "--flow-direction",
-            dir,
-            "--action",
-            "ipsec",
-            "--sa-name",
-            &format!("c{i}-{dir}"),
-            "--sp-name",
-            &format!("c{i}-protect-{dir}"),
-        ]);
+        let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+        let (sa, name) = (format!("c{i}-{dir}"), format!("c{i}-protect-{dir}"));
+        let sp = SpArgs {
+            sa: Some(&sa),
+            ..SpArgs::ipsec(&src, &dst, dir, &name)
+        };
+        d.ok(&sp.args());
     }
 }
 

@@ -18,6 +18,8 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
+use xipsec_testkit::cli::SpArgs;
+
 use crate::{lab::Lab, util};
 
 const E2E_SECONDS: &str = "5";
@@ -152,31 +154,15 @@ fn protect_esp_port(lab: &Lab) -> anyhow::Result<()> {
             (to_b, a, b, "any", ESP_PORT, SA_AB, "bench-to-b"),
             (to_a, b, a, ESP_PORT, "any", "bench-ba", "bench-to-a"),
         ] {
-            lab.cli(
-                side,
-                &[
-                    "sp",
-                    "add",
-                    "--sp-source",
-                    &format!("{src}/128"),
-                    "--sp-destination",
-                    &format!("{dst}/128"),
-                    "--source-port",
-                    sport,
-                    "--destination-port",
-                    dport,
-                    "--upper-layer-protocol",
-                    "tcp",
-                    "--flow-direction",
-                    dir,
-                    "--action",
-                    "ipsec",
-                    "--sa-name",
-                    sa,
-                    "--sp-name",
-                    sp,
-                ],
-            )?;
+            let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+            let policy = SpArgs {
+                sport,
+                dport,
+                proto: "tcp",
+                sa: Some(sa),
+                ..SpArgs::ipsec(&src, &dst, dir, sp)
+            };
+            lab.cli(side, &policy.args())?;
         }
     }
     Ok(())
