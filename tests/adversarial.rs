@@ -15,7 +15,6 @@
 
 use std::{
     collections::BTreeSet,
-    path::PathBuf,
     process::{Child, Stdio},
     time::Duration,
 };
@@ -23,11 +22,11 @@ use std::{
 use ipsec_tests::esp_oracle::{EspSa, decrypt};
 use xipsec_testkit::{
     capture::{Capture, Class, Frames, describe},
+    cli::SpArgs,
     daemon::{Node, Sandbox},
-    fixture,
     netns::{self, VethPair},
     require_root,
-    traffic::py,
+    traffic::{self, py},
 };
 
 const TAG: u16 = 0xad;
@@ -73,7 +72,7 @@ struct Lab {
     out: EspSa,
     inbound: EspSa,
     tunnel: EspSa,
-    scratch: PathBuf,
+    scratch: tempfile::TempDir,
     /// Holds a raw ESP socket open on b, so b's kernel (which has no ESP) does not answer our
     /// ESP with ICMPv6 errors.
     _absorb: Child,
@@ -83,6 +82,28 @@ fn mac(ns: &str, iface: &str) -> String {
     netns::output(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
         .trim()
         .to_owned()
+}
+
+/// An `ipsec` policy in transport mode for UDP to `port` between two hosts.
+fn protect_udp(
+    daemon: &Node,
+    name: &str,
+    dir: &str,
+    (src, dst): (&str, &str),
+    port: &str,
+    sa: &str,
+) {
+    let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+    let sp = SpArgs {
+        sport: "any",
+        dport: port,
+        proto: "udp",
+        sa: Some(sa),
+        ..SpArgs::ipsec(&src, &dst, dir, name)
+    };
+    let mut args = sp.args();
+    args.extend(["--sp-mode", "transport"]);
+    daemon.ok(&args);
 }
 
 impl Lab {
@@ -146,136 +167,51 @@ impl Lab {
             let args = sa.sa_add_args();
             daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         }
-        let sp = |name: &str,
-                  dir: &str,
-                  (src, dst): (&str, &str),
-                  proto: &str,
-                  port: &str,
-                  action: &str,
-                  sa: Option<(&str, &str)>| {
-            let mut args = vec![
-                "sp",
-                "add",
-                "--sp-name",
-                name,
-                "--flow-direction",
-                dir,
-                "--sp-source",
-                src,
-                "--sp-destination",
-                dst,
-                "--upper-layer-protocol",
-                proto,
-                "--source-port",
-                "any",
-                "--destination-port",
-                port,
-                "--action",
-                action,
-            ];
-            if let Some((sa, mode)) = sa {
-                args.extend(["--sa-name", sa, "--sp-mode", mode]);
-            }
-            daemon.ok(&args);
-        };
-        let ipsec_port = P_IPSEC.to_string();
-        let discard_port = P_DISCARD.to_string();
-        let none_port = P_NONE.to_string();
         let (a128, b1_128) = (format!("{A}/128"), format!("{B1}/128"));
         let (ta, tb) = (format!("{TA}/128"), format!("{TB}/128"));
-        sp(
-            "p-udp",
-            "out",
-            (&a128, &b1_128),
-            "udp",
-            &ipsec_port,
-            "ipsec",
-            Some(("o-t", "transport")),
+        let (a2, b2, b3) = (
+            format!("{A2}/128"),
+            format!("{B2}/128"),
+            format!("{B3}/128"),
         );
-        sp(
-            "p-icmp",
-            "out",
-            (&a128, &b1_128),
-            "icmp6",
-            "128",
-            "ipsec",
-            Some(("o-t", "transport")),
+        let (ipsec, discard, none) = (
+            P_IPSEC.to_string(),
+            P_DISCARD.to_string(),
+            P_NONE.to_string(),
         );
-        sp(
-            "p-tun",
-            "out",
-            (&ta, &tb),
-            "udp",
-            &ipsec_port,
-            "ipsec",
-            Some(("o-tun", "tunnel")),
-        );
-        sp(
-            "p-tun-icmp",
-            "out",
-            (&ta, &tb),
-            "icmp6",
-            "128",
-            "ipsec",
-            Some(("o-tun", "tunnel")),
-        );
-        sp(
-            "d-udp",
-            "out",
-            ("any", &format!("{B3}/128")),
-            "udp",
-            &discard_port,
-            "discard",
-            None,
-        );
-        sp(
-            "d-icmp",
-            "out",
-            ("any", &format!("{B3}/128")),
-            "icmp6",
-            "any",
-            "discard",
-            None,
-        );
-        sp(
-            "n-udp",
-            "out",
-            ("any", &format!("{B2}/128")),
-            "udp",
-            &none_port,
-            "none",
-            None,
-        );
-        sp(
-            "pi-udp",
-            "in",
-            (&b1_128, &a128),
-            "udp",
-            &ipsec_port,
-            "ipsec",
-            Some(("i-t", "transport")),
-        );
-        sp(
-            "di-udp",
-            "in",
-            ("any", &a128),
-            "udp",
-            &discard_port,
-            "discard",
-            None,
-        );
-        sp(
-            "ni-udp",
-            "in",
-            ("any", &format!("{A2}/128")),
-            "udp",
-            &none_port,
-            "none",
-            None,
-        );
-        let scratch =
-            std::env::temp_dir().join(format!("xipsec-adversarial-{}", std::process::id()));
-        std::fs::create_dir_all(&scratch).expect("creating the scratch dir");
+        // name, direction, (source, destination), protocol, destination port, action, (SA, mode)
+        #[rustfmt::skip]
+        let policies: [(&str, &str, (&str, &str), &str, &str, &str, Option<(&str, &str)>); 10] = [
+            ("p-udp", "out", (&a128, &b1_128), "udp", &ipsec, "ipsec", Some(("o-t", "transport"))),
+            ("p-icmp", "out", (&a128, &b1_128), "icmp6", "128", "ipsec", Some(("o-t", "transport"))),
+            ("p-tun", "out", (&ta, &tb), "udp", &ipsec, "ipsec", Some(("o-tun", "tunnel"))),
+            ("p-tun-icmp", "out", (&ta, &tb), "icmp6", "128", "ipsec", Some(("o-tun", "tunnel"))),
+            ("d-udp", "out", ("any", &b3), "udp", &discard, "discard", None),
+            ("d-icmp", "out", ("any", &b3), "icmp6", "any", "discard", None),
+            ("n-udp", "out", ("any", &b2), "udp", &none, "none", None),
+            ("pi-udp", "in", (&b1_128, &a128), "udp", &ipsec, "ipsec", Some(("i-t", "transport"))),
+            ("di-udp", "in", ("any", &a128), "udp", &discard, "discard", None),
+            ("ni-udp", "in", ("any", &a2), "udp", &none, "none", None),
+        ];
+        for (name, dir, (src, dst), proto, dport, action, sa) in policies {
+            let sp = SpArgs {
+                sport: "any",
+                dport,
+                proto,
+                action,
+                sa: sa.map(|(sa, _)| sa),
+                ..SpArgs::ipsec(src, dst, dir, name)
+            };
+            let mut args = sp.args();
+            if let Some((_, mode)) = sa {
+                args.extend(["--sp-mode", mode]);
+            }
+            daemon.ok(&args);
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("xipsec-adversarial-")
+            .tempdir()
+            .expect("creating the scratch dir");
         let (mac_a, mac_b) = (mac(&na, &pair.if_a), mac(&nb, &pair.if_b));
         Self {
             pair,
@@ -299,7 +235,7 @@ impl Lab {
         Capture::start_with_marker_from(
             &self.pair.ns_b,
             &self.pair.if_b,
-            &self.scratch.join(format!("{name}.pcap")),
+            &self.scratch.path().join(format!("{name}.pcap")),
             &self.spis(),
             (&self.pair.ns_a, &self.pair.if_a),
         )
@@ -307,17 +243,7 @@ impl Lab {
 
     /// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
     fn adversary(&self, ns: &str, args: &[&str]) -> usize {
-        let out = netns::exec(ns, &["python3"])
-            .arg(fixture("adversary.py"))
-            .args(args)
-            .output()
-            .expect("running adversary.py");
-        assert!(
-            out.status.success(),
-            "adversary.py {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        traffic::fixture_output(ns, "adversary.py", args)
             .trim()
             .parse()
             .expect("adversary.py prints a count")
@@ -617,7 +543,7 @@ fn adversarial_wire_suite() {
     );
 
     // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
-    let pcap = lab.scratch.join("replay.pcap");
+    let pcap = lab.scratch.path().join("replay.pcap");
     let key = |k: &Option<String>| {
         k.as_deref()
             .unwrap_or_default()
@@ -671,30 +597,7 @@ fn adversarial_wire_suite() {
     let args = lab.inbound.sa_add_args();
     lab.daemon
         .ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    lab.daemon.ok(&[
-        "sp",
-        "add",
-        "--sp-name",
-        "pi-udp",
-        "--flow-direction",
-        "in",
-        "--sp-source",
-        &format!("{B1}/128"),
-        "--sp-destination",
-        &format!("{A}/128"),
-        "--upper-layer-protocol",
-        "udp",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9000",
-        "--action",
-        "ipsec",
-        "--sa-name",
-        "i-t",
-        "--sp-mode",
-        "transport",
-    ]);
+    protect_udp(&lab.daemon, "pi-udp", "in", (B1, A), "9000", "i-t");
     replay(&lab, "after the SA was re-added");
 
     // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
@@ -723,7 +626,7 @@ fn adversarial_wire_suite() {
     );
     let mismatch = lab.counter("esp_address_mismatch");
     let listener = lab.listen(&na, A, P_IPSEC, 4);
-    let forged = lab.scratch.join("forged.pcap");
+    let forged = lab.scratch.path().join("forged.pcap");
     lab.adversary(
         &nb,
         &[
@@ -915,30 +818,14 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
     let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
     let args = sa.sa_add_args();
     daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    daemon.ok(&[
-        "sp",
-        "add",
-        "--sp-name",
+    protect_udp(
+        &daemon,
         "flood",
-        "--flow-direction",
         "out",
-        "--sp-source",
-        &format!("{}/128", pair.addr_a),
-        "--sp-destination",
-        &format!("{}/128", pair.addr_b),
-        "--upper-layer-protocol",
-        "udp",
-        "--source-port",
-        "any",
-        "--destination-port",
+        (&pair.addr_a, &pair.addr_b),
         "9000",
-        "--action",
-        "ipsec",
-        "--sa-name",
         "o-flood",
-        "--sp-mode",
-        "transport",
-    ]);
+    );
     let pid = daemon.pid().expect("the daemon runs");
     let counter = |name: &str| {
         let text = daemon.ok(&["stats", "--formatter", "json"]);

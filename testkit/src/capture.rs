@@ -32,7 +32,7 @@ use std::{
 
 use pcap_file::pcap::PcapReader;
 
-use crate::{fixture, netns::exec};
+use crate::netns::exec;
 
 /// EtherType of the marker frames: IEEE 802 local experimental (IEEE Std 802, 9.2.4).
 pub const MARKER_ETHERTYPE: u16 = 0x88b5;
@@ -364,16 +364,8 @@ impl Drop for Capture {
 
 /// Sends one marker frame carrying `token` out of `iface` in namespace `ns`.
 fn send_marker(ns: &str, iface: &str, token: &str) {
-    let out = exec(ns, &["python3"])
-        .arg(fixture("traffic.py"))
-        .args(["marker", iface, &MARKER_ETHERTYPE.to_string(), token])
-        .output()
-        .expect("running traffic.py marker");
-    assert!(
-        out.status.success(),
-        "sending a capture marker out of {iface} in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ethertype = MARKER_ETHERTYPE.to_string();
+    crate::traffic::fixture_output(ns, "traffic.py", &["marker", iface, &ethertype, token]);
 }
 
 /// The frames of `file`, each as captured (a file still being written may end mid-record).

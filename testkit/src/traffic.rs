@@ -15,6 +15,21 @@ pub fn py(ns: &str, args: &[&str]) -> Command {
     c
 }
 
+/// `python3 tests/fixtures/{script} ARGS` run in namespace `ns`, which must succeed; its stdout.
+pub fn fixture_output(ns: &str, script: &str, args: &[&str]) -> String {
+    let out = exec(ns, &["python3"])
+        .arg(fixture(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} {args:?} in {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// How many of `count` datagrams carrying `text`, sent from namespace `from_ns` to
 /// `to_addr`:`port`, reach a receiver in `to_ns` listening for `window` seconds.
 pub fn udp_delivered(
