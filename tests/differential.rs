@@ -9,13 +9,14 @@
 
 use ipsec_common::abi::Counter;
 use ipsec_tests::{
+    frames::{FrameSpec, l4_ports},
     random::{FrameGen, Rng, random_spd},
     reference::{Expected, expected},
 };
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions, XskSocket},
     engine::XskReceiver,
-    model::{Action, Direction, FirstFragments, Spd},
+    model::{Action, Direction, FirstFragments, SpAddArgs, Spd},
 };
 use xipsec_testkit::require_root;
 
@@ -219,37 +220,60 @@ fn kernel_verdicts_equal_reference() {
     }
 }
 
-#[test]
-fn unknown_action_drops() {
-    if !require_root("unknown_action_drops") {
-        return;
-    }
-    use ipsec_tests::frames::{FrameSpec, l4_ports};
-    use ipsec_user::model::SpAddArgs;
-    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
-    let mut spd = Spd::default();
-    for direction in ["in", "out"] {
-        spd.add_sp(&SpAddArgs {
-            sp_source: Some("any".into()),
-            sp_destination: Some("2001:db8::/64".into()),
-            source_port: Some("any".into()),
-            destination_port: Some("any".into()),
-            upper_layer_protocol: Some("any".into()),
-            flow_direction: Some(direction.into()),
-            action: Some("none".into()),
-            sp_name: Some(format!("pass-{direction}")),
-            ..Default::default()
-        })
-        .expect("valid SP");
-    }
-    dp.sync(&spd).expect("sync");
-    let frame = FrameSpec::new(
+/// A UDP datagram 2001:db8::1:1000 -> 2001:db8::2:53.
+fn dns_frame() -> Vec<u8> {
+    FrameSpec::new(
         "2001:db8::1".parse().expect("addr"),
         "2001:db8::2".parse().expect("addr"),
         17,
         l4_ports(1000, 53, 8),
     )
-    .build();
+    .build()
+}
+
+/// A policy from anywhere to 2001:db8::/64 (`sa_name` and `sp_mode` left to the caller).
+fn sp_to_db8(
+    name: String,
+    direction: &str,
+    (proto, port): (&str, &str),
+    action: &str,
+) -> SpAddArgs {
+    SpAddArgs {
+        sp_source: Some("any".into()),
+        sp_destination: Some("2001:db8::/64".into()),
+        source_port: Some("any".into()),
+        destination_port: Some(port.into()),
+        upper_layer_protocol: Some(proto.into()),
+        flow_direction: Some(direction.into()),
+        action: Some(action.into()),
+        sp_name: Some(name),
+        ..Default::default()
+    }
+}
+
+/// The sum of counter `counter` over CPUs.
+fn counter(dp: &KernelDatapath, counter: Counter) -> u64 {
+    counters(dp)
+        .into_iter()
+        .find(|(c, _)| *c == counter)
+        .expect("counter")
+        .1
+}
+
+#[test]
+fn unknown_action_drops() {
+    if !require_root("unknown_action_drops") {
+        return;
+    }
+    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+    let mut spd = Spd::default();
+    for direction in ["in", "out"] {
+        let name = format!("pass-{direction}");
+        spd.add_sp(&sp_to_db8(name, direction, ("any", "any"), "none"))
+            .expect("valid SP");
+    }
+    dp.sync(&spd).expect("sync");
+    let frame = dns_frame();
     assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
     assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_OK);
     // Corrupt every active rule's action: the programs must drop, not pass.
@@ -258,13 +282,7 @@ fn unknown_action_drops() {
         .expect("rewriting rules");
     assert!(changed >= 2, "rules rewritten: {changed}");
     dp.clear_flow_cache().expect("clearing the cache");
-    let drops = |dp: &KernelDatapath| {
-        counters(dp)
-            .into_iter()
-            .find(|(c, _)| *c == Counter::DropUnknownAction)
-            .expect("counter")
-            .1
-    };
+    let drops = |dp: &KernelDatapath| counter(dp, Counter::DropUnknownAction);
     let before = drops(&dp);
     assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_DROP);
     assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_SHOT);
@@ -276,32 +294,15 @@ fn spd_change_is_seen_and_cache_invalidated() {
     if !require_root("spd_change_is_seen_and_cache_invalidated") {
         return;
     }
-    use ipsec_tests::frames::{FrameSpec, l4_ports};
-    use ipsec_user::model::{SpAddArgs, SpRemoveArgs, Spd};
+    use ipsec_user::model::SpRemoveArgs;
     let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
     let mut spd = Spd::default();
     dp.sync(&spd).expect("sync empty");
-    let frame = FrameSpec::new(
-        "2001:db8::1".parse().expect("addr"),
-        "2001:db8::2".parse().expect("addr"),
-        17,
-        l4_ports(1000, 53, 8),
-    )
-    .build();
+    let frame = dns_frame();
     assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
     assert_eq!(dp.test_run_xdp(&frame).expect("run (cached)"), XDP_PASS);
-    spd.add_sp(&SpAddArgs {
-        sp_source: Some("any".into()),
-        sp_destination: Some("2001:db8::/64".into()),
-        source_port: Some("any".into()),
-        destination_port: Some("53".into()),
-        upper_layer_protocol: Some("udp".into()),
-        flow_direction: Some("in".into()),
-        action: Some("discard".into()),
-        sp_name: Some("dns".into()),
-        ..Default::default()
-    })
-    .expect("valid SP");
+    spd.add_sp(&sp_to_db8("dns".into(), "in", ("udp", "53"), "discard"))
+        .expect("valid SP");
     dp.sync(&spd).expect("sync discard");
     assert_eq!(
         dp.test_run_xdp(&frame).expect("run"),
@@ -326,44 +327,20 @@ fn a_silent_engine_counts_as_unavailable() {
     if !require_root("a_silent_engine_counts_as_unavailable") {
         return;
     }
-    use ipsec_tests::{
-        frames::{FrameSpec, l4_ports},
-        random::sa_args,
-    };
-    use ipsec_user::model::SpAddArgs;
+    use ipsec_tests::random::sa_args;
     let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
     let mut spd = Spd::default();
     spd.add_sa(&sa_args(1)).expect("valid SA");
     spd.add_sp(&SpAddArgs {
-        sp_source: Some("any".into()),
-        sp_destination: Some("2001:db8::/64".into()),
-        source_port: Some("any".into()),
-        destination_port: Some("any".into()),
-        upper_layer_protocol: Some("udp".into()),
-        flow_direction: Some("out".into()),
-        action: Some("ipsec".into()),
         sp_mode: Some("transport".into()),
         sa_name: Some("sa1".into()),
-        sp_name: Some("protect".into()),
-        ..Default::default()
+        ..sp_to_db8("protect".into(), "out", ("udp", "any"), "ipsec")
     })
     .expect("valid SP");
     dp.sync(&spd).expect("sync");
     dp.set_esp_target(1).expect("an engine");
-    let frame = FrameSpec::new(
-        "2001:db8::1".parse().expect("addr"),
-        "2001:db8::2".parse().expect("addr"),
-        17,
-        l4_ports(1000, 53, 8),
-    )
-    .build();
-    let unavailable = |dp: &KernelDatapath| {
-        counters(dp)
-            .into_iter()
-            .find(|(c, _)| *c == Counter::DropIpsecUnavailable)
-            .expect("counter")
-            .1
-    };
+    let frame = dns_frame();
+    let unavailable = |dp: &KernelDatapath| counter(dp, Counter::DropIpsecUnavailable);
     dp.set_engine_alive().expect("heartbeat");
     assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
     let before = unavailable(&dp);
