@@ -17,7 +17,7 @@ use xipsec_testkit::{
     fixture,
     netns::{self, VethPair},
     require_root,
-    traffic::py,
+    traffic::{self, py},
 };
 
 const SPI_AB: u32 = 0x1001;
@@ -71,27 +71,7 @@ fn configure(d: &Node, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&st
 }
 
 fn ping(ns: &str, addr: &str) -> bool {
-    netns::exec(
-        ns,
-        &[
-            "ping",
-            "-6",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-p",
-            PING_PATTERN,
-            addr,
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .status()
-    .expect("ping")
-    .success()
+    traffic::ping(ns, addr, ("3", "2"), Some(PING_PATTERN))
 }
 
 fn sa_field(d: &Node, sa: &str, field: &str) -> u64 {

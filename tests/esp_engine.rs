@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use xipsec_testkit::{
     capture::{Capture, Frames},
     netns::{VethPair, in_netns},
-    require_root, sh,
+    require_root, sh, traffic,
 };
 
 const A: &str = "fd00:ee::1";
@@ -184,23 +184,10 @@ fn stat(engine: &EspEngine, name: &str) -> u64 {
 
 /// Three pings whose payload carries [`PING_MARKER`].
 fn ping(ns: &str, dst: &str) {
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ping",
-        "-6",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "3",
-        "-p",
-        PING_PATTERN,
-        dst,
-    ]);
+    assert!(
+        traffic::ping(ns, dst, ("3", "3"), Some(PING_PATTERN)),
+        "ping {dst} from {ns} failed"
+    );
 }
 
 fn udp_socket(ns: &str, addr: &str, port: u16) -> UdpSocket {

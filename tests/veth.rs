@@ -29,12 +29,7 @@ const SPI: u32 = 0x7101;
 const SECRET: &str = "SECRET-PLAINTEXT";
 
 fn ping(ns: &str, addr: &str) -> bool {
-    netns::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("running ping")
-        .success()
+    traffic::ping(ns, addr, ("2", "1"), None)
 }
 
 fn udp_delivered(net: &VethPair, port: u16) -> usize {

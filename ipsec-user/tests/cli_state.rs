@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 use xipsec_testkit::{
-    cli::{SA_EXAMPLE, SP_EXAMPLE},
+    cli::{SA_EXAMPLE, SP_EXAMPLE, SpArgs},
     daemon::Sandbox,
 };
 
@@ -263,18 +263,12 @@ fn a_non_empty_state_round_trips_with_its_keys() {
     // memory, so the file now shows the keys the running daemon holds.
     let daemon = sandbox.start();
     assert_eq!(sandbox.lists(), lists, "lists after the restart");
-    sandbox.ok(&[
-        "sp",
-        "add",
-        "--sp-source=2001:db8:9::/64",
-        "--sp-destination=any",
-        "--source-port=any",
-        "--destination-port=any",
-        "--upper-layer-protocol=any",
-        "--flow-direction=in",
-        "--action=discard",
-        "--sp-name=after-restart",
-    ]);
+    let discard = SpArgs {
+        action: "discard",
+        sa: None,
+        ..SpArgs::ipsec("2001:db8:9::/64", "any", "in", "after-restart")
+    };
+    sandbox.ok(&discard.args());
     assert_eq!(
         state_keys(&sandbox),
         expected,

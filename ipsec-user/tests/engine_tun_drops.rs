@@ -12,15 +12,11 @@ use std::time::{Duration, Instant};
 use ipsec_user::engine::{self, EngineConfig, EspEngine};
 use xipsec_testkit::{netns::Netns, require_root};
 
+/// The engine's counter `name` (which must exist).
 fn stat(engine: &EspEngine, name: &str) -> u64 {
-    engine
-        .stats()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no stat {name}"))
-        .1
+    let stats: std::collections::HashMap<String, u64> = engine.stats().into_iter().collect();
+    *stats.get(name).unwrap_or_else(|| panic!("no stat {name}"))
 }
-
 #[test]
 fn a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted() {
     if !require_root("a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted") {

@@ -15,6 +15,22 @@ pub fn py(ns: &str, args: &[&str]) -> Command {
     c
 }
 
+/// Whether `ping -6 -c {count} -i 0.2 -W {wait} [-p {pattern}] {dst}` from namespace `ns` got
+/// its answers (ping's exit status; its output is discarded).
+pub fn ping(ns: &str, dst: &str, (count, wait): (&str, &str), pattern: Option<&str>) -> bool {
+    let mut args = vec!["ping", "-6", "-c", count, "-i", "0.2", "-W", wait];
+    if let Some(pattern) = pattern {
+        args.extend(["-p", pattern]);
+    }
+    args.push(dst);
+    exec(ns, &args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("running ping")
+        .success()
+}
+
 /// `python3 tests/fixtures/{script} ARGS` run in namespace `ns`, which must succeed; its stdout.
 pub fn fixture_output(ns: &str, script: &str, args: &[&str]) -> String {
     let out = exec(ns, &["python3"])
