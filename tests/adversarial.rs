@@ -21,11 +21,11 @@ use std::{
 
 use ipsec_tests::esp_oracle::{EspSa, decrypt};
 use xipsec_testkit::{
+    as_root,
     capture::{Capture, Class, Frames, describe},
     cli::SpArgs,
     daemon::{Node, Sandbox},
     netns::{self, VethPair},
-    require_root,
     traffic::{self, py},
 };
 
@@ -416,384 +416,384 @@ type Disruption = dyn Fn(&mut Lab);
 
 #[test]
 fn adversarial_wire_suite() {
-    if !require_root("adversarial_wire_suite") {
-        return;
-    }
-    let mut lab = Lab::new();
-    let (na, nb) = (lab.pair.ns_a.clone(), lab.pair.ns_b.clone());
+    as_root("adversarial_wire_suite", || {
+        let mut lab = Lab::new();
+        let (na, nb) = (lab.pair.ns_a.clone(), lab.pair.ns_b.clone());
 
-    // --- Oversized datagrams the stack fragments (2 and 3 fragments), protected and discarded.
-    let cap = lab.capture("stack-fragments");
-    for size in [2000, 4000] {
-        lab.udp_send(&na, B1, P_IPSEC, 3, size);
-        lab.ping(&na, A, B1, size);
-        lab.udp_send(&na, B3, P_DISCARD, 3, size);
-        lab.ping(&na, A, B3, size);
-    }
-    let frames = cap.stop();
-    assert_no_clear(&frames, "stack-fragmented datagrams");
-    assert!(
-        to(&frames, B3).is_empty(),
-        "discarded datagrams reached b: {:?}",
-        to(&frames, B3)
-    );
-    let sizes = inner_udp_sizes(&frames, std::slice::from_ref(&lab.out), "stack-fragmented");
-    assert_eq!(
-        sizes,
-        BTreeSet::from([2000, 4000]),
-        "protected UDP arrives whole"
-    );
-
-    // --- Crafted fragments out of a: every shape, protected and discarded, UDP and ICMPv6.
-    let cap = lab.capture("crafted-out");
-    let mut jobs = Vec::new();
-    for (i, shape) in SHAPES.iter().enumerate() {
-        for (dst, proto, port) in [
-            (B1, "udp", P_IPSEC),
-            (B1, "icmp", 0),
-            (B3, "udp", P_DISCARD),
-            (B3, "icmp", 0),
-        ] {
-            jobs.push(format!(
-                "{dst},{proto},{port},3000,{shape},{}",
-                1000 + i * 10 + jobs.len()
-            ));
+        // --- Oversized datagrams the stack fragments (2 and 3 fragments), protected and discarded.
+        let cap = lab.capture("stack-fragments");
+        for size in [2000, 4000] {
+            lab.udp_send(&na, B1, P_IPSEC, 3, size);
+            lab.ping(&na, A, B1, size);
+            lab.udp_send(&na, B3, P_DISCARD, 3, size);
+            lab.ping(&na, A, B3, size);
         }
-    }
-    let sent = lab.frags_from_a(&jobs);
-    let frames = cap.stop();
-    assert!(sent > jobs.len(), "crafted fragments sent: {sent}");
-    assert_no_clear(&frames, "crafted fragments out of a");
-    assert!(
-        to(&frames, B3).is_empty(),
-        "discarded fragments reached b: {:?}",
-        to(&frames, B3)
-    );
+        let frames = cap.stop();
+        assert_no_clear(&frames, "stack-fragmented datagrams");
+        assert!(
+            to(&frames, B3).is_empty(),
+            "discarded datagrams reached b: {:?}",
+            to(&frames, B3)
+        );
+        let sizes = inner_udp_sizes(&frames, std::slice::from_ref(&lab.out), "stack-fragmented");
+        assert_eq!(
+            sizes,
+            BTreeSet::from([2000, 4000]),
+            "protected UDP arrives whole"
+        );
 
-    // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
-    let listener = lab.listen(&nb, B2, P_NONE, 4);
-    lab.udp_send(&na, B2, P_NONE, 2, 4000);
-    let crafted = ["inorder", "reverse"]
+        // --- Crafted fragments out of a: every shape, protected and discarded, UDP and ICMPv6.
+        let cap = lab.capture("crafted-out");
+        let mut jobs = Vec::new();
+        for (i, shape) in SHAPES.iter().enumerate() {
+            for (dst, proto, port) in [
+                (B1, "udp", P_IPSEC),
+                (B1, "icmp", 0),
+                (B3, "udp", P_DISCARD),
+                (B3, "icmp", 0),
+            ] {
+                jobs.push(format!(
+                    "{dst},{proto},{port},3000,{shape},{}",
+                    1000 + i * 10 + jobs.len()
+                ));
+            }
+        }
+        let sent = lab.frags_from_a(&jobs);
+        let frames = cap.stop();
+        assert!(sent > jobs.len(), "crafted fragments sent: {sent}");
+        assert_no_clear(&frames, "crafted fragments out of a");
+        assert!(
+            to(&frames, B3).is_empty(),
+            "discarded fragments reached b: {:?}",
+            to(&frames, B3)
+        );
+
+        // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
+        let listener = lab.listen(&nb, B2, P_NONE, 4);
+        lab.udp_send(&na, B2, P_NONE, 2, 4000);
+        let crafted = ["inorder", "reverse"]
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| format!("{B2},udp,{P_NONE},3000,{shape},{}", 2000 + i))
+            .collect::<Vec<_>>();
+        lab.frags_from_a(&crafted);
+        assert_eq!(
+            received(listener),
+            4,
+            "none traffic out of a, fragmented, is delivered"
+        );
+        let listener = lab.listen(&na, A2, P_NONE, 4);
+        lab.udp_send(&nb, A2, P_NONE, 2, 4000);
+        let crafted: Vec<String> = ["inorder", "reverse"]
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| format!("{A2},udp,{P_NONE},3000,{shape},{}", 3000 + i))
+            .collect();
+        lab.frags_from_b(B1, &crafted);
+        assert_eq!(
+            received(listener),
+            4,
+            "none traffic into a, fragmented, is delivered"
+        );
+
+        // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
+        let protected = lab.listen(&na, A, P_IPSEC, 6);
+        let discarded = lab.listen(&na, A, P_DISCARD, 6);
+        lab.udp_send(&nb, A, P_IPSEC, 3, 4000);
+        lab.udp_send(&nb, A, P_DISCARD, 3, 4000);
+        let mut jobs = Vec::new();
+        for (i, shape) in SHAPES.iter().take(7).enumerate() {
+            jobs.push(format!("{A},udp,{P_IPSEC},3000,{shape},{}", 4000 + i));
+            jobs.push(format!("{A},udp,{P_DISCARD},3000,{shape},{}", 4100 + i));
+        }
+        lab.frags_from_b(B1, &jobs);
+        assert_eq!(
+            received(protected),
+            0,
+            "clear fragments of a protected flow delivered"
+        );
+        assert_eq!(
+            received(discarded),
+            0,
+            "fragments of a discarded flow delivered"
+        );
+
+        // --- A marked socket: neither the engine's mark nor any other lets plaintext out.
+        let cap = lab.capture("marks");
+        let marks: Vec<String> = [
+            "0x58505345",
+            "0x1",
+            "0xffffffff",
+            "0x12345678",
+            "0x58505344",
+        ]
         .iter()
-        .enumerate()
-        .map(|(i, shape)| format!("{B2},udp,{P_NONE},3000,{shape},{}", 2000 + i))
-        .collect::<Vec<_>>();
-    lab.frags_from_a(&crafted);
-    assert_eq!(
-        received(listener),
-        4,
-        "none traffic out of a, fragmented, is delivered"
-    );
-    let listener = lab.listen(&na, A2, P_NONE, 4);
-    lab.udp_send(&nb, A2, P_NONE, 2, 4000);
-    let crafted: Vec<String> = ["inorder", "reverse"]
-        .iter()
-        .enumerate()
-        .map(|(i, shape)| format!("{A2},udp,{P_NONE},3000,{shape},{}", 3000 + i))
+        .map(|m| (*m).to_owned())
         .collect();
-    lab.frags_from_b(B1, &crafted);
-    assert_eq!(
-        received(listener),
-        4,
-        "none traffic into a, fragmented, is delivered"
-    );
+        let mut args = vec!["marked", B1, "9000"];
+        args.extend(marks.iter().map(String::as_str));
+        lab.adversary(&na, &args);
+        let frames = cap.stop();
+        assert_no_clear(&frames, "marked sockets");
+        assert!(
+            frames.esp_count() >= marks.len(),
+            "marked datagrams are protected, not dropped"
+        );
 
-    // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
-    let protected = lab.listen(&na, A, P_IPSEC, 6);
-    let discarded = lab.listen(&na, A, P_DISCARD, 6);
-    lab.udp_send(&nb, A, P_IPSEC, 3, 4000);
-    lab.udp_send(&nb, A, P_DISCARD, 3, 4000);
-    let mut jobs = Vec::new();
-    for (i, shape) in SHAPES.iter().take(7).enumerate() {
-        jobs.push(format!("{A},udp,{P_IPSEC},3000,{shape},{}", 4000 + i));
-        jobs.push(format!("{A},udp,{P_DISCARD},3000,{shape},{}", 4100 + i));
-    }
-    lab.frags_from_b(B1, &jobs);
-    assert_eq!(
-        received(protected),
-        0,
-        "clear fragments of a protected flow delivered"
-    );
-    assert_eq!(
-        received(discarded),
-        0,
-        "fragments of a discarded flow delivered"
-    );
-
-    // --- A marked socket: neither the engine's mark nor any other lets plaintext out.
-    let cap = lab.capture("marks");
-    let marks: Vec<String> = [
-        "0x58505345",
-        "0x1",
-        "0xffffffff",
-        "0x12345678",
-        "0x58505344",
-    ]
-    .iter()
-    .map(|m| (*m).to_owned())
-    .collect();
-    let mut args = vec!["marked", B1, "9000"];
-    args.extend(marks.iter().map(String::as_str));
-    lab.adversary(&na, &args);
-    let frames = cap.stop();
-    assert_no_clear(&frames, "marked sockets");
-    assert!(
-        frames.esp_count() >= marks.len(),
-        "marked datagrams are protected, not dropped"
-    );
-
-    // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
-    let pcap = lab.scratch.path().join("replay.pcap");
-    let key = |k: &Option<String>| {
-        k.as_deref()
-            .unwrap_or_default()
-            .trim_start_matches("0x")
-            .to_owned()
-    };
-    let enc_key = key(&lab.inbound.enc_key);
-    let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
-    let listener = lab.listen(&na, A, P_IPSEC, 4);
-    lab.adversary(
-        &nb,
-        &[
-            "esp",
-            &lab.pair.if_b,
-            &lab.mac_b,
-            &lab.mac_a,
-            B1,
-            A,
-            &format!("{SPI_IN:#x}"),
-            &enc_key,
-            &auth_key,
-            "1",
-            "5",
-            "9000",
-            pcap.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(received(listener), 5, "fresh ESP is delivered");
-    let replay = |lab: &Lab, when: &str| {
-        let drops = lab.counter("esp_replay_drops");
+        // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
+        let pcap = lab.scratch.path().join("replay.pcap");
+        let key = |k: &Option<String>| {
+            k.as_deref()
+                .unwrap_or_default()
+                .trim_start_matches("0x")
+                .to_owned()
+        };
+        let enc_key = key(&lab.inbound.enc_key);
+        let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
         let listener = lab.listen(&na, A, P_IPSEC, 4);
         lab.adversary(
             &nb,
-            &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")],
+            &[
+                "esp",
+                &lab.pair.if_b,
+                &lab.mac_b,
+                &lab.mac_a,
+                B1,
+                A,
+                &format!("{SPI_IN:#x}"),
+                &enc_key,
+                &auth_key,
+                "1",
+                "5",
+                "9000",
+                pcap.to_str().expect("utf-8"),
+            ],
         );
-        assert_eq!(received(listener), 0, "replayed ESP delivered {when}");
-        assert!(
-            lab.counter("esp_replay_drops") >= drops + 5,
-            "replays counted {when}"
-        );
-    };
-    replay(&lab, "while running");
-    lab.daemon.stop();
-    lab.daemon.spawn();
-    replay(&lab, "after a clean restart");
-    lab.daemon.kill9();
-    lab.daemon.spawn();
-    replay(&lab, "after kill -9");
-    lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
-    lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
-    let args = lab.inbound.sa_add_args();
-    lab.daemon
-        .ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    protect_udp(&lab.daemon, "pi-udp", "in", (B1, A), "9000", "i-t");
-    replay(&lab, "after the SA was re-added");
-
-    // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
-    let cap = lab.capture("to-reflect");
-    lab.udp_send(&na, B1, P_IPSEC, 3, 100);
-    let own = cap.stop();
-    assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
-    let unknown = lab.counter("drop_unknown_spi");
-    let listener = lab.listen(&na, A, P_IPSEC, 4);
-    let reflected = lab.adversary(
-        &nb,
-        &[
-            "reflect",
-            &lab.pair.if_b,
-            &lab.mac_b,
-            &lab.mac_a,
-            own.file.to_str().expect("utf-8"),
-            &format!("{SPI_OUT:#x}"),
-        ],
-    );
-    assert!(reflected >= 3, "reflected {reflected}");
-    assert_eq!(received(listener), 0, "reflected ESP delivered");
-    assert!(
-        lab.counter("drop_unknown_spi") >= unknown + 3,
-        "reflected ESP counted"
-    );
-    let mismatch = lab.counter("esp_address_mismatch");
-    let listener = lab.listen(&na, A, P_IPSEC, 4);
-    let forged = lab.scratch.path().join("forged.pcap");
-    lab.adversary(
-        &nb,
-        &[
-            "esp",
-            &lab.pair.if_b,
-            &lab.mac_b,
-            &lab.mac_a,
-            B_FORGED,
-            A,
-            &format!("{SPI_IN:#x}"),
-            &enc_key,
-            &auth_key,
-            "1000",
-            "3",
-            "9000",
-            forged.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(
-        received(listener),
-        0,
-        "ESP from an address the SA does not name delivered"
-    );
-    assert!(
-        lab.counter("esp_address_mismatch") >= mismatch + 3,
-        "wrong-address ESP counted"
-    );
-
-    // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
-    let disruptions: [(&str, &Disruption); 3] = [
-        ("kill -9", &|lab: &mut Lab| {
-            lab.daemon.kill9();
-        }),
-        ("TUN deleted", &|lab: &mut Lab| {
-            let _ = netns::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
-        }),
-        ("interface down/up", &|lab: &mut Lab| {
-            let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
-            netns::output(&ns, &["ip", "link", "set", &iface, "down"]);
-            std::thread::sleep(Duration::from_millis(300));
-            netns::output(&ns, &["ip", "link", "set", &iface, "up"]);
-            // Routes through the interface went with it; the tunnel's comes back by hand.
-            netns::output(
-                &ns,
-                &["ip", "-6", "route", "replace", TB, "via", B1, "src", TA],
+        assert_eq!(received(listener), 5, "fresh ESP is delivered");
+        let replay = |lab: &Lab, when: &str| {
+            let drops = lab.counter("esp_replay_drops");
+            let listener = lab.listen(&na, A, P_IPSEC, 4);
+            lab.adversary(
+                &nb,
+                &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")],
             );
-        }),
-    ];
-    for (what, disrupt) in disruptions {
-        let cap = lab.capture(&what.replace([' ', '/'], "-"));
-        let sender = py(&na, &["udp-send", B1, "9000", "200", MARK_TEXT, "3000"])
+            assert_eq!(received(listener), 0, "replayed ESP delivered {when}");
+            assert!(
+                lab.counter("esp_replay_drops") >= drops + 5,
+                "replays counted {when}"
+            );
+        };
+        replay(&lab, "while running");
+        lab.daemon.stop();
+        lab.daemon.spawn();
+        replay(&lab, "after a clean restart");
+        lab.daemon.kill9();
+        lab.daemon.spawn();
+        replay(&lab, "after kill -9");
+        lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
+        lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
+        let args = lab.inbound.sa_add_args();
+        lab.daemon
+            .ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        protect_udp(&lab.daemon, "pi-udp", "in", (B1, A), "9000", "i-t");
+        replay(&lab, "after the SA was re-added");
+
+        // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
+        let cap = lab.capture("to-reflect");
+        lab.udp_send(&na, B1, P_IPSEC, 3, 100);
+        let own = cap.stop();
+        assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
+        let unknown = lab.counter("drop_unknown_spi");
+        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        let reflected = lab.adversary(
+            &nb,
+            &[
+                "reflect",
+                &lab.pair.if_b,
+                &lab.mac_b,
+                &lab.mac_a,
+                own.file.to_str().expect("utf-8"),
+                &format!("{SPI_OUT:#x}"),
+            ],
+        );
+        assert!(reflected >= 3, "reflected {reflected}");
+        assert_eq!(received(listener), 0, "reflected ESP delivered");
+        assert!(
+            lab.counter("drop_unknown_spi") >= unknown + 3,
+            "reflected ESP counted"
+        );
+        let mismatch = lab.counter("esp_address_mismatch");
+        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        let forged = lab.scratch.path().join("forged.pcap");
+        lab.adversary(
+            &nb,
+            &[
+                "esp",
+                &lab.pair.if_b,
+                &lab.mac_b,
+                &lab.mac_a,
+                B_FORGED,
+                A,
+                &format!("{SPI_IN:#x}"),
+                &enc_key,
+                &auth_key,
+                "1000",
+                "3",
+                "9000",
+                forged.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(
+            received(listener),
+            0,
+            "ESP from an address the SA does not name delivered"
+        );
+        assert!(
+            lab.counter("esp_address_mismatch") >= mismatch + 3,
+            "wrong-address ESP counted"
+        );
+
+        // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
+        let disruptions: [(&str, &Disruption); 3] = [
+            ("kill -9", &|lab: &mut Lab| {
+                lab.daemon.kill9();
+            }),
+            ("TUN deleted", &|lab: &mut Lab| {
+                let _ =
+                    netns::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
+            }),
+            ("interface down/up", &|lab: &mut Lab| {
+                let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
+                netns::output(&ns, &["ip", "link", "set", &iface, "down"]);
+                std::thread::sleep(Duration::from_millis(300));
+                netns::output(&ns, &["ip", "link", "set", &iface, "up"]);
+                // Routes through the interface went with it; the tunnel's comes back by hand.
+                netns::output(
+                    &ns,
+                    &["ip", "-6", "route", "replace", TB, "via", B1, "src", TA],
+                );
+            }),
+        ];
+        for (what, disrupt) in disruptions {
+            let cap = lab.capture(&what.replace([' ', '/'], "-"));
+            let sender = py(&na, &["udp-send", B1, "9000", "200", MARK_TEXT, "3000"])
+                .spawn()
+                .expect("starting a protected stream");
+            std::thread::sleep(Duration::from_millis(500));
+            disrupt(&mut lab);
+            let _ = sender.wait_with_output();
+            let frames = cap.stop();
+            assert_no_clear(&frames, what);
+            if lab.daemon.cli(&["status"]).status.success() {
+                lab.daemon.stop();
+            }
+            lab.daemon.spawn();
+        }
+
+        // --- An engine thread dies: the daemon exits non-zero, protected traffic stays off the wire.
+        lab.daemon.stop();
+        let cap = lab.capture("engine-thread-death");
+        let sender = py(&na, &["udp-send", B1, "9000", "150", MARK_TEXT, "3000"])
             .spawn()
             .expect("starting a protected stream");
-        std::thread::sleep(Duration::from_millis(500));
-        disrupt(&mut lab);
+        let dying = lab
+            .daemon
+            .sandbox
+            .daemon_command()
+            .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
+            .output()
+            .expect("running a daemon whose outbound worker dies");
         let _ = sender.wait_with_output();
         let frames = cap.stop();
-        assert_no_clear(&frames, what);
-        if lab.daemon.cli(&["status"]).status.success() {
-            lab.daemon.stop();
-        }
+        assert!(
+            !dying.status.success(),
+            "a dead engine thread makes the daemon exit non-zero"
+        );
+        assert!(
+            String::from_utf8_lossy(&dying.stderr).contains("died"),
+            "and it says so: {}",
+            String::from_utf8_lossy(&dying.stderr)
+        );
+        assert_no_clear(&frames, "engine thread death");
         lab.daemon.spawn();
-    }
 
-    // --- An engine thread dies: the daemon exits non-zero, protected traffic stays off the wire.
-    lab.daemon.stop();
-    let cap = lab.capture("engine-thread-death");
-    let sender = py(&na, &["udp-send", B1, "9000", "150", MARK_TEXT, "3000"])
-        .spawn()
-        .expect("starting a protected stream");
-    let dying = lab
-        .daemon
-        .sandbox
-        .daemon_command()
-        .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
-        .output()
-        .expect("running a daemon whose outbound worker dies");
-    let _ = sender.wait_with_output();
-    let frames = cap.stop();
-    assert!(
-        !dying.status.success(),
-        "a dead engine thread makes the daemon exit non-zero"
-    );
-    assert!(
-        String::from_utf8_lossy(&dying.stderr).contains("died"),
-        "and it says so: {}",
-        String::from_utf8_lossy(&dying.stderr)
-    );
-    assert_no_clear(&frames, "engine thread death");
-    lab.daemon.spawn();
-
-    // --- Boundary sizes arrive intact at scapy's ESP, transport and tunnel mode.
-    // aes128-cbc + hmac-sha2-256: 8 (SPI, sequence) + 16 (IV) + padded(payload + 2) + 16 (ICV)
-    // after the 40-byte IPv6 header; transport carries UDP (8), tunnel IPv6 + UDP (48).
-    let largest = |inner_overhead: usize| (1500 - 40 - 8 - 16 - 16) / 16 * 16 - 2 - inner_overhead;
-    for (mode, from, dst, sa, inner_overhead) in [
-        ("transport", A, B1, lab.out.clone(), 8),
-        ("tunnel", TA, TB, lab.tunnel.clone(), 48),
-    ] {
-        let fit = largest(inner_overhead);
-        let sizes = [fit, fit + 1, 1280, 3000, 8000];
-        let cap = lab.capture(&format!("boundary-{mode}"));
-        for size in sizes {
-            lab.udp_send(&na, dst, P_IPSEC, 1, size);
+        // --- Boundary sizes arrive intact at scapy's ESP, transport and tunnel mode.
+        // aes128-cbc + hmac-sha2-256: 8 (SPI, sequence) + 16 (IV) + padded(payload + 2) + 16 (ICV)
+        // after the 40-byte IPv6 header; transport carries UDP (8), tunnel IPv6 + UDP (48).
+        let largest =
+            |inner_overhead: usize| (1500 - 40 - 8 - 16 - 16) / 16 * 16 - 2 - inner_overhead;
+        for (mode, from, dst, sa, inner_overhead) in [
+            ("transport", A, B1, lab.out.clone(), 8),
+            ("tunnel", TA, TB, lab.tunnel.clone(), 48),
+        ] {
+            let fit = largest(inner_overhead);
+            let sizes = [fit, fit + 1, 1280, 3000, 8000];
+            let cap = lab.capture(&format!("boundary-{mode}"));
+            for size in sizes {
+                lab.udp_send(&na, dst, P_IPSEC, 1, size);
+            }
+            lab.ping(&na, from, dst, 8000);
+            let frames = cap.stop();
+            assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
+            let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);
+            assert_eq!(
+                got,
+                BTreeSet::from(sizes),
+                "{mode}: every size arrives whole"
+            );
+            // The largest that fits leaves unfragmented (1,488 bytes: the cipher block leaves 12 of
+            // the link's 1,500 unused), one byte more does not.
+            let whole: Vec<usize> = frames
+                .esp_frames()
+                .iter()
+                .filter(|f| f.fragment.is_none())
+                .map(|f| f.ipv6().len())
+                .collect();
+            assert!(
+                whole.contains(&1488),
+                "{mode}: the largest datagram leaves whole: {whole:?}"
+            );
+            assert!(
+                !whole.iter().any(|len| *len > 1500),
+                "{mode}: no ESP frame over the link MTU: {whole:?}"
+            );
+            let pings = decrypt(std::slice::from_ref(&sa), &frames.esp_packets())
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|p| p.len() > 48 && p[6] == 58 && p[40] == 128)
+                .map(|p| p.len() - 48)
+                .collect::<Vec<_>>();
+            assert!(
+                pings.contains(&8000),
+                "{mode}: the 8,000-byte ping arrives whole: {pings:?}"
+            );
         }
-        lab.ping(&na, from, dst, 8000);
-        let frames = cap.stop();
-        assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
-        let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);
-        assert_eq!(
-            got,
-            BTreeSet::from(sizes),
-            "{mode}: every size arrives whole"
-        );
-        // The largest that fits leaves unfragmented (1,488 bytes: the cipher block leaves 12 of
-        // the link's 1,500 unused), one byte more does not.
-        let whole: Vec<usize> = frames
-            .esp_frames()
-            .iter()
-            .filter(|f| f.fragment.is_none())
-            .map(|f| f.ipv6().len())
-            .collect();
-        assert!(
-            whole.contains(&1488),
-            "{mode}: the largest datagram leaves whole: {whole:?}"
-        );
-        assert!(
-            !whole.iter().any(|len| *len > 1500),
-            "{mode}: no ESP frame over the link MTU: {whole:?}"
-        );
-        let pings = decrypt(std::slice::from_ref(&sa), &frames.esp_packets())
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|p| p.len() > 48 && p[6] == 58 && p[40] == 128)
-            .map(|p| p.len() - 48)
-            .collect::<Vec<_>>();
-        assert!(
-            pings.contains(&8000),
-            "{mode}: the 8,000-byte ping arrives whole: {pings:?}"
-        );
-    }
+    });
 }
 
 #[test]
 fn a_non_ethernet_interface_is_refused() {
-    if !require_root("a_non_ethernet_interface_is_refused") {
-        return;
-    }
-    let guard = netns::Netns::new("xat");
-    let ns = guard.name();
-    netns::output(
-        ns,
-        &["ip", "tuntap", "add", "dev", "xadvtun0", "mode", "tun"],
-    );
-    netns::output(ns, &["ip", "link", "set", "xadvtun0", "up"]);
-    let out = Sandbox::attached(ns, "xadvtun0")
-        .daemon_command()
-        .output()
-        .expect("running the daemon");
-    let attached = netns::output(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the daemon started on a TUN device");
-    assert!(
-        stderr.contains("xadvtun0 is not an Ethernet interface"),
-        "the refusal names the interface and why: {stderr}"
-    );
-    assert!(!attached.contains("xdp"), "nothing attached: {attached}");
+    as_root("a_non_ethernet_interface_is_refused", || {
+        let guard = netns::Netns::new("xat");
+        let ns = guard.name();
+        netns::output(
+            ns,
+            &["ip", "tuntap", "add", "dev", "xadvtun0", "mode", "tun"],
+        );
+        netns::output(ns, &["ip", "link", "set", "xadvtun0", "up"]);
+        let out = Sandbox::attached(ns, "xadvtun0")
+            .daemon_command()
+            .output()
+            .expect("running the daemon");
+        let attached = netns::output(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the daemon started on a TUN device");
+        assert!(
+            stderr.contains("xadvtun0 is not an Ethernet interface"),
+            "the refusal names the interface and why: {stderr}"
+        );
+        assert!(!attached.contains("xdp"), "nothing attached: {attached}");
+    });
 }
 
 /// Resident memory of process `pid`, in KiB.
@@ -808,77 +808,76 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_flood_keeps_memory_flat_and_every_drop_counted() {
-    if !require_root("a_flood_keeps_memory_flat_and_every_drop_counted") {
-        return;
-    }
-    let pair = VethPair::new("xfl", 0xaf);
-    let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
-    let _absorb = xipsec_testkit::traffic::EspAbsorb::start(&nb);
-    let daemon = Node::start(&na, &pair.if_a);
-    let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
-    let args = sa.sa_add_args();
-    daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    protect_udp(
-        &daemon,
-        "flood",
-        "out",
-        (&pair.addr_a, &pair.addr_b),
-        "9000",
-        "o-flood",
-    );
-    let pid = daemon.pid().expect("the daemon runs");
-    let counter = |name: &str| {
-        let text = daemon.ok(&["stats", "--formatter", "json"]);
-        let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
-        find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name}"))
-    };
-    let before_rss = rss_kib(pid);
-    // Two senders, each as fast as a core sends 1,200-byte datagrams to the protected port, on
-    // a VM of two cores the engine shares with them: more than it can encrypt.
-    let floods: Vec<_> = (0..2)
-        .map(|_| {
-            py(&na, &["udp-flood", &pair.addr_b, "9000", "1200", "4"])
-                .spawn()
-                .expect("starting a flood")
-        })
-        .collect();
-    for mut flood in floods {
-        assert!(flood.wait().expect("a flood").success(), "the flood ran");
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    let during_rss = rss_kib(pid);
-    let to_engine = daemon
-        .ok(&["stats", "--formatter", "json"])
-        .contains("esp_encap_ok");
-    assert!(to_engine, "stats lists the engine");
-    let encrypted = counter("esp_encap_ok");
-    let queue_drops = counter("esp_tun_queue_drops");
-    let other = counter("esp_encap_errors") + counter("esp_send_errors") + counter("esp_no_sa");
-    let redirected = ipsec_tests::maps::pinned_counter(
-        &daemon.pin_dir(),
-        ipsec_common::abi::Counter::IpsecToEngine,
-    );
-    assert!(
-        redirected > 20_000,
-        "a real flood: {redirected} packets to the engine"
-    );
-    assert!(
-        queue_drops > 0,
-        "twice what the engine handles must overflow its queue: {encrypted} encrypted of {redirected}"
-    );
-    let accounted = encrypted + queue_drops + other;
-    eprintln!(
-        "flood: {redirected} to the engine, {encrypted} encrypted, {queue_drops} dropped at the \
-         TUN queue, {other} other; RSS {before_rss} -> {during_rss} KiB"
-    );
-    let missing = redirected.abs_diff(accounted);
-    assert!(
-        missing * 100 <= redirected,
-        "every packet handed to the engine is encrypted or counted: {redirected} redirected, \
-         {encrypted} encrypted, {queue_drops} dropped at the TUN queue, {other} other"
-    );
-    assert!(
-        during_rss < before_rss + 32 * 1024,
-        "memory stays flat under the flood: {before_rss} KiB before, {during_rss} KiB after"
-    );
+    as_root("a_flood_keeps_memory_flat_and_every_drop_counted", || {
+        let pair = VethPair::new("xfl", 0xaf);
+        let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
+        let _absorb = xipsec_testkit::traffic::EspAbsorb::start(&nb);
+        let daemon = Node::start(&na, &pair.if_a);
+        let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
+        let args = sa.sa_add_args();
+        daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        protect_udp(
+            &daemon,
+            "flood",
+            "out",
+            (&pair.addr_a, &pair.addr_b),
+            "9000",
+            "o-flood",
+        );
+        let pid = daemon.pid().expect("the daemon runs");
+        let counter = |name: &str| {
+            let text = daemon.ok(&["stats", "--formatter", "json"]);
+            let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+            find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name}"))
+        };
+        let before_rss = rss_kib(pid);
+        // Two senders, each as fast as a core sends 1,200-byte datagrams to the protected port, on
+        // a VM of two cores the engine shares with them: more than it can encrypt.
+        let floods: Vec<_> = (0..2)
+            .map(|_| {
+                py(&na, &["udp-flood", &pair.addr_b, "9000", "1200", "4"])
+                    .spawn()
+                    .expect("starting a flood")
+            })
+            .collect();
+        for mut flood in floods {
+            assert!(flood.wait().expect("a flood").success(), "the flood ran");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let during_rss = rss_kib(pid);
+        let to_engine = daemon
+            .ok(&["stats", "--formatter", "json"])
+            .contains("esp_encap_ok");
+        assert!(to_engine, "stats lists the engine");
+        let encrypted = counter("esp_encap_ok");
+        let queue_drops = counter("esp_tun_queue_drops");
+        let other = counter("esp_encap_errors") + counter("esp_send_errors") + counter("esp_no_sa");
+        let redirected = ipsec_tests::maps::pinned_counter(
+            &daemon.pin_dir(),
+            ipsec_common::abi::Counter::IpsecToEngine,
+        );
+        assert!(
+            redirected > 20_000,
+            "a real flood: {redirected} packets to the engine"
+        );
+        assert!(
+            queue_drops > 0,
+            "twice what the engine handles must overflow its queue: {encrypted} encrypted of {redirected}"
+        );
+        let accounted = encrypted + queue_drops + other;
+        eprintln!(
+            "flood: {redirected} to the engine, {encrypted} encrypted, {queue_drops} dropped at the \
+             TUN queue, {other} other; RSS {before_rss} -> {during_rss} KiB"
+        );
+        let missing = redirected.abs_diff(accounted);
+        assert!(
+            missing * 100 <= redirected,
+            "every packet handed to the engine is encrypted or counted: {redirected} redirected, \
+             {encrypted} encrypted, {queue_drops} dropped at the TUN queue, {other} other"
+        );
+        assert!(
+            during_rss < before_rss + 32 * 1024,
+            "memory stays flat under the flood: {before_rss} KiB before, {during_rss} KiB after"
+        );
+    });
 }

@@ -14,9 +14,10 @@ use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions},
 };
 use xipsec_testkit::{
+    as_root,
     daemon::{Sandbox, xipsec_bin},
     netns::{VethPair, in_netns, xdp_attached},
-    require_root, sh,
+    sh,
 };
 
 /// Run `cmd` to completion within 30 s.
@@ -39,36 +40,38 @@ fn finish(cmd: &mut Command) -> Output {
 
 #[test]
 fn missing_interface_is_refused_and_nothing_is_attached() {
-    if !require_root("missing_interface_is_refused_and_nothing_is_attached") {
-        return;
-    }
-    let net = VethPair::new("xde", 0x75);
-    let sandbox = Sandbox::attached(&net.ns_a, &net.if_a);
-    let out = finish(sandbox.daemon_command().args(["--interface", "xnosuch0"]));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a missing interface must fail the start"
-    );
-    assert!(
-        stderr.contains("no such interface: xnosuch0"),
-        "stderr: {stderr}"
-    );
-    let link = Command::new("ip")
-        .args(["-n", &net.ns_a, "-d", "link", "show", "dev", &net.if_a])
-        .output()
-        .expect("ip link show");
-    let link = String::from_utf8_lossy(&link.stdout);
-    assert!(!link.contains("xdp"), "XDP left attached: {link}");
-    assert_eq!(
-        tc_egress_programs(&net.ns_a, &net.if_a),
-        Vec::<String>::new(),
-        "TC egress left attached"
-    );
-    assert_eq!(
-        link_pins(&sandbox.pin_dir()),
-        Vec::<String>::new(),
-        "link pins left behind"
+    as_root(
+        "missing_interface_is_refused_and_nothing_is_attached",
+        || {
+            let net = VethPair::new("xde", 0x75);
+            let sandbox = Sandbox::attached(&net.ns_a, &net.if_a);
+            let out = finish(sandbox.daemon_command().args(["--interface", "xnosuch0"]));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "a missing interface must fail the start"
+            );
+            assert!(
+                stderr.contains("no such interface: xnosuch0"),
+                "stderr: {stderr}"
+            );
+            let link = Command::new("ip")
+                .args(["-n", &net.ns_a, "-d", "link", "show", "dev", &net.if_a])
+                .output()
+                .expect("ip link show");
+            let link = String::from_utf8_lossy(&link.stdout);
+            assert!(!link.contains("xdp"), "XDP left attached: {link}");
+            assert_eq!(
+                tc_egress_programs(&net.ns_a, &net.if_a),
+                Vec::<String>::new(),
+                "TC egress left attached"
+            );
+            assert_eq!(
+                link_pins(&sandbox.pin_dir()),
+                Vec::<String>::new(),
+                "link pins left behind"
+            );
+        },
     );
 }
 
@@ -127,115 +130,113 @@ fn link_pins(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn a_failed_second_attach_rolls_back_the_first() {
-    if !require_root("a_failed_second_attach_rolls_back_the_first") {
-        return;
-    }
-    let net = VethPair::new("xdr", 0x76);
-    // A second interface in the same namespace, held by another daemon's XDP link: attaching
-    // XDP to it again fails (EBUSY), after the first interface was attached.
-    let (held, held_peer) = ("xdrheld", "xdrheldp");
-    sh(&[
-        "ip", "-n", &net.ns_a, "link", "add", held, "type", "veth", "peer", "name", held_peer,
-    ]);
-    for i in [held, held_peer] {
-        sh(&["ip", "-n", &net.ns_a, "link", "set", i, "up"]);
-    }
-    let holder = Holder::attach(&net.ns_a, held);
-    assert!(xdp_attached(&net.ns_a, held), "the holder attached XDP");
-    assert!(
-        !xdp_attached(&net.ns_a, &net.if_a),
-        "nothing on {} yet",
-        net.if_a
-    );
-    assert!(tc_egress_programs(&net.ns_a, &net.if_a).is_empty());
+    as_root("a_failed_second_attach_rolls_back_the_first", || {
+        let net = VethPair::new("xdr", 0x76);
+        // A second interface in the same namespace, held by another daemon's XDP link: attaching
+        // XDP to it again fails (EBUSY), after the first interface was attached.
+        let (held, held_peer) = ("xdrheld", "xdrheldp");
+        sh(&[
+            "ip", "-n", &net.ns_a, "link", "add", held, "type", "veth", "peer", "name", held_peer,
+        ]);
+        for i in [held, held_peer] {
+            sh(&["ip", "-n", &net.ns_a, "link", "set", i, "up"]);
+        }
+        let holder = Holder::attach(&net.ns_a, held);
+        assert!(xdp_attached(&net.ns_a, held), "the holder attached XDP");
+        assert!(
+            !xdp_attached(&net.ns_a, &net.if_a),
+            "nothing on {} yet",
+            net.if_a
+        );
+        assert!(tc_egress_programs(&net.ns_a, &net.if_a).is_empty());
 
-    // The sandbox's pin dir is a bpffs in the test's own mount namespace, as on a real host:
-    // pins made under it outlive the daemon (whose `ip netns exec` mount namespace dies with
-    // it), so a rollback that left a link pinned would leave the program attached.
-    let sandbox = Sandbox::attached(&net.ns_a, &net.if_a);
-    let out = finish(
-        sandbox
-            .daemon_command()
-            .args(["--interface", held])
-            .env("RUST_LOG", "info"),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a failed attach must fail the start: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("attaching to {held}")),
-        "the error names the interface: {stderr}"
-    );
-    // The first interface really was attached before the failure (so the rollback ran).
-    assert!(
-        stderr.contains(&format!("interface=\"{}\"", net.if_a))
-            || stderr.contains(&format!("interface={}", net.if_a)),
-        "the log shows {} attached first: {stderr}",
-        net.if_a
-    );
-    assert!(
-        !xdp_attached(&net.ns_a, &net.if_a),
-        "XDP left attached to {} after the rollback",
-        net.if_a
-    );
-    assert_eq!(
-        tc_egress_programs(&net.ns_a, &net.if_a),
-        Vec::<String>::new(),
-        "TC egress left attached to {} after the rollback",
-        net.if_a
-    );
-    assert_eq!(
-        link_pins(&sandbox.pin_dir()),
-        Vec::<String>::new(),
-        "link pins left behind"
-    );
-    // The holder's attachment is untouched.
-    assert!(xdp_attached(&net.ns_a, held), "the holder's XDP is gone");
-    assert!(
-        !tc_egress_programs(&net.ns_a, held).is_empty(),
-        "the holder's TC egress is gone"
-    );
-    drop(holder);
+        // The sandbox's pin dir is a bpffs in the test's own mount namespace, as on a real host:
+        // pins made under it outlive the daemon (whose `ip netns exec` mount namespace dies with
+        // it), so a rollback that left a link pinned would leave the program attached.
+        let sandbox = Sandbox::attached(&net.ns_a, &net.if_a);
+        let out = finish(
+            sandbox
+                .daemon_command()
+                .args(["--interface", held])
+                .env("RUST_LOG", "info"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a failed attach must fail the start: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("attaching to {held}")),
+            "the error names the interface: {stderr}"
+        );
+        // The first interface really was attached before the failure (so the rollback ran).
+        assert!(
+            stderr.contains(&format!("interface=\"{}\"", net.if_a))
+                || stderr.contains(&format!("interface={}", net.if_a)),
+            "the log shows {} attached first: {stderr}",
+            net.if_a
+        );
+        assert!(
+            !xdp_attached(&net.ns_a, &net.if_a),
+            "XDP left attached to {} after the rollback",
+            net.if_a
+        );
+        assert_eq!(
+            tc_egress_programs(&net.ns_a, &net.if_a),
+            Vec::<String>::new(),
+            "TC egress left attached to {} after the rollback",
+            net.if_a
+        );
+        assert_eq!(
+            link_pins(&sandbox.pin_dir()),
+            Vec::<String>::new(),
+            "link pins left behind"
+        );
+        // The holder's attachment is untouched.
+        assert!(xdp_attached(&net.ns_a, held), "the holder's XDP is gone");
+        assert!(
+            !tc_egress_programs(&net.ns_a, held).is_empty(),
+            "the holder's TC egress is gone"
+        );
+        drop(holder);
+    });
 }
 
 #[test]
 fn unprivileged_start_says_it_needs_root() {
-    if !require_root("unprivileged_start_says_it_needs_root") {
-        return;
-    }
-    let sandbox = Sandbox::new();
-    let _ = Command::new("chmod")
-        .arg("0777")
-        .arg(sandbox.path())
-        .status();
-    let out = finish(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(xipsec_bin())
-            .args(["daemon", "--interface", "lo"])
-            .arg("--state-dir")
-            .arg(sandbox.state_dir())
-            .arg("--socket")
-            .arg(sandbox.socket())
-            .arg("--pin-dir")
-            .arg(sandbox.pin_dir()),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "an unprivileged daemon must not start"
-    );
-    assert!(stderr.contains("needs root"), "stderr: {stderr}");
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "one error line: {stderr}"
-    );
+    as_root("unprivileged_start_says_it_needs_root", || {
+        let sandbox = Sandbox::new();
+        let _ = Command::new("chmod")
+            .arg("0777")
+            .arg(sandbox.path())
+            .status();
+        let out = finish(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                ])
+                .arg(xipsec_bin())
+                .args(["daemon", "--interface", "lo"])
+                .arg("--state-dir")
+                .arg(sandbox.state_dir())
+                .arg("--socket")
+                .arg(sandbox.socket())
+                .arg("--pin-dir")
+                .arg(sandbox.pin_dir()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "an unprivileged daemon must not start"
+        );
+        assert!(stderr.contains("needs root"), "stderr: {stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "one error line: {stderr}"
+        );
+    });
 }

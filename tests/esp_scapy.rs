@@ -22,12 +22,12 @@ use std::{
 
 use serde_json::{Value, json};
 use xipsec_testkit::{
+    as_root,
     capture::{Capture, describe},
     cli::SpArgs,
     daemon::Node,
     fixture,
     netns::{self, VethPair},
-    require_root,
 };
 
 /// Inner (tunnel-mode) addresses, on `lo` of each namespace.
@@ -378,166 +378,168 @@ fn spis(combo: &Combo, i: usize) -> (u32, u32) {
 
 #[test]
 fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
-    if !require_root("scapy_peer_interoperates_for_every_algorithm_and_mode") {
-        return;
-    }
-    let started = Instant::now();
-    let net = VethPair::new("xsc", 0x74);
-    // Tunnel mode's inner addresses, and the routes that take them over the veth.
-    sh_in(
-        &net.ns_a,
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{INNER_A}/128"),
-            "dev",
-            "lo",
-        ],
-    );
-    sh_in(
-        &net.ns_b,
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{INNER_B}/128"),
-            "dev",
-            "lo",
-        ],
-    );
-    sh_in(
-        &net.ns_a,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{INNER_B}/128"),
-            "via",
-            &net.addr_b,
-        ],
-    );
-    sh_in(
-        &net.ns_b,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{INNER_A}/128"),
-            "via",
-            &net.addr_a,
-        ],
-    );
-    // Every combination expects one ICMPv6 port unreachable; the default rate limit of a would
-    // make that depend on timing.
-    sh_in(&net.ns_a, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
+    as_root(
+        "scapy_peer_interoperates_for_every_algorithm_and_mode",
+        || {
+            let started = Instant::now();
+            let net = VethPair::new("xsc", 0x74);
+            // Tunnel mode's inner addresses, and the routes that take them over the veth.
+            sh_in(
+                &net.ns_a,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{INNER_A}/128"),
+                    "dev",
+                    "lo",
+                ],
+            );
+            sh_in(
+                &net.ns_b,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{INNER_B}/128"),
+                    "dev",
+                    "lo",
+                ],
+            );
+            sh_in(
+                &net.ns_a,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{INNER_B}/128"),
+                    "via",
+                    &net.addr_b,
+                ],
+            );
+            sh_in(
+                &net.ns_b,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{INNER_A}/128"),
+                    "via",
+                    &net.addr_a,
+                ],
+            );
+            // Every combination expects one ICMPv6 port unreachable; the default rate limit of a would
+            // make that depend on timing.
+            sh_in(&net.ns_a, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
 
-    let a = Node::start(&net.ns_a, &net.if_a);
-    let mac_a = mac(&net.ns_a, &net.if_a);
-    let mac_b = mac(&net.ns_b, &net.if_b);
+            let a = Node::start(&net.ns_a, &net.if_a);
+            let mac_a = mac(&net.ns_a, &net.if_a);
+            let mac_b = mac(&net.ns_b, &net.if_b);
 
-    let mut responder = netns::exec(&net.ns_a, &["python3"])
-        .arg(fixture("scapy_peer.py"))
-        .args([
-            "respond",
-            &format!("{},{INNER_A}", net.addr_a),
-            &UDP_ECHO_PORT.to_string(),
-            &TCP_OPEN_PORT.to_string(),
-            "600",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the responder on the xipsec host");
-    let mut ready = String::new();
-    BufReader::new(responder.stdout.take().expect("responder stdout"))
-        .read_line(&mut ready)
-        .expect("reading the responder's ready line");
-    let _responder = Guard(responder);
-    assert_eq!(
-        ready.trim(),
-        "ready",
-        "the responder on the xipsec host did not start"
-    );
+            let mut responder = netns::exec(&net.ns_a, &["python3"])
+                .arg(fixture("scapy_peer.py"))
+                .args([
+                    "respond",
+                    &format!("{},{INNER_A}", net.addr_a),
+                    &UDP_ECHO_PORT.to_string(),
+                    &TCP_OPEN_PORT.to_string(),
+                    "600",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("starting the responder on the xipsec host");
+            let mut ready = String::new();
+            BufReader::new(responder.stdout.take().expect("responder stdout"))
+                .read_line(&mut ready)
+                .expect("reading the responder's ready line");
+            let _responder = Guard(responder);
+            assert_eq!(
+                ready.trim(),
+                "ready",
+                "the responder on the xipsec host did not start"
+            );
 
-    let wire = a.dir().join("wire.pcap");
-    let all_spis: Vec<u32> = combos()
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            let (a, b) = spis(c, i);
-            [a, b]
-        })
-        .collect();
-    let cap = Capture::start(&net.ns_b, &net.if_b, &wire, &all_spis);
-    let clear_before = stat(&a, "drop_ipsec_clear");
+            let wire = a.dir().join("wire.pcap");
+            let all_spis: Vec<u32> = combos()
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let (a, b) = spis(c, i);
+                    [a, b]
+                })
+                .collect();
+            let cap = Capture::start(&net.ns_b, &net.if_b, &wire, &all_spis);
+            let clear_before = stat(&a, "drop_ipsec_clear");
 
-    let mut failures = Vec::new();
-    for (i, combo) in combos().iter().enumerate() {
-        let label = combo.label();
-        let (spi_in, spi_out) = spis(combo, i);
-        a.ok(&["sp", "remove", "--remove-all"]);
-        a.ok(&["sa", "remove", "--remove-all"]);
-        configure(&a, &net, combo, i, spi_in, spi_out);
-        let mismatch_before = stat(&a, "esp_policy_mismatch");
-        let t = Instant::now();
-        let r = run_peer(
-            &net.ns_b,
-            &peer_params(&net, combo, i, spi_in, spi_out, &mac_a, &mac_b),
-        );
-        let mut bad = check_combo(&a, i, &r);
-        let mismatch = stat(&a, "esp_policy_mismatch") - mismatch_before;
-        if mismatch != 0 {
-            bad.push(format!(
-                "xipsec refused {mismatch} decrypted packets by policy"
-            ));
-        }
-        eprintln!(
-            "{label:<34} spi in {spi_in:#x} out {spi_out:#x}: {} in {:.1} s; seqs {}, pad lengths {}",
-            if bad.is_empty() { "ok" } else { "FAILED" },
-            t.elapsed().as_secs_f64(),
-            r["seqs"],
-            r["padlens"]
-        );
-        if !bad.is_empty() {
-            eprintln!("    {}", bad.join("\n    "));
-            failures.push(format!(
-                "{label} (spi in {spi_in:#x}, out {spi_out:#x}):\n    {}\n    sa list: {}",
-                bad.join("\n    "),
-                a.ok(&["sa", "list"])
-            ));
-        }
-    }
+            let mut failures = Vec::new();
+            for (i, combo) in combos().iter().enumerate() {
+                let label = combo.label();
+                let (spi_in, spi_out) = spis(combo, i);
+                a.ok(&["sp", "remove", "--remove-all"]);
+                a.ok(&["sa", "remove", "--remove-all"]);
+                configure(&a, &net, combo, i, spi_in, spi_out);
+                let mismatch_before = stat(&a, "esp_policy_mismatch");
+                let t = Instant::now();
+                let r = run_peer(
+                    &net.ns_b,
+                    &peer_params(&net, combo, i, spi_in, spi_out, &mac_a, &mac_b),
+                );
+                let mut bad = check_combo(&a, i, &r);
+                let mismatch = stat(&a, "esp_policy_mismatch") - mismatch_before;
+                if mismatch != 0 {
+                    bad.push(format!(
+                        "xipsec refused {mismatch} decrypted packets by policy"
+                    ));
+                }
+                eprintln!(
+                    "{label:<34} spi in {spi_in:#x} out {spi_out:#x}: {} in {:.1} s; seqs {}, pad lengths {}",
+                    if bad.is_empty() { "ok" } else { "FAILED" },
+                    t.elapsed().as_secs_f64(),
+                    r["seqs"],
+                    r["padlens"]
+                );
+                if !bad.is_empty() {
+                    eprintln!("    {}", bad.join("\n    "));
+                    failures.push(format!(
+                        "{label} (spi in {spi_in:#x}, out {spi_out:#x}):\n    {}\n    sa list: {}",
+                        bad.join("\n    "),
+                        a.ok(&["sa", "list"])
+                    ));
+                }
+            }
 
-    let seen = cap.stop();
-    let clear = seen.clear_frames();
-    assert!(
-        clear.is_empty(),
-        "plaintext for the protected addresses on the wire:\n{}",
-        describe(&clear)
-    );
-    let esp = seen.esp_count();
-    assert!(
-        esp >= 12 * (GOOD_SENT + 1 + REPLIES) as usize,
-        "the capture saw only {esp} ESP packets"
-    );
-    assert_eq!(
-        stat(&a, "drop_ipsec_clear"),
-        clear_before,
-        "scapy sends only ESP for the protected addresses, yet xipsec dropped clear traffic"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of 12 combinations failed to interoperate with scapy:\n{}\ndaemon log:\n{}",
-        failures.len(),
-        failures.join("\n"),
-        a.log()
-    );
-    eprintln!(
-        "12 combinations in {:.1} s",
-        started.elapsed().as_secs_f64()
+            let seen = cap.stop();
+            let clear = seen.clear_frames();
+            assert!(
+                clear.is_empty(),
+                "plaintext for the protected addresses on the wire:\n{}",
+                describe(&clear)
+            );
+            let esp = seen.esp_count();
+            assert!(
+                esp >= 12 * (GOOD_SENT + 1 + REPLIES) as usize,
+                "the capture saw only {esp} ESP packets"
+            );
+            assert_eq!(
+                stat(&a, "drop_ipsec_clear"),
+                clear_before,
+                "scapy sends only ESP for the protected addresses, yet xipsec dropped clear traffic"
+            );
+            assert!(
+                failures.is_empty(),
+                "{} of 12 combinations failed to interoperate with scapy:\n{}\ndaemon log:\n{}",
+                failures.len(),
+                failures.join("\n"),
+                a.log()
+            );
+            eprintln!(
+                "12 combinations in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        },
     );
 }

@@ -18,11 +18,12 @@ use ipsec_tests::{
     maps::pinned_counter,
 };
 use xipsec_testkit::{
+    as_root,
     capture::{Capture, Frames, describe},
     daemon::Node,
     fixture,
     netns::{self, VethPair},
-    require_root, traffic,
+    traffic,
 };
 
 const SPI: u32 = 0x7101;
@@ -135,182 +136,181 @@ fn sp_packets(d: &Node, name: &str) -> u64 {
 
 #[test]
 fn policies_act_on_real_traffic() {
-    if !require_root("policies_act_on_real_traffic") {
-        return;
-    }
-    let net = VethPair::new("xvt", 0x71);
-    let d = Node::start(&net.ns_a, &net.if_a);
-    let b_to_a = [
-        "--sp-source",
-        "fd00:71::2/128",
-        "--sp-destination",
-        "fd00:71::1/128",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "any",
-        "--upper-layer-protocol",
-        "any",
-        "--flow-direction",
-        "in",
-    ];
+    as_root("policies_act_on_real_traffic", || {
+        let net = VethPair::new("xvt", 0x71);
+        let d = Node::start(&net.ns_a, &net.if_a);
+        let b_to_a = [
+            "--sp-source",
+            "fd00:71::2/128",
+            "--sp-destination",
+            "fd00:71::1/128",
+            "--source-port",
+            "any",
+            "--destination-port",
+            "any",
+            "--upper-layer-protocol",
+            "any",
+            "--flow-direction",
+            "in",
+        ];
 
-    assert!(ping(&net.ns_b, &net.addr_a), "baseline ping must work");
-    assert_eq!(udp_delivered(&net, 9001), 5, "baseline UDP");
-    assert!(tcp_works(&net, 9002), "baseline TCP");
+        assert!(ping(&net.ns_b, &net.addr_a), "baseline ping must work");
+        assert_eq!(udp_delivered(&net, 9001), 5, "baseline UDP");
+        assert!(tcp_works(&net, 9002), "baseline TCP");
 
-    // discard: ping6, UDP and TCP from b are dropped and counted.
-    d.ok(&[
-        &["sp", "add"][..],
-        &b_to_a,
-        &["--action", "discard", "--sp-name", "drop-b"],
-    ]
-    .concat());
-    assert!(!ping(&net.ns_b, &net.addr_a), "discard must drop ping6");
-    assert_eq!(udp_delivered(&net, 9001), 0, "discard must drop UDP");
-    assert!(!tcp_works(&net, 9002), "discard must drop TCP");
-    assert!(
-        sp_packets(&d, "drop-b") >= 9,
-        "discard must count what it drops"
-    );
-    d.ok(&["sp", "remove", "--sp-name", "drop-b"]);
+        // discard: ping6, UDP and TCP from b are dropped and counted.
+        d.ok(&[
+            &["sp", "add"][..],
+            &b_to_a,
+            &["--action", "discard", "--sp-name", "drop-b"],
+        ]
+        .concat());
+        assert!(!ping(&net.ns_b, &net.addr_a), "discard must drop ping6");
+        assert_eq!(udp_delivered(&net, 9001), 0, "discard must drop UDP");
+        assert!(!tcp_works(&net, 9002), "discard must drop TCP");
+        assert!(
+            sp_packets(&d, "drop-b") >= 9,
+            "discard must count what it drops"
+        );
+        d.ok(&["sp", "remove", "--sp-name", "drop-b"]);
 
-    // none: passes, counted.
-    d.ok(&[
-        &["sp", "add"][..],
-        &b_to_a,
-        &["--action", "none", "--sp-name", "pass-b"],
-    ]
-    .concat());
-    assert!(ping(&net.ns_b, &net.addr_a), "none must pass ping6");
-    assert_eq!(udp_delivered(&net, 9001), 5, "none must pass UDP");
-    assert!(
-        sp_packets(&d, "pass-b") >= 7,
-        "none must count what it passes"
-    );
-    d.ok(&["sp", "remove", "--sp-name", "pass-b"]);
+        // none: passes, counted.
+        d.ok(&[
+            &["sp", "add"][..],
+            &b_to_a,
+            &["--action", "none", "--sp-name", "pass-b"],
+        ]
+        .concat());
+        assert!(ping(&net.ns_b, &net.addr_a), "none must pass ping6");
+        assert_eq!(udp_delivered(&net, 9001), 5, "none must pass UDP");
+        assert!(
+            sp_packets(&d, "pass-b") >= 7,
+            "none must count what it passes"
+        );
+        d.ok(&["sp", "remove", "--sp-name", "pass-b"]);
 
-    // ipsec outbound from a: ESP on the wire, decrypted by scapy with the configured keys.
-    let sa = EspSa::aes_sha256("sa-b", SPI, (&net.addr_a, &net.addr_b), 0x71);
-    // XIPSEC_VETH_ENC=null configures a null cipher while scapy still expects aes128-cbc: the
-    // mutation check this test must fail.
-    let configured = if std::env::var("XIPSEC_VETH_ENC").as_deref() == Ok("null") {
-        EspSa {
-            enc: "null",
-            enc_key: None,
-            ..sa.clone()
-        }
-    } else {
-        sa.clone()
-    };
-    let args = configured.sa_add_args();
-    d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    d.ok(&[
-        "sp",
-        "add",
-        "--sp-source",
-        "fd00:71::1/128",
-        "--sp-destination",
-        "fd00:71::2/128",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9003",
-        "--upper-layer-protocol",
-        "udp",
-        "--flow-direction",
-        "out",
-        "--action",
-        "ipsec",
-        "--sa-name",
-        "sa-b",
-        "--sp-name",
-        "protect-b",
-    ]);
-    // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
-    let absorb = traffic::EspAbsorb::start(&net.ns_b);
-    let wire = d.dir().join("ipsec.pcap");
-    let cap = Capture::start_with_marker_from(
-        &net.ns_b,
-        &net.if_b,
-        &wire,
-        &[SPI],
-        (&net.ns_a, &net.if_a),
-    );
-    // A receiver for the control port, so b sends no port unreachable.
-    let control = traffic::py(&net.ns_b, &["udp-recv", &net.addr_b, "9004", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the control receiver");
-    std::thread::sleep(Duration::from_millis(300));
-    send_udp(&net, "9003", "5", SECRET);
-    send_udp(&net, "9004", "3", "CONTROL-CLEAR");
-    let got = control.wait_with_output().expect("control receiver");
-    assert_eq!(
-        String::from_utf8_lossy(&got.stdout).trim(),
-        "3",
-        "the clear control datagrams arrive"
-    );
-    check_protected(&cap.stop(), &sa);
-    assert_eq!(sa_packets(&d, "sa-b"), 5, "the SA counts what it protected");
-    assert!(
-        sp_packets(&d, "protect-b") >= 5,
-        "the policy counts what it matched"
-    );
+        // ipsec outbound from a: ESP on the wire, decrypted by scapy with the configured keys.
+        let sa = EspSa::aes_sha256("sa-b", SPI, (&net.addr_a, &net.addr_b), 0x71);
+        // XIPSEC_VETH_ENC=null configures a null cipher while scapy still expects aes128-cbc: the
+        // mutation check this test must fail.
+        let configured = if std::env::var("XIPSEC_VETH_ENC").as_deref() == Ok("null") {
+            EspSa {
+                enc: "null",
+                enc_key: None,
+                ..sa.clone()
+            }
+        } else {
+            sa.clone()
+        };
+        let args = configured.sa_add_args();
+        d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        d.ok(&[
+            "sp",
+            "add",
+            "--sp-source",
+            "fd00:71::1/128",
+            "--sp-destination",
+            "fd00:71::2/128",
+            "--source-port",
+            "any",
+            "--destination-port",
+            "9003",
+            "--upper-layer-protocol",
+            "udp",
+            "--flow-direction",
+            "out",
+            "--action",
+            "ipsec",
+            "--sa-name",
+            "sa-b",
+            "--sp-name",
+            "protect-b",
+        ]);
+        // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
+        let absorb = traffic::EspAbsorb::start(&net.ns_b);
+        let wire = d.dir().join("ipsec.pcap");
+        let cap = Capture::start_with_marker_from(
+            &net.ns_b,
+            &net.if_b,
+            &wire,
+            &[SPI],
+            (&net.ns_a, &net.if_a),
+        );
+        // A receiver for the control port, so b sends no port unreachable.
+        let control = traffic::py(&net.ns_b, &["udp-recv", &net.addr_b, "9004", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the control receiver");
+        std::thread::sleep(Duration::from_millis(300));
+        send_udp(&net, "9003", "5", SECRET);
+        send_udp(&net, "9004", "3", "CONTROL-CLEAR");
+        let got = control.wait_with_output().expect("control receiver");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout).trim(),
+            "3",
+            "the clear control datagrams arrive"
+        );
+        check_protected(&cap.stop(), &sa);
+        assert_eq!(sa_packets(&d, "sa-b"), 5, "the SA counts what it protected");
+        assert!(
+            sp_packets(&d, "protect-b") >= 5,
+            "the policy counts what it matched"
+        );
 
-    // The engine gone (daemon killed; its programs stay attached from the pin directory):
-    // fail closed, nothing on the wire, every datagram counted as drop_ipsec_unavailable.
-    let mut d = d;
-    d.kill9();
-    let counted = |d: &Node| {
-        [Counter::DropIpsecUnavailable, Counter::IpsecToEngine]
-            .map(|c| pinned_counter(&d.pin_dir(), c))
-    };
-    let before = counted(&d);
-    let cap = Capture::start_with_marker_from(
-        &net.ns_b,
-        &net.if_b,
-        &d.dir().join("dead.pcap"),
-        &[SPI],
-        (&net.ns_a, &net.if_a),
-    );
-    send_udp(&net, "9003", "5", SECRET);
-    let dead = cap.stop();
-    let after = counted(&d);
-    assert_eq!(
-        dead.clear_count() + dead.esp_count(),
-        0,
-        "with the engine gone, the protected flow must not reach the wire:\n{}",
-        describe(&dead.frames.iter().collect::<Vec<_>>())
-    );
-    // Today a killed daemon leaves the programs redirecting to its vanished TUN device: the
-    // kernel drops there (fail closed) but counts it as ipsec_to_engine, not as
-    // drop_ipsec_unavailable (reported to the lead; see the README's test list). Both are the
-    // `ipsec` verdict: together they must account for every datagram, and no more.
-    let (unavailable, to_engine) = (after[0] - before[0], after[1] - before[1]);
-    assert_eq!(
-        unavailable + to_engine,
-        5,
-        "each of the 5 datagrams sent while the engine is gone must be counted once \
-         (drop_ipsec_unavailable +{unavailable}, ipsec_to_engine +{to_engine})"
-    );
-    drop(absorb);
-    d.spawn();
+        // The engine gone (daemon killed; its programs stay attached from the pin directory):
+        // fail closed, nothing on the wire, every datagram counted as drop_ipsec_unavailable.
+        let mut d = d;
+        d.kill9();
+        let counted = |d: &Node| {
+            [Counter::DropIpsecUnavailable, Counter::IpsecToEngine]
+                .map(|c| pinned_counter(&d.pin_dir(), c))
+        };
+        let before = counted(&d);
+        let cap = Capture::start_with_marker_from(
+            &net.ns_b,
+            &net.if_b,
+            &d.dir().join("dead.pcap"),
+            &[SPI],
+            (&net.ns_a, &net.if_a),
+        );
+        send_udp(&net, "9003", "5", SECRET);
+        let dead = cap.stop();
+        let after = counted(&d);
+        assert_eq!(
+            dead.clear_count() + dead.esp_count(),
+            0,
+            "with the engine gone, the protected flow must not reach the wire:\n{}",
+            describe(&dead.frames.iter().collect::<Vec<_>>())
+        );
+        // Today a killed daemon leaves the programs redirecting to its vanished TUN device: the
+        // kernel drops there (fail closed) but counts it as ipsec_to_engine, not as
+        // drop_ipsec_unavailable (reported to the lead; see the README's test list). Both are the
+        // `ipsec` verdict: together they must account for every datagram, and no more.
+        let (unavailable, to_engine) = (after[0] - before[0], after[1] - before[1]);
+        assert_eq!(
+            unavailable + to_engine,
+            5,
+            "each of the 5 datagrams sent while the engine is gone must be counted once \
+             (drop_ipsec_unavailable +{unavailable}, ipsec_to_engine +{to_engine})"
+        );
+        drop(absorb);
+        d.spawn();
 
-    // Removing the policy restores the flow.
-    d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
-    let recv = netns::exec(&net.ns_b, &["python3"])
-        .arg(fixture("traffic.py"))
-        .args(["udp-recv", &net.addr_b, "9003", "1.5"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("UDP receiver on b");
-    std::thread::sleep(Duration::from_millis(300));
-    send_udp(&net, "9003", "5", "now-clear");
-    let out = recv.wait_with_output().expect("receiver output");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "5",
-        "traffic must flow again after removal"
-    );
+        // Removing the policy restores the flow.
+        d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
+        let recv = netns::exec(&net.ns_b, &["python3"])
+            .arg(fixture("traffic.py"))
+            .args(["udp-recv", &net.addr_b, "9003", "1.5"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("UDP receiver on b");
+        std::thread::sleep(Duration::from_millis(300));
+        send_udp(&net, "9003", "5", "now-clear");
+        let out = recv.wait_with_output().expect("receiver output");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "5",
+            "traffic must flow again after removal"
+        );
+    });
 }

@@ -2,7 +2,7 @@
 //! in `tests/` and `xtask`'s lab (demo, end-to-end benchmark). A second copy of any of this is a
 //! bug.
 //!
-//! - [`require_root`] and [`ci`]: the privilege rule. A test that needs root fails under
+//! - [`require_root`], [`as_root`] and [`ci`]: the privilege rule. A test that needs root fails under
 //!   `CI=true` and skips, saying why, only outside CI.
 //! - [`netns`]: network namespaces and veth pairs with unique names (so concurrent runs never
 //!   meet), deleted on drop, also when the test panics. The only code of the workspace that
@@ -46,6 +46,14 @@ pub fn require_root(test: &str) -> bool {
         test,
         "needs root (BPF, netns); run the tests as root: sudo -E cargo xtask test",
     )
+}
+
+/// Runs the kernel test `test`'s `body` when the process is root; otherwise applies
+/// [`require_root`]'s rule (fail under CI, print why and skip elsewhere).
+pub fn as_root(test: &str, body: impl FnOnce()) {
+    if require_root(test) {
+        body();
+    }
 }
 
 /// The skip rule for any missing capability: `true` when `available`; otherwise a failure under

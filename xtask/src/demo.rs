@@ -155,24 +155,27 @@ pub fn run() -> anyhow::Result<()> {
         "ping6 a -> b   inner, tunnel ESP          {}",
         verdict(ping(&ns_a, "fd00:df::1", "fd00:df::2"))
     );
-    let (sent, got) = demo.transfer(&ns_a, None, &addr_b, "5001")?;
-    println!(
-        "TCP  a -> b:5001  10 MB, transport ESP    {} (sent {sent}, received {got})",
-        if sent == got && !sent.is_empty() {
-            "INTACT"
-        } else {
-            "CORRUPT/LOST"
-        }
-    );
-    let (sent, got) = demo.transfer(&ns_b, Some("fd00:df::2"), "fd00:df::1", "5002")?;
-    println!(
-        "TCP  b -> a:5002  10 MB, tunnel ESP       {} (sent {sent}, received {got})",
-        if sent == got && !sent.is_empty() {
-            "INTACT"
-        } else {
-            "CORRUPT/LOST"
-        }
-    );
+    for (label, from, src, to, port) in [
+        (
+            "a -> b:5001  10 MB, transport ESP ",
+            &ns_a,
+            None,
+            addr_b.as_str(),
+            "5001",
+        ),
+        (
+            "b -> a:5002  10 MB, tunnel ESP    ",
+            &ns_b,
+            Some("fd00:df::2"),
+            "fd00:df::1",
+            "5002",
+        ),
+    ] {
+        let (sent, got) = demo.transfer(from, src, to, port)?;
+        let intact = sent == got && !sent.is_empty();
+        let verdict = if intact { "INTACT" } else { "CORRUPT/LOST" };
+        println!("TCP  {label}   {verdict} (sent {sent}, received {got})");
+    }
     println!(
         "UDP  b -> a:9999  discard (priority 10)   {}/5 delivered",
         demo.udp(&ns_b, &addr_a, 9999)
