@@ -11,7 +11,9 @@ use ipsec_tests::{
     esp_oracle::{EspSa, Expect, assert_confidential},
     maps::pinned_meaning,
 };
-use xipsec_testkit::{as_root, capture::Capture, daemon::Node, netns::VethPair, traffic};
+use xipsec_testkit::{
+    as_root, capture::Capture, cli::SpArgs, daemon::Node, netns::VethPair, traffic,
+};
 
 const SECRET: &str = "RESTART-SECRET";
 
@@ -115,26 +117,14 @@ fn restart_keeps_state_maps_and_verdicts() {
         let net = VethPair::new("xrs", 0x72);
         let d = Node::start(&net.ns_a, &net.if_a);
 
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            "fd00:72::2/128",
-            "--sp-destination",
-            "fd00:72::1/128",
-            "--source-port",
-            "any",
-            "--destination-port",
-            "9101",
-            "--upper-layer-protocol",
-            "udp",
-            "--flow-direction",
-            "in",
-            "--action",
-            "discard",
-            "--sp-name",
-            "drop-9101",
-        ]);
+        d.ok(&SpArgs {
+            dport: "9101",
+            proto: "udp",
+            action: "discard",
+            sa: None,
+            ..SpArgs::ipsec("fd00:72::2/128", "fd00:72::1/128", "in", "drop-9101")
+        }
+        .args());
         // 500 SAs and 2,000 SPs from 8 concurrent clients.
         let d = Arc::new(std::sync::Mutex::new(d));
         let socket = d.lock().expect("lock").socket();
@@ -181,28 +171,13 @@ fn restart_keeps_state_maps_and_verdicts() {
             .expect("lock");
         let args = protected_sa().sa_add_args();
         d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            "fd00:72::1/128",
-            "--sp-destination",
-            "fd00:72::2/128",
-            "--source-port",
-            "any",
-            "--destination-port",
-            "9103",
-            "--upper-layer-protocol",
-            "udp",
-            "--flow-direction",
-            "out",
-            "--action",
-            "ipsec",
-            "--sa-name",
-            "to-b",
-            "--sp-name",
-            "protect-9103",
-        ]);
+        d.ok(&SpArgs {
+            dport: "9103",
+            proto: "udp",
+            sa: Some("to-b"),
+            ..SpArgs::ipsec("fd00:72::1/128", "fd00:72::2/128", "out", "protect-9103")
+        }
+        .args());
 
         let sas = listing(&d, "sa");
         let sps = listing(&d, "sp");

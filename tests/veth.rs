@@ -20,6 +20,7 @@ use ipsec_tests::{
 use xipsec_testkit::{
     as_root,
     capture::{Capture, Frames, describe},
+    cli::SpArgs,
     daemon::Node,
     fixture,
     netns::{self, VethPair},
@@ -204,28 +205,13 @@ fn policies_act_on_real_traffic() {
         };
         let args = configured.sa_add_args();
         d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            "fd00:71::1/128",
-            "--sp-destination",
-            "fd00:71::2/128",
-            "--source-port",
-            "any",
-            "--destination-port",
-            "9003",
-            "--upper-layer-protocol",
-            "udp",
-            "--flow-direction",
-            "out",
-            "--action",
-            "ipsec",
-            "--sa-name",
-            "sa-b",
-            "--sp-name",
-            "protect-b",
-        ]);
+        d.ok(&SpArgs {
+            dport: "9003",
+            proto: "udp",
+            sa: Some("sa-b"),
+            ..SpArgs::ipsec("fd00:71::1/128", "fd00:71::2/128", "out", "protect-b")
+        }
+        .args());
         // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
         let absorb = traffic::EspAbsorb::start(&net.ns_b);
         let wire = d.dir().join("ipsec.pcap");
