@@ -75,25 +75,11 @@ fn ping(ns: &str, addr: &str) -> bool {
 }
 
 fn sa_field(d: &Node, sa: &str, field: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"])).expect("JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .find(|s| s["name"] == sa)
-        .and_then(|s| s[field].as_u64())
-        .unwrap_or_else(|| panic!("{sa}.{field} missing"))
+    d.sa_counter(sa, field)
 }
 
 fn stat(d: &Node, reason: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["stats", "--formatter", "json"])).expect("JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .find(|s| s["reason"] == reason)
-        .and_then(|s| s["packets"].as_u64())
-        .unwrap_or_else(|| panic!("stat {reason} missing: {v}"))
+    d.stat(reason)
 }
 
 fn inject(ns: &str, iface: &str, pcap: &Path, index: usize, mode: &str) {

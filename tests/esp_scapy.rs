@@ -173,14 +173,7 @@ fn sa_field(list: &[Value], sa: &str, field: &str) -> u64 {
 }
 
 fn stat(d: &Node, reason: &str) -> u64 {
-    let v: Value =
-        serde_json::from_str(&d.ok(&["stats", "--formatter", "json"])).expect("parsing stats JSON");
-    v.as_array()
-        .expect("stats is an array")
-        .iter()
-        .find(|s| s["reason"] == reason)
-        .and_then(|s| s["packets"].as_u64())
-        .unwrap_or_else(|| panic!("stat {reason} missing: {v}"))
+    d.stat(reason)
 }
 
 /// Configure `combo` on the xipsec host (a): an inbound SA b -> a with `spi_in`, an outbound

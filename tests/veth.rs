@@ -77,14 +77,7 @@ fn udp_dport(f: &xipsec_testkit::capture::Frame) -> Option<u16> {
 }
 
 fn sa_packets(d: &Node, name: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"])).expect("sa list JSON");
-    v.as_array()
-        .expect("a JSON array")
-        .iter()
-        .find(|sa| sa["name"] == name)
-        .and_then(|sa| sa["packets"].as_u64())
-        .unwrap_or_else(|| panic!("{name}.packets not listed: {v}"))
+    d.sa_counter(name, "packets")
 }
 
 /// The ipsec flow is ESP on the wire and decrypts to the plaintext; the control flow is clear.
@@ -122,17 +115,7 @@ fn check_protected(frames: &Frames, sa: &EspSa) {
 }
 
 fn sp_packets(d: &Node, name: &str) -> u64 {
-    let out = d.ok(&["sp", "list", "--formatter", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("sp list JSON");
-    let sp = v
-        .as_array()
-        .expect("a JSON array")
-        .iter()
-        .find(|sp| sp["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not listed: {out}"));
-    sp["packets"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no packets field: {sp}"))
+    d.sp_counter(name, "packets")
 }
 
 #[test]

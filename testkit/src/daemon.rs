@@ -435,6 +435,37 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Field `field` (a number) of the entry whose `key` is `value` in `xipsec COMMAND
+    /// --formatter json` (a JSON array), e.g. `(&["sa", "list"], ("name", "sa1"), "packets")`.
+    pub fn listed(&self, command: &[&str], (key, value): (&str, &str), field: &str) -> u64 {
+        let args = [command, &["--formatter", "json"]].concat();
+        let out = self.ok(&args);
+        let list: serde_json::Value = serde_json::from_str(&out).expect("parsing a JSON list");
+        list.as_array()
+            .expect("a JSON array")
+            .iter()
+            .find(|entry| entry[key] == value)
+            .and_then(|entry| entry[field].as_u64())
+            .unwrap_or_else(|| panic!("{value}.{field} not listed by {command:?}: {out}"))
+    }
+
+    /// Counter `field` of SA `sa` (`sa list`).
+    pub fn sa_counter(&self, sa: &str, field: &str) -> u64 {
+        self.listed(&["sa", "list"], ("name", sa), field)
+    }
+
+    /// Counter `field` of SP `sp` (`sp list`).
+    pub fn sp_counter(&self, sp: &str, field: &str) -> u64 {
+        self.listed(&["sp", "list"], ("name", sp), field)
+    }
+
+    /// The packets counted for drop or pass reason `reason` (`stats`).
+    pub fn stat(&self, reason: &str) -> u64 {
+        self.listed(&["stats"], ("reason", reason), "packets")
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         // The daemon first, then the sandbox (field order would do it too; say it).
