@@ -286,37 +286,27 @@ fn two_hosts_protect_traffic_end_to_end() {
         let one = one_frames.file.clone();
         let index = esp_index(&one_frames, SPI_AB);
 
-        let before = sa_field(&b, "sa-ab", "auth_failures");
-        inject(&net.ns_a, &net.if_a, &one, index, "flip");
-        assert_eq!(
-            sa_field(&b, "sa-ab", "auth_failures"),
-            before + 1,
-            "a bit-flipped packet is an auth failure"
-        );
-
-        let before = sa_field(&b, "sa-ab", "replay_drops");
-        inject(&net.ns_a, &net.if_a, &one, index, "raw");
-        assert_eq!(
-            sa_field(&b, "sa-ab", "replay_drops"),
-            before + 1,
-            "a replayed packet is a replay drop"
-        );
-
-        let before = stat(&b, "drop_unknown_spi");
-        inject(&net.ns_a, &net.if_a, &one, index, "spi");
-        assert_eq!(
-            stat(&b, "drop_unknown_spi"),
-            before + 1,
-            "ESP with an unknown SPI is dropped and counted"
-        );
-
-        let before = stat(&b, "drop_ipsec_clear");
-        inject(&net.ns_a, &net.if_a, &one, index, "clear-udp");
-        assert_eq!(
-            stat(&b, "drop_ipsec_clear"),
-            before + 1,
-            "clear traffic for an ipsec policy is dropped and counted"
-        );
+        // Each mutation of the captured packet, replayed from a, moves exactly its counter on b:
+        // a drop reason (`stats`, `drop_*`) or an SA counter of sa-ab (`sa list`).
+        #[rustfmt::skip]
+        let cases = [
+            ("flip", "auth_failures", "a bit-flipped packet is an auth failure"),
+            ("raw", "replay_drops", "a replayed packet is a replay drop"),
+            ("spi", "drop_unknown_spi", "ESP with an unknown SPI is dropped and counted"),
+            ("clear-udp", "drop_ipsec_clear", "clear traffic for an ipsec policy is dropped and counted"),
+        ];
+        let count = |counter: &str| {
+            if counter.starts_with("drop_") {
+                stat(&b, counter)
+            } else {
+                sa_field(&b, "sa-ab", counter)
+            }
+        };
+        for (mutation, counter, what) in cases {
+            let before = count(counter);
+            inject(&net.ns_a, &net.if_a, &one, index, mutation);
+            assert_eq!(count(counter), before + 1, "{what}");
+        }
 
         // kill -9 of a: the flow stops, and nothing leaves in clear. The capture is on a's side
         // (taps see what a's TC egress lets out); its markers prove it was live throughout.
