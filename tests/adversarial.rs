@@ -241,6 +241,36 @@ impl Lab {
         )
     }
 
+    /// `adversary.py esp`: `count` ESP datagrams to UDP 9000 on a under the inbound SA (keys
+    /// in hex), sequence numbers from `first`, sent from b with source address `src`; also
+    /// written to `pcap`.
+    fn inbound_esp(
+        &self,
+        src: &str,
+        (enc_key, auth_key): (&str, &str),
+        (first, count): (&str, &str),
+        pcap: &std::path::Path,
+    ) {
+        self.adversary(
+            &self.pair.ns_b,
+            &[
+                "esp",
+                &self.pair.if_b,
+                &self.mac_b,
+                &self.mac_a,
+                src,
+                A,
+                &format!("{SPI_IN:#x}"),
+                enc_key,
+                auth_key,
+                first,
+                count,
+                "9000",
+                pcap.to_str().expect("utf-8"),
+            ],
+        );
+    }
+
     /// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
     fn adversary(&self, ns: &str, args: &[&str]) -> usize {
         traffic::fixture_output(ns, "adversary.py", args)
@@ -551,24 +581,7 @@ fn adversarial_wire_suite() {
         let enc_key = key(&lab.inbound.enc_key);
         let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
         let listener = lab.listen(&na, A, P_IPSEC, 4);
-        lab.adversary(
-            &nb,
-            &[
-                "esp",
-                &lab.pair.if_b,
-                &lab.mac_b,
-                &lab.mac_a,
-                B1,
-                A,
-                &format!("{SPI_IN:#x}"),
-                &enc_key,
-                &auth_key,
-                "1",
-                "5",
-                "9000",
-                pcap.to_str().expect("utf-8"),
-            ],
-        );
+        lab.inbound_esp(B1, (&enc_key, &auth_key), ("1", "5"), &pcap);
         assert_eq!(received(listener), 5, "fresh ESP is delivered");
         let replay = |lab: &Lab, when: &str| {
             let drops = lab.counter("esp_replay_drops");
@@ -625,24 +638,7 @@ fn adversarial_wire_suite() {
         let mismatch = lab.counter("esp_address_mismatch");
         let listener = lab.listen(&na, A, P_IPSEC, 4);
         let forged = lab.scratch.path().join("forged.pcap");
-        lab.adversary(
-            &nb,
-            &[
-                "esp",
-                &lab.pair.if_b,
-                &lab.mac_b,
-                &lab.mac_a,
-                B_FORGED,
-                A,
-                &format!("{SPI_IN:#x}"),
-                &enc_key,
-                &auth_key,
-                "1000",
-                "3",
-                "9000",
-                forged.to_str().expect("utf-8"),
-            ],
-        );
+        lab.inbound_esp(B_FORGED, (&enc_key, &auth_key), ("1000", "3"), &forged);
         assert_eq!(
             received(listener),
             0,
