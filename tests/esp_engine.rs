@@ -235,6 +235,24 @@ fn capture(net: &VethPair, dir: &tempfile::TempDir, name: &str) -> Capture {
     )
 }
 
+/// Under a capture: a pings `dst` and sends it a 1,400-byte datagram from `src` (UDP 5000),
+/// which must arrive intact.
+fn ping_and_udp(
+    net: &VethPair,
+    dir: &tempfile::TempDir,
+    name: &str,
+    (src, dst): (&str, &str),
+) -> Frames {
+    let cap = capture(net, dir, name);
+    ping(&net.ns_a, dst);
+    let receiver = udp_socket(&net.ns_b, dst, 5000);
+    assert!(
+        udp_arrives(&net.ns_a, src, &receiver, 1400),
+        "1400-byte datagram lost"
+    );
+    cap.stop()
+}
+
 /// How many protected frames carry `spi` (first fragments and whole packets).
 fn frames_with_spi(frames: &Frames, spi: u32) -> usize {
     frames
@@ -276,15 +294,8 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
 
             // Ping a -> b and a 1,400-byte datagram: only ESP on the wire, and it decrypts.
-            let cap = capture(&ns, &pcap, "small");
-            ping(&ns.ns_a, B);
             // 1,400-byte UDP: the ESP packet exceeds 1,500 bytes and travels as two fragments.
-            let receiver = udp_socket(&ns.ns_b, B, 5000);
-            assert!(
-                udp_arrives(&ns.ns_a, A, &receiver, 1400),
-                "1400-byte datagram lost"
-            );
-            let small = cap.stop();
+            let small = ping_and_udp(&ns, &pcap, "small", (A, B));
             small.assert_only_esp("ping and UDP a -> b");
             assert!(frames_with_spi(&small, SPI_AB) >= 4, "a -> b as esp");
             assert!(frames_with_spi(&small, SPI_BA) >= 3, "echo replies as esp");
@@ -491,14 +502,7 @@ fn tunnel_mode_carries_inner_addresses() {
             INNER_A,
             INNER_B,
         );
-        let cap = capture(&ns, &pcap, "tunnel");
-        ping(&ns.ns_a, INNER_B);
-        let receiver = udp_socket(&ns.ns_b, INNER_B, 5000);
-        assert!(
-            udp_arrives(&ns.ns_a, INNER_A, &receiver, 1400),
-            "1400-byte datagram lost"
-        );
-        let frames = cap.stop();
+        let frames = ping_and_udp(&ns, &pcap, "tunnel", (INNER_A, INNER_B));
         frames.assert_only_esp("tunnel mode ping and UDP");
         assert!(frames_with_spi(&frames, SPI_AB) >= 4, "a -> b as esp");
         assert!(frames_with_spi(&frames, SPI_BA) >= 3, "replies as esp");
