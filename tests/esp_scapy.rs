@@ -14,11 +14,7 @@
 //! counters must show every packet scapy sent as accepted. A capture on the veth over the whole
 //! run must see only ESP (and neighbour discovery, which passes in clear by design).
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, Stdio},
-    time::Instant,
-};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use xipsec_testkit::{
@@ -26,8 +22,8 @@ use xipsec_testkit::{
     capture::{Capture, describe},
     cli::SpArgs,
     daemon::Node,
-    fixture,
     netns::{self, VethPair},
+    traffic::{self, Ready, fixture_with_input},
 };
 
 /// Inner (tunnel-mode) addresses, on `lo` of each namespace.
@@ -149,16 +145,6 @@ fn combos() -> Vec<Combo> {
     v
 }
 
-/// A child process killed (by its own pid) when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn sa_list(d: &Node) -> Vec<Value> {
     let v: Value = serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"]))
         .expect("parsing sa list JSON");
@@ -272,21 +258,12 @@ fn peer_params(
 }
 
 fn run_peer(ns: &str, params: &Value) -> Value {
-    let mut child = netns::exec(ns, &["python3"])
-        .arg(fixture("scapy_peer.py"))
-        .arg("peer")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting scapy_peer.py");
-    child
-        .stdin
-        .take()
-        .expect("peer stdin")
-        .write_all(params.to_string().as_bytes())
-        .expect("writing the peer's parameters");
-    let out = child.wait_with_output().expect("waiting for scapy_peer.py");
+    let out = fixture_with_input(
+        Some(ns),
+        "scapy_peer.py",
+        &["peer"],
+        params.to_string().as_bytes(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -433,28 +410,18 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
             let mac_a = mac(&net.ns_a, &net.if_a);
             let mac_b = mac(&net.ns_b, &net.if_b);
 
-            let mut responder = netns::exec(&net.ns_a, &["python3"])
-                .arg(fixture("scapy_peer.py"))
-                .args([
+            let responder = traffic::py_fixture(
+                &net.ns_a,
+                "scapy_peer.py",
+                &[
                     "respond",
                     &format!("{},{INNER_A}", net.addr_a),
                     &UDP_ECHO_PORT.to_string(),
                     &TCP_OPEN_PORT.to_string(),
                     "600",
-                ])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("starting the responder on the xipsec host");
-            let mut ready = String::new();
-            BufReader::new(responder.stdout.take().expect("responder stdout"))
-                .read_line(&mut ready)
-                .expect("reading the responder's ready line");
-            let _responder = Guard(responder);
-            assert_eq!(
-                ready.trim(),
-                "ready",
-                "the responder on the xipsec host did not start"
+                ],
             );
+            let _responder = Ready::start(responder, "the responder on the xipsec host");
 
             let wire = a.dir().join("wire.pcap");
             let all_spis: Vec<u32> = combos()

@@ -1,18 +1,23 @@
 //! The traffic fixtures (`fixtures/*.py`) run inside a namespace.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    io::{BufRead, BufReader, Write},
+    process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
 use crate::{fixture, netns::exec};
 
+/// `python3 tests/fixtures/{script} ARGS` run in namespace `ns`.
+pub fn py_fixture(ns: &str, script: &str, args: &[&str]) -> Command {
+    let mut c = exec(ns, &["python3"]);
+    c.arg(fixture(script)).args(args);
+    c
+}
+
 /// `traffic.py ARGS` run in namespace `ns`.
 pub fn py(ns: &str, args: &[&str]) -> Command {
-    let mut c = exec(ns, &["python3"]);
-    c.arg(fixture("traffic.py")).args(args);
-    c
+    py_fixture(ns, "traffic.py", args)
 }
 
 /// Whether `ping -6 -c {count} -i 0.2 -W {wait} [-p {pattern}] {dst}` from namespace `ns` got
@@ -75,29 +80,66 @@ pub fn udp_delivered(
         .expect("a count")
 }
 
-/// A raw ESP socket held open in a namespace (`traffic.py esp-absorb`), so that host's kernel,
-/// which has no SA, does not answer ESP with ICMPv6 parameter problems (in clear); killed on
-/// drop.
-pub struct EspAbsorb(Child);
+/// A fixture process that prints `ready` once it listens; killed on drop.
+pub struct Ready(Child);
 
-impl EspAbsorb {
-    pub fn start(ns: &str) -> Self {
-        let mut child = py(ns, &["esp-absorb", "600"])
+impl Ready {
+    /// Spawns `command` (its stdout piped) and waits for its `ready` line; `what` names it.
+    pub fn start(mut command: Command, what: &str) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
-            .expect("starting esp-absorb");
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
         let mut ready = String::new();
-        BufReader::new(child.stdout.take().expect("esp-absorb stdout"))
+        BufReader::new(child.stdout.take().expect("a piped stdout"))
             .read_line(&mut ready)
-            .expect("reading esp-absorb's ready line");
-        assert_eq!(ready.trim(), "ready", "esp-absorb did not start");
-        Self(child)
+            .unwrap_or_else(|e| panic!("reading the ready line of {what}: {e}"));
+        let process = Self(child);
+        assert_eq!(ready.trim(), "ready", "{what} did not start");
+        process
     }
 }
 
-impl Drop for EspAbsorb {
+impl Drop for Ready {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A raw ESP socket held open in a namespace (`traffic.py esp-absorb`), so that host's kernel,
+/// which has no SA, does not answer ESP with ICMPv6 parameter problems (in clear); killed on
+/// drop.
+pub struct EspAbsorb(#[allow(dead_code, reason = "held for its drop")] Ready);
+
+impl EspAbsorb {
+    pub fn start(ns: &str) -> Self {
+        Self(Ready::start(py(ns, &["esp-absorb", "600"]), "esp-absorb"))
+    }
+}
+
+/// `python3 tests/fixtures/{script} ARGS`, in namespace `ns` if given, with `input` on its
+/// stdin; its output once it exits (the caller judges the status).
+pub fn fixture_with_input(ns: Option<&str>, script: &str, args: &[&str], input: &[u8]) -> Output {
+    let mut command = match ns {
+        Some(ns) => exec(ns, &["python3"]),
+        None => Command::new("python3"),
+    };
+    let mut child = command
+        .arg(fixture(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("writing to {script}: {e}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {script}: {e}"))
 }
