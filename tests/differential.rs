@@ -58,20 +58,18 @@ fn inbound_spis(spd: &Spd) -> Vec<u32> {
 
 /// Run `frame` once in `direction`; whether the packet went on (passed or redirected).
 fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expected) -> bool {
-    match direction {
+    // Per hook: its action, its (pass, drop, redirect) codes, and the verdict that redirects.
+    let (hook, action, [pass, drop, redirect], redirected, to) = match direction {
         Direction::In => {
             let action = dp.test_run_xdp(frame).expect("running XDP");
-            assert!(
-                action == XDP_PASS || action == XDP_DROP || action == XDP_REDIRECT,
-                "XDP action {action}"
-            );
-            assert_eq!(
-                action == XDP_REDIRECT,
-                want.counter == Counter::EspKnownSpiXsk,
-                "redirect to AF_XDP exactly for known-SPI ESP of the plain shape: {}",
-                hex(frame)
-            );
-            action != XDP_DROP
+            let codes = [XDP_PASS, XDP_DROP, XDP_REDIRECT].map(i64::from);
+            (
+                "XDP",
+                i64::from(action),
+                codes,
+                Counter::EspKnownSpiXsk,
+                "AF_XDP for known-SPI ESP of the plain shape",
+            )
         }
         Direction::Out => {
             // The engine (when one is set) is alive: its heartbeat is fresh.
@@ -79,19 +77,27 @@ fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expec
             let action = dp
                 .test_run_tc(frame)
                 .unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(frame)));
-            assert!(
-                action == TC_ACT_OK || action == TC_ACT_SHOT || action == TC_ACT_REDIRECT,
-                "TC action {action}"
-            );
-            assert_eq!(
-                action == TC_ACT_REDIRECT,
-                want.counter == Counter::IpsecToEngine,
-                "redirect to the ESP engine exactly for ipsec verdicts with an engine: {}",
-                hex(frame)
-            );
-            action != TC_ACT_SHOT
+            let codes = [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT].map(i64::from);
+            (
+                "TC",
+                i64::from(action),
+                codes,
+                Counter::IpsecToEngine,
+                "the ESP engine for ipsec verdicts with an engine",
+            )
         }
-    }
+    };
+    assert!(
+        action == pass || action == drop || action == redirect,
+        "{hook} action {action}"
+    );
+    assert_eq!(
+        action == redirect,
+        want.counter == redirected,
+        "redirect to {to}, exactly: {}",
+        hex(frame)
+    );
+    action != drop
 }
 
 #[test]

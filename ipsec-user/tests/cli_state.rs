@@ -24,12 +24,7 @@ fn expect_refusal(what: &str, bytes: &[u8], reason: &str) {
     let sandbox = Sandbox::new();
     std::fs::create_dir_all(sandbox.state_dir()).expect("creating the state dir");
     std::fs::write(sandbox.state_file(), bytes).expect("writing state.json");
-    let output = sandbox
-        .daemon_command()
-        .output()
-        .expect("running the daemon");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{what}: the daemon started");
+    let stderr = sandbox.refused();
     let want = format!(
         "error: state file {} is corrupt: ",
         sandbox.state_file().display()
@@ -103,12 +98,7 @@ fn an_unreadable_state_file_is_refused() {
     let sandbox = Sandbox::new();
     // A directory where the file should be: unreadable as a file, whoever runs the test.
     std::fs::create_dir_all(sandbox.state_file()).expect("creating a directory named state.json");
-    let output = sandbox
-        .daemon_command()
-        .output()
-        .expect("running the daemon");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = sandbox.refused();
     assert!(stderr.contains("is corrupt: cannot read it"), "{stderr}");
     assert!(sandbox.state_file().is_dir(), "the directory was replaced");
 }

@@ -168,6 +168,11 @@ impl Sandbox {
         command
     }
 
+    /// Runs a daemon that must refuse to start (and exit); what it printed on stderr.
+    pub fn refused(&self) -> String {
+        refused(self.daemon_command())
+    }
+
     fn mount_pin_dir(&self) {
         let pin = self.pin_dir();
         std::fs::create_dir_all(&pin).expect("creating the pin dir");
@@ -322,6 +327,14 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `command`, a daemon that must refuse to start (and exit); what it printed on stderr.
+pub fn refused(mut command: Command) -> String {
+    let output = command.output().expect("running the daemon");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "the daemon started: {stderr}");
+    stderr
 }
 
 /// Send `sig` to our own, not yet reaped, child.
