@@ -84,6 +84,18 @@ fn mac(ns: &str, iface: &str) -> String {
         .to_owned()
 }
 
+/// A policy of the lab: name, direction, (source, destination), protocol, destination port,
+/// action, and for `ipsec` (SA, mode).
+type Policy<'a> = (
+    &'a str,
+    &'a str,
+    (&'a str, &'a str),
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+);
+
 /// An `ipsec` policy in transport mode for UDP to `port` between two hosts.
 fn protect_udp(
     daemon: &Node,
@@ -181,7 +193,7 @@ impl Lab {
         );
         // name, direction, (source, destination), protocol, destination port, action, (SA, mode)
         #[rustfmt::skip]
-        let policies: [(&str, &str, (&str, &str), &str, &str, &str, Option<(&str, &str)>); 10] = [
+        let policies: [Policy; 10] = [
             ("p-udp", "out", (&a128, &b1_128), "udp", &ipsec, "ipsec", Some(("o-t", "transport"))),
             ("p-icmp", "out", (&a128, &b1_128), "icmp6", "128", "ipsec", Some(("o-t", "transport"))),
             ("p-tun", "out", (&ta, &tb), "udp", &ipsec, "ipsec", Some(("o-tun", "tunnel"))),

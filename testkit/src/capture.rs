@@ -321,8 +321,7 @@ impl Capture {
     /// (SIGINT, so it flushes), checks it exited cleanly without kernel drops, and decodes.
     pub fn stop(mut self) -> Frames {
         self.confirm_marker("stop");
-        // SAFETY: kill(2) on our own child's pid, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        crate::daemon::signal(&self.child, libc::SIGINT);
         let status = self.child.wait().expect("waiting for tcpdump");
         // The reader thread ends when the pipe closes; give it a moment to take the last lines.
         let deadline = Instant::now() + Duration::from_secs(2);

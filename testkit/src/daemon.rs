@@ -93,6 +93,7 @@ impl Sandbox {
     }
 
     /// Use `bin` as the `xipsec` binary.
+    #[must_use]
     pub fn with_bin(mut self, bin: PathBuf) -> Self {
         self.bin = Some(bin);
         self
