@@ -176,8 +176,7 @@ impl Lab {
         let mut tunnel = EspSa::aes_sha256("o-tun", SPI_OUT_TUNNEL, (A, B1), 0x33);
         tunnel.mode = "tunnel";
         for sa in [&out, &inbound, &tunnel] {
-            let args = sa.sa_add_args();
-            daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            daemon.ok_args(&sa.sa_add_args());
         }
         let (a128, b1_128) = (format!("{A}/128"), format!("{B1}/128"));
         let (ta, tb) = (format!("{TA}/128"), format!("{TB}/128"));
@@ -617,9 +616,7 @@ fn adversarial_wire_suite() {
         replay(&lab, "after kill -9");
         lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
         lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
-        let args = lab.inbound.sa_add_args();
-        lab.daemon
-            .ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        lab.daemon.ok_args(&lab.inbound.sa_add_args());
         protect_udp(&lab.daemon, "pi-udp", "in", (B1, A), "9000", "i-t");
         replay(&lab, "after the SA was re-added");
 
@@ -822,8 +819,7 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
         let _absorb = xipsec_testkit::traffic::EspAbsorb::start(&nb);
         let daemon = Node::start(&na, &pair.if_a);
         let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
-        let args = sa.sa_add_args();
-        daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        daemon.ok_args(&sa.sa_add_args());
         protect_udp(
             &daemon,
             "flood",

@@ -53,8 +53,7 @@ fn sas(net: &VethPair, enc: &'static str) -> [EspSa; 2] {
 /// `peer`, with `out`/`in_` the SA names.
 fn configure(d: &Node, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&str, &str)) {
     for sa in sas {
-        let args = sa.sa_add_args();
-        d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        d.ok_args(&sa.sa_add_args());
     }
     for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, in_)] {
         let (src, dst, name) = (

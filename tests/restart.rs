@@ -169,8 +169,7 @@ fn restart_keeps_state_maps_and_verdicts() {
             .expect("sole owner")
             .into_inner()
             .expect("lock");
-        let args = protected_sa().sa_add_args();
-        d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        d.ok_args(&protected_sa().sa_add_args());
         d.ok(&SpArgs {
             dport: "9103",
             proto: "udp",

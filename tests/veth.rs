@@ -186,8 +186,7 @@ fn policies_act_on_real_traffic() {
         } else {
             sa.clone()
         };
-        let args = configured.sa_add_args();
-        d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        d.ok_args(&configured.sa_add_args());
         d.ok(&SpArgs {
             dport: "9003",
             proto: "udp",

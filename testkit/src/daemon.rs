@@ -450,6 +450,11 @@ impl Node {
 }
 
 impl Node {
+    /// [`Self::ok`] for owned arguments (as argument builders return them).
+    pub fn ok_args(&self, args: &[String]) -> String {
+        self.ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     /// Field `field` (a number) of the entry whose `key` is `value` in `xipsec COMMAND
     /// --formatter json` (a JSON array), e.g. `(&["sa", "list"], ("name", "sa1"), "packets")`.
     pub fn listed(&self, command: &[&str], (key, value): (&str, &str), field: &str) -> u64 {
