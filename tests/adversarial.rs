@@ -15,18 +15,18 @@
 
 use std::{
     collections::BTreeSet,
-    path::PathBuf,
     process::{Child, Stdio},
     time::Duration,
 };
 
-use ipsec_tests::{
+use ipsec_tests::esp_oracle::{EspSa, decrypt};
+use xipsec_testkit::{
+    as_root,
     capture::{Capture, Class, Frames, describe},
-    daemon::Daemon,
-    esp_oracle::{EspSa, decrypt},
-    netns::VethPair,
-    require_root,
-    traffic::{fixture, py},
+    cli::SpArgs,
+    daemon::{Node, Sandbox},
+    netns::{self, VethPair},
+    traffic::{self, py},
 };
 
 const TAG: u16 = 0xad;
@@ -66,35 +66,56 @@ const SHAPES: [&str; 9] = [
 
 struct Lab {
     pair: VethPair,
-    daemon: Daemon,
+    daemon: Node,
     mac_a: String,
     mac_b: String,
     out: EspSa,
     inbound: EspSa,
     tunnel: EspSa,
-    scratch: PathBuf,
+    scratch: tempfile::TempDir,
     /// Holds a raw ESP socket open on b, so b's kernel (which has no ESP) does not answer our
     /// ESP with ICMPv6 errors.
     _absorb: Child,
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> String {
-    let out = VethPair::exec(ns, args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?} in {ns}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} in {ns} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn mac(ns: &str, iface: &str) -> String {
-    in_ns(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
+    netns::output(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
         .trim()
         .to_owned()
+}
+
+/// A policy of the lab: name, direction, (source, destination), protocol, destination port,
+/// action, and for `ipsec` (SA, mode).
+type Policy<'a> = (
+    &'a str,
+    &'a str,
+    (&'a str, &'a str),
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<(&'a str, &'a str)>,
+);
+
+/// An `ipsec` policy in transport mode for UDP to `port` between two hosts.
+fn protect_udp(
+    daemon: &Node,
+    name: &str,
+    dir: &str,
+    (src, dst): (&str, &str),
+    port: &str,
+    sa: &str,
+) {
+    let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+    let sp = SpArgs {
+        sport: "any",
+        dport: port,
+        proto: "udp",
+        sa: Some(sa),
+        ..SpArgs::ipsec(&src, &dst, dir, name)
+    };
+    let mut args = sp.args();
+    args.extend(["--sp-mode", "transport"]);
+    daemon.ok(&args);
 }
 
 impl Lab {
@@ -108,7 +129,7 @@ impl Lab {
             (&nb, &pair.if_b, B3),
             (&nb, &pair.if_b, B_FORGED),
         ] {
-            in_ns(
+            netns::output(
                 ns,
                 &[
                     "ip",
@@ -124,13 +145,13 @@ impl Lab {
                 ],
             );
         }
-        in_ns(
+        netns::output(
             &na,
             &["ip", "addr", "add", &format!("{TA}/128"), "dev", "lo"],
         );
         // The interface bounce below must not take a's addresses with it.
         for scope in ["all", pair.if_a.as_str()] {
-            in_ns(
+            netns::output(
                 &na,
                 &[
                     "sysctl",
@@ -139,155 +160,69 @@ impl Lab {
                 ],
             );
         }
-        in_ns(
+        netns::output(
             &nb,
             &["ip", "addr", "add", &format!("{TB}/128"), "dev", "lo"],
         );
-        in_ns(&na, &["ip", "-6", "route", "add", TB, "via", B1, "src", TA]);
-        in_ns(&nb, &["ip", "-6", "route", "add", TA, "via", A]);
+        netns::output(&na, &["ip", "-6", "route", "add", TB, "via", B1, "src", TA]);
+        netns::output(&nb, &["ip", "-6", "route", "add", TA, "via", A]);
         let absorb = py(&nb, &["esp-absorb", "600"])
             .stdout(Stdio::null())
             .spawn()
             .expect("starting the ESP absorber on b");
-        let daemon = Daemon::start("adversarial", &na, &pair.if_a);
+        let daemon = Node::start(&na, &pair.if_a);
         let out = EspSa::aes_sha256("o-t", SPI_OUT, (A, B1), 0x11);
         let inbound = EspSa::aes_sha256("i-t", SPI_IN, (B1, A), 0x22);
         let mut tunnel = EspSa::aes_sha256("o-tun", SPI_OUT_TUNNEL, (A, B1), 0x33);
         tunnel.mode = "tunnel";
         for sa in [&out, &inbound, &tunnel] {
-            let args = sa.sa_add_args();
-            daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            daemon.ok_args(&sa.sa_add_args());
         }
-        let sp = |name: &str,
-                  dir: &str,
-                  (src, dst): (&str, &str),
-                  proto: &str,
-                  port: &str,
-                  action: &str,
-                  sa: Option<(&str, &str)>| {
-            let mut args = vec![
-                "sp",
-                "add",
-                "--sp-name",
-                name,
-                "--flow-direction",
-                dir,
-                "--sp-source",
-                src,
-                "--sp-destination",
-                dst,
-                "--upper-layer-protocol",
-                proto,
-                "--source-port",
-                "any",
-                "--destination-port",
-                port,
-                "--action",
-                action,
-            ];
-            if let Some((sa, mode)) = sa {
-                args.extend(["--sa-name", sa, "--sp-mode", mode]);
-            }
-            daemon.ok(&args);
-        };
-        let ipsec_port = P_IPSEC.to_string();
-        let discard_port = P_DISCARD.to_string();
-        let none_port = P_NONE.to_string();
         let (a128, b1_128) = (format!("{A}/128"), format!("{B1}/128"));
         let (ta, tb) = (format!("{TA}/128"), format!("{TB}/128"));
-        sp(
-            "p-udp",
-            "out",
-            (&a128, &b1_128),
-            "udp",
-            &ipsec_port,
-            "ipsec",
-            Some(("o-t", "transport")),
+        let (a2, b2, b3) = (
+            format!("{A2}/128"),
+            format!("{B2}/128"),
+            format!("{B3}/128"),
         );
-        sp(
-            "p-icmp",
-            "out",
-            (&a128, &b1_128),
-            "icmp6",
-            "128",
-            "ipsec",
-            Some(("o-t", "transport")),
+        let (ipsec, discard, none) = (
+            P_IPSEC.to_string(),
+            P_DISCARD.to_string(),
+            P_NONE.to_string(),
         );
-        sp(
-            "p-tun",
-            "out",
-            (&ta, &tb),
-            "udp",
-            &ipsec_port,
-            "ipsec",
-            Some(("o-tun", "tunnel")),
-        );
-        sp(
-            "p-tun-icmp",
-            "out",
-            (&ta, &tb),
-            "icmp6",
-            "128",
-            "ipsec",
-            Some(("o-tun", "tunnel")),
-        );
-        sp(
-            "d-udp",
-            "out",
-            ("any", &format!("{B3}/128")),
-            "udp",
-            &discard_port,
-            "discard",
-            None,
-        );
-        sp(
-            "d-icmp",
-            "out",
-            ("any", &format!("{B3}/128")),
-            "icmp6",
-            "any",
-            "discard",
-            None,
-        );
-        sp(
-            "n-udp",
-            "out",
-            ("any", &format!("{B2}/128")),
-            "udp",
-            &none_port,
-            "none",
-            None,
-        );
-        sp(
-            "pi-udp",
-            "in",
-            (&b1_128, &a128),
-            "udp",
-            &ipsec_port,
-            "ipsec",
-            Some(("i-t", "transport")),
-        );
-        sp(
-            "di-udp",
-            "in",
-            ("any", &a128),
-            "udp",
-            &discard_port,
-            "discard",
-            None,
-        );
-        sp(
-            "ni-udp",
-            "in",
-            ("any", &format!("{A2}/128")),
-            "udp",
-            &none_port,
-            "none",
-            None,
-        );
-        let scratch =
-            std::env::temp_dir().join(format!("xipsec-adversarial-{}", std::process::id()));
-        std::fs::create_dir_all(&scratch).expect("creating the scratch dir");
+        // name, direction, (source, destination), protocol, destination port, action, (SA, mode)
+        #[rustfmt::skip]
+        let policies: [Policy; 10] = [
+            ("p-udp", "out", (&a128, &b1_128), "udp", &ipsec, "ipsec", Some(("o-t", "transport"))),
+            ("p-icmp", "out", (&a128, &b1_128), "icmp6", "128", "ipsec", Some(("o-t", "transport"))),
+            ("p-tun", "out", (&ta, &tb), "udp", &ipsec, "ipsec", Some(("o-tun", "tunnel"))),
+            ("p-tun-icmp", "out", (&ta, &tb), "icmp6", "128", "ipsec", Some(("o-tun", "tunnel"))),
+            ("d-udp", "out", ("any", &b3), "udp", &discard, "discard", None),
+            ("d-icmp", "out", ("any", &b3), "icmp6", "any", "discard", None),
+            ("n-udp", "out", ("any", &b2), "udp", &none, "none", None),
+            ("pi-udp", "in", (&b1_128, &a128), "udp", &ipsec, "ipsec", Some(("i-t", "transport"))),
+            ("di-udp", "in", ("any", &a128), "udp", &discard, "discard", None),
+            ("ni-udp", "in", ("any", &a2), "udp", &none, "none", None),
+        ];
+        for (name, dir, (src, dst), proto, dport, action, sa) in policies {
+            let sp = SpArgs {
+                sport: "any",
+                dport,
+                proto,
+                action,
+                sa: sa.map(|(sa, _)| sa),
+                ..SpArgs::ipsec(src, dst, dir, name)
+            };
+            let mut args = sp.args();
+            if let Some((_, mode)) = sa {
+                args.extend(["--sp-mode", mode]);
+            }
+            daemon.ok(&args);
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("xipsec-adversarial-")
+            .tempdir()
+            .expect("creating the scratch dir");
         let (mac_a, mac_b) = (mac(&na, &pair.if_a), mac(&nb, &pair.if_b));
         Self {
             pair,
@@ -311,25 +246,45 @@ impl Lab {
         Capture::start_with_marker_from(
             &self.pair.ns_b,
             &self.pair.if_b,
-            &self.scratch.join(format!("{name}.pcap")),
+            &self.scratch.path().join(format!("{name}.pcap")),
             &self.spis(),
             (&self.pair.ns_a, &self.pair.if_a),
         )
     }
 
+    /// `adversary.py esp`: `count` ESP datagrams to UDP 9000 on a under the inbound SA (keys
+    /// in hex), sequence numbers from `first`, sent from b with source address `src`; also
+    /// written to `pcap`.
+    fn inbound_esp(
+        &self,
+        src: &str,
+        (enc_key, auth_key): (&str, &str),
+        (first, count): (&str, &str),
+        pcap: &std::path::Path,
+    ) {
+        self.adversary(
+            &self.pair.ns_b,
+            &[
+                "esp",
+                &self.pair.if_b,
+                &self.mac_b,
+                &self.mac_a,
+                src,
+                A,
+                &format!("{SPI_IN:#x}"),
+                enc_key,
+                auth_key,
+                first,
+                count,
+                "9000",
+                pcap.to_str().expect("utf-8"),
+            ],
+        );
+    }
+
     /// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
     fn adversary(&self, ns: &str, args: &[&str]) -> usize {
-        let out = VethPair::exec(ns, &["python3"])
-            .arg(fixture("adversary.py"))
-            .args(args)
-            .output()
-            .expect("running adversary.py");
-        assert!(
-            out.status.success(),
-            "adversary.py {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        traffic::fixture_output(ns, "adversary.py", args)
             .trim()
             .parse()
             .expect("adversary.py prints a count")
@@ -369,7 +324,7 @@ impl Lab {
     fn ping(&self, ns: &str, from: &str, dst: &str, size: usize) {
         // Replies never come (b cannot decrypt, or the flow is discarded): only the sending
         // matters, so the exit status is not.
-        let _ = VethPair::exec(
+        let _ = netns::exec(
             ns,
             &[
                 "ping",
@@ -502,430 +457,348 @@ type Disruption = dyn Fn(&mut Lab);
 
 #[test]
 fn adversarial_wire_suite() {
-    if !require_root("adversarial_wire_suite") {
-        return;
-    }
-    let mut lab = Lab::new();
-    let (na, nb) = (lab.pair.ns_a.clone(), lab.pair.ns_b.clone());
+    as_root("adversarial_wire_suite", || {
+        let mut lab = Lab::new();
+        let (na, nb) = (lab.pair.ns_a.clone(), lab.pair.ns_b.clone());
 
-    // --- Oversized datagrams the stack fragments (2 and 3 fragments), protected and discarded.
-    let cap = lab.capture("stack-fragments");
-    for size in [2000, 4000] {
-        lab.udp_send(&na, B1, P_IPSEC, 3, size);
-        lab.ping(&na, A, B1, size);
-        lab.udp_send(&na, B3, P_DISCARD, 3, size);
-        lab.ping(&na, A, B3, size);
-    }
-    let frames = cap.stop();
-    assert_no_clear(&frames, "stack-fragmented datagrams");
-    assert!(
-        to(&frames, B3).is_empty(),
-        "discarded datagrams reached b: {:?}",
-        to(&frames, B3)
-    );
-    let sizes = inner_udp_sizes(&frames, std::slice::from_ref(&lab.out), "stack-fragmented");
-    assert_eq!(
-        sizes,
-        BTreeSet::from([2000, 4000]),
-        "protected UDP arrives whole"
-    );
-
-    // --- Crafted fragments out of a: every shape, protected and discarded, UDP and ICMPv6.
-    let cap = lab.capture("crafted-out");
-    let mut jobs = Vec::new();
-    for (i, shape) in SHAPES.iter().enumerate() {
-        for (dst, proto, port) in [
-            (B1, "udp", P_IPSEC),
-            (B1, "icmp", 0),
-            (B3, "udp", P_DISCARD),
-            (B3, "icmp", 0),
-        ] {
-            jobs.push(format!(
-                "{dst},{proto},{port},3000,{shape},{}",
-                1000 + i * 10 + jobs.len()
-            ));
+        // --- Oversized datagrams the stack fragments (2 and 3 fragments), protected and discarded.
+        let cap = lab.capture("stack-fragments");
+        for size in [2000, 4000] {
+            lab.udp_send(&na, B1, P_IPSEC, 3, size);
+            lab.ping(&na, A, B1, size);
+            lab.udp_send(&na, B3, P_DISCARD, 3, size);
+            lab.ping(&na, A, B3, size);
         }
-    }
-    let sent = lab.frags_from_a(&jobs);
-    let frames = cap.stop();
-    assert!(sent > jobs.len(), "crafted fragments sent: {sent}");
-    assert_no_clear(&frames, "crafted fragments out of a");
-    assert!(
-        to(&frames, B3).is_empty(),
-        "discarded fragments reached b: {:?}",
-        to(&frames, B3)
-    );
-
-    // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
-    let listener = lab.listen(&nb, B2, P_NONE, 4);
-    lab.udp_send(&na, B2, P_NONE, 2, 4000);
-    let crafted = ["inorder", "reverse"]
-        .iter()
-        .enumerate()
-        .map(|(i, shape)| format!("{B2},udp,{P_NONE},3000,{shape},{}", 2000 + i))
-        .collect::<Vec<_>>();
-    lab.frags_from_a(&crafted);
-    assert_eq!(
-        received(listener),
-        4,
-        "none traffic out of a, fragmented, is delivered"
-    );
-    let listener = lab.listen(&na, A2, P_NONE, 4);
-    lab.udp_send(&nb, A2, P_NONE, 2, 4000);
-    let crafted: Vec<String> = ["inorder", "reverse"]
-        .iter()
-        .enumerate()
-        .map(|(i, shape)| format!("{A2},udp,{P_NONE},3000,{shape},{}", 3000 + i))
-        .collect();
-    lab.frags_from_b(B1, &crafted);
-    assert_eq!(
-        received(listener),
-        4,
-        "none traffic into a, fragmented, is delivered"
-    );
-
-    // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
-    let protected = lab.listen(&na, A, P_IPSEC, 6);
-    let discarded = lab.listen(&na, A, P_DISCARD, 6);
-    lab.udp_send(&nb, A, P_IPSEC, 3, 4000);
-    lab.udp_send(&nb, A, P_DISCARD, 3, 4000);
-    let mut jobs = Vec::new();
-    for (i, shape) in SHAPES.iter().take(7).enumerate() {
-        jobs.push(format!("{A},udp,{P_IPSEC},3000,{shape},{}", 4000 + i));
-        jobs.push(format!("{A},udp,{P_DISCARD},3000,{shape},{}", 4100 + i));
-    }
-    lab.frags_from_b(B1, &jobs);
-    assert_eq!(
-        received(protected),
-        0,
-        "clear fragments of a protected flow delivered"
-    );
-    assert_eq!(
-        received(discarded),
-        0,
-        "fragments of a discarded flow delivered"
-    );
-
-    // --- A marked socket: neither the engine's mark nor any other lets plaintext out.
-    let cap = lab.capture("marks");
-    let marks: Vec<String> = [
-        "0x58505345",
-        "0x1",
-        "0xffffffff",
-        "0x12345678",
-        "0x58505344",
-    ]
-    .iter()
-    .map(|m| (*m).to_owned())
-    .collect();
-    let mut args = vec!["marked", B1, "9000"];
-    args.extend(marks.iter().map(String::as_str));
-    lab.adversary(&na, &args);
-    let frames = cap.stop();
-    assert_no_clear(&frames, "marked sockets");
-    assert!(
-        frames.esp_count() >= marks.len(),
-        "marked datagrams are protected, not dropped"
-    );
-
-    // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
-    let pcap = lab.scratch.join("replay.pcap");
-    let key = |k: &Option<String>| {
-        k.as_deref()
-            .unwrap_or_default()
-            .trim_start_matches("0x")
-            .to_owned()
-    };
-    let enc_key = key(&lab.inbound.enc_key);
-    let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
-    let listener = lab.listen(&na, A, P_IPSEC, 4);
-    lab.adversary(
-        &nb,
-        &[
-            "esp",
-            &lab.pair.if_b,
-            &lab.mac_b,
-            &lab.mac_a,
-            B1,
-            A,
-            &format!("{SPI_IN:#x}"),
-            &enc_key,
-            &auth_key,
-            "1",
-            "5",
-            "9000",
-            pcap.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(received(listener), 5, "fresh ESP is delivered");
-    let replay = |lab: &Lab, when: &str| {
-        let drops = lab.counter("esp_replay_drops");
-        let listener = lab.listen(&na, A, P_IPSEC, 4);
-        lab.adversary(
-            &nb,
-            &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")],
-        );
-        assert_eq!(received(listener), 0, "replayed ESP delivered {when}");
+        let frames = cap.stop();
+        assert_no_clear(&frames, "stack-fragmented datagrams");
         assert!(
-            lab.counter("esp_replay_drops") >= drops + 5,
-            "replays counted {when}"
+            to(&frames, B3).is_empty(),
+            "discarded datagrams reached b: {:?}",
+            to(&frames, B3)
         );
-    };
-    replay(&lab, "while running");
-    lab.daemon.stop();
-    lab.daemon.spawn();
-    replay(&lab, "after a clean restart");
-    lab.daemon.kill9();
-    lab.daemon.spawn();
-    replay(&lab, "after kill -9");
-    lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
-    lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
-    let args = lab.inbound.sa_add_args();
-    lab.daemon
-        .ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    lab.daemon.ok(&[
-        "sp",
-        "add",
-        "--sp-name",
-        "pi-udp",
-        "--flow-direction",
-        "in",
-        "--sp-source",
-        &format!("{B1}/128"),
-        "--sp-destination",
-        &format!("{A}/128"),
-        "--upper-layer-protocol",
-        "udp",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9000",
-        "--action",
-        "ipsec",
-        "--sa-name",
-        "i-t",
-        "--sp-mode",
-        "transport",
-    ]);
-    replay(&lab, "after the SA was re-added");
+        let sizes = inner_udp_sizes(&frames, std::slice::from_ref(&lab.out), "stack-fragmented");
+        assert_eq!(
+            sizes,
+            BTreeSet::from([2000, 4000]),
+            "protected UDP arrives whole"
+        );
 
-    // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
-    let cap = lab.capture("to-reflect");
-    lab.udp_send(&na, B1, P_IPSEC, 3, 100);
-    let own = cap.stop();
-    assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
-    let unknown = lab.counter("drop_unknown_spi");
-    let listener = lab.listen(&na, A, P_IPSEC, 4);
-    let reflected = lab.adversary(
-        &nb,
-        &[
-            "reflect",
-            &lab.pair.if_b,
-            &lab.mac_b,
-            &lab.mac_a,
-            own.file.to_str().expect("utf-8"),
-            &format!("{SPI_OUT:#x}"),
-        ],
-    );
-    assert!(reflected >= 3, "reflected {reflected}");
-    assert_eq!(received(listener), 0, "reflected ESP delivered");
-    assert!(
-        lab.counter("drop_unknown_spi") >= unknown + 3,
-        "reflected ESP counted"
-    );
-    let mismatch = lab.counter("esp_address_mismatch");
-    let listener = lab.listen(&na, A, P_IPSEC, 4);
-    let forged = lab.scratch.join("forged.pcap");
-    lab.adversary(
-        &nb,
-        &[
-            "esp",
-            &lab.pair.if_b,
-            &lab.mac_b,
-            &lab.mac_a,
-            B_FORGED,
-            A,
-            &format!("{SPI_IN:#x}"),
-            &enc_key,
-            &auth_key,
-            "1000",
-            "3",
-            "9000",
-            forged.to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(
-        received(listener),
-        0,
-        "ESP from an address the SA does not name delivered"
-    );
-    assert!(
-        lab.counter("esp_address_mismatch") >= mismatch + 3,
-        "wrong-address ESP counted"
-    );
+        // --- Crafted fragments out of a: every shape, protected and discarded, UDP and ICMPv6.
+        let cap = lab.capture("crafted-out");
+        let mut jobs = Vec::new();
+        for (i, shape) in SHAPES.iter().enumerate() {
+            for (dst, proto, port) in [
+                (B1, "udp", P_IPSEC),
+                (B1, "icmp", 0),
+                (B3, "udp", P_DISCARD),
+                (B3, "icmp", 0),
+            ] {
+                jobs.push(format!(
+                    "{dst},{proto},{port},3000,{shape},{}",
+                    1000 + i * 10 + jobs.len()
+                ));
+            }
+        }
+        let sent = lab.frags_from_a(&jobs);
+        let frames = cap.stop();
+        assert!(sent > jobs.len(), "crafted fragments sent: {sent}");
+        assert_no_clear(&frames, "crafted fragments out of a");
+        assert!(
+            to(&frames, B3).is_empty(),
+            "discarded fragments reached b: {:?}",
+            to(&frames, B3)
+        );
 
-    // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
-    let disruptions: [(&str, &Disruption); 3] = [
-        ("kill -9", &|lab: &mut Lab| {
-            lab.daemon.kill9();
-        }),
-        ("TUN deleted", &|lab: &mut Lab| {
-            let _ =
-                VethPair::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
-        }),
-        ("interface down/up", &|lab: &mut Lab| {
-            let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
-            in_ns(&ns, &["ip", "link", "set", &iface, "down"]);
-            std::thread::sleep(Duration::from_millis(300));
-            in_ns(&ns, &["ip", "link", "set", &iface, "up"]);
-            // Routes through the interface went with it; the tunnel's comes back by hand.
-            in_ns(
-                &ns,
-                &["ip", "-6", "route", "replace", TB, "via", B1, "src", TA],
+        // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
+        let listener = lab.listen(&nb, B2, P_NONE, 4);
+        lab.udp_send(&na, B2, P_NONE, 2, 4000);
+        let crafted = ["inorder", "reverse"]
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| format!("{B2},udp,{P_NONE},3000,{shape},{}", 2000 + i))
+            .collect::<Vec<_>>();
+        lab.frags_from_a(&crafted);
+        assert_eq!(
+            received(listener),
+            4,
+            "none traffic out of a, fragmented, is delivered"
+        );
+        let listener = lab.listen(&na, A2, P_NONE, 4);
+        lab.udp_send(&nb, A2, P_NONE, 2, 4000);
+        let crafted: Vec<String> = ["inorder", "reverse"]
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| format!("{A2},udp,{P_NONE},3000,{shape},{}", 3000 + i))
+            .collect();
+        lab.frags_from_b(B1, &crafted);
+        assert_eq!(
+            received(listener),
+            4,
+            "none traffic into a, fragmented, is delivered"
+        );
+
+        // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
+        let protected = lab.listen(&na, A, P_IPSEC, 6);
+        let discarded = lab.listen(&na, A, P_DISCARD, 6);
+        lab.udp_send(&nb, A, P_IPSEC, 3, 4000);
+        lab.udp_send(&nb, A, P_DISCARD, 3, 4000);
+        let mut jobs = Vec::new();
+        for (i, shape) in SHAPES.iter().take(7).enumerate() {
+            jobs.push(format!("{A},udp,{P_IPSEC},3000,{shape},{}", 4000 + i));
+            jobs.push(format!("{A},udp,{P_DISCARD},3000,{shape},{}", 4100 + i));
+        }
+        lab.frags_from_b(B1, &jobs);
+        assert_eq!(
+            received(protected),
+            0,
+            "clear fragments of a protected flow delivered"
+        );
+        assert_eq!(
+            received(discarded),
+            0,
+            "fragments of a discarded flow delivered"
+        );
+
+        // --- A marked socket: neither the engine's mark nor any other lets plaintext out.
+        let cap = lab.capture("marks");
+        let marks: Vec<String> = [
+            "0x58505345",
+            "0x1",
+            "0xffffffff",
+            "0x12345678",
+            "0x58505344",
+        ]
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
+        let mut args = vec!["marked", B1, "9000"];
+        args.extend(marks.iter().map(String::as_str));
+        lab.adversary(&na, &args);
+        let frames = cap.stop();
+        assert_no_clear(&frames, "marked sockets");
+        assert!(
+            frames.esp_count() >= marks.len(),
+            "marked datagrams are protected, not dropped"
+        );
+
+        // --- Replays: captured ESP accepted once, never again after a restart, kill -9 or re-add.
+        let pcap = lab.scratch.path().join("replay.pcap");
+        let key = |k: &Option<String>| {
+            k.as_deref()
+                .unwrap_or_default()
+                .trim_start_matches("0x")
+                .to_owned()
+        };
+        let enc_key = key(&lab.inbound.enc_key);
+        let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
+        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        lab.inbound_esp(B1, (&enc_key, &auth_key), ("1", "5"), &pcap);
+        assert_eq!(received(listener), 5, "fresh ESP is delivered");
+        let replay = |lab: &Lab, when: &str| {
+            let drops = lab.counter("esp_replay_drops");
+            let listener = lab.listen(&na, A, P_IPSEC, 4);
+            lab.adversary(
+                &nb,
+                &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")],
             );
-        }),
-    ];
-    for (what, disrupt) in disruptions {
-        let cap = lab.capture(&what.replace([' ', '/'], "-"));
-        let sender = py(&na, &["udp-send", B1, "9000", "200", MARK_TEXT, "3000"])
+            assert_eq!(received(listener), 0, "replayed ESP delivered {when}");
+            assert!(
+                lab.counter("esp_replay_drops") >= drops + 5,
+                "replays counted {when}"
+            );
+        };
+        replay(&lab, "while running");
+        lab.daemon.stop();
+        lab.daemon.spawn();
+        replay(&lab, "after a clean restart");
+        lab.daemon.kill9();
+        lab.daemon.spawn();
+        replay(&lab, "after kill -9");
+        lab.daemon.ok(&["sp", "remove", "--sp-name", "pi-udp"]);
+        lab.daemon.ok(&["sa", "remove", "--sa-name", "i-t"]);
+        lab.daemon.ok_args(&lab.inbound.sa_add_args());
+        protect_udp(&lab.daemon, "pi-udp", "in", (B1, A), "9000", "i-t");
+        replay(&lab, "after the SA was re-added");
+
+        // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
+        let cap = lab.capture("to-reflect");
+        lab.udp_send(&na, B1, P_IPSEC, 3, 100);
+        let own = cap.stop();
+        assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
+        let unknown = lab.counter("drop_unknown_spi");
+        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        let reflected = lab.adversary(
+            &nb,
+            &[
+                "reflect",
+                &lab.pair.if_b,
+                &lab.mac_b,
+                &lab.mac_a,
+                own.file.to_str().expect("utf-8"),
+                &format!("{SPI_OUT:#x}"),
+            ],
+        );
+        assert!(reflected >= 3, "reflected {reflected}");
+        assert_eq!(received(listener), 0, "reflected ESP delivered");
+        assert!(
+            lab.counter("drop_unknown_spi") >= unknown + 3,
+            "reflected ESP counted"
+        );
+        let mismatch = lab.counter("esp_address_mismatch");
+        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        let forged = lab.scratch.path().join("forged.pcap");
+        lab.inbound_esp(B_FORGED, (&enc_key, &auth_key), ("1000", "3"), &forged);
+        assert_eq!(
+            received(listener),
+            0,
+            "ESP from an address the SA does not name delivered"
+        );
+        assert!(
+            lab.counter("esp_address_mismatch") >= mismatch + 3,
+            "wrong-address ESP counted"
+        );
+
+        // --- Protected traffic while the daemon dies, its TUN vanishes, the interface bounces.
+        let disruptions: [(&str, &Disruption); 3] = [
+            ("kill -9", &|lab: &mut Lab| {
+                lab.daemon.kill9();
+            }),
+            ("TUN deleted", &|lab: &mut Lab| {
+                let _ =
+                    netns::exec(&lab.pair.ns_a.clone(), &["ip", "link", "del", "xipsec0"]).output();
+            }),
+            ("interface down/up", &|lab: &mut Lab| {
+                let (ns, iface) = (lab.pair.ns_a.clone(), lab.pair.if_a.clone());
+                netns::output(&ns, &["ip", "link", "set", &iface, "down"]);
+                std::thread::sleep(Duration::from_millis(300));
+                netns::output(&ns, &["ip", "link", "set", &iface, "up"]);
+                // Routes through the interface went with it; the tunnel's comes back by hand.
+                netns::output(
+                    &ns,
+                    &["ip", "-6", "route", "replace", TB, "via", B1, "src", TA],
+                );
+            }),
+        ];
+        for (what, disrupt) in disruptions {
+            let cap = lab.capture(&what.replace([' ', '/'], "-"));
+            let sender = py(&na, &["udp-send", B1, "9000", "200", MARK_TEXT, "3000"])
+                .spawn()
+                .expect("starting a protected stream");
+            std::thread::sleep(Duration::from_millis(500));
+            disrupt(&mut lab);
+            let _ = sender.wait_with_output();
+            let frames = cap.stop();
+            assert_no_clear(&frames, what);
+            if lab.daemon.cli(&["status"]).status.success() {
+                lab.daemon.stop();
+            }
+            lab.daemon.spawn();
+        }
+
+        // --- An engine thread dies: the daemon exits non-zero, protected traffic stays off the wire.
+        lab.daemon.stop();
+        let cap = lab.capture("engine-thread-death");
+        let sender = py(&na, &["udp-send", B1, "9000", "150", MARK_TEXT, "3000"])
             .spawn()
             .expect("starting a protected stream");
-        std::thread::sleep(Duration::from_millis(500));
-        disrupt(&mut lab);
+        let dying = lab
+            .daemon
+            .sandbox
+            .daemon_command()
+            .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
+            .output()
+            .expect("running a daemon whose outbound worker dies");
         let _ = sender.wait_with_output();
         let frames = cap.stop();
-        assert_no_clear(&frames, what);
-        if lab.daemon.cli(&["status"]).status.success() {
-            lab.daemon.stop();
-        }
+        assert!(
+            !dying.status.success(),
+            "a dead engine thread makes the daemon exit non-zero"
+        );
+        assert!(
+            String::from_utf8_lossy(&dying.stderr).contains("died"),
+            "and it says so: {}",
+            String::from_utf8_lossy(&dying.stderr)
+        );
+        assert_no_clear(&frames, "engine thread death");
         lab.daemon.spawn();
-    }
 
-    // --- An engine thread dies: the daemon exits non-zero, protected traffic stays off the wire.
-    lab.daemon.stop();
-    let cap = lab.capture("engine-thread-death");
-    let sender = py(&na, &["udp-send", B1, "9000", "150", MARK_TEXT, "3000"])
-        .spawn()
-        .expect("starting a protected stream");
-    let dying = VethPair::exec(
-        &na,
-        &[ipsec_tests::daemon::xipsec_bin().to_str().expect("utf-8")],
-    )
-    .args(["daemon", "--interface", &lab.pair.if_a, "--state-dir"])
-    .arg(lab.daemon.dir.join("state"))
-    .arg("--socket")
-    .arg(&lab.daemon.socket)
-    .arg("--pin-dir")
-    .arg(lab.daemon.pin_dir())
-    .env("XIPSEC_TEST_PANIC_ENGINE", "outbound")
-    .output()
-    .expect("running a daemon whose outbound worker dies");
-    let _ = sender.wait_with_output();
-    let frames = cap.stop();
-    assert!(
-        !dying.status.success(),
-        "a dead engine thread makes the daemon exit non-zero"
-    );
-    assert!(
-        String::from_utf8_lossy(&dying.stderr).contains("died"),
-        "and it says so: {}",
-        String::from_utf8_lossy(&dying.stderr)
-    );
-    assert_no_clear(&frames, "engine thread death");
-    lab.daemon.spawn();
-
-    // --- Boundary sizes arrive intact at scapy's ESP, transport and tunnel mode.
-    // aes128-cbc + hmac-sha2-256: 8 (SPI, sequence) + 16 (IV) + padded(payload + 2) + 16 (ICV)
-    // after the 40-byte IPv6 header; transport carries UDP (8), tunnel IPv6 + UDP (48).
-    let largest = |inner_overhead: usize| (1500 - 40 - 8 - 16 - 16) / 16 * 16 - 2 - inner_overhead;
-    for (mode, from, dst, sa, inner_overhead) in [
-        ("transport", A, B1, lab.out.clone(), 8),
-        ("tunnel", TA, TB, lab.tunnel.clone(), 48),
-    ] {
-        let fit = largest(inner_overhead);
-        let sizes = [fit, fit + 1, 1280, 3000, 8000];
-        let cap = lab.capture(&format!("boundary-{mode}"));
-        for size in sizes {
-            lab.udp_send(&na, dst, P_IPSEC, 1, size);
+        // --- Boundary sizes arrive intact at scapy's ESP, transport and tunnel mode.
+        // aes128-cbc + hmac-sha2-256: 8 (SPI, sequence) + 16 (IV) + padded(payload + 2) + 16 (ICV)
+        // after the 40-byte IPv6 header; transport carries UDP (8), tunnel IPv6 + UDP (48).
+        let largest =
+            |inner_overhead: usize| (1500 - 40 - 8 - 16 - 16) / 16 * 16 - 2 - inner_overhead;
+        for (mode, from, dst, sa, inner_overhead) in [
+            ("transport", A, B1, lab.out.clone(), 8),
+            ("tunnel", TA, TB, lab.tunnel.clone(), 48),
+        ] {
+            let fit = largest(inner_overhead);
+            let sizes = [fit, fit + 1, 1280, 3000, 8000];
+            let cap = lab.capture(&format!("boundary-{mode}"));
+            for size in sizes {
+                lab.udp_send(&na, dst, P_IPSEC, 1, size);
+            }
+            lab.ping(&na, from, dst, 8000);
+            let frames = cap.stop();
+            assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
+            let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);
+            assert_eq!(
+                got,
+                BTreeSet::from(sizes),
+                "{mode}: every size arrives whole"
+            );
+            // The largest that fits leaves unfragmented (1,488 bytes: the cipher block leaves 12 of
+            // the link's 1,500 unused), one byte more does not.
+            let whole: Vec<usize> = frames
+                .esp_frames()
+                .iter()
+                .filter(|f| f.fragment.is_none())
+                .map(|f| f.ipv6().len())
+                .collect();
+            assert!(
+                whole.contains(&1488),
+                "{mode}: the largest datagram leaves whole: {whole:?}"
+            );
+            assert!(
+                !whole.iter().any(|len| *len > 1500),
+                "{mode}: no ESP frame over the link MTU: {whole:?}"
+            );
+            let pings = decrypt(std::slice::from_ref(&sa), &frames.esp_packets())
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|p| p.len() > 48 && p[6] == 58 && p[40] == 128)
+                .map(|p| p.len() - 48)
+                .collect::<Vec<_>>();
+            assert!(
+                pings.contains(&8000),
+                "{mode}: the 8,000-byte ping arrives whole: {pings:?}"
+            );
         }
-        lab.ping(&na, from, dst, 8000);
-        let frames = cap.stop();
-        assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
-        let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);
-        assert_eq!(
-            got,
-            BTreeSet::from(sizes),
-            "{mode}: every size arrives whole"
-        );
-        // The largest that fits leaves unfragmented (1,488 bytes: the cipher block leaves 12 of
-        // the link's 1,500 unused), one byte more does not.
-        let whole: Vec<usize> = frames
-            .esp_frames()
-            .iter()
-            .filter(|f| f.fragment.is_none())
-            .map(|f| f.ipv6().len())
-            .collect();
-        assert!(
-            whole.contains(&1488),
-            "{mode}: the largest datagram leaves whole: {whole:?}"
-        );
-        assert!(
-            !whole.iter().any(|len| *len > 1500),
-            "{mode}: no ESP frame over the link MTU: {whole:?}"
-        );
-        let pings = decrypt(std::slice::from_ref(&sa), &frames.esp_packets())
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|p| p.len() > 48 && p[6] == 58 && p[40] == 128)
-            .map(|p| p.len() - 48)
-            .collect::<Vec<_>>();
-        assert!(
-            pings.contains(&8000),
-            "{mode}: the 8,000-byte ping arrives whole: {pings:?}"
-        );
-    }
+    });
 }
 
 #[test]
 fn a_non_ethernet_interface_is_refused() {
-    if !require_root("a_non_ethernet_interface_is_refused") {
-        return;
-    }
-    let ns = "xadvtun";
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", ns])
-        .output();
-    ipsec_tests::netns::sh(&["ip", "netns", "add", ns]);
-    in_ns(
-        ns,
-        &["ip", "tuntap", "add", "dev", "xadvtun0", "mode", "tun"],
-    );
-    in_ns(ns, &["ip", "link", "set", "xadvtun0", "up"]);
-    let dir = std::env::temp_dir().join(format!("xipsec-adv-tun-{}", std::process::id()));
-    let out = VethPair::exec(
-        ns,
-        &[ipsec_tests::daemon::xipsec_bin().to_str().expect("utf-8")],
-    )
-    .args(["daemon", "--interface", "xadvtun0", "--state-dir"])
-    .arg(dir.join("state"))
-    .arg("--socket")
-    .arg(dir.join("s.sock"))
-    .arg("--pin-dir")
-    .arg(dir.join("bpf"))
-    .output()
-    .expect("running the daemon");
-    let attached = in_ns(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", ns])
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the daemon started on a TUN device");
-    assert!(
-        stderr.contains("xadvtun0 is not an Ethernet interface"),
-        "the refusal names the interface and why: {stderr}"
-    );
-    assert!(!attached.contains("xdp"), "nothing attached: {attached}");
+    as_root("a_non_ethernet_interface_is_refused", || {
+        let guard = netns::Netns::new("xat");
+        let ns = guard.name();
+        netns::output(
+            ns,
+            &["ip", "tuntap", "add", "dev", "xadvtun0", "mode", "tun"],
+        );
+        netns::output(ns, &["ip", "link", "set", "xadvtun0", "up"]);
+        let out = Sandbox::attached(ns, "xadvtun0")
+            .daemon_command()
+            .output()
+            .expect("running the daemon");
+        let attached = netns::output(ns, &["ip", "-d", "link", "show", "xadvtun0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the daemon started on a TUN device");
+        assert!(
+            stderr.contains("xadvtun0 is not an Ethernet interface"),
+            "the refusal names the interface and why: {stderr}"
+        );
+        assert!(!attached.contains("xdp"), "nothing attached: {attached}");
+    });
 }
 
 /// Resident memory of process `pid`, in KiB.
@@ -940,93 +813,75 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_flood_keeps_memory_flat_and_every_drop_counted() {
-    if !require_root("a_flood_keeps_memory_flat_and_every_drop_counted") {
-        return;
-    }
-    let pair = VethPair::new("xflood", 0xaf);
-    let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
-    let _absorb = ipsec_tests::traffic::EspAbsorb::start(&nb);
-    let daemon = Daemon::start("flood", &na, &pair.if_a);
-    let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
-    let args = sa.sa_add_args();
-    daemon.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    daemon.ok(&[
-        "sp",
-        "add",
-        "--sp-name",
-        "flood",
-        "--flow-direction",
-        "out",
-        "--sp-source",
-        &format!("{}/128", pair.addr_a),
-        "--sp-destination",
-        &format!("{}/128", pair.addr_b),
-        "--upper-layer-protocol",
-        "udp",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9000",
-        "--action",
-        "ipsec",
-        "--sa-name",
-        "o-flood",
-        "--sp-mode",
-        "transport",
-    ]);
-    let pid = daemon.pid().expect("the daemon runs");
-    let counter = |name: &str| {
-        let text = daemon.ok(&["stats", "--formatter", "json"]);
-        let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
-        find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name}"))
-    };
-    let before_rss = rss_kib(pid);
-    // Two senders, each as fast as a core sends 1,200-byte datagrams to the protected port, on
-    // a VM of two cores the engine shares with them: more than it can encrypt.
-    let floods: Vec<_> = (0..2)
-        .map(|_| {
-            py(&na, &["udp-flood", &pair.addr_b, "9000", "1200", "4"])
-                .spawn()
-                .expect("starting a flood")
-        })
-        .collect();
-    for mut flood in floods {
-        assert!(flood.wait().expect("a flood").success(), "the flood ran");
-    }
-    std::thread::sleep(Duration::from_secs(2));
-    let during_rss = rss_kib(pid);
-    let to_engine = daemon
-        .ok(&["stats", "--formatter", "json"])
-        .contains("esp_encap_ok");
-    assert!(to_engine, "stats lists the engine");
-    let encrypted = counter("esp_encap_ok");
-    let queue_drops = counter("esp_tun_queue_drops");
-    let other = counter("esp_encap_errors") + counter("esp_send_errors") + counter("esp_no_sa");
-    let redirected = ipsec_tests::daemon::pinned_counter(
-        &daemon.pin_dir(),
-        ipsec_common::abi::Counter::IpsecToEngine,
-    );
-    assert!(
-        redirected > 20_000,
-        "a real flood: {redirected} packets to the engine"
-    );
-    assert!(
-        queue_drops > 0,
-        "twice what the engine handles must overflow its queue: {encrypted} encrypted of {redirected}"
-    );
-    let accounted = encrypted + queue_drops + other;
-    eprintln!(
-        "flood: {redirected} to the engine, {encrypted} encrypted, {queue_drops} dropped at the \
-         TUN queue, {other} other; RSS {before_rss} -> {during_rss} KiB"
-    );
-    let missing = redirected.abs_diff(accounted);
-    assert!(
-        missing * 100 <= redirected,
-        "every packet handed to the engine is encrypted or counted: {redirected} redirected, \
-         {encrypted} encrypted, {queue_drops} dropped at the TUN queue, {other} other"
-    );
-    assert!(
-        during_rss < before_rss + 32 * 1024,
-        "memory stays flat under the flood: {before_rss} KiB before, {during_rss} KiB after"
-    );
+    as_root("a_flood_keeps_memory_flat_and_every_drop_counted", || {
+        let pair = VethPair::new("xfl", 0xaf);
+        let (na, nb) = (pair.ns_a.clone(), pair.ns_b.clone());
+        let _absorb = xipsec_testkit::traffic::EspAbsorb::start(&nb);
+        let daemon = Node::start(&na, &pair.if_a);
+        let sa = EspSa::aes_sha256("o-flood", 0x3101, (&pair.addr_a, &pair.addr_b), 0x44);
+        daemon.ok_args(&sa.sa_add_args());
+        protect_udp(
+            &daemon,
+            "flood",
+            "out",
+            (&pair.addr_a, &pair.addr_b),
+            "9000",
+            "o-flood",
+        );
+        let pid = daemon.pid().expect("the daemon runs");
+        let counter = |name: &str| {
+            let text = daemon.ok(&["stats", "--formatter", "json"]);
+            let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
+            find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name}"))
+        };
+        let before_rss = rss_kib(pid);
+        // Two senders, each as fast as a core sends 1,200-byte datagrams to the protected port, on
+        // a VM of two cores the engine shares with them: more than it can encrypt.
+        let floods: Vec<_> = (0..2)
+            .map(|_| {
+                py(&na, &["udp-flood", &pair.addr_b, "9000", "1200", "4"])
+                    .spawn()
+                    .expect("starting a flood")
+            })
+            .collect();
+        for mut flood in floods {
+            assert!(flood.wait().expect("a flood").success(), "the flood ran");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let during_rss = rss_kib(pid);
+        let to_engine = daemon
+            .ok(&["stats", "--formatter", "json"])
+            .contains("esp_encap_ok");
+        assert!(to_engine, "stats lists the engine");
+        let encrypted = counter("esp_encap_ok");
+        let queue_drops = counter("esp_tun_queue_drops");
+        let other = counter("esp_encap_errors") + counter("esp_send_errors") + counter("esp_no_sa");
+        let redirected = ipsec_tests::maps::pinned_counter(
+            &daemon.pin_dir(),
+            ipsec_common::abi::Counter::IpsecToEngine,
+        );
+        assert!(
+            redirected > 20_000,
+            "a real flood: {redirected} packets to the engine"
+        );
+        assert!(
+            queue_drops > 0,
+            "twice what the engine handles must overflow its queue: {encrypted} encrypted of {redirected}"
+        );
+        let accounted = encrypted + queue_drops + other;
+        eprintln!(
+            "flood: {redirected} to the engine, {encrypted} encrypted, {queue_drops} dropped at the \
+             TUN queue, {other} other; RSS {before_rss} -> {during_rss} KiB"
+        );
+        let missing = redirected.abs_diff(accounted);
+        assert!(
+            missing * 100 <= redirected,
+            "every packet handed to the engine is encrypted or counted: {redirected} redirected, \
+             {encrypted} encrypted, {queue_drops} dropped at the TUN queue, {other} other"
+        );
+        assert!(
+            during_rss < before_rss + 32 * 1024,
+            "memory stays flat under the flood: {before_rss} KiB before, {during_rss} KiB after"
+        );
+    });
 }

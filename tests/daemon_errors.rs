@@ -8,14 +8,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ipsec_tests::{
-    daemon::xipsec_bin,
-    netns::{VethPair, sh, tc_egress_programs, xdp_attached},
-    require_root,
-};
+use ipsec_tests::maps::tc_egress_programs;
 use ipsec_user::{
     daemon::XdpMode,
     datapath::{KernelDatapath, LoadOptions},
+};
+use xipsec_testkit::{
+    as_root,
+    daemon::{Sandbox, xipsec_bin},
+    netns::{VethPair, in_netns, xdp_attached},
+    sh,
 };
 
 /// Run `cmd` to completion within 30 s.
@@ -38,60 +40,39 @@ fn finish(cmd: &mut Command) -> Output {
 
 #[test]
 fn missing_interface_is_refused_and_nothing_is_attached() {
-    if !require_root("missing_interface_is_refused_and_nothing_is_attached") {
-        return;
-    }
-    let net = VethPair::new("xde", 0x75);
-    let dir = tempdir("missing-interface");
-    let out = finish(
-        VethPair::exec(&net.ns_a, &[])
-            .arg(xipsec_bin())
-            .args([
-                "daemon",
-                "--interface",
-                &net.if_a,
-                "--interface",
-                "xnosuch0",
-            ])
-            .arg("--state-dir")
-            .arg(format!("{dir}/state"))
-            .arg("--socket")
-            .arg(format!("{dir}/s"))
-            .arg("--pin-dir")
-            .arg(format!("{dir}/bpf")),
+    as_root(
+        "missing_interface_is_refused_and_nothing_is_attached",
+        || {
+            let net = VethPair::new("xde", 0x75);
+            let sandbox = Sandbox::attached(&net.ns_a, &net.if_a);
+            let out = finish(sandbox.daemon_command().args(["--interface", "xnosuch0"]));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success(),
+                "a missing interface must fail the start"
+            );
+            assert!(
+                stderr.contains("no such interface: xnosuch0"),
+                "stderr: {stderr}"
+            );
+            let link = Command::new("ip")
+                .args(["-n", &net.ns_a, "-d", "link", "show", "dev", &net.if_a])
+                .output()
+                .expect("ip link show");
+            let link = String::from_utf8_lossy(&link.stdout);
+            assert!(!link.contains("xdp"), "XDP left attached: {link}");
+            assert_eq!(
+                tc_egress_programs(&net.ns_a, &net.if_a),
+                Vec::<String>::new(),
+                "TC egress left attached"
+            );
+            assert_eq!(
+                link_pins(&sandbox.pin_dir()),
+                Vec::<String>::new(),
+                "link pins left behind"
+            );
+        },
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a missing interface must fail the start"
-    );
-    assert!(
-        stderr.contains("no such interface: xnosuch0"),
-        "stderr: {stderr}"
-    );
-    let link = Command::new("ip")
-        .args(["-n", &net.ns_a, "-d", "link", "show", "dev", &net.if_a])
-        .output()
-        .expect("ip link show");
-    let link = String::from_utf8_lossy(&link.stdout);
-    assert!(!link.contains("xdp"), "XDP left attached: {link}");
-    assert_eq!(
-        tc_egress_programs(&net.ns_a, &net.if_a),
-        Vec::<String>::new(),
-        "TC egress left attached"
-    );
-    let pins: Vec<_> = std::fs::read_dir(format!("{dir}/bpf"))
-        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(
-        pins.iter()
-            .all(|p| !p.to_string_lossy().starts_with("link_")),
-        "link pins left behind: {pins:?}"
-    );
-    let _ = Command::new("umount")
-        .arg("-l")
-        .arg(format!("{dir}/bpf"))
-        .output();
 }
 
 /// The xipsec programs attached to an interface by this test process (not a daemon: a second
@@ -107,17 +88,14 @@ impl Holder {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("opening the netns");
-            // SAFETY: setns(2) on a valid namespace fd; it moves only this thread.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
-            dp.attach(&iface, XdpMode::Auto)
-                .expect("attaching the holder");
-            ready_tx.send(()).expect("signalling the test");
-            let _ = release_rx.recv();
-            drop(dp);
+            in_netns(&ns, move || {
+                let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+                dp.attach(&iface, XdpMode::Auto)
+                    .expect("attaching the holder");
+                ready_tx.send(()).expect("signalling the test");
+                let _ = release_rx.recv();
+                drop(dp);
+            });
         });
         ready_rx
             .recv_timeout(Duration::from_secs(30))
@@ -139,7 +117,7 @@ impl Drop for Holder {
 }
 
 /// Link pins (`link_*`) under `dir`.
-fn link_pins(dir: &str) -> Vec<String> {
+fn link_pins(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(Result::ok)
@@ -152,135 +130,113 @@ fn link_pins(dir: &str) -> Vec<String> {
 
 #[test]
 fn a_failed_second_attach_rolls_back_the_first() {
-    if !require_root("a_failed_second_attach_rolls_back_the_first") {
-        return;
-    }
-    let net = VethPair::new("xdr", 0x76);
-    // A second interface in the same namespace, held by another daemon's XDP link: attaching
-    // XDP to it again fails (EBUSY), after the first interface was attached.
-    let (held, held_peer) = ("xdrheld", "xdrheldp");
-    sh(&[
-        "ip", "-n", &net.ns_a, "link", "add", held, "type", "veth", "peer", "name", held_peer,
-    ]);
-    for i in [held, held_peer] {
-        sh(&["ip", "-n", &net.ns_a, "link", "set", i, "up"]);
-    }
-    let holder = Holder::attach(&net.ns_a, held);
-    assert!(xdp_attached(&net.ns_a, held), "the holder attached XDP");
-    assert!(
-        !xdp_attached(&net.ns_a, &net.if_a),
-        "nothing on {} yet",
-        net.if_a
-    );
-    assert!(tc_egress_programs(&net.ns_a, &net.if_a).is_empty());
+    as_root("a_failed_second_attach_rolls_back_the_first", || {
+        let net = VethPair::new("xdr", 0x76);
+        // A second interface in the same namespace, held by another daemon's XDP link: attaching
+        // XDP to it again fails (EBUSY), after the first interface was attached.
+        let (held, held_peer) = ("xdrheld", "xdrheldp");
+        sh(&[
+            "ip", "-n", &net.ns_a, "link", "add", held, "type", "veth", "peer", "name", held_peer,
+        ]);
+        for i in [held, held_peer] {
+            sh(&["ip", "-n", &net.ns_a, "link", "set", i, "up"]);
+        }
+        let holder = Holder::attach(&net.ns_a, held);
+        assert!(xdp_attached(&net.ns_a, held), "the holder attached XDP");
+        assert!(
+            !xdp_attached(&net.ns_a, &net.if_a),
+            "nothing on {} yet",
+            net.if_a
+        );
+        assert!(tc_egress_programs(&net.ns_a, &net.if_a).is_empty());
 
-    let dir = tempdir("rollback");
-    // A bpffs in the test's own mount namespace, as on a real host: pins made under it outlive
-    // the daemon (whose `ip netns exec` mount namespace dies with it), so a rollback that left a
-    // link pinned would leave the program attached.
-    std::fs::create_dir_all(format!("{dir}/bpf")).expect("creating the pin dir");
-    sh(&["mount", "-t", "bpf", "bpf", &format!("{dir}/bpf")]);
-    let out = finish(
-        VethPair::exec(&net.ns_a, &[])
-            .arg(xipsec_bin())
-            .args(["daemon", "--interface", &net.if_a, "--interface", held])
-            .arg("--state-dir")
-            .arg(format!("{dir}/state"))
-            .arg("--socket")
-            .arg(format!("{dir}/s"))
-            .arg("--pin-dir")
-            .arg(format!("{dir}/bpf"))
-            .env("RUST_LOG", "info"),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a failed attach must fail the start: {stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("attaching to {held}")),
-        "the error names the interface: {stderr}"
-    );
-    // The first interface really was attached before the failure (so the rollback ran).
-    assert!(
-        stderr.contains(&format!("interface=\"{}\"", net.if_a))
-            || stderr.contains(&format!("interface={}", net.if_a)),
-        "the log shows {} attached first: {stderr}",
-        net.if_a
-    );
-    assert!(
-        !xdp_attached(&net.ns_a, &net.if_a),
-        "XDP left attached to {} after the rollback",
-        net.if_a
-    );
-    assert_eq!(
-        tc_egress_programs(&net.ns_a, &net.if_a),
-        Vec::<String>::new(),
-        "TC egress left attached to {} after the rollback",
-        net.if_a
-    );
-    assert_eq!(
-        link_pins(&format!("{dir}/bpf")),
-        Vec::<String>::new(),
-        "link pins left behind"
-    );
-    // The holder's attachment is untouched.
-    assert!(xdp_attached(&net.ns_a, held), "the holder's XDP is gone");
-    assert!(
-        !tc_egress_programs(&net.ns_a, held).is_empty(),
-        "the holder's TC egress is gone"
-    );
-    drop(holder);
-    let _ = Command::new("umount")
-        .arg("-l")
-        .arg(format!("{dir}/bpf"))
-        .output();
+        // The sandbox's pin dir is a bpffs in the test's own mount namespace, as on a real host:
+        // pins made under it outlive the daemon (whose `ip netns exec` mount namespace dies with
+        // it), so a rollback that left a link pinned would leave the program attached.
+        let sandbox = Sandbox::attached(&net.ns_a, &net.if_a);
+        let out = finish(
+            sandbox
+                .daemon_command()
+                .args(["--interface", held])
+                .env("RUST_LOG", "info"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "a failed attach must fail the start: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("attaching to {held}")),
+            "the error names the interface: {stderr}"
+        );
+        // The first interface really was attached before the failure (so the rollback ran).
+        assert!(
+            stderr.contains(&format!("interface=\"{}\"", net.if_a))
+                || stderr.contains(&format!("interface={}", net.if_a)),
+            "the log shows {} attached first: {stderr}",
+            net.if_a
+        );
+        assert!(
+            !xdp_attached(&net.ns_a, &net.if_a),
+            "XDP left attached to {} after the rollback",
+            net.if_a
+        );
+        assert_eq!(
+            tc_egress_programs(&net.ns_a, &net.if_a),
+            Vec::<String>::new(),
+            "TC egress left attached to {} after the rollback",
+            net.if_a
+        );
+        assert_eq!(
+            link_pins(&sandbox.pin_dir()),
+            Vec::<String>::new(),
+            "link pins left behind"
+        );
+        // The holder's attachment is untouched.
+        assert!(xdp_attached(&net.ns_a, held), "the holder's XDP is gone");
+        assert!(
+            !tc_egress_programs(&net.ns_a, held).is_empty(),
+            "the holder's TC egress is gone"
+        );
+        drop(holder);
+    });
 }
 
 #[test]
 fn unprivileged_start_says_it_needs_root() {
-    if !require_root("unprivileged_start_says_it_needs_root") {
-        return;
-    }
-    let dir = tempdir("unprivileged");
-    let _ = Command::new("chmod").args(["0777", &dir]).status();
-    let out = finish(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(xipsec_bin())
-            .args(["daemon", "--interface", "lo"])
-            .arg("--state-dir")
-            .arg(format!("{dir}/state"))
-            .arg("--socket")
-            .arg(format!("{dir}/s"))
-            .arg("--pin-dir")
-            .arg(format!("{dir}/bpf")),
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "an unprivileged daemon must not start"
-    );
-    assert!(stderr.contains("needs root"), "stderr: {stderr}");
-    assert_eq!(
-        stderr.lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "one error line: {stderr}"
-    );
-}
-
-fn tempdir(name: &str) -> String {
-    let dir = format!("/tmp/xipsec-test-{name}");
-    let _ = Command::new("umount")
-        .arg("-l")
-        .arg(format!("{dir}/bpf"))
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    as_root("unprivileged_start_says_it_needs_root", || {
+        let sandbox = Sandbox::new();
+        let _ = Command::new("chmod")
+            .arg("0777")
+            .arg(sandbox.path())
+            .status();
+        let out = finish(
+            Command::new("setpriv")
+                .args([
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                ])
+                .arg(xipsec_bin())
+                .args(["daemon", "--interface", "lo"])
+                .arg("--state-dir")
+                .arg(sandbox.state_dir())
+                .arg("--socket")
+                .arg(sandbox.socket())
+                .arg("--pin-dir")
+                .arg(sandbox.pin_dir()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "an unprivileged daemon must not start"
+        );
+        assert!(stderr.contains("needs root"), "stderr: {stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "one error line: {stderr}"
+        );
+    });
 }

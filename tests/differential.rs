@@ -9,15 +9,16 @@
 
 use ipsec_common::abi::Counter;
 use ipsec_tests::{
+    frames::{FrameSpec, l4_ports},
     random::{FrameGen, Rng, random_spd},
     reference::{Expected, expected},
-    require_root,
 };
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions, XskSocket},
     engine::XskReceiver,
-    model::{Action, Direction, FirstFragments, Spd},
+    model::{Action, Direction, FirstFragments, SpAddArgs, Spd},
 };
+use xipsec_testkit::as_root;
 
 const SPDS: u64 = 20;
 const PACKETS_PER_SPD: usize = 6_000;
@@ -57,20 +58,18 @@ fn inbound_spis(spd: &Spd) -> Vec<u32> {
 
 /// Run `frame` once in `direction`; whether the packet went on (passed or redirected).
 fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expected) -> bool {
-    match direction {
+    // Per hook: its action, its (pass, drop, redirect) codes, and the verdict that redirects.
+    let (hook, action, [pass, drop, redirect], redirected, to) = match direction {
         Direction::In => {
             let action = dp.test_run_xdp(frame).expect("running XDP");
-            assert!(
-                action == XDP_PASS || action == XDP_DROP || action == XDP_REDIRECT,
-                "XDP action {action}"
-            );
-            assert_eq!(
-                action == XDP_REDIRECT,
-                want.counter == Counter::EspKnownSpiXsk,
-                "redirect to AF_XDP exactly for known-SPI ESP of the plain shape: {}",
-                hex(frame)
-            );
-            action != XDP_DROP
+            let codes = [XDP_PASS, XDP_DROP, XDP_REDIRECT].map(i64::from);
+            (
+                "XDP",
+                i64::from(action),
+                codes,
+                Counter::EspKnownSpiXsk,
+                "AF_XDP for known-SPI ESP of the plain shape",
+            )
         }
         Direction::Out => {
             // The engine (when one is set) is alive: its heartbeat is fresh.
@@ -78,243 +77,251 @@ fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expec
             let action = dp
                 .test_run_tc(frame)
                 .unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(frame)));
-            assert!(
-                action == TC_ACT_OK || action == TC_ACT_SHOT || action == TC_ACT_REDIRECT,
-                "TC action {action}"
-            );
-            assert_eq!(
-                action == TC_ACT_REDIRECT,
-                want.counter == Counter::IpsecToEngine,
-                "redirect to the ESP engine exactly for ipsec verdicts with an engine: {}",
-                hex(frame)
-            );
-            action != TC_ACT_SHOT
+            let codes = [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT].map(i64::from);
+            (
+                "TC",
+                i64::from(action),
+                codes,
+                Counter::IpsecToEngine,
+                "the ESP engine for ipsec verdicts with an engine",
+            )
         }
-    }
+    };
+    assert!(
+        action == pass || action == drop || action == redirect,
+        "{hook} action {action}"
+    );
+    assert_eq!(
+        action == redirect,
+        want.counter == redirected,
+        "redirect to {to}, exactly: {}",
+        hex(frame)
+    );
+    action != drop
 }
 
 #[test]
 fn kernel_verdicts_equal_reference() {
-    if !require_root("kernel_verdicts_equal_reference") {
-        return;
-    }
-    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading the eBPF programs");
-    // BPF_PROG_TEST_RUN runs XDP as if the frame arrived on queue 0 of the loopback device: an
-    // engine socket bound there makes the hand-off to AF_XDP observable (the redirect itself
-    // is not performed, only its return code).
-    // SAFETY: a NUL-terminated name.
-    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    let socket = XskReceiver::open(lo, 0).expect("binding an AF_XDP socket to lo");
-    let mut runs = 0usize;
-    let mut seen = std::collections::BTreeMap::<&'static str, usize>::new();
-    for seed in 0..SPDS {
-        let mut rng = Rng::new(seed);
-        let spd = random_spd(&mut rng, MAX_POLICIES);
-        dp.sync(&spd).expect("syncing a random SPD");
-        dp.clear_fragment_state().expect("clearing fragment state");
-        let mut fragments = FirstFragments::new();
-        let mut frames = FrameGen::new();
-        // Half the SPDs run with an ESP engine attached (any ifindex will do: under
-        // BPF_PROG_TEST_RUN a redirect only sets the return code), half without.
-        let engine = seed % 2 == 1;
-        // The second half of the SPDs runs with the AF_XDP socket registered.
-        let xsk = seed >= SPDS / 2;
-        if seed == SPDS / 2 {
-            let b = socket.binding();
-            dp.set_esp_sockets(&[XskSocket {
-                ifindex: b.ifindex,
-                queue: b.queue,
-                fd: b.fd,
-            }])
-            .expect("registering the AF_XDP socket");
-        }
-        dp.set_esp_target(u32::from(engine))
-            .expect("setting the ESP target");
-        let spis = inbound_spis(&spd);
-        let sp_ids: Vec<u32> = spd.sps().iter().map(|sp| sp.id).collect();
-        let mut before = counters(&dp);
-        for i in 0..PACKETS_PER_SPD {
-            let (direction, frame) = frames.frame(&mut rng, &spd);
-            let want = expected(
-                &spd,
-                &mut fragments,
-                (direction, &frame),
-                |spi| spis.contains(&spi),
-                engine,
-                xsk,
-            );
-            *seen.entry(want.counter.name()).or_default() += 1;
-            if let Some(event) = want.event {
-                *seen.entry(event.name()).or_default() += 1;
+    as_root("kernel_verdicts_equal_reference", || {
+        let mut dp =
+            KernelDatapath::load(&LoadOptions::default()).expect("loading the eBPF programs");
+        // BPF_PROG_TEST_RUN runs XDP as if the frame arrived on queue 0 of the loopback device: an
+        // engine socket bound there makes the hand-off to AF_XDP observable (the redirect itself
+        // is not performed, only its return code).
+        // SAFETY: a NUL-terminated name.
+        let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+        let socket = XskReceiver::open(lo, 0).expect("binding an AF_XDP socket to lo");
+        let mut runs = 0usize;
+        let mut seen = std::collections::BTreeMap::<&'static str, usize>::new();
+        for seed in 0..SPDS {
+            let mut rng = Rng::new(seed);
+            let spd = random_spd(&mut rng, MAX_POLICIES);
+            dp.sync(&spd).expect("syncing a random SPD");
+            dp.clear_fragment_state().expect("clearing fragment state");
+            let mut fragments = FirstFragments::new();
+            let mut frames = FrameGen::new();
+            // Half the SPDs run with an ESP engine attached (any ifindex will do: under
+            // BPF_PROG_TEST_RUN a redirect only sets the return code), half without.
+            let engine = seed % 2 == 1;
+            // The second half of the SPDs runs with the AF_XDP socket registered.
+            let xsk = seed >= SPDS / 2;
+            if seed == SPDS / 2 {
+                let b = socket.binding();
+                dp.set_esp_sockets(&[XskSocket {
+                    ifindex: b.ifindex,
+                    queue: b.queue,
+                    fd: b.fd,
+                }])
+                .expect("registering the AF_XDP socket");
             }
-            // A policy that must not move: any other one.
-            let bystander = sp_ids
-                .iter()
-                .copied()
-                .find(|id| Some(*id) != want.sp_id && rng.chance(5));
-            for round in ["miss", "hit"] {
-                if round == "miss" {
-                    dp.clear_flow_cache().expect("clearing the flow cache");
+            dp.set_esp_target(u32::from(engine))
+                .expect("setting the ESP target");
+            let spis = inbound_spis(&spd);
+            let sp_ids: Vec<u32> = spd.sps().iter().map(|sp| sp.id).collect();
+            let mut before = counters(&dp);
+            for i in 0..PACKETS_PER_SPD {
+                let (direction, frame) = frames.frame(&mut rng, &spd);
+                let want = expected(
+                    &spd,
+                    &mut fragments,
+                    (direction, &frame),
+                    |spi| spis.contains(&spi),
+                    engine,
+                    xsk,
+                );
+                *seen.entry(want.counter.name()).or_default() += 1;
+                if let Some(event) = want.event {
+                    *seen.entry(event.name()).or_default() += 1;
                 }
-                let before_sp = want.sp_id.map(|id| sp_packets(&dp, id));
-                let before_bystander = bystander.map(|id| sp_packets(&dp, id));
-                let pass = run(&mut dp, direction, &frame, &want);
-                let context = || {
-                    format!(
-                        "seed {seed} packet {i} ({round}) {direction:?} want {want:?} frame {}",
-                        hex(&frame)
-                    )
-                };
-                assert_eq!(pass, want.pass, "verdict differs: {}", context());
-                let after = counters(&dp);
-                for ((counter, was), (_, now)) in before.iter().zip(&after) {
-                    let moved = now - was;
-                    let expect = u64::from(
-                        *counter == want.counter
-                            || Some(*counter) == want.event
-                            || (*counter == Counter::FlowCacheHit && round == "hit" && want.cached),
-                    );
-                    assert_eq!(
-                        moved,
-                        expect,
-                        "counter {} moved by {moved}: {}",
-                        counter.name(),
-                        context()
-                    );
+                // A policy that must not move: any other one.
+                let bystander = sp_ids
+                    .iter()
+                    .copied()
+                    .find(|id| Some(*id) != want.sp_id && rng.chance(5));
+                for round in ["miss", "hit"] {
+                    if round == "miss" {
+                        dp.clear_flow_cache().expect("clearing the flow cache");
+                    }
+                    let before_sp = want.sp_id.map(|id| sp_packets(&dp, id));
+                    let before_bystander = bystander.map(|id| sp_packets(&dp, id));
+                    let pass = run(&mut dp, direction, &frame, &want);
+                    let context = || {
+                        format!(
+                            "seed {seed} packet {i} ({round}) {direction:?} want {want:?} frame {}",
+                            hex(&frame)
+                        )
+                    };
+                    assert_eq!(pass, want.pass, "verdict differs: {}", context());
+                    let after = counters(&dp);
+                    for ((counter, was), (_, now)) in before.iter().zip(&after) {
+                        let moved = now - was;
+                        let expect = u64::from(
+                            *counter == want.counter
+                                || Some(*counter) == want.event
+                                || (*counter == Counter::FlowCacheHit
+                                    && round == "hit"
+                                    && want.cached),
+                        );
+                        assert_eq!(
+                            moved,
+                            expect,
+                            "counter {} moved by {moved}: {}",
+                            counter.name(),
+                            context()
+                        );
+                    }
+                    before = after;
+                    if let (Some(id), Some(was)) = (want.sp_id, before_sp) {
+                        assert_eq!(
+                            sp_packets(&dp, id),
+                            was + 1,
+                            "matched policy differs: {}",
+                            context()
+                        );
+                    }
+                    if let (Some(id), Some(was)) = (bystander, before_bystander) {
+                        assert_eq!(
+                            sp_packets(&dp, id),
+                            was,
+                            "policy {id} moved though it did not match: {}",
+                            context()
+                        );
+                    }
+                    runs += 1;
                 }
-                before = after;
-                if let (Some(id), Some(was)) = (want.sp_id, before_sp) {
-                    assert_eq!(
-                        sp_packets(&dp, id),
-                        was + 1,
-                        "matched policy differs: {}",
-                        context()
-                    );
-                }
-                if let (Some(id), Some(was)) = (bystander, before_bystander) {
-                    assert_eq!(
-                        sp_packets(&dp, id),
-                        was,
-                        "policy {id} moved though it did not match: {}",
-                        context()
-                    );
-                }
-                runs += 1;
             }
         }
-    }
-    eprintln!("differential: {runs} program runs agreed with the reference: {seen:?}");
-    // The generator must reach every verdict and event, or the comparison proves less than it
-    // claims. Two cannot come from a test run: our own ESP (TC sees the engine's socket cookie
-    // only on packets the engine sends: the wire tests cover it) and unknown actions (no policy
-    // compiles to one: `unknown_action_drops` below writes one by hand).
-    for c in Counter::ALL {
-        if c != Counter::PassOwnEsp && c != Counter::DropUnknownAction {
-            assert!(
-                seen.get(c.name()).copied().unwrap_or(0) >= 20 || c == Counter::FlowCacheHit,
-                "verdict {} too rare: {seen:?}",
-                c.name()
-            );
+        eprintln!("differential: {runs} program runs agreed with the reference: {seen:?}");
+        // The generator must reach every verdict and event, or the comparison proves less than it
+        // claims. Two cannot come from a test run: our own ESP (TC sees the engine's socket cookie
+        // only on packets the engine sends: the wire tests cover it) and unknown actions (no policy
+        // compiles to one: `unknown_action_drops` below writes one by hand).
+        for c in Counter::ALL {
+            if c != Counter::PassOwnEsp && c != Counter::DropUnknownAction {
+                assert!(
+                    seen.get(c.name()).copied().unwrap_or(0) >= 20 || c == Counter::FlowCacheHit,
+                    "verdict {} too rare: {seen:?}",
+                    c.name()
+                );
+            }
         }
+    });
+}
+
+/// A UDP datagram 2001:db8::1:1000 -> 2001:db8::2:53.
+fn dns_frame() -> Vec<u8> {
+    FrameSpec::new(
+        "2001:db8::1".parse().expect("addr"),
+        "2001:db8::2".parse().expect("addr"),
+        17,
+        l4_ports(1000, 53, 8),
+    )
+    .build()
+}
+
+/// A policy from anywhere to 2001:db8::/64 (`sa_name` and `sp_mode` left to the caller).
+fn sp_to_db8(
+    name: String,
+    direction: &str,
+    (proto, port): (&str, &str),
+    action: &str,
+) -> SpAddArgs {
+    SpAddArgs {
+        sp_source: Some("any".into()),
+        sp_destination: Some("2001:db8::/64".into()),
+        source_port: Some("any".into()),
+        destination_port: Some(port.into()),
+        upper_layer_protocol: Some(proto.into()),
+        flow_direction: Some(direction.into()),
+        action: Some(action.into()),
+        sp_name: Some(name),
+        ..Default::default()
     }
+}
+
+/// The sum of counter `counter` over CPUs.
+fn counter(dp: &KernelDatapath, counter: Counter) -> u64 {
+    counters(dp)
+        .into_iter()
+        .find(|(c, _)| *c == counter)
+        .expect("counter")
+        .1
 }
 
 #[test]
 fn unknown_action_drops() {
-    if !require_root("unknown_action_drops") {
-        return;
-    }
-    use ipsec_tests::frames::{FrameSpec, l4_ports};
-    use ipsec_user::model::SpAddArgs;
-    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
-    let mut spd = Spd::default();
-    for direction in ["in", "out"] {
-        spd.add_sp(&SpAddArgs {
-            sp_source: Some("any".into()),
-            sp_destination: Some("2001:db8::/64".into()),
-            source_port: Some("any".into()),
-            destination_port: Some("any".into()),
-            upper_layer_protocol: Some("any".into()),
-            flow_direction: Some(direction.into()),
-            action: Some("none".into()),
-            sp_name: Some(format!("pass-{direction}")),
-            ..Default::default()
-        })
-        .expect("valid SP");
-    }
-    dp.sync(&spd).expect("sync");
-    let frame = FrameSpec::new(
-        "2001:db8::1".parse().expect("addr"),
-        "2001:db8::2".parse().expect("addr"),
-        17,
-        l4_ports(1000, 53, 8),
-    )
-    .build();
-    assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
-    assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_OK);
-    // Corrupt every active rule's action: the programs must drop, not pass.
-    let changed = dp
-        .corrupt_rule_actions_for_tests(7)
-        .expect("rewriting rules");
-    assert!(changed >= 2, "rules rewritten: {changed}");
-    dp.clear_flow_cache().expect("clearing the cache");
-    let drops = |dp: &KernelDatapath| {
-        counters(dp)
-            .into_iter()
-            .find(|(c, _)| *c == Counter::DropUnknownAction)
-            .expect("counter")
-            .1
-    };
-    let before = drops(&dp);
-    assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_DROP);
-    assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_SHOT);
-    assert_eq!(drops(&dp), before + 2);
+    as_root("unknown_action_drops", || {
+        let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+        let mut spd = Spd::default();
+        for direction in ["in", "out"] {
+            let name = format!("pass-{direction}");
+            spd.add_sp(&sp_to_db8(name, direction, ("any", "any"), "none"))
+                .expect("valid SP");
+        }
+        dp.sync(&spd).expect("sync");
+        let frame = dns_frame();
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_OK);
+        // Corrupt every active rule's action: the programs must drop, not pass.
+        let changed = dp
+            .corrupt_rule_actions_for_tests(7)
+            .expect("rewriting rules");
+        assert!(changed >= 2, "rules rewritten: {changed}");
+        dp.clear_flow_cache().expect("clearing the cache");
+        let drops = |dp: &KernelDatapath| counter(dp, Counter::DropUnknownAction);
+        let before = drops(&dp);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_DROP);
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_SHOT);
+        assert_eq!(drops(&dp), before + 2);
+    });
 }
 
 #[test]
 fn spd_change_is_seen_and_cache_invalidated() {
-    if !require_root("spd_change_is_seen_and_cache_invalidated") {
-        return;
-    }
-    use ipsec_tests::frames::{FrameSpec, l4_ports};
-    use ipsec_user::model::{SpAddArgs, SpRemoveArgs, Spd};
-    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
-    let mut spd = Spd::default();
-    dp.sync(&spd).expect("sync empty");
-    let frame = FrameSpec::new(
-        "2001:db8::1".parse().expect("addr"),
-        "2001:db8::2".parse().expect("addr"),
-        17,
-        l4_ports(1000, 53, 8),
-    )
-    .build();
-    assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
-    assert_eq!(dp.test_run_xdp(&frame).expect("run (cached)"), XDP_PASS);
-    spd.add_sp(&SpAddArgs {
-        sp_source: Some("any".into()),
-        sp_destination: Some("2001:db8::/64".into()),
-        source_port: Some("any".into()),
-        destination_port: Some("53".into()),
-        upper_layer_protocol: Some("udp".into()),
-        flow_direction: Some("in".into()),
-        action: Some("discard".into()),
-        sp_name: Some("dns".into()),
-        ..Default::default()
-    })
-    .expect("valid SP");
-    dp.sync(&spd).expect("sync discard");
-    assert_eq!(
-        dp.test_run_xdp(&frame).expect("run"),
-        XDP_DROP,
-        "cached pass must not survive the change"
-    );
-    spd.remove_sp(&SpRemoveArgs {
-        sp_name: Some("dns".into()),
-        remove_all: false,
-    })
-    .expect("remove");
-    dp.sync(&spd).expect("sync removal");
-    assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
+    as_root("spd_change_is_seen_and_cache_invalidated", || {
+        use ipsec_user::model::SpRemoveArgs;
+        let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+        let mut spd = Spd::default();
+        dp.sync(&spd).expect("sync empty");
+        let frame = dns_frame();
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run (cached)"), XDP_PASS);
+        spd.add_sp(&sp_to_db8("dns".into(), "in", ("udp", "53"), "discard"))
+            .expect("valid SP");
+        dp.sync(&spd).expect("sync discard");
+        assert_eq!(
+            dp.test_run_xdp(&frame).expect("run"),
+            XDP_DROP,
+            "cached pass must not survive the change"
+        );
+        spd.remove_sp(&SpRemoveArgs {
+            sp_name: Some("dns".into()),
+            remove_all: false,
+        })
+        .expect("remove");
+        dp.sync(&spd).expect("sync removal");
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
+    });
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -323,57 +330,32 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn a_silent_engine_counts_as_unavailable() {
-    if !require_root("a_silent_engine_counts_as_unavailable") {
-        return;
-    }
-    use ipsec_tests::{
-        frames::{FrameSpec, l4_ports},
-        random::sa_args,
-    };
-    use ipsec_user::model::SpAddArgs;
-    let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
-    let mut spd = Spd::default();
-    spd.add_sa(&sa_args(1)).expect("valid SA");
-    spd.add_sp(&SpAddArgs {
-        sp_source: Some("any".into()),
-        sp_destination: Some("2001:db8::/64".into()),
-        source_port: Some("any".into()),
-        destination_port: Some("any".into()),
-        upper_layer_protocol: Some("udp".into()),
-        flow_direction: Some("out".into()),
-        action: Some("ipsec".into()),
-        sp_mode: Some("transport".into()),
-        sa_name: Some("sa1".into()),
-        sp_name: Some("protect".into()),
-        ..Default::default()
-    })
-    .expect("valid SP");
-    dp.sync(&spd).expect("sync");
-    dp.set_esp_target(1).expect("an engine");
-    let frame = FrameSpec::new(
-        "2001:db8::1".parse().expect("addr"),
-        "2001:db8::2".parse().expect("addr"),
-        17,
-        l4_ports(1000, 53, 8),
-    )
-    .build();
-    let unavailable = |dp: &KernelDatapath| {
-        counters(dp)
-            .into_iter()
-            .find(|(c, _)| *c == Counter::DropIpsecUnavailable)
-            .expect("counter")
-            .1
-    };
-    dp.set_engine_alive().expect("heartbeat");
-    assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
-    let before = unavailable(&dp);
-    std::thread::sleep(std::time::Duration::from_millis(1_200));
-    assert_eq!(
-        dp.test_run_tc(&frame).expect("run"),
-        TC_ACT_SHOT,
-        "an engine silent for over a second gets nothing"
-    );
-    assert_eq!(unavailable(&dp), before + 1);
-    dp.set_engine_alive().expect("heartbeat");
-    assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
+    as_root("a_silent_engine_counts_as_unavailable", || {
+        use ipsec_tests::random::sa_args;
+        let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+        let mut spd = Spd::default();
+        spd.add_sa(&sa_args(1)).expect("valid SA");
+        spd.add_sp(&SpAddArgs {
+            sp_mode: Some("transport".into()),
+            sa_name: Some("sa1".into()),
+            ..sp_to_db8("protect".into(), "out", ("udp", "any"), "ipsec")
+        })
+        .expect("valid SP");
+        dp.sync(&spd).expect("sync");
+        dp.set_esp_target(1).expect("an engine");
+        let frame = dns_frame();
+        let unavailable = |dp: &KernelDatapath| counter(dp, Counter::DropIpsecUnavailable);
+        dp.set_engine_alive().expect("heartbeat");
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
+        let before = unavailable(&dp);
+        std::thread::sleep(std::time::Duration::from_millis(1_200));
+        assert_eq!(
+            dp.test_run_tc(&frame).expect("run"),
+            TC_ACT_SHOT,
+            "an engine silent for over a second gets nothing"
+        );
+        assert_eq!(unavailable(&dp), before + 1);
+        dp.set_engine_alive().expect("heartbeat");
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
+    });
 }

@@ -9,13 +9,15 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 use ipsec_common::abi::XIPSEC_MARK;
-use ipsec_tests::{
+use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
+use xipsec_testkit::{
+    as_root,
     capture::{Capture, Frames},
-    daemon::Daemon,
-    esp_oracle::{EspSa, Expect, assert_confidential},
-    netns::VethPair,
-    require_root,
-    traffic::{fixture, py},
+    cli::SpArgs,
+    daemon::Node,
+    fixture,
+    netns::{self, VethPair},
+    traffic::{self, py},
 };
 
 const SPI_AB: u32 = 0x1001;
@@ -49,85 +51,38 @@ fn sas(net: &VethPair, enc: &'static str) -> [EspSa; 2] {
 
 /// The SAs on `d` and an `ipsec` SP per direction protecting everything between `me` and
 /// `peer`, with `out`/`in_` the SA names.
-fn configure(d: &Daemon, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&str, &str)) {
+fn configure(d: &Node, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&str, &str)) {
     for sa in sas {
-        let args = sa.sa_add_args();
-        d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        d.ok_args(&sa.sa_add_args());
     }
     for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, in_)] {
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            &format!("{src}/128"),
-            "--sp-destination",
-            &format!("{dst}/128"),
-            "--source-port",
-            "any",
-            "--destination-port",
-            "any",
-            "--upper-layer-protocol",
-            "any",
-            "--flow-direction",
-            dir,
-            "--action",
-            "ipsec",
-            "--sa-name",
-            sa,
-            "--sp-name",
-            &format!("protect-{dir}"),
-        ]);
+        let (src, dst, name) = (
+            format!("{src}/128"),
+            format!("{dst}/128"),
+            format!("protect-{dir}"),
+        );
+        let sp = SpArgs {
+            sa: Some(sa),
+            ..SpArgs::ipsec(&src, &dst, dir, &name)
+        };
+        d.ok(&sp.args());
     }
 }
 
 fn ping(ns: &str, addr: &str) -> bool {
-    VethPair::exec(
-        ns,
-        &[
-            "ping",
-            "-6",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-p",
-            PING_PATTERN,
-            addr,
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .status()
-    .expect("ping")
-    .success()
+    traffic::ping(ns, addr, ("3", "2"), Some(PING_PATTERN))
 }
 
-fn sa_field(d: &Daemon, sa: &str, field: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"])).expect("JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .find(|s| s["name"] == sa)
-        .and_then(|s| s[field].as_u64())
-        .unwrap_or_else(|| panic!("{sa}.{field} missing"))
+fn sa_field(d: &Node, sa: &str, field: &str) -> u64 {
+    d.sa_counter(sa, field)
 }
 
-fn stat(d: &Daemon, reason: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["stats", "--formatter", "json"])).expect("JSON");
-    v.as_array()
-        .expect("array")
-        .iter()
-        .find(|s| s["reason"] == reason)
-        .and_then(|s| s["packets"].as_u64())
-        .unwrap_or_else(|| panic!("stat {reason} missing: {v}"))
+fn stat(d: &Node, reason: &str) -> u64 {
+    d.stat(reason)
 }
 
 fn inject(ns: &str, iface: &str, pcap: &Path, index: usize, mode: &str) {
-    let ok = VethPair::exec(ns, &["python3"])
+    let ok = netns::exec(ns, &["python3"])
         .arg(fixture("inject.py"))
         .args([
             iface,
@@ -156,240 +111,229 @@ fn esp_index(frames: &Frames, spi: u32) -> usize {
 
 #[test]
 fn two_hosts_protect_traffic_end_to_end() {
-    if !require_root("two_hosts_protect_traffic_end_to_end") {
-        return;
-    }
-    let net = VethPair::new("xe2", 0x73);
-    let mut a = Daemon::start("e2ea", &net.ns_a, &net.if_a);
-    let b = Daemon::start("e2eb", &net.ns_b, &net.if_b);
-    // XIPSEC_E2E_ENC=null configures a null cipher on both daemons while scapy still expects
-    // aes128-cbc: the mutation check this test must fail (see the README's test list).
-    let enc: &'static str = match std::env::var("XIPSEC_E2E_ENC").as_deref() {
-        Ok("null") => "null",
-        _ => "aes128-cbc",
-    };
-    let configured = sas(&net, enc);
-    let expected = sas(&net, "aes128-cbc");
-    configure(
-        &a,
-        &configured,
-        (&net.addr_a, &net.addr_b),
-        ("sa-ab", "sa-ba"),
-    );
-    configure(
-        &b,
-        &configured,
-        (&net.addr_b, &net.addr_a),
-        ("sa-ba", "sa-ab"),
-    );
-    let spis = [SPI_AB, SPI_BA];
-    let flows = [
-        (net.addr_a.as_str(), net.addr_b.as_str()),
-        (net.addr_b.as_str(), net.addr_a.as_str()),
-    ];
-    let dir = a.dir.clone();
-    // Each side's capture sees everything that side sends (taps run after TC egress), but not
-    // the ESP its XDP hands to AF_XDP (XDP runs before taps): capture both ends.
-    let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("small-a.pcap"), &spis);
-    let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("small-b.pcap"), &spis);
+    as_root("two_hosts_protect_traffic_end_to_end", || {
+        let net = VethPair::new("xe2", 0x73);
+        let mut a = Node::start(&net.ns_a, &net.if_a);
+        let b = Node::start(&net.ns_b, &net.if_b);
+        // XIPSEC_E2E_ENC=null configures a null cipher on both daemons while scapy still expects
+        // aes128-cbc: the mutation check this test must fail (see the README's test list).
+        let enc: &'static str = match std::env::var("XIPSEC_E2E_ENC").as_deref() {
+            Ok("null") => "null",
+            _ => "aes128-cbc",
+        };
+        let configured = sas(&net, enc);
+        let expected = sas(&net, "aes128-cbc");
+        configure(
+            &a,
+            &configured,
+            (&net.addr_a, &net.addr_b),
+            ("sa-ab", "sa-ba"),
+        );
+        configure(
+            &b,
+            &configured,
+            (&net.addr_b, &net.addr_a),
+            ("sa-ba", "sa-ab"),
+        );
+        let spis = [SPI_AB, SPI_BA];
+        let flows = [
+            (net.addr_a.as_str(), net.addr_b.as_str()),
+            (net.addr_b.as_str(), net.addr_a.as_str()),
+        ];
+        let dir = a.dir().to_owned();
+        // Each side's capture sees everything that side sends (taps run after TC egress), but not
+        // the ESP its XDP hands to AF_XDP (XDP runs before taps): capture both ends.
+        let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("small-a.pcap"), &spis);
+        let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("small-b.pcap"), &spis);
 
-    assert!(
-        ping(&net.ns_a, &net.addr_b),
-        "ping6 over ESP: {}\n{}",
-        a.log(),
-        b.log()
-    );
+        assert!(
+            ping(&net.ns_a, &net.addr_b),
+            "ping6 over ESP: {}\n{}",
+            a.log(),
+            b.log()
+        );
 
-    // 1,400-byte UDP: the ESP packet exceeds the 1,500-byte MTU, is fragmented and reassembled.
-    let recv = py(&net.ns_b, &["udp-recv", &net.addr_b, "9400", "2", "sizes"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("receiver");
-    std::thread::sleep(Duration::from_millis(300));
-    py(
-        &net.ns_a,
-        &["udp-send", &net.addr_b, "9400", "3", UDP_MARKER, "1400"],
-    )
-    .status()
-    .expect("sender");
-    let got = String::from_utf8_lossy(&recv.wait_with_output().expect("receiver").stdout)
-        .trim()
-        .to_string();
-    assert_eq!(got, "3 1400 1400 1400", "1,400-byte datagrams over ESP");
+        // 1,400-byte UDP: the ESP packet exceeds the 1,500-byte MTU, is fragmented and reassembled.
+        let recv = py(&net.ns_b, &["udp-recv", &net.addr_b, "9400", "2", "sizes"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("receiver");
+        std::thread::sleep(Duration::from_millis(300));
+        py(
+            &net.ns_a,
+            &["udp-send", &net.addr_b, "9400", "3", UDP_MARKER, "1400"],
+        )
+        .status()
+        .expect("sender");
+        let got = String::from_utf8_lossy(&recv.wait_with_output().expect("receiver").stdout)
+            .trim()
+            .to_string();
+        assert_eq!(got, "3 1400 1400 1400", "1,400-byte datagrams over ESP");
 
-    let small_a = cap_a.stop();
-    let small_b = cap_b.stop();
-    small_a.assert_only_esp("ping and UDP sent by a");
-    small_b.assert_only_esp("ping replies sent by b");
-    // Three 1,400-byte datagrams: three ESP packets over the MTU, two fragments each.
-    let fragments = small_a
-        .esp_frames()
-        .iter()
-        .filter(|f| f.fragment.is_some())
-        .count();
-    assert!(
-        fragments >= 6,
-        "the 1,400-byte datagrams must leave as fragmented ESP: {fragments} fragments seen"
-    );
-    let udp_marker = &UDP_MARKER.as_bytes()[..20];
-    assert_confidential(
-        &small_a,
-        &expected,
-        100,
-        &Expect {
-            flows: &flows,
-            protocols: &[58, 17],
-            markers: &[PING_MARKER, udp_marker],
-        },
-        "ping and UDP sent by a",
-    );
-    assert_confidential(
-        &small_b,
-        &expected,
-        100,
-        &Expect {
-            flows: &flows,
-            // b's capture also sees a's fragmented ESP (b's XDP leaves fragments to the kernel).
-            protocols: &[58, 17],
-            markers: &[PING_MARKER],
-        },
-        "ping replies sent by b",
-    );
+        let small_a = cap_a.stop();
+        let small_b = cap_b.stop();
+        small_a.assert_only_esp("ping and UDP sent by a");
+        small_b.assert_only_esp("ping replies sent by b");
+        // Three 1,400-byte datagrams: three ESP packets over the MTU, two fragments each.
+        let fragments = small_a
+            .esp_frames()
+            .iter()
+            .filter(|f| f.fragment.is_some())
+            .count();
+        assert!(
+            fragments >= 6,
+            "the 1,400-byte datagrams must leave as fragmented ESP: {fragments} fragments seen"
+        );
+        let udp_marker = &UDP_MARKER.as_bytes()[..20];
+        assert_confidential(
+            &small_a,
+            &expected,
+            100,
+            &Expect {
+                flows: &flows,
+                protocols: &[58, 17],
+                markers: &[PING_MARKER, udp_marker],
+            },
+            "ping and UDP sent by a",
+        );
+        assert_confidential(
+            &small_b,
+            &expected,
+            100,
+            &Expect {
+                flows: &flows,
+                // b's capture also sees a's fragmented ESP (b's XDP leaves fragments to the kernel).
+                protocols: &[58, 17],
+                markers: &[PING_MARKER],
+            },
+            "ping replies sent by b",
+        );
 
-    // 10 MB over TCP with matching checksums.
-    let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("tcp-a.pcap"), &spis);
-    let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("tcp-b.pcap"), &spis);
-    let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9500", "20"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sink");
-    std::thread::sleep(Duration::from_millis(500));
-    let source = py(&net.ns_a, &["tcp-source", &net.addr_b, "9500", "10"])
-        .output()
-        .expect("source");
-    let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
-    let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        sent.starts_with("10000000 "),
-        "source: {sent} {}\na stats: {}\nb stats: {}\na sa: {}\nb sa: {}",
-        String::from_utf8_lossy(&source.stderr),
-        a.ok(&["stats"]),
-        b.ok(&["stats"]),
-        a.ok(&["sa", "list"]),
-        b.ok(&["sa", "list"])
-    );
-    assert_eq!(received, sent, "10 MB over ESP must arrive intact");
+        // 10 MB over TCP with matching checksums.
+        let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("tcp-a.pcap"), &spis);
+        let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("tcp-b.pcap"), &spis);
+        let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9500", "20"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sink");
+        std::thread::sleep(Duration::from_millis(500));
+        let source = py(&net.ns_a, &["tcp-source", &net.addr_b, "9500", "10"])
+            .output()
+            .expect("source");
+        let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
+        let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            sent.starts_with("10000000 "),
+            "source: {sent} {}\na stats: {}\nb stats: {}\na sa: {}\nb sa: {}",
+            String::from_utf8_lossy(&source.stderr),
+            a.ok(&["stats"]),
+            b.ok(&["stats"]),
+            a.ok(&["sa", "list"]),
+            b.ok(&["sa", "list"])
+        );
+        assert_eq!(received, sent, "10 MB over ESP must arrive intact");
 
-    let tcp_a = cap_a.stop();
-    let tcp_b = cap_b.stop();
-    tcp_a.assert_only_esp("TCP sent by a");
-    tcp_b.assert_only_esp("TCP acknowledgements sent by b");
-    let tcp_marker = hex::decode(TCP_MARKER).expect("hex");
-    assert_confidential(
-        &tcp_a,
-        &expected,
-        40,
-        &Expect {
-            flows: &flows,
-            protocols: &[6],
-            markers: &[&tcp_marker],
-        },
-        "TCP sent by a",
-    );
-    assert_confidential(
-        &tcp_b,
-        &expected,
-        20,
-        &Expect {
-            flows: &flows,
-            protocols: &[6],
-            markers: &[],
-        },
-        "TCP acknowledgements sent by b",
-    );
-    assert!(
-        stat(&b, "esp_xsk_received") > 1000,
-        "b receives ESP by AF_XDP: {}",
-        b.ok(&["stats"])
-    );
-    assert!(
-        sa_field(&a, "sa-ab", "packets") > 1000,
-        "outbound SA counts packets"
-    );
-    assert!(
-        sa_field(&b, "sa-ab", "packets") > 1000,
-        "inbound SA counts packets"
-    );
+        let tcp_a = cap_a.stop();
+        let tcp_b = cap_b.stop();
+        tcp_a.assert_only_esp("TCP sent by a");
+        tcp_b.assert_only_esp("TCP acknowledgements sent by b");
+        let tcp_marker = hex::decode(TCP_MARKER).expect("hex");
+        assert_confidential(
+            &tcp_a,
+            &expected,
+            40,
+            &Expect {
+                flows: &flows,
+                protocols: &[6],
+                markers: &[&tcp_marker],
+            },
+            "TCP sent by a",
+        );
+        assert_confidential(
+            &tcp_b,
+            &expected,
+            20,
+            &Expect {
+                flows: &flows,
+                protocols: &[6],
+                markers: &[],
+            },
+            "TCP acknowledgements sent by b",
+        );
+        assert!(
+            stat(&b, "esp_xsk_received") > 1000,
+            "b receives ESP by AF_XDP: {}",
+            b.ok(&["stats"])
+        );
+        assert!(
+            sa_field(&a, "sa-ab", "packets") > 1000,
+            "outbound SA counts packets"
+        );
+        assert!(
+            sa_field(&b, "sa-ab", "packets") > 1000,
+            "inbound SA counts packets"
+        );
 
-    // One small ESP packet a -> b to tamper with (captured where it leaves).
-    let cap = Capture::start(&net.ns_a, &net.if_a, &dir.join("one.pcap"), &spis);
-    assert!(ping(&net.ns_a, &net.addr_b));
-    let one_frames = cap.stop();
-    let one = one_frames.file.clone();
-    let index = esp_index(&one_frames, SPI_AB);
+        // One small ESP packet a -> b to tamper with (captured where it leaves).
+        let cap = Capture::start(&net.ns_a, &net.if_a, &dir.join("one.pcap"), &spis);
+        assert!(ping(&net.ns_a, &net.addr_b));
+        let one_frames = cap.stop();
+        let one = one_frames.file.clone();
+        let index = esp_index(&one_frames, SPI_AB);
 
-    let before = sa_field(&b, "sa-ab", "auth_failures");
-    inject(&net.ns_a, &net.if_a, &one, index, "flip");
-    assert_eq!(
-        sa_field(&b, "sa-ab", "auth_failures"),
-        before + 1,
-        "a bit-flipped packet is an auth failure"
-    );
+        // Each mutation of the captured packet, replayed from a, moves exactly its counter on b:
+        // a drop reason (`stats`, `drop_*`) or an SA counter of sa-ab (`sa list`).
+        #[rustfmt::skip]
+        let cases = [
+            ("flip", "auth_failures", "a bit-flipped packet is an auth failure"),
+            ("raw", "replay_drops", "a replayed packet is a replay drop"),
+            ("spi", "drop_unknown_spi", "ESP with an unknown SPI is dropped and counted"),
+            ("clear-udp", "drop_ipsec_clear", "clear traffic for an ipsec policy is dropped and counted"),
+        ];
+        let count = |counter: &str| {
+            if counter.starts_with("drop_") {
+                stat(&b, counter)
+            } else {
+                sa_field(&b, "sa-ab", counter)
+            }
+        };
+        for (mutation, counter, what) in cases {
+            let before = count(counter);
+            inject(&net.ns_a, &net.if_a, &one, index, mutation);
+            assert_eq!(count(counter), before + 1, "{what}");
+        }
 
-    let before = sa_field(&b, "sa-ab", "replay_drops");
-    inject(&net.ns_a, &net.if_a, &one, index, "raw");
-    assert_eq!(
-        sa_field(&b, "sa-ab", "replay_drops"),
-        before + 1,
-        "a replayed packet is a replay drop"
-    );
-
-    let before = stat(&b, "drop_unknown_spi");
-    inject(&net.ns_a, &net.if_a, &one, index, "spi");
-    assert_eq!(
-        stat(&b, "drop_unknown_spi"),
-        before + 1,
-        "ESP with an unknown SPI is dropped and counted"
-    );
-
-    let before = stat(&b, "drop_ipsec_clear");
-    inject(&net.ns_a, &net.if_a, &one, index, "clear-udp");
-    assert_eq!(
-        stat(&b, "drop_ipsec_clear"),
-        before + 1,
-        "clear traffic for an ipsec policy is dropped and counted"
-    );
-
-    // kill -9 of a: the flow stops, and nothing leaves in clear. The capture is on a's side
-    // (taps see what a's TC egress lets out); its markers prove it was live throughout.
-    a.kill9();
-    let cap = Capture::start(&net.ns_a, &net.if_a, &dir.join("down.pcap"), &spis);
-    assert!(
-        !ping(&net.ns_a, &net.addr_b),
-        "with its daemon dead, a must not reach b"
-    );
-    let py_sent = py(
-        &net.ns_a,
-        &["udp-send", &net.addr_b, "9400", "5", UDP_MARKER, "200"],
-    )
-    .status()
-    .expect("sender");
-    assert!(py_sent.success(), "UDP sender while a's daemon is dead");
-    let down = cap.stop();
-    let clear = down.clear_frames();
-    assert!(
-        clear.is_empty(),
-        "plaintext left a while its daemon was dead:\n{}",
-        ipsec_tests::capture::describe(&clear)
-    );
-    a.spawn();
-    assert!(
-        ping(&net.ns_a, &net.addr_b),
-        "restart brings the flow back: {}",
-        a.log()
-    );
+        // kill -9 of a: the flow stops, and nothing leaves in clear. The capture is on a's side
+        // (taps see what a's TC egress lets out); its markers prove it was live throughout.
+        a.kill9();
+        let cap = Capture::start(&net.ns_a, &net.if_a, &dir.join("down.pcap"), &spis);
+        assert!(
+            !ping(&net.ns_a, &net.addr_b),
+            "with its daemon dead, a must not reach b"
+        );
+        let py_sent = py(
+            &net.ns_a,
+            &["udp-send", &net.addr_b, "9400", "5", UDP_MARKER, "200"],
+        )
+        .status()
+        .expect("sender");
+        assert!(py_sent.success(), "UDP sender while a's daemon is dead");
+        let down = cap.stop();
+        let clear = down.clear_frames();
+        assert!(
+            clear.is_empty(),
+            "plaintext left a while its daemon was dead:\n{}",
+            xipsec_testkit::capture::describe(&clear)
+        );
+        a.spawn();
+        assert!(
+            ping(&net.ns_a, &net.addr_b),
+            "restart brings the flow back: {}",
+            a.log()
+        );
+    });
 }

@@ -1,5 +1,5 @@
 //! The ESP engine end to end, without eBPF: two network namespaces joined by a veth pair
-//! (`fd00:ee::1/64` in `xt2{tag}a`, `fd00:ee::2/64` in `xt2{tag}b`), one engine per namespace
+//! (`fd00:ee::1/64` on side a, `fd00:ee::2/64` on side b), one engine per namespace
 //! with a mirrored pair of SAs and SPs, and the peer's address routed into the TUN device so the
 //! stack hands the engine plaintext (the daemon uses TC redirection instead).
 //!
@@ -17,22 +17,22 @@
 //! Needs root (namespaces, TUN, raw sockets) and `ip`, `ping`, `tcpdump`, `python3` with scapy.
 //! Without root the tests fail under CI (`ipsec_tests::ci`) and otherwise print why and pass.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use ipsec_common::abi::XIPSEC_MARK;
-use ipsec_tests::{
-    capture::{Capture, Frames},
-    esp_oracle::{EspSa, Expect, assert_confidential},
-    netns::{VethPair, sh},
-    require_root,
-};
+use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
 use ipsec_user::engine::{EngineConfig, EspEngine};
 use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
 use sha2::{Digest, Sha256};
+use xipsec_testkit::{
+    as_root,
+    capture::{Capture, Frames},
+    netns::{VethPair, in_netns},
+    sh, traffic,
+};
 
 const A: &str = "fd00:ee::1";
 const B: &str = "fd00:ee::2";
@@ -46,29 +46,11 @@ const PING_MARKER: &[u8] = b"xipsecping";
 /// Every UDP datagram the tests send is this text repeated (see [`udp_payload`]).
 const UDP_MARKER: &[u8] = b"XIPSEC-ENGINE-UDP-PLAINTEXT.";
 
-/// `xt2{tag}a` and `xt2{tag}b` joined by `xt2{tag}va`/`xt2{tag}vb` (deleted on drop).
+/// Two namespaces named after `x{tag}` joined by a veth pair (the test kit's, deleted on drop).
 fn namespaces(tag: &str) -> VethPair {
-    let net = VethPair::new(&format!("xt2{tag}"), TAG);
+    let net = VethPair::new(&format!("x{tag}"), TAG);
     assert_eq!((net.addr_a.as_str(), net.addr_b.as_str()), (A, B));
     net
-}
-
-/// Runs `f` on a thread that has joined namespace `ns`: sockets and devices it creates live
-/// there (and stay there after the thread ends).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = File::open(format!("/var/run/netns/{ns}")).expect("opening the netns");
-                // SAFETY: `file` is an open netns descriptor; setns(CLONE_NEWNET) only changes
-                // this thread's network namespace.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .expect("the netns thread panicked")
-    })
 }
 
 fn s(v: &str) -> Option<String> {
@@ -203,23 +185,10 @@ fn stat(engine: &EspEngine, name: &str) -> u64 {
 
 /// Three pings whose payload carries [`PING_MARKER`].
 fn ping(ns: &str, dst: &str) {
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ping",
-        "-6",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "3",
-        "-p",
-        PING_PATTERN,
-        dst,
-    ]);
+    assert!(
+        traffic::ping(ns, dst, ("3", "3"), Some(PING_PATTERN)),
+        "ping {dst} from {ns} failed"
+    );
 }
 
 fn udp_socket(ns: &str, addr: &str, port: u16) -> UdpSocket {
@@ -266,6 +235,24 @@ fn capture(net: &VethPair, dir: &tempfile::TempDir, name: &str) -> Capture {
     )
 }
 
+/// Under a capture: a pings `dst` and sends it a 1,400-byte datagram from `src` (UDP 5000),
+/// which must arrive intact.
+fn ping_and_udp(
+    net: &VethPair,
+    dir: &tempfile::TempDir,
+    name: &str,
+    (src, dst): (&str, &str),
+) -> Frames {
+    let cap = capture(net, dir, name);
+    ping(&net.ns_a, dst);
+    let receiver = udp_socket(&net.ns_b, dst, 5000);
+    assert!(
+        udp_arrives(&net.ns_a, src, &receiver, 1400),
+        "1400-byte datagram lost"
+    );
+    cap.stop()
+}
+
 /// How many protected frames carry `spi` (first fragments and whole packets).
 fn frames_with_spi(frames: &Frames, spi: u32) -> usize {
     frames
@@ -277,179 +264,174 @@ fn frames_with_spi(frames: &Frames, spi: u32) -> usize {
 
 #[test]
 fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
-    if !require_root("transport_mode_ping_udp_tcp_counters_and_policy_mismatch") {
-        return;
-    }
-    let ns = namespaces("tr");
-    let (state_a, state_b, pcap) = (
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-    );
-    let sas = suite_sas("transport");
-    let flows = [(A, B), (B, A)];
-    let spd_a = mirrored(&sas, true, A, B);
-    // Side b also holds an SA "other" and insists that UDP to port 6000 arrive on it.
-    let mut spd_b = mirrored(&sas, false, A, B);
-    add_sa(
-        &mut spd_b,
-        &EspSa {
-            name: "other".into(),
-            spi: 0x3001,
-            ..sas[0].clone()
+    as_root(
+        "transport_mode_ping_udp_tcp_counters_and_policy_mismatch",
+        || {
+            let ns = namespaces("tr");
+            let (state_a, state_b, pcap) = (
+                tempfile::tempdir().expect("temp dir"),
+                tempfile::tempdir().expect("temp dir"),
+                tempfile::tempdir().expect("temp dir"),
+            );
+            let sas = suite_sas("transport");
+            let flows = [(A, B), (B, A)];
+            let spd_a = mirrored(&sas, true, A, B);
+            // Side b also holds an SA "other" and insists that UDP to port 6000 arrive on it.
+            let mut spd_b = mirrored(&sas, false, A, B);
+            add_sa(
+                &mut spd_b,
+                &EspSa {
+                    name: "other".into(),
+                    spi: 0x3001,
+                    ..sas[0].clone()
+                },
+            );
+            let mut port = sp("port6000", A, B, "in", "other");
+            port.upper_layer_protocol = s("udp");
+            port.destination_port = s("6000");
+            spd_b.add_sp(&port).expect("adding the port sp");
+            let engine_a = engine(&ns.ns_a, &state_a, &spd_a, B, A);
+            let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
+
+            // Ping a -> b and a 1,400-byte datagram: only ESP on the wire, and it decrypts.
+            // 1,400-byte UDP: the ESP packet exceeds 1,500 bytes and travels as two fragments.
+            let small = ping_and_udp(&ns, &pcap, "small", (A, B));
+            small.assert_only_esp("ping and UDP a -> b");
+            assert!(frames_with_spi(&small, SPI_AB) >= 4, "a -> b as esp");
+            assert!(frames_with_spi(&small, SPI_BA) >= 3, "echo replies as esp");
+            assert_confidential(
+                &small,
+                &sas,
+                100,
+                &Expect {
+                    flows: &flows,
+                    protocols: &[58, 17],
+                    markers: &[PING_MARKER, UDP_MARKER],
+                },
+                "ping and UDP a -> b",
+            );
+            let fragments = small
+                .esp_frames()
+                .iter()
+                .filter(|f| f.fragment.is_some())
+                .count();
+            assert!(
+                fragments >= 2,
+                "the 1,400-byte datagram leaves as fragmented ESP: {fragments} fragments seen"
+            );
+
+            // 10 MB over TCP, checked end to end, and on the wire only ESP that decrypts.
+            let cap = capture(&ns, &pcap, "tcp");
+            let listener = in_netns(&ns.ns_b, || {
+                TcpListener::bind((B.parse::<Ipv6Addr>().expect("address"), 5001))
+            })
+            .expect("listening");
+            let server = std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().expect("accepting");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .expect("setting a timeout");
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0; 65_536];
+                let mut total = 0;
+                loop {
+                    let n = stream.read(&mut buf).expect("reading the transfer");
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    total += n;
+                }
+                (total, hasher.finalize().to_vec())
+            });
+            let data: Vec<u8> = (0..10_000_000u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+                .collect();
+            let mut client = in_netns(&ns.ns_a, || {
+                TcpStream::connect_timeout(
+                    &SocketAddr::new(B.parse().expect("address"), 5001),
+                    Duration::from_secs(5),
+                )
+            })
+            .expect("connecting");
+            client
+                .set_write_timeout(Some(Duration::from_secs(20)))
+                .expect("setting a timeout");
+            client.write_all(&data).expect("sending 10 MB");
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("closing the send side");
+            let (total, digest) = server.join().expect("the tcp server panicked");
+            assert_eq!(total, data.len());
+            assert_eq!(digest, Sha256::digest(&data).to_vec(), "sha-256 differs");
+            let tcp = cap.stop();
+            tcp.assert_only_esp("10 MB over TCP");
+            assert!(
+                frames_with_spi(&tcp, SPI_AB) >= 7000,
+                "the transfer went a -> b as esp"
+            );
+            assert_confidential(
+                &tcp,
+                &sas,
+                40,
+                &Expect {
+                    flows: &flows,
+                    protocols: &[6],
+                    markers: &[],
+                },
+                "10 MB over TCP",
+            );
+
+            // Policy mismatch: UDP to port 6000 arrives on a2b but b's policy wants "other".
+            let mismatch = udp_socket(&ns.ns_b, B, 6000);
+            assert!(
+                !udp_arrives(&ns.ns_a, A, &mismatch, 100),
+                "mismatch delivered"
+            );
+            assert!(stat(&engine_b, "esp_policy_mismatch") >= 1);
+
+            // Counters: a2b is id 0 on both sides, b2a id 1.
+            let a = engine_a.sa_counters();
+            let b = engine_b.sa_counters();
+            assert!(a[&0].packets >= 3 + 1 + 7000, "a2b sent: {:?}", a[&0]);
+            assert!(a[&0].bytes >= 10_000_000, "a2b bytes: {:?}", a[&0]);
+            assert!(
+                b[&0].packets >= a[&0].packets - 10,
+                "a2b received: {:?}",
+                b[&0]
+            );
+            assert!(b[&1].packets >= 3, "b2a sent: {:?}", b[&1]);
+            assert_eq!(a[&1].packets, b[&1].packets, "b2a: sent = received");
+            assert_eq!(b[&0].auth_failures + b[&0].errors, 0);
+            assert!(stat(&engine_a, "esp_encap_ok") >= a[&0].packets);
+            assert!(stat(&engine_b, "esp_decap_ok") >= b[&0].packets);
+            assert_eq!(stat(&engine_a, "esp_send_errors"), 0);
+
+            // Dropping the engine removes its TUN device (fail closed).
+            drop(engine_a);
+            assert_tun_removed(&ns.ns_a);
+            // A new engine resumes after the reservation: b's window accepts it, and what it sends is
+            // still ESP under the configured keys.
+            let cap = capture(&ns, &pcap, "restart");
+            let engine_a = engine_restart(&ns.ns_a, &state_a, &spd_a);
+            ping(&ns.ns_a, B);
+            let restarted = cap.stop();
+            restarted.assert_only_esp("ping after a restart");
+            assert_confidential(
+                &restarted,
+                &sas,
+                100,
+                &Expect {
+                    flows: &flows,
+                    protocols: &[58],
+                    markers: &[PING_MARKER],
+                },
+                "ping after a restart",
+            );
+            assert_eq!(engine_b.sa_counters()[&0].replay_drops, 0);
+            drop(engine_a);
         },
     );
-    let mut port = sp("port6000", A, B, "in", "other");
-    port.upper_layer_protocol = s("udp");
-    port.destination_port = s("6000");
-    spd_b.add_sp(&port).expect("adding the port sp");
-    let engine_a = engine(&ns.ns_a, &state_a, &spd_a, B, A);
-    let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
-
-    // Ping a -> b and a 1,400-byte datagram: only ESP on the wire, and it decrypts.
-    let cap = capture(&ns, &pcap, "small");
-    ping(&ns.ns_a, B);
-    // 1,400-byte UDP: the ESP packet exceeds 1,500 bytes and travels as two fragments.
-    let receiver = udp_socket(&ns.ns_b, B, 5000);
-    assert!(
-        udp_arrives(&ns.ns_a, A, &receiver, 1400),
-        "1400-byte datagram lost"
-    );
-    let small = cap.stop();
-    small.assert_only_esp("ping and UDP a -> b");
-    assert!(frames_with_spi(&small, SPI_AB) >= 4, "a -> b as esp");
-    assert!(frames_with_spi(&small, SPI_BA) >= 3, "echo replies as esp");
-    assert_confidential(
-        &small,
-        &sas,
-        100,
-        &Expect {
-            flows: &flows,
-            protocols: &[58, 17],
-            markers: &[PING_MARKER, UDP_MARKER],
-        },
-        "ping and UDP a -> b",
-    );
-    let fragments = small
-        .esp_frames()
-        .iter()
-        .filter(|f| f.fragment.is_some())
-        .count();
-    assert!(
-        fragments >= 2,
-        "the 1,400-byte datagram leaves as fragmented ESP: {fragments} fragments seen"
-    );
-
-    // 10 MB over TCP, checked end to end, and on the wire only ESP that decrypts.
-    let cap = capture(&ns, &pcap, "tcp");
-    let listener = in_netns(&ns.ns_b, || {
-        TcpListener::bind((B.parse::<Ipv6Addr>().expect("address"), 5001))
-    })
-    .expect("listening");
-    let server = std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().expect("accepting");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .expect("setting a timeout");
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0; 65_536];
-        let mut total = 0;
-        loop {
-            let n = stream.read(&mut buf).expect("reading the transfer");
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            total += n;
-        }
-        (total, hasher.finalize().to_vec())
-    });
-    let data: Vec<u8> = (0..10_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let mut client = in_netns(&ns.ns_a, || {
-        TcpStream::connect_timeout(
-            &SocketAddr::new(B.parse().expect("address"), 5001),
-            Duration::from_secs(5),
-        )
-    })
-    .expect("connecting");
-    client
-        .set_write_timeout(Some(Duration::from_secs(20)))
-        .expect("setting a timeout");
-    client.write_all(&data).expect("sending 10 MB");
-    client
-        .shutdown(std::net::Shutdown::Write)
-        .expect("closing the send side");
-    let (total, digest) = server.join().expect("the tcp server panicked");
-    assert_eq!(total, data.len());
-    assert_eq!(digest, Sha256::digest(&data).to_vec(), "sha-256 differs");
-    let tcp = cap.stop();
-    tcp.assert_only_esp("10 MB over TCP");
-    assert!(
-        frames_with_spi(&tcp, SPI_AB) >= 7000,
-        "the transfer went a -> b as esp"
-    );
-    assert_confidential(
-        &tcp,
-        &sas,
-        40,
-        &Expect {
-            flows: &flows,
-            protocols: &[6],
-            markers: &[],
-        },
-        "10 MB over TCP",
-    );
-
-    // Policy mismatch: UDP to port 6000 arrives on a2b but b's policy wants "other".
-    let mismatch = udp_socket(&ns.ns_b, B, 6000);
-    assert!(
-        !udp_arrives(&ns.ns_a, A, &mismatch, 100),
-        "mismatch delivered"
-    );
-    assert!(stat(&engine_b, "esp_policy_mismatch") >= 1);
-
-    // Counters: a2b is id 0 on both sides, b2a id 1.
-    let a = engine_a.sa_counters();
-    let b = engine_b.sa_counters();
-    assert!(a[&0].packets >= 3 + 1 + 7000, "a2b sent: {:?}", a[&0]);
-    assert!(a[&0].bytes >= 10_000_000, "a2b bytes: {:?}", a[&0]);
-    assert!(
-        b[&0].packets >= a[&0].packets - 10,
-        "a2b received: {:?}",
-        b[&0]
-    );
-    assert!(b[&1].packets >= 3, "b2a sent: {:?}", b[&1]);
-    assert_eq!(a[&1].packets, b[&1].packets, "b2a: sent = received");
-    assert_eq!(b[&0].auth_failures + b[&0].errors, 0);
-    assert!(stat(&engine_a, "esp_encap_ok") >= a[&0].packets);
-    assert!(stat(&engine_b, "esp_decap_ok") >= b[&0].packets);
-    assert_eq!(stat(&engine_a, "esp_send_errors"), 0);
-
-    // Dropping the engine removes its TUN device (fail closed).
-    drop(engine_a);
-    assert_tun_removed(&ns.ns_a);
-    // A new engine resumes after the reservation: b's window accepts it, and what it sends is
-    // still ESP under the configured keys.
-    let cap = capture(&ns, &pcap, "restart");
-    let engine_a = engine_restart(&ns.ns_a, &state_a, &spd_a);
-    ping(&ns.ns_a, B);
-    let restarted = cap.stop();
-    restarted.assert_only_esp("ping after a restart");
-    assert_confidential(
-        &restarted,
-        &sas,
-        100,
-        &Expect {
-            flows: &flows,
-            protocols: &[58],
-            markers: &[PING_MARKER],
-        },
-        "ping after a restart",
-    );
-    assert_eq!(engine_b.sa_counters()[&0].replay_drops, 0);
-    drop(engine_a);
 }
 
 /// Panics unless the engine's TUN device is gone from `ns` within 5 s of the engine being
@@ -484,84 +466,76 @@ fn engine_restart(ns: &str, state: &tempfile::TempDir, spd: &Spd) -> EspEngine {
 
 #[test]
 fn tunnel_mode_carries_inner_addresses() {
-    if !require_root("tunnel_mode_carries_inner_addresses") {
-        return;
-    }
-    const INNER_A: &str = "fd00:ef::1";
-    const INNER_B: &str = "fd00:ef::2";
-    let ns = namespaces("tu");
-    for (name, addr) in [(&ns.ns_a, INNER_A), (&ns.ns_b, INNER_B)] {
-        sh(&[
-            "ip",
-            "-n",
-            name,
-            "addr",
-            "add",
-            &format!("{addr}/128"),
-            "dev",
-            "lo",
-        ]);
-    }
-    let (state_a, state_b, pcap) = (
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-    );
-    let sas = suite_sas("tunnel");
-    let engine_a = engine(
-        &ns.ns_a,
-        &state_a,
-        &mirrored(&sas, true, INNER_A, INNER_B),
-        INNER_B,
-        INNER_A,
-    );
-    let engine_b = engine(
-        &ns.ns_b,
-        &state_b,
-        &mirrored(&sas, false, INNER_A, INNER_B),
-        INNER_A,
-        INNER_B,
-    );
-    let cap = capture(&ns, &pcap, "tunnel");
-    ping(&ns.ns_a, INNER_B);
-    let receiver = udp_socket(&ns.ns_b, INNER_B, 5000);
-    assert!(
-        udp_arrives(&ns.ns_a, INNER_A, &receiver, 1400),
-        "1400-byte datagram lost"
-    );
-    let frames = cap.stop();
-    frames.assert_only_esp("tunnel mode ping and UDP");
-    assert!(frames_with_spi(&frames, SPI_AB) >= 4, "a -> b as esp");
-    assert!(frames_with_spi(&frames, SPI_BA) >= 3, "replies as esp");
-    let endpoints = [A, B].map(|a| a.parse::<Ipv6Addr>().expect("address"));
-    for f in frames.esp_frames() {
-        assert!(
-            endpoints.contains(&f.src) && endpoints.contains(&f.dst),
-            "outer header from the sa endpoints: {}",
-            f.describe()
+    as_root("tunnel_mode_carries_inner_addresses", || {
+        const INNER_A: &str = "fd00:ef::1";
+        const INNER_B: &str = "fd00:ef::2";
+        let ns = namespaces("tu");
+        for (name, addr) in [(&ns.ns_a, INNER_A), (&ns.ns_b, INNER_B)] {
+            sh(&[
+                "ip",
+                "-n",
+                name,
+                "addr",
+                "add",
+                &format!("{addr}/128"),
+                "dev",
+                "lo",
+            ]);
+        }
+        let (state_a, state_b, pcap) = (
+            tempfile::tempdir().expect("temp dir"),
+            tempfile::tempdir().expect("temp dir"),
+            tempfile::tempdir().expect("temp dir"),
         );
-    }
-    for inner in [INNER_A, INNER_B] {
-        let octets = inner.parse::<Ipv6Addr>().expect("address").octets();
-        let leaked = frames.frames.iter().filter(|f| f.contains(&octets)).count();
-        assert_eq!(
-            leaked, 0,
-            "inner address {inner} readable in {leaked} frames"
+        let sas = suite_sas("tunnel");
+        let engine_a = engine(
+            &ns.ns_a,
+            &state_a,
+            &mirrored(&sas, true, INNER_A, INNER_B),
+            INNER_B,
+            INNER_A,
         );
-    }
-    assert_confidential(
-        &frames,
-        &sas,
-        100,
-        &Expect {
-            flows: &[(INNER_A, INNER_B), (INNER_B, INNER_A)],
-            protocols: &[58, 17],
-            markers: &[PING_MARKER, UDP_MARKER],
-        },
-        "tunnel mode ping and UDP",
-    );
-    assert!(engine_a.sa_counters()[&0].packets >= 4);
-    assert!(engine_b.sa_counters()[&1].packets >= 3);
+        let engine_b = engine(
+            &ns.ns_b,
+            &state_b,
+            &mirrored(&sas, false, INNER_A, INNER_B),
+            INNER_A,
+            INNER_B,
+        );
+        let frames = ping_and_udp(&ns, &pcap, "tunnel", (INNER_A, INNER_B));
+        frames.assert_only_esp("tunnel mode ping and UDP");
+        assert!(frames_with_spi(&frames, SPI_AB) >= 4, "a -> b as esp");
+        assert!(frames_with_spi(&frames, SPI_BA) >= 3, "replies as esp");
+        let endpoints = [A, B].map(|a| a.parse::<Ipv6Addr>().expect("address"));
+        for f in frames.esp_frames() {
+            assert!(
+                endpoints.contains(&f.src) && endpoints.contains(&f.dst),
+                "outer header from the sa endpoints: {}",
+                f.describe()
+            );
+        }
+        for inner in [INNER_A, INNER_B] {
+            let octets = inner.parse::<Ipv6Addr>().expect("address").octets();
+            let leaked = frames.frames.iter().filter(|f| f.contains(&octets)).count();
+            assert_eq!(
+                leaked, 0,
+                "inner address {inner} readable in {leaked} frames"
+            );
+        }
+        assert_confidential(
+            &frames,
+            &sas,
+            100,
+            &Expect {
+                flows: &[(INNER_A, INNER_B), (INNER_B, INNER_A)],
+                protocols: &[58, 17],
+                markers: &[PING_MARKER, UDP_MARKER],
+            },
+            "tunnel mode ping and UDP",
+        );
+        assert!(engine_a.sa_counters()[&0].packets >= 4);
+        assert!(engine_b.sa_counters()[&1].packets >= 3);
+    });
 }
 
 /// Datagrams the local stack fragments before they reach the TUN (larger than its MTU) are
@@ -570,68 +544,70 @@ fn tunnel_mode_carries_inner_addresses() {
 /// decrypts to one whole datagram.
 #[test]
 fn fragmented_datagrams_are_reassembled_and_protected_whole() {
-    if !require_root("fragmented_datagrams_are_reassembled_and_protected_whole") {
-        return;
-    }
-    let ns = namespaces("fr");
-    let (state_a, state_b, pcap) = (
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-    );
-    let sas = suite_sas("transport");
-    let engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
-    let engine_b = engine(&ns.ns_b, &state_b, &mirrored(&sas, false, A, B), A, B);
-    let cap = capture(&ns, &pcap, "fragments");
-    let at_b = udp_socket(&ns.ns_b, B, 9000);
-    let at_a = udp_socket(&ns.ns_a, A, 9000);
-    let lens = [1_600, 4_000, 8_000, 65_000];
-    for len in lens {
-        assert!(
-            udp_arrives(&ns.ns_a, A, &at_b, len),
-            "{len} bytes a -> b lost"
-        );
-        assert!(
-            udp_arrives(&ns.ns_b, B, &at_a, len),
-            "{len} bytes b -> a lost"
-        );
-    }
-    let frames = cap.stop();
-    frames.assert_only_esp("fragmented datagrams");
-    assert!(
-        frames_with_spi(&frames, SPI_AB) >= lens.len(),
-        "a -> b as esp"
-    );
-    assert!(
-        frames_with_spi(&frames, SPI_BA) >= lens.len(),
-        "b -> a as esp"
-    );
-    // Every datagram is one ESP packet (reassembled from its outer fragments) that decrypts to
-    // the whole datagram: 8 packets, all decrypted.
-    assert_eq!(
-        frames.esp_packets().len(),
-        2 * lens.len(),
-        "one esp packet per datagram"
-    );
-    assert_confidential(
-        &frames,
-        &sas,
-        100,
-        &Expect {
-            flows: &[(A, B), (B, A)],
-            protocols: &[17],
-            markers: &[UDP_MARKER],
+    as_root(
+        "fragmented_datagrams_are_reassembled_and_protected_whole",
+        || {
+            let ns = namespaces("fr");
+            let (state_a, state_b, pcap) = (
+                tempfile::tempdir().expect("temp dir"),
+                tempfile::tempdir().expect("temp dir"),
+                tempfile::tempdir().expect("temp dir"),
+            );
+            let sas = suite_sas("transport");
+            let engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
+            let engine_b = engine(&ns.ns_b, &state_b, &mirrored(&sas, false, A, B), A, B);
+            let cap = capture(&ns, &pcap, "fragments");
+            let at_b = udp_socket(&ns.ns_b, B, 9000);
+            let at_a = udp_socket(&ns.ns_a, A, 9000);
+            let lens = [1_600, 4_000, 8_000, 65_000];
+            for len in lens {
+                assert!(
+                    udp_arrives(&ns.ns_a, A, &at_b, len),
+                    "{len} bytes a -> b lost"
+                );
+                assert!(
+                    udp_arrives(&ns.ns_b, B, &at_a, len),
+                    "{len} bytes b -> a lost"
+                );
+            }
+            let frames = cap.stop();
+            frames.assert_only_esp("fragmented datagrams");
+            assert!(
+                frames_with_spi(&frames, SPI_AB) >= lens.len(),
+                "a -> b as esp"
+            );
+            assert!(
+                frames_with_spi(&frames, SPI_BA) >= lens.len(),
+                "b -> a as esp"
+            );
+            // Every datagram is one ESP packet (reassembled from its outer fragments) that decrypts to
+            // the whole datagram: 8 packets, all decrypted.
+            assert_eq!(
+                frames.esp_packets().len(),
+                2 * lens.len(),
+                "one esp packet per datagram"
+            );
+            assert_confidential(
+                &frames,
+                &sas,
+                100,
+                &Expect {
+                    flows: &[(A, B), (B, A)],
+                    protocols: &[17],
+                    markers: &[UDP_MARKER],
+                },
+                "fragmented datagrams",
+            );
+            for engine in [&engine_a, &engine_b] {
+                assert_eq!(stat(engine, "esp_frag_reassembled"), 4);
+                assert_eq!(stat(engine, "esp_encap_errors"), 0);
+                assert_eq!(
+                    stat(engine, "esp_frag_overlaps") + stat(engine, "esp_frag_dropped"),
+                    0
+                );
+            }
         },
-        "fragmented datagrams",
     );
-    for engine in [&engine_a, &engine_b] {
-        assert_eq!(stat(engine, "esp_frag_reassembled"), 4);
-        assert_eq!(stat(engine, "esp_encap_errors"), 0);
-        assert_eq!(
-            stat(engine, "esp_frag_overlaps") + stat(engine, "esp_frag_dropped"),
-            0
-        );
-    }
 }
 
 /// A raw `IPPROTO_ESP` socket (ESP from its header on, no IPv6 header), opened in `ns`, with
@@ -719,60 +695,59 @@ fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
 /// ceiling was on disk before it accepted anything), until the operator resets the window.
 #[test]
 fn esp_replayed_after_an_engine_restart_is_refused() {
-    if !require_root("esp_replayed_after_an_engine_restart_is_refused") {
-        return;
-    }
-    let ns = namespaces("rp");
-    let (state_a, state_b) = (
-        tempfile::tempdir().expect("temp dir"),
-        tempfile::tempdir().expect("temp dir"),
-    );
-    let sas = suite_sas("transport");
-    let spd_b = mirrored(&sas, false, A, B);
-    let _engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
-    let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
-    let tap = raw_esp_socket(&ns.ns_b);
-    let receiver = udp_socket(&ns.ns_b, B, 7000);
-    for _ in 0..5 {
-        assert!(udp_arrives(&ns.ns_a, A, &receiver, 200), "datagram lost");
-    }
-    let captured: Vec<Vec<u8>> = captured_esp(&tap)
-        .into_iter()
-        .filter(|p| p[..4] == 0x1001u32.to_be_bytes())
-        .collect();
-    assert_eq!(captured.len(), 5, "the tap saw a -> b's ESP");
-    let delivered = stat(&engine_b, "esp_delivered");
+    as_root("esp_replayed_after_an_engine_restart_is_refused", || {
+        let ns = namespaces("rp");
+        let (state_a, state_b) = (
+            tempfile::tempdir().expect("temp dir"),
+            tempfile::tempdir().expect("temp dir"),
+        );
+        let sas = suite_sas("transport");
+        let spd_b = mirrored(&sas, false, A, B);
+        let _engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
+        let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
+        let tap = raw_esp_socket(&ns.ns_b);
+        let receiver = udp_socket(&ns.ns_b, B, 7000);
+        for _ in 0..5 {
+            assert!(udp_arrives(&ns.ns_a, A, &receiver, 200), "datagram lost");
+        }
+        let captured: Vec<Vec<u8>> = captured_esp(&tap)
+            .into_iter()
+            .filter(|p| p[..4] == 0x1001u32.to_be_bytes())
+            .collect();
+        assert_eq!(captured.len(), 5, "the tap saw a -> b's ESP");
+        let delivered = stat(&engine_b, "esp_delivered");
 
-    // Restart b (kill -9 is no different: nothing is written at exit).
-    drop(engine_b);
-    assert_tun_removed(&ns.ns_b);
-    let engine_b = in_netns(&ns.ns_b, || {
-        EspEngine::start(EngineConfig::new(state_b.path()))
-    })
-    .expect("restarting the engine");
-    engine_b.update(&spd_b).expect("installing the sas and sps");
-    let replayer = raw_esp_socket(&ns.ns_a);
-    for esp in &captured {
-        send_esp(&replayer, B, esp);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        stat(&engine_b, "esp_replay_drops"),
-        5,
-        "every replay refused"
-    );
-    assert_eq!(stat(&engine_b, "esp_delivered"), 0);
-    assert!(delivered >= 5);
+        // Restart b (kill -9 is no different: nothing is written at exit).
+        drop(engine_b);
+        assert_tun_removed(&ns.ns_b);
+        let engine_b = in_netns(&ns.ns_b, || {
+            EspEngine::start(EngineConfig::new(state_b.path()))
+        })
+        .expect("restarting the engine");
+        engine_b.update(&spd_b).expect("installing the sas and sps");
+        let replayer = raw_esp_socket(&ns.ns_a);
+        for esp in &captured {
+            send_esp(&replayer, B, esp);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            stat(&engine_b, "esp_replay_drops"),
+            5,
+            "every replay refused"
+        );
+        assert_eq!(stat(&engine_b, "esp_delivered"), 0);
+        assert!(delivered >= 5);
 
-    // The operator's reset lets the old stream in again: what `sa reset-replay` warns about.
-    assert!(engine_b.reset_replay(0x1001).expect("resetting the window"));
-    for esp in &captured {
-        send_esp(&replayer, B, esp);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        stat(&engine_b, "esp_delivered"),
-        5,
-        "accepted after the reset"
-    );
+        // The operator's reset lets the old stream in again: what `sa reset-replay` warns about.
+        assert!(engine_b.reset_replay(0x1001).expect("resetting the window"));
+        for esp in &captured {
+            send_esp(&replayer, B, esp);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(
+            stat(&engine_b, "esp_delivered"),
+            5,
+            "accepted after the reset"
+        );
+    });
 }

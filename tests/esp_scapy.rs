@@ -14,20 +14,17 @@
 //! counters must show every packet scapy sent as accepted. A capture on the veth over the whole
 //! run must see only ESP (and neighbour discovery, which passes in clear by design).
 
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Child, Stdio},
-    time::Instant,
-};
+use std::time::Instant;
 
-use ipsec_tests::{
-    capture::{Capture, describe},
-    daemon::Daemon,
-    netns::VethPair,
-    require_root,
-    traffic::fixture,
-};
 use serde_json::{Value, json};
+use xipsec_testkit::{
+    as_root,
+    capture::{Capture, describe},
+    cli::SpArgs,
+    daemon::Node,
+    netns::{self, VethPair},
+    traffic::{self, Ready, fixture_with_input},
+};
 
 /// Inner (tunnel-mode) addresses, on `lo` of each namespace.
 const INNER_A: &str = "fd00:75::1";
@@ -50,7 +47,7 @@ const REPLIES: u64 = 5;
 const REPLY_KINDS: [&str; 5] = ["echo", "udp", "udp-closed", "tcp", "tcp-closed"];
 
 fn sh_in(ns: &str, args: &[&str]) {
-    let out = VethPair::exec(ns, args)
+    let out = netns::exec(ns, args)
         .output()
         .expect("running a command in a namespace");
     assert!(
@@ -62,7 +59,7 @@ fn sh_in(ns: &str, args: &[&str]) {
 }
 
 fn mac(ns: &str, iface: &str) -> String {
-    let out = VethPair::exec(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
+    let out = netns::exec(ns, &["cat", &format!("/sys/class/net/{iface}/address")])
         .output()
         .expect("reading a MAC address");
     let mac = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -148,17 +145,7 @@ fn combos() -> Vec<Combo> {
     v
 }
 
-/// A child process killed (by its own pid) when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sa_list(d: &Daemon) -> Vec<Value> {
+fn sa_list(d: &Node) -> Vec<Value> {
     let v: Value = serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"]))
         .expect("parsing sa list JSON");
     v.as_array().expect("sa list is an array").clone()
@@ -171,20 +158,13 @@ fn sa_field(list: &[Value], sa: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{sa}.{field} missing from {list:?}"))
 }
 
-fn stat(d: &Daemon, reason: &str) -> u64 {
-    let v: Value =
-        serde_json::from_str(&d.ok(&["stats", "--formatter", "json"])).expect("parsing stats JSON");
-    v.as_array()
-        .expect("stats is an array")
-        .iter()
-        .find(|s| s["reason"] == reason)
-        .and_then(|s| s["packets"].as_u64())
-        .unwrap_or_else(|| panic!("stat {reason} missing: {v}"))
+fn stat(d: &Node, reason: &str) -> u64 {
+    d.stat(reason)
 }
 
 /// Configure `combo` on the xipsec host (a): an inbound SA b -> a with `spi_in`, an outbound
 /// SA a -> b with `spi_out`, and an `ipsec` SP per direction for the traffic addresses.
-fn configure(d: &Daemon, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi_out: u32) {
+fn configure(d: &Node, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi_out: u32) {
     let (ta, tb) = if combo.mode == "tunnel" {
         (INNER_A, INNER_B)
     } else {
@@ -224,28 +204,13 @@ fn configure(d: &Daemon, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, s
         d.ok(&args);
     }
     for (dir, src, dst) in [("in", tb, ta), ("out", ta, tb)] {
-        d.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            &format!("{src}/128"),
-            "--sp-destination",
-            &format!("{dst}/128"),
-            "--source-port",
-            "any",
-            "--destination-port",
-            "any",
-            "--upper-layer-protocol",
-            "any",
-            "--flow-direction",
-            dir,
-            "--action",
-            "ipsec",
-            "--sa-name",
-            &format!("c{i}-{dir}"),
-            "--sp-name",
-            &format!("c{i}-protect-{dir}"),
-        ]);
+        let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+        let (sa, name) = (format!("c{i}-{dir}"), format!("c{i}-protect-{dir}"));
+        let sp = SpArgs {
+            sa: Some(&sa),
+            ..SpArgs::ipsec(&src, &dst, dir, &name)
+        };
+        d.ok(&sp.args());
     }
 }
 
@@ -293,21 +258,12 @@ fn peer_params(
 }
 
 fn run_peer(ns: &str, params: &Value) -> Value {
-    let mut child = VethPair::exec(ns, &["python3"])
-        .arg(fixture("scapy_peer.py"))
-        .arg("peer")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting scapy_peer.py");
-    child
-        .stdin
-        .take()
-        .expect("peer stdin")
-        .write_all(params.to_string().as_bytes())
-        .expect("writing the peer's parameters");
-    let out = child.wait_with_output().expect("waiting for scapy_peer.py");
+    let out = fixture_with_input(
+        Some(ns),
+        "scapy_peer.py",
+        &["peer"],
+        params.to_string().as_bytes(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -330,7 +286,7 @@ fn u64s(v: &Value) -> Vec<u64> {
 }
 
 /// Every check of one combination; the failures, each naming what went wrong.
-fn check_combo(d: &Daemon, i: usize, r: &Value) -> Vec<String> {
+fn check_combo(d: &Node, i: usize, r: &Value) -> Vec<String> {
     let mut bad = Vec::new();
     for e in r["errors"].as_array().into_iter().flatten() {
         bad.push(format!("scapy: {}", e.as_str().unwrap_or_default()));
@@ -392,166 +348,158 @@ fn spis(combo: &Combo, i: usize) -> (u32, u32) {
 
 #[test]
 fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
-    if !require_root("scapy_peer_interoperates_for_every_algorithm_and_mode") {
-        return;
-    }
-    let started = Instant::now();
-    let net = VethPair::new("xsc", 0x74);
-    // Tunnel mode's inner addresses, and the routes that take them over the veth.
-    sh_in(
-        &net.ns_a,
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{INNER_A}/128"),
-            "dev",
-            "lo",
-        ],
-    );
-    sh_in(
-        &net.ns_b,
-        &[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{INNER_B}/128"),
-            "dev",
-            "lo",
-        ],
-    );
-    sh_in(
-        &net.ns_a,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{INNER_B}/128"),
-            "via",
-            &net.addr_b,
-        ],
-    );
-    sh_in(
-        &net.ns_b,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            &format!("{INNER_A}/128"),
-            "via",
-            &net.addr_a,
-        ],
-    );
-    // Every combination expects one ICMPv6 port unreachable; the default rate limit of a would
-    // make that depend on timing.
-    sh_in(&net.ns_a, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
+    as_root(
+        "scapy_peer_interoperates_for_every_algorithm_and_mode",
+        || {
+            let started = Instant::now();
+            let net = VethPair::new("xsc", 0x74);
+            // Tunnel mode's inner addresses, and the routes that take them over the veth.
+            sh_in(
+                &net.ns_a,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{INNER_A}/128"),
+                    "dev",
+                    "lo",
+                ],
+            );
+            sh_in(
+                &net.ns_b,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{INNER_B}/128"),
+                    "dev",
+                    "lo",
+                ],
+            );
+            sh_in(
+                &net.ns_a,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{INNER_B}/128"),
+                    "via",
+                    &net.addr_b,
+                ],
+            );
+            sh_in(
+                &net.ns_b,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("{INNER_A}/128"),
+                    "via",
+                    &net.addr_a,
+                ],
+            );
+            // Every combination expects one ICMPv6 port unreachable; the default rate limit of a would
+            // make that depend on timing.
+            sh_in(&net.ns_a, &["sysctl", "-qw", "net.ipv6.icmp.ratelimit=0"]);
 
-    let a = Daemon::start("scapya", &net.ns_a, &net.if_a);
-    let mac_a = mac(&net.ns_a, &net.if_a);
-    let mac_b = mac(&net.ns_b, &net.if_b);
+            let a = Node::start(&net.ns_a, &net.if_a);
+            let mac_a = mac(&net.ns_a, &net.if_a);
+            let mac_b = mac(&net.ns_b, &net.if_b);
 
-    let mut responder = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(fixture("scapy_peer.py"))
-        .args([
-            "respond",
-            &format!("{},{INNER_A}", net.addr_a),
-            &UDP_ECHO_PORT.to_string(),
-            &TCP_OPEN_PORT.to_string(),
-            "600",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the responder on the xipsec host");
-    let mut ready = String::new();
-    BufReader::new(responder.stdout.take().expect("responder stdout"))
-        .read_line(&mut ready)
-        .expect("reading the responder's ready line");
-    let _responder = Guard(responder);
-    assert_eq!(
-        ready.trim(),
-        "ready",
-        "the responder on the xipsec host did not start"
-    );
+            let responder = traffic::py_fixture(
+                &net.ns_a,
+                "scapy_peer.py",
+                &[
+                    "respond",
+                    &format!("{},{INNER_A}", net.addr_a),
+                    &UDP_ECHO_PORT.to_string(),
+                    &TCP_OPEN_PORT.to_string(),
+                    "600",
+                ],
+            );
+            let _responder = Ready::start(responder, "the responder on the xipsec host");
 
-    let wire = a.dir.join("wire.pcap");
-    let all_spis: Vec<u32> = combos()
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            let (a, b) = spis(c, i);
-            [a, b]
-        })
-        .collect();
-    let cap = Capture::start(&net.ns_b, &net.if_b, &wire, &all_spis);
-    let clear_before = stat(&a, "drop_ipsec_clear");
+            let wire = a.dir().join("wire.pcap");
+            let all_spis: Vec<u32> = combos()
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let (a, b) = spis(c, i);
+                    [a, b]
+                })
+                .collect();
+            let cap = Capture::start(&net.ns_b, &net.if_b, &wire, &all_spis);
+            let clear_before = stat(&a, "drop_ipsec_clear");
 
-    let mut failures = Vec::new();
-    for (i, combo) in combos().iter().enumerate() {
-        let label = combo.label();
-        let (spi_in, spi_out) = spis(combo, i);
-        a.ok(&["sp", "remove", "--remove-all"]);
-        a.ok(&["sa", "remove", "--remove-all"]);
-        configure(&a, &net, combo, i, spi_in, spi_out);
-        let mismatch_before = stat(&a, "esp_policy_mismatch");
-        let t = Instant::now();
-        let r = run_peer(
-            &net.ns_b,
-            &peer_params(&net, combo, i, spi_in, spi_out, &mac_a, &mac_b),
-        );
-        let mut bad = check_combo(&a, i, &r);
-        let mismatch = stat(&a, "esp_policy_mismatch") - mismatch_before;
-        if mismatch != 0 {
-            bad.push(format!(
-                "xipsec refused {mismatch} decrypted packets by policy"
-            ));
-        }
-        eprintln!(
-            "{label:<34} spi in {spi_in:#x} out {spi_out:#x}: {} in {:.1} s; seqs {}, pad lengths {}",
-            if bad.is_empty() { "ok" } else { "FAILED" },
-            t.elapsed().as_secs_f64(),
-            r["seqs"],
-            r["padlens"]
-        );
-        if !bad.is_empty() {
-            eprintln!("    {}", bad.join("\n    "));
-            failures.push(format!(
-                "{label} (spi in {spi_in:#x}, out {spi_out:#x}):\n    {}\n    sa list: {}",
-                bad.join("\n    "),
-                a.ok(&["sa", "list"])
-            ));
-        }
-    }
+            let mut failures = Vec::new();
+            for (i, combo) in combos().iter().enumerate() {
+                let label = combo.label();
+                let (spi_in, spi_out) = spis(combo, i);
+                a.ok(&["sp", "remove", "--remove-all"]);
+                a.ok(&["sa", "remove", "--remove-all"]);
+                configure(&a, &net, combo, i, spi_in, spi_out);
+                let mismatch_before = stat(&a, "esp_policy_mismatch");
+                let t = Instant::now();
+                let r = run_peer(
+                    &net.ns_b,
+                    &peer_params(&net, combo, i, spi_in, spi_out, &mac_a, &mac_b),
+                );
+                let mut bad = check_combo(&a, i, &r);
+                let mismatch = stat(&a, "esp_policy_mismatch") - mismatch_before;
+                if mismatch != 0 {
+                    bad.push(format!(
+                        "xipsec refused {mismatch} decrypted packets by policy"
+                    ));
+                }
+                eprintln!(
+                    "{label:<34} spi in {spi_in:#x} out {spi_out:#x}: {} in {:.1} s; seqs {}, pad lengths {}",
+                    if bad.is_empty() { "ok" } else { "FAILED" },
+                    t.elapsed().as_secs_f64(),
+                    r["seqs"],
+                    r["padlens"]
+                );
+                if !bad.is_empty() {
+                    eprintln!("    {}", bad.join("\n    "));
+                    failures.push(format!(
+                        "{label} (spi in {spi_in:#x}, out {spi_out:#x}):\n    {}\n    sa list: {}",
+                        bad.join("\n    "),
+                        a.ok(&["sa", "list"])
+                    ));
+                }
+            }
 
-    let seen = cap.stop();
-    let clear = seen.clear_frames();
-    assert!(
-        clear.is_empty(),
-        "plaintext for the protected addresses on the wire:\n{}",
-        describe(&clear)
-    );
-    let esp = seen.esp_count();
-    assert!(
-        esp >= 12 * (GOOD_SENT + 1 + REPLIES) as usize,
-        "the capture saw only {esp} ESP packets"
-    );
-    assert_eq!(
-        stat(&a, "drop_ipsec_clear"),
-        clear_before,
-        "scapy sends only ESP for the protected addresses, yet xipsec dropped clear traffic"
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of 12 combinations failed to interoperate with scapy:\n{}\ndaemon log:\n{}",
-        failures.len(),
-        failures.join("\n"),
-        a.log()
-    );
-    eprintln!(
-        "12 combinations in {:.1} s",
-        started.elapsed().as_secs_f64()
+            let seen = cap.stop();
+            let clear = seen.clear_frames();
+            assert!(
+                clear.is_empty(),
+                "plaintext for the protected addresses on the wire:\n{}",
+                describe(&clear)
+            );
+            let esp = seen.esp_count();
+            assert!(
+                esp >= 12 * (GOOD_SENT + 1 + REPLIES) as usize,
+                "the capture saw only {esp} ESP packets"
+            );
+            assert_eq!(
+                stat(&a, "drop_ipsec_clear"),
+                clear_before,
+                "scapy sends only ESP for the protected addresses, yet xipsec dropped clear traffic"
+            );
+            assert!(
+                failures.is_empty(),
+                "{} of 12 combinations failed to interoperate with scapy:\n{}\ndaemon log:\n{}",
+                failures.len(),
+                failures.join("\n"),
+                a.log()
+            );
+            eprintln!(
+                "12 combinations in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        },
     );
 }

@@ -16,12 +16,12 @@ use ipsec_tests::{
     frames::{Ext, FrameSpec, l4_icmp, l4_ports},
     random::sa_args,
     reference::expected,
-    require_root,
 };
 use ipsec_user::{
     datapath::{KernelDatapath, LoadOptions},
     model::{Direction, FirstFragments, SpAddArgs, Spd},
 };
+use xipsec_testkit::require_root;
 
 /// XDP's and TC's return codes for "drop" and "pass" (`XDP_DROP`, `XDP_PASS`; `TC_ACT_SHOT`,
 /// `TC_ACT_OK`): no other action is expected without an engine.

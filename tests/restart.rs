@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use ipsec_tests::{
-    capture::Capture,
-    daemon::Daemon,
     esp_oracle::{EspSa, Expect, assert_confidential},
     maps::pinned_meaning,
-    netns::VethPair,
-    require_root, traffic,
+};
+use xipsec_testkit::{
+    as_root, capture::Capture, cli::SpArgs, daemon::Node, netns::VethPair, traffic,
 };
 
 const SECRET: &str = "RESTART-SECRET";
@@ -35,13 +34,13 @@ fn protected_sa() -> EspSa {
 
 /// The protected flow leaves a only as ESP under the SA (captured on b, which has no XDP), and
 /// scapy decrypts it to the plaintext with the configured keys.
-fn assert_esp_works(net: &VethPair, d: &Daemon, when: &str) {
+fn assert_esp_works(net: &VethPair, d: &Node, when: &str) {
     let sa = protected_sa();
     let _absorb = traffic::EspAbsorb::start(&net.ns_b);
     let cap = Capture::start_with_marker_from(
         &net.ns_b,
         &net.if_b,
-        &d.dir.join("esp.pcap"),
+        &d.dir().join("esp.pcap"),
         &[sa.spi],
         (&net.ns_a, &net.if_a),
     );
@@ -71,7 +70,7 @@ fn udp(from_ns: &str, to_ns: &str, to_addr: &str, port: u16) -> usize {
 }
 
 /// `list` JSON without the counters, which start from zero in a new process.
-fn listing(d: &Daemon, what: &str) -> serde_json::Value {
+fn listing(d: &Node, what: &str) -> serde_json::Value {
     let mut v: serde_json::Value =
         serde_json::from_str(&d.ok(&[what, "list", "--formatter", "json"])).expect("list JSON");
     for item in v.as_array_mut().expect("array") {
@@ -114,130 +113,101 @@ fn assert_enforced(v: &Verdicts, when: &str) {
 
 #[test]
 fn restart_keeps_state_maps_and_verdicts() {
-    if !require_root("restart_keeps_state_maps_and_verdicts") {
-        return;
-    }
-    let net = VethPair::new("xrs", 0x72);
-    let d = Daemon::start("restart", &net.ns_a, &net.if_a);
+    as_root("restart_keeps_state_maps_and_verdicts", || {
+        let net = VethPair::new("xrs", 0x72);
+        let d = Node::start(&net.ns_a, &net.if_a);
 
-    d.ok(&[
-        "sp",
-        "add",
-        "--sp-source",
-        "fd00:72::2/128",
-        "--sp-destination",
-        "fd00:72::1/128",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9101",
-        "--upper-layer-protocol",
-        "udp",
-        "--flow-direction",
-        "in",
-        "--action",
-        "discard",
-        "--sp-name",
-        "drop-9101",
-    ]);
-    // 500 SAs and 2,000 SPs from 8 concurrent clients.
-    let d = Arc::new(std::sync::Mutex::new(d));
-    let socket = d.lock().expect("lock").socket.clone();
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                let run = |args: Vec<String>| {
-                    let out = std::process::Command::new(ipsec_tests::daemon::xipsec_bin())
-                        .arg("--socket")
-                        .arg(&socket)
-                        .args(&args)
-                        .output()
-                        .expect("xipsec");
-                    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-                };
-                for i in (w..500).step_by(8) {
-                    run(format!(
-                        "sa add -s 2001:db8:72::{i:x} -d 2001:db8:73::{i:x} -m transport -p 0x{:x} -e aes128-cbc -k 0x00112233445566778899aabbccddeeff -i hmac-sha1 -K 0x00112233445566778899aabbccddeeff00112233 -n bulk-sa-{i}",
-                        0x10000 + i
-                    ).split(' ').map(String::from).collect());
-                }
-                for i in (w..2000).step_by(8) {
-                    let action = ["none", "discard", "ipsec"][i % 3];
-                    let mut args: Vec<String> = format!(
-                        "sp add --sp-source 2001:db8:{:x}::/48 --sp-destination 2001:db8:{:x}:{:x}::/64 --source-port any --destination-port {} --upper-layer-protocol tcp --flow-direction {} --action {action} --sp-name bulk-sp-{i}",
-                        0x100 + i % 7, 0x200 + i % 5, i, 1 + i % 1000, if i % 2 == 0 { "in" } else { "out" }
-                    ).split(' ').map(String::from).collect();
-                    if action == "ipsec" {
-                        args.extend(["--sa-name".into(), format!("bulk-sa-{}", i % 500)]);
-                    }
-                    run(args);
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("client thread");
-    }
-    let mut d = Arc::try_unwrap(d)
-        .ok()
-        .expect("sole owner")
-        .into_inner()
-        .expect("lock");
-    let args = protected_sa().sa_add_args();
-    d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    d.ok(&[
-        "sp",
-        "add",
-        "--sp-source",
-        "fd00:72::1/128",
-        "--sp-destination",
-        "fd00:72::2/128",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9103",
-        "--upper-layer-protocol",
-        "udp",
-        "--flow-direction",
-        "out",
-        "--action",
-        "ipsec",
-        "--sa-name",
-        "to-b",
-        "--sp-name",
-        "protect-9103",
-    ]);
-
-    let sas = listing(&d, "sa");
-    let sps = listing(&d, "sp");
-    assert_eq!(sas.as_array().expect("array").len(), 501);
-    assert_eq!(sps.as_array().expect("array").len(), 2002);
-    let maps = pinned_meaning(&d.pin_dir());
-    assert_eq!(
-        maps.1.len(),
-        2002 * ipsec_common::abi::RULE_KINDS as usize,
-        "every SP is one rule of each kind in the kernel (its selector, and its two fragment rules)"
-    );
-    assert_enforced(&verdicts(&net), "running");
-    assert_esp_works(&net, &d, "running");
-
-    for (how, stop) in [("stop", true), ("kill -9", false)] {
-        if stop {
-            d.stop();
-        } else {
-            d.kill9();
+        d.ok(&SpArgs {
+            dport: "9101",
+            proto: "udp",
+            action: "discard",
+            sa: None,
+            ..SpArgs::ipsec("fd00:72::2/128", "fd00:72::1/128", "in", "drop-9101")
         }
-        assert_enforced(&verdicts(&net), &format!("daemon down after {how}"));
-        d.spawn();
-        assert_eq!(listing(&d, "sa"), sas, "SA list after {how} and restart");
-        assert_eq!(listing(&d, "sp"), sps, "SP list after {how} and restart");
+        .args());
+        // 500 SAs and 2,000 SPs from 8 concurrent clients.
+        let d = Arc::new(std::sync::Mutex::new(d));
+        let socket = d.lock().expect("lock").socket();
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let socket = socket.clone();
+                std::thread::spawn(move || {
+                    let run = |args: Vec<String>| {
+                        let out = std::process::Command::new(xipsec_testkit::daemon::xipsec_bin())
+                            .arg("--socket")
+                            .arg(&socket)
+                            .args(&args)
+                            .output()
+                            .expect("xipsec");
+                        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                    };
+                    for i in (w..500).step_by(8) {
+                        run(format!(
+                            "sa add -s 2001:db8:72::{i:x} -d 2001:db8:73::{i:x} -m transport -p 0x{:x} -e aes128-cbc -k 0x00112233445566778899aabbccddeeff -i hmac-sha1 -K 0x00112233445566778899aabbccddeeff00112233 -n bulk-sa-{i}",
+                            0x10000 + i
+                        ).split(' ').map(String::from).collect());
+                    }
+                    for i in (w..2000).step_by(8) {
+                        let action = ["none", "discard", "ipsec"][i % 3];
+                        let mut args: Vec<String> = format!(
+                            "sp add --sp-source 2001:db8:{:x}::/48 --sp-destination 2001:db8:{:x}:{:x}::/64 --source-port any --destination-port {} --upper-layer-protocol tcp --flow-direction {} --action {action} --sp-name bulk-sp-{i}",
+                            0x100 + i % 7, 0x200 + i % 5, i, 1 + i % 1000, if i % 2 == 0 { "in" } else { "out" }
+                        ).split(' ').map(String::from).collect();
+                        if action == "ipsec" {
+                            args.extend(["--sa-name".into(), format!("bulk-sa-{}", i % 500)]);
+                        }
+                        run(args);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("client thread");
+        }
+        let mut d = Arc::try_unwrap(d)
+            .ok()
+            .expect("sole owner")
+            .into_inner()
+            .expect("lock");
+        d.ok_args(&protected_sa().sa_add_args());
+        d.ok(&SpArgs {
+            dport: "9103",
+            proto: "udp",
+            sa: Some("to-b"),
+            ..SpArgs::ipsec("fd00:72::1/128", "fd00:72::2/128", "out", "protect-9103")
+        }
+        .args());
+
+        let sas = listing(&d, "sa");
+        let sps = listing(&d, "sp");
+        assert_eq!(sas.as_array().expect("array").len(), 501);
+        assert_eq!(sps.as_array().expect("array").len(), 2002);
+        let maps = pinned_meaning(&d.pin_dir());
         assert_eq!(
-            pinned_meaning(&d.pin_dir()),
-            maps,
-            "map contents after {how} and restart"
+            maps.1.len(),
+            2002 * ipsec_common::abi::RULE_KINDS as usize,
+            "every SP is one rule of each kind in the kernel (its selector, and its two fragment rules)"
         );
-        assert_enforced(&verdicts(&net), &format!("after {how} and restart"));
-        assert_esp_works(&net, &d, &format!("after {how} and restart"));
-    }
+        assert_enforced(&verdicts(&net), "running");
+        assert_esp_works(&net, &d, "running");
+
+        for (how, stop) in [("stop", true), ("kill -9", false)] {
+            if stop {
+                d.stop();
+            } else {
+                d.kill9();
+            }
+            assert_enforced(&verdicts(&net), &format!("daemon down after {how}"));
+            d.spawn();
+            assert_eq!(listing(&d, "sa"), sas, "SA list after {how} and restart");
+            assert_eq!(listing(&d, "sp"), sps, "SP list after {how} and restart");
+            assert_eq!(
+                pinned_meaning(&d.pin_dir()),
+                maps,
+                "map contents after {how} and restart"
+            );
+            assert_enforced(&verdicts(&net), &format!("after {how} and restart"));
+            assert_esp_works(&net, &d, &format!("after {how} and restart"));
+        }
+    });
 }

@@ -14,23 +14,24 @@ use std::{
 
 use ipsec_common::abi::Counter;
 use ipsec_tests::{
-    capture::{Capture, Frames, describe},
-    daemon::{Daemon, pinned_counter},
     esp_oracle::{EspSa, Expect, assert_confidential},
-    netns::VethPair,
-    require_root, traffic,
+    maps::pinned_counter,
+};
+use xipsec_testkit::{
+    as_root,
+    capture::{Capture, Frames, describe},
+    cli::SpArgs,
+    daemon::Node,
+    fixture,
+    netns::{self, VethPair},
+    traffic,
 };
 
 const SPI: u32 = 0x7101;
 const SECRET: &str = "SECRET-PLAINTEXT";
 
 fn ping(ns: &str, addr: &str) -> bool {
-    VethPair::exec(ns, &["ping", "-6", "-c", "2", "-i", "0.2", "-W", "1", addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("running ping")
-        .success()
+    traffic::ping(ns, addr, ("2", "1"), None)
 }
 
 fn udp_delivered(net: &VethPair, port: u16) -> usize {
@@ -44,15 +45,15 @@ fn udp_delivered(net: &VethPair, port: u16) -> usize {
 }
 
 fn tcp_works(net: &VethPair, port: u16) -> bool {
-    let mut server: Child = VethPair::exec(&net.ns_a, &["python3"])
-        .arg(traffic::fixture("traffic.py"))
+    let mut server: Child = netns::exec(&net.ns_a, &["python3"])
+        .arg(fixture("traffic.py"))
         .args(["tcp-serve", &net.addr_a, &port.to_string(), "4"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("starting the TCP server");
     std::thread::sleep(Duration::from_millis(400));
-    let ok = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic::fixture("traffic.py"))
+    let ok = netns::exec(&net.ns_b, &["python3"])
+        .arg(fixture("traffic.py"))
         .args(["tcp-check", &net.addr_a, &port.to_string(), "hello"])
         .status()
         .expect("TCP client")
@@ -70,20 +71,13 @@ fn send_udp(net: &VethPair, port: &str, count: &str, text: &str) {
 }
 
 /// Destination port of a clear UDP frame without extension headers.
-fn udp_dport(f: &ipsec_tests::capture::Frame) -> Option<u16> {
+fn udp_dport(f: &xipsec_testkit::capture::Frame) -> Option<u16> {
     let ip = f.ipv6();
     (f.upper == 17 && ip[6] == 17 && ip.len() >= 44).then(|| u16::from_be_bytes([ip[42], ip[43]]))
 }
 
-fn sa_packets(d: &Daemon, name: &str) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&d.ok(&["sa", "list", "--formatter", "json"])).expect("sa list JSON");
-    v.as_array()
-        .expect("a JSON array")
-        .iter()
-        .find(|sa| sa["name"] == name)
-        .and_then(|sa| sa["packets"].as_u64())
-        .unwrap_or_else(|| panic!("{name}.packets not listed: {v}"))
+fn sa_packets(d: &Node, name: &str) -> u64 {
+    d.sa_counter(name, "packets")
 }
 
 /// The ipsec flow is ESP on the wire and decrypts to the plaintext; the control flow is clear.
@@ -120,198 +114,171 @@ fn check_protected(frames: &Frames, sa: &EspSa) {
     );
 }
 
-fn sp_packets(d: &Daemon, name: &str) -> u64 {
-    let out = d.ok(&["sp", "list", "--formatter", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("sp list JSON");
-    let sp = v
-        .as_array()
-        .expect("a JSON array")
-        .iter()
-        .find(|sp| sp["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not listed: {out}"));
-    sp["packets"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no packets field: {sp}"))
+fn sp_packets(d: &Node, name: &str) -> u64 {
+    d.sp_counter(name, "packets")
 }
 
 #[test]
 fn policies_act_on_real_traffic() {
-    if !require_root("policies_act_on_real_traffic") {
-        return;
-    }
-    let net = VethPair::new("xvt", 0x71);
-    let d = Daemon::start("veth", &net.ns_a, &net.if_a);
-    let b_to_a = [
-        "--sp-source",
-        "fd00:71::2/128",
-        "--sp-destination",
-        "fd00:71::1/128",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "any",
-        "--upper-layer-protocol",
-        "any",
-        "--flow-direction",
-        "in",
-    ];
+    as_root("policies_act_on_real_traffic", || {
+        let net = VethPair::new("xvt", 0x71);
+        let d = Node::start(&net.ns_a, &net.if_a);
+        let b_to_a = [
+            "--sp-source",
+            "fd00:71::2/128",
+            "--sp-destination",
+            "fd00:71::1/128",
+            "--source-port",
+            "any",
+            "--destination-port",
+            "any",
+            "--upper-layer-protocol",
+            "any",
+            "--flow-direction",
+            "in",
+        ];
 
-    assert!(ping(&net.ns_b, &net.addr_a), "baseline ping must work");
-    assert_eq!(udp_delivered(&net, 9001), 5, "baseline UDP");
-    assert!(tcp_works(&net, 9002), "baseline TCP");
+        assert!(ping(&net.ns_b, &net.addr_a), "baseline ping must work");
+        assert_eq!(udp_delivered(&net, 9001), 5, "baseline UDP");
+        assert!(tcp_works(&net, 9002), "baseline TCP");
 
-    // discard: ping6, UDP and TCP from b are dropped and counted.
-    d.ok(&[
-        &["sp", "add"][..],
-        &b_to_a,
-        &["--action", "discard", "--sp-name", "drop-b"],
-    ]
-    .concat());
-    assert!(!ping(&net.ns_b, &net.addr_a), "discard must drop ping6");
-    assert_eq!(udp_delivered(&net, 9001), 0, "discard must drop UDP");
-    assert!(!tcp_works(&net, 9002), "discard must drop TCP");
-    assert!(
-        sp_packets(&d, "drop-b") >= 9,
-        "discard must count what it drops"
-    );
-    d.ok(&["sp", "remove", "--sp-name", "drop-b"]);
+        // discard: ping6, UDP and TCP from b are dropped and counted.
+        d.ok(&[
+            &["sp", "add"][..],
+            &b_to_a,
+            &["--action", "discard", "--sp-name", "drop-b"],
+        ]
+        .concat());
+        assert!(!ping(&net.ns_b, &net.addr_a), "discard must drop ping6");
+        assert_eq!(udp_delivered(&net, 9001), 0, "discard must drop UDP");
+        assert!(!tcp_works(&net, 9002), "discard must drop TCP");
+        assert!(
+            sp_packets(&d, "drop-b") >= 9,
+            "discard must count what it drops"
+        );
+        d.ok(&["sp", "remove", "--sp-name", "drop-b"]);
 
-    // none: passes, counted.
-    d.ok(&[
-        &["sp", "add"][..],
-        &b_to_a,
-        &["--action", "none", "--sp-name", "pass-b"],
-    ]
-    .concat());
-    assert!(ping(&net.ns_b, &net.addr_a), "none must pass ping6");
-    assert_eq!(udp_delivered(&net, 9001), 5, "none must pass UDP");
-    assert!(
-        sp_packets(&d, "pass-b") >= 7,
-        "none must count what it passes"
-    );
-    d.ok(&["sp", "remove", "--sp-name", "pass-b"]);
+        // none: passes, counted.
+        d.ok(&[
+            &["sp", "add"][..],
+            &b_to_a,
+            &["--action", "none", "--sp-name", "pass-b"],
+        ]
+        .concat());
+        assert!(ping(&net.ns_b, &net.addr_a), "none must pass ping6");
+        assert_eq!(udp_delivered(&net, 9001), 5, "none must pass UDP");
+        assert!(
+            sp_packets(&d, "pass-b") >= 7,
+            "none must count what it passes"
+        );
+        d.ok(&["sp", "remove", "--sp-name", "pass-b"]);
 
-    // ipsec outbound from a: ESP on the wire, decrypted by scapy with the configured keys.
-    let sa = EspSa::aes_sha256("sa-b", SPI, (&net.addr_a, &net.addr_b), 0x71);
-    // XIPSEC_VETH_ENC=null configures a null cipher while scapy still expects aes128-cbc: the
-    // mutation check this test must fail.
-    let configured = if std::env::var("XIPSEC_VETH_ENC").as_deref() == Ok("null") {
-        EspSa {
-            enc: "null",
-            enc_key: None,
-            ..sa.clone()
+        // ipsec outbound from a: ESP on the wire, decrypted by scapy with the configured keys.
+        let sa = EspSa::aes_sha256("sa-b", SPI, (&net.addr_a, &net.addr_b), 0x71);
+        // XIPSEC_VETH_ENC=null configures a null cipher while scapy still expects aes128-cbc: the
+        // mutation check this test must fail.
+        let configured = if std::env::var("XIPSEC_VETH_ENC").as_deref() == Ok("null") {
+            EspSa {
+                enc: "null",
+                enc_key: None,
+                ..sa.clone()
+            }
+        } else {
+            sa.clone()
+        };
+        d.ok_args(&configured.sa_add_args());
+        d.ok(&SpArgs {
+            dport: "9003",
+            proto: "udp",
+            sa: Some("sa-b"),
+            ..SpArgs::ipsec("fd00:71::1/128", "fd00:71::2/128", "out", "protect-b")
         }
-    } else {
-        sa.clone()
-    };
-    let args = configured.sa_add_args();
-    d.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    d.ok(&[
-        "sp",
-        "add",
-        "--sp-source",
-        "fd00:71::1/128",
-        "--sp-destination",
-        "fd00:71::2/128",
-        "--source-port",
-        "any",
-        "--destination-port",
-        "9003",
-        "--upper-layer-protocol",
-        "udp",
-        "--flow-direction",
-        "out",
-        "--action",
-        "ipsec",
-        "--sa-name",
-        "sa-b",
-        "--sp-name",
-        "protect-b",
-    ]);
-    // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
-    let absorb = traffic::EspAbsorb::start(&net.ns_b);
-    let wire = d.dir.join("ipsec.pcap");
-    let cap = Capture::start_with_marker_from(
-        &net.ns_b,
-        &net.if_b,
-        &wire,
-        &[SPI],
-        (&net.ns_a, &net.if_a),
-    );
-    // A receiver for the control port, so b sends no port unreachable.
-    let control = traffic::py(&net.ns_b, &["udp-recv", &net.addr_b, "9004", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the control receiver");
-    std::thread::sleep(Duration::from_millis(300));
-    send_udp(&net, "9003", "5", SECRET);
-    send_udp(&net, "9004", "3", "CONTROL-CLEAR");
-    let got = control.wait_with_output().expect("control receiver");
-    assert_eq!(
-        String::from_utf8_lossy(&got.stdout).trim(),
-        "3",
-        "the clear control datagrams arrive"
-    );
-    check_protected(&cap.stop(), &sa);
-    assert_eq!(sa_packets(&d, "sa-b"), 5, "the SA counts what it protected");
-    assert!(
-        sp_packets(&d, "protect-b") >= 5,
-        "the policy counts what it matched"
-    );
+        .args());
+        // b has no SA: its kernel would answer ESP with ICMPv6 errors (in clear) but for this.
+        let absorb = traffic::EspAbsorb::start(&net.ns_b);
+        let wire = d.dir().join("ipsec.pcap");
+        let cap = Capture::start_with_marker_from(
+            &net.ns_b,
+            &net.if_b,
+            &wire,
+            &[SPI],
+            (&net.ns_a, &net.if_a),
+        );
+        // A receiver for the control port, so b sends no port unreachable.
+        let control = traffic::py(&net.ns_b, &["udp-recv", &net.addr_b, "9004", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the control receiver");
+        std::thread::sleep(Duration::from_millis(300));
+        send_udp(&net, "9003", "5", SECRET);
+        send_udp(&net, "9004", "3", "CONTROL-CLEAR");
+        let got = control.wait_with_output().expect("control receiver");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout).trim(),
+            "3",
+            "the clear control datagrams arrive"
+        );
+        check_protected(&cap.stop(), &sa);
+        assert_eq!(sa_packets(&d, "sa-b"), 5, "the SA counts what it protected");
+        assert!(
+            sp_packets(&d, "protect-b") >= 5,
+            "the policy counts what it matched"
+        );
 
-    // The engine gone (daemon killed; its programs stay attached from the pin directory):
-    // fail closed, nothing on the wire, every datagram counted as drop_ipsec_unavailable.
-    let mut d = d;
-    d.kill9();
-    let counted = |d: &Daemon| {
-        [Counter::DropIpsecUnavailable, Counter::IpsecToEngine]
-            .map(|c| pinned_counter(&d.pin_dir(), c))
-    };
-    let before = counted(&d);
-    let cap = Capture::start_with_marker_from(
-        &net.ns_b,
-        &net.if_b,
-        &d.dir.join("dead.pcap"),
-        &[SPI],
-        (&net.ns_a, &net.if_a),
-    );
-    send_udp(&net, "9003", "5", SECRET);
-    let dead = cap.stop();
-    let after = counted(&d);
-    assert_eq!(
-        dead.clear_count() + dead.esp_count(),
-        0,
-        "with the engine gone, the protected flow must not reach the wire:\n{}",
-        describe(&dead.frames.iter().collect::<Vec<_>>())
-    );
-    // Today a killed daemon leaves the programs redirecting to its vanished TUN device: the
-    // kernel drops there (fail closed) but counts it as ipsec_to_engine, not as
-    // drop_ipsec_unavailable (reported to the lead; see the README's test list). Both are the
-    // `ipsec` verdict: together they must account for every datagram, and no more.
-    let (unavailable, to_engine) = (after[0] - before[0], after[1] - before[1]);
-    assert_eq!(
-        unavailable + to_engine,
-        5,
-        "each of the 5 datagrams sent while the engine is gone must be counted once \
-         (drop_ipsec_unavailable +{unavailable}, ipsec_to_engine +{to_engine})"
-    );
-    drop(absorb);
-    d.spawn();
+        // The engine gone (daemon killed; its programs stay attached from the pin directory):
+        // fail closed, nothing on the wire, every datagram counted as drop_ipsec_unavailable.
+        let mut d = d;
+        d.kill9();
+        let counted = |d: &Node| {
+            [Counter::DropIpsecUnavailable, Counter::IpsecToEngine]
+                .map(|c| pinned_counter(&d.pin_dir(), c))
+        };
+        let before = counted(&d);
+        let cap = Capture::start_with_marker_from(
+            &net.ns_b,
+            &net.if_b,
+            &d.dir().join("dead.pcap"),
+            &[SPI],
+            (&net.ns_a, &net.if_a),
+        );
+        send_udp(&net, "9003", "5", SECRET);
+        let dead = cap.stop();
+        let after = counted(&d);
+        assert_eq!(
+            dead.clear_count() + dead.esp_count(),
+            0,
+            "with the engine gone, the protected flow must not reach the wire:\n{}",
+            describe(&dead.frames.iter().collect::<Vec<_>>())
+        );
+        // Today a killed daemon leaves the programs redirecting to its vanished TUN device: the
+        // kernel drops there (fail closed) but counts it as ipsec_to_engine, not as
+        // drop_ipsec_unavailable (reported to the lead; see the README's test list). Both are the
+        // `ipsec` verdict: together they must account for every datagram, and no more.
+        let (unavailable, to_engine) = (after[0] - before[0], after[1] - before[1]);
+        assert_eq!(
+            unavailable + to_engine,
+            5,
+            "each of the 5 datagrams sent while the engine is gone must be counted once \
+             (drop_ipsec_unavailable +{unavailable}, ipsec_to_engine +{to_engine})"
+        );
+        drop(absorb);
+        d.spawn();
 
-    // Removing the policy restores the flow.
-    d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
-    let recv = VethPair::exec(&net.ns_b, &["python3"])
-        .arg(traffic::fixture("traffic.py"))
-        .args(["udp-recv", &net.addr_b, "9003", "1.5"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("UDP receiver on b");
-    std::thread::sleep(Duration::from_millis(300));
-    send_udp(&net, "9003", "5", "now-clear");
-    let out = recv.wait_with_output().expect("receiver output");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "5",
-        "traffic must flow again after removal"
-    );
+        // Removing the policy restores the flow.
+        d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
+        let recv = netns::exec(&net.ns_b, &["python3"])
+            .arg(fixture("traffic.py"))
+            .args(["udp-recv", &net.addr_b, "9003", "1.5"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("UDP receiver on b");
+        std::thread::sleep(Duration::from_millis(300));
+        send_udp(&net, "9003", "5", "now-clear");
+        let out = recv.wait_with_output().expect("receiver output");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "5",
+            "traffic must flow again after removal"
+        );
+    });
 }

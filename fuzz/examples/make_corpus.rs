@@ -209,6 +209,19 @@ fn main() {
 
     // control_request: the lines `xipsec` sends.
     let s = |v: &str| Some(v.to_owned());
+    let sp9000 = SpAddArgs {
+        sp_source: s("2001:db8:1::/64"),
+        sp_destination: s("2002:db8:1::/64"),
+        source_port: s("any"),
+        destination_port: s("9000"),
+        upper_layer_protocol: s("udp"),
+        flow_direction: s("in"),
+        action: s("ipsec"),
+        sp_mode: s("tunnel"),
+        sa_name: s("to-b"),
+        sp_name: s("sp9000"),
+        priority: s("10"),
+    };
     let requests = [
         (
             "sa-add",
@@ -226,37 +239,13 @@ fn main() {
                 sa_name: s("sa3"),
             }),
         ),
-        (
-            "sp-add",
-            Request::SpAdd(SpAddArgs {
-                sp_source: s("2001:db8:1::/64"),
-                sp_destination: s("2002:db8:1::/64"),
-                source_port: s("any"),
-                destination_port: s("9000"),
-                upper_layer_protocol: s("udp"),
-                flow_direction: s("in"),
-                action: s("ipsec"),
-                sp_mode: s("tunnel"),
-                sa_name: s("to-b"),
-                sp_name: s("sp9000"),
-                priority: s("10"),
-            }),
-        ),
+        ("sp-add", Request::SpAdd(sp9000.clone())),
         (
             // Refused: sp1 exists (the model must change nothing).
             "sp-add-name-in-use",
             Request::SpAdd(SpAddArgs {
-                sp_source: s("2001:db8:1::/64"),
-                sp_destination: s("2002:db8:1::/64"),
-                source_port: s("any"),
-                destination_port: s("9000"),
-                upper_layer_protocol: s("udp"),
-                flow_direction: s("in"),
-                action: s("ipsec"),
-                sp_mode: s("tunnel"),
-                sa_name: s("to-b"),
                 sp_name: s("sp1"),
-                priority: s("10"),
+                ..sp9000
             }),
         ),
         (

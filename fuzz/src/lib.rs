@@ -139,59 +139,42 @@ pub fn tcp_checksum_ok(packet: &[u8]) -> bool {
 /// `ipsec` SP naming the first, a `discard` SP, so removals and SA references have targets.
 #[must_use]
 pub fn example_spd() -> ipsec_user::model::Spd {
-    use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
-    let s = |v: &str| Some(v.to_owned());
-    let mut spd = Spd::new();
-    spd.add_sa(&SaAddArgs {
-        sa_source: s("3ffe:501:ffff:0::a"),
-        sa_destination: s("3ffe:501:ffff:0001:0000:0000:0000:0001"),
-        sa_mode: s("transport"),
-        sa_spi: s("0x1000"),
-        encryption_algorithm: s("3des-cbc"),
-        encryption_key: s("0x6970763672656164796c6f676f336465736362636f757432"),
-        integrity_algorithm: s("hmac-sha1"),
-        integrity_key: s("0x6970763672656164796c6f67736861316f757432"),
-        sa_name: s("sa1"),
-    })
-    .expect("adding the README's sa1");
-    spd.add_sa(&SaAddArgs {
-        sa_source: s("2001:db8::1"),
-        sa_destination: s("2001:db8::2"),
-        sa_mode: s("tunnel"),
-        sa_spi: s("0x2000"),
-        encryption_algorithm: s("aes128-cbc"),
-        encryption_key: s("0x000102030405060708090a0b0c0d0e0f"),
-        integrity_algorithm: s("hmac-sha2-256"),
-        integrity_key: s("0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
-        sa_name: s("to-b"),
-    })
-    .expect("adding the README's to-b");
-    spd.add_sp(&SpAddArgs {
-        sp_source: s("2001:db8:1::/64"),
-        sp_destination: s("2002:db8:1::/64"),
-        source_port: s("23"),
-        destination_port: s("25"),
-        upper_layer_protocol: s("tcp"),
-        flow_direction: s("out"),
-        action: s("ipsec"),
-        sp_mode: s("transport"),
-        sa_name: s("sa1"),
-        sp_name: s("sp1"),
-        priority: None,
-    })
-    .expect("adding the README's sp1");
-    spd.add_sp(&SpAddArgs {
-        sp_source: s("2001:db8:bad::/48"),
-        sp_destination: s("any"),
-        source_port: s("any"),
-        destination_port: s("23"),
-        upper_layer_protocol: s("tcp"),
-        flow_direction: s("in"),
-        action: s("discard"),
-        sp_name: s("no-telnet"),
-        ..SpAddArgs::default()
-    })
-    .expect("adding the README's no-telnet");
+    use serde_json::json;
+    // Written as the control protocol carries them (JSON), and read back by serde: the same
+    // arguments the CLI sends for the README's commands.
+    let sas = [
+        json!({"sa_name": "sa1", "sa_mode": "transport", "sa_spi": "0x1000",
+               "sa_source": "3ffe:501:ffff:0::a",
+               "sa_destination": "3ffe:501:ffff:0001:0000:0000:0000:0001",
+               "encryption_algorithm": "3des-cbc",
+               "encryption_key": "0x6970763672656164796c6f676f336465736362636f757432",
+               "integrity_algorithm": "hmac-sha1",
+               "integrity_key": "0x6970763672656164796c6f67736861316f757432"}),
+        json!({"sa_name": "to-b", "sa_mode": "tunnel", "sa_spi": "0x2000",
+               "sa_source": "2001:db8::1", "sa_destination": "2001:db8::2",
+               "encryption_algorithm": "aes128-cbc",
+               "encryption_key": "0x000102030405060708090a0b0c0d0e0f",
+               "integrity_algorithm": "hmac-sha2-256",
+               "integrity_key": "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"}),
+    ];
+    let sps = [
+        json!({"sp_name": "sp1", "sp_source": "2001:db8:1::/64", "sp_destination": "2002:db8:1::/64",
+               "source_port": "23", "destination_port": "25", "upper_layer_protocol": "tcp",
+               "flow_direction": "out", "action": "ipsec", "sp_mode": "transport",
+               "sa_name": "sa1"}),
+        json!({"sp_name": "no-telnet", "sp_source": "2001:db8:bad::/48", "sp_destination": "any",
+               "source_port": "any", "destination_port": "23", "upper_layer_protocol": "tcp",
+               "flow_direction": "in", "action": "discard"}),
+    ];
+    let mut spd = ipsec_user::model::Spd::new();
+    for sa in sas {
+        let args = serde_json::from_value(sa).expect("the README's sa add arguments");
+        spd.add_sa(&args).expect("adding the README's SA");
+    }
+    for sp in sps {
+        let args = serde_json::from_value(sp).expect("the README's sp add arguments");
+        spd.add_sp(&args).expect("adding the README's SP");
+    }
     spd
 }
 

@@ -14,16 +14,6 @@ pub mod wire;
 /// What the `cargo-fuzz` targets in `fuzz/` drive, gathered in one place. Not an API: names and
 /// signatures follow the modules they come from.
 #[doc(hidden)]
-/// The test rules every test of the workspace shares (so there is one of each).
-#[doc(hidden)]
-pub mod testing {
-    /// True when running under CI: `CI=true` or `CI=1`. A test that cannot run (not root, no
-    /// BPF) fails under CI and may skip, saying why, only outside it.
-    pub fn ci() -> bool {
-        std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-    }
-}
-
 pub mod fuzzing {
     pub use crate::daemon::protocol::Request;
     pub use crate::daemon::state::parse as parse_state_file;

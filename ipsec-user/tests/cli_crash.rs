@@ -4,15 +4,13 @@
 //! keys included (compared in the state file the killed daemon left, and in the one the
 //! restarted daemon writes back from memory).
 
-mod cli_support;
-
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cli_support::Sandbox;
 use serde_json::{Value, json};
+use xipsec_testkit::{cli::SpArgs, daemon::Sandbox};
 
 const CLIENTS: usize = 8;
 const ADDS_PER_CLIENT: usize = 125;
@@ -243,18 +241,12 @@ fn acknowledged_adds_survive_kill_9() {
         present.len()
     );
     // The restored daemon takes changes again, and writes back the keys it restored.
-    sandbox.ok(&[
-        "sp",
-        "add",
-        "--sp-source=2001:db8:9::/64",
-        "--sp-destination=any",
-        "--source-port=any",
-        "--destination-port=any",
-        "--upper-layer-protocol=any",
-        "--flow-direction=in",
-        "--action=discard",
-        "--sp-name=after-restart",
-    ]);
+    let discard = SpArgs {
+        action: "discard",
+        sa: None,
+        ..SpArgs::ipsec("2001:db8:9::/64", "any", "in", "after-restart")
+    };
+    sandbox.ok(&discard.args());
     let state: Value =
         serde_json::from_slice(&std::fs::read(sandbox.state_file()).expect("reading state.json"))
             .expect("state.json parses");

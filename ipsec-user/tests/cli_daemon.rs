@@ -3,19 +3,17 @@
 //! datapath is synced back to the old state) and the client gets the error; shutdown removes the
 //! socket.
 
-mod cli_support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cli_support::{SA_EXAMPLE, SP_EXAMPLE, run_on, single_error_line};
 use ipsec_user::daemon::{
     self, Counters, DaemonConfig, Datapath, PacketCount, PortError, SaCount, XdpMode,
 };
 use ipsec_user::datapath::DatapathError;
 use ipsec_user::model::Spd;
 use serde_json::json;
+use xipsec_testkit::cli::{SA_EXAMPLE, SP_EXAMPLE, run_on, single_error_line};
 
 /// What the scripted datapath saw, and whether it refuses the next syncs.
 #[derive(Default)]

@@ -1,10 +1,11 @@
 //! The source document's examples run verbatim, in both option spellings and behind the
 //! `esxcli network ip ipsec` prefix, and `list` shows them in table and JSON.
 
-mod cli_support;
-
-use cli_support::{SA_EXAMPLE, SP_EXAMPLE, Sandbox, single_error_line};
 use serde_json::json;
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, SP_EXAMPLE, single_error_line},
+    daemon::Sandbox,
+};
 
 fn expected_sa1() -> serde_json::Value {
     json!({

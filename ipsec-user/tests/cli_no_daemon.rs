@@ -2,11 +2,12 @@
 //! the socket is missing or left behind by a dead daemon, and whether it is given by `--socket`
 //! or `XIPSEC_SOCKET`.
 
-mod cli_support;
-
 use std::process::{Command, Stdio};
 
-use cli_support::{SA_EXAMPLE, SP_EXAMPLE, XIPSEC};
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, SP_EXAMPLE},
+    daemon::xipsec_bin,
+};
 
 fn commands() -> Vec<Vec<&'static str>> {
     vec![
@@ -26,7 +27,7 @@ fn commands() -> Vec<Vec<&'static str>> {
 }
 
 fn expect_no_daemon(socket: &std::path::Path, args: &[&str], via_flag: bool) {
-    let mut command = Command::new(XIPSEC);
+    let mut command = Command::new(xipsec_bin());
     command
         .args(args)
         .stdin(Stdio::null())
@@ -73,7 +74,7 @@ fn every_command_reports_the_missing_daemon() {
 
 #[test]
 fn the_default_socket_is_named() {
-    let output = Command::new(XIPSEC)
+    let output = Command::new(xipsec_bin())
         .args(["sa", "list"])
         .env_remove("XIPSEC_SOCKET")
         .output()

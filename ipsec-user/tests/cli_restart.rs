@@ -1,11 +1,9 @@
 //! Restart: a large state (500 SAs, 2,000 SPs) survives SIGTERM and a new start unchanged, and
 //! the daemon cleans up its socket on the way out.
 
-mod cli_support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use cli_support::Sandbox;
+use xipsec_testkit::daemon::Sandbox;
 
 pub const SAS: usize = 500;
 pub const SPS: usize = 2_000;
@@ -152,27 +150,20 @@ fn the_socket_is_root_only_and_a_second_daemon_is_refused() {
     assert_eq!(mode & 0o777, 0o600);
 
     // Same socket: refused, and the first daemon keeps serving.
-    let second = sandbox
-        .daemon_command()
-        .output()
-        .expect("running a second daemon");
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(!second.status.success());
+    let stderr = sandbox.refused();
     assert!(
         stderr.contains("another xipsec daemon answers on"),
         "{stderr}"
     );
     // Same state directory, other socket: refused too.
     let other = sandbox.dir.path().join("other.sock");
-    let third = std::process::Command::new(cli_support::XIPSEC)
+    let mut third = std::process::Command::new(xipsec_testkit::daemon::xipsec_bin());
+    third
         .args(["daemon", "--no-datapath", "--state-dir"])
         .arg(sandbox.state_dir())
         .arg("--socket")
-        .arg(&other)
-        .output()
-        .expect("running a third daemon");
-    let stderr = String::from_utf8_lossy(&third.stderr);
-    assert!(!third.status.success());
+        .arg(&other);
+    let stderr = xipsec_testkit::daemon::refused(third);
     assert!(
         stderr.contains("in use by another xipsec daemon"),
         "{stderr}"

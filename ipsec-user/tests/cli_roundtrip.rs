@@ -1,13 +1,11 @@
 //! Round trip: accepted SAs and SPs list back with the values they were given, identically in
 //! all five formatters, and the JSON matches the schema documented in `src/cli/SCHEMA.md`.
 
-mod cli_support;
-
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
-use cli_support::Sandbox;
 use serde_json::{Value, json};
+use xipsec_testkit::daemon::Sandbox;
 
 type Record = BTreeMap<String, Value>;
 

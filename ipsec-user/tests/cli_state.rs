@@ -3,10 +3,11 @@
 //! database (SAs of every cipher, with their keys, and SPs) round-trips through a restart: the
 //! restarted daemon writes back exactly the keys it was given.
 
-mod cli_support;
-
-use cli_support::{SA_EXAMPLE, SP_EXAMPLE, Sandbox};
 use serde_json::Value;
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, SP_EXAMPLE, SpArgs},
+    daemon::Sandbox,
+};
 
 /// A valid state file with the source document's SA and SP, written by a real daemon.
 fn valid_state() -> Value {
@@ -23,12 +24,7 @@ fn expect_refusal(what: &str, bytes: &[u8], reason: &str) {
     let sandbox = Sandbox::new();
     std::fs::create_dir_all(sandbox.state_dir()).expect("creating the state dir");
     std::fs::write(sandbox.state_file(), bytes).expect("writing state.json");
-    let output = sandbox
-        .daemon_command()
-        .output()
-        .expect("running the daemon");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{what}: the daemon started");
+    let stderr = sandbox.refused();
     let want = format!(
         "error: state file {} is corrupt: ",
         sandbox.state_file().display()
@@ -102,12 +98,7 @@ fn an_unreadable_state_file_is_refused() {
     let sandbox = Sandbox::new();
     // A directory where the file should be: unreadable as a file, whoever runs the test.
     std::fs::create_dir_all(sandbox.state_file()).expect("creating a directory named state.json");
-    let output = sandbox
-        .daemon_command()
-        .output()
-        .expect("running the daemon");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = sandbox.refused();
     assert!(stderr.contains("is corrupt: cannot read it"), "{stderr}");
     assert!(sandbox.state_file().is_dir(), "the directory was replaced");
 }
@@ -262,18 +253,12 @@ fn a_non_empty_state_round_trips_with_its_keys() {
     // memory, so the file now shows the keys the running daemon holds.
     let daemon = sandbox.start();
     assert_eq!(sandbox.lists(), lists, "lists after the restart");
-    sandbox.ok(&[
-        "sp",
-        "add",
-        "--sp-source=2001:db8:9::/64",
-        "--sp-destination=any",
-        "--source-port=any",
-        "--destination-port=any",
-        "--upper-layer-protocol=any",
-        "--flow-direction=in",
-        "--action=discard",
-        "--sp-name=after-restart",
-    ]);
+    let discard = SpArgs {
+        action: "discard",
+        sa: None,
+        ..SpArgs::ipsec("2001:db8:9::/64", "any", "in", "after-restart")
+    };
+    sandbox.ok(&discard.args());
     assert_eq!(
         state_keys(&sandbox),
         expected,

@@ -6,71 +6,25 @@
 //! fails under `CI=true` and otherwise prints why and passes. The idle timeout is tested in
 //! `daemon::socket`'s unit tests with a short timeout (the default is 30 s).
 
-mod cli_support;
-
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{SA_EXAMPLE, Sandbox, XIPSEC, run_on, single_error_line};
 use ipsec_user::cli::client;
 use ipsec_user::daemon::protocol::{Request, Response};
 use ipsec_user::daemon::{MAX_CONNECTIONS, MAX_REQUEST};
 use ipsec_user::model::SpAddArgs;
-
-/// The sandbox's daemon with its log captured (`RUST_LOG=warn`), killed on drop.
-struct Logged {
-    child: Option<Child>,
-}
-
-impl Logged {
-    fn start(sandbox: &Sandbox) -> Self {
-        let child = sandbox
-            .daemon_command()
-            .spawn()
-            .expect("spawning xipsec daemon");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !matches!(
-            client::call(&sandbox.socket(), &Request::Status),
-            Ok(Response::Status(_))
-        ) {
-            assert!(Instant::now() < deadline, "the daemon did not answer");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self { child: Some(child) }
-    }
-
-    /// Stop the daemon and return everything it logged.
-    fn log(mut self) -> String {
-        let mut child = self.child.take().expect("daemon child");
-        let _ = child.kill();
-        let mut log = String::new();
-        child
-            .stderr
-            .take()
-            .expect("piped stderr")
-            .read_to_string(&mut log)
-            .expect("reading the daemon's log");
-        let _ = child.wait();
-        log
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, run_on, single_error_line},
+    daemon::{Sandbox, xipsec_bin},
+};
 
 #[test]
 fn an_over_size_request_is_refused_and_the_next_client_is_served() {
     let sandbox = Sandbox::new();
-    let daemon = Logged::start(&sandbox);
+    let daemon = sandbox.start();
     // One byte over the limit, newline included: an `sp add` with a huge name.
     let overhead = serde_json::to_vec(&Request::SpAdd(SpAddArgs {
         sp_name: Some(String::new()),
@@ -103,7 +57,9 @@ fn an_over_size_request_is_refused_and_the_next_client_is_served() {
     );
     let status = sandbox.ok(&["status", "--formatter", "json"]);
     assert!(status.contains("\"sps\": 0"), "{status}");
-    let log = daemon.log();
+    // Everything the daemon logged (`RUST_LOG=warn`), once it is gone.
+    daemon.kill9();
+    let log = sandbox.log();
     assert!(
         log.contains("control request refused: longer than the limit"),
         "{log}"
@@ -113,7 +69,7 @@ fn an_over_size_request_is_refused_and_the_next_client_is_served() {
 #[test]
 fn one_connection_over_the_cap_is_refused_until_one_closes() {
     let sandbox = Sandbox::new();
-    let daemon = Logged::start(&sandbox);
+    let daemon = sandbox.start();
     // Each held connection has been served once, so it surely holds a slot.
     let mut held: Vec<UnixStream> = (0..MAX_CONNECTIONS)
         .map(|_| {
@@ -153,7 +109,9 @@ fn one_connection_over_the_cap_is_refused_until_one_closes() {
     assert_eq!(listed.trim(), "[]", "the refused sa add added nothing");
     sandbox.ok(SA_EXAMPLE);
     drop(held);
-    let log = daemon.log();
+    // Everything the daemon logged (`RUST_LOG=warn`), once it is gone.
+    daemon.kill9();
+    let log = sandbox.log();
     assert!(
         log.contains("control connection refused: too many connections"),
         "{log}"
@@ -162,30 +120,24 @@ fn one_connection_over_the_cap_is_refused_until_one_closes() {
 
 /// Whether this process may run a client as another user; fails under `CI=true` otherwise.
 fn can_switch_user() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let reason = "needs root to run the client as uid 65534 (run with sudo)";
-    assert!(!ipsec_user::testing::ci(), "{reason}");
-    eprintln!("skipping: {reason}");
-    false
+    xipsec_testkit::skip_unless(
+        xipsec_testkit::is_root(),
+        "a_non_root_peer_is_refused_by_its_credentials_and_changes_nothing",
+        "needs root to run the client as uid 65534 (run with sudo)",
+    )
 }
 
 /// `xipsec ARGS` as uid/gid 65534 with no supplementary groups.
-fn run_as_nobody(socket: &std::path::Path, args: &[&str]) -> cli_support::Run {
+fn run_as_nobody(socket: &std::path::Path, args: &[&str]) -> xipsec_testkit::cli::Run {
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", XIPSEC])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(xipsec_bin())
         .args(args)
         .env("XIPSEC_SOCKET", socket)
         .stdin(Stdio::null())
         .output()
         .expect("running setpriv (util-linux)");
-    cli_support::Run {
-        status: output.status,
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-    }
+    output.into()
 }
 
 #[test]
@@ -194,7 +146,7 @@ fn a_non_root_peer_is_refused_by_its_credentials_and_changes_nothing() {
         return;
     }
     let sandbox = Sandbox::new();
-    let daemon = Logged::start(&sandbox);
+    let daemon = sandbox.start();
     sandbox.ok(SA_EXAMPLE);
     let before = sandbox.lists();
     // With the socket at its 0600 the kernel refuses the connect itself: the CLI's own message.
@@ -225,7 +177,9 @@ fn a_non_root_peer_is_refused_by_its_credentials_and_changes_nothing() {
     // Root is still served on the same, now world-writable, socket.
     let run = run_on(&sandbox.socket(), &["sa", "list"]);
     assert!(run.status.success(), "{run:?}");
-    let log = daemon.log();
+    // Everything the daemon logged (`RUST_LOG=warn`), once it is gone.
+    daemon.kill9();
+    let log = sandbox.log();
     assert!(
         log.contains("control connection refused: peer is neither root nor in the control group")
             && log.contains("uid=65534"),

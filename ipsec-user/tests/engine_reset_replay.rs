@@ -1,9 +1,10 @@
 //! `xipsec sa reset-replay` through a real daemon (`--no-datapath`: the command's plumbing, its
 //! errors and its help; the engine's side is unit-tested in `engine::core`).
 
-mod cli_support;
-
-use cli_support::{SA_EXAMPLE, Sandbox, single_error_line};
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, single_error_line},
+    daemon::Sandbox,
+};
 
 #[test]
 fn reset_replay_names_an_existing_sa_and_changes_no_policy() {

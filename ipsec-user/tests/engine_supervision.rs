@@ -2,83 +2,33 @@
 //! supervisor restarts it (protected flows fail closed meanwhile: the pinned programs keep
 //! redirecting to a TUN nobody reads, or dropping once it is gone).
 //!
-//! Runs the real daemon with its datapath on a veth of a fresh network namespace (`xengsup`), with
-//! the test-only fault injection `XIPSEC_TEST_PANIC_ENGINE`. Needs root (namespaces, BPF, TUN);
+//! Runs the real daemon with its datapath on a veth of a fresh network namespace (the test
+//! kit's, named `xes…`), with the test-only fault injection `XIPSEC_TEST_PANIC_ENGINE`. Needs root (namespaces, BPF, TUN);
 //! without it the test fails when `CI=true` and otherwise prints why and passes.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-const XIPSEC: &str = env!("CARGO_BIN_EXE_xipsec");
-const NS: &str = "xengsup";
+use xipsec_testkit::{daemon::Sandbox, netns::Netns, require_root};
 
-fn have_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        !ipsec_user::testing::ci(),
-        "{test}: run as root (sudo -E cargo test -p ipsec-user --test engine_supervision)"
-    );
-    eprintln!("{test}: skipped: needs root for namespaces, BPF and TUN; run as root");
-    false
-}
-
-/// The namespace, deleted on drop.
-struct Namespace;
-
-impl Namespace {
-    fn new() -> Self {
-        let _ = Command::new("ip").args(["netns", "del", NS]).output();
-        for args in [
-            &["netns", "add", NS][..],
-            &["-n", NS, "link", "set", "lo", "up"][..],
-            // The daemon attaches only to Ethernet devices: a veth pair of its own.
-            &[
-                "-n", NS, "link", "add", "xengsup0", "type", "veth", "peer", "name", "xengsup1",
-            ][..],
-            &["-n", NS, "link", "set", "xengsup0", "up"][..],
-            &["-n", NS, "link", "set", "xengsup1", "up"][..],
-        ] {
-            let status = Command::new("ip").args(args).status().expect("running ip");
-            assert!(status.success(), "ip {args:?} failed");
-        }
-        Self
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", NS]).output();
-    }
+/// A fresh namespace with a veth pair of its own (the daemon attaches only to Ethernet
+/// devices); deleted on drop.
+fn namespace() -> Netns {
+    let ns = Netns::new("xes");
+    ns.ip(&[
+        "link", "add", "xengsup0", "type", "veth", "peer", "name", "xengsup1",
+    ]);
+    ns.ip(&["link", "set", "xengsup0", "up"]);
+    ns.ip(&["link", "set", "xengsup1", "up"]);
+    ns
 }
 
 /// `xipsec daemon` on the namespace's veth, with `fault` injected (if any).
-fn daemon(dir: &tempfile::TempDir, fault: Option<&str>) -> Child {
-    let mut command = Command::new("ip");
+fn daemon(sandbox: &Sandbox, fault: Option<&str>) -> Child {
+    let mut command = sandbox.daemon_command();
     command
-        .args([
-            "netns",
-            "exec",
-            NS,
-            XIPSEC,
-            "daemon",
-            "--interface",
-            "xengsup0",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--socket")
-        .arg(dir.path().join("s"))
-        .arg("--pin-dir")
-        .arg("/sys/fs/bpf/xengsup")
         .env("RUST_LOG", "info")
-        .env_remove("XIPSEC_SOCKET")
-        .env_remove("XIPSEC_TEST_PANIC_ENGINE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env_remove("XIPSEC_TEST_PANIC_ENGINE");
     if let Some(fault) = fault {
         command.env("XIPSEC_TEST_PANIC_ENGINE", fault);
     }
@@ -105,23 +55,24 @@ fn exited(child: &mut Child, timeout: Duration) -> Option<(std::process::ExitSta
 
 #[test]
 fn a_dead_engine_thread_makes_the_daemon_exit_non_zero_and_say_why() {
-    if !have_root("a_dead_engine_thread_makes_the_daemon_exit_non_zero_and_say_why") {
+    if !require_root("a_dead_engine_thread_makes_the_daemon_exit_non_zero_and_say_why") {
         return;
     }
-    let _ns = Namespace::new();
+    let ns = namespace();
     // Without a fault the daemon serves on: the exits below come from the dead threads.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut healthy = daemon(&dir, None);
+    let sandbox = Sandbox::attached(ns.name(), "xengsup0");
+    let mut healthy = daemon(&sandbox, None);
     let early = exited(&mut healthy, Duration::from_secs(3));
     assert!(early.is_none(), "the daemon did not start: {early:?}");
-    // SAFETY: our own child (ip netns exec execs the daemon), not yet reaped.
-    unsafe { libc::kill(i32::try_from(healthy.id()).expect("pid"), libc::SIGTERM) };
+    // Our own child (ip netns exec execs the daemon), not yet reaped.
+    xipsec_testkit::daemon::signal(&healthy, libc::SIGTERM);
     let (status, _) = exited(&mut healthy, Duration::from_secs(20)).expect("stopping on SIGTERM");
     assert!(status.success(), "a clean stop exits 0");
 
     for (fault, thread) in [("inbound", "xipsec-esp-in"), ("outbound", "xipsec-esp-out")] {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = daemon(&dir, Some(fault));
+        // The same pin dir (what the stopped daemon left pinned, the next one takes over) and
+        // state (empty) as the healthy run.
+        let mut child = daemon(&sandbox, Some(fault));
         let Some((status, stderr)) = exited(&mut child, Duration::from_secs(30)) else {
             let _ = child.kill();
             panic!("{fault}: the daemon ran on with a dead engine thread");

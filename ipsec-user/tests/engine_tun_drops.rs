@@ -2,77 +2,38 @@
 //! outbound worker is recorded and leaves its flows failing closed: the TUN keeps queueing,
 //! then dropping, and nothing is sent.
 //!
-//! One engine in a fresh namespace (`xengtd`) whose outbound worker is made to panic
+//! One engine in a fresh namespace (the test kit's, `xetd…`) whose outbound worker is made to panic
 //! (`XIPSEC_TEST_PANIC_ENGINE=outbound`; this file holds one test so the variable reaches no
 //! other). Needs root; without it the test fails when `CI=true` and otherwise prints why.
 
-use std::fs::File;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipsec_user::engine::{self, EngineConfig, EspEngine};
+use xipsec_testkit::{netns::Netns, require_root};
 
-const NS: &str = "xengtd";
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("running ip");
-    assert!(status.success(), "ip {args:?} failed");
-}
-
+/// The engine's counter `name` (which must exist).
 fn stat(engine: &EspEngine, name: &str) -> u64 {
-    engine
-        .stats()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no stat {name}"))
-        .1
+    let stats: std::collections::HashMap<String, u64> = engine.stats().into_iter().collect();
+    *stats.get(name).unwrap_or_else(|| panic!("no stat {name}"))
 }
-
 #[test]
 fn a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            !ipsec_user::testing::ci(),
-            "run as root (sudo -E cargo test -p ipsec-user --test engine_tun_drops)"
-        );
-        eprintln!("skipped: needs root for namespaces and TUN; run as root");
+    if !require_root("a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted") {
         return;
     }
-    let _ = Command::new("ip").args(["netns", "del", NS]).output();
-    ip(&["netns", "add", NS]);
-    ip(&["-n", NS, "link", "set", "lo", "up"]);
-    ip(&["-n", NS, "addr", "add", "fd00:ed::1/128", "dev", "lo"]);
+    let ns = Netns::new("xetd");
+    ns.ip(&["addr", "add", "fd00:ed::1/128", "dev", "lo"]);
     // SAFETY: set before any thread of this test binary reads the environment (one test here).
     unsafe { std::env::set_var(engine::PANIC_ENV, "outbound") };
     let state = tempfile::tempdir().expect("temp dir");
-    let (engine, sender) = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let netns = File::open(format!("/var/run/netns/{NS}")).expect("opening the netns");
-                // SAFETY: an open netns descriptor; only this thread changes namespace.
-                let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                let engine =
-                    EspEngine::start(EngineConfig::new(state.path())).expect("starting the engine");
-                let sender = UdpSocket::bind("[fd00:ed::1]:0").expect("binding a udp socket");
-                (engine, sender)
-            })
-            .join()
-            .expect("the netns thread panicked")
+    let (engine, sender) = ns.run(|| {
+        let engine =
+            EspEngine::start(EngineConfig::new(state.path())).expect("starting the engine");
+        let sender = UdpSocket::bind("[fd00:ed::1]:0").expect("binding a udp socket");
+        (engine, sender)
     });
-    ip(&[
-        "-n",
-        NS,
-        "-6",
-        "route",
-        "add",
-        "fd00:ed::99/128",
-        "dev",
-        "xipsec0",
-    ]);
+    ns.ip(&["-6", "route", "add", "fd00:ed::99/128", "dev", "xipsec0"]);
     let start = Instant::now();
     while engine::death().is_none() && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
@@ -99,5 +60,4 @@ fn a_dead_outbound_worker_fails_closed_and_tun_drops_are_counted() {
         "nothing was protected or sent"
     );
     drop(engine);
-    let _ = Command::new("ip").args(["netns", "del", NS]).output();
 }

@@ -11,8 +11,6 @@
 //! from `cryptography`, which pip installs alongside). Without them the tests fail when
 //! `CI=true` (or `1`) and otherwise skip with the reason printed.
 
-mod cli_support;
-
 use ipsec_user::crypto::{Decapsulated, InboundSa, OutboundSa, SaConfig};
 use ipsec_user::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 use serde_json::{Value, json};
@@ -193,7 +191,7 @@ fn scapy_available() -> bool {
         Err(err) => err,
     };
     assert!(
-        !cli_support::ci(),
+        !xipsec_testkit::ci(),
         "ESP interop needs python3 with scapy: run `pip install scapy` ({reason})"
     );
     eprintln!("skipping ESP interop: {reason}; run `pip install scapy` to enable it");

@@ -8,15 +8,11 @@
 //! restart) fails [`assert_confidential`]: the ICV does not verify or the inner packet is
 //! garbage, and plaintext markers show up in the raw ESP bytes.
 
-use std::{
-    io::Write,
-    net::Ipv6Addr,
-    process::{Command, Stdio},
-};
+use std::net::Ipv6Addr;
 
 use serde_json::{Value, json};
 
-use crate::{capture::Frames, traffic::fixture};
+use xipsec_testkit::{capture::Frames, traffic::fixture_with_input};
 
 /// One SA: what `xipsec sa add` is told and what scapy decrypts with.
 #[derive(Clone, Debug)]
@@ -125,22 +121,7 @@ pub fn decrypt(sas: &[EspSa], packets: &[Vec<u8>]) -> Vec<Result<Vec<u8>, String
         "sas": sas.iter().map(EspSa::scapy).collect::<Vec<_>>(),
         "packets": packets.iter().map(hex::encode).collect::<Vec<_>>(),
     });
-    let mut child = Command::new("python3")
-        .arg(fixture("esp_decrypt.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting esp_decrypt.py");
-    child
-        .stdin
-        .take()
-        .expect("esp_decrypt.py stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("writing to esp_decrypt.py");
-    let out = child
-        .wait_with_output()
-        .expect("waiting for esp_decrypt.py");
+    let out = fixture_with_input(None, "esp_decrypt.py", &[], request.to_string().as_bytes());
     assert!(
         out.status.success(),
         "esp_decrypt.py failed: {}",

@@ -92,3 +92,46 @@ pub fn pinned_meaning(dir: &Path) -> Meaning {
         .collect();
     meaning(&masks, &rules)
 }
+
+/// The sum over CPUs of datapath counter `counter` in the maps pinned under `pin_dir`: readable
+/// while the daemon is dead, from the maps of the programs that are still attached.
+pub fn pinned_counter(pin_dir: &Path, counter: abi::Counter) -> u64 {
+    use aya::maps::PerCpuArray;
+    let path = pin_dir.join(abi::COUNTERS);
+    let map = MapData::from_pin(&path)
+        .unwrap_or_else(|e| panic!("opening the pinned counters {}: {e}", path.display()));
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(map)).expect("the counters are a per-CPU array");
+    counters
+        .get(&(counter as u32), 0)
+        .expect("reading a counter")
+        .iter()
+        .sum()
+}
+
+/// Names of the programs on `iface`'s TC egress in `ns`: TCX programs (queried with
+/// `BPF_PROG_QUERY` from a thread that joined the namespace) and classic `tc` filters.
+pub fn tc_egress_programs(ns: &str, iface: &str) -> Vec<String> {
+    let mut names = xipsec_testkit::netns::in_netns(ns, || {
+        let (_, programs) = aya::programs::SchedClassifier::query_tcx(
+            iface,
+            aya::programs::tc::TcAttachType::Egress,
+        )
+        .unwrap_or_else(|e| panic!("querying TCX egress of {iface}: {e}"));
+        programs
+            .iter()
+            .map(|p| format!("tcx:{}", p.name_as_str().unwrap_or("?")))
+            .collect::<Vec<_>>()
+    });
+    let out = std::process::Command::new("tc")
+        .args(["-n", ns, "filter", "show", "dev", iface, "egress"])
+        .output()
+        .expect("running tc filter show");
+    names.extend(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("bpf"))
+            .map(|l| format!("tc:{l}")),
+    );
+    names
+}

@@ -5,33 +5,35 @@
 use std::net::Ipv6Addr;
 
 use ipsec_common::abi::XSK_MAX_FRAME;
+use rand::{Rng as _, RngExt as _, SeedableRng as _, rngs::StdRng, seq::IndexedRandom as _};
 
 use ipsec_user::model::{Direction, SaAddArgs, Sp, SpAddArgs, Spd, UpperLayerProtocol};
 
 use crate::frames::{Ext, FrameSpec, l4_icmp, l4_ports};
 
-/// SplitMix64: small, seeded, reproducible (a failing seed can be replayed).
-pub struct Rng(u64);
+/// `rand`'s `StdRng` seeded from a `u64`: reproducible (a failing seed can be replayed), with
+/// the few draws the generators below need.
+pub struct Rng(StdRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+        Self(StdRng::seed_from_u64(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
+    /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        self.0.random_range(0..n)
     }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u32) -> bool {
+        self.0.random_ratio(percent, 100)
     }
     pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
+        *items
+            .choose(&mut self.0)
+            .expect("picking from a non-empty list")
     }
 }
 

@@ -18,10 +18,9 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::{
-    lab::{Lab, ns},
-    util,
-};
+use xipsec_testkit::cli::SpArgs;
+
+use crate::{lab::Lab, util};
 
 const E2E_SECONDS: &str = "5";
 const E2E_RUNS: usize = 3;
@@ -60,21 +59,21 @@ pub fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
 
 /// Receiver goodput (Gbit/s) and bytes of one single-stream iperf3 run from a to b on `port`.
 fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<(f64, u64)> {
-    let mut server = ns(
-        &lab.ns_b,
-        &["iperf3", "-s", "-1", "-B", &lab.addr_b, "-p", port],
+    let mut server = Lab::exec(
+        &lab.net.ns_b,
+        &["iperf3", "-s", "-1", "-B", &lab.net.addr_b, "-p", port],
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .spawn()
     .context("starting iperf3 -s")?;
     sleep(Duration::from_millis(500));
-    let out = ns(
-        &lab.ns_a,
+    let out = Lab::exec(
+        &lab.net.ns_a,
         &[
             "iperf3",
             "-c",
-            &lab.addr_b,
+            &lab.net.addr_b,
             "-p",
             port,
             "-t",
@@ -111,7 +110,7 @@ fn sa_bytes(lab: &Lab, side: &str, name: &str) -> anyhow::Result<u64> {
 
 /// On both hosts: the SA pair, and `ipsec` policies for TCP to and from [`ESP_PORT`] on b only.
 fn protect_esp_port(lab: &Lab) -> anyhow::Result<()> {
-    let (a, b) = (lab.addr_a.as_str(), lab.addr_b.as_str());
+    let (a, b) = (lab.net.addr_a.as_str(), lab.net.addr_b.as_str());
     let (enc, enc_key) = ("aes128-cbc", "0x000102030405060708090a0b0c0d0e0f");
     let (integ, integ_key) = (
         "hmac-sha2-256",
@@ -155,31 +154,15 @@ fn protect_esp_port(lab: &Lab) -> anyhow::Result<()> {
             (to_b, a, b, "any", ESP_PORT, SA_AB, "bench-to-b"),
             (to_a, b, a, ESP_PORT, "any", "bench-ba", "bench-to-a"),
         ] {
-            lab.cli(
-                side,
-                &[
-                    "sp",
-                    "add",
-                    "--sp-source",
-                    &format!("{src}/128"),
-                    "--sp-destination",
-                    &format!("{dst}/128"),
-                    "--source-port",
-                    sport,
-                    "--destination-port",
-                    dport,
-                    "--upper-layer-protocol",
-                    "tcp",
-                    "--flow-direction",
-                    dir,
-                    "--action",
-                    "ipsec",
-                    "--sa-name",
-                    sa,
-                    "--sp-name",
-                    sp,
-                ],
-            )?;
+            let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+            let policy = SpArgs {
+                sport,
+                dport,
+                proto: "tcp",
+                sa: Some(sa),
+                ..SpArgs::ipsec(&src, &dst, dir, sp)
+            };
+            lab.cli(side, &policy.args())?;
         }
     }
     Ok(())
@@ -248,7 +231,7 @@ fn e2e(json: bool) -> anyhow::Result<()> {
         bail!("bench e2e creates network namespaces and loads eBPF: run it as root");
     }
     crate::build::run()?;
-    let mut lab = Lab::new("xbench", 0xbe)?;
+    let mut lab = Lab::new("xbn", 0xbe)?;
     lab.start_daemon("a")?;
     lab.start_daemon("b")?;
     protect_esp_port(&lab)?;

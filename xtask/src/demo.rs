@@ -14,22 +14,28 @@ use std::{
 
 use anyhow::bail;
 
-use crate::{
-    lab::{Lab, ns, quiet},
-    util,
+use xipsec_testkit::{
+    cli::{SA_EXAMPLE, SP_EXAMPLE, SpArgs},
+    netns::exec,
 };
+
+use crate::{lab::Lab, util};
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "PASSED" } else { "DROPPED" }
 }
 
 fn ping(netns: &str, from: &str, to: &str) -> bool {
-    quiet(&mut ns(
+    exec(
         netns,
         &[
             "ping", "-6", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-I", from, to,
         ],
-    ))
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .is_ok_and(|s| s.success())
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -37,10 +43,10 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo creates network namespaces and loads eBPF: run it as root");
     }
     crate::build::run()?;
-    let mut demo = Lab::new("xdemo", 0xde)?;
-    let (ns_a, ns_b) = (demo.ns_a.clone(), demo.ns_b.clone());
-    let (if_a, if_b) = (demo.if_a.clone(), demo.if_b.clone());
-    let (addr_a, addr_b) = (demo.addr_a.clone(), demo.addr_b.clone());
+    let mut demo = Lab::new("xdm", 0xde)?;
+    let (ns_a, ns_b) = (demo.net.ns_a.clone(), demo.net.ns_b.clone());
+    let (if_a, if_b) = (demo.net.if_a.clone(), demo.net.if_b.clone());
+    let (addr_a, addr_b) = (demo.net.addr_a.clone(), demo.net.addr_b.clone());
     for args in [
         vec!["-n", &ns_a, "addr", "add", "fd00:df::1/128", "dev", "lo"],
         vec!["-n", &ns_b, "addr", "add", "fd00:df::2/128", "dev", "lo"],
@@ -68,60 +74,18 @@ pub fn run() -> anyhow::Result<()> {
         util::run(Command::new("ip").args(&args))?;
     }
     println!(
-        "namespaces {ns_a} ({addr_a}, inner fd00:df::1) and {ns_b} ({addr_b}, inner fd00:df::2), veth {}/{if_b}",
-        demo.if_a
+        "namespaces {ns_a} ({addr_a}, inner fd00:df::1) and {ns_b} ({addr_b}, inner fd00:df::2), veth {if_a}/{if_b}"
     );
     demo.start_daemon("a")?;
     demo.start_daemon("b")?;
     demo.show("a", &["status"])?;
 
     println!("\n== the source document's examples, verbatim (on a) ==");
-    demo.cli(
-        "a",
-        &[
-            "esxcli",
-            "network",
-            "ip",
-            "ipsec",
-            "sa",
-            "add",
-            "--sa-source",
-            "3ffe:501:ffff:0::a",
-            "--sa-destination",
-            "3ffe:501:ffff:0001:0000:0000:0000:0001",
-            "--sa-mode",
-            "transport",
-            "--sa-spi",
-            "0x1000",
-            "--encryption-algorithm",
-            "3des-cbc",
-            "--encryption-key",
-            "0x6970763672656164796c6f676f336465736362636f757432",
-            "--integrity-algorithm",
-            "hmac-sha1",
-            "--integrity-key",
-            "0x6970763672656164796c6f67736861316f757432",
-            "--sa-name",
-            "sa1",
-        ],
-    )?;
-    demo.cli(
-        "a",
-        &[
-            "sp",
-            "add",
-            "--sp-source=2001:db8:1::/64",
-            "--sp-destination=2002:db8:1::/64",
-            "--source-port=23",
-            "--destination-port=25",
-            "--upper-layer-protocol=tcp",
-            "--flow-direction=out",
-            "--action=ipsec",
-            "--sp-mode=transport",
-            "--sa-name=sa1",
-            "--sp-name=sp1",
-        ],
-    )?;
+    // The SA example with the source document's `esxcli network ip ipsec` prefix, which the
+    // CLI accepts too.
+    let esxcli = ["esxcli", "network", "ip", "ipsec"];
+    demo.cli("a", &[&esxcli[..], SA_EXAMPLE].concat())?;
+    demo.cli("a", SP_EXAMPLE)?;
 
     println!("== protection: transport (source document keys) and tunnel (aes128/sha256) ==");
     demo.protect(
@@ -148,70 +112,36 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     // A higher-priority discard for one port, and a none policy for ICMPv6 echo of a third
     // address, show the other two actions.
-    demo.cli(
-        "a",
-        &[
-            "sp",
-            "add",
-            "--sp-source",
-            "fd00:de::2/128",
-            "--sp-destination",
-            "fd00:de::1/128",
-            "--source-port",
-            "any",
-            "--destination-port",
-            "9999",
-            "--upper-layer-protocol",
-            "udp",
-            "--flow-direction",
-            "in",
-            "--action",
-            "discard",
-            "--priority",
-            "10",
-            "--sp-name",
-            "block-udp-9999",
-        ],
-    )?;
-    demo.cli(
-        "a",
-        &[
-            "sp",
-            "add",
-            "--sp-source",
-            "fd00:de::/64",
-            "--sp-destination",
-            "fd00:de::1/128",
-            "--source-port",
-            "any",
-            "--destination-port",
-            "128",
-            "--upper-layer-protocol",
-            "icmp6",
-            "--flow-direction",
-            "in",
-            "--action",
-            "none",
-            "--sp-name",
-            "lan-ping",
-        ],
-    )?;
+    let block = SpArgs {
+        sport: "any",
+        dport: "9999",
+        proto: "udp",
+        action: "discard",
+        sa: None,
+        priority: Some("10"),
+        ..SpArgs::ipsec("fd00:de::2/128", "fd00:de::1/128", "in", "block-udp-9999")
+    };
+    demo.cli("a", &block.args())?;
+    let lan_ping = SpArgs {
+        dport: "128",
+        proto: "icmp6",
+        action: "none",
+        sa: None,
+        ..SpArgs::ipsec("fd00:de::/64", "fd00:de::1/128", "in", "lan-ping")
+    };
+    demo.cli("a", &lan_ping.args())?;
 
     // A capture at each end: it sees what that host sends, but not the ESP its XDP hands
     // straight to the engine (XDP runs before packet taps).
     let mut captures = Vec::new();
     for (side, namespace, interface) in [("a", &ns_a, &if_a), ("b", &ns_b, &if_b)] {
-        let wire = format!("{}/wire-{side}.pcap", demo.dir);
-        let child = ns(
-            namespace,
-            &[
-                "tcpdump", "-i", interface, "-U", "-nn", "-w", &wire, "ip6", "and", "not",
-                "icmp6[0]", ">=", "133",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+        let wire = demo.scratch.path().join(format!("wire-{side}.pcap"));
+        let child = exec(namespace, &["tcpdump", "-i", interface, "-U", "-nn", "-w"])
+            .arg(&wire)
+            .args(["ip6", "and", "not", "icmp6[0]", ">=", "133"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
         captures.push((child, wire));
     }
     sleep(Duration::from_millis(800));
@@ -225,41 +155,44 @@ pub fn run() -> anyhow::Result<()> {
         "ping6 a -> b   inner, tunnel ESP          {}",
         verdict(ping(&ns_a, "fd00:df::1", "fd00:df::2"))
     );
-    let (sent, got) = demo.transfer(&ns_a, None, &addr_b, "5001")?;
-    println!(
-        "TCP  a -> b:5001  10 MB, transport ESP    {} (sent {sent}, received {got})",
-        if sent == got && !sent.is_empty() {
-            "INTACT"
-        } else {
-            "CORRUPT/LOST"
-        }
-    );
-    let (sent, got) = demo.transfer(&ns_b, Some("fd00:df::2"), "fd00:df::1", "5002")?;
-    println!(
-        "TCP  b -> a:5002  10 MB, tunnel ESP       {} (sent {sent}, received {got})",
-        if sent == got && !sent.is_empty() {
-            "INTACT"
-        } else {
-            "CORRUPT/LOST"
-        }
-    );
+    for (label, from, src, to, port) in [
+        (
+            "a -> b:5001  10 MB, transport ESP ",
+            &ns_a,
+            None,
+            addr_b.as_str(),
+            "5001",
+        ),
+        (
+            "b -> a:5002  10 MB, tunnel ESP    ",
+            &ns_b,
+            Some("fd00:df::2"),
+            "fd00:df::1",
+            "5002",
+        ),
+    ] {
+        let (sent, got) = demo.transfer(from, src, to, port)?;
+        let intact = sent == got && !sent.is_empty();
+        let verdict = if intact { "INTACT" } else { "CORRUPT/LOST" };
+        println!("TCP  {label}   {verdict} (sent {sent}, received {got})");
+    }
     println!(
         "UDP  b -> a:9999  discard (priority 10)   {}/5 delivered",
-        demo.udp(&ns_b, &addr_a, "9999")?
+        demo.udp(&ns_b, &addr_a, 9999)
     );
     println!(
         "UDP  b -> a:9000  transport ESP           {}/5 delivered",
-        demo.udp(&ns_b, &addr_a, "9000")?
+        demo.udp(&ns_b, &addr_a, 9000)
     );
 
     sleep(Duration::from_millis(300));
     let mut seen = String::new();
     for (mut capture, wire) in captures {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+        xipsec_testkit::daemon::signal(&capture, libc::SIGINT);
         let _ = capture.wait();
         let out = Command::new("tcpdump")
-            .args(["-nn", "-r", &wire])
+            .args(["-nn", "-r"])
+            .arg(&wire)
             .output()?;
         seen.push_str(&String::from_utf8_lossy(&out.stdout));
     }

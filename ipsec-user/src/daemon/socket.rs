@@ -785,7 +785,7 @@ mod tests {
             return true;
         }
         let reason = format!("{test} needs root to run a client as another user (run with sudo)");
-        assert!(!crate::testing::ci(), "{reason}");
+        assert!(!xipsec_testkit::ci(), "{reason}");
         eprintln!("skipping: {reason}");
         false
     }

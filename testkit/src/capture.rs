@@ -32,7 +32,7 @@ use std::{
 
 use pcap_file::pcap::PcapReader;
 
-use crate::{netns::VethPair, traffic::fixture};
+use crate::netns::exec;
 
 /// EtherType of the marker frames: IEEE 802 local experimental (IEEE Std 802, 9.2.4).
 pub const MARKER_ETHERTYPE: u16 = 0x88b5;
@@ -218,7 +218,7 @@ impl Capture {
         // A 64 MiB buffer (-B, in KiB): a capture that drops frames cannot vouch that none was
         // clear, so `stop` fails on any kernel drop; a 10 MB TCP burst on a busy machine
         // overflows the default 2 MiB.
-        let mut child = VethPair::exec(
+        let mut child = exec(
             ns,
             &[
                 "tcpdump", "-i", iface, "-U", "-nn", "-s", "0", "-B", "65536",
@@ -321,8 +321,7 @@ impl Capture {
     /// (SIGINT, so it flushes), checks it exited cleanly without kernel drops, and decodes.
     pub fn stop(mut self) -> Frames {
         self.confirm_marker("stop");
-        // SAFETY: kill(2) on our own child's pid, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        crate::daemon::signal(&self.child, libc::SIGINT);
         let status = self.child.wait().expect("waiting for tcpdump");
         // The reader thread ends when the pipe closes; give it a moment to take the last lines.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -364,16 +363,8 @@ impl Drop for Capture {
 
 /// Sends one marker frame carrying `token` out of `iface` in namespace `ns`.
 fn send_marker(ns: &str, iface: &str, token: &str) {
-    let out = VethPair::exec(ns, &["python3"])
-        .arg(fixture("traffic.py"))
-        .args(["marker", iface, &MARKER_ETHERTYPE.to_string(), token])
-        .output()
-        .expect("running traffic.py marker");
-    assert!(
-        out.status.success(),
-        "sending a capture marker out of {iface} in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ethertype = MARKER_ETHERTYPE.to_string();
+    crate::traffic::fixture_output(ns, "traffic.py", &["marker", iface, &ethertype, token]);
 }
 
 /// The frames of `file`, each as captured (a file still being written may end mid-record).

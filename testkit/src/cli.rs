@@ -1,0 +1,165 @@
+//! Running the `xipsec` CLI, what its failures must look like, and the source document's
+//! examples (verbatim), shared by the CLI tests and the demo.
+
+use std::{
+    path::Path,
+    process::{Command, ExitStatus, Output, Stdio},
+};
+
+use crate::daemon::xipsec_bin;
+
+/// The source document's `sa add` example, verbatim.
+pub const SA_EXAMPLE: &[&str] = &[
+    "sa",
+    "add",
+    "--sa-source",
+    "3ffe:501:ffff:0::a",
+    "--sa-destination",
+    "3ffe:501:ffff:0001:0000:0000:0000:0001",
+    "--sa-mode",
+    "transport",
+    "--sa-spi",
+    "0x1000",
+    "--encryption-algorithm",
+    "3des-cbc",
+    "--encryption-key",
+    "0x6970763672656164796c6f676f336465736362636f757432",
+    "--integrity-algorithm",
+    "hmac-sha1",
+    "--integrity-key",
+    "0x6970763672656164796c6f67736861316f757432",
+    "--sa-name",
+    "sa1",
+];
+
+/// The source document's `sp add` example, verbatim (with `sp`, which the source omits).
+pub const SP_EXAMPLE: &[&str] = &[
+    "sp",
+    "add",
+    "--sp-source=2001:db8:1::/64",
+    "--sp-destination=2002:db8:1::/64",
+    "--source-port=23",
+    "--destination-port=25",
+    "--upper-layer-protocol=tcp",
+    "--flow-direction=out",
+    "--action=ipsec",
+    "--sp-mode=transport",
+    "--sa-name=sa1",
+    "--sp-name=sp1",
+];
+
+/// A finished `xipsec` command.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Self {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+/// Run `xipsec ARGS` with `XIPSEC_SOCKET=socket`.
+pub fn run_on(socket: &Path, args: &[&str]) -> Run {
+    run_with(&xipsec_bin(), socket, args)
+}
+
+/// Run `bin ARGS` with `XIPSEC_SOCKET=socket`.
+pub fn run_with(bin: &Path, socket: &Path, args: &[&str]) -> Run {
+    Command::new(bin)
+        .args(args)
+        .env("XIPSEC_SOCKET", socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running xipsec")
+        .into()
+}
+
+/// Assert `run` failed with exactly one stderr line starting `error:`, and return that line.
+pub fn single_error_line(run: &Run, what: &str) -> String {
+    assert!(
+        !run.status.success(),
+        "{what}: expected failure, got {run:?}"
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one stderr line, got {:?}",
+        run.stderr
+    );
+    assert!(lines[0].starts_with("error: "), "{what}: {:?}", lines[0]);
+    lines[0].to_owned()
+}
+
+/// An `sp add` command line in long options, as the tests and the lab write their policies.
+#[derive(Clone, Copy, Debug)]
+pub struct SpArgs<'a> {
+    pub src: &'a str,
+    pub dst: &'a str,
+    pub sport: &'a str,
+    pub dport: &'a str,
+    pub proto: &'a str,
+    pub dir: &'a str,
+    pub action: &'a str,
+    /// The SA of an `ipsec` policy.
+    pub sa: Option<&'a str>,
+    pub priority: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl<'a> SpArgs<'a> {
+    /// Every port and protocol between `src` and `dst` in direction `dir`, protected by SA
+    /// `name`; the policy is named `name` too.
+    pub fn ipsec(src: &'a str, dst: &'a str, dir: &'a str, name: &'a str) -> Self {
+        Self {
+            src,
+            dst,
+            sport: "any",
+            dport: "any",
+            proto: "any",
+            dir,
+            action: "ipsec",
+            sa: Some(name),
+            priority: None,
+            name,
+        }
+    }
+
+    /// The command line, `sp add` included.
+    pub fn args(&self) -> Vec<&'a str> {
+        let mut args = vec![
+            "sp",
+            "add",
+            "--sp-source",
+            self.src,
+            "--sp-destination",
+            self.dst,
+            "--source-port",
+            self.sport,
+            "--destination-port",
+            self.dport,
+            "--upper-layer-protocol",
+            self.proto,
+            "--flow-direction",
+            self.dir,
+            "--action",
+            self.action,
+        ];
+        if let Some(sa) = self.sa {
+            args.extend(["--sa-name", sa]);
+        }
+        if let Some(priority) = self.priority {
+            args.extend(["--priority", priority]);
+        }
+        args.extend(["--sp-name", self.name]);
+        args
+    }
+}
