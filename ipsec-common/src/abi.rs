@@ -103,7 +103,7 @@ pub fn fragment_rank(action: u32, seq: u32) -> u64 {
         ACTION_IPSEC => 1,
         _ => 2,
     };
-    (strictness << 32) | seq as u64
+    (strictness << 32) | u64::from(seq)
 }
 
 /// `sp_id` of "no policy matched".
@@ -220,8 +220,8 @@ impl FlowKey {
     pub fn is_neighbour_discovery(&self) -> bool {
         self.proto == proto::ICMPV6
             && self.flags & FLOW_OPAQUE == 0
-            && self.dport >= ND_TYPE_FIRST as u16
-            && self.dport <= ND_TYPE_LAST as u16
+            && self.dport >= u16::from(ND_TYPE_FIRST)
+            && self.dport <= u16::from(ND_TYPE_LAST)
     }
 }
 
@@ -382,14 +382,14 @@ pub const XSK_MAX_FRAME: usize = 3_456;
 /// Key of [`XSK_SLOTS`]: the receiving interface and its RX queue.
 #[inline(always)]
 pub fn xsk_slot_key(ifindex: u32, queue: u32) -> u64 {
-    ((ifindex as u64) << 32) | queue as u64
+    (u64::from(ifindex) << 32) | u64::from(queue)
 }
 
 /// Index into [`MASK_COUNT`] and base (in units of [`MAX_MASKS`]) into [`MASKS`] for a rule kind,
 /// generation and direction.
 #[inline(always)]
 pub fn mask_set(kind: u8, generation: u8, dir: u8) -> u32 {
-    (kind as u32 % RULE_KINDS) * 4 + (generation as u32 & 1) * 2 + (dir as u32 & 1)
+    (u32::from(kind) % RULE_KINDS) * 4 + (u32::from(generation) & 1) * 2 + (u32::from(dir) & 1)
 }
 pub const MASK_SETS: u32 = 4 * RULE_KINDS;
 

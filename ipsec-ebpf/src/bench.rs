@@ -28,7 +28,11 @@ fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
 
 /// Benchmark baseline: parse and pass.
 #[xdp]
-pub fn xdp_bench_parse(ctx: XdpContext) -> u32 {
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context over by value"
+)]
+pub(crate) fn xdp_bench_parse(ctx: XdpContext) -> u32 {
     let mut slot = core::mem::MaybeUninit::uninit();
     let flow = zeroed_key(&mut slot);
     if parsed(&ctx, flow) {
@@ -40,7 +44,11 @@ pub fn xdp_bench_parse(ctx: XdpContext) -> u32 {
 
 /// Benchmark baseline: parse plus one exact-match hash lookup of the flow.
 #[xdp]
-pub fn xdp_bench_hash(ctx: XdpContext) -> u32 {
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context over by value"
+)]
+pub(crate) fn xdp_bench_hash(ctx: XdpContext) -> u32 {
     let mut slot = core::mem::MaybeUninit::uninit();
     let flow = zeroed_key(&mut slot);
     if parsed(&ctx, flow) && BENCH_FLOWS.get_ptr(*flow).is_some() {

@@ -3,6 +3,11 @@
 //! Only `xipsec-bench-classify` loads it; the daemon never does.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![allow(
+    clippy::inline_always,
+    reason = "every helper must inline into its program: a BPF-to-BPF call costs verifier budget \
+              and loses the caller's bounds on its arguments"
+)]
 
 include!("object.rs");
 

@@ -30,7 +30,7 @@ fn array_u64(map: &Array<u64>, index: u32) -> u64 {
 /// The verdict for `flow` given what its fragment header said: the matched policy (or `NO_SP`)
 /// and its action.
 #[inline(always)]
-pub fn classify(flow: &FlowKey, fragment: Fragment) -> CacheValue {
+pub(crate) fn classify(flow: &FlowKey, fragment: Fragment) -> CacheValue {
     match fragment {
         Fragment::Whole => classify_flow(flow),
         Fragment::First { id } => {
@@ -148,8 +148,8 @@ fn remember(flow: &FlowKey, id: [u8; 4], verdict: &CacheValue) {
 #[inline(always)]
 fn frag_key(flow: &FlowKey, id: [u8; 4]) -> FragKey {
     let mut slot = core::mem::MaybeUninit::<FragKey>::uninit();
-    let to = slot.as_mut_ptr() as *mut u64;
-    let from = flow as *const FlowKey as *const u64;
+    let to = slot.as_mut_ptr().cast::<u64>();
+    let from = core::ptr::from_ref(flow).cast::<u64>();
     let mut i = 0;
     while i < 4 {
         // SAFETY: both types are 40 bytes, 8-byte aligned, with the addresses in bytes 0..32.
@@ -157,7 +157,7 @@ fn frag_key(flow: &FlowKey, id: [u8; 4]) -> FragKey {
         i += 1;
     }
     // Bytes 32..36 the identification as read, 36 the direction, 37..40 zero (little endian).
-    let last = u32::from_ne_bytes(id) as u64 | (flow.dir as u64) << 32;
+    let last = u64::from(u32::from_ne_bytes(id)) | u64::from(flow.dir) << 32;
     // SAFETY: word 4 of the 40-byte key.
     unsafe { core::ptr::write_volatile(to.add(4), last) };
     // SAFETY: every byte was written above; any bit pattern is a valid `FragKey` (Pod).

@@ -26,12 +26,18 @@ use crate::{
 };
 
 /// Enough linear bytes for Ethernet, two VLAN tags and the deepest transport header we read.
+#[allow(clippy::cast_possible_truncation, reason = "a few hundred bytes")]
 const PULL_LEN: u32 = (MAX_L4_OFFSET + 22 + 16) as u32;
 
 #[inline(always)]
-pub fn try_tc_egress(ctx: &TcContext) -> i32 {
+pub(crate) fn try_tc_egress(ctx: &TcContext) -> i32 {
     let len = ctx.len();
-    if ((ctx.data_end() - ctx.data()) as u32) < len {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "linear packet data is far below 4 GiB; a checked conversion costs verifier branches"
+    )]
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < len {
         let want = if len < PULL_LEN { len } else { PULL_LEN };
         let _ = ctx.pull_data(want);
     }
@@ -68,7 +74,7 @@ pub fn try_tc_egress(ctx: &TcContext) -> i32 {
                     ok(Counter::PassNoPolicy)
                 };
             }
-            count_sp(verdict.sp_id, len as u64);
+            count_sp(verdict.sp_id, u64::from(len));
             match verdict.action {
                 ACTION_DISCARD => shot(Counter::DropDiscard),
                 ACTION_IPSEC => to_engine(),
@@ -92,6 +98,10 @@ fn from_engine_socket(ctx: &TcContext) -> bool {
 /// Hand the packet to the ESP engine's TUN device; without an engine, or one not heard from for
 /// `ENGINE_ALIVE_TIMEOUT_NS`, drop it (fail closed) and count it.
 #[inline(always)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "`ifindex` is checked to fit a u32; bpf_redirect returns TC_ACT_REDIRECT or TC_ACT_SHOT"
+)]
 fn to_engine() -> i32 {
     let ifindex = CONFIG.get(CONFIG_ESP_IFINDEX).copied().unwrap_or(0);
     let alive = CONFIG.get(CONFIG_ENGINE_ALIVE_NS).copied().unwrap_or(0);

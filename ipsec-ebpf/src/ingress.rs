@@ -14,7 +14,7 @@ use crate::{
 };
 
 #[inline(always)]
-pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
+pub(crate) fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
     let frame = Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),
@@ -63,6 +63,10 @@ pub fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
 /// socket bound to exactly this (interface, queue) may take the packet (any other drops it), so
 /// the slot is looked up by both.
 #[inline(always)]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "an interface index is a u32 in `xdp_md`; aya widens it to usize"
+)]
 fn to_engine_socket(ctx: &XdpContext) -> bool {
     let key = xsk_slot_key(ctx.ingress_ifindex() as u32, ctx.rx_queue_index());
     // SAFETY: a plain value read from the map; entries are only replaced whole.
@@ -70,7 +74,7 @@ fn to_engine_socket(ctx: &XdpContext) -> bool {
         return false;
     };
     // An empty slot (the socket closed) falls back to XDP_PASS: the raw-socket path.
-    XSKS.redirect(slot, xdp_action::XDP_PASS as u64).is_ok()
+    XSKS.redirect(slot, u64::from(xdp_action::XDP_PASS)).is_ok()
 }
 
 #[inline(always)]

@@ -3,5 +3,10 @@
 //! shared with the benchmark object `bench_main.rs`). Benchmark programs and maps are not here.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+#![allow(
+    clippy::inline_always,
+    reason = "every helper must inline into its program: a BPF-to-BPF call costs verifier budget \
+              and loses the caller's bounds on its arguments"
+)]
 
 include!("object.rs");

@@ -14,53 +14,53 @@ use ipsec_common::abi::{
 #[map(name = "XIPSEC_RULES")]
 /// Allocated on insert (`BPF_F_NO_PREALLOC`): memory follows the SPD size, and a rule removed
 /// while a packet reads it is freed only after an RCU grace period.
-pub static RULES: HashMap<RuleKey, RuleValue> =
+pub(crate) static RULES: HashMap<RuleKey, RuleValue> =
     HashMap::with_max_entries(RULES_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map(name = "XIPSEC_MASKS")]
-pub static MASKS: Array<MaskDesc> = Array::with_max_entries(MASK_SETS * MAX_MASKS, 0);
+pub(crate) static MASKS: Array<MaskDesc> = Array::with_max_entries(MASK_SETS * MAX_MASKS, 0);
 
 #[map(name = "XIPSEC_MASK_COUNT")]
-pub static MASK_COUNT: Array<u32> = Array::with_max_entries(MASK_SETS, 0);
+pub(crate) static MASK_COUNT: Array<u32> = Array::with_max_entries(MASK_SETS, 0);
 
 #[map(name = "XIPSEC_CONFIG")]
-pub static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);
+pub(crate) static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);
 
 #[map(name = "XIPSEC_FLOW_CACHE")]
-pub static FLOW_CACHE: LruHashMap<FlowKey, CacheValue> =
+pub(crate) static FLOW_CACHE: LruHashMap<FlowKey, CacheValue> =
     LruHashMap::with_max_entries(FLOW_CACHE_CAPACITY, 0);
 
 #[map(name = "XIPSEC_SP_STATS")]
-pub static SP_STATS: PerCpuArray<SpStats> = PerCpuArray::with_max_entries(MAX_SP, 0);
+pub(crate) static SP_STATS: PerCpuArray<SpStats> = PerCpuArray::with_max_entries(MAX_SP, 0);
 
 #[map(name = "XIPSEC_COUNTERS")]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[map(name = "XIPSEC_SA_BY_SPI")]
-pub static SA_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
+pub(crate) static SA_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
 
 #[map(name = "XIPSEC_XSKS")]
-pub static XSKS: XskMap = XskMap::with_max_entries(MAX_XSK, 0);
+pub(crate) static XSKS: XskMap = XskMap::with_max_entries(MAX_XSK, 0);
 
 #[map(name = "XIPSEC_XSK_SLOTS")]
-pub static XSK_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_XSK, 0);
+pub(crate) static XSK_SLOTS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_XSK, 0);
 
 #[map(name = "XIPSEC_SA_OUT_BY_SPI")]
 /// Outbound SAs by SPI (host order): the only ESP the engine's socket may send unclassified.
-pub static SA_OUT_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
+pub(crate) static SA_OUT_BY_SPI: HashMap<u32, SaInfo> = HashMap::with_max_entries(MAX_SA, 0);
 
 #[map(name = "XIPSEC_ENGINE_SOCKETS")]
 /// Socket cookies of the ESP engine's sending sockets (value unused).
-pub static ENGINE_SOCKETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENGINE_SOCKETS, 0);
+pub(crate) static ENGINE_SOCKETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_ENGINE_SOCKETS, 0);
 
 #[map(name = "XIPSEC_FRAG_STATE")]
 /// The first fragment's verdict of each fragmented datagram, for its other fragments.
-pub static FRAG_STATE: LruHashMap<FragKey, FragValue> =
+pub(crate) static FRAG_STATE: LruHashMap<FragKey, FragValue> =
     LruHashMap::with_max_entries(FRAG_STATE_CAPACITY, 0);
 
 /// Count one verdict.
 #[inline(always)]
-pub fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *slot += 1 };
@@ -69,7 +69,7 @@ pub fn count(counter: Counter) {
 
 /// Count one packet of `len` bytes against policy `sp_id`.
 #[inline(always)]
-pub fn count_sp(sp_id: u32, len: u64) {
+pub(crate) fn count_sp(sp_id: u32, len: u64) {
     if let Some(stats) = SP_STATS.get_ptr_mut(sp_id) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe {

@@ -23,13 +23,21 @@ mod programs {
 
     /// Inbound: classify against the inbound SPD (and steer ESP by SPI).
     #[xdp]
-    pub fn xdp_ingress(ctx: XdpContext) -> u32 {
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the program macro hands the context over by value"
+    )]
+    pub(crate) fn xdp_ingress(ctx: XdpContext) -> u32 {
         crate::ingress::try_xdp_ingress(&ctx)
     }
 
     /// Outbound: classify against the outbound SPD; fail closed for `ipsec`.
     #[classifier]
-    pub fn tc_egress(ctx: TcContext) -> i32 {
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the program macro hands the context over by value"
+    )]
+    pub(crate) fn tc_egress(ctx: TcContext) -> i32 {
         crate::egress::try_tc_egress(&ctx)
     }
 }

@@ -16,7 +16,7 @@ use ipsec_common::abi::{
 
 /// What the parser made of a frame.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Not IPv6 (or not an Ethernet frame we understand): not ours to judge.
     NotIpv6,
     /// Truncated or inconsistent headers.
@@ -36,7 +36,7 @@ pub enum Outcome {
 
 /// What the fragment header (if any) says about the packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Fragment {
+pub(crate) enum Fragment {
     /// Not a fragment, or an atomic fragment (offset 0, no more fragments: RFC 6946).
     Whole,
     /// The first fragment of a datagram (offset 0, more to come): its verdict is remembered.
@@ -48,7 +48,7 @@ pub enum Fragment {
 
 /// Bounds-checked view of the packet bytes.
 #[derive(Clone, Copy)]
-pub struct Frame {
+pub(crate) struct Frame {
     /// Start and end of the bytes we can read directly (the linear part of an skb).
     pub data: usize,
     pub data_end: usize,
@@ -80,7 +80,11 @@ impl Frame {
         if start + 16 > self.data_end {
             return false;
         }
-        let to = to.as_mut_ptr() as *mut u16;
+        #[allow(
+            clippy::cast_ptr_alignment,
+            reason = "`to` is 2-byte aligned inside `FlowKey` (see above)"
+        )]
+        let to = to.as_mut_ptr().cast::<u16>();
         let mut i = 0;
         while i < 8 {
             // SAFETY: [start, start + 16) was just checked to lie inside the packet; both sides
@@ -106,7 +110,7 @@ impl Frame {
     }
 
     #[inline(always)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.total_len
     }
 }
@@ -115,8 +119,8 @@ impl Frame {
 /// other way (`FlowKey::default()`, a loop) compiles to a call into a byte-wise `memset` loop,
 /// 40 iterations on every packet: the BPF backend does not expand that memset inline.
 #[inline(always)]
-pub fn zeroed_key(slot: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
-    let words = slot.as_mut_ptr() as *mut u64;
+pub(crate) fn zeroed_key(slot: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
+    let words = slot.as_mut_ptr().cast::<u64>();
     let mut i = 0;
     while i < size_of::<FlowKey>() / 8 {
         // SAFETY: `FlowKey` is 40 bytes, 8-byte aligned, plain data; the stores cover it.
@@ -130,7 +134,7 @@ pub fn zeroed_key(slot: &mut core::mem::MaybeUninit<FlowKey>) -> &mut FlowKey {
 /// Parse `frame` into `key`. With `esp_is_terminal`, ESP yields [`Outcome::Esp`] (ingress);
 /// otherwise ESP is classified like any other protocol without ports (egress).
 #[inline(always)]
-pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -> Outcome {
+pub(crate) fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -> Outcome {
     let Some(eth) = frame.bytes::<ETH_HEADER_LEN>(0) else {
         return Outcome::NotIpv6;
     };
@@ -241,7 +245,7 @@ pub fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -
             let Some(p) = frame.within::<4>(off, payload_end) else {
                 return Outcome::Malformed;
             };
-            key.dport = p[0] as u16;
+            key.dport = u16::from(p[0]);
         }
         proto::ESP if esp_is_terminal => {
             // The whole header must be there; the SPI is its first half.

@@ -108,7 +108,10 @@ fn measure(runs: u32, min_run: Duration, mut batch: impl FnMut() -> Result<u64>)
         while start.elapsed() < min_run {
             bytes += batch()?;
         }
-        #[allow(clippy::cast_precision_loss)] // byte counts stay far below 2^52
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "byte counts stay far below 2^52"
+        )]
         rates.push(bytes as f64 / start.elapsed().as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);

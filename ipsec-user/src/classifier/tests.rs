@@ -324,7 +324,7 @@ fn precedence_by_hand() {
     add(&mut spd, "p9", "any", "any", |a| a.priority = text(&9));
     expect(&spd, &[(tcp(from, "2001:db8::1", 1000, 80), "p9")]);
     add(&mut spd, "p3", "any", "3000::/16", |a| {
-        a.priority = text(&3)
+        a.priority = text(&3);
     });
     expect(
         &spd,

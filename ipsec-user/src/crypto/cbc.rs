@@ -160,8 +160,10 @@ impl<BS: ArraySize> BlockSizeUser for Chain<'_, BS> {
 }
 
 impl<BS: ArraySize> BlockCipherEncClosure for Chain<'_, BS> {
-    // It must inline into the backend's `target_feature` function, or each block pays a call.
-    #[allow(clippy::inline_always)]
+    #[allow(
+        clippy::inline_always,
+        reason = "it must inline into the backend's `target_feature` function, or each block pays a call"
+    )]
     #[inline(always)]
     fn call<B: BlockCipherEncBackend<BlockSize = BS>>(self, backend: &B) {
         let mut chain = self.iv;

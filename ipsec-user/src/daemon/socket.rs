@@ -268,7 +268,7 @@ pub(crate) fn refuse_if_answered(path: &Path) -> anyhow::Result<()> {
 
 /// A bound control socket, remembered by inode so shutdown removes only our own file.
 pub(crate) struct Listener {
-    listener: UnixListener,
+    socket: UnixListener,
     path: PathBuf,
     ino: (u64, u64),
 }
@@ -319,7 +319,7 @@ pub(crate) fn bind(path: &Path) -> anyhow::Result<Listener> {
     let meta = std::fs::symlink_metadata(path)
         .with_context(|| format!("cannot stat {}", path.display()))?;
     Ok(Listener {
-        listener,
+        socket: listener,
         path: path.to_owned(),
         ino: (meta.dev(), meta.ino()),
     })
@@ -338,7 +338,7 @@ pub(crate) async fn serve_clients(
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            accepted = listener.listener.accept() => match accepted {
+            accepted = listener.socket.accept() => match accepted {
                 Ok((stream, _)) => admit(stream, &control, limits, &slots, &lingering),
                 // Running out of descriptors is transient; keep serving the clients we have.
                 Err(e) => {
@@ -639,7 +639,7 @@ mod tests {
         task: tokio::task::JoinHandle<()>,
     }
 
-    async fn serve_in(dir: &Path, limits: ControlLimits) -> Served {
+    fn serve_in(dir: &Path, limits: ControlLimits) -> Served {
         let socket = dir.join("s");
         let (store, spd): (StateStore, Spd) =
             StateStore::open(&dir.join("state")).expect("opening the state directory");
@@ -692,7 +692,7 @@ mod tests {
             idle_timeout: Duration::from_millis(300),
             ..ControlLimits::default()
         };
-        let served = serve_in(dir.path(), limits).await;
+        let served = serve_in(dir.path(), limits);
         let started = std::time::Instant::now();
         // Connects, then sends half a request and stalls.
         let mut idle = UnixStream::connect(&served.socket)
@@ -734,7 +734,7 @@ mod tests {
             max_connections: 2,
             ..ControlLimits::default()
         };
-        let served = serve_in(dir.path(), limits).await;
+        let served = serve_in(dir.path(), limits);
         let first = UnixStream::connect(&served.socket)
             .await
             .expect("connecting");
@@ -824,7 +824,7 @@ mod tests {
             }),
             ..ControlLimits::default()
         };
-        let served = serve_in(dir.path(), limits).await;
+        let served = serve_in(dir.path(), limits);
         // Open the file permissions so only the credential check decides.
         for (path, mode) in [(dir.path(), 0o711), (served.socket.as_path(), 0o666)] {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -2,6 +2,10 @@
 
 use super::args::{SaAddArgs, SpAddArgs};
 
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "every field of the argument structs is an Option; this fills one"
+)]
 fn s(value: &str) -> Option<String> {
     Some(value.to_owned())
 }

@@ -14,24 +14,24 @@ use super::key::Key;
 
 /// What each option accepts, as the tail of its error messages.
 pub(crate) mod allowed {
-    pub const SA_ADDRESS: &str = "use an ipv6 address, or any in transport mode";
-    pub const MODE: &str = "use transport or tunnel";
-    pub const SPI: &str = "use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff";
-    pub const ENCRYPTION: &str = "use 3des-cbc, aes128-cbc or null";
-    pub const INTEGRITY: &str = "use hmac-sha1 or hmac-sha2-256";
-    pub const NAME: &str = "use 1 to 64 characters from A-Z a-z 0-9 _ . -";
-    pub const PREFIX: &str = "use ADDR/LEN (e.g. 2001:db8::/64) or any";
-    pub const PREFIX_LEN: &str = "the prefix length must be 0 to 128";
-    pub const PORT: &str = "use 0 to 65535 or any (0 means any)";
-    pub const PROTOCOL: &str = "use tcp, udp, icmp6 or any";
-    pub const DIRECTION: &str = "use in or out";
-    pub const ACTION: &str = "use none, discard or ipsec";
-    pub const PRIORITY: &str = "use 0 to 65535 (lower ranks first)";
-    pub const SA_REMOVE: &str =
+    pub(crate) const SA_ADDRESS: &str = "use an ipv6 address, or any in transport mode";
+    pub(crate) const MODE: &str = "use transport or tunnel";
+    pub(crate) const SPI: &str = "use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff";
+    pub(crate) const ENCRYPTION: &str = "use 3des-cbc, aes128-cbc or null";
+    pub(crate) const INTEGRITY: &str = "use hmac-sha1 or hmac-sha2-256";
+    pub(crate) const NAME: &str = "use 1 to 64 characters from A-Z a-z 0-9 _ . -";
+    pub(crate) const PREFIX: &str = "use ADDR/LEN (e.g. 2001:db8::/64) or any";
+    pub(crate) const PREFIX_LEN: &str = "the prefix length must be 0 to 128";
+    pub(crate) const PORT: &str = "use 0 to 65535 or any (0 means any)";
+    pub(crate) const PROTOCOL: &str = "use tcp, udp, icmp6 or any";
+    pub(crate) const DIRECTION: &str = "use in or out";
+    pub(crate) const ACTION: &str = "use none, discard or ipsec";
+    pub(crate) const PRIORITY: &str = "use 0 to 65535 (lower ranks first)";
+    pub(crate) const SA_REMOVE: &str =
         "give the sa name, or --sa-source, --sa-destination and --sa-spi together, or --remove-all";
-    pub const SA_TRIPLE: &str =
+    pub(crate) const SA_TRIPLE: &str =
         "--sa-source, --sa-destination and --sa-spi identify the sa together";
-    pub const SP_REMOVE: &str = "give the sp name, or --remove-all";
+    pub(crate) const SP_REMOVE: &str = "give the sp name, or --remove-all";
 }
 
 /// Longest SA or SP name.
