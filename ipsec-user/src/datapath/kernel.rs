@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
+    Ebpf, EbpfLoader, TestRun, TestRunOptions, TestRunResult,
     maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -156,22 +156,49 @@ pub struct Attached {
     pub xdp_mode: String,
 }
 
-pub(super) struct Maps {
-    pub rules: HashMap<MapData, RuleKey, RuleValue>,
-    pub masks: Array<MapData, MaskDesc>,
-    pub mask_count: Array<MapData, u32>,
-    pub config: Array<MapData, u64>,
-    pub sp_stats: PerCpuArray<MapData, SpStats>,
-    pub counters: PerCpuArray<MapData, u64>,
-    pub sa_by_spi: HashMap<MapData, u32, SaInfo>,
-    pub sa_out_by_spi: HashMap<MapData, u32, SaInfo>,
-    pub engine_sockets: HashMap<MapData, u64, u32>,
-    pub frag_state: HashMap<MapData, FragKey, FragValue>,
-    /// Only in the benchmark object.
-    pub bench_flows: Option<HashMap<MapData, FlowKey, CacheValue>>,
-    pub flow_cache: HashMap<MapData, FlowKey, CacheValue>,
-    pub xsks: XskMap<MapData>,
-    pub xsk_slots: HashMap<MapData, u64, u32>,
+/// Declares the maps of the production object once: each `Maps` field with its type and its
+/// name in the object. `MAP_NAMES` (what `load` pins and `remove_pins` removes) and `Maps::take`
+/// (what `load` takes out of the object) come from the same list, so they cannot drift apart.
+macro_rules! maps {
+    ($($field:ident: $ty:ty = $name:expr,)*) => {
+        pub(super) struct Maps {
+            $(pub(super) $field: $ty,)*
+            /// Only in the benchmark object (never pinned).
+            pub(super) bench_flows: Option<HashMap<MapData, FlowKey, CacheValue>>,
+        }
+
+        const MAP_NAMES: &[&str] = &[$($name),*];
+
+        impl Maps {
+            /// Take every map out of `ebpf`, the benchmark object's own one with `benchmark`.
+            fn take(ebpf: &mut Ebpf, benchmark: bool) -> Result<Self, DatapathError> {
+                Ok(Self {
+                    $($field: take(ebpf, $name)?,)*
+                    bench_flows: if benchmark {
+                        Some(take(ebpf, abi::bench::FLOWS)?)
+                    } else {
+                        None
+                    },
+                })
+            }
+        }
+    };
+}
+
+maps! {
+    rules: HashMap<MapData, RuleKey, RuleValue> = abi::RULES,
+    masks: Array<MapData, MaskDesc> = abi::MASKS,
+    mask_count: Array<MapData, u32> = abi::MASK_COUNT,
+    config: Array<MapData, u64> = abi::CONFIG,
+    flow_cache: HashMap<MapData, FlowKey, CacheValue> = abi::FLOW_CACHE,
+    sp_stats: PerCpuArray<MapData, SpStats> = abi::SP_STATS,
+    counters: PerCpuArray<MapData, u64> = abi::COUNTERS,
+    sa_by_spi: HashMap<MapData, u32, SaInfo> = abi::SA_BY_SPI,
+    xsks: XskMap<MapData> = abi::XSKS,
+    xsk_slots: HashMap<MapData, u64, u32> = abi::XSK_SLOTS,
+    sa_out_by_spi: HashMap<MapData, u32, SaInfo> = abi::SA_OUT_BY_SPI,
+    engine_sockets: HashMap<MapData, u64, u32> = abi::ENGINE_SOCKETS,
+    frag_state: HashMap<MapData, FragKey, FragValue> = abi::FRAG_STATE,
 }
 
 /// The loaded programs and their maps. Dropping it detaches everything it attached and removes
@@ -186,6 +213,17 @@ pub struct KernelDatapath {
     created_links: Vec<PathBuf>,
 }
 
+/// The error for a failed access to map `name`, for `map_err`.
+pub(super) fn map_io(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError + Copy {
+    move |source| DatapathError::MapIo { name, source }
+}
+
+/// The generation (0 or 1) that `epoch` makes active: the kernel programs read the epoch's low
+/// bit, and `sync` writes the other generation before it increments the epoch.
+pub(super) fn generation(epoch: u64) -> u8 {
+    u8::from(epoch & 1 == 1)
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -197,21 +235,6 @@ where
 }
 
 const PROGRAM_NAMES: [&str; 2] = [abi::PROG_XDP_INGRESS, abi::PROG_TC_EGRESS];
-const MAP_NAMES: [&str; 13] = [
-    abi::RULES,
-    abi::MASKS,
-    abi::MASK_COUNT,
-    abi::CONFIG,
-    abi::FLOW_CACHE,
-    abi::SP_STATS,
-    abi::COUNTERS,
-    abi::SA_BY_SPI,
-    abi::XSKS,
-    abi::XSK_SLOTS,
-    abi::SA_OUT_BY_SPI,
-    abi::ENGINE_SOCKETS,
-    abi::FRAG_STATE,
-];
 
 impl KernelDatapath {
     /// Load (and verify) every program and create the maps. Attaches nothing.
@@ -257,7 +280,7 @@ impl KernelDatapath {
             source,
         })?;
         if let Some(dir) = &options.pin_dir {
-            for name in MAP_NAMES {
+            for &name in MAP_NAMES {
                 let path = dir.join(name);
                 let map = ebpf.map(name).ok_or(DatapathError::MissingMap { name })?;
                 map.pin(&path).map_err(|source| DatapathError::Pin {
@@ -278,26 +301,7 @@ impl KernelDatapath {
                 })?;
             }
         }
-        let maps = Maps {
-            rules: take(&mut ebpf, abi::RULES)?,
-            masks: take(&mut ebpf, abi::MASKS)?,
-            mask_count: take(&mut ebpf, abi::MASK_COUNT)?,
-            config: take(&mut ebpf, abi::CONFIG)?,
-            sp_stats: take(&mut ebpf, abi::SP_STATS)?,
-            counters: take(&mut ebpf, abi::COUNTERS)?,
-            sa_by_spi: take(&mut ebpf, abi::SA_BY_SPI)?,
-            bench_flows: if options.benchmark {
-                Some(take(&mut ebpf, abi::bench::FLOWS)?)
-            } else {
-                None
-            },
-            flow_cache: take(&mut ebpf, abi::FLOW_CACHE)?,
-            xsks: take(&mut ebpf, abi::XSKS)?,
-            xsk_slots: take(&mut ebpf, abi::XSK_SLOTS)?,
-            sa_out_by_spi: take(&mut ebpf, abi::SA_OUT_BY_SPI)?,
-            engine_sockets: take(&mut ebpf, abi::ENGINE_SOCKETS)?,
-            frag_state: take(&mut ebpf, abi::FRAG_STATE)?,
-        };
+        let maps = Maps::take(&mut ebpf, options.benchmark)?;
         Ok(Self {
             ebpf,
             maps,
@@ -346,7 +350,9 @@ impl KernelDatapath {
         };
 
         let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
-        let taken_over = xdp_pin.as_ref().is_some_and(|pin| take_over_xdp(xdp, pin));
+        let taken_over = xdp_pin
+            .as_ref()
+            .is_some_and(|pin| take_over(pin, |link: XdpLink| xdp.attach_to_link(link).is_ok()));
         let mut used_mode = xdp_mode;
         if !taken_over {
             let xdp_id = match xdp.attach(interface, xdp_mode) {
@@ -369,9 +375,11 @@ impl KernelDatapath {
         }
 
         let tc_prog: &mut SchedClassifier = program(&mut self.ebpf, abi::PROG_TC_EGRESS)?;
-        let tc_taken = tc_pin
-            .as_ref()
-            .is_some_and(|pin| take_over_tc(tc_prog, pin));
+        let tc_taken = tc_pin.as_ref().is_some_and(|pin| {
+            take_over(pin, |link: SchedClassifierLink| {
+                tc_prog.attach_to_link(link).is_ok()
+            })
+        });
         if !tc_taken {
             let tc_result = tc_prog
                 .attach(interface, TcAttachType::Egress)
@@ -414,19 +422,13 @@ impl KernelDatapath {
         self.maps
             .config
             .set(abi::CONFIG_ESP_IFINDEX, u64::from(ifindex), 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::CONFIG,
-                source,
-            })
+            .map_err(map_io(abi::CONFIG))
     }
 
     /// The sockets (by socket cookie) whose ESP TC egress lets through unclassified, when it is
     /// under one of our outbound SPIs. Replaces the previous set.
     pub fn set_engine_sockets(&mut self, cookies: &[u64]) -> Result<(), DatapathError> {
-        let io = |source| DatapathError::MapIo {
-            name: abi::ENGINE_SOCKETS,
-            source,
-        };
+        let io = map_io(abi::ENGINE_SOCKETS);
         let old: Vec<u64> = self
             .maps
             .engine_sockets
@@ -448,10 +450,7 @@ impl KernelDatapath {
         self.maps
             .config
             .set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::CONFIG,
-                source,
-            })
+            .map_err(map_io(abi::CONFIG))
     }
 
     /// Route inbound ESP on each socket's (interface, queue) to that AF_XDP socket: slot `i` of
@@ -461,17 +460,11 @@ impl KernelDatapath {
             self.maps
                 .xsks
                 .set(slot, socket.fd, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::XSKS,
-                    source,
-                })?;
+                .map_err(map_io(abi::XSKS))?;
             self.maps
                 .xsk_slots
                 .insert(abi::xsk_slot_key(socket.ifindex, socket.queue), slot, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::XSK_SLOTS,
-                    source,
-                })?;
+                .map_err(map_io(abi::XSK_SLOTS))?;
         }
         Ok(())
     }
@@ -506,10 +499,7 @@ impl KernelDatapath {
                 .maps
                 .sp_stats
                 .get(&id, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::SP_STATS,
-                    source,
-                })?;
+                .map_err(map_io(abi::SP_STATS))?;
             let mut sum = SpStats::default();
             for v in values.iter() {
                 sum.packets += v.packets;
@@ -525,12 +515,11 @@ impl KernelDatapath {
         Counter::ALL
             .iter()
             .map(|c| {
-                let values = self.maps.counters.get(&(*c as u32), 0).map_err(|source| {
-                    DatapathError::MapIo {
-                        name: abi::COUNTERS,
-                        source,
-                    }
-                })?;
+                let values = self
+                    .maps
+                    .counters
+                    .get(&(*c as u32), 0)
+                    .map_err(map_io(abi::COUNTERS))?;
                 Ok((*c, values.iter().sum()))
             })
             .collect()
@@ -543,21 +532,7 @@ impl KernelDatapath {
 
     /// Run the TC egress program once on `frame`; the TC action.
     pub fn test_run_tc(&self, frame: &[u8]) -> Result<i32, DatapathError> {
-        let name = abi::PROG_TC_EGRESS;
-        let prog: &SchedClassifier = program_ref(&self.ebpf, name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        };
-        let result = prog
-            .test_run(opts)
-            .map_err(|source| DatapathError::TestRun {
-                program: name,
-                source,
-            })?;
+        let result = test_run::<SchedClassifier>(&self.ebpf, abi::PROG_TC_EGRESS, frame, 1)?;
         Ok(result.return_value.cast_signed())
     }
 
@@ -569,20 +544,7 @@ impl KernelDatapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, Duration), DatapathError> {
-        let prog: &Xdp = program_ref(&self.ebpf, name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..Default::default()
-        };
-        let result = prog
-            .test_run(opts)
-            .map_err(|source| DatapathError::TestRun {
-                program: name,
-                source,
-            })?;
+        let result = test_run::<Xdp>(&self.ebpf, name, frame, repeat)?;
         Ok((result.return_value, result.duration))
     }
 
@@ -596,21 +558,15 @@ impl KernelDatapath {
         };
         flows
             .insert(flow, CacheValue::default(), 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::bench::FLOWS,
-                source,
-            })
+            .map_err(map_io(abi::bench::FLOWS))
     }
 
     /// Read back every rule of the active generation (tests compare this with the model).
     pub fn active_rules(&self) -> Result<Vec<(RuleKey, RuleValue)>, DatapathError> {
-        let generation = (self.epoch()? & 1) as u8;
+        let generation = generation(self.epoch()?);
         let mut out = Vec::new();
         for item in &self.maps.rules {
-            let (k, v) = item.map_err(|source| DatapathError::MapIo {
-                name: abi::RULES,
-                source,
-            })?;
+            let (k, v) = item.map_err(map_io(abi::RULES))?;
             if k.tag >> 7 == generation {
                 out.push((k, v));
             }
@@ -620,30 +576,24 @@ impl KernelDatapath {
 
     /// Read back the masks of the active generation, per rule kind and direction.
     pub fn active_masks(&self) -> Result<[[Vec<MaskDesc>; 2]; RULE_KINDS as usize], DatapathError> {
-        let generation = (self.epoch()? & 1) as u8;
+        let generation = generation(self.epoch()?);
         let mut out: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize] = Default::default();
         for (kind, dir) in super::compile::KINDS
             .into_iter()
             .flat_map(|k| [(k, abi::DIR_IN), (k, abi::DIR_OUT)])
         {
             let set = abi::mask_set(kind, generation, dir);
-            let count =
-                self.maps
-                    .mask_count
-                    .get(&set, 0)
-                    .map_err(|source| DatapathError::MapIo {
-                        name: abi::MASK_COUNT,
-                        source,
-                    })?;
+            let count = self
+                .maps
+                .mask_count
+                .get(&set, 0)
+                .map_err(map_io(abi::MASK_COUNT))?;
             for i in 0..count {
                 out[usize::from(kind)][usize::from(dir)].push(
                     self.maps
                         .masks
                         .get(&(set * abi::MAX_MASKS + i), 0)
-                        .map_err(|source| DatapathError::MapIo {
-                            name: abi::MASKS,
-                            source,
-                        })?,
+                        .map_err(map_io(abi::MASKS))?,
                 );
             }
         }
@@ -655,12 +605,7 @@ impl KernelDatapath {
         self.maps
             .sa_by_spi
             .iter()
-            .map(|r| {
-                r.map_err(|source| DatapathError::MapIo {
-                    name: abi::SA_BY_SPI,
-                    source,
-                })
-            })
+            .map(|r| r.map_err(map_io(abi::SA_BY_SPI)))
             .collect()
     }
 
@@ -668,10 +613,7 @@ impl KernelDatapath {
         self.maps
             .config
             .get(&abi::CONFIG_EPOCH, 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::CONFIG,
-                source,
-            })
+            .map_err(map_io(abi::CONFIG))
     }
 
     /// Tests only: set the action of every active rule to `action` (an unknown value shows the
@@ -684,10 +626,7 @@ impl KernelDatapath {
             self.maps
                 .rules
                 .insert(key, value, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::RULES,
-                    source,
-                })?;
+                .map_err(map_io(abi::RULES))?;
         }
         Ok(rules.len())
     }
@@ -742,40 +681,48 @@ where
         .map_err(|source| DatapathError::Program { name, source })
 }
 
-fn program_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, DatapathError>
+/// `BPF_PROG_TEST_RUN` of program `name` (of type `P`: `Xdp` or `SchedClassifier`), `repeat`
+/// times on `frame`.
+fn test_run<'a, P>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<TestRunResult, DatapathError>
 where
-    &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: for<'o> TestRun<Opts<'o> = TestRunOptions<'o>, Result = TestRunResult> + 'a,
+    &'a P: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf
+    let prog: &P = ebpf
         .program(name)
-        .ok_or(DatapathError::MissingProgram { name })?;
-    prog.try_into()
-        .map_err(|source| DatapathError::Program { name, source })
+        .ok_or(DatapathError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })?;
+    // Room for programs that grow the packet (headroom they push is at most this).
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    };
+    prog.test_run(opts)
+        .map_err(|source| DatapathError::TestRun {
+            program: name,
+            source,
+        })
 }
 
-/// Swap our XDP program into the link a previous daemon pinned at `pin`. False if there is
-/// none usable; a stale pin is then removed so a fresh attach can take its place.
-fn take_over_xdp(xdp: &mut Xdp, pin: &Path) -> bool {
+/// Swap our program into the link (`XdpLink` or the TCX `SchedClassifierLink`) a previous
+/// daemon pinned at `pin`, by `attach_to_link` (`bpf_link_update`). False if there is none
+/// usable; a stale pin is then removed so a fresh attach can take its place.
+fn take_over<L: TryFrom<FdLink>>(pin: &Path, attach_to_link: impl FnOnce(L) -> bool) -> bool {
     let Ok(pinned) = PinnedLink::from_pin(pin) else {
         return false;
     };
-    let swapped = XdpLink::try_from(FdLink::from(pinned))
+    let swapped = L::try_from(FdLink::from(pinned))
         .ok()
-        .is_some_and(|link| xdp.attach_to_link(link).is_ok());
-    if !swapped {
-        let _ = std::fs::remove_file(pin);
-    }
-    swapped
-}
-
-/// As [`take_over_xdp`], for the TCX egress link.
-fn take_over_tc(tc_prog: &mut SchedClassifier, pin: &Path) -> bool {
-    let Ok(pinned) = PinnedLink::from_pin(pin) else {
-        return false;
-    };
-    let swapped = SchedClassifierLink::try_from(FdLink::from(pinned))
-        .ok()
-        .is_some_and(|link| tc_prog.attach_to_link(link).is_ok());
+        .is_some_and(attach_to_link);
     if !swapped {
         let _ = std::fs::remove_file(pin);
     }
