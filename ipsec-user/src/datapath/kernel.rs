@@ -11,10 +11,10 @@ use aya::{
     Ebpf, EbpfLoader, TestRun, TestRunOptions, TestRunResult,
     maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::{self, SchedClassifierLink},
-        xdp::XdpLink,
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{self, SchedClassifierLink, SchedClassifierLinkId},
+        xdp::{XdpLink, XdpLinkId},
     },
 };
 use ipsec_common::abi::{
@@ -343,68 +343,48 @@ impl KernelDatapath {
                 }
             }
         };
-        let attach_err = |program, source| DatapathError::Attach {
-            program,
-            interface: interface.into(),
-            source,
+        let attach_err = |program, e: AttachError| match e {
+            AttachError::Program(source) => DatapathError::Attach {
+                program,
+                interface: interface.into(),
+                source,
+            },
+            AttachError::Pin(e) => e,
         };
 
-        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
-        let taken_over = xdp_pin
-            .as_ref()
-            .is_some_and(|pin| take_over(pin, |link: XdpLink| xdp.attach_to_link(link).is_ok()));
         let mut used_mode = xdp_mode;
-        if !taken_over {
-            let xdp_id = match xdp.attach(interface, xdp_mode) {
-                Ok(id) => id,
-                // A physical NIC whose driver lacks XDP: generic mode still filters.
-                Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
-                    used_mode = XdpMode::Skb;
-                    xdp.attach(interface, XdpMode::Skb)
-                        .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?
-                }
-                Err(e) => return Err(attach_err(abi::PROG_XDP_INGRESS, e)),
-            };
-            if let Some(pin) = &xdp_pin {
-                let link = xdp
-                    .take_link(xdp_id)
-                    .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?;
-                pin_link(link, pin)?;
-                self.created_links.push(pin.clone());
-            }
-        }
+        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
+        let taken_over =
+            attach_pinned(
+                xdp,
+                xdp_pin.as_deref(),
+                &mut self.created_links,
+                |xdp| match xdp.attach(interface, xdp_mode) {
+                    // A physical NIC whose driver lacks XDP: generic mode still filters.
+                    Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
+                        used_mode = XdpMode::Skb;
+                        xdp.attach(interface, XdpMode::Skb)
+                    }
+                    result => result,
+                },
+            )
+            .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?;
 
         let tc_prog: &mut SchedClassifier = program(&mut self.ebpf, abi::PROG_TC_EGRESS)?;
-        let tc_taken = tc_pin.as_ref().is_some_and(|pin| {
-            take_over(pin, |link: SchedClassifierLink| {
-                tc_prog.attach_to_link(link).is_ok()
+        attach_pinned(tc_prog, tc_pin.as_deref(), &mut self.created_links, |tc| {
+            tc.attach(interface, TcAttachType::Egress).or_else(|_| {
+                // Older kernels attach through the clsact qdisc; add it and retry once.
+                let _ = tc::qdisc_add_clsact(interface);
+                tc.attach(interface, TcAttachType::Egress)
             })
-        });
-        if !tc_taken {
-            let tc_result = tc_prog
-                .attach(interface, TcAttachType::Egress)
-                .or_else(|_| {
-                    // Older kernels attach through the clsact qdisc; add it and retry once.
-                    let _ = tc::qdisc_add_clsact(interface);
-                    tc_prog.attach(interface, TcAttachType::Egress)
-                });
-            let tc_id = match tc_result {
-                Ok(id) => id,
-                Err(source) => {
-                    if let Some(pin) = xdp_pin.as_ref().filter(|_| !taken_over) {
-                        let _ = std::fs::remove_file(pin);
-                    }
-                    return Err(attach_err(abi::PROG_TC_EGRESS, source));
-                }
-            };
-            if let Some(pin) = &tc_pin {
-                let link = tc_prog
-                    .take_link(tc_id)
-                    .map_err(|e| attach_err(abi::PROG_TC_EGRESS, e))?;
-                pin_link(link, pin)?;
-                self.created_links.push(pin.clone());
+        })
+        .map_err(|e| {
+            // Nothing new stays attached: unpin the XDP link this call created.
+            if let Some(pin) = xdp_pin.as_ref().filter(|_| !taken_over) {
+                let _ = std::fs::remove_file(pin);
             }
-        }
+            attach_err(abi::PROG_TC_EGRESS, e)
+        })?;
         let attached = Attached {
             interface: interface.into(),
             xdp_mode: if used_mode == XdpMode::Driver {
@@ -713,26 +693,78 @@ where
         })
 }
 
-/// Swap our program into the link (`XdpLink` or the TCX `SchedClassifierLink`) a previous
-/// daemon pinned at `pin`, by `attach_to_link` (`bpf_link_update`). False if there is none
-/// usable; a stale pin is then removed so a fresh attach can take its place.
-fn take_over<L: TryFrom<FdLink>>(pin: &Path, attach_to_link: impl FnOnce(L) -> bool) -> bool {
-    let Ok(pinned) = PinnedLink::from_pin(pin) else {
-        return false;
+/// The programs `attach` puts on an interface, as far as their links go (aya has no trait for
+/// it: `take_link` and `attach_to_link` are inherent methods).
+trait LinkedProgram {
+    type Link: TryFrom<FdLink>;
+    type LinkId;
+    /// `attach_to_link`: swap this program into `link` (`bpf_link_update`).
+    fn update_link(&mut self, link: Self::Link) -> bool;
+    /// `take_link`: own the link of an attachment, so it can be pinned.
+    fn own_link(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError>;
+}
+
+/// Each impl forwards to aya's inherent `attach_to_link` and `take_link`.
+macro_rules! linked_program {
+    ($program:ty, $link:ty, $id:ty) => {
+        impl LinkedProgram for $program {
+            type Link = $link;
+            type LinkId = $id;
+            fn update_link(&mut self, link: $link) -> bool {
+                self.attach_to_link(link).is_ok()
+            }
+            fn own_link(&mut self, id: $id) -> Result<$link, ProgramError> {
+                self.take_link(id)
+            }
+        }
     };
-    let swapped = L::try_from(FdLink::from(pinned))
-        .ok()
-        .is_some_and(attach_to_link);
-    if !swapped {
+}
+linked_program!(Xdp, XdpLink, XdpLinkId);
+linked_program!(SchedClassifier, SchedClassifierLink, SchedClassifierLinkId);
+
+/// Why [`attach_pinned`] failed: the program's own attach (the caller names the program), or
+/// pinning its link.
+enum AttachError {
+    Program(ProgramError),
+    Pin(DatapathError),
+}
+
+/// Put `prog` on an interface. With a pin path: swap it into the link a previous daemon pinned
+/// there if that link is usable (`Ok(true)`; a stale pin is removed), else `attach` it and pin
+/// the new link there, recording the pin in `created_links`. Without one: just `attach`.
+fn attach_pinned<P: LinkedProgram>(
+    prog: &mut P,
+    pin: Option<&Path>,
+    created_links: &mut Vec<PathBuf>,
+    attach: impl FnOnce(&mut P) -> Result<P::LinkId, ProgramError>,
+) -> Result<bool, AttachError>
+where
+    FdLink: TryFrom<P::Link, Error = LinkError>,
+{
+    let Some(pin) = pin else {
+        attach(prog).map_err(AttachError::Program)?;
+        return Ok(false);
+    };
+    if let Ok(pinned) = PinnedLink::from_pin(pin) {
+        let swapped = P::Link::try_from(FdLink::from(pinned))
+            .ok()
+            .is_some_and(|link| prog.update_link(link));
+        if swapped {
+            return Ok(true);
+        }
         let _ = std::fs::remove_file(pin);
     }
-    swapped
+    let id = attach(prog).map_err(AttachError::Program)?;
+    let link = prog.own_link(id).map_err(AttachError::Program)?;
+    pin_link(link, pin).map_err(AttachError::Pin)?;
+    created_links.push(pin.to_path_buf());
+    Ok(false)
 }
 
 /// Pin a freshly attached link (it must be a bpf_link: XDP and TCX on this kernel are).
 fn pin_link<L>(link: L, pin: &Path) -> Result<(), DatapathError>
 where
-    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    FdLink: TryFrom<L, Error = LinkError>,
 {
     let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::LinkNotPinnable {
         path: pin.to_path_buf(),
