@@ -79,11 +79,17 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), AtomicWriteError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn replaces_the_file_privately_and_leaves_no_temporary_file() {
+    /// A fresh temporary directory holding `f.json`, written once with `bytes`.
+    fn written(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("creating a temp dir");
         let path = dir.path().join("f.json");
-        write(&path, b"one").expect("first write");
+        write(&path, bytes).expect("first write");
+        (dir, path)
+    }
+
+    #[test]
+    fn replaces_the_file_privately_and_leaves_no_temporary_file() {
+        let (_dir, path) = written(b"one");
         // A stale, torn temporary file from a crash is overwritten.
         fs::write(temporary(&path), b"{\"tor").expect("leaving a torn temporary file");
         write(&path, b"two").expect("second write");
@@ -95,9 +101,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_names_its_step_and_changes_nothing() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let path = dir.path().join("f.json");
-        write(&path, b"old").expect("first write");
+        let (_dir, path) = written(b"old");
         // The temporary file's name taken by a directory: every write fails, as on a full disk.
         fs::create_dir(temporary(&path)).expect("blocking writes");
         let err = write(&path, b"new").expect_err("the write must fail");

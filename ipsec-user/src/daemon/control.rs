@@ -330,55 +330,42 @@ fn apply(spd: &mut Spd, change: Change) -> Result<Applied, ModelError> {
     Ok(match change {
         Change::SaAdd(args) => {
             let sa = spd.add_sa(&args)?;
-            let (name, spi, mode) = (sa.name.clone(), sa.spi, sa.mode);
-            let log = {
-                let name = name.clone();
-                Box::new(
-                    move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"),
-                )
-            };
-            (Response::Added { name }, log)
+            let (spi, mode) = (sa.spi, sa.mode);
+            added(sa.name.clone(), move |name| {
+                info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added");
+            })
         }
         Change::SaRemove(args) => {
-            let names: Vec<String> = spd
-                .remove_sa(&args)?
-                .into_iter()
-                .map(|sa| sa.name)
-                .collect();
-            let logged = names.clone();
-            (
-                Response::Removed { names },
-                Box::new(move || info!(sas = ?logged, "sa removed")),
-            )
+            let sas = spd.remove_sa(&args)?.into_iter().map(|sa| sa.name);
+            removed(sas.collect(), |sas| info!(sas = ?sas, "sa removed"))
         }
         Change::SpAdd(args) => {
             let sp = spd.add_sp(&args)?;
-            let name = sp.name.clone();
             let (direction, action, sa) = (sp.direction, sp.action, sp.sa_name.clone());
-            let log = {
-                let name = name.clone();
-                Box::new(move || {
-                    info!(
-                        sp = %name, direction = spelled(&direction), action = spelled(&action),
-                        sa = sa.as_deref().unwrap_or("-"), "sp added"
-                    );
-                })
-            };
-            (Response::Added { name }, log)
+            added(sp.name.clone(), move |name| {
+                info!(
+                    sp = %name, direction = spelled(&direction), action = spelled(&action),
+                    sa = sa.as_deref().unwrap_or("-"), "sp added"
+                );
+            })
         }
         Change::SpRemove(args) => {
-            let names: Vec<String> = spd
-                .remove_sp(&args)?
-                .into_iter()
-                .map(|sp| sp.name)
-                .collect();
-            let logged = names.clone();
-            (
-                Response::Removed { names },
-                Box::new(move || info!(sps = ?logged, "sp removed")),
-            )
+            let sps = spd.remove_sp(&args)?.into_iter().map(|sp| sp.name);
+            removed(sps.collect(), |sps| info!(sps = ?sps, "sp removed"))
         }
     })
+}
+
+/// The answer to adding `name`, and its log line (`log(name)`).
+fn added(name: String, log: impl FnOnce(&str) + Send + 'static) -> Applied {
+    let logged = name.clone();
+    (Response::Added { name }, Box::new(move || log(&logged)))
+}
+
+/// The answer to removing `names`, and its log line (`log(names)`).
+fn removed(names: Vec<String>, log: fn(&[String])) -> Applied {
+    let logged = names.clone();
+    (Response::Removed { names }, Box::new(move || log(&logged)))
 }
 
 fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {

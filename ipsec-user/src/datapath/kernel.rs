@@ -8,13 +8,13 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
+    Ebpf, EbpfLoader, TestRun, TestRunOptions, TestRunResult,
     maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        tc::{self, SchedClassifierLink},
-        xdp::XdpLink,
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{self, SchedClassifierLink, SchedClassifierLinkId},
+        xdp::{XdpLink, XdpLinkId},
     },
 };
 use ipsec_common::abi::{
@@ -156,22 +156,49 @@ pub struct Attached {
     pub xdp_mode: String,
 }
 
-pub(super) struct Maps {
-    pub rules: HashMap<MapData, RuleKey, RuleValue>,
-    pub masks: Array<MapData, MaskDesc>,
-    pub mask_count: Array<MapData, u32>,
-    pub config: Array<MapData, u64>,
-    pub sp_stats: PerCpuArray<MapData, SpStats>,
-    pub counters: PerCpuArray<MapData, u64>,
-    pub sa_by_spi: HashMap<MapData, u32, SaInfo>,
-    pub sa_out_by_spi: HashMap<MapData, u32, SaInfo>,
-    pub engine_sockets: HashMap<MapData, u64, u32>,
-    pub frag_state: HashMap<MapData, FragKey, FragValue>,
-    /// Only in the benchmark object.
-    pub bench_flows: Option<HashMap<MapData, FlowKey, CacheValue>>,
-    pub flow_cache: HashMap<MapData, FlowKey, CacheValue>,
-    pub xsks: XskMap<MapData>,
-    pub xsk_slots: HashMap<MapData, u64, u32>,
+/// Declares the maps of the production object once: each `Maps` field with its type and its
+/// name in the object. `MAP_NAMES` (what `load` pins and `remove_pins` removes) and `Maps::take`
+/// (what `load` takes out of the object) come from the same list, so they cannot drift apart.
+macro_rules! maps {
+    ($($field:ident: $ty:ty = $name:expr,)*) => {
+        pub(super) struct Maps {
+            $(pub(super) $field: $ty,)*
+            /// Only in the benchmark object (never pinned).
+            pub(super) bench_flows: Option<HashMap<MapData, FlowKey, CacheValue>>,
+        }
+
+        const MAP_NAMES: &[&str] = &[$($name),*];
+
+        impl Maps {
+            /// Take every map out of `ebpf`, the benchmark object's own one with `benchmark`.
+            fn take(ebpf: &mut Ebpf, benchmark: bool) -> Result<Self, DatapathError> {
+                Ok(Self {
+                    $($field: take(ebpf, $name)?,)*
+                    bench_flows: if benchmark {
+                        Some(take(ebpf, abi::bench::FLOWS)?)
+                    } else {
+                        None
+                    },
+                })
+            }
+        }
+    };
+}
+
+maps! {
+    rules: HashMap<MapData, RuleKey, RuleValue> = abi::RULES,
+    masks: Array<MapData, MaskDesc> = abi::MASKS,
+    mask_count: Array<MapData, u32> = abi::MASK_COUNT,
+    config: Array<MapData, u64> = abi::CONFIG,
+    flow_cache: HashMap<MapData, FlowKey, CacheValue> = abi::FLOW_CACHE,
+    sp_stats: PerCpuArray<MapData, SpStats> = abi::SP_STATS,
+    counters: PerCpuArray<MapData, u64> = abi::COUNTERS,
+    sa_by_spi: HashMap<MapData, u32, SaInfo> = abi::SA_BY_SPI,
+    xsks: XskMap<MapData> = abi::XSKS,
+    xsk_slots: HashMap<MapData, u64, u32> = abi::XSK_SLOTS,
+    sa_out_by_spi: HashMap<MapData, u32, SaInfo> = abi::SA_OUT_BY_SPI,
+    engine_sockets: HashMap<MapData, u64, u32> = abi::ENGINE_SOCKETS,
+    frag_state: HashMap<MapData, FragKey, FragValue> = abi::FRAG_STATE,
 }
 
 /// The loaded programs and their maps. Dropping it detaches everything it attached and removes
@@ -186,6 +213,17 @@ pub struct KernelDatapath {
     created_links: Vec<PathBuf>,
 }
 
+/// The error for a failed access to map `name`, for `map_err`.
+pub(super) fn map_io(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError + Copy {
+    move |source| DatapathError::MapIo { name, source }
+}
+
+/// The generation (0 or 1) that `epoch` makes active: the kernel programs read the epoch's low
+/// bit, and `sync` writes the other generation before it increments the epoch.
+pub(super) fn generation(epoch: u64) -> u8 {
+    u8::from(epoch & 1 == 1)
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -197,21 +235,6 @@ where
 }
 
 const PROGRAM_NAMES: [&str; 2] = [abi::PROG_XDP_INGRESS, abi::PROG_TC_EGRESS];
-const MAP_NAMES: [&str; 13] = [
-    abi::RULES,
-    abi::MASKS,
-    abi::MASK_COUNT,
-    abi::CONFIG,
-    abi::FLOW_CACHE,
-    abi::SP_STATS,
-    abi::COUNTERS,
-    abi::SA_BY_SPI,
-    abi::XSKS,
-    abi::XSK_SLOTS,
-    abi::SA_OUT_BY_SPI,
-    abi::ENGINE_SOCKETS,
-    abi::FRAG_STATE,
-];
 
 impl KernelDatapath {
     /// Load (and verify) every program and create the maps. Attaches nothing.
@@ -257,7 +280,7 @@ impl KernelDatapath {
             source,
         })?;
         if let Some(dir) = &options.pin_dir {
-            for name in MAP_NAMES {
+            for &name in MAP_NAMES {
                 let path = dir.join(name);
                 let map = ebpf.map(name).ok_or(DatapathError::MissingMap { name })?;
                 map.pin(&path).map_err(|source| DatapathError::Pin {
@@ -278,26 +301,7 @@ impl KernelDatapath {
                 })?;
             }
         }
-        let maps = Maps {
-            rules: take(&mut ebpf, abi::RULES)?,
-            masks: take(&mut ebpf, abi::MASKS)?,
-            mask_count: take(&mut ebpf, abi::MASK_COUNT)?,
-            config: take(&mut ebpf, abi::CONFIG)?,
-            sp_stats: take(&mut ebpf, abi::SP_STATS)?,
-            counters: take(&mut ebpf, abi::COUNTERS)?,
-            sa_by_spi: take(&mut ebpf, abi::SA_BY_SPI)?,
-            bench_flows: if options.benchmark {
-                Some(take(&mut ebpf, abi::bench::FLOWS)?)
-            } else {
-                None
-            },
-            flow_cache: take(&mut ebpf, abi::FLOW_CACHE)?,
-            xsks: take(&mut ebpf, abi::XSKS)?,
-            xsk_slots: take(&mut ebpf, abi::XSK_SLOTS)?,
-            sa_out_by_spi: take(&mut ebpf, abi::SA_OUT_BY_SPI)?,
-            engine_sockets: take(&mut ebpf, abi::ENGINE_SOCKETS)?,
-            frag_state: take(&mut ebpf, abi::FRAG_STATE)?,
-        };
+        let maps = Maps::take(&mut ebpf, options.benchmark)?;
         Ok(Self {
             ebpf,
             maps,
@@ -339,64 +343,48 @@ impl KernelDatapath {
                 }
             }
         };
-        let attach_err = |program, source| DatapathError::Attach {
-            program,
-            interface: interface.into(),
-            source,
+        let attach_err = |program, e: AttachError| match e {
+            AttachError::Program(source) => DatapathError::Attach {
+                program,
+                interface: interface.into(),
+                source,
+            },
+            AttachError::Pin(e) => e,
         };
 
-        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
-        let taken_over = xdp_pin.as_ref().is_some_and(|pin| take_over_xdp(xdp, pin));
         let mut used_mode = xdp_mode;
-        if !taken_over {
-            let xdp_id = match xdp.attach(interface, xdp_mode) {
-                Ok(id) => id,
-                // A physical NIC whose driver lacks XDP: generic mode still filters.
-                Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
-                    used_mode = XdpMode::Skb;
-                    xdp.attach(interface, XdpMode::Skb)
-                        .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?
-                }
-                Err(e) => return Err(attach_err(abi::PROG_XDP_INGRESS, e)),
-            };
-            if let Some(pin) = &xdp_pin {
-                let link = xdp
-                    .take_link(xdp_id)
-                    .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?;
-                pin_link(link, pin)?;
-                self.created_links.push(pin.clone());
-            }
-        }
+        let xdp: &mut Xdp = program(&mut self.ebpf, abi::PROG_XDP_INGRESS)?;
+        let taken_over =
+            attach_pinned(
+                xdp,
+                xdp_pin.as_deref(),
+                &mut self.created_links,
+                |xdp| match xdp.attach(interface, xdp_mode) {
+                    // A physical NIC whose driver lacks XDP: generic mode still filters.
+                    Err(_) if mode == XdpModeChoice::Auto && xdp_mode == XdpMode::Driver => {
+                        used_mode = XdpMode::Skb;
+                        xdp.attach(interface, XdpMode::Skb)
+                    }
+                    result => result,
+                },
+            )
+            .map_err(|e| attach_err(abi::PROG_XDP_INGRESS, e))?;
 
         let tc_prog: &mut SchedClassifier = program(&mut self.ebpf, abi::PROG_TC_EGRESS)?;
-        let tc_taken = tc_pin
-            .as_ref()
-            .is_some_and(|pin| take_over_tc(tc_prog, pin));
-        if !tc_taken {
-            let tc_result = tc_prog
-                .attach(interface, TcAttachType::Egress)
-                .or_else(|_| {
-                    // Older kernels attach through the clsact qdisc; add it and retry once.
-                    let _ = tc::qdisc_add_clsact(interface);
-                    tc_prog.attach(interface, TcAttachType::Egress)
-                });
-            let tc_id = match tc_result {
-                Ok(id) => id,
-                Err(source) => {
-                    if let Some(pin) = xdp_pin.as_ref().filter(|_| !taken_over) {
-                        let _ = std::fs::remove_file(pin);
-                    }
-                    return Err(attach_err(abi::PROG_TC_EGRESS, source));
-                }
-            };
-            if let Some(pin) = &tc_pin {
-                let link = tc_prog
-                    .take_link(tc_id)
-                    .map_err(|e| attach_err(abi::PROG_TC_EGRESS, e))?;
-                pin_link(link, pin)?;
-                self.created_links.push(pin.clone());
+        attach_pinned(tc_prog, tc_pin.as_deref(), &mut self.created_links, |tc| {
+            tc.attach(interface, TcAttachType::Egress).or_else(|_| {
+                // Older kernels attach through the clsact qdisc; add it and retry once.
+                let _ = tc::qdisc_add_clsact(interface);
+                tc.attach(interface, TcAttachType::Egress)
+            })
+        })
+        .map_err(|e| {
+            // Nothing new stays attached: unpin the XDP link this call created.
+            if let Some(pin) = xdp_pin.as_ref().filter(|_| !taken_over) {
+                let _ = std::fs::remove_file(pin);
             }
-        }
+            attach_err(abi::PROG_TC_EGRESS, e)
+        })?;
         let attached = Attached {
             interface: interface.into(),
             xdp_mode: if used_mode == XdpMode::Driver {
@@ -414,19 +402,13 @@ impl KernelDatapath {
         self.maps
             .config
             .set(abi::CONFIG_ESP_IFINDEX, u64::from(ifindex), 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::CONFIG,
-                source,
-            })
+            .map_err(map_io(abi::CONFIG))
     }
 
     /// The sockets (by socket cookie) whose ESP TC egress lets through unclassified, when it is
     /// under one of our outbound SPIs. Replaces the previous set.
     pub fn set_engine_sockets(&mut self, cookies: &[u64]) -> Result<(), DatapathError> {
-        let io = |source| DatapathError::MapIo {
-            name: abi::ENGINE_SOCKETS,
-            source,
-        };
+        let io = map_io(abi::ENGINE_SOCKETS);
         let old: Vec<u64> = self
             .maps
             .engine_sockets
@@ -448,10 +430,7 @@ impl KernelDatapath {
         self.maps
             .config
             .set(abi::CONFIG_ENGINE_ALIVE_NS, monotonic_ns(), 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::CONFIG,
-                source,
-            })
+            .map_err(map_io(abi::CONFIG))
     }
 
     /// Route inbound ESP on each socket's (interface, queue) to that AF_XDP socket: slot `i` of
@@ -461,17 +440,11 @@ impl KernelDatapath {
             self.maps
                 .xsks
                 .set(slot, socket.fd, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::XSKS,
-                    source,
-                })?;
+                .map_err(map_io(abi::XSKS))?;
             self.maps
                 .xsk_slots
                 .insert(abi::xsk_slot_key(socket.ifindex, socket.queue), slot, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::XSK_SLOTS,
-                    source,
-                })?;
+                .map_err(map_io(abi::XSK_SLOTS))?;
         }
         Ok(())
     }
@@ -506,10 +479,7 @@ impl KernelDatapath {
                 .maps
                 .sp_stats
                 .get(&id, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::SP_STATS,
-                    source,
-                })?;
+                .map_err(map_io(abi::SP_STATS))?;
             let mut sum = SpStats::default();
             for v in values.iter() {
                 sum.packets += v.packets;
@@ -525,12 +495,11 @@ impl KernelDatapath {
         Counter::ALL
             .iter()
             .map(|c| {
-                let values = self.maps.counters.get(&(*c as u32), 0).map_err(|source| {
-                    DatapathError::MapIo {
-                        name: abi::COUNTERS,
-                        source,
-                    }
-                })?;
+                let values = self
+                    .maps
+                    .counters
+                    .get(&(*c as u32), 0)
+                    .map_err(map_io(abi::COUNTERS))?;
                 Ok((*c, values.iter().sum()))
             })
             .collect()
@@ -543,21 +512,7 @@ impl KernelDatapath {
 
     /// Run the TC egress program once on `frame`; the TC action.
     pub fn test_run_tc(&self, frame: &[u8]) -> Result<i32, DatapathError> {
-        let name = abi::PROG_TC_EGRESS;
-        let prog: &SchedClassifier = program_ref(&self.ebpf, name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        };
-        let result = prog
-            .test_run(opts)
-            .map_err(|source| DatapathError::TestRun {
-                program: name,
-                source,
-            })?;
+        let result = test_run::<SchedClassifier>(&self.ebpf, abi::PROG_TC_EGRESS, frame, 1)?;
         Ok(result.return_value.cast_signed())
     }
 
@@ -569,20 +524,7 @@ impl KernelDatapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(u32, Duration), DatapathError> {
-        let prog: &Xdp = program_ref(&self.ebpf, name)?;
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..Default::default()
-        };
-        let result = prog
-            .test_run(opts)
-            .map_err(|source| DatapathError::TestRun {
-                program: name,
-                source,
-            })?;
+        let result = test_run::<Xdp>(&self.ebpf, name, frame, repeat)?;
         Ok((result.return_value, result.duration))
     }
 
@@ -596,21 +538,15 @@ impl KernelDatapath {
         };
         flows
             .insert(flow, CacheValue::default(), 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::bench::FLOWS,
-                source,
-            })
+            .map_err(map_io(abi::bench::FLOWS))
     }
 
     /// Read back every rule of the active generation (tests compare this with the model).
     pub fn active_rules(&self) -> Result<Vec<(RuleKey, RuleValue)>, DatapathError> {
-        let generation = (self.epoch()? & 1) as u8;
+        let generation = generation(self.epoch()?);
         let mut out = Vec::new();
         for item in &self.maps.rules {
-            let (k, v) = item.map_err(|source| DatapathError::MapIo {
-                name: abi::RULES,
-                source,
-            })?;
+            let (k, v) = item.map_err(map_io(abi::RULES))?;
             if k.tag >> 7 == generation {
                 out.push((k, v));
             }
@@ -620,30 +556,24 @@ impl KernelDatapath {
 
     /// Read back the masks of the active generation, per rule kind and direction.
     pub fn active_masks(&self) -> Result<[[Vec<MaskDesc>; 2]; RULE_KINDS as usize], DatapathError> {
-        let generation = (self.epoch()? & 1) as u8;
+        let generation = generation(self.epoch()?);
         let mut out: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize] = Default::default();
         for (kind, dir) in super::compile::KINDS
             .into_iter()
             .flat_map(|k| [(k, abi::DIR_IN), (k, abi::DIR_OUT)])
         {
             let set = abi::mask_set(kind, generation, dir);
-            let count =
-                self.maps
-                    .mask_count
-                    .get(&set, 0)
-                    .map_err(|source| DatapathError::MapIo {
-                        name: abi::MASK_COUNT,
-                        source,
-                    })?;
+            let count = self
+                .maps
+                .mask_count
+                .get(&set, 0)
+                .map_err(map_io(abi::MASK_COUNT))?;
             for i in 0..count {
                 out[usize::from(kind)][usize::from(dir)].push(
                     self.maps
                         .masks
                         .get(&(set * abi::MAX_MASKS + i), 0)
-                        .map_err(|source| DatapathError::MapIo {
-                            name: abi::MASKS,
-                            source,
-                        })?,
+                        .map_err(map_io(abi::MASKS))?,
                 );
             }
         }
@@ -655,12 +585,7 @@ impl KernelDatapath {
         self.maps
             .sa_by_spi
             .iter()
-            .map(|r| {
-                r.map_err(|source| DatapathError::MapIo {
-                    name: abi::SA_BY_SPI,
-                    source,
-                })
-            })
+            .map(|r| r.map_err(map_io(abi::SA_BY_SPI)))
             .collect()
     }
 
@@ -668,10 +593,7 @@ impl KernelDatapath {
         self.maps
             .config
             .get(&abi::CONFIG_EPOCH, 0)
-            .map_err(|source| DatapathError::MapIo {
-                name: abi::CONFIG,
-                source,
-            })
+            .map_err(map_io(abi::CONFIG))
     }
 
     /// Tests only: set the action of every active rule to `action` (an unknown value shows the
@@ -684,10 +606,7 @@ impl KernelDatapath {
             self.maps
                 .rules
                 .insert(key, value, 0)
-                .map_err(|source| DatapathError::MapIo {
-                    name: abi::RULES,
-                    source,
-                })?;
+                .map_err(map_io(abi::RULES))?;
         }
         Ok(rules.len())
     }
@@ -742,50 +661,110 @@ where
         .map_err(|source| DatapathError::Program { name, source })
 }
 
-fn program_ref<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, DatapathError>
+/// `BPF_PROG_TEST_RUN` of program `name` (of type `P`: `Xdp` or `SchedClassifier`), `repeat`
+/// times on `frame`.
+fn test_run<'a, P>(
+    ebpf: &'a Ebpf,
+    name: &'static str,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<TestRunResult, DatapathError>
 where
-    &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+    P: for<'o> TestRun<Opts<'o> = TestRunOptions<'o>, Result = TestRunResult> + 'a,
+    &'a P: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf
+    let prog: &P = ebpf
         .program(name)
-        .ok_or(DatapathError::MissingProgram { name })?;
-    prog.try_into()
-        .map_err(|source| DatapathError::Program { name, source })
+        .ok_or(DatapathError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { name, source })?;
+    // Room for programs that grow the packet (headroom they push is at most this).
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        repeat,
+        ..Default::default()
+    };
+    prog.test_run(opts)
+        .map_err(|source| DatapathError::TestRun {
+            program: name,
+            source,
+        })
 }
 
-/// Swap our XDP program into the link a previous daemon pinned at `pin`. False if there is
-/// none usable; a stale pin is then removed so a fresh attach can take its place.
-fn take_over_xdp(xdp: &mut Xdp, pin: &Path) -> bool {
-    let Ok(pinned) = PinnedLink::from_pin(pin) else {
-        return false;
-    };
-    let swapped = XdpLink::try_from(FdLink::from(pinned))
-        .ok()
-        .is_some_and(|link| xdp.attach_to_link(link).is_ok());
-    if !swapped {
-        let _ = std::fs::remove_file(pin);
-    }
-    swapped
+/// The programs `attach` puts on an interface, as far as their links go (aya has no trait for
+/// it: `take_link` and `attach_to_link` are inherent methods).
+trait LinkedProgram {
+    type Link: TryFrom<FdLink>;
+    type LinkId;
+    /// `attach_to_link`: swap this program into `link` (`bpf_link_update`).
+    fn update_link(&mut self, link: Self::Link) -> bool;
+    /// `take_link`: own the link of an attachment, so it can be pinned.
+    fn own_link(&mut self, id: Self::LinkId) -> Result<Self::Link, ProgramError>;
 }
 
-/// As [`take_over_xdp`], for the TCX egress link.
-fn take_over_tc(tc_prog: &mut SchedClassifier, pin: &Path) -> bool {
-    let Ok(pinned) = PinnedLink::from_pin(pin) else {
-        return false;
+/// Each impl forwards to aya's inherent `attach_to_link` and `take_link`.
+macro_rules! linked_program {
+    ($program:ty, $link:ty, $id:ty) => {
+        impl LinkedProgram for $program {
+            type Link = $link;
+            type LinkId = $id;
+            fn update_link(&mut self, link: $link) -> bool {
+                self.attach_to_link(link).is_ok()
+            }
+            fn own_link(&mut self, id: $id) -> Result<$link, ProgramError> {
+                self.take_link(id)
+            }
+        }
     };
-    let swapped = SchedClassifierLink::try_from(FdLink::from(pinned))
-        .ok()
-        .is_some_and(|link| tc_prog.attach_to_link(link).is_ok());
-    if !swapped {
+}
+linked_program!(Xdp, XdpLink, XdpLinkId);
+linked_program!(SchedClassifier, SchedClassifierLink, SchedClassifierLinkId);
+
+/// Why [`attach_pinned`] failed: the program's own attach (the caller names the program), or
+/// pinning its link.
+enum AttachError {
+    Program(ProgramError),
+    Pin(DatapathError),
+}
+
+/// Put `prog` on an interface. With a pin path: swap it into the link a previous daemon pinned
+/// there if that link is usable (`Ok(true)`; a stale pin is removed), else `attach` it and pin
+/// the new link there, recording the pin in `created_links`. Without one: just `attach`.
+fn attach_pinned<P: LinkedProgram>(
+    prog: &mut P,
+    pin: Option<&Path>,
+    created_links: &mut Vec<PathBuf>,
+    attach: impl FnOnce(&mut P) -> Result<P::LinkId, ProgramError>,
+) -> Result<bool, AttachError>
+where
+    FdLink: TryFrom<P::Link, Error = LinkError>,
+{
+    let Some(pin) = pin else {
+        attach(prog).map_err(AttachError::Program)?;
+        return Ok(false);
+    };
+    if let Ok(pinned) = PinnedLink::from_pin(pin) {
+        let swapped = P::Link::try_from(FdLink::from(pinned))
+            .ok()
+            .is_some_and(|link| prog.update_link(link));
+        if swapped {
+            return Ok(true);
+        }
         let _ = std::fs::remove_file(pin);
     }
-    swapped
+    let id = attach(prog).map_err(AttachError::Program)?;
+    let link = prog.own_link(id).map_err(AttachError::Program)?;
+    pin_link(link, pin).map_err(AttachError::Pin)?;
+    created_links.push(pin.to_path_buf());
+    Ok(false)
 }
 
 /// Pin a freshly attached link (it must be a bpf_link: XDP and TCX on this kernel are).
 fn pin_link<L>(link: L, pin: &Path) -> Result<(), DatapathError>
 where
-    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+    FdLink: TryFrom<L, Error = LinkError>,
 {
     let fd_link = FdLink::try_from(link).map_err(|source| DatapathError::LinkNotPinnable {
         path: pin.to_path_buf(),

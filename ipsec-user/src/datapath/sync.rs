@@ -8,15 +8,16 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::Hash,
     time::{Duration, Instant},
 };
 
-use aya::maps::PerCpuValues;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuValues};
 use ipsec_common::abi::{self, DIR_IN, DIR_OUT, MAX_MASKS, RuleKey, RuleValue, SaInfo, SpStats};
 
 use super::{
     compile::{KINDS, ShapeIds, compile},
-    kernel::{DatapathError, KernelDatapath},
+    kernel::{DatapathError, KernelDatapath, generation as generation_of, map_io as io},
 };
 use crate::model::{Action, Direction, Spd};
 
@@ -54,13 +55,56 @@ pub(crate) struct SyncState {
     last_flip: Option<Instant>,
 }
 
-fn io(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::MapIo { name, source }
+/// A kernel hash map with the mirror of what it holds, so a sync writes only the difference.
+struct Mirrored<'a, K, V> {
+    name: &'static str,
+    map: &'a mut BpfHashMap<MapData, K, V>,
+    mirror: &'a mut HashMap<K, V>,
+}
+
+impl<'a, K, V> Mirrored<'a, K, V>
+where
+    K: aya::Pod + Eq + Hash,
+    V: aya::Pod + PartialEq,
+{
+    fn new(
+        name: &'static str,
+        map: &'a mut BpfHashMap<MapData, K, V>,
+        mirror: &'a mut HashMap<K, V>,
+    ) -> Self {
+        Self { name, map, mirror }
+    }
+
+    /// Write the entries of `wanted` the map lacks or holds differently.
+    fn add(&mut self, wanted: &HashMap<K, V>) -> Result<(), DatapathError> {
+        for (key, value) in wanted {
+            if self.mirror.get(key) != Some(value) {
+                self.map.insert(key, value, 0).map_err(io(self.name))?;
+                self.mirror.insert(*key, *value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the entries `wanted` no longer has.
+    fn retire(&mut self, wanted: &HashMap<K, V>) -> Result<(), DatapathError> {
+        let gone: Vec<K> = self
+            .mirror
+            .keys()
+            .filter(|key| !wanted.contains_key(key))
+            .copied()
+            .collect();
+        for key in gone {
+            self.map.remove(&key).map_err(io(self.name))?;
+            self.mirror.remove(&key);
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
     let next = dp.epoch()? + 1;
-    let generation = (next & 1) as u8;
+    let generation = generation_of(next);
     let tables = compile(spd, generation, &mut dp.sync.ids)?;
     if let Some(rest) = dp
         .sync
@@ -85,25 +129,13 @@ pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathErr
     }
 
     // Rules of the inactive generation: write what differs, delete what is gone.
-    let mirror = &mut dp.sync.mirror[usize::from(generation)];
-    for (key, value) in &tables.rules {
-        if mirror.get(key) != Some(value) {
-            dp.maps
-                .rules
-                .insert(key, value, 0)
-                .map_err(io(abi::RULES))?;
-            mirror.insert(*key, *value);
-        }
-    }
-    let stale: Vec<RuleKey> = mirror
-        .keys()
-        .filter(|k| !tables.rules.contains_key(k))
-        .copied()
-        .collect();
-    for key in stale {
-        dp.maps.rules.remove(&key).map_err(io(abi::RULES))?;
-        mirror.remove(&key);
-    }
+    let mut rules = Mirrored::new(
+        abi::RULES,
+        &mut dp.maps.rules,
+        &mut dp.sync.mirror[usize::from(generation)],
+    );
+    rules.add(&tables.rules)?;
+    rules.retire(&tables.rules)?;
 
     for kind in KINDS {
         for dir in [DIR_IN, DIR_OUT] {
@@ -127,27 +159,17 @@ pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathErr
 
     // Inbound SPIs (SAs an inbound ipsec SP names): new ones before the flip, retired ones after.
     let wanted = spis_of(spd, Direction::In);
-    for (spi, info) in &wanted {
-        if dp.sync.spis.get(spi) != Some(info) {
-            dp.maps
-                .sa_by_spi
-                .insert(spi, info, 0)
-                .map_err(io(abi::SA_BY_SPI))?;
-            dp.sync.spis.insert(*spi, *info);
-        }
-    }
+    let mut inbound = Mirrored::new(abi::SA_BY_SPI, &mut dp.maps.sa_by_spi, &mut dp.sync.spis);
+    inbound.add(&wanted)?;
     // Outbound SPIs (SAs an outbound ipsec SP names): the only ESP the engine may send
     // unclassified. New ones before the flip (the engine may use them as soon as it learns them).
     let wanted_out = spis_of(spd, Direction::Out);
-    for (spi, info) in &wanted_out {
-        if dp.sync.out_spis.get(spi) != Some(info) {
-            dp.maps
-                .sa_out_by_spi
-                .insert(spi, info, 0)
-                .map_err(io(abi::SA_OUT_BY_SPI))?;
-            dp.sync.out_spis.insert(*spi, *info);
-        }
-    }
+    let mut outbound = Mirrored::new(
+        abi::SA_OUT_BY_SPI,
+        &mut dp.maps.sa_out_by_spi,
+        &mut dp.sync.out_spis,
+    );
+    outbound.add(&wanted_out)?;
 
     dp.maps
         .config
@@ -155,31 +177,8 @@ pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathErr
         .map_err(io(abi::CONFIG))?;
     dp.sync.last_flip = Some(Instant::now());
 
-    let gone: Vec<u32> = dp
-        .sync
-        .spis
-        .keys()
-        .filter(|spi| !wanted.contains_key(spi))
-        .copied()
-        .collect();
-    for spi in gone {
-        dp.maps.sa_by_spi.remove(&spi).map_err(io(abi::SA_BY_SPI))?;
-        dp.sync.spis.remove(&spi);
-    }
-    let gone_out: Vec<u32> = dp
-        .sync
-        .out_spis
-        .keys()
-        .filter(|spi| !wanted_out.contains_key(spi))
-        .copied()
-        .collect();
-    for spi in gone_out {
-        dp.maps
-            .sa_out_by_spi
-            .remove(&spi)
-            .map_err(io(abi::SA_OUT_BY_SPI))?;
-        dp.sync.out_spis.remove(&spi);
-    }
+    inbound.retire(&wanted)?;
+    outbound.retire(&wanted_out)?;
     let live: HashSet<u32> = spd.sps().iter().map(|sp| sp.id).collect();
     dp.sync.counter_owner.retain(|id, _| live.contains(id));
     Ok(())

@@ -221,6 +221,10 @@ pub enum ModelError {
 
 impl ModelError {
     /// An `InvalidState` for record `what`, with any message as the reason.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "callers pass `&str` literals and owned errors alike; `&impl ToString`, as the lint suggests, rejects `str`"
+    )]
     pub(crate) fn state(what: impl Into<String>, reason: impl ToString) -> Self {
         Self::InvalidState {
             what: what.into(),
@@ -365,28 +369,34 @@ mod tests {
         spd
     }
 
-    fn sa_add(edit: impl FnOnce(&mut SaAddArgs)) -> Command {
-        let mut args = example_sa_args();
-        args.sa_name = Some("new".into());
-        args.sa_spi = Some("0x3000".into());
+    /// The command `wrap` makes of `args` once `edit` has changed them.
+    fn edited<A>(mut args: A, edit: impl FnOnce(&mut A), wrap: fn(A) -> Command) -> Command {
         edit(&mut args);
-        Command::SaAdd(args)
+        wrap(args)
     }
 
-    fn sp_add(edit: impl FnOnce(&mut SpAddArgs)) -> Command {
-        let mut args = example_sp_args();
-        args.sp_name = Some("new".into());
-        args.destination_port = Some("26".into());
-        edit(&mut args);
-        Command::SpAdd(args)
+    /// `sa add` of sa1's arguments under a new name and SPI.
+    fn sa_add(edit: impl FnOnce(&mut SaAddArgs)) -> Command {
+        let mut args = example_sa_args();
+        (args.sa_name, args.sa_spi) = (some("new"), some("0x3000"));
+        edited(args, edit, Command::SaAdd)
     }
 
     fn sa_remove(edit: impl FnOnce(&mut SaRemoveArgs)) -> Command {
-        let mut args = SaRemoveArgs::default();
-        edit(&mut args);
-        Command::SaRemove(args)
+        edited(SaRemoveArgs::default(), edit, Command::SaRemove)
     }
 
+    /// `sp add` of sp1's arguments under a new name and destination port.
+    fn sp_add(edit: impl FnOnce(&mut SpAddArgs)) -> Command {
+        let mut args = example_sp_args();
+        (args.sp_name, args.destination_port) = (some("new"), some("26"));
+        edited(args, edit, Command::SpAdd)
+    }
+
+    #[allow(
+        clippy::unnecessary_wraps,
+        reason = "the table assigns Option<String> fields: `a.sa_spi = some(\"0xff\")` reads as the value it sets"
+    )]
     fn some(s: &str) -> Option<String> {
         Some(s.to_owned())
     }
@@ -419,6 +429,14 @@ mod tests {
             (sa_add(|a| a.integrity_algorithm = None), "--integrity-algorithm: required; use hmac-sha1 or hmac-sha2-256"),
             (sa_add(|a| a.integrity_key = None), "--integrity-key: required with hmac-sha1; give 20 bytes as 0x followed by 40 hex digits, or 20 ascii characters"),
             (sa_add(|a| a.sa_name = None), "--sa-name: required; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
+            // sp add: missing options.
+            (sp_add(|a| a.sp_source = None), "--sp-source: required; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
+            (sp_add(|a| a.sp_destination = None), "--sp-destination: required; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
+            (sp_add(|a| a.source_port = None), "--source-port: required; use 0 to 65535 or any (0 means any)"),
+            (sp_add(|a| a.destination_port = None), "--destination-port: required; use 0 to 65535 or any (0 means any)"),
+            (sp_add(|a| a.flow_direction = None), "--flow-direction: required; use in or out"),
+            (sp_add(|a| a.sa_name = None), "--sa-name: required with --action ipsec; give an existing sa, or use --action none or discard"),
+            (sp_add(|a| a.sp_name = None), "--sp-name: required; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
             // sa add: bad values.
             (sa_add(|a| a.sa_source = some("192.0.2.1")), "--sa-source: '192.0.2.1' is not valid; use an ipv6 address, or any in transport mode"),
             (sa_add(|a| a.sa_destination = some("2001:db8::/64")), "--sa-destination: '2001:db8::/64' is not valid; use an ipv6 address, or any in transport mode"),
@@ -453,14 +471,6 @@ mod tests {
             (sa_remove(|a| { a.sa_source = some("2001:db8::1"); a.sa_destination = some("2001:db8::2"); }), "--sa-spi: required; --sa-source, --sa-destination and --sa-spi identify the sa together"),
             (sa_remove(|a| { a.sa_source = some("2001:db8::1"); a.sa_destination = some("any"); a.sa_spi = some("0x2000"); }), "--sa-spi: no sa with source 2001:db8::1, destination any and spi 0x2000; see sa list"),
             (sa_remove(|a| { a.sa_source = some("3ffe:501:ffff::a"); a.sa_destination = some("3ffe:501:ffff:1::1"); a.sa_spi = some("0x1000"); }), "--sa-spi: sa 'sa1' is used by sp 'sp1'; remove those policies first"),
-            // sp add: missing options.
-            (sp_add(|a| a.sp_source = None), "--sp-source: required; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
-            (sp_add(|a| a.sp_destination = None), "--sp-destination: required; use ADDR/LEN (e.g. 2001:db8::/64) or any"),
-            (sp_add(|a| a.source_port = None), "--source-port: required; use 0 to 65535 or any (0 means any)"),
-            (sp_add(|a| a.destination_port = None), "--destination-port: required; use 0 to 65535 or any (0 means any)"),
-            (sp_add(|a| a.flow_direction = None), "--flow-direction: required; use in or out"),
-            (sp_add(|a| a.sa_name = None), "--sa-name: required with --action ipsec; give an existing sa, or use --action none or discard"),
-            (sp_add(|a| a.sp_name = None), "--sp-name: required; use 1 to 64 characters from A-Z a-z 0-9 _ . -"),
             // sp add: bad values.
             (sp_add(|a| a.sp_source = some("2001:db8:1::")), "--sp-source: '2001:db8:1::' has no prefix length; add /128 for a single host (2001:db8:1::/128) or give ADDR/LEN"),
             (sp_add(|a| a.sp_destination = some("2002:db8:1::1/64")), "--sp-destination: '2002:db8:1::1/64' has host bits set beyond /64; did you mean 2002:db8:1::/64"),
