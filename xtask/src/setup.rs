@@ -39,14 +39,14 @@ const APT_PACKAGES: [&str; 8] = [
 ];
 const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     ensure()?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
 
 /// Install whatever is missing; quick when nothing is.
-pub fn ensure() -> anyhow::Result<()> {
+pub(crate) fn ensure() -> anyhow::Result<()> {
     ensure_nightly()?;
     ensure_bpf_linker()?;
     ensure_cargo_fuzz()?;

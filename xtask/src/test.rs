@@ -41,7 +41,7 @@ const CLIPPY_EBPF: &[&str] = &[
     "warnings",
 ];
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure()?;
     let root = util::root();
     let cargo = |args: &[&str]| {
