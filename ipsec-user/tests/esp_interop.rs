@@ -17,21 +17,17 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::net::Ipv6Addr;
 use std::process::{Command, Stdio};
+use xipsec_testkit::keys;
 
 const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/esp_scapy.py");
 
 /// The spec's example SA: `--sa-source 3ffe:501:ffff:0::a --sa-destination
 /// 3ffe:501:ffff:0001:0000:0000:0000:0001 --sa-spi 0x1000`, keys `ipv6readylogo3descbcout2` and
-/// `ipv6readylogsha1out2` (the IPv6 Ready Logo test keys).
+/// `ipv6readylogsha1out2` (the IPv6 Ready Logo test keys: the kit's `keys::SPEC_3DES` and
+/// `keys::SPEC_SHA1`; the other algorithms take the kit's fixed keys).
 const SPEC_SPI: u32 = 0x1000;
 const SPEC_SOURCE: &str = "3ffe:501:ffff:0::a";
 const SPEC_DESTINATION: &str = "3ffe:501:ffff:0001:0000:0000:0000:0001";
-const SPEC_3DES_KEY: &str = "6970763672656164796c6f676f336465736362636f757432";
-const SPEC_SHA1_KEY: &str = "6970763672656164796c6f67736861316f757432";
-
-/// Keys for the algorithms the example does not use.
-const AES_KEY: &str = "000102030405060708090a0b0c0d0e0f";
-const SHA256_KEY: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
 
 /// Inner addresses in tunnel mode: the spec's policy example prefixes.
 const INNER_SOURCE: &str = "2001:db8:1::1";
@@ -51,16 +47,16 @@ impl Suite {
     /// scapy's names and our keys.
     fn encryption(&self) -> (&'static str, &'static str) {
         match self.encryption {
-            EncryptionAlgorithm::TripleDesCbc => ("3DES", SPEC_3DES_KEY),
-            EncryptionAlgorithm::Aes128Cbc => ("AES-CBC", AES_KEY),
+            EncryptionAlgorithm::TripleDesCbc => ("3DES", keys::SPEC_3DES),
+            EncryptionAlgorithm::Aes128Cbc => ("AES-CBC", keys::AES128),
             EncryptionAlgorithm::Null => ("NULL", ""),
         }
     }
 
     fn integrity(&self) -> (&'static str, &'static str) {
         match self.integrity {
-            IntegrityAlgorithm::HmacSha1 => ("HMAC-SHA1-96", SPEC_SHA1_KEY),
-            IntegrityAlgorithm::HmacSha256 => ("SHA2-256-128", SHA256_KEY),
+            IntegrityAlgorithm::HmacSha1 => ("HMAC-SHA1-96", keys::SPEC_SHA1),
+            IntegrityAlgorithm::HmacSha256 => ("SHA2-256-128", keys::SHA256),
         }
     }
 

@@ -153,6 +153,22 @@ pub struct Expect<'a> {
     pub markers: &'a [&'a [u8]],
 }
 
+impl<'a> Expect<'a> {
+    /// Inner packets of `flows` carrying one of `protocols`, and every marker of `markers` found
+    /// in some decrypted packet and in no raw frame (the fields, in order).
+    pub const fn new(
+        flows: &'a [(&'a str, &'a str)],
+        protocols: &'a [u8],
+        markers: &'a [&'a [u8]],
+    ) -> Self {
+        Self {
+            flows,
+            protocols,
+            markers,
+        }
+    }
+}
+
 /// Every captured ESP packet, or an evenly spread sample of at most `sample` of them, decrypts
 /// and authenticates under `sas`; the inner packets match `expect` (so every marker must be in
 /// the sample: keep captures that look for one small, or make the marker common); and no
