@@ -325,7 +325,7 @@ fn spd_change_is_seen_and_cache_invalidated() {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[test]

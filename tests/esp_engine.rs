@@ -60,6 +60,11 @@ fn temp_dirs<const N: usize>() -> [tempfile::TempDir; N] {
     std::array::from_fn(|_| tempfile::tempdir().expect("creating a temporary directory"))
 }
 
+/// `Some(v)`: the request arguments are all `Option<String>`.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "builds the Some of an optional argument"
+)]
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
@@ -566,7 +571,7 @@ fn raw_esp_socket(ns: &str) -> std::os::fd::OwnedFd {
                     libc::SOL_SOCKET,
                     libc::SO_MARK,
                     (&raw const mark).cast(),
-                    4
+                    socklen::<libc::c_int>()
                 ),
                 0
             );
@@ -576,7 +581,7 @@ fn raw_esp_socket(ns: &str) -> std::os::fd::OwnedFd {
                     libc::SOL_SOCKET,
                     libc::SO_RCVTIMEO,
                     (&raw const timeout).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t
+                    socklen::<libc::timeval>()
                 ),
                 0
             );
@@ -603,7 +608,7 @@ fn captured_esp(socket: &std::os::fd::OwnedFd) -> Vec<Vec<u8>> {
 fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
     // SAFETY: all-zero is a valid sockaddr_in6.
     let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    addr.sin6_family = libc::sa_family_t::try_from(libc::AF_INET6).expect("AF_INET6 fits");
     addr.sin6_addr.s6_addr = to.parse::<Ipv6Addr>().expect("address").octets();
     // SAFETY: `esp` and `addr` are valid for reads of the lengths given.
     let sent = unsafe {
@@ -613,15 +618,20 @@ fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
             esp.len(),
             0,
             (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            socklen::<libc::sockaddr_in6>(),
         )
     };
     assert_eq!(
-        sent,
-        esp.len() as isize,
+        usize::try_from(sent).ok(),
+        Some(esp.len()),
         "{}",
         std::io::Error::last_os_error()
     );
+}
+
+/// The size of `T` as a socket option or address length.
+fn socklen<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("a socket struct's size fits")
 }
 
 /// Sends every packet of `captured` to `B` again and gives the engine half a second to take them.

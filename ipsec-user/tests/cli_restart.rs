@@ -49,7 +49,7 @@ fn sp_args(j: usize) -> Vec<String> {
             if j.is_multiple_of(4) {
                 "any".to_owned()
             } else {
-                format!("2001:db9:{:x}::/64", j)
+                format!("2001:db9:{j:x}::/64")
             }
         ),
         format!(

@@ -212,7 +212,7 @@ fn unhex(value: &Value) -> Vec<u8> {
 }
 
 /// Runs a batch of requests in one helper process (importing scapy costs about a second).
-fn call_batch(requests: Vec<Value>) -> Vec<Value> {
+fn call_batch(requests: &[Value]) -> Vec<Value> {
     let count = requests.len();
     let answer = call(&json!({"op": "batch", "requests": requests}));
     let answers = answer["answers"]
@@ -321,24 +321,22 @@ fn check_scapy_decrypted(
 /// Both directions for every suite, in two helper runs; returns every mismatch found.
 fn interoperate(suites: &[Suite]) -> Vec<String> {
     let mut failures = Vec::new();
-    let encrypted = call_batch(
-        suites
-            .iter()
-            .map(|suite| json!({"op": "encrypt", "sa": suite.scapy_sa()}))
-            .collect(),
-    );
+    let encrypt: Vec<Value> = suites
+        .iter()
+        .map(|suite| json!({"op": "encrypt", "sa": suite.scapy_sa()}))
+        .collect();
+    let encrypted = call_batch(&encrypt);
     let plaintexts: Vec<_> = suites
         .iter()
         .zip(&encrypted)
         .map(|(suite, answer)| decapsulate_scapy(suite, answer, &mut failures))
         .collect();
-    let decrypted = call_batch(
-        suites
-            .iter()
-            .zip(&plaintexts)
-            .map(|(suite, plain)| encapsulate_for_scapy(suite, plain))
-            .collect(),
-    );
+    let decrypt: Vec<Value> = suites
+        .iter()
+        .zip(&plaintexts)
+        .map(|(suite, plain)| encapsulate_for_scapy(suite, plain))
+        .collect();
+    let decrypted = call_batch(&decrypt);
     for ((suite, plain), answer) in suites.iter().zip(&plaintexts).zip(&decrypted) {
         check_scapy_decrypted(suite, plain, answer, &mut failures);
     }
@@ -390,7 +388,7 @@ fn scapy_rejects_our_tampered_packets() {
     packet.extend_from_slice(&address(INNER_DESTINATION).octets());
     packet.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
     let suites = all_suites();
-    let requests = suites
+    let requests: Vec<Value> = suites
         .iter()
         .map(|suite| {
             let (enc_key, auth_key) = suite.keys();
@@ -411,7 +409,7 @@ fn scapy_rejects_our_tampered_packets() {
             json!({"op": "decrypt", "sa": suite.scapy_sa(), "packets": tampered})
         })
         .collect();
-    for (suite, answer) in suites.iter().zip(call_batch(requests)) {
+    for (suite, answer) in suites.iter().zip(call_batch(&requests)) {
         for result in answer["results"].as_array().expect("results") {
             let error = result["error"].as_str().unwrap_or_default();
             assert!(
