@@ -19,8 +19,10 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
+
+use rustix::net;
 
 use ipsec_common::abi::XIPSEC_MARK;
 use ipsec_tests::args::host_ipsec_sp;
@@ -549,93 +551,47 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
 }
 
 /// A raw `IPPROTO_ESP` socket (ESP from its header on, no IPv6 header), opened in `ns`, with
-/// `SO_MARK = XIPSEC_MARK` so what it sends takes the main table (the veth), not the TUN.
-fn raw_esp_socket(ns: &str) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
+/// `SO_MARK = XIPSEC_MARK` so what it sends takes the main table (the veth), not the TUN, and a
+/// 1 s receive timeout.
+fn raw_esp_socket(ns: &str) -> OwnedFd {
     in_netns(ns, || {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ESP) };
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let mark = libc::c_int::try_from(XIPSEC_MARK).expect("the mark fits a c_int");
-        let timeout = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: valid option values of the sizes given, on an open socket.
-        unsafe {
-            assert_eq!(
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_MARK,
-                    (&raw const mark).cast(),
-                    socklen::<libc::c_int>()
-                ),
-                0
-            );
-            assert_eq!(
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&raw const timeout).cast(),
-                    socklen::<libc::timeval>()
-                ),
-                0
-            );
-        }
+        let fd = net::socket(
+            net::AddressFamily::INET6,
+            net::SocketType::RAW,
+            Some(net::ipproto::ESP),
+        )
+        .expect("opening a raw ESP socket");
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Mark, &XIPSEC_MARK)
+            .expect("setting SO_MARK");
+        net::sockopt::set_socket_timeout(
+            &fd,
+            net::sockopt::Timeout::Recv,
+            Some(Duration::from_secs(1)),
+        )
+        .expect("setting SO_RCVTIMEO");
         fd
     })
 }
 
 /// Every ESP packet `socket` received (copies of what the engine received), until a 1 s lull.
-fn captured_esp(socket: &std::os::fd::OwnedFd) -> Vec<Vec<u8>> {
+fn captured_esp(socket: &OwnedFd) -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
     let mut buf = vec![0u8; 65_536];
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(n) = usize::try_from(n) else {
-            return packets;
-        };
+    while let Ok((n, _)) = net::recv(socket, &mut buf, net::RecvFlags::empty()) {
         packets.push(buf[..n].to_vec());
     }
+    packets
 }
 
 /// Sends `esp` (from the ESP header on) to `to` on `socket`.
-fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
-    // SAFETY: all-zero is a valid sockaddr_in6.
-    let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    addr.sin6_family = libc::sa_family_t::try_from(libc::AF_INET6).expect("AF_INET6 fits");
-    addr.sin6_addr.s6_addr = to.parse::<Ipv6Addr>().expect("address").octets();
-    // SAFETY: `esp` and `addr` are valid for reads of the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            socket.as_raw_fd(),
-            esp.as_ptr().cast(),
-            esp.len(),
-            0,
-            (&raw const addr).cast(),
-            socklen::<libc::sockaddr_in6>(),
-        )
-    };
-    assert_eq!(
-        usize::try_from(sent).ok(),
-        Some(esp.len()),
-        "{}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// The size of `T` as a socket option or address length.
-fn socklen<T>() -> libc::socklen_t {
-    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("a socket struct's size fits")
+fn send_esp(socket: &OwnedFd, to: &str, esp: &[u8]) {
+    let to = net::SocketAddrV6::new(to.parse().expect("address"), 0, 0, 0);
+    let sent = net::sendto(socket, esp, net::SendFlags::empty(), &to).expect("sending ESP");
+    assert_eq!(sent, esp.len(), "sent whole");
 }
 
 /// Sends every packet of `captured` to `B` again and gives the engine half a second to take them.
-fn replay(socket: &std::os::fd::OwnedFd, captured: &[Vec<u8>]) {
+fn replay(socket: &OwnedFd, captured: &[Vec<u8>]) {
     for esp in captured {
         send_esp(socket, B, esp);
     }
