@@ -22,7 +22,7 @@ use std::{
 use ipsec_tests::esp_oracle::{EspSa, decrypt};
 use xipsec_testkit::{
     as_root,
-    capture::{Capture, Class, Frames, describe},
+    capture::{Capture, Class, Frame, Frames, describe},
     cli::SpArgs,
     daemon::{Node, Sandbox},
     netns::{self, VethPair},
@@ -50,6 +50,8 @@ const MARK_TEXT: &str = "XIPSEC-CLEARTEXT-MARK-";
 const SPI_OUT: u32 = 0x3001;
 const SPI_IN: u32 = 0x3002;
 const SPI_OUT_TUNNEL: u32 = 0x3003;
+/// The SPIs a's protected traffic leaves under: what b's captures count as protected.
+const PROTECTED_SPIS: [u32; 2] = [SPI_OUT, SPI_OUT_TUNNEL];
 
 /// Every way `adversary.py frags` cuts a datagram.
 const SHAPES: [&str; 9] = [
@@ -237,17 +239,13 @@ impl Lab {
         }
     }
 
-    fn spis(&self) -> [u32; 2] {
-        [SPI_OUT, SPI_OUT_TUNNEL]
-    }
-
     /// A capture on b's end of the wire, its liveness proven by markers sent from a.
     fn capture(&self, name: &str) -> Capture {
         Capture::start_with_marker_from(
             &self.pair.ns_b,
             &self.pair.if_b,
             &self.scratch.path().join(format!("{name}.pcap")),
-            &self.spis(),
+            &PROTECTED_SPIS,
             (&self.pair.ns_a, &self.pair.if_a),
         )
     }
@@ -262,7 +260,7 @@ impl Lab {
         (first, count): (&str, &str),
         pcap: &std::path::Path,
     ) {
-        self.adversary(
+        adversary(
             &self.pair.ns_b,
             &[
                 "esp",
@@ -282,83 +280,18 @@ impl Lab {
         );
     }
 
-    /// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
-    fn adversary(&self, ns: &str, args: &[&str]) -> usize {
-        traffic::fixture_output(ns, "adversary.py", args)
-            .trim()
-            .parse()
-            .expect("adversary.py prints a count")
-    }
-
     /// Crafted fragment jobs sent out of a (through TC egress) towards b.
     fn frags_from_a(&self, jobs: &[String]) -> usize {
         let mut args = vec!["frags", &self.pair.if_a, &self.mac_a, &self.mac_b, A];
         args.extend(jobs.iter().map(String::as_str));
-        self.adversary(&self.pair.ns_a, &args)
+        adversary(&self.pair.ns_a, &args)
     }
 
     /// Crafted fragment jobs sent from `src` on b towards a (into a's XDP).
     fn frags_from_b(&self, src: &str, jobs: &[String]) -> usize {
         let mut args = vec!["frags", &self.pair.if_b, &self.mac_b, &self.mac_a, src];
         args.extend(jobs.iter().map(String::as_str));
-        self.adversary(&self.pair.ns_b, &args)
-    }
-
-    fn udp_send(&self, ns: &str, dst: &str, port: u16, count: usize, size: usize) {
-        let status = py(
-            ns,
-            &[
-                "udp-send",
-                dst,
-                &port.to_string(),
-                &count.to_string(),
-                MARK_TEXT,
-                &size.to_string(),
-            ],
-        )
-        .status()
-        .expect("sending UDP");
-        assert!(status.success(), "udp-send to {dst}");
-    }
-
-    fn ping(&self, ns: &str, from: &str, dst: &str, size: usize) {
-        // Replies never come (b cannot decrypt, or the flow is discarded): only the sending
-        // matters, so the exit status is not.
-        let _ = netns::exec(
-            ns,
-            &[
-                "ping",
-                "-6",
-                "-c",
-                "2",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-                "-I",
-                from,
-                "-s",
-                &size.to_string(),
-                "-p",
-                "58495053",
-                dst,
-            ],
-        )
-        .output()
-        .expect("running ping");
-    }
-
-    /// A UDP listener on `addr`:`port` in `ns` for `seconds`; [`received`] collects its count.
-    fn listen(&self, ns: &str, addr: &str, port: u16, seconds: u32) -> Child {
-        let child = py(
-            ns,
-            &["udp-recv", addr, &port.to_string(), &seconds.to_string()],
-        )
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting a UDP listener");
-        std::thread::sleep(Duration::from_millis(400));
-        child
+        adversary(&self.pair.ns_b, &args)
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -366,6 +299,71 @@ impl Lab {
         let json: serde_json::Value = serde_json::from_str(&text).expect("stats JSON");
         find_counter(&json, name).unwrap_or_else(|| panic!("no counter {name} in {text}"))
     }
+}
+
+/// `adversary.py ARGS` in `ns`; the number it prints (frames or datagrams sent).
+fn adversary(ns: &str, args: &[&str]) -> usize {
+    traffic::fixture_output(ns, "adversary.py", args)
+        .trim()
+        .parse()
+        .expect("adversary.py prints a count")
+}
+
+fn udp_send(ns: &str, dst: &str, port: u16, count: usize, size: usize) {
+    let status = py(
+        ns,
+        &[
+            "udp-send",
+            dst,
+            &port.to_string(),
+            &count.to_string(),
+            MARK_TEXT,
+            &size.to_string(),
+        ],
+    )
+    .status()
+    .expect("sending UDP");
+    assert!(status.success(), "udp-send to {dst}");
+}
+
+fn ping(ns: &str, from: &str, dst: &str, size: usize) {
+    // Replies never come (b cannot decrypt, or the flow is discarded): only the sending
+    // matters, so the exit status is not.
+    let _ = netns::exec(
+        ns,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            from,
+            "-s",
+            &size.to_string(),
+            "-p",
+            "58495053",
+            dst,
+        ],
+    )
+    .output()
+    .expect("running ping");
+}
+
+/// A UDP listener on `addr`:`port` in `ns` for `seconds`; [`received`] collects its count.
+fn listen(ns: &str, addr: &str, port: u16, seconds: u32) -> Child {
+    let child = py(
+        ns,
+        &["udp-recv", addr, &port.to_string(), &seconds.to_string()],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("starting a UDP listener");
+    std::thread::sleep(Duration::from_millis(400));
+    child
 }
 
 /// The value of counter `name` in the stats JSON (rows `{"reason": NAME, "packets": N}`).
@@ -408,7 +406,7 @@ fn to(frames: &Frames, dst: &str) -> Vec<String> {
         .frames
         .iter()
         .filter(|f| f.dst == dst && f.class != Class::Control)
-        .map(|f| f.describe())
+        .map(Frame::describe)
         .collect()
 }
 
@@ -464,10 +462,10 @@ fn adversarial_wire_suite() {
         // --- Oversized datagrams the stack fragments (2 and 3 fragments), protected and discarded.
         let cap = lab.capture("stack-fragments");
         for size in [2000, 4000] {
-            lab.udp_send(&na, B1, P_IPSEC, 3, size);
-            lab.ping(&na, A, B1, size);
-            lab.udp_send(&na, B3, P_DISCARD, 3, size);
-            lab.ping(&na, A, B3, size);
+            udp_send(&na, B1, P_IPSEC, 3, size);
+            ping(&na, A, B1, size);
+            udp_send(&na, B3, P_DISCARD, 3, size);
+            ping(&na, A, B3, size);
         }
         let frames = cap.stop();
         assert_no_clear(&frames, "stack-fragmented datagrams");
@@ -510,8 +508,8 @@ fn adversarial_wire_suite() {
         );
 
         // --- Fragmented `none` traffic is delivered, in order and reordered, both directions.
-        let listener = lab.listen(&nb, B2, P_NONE, 4);
-        lab.udp_send(&na, B2, P_NONE, 2, 4000);
+        let listener = listen(&nb, B2, P_NONE, 4);
+        udp_send(&na, B2, P_NONE, 2, 4000);
         let crafted = ["inorder", "reverse"]
             .iter()
             .enumerate()
@@ -523,8 +521,8 @@ fn adversarial_wire_suite() {
             4,
             "none traffic out of a, fragmented, is delivered"
         );
-        let listener = lab.listen(&na, A2, P_NONE, 4);
-        lab.udp_send(&nb, A2, P_NONE, 2, 4000);
+        let listener = listen(&na, A2, P_NONE, 4);
+        udp_send(&nb, A2, P_NONE, 2, 4000);
         let crafted: Vec<String> = ["inorder", "reverse"]
             .iter()
             .enumerate()
@@ -538,10 +536,10 @@ fn adversarial_wire_suite() {
         );
 
         // --- Clear fragments into a of flows that must arrive as ESP, or be discarded.
-        let protected = lab.listen(&na, A, P_IPSEC, 6);
-        let discarded = lab.listen(&na, A, P_DISCARD, 6);
-        lab.udp_send(&nb, A, P_IPSEC, 3, 4000);
-        lab.udp_send(&nb, A, P_DISCARD, 3, 4000);
+        let protected = listen(&na, A, P_IPSEC, 6);
+        let discarded = listen(&na, A, P_DISCARD, 6);
+        udp_send(&nb, A, P_IPSEC, 3, 4000);
+        udp_send(&nb, A, P_DISCARD, 3, 4000);
         let mut jobs = Vec::new();
         for (i, shape) in SHAPES.iter().take(7).enumerate() {
             jobs.push(format!("{A},udp,{P_IPSEC},3000,{shape},{}", 4000 + i));
@@ -573,7 +571,7 @@ fn adversarial_wire_suite() {
         .collect();
         let mut args = vec!["marked", B1, "9000"];
         args.extend(marks.iter().map(String::as_str));
-        lab.adversary(&na, &args);
+        adversary(&na, &args);
         let frames = cap.stop();
         assert_no_clear(&frames, "marked sockets");
         assert!(
@@ -591,13 +589,13 @@ fn adversarial_wire_suite() {
         };
         let enc_key = key(&lab.inbound.enc_key);
         let auth_key = lab.inbound.integ_key.trim_start_matches("0x").to_owned();
-        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        let listener = listen(&na, A, P_IPSEC, 4);
         lab.inbound_esp(B1, (&enc_key, &auth_key), ("1", "5"), &pcap);
         assert_eq!(received(listener), 5, "fresh ESP is delivered");
         let replay = |lab: &Lab, when: &str| {
             let drops = lab.counter("esp_replay_drops");
-            let listener = lab.listen(&na, A, P_IPSEC, 4);
-            lab.adversary(
+            let listener = listen(&na, A, P_IPSEC, 4);
+            adversary(
                 &nb,
                 &["resend", &lab.pair.if_b, pcap.to_str().expect("utf-8")],
             );
@@ -622,12 +620,12 @@ fn adversarial_wire_suite() {
 
         // --- Our own ESP reflected back, and ESP under the right SPI from the wrong address.
         let cap = lab.capture("to-reflect");
-        lab.udp_send(&na, B1, P_IPSEC, 3, 100);
+        udp_send(&na, B1, P_IPSEC, 3, 100);
         let own = cap.stop();
         assert!(own.esp_count() >= 3, "a's ESP captured for the reflection");
         let unknown = lab.counter("drop_unknown_spi");
-        let listener = lab.listen(&na, A, P_IPSEC, 4);
-        let reflected = lab.adversary(
+        let listener = listen(&na, A, P_IPSEC, 4);
+        let reflected = adversary(
             &nb,
             &[
                 "reflect",
@@ -645,7 +643,7 @@ fn adversarial_wire_suite() {
             "reflected ESP counted"
         );
         let mismatch = lab.counter("esp_address_mismatch");
-        let listener = lab.listen(&na, A, P_IPSEC, 4);
+        let listener = listen(&na, A, P_IPSEC, 4);
         let forged = lab.scratch.path().join("forged.pcap");
         lab.inbound_esp(B_FORGED, (&enc_key, &auth_key), ("1000", "3"), &forged);
         assert_eq!(
@@ -735,9 +733,9 @@ fn adversarial_wire_suite() {
             let sizes = [fit, fit + 1, 1280, 3000, 8000];
             let cap = lab.capture(&format!("boundary-{mode}"));
             for size in sizes {
-                lab.udp_send(&na, dst, P_IPSEC, 1, size);
+                udp_send(&na, dst, P_IPSEC, 1, size);
             }
-            lab.ping(&na, from, dst, 8000);
+            ping(&na, from, dst, 8000);
             let frames = cap.stop();
             assert_no_clear(&frames, &format!("boundary sizes, {mode}"));
             let got = inner_udp_sizes(&frames, std::slice::from_ref(&sa), mode);

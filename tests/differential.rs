@@ -23,12 +23,20 @@ use xipsec_testkit::as_root;
 const SPDS: u64 = 20;
 const PACKETS_PER_SPD: usize = 6_000;
 const MAX_POLICIES: usize = 2_000;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
-const TC_ACT_OK: i32 = 0;
-const TC_ACT_SHOT: i32 = 2;
-const TC_ACT_REDIRECT: i32 = 7;
+
+/// XDP's return codes (`enum xdp_action`, linux/bpf.h).
+mod xdp {
+    pub(crate) const DROP: u32 = 1;
+    pub(crate) const PASS: u32 = 2;
+    pub(crate) const REDIRECT: u32 = 4;
+}
+
+/// TC's return codes (`TC_ACT_*`, linux/pkt_cls.h).
+mod tc {
+    pub(crate) const OK: i32 = 0;
+    pub(crate) const SHOT: i32 = 2;
+    pub(crate) const REDIRECT: i32 = 7;
+}
 
 fn counters(dp: &KernelDatapath) -> Vec<(Counter, u64)> {
     dp.counters().expect("reading counters")
@@ -58,18 +66,14 @@ fn inbound_spis(spd: &Spd) -> Vec<u32> {
 
 /// Run `frame` once in `direction`; whether the packet went on (passed or redirected).
 fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expected) -> bool {
-    // Per hook: its action, its (pass, drop, redirect) codes, and the verdict that redirects.
-    let (hook, action, [pass, drop, redirect], redirected, to) = match direction {
+    // Per hook: its name, its action, its (pass, drop, redirect) codes, the verdict that
+    // redirects and where to.
+    let (hook, action, codes, redirected, to) = match direction {
         Direction::In => {
             let action = dp.test_run_xdp(frame).expect("running XDP");
-            let codes = [XDP_PASS, XDP_DROP, XDP_REDIRECT].map(i64::from);
-            (
-                "XDP",
-                i64::from(action),
-                codes,
-                Counter::EspKnownSpiXsk,
-                "AF_XDP for known-SPI ESP of the plain shape",
-            )
+            let codes = [xdp::PASS, xdp::DROP, xdp::REDIRECT].map(i64::from);
+            let to = "AF_XDP for known-SPI ESP of the plain shape";
+            ("XDP", i64::from(action), codes, Counter::EspKnownSpiXsk, to)
         }
         Direction::Out => {
             // The engine (when one is set) is alive: its heartbeat is fresh.
@@ -77,16 +81,12 @@ fn run(dp: &mut KernelDatapath, direction: Direction, frame: &[u8], want: &Expec
             let action = dp
                 .test_run_tc(frame)
                 .unwrap_or_else(|e| panic!("running TC on {}: {e:?}", hex(frame)));
-            let codes = [TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT].map(i64::from);
-            (
-                "TC",
-                i64::from(action),
-                codes,
-                Counter::IpsecToEngine,
-                "the ESP engine for ipsec verdicts with an engine",
-            )
+            let codes = [tc::OK, tc::SHOT, tc::REDIRECT].map(i64::from);
+            let to = "the ESP engine for ipsec verdicts with an engine";
+            ("TC", i64::from(action), codes, Counter::IpsecToEngine, to)
         }
     };
+    let [pass, drop, redirect] = codes;
     assert!(
         action == pass || action == drop || action == redirect,
         "{hook} action {action}"
@@ -280,8 +280,8 @@ fn unknown_action_drops() {
         }
         dp.sync(&spd).expect("sync");
         let frame = dns_frame();
-        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
-        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_OK);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), xdp::PASS);
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), tc::OK);
         // Corrupt every active rule's action: the programs must drop, not pass.
         let changed = dp
             .corrupt_rule_actions_for_tests(7)
@@ -290,8 +290,8 @@ fn unknown_action_drops() {
         dp.clear_flow_cache().expect("clearing the cache");
         let drops = |dp: &KernelDatapath| counter(dp, Counter::DropUnknownAction);
         let before = drops(&dp);
-        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_DROP);
-        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_SHOT);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), xdp::DROP);
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), tc::SHOT);
         assert_eq!(drops(&dp), before + 2);
     });
 }
@@ -304,14 +304,14 @@ fn spd_change_is_seen_and_cache_invalidated() {
         let mut spd = Spd::default();
         dp.sync(&spd).expect("sync empty");
         let frame = dns_frame();
-        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
-        assert_eq!(dp.test_run_xdp(&frame).expect("run (cached)"), XDP_PASS);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), xdp::PASS);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run (cached)"), xdp::PASS);
         spd.add_sp(&sp_to_db8("dns".into(), "in", ("udp", "53"), "discard"))
             .expect("valid SP");
         dp.sync(&spd).expect("sync discard");
         assert_eq!(
             dp.test_run_xdp(&frame).expect("run"),
-            XDP_DROP,
+            xdp::DROP,
             "cached pass must not survive the change"
         );
         spd.remove_sp(&SpRemoveArgs {
@@ -320,12 +320,12 @@ fn spd_change_is_seen_and_cache_invalidated() {
         })
         .expect("remove");
         dp.sync(&spd).expect("sync removal");
-        assert_eq!(dp.test_run_xdp(&frame).expect("run"), XDP_PASS);
+        assert_eq!(dp.test_run_xdp(&frame).expect("run"), xdp::PASS);
     });
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[test]
@@ -346,16 +346,16 @@ fn a_silent_engine_counts_as_unavailable() {
         let frame = dns_frame();
         let unavailable = |dp: &KernelDatapath| counter(dp, Counter::DropIpsecUnavailable);
         dp.set_engine_alive().expect("heartbeat");
-        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), tc::REDIRECT);
         let before = unavailable(&dp);
         std::thread::sleep(std::time::Duration::from_millis(1_200));
         assert_eq!(
             dp.test_run_tc(&frame).expect("run"),
-            TC_ACT_SHOT,
+            tc::SHOT,
             "an engine silent for over a second gets nothing"
         );
         assert_eq!(unavailable(&dp), before + 1);
         dp.set_engine_alive().expect("heartbeat");
-        assert_eq!(dp.test_run_tc(&frame).expect("run"), TC_ACT_REDIRECT);
+        assert_eq!(dp.test_run_tc(&frame).expect("run"), tc::REDIRECT);
     });
 }

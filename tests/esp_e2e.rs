@@ -175,39 +175,18 @@ fn two_hosts_protect_traffic_end_to_end() {
         small_a.assert_only_esp("ping and UDP sent by a");
         small_b.assert_only_esp("ping replies sent by b");
         // Three 1,400-byte datagrams: three ESP packets over the MTU, two fragments each.
-        let fragments = small_a
-            .esp_frames()
-            .iter()
-            .filter(|f| f.fragment.is_some())
-            .count();
+        let fragments = small_a.esp_fragment_count();
         assert!(
             fragments >= 6,
             "the 1,400-byte datagrams must leave as fragmented ESP: {fragments} fragments seen"
         );
         let udp_marker = &UDP_MARKER.as_bytes()[..20];
-        assert_confidential(
-            &small_a,
-            &expected,
-            100,
-            &Expect {
-                flows: &flows,
-                protocols: &[58, 17],
-                markers: &[PING_MARKER, udp_marker],
-            },
-            "ping and UDP sent by a",
-        );
-        assert_confidential(
-            &small_b,
-            &expected,
-            100,
-            &Expect {
-                flows: &flows,
-                // b's capture also sees a's fragmented ESP (b's XDP leaves fragments to the kernel).
-                protocols: &[58, 17],
-                markers: &[PING_MARKER],
-            },
-            "ping replies sent by b",
-        );
+        let markers = [PING_MARKER, udp_marker];
+        let expect = Expect::new(&flows, &[58, 17], &markers);
+        assert_confidential(&small_a, &expected, 100, &expect, "ping and UDP sent by a");
+        // b's capture also sees a's fragmented ESP (b's XDP leaves fragments to the kernel).
+        let expect = Expect::new(&flows, &[58, 17], &[PING_MARKER]);
+        assert_confidential(&small_b, &expected, 100, &expect, "ping replies sent by b");
 
         // 10 MB over TCP with matching checksums.
         let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("tcp-a.pcap"), &spis);
@@ -242,26 +221,15 @@ fn two_hosts_protect_traffic_end_to_end() {
         tcp_a.assert_only_esp("TCP sent by a");
         tcp_b.assert_only_esp("TCP acknowledgements sent by b");
         let tcp_marker = hex::decode(TCP_MARKER).expect("hex");
-        assert_confidential(
-            &tcp_a,
-            &expected,
-            40,
-            &Expect {
-                flows: &flows,
-                protocols: &[6],
-                markers: &[&tcp_marker],
-            },
-            "TCP sent by a",
-        );
+        let markers = [tcp_marker.as_slice()];
+        let expect = Expect::new(&flows, &[6], &markers);
+        assert_confidential(&tcp_a, &expected, 40, &expect, "TCP sent by a");
+        let expect = Expect::new(&flows, &[6], &[]);
         assert_confidential(
             &tcp_b,
             &expected,
             20,
-            &Expect {
-                flows: &flows,
-                protocols: &[6],
-                markers: &[],
-            },
+            &expect,
             "TCP acknowledgements sent by b",
         );
         assert!(

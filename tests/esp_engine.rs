@@ -19,17 +19,21 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use rustix::net;
+
 use ipsec_common::abi::XIPSEC_MARK;
+use ipsec_tests::args::host_ipsec_sp;
 use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
 use ipsec_user::engine::{EngineConfig, EspEngine};
-use ipsec_user::model::{SaAddArgs, SpAddArgs, Spd};
+use ipsec_user::model::{SaAddArgs, Spd};
 use sha2::{Digest, Sha256};
 use xipsec_testkit::{
     as_root,
     capture::{Capture, Frames},
+    keys,
     netns::{VethPair, in_netns},
     sh, traffic,
 };
@@ -53,6 +57,16 @@ fn namespaces(tag: &str) -> VethPair {
     net
 }
 
+/// Fresh temporary directories: the engines' state directories, and one for the captures.
+fn temp_dirs<const N: usize>() -> [tempfile::TempDir; N] {
+    std::array::from_fn(|_| tempfile::tempdir().expect("creating a temporary directory"))
+}
+
+/// `Some(v)`: the request arguments are all `Option<String>`.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "builds the Some of an optional argument"
+)]
 fn s(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
@@ -68,17 +82,17 @@ fn suite_sas(mode: &'static str) -> [EspSa; 2] {
             dst: dst.into(),
             mode,
             enc: "aes128-cbc",
-            enc_key: Some("0x000102030405060708090a0b0c0d0e0f".into()),
+            enc_key: Some(format!("0x{}", keys::AES128)),
             integ: "hmac-sha2-256",
-            integ_key: "0xa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf".into(),
+            integ_key: format!("0x{}", keys::SHA256),
         };
         if mode == "tunnel" {
             // The tunnel suite exercises the other algorithms.
             EspSa {
                 enc: "3des-cbc",
-                enc_key: Some("0x6970763672656164796c6f676f336465736362636f757432".into()),
+                enc_key: Some(format!("0x{}", keys::SPEC_3DES)),
                 integ: "hmac-sha1",
-                integ_key: "0x6970763672656164796c6f67736861316f757432".into(),
+                integ_key: format!("0x{}", keys::SPEC_SHA1),
                 ..base
             }
         } else {
@@ -118,22 +132,6 @@ fn add_sa(spd: &mut Spd, sa: &EspSa) {
     .expect("adding a test sa");
 }
 
-fn sp(name: &str, src: &str, dst: &str, direction: &str, sa: &str) -> SpAddArgs {
-    SpAddArgs {
-        sp_source: s(&format!("{src}/128")),
-        sp_destination: s(&format!("{dst}/128")),
-        source_port: s("any"),
-        destination_port: s("any"),
-        upper_layer_protocol: s("any"),
-        flow_direction: s(direction),
-        action: s("ipsec"),
-        sp_mode: None,
-        sa_name: s(sa),
-        sp_name: s(name),
-        priority: None,
-    }
-}
-
 /// The mirrored configuration: SAs a2b (id 0) and b2a (id 1) on both sides, an out SP on one
 /// side for each in SP on the other. `inner_a`/`inner_b` are the protected (inner) addresses.
 fn mirrored(sas: &[EspSa; 2], side_a: bool, inner_a: &str, inner_b: &str) -> Spd {
@@ -146,9 +144,9 @@ fn mirrored(sas: &[EspSa; 2], side_a: bool, inner_a: &str, inner_b: &str) -> Spd
     } else {
         (inner_b, inner_a, "b2a", "a2b")
     };
-    spd.add_sp(&sp("out", local, peer, "out", out_sa))
+    spd.add_sp(&host_ipsec_sp("out", (local, peer), "out", out_sa))
         .expect("adding the out sp");
-    spd.add_sp(&sp("in", peer, local, "in", in_sa))
+    spd.add_sp(&host_ipsec_sp("in", (peer, local), "in", in_sa))
         .expect("adding the in sp");
     spd
 }
@@ -236,11 +234,13 @@ fn capture(net: &VethPair, dir: &tempfile::TempDir, name: &str) -> Capture {
 }
 
 /// Under a capture: a pings `dst` and sends it a 1,400-byte datagram from `src` (UDP 5000),
-/// which must arrive intact.
+/// which must arrive intact. The wire (`context` in failures) must carry only ESP: at least
+/// 4 packets under a -> b's SPI (3 echo requests and the datagram) and 3 under b -> a's (the
+/// replies).
 fn ping_and_udp(
     net: &VethPair,
     dir: &tempfile::TempDir,
-    name: &str,
+    (name, context): (&str, &str),
     (src, dst): (&str, &str),
 ) -> Frames {
     let cap = capture(net, dir, name);
@@ -250,7 +250,17 @@ fn ping_and_udp(
         udp_arrives(&net.ns_a, src, &receiver, 1400),
         "1400-byte datagram lost"
     );
-    cap.stop()
+    let frames = cap.stop();
+    frames.assert_only_esp(context);
+    assert!(
+        frames_with_spi(&frames, SPI_AB) >= 4,
+        "{context}: a -> b as esp"
+    );
+    assert!(
+        frames_with_spi(&frames, SPI_BA) >= 3,
+        "{context}: replies as esp"
+    );
+    frames
 }
 
 /// How many protected frames carry `spi` (first fragments and whole packets).
@@ -268,11 +278,7 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
         "transport_mode_ping_udp_tcp_counters_and_policy_mismatch",
         || {
             let ns = namespaces("tr");
-            let (state_a, state_b, pcap) = (
-                tempfile::tempdir().expect("temp dir"),
-                tempfile::tempdir().expect("temp dir"),
-                tempfile::tempdir().expect("temp dir"),
-            );
+            let [state_a, state_b, pcap] = temp_dirs();
             let sas = suite_sas("transport");
             let flows = [(A, B), (B, A)];
             let spd_a = mirrored(&sas, true, A, B);
@@ -286,7 +292,7 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
                     ..sas[0].clone()
                 },
             );
-            let mut port = sp("port6000", A, B, "in", "other");
+            let mut port = host_ipsec_sp("port6000", (A, B), "in", "other");
             port.upper_layer_protocol = s("udp");
             port.destination_port = s("6000");
             spd_b.add_sp(&port).expect("adding the port sp");
@@ -295,26 +301,10 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
 
             // Ping a -> b and a 1,400-byte datagram: only ESP on the wire, and it decrypts.
             // 1,400-byte UDP: the ESP packet exceeds 1,500 bytes and travels as two fragments.
-            let small = ping_and_udp(&ns, &pcap, "small", (A, B));
-            small.assert_only_esp("ping and UDP a -> b");
-            assert!(frames_with_spi(&small, SPI_AB) >= 4, "a -> b as esp");
-            assert!(frames_with_spi(&small, SPI_BA) >= 3, "echo replies as esp");
-            assert_confidential(
-                &small,
-                &sas,
-                100,
-                &Expect {
-                    flows: &flows,
-                    protocols: &[58, 17],
-                    markers: &[PING_MARKER, UDP_MARKER],
-                },
-                "ping and UDP a -> b",
-            );
-            let fragments = small
-                .esp_frames()
-                .iter()
-                .filter(|f| f.fragment.is_some())
-                .count();
+            let small = ping_and_udp(&ns, &pcap, ("small", "ping and UDP a -> b"), (A, B));
+            let expect = Expect::new(&flows, &[58, 17], &[PING_MARKER, UDP_MARKER]);
+            assert_confidential(&small, &sas, 100, &expect, "ping and UDP a -> b");
+            let fragments = small.esp_fragment_count();
             assert!(
                 fragments >= 2,
                 "the 1,400-byte datagram leaves as fragmented ESP: {fragments} fragments seen"
@@ -370,17 +360,8 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
                 frames_with_spi(&tcp, SPI_AB) >= 7000,
                 "the transfer went a -> b as esp"
             );
-            assert_confidential(
-                &tcp,
-                &sas,
-                40,
-                &Expect {
-                    flows: &flows,
-                    protocols: &[6],
-                    markers: &[],
-                },
-                "10 MB over TCP",
-            );
+            let expect = Expect::new(&flows, &[6], &[]);
+            assert_confidential(&tcp, &sas, 40, &expect, "10 MB over TCP");
 
             // Policy mismatch: UDP to port 6000 arrives on a2b but b's policy wants "other".
             let mismatch = udp_socket(&ns.ns_b, B, 6000);
@@ -417,17 +398,8 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             ping(&ns.ns_a, B);
             let restarted = cap.stop();
             restarted.assert_only_esp("ping after a restart");
-            assert_confidential(
-                &restarted,
-                &sas,
-                100,
-                &Expect {
-                    flows: &flows,
-                    protocols: &[58],
-                    markers: &[PING_MARKER],
-                },
-                "ping after a restart",
-            );
+            let expect = Expect::new(&flows, &[58], &[PING_MARKER]);
+            assert_confidential(&restarted, &sas, 100, &expect, "ping after a restart");
             assert_eq!(engine_b.sa_counters()[&0].replay_drops, 0);
             drop(engine_a);
         },
@@ -482,30 +454,16 @@ fn tunnel_mode_carries_inner_addresses() {
                 "lo",
             ]);
         }
-        let (state_a, state_b, pcap) = (
-            tempfile::tempdir().expect("temp dir"),
-            tempfile::tempdir().expect("temp dir"),
-            tempfile::tempdir().expect("temp dir"),
-        );
+        let [state_a, state_b, pcap] = temp_dirs();
         let sas = suite_sas("tunnel");
-        let engine_a = engine(
-            &ns.ns_a,
-            &state_a,
-            &mirrored(&sas, true, INNER_A, INNER_B),
-            INNER_B,
-            INNER_A,
+        let (spd_a, spd_b) = (
+            mirrored(&sas, true, INNER_A, INNER_B),
+            mirrored(&sas, false, INNER_A, INNER_B),
         );
-        let engine_b = engine(
-            &ns.ns_b,
-            &state_b,
-            &mirrored(&sas, false, INNER_A, INNER_B),
-            INNER_A,
-            INNER_B,
-        );
-        let frames = ping_and_udp(&ns, &pcap, "tunnel", (INNER_A, INNER_B));
-        frames.assert_only_esp("tunnel mode ping and UDP");
-        assert!(frames_with_spi(&frames, SPI_AB) >= 4, "a -> b as esp");
-        assert!(frames_with_spi(&frames, SPI_BA) >= 3, "replies as esp");
+        let engine_a = engine(&ns.ns_a, &state_a, &spd_a, INNER_B, INNER_A);
+        let engine_b = engine(&ns.ns_b, &state_b, &spd_b, INNER_A, INNER_B);
+        let context = ("tunnel", "tunnel mode ping and UDP");
+        let frames = ping_and_udp(&ns, &pcap, context, (INNER_A, INNER_B));
         let endpoints = [A, B].map(|a| a.parse::<Ipv6Addr>().expect("address"));
         for f in frames.esp_frames() {
             assert!(
@@ -522,17 +480,12 @@ fn tunnel_mode_carries_inner_addresses() {
                 "inner address {inner} readable in {leaked} frames"
             );
         }
-        assert_confidential(
-            &frames,
-            &sas,
-            100,
-            &Expect {
-                flows: &[(INNER_A, INNER_B), (INNER_B, INNER_A)],
-                protocols: &[58, 17],
-                markers: &[PING_MARKER, UDP_MARKER],
-            },
-            "tunnel mode ping and UDP",
+        let expect = Expect::new(
+            &[(INNER_A, INNER_B), (INNER_B, INNER_A)],
+            &[58, 17],
+            &[PING_MARKER, UDP_MARKER],
         );
+        assert_confidential(&frames, &sas, 100, &expect, "tunnel mode ping and UDP");
         assert!(engine_a.sa_counters()[&0].packets >= 4);
         assert!(engine_b.sa_counters()[&1].packets >= 3);
     });
@@ -547,13 +500,9 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
     as_root(
         "fragmented_datagrams_are_reassembled_and_protected_whole",
         || {
-            let ns = namespaces("fr");
-            let (state_a, state_b, pcap) = (
-                tempfile::tempdir().expect("temp dir"),
-                tempfile::tempdir().expect("temp dir"),
-                tempfile::tempdir().expect("temp dir"),
-            );
             let sas = suite_sas("transport");
+            let ns = namespaces("fr");
+            let [state_a, state_b, pcap] = temp_dirs();
             let engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
             let engine_b = engine(&ns.ns_b, &state_b, &mirrored(&sas, false, A, B), A, B);
             let cap = capture(&ns, &pcap, "fragments");
@@ -587,17 +536,8 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
                 2 * lens.len(),
                 "one esp packet per datagram"
             );
-            assert_confidential(
-                &frames,
-                &sas,
-                100,
-                &Expect {
-                    flows: &[(A, B), (B, A)],
-                    protocols: &[17],
-                    markers: &[UDP_MARKER],
-                },
-                "fragmented datagrams",
-            );
+            let expect = Expect::new(&[(A, B), (B, A)], &[17], &[UDP_MARKER]);
+            assert_confidential(&frames, &sas, 100, &expect, "fragmented datagrams");
             for engine in [&engine_a, &engine_b] {
                 assert_eq!(stat(engine, "esp_frag_reassembled"), 4);
                 assert_eq!(stat(engine, "esp_encap_errors"), 0);
@@ -611,84 +551,51 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
 }
 
 /// A raw `IPPROTO_ESP` socket (ESP from its header on, no IPv6 header), opened in `ns`, with
-/// `SO_MARK = XIPSEC_MARK` so what it sends takes the main table (the veth), not the TUN.
-fn raw_esp_socket(ns: &str) -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
+/// `SO_MARK = XIPSEC_MARK` so what it sends takes the main table (the veth), not the TUN, and a
+/// 1 s receive timeout.
+fn raw_esp_socket(ns: &str) -> OwnedFd {
     in_netns(ns, || {
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ESP) };
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor nothing else owns.
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        let mark = libc::c_int::try_from(XIPSEC_MARK).expect("the mark fits a c_int");
-        let timeout = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: valid option values of the sizes given, on an open socket.
-        unsafe {
-            assert_eq!(
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_MARK,
-                    (&raw const mark).cast(),
-                    4
-                ),
-                0
-            );
-            assert_eq!(
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&raw const timeout).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t
-                ),
-                0
-            );
-        }
+        let fd = net::socket(
+            net::AddressFamily::INET6,
+            net::SocketType::RAW,
+            Some(net::ipproto::ESP),
+        )
+        .expect("opening a raw ESP socket");
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::Mark, &XIPSEC_MARK)
+            .expect("setting SO_MARK");
+        net::sockopt::set_socket_timeout(
+            &fd,
+            net::sockopt::Timeout::Recv,
+            Some(Duration::from_secs(1)),
+        )
+        .expect("setting SO_RCVTIMEO");
         fd
     })
 }
 
 /// Every ESP packet `socket` received (copies of what the engine received), until a 1 s lull.
-fn captured_esp(socket: &std::os::fd::OwnedFd) -> Vec<Vec<u8>> {
+fn captured_esp(socket: &OwnedFd) -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
     let mut buf = vec![0u8; 65_536];
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        let Ok(n) = usize::try_from(n) else {
-            return packets;
-        };
+    while let Ok((n, _)) = net::recv(socket, &mut buf, net::RecvFlags::empty()) {
         packets.push(buf[..n].to_vec());
     }
+    packets
 }
 
 /// Sends `esp` (from the ESP header on) to `to` on `socket`.
-fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
-    // SAFETY: all-zero is a valid sockaddr_in6.
-    let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    addr.sin6_addr.s6_addr = to.parse::<Ipv6Addr>().expect("address").octets();
-    // SAFETY: `esp` and `addr` are valid for reads of the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            socket.as_raw_fd(),
-            esp.as_ptr().cast(),
-            esp.len(),
-            0,
-            (&raw const addr).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        sent,
-        esp.len() as isize,
-        "{}",
-        std::io::Error::last_os_error()
-    );
+fn send_esp(socket: &OwnedFd, to: &str, esp: &[u8]) {
+    let to = net::SocketAddrV6::new(to.parse().expect("address"), 0, 0, 0);
+    let sent = net::sendto(socket, esp, net::SendFlags::empty(), &to).expect("sending ESP");
+    assert_eq!(sent, esp.len(), "sent whole");
+}
+
+/// Sends every packet of `captured` to `B` again and gives the engine half a second to take them.
+fn replay(socket: &OwnedFd, captured: &[Vec<u8>]) {
+    for esp in captured {
+        send_esp(socket, B, esp);
+    }
+    std::thread::sleep(Duration::from_millis(500));
 }
 
 /// ESP captured on the way in is refused when replayed to a restarted engine (its replay
@@ -697,10 +604,7 @@ fn send_esp(socket: &std::os::fd::OwnedFd, to: &str, esp: &[u8]) {
 fn esp_replayed_after_an_engine_restart_is_refused() {
     as_root("esp_replayed_after_an_engine_restart_is_refused", || {
         let ns = namespaces("rp");
-        let (state_a, state_b) = (
-            tempfile::tempdir().expect("temp dir"),
-            tempfile::tempdir().expect("temp dir"),
-        );
+        let [state_a, state_b] = temp_dirs();
         let sas = suite_sas("transport");
         let spd_b = mirrored(&sas, false, A, B);
         let _engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
@@ -726,10 +630,7 @@ fn esp_replayed_after_an_engine_restart_is_refused() {
         .expect("restarting the engine");
         engine_b.update(&spd_b).expect("installing the sas and sps");
         let replayer = raw_esp_socket(&ns.ns_a);
-        for esp in &captured {
-            send_esp(&replayer, B, esp);
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        replay(&replayer, &captured);
         assert_eq!(
             stat(&engine_b, "esp_replay_drops"),
             5,
@@ -740,10 +641,7 @@ fn esp_replayed_after_an_engine_restart_is_refused() {
 
         // The operator's reset lets the old stream in again: what `sa reset-replay` warns about.
         assert!(engine_b.reset_replay(0x1001).expect("resetting the window"));
-        for esp in &captured {
-            send_esp(&replayer, B, esp);
-        }
-        std::thread::sleep(Duration::from_millis(500));
+        replay(&replayer, &captured);
         assert_eq!(
             stat(&engine_b, "esp_delivered"),
             5,

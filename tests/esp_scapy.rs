@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use ipsec_tests::esp_oracle::key_hex;
 use serde_json::{Value, json};
 use xipsec_testkit::{
     as_root,
@@ -106,8 +107,8 @@ impl Combo {
             return Some(DOC_3DES_KEY.to_owned());
         }
         match self.enc {
-            "3des-cbc" => Some(key(seed, 24)),
-            "aes128-cbc" => Some(key(seed, 16)),
+            "3des-cbc" => Some(key_hex(seed, 24)),
+            "aes128-cbc" => Some(key_hex(seed, 16)),
             _ => None,
         }
     }
@@ -116,21 +117,18 @@ impl Combo {
         if self.is_doc() {
             return DOC_SHA1_KEY.to_owned();
         }
-        key(
+        key_hex(
             seed.wrapping_add(0x80),
             if self.integ == "hmac-sha1" { 20 } else { 32 },
         )
     }
 }
 
-/// `len` bytes, all different (so the three 3DES keys differ), as `0x` hex.
-fn key(seed: u8, len: usize) -> String {
-    let mut s = String::from("0x");
-    for j in 0..len {
-        let b = seed.wrapping_add((j as u8).wrapping_mul(37));
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+/// The key seeds of combination `i`: 2i for xipsec's inbound SA (b -> a), 2i + 1 for its
+/// outbound SA (a -> b).
+fn seeds(i: usize) -> (u8, u8) {
+    let inbound = u8::try_from(2 * i).expect("fewer than 128 combinations");
+    (inbound, inbound + 1)
 }
 
 fn combos() -> Vec<Combo> {
@@ -170,9 +168,10 @@ fn configure(d: &Node, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi
     } else {
         (net.addr_a.as_str(), net.addr_b.as_str())
     };
+    let (seed_in, seed_out) = seeds(i);
     for (dir, src, dst, spi, seed) in [
-        ("in", &net.addr_b, &net.addr_a, spi_in, (i * 2) as u8),
-        ("out", &net.addr_a, &net.addr_b, spi_out, (i * 2 + 1) as u8),
+        ("in", &net.addr_b, &net.addr_a, spi_in, seed_in),
+        ("out", &net.addr_a, &net.addr_b, spi_out, seed_out),
     ] {
         let name = format!("c{i}-{dir}");
         let spi = format!("{spi:#x}");
@@ -232,6 +231,7 @@ fn peer_params(
     } else {
         (net.addr_a.as_str(), net.addr_b.as_str())
     };
+    let (seed_in, seed_out) = seeds(i);
     json!({
         "iface": net.if_b,
         "src_mac": mac_b,
@@ -242,11 +242,11 @@ fn peer_params(
         "inner_b": inner_b,
         "mode": combo.mode,
         "crypt_algo": combo.scapy_crypt(),
-        "crypt_key_b_to_a": hex(combo.enc_key((i * 2) as u8)),
-        "crypt_key_a_to_b": hex(combo.enc_key((i * 2 + 1) as u8)),
+        "crypt_key_b_to_a": hex(combo.enc_key(seed_in)),
+        "crypt_key_a_to_b": hex(combo.enc_key(seed_out)),
         "auth_algo": combo.scapy_auth(),
-        "auth_key_b_to_a": hex(Some(combo.integ_key((i * 2) as u8))),
-        "auth_key_a_to_b": hex(Some(combo.integ_key((i * 2 + 1) as u8))),
+        "auth_key_b_to_a": hex(Some(combo.integ_key(seed_in))),
+        "auth_key_a_to_b": hex(Some(combo.integ_key(seed_out))),
         "spi_b_to_a": format!("{spi_in:#x}"),
         "spi_a_to_b": format!("{spi_out:#x}"),
         "udp_echo_port": UDP_ECHO_PORT,
@@ -342,7 +342,8 @@ fn spis(combo: &Combo, i: usize) -> (u32, u32) {
     if combo.is_doc() {
         (DOC_SPI + 1, DOC_SPI)
     } else {
-        (0x2000 + 0x10 * i as u32, 0x2001 + 0x10 * i as u32)
+        let i = u32::try_from(i).expect("few combinations");
+        (0x2000 + 0x10 * i, 0x2001 + 0x10 * i)
     }
 }
 
@@ -481,7 +482,7 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
             );
             let esp = seen.esp_count();
             assert!(
-                esp >= 12 * (GOOD_SENT + 1 + REPLIES) as usize,
+                u64::try_from(esp).expect("a count") >= 12 * (GOOD_SENT + 1 + REPLIES),
                 "the capture saw only {esp} ESP packets"
             );
             assert_eq!(

@@ -33,9 +33,7 @@ fn maps_equal_model_after_random_adds_and_removes() {
                     next += 1;
                 }
                 6..=8 if !spd.sps().is_empty() => {
-                    let victim = spd.sps()[rng.below(spd.sps().len() as u64) as usize]
-                        .name
-                        .clone();
+                    let victim = spd.sps()[rng.index(spd.sps().len())].name.clone();
                     spd.remove_sp(&SpRemoveArgs {
                         sp_name: Some(victim),
                         remove_all: false,

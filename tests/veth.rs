@@ -205,19 +205,10 @@ fn policies_act_on_real_traffic() {
             (&net.ns_a, &net.if_a),
         );
         // A receiver for the control port, so b sends no port unreachable.
-        let control = traffic::py(&net.ns_b, &["udp-recv", &net.addr_b, "9004", "2"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the control receiver");
-        std::thread::sleep(Duration::from_millis(300));
+        let control = traffic::UdpReceiver::start(&net.ns_b, &net.addr_b, 9004, "2");
         send_udp(&net, "9003", "5", SECRET);
         send_udp(&net, "9004", "3", "CONTROL-CLEAR");
-        let got = control.wait_with_output().expect("control receiver");
-        assert_eq!(
-            String::from_utf8_lossy(&got.stdout).trim(),
-            "3",
-            "the clear control datagrams arrive"
-        );
+        assert_eq!(control.count(), 3, "the clear control datagrams arrive");
         check_protected(&cap.stop(), &sa);
         assert_eq!(sa_packets(&d, "sa-b"), 5, "the SA counts what it protected");
         assert!(
@@ -266,19 +257,8 @@ fn policies_act_on_real_traffic() {
 
         // Removing the policy restores the flow.
         d.ok(&["sp", "remove", "--sp-name", "protect-b"]);
-        let recv = netns::exec(&net.ns_b, &["python3"])
-            .arg(fixture("traffic.py"))
-            .args(["udp-recv", &net.addr_b, "9003", "1.5"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("UDP receiver on b");
-        std::thread::sleep(Duration::from_millis(300));
+        let recv = traffic::UdpReceiver::start(&net.ns_b, &net.addr_b, 9003, "1.5");
         send_udp(&net, "9003", "5", "now-clear");
-        let out = recv.wait_with_output().expect("receiver output");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "5",
-            "traffic must flow again after removal"
-        );
+        assert_eq!(recv.count(), 5, "traffic must flow again after removal");
     });
 }

@@ -7,6 +7,27 @@ use xipsec_testkit::{
     daemon::Sandbox,
 };
 
+/// The prefix esxcli users type before a command.
+const ESXCLI: [&str; 4] = ["esxcli", "network", "ip", "ipsec"];
+
+/// `xipsec esxcli {global} network ip ipsec {command}`, which must succeed; its stdout.
+fn esxcli(sandbox: &Sandbox, global: &[&str], command: &[&str]) -> String {
+    let [esxcli, namespace @ ..] = ESXCLI;
+    sandbox.ok(&[&[esxcli], global, &namespace, command].concat())
+}
+
+/// `xipsec {command} --help` succeeds and names every one of `options`.
+fn assert_help_lists(sandbox: &Sandbox, command: &[&str], options: &[&str]) {
+    let help = sandbox.ok(&[command, &["--help"]].concat());
+    let command = command.join(" ");
+    for option in options {
+        assert!(
+            help.contains(option),
+            "{command} --help lacks {option}: {help}"
+        );
+    }
+}
+
 fn expected_sa1() -> serde_json::Value {
     json!({
         "name": "sa1",
@@ -136,7 +157,7 @@ fn both_option_spellings_short_flags_and_the_esxcli_prefix_work() {
     let sandbox = Sandbox::new();
     let _daemon = sandbox.start();
     // The SA example with `--opt=value`, behind the esxcli prefix.
-    let mut args = vec!["esxcli", "network", "ip", "ipsec", "sa", "add"];
+    let mut args = [ESXCLI.as_slice(), &["sa", "add"]].concat();
     let joined: Vec<String> = SA_EXAMPLE[2..]
         .chunks(2)
         .map(|pair| format!("{}={}", pair[0], pair[1]))
@@ -144,7 +165,7 @@ fn both_option_spellings_short_flags_and_the_esxcli_prefix_work() {
     args.extend(joined.iter().map(String::as_str));
     sandbox.ok(&args);
     // The SP example with `--opt value`, behind the esxcli prefix.
-    let mut args = vec!["esxcli", "network", "ip", "ipsec", "sp", "add"];
+    let mut args = [ESXCLI.as_slice(), &["sp", "add"]].concat();
     let split: Vec<&str> = SP_EXAMPLE[2..]
         .iter()
         .flat_map(|a| a.splitn(2, '='))
@@ -185,43 +206,17 @@ fn both_option_spellings_short_flags_and_the_esxcli_prefix_work() {
     assert_eq!(sps, json!([expected_sp1()]));
 
     // esxcli's global --formatter comes before the namespace.
-    let out = sandbox.ok(&[
-        "esxcli",
-        "--formatter=json",
-        "network",
-        "ip",
-        "ipsec",
-        "sp",
-        "list",
-    ]);
+    let out = esxcli(&sandbox, &["--formatter=json"], &["sp", "list"]);
     let parsed: serde_json::Value = serde_json::from_str(&out).expect("json output parses");
     assert_eq!(parsed, json!([expected_sp1()]));
-    let out = sandbox.ok(&[
-        "esxcli",
-        "--formatter",
-        "csv",
-        "network",
-        "ip",
-        "ipsec",
-        "sa",
-        "list",
-    ]);
+    let out = esxcli(&sandbox, &["--formatter", "csv"], &["sa", "list"]);
     assert!(out.starts_with("name,source,destination,"), "{out}");
 
     // Removal as the spec words it (the source's `sp remove --sa-name` is answered with a hint).
     let hint = sandbox.run(&["sp", "remove", "--sa-name", "sp1"]);
     let line = single_error_line(&hint, "sp remove --sa-name");
     assert!(line.contains("--sp-name"), "{line}");
-    sandbox.ok(&[
-        "esxcli",
-        "network",
-        "ip",
-        "ipsec",
-        "sp",
-        "remove",
-        "--sp-name",
-        "sp1",
-    ]);
+    esxcli(&sandbox, &[], &["sp", "remove", "--sp-name", "sp1"]);
     sandbox.ok(&["sa", "remove", "--sa-name", "sa1"]);
     sandbox.ok(&[
         "sa",
@@ -239,59 +234,53 @@ fn both_option_spellings_short_flags_and_the_esxcli_prefix_work() {
 #[test]
 fn help_status_stats_and_completions() {
     let sandbox = Sandbox::new();
-    let help = sandbox.ok(&["sa", "add", "--help"]);
-    for option in [
-        "-s, --sa-source",
-        "-d, --sa-destination",
-        "-m, --sa-mode",
-        "-p, --sa-spi",
-        "-e, --encryption-algorithm",
-        "-k, --encryption-key",
-        "-i, --integrity-algorithm",
-        "-K, --integrity-key",
-        "-n, --sa-name",
-        "--socket",
-        "3des-cbc",
-        "hmac-sha2-256",
-    ] {
-        assert!(
-            help.contains(option),
-            "sa add --help lacks {option}: {help}"
-        );
-    }
-    let help = sandbox.ok(&["sp", "add", "--help"]);
-    for option in [
-        "--sp-source",
-        "--sp-destination",
-        "--source-port",
-        "--destination-port",
-        "--upper-layer-protocol",
-        "--flow-direction",
-        "--action",
-        "--sp-mode",
-        "--sa-name",
-        "--sp-name",
-        "--priority",
-    ] {
-        assert!(
-            help.contains(option),
-            "sp add --help lacks {option}: {help}"
-        );
-    }
-    let help = sandbox.ok(&["daemon", "--help"]);
-    for option in [
-        "--interface",
-        "--xdp-mode",
-        "--state-dir",
-        "--pin-dir",
-        "--no-datapath",
-        "--esp-rx-coalesce-us",
-    ] {
-        assert!(
-            help.contains(option),
-            "daemon --help lacks {option}: {help}"
-        );
-    }
+    assert_help_lists(
+        &sandbox,
+        &["sa", "add"],
+        &[
+            "-s, --sa-source",
+            "-d, --sa-destination",
+            "-m, --sa-mode",
+            "-p, --sa-spi",
+            "-e, --encryption-algorithm",
+            "-k, --encryption-key",
+            "-i, --integrity-algorithm",
+            "-K, --integrity-key",
+            "-n, --sa-name",
+            "--socket",
+            "3des-cbc",
+            "hmac-sha2-256",
+        ],
+    );
+    assert_help_lists(
+        &sandbox,
+        &["sp", "add"],
+        &[
+            "--sp-source",
+            "--sp-destination",
+            "--source-port",
+            "--destination-port",
+            "--upper-layer-protocol",
+            "--flow-direction",
+            "--action",
+            "--sp-mode",
+            "--sa-name",
+            "--sp-name",
+            "--priority",
+        ],
+    );
+    assert_help_lists(
+        &sandbox,
+        &["daemon"],
+        &[
+            "--interface",
+            "--xdp-mode",
+            "--state-dir",
+            "--pin-dir",
+            "--no-datapath",
+            "--esp-rx-coalesce-us",
+        ],
+    );
     for bad in ["10001", "soon", "1.5"] {
         let run = sandbox.run(&["daemon", "--no-datapath", "--esp-rx-coalesce-us", bad]);
         let line = single_error_line(&run, "daemon --esp-rx-coalesce-us out of range");

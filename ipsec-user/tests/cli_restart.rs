@@ -2,6 +2,7 @@
 //! the daemon cleans up its socket on the way out.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use xipsec_testkit::daemon::Sandbox;
 
@@ -48,7 +49,7 @@ fn sp_args(j: usize) -> Vec<String> {
             if j.is_multiple_of(4) {
                 "any".to_owned()
             } else {
-                format!("2001:db9:{:x}::/64", j)
+                format!("2001:db9:{j:x}::/64")
             }
         ),
         format!(
@@ -79,6 +80,13 @@ fn sp_args(j: usize) -> Vec<String> {
 }
 
 /// Add every SA and SP, 8 clients at a time (each is its own `xipsec` process).
+/// The permission bits (`mode & 0o777`) of `path`.
+fn permission_bits(path: &Path) -> u32 {
+    let metadata =
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    metadata.permissions().mode() & 0o777
+}
+
 fn populate(sandbox: &Sandbox) {
     let run_all = |jobs: Vec<Vec<String>>| {
         std::thread::scope(|scope| {
@@ -107,16 +115,12 @@ fn a_large_state_survives_a_restart() {
     let tables = (sandbox.ok(&["sa", "list"]), sandbox.ok(&["sp", "list"]));
     daemon.stop();
 
-    let mode = std::fs::metadata(sandbox.state_file())
-        .expect("stat state.json")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "state.json holds keys");
-    let mode = std::fs::metadata(sandbox.state_dir())
-        .expect("stat state dir")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(
+        permission_bits(&sandbox.state_file()),
+        0o600,
+        "state.json holds keys"
+    );
+    assert_eq!(permission_bits(&sandbox.state_dir()), 0o700);
 
     let _daemon = sandbox.start();
     assert_eq!(
@@ -143,11 +147,7 @@ fn a_large_state_survives_a_restart() {
 fn the_socket_is_root_only_and_a_second_daemon_is_refused() {
     let sandbox = Sandbox::new();
     let daemon = sandbox.start();
-    let mode = std::fs::metadata(sandbox.socket())
-        .expect("stat socket")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(permission_bits(&sandbox.socket()), 0o600);
 
     // Same socket: refused, and the first daemon keeps serving.
     let stderr = sandbox.refused();

@@ -75,10 +75,8 @@ fn typed(text: &str, field: &SchemaField, table: bool) -> Value {
     let empty = text.is_empty() || (table && text == "-");
     let null = empty || (!field.null_text.is_empty() && text == field.null_text);
     match field.kind.as_str() {
-        "integer" => json!(text.parse::<u64>().expect("an integer cell")),
-        "integer|null" if null => Value::Null,
-        "integer|null" => json!(text.parse::<u64>().expect("an integer cell")),
-        "string|null" if null => Value::Null,
+        "integer|null" | "string|null" if null => Value::Null,
+        "integer" | "integer|null" => json!(text.parse::<u64>().expect("an integer cell")),
         "string[]" if empty => json!([]),
         "string[]" => json!(text.split(',').collect::<Vec<_>>()),
         _ => json!(text),

@@ -17,21 +17,17 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::net::Ipv6Addr;
 use std::process::{Command, Stdio};
+use xipsec_testkit::keys;
 
 const HELPER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/esp_scapy.py");
 
 /// The spec's example SA: `--sa-source 3ffe:501:ffff:0::a --sa-destination
 /// 3ffe:501:ffff:0001:0000:0000:0000:0001 --sa-spi 0x1000`, keys `ipv6readylogo3descbcout2` and
-/// `ipv6readylogsha1out2` (the IPv6 Ready Logo test keys).
+/// `ipv6readylogsha1out2` (the IPv6 Ready Logo test keys: the kit's `keys::SPEC_3DES` and
+/// `keys::SPEC_SHA1`; the other algorithms take the kit's fixed keys).
 const SPEC_SPI: u32 = 0x1000;
 const SPEC_SOURCE: &str = "3ffe:501:ffff:0::a";
 const SPEC_DESTINATION: &str = "3ffe:501:ffff:0001:0000:0000:0000:0001";
-const SPEC_3DES_KEY: &str = "6970763672656164796c6f676f336465736362636f757432";
-const SPEC_SHA1_KEY: &str = "6970763672656164796c6f67736861316f757432";
-
-/// Keys for the algorithms the example does not use.
-const AES_KEY: &str = "000102030405060708090a0b0c0d0e0f";
-const SHA256_KEY: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
 
 /// Inner addresses in tunnel mode: the spec's policy example prefixes.
 const INNER_SOURCE: &str = "2001:db8:1::1";
@@ -51,16 +47,16 @@ impl Suite {
     /// scapy's names and our keys.
     fn encryption(&self) -> (&'static str, &'static str) {
         match self.encryption {
-            EncryptionAlgorithm::TripleDesCbc => ("3DES", SPEC_3DES_KEY),
-            EncryptionAlgorithm::Aes128Cbc => ("AES-CBC", AES_KEY),
+            EncryptionAlgorithm::TripleDesCbc => ("3DES", keys::SPEC_3DES),
+            EncryptionAlgorithm::Aes128Cbc => ("AES-CBC", keys::AES128),
             EncryptionAlgorithm::Null => ("NULL", ""),
         }
     }
 
     fn integrity(&self) -> (&'static str, &'static str) {
         match self.integrity {
-            IntegrityAlgorithm::HmacSha1 => ("HMAC-SHA1-96", SPEC_SHA1_KEY),
-            IntegrityAlgorithm::HmacSha256 => ("SHA2-256-128", SHA256_KEY),
+            IntegrityAlgorithm::HmacSha1 => ("HMAC-SHA1-96", keys::SPEC_SHA1),
+            IntegrityAlgorithm::HmacSha256 => ("SHA2-256-128", keys::SHA256),
         }
     }
 
@@ -216,7 +212,7 @@ fn unhex(value: &Value) -> Vec<u8> {
 }
 
 /// Runs a batch of requests in one helper process (importing scapy costs about a second).
-fn call_batch(requests: Vec<Value>) -> Vec<Value> {
+fn call_batch(requests: &[Value]) -> Vec<Value> {
     let count = requests.len();
     let answer = call(&json!({"op": "batch", "requests": requests}));
     let answers = answer["answers"]
@@ -325,24 +321,22 @@ fn check_scapy_decrypted(
 /// Both directions for every suite, in two helper runs; returns every mismatch found.
 fn interoperate(suites: &[Suite]) -> Vec<String> {
     let mut failures = Vec::new();
-    let encrypted = call_batch(
-        suites
-            .iter()
-            .map(|suite| json!({"op": "encrypt", "sa": suite.scapy_sa()}))
-            .collect(),
-    );
+    let encrypt: Vec<Value> = suites
+        .iter()
+        .map(|suite| json!({"op": "encrypt", "sa": suite.scapy_sa()}))
+        .collect();
+    let encrypted = call_batch(&encrypt);
     let plaintexts: Vec<_> = suites
         .iter()
         .zip(&encrypted)
         .map(|(suite, answer)| decapsulate_scapy(suite, answer, &mut failures))
         .collect();
-    let decrypted = call_batch(
-        suites
-            .iter()
-            .zip(&plaintexts)
-            .map(|(suite, plain)| encapsulate_for_scapy(suite, plain))
-            .collect(),
-    );
+    let decrypt: Vec<Value> = suites
+        .iter()
+        .zip(&plaintexts)
+        .map(|(suite, plain)| encapsulate_for_scapy(suite, plain))
+        .collect();
+    let decrypted = call_batch(&decrypt);
     for ((suite, plain), answer) in suites.iter().zip(&plaintexts).zip(&decrypted) {
         check_scapy_decrypted(suite, plain, answer, &mut failures);
     }
@@ -394,7 +388,7 @@ fn scapy_rejects_our_tampered_packets() {
     packet.extend_from_slice(&address(INNER_DESTINATION).octets());
     packet.extend_from_slice(&[128, 0, 0, 0, 0, 1, 0, 1]);
     let suites = all_suites();
-    let requests = suites
+    let requests: Vec<Value> = suites
         .iter()
         .map(|suite| {
             let (enc_key, auth_key) = suite.keys();
@@ -415,7 +409,7 @@ fn scapy_rejects_our_tampered_packets() {
             json!({"op": "decrypt", "sa": suite.scapy_sa(), "packets": tampered})
         })
         .collect();
-    for (suite, answer) in suites.iter().zip(call_batch(requests)) {
+    for (suite, answer) in suites.iter().zip(call_batch(&requests)) {
         for result in answer["results"].as_array().expect("results") {
             let error = result["error"].as_str().unwrap_or_default();
             assert!(

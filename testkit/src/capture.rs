@@ -30,21 +30,24 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipsec_common::abi::{ethertype, proto};
 use pcap_file::pcap::PcapReader;
 
 use crate::netns::exec;
 
 /// EtherType of the marker frames: IEEE 802 local experimental (IEEE Std 802, 9.2.4).
 pub const MARKER_ETHERTYPE: u16 = 0x88b5;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const NH_ESP: u8 = 50;
-const NH_FRAGMENT: u8 = 44;
-const NH_AH: u8 = 51;
-const NH_ICMPV6: u8 = 58;
-/// Extension headers in the RFC 8200 §4 format (next header, length in 8-octet units - 1).
-const NH_EXTENSIONS: [u8; 6] = [0, 43, 60, 135, 139, 140];
+/// Extension headers in the RFC 8200 §4 format (next header, length in 8-octet units - 1):
+/// hop-by-hop, routing, destination options, mobility (135), HIP (139), shim6 (140). Wider
+/// than what xipsec's parsers walk on purpose: the capture must see ESP behind any of them.
+const NH_EXTENSIONS: [u8; 6] = [
+    proto::HOP_BY_HOP,
+    proto::ROUTING,
+    proto::DEST_OPTS,
+    135,
+    139,
+    140,
+];
 /// How many extension headers the walk follows before giving up (the frame is then clear).
 const MAX_EXTENSIONS: usize = 16;
 /// How long a marker may take to reach the file.
@@ -132,6 +135,14 @@ impl Frames {
     /// The protected frames (ESP under a test SPI and outer fragments of it).
     pub fn esp_frames(&self) -> Vec<&Frame> {
         self.of(Class::Protected)
+    }
+
+    /// How many protected frames are outer fragments (first or not) of fragmented ESP.
+    pub fn esp_fragment_count(&self) -> usize {
+        self.esp_frames()
+            .iter()
+            .filter(|f| f.fragment.is_some())
+            .count()
     }
 
     /// Whole ESP packets (IPv6 header onwards): unfragmented ones as captured, fragmented ones
@@ -416,9 +427,9 @@ pub fn classify(raw: Vec<Vec<u8>>, spis: &[u32], file: &Path) -> Frames {
         .collect();
     for f in &mut frames {
         f.class = match (f.upper, f.spi, f.fragment) {
-            (NH_ICMPV6, _, None) if is_link_control(f) => Class::Control,
-            (NH_ESP, Some(spi), _) if spis.contains(&spi) => Class::Protected,
-            (NH_ESP, None, Some((id, off, _)))
+            (proto::ICMPV6, _, None) if is_link_control(f) => Class::Control,
+            (proto::ESP, Some(spi), _) if spis.contains(&spi) => Class::Protected,
+            (proto::ESP, None, Some((id, off, _)))
                 if off > 0 && protected_datagrams.contains(&(f.src, f.dst, id)) =>
             {
                 Class::Protected
@@ -459,7 +470,7 @@ fn walk(ip: &[u8]) -> Option<Walk> {
     let mut fragment = None;
     for _ in 0..MAX_EXTENSIONS {
         match nh {
-            NH_FRAGMENT => {
+            proto::FRAGMENT => {
                 let h = ip.get(off..off + 8)?;
                 let offset = u16::from_be_bytes([h[2], h[3]]) & 0xfff8;
                 let more = h[3] & 1 == 1;
@@ -471,7 +482,7 @@ fn walk(ip: &[u8]) -> Option<Walk> {
                     break;
                 }
             }
-            NH_AH => {
+            proto::AH => {
                 let h = ip.get(off..off + 2)?;
                 nh = h[0];
                 off += (usize::from(h[1]) + 2) * 4;
@@ -494,15 +505,15 @@ fn walk(ip: &[u8]) -> Option<Walk> {
 /// An Ethernet frame carrying IPv6 (behind up to two VLAN tags), decoded; `None` otherwise.
 fn parse(ether: Vec<u8>) -> Option<Frame> {
     let mut off = 12;
-    let mut ethertype = u16::from_be_bytes([*ether.get(12)?, *ether.get(13)?]);
+    let mut ether_type = u16::from_be_bytes([*ether.get(12)?, *ether.get(13)?]);
     for _ in 0..2 {
-        if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
+        if ether_type != ethertype::VLAN && ether_type != ethertype::QINQ {
             break;
         }
         off += 4;
-        ethertype = u16::from_be_bytes([*ether.get(off)?, *ether.get(off + 1)?]);
+        ether_type = u16::from_be_bytes([*ether.get(off)?, *ether.get(off + 1)?]);
     }
-    if ethertype != ETHERTYPE_IPV6 {
+    if ether_type != ethertype::IPV6 {
         return None;
     }
     let ip_offset = off + 2;
@@ -516,7 +527,7 @@ fn parse(ether: Vec<u8>) -> Option<Frame> {
     let (upper, fragment, spi) = match &w {
         Some(w) => {
             let first = w.fragment.is_none_or(|(_, off, _)| off == 0);
-            let spi = (w.upper == NH_ESP && first)
+            let spi = (w.upper == proto::ESP && first)
                 .then(|| ip.get(w.upper_offset..w.upper_offset + 4))
                 .flatten()
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
@@ -542,7 +553,7 @@ fn parse(ether: Vec<u8>) -> Option<Frame> {
 fn reassemble(parts: &mut [&Frame]) -> Option<Vec<u8>> {
     parts.sort_by_key(|f| f.fragment.map(|(_, off, _)| off));
     let first = parts.first()?.ipv6();
-    if first.get(6) != Some(&NH_FRAGMENT) {
+    if first.get(6) != Some(&proto::FRAGMENT) {
         return None;
     }
     let next = *first.get(40)?;
@@ -550,7 +561,7 @@ fn reassemble(parts: &mut [&Frame]) -> Option<Vec<u8>> {
     for f in parts.iter() {
         let ip = f.ipv6();
         let (_, off, _) = f.fragment?;
-        if ip.get(6) != Some(&NH_FRAGMENT) || usize::from(off) != payload.len() {
+        if ip.get(6) != Some(&proto::FRAGMENT) || usize::from(off) != payload.len() {
             return None;
         }
         let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
@@ -573,7 +584,7 @@ mod tests {
 
     fn ether(ip: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
-        f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f.extend_from_slice(&ethertype::IPV6.to_be_bytes());
         f.extend_from_slice(ip);
         f
     }
@@ -634,11 +645,11 @@ mod tests {
     #[test]
     fn vlan_tags_are_looked_through_and_markers_skipped() {
         let mut tagged = vec![0u8; 12];
-        tagged.extend_from_slice(&ETHERTYPE_QINQ.to_be_bytes());
+        tagged.extend_from_slice(&ethertype::QINQ.to_be_bytes());
         tagged.extend_from_slice(&[0, 1]);
-        tagged.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        tagged.extend_from_slice(&ethertype::VLAN.to_be_bytes());
         tagged.extend_from_slice(&[0, 2]);
-        tagged.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        tagged.extend_from_slice(&ethertype::IPV6.to_be_bytes());
         tagged.extend_from_slice(&ipv6(17, &[0; 8]));
         let mut marker = vec![0u8; 12];
         marker.extend_from_slice(&MARKER_ETHERTYPE.to_be_bytes());

@@ -11,6 +11,8 @@
 //!   temporary state directory, its log, and the CLI pointed at it.
 //! - [`capture`]: a packet capture proven live by marker frames, decoded from the pcap.
 //! - [`cli`]: running the CLI and the source document's examples.
+//! - [`keys`]: the fixed test keys (the source document's example keys and one per other
+//!   algorithm).
 //! - [`traffic`]: the Python traffic fixtures (`tests/fixtures/traffic.py`) run in a namespace.
 //!
 //! It does not depend on `ipsec-user` (whose own tests use it): it drives the `xipsec` binary.
@@ -18,6 +20,7 @@
 pub mod capture;
 pub mod cli;
 pub mod daemon;
+pub mod keys;
 pub mod netns;
 pub mod traffic;
 

@@ -60,24 +60,47 @@ pub fn udp_delivered(
     (count, text): (usize, &str),
     window: &str,
 ) -> usize {
-    let port = port.to_string();
-    let recv = py(to_ns, &["udp-recv", to_addr, &port, window])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the UDP receiver");
-    std::thread::sleep(Duration::from_millis(300));
+    let recv = UdpReceiver::start(to_ns, to_addr, port, window);
     let sent = py(
         from_ns,
-        &["udp-send", to_addr, &port, &count.to_string(), text],
+        &[
+            "udp-send",
+            to_addr,
+            &port.to_string(),
+            &count.to_string(),
+            text,
+        ],
     )
     .status()
     .expect("sending UDP");
     assert!(sent.success(), "UDP sender failed");
-    let out = recv.wait_with_output().expect("UDP receiver output");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("a count")
+    recv.count()
+}
+
+/// A `traffic.py udp-recv` listener in a namespace, counting the datagrams that reach its
+/// address and port within its window.
+pub struct UdpReceiver(Child);
+
+impl UdpReceiver {
+    /// Listens on `addr`:`port` in namespace `ns` for `window` seconds; returns once the
+    /// listener has had 300 ms to bind, so traffic sent next is counted.
+    pub fn start(ns: &str, addr: &str, port: u16, window: &str) -> Self {
+        let child = py(ns, &["udp-recv", addr, &port.to_string(), window])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the UDP receiver");
+        std::thread::sleep(Duration::from_millis(300));
+        Self(child)
+    }
+
+    /// How many datagrams arrived: waits for the window to end.
+    pub fn count(self) -> usize {
+        let out = self.0.wait_with_output().expect("UDP receiver output");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the UDP receiver prints a count")
+    }
 }
 
 /// A fixture process that prints `ready` once it listens; killed on drop.

@@ -105,14 +105,13 @@ impl EspSa {
     }
 }
 
-/// `len` distinct bytes from `seed`, as `0x` hex.
+/// `len` bytes from `seed` (`seed`, `seed + 37`, `seed + 74`, ... modulo 256: distinct for up
+/// to 256 bytes, so the three 3DES keys differ), as `0x` hex.
 pub fn key_hex(seed: u8, len: usize) -> String {
-    let mut s = String::from("0x");
-    for j in 0..len {
-        let b = seed.wrapping_add((j as u8).wrapping_mul(37));
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    let bytes: Vec<u8> = std::iter::successors(Some(seed), |b| Some(b.wrapping_add(37)))
+        .take(len)
+        .collect();
+    format!("0x{}", hex::encode(bytes))
 }
 
 /// Decrypts each IPv6/ESP `packet` with scapy under `sas`: the inner IPv6 packet, or why not.
@@ -151,6 +150,22 @@ pub struct Expect<'a> {
     /// Plaintext markers: each must be found in some decrypted packet of the sample, and none
     /// may be found in any raw captured frame.
     pub markers: &'a [&'a [u8]],
+}
+
+impl<'a> Expect<'a> {
+    /// Inner packets of `flows` carrying one of `protocols`, and every marker of `markers` found
+    /// in some decrypted packet and in no raw frame (the fields, in order).
+    pub const fn new(
+        flows: &'a [(&'a str, &'a str)],
+        protocols: &'a [u8],
+        markers: &'a [&'a [u8]],
+    ) -> Self {
+        Self {
+            flows,
+            protocols,
+            markers,
+        }
+    }
 }
 
 /// Every captured ESP packet, or an evenly spread sample of at most `sample` of them, decrypts

@@ -69,9 +69,10 @@ impl FrameSpec {
                     let mut h = vec![0u8; (usize::from(*len) + 1) * 8];
                     h[0] = next;
                     h[1] = *len;
-                    // PadN so the options are well formed.
+                    // PadN so the options are well formed (up to 259 bytes of options; a longer
+                    // header keeps the low byte of its length, which no parser reads).
                     h[2] = 1;
-                    h[3] = (h.len() - 4) as u8;
+                    h[3] = (h.len() - 4).to_le_bytes()[0];
                     payload.extend_from_slice(&h);
                 }
                 Ext::Fragment { offset, more, id } => {
@@ -83,7 +84,9 @@ impl FrameSpec {
             }
         }
         payload.extend_from_slice(&self.l4);
-        let len = (payload.len() as i32 + self.payload_len_delta).clamp(0, 65535) as u16;
+        let len = i64::try_from(payload.len()).expect("a frame's length fits in i64")
+            + i64::from(self.payload_len_delta);
+        let len = u16::try_from(len.clamp(0, 65_535)).expect("clamped to u16's range");
         let first = kinds.first().copied().unwrap_or(self.next_header);
         f.extend_from_slice(&[0x60, 0, 0, 0]);
         f.extend_from_slice(&len.to_be_bytes());

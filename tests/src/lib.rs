@@ -3,6 +3,7 @@
 //! parser and reference classifier) and what the kernel's maps mean. Namespaces, veths,
 //! daemons, captures and the root rule come from the workspace's one test kit, `xipsec_testkit`.
 
+pub mod args;
 pub mod esp_oracle;
 pub mod frames;
 pub mod maps;

@@ -26,6 +26,20 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.0.random_range(0..n)
     }
+    /// Uniform in `0..n` for a bound of a smaller unsigned type, drawn as [`Self::below`]
+    /// draws (so a seed yields the same stream whatever type the caller wants).
+    pub fn below_in<T>(&mut self, n: T) -> T
+    where
+        T: Into<u64> + TryFrom<u64>,
+        T::Error: std::fmt::Debug,
+    {
+        T::try_from(self.below(n.into())).expect("a draw below n fits n's type")
+    }
+    /// Uniform in `0..len`: an index into `len` items, drawn as [`Self::below`] draws.
+    pub fn index(&mut self, len: usize) -> usize {
+        let len = u64::try_from(len).expect("a length fits in u64");
+        usize::try_from(self.below(len)).expect("a draw below a length fits in usize")
+    }
     /// True with probability `percent` / 100.
     pub fn chance(&mut self, percent: u32) -> bool {
         self.0.random_ratio(percent, 100)
@@ -90,7 +104,7 @@ pub fn random_spd(rng: &mut Rng, max_policies: usize) -> Spd {
     for i in 0..4u32 {
         spd.add_sa(&sa_args(i)).expect("adding a valid SA");
     }
-    let count = 1 + rng.below(max_policies as u64) as usize;
+    let count = 1 + rng.index(max_policies);
     for i in 0..count {
         // Random selectors may collide with an existing policy; the model refuses those.
         let _ = spd.add_sp(&random_sp_args(rng, &format!("sp{i}"), 4));
@@ -182,7 +196,7 @@ pub struct FrameGen {
 }
 
 /// Fragment identifications come from a small pool, so unrelated datagrams collide sometimes.
-const FRAGMENT_IDS: u64 = 64;
+const FRAGMENT_IDS: u32 = 64;
 
 impl FrameGen {
     pub fn new() -> Self {
@@ -199,7 +213,7 @@ impl FrameGen {
     pub fn frame(&mut self, rng: &mut Rng, spd: &Spd) -> (Direction, Vec<u8>) {
         let sps = spd.sps();
         let target: Option<&Sp> =
-            (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.below(sps.len() as u64) as usize]);
+            (!sps.is_empty() && rng.chance(75)).then(|| &sps[rng.index(sps.len())]);
         let mut direction = match target {
             Some(sp) if rng.chance(90) => sp.direction,
             _ => rng.pick(&[Direction::In, Direction::Out]),
@@ -226,7 +240,7 @@ impl FrameGen {
         let mut fragment: Option<Ext> = None;
         let mut hidden_after_fragment = false;
         if rng.chance(18) {
-            let id = rng.below(FRAGMENT_IDS) as u32;
+            let id = rng.below_in(FRAGMENT_IDS);
             fragment = Some(match rng.below(10) {
                 0..=2 => {
                     self.remember(Datagram {
@@ -248,18 +262,18 @@ impl FrameGen {
                     id,
                 },
                 4..=6 if !self.datagrams.is_empty() => {
-                    let d = self.datagrams[rng.below(self.datagrams.len() as u64) as usize];
+                    let d = self.datagrams[rng.index(self.datagrams.len())];
                     (direction, src, dst, proto) = (d.direction, d.src, d.dst, d.proto);
                     // Overlapping or not: the datapath does not look at offsets beyond zero.
                     let span = if rng.chance(50) { 2 } else { 400 };
                     Ext::Fragment {
-                        offset: 1 + rng.below(span) as u16,
+                        offset: 1 + rng.below_in(span),
                         more: rng.chance(50),
                         id: d.id,
                     }
                 }
                 _ => Ext::Fragment {
-                    offset: 1 + rng.below(400) as u16,
+                    offset: 1 + rng.below_in(400),
                     more: rng.chance(50),
                     id,
                 },
@@ -285,7 +299,8 @@ impl FrameGen {
                 l4_icmp(if rng.chance(10) {
                     rng.pick(&[133u8, 134, 135, 136, 137])
                 } else {
-                    t as u8
+                    // The low byte: a wiggled type one past 255 wraps to 0.
+                    t.to_be_bytes()[1]
                 })
             }
             _ => vec![0u8; 16],
@@ -294,8 +309,8 @@ impl FrameGen {
 
         // VLAN tags.
         spec.tags = match rng.below(100) {
-            0..=5 => vec![(rng.pick(&[0x8100u16, 0x88a8]), rng.below(4095) as u16)],
-            6..=10 => vec![(0x88a8, 7), (0x8100, rng.below(4095) as u16)],
+            0..=5 => vec![(rng.pick(&[0x8100u16, 0x88a8]), rng.below_in(4095))],
+            6..=10 => vec![(0x88a8, 7), (0x8100, rng.below_in(4095))],
             11..=12 => vec![(0x88a8, 7), (0x8100, 8), (0x8100, 9)],
             _ => Vec::new(),
         };
@@ -303,10 +318,10 @@ impl FrameGen {
         // Extension headers before the fragment header.
         match rng.below(100) {
             0..=9 => {
-                for _ in 0..1 + rng.below(3) {
+                for _ in 0..=rng.below(3) {
                     spec.ext.push(Ext::Options {
                         kind: rng.pick(&[0u8, 43, 60]),
-                        len: rng.below(3) as u8,
+                        len: rng.below_in(3),
                     });
                 }
             }
@@ -329,7 +344,7 @@ impl FrameGen {
             if hidden_after_fragment {
                 spec.ext.push(Ext::Options {
                     kind: rng.pick(&[60u8, 51, 253]),
-                    len: rng.below(2) as u8,
+                    len: rng.below_in(2),
                 });
             }
         }
@@ -342,14 +357,14 @@ impl FrameGen {
         }
 
         match rng.below(100) {
-            0..=3 => spec.truncate = 1 + rng.below(60) as usize,
+            0..=3 => spec.truncate = 1 + rng.index(60),
             4..=5 => spec.payload_len_delta = rng.pick(&[-30i32, -8, -1, 1, 9, 400]),
             6..=8 => {
                 // ESP, known or unknown SPI.
                 let spi: u32 = if rng.chance(50) {
-                    0x1000 + rng.below(4) as u32
+                    0x1000 + rng.below_in(4)
                 } else {
-                    0x2000 + rng.below(100) as u32
+                    0x2000 + rng.below_in(100)
                 };
                 let mut esp = spi.to_be_bytes().to_vec();
                 esp.extend_from_slice(&[0, 0, 0, 1]);
@@ -358,7 +373,7 @@ impl FrameGen {
                 // keeps at most 3,520 bytes of an XDP frame linear (a real generic-XDP frame is
                 // linear whatever its size), so tags and headers must not push it past that.
                 if rng.chance(20) && spec.ext.is_empty() && spec.tags.is_empty() {
-                    esp.resize(XSK_MAX_FRAME - 14 - 40 + rng.below(3) as usize - 1, 0);
+                    esp.resize(XSK_MAX_FRAME - 14 - 40 + rng.index(3) - 1, 0);
                 }
                 spec.next_header = 50;
                 spec.l4 = if rng.chance(10) {
@@ -392,7 +407,7 @@ impl FrameGen {
                 ..spec.clone()
             }
             .build();
-            frame.truncate(14 + rng.below(4) as usize);
+            frame.truncate(14 + rng.index(4));
         }
         // The kernel refuses BPF_PROG_TEST_RUN of an skb whose IPv6 header is cut short
         // (EINVAL), and the stack never emits one: egress frames keep the whole IPv6 header.

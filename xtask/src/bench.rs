@@ -30,7 +30,7 @@ const PLAIN_PORT: &str = "5202";
 /// The SA carrying a -> b (the measured direction) on host a.
 const SA_AB: &str = "bench-ab";
 
-pub fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
+pub(crate) fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()> {
     crate::setup::ensure()?;
     let bin = match which {
         "classify" => "xipsec-bench-classify",
@@ -232,8 +232,8 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     }
     crate::build::run()?;
     let mut lab = Lab::new("xbn", 0xbe)?;
-    lab.start_daemon("a")?;
-    lab.start_daemon("b")?;
+    lab.start_daemon("a");
+    lab.start_daemon("b");
     protect_esp_port(&lab)?;
     let (esp_runs, plain_runs) = iperf_pairs(&lab)?;
     drop(lab);

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::util;
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     crate::setup::ensure()?;
     util::run(Command::new("cargo").current_dir(util::root()).args([
         "build",

@@ -38,7 +38,7 @@ fn ping(netns: &str, from: &str, to: &str) -> bool {
     .is_ok_and(|s| s.success())
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("the demo creates network namespaces and loads eBPF: run it as root");
     }
@@ -76,8 +76,8 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "namespaces {ns_a} ({addr_a}, inner fd00:df::1) and {ns_b} ({addr_b}, inner fd00:df::2), veth {if_a}/{if_b}"
     );
-    demo.start_daemon("a")?;
-    demo.start_daemon("b")?;
+    demo.start_daemon("a");
+    demo.start_daemon("b");
     demo.show("a", &["status"])?;
 
     println!("\n== the source document's examples, verbatim (on a) ==");

@@ -25,9 +25,9 @@ use anyhow::{Context as _, bail};
 use crate::util;
 
 /// Default seconds per target for `cargo xtask fuzz`.
-pub const DEFAULT_SECONDS: u64 = 60;
+pub(crate) const DEFAULT_SECONDS: u64 = 60;
 /// Seconds per target of the smoke run in `cargo xtask test`.
-pub const SMOKE_SECONDS: u64 = 3;
+pub(crate) const SMOKE_SECONDS: u64 = 3;
 
 /// JSON-aware mutations: the targets whose input is JSON get the token dictionary.
 const JSON_TARGETS: [&str; 2] = ["control_request", "state_file"];
@@ -45,7 +45,7 @@ struct Outcome {
 }
 
 /// Options of one invocation.
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     pub seconds: u64,
     /// Stop after this many executions (libFuzzer `-runs`), whichever comes first.
     pub runs: Option<u64>,
@@ -55,7 +55,7 @@ pub struct Options<'a> {
     pub extra: &'a [String],
 }
 
-pub fn run(options: &Options<'_>) -> anyhow::Result<()> {
+pub(crate) fn run(options: &Options<'_>) -> anyhow::Result<()> {
     crate::setup::ensure()?;
     let dir = util::root().join("fuzz");
     let targets = list(&dir)?;
@@ -91,7 +91,7 @@ pub fn run(options: &Options<'_>) -> anyhow::Result<()> {
 }
 
 /// The smoke run of `cargo xtask test`: every target, a few seconds each.
-pub fn smoke() -> anyhow::Result<()> {
+pub(crate) fn smoke() -> anyhow::Result<()> {
     run(&Options {
         seconds: SMOKE_SECONDS,
         runs: None,

@@ -16,7 +16,7 @@ use xipsec_testkit::{
 
 use crate::util;
 
-pub struct Lab {
+pub(crate) struct Lab {
     /// The namespaces, interfaces and addresses.
     pub net: VethPair,
     /// Scratch files (captures) of this run.
@@ -27,7 +27,7 @@ pub struct Lab {
 impl Lab {
     /// Namespaces `{prefix}…a`/`{prefix}…b` (unique names, see `xipsec_testkit::netns`), veth
     /// between them, addresses `fd00:{tag}::1/64` and `fd00:{tag}::2/64`.
-    pub fn new(prefix: &str, tag: u16) -> anyhow::Result<Self> {
+    pub(crate) fn new(prefix: &str, tag: u16) -> anyhow::Result<Self> {
         Ok(Self {
             net: VethPair::new(prefix, tag),
             scratch: tempfile::Builder::new().prefix("xipsec-lab-").tempdir()?,
@@ -47,7 +47,7 @@ impl Lab {
     }
 
     /// The CLI against the daemon of side `a` or `b`; its stdout, or the error it printed.
-    pub fn cli(&self, side: &str, args: &[&str]) -> anyhow::Result<String> {
+    pub(crate) fn cli(&self, side: &str, args: &[&str]) -> anyhow::Result<String> {
         let out = self.node(side)?.cli(args);
         if !out.status.success() {
             bail!(
@@ -60,14 +60,15 @@ impl Lab {
     }
 
     /// Print a CLI command and its output.
-    pub fn show(&self, side: &str, args: &[&str]) -> anyhow::Result<()> {
+    pub(crate) fn show(&self, side: &str, args: &[&str]) -> anyhow::Result<()> {
         println!("\n[{side}]$ xipsec {}", args.join(" "));
         print!("{}", self.cli(side, args)?);
         Ok(())
     }
 
-    /// Start the daemon of side `a` or `b` on its veth end and wait until it answers.
-    pub fn start_daemon(&mut self, side: &str) -> anyhow::Result<()> {
+    /// Start the daemon of side `a` or `b` on its veth end and wait until it answers (the kit's
+    /// `Node::start_in` panics with the daemon's log if it does not).
+    pub(crate) fn start_daemon(&mut self, side: &str) {
         let (ns, interface) = if side == "a" {
             (&self.net.ns_a, &self.net.if_a)
         } else {
@@ -76,12 +77,11 @@ impl Lab {
         let sandbox =
             Sandbox::attached(ns, interface).with_bin(util::root().join("target/release/xipsec"));
         self.nodes[Self::index(side)] = Some(Node::start_in(sandbox));
-        Ok(())
     }
 
     /// A mirrored pair of SAs and SPs on both daemons, protecting everything between selector
     /// `sel_a` (a's side) and `sel_b`; `spi_ab` carries a -> b.
-    pub fn protect(
+    pub(crate) fn protect(
         &self,
         name: &str,
         mode: &str,
@@ -113,13 +113,13 @@ impl Lab {
     }
 
     /// How many of 5 datagrams sent from namespace `from` to `to`:`port` arrive.
-    pub fn udp(&self, from: &str, to: &str, port: u16) -> usize {
+    pub(crate) fn udp(&self, from: &str, to: &str, port: u16) -> usize {
         traffic::udp_delivered((from, self.net.other(from)), to, port, (5, "demo"), "1.2")
     }
 
     /// 10 MB from namespace `from` (source address `src`, or the kernel's choice) to
     /// `to`:`port`: what was sent and what arrived (byte count and SHA-256 of each).
-    pub fn transfer(
+    pub(crate) fn transfer(
         &self,
         from: &str,
         src: Option<&str>,
@@ -145,7 +145,7 @@ impl Lab {
     }
 
     /// A command run inside namespace `ns`.
-    pub fn exec(ns: &str, args: &[&str]) -> std::process::Command {
+    pub(crate) fn exec(ns: &str, args: &[&str]) -> std::process::Command {
         netns::exec(ns, args)
     }
 }

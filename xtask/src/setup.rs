@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: idempotent bootstrap of everything the build and the tests need.
 //!
-//! - the nightly toolchain (minimal profile) and its `rust-src` (eBPF builds `core` itself);
+//! - the nightly toolchain (minimal profile), its `rust-src` (eBPF builds `core` itself) and
+//!   `clippy` (the eBPF lints);
 //! - `bpf-linker` 0.13, built against the nightly toolchain's own `libLLVM`: Debian's LLVM is
 //!   too old. We give bpf-linker's build an `LLVM_PREFIX` holding a `bin/llvm-config` shim and a
 //!   `lib/` with symlinks to that library under `libLLVM.so` and its soname. The library file,
@@ -19,6 +20,9 @@ use anyhow::{Context as _, anyhow, bail};
 
 use crate::util::{self, output};
 
+/// Nightly components: `rust-src` (the eBPF build compiles `core` itself) and `clippy` (the
+/// minimal profile leaves it out; `cargo xtask test` lints `ipsec-ebpf` with it).
+const NIGHTLY_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// LLVM majors bpf-linker 0.13 has a feature for.
@@ -35,14 +39,14 @@ const APT_PACKAGES: [&str; 8] = [
 ];
 const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     ensure()?;
     eprintln!("setup: everything is in place");
     Ok(())
 }
 
 /// Install whatever is missing; quick when nothing is.
-pub fn ensure() -> anyhow::Result<()> {
+pub(crate) fn ensure() -> anyhow::Result<()> {
     ensure_nightly()?;
     ensure_bpf_linker()?;
     ensure_cargo_fuzz()?;
@@ -54,30 +58,26 @@ pub fn ensure() -> anyhow::Result<()> {
 fn ensure_nightly() -> anyhow::Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        util::run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
+        util::run(
+            Command::new("rustup")
+                .args(["toolchain", "install", "nightly"])
+                .args(["--profile", "minimal"]),
+        )?;
     }
-    let installed = output(Command::new("rustup").args([
-        "component",
-        "list",
-        "--installed",
-        "--toolchain",
-        "nightly",
-    ]))
+    let installed = output(
+        Command::new("rustup")
+            .args(["component", "list", "--installed"])
+            .args(["--toolchain", "nightly"]),
+    )
     .unwrap_or_default();
-    if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        util::run(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+    for component in NIGHTLY_COMPONENTS {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            util::run(
+                Command::new("rustup")
+                    .args(["component", "add", component])
+                    .args(["--toolchain", "nightly"]),
+            )?;
+        }
     }
     Ok(())
 }

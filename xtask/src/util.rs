@@ -8,7 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// The workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask has a parent directory")
@@ -16,7 +16,7 @@ pub fn root() -> PathBuf {
 }
 
 /// Run `cmd`, inheriting stdio; fail with the command line if it fails.
-pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {cmd:?}");
     let status = cmd
         .status()
@@ -28,11 +28,11 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Run `cmd` and capture stdout (trimmed); `None` when it cannot start or fails.
-pub fn output(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-pub use xipsec_testkit::is_root;
+pub(crate) use xipsec_testkit::is_root;
