@@ -26,7 +26,7 @@ use xipsec_testkit::{
     cli::SpArgs,
     daemon::{Node, Sandbox},
     netns::{self, VethPair},
-    traffic::{self, py},
+    traffic::{self, UdpReceiver, py},
 };
 
 const TAG: u16 = 0xad;
@@ -353,17 +353,10 @@ fn ping(ns: &str, from: &str, dst: &str, size: usize) {
     .expect("running ping");
 }
 
-/// A UDP listener on `addr`:`port` in `ns` for `seconds`; [`received`] collects its count.
-fn listen(ns: &str, addr: &str, port: u16, seconds: u32) -> Child {
-    let child = py(
-        ns,
-        &["udp-recv", addr, &port.to_string(), &seconds.to_string()],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("starting a UDP listener");
-    std::thread::sleep(Duration::from_millis(400));
-    child
+/// A UDP listener on `addr`:`port` in `ns` for `seconds`, bound when this returns;
+/// [`received`] collects its count.
+fn listen(ns: &str, addr: &str, port: u16, seconds: u32) -> UdpReceiver {
+    UdpReceiver::start(ns, addr, port, &seconds.to_string())
 }
 
 /// The value of counter `name` in the stats JSON (rows `{"reason": NAME, "packets": N}`).
@@ -390,13 +383,8 @@ fn find_counter(v: &serde_json::Value, name: &str) -> Option<u64> {
     }
 }
 
-fn received(listener: Child) -> usize {
-    let out = listener.wait_with_output().expect("listener output");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("the listener prints a count")
+fn received(listener: UdpReceiver) -> usize {
+    listener.count()
 }
 
 /// Frames of the capture that went to `dst` and are not link control (ND, MLD).

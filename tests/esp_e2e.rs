@@ -17,7 +17,7 @@ use xipsec_testkit::{
     daemon::Node,
     fixture,
     netns::{self, VethPair},
-    traffic::{self, py},
+    traffic::{self, UdpReceiver, py},
 };
 
 const SPI_AB: u32 = 0x1001;
@@ -154,20 +154,14 @@ fn two_hosts_protect_traffic_end_to_end() {
         );
 
         // 1,400-byte UDP: the ESP packet exceeds the 1,500-byte MTU, is fragmented and reassembled.
-        let recv = py(&net.ns_b, &["udp-recv", &net.addr_b, "9400", "2", "sizes"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("receiver");
-        std::thread::sleep(Duration::from_millis(300));
+        let recv = UdpReceiver::with_sizes(&net.ns_b, &net.addr_b, 9400, "2");
         py(
             &net.ns_a,
             &["udp-send", &net.addr_b, "9400", "3", UDP_MARKER, "1400"],
         )
         .status()
         .expect("sender");
-        let got = String::from_utf8_lossy(&recv.wait_with_output().expect("receiver").stdout)
-            .trim()
-            .to_string();
+        let got = recv.report();
         assert_eq!(got, "3 1400 1400 1400", "1,400-byte datagrams over ESP");
 
         let small_a = cap_a.stop();

@@ -2,8 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Child, Command, Output, Stdio},
-    time::Duration,
+    process::{Child, ChildStdout, Command, Output, Stdio},
 };
 
 use crate::{fixture, netns::exec};
@@ -79,25 +78,54 @@ pub fn udp_delivered(
 
 /// A `traffic.py udp-recv` listener in a namespace, counting the datagrams that reach its
 /// address and port within its window.
-pub struct UdpReceiver(Child);
+pub struct UdpReceiver {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
 
 impl UdpReceiver {
     /// Listens on `addr`:`port` in namespace `ns` for `window` seconds; returns once the
-    /// listener has had 300 ms to bind, so traffic sent next is counted.
+    /// listener has bound (its `ready` line), so traffic sent next is counted.
     pub fn start(ns: &str, addr: &str, port: u16, window: &str) -> Self {
-        let child = py(ns, &["udp-recv", addr, &port.to_string(), window])
+        Self::spawn(py(ns, &["udp-recv", addr, &port.to_string(), window]))
+    }
+
+    /// Like [`Self::start`], and the listener also reports each datagram's size ([`Self::report`]).
+    pub fn with_sizes(ns: &str, addr: &str, port: u16, window: &str) -> Self {
+        Self::spawn(py(
+            ns,
+            &["udp-recv", addr, &port.to_string(), window, "sizes"],
+        ))
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting the UDP receiver");
-        std::thread::sleep(Duration::from_millis(300));
-        Self(child)
+        let mut stdout = BufReader::new(child.stdout.take().expect("a piped stdout"));
+        let mut ready = String::new();
+        stdout
+            .read_line(&mut ready)
+            .expect("reading the UDP receiver's ready line");
+        assert_eq!(ready.trim(), "ready", "the UDP receiver did not bind");
+        Self { child, stdout }
+    }
+
+    /// What the listener printed when its window ended: the count, then the sizes if asked.
+    pub fn report(mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("reading the UDP receiver's count");
+        let status = self.child.wait().expect("waiting for the UDP receiver");
+        assert!(status.success(), "the UDP receiver failed: {status}");
+        line.trim().to_owned()
     }
 
     /// How many datagrams arrived: waits for the window to end.
     pub fn count(self) -> usize {
-        let out = self.0.wait_with_output().expect("UDP receiver output");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
+        self.report()
             .parse()
             .expect("the UDP receiver prints a count")
     }

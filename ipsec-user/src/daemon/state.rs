@@ -177,6 +177,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// Opens `dir` again after its store was dropped. A process another test spawns at that
+    /// moment holds a copy of the lock's descriptor until its `exec` closes it, so a refusal
+    /// as `Locked` is retried for a while; anything else fails at once.
+    fn reopen(dir: &Path) -> (StateStore, Spd) {
+        for _ in 0..100 {
+            match StateStore::open(dir) {
+                Err(StateError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other.expect("reopening"),
+            }
+        }
+        StateStore::open(dir).expect("reopening")
+    }
+
     #[test]
     fn missing_file_is_empty_and_saves_round_trip() {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
@@ -196,7 +211,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert!(!crate::atomic_file::temporary(store.path()).exists());
         drop(store);
-        let (_store, back) = StateStore::open(&state_dir).expect("reopening");
+        let (_store, back) = reopen(&state_dir);
         assert_eq!(
             serde_json::to_value(&back).expect("serialising"),
             serde_json::to_value(&spd).expect("serialising")
