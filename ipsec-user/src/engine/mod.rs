@@ -128,6 +128,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::classifier::compile::CompileError;
 use crate::crypto::{ConfigError, OuterHeader};
 use crate::model::SaCount;
 use crate::model::Spd;
@@ -246,6 +247,13 @@ pub enum EngineError {
     /// The replay ceiling file is not one; it is left untouched.
     #[error("corrupt replay ceiling file {}: {reason}", path.display())]
     ReplayFileCorrupt { path: PathBuf, reason: String },
+    /// The SPD cannot be compiled into the engine's classifier (the kernel sync refuses it
+    /// with the same error).
+    #[error("cannot compile the policies for the esp engine")]
+    Classifier {
+        #[source]
+        source: CompileError,
+    },
     /// An SA could not be keyed.
     #[error("cannot key sa {name}")]
     SaConfig {
@@ -427,9 +435,11 @@ impl EspEngine {
     /// caches are invalidated. Call it after every accepted change (and once at start-up).
     ///
     /// # Errors
-    /// [`EngineError::SaConfig`] if an SA cannot be keyed; the engine is then unchanged.
+    /// [`EngineError::Classifier`] if the SPD cannot be compiled, [`EngineError::SaConfig`] if
+    /// an SA cannot be keyed; the engine is then unchanged.
     pub fn update(&self, spd: &Spd) -> Result<(), EngineError> {
-        let classifier = self::core::classify::build(spd);
+        let classifier = self::core::classify::build(spd)
+            .map_err(|source| EngineError::Classifier { source })?;
         let _one_at_a_time = lock(&self.shared.updating);
         let rebuilt = {
             let mut out = lock(&self.shared.out);

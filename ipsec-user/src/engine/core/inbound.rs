@@ -21,11 +21,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::ceiling::{Ceiling, KeyId};
-use super::classify::{self, Classifier};
+use super::classify;
 use super::flow_cache::FlowCache;
 use super::sa::{SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
+use crate::classifier::CompiledSpd;
 use crate::crypto::{Decapsulated, EspError, InboundSa, OuterHeader};
 use crate::engine::{mss, reassembly};
 use crate::model::{Action, Direction, Flow, Mode};
@@ -67,7 +68,7 @@ pub(super) struct InSa {
 
 /// Inbound state: SAs by SPI, the policy cache, per-SP delivery counters.
 pub struct Inbound {
-    pub(super) classifier: Arc<dyn Classifier>,
+    pub(super) classifier: Arc<CompiledSpd>,
     pub(super) sas: Vec<InSa>,
     pub(super) by_spi: HashMap<u32, usize>,
     /// (inner flow, SA index) -> the inbound SP (id, seq) that lets it in, if one does.

@@ -32,7 +32,6 @@ mod tests;
 use std::sync::Arc;
 
 pub use ceiling::{KeyId, TIGHTEN_EVERY};
-pub use classify::Classifier;
 pub use inbound::{CeilingRaise, InAction, Inbound};
 pub use outbound::{OutAction, Outbound, SeqReservation};
 pub use rebuild::{KeyError, Persisted, Rebuilt, rebuild};
