@@ -22,12 +22,12 @@ use super::replay::{DEFAULT_REPLAY_WINDOW, ReplayWindow};
 use super::wire::{self, IPV6_HEADER_LEN, proto};
 use super::{Cipher, CipherLengthError, ConfigError, Integrity, new_cipher, new_integrity};
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+/// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
+pub use crate::wire::ESP_HEADER_LEN;
+use crate::wire::{EspPacket, Ipv6Packet, Ipv6Repr, esp_header};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::Ipv6Addr;
-
-/// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
-pub const ESP_HEADER_LEN: usize = 8;
 
 /// RFC 4303 §2.4 default padding: the pad bytes are 1, 2, 3, ... Longer than any block.
 #[allow(clippy::cast_possible_truncation)] // i + 1 <= 255
@@ -201,33 +201,35 @@ pub struct OuterHeader {
 impl OuterHeader {
     /// The fields of an IPv6 header.
     #[must_use]
-    pub fn of(packet: &[u8; IPV6_HEADER_LEN]) -> Self {
-        let address = |at: usize| {
-            let mut octets = [0; 16];
-            octets.copy_from_slice(&packet[at..at + 16]);
-            Ipv6Addr::from(octets)
-        };
+    pub fn of(header: &[u8; IPV6_HEADER_LEN]) -> Self {
+        // A whole fixed header: every field the view reads is there.
+        Self::of_packet(&Ipv6Packet::new_unchecked(&header[..]))
+    }
+
+    /// The fields of the fixed header of `packet`.
+    pub fn of_packet<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Self {
         Self {
-            source: address(8),
-            destination: address(24),
-            traffic_class: (packet[0] << 4) | (packet[1] >> 4),
-            flow_label: u32::from_be_bytes([0, packet[1] & 0x0f, packet[2], packet[3]]),
-            hop_limit: packet[7],
+            source: packet.src_addr(),
+            destination: packet.dst_addr(),
+            traffic_class: packet.traffic_class(),
+            flow_label: packet.flow_label(),
+            hop_limit: packet.hop_limit(),
         }
     }
 
     /// The IPv6 header these fields describe, next header ESP, payload length 0 (the caller
     /// sets it).
     fn header(&self) -> [u8; IPV6_HEADER_LEN] {
-        let word =
-            (6 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
-        let mut header = [0; IPV6_HEADER_LEN];
-        header[..4].copy_from_slice(&word.to_be_bytes());
-        header[6] = proto::ESP;
-        header[7] = self.hop_limit;
-        header[8..24].copy_from_slice(&self.source.octets());
-        header[24..40].copy_from_slice(&self.destination.octets());
-        header
+        Ipv6Repr {
+            src_addr: self.source,
+            dst_addr: self.destination,
+            next_header: proto::ESP,
+            payload_len: 0,
+            hop_limit: self.hop_limit,
+            traffic_class: self.traffic_class,
+            flow_label: self.flow_label,
+        }
+        .to_bytes()
     }
 }
 
@@ -398,8 +400,7 @@ impl OutboundSa {
         }
         wire::set_payload_len(out, payload_len);
 
-        out.extend_from_slice(&t.spi.to_be_bytes());
-        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&esp_header(t.spi, seq));
         let iv_offset = out.len();
         out.resize(iv_offset + iv_len, 0);
         self.rng.fill_bytes(&mut out[iv_offset..]);
@@ -416,17 +417,14 @@ impl OutboundSa {
         debug_assert_eq!(out.len(), total);
 
         self.next_seq += 1;
-        let outer = OuterHeader::of(out[..IPV6_HEADER_LEN].try_into().map_err(|_| {
-            EspError::Truncated {
-                what: "ipv6 header",
-            }
-        })?);
+        // `out` starts with the whole fixed header written above.
+        let outer = Ipv6Packet::new_unchecked(&out[..]);
         Ok(Encapsulated {
             seq,
             destination,
-            source: outer.source,
-            traffic_class: outer.traffic_class,
-            hop_limit: outer.hop_limit,
+            source: outer.src_addr(),
+            traffic_class: outer.traffic_class(),
+            hop_limit: outer.hop_limit(),
             esp_offset,
         })
     }
@@ -435,17 +433,19 @@ impl OutboundSa {
 /// The outer header of tunnel mode (RFC 4303 §3.1.2, RFC 4301 §5.1.2.1): traffic class
 /// copied from the inner header (DSCP copied, ECN copied as RFC 6040's normal mode does), the
 /// inner flow label reused so the flow stays recognisable, hop limit 64, next header ESP.
-/// Payload Length is filled in by the caller.
-fn tunnel_header(inner: &[u8], source: Ipv6Addr, destination: Ipv6Addr) -> [u8; 40] {
-    let mut header = [0; IPV6_HEADER_LEN];
-    // Version (4 bits), traffic class (8) and flow label (20) are the first 4 bytes.
-    header[..4].copy_from_slice(&inner[..4]);
-    header[0] = 0x60 | (inner[0] & 0x0f);
-    header[6] = proto::ESP;
-    header[7] = TUNNEL_HOP_LIMIT;
-    header[8..24].copy_from_slice(&source.octets());
-    header[24..40].copy_from_slice(&destination.octets());
-    header
+/// Payload Length is filled in by the caller. `inner` is a checked IPv6 packet.
+fn tunnel_header(inner: &[u8], source: Ipv6Addr, destination: Ipv6Addr) -> [u8; IPV6_HEADER_LEN] {
+    let inner = Ipv6Packet::new_unchecked(inner);
+    Ipv6Repr {
+        src_addr: source,
+        dst_addr: destination,
+        next_header: proto::ESP,
+        payload_len: 0,
+        hop_limit: TUNNEL_HOP_LIMIT,
+        traffic_class: inner.traffic_class(),
+        flow_label: inner.flow_label(),
+    }
+    .to_bytes()
 }
 
 /// The receiving side of an SA: anti-replay window.
@@ -575,14 +575,15 @@ impl InboundSa {
         if esp.len() < ESP_HEADER_LEN + iv_size + block + icv_len {
             return Err(EspError::Truncated { what: "esp packet" });
         }
-        let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
+        let header = EspPacket::new_checked(esp)?;
+        let spi = header.spi();
         if spi != t.spi {
             return Err(EspError::SpiMismatch {
                 expected: t.spi,
                 got: spi,
             });
         }
-        let seq = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
+        let seq = header.sequence_number();
         // RFC 4303 §3.4.3: the cheap replay check comes first, before spending an HMAC.
         if !self.replay.check(seq) {
             return Err(EspError::Replay { seq });

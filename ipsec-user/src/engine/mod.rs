@@ -847,7 +847,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                             flow_label: 0,
                             hop_limit: slot.hop_limit,
                         };
-                        let esp = &slot.buf[40..40 + slot.len];
+                        let esp = slot.esp();
                         let (plain, frame) = (&mut out.plain, &mut out.frame);
                         if open(shared, &mut table, now, |t| {
                             t.receive(&outer, esp, now, plain, frame)
