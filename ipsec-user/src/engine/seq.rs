@@ -21,8 +21,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::EngineError;
 use super::state_file::{self, LoadError};
 
@@ -32,22 +30,8 @@ pub const RESERVATION_STEP: u32 = 65_536;
 /// The reservation file inside the state directory.
 pub const FILE_NAME: &str = "esp-seq.json";
 
-const VERSION: u32 = 1;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRepr {
-    version: u32,
-    reservations: Vec<EntryRepr>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryRepr {
-    sa_name: String,
-    spi: u32,
-    reserved: u32,
-}
+// The file: `{"version": 1, "reservations": [{"sa_name", "spi", "reserved"}, ...]}`.
+state_file::layout!(version 1, reservations: [sa_name: String, spi: u32, reserved: u32]);
 
 /// The reservations, in memory and on disk.
 #[derive(Debug)]
@@ -142,8 +126,6 @@ impl SeqStore {
         state_file::save(&self.path, &repr)
     }
 }
-
-state_file::versioned!(FileRepr, VERSION);
 
 #[cfg(test)]
 mod tests {
