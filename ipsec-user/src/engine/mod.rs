@@ -568,6 +568,18 @@ fn open_xsk(interfaces: &[String]) -> Vec<XskReceiver> {
 }
 
 /// Logs a worker's I/O failure once per thread, and keeps it from spinning on it.
+/// Waits until `poller` has data (`true`) or the engine shuts down (`false`); a failed poll is
+/// logged once (`what`) and waited on again.
+fn wait(poller: &mut sys::Poller, logged: &AtomicBool, what: &'static str) -> bool {
+    loop {
+        match poller.wait() {
+            Ok(Ready::Shutdown) => return false,
+            Ok(Ready::Data) => return true,
+            Err(e) => worker_error(logged, what, &e),
+        }
+    }
+}
+
 fn worker_error(logged: &AtomicBool, what: &'static str, error: &dyn std::fmt::Display) {
     if !logged.swap(true, Ordering::Relaxed) {
         warn!(%error, "esp {what} failed (logged once)");
@@ -678,13 +690,8 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
         return;
     };
     loop {
-        match poller.wait() {
-            Ok(Ready::Shutdown) => return,
-            Ok(Ready::Data) => {}
-            Err(e) => {
-                worker_error(&poll_logged, "outbound poll", &e);
-                continue;
-            }
+        if !wait(&mut poller, &poll_logged, "outbound poll") {
+            return;
         }
         let now = Instant::now();
         let mut n = 0;
@@ -818,13 +825,8 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
     let mut out = Delivery::new(shared);
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
-        match poller.wait() {
-            Ok(Ready::Shutdown) => return,
-            Ok(Ready::Data) => {}
-            Err(e) => {
-                worker_error(&poll_logged, "inbound poll", &e);
-                continue;
-            }
+        if !wait(&mut poller, &poll_logged, "inbound poll") {
+            return;
         }
         // Drain every source before sleeping again; `round` counts what that brought.
         let mut round: u32 = 0;

@@ -149,6 +149,13 @@ mod tests {
         .expect("building a test sa")
     }
 
+    /// An empty store in a new directory (kept alive by the returned guard).
+    fn fresh_store() -> (tempfile::TempDir, SeqStore) {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let store = SeqStore::open(dir.path()).expect("opening the store");
+        (dir, store)
+    }
+
     /// A minimal IPv6/UDP packet for the test SA.
     fn packet() -> Vec<u8> {
         let mut p = vec![0x60, 0, 0, 0, 0, 8, 17, 64];
@@ -202,8 +209,7 @@ mod tests {
 
     #[test]
     fn reservation_is_written_before_the_first_packet_and_survives_reload() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (dir, mut store) = fresh_store();
         let mut sa = tx();
         let mut reserved = 0;
         assert_eq!(send(&mut store, &mut sa, &mut reserved, 3), [1, 2, 3]);
@@ -249,8 +255,7 @@ mod tests {
 
     #[test]
     fn stale_temporary_file_is_ignored_and_replaced() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (dir, mut store) = fresh_store();
         store.reserve("sa1", 0x1000, 100).expect("reserving");
         // A crash between create and rename leaves a torn temporary file behind.
         fs::write(dir.path().join("esp-seq.json.tmp"), b"{\"vers").expect("writing");
@@ -267,8 +272,7 @@ mod tests {
 
     #[test]
     fn reservations_never_decrease() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (_dir, mut store) = fresh_store();
         store.reserve("sa1", 0x1000, 500).expect("reserving");
         store.reserve("sa1", 0x1000, 100).expect("reserving lower");
         assert_eq!(store.reservation("sa1", 0x1000), Some(500));
@@ -276,8 +280,7 @@ mod tests {
 
     #[test]
     fn reservation_saturates_at_the_last_sequence_number() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (_dir, mut store) = fresh_store();
         let mut reserved = u32::MAX - 10;
         assert!(cover(&mut store, &mut reserved, u32::MAX - 10).expect("covering"));
         assert_eq!(reserved, u32::MAX);
@@ -286,8 +289,7 @@ mod tests {
 
     #[test]
     fn pruning_keeps_live_entries_only_when_over_the_limit() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (_dir, mut store) = fresh_store();
         store.reserve("gone", 0x2000, 1).expect("reserving");
         store.reserve("live", 0x1000, 1).expect("reserving");
         let live = HashSet::from([("live".to_owned(), 0x1000)]);

@@ -44,18 +44,18 @@ fn sa_args(name: &str, src: &str, dst: &str, spi: &str) -> SaAddArgs {
 }
 
 fn sp_args(name: &str, src: &str, dst: &str, dir: &str, sa: &str) -> SpAddArgs {
+    let any = || s("any");
     SpAddArgs {
         sp_source: s(&format!("{src}/128")),
         sp_destination: s(&format!("{dst}/128")),
-        source_port: s("any"),
-        destination_port: s("any"),
-        upper_layer_protocol: s("any"),
+        source_port: any(),
+        destination_port: any(),
+        upper_layer_protocol: any(),
         flow_direction: s(dir),
         action: s("ipsec"),
-        sp_mode: None,
         sa_name: s(sa),
         sp_name: s(name),
-        priority: None,
+        ..SpAddArgs::default()
     }
 }
 
