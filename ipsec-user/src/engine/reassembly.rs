@@ -627,15 +627,19 @@ mod tests {
     #[test]
     fn exact_duplicates_are_ignored() {
         let whole = datagram(4000, 6);
-        let fragments = split(&whole, 11, 1448);
-        let mut r = reassembler();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        assert_eq!(r.push(&fragments[0], now, &mut out), Outcome::Pending);
-        assert_eq!(r.push(&fragments[0], now, &mut out), Outcome::Duplicate);
-        assert_eq!(r.push(&fragments[2], now, &mut out), Outcome::Pending);
-        assert_eq!(r.push(&fragments[2], now, &mut out), Outcome::Duplicate);
-        assert_eq!(r.push(&fragments[1], now, &mut out), Outcome::Complete);
+        let f = split(&whole, 11, 1448);
+        let order = [0, 0, 2, 2, 1].map(|i| f[i].clone());
+        let (outcomes, out) = feed(&mut reassembler(), &order, Instant::now());
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Pending,
+                Outcome::Duplicate,
+                Outcome::Pending,
+                Outcome::Duplicate,
+                Outcome::Complete
+            ]
+        );
         assert_eq!(out, whole);
     }
 
