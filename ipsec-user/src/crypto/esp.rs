@@ -744,7 +744,7 @@ mod tests {
         p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
         p.extend_from_slice(&udp_len.to_be_bytes());
         p.extend_from_slice(&[0xab, 0xcd]);
-        p.extend((0..payload_len).map(|i| (i * 7 + 3) as u8));
+        p.extend((0..payload_len).map(|i| u8::try_from((i * 7 + 3) % 256).expect("a byte")));
         let len = u16::try_from(p.len() - 40).expect("test packet fits");
         set_payload_len(&mut p, len);
         p
@@ -764,7 +764,9 @@ mod tests {
         p.extend_from_slice(&config.destination.octets());
         p.extend_from_slice(&config.spi.to_be_bytes());
         p.extend_from_slice(&seq.to_be_bytes());
-        let iv: Vec<u8> = (0..cipher.iv_len()).map(|i| i as u8).collect();
+        let iv: Vec<u8> = (0..cipher.iv_len())
+            .map(|i| u8::try_from(i).expect("a short iv"))
+            .collect();
         p.extend_from_slice(&iv);
         let start = p.len();
         p.extend_from_slice(plaintext_with_trailer);
@@ -785,8 +787,9 @@ mod tests {
             .block_size();
         let pad = (block - (inner.len() + 2) % block) % block;
         let mut v = inner.to_vec();
-        v.extend((1..=pad).map(|i| i as u8));
-        v.push(pad as u8);
+        let pad = u8::try_from(pad).expect("padding is shorter than 256 bytes");
+        v.extend(1..=pad);
+        v.push(pad);
         v.push(next_header);
         v
     }
@@ -1463,7 +1466,7 @@ mod tests {
                     for _ in 0..200 {
                         let mut bad = wire.clone();
                         let at = (rng.next_u32() as usize) % 48;
-                        bad[at] = rng.next_u32() as u8;
+                        bad[at] = rng.next_u32().to_le_bytes()[0];
                         let _ = rx.decapsulate(&bad, &mut out);
                     }
                 }

@@ -284,6 +284,7 @@ pub fn death() -> Option<String> {
 /// panic as it starts, to prove a dead worker is reported and fails closed.
 pub const PANIC_ENV: &str = "XIPSEC_TEST_PANIC_ENGINE";
 
+#[allow(clippy::manual_assert, reason = "a deliberate fault, not an invariant")]
 fn inject_fault(worker: &str) {
     if std::env::var(PANIC_ENV).as_deref() == Ok(worker) {
         panic!("fault injected by {PANIC_ENV}={worker}");
@@ -330,15 +331,22 @@ impl EspEngine {
     /// # Errors
     /// An [`EngineError`] naming what failed; nothing is left behind.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
-        let store = SeqStore::open(&config.state_dir)?;
-        let replay = ReplayStore::open(&config.state_dir)?;
+        let EngineConfig {
+            tun_name,
+            state_dir,
+            xsk_interfaces,
+            rx_coalesce,
+            tdes_block_limit,
+        } = config;
+        let store = SeqStore::open(&state_dir)?;
+        let replay = ReplayStore::open(&state_dir)?;
         let seq_file = store.path().display().to_string();
-        let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
+        let tun = sys::create_tun(&tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
         let shutdown = sys::eventfd()?;
         let rtnetlink = Mutex::new(sys::open_rtnetlink()?);
         let stats = Arc::new(EngineStats::default());
-        let (out, inb) = self::core::tables(config.tdes_block_limit, &stats);
+        let (out, inb) = self::core::tables(tdes_block_limit, &stats);
         let shared = Arc::new(Shared {
             out: Mutex::new(out),
             inb: Mutex::new(inb),
@@ -352,7 +360,7 @@ impl EspEngine {
             shutdown,
             rtnetlink,
         });
-        let receivers = open_xsk(&config.xsk_interfaces);
+        let receivers = open_xsk(&xsk_interfaces);
         let mut engine = Self {
             shared,
             threads: Vec::new(),
@@ -362,7 +370,6 @@ impl EspEngine {
         };
         // On error `engine` drops here, which stops the thread already started.
         engine.spawn("xipsec-esp-out", outbound)?;
-        let rx_coalesce = config.rx_coalesce;
         engine.spawn("xipsec-esp-in", move |shared| {
             inbound(shared, receivers, rx_coalesce);
         })?;
@@ -822,6 +829,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
         .collect();
     let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &fds);
     let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
+    let batch_len = u32::try_from(BATCH).unwrap_or(u32::MAX);
     let mut out = Delivery::new(shared);
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
@@ -869,7 +877,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             }
             for receiver in &mut receivers {
                 let mut table = Some(lock(&shared.inb));
-                let got = receiver.receive(BATCH as u32, |ethernet| {
+                let got = receiver.receive(batch_len, |ethernet| {
                     shared.stats.bump(Stat::XskReceived);
                     let (plain, frame) = (&mut out.plain, &mut out.frame);
                     if open(shared, &mut table, now, |t| {
@@ -880,7 +888,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 });
                 drop(table);
                 out.flush();
-                busy |= got == BATCH as u32;
+                busy |= got == batch_len;
                 round += got;
             }
             if !busy {

@@ -482,7 +482,12 @@ mod tests {
         p.extend_from_slice(&[0x30, 0x39, 0x23, 0x28]);
         p.extend_from_slice(&len.to_be_bytes());
         p.extend_from_slice(&[0xab, 0xcd]);
-        p.extend((0..payload).map(|i| (i as u8).wrapping_mul(7).wrapping_add(id_seed)));
+        p.extend((0..payload).map(|i| {
+            u8::try_from(i % 256)
+                .expect("a byte")
+                .wrapping_mul(7)
+                .wrapping_add(id_seed)
+        }));
         p
     }
 
@@ -862,8 +867,8 @@ mod tests {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let mut f = base[(x >> 8) as usize % base.len()].clone();
             let at = (x >> 12) as usize % f.len();
-            f[at] = (x >> 20) as u8;
-            if x & 3 == 0 {
+            f[at] = x.to_be_bytes()[1];
+            if x.trailing_zeros() >= 2 {
                 f.truncate(at);
             }
             let _ = r.push(&f, now, &mut out);

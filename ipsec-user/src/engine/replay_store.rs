@@ -446,9 +446,9 @@ mod tests {
                 match rng.below(10) {
                     // Accept the next numbers, bursty or one by one (gaps: lost packets).
                     0..=4 => {
-                        let burst = [1, 20, 3000][rng.below(3) as usize];
-                        for _ in 0..rng.below(burst) + 1 {
-                            let seq = highest + 1 + rng.below(3) as u32;
+                        let burst = [1, 20, 3000][usize::try_from(rng.below(3)).expect("below 3")];
+                        for _ in 0..=rng.below(burst) {
+                            let seq = highest + 1 + u32::try_from(rng.below(3)).expect("below 3");
                             if accept(&mut ceiling, &mut store, seq, now).is_ok() {
                                 highest = seq;
                             } else {

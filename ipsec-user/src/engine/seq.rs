@@ -299,7 +299,7 @@ mod tests {
             Some(1),
             "under the limit"
         );
-        for i in 0..=state_file::MAX_ENTRIES as u32 {
+        for i in 0..=u32::try_from(state_file::MAX_ENTRIES).expect("fits") {
             store.entries.insert((format!("x{i}"), 0x100 + i), 1);
         }
         store.prune_if_over(&live);

@@ -933,7 +933,7 @@ fn the_engine_classifies_as_the_reference_does() {
             let out_spi = spi_of(spd_a, spd_a.classify(Direction::Out, &flow));
             let in_spi = spi_of(spd_b, spd_b.classify(Direction::In, &flow));
             let (action, wire) = a.send(&packet);
-            let sent = wire.as_ref().map(|w| w.spi());
+            let sent = wire.as_ref().map(Wire::spi);
             assert_eq!(sent, out_spi, "spd {n}, out {flow:?}: {action:?}");
             let Some(wire) = wire else {
                 assert_eq!(
