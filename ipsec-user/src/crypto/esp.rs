@@ -678,6 +678,9 @@ impl InboundSa {
 mod tests {
     use super::*;
     use crate::crypto::wire::set_payload_len;
+    // Short names for the SA tables below.
+    use EncryptionAlgorithm as E;
+    use IntegrityAlgorithm as I;
 
     const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [
         EncryptionAlgorithm::TripleDesCbc,
@@ -918,11 +921,7 @@ mod tests {
 
     #[test]
     fn spec_example_sa_and_destinations() {
-        let config = config(
-            EncryptionAlgorithm::TripleDesCbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::TripleDesCbc, I::HmacSha1, Mode::Transport);
         let (mut tx, _) = pair(&config);
         assert_eq!(tx.spi(), 0x1000);
         let mut wire = Vec::new();
@@ -987,40 +986,30 @@ mod tests {
     #[test]
     fn destination_options_in_front_of_esp_are_accepted() {
         // Another sender (Linux, scapy) may keep destination options outside ESP.
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha1, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let packet = udp(20);
         let mut wire = Vec::new();
         tx.encapsulate(&packet, &mut wire).expect("encapsulating");
-        // Insert a destination options header between the fixed header and ESP.
-        let mut moved = wire[..40].to_vec();
-        moved[6] = 60;
-        moved.extend_from_slice(&[50, 0, 1, 4, 0, 0, 0, 0]);
-        moved.extend_from_slice(&wire[40..]);
-        let len = u16::try_from(moved.len() - 40).expect("fits");
-        set_payload_len(&mut moved, len);
+        // `p` with a destination options header between its fixed header and the rest.
+        let with_dest_opts = |p: &[u8]| {
+            let mut out = p[..40].to_vec();
+            out[6] = proto::DEST_OPTS;
+            out.extend_from_slice(&[p[6], 0, 1, 4, 0, 0, 0, 0]);
+            out.extend_from_slice(&p[40..]);
+            let len = u16::try_from(out.len() - 40).expect("fits");
+            set_payload_len(&mut out, len);
+            out
+        };
         let mut back = Vec::new();
-        rx.decapsulate(&moved, &mut back).expect("decapsulating");
-        let mut expected = packet[..40].to_vec();
-        expected[6] = 60;
-        expected.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        expected.extend_from_slice(&packet[40..]);
-        let len = u16::try_from(expected.len() - 40).expect("fits");
-        set_payload_len(&mut expected, len);
-        assert_eq!(back, expected);
+        rx.decapsulate(&with_dest_opts(&wire), &mut back)
+            .expect("decapsulating");
+        assert_eq!(back, with_dest_opts(&packet));
     }
 
     #[test]
     fn iv_is_fresh_per_packet() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let (mut tx, _) = pair(&config);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         tx.encapsulate(&udp(40), &mut a).expect("encapsulating");
@@ -1031,11 +1020,7 @@ mod tests {
 
     #[test]
     fn no_allocation_once_warm() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let (mut tx, mut rx) = pair(&config);
         let (mut wire, mut back) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
         let (wire_ptr, back_ptr) = (wire.as_ptr(), back.as_ptr());
@@ -1129,11 +1114,7 @@ mod tests {
 
     #[test]
     fn replay_edges_through_the_sa() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let (mut tx, mut rx) = pair(&config);
         let mut sent = Vec::new();
         for _ in 0..100 {
@@ -1194,11 +1175,7 @@ mod tests {
 
     #[test]
     fn a_refusing_gate_leaves_the_window_and_forgeries_never_reach_it() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Transport,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let (mut esp, mut out) = (Vec::new(), Vec::new());
         tx.encapsulate(&udp(10), &mut esp).expect("encapsulating");
@@ -1228,11 +1205,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_never_wrap() {
-        let config = config(
-            EncryptionAlgorithm::Null,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::Null, I::HmacSha1, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let mut wire = Vec::new();
         assert_eq!(tx.last_sequence(), 0);
@@ -1263,11 +1236,7 @@ mod tests {
 
     #[test]
     fn trailer_next_header_rules() {
-        let tunnel = config(
-            EncryptionAlgorithm::TripleDesCbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Tunnel,
-        );
+        let tunnel = config(E::TripleDesCbc, I::HmacSha1, Mode::Tunnel);
         let mut rx = InboundSa::new(&tunnel).expect("inbound sa");
         let mut out = Vec::new();
         // Dummy packet (RFC 4303 §2.6): authentic, nothing to deliver.
@@ -1310,11 +1279,7 @@ mod tests {
 
     #[test]
     fn fragments_are_refused_both_ways() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha1, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let mut out = Vec::new();
         let first_fragment = ipv6_udp(44, &[17, 0, 0, 1, 0, 0, 0, 7], 30);
@@ -1342,11 +1307,7 @@ mod tests {
 
     #[test]
     fn configuration_errors() {
-        let good = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let good = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let any = SaConfig {
             source: Ipv6Addr::UNSPECIFIED,
             ..good
@@ -1391,11 +1352,7 @@ mod tests {
 
     #[test]
     fn encapsulate_refuses_what_is_not_a_whole_ipv6_packet() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let mut tx = OutboundSa::new(&config).expect("outbound sa");
         let mut out = Vec::new();
         let packet = udp(30);
