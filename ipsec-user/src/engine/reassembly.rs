@@ -584,49 +584,38 @@ mod tests {
 
     #[test]
     fn overlapping_fragments_drop_the_whole_datagram() {
+        use Outcome::{Dropped, Pending};
         let whole = datagram(4000, 5);
-        let mut r = reassembler();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 0, 1448, true), now, &mut out),
-            Outcome::Pending
-        );
-        // Starts inside the first fragment: overlap.
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 1440, 2888, true), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        // Every later fragment of that datagram is dropped too, even ones that would complete it.
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 1448, 2896, true), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 2896, 4008, false), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        assert!(out.is_empty());
-        // Same range with different bytes is an overlap, not a duplicate.
-        let mut r = reassembler();
-        let first = fragment(&whole, 4, 0, 1448, true);
+        let piece = |id, start, end, more| fragment(&whole, id, start, end, more);
+        let first = piece(4, 0, 1448, true);
         let mut forged = first.clone();
         *forged.last_mut().expect("non-empty") ^= 1;
-        assert_eq!(r.push(&first, now, &mut out), Outcome::Pending);
-        assert_eq!(
-            r.push(&forged, now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        // A second last fragment with another end is an overlap too.
-        let mut r = reassembler();
-        assert_eq!(
-            r.push(&fragment(&whole, 5, 2896, 4008, false), now, &mut out),
-            Outcome::Pending
-        );
-        assert_eq!(
-            r.push(&fragment(&whole, 5, 1448, 2896, false), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
+        let overlap = Dropped(Drop::Overlap);
+        let cases = [
+            // Starts inside the first fragment: overlap. Every later fragment of that
+            // datagram is dropped too, even ones that would complete it.
+            (
+                vec![
+                    piece(3, 0, 1448, true),
+                    piece(3, 1440, 2888, true),
+                    piece(3, 1448, 2896, true),
+                    piece(3, 2896, 4008, false),
+                ],
+                vec![Pending, overlap, overlap, overlap],
+            ),
+            // Same range with different bytes is an overlap, not a duplicate.
+            (vec![first, forged], vec![Pending, overlap]),
+            // A second last fragment with another end is an overlap too.
+            (
+                vec![piece(5, 2896, 4008, false), piece(5, 1448, 2896, false)],
+                vec![Pending, overlap],
+            ),
+        ];
+        for (i, (fragments, expected)) in cases.into_iter().enumerate() {
+            let (outcomes, out) = feed(&mut reassembler(), &fragments, Instant::now());
+            assert_eq!(outcomes, expected, "case {i}");
+            assert!(out.is_empty(), "case {i}");
+        }
     }
 
     #[test]
