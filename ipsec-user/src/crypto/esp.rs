@@ -22,12 +22,12 @@ use super::replay::{DEFAULT_REPLAY_WINDOW, ReplayWindow};
 use super::wire::{self, IPV6_HEADER_LEN, proto};
 use super::{Cipher, CipherLengthError, ConfigError, Integrity, new_cipher, new_integrity};
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
+/// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
+pub use crate::wire::ESP_HEADER_LEN;
+use crate::wire::{EspPacket, Ipv6Packet, Ipv6Repr, esp_header};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::Ipv6Addr;
-
-/// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
-pub const ESP_HEADER_LEN: usize = 8;
 
 /// RFC 4303 §2.4 default padding: the pad bytes are 1, 2, 3, ... Longer than any block.
 #[allow(clippy::cast_possible_truncation)] // i + 1 <= 255
@@ -201,33 +201,35 @@ pub struct OuterHeader {
 impl OuterHeader {
     /// The fields of an IPv6 header.
     #[must_use]
-    pub fn of(packet: &[u8; IPV6_HEADER_LEN]) -> Self {
-        let address = |at: usize| {
-            let mut octets = [0; 16];
-            octets.copy_from_slice(&packet[at..at + 16]);
-            Ipv6Addr::from(octets)
-        };
+    pub fn of(header: &[u8; IPV6_HEADER_LEN]) -> Self {
+        // A whole fixed header: every field the view reads is there.
+        Self::of_packet(&Ipv6Packet::new_unchecked(&header[..]))
+    }
+
+    /// The fields of the fixed header of `packet`.
+    pub fn of_packet<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Self {
         Self {
-            source: address(8),
-            destination: address(24),
-            traffic_class: (packet[0] << 4) | (packet[1] >> 4),
-            flow_label: u32::from_be_bytes([0, packet[1] & 0x0f, packet[2], packet[3]]),
-            hop_limit: packet[7],
+            source: packet.src_addr(),
+            destination: packet.dst_addr(),
+            traffic_class: packet.traffic_class(),
+            flow_label: packet.flow_label(),
+            hop_limit: packet.hop_limit(),
         }
     }
 
     /// The IPv6 header these fields describe, next header ESP, payload length 0 (the caller
     /// sets it).
     fn header(&self) -> [u8; IPV6_HEADER_LEN] {
-        let word =
-            (6 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0x000f_ffff);
-        let mut header = [0; IPV6_HEADER_LEN];
-        header[..4].copy_from_slice(&word.to_be_bytes());
-        header[6] = proto::ESP;
-        header[7] = self.hop_limit;
-        header[8..24].copy_from_slice(&self.source.octets());
-        header[24..40].copy_from_slice(&self.destination.octets());
-        header
+        Ipv6Repr {
+            src_addr: self.source,
+            dst_addr: self.destination,
+            next_header: proto::ESP,
+            payload_len: 0,
+            hop_limit: self.hop_limit,
+            traffic_class: self.traffic_class,
+            flow_label: self.flow_label,
+        }
+        .to_bytes()
     }
 }
 
@@ -398,8 +400,7 @@ impl OutboundSa {
         }
         wire::set_payload_len(out, payload_len);
 
-        out.extend_from_slice(&t.spi.to_be_bytes());
-        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&esp_header(t.spi, seq));
         let iv_offset = out.len();
         out.resize(iv_offset + iv_len, 0);
         self.rng.fill_bytes(&mut out[iv_offset..]);
@@ -416,17 +417,14 @@ impl OutboundSa {
         debug_assert_eq!(out.len(), total);
 
         self.next_seq += 1;
-        let outer = OuterHeader::of(out[..IPV6_HEADER_LEN].try_into().map_err(|_| {
-            EspError::Truncated {
-                what: "ipv6 header",
-            }
-        })?);
+        // `out` starts with the whole fixed header written above.
+        let outer = Ipv6Packet::new_unchecked(&out[..]);
         Ok(Encapsulated {
             seq,
             destination,
-            source: outer.source,
-            traffic_class: outer.traffic_class,
-            hop_limit: outer.hop_limit,
+            source: outer.src_addr(),
+            traffic_class: outer.traffic_class(),
+            hop_limit: outer.hop_limit(),
             esp_offset,
         })
     }
@@ -435,17 +433,19 @@ impl OutboundSa {
 /// The outer header of tunnel mode (RFC 4303 §3.1.2, RFC 4301 §5.1.2.1): traffic class
 /// copied from the inner header (DSCP copied, ECN copied as RFC 6040's normal mode does), the
 /// inner flow label reused so the flow stays recognisable, hop limit 64, next header ESP.
-/// Payload Length is filled in by the caller.
-fn tunnel_header(inner: &[u8], source: Ipv6Addr, destination: Ipv6Addr) -> [u8; 40] {
-    let mut header = [0; IPV6_HEADER_LEN];
-    // Version (4 bits), traffic class (8) and flow label (20) are the first 4 bytes.
-    header[..4].copy_from_slice(&inner[..4]);
-    header[0] = 0x60 | (inner[0] & 0x0f);
-    header[6] = proto::ESP;
-    header[7] = TUNNEL_HOP_LIMIT;
-    header[8..24].copy_from_slice(&source.octets());
-    header[24..40].copy_from_slice(&destination.octets());
-    header
+/// Payload Length is filled in by the caller. `inner` is a checked IPv6 packet.
+fn tunnel_header(inner: &[u8], source: Ipv6Addr, destination: Ipv6Addr) -> [u8; IPV6_HEADER_LEN] {
+    let inner = Ipv6Packet::new_unchecked(inner);
+    Ipv6Repr {
+        src_addr: source,
+        dst_addr: destination,
+        next_header: proto::ESP,
+        payload_len: 0,
+        hop_limit: TUNNEL_HOP_LIMIT,
+        traffic_class: inner.traffic_class(),
+        flow_label: inner.flow_label(),
+    }
+    .to_bytes()
 }
 
 /// The receiving side of an SA: anti-replay window.
@@ -575,14 +575,15 @@ impl InboundSa {
         if esp.len() < ESP_HEADER_LEN + iv_size + block + icv_len {
             return Err(EspError::Truncated { what: "esp packet" });
         }
-        let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
+        let header = EspPacket::new_checked(esp)?;
+        let spi = header.spi();
         if spi != t.spi {
             return Err(EspError::SpiMismatch {
                 expected: t.spi,
                 got: spi,
             });
         }
-        let seq = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
+        let seq = header.sequence_number();
         // RFC 4303 §3.4.3: the cheap replay check comes first, before spending an HMAC.
         if !self.replay.check(seq) {
             return Err(EspError::Replay { seq });
@@ -677,6 +678,9 @@ impl InboundSa {
 mod tests {
     use super::*;
     use crate::crypto::wire::set_payload_len;
+    // Short names for the SA tables below.
+    use EncryptionAlgorithm as E;
+    use IntegrityAlgorithm as I;
 
     const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [
         EncryptionAlgorithm::TripleDesCbc,
@@ -743,7 +747,7 @@ mod tests {
         p.extend_from_slice(&[0x30, 0x39, 0x00, 0x35]);
         p.extend_from_slice(&udp_len.to_be_bytes());
         p.extend_from_slice(&[0xab, 0xcd]);
-        p.extend((0..payload_len).map(|i| (i * 7 + 3) as u8));
+        p.extend((0..payload_len).map(|i| u8::try_from((i * 7 + 3) % 256).expect("a byte")));
         let len = u16::try_from(p.len() - 40).expect("test packet fits");
         set_payload_len(&mut p, len);
         p
@@ -763,7 +767,9 @@ mod tests {
         p.extend_from_slice(&config.destination.octets());
         p.extend_from_slice(&config.spi.to_be_bytes());
         p.extend_from_slice(&seq.to_be_bytes());
-        let iv: Vec<u8> = (0..cipher.iv_len()).map(|i| i as u8).collect();
+        let iv: Vec<u8> = (0..cipher.iv_len())
+            .map(|i| u8::try_from(i).expect("a short iv"))
+            .collect();
         p.extend_from_slice(&iv);
         let start = p.len();
         p.extend_from_slice(plaintext_with_trailer);
@@ -784,8 +790,9 @@ mod tests {
             .block_size();
         let pad = (block - (inner.len() + 2) % block) % block;
         let mut v = inner.to_vec();
-        v.extend((1..=pad).map(|i| i as u8));
-        v.push(pad as u8);
+        let pad = u8::try_from(pad).expect("padding is shorter than 256 bytes");
+        v.extend(1..=pad);
+        v.push(pad);
         v.push(next_header);
         v
     }
@@ -914,11 +921,7 @@ mod tests {
 
     #[test]
     fn spec_example_sa_and_destinations() {
-        let config = config(
-            EncryptionAlgorithm::TripleDesCbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::TripleDesCbc, I::HmacSha1, Mode::Transport);
         let (mut tx, _) = pair(&config);
         assert_eq!(tx.spi(), 0x1000);
         let mut wire = Vec::new();
@@ -983,40 +986,30 @@ mod tests {
     #[test]
     fn destination_options_in_front_of_esp_are_accepted() {
         // Another sender (Linux, scapy) may keep destination options outside ESP.
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha1, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let packet = udp(20);
         let mut wire = Vec::new();
         tx.encapsulate(&packet, &mut wire).expect("encapsulating");
-        // Insert a destination options header between the fixed header and ESP.
-        let mut moved = wire[..40].to_vec();
-        moved[6] = 60;
-        moved.extend_from_slice(&[50, 0, 1, 4, 0, 0, 0, 0]);
-        moved.extend_from_slice(&wire[40..]);
-        let len = u16::try_from(moved.len() - 40).expect("fits");
-        set_payload_len(&mut moved, len);
+        // `p` with a destination options header between its fixed header and the rest.
+        let with_dest_opts = |p: &[u8]| {
+            let mut out = p[..40].to_vec();
+            out[6] = proto::DEST_OPTS;
+            out.extend_from_slice(&[p[6], 0, 1, 4, 0, 0, 0, 0]);
+            out.extend_from_slice(&p[40..]);
+            let len = u16::try_from(out.len() - 40).expect("fits");
+            set_payload_len(&mut out, len);
+            out
+        };
         let mut back = Vec::new();
-        rx.decapsulate(&moved, &mut back).expect("decapsulating");
-        let mut expected = packet[..40].to_vec();
-        expected[6] = 60;
-        expected.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        expected.extend_from_slice(&packet[40..]);
-        let len = u16::try_from(expected.len() - 40).expect("fits");
-        set_payload_len(&mut expected, len);
-        assert_eq!(back, expected);
+        rx.decapsulate(&with_dest_opts(&wire), &mut back)
+            .expect("decapsulating");
+        assert_eq!(back, with_dest_opts(&packet));
     }
 
     #[test]
     fn iv_is_fresh_per_packet() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let (mut tx, _) = pair(&config);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         tx.encapsulate(&udp(40), &mut a).expect("encapsulating");
@@ -1027,11 +1020,7 @@ mod tests {
 
     #[test]
     fn no_allocation_once_warm() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let (mut tx, mut rx) = pair(&config);
         let (mut wire, mut back) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
         let (wire_ptr, back_ptr) = (wire.as_ptr(), back.as_ptr());
@@ -1125,11 +1114,7 @@ mod tests {
 
     #[test]
     fn replay_edges_through_the_sa() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let (mut tx, mut rx) = pair(&config);
         let mut sent = Vec::new();
         for _ in 0..100 {
@@ -1138,30 +1123,25 @@ mod tests {
             sent.push(wire);
         }
         let mut out = Vec::new();
-        // First packet, then a duplicate.
-        assert!(rx.decapsulate(&sent[0], &mut out).is_ok());
-        assert_eq!(
-            rx.decapsulate(&sent[0], &mut out),
-            Err(EspError::Replay { seq: 1 })
-        );
-        // Jump to 100 (seq 100); 37 is the oldest still inside a 64-packet window.
-        assert!(rx.decapsulate(&sent[99], &mut out).is_ok());
-        assert_eq!(
-            rx.decapsulate(&sent[35], &mut out),
-            Err(EspError::Replay { seq: 36 })
-        );
-        assert!(
-            rx.decapsulate(&sent[36], &mut out).is_ok(),
-            "seq 37, at the edge"
-        );
-        assert_eq!(
-            rx.decapsulate(&sent[36], &mut out),
-            Err(EspError::Replay { seq: 37 })
-        );
-        assert!(
-            rx.decapsulate(&sent[60], &mut out).is_ok(),
-            "out of order inside"
-        );
+        // (sequence number, accepted): the first packet, then a duplicate; a jump to 100,
+        // where 37 is the oldest still inside a 64-packet window (once); out of order inside.
+        let steps = [
+            (1, true),
+            (1, false),
+            (100, true),
+            (36, false),
+            (37, true),
+            (37, false),
+            (61, true),
+        ];
+        for (seq, accepted) in steps {
+            let got = rx.decapsulate(&sent[seq as usize - 1], &mut out);
+            if accepted {
+                assert!(got.is_ok(), "seq {seq}: {got:?}");
+            } else {
+                assert_eq!(got, Err(EspError::Replay { seq }));
+            }
+        }
         // A forged packet with a fresh sequence number is checked, fails, and moves nothing.
         let mut forged = sent[50].clone();
         let last = forged.len() - 1;
@@ -1190,11 +1170,7 @@ mod tests {
 
     #[test]
     fn a_refusing_gate_leaves_the_window_and_forgeries_never_reach_it() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Transport,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let (mut esp, mut out) = (Vec::new(), Vec::new());
         tx.encapsulate(&udp(10), &mut esp).expect("encapsulating");
@@ -1224,11 +1200,7 @@ mod tests {
 
     #[test]
     fn sequence_numbers_never_wrap() {
-        let config = config(
-            EncryptionAlgorithm::Null,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::Null, I::HmacSha1, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let mut wire = Vec::new();
         assert_eq!(tx.last_sequence(), 0);
@@ -1259,11 +1231,7 @@ mod tests {
 
     #[test]
     fn trailer_next_header_rules() {
-        let tunnel = config(
-            EncryptionAlgorithm::TripleDesCbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Tunnel,
-        );
+        let tunnel = config(E::TripleDesCbc, I::HmacSha1, Mode::Tunnel);
         let mut rx = InboundSa::new(&tunnel).expect("inbound sa");
         let mut out = Vec::new();
         // Dummy packet (RFC 4303 §2.6): authentic, nothing to deliver.
@@ -1306,11 +1274,7 @@ mod tests {
 
     #[test]
     fn fragments_are_refused_both_ways() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha1,
-            Mode::Transport,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha1, Mode::Transport);
         let (mut tx, mut rx) = pair(&config);
         let mut out = Vec::new();
         let first_fragment = ipv6_udp(44, &[17, 0, 0, 1, 0, 0, 0, 7], 30);
@@ -1338,11 +1302,7 @@ mod tests {
 
     #[test]
     fn configuration_errors() {
-        let good = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let good = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let any = SaConfig {
             source: Ipv6Addr::UNSPECIFIED,
             ..good
@@ -1387,11 +1347,7 @@ mod tests {
 
     #[test]
     fn encapsulate_refuses_what_is_not_a_whole_ipv6_packet() {
-        let config = config(
-            EncryptionAlgorithm::Aes128Cbc,
-            IntegrityAlgorithm::HmacSha256,
-            Mode::Tunnel,
-        );
+        let config = config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel);
         let mut tx = OutboundSa::new(&config).expect("outbound sa");
         let mut out = Vec::new();
         let packet = udp(30);
@@ -1462,7 +1418,7 @@ mod tests {
                     for _ in 0..200 {
                         let mut bad = wire.clone();
                         let at = (rng.next_u32() as usize) % 48;
-                        bad[at] = rng.next_u32() as u8;
+                        bad[at] = rng.next_u32().to_le_bytes()[0];
                         let _ = rx.decapsulate(&bad, &mut out);
                     }
                 }

@@ -128,6 +128,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::classifier::compile::CompileError;
 use crate::crypto::{ConfigError, OuterHeader};
 use crate::model::SaCount;
 use crate::model::Spd;
@@ -246,6 +247,13 @@ pub enum EngineError {
     /// The replay ceiling file is not one; it is left untouched.
     #[error("corrupt replay ceiling file {}: {reason}", path.display())]
     ReplayFileCorrupt { path: PathBuf, reason: String },
+    /// The SPD cannot be compiled into the engine's classifier (the kernel sync refuses it
+    /// with the same error).
+    #[error("cannot compile the policies for the esp engine")]
+    Classifier {
+        #[source]
+        source: CompileError,
+    },
     /// An SA could not be keyed.
     #[error("cannot key sa {name}")]
     SaConfig {
@@ -276,6 +284,7 @@ pub fn death() -> Option<String> {
 /// panic as it starts, to prove a dead worker is reported and fails closed.
 pub const PANIC_ENV: &str = "XIPSEC_TEST_PANIC_ENGINE";
 
+#[allow(clippy::manual_assert, reason = "a deliberate fault, not an invariant")]
 fn inject_fault(worker: &str) {
     if std::env::var(PANIC_ENV).as_deref() == Ok(worker) {
         panic!("fault injected by {PANIC_ENV}={worker}");
@@ -322,15 +331,22 @@ impl EspEngine {
     /// # Errors
     /// An [`EngineError`] naming what failed; nothing is left behind.
     pub fn start(config: EngineConfig) -> Result<Self, EngineError> {
-        let store = SeqStore::open(&config.state_dir)?;
-        let replay = ReplayStore::open(&config.state_dir)?;
+        let EngineConfig {
+            tun_name,
+            state_dir,
+            xsk_interfaces,
+            rx_coalesce,
+            tdes_block_limit,
+        } = config;
+        let store = SeqStore::open(&state_dir)?;
+        let replay = ReplayStore::open(&state_dir)?;
         let seq_file = store.path().display().to_string();
-        let tun = sys::create_tun(&config.tun_name, TUN_MTU)?;
+        let tun = sys::create_tun(&tun_name, TUN_MTU)?;
         let socket = sys::open_esp_socket(ipsec_common::abi::XIPSEC_MARK, SOCKET_BUFFER_BYTES)?;
         let shutdown = sys::eventfd()?;
         let rtnetlink = Mutex::new(sys::open_rtnetlink()?);
         let stats = Arc::new(EngineStats::default());
-        let (out, inb) = self::core::tables(config.tdes_block_limit, &stats);
+        let (out, inb) = self::core::tables(tdes_block_limit, &stats);
         let shared = Arc::new(Shared {
             out: Mutex::new(out),
             inb: Mutex::new(inb),
@@ -344,7 +360,7 @@ impl EspEngine {
             shutdown,
             rtnetlink,
         });
-        let receivers = open_xsk(&config.xsk_interfaces);
+        let receivers = open_xsk(&xsk_interfaces);
         let mut engine = Self {
             shared,
             threads: Vec::new(),
@@ -354,7 +370,6 @@ impl EspEngine {
         };
         // On error `engine` drops here, which stops the thread already started.
         engine.spawn("xipsec-esp-out", outbound)?;
-        let rx_coalesce = config.rx_coalesce;
         engine.spawn("xipsec-esp-in", move |shared| {
             inbound(shared, receivers, rx_coalesce);
         })?;
@@ -427,9 +442,11 @@ impl EspEngine {
     /// caches are invalidated. Call it after every accepted change (and once at start-up).
     ///
     /// # Errors
-    /// [`EngineError::SaConfig`] if an SA cannot be keyed; the engine is then unchanged.
+    /// [`EngineError::Classifier`] if the SPD cannot be compiled, [`EngineError::SaConfig`] if
+    /// an SA cannot be keyed; the engine is then unchanged.
     pub fn update(&self, spd: &Spd) -> Result<(), EngineError> {
-        let classifier = self::core::classify::build(spd);
+        let classifier = self::core::classify::build(spd)
+            .map_err(|source| EngineError::Classifier { source })?;
         let _one_at_a_time = lock(&self.shared.updating);
         let rebuilt = {
             let mut out = lock(&self.shared.out);
@@ -558,6 +575,18 @@ fn open_xsk(interfaces: &[String]) -> Vec<XskReceiver> {
 }
 
 /// Logs a worker's I/O failure once per thread, and keeps it from spinning on it.
+/// Waits until `poller` has data (`true`) or the engine shuts down (`false`); a failed poll is
+/// logged once (`what`) and waited on again.
+fn wait(poller: &mut sys::Poller, logged: &AtomicBool, what: &'static str) -> bool {
+    loop {
+        match poller.wait() {
+            Ok(Ready::Shutdown) => return false,
+            Ok(Ready::Data) => return true,
+            Err(e) => worker_error(logged, what, &e),
+        }
+    }
+}
+
 fn worker_error(logged: &AtomicBool, what: &'static str, error: &dyn std::fmt::Display) {
     if !logged.swap(true, Ordering::Relaxed) {
         warn!(%error, "esp {what} failed (logged once)");
@@ -668,13 +697,8 @@ fn encrypt_stage(shared: &Shared, pipeline: &mut Pipeline<'_>) {
         return;
     };
     loop {
-        match poller.wait() {
-            Ok(Ready::Shutdown) => return,
-            Ok(Ready::Data) => {}
-            Err(e) => {
-                worker_error(&poll_logged, "outbound poll", &e);
-                continue;
-            }
+        if !wait(&mut poller, &poll_logged, "outbound poll") {
+            return;
         }
         let now = Instant::now();
         let mut n = 0;
@@ -805,16 +829,12 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
         .collect();
     let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &fds);
     let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
+    let batch_len = u32::try_from(BATCH).unwrap_or(u32::MAX);
     let mut out = Delivery::new(shared);
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
-        match poller.wait() {
-            Ok(Ready::Shutdown) => return,
-            Ok(Ready::Data) => {}
-            Err(e) => {
-                worker_error(&poll_logged, "inbound poll", &e);
-                continue;
-            }
+        if !wait(&mut poller, &poll_logged, "inbound poll") {
+            return;
         }
         // Drain every source before sleeping again; `round` counts what that brought.
         let mut round: u32 = 0;
@@ -837,7 +857,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                             flow_label: 0,
                             hop_limit: slot.hop_limit,
                         };
-                        let esp = &slot.buf[40..40 + slot.len];
+                        let esp = slot.esp();
                         let (plain, frame) = (&mut out.plain, &mut out.frame);
                         if open(shared, &mut table, now, |t| {
                             t.receive(&outer, esp, now, plain, frame)
@@ -857,7 +877,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             }
             for receiver in &mut receivers {
                 let mut table = Some(lock(&shared.inb));
-                let got = receiver.receive(BATCH as u32, |ethernet| {
+                let got = receiver.receive(batch_len, |ethernet| {
                     shared.stats.bump(Stat::XskReceived);
                     let (plain, frame) = (&mut out.plain, &mut out.frame);
                     if open(shared, &mut table, now, |t| {
@@ -868,7 +888,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 });
                 drop(table);
                 out.flush();
-                busy |= got == BATCH as u32;
+                busy |= got == batch_len;
                 round += got;
             }
             if !busy {

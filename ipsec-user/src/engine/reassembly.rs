@@ -37,21 +37,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// IPv6 Next Header values walked here (RFC 8200 §4).
-const HOP_BY_HOP: u8 = 0;
-const ROUTING: u8 = 43;
-const FRAGMENT: u8 = 44;
-const DESTINATION_OPTIONS: u8 = 60;
-
-/// Extension headers walked before giving up on finding the fragment header.
-const MAX_WALK: usize = crate::model::packet::MAX_EXT_HEADERS + 1;
+use crate::wire::{ExtWalk, FRAGMENT_HEADER_LEN, IPV6_HEADER_LEN, Ipv6Packet};
 
 /// Most fragments one datagram may arrive in (a 64 KiB datagram at the IPv6 minimum MTU of
 /// 1,280 takes 52); more are dropped with the datagram.
 pub const MAX_FRAGMENTS: usize = 128;
 
 /// Largest reassembled IPv6 payload (no jumbograms, RFC 8200 §4.5).
-const MAX_PAYLOAD: usize = 65_535;
+const MAX_PAYLOAD: usize = u16::MAX as usize;
 
 /// Buffers kept for reuse.
 const POOL: usize = 16;
@@ -120,42 +113,32 @@ struct FragmentView {
     /// Fragment offset in bytes.
     offset: usize,
     more: bool,
-    identification: u32,
+    /// Source, destination, identification: the datagram the fragment belongs to.
+    key: Key,
+    /// Where the packet ends (`40 + Payload Length`): link-layer padding is not part of it.
+    end: usize,
 }
 
-/// Finds the fragment header of an IPv6 packet. `Ok(None)` when there is none, `Err` when the
-/// header chain in front of it does not parse.
+/// Finds the fragment header of an IPv6 packet (the one bounded walk, `wire::ExtWalk`).
+/// `Ok(None)` when there is none, `Err` when the packet or the header chain in front of it
+/// does not parse.
 fn fragment_view(packet: &[u8]) -> Result<Option<FragmentView>, Drop> {
-    if packet.len() < 40 || packet[0] >> 4 != 6 {
-        return Err(Drop::Malformed);
-    }
-    let mut next_header = packet[6];
-    let mut field = 6;
-    let mut offset = 40;
-    for _ in 0..MAX_WALK {
-        match next_header {
-            FRAGMENT => {
-                let h = packet.get(offset..offset + 8).ok_or(Drop::Malformed)?;
-                let word = u16::from_be_bytes([h[2], h[3]]);
-                return Ok(Some(FragmentView {
-                    header_offset: offset,
-                    next_header_field: field,
-                    next_header: h[0],
-                    offset: usize::from(word & 0xfff8),
-                    more: word & 1 == 1,
-                    identification: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
-                }));
-            }
-            HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS => {
-                let h = packet.get(offset..offset + 2).ok_or(Drop::Malformed)?;
-                field = offset;
-                next_header = h[0];
-                offset += (usize::from(h[1]) + 1) * 8;
-            }
-            _ => return Ok(None),
+    let ip = Ipv6Packet::new_checked(packet).map_err(|_| Drop::Malformed)?;
+    for header in ExtWalk::new(ip) {
+        let header = header.map_err(|_| Drop::Malformed)?;
+        if let Some(fragment) = header.fragment() {
+            return Ok(Some(FragmentView {
+                header_offset: header.start,
+                next_header_field: header.announced_at,
+                next_header: fragment.next_header(),
+                offset: usize::from(fragment.frag_offset()) * 8,
+                more: fragment.more_fragments(),
+                key: (ip.src_octets(), ip.dst_octets(), fragment.identification()),
+                end: ip.total_len(),
+            }));
         }
     }
-    Err(Drop::Malformed)
+    Ok(None)
 }
 
 /// Whether the IPv6 packet `packet` carries a fragment header (or a header chain that does not
@@ -268,31 +251,29 @@ impl Reassembler {
             Err(drop) => return Outcome::Dropped(drop),
         };
         self.expire(now);
-        let body_start = view.header_offset + 8;
-        let declared = 40 + usize::from(u16::from_be_bytes([packet[4], packet[5]]));
-        if declared > packet.len() || declared < body_start {
+        // The walk checked that the fragment header lies within the packet.
+        let Some(body) = packet.get(view.header_offset + FRAGMENT_HEADER_LEN..view.end) else {
             return Outcome::Dropped(Drop::Malformed);
-        }
-        let body = &packet[body_start..declared];
+        };
         let (start, end) = (view.offset, view.offset + body.len());
         if view.more && (body.is_empty() || !body.len().is_multiple_of(8)) {
             return Outcome::Dropped(Drop::Malformed);
         }
         // RFC 8200 §4.5: the reassembled payload must fit 65,535 bytes.
-        if view.header_offset - 40 + end > MAX_PAYLOAD {
+        if view.header_offset - IPV6_HEADER_LEN + end > MAX_PAYLOAD {
             return Outcome::Dropped(Drop::TooBig);
         }
         if start == 0 && !view.more {
             // An atomic fragment (RFC 6946): a whole datagram on its own.
-            emit(out, &packet[..view.header_offset], view, body);
+            let at = out.len();
+            if !emit(out, &packet[..view.header_offset], body) {
+                return Outcome::Dropped(Drop::TooBig);
+            }
+            out[at + view.next_header_field] = view.next_header;
             return Outcome::Complete;
         }
 
-        let key = (
-            array16(&packet[8..24]),
-            array16(&packet[24..40]),
-            view.identification,
-        );
+        let key = view.key;
         if !self.datagrams.contains_key(&key) {
             let mut fresh = self.pool.pop().unwrap_or_default();
             fresh.created = Some(now);
@@ -327,14 +308,10 @@ impl Reassembler {
         }
         if datagram.is_complete() {
             let total = datagram.total.unwrap_or(0);
-            let result = if datagram.header.len() - 40 + total > MAX_PAYLOAD {
-                Outcome::Dropped(Drop::TooBig)
-            } else {
-                out.extend_from_slice(&datagram.header);
-                out.extend_from_slice(&datagram.data[..total]);
-                let at = out.len() - datagram.header.len() - total;
-                set_payload_len(&mut out[at..], datagram.header.len() - 40 + total);
+            let result = if emit(out, &datagram.header, &datagram.data[..total]) {
                 Outcome::Complete
+            } else {
+                Outcome::Dropped(Drop::TooBig)
             };
             self.remove(&key);
             return result;
@@ -464,64 +441,73 @@ fn place(
     Placed::Kept
 }
 
-/// Appends `unfragmentable` + `body` to `out` as one packet without the fragment header.
-fn emit(out: &mut Vec<u8>, unfragmentable: &[u8], view: FragmentView, body: &[u8]) {
+/// Appends `unfragmentable` + `body` to `out` as one packet, Payload Length set; `false`, and
+/// nothing appended, if the payload would exceed 65,535 bytes.
+fn emit(out: &mut Vec<u8>, unfragmentable: &[u8], body: &[u8]) -> bool {
+    let payload = unfragmentable.len().saturating_sub(IPV6_HEADER_LEN) + body.len();
+    let Ok(payload) = u16::try_from(payload) else {
+        return false;
+    };
     let at = out.len();
     out.extend_from_slice(unfragmentable);
-    out[at + view.next_header_field] = view.next_header;
     out.extend_from_slice(body);
-    let payload = unfragmentable.len() - 40 + body.len();
-    set_payload_len(&mut out[at..], payload);
-}
-
-fn set_payload_len(packet: &mut [u8], len: usize) {
-    // Callers checked len <= 65,535.
-    let len = u16::try_from(len).unwrap_or(u16::MAX);
-    packet[4..6].copy_from_slice(&len.to_be_bytes());
-}
-
-fn array16(bytes: &[u8]) -> [u8; 16] {
-    let mut a = [0; 16];
-    a.copy_from_slice(&bytes[..16]);
-    a
+    Ipv6Packet::new_unchecked(&mut out[at..]).set_payload_len(payload);
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{FragmentRepr, Ipv6Repr, MAX_EXT_HEADERS, proto};
 
-    const SRC: [u8; 16] = [0xfd, 0, 0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    const DST: [u8; 16] = [0xfd, 0, 0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    /// An IPv6 header from fd00:ee::1 to fd00:ee::2 announcing `next_header` and `payload_len`.
+    fn header(next_header: u8, payload_len: usize) -> Vec<u8> {
+        Ipv6Repr {
+            src_addr: "fd00:ee::1".parse().expect("an address"),
+            dst_addr: "fd00:ee::2".parse().expect("an address"),
+            next_header,
+            payload_len: u16::try_from(payload_len).expect("fits"),
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+        }
+        .to_bytes()
+        .to_vec()
+    }
 
-    /// A whole IPv6/UDP datagram with `payload` bytes, optionally a destination-options header
-    /// in front (unfragmentable in this test's choice of split).
+    /// A whole IPv6/UDP datagram with `payload` bytes.
     fn datagram(payload: usize, id_seed: u8) -> Vec<u8> {
-        let len = 8 + payload;
-        let mut p = vec![0x60, 0, 0, 0];
-        p.extend_from_slice(&u16::try_from(len).expect("fits").to_be_bytes());
-        p.extend_from_slice(&[17, 64]);
-        p.extend_from_slice(&SRC);
-        p.extend_from_slice(&DST);
+        let len = u16::try_from(8 + payload).expect("fits");
+        let mut p = header(proto::UDP, 8 + payload);
         p.extend_from_slice(&[0x30, 0x39, 0x23, 0x28]);
-        p.extend_from_slice(&u16::try_from(len).expect("fits").to_be_bytes());
+        p.extend_from_slice(&len.to_be_bytes());
         p.extend_from_slice(&[0xab, 0xcd]);
-        p.extend((0..payload).map(|i| (i as u8).wrapping_mul(7).wrapping_add(id_seed)));
+        p.extend((0..payload).map(|i| {
+            u8::try_from(i % 256)
+                .expect("a byte")
+                .wrapping_mul(7)
+                .wrapping_add(id_seed)
+        }));
         p
+    }
+
+    /// A fragment header: `next_header`, byte offset `start`, the M flag and `id`.
+    fn fragment_header(next_header: u8, start: usize, more: bool, id: u32) -> [u8; 8] {
+        FragmentRepr {
+            next_header,
+            frag_offset: u16::try_from(start / 8).expect("fits"),
+            more_fragments: more,
+            identification: id,
+        }
+        .to_bytes()
     }
 
     /// The fragment of `whole` covering `[start, end)` of its fragmentable part (after the
     /// 40-byte header), as the kernel builds it.
     fn fragment(whole: &[u8], id: u32, start: usize, end: usize, more: bool) -> Vec<u8> {
         let body = &whole[40 + start..40 + end];
-        let mut p = whole[..40].to_vec();
-        p[6] = FRAGMENT;
-        let len = u16::try_from(8 + body.len()).expect("fits");
-        p[4..6].copy_from_slice(&len.to_be_bytes());
-        let word = u16::try_from(start).expect("fits") | u16::from(more);
-        p.push(whole[6]);
-        p.push(0);
-        p.extend_from_slice(&word.to_be_bytes());
-        p.extend_from_slice(&id.to_be_bytes());
+        let mut p = header(proto::FRAGMENT, 8 + body.len());
+        p.extend_from_slice(&fragment_header(whole[6], start, more, id));
         p.extend_from_slice(body);
         p
     }
@@ -598,63 +584,56 @@ mod tests {
 
     #[test]
     fn overlapping_fragments_drop_the_whole_datagram() {
+        use Outcome::{Dropped, Pending};
         let whole = datagram(4000, 5);
-        let mut r = reassembler();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 0, 1448, true), now, &mut out),
-            Outcome::Pending
-        );
-        // Starts inside the first fragment: overlap.
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 1440, 2888, true), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        // Every later fragment of that datagram is dropped too, even ones that would complete it.
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 1448, 2896, true), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        assert_eq!(
-            r.push(&fragment(&whole, 3, 2896, 4008, false), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        assert!(out.is_empty());
-        // Same range with different bytes is an overlap, not a duplicate.
-        let mut r = reassembler();
-        let first = fragment(&whole, 4, 0, 1448, true);
+        let piece = |id, start, end, more| fragment(&whole, id, start, end, more);
+        let first = piece(4, 0, 1448, true);
         let mut forged = first.clone();
         *forged.last_mut().expect("non-empty") ^= 1;
-        assert_eq!(r.push(&first, now, &mut out), Outcome::Pending);
-        assert_eq!(
-            r.push(&forged, now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
-        // A second last fragment with another end is an overlap too.
-        let mut r = reassembler();
-        assert_eq!(
-            r.push(&fragment(&whole, 5, 2896, 4008, false), now, &mut out),
-            Outcome::Pending
-        );
-        assert_eq!(
-            r.push(&fragment(&whole, 5, 1448, 2896, false), now, &mut out),
-            Outcome::Dropped(Drop::Overlap)
-        );
+        let overlap = Dropped(Drop::Overlap);
+        let cases = [
+            // Starts inside the first fragment: overlap. Every later fragment of that
+            // datagram is dropped too, even ones that would complete it.
+            (
+                vec![
+                    piece(3, 0, 1448, true),
+                    piece(3, 1440, 2888, true),
+                    piece(3, 1448, 2896, true),
+                    piece(3, 2896, 4008, false),
+                ],
+                vec![Pending, overlap, overlap, overlap],
+            ),
+            // Same range with different bytes is an overlap, not a duplicate.
+            (vec![first, forged], vec![Pending, overlap]),
+            // A second last fragment with another end is an overlap too.
+            (
+                vec![piece(5, 2896, 4008, false), piece(5, 1448, 2896, false)],
+                vec![Pending, overlap],
+            ),
+        ];
+        for (i, (fragments, expected)) in cases.into_iter().enumerate() {
+            let (outcomes, out) = feed(&mut reassembler(), &fragments, Instant::now());
+            assert_eq!(outcomes, expected, "case {i}");
+            assert!(out.is_empty(), "case {i}");
+        }
     }
 
     #[test]
     fn exact_duplicates_are_ignored() {
         let whole = datagram(4000, 6);
-        let fragments = split(&whole, 11, 1448);
-        let mut r = reassembler();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        assert_eq!(r.push(&fragments[0], now, &mut out), Outcome::Pending);
-        assert_eq!(r.push(&fragments[0], now, &mut out), Outcome::Duplicate);
-        assert_eq!(r.push(&fragments[2], now, &mut out), Outcome::Pending);
-        assert_eq!(r.push(&fragments[2], now, &mut out), Outcome::Duplicate);
-        assert_eq!(r.push(&fragments[1], now, &mut out), Outcome::Complete);
+        let f = split(&whole, 11, 1448);
+        let order = [0, 0, 2, 2, 1].map(|i| f[i].clone());
+        let (outcomes, out) = feed(&mut reassembler(), &order, Instant::now());
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Pending,
+                Outcome::Duplicate,
+                Outcome::Pending,
+                Outcome::Duplicate,
+                Outcome::Complete
+            ]
+        );
         assert_eq!(out, whole);
     }
 
@@ -696,7 +675,7 @@ mod tests {
         let mut out = Vec::new();
         let mut last = fragment(&whole, 14, 0, 16, false);
         // Offset 65,528 + 16 bytes: past 65,535.
-        last[42..44].copy_from_slice(&65_528u16.to_be_bytes());
+        last[40..48].copy_from_slice(&fragment_header(proto::UDP, 65_528, false, 14));
         assert_eq!(
             r.push(&last, Instant::now(), &mut out),
             Outcome::Dropped(Drop::TooBig)
@@ -731,25 +710,20 @@ mod tests {
     fn extension_headers_in_front_stay_and_the_fragment_header_goes() {
         // Hop-by-hop (8 bytes of padding options) in front of the fragment header.
         let whole = datagram(3000, 11);
-        let mut with_hbh = whole[..40].to_vec();
-        with_hbh[6] = HOP_BY_HOP;
-        with_hbh.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        with_hbh.extend_from_slice(&whole[40..]);
-        let len = u16::try_from(with_hbh.len() - 40).expect("fits");
-        with_hbh[4..6].copy_from_slice(&len.to_be_bytes());
-        let mut fragments = Vec::new();
-        for (start, end, more) in [(0, 1448, true), (1448, 3008, false)] {
-            let mut f = with_hbh[..48].to_vec();
-            f[40] = FRAGMENT;
-            let word = u16::try_from(start).expect("fits") | u16::from(more);
-            f.extend_from_slice(&[17, 0]);
-            f.extend_from_slice(&word.to_be_bytes());
-            f.extend_from_slice(&21u32.to_be_bytes());
-            f.extend_from_slice(&with_hbh[48 + start..48 + end]);
-            let len = u16::try_from(f.len() - 40).expect("fits");
-            f[4..6].copy_from_slice(&len.to_be_bytes());
-            fragments.push(f);
-        }
+        let body = &whole[40..];
+        let mut with_hbh = header(proto::HOP_BY_HOP, 8 + body.len());
+        with_hbh.extend_from_slice(&[proto::UDP, 0, 1, 4, 0, 0, 0, 0]);
+        with_hbh.extend_from_slice(body);
+        let fragments: Vec<Vec<u8>> = [(0, 1448, true), (1448, 3008, false)]
+            .into_iter()
+            .map(|(start, end, more)| {
+                let mut f = header(proto::HOP_BY_HOP, 16 + end - start);
+                f.extend_from_slice(&[proto::FRAGMENT, 0, 1, 4, 0, 0, 0, 0]);
+                f.extend_from_slice(&fragment_header(proto::UDP, start, more, 21));
+                f.extend_from_slice(&body[start..end]);
+                f
+            })
+            .collect();
         let mut r = reassembler();
         let (outcomes, out) = feed(&mut r, &fragments, Instant::now());
         assert_eq!(outcomes, [Outcome::Pending, Outcome::Complete]);
@@ -761,11 +735,27 @@ mod tests {
         let whole = datagram(100, 15);
         assert!(!has_fragment_header(&whole));
         assert!(has_fragment_header(&fragment(&whole, 1, 0, 48, true)));
-        let mut behind_hbh = whole[..40].to_vec();
-        behind_hbh[6] = HOP_BY_HOP;
-        behind_hbh.extend_from_slice(&[FRAGMENT, 0, 1, 4, 0, 0, 0, 0]);
-        behind_hbh.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]);
+        let mut behind_hbh = header(proto::HOP_BY_HOP, 16);
+        behind_hbh.extend_from_slice(&[proto::FRAGMENT, 0, 1, 4, 0, 0, 0, 0]);
+        behind_hbh.extend_from_slice(&fragment_header(proto::UDP, 0, true, 9));
         assert!(has_fragment_header(&behind_hbh));
+        // Behind as many extension headers as the walk steps over, and one more.
+        let mut deep = header(proto::DEST_OPTS, 8 * MAX_EXT_HEADERS);
+        for i in 1..MAX_EXT_HEADERS {
+            let next = if i + 1 == MAX_EXT_HEADERS {
+                proto::FRAGMENT
+            } else {
+                proto::DEST_OPTS
+            };
+            deep.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        deep.extend_from_slice(&fragment_header(proto::UDP, 0, true, 9));
+        assert!(has_fragment_header(&deep), "the last header walked");
+        deep[6] = proto::HOP_BY_HOP;
+        deep.splice(40..40, [proto::DEST_OPTS, 0, 1, 4, 0, 0, 0, 0]);
+        let len = u16::try_from(deep.len() - 40).expect("fits");
+        deep[4..6].copy_from_slice(&len.to_be_bytes());
+        assert_eq!(fragment_view(&deep), Err(Drop::Malformed), "past the bound");
         assert!(
             has_fragment_header(&whole[..30]),
             "unparsable counts as unsafe"
@@ -866,8 +856,8 @@ mod tests {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let mut f = base[(x >> 8) as usize % base.len()].clone();
             let at = (x >> 12) as usize % f.len();
-            f[at] = (x >> 20) as u8;
-            if x & 3 == 0 {
+            f[at] = x.to_be_bytes()[1];
+            if x.trailing_zeros() >= 2 {
                 f.truncate(at);
             }
             let _ = r.push(&f, now, &mut out);

@@ -49,8 +49,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::EngineError;
 use super::core::KeyId;
 use super::state_file::{self, LoadError};
@@ -58,22 +56,8 @@ use super::state_file::{self, LoadError};
 /// The ceiling file inside the state directory.
 pub const FILE_NAME: &str = "esp-replay.json";
 
-const VERSION: u32 = 1;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRepr {
-    version: u32,
-    ceilings: Vec<EntryRepr>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryRepr {
-    spi: u32,
-    key_id: String,
-    ceiling: u32,
-}
+// The file: `{"version": 1, "ceilings": [{"spi", "key_id" (32 hex digits), "ceiling"}, ...]}`.
+state_file::layout!(version 1, ceilings: [spi: u32, key_id: String, ceiling: u32]);
 
 /// The ceilings, in memory and on disk.
 #[derive(Debug)]
@@ -251,8 +235,6 @@ impl ReplayStore {
     }
 }
 
-state_file::versioned!(FileRepr, VERSION);
-
 #[cfg(test)]
 mod tests {
     use super::super::core::ceiling::{
@@ -318,22 +300,20 @@ mod tests {
             base,
             key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k2")
         );
-        assert_ne!(
-            base,
-            key_id(0x1001, "aes128-cbc", b"k1", "hmac-sha1", b"k2")
-        );
-        assert_ne!(
-            base,
-            key_id(0x1000, "aes128-cbc", b"k3", "hmac-sha1", b"k2")
-        );
-        assert_ne!(
-            base,
-            key_id(0x1000, "aes128-cbc", b"k1", "hmac-sha1", b"k3")
-        );
-        assert_ne!(
-            base,
-            key_id(0x1000, "aes128-cb", b"ck1", "hmac-sha1", b"k2")
-        );
+        let others: [(u32, &str, &[u8], &[u8]); 4] = [
+            (0x1001, "aes128-cbc", b"k1", b"k2"),
+            (0x1000, "aes128-cbc", b"k3", b"k2"),
+            (0x1000, "aes128-cbc", b"k1", b"k3"),
+            // The same bytes split differently between fields.
+            (0x1000, "aes128-cb", b"ck1", b"k2"),
+        ];
+        for (spi, encryption, key, auth_key) in others {
+            assert_ne!(
+                base,
+                key_id(spi, encryption, key, "hmac-sha1", auth_key),
+                "{spi:#x} {encryption} {key:?} {auth_key:?}"
+            );
+        }
     }
 
     /// What the engine does with a [`Ceiling`]: the gate on the packet path, raising the store.
@@ -466,9 +446,9 @@ mod tests {
                 match rng.below(10) {
                     // Accept the next numbers, bursty or one by one (gaps: lost packets).
                     0..=4 => {
-                        let burst = [1, 20, 3000][rng.below(3) as usize];
-                        for _ in 0..rng.below(burst) + 1 {
-                            let seq = highest + 1 + rng.below(3) as u32;
+                        let burst = [1, 20, 3000][usize::try_from(rng.below(3)).expect("below 3")];
+                        for _ in 0..=rng.below(burst) {
+                            let seq = highest + 1 + u32::try_from(rng.below(3)).expect("below 3");
                             if accept(&mut ceiling, &mut store, seq, now).is_ok() {
                                 highest = seq;
                             } else {

@@ -21,8 +21,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::EngineError;
 use super::state_file::{self, LoadError};
 
@@ -32,22 +30,8 @@ pub const RESERVATION_STEP: u32 = 65_536;
 /// The reservation file inside the state directory.
 pub const FILE_NAME: &str = "esp-seq.json";
 
-const VERSION: u32 = 1;
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRepr {
-    version: u32,
-    reservations: Vec<EntryRepr>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryRepr {
-    sa_name: String,
-    spi: u32,
-    reserved: u32,
-}
+// The file: `{"version": 1, "reservations": [{"sa_name", "spi", "reserved"}, ...]}`.
+state_file::layout!(version 1, reservations: [sa_name: String, spi: u32, reserved: u32]);
 
 /// The reservations, in memory and on disk.
 #[derive(Debug)]
@@ -143,8 +127,6 @@ impl SeqStore {
     }
 }
 
-state_file::versioned!(FileRepr, VERSION);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +147,13 @@ mod tests {
             integrity_key: b"ipv6readylogsha1out2",
         })
         .expect("building a test sa")
+    }
+
+    /// An empty store in a new directory (kept alive by the returned guard).
+    fn fresh_store() -> (tempfile::TempDir, SeqStore) {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let store = SeqStore::open(dir.path()).expect("opening the store");
+        (dir, store)
     }
 
     /// A minimal IPv6/UDP packet for the test SA.
@@ -220,8 +209,7 @@ mod tests {
 
     #[test]
     fn reservation_is_written_before_the_first_packet_and_survives_reload() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (dir, mut store) = fresh_store();
         let mut sa = tx();
         let mut reserved = 0;
         assert_eq!(send(&mut store, &mut sa, &mut reserved, 3), [1, 2, 3]);
@@ -267,8 +255,7 @@ mod tests {
 
     #[test]
     fn stale_temporary_file_is_ignored_and_replaced() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (dir, mut store) = fresh_store();
         store.reserve("sa1", 0x1000, 100).expect("reserving");
         // A crash between create and rename leaves a torn temporary file behind.
         fs::write(dir.path().join("esp-seq.json.tmp"), b"{\"vers").expect("writing");
@@ -285,8 +272,7 @@ mod tests {
 
     #[test]
     fn reservations_never_decrease() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (_dir, mut store) = fresh_store();
         store.reserve("sa1", 0x1000, 500).expect("reserving");
         store.reserve("sa1", 0x1000, 100).expect("reserving lower");
         assert_eq!(store.reservation("sa1", 0x1000), Some(500));
@@ -294,8 +280,7 @@ mod tests {
 
     #[test]
     fn reservation_saturates_at_the_last_sequence_number() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (_dir, mut store) = fresh_store();
         let mut reserved = u32::MAX - 10;
         assert!(cover(&mut store, &mut reserved, u32::MAX - 10).expect("covering"));
         assert_eq!(reserved, u32::MAX);
@@ -304,8 +289,7 @@ mod tests {
 
     #[test]
     fn pruning_keeps_live_entries_only_when_over_the_limit() {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
-        let mut store = SeqStore::open(dir.path()).expect("opening the store");
+        let (_dir, mut store) = fresh_store();
         store.reserve("gone", 0x2000, 1).expect("reserving");
         store.reserve("live", 0x1000, 1).expect("reserving");
         let live = HashSet::from([("live".to_owned(), 0x1000)]);
@@ -315,7 +299,7 @@ mod tests {
             Some(1),
             "under the limit"
         );
-        for i in 0..=state_file::MAX_ENTRIES as u32 {
+        for i in 0..=u32::try_from(state_file::MAX_ENTRIES).expect("fits") {
             store.entries.insert((format!("x{i}"), 0x100 + i), 1);
         }
         store.prune_if_over(&live);

@@ -35,18 +35,35 @@ pub(crate) trait Versioned: DeserializeOwned {
     fn version(&self) -> u32;
 }
 
-/// Implements [`Versioned`] for a file layout with a `version: u32` field.
-macro_rules! versioned {
-    ($repr:ty, $version:expr) => {
-        impl $crate::engine::state_file::Versioned for $repr {
-            const VERSION: u32 = $version;
+/// Defines a state file's layout in the calling module: `VERSION`; `FileRepr { version,
+/// $list: Vec<EntryRepr> }` and `EntryRepr { $fields }`, both refusing unknown fields; and
+/// `FileRepr`'s [`Versioned`] impl.
+macro_rules! layout {
+    (version $version:literal, $list:ident: [$($field:ident: $ty:ty),* $(,)?]) => {
+        const VERSION: u32 = $version;
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FileRepr {
+            version: u32,
+            $list: Vec<EntryRepr>,
+        }
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct EntryRepr {
+            $($field: $ty),*
+        }
+
+        impl $crate::engine::state_file::Versioned for FileRepr {
+            const VERSION: u32 = VERSION;
             fn version(&self) -> u32 {
                 self.version
             }
         }
     };
 }
-pub(crate) use versioned;
+pub(crate) use layout;
 
 /// Loads `{state_dir}/{name}`; see the module contract. Returns the path and the contents.
 pub(crate) fn load<T: Versioned>(

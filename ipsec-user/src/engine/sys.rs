@@ -32,6 +32,7 @@ use rustix::net::sockopt as rsockopt;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
 
 use super::EngineError;
+use crate::wire::IPV6_HEADER_LEN;
 
 /// Packets per `sendmmsg`/`recvmmsg` batch.
 /// Room for a whole 64 KiB TSO packet even at a small MSS.
@@ -39,7 +40,7 @@ pub(super) const BATCH: usize = 128;
 
 /// The largest IPv6 packet without jumbograms (RFC 8200 §3: 40 + 65535), and so the largest
 /// reassembled ESP payload a raw socket can hand us.
-pub(super) const MAX_PACKET: usize = 40 + 65_535;
+pub(super) const MAX_PACKET: usize = IPV6_HEADER_LEN + u16::MAX as usize;
 
 fn syscall(call: &'static str) -> impl FnOnce(rustix::io::Errno) -> EngineError {
     move |errno| EngineError::Syscall {
@@ -626,8 +627,8 @@ pub(super) fn send_batch(fd: RawFd, batch: &[Outgoing]) -> (usize, Option<io::Er
     (failed, first_error)
 }
 
-/// One received ESP packet: `buf[40..40 + len]` holds it from the ESP header on, `buf[..40]` is
-/// free for the rebuilt IPv6 header.
+/// One received ESP packet: `buf[..len]` holds it from the ESP header on (the raw socket
+/// stripped the IPv6 header and reported its fields beside it).
 pub(super) struct Incoming {
     pub buf: Box<[u8]>,
     pub len: usize,
@@ -639,6 +640,11 @@ pub(super) struct Incoming {
 }
 
 impl Incoming {
+    /// The ESP packet: header, payload, ICV.
+    pub(super) fn esp(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
     pub(super) fn new() -> Self {
         Self {
             buf: vec![0; MAX_PACKET].into_boxed_slice(),
@@ -672,7 +678,7 @@ pub(super) fn recv_batch(fd: RawFd, batch: &mut [Incoming]) -> Result<usize, Eng
         let received: Vec<Received> = loop {
             let mut iovs: Vec<[IoSliceMut<'_>; 1]> = batch[..n]
                 .iter_mut()
-                .map(|slot| [IoSliceMut::new(&mut slot.buf[40..])])
+                .map(|slot| [IoSliceMut::new(&mut slot.buf)])
                 .collect();
             match recvmmsg(fd, headers, &mut iovs, MsgFlags::MSG_DONTWAIT, None) {
                 Ok(messages) => break messages.map(|m| parse_received(&m)).collect(),

@@ -302,35 +302,31 @@ mod tests {
     fn a_failed_write_refuses_and_backs_off() {
         let mut ceiling = Ceiling::new(100);
         let t0 = Instant::now();
-        let full = || io::Error::from_raw_os_error(libc::ENOSPC);
-        assert!(matches!(
-            ceiling.admit(101, || t0, |_| Err(full())),
-            Err(Refused::WriteFailed(_))
-        ));
+        // 101 above the ceiling at `t0 + ms`, the disk full: refused after a write, or without
+        // trying during the back-off.
+        let write_fails = |ceiling: &mut Ceiling, ms| {
+            let full = || io::Error::from_raw_os_error(libc::ENOSPC);
+            let at = t0 + Duration::from_millis(ms);
+            matches!(
+                ceiling.admit(101, || at, |_| Err(full())),
+                Err(Refused::WriteFailed(_))
+            )
+        };
+        let backs_off = |ceiling: &mut Ceiling, ms| {
+            let at = t0 + Duration::from_millis(ms);
+            matches!(
+                ceiling.admit(101, || at, |_| panic!("backing off")),
+                Err(Refused::BackingOff)
+            )
+        };
+        assert!(write_fails(&mut ceiling, 0));
         assert_eq!(ceiling.value(), 100, "not raised");
         // Below the ceiling still flows; above it, no new attempt during the back-off.
         assert!(ceiling.admit(100, || t0, |_| panic!("no write")).is_ok());
-        assert!(matches!(
-            ceiling.admit(
-                101,
-                || t0 + Duration::from_millis(500),
-                |_| panic!("backing off")
-            ),
-            Err(Refused::BackingOff)
-        ));
+        assert!(backs_off(&mut ceiling, 500));
         // After 1 s it tries again; a second failure doubles the back-off.
-        assert!(matches!(
-            ceiling.admit(101, || t0 + Duration::from_secs(1), |_| Err(full())),
-            Err(Refused::WriteFailed(_))
-        ));
-        assert!(matches!(
-            ceiling.admit(
-                101,
-                || t0 + Duration::from_millis(2500),
-                |_| panic!("backing off")
-            ),
-            Err(Refused::BackingOff)
-        ));
+        assert!(write_fails(&mut ceiling, 1000));
+        assert!(backs_off(&mut ceiling, 2500));
         // The disk has room again: accepted once the ceiling is written.
         assert!(
             ceiling

@@ -21,18 +21,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::ceiling::{Ceiling, KeyId};
-use super::classify::{self, Classifier};
+use super::classify;
 use super::flow_cache::FlowCache;
 use super::sa::{SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
+use crate::classifier::CompiledSpd;
 use crate::crypto::{Decapsulated, EspError, InboundSa, OuterHeader};
 use crate::engine::{mss, reassembly};
 use crate::model::{Action, Direction, Flow, Mode};
+use crate::wire::{
+    ETH_HEADER_LEN, EspPacket, EthernetFrame, IPV6_HEADER_LEN, Ipv6Packet, ethertype, proto,
+};
 
-/// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6 (41)
-/// in IP, ESP (50), AH (51). Whatever they hold was never matched against a policy.
-const UNCHECKABLE: [u8; 4] = [4, 41, 50, 51];
+/// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6
+/// in IP, ESP, AH. Whatever they hold was never matched against a policy.
+const UNCHECKABLE: [u8; 4] = [4, proto::IPV6, proto::ESP, proto::AH];
 
 /// What to do with one inbound ESP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +71,7 @@ pub(super) struct InSa {
 
 /// Inbound state: SAs by SPI, the policy cache, per-SP delivery counters.
 pub struct Inbound {
-    pub(super) classifier: Arc<dyn Classifier>,
+    pub(super) classifier: Arc<CompiledSpd>,
     pub(super) sas: Vec<InSa>,
     pub(super) by_spi: HashMap<u32, usize>,
     /// (inner flow, SA index) -> the inbound SP (id, seq) that lets it in, if one does.
@@ -127,10 +131,10 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
-        if esp.len() < 8 {
+        let Ok(header) = EspPacket::new_checked(esp) else {
             return self.drop(Reason::Malformed);
-        }
-        let spi = u32::from_be_bytes([esp[0], esp[1], esp[2], esp[3]]);
+        };
+        let spi = header.spi();
         let Some(&index) = self.by_spi.get(&spi) else {
             return self.drop(Reason::UnknownSpi);
         };
@@ -152,7 +156,7 @@ impl Inbound {
             cells,
         } = entry;
         let transport = identity.mode == Mode::Transport;
-        let bytes = 40 + esp.len();
+        let bytes = IPV6_HEADER_LEN + esp.len();
         // Checked before, charged after decryption: forged packets cannot use up the volume.
         if !volume.allows(bytes, name, "inbound") {
             cells.bump(SaCell::Errors);
@@ -238,25 +242,19 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
-        let eth = FAKE_ETHERNET.len();
-        let well_formed = ethernet.len() >= eth + 40 + 8
-            && ethernet[12..14] == FAKE_ETHERNET[12..14]
-            && ethernet[eth] >> 4 == 6
-            && ethernet[eth + 6] == 50;
-        if !well_formed {
+        // Untagged: XDP redirects no other shape (a tagged frame would be malformed here).
+        let untagged = EthernetFrame::new_checked(ethernet)
+            .is_ok_and(|link| link.ethertype() == ethertype::IPV6);
+        let ip = ethernet.get(ETH_HEADER_LEN..).map(Ipv6Packet::new_checked);
+        let (true, Some(Ok(ip))) = (untagged, ip) else {
+            return self.drop(Reason::Malformed);
+        };
+        if ip.next_header() != proto::ESP {
             return self.drop(Reason::Malformed);
         }
         // Ethernet may pad a frame; the IPv6 payload length says where the packet ends.
-        let payload_len = usize::from(u16::from_be_bytes([ethernet[eth + 4], ethernet[eth + 5]]));
-        let (Some(header), Some(esp)) = (
-            ethernet
-                .get(eth..eth + 40)
-                .and_then(|h| <&[u8; 40]>::try_from(h).ok()),
-            ethernet.get(eth + 40..eth + 40 + payload_len),
-        ) else {
-            return self.drop(Reason::Malformed);
-        };
-        self.receive(&OuterHeader::of(header), esp, now, plain, frame)
+        let esp = ip.payload_bytes();
+        self.receive(&OuterHeader::of_packet(&ip), esp, now, plain, frame)
     }
 
     /// The write of `raise` finished (`written`: on disk) at `now`: the SA's gate rises to it,

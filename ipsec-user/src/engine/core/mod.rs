@@ -32,7 +32,6 @@ mod tests;
 use std::sync::Arc;
 
 pub use ceiling::{KeyId, TIGHTEN_EVERY};
-pub use classify::Classifier;
 pub use inbound::{CeilingRaise, InAction, Inbound};
 pub use outbound::{OutAction, Outbound, SeqReservation};
 pub use rebuild::{KeyError, Persisted, Rebuilt, rebuild};
@@ -41,11 +40,18 @@ pub use stats::{EngineStats, SaCells, Stat};
 
 use crate::model::Flow;
 use crate::model::packet::{Parsed, parse_frame};
+use crate::wire::{ETH_HEADER_LEN, ethertype};
 
 /// A fake Ethernet header (zero MACs, `EtherType` IPv6) so `parse_frame`, which reads Ethernet
 /// frames, can parse the bare IPv6 packets of the TUN device and the raw socket. The core's
 /// packet buffers are this header followed by the IPv6 packet.
-pub const FAKE_ETHERNET: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x86, 0xdd];
+pub const FAKE_ETHERNET: [u8; ETH_HEADER_LEN] = {
+    let mut header = [0; ETH_HEADER_LEN];
+    let [high, low] = ethertype::IPV6.to_be_bytes();
+    header[ETH_HEADER_LEN - 2] = high;
+    header[ETH_HEADER_LEN - 1] = low;
+    header
+};
 
 /// Flow-cache entries per direction; past it the least recently used flow is evicted.
 pub const FLOW_CACHE_LIMIT: usize = 65_536;

@@ -20,11 +20,12 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use super::classify::{self, Classifier};
+use super::classify;
 use super::flow_cache::FlowCache;
 use super::sa::{Backoff, SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
+use crate::classifier::CompiledSpd;
 use crate::crypto::{Encapsulated, EspError, OutboundSa};
 use crate::engine::mss;
 use crate::engine::reassembly::{self, Outcome, Reassembler};
@@ -100,7 +101,7 @@ impl OutSa {
 
 /// Outbound state: SAs, flow cache, reassembly; see the module contract.
 pub struct Outbound {
-    pub(super) classifier: Arc<dyn Classifier>,
+    pub(super) classifier: Arc<CompiledSpd>,
     pub(super) sas: Vec<OutSa>,
     pub(super) by_name: HashMap<String, usize>,
     /// Flow -> index into `sas`, or `None` when the flow must be dropped.

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ceiling::{Ceiling, KeyId};
-use super::classify::Classifier;
 use super::inbound::{InSa, Inbound};
 use super::outbound::{OutSa, Outbound, SeqReservation};
 use super::sa::{Backoff, SaIdentity, Volume};
 use super::stats::SaCells;
+use crate::classifier::CompiledSpd;
 use crate::crypto::{ConfigError, InboundSa, OutboundSa};
 use crate::engine::mss;
 use crate::engine::seq::RESERVATION_STEP;
@@ -61,7 +61,7 @@ pub struct Rebuilt {
 /// [`KeyError`] when an SA cannot be keyed; nothing changed then.
 pub fn rebuild(
     spd: &Spd,
-    classifier: Arc<dyn Classifier>,
+    classifier: Arc<CompiledSpd>,
     out: &mut Outbound,
     inb: &mut Inbound,
     persisted: &dyn Persisted,

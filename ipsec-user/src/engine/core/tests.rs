@@ -2,7 +2,7 @@
 //! threads or files: two peers, `a` and `b`, each with its tables and an in-memory "disk" that
 //! a test can make fail; the driver here performs the actions as the engine's I/O layer does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::crypto::OuterHeader;
 use crate::engine::RESERVATION_STEP;
-use crate::model::{SaAddArgs, SaCount, SaRemoveArgs, SpAddArgs, SpRemoveArgs, Spd};
+use crate::model::{
+    Action, Direction, SaAddArgs, SaCount, SaRemoveArgs, Sp, SpAddArgs, SpRemoveArgs, Spd,
+};
 
 const A: &str = "fd00:ee::1";
 const B: &str = "fd00:ee::2";
@@ -42,18 +44,18 @@ fn sa_args(name: &str, src: &str, dst: &str, spi: &str) -> SaAddArgs {
 }
 
 fn sp_args(name: &str, src: &str, dst: &str, dir: &str, sa: &str) -> SpAddArgs {
+    let any = || s("any");
     SpAddArgs {
         sp_source: s(&format!("{src}/128")),
         sp_destination: s(&format!("{dst}/128")),
-        source_port: s("any"),
-        destination_port: s("any"),
-        upper_layer_protocol: s("any"),
+        source_port: any(),
+        destination_port: any(),
+        upper_layer_protocol: any(),
         flow_direction: s(dir),
         action: s("ipsec"),
-        sp_mode: None,
         sa_name: s(sa),
         sp_name: s(name),
-        priority: None,
+        ..SpAddArgs::default()
     }
 }
 
@@ -126,6 +128,10 @@ struct Wire {
 }
 
 impl Wire {
+    fn spi(&self) -> u32 {
+        u32::from_be_bytes(self.esp[..4].try_into().expect("4 bytes"))
+    }
+
     fn seq(&self) -> u32 {
         u32::from_be_bytes(self.esp[4..8].try_into().expect("4 bytes"))
     }
@@ -168,7 +174,7 @@ impl Side {
     fn update(&mut self, spd: &Spd) {
         let rebuilt = rebuild(
             spd,
-            classify::build(spd),
+            classify::build(spd).expect("compiling the spd"),
             &mut self.out,
             &mut self.inb,
             &self.disk,
@@ -826,4 +832,128 @@ fn tdes_sas_stop_at_their_block_limit_both_ways() {
     // AES SAs are not limited by it.
     let mut a = Side::on(&side(A, B), Disk::default(), 1);
     assert!(a.protect(&packet).is_some());
+}
+
+/// Pairs of SPDs (sender a, receiver b) whose verdicts differ by specificity, priority and
+/// direction; every selector covers hosts A and B (transport SAs bind those addresses). An SA
+/// serves one direction: a sends under `s1`/`s2`, which b receives, and the reverse pair
+/// `r1`/`r2` fills the other direction of each SPD.
+fn classifier_spds() -> Vec<(Spd, Spd)> {
+    // (name, whole /64 or hosts, protocol, destination port, directions, SA number or action)
+    type Rule = (
+        &'static str,
+        bool,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+    );
+    const BOTH: &[&str] = &["out", "in"];
+    let specific: &[Rule] = &[
+        ("wide", true, "any", "any", BOTH, "1"),
+        ("udp6000", false, "udp", "6000", BOTH, "2"),
+        ("ssh", false, "tcp", "22", BOTH, "discard"),
+        ("dns", false, "udp", "53", BOTH, "none"),
+        ("udp5000", false, "udp", "5000", &["in"], "2"),
+        ("tcp443", false, "tcp", "443", &["out"], "2"),
+    ];
+    // An explicit priority goes before every specificity.
+    let first: Rule = ("first", false, "udp", "any", BOTH, "1");
+    let no_wide: Vec<Rule> = specific.iter().copied().filter(|r| r.0 != "wide").collect();
+    let spd = |rules: &[Rule], sender: bool| {
+        let mut spd = Spd::new();
+        for (name, spi) in [
+            ("s1", "0x1001"),
+            ("s2", "0x1002"),
+            ("r1", "0x2001"),
+            ("r2", "0x2002"),
+        ] {
+            spd.add_sa(&sa_args(name, A, B, spi)).expect("adding an sa");
+        }
+        for &(name, wide, protocol, port, directions, verdict) in rules {
+            for &dir in directions {
+                let sa = if (dir == "out") == sender { "s" } else { "r" };
+                let mut args = sp_args(
+                    &format!("{name}-{dir}"),
+                    A,
+                    B,
+                    dir,
+                    &format!("{sa}{verdict}"),
+                );
+                if wide {
+                    args.sp_source = s("fd00:ee::/64");
+                    args.sp_destination = s("fd00:ee::/64");
+                }
+                args.upper_layer_protocol = s(protocol);
+                args.destination_port = s(port);
+                if matches!(verdict, "discard" | "none") {
+                    args.action = s(verdict);
+                    args.sa_name = None;
+                }
+                if name == "first" {
+                    args.priority = s("5");
+                }
+                spd.add_sp(&args).expect("adding an sp");
+            }
+        }
+        spd
+    };
+    [specific.to_vec(), [specific, &[first]].concat(), no_wide]
+        .iter()
+        .map(|rules| (spd(rules, true), spd(rules, false)))
+        .collect()
+}
+
+#[test]
+fn the_engine_classifies_as_the_reference_does() {
+    let spi_of = |spd: &Spd, sp: Option<&Sp>| {
+        let sp = sp.filter(|sp| sp.action == Action::Ipsec)?;
+        let name = sp.sa_name.as_deref()?;
+        spd.sas().iter().find(|sa| sa.name == name).map(|sa| sa.spi)
+    };
+    let mut outcomes = HashSet::new();
+    for (n, (spd_a, spd_b)) in classifier_spds().iter().enumerate() {
+        let mut a = Side::new(spd_a);
+        let mut b = Side::new(spd_b);
+        for packet in [22, 53, 443, 5000, 6000, 7000]
+            .into_iter()
+            .flat_map(|port| [udp(A, B, port, 10), tcp(A, B, port, 10)])
+        {
+            let flow = flow_of(&[&FAKE_ETHERNET[..], &packet].concat()).expect("a flow");
+            for spd in [spd_a, spd_b] {
+                let compiled = classify::build(spd).expect("compiling the spd");
+                for direction in [Direction::Out, Direction::In] {
+                    assert_eq!(
+                        compiled.classify(direction, &flow).map(|sp| sp.id),
+                        spd.classify(direction, &flow).map(|sp| sp.id),
+                        "spd {n}, {direction:?} {flow:?}"
+                    );
+                }
+            }
+            let out_spi = spi_of(spd_a, spd_a.classify(Direction::Out, &flow));
+            let in_spi = spi_of(spd_b, spd_b.classify(Direction::In, &flow));
+            let (action, wire) = a.send(&packet);
+            let sent = wire.as_ref().map(Wire::spi);
+            assert_eq!(sent, out_spi, "spd {n}, out {flow:?}: {action:?}");
+            let Some(wire) = wire else {
+                assert_eq!(
+                    action,
+                    OutAction::Drop(Reason::NoSa),
+                    "spd {n}, out {flow:?}"
+                );
+                outcomes.insert(format!("{action:?}"));
+                continue;
+            };
+            let expected = if in_spi == sent {
+                InAction::Deliver
+            } else {
+                InAction::Drop(Reason::PolicyMismatch)
+            };
+            let (action, _) = b.open(&wire);
+            assert_eq!(action, expected, "spd {n}, in {flow:?}");
+            outcomes.insert(format!("{action:?}"));
+        }
+    }
+    // Each outcome occurs, so each was compared.
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
 }
