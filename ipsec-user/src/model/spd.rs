@@ -19,10 +19,9 @@ use super::parse::{self, allowed};
 use super::sa::Sa;
 use super::sp::Sp;
 
-/// Most SAs the kernel maps hold.
-pub const MAX_SA: u32 = 16_384;
-/// Most SPs the kernel maps hold.
-pub const MAX_SP: u32 = 262_144;
+/// Most SAs and SPs the kernel maps hold: the map ABI's limits, so the model refuses what the
+/// maps could not take.
+pub use ipsec_common::abi::{MAX_SA, MAX_SP};
 /// Width of `Sp::seq`, the tie-breaking field of `Sp::rank`.
 pub const SEQ_BITS: u32 = 28;
 
