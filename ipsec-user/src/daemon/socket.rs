@@ -778,16 +778,10 @@ mod tests {
         served.shutdown().await;
     }
 
-    /// `CI=true` requires root; elsewhere a test without it prints why and passes.
+    /// `CI=true` requires root; elsewhere a test without it prints why and passes (the kit's
+    /// rule, `xipsec_testkit::require_root`).
     fn root_or_skip(test: &str) -> bool {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        let reason = format!("{test} needs root to run a client as another user (run with sudo)");
-        assert!(!xipsec_testkit::ci(), "{reason}");
-        eprintln!("skipping: {reason}");
-        false
+        xipsec_testkit::require_root(test)
     }
 
     /// One `"status"` request from a python3 client run by `setpriv` with `creds`; its answer.
