@@ -30,16 +30,69 @@ pub const ENGINE_SOCKETS: &str = "XIPSEC_ENGINE_SOCKETS";
 pub const PROG_XDP_INGRESS: &str = "xdp_ingress";
 pub const PROG_TC_EGRESS: &str = "tc_egress";
 
-/// The benchmark object's own programs and map (`ipsec-ebpf/src/bench.rs`): baselines of
-/// `cargo xtask bench classify`. The production object the daemon loads and pins has none of
-/// them.
+/// The benchmark object's own programs and maps (`ipsec-ebpf/src/bench.rs`: baselines of
+/// `cargo xtask bench classify`; `ipsec-ebpf/src/bench_filter.rs`: the frame generator and the
+/// floor of `cargo xtask bench filter`). The production object the daemon loads and pins has
+/// none of them.
 pub mod bench {
+    use bytemuck::{Pod, Zeroable};
+
     /// Parse and pass.
     pub const PROG_PARSE: &str = "xdp_bench_parse";
     /// Parse plus one exact-match hash lookup of the flow in [`FLOWS`].
     pub const PROG_HASH: &str = "xdp_bench_hash";
     /// The flows the hash baseline finds: `FlowKey` -> `CacheValue`.
     pub const FLOWS: &str = "XIPSEC_BENCH_FLOWS";
+
+    /// The generator (run by `BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`): writes flow
+    /// `GEN_CONFIG[GEN_CONFIG_BASE] + n % GEN_CONFIG[GEN_CONFIG_FLOWS]` of [`GEN_FLOWS`] into
+    /// the `n`th frame (`n` counted per CPU in [`GEN_COUNT`]) and
+    /// returns `GEN_CONFIG[GEN_CONFIG_ACTION]` (`XDP_TX`: the frame leaves on the interface
+    /// the run names; `XDP_DROP`: the generator's own cost).
+    pub const PROG_GEN: &str = "xdp_bench_gen";
+    /// The floor: counts the frame in [`FLOOR_COUNT`] and drops it.
+    pub const PROG_FLOOR: &str = "xdp_bench_floor";
+    /// Passes every frame (the receive path nftables sees behind a native XDP attachment).
+    pub const PROG_PASS: &str = "xdp_bench_pass";
+    /// [`GenFlow`] by index, at most [`GEN_FLOWS_CAPACITY`].
+    pub const GEN_FLOWS: &str = "XIPSEC_BENCH_GEN_FLOWS";
+    /// `u32` settings of the generator, indexed by `GEN_CONFIG_*`.
+    pub const GEN_CONFIG: &str = "XIPSEC_BENCH_GEN_CONFIG";
+    /// Per-CPU `u64`: frames generated so far (slot 0).
+    pub const GEN_COUNT: &str = "XIPSEC_BENCH_GEN_COUNT";
+    /// Per-CPU `u64`: frames the floor dropped (slot 0).
+    pub const FLOOR_COUNT: &str = "XIPSEC_BENCH_FLOOR_COUNT";
+    pub const GEN_FLOWS_CAPACITY: u32 = 1 << 18;
+    /// Slot of [`GEN_CONFIG`]: how many flows of [`GEN_FLOWS`] are used (at least 1).
+    pub const GEN_CONFIG_FLOWS: u32 = 0;
+    /// Slot of [`GEN_CONFIG`]: the XDP action the generator returns.
+    pub const GEN_CONFIG_ACTION: u32 = 1;
+    /// Slot of [`GEN_CONFIG`]: the index of the first flow used.
+    pub const GEN_CONFIG_BASE: u32 = 2;
+    pub const GEN_CONFIG_LEN: u32 = 3;
+    /// Byte offsets in the generator's frame (Ethernet, IPv6 without extension headers, UDP).
+    pub const FRAME_SRC: usize = 14 + 8;
+    pub const FRAME_DST: usize = 14 + 24;
+    pub const FRAME_SPORT: usize = 14 + 40;
+    pub const FRAME_DPORT: usize = 14 + 42;
+    /// The frame must hold at least the headers above.
+    pub const FRAME_MIN: usize = 14 + 40 + 8;
+
+    /// One generated flow: addresses in network order, ports in host order.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+    pub struct GenFlow {
+        pub src: [u8; 16],
+        pub dst: [u8; 16],
+        pub sport: u16,
+        pub dport: u16,
+        pub _pad: u32,
+    }
+    const _: () = assert!(core::mem::size_of::<GenFlow>() == 40);
+
+    // SAFETY: #[repr(C)] and bytemuck::Pod (no padding, any bit pattern valid).
+    #[cfg(feature = "user")]
+    unsafe impl aya::Pod for GenFlow {}
 }
 
 /// Limits.

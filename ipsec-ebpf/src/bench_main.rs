@@ -1,6 +1,7 @@
 //! The benchmark object (`ipsec-bench`): the production programs (`object.rs`, the same source
-//! as `main.rs`) plus the baselines of `cargo xtask bench classify` and their map (`bench`).
-//! Only `xipsec-bench-classify` loads it; the daemon never does.
+//! as `main.rs`) plus the baselines of `cargo xtask bench classify` and their map (`bench`), and
+//! the frame generator, floor and pass programs of `cargo xtask bench filter` (`bench_filter`).
+//! Only the benchmarks load it; the daemon never does.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 #![allow(
@@ -13,3 +14,6 @@ include!("object.rs");
 
 #[cfg(target_arch = "bpf")]
 mod bench;
+
+#[cfg(target_arch = "bpf")]
+mod bench_filter;

@@ -36,7 +36,9 @@ pub(crate) fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()
         "classify" => "xipsec-bench-classify",
         "esp" => "xipsec-bench-esp",
         "e2e" => return e2e(json),
-        other => bail!("unknown benchmark {other}; allowed: classify, esp, e2e"),
+        "filter" => return crate::bench_filter::run(json, args),
+        "load" => return crate::bench_load::run(json, args),
+        other => bail!("unknown benchmark {other}; allowed: classify, esp, e2e, filter, load"),
     };
     let mut cmd = Command::new("cargo");
     cmd.current_dir(util::root())

@@ -1,6 +1,11 @@
 //! Project tasks: `cargo xtask setup|build|test|bench|demo|fuzz`. One module per command.
 
 mod bench;
+mod bench_filter;
+mod bench_load;
+mod bench_gen;
+mod bench_nft;
+mod bench_policy;
 mod build;
 mod demo;
 mod fuzz;
@@ -20,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building and testing need: nightly + rust-src, bpf-linker, cargo-fuzz, apt and PyPI packages.
+    /// Install what building, testing and benchmarking need: nightly + rust-src, bpf-linker,
+    /// cargo-fuzz, apt packages (nftables, strongSwan, intel-ipsec-mb, ...) and PyPI packages.
     Setup,
     /// Build everything (eBPF programs included) in release mode.
     Build,
@@ -30,9 +36,9 @@ enum Command {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Benchmarks (not tests): classify, esp, e2e.
+    /// Benchmarks (not tests): classify, esp, e2e, filter, load.
     Bench {
-        #[arg(value_parser = ["classify", "esp", "e2e"])]
+        #[arg(value_parser = ["classify", "esp", "e2e", "filter", "load"])]
         which: String,
         /// Machine-readable output.
         #[arg(long)]

@@ -7,7 +7,9 @@
 //!   `lib/` with symlinks to that library under `libLLVM.so` and its soname. The library file,
 //!   its soname and the LLVM major are detected, never hard-coded;
 //! - `cargo-fuzz`, built with the stable toolchain (the fuzz runs themselves use nightly);
-//! - Debian packages (iproute2, tcpdump, iperf3, openssl, ...) and PyPI packages (scapy).
+//! - Debian packages (iproute2, tcpdump, iperf3, openssl, nftables, strongSwan, intel-ipsec-mb,
+//!   ...) and PyPI packages (scapy). One `dpkg-query` for all of them: quick when nothing is
+//!   missing.
 
 use std::{
     fs,
@@ -27,7 +29,10 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// LLVM majors bpf-linker 0.13 has a feature for.
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
-const APT_PACKAGES: [&str; 8] = [
+/// Debian packages. Beyond the build and the tests: `nftables` (the competitor of `bench
+/// filter`), strongSwan's charon with its `kernel-libipsec` plugin and `swanctl` (the competitor
+/// of `bench e2e`), and intel-ipsec-mb's runtime library (the multi-buffer crypto loads it).
+const APT_PACKAGES: [&str; 13] = [
     "iproute2",
     "iputils-ping",
     "tcpdump",
@@ -36,6 +41,11 @@ const APT_PACKAGES: [&str; 8] = [
     "binutils",
     "netcat-openbsd",
     "procps",
+    "nftables",
+    "strongswan-charon",
+    "libcharon-extra-plugins",
+    "strongswan-swanctl",
+    "libipsec-mb1",
 ];
 const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
 
@@ -240,13 +250,23 @@ esac
 }
 
 fn ensure_apt() -> anyhow::Result<()> {
+    // One query for all: dpkg-query fails when one is unknown, but still prints the others.
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f=${Package} ${Status}\n"])
+        .args(APT_PACKAGES)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let installed: Vec<&str> = status
+        .lines()
+        .filter(|l| l.ends_with("install ok installed"))
+        .filter_map(|l| l.split(' ').next())
+        .map(|name| name.split(':').next().unwrap_or(name))
+        .collect();
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
         .copied()
-        .filter(|p| {
-            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
-                .is_some_and(|s| s.contains("install ok installed"))
-        })
+        .filter(|p| !installed.contains(p))
         .collect();
     if missing.is_empty() {
         return Ok(());

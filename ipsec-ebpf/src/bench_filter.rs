@@ -1,0 +1,106 @@
+//! The programs of `cargo xtask bench filter`, in the benchmark object only:
+//!
+//! - `xdp_bench_gen`: the frame generator. `BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`
+//!   (how xdp-trafficgen works; this kernel has no pktgen) runs it on a template frame; it
+//!   writes the next flow of its table into the frame and returns `XDP_TX`, so the frame leaves
+//!   the generator's veth and arrives on the peer veth through that interface's real receive
+//!   path (or `XDP_DROP`, to measure the generator alone).
+//! - `xdp_bench_floor`: counts and drops every frame, the floor any XDP filter is measured
+//!   against.
+//! - `xdp_bench_pass`: passes every frame (a native XDP attachment on a veth gives it the same
+//!   receive path, NAPI and all, for nftables as for XDP programs).
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use ipsec_common::abi::bench::{
+    FRAME_DPORT, FRAME_DST, FRAME_MIN, FRAME_SPORT, FRAME_SRC, GEN_CONFIG_ACTION,
+    GEN_CONFIG_BASE, GEN_CONFIG_FLOWS, GEN_CONFIG_LEN, GEN_FLOWS_CAPACITY, GenFlow,
+};
+
+#[map(name = "XIPSEC_BENCH_GEN_FLOWS")]
+static GEN_FLOWS: Array<GenFlow> = Array::with_max_entries(GEN_FLOWS_CAPACITY, 0);
+
+#[map(name = "XIPSEC_BENCH_GEN_CONFIG")]
+static GEN_CONFIG: Array<u32> = Array::with_max_entries(GEN_CONFIG_LEN, 0);
+
+#[map(name = "XIPSEC_BENCH_GEN_COUNT")]
+static GEN_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "XIPSEC_BENCH_FLOOR_COUNT")]
+static FLOOR_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn config(slot: u32) -> u32 {
+    GEN_CONFIG.get(slot).copied().unwrap_or(0)
+}
+
+/// Add one to slot 0 of a per-CPU counter; its value before.
+#[inline(always)]
+fn bump(counter: &PerCpuArray<u64>) -> u64 {
+    match counter.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot: only this CPU writes it, and the pointer is valid for the
+        // program's run.
+        Some(slot) => unsafe {
+            let n = *slot;
+            *slot = n + 1;
+            n
+        },
+        None => 0,
+    }
+}
+
+/// Frame generator (see the module docs).
+#[xdp]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context over by value"
+)]
+pub(crate) fn xdp_bench_gen(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + FRAME_MIN > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    let flows = u64::from(config(GEN_CONFIG_FLOWS).max(1));
+    let offset = u32::try_from(bump(&GEN_COUNT) % flows).unwrap_or(0);
+    let index = config(GEN_CONFIG_BASE).wrapping_add(offset);
+    let Some(flow) = GEN_FLOWS.get(index) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let frame = data as *mut u8;
+    // SAFETY: the headers end within the frame (checked against data_end above); the writes
+    // are unaligned-safe copies of plain bytes.
+    unsafe {
+        core::ptr::write_unaligned(frame.add(FRAME_SRC).cast::<[u8; 16]>(), flow.src);
+        core::ptr::write_unaligned(frame.add(FRAME_DST).cast::<[u8; 16]>(), flow.dst);
+        core::ptr::write_unaligned(frame.add(FRAME_SPORT).cast::<u16>(), flow.sport.to_be());
+        core::ptr::write_unaligned(frame.add(FRAME_DPORT).cast::<u16>(), flow.dport.to_be());
+    }
+    config(GEN_CONFIG_ACTION)
+}
+
+/// The floor: count and drop.
+#[xdp]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context over by value"
+)]
+pub(crate) fn xdp_bench_floor(ctx: XdpContext) -> u32 {
+    let _ = ctx;
+    bump(&FLOOR_COUNT);
+    xdp_action::XDP_DROP
+}
+
+/// Pass everything.
+#[xdp]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context over by value"
+)]
+pub(crate) fn xdp_bench_pass(ctx: XdpContext) -> u32 {
+    let _ = ctx;
+    xdp_action::XDP_PASS
+}

@@ -1,0 +1,432 @@
+//! `cargo xtask bench filter`: live filtering of frames arriving on an interface through its real
+//! receive path, xipsec beside the floor and beside nftables, all in the same run.
+//!
+//! Three veth pairs, each between two namespaces of its own (the test kit's `VethPair`): the
+//! generator (`bench_gen`) sends from side a, and side b receives with
+//! - the floor: an XDP program that counts and drops every frame (native XDP);
+//! - xipsec: the daemon attached to the veth, started on a state file holding the policy set;
+//! - nftables: the same policy set as a `netdev` ingress ruleset (`bench_nft`), behind a native
+//!   XDP program that passes everything (so the frames take the same NAPI receive path).
+//!
+//! Side b routes the destinations (`2001:db8:2::/64`) to a blackhole: a passed frame goes up
+//! the IPv6 stack, is routed and discarded there, silently.
+//!
+//! Traffic: the drop table or the pass table of `bench_policy` (131,072 distinct flows by
+//! default, each frame the next flow, so with xipsec's flow cache of 65,536 entries every frame
+//! is a flow-cache miss and a full classification: the worst case). Per row (policy count),
+//! `--runs` rounds, each measuring, in this order, the generator alone (it drops its own frames),
+//! the floor, xipsec dropping, xipsec passing, nftables dropping, nftables passing; the medians
+//! are reported. Every run's frames are counted on the receiving side (floor counter, xipsec's
+//! per-SP counters, nftables' named counters), and the run fails unless xipsec and nftables
+//! both gave every frame the verdict the policy set prescribes, counted per band and verdict.
+//!
+//! Mpps are of one core: the generator, the veth transfer and the receiving side's work all run
+//! on the CPU the generator is pinned to (see `bench_gen`). The receiver's own cost per frame is
+//! reported too: the time per frame of a run less that of the generator alone.
+
+use std::{collections::HashMap, time::Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Parser;
+use ipsec_common::abi::bench::{GenFlow, PROG_FLOOR, PROG_PASS};
+
+use crate::{
+    bench_gen::{self, Generator},
+    bench_nft,
+    bench_policy::{Outcome, PolicySet},
+    lab::Lab,
+    util,
+};
+
+#[derive(Parser)]
+#[command(name = "bench filter", about = "Live XDP filtering: xipsec, the floor, nftables")]
+struct Args {
+    /// Policy counts (one row each).
+    #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
+    policies: Vec<usize>,
+    /// Distinct flows per traffic table (at most 131,072).
+    #[arg(long, default_value_t = 131_072)]
+    flows: usize,
+    /// Frames per run.
+    #[arg(long, default_value_t = 2_000_000)]
+    frames: u32,
+    /// Rounds (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// The CPU the generator (and so the receiving side) runs on.
+    #[arg(long, default_value_t = 1)]
+    cpu: usize,
+}
+
+/// The receiving sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Receiver {
+    /// The generator drops its own frames: nothing is received.
+    Generator,
+    Floor,
+    Xipsec,
+    Nft,
+}
+
+/// One measured configuration: a receiver and a traffic table.
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    receiver: Receiver,
+    drop: bool,
+}
+
+const CONFIGS: [Config; 6] = [
+    Config {
+        receiver: Receiver::Generator,
+        drop: true,
+    },
+    Config {
+        receiver: Receiver::Floor,
+        drop: true,
+    },
+    Config {
+        receiver: Receiver::Xipsec,
+        drop: true,
+    },
+    Config {
+        receiver: Receiver::Xipsec,
+        drop: false,
+    },
+    Config {
+        receiver: Receiver::Nft,
+        drop: true,
+    },
+    Config {
+        receiver: Receiver::Nft,
+        drop: false,
+    },
+];
+
+/// The three labs and what the frames are made of.
+struct Bench {
+    generator: Generator,
+    floor: Lab,
+    nft: Lab,
+    /// The lab of the current row (the daemon started on that row's policies).
+    xipsec: Option<Lab>,
+    templates: HashMap<String, Vec<u8>>,
+    args: Args,
+}
+
+/// Per-outcome frame counts, in [`Outcome::ALL`] order.
+type Counts = [u64; 5];
+
+fn blackhole(lab: &Lab) {
+    xipsec_testkit::sh(&[
+        "ip",
+        "-n",
+        &lab.net.ns_b,
+        "-6",
+        "route",
+        "add",
+        "blackhole",
+        "2001:db8:2::/64",
+    ]);
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rounded(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+impl Bench {
+    fn lab(&self, receiver: Receiver) -> &Lab {
+        match receiver {
+            Receiver::Generator | Receiver::Floor => &self.floor,
+            Receiver::Nft => &self.nft,
+            Receiver::Xipsec => self.xipsec.as_ref().expect("a row's xipsec lab"),
+        }
+    }
+
+    /// The template frame from `lab`'s a to its b.
+    fn template(lab: &Lab) -> anyhow::Result<Vec<u8>> {
+        let src = bench_gen::mac(&lab.net.ns_a, &lab.net.if_a)?;
+        let dst = bench_gen::mac(&lab.net.ns_b, &lab.net.if_b)?;
+        Ok(bench_gen::template(src, dst))
+    }
+
+    /// Frames per outcome the receiver of `config` counted so far.
+    fn counts(&self, config: Config, names: &HashMap<String, Outcome>) -> anyhow::Result<Counts> {
+        match config.receiver {
+            Receiver::Generator => Ok([0; 5]),
+            Receiver::Floor => Ok([self.generator.floor_count()?, 0, 0, 0, 0]),
+            Receiver::Nft => bench_nft::counters(&self.nft.net.ns_b),
+            Receiver::Xipsec => xipsec_counts(self.lab(Receiver::Xipsec), names),
+        }
+    }
+
+    /// One run: seconds, and the frames counted per outcome.
+    fn measure(
+        &mut self,
+        config: Config,
+        names: &HashMap<String, Outcome>,
+    ) -> anyhow::Result<(f64, Counts)> {
+        let before = self.counts(config, names)?;
+        let lab = self.lab(config.receiver);
+        let (ns, iface) = (lab.net.ns_a.clone(), lab.net.if_a.clone());
+        let template = self.templates[&iface].clone();
+        let elapsed = self.generator.send(
+            (&ns, &iface),
+            &template,
+            (usize::from(!config.drop), self.args.frames),
+            config.receiver != Receiver::Generator,
+            self.args.cpu,
+        )?;
+        let after = self.counts(config, names)?;
+        let mut delta = [0; 5];
+        for i in 0..5 {
+            delta[i] = after[i] - before[i];
+        }
+        Ok((elapsed.as_secs_f64(), delta))
+    }
+}
+
+impl Bench {
+    /// Install `set` in nftables and in a fresh xipsec lab; the generator's tables.
+    fn install(&mut self, set: PolicySet) -> anyhow::Result<(f64, f64)> {
+        let tables: Vec<Vec<GenFlow>> = [true, false]
+            .iter()
+            .map(|&drop| (0..set.flows).map(|i| set.flow(drop, i).gen_flow()).collect())
+            .collect();
+        self.generator.fill([&tables[0], &tables[1]])?;
+
+        let ns = self.nft.net.ns_b.clone();
+        let file = self.nft.scratch.path().join("ruleset.nft");
+        std::fs::write(&file, bench_nft::ruleset(set, &self.nft.net.if_b))?;
+        let _ = Lab::exec(&ns, &["nft", "delete", "table", "netdev", bench_nft::TABLE]).output();
+        let start = Instant::now();
+        util::run(&mut Lab::exec(
+            &ns,
+            &["nft", "-f", file.to_str().unwrap_or_default()],
+        ))?;
+        let nft_load = start.elapsed().as_secs_f64();
+
+        self.xipsec = None;
+        let mut lab = Lab::new("xbfx", 0xbf3)?;
+        blackhole(&lab);
+        self.templates
+            .insert(lab.net.if_a.clone(), Self::template(&lab)?);
+        let start = Instant::now();
+        lab.start_daemon_with_state("b", &set.xipsec_state())?;
+        let xipsec_load = start.elapsed().as_secs_f64();
+        self.xipsec = Some(lab);
+        Ok((nft_load, xipsec_load))
+    }
+
+    /// One row: `--runs` rounds of every configuration, each run's verdicts checked.
+    fn row(&mut self, set: PolicySet) -> anyhow::Result<serde_json::Value> {
+        eprintln!("bench filter: {} policies", set.policies);
+        let (nft_load, xipsec_load) = self.install(set)?;
+        let outcomes = [set.outcomes(true), set.outcomes(false)];
+        let names: HashMap<String, Outcome> = set
+            .policies()
+            .into_iter()
+            .map(|p| (p.name, p.outcome))
+            .collect();
+        let frames = self.args.frames;
+        let mut seconds = vec![Vec::new(); CONFIGS.len()];
+        let mut totals = [[0u64; 5]; CONFIGS.len()];
+        for _ in 0..self.args.runs {
+            for (k, &config) in CONFIGS.iter().enumerate() {
+                let (secs, counts) = self.measure(config, &names)?;
+                let want = match config.receiver {
+                    Receiver::Generator => [0; 5],
+                    Receiver::Floor => [u64::from(frames), 0, 0, 0, 0],
+                    Receiver::Xipsec | Receiver::Nft => {
+                        expected(&outcomes[usize::from(!config.drop)], frames)
+                    }
+                };
+                if counts != want {
+                    bail!(
+                        "{config:?}: the receiver counted {} where the policy set prescribes {}",
+                        counts_json(&counts),
+                        counts_json(&want)
+                    );
+                }
+                for (t, c) in totals[k].iter_mut().zip(counts) {
+                    *t += c;
+                }
+                seconds[k].push(secs);
+            }
+        }
+        let secs: Vec<f64> = seconds.into_iter().map(median).collect();
+        let mpps = |k: usize| f64::from(frames) / secs[k] / 1e6;
+        let ns = |k: usize| (secs[k] - secs[0]) * 1e9 / f64::from(frames);
+        let total = |k: usize| counts_json(&totals[k]);
+        Ok(serde_json::json!({
+            "policies": set.policies,
+            "floor_mpps": rounded(mpps(1)),
+            "drop_mpps": rounded(mpps(2)),
+            "pass_mpps": rounded(mpps(3)),
+            "nft_mpps": rounded(mpps(4)),
+            "nft_pass_mpps": rounded(mpps(5)),
+            "generator_only_mpps": rounded(mpps(0)),
+            "drop_over_floor": rounded(mpps(2) / mpps(1)),
+            "drop_over_nft": rounded(mpps(2) / mpps(4)),
+            "pass_over_nft": rounded(mpps(3) / mpps(5)),
+            "receiver_ns_per_frame": {
+                "floor": rounded(ns(1)),
+                "xipsec_drop": rounded(ns(2)),
+                "xipsec_pass": rounded(ns(3)),
+                "nft_drop": rounded(ns(4)),
+                "nft_pass": rounded(ns(5)),
+            },
+            "verdicts_counted": {
+                "xipsec_drop_table": total(2),
+                "xipsec_pass_table": total(3),
+                "nft_drop_table": total(4),
+                "nft_pass_table": total(5),
+            },
+            "load_seconds": { "nft": rounded(nft_load), "xipsec_daemon_start": rounded(xipsec_load) },
+        }))
+    }
+}
+
+/// xipsec's per-SP packet counters summed per outcome, and its no-policy passes.
+fn xipsec_counts(lab: &Lab, names: &HashMap<String, Outcome>) -> anyhow::Result<Counts> {
+    let list: serde_json::Value =
+        serde_json::from_str(&lab.cli("b", &["sp", "list", "--formatter", "json"])?)
+            .context("sp list JSON")?;
+    let mut counts = [0; 5];
+    for sp in list.as_array().into_iter().flatten() {
+        let name = sp["name"].as_str().unwrap_or_default();
+        let outcome = names
+            .get(name)
+            .ok_or_else(|| anyhow!("xipsec lists a policy the bench did not make: {name}"))?;
+        let i = Outcome::ALL.iter().position(|o| o == outcome).unwrap_or(0);
+        counts[i] += sp["packets"].as_u64().unwrap_or(0);
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&lab.cli("b", &["stats", "--formatter", "json"])?)
+            .context("stats JSON")?;
+    counts[4] = stats
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["reason"] == "pass_no_policy")
+        .and_then(|r| r["packets"].as_u64())
+        .ok_or_else(|| anyhow!("xipsec stats has no pass_no_policy counter: {stats}"))?;
+    Ok(counts)
+}
+
+/// The frames of `frames` (`frames` of table `drop`, flow `i % flows` each) per outcome.
+fn expected(outcomes: &[Outcome], frames: u32) -> Counts {
+    let mut counts = [0u64; 5];
+    let n = outcomes.len() as u64;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let i = i as u64;
+        let times = u64::from(frames) / n + u64::from(i < u64::from(frames) % n);
+        let slot = Outcome::ALL.iter().position(|o| o == outcome).unwrap_or(0);
+        counts[slot] += times;
+    }
+    counts
+}
+
+fn counts_json(counts: &Counts) -> serde_json::Value {
+    Outcome::ALL
+        .iter()
+        .zip(counts)
+        .map(|(o, c)| (o.name().to_string(), serde_json::json!(c)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+pub(crate) fn run(json: bool, args: &[String]) -> anyhow::Result<()> {
+    let args = Args::try_parse_from(
+        std::iter::once("bench filter".to_string()).chain(args.iter().cloned()),
+    )?;
+    if !util::is_root() {
+        bail!("bench filter creates network namespaces and loads eBPF: run it as root");
+    }
+    if args.flows > 131_072 || args.flows == 0 || args.runs == 0 {
+        bail!("--flows: 1 to 131072; --runs: at least 1");
+    }
+    crate::build::run()?;
+    let mut bench = Bench {
+        generator: Generator::load()?,
+        floor: Lab::new("xbff", 0xbf1)?,
+        nft: Lab::new("xbfn", 0xbf2)?,
+        xipsec: None,
+        templates: HashMap::new(),
+        args,
+    };
+    bench
+        .generator
+        .attach(PROG_FLOOR, &bench.floor.net.ns_b, &bench.floor.net.if_b)?;
+    bench
+        .generator
+        .attach(PROG_PASS, &bench.nft.net.ns_b, &bench.nft.net.if_b)?;
+    for lab in [&bench.floor, &bench.nft] {
+        blackhole(lab);
+        bench
+            .templates
+            .insert(lab.net.if_a.clone(), Bench::template(lab)?);
+    }
+    let mut rows = Vec::new();
+    for policies in bench.args.policies.clone() {
+        rows.push(bench.row(PolicySet::new(policies, bench.args.flows)?)?);
+    }
+    let report = serde_json::json!({
+        "rows": rows,
+        "flows": bench.args.flows,
+        "frames_per_run": bench.args.frames,
+        "runs": bench.args.runs,
+        "frame_bytes": bench_gen::template([0; 6], [0; 6]).len(),
+        "mpps_of": "one core: generator, veth transfer and receiver on the generator's CPU",
+        "traffic": "drop table: 1/2 band-1 discard hits, 1/2 band-2 discard hits; pass table: \
+                    1/3 band-1 none hits, 1/3 band-2 none hits, 1/3 no policy; every band-1 hit \
+                    also matches a band-2 policy of the other verdict; flows cycled, so every \
+                    frame misses xipsec's 65,536-entry flow cache",
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(report: &serde_json::Value) {
+    println!(
+        "Live filtering, Mpps of one core (median of {} runs of {} frames, {} distinct flows per \
+         table):",
+        report["runs"], report["frames_per_run"], report["flows"]
+    );
+    println!(
+        "{:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>10}",
+        "policies",
+        "floor",
+        "drop",
+        "pass",
+        "nft drop",
+        "nft pass",
+        "drop/floor",
+        "drop/nft",
+        "pass/nft"
+    );
+    for row in report["rows"].as_array().into_iter().flatten() {
+        let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:>9} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>11.2} {:>10.2} {:>10.2}",
+            row["policies"],
+            f("floor_mpps"),
+            f("drop_mpps"),
+            f("pass_mpps"),
+            f("nft_mpps"),
+            f("nft_pass_mpps"),
+            f("drop_over_floor"),
+            f("drop_over_nft"),
+            f("pass_over_nft"),
+        );
+    }
+    println!("{}", report["traffic"].as_str().unwrap_or_default());
+}

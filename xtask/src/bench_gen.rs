@@ -1,0 +1,230 @@
+//! The frame generator of `cargo xtask bench filter` and the XDP programs it measures against,
+//! all from the benchmark object (`ipsec-ebpf/src/bench_filter.rs`, built into `ipsec-bench` by
+//! `ipsec-user`'s build script; the production object has none of them).
+//!
+//! A run is one `BPF_PROG_TEST_RUN` of the generator with `BPF_F_TEST_XDP_LIVE_FRAMES` on a
+//! thread that joined the sending namespace and is pinned to one CPU: the kernel builds each
+//! frame from the template, the generator writes the next flow of its table into it and returns
+//! `XDP_TX`, and the frame leaves the sending veth. The receiving veth's NAPI poll is scheduled
+//! on the same CPU and runs at the end of every batch of frames, inside the same system call, so
+//! the wall time of the call is the time one core took to generate and to receive (filter,
+//! drop or pass up the stack) every frame.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, PerCpuArray, PerCpuValues},
+    programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    util::nr_cpus,
+};
+use ipsec_common::abi::bench::{
+    FLOOR_COUNT, FRAME_MIN, GEN_CONFIG, GEN_CONFIG_ACTION, GEN_CONFIG_BASE, GEN_CONFIG_FLOWS,
+    GEN_COUNT, GEN_FLOWS, GEN_FLOWS_CAPACITY, GenFlow, PROG_GEN,
+};
+use xipsec_testkit::netns;
+
+use crate::util;
+
+/// Frames per `BPF_PROG_TEST_RUN` batch (the kernel's maximum is 256; xdp-trafficgen's default).
+const BATCH: u32 = 64;
+const XDP_DROP: u32 = 1;
+const XDP_TX: u32 = 3;
+
+/// The benchmark object of the newest `ipsec-user` build (`cargo xtask build` just made it).
+fn bench_object() -> anyhow::Result<PathBuf> {
+    let build = util::root().join("target/release/build");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&build)
+        .with_context(|| format!("reading {}", build.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ipsec-user-"))
+        .map(|e| e.path().join("out/ipsec-bench"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .filter(|(_, p)| p.metadata().is_ok_and(|m| m.len() > 0))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, p)| p)
+        .ok_or_else(|| anyhow!("no benchmark object under {}: run cargo xtask build", build.display()))
+}
+
+/// The MAC address of `iface` in namespace `ns`.
+pub(crate) fn mac(ns: &str, iface: &str) -> anyhow::Result<[u8; 6]> {
+    let text = netns::output(ns, &["cat", &format!("/sys/class/net/{iface}/address")]);
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("MAC address of {iface}: {text:?}"))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow!("MAC address of {iface}: {text:?}"))
+}
+
+/// The generator's template: Ethernet to `dst_mac`, IPv6, UDP with 6 bytes of payload (68
+/// bytes). Addresses and ports are the generator's to write; the UDP checksum stays zero (the
+/// frames are filtered, or routed to a blackhole, never delivered to a socket).
+pub(crate) fn template(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(FRAME_MIN + 6);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 14, 17, 64]);
+    f.extend_from_slice(&[0; 32]);
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 14, 0, 0]);
+    f.extend_from_slice(&[0; 6]);
+    f
+}
+
+/// The loaded benchmark object: generator, floor and pass programs and their maps.
+pub(crate) struct Generator {
+    ebpf: Ebpf,
+    flows: u32,
+}
+
+impl Generator {
+    pub(crate) fn load() -> anyhow::Result<Self> {
+        let path = bench_object()?;
+        let ebpf = Ebpf::load_file(&path)
+            .with_context(|| format!("loading the benchmark object {}", path.display()))?;
+        let mut generator = Self { ebpf, flows: 0 };
+        generator.program(PROG_GEN)?.load().context("loading the generator")?;
+        Ok(generator)
+    }
+
+    fn program(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("no program {name} in the benchmark object"))?
+            .try_into()
+            .with_context(|| format!("{name} is not an XDP program"))
+    }
+
+    /// Attach program `name` in native (driver) mode to `iface` of namespace `ns`, for as long
+    /// as the generator lives.
+    pub(crate) fn attach(&mut self, name: &str, ns: &str, iface: &str) -> anyhow::Result<()> {
+        let program = self.program(name)?;
+        program.load().with_context(|| format!("loading {name}"))?;
+        netns::in_netns(ns, || program.attach(iface, XdpMode::Driver))
+            .with_context(|| format!("attaching {name} to {iface} (native XDP)"))?;
+        Ok(())
+    }
+
+    /// Write the two tables (`tables[0]` from index 0, `tables[1]` after it).
+    pub(crate) fn fill(&mut self, tables: [&[GenFlow]; 2]) -> anyhow::Result<()> {
+        let mut map: Array<_, GenFlow> = Array::try_from(
+            self.ebpf
+                .map_mut(GEN_FLOWS)
+                .ok_or_else(|| anyhow!("no map {GEN_FLOWS}"))?,
+        )?;
+        let (first, second) = (tables[0], tables[1]);
+        if first.len() != second.len() || 2 * first.len() > GEN_FLOWS_CAPACITY as usize {
+            bail!("two tables of equal length up to {} flows", GEN_FLOWS_CAPACITY / 2);
+        }
+        for (i, flow) in first.iter().chain(second).enumerate() {
+            map.set(u32::try_from(i)?, flow, 0)?;
+        }
+        self.flows = u32::try_from(first.len())?;
+        Ok(())
+    }
+
+    fn configure(&mut self, table: usize, action: u32) -> anyhow::Result<()> {
+        let mut config: Array<_, u32> = Array::try_from(
+            self.ebpf
+                .map_mut(GEN_CONFIG)
+                .ok_or_else(|| anyhow!("no map {GEN_CONFIG}"))?,
+        )?;
+        config.set(GEN_CONFIG_FLOWS, self.flows, 0)?;
+        config.set(GEN_CONFIG_BASE, u32::try_from(table)? * self.flows, 0)?;
+        config.set(GEN_CONFIG_ACTION, action, 0)?;
+        let mut count: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(GEN_COUNT)
+                .ok_or_else(|| anyhow!("no map {GEN_COUNT}"))?,
+        )?;
+        let cpus = nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        count.set(0, PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+        Ok(())
+    }
+
+    /// Send `frames` frames of table `table` out of `iface` of namespace `ns` from CPU `cpu`
+    /// (`transmit` false: the generator drops them itself). The first frame carries flow 0.
+    pub(crate) fn send(
+        &mut self,
+        (ns, iface): (&str, &str),
+        template: &[u8],
+        (table, frames): (usize, u32),
+        transmit: bool,
+        cpu: usize,
+    ) -> anyhow::Result<Duration> {
+        self.configure(table, if transmit { XDP_TX } else { XDP_DROP })?;
+        let program = self.program(PROG_GEN)?;
+        netns::in_netns(ns, || -> anyhow::Result<Duration> {
+            pin_to(cpu)?;
+            let ifindex = ifindex(iface)?;
+            let data_end = u32::try_from(template.len())?;
+            // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+            // egress_ifindex.
+            let ctx: Vec<u8> = [0, data_end, 0, ifindex, 0, 0]
+                .iter()
+                .flat_map(|v: &u32| v.to_ne_bytes())
+                .collect();
+            let opts = TestRunOptions {
+                data_in: Some(template),
+                ctx_in: Some(&ctx),
+                repeat: frames,
+                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                ..Default::default()
+            };
+            let start = Instant::now();
+            program
+                .test_run(opts)
+                .context("BPF_PROG_TEST_RUN of the generator (live frames)")?;
+            Ok(start.elapsed())
+        })
+    }
+
+    /// Frames the floor program dropped so far (all CPUs).
+    pub(crate) fn floor_count(&self) -> anyhow::Result<u64> {
+        let count: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map(FLOOR_COUNT)
+                .ok_or_else(|| anyhow!("no map {FLOOR_COUNT}"))?,
+        )?;
+        Ok(count.get(&0, 0)?.iter().sum())
+    }
+}
+
+fn ifindex(iface: &str) -> anyhow::Result<u32> {
+    let name = std::ffi::CString::new(iface)?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no interface {iface}: {}", std::io::Error::last_os_error());
+    }
+    Ok(index)
+}
+
+/// Pin the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it (cpu is checked
+    // against its size); sched_setaffinity(0) applies to the calling thread only.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+            bail!("cpu {cpu} is out of range");
+        }
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
+    };
+    if rc != 0 {
+        bail!("pinning to cpu {cpu}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
