@@ -61,6 +61,8 @@ pub struct Sandbox {
     attach: Option<Attach>,
     /// The binary, when not [`xipsec_bin`].
     bin: Option<PathBuf>,
+    /// Extra `xipsec daemon` arguments (e.g. `--xdp-mode native`).
+    daemon_args: Vec<String>,
 }
 
 impl Default for Sandbox {
@@ -79,6 +81,7 @@ impl Sandbox {
                 .expect("creating a temporary directory"),
             attach: None,
             bin: None,
+            daemon_args: Vec::new(),
         }
     }
 
@@ -96,6 +99,13 @@ impl Sandbox {
     #[must_use]
     pub fn with_bin(mut self, bin: PathBuf) -> Self {
         self.bin = Some(bin);
+        self
+    }
+
+    /// Give every daemon of this sandbox `args` too.
+    #[must_use]
+    pub fn with_daemon_args(mut self, args: &[&str]) -> Self {
+        self.daemon_args = args.iter().map(ToString::to_string).collect();
         self
     }
 
@@ -158,6 +168,7 @@ impl Sandbox {
             }
         };
         command
+            .args(&self.daemon_args)
             .arg("--state-dir")
             .arg(self.state_dir())
             .arg("--socket")

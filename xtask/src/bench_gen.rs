@@ -47,10 +47,12 @@ fn bench_object() -> anyhow::Result<PathBuf> {
         .filter(|(_, p)| p.metadata().is_ok_and(|m| m.len() > 0))
         .collect();
     found.sort();
-    found
-        .pop()
-        .map(|(_, p)| p)
-        .ok_or_else(|| anyhow!("no benchmark object under {}: run cargo xtask build", build.display()))
+    found.pop().map(|(_, p)| p).ok_or_else(|| {
+        anyhow!(
+            "no benchmark object under {}: run cargo xtask build",
+            build.display()
+        )
+    })
 }
 
 /// The MAC address of `iface` in namespace `ns`.
@@ -94,7 +96,10 @@ impl Generator {
         let ebpf = Ebpf::load_file(&path)
             .with_context(|| format!("loading the benchmark object {}", path.display()))?;
         let mut generator = Self { ebpf, flows: 0 };
-        generator.program(PROG_GEN)?.load().context("loading the generator")?;
+        generator
+            .program(PROG_GEN)?
+            .load()
+            .context("loading the generator")?;
         Ok(generator)
     }
 
@@ -125,7 +130,10 @@ impl Generator {
         )?;
         let (first, second) = (tables[0], tables[1]);
         if first.len() != second.len() || 2 * first.len() > GEN_FLOWS_CAPACITY as usize {
-            bail!("two tables of equal length up to {} flows", GEN_FLOWS_CAPACITY / 2);
+            bail!(
+                "two tables of equal length up to {} flows",
+                GEN_FLOWS_CAPACITY / 2
+            );
         }
         for (i, flow) in first.iter().chain(second).enumerate() {
             map.set(u32::try_from(i)?, flow, 0)?;
@@ -199,6 +207,15 @@ impl Generator {
         )?;
         Ok(count.get(&0, 0)?.iter().sum())
     }
+}
+
+/// Slot `index` of the pinned per-CPU `u64` array at `path`, summed over the CPUs (xipsec's
+/// counters map).
+pub(crate) fn pinned_counter(path: &std::path::Path, index: u32) -> anyhow::Result<u64> {
+    let data = aya::maps::MapData::from_pin(path)
+        .with_context(|| format!("opening the pinned map {}", path.display()))?;
+    let array: PerCpuArray<_, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
+    Ok(array.get(&index, 0)?.iter().sum())
 }
 
 fn ifindex(iface: &str) -> anyhow::Result<u32> {

@@ -49,7 +49,7 @@ pub(crate) fn ruleset(set: PolicySet, device: &str) -> String {
         let _ = writeln!(out, "  counter {name} {{}}");
         let _ = writeln!(
             out,
-            "  chain {name} {{ counter name \"{name}\" {verdict} }}"
+            "  chain {name} {{\n    counter name \"{name}\" {verdict}\n  }}"
         );
     }
     for band in &bands {
@@ -78,9 +78,12 @@ pub(crate) fn ruleset(set: PolicySet, device: &str) -> String {
 /// The named counters' packet counts (by [`Outcome`], in [`Outcome::ALL`] order) of the table
 /// in namespace `ns`.
 pub(crate) fn counters(ns: &str) -> anyhow::Result<[u64; 5]> {
-    let out = crate::lab::Lab::exec(ns, &["nft", "-j", "list", "counters", "table", "netdev", TABLE])
-        .output()
-        .context("nft list counters")?;
+    let out = crate::lab::Lab::exec(
+        ns,
+        &["nft", "-j", "list", "counters", "table", "netdev", TABLE],
+    )
+    .output()
+    .context("nft list counters")?;
     let json: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("nft -j list counters")?;
     let mut counts = [0u64; 5];

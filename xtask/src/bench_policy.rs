@@ -131,7 +131,10 @@ fn port(base: u16, i: usize) -> u16 {
 impl PolicySet {
     pub(crate) fn new(policies: usize, flows: usize) -> anyhow::Result<Self> {
         if policies < BAND2_POLICIES + 2 {
-            anyhow::bail!("bench filter needs at least {} policies", BAND2_POLICIES + 2);
+            anyhow::bail!(
+                "bench filter needs at least {} policies",
+                BAND2_POLICIES + 2
+            );
         }
         Ok(Self { policies, flows })
     }
@@ -196,9 +199,17 @@ impl PolicySet {
             Ipv6Addr::from(Self::block(j) + wide((n / half) % (1 << BLOCK_BITS)))
         };
         let (src, sport, dport) = match (drop, if drop { i % 2 } else { i % 3 }) {
-            (true, 0) => (in_block(0, i / 2), port(BAND2_SPORT, (i / 2) % 8), BAND1_DPORT),
+            (true, 0) => (
+                in_block(0, i / 2),
+                port(BAND2_SPORT, (i / 2) % 8),
+                BAND1_DPORT,
+            ),
             (true, _) => (anywhere, port(BAND2_SPORT, 2 * ((i / 2) % 4)), OTHER_DPORT),
-            (false, 0) => (in_block(1, i / 3), port(BAND2_SPORT, (i / 3) % 8), BAND1_DPORT),
+            (false, 0) => (
+                in_block(1, i / 3),
+                port(BAND2_SPORT, (i / 3) % 8),
+                BAND1_DPORT,
+            ),
             (false, 1) => (
                 anywhere,
                 port(BAND2_SPORT, 2 * ((i / 3) % 4) + 1),

@@ -59,6 +59,11 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Where the daemon of side `a` or `b` pins its maps.
+    pub(crate) fn pin_dir(&self, side: &str) -> anyhow::Result<std::path::PathBuf> {
+        Ok(self.node(side)?.sandbox.pin_dir())
+    }
+
     /// Print a CLI command and its output.
     pub(crate) fn show(&self, side: &str, args: &[&str]) -> anyhow::Result<()> {
         println!("\n[{side}]$ xipsec {}", args.join(" "));
@@ -74,10 +79,18 @@ impl Lab {
     }
 
     /// Like [`Self::start_daemon`], the daemon finding `state` (a `state.json`) in its state
-    /// directory: how a benchmark installs 100,000 policies without 100,000 CLI calls.
-    pub(crate) fn start_daemon_with_state(&mut self, side: &str, state: &str) -> anyhow::Result<()> {
+    /// directory (how a benchmark installs 100,000 policies without 100,000 CLI calls), and
+    /// attaching XDP in native mode.
+    pub(crate) fn start_daemon_with_state(
+        &mut self,
+        side: &str,
+        state: &str,
+    ) -> anyhow::Result<()> {
         use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-        let sandbox = self.sandbox(side);
+        // Native XDP: a veth's peer hands XDP frames over only to a veth with a native program.
+        let sandbox = self
+            .sandbox(side)
+            .with_daemon_args(&["--xdp-mode", "native"]);
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(sandbox.state_dir())?;

@@ -2,8 +2,8 @@
 
 mod bench;
 mod bench_filter;
-mod bench_load;
 mod bench_gen;
+mod bench_load;
 mod bench_nft;
 mod bench_policy;
 mod build;
