@@ -80,7 +80,9 @@ pub(crate) fn ruleset(set: PolicySet, device: &str) -> String {
 pub(crate) fn counters(ns: &str) -> anyhow::Result<[u64; 5]> {
     let out = crate::lab::Lab::exec(
         ns,
-        &["nft", "-j", "list", "counters", "table", "netdev", TABLE],
+        &[
+            "nft", "-t", "-j", "list", "counters", "table", "netdev", TABLE,
+        ],
     )
     .output()
     .context("nft list counters")?;
