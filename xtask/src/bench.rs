@@ -356,7 +356,7 @@ fn e2e(json: bool) -> anyhow::Result<()> {
         "tunnel_runs_gbit_s": tunnel_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
         "strongswan_runs_gbit_s": swan_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
         "strongswan": "5.9 charon, kernel-libipsec (userspace ESP over TUN, ESP in UDP), tunnel \
-                       mode, IKEv2 PSK, software aes/sha2/hmac plugins",
+                       mode, IKEv2 PSK, aesni and openssl plugins",
         "tunnel_confirmed_by": "xipsec: the tunnel SA's bytes counter; strongSwan: its TUN \
                                 device's bytes; each grew by at least the goodput bytes",
         "esp_gbit_s": rounded(esp),

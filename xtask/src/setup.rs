@@ -30,9 +30,10 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// LLVM majors bpf-linker 0.13 has a feature for.
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// Debian packages. Beyond the build and the tests: `nftables` (the competitor of `bench
-/// filter`), strongSwan's charon with its `kernel-libipsec` plugin and `swanctl` (the competitor
-/// of `bench e2e`), and intel-ipsec-mb's runtime library (the multi-buffer crypto loads it).
-const APT_PACKAGES: [&str; 13] = [
+/// filter`), strongSwan's charon with its `kernel-libipsec` plugin, its AES-NI and OpenSSL
+/// crypto plugins and `swanctl` (the competitor of `bench e2e`), and intel-ipsec-mb's runtime
+/// library (the multi-buffer crypto loads it).
+const APT_PACKAGES: [&str; 14] = [
     "iproute2",
     "iputils-ping",
     "tcpdump",
@@ -44,6 +45,7 @@ const APT_PACKAGES: [&str; 13] = [
     "nftables",
     "strongswan-charon",
     "libcharon-extra-plugins",
+    "libstrongswan-standard-plugins",
     "strongswan-swanctl",
     "libipsec-mb1",
 ];
