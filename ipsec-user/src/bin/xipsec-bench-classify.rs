@@ -118,10 +118,13 @@ fn measure_user(spd: &Spd, args: &Args) -> anyhow::Result<f64> {
     Ok(median(samples))
 }
 
-/// Shape `k` (below [`abi::MAX_MASKS`]): (source length, destination length); the higher `k`,
+/// Shapes of the `--masks` rows: (source length, destination length) pairs of [`shape`].
+const MASK_ROW_SHAPES: usize = 64;
+
+/// Shape `k` (below [`MASK_ROW_SHAPES`]): (source length, destination length); the higher `k`,
 /// the worse-ranked.
 fn shape(k: usize) -> (u8, u8) {
-    let k = u8::try_from(k % abi::MAX_MASKS as usize).unwrap_or(0);
+    let k = u8::try_from(k % MASK_ROW_SHAPES).unwrap_or(0);
     (128 - 8 * (k / 4), 128 - 8 * (k % 4))
 }
 
@@ -227,12 +230,8 @@ fn miss_and_hit(dp: &mut KernelDatapath, frame: &[u8], shots: usize) -> anyhow::
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(bad) = args
-        .masks
-        .iter()
-        .find(|&&m| m == 0 || m > abi::MAX_MASKS as usize)
-    {
-        bail!("--masks {bad}: use 1 to {}", abi::MAX_MASKS);
+    if let Some(bad) = args.masks.iter().find(|&&m| m == 0 || m > MASK_ROW_SHAPES) {
+        bail!("--masks {bad}: use 1 to {MASK_ROW_SHAPES}");
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
