@@ -112,6 +112,93 @@ fn maps_equal_model_after_random_adds_and_removes() {
     });
 }
 
+/// The kernel's verdict (passed on or not) of `frame` in `direction`, from an empty flow cache
+/// and fragment state.
+fn kernel_passes(dp: &KernelDatapath, direction: Direction, frame: &[u8]) -> bool {
+    match direction {
+        Direction::In => dp.test_run_xdp(frame).expect("XDP run") == 2,
+        Direction::Out => dp.test_run_tc(frame).expect("TC run") == 0,
+    }
+}
+
+/// Inbound SPIs as the datapath holds them for `spd`.
+fn inbound_spis(spd: &Spd) -> BTreeSet<u32> {
+    spd.sas()
+        .iter()
+        .filter(|sa| spd.is_inbound_sa(&sa.name))
+        .map(|sa| sa.spi)
+        .collect()
+}
+
+/// A change is atomic for packets: with the new tables written but the epoch not yet flipped,
+/// every packet gets the old SPD's verdict (and the old and new SPIs are both known: new ones
+/// go in before the flip, old ones leave after it); right after the flip, the new SPD's.
+#[test]
+fn packets_during_a_sync_see_the_old_spd_then_the_new() {
+    as_root("packets_during_a_sync_see_the_old_spd_then_the_new", || {
+        let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+        let mut rng = Rng::new(0xa70);
+        for round in 0..6 {
+            let old = random_spd(&mut rng, 400);
+            let new = random_spd(&mut rng, 400);
+            dp.sync(&old).expect("syncing the old spd");
+            // Frames near the policies of both.
+            let mut generator = FrameGen::new();
+            let frames: Vec<(Direction, Vec<u8>)> = (0..1_500)
+                .map(|i| generator.frame(&mut rng, if i % 2 == 0 { &old } else { &new }))
+                .collect();
+            let check = |dp: &KernelDatapath, spd: &Spd, spis: &BTreeSet<u32>, when: &str| {
+                let mut differs = 0;
+                // As the kernel's fragment state (cleared before each pass), one per SPD.
+                let mut fragments = ipsec_user::model::FirstFragments::new();
+                let mut their_fragments = ipsec_user::model::FirstFragments::new();
+                for (i, (direction, frame)) in frames.iter().enumerate() {
+                    let want = expected(
+                        spd,
+                        &mut fragments,
+                        (*direction, frame),
+                        |spi| spis.contains(&spi),
+                        false,
+                        false,
+                    );
+                    let pass = kernel_passes(dp, *direction, frame);
+                    assert_eq!(
+                        pass, want.pass,
+                        "round {round} {when}: frame {i} {direction:?}: want {want:?}"
+                    );
+                    let other = if std::ptr::eq(spd, &old) { &new } else { &old };
+                    let theirs = expected(
+                        other,
+                        &mut their_fragments,
+                        (*direction, frame),
+                        |spi| spis.contains(&spi),
+                        false,
+                        false,
+                    );
+                    differs += usize::from(theirs.pass != want.pass);
+                }
+                differs
+            };
+            let both: BTreeSet<u32> = inbound_spis(&old)
+                .union(&inbound_spis(&new))
+                .copied()
+                .collect();
+            let mut differs = 0;
+            dp.clear_fragment_state().expect("clearing fragment state");
+            dp.sync_pausing_before_flip(&new, |dp| {
+                differs = check(dp, &old, &both, "before the flip");
+            })
+            .expect("syncing the new spd");
+            dp.clear_fragment_state().expect("clearing fragment state");
+            check(&dp, &new, &inbound_spis(&new), "after the flip");
+            assert!(
+                differs > 50,
+                "round {round}: the two SPDs differ on only {differs} frames"
+            );
+        }
+    });
+}
+
 /// Whether every one of `frames` random frames gets the reference's verdict under `spd`.
 fn verdicts_follow(dp: &mut KernelDatapath, spd: &Spd, rng: &mut Rng, frames: usize) {
     dp.clear_flow_cache().expect("clearing the flow cache");

@@ -466,7 +466,18 @@ impl KernelDatapath {
 
     /// Make the maps equal `spd` (see `sync.rs` for the generation flip).
     pub fn sync(&mut self, spd: &Spd) -> Result<(), DatapathError> {
-        super::sync::sync(self, spd)
+        super::sync::sync(self, spd, |_| {})
+    }
+
+    /// Tests only: [`Self::sync`], running `before_flip` once the new tables are written, just
+    /// before the epoch flips to them (packets run there must still see the old SPD).
+    #[doc(hidden)]
+    pub fn sync_pausing_before_flip(
+        &mut self,
+        spd: &Spd,
+        before_flip: impl FnOnce(&KernelDatapath),
+    ) -> Result<(), DatapathError> {
+        super::sync::sync(self, spd, before_flip)
     }
 
     /// Per-SP counters (summed over CPUs), keyed by `Sp::id`, for the given ids.

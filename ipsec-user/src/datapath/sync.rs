@@ -158,7 +158,13 @@ where
     }
 }
 
-pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
+/// Make the maps equal `spd`; `before_flip` runs once the inactive generation is written, just
+/// before the epoch flips to it (tests run packets there: they must still see the old SPD).
+pub(crate) fn sync(
+    dp: &mut KernelDatapath,
+    spd: &Spd,
+    before_flip: impl FnOnce(&KernelDatapath),
+) -> Result<(), DatapathError> {
     let next = dp.epoch()? + 1;
     let generation = generation_of(next);
     let tables = compile(spd, generation)?;
@@ -200,26 +206,31 @@ pub(crate) fn sync(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathErr
 
     // Inbound SPIs (SAs an inbound ipsec SP names): new ones before the flip, retired ones after.
     let wanted = spis_of(spd, Direction::In);
-    let mut inbound = Mirrored::new(abi::SA_BY_SPI, &mut dp.maps.sa_by_spi, &mut dp.sync.spis);
-    inbound.add(&wanted)?;
+    Mirrored::new(abi::SA_BY_SPI, &mut dp.maps.sa_by_spi, &mut dp.sync.spis).add(&wanted)?;
     // Outbound SPIs (SAs an outbound ipsec SP names): the only ESP the engine may send
     // unclassified. New ones before the flip (the engine may use them as soon as it learns them).
     let wanted_out = spis_of(spd, Direction::Out);
-    let mut outbound = Mirrored::new(
+    Mirrored::new(
         abi::SA_OUT_BY_SPI,
         &mut dp.maps.sa_out_by_spi,
         &mut dp.sync.out_spis,
-    );
-    outbound.add(&wanted_out)?;
+    )
+    .add(&wanted_out)?;
 
+    before_flip(dp);
     dp.maps
         .config
         .set(abi::CONFIG_EPOCH, next, 0)
         .map_err(io(abi::CONFIG))?;
     dp.sync.last_flip = Some(Instant::now());
 
-    inbound.retire(&wanted)?;
-    outbound.retire(&wanted_out)?;
+    Mirrored::new(abi::SA_BY_SPI, &mut dp.maps.sa_by_spi, &mut dp.sync.spis).retire(&wanted)?;
+    Mirrored::new(
+        abi::SA_OUT_BY_SPI,
+        &mut dp.maps.sa_out_by_spi,
+        &mut dp.sync.out_spis,
+    )
+    .retire(&wanted_out)?;
     let live: HashSet<u32> = spd.sps().iter().map(|sp| sp.id).collect();
     dp.sync.counter_owner.retain(|id, _| live.contains(id));
     Ok(())
