@@ -147,7 +147,11 @@ fn packets_during_a_sync_see_the_old_spd_then_the_new() {
             let frames: Vec<(Direction, Vec<u8>)> = (0..1_500)
                 .map(|i| generator.frame(&mut rng, if i % 2 == 0 { &old } else { &new }))
                 .collect();
-            let check = |dp: &KernelDatapath, spd: &Spd, spis: &BTreeSet<u32>, when: &str| {
+            // Checks `spd`'s verdicts; counts the frames on which `other` would differ.
+            let check = |dp: &KernelDatapath,
+                         (spd, other): (&Spd, &Spd),
+                         spis: &BTreeSet<u32>,
+                         when: &str| {
                 let mut differs = 0;
                 // As the kernel's fragment state (cleared before each pass), one per SPD.
                 let mut fragments = ipsec_user::model::FirstFragments::new();
@@ -166,7 +170,6 @@ fn packets_during_a_sync_see_the_old_spd_then_the_new() {
                         pass, want.pass,
                         "round {round} {when}: frame {i} {direction:?}: want {want:?}"
                     );
-                    let other = if std::ptr::eq(spd, &old) { &new } else { &old };
                     let theirs = expected(
                         other,
                         &mut their_fragments,
@@ -186,11 +189,11 @@ fn packets_during_a_sync_see_the_old_spd_then_the_new() {
             let mut differs = 0;
             dp.clear_fragment_state().expect("clearing fragment state");
             dp.sync_pausing_before_flip(&new, |dp| {
-                differs = check(dp, &old, &both, "before the flip");
+                differs = check(dp, (&old, &new), &both, "before the flip");
             })
             .expect("syncing the new spd");
             dp.clear_fragment_state().expect("clearing fragment state");
-            check(&dp, &new, &inbound_spis(&new), "after the flip");
+            check(&dp, (&new, &old), &inbound_spis(&new), "after the flip");
             assert!(
                 differs > 50,
                 "round {round}: the two SPDs differ on only {differs} frames"

@@ -19,7 +19,11 @@
 //! bounds the steps any packet could need from the nesting of the prefixes on each side and the
 //! shapes present, and refuses an SPD past it ([`CompileError::TooManySteps`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+// A fast hash (foldhash, seeded per process): only policies insert keys here, and a sync of
+// 100,000 policies hashes every key a few times.
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 
 use ipsec_common::abi::{
     ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, DIR_IN, DIR_OUT, FIELD_DPORT, FIELD_PROTO,
@@ -222,7 +226,7 @@ pub fn compile(spd: &Spd, generation: u8) -> Result<Tables, CompileError> {
             .collect();
 
         // Prefixes of each side, with their chains; the chains' length sets bound the search.
-        let mut src_chains: HashSet<LenSet> = HashSet::from([LenSet::ROOT]);
+        let mut src_chains: HashSet<LenSet> = HashSet::from_iter([LenSet::ROOT]);
         let mut dst_depth = 1usize;
         for side in [SIDE_SRC, SIDE_DST] {
             let prefixes: BTreeSet<(u128, u8)> = sps

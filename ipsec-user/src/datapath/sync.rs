@@ -10,10 +10,11 @@
 //! `::/0`, which is implied and never stored: adding a catch-all costs no prefix write.
 
 use std::{
-    collections::{HashMap, HashSet},
     hash::Hash,
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashSet};
 
 use aya::maps::{
     Array, HashMap as BpfHashMap, MapData, MapError, PerCpuValues,
