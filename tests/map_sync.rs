@@ -85,30 +85,7 @@ fn maps_equal_model_after_random_adds_and_removes() {
         );
 
         // The incrementally built maps classify like the reference.
-        let known = |spi: u32| {
-            spd.sas()
-                .iter()
-                .any(|sa| sa.spi == spi && spd.is_inbound_sa(&sa.name))
-        };
-        dp.clear_fragment_state().expect("clearing fragment state");
-        let mut fragments = ipsec_user::model::FirstFragments::new();
-        let mut frames = FrameGen::new();
-        for i in 0..20_000 {
-            let (direction, frame) = frames.frame(&mut rng, &spd);
-            let want = expected(
-                &spd,
-                &mut fragments,
-                (direction, &frame),
-                known,
-                false,
-                false,
-            );
-            let pass = match direction {
-                Direction::In => dp.test_run_xdp(&frame).expect("XDP run") == 2,
-                Direction::Out => dp.test_run_tc(&frame).expect("TC run") == 0,
-            };
-            assert_eq!(pass, want.pass, "packet {i} {direction:?}: want {want:?}");
-        }
+        verdicts_follow(&mut dp, &spd, &mut rng, 20_000);
     });
 }
 

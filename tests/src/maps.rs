@@ -32,6 +32,22 @@ fn without_generation(index: u32, per_set: u32) -> u32 {
     (set & !2) * per_set + rest
 }
 
+/// Array entries (`per_set` of them per rule set) as bytes, by generation-free index.
+fn by_set<V: bytemuck::Pod, S>(
+    entries: &std::collections::HashMap<u32, V, S>,
+    per_set: u32,
+) -> BTreeMap<u32, Vec<u8>> {
+    entries
+        .iter()
+        .map(|(index, value)| {
+            (
+                without_generation(*index, per_set),
+                bytemuck::bytes_of(value).to_vec(),
+            )
+        })
+        .collect()
+}
+
 pub fn meaning(tables: &Tables) -> Meaning {
     let rules = tables
         .rules
@@ -62,26 +78,8 @@ pub fn meaning(tables: &Tables) -> Meaning {
             )
         })
         .collect();
-    let pairs = tables
-        .pairs
-        .iter()
-        .map(|(index, set)| {
-            (
-                without_generation(*index, abi::PREFIX_LENS),
-                bytemuck::bytes_of(set).to_vec(),
-            )
-        })
-        .collect();
-    let field_sets = tables
-        .field_sets
-        .iter()
-        .map(|(index, fields)| {
-            (
-                without_generation(*index, abi::PREFIX_LENS * abi::PREFIX_LENS),
-                bytemuck::bytes_of(fields).to_vec(),
-            )
-        })
-        .collect();
+    let pairs = by_set(&tables.pairs, abi::PREFIX_LENS);
+    let field_sets = by_set(&tables.field_sets, abi::PREFIX_LENS * abi::PREFIX_LENS);
     (prefixes, rules, pairs, field_sets)
 }
 

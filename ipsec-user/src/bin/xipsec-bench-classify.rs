@@ -241,14 +241,7 @@ const SPORT: u16 = 1000;
 const DPORT: u16 = 53;
 
 fn frame() -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
-    f.extend_from_slice(&SRC.octets());
-    f.extend_from_slice(&DST.octets());
-    f.extend_from_slice(&SPORT.to_be_bytes());
-    f.extend_from_slice(&DPORT.to_be_bytes());
-    f.extend_from_slice(&[0, 8, 0, 0]);
-    f
+    udp_frame(SRC, DST, SPORT, DPORT)
 }
 
 fn flow() -> FlowKey {
@@ -409,6 +402,23 @@ fn miss_and_hit(dp: &mut KernelDatapath, frame: &[u8], shots: usize) -> anyhow::
     Ok((median(misses), median(hits)))
 }
 
+/// One `--json` row: the figures rounded to a tenth of a nanosecond.
+fn row(
+    policies: usize,
+    masks: usize,
+    [hit, hit_single, miss, user]: [f64; 4],
+) -> serde_json::Value {
+    let tenth = |ns: f64| (ns * 10.0).round() / 10.0;
+    serde_json::json!({
+        "policies": policies,
+        "masks": masks,
+        "hit_ns": tenth(hit),
+        "hit_single_ns": tenth(hit_single),
+        "miss_ns": tenth(miss),
+        "user_ns": tenth(user),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(bad) = args.masks.iter().find(|&&m| m == 0 || m > MASK_ROW_SHAPES) {
@@ -453,14 +463,11 @@ fn main() -> anyhow::Result<()> {
                      than a hit ({hit_single_ns} ns): the miss path did not do its work"
                 );
             }
-            rows.push(serde_json::json!({
-                "policies": spd.sps().len(),
-                "masks": masks,
-                "hit_ns": (hit_ns * 10.0).round() / 10.0,
-                "hit_single_ns": (hit_single_ns * 10.0).round() / 10.0,
-                "miss_ns": (miss_ns * 10.0).round() / 10.0,
-                "user_ns": (user_ns * 10.0).round() / 10.0,
-            }));
+            rows.push(row(
+                spd.sps().len(),
+                masks,
+                [hit_ns, hit_single_ns, miss_ns, user_ns],
+            ));
             if !args.json {
                 eprintln!("measured {} policies / {masks} masks", spd.sps().len());
             }
@@ -471,15 +478,12 @@ fn main() -> anyhow::Result<()> {
     for &shapes in args.shapes.iter().filter(|&&s| s > 0) {
         let spd = spread_spd(args.shape_policies, shapes, &mut rng);
         let (miss_ns, hit_single_ns, hit_ns, user_ns) = shape_row(&mut hit, &spd, &args, &mut rng)?;
-        let row = serde_json::json!({
-            "policies": spd.sps().len(),
-            "masks": shapes,
-            "spread": true,
-            "hit_ns": (hit_ns * 10.0).round() / 10.0,
-            "hit_single_ns": (hit_single_ns * 10.0).round() / 10.0,
-            "miss_ns": (miss_ns * 10.0).round() / 10.0,
-            "user_ns": (user_ns * 10.0).round() / 10.0,
-        });
+        let mut row = row(
+            spd.sps().len(),
+            shapes,
+            [hit_ns, hit_single_ns, miss_ns, user_ns],
+        );
+        row["spread"] = serde_json::Value::Bool(true);
         if !args.json {
             eprintln!("measured {} policies / {shapes} shapes", spd.sps().len());
         }
