@@ -149,6 +149,9 @@ pub struct Tables {
     /// `FIELD_SETS` entries by [`field_set_index`]: only the non-empty ones.
     pub field_sets: HashMap<u32, FieldSet>,
     pub rules: HashMap<RuleKey, RuleValue>,
+    /// The most search steps any packet can need, as bounded by [`compile`] (at most
+    /// `MAX_PROBES`). Not a map: read-back tables leave it 0.
+    pub steps: u32,
 }
 
 fn direction_name(dir: u8) -> &'static str {
@@ -334,6 +337,7 @@ pub fn compile(spd: &Spd, generation: u8) -> Result<Tables, CompileError> {
                 weights.insert(s, list);
             }
             let needed = step_bound(&src_chains, dst_depth, &weights);
+            tables.steps = tables.steps.max(needed);
             if needed > MAX_PROBES {
                 return Err(CompileError::TooManySteps {
                     direction: direction_name(dir),

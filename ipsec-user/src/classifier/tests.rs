@@ -614,3 +614,115 @@ fn an_empty_spd_decides_nothing() {
         None
     );
 }
+
+/// The tables of a [`Lookup`], counting the lookups a search makes (each step makes one, but
+/// the last).
+struct Counting<'a> {
+    tables: &'a Lookup,
+    lookups: std::cell::Cell<u32>,
+}
+
+impl Counting<'_> {
+    fn count(&self) {
+        self.lookups.set(self.lookups.get() + 1);
+    }
+}
+
+impl ClassifierTables for Counting<'_> {
+    fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<ipsec_common::abi::LenSet> {
+        self.tables.prefix_lengths(tag, addr)
+    }
+    fn pairs(&self, index: u32) -> Option<ipsec_common::abi::LenSet> {
+        self.count();
+        self.tables.pairs(index)
+    }
+    fn field_set(&self, index: u32) -> Option<FieldSet> {
+        self.count();
+        self.tables.field_set(index)
+    }
+    fn rule(&self, key: &RuleKey) -> Option<RuleValue> {
+        self.count();
+        self.tables.rule(key)
+    }
+}
+
+/// The compiler's step bound holds: no flow of any kind takes more steps than it said, on random
+/// SPDs, deeply nested ones and ones of many shapes (an unsound bound would let the kernel run
+/// out of steps and drop a packet a policy passes).
+#[test]
+fn no_search_takes_more_steps_than_the_compiler_bounded() {
+    let mut rng = StdRng::seed_from_u64(0x57e9);
+    let nested = |rng: &mut StdRng| {
+        let mut spd = Spd::new();
+        let (src, dst) = (BASES[0] | 0x77, BASES[1] | 0x99);
+        for i in 0..80 {
+            let shape = (
+                *[0u8, 8, 16, 32, 48, 64, 96, 112, 128]
+                    .choose(rng)
+                    .expect("lengths"),
+                *[0u8, 16, 48, 64, 128].choose(rng).expect("lengths"),
+                *COMBOS.choose(rng).expect("combinations"),
+            );
+            let _ = spd.add_sp(&shaped(
+                rng,
+                &format!("n{i}"),
+                "out",
+                shape,
+                Some((src, dst)),
+            ));
+        }
+        spd
+    };
+    let mut worst = 0u32;
+    for round in 0..60 {
+        let spd = if round % 2 == 0 {
+            random_spd(&mut rng, 48)
+        } else {
+            nested(&mut rng)
+        };
+        let tables = compile::compile(&spd, GENERATION).expect("compiling");
+        let bound = tables.steps;
+        assert!(bound <= ipsec_common::abi::MAX_PROBES);
+        let lookup = Lookup::new(tables);
+        for _ in 0..300 {
+            let flow = random_flow(&mut rng, &spd);
+            for direction in [Direction::In, Direction::Out] {
+                for (kind, flow) in [
+                    (RULE_FLOW, flow),
+                    (
+                        RULE_FRAG_PORTS,
+                        Flow {
+                            l4: L4::Opaque,
+                            ..flow
+                        },
+                    ),
+                    (
+                        RULE_FRAG_ANY,
+                        Flow {
+                            l4: L4::Opaque,
+                            ..flow
+                        },
+                    ),
+                ] {
+                    let counting = Counting {
+                        tables: &lookup,
+                        lookups: std::cell::Cell::new(0),
+                    };
+                    let found =
+                        abi::search(&counting, &flow_key(direction, &flow), kind, GENERATION);
+                    assert_ne!(found, Searched::OutOfSteps, "round {round}: {flow:?}");
+                    let steps = counting.lookups.get() + 1;
+                    worst = worst.max(steps);
+                    assert!(
+                        steps <= bound,
+                        "round {round}: {steps} steps, bounded at {bound}: {flow:?} in {spd:#?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        worst > 20,
+        "the searches were all short ({worst} steps): the test proves little"
+    );
+}
