@@ -10,7 +10,7 @@
 use ipsec_common::abi::Counter;
 use ipsec_tests::{
     frames::{FrameSpec, l4_ports},
-    random::{FrameGen, Rng, random_spd},
+    random::{FrameGen, Rng, many_shapes_spd, nested_spd, random_spd},
     reference::{Expected, expected},
 };
 use ipsec_user::{
@@ -224,6 +224,94 @@ fn kernel_verdicts_equal_reference() {
                     c.name()
                 );
             }
+        }
+    });
+}
+
+/// `packets` random frames near `spd`'s policies, each run twice (flow cache emptied, then
+/// cached): the verdict and the matched policy (its counter moves by exactly one) equal the
+/// reference's. Returns how many matched a policy.
+fn verdicts_equal_reference(
+    dp: &mut KernelDatapath,
+    spd: &Spd,
+    seed: u64,
+    packets: usize,
+) -> usize {
+    let mut rng = Rng::new(seed);
+    dp.sync(spd).expect("syncing the spd");
+    dp.clear_fragment_state().expect("clearing fragment state");
+    let spis = inbound_spis(spd);
+    let mut fragments = FirstFragments::new();
+    let mut frames = FrameGen::new();
+    let mut matched = 0;
+    for i in 0..packets {
+        let (direction, frame) = frames.frame(&mut rng, spd);
+        let want = expected(
+            spd,
+            &mut fragments,
+            (direction, &frame),
+            |spi| spis.contains(&spi),
+            false,
+            false,
+        );
+        matched += usize::from(want.sp_id.is_some());
+        for round in ["miss", "hit"] {
+            if round == "miss" {
+                dp.clear_flow_cache().expect("clearing the flow cache");
+            }
+            let before = want.sp_id.map(|id| sp_packets(dp, id));
+            let pass = run(dp, direction, &frame, &want);
+            let context =
+                || format!("seed {seed} packet {i} ({round}) {direction:?} want {want:?}");
+            assert_eq!(pass, want.pass, "verdict differs: {}", context());
+            if let (Some(id), Some(was)) = (want.sp_id, before) {
+                assert_eq!(
+                    sp_packets(dp, id),
+                    was + 1,
+                    "matched policy differs: {}",
+                    context()
+                );
+            }
+        }
+    }
+    matched
+}
+
+/// Many shapes: hundreds, then 4,096 per direction (the floor), synced straight into the
+/// maps; the kernel's verdicts stay the reference's.
+#[test]
+fn many_shapes_equal_reference() {
+    as_root("many_shapes_equal_reference", || {
+        let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+        for (seed, shapes) in [(1u64, 300usize), (2, 1_000), (3, 4_096)] {
+            let spd = many_shapes_spd(&mut Rng::new(seed), shapes);
+            assert!(
+                spd.sps().len() >= 2 * shapes,
+                "{} policies",
+                spd.sps().len()
+            );
+            let matched = verdicts_equal_reference(&mut dp, &spd, seed, 3_000);
+            assert!(
+                matched > 500,
+                "{shapes} shapes: only {matched} packets matched a policy"
+            );
+        }
+    });
+}
+
+/// Prefixes nested 17 deep (`::/0`, /8 ... /128) on both sides: a packet near them has many
+/// candidate lengths on each side, and the best rank among them must win.
+#[test]
+fn deep_nesting_equals_reference() {
+    as_root("deep_nesting_equals_reference", || {
+        let mut dp = KernelDatapath::load(&LoadOptions::default()).expect("loading");
+        for seed in 0..8u64 {
+            let spd = nested_spd(&mut Rng::new(100 + seed), 60);
+            let matched = verdicts_equal_reference(&mut dp, &spd, seed, 2_000);
+            assert!(
+                matched > 500,
+                "seed {seed}: only {matched} packets matched a policy"
+            );
         }
     });
 }

@@ -4,17 +4,25 @@
 //! size assertion, so both sides agree byte for byte. Addresses are `[u8; 16]` in network order;
 //! ports and SPIs are host-order integers (the eBPF side converts once while parsing).
 //!
-//! The SPD is classified by tuple-space search: policies are grouped by *mask* (prefix lengths
-//! plus which of protocol/ports are exact), and each mask costs one hash lookup in [`RULES`],
-//! whatever the number of policies. The tables exist twice (generation 0 and 1): userspace fills
-//! the inactive one, then flips [`CONFIG_EPOCH`], so a packet never sees a half-applied change.
+//! The SPD is classified by tuple-space search with prefix pruning: policies are grouped by
+//! *shape* (source and destination prefix lengths, and which of protocol/ports are exact), and a
+//! packet probes [`RULES`] only under the shapes it can match. One [`PREFIXES`] (LPM trie)
+//! lookup per address yields the set of prefix lengths of every stored prefix containing it
+//! ([`LenSet`]); [`LEN_PAIRS`] narrows the destination lengths that occur with each source
+//! length, and [`FIELD_SETS`] the field combinations (and best rank) of each length pair. The
+//! cost follows the prefixes a packet falls in, never the number of shapes or policies; the
+//! compiler refuses an SPD any packet of which could need more than [`MAX_PROBES`] steps.
+//! The tables exist twice (generation 0 and 1): userspace fills the inactive one, then flips
+//! [`CONFIG_EPOCH`], so a packet never sees a half-applied change.
 
 use bytemuck::{Pod, Zeroable};
 
 /// Map names (as they appear in the object file and under the pin directory).
 pub const RULES: &str = "XIPSEC_RULES";
-pub const MASKS: &str = "XIPSEC_MASKS";
-pub const MASK_COUNT: &str = "XIPSEC_MASK_COUNT";
+pub const PREFIXES: &str = "XIPSEC_PREFIXES";
+pub const LEN_PAIRS: &str = "XIPSEC_LEN_PAIRS";
+pub const FIELD_SETS: &str = "XIPSEC_FIELD_SETS";
+pub const SEARCH: &str = "XIPSEC_SEARCH";
 pub const CONFIG: &str = "XIPSEC_CONFIG";
 pub const FLOW_CACHE: &str = "XIPSEC_FLOW_CACHE";
 pub const SP_STATS: &str = "XIPSEC_SP_STATS";
@@ -96,8 +104,16 @@ pub mod bench {
 }
 
 /// Limits.
-pub const MAX_MASKS: u32 = 64;
 pub const MAX_SP: u32 = 262_144;
+/// Steps of the classifier's probe loop per packet (one table lookup each, plus one to see the
+/// work is done). The compiler bounds, for every packet an SPD could see, the steps it needs,
+/// and refuses an SPD past this; should a packet still run out, it is dropped (fail closed).
+pub const MAX_PROBES: u32 = 256;
+/// Prefix lengths 0..=128.
+pub const PREFIX_LENS: u32 = 129;
+/// Entries of [`PREFIXES`]: every distinct source and destination prefix (but `::/0`) of both
+/// generations; a policy brings one of each at most.
+pub const PREFIXES_CAPACITY: u32 = 2 * 2 * MAX_SP;
 pub const MAX_SA: u32 = 16_384;
 /// Capacity of [`RULES`]: both generations of every rule kind ([`RULE_KINDS`]); each policy has
 /// one rule of each kind at most.
@@ -134,7 +150,7 @@ pub const ACTION_NONE: u32 = 0;
 pub const ACTION_DISCARD: u32 = 1;
 pub const ACTION_IPSEC: u32 = 2;
 
-/// Rule kinds, as stored in [`MaskDesc::kind`] and [`RuleKey::kind`]. A non-first fragment has no
+/// Rule kinds, as carried in [`RuleKey::tag`] and [`rule_set`]. A non-first fragment has no
 /// ports (and, when an extension header follows its fragment header, no visible protocol). When
 /// its first fragment was not seen, it gets the strictest verdict (discard over ipsec over none)
 /// of every policy that could match it with the invisible fields ignored: those policies are
@@ -162,7 +178,8 @@ pub fn fragment_rank(action: u32, seq: u32) -> u64 {
 /// `sp_id` of "no policy matched".
 pub const NO_SP: u32 = u32::MAX;
 
-/// `MaskDesc::fields` bits: which selector fields are exact in this mask.
+/// Field bits of a shape (in [`RuleKey::tag`], and as the bit index of [`FieldSet::combos`]):
+/// which selector fields are exact.
 pub const FIELD_PROTO: u8 = 1;
 pub const FIELD_SPORT: u8 = 2;
 pub const FIELD_DPORT: u8 = 4;
@@ -278,44 +295,157 @@ impl FlowKey {
     }
 }
 
-/// One tuple-space mask: prefix masks and which protocol/port fields are exact.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct MaskDesc {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// Lowest rank of any rule under this mask; masks are stored in ascending `min_rank` order,
-    /// so the search stops once the best match so far beats the next mask's best possible rule.
-    pub min_rank: u64,
-    /// `FIELD_*` bits.
-    pub fields: u8,
-    /// Stable identity of this mask within its generation and kind, carried in [`RuleKey::tag`];
-    /// unlike the mask's position (which follows `min_rank`), it does not change when other
-    /// masks come and go, so a policy's rule key stays the same across commits.
-    pub id: u8,
-    /// `RULE_*`: which rule set this mask searches, carried in [`RuleKey::kind`].
-    pub kind: u8,
-    pub _pad: [u8; 5],
+/// The field combinations (bit `f` for the `FIELD_*` bits `f`) a flow may match at all: no
+/// port fields when it shows no ports, and only protocol plus type for neighbour discovery.
+#[inline(always)]
+pub fn allowed_combos(flow: &FlowKey) -> u32 {
+    if flow.flags & FLOW_OPAQUE != 0 {
+        // Combinations without a port field: 0 and FIELD_PROTO.
+        return 0b11;
+    }
+    if flow.is_neighbour_discovery() {
+        // Combinations with both FIELD_PROTO and FIELD_DPORT: 5 and 7.
+        return (1 << 5) | (1 << 7);
+    }
+    0xff
 }
-const _: () = assert!(size_of::<MaskDesc>() == 48);
 
-impl MaskDesc {
-    /// Whether a packet may match any rule under this mask at all.
+/// A set of prefix lengths 0..=128: bit `len % 64` of word `len / 64`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct LenSet {
+    pub words: [u64; 3],
+}
+const _: () = assert!(size_of::<LenSet>() == 24);
+
+impl LenSet {
+    /// The set holding only length 0 (`::/0` contains every address).
+    pub const ROOT: LenSet = LenSet { words: [1, 0, 0] };
+
     #[inline(always)]
-    pub fn applies_to(&self, flow: &FlowKey) -> bool {
-        if flow.flags & FLOW_OPAQUE != 0 && self.fields & (FIELD_SPORT | FIELD_DPORT) != 0 {
-            return false;
+    pub fn insert(&mut self, len: u8) {
+        let len = u32::from(len);
+        if let Some(word) = self.words.get_mut((len / 64) as usize) {
+            *word |= 1 << (len % 64);
         }
-        if flow.is_neighbour_discovery()
-            && self.fields & (FIELD_PROTO | FIELD_DPORT) != (FIELD_PROTO | FIELD_DPORT)
-        {
-            return false;
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, len: u8) -> bool {
+        let len = u32::from(len);
+        self.words
+            .get((len / 64) as usize)
+            .is_some_and(|word| word & (1 << (len % 64)) != 0)
+    }
+
+    #[must_use]
+    #[inline(always)]
+    pub fn and(&self, other: &LenSet) -> LenSet {
+        LenSet {
+            words: [
+                self.words[0] & other.words[0],
+                self.words[1] & other.words[1],
+                self.words[2] & other.words[2],
+            ],
         }
-        true
+    }
+
+    #[must_use]
+    #[inline(always)]
+    pub fn or(&self, other: &LenSet) -> LenSet {
+        LenSet {
+            words: [
+                self.words[0] | other.words[0],
+                self.words[1] | other.words[1],
+                self.words[2] | other.words[2],
+            ],
+        }
+    }
+
+    pub fn len(&self) -> u32 {
+        self.words.iter().map(|w| w.count_ones()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.words == [0; 3]
+    }
+
+    /// The lengths, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..=128u8).filter(|len| self.contains(*len))
+    }
+
+    /// Remove and return the shortest length: the classifier's loop step. Branch-light and
+    /// without a `ctz` instruction (eBPF has none): the lowest set bit is isolated and counted.
+    #[inline(always)]
+    pub fn pop(&mut self) -> Option<u32> {
+        // One branch per word rather than an index, so the eBPF side keeps constant offsets.
+        let [a, b, c] = self.words;
+        if a != 0 {
+            self.words[0] = a & a.wrapping_sub(1);
+            Some(trailing_zeros(a))
+        } else if b != 0 {
+            self.words[1] = b & b.wrapping_sub(1);
+            Some(64 + trailing_zeros(b))
+        } else if c != 0 {
+            self.words[2] = c & c.wrapping_sub(1);
+            Some(128 + trailing_zeros(c))
+        } else {
+            None
+        }
     }
 }
 
-/// Key of [`RULES`]: a flow masked by one mask, tagged with generation and mask slot.
+/// Trailing zeros of a non-zero word, as population count of the bits below the lowest set one
+/// (SWAR, no loop, no table).
+#[inline(always)]
+pub fn trailing_zeros(word: u64) -> u32 {
+    let mut v = (word & word.wrapping_neg()).wrapping_sub(1);
+    v = v - ((v >> 1) & 0x5555_5555_5555_5555);
+    v = (v & 0x3333_3333_3333_3333) + ((v >> 2) & 0x3333_3333_3333_3333);
+    v = (v + (v >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    #[allow(clippy::cast_possible_truncation, reason = "at most 64")]
+    let count = (v.wrapping_mul(0x0101_0101_0101_0101) >> 56) as u32;
+    count
+}
+
+/// The data of a [`PREFIXES`] key (an LPM trie key is a prefix length, then this): which table
+/// ([`prefix_tag`]), then the address in network order. A stored prefix of length `len` has
+/// prefix length `8 + len`; a lookup uses [`PREFIX_LOOKUP_BITS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct PrefixKey {
+    pub tag: u8,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<PrefixKey>() == 17);
+
+/// The LPM prefix length of a lookup: the tag and the whole address.
+pub const PREFIX_LOOKUP_BITS: u32 = 8 + 128;
+/// Which address a [`PREFIXES`] entry is a prefix of.
+pub const SIDE_SRC: u8 = 0;
+pub const SIDE_DST: u8 = 1;
+
+/// The [`PrefixKey::tag`] of the prefixes of one generation, direction and side.
+#[inline(always)]
+pub fn prefix_tag(generation: u8, dir: u8, side: u8) -> u8 {
+    ((generation & 1) << 2) | ((dir & 1) << 1) | (side & 1)
+}
+
+/// Value of [`FIELD_SETS`]: the field combinations present among the rules of one length pair,
+/// and their best rank (the search skips the pair when it cannot beat what it found).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FieldSet {
+    pub min_rank: u64,
+    /// Bit `f` set: rules with field bits `f` exist.
+    pub combos: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FieldSet>() == 16);
+
+/// Key of [`RULES`]: a flow masked by one shape, tagged with the shape, rule kind, direction and
+/// generation, so prefixes of different lengths with equal masked bytes never collide.
 /// 8-byte aligned like [`FlowKey`].
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -325,20 +455,37 @@ pub struct RuleKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub dir: u8,
-    /// `(generation << 7) | mask id`.
+    pub src_len: u8,
+    pub dst_len: u8,
+    /// `generation << 6 | kind << 4 | dir << 3 | fields` ([`rule_tag`]).
     pub tag: u8,
-    /// `RULE_*` of the mask.
-    pub kind: u8,
 }
 const _: () = assert!(size_of::<RuleKey>() == 40);
 
+/// [`RuleKey::tag`].
 #[inline(always)]
-fn and16(a: &[u8; 16], m: &[u8; 16]) -> [u8; 16] {
+pub fn rule_tag(generation: u8, kind: u8, dir: u8, fields: u8) -> u8 {
+    ((generation & 1) << 6) | ((kind & 3) << 4) | ((dir & 1) << 3) | (fields & 7)
+}
+
+/// The first `bits` (0..=64) bits of a word read from network-order bytes in native order.
+#[inline(always)]
+fn top_bits(bits: u32) -> u64 {
+    if bits == 0 {
+        0
+    } else if bits >= 64 {
+        u64::MAX
+    } else {
+        (u64::MAX << (64 - bits)).to_be()
+    }
+}
+
+#[inline(always)]
+fn masked16(a: &[u8; 16], len: u32) -> [u8; 16] {
     let lo = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]])
-        & u64::from_ne_bytes([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]);
+        & top_bits(if len > 64 { 64 } else { len });
     let hi = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]])
-        & u64::from_ne_bytes([m[8], m[9], m[10], m[11], m[12], m[13], m[14], m[15]]);
+        & top_bits(len.saturating_sub(64));
     let mut out = [0u8; 16];
     out[..8].copy_from_slice(&lo.to_ne_bytes());
     out[8..].copy_from_slice(&hi.to_ne_bytes());
@@ -346,33 +493,72 @@ fn and16(a: &[u8; 16], m: &[u8; 16]) -> [u8; 16] {
 }
 
 impl RuleKey {
-    /// The rule key a flow looks up under `mask` in generation `generation`.
-    /// Userspace builds rule keys with this same function from the policy's own selector.
+    /// The rule key a flow looks up under the shape (`src_len`, `dst_len`, `fields`) among the
+    /// rules of `kind` in generation `generation`. Userspace builds rule keys with this same
+    /// function from the policy's own selector.
     #[inline(always)]
-    pub fn masked(flow: &FlowKey, mask: &MaskDesc, generation: u8) -> Self {
+    pub fn probe(
+        flow: &FlowKey,
+        src_len: u32,
+        dst_len: u32,
+        fields: u32,
+        kind: u8,
+        generation: u8,
+    ) -> Self {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "prefix lengths are at most 128 and field bits at most 7: masked to fit"
+        )]
+        let (src_byte, dst_byte, fields_byte) = (
+            (src_len & 0xff) as u8,
+            (dst_len & 0xff) as u8,
+            (fields & 7) as u8,
+        );
         RuleKey {
-            src: and16(&flow.src, &mask.src),
-            dst: and16(&flow.dst, &mask.dst),
-            sport: if mask.fields & FIELD_SPORT != 0 {
+            src: masked16(&flow.src, src_len),
+            dst: masked16(&flow.dst, dst_len),
+            sport: if fields & u32::from(FIELD_SPORT) != 0 {
                 flow.sport
             } else {
                 0
             },
-            dport: if mask.fields & FIELD_DPORT != 0 {
+            dport: if fields & u32::from(FIELD_DPORT) != 0 {
                 flow.dport
             } else {
                 0
             },
-            proto: if mask.fields & FIELD_PROTO != 0 {
+            proto: if fields & u32::from(FIELD_PROTO) != 0 {
                 flow.proto
             } else {
                 0
             },
-            dir: flow.dir,
-            tag: (generation << 7) | (mask.id & 0x7f),
-            kind: mask.kind,
+            src_len: src_byte,
+            dst_len: dst_byte,
+            tag: rule_tag(generation, kind, flow.dir, fields_byte),
         }
     }
+
+    pub fn generation(&self) -> u8 {
+        self.tag >> 6
+    }
+
+    pub fn kind(&self) -> u8 {
+        (self.tag >> 4) & 3
+    }
+
+    pub fn dir(&self) -> u8 {
+        (self.tag >> 3) & 1
+    }
+
+    pub fn fields(&self) -> u8 {
+        self.tag & 7
+    }
+}
+
+/// The address bytes of the first `len` bits of `addr` (the rest zero).
+#[inline(always)]
+pub fn prefix_of(addr: &[u8; 16], len: u8) -> [u8; 16] {
+    masked16(addr, u32::from(len))
 }
 
 /// Value of [`RULES`]: the best-ranked policy with that masked selector.
@@ -438,13 +624,200 @@ pub fn xsk_slot_key(ifindex: u32, queue: u32) -> u64 {
     (u64::from(ifindex) << 32) | u64::from(queue)
 }
 
-/// Index into [`MASK_COUNT`] and base (in units of [`MAX_MASKS`]) into [`MASKS`] for a rule kind,
-/// generation and direction.
+/// The rule set of a rule kind, generation and direction: the index base of [`LEN_PAIRS`] and
+/// [`FIELD_SETS`].
 #[inline(always)]
-pub fn mask_set(kind: u8, generation: u8, dir: u8) -> u32 {
+pub fn rule_set(kind: u8, generation: u8, dir: u8) -> u32 {
     (u32::from(kind) % RULE_KINDS) * 4 + (u32::from(generation) & 1) * 2 + (u32::from(dir) & 1)
 }
-pub const MASK_SETS: u32 = 4 * RULE_KINDS;
+pub const RULE_SETS: u32 = 4 * RULE_KINDS;
+
+/// Index of [`LEN_PAIRS`]: the destination lengths that occur with source length `src_len` in
+/// rule set `set`.
+#[inline(always)]
+pub fn pairs_index(set: u32, src_len: u32) -> u32 {
+    set * PREFIX_LENS + src_len
+}
+pub const LEN_PAIRS_ENTRIES: u32 = RULE_SETS * PREFIX_LENS;
+
+/// Index of [`FIELD_SETS`]: the field combinations of length pair (`src_len`, `dst_len`) in rule
+/// set `set`.
+#[inline(always)]
+pub fn field_set_index(set: u32, src_len: u32, dst_len: u32) -> u32 {
+    (set * PREFIX_LENS + src_len) * PREFIX_LENS + dst_len
+}
+pub const FIELD_SETS_ENTRIES: u32 = RULE_SETS * PREFIX_LENS * PREFIX_LENS;
+
+/// The tables the classifier searches, as each side holds them: the eBPF programs read their
+/// maps, userspace (`CompiledSpd`) its hash maps. [`search`] is the one search over them.
+pub trait ClassifierTables {
+    /// The [`PREFIXES`] value of the longest stored prefix of table `tag` containing `addr`.
+    fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<LenSet>;
+    /// [`LEN_PAIRS`] at `index` ([`pairs_index`]).
+    fn pairs(&self, index: u32) -> Option<LenSet>;
+    /// [`FIELD_SETS`] at `index` ([`field_set_index`]).
+    fn field_set(&self, index: u32) -> Option<FieldSet>;
+    /// [`RULES`] at `key`.
+    fn rule(&self, key: &RuleKey) -> Option<RuleValue>;
+}
+
+/// What [`search`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Searched {
+    /// The best-ranked rule matching the flow.
+    Rule(RuleValue),
+    /// No rule matches.
+    Nothing,
+    /// [`MAX_PROBES`] steps were not enough (the compiler makes this unreachable).
+    OutOfSteps,
+}
+
+/// A search in progress: the best-ranked rule of one kind matching one flow. Each [`Self::step`]
+/// does one table lookup, in this order of preference: a pending field combination (a rule
+/// lookup), else a pending destination length (its field set, skipped when its best rank cannot
+/// win), else the next source length (the destination lengths that occur with it, intersected
+/// with the packet's), else done. Length 0 (`::/0`) is a candidate on both sides for every
+/// packet; it is not stored in [`PREFIXES`]. The eBPF side runs the steps under `bpf_loop`
+/// (verified once, whatever the count), userspace in [`search`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Search {
+    flow: FlowKey,
+    srcs: LenSet,
+    dsts: LenSet,
+    pending: LenSet,
+    best: RuleValue,
+    best_rank: u64,
+    set: u32,
+    allowed: u32,
+    combos: u32,
+    src_len: u32,
+    dst_len: u32,
+    kind: u32,
+    generation: u32,
+    /// 0 searching, 1 done.
+    done: u32,
+}
+
+impl Search {
+    /// A search of the rules of `kind` for `flow` in generation `generation`: the packet's
+    /// candidate lengths looked up.
+    #[inline(always)]
+    pub fn start<T: ClassifierTables>(
+        tables: &T,
+        flow: &FlowKey,
+        kind: u8,
+        generation: u8,
+    ) -> Self {
+        let lengths = |side: u8, addr: &[u8; 16]| {
+            let mut found = tables
+                .prefix_lengths(prefix_tag(generation, flow.dir, side), addr)
+                .unwrap_or_default();
+            found.words[0] |= 1;
+            found
+        };
+        Search {
+            flow: *flow,
+            srcs: lengths(SIDE_SRC, &flow.src),
+            dsts: lengths(SIDE_DST, &flow.dst),
+            pending: LenSet::default(),
+            best: RuleValue {
+                rank: u64::MAX,
+                sp_id: NO_SP,
+                sa_id: 0,
+                action: ACTION_NONE,
+                _pad: 0,
+            },
+            best_rank: u64::MAX,
+            set: rule_set(kind, generation, flow.dir),
+            allowed: allowed_combos(flow),
+            combos: 0,
+            src_len: 0,
+            dst_len: 0,
+            kind: u32::from(kind),
+            generation: u32::from(generation),
+            done: 0,
+        }
+    }
+
+    /// One step; false once the search is done.
+    #[inline(always)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "kind and generation were u8 when stored"
+    )]
+    pub fn step<T: ClassifierTables>(&mut self, tables: &T) -> bool {
+        if self.combos != 0 {
+            let fields = trailing_zeros(u64::from(self.combos));
+            self.combos &= self.combos - 1;
+            let key = RuleKey::probe(
+                &self.flow,
+                self.src_len,
+                self.dst_len,
+                fields,
+                self.kind as u8,
+                self.generation as u8,
+            );
+            if let Some(rule) = tables.rule(&key)
+                && rule.rank < self.best_rank
+            {
+                self.best_rank = rule.rank;
+                self.best = rule;
+            }
+        } else if let Some(len) = self.pending.pop() {
+            self.dst_len = len;
+            if let Some(found) = tables.field_set(field_set_index(self.set, self.src_len, len))
+                && found.min_rank < self.best_rank
+            {
+                self.combos = found.combos & self.allowed;
+            }
+        } else if let Some(len) = self.srcs.pop() {
+            self.src_len = len;
+            self.pending = match tables.pairs(pairs_index(self.set, len)) {
+                Some(found) => found.and(&self.dsts),
+                None => LenSet::default(),
+            };
+        } else {
+            self.done = 1;
+            return false;
+        }
+        true
+    }
+
+    /// What the search found so far: [`Searched::OutOfSteps`] unless it is done.
+    #[inline(always)]
+    pub fn result(&self) -> Searched {
+        if self.done == 0 {
+            Searched::OutOfSteps
+        } else if self.best_rank == u64::MAX {
+            Searched::Nothing
+        } else {
+            Searched::Rule(self.best)
+        }
+    }
+}
+
+/// The best-ranked rule of `kind` matching `flow` in generation `generation`, in at most
+/// [`MAX_PROBES`] steps of [`Search`].
+pub fn search<T: ClassifierTables>(
+    tables: &T,
+    flow: &FlowKey,
+    kind: u8,
+    generation: u8,
+) -> Searched {
+    let mut search = Search::start(tables, flow, kind, generation);
+    for _ in 0..MAX_PROBES {
+        if !search.step(tables) {
+            break;
+        }
+    }
+    search.result()
+}
+
+/// The verdict of a packet that ran out of [`MAX_PROBES`] (the compiler makes this unreachable):
+/// an action no program knows, so it is dropped and counted as `drop_unknown_action`.
+pub const SP_PROBE_BUDGET: u32 = NO_SP - 1;
+pub const ACTION_PROBE_BUDGET: u32 = 0xff;
 
 /// Key of [`FRAG_STATE`]: one fragmented datagram (RFC 8200 §4.5: source, destination and
 /// fragment identification), per direction.
@@ -619,7 +992,11 @@ mod user {
     // SAFETY: every type is #[repr(C)] and bytemuck::Pod (no padding, any bit pattern valid).
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::MaskDesc {}
+    unsafe impl aya::Pod for super::LenSet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FieldSet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PrefixKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::RuleKey {}
     // SAFETY: as above.

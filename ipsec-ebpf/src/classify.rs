@@ -1,9 +1,14 @@
-//! Tuple-space classification with an exact-flow LRU cache in front, and the verdicts of
-//! fragments.
+//! Tuple-space classification with prefix pruning, an exact-flow LRU cache in front, and the
+//! verdicts of fragments.
 //!
-//! Cost per packet: one cache lookup on a hit; on a miss one hash lookup per mask of the active
-//! generation, stopping early once the best rule found outranks every rule of the next mask.
-//! The cost never depends on the number of policies, only on the number of distinct masks.
+//! Cost per packet: one cache lookup on a hit. On a miss, one LPM trie lookup per address gives
+//! the lengths of every stored prefix containing it (`::/0` is implied, not stored); then one
+//! flat, bounded loop walks the candidate shapes: per source length the destination lengths that
+//! occur with it (one array lookup, intersected with the packet's), per length pair the field
+//! combinations present (one array lookup, skipped when its best rank cannot win), per
+//! combination one rule lookup. The cost follows how many stored prefixes the packet falls in,
+//! never the number of shapes or policies; the compiler refuses an SPD that could need more than
+//! `MAX_PROBES` steps, and a packet that still ran out would be dropped.
 //!
 //! Fragments (RFC 4301 §7): a first fragment is classified like any packet and its verdict is
 //! remembered under (source, destination, identification) for [`FRAG_STATE_TIMEOUT_NS`]; a later
@@ -11,14 +16,22 @@
 //! could match it with ports (and, when not visible, protocol) ignored: the `RULE_FRAG_*` rule
 //! sets, searched like the flow rules but ranked by strictness.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::Array};
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{bpf_ktime_get_ns, generated::bpf_loop},
+    maps::{Array, lpm_trie::Key},
+};
 use ipsec_common::abi::{
-    ACTION_NONE, CONFIG_EPOCH, CacheValue, Counter, FRAG_STATE_TIMEOUT_NS, FlowKey, FragKey,
-    FragValue, MAX_MASKS, NO_SP, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RuleKey, mask_set,
+    ACTION_NONE, ACTION_PROBE_BUDGET, CONFIG_EPOCH, CacheValue, ClassifierTables, Counter,
+    FRAG_STATE_TIMEOUT_NS, FieldSet, FlowKey, FragKey, FragValue, LenSet, NO_SP,
+    PREFIX_LOOKUP_BITS, PrefixKey, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RuleKey, RuleValue,
+    SP_PROBE_BUDGET, Search, Searched, MAX_PROBES,
 };
 
 use crate::{
-    maps::{CONFIG, FLOW_CACHE, FRAG_STATE, MASK_COUNT, MASKS, RULES, count},
+    maps::{
+        CONFIG, FIELD_SETS, FLOW_CACHE, FRAG_STATE, LEN_PAIRS, PREFIXES, RULES, SEARCH, count,
+    },
     parse::Fragment,
 };
 
@@ -83,48 +96,87 @@ fn classify_flow(flow: &FlowKey) -> CacheValue {
     verdict
 }
 
-/// Tuple-space search of the rules of `kind` in the generation `epoch` makes active.
+/// The maps, as the tables [`search`] reads.
+struct Maps;
+
+impl ClassifierTables for Maps {
+    #[inline(always)]
+    fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<LenSet> {
+        let key = Key::new(PREFIX_LOOKUP_BITS, PrefixKey { tag, addr: *addr });
+        PREFIXES.get(&key).copied()
+    }
+
+    #[inline(always)]
+    fn pairs(&self, index: u32) -> Option<LenSet> {
+        LEN_PAIRS.get(index).copied()
+    }
+
+    #[inline(always)]
+    fn field_set(&self, index: u32) -> Option<FieldSet> {
+        FIELD_SETS.get(index).copied()
+    }
+
+    #[inline(always)]
+    fn rule(&self, key: &RuleKey) -> Option<RuleValue> {
+        // SAFETY: the pointer comes from a successful map lookup; plain data.
+        RULES.get_ptr(key).map(|rule| unsafe { *rule })
+    }
+}
+
+/// One step of the search in the [`SEARCH`] slot `ctx` points to: `bpf_loop`'s callback (0 goes
+/// on, 1 stops). A separate function the verifier checks until its states converge, which they
+/// do at once: the search state lives in a map value, whose contents the verifier does not
+/// track, so every call starts from the same abstract state and the step count costs no
+/// verifier budget.
+extern "C" fn search_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `search` passes a pointer to its slot index, live for the whole `bpf_loop`.
+    let slot = unsafe { *ctx.cast::<u32>() };
+    let Some(state) = SEARCH.get_ptr_mut(slot) else {
+        return 1;
+    };
+    // SAFETY: a per-CPU slot of this program's direction; nothing else runs on this CPU
+    // with it while the program runs.
+    let state = unsafe { &mut *state };
+    i64::from(!state.step(&Maps))
+}
+
+/// The verdict of the rules of `kind` in the generation `epoch` makes active.
 #[inline(always)]
 fn search(flow: &FlowKey, kind: u8, epoch: u64) -> CacheValue {
     let generation = (epoch & 1) as u8;
-    let set = mask_set(kind, generation, flow.dir);
-    let count = MASK_COUNT.get(set).copied().unwrap_or(0);
-    let base = set * MAX_MASKS;
-    let mut best_rank = u64::MAX;
-    let mut verdict = CacheValue {
-        epoch,
-        sp_id: NO_SP,
-        sa_id: 0,
-        action: ACTION_NONE,
-        _pad: 0,
-    };
-    let mut slot = 0u32;
-    while slot < MAX_MASKS {
-        if slot >= count {
-            break;
-        }
-        let Some(mask) = MASKS.get(base + slot) else {
-            break;
-        };
-        if mask.min_rank >= best_rank {
-            break;
-        }
-        if mask.applies_to(flow) {
-            let key = RuleKey::masked(flow, mask, generation);
-            if let Some(rule) = RULES.get_ptr(key) {
-                // SAFETY: the pointer comes from a successful map lookup; plain data.
-                let rule = unsafe { *rule };
-                if rule.rank < best_rank {
-                    best_rank = rule.rank;
-                    verdict.sp_id = rule.sp_id;
-                    verdict.sa_id = rule.sa_id;
-                    verdict.action = rule.action;
-                }
+    let mut slot = u32::from(flow.dir & 1);
+    let searched = match SEARCH.get_ptr_mut(slot) {
+        Some(state) => {
+            // SAFETY: a per-CPU slot of this program's direction (see `search_step`).
+            unsafe { *state = Search::start(&Maps, flow, kind, generation) };
+            // SAFETY: the callback and its context are as `bpf_loop` expects; the context
+            // outlives the call.
+            unsafe {
+                bpf_loop(
+                    MAX_PROBES,
+                    search_step as *mut c_void,
+                    core::ptr::from_mut(&mut slot).cast(),
+                    0,
+                );
             }
+            // SAFETY: as above; the loop is over.
+            unsafe { (*state).result() }
         }
-        slot += 1;
+        None => Searched::OutOfSteps,
+    };
+    let (sp_id, sa_id, action) = match searched {
+        Searched::Rule(rule) => (rule.sp_id, rule.sa_id, rule.action),
+        Searched::Nothing => (NO_SP, 0, ACTION_NONE),
+        // Unreachable for an SPD the compiler accepted: fail closed rather than guess.
+        Searched::OutOfSteps => (SP_PROBE_BUDGET, 0, ACTION_PROBE_BUDGET),
+    };
+    CacheValue {
+        epoch,
+        sp_id,
+        sa_id,
+        action,
+        _pad: 0,
     }
-    verdict
 }
 
 /// Remember a first fragment's verdict for the rest of its datagram.

@@ -3,12 +3,13 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap},
 };
 use ipsec_common::abi::{
-    CONFIG_LEN, CacheValue, Counter, FLOW_CACHE_CAPACITY, FRAG_STATE_CAPACITY, FlowKey, FragKey,
-    FragValue, MASK_SETS, MAX_ENGINE_SOCKETS, MAX_MASKS, MAX_SA, MAX_SP, MAX_XSK, MaskDesc,
-    RULES_CAPACITY, RuleKey, RuleValue, SaInfo, SpStats,
+    CONFIG_LEN, CacheValue, Counter, FIELD_SETS_ENTRIES, FLOW_CACHE_CAPACITY,
+    FRAG_STATE_CAPACITY, FieldSet, FlowKey, FragKey, FragValue, LEN_PAIRS_ENTRIES, LenSet,
+    MAX_ENGINE_SOCKETS, MAX_SA, MAX_SP, MAX_XSK, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY,
+    RuleKey, RuleValue, SaInfo, Search, SpStats,
 };
 
 #[map(name = "XIPSEC_RULES")]
@@ -17,11 +18,26 @@ use ipsec_common::abi::{
 pub(crate) static RULES: HashMap<RuleKey, RuleValue> =
     HashMap::with_max_entries(RULES_CAPACITY, BPF_F_NO_PREALLOC);
 
-#[map(name = "XIPSEC_MASKS")]
-pub(crate) static MASKS: Array<MaskDesc> = Array::with_max_entries(MASK_SETS * MAX_MASKS, 0);
+#[map(name = "XIPSEC_PREFIXES")]
+/// Every source and destination prefix of the SPD but `::/0`, per generation, direction and side
+/// (the key's tag): the lengths of all stored prefixes containing it (itself included). An LPM
+/// trie, so always allocated on insert.
+pub(crate) static PREFIXES: LpmTrie<PrefixKey, LenSet> =
+    LpmTrie::with_max_entries(PREFIXES_CAPACITY, 0);
 
-#[map(name = "XIPSEC_MASK_COUNT")]
-pub(crate) static MASK_COUNT: Array<u32> = Array::with_max_entries(MASK_SETS, 0);
+#[map(name = "XIPSEC_LEN_PAIRS")]
+/// Per rule set and source length: the destination lengths that occur with it.
+pub(crate) static LEN_PAIRS: Array<LenSet> = Array::with_max_entries(LEN_PAIRS_ENTRIES, 0);
+
+#[map(name = "XIPSEC_FIELD_SETS")]
+/// Per rule set and length pair: the field combinations that occur, and their best rank.
+pub(crate) static FIELD_SETS: Array<FieldSet> = Array::with_max_entries(FIELD_SETS_ENTRIES, 0);
+
+#[map(name = "XIPSEC_SEARCH")]
+/// The classifier's search state, one per direction (the program that classifies it) and CPU: a
+/// map value rather than the stack, so the verifier checks the search step once (see
+/// `classify::search_step`).
+pub(crate) static SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(2, 0);
 
 #[map(name = "XIPSEC_CONFIG")]
 pub(crate) static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);

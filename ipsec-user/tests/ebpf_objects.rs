@@ -9,12 +9,13 @@ static PRODUCTION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ipsec"));
 static BENCH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ipsec-bench"));
 
 /// Every program and map of the production datapath.
-const DATAPATH: [&str; 15] = [
+const DATAPATH: [&str; 16] = [
     "xdp_ingress",
     "tc_egress",
     "XIPSEC_RULES",
-    "XIPSEC_MASKS",
-    "XIPSEC_MASK_COUNT",
+    "XIPSEC_PREFIXES",
+    "XIPSEC_LEN_PAIRS",
+    "XIPSEC_FIELD_SETS",
     "XIPSEC_CONFIG",
     "XIPSEC_FLOW_CACHE",
     "XIPSEC_SP_STATS",

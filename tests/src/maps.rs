@@ -1,63 +1,94 @@
-//! What the SPD tables *mean*, with generation bits and mask ids factored out, read either from
-//! the model (compiled) or from the kernel (a loaded datapath, or the maps a daemon pinned).
+//! What the SPD tables *mean*, with generation bits factored out, read either from the model
+//! (compiled) or from the kernel (a loaded datapath, or the maps a daemon pinned).
 
-use std::{collections::BTreeSet, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
-use aya::maps::{Array, HashMap, Map, MapData};
-use ipsec_common::abi::{self, MaskDesc, RuleKey, RuleValue};
+use aya::maps::{Array, HashMap, Map, MapData, lpm_trie::LpmTrie};
+use ipsec_common::abi;
 use ipsec_user::{
     datapath::{
-        KernelDatapath,
-        compile::{ShapeIds, Tables, compile},
+        KernelDatapath, active_tables,
+        compile::{Tables, compile},
     },
     model::Spd,
 };
 
-/// Masks per rule kind and direction (search order, ids cleared) and every rule with its mask
-/// spelled out.
+/// Every table entry as bytes, generation bits cleared: prefixes (length, tag, address,
+/// lengths), rules (`.1`, one per policy and rule kind), length pairs and field sets (by
+/// generation-free index).
 pub type Meaning = (
-    Vec<Vec<MaskDesc>>,
-    BTreeSet<(u8, Vec<u8>, Vec<u8>, Vec<u8>)>,
+    BTreeSet<(u8, Vec<u8>, Vec<u8>)>,
+    BTreeSet<(Vec<u8>, Vec<u8>)>,
+    BTreeMap<u32, Vec<u8>>,
+    BTreeMap<u32, Vec<u8>>,
 );
 
-type Masks = [[Vec<MaskDesc>; 2]; abi::RULE_KINDS as usize];
+/// A `LEN_PAIRS`/`FIELD_SETS` index with the generation bit of its rule set cleared.
+fn without_generation(index: u32, per_set: u32) -> u32 {
+    let (set, rest) = (index / per_set, index % per_set);
+    (set & !2) * per_set + rest
+}
 
-pub fn meaning(masks: &Masks, rules: &[(RuleKey, RuleValue)]) -> Meaning {
-    let strip = |m: &MaskDesc| MaskDesc { id: 0, ..*m };
-    let mut set = BTreeSet::new();
-    for (key, value) in rules {
-        let mask = masks[usize::from(key.kind)][usize::from(key.dir)]
-            .iter()
-            .find(|m| m.id == key.tag & 0x7f)
-            .unwrap_or_else(|| panic!("rule {key:?} names a mask that is not active"));
-        let key = RuleKey { tag: 0, ..*key };
-        set.insert((
-            key.dir,
-            bytemuck::bytes_of(&strip(mask)).to_vec(),
-            bytemuck::bytes_of(&key).to_vec(),
-            bytemuck::bytes_of(value).to_vec(),
-        ));
-    }
-    (
-        masks
-            .iter()
-            .flatten()
-            .map(|d| d.iter().map(strip).collect())
-            .collect(),
-        set,
-    )
+/// Array entries (`per_set` of them per rule set) as bytes, by generation-free index.
+fn by_set<V: bytemuck::Pod, S>(
+    entries: &std::collections::HashMap<u32, V, S>,
+    per_set: u32,
+) -> BTreeMap<u32, Vec<u8>> {
+    entries
+        .iter()
+        .map(|(index, value)| {
+            (
+                without_generation(*index, per_set),
+                bytemuck::bytes_of(value).to_vec(),
+            )
+        })
+        .collect()
+}
+
+pub fn meaning(tables: &Tables) -> Meaning {
+    let rules = tables
+        .rules
+        .iter()
+        .map(|(key, value)| {
+            let key = abi::RuleKey {
+                tag: key.tag & !0x40,
+                ..*key
+            };
+            (
+                bytemuck::bytes_of(&key).to_vec(),
+                bytemuck::bytes_of(value).to_vec(),
+            )
+        })
+        .collect();
+    let prefixes = tables
+        .prefixes
+        .iter()
+        .map(|(entry, lengths)| {
+            let key = abi::PrefixKey {
+                tag: entry.key.tag & 3,
+                ..entry.key
+            };
+            (
+                entry.len,
+                bytemuck::bytes_of(&key).to_vec(),
+                bytemuck::bytes_of(lengths).to_vec(),
+            )
+        })
+        .collect();
+    let pairs = by_set(&tables.pairs, abi::PREFIX_LENS);
+    let field_sets = by_set(&tables.field_sets, abi::PREFIX_LENS * abi::PREFIX_LENS);
+    (prefixes, rules, pairs, field_sets)
 }
 
 pub fn model_meaning(spd: &Spd) -> Meaning {
-    let Tables { masks, rules } = compile(spd, 0, &mut ShapeIds::default()).expect("compiles");
-    let rules: Vec<_> = rules.into_iter().collect();
-    meaning(&masks, &rules)
+    meaning(&compile(spd, 0).expect("compiles"))
 }
 
 pub fn kernel_meaning(dp: &KernelDatapath) -> Meaning {
-    let masks = dp.active_masks().expect("reading masks");
-    let rules = dp.active_rules().expect("reading rules");
-    meaning(&masks, &rules)
+    meaning(&dp.active_tables().expect("reading the tables"))
 }
 
 fn pinned(dir: &Path, name: &str) -> MapData {
@@ -68,29 +99,16 @@ fn pinned(dir: &Path, name: &str) -> MapData {
 pub fn pinned_meaning(dir: &Path) -> Meaning {
     let config: Array<_, u64> =
         Array::try_from(Map::Array(pinned(dir, abi::CONFIG))).expect("config map");
-    let generation = (config.get(&abi::CONFIG_EPOCH, 0).expect("epoch") & 1) as u8;
-    let counts: Array<_, u32> =
-        Array::try_from(Map::Array(pinned(dir, abi::MASK_COUNT))).expect("mask counts");
-    let all_masks: Array<_, MaskDesc> =
-        Array::try_from(Map::Array(pinned(dir, abi::MASKS))).expect("masks");
-    let mut masks: Masks = Default::default();
-    for kind in ipsec_user::datapath::compile::KINDS {
-        for dir_code in [abi::DIR_IN, abi::DIR_OUT] {
-            let set = abi::mask_set(kind, generation, dir_code);
-            for i in 0..counts.get(&set, 0).expect("mask count") {
-                masks[usize::from(kind)][usize::from(dir_code)]
-                    .push(all_masks.get(&(set * abi::MAX_MASKS + i), 0).expect("mask"));
-            }
-        }
-    }
-    let rules_map: HashMap<_, RuleKey, RuleValue> =
+    let epoch = config.get(&abi::CONFIG_EPOCH, 0).expect("epoch");
+    let rules: HashMap<_, abi::RuleKey, abi::RuleValue> =
         HashMap::try_from(Map::HashMap(pinned(dir, abi::RULES))).expect("rules map");
-    let rules: Vec<_> = rules_map
-        .iter()
-        .map(|r| r.expect("reading a rule"))
-        .filter(|(k, _)| k.tag >> 7 == generation)
-        .collect();
-    meaning(&masks, &rules)
+    let prefixes: LpmTrie<_, abi::PrefixKey, abi::LenSet> =
+        LpmTrie::try_from(Map::LpmTrie(pinned(dir, abi::PREFIXES))).expect("prefix trie");
+    let pairs: Array<_, abi::LenSet> =
+        Array::try_from(Map::Array(pinned(dir, abi::LEN_PAIRS))).expect("length pairs");
+    let fields: Array<_, abi::FieldSet> =
+        Array::try_from(Map::Array(pinned(dir, abi::FIELD_SETS))).expect("field sets");
+    meaning(&active_tables(epoch, &rules, &prefixes, &pairs, &fields).expect("reading the tables"))
 }
 
 /// The sum over CPUs of datapath counter `counter` in the maps pinned under `pin_dir`: readable

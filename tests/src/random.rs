@@ -428,3 +428,91 @@ impl FrameGen {
         self.datagrams.push(datagram);
     }
 }
+
+/// Field combinations a selector can have (`abi::FIELD_*` bits): protocol any, or TCP with any,
+/// either or both ports.
+const COMBOS: [u8; 5] = [0, 1, 3, 5, 7];
+
+/// A policy of shape (`src_len`, `dst_len`, `fields`) at the prefixes of `src` and `dst`.
+pub fn shaped_sp_args(
+    rng: &mut Rng,
+    name: &str,
+    direction: Direction,
+    (src_len, dst_len, fields): (u8, u8, u8),
+    (src, dst): (u128, u128),
+) -> SpAddArgs {
+    let mut port = |bit: u8| {
+        if fields & bit != 0 {
+            rng.pick(&DPORTS).to_string()
+        } else {
+            "any".into()
+        }
+    };
+    let (source_port, destination_port) = (port(2), port(4));
+    let action = rng.pick(&["none", "discard", "ipsec"]);
+    // Even SAs serve inbound policies, odd ones outbound (`random_sp_args`).
+    let sa = 2 * rng.below(2) + u64::from(direction == Direction::Out);
+    SpAddArgs {
+        sp_source: Some(prefix(src, src_len)),
+        sp_destination: Some(prefix(dst, dst_len)),
+        source_port: Some(source_port),
+        destination_port: Some(destination_port),
+        upper_layer_protocol: Some(if fields & 1 != 0 { "tcp" } else { "any" }.into()),
+        flow_direction: Some(direction.to_string()),
+        action: Some(action.into()),
+        sp_mode: None,
+        sa_name: (action == "ipsec").then(|| format!("sa{sa}")),
+        sp_name: Some(name.into()),
+        priority: rng.chance(30).then(|| rng.below(8).to_string()),
+    }
+}
+
+/// SAs sa0..sa3, then `shapes` policies per direction, each of its own shape (prefix lengths
+/// /16 to /128 on both addresses, protocol and ports wildcarded at random) at random addresses of
+/// fd00::/8, so prefixes rarely nest.
+pub fn many_shapes_spd(rng: &mut Rng, shapes: usize) -> Spd {
+    let mut spd = Spd::default();
+    for i in 0..4u32 {
+        spd.add_sa(&sa_args(i)).expect("adding a valid SA");
+    }
+    let all: Vec<(u8, u8, u8)> = (16..=128u8)
+        .flat_map(|s| (16..=128u8).flat_map(move |d| COMBOS.map(|f| (s, d, f))))
+        .collect();
+    for direction in [Direction::In, Direction::Out] {
+        let mut taken = std::collections::HashSet::new();
+        while taken.len() < shapes.min(all.len()) {
+            let shape = rng.pick(&all);
+            if !taken.insert(shape) {
+                continue;
+            }
+            let addr = |rng: &mut Rng| {
+                BASES[3] | (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 8
+            };
+            let addrs = (addr(rng), addr(rng));
+            let name = format!("{direction}-{}", taken.len());
+            let args = shaped_sp_args(rng, &name, direction, shape, addrs);
+            spd.add_sp(&args).expect("adding a policy of a new shape");
+        }
+    }
+    spd
+}
+
+/// SAs sa0..sa3, then up to `policies` policies whose prefixes nest `::/0`, /8, /16 ... /128 deep
+/// on both sides (all around two addresses), with `::/0` catch-alls among them.
+pub fn nested_spd(rng: &mut Rng, policies: usize) -> Spd {
+    let mut spd = Spd::default();
+    for i in 0..4u32 {
+        spd.add_sa(&sa_args(i)).expect("adding a valid SA");
+    }
+    let nest: Vec<u8> = (0..=128u8).step_by(8).collect();
+    let (src, dst) = (BASES[0] | 0x1234_5678, BASES[3] | 0x9abc_def0);
+    for i in 0..policies {
+        let shape = (rng.pick(&nest), rng.pick(&nest), rng.pick(&COMBOS));
+        let direction = rng.pick(&[Direction::In, Direction::Out]);
+        // Some policies a little aside, so sibling prefixes exist too.
+        let aside = if rng.chance(20) { 1u128 << 70 } else { 0 };
+        let args = shaped_sp_args(rng, &format!("n{i}"), direction, shape, (src ^ aside, dst));
+        let _ = spd.add_sp(&args);
+    }
+    spd
+}

@@ -16,9 +16,17 @@
 //! kernel's.
 //!
 //! SPDs: `--policies` policies over `--masks` masks (distinct prefix-length pairs, all with exact
-//! protocol and ports). The benchmark packet matches one policy under the worst-ranked mask, so a
-//! cache miss searches every mask. The smallest SPD with M masks has M policies, so the "1
-//! policy" row of M masks installs M policies.
+//! protocol and ports). The benchmark packet matches one policy under the worst-ranked mask. The
+//! smallest SPD with M masks has M policies, so the "1 policy" row of M masks installs M
+//! policies.
+//!
+//! Shape rows (`--shapes`): 10,000 inbound policies (`--shape-policies`) spread over S distinct
+//! shapes, prefix lengths drawn uniformly from /16 to /128 on both addresses and protocol and
+//! ports wildcarded at random, at random addresses of fd00::/8. The miss is the median of
+//! `--shots` single runs of distinct random packets of fd00::/8 (each a flow-cache miss: the
+//! flows never repeat), each verdict checked against the userspace classifier; the hit is the
+//! last of them repeated. In `--json` they are rows like the others (`"masks"` = S) marked
+//! `"spread": true`.
 
 use std::{hint::black_box, net::Ipv6Addr, time::Instant};
 
@@ -52,6 +60,179 @@ struct Args {
     /// Mask counts.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]
     masks: Vec<usize>,
+    /// Shape counts of the shape rows (0 alone: none).
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64, 256, 1_024, 4_096])]
+    shapes: Vec<usize>,
+    /// Policies of each shape row.
+    #[arg(long, default_value_t = 10_000)]
+    shape_policies: usize,
+    /// Policies (over 4,096 shapes) of the sync timing: one sync of them all, then adding one
+    /// `::/0` policy on top (0: not measured).
+    #[arg(long, default_value_t = 100_000)]
+    sync_policies: usize,
+}
+
+/// Seconds to sync `policies` spread policies into an empty datapath, and to add one `::/0`
+/// policy on top of them once both generations hold them (the steady state of a CLI change).
+fn sync_times(
+    dp: &mut KernelDatapath,
+    policies: usize,
+    rng: &mut XorShift,
+) -> anyhow::Result<(f64, f64)> {
+    dp.sync(&Spd::default())?;
+    dp.sync(&Spd::default())?;
+    let mut spd = spread_spd(policies, 4_096, rng);
+    let start = Instant::now();
+    dp.sync(&spd)?;
+    let full = start.elapsed().as_secs_f64();
+    // The other generation catches up.
+    dp.sync(&spd)?;
+    spd.add_sp(&SpAddArgs {
+        sp_source: Some("::/0".into()),
+        sp_destination: Some("::/0".into()),
+        source_port: Some("any".into()),
+        destination_port: Some("any".into()),
+        upper_layer_protocol: Some("any".into()),
+        flow_direction: Some("in".into()),
+        action: Some("none".into()),
+        sp_name: Some("catch-all".into()),
+        ..Default::default()
+    })
+    .context("adding the catch-all")?;
+    let start = Instant::now();
+    dp.sync(&spd)?;
+    Ok((full, start.elapsed().as_secs_f64()))
+}
+
+/// A small xorshift generator: reproducible SPDs and packets without a dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// A random address of fd00::/8.
+    fn addr(&mut self) -> Ipv6Addr {
+        let bits = (u128::from(self.next()) << 64) | u128::from(self.next());
+        Ipv6Addr::from((0xfd_u128 << 120) | (bits >> 8))
+    }
+}
+
+/// UDP `src`:`sport` -> `dst`:`dport`, as the benchmark sends it.
+fn udp_frame(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 8, 0, 0]);
+    f
+}
+
+/// `policies` inbound `none`/`discard` policies over `shapes` distinct shapes (see the module
+/// doc), at random addresses of fd00::/8.
+fn spread_spd(policies: usize, shapes: usize, rng: &mut XorShift) -> Spd {
+    const COMBOS: [(bool, bool, bool); 5] = [
+        (false, false, false),
+        (true, false, false),
+        (true, true, false),
+        (true, false, true),
+        (true, true, true),
+    ];
+    let mut chosen = std::collections::BTreeSet::new();
+    while chosen.len() < shapes.min(113 * 113 * COMBOS.len()) {
+        let s = 16 + u8::try_from(rng.below(113)).unwrap_or(0);
+        let d = 16 + u8::try_from(rng.below(113)).unwrap_or(0);
+        chosen.insert((s, d, usize::try_from(rng.below(5)).unwrap_or(0)));
+    }
+    let chosen: Vec<_> = chosen.into_iter().collect();
+    let mut spd = Spd::default();
+    let mut attempts = 0usize;
+    while spd.sps().len() < policies && attempts < 20 * policies {
+        let (s, d, combo) = chosen[attempts % chosen.len()];
+        attempts += 1;
+        let (proto, sport, dport) = COMBOS[combo];
+        let port = |on: bool, rng: &mut XorShift| {
+            if on {
+                (1 + rng.below(65_000)).to_string()
+            } else {
+                "any".into()
+            }
+        };
+        let (src, dst) = (rng.addr(), rng.addr());
+        let args = SpAddArgs {
+            sp_source: Some(masked(src, s)),
+            sp_destination: Some(masked(dst, d)),
+            source_port: Some(port(sport, rng)),
+            destination_port: Some(port(dport, rng)),
+            upper_layer_protocol: Some(if proto { "udp" } else { "any" }.into()),
+            flow_direction: Some("in".into()),
+            action: Some(if rng.below(2) == 0 { "none" } else { "discard" }.into()),
+            sp_name: Some(format!("s{attempts}")),
+            ..Default::default()
+        };
+        // A repeated selector is refused by the model: draw again.
+        let _ = spd.add_sp(&args);
+    }
+    spd
+}
+
+/// One shape row: median ns of a flow-cache miss of random packets, of the hit right after a
+/// miss, of a repeated hit, and of the userspace classifier on the same flows.
+fn shape_row(
+    dp: &mut KernelDatapath,
+    spd: &Spd,
+    args: &Args,
+    rng: &mut XorShift,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    dp.sync(spd)?;
+    dp.clear_flow_cache()?;
+    let compiled = CompiledSpd::build(spd).context("compiling the spd for userspace")?;
+    let (mut misses, mut hits, mut users) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = Vec::new();
+    for _ in 0..args.shots.max(1) {
+        let (src, dst) = (rng.addr(), rng.addr());
+        let (sport, dport) = (
+            u16::try_from(rng.below(65_536)).unwrap_or(0),
+            u16::try_from(rng.below(65_536)).unwrap_or(0),
+        );
+        let frame = udp_frame(src, dst, sport, dport);
+        let flow = Flow {
+            src,
+            dst,
+            next_header: 17,
+            l4: L4::Ports {
+                src: sport,
+                dst: dport,
+            },
+        };
+        let want = compiled.classify(Direction::In, &flow);
+        let pass = want.is_none_or(|sp| sp.action == ipsec_user::model::Action::None);
+        for (round, samples) in [("miss", &mut misses), ("hit", &mut hits)] {
+            let (action, took) = dp.run(abi::PROG_XDP_INGRESS, &frame, 1)?;
+            if (action == 2) != pass {
+                bail!(
+                    "{round} of a random packet gave action {action}, the userspace classifier {want:?}"
+                );
+            }
+            samples.push(took.as_secs_f64() * 1e9);
+        }
+        let start = Instant::now();
+        for _ in 0..100 {
+            black_box(compiled.classify(Direction::In, black_box(&flow)));
+        }
+        users.push(start.elapsed().as_secs_f64() * 1e9 / 100.0);
+        last = frame;
+    }
+    let hit = measure(dp, abi::PROG_XDP_INGRESS, &last, args)?;
+    Ok((median(misses), median(hits), hit, median(users)))
 }
 
 const SRC: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
@@ -60,14 +241,7 @@ const SPORT: u16 = 1000;
 const DPORT: u16 = 53;
 
 fn frame() -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
-    f.extend_from_slice(&SRC.octets());
-    f.extend_from_slice(&DST.octets());
-    f.extend_from_slice(&SPORT.to_be_bytes());
-    f.extend_from_slice(&DPORT.to_be_bytes());
-    f.extend_from_slice(&[0, 8, 0, 0]);
-    f
+    udp_frame(SRC, DST, SPORT, DPORT)
 }
 
 fn flow() -> FlowKey {
@@ -118,10 +292,13 @@ fn measure_user(spd: &Spd, args: &Args) -> anyhow::Result<f64> {
     Ok(median(samples))
 }
 
-/// Shape `k` (below [`abi::MAX_MASKS`]): (source length, destination length); the higher `k`,
+/// Shapes of the `--masks` rows: (source length, destination length) pairs of [`shape`].
+const MASK_ROW_SHAPES: usize = 64;
+
+/// Shape `k` (below [`MASK_ROW_SHAPES`]): (source length, destination length); the higher `k`,
 /// the worse-ranked.
 fn shape(k: usize) -> (u8, u8) {
-    let k = u8::try_from(k % abi::MAX_MASKS as usize).unwrap_or(0);
+    let k = u8::try_from(k % MASK_ROW_SHAPES).unwrap_or(0);
     (128 - 8 * (k / 4), 128 - 8 * (k % 4))
 }
 
@@ -225,14 +402,27 @@ fn miss_and_hit(dp: &mut KernelDatapath, frame: &[u8], shots: usize) -> anyhow::
     Ok((median(misses), median(hits)))
 }
 
+/// One `--json` row: the figures rounded to a tenth of a nanosecond.
+fn row(
+    policies: usize,
+    masks: usize,
+    [hit, hit_single, miss, user]: [f64; 4],
+) -> serde_json::Value {
+    let tenth = |ns: f64| (ns * 10.0).round() / 10.0;
+    serde_json::json!({
+        "policies": policies,
+        "masks": masks,
+        "hit_ns": tenth(hit),
+        "hit_single_ns": tenth(hit_single),
+        "miss_ns": tenth(miss),
+        "user_ns": tenth(user),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(bad) = args
-        .masks
-        .iter()
-        .find(|&&m| m == 0 || m > abi::MAX_MASKS as usize)
-    {
-        bail!("--masks {bad}: use 1 to {}", abi::MAX_MASKS);
+    if let Some(bad) = args.masks.iter().find(|&&m| m == 0 || m > MASK_ROW_SHAPES) {
+        bail!("--masks {bad}: use 1 to {MASK_ROW_SHAPES}");
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -273,20 +463,42 @@ fn main() -> anyhow::Result<()> {
                      than a hit ({hit_single_ns} ns): the miss path did not do its work"
                 );
             }
-            rows.push(serde_json::json!({
-                "policies": spd.sps().len(),
-                "masks": masks,
-                "hit_ns": (hit_ns * 10.0).round() / 10.0,
-                "hit_single_ns": (hit_single_ns * 10.0).round() / 10.0,
-                "miss_ns": (miss_ns * 10.0).round() / 10.0,
-                "user_ns": (user_ns * 10.0).round() / 10.0,
-            }));
+            rows.push(row(
+                spd.sps().len(),
+                masks,
+                [hit_ns, hit_single_ns, miss_ns, user_ns],
+            ));
             if !args.json {
                 eprintln!("measured {} policies / {masks} masks", spd.sps().len());
             }
         }
     }
+    let mut rng = XorShift(0x5eed_5a9e_0f0c_1a55);
+    let mut shape_rows = Vec::new();
+    for &shapes in args.shapes.iter().filter(|&&s| s > 0) {
+        let spd = spread_spd(args.shape_policies, shapes, &mut rng);
+        let (miss_ns, hit_single_ns, hit_ns, user_ns) = shape_row(&mut hit, &spd, &args, &mut rng)?;
+        let mut row = row(
+            spd.sps().len(),
+            shapes,
+            [hit_ns, hit_single_ns, miss_ns, user_ns],
+        );
+        row["spread"] = serde_json::Value::Bool(true);
+        if !args.json {
+            eprintln!("measured {} policies / {shapes} shapes", spd.sps().len());
+        }
+        shape_rows.push(row.clone());
+        rows.push(row);
+    }
+    let (sync_s, catch_all_s) = if args.sync_policies > 0 {
+        sync_times(&mut hit, args.sync_policies, &mut rng)?
+    } else {
+        (0.0, 0.0)
+    };
     let report = serde_json::json!({
+        "sync_policies": args.sync_policies,
+        "sync_s": (sync_s * 1000.0).round() / 1000.0,
+        "add_catch_all_s": (catch_all_s * 10_000.0).round() / 10_000.0,
         "baseline_parse_ns": (parse_ns * 10.0).round() / 10.0,
         "baseline_hash_ns": (hash_ns * 10.0).round() / 10.0,
         "runs": args.runs,
@@ -318,7 +530,7 @@ fn main() -> anyhow::Result<()> {
         "miss/1-policy",
         "user ns"
     );
-    for row in &rows {
+    for row in rows.iter().filter(|r| r.get("spread").is_none()) {
         let masks = row["masks"].as_u64().unwrap_or(0);
         let first = rows
             .iter()
@@ -338,6 +550,47 @@ fn main() -> anyhow::Result<()> {
             m / first["miss_ns"].as_f64().unwrap_or(m),
             row["user_ns"].as_f64().unwrap_or(0.0)
         );
+    }
+    if args.sync_policies > 0 {
+        println!(
+            "sync of {} policies (4,096 shapes) into an empty datapath: {sync_s:.2} s; adding one \
+             ::/0 policy on top: {:.1} ms",
+            args.sync_policies,
+            catch_all_s * 1000.0
+        );
+    }
+    if let Some(first) = shape_rows.first() {
+        println!(
+            "shapes: random packets (each a cache miss), policies spread over S shapes (/16-/128 \
+             both sides, protocol and ports wildcarded at random)"
+        );
+        println!(
+            "{:>9} {:>6} {:>8} {:>11} {:>9} {:>9} {:>12} {:>8}",
+            "policies",
+            "shapes",
+            "hit ns",
+            "1-hit ns",
+            "miss ns",
+            "hit/hash",
+            "miss/1-shape",
+            "user ns"
+        );
+        let first_miss = first["miss_ns"].as_f64().unwrap_or(1.0);
+        for row in &shape_rows {
+            let h = row["hit_ns"].as_f64().unwrap_or(0.0);
+            let m = row["miss_ns"].as_f64().unwrap_or(0.0);
+            println!(
+                "{:>9} {:>6} {:>8.1} {:>11.1} {:>9.1} {:>9.2} {:>12.2} {:>8.1}",
+                row["policies"].as_u64().unwrap_or(0),
+                row["masks"].as_u64().unwrap_or(0),
+                h,
+                row["hit_single_ns"].as_f64().unwrap_or(0.0),
+                m,
+                h / hash_ns,
+                m / first_miss,
+                row["user_ns"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     Ok(())
 }

@@ -1,52 +1,104 @@
-//! The userspace classifier: the SPD compiled ([`compile`]) into the tuple-space tables the
-//! kernel programs search, and the kernel's search over them, with no kernel. It answers what
+//! The userspace classifier: the SPD compiled ([`compile`]) into the tables the kernel programs
+//! search, and the kernel's search (`abi::search`, the same function) over them, with no kernel. It answers what
 //! the ESP engine asks on a flow-cache miss; `Spd::classify` (filter and sort every policy of a
 //! direction) stays the reference the tests compare it with, never on a packet path.
 //!
 //! One representation: `datapath` writes [`compile::compile`]'s output into the maps and this
-//! module searches that same output with the same masking ([`RuleKey::masked`]) and the same
-//! mask test ([`MaskDesc::applies_to`]), so the kernel and the engine cannot disagree about what
-//! a policy means. A [`CompiledSpd`] is immutable: a change to the SPD builds a new one, which
-//! the engine swaps in behind an `Arc`.
+//! module searches that same output with the same search ([`abi::search`]), so the kernel and
+//! the engine cannot disagree about what a policy means. A [`CompiledSpd`] is immutable: a change
+//! to the SPD builds a new one, which the engine swaps in behind an `Arc`.
 //!
-//! Cost of a lookup: one hash lookup per mask of the flow's direction and rule kind, in
-//! ascending best-rank order, stopping once the best rule found outranks every rule of the next
-//! mask (the kernel's `classify::search`). It does not grow with the number of policies.
+//! Cost of a lookup: the kernel's steps (bounded by `MAX_PROBES`), each a hash lookup here; the
+//! longest-prefix match of each address tries the lengths its table holds, longest first. It
+//! grows with neither the number of policies nor of shapes.
 //!
 //! Flows are taken as the parsers make them: TCP and UDP carry ports, ICMPv6 its type, and
 //! everything else (other protocols, non-first fragments) is [`L4::Opaque`].
 
 use ipsec_common::abi::{
-    FLOW_OPAQUE, FlowKey, MaskDesc, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RULE_KINDS, RuleKey,
-    RuleValue,
+    self, ClassifierTables, FLOW_OPAQUE, FieldSet, FlowKey, LenSet, RULE_FLOW, RULE_FRAG_ANY,
+    RULE_FRAG_PORTS, RuleKey, RuleValue, Searched,
 };
 
 use crate::model::{Direction, Flow, L4, Sp, Spd};
 
 pub mod compile;
 
-use compile::{CompileError, ShapeIds, Tables, dir_code};
+use compile::{CompileError, PrefixEntry, Tables, dir_code};
 
 #[cfg(test)]
 mod tests;
 
 /// The generation the userspace tables are compiled into. They never flip (a change builds a
-/// new [`CompiledSpd`]), so the generation only appears in the rule keys' tag.
+/// new [`CompiledSpd`]), so the generation only appears in the keys' tags.
 const GENERATION: u8 = 0;
 
 /// Marks an unused slot of [`CompiledSpd::by_id`].
 const NO_POSITION: u32 = u32::MAX;
+
+/// Prefix tables: 8 tags (generation, direction, side).
+const TAGS: usize = 8;
+
+/// The compiled tables under fast hashes (foldhash, seeded per process): the keys come from
+/// packets, but only policies insert entries, so colliding keys cannot make a lookup slow.
+#[derive(Clone, Debug, Default)]
+struct Lookup {
+    prefixes: foldhash::HashMap<(u8, u8, u128), LenSet>,
+    /// Per prefix table tag, the lengths it holds, longest first.
+    lengths: [Vec<u8>; TAGS],
+    pairs: foldhash::HashMap<u32, LenSet>,
+    field_sets: foldhash::HashMap<u32, FieldSet>,
+    rules: foldhash::HashMap<RuleKey, RuleValue>,
+}
+
+impl Lookup {
+    fn new(tables: Tables) -> Self {
+        let mut lengths: [std::collections::BTreeSet<u8>; TAGS] = Default::default();
+        let mut prefixes = foldhash::HashMap::default();
+        for (PrefixEntry { len, key }, set) in tables.prefixes {
+            if let Some(held) = lengths.get_mut(usize::from(key.tag)) {
+                held.insert(len);
+            }
+            prefixes.insert((key.tag, len, u128::from_be_bytes(key.addr)), set);
+        }
+        Self {
+            prefixes,
+            lengths: lengths.map(|held| held.into_iter().rev().collect()),
+            pairs: tables.pairs.into_iter().collect(),
+            field_sets: tables.field_sets.into_iter().collect(),
+            rules: tables.rules.into_iter().collect(),
+        }
+    }
+}
+
+impl ClassifierTables for Lookup {
+    fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<LenSet> {
+        let addr = u128::from_be_bytes(*addr);
+        self.lengths.get(usize::from(tag))?.iter().find_map(|&len| {
+            let network = addr & (u128::MAX << (128 - u32::from(len)));
+            self.prefixes.get(&(tag, len, network)).copied()
+        })
+    }
+
+    fn pairs(&self, index: u32) -> Option<LenSet> {
+        self.pairs.get(&index).copied()
+    }
+
+    fn field_set(&self, index: u32) -> Option<FieldSet> {
+        self.field_sets.get(&index).copied()
+    }
+
+    fn rule(&self, key: &RuleKey) -> Option<RuleValue> {
+        self.rules.get(key).copied()
+    }
+}
 
 /// An SPD compiled for lookups: the tables [`compile::compile`] makes for the kernel, and the
 /// policies they name.
 #[derive(Clone, Debug, Default)]
 pub struct CompiledSpd {
     spd: Spd,
-    /// [`Tables::masks`]: per rule kind and direction, in search order.
-    masks: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize],
-    /// [`Tables::rules`], under a fast hash (foldhash, seeded per process): the keys come from
-    /// packets, but only policies insert rules, so colliding keys cannot make a lookup slow.
-    rules: foldhash::HashMap<RuleKey, RuleValue>,
+    tables: Lookup,
     /// Position in `spd.sps()` of each policy, indexed by `Sp::id`, which the rules carry. Ids
     /// are the lowest free slot, so this stays as long as the SPD is large.
     by_id: Vec<u32>,
@@ -56,10 +108,10 @@ impl CompiledSpd {
     /// Compiles `spd` (a copy of it is kept: the verdicts borrow its policies).
     ///
     /// # Errors
-    /// [`CompileError::TooManyShapes`] when the SPD needs more masks than the datapath has, the
-    /// same error the kernel sync gives for it.
+    /// [`CompileError::TooManySteps`] when a packet could need more search steps than the
+    /// datapath allows, the same error the kernel sync gives for it.
     pub fn build(spd: &Spd) -> Result<Self, CompileError> {
-        let Tables { masks, rules } = compile::compile(spd, GENERATION, &mut ShapeIds::default())?;
+        let tables = compile::compile(spd, GENERATION)?;
         let len = spd
             .sps()
             .iter()
@@ -74,8 +126,7 @@ impl CompiledSpd {
         }
         Ok(Self {
             spd: spd.clone(),
-            masks,
-            rules: rules.into_iter().collect(),
+            tables: Lookup::new(tables),
             by_id,
         })
     }
@@ -111,30 +162,13 @@ impl CompiledSpd {
         self.search(&flow_key(dir, &later), kind)
     }
 
-    /// Tuple-space search of the rules of `kind`, as the kernel's `classify::search` does it.
+    /// The kernel's search (`abi::search`) over the same tables. `OutOfSteps` cannot happen for
+    /// an SPD that compiled (the compiler bounds the steps); it would decide nothing.
     fn search(&self, flow: &FlowKey, kind: u8) -> Option<&Sp> {
-        let masks = self
-            .masks
-            .get(usize::from(kind))?
-            .get(usize::from(flow.dir))?;
-        let mut best_rank = u64::MAX;
-        let mut best: Option<&RuleValue> = None;
-        for mask in masks {
-            // Masks come in ascending order of their best rule: none further can win.
-            if mask.min_rank >= best_rank {
-                break;
-            }
-            if !mask.applies_to(flow) {
-                continue;
-            }
-            if let Some(rule) = self.rules.get(&RuleKey::masked(flow, mask, GENERATION))
-                && rule.rank < best_rank
-            {
-                best_rank = rule.rank;
-                best = Some(rule);
-            }
-        }
-        let position = *self.by_id.get(best?.sp_id as usize)?;
+        let Searched::Rule(best) = abi::search(&self.tables, flow, kind, GENERATION) else {
+            return None;
+        };
+        let position = *self.by_id.get(best.sp_id as usize)?;
         self.spd.sps().get(position as usize)
     }
 }

@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use rand::rngs::StdRng;
-use rand::seq::IndexedRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
 
 use super::*;
@@ -430,27 +430,178 @@ fn neighbour_discovery_and_fragments_by_hand() {
     assert_eq!(compiled.spd(), &no_all);
 }
 
-#[test]
-fn too_many_shapes_is_the_datapaths_error() {
-    let mut spd = Spd::new();
-    let lens: Vec<(u8, u8)> = (0..=128u8)
-        .step_by(16)
-        .flat_map(|s| (0..=128u8).step_by(16).map(move |d| (s, d)))
-        .collect();
-    for (i, (s, d)) in lens.iter().enumerate().take(65) {
-        let network = |len: u8| format!("{}/{len}", Ipv6Addr::from(masked(BASES[0], len)));
-        add(
-            &mut spd,
-            &format!("sp{i}"),
-            &network(*s),
-            &network(*d),
-            |_| {},
-        );
+/// The field combinations a selector can have: protocol any, or named with any, either or both
+/// ports.
+const COMBOS: [u8; 5] = [0, 1, 3, 5, 7];
+
+/// A policy of `direction` with shape (`src_len`, `dst_len`, `fields`) at random addresses of
+/// fd00::/8 (so prefixes of /16 and longer rarely nest) or under `under` when given.
+fn shaped(
+    rng: &mut StdRng,
+    name: &str,
+    direction: &str,
+    (src_len, dst_len, fields): (u8, u8, u8),
+    under: Option<(u128, u128)>,
+) -> SpAddArgs {
+    let (src, dst) = under.unwrap_or_else(|| {
+        (
+            (0xfd_u128 << 120) | (rng.random::<u128>() >> 8),
+            (0xfd_u128 << 120) | (rng.random::<u128>() >> 8),
+        )
+    });
+    let port = |rng: &mut StdRng, bit: u8| {
+        if fields & bit != 0 {
+            PORTS.choose(rng).expect("ports").to_string()
+        } else {
+            "any".into()
+        }
+    };
+    SpAddArgs {
+        sp_source: Some(format!(
+            "{}/{src_len}",
+            Ipv6Addr::from(masked(src, src_len))
+        )),
+        sp_destination: Some(format!(
+            "{}/{dst_len}",
+            Ipv6Addr::from(masked(dst, dst_len))
+        )),
+        source_port: Some(port(rng, 2)),
+        destination_port: Some(port(rng, 4)),
+        upper_layer_protocol: text(if fields & 1 != 0 { "tcp" } else { "any" }),
+        flow_direction: text(direction),
+        action: text(*["none", "discard"].choose(rng).expect("actions")),
+        sp_mode: None,
+        sa_name: None,
+        sp_name: text(name),
+        priority: rng
+            .random_bool(0.3)
+            .then(|| rng.random_range(0..8u16).to_string()),
     }
-    assert!(matches!(
-        CompiledSpd::build(&spd),
-        Err(CompileError::TooManyShapes { count: 65, .. })
-    ));
+}
+
+/// Compares `CompiledSpd` with the reference on `flows` random flows near `spd`'s policies.
+fn agrees_with_reference(rng: &mut StdRng, spd: &Spd, flows: usize) -> usize {
+    let compiled = CompiledSpd::build(spd).expect("compiling");
+    let mut decided = 0;
+    for _ in 0..flows {
+        let flow = random_flow(rng, spd);
+        for direction in [Direction::In, Direction::Out] {
+            let expected = spd.classify(direction, &flow);
+            assert_eq!(
+                name(compiled.classify(direction, &flow)),
+                name(expected),
+                "{direction} {flow:?}"
+            );
+            decided += usize::from(expected.is_some());
+            for proto_known in [true, false] {
+                assert_eq!(
+                    name(compiled.classify_fragment(direction, &flow, proto_known)),
+                    name(spd.classify_fragment(direction, &flow, proto_known)),
+                    "later fragment (protocol known: {proto_known}) {direction} {flow:?}"
+                );
+            }
+        }
+    }
+    decided
+}
+
+#[test]
+fn four_thousand_shapes_per_direction_compile_and_match_the_reference() {
+    let mut rng = StdRng::seed_from_u64(4096);
+    let mut shapes: Vec<(u8, u8, u8)> = (16..=128u8)
+        .flat_map(|s| (16..=128u8).flat_map(move |d| COMBOS.map(|f| (s, d, f))))
+        .collect();
+    let mut spd = Spd::new();
+    for direction in ["in", "out"] {
+        shapes.shuffle(&mut rng);
+        for (i, shape) in shapes.iter().take(4_200).enumerate() {
+            let args = shaped(
+                &mut rng,
+                &format!("{direction}{i}"),
+                direction,
+                *shape,
+                None,
+            );
+            spd.add_sp(&args).expect("adding a shaped policy");
+        }
+    }
+    let decided = agrees_with_reference(&mut rng, &spd, 3_000);
+    assert!(decided > 500, "only {decided} flows matched a policy");
+}
+
+/// `::/0` and prefixes nested 16 deep on both sides: every packet near them has many candidate
+/// lengths, and the search must still find the best rank among them.
+#[test]
+fn deep_nesting_with_a_catch_all_matches_the_reference() {
+    let mut rng = StdRng::seed_from_u64(0xdee9);
+    let nest: Vec<u8> = (0..=128u8).step_by(8).collect();
+    let (src, dst) = (BASES[0] | 0x1234_5678, BASES[3] | 0x9abc_def0);
+    for round in 0..20 {
+        let mut spd = Spd::new();
+        for (i, &s) in nest.iter().enumerate() {
+            for _ in 0..3 {
+                let d = *nest.choose(&mut rng).expect("lengths");
+                let fields = *COMBOS.choose(&mut rng).expect("combinations");
+                let direction = if rng.random_bool(0.5) { "in" } else { "out" };
+                let args = shaped(
+                    &mut rng,
+                    &format!("n{i}-{d}-{fields}-{direction}"),
+                    direction,
+                    (s, d, fields),
+                    Some((src, dst)),
+                );
+                let _ = spd.add_sp(&args);
+            }
+        }
+        let decided = agrees_with_reference(&mut rng, &spd, 400);
+        assert!(decided > 100, "round {round}: only {decided} flows matched");
+    }
+}
+
+#[test]
+fn an_spd_that_could_need_too_many_steps_is_refused() {
+    // A source prefix at every length, each with every field combination: a packet inside the
+    // longest one has 129 candidate source lengths, each with 5 rules to probe.
+    let mut spd = Spd::new();
+    let src = BASES[0] | 0x42;
+    let mut rng = StdRng::seed_from_u64(7);
+    for s in 0..=128u8 {
+        for fields in COMBOS {
+            let args = shaped(
+                &mut rng,
+                &format!("p{s}-{fields}"),
+                "out",
+                (s, 0, fields),
+                Some((src, 0)),
+            );
+            spd.add_sp(&args).expect("adding a nested policy");
+        }
+    }
+    let err = CompiledSpd::build(&spd).expect_err("the step bound is exceeded");
+    let CompileError::TooManySteps {
+        direction,
+        needed,
+        max,
+        nested,
+        ..
+    } = err.clone();
+    assert_eq!(
+        (direction, max, nested),
+        ("out", ipsec_common::abi::MAX_PROBES, 129)
+    );
+    assert!(needed > max, "{needed} steps reported for a refused spd");
+    let message = err.to_string();
+    assert!(
+        message.contains("nested") && message.contains(&max.to_string()),
+        "unclear error: {message}"
+    );
+    // Half the nesting fits.
+    let mut half = Spd::new();
+    for s in (0..=128u8).step_by(4) {
+        let args = shaped(&mut rng, &format!("h{s}"), "out", (s, 0, 7), Some((src, 0)));
+        half.add_sp(&args).expect("adding a nested policy");
+    }
+    agrees_with_reference(&mut rng, &half, 200);
 }
 
 #[test]
@@ -461,5 +612,117 @@ fn an_empty_spd_decides_nothing() {
     assert_eq!(
         compiled.classify_fragment(Direction::In, &flow, false),
         None
+    );
+}
+
+/// The tables of a [`Lookup`], counting the lookups a search makes (each step makes one, but
+/// the last).
+struct Counting<'a> {
+    tables: &'a Lookup,
+    lookups: std::cell::Cell<u32>,
+}
+
+impl Counting<'_> {
+    fn count(&self) {
+        self.lookups.set(self.lookups.get() + 1);
+    }
+}
+
+impl ClassifierTables for Counting<'_> {
+    fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<ipsec_common::abi::LenSet> {
+        self.tables.prefix_lengths(tag, addr)
+    }
+    fn pairs(&self, index: u32) -> Option<ipsec_common::abi::LenSet> {
+        self.count();
+        self.tables.pairs(index)
+    }
+    fn field_set(&self, index: u32) -> Option<FieldSet> {
+        self.count();
+        self.tables.field_set(index)
+    }
+    fn rule(&self, key: &RuleKey) -> Option<RuleValue> {
+        self.count();
+        self.tables.rule(key)
+    }
+}
+
+/// The compiler's step bound holds: no flow of any kind takes more steps than it said, on random
+/// SPDs, deeply nested ones and ones of many shapes (an unsound bound would let the kernel run
+/// out of steps and drop a packet a policy passes).
+#[test]
+fn no_search_takes_more_steps_than_the_compiler_bounded() {
+    let mut rng = StdRng::seed_from_u64(0x57e9);
+    let nested = |rng: &mut StdRng| {
+        let mut spd = Spd::new();
+        let (src, dst) = (BASES[0] | 0x77, BASES[1] | 0x99);
+        for i in 0..80 {
+            let shape = (
+                *[0u8, 8, 16, 32, 48, 64, 96, 112, 128]
+                    .choose(rng)
+                    .expect("lengths"),
+                *[0u8, 16, 48, 64, 128].choose(rng).expect("lengths"),
+                *COMBOS.choose(rng).expect("combinations"),
+            );
+            let _ = spd.add_sp(&shaped(
+                rng,
+                &format!("n{i}"),
+                "out",
+                shape,
+                Some((src, dst)),
+            ));
+        }
+        spd
+    };
+    let mut worst = 0u32;
+    for round in 0..60 {
+        let spd = if round % 2 == 0 {
+            random_spd(&mut rng, 48)
+        } else {
+            nested(&mut rng)
+        };
+        let tables = compile::compile(&spd, GENERATION).expect("compiling");
+        let bound = tables.steps;
+        assert!(bound <= ipsec_common::abi::MAX_PROBES);
+        let lookup = Lookup::new(tables);
+        for _ in 0..300 {
+            let flow = random_flow(&mut rng, &spd);
+            for direction in [Direction::In, Direction::Out] {
+                for (kind, flow) in [
+                    (RULE_FLOW, flow),
+                    (
+                        RULE_FRAG_PORTS,
+                        Flow {
+                            l4: L4::Opaque,
+                            ..flow
+                        },
+                    ),
+                    (
+                        RULE_FRAG_ANY,
+                        Flow {
+                            l4: L4::Opaque,
+                            ..flow
+                        },
+                    ),
+                ] {
+                    let counting = Counting {
+                        tables: &lookup,
+                        lookups: std::cell::Cell::new(0),
+                    };
+                    let found =
+                        abi::search(&counting, &flow_key(direction, &flow), kind, GENERATION);
+                    assert_ne!(found, Searched::OutOfSteps, "round {round}: {flow:?}");
+                    let steps = counting.lookups.get() + 1;
+                    worst = worst.max(steps);
+                    assert!(
+                        steps <= bound,
+                        "round {round}: {steps} steps, bounded at {bound}: {flow:?} in {spd:#?}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        worst > 20,
+        "the searches were all short ({worst} steps): the test proves little"
     );
 }

@@ -9,7 +9,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, TestRun, TestRunOptions, TestRunResult,
-    maps::{Array, HashMap, MapData, PerCpuArray, XskMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, XskMap, lpm_trie::LpmTrie},
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
@@ -18,7 +18,7 @@ use aya::{
     },
 };
 use ipsec_common::abi::{
-    self, CacheValue, Counter, FlowKey, FragKey, FragValue, MaskDesc, RULE_KINDS, RuleKey,
+    self, CacheValue, Counter, FieldSet, FlowKey, FragKey, FragValue, LenSet, PrefixKey, RuleKey,
     RuleValue, SaInfo, SpStats,
 };
 
@@ -187,8 +187,9 @@ macro_rules! maps {
 
 maps! {
     rules: HashMap<MapData, RuleKey, RuleValue> = abi::RULES,
-    masks: Array<MapData, MaskDesc> = abi::MASKS,
-    mask_count: Array<MapData, u32> = abi::MASK_COUNT,
+    prefixes: LpmTrie<MapData, PrefixKey, LenSet> = abi::PREFIXES,
+    len_pairs: Array<MapData, LenSet> = abi::LEN_PAIRS,
+    field_sets: Array<MapData, FieldSet> = abi::FIELD_SETS,
     config: Array<MapData, u64> = abi::CONFIG,
     flow_cache: HashMap<MapData, FlowKey, CacheValue> = abi::FLOW_CACHE,
     sp_stats: PerCpuArray<MapData, SpStats> = abi::SP_STATS,
@@ -465,7 +466,18 @@ impl KernelDatapath {
 
     /// Make the maps equal `spd` (see `sync.rs` for the generation flip).
     pub fn sync(&mut self, spd: &Spd) -> Result<(), DatapathError> {
-        super::sync::sync(self, spd)
+        super::sync::sync(self, spd, |_| {})
+    }
+
+    /// Tests only: [`Self::sync`], running `before_flip` once the new tables are written, just
+    /// before the epoch flips to them (packets run there must still see the old SPD).
+    #[doc(hidden)]
+    pub fn sync_pausing_before_flip(
+        &mut self,
+        spd: &Spd,
+        before_flip: impl FnOnce(&KernelDatapath),
+    ) -> Result<(), DatapathError> {
+        super::sync::sync(self, spd, before_flip)
     }
 
     /// Per-SP counters (summed over CPUs), keyed by `Sp::id`, for the given ids.
@@ -541,43 +553,15 @@ impl KernelDatapath {
             .map_err(map_io(abi::bench::FLOWS))
     }
 
-    /// Read back every rule of the active generation (tests compare this with the model).
-    pub fn active_rules(&self) -> Result<Vec<(RuleKey, RuleValue)>, DatapathError> {
-        let generation = generation(self.epoch()?);
-        let mut out = Vec::new();
-        for item in &self.maps.rules {
-            let (k, v) = item.map_err(map_io(abi::RULES))?;
-            if k.tag >> 7 == generation {
-                out.push((k, v));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Read back the masks of the active generation, per rule kind and direction.
-    pub fn active_masks(&self) -> Result<[[Vec<MaskDesc>; 2]; RULE_KINDS as usize], DatapathError> {
-        let generation = generation(self.epoch()?);
-        let mut out: [[Vec<MaskDesc>; 2]; RULE_KINDS as usize] = Default::default();
-        for (kind, dir) in super::compile::KINDS
-            .into_iter()
-            .flat_map(|k| [(k, abi::DIR_IN), (k, abi::DIR_OUT)])
-        {
-            let set = abi::mask_set(kind, generation, dir);
-            let count = self
-                .maps
-                .mask_count
-                .get(&set, 0)
-                .map_err(map_io(abi::MASK_COUNT))?;
-            for i in 0..count {
-                out[usize::from(kind)][usize::from(dir)].push(
-                    self.maps
-                        .masks
-                        .get(&(set * abi::MAX_MASKS + i), 0)
-                        .map_err(map_io(abi::MASKS))?,
-                );
-            }
-        }
-        Ok(out)
+    /// Read back the tables of the active generation (tests compare them with the model).
+    pub fn active_tables(&self) -> Result<super::compile::Tables, DatapathError> {
+        active_tables(
+            self.epoch()?,
+            &self.maps.rules,
+            &self.maps.prefixes,
+            &self.maps.len_pairs,
+            &self.maps.field_sets,
+        )
     }
 
     /// Inbound SPIs present in the kernel.
@@ -600,8 +584,8 @@ impl KernelDatapath {
     /// programs fail closed). Returns how many rules were rewritten.
     #[doc(hidden)]
     pub fn corrupt_rule_actions_for_tests(&mut self, action: u32) -> Result<usize, DatapathError> {
-        let rules = self.active_rules()?;
-        for (key, mut value) in rules.iter().copied() {
+        let rules = self.active_tables()?.rules;
+        for (key, mut value) in rules.iter().map(|(k, v)| (*k, *v)) {
             value.action = action;
             self.maps
                 .rules
@@ -637,6 +621,55 @@ impl Drop for KernelDatapath {
             remove_pins(dir);
         }
     }
+}
+
+/// The tables of the generation `epoch` makes active, read from the maps (a loaded datapath's,
+/// or those a daemon pinned).
+pub fn active_tables<M: std::borrow::Borrow<MapData>>(
+    epoch: u64,
+    rules: &HashMap<M, RuleKey, RuleValue>,
+    prefixes: &LpmTrie<M, PrefixKey, LenSet>,
+    len_pairs: &Array<M, LenSet>,
+    field_sets: &Array<M, FieldSet>,
+) -> Result<super::compile::Tables, DatapathError> {
+    let generation = generation(epoch);
+    let mut tables = super::compile::Tables::default();
+    for item in rules {
+        let (key, value) = item.map_err(map_io(abi::RULES))?;
+        if key.generation() == generation {
+            tables.rules.insert(key, value);
+        }
+    }
+    for item in prefixes {
+        let (key, value) = item.map_err(map_io(abi::PREFIXES))?;
+        let data = key.data();
+        if data.tag >> 2 == generation {
+            let len = u8::try_from(key.prefix_len().saturating_sub(8)).unwrap_or(u8::MAX);
+            tables
+                .prefixes
+                .insert(super::compile::PrefixEntry { len, key: data }, value);
+        }
+    }
+    for kind in super::compile::KINDS {
+        for dir in [abi::DIR_IN, abi::DIR_OUT] {
+            let set = abi::rule_set(kind, generation, dir);
+            for s in 0..abi::PREFIX_LENS {
+                let pairs = len_pairs
+                    .get(&abi::pairs_index(set, s), 0)
+                    .map_err(map_io(abi::LEN_PAIRS))?;
+                if pairs.is_empty() {
+                    continue;
+                }
+                tables.pairs.insert(abi::pairs_index(set, s), pairs);
+                for d in pairs.iter() {
+                    let index = abi::field_set_index(set, s, u32::from(d));
+                    let fields = field_sets.get(&index, 0).map_err(map_io(abi::FIELD_SETS))?;
+                    tables.field_sets.insert(index, fields);
+                }
+            }
+        }
+    }
+    Ok(tables)
 }
 
 /// Remove the pins a previous instance left (after kill -9, say); unknown files are kept.

@@ -12,5 +12,5 @@ mod sync;
 mod xdp_mode;
 
 pub use kernel::{Attached, DatapathError, KernelDatapath, LoadOptions, XskSocket};
-pub use kernel::{check_interface, monotonic_ns};
+pub use kernel::{active_tables, check_interface, monotonic_ns};
 pub use xdp_mode::XdpMode;
