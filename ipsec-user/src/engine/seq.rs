@@ -368,4 +368,73 @@ mod tests {
         assert_eq!(store.entries.len(), 1);
         assert_eq!(store.reservation("live", 0x1000), Some(1));
     }
+
+    const GCM128: &[u8] = b"0123456789abcdefSALT";
+
+    #[test]
+    fn iv_entries_hash_the_aes_key_and_never_show_it() {
+        let entry = iv_entry(EncryptionAlgorithm::Aes128Gcm, GCM128).expect("a gcm entry");
+        assert!(entry.starts_with(IV_ENTRY_PREFIX) && entry.len() == IV_ENTRY_PREFIX.len() + 64);
+        assert!(
+            !entry.contains(&hex::encode(&GCM128[..16])),
+            "the key is not in the name"
+        );
+        assert!(
+            !crate::model::is_valid_name(&entry),
+            "no sa can be named like it"
+        );
+        // The salt does not matter (the AES key does), nor does anything but the key.
+        assert_eq!(
+            iv_entry(EncryptionAlgorithm::Aes128Gcm, b"0123456789abcdefPEPR"),
+            Some(entry.clone())
+        );
+        assert_ne!(
+            iv_entry(EncryptionAlgorithm::Aes128Gcm, b"0123456789abcdeFSALT"),
+            Some(entry.clone())
+        );
+        // Domain separation: not the bare SHA-256 of the key.
+        assert!(!entry.ends_with(&hex::encode(Sha256::digest(&GCM128[..16]))));
+        assert_eq!(
+            iv_entry(EncryptionAlgorithm::Aes128Cbc, b"0123456789abcdef"),
+            None
+        );
+    }
+
+    /// A failed write takes an SA's reservation back but keeps an IV epoch raised (it was
+    /// handed out), and the next write that succeeds carries it to disk; pruning never drops
+    /// an epoch.
+    #[test]
+    fn iv_epochs_survive_failed_writes_and_pruning() {
+        let (dir, mut store) = fresh_store();
+        let entry = iv_entry(EncryptionAlgorithm::Aes128Gcm, GCM128).expect("a gcm entry");
+        // The file's place is taken by a non-empty directory: the rename fails.
+        fs::create_dir_all(store.path().join("blocker")).expect("blocking the file");
+        let failed = store.reserve_all([("sa1", 0x1000, 100), (entry.as_str(), IV_EPOCH_SPI, 1)]);
+        assert!(failed.is_err(), "the write fails");
+        assert_eq!(store.reservation("sa1", 0x1000), None, "taken back");
+        assert_eq!(
+            store.reservation(&entry, IV_EPOCH_SPI),
+            Some(1),
+            "kept raised"
+        );
+        fs::remove_dir_all(store.path()).expect("unblocking the file");
+        store.reserve("sa2", 0x2000, 5).expect("the next write");
+        let reloaded = SeqStore::open(dir.path()).expect("reloading");
+        assert_eq!(
+            reloaded.reservation(&entry, IV_EPOCH_SPI),
+            Some(1),
+            "on disk now"
+        );
+
+        for i in 0..=u32::try_from(state_file::MAX_ENTRIES).expect("fits") {
+            store.entries.insert((format!("x{i}"), 0x100 + i), 1);
+        }
+        store.prune_if_over(&HashSet::new());
+        assert_eq!(
+            store.reservation(&entry, IV_EPOCH_SPI),
+            Some(1),
+            "never pruned"
+        );
+        assert_eq!(store.entries.len(), 1);
+    }
 }
