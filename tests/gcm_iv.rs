@@ -1,0 +1,235 @@
+//! AES-GCM with a manual key never repeats an IV under that key (RFC 4106 §8), on the wire of a
+//! real daemon: the same key is installed four times (added; removed and re-added under the
+//! same name and SPI; re-added under another name and SPI; the daemon killed with -9 and
+//! restarted on its state) and the IVs of the ESP captured on the far side keep rising, each
+//! keying above every IV sent before. Also the CLI side of AES-GCM: `sa add` prints RFC 4106's
+//! warning exactly once (and not for a CBC SA), `sa list` shows integrity `none`, and
+//! `--integrity-algorithm` with GCM is refused with nothing changed.
+
+use xipsec_testkit::{
+    as_root, capture::Capture, cli::SpArgs, daemon::Node, netns::VethPair, traffic,
+};
+
+/// The AES-128 key and its 4-byte salt (RFC 4106 §8.1): 20 bytes.
+const GCM_KEY: &str = "0x000102030405060708090a0b0c0d0e0fa0a1a2a3";
+const PORT: &str = "9107";
+const PER_PHASE: usize = 3;
+
+/// `sa add` of the a -> b GCM SA `name`/`spi`; the CLI's stderr.
+fn add_gcm(d: &Node, net: &VethPair, name: &str, spi: &str) -> String {
+    let out = d.cli(&[
+        "sa",
+        "add",
+        "--sa-source",
+        &net.addr_a,
+        "--sa-destination",
+        &net.addr_b,
+        "--sa-mode",
+        "transport",
+        "--sa-spi",
+        spi,
+        "--encryption-algorithm",
+        "aes128-gcm",
+        "--encryption-key",
+        GCM_KEY,
+        "--sa-name",
+        name,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "sa add {name} failed: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout stays clean for scripts");
+    stderr
+}
+
+/// The a -> b UDP policy on SA `sa`.
+fn protect(d: &Node, net: &VethPair, sa: &str) {
+    let (src, dst) = (format!("{}/128", net.addr_a), format!("{}/128", net.addr_b));
+    // UDP only: neighbour discovery passes in clear.
+    let sp = SpArgs {
+        sa: Some(sa),
+        proto: "udp",
+        ..SpArgs::ipsec(&src, &dst, "out", "to-b")
+    };
+    d.ok(&sp.args());
+}
+
+fn unprotect(d: &Node) {
+    d.ok(&["sp", "remove", "--remove-all"]);
+    d.ok(&["sa", "remove", "--remove-all"]);
+}
+
+fn send(net: &VethPair, phase: &str) {
+    let sent = traffic::py(&net.ns_a, &["udp-send", &net.addr_b, PORT, "3", phase])
+        .status()
+        .expect("sending protected UDP");
+    assert!(sent.success(), "{phase}: udp-send failed");
+}
+
+/// (SPI, sequence number, IV) of a captured transport-mode ESP packet (IPv6 header, then ESP).
+fn esp_fields(packet: &[u8]) -> (u32, u32, u64) {
+    let esp = &packet[40..];
+    let word = |at: usize| u32::from_be_bytes(esp[at..at + 4].try_into().expect("4 bytes"));
+    let iv = u64::from_be_bytes(esp[8..16].try_into().expect("an 8-byte iv"));
+    (word(0), word(4), iv)
+}
+
+#[test]
+fn gcm_ivs_keep_rising_across_readd_rename_and_kill9_restart() {
+    as_root(
+        "gcm_ivs_keep_rising_across_readd_rename_and_kill9_restart",
+        || {
+            let net = VethPair::new("xgcm", 0x7c);
+            let mut a = Node::start(&net.ns_a, &net.if_a);
+            let _absorb = traffic::EspAbsorb::start(&net.ns_b);
+            let cap = Capture::start(
+                &net.ns_b,
+                &net.if_b,
+                &a.dir().join("gcm.pcap"),
+                &[0x7c01, 0x7c02],
+            );
+
+            let warned = add_gcm(&a, &net, "g1", "0x7c01");
+            assert_eq!(
+                warned.matches("warning: rfc 4106").count(),
+                1,
+                "the rfc 4106 warning, once: {warned}"
+            );
+            protect(&a, &net, "g1");
+            let listed = a.ok(&["sa", "list", "--formatter", "json"]);
+            assert!(
+                listed.contains("\"integrity_algorithm\":\"none\"")
+                    || listed.contains("\"integrity_algorithm\": \"none\""),
+                "sa list shows integrity none for gcm: {listed}"
+            );
+            send(&net, "first");
+
+            unprotect(&a);
+            add_gcm(&a, &net, "g1", "0x7c01");
+            protect(&a, &net, "g1");
+            send(&net, "re-added");
+
+            unprotect(&a);
+            add_gcm(&a, &net, "g2", "0x7c02");
+            protect(&a, &net, "g2");
+            send(&net, "renamed");
+
+            a.kill9();
+            a.spawn();
+            send(&net, "restarted");
+
+            let frames = cap.stop();
+            frames.assert_only_esp("gcm phases");
+            let packets: Vec<(u32, u32, u64)> =
+                frames.esp_packets().iter().map(|p| esp_fields(p)).collect();
+            assert_eq!(packets.len(), 4 * PER_PHASE, "{packets:x?}\n{}", a.log());
+            let ivs: Vec<u64> = packets.iter().map(|p| p.2).collect();
+            assert!(
+                ivs.windows(2).all(|w| w[0] < w[1]),
+                "every iv above every earlier one: {packets:x?}"
+            );
+            // Each keying is a new epoch (the high 32 bits), and the low 32 bits are the packet's
+            // sequence number.
+            let epochs: Vec<u64> = ivs.iter().map(|iv| iv >> 32).collect();
+            for phase in epochs.chunks(PER_PHASE) {
+                assert!(
+                    phase.iter().all(|e| *e == phase[0]),
+                    "one epoch per keying: {epochs:?}"
+                );
+            }
+            assert!(
+                packets
+                    .iter()
+                    .all(|(_, seq, iv)| u64::from(*seq) == iv & 0xffff_ffff)
+            );
+            let spis: Vec<u32> = packets.iter().map(|p| p.0).collect();
+            assert_eq!(spis[..2 * PER_PHASE], [0x7c01; 2 * PER_PHASE]);
+            assert_eq!(spis[2 * PER_PHASE..], [0x7c02; 2 * PER_PHASE]);
+        },
+    );
+}
+
+#[test]
+fn gcm_cli_refuses_integrity_and_warns_only_for_gcm() {
+    as_root("gcm_cli_refuses_integrity_and_warns_only_for_gcm", || {
+        let net = VethPair::new("xgcn", 0x7d);
+        let a = Node::start(&net.ns_a, &net.if_a);
+        let before = a.ok(&["sa", "list", "--formatter", "json"]);
+        let refused = a.cli(&[
+            "sa",
+            "add",
+            "--sa-source",
+            &net.addr_a,
+            "--sa-destination",
+            &net.addr_b,
+            "--sa-mode",
+            "transport",
+            "--sa-spi",
+            "0x7d01",
+            "--encryption-algorithm",
+            "aes256-gcm",
+            "--encryption-key",
+            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa0a1a2a3",
+            "--integrity-algorithm",
+            "hmac-sha2-256",
+            "--integrity-key",
+            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            "--sa-name",
+            "g",
+        ]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(
+            stderr.starts_with(
+                "error: --integrity-algorithm: not allowed with --encryption-algorithm aes256-gcm"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("warning"),
+            "no warning for a refused sa: {stderr}"
+        );
+        assert_eq!(
+            a.ok(&["sa", "list", "--formatter", "json"]),
+            before,
+            "nothing changed"
+        );
+
+        let cbc = a.cli(&[
+            "sa",
+            "add",
+            "--sa-source",
+            &net.addr_a,
+            "--sa-destination",
+            &net.addr_b,
+            "--sa-mode",
+            "transport",
+            "--sa-spi",
+            "0x7d02",
+            "--encryption-algorithm",
+            "aes256-cbc",
+            "--encryption-key",
+            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            "--integrity-algorithm",
+            "hmac-sha2-256",
+            "--integrity-key",
+            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            "--sa-name",
+            "c",
+        ]);
+        assert!(
+            cbc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cbc.stderr)
+        );
+        assert!(cbc.stderr.is_empty(), "no warning for aes256-cbc");
+        let help = a.ok(&["sa", "add", "--help"]);
+        assert!(
+            help.contains("rfc 4106 §8"),
+            "sa add --help carries the warning: {help}"
+        );
+        assert!(
+            help.contains("beyond ESXi"),
+            "sa add --help says what is beyond ESXi"
+        );
+    });
+}
