@@ -6,6 +6,8 @@
 //! warning exactly once (and not for a CBC SA), `sa list` shows integrity `none`, and
 //! `--integrity-algorithm` with GCM is refused with nothing changed.
 
+use std::process::Output;
+
 use xipsec_testkit::{
     as_root, capture::Capture, cli::SpArgs, daemon::Node, netns::VethPair, traffic,
 };
@@ -15,9 +17,20 @@ const GCM_KEY: &str = "0x000102030405060708090a0b0c0d0e0fa0a1a2a3";
 const PORT: &str = "9107";
 const PER_PHASE: usize = 3;
 
-/// `sa add` of the a -> b GCM SA `name`/`spi`; the CLI's stderr.
-fn add_gcm(d: &Node, net: &VethPair, name: &str, spi: &str) -> String {
-    let out = d.cli(&[
+/// A 32-byte key (AES-256, HMAC-SHA-256), and the same with a 4-byte salt for aes256-gcm.
+const KEY_32: &str = "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const KEY_36: &str = "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa0a1a2a3";
+
+/// `xipsec sa add` of a transport SA a -> b: `enc` with `key`, and HMAC-SHA-256 with `KEY_32`
+/// when `hmac` is set.
+fn sa_add(
+    d: &Node,
+    net: &VethPair,
+    (name, spi): (&str, &str),
+    (enc, key): (&str, &str),
+    hmac: bool,
+) -> Output {
+    let mut args = vec![
         "sa",
         "add",
         "--sa-source",
@@ -29,12 +42,26 @@ fn add_gcm(d: &Node, net: &VethPair, name: &str, spi: &str) -> String {
         "--sa-spi",
         spi,
         "--encryption-algorithm",
-        "aes128-gcm",
+        enc,
         "--encryption-key",
-        GCM_KEY,
+        key,
         "--sa-name",
         name,
-    ]);
+    ];
+    if hmac {
+        args.extend([
+            "--integrity-algorithm",
+            "hmac-sha2-256",
+            "--integrity-key",
+            KEY_32,
+        ]);
+    }
+    d.cli(&args)
+}
+
+/// `sa add` of the a -> b aes128-gcm SA `name`/`spi`; the CLI's stderr.
+fn add_gcm(d: &Node, net: &VethPair, name: &str, spi: &str) -> String {
+    let out = sa_add(d, net, (name, spi), ("aes128-gcm", GCM_KEY), false);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "sa add {name} failed: {stderr}");
     assert!(out.stdout.is_empty(), "stdout stays clean for scripts");
@@ -154,28 +181,7 @@ fn gcm_cli_refuses_integrity_and_warns_only_for_gcm() {
         let net = VethPair::new("xgcn", 0x7d);
         let a = Node::start(&net.ns_a, &net.if_a);
         let before = a.ok(&["sa", "list", "--formatter", "json"]);
-        let refused = a.cli(&[
-            "sa",
-            "add",
-            "--sa-source",
-            &net.addr_a,
-            "--sa-destination",
-            &net.addr_b,
-            "--sa-mode",
-            "transport",
-            "--sa-spi",
-            "0x7d01",
-            "--encryption-algorithm",
-            "aes256-gcm",
-            "--encryption-key",
-            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1fa0a1a2a3",
-            "--integrity-algorithm",
-            "hmac-sha2-256",
-            "--integrity-key",
-            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-            "--sa-name",
-            "g",
-        ]);
+        let refused = sa_add(&a, &net, ("g", "0x7d01"), ("aes256-gcm", KEY_36), true);
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success());
         assert!(
@@ -194,28 +200,7 @@ fn gcm_cli_refuses_integrity_and_warns_only_for_gcm() {
             "nothing changed"
         );
 
-        let cbc = a.cli(&[
-            "sa",
-            "add",
-            "--sa-source",
-            &net.addr_a,
-            "--sa-destination",
-            &net.addr_b,
-            "--sa-mode",
-            "transport",
-            "--sa-spi",
-            "0x7d02",
-            "--encryption-algorithm",
-            "aes256-cbc",
-            "--encryption-key",
-            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-            "--integrity-algorithm",
-            "hmac-sha2-256",
-            "--integrity-key",
-            "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-            "--sa-name",
-            "c",
-        ]);
+        let cbc = sa_add(&a, &net, ("c", "0x7d02"), ("aes256-cbc", KEY_32), true);
         assert!(
             cbc.status.success(),
             "{}",
