@@ -273,6 +273,12 @@ pub enum Decapsulated {
 /// `spi()` and `mode()` of one direction of an SA, read from its [`Transform`].
 macro_rules! transform_accessors {
     () => {
+        /// The keyed algorithms, for sealing or opening several packets together (a burst).
+        #[allow(dead_code, reason = "the burst path seals and opens through the suite")]
+        pub(crate) fn suite(&self) -> &Suite {
+            &self.transform.suite
+        }
+
         #[must_use]
         pub fn spi(&self) -> u32 {
             self.transform.spi
