@@ -4,7 +4,8 @@
 //! restarted on its state) and the IVs of the ESP captured on the far side keep rising, each
 //! keying above every IV sent before. Also the CLI side of AES-GCM: `sa add` prints RFC 4106's
 //! warning exactly once (and not for a CBC SA), `sa list` shows integrity `none`, and
-//! `--integrity-algorithm` with GCM is refused with nothing changed.
+//! `--integrity-algorithm` with GCM, or a second GCM SA with the same AES key, is refused with
+//! nothing changed.
 
 use std::process::Output;
 
@@ -207,6 +208,36 @@ fn gcm_cli_refuses_integrity_and_warns_only_for_gcm() {
             String::from_utf8_lossy(&cbc.stderr)
         );
         assert!(cbc.stderr.is_empty(), "no warning for aes256-cbc");
+        // Each GCM SA needs its own AES key (the salt does not make it another key).
+        let first = sa_add(&a, &net, ("g1", "0x7d03"), ("aes256-gcm", KEY_36), false);
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let listed = a.ok(&["sa", "list", "--formatter", "json"]);
+        let other_salt = format!("{}b0b1b2b3", &KEY_36[..KEY_36.len() - 8]);
+        let shared = sa_add(
+            &a,
+            &net,
+            ("g2", "0x7d04"),
+            ("aes256-gcm", &other_salt),
+            false,
+        );
+        let stderr = String::from_utf8_lossy(&shared.stderr);
+        assert!(!shared.status.success());
+        assert!(
+            stderr.starts_with(
+                "error: --encryption-key: this aes-gcm key is already used by sa 'g1'"
+            ),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&KEY_36[2..]), "the key is never echoed");
+        assert_eq!(
+            a.ok(&["sa", "list", "--formatter", "json"]),
+            listed,
+            "nothing changed"
+        );
         let help = a.ok(&["sa", "add", "--help"]);
         assert!(
             help.contains("rfc 4106 §8"),
