@@ -123,6 +123,12 @@ fn gcm_ivs_keep_rising_across_readd_rename_and_kill9_restart() {
                 "the rfc 4106 warning, once: {warned}"
             );
             protect(&a, &net, "g1");
+            assert!(
+                a.log()
+                    .contains("rfc 4106 §8: aes-gcm fails catastrophically"),
+                "the daemon logs the warning too: {}",
+                a.log()
+            );
             let listed = a.ok(&["sa", "list", "--formatter", "json"]);
             assert!(
                 listed.contains("\"integrity_algorithm\":\"none\"")
