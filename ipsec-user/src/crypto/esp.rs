@@ -991,7 +991,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_all_twelve_suites_across_block_boundaries() {
+    fn round_trip_every_suite_across_block_boundaries() {
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
                 if !pairs(encryption, integrity) {
