@@ -5,6 +5,12 @@
 //!   says where to send it; [`InboundSa::decapsulate`] turns one ESP packet back into the
 //!   protected IPv6 packet in `out` and says what it was. `out` is cleared and reused, so once
 //!   its capacity has grown to the largest packet no call allocates.
+//! - Each direction is two steps, so a burst can do the cryptography of many packets together:
+//!   framing (outer or kept headers, ESP header, IV, payload, padding, trailer: per-SA state,
+//!   sequence number and IV) and sealing (encryption and ICV: the keys only). Outbound:
+//!   [`OutboundSa::frame`] then [`OutboundSa::seal`]; inbound: [`InboundSa::check`] (lengths,
+//!   SPI, replay), [`InboundSa::open_sealed`] (ICV, then decryption), the window update, then
+//!   [`InboundSa::unframe`] (trailer, mode).
 //! - Packet layout (RFC 4303 §2): `SPI | Sequence Number | IV | ciphertext of (payload |
 //!   padding 1, 2, 3, ... | Pad Length | Next Header) | ICV`. The ICV covers the ESP header, IV
 //!   and ciphertext (encrypt-then-MAC, §3.3.2 and §2.8).
@@ -19,8 +25,9 @@
 //! - Untrusted input never panics; every failure is an [`EspError`] the daemon can count.
 
 use super::replay::{DEFAULT_REPLAY_WINDOW, ReplayWindow};
+use super::suite::Suite;
 use super::wire::{self, IPV6_HEADER_LEN, proto};
-use super::{Cipher, CipherLengthError, ConfigError, Integrity, new_cipher, new_integrity};
+use super::{CipherLengthError, ConfigError};
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 /// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
 pub use crate::wire::ESP_HEADER_LEN;
@@ -136,8 +143,7 @@ struct Transform {
     mode: Mode,
     source: Ipv6Addr,
     destination: Ipv6Addr,
-    cipher: Box<dyn Cipher>,
-    integrity: Box<dyn Integrity>,
+    suite: Suite,
 }
 
 impl Transform {
@@ -157,8 +163,12 @@ impl Transform {
             mode: config.mode,
             source: config.source,
             destination: config.destination,
-            cipher: new_cipher(config.encryption, config.encryption_key)?,
-            integrity: new_integrity(config.integrity, config.integrity_key)?,
+            suite: Suite::new(
+                config.encryption,
+                config.encryption_key,
+                config.integrity,
+                config.integrity_key,
+            )?,
         })
     }
 }
@@ -263,6 +273,12 @@ pub enum Decapsulated {
 /// `spi()` and `mode()` of one direction of an SA, read from its [`Transform`].
 macro_rules! transform_accessors {
     () => {
+        /// The keyed algorithms, for sealing or opening several packets together (a burst).
+        #[allow(dead_code, reason = "the burst path seals and opens through the suite")]
+        pub(crate) fn suite(&self) -> &Suite {
+            &self.transform.suite
+        }
+
         #[must_use]
         pub fn spi(&self) -> u32 {
             self.transform.spi
@@ -283,6 +299,9 @@ pub struct OutboundSa {
     /// IVs must be unpredictable for CBC (RFC 3602 §3, RFC 2451 §3): a `ChaCha12` CSPRNG seeded
     /// from the OS through the thread RNG, held here so the SA stays `Send`.
     rng: StdRng,
+    /// GCM's IV is `iv_epoch` || sequence number (RFC 4106 §3.1 asks only for uniqueness under
+    /// the key; a counter guarantees it where random 64-bit IVs only make it likely).
+    iv_epoch: u32,
 }
 
 impl OutboundSa {
@@ -296,7 +315,29 @@ impl OutboundSa {
             transform: Transform::new(config)?,
             next_seq: 1,
             rng: StdRng::from_rng(&mut rand::rng()),
+            iv_epoch: 0,
         })
+    }
+
+    /// Makes this SA's counter IVs (AES-GCM) `epoch` || sequence number. Each SA keyed with a
+    /// GCM key must get an epoch no other SA with that key ever had, on this host, across
+    /// restarts (the engine reserves one per install in its persistent IV store); then an IV
+    /// never repeats under the key (RFC 4106 §8). Epoch 0 (the default) is for tests and
+    /// benchmarks. Ignored by suites with random IVs.
+    pub fn use_iv_epoch(&mut self, epoch: u32) {
+        self.iv_epoch = epoch;
+    }
+
+    /// The epoch of this SA's counter IVs (see [`Self::use_iv_epoch`]).
+    #[must_use]
+    pub fn iv_epoch(&self) -> u32 {
+        self.iv_epoch
+    }
+
+    /// Whether the suite's IV is a counter that must be unique under the key (AES-GCM).
+    #[must_use]
+    pub fn counter_iv(&self) -> bool {
+        self.transform.suite.counter_iv()
     }
 
     transform_accessors!();
@@ -329,16 +370,11 @@ impl OutboundSa {
         } else {
             0
         };
-        outer
-            + ESP_HEADER_LEN
-            + t.cipher.iv_len()
-            + t.cipher.block_size()
-            + 1
-            + t.integrity.icv_len()
+        outer + ESP_HEADER_LEN + t.suite.iv_len() + t.suite.block_size() + 1 + t.suite.icv_len()
     }
 
-    /// Encapsulates the IPv6 packet `packet` into `out` (cleared first). On error `out` holds
-    /// nothing meaningful and no sequence number is used.
+    /// Encapsulates the IPv6 packet `packet` into `out` (cleared first): [`Self::frame`], then
+    /// [`Self::seal`]. On error `out` holds nothing meaningful and no sequence number is used.
     ///
     /// # Errors
     /// [`EspError::SequenceExhausted`] once 2^32-1 packets have been sent; `Truncated` or
@@ -351,6 +387,34 @@ impl OutboundSa {
     ) -> Result<Encapsulated, EspError> {
         out.clear();
         let seq = u32::try_from(self.next_seq).map_err(|_| EspError::SequenceExhausted)?;
+        let framed = self.frame_at(seq, packet, out)?;
+        self.seal(&framed, out)?;
+        self.next_seq += 1;
+        Ok(framed.encapsulated)
+    }
+
+    /// Frames the next packet into `out` (cleared first) and takes its sequence number: outer or
+    /// kept headers, ESP header, IV, payload, padding and trailer in clear, with room for the ICV
+    /// at the end (zeros). [`Self::seal`] then encrypts and authenticates it in place; a burst
+    /// frames several packets and seals them together. On error nothing is used.
+    ///
+    /// # Errors
+    /// As [`Self::encapsulate`].
+    #[allow(
+        dead_code,
+        reason = "the burst path frames packets ahead of sealing them together"
+    )]
+    pub(crate) fn frame(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Result<Framed, EspError> {
+        out.clear();
+        let seq = u32::try_from(self.next_seq).map_err(|_| EspError::SequenceExhausted)?;
+        let framed = self.frame_at(seq, packet, out)?;
+        self.next_seq += 1;
+        Ok(framed)
+    }
+
+    /// [`Self::frame`] with sequence number `seq`, leaving the counter alone.
+    fn frame_at(&mut self, seq: u32, packet: &[u8], out: &mut Vec<u8>) -> Result<Framed, EspError> {
+        out.clear();
         let packet = wire::ipv6_packet(packet)?;
         let t = &self.transform;
 
@@ -370,8 +434,9 @@ impl OutboundSa {
 
         // RFC 4303 §2.4: pad so that payload + padding + 2 fills whole cipher blocks (and at
         // least 4-byte words).
-        let block = t.cipher.block_size();
-        let iv_len = t.cipher.iv_len();
+        let block = t.suite.block_size();
+        let iv_len = t.suite.iv_len();
+        let icv_len = t.suite.icv_len();
         let pad_len = (block - (payload.len() + 2) % block) % block;
         let ciphertext_len = payload.len() + pad_len + 2;
         // Only a cipher with blocks over 256 bytes could miss here; none exists.
@@ -386,7 +451,7 @@ impl OutboundSa {
         } else {
             IPV6_HEADER_LEN
         };
-        let total = esp_offset + ESP_HEADER_LEN + iv_len + ciphertext_len + t.integrity.icv_len();
+        let total = esp_offset + ESP_HEADER_LEN + iv_len + ciphertext_len + icv_len;
         let payload_len =
             u16::try_from(total - IPV6_HEADER_LEN).map_err(|_| EspError::TooBig { len: total })?;
         out.reserve(total);
@@ -403,31 +468,73 @@ impl OutboundSa {
         out.extend_from_slice(&esp_header(t.spi, seq));
         let iv_offset = out.len();
         out.resize(iv_offset + iv_len, 0);
-        self.rng.fill_bytes(&mut out[iv_offset..]);
+        if t.suite.counter_iv() {
+            // RFC 4106 §3.1: unique under the key. The epoch is this SA's alone (see
+            // `Self::use_iv_epoch`) and the sequence number never repeats within the SA.
+            let iv = (u64::from(self.iv_epoch) << 32) | u64::from(seq);
+            out[iv_offset..].copy_from_slice(&iv.to_be_bytes());
+        } else {
+            self.rng.fill_bytes(&mut out[iv_offset..]);
+        }
         out.extend_from_slice(payload);
         out.extend_from_slice(padding);
         // The last pad byte equals the pad length (0 when there is no padding).
         out.push(padding.last().copied().unwrap_or(0));
         out.push(next_header);
+        let icv_offset = out.len();
+        out.resize(total, 0);
 
-        let (head, ciphertext) = out.split_at_mut(iv_offset + iv_len);
-        t.cipher.encrypt(&head[iv_offset..], ciphertext)?;
-        let icv = t.integrity.compute(&out[esp_offset..]);
-        out.extend_from_slice(icv.as_ref());
-        debug_assert_eq!(out.len(), total);
-
-        self.next_seq += 1;
         // `out` starts with the whole fixed header written above.
         let outer = Ipv6Packet::new_unchecked(&out[..]);
-        Ok(Encapsulated {
-            seq,
-            destination,
-            source: outer.src_addr(),
-            traffic_class: outer.traffic_class(),
-            hop_limit: outer.hop_limit(),
-            esp_offset,
+        Ok(Framed {
+            iv_offset,
+            icv_offset,
+            encapsulated: Encapsulated {
+                seq,
+                destination,
+                source: outer.src_addr(),
+                traffic_class: outer.traffic_class(),
+                hop_limit: outer.hop_limit(),
+                esp_offset,
+            },
         })
     }
+
+    /// Encrypts and authenticates the packet [`Self::frame`] left in `out`: the ciphertext in
+    /// place, then the ICV over ESP header, IV and ciphertext (RFC 4303 §3.3.2, §2.8) into the
+    /// room left for it. Needs only the keys, so packets can be sealed in any order.
+    ///
+    /// # Errors
+    /// [`EspError::Cipher`] when `framed` does not describe `out` (a bug, never a panic).
+    pub(crate) fn seal(&self, framed: &Framed, out: &mut [u8]) -> Result<(), EspError> {
+        let t = &self.transform;
+        let esp_offset = framed.encapsulated.esp_offset;
+        let bad_layout = CipherLengthError {
+            len: out.len(),
+            iv_len: t.suite.iv_len(),
+            block_size: t.suite.block_size(),
+        };
+        if esp_offset > framed.iv_offset || framed.iv_offset > framed.icv_offset {
+            return Err(bad_layout.into());
+        }
+        let esp = out.get_mut(esp_offset..).ok_or(bad_layout)?;
+        let text_offset = framed.iv_offset - esp_offset + t.suite.iv_len();
+        t.suite
+            .seal(esp, text_offset, framed.icv_offset - esp_offset)?;
+        Ok(())
+    }
+}
+
+/// Where the parts of a packet [`OutboundSa::frame`] built lie in its buffer, and what to do with
+/// it once sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framed {
+    /// Where the IV starts (right after the ESP header); the payload follows it.
+    pub(crate) iv_offset: usize,
+    /// Where the ICV goes: the end of the trailer; the ICV runs to the end of the buffer.
+    pub(crate) icv_offset: usize,
+    /// What [`OutboundSa::encapsulate`] returns for this packet (`esp_offset`: the SPI).
+    pub(crate) encapsulated: Encapsulated,
 }
 
 /// The outer header of tunnel mode (RFC 4303 §3.1.2, RFC 4301 §5.1.2.1): traffic class
@@ -559,7 +666,8 @@ impl InboundSa {
     }
 
     /// The inbound steps of RFC 4303 §3.4 over `esp` (ESP header to ICV), with `front` what
-    /// stood in front of it; `out` is empty.
+    /// stood in front of it; `out` is empty. [`Self::check`], [`Self::unfront`],
+    /// [`Self::open_sealed`], then `admit`, the window update and [`Self::unframe`].
     fn open(
         &mut self,
         front: &Front<'_>,
@@ -567,10 +675,27 @@ impl InboundSa {
         out: &mut Vec<u8>,
         admit: impl FnOnce(u32) -> bool,
     ) -> Result<Decapsulated, EspError> {
+        let sealed = self.check(esp)?;
+        let next_header_field = self.unfront(front, out);
+        self.open_sealed(&sealed, esp, out)?;
+        if !admit(sealed.seq) {
+            return Err(EspError::NotPersisted { seq: sealed.seq });
+        }
+        // Only an authentic packet may move the window (§3.4.3).
+        self.replay.accept(sealed.seq);
+        self.unframe(&sealed, next_header_field, out)
+    }
+
+    /// The checks before any cryptography (RFC 4303 §3.4.2, §3.4.3): the lengths, the SPI and
+    /// the replay window (read only). Returns where the parts of `esp` lie.
+    ///
+    /// # Errors
+    /// `Truncated`, `Malformed`, `SpiMismatch` or `Replay`.
+    pub(crate) fn check(&self, esp: &[u8]) -> Result<Sealed, EspError> {
         let t = &self.transform;
-        let iv_size = t.cipher.iv_len();
-        let icv_len = t.integrity.icv_len();
-        let block = t.cipher.block_size();
+        let iv_size = t.suite.iv_len();
+        let icv_len = t.suite.icv_len();
+        let block = t.suite.block_size();
         // The smallest ciphertext is one block (it holds at least Pad Length and Next Header).
         if esp.len() < ESP_HEADER_LEN + iv_size + block + icv_len {
             return Err(EspError::Truncated { what: "esp packet" });
@@ -588,26 +713,24 @@ impl InboundSa {
         if !self.replay.check(seq) {
             return Err(EspError::Replay { seq });
         }
-        let (authenticated, icv) = esp.split_at(esp.len() - icv_len);
-        let ciphertext = &authenticated[ESP_HEADER_LEN + iv_size..];
-        if !ciphertext.len().is_multiple_of(block) {
+        let text_offset = ESP_HEADER_LEN + iv_size;
+        let icv_offset = esp.len() - icv_len;
+        if !(icv_offset - text_offset).is_multiple_of(block) {
             return Err(EspError::Malformed {
                 what: "esp ciphertext is not a whole number of blocks",
             });
         }
-        // RFC 4303 §3.4.4.1: verify before decrypting, in constant time.
-        if !t.integrity.verify(authenticated, icv) {
-            return Err(EspError::AuthFailed);
-        }
-        if !admit(seq) {
-            return Err(EspError::NotPersisted { seq });
-        }
-        // Only an authentic packet may move the window (§3.4.3).
-        self.replay.accept(seq);
+        Ok(Sealed {
+            seq,
+            text_offset,
+            icv_offset,
+        })
+    }
 
-        let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_size];
-        // Transport mode restores the clear part in front of the payload.
-        let next_header_field = match (t.mode, front) {
+    /// Writes what transport mode restores in front of the payload into `out`; returns where the
+    /// Next Header field to patch lies in it (0 in tunnel mode, where nothing is kept).
+    fn unfront(&self, front: &Front<'_>, out: &mut Vec<u8>) -> usize {
+        match (self.transform.mode, front) {
             (Mode::Tunnel, _) => 0,
             (
                 Mode::Transport,
@@ -623,16 +746,46 @@ impl InboundSa {
                 out.extend_from_slice(&outer.header());
                 wire::NEXT_HEADER_OFFSET
             }
-        };
-        let plain_offset = out.len();
-        out.extend_from_slice(ciphertext);
-        t.cipher.decrypt(iv, &mut out[plain_offset..])?;
+        }
+    }
 
+    /// Authenticates `esp` (laid out as `sealed` says) and appends its decrypted payload and
+    /// trailer to `out`. The ICV is verified in constant time before anything is decrypted
+    /// (RFC 4303 §3.4.4.1); a forgery leaves `out` as it was.
+    ///
+    /// # Errors
+    /// [`EspError::AuthFailed`], or [`EspError::Cipher`] for a layout that does not fit (a bug).
+    pub(crate) fn open_sealed(
+        &self,
+        sealed: &Sealed,
+        esp: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EspError> {
+        self.transform
+            .suite
+            .open(esp, sealed.text_offset, sealed.icv_offset, out)
+    }
+
+    /// Checks and strips the trailer of the authentic payload at the end of `out` (RFC 4303
+    /// §2.4 to §2.6) and finishes the packet for its mode: transport restores the Next Header
+    /// at `next_header_field` and the payload length, tunnel checks the inner packet and drops
+    /// TFC padding (§2.7).
+    ///
+    /// # Errors
+    /// `BadPadding`, `UnknownNextHeader`, or a malformed inner packet in tunnel mode.
+    pub(crate) fn unframe(
+        &self,
+        sealed: &Sealed,
+        next_header_field: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Decapsulated, EspError> {
+        let seq = sealed.seq;
+        let ciphertext_len = sealed.icv_offset - sealed.text_offset;
         // Trailer: ... padding | Pad Length | Next Header (RFC 4303 §2.4 to §2.6).
         let end = out.len();
         let next_header = out[end - 1];
         let pad_len = usize::from(out[end - 2]);
-        if pad_len + 2 > ciphertext.len() {
+        if pad_len + 2 > ciphertext_len {
             return Err(EspError::BadPadding);
         }
         let pad_start = end - 2 - pad_len;
@@ -649,7 +802,7 @@ impl InboundSa {
             out.clear();
             return Ok(Decapsulated::Dummy { seq });
         }
-        match t.mode {
+        match self.transform.mode {
             Mode::Transport => {
                 // Hop-by-hop may only follow the fixed header (RFC 8200 §4.3), never ESP.
                 if next_header == proto::HOP_BY_HOP {
@@ -674,6 +827,18 @@ impl InboundSa {
     }
 }
 
+/// Where the parts of an inbound ESP packet lie (offsets from the SPI), as [`InboundSa::check`]
+/// found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    /// The packet's sequence number (not yet accepted by the window).
+    pub(crate) seq: u32,
+    /// Where the ciphertext starts (after ESP header and IV).
+    pub(crate) text_offset: usize,
+    /// Where the ICV starts; it runs to the end of the packet.
+    pub(crate) icv_offset: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,14 +847,27 @@ mod tests {
     use EncryptionAlgorithm as E;
     use IntegrityAlgorithm as I;
 
-    const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [
+    const ENCRYPTIONS: [EncryptionAlgorithm; 6] = [
         EncryptionAlgorithm::TripleDesCbc,
         EncryptionAlgorithm::Aes128Cbc,
+        EncryptionAlgorithm::Aes256Cbc,
+        EncryptionAlgorithm::Aes128Gcm,
+        EncryptionAlgorithm::Aes256Gcm,
         EncryptionAlgorithm::Null,
     ];
-    const INTEGRITIES: [IntegrityAlgorithm; 2] =
-        [IntegrityAlgorithm::HmacSha1, IntegrityAlgorithm::HmacSha256];
+    /// With [`ENCRYPTIONS`], every suite an SA can have: skip the pairs [`pairs`] refuses.
+    const INTEGRITIES: [IntegrityAlgorithm; 3] = [
+        IntegrityAlgorithm::HmacSha1,
+        IntegrityAlgorithm::HmacSha256,
+        IntegrityAlgorithm::None,
+    ];
     const MODES: [Mode; 2] = [Mode::Transport, Mode::Tunnel];
+
+    /// Whether `encryption` and `integrity` make an SA: a combined-mode cipher with `none`,
+    /// any other with an HMAC.
+    fn pairs(encryption: EncryptionAlgorithm, integrity: IntegrityAlgorithm) -> bool {
+        encryption.is_combined() == (integrity == IntegrityAlgorithm::None)
+    }
 
     /// The spec's example keys (`ipv6readylogo3descbcout2`, `ipv6readylogsha1out2`) and
     /// fixed keys of the right length for the other algorithms.
@@ -697,6 +875,9 @@ mod tests {
         match algorithm {
             EncryptionAlgorithm::TripleDesCbc => b"ipv6readylogo3descbcout2",
             EncryptionAlgorithm::Aes128Cbc => b"0123456789abcdef",
+            EncryptionAlgorithm::Aes256Cbc => b"0123456789abcdef0123456789abcdef",
+            EncryptionAlgorithm::Aes128Gcm => b"0123456789abcdefSALT",
+            EncryptionAlgorithm::Aes256Gcm => b"0123456789abcdef0123456789abcdefSALT",
             EncryptionAlgorithm::Null => b"",
         }
     }
@@ -705,6 +886,7 @@ mod tests {
         match algorithm {
             IntegrityAlgorithm::HmacSha1 => b"ipv6readylogsha1out2",
             IntegrityAlgorithm::HmacSha256 => b"0123456789abcdef0123456789abcdef",
+            IntegrityAlgorithm::None => b"",
         }
     }
 
@@ -712,11 +894,18 @@ mod tests {
         s.parse().expect("parsing a test address")
     }
 
+    /// An SA with these algorithms; a combined-mode cipher gets integrity `none` whatever
+    /// `integrity` says.
     fn config(
         encryption: EncryptionAlgorithm,
         integrity: IntegrityAlgorithm,
         mode: Mode,
     ) -> SaConfig<'static> {
+        let integrity = if encryption.is_combined() {
+            IntegrityAlgorithm::None
+        } else {
+            integrity
+        };
         SaConfig {
             spi: 0x1000,
             mode,
@@ -760,34 +949,38 @@ mod tests {
     /// Builds an authentic ESP packet by hand from a plaintext that already carries its
     /// trailer, so tests can send what a correct sender never would.
     fn seal(config: &SaConfig<'_>, seq: u32, plaintext_with_trailer: &[u8]) -> Vec<u8> {
-        let cipher = new_cipher(config.encryption, config.encryption_key).expect("cipher");
-        let integrity = new_integrity(config.integrity, config.integrity_key).expect("integrity");
+        let suite = suite_of(config);
         let mut p = vec![0x60, 0, 0, 0, 0, 0, proto::ESP, 64];
         p.extend_from_slice(&config.source.octets());
         p.extend_from_slice(&config.destination.octets());
         p.extend_from_slice(&config.spi.to_be_bytes());
         p.extend_from_slice(&seq.to_be_bytes());
-        let iv: Vec<u8> = (0..cipher.iv_len())
-            .map(|i| u8::try_from(i).expect("a short iv"))
-            .collect();
-        p.extend_from_slice(&iv);
-        let start = p.len();
+        p.extend((0..suite.iv_len()).map(|i| u8::try_from(i).expect("a short iv")));
+        let text_offset = p.len() - 40;
         p.extend_from_slice(plaintext_with_trailer);
-        cipher
-            .encrypt(&iv, &mut p[start..])
-            .expect("encrypting the test packet");
-        let icv = integrity.compute(&p[40..]);
-        p.extend_from_slice(icv.as_ref());
+        let icv_offset = p.len() - 40;
+        p.resize(p.len() + suite.icv_len(), 0);
+        suite
+            .seal(&mut p[40..], text_offset, icv_offset)
+            .expect("sealing the test packet");
         let len = u16::try_from(p.len() - 40).expect("fits");
         set_payload_len(&mut p, len);
         p
     }
 
+    fn suite_of(config: &SaConfig<'_>) -> Suite {
+        Suite::new(
+            config.encryption,
+            config.encryption_key,
+            config.integrity,
+            config.integrity_key,
+        )
+        .expect("keying the suite")
+    }
+
     /// The inner packet plus a correct trailer for `config`'s block size.
     fn with_trailer(config: &SaConfig<'_>, inner: &[u8], next_header: u8) -> Vec<u8> {
-        let block = new_cipher(config.encryption, config.encryption_key)
-            .expect("cipher")
-            .block_size();
+        let block = suite_of(config).block_size();
         let pad = (block - (inner.len() + 2) % block) % block;
         let mut v = inner.to_vec();
         let pad = u8::try_from(pad).expect("padding is shorter than 256 bytes");
@@ -798,15 +991,18 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_all_twelve_suites_across_block_boundaries() {
+    fn round_trip_every_suite_across_block_boundaries() {
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
+                if !pairs(encryption, integrity) {
+                    continue;
+                }
                 for mode in MODES {
                     let config = config(encryption, integrity, mode);
                     let (mut tx, mut rx) = pair(&config);
-                    let block = tx.transform.cipher.block_size();
-                    let iv_len = tx.transform.cipher.iv_len();
-                    let icv_len = tx.transform.integrity.icv_len();
+                    let block = tx.transform.suite.block_size();
+                    let iv_len = tx.transform.suite.iv_len();
+                    let icv_len = tx.transform.suite.icv_len();
                     let (mut wire, mut back) = (Vec::new(), Vec::new());
                     for payload_len in 0..=64 {
                         let what = format!("{encryption:?}/{integrity:?}/{mode:?}/{payload_len}");
@@ -1073,6 +1269,9 @@ mod tests {
     fn bit_flips_anywhere_in_esp_fail_authentication() {
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
+                if !pairs(encryption, integrity) {
+                    continue;
+                }
                 let config = config(encryption, integrity, Mode::Transport);
                 let (mut tx, mut rx) = pair(&config);
                 let (mut wire, mut out) = (Vec::new(), Vec::new());
@@ -1196,6 +1395,68 @@ mod tests {
         );
         rx.reset_replay();
         assert!(rx.decapsulate(&esp, &mut out).is_ok(), "after a reset");
+    }
+
+    /// AES-GCM's IV is the SA's epoch then its sequence number (RFC 4106 §3.1: unique under
+    /// the key), so two SAs with one key and different epochs never share an IV; CBC's IV is
+    /// random.
+    #[test]
+    fn gcm_ivs_are_epoch_and_sequence_numbers() {
+        for encryption in [E::Aes128Gcm, E::Aes256Gcm] {
+            let config = config(encryption, I::None, Mode::Tunnel);
+            let (mut tx, mut rx) = pair(&config);
+            assert!(tx.counter_iv());
+            tx.use_iv_epoch(7);
+            let (mut wire, mut plain) = (Vec::new(), Vec::new());
+            for seq in 1..=3u32 {
+                tx.encapsulate(&udp(10), &mut wire).expect("encapsulating");
+                let iv = &wire[40 + ESP_HEADER_LEN..40 + ESP_HEADER_LEN + 8];
+                assert_eq!(
+                    iv,
+                    ((7u64 << 32) | u64::from(seq)).to_be_bytes(),
+                    "iv of {seq}"
+                );
+                rx.decapsulate(&wire, &mut plain).expect("opening");
+            }
+            tx.resume_after(u32::MAX - 1);
+            tx.encapsulate(&udp(10), &mut wire)
+                .expect("encapsulating the last");
+            let iv = &wire[48..56];
+            assert_eq!(iv, ((7u64 << 32) | u64::from(u32::MAX)).to_be_bytes());
+        }
+        let (tx, _) = pair(&config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel));
+        assert!(!tx.counter_iv());
+    }
+
+    /// Framing and sealing are separate steps: packets framed one after another and sealed in
+    /// another order (as a burst does) are the packets `encapsulate` would have sent.
+    #[test]
+    fn framed_packets_seal_in_any_order() {
+        for mode in MODES {
+            let config = config(E::Aes128Cbc, I::HmacSha256, mode);
+            let (mut tx, mut rx) = pair(&config);
+            let packets: Vec<Vec<u8>> = (0..3).map(|i| udp(100 + i * 17)).collect();
+            let mut bufs = vec![Vec::new(); packets.len()];
+            let framed: Vec<Framed> = packets
+                .iter()
+                .zip(&mut bufs)
+                .map(|(p, buf)| tx.frame(p, buf).expect("framing"))
+                .collect();
+            for (f, buf) in framed.iter().zip(&mut bufs).rev() {
+                tx.seal(f, buf).expect("sealing");
+            }
+            let mut plain = Vec::new();
+            for ((f, buf), packet) in framed.iter().zip(&bufs).zip(&packets) {
+                let got = rx
+                    .decapsulate(buf, &mut plain)
+                    .expect("opening a sealed frame");
+                assert!(
+                    matches!(got, Decapsulated::Deliver { seq, .. } if seq == f.encapsulated.seq)
+                );
+                assert_eq!(&plain, packet, "{mode:?}: the packet comes back as it was");
+            }
+            assert_eq!(tx.last_sequence(), 3);
+        }
     }
 
     #[test]
@@ -1382,6 +1643,9 @@ mod tests {
         let mut out = Vec::new();
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
+                if !pairs(encryption, integrity) {
+                    continue;
+                }
                 for mode in MODES {
                     let config = config(encryption, integrity, mode);
                     let (mut tx, mut rx) = pair(&config);
