@@ -185,7 +185,9 @@ fn parse_line(command: &mut clap::Command, line: &str) -> Result<Change, (String
         Command::Sp(SpCommand::Add(a)) => Ok(Change::SpAdd((*a).into())),
         Command::Sp(SpCommand::Remove(a)) => match &a.sa_name {
             Some(name) => Err((
-                format!("sp remove takes --sp-name, not --sa-name (did you mean 'sp remove --sp-name {name}'?)"),
+                format!(
+                    "sp remove takes --sp-name, not --sa-name (did you mean 'sp remove --sp-name {name}'?)"
+                ),
                 2,
             )),
             None => Ok(Change::SpRemove(a.into())),

@@ -60,12 +60,10 @@ pub fn call_within(
     let owned = || socket.to_owned();
     let io_error = |call: &'static str| {
         move |source: io::Error| match source.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                ClientError::Timeout {
-                    socket: owned(),
-                    seconds: timeout.as_secs(),
-                }
-            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
+                socket: owned(),
+                seconds: timeout.as_secs(),
+            },
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
                 ClientError::Closed { socket: owned() }
             }

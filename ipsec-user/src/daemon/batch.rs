@@ -135,7 +135,13 @@ mod tests {
             sp("sp22", "sa1"),
         ]);
         let (next, summary) = apply(&base, &batch).expect("a valid batch");
-        assert_eq!(summary, Summary { added: 3, removed: 1 });
+        assert_eq!(
+            summary,
+            Summary {
+                added: 3,
+                removed: 1
+            }
+        );
         assert_eq!(next.sas().len(), 1);
         assert_eq!(next.sps().len(), 1);
         assert!(next.sp("sp22").is_some());

@@ -240,8 +240,12 @@ impl State {
         self.spd = next;
         self.generation = generation;
         info!(
-            items, added = summary.added, removed = summary.removed, generation,
-            check_ms = checked.as_millis(), total_ms = started.elapsed().as_millis(),
+            items,
+            added = summary.added,
+            removed = summary.removed,
+            generation,
+            check_ms = checked.as_millis(),
+            total_ms = started.elapsed().as_millis(),
             "batch applied"
         );
         Response::BatchApplied {
@@ -415,7 +419,9 @@ fn apply(spd: &mut Spd, change: &Change) -> Result<Applied, ModelError> {
             let name = name.clone();
             if let Some(sa) = spd.sa(&name).filter(|_| matches!(change, Change::SaAdd(_))) {
                 let (spi, mode) = (sa.spi, sa.mode);
-                Box::new(move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"))
+                Box::new(
+                    move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"),
+                )
             } else if let Some(sp) = spd.sp(&name) {
                 let (direction, action) = (spelled(&sp.direction), spelled(&sp.action));
                 let sa = sp.sa_name.clone();
@@ -588,7 +594,10 @@ mod tests {
 
     fn sp(name: &str) -> Change {
         Change::SpAdd(SpAddArgs {
-            sp_source: Some(format!("fd00:{:x}::/64", name.len() * 7 + name.as_bytes()[0] as usize)),
+            sp_source: Some(format!(
+                "fd00:{:x}::/64",
+                name.len() * 7 + name.as_bytes()[0] as usize
+            )),
             sp_destination: Some("any".into()),
             source_port: Some("any".into()),
             destination_port: Some("any".into()),
@@ -626,7 +635,10 @@ mod tests {
     #[test]
     fn a_batch_is_one_sync_one_write_and_one_generation() {
         let h = Harness::new();
-        let answer = h.ask(batch(Some(0), vec![sp("a"), sp("bb"), remove("a"), sp("ccc")]));
+        let answer = h.ask(batch(
+            Some(0),
+            vec![sp("a"), sp("bb"), remove("a"), sp("ccc")],
+        ));
         assert!(
             matches!(
                 answer,
@@ -647,12 +659,18 @@ mod tests {
             Change::SpAdd(a) => a,
             _ => unreachable!(),
         }));
-        assert!(matches!(added, Response::Added { generation: 2, .. }), "{added:?}");
+        assert!(
+            matches!(added, Response::Added { generation: 2, .. }),
+            "{added:?}"
+        );
         let removed = h.ask(Request::SpRemove(SpRemoveArgs {
             sp_name: Some("dddd".into()),
             remove_all: false,
         }));
-        assert!(matches!(removed, Response::Removed { generation: 3, .. }), "{removed:?}");
+        assert!(
+            matches!(removed, Response::Removed { generation: 3, .. }),
+            "{removed:?}"
+        );
         let Response::Status(status) = h.ask(Request::Status) else {
             panic!("status");
         };
@@ -680,7 +698,10 @@ mod tests {
         }
         // The same name twice: the second add sees the first.
         let error = message(h.ask(batch(None, vec![sp("a"), sp("a")])));
-        assert!(error.starts_with("item 2: --sp-name: sp 'a' already exists"), "{error}");
+        assert!(
+            error.starts_with("item 2: --sp-name: sp 'a' already exists"),
+            "{error}"
+        );
         assert_eq!((h.saved(), h.syncs()), before);
     }
 

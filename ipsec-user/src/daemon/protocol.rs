@@ -224,7 +224,11 @@ mod tests {
             }],
         });
         let line = serde_json::to_vec(&batch).expect("serialising a batch");
-        assert!(line.starts_with(BATCH_TAG), "{}", String::from_utf8_lossy(&line));
+        assert!(
+            line.starts_with(BATCH_TAG),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
         let back: Request = serde_json::from_slice(&line).expect("parsing a batch");
         assert!(matches!(back, Request::Batch(b) if b == match batch {
             Request::Batch(b) => b,
@@ -233,6 +237,8 @@ mod tests {
         // The generation is optional on the wire.
         let bare: Request =
             serde_json::from_str(r#"{"batch":{"items":[]}}"#).expect("parsing a bare batch");
-        assert!(matches!(bare, Request::Batch(Batch { expect_generation: None, ref items }) if items.is_empty()));
+        assert!(
+            matches!(bare, Request::Batch(Batch { expect_generation: None, ref items }) if items.is_empty())
+        );
     }
 }

@@ -478,7 +478,9 @@ async fn parse_request(line: Vec<u8>) -> (Result<Request, serde_json::Error>, Ve
     {
         Ok(parsed) => parsed,
         Err(e) => (
-            Err(serde::de::Error::custom(format!("the parser task failed: {e}"))),
+            Err(serde::de::Error::custom(format!(
+                "the parser task failed: {e}"
+            ))),
             Vec::new(),
         ),
     }
@@ -833,11 +835,21 @@ mod tests {
         let mut untagged = b" ".to_vec();
         untagged.extend_from_slice(&small);
         let answer = exchange(&served.socket, &untagged).await;
-        assert!(answer.contains("request longer than 1024 bytes refused"), "{answer}");
+        assert!(
+            answer.contains("request longer than 1024 bytes refused"),
+            "{answer}"
+        );
         // A batch over its own limit is refused too.
         let answer = exchange(&served.socket, &batch(1000)).await;
-        assert!(answer.contains("request longer than 65536 bytes refused"), "{answer}");
-        assert!(exchange(&served.socket, b"\"status\"\n").await.contains("\"generation\":1"));
+        assert!(
+            answer.contains("request longer than 65536 bytes refused"),
+            "{answer}"
+        );
+        assert!(
+            exchange(&served.socket, b"\"status\"\n")
+                .await
+                .contains("\"generation\":1")
+        );
         served.shutdown().await;
     }
 
