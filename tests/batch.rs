@@ -437,19 +437,16 @@ fn kill9_during_a_large_batch_leaves_the_old_or_the_new_configuration() {
 
                 let started = Instant::now();
                 let mut child = spawn_batch(&node, &file);
-                let when = match (fraction, duration) {
-                    (Some(f), Some(total)) => {
-                        std::thread::sleep(Duration::mul_f64(total, f));
-                        node.kill9();
-                        format!("kill -9 at {:?}", started.elapsed())
-                    }
-                    _ => {
-                        let status = wait_timeout(&mut child, Duration::from_mins(2));
-                        assert!(status.success(), "the timing run failed");
-                        duration = Some(started.elapsed());
-                        node.kill9();
-                        format!("kill -9 after the batch ({:?})", started.elapsed())
-                    }
+                let when = if let (Some(f), Some(total)) = (fraction, duration) {
+                    std::thread::sleep(Duration::mul_f64(total, f));
+                    node.kill9();
+                    format!("kill -9 at {:?}", started.elapsed())
+                } else {
+                    let status = wait_timeout(&mut child, Duration::from_mins(2));
+                    assert!(status.success(), "the timing run failed");
+                    duration = Some(started.elapsed());
+                    node.kill9();
+                    format!("kill -9 after the batch ({:?})", started.elapsed())
                 };
                 let _ = wait_timeout(&mut child, Duration::from_mins(2));
                 // While the daemon is dead the pinned programs enforce the maps: old or new.
@@ -483,10 +480,7 @@ fn kill9_during_a_large_batch_leaves_the_old_or_the_new_configuration() {
                     model_meaning(&state.spd),
                     "{when}: the restarted daemon's maps are not its state"
                 );
-                println!(
-                    "{when}: maps while dead {:?}, state after restart {is}",
-                    dead_is
-                );
+                println!("{when}: maps while dead {dead_is:?}, state after restart {is}");
                 outcomes.push(is);
             }
             assert_eq!(outcomes[0], "new", "the completed batch");

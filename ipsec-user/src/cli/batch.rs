@@ -67,7 +67,7 @@ pub struct BatchArgs {
 }
 
 /// Run `xipsec batch`.
-pub(super) fn run(socket: &Path, args: BatchArgs) -> Result<(), Failure> {
+pub(super) fn run(socket: &Path, args: &BatchArgs) -> Result<(), Failure> {
     let text = read(&args.file)?;
     let items = parse(&text)?;
     let request = Request::Batch(Batch {

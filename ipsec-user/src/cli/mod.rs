@@ -191,7 +191,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             change(socket, &Request::SpRemove(a.into()))
         }
-        Command::Batch(a) => batch::run(socket, a),
+        Command::Batch(a) => batch::run(socket, &a),
         Command::Stats(out) => list(socket, &Request::Stats, &out),
         Command::Status(out) => list(socket, &Request::Status, &out),
         Command::Completions { shell } => {

@@ -136,6 +136,12 @@ struct Pending {
     log: Box<dyn FnOnce() + Send>,
 }
 
+/// How long a commit's datapath sync and state write took.
+struct Installed {
+    sync: std::time::Duration,
+    save: std::time::Duration,
+}
+
 /// Single changes committed together: the copy of the SPD they were applied to, in order.
 #[derive(Default)]
 struct Group {
@@ -176,7 +182,7 @@ impl State {
                         // Queued changes first, so the batch sees (and is checked against)
                         // every change acknowledged before it.
                         self.commit(std::mem::take(&mut group));
-                        let _ = reply.send(self.batch(batch));
+                        let _ = reply.send(self.batch(&batch));
                     }
                     request => match self.read(request) {
                         Ok(response) => {
@@ -208,7 +214,7 @@ impl State {
     }
 
     /// Check `batch` as a whole on a copy and commit it as one change; see the module docs.
-    fn batch(&mut self, batch: Batch) -> Response {
+    fn batch(&mut self, batch: &Batch) -> Response {
         let error = |message: String| Response::Error { message };
         if let Some(expected) = batch.expect_generation
             && expected != self.generation
@@ -234,9 +240,10 @@ impl State {
         }
         let checked = started.elapsed();
         let generation = self.generation + 1;
-        if let Err(message) = self.install(&next, generation) {
-            return error(message);
-        }
+        let took = match self.install(&next, generation) {
+            Ok(took) => took,
+            Err(message) => return error(message),
+        };
         self.spd = next;
         self.generation = generation;
         info!(
@@ -245,6 +252,8 @@ impl State {
             removed = summary.removed,
             generation,
             check_ms = checked.as_millis(),
+            sync_ms = took.sync.as_millis(),
+            save_ms = took.save.as_millis(),
             total_ms = started.elapsed().as_millis(),
             "batch applied"
         );
@@ -343,7 +352,7 @@ impl State {
         };
         let base = self.generation;
         let last = base + group.pending.len() as u64;
-        if let Err(message) = self.install(&next, last) {
+        if let Err(message) = self.install(&next, last).map(drop) {
             for p in group.pending {
                 let _ = p.reply.send(Response::Error {
                     message: message.clone(),
@@ -363,9 +372,11 @@ impl State {
     }
 
     /// Make the datapath, then the state file, hold `next` at `generation`: one sync (one
-    /// epoch flip) and one atomic write. On failure the datapath is synced back to the
-    /// committed state and the error message (ending in "nothing changed") comes back.
-    fn install(&mut self, next: &Spd, generation: u64) -> Result<(), String> {
+    /// epoch flip) and one atomic write; how long each took. On failure the datapath is synced
+    /// back to the committed state and the error message (ending in "nothing changed") comes
+    /// back.
+    fn install(&mut self, next: &Spd, generation: u64) -> Result<Installed, String> {
+        let started = Instant::now();
         if let Err(e) = self.datapath.sync(next) {
             error!(error = %Chain(&e), "the datapath refused the change; restoring");
             return Err(format!(
@@ -374,6 +385,7 @@ impl State {
                 self.restore()
             ));
         }
+        let synced = Instant::now();
         if let Err(e) = self.store.save(next, generation) {
             error!(error = %Chain(&e), "cannot persist the change; restoring");
             return Err(format!(
@@ -382,7 +394,10 @@ impl State {
                 self.restore()
             ));
         }
-        Ok(())
+        Ok(Installed {
+            sync: synced - started,
+            save: synced.elapsed(),
+        })
     }
 
     /// Sync the datapath back to the committed state; text to append to the error if that
