@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, FromArgMatches};
 
-use super::args::{SaCommand, SpCommand};
+use super::args::{SaAdd, SaCommand, SaRemove, SpAdd, SpCommand, SpRemove};
 use super::{Cli, Command, Failure, call_within, misplaced, normalize_args, one_line, unexpected};
 use crate::daemon::batch::where_;
 use crate::daemon::protocol::{Batch, BatchItem, Change, Request, Response};
@@ -116,11 +116,11 @@ pub fn parse(text: &str) -> Result<Vec<BatchItem>, Failure> {
             .enumerate()
             .map(|(n, part)| {
                 scope.spawn(move || {
-                    let mut command = Cli::command();
+                    let mut parsers = Parsers::new();
                     part.iter()
                         .enumerate()
                         .map(|(i, (_, content))| {
-                            parse_line(&mut command, content)
+                            parse_line(&mut parsers, content)
                                 .map_err(|(message, code)| (n * chunk + i, message, code))
                         })
                         .collect()
@@ -152,8 +152,56 @@ pub fn parse(text: &str) -> Result<Vec<BatchItem>, Failure> {
     Ok(items)
 }
 
+/// The clap commands a batch line is parsed with: the whole command line ([`Cli`]) and, for
+/// the four changes, each change's own arguments on their own (the same `Args` definitions,
+/// without the command tree around them, whose global options and sub-command matches cost as
+/// much again per line).
+struct Parsers {
+    full: clap::Command,
+    sa_add: clap::Command,
+    sa_remove: clap::Command,
+    sp_add: clap::Command,
+    sp_remove: clap::Command,
+}
+
+impl Parsers {
+    fn new() -> Self {
+        fn alone<T: Args>(name: &'static str) -> clap::Command {
+            T::augment_args(clap::Command::new(name).no_binary_name(true))
+        }
+        Self {
+            full: Cli::command(),
+            sa_add: alone::<SaAdd>("sa add"),
+            sa_remove: alone::<SaRemove>("sa remove"),
+            sp_add: alone::<SpAdd>("sp add"),
+            sp_remove: alone::<SpRemove>("sp remove"),
+        }
+    }
+
+    /// The change `argv` (program name first) asks for when it is one of the four and parses
+    /// cleanly on its own; `None` sends the line to the whole command line's parser, which
+    /// also words any error exactly as the single command would.
+    fn change(&mut self, argv: &[OsString]) -> Option<Command> {
+        fn parsed<T: FromArgMatches>(command: &mut clap::Command, rest: &[OsString]) -> Option<T> {
+            let mut matches = command.try_get_matches_from_mut(rest).ok()?;
+            // `_mut` takes the values out instead of cloning every match first.
+            T::from_arg_matches_mut(&mut matches).ok()
+        }
+        let noun = argv.get(1)?.to_str()?;
+        let verb = argv.get(2)?.to_str()?;
+        let rest = &argv[3..];
+        Some(match (noun, verb) {
+            ("sa", "add") => Command::Sa(SaCommand::Add(Box::new(parsed(&mut self.sa_add, rest)?))),
+            ("sa", "remove") => Command::Sa(SaCommand::Remove(parsed(&mut self.sa_remove, rest)?)),
+            ("sp", "add") => Command::Sp(SpCommand::Add(Box::new(parsed(&mut self.sp_add, rest)?))),
+            ("sp", "remove") => Command::Sp(SpCommand::Remove(parsed(&mut self.sp_remove, rest)?)),
+            _ => return None,
+        })
+    }
+}
+
 /// One command line as a change, or the message (and exit code) saying why not.
-fn parse_line(command: &mut clap::Command, line: &str) -> Result<Change, (String, u8)> {
+fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)> {
     let mut words = shlex::split(line)
         .ok_or_else(|| ("unbalanced quotes or a trailing backslash".to_owned(), 2))?;
     if words.first().map(String::as_str) == Some("xipsec") {
@@ -167,10 +215,17 @@ fn parse_line(command: &mut clap::Command, line: &str) -> Result<Change, (String
     {
         return Err(("--socket is not allowed in a batch file".to_owned(), 2));
     }
-    let cli = command
-        .try_get_matches_from_mut(argv)
-        .and_then(|matches| Cli::from_arg_matches(&matches))
-        .map_err(|e| (one_line(&e.render().to_string()), 2))?;
+    let command = match parsers.change(&argv) {
+        Some(command) => command,
+        None => {
+            parsers
+                .full
+                .try_get_matches_from_mut(argv)
+                .and_then(|matches| Cli::from_arg_matches(&matches))
+                .map_err(|e| (one_line(&e.render().to_string()), 2))?
+                .command
+        }
+    };
     let only = |what: &str| {
         Err((
             format!(
@@ -179,7 +234,7 @@ fn parse_line(command: &mut clap::Command, line: &str) -> Result<Change, (String
             2,
         ))
     };
-    match cli.command {
+    match command {
         Command::Sa(SaCommand::Add(a)) => Ok(Change::SaAdd((*a).into())),
         Command::Sa(SaCommand::Remove(a)) => Ok(Change::SaRemove(a.into())),
         Command::Sp(SpCommand::Add(a)) => Ok(Change::SpAdd((*a).into())),
