@@ -26,7 +26,7 @@ use ipsec_tests::maps::{Meaning, model_meaning, pinned_meaning};
 use ipsec_user::daemon::state::{Saved, parse_saved};
 use xipsec_testkit::{
     as_root,
-    cli::{Run, SpArgs, discard_lines, sa_line, single_error_line, write_batch},
+    cli::{Run, SpArgs, discard_lines, sa_line, single_error_line, without_counters, write_batch},
     daemon::{Node, Sandbox, wait_timeout},
     netns::{VethPair, in_netns},
 };
@@ -34,22 +34,8 @@ use xipsec_testkit::{
 /// `sa list` and `sp list` without their counters (traffic such as neighbour discovery may move
 /// them; the test is about configuration).
 fn lists(sandbox: &Sandbox) -> (serde_json::Value, serde_json::Value) {
-    let (mut sas, mut sps) = sandbox.lists();
-    for list in [&mut sas, &mut sps] {
-        for entry in list.as_array_mut().expect("a JSON array") {
-            let entry = entry.as_object_mut().expect("a JSON object");
-            for counter in [
-                "packets",
-                "bytes",
-                "auth_failures",
-                "replay_drops",
-                "errors",
-            ] {
-                entry.remove(counter);
-            }
-        }
-    }
-    (sas, sps)
+    let (sas, sps) = sandbox.lists();
+    (without_counters(sas), without_counters(sps))
 }
 
 /// The state file as the daemon left it.

@@ -204,3 +204,24 @@ pub fn write_batch(path: &Path, lines: &[String]) {
     text.push('\n');
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
+
+/// The counter fields of `sa list` and `sp list` entries.
+pub const COUNTERS: [&str; 5] = [
+    "packets",
+    "bytes",
+    "auth_failures",
+    "replay_drops",
+    "errors",
+];
+
+/// A `list --formatter json` array without its [`COUNTERS`]: the configuration alone (a new
+/// daemon starts its counters from zero, and traffic moves them).
+pub fn without_counters(mut list: serde_json::Value) -> serde_json::Value {
+    for entry in list.as_array_mut().expect("a JSON array") {
+        let entry = entry.as_object_mut().expect("a JSON object");
+        for counter in COUNTERS {
+            entry.remove(counter);
+        }
+    }
+    list
+}

@@ -79,6 +79,22 @@ pub fn apply(spd: &Spd, items: &[BatchItem]) -> Result<(Spd, Summary), ItemError
     Ok((next, summary))
 }
 
+/// `sp add` of an inbound discard policy `name` from `source` (a prefix) to anywhere: the
+/// daemon's unit tests' filler policy.
+#[cfg(test)]
+pub(crate) fn inbound_discard(name: &str, source: &str) -> crate::model::SpAddArgs {
+    crate::model::SpAddArgs {
+        sp_source: Some(source.to_owned()),
+        sp_destination: Some("any".to_owned()),
+        source_port: Some("any".to_owned()),
+        destination_port: Some("any".to_owned()),
+        flow_direction: Some("in".to_owned()),
+        action: Some("discard".to_owned()),
+        sp_name: Some(name.to_owned()),
+        ..crate::model::SpAddArgs::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -529,7 +529,7 @@ mod tests {
     use crate::daemon::port::PortError;
     use crate::daemon::protocol::BatchItem;
     use crate::datapath::DatapathError;
-    use crate::model::{SpAddArgs, SpRemoveArgs};
+    use crate::model::SpRemoveArgs;
 
     /// A datapath that records the number of SPs of every sync, and refuses one when told.
     #[derive(Clone, Default)]
@@ -608,19 +608,11 @@ mod tests {
     }
 
     fn sp(name: &str) -> Change {
-        Change::SpAdd(SpAddArgs {
-            sp_source: Some(format!(
-                "fd00:{:x}::/64",
-                name.len() * 7 + name.as_bytes()[0] as usize
-            )),
-            sp_destination: Some("any".into()),
-            source_port: Some("any".into()),
-            destination_port: Some("any".into()),
-            flow_direction: Some("in".into()),
-            action: Some("discard".into()),
-            sp_name: Some(name.into()),
-            ..SpAddArgs::default()
-        })
+        let source = format!(
+            "fd00:{:x}::/64",
+            name.len() * 7 + usize::from(name.as_bytes()[0])
+        );
+        Change::SpAdd(batch::inbound_discard(name, &source))
     }
 
     fn remove(name: &str) -> Change {

@@ -804,16 +804,10 @@ mod tests {
             let items = (0..n)
                 .map(|i| BatchItem {
                     line: None,
-                    change: Change::SpAdd(SpAddArgs {
-                        sp_source: Some(format!("fd00:{i:x}::/64")),
-                        sp_destination: Some("any".to_owned()),
-                        source_port: Some("any".to_owned()),
-                        destination_port: Some("any".to_owned()),
-                        flow_direction: Some("in".to_owned()),
-                        action: Some("discard".to_owned()),
-                        sp_name: Some(format!("sp{i}")),
-                        ..SpAddArgs::default()
-                    }),
+                    change: Change::SpAdd(crate::daemon::batch::inbound_discard(
+                        &format!("sp{i}"),
+                        &format!("fd00:{i:x}::/64"),
+                    )),
                 })
                 .collect();
             let mut line = serde_json::to_vec(&Request::Batch(Batch {
