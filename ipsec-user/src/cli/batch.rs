@@ -45,7 +45,8 @@ pub const EXAMPLE: &str = "Example:\n  \
     # New SA first, then the policy moves to it, then the old SA goes.\n  \
     sa add --sa-source fd00::1 --sa-destination fd00::2 --sa-mode transport --sa-spi 0x2001 \\\n    \
     --encryption-algorithm aes128-cbc --encryption-key 0x00112233445566778899aabbccddeeff \\\n    \
-    --integrity-algorithm hmac-sha2-256 --integrity-key 0x$(printf '%064x' 1) --sa-name sa-new\n  \
+    --integrity-algorithm hmac-sha2-256 \\\n    \
+    --integrity-key 0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f --sa-name sa-new\n  \
     sp remove --sp-name to-b\n  \
     sp add --sp-source fd00::1/128 --sp-destination fd00::2/128 --source-port any \\\n    \
     --destination-port any --flow-direction out --sa-name sa-new --sp-name to-b\n  \
