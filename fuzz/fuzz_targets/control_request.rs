@@ -3,11 +3,15 @@
 //!
 //! Checks: parsing never panics; a parsed request serialises and parses back to itself; a change
 //! the model accepts leaves a valid SPD that survives the state file (save, load, same SPD); a
-//! change the model refuses leaves the SPD exactly as it was.
+//! change the model refuses leaves the SPD exactly as it was. A batch is all or nothing: accepted,
+//! it equals its items applied one at a time (and survives the state file); refused, it names
+//! the first item that fails one at a time, with that item's line and the model's message.
 #![no_main]
 
 use std::sync::LazyLock;
 
+use ipsec_user::daemon::batch;
+use ipsec_user::daemon::protocol::Batch;
 use ipsec_user::fuzzing::{Request, parse_state_file};
 use ipsec_user::model::Spd;
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +30,10 @@ fuzz_target!(|line: &[u8]| {
         "request round trip"
     );
 
+    if let Request::Batch(b) = &request {
+        check_batch(b);
+        return;
+    }
     let mut spd = BASE.clone();
     let accepted = match &request {
         Request::SaAdd(args) => spd.add_sa(args).map(|_| ()),
@@ -35,13 +43,7 @@ fuzz_target!(|line: &[u8]| {
         _ => return,
     };
     match accepted {
-        Ok(()) => {
-            spd.validate()
-                .expect("an accepted change leaves a valid spd");
-            let loaded = parse_state_file(&ipsec_fuzz::state_file(&spd))
-                .expect("the state file of an accepted change loads");
-            assert_eq!(loaded, spd, "the state file does not give back the spd");
-        }
+        Ok(()) => survives(&spd),
         Err(e) => {
             assert!(spd == *BASE, "a refused change ({e}) changed the spd");
             let message = e.to_string();
@@ -52,3 +54,36 @@ fuzz_target!(|line: &[u8]| {
         }
     }
 });
+
+/// An accepted SPD is valid and comes back unchanged from its state file.
+fn survives(spd: &Spd) {
+    spd.validate()
+        .expect("an accepted change leaves a valid spd");
+    let loaded = parse_state_file(&ipsec_fuzz::state_file(spd))
+        .expect("the state file of an accepted change loads");
+    assert_eq!(&loaded, spd, "the state file does not give back the spd");
+}
+
+/// A batch against the base SPD: all or nothing, and the same as its items one at a time.
+fn check_batch(b: &Batch) {
+    let mut one_by_one = BASE.clone();
+    let first_refused = b
+        .items
+        .iter()
+        .enumerate()
+        .find_map(|(i, item)| batch::change(&mut one_by_one, &item.change).err().map(|e| (i, e)));
+    match (batch::apply(&BASE, &b.items), first_refused) {
+        (Ok((next, _)), None) => {
+            assert_eq!(next, one_by_one, "a batch differs from its items one at a time");
+            survives(&next);
+        }
+        (Err(e), Some((i, source))) => {
+            assert_eq!(e.index, i + 1, "the refused item");
+            assert_eq!(e.line, b.items[i].line, "the refused item's line");
+            assert_eq!(e.source, source, "the refused item's reason");
+            assert!(!e.to_string().contains('\n'), "error: {e}");
+        }
+        (Ok(_), Some((i, e))) => panic!("a batch was accepted though item {i} fails: {e}"),
+        (Err(e), None) => panic!("a batch was refused ({e}) though every item applies"),
+    }
+}

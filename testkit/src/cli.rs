@@ -1,5 +1,6 @@
-//! Running the `xipsec` CLI, what its failures must look like, and the source document's
-//! examples (verbatim), shared by the CLI tests and the demo.
+//! Running the `xipsec` CLI, what its failures must look like, the source document's examples
+//! (verbatim), and command lines for `xipsec batch` files, shared by the CLI tests, the demo and
+//! the load benchmark.
 
 use std::{
     path::Path,
@@ -133,6 +134,11 @@ impl<'a> SpArgs<'a> {
         }
     }
 
+    /// The command as one line of an `xipsec batch` file (no value holds a space).
+    pub fn line(&self) -> String {
+        self.args().join(" ")
+    }
+
     /// The command line, `sp add` included.
     pub fn args(&self) -> Vec<&'a str> {
         let mut args = vec![
@@ -162,4 +168,60 @@ impl<'a> SpArgs<'a> {
         args.extend(["--sp-name", self.name]);
         args
     }
+}
+
+/// An `sa add` line for an `xipsec batch` file: transport SA `name` from `src` to `dst` with
+/// `spi`, aes128-cbc and hmac-sha2-256 under the kit's fixed keys.
+pub fn sa_line(name: &str, (src, dst): (&str, &str), spi: u32) -> String {
+    format!(
+        "sa add --sa-source {src} --sa-destination {dst} --sa-mode transport --sa-spi {spi:#x} \
+         --encryption-algorithm aes128-cbc --encryption-key 0x{} --integrity-algorithm \
+         hmac-sha2-256 --integrity-key 0x{} --sa-name {name}",
+        crate::keys::AES128,
+        crate::keys::SHA256
+    )
+}
+
+/// Inbound discard policies `{name}{i}` for `i` in `range`, one selector shape (a /128 source under
+/// `fd00:ffff::/32` numbered by `i`, destination `dst`, any port and protocol): the bulk of a
+/// large batch, within one shape whatever the classifier's shape limit.
+pub fn discard_lines(name: &str, dst: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range
+        .map(|i| {
+            format!(
+                "sp add --sp-source fd00:ffff::{:x}:{:x}/128 --sp-destination {dst} --source-port \
+                 any --destination-port any --flow-direction in --action discard --sp-name {name}{i}",
+                i >> 16,
+                i & 0xffff
+            )
+        })
+        .collect()
+}
+
+/// Write `lines` as an `xipsec batch` file at `path`.
+pub fn write_batch(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// The counter fields of `sa list` and `sp list` entries.
+pub const COUNTERS: [&str; 5] = [
+    "packets",
+    "bytes",
+    "auth_failures",
+    "replay_drops",
+    "errors",
+];
+
+/// A `list --formatter json` array without its [`COUNTERS`]: the configuration alone (a new
+/// daemon starts its counters from zero, and traffic moves them).
+pub fn without_counters(mut list: serde_json::Value) -> serde_json::Value {
+    for entry in list.as_array_mut().expect("a JSON array") {
+        let entry = entry.as_object_mut().expect("a JSON object");
+        for counter in COUNTERS {
+            entry.remove(counter);
+        }
+    }
+    list
 }

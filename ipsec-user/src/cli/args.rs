@@ -60,6 +60,9 @@ pub enum Command {
     /// Security policies (SPs): which traffic is protected, passed in clear or dropped.
     #[command(subcommand)]
     Sp(SpCommand),
+    /// Apply adds and removes from a file of commands as one change: all or nothing.
+    #[command(long_about = super::batch::LONG_ABOUT, after_help = super::batch::EXAMPLE)]
+    Batch(super::batch::BatchArgs),
     /// Packets dropped by the datapath, per reason (per-SA and per-SP counters are in `list`).
     Stats(OutputArgs),
     /// What the daemon is serving: socket, state file, datapath, interfaces, number of SAs and SPs.

@@ -13,6 +13,10 @@ use crate::daemon::protocol::{MAX_LINE, Request, Response};
 /// includes a datapath sync and an fsync.
 pub const TIMEOUT: Duration = Duration::from_mins(1);
 
+/// How long `xipsec batch` waits: a batch of every policy the datapath holds is checked,
+/// synced and written in one go.
+pub const BATCH_TIMEOUT: Duration = Duration::from_mins(10);
+
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -23,8 +27,8 @@ pub enum ClientError {
     NoDaemon { socket: PathBuf },
     #[error("permission denied on {} (the control socket is root-only: run as root)", socket.display())]
     PermissionDenied { socket: PathBuf },
-    #[error("the xipsec daemon on {} did not answer within {} s", socket.display(), TIMEOUT.as_secs())]
-    Timeout { socket: PathBuf },
+    #[error("the xipsec daemon on {} did not answer within {seconds} s", socket.display())]
+    Timeout { socket: PathBuf, seconds: u64 },
     #[error("talking to the xipsec daemon on {}: {call}", socket.display())]
     Io {
         socket: PathBuf,
@@ -44,12 +48,22 @@ pub enum ClientError {
 
 /// Send `request` to the daemon on `socket` and return its response.
 pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    call_within(socket, request, TIMEOUT)
+}
+
+/// [`call`], waiting up to `timeout` for each read and write.
+pub fn call_within(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let owned = || socket.to_owned();
     let io_error = |call: &'static str| {
         move |source: io::Error| match source.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                ClientError::Timeout { socket: owned() }
-            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
+                socket: owned(),
+                seconds: timeout.as_secs(),
+            },
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
                 ClientError::Closed { socket: owned() }
             }
@@ -73,8 +87,8 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         },
     })?;
     stream
-        .set_read_timeout(Some(TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(io_error("setsockopt"))?;
     let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Protocol {
         socket: owned(),

@@ -125,6 +125,7 @@ pub const STATUS_LAYOUT: Layout = Layout {
         col("sps", "SPs"),
         col("uptime_seconds", "Uptime Seconds"),
         col("engine", "ESP Engine"),
+        col("generation", "Generation"),
     ],
     single: true,
 };
@@ -230,6 +231,7 @@ pub fn status_row(s: &StatusReport) -> Row {
         Value::Int(s.sps),
         Value::Int(s.uptime_seconds),
         Value::Str(s.engine.clone()),
+        Value::Int(s.generation),
     ]
 }
 

@@ -10,6 +10,7 @@
 //!   nothing changed.
 
 pub mod args;
+pub mod batch;
 pub mod client;
 pub mod format;
 
@@ -195,6 +196,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             change(socket, &Request::SpRemove(a.into()))
         }
+        Command::Batch(a) => batch::run(socket, &a),
         Command::Stats(out) => list(socket, &Request::Stats, &out),
         Command::Status(out) => list(socket, &Request::Status, &out),
         Command::Completions { shell } => {
@@ -234,7 +236,15 @@ fn misplaced(verb: &str, m: &Misplaced) -> Failure {
 }
 
 fn call(socket: &Path, request: &Request) -> Result<Response, Failure> {
-    match client::call(socket, request) {
+    call_within(socket, request, client::TIMEOUT)
+}
+
+fn call_within(
+    socket: &Path,
+    request: &Request,
+    timeout: std::time::Duration,
+) -> Result<Response, Failure> {
+    match client::call_within(socket, request, timeout) {
         Ok(Response::Error { message }) => Err(Failure::new(message)),
         Ok(response) => Ok(response),
         Err(e) => Err(Failure::new(crate::model::Chain(&e).to_string())),

@@ -10,6 +10,16 @@
 //! alone) and committed with one sync and one fsync. A change is acknowledged only after its
 //! batch is committed; if the commit fails, every change of the batch gets the error and none is
 //! applied. Reads answer from the committed state, so they never show an unacknowledged change.
+//!
+//! Generations: each committed change moves the configuration generation on by one; the
+//! generation is persisted with the state and each acknowledgement carries the one its change
+//! created.
+//!
+//! Batches ([`Request::Batch`]) are changes too, but never share a commit: the changes queued
+//! before one are committed first, then the batch is checked as a whole on a copy (`batch`)
+//! and, if every item is accepted, committed exactly like one change: one datapath sync (one
+//! epoch flip), one state write, one answer. A batch that names a generation other than the
+//! committed one is refused before anything is checked.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -18,11 +28,13 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
+use super::batch::{self, Outcome};
 use super::port::{Counters, Datapath};
-use super::protocol::{Request, Response, SaEntry, SpEntry, StatsReport, StatusReport};
-use super::state::StateStore;
-use crate::model::Chain;
-use crate::model::{ModelError, Sa, SaAddArgs, SaRemoveArgs, Sp, SpAddArgs, SpRemoveArgs, Spd};
+use super::protocol::{
+    Batch, Change, Request, Response, SaEntry, SpEntry, StatsReport, StatusReport,
+};
+use super::state::{Saved, StateStore};
+use crate::model::{Chain, ModelError, Sa, Sp, Spd};
 
 /// Most changes committed together: bounds the latency a large batch adds to its first change.
 const MAX_BATCH: usize = 256;
@@ -64,16 +76,17 @@ impl Worker {
     }
 }
 
-/// Start the worker that owns `spd`, `datapath` and `store`.
+/// Start the worker that owns `saved`, `datapath` and `store`.
 pub(crate) fn start(
-    spd: Spd,
+    saved: Saved,
     datapath: Box<dyn Datapath>,
     store: StateStore,
     identity: Identity,
 ) -> std::io::Result<(Control, Worker)> {
     let (jobs, queue) = mpsc::channel();
     let mut state = State {
-        spd,
+        spd: saved.spd,
+        generation: saved.generation,
         datapath,
         store,
         identity,
@@ -108,17 +121,32 @@ fn shutting_down() -> Response {
 
 struct State {
     spd: Spd,
+    /// The committed configuration generation (see the module docs).
+    generation: u64,
     datapath: Box<dyn Datapath>,
     store: StateStore,
     identity: Identity,
     started: Instant,
 }
 
-/// An applied, not yet committed change: its answer and its log line.
+/// An applied, not yet committed change: what it did and its log line.
 struct Pending {
     reply: oneshot::Sender<Response>,
-    response: Response,
+    outcome: Outcome,
     log: Box<dyn FnOnce() + Send>,
+}
+
+/// How long a commit's datapath sync and state write took.
+struct Installed {
+    sync: std::time::Duration,
+    save: std::time::Duration,
+}
+
+/// Single changes committed together: the copy of the SPD they were applied to, in order.
+#[derive(Default)]
+struct Group {
+    next: Option<Spd>,
+    pending: Vec<Pending>,
 }
 
 impl State {
@@ -126,16 +154,15 @@ impl State {
         let mut stopping = false;
         while !stopping {
             let Ok(first) = queue.recv() else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
             }
-            let mut next: Option<Spd> = None;
-            let mut pending = Vec::new();
-            for job in batch {
+            let mut group = Group::default();
+            for job in jobs {
                 let (request, reply) = match job {
                     Job::Request(request, reply) => (request, reply),
                     Job::Stop => {
@@ -147,34 +174,93 @@ impl State {
                     let _ = reply.send(shutting_down());
                     continue;
                 }
-                if let Request::SaResetReplay { sa_name } = *request {
-                    let _ = reply.send(self.reset_replay(sa_name.as_deref()));
-                    continue;
-                }
-                let request = match self.read(*request) {
-                    Ok(response) => {
-                        let _ = reply.send(response);
-                        continue;
+                match *request {
+                    Request::SaResetReplay { sa_name } => {
+                        let _ = reply.send(self.reset_replay(sa_name.as_deref()));
                     }
-                    Err(change) => change,
-                };
-                let spd = next.get_or_insert_with(|| self.spd.clone());
-                match apply(spd, *request) {
-                    Ok((response, log)) => pending.push(Pending {
-                        reply,
-                        response,
-                        log,
-                    }),
-                    Err(e) => {
-                        let _ = reply.send(Response::Error {
-                            message: e.to_string(),
-                        });
+                    Request::Batch(batch) => {
+                        // Queued changes first, so the batch sees (and is checked against)
+                        // every change acknowledged before it.
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.batch(&batch));
                     }
+                    request => match self.read(request) {
+                        Ok(response) => {
+                            let _ = reply.send(response);
+                        }
+                        Err(change) => self.stage(&mut group, &change, reply),
+                    },
                 }
             }
-            if let Some(next) = next.filter(|_| !pending.is_empty()) {
-                self.commit(next, pending);
+            self.commit(group);
+        }
+    }
+
+    /// Apply one single change to the group's copy of the SPD; answered at its commit.
+    fn stage(&self, group: &mut Group, change: &Change, reply: oneshot::Sender<Response>) {
+        let spd = group.next.get_or_insert_with(|| self.spd.clone());
+        match apply(spd, change) {
+            Ok((outcome, log)) => group.pending.push(Pending {
+                reply,
+                outcome,
+                log,
+            }),
+            Err(e) => {
+                let _ = reply.send(Response::Error {
+                    message: e.to_string(),
+                });
             }
+        }
+    }
+
+    /// Check `batch` as a whole on a copy and commit it as one change; see the module docs.
+    fn batch(&mut self, batch: &Batch) -> Response {
+        let error = |message: String| Response::Error { message };
+        if let Some(expected) = batch.expect_generation
+            && expected != self.generation
+        {
+            return error(format!(
+                "the configuration is at generation {}, not {expected}: it changed since the \
+                 batch was computed; nothing changed (recompute it against generation {})",
+                self.generation, self.generation
+            ));
+        }
+        let started = Instant::now();
+        let (next, summary) = match batch::apply(&self.spd, &batch.items) {
+            Ok(applied) => applied,
+            Err(e) => return error(format!("{e}; nothing changed")),
+        };
+        let items = batch.items.len();
+        if items == 0 {
+            return Response::BatchApplied {
+                generation: self.generation,
+                added: 0,
+                removed: 0,
+            };
+        }
+        let checked = started.elapsed();
+        let generation = self.generation + 1;
+        let took = match self.install(&next, generation) {
+            Ok(took) => took,
+            Err(message) => return error(message),
+        };
+        self.spd = next;
+        self.generation = generation;
+        info!(
+            items,
+            added = summary.added,
+            removed = summary.removed,
+            generation,
+            check_ms = checked.as_millis(),
+            sync_ms = took.sync.as_millis(),
+            save_ms = took.save.as_millis(),
+            total_ms = started.elapsed().as_millis(),
+            "batch applied"
+        );
+        Response::BatchApplied {
+            generation,
+            added: summary.added,
+            removed: summary.removed,
         }
     }
 
@@ -237,13 +323,14 @@ impl State {
                     None if self.identity.datapath == "none" => "none".to_owned(),
                     None => "running".to_owned(),
                 },
+                generation: self.generation,
             }),
             Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
             Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
             Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
-            Request::SaResetReplay { .. } => Response::Error {
-                message: "internal error: reset-replay reached the read path".to_owned(),
+            Request::SaResetReplay { .. } | Request::Batch(_) => Response::Error {
+                message: "internal error: a change reached the read path".to_owned(),
             },
         })
     }
@@ -257,27 +344,16 @@ impl State {
         })
     }
 
-    /// Sync, persist and swap in `next`, then answer `pending`; see the module docs.
-    fn commit(&mut self, next: Spd, pending: Vec<Pending>) {
-        let failure = if let Err(e) = self.datapath.sync(&next) {
-            error!(error = %Chain(&e), "the datapath refused the change; restoring");
-            Some(format!(
-                "the datapath refused the change, nothing changed: {}{}",
-                Chain(&e),
-                self.restore()
-            ))
-        } else if let Err(e) = self.store.save(&next) {
-            error!(error = %Chain(&e), "cannot persist the change; restoring");
-            Some(format!(
-                "cannot save the state, nothing changed: {}{}",
-                Chain(&e),
-                self.restore()
-            ))
-        } else {
-            None
+    /// Commit a group of single changes: sync, persist and swap in its SPD, then answer each
+    /// change with the generation it created; see the module docs.
+    fn commit(&mut self, group: Group) {
+        let Some(next) = group.next.filter(|_| !group.pending.is_empty()) else {
+            return;
         };
-        if let Some(message) = failure {
-            for p in pending {
+        let base = self.generation;
+        let last = base + group.pending.len() as u64;
+        if let Err(message) = self.install(&next, last).map(drop) {
+            for p in group.pending {
                 let _ = p.reply.send(Response::Error {
                     message: message.clone(),
                 });
@@ -285,10 +361,43 @@ impl State {
             return;
         }
         self.spd = next;
-        for p in pending {
+        self.generation = last;
+        for (p, generation) in group.pending.into_iter().zip(base + 1..) {
             (p.log)();
-            let _ = p.reply.send(p.response);
+            let _ = p.reply.send(match p.outcome {
+                Outcome::Added(name) => Response::Added { name, generation },
+                Outcome::Removed(names) => Response::Removed { names, generation },
+            });
         }
+    }
+
+    /// Make the datapath, then the state file, hold `next` at `generation`: one sync (one
+    /// epoch flip) and one atomic write; how long each took. On failure the datapath is synced
+    /// back to the committed state and the error message (ending in "nothing changed") comes
+    /// back.
+    fn install(&mut self, next: &Spd, generation: u64) -> Result<Installed, String> {
+        let started = Instant::now();
+        if let Err(e) = self.datapath.sync(next) {
+            error!(error = %Chain(&e), "the datapath refused the change; restoring");
+            return Err(format!(
+                "the datapath refused the change, nothing changed: {}{}",
+                Chain(&e),
+                self.restore()
+            ));
+        }
+        let synced = Instant::now();
+        if let Err(e) = self.store.save(next, generation) {
+            error!(error = %Chain(&e), "cannot persist the change; restoring");
+            return Err(format!(
+                "cannot save the state, nothing changed: {}{}",
+                Chain(&e),
+                self.restore()
+            ));
+        }
+        Ok(Installed {
+            sync: synced - started,
+            save: synced.elapsed(),
+        })
     }
 
     /// Sync the datapath back to the committed state; text to append to the error if that
@@ -315,57 +424,42 @@ fn spelled<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
-/// The requests that change the state.
-enum Change {
-    SaAdd(SaAddArgs),
-    SaRemove(SaRemoveArgs),
-    SpAdd(SpAddArgs),
-    SpRemove(SpRemoveArgs),
-}
+type Applied = (Outcome, Box<dyn FnOnce() + Send>);
 
-type Applied = (Response, Box<dyn FnOnce() + Send>);
-
-/// Apply one change to `spd` (unchanged on error); the answer and log line for its commit.
-fn apply(spd: &mut Spd, change: Change) -> Result<Applied, ModelError> {
-    Ok(match change {
-        Change::SaAdd(args) => {
-            let sa = spd.add_sa(&args)?;
-            let (spi, mode) = (sa.spi, sa.mode);
-            added(sa.name.clone(), move |name| {
-                info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added");
-            })
+/// Apply one change to `spd` (unchanged on error); what it did and its log line.
+fn apply(spd: &mut Spd, change: &Change) -> Result<Applied, ModelError> {
+    let outcome = batch::change(spd, change)?;
+    let log: Box<dyn FnOnce() + Send> = match &outcome {
+        Outcome::Added(name) => {
+            let name = name.clone();
+            if let Some(sa) = spd.sa(&name).filter(|_| matches!(change, Change::SaAdd(_))) {
+                let (spi, mode) = (sa.spi, sa.mode);
+                Box::new(
+                    move || info!(sa = %name, spi = format_args!("{spi:#x}"), ?mode, "sa added"),
+                )
+            } else if let Some(sp) = spd.sp(&name) {
+                let (direction, action) = (spelled(&sp.direction), spelled(&sp.action));
+                let sa = sp.sa_name.clone();
+                Box::new(move || {
+                    info!(
+                        sp = %name, direction, action, sa = sa.as_deref().unwrap_or("-"),
+                        "sp added"
+                    );
+                })
+            } else {
+                Box::new(|| {})
+            }
         }
-        Change::SaRemove(args) => {
-            let sas = spd.remove_sa(&args)?.into_iter().map(|sa| sa.name);
-            removed(sas.collect(), |sas| info!(sas = ?sas, "sa removed"))
+        Outcome::Removed(names) => {
+            let names = names.clone();
+            if matches!(change, Change::SaRemove(_)) {
+                Box::new(move || info!(sas = ?names, "sa removed"))
+            } else {
+                Box::new(move || info!(sps = ?names, "sp removed"))
+            }
         }
-        Change::SpAdd(args) => {
-            let sp = spd.add_sp(&args)?;
-            let (direction, action, sa) = (sp.direction, sp.action, sp.sa_name.clone());
-            added(sp.name.clone(), move |name| {
-                info!(
-                    sp = %name, direction = spelled(&direction), action = spelled(&action),
-                    sa = sa.as_deref().unwrap_or("-"), "sp added"
-                );
-            })
-        }
-        Change::SpRemove(args) => {
-            let sps = spd.remove_sp(&args)?.into_iter().map(|sp| sp.name);
-            removed(sps.collect(), |sps| info!(sps = ?sps, "sp removed"))
-        }
-    })
-}
-
-/// The answer to adding `name`, and its log line (`log(name)`).
-fn added(name: String, log: impl FnOnce(&str) + Send + 'static) -> Applied {
-    let logged = name.clone();
-    (Response::Added { name }, Box::new(move || log(&logged)))
-}
-
-/// The answer to removing `names`, and its log line (`log(names)`).
-fn removed(names: Vec<String>, log: fn(&[String])) -> Applied {
-    let logged = names.clone();
-    (Response::Removed { names }, Box::new(move || log(&logged)))
+    };
+    Ok((outcome, log))
 }
 
 fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {
@@ -424,4 +518,246 @@ fn sp_entries(spd: &Spd, counters: &Counters) -> Vec<SpEntry> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::daemon::port::PortError;
+    use crate::daemon::protocol::BatchItem;
+    use crate::datapath::DatapathError;
+    use crate::model::SpRemoveArgs;
+
+    /// A datapath that records the number of SPs of every sync, and refuses one when told.
+    #[derive(Clone, Default)]
+    struct Recording {
+        syncs: Arc<Mutex<Vec<usize>>>,
+        refuse: Arc<AtomicBool>,
+    }
+
+    impl Datapath for Recording {
+        fn sync(&mut self, spd: &Spd) -> Result<(), PortError> {
+            if self.refuse.swap(false, Ordering::SeqCst) {
+                return Err(DatapathError::NoSuchInterface("refused".into()).into());
+            }
+            self.syncs.lock().expect("sync log").push(spd.sps().len());
+            Ok(())
+        }
+        fn counters(&self) -> Result<Counters, PortError> {
+            Ok(Counters::default())
+        }
+    }
+
+    struct Harness {
+        control: Control,
+        worker: Option<Worker>,
+        datapath: Recording,
+        dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("creating a temporary directory");
+            let (store, saved) = StateStore::open(dir.path()).expect("opening the state");
+            let datapath = Recording::default();
+            let identity = Identity {
+                socket: String::new(),
+                datapath: "none".into(),
+                interfaces: Vec::new(),
+                xdp_mode: "auto".into(),
+                pin_dir: String::new(),
+            };
+            let (control, worker) = start(saved, Box::new(datapath.clone()), store, identity)
+                .expect("starting the worker");
+            Self {
+                control,
+                worker: Some(worker),
+                datapath,
+                dir,
+            }
+        }
+
+        fn ask(&self, request: Request) -> Response {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(self.control.handle(request))
+        }
+
+        fn saved(&self) -> Saved {
+            match std::fs::read(self.dir.path().join("state.json")) {
+                Ok(bytes) => super::super::state::parse_saved(&bytes).expect("a valid state file"),
+                Err(_) => Saved::default(),
+            }
+        }
+
+        fn syncs(&self) -> Vec<usize> {
+            self.datapath.syncs.lock().expect("sync log").clone()
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            if let Some(worker) = self.worker.take() {
+                worker.stop();
+            }
+        }
+    }
+
+    fn sp(name: &str) -> Change {
+        let source = format!(
+            "fd00:{:x}::/64",
+            name.len() * 7 + usize::from(name.as_bytes()[0])
+        );
+        Change::SpAdd(batch::inbound_discard(name, &source))
+    }
+
+    fn remove(name: &str) -> Change {
+        Change::SpRemove(SpRemoveArgs {
+            sp_name: Some(name.into()),
+            remove_all: false,
+        })
+    }
+
+    fn batch(expect_generation: Option<u64>, changes: Vec<Change>) -> Request {
+        Request::Batch(Batch {
+            expect_generation,
+            items: changes
+                .into_iter()
+                .map(|change| BatchItem { line: None, change })
+                .collect(),
+        })
+    }
+
+    fn message(response: Response) -> String {
+        match response {
+            Response::Error { message } => message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_sync_one_write_and_one_generation() {
+        let h = Harness::new();
+        let answer = h.ask(batch(
+            Some(0),
+            vec![sp("a"), sp("bb"), remove("a"), sp("ccc")],
+        ));
+        assert!(
+            matches!(
+                answer,
+                Response::BatchApplied {
+                    generation: 1,
+                    added: 3,
+                    removed: 1
+                }
+            ),
+            "{answer:?}"
+        );
+        assert_eq!(h.syncs(), vec![2], "one sync holding the whole batch");
+        let saved = h.saved();
+        assert_eq!(saved.generation, 1);
+        assert_eq!(saved.spd.sps().len(), 2);
+        // Single changes each get their own generation; status shows the last.
+        let added = h.ask(Request::SpAdd(match sp("dddd") {
+            Change::SpAdd(a) => a,
+            _ => unreachable!(),
+        }));
+        assert!(
+            matches!(added, Response::Added { generation: 2, .. }),
+            "{added:?}"
+        );
+        let removed = h.ask(Request::SpRemove(SpRemoveArgs {
+            sp_name: Some("dddd".into()),
+            remove_all: false,
+        }));
+        assert!(
+            matches!(removed, Response::Removed { generation: 3, .. }),
+            "{removed:?}"
+        );
+        let Response::Status(status) = h.ask(Request::Status) else {
+            panic!("status");
+        };
+        assert_eq!(status.generation, 3);
+        assert_eq!(h.saved().generation, 3);
+    }
+
+    #[test]
+    fn a_refused_item_anywhere_changes_nothing() {
+        let h = Harness::new();
+        h.ask(batch(None, vec![sp("keep")]));
+        let before = (h.saved(), h.syncs());
+        for bad in 0..3 {
+            let mut changes = vec![sp("a"), sp("bb"), sp("ccc")];
+            changes[bad] = remove("nope");
+            let error = message(h.ask(batch(None, changes)));
+            assert_eq!(
+                error,
+                format!(
+                    "item {}: --sp-name: no sp named 'nope'; see sp list; nothing changed",
+                    bad + 1
+                )
+            );
+            assert_eq!((h.saved(), h.syncs()), before, "bad item {bad}");
+        }
+        // The same name twice: the second add sees the first.
+        let error = message(h.ask(batch(None, vec![sp("a"), sp("a")])));
+        assert!(
+            error.starts_with("item 2: --sp-name: sp 'a' already exists"),
+            "{error}"
+        );
+        assert_eq!((h.saved(), h.syncs()), before);
+    }
+
+    #[test]
+    fn a_batch_computed_against_another_generation_is_refused() {
+        let h = Harness::new();
+        h.ask(batch(None, vec![sp("a")]));
+        let before = h.saved();
+        let error = message(h.ask(batch(Some(0), vec![sp("bb")])));
+        assert_eq!(
+            error,
+            "the configuration is at generation 1, not 0: it changed since the batch was \
+             computed; nothing changed (recompute it against generation 1)"
+        );
+        assert_eq!(h.saved(), before);
+        assert!(matches!(
+            h.ask(batch(Some(1), vec![sp("bb")])),
+            Response::BatchApplied { generation: 2, .. }
+        ));
+        // An empty batch changes nothing, not even the generation, and syncs nothing.
+        let syncs = h.syncs();
+        assert!(matches!(
+            h.ask(batch(Some(2), Vec::new())),
+            Response::BatchApplied {
+                generation: 2,
+                added: 0,
+                removed: 0
+            }
+        ));
+        assert_eq!(h.syncs(), syncs);
+    }
+
+    #[test]
+    fn a_datapath_refusal_leaves_the_committed_state() {
+        let h = Harness::new();
+        h.ask(batch(None, vec![sp("a")]));
+        let before = h.saved();
+        h.datapath.refuse.store(true, Ordering::SeqCst);
+        let error = message(h.ask(batch(None, vec![sp("bb"), sp("ccc")])));
+        assert!(
+            error.starts_with("the datapath refused the change, nothing changed"),
+            "{error}"
+        );
+        assert_eq!(h.saved(), before);
+        // The refused sync was followed by a restore to the committed SPD (one SP).
+        assert_eq!(h.syncs().last(), Some(&1));
+        let Response::Status(status) = h.ask(Request::Status) else {
+            panic!("status");
+        };
+        assert_eq!((status.sps, status.generation), (1, 1));
+    }
 }

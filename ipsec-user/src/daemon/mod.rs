@@ -10,6 +10,7 @@
 //!   on disk; a refused one changed nothing (see `control`).
 //! - When `shutdown` completes it stops accepting and removes its socket.
 
+pub mod batch;
 mod control;
 mod enforcement;
 pub mod port;
@@ -56,13 +57,13 @@ pub async fn serve(
     shutdown: impl Future,
 ) -> anyhow::Result<()> {
     socket::refuse_if_answered(&config.socket)?;
-    let (store, spd) = state::StateStore::open(&config.state_dir)?;
+    let (store, saved) = state::StateStore::open(&config.state_dir)?;
     datapath
-        .sync(&spd)
+        .sync(&saved.spd)
         .context("cannot restore the saved state into the datapath")?;
     info!(
-        state_file = %store.path().display(), sas = spd.sas().len(), sps = spd.sps().len(),
-        "state restored"
+        state_file = %store.path().display(), sas = saved.spd.sas().len(),
+        sps = saved.spd.sps().len(), generation = saved.generation, "state restored"
     );
     let listener = socket::bind(&config.socket)?;
     let identity = control::Identity {
@@ -77,7 +78,7 @@ pub async fn serve(
         xdp_mode: config.xdp_mode.as_str().to_owned(),
         pin_dir: config.pin_dir.display().to_string(),
     };
-    let (control, worker) = control::start(spd, datapath, store, identity)
+    let (control, worker) = control::start(saved, datapath, store, identity)
         .context("cannot start the state worker thread")?;
     info!(socket = %config.socket.display(), "xipsec daemon ready");
     let result = socket::serve_clients(&listener, control, &config.control, shutdown).await;

@@ -7,6 +7,16 @@
 //! [`Response::Error`] with the model's one-line message and changes nothing.
 //!
 //! Listings ([`SaEntry`], [`SpEntry`]) never carry keys.
+//!
+//! Generations: every committed change (one single command, or one whole [`Batch`]) moves the
+//! configuration to the next generation, a number persisted with the state and shown by
+//! `status`. Each change's acknowledgement carries the generation it created, and a batch may
+//! name the generation it was computed against ([`Batch::expect_generation`]): if the
+//! configuration has moved on since, the batch is refused and nothing changes.
+//!
+//! A [`Request::Batch`] is the one request that may exceed the daemon's usual line limit; its
+//! line must start with exactly `{"batch":` (as serde_json writes it) for the larger limit to
+//! apply (see `socket`).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +45,41 @@ pub enum Request {
     SpRemove(SpRemoveArgs),
     Stats,
     Status,
+    /// Several adds and removes applied as one change: all or nothing, one datapath flip, one
+    /// state write, one answer ([`Response::BatchApplied`]).
+    Batch(Batch),
+}
+
+/// The prefix of every serialised [`Request::Batch`] line (see the module docs).
+pub const BATCH_TAG: &[u8] = b"{\"batch\":";
+
+/// One change a [`Batch`] may hold: the same raw options as the single commands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    SaAdd(SaAddArgs),
+    SaRemove(SaRemoveArgs),
+    SpAdd(SpAddArgs),
+    SpRemove(SpRemoveArgs),
+}
+
+/// Changes validated as a whole, in order (each against the ones before it), and committed
+/// together or not at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Refuse the batch, changing nothing, unless the configuration is at this generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_generation: Option<u64>,
+    pub items: Vec<BatchItem>,
+}
+
+/// One change of a [`Batch`], with where it came from for error messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// Line of the batch file it was read from (1-based), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub change: Change,
 }
 
 /// The daemon's answer to one [`Request`].
@@ -44,10 +89,25 @@ pub enum Response {
     /// An SA or SP was added, and persisted, under this name.
     Added {
         name: String,
+        /// The configuration generation this change created.
+        #[serde(default)]
+        generation: u64,
     },
     /// These SAs or SPs were removed, and the removal persisted.
     Removed {
         names: Vec<String>,
+        /// The configuration generation this change created.
+        #[serde(default)]
+        generation: u64,
+    },
+    /// A whole [`Batch`] was applied and persisted as one change.
+    BatchApplied {
+        /// The configuration generation the batch created (unchanged for an empty batch).
+        generation: u64,
+        /// SAs and SPs the batch added.
+        added: u64,
+        /// SAs and SPs the batch removed.
+        removed: u64,
     },
     /// The replay window of this SA was emptied and its persisted ceiling forgotten.
     ReplayReset {
@@ -127,6 +187,10 @@ pub struct StatusReport {
     /// died (the daemon is then exiting; protected flows fail closed).
     #[serde(default)]
     pub engine: String,
+    /// The configuration generation: how many changes were committed since the state was
+    /// created (a batch counts as one).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[cfg(test)]
@@ -145,5 +209,36 @@ mod tests {
         assert!(matches!(back, Request::SaAdd(a) if a.sa_name.as_deref() == Some("sa\n1")));
         let list = serde_json::to_string(&Request::SaList).expect("serialising sa list");
         assert_eq!(list, "\"sa_list\"");
+    }
+
+    #[test]
+    fn a_batch_line_starts_with_its_tag() {
+        let batch = Request::Batch(Batch {
+            expect_generation: Some(3),
+            items: vec![BatchItem {
+                line: Some(7),
+                change: Change::SpRemove(SpRemoveArgs {
+                    sp_name: Some("sp1".into()),
+                    remove_all: false,
+                }),
+            }],
+        });
+        let line = serde_json::to_vec(&batch).expect("serialising a batch");
+        assert!(
+            line.starts_with(BATCH_TAG),
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
+        let back: Request = serde_json::from_slice(&line).expect("parsing a batch");
+        assert!(matches!(back, Request::Batch(b) if b == match batch {
+            Request::Batch(b) => b,
+            _ => unreachable!(),
+        }));
+        // The generation is optional on the wire.
+        let bare: Request =
+            serde_json::from_str(r#"{"batch":{"items":[]}}"#).expect("parsing a bare batch");
+        assert!(
+            matches!(bare, Request::Batch(Batch { expect_generation: None, ref items }) if items.is_empty())
+        );
     }
 }

@@ -9,7 +9,9 @@
 //!   served. File permissions are the first fence; this check holds even if the socket's mode or
 //!   owner is changed, or the descriptor is passed to another process.
 //! - Resources per client are bounded: a request line is at most [`ControlLimits::max_request`]
-//!   bytes ([`MAX_REQUEST`], 1 MiB), at most [`ControlLimits::max_connections`] clients are
+//!   bytes ([`MAX_REQUEST`], 1 MiB), or [`ControlLimits::max_batch_request`]
+//!   ([`MAX_BATCH_REQUEST`], 256 MiB) for a line that starts with the batch tag
+//!   (`protocol::BATCH_TAG`), at most [`ControlLimits::max_connections`] clients are
 //!   served at once ([`MAX_CONNECTIONS`]), and a connection with no complete request for
 //!   [`ControlLimits::idle_timeout`] ([`IDLE_TIMEOUT`]) is closed, as is one that does not read
 //!   its answer within that time.
@@ -33,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::control::Control;
-use super::protocol::{MAX_LINE, Request, Response};
+use super::protocol::{BATCH_TAG, MAX_LINE, Request, Response};
 use crate::model::MAX_SP;
 
 /// Longest request line the daemon reads: 1 MiB. Every request today is one SA or SP (well under
@@ -46,9 +48,8 @@ pub const MAX_REQUEST: usize = 1 << 20;
 pub const BATCH_BYTES_PER_SP: usize = 1024;
 
 /// Longest batch-of-changes request line: as large as [`MAX_SP`] policies need and no larger
-/// (256 MiB). Not wired yet: no batch request type exists. When one is added, the reader must
-/// allow this limit only for a line that starts with that request's tag, and keep
-/// [`MAX_REQUEST`] for everything else.
+/// (256 MiB). Allowed only for a line that starts with the batch tag; every other request keeps
+/// [`MAX_REQUEST`].
 pub const MAX_BATCH_REQUEST: usize = MAX_SP as usize * BATCH_BYTES_PER_SP;
 
 // A batch is larger than any other request, and its answer line still fits the client's limit.
@@ -73,6 +74,8 @@ const MAX_LINGERING: usize = 64;
 pub struct ControlLimits {
     /// Longest request line, in bytes.
     pub max_request: usize,
+    /// Longest batch request line (one starting with the batch tag), in bytes.
+    pub max_batch_request: usize,
     /// Clients served at once.
     pub max_connections: usize,
     /// Longest wait for a complete request, or for the client to take its answer.
@@ -86,6 +89,7 @@ impl Default for ControlLimits {
     fn default() -> Self {
         Self {
             max_request: MAX_REQUEST,
+            max_batch_request: MAX_BATCH_REQUEST,
             max_connections: MAX_CONNECTIONS,
             idle_timeout: IDLE_TIMEOUT,
             group: None,
@@ -434,6 +438,54 @@ async fn discard_line(reader: &mut (impl AsyncRead + Unpin), limit: usize) {
     }
 }
 
+/// The longest `line` may be: the batch limit if it starts with the batch tag.
+fn line_limit(line: &[u8], limits: &ControlLimits) -> usize {
+    if line.starts_with(BATCH_TAG) {
+        limits.max_batch_request.max(limits.max_request)
+    } else {
+        limits.max_request
+    }
+}
+
+/// Read one request line into `line`: up to [`ControlLimits::max_request`] bytes, and on to
+/// the batch limit only when what was read so far starts with the batch tag. A line longer than
+/// its limit is returned cut at limit + 1 bytes. The number of bytes read (0 at end of stream).
+async fn read_request(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+    limits: &ControlLimits,
+) -> io::Result<usize> {
+    let mut total = (&mut *reader)
+        .take(limits.max_request as u64 + 1)
+        .read_until(b'\n', line)
+        .await?;
+    let limit = line_limit(line, limits);
+    if line.last() != Some(&b'\n') && line.len() > limits.max_request && limit > line.len() {
+        let more = (limit + 1 - line.len()) as u64;
+        total += (&mut *reader).take(more).read_until(b'\n', line).await?;
+    }
+    Ok(total)
+}
+
+/// Parse a request line; a large one (a batch) off the async threads. The line's buffer comes
+/// back for reuse.
+async fn parse_request(line: Vec<u8>) -> (Result<Request, serde_json::Error>, Vec<u8>) {
+    if line.len() <= MAX_REQUEST {
+        return (serde_json::from_slice::<Request>(&line), line);
+    }
+    match tokio::task::spawn_blocking(move || (serde_json::from_slice::<Request>(&line), line))
+        .await
+    {
+        Ok(parsed) => parsed,
+        Err(e) => (
+            Err(serde::de::Error::custom(format!(
+                "the parser task failed: {e}"
+            ))),
+            Vec::new(),
+        ),
+    }
+}
+
 /// Answer one request line at a time until the client hangs up, goes idle or oversteps a limit.
 /// `_slot` is this connection's share of [`ControlLimits::max_connections`], released on return.
 async fn serve_client(
@@ -449,9 +501,7 @@ async fn serve_client(
         line.clear();
         let read = tokio::time::timeout(
             limits.idle_timeout,
-            (&mut reader)
-                .take(limits.max_request as u64 + 1)
-                .read_until(b'\n', &mut line),
+            read_request(&mut reader, &mut line, &limits),
         )
         .await;
         match read {
@@ -474,26 +524,27 @@ async fn serve_client(
                 return;
             }
         }
-        let oversize = line.len() > limits.max_request;
+        let limit = line_limit(&line, &limits);
+        let oversize = line.len() > limit;
         let response = if oversize {
-            warn!(
-                limit = limits.max_request,
-                "control request refused: longer than the limit"
-            );
+            warn!(limit, "control request refused: longer than the limit");
             Response::Error {
-                message: format!(
-                    "request longer than {} bytes refused; nothing changed",
-                    limits.max_request
-                ),
+                message: format!("request longer than {limit} bytes refused; nothing changed"),
             }
         } else {
-            match serde_json::from_slice::<Request>(&line) {
-                Ok(request) => control.handle(request).await,
-                Err(e) => Response::Error {
-                    message: format!(
-                        "malformed request (is the CLI the same version as the daemon?): {e}"
-                    ),
-                },
+            match parse_request(std::mem::take(&mut line)).await {
+                (Ok(request), back) => {
+                    line = back;
+                    control.handle(request).await
+                }
+                (Err(e), back) => {
+                    line = back;
+                    Response::Error {
+                        message: format!(
+                            "malformed request (is the CLI the same version as the daemon?): {e}"
+                        ),
+                    }
+                }
             }
         };
         let out = encode(&response);
@@ -527,7 +578,7 @@ mod tests {
     use crate::daemon::NoDatapath;
     use crate::daemon::control::{self, Identity};
     use crate::daemon::state::StateStore;
-    use crate::model::{MAX_NAME_LEN, SpAddArgs, Spd};
+    use crate::model::{MAX_NAME_LEN, SpAddArgs};
 
     fn peer(uid: u32, gid: u32, groups: &[u32]) -> Peer {
         Peer {
@@ -641,7 +692,7 @@ mod tests {
 
     fn serve_in(dir: &Path, limits: ControlLimits) -> Served {
         let socket = dir.join("s");
-        let (store, spd): (StateStore, Spd) =
+        let (store, saved) =
             StateStore::open(&dir.join("state")).expect("opening the state directory");
         let identity = Identity {
             socket: socket.display().to_string(),
@@ -650,7 +701,7 @@ mod tests {
             xdp_mode: "auto".to_owned(),
             pin_dir: String::new(),
         };
-        let (control, worker) = control::start(spd, Box::new(NoDatapath), store, identity)
+        let (control, worker) = control::start(saved, Box::new(NoDatapath), store, identity)
             .expect("starting the state worker");
         let listener = bind(&socket).expect("binding the control socket");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -723,6 +774,75 @@ mod tests {
         assert!(
             waited >= Duration::from_millis(300),
             "closed after {waited:?}"
+        );
+        served.shutdown().await;
+    }
+
+    /// One request line on a fresh connection; the answer line.
+    async fn exchange(socket: &Path, line: &[u8]) -> String {
+        let mut stream = UnixStream::connect(socket).await.expect("connecting");
+        stream.write_all(line).await.expect("writing a request");
+        let mut answer = String::new();
+        BufReader::new(&mut stream)
+            .read_line(&mut answer)
+            .await
+            .expect("reading the answer");
+        answer
+    }
+
+    #[tokio::test]
+    async fn only_a_batch_line_may_exceed_the_request_limit() {
+        use crate::daemon::protocol::{Batch, BatchItem, Change};
+        let dir = tempfile::tempdir().expect("creating a temporary directory");
+        let limits = ControlLimits {
+            max_request: 1024,
+            max_batch_request: 64 * 1024,
+            ..ControlLimits::default()
+        };
+        let served = serve_in(dir.path(), limits);
+        let batch = |n: usize| {
+            let items = (0..n)
+                .map(|i| BatchItem {
+                    line: None,
+                    change: Change::SpAdd(crate::daemon::batch::inbound_discard(
+                        &format!("sp{i}"),
+                        &format!("fd00:{i:x}::/64"),
+                    )),
+                })
+                .collect();
+            let mut line = serde_json::to_vec(&Request::Batch(Batch {
+                expect_generation: None,
+                items,
+            }))
+            .expect("encoding a batch");
+            line.push(b'\n');
+            line
+        };
+        let small = batch(40);
+        assert!(small.len() > 4 * 1024, "{} bytes", small.len());
+        let answer = exchange(&served.socket, &small).await;
+        assert!(
+            answer.starts_with("{\"batch_applied\":{\"generation\":1,\"added\":40,"),
+            "{answer}"
+        );
+        // The same bytes without the tag first are held to the ordinary limit.
+        let mut untagged = b" ".to_vec();
+        untagged.extend_from_slice(&small);
+        let answer = exchange(&served.socket, &untagged).await;
+        assert!(
+            answer.contains("request longer than 1024 bytes refused"),
+            "{answer}"
+        );
+        // A batch over its own limit is refused too.
+        let answer = exchange(&served.socket, &batch(1000)).await;
+        assert!(
+            answer.contains("request longer than 65536 bytes refused"),
+            "{answer}"
+        );
+        assert!(
+            exchange(&served.socket, b"\"status\"\n")
+                .await
+                .contains("\"generation\":1")
         );
         served.shutdown().await;
     }

@@ -1,8 +1,9 @@
 //! Persistence of the policy database: `{state_dir}/state.json`.
 //!
 //! Contract:
-//! - The file is `{"version": 1, "spd": ...}`, mode 0600, in a directory created 0700 (it holds
-//!   keys).
+//! - The file is `{"version": 1, "generation": N, "spd": ...}`, mode 0600, in a directory
+//!   created 0700 (it holds keys). `generation` counts the committed changes (see
+//!   `protocol`); a file written before it existed reads as generation 0.
 //! - [`StateStore::save`] is atomic and durable (`crate::atomic_file`: temporary file in the same
 //!   directory, write, fsync, rename over `state.json`, fsync the directory). When it returns `Ok`, the new state
 //!   survives kill -9 and power loss; a reader never sees a half-written file.
@@ -60,12 +61,20 @@ pub struct StateStore {
 #[derive(Serialize)]
 struct StateFileRef<'a> {
     version: u64,
+    generation: u64,
     spd: &'a Spd,
+}
+
+/// What a state file holds: the policy database and its configuration generation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub spd: Spd,
+    pub generation: u64,
 }
 
 impl StateStore {
     /// Create (0700) and lock `dir`, then load its state; see the module docs.
-    pub fn open(dir: &Path) -> Result<(Self, Spd), StateError> {
+    pub fn open(dir: &Path) -> Result<(Self, Saved), StateError> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -105,8 +114,8 @@ impl StateStore {
             path: dir.join(STATE_FILE),
             _lock: lock,
         };
-        let spd = store.load()?;
-        Ok((store, spd))
+        let saved = store.load()?;
+        Ok((store, saved))
     }
 
     /// Path of `state.json`.
@@ -114,23 +123,25 @@ impl StateStore {
         &self.path
     }
 
-    fn load(&self) -> Result<Spd, StateError> {
+    fn load(&self) -> Result<Saved, StateError> {
         let corrupt = |reason: String| StateError::Corrupt {
             path: self.path.clone(),
             reason,
         };
         let bytes = match fs::read(&self.path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Spd::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Saved::default()),
             Err(e) => return Err(corrupt(format!("cannot read it: {e}"))),
         };
-        parse(&bytes).map_err(corrupt)
+        parse_saved(&bytes).map_err(corrupt)
     }
 
-    /// Replace `state.json` with `spd`, atomically and durably; see the module docs.
-    pub fn save(&self, spd: &Spd) -> Result<(), StateError> {
+    /// Replace `state.json` with `spd` at `generation`, atomically and durably; see the module
+    /// docs.
+    pub fn save(&self, spd: &Spd, generation: u64) -> Result<(), StateError> {
         let mut bytes = serde_json::to_vec(&StateFileRef {
             version: STATE_VERSION,
+            generation,
             spd,
         })
         .map_err(|e| StateError::Io {
@@ -150,6 +161,11 @@ impl StateStore {
 
 /// Parse and check a state file's bytes; the error is the reason it is corrupt.
 pub fn parse(bytes: &[u8]) -> Result<Spd, String> {
+    parse_saved(bytes).map(|saved| saved.spd)
+}
+
+/// [`parse`], with the configuration generation.
+pub fn parse_saved(bytes: &[u8]) -> Result<Saved, String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
     let object = value
@@ -165,11 +181,15 @@ pub fn parse(bytes: &[u8]) -> Result<Spd, String> {
             "unknown version {version} (this xipsec reads version {STATE_VERSION})"
         ));
     }
+    let generation = match object.get("generation") {
+        None => 0,
+        Some(g) => g.as_u64().ok_or("\"generation\" is not a number")?,
+    };
     let spd = object.get("spd").ok_or("no \"spd\" field")?;
     let spd = Spd::deserialize(spd).map_err(|e| format!("bad \"spd\": {e}"))?;
     spd.validate()
         .map_err(|e| format!("invalid \"spd\": {e}"))?;
-    Ok(spd)
+    Ok(Saved { spd, generation })
 }
 
 #[cfg(test)]
@@ -180,7 +200,7 @@ mod tests {
     /// Opens `dir` again after its store was dropped. A process another test spawns at that
     /// moment holds a copy of the lock's descriptor until its `exec` closes it, so a refusal
     /// as `Locked` is retried for a while; anything else fails at once.
-    fn reopen(dir: &Path) -> (StateStore, Spd) {
+    fn reopen(dir: &Path) -> (StateStore, Saved) {
         for _ in 0..100 {
             match StateStore::open(dir) {
                 Err(StateError::Locked { .. }) => {
@@ -196,14 +216,16 @@ mod tests {
     fn missing_file_is_empty_and_saves_round_trip() {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let state_dir = dir.path().join("state");
-        let (store, spd) = StateStore::open(&state_dir).expect("opening a fresh state dir");
+        let (store, saved) = StateStore::open(&state_dir).expect("opening a fresh state dir");
+        let spd = saved.spd;
         assert!(spd.sas().is_empty() && spd.sps().is_empty());
+        assert_eq!(saved.generation, 0);
         let mode = fs::metadata(&state_dir)
             .expect("stat state dir")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
-        store.save(&spd).expect("saving");
+        store.save(&spd, 41).expect("saving");
         let mode = fs::metadata(store.path())
             .expect("stat state file")
             .permissions()
@@ -212,10 +234,19 @@ mod tests {
         assert!(!crate::atomic_file::temporary(store.path()).exists());
         drop(store);
         let (_store, back) = reopen(&state_dir);
+        assert_eq!(back.generation, 41);
         assert_eq!(
-            serde_json::to_value(&back).expect("serialising"),
+            serde_json::to_value(&back.spd).expect("serialising"),
             serde_json::to_value(&spd).expect("serialising")
         );
+    }
+
+    #[test]
+    fn a_file_without_a_generation_is_generation_zero() {
+        let spd = Spd::new();
+        let old = serde_json::json!({"version": 1, "spd": spd});
+        let saved = parse_saved(old.to_string().as_bytes()).expect("parsing an older state file");
+        assert_eq!(saved, Saved { spd, generation: 0 });
     }
 
     #[test]
@@ -235,6 +266,10 @@ mod tests {
             (b"{\"version\": 2, \"spd\": {}}", "unknown version 2"),
             (b"{\"version\": 1}", "no \"spd\""),
             (b"{\"version\": 1, \"spd\": 7}", "bad \"spd\""),
+            (
+                b"{\"version\": 1, \"generation\": -1, \"spd\": {}}",
+                "\"generation\" is not a number",
+            ),
         ] {
             let dir = tempfile::tempdir().expect("creating a temporary directory");
             let path = dir.path().join(STATE_FILE);
