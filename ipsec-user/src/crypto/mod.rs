@@ -17,6 +17,7 @@
 //!   HMAC state is wiped too).
 
 mod aes128_cbc;
+pub mod burst;
 mod cbc;
 mod esp;
 mod hmac_sha1_96;

@@ -1,0 +1,313 @@
+//! Multi-buffer ESP crypto: the cipher and the ICV of a burst of framed ESP packets together.
+//!
+//! Contract:
+//! - Input is framed ESP (`SPI | Sequence Number | IV | plaintext with padding and trailer |
+//!   room for the ICV`), exactly what the sequential path encrypts and authenticates in place;
+//!   output is byte for byte the sequential path's (the same CBC, the same truncated HMAC), so
+//!   a peer cannot tell which path sealed a packet. Tests compare both for every burst size,
+//!   mixed sizes and mixed SAs.
+//! - CBC encryption is serial within a packet but not across packets: with
+//!   [`Backend::Lanes`], AES-CBC runs [`LANES`] packets side by side on AES-NI
+//!   (`aes_lanes`) and HMAC-SHA-256 two messages side by side on SHA-NI (`sha256_lanes`).
+//!   Everything else (3DES, null, HMAC-SHA-1, a CPU without those instructions, a burst of one)
+//!   takes the sequential RustCrypto path, per packet, through the SA's own [`Cipher`] and
+//!   [`Integrity`]: 3DES stays on it by design.
+//! - The backend is chosen once per process at run time ([`Backend::active`]): `Lanes` when the
+//!   CPU has AES-NI, SHA-NI, SSSE3 and SSE4.1, else `Sequential`; `XIPSEC_ESP_BACKEND=sequential`
+//!   forces the portable path (for A/B measurements and tests).
+//! - Inbound, only the ICVs are computed in a burst ([`verify_burst`]); CBC decryption is
+//!   already parallel within a packet. The replay and ceiling steps stay per packet, in order
+//!   (see `esp_burst`).
+//! - No allocation: bursts are processed in chunks of [`CHUNK`] with their jobs on the stack.
+
+#[cfg(target_arch = "x86_64")]
+mod aes_lanes;
+#[cfg(target_arch = "x86_64")]
+mod sha256_lanes;
+
+use super::{Cipher, CipherLengthError, Integrity, MAX_ICV_LEN};
+use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
+use crate::wire::ESP_HEADER_LEN;
+use smallvec::SmallVec;
+use std::sync::OnceLock;
+use subtle::ConstantTimeEq;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use aes_lanes::LANES;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const LANES: usize = 1;
+
+/// Packets whose jobs are built on the stack at once; a longer burst is taken in chunks.
+pub(crate) const CHUNK: usize = 32;
+
+/// The environment variable that forces a backend (`sequential` or `lanes`).
+pub const BACKEND_ENV: &str = "XIPSEC_ESP_BACKEND";
+
+/// Which implementation seals and opens bursts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// AES-CBC over [`LANES`] packets at once (AES-NI) and HMAC-SHA-256 over two (SHA-NI).
+    Lanes,
+    /// RustCrypto, one packet at a time (the portable fallback).
+    Sequential,
+}
+
+impl Backend {
+    /// The backend of this process: detected once, or forced by [`BACKEND_ENV`].
+    #[must_use]
+    pub fn active() -> Self {
+        static ACTIVE: OnceLock<Backend> = OnceLock::new();
+        *ACTIVE.get_or_init(|| {
+            let forced = std::env::var(BACKEND_ENV).ok();
+            let detected = Self::detect();
+            match forced.as_deref() {
+                Some("sequential") => Self::Sequential,
+                _ => detected,
+            }
+        })
+    }
+
+    /// What this CPU supports.
+    #[must_use]
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("aes") && sha256_lanes::available() {
+            return Self::Lanes;
+        }
+        Self::Sequential
+    }
+
+    /// Its name in reports (`bench esp`, logs).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lanes => "aesni-x8+shani-x2",
+            Self::Sequential => "rustcrypto",
+        }
+    }
+}
+
+/// The lane keys of one SA: `None` parts take the sequential path.
+#[derive(Default)]
+pub(crate) struct LaneKeys {
+    #[cfg(target_arch = "x86_64")]
+    cipher: Option<aes_lanes::LaneAesKey>,
+    #[cfg(target_arch = "x86_64")]
+    mac: Option<sha256_lanes::LaneHmacKey>,
+}
+
+impl LaneKeys {
+    /// Keys the lanes for an SA's algorithms when [`Backend::active`] is `Lanes` and the
+    /// algorithm has lanes (AES-CBC, HMAC-SHA-256); the keys were already checked by the SA's
+    /// sequential algorithms.
+    pub(crate) fn new(
+        encryption: EncryptionAlgorithm,
+        encryption_key: &[u8],
+        integrity: IntegrityAlgorithm,
+        integrity_key: &[u8],
+    ) -> Self {
+        if Backend::active() != Backend::Lanes {
+            return Self::default();
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let cipher = match encryption {
+                EncryptionAlgorithm::Aes128Cbc => aes_lanes::LaneAesKey::new(encryption_key),
+                _ => None,
+            };
+            let mac = match integrity {
+                IntegrityAlgorithm::HmacSha256 => sha256_lanes::LaneHmacKey::new(integrity_key),
+                IntegrityAlgorithm::HmacSha1 => None,
+            };
+            Self { cipher, mac }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (encryption, encryption_key, integrity, integrity_key);
+            Self::default()
+        }
+    }
+
+    /// Whether any part runs on lanes (for reports).
+    pub(crate) fn any(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.cipher.is_some() || self.mac.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
+
+/// One framed ESP packet to seal in place.
+pub(crate) struct SealJob<'a> {
+    pub(crate) cipher: &'a dyn Cipher,
+    pub(crate) integrity: &'a dyn Integrity,
+    pub(crate) lanes: &'a LaneKeys,
+    /// ESP header, IV, plaintext with padding and trailer, then `integrity.icv_len()` bytes
+    /// that receive the ICV.
+    pub(crate) esp: &'a mut [u8],
+}
+
+/// The three parts of a framed packet: (IV, ciphertext, ICV room), or the length error the
+/// sequential cipher would report.
+fn split_framed<'b>(
+    esp: &'b mut [u8],
+    cipher: &dyn Cipher,
+    icv_len: usize,
+) -> Result<(&'b [u8], &'b mut [u8]), CipherLengthError> {
+    let iv_len = cipher.iv_len();
+    let block = cipher.block_size();
+    let error = CipherLengthError {
+        len: esp.len(),
+        iv_len,
+        block_size: block,
+    };
+    let body = esp
+        .len()
+        .checked_sub(ESP_HEADER_LEN + iv_len + icv_len)
+        .ok_or(error)?;
+    if !body.is_multiple_of(block) {
+        return Err(error);
+    }
+    let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + iv_len);
+    Ok((&head[ESP_HEADER_LEN..], &mut rest[..body]))
+}
+
+/// Encrypts and authenticates every job in place; `results[i]` says how job `i` went (an
+/// error only for a framing bug: lengths that do not fit the cipher, the packet then unsealed).
+pub(crate) fn seal_burst(jobs: &mut [SealJob<'_>], results: &mut [Result<(), CipherLengthError>]) {
+    for (jobs, results) in jobs.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
+        encrypt_chunk(jobs, results);
+        authenticate_chunk(jobs, results);
+    }
+}
+
+fn encrypt_chunk(jobs: &mut [SealJob<'_>], results: &mut [Result<(), CipherLengthError>]) {
+    #[cfg(target_arch = "x86_64")]
+    let mut lanes: SmallVec<[(usize, aes_lanes::CbcJob<'_>); CHUNK]> = SmallVec::new();
+    for (index, (job, result)) in jobs.iter_mut().zip(results.iter_mut()).enumerate() {
+        let icv_len = job.integrity.icv_len();
+        let cipher = job.cipher;
+        *result = split_framed(job.esp, cipher, icv_len).and_then(|(iv, body)| {
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(key), Ok(iv)) = (&job.lanes.cipher, <[u8; 16]>::try_from(iv)) {
+                lanes.push((
+                    index,
+                    aes_lanes::CbcJob {
+                        key,
+                        iv,
+                        data: body,
+                    },
+                ));
+                return Ok(());
+            }
+            let _ = index;
+            // `split_framed` hands out the IV by shared borrow; the cipher needs it apart
+            // from the body it encrypts.
+            let mut iv_copy = [0u8; super::MAX_IV_LEN];
+            let iv_copy = iv_copy.get_mut(..iv.len()).ok_or(CipherLengthError {
+                len: body.len(),
+                iv_len: iv.len(),
+                block_size: cipher.block_size(),
+            })?;
+            iv_copy.copy_from_slice(iv);
+            cipher.encrypt(iv_copy, body)
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !lanes.is_empty() {
+        let (indices, mut cbc): (
+            SmallVec<[usize; CHUNK]>,
+            SmallVec<[aes_lanes::CbcJob<'_>; CHUNK]>,
+        ) = lanes.into_iter().unzip();
+        let mut done = [false; CHUNK];
+        aes_lanes::encrypt_burst(&mut cbc, &mut done[..indices.len()]);
+        for (index, ok) in indices.iter().zip(done) {
+            if !ok {
+                results[*index] = Err(CipherLengthError {
+                    len: 0,
+                    iv_len: 16,
+                    block_size: 16,
+                });
+            }
+        }
+    }
+}
+
+fn authenticate_chunk(jobs: &mut [SealJob<'_>], results: &[Result<(), CipherLengthError>]) {
+    #[cfg(target_arch = "x86_64")]
+    let mut lanes: SmallVec<[sha256_lanes::HmacJob<'_>; CHUNK]> = SmallVec::new();
+    for (job, result) in jobs.iter_mut().zip(results) {
+        if result.is_err() {
+            continue;
+        }
+        let icv_len = job.integrity.icv_len();
+        // `split_framed` checked the length.
+        let (authenticated, icv) = job.esp.split_at_mut(job.esp.len() - icv_len);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(key) = &job.lanes.mac {
+            lanes.push(sha256_lanes::HmacJob {
+                key,
+                data: authenticated,
+                out: icv,
+            });
+            continue;
+        }
+        icv.copy_from_slice(job.integrity.compute(authenticated).as_ref());
+    }
+    #[cfg(target_arch = "x86_64")]
+    sha256_lanes::hmac_burst(&mut lanes);
+}
+
+/// One inbound packet whose ICV to check: `authenticated` is ESP header to ciphertext, `icv`
+/// what the packet carries. `ok` receives the verdict.
+pub(crate) struct VerifyJob<'a> {
+    pub(crate) integrity: &'a dyn Integrity,
+    pub(crate) lanes: &'a LaneKeys,
+    pub(crate) authenticated: &'a [u8],
+    pub(crate) icv: &'a [u8],
+    pub(crate) ok: bool,
+}
+
+/// Checks every job's ICV in constant time (RFC 4303 §3.4.4.1), as `Integrity::verify` does.
+pub(crate) fn verify_burst(jobs: &mut [VerifyJob<'_>]) {
+    for jobs in jobs.chunks_mut(CHUNK) {
+        let mut computed = [[0u8; MAX_ICV_LEN]; CHUNK];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut lanes: SmallVec<[sha256_lanes::HmacJob<'_>; CHUNK]> = SmallVec::new();
+            for (job, out) in jobs.iter().zip(computed.iter_mut()) {
+                if let Some(key) = &job.lanes.mac {
+                    let icv_len = job.integrity.icv_len().min(MAX_ICV_LEN);
+                    lanes.push(sha256_lanes::HmacJob {
+                        key,
+                        data: job.authenticated,
+                        out: &mut out[..icv_len],
+                    });
+                }
+            }
+            sha256_lanes::hmac_burst(&mut lanes);
+        }
+        for (job, computed) in jobs.iter_mut().zip(&computed) {
+            if job.lanes.has_mac() {
+                let icv_len = job.integrity.icv_len().min(MAX_ICV_LEN);
+                // `ct_eq` on slices of different lengths is false; lengths are public.
+                job.ok = computed[..icv_len].ct_eq(job.icv).into();
+            } else {
+                job.ok = job.integrity.verify(job.authenticated, job.icv);
+            }
+        }
+    }
+}
+
+impl LaneKeys {
+    fn has_mac(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.mac.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+}
