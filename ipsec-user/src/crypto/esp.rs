@@ -5,6 +5,12 @@
 //!   says where to send it; [`InboundSa::decapsulate`] turns one ESP packet back into the
 //!   protected IPv6 packet in `out` and says what it was. `out` is cleared and reused, so once
 //!   its capacity has grown to the largest packet no call allocates.
+//! - Each direction is two steps, so a burst can do the cryptography of many packets together:
+//!   framing (outer or kept headers, ESP header, IV, payload, padding, trailer: per-SA state,
+//!   sequence number and IV) and sealing (encryption and ICV: the keys only). Outbound:
+//!   [`OutboundSa::frame`] then [`OutboundSa::seal`]; inbound: [`InboundSa::check`] (lengths,
+//!   SPI, replay), [`InboundSa::open_sealed`] (ICV, then decryption), the window update, then
+//!   [`InboundSa::unframe`] (trailer, mode).
 //! - Packet layout (RFC 4303 §2): `SPI | Sequence Number | IV | ciphertext of (payload |
 //!   padding 1, 2, 3, ... | Pad Length | Next Header) | ICV`. The ICV covers the ESP header, IV
 //!   and ciphertext (encrypt-then-MAC, §3.3.2 and §2.8).
@@ -337,8 +343,8 @@ impl OutboundSa {
             + t.integrity.icv_len()
     }
 
-    /// Encapsulates the IPv6 packet `packet` into `out` (cleared first). On error `out` holds
-    /// nothing meaningful and no sequence number is used.
+    /// Encapsulates the IPv6 packet `packet` into `out` (cleared first): [`Self::frame`], then
+    /// [`Self::seal`]. On error `out` holds nothing meaningful and no sequence number is used.
     ///
     /// # Errors
     /// [`EspError::SequenceExhausted`] once 2^32-1 packets have been sent; `Truncated` or
@@ -351,6 +357,34 @@ impl OutboundSa {
     ) -> Result<Encapsulated, EspError> {
         out.clear();
         let seq = u32::try_from(self.next_seq).map_err(|_| EspError::SequenceExhausted)?;
+        let framed = self.frame_at(seq, packet, out)?;
+        self.seal(&framed, out)?;
+        self.next_seq += 1;
+        Ok(framed.encapsulated)
+    }
+
+    /// Frames the next packet into `out` (cleared first) and takes its sequence number: outer or
+    /// kept headers, ESP header, IV, payload, padding and trailer in clear, with room for the ICV
+    /// at the end (zeros). [`Self::seal`] then encrypts and authenticates it in place; a burst
+    /// frames several packets and seals them together. On error nothing is used.
+    ///
+    /// # Errors
+    /// As [`Self::encapsulate`].
+    #[allow(
+        dead_code,
+        reason = "the burst path frames packets ahead of sealing them together"
+    )]
+    pub(crate) fn frame(&mut self, packet: &[u8], out: &mut Vec<u8>) -> Result<Framed, EspError> {
+        out.clear();
+        let seq = u32::try_from(self.next_seq).map_err(|_| EspError::SequenceExhausted)?;
+        let framed = self.frame_at(seq, packet, out)?;
+        self.next_seq += 1;
+        Ok(framed)
+    }
+
+    /// [`Self::frame`] with sequence number `seq`, leaving the counter alone.
+    fn frame_at(&mut self, seq: u32, packet: &[u8], out: &mut Vec<u8>) -> Result<Framed, EspError> {
+        out.clear();
         let packet = wire::ipv6_packet(packet)?;
         let t = &self.transform;
 
@@ -372,6 +406,7 @@ impl OutboundSa {
         // least 4-byte words).
         let block = t.cipher.block_size();
         let iv_len = t.cipher.iv_len();
+        let icv_len = t.integrity.icv_len();
         let pad_len = (block - (payload.len() + 2) % block) % block;
         let ciphertext_len = payload.len() + pad_len + 2;
         // Only a cipher with blocks over 256 bytes could miss here; none exists.
@@ -386,7 +421,7 @@ impl OutboundSa {
         } else {
             IPV6_HEADER_LEN
         };
-        let total = esp_offset + ESP_HEADER_LEN + iv_len + ciphertext_len + t.integrity.icv_len();
+        let total = esp_offset + ESP_HEADER_LEN + iv_len + ciphertext_len + icv_len;
         let payload_len =
             u16::try_from(total - IPV6_HEADER_LEN).map_err(|_| EspError::TooBig { len: total })?;
         out.reserve(total);
@@ -409,25 +444,65 @@ impl OutboundSa {
         // The last pad byte equals the pad length (0 when there is no padding).
         out.push(padding.last().copied().unwrap_or(0));
         out.push(next_header);
+        let icv_offset = out.len();
+        out.resize(total, 0);
 
-        let (head, ciphertext) = out.split_at_mut(iv_offset + iv_len);
-        t.cipher.encrypt(&head[iv_offset..], ciphertext)?;
-        let icv = t.integrity.compute(&out[esp_offset..]);
-        out.extend_from_slice(icv.as_ref());
-        debug_assert_eq!(out.len(), total);
-
-        self.next_seq += 1;
         // `out` starts with the whole fixed header written above.
         let outer = Ipv6Packet::new_unchecked(&out[..]);
-        Ok(Encapsulated {
-            seq,
-            destination,
-            source: outer.src_addr(),
-            traffic_class: outer.traffic_class(),
-            hop_limit: outer.hop_limit(),
-            esp_offset,
+        Ok(Framed {
+            iv_offset,
+            icv_offset,
+            encapsulated: Encapsulated {
+                seq,
+                destination,
+                source: outer.src_addr(),
+                traffic_class: outer.traffic_class(),
+                hop_limit: outer.hop_limit(),
+                esp_offset,
+            },
         })
     }
+
+    /// Encrypts and authenticates the packet [`Self::frame`] left in `out`: the ciphertext in
+    /// place, then the ICV over ESP header, IV and ciphertext (RFC 4303 §3.3.2, §2.8) into the
+    /// room left for it. Needs only the keys, so packets can be sealed in any order.
+    ///
+    /// # Errors
+    /// [`EspError::Cipher`] when `framed` does not describe `out` (a bug, never a panic).
+    pub(crate) fn seal(&self, framed: &Framed, out: &mut [u8]) -> Result<(), EspError> {
+        let t = &self.transform;
+        let esp_offset = framed.encapsulated.esp_offset;
+        let text_offset = framed.iv_offset + t.cipher.iv_len();
+        let bad_layout = CipherLengthError {
+            len: out.len(),
+            iv_len: t.cipher.iv_len(),
+            block_size: t.cipher.block_size(),
+        };
+        if esp_offset > framed.iv_offset
+            || text_offset > framed.icv_offset
+            || framed.icv_offset + t.integrity.icv_len() != out.len()
+        {
+            return Err(bad_layout.into());
+        }
+        let (head, rest) = out.split_at_mut(text_offset);
+        let text = &mut rest[..framed.icv_offset - text_offset];
+        t.cipher.encrypt(&head[framed.iv_offset..], text)?;
+        let icv = t.integrity.compute(&out[esp_offset..framed.icv_offset]);
+        out[framed.icv_offset..].copy_from_slice(icv.as_ref());
+        Ok(())
+    }
+}
+
+/// Where the parts of a packet [`OutboundSa::frame`] built lie in its buffer, and what to do with
+/// it once sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framed {
+    /// Where the IV starts (right after the ESP header); the payload follows it.
+    pub(crate) iv_offset: usize,
+    /// Where the ICV goes: the end of the trailer; the ICV runs to the end of the buffer.
+    pub(crate) icv_offset: usize,
+    /// What [`OutboundSa::encapsulate`] returns for this packet (`esp_offset`: the SPI).
+    pub(crate) encapsulated: Encapsulated,
 }
 
 /// The outer header of tunnel mode (RFC 4303 §3.1.2, RFC 4301 §5.1.2.1): traffic class
@@ -559,7 +634,8 @@ impl InboundSa {
     }
 
     /// The inbound steps of RFC 4303 §3.4 over `esp` (ESP header to ICV), with `front` what
-    /// stood in front of it; `out` is empty.
+    /// stood in front of it; `out` is empty. [`Self::check`], [`Self::unfront`],
+    /// [`Self::open_sealed`], then `admit`, the window update and [`Self::unframe`].
     fn open(
         &mut self,
         front: &Front<'_>,
@@ -567,6 +643,23 @@ impl InboundSa {
         out: &mut Vec<u8>,
         admit: impl FnOnce(u32) -> bool,
     ) -> Result<Decapsulated, EspError> {
+        let sealed = self.check(esp)?;
+        let next_header_field = self.unfront(front, out);
+        self.open_sealed(&sealed, esp, out)?;
+        if !admit(sealed.seq) {
+            return Err(EspError::NotPersisted { seq: sealed.seq });
+        }
+        // Only an authentic packet may move the window (§3.4.3).
+        self.replay.accept(sealed.seq);
+        self.unframe(&sealed, next_header_field, out)
+    }
+
+    /// The checks before any cryptography (RFC 4303 §3.4.2, §3.4.3): the lengths, the SPI and
+    /// the replay window (read only). Returns where the parts of `esp` lie.
+    ///
+    /// # Errors
+    /// `Truncated`, `Malformed`, `SpiMismatch` or `Replay`.
+    pub(crate) fn check(&self, esp: &[u8]) -> Result<Sealed, EspError> {
         let t = &self.transform;
         let iv_size = t.cipher.iv_len();
         let icv_len = t.integrity.icv_len();
@@ -588,26 +681,24 @@ impl InboundSa {
         if !self.replay.check(seq) {
             return Err(EspError::Replay { seq });
         }
-        let (authenticated, icv) = esp.split_at(esp.len() - icv_len);
-        let ciphertext = &authenticated[ESP_HEADER_LEN + iv_size..];
-        if !ciphertext.len().is_multiple_of(block) {
+        let text_offset = ESP_HEADER_LEN + iv_size;
+        let icv_offset = esp.len() - icv_len;
+        if !(icv_offset - text_offset).is_multiple_of(block) {
             return Err(EspError::Malformed {
                 what: "esp ciphertext is not a whole number of blocks",
             });
         }
-        // RFC 4303 §3.4.4.1: verify before decrypting, in constant time.
-        if !t.integrity.verify(authenticated, icv) {
-            return Err(EspError::AuthFailed);
-        }
-        if !admit(seq) {
-            return Err(EspError::NotPersisted { seq });
-        }
-        // Only an authentic packet may move the window (§3.4.3).
-        self.replay.accept(seq);
+        Ok(Sealed {
+            seq,
+            text_offset,
+            icv_offset,
+        })
+    }
 
-        let iv = &authenticated[ESP_HEADER_LEN..ESP_HEADER_LEN + iv_size];
-        // Transport mode restores the clear part in front of the payload.
-        let next_header_field = match (t.mode, front) {
+    /// Writes what transport mode restores in front of the payload into `out`; returns where the
+    /// Next Header field to patch lies in it (0 in tunnel mode, where nothing is kept).
+    fn unfront(&self, front: &Front<'_>, out: &mut Vec<u8>) -> usize {
+        match (self.transform.mode, front) {
             (Mode::Tunnel, _) => 0,
             (
                 Mode::Transport,
@@ -623,16 +714,53 @@ impl InboundSa {
                 out.extend_from_slice(&outer.header());
                 wire::NEXT_HEADER_OFFSET
             }
-        };
-        let plain_offset = out.len();
-        out.extend_from_slice(ciphertext);
-        t.cipher.decrypt(iv, &mut out[plain_offset..])?;
+        }
+    }
 
+    /// Authenticates `esp` (laid out as `sealed` says) and appends its decrypted payload and
+    /// trailer to `out`. The ICV is verified in constant time before anything is decrypted
+    /// (RFC 4303 §3.4.4.1); a forgery leaves `out` as it was.
+    ///
+    /// # Errors
+    /// [`EspError::AuthFailed`], or [`EspError::Cipher`] for a layout that does not fit (a bug).
+    pub(crate) fn open_sealed(
+        &self,
+        sealed: &Sealed,
+        esp: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EspError> {
+        let t = &self.transform;
+        let (authenticated, icv) = esp.split_at(sealed.icv_offset);
+        if !t.integrity.verify(authenticated, icv) {
+            return Err(EspError::AuthFailed);
+        }
+        let iv = &authenticated[ESP_HEADER_LEN..sealed.text_offset];
+        let plain_offset = out.len();
+        out.extend_from_slice(&authenticated[sealed.text_offset..]);
+        t.cipher.decrypt(iv, &mut out[plain_offset..])?;
+        Ok(())
+    }
+
+    /// Checks and strips the trailer of the authentic payload at the end of `out` (RFC 4303
+    /// §2.4 to §2.6) and finishes the packet for its mode: transport restores the Next Header
+    /// at `next_header_field` and the payload length, tunnel checks the inner packet and drops
+    /// TFC padding (§2.7).
+    ///
+    /// # Errors
+    /// `BadPadding`, `UnknownNextHeader`, or a malformed inner packet in tunnel mode.
+    pub(crate) fn unframe(
+        &self,
+        sealed: &Sealed,
+        next_header_field: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Decapsulated, EspError> {
+        let seq = sealed.seq;
+        let ciphertext_len = sealed.icv_offset - sealed.text_offset;
         // Trailer: ... padding | Pad Length | Next Header (RFC 4303 §2.4 to §2.6).
         let end = out.len();
         let next_header = out[end - 1];
         let pad_len = usize::from(out[end - 2]);
-        if pad_len + 2 > ciphertext.len() {
+        if pad_len + 2 > ciphertext_len {
             return Err(EspError::BadPadding);
         }
         let pad_start = end - 2 - pad_len;
@@ -649,7 +777,7 @@ impl InboundSa {
             out.clear();
             return Ok(Decapsulated::Dummy { seq });
         }
-        match t.mode {
+        match self.transform.mode {
             Mode::Transport => {
                 // Hop-by-hop may only follow the fixed header (RFC 8200 §4.3), never ESP.
                 if next_header == proto::HOP_BY_HOP {
@@ -672,6 +800,18 @@ impl InboundSa {
         }
         Ok(Decapsulated::Deliver { seq, next_header })
     }
+}
+
+/// Where the parts of an inbound ESP packet lie (offsets from the SPI), as [`InboundSa::check`]
+/// found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    /// The packet's sequence number (not yet accepted by the window).
+    pub(crate) seq: u32,
+    /// Where the ciphertext starts (after ESP header and IV).
+    pub(crate) text_offset: usize,
+    /// Where the ICV starts; it runs to the end of the packet.
+    pub(crate) icv_offset: usize,
 }
 
 #[cfg(test)]
@@ -1196,6 +1336,37 @@ mod tests {
         );
         rx.reset_replay();
         assert!(rx.decapsulate(&esp, &mut out).is_ok(), "after a reset");
+    }
+
+    /// Framing and sealing are separate steps: packets framed one after another and sealed in
+    /// another order (as a burst does) are the packets `encapsulate` would have sent.
+    #[test]
+    fn framed_packets_seal_in_any_order() {
+        for mode in MODES {
+            let config = config(E::Aes128Cbc, I::HmacSha256, mode);
+            let (mut tx, mut rx) = pair(&config);
+            let packets: Vec<Vec<u8>> = (0..3).map(|i| udp(100 + i * 17)).collect();
+            let mut bufs = vec![Vec::new(); packets.len()];
+            let framed: Vec<Framed> = packets
+                .iter()
+                .zip(&mut bufs)
+                .map(|(p, buf)| tx.frame(p, buf).expect("framing"))
+                .collect();
+            for (f, buf) in framed.iter().zip(&mut bufs).rev() {
+                tx.seal(f, buf).expect("sealing");
+            }
+            let mut plain = Vec::new();
+            for ((f, buf), packet) in framed.iter().zip(&bufs).zip(&packets) {
+                let got = rx
+                    .decapsulate(buf, &mut plain)
+                    .expect("opening a sealed frame");
+                assert!(
+                    matches!(got, Decapsulated::Deliver { seq, .. } if seq == f.encapsulated.seq)
+                );
+                assert_eq!(&plain, packet, "{mode:?}: the packet comes back as it was");
+            }
+            assert_eq!(tx.last_sequence(), 3);
+        }
     }
 
     #[test]
