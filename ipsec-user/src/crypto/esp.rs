@@ -35,6 +35,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::Ipv6Addr;
 
+pub(crate) mod burst;
+
 /// RFC 4303 §2.4 default padding: the pad bytes are 1, 2, 3, ... Longer than any block.
 #[allow(clippy::cast_possible_truncation)] // i + 1 <= 255
 const PADDING: [u8; 255] = {
@@ -144,6 +146,8 @@ struct Transform {
     destination: Ipv6Addr,
     cipher: Box<dyn Cipher>,
     integrity: Box<dyn Integrity>,
+    /// The same keys scheduled for the multi-buffer path (`burst`), where it has lanes.
+    lanes: super::burst::LaneKeys,
 }
 
 impl Transform {
@@ -165,6 +169,13 @@ impl Transform {
             destination: config.destination,
             cipher: new_cipher(config.encryption, config.encryption_key)?,
             integrity: new_integrity(config.integrity, config.integrity_key)?,
+            // After the sequential algorithms accepted the keys.
+            lanes: super::burst::LaneKeys::new(
+                config.encryption,
+                config.encryption_key,
+                config.integrity,
+                config.integrity_key,
+            ),
         })
     }
 }

@@ -15,7 +15,7 @@
 //! - The backend is chosen once per process at run time ([`Backend::active`]): `Lanes` when the
 //!   CPU has AES-NI, SHA-NI, SSSE3 and SSE4.1, else `Sequential`; `XIPSEC_ESP_BACKEND=sequential`
 //!   forces the portable path (for A/B measurements and tests).
-//! - Inbound, only the ICVs are computed in a burst ([`verify_burst`]); CBC decryption is
+//! - Inbound, only the ICVs are computed in a burst ([`verify_jobs`]); CBC decryption is
 //!   already parallel within a packet. The replay and ceiling steps stay per packet, in order
 //!   (see `esp_burst`).
 //! - No allocation: bursts are processed in chunks of [`CHUNK`] with their jobs on the stack.
@@ -32,6 +32,8 @@ use smallvec::SmallVec;
 use std::sync::OnceLock;
 use subtle::ConstantTimeEq;
 
+pub(crate) use super::esp::burst::{OpenItem, SealItem, seal_packets, verify_packets};
+pub(crate) use super::esp::{Framed, Sealed};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use aes_lanes::LANES;
 #[cfg(not(target_arch = "x86_64"))]
@@ -176,7 +178,7 @@ fn split_framed<'b>(
 
 /// Encrypts and authenticates every job in place; `results[i]` says how job `i` went (an
 /// error only for a framing bug: lengths that do not fit the cipher, the packet then unsealed).
-pub(crate) fn seal_burst(jobs: &mut [SealJob<'_>], results: &mut [Result<(), CipherLengthError>]) {
+pub(crate) fn seal_jobs(jobs: &mut [SealJob<'_>], results: &mut [Result<(), CipherLengthError>]) {
     for (jobs, results) in jobs.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
         encrypt_chunk(jobs, results);
         authenticate_chunk(jobs, results);
@@ -271,7 +273,7 @@ pub(crate) struct VerifyJob<'a> {
 }
 
 /// Checks every job's ICV in constant time (RFC 4303 §3.4.4.1), as `Integrity::verify` does.
-pub(crate) fn verify_burst(jobs: &mut [VerifyJob<'_>]) {
+pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
     for jobs in jobs.chunks_mut(CHUNK) {
         let mut computed = [[0u8; MAX_ICV_LEN]; CHUNK];
         #[cfg(target_arch = "x86_64")]
