@@ -1,7 +1,8 @@
 //! ESP interop against an independent implementation: scapy's `scapy.layers.ipsec`.
 //!
-//! For all 12 suites (3des-cbc, aes128-cbc, null x hmac-sha1, hmac-sha2-256 x transport,
-//! tunnel), in both directions: scapy encrypts `ICMPv6`, UDP and TCP packets (some with extension
+//! For all 16 suites (3des-cbc, aes128-cbc, aes256-cbc, null x hmac-sha1, hmac-sha2-256, and
+//! aes128-gcm, aes256-gcm (RFC 4106, no separate integrity) x transport, tunnel), in both
+//! directions: scapy encrypts `ICMPv6`, UDP and TCP packets (some with extension
 //! headers) and `InboundSa::decapsulate` must recover exactly scapy's plaintext; then
 //! `OutboundSa::encapsulate` encrypts the same packets and scapy must verify the ICV, decrypt
 //! to the same bytes, and find RFC 4303 padding and sequence numbers 1, 2, 3, ...
@@ -33,6 +34,12 @@ const SPEC_DESTINATION: &str = "3ffe:501:ffff:0001:0000:0000:0000:0001";
 const INNER_SOURCE: &str = "2001:db8:1::1";
 const INNER_DESTINATION: &str = "2002:db8:1::1";
 
+/// Keys the kit does not have: AES-256 (32 bytes), and the GCM keys, AES key then a 4-byte
+/// salt (RFC 4106 §8.1).
+const AES256: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
+const AES128_GCM: &str = "000102030405060708090a0b0c0d0e0fcafebabe";
+const AES256_GCM: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3fdecaf888";
+
 struct Suite {
     encryption: EncryptionAlgorithm,
     integrity: IntegrityAlgorithm,
@@ -49,6 +56,10 @@ impl Suite {
         match self.encryption {
             EncryptionAlgorithm::TripleDesCbc => ("3DES", keys::SPEC_3DES),
             EncryptionAlgorithm::Aes128Cbc => ("AES-CBC", keys::AES128),
+            EncryptionAlgorithm::Aes256Cbc => ("AES-CBC", AES256),
+            // scapy takes the salt at the end of the key, as RFC 4106 does.
+            EncryptionAlgorithm::Aes128Gcm => ("AES-GCM", AES128_GCM),
+            EncryptionAlgorithm::Aes256Gcm => ("AES-GCM", AES256_GCM),
             EncryptionAlgorithm::Null => ("NULL", ""),
         }
     }
@@ -57,6 +68,7 @@ impl Suite {
         match self.integrity {
             IntegrityAlgorithm::HmacSha1 => ("HMAC-SHA1-96", keys::SPEC_SHA1),
             IntegrityAlgorithm::HmacSha256 => ("SHA2-256-128", keys::SHA256),
+            IntegrityAlgorithm::None => ("NULL", ""),
         }
     }
 
@@ -96,19 +108,26 @@ fn address(text: &str) -> Ipv6Addr {
 
 fn all_suites() -> Vec<Suite> {
     let mut suites = Vec::new();
-    for encryption in [
+    let composed = [
         EncryptionAlgorithm::TripleDesCbc,
         EncryptionAlgorithm::Aes128Cbc,
+        EncryptionAlgorithm::Aes256Cbc,
         EncryptionAlgorithm::Null,
-    ] {
-        for integrity in [IntegrityAlgorithm::HmacSha1, IntegrityAlgorithm::HmacSha256] {
-            for mode in [Mode::Transport, Mode::Tunnel] {
-                suites.push(Suite {
-                    encryption,
-                    integrity,
-                    mode,
-                });
-            }
+    ]
+    .into_iter()
+    .flat_map(|e| [IntegrityAlgorithm::HmacSha1, IntegrityAlgorithm::HmacSha256].map(|i| (e, i)));
+    let combined = [
+        EncryptionAlgorithm::Aes128Gcm,
+        EncryptionAlgorithm::Aes256Gcm,
+    ]
+    .map(|e| (e, IntegrityAlgorithm::None));
+    for (encryption, integrity) in composed.chain(combined) {
+        for mode in [Mode::Transport, Mode::Tunnel] {
+            suites.push(Suite {
+                encryption,
+                integrity,
+                mode,
+            });
         }
     }
     suites
@@ -169,7 +188,7 @@ fn scapy_available() -> bool {
                     .as_array()
                     .is_some_and(|names| names.iter().any(|n| n == name))
             };
-            let missing: Vec<&str> = ["3DES", "AES-CBC", "NULL"]
+            let missing: Vec<&str> = ["3DES", "AES-CBC", "AES-GCM", "NULL"]
                 .iter()
                 .filter(|n| !has("crypt", n))
                 .chain(
@@ -361,7 +380,7 @@ fn spec_example_sa1_interoperates_with_scapy() {
 }
 
 #[test]
-fn all_twelve_suites_interoperate_with_scapy() {
+fn all_sixteen_suites_interoperate_with_scapy() {
     if !scapy_available() {
         return;
     }

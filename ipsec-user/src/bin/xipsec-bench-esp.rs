@@ -69,12 +69,16 @@ fn config(encryption: EncryptionAlgorithm, integrity: IntegrityAlgorithm) -> SaC
         encryption_key: match encryption {
             EncryptionAlgorithm::TripleDesCbc => b"ipv6readylogo3descbcout2",
             EncryptionAlgorithm::Aes128Cbc => b"0123456789abcdef",
+            EncryptionAlgorithm::Aes256Cbc => b"0123456789abcdef0123456789abcdef",
+            EncryptionAlgorithm::Aes128Gcm => b"0123456789abcdefSALT",
+            EncryptionAlgorithm::Aes256Gcm => b"0123456789abcdef0123456789abcdefSALT",
             EncryptionAlgorithm::Null => b"",
         },
         integrity,
         integrity_key: match integrity {
             IntegrityAlgorithm::HmacSha1 => b"ipv6readylogsha1out2",
             IntegrityAlgorithm::HmacSha256 => b"0123456789abcdef0123456789abcdef",
+            IntegrityAlgorithm::None => b"",
         },
     }
 }
@@ -200,9 +204,11 @@ fn openssl_speed(algorithm: &[&str], bytes: usize) -> Result<f64> {
 /// bytes: 1408. The size OpenSSL's cipher is asked to process.
 fn cipher_bytes(encryption: EncryptionAlgorithm, payload: usize) -> usize {
     let block = match encryption {
-        EncryptionAlgorithm::Aes128Cbc => 16,
+        EncryptionAlgorithm::Aes128Cbc | EncryptionAlgorithm::Aes256Cbc => 16,
         EncryptionAlgorithm::TripleDesCbc => 8,
-        EncryptionAlgorithm::Null => 4,
+        EncryptionAlgorithm::Null
+        | EncryptionAlgorithm::Aes128Gcm
+        | EncryptionAlgorithm::Aes256Gcm => 4,
     };
     (payload + 2).div_ceil(block) * block
 }
@@ -212,8 +218,10 @@ fn cipher_bytes(encryption: EncryptionAlgorithm, payload: usize) -> usize {
 /// asked to process.
 fn mac_bytes(encryption: EncryptionAlgorithm, payload: usize) -> usize {
     let iv = match encryption {
-        EncryptionAlgorithm::Aes128Cbc => 16,
-        EncryptionAlgorithm::TripleDesCbc => 8,
+        EncryptionAlgorithm::Aes128Cbc | EncryptionAlgorithm::Aes256Cbc => 16,
+        EncryptionAlgorithm::TripleDesCbc
+        | EncryptionAlgorithm::Aes128Gcm
+        | EncryptionAlgorithm::Aes256Gcm => 8,
         EncryptionAlgorithm::Null => 0,
     };
     8 + iv + cipher_bytes(encryption, payload)
@@ -223,6 +231,9 @@ fn cipher_args(algorithm: EncryptionAlgorithm) -> Option<&'static [&'static str]
     match algorithm {
         EncryptionAlgorithm::Aes128Cbc => Some(&["-evp", "aes-128-cbc"]),
         EncryptionAlgorithm::TripleDesCbc => Some(&["-evp", "des-ede3-cbc"]),
+        EncryptionAlgorithm::Aes256Cbc => Some(&["-evp", "aes-256-cbc"]),
+        EncryptionAlgorithm::Aes128Gcm => Some(&["-evp", "aes-128-gcm"]),
+        EncryptionAlgorithm::Aes256Gcm => Some(&["-evp", "aes-256-gcm"]),
         EncryptionAlgorithm::Null => None,
     }
 }
@@ -231,6 +242,8 @@ fn mac_args(algorithm: IntegrityAlgorithm) -> &'static [&'static str] {
     match algorithm {
         IntegrityAlgorithm::HmacSha1 => &["-hmac", "sha1"],
         IntegrityAlgorithm::HmacSha256 => &["-hmac", "sha256"],
+        // GCM authenticates by itself: no separate MAC to time.
+        IntegrityAlgorithm::None => &[],
     }
 }
 

@@ -25,8 +25,9 @@
 //! - Untrusted input never panics; every failure is an [`EspError`] the daemon can count.
 
 use super::replay::{DEFAULT_REPLAY_WINDOW, ReplayWindow};
+use super::suite::Suite;
 use super::wire::{self, IPV6_HEADER_LEN, proto};
-use super::{Cipher, CipherLengthError, ConfigError, Integrity, new_cipher, new_integrity};
+use super::{CipherLengthError, ConfigError};
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 /// SPI and Sequence Number, RFC 4303 §2.1 and §2.2.
 pub use crate::wire::ESP_HEADER_LEN;
@@ -144,8 +145,7 @@ struct Transform {
     mode: Mode,
     source: Ipv6Addr,
     destination: Ipv6Addr,
-    cipher: Box<dyn Cipher>,
-    integrity: Box<dyn Integrity>,
+    suite: Suite,
     /// The same keys scheduled for the multi-buffer path (`burst`), where it has lanes.
     lanes: super::burst::LaneKeys,
 }
@@ -167,9 +167,13 @@ impl Transform {
             mode: config.mode,
             source: config.source,
             destination: config.destination,
-            cipher: new_cipher(config.encryption, config.encryption_key)?,
-            integrity: new_integrity(config.integrity, config.integrity_key)?,
-            // After the sequential algorithms accepted the keys.
+            suite: Suite::new(
+                config.encryption,
+                config.encryption_key,
+                config.integrity,
+                config.integrity_key,
+            )?,
+            // After the suite accepted the keys.
             lanes: super::burst::LaneKeys::new(
                 config.encryption,
                 config.encryption_key,
@@ -300,6 +304,9 @@ pub struct OutboundSa {
     /// IVs must be unpredictable for CBC (RFC 3602 §3, RFC 2451 §3): a `ChaCha12` CSPRNG seeded
     /// from the OS through the thread RNG, held here so the SA stays `Send`.
     rng: StdRng,
+    /// GCM's IV is `iv_epoch` || sequence number (RFC 4106 §3.1 asks only for uniqueness under
+    /// the key; a counter guarantees it where random 64-bit IVs only make it likely).
+    iv_epoch: u32,
 }
 
 impl OutboundSa {
@@ -313,7 +320,29 @@ impl OutboundSa {
             transform: Transform::new(config)?,
             next_seq: 1,
             rng: StdRng::from_rng(&mut rand::rng()),
+            iv_epoch: 0,
         })
+    }
+
+    /// Makes this SA's counter IVs (AES-GCM) `epoch` || sequence number. Each SA keyed with a
+    /// GCM key must get an epoch no other SA with that key ever had, on this host, across
+    /// restarts (the engine reserves one per install in its persistent IV store); then an IV
+    /// never repeats under the key (RFC 4106 §8). Epoch 0 (the default) is for tests and
+    /// benchmarks. Ignored by suites with random IVs.
+    pub fn use_iv_epoch(&mut self, epoch: u32) {
+        self.iv_epoch = epoch;
+    }
+
+    /// The epoch of this SA's counter IVs (see [`Self::use_iv_epoch`]).
+    #[must_use]
+    pub fn iv_epoch(&self) -> u32 {
+        self.iv_epoch
+    }
+
+    /// Whether the suite's IV is a counter that must be unique under the key (AES-GCM).
+    #[must_use]
+    pub fn counter_iv(&self) -> bool {
+        self.transform.suite.counter_iv()
     }
 
     transform_accessors!();
@@ -346,12 +375,7 @@ impl OutboundSa {
         } else {
             0
         };
-        outer
-            + ESP_HEADER_LEN
-            + t.cipher.iv_len()
-            + t.cipher.block_size()
-            + 1
-            + t.integrity.icv_len()
+        outer + ESP_HEADER_LEN + t.suite.iv_len() + t.suite.block_size() + 1 + t.suite.icv_len()
     }
 
     /// Encapsulates the IPv6 packet `packet` into `out` (cleared first): [`Self::frame`], then
@@ -415,9 +439,9 @@ impl OutboundSa {
 
         // RFC 4303 §2.4: pad so that payload + padding + 2 fills whole cipher blocks (and at
         // least 4-byte words).
-        let block = t.cipher.block_size();
-        let iv_len = t.cipher.iv_len();
-        let icv_len = t.integrity.icv_len();
+        let block = t.suite.block_size();
+        let iv_len = t.suite.iv_len();
+        let icv_len = t.suite.icv_len();
         let pad_len = (block - (payload.len() + 2) % block) % block;
         let ciphertext_len = payload.len() + pad_len + 2;
         // Only a cipher with blocks over 256 bytes could miss here; none exists.
@@ -449,7 +473,14 @@ impl OutboundSa {
         out.extend_from_slice(&esp_header(t.spi, seq));
         let iv_offset = out.len();
         out.resize(iv_offset + iv_len, 0);
-        self.rng.fill_bytes(&mut out[iv_offset..]);
+        if t.suite.counter_iv() {
+            // RFC 4106 §3.1: unique under the key. The epoch is this SA's alone (see
+            // `Self::use_iv_epoch`) and the sequence number never repeats within the SA.
+            let iv = (u64::from(self.iv_epoch) << 32) | u64::from(seq);
+            out[iv_offset..].copy_from_slice(&iv.to_be_bytes());
+        } else {
+            self.rng.fill_bytes(&mut out[iv_offset..]);
+        }
         out.extend_from_slice(payload);
         out.extend_from_slice(padding);
         // The last pad byte equals the pad length (0 when there is no padding).
@@ -483,23 +514,18 @@ impl OutboundSa {
     pub(crate) fn seal(&self, framed: &Framed, out: &mut [u8]) -> Result<(), EspError> {
         let t = &self.transform;
         let esp_offset = framed.encapsulated.esp_offset;
-        let text_offset = framed.iv_offset + t.cipher.iv_len();
         let bad_layout = CipherLengthError {
             len: out.len(),
-            iv_len: t.cipher.iv_len(),
-            block_size: t.cipher.block_size(),
+            iv_len: t.suite.iv_len(),
+            block_size: t.suite.block_size(),
         };
-        if esp_offset > framed.iv_offset
-            || text_offset > framed.icv_offset
-            || framed.icv_offset + t.integrity.icv_len() != out.len()
-        {
+        if esp_offset > framed.iv_offset || framed.iv_offset > framed.icv_offset {
             return Err(bad_layout.into());
         }
-        let (head, rest) = out.split_at_mut(text_offset);
-        let text = &mut rest[..framed.icv_offset - text_offset];
-        t.cipher.encrypt(&head[framed.iv_offset..], text)?;
-        let icv = t.integrity.compute(&out[esp_offset..framed.icv_offset]);
-        out[framed.icv_offset..].copy_from_slice(icv.as_ref());
+        let esp = out.get_mut(esp_offset..).ok_or(bad_layout)?;
+        let text_offset = framed.iv_offset - esp_offset + t.suite.iv_len();
+        t.suite
+            .seal(esp, text_offset, framed.icv_offset - esp_offset)?;
         Ok(())
     }
 }
@@ -672,9 +698,9 @@ impl InboundSa {
     /// `Truncated`, `Malformed`, `SpiMismatch` or `Replay`.
     pub(crate) fn check(&self, esp: &[u8]) -> Result<Sealed, EspError> {
         let t = &self.transform;
-        let iv_size = t.cipher.iv_len();
-        let icv_len = t.integrity.icv_len();
-        let block = t.cipher.block_size();
+        let iv_size = t.suite.iv_len();
+        let icv_len = t.suite.icv_len();
+        let block = t.suite.block_size();
         // The smallest ciphertext is one block (it holds at least Pad Length and Next Header).
         if esp.len() < ESP_HEADER_LEN + iv_size + block + icv_len {
             return Err(EspError::Truncated { what: "esp packet" });
@@ -740,16 +766,9 @@ impl InboundSa {
         esp: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), EspError> {
-        let t = &self.transform;
-        let (authenticated, icv) = esp.split_at(sealed.icv_offset);
-        if !t.integrity.verify(authenticated, icv) {
-            return Err(EspError::AuthFailed);
-        }
-        let iv = &authenticated[ESP_HEADER_LEN..sealed.text_offset];
-        let plain_offset = out.len();
-        out.extend_from_slice(&authenticated[sealed.text_offset..]);
-        t.cipher.decrypt(iv, &mut out[plain_offset..])?;
-        Ok(())
+        self.transform
+            .suite
+            .open(esp, sealed.text_offset, sealed.icv_offset, out)
     }
 
     /// Checks and strips the trailer of the authentic payload at the end of `out` (RFC 4303
@@ -833,14 +852,27 @@ mod tests {
     use EncryptionAlgorithm as E;
     use IntegrityAlgorithm as I;
 
-    const ENCRYPTIONS: [EncryptionAlgorithm; 3] = [
+    const ENCRYPTIONS: [EncryptionAlgorithm; 6] = [
         EncryptionAlgorithm::TripleDesCbc,
         EncryptionAlgorithm::Aes128Cbc,
+        EncryptionAlgorithm::Aes256Cbc,
+        EncryptionAlgorithm::Aes128Gcm,
+        EncryptionAlgorithm::Aes256Gcm,
         EncryptionAlgorithm::Null,
     ];
-    const INTEGRITIES: [IntegrityAlgorithm; 2] =
-        [IntegrityAlgorithm::HmacSha1, IntegrityAlgorithm::HmacSha256];
+    /// With [`ENCRYPTIONS`], every suite an SA can have: skip the pairs [`pairs`] refuses.
+    const INTEGRITIES: [IntegrityAlgorithm; 3] = [
+        IntegrityAlgorithm::HmacSha1,
+        IntegrityAlgorithm::HmacSha256,
+        IntegrityAlgorithm::None,
+    ];
     const MODES: [Mode; 2] = [Mode::Transport, Mode::Tunnel];
+
+    /// Whether `encryption` and `integrity` make an SA: a combined-mode cipher with `none`,
+    /// any other with an HMAC.
+    fn pairs(encryption: EncryptionAlgorithm, integrity: IntegrityAlgorithm) -> bool {
+        encryption.is_combined() == (integrity == IntegrityAlgorithm::None)
+    }
 
     /// The spec's example keys (`ipv6readylogo3descbcout2`, `ipv6readylogsha1out2`) and
     /// fixed keys of the right length for the other algorithms.
@@ -848,6 +880,9 @@ mod tests {
         match algorithm {
             EncryptionAlgorithm::TripleDesCbc => b"ipv6readylogo3descbcout2",
             EncryptionAlgorithm::Aes128Cbc => b"0123456789abcdef",
+            EncryptionAlgorithm::Aes256Cbc => b"0123456789abcdef0123456789abcdef",
+            EncryptionAlgorithm::Aes128Gcm => b"0123456789abcdefSALT",
+            EncryptionAlgorithm::Aes256Gcm => b"0123456789abcdef0123456789abcdefSALT",
             EncryptionAlgorithm::Null => b"",
         }
     }
@@ -856,6 +891,7 @@ mod tests {
         match algorithm {
             IntegrityAlgorithm::HmacSha1 => b"ipv6readylogsha1out2",
             IntegrityAlgorithm::HmacSha256 => b"0123456789abcdef0123456789abcdef",
+            IntegrityAlgorithm::None => b"",
         }
     }
 
@@ -863,11 +899,18 @@ mod tests {
         s.parse().expect("parsing a test address")
     }
 
+    /// An SA with these algorithms; a combined-mode cipher gets integrity `none` whatever
+    /// `integrity` says.
     fn config(
         encryption: EncryptionAlgorithm,
         integrity: IntegrityAlgorithm,
         mode: Mode,
     ) -> SaConfig<'static> {
+        let integrity = if encryption.is_combined() {
+            IntegrityAlgorithm::None
+        } else {
+            integrity
+        };
         SaConfig {
             spi: 0x1000,
             mode,
@@ -911,34 +954,38 @@ mod tests {
     /// Builds an authentic ESP packet by hand from a plaintext that already carries its
     /// trailer, so tests can send what a correct sender never would.
     fn seal(config: &SaConfig<'_>, seq: u32, plaintext_with_trailer: &[u8]) -> Vec<u8> {
-        let cipher = new_cipher(config.encryption, config.encryption_key).expect("cipher");
-        let integrity = new_integrity(config.integrity, config.integrity_key).expect("integrity");
+        let suite = suite_of(config);
         let mut p = vec![0x60, 0, 0, 0, 0, 0, proto::ESP, 64];
         p.extend_from_slice(&config.source.octets());
         p.extend_from_slice(&config.destination.octets());
         p.extend_from_slice(&config.spi.to_be_bytes());
         p.extend_from_slice(&seq.to_be_bytes());
-        let iv: Vec<u8> = (0..cipher.iv_len())
-            .map(|i| u8::try_from(i).expect("a short iv"))
-            .collect();
-        p.extend_from_slice(&iv);
-        let start = p.len();
+        p.extend((0..suite.iv_len()).map(|i| u8::try_from(i).expect("a short iv")));
+        let text_offset = p.len() - 40;
         p.extend_from_slice(plaintext_with_trailer);
-        cipher
-            .encrypt(&iv, &mut p[start..])
-            .expect("encrypting the test packet");
-        let icv = integrity.compute(&p[40..]);
-        p.extend_from_slice(icv.as_ref());
+        let icv_offset = p.len() - 40;
+        p.resize(p.len() + suite.icv_len(), 0);
+        suite
+            .seal(&mut p[40..], text_offset, icv_offset)
+            .expect("sealing the test packet");
         let len = u16::try_from(p.len() - 40).expect("fits");
         set_payload_len(&mut p, len);
         p
     }
 
+    fn suite_of(config: &SaConfig<'_>) -> Suite {
+        Suite::new(
+            config.encryption,
+            config.encryption_key,
+            config.integrity,
+            config.integrity_key,
+        )
+        .expect("keying the suite")
+    }
+
     /// The inner packet plus a correct trailer for `config`'s block size.
     fn with_trailer(config: &SaConfig<'_>, inner: &[u8], next_header: u8) -> Vec<u8> {
-        let block = new_cipher(config.encryption, config.encryption_key)
-            .expect("cipher")
-            .block_size();
+        let block = suite_of(config).block_size();
         let pad = (block - (inner.len() + 2) % block) % block;
         let mut v = inner.to_vec();
         let pad = u8::try_from(pad).expect("padding is shorter than 256 bytes");
@@ -952,12 +999,15 @@ mod tests {
     fn round_trip_all_twelve_suites_across_block_boundaries() {
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
+                if !pairs(encryption, integrity) {
+                    continue;
+                }
                 for mode in MODES {
                     let config = config(encryption, integrity, mode);
                     let (mut tx, mut rx) = pair(&config);
-                    let block = tx.transform.cipher.block_size();
-                    let iv_len = tx.transform.cipher.iv_len();
-                    let icv_len = tx.transform.integrity.icv_len();
+                    let block = tx.transform.suite.block_size();
+                    let iv_len = tx.transform.suite.iv_len();
+                    let icv_len = tx.transform.suite.icv_len();
                     let (mut wire, mut back) = (Vec::new(), Vec::new());
                     for payload_len in 0..=64 {
                         let what = format!("{encryption:?}/{integrity:?}/{mode:?}/{payload_len}");
@@ -1224,6 +1274,9 @@ mod tests {
     fn bit_flips_anywhere_in_esp_fail_authentication() {
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
+                if !pairs(encryption, integrity) {
+                    continue;
+                }
                 let config = config(encryption, integrity, Mode::Transport);
                 let (mut tx, mut rx) = pair(&config);
                 let (mut wire, mut out) = (Vec::new(), Vec::new());
@@ -1347,6 +1400,37 @@ mod tests {
         );
         rx.reset_replay();
         assert!(rx.decapsulate(&esp, &mut out).is_ok(), "after a reset");
+    }
+
+    /// AES-GCM's IV is the SA's epoch then its sequence number (RFC 4106 §3.1: unique under
+    /// the key), so two SAs with one key and different epochs never share an IV; CBC's IV is
+    /// random.
+    #[test]
+    fn gcm_ivs_are_epoch_and_sequence_numbers() {
+        for encryption in [E::Aes128Gcm, E::Aes256Gcm] {
+            let config = config(encryption, I::None, Mode::Tunnel);
+            let (mut tx, mut rx) = pair(&config);
+            assert!(tx.counter_iv());
+            tx.use_iv_epoch(7);
+            let (mut wire, mut plain) = (Vec::new(), Vec::new());
+            for seq in 1..=3u32 {
+                tx.encapsulate(&udp(10), &mut wire).expect("encapsulating");
+                let iv = &wire[40 + ESP_HEADER_LEN..40 + ESP_HEADER_LEN + 8];
+                assert_eq!(
+                    iv,
+                    ((7u64 << 32) | u64::from(seq)).to_be_bytes(),
+                    "iv of {seq}"
+                );
+                rx.decapsulate(&wire, &mut plain).expect("opening");
+            }
+            tx.resume_after(u32::MAX - 1);
+            tx.encapsulate(&udp(10), &mut wire)
+                .expect("encapsulating the last");
+            let iv = &wire[48..56];
+            assert_eq!(iv, ((7u64 << 32) | u64::from(u32::MAX)).to_be_bytes());
+        }
+        let (tx, _) = pair(&config(E::Aes128Cbc, I::HmacSha256, Mode::Tunnel));
+        assert!(!tx.counter_iv());
     }
 
     /// Framing and sealing are separate steps: packets framed one after another and sealed in
@@ -1564,6 +1648,9 @@ mod tests {
         let mut out = Vec::new();
         for encryption in ENCRYPTIONS {
             for integrity in INTEGRITIES {
+                if !pairs(encryption, integrity) {
+                    continue;
+                }
                 for mode in MODES {
                     let config = config(encryption, integrity, mode);
                     let (mut tx, mut rx) = pair(&config);

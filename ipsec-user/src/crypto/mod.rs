@@ -5,8 +5,10 @@
 //!   kernel. The daemon owns sockets and queues; it hands packets to [`OutboundSa::encapsulate`]
 //!   and [`InboundSa::decapsulate`] and acts on what they return ([`Encapsulated`],
 //!   [`Decapsulated`], or an [`EspError`] it can count).
-//! - One small trait per role, one file per algorithm: [`Cipher`] (3des-cbc, aes128-cbc, null)
-//!   and [`Integrity`] (hmac-sha1-96, hmac-sha2-256-128). Keys are scheduled once per SA: the
+//! - One small trait per role, one file per algorithm: [`Cipher`] (3des-cbc, aes128-cbc,
+//!   aes256-cbc, null), [`Integrity`] (hmac-sha1-96, hmac-sha2-256-128) and [`Aead`] for the
+//!   combined-mode algorithms that do both (aes128-gcm, aes256-gcm, RFC 4106); `suite` pairs
+//!   them for an SA. Keys are scheduled once per SA: the
 //!   block cipher key schedule and the keyed HMAC state live in the SA, and each packet only
 //!   clones the keyed HMAC state (keying HMAC costs two extra compression calls per packet).
 //! - Untrusted bytes never panic: every length is checked before it is used.
@@ -17,23 +19,28 @@
 //!   HMAC state is wiped too).
 
 mod aes128_cbc;
+mod aes256_cbc;
 pub mod burst;
 mod cbc;
 mod esp;
+mod gcm;
 mod hmac_sha1_96;
 mod hmac_sha256_128;
 mod hmac_truncated;
 mod null;
 mod replay;
+mod suite;
 mod tdes_cbc;
 mod wire;
 
 pub use aes128_cbc::{Aes128, Aes128Cbc};
+pub use aes256_cbc::{Aes256, Aes256Cbc};
 pub use cbc::{CbcCipher, CbcSpec};
 pub use esp::{
     Decapsulated, ESP_HEADER_LEN, Encapsulated, EspError, InboundSa, OutboundSa, OuterHeader,
     SaConfig,
 };
+pub use gcm::{Aes128Gcm, Aes256Gcm, EspGcm, Gcm128, Gcm256, GcmSpec};
 pub use hmac_sha1_96::{HmacSha1_96, Sha1_96};
 pub use hmac_sha256_128::{HmacSha256_128, Sha256_128};
 pub use hmac_truncated::{HmacSpec, HmacTruncated};
@@ -68,6 +75,23 @@ pub enum ConfigError {
     /// A tunnel-mode SA needs concrete endpoints for the outer header.
     #[error("tunnel mode needs a concrete {which} address, got ::")]
     TunnelEndpoint { which: &'static str },
+    /// A combined-mode algorithm (AES-GCM) authenticates by itself: its SA has integrity
+    /// `none` and no integrity key.
+    #[error("{encryption} authenticates by itself: integrity must be none, with no key")]
+    IntegrityWithCombined { encryption: &'static str },
+    /// Only a combined-mode algorithm goes without an integrity algorithm.
+    #[error("{encryption} needs an integrity algorithm, not none")]
+    IntegrityRequired { encryption: &'static str },
+    /// The algorithm is of the other kind than the constructor builds (a cipher asked of
+    /// `new_aead`, an AEAD of `new_cipher`).
+    #[error("{algorithm} is not a {wanted}")]
+    WrongKind {
+        algorithm: &'static str,
+        wanted: &'static str,
+    },
+    /// Every IV epoch of this GCM key has been used (2^32 installs): the key must be replaced.
+    #[error("every iv of this {encryption} key has been used: replace the key")]
+    IvExhausted { encryption: &'static str },
     /// Replay window sizes outside `1..=MAX_REPLAY_WINDOW`.
     #[error("replay window must be 1 to {max} packets, got {got}")]
     ReplayWindow { got: usize, max: usize },
@@ -155,10 +179,43 @@ pub trait Integrity: Send + Sync {
     }
 }
 
+/// An ESP combined-mode algorithm (RFC 4303 §3.3.2.2) keyed for one SA: it encrypts and
+/// authenticates in one pass, so the SA has no separate [`Integrity`].
+pub trait Aead: Send + Sync {
+    /// The model name (`aes128-gcm`, `aes256-gcm`), for messages.
+    fn name(&self) -> &'static str;
+
+    /// The ESP padding boundary (4 for a stream mode such as GCM, RFC 4106 §3.2).
+    fn block_size(&self) -> usize;
+
+    /// Length of the explicit per-packet IV (8 for GCM, RFC 4106 §3.1).
+    fn iv_len(&self) -> usize;
+
+    /// Length of the ICV (the tag) appended to each packet.
+    fn icv_len(&self) -> usize;
+
+    /// Encrypts `text` in place and writes the ICV over `aad` and the ciphertext into `icv`.
+    ///
+    /// # Errors
+    /// [`CipherLengthError`] for an IV or ICV of the wrong length; nothing is written then.
+    fn seal(
+        &self,
+        aad: &[u8],
+        iv: &[u8],
+        text: &mut [u8],
+        icv: &mut [u8],
+    ) -> Result<(), CipherLengthError>;
+
+    /// Verifies `icv` over `aad` and the ciphertext `text` in constant time and only then
+    /// decrypts `text` in place. False (and `text` unchanged) when it does not verify.
+    fn open(&self, aad: &[u8], iv: &[u8], text: &mut [u8], icv: &[u8]) -> bool;
+}
+
 /// Builds the keyed cipher for `algorithm`. `null` takes an empty key.
 ///
 /// # Errors
-/// A [`ConfigError`] when the key does not suit the algorithm.
+/// A [`ConfigError`] when the key does not suit the algorithm, or
+/// [`ConfigError::WrongKind`] for a combined-mode algorithm (see [`new_aead`]).
 pub fn new_cipher(
     algorithm: EncryptionAlgorithm,
     key: &[u8],
@@ -166,12 +223,41 @@ pub fn new_cipher(
     Ok(match algorithm {
         EncryptionAlgorithm::TripleDesCbc => Box::new(TripleDesCbc::new(key)?),
         EncryptionAlgorithm::Aes128Cbc => Box::new(Aes128Cbc::new(key)?),
+        EncryptionAlgorithm::Aes256Cbc => Box::new(Aes256Cbc::new(key)?),
         EncryptionAlgorithm::Null => Box::new(NullCipher::new(key)?),
+        EncryptionAlgorithm::Aes128Gcm | EncryptionAlgorithm::Aes256Gcm => {
+            return Err(ConfigError::WrongKind {
+                algorithm: algorithm.as_str(),
+                wanted: "cipher without integrity",
+            });
+        }
+    })
+}
+
+/// Builds the keyed combined-mode algorithm for `algorithm` (the key with its salt).
+///
+/// # Errors
+/// A [`ConfigError`] when the key does not suit the algorithm, or
+/// [`ConfigError::WrongKind`] for an algorithm that is not combined mode.
+pub fn new_aead(algorithm: EncryptionAlgorithm, key: &[u8]) -> Result<Box<dyn Aead>, ConfigError> {
+    Ok(match algorithm {
+        EncryptionAlgorithm::Aes128Gcm => Box::new(Aes128Gcm::new(key)?),
+        EncryptionAlgorithm::Aes256Gcm => Box::new(Aes256Gcm::new(key)?),
+        EncryptionAlgorithm::TripleDesCbc
+        | EncryptionAlgorithm::Aes128Cbc
+        | EncryptionAlgorithm::Aes256Cbc
+        | EncryptionAlgorithm::Null => {
+            return Err(ConfigError::WrongKind {
+                algorithm: algorithm.as_str(),
+                wanted: "combined-mode algorithm",
+            });
+        }
     })
 }
 
 /// Builds the keyed integrity algorithm for `algorithm`; a key that does not suit it is a
-/// [`ConfigError`], as for [`new_cipher`].
+/// [`ConfigError`], as for [`new_cipher`]. `none` is no integrity algorithm:
+/// [`ConfigError::IntegrityRequired`].
 pub fn new_integrity(
     algorithm: IntegrityAlgorithm,
     key: &[u8],
@@ -179,6 +265,12 @@ pub fn new_integrity(
     Ok(match algorithm {
         IntegrityAlgorithm::HmacSha1 => Box::new(HmacSha1_96::new(key)?),
         IntegrityAlgorithm::HmacSha256 => Box::new(HmacSha256_128::new(key)?),
+        IntegrityAlgorithm::None => {
+            return Err(ConfigError::WrongKind {
+                algorithm: "none",
+                wanted: "integrity algorithm",
+            });
+        }
     })
 }
 

@@ -52,6 +52,16 @@ pub enum ModelError {
     #[error("--encryption-key: not allowed with --encryption-algorithm null; omit it")]
     KeyWithNull,
 
+    /// AES-GCM (RFC 4106) authenticates by itself: an integrity algorithm or key beside it is
+    /// refused rather than ignored.
+    #[error(
+        "{option}: not allowed with --encryption-algorithm {encryption}, which authenticates by itself (rfc 4106); omit it"
+    )]
+    IntegrityWithCombined {
+        option: &'static str,
+        encryption: &'static str,
+    },
+
     /// The algorithm needs a key and none was given.
     #[error(
         "{option}: required with {algorithm}; give {len} bytes as 0x followed by {hex} hex digits, or {len} ascii characters",
@@ -424,7 +434,7 @@ mod tests {
             (sa_add(|a| a.sa_destination = None), "--sa-destination: required; use an ipv6 address, or any in transport mode"),
             (sa_add(|a| a.sa_mode = None), "--sa-mode: required; use transport or tunnel"),
             (sa_add(|a| a.sa_spi = None), "--sa-spi: required; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"),
-            (sa_add(|a| a.encryption_algorithm = None), "--encryption-algorithm: required; use 3des-cbc, aes128-cbc or null"),
+            (sa_add(|a| a.encryption_algorithm = None), "--encryption-algorithm: required; use 3des-cbc, aes128-cbc, aes256-cbc, aes128-gcm, aes256-gcm or null"),
             (sa_add(|a| a.encryption_key = None), "--encryption-key: required with 3des-cbc; give 24 bytes as 0x followed by 48 hex digits, or 24 ascii characters"),
             (sa_add(|a| a.integrity_algorithm = None), "--integrity-algorithm: required; use hmac-sha1 or hmac-sha2-256"),
             (sa_add(|a| a.integrity_key = None), "--integrity-key: required with hmac-sha1; give 20 bytes as 0x followed by 40 hex digits, or 20 ascii characters"),
@@ -445,12 +455,18 @@ mod tests {
             (sa_add(|a| a.sa_spi = some("4096")), "--sa-spi: '4096' is not valid; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"),
             (sa_add(|a| a.sa_spi = some("0x100000000")), "--sa-spi: '0x100000000' is not valid; use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff"),
             (sa_add(|a| a.sa_spi = some("0x1000")), "--sa-spi: 0x1000 is already used by sa 'sa1'; each sa needs its own spi"),
-            (sa_add(|a| a.encryption_algorithm = some("des-cbc")), "--encryption-algorithm: 'des-cbc' is not valid; use 3des-cbc, aes128-cbc or null"),
+            (sa_add(|a| a.encryption_algorithm = some("des-cbc")), "--encryption-algorithm: 'des-cbc' is not valid; use 3des-cbc, aes128-cbc, aes256-cbc, aes128-gcm, aes256-gcm or null"),
             (sa_add(|a| { a.encryption_algorithm = some("null"); }), "--encryption-key: not allowed with --encryption-algorithm null; omit it"),
             (sa_add(|a| a.encryption_key = some("0x123")), "--encryption-key: a 0x key needs an even number of hex digits; use 0x followed by an even number of hex digits, or printable ascii text"),
             (sa_add(|a| a.encryption_key = some("short")), "--encryption-key: 3des-cbc needs a 24-byte key, got 5 bytes; give 0x followed by 48 hex digits, or 24 ascii characters"),
             (sa_add(|a| a.encryption_key = some("samesamesamesameDIFFERNT")), "--encryption-key: 3des-cbc needs three different 8-byte keys (k1 != k2 and k2 != k3)"),
             (sa_add(|a| a.integrity_algorithm = some("null")), "--integrity-algorithm: 'null' is not valid; use hmac-sha1 or hmac-sha2-256"),
+            (sa_add(|a| a.integrity_algorithm = some("none")), "--integrity-algorithm: 'none' is not valid; use hmac-sha1 or hmac-sha2-256"),
+            (sa_add(|a| { a.encryption_algorithm = some("aes128-gcm"); a.encryption_key = some("0123456789abcdef0123"); }), "--integrity-algorithm: not allowed with --encryption-algorithm aes128-gcm, which authenticates by itself (rfc 4106); omit it"),
+            (sa_add(|a| { a.encryption_algorithm = some("aes256-gcm"); a.encryption_key = some("0123456789abcdef0123456789abcdef0123"); a.integrity_algorithm = None; }), "--integrity-key: not allowed with --encryption-algorithm aes256-gcm, which authenticates by itself (rfc 4106); omit it"),
+            (sa_add(|a| { a.encryption_algorithm = some("aes128-gcm"); a.encryption_key = some("0123456789abcdef"); a.integrity_algorithm = None; a.integrity_key = None; }), "--encryption-key: aes128-gcm needs a 20-byte key, got 16 bytes; give 0x followed by 40 hex digits, or 20 ascii characters"),
+            (sa_add(|a| { a.encryption_algorithm = some("aes256-gcm"); a.encryption_key = some("0123456789abcdef0123456789abcdef"); a.integrity_algorithm = None; a.integrity_key = None; }), "--encryption-key: aes256-gcm needs a 36-byte key, got 32 bytes; give 0x followed by 72 hex digits, or 36 ascii characters"),
+            (sa_add(|a| { a.encryption_algorithm = some("aes256-cbc"); a.encryption_key = some("0123456789abcdef0123456789abcde"); }), "--encryption-key: aes256-cbc needs a 32-byte key, got 31 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"),
             (sa_add(|a| a.integrity_algorithm = some("hmac-sha2-256")), "--integrity-key: hmac-sha2-256 needs a 32-byte key, got 20 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"),
             (sa_add(|a| a.integrity_key = some("caf\u{e9}")), "--integrity-key: a text key may hold only printable ascii characters; use 0x followed by an even number of hex digits, or printable ascii text"),
             (sa_add(|a| a.sa_name = some("sa1")), "--sa-name: sa 'sa1' already exists; names are unique"),

@@ -17,7 +17,8 @@ pub(crate) mod allowed {
     pub(crate) const SA_ADDRESS: &str = "use an ipv6 address, or any in transport mode";
     pub(crate) const MODE: &str = "use transport or tunnel";
     pub(crate) const SPI: &str = "use 0x followed by 1 to 8 hex digits, 0x100 to 0xffffffff";
-    pub(crate) const ENCRYPTION: &str = "use 3des-cbc, aes128-cbc or null";
+    pub(crate) const ENCRYPTION: &str =
+        "use 3des-cbc, aes128-cbc, aes256-cbc, aes128-gcm, aes256-gcm or null";
     pub(crate) const INTEGRITY: &str = "use hmac-sha1 or hmac-sha2-256";
     pub(crate) const NAME: &str = "use 1 to 64 characters from A-Z a-z 0-9 _ . -";
     pub(crate) const PREFIX: &str = "use ADDR/LEN (e.g. 2001:db8::/64) or any";

@@ -50,9 +50,20 @@ pub enum EncryptionAlgorithm {
     /// `null`, RFC 2410.
     #[serde(rename = "null")]
     Null,
+    /// `aes256-cbc`, RFC 3602 with a 256-bit key (§2.4).
+    #[serde(rename = "aes256-cbc")]
+    Aes256Cbc,
+    /// `aes128-gcm`: AES-GCM with a 16-octet ICV, RFC 4106 (combined mode: no integrity option).
+    #[serde(rename = "aes128-gcm")]
+    Aes128Gcm,
+    /// `aes256-gcm`: as `aes128-gcm` with a 256-bit key.
+    #[serde(rename = "aes256-gcm")]
+    Aes256Gcm,
 }
 
-/// ESP integrity algorithm (`--integrity-algorithm`). Integrity is never null.
+/// ESP integrity algorithm (`--integrity-algorithm`). Integrity is never null: `none` only
+/// stands for the integrity a combined-mode cipher (AES-GCM) provides by itself, and is never
+/// accepted on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum IntegrityAlgorithm {
     /// `hmac-sha1`: HMAC-SHA1-96, RFC 2404.
@@ -61,6 +72,9 @@ pub enum IntegrityAlgorithm {
     /// `hmac-sha2-256`: HMAC-SHA-256-128, RFC 4868.
     #[serde(rename = "hmac-sha2-256")]
     HmacSha256,
+    /// `none`: the SA's cipher authenticates by itself (AES-GCM, RFC 4106 §2).
+    #[serde(rename = "none")]
+    None,
 }
 
 /// Traffic direction of an SP (`--flow-direction`).
@@ -109,40 +123,65 @@ spellings!(Mode { Transport => "transport", Tunnel => "tunnel" });
 spellings!(EncryptionAlgorithm {
     TripleDesCbc => "3des-cbc",
     Aes128Cbc => "aes128-cbc",
+    Aes256Cbc => "aes256-cbc",
+    Aes128Gcm => "aes128-gcm",
+    Aes256Gcm => "aes256-gcm",
     Null => "null",
 });
-spellings!(IntegrityAlgorithm { HmacSha1 => "hmac-sha1", HmacSha256 => "hmac-sha2-256" });
+spellings!(IntegrityAlgorithm {
+    HmacSha1 => "hmac-sha1",
+    HmacSha256 => "hmac-sha2-256",
+    None => "none",
+});
 spellings!(Direction { In => "in", Out => "out" });
 spellings!(Action { None => "none", Discard => "discard", Ipsec => "ipsec" });
 spellings!(UpperLayerProtocol { Tcp => "tcp", Udp => "udp", Icmp6 => "icmp6", Any => "any" });
 
 impl EncryptionAlgorithm {
-    /// Exact key length in bytes: RFC 2451 (3DES, three 8-byte keys), RFC 3602 (AES-128), none for
-    /// NULL (RFC 2410).
+    /// Exact key length in bytes: RFC 2451 (3DES, three 8-byte keys), RFC 3602 (AES-128 and
+    /// AES-256), RFC 4106 §8.1 (the AES key followed by a 4-byte salt), none for NULL (RFC 2410).
     pub const fn key_len(self) -> usize {
         match self {
             Self::TripleDesCbc => 24,
             Self::Aes128Cbc => 16,
+            Self::Aes256Cbc => 32,
+            Self::Aes128Gcm => 16 + 4,
+            Self::Aes256Gcm => 32 + 4,
             Self::Null => 0,
         }
     }
 
-    /// Cipher block size in bytes; NULL has a block size of 1 (RFC 2410 §2), ESP still pads to 4.
+    /// Cipher block size in bytes; NULL has a block size of 1 (RFC 2410 §2) and GCM is a
+    /// stream (RFC 4106 §3.2: padding only to 4 bytes); ESP pads to at least 4.
     pub const fn block_size(self) -> usize {
         match self {
             Self::TripleDesCbc => 8,
-            Self::Aes128Cbc => 16,
+            Self::Aes128Cbc | Self::Aes256Cbc => 16,
+            Self::Aes128Gcm | Self::Aes256Gcm => 4,
             Self::Null => 1,
         }
     }
 
-    /// Length of the explicit IV carried in each ESP payload (RFC 2451 §3, RFC 3602 §3; none for NULL).
+    /// Length of the explicit IV carried in each ESP payload (RFC 2451 §3, RFC 3602 §3,
+    /// RFC 4106 §3.1; none for NULL).
     pub const fn iv_len(self) -> usize {
         match self {
-            Self::TripleDesCbc => 8,
-            Self::Aes128Cbc => 16,
+            Self::TripleDesCbc | Self::Aes128Gcm | Self::Aes256Gcm => 8,
+            Self::Aes128Cbc | Self::Aes256Cbc => 16,
             Self::Null => 0,
         }
+    }
+
+    /// Combined mode (RFC 4303 §3.3.2.2): the cipher authenticates too, so the SA has no
+    /// integrity algorithm (`IntegrityAlgorithm::None`).
+    pub const fn is_combined(self) -> bool {
+        matches!(self, Self::Aes128Gcm | Self::Aes256Gcm)
+    }
+
+    /// Whether an IV must never repeat under one key (GCM's counter IV, RFC 4106 §3.1 and §8),
+    /// as opposed to CBC's random IV.
+    pub const fn needs_unique_iv(self) -> bool {
+        self.is_combined()
     }
 }
 
@@ -152,16 +191,25 @@ impl IntegrityAlgorithm {
         match self {
             Self::HmacSha1 => 20,
             Self::HmacSha256 => 32,
+            Self::None => 0,
         }
     }
 
-    /// Length of the truncated ICV in bytes (RFC 2404 §2: 96 bits; RFC 4868 §2.3: 128 bits).
+    /// Length of the truncated ICV in bytes (RFC 2404 §2: 96 bits; RFC 4868 §2.3: 128 bits);
+    /// `none` adds none (the combined-mode cipher's own ICV is the cipher's).
     pub const fn icv_len(self) -> usize {
         match self {
             Self::HmacSha1 => 12,
             Self::HmacSha256 => 16,
+            Self::None => 0,
         }
     }
+
+    /// The values `--integrity-algorithm` accepts: every one but `none`.
+    pub const SELECTABLE: &'static [(Self, &'static str)] = &[
+        (Self::HmacSha1, "hmac-sha1"),
+        (Self::HmacSha256, "hmac-sha2-256"),
+    ];
 }
 
 #[cfg(test)]

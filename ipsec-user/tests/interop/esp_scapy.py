@@ -19,8 +19,9 @@ Protocol: one JSON request on stdin, one JSON answer on stdout; packets travel a
       -> {"ok": true, "answers": [ANSWER, ...]}
      several requests in one process, because importing scapy dominates the run time.
 
-SA = {"spi": int, "crypt_algo": "3DES" | "AES-CBC" | "NULL", "crypt_key": hex,
-      "auth_algo": "HMAC-SHA1-96" | "SHA2-256-128", "auth_key": hex,
+SA = {"spi": int, "crypt_algo": "3DES" | "AES-CBC" | "AES-GCM" | "NULL", "crypt_key": hex
+      (AES-GCM: the AES key then the 4-byte salt, RFC 4106),
+      "auth_algo": "HMAC-SHA1-96" | "SHA2-256-128" | "NULL" (with AES-GCM), "auth_key": hex,
       "mode": "transport" | "tunnel", "tunnel_src": addr, "tunnel_dst": addr,
       "inner_src": addr, "inner_dst": addr}
 """
@@ -112,7 +113,9 @@ def encrypt(req):
 def check_padding(sa, esp_layer):
     """Decrypts again, keeping the trailer scapy strips, to check RFC 4303 §2.4 padding."""
     algo = sa.crypt_algo
-    plain = algo.decrypt(sa, esp_layer, sa.crypt_key, sa.auth_algo.icv_size)
+    # An AEAD's ICV is its own (AES-GCM: 16 bytes), not the (NULL) integrity algorithm's.
+    icv_size = algo.icv_size or sa.auth_algo.icv_size
+    plain = algo.decrypt(sa, esp_layer, sa.crypt_key, icv_size)
     want = bytes(range(1, plain.padlen + 1))
     if plain.padding != want:
         return f"padding {plain.padding.hex()} is not 1, 2, 3, ... ({want.hex()})"

@@ -10,8 +10,8 @@
 //!   [`Backend::Lanes`], AES-CBC runs [`LANES`] packets side by side on AES-NI
 //!   (`aes_lanes`) and HMAC-SHA-256 two messages side by side on SHA-NI (`sha256_lanes`).
 //!   Everything else (3DES, null, HMAC-SHA-1, a CPU without those instructions, a burst of one)
-//!   takes the sequential RustCrypto path, per packet, through the SA's own [`Cipher`] and
-//!   [`Integrity`]: 3DES stays on it by design.
+//!   takes the sequential RustCrypto path, per packet, through the SA's own suite: 3DES stays
+//!   on it by design. AES-GCM (combined mode) is sealed and opened per packet too.
 //! - The backend is chosen once per process at run time ([`Backend::active`]): `Lanes` when the
 //!   CPU has AES-NI, SHA-NI, SSSE3 and SSE4.1, else `Sequential`; `XIPSEC_ESP_BACKEND=sequential`
 //!   forces the portable path (for A/B measurements and tests).
@@ -25,7 +25,8 @@ mod aes_lanes;
 #[cfg(target_arch = "x86_64")]
 mod sha256_lanes;
 
-use super::{Cipher, CipherLengthError, Integrity, MAX_ICV_LEN};
+use super::suite::Suite;
+use super::{CipherLengthError, MAX_ICV_LEN};
 use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
 use crate::wire::ESP_HEADER_LEN;
 use smallvec::SmallVec;
@@ -114,12 +115,14 @@ impl LaneKeys {
         #[cfg(target_arch = "x86_64")]
         {
             let cipher = match encryption {
-                EncryptionAlgorithm::Aes128Cbc => aes_lanes::LaneAesKey::new(encryption_key),
+                EncryptionAlgorithm::Aes128Cbc | EncryptionAlgorithm::Aes256Cbc => {
+                    aes_lanes::LaneAesKey::new(encryption_key)
+                }
                 _ => None,
             };
             let mac = match integrity {
                 IntegrityAlgorithm::HmacSha256 => sha256_lanes::LaneHmacKey::new(integrity_key),
-                IntegrityAlgorithm::HmacSha1 => None,
+                IntegrityAlgorithm::HmacSha1 | IntegrityAlgorithm::None => None,
             };
             Self { cipher, mac }
         }
@@ -143,110 +146,114 @@ impl LaneKeys {
 
 /// One framed ESP packet to seal in place.
 pub(crate) struct SealJob<'a> {
-    pub(crate) cipher: &'a dyn Cipher,
-    pub(crate) integrity: &'a dyn Integrity,
+    pub(crate) suite: &'a Suite,
     pub(crate) lanes: &'a LaneKeys,
-    /// ESP header, IV, plaintext with padding and trailer, then `integrity.icv_len()` bytes
-    /// that receive the ICV.
+    /// ESP header, IV, plaintext with padding and trailer, then `suite.icv_len()` bytes that
+    /// receive the ICV.
     pub(crate) esp: &'a mut [u8],
 }
 
-/// The three parts of a framed packet: (IV, ciphertext, ICV room), or the length error the
-/// sequential cipher would report.
-fn split_framed<'b>(
-    esp: &'b mut [u8],
-    cipher: &dyn Cipher,
-    icv_len: usize,
-) -> Result<(&'b [u8], &'b mut [u8]), CipherLengthError> {
-    let iv_len = cipher.iv_len();
-    let block = cipher.block_size();
-    let error = CipherLengthError {
-        len: esp.len(),
-        iv_len,
-        block_size: block,
-    };
-    let body = esp
-        .len()
-        .checked_sub(ESP_HEADER_LEN + iv_len + icv_len)
-        .ok_or(error)?;
-    if !body.is_multiple_of(block) {
-        return Err(error);
-    }
-    let (head, rest) = esp.split_at_mut(ESP_HEADER_LEN + iv_len);
-    Ok((&head[ESP_HEADER_LEN..], &mut rest[..body]))
+/// How far a job got in [`seal_jobs`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Refused (lengths), or sealed whole by the suite itself: nothing left to do.
+    Finished,
+    /// Encrypted: the ICV is still to compute.
+    Encrypted,
 }
 
 /// Encrypts and authenticates every job in place; `results[i]` says how job `i` went (an
 /// error only for a framing bug: lengths that do not fit the cipher, the packet then unsealed).
 pub(crate) fn seal_jobs(jobs: &mut [SealJob<'_>], results: &mut [Result<(), CipherLengthError>]) {
     for (jobs, results) in jobs.chunks_mut(CHUNK).zip(results.chunks_mut(CHUNK)) {
-        encrypt_chunk(jobs, results);
-        authenticate_chunk(jobs, results);
+        let mut stages = [Stage::Finished; CHUNK];
+        encrypt_chunk(jobs, results, &mut stages);
+        authenticate_chunk(jobs, &stages);
     }
 }
 
-fn encrypt_chunk(jobs: &mut [SealJob<'_>], results: &mut [Result<(), CipherLengthError>]) {
-    #[cfg(target_arch = "x86_64")]
-    let mut lanes: SmallVec<[(usize, aes_lanes::CbcJob<'_>); CHUNK]> = SmallVec::new();
-    for (index, (job, result)) in jobs.iter_mut().zip(results.iter_mut()).enumerate() {
-        let icv_len = job.integrity.icv_len();
-        let cipher = job.cipher;
-        *result = split_framed(job.esp, cipher, icv_len).and_then(|(iv, body)| {
-            #[cfg(target_arch = "x86_64")]
-            if let (Some(key), Ok(iv)) = (&job.lanes.cipher, <[u8; 16]>::try_from(iv)) {
-                lanes.push((
-                    index,
-                    aes_lanes::CbcJob {
-                        key,
-                        iv,
-                        data: body,
-                    },
-                ));
-                return Ok(());
-            }
-            let _ = index;
-            // `split_framed` hands out the IV by shared borrow; the cipher needs it apart
-            // from the body it encrypts.
-            let mut iv_copy = [0u8; super::MAX_IV_LEN];
-            let iv_copy = iv_copy.get_mut(..iv.len()).ok_or(CipherLengthError {
-                len: body.len(),
-                iv_len: iv.len(),
-                block_size: cipher.block_size(),
-            })?;
-            iv_copy.copy_from_slice(iv);
-            cipher.encrypt(iv_copy, body)
-        });
+/// The offsets of the text and the ICV in a framed packet of `suite`, if `len` fits it.
+fn layout(suite: &Suite, len: usize) -> Result<(usize, usize), CipherLengthError> {
+    let text_offset = ESP_HEADER_LEN + suite.iv_len();
+    let error = CipherLengthError {
+        len,
+        iv_len: suite.iv_len(),
+        block_size: suite.block_size(),
+    };
+    let icv_offset = len.checked_sub(suite.icv_len()).ok_or(error)?;
+    if icv_offset < text_offset || !(icv_offset - text_offset).is_multiple_of(suite.block_size()) {
+        return Err(error);
     }
-    #[cfg(target_arch = "x86_64")]
-    if !lanes.is_empty() {
-        let (indices, mut cbc): (
-            SmallVec<[usize; CHUNK]>,
-            SmallVec<[aes_lanes::CbcJob<'_>; CHUNK]>,
-        ) = lanes.into_iter().unzip();
-        let mut done = [false; CHUNK];
-        aes_lanes::encrypt_burst(&mut cbc, &mut done[..indices.len()]);
-        for (index, ok) in indices.iter().zip(done) {
-            if !ok {
-                results[*index] = Err(CipherLengthError {
-                    len: 0,
-                    iv_len: 16,
-                    block_size: 16,
-                });
-            }
-        }
-    }
+    Ok((text_offset, icv_offset))
 }
 
-fn authenticate_chunk(jobs: &mut [SealJob<'_>], results: &[Result<(), CipherLengthError>]) {
+fn encrypt_chunk(
+    jobs: &mut [SealJob<'_>],
+    results: &mut [Result<(), CipherLengthError>],
+    stages: &mut [Stage],
+) {
     #[cfg(target_arch = "x86_64")]
-    let mut lanes: SmallVec<[sha256_lanes::HmacJob<'_>; CHUNK]> = SmallVec::new();
-    for (job, result) in jobs.iter_mut().zip(results) {
-        if result.is_err() {
+    let mut lanes: SmallVec<[aes_lanes::CbcJob<'_>; CHUNK]> = SmallVec::new();
+    for ((job, result), stage) in jobs
+        .iter_mut()
+        .zip(results.iter_mut())
+        .zip(stages.iter_mut())
+    {
+        *stage = Stage::Finished;
+        let (text_offset, icv_offset) = match layout(job.suite, job.esp.len()) {
+            Ok(offsets) => offsets,
+            Err(error) => {
+                *result = Err(error);
+                continue;
+            }
+        };
+        let Suite::Composed { cipher, .. } = job.suite else {
+            // Combined mode (AES-GCM) seals in one call, packet by packet.
+            *result = job.suite.seal(job.esp, text_offset, icv_offset);
+            continue;
+        };
+        if !job.lanes.any() {
+            *result = job.suite.seal(job.esp, text_offset, icv_offset);
             continue;
         }
-        let icv_len = job.integrity.icv_len();
-        // `split_framed` checked the length.
-        let (authenticated, icv) = job.esp.split_at_mut(job.esp.len() - icv_len);
+        *stage = Stage::Encrypted;
+        let (head, rest) = job.esp.split_at_mut(text_offset);
+        let (iv, text) = (
+            &head[ESP_HEADER_LEN..],
+            &mut rest[..icv_offset - text_offset],
+        );
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(key), Ok(iv)) = (&job.lanes.cipher, <[u8; 16]>::try_from(iv)) {
+            lanes.push(aes_lanes::CbcJob {
+                key,
+                iv,
+                data: text,
+            });
+            *result = Ok(());
+            continue;
+        }
+        *result = cipher.encrypt(iv, text);
+        if result.is_err() {
+            *stage = Stage::Finished;
+        }
+    }
+    // `layout` checked every lane job's length: whole blocks, so none is refused.
+    #[cfg(target_arch = "x86_64")]
+    aes_lanes::encrypt_burst(&mut lanes, &mut [true; CHUNK]);
+}
+
+fn authenticate_chunk(jobs: &mut [SealJob<'_>], stages: &[Stage]) {
+    #[cfg(target_arch = "x86_64")]
+    let mut lanes: SmallVec<[sha256_lanes::HmacJob<'_>; CHUNK]> = SmallVec::new();
+    for (job, stage) in jobs.iter_mut().zip(stages) {
+        let Suite::Composed { integrity, .. } = job.suite else {
+            continue;
+        };
+        if *stage != Stage::Encrypted {
+            continue;
+        }
+        // `layout` checked the length.
+        let (authenticated, icv) = job.esp.split_at_mut(job.esp.len() - integrity.icv_len());
         #[cfg(target_arch = "x86_64")]
         if let Some(key) = &job.lanes.mac {
             lanes.push(sha256_lanes::HmacJob {
@@ -256,16 +263,17 @@ fn authenticate_chunk(jobs: &mut [SealJob<'_>], results: &[Result<(), CipherLeng
             });
             continue;
         }
-        icv.copy_from_slice(job.integrity.compute(authenticated).as_ref());
+        icv.copy_from_slice(integrity.compute(authenticated).as_ref());
     }
     #[cfg(target_arch = "x86_64")]
     sha256_lanes::hmac_burst(&mut lanes);
 }
 
 /// One inbound packet whose ICV to check: `authenticated` is ESP header to ciphertext, `icv`
-/// what the packet carries. `ok` receives the verdict.
+/// what the packet carries. `ok` receives the verdict; a combined-mode suite (AES-GCM) checks
+/// its tag while opening, so its `ok` is `true` here and the opening decides.
 pub(crate) struct VerifyJob<'a> {
-    pub(crate) integrity: &'a dyn Integrity,
+    pub(crate) suite: &'a Suite,
     pub(crate) lanes: &'a LaneKeys,
     pub(crate) authenticated: &'a [u8],
     pub(crate) icv: &'a [u8],
@@ -281,7 +289,7 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
             let mut lanes: SmallVec<[sha256_lanes::HmacJob<'_>; CHUNK]> = SmallVec::new();
             for (job, out) in jobs.iter().zip(computed.iter_mut()) {
                 if let Some(key) = &job.lanes.mac {
-                    let icv_len = job.integrity.icv_len().min(MAX_ICV_LEN);
+                    let icv_len = job.suite.icv_len().min(MAX_ICV_LEN);
                     lanes.push(sha256_lanes::HmacJob {
                         key,
                         data: job.authenticated,
@@ -292,13 +300,17 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
             sha256_lanes::hmac_burst(&mut lanes);
         }
         for (job, computed) in jobs.iter_mut().zip(&computed) {
-            if job.lanes.has_mac() {
-                let icv_len = job.integrity.icv_len().min(MAX_ICV_LEN);
-                // `ct_eq` on slices of different lengths is false; lengths are public.
-                job.ok = computed[..icv_len].ct_eq(job.icv).into();
-            } else {
-                job.ok = job.integrity.verify(job.authenticated, job.icv);
-            }
+            job.ok = match job.suite {
+                Suite::Combined(_) => true,
+                Suite::Composed { integrity, .. } if !job.lanes.has_mac() => {
+                    integrity.verify(job.authenticated, job.icv)
+                }
+                Suite::Composed { integrity, .. } => {
+                    let icv_len = integrity.icv_len().min(MAX_ICV_LEN);
+                    // `ct_eq` on slices of different lengths is false; lengths are public.
+                    computed[..icv_len].ct_eq(job.icv).into()
+                }
+            };
         }
     }
 }

@@ -21,6 +21,7 @@ use super::{Decapsulated, EspError, Framed, Front, InboundSa, OutboundSa, OuterH
 use super::{ESP_HEADER_LEN, Encapsulated, wire};
 use crate::crypto::CipherLengthError;
 use crate::crypto::burst::{self, CHUNK, SealJob, VerifyJob};
+use crate::crypto::suite::Suite;
 use smallvec::SmallVec;
 
 /// A framed packet, the SA that framed it and its buffer (as [`OutboundSa::frame`] left it).
@@ -42,19 +43,18 @@ pub(crate) fn seal_packets(items: &mut [SealItem<'_>], results: &mut [Result<(),
             let esp_offset = f.encapsulated.esp_offset;
             // The layout `burst` expects: ESP header, IV, text, ICV to the end.
             let fits = f.iv_offset == esp_offset + ESP_HEADER_LEN
-                && f.iv_offset + t.cipher.iv_len() <= f.icv_offset
-                && f.icv_offset + t.integrity.icv_len() == item.buf.len();
+                && f.iv_offset + t.suite.iv_len() <= f.icv_offset
+                && f.icv_offset + t.suite.icv_len() == item.buf.len();
             if !fits {
                 *result = Err(EspError::Cipher(CipherLengthError {
                     len: item.buf.len(),
-                    iv_len: t.cipher.iv_len(),
-                    block_size: t.cipher.block_size(),
+                    iv_len: t.suite.iv_len(),
+                    block_size: t.suite.block_size(),
                 }));
                 continue;
             }
             jobs.push(SealJob {
-                cipher: &*t.cipher,
-                integrity: &*t.integrity,
+                suite: &t.suite,
                 lanes: &t.lanes,
                 esp: &mut item.buf[esp_offset..],
             });
@@ -138,7 +138,7 @@ pub(crate) fn verify_packets(items: &mut [OpenItem<'_>]) {
                 let t = &item.sa.transform;
                 let (authenticated, icv) = item.esp.split_at(item.sealed.icv_offset);
                 VerifyJob {
-                    integrity: &*t.integrity,
+                    suite: &t.suite,
                     lanes: &t.lanes,
                     authenticated,
                     icv,
@@ -155,7 +155,7 @@ pub(crate) fn verify_packets(items: &mut [OpenItem<'_>]) {
 
 impl InboundSa {
     /// The rest of [`Self::decapsulate_esp`] for a packet whose ICV [`verify_packets`] checked
-    /// (`verified`): the replay check against the window as it is now, the verdict, the
+    /// (`verified`; a combined-mode suite checks its tag here instead): the replay check against the window as it is now, the verdict, the
     /// decryption, `admit`, the window update, the trailer. `out` is cleared first.
     ///
     /// # Errors
@@ -181,17 +181,23 @@ impl InboundSa {
     ) -> Result<Decapsulated, EspError> {
         out.clear();
         let sealed = self.check(esp)?;
-        if !verified {
-            return Err(EspError::AuthFailed);
-        }
+        let suite = &self.transform.suite;
         let next_header_field = self.unfront(front, out);
-        let t = &self.transform;
-        let plain_offset = out.len();
-        out.extend_from_slice(&esp[sealed.text_offset..sealed.icv_offset]);
-        t.cipher.decrypt(
-            &esp[ESP_HEADER_LEN..sealed.text_offset],
-            &mut out[plain_offset..],
-        )?;
+        match suite {
+            Suite::Composed { cipher, .. } => {
+                if !verified {
+                    return Err(EspError::AuthFailed);
+                }
+                let plain_offset = out.len();
+                out.extend_from_slice(&esp[sealed.text_offset..sealed.icv_offset]);
+                cipher.decrypt(
+                    &esp[ESP_HEADER_LEN..sealed.text_offset],
+                    &mut out[plain_offset..],
+                )?;
+            }
+            // The tag is checked while opening (`verified` is no verdict for it).
+            Suite::Combined(_) => suite.open(esp, sealed.text_offset, sealed.icv_offset, out)?,
+        }
         if !admit(sealed.seq) {
             return Err(EspError::NotPersisted { seq: sealed.seq });
         }
@@ -280,7 +286,7 @@ mod tests {
     use std::net::Ipv6Addr;
 
     /// Suites with lanes and without, so one burst mixes both paths.
-    const SUITES: [(E, &[u8], I, &[u8]); 4] = [
+    const SUITES: [(E, &[u8], I, &[u8]); 6] = [
         (
             E::Aes128Cbc,
             b"0123456789abcdef",
@@ -300,6 +306,13 @@ mod tests {
             b"abcdef0123456789abcdef0123456789",
         ),
         (E::Null, b"", I::HmacSha1, b"ipv6readylogsha1out2"),
+        (
+            E::Aes256Cbc,
+            b"0123456789abcdef0123456789abcdef",
+            I::HmacSha256,
+            b"0123456789abcdef0123456789abcdef",
+        ),
+        (E::Aes128Gcm, b"0123456789abcdefSALT", I::None, b""),
     ];
 
     fn config(suite: usize, mode: Mode) -> SaConfig<'static> {
