@@ -84,7 +84,7 @@ impl Backend {
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
-            Self::Lanes => "aesni-x8+shani-x2",
+            Self::Lanes => "aesni-x8+shani-x4",
             Self::Sequential => "rustcrypto",
         }
     }
