@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use ceiling::{KeyId, TIGHTEN_EVERY};
 pub use inbound::{CeilingRaise, InAction, Inbound};
-pub use outbound::{OutAction, Outbound, SeqReservation};
+pub use outbound::{OutAction, Outbound, PendingSeal, SeqReservation};
 pub use rebuild::{KeyError, Persisted, Rebuilt, rebuild};
 pub use sa::DEFAULT_TDES_BLOCK_LIMIT;
 pub use stats::{EngineStats, SaCells, Stat};
