@@ -141,9 +141,10 @@ pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use xsk::{XskBinding, XskReceiver};
 
 use self::core::{
-    EngineStats, FAKE_ETHERNET, InAction, Inbound, KeyId, OutAction, Outbound, Persisted, SaCells,
-    SeqReservation,
+    EngineStats, FAKE_ETHERNET, InAction, InPacket, Inbound, KeyId, OutAction, Outbound,
+    Persisted, Prepared, SaCells, SeqReservation,
 };
+use smallvec::SmallVec;
 use replay_store::ReplayStore;
 use seq::SeqStore;
 use sys::{BATCH, Incoming, Outgoing, Ready};
@@ -867,6 +868,8 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
     let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
     let batch_len = u32::try_from(BATCH).unwrap_or(u32::MAX);
     let mut out = Delivery::new(shared);
+    // The ICV verdicts of the burst in hand (`Inbound::prepare_burst`).
+    let mut prepared = vec![Prepared::default(); BATCH.max(XSK_BURST)];
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
         if !wait(&mut poller, &poll_logged, "inbound poll") {
@@ -880,27 +883,25 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             match sys::recv_batch(socket, &mut batch) {
                 Ok(got) => {
                     let mut table = Some(lock(&shared.inb));
+                    let mut packets: SmallVec<[InPacket<'_>; BATCH]> = SmallVec::new();
                     for slot in &batch[..got] {
                         let Some(destination) = slot.destination else {
                             shared.stats.bump(Stat::Malformed);
                             continue;
                         };
                         // The raw socket stripped the IPv6 header and reported its fields.
-                        let outer = OuterHeader {
-                            source: slot.source,
-                            destination,
-                            traffic_class: slot.traffic_class,
-                            flow_label: 0,
-                            hop_limit: slot.hop_limit,
-                        };
-                        let esp = slot.esp();
-                        let (plain, frame) = (&mut out.plain, &mut out.frame);
-                        if open(shared, &mut table, now, |t| {
-                            t.receive(&outer, esp, now, plain, frame)
-                        }) {
-                            out.deliver();
-                        }
+                        packets.push(InPacket {
+                            outer: OuterHeader {
+                                source: slot.source,
+                                destination,
+                                traffic_class: slot.traffic_class,
+                                flow_label: 0,
+                                hop_limit: slot.hop_limit,
+                            },
+                            esp: slot.esp(),
+                        });
                     }
+                    open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);
                     drop(table);
                     out.flush();
                     busy |= got == BATCH;
@@ -913,14 +914,16 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
             }
             for receiver in &mut receivers {
                 let mut table = Some(lock(&shared.inb));
-                let got = receiver.receive(batch_len, |ethernet| {
-                    shared.stats.bump(Stat::XskReceived);
-                    let (plain, frame) = (&mut out.plain, &mut out.frame);
-                    if open(shared, &mut table, now, |t| {
-                        t.receive_frame(ethernet, now, plain, frame)
-                    }) {
-                        out.deliver();
+                let got = receiver.receive(batch_len, |frames| {
+                    shared.stats.add(Stat::XskReceived, frames.len() as u64);
+                    let mut packets: SmallVec<[InPacket<'_>; XSK_BURST]> = SmallVec::new();
+                    for ethernet in frames {
+                        match Inbound::parse_frame(ethernet) {
+                            Some(packet) => packets.push(packet),
+                            None => shared.stats.bump(Stat::Malformed),
+                        }
                     }
+                    open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);
                 });
                 drop(table);
                 out.flush();
@@ -934,6 +937,34 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
         // A stream is flowing: let the next round gather more (see `EngineConfig::rx_coalesce`).
         if round >= RX_COALESCE_MIN_FRAMES && !rx_coalesce.is_zero() {
             std::thread::sleep(rx_coalesce);
+        }
+    }
+}
+
+/// Frames one AF_XDP socket hands over at most per round (`xsk`'s receive limit).
+const XSK_BURST: usize = 256;
+
+/// Runs a burst of ESP packets through the inbound core: their ICVs verified together
+/// (`Inbound::prepare_burst`), then each packet in order through `open` (which may release the
+/// table to write a replay ceiling) and, when authentic and allowed, into `out`.
+fn open_burst<'a>(
+    shared: &'a Shared,
+    table: &mut Option<std::sync::MutexGuard<'a, Inbound>>,
+    packets: &[InPacket<'_>],
+    prepared: &mut [Prepared],
+    now: Instant,
+    out: &mut Delivery<'_>,
+) {
+    let prepared = &mut prepared[..packets.len()];
+    table
+        .get_or_insert_with(|| lock(&shared.inb))
+        .prepare_burst(packets, prepared);
+    for (packet, prepared) in packets.iter().zip(prepared.iter()) {
+        let (plain, frame) = (&mut out.plain, &mut out.frame);
+        if open(shared, table, now, |t| {
+            t.receive_prepared(packet, prepared, now, plain, frame)
+        }) {
+            out.deliver();
         }
     }
 }

@@ -34,10 +34,11 @@ use std::sync::OnceLock;
 use subtle::ConstantTimeEq;
 
 pub(crate) use super::esp::burst::{OpenItem, SealItem, seal_packets, verify_packets};
-pub(crate) use super::esp::{Framed, Sealed};
-#[cfg(target_arch = "x86_64")]
+pub(crate) use super::esp::Framed;
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use aes_lanes::LANES;
-#[cfg(not(target_arch = "x86_64"))]
+/// Packets in flight without lanes (tests size their bursts by it).
+#[cfg(all(test, not(target_arch = "x86_64")))]
 pub(crate) const LANES: usize = 1;
 
 /// Packets whose jobs are built on the stack at once; a longer burst is taken in chunks.
