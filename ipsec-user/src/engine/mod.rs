@@ -141,12 +141,12 @@ pub use seq::{FILE_NAME as SEQ_FILE_NAME, RESERVATION_STEP};
 pub use xsk::{XskBinding, XskReceiver};
 
 use self::core::{
-    EngineStats, FAKE_ETHERNET, InAction, InPacket, Inbound, KeyId, OutAction, Outbound,
-    Persisted, Prepared, SaCells, SeqReservation,
+    EngineStats, FAKE_ETHERNET, InAction, InPacket, Inbound, KeyId, OutAction, Outbound, Persisted,
+    Prepared, SaCells, SeqReservation,
 };
-use smallvec::SmallVec;
 use replay_store::ReplayStore;
 use seq::SeqStore;
+use smallvec::SmallVec;
 use sys::{BATCH, Incoming, Outgoing, Ready};
 
 /// Default TUN device name.

@@ -33,8 +33,8 @@ use smallvec::SmallVec;
 use std::sync::OnceLock;
 use subtle::ConstantTimeEq;
 
-pub(crate) use super::esp::burst::{OpenItem, SealItem, seal_packets, verify_packets};
 pub(crate) use super::esp::Framed;
+pub(crate) use super::esp::burst::{OpenItem, SealItem, seal_packets, verify_packets};
 #[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) use aes_lanes::LANES;
 /// Packets in flight without lanes (tests size their bursts by it).

@@ -35,12 +35,12 @@ use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
 use crate::classifier::CompiledSpd;
 use crate::crypto::burst::{CHUNK, OpenItem, verify_packets};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OuterHeader};
-use smallvec::SmallVec;
 use crate::engine::{mss, reassembly};
 use crate::model::{Action, Direction, Flow, Mode};
 use crate::wire::{
     ETH_HEADER_LEN, EspPacket, EthernetFrame, IPV6_HEADER_LEN, Ipv6Packet, ethertype, proto,
 };
+use smallvec::SmallVec;
 
 /// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6
 /// in IP, ESP, AH. Whatever they hold was never matched against a policy.
@@ -208,14 +208,7 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
-        self.receive_with(
-            &packet.outer,
-            packet.esp,
-            Some(prepared),
-            now,
-            plain,
-            frame,
-        )
+        self.receive_with(&packet.outer, packet.esp, Some(prepared), now, plain, frame)
     }
 
     /// `receive`, with the ICV verdict of a burst when there is one for this packet's SA.

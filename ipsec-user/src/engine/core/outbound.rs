@@ -32,11 +32,11 @@ use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
 use crate::classifier::CompiledSpd;
 use crate::crypto::burst::{CHUNK, Framed, SealItem, seal_packets};
 use crate::crypto::{Encapsulated, EspError, OutboundSa};
-use smallvec::SmallVec;
 use crate::engine::mss;
 use crate::engine::reassembly::{self, Outcome, Reassembler};
 use crate::engine::seq::RESERVATION_STEP;
 use crate::model::{Action, Direction, Flow};
+use smallvec::SmallVec;
 
 /// What to do with one outbound packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +189,9 @@ impl Outbound {
         let mut pending = None;
         let action = self.protect_deferred(frame, now, out, &mut pending);
         let mut sealed = true;
-        self.seal(std::iter::once((&mut pending, &mut out[..])), |_| sealed = false);
+        self.seal(std::iter::once((&mut pending, &mut out[..])), |_| {
+            sealed = false
+        });
         if sealed {
             action
         } else {
