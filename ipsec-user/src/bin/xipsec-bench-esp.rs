@@ -85,11 +85,11 @@ fn key(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + 1).to_le_bytes()[0]).collect()
 }
 
-fn config<'a>(
+fn config(
     encryption: EncryptionAlgorithm,
     integrity: IntegrityAlgorithm,
-    keys: &'a (Vec<u8>, Vec<u8>),
-) -> SaConfig<'a> {
+    keys: &(Vec<u8>, Vec<u8>),
+) -> SaConfig<'_> {
     SaConfig {
         spi: 0x1000,
         mode: Mode::Tunnel,
@@ -133,14 +133,14 @@ fn measure(args: &Args, mut batch: impl FnMut() -> Result<u64>) -> Result<f64> {
     for _ in 0..args.runs {
         let start = now(args.wall_clock);
         let mut bytes = 0;
-        while now(args.wall_clock) - start < min_run {
+        while now(args.wall_clock).saturating_sub(start) < min_run {
             bytes += batch()?;
         }
         #[allow(
             clippy::cast_precision_loss,
             reason = "byte counts stay far below 2^52"
         )]
-        rates.push(bytes as f64 / (now(args.wall_clock) - start).as_secs_f64());
+        rates.push(bytes as f64 / now(args.wall_clock).saturating_sub(start).as_secs_f64());
     }
     rates.sort_by(f64::total_cmp);
     Ok(rates[rates.len() / 2])
@@ -174,7 +174,9 @@ fn bench_encap(
     let keys = keys(encryption, integrity);
     let mut sa = OutboundSa::new(&config(encryption, integrity, &keys))?;
     let plain = vec![packet(payload)?; BATCH];
-    let mut outs = vec![Vec::with_capacity(payload + 128); BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(payload + 128))
+        .collect();
     let mut results = vec![Err(ipsec_user::crypto::EspError::AuthFailed); BATCH];
     measure(args, || {
         match path {
@@ -214,7 +216,9 @@ fn bench_decap(
             sender.encapsulate(&plain, &mut out).map(|_| out)
         })
         .collect::<Result<_, _>>()?;
-    let mut outs = vec![Vec::with_capacity(payload + 128); BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(payload + 128))
+        .collect();
     let mut results = vec![Err(ipsec_user::crypto::EspError::AuthFailed); BATCH];
     measure(args, || {
         let mut sa = InboundSa::new(&config)?;

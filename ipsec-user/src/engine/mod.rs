@@ -18,7 +18,8 @@
 //!   packet's flow against the outbound SPD (`core::classify`, cached per flow in a bounded
 //!   LRU cache that every [`EspEngine::update`] invalidates by generation), frames it with the
 //!   SP's SA, seals the batch's packets together (multi-buffer crypto, `crypto::burst`: AES-CBC
-//!   over 8 packets, HMAC-SHA-256 over 4, where the CPU has AES-NI and SHA-NI) and sends the ESP part with
+//!   over 8 packets, HMAC-SHA-256 over 4, where the CPU has AES-NI and SHA-NI; logged at start
+//!   as `crypto`) and sends the ESP part with
 //!   `sendmmsg` on a raw `IPPROTO_ESP` socket: destination in `msg_name`, source in an
 //!   `IPV6_PKTINFO` cmsg (plus `IPV6_HOPLIMIT` and `IPV6_TCLASS` from the header `encapsulate`
 //!   built). The kernel writes the outer IPv6 header and fragments the result when it exceeds
@@ -39,7 +40,8 @@
 //!   cmsgs, handed to the core with the ESP bytes (`OuterHeader`; nothing is rebuilt or parsed
 //!   twice). Either way the inbound worker then finds
 //!   the SA by SPI, verifies and decrypts
-//!   it (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
+//!   it, the ICVs of a receive round verified together (multi-buffer) and every other step per
+//!   packet in arrival order (`AuthFailed` -> `auth_failures`, `Replay` -> `replay_drops`, other -> `errors`), checks
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
 //!   SA, else `esp_policy_mismatch`), and writes the inner packet (tunnel) or the restored packet
 //!   (transport) to the TUN: the kernel receives it as arriving on the TUN and delivers it
@@ -379,6 +381,7 @@ impl EspEngine {
         engine.spawn("xipsec-esp-replay", tighten_ceilings)?;
         info!(
             tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
+            crypto = crate::crypto::burst::Backend::active().name(),
             "esp engine started"
         );
         Ok(engine)
@@ -807,8 +810,8 @@ fn seal(table: &Outbound, batch: &mut [Outgoing], n: usize) -> usize {
         |i| failed[i] = true,
     );
     let mut kept = 0;
-    for i in 0..n {
-        if !failed[i] {
+    for (i, failed) in failed.iter().enumerate().take(n) {
+        if !failed {
             batch.swap(kept, i);
             kept += 1;
         }

@@ -7,8 +7,8 @@
 //!   a peer cannot tell which path sealed a packet. Tests compare both for every burst size,
 //!   mixed sizes and mixed SAs.
 //! - CBC encryption is serial within a packet but not across packets: with
-//!   [`Backend::Lanes`], AES-CBC runs [`LANES`] packets side by side on AES-NI
-//!   (`aes_lanes`) and HMAC-SHA-256 two messages side by side on SHA-NI (`sha256_lanes`).
+//!   [`Backend::Lanes`], AES-CBC runs eight packets side by side on AES-NI
+//!   (`aes_lanes`) and HMAC-SHA-256 four messages side by side on SHA-NI (`sha256_lanes`).
 //!   Everything else (3DES, null, HMAC-SHA-1, a CPU without those instructions, a burst of one)
 //!   takes the sequential RustCrypto path, per packet, through the SA's own suite: 3DES stays
 //!   on it by design. AES-GCM (combined mode) is sealed and opened per packet too.
@@ -50,7 +50,7 @@ pub const BACKEND_ENV: &str = "XIPSEC_ESP_BACKEND";
 /// Which implementation seals and opens bursts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// AES-CBC over [`LANES`] packets at once (AES-NI) and HMAC-SHA-256 over two (SHA-NI).
+    /// AES-CBC over eight packets at once (AES-NI) and HMAC-SHA-256 over four (SHA-NI).
     Lanes,
     /// RustCrypto, one packet at a time (the portable fallback).
     Sequential,

@@ -219,8 +219,8 @@ impl InboundSa {
             .zip(outs.chunks_mut(CHUNK))
             .zip(results.chunks_mut(CHUNK))
         {
-            // (front, esp, verified) of the packets that passed the first checks.
-            let mut checked: SmallVec<[Option<(Front<'_>, &[u8], bool)>; CHUNK]> = SmallVec::new();
+            // The packets that passed the first checks.
+            let mut checked: SmallVec<[Option<Checked<'_>>; CHUNK]> = SmallVec::new();
             let mut items: SmallVec<[OpenItem<'_>; CHUNK]> = SmallVec::new();
             for (packet, result) in packets.iter().zip(results.iter_mut()) {
                 let parsed = locate(packet.as_ref()).and_then(|(front, esp)| {
@@ -261,6 +261,10 @@ impl InboundSa {
         }
     }
 }
+
+/// A packet of [`InboundSa::decapsulate_burst`] past [`InboundSa::check`]: what stands in
+/// front of ESP, the ESP part, and its ICV verdict.
+type Checked<'a> = (Front<'a>, &'a [u8], bool);
 
 /// What stands in front of ESP in a whole packet, and the ESP part (as `decapsulate_gated`).
 fn locate(packet: &[u8]) -> Result<(Front<'_>, &[u8]), EspError> {

@@ -190,7 +190,7 @@ impl Outbound {
         let action = self.protect_deferred(frame, now, out, &mut pending);
         let mut sealed = true;
         self.seal(std::iter::once((&mut pending, &mut out[..])), |_| {
-            sealed = false
+            sealed = false;
         });
         if sealed {
             action

@@ -1001,7 +1001,7 @@ fn a_deferred_batch_is_sealed_together_and_arrives_whole() {
     let mut failed = Vec::new();
     a.out
         .seal(slots.iter_mut().map(|(p, buf)| (p, &mut buf[..])), |i| {
-            failed.push(i)
+            failed.push(i);
         });
     assert_eq!(failed, vec![7]);
     assert_eq!(a.stats.get(Stat::EncapErrors), 1);
