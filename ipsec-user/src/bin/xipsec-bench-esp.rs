@@ -23,7 +23,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ipsec_user::crypto::burst::Backend;
-use ipsec_user::crypto::{InboundSa, OutboundSa, SaConfig};
+use ipsec_user::crypto::{EspError, InboundSa, OutboundSa, SaConfig};
 use ipsec_user::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -157,6 +157,14 @@ fn now(wall: bool) -> Duration {
         .map_or(Duration::ZERO, Duration::from)
 }
 
+/// The first error of a burst's results, if any.
+fn all_ok<T>(results: &[Result<T, EspError>]) -> Result<()> {
+    match results.iter().find_map(|r| r.as_ref().err()) {
+        Some(error) => Err(anyhow::anyhow!("{error}")),
+        None => Ok(()),
+    }
+}
+
 /// Which path a measurement takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Path {
@@ -177,14 +185,12 @@ fn bench_encap(
     let mut outs: Vec<Vec<u8>> = (0..BATCH)
         .map(|_| Vec::with_capacity(payload + 128))
         .collect();
-    let mut results = vec![Err(ipsec_user::crypto::EspError::AuthFailed); BATCH];
+    let mut results = vec![Err(EspError::AuthFailed); BATCH];
     measure(args, || {
         match path {
             Path::Burst => {
                 sa.encapsulate_burst(black_box(&plain), &mut outs, &mut results);
-                for result in &results {
-                    result.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
+                all_ok(&results)?;
             }
             Path::Sequential => {
                 for (packet, out) in plain.iter().zip(&mut outs) {
@@ -219,15 +225,13 @@ fn bench_decap(
     let mut outs: Vec<Vec<u8>> = (0..BATCH)
         .map(|_| Vec::with_capacity(payload + 128))
         .collect();
-    let mut results = vec![Err(ipsec_user::crypto::EspError::AuthFailed); BATCH];
+    let mut results = vec![Err(EspError::AuthFailed); BATCH];
     measure(args, || {
         let mut sa = InboundSa::new(&config)?;
         match path {
             Path::Burst => {
                 sa.decapsulate_burst(black_box(&sealed), &mut outs, &mut results);
-                for result in &results {
-                    result.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
+                all_ok(&results)?;
             }
             Path::Sequential => {
                 for (packet, out) in sealed.iter().zip(&mut outs) {

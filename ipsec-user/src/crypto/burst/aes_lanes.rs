@@ -40,9 +40,7 @@ pub(crate) struct LaneAesKey {
 
 impl fmt::Debug for LaneAesKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LaneAesKey")
-            .field("key", &"<redacted>")
-            .finish()
+        crate::crypto::debug_redacted(f, "LaneAesKey")
     }
 }
 

@@ -126,9 +126,7 @@ pub(crate) struct LaneHmacKey {
 
 impl fmt::Debug for LaneHmacKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LaneHmacKey")
-            .field("key", &"<redacted>")
-            .finish()
+        crate::crypto::debug_redacted(f, "LaneHmacKey")
     }
 }
 

@@ -140,6 +140,20 @@ struct Wire {
 }
 
 impl Wire {
+    /// What the peer's raw socket reports of a packet sent as `esp` says, from `buf`.
+    fn sent(esp: &crate::crypto::Encapsulated, buf: &[u8]) -> Self {
+        Self {
+            outer: OuterHeader {
+                source: esp.source,
+                destination: esp.destination,
+                traffic_class: esp.traffic_class,
+                flow_label: 0,
+                hop_limit: esp.hop_limit,
+            },
+            esp: buf[esp.esp_offset..].to_vec(),
+        }
+    }
+
     fn spi(&self) -> u32 {
         u32::from_be_bytes(self.esp[..4].try_into().expect("4 bytes"))
     }
@@ -226,16 +240,7 @@ impl Side {
         self.write_reservations(&reservations);
         self.sent.push(action);
         let wire = match action {
-            OutAction::Send(esp) => Some(Wire {
-                outer: OuterHeader {
-                    source: esp.source,
-                    destination: esp.destination,
-                    traffic_class: esp.traffic_class,
-                    flow_label: 0,
-                    hop_limit: esp.hop_limit,
-                },
-                esp: buf[esp.esp_offset..].to_vec(),
-            }),
+            OutAction::Send(esp) => Some(Wire::sent(&esp, &buf)),
             _ => None,
         };
         (action, wire)
@@ -1016,16 +1021,7 @@ fn a_deferred_batch_is_sealed_together_and_arrives_whole() {
         let OutAction::Send(esp) = action else {
             panic!("packet {i} was not sent: {action:?}");
         };
-        let wire = Wire {
-            outer: OuterHeader {
-                source: esp.source,
-                destination: esp.destination,
-                traffic_class: esp.traffic_class,
-                flow_label: 0,
-                hop_limit: esp.hop_limit,
-            },
-            esp: buf[esp.esp_offset..].to_vec(),
-        };
+        let wire = Wire::sent(esp, buf);
         assert_eq!(b.receive(&wire).as_deref(), Some(&packet[..]), "packet {i}");
     }
     assert_eq!(a.stats.get(Stat::EncapOk), 21);
