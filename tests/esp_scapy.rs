@@ -3,8 +3,9 @@
 //! against an `xipsec daemon` in the other.
 //!
 //! For every combination of encryption (3des-cbc, aes128-cbc, null), integrity (hmac-sha1,
-//! hmac-sha2-256) and mode (transport, tunnel) the daemon gets a fresh pair of SAs and SPs (the
-//! previous combination's are removed first); the 3des-cbc/hmac-sha1/transport combination uses
+//! hmac-sha2-256) and mode (transport, tunnel), plus aes256-cbc/hmac-sha2-256 and the AES-GCM
+//! suites aes128-gcm and aes256-gcm (RFC 4106, no integrity option) in both modes, the daemon
+//! gets a fresh pair of SAs and SPs (the previous combination's are removed first); the 3des-cbc/hmac-sha1/transport combination uses
 //! the source document's keys and SPI 0x1000. The scapy peer then sends ESP-protected ICMPv6
 //! echo, UDP (to an echo server and to a closed port) and TCP SYN (to a listening and to a
 //! closed port) from b to a, and verifies each reply xipsec protected: ICV, RFC 4303 §2.4
@@ -83,7 +84,8 @@ impl Combo {
     fn scapy_crypt(&self) -> &'static str {
         match self.enc {
             "3des-cbc" => "3DES",
-            "aes128-cbc" => "AES-CBC",
+            "aes128-cbc" | "aes256-cbc" => "AES-CBC",
+            "aes128-gcm" | "aes256-gcm" => "AES-GCM",
             "null" => "NULL",
             other => unreachable!("encryption {other}"),
         }
@@ -93,8 +95,14 @@ impl Combo {
         match self.integ {
             "hmac-sha1" => "HMAC-SHA1-96",
             "hmac-sha2-256" => "SHA2-256-128",
+            "none" => "NULL",
             other => unreachable!("integrity {other}"),
         }
+    }
+
+    /// AES-GCM authenticates by itself: no integrity algorithm or key on either side.
+    fn is_gcm(&self) -> bool {
+        self.integ == "none"
     }
 
     fn is_doc(&self) -> bool {
@@ -109,11 +117,20 @@ impl Combo {
         match self.enc {
             "3des-cbc" => Some(key_hex(seed, 24)),
             "aes128-cbc" => Some(key_hex(seed, 16)),
+            "aes256-cbc" => Some(key_hex(seed, 32)),
+            // The AES key, then the 4-byte salt (RFC 4106).
+            "aes128-gcm" => Some(key_hex(seed, 20)),
+            "aes256-gcm" => Some(key_hex(seed, 36)),
             _ => None,
         }
     }
 
-    fn integ_key(&self, seed: u8) -> String {
+    /// Integrity key for one direction (`None` for AES-GCM), as `0x` hex.
+    fn integ_key(&self, seed: u8) -> Option<String> {
+        (!self.is_gcm()).then(|| self.hmac_key(seed))
+    }
+
+    fn hmac_key(&self, seed: u8) -> String {
         if self.is_doc() {
             return DOC_SHA1_KEY.to_owned();
         }
@@ -138,6 +155,16 @@ fn combos() -> Vec<Combo> {
             for mode in ["transport", "tunnel"] {
                 v.push(Combo { enc, integ, mode });
             }
+        }
+    }
+    // Beyond ESXi's three ciphers.
+    for (enc, integ) in [
+        ("aes256-cbc", "hmac-sha2-256"),
+        ("aes128-gcm", "none"),
+        ("aes256-gcm", "none"),
+    ] {
+        for mode in ["transport", "tunnel"] {
+            v.push(Combo { enc, integ, mode });
         }
     }
     v
@@ -175,7 +202,6 @@ fn configure(d: &Node, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi
     ] {
         let name = format!("c{i}-{dir}");
         let spi = format!("{spi:#x}");
-        let integ_key = combo.integ_key(seed);
         let mut args = vec![
             "sa",
             "add",
@@ -189,13 +215,13 @@ fn configure(d: &Node, net: &VethPair, combo: &Combo, i: usize, spi_in: u32, spi
             &spi,
             "--encryption-algorithm",
             combo.enc,
-            "--integrity-algorithm",
-            combo.integ,
-            "--integrity-key",
-            &integ_key,
             "--sa-name",
             &name,
         ];
+        let integ_key = combo.integ_key(seed);
+        if let Some(k) = &integ_key {
+            args.extend(["--integrity-algorithm", combo.integ, "--integrity-key", k]);
+        }
         let enc_key = combo.enc_key(seed);
         if let Some(k) = &enc_key {
             args.extend(["--encryption-key", k]);
@@ -245,8 +271,8 @@ fn peer_params(
         "crypt_key_b_to_a": hex(combo.enc_key(seed_in)),
         "crypt_key_a_to_b": hex(combo.enc_key(seed_out)),
         "auth_algo": combo.scapy_auth(),
-        "auth_key_b_to_a": hex(Some(combo.integ_key(seed_in))),
-        "auth_key_a_to_b": hex(Some(combo.integ_key(seed_out))),
+        "auth_key_b_to_a": hex(combo.integ_key(seed_in)),
+        "auth_key_a_to_b": hex(combo.integ_key(seed_out)),
         "spi_b_to_a": format!("{spi_in:#x}"),
         "spi_a_to_b": format!("{spi_out:#x}"),
         "udp_echo_port": UDP_ECHO_PORT,
@@ -482,7 +508,8 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
             );
             let esp = seen.esp_count();
             assert!(
-                u64::try_from(esp).expect("a count") >= 12 * (GOOD_SENT + 1 + REPLIES),
+                u64::try_from(esp).expect("a count")
+                    >= u64::try_from(combos().len()).expect("a count") * (GOOD_SENT + 1 + REPLIES),
                 "the capture saw only {esp} ESP packets"
             );
             assert_eq!(
@@ -492,13 +519,15 @@ fn scapy_peer_interoperates_for_every_algorithm_and_mode() {
             );
             assert!(
                 failures.is_empty(),
-                "{} of 12 combinations failed to interoperate with scapy:\n{}\ndaemon log:\n{}",
+                "{} of {} combinations failed to interoperate with scapy:\n{}\ndaemon log:\n{}",
                 failures.len(),
+                combos().len(),
                 failures.join("\n"),
                 a.log()
             );
             eprintln!(
-                "12 combinations in {:.1} s",
+                "{} combinations in {:.1} s",
+                combos().len(),
                 started.elapsed().as_secs_f64()
             );
         },

@@ -94,7 +94,9 @@ pub struct Misplaced {
 pub enum SaCommand {
     /// List every SA usable by policies, with counters (keys are never shown).
     List(OutputArgs),
-    /// Add an SA. Every option is required, except --encryption-key with `null` encryption.
+    /// Add an SA. Every option is required, except --encryption-key with `null` encryption and
+    /// the integrity options with AES-GCM (which refuses them).
+    #[command(after_help = sa_add_after_help())]
     Add(Box<SaAdd>),
     /// Remove an SA: by --sa-name, by --sa-source + --sa-destination + --sa-spi, or all of them
     /// with --remove-all. Fails if the SA is in use by an SP (remove the SP first).
@@ -161,6 +163,15 @@ pub struct OutputArgs {
     pub formatter: Formatter,
 }
 
+/// What `sa add --help` prints after the options: RFC 4106's warning about AES-GCM with static
+/// keys, which the CLI also prints when such an SA is added.
+fn sa_add_after_help() -> String {
+    format!(
+        "AES-GCM with manual keys (aes128-gcm, aes256-gcm):\n  warning: {}",
+        crate::model::GCM_STATIC_KEY_WARNING
+    )
+}
+
 /// `xipsec sa add`: raw option strings, validated by the model.
 #[derive(Debug, Args)]
 pub struct SaAdd {
@@ -177,17 +188,23 @@ pub struct SaAdd {
     /// reserved by RFC 4303); unique among SAs.
     #[arg(short = 'p', long, value_name = "0xHEX")]
     pub sa_spi: Option<String>,
-    /// Required. `3des-cbc`, `aes128-cbc` or `null`.
+    /// Required. ESXi's three: `3des-cbc`, `aes128-cbc` or `null`; and beyond ESXi (xipsec
+    /// only): `aes256-cbc` (RFC 3602), `aes128-gcm` and `aes256-gcm` (AES-GCM, RFC 4106, 16-byte
+    /// ICV: they authenticate by themselves and refuse --integrity-algorithm; see the RFC 4106
+    /// warning below).
     #[arg(short = 'e', long, value_name = "ALG")]
     pub encryption_algorithm: Option<String>,
     /// Required unless the algorithm is `null` (an error with `null`). `0x` and an even number of
-    /// hex digits, or ASCII text; aes128-cbc takes 16 bytes, 3des-cbc 24 bytes (K1≠K2, K2≠K3).
+    /// hex digits, or ASCII text; aes128-cbc takes 16 bytes, aes256-cbc 32, 3des-cbc 24 (K1≠K2,
+    /// K2≠K3); aes128-gcm 20 and aes256-gcm 36: the AES key followed by a 4-byte salt (RFC 4106).
     #[arg(short = 'k', long, value_name = "KEY")]
     pub encryption_key: Option<String>,
-    /// Required. `hmac-sha1` or `hmac-sha2-256` (integrity is never null).
+    /// Required, except with aes128-gcm and aes256-gcm, which refuse it. `hmac-sha1` or
+    /// `hmac-sha2-256` (integrity is never null; `sa list` shows `none` for AES-GCM).
     #[arg(short = 'i', long, value_name = "ALG")]
     pub integrity_algorithm: Option<String>,
-    /// Required. `0x` hex or ASCII text; hmac-sha1 takes 20 bytes, hmac-sha2-256 32 bytes.
+    /// Required with --integrity-algorithm (refused with AES-GCM). `0x` hex or ASCII text;
+    /// hmac-sha1 takes 20 bytes, hmac-sha2-256 32 bytes.
     #[arg(short = 'K', long, value_name = "KEY")]
     pub integrity_key: Option<String>,
     /// Required. Name of the SA; unique.

@@ -148,6 +148,25 @@ fn opt_int(value: Option<u16>) -> Value {
     value.map_or(Value::Null, |v| Value::Int(u64::from(v)))
 }
 
+/// After a successful `sa add` of an AES-GCM SA, RFC 4106's warning about static keys, once,
+/// on stderr (stdout stays clean for scripts).
+pub fn warn_after_sa_add(args: &crate::model::SaAddArgs) {
+    if let Some(warning) = sa_add_warning(args) {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// The warning `sa add` prints for `args` once the daemon accepted them, if any.
+fn sa_add_warning(args: &crate::model::SaAddArgs) -> Option<&'static str> {
+    let encryption = args.encryption_algorithm.as_deref()?;
+    crate::model::EncryptionAlgorithm::ALL
+        .iter()
+        .any(|(algorithm, text)| {
+            algorithm.needs_unique_iv() && encryption.eq_ignore_ascii_case(text)
+        })
+        .then_some(crate::model::GCM_STATIC_KEY_WARNING)
+}
+
 /// `sa list` row, in [`SA_LAYOUT`] order.
 pub fn sa_row(sa: &SaEntry) -> Row {
     vec![

@@ -173,7 +173,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let socket = cli.socket.as_path();
     match cli.command {
         Command::Sa(SaCommand::List(out)) => list(socket, &Request::SaList, &out),
-        Command::Sa(SaCommand::Add(a)) => change(socket, &Request::SaAdd((*a).into())),
+        Command::Sa(SaCommand::Add(a)) => {
+            let args: crate::model::SaAddArgs = (*a).into();
+            change(socket, &Request::SaAdd(args.clone()))?;
+            format::warn_after_sa_add(&args);
+            Ok(())
+        }
         Command::Sa(SaCommand::Remove(a)) => change(socket, &Request::SaRemove(a.into())),
         Command::Sa(SaCommand::ResetReplay(a)) => {
             change(socket, &Request::SaResetReplay { sa_name: a.sa_name })

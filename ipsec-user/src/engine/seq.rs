@@ -16,19 +16,64 @@
 //!   re-added with the same name and SPI must not start over at 1) until the file holds more
 //!   than `state_file::MAX_ENTRIES`, when entries of SAs absent from the SPD are pruned.
 //! - A missing file is an empty store; a corrupt one is an error and is left untouched.
+//!
+//! The same file holds the AES-GCM IV epochs (RFC 4106 §8: an IV must never repeat under one
+//! key, and a manual key outlives any SA). A GCM SA's IV is `epoch || sequence number`; each
+//! time an SA is keyed with a GCM key (added, re-added under any name or SPI, or restarted),
+//! `rebuild` takes the next epoch of that key and hands it out as one more reservation,
+//! under the entry [`iv_entry`] names (a domain-separated SHA-256 of the AES key, never the
+//! key; SPI [`IV_EPOCH_SPI`]), written in the same atomic write as the SA's first sequence
+//! reservation, which the SA waits for before its first packet. So no packet leaves under an
+//! epoch that is not on disk, and a kill -9 at any point leaves either both or neither.
+//! Epoch entries are never pruned; a failed write keeps them raised in memory, so the next
+//! successful write (which writes every entry) carries them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::EngineError;
 use super::state_file::{self, LoadError};
+use crate::model::EncryptionAlgorithm;
 
 /// Sequence numbers reserved per write: one fsync per 65,536 packets and SA.
 pub const RESERVATION_STEP: u32 = 65_536;
 
 /// The reservation file inside the state directory.
 pub const FILE_NAME: &str = "esp-seq.json";
+
+/// The SPI of IV epoch entries (no SA has it: SPIs below 0x100 are reserved, RFC 4303 §2.1).
+pub(crate) const IV_EPOCH_SPI: u32 = 0;
+
+/// What entry names of IV epochs start with (SA names cannot hold a `:`).
+const IV_ENTRY_PREFIX: &str = "gcm-iv:";
+
+/// Labels the hash, so it is never the hash of the bare key (nor equal to one made for
+/// anything else).
+const IV_ENTRY_LABEL: &[u8] = b"xipsec rfc4106 iv epochs v1\0";
+
+/// The entry that holds the IV epochs of `encryption` keyed with `key` (AES key and salt), or
+/// `None` for an algorithm whose IVs are random. Keyed by the AES key alone: the salt only
+/// changes the nonce's prefix, so an epoch is never reused under an AES key whatever the salt.
+pub(crate) fn iv_entry(encryption: EncryptionAlgorithm, key: &[u8]) -> Option<String> {
+    if !encryption.needs_unique_iv() {
+        return None;
+    }
+    let aes_key = &key[..key.len().saturating_sub(4)];
+    let digest = Sha256::new()
+        .chain_update(IV_ENTRY_LABEL)
+        .chain_update(encryption.as_str().as_bytes())
+        .chain_update([0])
+        .chain_update(aes_key)
+        .finalize();
+    Some(format!("{IV_ENTRY_PREFIX}{}", hex::encode(digest)))
+}
+
+fn is_iv_entry(name: &str) -> bool {
+    name.starts_with(IV_ENTRY_PREFIX)
+}
 
 // The file: `{"version": 1, "reservations": [{"sa_name", "spi", "reserved"}, ...]}`.
 state_file::layout!(version 1, reservations: [sa_name: String, spi: u32, reserved: u32]);
@@ -99,14 +144,31 @@ impl SeqStore {
         }
         let written = self.write();
         if written.is_err() {
+            // An SA's reservation goes back (it is not on disk, so nothing may use it); an IV
+            // epoch stays raised (handed out, so never to be handed out again), and goes to
+            // disk with the next write.
+            let epochs = self.epochs();
             self.entries = before;
+            self.entries.extend(epochs);
         }
         written
     }
 
     /// Drops entries of SAs not in `live` once there are too many; the next write persists it.
+    /// IV epochs are never pruned: they outlive the SAs that used them.
     pub(crate) fn prune_if_over(&mut self, live: &HashSet<(String, u32)>) {
+        let epochs = self.epochs();
         state_file::prune_if_over(&mut self.entries, live);
+        self.entries.extend(epochs);
+    }
+
+    /// The IV epoch entries.
+    fn epochs(&self) -> Vec<((String, u32), u32)> {
+        self.entries
+            .iter()
+            .filter(|((name, _), _)| is_iv_entry(name))
+            .map(|(key, value)| (key.clone(), *value))
+            .collect()
     }
 
     /// Writes every entry (see `state_file::save`).
@@ -305,5 +367,74 @@ mod tests {
         store.prune_if_over(&live);
         assert_eq!(store.entries.len(), 1);
         assert_eq!(store.reservation("live", 0x1000), Some(1));
+    }
+
+    const GCM128: &[u8] = b"0123456789abcdefSALT";
+
+    #[test]
+    fn iv_entries_hash_the_aes_key_and_never_show_it() {
+        let entry = iv_entry(EncryptionAlgorithm::Aes128Gcm, GCM128).expect("a gcm entry");
+        assert!(entry.starts_with(IV_ENTRY_PREFIX) && entry.len() == IV_ENTRY_PREFIX.len() + 64);
+        assert!(
+            !entry.contains(&hex::encode(&GCM128[..16])),
+            "the key is not in the name"
+        );
+        assert!(
+            !crate::model::is_valid_name(&entry),
+            "no sa can be named like it"
+        );
+        // The salt does not matter (the AES key does), nor does anything but the key.
+        assert_eq!(
+            iv_entry(EncryptionAlgorithm::Aes128Gcm, b"0123456789abcdefPEPR"),
+            Some(entry.clone())
+        );
+        assert_ne!(
+            iv_entry(EncryptionAlgorithm::Aes128Gcm, b"0123456789abcdeFSALT"),
+            Some(entry.clone())
+        );
+        // Domain separation: not the bare SHA-256 of the key.
+        assert!(!entry.ends_with(&hex::encode(Sha256::digest(&GCM128[..16]))));
+        assert_eq!(
+            iv_entry(EncryptionAlgorithm::Aes128Cbc, b"0123456789abcdef"),
+            None
+        );
+    }
+
+    /// A failed write takes an SA's reservation back but keeps an IV epoch raised (it was
+    /// handed out), and the next write that succeeds carries it to disk; pruning never drops
+    /// an epoch.
+    #[test]
+    fn iv_epochs_survive_failed_writes_and_pruning() {
+        let (dir, mut store) = fresh_store();
+        let entry = iv_entry(EncryptionAlgorithm::Aes128Gcm, GCM128).expect("a gcm entry");
+        // The file's place is taken by a non-empty directory: the rename fails.
+        fs::create_dir_all(store.path().join("blocker")).expect("blocking the file");
+        let failed = store.reserve_all([("sa1", 0x1000, 100), (entry.as_str(), IV_EPOCH_SPI, 1)]);
+        assert!(failed.is_err(), "the write fails");
+        assert_eq!(store.reservation("sa1", 0x1000), None, "taken back");
+        assert_eq!(
+            store.reservation(&entry, IV_EPOCH_SPI),
+            Some(1),
+            "kept raised"
+        );
+        fs::remove_dir_all(store.path()).expect("unblocking the file");
+        store.reserve("sa2", 0x2000, 5).expect("the next write");
+        let reloaded = SeqStore::open(dir.path()).expect("reloading");
+        assert_eq!(
+            reloaded.reservation(&entry, IV_EPOCH_SPI),
+            Some(1),
+            "on disk now"
+        );
+
+        for i in 0..=u32::try_from(state_file::MAX_ENTRIES).expect("fits") {
+            store.entries.insert((format!("x{i}"), 0x100 + i), 1);
+        }
+        store.prune_if_over(&HashSet::new());
+        assert_eq!(
+            store.reservation(&entry, IV_EPOCH_SPI),
+            Some(1),
+            "never pruned"
+        );
+        assert_eq!(store.entries.len(), 1);
     }
 }

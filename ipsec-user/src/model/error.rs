@@ -62,6 +62,14 @@ pub enum ModelError {
         encryption: &'static str,
     },
 
+    /// Two AES-GCM SAs with one AES key: their IV counters are independent (and the peer's
+    /// too, for a key used in both directions), so an IV would repeat under the key, which
+    /// RFC 4106 §8 calls fatal. The key is never echoed.
+    #[error(
+        "--encryption-key: this aes-gcm key is already used by sa '{sa}'; give every aes-gcm sa (each direction) its own key (rfc 4106 §8: an iv repeated under a key is fatal)"
+    )]
+    GcmKeyInUse { sa: String },
+
     /// The algorithm needs a key and none was given.
     #[error(
         "{option}: required with {algorithm}; give {len} bytes as 0x followed by {hex} hex digits, or {len} ascii characters",
@@ -373,6 +381,11 @@ mod tests {
         spd.add_sa(&example_sa_args()).expect("adding sa1");
         spd.add_sa(&named_sa_args("tun", 0x2000, "tunnel"))
             .expect("adding tun");
+        let mut gcm = named_sa_args("gcm1", 0x5000, "transport");
+        gcm.encryption_algorithm = some("aes128-gcm");
+        gcm.encryption_key = some("gcm-key-of-gcm1-SALT");
+        (gcm.integrity_algorithm, gcm.integrity_key) = (None, None);
+        spd.add_sa(&gcm).expect("adding gcm1");
         spd.add_sp(&example_sp_args()).expect("adding sp1");
         spd.add_sp(&discard_sp_args("d", "any", "2001:db8::/32"))
             .expect("adding d");
@@ -466,6 +479,7 @@ mod tests {
             (sa_add(|a| { a.encryption_algorithm = some("aes256-gcm"); a.encryption_key = some("0123456789abcdef0123456789abcdef0123"); a.integrity_algorithm = None; }), "--integrity-key: not allowed with --encryption-algorithm aes256-gcm, which authenticates by itself (rfc 4106); omit it"),
             (sa_add(|a| { a.encryption_algorithm = some("aes128-gcm"); a.encryption_key = some("0123456789abcdef"); a.integrity_algorithm = None; a.integrity_key = None; }), "--encryption-key: aes128-gcm needs a 20-byte key, got 16 bytes; give 0x followed by 40 hex digits, or 20 ascii characters"),
             (sa_add(|a| { a.encryption_algorithm = some("aes256-gcm"); a.encryption_key = some("0123456789abcdef0123456789abcdef"); a.integrity_algorithm = None; a.integrity_key = None; }), "--encryption-key: aes256-gcm needs a 36-byte key, got 32 bytes; give 0x followed by 72 hex digits, or 36 ascii characters"),
+            (sa_add(|a| { a.encryption_algorithm = some("aes128-gcm"); a.encryption_key = some("gcm-key-of-gcm1-pepr"); a.integrity_algorithm = None; a.integrity_key = None; }), "--encryption-key: this aes-gcm key is already used by sa 'gcm1'; give every aes-gcm sa (each direction) its own key (rfc 4106 §8: an iv repeated under a key is fatal)"),
             (sa_add(|a| { a.encryption_algorithm = some("aes256-cbc"); a.encryption_key = some("0123456789abcdef0123456789abcde"); }), "--encryption-key: aes256-cbc needs a 32-byte key, got 31 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"),
             (sa_add(|a| a.integrity_algorithm = some("hmac-sha2-256")), "--integrity-key: hmac-sha2-256 needs a 32-byte key, got 20 bytes; give 0x followed by 64 hex digits, or 32 ascii characters"),
             (sa_add(|a| a.integrity_key = some("caf\u{e9}")), "--integrity-key: a text key may hold only printable ascii characters; use 0x followed by an even number of hex digits, or printable ascii text"),

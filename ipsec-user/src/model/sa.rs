@@ -102,6 +102,15 @@ impl Sa {
         Ok(sa)
     }
 
+    /// The AES key of an AES-GCM SA (its key without the 4-byte salt): two SAs must never share
+    /// one (RFC 4106 §8, see `Spd::add_sa`). `None` for other algorithms.
+    pub(crate) fn gcm_aes_key(&self) -> Option<&[u8]> {
+        let key = self.encryption_key.as_bytes();
+        self.encryption
+            .needs_unique_iv()
+            .then(|| &key[..key.len().saturating_sub(4)])
+    }
+
     /// Every invariant of one SA that does not involve other records.
     pub(crate) fn check(&self) -> Result<(), ModelError> {
         if !parse::is_valid_name(&self.name) {

@@ -117,6 +117,13 @@ impl Spd {
                 sa: other.name.clone(),
             });
         }
+        if let Some(key) = sa.gcm_aes_key()
+            && let Some(other) = self.sas.iter().find(|o| o.gcm_aes_key() == Some(key))
+        {
+            return Err(ModelError::GcmKeyInUse {
+                sa: other.name.clone(),
+            });
+        }
         sa.id = self.index.free_sa_id();
         self.index.push_sa(&sa);
         let index = self.sas.len();
@@ -378,6 +385,7 @@ impl Spd {
         let mut sa_ids = HashSet::new();
         let mut sa_by_name: HashMap<&str, &Sa> = HashMap::new();
         let mut sa_by_spi: HashMap<u32, &str> = HashMap::new();
+        let mut sa_by_gcm_key: HashMap<&[u8], &str> = HashMap::new();
         for sa in &self.sas {
             let what = || format!("sa '{}'", shown(&sa.name));
             sa.check().map_err(|e| ModelError::state(what(), e))?;
@@ -400,6 +408,14 @@ impl Spd {
                 return Err(ModelError::state(
                     what(),
                     format!("spi 0x{:x} is also used by sa '{other}'", sa.spi),
+                ));
+            }
+            if let Some(key) = sa.gcm_aes_key()
+                && let Some(other) = sa_by_gcm_key.insert(key, &sa.name)
+            {
+                return Err(ModelError::state(
+                    what(),
+                    format!("its aes-gcm key is also used by sa '{other}'"),
                 ));
             }
         }

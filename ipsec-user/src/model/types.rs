@@ -77,6 +77,10 @@ pub enum IntegrityAlgorithm {
     None,
 }
 
+/// RFC 4106 §8's warning about AES-GCM with a static key, as `sa add --help`, the CLI (after
+/// adding such an SA) and the daemon's log print it.
+pub const GCM_STATIC_KEY_WARNING: &str = "rfc 4106 §8: aes-gcm fails catastrophically if an iv ever repeats under one key, and rfc 4106 does not intend it for statically configured keys. xipsec never repeats an iv under a key on this host (it keeps a per-key iv high-water mark in its state directory, across sa removal, re-adding under any name or spi, and restarts), but it cannot stop the peer, or another host given the same key, from doing so: give each sa (each direction) its own key, never copy a state directory, and prefer keys negotiated by ikev2";
+
 /// Traffic direction of an SP (`--flow-direction`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,9 +8,17 @@
 //! Flow caches start a new generation. What must then be written (the new SAs' reservations,
 //! the removed SAs' settled ceilings) is returned in [`Rebuilt`] for the I/O layer to write
 //! after releasing the tables.
+//!
+//! An AES-GCM SA keyed afresh gets the next IV epoch of its key (see `seq`): one above the
+//! persisted one and above every epoch handed out in this rebuild, returned as one more
+//! reservation beside the SA's own, so both reach the disk in one write before the SA's first
+//! packet (which waits for its own reservation). A key whose epochs are used up cannot be
+//! keyed ([`ConfigError::IvExhausted`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+
+use tracing::warn;
 
 use super::ceiling::{Ceiling, KeyId};
 use super::inbound::{InSa, Inbound};
@@ -20,7 +28,7 @@ use super::stats::SaCells;
 use crate::classifier::CompiledSpd;
 use crate::crypto::{ConfigError, InboundSa, OutboundSa};
 use crate::engine::mss;
-use crate::engine::seq::RESERVATION_STEP;
+use crate::engine::seq::{IV_EPOCH_SPI, RESERVATION_STEP};
 use crate::model::Spd;
 
 /// What the stores hold, as `rebuild` reads it (in memory, no I/O).
@@ -74,6 +82,8 @@ pub fn rebuild(
     };
     let identities: Vec<SaIdentity> = spd.sas().iter().map(SaIdentity::of).collect();
     let mut fresh = Vec::with_capacity(identities.len());
+    // The IV epochs handed out in this rebuild, by entry: two fresh SAs with one key get two.
+    let mut epochs: HashMap<String, u32> = HashMap::new();
     for (sa, identity) in spd.sas().iter().zip(&identities) {
         if kept(identity) {
             fresh.push(None);
@@ -84,10 +94,31 @@ pub fn rebuild(
             name: sa.name.clone(),
             source,
         };
-        fresh.push(Some((
-            OutboundSa::new(&config).map_err(keyed)?,
-            InboundSa::new(&config).map_err(keyed)?,
-        )));
+        let mut tx = OutboundSa::new(&config).map_err(keyed)?;
+        let rx = InboundSa::new(&config).map_err(keyed)?;
+        let epoch = match identity.iv_entry() {
+            None => None,
+            Some(entry) => {
+                let last = epochs
+                    .get(&entry)
+                    .copied()
+                    .or_else(|| persisted.reservation(&entry, IV_EPOCH_SPI))
+                    .unwrap_or(0);
+                let next = last.checked_add(1).ok_or_else(|| {
+                    keyed(ConfigError::IvExhausted {
+                        encryption: identity.encryption().as_str(),
+                    })
+                })?;
+                tx.use_iv_epoch(next);
+                epochs.insert(entry.clone(), next);
+                Some(SeqReservation {
+                    sa_name: entry,
+                    spi: IV_EPOCH_SPI,
+                    up_to: next,
+                })
+            }
+        };
+        fresh.push(Some((tx, rx, epoch)));
     }
 
     // Pass 2: commit.
@@ -104,7 +135,14 @@ pub fn rebuild(
                 i.name.clone_from(&sa.name);
                 (o, i)
             }
-            Some((mut tx, mut rx)) => {
+            Some((mut tx, mut rx, epoch)) => {
+                if let Some(epoch) = epoch {
+                    warn!(
+                        sa = %sa.name, spi = format_args!("{:#x}", sa.spi), iv_epoch = epoch.up_to,
+                        "{}", crate::model::GCM_STATIC_KEY_WARNING
+                    );
+                    reservations.push(epoch);
+                }
                 let reserved = persisted.reservation(&sa.name, sa.spi).unwrap_or(0);
                 tx.resume_after(reserved);
                 let in_flight = reserved < u32::MAX;

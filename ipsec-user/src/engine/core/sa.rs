@@ -75,6 +75,11 @@ impl SaIdentity {
     pub(crate) fn encryption(&self) -> EncryptionAlgorithm {
         self.encryption
     }
+
+    /// The IV epoch entry of this SA's key (`seq::iv_entry`), for AES-GCM only.
+    pub(crate) fn iv_entry(&self) -> Option<String> {
+        crate::engine::seq::iv_entry(self.encryption, self.encryption_key.as_bytes())
+    }
 }
 
 /// Spaces out retries of a failed state write (a full disk): 1 s, doubling up to 60 s. Each

@@ -7,8 +7,9 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::sa::SaIdentity;
 use super::*;
-use crate::crypto::OuterHeader;
+use crate::crypto::{ConfigError, OuterHeader};
 use crate::engine::RESERVATION_STEP;
 use crate::model::{
     Action, Direction, SaAddArgs, SaCount, SaRemoveArgs, Sp, SpAddArgs, SpRemoveArgs, Spd,
@@ -82,6 +83,15 @@ fn side_keyed(local: &str, peer: &str, encryption: &str, key: &str, integrity_ke
         args.encryption_algorithm = s(encryption);
         args.encryption_key = s(key);
         args.integrity_key = s(integrity_key);
+        if encryption.ends_with("-gcm") {
+            // AES-GCM authenticates by itself and refuses the integrity options, and each SA
+            // needs its own key: b2a takes the key reversed.
+            args.integrity_algorithm = None;
+            args.integrity_key = None;
+            if name == "b2a" {
+                args.encryption_key = Some(key.chars().rev().collect());
+            }
+        }
         spd.add_sa(&args).expect("adding an sa");
     }
     let (out_sa, in_sa) = if local == A {
@@ -1126,4 +1136,145 @@ fn a_verdict_does_not_outlive_a_rekey() {
         .inb
         .receive_prepared(&packet, &prepared[0], b.now, &mut plain, &mut frame);
     assert_eq!(action, InAction::Drop(Reason::AuthFailed));
+}
+
+/// A 20-byte aes128-gcm key: AES key, then the 4-byte salt.
+const GCM_KEY: &str = "0123456789abcdefSALT";
+
+/// The 8-byte explicit IV of a GCM ESP packet, as a number (`epoch << 32 | seq`).
+fn gcm_iv(wire: &Wire) -> u64 {
+    u64::from_be_bytes(wire.esp[8..16].try_into().expect("an 8-byte iv"))
+}
+
+/// The IVs of `count` packets `a` protects.
+fn send_ivs(a: &mut Side, count: usize) -> Vec<u64> {
+    (0..count)
+        .map(|_| gcm_iv(&a.protect(&udp(A, B, 5000, 40)).expect("a gcm sa sends")))
+        .collect()
+}
+
+/// RFC 4106 §8: the IVs a GCM key sends never repeat, and keep rising, across removing and
+/// re-adding the SA (same name, then another name and SPI with the same key) and a restart
+/// from the same disk; the peer opens every packet.
+#[test]
+fn gcm_ivs_never_repeat_across_readd_rename_and_restart() {
+    let spd = side_with(A, B, "aes128-gcm", GCM_KEY);
+    let mut a = Side::new(&spd);
+    let mut b = Side::new(&side_with(B, A, "aes128-gcm", GCM_KEY));
+    let mut ivs = Vec::new();
+    for _ in 0..5 {
+        let wire = a.protect(&udp(A, B, 5000, 40)).expect("a gcm sa sends");
+        ivs.push(gcm_iv(&wire));
+        assert!(b.receive(&wire).is_some(), "the peer opens gcm esp");
+    }
+    // Removed and re-added with the same name, SPI and key.
+    a.update(&emptied(&spd));
+    a.update(&spd);
+    ivs.extend(send_ivs(&mut a, 2));
+    // The same key under another name and SPI.
+    let mut renamed = side_with(A, B, "aes128-gcm", GCM_KEY);
+    renamed
+        .remove_sp(&SpRemoveArgs {
+            sp_name: None,
+            remove_all: true,
+        })
+        .expect("removing sps");
+    renamed
+        .remove_sa(&SaRemoveArgs {
+            sa_name: s("a2b"),
+            ..SaRemoveArgs::default()
+        })
+        .expect("removing a2b");
+    let mut args = sa_args("other", A, B, "0x3001");
+    args.encryption_algorithm = s("aes128-gcm");
+    args.encryption_key = s(GCM_KEY);
+    args.integrity_algorithm = None;
+    args.integrity_key = None;
+    renamed.add_sa(&args).expect("adding the renamed sa");
+    renamed
+        .add_sp(&sp_args("out", A, B, "out", "other"))
+        .expect("adding its sp");
+    a.update(&renamed);
+    ivs.extend(send_ivs(&mut a, 2));
+    // A restart (kill -9: nothing saved at exit) from the same disk.
+    let mut a = Side::on(&renamed, a.disk.clone(), DEFAULT_TDES_BLOCK_LIMIT);
+    ivs.extend(send_ivs(&mut a, 2));
+    assert_eq!(ivs.len(), 11);
+    assert!(
+        ivs.windows(2).all(|w| w[0] < w[1]),
+        "ivs rise and never repeat: {ivs:x?}"
+    );
+    // The high 32 bits of an IV are its epoch: a new one at each keying of the key.
+    let epochs: Vec<u64> = ivs.iter().map(|iv| iv >> 32).collect();
+    assert_eq!(epochs, [1, 1, 1, 1, 1, 2, 2, 3, 3, 4, 4]);
+}
+
+/// An SA kept across an update keeps its epoch; each key counts its own epochs.
+#[test]
+fn kept_gcm_sas_keep_their_epoch_and_each_key_counts_its_own() {
+    let mut spd = side_with(A, B, "aes128-gcm", GCM_KEY);
+    let mut a = Side::new(&spd);
+    let epochs =
+        |side: &Side| -> Vec<u32> { side.out.sas.iter().map(|e| e.sa.iv_epoch()).collect() };
+    // a2b and b2a have different keys: epoch 1 each.
+    assert_eq!(epochs(&a), [1, 1]);
+    let mut args = sa_args("third", A, B, "0x4001");
+    args.encryption_algorithm = s("aes128-gcm");
+    args.encryption_key = s("another-aes-key!SALT");
+    args.integrity_algorithm = None;
+    args.integrity_key = None;
+    spd.add_sa(&args).expect("adding a third sa");
+    a.update(&spd);
+    assert_eq!(
+        epochs(&a),
+        [1, 1, 1],
+        "kept sas keep theirs, a new key starts at 1"
+    );
+    a.update(&emptied(&spd));
+    a.update(&spd);
+    assert_eq!(
+        epochs(&a),
+        [2, 2, 2],
+        "re-added: the next epoch of each key"
+    );
+}
+
+/// Fail closed: a GCM SA whose epoch cannot be written sends nothing; a key whose epochs are
+/// all used cannot be keyed.
+#[test]
+fn gcm_sa_sends_only_once_its_epoch_is_on_disk_and_refuses_a_spent_key() {
+    let spd = side_with(A, B, "aes128-gcm", GCM_KEY);
+    let mut failing = Disk {
+        failing: true,
+        ..Disk::default()
+    };
+    let mut a = Side::on(&spd, failing.clone(), DEFAULT_TDES_BLOCK_LIMIT);
+    let (action, wire) = a.send(&udp(A, B, 5000, 40));
+    assert_eq!(action, OutAction::Drop(Reason::SeqNotReserved));
+    assert!(wire.is_none());
+    assert!(a.disk.seq.is_empty(), "nothing was written");
+
+    let entry = SaIdentity::of(&spd.sas()[0])
+        .iv_entry()
+        .expect("a gcm entry");
+    failing.failing = false;
+    failing
+        .seq
+        .insert((entry, crate::engine::seq::IV_EPOCH_SPI), u32::MAX);
+    let stats = Arc::new(EngineStats::default());
+    let (mut out, mut inb) = tables(DEFAULT_TDES_BLOCK_LIMIT, &stats);
+    let refused = rebuild(
+        &spd,
+        classify::build(&spd).expect("compiling the spd"),
+        &mut out,
+        &mut inb,
+        &failing,
+    )
+    .err()
+    .expect("a spent key is refused");
+    assert!(
+        matches!(refused.source, ConfigError::IvExhausted { .. }),
+        "{refused}"
+    );
+    assert!(out.sas.is_empty(), "nothing changed");
 }
