@@ -16,6 +16,10 @@
 //! two could reach one packet after another: 1 / (1/cipher + 1/mac) bytes per second (the MAC
 //! alone for null, the AEAD alone for GCM). MB = 10^6 bytes.
 //!
+//! Both sides are timed by the CPU time they use (this thread's `CLOCK_THREAD_CPUTIME_ID`;
+//! `openssl speed` without `-elapsed`), so other work on a shared machine does not skew the
+//! ratio; `--wall-clock` times both by the wall clock instead.
+//!
 //! `--json` prints `{"backend", "suites": [{"suite", "payload", "encap_mb_s", "decap_mb_s",
 //! "sequential_encap_mb_s", "sequential_decap_mb_s", "openssl_bound_mb_s"}], ...}` (the burst
 //! path's figures in `encap_mb_s`/`decap_mb_s`); without it, a table.
