@@ -256,7 +256,7 @@ fn authenticate_chunk(jobs: &mut [SealJob<'_>], stages: &[Stage]) {
         // `layout` checked the length.
         let (authenticated, icv) = job.esp.split_at_mut(job.esp.len() - integrity.icv_len());
         #[cfg(target_arch = "x86_64")]
-        if let Some(key) = &job.lanes.mac {
+        if let Some(key) = job.lanes.mac_for(authenticated) {
             lanes.push(sha256_lanes::HmacJob {
                 key,
                 data: authenticated,
@@ -289,7 +289,7 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
         {
             let mut lanes: SmallVec<[sha256_lanes::HmacJob<'_>; CHUNK]> = SmallVec::new();
             for (job, out) in jobs.iter().zip(computed.iter_mut()) {
-                if let Some(key) = &job.lanes.mac {
+                if let Some(key) = job.lanes.mac_for(job.authenticated) {
                     let icv_len = job.suite.icv_len().min(MAX_ICV_LEN);
                     lanes.push(sha256_lanes::HmacJob {
                         key,
@@ -303,7 +303,7 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
         for (job, computed) in jobs.iter_mut().zip(&computed) {
             job.ok = match job.suite {
                 Suite::Combined(_) => true,
-                Suite::Composed { integrity, .. } if !job.lanes.has_mac() => {
+                Suite::Composed { integrity, .. } if !job.lanes.has_mac_for(job.authenticated) => {
                     integrity.verify(job.authenticated, job.icv)
                 }
                 Suite::Composed { integrity, .. } => {
@@ -316,13 +316,29 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
     }
 }
 
+/// Messages shorter than this are authenticated one at a time: a lane's fixed cost (padding
+/// blocks, the outer hash, refilling) outweighs the interleaving for a few blocks (measured:
+/// 64-byte packets were 13% slower on lanes, 1,400-byte ones 2.2 times faster).
+const LANE_MIN_BYTES: usize = 256;
+
 impl LaneKeys {
-    fn has_mac(&self) -> bool {
+    /// The lane key for an HMAC over `message`, if it is worth the lanes.
+    #[cfg(target_arch = "x86_64")]
+    fn mac_for(&self, message: &[u8]) -> Option<&sha256_lanes::LaneHmacKey> {
+        self.mac
+            .as_ref()
+            .filter(|_| message.len() >= LANE_MIN_BYTES)
+    }
+
+    fn has_mac_for(&self, message: &[u8]) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            self.mac.is_some()
+            self.mac_for(message).is_some()
         }
         #[cfg(not(target_arch = "x86_64"))]
-        false
+        {
+            let _ = message;
+            false
+        }
     }
 }
