@@ -36,6 +36,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::Ipv6Addr;
 
+pub(crate) mod burst;
+
 /// RFC 4303 §2.4 default padding: the pad bytes are 1, 2, 3, ... Longer than any block.
 #[allow(clippy::cast_possible_truncation)] // i + 1 <= 255
 const PADDING: [u8; 255] = {
@@ -144,6 +146,8 @@ struct Transform {
     source: Ipv6Addr,
     destination: Ipv6Addr,
     suite: Suite,
+    /// The same keys scheduled for the multi-buffer path (`burst`), where it has lanes.
+    lanes: super::burst::LaneKeys,
 }
 
 impl Transform {
@@ -169,6 +173,13 @@ impl Transform {
                 config.integrity,
                 config.integrity_key,
             )?,
+            // After the suite accepted the keys.
+            lanes: super::burst::LaneKeys::new(
+                config.encryption,
+                config.encryption_key,
+                config.integrity,
+                config.integrity_key,
+            ),
         })
     }
 }

@@ -20,6 +20,7 @@
 
 mod aes128_cbc;
 mod aes256_cbc;
+pub mod burst;
 mod cbc;
 mod esp;
 mod gcm;

@@ -32,6 +32,7 @@ use rustix::net::sockopt as rsockopt;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto};
 
 use super::EngineError;
+use super::core::PendingSeal;
 use crate::wire::IPV6_HEADER_LEN;
 
 /// Packets per `sendmmsg`/`recvmmsg` batch.
@@ -464,6 +465,9 @@ pub(super) struct Outgoing {
     pub destination: Ipv6Addr,
     pub hop_limit: u8,
     pub traffic_class: u8,
+    /// Framed and not sealed yet (`Outbound::protect_deferred`): sealed with its batch before
+    /// it is sent.
+    pub pending: Option<PendingSeal>,
 }
 
 impl Outgoing {
@@ -475,6 +479,7 @@ impl Outgoing {
             destination: Ipv6Addr::UNSPECIFIED,
             hop_limit: 64,
             traffic_class: 0,
+            pending: None,
         }
     }
 

@@ -11,6 +11,7 @@
 //! socket empties its XSKMAP slot (the kernel does it), so a dead daemon's slots fall back to
 //! the kernel path, where nothing listens for ESP any more: fail closed.
 
+use smallvec::SmallVec;
 use std::cell::UnsafeCell;
 use std::io;
 use std::mem;
@@ -150,10 +151,12 @@ impl XskReceiver {
         self.binding
     }
 
-    /// Hands each received frame (Ethernet on) to `f`, up to `max` of them, then gives their
-    /// buffers back to the kernel. Returns how many there were.
-    pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8])) -> u32 {
+    /// Hands the received frames (Ethernet on), up to `max` of them, to `f` at once (so their
+    /// cryptography can run as one burst), then gives their buffers back to the kernel.
+    /// Returns how many there were.
+    pub fn receive(&mut self, max: u32, f: impl FnOnce(&[&[u8]])) -> u32 {
         let mut reader = self.rx.receive(max.min(RECEIVE_MAX));
+        let mut frames: SmallVec<[&[u8]; RECEIVE_MAX as usize]> = SmallVec::new();
         let mut n = 0;
         while n < RECEIVE_MAX {
             let Some(desc) = reader.read() else { break };
@@ -166,19 +169,22 @@ impl XskReceiver {
             {
                 // SAFETY: the range lies inside the area, and the kernel wrote it before
                 // publishing the descriptor (the ring's acquire load orders our read after that
-                // write); it does not touch the frame again until we return it below.
+                // write); it does not touch the frame again until we return it below, after
+                // `f` returned and `frames` is gone.
                 let frame = unsafe {
                     std::slice::from_raw_parts(
                         self.area.as_slice_ptr().cast::<u8>().as_ptr().add(start),
                         len,
                     )
                 };
-                f(frame);
+                frames.push(frame);
             }
             self.spare
                 .push(desc.addr - desc.addr % u64::from(FRAME_SIZE));
             n += 1;
         }
+        f(&frames);
+        drop(frames);
         reader.release();
         drop(reader);
         if self.spare.is_empty() {

@@ -13,6 +13,12 @@
 //! - The decrypted packet must match an inbound `ipsec` SP naming that SA (RFC 4301 §5.2), else
 //!   [`Reason::PolicyMismatch`]; IPv4/IPv6-in-IP, ESP and AH inside, and fragments inside
 //!   transport mode, are [`Reason::InnerProtocolRefused`].
+//! - Bursts: [`Inbound::prepare_burst`] verifies the ICVs of a whole batch together
+//!   (`crypto::burst`, counting nothing); [`Inbound::receive_prepared`] then takes each packet
+//!   through every step of [`Inbound::receive`], in arrival order, with that verdict, so each
+//!   packet gets exactly the outcome `receive` would give it. A verdict is used only for the SA
+//!   (index and keys) it was computed with: after an update in between, the packet is verified
+//!   again, one at a time.
 //! - Every outcome but `Raise` is counted here; no I/O, no lock.
 
 use std::collections::HashMap;
@@ -27,12 +33,14 @@ use super::sa::{SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
 use crate::classifier::CompiledSpd;
+use crate::crypto::burst::{CHUNK, OpenItem, verify_packets};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OuterHeader};
 use crate::engine::{mss, reassembly};
 use crate::model::{Action, Direction, Flow, Mode};
 use crate::wire::{
     ETH_HEADER_LEN, EspPacket, EthernetFrame, IPV6_HEADER_LEN, Ipv6Packet, ethertype, proto,
 };
+use smallvec::SmallVec;
 
 /// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6
 /// in IP, ESP, AH. Whatever they hold was never matched against a policy.
@@ -48,6 +56,20 @@ pub enum InAction {
     Raise(CeilingRaise),
     /// Dropped (and counted) for this reason.
     Drop(Reason),
+}
+
+/// One received ESP packet: the fields of its outer header and the ESP bytes (SPI to ICV).
+#[derive(Debug, Clone, Copy)]
+pub struct InPacket<'a> {
+    pub outer: OuterHeader,
+    pub esp: &'a [u8],
+}
+
+/// What [`Inbound::prepare_burst`] found out about one packet: the ICV verdict, and the SA
+/// (index and keys) it holds for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prepared {
+    verdict: Option<(usize, KeyId, bool)>,
 }
 
 /// "Write ceiling `up_to` for SA `spi`/`key_id` (`ReplayStore::raise`), then tell me".
@@ -131,6 +153,74 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
+        self.receive_with(outer, esp, None, now, plain, frame)
+    }
+
+    /// The SA index for an ESP packet's SPI, if its outer addresses are the SA's; counts
+    /// nothing.
+    fn bound_sa(&self, packet: &InPacket<'_>) -> Option<usize> {
+        let spi = EspPacket::new_checked(packet.esp).ok()?.spi();
+        let index = *self.by_spi.get(&spi)?;
+        self.sas[index]
+            .identity
+            .binds(&packet.outer)
+            .then_some(index)
+    }
+
+    /// Verifies the ICVs of `packets` together (multi-buffer) into `prepared` (one entry per
+    /// packet), for [`Self::receive_prepared`]. Counts nothing and moves no window: a packet
+    /// that fails a check before the ICV gets no verdict and is refused there by
+    /// `receive_prepared`, as `receive` would refuse it.
+    pub fn prepare_burst(&self, packets: &[InPacket<'_>], prepared: &mut [Prepared]) {
+        for (packets, prepared) in packets.chunks(CHUNK).zip(prepared.chunks_mut(CHUNK)) {
+            let mut items: SmallVec<[OpenItem<'_>; CHUNK]> = SmallVec::new();
+            let mut at: SmallVec<[(usize, usize); CHUNK]> = SmallVec::new();
+            for (i, (packet, entry)) in packets.iter().zip(prepared.iter_mut()).enumerate() {
+                *entry = Prepared::default();
+                let Some(index) = self.bound_sa(packet) else {
+                    continue;
+                };
+                let sa = &self.sas[index].sa;
+                if let Ok(sealed) = sa.check(packet.esp) {
+                    items.push(OpenItem {
+                        sa,
+                        esp: packet.esp,
+                        sealed,
+                        verified: false,
+                    });
+                    at.push((i, index));
+                }
+            }
+            verify_packets(&mut items);
+            for ((i, index), item) in at.iter().zip(&items) {
+                prepared[*i].verdict = Some((*index, self.sas[*index].key_id, item.verified));
+            }
+        }
+    }
+
+    /// [`Self::receive`] of `packet` with the verdict [`Self::prepare_burst`] left in
+    /// `prepared`: the same steps and outcome.
+    pub fn receive_prepared(
+        &mut self,
+        packet: &InPacket<'_>,
+        prepared: &Prepared,
+        now: Instant,
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+    ) -> InAction {
+        self.receive_with(&packet.outer, packet.esp, Some(prepared), now, plain, frame)
+    }
+
+    /// `receive`, with the ICV verdict of a burst when there is one for this packet's SA.
+    fn receive_with(
+        &mut self,
+        outer: &OuterHeader,
+        esp: &[u8],
+        prepared: Option<&Prepared>,
+        now: Instant,
+        plain: &mut Vec<u8>,
+        frame: &mut Vec<u8>,
+    ) -> InAction {
         let Ok(header) = EspPacket::new_checked(esp) else {
             return self.drop(Reason::Malformed);
         };
@@ -170,7 +260,16 @@ impl Inbound {
             }
             admitted
         };
-        match sa.decapsulate_esp(outer, esp, plain, gate) {
+        // The burst's verdict, if it was computed for this very SA (index and keys).
+        let verdict = prepared
+            .and_then(|p| p.verdict)
+            .filter(|(i, k, _)| *i == index && k == key_id)
+            .map(|(_, _, verified)| verified);
+        let opened = match verdict {
+            Some(verified) => sa.finish_esp(outer, esp, verified, plain, gate),
+            None => sa.decapsulate_esp(outer, esp, plain, gate),
+        };
+        match opened {
             Ok(Decapsulated::Deliver { .. }) => {
                 volume.add(bytes);
                 cells.packet(plain.len());
@@ -242,19 +341,33 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
+        match Self::parse_frame(ethernet) {
+            Some(packet) => self.receive(&packet.outer, packet.esp, now, plain, frame),
+            None => self.drop(Reason::Malformed),
+        }
+    }
+
+    /// The ESP packet in an AF_XDP frame: Ethernet, an IPv6 header with next header ESP (the
+    /// only shape XDP redirects), ESP, maybe Ethernet padding. `None`: malformed (the caller
+    /// counts it, e.g. through [`Self::malformed`]).
+    pub fn parse_frame(ethernet: &[u8]) -> Option<InPacket<'_>> {
         // Untagged: XDP redirects no other shape (a tagged frame would be malformed here).
         let untagged = EthernetFrame::new_checked(ethernet)
             .is_ok_and(|link| link.ethertype() == ethertype::IPV6);
-        let ip = ethernet.get(ETH_HEADER_LEN..).map(Ipv6Packet::new_checked);
-        let (true, Some(Ok(ip))) = (untagged, ip) else {
-            return self.drop(Reason::Malformed);
-        };
-        if ip.next_header() != proto::ESP {
-            return self.drop(Reason::Malformed);
+        let ip = Ipv6Packet::new_checked(ethernet.get(ETH_HEADER_LEN..)?).ok()?;
+        if !untagged || ip.next_header() != proto::ESP {
+            return None;
         }
         // Ethernet may pad a frame; the IPv6 payload length says where the packet ends.
-        let esp = ip.payload_bytes();
-        self.receive(&OuterHeader::of_packet(&ip), esp, now, plain, frame)
+        Some(InPacket {
+            outer: OuterHeader::of_packet(&ip),
+            esp: ip.payload_bytes(),
+        })
+    }
+
+    /// Counts a packet the I/O layer found malformed before the core saw it.
+    pub fn malformed(&self) {
+        self.stats.bump(Stat::Malformed);
     }
 
     /// The write of `raise` finished (`written`: on disk) at `now`: the SA's gate rises to it,

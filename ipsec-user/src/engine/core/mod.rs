@@ -32,8 +32,8 @@ mod tests;
 use std::sync::Arc;
 
 pub use ceiling::{KeyId, TIGHTEN_EVERY};
-pub use inbound::{CeilingRaise, InAction, Inbound};
-pub use outbound::{OutAction, Outbound, SeqReservation};
+pub use inbound::{CeilingRaise, InAction, InPacket, Inbound, Prepared};
+pub use outbound::{OutAction, Outbound, PendingSeal, SeqReservation};
 pub use rebuild::{KeyError, Persisted, Rebuilt, rebuild};
 pub use sa::DEFAULT_TDES_BLOCK_LIMIT;
 pub use stats::{EngineStats, SaCells, Stat};

@@ -11,6 +11,10 @@
 //!   ([`Outbound::take_reservations`]); a failed write backs off (1 s doubling to 60 s).
 //! - Fragments of one datagram are reassembled ([`Outbound::push_fragment`]) and the whole
 //!   datagram is protected once; a fragment never leaves by itself.
+//! - Cryptography in bursts: [`Outbound::protect_deferred`] frames a packet (headers, sequence
+//!   number, IV, padding) and leaves a [`PendingSeal`] beside it; [`Outbound::seal`] then
+//!   encrypts and authenticates a whole batch together (`crypto::burst`), before anything is
+//!   sent. The packets are byte for byte what [`Outbound::protect`] makes of them.
 //! - Every outcome is counted here (engine counters and the SA's own); no I/O, no lock.
 
 use std::collections::HashMap;
@@ -26,11 +30,13 @@ use super::sa::{Backoff, SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
 use crate::classifier::CompiledSpd;
+use crate::crypto::burst::{CHUNK, Framed, SealItem, seal_packets};
 use crate::crypto::{Encapsulated, EspError, OutboundSa};
 use crate::engine::mss;
 use crate::engine::reassembly::{self, Outcome, Reassembler};
 use crate::engine::seq::RESERVATION_STEP;
 use crate::model::{Action, Direction, Flow};
+use smallvec::SmallVec;
 
 /// What to do with one outbound packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,15 @@ pub enum OutAction {
     Held,
     /// Dropped (and counted) for this reason.
     Drop(Reason),
+}
+
+/// A packet [`Outbound::protect_deferred`] framed and [`Outbound::seal`] must still seal: which
+/// SA, and where its parts lie. Only good until the next `rebuild` (the table lock is held from
+/// framing to sealing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingSeal {
+    sa: usize,
+    framed: Framed,
 }
 
 /// "Write reservation `up_to` for SA `sa_name`/`spi`, then tell me": see the module contract.
@@ -171,6 +186,30 @@ impl Outbound {
     /// the ESP packet goes to `out` (cleared first). `now` is the caller's clock, read once per
     /// batch.
     pub fn protect(&mut self, frame: &[u8], now: Instant, out: &mut Vec<u8>) -> OutAction {
+        let mut pending = None;
+        let action = self.protect_deferred(frame, now, out, &mut pending);
+        let mut sealed = true;
+        self.seal(std::iter::once((&mut pending, &mut out[..])), |_| {
+            sealed = false;
+        });
+        if sealed {
+            action
+        } else {
+            self.drop(Reason::EncapFailed)
+        }
+    }
+
+    /// [`Self::protect`] up to the cryptography: on [`OutAction::Send`], `out` holds the framed
+    /// packet (sequence number, IV, padding, room for the ICV, in clear) and `pending` what
+    /// [`Self::seal`] needs to seal it. Nothing may leave before it is sealed.
+    pub fn protect_deferred(
+        &mut self,
+        frame: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+        pending: &mut Option<PendingSeal>,
+    ) -> OutAction {
+        *pending = None;
         let Some(flow) = flow_of(frame) else {
             return self.drop(Reason::Malformed);
         };
@@ -194,13 +233,14 @@ impl Outbound {
             entry.cells.bump(SaCell::Errors);
             return self.drop(Reason::VolumeLimit);
         }
-        match entry.sa.encapsulate(packet, out) {
-            Ok(sent) => {
+        match entry.sa.frame(packet, out) {
+            Ok(framed) => {
                 entry.cells.packet(packet.len());
                 entry.want_more(now);
                 self.wants |= entry.wanted.is_some();
                 self.stats.bump(Stat::EncapOk);
-                OutAction::Send(sent)
+                *pending = Some(PendingSeal { sa: index, framed });
+                OutAction::Send(framed.encapsulated)
             }
             Err(EspError::SequenceExhausted) => {
                 entry.exhausted();
@@ -209,6 +249,47 @@ impl Outbound {
             Err(_) => {
                 entry.cells.bump(SaCell::Errors);
                 self.drop(Reason::EncapFailed)
+            }
+        }
+    }
+
+    /// Seals every framed packet of `batch` (its [`PendingSeal`], taken, and its buffer), all
+    /// together; entries without one are left alone. Calls `failed(i)` for each entry `i` that
+    /// could not be sealed (a framing bug, counted as `esp_encap_errors`): the caller must not
+    /// send it.
+    pub fn seal<'b>(
+        &self,
+        batch: impl IntoIterator<Item = (&'b mut Option<PendingSeal>, &'b mut [u8])>,
+        mut failed: impl FnMut(usize),
+    ) {
+        let mut batch = batch.into_iter().enumerate().peekable();
+        while batch.peek().is_some() {
+            let mut items: SmallVec<[SealItem<'_>; CHUNK]> = SmallVec::new();
+            // (position in the batch, SA) of each item.
+            let mut at: SmallVec<[(usize, usize); CHUNK]> = SmallVec::new();
+            for (i, (pending, buf)) in batch.by_ref() {
+                let Some(PendingSeal { sa, framed }) = pending.take() else {
+                    continue;
+                };
+                items.push(SealItem {
+                    sa: &self.sas[sa].sa,
+                    framed,
+                    buf,
+                });
+                at.push((i, sa));
+                if items.len() == CHUNK {
+                    break;
+                }
+            }
+            let mut results = [Ok(()); CHUNK];
+            let results = &mut results[..items.len()];
+            seal_packets(&mut items, results);
+            for ((i, sa), result) in at.iter().zip(results.iter()) {
+                if result.is_err() {
+                    self.stats.bump(Stat::EncapErrors);
+                    self.sas[*sa].cells.bump(SaCell::Errors);
+                    failed(*i);
+                }
             }
         }
     }
