@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install what building, testing and benchmarking need: nightly + rust-src, bpf-linker,
-    /// cargo-fuzz, apt packages (nftables, strongSwan, intel-ipsec-mb, ...) and PyPI packages.
+    /// cargo-fuzz, apt packages (nftables, strongSwan, ...) and PyPI packages.
     Setup,
     /// Build everything (eBPF programs included) in release mode.
     Build,

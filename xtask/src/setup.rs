@@ -7,7 +7,7 @@
 //!   `lib/` with symlinks to that library under `libLLVM.so` and its soname. The library file,
 //!   its soname and the LLVM major are detected, never hard-coded;
 //! - `cargo-fuzz`, built with the stable toolchain (the fuzz runs themselves use nightly);
-//! - Debian packages (iproute2, tcpdump, iperf3, openssl, nftables, strongSwan, intel-ipsec-mb,
+//! - Debian packages (iproute2, tcpdump, iperf3, openssl, nftables, strongSwan,
 //!   ...) and PyPI packages (scapy). One `dpkg-query` for all of them: quick when nothing is
 //!   missing.
 
@@ -31,9 +31,8 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// Debian packages. Beyond the build and the tests: `nftables` (the competitor of `bench
 /// filter`), strongSwan's charon with its `kernel-libipsec` plugin, its AES-NI and OpenSSL
-/// crypto plugins and `swanctl` (the competitor of `bench e2e`), and intel-ipsec-mb's runtime
-/// library (the multi-buffer crypto loads it).
-const APT_PACKAGES: [&str; 14] = [
+/// crypto plugins and `swanctl` (the competitor of `bench e2e`).
+const APT_PACKAGES: [&str; 13] = [
     "iproute2",
     "iputils-ping",
     "tcpdump",
@@ -47,7 +46,6 @@ const APT_PACKAGES: [&str; 14] = [
     "libcharon-extra-plugins",
     "libstrongswan-standard-plugins",
     "strongswan-swanctl",
-    "libipsec-mb1",
 ];
 const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
 
