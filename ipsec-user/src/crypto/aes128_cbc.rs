@@ -15,7 +15,7 @@ impl CbcSpec for Aes128 {
     type Block = aes::Aes128;
     const NAME: &'static str = "aes128-cbc";
     const DEBUG_NAME: &'static str = "Aes128Cbc";
-    /// RFC 3602 §2.4 allows 128, 192 and 256 bits; the model names only AES-128.
+    /// RFC 3602 §2.4 allows 128, 192 and 256 bits; AES-256 is `super::aes256_cbc`.
     const KEY_LEN: usize = 16;
 }
 
