@@ -200,7 +200,7 @@ impl<S: GcmSpec> Aead for EspGcm<S> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crypto::suite::Suite;
     use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
@@ -209,7 +209,7 @@ mod tests {
     /// the AES-192 one): (case, AES key, salt, AAD, explicit IV, plaintext, ciphertext || ICV).
     /// The AAD is SPI || sequence number: 8 octets, or 12 with extended sequence numbers
     /// (cases 1 and 13; ESP here sends 32-bit ones, the AEAD takes either).
-    const CASES: &[(u32, &str, &str, &str, &str, &str, &str)] = &[
+    pub(crate) const CASES: &[(u32, &str, &str, &str, &str, &str, &str)] = &[
         (
             2,
             "feffe9928665731c6d6a8f9467308308",

@@ -69,6 +69,12 @@ impl LaneAesKey {
         }
         Some(schedule)
     }
+
+    /// The round keys (the first `rounds + 1` are used) and the number of rounds, for the GCM
+    /// lanes, which schedule their key the same way.
+    pub(super) fn round_keys(&self) -> (&[[u8; BLOCK]; MAX_ROUND_KEYS], usize) {
+        (&self.round_keys, self.rounds)
+    }
 }
 
 /// One packet to encrypt in place: `data` (a whole number of blocks) under `key`, chained from

@@ -11,17 +11,27 @@
 //!   (`aes_lanes`) and HMAC-SHA-256 four messages side by side on SHA-NI (`sha256_lanes`).
 //!   Everything else (3DES, null, HMAC-SHA-1, a CPU without those instructions, a burst of one)
 //!   takes the sequential RustCrypto path, per packet, through the SA's own suite: 3DES stays
-//!   on it by design. AES-GCM (combined mode) is sealed and opened per packet too.
+//!   on it by design.
+//! - AES-GCM (RFC 4106) has its own lanes where the CPU has VAES and VPCLMULQDQ (`gcm_lanes`,
+//!   `ghash`): counter mode on eight blocks at once stitched with an aggregated GHASH, byte for
+//!   byte the `aes-gcm` crate's output (which it replaces there, and which stays the path
+//!   everywhere else).
 //! - The backend is chosen once per process at run time ([`Backend::active`]): `Lanes` when the
 //!   CPU has AES-NI, SHA-NI, SSSE3 and SSE4.1, else `Sequential`; `XIPSEC_ESP_BACKEND=sequential`
 //!   forces the portable path (for A/B measurements and tests).
 //! - Inbound, only the ICVs are computed in a burst ([`verify_jobs`]); CBC decryption is
 //!   already parallel within a packet. The replay and ceiling steps stay per packet, in order
-//!   (see `esp_burst`).
+//!   (see `esp_burst`). With GCM lanes the tag is checked there too (GHASH only), and
+//!   [`LaneKeys::decrypt_verified`] later runs counter mode for the packets that passed, so a
+//!   forgery is never decrypted.
 //! - No allocation: bursts are processed in chunks of [`CHUNK`] with their jobs on the stack.
 
 #[cfg(target_arch = "x86_64")]
 mod aes_lanes;
+#[cfg(target_arch = "x86_64")]
+mod gcm_lanes;
+#[cfg(target_arch = "x86_64")]
+mod ghash;
 #[cfg(target_arch = "x86_64")]
 mod sha256_lanes;
 
@@ -85,9 +95,20 @@ impl Backend {
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
+            Self::Lanes if Self::gcm_lanes() => "aesni-x8+shani-x4+vaes-gcm",
             Self::Lanes => "aesni-x8+shani-x4",
             Self::Sequential => "rustcrypto",
         }
+    }
+
+    /// Whether AES-GCM has lanes on this CPU (VAES, VPCLMULQDQ).
+    fn gcm_lanes() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            gcm_lanes::available()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
 }
 
@@ -98,12 +119,14 @@ pub(crate) struct LaneKeys {
     cipher: Option<aes_lanes::LaneAesKey>,
     #[cfg(target_arch = "x86_64")]
     mac: Option<sha256_lanes::LaneHmacKey>,
+    #[cfg(target_arch = "x86_64")]
+    gcm: Option<gcm_lanes::LaneGcmKey>,
 }
 
 impl LaneKeys {
     /// Keys the lanes for an SA's algorithms when [`Backend::active`] is `Lanes` and the
-    /// algorithm has lanes (AES-CBC, HMAC-SHA-256); the keys were already checked by the SA's
-    /// sequential algorithms.
+    /// algorithm has lanes (AES-CBC, HMAC-SHA-256, AES-GCM); the keys were already checked by
+    /// the SA's sequential algorithms.
     pub(crate) fn new(
         encryption: EncryptionAlgorithm,
         encryption_key: &[u8],
@@ -125,7 +148,13 @@ impl LaneKeys {
                 IntegrityAlgorithm::HmacSha256 => sha256_lanes::LaneHmacKey::new(integrity_key),
                 IntegrityAlgorithm::HmacSha1 | IntegrityAlgorithm::None => None,
             };
-            Self { cipher, mac }
+            let gcm = match encryption {
+                EncryptionAlgorithm::Aes128Gcm | EncryptionAlgorithm::Aes256Gcm => {
+                    gcm_lanes::LaneGcmKey::new(encryption_key)
+                }
+                _ => None,
+            };
+            Self { cipher, mac, gcm }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -138,7 +167,7 @@ impl LaneKeys {
     pub(crate) fn any(&self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            self.cipher.is_some() || self.mac.is_some()
+            self.cipher.is_some() || self.mac.is_some() || self.gcm.is_some()
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
@@ -210,7 +239,9 @@ fn encrypt_chunk(
         };
         let Suite::Composed { cipher, .. } = job.suite else {
             // Combined mode (AES-GCM) seals in one call, packet by packet.
-            *result = job.suite.seal(job.esp, text_offset, icv_offset);
+            *result = job
+                .lanes
+                .seal_combined(job.suite, job.esp, text_offset, icv_offset);
             continue;
         };
         if !job.lanes.any() {
@@ -271,8 +302,9 @@ fn authenticate_chunk(jobs: &mut [SealJob<'_>], stages: &[Stage]) {
 }
 
 /// One inbound packet whose ICV to check: `authenticated` is ESP header to ciphertext, `icv`
-/// what the packet carries. `ok` receives the verdict; a combined-mode suite (AES-GCM) checks
-/// its tag while opening, so its `ok` is `true` here and the opening decides.
+/// what the packet carries. `ok` receives the verdict. A combined-mode suite (AES-GCM) without
+/// lanes checks its tag while opening, so its `ok` is `true` here and the opening decides
+/// (see [`LaneKeys::decrypts_verified`]).
 pub(crate) struct VerifyJob<'a> {
     pub(crate) suite: &'a Suite,
     pub(crate) lanes: &'a LaneKeys,
@@ -302,7 +334,7 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
         }
         for (job, computed) in jobs.iter_mut().zip(&computed) {
             job.ok = match job.suite {
-                Suite::Combined(_) => true,
+                Suite::Combined(_) => job.lanes.combined_verdict(job.authenticated, job.icv),
                 Suite::Composed { integrity, .. } if !job.lanes.has_mac_for(job.authenticated) => {
                     integrity.verify(job.authenticated, job.icv)
                 }
@@ -340,5 +372,85 @@ impl LaneKeys {
             let _ = message;
             false
         }
+    }
+}
+
+impl LaneKeys {
+    /// Seals a combined-mode (AES-GCM) packet: on the GCM lanes when the SA has them, else
+    /// through its suite. `esp` is ESP header, 8-byte IV, text, then the 16-byte ICV room.
+    fn seal_combined(
+        &self,
+        suite: &Suite,
+        esp: &mut [u8],
+        text_offset: usize,
+        icv_offset: usize,
+    ) -> Result<(), CipherLengthError> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(key) = &self.gcm {
+            let (head, rest) = esp.split_at_mut(text_offset);
+            let (text, icv) = rest.split_at_mut(icv_offset - text_offset);
+            let (header, iv) = head.split_at(ESP_HEADER_LEN);
+            let bad = CipherLengthError {
+                len: text.len(),
+                iv_len: iv.len(),
+                block_size: suite.block_size(),
+            };
+            let iv = <&[u8; 8]>::try_from(iv).map_err(|_| bad)?;
+            let icv = <&mut [u8; gcm_lanes::TAG_LEN]>::try_from(icv).map_err(|_| bad)?;
+            return key.seal(header, iv, text, icv);
+        }
+        suite.seal(esp, text_offset, icv_offset)
+    }
+
+    /// The verdict on a combined-mode packet's ICV: checked here (GHASH, constant-time
+    /// compare) on the GCM lanes; `true` without them, the opening then checks it.
+    fn combined_verdict(&self, authenticated: &[u8], icv: &[u8]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(key) = &self.gcm {
+            let Some((header, rest)) = authenticated.split_at_checked(ESP_HEADER_LEN) else {
+                return false;
+            };
+            let Some((iv, ciphertext)) = rest.split_first_chunk::<8>() else {
+                return false;
+            };
+            return key.verify(header, iv, ciphertext, icv);
+        }
+        let _ = (authenticated, icv);
+        true
+    }
+
+    /// Whether [`verify_jobs`] gives this SA's combined-mode packets a real verdict, so that
+    /// opening one is [`Self::decrypt_verified`] after that verdict, not the suite's `open`.
+    pub(crate) fn decrypts_verified(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.gcm.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Decrypts in place the text of a combined-mode packet whose ICV [`verify_jobs`] accepted
+    /// (`iv` the packet's explicit IV), when [`Self::decrypts_verified`].
+    ///
+    /// # Errors
+    /// [`CipherLengthError`] for an IV that is not 8 bytes or an SA without GCM lanes (bugs);
+    /// `text` is then untouched.
+    pub(crate) fn decrypt_verified(
+        &self,
+        iv: &[u8],
+        text: &mut [u8],
+    ) -> Result<(), CipherLengthError> {
+        let bad = CipherLengthError {
+            len: text.len(),
+            iv_len: iv.len(),
+            block_size: 4,
+        };
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(key), Ok(iv)) = (&self.gcm, <&[u8; 8]>::try_from(iv)) {
+            key.decrypt(iv, text);
+            return Ok(());
+        }
+        Err(bad)
     }
 }

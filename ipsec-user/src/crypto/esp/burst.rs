@@ -155,8 +155,9 @@ pub(crate) fn verify_packets(items: &mut [OpenItem<'_>]) {
 
 impl InboundSa {
     /// The rest of [`Self::decapsulate_esp`] for a packet whose ICV [`verify_packets`] checked
-    /// (`verified`; a combined-mode suite checks its tag here instead): the replay check against the window as it is now, the verdict, the
-    /// decryption, `admit`, the window update, the trailer. `out` is cleared first.
+    /// (`verified`; a combined-mode suite without GCM lanes checks its tag here instead): the
+    /// replay check against the window as it is now, the verdict, the decryption, `admit`, the
+    /// window update, the trailer. `out` is cleared first.
     ///
     /// # Errors
     /// As [`Self::decapsulate_esp`].
@@ -195,7 +196,25 @@ impl InboundSa {
                     &mut out[plain_offset..],
                 )?;
             }
-            // The tag is checked while opening (`verified` is no verdict for it).
+            // On the GCM lanes `verify_packets` checked the tag: counter mode only, and only
+            // for a packet that passed.
+            Suite::Combined(_) if self.transform.lanes.decrypts_verified() => {
+                if !verified {
+                    return Err(EspError::AuthFailed);
+                }
+                let plain_offset = out.len();
+                out.extend_from_slice(&esp[sealed.text_offset..sealed.icv_offset]);
+                let iv = &esp[ESP_HEADER_LEN..sealed.text_offset];
+                if let Err(error) = self
+                    .transform
+                    .lanes
+                    .decrypt_verified(iv, &mut out[plain_offset..])
+                {
+                    out.truncate(plain_offset);
+                    return Err(error.into());
+                }
+            }
+            // Without lanes the tag is checked while opening (`verified` is no verdict for it).
             Suite::Combined(_) => suite.open(esp, sealed.text_offset, sealed.icv_offset, out)?,
         }
         if !admit(sealed.seq) {
