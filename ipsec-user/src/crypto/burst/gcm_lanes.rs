@@ -105,7 +105,7 @@ impl LaneGcmKey {
     pub(crate) fn seal(
         &self,
         aad: &[u8],
-        iv: &[u8; 8],
+        iv: [u8; 8],
         text: &mut [u8],
         tag: &mut [u8; TAG_LEN],
     ) -> Result<(), CipherLengthError> {
@@ -131,7 +131,7 @@ impl LaneGcmKey {
 
     /// Whether `tag` is the tag of `aad` and `ciphertext` under `iv`, compared in constant time.
     /// Decrypts nothing.
-    pub(crate) fn verify(&self, aad: &[u8], iv: &[u8; 8], ciphertext: &[u8], tag: &[u8]) -> bool {
+    pub(crate) fn verify(&self, aad: &[u8], iv: [u8; 8], ciphertext: &[u8], tag: &[u8]) -> bool {
         if ciphertext.len() as u64 > MAX_TEXT {
             return false;
         }
@@ -154,7 +154,7 @@ impl LaneGcmKey {
     }
 
     /// Decrypts `text` in place (counter mode only): for a packet [`Self::verify`] accepted.
-    pub(crate) fn decrypt(&self, iv: &[u8; 8], text: &mut [u8]) {
+    pub(crate) fn decrypt(&self, iv: [u8; 8], text: &mut [u8]) {
         if text.len() as u64 > MAX_TEXT {
             return;
         }
@@ -170,10 +170,10 @@ impl LaneGcmKey {
     }
 
     /// salt || IV (RFC 4106 §4).
-    fn nonce(&self, iv: &[u8; 8]) -> [u8; 12] {
+    fn nonce(&self, iv: [u8; 8]) -> [u8; 12] {
         let mut nonce = [0; 12];
         nonce[..SALT_LEN].copy_from_slice(&self.salt);
-        nonce[SALT_LEN..].copy_from_slice(iv);
+        nonce[SALT_LEN..].copy_from_slice(&iv);
         nonce
     }
 
@@ -391,7 +391,7 @@ mod tests {
 
     /// Seals with the lanes, checks the result, verifies and decrypts it back.
     fn seal_and_open(key: &LaneGcmKey, aad: &[u8], nonce: &[u8], plain: &[u8]) -> Vec<u8> {
-        let iv: &[u8; 8] = nonce[SALT_LEN..].try_into().expect("8-byte iv");
+        let iv: [u8; 8] = nonce[SALT_LEN..].try_into().expect("8-byte iv");
         let mut text = plain.to_vec();
         let mut tag = [0; TAG_LEN];
         key.seal(aad, iv, &mut text, &mut tag).expect("sealing");
@@ -535,7 +535,7 @@ mod tests {
                     reference(key, &nonce, aad, plain),
                     "len {len}, aad {aad_len}, key {key_len}"
                 );
-                let iv: &[u8; 8] = iv.try_into().expect("8 bytes");
+                let iv: [u8; 8] = iv.try_into().expect("8 bytes");
                 let mut forged = got.clone();
                 let at = (rng.next_u32() as usize) % forged.len();
                 forged[at] ^= 1 << (rng.next_u32() % 8);
@@ -562,11 +562,8 @@ mod tests {
         let key = keyed(&[2; 36]);
         let mut tag = [0; TAG_LEN];
         let mut text = [0; 4];
-        key.seal(&[0; 8], &[0; 8], &mut text, &mut tag)
+        key.seal(&[0; 8], [0; 8], &mut text, &mut tag)
             .expect("sealing");
-        assert!(
-            !key.verify(&[0; 8], &[0; 8], &text, &tag[..15]),
-            "short tag"
-        );
+        assert!(!key.verify(&[0; 8], [0; 8], &text, &tag[..15]), "short tag");
     }
 }

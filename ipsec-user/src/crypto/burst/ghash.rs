@@ -159,17 +159,21 @@ fn fold(v: __m256i) -> __m128i {
 mod tests {
     use super::*;
 
-    /// GHASH the schoolbook way (SP 800-38D §6.3, Algorithm 1), on unreflected blocks.
-    fn reference_mul(x: u128, y: u128) -> u128 {
-        let r: u128 = 0xe1 << 120;
-        let (mut z, mut v) = (0u128, y);
-        for i in 0..128 {
-            if (x >> (127 - i)) & 1 == 1 {
-                z ^= v;
+    /// The product the schoolbook way (SP 800-38D §6.3, Algorithm 1), on unreflected blocks.
+    fn reference_mul(left: u128, right: u128) -> u128 {
+        const R: u128 = 0xe1 << 120;
+        let (mut product, mut shifted) = (0u128, right);
+        for bit in 0..128 {
+            if (left >> (127 - bit)) & 1 == 1 {
+                product ^= shifted;
             }
-            v = if v & 1 == 1 { (v >> 1) ^ r } else { v >> 1 };
+            shifted = if shifted & 1 == 1 {
+                (shifted >> 1) ^ R
+            } else {
+                shifted >> 1
+            };
         }
-        z
+        product
     }
 
     fn reflected(block: u128) -> __m128i {

@@ -395,7 +395,7 @@ impl LaneKeys {
                 iv_len: iv.len(),
                 block_size: suite.block_size(),
             };
-            let iv = <&[u8; 8]>::try_from(iv).map_err(|_| bad)?;
+            let iv = <[u8; 8]>::try_from(iv).map_err(|_| bad)?;
             let icv = <&mut [u8; gcm_lanes::TAG_LEN]>::try_from(icv).map_err(|_| bad)?;
             return key.seal(header, iv, text, icv);
         }
@@ -413,7 +413,7 @@ impl LaneKeys {
             let Some((iv, ciphertext)) = rest.split_first_chunk::<8>() else {
                 return false;
             };
-            return key.verify(header, iv, ciphertext, icv);
+            return key.verify(header, *iv, ciphertext, icv);
         }
         let _ = (authenticated, icv);
         true
@@ -447,7 +447,7 @@ impl LaneKeys {
             block_size: 4,
         };
         #[cfg(target_arch = "x86_64")]
-        if let (Some(key), Ok(iv)) = (&self.gcm, <&[u8; 8]>::try_from(iv)) {
+        if let (Some(key), Ok(iv)) = (&self.gcm, <[u8; 8]>::try_from(iv)) {
             key.decrypt(iv, text);
             return Ok(());
         }
