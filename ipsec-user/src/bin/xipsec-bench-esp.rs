@@ -20,9 +20,13 @@
 //! `openssl speed` without `-elapsed`), so other work on a shared machine does not skew the
 //! ratio; `--wall-clock` times both by the wall clock instead.
 //!
+//! The AES-GCM suites are also given as ratios against [`CBC_HMAC`] at the same payload, in the
+//! same run (issue 10's target: AES-GCM at least twice that suite's burst figure).
+//!
 //! `--json` prints `{"backend", "suites": [{"suite", "payload", "encap_mb_s", "decap_mb_s",
-//! "sequential_encap_mb_s", "sequential_decap_mb_s", "openssl_bound_mb_s"}], ...}` (the burst
-//! path's figures in `encap_mb_s`/`decap_mb_s`); without it, a table.
+//! "sequential_encap_mb_s", "sequential_decap_mb_s", "openssl_bound_mb_s"}], "gcm_over_cbc":
+//! [{"suite", "payload", "encap", "decap"}], ...}` (the burst path's figures in
+//! `encap_mb_s`/`decap_mb_s`); without it, a table.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -61,6 +65,9 @@ struct Args {
     #[arg(long)]
     suite: Option<String>,
 }
+
+/// The suite the AES-GCM suites are compared with.
+const CBC_HMAC: &str = "aes128-cbc/hmac-sha2-256";
 
 /// Packets per timed batch: the engine's batch (a TUN read round, an AF_XDP ring round),
 /// small enough (with 1400-byte packets, about 190 KB for decap) to stay in L2 like OpenSSL's
@@ -322,11 +329,42 @@ struct SuiteResult {
     openssl_bound_mb_s: Option<f64>,
 }
 
+/// A combined-mode suite's burst figures over [`CBC_HMAC`]'s at the same payload.
+#[derive(Serialize)]
+struct GcmRatio {
+    suite: String,
+    payload: usize,
+    encap: f64,
+    decap: f64,
+}
+
+/// The [`GcmRatio`]s of every combined-mode suite measured beside [`CBC_HMAC`].
+fn gcm_ratios(suites: &[SuiteResult]) -> Vec<GcmRatio> {
+    let ratio = |x: f64, base: f64| (x / base * 100.0).round() / 100.0;
+    suites
+        .iter()
+        .filter(|s| s.suite.ends_with("-gcm"))
+        .filter_map(|gcm| {
+            let base = suites
+                .iter()
+                .find(|b| b.suite == CBC_HMAC && b.payload == gcm.payload)?;
+            Some(GcmRatio {
+                suite: gcm.suite.clone(),
+                payload: gcm.payload,
+                encap: ratio(gcm.encap_mb_s, base.encap_mb_s),
+                decap: ratio(gcm.decap_mb_s, base.decap_mb_s),
+            })
+        })
+        .collect()
+}
+
 #[derive(Serialize)]
 struct Report {
     /// What the burst path runs on here (`Backend::name`).
     backend: &'static str,
     suites: Vec<SuiteResult>,
+    /// AES-GCM over `aes128-cbc/hmac-sha2-256`, burst path, same payload, same run.
+    gcm_over_cbc: Vec<GcmRatio>,
     /// The raw OpenSSL rates behind the bounds, MB/s, keyed `"<args> @ <bytes>"`.
     openssl: BTreeMap<String, f64>,
     openssl_version: Option<String>,
@@ -427,6 +465,7 @@ fn main() -> Result<()> {
 
     let report = Report {
         backend: Backend::active().name(),
+        gcm_over_cbc: gcm_ratios(&results),
         suites: results,
         openssl: openssl.into_iter().map(|(k, v)| (k, mb(v))).collect(),
         openssl_version,
@@ -473,6 +512,15 @@ fn print_table(report: &Report) {
             ratio(s.decap_mb_s)
         );
     }
+    if !report.gcm_over_cbc.is_empty() {
+        println!("\nburst path over {CBC_HMAC} at the same payload:");
+        for r in &report.gcm_over_cbc {
+            println!(
+                "  {:<12} {:>7}  encap {:.2}x  decap {:.2}x",
+                r.suite, r.payload, r.encap, r.decap
+            );
+        }
+    }
     if let Some(version) = &report.openssl_version {
         println!("\n{version}; raw rates (MB/s):");
         for (what, rate) in &report.openssl {
@@ -493,6 +541,40 @@ mod tests {
         assert_eq!(mac_bytes(EncryptionAlgorithm::TripleDesCbc, 1400), 1424);
         assert_eq!(mac_bytes(EncryptionAlgorithm::Null, 1400), 1412);
         assert_eq!(cipher_bytes(EncryptionAlgorithm::Aes128Gcm, 1400), 1404);
+    }
+
+    /// GCM is compared with the CBC + HMAC suite at its own payload only.
+    #[test]
+    fn gcm_ratios_pair_suites_by_payload() {
+        let row = |suite: &str, payload, encap, decap| SuiteResult {
+            suite: suite.to_owned(),
+            payload,
+            encap_mb_s: encap,
+            decap_mb_s: decap,
+            sequential_encap_mb_s: 0.0,
+            sequential_decap_mb_s: 0.0,
+            openssl_bound_mb_s: None,
+        };
+        let suites = [
+            row(CBC_HMAC, 64, 100.0, 100.0),
+            row(CBC_HMAC, 1400, 1000.0, 2000.0),
+            row("aes128-cbc/hmac-sha1", 1400, 1.0, 1.0),
+            row("aes128-gcm", 1400, 3000.0, 3000.0),
+            row("aes256-gcm", 1400, 2500.0, 1000.0),
+            row("aes256-gcm", 9000, 1.0, 1.0),
+        ];
+        let ratios = gcm_ratios(&suites);
+        let ratios: Vec<(&str, usize, f64, f64)> = ratios
+            .iter()
+            .map(|r| (r.suite.as_str(), r.payload, r.encap, r.decap))
+            .collect();
+        assert_eq!(
+            ratios,
+            [
+                ("aes128-gcm", 1400, 3.0, 1.5),
+                ("aes256-gcm", 1400, 2.5, 0.5)
+            ]
+        );
     }
 
     /// Every suite the model accepts is benchmarked, and each keys an SA.
