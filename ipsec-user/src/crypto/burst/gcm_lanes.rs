@@ -65,12 +65,6 @@ pub(crate) struct LaneGcmKey {
     salt: [u8; SALT_LEN],
 }
 
-impl fmt::Debug for LaneGcmKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::crypto::debug_redacted(f, "LaneGcmKey")
-    }
-}
-
 impl LaneGcmKey {
     /// Schedules `key` = AES key (16 or 32 bytes) || 4-byte salt; `None` for any other length
     /// or where [`available`] does not hold.
@@ -202,6 +196,13 @@ impl LaneGcmKey {
             counter_block(nonce, 1),
         ));
         (hash ^ j0).to_be_bytes()
+    }
+}
+
+/// The type, never the key.
+impl fmt::Debug for LaneGcmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::crypto::debug_redacted(f, "LaneGcmKey")
     }
 }
 
