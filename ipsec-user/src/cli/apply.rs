@@ -82,13 +82,8 @@ pub(super) fn run(socket: &Path, args: &ApplyArgs) -> Result<(), Failure> {
 
 /// What `apply` prints for `report`; see the module docs.
 pub fn render(report: &ApplyReport) -> String {
-    let count = |f: fn(&DifferenceKind) -> bool| {
-        report
-            .differences
-            .iter()
-            .filter(|d| f(&d.change))
-            .count()
-    };
+    let count =
+        |f: fn(&DifferenceKind) -> bool| report.differences.iter().filter(|d| f(&d.change)).count();
     let added = count(|c| matches!(c, DifferenceKind::Added));
     let removed = count(|c| matches!(c, DifferenceKind::Removed));
     let changed = report.differences.len() - added - removed;
@@ -163,6 +158,9 @@ mod tests {
             generation: 9,
             differences: Vec::new(),
         };
-        assert_eq!(render(&none), "no difference at generation 9: nothing to do\n");
+        assert_eq!(
+            render(&none),
+            "no difference at generation 9: nothing to do\n"
+        );
     }
 }

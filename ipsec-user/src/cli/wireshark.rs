@@ -80,7 +80,8 @@ pub fn render(config: &Configuration) -> String {
 
 /// One SA's `esp_sa` line.
 pub fn line(sa: &ExportedSa) -> String {
-    let address = |a: Option<std::net::Ipv6Addr>| a.map_or_else(|| "*".to_owned(), |a| a.to_string());
+    let address =
+        |a: Option<std::net::Ipv6Addr>| a.map_or_else(|| "*".to_owned(), |a| a.to_string());
     let key = |k: Option<&Key>| match k {
         Some(k) if !k.is_empty() => format!("0x{}", hex::encode(k.as_bytes())),
         _ => String::new(),
@@ -95,4 +96,33 @@ pub fn line(sa: &ExportedSa) -> String {
         authentication_name(sa.integrity_algorithm),
         key(sa.integrity_key.as_ref()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Mode;
+
+    #[test]
+    fn lines_are_wiresharks_uat_format() {
+        let sa = ExportedSa {
+            name: "x".into(),
+            source: Some("2001:db8::1".parse().expect("an address")),
+            destination: None,
+            mode: Mode::Transport,
+            spi: 0x1001,
+            encryption_algorithm: EncryptionAlgorithm::Aes128Gcm,
+            integrity_algorithm: IntegrityAlgorithm::None,
+            encryption_key: Some(Key::new(vec![0xab; 20])),
+            integrity_key: Some(Key::new(Vec::new())),
+        };
+        assert_eq!(
+            line(&sa),
+            format!(
+                "\"IPv6\",\"2001:db8::1\",\"*\",\"0x00001001\",\"AES-GCM with 16 octet ICV \
+                 [RFC4106]\",\"0x{}\",\"NULL\",\"\"",
+                "ab".repeat(20)
+            )
+        );
+    }
 }

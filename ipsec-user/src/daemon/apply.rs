@@ -29,7 +29,7 @@ use super::batch::{ItemError, change, where_};
 use super::protocol::{
     BatchItem, Change, Configuration, Difference, DifferenceKind, ExportedSa, SpEntry,
 };
-use crate::model::{Sa, SaAddArgs, SaRemoveArgs, Sp, Spd, SpRemoveArgs, opt};
+use crate::model::{Sa, SaAddArgs, SaRemoveArgs, Sp, SpRemoveArgs, Spd, opt};
 
 /// What `xipsec export` prints in place of a key, and `apply` reads as "the running key".
 pub const KEY_PLACEHOLDER: &str = "REDACTED";
@@ -119,7 +119,11 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
         .collect();
     let mut plan = Plan::default();
     let replaced = |change: &DifferenceKind| !matches!(change, DifferenceKind::Added);
-    for name in sp_changes.iter().filter(|(_, c)| replaced(c)).map(|(n, _)| n) {
+    for name in sp_changes
+        .iter()
+        .filter(|(_, c)| replaced(c))
+        .map(|(n, _)| n)
+    {
         plan.items.push(BatchItem {
             line: None,
             change: Change::SpRemove(SpRemoveArgs {
@@ -158,7 +162,11 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
     plan.differences = sa_kinds
         .into_iter()
         .map(|(name, change)| ("sa", name.to_owned(), change))
-        .chain(sp_changes.into_iter().map(|(name, change)| ("sp", name, change)))
+        .chain(
+            sp_changes
+                .into_iter()
+                .map(|(name, change)| ("sp", name, change)),
+        )
         .map(|(kind, name, change)| Difference {
             kind: kind.to_owned(),
             name,
@@ -249,7 +257,10 @@ fn resolved(running: &Spd, item: &BatchItem) -> BatchItem {
 
 /// Per SA name in either configuration that differs: `None` if it is in one only, else the
 /// options that differ.
-fn sa_differences<'a>(running: &'a Spd, desired: &'a Spd) -> BTreeMap<&'a str, Option<Vec<String>>> {
+fn sa_differences<'a>(
+    running: &'a Spd,
+    desired: &'a Spd,
+) -> BTreeMap<&'a str, Option<Vec<String>>> {
     let mut out = BTreeMap::new();
     for sa in running.sas() {
         match desired.sa(&sa.name) {
@@ -317,7 +328,10 @@ fn sp_fields(a: &Sp, b: &Sp) -> Vec<String> {
         (opt::SP_SOURCE, a.source != b.source),
         (opt::SP_DESTINATION, a.destination != b.destination),
         (opt::SOURCE_PORT, a.source_port != b.source_port),
-        (opt::DESTINATION_PORT, a.destination_port != b.destination_port),
+        (
+            opt::DESTINATION_PORT,
+            a.destination_port != b.destination_port,
+        ),
         (opt::UPPER_LAYER_PROTOCOL, a.protocol != b.protocol),
         (opt::FLOW_DIRECTION, a.direction != b.direction),
         (opt::ACTION, a.action != b.action),
@@ -378,5 +392,256 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
                 bytes: 0,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::batch;
+    use crate::model::SpAddArgs;
+
+    const ENC: &str = "0x00112233445566778899aabbccddeeff";
+    const INTEG: &str = "0x0102030405060708090a0b0c0d0e0f1011121314";
+
+    fn sa(name: &str, spi: &str, enc_key: &str) -> Change {
+        Change::SaAdd(SaAddArgs {
+            sa_source: Some("2001:db8::1".into()),
+            sa_destination: Some("2001:db8::2".into()),
+            sa_mode: Some("transport".into()),
+            sa_spi: Some(spi.into()),
+            encryption_algorithm: Some("aes128-cbc".into()),
+            encryption_key: Some(enc_key.into()),
+            integrity_algorithm: Some("hmac-sha1".into()),
+            integrity_key: Some(INTEG.into()),
+            sa_name: Some(name.into()),
+        })
+    }
+
+    fn sp(name: &str, sa: &str, port: &str) -> Change {
+        Change::SpAdd(SpAddArgs {
+            sp_source: Some("2001:db8::1/128".into()),
+            sp_destination: Some("2001:db8::2/128".into()),
+            source_port: Some("any".into()),
+            destination_port: Some(port.into()),
+            upper_layer_protocol: Some("tcp".into()),
+            flow_direction: Some("out".into()),
+            sa_name: Some(sa.into()),
+            sp_name: Some(name.into()),
+            ..SpAddArgs::default()
+        })
+    }
+
+    fn file(changes: Vec<Change>) -> Vec<BatchItem> {
+        changes
+            .into_iter()
+            .zip(1..)
+            .map(|(change, line)| BatchItem {
+                line: Some(line),
+                change,
+            })
+            .collect()
+    }
+
+    fn running() -> Spd {
+        let items = file(vec![
+            sa("sa1", "0x100", ENC),
+            sa("sa2", "0x200", ENC),
+            sp("p1", "sa1", "80"),
+            sp("p2", "sa2", "443"),
+        ]);
+        batch::apply(&Spd::new(), &items).expect("the base").0
+    }
+
+    fn kinds(plan: &Plan) -> Vec<(String, String, DifferenceKind)> {
+        plan.differences
+            .iter()
+            .map(|d| (d.kind.clone(), d.name.clone(), d.change.clone()))
+            .collect()
+    }
+
+    /// The plan's batch applied to `running`: the file's configuration, so planning again finds
+    /// nothing.
+    fn assert_converges(running: &Spd, items: &[BatchItem]) -> Spd {
+        let plan = plan(running, items).expect("a valid file");
+        let (next, _) = batch::apply(running, &plan.items).expect("the plan's batch applies");
+        let again = super::plan(&next, items).expect("the file again");
+        assert!(
+            again.items.is_empty() && again.differences.is_empty(),
+            "{:?}",
+            kinds(&again)
+        );
+        next
+    }
+
+    #[test]
+    fn the_same_configuration_is_no_difference() {
+        let running = running();
+        let items = file(vec![
+            sa("sa2", "0x200", ENC),
+            sa("sa1", "0x100", ENC),
+            sp("p1", "sa1", "80"),
+            sp("p2", "sa2", "443"),
+        ]);
+        let plan = plan(&running, &items).expect("a valid file");
+        assert!(plan.items.is_empty() && plan.differences.is_empty());
+    }
+
+    #[test]
+    fn a_changed_key_is_named_and_its_policies_go_with_it() {
+        let running = running();
+        let items = file(vec![
+            sa("sa1", "0x100", "0xffeeddccbbaa99887766554433221100"),
+            sa("sa2", "0x200", ENC),
+            sa("sa3", "0x300", ENC),
+            sp("p1", "sa1", "80"),
+            sp("p2", "sa2", "8443"),
+        ]);
+        let plan = plan(&running, &items).expect("a valid file");
+        let changed = |fields: &[&str]| DifferenceKind::Changed {
+            fields: fields.iter().map(ToString::to_string).collect(),
+        };
+        assert_eq!(
+            kinds(&plan),
+            vec![
+                ("sa".into(), "sa1".into(), changed(&["encryption-key"])),
+                ("sa".into(), "sa3".into(), DifferenceKind::Added),
+                (
+                    "sp".into(),
+                    "p1".into(),
+                    DifferenceKind::Readded { sa: "sa1".into() }
+                ),
+                ("sp".into(), "p2".into(), changed(&["destination-port"])),
+            ]
+        );
+        // Removes first (SPs, then SAs), then the adds in file order.
+        let shape: Vec<String> = plan
+            .items
+            .iter()
+            .map(|i| match &i.change {
+                Change::SpRemove(a) => format!("-sp {}", a.sp_name.as_deref().unwrap_or("")),
+                Change::SaRemove(a) => format!("-sa {}", a.sa_name.as_deref().unwrap_or("")),
+                Change::SaAdd(a) => format!("+sa {}", a.sa_name.as_deref().unwrap_or("")),
+                Change::SpAdd(a) => format!("+sp {}", a.sp_name.as_deref().unwrap_or("")),
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "-sp p1", "-sp p2", "-sa sa1", "+sa sa1", "+sa sa3", "+sp p1", "+sp p2"
+            ]
+        );
+        // The adds keep their lines, for error messages.
+        assert_eq!(plan.items[3].line, Some(1));
+        let next = assert_converges(&running, &items);
+        assert_eq!(
+            next.sa("sa1").map(|s| s.encryption_key.as_bytes()[0]),
+            Some(0xff)
+        );
+        // Keys are named, never shown.
+        assert!(!format!("{:?}", plan.differences).contains("ffeedd"));
+    }
+
+    #[test]
+    fn a_renamed_sa_may_keep_its_spi_and_removed_objects_go() {
+        let running = running();
+        let items = file(vec![sa("sa9", "0x100", ENC), sp("p9", "sa9", "80")]);
+        let plan = plan(&running, &items).expect("a valid file");
+        assert_eq!(plan.differences.len(), 6, "{:?}", kinds(&plan));
+        let next = assert_converges(&running, &items);
+        assert_eq!((next.sas().len(), next.sps().len()), (1, 1));
+    }
+
+    #[test]
+    fn the_placeholder_keeps_the_key_of_an_unchanged_sa_only() {
+        let running = running();
+        let redacted = |spi: &str| {
+            let Change::SaAdd(mut args) = sa("sa1", spi, ENC) else {
+                unreachable!()
+            };
+            args.encryption_key = Some(KEY_PLACEHOLDER.into());
+            args.integrity_key = Some(KEY_PLACEHOLDER.into());
+            Change::SaAdd(args)
+        };
+        let items = |first: Change| {
+            file(vec![
+                sa("sa2", "0x200", ENC),
+                first,
+                sp("p1", "sa1", "80"),
+                sp("p2", "sa2", "443"),
+            ])
+        };
+        let same = plan(&running, &items(redacted("0x100"))).expect("an unchanged sa");
+        assert!(same.items.is_empty() && same.differences.is_empty());
+        let changed = plan(&running, &items(redacted("0x101"))).expect_err("a changed sa");
+        assert_eq!(
+            changed.to_string(),
+            "line 2 (item 2): --encryption-key: REDACTED is the placeholder xipsec export \
+             prints instead of a key; it keeps the running key of sa 'sa1' only while that sa \
+             is otherwise unchanged, but it differs in sa-spi: write the key (xipsec export \
+             --with-keys FILE writes them)"
+        );
+        let fresh = plan(&Spd::new(), &items(redacted("0x100"))).expect_err("no running sa");
+        assert!(
+            fresh
+                .to_string()
+                .contains("and no sa of that name is running"),
+            "{fresh}"
+        );
+    }
+
+    #[test]
+    fn removes_and_bad_lines_are_named() {
+        let running = running();
+        let remove = Change::SpRemove(SpRemoveArgs {
+            sp_name: Some("p1".into()),
+            remove_all: false,
+        });
+        for at in 0..3 {
+            let mut changes = vec![
+                sa("sa1", "0x100", ENC),
+                sp("p1", "sa1", "80"),
+                sp("p2", "sa1", "81"),
+            ];
+            changes[at] = remove.clone();
+            let err = plan(&running, &file(changes)).expect_err("a remove line");
+            assert!(
+                err.to_string().starts_with(&format!(
+                    "line {} (item {}): sp remove cannot be in an apply file",
+                    at + 1,
+                    at + 1
+                )),
+                "{err}"
+            );
+        }
+        let bad = plan(
+            &running,
+            &file(vec![sa("sa1", "0x10", ENC), sp("p1", "sa1", "80")]),
+        )
+        .expect_err("a reserved spi");
+        assert!(
+            bad.to_string()
+                .starts_with("line 1 (item 1): --sa-spi: 0x10 is reserved"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn export_lists_sas_by_name_and_sps_by_age_without_keys() {
+        let config = configuration(&running(), 3, false);
+        assert_eq!(config.generation, 3);
+        let names: Vec<&str> = config.sas.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["sa1", "sa2"]);
+        assert!(config.sas.iter().all(|s| s.encryption_key.is_none()));
+        let sps: Vec<&str> = config.sps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(sps, ["p1", "p2"]);
+        let keyed = configuration(&running(), 3, true);
+        assert_eq!(
+            keyed.sas[0]
+                .encryption_key
+                .as_ref()
+                .map(crate::model::Key::len),
+            Some(16)
+        );
     }
 }

@@ -378,12 +378,16 @@ impl State {
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
             Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
             Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
-            Request::Export { with_keys } => Response::Configuration(
-                super::apply::configuration(&self.spd, self.generation, with_keys),
-            ),
-            Request::SaResetReplay { .. } | Request::Batch(_) | Request::Apply(_) => Response::Error {
-                message: "internal error: a change reached the read path".to_owned(),
-            },
+            Request::Export { with_keys } => Response::Configuration(super::apply::configuration(
+                &self.spd,
+                self.generation,
+                with_keys,
+            )),
+            Request::SaResetReplay { .. } | Request::Batch(_) | Request::Apply(_) => {
+                Response::Error {
+                    message: "internal error: a change reached the read path".to_owned(),
+                }
+            }
         })
     }
 

@@ -394,7 +394,13 @@ fn admit(
         refuse(stream, &message, limits, lingering);
         return;
     };
-    tokio::spawn(serve_client(stream, control.clone(), limits.clone(), slot, peer.uid));
+    tokio::spawn(serve_client(
+        stream,
+        control.clone(),
+        limits.clone(),
+        slot,
+        peer.uid,
+    ));
 }
 
 /// One response line, `\n`-terminated.
