@@ -582,7 +582,9 @@ fn kill9_during_a_large_apply_leaves_the_old_or_the_new_configuration() {
                     (Moment::Flipped, _) => until(|| epoch(&config_map) != old_epoch),
                     (Moment::Writing, _) => until(|| tmp.exists()),
                     (Moment::Written, _) => {
-                        until(|| std::fs::metadata(&state_file).is_ok_and(|m| m.ino() != old_inode))
+                        until(|| {
+                            std::fs::metadata(&state_file).is_ok_and(|m| m.ino() != old_inode)
+                        });
                     }
                 }
                 node.kill9();

@@ -12,6 +12,7 @@
 //!   both modes: every ESP frame decrypts and its ICV verifies.
 //! - The table file is mode 0600, refused when it exists, and refused to non-root callers.
 
+use std::fmt::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,9 +76,8 @@ fn key_len(algorithm: &str) -> usize {
         "3des-cbc" => 24,
         "aes128-cbc" => 16,
         "aes256-cbc" | "hmac-sha2-256" => 32,
-        "aes128-gcm" => 20,
+        "aes128-gcm" | "hmac-sha1" => 20,
         "aes256-gcm" => 36,
-        "hmac-sha1" => 20,
         _ => 0,
     }
 }
@@ -91,10 +91,11 @@ fn sa_line(name: &str, (src, dst): (&str, &str), mode: &str, spi: u32, suite: Su
         suite.enc
     );
     if suite.enc != "null" {
-        line += &format!(" --encryption-key {}", key(seed, key_len(suite.enc)));
+        let _ = write!(line, " --encryption-key {}", key(seed, key_len(suite.enc)));
     }
     if let Some(integ) = suite.integ {
-        line += &format!(
+        let _ = write!(
+            line,
             " --integrity-algorithm {integ} --integrity-key {}",
             key(seed.wrapping_add(0x55), key_len(integ))
         );

@@ -188,7 +188,7 @@ impl State {
                         // Like a batch: diffed against every change acknowledged before it,
                         // and nothing runs between the diff and its commit.
                         self.commit(std::mem::take(&mut group));
-                        let _ = reply.send(self.apply(apply));
+                        let _ = reply.send(self.apply(&apply));
                     }
                     request => match self.read(request) {
                         Ok(response) => {
@@ -272,7 +272,7 @@ impl State {
 
     /// `apply`: the difference from the committed configuration, committed as one batch unless
     /// this is a dry run or there is none (see `apply`).
-    fn apply(&mut self, request: super::protocol::Apply) -> Response {
+    fn apply(&mut self, request: &super::protocol::Apply) -> Response {
         if let Some(expected) = request.expect_generation
             && expected != self.generation
         {
