@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ipsec_tests::killed::{self, after_kill9, spawn_change};
 use ipsec_tests::maps::{Meaning, model_meaning, pinned_meaning};
 use ipsec_user::daemon::state::{Saved, parse_saved};
 use xipsec_testkit::{
@@ -485,19 +486,6 @@ fn expected_states(old: &Saved, text: &str) -> Saved {
     }
 }
 
-/// Start `xipsec apply FILE` against `node` without waiting for it.
-fn spawn_apply(node: &Node, file: &Path) -> std::process::Child {
-    Command::new(node.sandbox.bin())
-        .arg("--socket")
-        .arg(node.socket())
-        .arg("apply")
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting xipsec apply")
-}
-
 /// When the kill -9 test kills the daemon.
 #[derive(Clone, Copy, Debug)]
 enum Moment {
@@ -551,7 +539,7 @@ fn kill9_during_a_large_apply_leaves_the_old_or_the_new_configuration() {
                 let dir = node.dir().to_path_buf();
                 write_batch(&dir.join("base"), &config(2_000, SA_OUT_KEY, |_| None));
                 apply_ok(&node.sandbox, &dir.join("base"));
-                let old = saved(&node.sandbox);
+                let old = killed::saved(&node);
                 // Half the base goes, 20,000 come, sa-out's key changes.
                 let lines = config(22_000, "0xffeeddccbbaa99887766554433221100", |i| {
                     (i < 2_000 && i % 2 == 1).then_some(None)
@@ -559,7 +547,6 @@ fn kill9_during_a_large_apply_leaves_the_old_or_the_new_configuration() {
                 let file: PathBuf = dir.join("large");
                 write_batch(&file, &lines);
                 let new = expected_states(&old, &std::fs::read_to_string(&file).expect("the file"));
-                let meanings = [model_meaning(&old.spd), model_meaning(&new.spd)];
                 let config_map = aya::maps::Array::<_, u64>::try_from(aya::maps::Map::Array(
                     aya::maps::MapData::from_pin(node.pin_dir().join(ipsec_common::abi::CONFIG))
                         .expect("opening the pinned config map"),
@@ -570,7 +557,7 @@ fn kill9_during_a_large_apply_leaves_the_old_or_the_new_configuration() {
                 let tmp = state_file.with_extension("json.tmp");
 
                 let started = Instant::now();
-                let mut child = spawn_apply(&node, &file);
+                let mut child = spawn_change(&node, "apply", &file);
                 match (moment, duration) {
                     (Moment::Completed, _) => {
                         let status = wait_timeout(&mut child, Duration::from_mins(3));
@@ -589,50 +576,20 @@ fn kill9_during_a_large_apply_leaves_the_old_or_the_new_configuration() {
                 }
                 node.kill9();
                 let when = format!("kill -9 {moment:?} ({:?})", started.elapsed());
-                let _ = wait_timeout(&mut child, Duration::from_mins(3));
-                let dead = pinned_meaning(&node.pin_dir());
-                let dead_is = meanings.iter().position(|m| *m == dead);
-                assert!(dead_is.is_some(), "{when}: the pinned maps hold a mix");
-                node.spawn();
-                let state = saved(&node.sandbox);
-                let is = if state == old {
-                    "old"
-                } else if state == new {
-                    "new"
-                } else {
-                    panic!(
-                        "{when}: the state is neither the old nor the new configuration ({} sps, \
-                     generation {})",
-                        state.spd.sps().len(),
-                        state.generation
-                    );
-                };
-                let (_, sps) = node.sandbox.lists();
-                assert_eq!(
-                    sps.as_array().map(Vec::len),
-                    Some(state.spd.sps().len()),
-                    "{when}"
-                );
-                assert_eq!(
-                    pinned_meaning(&node.pin_dir()),
-                    model_meaning(&state.spd),
-                    "{when}: the restarted daemon's maps are not its state"
-                );
-                println!("{when}: maps while dead {dead_is:?}, state after restart {is}");
+                let (dead_is, is) = after_kill9(&mut node, &mut child, (&old, &new), &when);
                 outcomes.push((dead_is, is));
             }
             // Completed: new everywhere. Before the daemon had it: old everywhere. Flipped: the
             // maps were new while dead, the restarted daemon restores its (old) state. Written:
             // new on disk.
-            assert_eq!(outcomes[0], (Some(1), "new"), "the completed apply");
+            assert_eq!(outcomes[0], (1, "new"), "the completed apply");
             assert_eq!(
                 outcomes[1],
-                (Some(0), "old"),
+                (0, "old"),
                 "killed before the apply reached the daemon"
             );
             assert_eq!(
-                outcomes[3].0,
-                Some(1),
+                outcomes[3].0, 1,
                 "killed at the flip: the maps hold the new epoch"
             );
             assert_eq!(outcomes[5].1, "new", "killed once the state was written");

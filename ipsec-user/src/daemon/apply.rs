@@ -26,9 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::batch::{ItemError, change, where_};
-use super::protocol::{
-    BatchItem, Change, Configuration, Difference, DifferenceKind, ExportedSa, SpEntry,
-};
+use super::protocol::{BatchItem, Change, Configuration, Difference, DifferenceKind, ExportedSa};
 use crate::model::{Sa, SaAddArgs, SaRemoveArgs, Sp, SpRemoveArgs, Spd, opt};
 
 /// What `xipsec export` prints in place of a key, and `apply` reads as "the running key".
@@ -350,8 +348,8 @@ fn named(differs: &[(&str, bool)]) -> Vec<String> {
         .collect()
 }
 
-/// The running configuration for `export`: SAs by name, SPs in creation order, keys only if
-/// `with_keys`.
+/// The running configuration for `export`: SAs by name, SPs in creation order (as `sp list`
+/// shows them, counters zero), keys only if `with_keys`.
 pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configuration {
     let mut sas: Vec<ExportedSa> = spd
         .sas()
@@ -369,29 +367,10 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
         })
         .collect();
     sas.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut sps: Vec<&Sp> = spd.sps().iter().collect();
-    sps.sort_by_key(|sp| sp.seq);
     Configuration {
         generation,
         sas,
-        sps: sps
-            .into_iter()
-            .map(|sp| SpEntry {
-                name: sp.name.clone(),
-                source: sp.source,
-                destination: sp.destination,
-                source_port: sp.source_port,
-                destination_port: sp.destination_port,
-                protocol: sp.protocol,
-                direction: sp.direction,
-                action: sp.action,
-                mode: sp.mode,
-                sa_name: sp.sa_name.clone(),
-                priority: sp.priority,
-                packets: 0,
-                bytes: 0,
-            })
-            .collect(),
+        sps: super::control::sp_entries(spd, &super::port::Counters::default()),
     }
 }
 

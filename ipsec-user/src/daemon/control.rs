@@ -550,7 +550,7 @@ fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {
         .collect()
 }
 
-fn sp_entries(spd: &Spd, counters: &Counters) -> Vec<SpEntry> {
+pub(super) fn sp_entries(spd: &Spd, counters: &Counters) -> Vec<SpEntry> {
     // Creation order: what the user typed, in the order they typed it.
     let mut sps: Vec<&Sp> = spd.sps().iter().collect();
     sps.sort_by_key(|sp| sp.seq);
