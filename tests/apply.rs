@@ -356,6 +356,28 @@ fn export_round_trips_through_apply() {
             .collect::<Vec<_>>()
     };
     assert_eq!(keys(&saved(&sandbox)), keys(&before));
+    // A reviewed dry run pins its generation: the configuration has moved on since.
+    let stale = with_stdin(
+        &sandbox,
+        &["apply", "--expect-generation", "1", "-"],
+        &exported,
+    );
+    assert_eq!(
+        single_error_line(&stale, "stale"),
+        "error: the configuration is at generation 2, not 1: it changed since; nothing changed \
+         (run apply --dry-run again to see the difference now)"
+    );
+    // The esxcli namespace without `esxcli`.
+    let listed = sandbox.ok(&[
+        "network",
+        "ip",
+        "ipsec",
+        "sa",
+        "list",
+        "--formatter",
+        "json",
+    ]);
+    assert!(listed.contains("\"sa-in\""), "{listed}");
     // A redacted key on a changed SA is refused, naming the line and option.
     let respi = edited.replacen("--sa-spi 0x4100", "--sa-spi 0x4102", 1);
     let error = single_error_line(&with_stdin(&sandbox, &["apply", "-"], &respi), "redacted");
