@@ -16,13 +16,14 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ipsec_tests::maps::{Meaning, model_meaning, pinned_meaning};
+use ipsec_tests::killed::{after_kill9, spawn_change};
+use ipsec_tests::maps::{Meaning, pinned_meaning};
 use ipsec_user::daemon::state::{Saved, parse_saved};
 use xipsec_testkit::{
     as_root,
@@ -381,19 +382,6 @@ fn large_batch(dir: &Path) -> (PathBuf, String) {
     (file, text)
 }
 
-/// Start `xipsec batch FILE` against `node` without waiting for it.
-fn spawn_batch(node: &Node, file: &Path) -> Child {
-    Command::new(node.sandbox.bin())
-        .arg("--socket")
-        .arg(node.socket())
-        .arg("batch")
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting xipsec batch")
-}
-
 #[test]
 fn kill9_during_a_large_batch_leaves_the_old_or_the_new_configuration() {
     as_root(
@@ -419,10 +407,9 @@ fn kill9_during_a_large_batch_leaves_the_old_or_the_new_configuration() {
                     spd,
                     generation: old.generation + 1,
                 };
-                let meanings = [model_meaning(&old.spd), model_meaning(&new.spd)];
 
                 let started = Instant::now();
-                let mut child = spawn_batch(&node, &file);
+                let mut child = spawn_change(&node, "batch", &file);
                 let when = if let (Some(f), Some(total)) = (fraction, duration) {
                     std::thread::sleep(Duration::mul_f64(total, f));
                     node.kill9();
@@ -434,39 +421,7 @@ fn kill9_during_a_large_batch_leaves_the_old_or_the_new_configuration() {
                     node.kill9();
                     format!("kill -9 after the batch ({:?})", started.elapsed())
                 };
-                let _ = wait_timeout(&mut child, Duration::from_mins(2));
-                // While the daemon is dead the pinned programs enforce the maps: old or new.
-                let dead = pinned_meaning(&node.pin_dir());
-                let dead_is = meanings.iter().position(|m| *m == dead);
-                assert!(dead_is.is_some(), "{when}: the pinned maps hold a mix");
-
-                node.spawn();
-                let state = saved(&node.sandbox);
-                let is = if state == old {
-                    "old"
-                } else if state == new {
-                    "new"
-                } else {
-                    panic!(
-                        "{when}: the state is neither the old nor the new configuration \
-                         ({} sps, generation {})",
-                        state.spd.sps().len(),
-                        state.generation
-                    );
-                };
-                let (_, sps) = lists(&node.sandbox);
-                assert_eq!(
-                    sps.as_array().map(Vec::len),
-                    Some(state.spd.sps().len()),
-                    "{when}"
-                );
-                assert_eq!(status(&node.sandbox, "generation"), state.generation);
-                assert_eq!(
-                    pinned_meaning(&node.pin_dir()),
-                    model_meaning(&state.spd),
-                    "{when}: the restarted daemon's maps are not its state"
-                );
-                println!("{when}: maps while dead {dead_is:?}, state after restart {is}");
+                let (_, is) = after_kill9(&mut node, &mut child, (&old, &new), &when);
                 outcomes.push(is);
             }
             assert_eq!(outcomes[0], "new", "the completed batch");

@@ -6,6 +6,7 @@
 pub mod args;
 pub mod esp_oracle;
 pub mod frames;
+pub mod killed;
 pub mod maps;
 pub mod random;
 pub mod reference;

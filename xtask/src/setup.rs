@@ -7,7 +7,7 @@
 //!   `lib/` with symlinks to that library under `libLLVM.so` and its soname. The library file,
 //!   its soname and the LLVM major are detected, never hard-coded;
 //! - `cargo-fuzz`, built with the stable toolchain (the fuzz runs themselves use nightly);
-//! - Debian packages (iproute2, tcpdump, iperf3, openssl, nftables, strongSwan,
+//! - Debian packages (iproute2, tcpdump, iperf3, openssl, nftables, strongSwan, tshark,
 //!   ...) and PyPI packages (scapy). One `dpkg-query` for all of them: quick when nothing is
 //!   missing.
 
@@ -31,8 +31,10 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const BPF_LINKER_LLVM: [u32; 3] = [21, 22, 23];
 /// Debian packages. Beyond the build and the tests: `nftables` (the competitor of `bench
 /// filter`), strongSwan's charon with its `kernel-libipsec` plugin, its AES-NI and OpenSSL
-/// crypto plugins and `swanctl` (the competitor of `bench e2e`).
-const APT_PACKAGES: [&str; 13] = [
+/// crypto plugins and `swanctl` (the competitor of `bench e2e`); `tshark` (Wireshark's ESP
+/// dissector decrypts captures with `xipsec sa export --wireshark`'s table in
+/// `tests/wireshark.rs`).
+const APT_PACKAGES: [&str; 14] = [
     "iproute2",
     "iputils-ping",
     "tcpdump",
@@ -46,7 +48,11 @@ const APT_PACKAGES: [&str; 13] = [
     "libcharon-extra-plugins",
     "libstrongswan-standard-plugins",
     "strongswan-swanctl",
+    "tshark",
 ];
+/// Debconf answers given before installing, so `apt-get` asks nothing: wireshark-common's
+/// question whether non-root users may capture (no: the tests run as root).
+const DEBCONF_SELECTIONS: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
 const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
 
 pub(crate) fn run() -> anyhow::Result<()> {
@@ -278,12 +284,33 @@ fn ensure_apt() -> anyhow::Result<()> {
         );
     }
     util::run(Command::new("apt-get").args(["update", "-q"]))?;
+    preseed_debconf()?;
     util::run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Feed [`DEBCONF_SELECTIONS`] to `debconf-set-selections`.
+fn preseed_debconf() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("debconf-set-selections")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running debconf-set-selections")?;
+    child
+        .stdin
+        .take()
+        .context("debconf-set-selections' stdin")?
+        .write_all(DEBCONF_SELECTIONS.as_bytes())
+        .context("writing to debconf-set-selections")?;
+    let status = child.wait().context("waiting for debconf-set-selections")?;
+    if !status.success() {
+        bail!("debconf-set-selections failed: {status}");
+    }
+    Ok(())
 }
 
 fn ensure_pypi() -> anyhow::Result<()> {

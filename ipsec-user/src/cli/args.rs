@@ -83,6 +83,13 @@ pub enum Command {
     Remove(Misplaced),
     #[command(hide = true)]
     List(Misplaced),
+    /// Make the running SAs and SPs exactly those a file describes: the difference, as one
+    /// change.
+    #[command(long_about = super::apply::LONG_ABOUT, after_help = super::apply::EXAMPLE)]
+    Apply(super::apply::ApplyArgs),
+    /// Print the running configuration as an `apply` file (keys redacted unless --with-keys).
+    #[command(long_about = super::export::LONG_ABOUT)]
+    Export(super::export::ExportArgs),
 }
 
 /// Everything after a misplaced `add`/`remove`/`list`, kept to pick the hint.
@@ -121,6 +128,9 @@ pub enum SaCommand {
             remove, then sa add with a new SPI and keys); reset only when the peer cannot rekey."
     )]
     ResetReplay(SaResetReplay),
+    /// Write every SA with its keys as Wireshark's ESP SA table (`esp_sa`), for decrypting
+    /// captures; root only, the file is created 0600.
+    Export(super::wireshark::SaExportArgs),
 }
 
 /// `xipsec sa reset-replay`.

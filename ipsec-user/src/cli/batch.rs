@@ -88,7 +88,7 @@ pub(super) fn run(socket: &Path, args: &BatchArgs) -> Result<(), Failure> {
     }
 }
 
-fn read(file: &Path) -> Result<String, Failure> {
+pub(super) fn read(file: &Path) -> Result<String, Failure> {
     let mut text = String::new();
     let read = if file == Path::new("-") {
         std::io::stdin().read_to_string(&mut text)
@@ -259,6 +259,9 @@ fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)>
         Command::Daemon(_) => only("daemon"),
         Command::Completions { .. } => only("completions"),
         Command::Batch(_) => only("batch"),
+        Command::Apply(_) => only("apply"),
+        Command::Export(_) => only("export"),
+        Command::Sa(SaCommand::Export(_)) => only("sa export"),
     }
 }
 

@@ -3,16 +3,20 @@
 //!
 //! Contract:
 //! - Commands, options and short flags are SPEC.md's; a leading `esxcli network ip ipsec` (with
-//!   esxcli's `--formatter` before it, if any) is accepted and stripped ([`normalize_args`]).
+//!   esxcli's `--formatter` before it, if any), or `network ip ipsec` alone, is accepted and
+//!   stripped ([`normalize_args`]).
 //! - Option values go to the daemon as raw strings; the model validates them there.
 //! - Success: output on stdout, exit 0 (add and remove print nothing, like esxcli). Failure: one
 //!   line on stderr starting `error:`, non-zero exit (2 for command-line usage, 1 otherwise), and
 //!   nothing changed.
 
+pub mod apply;
 pub mod args;
 pub mod batch;
 pub mod client;
+pub mod export;
 pub mod format;
+pub mod wireshark;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -78,8 +82,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
     }
     let rest = &args[i..];
     let namespace = &ESXCLI_PREFIX[1..];
-    let matches_prefix = seen_esxcli
-        && rest.len() >= namespace.len()
+    // `network ip ipsec ...` without `esxcli` is accepted too (esxcli's own namespace).
+    let matches_prefix = rest.len() >= namespace.len()
         && rest
             .iter()
             .zip(namespace)
@@ -207,6 +211,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Add(m) => Err(misplaced("add", &m)),
         Command::Remove(m) => Err(misplaced("remove", &m)),
         Command::List(m) => Err(misplaced("list", &m)),
+        Command::Apply(a) => apply::run(socket, &a),
+        Command::Export(a) => export::run(socket, &a),
+        Command::Sa(SaCommand::Export(a)) => wireshark::run(socket, &a),
         Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
     }
 }
@@ -267,13 +274,16 @@ fn list(socket: &Path, request: &Request, out: &OutputArgs) -> Result<(), Failur
         Response::Status(status) => (&format::STATUS_LAYOUT, vec![format::status_row(&status)]),
         other => return Err(unexpected(&other)),
     };
-    let text = format::render(out.formatter, layout, &rows);
+    print(&format::render(out.formatter, layout, &rows))
+}
+
+/// Write `text` to stdout; `xipsec sp list | head` closing the pipe early is not an error.
+fn print(text: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        // `xipsec sp list | head` closing the pipe early is not an error.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(Failure::new(format!("cannot write the output: {e}")))
         }
@@ -329,6 +339,23 @@ mod tests {
                 "list"
             ])),
             os(&["xipsec", "sa", "list", "--formatter=csv"])
+        );
+        // Without `esxcli`, as the namespace alone.
+        assert_eq!(
+            normalize_args(os(&["xipsec", "network", "ip", "ipsec", "sa", "list"])),
+            os(&["xipsec", "sa", "list"])
+        );
+        assert_eq!(
+            normalize_args(os(&[
+                "xipsec",
+                "--formatter=json",
+                "network",
+                "ip",
+                "ipsec",
+                "sp",
+                "list"
+            ])),
+            os(&["xipsec", "sp", "list", "--formatter=json"])
         );
         // Not the full prefix: left alone, so clap reports it.
         assert_eq!(

@@ -184,6 +184,12 @@ impl State {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.batch(&batch));
                     }
+                    Request::Apply(apply) => {
+                        // Like a batch: diffed against every change acknowledged before it,
+                        // and nothing runs between the diff and its commit.
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.apply(&apply));
+                    }
                     request => match self.read(request) {
                         Ok(response) => {
                             let _ = reply.send(response);
@@ -264,6 +270,49 @@ impl State {
         }
     }
 
+    /// `apply`: the difference from the committed configuration, committed as one batch unless
+    /// this is a dry run or there is none (see `apply`).
+    fn apply(&mut self, request: &super::protocol::Apply) -> Response {
+        if let Some(expected) = request.expect_generation
+            && expected != self.generation
+        {
+            return Response::Error {
+                message: format!(
+                    "the configuration is at generation {}, not {expected}: it changed since; \
+                     nothing changed (run apply --dry-run again to see the difference now)",
+                    self.generation
+                ),
+            };
+        }
+        let plan = match super::apply::plan(&self.spd, &request.items) {
+            Ok(plan) => plan,
+            Err(e) => {
+                return Response::Error {
+                    message: format!("{e}; nothing changed"),
+                };
+            }
+        };
+        let mut report = super::protocol::ApplyReport {
+            dry_run: request.dry_run,
+            generation: self.generation,
+            differences: plan.differences,
+        };
+        if request.dry_run || plan.items.is_empty() {
+            return Response::Applied(report);
+        }
+        let batch = Batch {
+            expect_generation: Some(self.generation),
+            items: plan.items,
+        };
+        match self.batch(&batch) {
+            Response::BatchApplied { generation, .. } => {
+                report.generation = generation;
+                Response::Applied(report)
+            }
+            other => other,
+        }
+    }
+
     /// `sa reset-replay`: the SA must exist in the committed state; the engine empties its
     /// window and forgets its persisted ceiling. Nothing in the SPD changes.
     fn reset_replay(&mut self, sa_name: Option<&str>) -> Response {
@@ -329,9 +378,16 @@ impl State {
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
             Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
             Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
-            Request::SaResetReplay { .. } | Request::Batch(_) => Response::Error {
-                message: "internal error: a change reached the read path".to_owned(),
-            },
+            Request::Export { with_keys } => Response::Configuration(super::apply::configuration(
+                &self.spd,
+                self.generation,
+                with_keys,
+            )),
+            Request::SaResetReplay { .. } | Request::Batch(_) | Request::Apply(_) => {
+                Response::Error {
+                    message: "internal error: a change reached the read path".to_owned(),
+                }
+            }
         })
     }
 
@@ -494,7 +550,7 @@ fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {
         .collect()
 }
 
-fn sp_entries(spd: &Spd, counters: &Counters) -> Vec<SpEntry> {
+pub(super) fn sp_entries(spd: &Spd, counters: &Counters) -> Vec<SpEntry> {
     // Creation order: what the user typed, in the order they typed it.
     let mut sps: Vec<&Sp> = spd.sps().iter().collect();
     sps.sort_by_key(|sp| sp.seq);

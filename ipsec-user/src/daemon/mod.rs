@@ -10,6 +10,7 @@
 //!   on disk; a refused one changed nothing (see `control`).
 //! - When `shutdown` completes it stops accepting and removes its socket.
 
+pub mod apply;
 pub mod batch;
 mod control;
 mod enforcement;

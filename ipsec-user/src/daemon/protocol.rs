@@ -48,6 +48,38 @@ pub enum Request {
     /// Several adds and removes applied as one change: all or nothing, one datapath flip, one
     /// state write, one answer ([`Response::BatchApplied`]).
     Batch(Batch),
+    /// The whole desired set of user-owned SAs and SPs: the daemon applies the difference from
+    /// the running configuration as one batch, or only reports it ([`Response::Applied`]).
+    Apply(Apply),
+    /// The running configuration in full ([`Response::Configuration`]); keys only with
+    /// `with_keys`, which only root may ask for.
+    Export {
+        #[serde(default)]
+        with_keys: bool,
+    },
+}
+
+/// The prefix of every serialised [`Request::Apply`] line: like a batch, it may be large.
+pub const APPLY_TAG: &[u8] = b"{\"apply\":";
+
+impl Request {
+    /// Whether only uid 0 may send this request, whoever else the socket serves: it answers
+    /// with key material.
+    pub fn needs_root(&self) -> bool {
+        matches!(self, Self::Export { with_keys: true })
+    }
+}
+
+/// `xipsec apply`: the desired configuration, one `sa add`/`sp add` per item, in file order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Apply {
+    /// Refuse, changing nothing, unless the configuration is at this generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_generation: Option<u64>,
+    /// Only compute and report the difference.
+    #[serde(default)]
+    pub dry_run: bool,
+    pub items: Vec<BatchItem>,
 }
 
 /// The prefix of every serialised [`Request::Batch`] line (see the module docs).
@@ -121,6 +153,74 @@ pub enum Response {
     Error {
         message: String,
     },
+    /// The difference an [`Apply`] found, and whether it was applied.
+    Applied(ApplyReport),
+    /// The running configuration ([`Request::Export`]).
+    Configuration(Configuration),
+}
+
+/// What `xipsec apply` found and did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// True if nothing was changed on purpose (`--dry-run`).
+    pub dry_run: bool,
+    /// The generation the difference was computed against (dry run, or nothing to do), or the
+    /// one applying it created.
+    pub generation: u64,
+    /// Per SA, then per SP, by name: what differs. Never a key.
+    pub differences: Vec<Difference>,
+}
+
+/// One SA or SP that the apply file and the running configuration disagree on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    /// `sa` or `sp`.
+    pub kind: String,
+    pub name: String,
+    pub change: DifferenceKind,
+}
+
+/// How an SA or SP differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifferenceKind {
+    /// In the file only.
+    Added,
+    /// Running only.
+    Removed,
+    /// In both, with these options (long names without `--`) different; keys are named,
+    /// never shown.
+    Changed { fields: Vec<String> },
+    /// The same in both, but removed and added again with its changed SA (an SA in use cannot
+    /// be replaced under its policies).
+    Readded { sa: String },
+}
+
+/// The running configuration, as `xipsec export` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Configuration {
+    pub generation: u64,
+    /// By name.
+    pub sas: Vec<ExportedSa>,
+    /// In creation order (the order their age ranks them by).
+    pub sps: Vec<SpEntry>,
+}
+
+/// One SA with everything `sa add` needs; the keys only when asked for with keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedSa {
+    pub name: String,
+    pub source: Option<std::net::Ipv6Addr>,
+    pub destination: Option<std::net::Ipv6Addr>,
+    pub mode: Mode,
+    pub spi: u32,
+    pub encryption_algorithm: EncryptionAlgorithm,
+    pub integrity_algorithm: IntegrityAlgorithm,
+    /// `None` when keys were not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<crate::model::Key>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity_key: Option<crate::model::Key>,
 }
 
 /// One SA as `xipsec sa list` shows it. `None` addresses mean `any`.

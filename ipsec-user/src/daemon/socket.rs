@@ -11,10 +11,12 @@
 //! - Resources per client are bounded: a request line is at most [`ControlLimits::max_request`]
 //!   bytes ([`MAX_REQUEST`], 1 MiB), or [`ControlLimits::max_batch_request`]
 //!   ([`MAX_BATCH_REQUEST`], 256 MiB) for a line that starts with the batch tag
-//!   (`protocol::BATCH_TAG`), at most [`ControlLimits::max_connections`] clients are
+//!   (`protocol::BATCH_TAG`) or the apply tag (`protocol::APPLY_TAG`), at most [`ControlLimits::max_connections`] clients are
 //!   served at once ([`MAX_CONNECTIONS`]), and a connection with no complete request for
 //!   [`ControlLimits::idle_timeout`] ([`IDLE_TIMEOUT`]) is closed, as is one that does not read
 //!   its answer within that time.
+//! - A request that answers with keys (`Request::needs_root`) is refused to anyone but uid 0,
+//!   also to members of the control group.
 //! - A refused client gets one [`Response::Error`] line saying why, the daemon logs a warning,
 //!   and nothing changes. The refused connection is read (and discarded) briefly before it is
 //!   closed, so a client that writes its request before reading still gets the error line
@@ -35,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::control::Control;
-use super::protocol::{BATCH_TAG, MAX_LINE, Request, Response};
+use super::protocol::{APPLY_TAG, BATCH_TAG, MAX_LINE, Request, Response};
 use crate::model::MAX_SP;
 
 /// Longest request line the daemon reads: 1 MiB. Every request today is one SA or SP (well under
@@ -392,7 +394,13 @@ fn admit(
         refuse(stream, &message, limits, lingering);
         return;
     };
-    tokio::spawn(serve_client(stream, control.clone(), limits.clone(), slot));
+    tokio::spawn(serve_client(
+        stream,
+        control.clone(),
+        limits.clone(),
+        slot,
+        peer.uid,
+    ));
 }
 
 /// One response line, `\n`-terminated.
@@ -440,7 +448,7 @@ async fn discard_line(reader: &mut (impl AsyncRead + Unpin), limit: usize) {
 
 /// The longest `line` may be: the batch limit if it starts with the batch tag.
 fn line_limit(line: &[u8], limits: &ControlLimits) -> usize {
-    if line.starts_with(BATCH_TAG) {
+    if line.starts_with(BATCH_TAG) || line.starts_with(APPLY_TAG) {
         limits.max_batch_request.max(limits.max_request)
     } else {
         limits.max_request
@@ -493,6 +501,7 @@ async fn serve_client(
     control: Control,
     limits: ControlLimits,
     _slot: OwnedSemaphorePermit,
+    uid: u32,
 ) {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -533,6 +542,15 @@ async fn serve_client(
             }
         } else {
             match parse_request(std::mem::take(&mut line)).await {
+                (Ok(request), back) if request.needs_root() && uid != 0 => {
+                    line = back;
+                    warn!(uid, "control request refused: keys are for root only");
+                    Response::Error {
+                        message: format!(
+                            "permission denied: only root (uid 0) may read keys, not uid {uid}"
+                        ),
+                    }
+                }
                 (Ok(request), back) => {
                     line = back;
                     control.handle(request).await
