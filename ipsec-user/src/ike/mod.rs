@@ -4,5 +4,6 @@ pub mod dh;
 pub mod keys;
 pub mod message;
 pub mod payload;
+pub mod proposal;
 pub mod sa_payload;
 pub mod selector;
