@@ -7,3 +7,4 @@ pub mod payload;
 pub mod proposal;
 pub mod sa_payload;
 pub mod selector;
+pub mod sk;
