@@ -222,9 +222,7 @@ impl Driver {
         let sockets = [settings.ike_port, settings.natt_port].map(|port| {
             let socket =
                 UdpSocket::bind(SocketAddr::new(local, port)).expect("binding the ike socket");
-            socket
-                .set_nonblocking(true)
-                .expect("a non-blocking socket");
+            socket.set_nonblocking(true).expect("a non-blocking socket");
             socket
         });
         let mut ike = Ike::new(settings);
@@ -243,7 +241,9 @@ impl Driver {
             } else {
                 &self.sockets[0]
             };
-            socket.send_to(&d.bytes, d.remote).expect("sending a datagram");
+            socket
+                .send_to(&d.bytes, d.remote)
+                .expect("sending a datagram");
         }
         self.events.extend(out.events);
     }
@@ -265,7 +265,11 @@ impl Driver {
                     self.send(out);
                 }
             }
-            if self.ike.next_deadline().is_some_and(|d| d <= Instant::now()) {
+            if self
+                .ike
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
+            {
                 let out = self.ike.on_timeout(Instant::now());
                 self.send(out);
             }
@@ -278,7 +282,7 @@ impl Driver {
 
     fn child(&self) -> Option<&ChildSa> {
         self.events.iter().find_map(|e| match e {
-            Event::ChildSaEstablished(c) => Some(c),
+            Event::ChildSaEstablished(c) => Some(&**c),
             _ => None,
         })
     }
@@ -305,7 +309,14 @@ fn assert_charon_has(charon: &Charon, driver: &Driver, case: &Case) {
         .unwrap_or_else(|| panic!("{}: no child sa: {:?}", case.ike, driver.events));
     let sas = charon.swanctl(&["--list-sas"]);
     let (spi_i, spi_r) = child.ike_spis;
-    let context = || format!("{} / {}:\n{sas}\ncharon log:\n{}", case.ike, case.esp, charon.log());
+    let context = || {
+        format!(
+            "{} / {}:\n{sas}\ncharon log:\n{}",
+            case.ike,
+            case.esp,
+            charon.log()
+        )
+    };
     for want in [
         "ESTABLISHED".to_owned(),
         format!("{}_i", hex::encode(spi_i)),
@@ -324,7 +335,11 @@ fn assert_charon_has(charon: &Charon, driver: &Driver, case: &Case) {
         "aes128-cbc" => "AES_CBC-128/HMAC_SHA2_256_128",
         other => panic!("unexpected suite {other}"),
     };
-    assert!(sas.contains(esp_name), "missing {esp_name} in {}", context());
+    assert!(
+        sas.contains(esp_name),
+        "missing {esp_name} in {}",
+        context()
+    );
 }
 
 /// After the checks: our INFORMATIONAL delete of the IKE SA empties charon's list.
@@ -335,7 +350,10 @@ fn delete_and_check(charon: &Charon, driver: &mut Driver) {
         .expect("deleting the ike sa");
     driver.send(out);
     assert!(
-        driver.run(Duration::from_secs(5), |e| matches!(e, Event::IkeSaDeleted { .. })),
+        driver.run(Duration::from_secs(5), |e| matches!(
+            e,
+            Event::IkeSaDeleted { .. }
+        )),
         "charon did not answer our delete: {:?}",
         driver.events
     );
@@ -370,7 +388,11 @@ fn run_case(net: &VethPair, charon: &Charon, case: &Case, we_initiate: bool) {
         let ok = driver.run(Duration::from_secs(15), established);
         if let Some(mut swanctl) = initiator {
             let status = swanctl.wait().expect("waiting for swanctl --initiate");
-            assert!(status.success(), "swanctl --initiate failed: {}", charon.log());
+            assert!(
+                status.success(),
+                "swanctl --initiate failed: {}",
+                charon.log()
+            );
         }
         assert!(
             ok,
@@ -401,7 +423,16 @@ fn lab() -> (VethPair, tempfile::TempDir) {
     let net = VethPair::new("ike", 0x1ce);
     // kernel-libipsec routes b's side of the tunnel through its TUN device from an address of
     // b's inner prefix: without one, installing the CHILD_SA fails ("error installing route").
-    xipsec_testkit::sh(&["ip", "-n", &net.ns_b, "addr", "add", INNER_B_HOST, "dev", "lo"]);
+    xipsec_testkit::sh(&[
+        "ip",
+        "-n",
+        &net.ns_b,
+        "addr",
+        "add",
+        INNER_B_HOST,
+        "dev",
+        "lo",
+    ]);
     let scratch = tempfile::Builder::new()
         .prefix("xipsec-ike-")
         .tempdir()
@@ -434,34 +465,39 @@ fn strongswan_initiates_to_xipsec() {
 /// Wrong PSK and no common proposal: charon refuses as RFC 7296 says, and our core reports it.
 #[test]
 fn strongswan_refuses_a_wrong_psk_and_a_foreign_proposal() {
-    as_root("strongswan_refuses_a_wrong_psk_and_a_foreign_proposal", || {
-        let (net, scratch) = lab();
-        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
-        let case = &CASES[0];
-        let local: IpAddr = net.addr_a.parse().expect("a's address");
-        let wrong = "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-        charon.load(&swanctl_conf(case, &net, PSK_HEX));
-        let foreign = Case {
-            ike: "aes256-sha256-modp2048",
-            ..Case { ..CASES[0] }
-        };
-        for (peer, expected) in [
-            (our_peer(case, &net, wrong), Failure::AuthenticationRefused),
-            (our_peer(&foreign, &net, PSK_HEX), Failure::NoIkeProposal),
-        ] {
-            xipsec_testkit::netns::in_netns(&net.ns_a, || {
-                let mut driver = Driver::new(local, peer);
-                let out = driver
-                    .ike
-                    .initiate("charon", Instant::now())
-                    .expect("initiating");
-                driver.send(out);
-                driver.run(Duration::from_secs(10), |e| matches!(e, Event::Failed { .. }));
-                assert_eq!(driver.failures(), [&expected], "{:?}", driver.events);
-                assert!(driver.child().is_none());
-            });
-            let sas = charon.swanctl(&["--list-sas"]);
-            assert!(!sas.contains("ESTABLISHED"), "charon established: {sas}");
-        }
-    });
+    as_root(
+        "strongswan_refuses_a_wrong_psk_and_a_foreign_proposal",
+        || {
+            let (net, scratch) = lab();
+            let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+            let case = &CASES[0];
+            let local: IpAddr = net.addr_a.parse().expect("a's address");
+            let wrong = "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+            charon.load(&swanctl_conf(case, &net, PSK_HEX));
+            let foreign = Case {
+                ike: "aes256-sha256-modp2048",
+                ..Case { ..CASES[0] }
+            };
+            for (peer, expected) in [
+                (our_peer(case, &net, wrong), Failure::AuthenticationRefused),
+                (our_peer(&foreign, &net, PSK_HEX), Failure::NoIkeProposal),
+            ] {
+                xipsec_testkit::netns::in_netns(&net.ns_a, || {
+                    let mut driver = Driver::new(local, peer);
+                    let out = driver
+                        .ike
+                        .initiate("charon", Instant::now())
+                        .expect("initiating");
+                    driver.send(out);
+                    driver.run(Duration::from_secs(10), |e| {
+                        matches!(e, Event::Failed { .. })
+                    });
+                    assert_eq!(driver.failures(), [&expected], "{:?}", driver.events);
+                    assert!(driver.child().is_none());
+                });
+                let sas = charon.swanctl(&["--list-sas"]);
+                assert!(!sas.contains("ESTABLISHED"), "charon established: {sas}");
+            }
+        },
+    );
 }

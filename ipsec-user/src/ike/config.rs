@@ -201,7 +201,9 @@ mod tests {
     #[test]
     fn short_psks_are_refused_and_psks_never_print() {
         assert_eq!(
-            Psk::new(b"fifteen bytes!!").expect_err("15 bytes").to_string(),
+            Psk::new(b"fifteen bytes!!")
+                .expect_err("15 bytes")
+                .to_string(),
             "psk: 15 bytes is too short; at least 16 bytes"
         );
         let psk = Psk::new(b"sixteen bytes!!!").expect("16 bytes");

@@ -334,10 +334,7 @@ mod tests {
         let mut one = vec![0; 256];
         one[255] = 1;
         for bad in [vec![0; 256], one, p_minus_1, p] {
-            assert_eq!(
-                a.agree(&bad),
-                Err(DhError::Invalid { group: "modp2048" })
-            );
+            assert_eq!(a.agree(&bad), Err(DhError::Invalid { group: "modp2048" }));
         }
     }
 
@@ -345,6 +342,9 @@ mod tests {
     fn debug_never_shows_the_private_value() {
         let share = KeyShare::from_private(DhGroup::Curve25519, &[0x42; 32]).expect("a key");
         let text = format!("{share:?}");
-        assert!(text.contains("redacted") && !text.contains("42, 42"), "{text}");
+        assert!(
+            text.contains("redacted") && !text.contains("42, 42"),
+            "{text}"
+        );
     }
 }

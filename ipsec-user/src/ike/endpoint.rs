@@ -141,7 +141,7 @@ impl Ike {
                         out.datagrams.push(sa.datagram(&self.settings, bytes));
                     }
                 }
-                self.forget(sa, &mut out);
+                self.forget(&sa, &mut out);
             }
         }
         self.peers.remove(index);
@@ -226,6 +226,31 @@ impl Ike {
         Ok(out)
     }
 
+    /// Sends an empty INFORMATIONAL request to `peer` (liveness, §1.4; dead peer detection):
+    /// an answer proves the peer alive; running out of retransmissions deletes the SAs
+    /// ([`Failure::Timeout`](super::event::Failure::Timeout), then the deletion events).
+    ///
+    /// # Errors
+    /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
+    pub fn check_liveness(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
+        let settings = &self.settings;
+        let sa = self
+            .sas
+            .values_mut()
+            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let mut out = Output::default();
+        sa.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            Vec::new(),
+            RequestKind::Liveness,
+            now,
+            &mut out,
+        );
+        Ok(out)
+    }
+
     /// Every IKE SA, for `ike sa list`.
     pub fn ike_sas(&self) -> Vec<IkeSaInfo> {
         let mut list: Vec<IkeSaInfo> = self
@@ -281,7 +306,7 @@ impl Ike {
                 continue;
             };
             if sa.expired(&self.settings, now) {
-                self.forget(sa, &mut out);
+                self.forget(&sa, &mut out);
                 continue;
             }
             if sa.on_timeout(&self.settings, now, &mut out) {
@@ -291,7 +316,7 @@ impl Ike {
                     peer: sa.peer.clone(),
                     failure: super::event::Failure::Timeout(self.settings.retransmit_tries),
                 });
-                self.forget(sa, &mut out);
+                self.forget(&sa, &mut out);
             }
         }
         out
@@ -299,7 +324,7 @@ impl Ike {
 
     /// Drops an SA: its CHILD_SAs and itself reported deleted (when it had any), its half-open
     /// index entry gone.
-    pub(crate) fn forget(&mut self, sa: IkeSa, out: &mut Output) {
+    pub(crate) fn forget(&mut self, sa: &IkeSa, out: &mut Output) {
         self.half_open.retain(|_, spi| *spi != sa.our_spi());
         for child in &sa.children {
             out.event(Event::ChildSaDeleted {
@@ -328,22 +353,17 @@ impl Ike {
         let bytes = if local.port() == self.settings.natt_port {
             // RFC 3948 §2.2: IKE on port 4500 follows four zero octets; anything else there is
             // ESP (the datapath's) or a NAT keepalive (one 0xff octet, §2.3).
-            match datagram.split_first_chunk::<4>() {
-                Some(([0, 0, 0, 0], rest)) => rest,
-                _ => {
-                    out.drop_reason(remote, "not ike on the nat-t port");
-                    return out;
-                }
-            }
+            let Some(([0, 0, 0, 0], rest)) = datagram.split_first_chunk::<4>() else {
+                out.drop_reason(remote, "not ike on the nat-t port");
+                return out;
+            };
+            rest
         } else {
             datagram
         };
-        let message = match Message::parse(bytes) {
-            Ok(m) => m,
-            Err(_) => {
-                out.drop_reason(remote, "malformed ike message");
-                return out;
-            }
+        let Ok(message) = Message::parse(bytes) else {
+            out.drop_reason(remote, "malformed ike message");
+            return out;
         };
         let header = message.header;
         if header.exchange == ExchangeType::IKE_SA_INIT
@@ -362,24 +382,29 @@ impl Ike {
             out.drop_reason(remote, "unknown ike sa");
             return out;
         };
-        let keep = self.dispatch(&mut sa, local, remote, &header, message, bytes, now, &mut out);
+        let keep = self.dispatch(
+            &mut sa, local, remote, &header, &message, bytes, now, &mut out,
+        );
         if keep {
             self.sas.insert(our_spi, sa);
         } else {
-            self.forget(sa, &mut out);
+            self.forget(&sa, &mut out);
         }
         out
     }
 
     /// A message for an existing SA; false when the SA is to be forgotten.
-    #[allow(clippy::too_many_arguments, reason = "the received datagram's parts, once")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the received datagram's parts, once"
+    )]
     fn dispatch(
         &self,
         sa: &mut IkeSa,
         local: SocketAddr,
         remote: SocketAddr,
         header: &Header,
-        message: Message,
+        message: &Message,
         bytes: &[u8],
         now: Instant,
         out: &mut Output,
@@ -397,20 +422,28 @@ impl Ike {
             if header.exchange == ExchangeType::IKE_SA_INIT
                 && header.is_response()
                 && sa.state == SaState::InitSent
-                && sa.pending.as_ref().is_some_and(|p| p.message_id == header.message_id)
+                && sa
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.message_id == header.message_id)
             {
                 sa.received += 1;
-                return initiator::init_response(&self.settings, peer, sa, &message, bytes, now, out);
+                return initiator::init_response(
+                    &self.settings,
+                    peer,
+                    sa,
+                    message,
+                    bytes,
+                    now,
+                    out,
+                );
             }
             out.drop_reason(remote, "unexpected message before keys");
             return true;
         }
-        let decrypted = match sa.opener.as_ref().map(|o| o.open(bytes, &message)) {
-            Some(Ok(m)) => m,
-            _ => {
-                out.drop_reason(remote, "sk payload failed to authenticate or parse");
-                return true;
-            }
+        let Some(Ok(decrypted)) = sa.opener.as_ref().map(|o| o.open(bytes, message)) else {
+            out.drop_reason(remote, "sk payload failed to authenticate or parse");
+            return true;
         };
         sa.received += 1;
         if header.is_response() {
@@ -425,14 +458,15 @@ impl Ike {
             let kind = pending.kind.clone();
             sa.complete_request(&self.settings, now, out);
             return match kind {
-                RequestKind::Auth => initiator::auth_response(&self.settings, peer, sa, &decrypted, now, out),
-                RequestKind::Init => true,
+                RequestKind::Auth => {
+                    initiator::auth_response(&self.settings, peer, sa, &decrypted, now, out)
+                }
+                RequestKind::Init | RequestKind::Liveness => true,
                 RequestKind::DeleteIke => false,
                 RequestKind::DeleteChild { inbound_spi } => {
                     informational::child_deleted(sa, inbound_spi, out);
                     true
                 }
-                RequestKind::Liveness => true,
             };
         }
         // A request: the next expected message ID, or a retransmission of the last one.
@@ -456,7 +490,9 @@ impl Ike {
             ExchangeType::IKE_AUTH if sa.state == SaState::HalfOpen => {
                 responder::auth_request(&self.settings, peer, sa, &decrypted, now, out, &self.sas)
             }
-            ExchangeType::INFORMATIONAL => informational::request(&self.settings, sa, &decrypted, out),
+            ExchangeType::INFORMATIONAL => {
+                informational::request(&self.settings, sa, &decrypted, out)
+            }
             ExchangeType::CREATE_CHILD_SA => {
                 informational::refuse_create_child(&self.settings, sa, header.message_id, out);
                 true

@@ -119,7 +119,7 @@ pub enum Event {
         encapsulated: bool,
     },
     /// A CHILD_SA to install.
-    ChildSaEstablished(ChildSa),
+    ChildSaEstablished(Box<ChildSa>),
     /// A CHILD_SA to remove (deleted by either side, or with its IKE SA).
     ChildSaDeleted {
         peer: String,

@@ -12,7 +12,12 @@ use super::payload::{Delete, Notify, NotifyType, Payload, ProtocolId};
 use super::sa::IkeSa;
 
 /// A request from the peer. False when it deleted the IKE SA.
-pub(crate) fn request(settings: &Settings, sa: &mut IkeSa, message: &Message, out: &mut Output) -> bool {
+pub(crate) fn request(
+    settings: &Settings,
+    sa: &mut IkeSa,
+    message: &Message,
+    out: &mut Output,
+) -> bool {
     let message_id = message.header.message_id;
     let mut answer = Vec::new();
     let mut delete_ike = false;
@@ -44,16 +49,32 @@ pub(crate) fn request(settings: &Settings, sa: &mut IkeSa, message: &Message, ou
         }
     }
     if delete_ike {
-        sa.respond(settings, ExchangeType::INFORMATIONAL, message_id, Vec::new(), out);
+        sa.respond(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            message_id,
+            Vec::new(),
+            out,
+        );
         return false;
     }
-    sa.respond(settings, ExchangeType::INFORMATIONAL, message_id, answer, out);
+    sa.respond(
+        settings,
+        ExchangeType::INFORMATIONAL,
+        message_id,
+        answer,
+        out,
+    );
     true
 }
 
 /// Our Delete of a CHILD_SA was answered.
 pub(crate) fn child_deleted(sa: &mut IkeSa, inbound_spi: u32, out: &mut Output) {
-    if let Some(i) = sa.children.iter().position(|c| c.inbound_spi == inbound_spi) {
+    if let Some(i) = sa
+        .children
+        .iter()
+        .position(|c| c.inbound_spi == inbound_spi)
+    {
         let child = sa.children.remove(i);
         out.event(Event::ChildSaDeleted {
             peer: sa.peer.clone(),
@@ -65,12 +86,20 @@ pub(crate) fn child_deleted(sa: &mut IkeSa, inbound_spi: u32, out: &mut Output) 
 
 /// CREATE_CHILD_SA is not negotiated yet: NO_ADDITIONAL_SAS (§3.10.1), which a peer treats as
 /// "keep the SAs you have".
-pub(crate) fn refuse_create_child(settings: &Settings, sa: &mut IkeSa, message_id: u32, out: &mut Output) {
+pub(crate) fn refuse_create_child(
+    settings: &Settings,
+    sa: &mut IkeSa,
+    message_id: u32,
+    out: &mut Output,
+) {
     sa.respond(
         settings,
         ExchangeType::CREATE_CHILD_SA,
         message_id,
-        vec![Payload::Notify(Notify::new(NotifyType::NO_ADDITIONAL_SAS, Vec::new()))],
+        vec![Payload::Notify(Notify::new(
+            NotifyType::NO_ADDITIONAL_SAS,
+            Vec::new(),
+        ))],
         out,
     );
 }

@@ -52,19 +52,19 @@ pub(crate) fn random_child_spi() -> u32 {
 
 /// The two NAT_DETECTION notifies of a message from `local` to `remote`.
 pub(crate) fn nat_notifies(
-    spi_i: &[u8; 8],
-    spi_r: &[u8; 8],
+    spi_i: [u8; 8],
+    spi_r: [u8; 8],
     local: SocketAddr,
     remote: SocketAddr,
 ) -> [Payload; 2] {
     [
         Payload::Notify(Notify::new(
             NotifyType::NAT_DETECTION_SOURCE_IP,
-            nat_hash(spi_i, spi_r, local).to_vec(),
+            nat_hash(&spi_i, &spi_r, local).to_vec(),
         )),
         Payload::Notify(Notify::new(
             NotifyType::NAT_DETECTION_DESTINATION_IP,
-            nat_hash(spi_i, spi_r, remote).to_vec(),
+            nat_hash(&spi_i, &spi_r, remote).to_vec(),
         )),
     ]
 }
@@ -74,8 +74,8 @@ pub(crate) fn nat_notifies(
 /// is not that of the address we saw it come from, or its destination hash not ours.
 pub(crate) fn nat_detected(
     payloads: &[Payload],
-    spi_i: &[u8; 8],
-    spi_r: &[u8; 8],
+    spi_i: [u8; 8],
+    spi_r: [u8; 8],
     local: SocketAddr,
     remote: SocketAddr,
 ) -> bool {
@@ -93,9 +93,9 @@ pub(crate) fn nat_detected(
     if sources.is_empty() && destination.is_none() {
         return false;
     }
-    let source_seen = nat_hash(spi_i, spi_r, remote);
+    let source_seen = nat_hash(&spi_i, &spi_r, remote);
     let peer_behind_nat = !sources.iter().any(|s| *s == source_seen);
-    let we_behind_nat = destination.is_some_and(|d| d != nat_hash(spi_i, spi_r, local));
+    let we_behind_nat = destination.is_some_and(|d| d != nat_hash(&spi_i, &spi_r, local));
     peer_behind_nat || we_behind_nat
 }
 
@@ -118,20 +118,32 @@ fn init_payloads(peer: &PeerConfig, sa: &IkeSa, share: &KeyShare) -> Vec<Payload
     let mut payloads = Vec::new();
     if let Some(cookie) = &sa.cookie {
         // §2.6: the COOKIE notify comes first.
-        payloads.push(Payload::Notify(Notify::new(NotifyType::COOKIE, cookie.clone())));
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::COOKIE,
+            cookie.clone(),
+        )));
     }
-    payloads.push(Payload::Sa(proposal::to_wire(&peer.ike_proposals, &[], true)));
+    payloads.push(Payload::Sa(proposal::to_wire(
+        &peer.ike_proposals,
+        &[],
+        true,
+    )));
     payloads.push(Payload::Ke {
         group: share.group().id(),
         data: share.public().to_vec(),
     });
     payloads.push(Payload::Nonce(sa.ni.clone()));
-    payloads.extend(nat_notifies(&sa.spi_i, &[0; 8], sa.local, sa.remote));
+    payloads.extend(nat_notifies(sa.spi_i, [0; 8], sa.local, sa.remote));
     payloads
 }
 
 /// A new initiator SA with its IKE_SA_INIT request sent.
-pub(crate) fn start(settings: &Settings, peer: &PeerConfig, now: Instant, out: &mut Output) -> IkeSa {
+pub(crate) fn start(
+    settings: &Settings,
+    peer: &PeerConfig,
+    now: Instant,
+    out: &mut Output,
+) -> IkeSa {
     let local = SocketAddr::new(peer.local, settings.ike_port);
     let remote = SocketAddr::new(peer.remote, settings.ike_port);
     let mut sa = IkeSa::new(peer.name.clone(), Role::Initiator, local, remote, now);
@@ -146,7 +158,14 @@ pub(crate) fn start(settings: &Settings, peer: &PeerConfig, now: Instant, out: &
     let share = KeyShare::generate(group);
     let payloads = init_payloads(peer, &sa, &share);
     sa.share = Some(share);
-    sa.send_request(settings, ExchangeType::IKE_SA_INIT, payloads, RequestKind::Init, now, out);
+    sa.send_request(
+        settings,
+        ExchangeType::IKE_SA_INIT,
+        payloads,
+        RequestKind::Init,
+        now,
+        out,
+    );
     sa
 }
 
@@ -159,7 +178,10 @@ fn fail(sa: &IkeSa, failure: Failure, out: &mut Output) -> bool {
 }
 
 /// The IKE_SA_INIT response.
-#[allow(clippy::too_many_lines, reason = "one exchange step, in the RFC's order")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one exchange step, in the RFC's order"
+)]
 pub(crate) fn init_response(
     settings: &Settings,
     peer: &PeerConfig,
@@ -204,7 +226,11 @@ pub(crate) fn init_response(
                 sa.restart_init(settings, retry, now, out);
                 true
             }
-            _ => fail(sa, Failure::Protocol("invalid ke payload for a group we did not offer"), out),
+            _ => fail(
+                sa,
+                Failure::Protocol("invalid ke payload for a group we did not offer"),
+                out,
+            ),
         };
     }
     if let Some(error) = error_notify(payloads) {
@@ -227,19 +253,36 @@ pub(crate) fn init_response(
         }
     }
     let (Some(reply), Some((group, ke_data)), Some(nr)) = (sa_payload, ke, nr) else {
-        return fail(sa, Failure::Protocol("ike_sa_init response lacks sa, ke or nonce"), out);
+        return fail(
+            sa,
+            Failure::Protocol("ike_sa_init response lacks sa, ke or nonce"),
+            out,
+        );
     };
-    let Some(suite) = proposal::accept(&peer.ike_proposals, reply, true).and_then(|c| c.ike()) else {
-        return fail(sa, Failure::Protocol("responder chose a proposal we did not offer"), out);
+    let Some(suite) = proposal::accept(&peer.ike_proposals, reply, true).and_then(|c| c.ike())
+    else {
+        return fail(
+            sa,
+            Failure::Protocol("responder chose a proposal we did not offer"),
+            out,
+        );
     };
     let Some(share) = sa.share.take() else {
         return false;
     };
     if suite.group != share.group() || group != share.group().id() {
-        return fail(sa, Failure::Protocol("responder's group is not the one of our ke"), out);
+        return fail(
+            sa,
+            Failure::Protocol("responder's group is not the one of our ke"),
+            out,
+        );
     }
     let Ok(shared) = share.agree(ke_data) else {
-        return fail(sa, Failure::Protocol("responder's ke is not a valid public value"), out);
+        return fail(
+            sa,
+            Failure::Protocol("responder's ke is not a valid public value"),
+            out,
+        );
     };
     sa.spi_r = message.header.spi_r;
     if sa.spi_r == [0; 8] {
@@ -247,7 +290,7 @@ pub(crate) fn init_response(
     }
     sa.nr.clone_from(nr);
     sa.init_response = bytes.to_vec();
-    sa.nat = nat_detected(payloads, &sa.spi_i, &sa.spi_r, sa.local, sa.remote);
+    sa.nat = nat_detected(payloads, sa.spi_i, sa.spi_r, sa.local, sa.remote);
     let lengths = KeyLengths {
         encryption: encryption_key_len(suite.encryption),
         integrity: integrity_key_len(suite.integrity),
@@ -270,7 +313,13 @@ pub(crate) fn init_response(
     }
 
     let id = peer.local_id.to_payload();
-    let auth = psk_auth(peer.psk.bytes(), &sa.init_request, &sa.nr, &keys.sk_pi, &id.body());
+    let auth = psk_auth(
+        peer.psk.bytes(),
+        &sa.init_request,
+        &sa.nr,
+        &keys.sk_pi,
+        &id.body(),
+    );
     sa.keys = Some(keys);
     let spi = random_child_spi();
     let offer = ChildOffer {
@@ -302,7 +351,14 @@ pub(crate) fn init_response(
     sa.child_offer = Some(offer);
     sa.state = SaState::AuthSent;
     sa.complete_request(settings, now, out);
-    sa.send_request(settings, ExchangeType::IKE_AUTH, auth_payloads, RequestKind::Auth, now, out);
+    sa.send_request(
+        settings,
+        ExchangeType::IKE_AUTH,
+        auth_payloads,
+        RequestKind::Auth,
+        now,
+        out,
+    );
     true
 }
 
@@ -332,9 +388,19 @@ pub(crate) fn auth_response(
         if let Some(error) = error_notify(payloads) {
             return fail(sa, Failure::PeerError(error), out);
         }
-        return fail(sa, Failure::Protocol("ike_auth response lacks idr or auth"), out);
+        return fail(
+            sa,
+            Failure::Protocol("ike_auth response lacks idr or auth"),
+            out,
+        );
     };
-    let expected = psk_auth(peer.psk.bytes(), &sa.init_response, &sa.ni, &keys.sk_pr, &id.body());
+    let expected = psk_auth(
+        peer.psk.bytes(),
+        &sa.init_response,
+        &sa.ni,
+        &keys.sk_pr,
+        &id.body(),
+    );
     let id_ok = peer
         .remote_id
         .as_ref()
@@ -355,7 +421,7 @@ pub(crate) fn auth_response(
         encapsulated: sa.nat,
     });
     if let Some(child) = first_child(peer, sa, payloads, out) {
-        out.event(Event::ChildSaEstablished(child));
+        out.event(Event::ChildSaEstablished(Box::new(child)));
     }
     true
 }
@@ -392,7 +458,9 @@ fn first_child(
         return None;
     }
     let (Some(reply), Some(tsi), Some(tsr)) = (child_sa, tsi, tsr) else {
-        out.event(failure(Failure::Protocol("ike_auth response lacks sa or ts")));
+        out.event(failure(Failure::Protocol(
+            "ike_auth response lacks sa or ts",
+        )));
         return None;
     };
     let suite = proposal::accept(&peer.esp_proposals, reply, false).and_then(|c| c.esp());
@@ -401,11 +469,15 @@ fn first_child(
         .and_then(|p| <[u8; 4]>::try_from(p.spi.as_slice()).ok())
         .map(u32::from_be_bytes);
     let (Some(suite), Some(outbound_spi)) = (suite, outbound_spi) else {
-        out.event(failure(Failure::Protocol("responder chose an esp proposal we did not offer")));
+        out.event(failure(Failure::Protocol(
+            "responder chose an esp proposal we did not offer",
+        )));
         return None;
     };
     if !selector::within(tsi, &offer.local_ts) || !selector::within(tsr, &offer.remote_ts) {
-        out.event(failure(Failure::Protocol("responder widened the traffic selectors")));
+        out.event(failure(Failure::Protocol(
+            "responder widened the traffic selectors",
+        )));
         return None;
     }
     let transport = find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some();
@@ -413,11 +485,15 @@ fn first_child(
         (Mode::Transport, true) => Mode::Transport,
         (Mode::Tunnel, false) => Mode::Tunnel,
         (Mode::Transport, false) => {
-            out.event(failure(Failure::Mode("the responder chose tunnel mode, we want transport")));
+            out.event(failure(Failure::Mode(
+                "the responder chose tunnel mode, we want transport",
+            )));
             return None;
         }
         (Mode::Tunnel, true) => {
-            out.event(failure(Failure::Mode("transport mode answered to a tunnel request")));
+            out.event(failure(Failure::Mode(
+                "transport mode answered to a tunnel request",
+            )));
             return None;
         }
     };

@@ -36,7 +36,10 @@ pub fn prf(key: &[u8], data: &[&[u8]]) -> Zeroizing<[u8; PRF_LEN]> {
 /// # Panics
 /// When `len` needs more than 255 blocks (8160 octets): a caller bug, no suite needs it.
 pub fn prf_plus(key: &[u8], seed: &[&[u8]], len: usize) -> Zeroizing<Vec<u8>> {
-    assert!(len <= 255 * PRF_LEN, "prf+ of {len} octets: over 255 blocks");
+    assert!(
+        len <= 255 * PRF_LEN,
+        "prf+ of {len} octets: over 255 blocks"
+    );
     let mut out = Zeroizing::new(Vec::with_capacity(len + PRF_LEN));
     let mut previous = Zeroizing::new([0; PRF_LEN]);
     let mut n = 1u8;
@@ -219,24 +222,16 @@ mod tests {
         hex::decode(&kat[name]).unwrap_or_else(|e| panic!("{name} in ike_kat.json: {e}"))
     }
 
-    const NI: [u8; 32] = {
-        let mut n = [0; 32];
-        let mut i = 0;
-        while i < 32 {
-            n[i] = 0x10 + i as u8;
-            i += 1;
+    /// Ni and Nr of `ike_kat.py`: 0x10..0x30 and 0x80..0xa0.
+    fn nonces() -> ([u8; 32], [u8; 32]) {
+        let mut ni = [0; 32];
+        let mut nr = [0; 32];
+        for (i, value) in (0u8..32).enumerate() {
+            ni[i] = 0x10 + value;
+            nr[i] = 0x80 + value;
         }
-        n
-    };
-    const NR: [u8; 32] = {
-        let mut n = [0; 32];
-        let mut i = 0;
-        while i < 32 {
-            n[i] = 0x80 + i as u8;
-            i += 1;
-        }
-        n
-    };
+        (ni, nr)
+    }
     const SPI_I: [u8; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
     const SPI_R: [u8; 8] = [0xf1, 0xf2, 0xf3, 0xf4, 0xf5, 0xf6, 0xf7, 0xf8];
     const PSK: &[u8] = b"a shared secret of sufficient length";
@@ -275,6 +270,7 @@ mod tests {
     #[test]
     fn derivation_matches_the_independent_implementation() {
         let kat = kat();
+        let (ni, nr) = nonces();
         let g_ir = shared(
             DhGroup::Curve25519,
             "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
@@ -287,7 +283,7 @@ mod tests {
             "C6EF9C5D78AE012A011164ACB397CE2088685D8F06BF9BE0B283AB46476BEE53",
         );
         assert_eq!(*g_ir_ecp, want(&kat, "g_ir_ecp256"));
-        let seed = skeyseed(&NI, &NR, &g_ir);
+        let seed = skeyseed(&ni, &nr, &g_ir);
         assert_eq!(seed[..], want(&kat, "skeyseed"));
         let cbc = KeyLengths {
             encryption: 16,
@@ -298,7 +294,7 @@ mod tests {
             integrity: 0,
         };
         for (name, lengths) in [("cbc", cbc), ("gcm", gcm)] {
-            let keys = IkeKeys::derive(lengths, &seed[..], &NI, &NR, &SPI_I, &SPI_R);
+            let keys = IkeKeys::derive(lengths, &seed[..], &ni, &nr, &SPI_I, &SPI_R);
             let all = [
                 ("d", &keys.sk_d),
                 ("ai", &keys.sk_ai),
@@ -309,11 +305,15 @@ mod tests {
                 ("pr", &keys.sk_pr),
             ];
             for (label, key) in all {
-                assert_eq!(**key, want(&kat, &format!("{name}_sk_{label}")), "{name} sk_{label}");
+                assert_eq!(
+                    **key,
+                    want(&kat, &format!("{name}_sk_{label}")),
+                    "{name} sk_{label}"
+                );
             }
         }
-        let keys = IkeKeys::derive(cbc, &seed[..], &NI, &NR, &SPI_I, &SPI_R);
-        let child = ChildKeys::derive(cbc, &keys.sk_d, None, &NI, &NR);
+        let keys = IkeKeys::derive(cbc, &seed[..], &ni, &nr, &SPI_I, &SPI_R);
+        let child = ChildKeys::derive(cbc, &keys.sk_d, None, &ni, &nr);
         let joined: Vec<u8> = [
             &child.i2r_encryption,
             &child.i2r_integrity,
@@ -329,14 +329,14 @@ mod tests {
                 encryption: 20,
                 integrity: 0,
             };
-            let c = ChildKeys::derive(lengths, &keys.sk_d, pfs, &NI, &NR);
+            let c = ChildKeys::derive(lengths, &keys.sk_d, pfs, &ni, &nr);
             assert!(c.i2r_integrity.is_empty() && c.r2i_integrity.is_empty());
             [c.i2r_encryption.to_vec(), c.r2i_encryption.to_vec()].concat()
         };
         assert_eq!(child_gcm(None), want(&kat, "child_gcm_keymat"));
         assert_eq!(child_gcm(Some(&g_ir_ecp)), want(&kat, "child_pfs_keymat"));
         assert_eq!(
-            rekey_skeyseed(&keys.sk_d, &g_ir_ecp, &NI, &NR)[..],
+            rekey_skeyseed(&keys.sk_d, &g_ir_ecp, &ni, &nr)[..],
             want(&kat, "rekey_skeyseed")
         );
 
@@ -344,7 +344,7 @@ mod tests {
             .chain(b"the initiator's first message".iter().copied())
             .collect();
         let id_i = [&[2u8, 0, 0, 0][..], b"initiator.example"].concat();
-        let auth_i = psk_auth(PSK, &message1, &NR, &keys.sk_pi, &id_i);
+        let auth_i = psk_auth(PSK, &message1, &nr, &keys.sk_pi, &id_i);
         assert_eq!(auth_i[..], want(&kat, "auth_i"));
         let message2: Vec<u8> = (100..250u8)
             .chain(b"the responder's first message".iter().copied())
@@ -352,7 +352,7 @@ mod tests {
         let mut id_r = vec![5u8, 0, 0, 0, 0xfd];
         id_r.extend_from_slice(&[0; 14]);
         id_r.push(2);
-        let auth_r = psk_auth(PSK, &message2, &NI, &keys.sk_pr, &id_r);
+        let auth_r = psk_auth(PSK, &message2, &ni, &keys.sk_pr, &id_r);
         assert_eq!(auth_r[..], want(&kat, "auth_r"));
     }
 
@@ -377,20 +377,25 @@ mod tests {
             .arg(&script)
             .output()
             .expect("running ike_kat.py");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), KAT_JSON);
     }
 
     #[test]
     fn debug_is_redacted() {
+        let (ni, nr) = nonces();
         let keys = IkeKeys::derive(
             KeyLengths {
                 encryption: 16,
                 integrity: 32,
             },
             &[7; 32],
-            &NI,
-            &NR,
+            &ni,
+            &nr,
             &SPI_I,
             &SPI_R,
         );

@@ -271,14 +271,18 @@ mod tests {
         // An IKE_SA_INIT request with one payload: N(COOKIE) carrying "ab".
         let bytes = [
             1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0, // SPIs
-            41, 0x20, 34, 0x08, 0, 0, 0, 0, 0, 0, 0, 38, // next N, version, exchange, flags, id, len
+            41, 0x20, 34, 0x08, 0, 0, 0, 0, 0, 0, 0,
+            38, // next N, version, exchange, flags, id, len
             0, 0, 0, 10, 0, 0, 0x40, 0x06, b'a', b'b', // N: proto 0, spi size 0, COOKIE
         ];
         let message = Message::parse(&bytes).expect("parsing the fixture");
         assert_eq!(message.header, header());
         assert_eq!(
             message.payloads,
-            vec![Payload::Notify(Notify::new(NotifyType::COOKIE, b"ab".to_vec()))]
+            vec![Payload::Notify(Notify::new(
+                NotifyType::COOKIE,
+                b"ab".to_vec()
+            ))]
         );
         assert_eq!(message.emit().expect("emitting"), bytes);
     }

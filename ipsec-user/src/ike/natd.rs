@@ -57,7 +57,13 @@ mod tests {
         assert_eq!(c.len(), COOKIE_LEN);
         assert!(cookie_ok(b"secret", &c, b"nonce", ip, &[1; 8]));
         assert!(!cookie_ok(b"secret", &c, b"nonce!", ip, &[1; 8]));
-        assert!(!cookie_ok(b"secret", &c, b"nonce", "fd00::2".parse().expect("ip"), &[1; 8]));
+        assert!(!cookie_ok(
+            b"secret",
+            &c,
+            b"nonce",
+            "fd00::2".parse().expect("ip"),
+            &[1; 8]
+        ));
         assert!(!cookie_ok(b"secret", &c, b"nonce", ip, &[2; 8]));
         assert!(!cookie_ok(b"other", &c, b"nonce", ip, &[1; 8]));
         assert!(!cookie_ok(b"secret", &c[..16], b"nonce", ip, &[1; 8]));

@@ -214,10 +214,7 @@ fn keyword(word: &str) -> Option<Algorithm> {
     })
 }
 
-fn parse_list(
-    text: &str,
-    protocol: ProtocolId,
-) -> Result<Vec<Proposal>, ProposalError> {
+fn parse_list(text: &str, protocol: ProtocolId) -> Result<Vec<Proposal>, ProposalError> {
     let (allowed, ike) = if protocol == ProtocolId::IKE {
         (IKE_ALLOWED, true)
     } else {
@@ -231,17 +228,15 @@ fn parse_list(
         };
         let mut algorithms: Vec<Algorithm> = Vec::new();
         for word in one.split('-') {
-            let algorithm = keyword(&word.to_ascii_lowercase()).ok_or_else(|| {
-                ProposalError::Unknown {
+            let algorithm =
+                keyword(&word.to_ascii_lowercase()).ok_or_else(|| ProposalError::Unknown {
                     proposal: one.to_owned(),
                     keyword: word.to_owned(),
                     allowed,
-                }
-            })?;
+                })?;
             let wrong_side = match algorithm {
                 Algorithm::Prf(_) => !ike,
-                Algorithm::Esn(_) => ike,
-                Algorithm::Encryption(EncryptionAlgorithm::Null) => ike,
+                Algorithm::Esn(_) | Algorithm::Encryption(EncryptionAlgorithm::Null) => ike,
                 _ => false,
             };
             if wrong_side {
@@ -278,7 +273,9 @@ fn parse_list(
         }
         if ike {
             if !has(transform_type::DH) {
-                return Err(invalid("no diffie-hellman group (x25519, ecp256, modp2048)"));
+                return Err(invalid(
+                    "no diffie-hellman group (x25519, ecp256, modp2048)",
+                ));
             }
             if !has(transform_type::PRF) {
                 // strongSwan's default for sha256 integrity and for an AEAD alike.
@@ -450,14 +447,12 @@ fn match_one(ours: &Proposal, theirs: &sa_payload::Proposal, with_dh: bool) -> O
         match (mine_has_kind, theirs_has_kind) {
             (false, false) => {}
             // A peer that leaves out ESN means no ESN (strongSwan always sends it).
-            (true, false) if kind == transform_type::ESN && mine.contains(&Algorithm::Esn(false)) => {
+            (true, false)
+                if kind == transform_type::ESN && mine.contains(&Algorithm::Esn(false)) =>
+            {
                 algorithms.push(Algorithm::Esn(false));
             }
-            (true, true) => algorithms.push(
-                *mine
-                    .iter()
-                    .find(|a| offered.contains(&Some(**a)))?,
-            ),
+            (true, true) => algorithms.push(*mine.iter().find(|a| offered.contains(&Some(**a)))?),
             _ => return None,
         }
     }
@@ -480,7 +475,12 @@ pub fn select(
 
 /// The proposal a responder sends back: the chosen algorithms, under the peer's proposal
 /// number and with the responder's SPI.
-pub fn reply(number: u8, protocol: ProtocolId, spi: &[u8], chosen: &Chosen) -> sa_payload::Proposal {
+pub fn reply(
+    number: u8,
+    protocol: ProtocolId,
+    spi: &[u8],
+    chosen: &Chosen,
+) -> sa_payload::Proposal {
     sa_payload::Proposal {
         number,
         protocol,
@@ -509,7 +509,10 @@ pub fn accept(ours: &[Proposal], reply: &[sa_payload::Proposal], with_dh: bool) 
         .count();
     (chosen.algorithms.len() == expected
         || chosen.algorithms.len() == expected + 1
-            && !answer.transforms.iter().any(|t| t.kind == transform_type::ESN))
+            && !answer
+                .transforms
+                .iter()
+                .any(|t| t.kind == transform_type::ESN))
     .then_some(chosen)
 }
 
@@ -573,7 +576,10 @@ mod tests {
                 group: None,
             }
         );
-        assert_eq!((esp[2].encryption, esp[2].integrity), (E::Aes256Gcm, I::None));
+        assert_eq!(
+            (esp[2].encryption, esp[2].integrity),
+            (E::Aes256Gcm, I::None)
+        );
         assert_eq!(esp[4].encryption, E::Null);
     }
 
@@ -594,7 +600,10 @@ mod tests {
             assert!(err.contains(why), "{text}: {err}");
         }
         let err = parse_esp("aes128-sha256-prfsha256").expect_err("prf in esp");
-        assert!(err.to_string().contains("unknown keyword 'prfsha256'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown keyword 'prfsha256'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -629,7 +638,10 @@ mod tests {
         // Our first proposal matches their second: ours wins over their order.
         assert_eq!(number, 2);
         let suite = chosen.ike().expect("ike");
-        assert_eq!((suite.encryption, suite.group), (E::Aes256Cbc, DhGroup::Ecp256));
+        assert_eq!(
+            (suite.encryption, suite.group),
+            (E::Aes256Cbc, DhGroup::Ecp256)
+        );
         // Within a proposal, the first of our groups they offer.
         let ours = parse_ike("aes128-sha256-ecp256-x25519").expect("ours");
         let (number, chosen) = select(&ours, &theirs, true).expect("a match");
@@ -641,9 +653,11 @@ mod tests {
         // The initiator accepts the reply and nothing else.
         let sent = parse_ike("aes128-sha256-x25519-ecp256,aes256-sha256-ecp256").expect("sent");
         let answer = reply(number, ProtocolId::IKE, &[], &chosen);
-        assert!(accept(&sent, &[answer.clone()], true).is_some());
+        assert!(accept(&sent, std::slice::from_ref(&answer), true).is_some());
         let mut two_groups = answer.clone();
-        two_groups.transforms.push(Algorithm::Dh(DhGroup::Curve25519).transform());
+        two_groups
+            .transforms
+            .push(Algorithm::Dh(DhGroup::Curve25519).transform());
         assert_eq!(accept(&sent, &[two_groups], true), None);
         let mut foreign = answer;
         foreign.transforms[0] = Algorithm::Encryption(E::Aes128Gcm).transform();
@@ -653,7 +667,11 @@ mod tests {
     #[test]
     fn esp_ignores_dh_in_ike_auth_and_defaults_esn() {
         let ours = parse_esp("aes128gcm16").expect("ours");
-        let mut theirs = to_wire(&parse_esp("aes128gcm16-x25519").expect("theirs"), &[1, 2, 3, 4], true);
+        let mut theirs = to_wire(
+            &parse_esp("aes128gcm16-x25519").expect("theirs"),
+            &[1, 2, 3, 4],
+            true,
+        );
         let (_, chosen) = select(&ours, &theirs, false).expect("a match");
         assert_eq!(
             chosen.esp().expect("esp"),
@@ -664,7 +682,9 @@ mod tests {
             }
         );
         // A peer that only offers extended sequence numbers is refused.
-        theirs[0].transforms.retain(|t| t.kind != transform_type::ESN);
+        theirs[0]
+            .transforms
+            .retain(|t| t.kind != transform_type::ESN);
         theirs[0].transforms.push(Algorithm::Esn(true).transform());
         assert_eq!(select(&ours, &theirs, false), None);
     }

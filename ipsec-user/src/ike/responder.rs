@@ -61,7 +61,10 @@ fn notify_only(
 }
 
 /// An IKE_SA_INIT request (SPIr zero).
-#[allow(clippy::too_many_lines, reason = "one exchange step, in the RFC's order")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one exchange step, in the RFC's order"
+)]
 pub(crate) fn init_request(
     ike: &mut Ike,
     local: SocketAddr,
@@ -73,7 +76,10 @@ pub(crate) fn init_request(
 ) {
     let header = message.header;
     if header.message_id != 0 || !header.from_initiator() {
-        out.drop_reason(remote, "ike_sa_init request with a message id or without the i flag");
+        out.drop_reason(
+            remote,
+            "ike_sa_init request with a message id or without the i flag",
+        );
         return;
     }
     // A retransmission: the same answer again (§2.1).
@@ -95,7 +101,10 @@ pub(crate) fn init_request(
         .iter()
         .find(|p| p.remote == remote.ip() && p.local == local.ip())
     else {
-        out.drop_reason(remote, "ike_sa_init from an address that is no configured peer");
+        out.drop_reason(
+            remote,
+            "ike_sa_init from an address that is no configured peer",
+        );
         return;
     };
     let settings = &ike.settings;
@@ -127,12 +136,18 @@ pub(crate) fn init_request(
             Some(Payload::Notify(n)) if n.kind == NotifyType::COOKIE => Some(&n.data),
             _ => None,
         };
-        let valid = echoed.is_some_and(|c| {
-            cookie_ok(&ike.cookie_secret[..], c, ni, remote.ip(), &header.spi_i)
-        });
+        let valid = echoed
+            .is_some_and(|c| cookie_ok(&ike.cookie_secret[..], c, ni, remote.ip(), &header.spi_i));
         if !valid {
             let value = cookie(&ike.cookie_secret[..], ni, remote.ip(), &header.spi_i);
-            notify_only(settings, &header, local, remote, Notify::new(NotifyType::COOKIE, value), out);
+            notify_only(
+                settings,
+                &header,
+                local,
+                remote,
+                Notify::new(NotifyType::COOKIE, value),
+                out,
+            );
             out.event(Event::CookieSent { remote });
             return;
         }
@@ -184,7 +199,7 @@ pub(crate) fn init_request(
     sa.ni.clone_from(ni);
     sa.nr = nonce();
     sa.init_request = bytes.to_vec();
-    sa.nat = nat_detected(payloads, &sa.spi_i, &[0; 8], local, remote);
+    sa.nat = nat_detected(payloads, sa.spi_i, [0; 8], local, remote);
     sa.expected_request_id = 1;
     sa.suite = Some(suite);
     let lengths = KeyLengths {
@@ -201,7 +216,7 @@ pub(crate) fn init_request(
         },
         Payload::Nonce(sa.nr.clone()),
     ];
-    answer.extend(nat_notifies(&sa.spi_i, &sa.spi_r, local, remote));
+    answer.extend(nat_notifies(sa.spi_i, sa.spi_r, local, remote));
     sa.respond(settings, ExchangeType::IKE_SA_INIT, 0, answer, out);
     sa.init_response = match &sa.last_response {
         Some((_, d)) => d.bytes.clone(),
@@ -222,7 +237,10 @@ pub(crate) fn init_request(
 }
 
 /// The IKE_AUTH request (decrypted). False when the SA is to be dropped.
-#[allow(clippy::too_many_lines, reason = "one exchange step, in the RFC's order")]
+#[allow(
+    clippy::too_many_lines,
+    reason = "one exchange step, in the RFC's order"
+)]
 pub(crate) fn auth_request(
     settings: &Settings,
     peer: &PeerConfig,
@@ -248,8 +266,13 @@ pub(crate) fn auth_request(
     };
     let verified = match (id, auth) {
         (Some(id), Some((method, auth))) => {
-            let expected =
-                psk_auth(peer.psk.bytes(), &sa.init_request, &sa.nr, &keys.sk_pi, &id.body());
+            let expected = psk_auth(
+                peer.psk.bytes(),
+                &sa.init_request,
+                &sa.nr,
+                &keys.sk_pi,
+                &id.body(),
+            );
             let id_ok = peer
                 .remote_id
                 .as_ref()
@@ -264,7 +287,10 @@ pub(crate) fn auth_request(
             settings,
             ExchangeType::IKE_AUTH,
             message_id,
-            vec![Payload::Notify(Notify::new(NotifyType::AUTHENTICATION_FAILED, Vec::new()))],
+            vec![Payload::Notify(Notify::new(
+                NotifyType::AUTHENTICATION_FAILED,
+                Vec::new(),
+            ))],
             out,
         );
         out.event(Event::Failed {
@@ -274,7 +300,13 @@ pub(crate) fn auth_request(
         return false;
     }
     let our_id = peer.local_id.to_payload();
-    let our_auth = psk_auth(peer.psk.bytes(), &sa.init_response, &sa.ni, &keys.sk_pr, &our_id.body());
+    let our_auth = psk_auth(
+        peer.psk.bytes(),
+        &sa.init_response,
+        &sa.ni,
+        &keys.sk_pr,
+        &our_id.body(),
+    );
     let mut answer = vec![
         Payload::IdR(our_id),
         Payload::Auth {
@@ -309,7 +341,7 @@ pub(crate) fn auth_request(
         });
     }
     if let Some(child) = child {
-        out.event(Event::ChildSaEstablished(child));
+        out.event(Event::ChildSaEstablished(Box::new(child)));
     }
     true
 }
@@ -345,7 +377,12 @@ fn negotiate_child(
             _ => {}
         }
     }
-    let protocol = || (NotifyType::INVALID_SYNTAX, Failure::Protocol("ike_auth lacks sa or ts"));
+    let protocol = || {
+        (
+            NotifyType::INVALID_SYNTAX,
+            Failure::Protocol("ike_auth lacks sa or ts"),
+        )
+    };
     let (Some(offered), Some(tsi), Some(tsr)) = (offered, tsi, tsr) else {
         return Err(protocol());
     };
@@ -353,7 +390,8 @@ fn negotiate_child(
         return Err((NotifyType::NO_PROPOSAL_CHOSEN, Failure::PeerError(error)));
     }
     let no_proposal = (NotifyType::NO_PROPOSAL_CHOSEN, Failure::NoEspProposal);
-    let (number, chosen) = proposal::select(&peer.esp_proposals, offered, false).ok_or(no_proposal.clone())?;
+    let (number, chosen) =
+        proposal::select(&peer.esp_proposals, offered, false).ok_or(no_proposal.clone())?;
     let suite = chosen.esp().ok_or(no_proposal.clone())?;
     let outbound_spi = offered
         .iter()
@@ -388,7 +426,10 @@ fn negotiate_child(
     let k = ChildKeys::derive(lengths, &keys.sk_d, None, &sa.ni, &sa.nr);
     let mut answer = Vec::new();
     if mode == Mode::Transport {
-        answer.push(Payload::Notify(Notify::new(NotifyType::USE_TRANSPORT_MODE, Vec::new())));
+        answer.push(Payload::Notify(Notify::new(
+            NotifyType::USE_TRANSPORT_MODE,
+            Vec::new(),
+        )));
     }
     answer.push(Payload::Sa(vec![proposal::reply(
         number,

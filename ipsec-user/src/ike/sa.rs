@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::config::Settings;
 use super::dh::KeyShare;
@@ -296,7 +296,12 @@ impl IkeSa {
 
     /// Retransmits the outstanding request when due (§2.1: the timeout doubles each time).
     /// False when every retransmission is spent: the SA is dead.
-    pub(crate) fn on_timeout(&mut self, settings: &Settings, now: Instant, out: &mut Output) -> bool {
+    pub(crate) fn on_timeout(
+        &mut self,
+        settings: &Settings,
+        now: Instant,
+        out: &mut Output,
+    ) -> bool {
         let Some(pending) = &mut self.pending else {
             return true;
         };
@@ -317,7 +322,8 @@ impl IkeSa {
     /// When this SA next needs [`Self::on_timeout`] (or expires half-open).
     pub(crate) fn deadline(&self, settings: &Settings) -> Option<Instant> {
         let retransmit = self.pending.as_ref().map(|p| p.next_at);
-        let expiry = (self.state == SaState::HalfOpen).then(|| self.created + settings.half_open_timeout);
+        let expiry =
+            (self.state == SaState::HalfOpen).then(|| self.created + settings.half_open_timeout);
         match (retransmit, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -328,11 +334,6 @@ impl IkeSa {
     pub(crate) fn expired(&self, settings: &Settings, now: Instant) -> bool {
         self.state == SaState::HalfOpen
             && now.saturating_duration_since(self.created) >= settings.half_open_timeout
-    }
-
-    /// The retransmission period after `n` retransmissions (for tests and status).
-    pub(crate) fn backoff(settings: &Settings, n: u32) -> Duration {
-        settings.retransmit_base.saturating_mul(1u32 << n.min(16))
     }
 }
 

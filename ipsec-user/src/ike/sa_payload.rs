@@ -112,7 +112,10 @@ fn parse_attributes(mut rest: &[u8]) -> Result<Vec<Attribute>, MessageError> {
 fn parse_proposal(body: &[u8], expected_number: u8) -> Result<Proposal, MessageError> {
     let (head, rest) = take(body, 4, "proposal")?;
     if head[0] != expected_number {
-        return Err(malformed("proposal", "proposals must be numbered 1, 2, ..."));
+        return Err(malformed(
+            "proposal",
+            "proposals must be numbered 1, 2, ...",
+        ));
     }
     let spi_size = usize::from(head[2]);
     if ![0, 4, 8].contains(&spi_size) {

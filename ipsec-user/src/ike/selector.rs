@@ -29,7 +29,10 @@ pub struct TrafficSelector {
 impl TrafficSelector {
     /// Every IPv6 address, protocol and port.
     pub fn any_v6() -> Self {
-        Self::range(Ipv6Addr::UNSPECIFIED.into(), Ipv6Addr::from(u128::MAX).into())
+        Self::range(
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::from(u128::MAX).into(),
+        )
     }
 
     /// Every IPv4 address, protocol and port.
@@ -127,7 +130,12 @@ pub fn parse(body: &[u8]) -> Result<Vec<TrafficSelector>, MessageError> {
         let addr_len = match (fixed[0], len) {
             (TS_IPV4_ADDR_RANGE, 16) => 4,
             (TS_IPV6_ADDR_RANGE, 40) => 16,
-            _ => return Err(malformed("traffic selector", "unknown type or wrong length")),
+            _ => {
+                return Err(malformed(
+                    "traffic selector",
+                    "unknown type or wrong length",
+                ));
+            }
         };
         let (ts, tail) = take(rest, len, "traffic selector")?;
         let addr = |at: usize| -> IpAddr {
@@ -238,7 +246,9 @@ mod tests {
     #[test]
     fn narrowing_keeps_the_overlap_only() {
         let proposed = [TrafficSelector::any_v6(), TrafficSelector::any_v4()];
-        let allowed = [TrafficSelector::prefix("fd00:2::/64".parse().expect("a prefix"))];
+        let allowed = [TrafficSelector::prefix(
+            "fd00:2::/64".parse().expect("a prefix"),
+        )];
         let narrowed = narrow(&proposed, &allowed);
         assert_eq!(narrowed, allowed.to_vec());
         assert!(within(&narrowed, &proposed));
@@ -256,9 +266,15 @@ mod tests {
             ..TrafficSelector::any_v6()
         };
         let both = tcp.intersect(&ports).expect("an overlap");
-        assert_eq!((both.protocol, both.start_port, both.end_port), (6, 1500, 2000));
+        assert_eq!(
+            (both.protocol, both.start_port, both.end_port),
+            (6, 1500, 2000)
+        );
         assert_eq!((both.start, both.end), (v6("::1"), v6("::1")));
-        let udp = TrafficSelector { protocol: 17, ..tcp };
+        let udp = TrafficSelector {
+            protocol: 17,
+            ..tcp
+        };
         assert_eq!(tcp.intersect(&udp), None);
         assert!(narrow(&[TrafficSelector::any_v4()], &allowed).is_empty());
     }

@@ -182,8 +182,7 @@ impl SkOpener {
     /// [`SkError::Integrity`] for a forgery or a corrupted message, other [`SkError`]s for
     /// messages that authenticate but do not parse.
     pub fn open(&self, datagram: &[u8], outer: &Message) -> Result<Message, SkError> {
-        let Some((Payload::Encrypted { first, data }, before)) = outer.payloads.split_last()
-        else {
+        let Some((Payload::Encrypted { first, data }, before)) = outer.payloads.split_last() else {
             return Err(SkError::NotEncrypted);
         };
         let (iv_len, block, icv_len) = self.protection.layout();
@@ -249,10 +248,30 @@ mod tests {
     type Suite = (EncryptionAlgorithm, IntegrityAlgorithm, usize, usize);
 
     const SUITES: [Suite; 4] = [
-        (EncryptionAlgorithm::Aes128Cbc, IntegrityAlgorithm::HmacSha256, 16, 32),
-        (EncryptionAlgorithm::Aes256Cbc, IntegrityAlgorithm::HmacSha256, 32, 32),
-        (EncryptionAlgorithm::Aes128Gcm, IntegrityAlgorithm::None, 20, 0),
-        (EncryptionAlgorithm::Aes256Gcm, IntegrityAlgorithm::None, 36, 0),
+        (
+            EncryptionAlgorithm::Aes128Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            16,
+            32,
+        ),
+        (
+            EncryptionAlgorithm::Aes256Cbc,
+            IntegrityAlgorithm::HmacSha256,
+            32,
+            32,
+        ),
+        (
+            EncryptionAlgorithm::Aes128Gcm,
+            IntegrityAlgorithm::None,
+            20,
+            0,
+        ),
+        (
+            EncryptionAlgorithm::Aes256Gcm,
+            IntegrityAlgorithm::None,
+            36,
+            0,
+        ),
     ];
 
     fn pair((e, i, el, il): Suite) -> (SkSealer, SkOpener) {

@@ -48,14 +48,16 @@ const PSK: &[u8] = b"0123456789abcdef0123456789abcdef";
 fn pair(ike_a: &str, ike_b: &str, esp_a: &str, esp_b: &str) -> (Ike, Ike) {
     let mut a = Ike::new(Settings::default());
     let mut b = Ike::new(Settings::default());
-    a.add_peer(peer("b", A, B, ike_a, esp_a, PSK)).expect("peer b");
-    b.add_peer(peer("a", B, A, ike_b, esp_b, PSK)).expect("peer a");
+    a.add_peer(peer("b", A, B, ike_a, esp_a, PSK))
+        .expect("peer b");
+    b.add_peer(peer("a", B, A, ike_b, esp_b, PSK))
+        .expect("peer a");
     (a, b)
 }
 
 /// Delivers datagrams back and forth until both are quiet; every event, by side.
 fn pump(a: &mut Ike, b: &mut Ike, first: Output, now: Instant) -> (Vec<Event>, Vec<Event>) {
-    pump_with(a, b, first, now, |d| Some(d))
+    pump_with(a, b, first, now, Some)
 }
 
 /// As [`pump`], with `filter` applied to each datagram in flight (drop it, or rewrite it).
@@ -90,7 +92,7 @@ fn children(events: &[Event]) -> Vec<&ChildSa> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::ChildSaEstablished(c) => Some(c),
+            Event::ChildSaEstablished(c) => Some(&**c),
             _ => None,
         })
         .collect()
@@ -128,7 +130,10 @@ fn assert_matching_children(ea: &[Event], eb: &[Event]) -> (u32, u32) {
 fn every_group_and_sk_suite_reaches_matching_child_keys() {
     let now = Instant::now();
     for group in ["x25519", "ecp256", "modp2048"] {
-        for (cipher, esp) in [("aes128-sha256", "aes128-sha256"), ("aes256gcm16", "aes128gcm16")] {
+        for (cipher, esp) in [
+            ("aes128-sha256", "aes128-sha256"),
+            ("aes256gcm16", "aes128gcm16"),
+        ] {
             let ike = format!("{cipher}-{group}");
             let (mut a, mut b) = pair(&ike, &ike, esp, esp);
             let first = a.initiate("b", now).expect("initiating");
@@ -156,8 +161,15 @@ fn wrong_psk_fails_on_both_sides_without_a_child() {
     let now = Instant::now();
     let mut a = Ike::new(Settings::default());
     let mut b = Ike::new(Settings::default());
-    a.add_peer(peer("b", A, B, "aes128-sha256-x25519", "aes128gcm16", b"not the psk at all, sorry"))
-        .expect("peer b");
+    a.add_peer(peer(
+        "b",
+        A,
+        B,
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        b"not the psk at all, sorry",
+    ))
+    .expect("peer b");
     b.add_peer(peer("a", B, A, "aes128-sha256-x25519", "aes128gcm16", PSK))
         .expect("peer a");
     let first = a.initiate("b", now).expect("initiating");
@@ -171,7 +183,12 @@ fn wrong_psk_fails_on_both_sides_without_a_child() {
 #[test]
 fn proposal_mismatch_is_no_proposal_chosen() {
     let now = Instant::now();
-    let (mut a, mut b) = pair("aes128-sha256-x25519", "aes256-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, mut b) = pair(
+        "aes128-sha256-x25519",
+        "aes256-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = a.initiate("b", now).expect("initiating");
     let (ea, eb) = pump(&mut a, &mut b, first, now);
     assert_eq!(failures(&ea), [&Failure::NoIkeProposal]);
@@ -179,7 +196,12 @@ fn proposal_mismatch_is_no_proposal_chosen() {
     assert!(a.ike_sas().is_empty() && b.ike_sas().is_empty());
 
     // ESP mismatch: the IKE SA stands, the CHILD_SA fails on both sides.
-    let (mut a, mut b) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes256gcm16");
+    let (mut a, mut b) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes256gcm16",
+    );
     let first = a.initiate("b", now).expect("initiating");
     let (ea, eb) = pump(&mut a, &mut b, first, now);
     assert_eq!(failures(&ea), [&Failure::NoEspProposal]);
@@ -224,7 +246,12 @@ fn invalid_ke_payload_retries_with_the_requested_group() {
 #[test]
 fn cookies_are_demanded_over_the_half_open_bound() {
     let now = Instant::now();
-    let (mut a, _) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, _) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let mut b = Ike::new(Settings {
         half_open_limit: 0,
         ..Settings::default()
@@ -241,16 +268,29 @@ fn cookies_are_demanded_over_the_half_open_bound() {
     assert_matching_children(&ea, &eb);
 
     // A forged cookie is answered with a fresh cookie again, never with state.
-    let (mut c, _) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut c, _) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = c.initiate("b", now).expect("initiating");
     let mut forged = message::Message::parse(&first.datagrams[0].bytes).expect("parsing");
     forged.payloads.insert(
         0,
-        payload::Payload::Notify(payload::Notify::new(payload::NotifyType::COOKIE, vec![1; 17])),
+        payload::Payload::Notify(payload::Notify::new(
+            payload::NotifyType::COOKIE,
+            vec![1; 17],
+        )),
     );
     let bytes = forged.emit().expect("emitting");
     let before = b.ike_sas().len();
-    let answer = b.receive(first.datagrams[0].remote, first.datagrams[0].local, &bytes, now);
+    let answer = b.receive(
+        first.datagrams[0].remote,
+        first.datagrams[0].local,
+        &bytes,
+        now,
+    );
     assert!(matches!(answer.events[..], [Event::CookieSent { .. }]));
     assert_eq!(b.ike_sas().len(), before);
 }
@@ -266,11 +306,26 @@ fn answer_to(out: Output) -> Output {
 #[test]
 fn unknown_addresses_and_garbage_get_no_answer() {
     let now = Instant::now();
-    let (_, mut b) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
-    let (mut stranger, _) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (_, mut b) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
+    let (mut stranger, _) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = stranger.initiate("b", now).expect("initiating");
     let from: SocketAddr = "[fd00:1c::99]:500".parse().expect("an address");
-    let out = b.receive(first.datagrams[0].remote, from, &first.datagrams[0].bytes, now);
+    let out = b.receive(
+        first.datagrams[0].remote,
+        from,
+        &first.datagrams[0].bytes,
+        now,
+    );
     assert!(out.datagrams.is_empty());
     assert!(matches!(out.events[..], [Event::Dropped { .. }]));
     let to: SocketAddr = format!("[{B}]:500").parse().expect("an address");
@@ -284,7 +339,12 @@ fn unknown_addresses_and_garbage_get_no_answer() {
 #[test]
 fn retransmissions_back_off_and_give_up() {
     let start = Instant::now();
-    let (mut a, _) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, _) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = a.initiate("b", start).expect("initiating");
     assert_eq!(first.datagrams.len(), 1);
     let settings = Settings::default();
@@ -300,10 +360,15 @@ fn retransmissions_back_off_and_give_up() {
             break;
         }
         assert_eq!(out.datagrams.len(), 1, "one retransmission");
-        assert_eq!(out.datagrams[0].bytes, first.datagrams[0].bytes, "the same request");
+        assert_eq!(
+            out.datagrams[0].bytes, first.datagrams[0].bytes,
+            "the same request"
+        );
     }
     let base = settings.retransmit_base;
-    let expected: Vec<Duration> = (0..=settings.retransmit_tries).map(|n| base * (1 << n)).collect();
+    let expected: Vec<Duration> = (0..=settings.retransmit_tries)
+        .map(|n| base * (1 << n))
+        .collect();
     assert_eq!(gaps, expected);
     assert!(a.ike_sas().is_empty());
 }
@@ -311,7 +376,12 @@ fn retransmissions_back_off_and_give_up() {
 #[test]
 fn a_lost_response_is_retransmitted_from_the_responders_memory() {
     let now = Instant::now();
-    let (mut a, mut b) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, mut b) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = a.initiate("b", now).expect("initiating");
     // Lose the first IKE_AUTH response once: the initiator's retransmission gets the same one.
     let mut lost = false;
@@ -341,7 +411,10 @@ fn a_lost_response_is_retransmitted_from_the_responders_memory() {
         Some(d)
     });
     assert_eq!(children(&ea).len(), 1);
-    assert!(children(&eb).is_empty(), "the responder did not negotiate twice");
+    assert!(
+        children(&eb).is_empty(),
+        "the responder did not negotiate twice"
+    );
     assert_eq!(responses.len(), 2);
     assert_eq!(responses[0], responses[1]);
 }
@@ -349,7 +422,12 @@ fn a_lost_response_is_retransmitted_from_the_responders_memory() {
 #[test]
 fn delete_removes_the_sas_on_both_sides() {
     let now = Instant::now();
-    let (mut a, mut b) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, mut b) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = a.initiate("b", now).expect("initiating");
     let (ea, eb) = pump(&mut a, &mut b, first, now);
     let (inbound, _) = assert_matching_children(&ea, &eb);
@@ -395,7 +473,12 @@ fn transport_mode_and_narrowing() {
     assert_eq!(child.suite.encryption, EncryptionAlgorithm::Aes128Gcm);
 
     // A responder that wants transport refuses a tunnel request.
-    let (mut a, _) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, _) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let mut b = Ike::new(Settings::default());
     let mut transport_only = peer("a", B, A, "aes128-sha256-x25519", "aes128gcm16", PSK);
     transport_only.mode = Mode::Transport;
@@ -409,7 +492,12 @@ fn transport_mode_and_narrowing() {
 #[test]
 fn nat_moves_ike_to_port_4500_with_the_marker() {
     let now = Instant::now();
-    let (mut a, mut b) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", "aes128gcm16", "aes128gcm16");
+    let (mut a, mut b) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
     let first = a.initiate("b", now).expect("initiating");
     let mut ports = Vec::new();
     // A NAT in front of a: its source ports are rewritten (500 -> 1500, 4500 -> 14500) on the
@@ -417,9 +505,11 @@ fn nat_moves_ike_to_port_4500_with_the_marker() {
     let (ea, eb) = pump_with(&mut a, &mut b, first, now, |mut d| {
         ports.push((d.local.port(), d.remote.port(), d.bytes[..4] == [0; 4]));
         if d.remote.ip() == ip(B) {
-            d.local.set_port(d.local.port() + 1000 * if d.local.port() == 500 { 2 } else { 10 });
+            d.local
+                .set_port(d.local.port() + 1000 * if d.local.port() == 500 { 2 } else { 10 });
         } else {
-            d.remote.set_port(if d.remote.port() == 2500 { 500 } else { 4500 });
+            d.remote
+                .set_port(if d.remote.port() == 2500 { 500 } else { 4500 });
         }
         Some(d)
     });
