@@ -4,7 +4,8 @@
 //! the CHILD_SA since the kernel has no ESP) runs in namespace b. For each case the CHILD_SA
 //! must be established on both sides with the SPIs our core computed (`swanctl --list-sas`
 //! shows the IKE SPIs, `INSTALLED`, and the in/out ESP SPIs crossed with ours), then our
-//! INFORMATIONAL delete must empty charon's list. Cases cover groups 31, 19 and 14, a CBC and a
+//! CHILD_SA is rekeyed (CREATE_CHILD_SA, by charon when we initiated, by us when it did) and
+//! charon lists the new SPIs only, then our INFORMATIONAL delete must empty charon's list. Cases cover groups 31, 19 and 14, a CBC and a
 //! GCM IKE proposal, a CBC and a GCM ESP proposal, ID_IPV6_ADDR and ID_FQDN identities, and two
 //! failures (wrong PSK, no common proposal) that charon answers as RFC 7296 says.
 //!
@@ -143,7 +144,8 @@ struct Case {
 const CASES: [Case; 4] = [
     Case {
         ike: "aes128-sha256-x25519",
-        esp: "aes128gcm16",
+        // x25519 is PFS for the rekey (IKE_AUTH's CHILD_SA ignores it, §1.2).
+        esp: "aes128gcm16-x25519",
         fqdn: false,
     },
     Case {
@@ -281,10 +283,17 @@ impl Driver {
     }
 
     fn child(&self) -> Option<&ChildSa> {
-        self.events.iter().find_map(|e| match e {
-            Event::ChildSaEstablished(c) => Some(&**c),
-            _ => None,
-        })
+        self.children().into_iter().next()
+    }
+
+    fn children(&self) -> Vec<&ChildSa> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChildSaEstablished(c) => Some(&**c),
+                _ => None,
+            })
+            .collect()
     }
 
     fn failures(&self) -> Vec<&Failure> {
@@ -302,10 +311,11 @@ fn established(e: &Event) -> bool {
     matches!(e, Event::ChildSaEstablished(_))
 }
 
-/// charon's `--list-sas` shows the IKE SA and the CHILD_SA with our SPIs.
+/// charon's `--list-sas` shows the IKE SA and the (latest) CHILD_SA with our SPIs.
 fn assert_charon_has(charon: &Charon, driver: &Driver, case: &Case) {
-    let child = driver
-        .child()
+    let child = *driver
+        .children()
+        .last()
         .unwrap_or_else(|| panic!("{}: no child sa: {:?}", case.ike, driver.events));
     let sas = charon.swanctl(&["--list-sas"]);
     let (spi_i, spi_r) = child.ike_spis;
@@ -340,6 +350,39 @@ fn assert_charon_has(charon: &Charon, driver: &Driver, case: &Case) {
         "missing {esp_name} in {}",
         context()
     );
+}
+
+/// Rekeys the CHILD_SA (we do when `we_rekey`, else charon does): the new CHILD_SA names the old
+/// one, the old one is deleted after it, and charon lists the new SPIs, not the old ones.
+fn rekey_and_check(charon: &Charon, driver: &mut Driver, case: &Case, we_rekey: bool) {
+    let old = driver.child().expect("a child sa").inbound_spi;
+    let old_out = driver.child().expect("a child sa").outbound_spi;
+    if we_rekey {
+        let out = driver
+            .ike
+            .rekey_child_sa(old, Instant::now())
+            .expect("rekeying");
+        driver.send(out);
+    } else {
+        charon.swanctl(&["--rekey", "--child", "net"]);
+    }
+    let deleted =
+        |e: &Event| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old);
+    assert!(
+        driver.run(Duration::from_secs(10), deleted),
+        "{} (we rekey: {we_rekey}): old child sa not deleted: {:?}\ncharon log:\n{}",
+        case.ike,
+        driver.events,
+        charon.log()
+    );
+    let children = driver.children();
+    assert_eq!(children.len(), 2, "{:?}", driver.events);
+    assert_eq!(children[1].rekeys, Some(old));
+    assert_charon_has(charon, driver, case);
+    let sas = charon.swanctl(&["--list-sas"]);
+    for gone in [format!("in  {old_out:08x}"), format!("out {old:08x}")] {
+        assert!(!sas.contains(&gone), "charon still lists {gone}: {sas}");
+    }
 }
 
 /// After the checks: our INFORMATIONAL delete of the IKE SA empties charon's list.
@@ -415,6 +458,8 @@ fn run_case(net: &VethPair, charon: &Charon, case: &Case, we_initiate: bool) {
             charon.log()
         );
         assert_charon_has(charon, &driver, case);
+        // Rekey from the side that did not initiate, so both roles rekey in both tests.
+        rekey_and_check(charon, &mut driver, case, !we_initiate);
         delete_and_check(charon, &mut driver);
     });
 }

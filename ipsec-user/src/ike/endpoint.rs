@@ -24,7 +24,7 @@ use super::message::{ExchangeType, Header, Message};
 use super::payload::{Delete, Payload, ProtocolId};
 use super::proposal::IkeSuite;
 use super::sa::{IkeSa, RequestKind, Role, SaState};
-use super::{informational, initiator, responder};
+use super::{create_child, informational, initiator, responder};
 
 /// What `ike sa list` shows of one IKE SA (never keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +223,42 @@ impl Ike {
             now,
             &mut out,
         );
+        Ok(out)
+    }
+
+    /// Rekeys the CHILD_SA we receive on with `inbound_spi` (CREATE_CHILD_SA, §1.3.3): the new
+    /// CHILD_SA is reported with `rekeys: Some(inbound_spi)`, then the old one is deleted.
+    ///
+    /// # Errors
+    /// [`IkeError::NoChild`].
+    pub fn rekey_child_sa(&mut self, inbound_spi: u32, now: Instant) -> Result<Output, IkeError> {
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, sa)| {
+                sa.state == SaState::Established
+                    && sa.children.iter().any(|c| c.inbound_spi == inbound_spi)
+            })
+            .map(|(spi, _)| *spi)
+            .ok_or(IkeError::NoChild(inbound_spi))?;
+        let mut sa = self
+            .sas
+            .remove(&spi)
+            .ok_or(IkeError::NoChild(inbound_spi))?;
+        let mut out = Output::default();
+        match self.peers.iter().find(|p| p.name == sa.peer) {
+            Some(peer) => create_child::start(
+                &self.settings,
+                peer,
+                &mut sa,
+                inbound_spi,
+                &self.sas,
+                now,
+                &mut out,
+            ),
+            None => return Err(IkeError::UnknownPeer(sa.peer)),
+        }
+        self.sas.insert(spi, sa);
         Ok(out)
     }
 
@@ -463,6 +499,10 @@ impl Ike {
                 }
                 RequestKind::Init | RequestKind::Liveness => true,
                 RequestKind::DeleteIke => false,
+                RequestKind::CreateChild => {
+                    create_child::response(&self.settings, peer, sa, &decrypted, now, out);
+                    true
+                }
                 RequestKind::DeleteChild { inbound_spi } => {
                     informational::child_deleted(sa, inbound_spi, out);
                     true
@@ -493,8 +533,8 @@ impl Ike {
             ExchangeType::INFORMATIONAL => {
                 informational::request(&self.settings, sa, &decrypted, out)
             }
-            ExchangeType::CREATE_CHILD_SA => {
-                informational::refuse_create_child(&self.settings, sa, header.message_id, out);
+            ExchangeType::CREATE_CHILD_SA if sa.state == SaState::Established => {
+                create_child::request(&self.settings, peer, sa, &decrypted, &self.sas, out);
                 true
             }
             _ => {

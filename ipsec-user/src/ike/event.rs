@@ -57,6 +57,9 @@ pub struct ChildSa {
     pub remote: SocketAddr,
     /// NAT detected (or faked by a peer that wants UDP encapsulation): ESP in UDP, RFC 3948.
     pub encapsulated: bool,
+    /// The inbound SPI of the CHILD_SA this one replaces (a rekey): install this one first,
+    /// then remove that one when its deletion is reported.
+    pub rekeys: Option<u32>,
 }
 
 impl std::fmt::Debug for ChildSa {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for ChildSa {
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
             .field("encapsulated", &self.encapsulated)
+            .field("rekeys", &self.rekeys)
             .finish_non_exhaustive()
     }
 }

@@ -1,5 +1,5 @@
 //! INFORMATIONAL exchanges (RFC 7296 §1.4): Delete of the IKE SA or of CHILD_SAs, and the empty
-//! liveness check; and the refusal of CREATE_CHILD_SA, which this version does not negotiate.
+//! liveness check.
 //!
 //! Contract: a request is answered in the same exchange. Deleting the IKE SA answers with an
 //! empty message and drops the SA (its CHILD_SAs reported deleted first); deleting CHILD_SAs
@@ -8,7 +8,7 @@
 use super::config::Settings;
 use super::event::{Event, Output};
 use super::message::{ExchangeType, Message};
-use super::payload::{Delete, Notify, NotifyType, Payload, ProtocolId};
+use super::payload::{Delete, Payload, ProtocolId};
 use super::sa::IkeSa;
 
 /// A request from the peer. False when it deleted the IKE SA.
@@ -82,24 +82,4 @@ pub(crate) fn child_deleted(sa: &mut IkeSa, inbound_spi: u32, out: &mut Output) 
             outbound_spi: child.outbound_spi,
         });
     }
-}
-
-/// CREATE_CHILD_SA is not negotiated yet: NO_ADDITIONAL_SAS (§3.10.1), which a peer treats as
-/// "keep the SAs you have".
-pub(crate) fn refuse_create_child(
-    settings: &Settings,
-    sa: &mut IkeSa,
-    message_id: u32,
-    out: &mut Output,
-) {
-    sa.respond(
-        settings,
-        ExchangeType::CREATE_CHILD_SA,
-        message_id,
-        vec![Payload::Notify(Notify::new(
-            NotifyType::NO_ADDITIONAL_SAS,
-            Vec::new(),
-        ))],
-        out,
-    );
 }

@@ -527,5 +527,6 @@ fn first_child(
         local: sa.local,
         remote: sa.remote,
         encapsulated: sa.nat,
+        rekeys: None,
     })
 }

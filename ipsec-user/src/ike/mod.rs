@@ -10,7 +10,8 @@
 //! out = ike.initiate("peer", now)?;                  // or wait for the peer to initiate
 //! out = ike.receive(local, remote, &udp_payload, now); // every datagram on UDP 500 and 4500
 //! out = ike.on_timeout(now);                         // when ike.next_deadline() is reached
-//! out = ike.delete_ike_sa("peer", now)? / delete_child_sa(spi, now)? / check_liveness(..)?
+//! out = ike.rekey_child_sa(spi, now)? / delete_ike_sa("peer", now)? / delete_child_sa(..)?
+//! out = ike.check_liveness("peer", now)?           // dead peer detection
 //! ike.ike_sas()                                      // `ike sa list`: SPIs, state, suite, counters
 //! ```
 //!
@@ -35,7 +36,10 @@
 //! - INFORMATIONAL: Delete of the IKE SA or CHILD_SAs, liveness; message IDs with a window of
 //!   one, retransmission with exponential backoff as outputs, the last response kept for a
 //!   retransmitted request.
-//! - Not yet: CREATE_CHILD_SA (rekeying, more CHILD_SAs; answered with NO_ADDITIONAL_SAS),
+//! - CREATE_CHILD_SA rekeying a CHILD_SA from either side, with optional PFS
+//!   ([`Ike::rekey_child_sa`]; the new CHILD_SA names the one it replaces, which is deleted
+//!   after it: make before break).
+//! - Not yet: rekeying the IKE SA (answered NO_ADDITIONAL_SAS), simultaneous rekeys (§2.8.1),
 //!   certificates, EAP, fragmentation, MOBIKE.
 //!
 //! # Modules
@@ -57,6 +61,7 @@
 //!   decryption or parsing of the inner payloads.
 
 pub mod config;
+mod create_child;
 pub mod dh;
 pub mod endpoint;
 pub mod event;

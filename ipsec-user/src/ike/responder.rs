@@ -347,7 +347,7 @@ pub(crate) fn auth_request(
 }
 
 /// An SPI no CHILD_SA of any IKE SA receives on.
-fn unused_child_spi(sa: &IkeSa, others: &HashMap<[u8; 8], IkeSa>) -> u32 {
+pub(crate) fn unused_child_spi(sa: &IkeSa, others: &HashMap<[u8; 8], IkeSa>) -> u32 {
     loop {
         let spi = random_child_spi();
         let used = |s: &IkeSa| s.children.iter().any(|c| c.inbound_spi == spi);
@@ -463,6 +463,7 @@ fn negotiate_child(
         local: sa.local,
         remote: sa.remote,
         encapsulated: sa.nat,
+        rekeys: None,
     };
     Ok((child, answer))
 }

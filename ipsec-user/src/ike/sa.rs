@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::config::Settings;
+use super::create_child::RekeyOffer;
 use super::dh::KeyShare;
 use super::event::{Datagram, Output};
 use super::keys::IkeKeys;
@@ -50,6 +51,7 @@ pub(crate) enum RequestKind {
     DeleteIke,
     DeleteChild { inbound_spi: u32 },
     Liveness,
+    CreateChild,
 }
 
 /// The request awaiting its response.
@@ -109,6 +111,8 @@ pub(crate) struct IkeSa {
     queue: VecDeque<(ExchangeType, Vec<Payload>, RequestKind)>,
     pub children: Vec<Child>,
     pub child_offer: Option<ChildOffer>,
+    /// Our outstanding CREATE_CHILD_SA offer.
+    pub rekey: Option<RekeyOffer>,
     pub created: Instant,
     pub established: Option<Instant>,
     /// Messages received and sent on this SA (retransmissions included).
@@ -155,6 +159,7 @@ impl IkeSa {
             queue: VecDeque::new(),
             children: Vec::new(),
             child_offer: None,
+            rekey: None,
             created: now,
             established: None,
             received: 0,

@@ -580,3 +580,41 @@ fn seed_corpus_messages_round_trip() {
         }
     }
 }
+
+#[test]
+fn child_sa_rekey_makes_before_it_breaks() {
+    let now = Instant::now();
+    for (esp, pfs) in [("aes128gcm16", false), ("aes128-sha256-ecp256", true)] {
+        let (mut a, mut b) = pair("aes128-sha256-x25519", "aes128-sha256-x25519", esp, esp);
+        let first = a.initiate("b", now).expect("initiating");
+        let (ea, eb) = pump(&mut a, &mut b, first, now);
+        let (old_a, _) = assert_matching_children(&ea, &eb);
+        let old_b = children(&eb)[0].inbound_spi;
+        // Either side may rekey: b (the IKE SA's responder) does it here for the PFS suite.
+        let (ea, eb) = if pfs {
+            let out = b.rekey_child_sa(old_b, now).expect("rekeying");
+            pump(&mut a, &mut b, answer_to(out), now)
+        } else {
+            let out = a.rekey_child_sa(old_a, now).expect("rekeying");
+            pump(&mut a, &mut b, out, now)
+        };
+        let (new_a, _) = assert_matching_children(&ea, &eb);
+        assert_ne!(new_a, old_a);
+        for (events, old) in [(&ea, old_a), (&eb, old_b)] {
+            let child = children(events)[0];
+            assert_eq!(child.rekeys, Some(old), "{esp}");
+            // Make before break: the new CHILD_SA is reported before the old one is deleted.
+            let new_at = events
+                .iter()
+                .position(|e| matches!(e, Event::ChildSaEstablished(_)))
+                .expect("a new child");
+            let old_at = events
+                .iter()
+                .position(|e| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old))
+                .expect("the old child deleted");
+            assert!(new_at < old_at, "{events:?}");
+        }
+        assert_eq!(a.ike_sas()[0].children.len(), 1);
+        assert_eq!(b.ike_sas()[0].children.len(), 1);
+    }
+}
