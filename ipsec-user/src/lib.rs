@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod daemon;
 pub mod datapath;
 pub mod engine;
+pub mod ike;
 pub mod model;
 pub mod paths;
 pub mod wire;

@@ -1,0 +1,501 @@
+//! CREATE_CHILD_SA (RFC 7296 §1.3): rekeying a CHILD_SA (§1.3.3, §2.8) or adding one (§1.3.1),
+//! from either side of the IKE SA, with optional PFS (a KE payload, §1.3.1 and §2.17).
+//!
+//! Contract:
+//! - [`start`] offers a new CHILD_SA replacing the one we receive on with `old_inbound`
+//!   (N(REKEY_SA) names it): our ESP proposals (with their DH groups for PFS: then a KE of the
+//!   first), a fresh nonce, the configured traffic selectors and mode.
+//! - [`request`] answers the peer's offer: the CHILD_SA it rekeys must exist (else
+//!   CHILD_SA_NOT_FOUND); proposals in our order; a KE of another group than the chosen one is
+//!   answered INVALID_KE_PAYLOAD; traffic selectors narrowed (§2.9). An IKE SA rekey is
+//!   answered NO_ADDITIONAL_SAS (not supported yet).
+//! - The new CHILD_SA is reported with `rekeys` naming the old one; the old one stays installed
+//!   until the side that started the rekey deletes it (§2.8: make before break), which [`response`]
+//!   does as soon as the new one is up. KEYMAT is prf+(SK_d, [g^ir |] Ni | Nr) with this
+//!   exchange's nonces, i2r meaning from this exchange's initiator (§2.17).
+//! - Simultaneous rekeys (§2.8.1) are not resolved yet: both new CHILD_SAs are kept and each
+//!   side deletes the old one it started from.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::model::Mode;
+
+use super::config::{PeerConfig, Settings};
+use super::dh::{DhGroup, KeyShare};
+use super::event::{ChildSa, DirectionKeys, Event, Failure, Output};
+use super::initiator::{error_notify, find_notify, nonce};
+use super::keys::{ChildKeys, KeyLengths};
+use super::message::{ExchangeType, Message};
+use super::payload::{Delete, Notify, NotifyType, Payload, ProtocolId};
+use super::proposal::{self, EspSuite, encryption_key_len, integrity_key_len};
+use super::responder::unused_child_spi;
+use super::sa::{Child, IkeSa, RequestKind};
+use super::selector::{self, TrafficSelector};
+
+/// What we offered in an outstanding CREATE_CHILD_SA.
+pub(crate) struct RekeyOffer {
+    pub old_inbound: Option<u32>,
+    pub spi: u32,
+    pub ni: Vec<u8>,
+    pub share: Option<KeyShare>,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+}
+
+/// Sends our CREATE_CHILD_SA request rekeying the CHILD_SA we receive on with `old_inbound`.
+pub(crate) fn start(
+    settings: &Settings,
+    peer: &PeerConfig,
+    sa: &mut IkeSa,
+    old_inbound: u32,
+    others: &HashMap<[u8; 8], IkeSa>,
+    now: Instant,
+    out: &mut Output,
+) {
+    let spi = unused_child_spi(sa, others);
+    let ni = nonce();
+    let group = peer
+        .esp_proposals
+        .iter()
+        .flat_map(proposal::Proposal::groups)
+        .next();
+    let share = group.map(KeyShare::generate);
+    let mut payloads = vec![Payload::Notify(Notify {
+        protocol: ProtocolId::ESP,
+        spi: old_inbound.to_be_bytes().to_vec(),
+        kind: NotifyType::REKEY_SA,
+        data: Vec::new(),
+    })];
+    if peer.mode == Mode::Transport {
+        payloads.push(Payload::Notify(Notify::new(
+            NotifyType::USE_TRANSPORT_MODE,
+            Vec::new(),
+        )));
+    }
+    payloads.push(Payload::Sa(proposal::to_wire(
+        &peer.esp_proposals,
+        &spi.to_be_bytes(),
+        true,
+    )));
+    payloads.push(Payload::Nonce(ni.clone()));
+    if let Some(share) = &share {
+        payloads.push(Payload::Ke {
+            group: share.group().id(),
+            data: share.public().to_vec(),
+        });
+    }
+    payloads.push(Payload::TsI(peer.local_ts.clone()));
+    payloads.push(Payload::TsR(peer.remote_ts.clone()));
+    sa.rekey = Some(RekeyOffer {
+        old_inbound: Some(old_inbound),
+        spi,
+        ni,
+        share,
+        local_ts: peer.local_ts.clone(),
+        remote_ts: peer.remote_ts.clone(),
+    });
+    sa.send_request(
+        settings,
+        ExchangeType::CREATE_CHILD_SA,
+        payloads,
+        RequestKind::CreateChild,
+        now,
+        out,
+    );
+}
+
+/// The payloads of a CREATE_CHILD_SA message that matter here.
+#[derive(Default)]
+struct Offer<'a> {
+    sa: Option<&'a Vec<super::sa_payload::Proposal>>,
+    nonce: Option<&'a Vec<u8>>,
+    ke: Option<(u16, &'a Vec<u8>)>,
+    tsi: Option<&'a Vec<TrafficSelector>>,
+    tsr: Option<&'a Vec<TrafficSelector>>,
+}
+
+fn gather(payloads: &[Payload]) -> Offer<'_> {
+    let mut offer = Offer::default();
+    for p in payloads {
+        match p {
+            Payload::Sa(s) => offer.sa = Some(s),
+            Payload::Nonce(n) => offer.nonce = Some(n),
+            Payload::Ke { group, data } => offer.ke = Some((*group, data)),
+            Payload::TsI(t) => offer.tsi = Some(t),
+            Payload::TsR(t) => offer.tsr = Some(t),
+            _ => {}
+        }
+    }
+    offer
+}
+
+/// The keys of a CREATE_CHILD_SA's CHILD_SA as (i2r, r2i).
+fn keys(
+    sa: &IkeSa,
+    suite: EspSuite,
+    shared: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+) -> Option<(DirectionKeys, DirectionKeys)> {
+    let ike_keys = sa.keys.as_ref()?;
+    let lengths = KeyLengths {
+        encryption: encryption_key_len(suite.encryption),
+        integrity: integrity_key_len(suite.integrity),
+    };
+    let k = ChildKeys::derive(lengths, &ike_keys.sk_d, shared, ni, nr);
+    Some((
+        DirectionKeys {
+            encryption: k.i2r_encryption,
+            integrity: k.i2r_integrity,
+        },
+        DirectionKeys {
+            encryption: k.r2i_encryption,
+            integrity: k.r2i_integrity,
+        },
+    ))
+}
+
+fn refuse(
+    settings: &Settings,
+    sa: &mut IkeSa,
+    id: u32,
+    kind: NotifyType,
+    data: Vec<u8>,
+    out: &mut Output,
+) {
+    sa.respond(
+        settings,
+        ExchangeType::CREATE_CHILD_SA,
+        id,
+        vec![Payload::Notify(Notify::new(kind, data))],
+        out,
+    );
+}
+
+/// The peer's CREATE_CHILD_SA request.
+#[allow(
+    clippy::too_many_lines,
+    reason = "one exchange step, in the RFC's order"
+)]
+pub(crate) fn request(
+    settings: &Settings,
+    peer: &PeerConfig,
+    sa: &mut IkeSa,
+    message: &Message,
+    others: &HashMap<[u8; 8], IkeSa>,
+    out: &mut Output,
+) {
+    let id = message.header.message_id;
+    let payloads = &message.payloads;
+    let offer = gather(payloads);
+    let (Some(offered), Some(ni), Some(tsi), Some(tsr)) =
+        (offer.sa, offer.nonce, offer.tsi, offer.tsr)
+    else {
+        // No TS: an IKE SA rekey (§1.3.2), not supported yet.
+        refuse(
+            settings,
+            sa,
+            id,
+            NotifyType::NO_ADDITIONAL_SAS,
+            Vec::new(),
+            out,
+        );
+        return;
+    };
+    let mut old = None;
+    if let Some(n) = find_notify(payloads, NotifyType::REKEY_SA) {
+        let outbound = <[u8; 4]>::try_from(n.spi.as_slice())
+            .ok()
+            .map(u32::from_be_bytes);
+        let Some(child) = sa
+            .children
+            .iter()
+            .find(|c| Some(c.outbound_spi) == outbound)
+        else {
+            refuse(
+                settings,
+                sa,
+                id,
+                NotifyType::CHILD_SA_NOT_FOUND,
+                Vec::new(),
+                out,
+            );
+            return;
+        };
+        old = Some(child.inbound_spi);
+    }
+    let failed = |sa: &IkeSa, failure, out: &mut Output| {
+        out.event(Event::Failed {
+            peer: sa.peer.clone(),
+            failure,
+        });
+    };
+    let Some((number, chosen)) = proposal::select(&peer.esp_proposals, offered, offer.ke.is_some())
+    else {
+        refuse(
+            settings,
+            sa,
+            id,
+            NotifyType::NO_PROPOSAL_CHOSEN,
+            Vec::new(),
+            out,
+        );
+        failed(sa, Failure::NoEspProposal, out);
+        return;
+    };
+    let Some(suite) = chosen.esp() else { return };
+    let outbound_spi = offered
+        .iter()
+        .find(|p| p.number == number)
+        .and_then(|p| <[u8; 4]>::try_from(p.spi.as_slice()).ok())
+        .map(u32::from_be_bytes);
+    let Some(outbound_spi) = outbound_spi else {
+        refuse(
+            settings,
+            sa,
+            id,
+            NotifyType::INVALID_SYNTAX,
+            Vec::new(),
+            out,
+        );
+        return;
+    };
+    let (share, shared) = match (suite.group, offer.ke) {
+        (None, _) => (None, None),
+        (Some(group), Some((ke_group, data))) if ke_group == group.id() => {
+            let share = KeyShare::generate(group);
+            let Ok(shared) = share.agree(data) else {
+                refuse(
+                    settings,
+                    sa,
+                    id,
+                    NotifyType::INVALID_SYNTAX,
+                    Vec::new(),
+                    out,
+                );
+                return;
+            };
+            (Some(share), Some(shared))
+        }
+        (Some(group), _) => {
+            let data = group.id().to_be_bytes().to_vec();
+            refuse(settings, sa, id, NotifyType::INVALID_KE_PAYLOAD, data, out);
+            return;
+        }
+    };
+    let remote_ts = selector::narrow(tsi, &peer.remote_ts);
+    let local_ts = selector::narrow(tsr, &peer.local_ts);
+    if remote_ts.is_empty() || local_ts.is_empty() {
+        refuse(
+            settings,
+            sa,
+            id,
+            NotifyType::TS_UNACCEPTABLE,
+            Vec::new(),
+            out,
+        );
+        failed(sa, Failure::TsUnacceptable, out);
+        return;
+    }
+    let transport = find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some();
+    let mode = if peer.mode == Mode::Transport && transport {
+        Mode::Transport
+    } else if peer.mode == Mode::Tunnel {
+        Mode::Tunnel
+    } else {
+        refuse(
+            settings,
+            sa,
+            id,
+            NotifyType::NO_PROPOSAL_CHOSEN,
+            Vec::new(),
+            out,
+        );
+        failed(
+            sa,
+            Failure::Mode("the peer asked for tunnel mode, we want transport"),
+            out,
+        );
+        return;
+    };
+    let nr = nonce();
+    let Some((i2r, r2i)) = keys(sa, suite, shared.as_deref().map(|s| &s[..]), ni, &nr) else {
+        return;
+    };
+    let inbound_spi = unused_child_spi(sa, others);
+    let mut answer = Vec::new();
+    if mode == Mode::Transport {
+        answer.push(Payload::Notify(Notify::new(
+            NotifyType::USE_TRANSPORT_MODE,
+            Vec::new(),
+        )));
+    }
+    answer.push(Payload::Sa(vec![proposal::reply(
+        number,
+        ProtocolId::ESP,
+        &inbound_spi.to_be_bytes(),
+        &chosen,
+    )]));
+    answer.push(Payload::Nonce(nr));
+    if let Some(share) = &share {
+        answer.push(Payload::Ke {
+            group: share.group().id(),
+            data: share.public().to_vec(),
+        });
+    }
+    answer.push(Payload::TsI(remote_ts.clone()));
+    answer.push(Payload::TsR(local_ts.clone()));
+    sa.respond(settings, ExchangeType::CREATE_CHILD_SA, id, answer, out);
+    sa.children.push(Child {
+        inbound_spi,
+        outbound_spi,
+    });
+    out.event(Event::ChildSaEstablished(Box::new(ChildSa {
+        peer: sa.peer.clone(),
+        ike_spis: sa.spis(),
+        inbound_spi,
+        outbound_spi,
+        suite,
+        inbound: i2r,
+        outbound: r2i,
+        mode,
+        local_ts,
+        remote_ts,
+        local: sa.local,
+        remote: sa.remote,
+        encapsulated: sa.nat,
+        rekeys: old,
+    })));
+}
+
+/// The answer to our CREATE_CHILD_SA: the new CHILD_SA reported, then the old one deleted.
+pub(crate) fn response(
+    settings: &Settings,
+    peer: &PeerConfig,
+    sa: &mut IkeSa,
+    message: &Message,
+    now: Instant,
+    out: &mut Output,
+) {
+    let Some(offer) = sa.rekey.take() else { return };
+    let payloads = &message.payloads;
+    let fail = |sa: &IkeSa, failure, out: &mut Output| {
+        out.event(Event::Failed {
+            peer: sa.peer.clone(),
+            failure,
+        });
+    };
+    if let Some(error) = error_notify(payloads) {
+        let failure = match error {
+            NotifyType::NO_PROPOSAL_CHOSEN => Failure::NoEspProposal,
+            NotifyType::TS_UNACCEPTABLE => Failure::TsUnacceptable,
+            other => Failure::PeerError(other),
+        };
+        fail(sa, failure, out);
+        return;
+    }
+    let answer = gather(payloads);
+    let (Some(reply), Some(nr), Some(tsi), Some(tsr)) =
+        (answer.sa, answer.nonce, answer.tsi, answer.tsr)
+    else {
+        fail(
+            sa,
+            Failure::Protocol("create_child_sa response lacks sa, nonce or ts"),
+            out,
+        );
+        return;
+    };
+    let suite =
+        proposal::accept(&peer.esp_proposals, reply, offer.share.is_some()).and_then(|c| c.esp());
+    let outbound_spi = reply
+        .first()
+        .and_then(|p| <[u8; 4]>::try_from(p.spi.as_slice()).ok())
+        .map(u32::from_be_bytes);
+    let (Some(suite), Some(outbound_spi)) = (suite, outbound_spi) else {
+        fail(
+            sa,
+            Failure::Protocol("responder chose an esp proposal we did not offer"),
+            out,
+        );
+        return;
+    };
+    let shared = match (&offer.share, answer.ke, suite.group) {
+        (None, None, None) => None,
+        (Some(share), Some((group, data)), Some(chosen))
+            if Some(chosen) == DhGroup::from_id(group) && chosen == share.group() =>
+        {
+            let Ok(shared) = share.agree(data) else {
+                fail(
+                    sa,
+                    Failure::Protocol("responder's ke is not a valid public value"),
+                    out,
+                );
+                return;
+            };
+            Some(shared)
+        }
+        _ => {
+            fail(
+                sa,
+                Failure::Protocol("responder's ke does not match the chosen group"),
+                out,
+            );
+            return;
+        }
+    };
+    if !selector::within(tsi, &offer.local_ts) || !selector::within(tsr, &offer.remote_ts) {
+        fail(
+            sa,
+            Failure::Protocol("responder widened the traffic selectors"),
+            out,
+        );
+        return;
+    }
+    let mode = if find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some() {
+        Mode::Transport
+    } else {
+        Mode::Tunnel
+    };
+    if mode != peer.mode {
+        fail(sa, Failure::Mode("the responder chose another mode"), out);
+        return;
+    }
+    let Some((i2r, r2i)) = keys(sa, suite, shared.as_deref().map(|s| &s[..]), &offer.ni, nr) else {
+        return;
+    };
+    sa.children.push(Child {
+        inbound_spi: offer.spi,
+        outbound_spi,
+    });
+    out.event(Event::ChildSaEstablished(Box::new(ChildSa {
+        peer: sa.peer.clone(),
+        ike_spis: sa.spis(),
+        inbound_spi: offer.spi,
+        outbound_spi,
+        suite,
+        inbound: r2i,
+        outbound: i2r,
+        mode,
+        local_ts: tsi.clone(),
+        remote_ts: tsr.clone(),
+        local: sa.local,
+        remote: sa.remote,
+        encapsulated: sa.nat,
+        rekeys: offer.old_inbound,
+    })));
+    // §2.8: the side that rekeyed deletes the old CHILD_SA once the new one is up.
+    if let Some(old) = offer.old_inbound {
+        sa.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            vec![Payload::Delete(Delete {
+                protocol: ProtocolId::ESP,
+                spis: vec![old.to_be_bytes()],
+            })],
+            RequestKind::DeleteChild { inbound_spi: old },
+            now,
+            out,
+        );
+    }
+}

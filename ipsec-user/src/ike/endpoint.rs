@@ -1,0 +1,546 @@
+//! The IKE endpoint: the configured peers, every IKE SA by our SPI, the responder's half-open
+//! bound with its COOKIE secret, and the dispatch of datagrams and timers to the exchanges.
+//!
+//! Contract (the API the daemon drives; no sockets, no clock, no threads):
+//! - [`Ike::receive`] takes one UDP payload as it arrived (with its local and remote socket
+//!   addresses, the non-ESP marker included on port 4500) and the time; [`Ike::initiate`],
+//!   [`Ike::delete_ike_sa`] and [`Ike::delete_child_sa`] start exchanges; [`Ike::on_timeout`]
+//!   retransmits and expires. Each returns an [`Output`]: datagrams to send, events to act on.
+//! - [`Ike::next_deadline`] says when to call [`Ike::on_timeout`] next.
+//! - Unauthenticated input never creates state beyond one half-open SA per IKE_SA_INIT from a
+//!   configured peer's address, and above [`Settings::half_open_limit`] not even that without a
+//!   valid COOKIE (§2.6). A datagram that fails to parse or authenticate is dropped with an
+//!   [`Event::Dropped`] and no answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use zeroize::Zeroizing;
+
+use super::config::{ConfigError, PeerConfig, Settings};
+use super::event::{Event, Output};
+use super::message::{ExchangeType, Header, Message};
+use super::payload::{Delete, Payload, ProtocolId};
+use super::proposal::IkeSuite;
+use super::sa::{IkeSa, RequestKind, Role, SaState};
+use super::{create_child, informational, initiator, responder};
+
+/// What `ike sa list` shows of one IKE SA (never keys).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    pub peer: String,
+    pub initiator: bool,
+    pub state: SaState,
+    pub spi_i: [u8; 8],
+    pub spi_r: [u8; 8],
+    pub suite: Option<IkeSuite>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub encapsulated: bool,
+    pub established: Option<Instant>,
+    /// (inbound SPI, outbound SPI) of each CHILD_SA.
+    pub children: Vec<(u32, u32)>,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+}
+
+/// The IKEv2 endpoint.
+pub struct Ike {
+    pub(crate) settings: Settings,
+    pub(crate) peers: Vec<PeerConfig>,
+    /// Every IKE SA, by our SPI.
+    pub(crate) sas: HashMap<[u8; 8], IkeSa>,
+    /// Responder SAs by (initiator address, SPIi): a retransmitted IKE_SA_INIT finds its SA.
+    pub(crate) half_open: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
+    pub(crate) cookie_secret: Zeroizing<[u8; 32]>,
+}
+
+/// The error of an operation the daemon asked for.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum IkeError {
+    #[error("no peer named '{0}'")]
+    UnknownPeer(String),
+    #[error("no established ike sa with peer '{0}'")]
+    NoSa(String),
+    #[error("no child sa with inbound spi {0:#010x}")]
+    NoChild(u32),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// A random SPI: 8 octets, never zero (§3.1: zero means "not yet known").
+pub(crate) fn random_ike_spi() -> [u8; 8] {
+    loop {
+        let mut spi = [0; 8];
+        rand::fill(&mut spi[..]);
+        if spi != [0; 8] {
+            return spi;
+        }
+    }
+}
+
+impl Ike {
+    pub fn new(settings: Settings) -> Self {
+        let mut secret = Zeroizing::new([0; 32]);
+        rand::fill(&mut secret[..]);
+        Self {
+            settings,
+            peers: Vec::new(),
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
+            cookie_secret: secret,
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Adds a peer.
+    ///
+    /// # Errors
+    /// [`IkeError::Config`] when it does not validate or its name is taken; nothing changes.
+    pub fn add_peer(&mut self, peer: PeerConfig) -> Result<(), IkeError> {
+        peer.validate()?;
+        if self.peers.iter().any(|p| p.name == peer.name) {
+            return Err(ConfigError::Duplicate(peer.name).into());
+        }
+        self.peers.push(peer);
+        Ok(())
+    }
+
+    /// Removes a peer and deletes its SAs (INFORMATIONAL delete sent, SAs reported deleted).
+    ///
+    /// # Errors
+    /// [`IkeError::UnknownPeer`].
+    pub fn remove_peer(&mut self, name: &str, now: Instant) -> Result<Output, IkeError> {
+        let index = self
+            .peers
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| IkeError::UnknownPeer(name.to_owned()))?;
+        let mut out = Output::default();
+        let ours: Vec<[u8; 8]> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.peer == name)
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in ours {
+            if let Some(mut sa) = self.sas.remove(&spi) {
+                if sa.sealer.is_some() {
+                    let header = sa.header(ExchangeType::INFORMATIONAL, sa.next_request_id, false);
+                    let delete = vec![Payload::Delete(Delete {
+                        protocol: ProtocolId::IKE,
+                        spis: Vec::new(),
+                    })];
+                    if let Some(sealer) = &mut sa.sealer
+                        && let Ok(bytes) = sealer.seal(&header, &delete)
+                    {
+                        out.datagrams.push(sa.datagram(&self.settings, bytes));
+                    }
+                }
+                self.forget(&sa, &mut out);
+            }
+        }
+        self.peers.remove(index);
+        let _ = now;
+        Ok(out)
+    }
+
+    pub fn peers(&self) -> &[PeerConfig] {
+        &self.peers
+    }
+
+    /// Starts IKE_SA_INIT with a configured peer.
+    ///
+    /// # Errors
+    /// [`IkeError::UnknownPeer`].
+    pub fn initiate(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
+        let config = self
+            .peers
+            .iter()
+            .find(|p| p.name == peer)
+            .ok_or_else(|| IkeError::UnknownPeer(peer.to_owned()))?;
+        let mut out = Output::default();
+        let sa = initiator::start(&self.settings, config, now, &mut out);
+        self.sas.insert(sa.our_spi(), sa);
+        Ok(out)
+    }
+
+    /// Deletes the IKE SA (and so its CHILD_SAs) with `peer`: INFORMATIONAL Delete, the SAs
+    /// reported deleted when the peer answers (or retransmissions run out).
+    ///
+    /// # Errors
+    /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
+    pub fn delete_ike_sa(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
+        let settings = &self.settings;
+        let sa = self
+            .sas
+            .values_mut()
+            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let mut out = Output::default();
+        sa.state = SaState::Deleting;
+        let delete = vec![Payload::Delete(Delete {
+            protocol: ProtocolId::IKE,
+            spis: Vec::new(),
+        })];
+        sa.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            delete,
+            RequestKind::DeleteIke,
+            now,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// Deletes one CHILD_SA, named by the SPI we receive on (INFORMATIONAL Delete; reported
+    /// deleted when the peer answers).
+    ///
+    /// # Errors
+    /// [`IkeError::NoChild`].
+    pub fn delete_child_sa(&mut self, inbound_spi: u32, now: Instant) -> Result<Output, IkeError> {
+        let settings = &self.settings;
+        let sa = self
+            .sas
+            .values_mut()
+            .find(|sa| sa.children.iter().any(|c| c.inbound_spi == inbound_spi))
+            .ok_or(IkeError::NoChild(inbound_spi))?;
+        let mut out = Output::default();
+        let delete = vec![Payload::Delete(Delete {
+            protocol: ProtocolId::ESP,
+            spis: vec![inbound_spi.to_be_bytes()],
+        })];
+        sa.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            delete,
+            RequestKind::DeleteChild { inbound_spi },
+            now,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// Rekeys the CHILD_SA we receive on with `inbound_spi` (CREATE_CHILD_SA, §1.3.3): the new
+    /// CHILD_SA is reported with `rekeys: Some(inbound_spi)`, then the old one is deleted.
+    ///
+    /// # Errors
+    /// [`IkeError::NoChild`].
+    pub fn rekey_child_sa(&mut self, inbound_spi: u32, now: Instant) -> Result<Output, IkeError> {
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, sa)| {
+                sa.state == SaState::Established
+                    && sa.children.iter().any(|c| c.inbound_spi == inbound_spi)
+            })
+            .map(|(spi, _)| *spi)
+            .ok_or(IkeError::NoChild(inbound_spi))?;
+        let mut sa = self
+            .sas
+            .remove(&spi)
+            .ok_or(IkeError::NoChild(inbound_spi))?;
+        let mut out = Output::default();
+        match self.peers.iter().find(|p| p.name == sa.peer) {
+            Some(peer) => create_child::start(
+                &self.settings,
+                peer,
+                &mut sa,
+                inbound_spi,
+                &self.sas,
+                now,
+                &mut out,
+            ),
+            None => return Err(IkeError::UnknownPeer(sa.peer)),
+        }
+        self.sas.insert(spi, sa);
+        Ok(out)
+    }
+
+    /// Sends an empty INFORMATIONAL request to `peer` (liveness, §1.4; dead peer detection):
+    /// an answer proves the peer alive; running out of retransmissions deletes the SAs
+    /// ([`Failure::Timeout`](super::event::Failure::Timeout), then the deletion events).
+    ///
+    /// # Errors
+    /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
+    pub fn check_liveness(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
+        let settings = &self.settings;
+        let sa = self
+            .sas
+            .values_mut()
+            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let mut out = Output::default();
+        sa.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            Vec::new(),
+            RequestKind::Liveness,
+            now,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// Every IKE SA, for `ike sa list`.
+    pub fn ike_sas(&self) -> Vec<IkeSaInfo> {
+        let mut list: Vec<IkeSaInfo> = self
+            .sas
+            .values()
+            .map(|sa| IkeSaInfo {
+                peer: sa.peer.clone(),
+                initiator: sa.role == Role::Initiator,
+                state: sa.state,
+                spi_i: sa.spi_i,
+                spi_r: sa.spi_r,
+                suite: sa.suite,
+                local: sa.local,
+                remote: sa.remote,
+                encapsulated: sa.nat,
+                established: sa.established,
+                children: sa
+                    .children
+                    .iter()
+                    .map(|c| (c.inbound_spi, c.outbound_spi))
+                    .collect(),
+                messages_received: sa.received,
+                messages_sent: sa.sent,
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.peer, a.spi_i).cmp(&(&b.peer, b.spi_i)));
+        list
+    }
+
+    /// Responder SAs waiting for IKE_AUTH.
+    pub fn half_open_count(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|sa| sa.state == SaState::HalfOpen)
+            .count()
+    }
+
+    /// When [`Self::on_timeout`] is next due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.sas
+            .values()
+            .filter_map(|sa| sa.deadline(&self.settings))
+            .min()
+    }
+
+    /// Retransmits due requests; gives up SAs whose retransmissions are spent and half-open SAs
+    /// that waited too long.
+    pub fn on_timeout(&mut self, now: Instant) -> Output {
+        let mut out = Output::default();
+        let spis: Vec<[u8; 8]> = self.sas.keys().copied().collect();
+        for spi in spis {
+            let Some(mut sa) = self.sas.remove(&spi) else {
+                continue;
+            };
+            if sa.expired(&self.settings, now) {
+                self.forget(&sa, &mut out);
+                continue;
+            }
+            if sa.on_timeout(&self.settings, now, &mut out) {
+                self.sas.insert(spi, sa);
+            } else {
+                out.event(Event::Failed {
+                    peer: sa.peer.clone(),
+                    failure: super::event::Failure::Timeout(self.settings.retransmit_tries),
+                });
+                self.forget(&sa, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Drops an SA: its CHILD_SAs and itself reported deleted (when it had any), its half-open
+    /// index entry gone.
+    pub(crate) fn forget(&mut self, sa: &IkeSa, out: &mut Output) {
+        self.half_open.retain(|_, spi| *spi != sa.our_spi());
+        for child in &sa.children {
+            out.event(Event::ChildSaDeleted {
+                peer: sa.peer.clone(),
+                inbound_spi: child.inbound_spi,
+                outbound_spi: child.outbound_spi,
+            });
+        }
+        if sa.established.is_some() {
+            out.event(Event::IkeSaDeleted {
+                peer: sa.peer.clone(),
+                spis: sa.spis(),
+            });
+        }
+    }
+
+    /// One received UDP payload: `local` is the address it arrived on, `remote` its source.
+    pub fn receive(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        datagram: &[u8],
+        now: Instant,
+    ) -> Output {
+        let mut out = Output::default();
+        let bytes = if local.port() == self.settings.natt_port {
+            // RFC 3948 §2.2: IKE on port 4500 follows four zero octets; anything else there is
+            // ESP (the datapath's) or a NAT keepalive (one 0xff octet, §2.3).
+            let Some(([0, 0, 0, 0], rest)) = datagram.split_first_chunk::<4>() else {
+                out.drop_reason(remote, "not ike on the nat-t port");
+                return out;
+            };
+            rest
+        } else {
+            datagram
+        };
+        let Ok(message) = Message::parse(bytes) else {
+            out.drop_reason(remote, "malformed ike message");
+            return out;
+        };
+        let header = message.header;
+        if header.exchange == ExchangeType::IKE_SA_INIT
+            && !header.is_response()
+            && header.spi_r == [0; 8]
+        {
+            responder::init_request(self, local, remote, &message, bytes, now, &mut out);
+            return out;
+        }
+        let our_spi = if header.from_initiator() {
+            header.spi_r
+        } else {
+            header.spi_i
+        };
+        let Some(mut sa) = self.sas.remove(&our_spi) else {
+            out.drop_reason(remote, "unknown ike sa");
+            return out;
+        };
+        let keep = self.dispatch(
+            &mut sa, local, remote, &header, &message, bytes, now, &mut out,
+        );
+        if keep {
+            self.sas.insert(our_spi, sa);
+        } else {
+            self.forget(&sa, &mut out);
+        }
+        out
+    }
+
+    /// A message for an existing SA; false when the SA is to be forgotten.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the received datagram's parts, once"
+    )]
+    fn dispatch(
+        &self,
+        sa: &mut IkeSa,
+        local: SocketAddr,
+        remote: SocketAddr,
+        header: &Header,
+        message: &Message,
+        bytes: &[u8],
+        now: Instant,
+        out: &mut Output,
+    ) -> bool {
+        // The original initiator must be the other side (§3.1's I flag).
+        if header.from_initiator() == (sa.role == Role::Initiator) {
+            out.drop_reason(remote, "initiator flag of our own role");
+            return true;
+        }
+        let Some(peer) = self.peers.iter().find(|p| p.name == sa.peer) else {
+            out.drop_reason(remote, "peer removed");
+            return false;
+        };
+        if sa.opener.is_none() {
+            if header.exchange == ExchangeType::IKE_SA_INIT
+                && header.is_response()
+                && sa.state == SaState::InitSent
+                && sa
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.message_id == header.message_id)
+            {
+                sa.received += 1;
+                return initiator::init_response(
+                    &self.settings,
+                    peer,
+                    sa,
+                    message,
+                    bytes,
+                    now,
+                    out,
+                );
+            }
+            out.drop_reason(remote, "unexpected message before keys");
+            return true;
+        }
+        let Some(Ok(decrypted)) = sa.opener.as_ref().map(|o| o.open(bytes, message)) else {
+            out.drop_reason(remote, "sk payload failed to authenticate or parse");
+            return true;
+        };
+        sa.received += 1;
+        if header.is_response() {
+            let Some(pending) = &sa.pending else {
+                out.drop_reason(remote, "response without a request");
+                return true;
+            };
+            if pending.message_id != header.message_id {
+                out.drop_reason(remote, "response to another message id");
+                return true;
+            }
+            let kind = pending.kind.clone();
+            sa.complete_request(&self.settings, now, out);
+            return match kind {
+                RequestKind::Auth => {
+                    initiator::auth_response(&self.settings, peer, sa, &decrypted, now, out)
+                }
+                RequestKind::Init | RequestKind::Liveness => true,
+                RequestKind::DeleteIke => false,
+                RequestKind::CreateChild => {
+                    create_child::response(&self.settings, peer, sa, &decrypted, now, out);
+                    true
+                }
+                RequestKind::DeleteChild { inbound_spi } => {
+                    informational::child_deleted(sa, inbound_spi, out);
+                    true
+                }
+            };
+        }
+        // A request: the next expected message ID, or a retransmission of the last one.
+        if header.message_id.wrapping_add(1) == sa.expected_request_id
+            && let Some((id, datagram)) = &sa.last_response
+            && *id == header.message_id
+        {
+            out.datagrams.push(datagram.clone());
+            sa.sent += 1;
+            return true;
+        }
+        if header.message_id != sa.expected_request_id {
+            out.drop_reason(remote, "request outside the message id window");
+            return true;
+        }
+        sa.expected_request_id = sa.expected_request_id.wrapping_add(1);
+        // A responder follows the initiator to the address it now uses (the switch to 4500).
+        sa.local = local;
+        sa.remote = remote;
+        match header.exchange {
+            ExchangeType::IKE_AUTH if sa.state == SaState::HalfOpen => {
+                responder::auth_request(&self.settings, peer, sa, &decrypted, now, out, &self.sas)
+            }
+            ExchangeType::INFORMATIONAL => {
+                informational::request(&self.settings, sa, &decrypted, out)
+            }
+            ExchangeType::CREATE_CHILD_SA if sa.state == SaState::Established => {
+                create_child::request(&self.settings, peer, sa, &decrypted, &self.sas, out);
+                true
+            }
+            _ => {
+                out.drop_reason(remote, "unexpected exchange");
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! Interop of xipsec's I/O-free IKEv2 core (`ipsec_user::ike`) with strongSwan's charon, both
+//! roles: a small driver runs the core over UDP sockets on ports 500 and 4500 in namespace a;
+//! charon (Debian's 5.9.8, its own `strongswan.conf`, VICI socket and log, `kernel-libipsec` for
+//! the CHILD_SA since the kernel has no ESP) runs in namespace b. For each case the CHILD_SA
+//! must be established on both sides with the SPIs our core computed (`swanctl --list-sas`
+//! shows the IKE SPIs, `INSTALLED`, and the in/out ESP SPIs crossed with ours), then our
+//! CHILD_SA is rekeyed (CREATE_CHILD_SA, by charon when we initiated, by us when it did) and
+//! charon lists the new SPIs only, then our INFORMATIONAL delete must empty charon's list. Cases cover groups 31, 19 and 14, a CBC and a
+//! GCM IKE proposal, a CBC and a GCM ESP proposal, ID_IPV6_ADDR and ID_FQDN identities, and two
+//! failures (wrong PSK, no common proposal) that charon answers as RFC 7296 says.
+//!
+//! No ESP traffic: the datapath's ESP-in-UDP comes later. Needs root (namespaces); fails under
+//! `CI=true` when it cannot run.
+
+use std::{
+    fs,
+    net::{IpAddr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use ipsec_user::ike::{
+    ChildSa, Event, Failure, Identity, Ike, PeerConfig, Psk, Settings,
+    proposal::{parse_esp, parse_ike},
+    selector::TrafficSelector,
+};
+use ipsec_user::model::Mode;
+use xipsec_testkit::{as_root, netns::VethPair};
+
+const CHARON: &str = "/usr/lib/ipsec/charon";
+const PSK_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// Inner (tunnelled) prefixes of a and b.
+const INNER_A: &str = "fd00:1ce:a::/64";
+const INNER_B: &str = "fd00:1ce:b::/64";
+const INNER_B_HOST: &str = "fd00:1ce:b::1/128";
+
+/// charon in a namespace, killed on drop.
+struct Charon {
+    ns: String,
+    dir: PathBuf,
+    process: Child,
+}
+
+impl Charon {
+    fn start(ns: &str, dir: &Path) -> Self {
+        fs::create_dir_all(dir.join("run")).expect("creating charon's directory");
+        // Only the plugins needed: openssl brings x25519 and ecp256 (no curve25519 plugin in
+        // Debian's package), gmp modp2048, kernel-libipsec the userspace CHILD_SAs.
+        let conf = format!(
+            "charon {{\n  load_modular = no\n  load = random nonce aes sha1 sha2 hmac gcm gmp \
+             openssl kdf kernel-libipsec kernel-netlink socket-default vici\n  \
+             install_routes = yes\n  retransmit_tries = 2\n  retransmit_timeout = 1\n  \
+             plugins {{\n    vici {{\n      socket = unix://{dir}/vici\n    }}\n  }}\n  \
+             filelog {{\n    log {{\n      path = {dir}/charon.log\n      flush_line = yes\n      default = 1\n      \
+             ike = 2\n      cfg = 2\n    }}\n  }}\n}}\n",
+            dir = dir.display()
+        );
+        fs::write(dir.join("strongswan.conf"), conf).expect("writing strongswan.conf");
+        // charon's pid file is the fixed /var/run/charon.pid: a private /run in the mount
+        // namespace `ip netns exec` gives each command.
+        let script = format!(
+            "mount --bind {} /run && exec {CHARON}",
+            dir.join("run").display()
+        );
+        let process = xipsec_testkit::netns::exec(ns, &["sh", "-c", &script])
+            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting charon");
+        let charon = Self {
+            ns: ns.to_owned(),
+            dir: dir.to_owned(),
+            process,
+        };
+        let started = Instant::now();
+        while charon.try_swanctl(&["--stats"]).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "charon did not open its vici socket: {}",
+                charon.log()
+            );
+            sleep(Duration::from_millis(100));
+        }
+        charon
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = xipsec_testkit::netns::exec(&self.ns, &["swanctl"]);
+        cmd.args(args)
+            .args(["--uri", &format!("unix://{}/vici", self.dir.display())]);
+        cmd
+    }
+
+    fn try_swanctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.command(args).output().expect("running swanctl");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    fn swanctl(&self, args: &[&str]) -> String {
+        self.try_swanctl(args)
+            .unwrap_or_else(|e| panic!("swanctl {args:?}: {e}\ncharon log:\n{}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+
+    /// Replaces charon's connections and secrets with `conf`.
+    fn load(&self, conf: &str) {
+        let file = self.dir.join("swanctl.conf");
+        fs::write(&file, conf).expect("writing swanctl.conf");
+        self.swanctl(&["--load-all", "--file", file.to_str().expect("a utf-8 path")]);
+    }
+}
+
+impl Drop for Charon {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// One interop case.
+struct Case {
+    ike: &'static str,
+    esp: &'static str,
+    /// FQDN identities instead of the addresses.
+    fqdn: bool,
+}
+
+const CASES: [Case; 4] = [
+    Case {
+        ike: "aes128-sha256-x25519",
+        // x25519 is PFS for the rekey (IKE_AUTH's CHILD_SA ignores it, §1.2).
+        esp: "aes128gcm16-x25519",
+        fqdn: false,
+    },
+    Case {
+        ike: "aes256-sha256-ecp256",
+        esp: "aes128-sha256",
+        fqdn: true,
+    },
+    Case {
+        ike: "aes128-sha256-modp2048",
+        esp: "aes256gcm16",
+        fqdn: false,
+    },
+    Case {
+        ike: "aes128gcm16-prfsha256-x25519",
+        esp: "aes128-sha256",
+        fqdn: false,
+    },
+];
+
+fn ids(case: &Case, net: &VethPair) -> (String, String) {
+    if case.fqdn {
+        ("xipsec.example".into(), "charon.example".into())
+    } else {
+        (net.addr_a.clone(), net.addr_b.clone())
+    }
+}
+
+/// charon's side of `case`: connection `xi` to a, tunnel mode between the inner prefixes.
+fn swanctl_conf(case: &Case, net: &VethPair, psk_hex: &str) -> String {
+    let (id_a, id_b) = ids(case, net);
+    format!(
+        "connections {{\n  xi {{\n    version = 2\n    local_addrs = {b}\n    remote_addrs = {a}\n    \
+         proposals = {ike}\n    mobike = no\n    local {{\n      auth = psk\n      id = {id_b}\n    }}\n    \
+         remote {{\n      auth = psk\n      id = {id_a}\n    }}\n    children {{\n      net {{\n        \
+         local_ts = {INNER_B}\n        remote_ts = {INNER_A}\n        esp_proposals = {esp}\n        \
+         mode = tunnel\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-xi {{\n    id-a = {id_a}\n    \
+         id-b = {id_b}\n    secret = 0x{psk_hex}\n  }}\n}}\n",
+        a = net.addr_a,
+        b = net.addr_b,
+        ike = case.ike,
+        esp = case.esp,
+    )
+}
+
+fn our_peer(case: &Case, net: &VethPair, psk_hex: &str) -> PeerConfig {
+    let (id_a, id_b) = ids(case, net);
+    let identity = |id: String| match id.parse::<IpAddr>() {
+        Ok(addr) => Identity::address(addr),
+        Err(_) => Identity::Fqdn(id),
+    };
+    PeerConfig {
+        name: "charon".into(),
+        local: net.addr_a.parse().expect("a's address"),
+        remote: net.addr_b.parse().expect("b's address"),
+        local_id: identity(id_a),
+        remote_id: Some(identity(id_b)),
+        psk: Psk::new(&hex::decode(psk_hex).expect("hex")).expect("a psk"),
+        ike_proposals: parse_ike(case.ike).expect("ike proposals"),
+        esp_proposals: parse_esp(case.esp).expect("esp proposals"),
+        mode: Mode::Tunnel,
+        local_ts: vec![TrafficSelector::prefix(INNER_A.parse().expect("a prefix"))],
+        remote_ts: vec![TrafficSelector::prefix(INNER_B.parse().expect("a prefix"))],
+    }
+}
+
+/// The driver: our core on UDP 500 and 4500 of `local` (inside namespace a).
+struct Driver {
+    ike: Ike,
+    sockets: [UdpSocket; 2],
+    events: Vec<Event>,
+}
+
+impl Driver {
+    fn new(local: IpAddr, peer: PeerConfig) -> Self {
+        let settings = Settings::default();
+        let sockets = [settings.ike_port, settings.natt_port].map(|port| {
+            let socket =
+                UdpSocket::bind(SocketAddr::new(local, port)).expect("binding the ike socket");
+            socket.set_nonblocking(true).expect("a non-blocking socket");
+            socket
+        });
+        let mut ike = Ike::new(settings);
+        ike.add_peer(peer).expect("adding the peer");
+        Self {
+            ike,
+            sockets,
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, out: ipsec_user::ike::Output) {
+        for d in out.datagrams {
+            let socket = if d.local.port() == self.ike.settings().natt_port {
+                &self.sockets[1]
+            } else {
+                &self.sockets[0]
+            };
+            socket
+                .send_to(&d.bytes, d.remote)
+                .expect("sending a datagram");
+        }
+        self.events.extend(out.events);
+    }
+
+    /// Receives, answers and retransmits until `done` holds for an event or `limit` passes.
+    fn run(&mut self, limit: Duration, done: impl Fn(&Event) -> bool) -> bool {
+        let end = Instant::now() + limit;
+        let mut buf = vec![0; 65536];
+        while Instant::now() < end {
+            if self.events.iter().any(&done) {
+                return true;
+            }
+            let mut idle = true;
+            for i in 0..2 {
+                if let Ok((n, from)) = self.sockets[i].recv_from(&mut buf) {
+                    idle = false;
+                    let local = self.sockets[i].local_addr().expect("a bound socket");
+                    let out = self.ike.receive(local, from, &buf[..n], Instant::now());
+                    self.send(out);
+                }
+            }
+            if self
+                .ike
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
+            {
+                let out = self.ike.on_timeout(Instant::now());
+                self.send(out);
+            }
+            if idle {
+                sleep(Duration::from_millis(2));
+            }
+        }
+        self.events.iter().any(&done)
+    }
+
+    fn child(&self) -> Option<&ChildSa> {
+        self.children().into_iter().next()
+    }
+
+    fn children(&self) -> Vec<&ChildSa> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChildSaEstablished(c) => Some(&**c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn failures(&self) -> Vec<&Failure> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Failed { failure, .. } => Some(failure),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn established(e: &Event) -> bool {
+    matches!(e, Event::ChildSaEstablished(_))
+}
+
+/// charon's `--list-sas` shows the IKE SA and the (latest) CHILD_SA with our SPIs.
+fn assert_charon_has(charon: &Charon, driver: &Driver, case: &Case) {
+    let child = *driver
+        .children()
+        .last()
+        .unwrap_or_else(|| panic!("{}: no child sa: {:?}", case.ike, driver.events));
+    let sas = charon.swanctl(&["--list-sas"]);
+    let (spi_i, spi_r) = child.ike_spis;
+    let context = || {
+        format!(
+            "{} / {}:\n{sas}\ncharon log:\n{}",
+            case.ike,
+            case.esp,
+            charon.log()
+        )
+    };
+    for want in [
+        "ESTABLISHED".to_owned(),
+        format!("{}_i", hex::encode(spi_i)),
+        format!("{}_r", hex::encode(spi_r)),
+        "INSTALLED".to_owned(),
+        // charon receives on the SPI we send to, and sends on ours.
+        format!("in  {:08x}", child.outbound_spi),
+        format!("out {:08x}", child.inbound_spi),
+    ] {
+        assert!(sas.contains(&want), "missing {want:?} in {}", context());
+    }
+    // The algorithms charon shows are the ones our core negotiated.
+    let esp_name = match child.suite.encryption.as_str() {
+        "aes128-gcm" => "AES_GCM_16-128",
+        "aes256-gcm" => "AES_GCM_16-256",
+        "aes128-cbc" => "AES_CBC-128/HMAC_SHA2_256_128",
+        other => panic!("unexpected suite {other}"),
+    };
+    assert!(
+        sas.contains(esp_name),
+        "missing {esp_name} in {}",
+        context()
+    );
+}
+
+/// Rekeys the CHILD_SA (we do when `we_rekey`, else charon does): the new CHILD_SA names the old
+/// one, the old one is deleted after it, and charon lists the new SPIs, not the old ones.
+fn rekey_and_check(charon: &Charon, driver: &mut Driver, case: &Case, we_rekey: bool) {
+    let old = driver.child().expect("a child sa").inbound_spi;
+    let old_out = driver.child().expect("a child sa").outbound_spi;
+    if we_rekey {
+        let out = driver
+            .ike
+            .rekey_child_sa(old, Instant::now())
+            .expect("rekeying");
+        driver.send(out);
+    } else {
+        charon.swanctl(&["--rekey", "--child", "net"]);
+    }
+    let deleted =
+        |e: &Event| matches!(e, Event::ChildSaDeleted { inbound_spi, .. } if *inbound_spi == old);
+    assert!(
+        driver.run(Duration::from_secs(10), deleted),
+        "{} (we rekey: {we_rekey}): old child sa not deleted: {:?}\ncharon log:\n{}",
+        case.ike,
+        driver.events,
+        charon.log()
+    );
+    let children = driver.children();
+    assert_eq!(children.len(), 2, "{:?}", driver.events);
+    assert_eq!(children[1].rekeys, Some(old));
+    assert_charon_has(charon, driver, case);
+    let sas = charon.swanctl(&["--list-sas"]);
+    for gone in [format!("in  {old_out:08x}"), format!("out {old:08x}")] {
+        assert!(!sas.contains(&gone), "charon still lists {gone}: {sas}");
+    }
+}
+
+/// After the checks: our INFORMATIONAL delete of the IKE SA empties charon's list.
+fn delete_and_check(charon: &Charon, driver: &mut Driver) {
+    let out = driver
+        .ike
+        .delete_ike_sa("charon", Instant::now())
+        .expect("deleting the ike sa");
+    driver.send(out);
+    assert!(
+        driver.run(Duration::from_secs(5), |e| matches!(
+            e,
+            Event::IkeSaDeleted { .. }
+        )),
+        "charon did not answer our delete: {:?}",
+        driver.events
+    );
+    let sas = charon.swanctl(&["--list-sas"]);
+    assert!(!sas.contains("ESTABLISHED"), "charon kept the sa: {sas}");
+}
+
+/// charon's view of one case, run from a thread inside namespace a.
+fn run_case(net: &VethPair, charon: &Charon, case: &Case, we_initiate: bool) {
+    charon.load(&swanctl_conf(case, net, PSK_HEX));
+    let local: IpAddr = net.addr_a.parse().expect("a's address");
+    let peer = our_peer(case, net, PSK_HEX);
+    xipsec_testkit::netns::in_netns(&net.ns_a, || {
+        let mut driver = Driver::new(local, peer);
+        let mut initiator = None;
+        if we_initiate {
+            let out = driver
+                .ike
+                .initiate("charon", Instant::now())
+                .expect("initiating");
+            driver.send(out);
+        } else {
+            initiator = Some(
+                charon
+                    .command(&["--initiate", "--child", "net", "--timeout", "10"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting swanctl --initiate"),
+            );
+        }
+        let ok = driver.run(Duration::from_secs(15), established);
+        if let Some(mut swanctl) = initiator {
+            let status = swanctl.wait().expect("waiting for swanctl --initiate");
+            assert!(
+                status.success(),
+                "swanctl --initiate failed: {}",
+                charon.log()
+            );
+        }
+        assert!(
+            ok,
+            "{} / {} (we initiate: {we_initiate}): no child sa: {:?}\ncharon log:\n{}",
+            case.ike,
+            case.esp,
+            driver.failures(),
+            charon.log()
+        );
+        // Keep answering a moment: a charon that failed to install its CHILD_SA deletes it.
+        driver.run(Duration::from_millis(500), |e| {
+            matches!(e, Event::ChildSaDeleted { .. } | Event::IkeSaDeleted { .. })
+        });
+        assert!(
+            !driver
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::ChildSaDeleted { .. })),
+            "charon deleted the child sa: {}",
+            charon.log()
+        );
+        assert_charon_has(charon, &driver, case);
+        // Rekey from the side that did not initiate, so both roles rekey in both tests.
+        rekey_and_check(charon, &mut driver, case, !we_initiate);
+        delete_and_check(charon, &mut driver);
+    });
+}
+
+fn lab() -> (VethPair, tempfile::TempDir) {
+    let net = VethPair::new("ike", 0x1ce);
+    // kernel-libipsec routes b's side of the tunnel through its TUN device from an address of
+    // b's inner prefix: without one, installing the CHILD_SA fails ("error installing route").
+    xipsec_testkit::sh(&[
+        "ip",
+        "-n",
+        &net.ns_b,
+        "addr",
+        "add",
+        INNER_B_HOST,
+        "dev",
+        "lo",
+    ]);
+    let scratch = tempfile::Builder::new()
+        .prefix("xipsec-ike-")
+        .tempdir()
+        .expect("a scratch directory");
+    (net, scratch)
+}
+
+#[test]
+fn xipsec_initiates_to_strongswan() {
+    as_root("xipsec_initiates_to_strongswan", || {
+        let (net, scratch) = lab();
+        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+        for case in &CASES {
+            run_case(&net, &charon, case, true);
+        }
+    });
+}
+
+#[test]
+fn strongswan_initiates_to_xipsec() {
+    as_root("strongswan_initiates_to_xipsec", || {
+        let (net, scratch) = lab();
+        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+        for case in &CASES {
+            run_case(&net, &charon, case, false);
+        }
+    });
+}
+
+/// Wrong PSK and no common proposal: charon refuses as RFC 7296 says, and our core reports it.
+#[test]
+fn strongswan_refuses_a_wrong_psk_and_a_foreign_proposal() {
+    as_root(
+        "strongswan_refuses_a_wrong_psk_and_a_foreign_proposal",
+        || {
+            let (net, scratch) = lab();
+            let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+            let case = &CASES[0];
+            let local: IpAddr = net.addr_a.parse().expect("a's address");
+            let wrong = "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+            charon.load(&swanctl_conf(case, &net, PSK_HEX));
+            let foreign = Case {
+                ike: "aes256-sha256-modp2048",
+                ..Case { ..CASES[0] }
+            };
+            for (peer, expected) in [
+                (our_peer(case, &net, wrong), Failure::AuthenticationRefused),
+                (our_peer(&foreign, &net, PSK_HEX), Failure::NoIkeProposal),
+            ] {
+                xipsec_testkit::netns::in_netns(&net.ns_a, || {
+                    let mut driver = Driver::new(local, peer);
+                    let out = driver
+                        .ike
+                        .initiate("charon", Instant::now())
+                        .expect("initiating");
+                    driver.send(out);
+                    driver.run(Duration::from_secs(10), |e| {
+                        matches!(e, Event::Failed { .. })
+                    });
+                    assert_eq!(driver.failures(), [&expected], "{:?}", driver.events);
+                    assert!(driver.child().is_none());
+                });
+                let sas = charon.swanctl(&["--list-sas"]);
+                assert!(!sas.contains("ESTABLISHED"), "charon established: {sas}");
+            }
+        },
+    );
+}
