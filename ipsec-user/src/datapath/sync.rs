@@ -28,12 +28,12 @@ use super::{
 };
 use crate::model::{Action, Direction, Spd};
 
-/// SPIs of the SAs that `ipsec` SPs of `direction` name.
+/// SPIs of the SAs that `ipsec` SPs of `direction` name (or named before: a key rotation).
 fn spis_of(spd: &Spd, direction: Direction) -> HashMap<u32, SaInfo> {
     spd.sps()
         .iter()
         .filter(|sp| sp.direction == direction && sp.action == Action::Ipsec)
-        .filter_map(|sp| sp.sa_name.as_deref().and_then(|name| spd.sa(name)))
+        .flat_map(|sp| spd.sa_names_of(sp).filter_map(|name| spd.sa(name)))
         .map(|sa| {
             (
                 sa.spi,
