@@ -110,8 +110,7 @@ impl Host<'_> {
     fn batch(&self, file: &Path, lines: &[String]) -> Duration {
         write_batch(file, lines);
         let started = Instant::now();
-        self.node
-            .ok(&["batch", file.to_str().expect("utf-8 path")]);
+        self.node.ok(&["batch", file.to_str().expect("utf-8 path")]);
         started.elapsed()
     }
 }
@@ -128,7 +127,13 @@ fn configure(host: &Host<'_>, a: &str, b: &str, dir: &Path) {
 
 /// One rotation from generation `g` to `g + 1`: phase 1 on the hosts in `first` order, phase 2
 /// in `second` order, then phase 3 on both.
-fn rotate(hosts: &[Host<'_>; 2], g: u32, (a, b): (&str, &str), order: ([usize; 2], [usize; 2]), dir: &Path) {
+fn rotate(
+    hosts: &[Host<'_>; 2],
+    g: u32,
+    (a, b): (&str, &str),
+    order: ([usize; 2], [usize; 2]),
+    dir: &Path,
+) {
     let next = g + 1;
     let pause = Duration::from_millis(400);
     for &i in &order.0 {
@@ -195,17 +200,16 @@ fn sink(ns: String, addr: Ipv6Addr) -> thread::JoinHandle<(usize, Option<String>
 fn source(ns: String, addr: Ipv6Addr) -> thread::JoinHandle<Result<usize, String>> {
     thread::spawn(move || {
         netns::in_netns(&ns, || {
-            let mut conn = TcpStream::connect_timeout(
-                &SocketAddr::from((addr, PORT)),
-                Duration::from_secs(5),
-            )
-            .map_err(|e| format!("connect: {e}"))?;
+            let mut conn =
+                TcpStream::connect_timeout(&SocketAddr::from((addr, PORT)), Duration::from_secs(5))
+                    .map_err(|e| format!("connect: {e}"))?;
             conn.set_write_timeout(Some(Duration::from_secs(20)))
                 .map_err(|e| format!("timeout: {e}"))?;
             let mut at = 0;
             while at < STREAM_BYTES {
                 let chunk: Vec<u8> = (at..at + CHUNK).map(stream_byte).collect();
-                conn.write_all(&chunk).map_err(|e| format!("write at {at}: {e}"))?;
+                conn.write_all(&chunk)
+                    .map_err(|e| format!("write at {at}: {e}"))?;
                 at += CHUNK;
                 thread::sleep(CHUNK_PAUSE);
             }
@@ -220,7 +224,9 @@ fn source(ns: String, addr: Ipv6Addr) -> thread::JoinHandle<Result<usize, String
 fn ping(ns: &str, dst: &str) -> Child {
     netns::exec(
         ns,
-        &["ping", "-6", "-n", "-q", "-i", "0.01", "-c", PINGS, "-W", "2", dst],
+        &[
+            "ping", "-6", "-n", "-q", "-i", "0.01", "-c", PINGS, "-W", "2", dst,
+        ],
     )
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())

@@ -83,6 +83,10 @@ pub enum Command {
     Remove(Misplaced),
     #[command(hide = true)]
     List(Misplaced),
+    /// What the kernel's classifier does with one packet, and why; beside the reference model's
+    /// answer (a disagreement is a bug). Changes nothing: no counter, cache or state moves.
+    #[command(after_help = super::explain::EXAMPLE)]
+    Explain(super::explain::ExplainCommand),
 }
 
 /// Everything after a misplaced `add`/`remove`/`list`, kept to pick the hint.

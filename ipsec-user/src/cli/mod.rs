@@ -12,6 +12,7 @@
 pub mod args;
 pub mod batch;
 pub mod client;
+pub mod explain;
 pub mod format;
 
 use std::ffi::OsString;
@@ -208,6 +209,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remove(m) => Err(misplaced("remove", &m)),
         Command::List(m) => Err(misplaced("list", &m)),
         Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
+        Command::Explain(a) => explain::run(socket, &a),
     }
 }
 

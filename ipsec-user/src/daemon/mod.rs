@@ -13,6 +13,7 @@
 pub mod batch;
 mod control;
 mod enforcement;
+pub mod explain;
 pub mod port;
 pub mod protocol;
 mod socket;

@@ -172,10 +172,7 @@ mod tests {
         let back: Spd = serde_json::from_value(json.clone()).expect("deserialising");
         assert_eq!(back, spd);
         let mut older = json;
-        older
-            .as_object_mut()
-            .expect("an object")
-            .remove("former");
+        older.as_object_mut().expect("an object").remove("former");
         let older: Spd = serde_json::from_value(older).expect("a state without former");
         assert!(older.former_sas("in1").is_empty());
 
@@ -202,8 +199,12 @@ mod tests {
         let mut discard = inbound("in1", "new");
         discard.action = Some("discard".into());
         discard.sa_name = None;
-        spd.add_sp(&discard).expect("adding a discard sp of that name");
-        assert!(spd.former_sas("in1").is_empty(), "a discard sp inherits nothing");
+        spd.add_sp(&discard)
+            .expect("adding a discard sp of that name");
+        assert!(
+            spd.former_sas("in1").is_empty(),
+            "a discard sp inherits nothing"
+        );
         remove_sp(&mut spd, "in1");
         spd.add_sp(&inbound("in1", "old")).expect("back to old");
         assert!(spd.former_sas("in1").is_empty(), "the record was dropped");
@@ -212,14 +213,16 @@ mod tests {
         remove_sp(&mut spd, "in1");
         spd.add_sp(&inbound("in1", "new")).expect("to new");
         remove_sp(&mut spd, "in1");
-        spd.add_sp(&inbound("in1", "old")).expect("back to old again");
+        spd.add_sp(&inbound("in1", "old"))
+            .expect("back to old again");
         assert_eq!(spd.former_sas("in1"), ["new"]);
 
         // An SA that an sp of the other direction now names leaves the record.
         let mut out = inbound("out1", "new");
         out.flow_direction = Some("out".into());
         out.sp_source = Some("2001:db8:9::/64".into());
-        spd.add_sp(&out).expect("an outbound sp over the former inbound sa");
+        spd.add_sp(&out)
+            .expect("an outbound sp over the former inbound sa");
         assert!(spd.former_sas("in1").is_empty());
         spd.validate().expect("still valid");
 
@@ -239,7 +242,10 @@ mod tests {
         json["former"]["in1"]["sa_names"][0] = serde_json::json!("gone");
         let loaded: Spd = serde_json::from_value(json).expect("right shape");
         assert_eq!(
-            loaded.validate().expect_err("a dangling former sa").to_string(),
+            loaded
+                .validate()
+                .expect_err("a dangling former sa")
+                .to_string(),
             "state: former sas of sp 'in1': --sa-name: no sa named 'gone'; add it first with sa add"
         );
     }

@@ -38,6 +38,7 @@ pub use error::{Chain, ModelError};
 pub use former::{Former, FormerSas};
 pub use key::Key;
 pub use parse::{MAX_NAME_LEN, is_valid_name};
+pub use rank::RankReason;
 pub use reference::{
     FirstFragments, Flow, L4, NEIGHBOUR_DISCOVERY_TYPES, NEXT_HEADER_ICMPV6, Verdict,
 };

@@ -53,6 +53,94 @@ impl Sp {
     }
 }
 
+/// Why a policy ranks before another one: the first rule of the precedence order (see the
+/// module docs) that tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum RankReason {
+    /// No other policy of that direction matches.
+    OnlyMatch,
+    /// It has a priority and the other has none.
+    Priority { priority: u16 },
+    /// Both have priorities; this one is lower.
+    LowerPriority { priority: u16, other: u16 },
+    /// Without priorities: a longer destination prefix.
+    DestinationPrefix { len: u8, other: u8 },
+    /// Then a longer source prefix.
+    SourcePrefix { len: u8, other: u8 },
+    /// Then a named protocol over any.
+    Protocol,
+    /// Then a named destination port (ICMPv6 type) over any.
+    DestinationPort,
+    /// Then a named source port over any.
+    SourcePort,
+    /// Everything else equal (or equal priorities): the older policy.
+    Older,
+}
+
+impl std::fmt::Display for RankReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OnlyMatch => f.write_str("the only matching policy"),
+            Self::Priority { priority } => {
+                write!(
+                    f,
+                    "priority {priority} (a policy with a priority comes first)"
+                )
+            }
+            Self::LowerPriority { priority, other } => {
+                write!(f, "priority {priority} is lower than {other}")
+            }
+            Self::DestinationPrefix { len, other } => {
+                write!(f, "longer destination prefix (/{len} over /{other})")
+            }
+            Self::SourcePrefix { len, other } => {
+                write!(f, "longer source prefix (/{len} over /{other})")
+            }
+            Self::Protocol => f.write_str("names the protocol (the other has any)"),
+            Self::DestinationPort => f.write_str("names the destination port (the other has any)"),
+            Self::SourcePort => f.write_str("names the source port (the other has any)"),
+            Self::Older => f.write_str("older (everything else equal)"),
+        }
+    }
+}
+
+impl Sp {
+    /// Why this policy ranks before `next`, the next matching policy in rank order (`None`: no
+    /// other matches). Follows the bit layout of `rank` field by field.
+    pub fn rank_reason(&self, next: Option<&Sp>) -> RankReason {
+        let Some(next) = next else {
+            return RankReason::OnlyMatch;
+        };
+        match (self.priority, next.priority) {
+            (Some(priority), None) => return RankReason::Priority { priority },
+            (Some(priority), Some(other)) if priority != other => {
+                return RankReason::LowerPriority { priority, other };
+            }
+            (Some(_), Some(_)) => return RankReason::Older,
+            (None, _) => {}
+        }
+        let (len, other) = (self.destination.prefix_len(), next.destination.prefix_len());
+        if len != other {
+            return RankReason::DestinationPrefix { len, other };
+        }
+        let (len, other) = (self.source.prefix_len(), next.source.prefix_len());
+        if len != other {
+            return RankReason::SourcePrefix { len, other };
+        }
+        if self.protocol != next.protocol {
+            return RankReason::Protocol;
+        }
+        if self.destination_port.is_some() != next.destination_port.is_some() {
+            return RankReason::DestinationPort;
+        }
+        if self.source_port.is_some() != next.source_port.is_some() {
+            return RankReason::SourcePort;
+        }
+        RankReason::Older
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cmp::Ordering;

@@ -115,6 +115,17 @@ impl Spd {
             .find(|sp| sp.matches(flow))
     }
 
+    /// Every SP of `direction` that `flow` matches, in rank order: [`Self::classify`]'s answer
+    /// first, then the policies it won against (for explaining why it won).
+    pub fn matching(&self, direction: Direction, flow: &Flow) -> Vec<&Sp> {
+        let nd = flow.neighbour_discovery_type();
+        self.ranked(direction)
+            .into_iter()
+            .filter(|sp| nd.is_none_or(|kind| sp.names_icmp_type(kind)))
+            .filter(|sp| sp.matches(flow))
+            .collect()
+    }
+
     /// The verdict of a later fragment whose first fragment was not seen: the strictest SP of
     /// `direction` that could match it with ports ignored (and the protocol too unless
     /// `proto_known`), the oldest among equally strict ones; `None` when none could.

@@ -370,13 +370,11 @@ impl Spd {
     /// it before (`former`). Only these SAs are "known" to the inbound datapath; ESP under any
     /// other SPI is dropped unread.
     pub fn is_inbound_sa(&self, name: &str) -> bool {
-        let receives = |sp: &Sp| {
-            sp.direction == super::Direction::In && sp.action == super::Action::Ipsec
-        };
+        let receives =
+            |sp: &Sp| sp.direction == super::Direction::In && sp.action == super::Action::Ipsec;
         self.sa_users(name).into_iter().any(receives)
             || self.former.iter().any(|(sp, former)| {
-                former.sa_names.iter().any(|sa| sa == name)
-                    && self.sp(sp).is_some_and(receives)
+                former.sa_names.iter().any(|sa| sa == name) && self.sp(sp).is_some_and(receives)
             })
     }
 
