@@ -5,6 +5,10 @@
 //!
 //! The live programs run on part of the same packets first, so the counters, the flow cache and
 //! the fragment state hold something to disturb.
+//!
+//! Through the daemon and the CLI: `xipsec explain` names the policy, the rule of precedence
+//! that made it win (priority, or which specificity rule) and the SA, beside the reference's
+//! answer, in every formatter, and leaves `stats` and the policy counters as they were.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +27,12 @@ use ipsec_user::{
         packet::{Fragment, Parsed, parse_frame_fragment},
     },
 };
-use xipsec_testkit::as_root;
+use xipsec_testkit::{
+    as_root,
+    cli::{SpArgs, sa_line, write_batch},
+    daemon::Node,
+    netns::VethPair,
+};
 
 const SPDS: u64 = 6;
 const PACKETS_PER_SPD: usize = 1_000;
@@ -195,4 +204,189 @@ fn explain_agrees_with_the_reference_and_disturbs_nothing() {
             assert!(matched > 1000, "the random packets hit policies: {matched}");
         },
     );
+}
+
+/// `xipsec explain ... --formatter json` on `node`: the record.
+fn explain_json(node: &Node, args: &[&str]) -> serde_json::Value {
+    let out = node.ok(&[&["explain"], args, &["--formatter", "json"]].concat());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain's json ({e}): {out}"))
+}
+
+#[test]
+fn the_cli_explains_verdict_policy_rank_reason_and_sa() {
+    as_root("the_cli_explains_verdict_policy_rank_reason_and_sa", || {
+        let net = VethPair::new("xexp", 0x7b);
+        let node = Node::start(&net.ns_a, &net.if_a);
+        let (a, b) = (net.addr_a.as_str(), net.addr_b.as_str());
+        let (a128, b128) = (format!("{a}/128"), format!("{b}/128"));
+        let mut lines = vec![sa_line("sa-out", (a, b), 0x7b01)];
+        lines.push(
+            SpArgs {
+                action: "discard",
+                sa: None,
+                ..SpArgs::ipsec("fd00::/16", "any", "out", "wide")
+            }
+            .line(),
+        );
+        lines.push(
+            SpArgs {
+                sa: Some("sa-out"),
+                ..SpArgs::ipsec(&a128, &b128, "out", "narrow")
+            }
+            .line(),
+        );
+        lines.push(
+            SpArgs {
+                proto: "tcp",
+                dport: "22",
+                action: "none",
+                sa: None,
+                priority: Some("5"),
+                ..SpArgs::ipsec(&a128, &b128, "out", "ssh")
+            }
+            .line(),
+        );
+        let file = node.dir().join("explain-batch");
+        write_batch(&file, &lines);
+        node.ok(&["batch", file.to_str().expect("utf-8")]);
+        let stats = || {
+            (
+                node.ok(&["stats", "--formatter", "json"]),
+                node.ok(&["sp", "list", "--formatter", "json"]),
+            )
+        };
+        let before = stats();
+
+        let ssh = explain_json(
+            &node,
+            &[
+                "--direction",
+                "out",
+                "--source",
+                a,
+                "--destination",
+                b,
+                "--protocol",
+                "tcp",
+                "--destination-port",
+                "22",
+            ],
+        );
+        let udp = explain_json(
+            &node,
+            &[
+                "--direction",
+                "out",
+                "--source",
+                a,
+                "--destination",
+                b,
+                "--protocol",
+                "udp",
+            ],
+        );
+        let other = explain_json(
+            &node,
+            &[
+                "--direction",
+                "out",
+                "--source",
+                "fd00:99::1",
+                "--destination",
+                b,
+                "--protocol",
+                "icmp6",
+            ],
+        );
+        let inbound = explain_json(
+            &node,
+            &["--direction", "in", "--source", b, "--destination", a],
+        );
+        for (record, verdict, sp, reason, sa) in [
+            (
+                &ssh,
+                "pass",
+                Some("ssh"),
+                Some("priority 5 (a policy with a priority comes first)"),
+                None,
+            ),
+            (
+                &udp,
+                "protect",
+                Some("narrow"),
+                Some("longer destination prefix (/128 over /0)"),
+                Some("sa-out"),
+            ),
+            (
+                &other,
+                "drop",
+                Some("wide"),
+                Some("the only matching policy"),
+                None,
+            ),
+            (&inbound, "pass", None, None, None),
+        ] {
+            for side in ["kernel", "reference"] {
+                let field =
+                    |name: &str| record[format!("{side}_{name}")].as_str().map(str::to_owned);
+                assert_eq!(
+                    field("verdict").as_deref(),
+                    Some(verdict),
+                    "{side}: {record}"
+                );
+                assert_eq!(field("sp").as_deref(), sp, "{side}: {record}");
+                assert_eq!(field("rank_reason").as_deref(), reason, "{side}: {record}");
+                assert_eq!(field("sa").as_deref(), sa, "{side}: {record}");
+            }
+            assert_eq!(record["agree"], "yes", "{record}");
+        }
+        // The table names the same, and every formatter carries the record.
+        let table = node.ok(&[
+            "explain",
+            "--direction",
+            "out",
+            "--source",
+            a,
+            "--destination",
+            b,
+            "--protocol",
+            "udp",
+        ]);
+        assert!(
+            table.contains("Kernel SP: narrow") && table.contains("Agree: yes"),
+            "{table}"
+        );
+        for formatter in ["xml", "csv", "keyvalue"] {
+            let out = node.ok(&[
+                "explain",
+                "--direction",
+                "in",
+                "--source",
+                b,
+                "--destination",
+                a,
+                "--formatter",
+                formatter,
+            ]);
+            assert!(
+                out.contains("reference_verdict") || out.contains("Reference"),
+                "{formatter}: {out}"
+            );
+        }
+        let bad = node.cli(&[
+            "explain",
+            "--direction",
+            "up",
+            "--source",
+            a,
+            "--destination",
+            b,
+        ]);
+        assert!(!bad.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&bad.stderr).trim(),
+            "error: --direction: 'up' is not valid; use in or out"
+        );
+        assert_eq!(stats(), before, "explain moved no counter");
+    });
 }
