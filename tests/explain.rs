@@ -34,7 +34,7 @@ use xipsec_testkit::{
     netns::VethPair,
 };
 
-const SPDS: u64 = 6;
+const SPDS: usize = 6;
 const PACKETS_PER_SPD: usize = 1_000;
 const MAX_POLICIES: usize = 1_500;
 
@@ -67,7 +67,7 @@ fn dump(dir: &Path) -> Dump {
     }
     let cache: HashMap<_, abi::FlowKey, abi::CacheValue> =
         HashMap::try_from(Map::LruHashMap(pinned(dir, abi::FLOW_CACHE))).expect("flow cache");
-    for entry in cache.iter() {
+    for entry in &cache {
         let (key, value) = entry.expect("a flow-cache entry");
         out.insert(
             (abi::FLOW_CACHE, bytemuck::bytes_of(&key).to_vec()),
@@ -76,7 +76,7 @@ fn dump(dir: &Path) -> Dump {
     }
     let frags: HashMap<_, abi::FragKey, abi::FragValue> =
         HashMap::try_from(Map::LruHashMap(pinned(dir, abi::FRAG_STATE))).expect("fragment state");
-    for entry in frags.iter() {
+    for entry in &frags {
         let (key, value) = entry.expect("a fragment-state entry");
         out.insert(
             (abi::FRAG_STATE, bytemuck::bytes_of(&key).to_vec()),
@@ -199,7 +199,7 @@ fn explain_agrees_with_the_reference_and_disturbs_nothing() {
             eprintln!(
                 "explain: {} packets over {SPDS} random spds agree with the reference ({classified} \
              classified, {matched} of them matched a policy); maps unchanged",
-                SPDS as usize * PACKETS_PER_SPD
+                SPDS * PACKETS_PER_SPD
             );
             assert!(matched > 1000, "the random packets hit policies: {matched}");
         },

@@ -63,12 +63,8 @@ struct LiveTables;
 impl ClassifierTables for LiveTables {
     #[inline(always)]
     fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<LenSet> {
-        PREFIXES
-            .get(&Key::new(
-                PREFIX_LOOKUP_BITS,
-                PrefixKey { tag, addr: *addr },
-            ))
-            .copied()
+        let key = Key::new(PREFIX_LOOKUP_BITS, PrefixKey { tag, addr: *addr });
+        PREFIXES.get(key).copied()
     }
 
     #[inline(always)]
@@ -180,11 +176,15 @@ fn explain(ctx: &XdpContext, dir: u8) -> u32 {
 /// output data is the result followed by the frame, however short the frame is.
 #[inline(always)]
 fn write_result(ctx: &XdpContext, result: &ExplainResult) {
-    #[allow(clippy::cast_possible_wrap, reason = "48 bytes")]
-    let grow = -(size_of::<ExplainResult>() as i32);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "48 bytes (asserted in the ABI)"
+    )]
+    const GROW: i32 = -(size_of::<ExplainResult>() as i32);
     // SAFETY: the helper takes the program's own context; it fails (nothing moves) when the
     // headroom is too small.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, grow) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, GROW) } != 0 {
         return;
     }
     let start = ctx.data();

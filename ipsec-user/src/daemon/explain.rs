@@ -206,9 +206,9 @@ fn verdict(
     flow: Option<&Flow>,
     found: Found<'_>,
 ) -> ExplainVerdict {
-    let mut v = ExplainVerdict {
-        verdict: String::new(),
-        because: String::new(),
+    let said = |verdict: &str, because: &str| ExplainVerdict {
+        verdict: verdict.to_owned(),
+        because: because.to_owned(),
         sp: None,
         sp_id: None,
         action: None,
@@ -216,29 +216,22 @@ fn verdict(
         rank_reason: None,
         sa: None,
     };
-    let say = |v: &mut ExplainVerdict, verdict: &str, because: &str| {
-        v.verdict = verdict.to_owned();
-        v.because = because.to_owned();
-    };
     match found {
-        Found::Parser(verdict, because) => say(&mut v, verdict, because),
-        Found::Unknown(what) => say(&mut v, "unknown", &what),
-        Found::Esp(Some(sa)) => {
-            say(&mut v, "esp-to-engine", "known spi");
-            v.sa = Some(sa);
-        }
-        Found::Esp(None) => say(&mut v, "drop", "unknown spi"),
+        Found::Parser(verdict, because) => said(verdict, because),
+        Found::Unknown(what) => said("unknown", &what),
+        Found::Esp(Some(sa)) => ExplainVerdict {
+            sa: Some(sa),
+            ..said("esp-to-engine", "known spi")
+        },
+        Found::Esp(None) => said("drop", "unknown spi"),
         Found::Policy(None, _) => {
             let nd = flow.and_then(Flow::neighbour_discovery_type).is_some();
-            say(
-                &mut v,
-                "pass",
-                if nd {
-                    "neighbour discovery, no policy names it"
-                } else {
-                    "no policy"
-                },
-            );
+            let because = if nd {
+                "neighbour discovery, no policy names it"
+            } else {
+                "no policy"
+            };
+            said("pass", because)
         }
         Found::Policy(Some(sp), rank) => {
             let (verdict, because) = match (sp.action, direction) {
@@ -249,24 +242,27 @@ fn verdict(
                 }
                 (Action::Ipsec, Direction::In) => ("drop", "clear traffic for an ipsec policy"),
             };
-            say(&mut v, verdict, because);
-            v.sp = Some(sp.name.clone());
-            v.sp_id = Some(sp.id);
-            v.action = Some(sp.action);
-            v.rank = rank;
-            v.sa.clone_from(&sp.sa_name);
-            if let Some(flow) = flow {
+            // Why it won: against the next policy, in rank order, that the packet also matches.
+            let rank_reason = flow.map(|flow| {
                 let matching = spd.matching(direction, flow);
                 let next = matching
                     .iter()
                     .skip_while(|other| other.id != sp.id)
                     .nth(1)
                     .copied();
-                v.rank_reason = Some(sp.rank_reason(next).to_string());
+                sp.rank_reason(next).to_string()
+            });
+            ExplainVerdict {
+                sp: Some(sp.name.clone()),
+                sp_id: Some(sp.id),
+                action: Some(sp.action),
+                rank,
+                rank_reason,
+                sa: sp.sa_name.clone(),
+                ..said(verdict, because)
             }
         }
     }
-    v
 }
 
 /// The parser outcomes both sides stop at, worded as the datapath's verdict.
