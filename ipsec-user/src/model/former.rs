@@ -189,6 +189,32 @@ mod tests {
     }
 
     #[test]
+    fn the_next_outbound_sa_may_carry_esp_before_an_sp_names_it() {
+        use crate::model::Direction::{In, Out};
+        let mut spd = rotated();
+        spd.add_sa(&named_sa_args("next-out", 0x3000, "transport"))
+            .expect("adding the next outbound sa");
+        let carries = |spd: &Spd, name| (spd.carries_esp(In, name), spd.carries_esp(Out, name));
+        assert_eq!(
+            carries(&spd, "next-out"),
+            (false, true),
+            "unnamed: out only"
+        );
+        assert_eq!(carries(&spd, "new"), (true, false), "named inbound");
+        assert_eq!(
+            carries(&spd, "old"),
+            (true, false),
+            "formerly named inbound"
+        );
+        let mut out = inbound("out1", "next-out");
+        out.flow_direction = Some("out".into());
+        spd.add_sp(&out).expect("pointing an outbound sp at it");
+        assert_eq!(carries(&spd, "next-out"), (false, true));
+        remove_sa(&mut spd, "old");
+        assert_eq!(carries(&spd, "new"), (true, false));
+    }
+
+    #[test]
     fn only_a_live_sp_of_the_same_direction_and_action_inherits() {
         let mut spd = rotated();
         remove_sp(&mut spd, "in1");

@@ -378,6 +378,24 @@ impl Spd {
             })
     }
 
+    /// Whether ESP under the SA named `name` may travel in `direction`: inbound, whether it is
+    /// an inbound SA (`is_inbound_sa`); outbound, whether it is not one, i.e. an outbound SP
+    /// names it or no SP does. The engine seals only under SAs an outbound `ipsec` SP names, but
+    /// it learns a change before the kernel does: an SA added ahead of its use (a rotation's next
+    /// outbound SA, added in phase 1) must already be allowed out when phase 2 points an SP at
+    /// it, or the first packets the engine seals under it would be refused.
+    pub fn carries_esp(&self, direction: super::Direction, name: &str) -> bool {
+        let inbound = self.is_inbound_sa(name)
+            || self
+                .sa_users(name)
+                .iter()
+                .any(|sp| sp.direction == super::Direction::In);
+        match direction {
+            super::Direction::In => self.is_inbound_sa(name),
+            super::Direction::Out => !inbound,
+        }
+    }
+
     /// The SAs the SP named `sp` named before and still accepts (see `former`); empty when it
     /// is not a live SP.
     pub fn former_sas(&self, sp: &str) -> &[String] {
