@@ -206,9 +206,22 @@ fn explain_agrees_with_the_reference_and_disturbs_nothing() {
     );
 }
 
-/// `xipsec explain ... --formatter json` on `node`: the record.
-fn explain_json(node: &Node, args: &[&str]) -> serde_json::Value {
-    let out = node.ok(&[&["explain"], args, &["--formatter", "json"]].concat());
+/// `xipsec explain --direction DIRECTION --source SOURCE --destination DESTINATION MORE
+/// --formatter json` on `node`: the record.
+fn explain_json(
+    node: &Node,
+    (direction, source, destination): (&str, &str, &str),
+    more: &[&str],
+) -> serde_json::Value {
+    let packet = [
+        "--direction",
+        direction,
+        "--source",
+        source,
+        "--destination",
+        destination,
+    ];
+    let out = node.ok(&[&["explain"], &packet[..], more, &["--formatter", "json"]].concat());
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("explain's json ({e}): {out}"))
 }
 
@@ -259,49 +272,12 @@ fn the_cli_explains_verdict_policy_rank_reason_and_sa() {
 
         let ssh = explain_json(
             &node,
-            &[
-                "--direction",
-                "out",
-                "--source",
-                a,
-                "--destination",
-                b,
-                "--protocol",
-                "tcp",
-                "--destination-port",
-                "22",
-            ],
+            ("out", a, b),
+            &["--protocol", "tcp", "--destination-port", "22"],
         );
-        let udp = explain_json(
-            &node,
-            &[
-                "--direction",
-                "out",
-                "--source",
-                a,
-                "--destination",
-                b,
-                "--protocol",
-                "udp",
-            ],
-        );
-        let other = explain_json(
-            &node,
-            &[
-                "--direction",
-                "out",
-                "--source",
-                "fd00:99::1",
-                "--destination",
-                b,
-                "--protocol",
-                "icmp6",
-            ],
-        );
-        let inbound = explain_json(
-            &node,
-            &["--direction", "in", "--source", b, "--destination", a],
-        );
+        let udp = explain_json(&node, ("out", a, b), &["--protocol", "udp"]);
+        let other = explain_json(&node, ("out", "fd00:99::1", b), &["--protocol", "icmp6"]);
+        let inbound = explain_json(&node, ("in", b, a), &[]);
         for (record, verdict, sp, reason, sa) in [
             (
                 &ssh,

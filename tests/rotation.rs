@@ -25,13 +25,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ipsec_common::abi::XIPSEC_MARK;
 use xipsec_testkit::{
     as_root,
-    capture::{Capture, Frames, describe},
+    capture::{Capture, describe},
     cli::{SpArgs, sa_line, write_batch},
     daemon::Node,
-    fixture,
     netns::{self, VethPair},
 };
 
@@ -247,32 +245,20 @@ fn ping_summary(out: &str) -> (u64, u64) {
     (numbers[0], numbers[1])
 }
 
-/// Replays frame `index` of `pcap` (the `index`-th IPv6 ESP frame) from `ns`/`iface` unchanged.
-fn replay(ns: &str, iface: &str, pcap: &Path, index: usize) {
-    let ok = netns::exec(ns, &["python3"])
-        .arg(fixture("inject.py"))
-        .args([
-            iface,
-            pcap.to_str().expect("utf-8"),
-            &index.to_string(),
-            "raw",
-            &XIPSEC_MARK.to_string(),
-        ])
+/// Sends `frame` (a whole Ethernet frame) from `ns` out of `iface` as it is, bypassing the
+/// sender's own TC egress (`PACKET_QDISC_BYPASS`): the way a peer's stale packet arrives.
+fn resend(ns: &str, iface: &str, frame: &[u8]) {
+    const SEND: &str = "import socket, sys\n\
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+        s.setsockopt(263, 20, 1)  # SOL_PACKET, PACKET_QDISC_BYPASS\n\
+        s.bind((sys.argv[1], 0))\n\
+        s.send(bytes.fromhex(sys.argv[2]))\n";
+    let sent = netns::exec(ns, &["python3", "-c", SEND, iface, &hex::encode(frame)])
         .status()
-        .expect("inject.py")
+        .expect("python3")
         .success();
-    assert!(ok, "replaying a frame failed");
+    assert!(sent, "re-sending a captured frame failed");
     thread::sleep(Duration::from_millis(300));
-}
-
-/// Index (as `inject.py` counts: IPv6 ESP frames) of the first frame under `spi`.
-fn esp_index(frames: &Frames, spi: u32) -> usize {
-    frames
-        .frames
-        .iter()
-        .filter(|f| f.ipv6()[6] == 50)
-        .position(|f| f.spi == Some(spi))
-        .unwrap_or_else(|| panic!("no ESP under {spi:#x} captured"))
 }
 
 #[test]
@@ -363,10 +349,14 @@ fn keys_rotate_without_a_gap_in_either_order() {
         // After phase 3 the retired SPIs are unknown: ESP under them is dropped and counted.
         for g in 0..2 {
             let (ab, _) = spis(g);
-            let index = esp_index(&frames_a, ab);
+            let stale = frames_a
+                .frames
+                .iter()
+                .find(|f| f.spi == Some(ab) && f.fragment.is_none())
+                .unwrap_or_else(|| panic!("no ESP under {ab:#x} captured"));
             let before = b.stat("drop_unknown_spi");
             let delivered = b.stat("esp_xsk_received");
-            replay(&net.ns_a, &net.if_a, &frames_a.file, index);
+            resend(&net.ns_a, &net.if_a, &stale.ether);
             assert_eq!(
                 b.stat("drop_unknown_spi"),
                 before + 1,
