@@ -255,6 +255,76 @@ mod tests {
     }
 
     #[test]
+    fn rank_reason_names_the_rule_that_decided() {
+        let net = |s: &str| s.parse::<Ipv6Net>().expect("a prefix");
+        let (mut a, mut b) = (sp(1), sp(2));
+        assert_eq!(a.rank_reason(None), RankReason::OnlyMatch);
+        assert_eq!(a.rank_reason(Some(&b)), RankReason::Older);
+        b.source_port = Some(1);
+        b.protocol = UpperLayerProtocol::Tcp;
+        assert_eq!(b.rank_reason(Some(&a)), RankReason::Protocol);
+        a.protocol = UpperLayerProtocol::Tcp;
+        assert_eq!(b.rank_reason(Some(&a)), RankReason::SourcePort);
+        a.destination_port = Some(22);
+        assert_eq!(a.rank_reason(Some(&b)), RankReason::DestinationPort);
+        b.source = net("2001:db8::/48");
+        assert_eq!(
+            b.rank_reason(Some(&a)),
+            RankReason::SourcePrefix { len: 48, other: 0 }
+        );
+        a.destination = net("2001:db8::/64");
+        assert_eq!(
+            a.rank_reason(Some(&b)),
+            RankReason::DestinationPrefix { len: 64, other: 0 }
+        );
+        b.priority = Some(7);
+        assert_eq!(
+            b.rank_reason(Some(&a)),
+            RankReason::Priority { priority: 7 }
+        );
+        a.priority = Some(3);
+        assert_eq!(
+            a.rank_reason(Some(&b)),
+            RankReason::LowerPriority {
+                priority: 3,
+                other: 7
+            }
+        );
+        b.priority = Some(3);
+        assert_eq!(a.rank_reason(Some(&b)), RankReason::Older);
+        assert_eq!(
+            a.rank_reason(Some(&b)).to_string(),
+            "older (everything else equal)"
+        );
+
+        // Over random pairs, the reason is the first field where the winner's rank bits are
+        // lower: it never names a field on which the two are equal.
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for seq in 0..2_000u32 {
+            let (x, y) = (random_sp(&mut rng, seq), random_sp(&mut rng, seq + 5_000));
+            let (win, lose) = if x.rank() < y.rank() {
+                (&x, &y)
+            } else {
+                (&y, &x)
+            };
+            let decided = match win.rank_reason(Some(lose)) {
+                RankReason::Priority { .. } => win.priority.is_some() && lose.priority.is_none(),
+                RankReason::LowerPriority { priority, other } => priority < other,
+                RankReason::DestinationPrefix { len, other } => len > other,
+                RankReason::SourcePrefix { len, other } => {
+                    len > other && win.destination.prefix_len() == lose.destination.prefix_len()
+                }
+                RankReason::Protocol => win.protocol != UpperLayerProtocol::Any,
+                RankReason::DestinationPort => win.destination_port.is_some(),
+                RankReason::SourcePort => win.source_port.is_some(),
+                RankReason::Older => win.seq < lose.seq,
+                RankReason::OnlyMatch => false,
+            };
+            assert!(decided, "{win:?} over {lose:?}");
+        }
+    }
+
+    #[test]
     fn priority_comes_first_lower_first() {
         let mut specific = sp(0);
         specific.source = "2001:db8::1/128".parse().expect("net");
