@@ -328,6 +328,7 @@ fn the_cli_explains_verdict_policy_rank_reason_and_sa() {
             "--protocol",
             "udp",
         ]);
+        eprintln!("xipsec explain (table):\n{table}");
         assert!(
             table.contains("Kernel SP: narrow") && table.contains("Agree: yes"),
             "{table}"
