@@ -13,3 +13,4 @@
 )]
 
 pub mod abi;
+pub mod explain;

@@ -10,3 +10,7 @@
 )]
 
 include!("object.rs");
+
+// `xipsec explain`: production object only (the benchmark object has no use for it).
+#[cfg(target_arch = "bpf")]
+mod explain;

@@ -90,6 +90,10 @@ pub enum Command {
     /// Print the running configuration as an `apply` file (keys redacted unless --with-keys).
     #[command(long_about = super::export::LONG_ABOUT)]
     Export(super::export::ExportArgs),
+    /// What the kernel's classifier does with one packet, and why; beside the reference model's
+    /// answer (a disagreement is a bug). Changes nothing: no counter, cache or state moves.
+    #[command(after_help = super::explain::EXAMPLE)]
+    Explain(super::explain::ExplainCommand),
 }
 
 /// Everything after a misplaced `add`/`remove`/`list`, kept to pick the hint.

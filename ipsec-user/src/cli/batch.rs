@@ -262,6 +262,7 @@ fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)>
         Command::Apply(_) => only("apply"),
         Command::Export(_) => only("export"),
         Command::Sa(SaCommand::Export(_)) => only("sa export"),
+        Command::Explain(_) => only("explain"),
     }
 }
 

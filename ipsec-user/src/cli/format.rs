@@ -130,6 +130,52 @@ pub const STATUS_LAYOUT: Layout = Layout {
     single: true,
 };
 
+/// `explain`: the packet, the kernel's answer and the reference model's, one record.
+pub const EXPLAIN_LAYOUT: Layout = Layout {
+    type_name: "Explanation",
+    columns: &[
+        col("direction", "Direction"),
+        col("packet", "Packet"),
+        col("generation", "Generation"),
+        col("kernel_verdict", "Kernel Verdict"),
+        col("kernel_because", "Kernel Because"),
+        col("kernel_sp", "Kernel SP"),
+        col("kernel_rank_reason", "Kernel Rank Reason"),
+        col("kernel_sa", "Kernel SA"),
+        col("reference_verdict", "Reference Verdict"),
+        col("reference_because", "Reference Because"),
+        col("reference_sp", "Reference SP"),
+        col("reference_rank_reason", "Reference Rank Reason"),
+        col("reference_sa", "Reference SA"),
+        col("agree", "Agree"),
+    ],
+    single: true,
+};
+
+/// `explain` record, in [`EXPLAIN_LAYOUT`] order. Without a kernel datapath its fields are null.
+pub fn explain_row(report: &crate::daemon::protocol::ExplainReport) -> Row {
+    let side = |v: Option<&crate::daemon::protocol::ExplainVerdict>| {
+        [
+            opt(v.map(|v| v.verdict.clone())),
+            opt(v.map(|v| v.because.clone())),
+            opt(v.and_then(|v| v.sp.clone())),
+            opt(v.and_then(|v| v.rank_reason.clone())),
+            opt(v.and_then(|v| v.sa.clone())),
+        ]
+    };
+    let mut row = vec![
+        spelling(&report.direction),
+        Value::Str(report.packet.clone()),
+        Value::Int(report.generation),
+    ];
+    row.extend(side(report.kernel.as_ref()));
+    row.extend(side(Some(&report.reference)));
+    row.push(Value::Str(
+        if report.agree { "yes" } else { "no" }.to_owned(),
+    ));
+    row
+}
+
 /// One record: values in the order of its layout's columns.
 pub type Row = Vec<Value>;
 

@@ -15,6 +15,7 @@ pub mod args;
 pub mod batch;
 pub mod client;
 pub mod export;
+pub mod explain;
 pub mod format;
 pub mod wireshark;
 
@@ -215,6 +216,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export(a) => export::run(socket, &a),
         Command::Sa(SaCommand::Export(a)) => wireshark::run(socket, &a),
         Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
+        Command::Explain(a) => explain::run(socket, &a),
     }
 }
 

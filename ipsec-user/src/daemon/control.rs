@@ -388,6 +388,12 @@ impl State {
                     message: "internal error: a change reached the read path".to_owned(),
                 }
             }
+            Request::Explain(args) => {
+                match super::explain::explain(&self.spd, self.generation, &*self.datapath, &args) {
+                    Ok(report) => Response::Explained(report),
+                    Err(message) => Response::Error { message },
+                }
+            }
         })
     }
 

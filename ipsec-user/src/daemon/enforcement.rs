@@ -168,6 +168,14 @@ impl Datapath for Attaching {
         Ok(self.engine.reset_replay(spi)?)
     }
 
+    fn explain(
+        &self,
+        direction: crate::model::Direction,
+        frame: &[u8],
+    ) -> Result<Option<ipsec_common::explain::ExplainResult>, PortError> {
+        Ok(Some(self.kernel.explain(direction, frame)?))
+    }
+
     fn counters(&self) -> Result<Counters, PortError> {
         // XDP/TC count what they matched; ESP meets its inbound SP only after decryption, in
         // the engine: a policy's counters are the sum of both.

@@ -14,6 +14,7 @@ pub mod apply;
 pub mod batch;
 mod control;
 mod enforcement;
+pub mod explain;
 pub mod port;
 pub mod protocol;
 mod socket;

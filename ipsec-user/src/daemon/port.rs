@@ -80,6 +80,15 @@ pub trait Datapath: Send {
     fn reset_replay(&mut self, spi: u32) -> Result<bool, PortError> {
         Err(PortError::NoReplayWindow { spi })
     }
+    /// What the kernel's classifier makes of `frame` in `direction` (`datapath::explain`),
+    /// changing nothing; `None` when there is no kernel datapath.
+    fn explain(
+        &self,
+        _direction: crate::model::Direction,
+        _frame: &[u8],
+    ) -> Result<Option<ipsec_common::explain::ExplainResult>, PortError> {
+        Ok(None)
+    }
 }
 
 /// A datapath that attaches nothing: state is managed and persisted, no packet is touched.

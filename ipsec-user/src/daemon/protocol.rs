@@ -57,6 +57,9 @@ pub enum Request {
         #[serde(default)]
         with_keys: bool,
     },
+    /// What the kernel's classifier and the reference make of one packet; changes nothing
+    /// ([`Response::Explained`]).
+    Explain(ExplainArgs),
 }
 
 /// The prefix of every serialised [`Request::Apply`] line: like a batch, it may be large.
@@ -157,6 +160,8 @@ pub enum Response {
     Applied(ApplyReport),
     /// The running configuration ([`Request::Export`]).
     Configuration(Configuration),
+    /// The answer to [`Request::Explain`].
+    Explained(ExplainReport),
 }
 
 /// What `xipsec apply` found and did.
@@ -291,6 +296,50 @@ pub struct StatusReport {
     /// created (a batch counts as one).
     #[serde(default)]
     pub generation: u64,
+}
+
+/// `xipsec explain`'s options, raw: the daemon parses them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainArgs {
+    pub direction: Option<String>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+    pub protocol: Option<String>,
+    pub source_port: Option<String>,
+    pub destination_port: Option<String>,
+}
+
+/// One side's answer for an explained packet: the kernel's or the reference model's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainVerdict {
+    /// What the datapath does: `pass`, `drop`, `protect` (to the ESP engine), `esp-to-engine`.
+    pub verdict: String,
+    /// Why, in words (`no policy`, `discard policy`, `unknown spi`, `malformed`, ...).
+    pub because: String,
+    /// The matched policy, its id, action and rank (`Sp::rank`), if one matched.
+    pub sp: Option<String>,
+    pub sp_id: Option<u32>,
+    pub action: Option<Action>,
+    pub rank: Option<u64>,
+    /// Why that policy won over the next matching one (`model::RankReason`, in words).
+    pub rank_reason: Option<String>,
+    /// The SA the policy names, or that inbound ESP's SPI belongs to.
+    pub sa: Option<String>,
+}
+
+/// `xipsec explain`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainReport {
+    pub direction: Direction,
+    /// The packet built, in words.
+    pub packet: String,
+    /// The configuration generation both answers were computed for.
+    pub generation: u64,
+    /// `None` without a kernel datapath (`--no-datapath`).
+    pub kernel: Option<ExplainVerdict>,
+    pub reference: ExplainVerdict,
+    /// The kernel agrees with the reference (true without a kernel); false is a bug.
+    pub agree: bool,
 }
 
 #[cfg(test)]

@@ -138,6 +138,8 @@ pub enum DatapathError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("{program} wrote no explain result")]
+    ExplainResult { program: &'static str },
 }
 
 /// Load-time choices.
@@ -274,6 +276,9 @@ impl KernelDatapath {
             let prog: &mut Xdp = program(&mut ebpf, name)?;
             prog.load()
                 .map_err(|source| DatapathError::Program { name, source })?;
+        }
+        if !options.benchmark {
+            super::explain::load(&mut ebpf)?;
         }
         let tc_prog: &mut SchedClassifier = program(&mut ebpf, abi::PROG_TC_EGRESS)?;
         tc_prog.load().map_err(|source| DatapathError::Program {
@@ -515,6 +520,11 @@ impl KernelDatapath {
                 Ok((*c, values.iter().sum()))
             })
             .collect()
+    }
+
+    /// The loaded object (the explain programs run from it: `datapath::explain`).
+    pub(super) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// Run the XDP ingress program once on `frame`; the XDP action.

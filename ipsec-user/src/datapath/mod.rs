@@ -7,6 +7,7 @@
 pub mod bpffs;
 /// The compiler lives with the userspace classifier that shares its output (`crate::classifier`).
 pub use crate::classifier::compile;
+mod explain;
 mod kernel;
 mod sync;
 mod xdp_mode;

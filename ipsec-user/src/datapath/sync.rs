@@ -26,14 +26,13 @@ use super::{
     compile::{PrefixEntry, compile},
     kernel::{DatapathError, KernelDatapath, generation as generation_of, map_io as io},
 };
-use crate::model::{Action, Direction, Spd};
+use crate::model::{Direction, Spd};
 
-/// SPIs of the SAs that `ipsec` SPs of `direction` name.
+/// SPIs of the SAs that carry ESP in `direction` (`Spd::carries_esp`).
 fn spis_of(spd: &Spd, direction: Direction) -> HashMap<u32, SaInfo> {
-    spd.sps()
+    spd.sas()
         .iter()
-        .filter(|sp| sp.direction == direction && sp.action == Action::Ipsec)
-        .filter_map(|sp| sp.sa_name.as_deref().and_then(|name| spd.sa(name)))
+        .filter(|sa| spd.carries_esp(direction, &sa.name))
         .map(|sa| {
             (
                 sa.spi,
@@ -208,7 +207,7 @@ pub(crate) fn sync(
     // Inbound SPIs (SAs an inbound ipsec SP names): new ones before the flip, retired ones after.
     let wanted = spis_of(spd, Direction::In);
     Mirrored::new(abi::SA_BY_SPI, &mut dp.maps.sa_by_spi, &mut dp.sync.spis).add(&wanted)?;
-    // Outbound SPIs (SAs an outbound ipsec SP names): the only ESP the engine may send
+    // Outbound SPIs (SAs no inbound SP names): the only ESP the engine may send
     // unclassified. New ones before the flip (the engine may use them as soon as it learns them).
     let wanted_out = spis_of(spd, Direction::Out);
     Mirrored::new(

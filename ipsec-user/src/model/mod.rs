@@ -7,6 +7,7 @@
 //! - `parse`: single values (addresses, prefixes, ports, SPIs, keys, names, keywords).
 //! - `sa`, `sp`: validated records and the rules about one record.
 //! - `spd`: the database, the rules across records, limits, `validate`, the persisted state.
+//! - `former`: the SAs replaced `ipsec` SPs named before, accepted until removed (rotation).
 //! - `index`: the SPD's lookup tables (names, SPIs, selectors, SA users, free ids); derived state.
 //! - `rank`: the precedence order as one `u64`.
 //! - `reference`: `Flow`, `Sp::matches` and `Spd::classify`, the reference classifier.
@@ -19,6 +20,7 @@ mod counters;
 mod error;
 #[cfg(test)]
 mod fixtures;
+mod former;
 mod index;
 mod key;
 pub mod packet;
@@ -33,8 +35,10 @@ mod types;
 pub use args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
 pub use counters::{Counters, PacketCount, SaCount};
 pub use error::{Chain, ModelError};
+pub use former::{Former, FormerSas};
 pub use key::Key;
 pub use parse::{MAX_NAME_LEN, is_valid_name};
+pub use rank::RankReason;
 pub use reference::{
     FirstFragments, Flow, L4, NEIGHBOUR_DISCOVERY_TYPES, NEXT_HEADER_ICMPV6, Verdict,
 };

@@ -53,6 +53,94 @@ impl Sp {
     }
 }
 
+/// Why a policy ranks before another one: the first rule of the precedence order (see the
+/// module docs) that tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum RankReason {
+    /// No other policy of that direction matches.
+    OnlyMatch,
+    /// It has a priority and the other has none.
+    Priority { priority: u16 },
+    /// Both have priorities; this one is lower.
+    LowerPriority { priority: u16, other: u16 },
+    /// Without priorities: a longer destination prefix.
+    DestinationPrefix { len: u8, other: u8 },
+    /// Then a longer source prefix.
+    SourcePrefix { len: u8, other: u8 },
+    /// Then a named protocol over any.
+    Protocol,
+    /// Then a named destination port (ICMPv6 type) over any.
+    DestinationPort,
+    /// Then a named source port over any.
+    SourcePort,
+    /// Everything else equal (or equal priorities): the older policy.
+    Older,
+}
+
+impl std::fmt::Display for RankReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OnlyMatch => f.write_str("the only matching policy"),
+            Self::Priority { priority } => {
+                write!(
+                    f,
+                    "priority {priority} (a policy with a priority comes first)"
+                )
+            }
+            Self::LowerPriority { priority, other } => {
+                write!(f, "priority {priority} is lower than {other}")
+            }
+            Self::DestinationPrefix { len, other } => {
+                write!(f, "longer destination prefix (/{len} over /{other})")
+            }
+            Self::SourcePrefix { len, other } => {
+                write!(f, "longer source prefix (/{len} over /{other})")
+            }
+            Self::Protocol => f.write_str("names the protocol (the other has any)"),
+            Self::DestinationPort => f.write_str("names the destination port (the other has any)"),
+            Self::SourcePort => f.write_str("names the source port (the other has any)"),
+            Self::Older => f.write_str("older (everything else equal)"),
+        }
+    }
+}
+
+impl Sp {
+    /// Why this policy ranks before `next`, the next matching policy in rank order (`None`: no
+    /// other matches). Follows the bit layout of `rank` field by field.
+    pub fn rank_reason(&self, next: Option<&Sp>) -> RankReason {
+        let Some(next) = next else {
+            return RankReason::OnlyMatch;
+        };
+        match (self.priority, next.priority) {
+            (Some(priority), None) => return RankReason::Priority { priority },
+            (Some(priority), Some(other)) if priority != other => {
+                return RankReason::LowerPriority { priority, other };
+            }
+            (Some(_), Some(_)) => return RankReason::Older,
+            (None, _) => {}
+        }
+        let (len, other) = (self.destination.prefix_len(), next.destination.prefix_len());
+        if len != other {
+            return RankReason::DestinationPrefix { len, other };
+        }
+        let (len, other) = (self.source.prefix_len(), next.source.prefix_len());
+        if len != other {
+            return RankReason::SourcePrefix { len, other };
+        }
+        if self.protocol != next.protocol {
+            return RankReason::Protocol;
+        }
+        if self.destination_port.is_some() != next.destination_port.is_some() {
+            return RankReason::DestinationPort;
+        }
+        if self.source_port.is_some() != next.source_port.is_some() {
+            return RankReason::SourcePort;
+        }
+        RankReason::Older
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cmp::Ordering;
@@ -163,6 +251,76 @@ mod tests {
                     "rank disagrees with the comparator for {a:?} and {b:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn rank_reason_names_the_rule_that_decided() {
+        let net = |s: &str| s.parse::<Ipv6Net>().expect("a prefix");
+        let (mut a, mut b) = (sp(1), sp(2));
+        assert_eq!(a.rank_reason(None), RankReason::OnlyMatch);
+        assert_eq!(a.rank_reason(Some(&b)), RankReason::Older);
+        b.source_port = Some(1);
+        b.protocol = UpperLayerProtocol::Tcp;
+        assert_eq!(b.rank_reason(Some(&a)), RankReason::Protocol);
+        a.protocol = UpperLayerProtocol::Tcp;
+        assert_eq!(b.rank_reason(Some(&a)), RankReason::SourcePort);
+        a.destination_port = Some(22);
+        assert_eq!(a.rank_reason(Some(&b)), RankReason::DestinationPort);
+        b.source = net("2001:db8::/48");
+        assert_eq!(
+            b.rank_reason(Some(&a)),
+            RankReason::SourcePrefix { len: 48, other: 0 }
+        );
+        a.destination = net("2001:db8::/64");
+        assert_eq!(
+            a.rank_reason(Some(&b)),
+            RankReason::DestinationPrefix { len: 64, other: 0 }
+        );
+        b.priority = Some(7);
+        assert_eq!(
+            b.rank_reason(Some(&a)),
+            RankReason::Priority { priority: 7 }
+        );
+        a.priority = Some(3);
+        assert_eq!(
+            a.rank_reason(Some(&b)),
+            RankReason::LowerPriority {
+                priority: 3,
+                other: 7
+            }
+        );
+        b.priority = Some(3);
+        assert_eq!(a.rank_reason(Some(&b)), RankReason::Older);
+        assert_eq!(
+            a.rank_reason(Some(&b)).to_string(),
+            "older (everything else equal)"
+        );
+
+        // Over random pairs, the reason is the first field where the winner's rank bits are
+        // lower: it never names a field on which the two are equal.
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for seq in 0..2_000u32 {
+            let (x, y) = (random_sp(&mut rng, seq), random_sp(&mut rng, seq + 5_000));
+            let (win, lose) = if x.rank() < y.rank() {
+                (&x, &y)
+            } else {
+                (&y, &x)
+            };
+            let decided = match win.rank_reason(Some(lose)) {
+                RankReason::Priority { .. } => win.priority.is_some() && lose.priority.is_none(),
+                RankReason::LowerPriority { priority, other } => priority < other,
+                RankReason::DestinationPrefix { len, other } => len > other,
+                RankReason::SourcePrefix { len, other } => {
+                    len > other && win.destination.prefix_len() == lose.destination.prefix_len()
+                }
+                RankReason::Protocol => win.protocol != UpperLayerProtocol::Any,
+                RankReason::DestinationPort => win.destination_port.is_some(),
+                RankReason::SourcePort => win.source_port.is_some(),
+                RankReason::Older => win.seq < lose.seq,
+                RankReason::OnlyMatch => false,
+            };
+            assert!(decided, "{win:?} over {lose:?}");
         }
     }
 

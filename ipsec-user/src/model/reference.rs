@@ -108,11 +108,23 @@ impl Spd {
     /// THE reference classification: the first SP of `direction`, in rank order, that matches
     /// `flow`; `None` means the packet passes in clear.
     pub fn classify(&self, direction: Direction, flow: &Flow) -> Option<&Sp> {
+        self.matching_in_order(direction, *flow).next()
+    }
+
+    /// The SPs of `direction` that `flow` matches, in rank order (neighbour discovery matches
+    /// only a policy naming its type).
+    fn matching_in_order(&self, direction: Direction, flow: Flow) -> impl Iterator<Item = &Sp> {
         let nd = flow.neighbour_discovery_type();
         self.ranked(direction)
             .into_iter()
-            .filter(|sp| nd.is_none_or(|kind| sp.names_icmp_type(kind)))
-            .find(|sp| sp.matches(flow))
+            .filter(move |sp| nd.is_none_or(|kind| sp.names_icmp_type(kind)))
+            .filter(move |sp| sp.matches(&flow))
+    }
+
+    /// Every SP of `direction` that `flow` matches, in rank order: [`Self::classify`]'s answer
+    /// first, then the policies it won against (for explaining why it won).
+    pub fn matching(&self, direction: Direction, flow: &Flow) -> Vec<&Sp> {
+        self.matching_in_order(direction, *flow).collect()
     }
 
     /// The verdict of a later fragment whose first fragment was not seen: the strictest SP of

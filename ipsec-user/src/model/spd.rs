@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
 use super::error::{ModelError, shown};
+use super::former::Former;
 use super::index::Index;
 use super::parse::{self, allowed};
 use super::sa::Sa;
@@ -41,6 +42,9 @@ pub struct Spd {
     sps: Vec<Sp>,
     /// The `seq` the next SP gets.
     next_seq: u32,
+    /// The SAs replaced `ipsec` SPs named before, still accepted for them (`former`).
+    #[serde(default, skip_serializing_if = "Former::is_empty")]
+    former: Former,
     /// Lookup tables over `sas` and `sps`; every change to them goes through it too.
     #[serde(skip)]
     index: Index,
@@ -53,16 +57,25 @@ struct Records {
     sas: Vec<Sa>,
     sps: Vec<Sp>,
     next_seq: u32,
+    /// Absent in state files written before key rotation kept former SAs.
+    #[serde(default)]
+    former: Former,
 }
 
 impl From<Records> for Spd {
     fn from(records: Records) -> Self {
-        let Records { sas, sps, next_seq } = records;
+        let Records {
+            sas,
+            sps,
+            next_seq,
+            former,
+        } = records;
         let index = Index::build(&sas, &sps);
         Self {
             sas,
             sps,
             next_seq,
+            former,
             index,
         }
     }
@@ -71,7 +84,10 @@ impl From<Records> for Spd {
 impl PartialEq for Spd {
     /// Same records, same counter; the index follows from them.
     fn eq(&self, other: &Self) -> bool {
-        self.sas == other.sas && self.sps == other.sps && self.next_seq == other.next_seq
+        self.sas == other.sas
+            && self.sps == other.sps
+            && self.next_seq == other.next_seq
+            && self.former == other.former
     }
 }
 
@@ -83,6 +99,7 @@ impl fmt::Debug for Spd {
             .field("sas", &self.sas)
             .field("sps", &self.sps)
             .field("next_seq", &self.next_seq)
+            .field("former", &self.former)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +177,7 @@ impl Spd {
                 return Err(ModelError::SasInUse { held });
             }
             self.index.clear_sas();
+            self.former.clear();
             return Ok(std::mem::take(&mut self.sas));
         }
         let (option, index) = if let Some(name) = &args.sa_name {
@@ -194,6 +212,7 @@ impl Spd {
         }
         let sa = self.sas.remove(index);
         self.index.remove_sa(index, &sa);
+        self.former.sa_removed(&sa.name);
         Ok(vec![sa])
     }
 
@@ -270,6 +289,7 @@ impl Spd {
         sp.seq = self.next_seq;
         self.next_seq += 1;
         self.index.push_sp(&sp);
+        self.former.sp_added(&sp);
         let index = self.sps.len();
         self.sps.push(sp);
         Ok(&self.sps[index])
@@ -295,6 +315,7 @@ impl Spd {
             }),
             (None, true) => {
                 self.index.clear_sps();
+                self.former.clear();
                 Ok(std::mem::take(&mut self.sps))
             }
             (Some(name), false) => {
@@ -305,6 +326,7 @@ impl Spd {
                 })?;
                 let sp = self.sps.remove(index);
                 self.index.remove_sp(index, &sp);
+                self.former.sp_removed(&sp);
                 Ok(vec![sp])
             }
             (None, false) => Err(ModelError::Missing {
@@ -344,12 +366,57 @@ impl Spd {
         self.index.users(name).map(|i| &self.sps[i]).collect()
     }
 
-    /// Whether ESP may arrive on the SA named `name`: an inbound `ipsec` SP names it. Only these
-    /// SAs are "known" to the inbound datapath; ESP under any other SPI is dropped unread.
+    /// Whether ESP may arrive on the SA named `name`: an inbound `ipsec` SP names it, or named
+    /// it before (`former`). Only these SAs are "known" to the inbound datapath; ESP under any
+    /// other SPI is dropped unread.
     pub fn is_inbound_sa(&self, name: &str) -> bool {
-        self.sa_users(name)
+        let receives =
+            |sp: &Sp| sp.direction == super::Direction::In && sp.action == super::Action::Ipsec;
+        self.sa_users(name).into_iter().any(receives)
+            || self.former.iter().any(|(sp, former)| {
+                former.sa_names.iter().any(|sa| sa == name) && self.sp(sp).is_some_and(receives)
+            })
+    }
+
+    /// Whether ESP under the SA named `name` may travel in `direction`: inbound, whether it is
+    /// an inbound SA (`is_inbound_sa`); outbound, whether it is not one, i.e. an outbound SP
+    /// names it or no SP does. The engine seals only under SAs an outbound `ipsec` SP names, but
+    /// it learns a change before the kernel does: an SA added ahead of its use (a rotation's next
+    /// outbound SA, added in phase 1) must already be allowed out when phase 2 points an SP at
+    /// it, or the first packets the engine seals under it would be refused.
+    pub fn carries_esp(&self, direction: super::Direction, name: &str) -> bool {
+        let inbound = self.is_inbound_sa(name)
+            || self
+                .sa_users(name)
+                .iter()
+                .any(|sp| sp.direction == super::Direction::In);
+        match direction {
+            super::Direction::In => self.is_inbound_sa(name),
+            super::Direction::Out => !inbound,
+        }
+    }
+
+    /// The SAs the SP named `sp` named before and still accepts (see `former`); empty when it
+    /// is not a live SP.
+    pub fn former_sas(&self, sp: &str) -> &[String] {
+        if self.sp(sp).is_none() {
+            return &[];
+        }
+        self.former.of(sp)
+    }
+
+    /// The SAs traffic of `sp` may be carried by: the one it names, then those it named before
+    /// and still accepts. The datapath's SPI tables follow this.
+    pub fn sa_names_of<'a>(&'a self, sp: &'a Sp) -> impl Iterator<Item = &'a str> + 'a {
+        sp.sa_name
             .iter()
-            .any(|sp| sp.direction == super::Direction::In && sp.action == super::Action::Ipsec)
+            .chain(self.former_sas(&sp.name))
+            .map(String::as_str)
+    }
+
+    /// Whether `sp` names, or named before and still accepts, the SA named `sa`.
+    pub fn accepts_sa(&self, sp: &Sp, sa: &str) -> bool {
+        self.sa_names_of(sp).any(|name| name == sa)
     }
 
     fn user_names(&self, name: &str) -> Vec<String> {
@@ -494,6 +561,20 @@ impl Spd {
                             other_direction: first.direction,
                             direction: sp.direction,
                         },
+                    ));
+                }
+            }
+        }
+        for (sp, former) in self.former.iter() {
+            let what = || format!("former sas of sp '{}'", shown(sp));
+            if !parse::is_valid_name(sp) {
+                return Err(ModelError::state(what(), "the sp name is not valid"));
+            }
+            for name in &former.sa_names {
+                if !sa_by_name.contains_key(name.as_str()) {
+                    return Err(ModelError::state(
+                        what(),
+                        ModelError::UnknownSa { name: shown(name) },
                     ));
                 }
             }

@@ -2,7 +2,7 @@
 //!
 //! Contract:
 //! - The SA is found by SPI (RFC 4303 §2.1 lets a receiver do so for unicast); only SAs an
-//!   inbound `ipsec` SP names are candidates. The outer addresses must be the SA's
+//!   inbound `ipsec` SP names, or named before and still accepts, are candidates. The outer addresses must be the SA's
 //!   ([`Reason::AddressMismatch`], unless `any`), checked before any cryptography.
 //! - Replay ceilings (`replay_store`): an authentic packet whose sequence number is above the
 //!   SA's ceiling is not accepted; [`Inbound::receive`] returns [`InAction::Raise`] instead,
@@ -10,7 +10,8 @@
 //!   table, calls [`Inbound::ceiling_written`], and hands the same packet in again: the packet
 //!   waits for the write and is never accepted before it. While a failed write backs off, such
 //!   packets are dropped ([`Reason::ReplayNotPersisted`]).
-//! - The decrypted packet must match an inbound `ipsec` SP naming that SA (RFC 4301 §5.2), else
+//! - The decrypted packet must match an inbound `ipsec` SP naming that SA, or having named it
+//!   before (`model::Former`: the old SA of a key rotation, until it is removed; RFC 4301 §5.2), else
 //!   [`Reason::PolicyMismatch`]; IPv4/IPv6-in-IP, ESP and AH inside, and fragments inside
 //!   transport mode, are [`Reason::InnerProtocolRefused`].
 //! - Bursts: [`Inbound::prepare_burst`] verifies the ICVs of a whole batch together
@@ -130,13 +131,14 @@ impl Inbound {
     }
 
     /// The inbound SP (id, seq) that lets `flow` arrive on SA `index` (RFC 4301 §5.2): the
-    /// first SP it matches must be `ipsec` and name this SA.
+    /// first SP it matches must be `ipsec` and name this SA, or have named it before (a key
+    /// rotation in progress: `model::Former`).
     fn allowed(&mut self, flow: &Flow, index: usize) -> Option<(u32, u32)> {
         let (classifier, name) = (&self.classifier, &self.sas[index].name);
         self.cache.get_or_classify(&(*flow, index), || {
             classifier
                 .classify(Direction::In, flow)
-                .filter(|sp| sp.action == Action::Ipsec && sp.sa_name.as_ref() == Some(name))
+                .filter(|sp| sp.action == Action::Ipsec && classifier.spd().accepts_sa(sp, name))
                 .map(|sp| (sp.id, sp.seq))
         })
     }

@@ -207,8 +207,8 @@ pub fn rebuild(
     out.last = None;
     out.wants = out.sas.iter().any(|e| e.wanted.is_some());
     inb.classifier = classifier;
-    // Only SAs an inbound ipsec SP names receive; ESP under another SPI of ours (say, an
-    // outbound SA's) is unknown, as it is to XDP.
+    // Only SAs an inbound ipsec SP names (or named before: a rotation) receive; ESP under
+    // another SPI of ours (say, an outbound SA's) is unknown, as it is to XDP.
     inb.by_spi = inb
         .sas
         .iter()
