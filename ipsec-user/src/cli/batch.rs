@@ -259,6 +259,7 @@ fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)>
         Command::Daemon(_) => only("daemon"),
         Command::Completions { .. } => only("completions"),
         Command::Batch(_) => only("batch"),
+        Command::Generate(_) => only("generate"),
     }
 }
 

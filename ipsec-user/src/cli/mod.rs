@@ -13,6 +13,7 @@ pub mod args;
 pub mod batch;
 pub mod client;
 pub mod format;
+pub mod generate;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -207,6 +208,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Add(m) => Err(misplaced("add", &m)),
         Command::Remove(m) => Err(misplaced("remove", &m)),
         Command::List(m) => Err(misplaced("list", &m)),
+        Command::Generate(what) => generate::run(&what),
         Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
     }
 }

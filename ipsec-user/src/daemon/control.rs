@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use super::batch::{self, Outcome};
 use super::port::{Counters, Datapath};
 use super::protocol::{
-    Batch, Change, Request, Response, SaEntry, SpEntry, StatsReport, StatusReport,
+    Batch, Change, MetricsReport, Request, Response, SaEntry, SpEntry, StatsReport, StatusReport,
 };
 use super::state::{Saved, StateStore};
 use crate::model::{Chain, ModelError, Sa, Sp, Spd};
@@ -306,7 +306,22 @@ impl State {
             Request::Stats => Response::Stats(StatsReport {
                 reasons: self.counters().reasons,
             }),
-            Request::Status => Response::Status(StatusReport {
+            Request::Status => Response::Status(self.status()),
+            Request::Metrics { max_sps } => Response::Metrics(self.metrics(max_sps)),
+            Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
+            Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
+            Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
+            Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
+            Request::SaResetReplay { .. } | Request::Batch(_) => Response::Error {
+                message: "internal error: a change reached the read path".to_owned(),
+            },
+        })
+    }
+
+    /// `status`: the daemon's identity, the committed state's size, and what the kernel says
+    /// about the attachments and the engine (see `status`).
+    fn status(&self) -> StatusReport {
+        let mut report = StatusReport {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 pid: std::process::id(),
                 socket: self.identity.socket.clone(),
@@ -324,15 +339,34 @@ impl State {
                     None => "running".to_owned(),
                 },
                 generation: self.generation,
-            }),
-            Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
-            Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
-            Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
-            Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
-            Request::SaResetReplay { .. } | Request::Batch(_) => Response::Error {
-                message: "internal error: a change reached the read path".to_owned(),
+                xdp_in_effect: Vec::new(),
+                xdp_program_ids: Vec::new(),
+                tc_attachment: Vec::new(),
+                attached_since: Vec::new(),
+                engine_threads: Vec::new(),
+                engine_tun: String::new(),
+                engine_xsk: Vec::new(),
+                engine_last_error: None,
+            };
+        super::status::fill(&mut report, &self.datapath.inspect());
+        report
+    }
+
+    /// What `GET /metrics` serves: one counter snapshot over the committed state.
+    fn metrics(&self, max_sps: u64) -> MetricsReport {
+        let counters = self.counters();
+        super::metrics::report(
+            &self.spd,
+            sa_entries(&self.spd, &counters),
+            sp_entries(&self.spd, &counters),
+            super::metrics::Totals {
+                max_sps,
+                reasons: counters.reasons,
+                verdicts: self.datapath.inspect().verdicts,
+                generation: self.generation,
+                uptime_seconds: self.started.elapsed().as_secs(),
             },
-        })
+        )
     }
 
     /// Counters for a listing. A datapath that cannot report them must not hide the policy

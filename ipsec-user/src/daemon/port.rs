@@ -80,6 +80,11 @@ pub trait Datapath: Send {
     fn reset_replay(&mut self, spi: u32) -> Result<bool, PortError> {
         Err(PortError::NoReplayWindow { spi })
     }
+    /// What the kernel reports about the attachments and the engine, for `status` and the
+    /// metrics; a datapath that attaches nothing reports nothing.
+    fn inspect(&self) -> super::status::Inspection {
+        super::status::Inspection::default()
+    }
 }
 
 /// A datapath that attaches nothing: state is managed and persisted, no packet is touched.
