@@ -23,7 +23,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -173,12 +175,12 @@ pub fn render(report: &MetricsReport) -> prometheus::Result<String> {
     let f = Families {
         registry: Registry::new(),
     };
-    let info = IntCounterVec::new(
+    let info = IntGaugeVec::new(
         Opts::new("xipsec_build_info", "The daemon's version; always 1."),
         &["version"],
     )?;
     f.registry.register(Box::new(info.clone()))?;
-    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     f.gauge(
         "xipsec_config_generation",
         "Configuration generation: changes committed since the state was created (a batch counts as one).",
