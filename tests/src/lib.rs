@@ -9,3 +9,4 @@ pub mod frames;
 pub mod maps;
 pub mod random;
 pub mod reference;
+pub mod transport;
