@@ -50,7 +50,10 @@ fn get(addr: &str, path: &str) -> (String, String, String) {
 /// The samples of a text exposition, by family and labels.
 fn parse(text: &str) -> BTreeMap<Key, f64> {
     let mut samples = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').expect("a sample line");
         let (name, labels) = match series.split_once('{') {
             Some((name, rest)) => {
@@ -171,21 +174,20 @@ fn a_scrape_during_traffic_equals_the_cli() {
     as_root("a_scrape_during_traffic_equals_the_cli", || {
         let net = VethPair::new("xpkm", 0x7b);
         let listen = format!("127.0.0.1:{PORT}");
-        let a = Node::start_in(
-            Sandbox::attached(&net.ns_a, &net.if_a).with_daemon_args(&[
-                "--metrics-listen",
-                &listen,
-                "--metrics-max-sps",
-                "2",
-            ]),
-        );
+        let a = Node::start_in(Sandbox::attached(&net.ns_a, &net.if_a).with_daemon_args(&[
+            "--metrics-listen",
+            &listen,
+            "--metrics-max-sps",
+            "2",
+        ]));
         // b serves every address of its namespace (allowed explicitly): scraped from a, across
         // the protected link.
         let remote = format!("[::]:{PORT}");
-        let b = Node::start_in(
-            Sandbox::attached(&net.ns_b, &net.if_b)
-                .with_daemon_args(&["--metrics-listen", &remote, "--metrics-allow-remote"]),
-        );
+        let b = Node::start_in(Sandbox::attached(&net.ns_b, &net.if_b).with_daemon_args(&[
+            "--metrics-listen",
+            &remote,
+            "--metrics-allow-remote",
+        ]));
         for (node, a_side) in [(&a, true), (&b, false)] {
             for command in transport::commands(&net, a_side) {
                 node.ok_args(&command);
@@ -217,7 +219,8 @@ fn a_scrape_during_traffic_equals_the_cli() {
         let [sa_after, sp_after, stats_after] = &after;
         // The traffic moved on while the scrape was taken: the bracket is a real one.
         assert!(
-            field(sa_before, "name", "sa-ab", "packets") < field(sa_after, "name", "sa-ab", "packets"),
+            field(sa_before, "name", "sa-ab", "packets")
+                < field(sa_after, "name", "sa-ab", "packets"),
             "no traffic during the scrape: {sa_before} {sa_after}"
         );
         for (sa, spi, direction) in [("sa-ab", "0x2a01", "out"), ("sa-ba", "0x2a02", "in")] {
@@ -238,9 +241,15 @@ fn a_scrape_during_traffic_equals_the_cli() {
             }
         }
         // SPs in creation order: the first two have series, the other two are summed.
-        for (sp, direction, action) in [("protect-out", "out", "ipsec"), ("protect-in", "in", "ipsec")] {
+        for (sp, direction, action) in [
+            ("protect-out", "out", "ipsec"),
+            ("protect-in", "in", "ipsec"),
+        ] {
             let labels = [("action", action), ("direction", direction), ("sp", sp)];
-            for (family, key) in [("xipsec_sp_packets_total", "packets"), ("xipsec_sp_bytes_total", "bytes")] {
+            for (family, key) in [
+                ("xipsec_sp_packets_total", "packets"),
+                ("xipsec_sp_bytes_total", "bytes"),
+            ] {
                 between(
                     &format!("{sp} {key}"),
                     field(sp_before, "name", sp, key),
@@ -284,7 +293,11 @@ fn a_scrape_during_traffic_equals_the_cli() {
         }
         assert_eq!(
             sample(&samples, "xipsec_flow_cache_hits_total", &[]),
-            sample(&samples, "xipsec_datapath_events_total", &[("event", "flow_cache_hit")])
+            sample(
+                &samples,
+                "xipsec_datapath_events_total",
+                &[("event", "flow_cache_hit")]
+            )
         );
         for sa in transport::sas(&net) {
             for key in [sa.enc_key.clone().unwrap_or_default(), sa.integ_key.clone()] {
@@ -296,8 +309,9 @@ fn a_scrape_during_traffic_equals_the_cli() {
 
         // b's endpoint on every address, reached over the veth (through ESP: every protocol
         // between the two is protected).
-        let (status, _, remote_text) =
-            in_netns(&net.ns_a, || get(&format!("[{}]:{PORT}", net.addr_b), "/metrics"));
+        let (status, _, remote_text) = in_netns(&net.ns_a, || {
+            get(&format!("[{}]:{PORT}", net.addr_b), "/metrics")
+        });
         assert_eq!(status, "HTTP/1.1 200 OK");
         assert!(remote_text.contains("xipsec_sa_packets_total{direction=\"in\",sa=\"sa-ab\""));
         transfer.stop();
@@ -313,7 +327,12 @@ fn free_port() -> (std::net::TcpListener, u16) {
 
 #[test]
 fn a_non_loopback_address_is_refused_unless_allowed() {
-    for addr in ["0.0.0.0:9611", "[::]:9611", "[2001:db8::1]:9611", "192.0.2.7:9611"] {
+    for addr in [
+        "0.0.0.0:9611",
+        "[::]:9611",
+        "[2001:db8::1]:9611",
+        "192.0.2.7:9611",
+    ] {
         let sandbox = Sandbox::new().with_daemon_args(&["--metrics-listen", addr]);
         let refused = sandbox.refused();
         assert!(
@@ -362,5 +381,8 @@ fn the_endpoint_answers_only_get_metrics() {
     write!(post, "POST /metrics HTTP/1.1\r\n\r\n").expect("sending");
     let mut answer = String::new();
     post.read_to_string(&mut answer).expect("reading");
-    assert!(answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\n"),
+        "{answer}"
+    );
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use xipsec_testkit::{as_root, daemon::Sandbox, daemon::Node, netns, netns::VethPair};
+use xipsec_testkit::{as_root, daemon::Node, daemon::Sandbox, netns, netns::VethPair};
 
 fn status(node: &Node) -> Value {
     serde_json::from_str(&node.ok(&["status", "--formatter", "json"])).expect("status json")
@@ -62,8 +62,14 @@ fn status_shows_the_xdp_mode_in_effect() {
                 "{tc}"
             );
             let since = one(&s, "attached_since");
-            assert!(since.ends_with('Z') && since.len() == 20, "RFC 3339: {since}");
-            assert_eq!(s["engine_tun"].as_str().map(|t| t.starts_with("xipsec")), Some(true));
+            assert!(
+                since.ends_with('Z') && since.len() == 20,
+                "RFC 3339: {since}"
+            );
+            assert_eq!(
+                s["engine_tun"].as_str().map(|t| t.starts_with("xipsec")),
+                Some(true)
+            );
             assert_eq!(
                 s["engine_xsk"],
                 serde_json::json!([format!("{} queue 0", net.if_a)]),
@@ -86,7 +92,11 @@ fn status_shows_the_xdp_mode_in_effect() {
             node.spawn();
             let again = status(&node);
             assert_eq!(one(&again, "xdp_in_effect"), in_effect);
-            assert_eq!(one(&again, "attached_since"), since, "the attachment is the same");
+            assert_eq!(
+                one(&again, "attached_since"),
+                since,
+                "the attachment is the same"
+            );
             assert_ne!(
                 one(&again, "xdp_program_ids"),
                 one(&s, "xdp_program_ids"),
@@ -107,7 +117,13 @@ fn status_without_a_datapath_lists_no_interface_state() {
     let _daemon = sandbox.start();
     let s: Value =
         serde_json::from_str(&sandbox.ok(&["status", "--formatter", "json"])).expect("json");
-    for field in ["xdp_in_effect", "xdp_program_ids", "tc_attachment", "attached_since", "engine_xsk"] {
+    for field in [
+        "xdp_in_effect",
+        "xdp_program_ids",
+        "tc_attachment",
+        "attached_since",
+        "engine_xsk",
+    ] {
         assert_eq!(s[field], serde_json::json!([]), "{field}: {s}");
     }
     assert_eq!(s["engine_tun"], "");

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ipsec_user::cli::{self, Command, DaemonArgs};
 use ipsec_user::daemon::{
-    self, ControlGroup, ControlLimits, DaemonConfig, Datapath, MetricsConfig, NoDatapath,
-    Notifier, Operations, XdpMode,
+    self, ControlGroup, ControlLimits, DaemonConfig, Datapath, MetricsConfig, NoDatapath, Notifier,
+    Operations, XdpMode,
 };
 use ipsec_user::engine::{self, EngineConfig};
 

@@ -69,11 +69,14 @@ impl Transfer {
             .spawn()
             .expect("starting the TCP sink");
         std::thread::sleep(Duration::from_millis(400));
-        let source = py(&net.ns_a, &["tcp-source", &net.addr_b, &port, &megabytes.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the TCP source");
+        let source = py(
+            &net.ns_a,
+            &["tcp-source", &net.addr_b, &port, &megabytes.to_string()],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the TCP source");
         Self {
             sink: Some(sink),
             source: Some(source),
@@ -87,8 +90,18 @@ impl Transfer {
 
     /// Wait for both ends: (sent, received).
     pub fn wait(mut self) -> (String, String) {
-        let source = self.source.take().expect("a source").wait_with_output().expect("the TCP source");
-        let sink = self.sink.take().expect("a sink").wait_with_output().expect("the TCP sink");
+        let source = self
+            .source
+            .take()
+            .expect("a source")
+            .wait_with_output()
+            .expect("the TCP source");
+        let sink = self
+            .sink
+            .take()
+            .expect("a sink")
+            .wait_with_output()
+            .expect("the TCP sink");
         let last = |bytes: &[u8]| {
             String::from_utf8_lossy(bytes)
                 .lines()

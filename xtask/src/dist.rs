@@ -35,22 +35,28 @@ const EBPF_CRATE: &str = "ipsec-ebpf";
 /// The crate that brings AF_XDP, named in the copyright notice.
 const AF_XDP_CRATE: &str = "xdpilone";
 
-pub(crate) fn run() -> anyhow::Result<()> {
+/// Build the package from `binary`, or from a fresh `cargo build --release` of the binary.
+pub(crate) fn run(binary: Option<&Path>) -> anyhow::Result<()> {
     let root = util::root();
-    util::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        BINARY_CRATE,
-        "--bins",
-    ]))?;
-    let deb = build(&root, &root.join("target/release/xipsec"), &root.join("target/dist"))?;
+    let binary = if let Some(binary) = binary {
+        binary.to_path_buf()
+    } else {
+        util::run(Command::new("cargo").current_dir(&root).args([
+            "build",
+            "--release",
+            "-p",
+            BINARY_CRATE,
+            "--bins",
+        ]))?;
+        root.join("target/release/xipsec")
+    };
+    let deb = build(&root, &binary, &root.join("target/dist"))?;
     println!("{}", deb.display());
     Ok(())
 }
 
 /// Stage and build the package from `binary` into `out`; the `.deb` path.
-pub(crate) fn build(root: &Path, binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+fn build(root: &Path, binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let version = workspace_version(root)?;
     let arch = util::output(Command::new("dpkg").arg("--print-architecture"))
         .context("dpkg --print-architecture")?;
@@ -95,9 +101,15 @@ pub(crate) fn build(root: &Path, binary: &Path, out: &Path) -> anyhow::Result<Pa
     )?;
     let completions = generated.path().join("completions");
     for (file, to) in [
-        ("xipsec.bash", "/usr/share/bash-completion/completions/xipsec"),
+        (
+            "xipsec.bash",
+            "/usr/share/bash-completion/completions/xipsec",
+        ),
         ("_xipsec", "/usr/share/zsh/vendor-completions/_xipsec"),
-        ("xipsec.fish", "/usr/share/fish/vendor_completions.d/xipsec.fish"),
+        (
+            "xipsec.fish",
+            "/usr/share/fish/vendor_completions.d/xipsec.fish",
+        ),
     ] {
         install(&completions.join(file), to, 0o644)?;
     }
@@ -205,9 +217,13 @@ fn control(version: &str, arch: &str, binary: &Path, stage: &Path) -> anyhow::Re
         })
         .max()
         .context("the binary names no GLIBC symbol version")?;
-    let size_kib = util::output(Command::new("du").args(["-sk", "--exclude=DEBIAN"]).arg(stage))
-        .and_then(|o| o.split_whitespace().next().map(str::to_owned))
-        .context("du -sk")?;
+    let size_kib = util::output(
+        Command::new("du")
+            .args(["-sk", "--exclude=DEBIAN"])
+            .arg(stage),
+    )
+    .and_then(|o| o.split_whitespace().next().map(str::to_owned))
+    .context("du -sk")?;
     Ok(format!(
         "Package: {PACKAGE}\n\
          Version: {version}\n\
@@ -379,10 +395,7 @@ fn copyright(root: &Path, version: &str) -> anyhow::Result<String> {
     );
     let mut own_texts: Vec<&Crate> = Vec::new();
     for (title, list) in [
-        (
-            "Crates statically linked into /usr/sbin/xipsec",
-            &linked,
-        ),
+        ("Crates statically linked into /usr/sbin/xipsec", &linked),
         (
             "Crates compiled into the eBPF programs embedded in /usr/sbin/xipsec",
             &ebpf,

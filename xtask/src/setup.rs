@@ -304,7 +304,14 @@ fn ensure_pypi() -> anyhow::Result<()> {
 /// (dpkg), `gzip`, `strip`/`objdump` (binutils, above), `man` and groff to render the man
 /// pages, `systemd-analyze` (systemd; it is not started), `setpriv` (util-linux) to run the
 /// daemon with the unit's capabilities.
-const PACKAGING_APT: [&str; 6] = ["dpkg", "gzip", "man-db", "groff-base", "systemd", "util-linux"];
+const PACKAGING_APT: [&str; 6] = [
+    "dpkg",
+    "gzip",
+    "man-db",
+    "groff-base",
+    "systemd",
+    "util-linux",
+];
 
 /// Where promtool (`promtool check metrics`) is unpacked, under the workspace.
 pub(crate) const PROMTOOL_DIR: &str = "target/tools/prometheus";

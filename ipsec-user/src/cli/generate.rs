@@ -96,7 +96,12 @@ mod tests {
         let pages = man_pages(dir.path()).expect("generating");
         let names: Vec<String> = pages
             .iter()
-            .map(|p| p.file_name().expect("a name").to_string_lossy().into_owned())
+            .map(|p| {
+                p.file_name()
+                    .expect("a name")
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         for wanted in [
             "xipsec.8",
@@ -108,10 +113,21 @@ mod tests {
         ] {
             assert!(names.contains(&wanted.to_owned()), "{wanted} in {names:?}");
         }
-        assert!(!names.iter().any(|n| n.contains("generate") || n.contains("help")));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("generate") || n.contains("help"))
+        );
         let daemon = std::fs::read_to_string(dir.path().join("xipsec-daemon.8")).expect("reading");
-        assert!(daemon.starts_with(".ie"), "roff: {}", &daemon[..40.min(daemon.len())]);
-        assert!(daemon.contains("metrics\\-listen"), "the options are documented");
+        assert!(
+            daemon.starts_with(".ie"),
+            "roff: {}",
+            &daemon[..40.min(daemon.len())]
+        );
+        assert!(
+            daemon.contains("metrics\\-listen"),
+            "the options are documented"
+        );
     }
 
     #[test]
@@ -120,11 +136,19 @@ mod tests {
         let files = completions(dir.path()).expect("generating");
         let names: Vec<String> = files
             .iter()
-            .map(|p| p.file_name().expect("a name").to_string_lossy().into_owned())
+            .map(|p| {
+                p.file_name()
+                    .expect("a name")
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(names, ["xipsec.bash", "_xipsec", "xipsec.fish"]);
         let bash = std::fs::read_to_string(&files[0]).expect("reading");
         assert!(bash.contains("reset-replay"));
-        assert!(!bash.contains("generate"), "hidden commands are not completed");
+        assert!(
+            !bash.contains("generate"),
+            "hidden commands are not completed"
+        );
     }
 }

@@ -322,32 +322,32 @@ impl State {
     /// about the attachments and the engine (see `status`).
     fn status(&self) -> StatusReport {
         let mut report = StatusReport {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-                socket: self.identity.socket.clone(),
-                state_file: self.store.path().display().to_string(),
-                datapath: self.identity.datapath.clone(),
-                interfaces: self.identity.interfaces.clone(),
-                xdp_mode: self.identity.xdp_mode.clone(),
-                pin_dir: self.identity.pin_dir.clone(),
-                sas: self.spd.sas().len() as u64,
-                sps: self.spd.sps().len() as u64,
-                uptime_seconds: self.started.elapsed().as_secs(),
-                engine: match crate::engine::death() {
-                    Some(death) => format!("dead: {death}"),
-                    None if self.identity.datapath == "none" => "none".to_owned(),
-                    None => "running".to_owned(),
-                },
-                generation: self.generation,
-                xdp_in_effect: Vec::new(),
-                xdp_program_ids: Vec::new(),
-                tc_attachment: Vec::new(),
-                attached_since: Vec::new(),
-                engine_threads: Vec::new(),
-                engine_tun: String::new(),
-                engine_xsk: Vec::new(),
-                engine_last_error: None,
-            };
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            socket: self.identity.socket.clone(),
+            state_file: self.store.path().display().to_string(),
+            datapath: self.identity.datapath.clone(),
+            interfaces: self.identity.interfaces.clone(),
+            xdp_mode: self.identity.xdp_mode.clone(),
+            pin_dir: self.identity.pin_dir.clone(),
+            sas: self.spd.sas().len() as u64,
+            sps: self.spd.sps().len() as u64,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            engine: match crate::engine::death() {
+                Some(death) => format!("dead: {death}"),
+                None if self.identity.datapath == "none" => "none".to_owned(),
+                None => "running".to_owned(),
+            },
+            generation: self.generation,
+            xdp_in_effect: Vec::new(),
+            xdp_program_ids: Vec::new(),
+            tc_attachment: Vec::new(),
+            attached_since: Vec::new(),
+            engine_threads: Vec::new(),
+            engine_tun: String::new(),
+            engine_xsk: Vec::new(),
+            engine_last_error: None,
+        };
         super::status::fill(&mut report, &self.datapath.inspect());
         report
     }

@@ -173,8 +173,10 @@ impl Datapath for Attaching {
 
     fn inspect(&self) -> super::status::Inspection {
         let interface_name = |ifindex: u32| {
-            nix::net::if_::if_indextoname(ifindex)
-                .map_or_else(|_| format!("ifindex {ifindex}"), |n| n.to_string_lossy().into_owned())
+            nix::net::if_::if_indextoname(ifindex).map_or_else(
+                |_| format!("ifindex {ifindex}"),
+                |n| n.to_string_lossy().into_owned(),
+            )
         };
         super::status::Inspection {
             interfaces: super::status::inspect_interfaces(&self.pin_dir, &self.interfaces),

@@ -226,8 +226,12 @@ pub fn render(report: &MetricsReport) -> prometheus::Result<String> {
         let labels = [entry.name.as_str(), spi.as_str(), direction];
         sa_packets.with_label_values(&labels).inc_by(entry.packets);
         sa_bytes.with_label_values(&labels).inc_by(entry.bytes);
-        sa_auth.with_label_values(&labels).inc_by(entry.auth_failures);
-        sa_replay.with_label_values(&labels).inc_by(entry.replay_drops);
+        sa_auth
+            .with_label_values(&labels)
+            .inc_by(entry.auth_failures);
+        sa_replay
+            .with_label_values(&labels)
+            .inc_by(entry.replay_drops);
         sa_errors.with_label_values(&labels).inc_by(entry.errors);
     }
 
@@ -303,9 +307,7 @@ pub fn render(report: &MetricsReport) -> prometheus::Result<String> {
         verdicts.with_label_values(&[name.as_str()]).inc_by(*value);
     }
     let count = |list: &[(String, u64)], name: &str| {
-        list.iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v)
+        list.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v)
     };
     let hits = count(&report.reasons, "flow_cache_hit");
     f.counter(
@@ -435,7 +437,13 @@ async fn answer(mut stream: TcpStream, control: &Control, max_sps: u64) -> std::
         Route::Metrics => match control.handle(Request::Metrics { max_sps }).await {
             Response::Metrics(report) => match render(&report) {
                 Ok(body) => {
-                    respond(&mut stream, "200 OK", prometheus::TEXT_FORMAT, body.as_bytes()).await
+                    respond(
+                        &mut stream,
+                        "200 OK",
+                        prometheus::TEXT_FORMAT,
+                        body.as_bytes(),
+                    )
+                    .await
                 }
                 Err(e) => {
                     warn!(error = %e, "metrics: cannot encode");
@@ -481,7 +489,12 @@ mod tests {
 
     #[test]
     fn only_loopback_is_served_unless_allowed() {
-        for ok in ["127.0.0.1:9", "[::1]:9", "127.8.9.10:9", "[::ffff:127.0.0.1]:9"] {
+        for ok in [
+            "127.0.0.1:9",
+            "[::1]:9",
+            "127.8.9.10:9",
+            "[::ffff:127.0.0.1]:9",
+        ] {
             check_listen(ok.parse().expect("an address"), false).expect(ok);
         }
         for remote in ["0.0.0.0:9", "[::]:9", "192.0.2.1:9", "[2001:db8::1]:9"] {
@@ -499,9 +512,15 @@ mod tests {
 
     #[test]
     fn requests_are_routed_strictly() {
-        assert_eq!(route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Route::Metrics);
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Route::Metrics
+        );
         assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
-        assert_eq!(route(b"POST /metrics HTTP/1.1\r\n\r\n"), Route::MethodNotAllowed);
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n"),
+            Route::MethodNotAllowed
+        );
         assert_eq!(route(b"GET / HTTP/1.1\r\n\r\n"), Route::NotFound);
         assert_eq!(route(b"GET /metrics\r\n\r\n"), Route::BadRequest);
         assert_eq!(route(b"\x16\x03\x01 garbage"), Route::BadRequest);
@@ -578,7 +597,9 @@ mod tests {
         assert!(text.contains(
             "xipsec_sa_packets_total{direction=\"unused\",sa=\"to-b\",spi=\"0x1000\"} 7"
         ));
-        assert!(text.contains("xipsec_sp_packets_total{action=\"discard\",direction=\"out\",sp=\"sp1\"} 2"));
+        assert!(text.contains(
+            "xipsec_sp_packets_total{action=\"discard\",direction=\"out\",sp=\"sp1\"} 2"
+        ));
         assert!(!text.contains("sp=\"sp2\""), "only two SP series");
         // sp2, sp3, sp4: 3 + 4 + 5 packets.
         assert!(text.contains("xipsec_sp_other_packets_total 12"));

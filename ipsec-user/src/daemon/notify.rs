@@ -96,7 +96,10 @@ impl Notifier {
 
     /// `READY=1` with a one-line status for `systemctl status`.
     pub fn ready(&self, status: &str) {
-        self.log_failure(&format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id()));
+        self.log_failure(&format!(
+            "READY=1\nSTATUS={status}\nMAINPID={}",
+            std::process::id()
+        ));
     }
 
     /// `STOPPING=1`: the daemon is shutting down.
@@ -135,7 +138,10 @@ mod tests {
         assert!(notifier.enabled());
         notifier.ready("serving");
         let ready = receive(&listener);
-        assert!(ready.starts_with("READY=1\nSTATUS=serving\nMAINPID="), "{ready}");
+        assert!(
+            ready.starts_with("READY=1\nSTATUS=serving\nMAINPID="),
+            "{ready}"
+        );
         notifier.stopping();
         assert_eq!(receive(&listener), "STOPPING=1\nSTATUS=stopping");
     }
@@ -162,8 +168,8 @@ mod tests {
         );
         // Nobody listens there: the send fails with a named error.
         let dir = tempfile::tempdir().expect("creating a directory");
-        let gone = Notifier::to(dir.path().join("gone").to_str().expect("utf-8"))
-            .expect("a notifier");
+        let gone =
+            Notifier::to(dir.path().join("gone").to_str().expect("utf-8")).expect("a notifier");
         let e = gone.notify("READY=1").expect_err("nobody listens");
         assert!(e.to_string().starts_with("cannot send \"READY=1\""), "{e}");
     }

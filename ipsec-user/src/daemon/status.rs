@@ -189,7 +189,10 @@ mod tests {
             ["generic", "error: no such interface: b0"]
         );
         assert_eq!(status.xdp_program_ids, ["9", "0"]);
-        assert_eq!(status.tc_attachment, ["tcx egress program 9 link 7", "none"]);
+        assert_eq!(
+            status.tc_attachment,
+            ["tcx egress program 9 link 7", "none"]
+        );
         assert_eq!(status.attached_since, ["2027-01-15T08:00:00Z", "-"]);
         assert_eq!(status.engine_tun, "xipsec0 ifindex 5");
         assert_eq!(status.engine_xsk, ["a0 queue 0", "a0 queue 1"]);
