@@ -59,7 +59,8 @@ fn deb() -> &'static Path {
         let deb = PathBuf::from(stdout.lines().last().expect("the .deb path").trim());
         assert!(
             deb.is_file() && deb.extension().is_some_and(|e| e == "deb"),
-            "{deb:?}"
+            "{}",
+            deb.display()
         );
         deb
     })

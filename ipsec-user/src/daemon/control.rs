@@ -306,7 +306,7 @@ impl State {
             Request::Stats => Response::Stats(StatsReport {
                 reasons: self.counters().reasons,
             }),
-            Request::Status => Response::Status(self.status()),
+            Request::Status => Response::Status(Box::new(self.status())),
             Request::Metrics { max_sps } => Response::Metrics(self.metrics(max_sps)),
             Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),

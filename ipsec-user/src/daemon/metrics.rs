@@ -457,26 +457,24 @@ async fn answer(mut stream: TcpStream, control: &Control, max_sps: u64) -> std::
         },
         Route::NotFound => respond(&mut stream, "404 Not Found", "", b"").await,
         Route::MethodNotAllowed => {
-            respond(&mut stream, "405 Method Not Allowed\r\nAllow: GET", "", b"").await
+            respond(&mut stream, "405 Method Not Allowed", "Allow: GET\r\n", b"").await
         }
         Route::BadRequest => respond(&mut stream, "400 Bad Request", "", b"").await,
     }
 }
 
+/// Write one response and close: `status` line, the extra `headers` (each ending in CRLF),
+/// the body with its length and type.
 async fn respond(
     stream: &mut TcpStream,
     status: &str,
-    content_type: &str,
+    headers: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+    let head = format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if !content_type.is_empty() {
-        head.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     stream.shutdown().await

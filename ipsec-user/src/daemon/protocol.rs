@@ -121,7 +121,8 @@ pub enum Response {
     SaList(Vec<SaEntry>),
     SpList(Vec<SpEntry>),
     Stats(StatsReport),
-    Status(StatusReport),
+    /// Boxed: the largest answer by far, and rare.
+    Status(Box<StatusReport>),
     Metrics(MetricsReport),
     /// The request was refused or failed; nothing changed. One line, no `error:` prefix.
     Error {

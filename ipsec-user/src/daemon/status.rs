@@ -165,7 +165,7 @@ mod tests {
                     }),
                     xdp_link: Ok(Some(link(
                         "xdp",
-                        Some(UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+                        Some(UNIX_EPOCH + Duration::from_hours(500_000)),
                     ))),
                     tc_link: Ok(Some(link("tcx", None))),
                 },
