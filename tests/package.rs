@@ -216,10 +216,18 @@ fn the_package_holds_the_binary_unit_conffile_completions_man_pages_and_licences
     );
 
     let bash = root.join("usr/share/bash-completion/completions/xipsec");
-    let complete = run(Command::new("bash")
-        .arg("-c")
-        .arg(format!("source '{}' && complete -p xipsec", bash.display())));
-    assert!(complete.contains("xipsec"), "{complete}");
+    // What bash offers after `xipsec sa `, through the packaged completion function.
+    let offered = run(Command::new("bash").arg("-c").arg(format!(
+        "source '{}' && complete -p xipsec >/dev/null && COMP_WORDS=(xipsec sa '') COMP_CWORD=2 \
+         && _xipsec xipsec '' sa && echo \"${{COMPREPLY[@]}}\"",
+        bash.display()
+    )));
+    for word in ["list", "add", "remove", "reset-replay"] {
+        assert!(
+            offered.split_whitespace().any(|w| w == word),
+            "{word} in {offered}"
+        );
+    }
     for (shell, file) in [
         ("zsh", "usr/share/zsh/vendor-completions/_xipsec"),
         ("fish", "usr/share/fish/vendor_completions.d/xipsec.fish"),
