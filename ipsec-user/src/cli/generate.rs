@@ -90,19 +90,19 @@ pub fn completions(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
 
+    fn file_names(paths: &[PathBuf]) -> Vec<String> {
+        paths
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn one_page_per_visible_command_and_no_hidden_one() {
         let dir = tempfile::tempdir().expect("a directory");
         let pages = man_pages(dir.path()).expect("generating");
-        let names: Vec<String> = pages
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .expect("a name")
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let names = file_names(&pages);
         for wanted in [
             "xipsec.8",
             "xipsec-sa.8",
@@ -134,15 +134,7 @@ mod tests {
     fn three_shells_get_completions() {
         let dir = tempfile::tempdir().expect("a directory");
         let files = completions(dir.path()).expect("generating");
-        let names: Vec<String> = files
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .expect("a name")
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let names = file_names(&files);
         assert_eq!(names, ["xipsec.bash", "_xipsec", "xipsec.fish"]);
         let bash = std::fs::read_to_string(&files[0]).expect("reading");
         assert!(bash.contains("reset-replay"));

@@ -339,14 +339,7 @@ impl State {
                 None => "running".to_owned(),
             },
             generation: self.generation,
-            xdp_in_effect: Vec::new(),
-            xdp_program_ids: Vec::new(),
-            tc_attachment: Vec::new(),
-            attached_since: Vec::new(),
-            engine_threads: Vec::new(),
-            engine_tun: String::new(),
-            engine_xsk: Vec::new(),
-            engine_last_error: None,
+            ..StatusReport::default()
         };
         super::status::fill(&mut report, &self.datapath.inspect());
         report

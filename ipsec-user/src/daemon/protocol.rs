@@ -176,7 +176,7 @@ pub struct StatsReport {
 }
 
 /// What `xipsec status` shows about the daemon.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
     pub pid: u32,

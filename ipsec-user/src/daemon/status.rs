@@ -123,27 +123,8 @@ mod tests {
 
     fn report() -> StatusReport {
         StatusReport {
-            version: String::new(),
-            pid: 0,
-            socket: String::new(),
-            state_file: String::new(),
-            datapath: "xdp".into(),
             interfaces: vec!["a0".into(), "b0".into()],
-            xdp_mode: "auto".into(),
-            pin_dir: String::new(),
-            sas: 0,
-            sps: 0,
-            uptime_seconds: 0,
-            engine: "running".into(),
-            generation: 0,
-            xdp_in_effect: Vec::new(),
-            xdp_program_ids: Vec::new(),
-            tc_attachment: Vec::new(),
-            attached_since: Vec::new(),
-            engine_threads: Vec::new(),
-            engine_tun: String::new(),
-            engine_xsk: Vec::new(),
-            engine_last_error: None,
+            ..StatusReport::default()
         }
     }
 
