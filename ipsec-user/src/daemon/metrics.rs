@@ -440,7 +440,7 @@ async fn answer(mut stream: TcpStream, control: &Control, max_sps: u64) -> std::
                     respond(
                         &mut stream,
                         "200 OK",
-                        prometheus::TEXT_FORMAT,
+                        &format!("Content-Type: {}\r\n", prometheus::TEXT_FORMAT),
                         body.as_bytes(),
                     )
                     .await
