@@ -427,7 +427,22 @@ fn the_installed_package_runs_the_transport_exchange_under_the_units_limits() {
             .expect("starting the packaged daemon");
             let started = Instant::now();
             let ready = notification(&notify, Duration::from_secs(30));
-            // At READY=1, and not a moment later: attached, and the socket answers.
+            // At READY=1, and not a moment later (microseconds: a connect, one netlink
+            // question): the socket accepts and XDP is attached.
+            let connected = std::os::unix::net::UnixStream::connect(a.socket());
+            let xdp = netns::in_netns(&net.ns_a, || {
+                ipsec_user::datapath::inspect::xdp_state(&net.if_a)
+            });
+            assert!(
+                connected.is_ok(),
+                "READY=1 before the control socket accepted: {connected:?}: {}",
+                a.log()
+            );
+            assert!(
+                xdp.as_ref()
+                    .is_ok_and(|x| x.mode == "generic" && x.program_id != 0),
+                "READY=1 before XDP was attached: {xdp:?}"
+            );
             let attached = netns::xdp_attached(&net.ns_a, &net.if_a);
             let answered = a.run(&["status", "--formatter", "json"]);
             assert!(
