@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use ipsec_user::cli::{self, Command, DaemonArgs};
 use ipsec_user::daemon::{
-    self, ControlGroup, ControlLimits, DaemonConfig, Datapath, NoDatapath, XdpMode,
+    self, ControlGroup, ControlLimits, DaemonConfig, Datapath, MetricsConfig, NoDatapath, Notifier,
+    Operations, XdpMode,
 };
 use ipsec_user::engine::{self, EngineConfig};
 
@@ -45,6 +46,21 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Checked before anything is loaded or attached: a refused option changes nothing.
+    let metrics = match args.metrics_listen {
+        Some(listen) => {
+            daemon::metrics::check_listen(listen, args.metrics_allow_remote)?;
+            Some(MetricsConfig {
+                listen,
+                max_sps: args.metrics_max_sps,
+            })
+        }
+        None => None,
+    };
+    let operations = Operations {
+        metrics,
+        notifier: Some(Notifier::from_env()?),
+    };
     let config = DaemonConfig {
         socket,
         state_dir: args.state_dir,
@@ -79,7 +95,7 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
                 () = engine_death() => {}
             }
         };
-        daemon::serve(config, datapath, stop).await
+        daemon::serve_with(config, operations, datapath, stop).await
     })?;
     // A dead engine thread ends the daemon with an error, so a supervisor (systemd's
     // Restart=on-failure) starts a fresh one; the pinned programs drop protected traffic

@@ -10,3 +10,4 @@ pub mod killed;
 pub mod maps;
 pub mod random;
 pub mod reference;
+pub mod transport;

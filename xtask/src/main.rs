@@ -9,6 +9,7 @@ mod bench_policy;
 mod bench_strongswan;
 mod build;
 mod demo;
+mod dist;
 mod fuzz;
 mod lab;
 mod setup;
@@ -50,6 +51,14 @@ enum Command {
     },
     /// Two namespaces, a daemon, policies of each action, traffic, counters, cleanup.
     Demo,
+    /// Build the Debian package (target/dist/xipsec_VERSION_ARCH.deb): binary, systemd unit,
+    /// /etc/default/xipsec, completions, man pages, licence notes.
+    Dist {
+        /// Package this xipsec binary instead of building target/release/xipsec (the package
+        /// test passes the one the other tests run).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Build the cargo-fuzz targets of fuzz/ and run one or all of them, one after the other.
     Fuzz {
         /// Seconds per target.
@@ -73,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test { args } => test::run(&args),
         Command::Bench { which, json, args } => bench::run(&which, json, &args),
         Command::Demo => demo::run(),
+        Command::Dist { binary } => dist::run(binary.as_deref()),
         Command::Fuzz {
             seconds,
             runs,

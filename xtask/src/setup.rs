@@ -68,6 +68,7 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
     ensure_apt()?;
     ensure_pypi()?;
+    ensure_packaging_tools()?;
     Ok(())
 }
 
@@ -324,4 +325,74 @@ fn ensure_pypi() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `cargo xtask dist` and the package, status and metrics tests use: `dpkg-deb`
+/// (dpkg), `gzip`, `strip`/`objdump` (binutils, above), `man` and groff to render the man
+/// pages, `systemd-analyze` (systemd; it is not started), `setpriv` (util-linux) to run the
+/// daemon with the unit's capabilities.
+const PACKAGING_APT: [&str; 6] = [
+    "dpkg",
+    "gzip",
+    "man-db",
+    "groff-base",
+    "systemd",
+    "util-linux",
+];
+
+/// Where promtool (`promtool check metrics`) is unpacked, under the workspace.
+pub(crate) const PROMTOOL_DIR: &str = "target/tools/prometheus";
+
+/// The packaging tools, and promtool from Debian's `prometheus` package: the package is
+/// downloaded and only unpacked (`dpkg-deb -x`) under [`PROMTOOL_DIR`], so no Prometheus
+/// server is installed or started on the machine.
+fn ensure_packaging_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGING_APT
+        .iter()
+        .copied()
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_some_and(|s| s.ends_with("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        if !util::is_root() {
+            bail!(
+                "missing Debian packages {missing:?}; install them as root (apt-get install {})",
+                missing.join(" ")
+            );
+        }
+        util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    let dir = util::root().join(PROMTOOL_DIR);
+    if dir.join("usr/bin/promtool").is_file() {
+        return Ok(());
+    }
+    let download = tempfile::tempdir()?;
+    let fetched = Command::new("apt-get")
+        .args(["download", "-q", "prometheus"])
+        .current_dir(download.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !fetched {
+        // A fresh machine has no package lists yet.
+        util::run(Command::new("apt-get").args(["update", "-q"]))?;
+        util::run(
+            Command::new("apt-get")
+                .args(["download", "-q", "prometheus"])
+                .current_dir(download.path()),
+        )?;
+    }
+    let deb = std::fs::read_dir(download.path())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| anyhow!("apt-get download prometheus left no .deb"))?;
+    std::fs::create_dir_all(&dir)?;
+    util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))
 }

@@ -94,6 +94,10 @@ pub enum Command {
     /// answer (a disagreement is a bug). Changes nothing: no counter, cache or state moves.
     #[command(after_help = super::explain::EXAMPLE)]
     Explain(super::explain::ExplainCommand),
+    /// Write the man pages or the shell completions generated from these definitions (used by
+    /// `cargo xtask dist`, so they always match the binary).
+    #[command(hide = true, subcommand)]
+    Generate(super::generate::Generate),
 }
 
 /// Everything after a misplaced `add`/`remove`/`list`, kept to pick the hint.
@@ -409,4 +413,20 @@ pub struct DaemonArgs {
     /// optional.
     #[arg(long)]
     pub no_datapath: bool,
+    /// Serve Prometheus metrics (`GET /metrics`, text format 0.0.4) on ADDR:PORT, e.g.
+    /// 127.0.0.1:9611. Off by default. Only loopback addresses unless --metrics-allow-remote:
+    /// the endpoint has no authentication.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Allow --metrics-listen on a non-loopback address (put a firewall or a proxy in front).
+    #[arg(long, requires = "metrics_listen")]
+    pub metrics_allow_remote: bool,
+    /// Per-SP series only for the first N SPs (creation order); the others are summed into
+    /// xipsec_sp_other_packets_total and xipsec_sp_other_bytes_total.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::daemon::metrics::DEFAULT_MAX_SPS
+    )]
+    pub metrics_max_sps: u64,
 }

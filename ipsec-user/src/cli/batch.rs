@@ -263,6 +263,7 @@ fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)>
         Command::Export(_) => only("export"),
         Command::Sa(SaCommand::Export(_)) => only("sa export"),
         Command::Explain(_) => only("explain"),
+        Command::Generate(_) => only("generate"),
     }
 }
 

@@ -126,6 +126,14 @@ pub const STATUS_LAYOUT: Layout = Layout {
         col("uptime_seconds", "Uptime Seconds"),
         col("engine", "ESP Engine"),
         col("generation", "Generation"),
+        col("xdp_in_effect", "XDP In Effect"),
+        col("xdp_program_ids", "XDP Program IDs"),
+        col("tc_attachment", "TC Attachment"),
+        col("attached_since", "Attached Since"),
+        col("engine_threads", "Engine Threads"),
+        col("engine_tun", "Engine TUN"),
+        col("engine_xsk", "Engine AF_XDP"),
+        col("engine_last_error", "Engine Last Error"),
     ],
     single: true,
 };
@@ -278,6 +286,14 @@ pub fn status_row(s: &StatusReport) -> Row {
         Value::Int(s.uptime_seconds),
         Value::Str(s.engine.clone()),
         Value::Int(s.generation),
+        Value::List(s.xdp_in_effect.clone()),
+        Value::List(s.xdp_program_ids.clone()),
+        Value::List(s.tc_attachment.clone()),
+        Value::List(s.attached_since.clone()),
+        Value::List(s.engine_threads.clone()),
+        Value::Str(s.engine_tun.clone()),
+        Value::List(s.engine_xsk.clone()),
+        opt(s.engine_last_error.as_deref()),
     ]
 }
 

@@ -18,6 +18,7 @@ pub mod export;
 pub mod explain;
 pub mod format;
 pub mod wireshark;
+pub mod generate;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -215,6 +216,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Apply(a) => apply::run(socket, &a),
         Command::Export(a) => export::run(socket, &a),
         Command::Sa(SaCommand::Export(a)) => wireshark::run(socket, &a),
+        Command::Generate(what) => generate::run(&what),
         Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
         Command::Explain(a) => explain::run(socket, &a),
     }

@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 use super::batch::{self, Outcome};
 use super::port::{Counters, Datapath};
 use super::protocol::{
-    Batch, Change, Request, Response, SaEntry, SpEntry, StatsReport, StatusReport,
+    Batch, Change, MetricsReport, Request, Response, SaEntry, SpEntry, StatsReport, StatusReport,
 };
 use super::state::{Saved, StateStore};
 use crate::model::{Chain, ModelError, Sa, Sp, Spd};
@@ -355,25 +355,8 @@ impl State {
             Request::Stats => Response::Stats(StatsReport {
                 reasons: self.counters().reasons,
             }),
-            Request::Status => Response::Status(StatusReport {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-                socket: self.identity.socket.clone(),
-                state_file: self.store.path().display().to_string(),
-                datapath: self.identity.datapath.clone(),
-                interfaces: self.identity.interfaces.clone(),
-                xdp_mode: self.identity.xdp_mode.clone(),
-                pin_dir: self.identity.pin_dir.clone(),
-                sas: self.spd.sas().len() as u64,
-                sps: self.spd.sps().len() as u64,
-                uptime_seconds: self.started.elapsed().as_secs(),
-                engine: match crate::engine::death() {
-                    Some(death) => format!("dead: {death}"),
-                    None if self.identity.datapath == "none" => "none".to_owned(),
-                    None => "running".to_owned(),
-                },
-                generation: self.generation,
-            }),
+            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Metrics { max_sps } => Response::Metrics(self.metrics(max_sps)),
             Request::SaAdd(args) => return Err(Box::new(Change::SaAdd(args))),
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
             Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
@@ -395,6 +378,50 @@ impl State {
                 }
             }
         })
+    }
+
+    /// `status`: the daemon's identity, the committed state's size, and what the kernel says
+    /// about the attachments and the engine (see `status`).
+    fn status(&self) -> StatusReport {
+        let mut report = StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            socket: self.identity.socket.clone(),
+            state_file: self.store.path().display().to_string(),
+            datapath: self.identity.datapath.clone(),
+            interfaces: self.identity.interfaces.clone(),
+            xdp_mode: self.identity.xdp_mode.clone(),
+            pin_dir: self.identity.pin_dir.clone(),
+            sas: self.spd.sas().len() as u64,
+            sps: self.spd.sps().len() as u64,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            engine: match crate::engine::death() {
+                Some(death) => format!("dead: {death}"),
+                None if self.identity.datapath == "none" => "none".to_owned(),
+                None => "running".to_owned(),
+            },
+            generation: self.generation,
+            ..StatusReport::default()
+        };
+        super::status::fill(&mut report, &self.datapath.inspect());
+        report
+    }
+
+    /// What `GET /metrics` serves: one counter snapshot over the committed state.
+    fn metrics(&self, max_sps: u64) -> MetricsReport {
+        let counters = self.counters();
+        super::metrics::report(
+            &self.spd,
+            sa_entries(&self.spd, &counters),
+            sp_entries(&self.spd, &counters),
+            super::metrics::Totals {
+                max_sps,
+                reasons: counters.reasons,
+                verdicts: self.datapath.inspect().verdicts,
+                generation: self.generation,
+                uptime_seconds: self.started.elapsed().as_secs(),
+            },
+        )
     }
 
     /// Counters for a listing. A datapath that cannot report them must not hide the policy

@@ -33,6 +33,8 @@ struct Attaching {
     xdp_mode: XdpMode,
     attached: bool,
     sp_ids: Vec<u32>,
+    /// Where the links are pinned, for `status` (see `status`).
+    pin_dir: std::path::PathBuf,
 }
 
 /// Load and pin the programs and maps (bpffs is mounted when missing) and start the ESP engine
@@ -78,6 +80,7 @@ pub fn open(
         xdp_mode,
         attached: false,
         sp_ids: Vec::new(),
+        pin_dir: pin_dir.to_path_buf(),
     }))
 }
 
@@ -174,6 +177,36 @@ impl Datapath for Attaching {
         frame: &[u8],
     ) -> Result<Option<ipsec_common::explain::ExplainResult>, PortError> {
         Ok(Some(self.kernel.explain(direction, frame)?))
+    }
+
+    fn inspect(&self) -> super::status::Inspection {
+        let interface_name = |ifindex: u32| {
+            nix::net::if_::if_indextoname(ifindex).map_or_else(
+                |_| format!("ifindex {ifindex}"),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        };
+        super::status::Inspection {
+            interfaces: super::status::inspect_interfaces(&self.pin_dir, &self.interfaces),
+            engine: Some(super::status::EngineState {
+                tun: (self.engine.tun_name().to_owned(), self.engine.tun_ifindex()),
+                xsk: self
+                    .engine
+                    .xsk_bindings()
+                    .iter()
+                    .map(|b| (interface_name(b.ifindex), b.queue))
+                    .collect(),
+            }),
+            verdicts: self
+                .kernel
+                .counters()
+                .map(|all| {
+                    all.into_iter()
+                        .map(|(c, v)| (c.name().to_string(), v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     fn counters(&self) -> Result<Counters, PortError> {

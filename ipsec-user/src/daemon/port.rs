@@ -89,6 +89,12 @@ pub trait Datapath: Send {
     ) -> Result<Option<ipsec_common::explain::ExplainResult>, PortError> {
         Ok(None)
     }
+
+    /// What the kernel reports about the attachments and the engine, for `status` and the
+    /// metrics; a datapath that attaches nothing reports nothing.
+    fn inspect(&self) -> super::status::Inspection {
+        super::status::Inspection::default()
+    }
 }
 
 /// A datapath that attaches nothing: state is managed and persisted, no packet is touched.

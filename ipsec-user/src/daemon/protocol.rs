@@ -60,6 +60,11 @@ pub enum Request {
     /// What the kernel's classifier and the reference make of one packet; changes nothing
     /// ([`Response::Explained`]).
     Explain(ExplainArgs),
+    /// Everything `GET /metrics` exposes, read at one moment ([`Response::Metrics`]): per-SP
+    /// entries only for the first `max_sps` SPs in creation order, the rest summed.
+    Metrics {
+        max_sps: u64,
+    },
 }
 
 /// The prefix of every serialised [`Request::Apply`] line: like a batch, it may be large.
@@ -151,7 +156,9 @@ pub enum Response {
     SaList(Vec<SaEntry>),
     SpList(Vec<SpEntry>),
     Stats(StatsReport),
-    Status(StatusReport),
+    /// Boxed: the largest answer by far, and rare.
+    Status(Box<StatusReport>),
+    Metrics(MetricsReport),
     /// The request was refused or failed; nothing changed. One line, no `error:` prefix.
     Error {
         message: String,
@@ -274,7 +281,7 @@ pub struct StatsReport {
 }
 
 /// What `xipsec status` shows about the daemon.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub version: String,
     pub pid: u32,
@@ -296,6 +303,56 @@ pub struct StatusReport {
     /// created (a batch counts as one).
     #[serde(default)]
     pub generation: u64,
+    /// Per interface, in `interfaces` order: the XDP mode the kernel reports in effect
+    /// (`native`, `generic`, `offload`, `multi` or `none`), not the configured `xdp_mode`.
+    #[serde(default)]
+    pub xdp_in_effect: Vec<String>,
+    /// Per interface: the id of the XDP program the kernel runs there (`0`: none).
+    #[serde(default)]
+    pub xdp_program_ids: Vec<String>,
+    /// Per interface: the TC egress attachment (`tcx egress program N link M`, or `none`).
+    #[serde(default)]
+    pub tc_attachment: Vec<String>,
+    /// Per interface: since when the programs are attached there (UTC, RFC 3339): when the
+    /// first daemon pinned the links; a restarted daemon swaps its programs into them.
+    #[serde(default)]
+    pub attached_since: Vec<String>,
+    /// Names of the ESP engine's running threads.
+    #[serde(default)]
+    pub engine_threads: Vec<String>,
+    /// The engine's TUN device (`name ifindex N`), empty without an engine.
+    #[serde(default)]
+    pub engine_tun: String,
+    /// The engine's AF_XDP sockets: `interface queue N` each.
+    #[serde(default)]
+    pub engine_xsk: Vec<String>,
+    /// The engine's last fatal error (a dead thread), if any.
+    #[serde(default)]
+    pub engine_last_error: Option<String>,
+}
+
+/// What `GET /metrics` serves, read from the committed state and one counter snapshot, so a
+/// scrape equals `sa list`, `sp list` and `stats` taken at the same moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsReport {
+    /// Every SA with its counters (as `sa list`).
+    pub sas: Vec<SaEntry>,
+    /// Per SA name: the directions of the SPs that use it (`in`, `out`, `both` or `unused`).
+    pub sa_directions: Vec<(String, String)>,
+    /// The first SPs in creation order (as `sp list`), at most the `max_sps` asked for.
+    pub sps: Vec<SpEntry>,
+    /// How many SPs there are in all.
+    pub sp_count: u64,
+    /// Packets and bytes of the SPs not in `sps`, summed.
+    pub sp_rest_packets: u64,
+    pub sp_rest_bytes: u64,
+    /// What `stats` shows: kernel drops and events, then the engine's counters.
+    pub reasons: Vec<(String, u64)>,
+    /// Every kernel verdict counter (passes included), for the flow-cache ratio.
+    pub verdicts: Vec<(String, u64)>,
+    /// The configuration generation.
+    pub generation: u64,
+    pub uptime_seconds: u64,
 }
 
 /// `xipsec explain`'s options, raw: the daemon parses them.

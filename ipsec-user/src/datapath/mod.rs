@@ -5,6 +5,7 @@
 //! CLI, the daemon, the maps and the reference classifier can never disagree.
 
 pub mod bpffs;
+pub mod inspect;
 /// The compiler lives with the userspace classifier that shares its output (`crate::classifier`).
 pub use crate::classifier::compile;
 mod explain;
