@@ -24,8 +24,8 @@ use crate::model::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs};
         encryption and integrity parameters, and a name. A security policy (SP) says when: \
         source and destination prefixes, ports, protocol and direction of the traffic, mode, \
         and which SA to use.\n\n\
-        Commands talk to the daemon (`xipsec daemon`). The `esxcli network ip ipsec` prefix is \
-        accepted, so pasted esxcli lines work.",
+        Commands talk to the daemon (`xipsec daemon`). The `esxcli network ip ipsec` prefix (or \
+        `network ip ipsec` alone) is accepted, so pasted esxcli lines work.",
     after_help = "Examples:\n  \
         xipsec sa add --sa-source 3ffe:501:ffff:0::a --sa-destination 3ffe:501:ffff:0001:0000:0000:0000:0001 \\\n    \
         --sa-mode transport --sa-spi 0x1000 --encryption-algorithm 3des-cbc \\\n    \

@@ -26,9 +26,9 @@ use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Key};
 #[derive(Debug, Args)]
 pub struct SaExportArgs {
     /// Write every SA with its keys as Wireshark's `esp_sa` table to FILE (created new, mode
-    /// 0600; root only). Copy it into a Wireshark profile directory, or give tshark
-    /// `-o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE` with the
-    /// file in its profile.
+    /// 0600; root only). Copy it as `esp_sa` into a Wireshark profile directory (for tshark,
+    /// WIRESHARK_CONFIG_DIR=DIR) and turn on ESP decryption and ICV checking (tshark -o
+    /// esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE).
     #[arg(long, value_name = "FILE", required = true)]
     pub wireshark: PathBuf,
 }
