@@ -345,12 +345,34 @@ fn unit_capabilities(unit: &str) -> String {
     set
 }
 
-/// The next notification on `socket`, within `timeout`.
-fn notification(socket: &UnixDatagram, timeout: Duration) -> String {
-    socket.set_read_timeout(Some(timeout)).expect("a timeout");
+/// The next notification on `socket`, within `timeout`; fails early, with `log`, if `daemon`
+/// exits first.
+fn notification(
+    socket: &UnixDatagram,
+    daemon: &mut std::process::Child,
+    timeout: Duration,
+    log: &dyn Fn() -> String,
+) -> String {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("a timeout");
+    let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1024];
-    let n = socket.recv(&mut buf).expect("a notification");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("receiving a notification: {e}"),
+        }
+        if let Some(exit) = daemon.try_wait().expect("polling the daemon") {
+            panic!("the daemon exited ({exit}) without notifying: {}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notification within {timeout:?}: {}",
+            log()
+        );
+    }
 }
 
 #[test]
@@ -426,7 +448,7 @@ fn the_installed_package_runs_the_transport_exchange_under_the_units_limits() {
             .spawn()
             .expect("starting the packaged daemon");
             let started = Instant::now();
-            let ready = notification(&notify, Duration::from_secs(30));
+            let ready = notification(&notify, &mut daemon, Duration::from_secs(30), &|| a.log());
             // At READY=1, and not a moment later (microseconds: a connect, one netlink
             // question): the socket accepts and XDP is attached.
             let connected = std::os::unix::net::UnixStream::connect(a.socket());
@@ -490,7 +512,7 @@ fn the_installed_package_runs_the_transport_exchange_under_the_units_limits() {
             assert!(frames.esp_count() > 100, "the exchange went over ESP");
 
             signal(&daemon, libc::SIGTERM);
-            let stopping = notification(&notify, Duration::from_secs(10));
+            let stopping = notification(&notify, &mut daemon, Duration::from_secs(10), &|| a.log());
             assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
             let exit = wait_timeout(&mut daemon, Duration::from_secs(20));
             assert!(exit.success(), "{exit}: {}", a.log());
