@@ -64,6 +64,9 @@ struct Args {
     /// The CPU the generator (and so the receiving side) runs on.
     #[arg(long, default_value_t = 1)]
     cpu: usize,
+    /// Skip the nftables runs (for profiling xipsec; the nftables figures are then 0).
+    #[arg(long)]
+    no_nft: bool,
 }
 
 /// The receiving sides.
@@ -177,8 +180,9 @@ impl Bench {
         &mut self,
         config: Config,
         names: &HashMap<String, Outcome>,
-    ) -> anyhow::Result<(f64, Counts)> {
+    ) -> anyhow::Result<(f64, Counts, u64)> {
         let before = self.counts(config, names)?;
+        let hits_before = self.cache_hits(config)?;
         let lab = self.lab(config.receiver);
         let (ns, iface) = (lab.net.ns_a.clone(), lab.net.if_a.clone());
         let template = self.templates[&iface].clone();
@@ -194,7 +198,17 @@ impl Bench {
         for i in 0..5 {
             delta[i] = after[i] - before[i];
         }
-        Ok((elapsed.as_secs_f64(), delta))
+        let hits = self.cache_hits(config)? - hits_before;
+        Ok((elapsed.as_secs_f64(), delta, hits))
+    }
+
+    /// xipsec's flow-cache hits so far (its pinned counters map); 0 for the other receivers.
+    fn cache_hits(&self, config: Config) -> anyhow::Result<u64> {
+        if config.receiver != Receiver::Xipsec {
+            return Ok(0);
+        }
+        let counters = self.lab(Receiver::Xipsec).pin_dir("b")?.join(abi::COUNTERS);
+        bench_gen::pinned_counter(&counters, abi::Counter::FlowCacheHit as u32)
     }
 }
 
@@ -211,16 +225,11 @@ impl Bench {
             .collect();
         self.generator.fill([&tables[0], &tables[1]])?;
 
-        let ns = self.nft.net.ns_b.clone();
-        let file = self.nft.scratch.path().join("ruleset.nft");
-        std::fs::write(&file, bench_nft::ruleset(set, &self.nft.net.if_b))?;
-        let _ = Lab::exec(&ns, &["nft", "delete", "table", "netdev", bench_nft::TABLE]).output();
-        let start = Instant::now();
-        util::run(&mut Lab::exec(
-            &ns,
-            &["nft", "-f", file.to_str().unwrap_or_default()],
-        ))?;
-        let nft_load = start.elapsed().as_secs_f64();
+        let nft_load = if self.args.no_nft {
+            0.0
+        } else {
+            self.install_nft(set)?
+        };
 
         self.xipsec = None;
         let mut lab = Lab::new("xbfx", 0xbf3)?;
@@ -232,6 +241,20 @@ impl Bench {
         let xipsec_load = start.elapsed().as_secs_f64();
         self.xipsec = Some(lab);
         Ok((nft_load, xipsec_load))
+    }
+
+    /// Install `set` in nftables: the seconds it took.
+    fn install_nft(&self, set: PolicySet) -> anyhow::Result<f64> {
+        let ns = self.nft.net.ns_b.clone();
+        let file = self.nft.scratch.path().join("ruleset.nft");
+        std::fs::write(&file, bench_nft::ruleset(set, &self.nft.net.if_b))?;
+        let _ = Lab::exec(&ns, &["nft", "delete", "table", "netdev", bench_nft::TABLE]).output();
+        let start = Instant::now();
+        util::run(&mut Lab::exec(
+            &ns,
+            &["nft", "-f", file.to_str().unwrap_or_default()],
+        ))?;
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// One row: `--runs` rounds of every configuration, each run's verdicts checked.
@@ -248,9 +271,15 @@ impl Bench {
         let mut rates = vec![Vec::new(); CONFIGS.len()];
         let mut totals = [[0u64; 5]; CONFIGS.len()];
         let mut lost = [0u64; CONFIGS.len()];
+        let mut hits = [0u64; CONFIGS.len()];
         for _ in 0..self.args.runs {
             for (k, &config) in CONFIGS.iter().enumerate() {
-                let (secs, counts) = self.measure(config, &names)?;
+                if self.args.no_nft && config.receiver == Receiver::Nft {
+                    rates[k].push(f64::NAN);
+                    continue;
+                }
+                let (secs, counts, run_hits) = self.measure(config, &names)?;
+                hits[k] += run_hits;
                 let received = match config.receiver {
                     Receiver::Generator => u64::from(frames),
                     // The floor drops the veths' own packets too.
@@ -309,9 +338,23 @@ impl Bench {
                 "nft_drop_table": lost[4],
                 "nft_pass_table": lost[5],
             },
+            // Of the frames xipsec classified, the share whose verdict came from its flow cache.
+            "xipsec_cache_hit_ratio": {
+                "drop_table": rounded(ratio(hits[2], &totals[2])),
+                "pass_table": rounded(ratio(hits[3], &totals[3])),
+            },
             "load_seconds": { "nft": rounded(nft_load), "xipsec_daemon_start": rounded(xipsec_load) },
         }))
     }
+}
+
+/// `hits` over the frames of `counts`.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "frame counts are far below 2^52"
+)]
+fn ratio(hits: u64, counts: &Counts) -> f64 {
+    hits as f64 / counts.iter().sum::<u64>().max(1) as f64
 }
 
 /// xipsec's per-SP packet counters (`sp list`) summed per outcome, and its no-policy passes (its
