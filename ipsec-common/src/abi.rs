@@ -798,7 +798,7 @@ pub enum Searched {
 /// packet; it is not stored in [`PREFIXES`]. The eBPF side runs the steps under `bpf_loop`
 /// (verified once, whatever the count), userspace in [`search`].
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Zeroable)]
 pub struct Search {
     flow: FlowKey,
     srcs: LenSet,
@@ -827,6 +827,22 @@ impl Search {
         kind: u8,
         generation: u8,
     ) -> Self {
+        let mut search: Search = Zeroable::zeroed();
+        search.restart(tables, flow, kind, generation);
+        search
+    }
+
+    /// [`Self::start`] in place: every field written where it lies (the eBPF side keeps its
+    /// search in a map value, and a whole `Search` built on its 512-byte stack first would not
+    /// fit beside the search callback's frame).
+    #[inline(always)]
+    pub fn restart<T: ClassifierTables>(
+        &mut self,
+        tables: &T,
+        flow: &FlowKey,
+        kind: u8,
+        generation: u8,
+    ) {
         let lengths = |side: u8, addr: &[u8; 16]| {
             let mut found = tables
                 .prefix_lengths(prefix_tag(generation, flow.dir, side), addr)
@@ -834,28 +850,26 @@ impl Search {
             found.words[0] |= 1;
             found
         };
-        Search {
-            flow: *flow,
-            srcs: lengths(SIDE_SRC, &flow.src),
-            dsts: lengths(SIDE_DST, &flow.dst),
-            pending: LenSet::default(),
-            best: RuleValue {
-                rank: u64::MAX,
-                sp_id: NO_SP,
-                sa_id: 0,
-                action: ACTION_NONE,
-                _pad: 0,
-            },
-            best_rank: u64::MAX,
-            set: rule_set(kind, generation, flow.dir),
-            allowed: allowed_combos(flow),
-            combos: 0,
-            src_len: 0,
-            dst_len: 0,
-            kind: u32::from(kind),
-            generation: u32::from(generation),
-            done: 0,
-        }
+        self.flow = *flow;
+        self.srcs = lengths(SIDE_SRC, &flow.src);
+        self.dsts = lengths(SIDE_DST, &flow.dst);
+        self.pending = LenSet::default();
+        self.best = RuleValue {
+            rank: u64::MAX,
+            sp_id: NO_SP,
+            sa_id: 0,
+            action: ACTION_NONE,
+            _pad: 0,
+        };
+        self.best_rank = u64::MAX;
+        self.set = rule_set(kind, generation, flow.dir);
+        self.allowed = allowed_combos(flow);
+        self.combos = 0;
+        self.src_len = 0;
+        self.dst_len = 0;
+        self.kind = u32::from(kind);
+        self.generation = u32::from(generation);
+        self.done = 0;
     }
 
     /// One step; false once the search is done.

@@ -279,7 +279,7 @@ fn search(flow: &FlowKey, kind: u8, epoch: u64) -> CacheValue {
     let searched = match SEARCH.get_ptr_mut(slot) {
         Some(state) => {
             // SAFETY: a per-CPU slot of this program's direction (see `search_step`).
-            unsafe { *state = Search::start(&Maps, flow, kind, generation) };
+            unsafe { (*state).restart(&Maps, flow, kind, generation) };
             // SAFETY: the callback and its context are as `bpf_loop` expects; the context
             // outlives the call.
             unsafe {

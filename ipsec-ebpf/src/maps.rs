@@ -86,14 +86,14 @@ pub(crate) fn count(counter: Counter) {
     }
 }
 
-/// Count one packet of `len` bytes against policy `sp_id`.
+/// Count `packets` packets of `bytes` IPv6 bytes in all against policy `sp_id`.
 #[inline(always)]
-pub(crate) fn count_sp(sp_id: u32, len: u64) {
+pub(crate) fn count_sp(sp_id: u32, packets: u64, bytes: u64) {
     if let Some(stats) = SP_STATS.get_ptr_mut(sp_id) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe {
-            (*stats).packets += 1;
-            (*stats).bytes += len;
+            (*stats).packets += packets;
+            (*stats).bytes += bytes;
         }
     }
 }
