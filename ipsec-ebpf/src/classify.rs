@@ -33,7 +33,7 @@ use ipsec_common::abi::{
     CacheValue, ClassifierTables, Counter, FLOW_CACHE_WAYS, FRAG_STATE_TIMEOUT_NS, FieldSet,
     FlowKey, FragKey, FragValue, LenSet, NO_SP, cache_buckets, flow_hash,
     PREFIX_LOOKUP_BITS, PrefixKey, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RuleKey, RuleValue,
-    SP_PROBE_BUDGET, Search, Searched, MAX_PROBES,
+    SP_PROBE_BUDGET, Searched, MAX_PROBES,
 };
 
 use crate::{
@@ -186,33 +186,32 @@ fn free_slot(slots: &[u32; 4], epoch: u64, except: u32) -> Option<u32> {
 /// callback's frame adds to this program's).
 #[inline(always)]
 fn insert(slots: &[u32; 4], words: &[u64; 5], new: &CacheSlot, epoch: u64, seed: u64, victim: u64) {
-    let index = match free_slot(slots, epoch, u32::MAX) {
-        Some(index) => index,
-        None => {
-            let index = match victim & 3 {
-                0 => slots[0],
-                1 => slots[1],
-                2 => slots[2],
-                _ => slots[3],
-            };
-            let Some(from) = slot_words(index) else {
-                return;
-            };
-            // SAFETY: the slot's first five words (inside the map) are its key; a torn read
-            // only misplaces a slot whose check then fails.
-            let theirs = unsafe { &*from.cast::<[u64; 5]>() };
-            if let Some(to) = free_slot(&candidates(flow_hash(theirs, seed)), epoch, index)
-                .and_then(slot_words)
-            {
-                let mut i = 0;
-                while i < SLOT_WORDS {
-                    // SAFETY: both slots are 64 bytes inside the map.
-                    unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
-                    i += 1;
-                }
+    let index = if let Some(index) = free_slot(slots, epoch, u32::MAX) {
+        index
+    } else {
+        let index = match victim & 3 {
+            0 => slots[0],
+            1 => slots[1],
+            2 => slots[2],
+            _ => slots[3],
+        };
+        let Some(from) = slot_words(index) else {
+            return;
+        };
+        // SAFETY: the slot's first five words (inside the map) are its key; a torn read
+        // only misplaces a slot whose check then fails.
+        let theirs = unsafe { &*from.cast::<[u64; 5]>() };
+        if let Some(to) = free_slot(&candidates(flow_hash(theirs, seed)), epoch, index)
+            .and_then(slot_words)
+        {
+            let mut i = 0;
+            while i < SLOT_WORDS {
+                // SAFETY: both slots are 64 bytes inside the map.
+                unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+                i += 1;
             }
-            index
         }
+        index
     };
     let Some(to) = slot_words(index) else {
         return;

@@ -45,9 +45,8 @@ pub(crate) static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);
 #[map(name = "XIPSEC_FLOW_CACHE")]
 /// The flow cache (see `abi::CacheSlot` and `classify`): mmapable, so the kernel page-aligns
 /// its values and every 64-byte slot is one cache line.
-#[allow(clippy::cast_possible_truncation, reason = "BPF_F_MMAPABLE is 1024")]
 pub(crate) static FLOW_CACHE: Array<CacheSlot> =
-    Array::with_max_entries(FLOW_CACHE_SLOTS, BPF_F_MMAPABLE as u32);
+    Array::with_max_entries(FLOW_CACHE_SLOTS, BPF_F_MMAPABLE);
 
 #[map(name = "XIPSEC_SP_STATS")]
 pub(crate) static SP_STATS: PerCpuArray<SpStats> = PerCpuArray::with_max_entries(MAX_SP, 0);
