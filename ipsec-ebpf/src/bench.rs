@@ -23,7 +23,7 @@ fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
         data_end: ctx.data_end(),
         total_len: ctx.data_end() - ctx.data(),
     };
-    matches!(parse(&frame, DIR_IN, true, flow), Outcome::Flow(_))
+    matches!(parse(&frame, DIR_IN, true, flow, &mut 0), Outcome::Flow(_))
 }
 
 /// Benchmark baseline: parse and pass.

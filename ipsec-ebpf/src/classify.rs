@@ -1,7 +1,14 @@
-//! Tuple-space classification with prefix pruning, an exact-flow LRU cache in front, and the
+//! Tuple-space classification with prefix pruning, an exact-flow cache in front, and the
 //! verdicts of fragments.
 //!
-//! Cost per packet: one cache lookup on a hit. On a miss, one LPM trie lookup per address gives
+//! The flow cache ([`FLOW_CACHE`], `abi::CacheSlot`) is an array of one-cache-line slots: a flow
+//! hashes (keyed by a secret seed) to two buckets of two adjacent slots, and a hit reads one
+//! slot, compares the whole key and checks the epoch and the slot's check word. A miss writes
+//! the verdict into a free slot of the flow's buckets (empty, or of an older epoch); when all
+//! four hold current verdicts, it displaces one and moves that flow to a free slot of its own
+//! buckets if it has one (one step of cuckoo hashing), else forgets it.
+//!
+//! Cost per packet: one cache line read on a hit. On a miss, one LPM trie lookup per address gives
 //! the lengths of every stored prefix containing it (`::/0` is implied, not stored); then one
 //! flat, bounded loop walks the candidate shapes: per source length the destination lengths that
 //! occur with it (one array lookup, intersected with the packet's), per length pair the field
@@ -22,10 +29,11 @@ use aya_ebpf::{
     maps::{Array, lpm_trie::Key},
 };
 use ipsec_common::abi::{
-    ACTION_NONE, ACTION_PROBE_BUDGET, CONFIG_EPOCH, CacheValue, ClassifierTables, Counter,
-    FRAG_STATE_TIMEOUT_NS, FieldSet, FlowKey, FragKey, FragValue, LenSet, NO_SP,
+    ACTION_NONE, ACTION_PROBE_BUDGET, CONFIG_EPOCH, CONFIG_FLOW_CACHE_SEED, CacheSlot,
+    CacheValue, ClassifierTables, Counter, FLOW_CACHE_WAYS, FRAG_STATE_TIMEOUT_NS, FieldSet,
+    FlowKey, FragKey, FragValue, LenSet, NO_SP, cache_buckets, flow_hash,
     PREFIX_LOOKUP_BITS, PrefixKey, RULE_FLOW, RULE_FRAG_ANY, RULE_FRAG_PORTS, RuleKey, RuleValue,
-    SP_PROBE_BUDGET, Search, Searched, MAX_PROBES,
+    SP_PROBE_BUDGET, Searched, MAX_PROBES,
 };
 
 use crate::{
@@ -83,17 +91,139 @@ pub(crate) fn classify(flow: &FlowKey, fragment: Fragment) -> CacheValue {
 #[inline(always)]
 fn classify_flow(flow: &FlowKey) -> CacheValue {
     let epoch = array_u64(&CONFIG, CONFIG_EPOCH);
-    if let Some(hit) = FLOW_CACHE.get_ptr(flow) {
-        // SAFETY: the pointer comes from a successful map lookup; the value is plain data.
-        let hit = unsafe { *hit };
-        if hit.epoch == epoch {
+    let seed = array_u64(&CONFIG, CONFIG_FLOW_CACHE_SEED);
+    let words = key_words(flow);
+    let hash = flow_hash(words, seed);
+    let slots = candidates(hash);
+    let mut i = 0;
+    while i < slots.len() {
+        if let Some(hit) = probe(slots[i], words, hash, epoch) {
             count(Counter::FlowCacheHit);
             return hit;
         }
+        i += 1;
     }
     let verdict = search(flow, RULE_FLOW, epoch);
-    let _ = FLOW_CACHE.insert(flow, verdict, 0);
+    insert(&slots, words, &CacheSlot::new(flow, hash, &verdict), epoch, seed, hash >> 62);
     verdict
+}
+
+/// The flow's key as the five words the cache hashes and compares, in place (no copy: the
+/// stack is tight, see `insert`).
+#[inline(always)]
+fn key_words(flow: &FlowKey) -> &[u64; 5] {
+    // SAFETY: `FlowKey` is 40 bytes, 8-byte aligned, plain data: five words.
+    unsafe { &*core::ptr::from_ref(flow).cast::<[u64; 5]>() }
+}
+
+/// The four slots a flow of hash `hash` may sit in: both slots of its first bucket, then both
+/// of its second.
+#[inline(always)]
+fn candidates(hash: u64) -> [u32; 4] {
+    let [a, b] = cache_buckets(hash);
+    let (a, b) = (a * FLOW_CACHE_WAYS, b * FLOW_CACHE_WAYS);
+    [a, a + 1, b, b + 1]
+}
+
+/// The verdict slot `index` holds for the flow of `words` and `hash` in `epoch`, if any.
+#[inline(always)]
+fn probe(index: u32, words: &[u64; 5], hash: u64, epoch: u64) -> Option<CacheValue> {
+    let slot = slot_words(index)?;
+    let mut i = 0;
+    while i < 5 {
+        // SAFETY: the slot is 64 bytes, 64-byte aligned, inside the map; another CPU may be
+        // writing it (the check catches a torn slot, see `abi::CacheSlot`).
+        if unsafe { core::ptr::read_volatile(slot.add(i)) } != words[i] {
+            return None;
+        }
+        i += 1;
+    }
+    // SAFETY: as above.
+    let (slot_epoch, verdict, tail) = unsafe {
+        (
+            core::ptr::read_volatile(slot.add(5)),
+            core::ptr::read_volatile(slot.add(6)),
+            core::ptr::read_volatile(slot.add(7)),
+        )
+    };
+    if slot_epoch != epoch {
+        return None;
+    }
+    CacheSlot::verdict(slot_epoch, verdict, tail, hash)
+}
+
+/// A slot's words: the key's five, then epoch, verdict and tail (`abi::CacheSlot`).
+const SLOT_WORDS: usize = 8;
+
+/// The words of the slot at `index`, for volatile word loads and stores.
+#[inline(always)]
+fn slot_words(index: u32) -> Option<*mut u64> {
+    FLOW_CACHE.get_ptr_mut(index).map(<*mut CacheSlot>::cast)
+}
+
+/// The first of `slots` other than `except` free in `epoch` (never written, or holding an
+/// older epoch's verdict).
+#[inline(always)]
+fn free_slot(slots: &[u32; 4], epoch: u64, except: u32) -> Option<u32> {
+    let mut i = 0;
+    while i < slots.len() {
+        let index = slots[i];
+        if index != except
+            && let Some(slot) = slot_words(index)
+            // SAFETY: word 5 of the slot (64 bytes inside the map) is its epoch.
+            && unsafe { core::ptr::read_volatile(slot.add(5)) } != epoch
+        {
+            return Some(index);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Cache `new` (for the flow of `words`) in one of `slots`: a free one, else displace slot
+/// `victim % 4`, first moving its flow to a free slot of its own buckets if it has one.
+/// Word by word, never through a 64-byte copy on the stack (the stack is tight: the search
+/// callback's frame adds to this program's).
+#[inline(always)]
+fn insert(slots: &[u32; 4], words: &[u64; 5], new: &CacheSlot, epoch: u64, seed: u64, victim: u64) {
+    let index = if let Some(index) = free_slot(slots, epoch, u32::MAX) {
+        index
+    } else {
+        let index = match victim & 3 {
+            0 => slots[0],
+            1 => slots[1],
+            2 => slots[2],
+            _ => slots[3],
+        };
+        let Some(from) = slot_words(index) else {
+            return;
+        };
+        // SAFETY: the slot's first five words (inside the map) are its key; a torn read
+        // only misplaces a slot whose check then fails.
+        let theirs = unsafe { &*from.cast::<[u64; 5]>() };
+        if let Some(to) = free_slot(&candidates(flow_hash(theirs, seed)), epoch, index)
+            .and_then(slot_words)
+        {
+            let mut i = 0;
+            while i < SLOT_WORDS {
+                // SAFETY: both slots are 64 bytes inside the map.
+                unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+                i += 1;
+            }
+        }
+        index
+    };
+    let Some(to) = slot_words(index) else {
+        return;
+    };
+    let tail = [new.epoch, new.verdict, new.tail];
+    let mut i = 0;
+    while i < SLOT_WORDS {
+        let word = if i < 5 { words[i] } else { tail[i - 5] };
+        // SAFETY: the slot is 64 bytes inside the map.
+        unsafe { core::ptr::write_volatile(to.add(i), word) };
+        i += 1;
+    }
 }
 
 /// The maps, as the tables [`search`] reads.
@@ -148,7 +278,7 @@ fn search(flow: &FlowKey, kind: u8, epoch: u64) -> CacheValue {
     let searched = match SEARCH.get_ptr_mut(slot) {
         Some(state) => {
             // SAFETY: a per-CPU slot of this program's direction (see `search_step`).
-            unsafe { *state = Search::start(&Maps, flow, kind, generation) };
+            unsafe { (*state).restart(&Maps, flow, kind, generation) };
             // SAFETY: the callback and its context are as `bpf_loop` expects; the context
             // outlives the call.
             unsafe {

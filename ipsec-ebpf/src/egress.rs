@@ -51,7 +51,8 @@ pub(crate) fn try_tc_egress(ctx: &TcContext) -> i32 {
     // The engine's own ESP is parsed with ESP as terminal (to see the SPI); everything else
     // classifies ESP like any protocol without ports.
     let engine = from_engine_socket(ctx);
-    match parse(&frame, DIR_OUT, engine, flow) {
+    let mut l3 = 0;
+    match parse(&frame, DIR_OUT, engine, flow, &mut l3) {
         Outcome::NotIpv6 => ok(Counter::PassNotIpv6),
         Outcome::Malformed => shot(Counter::DropMalformed),
         Outcome::ExtLimit => shot(Counter::DropExtHeaderLimit),
@@ -74,7 +75,8 @@ pub(crate) fn try_tc_egress(ctx: &TcContext) -> i32 {
                     ok(Counter::PassNoPolicy)
                 };
             }
-            count_sp(verdict.sp_id, u64::from(len));
+            let (packets, bytes) = on_the_wire(ctx, l3);
+            count_sp(verdict.sp_id, packets, bytes);
             match verdict.action {
                 ACTION_DISCARD => shot(Counter::DropDiscard),
                 ACTION_IPSEC => to_engine(),
@@ -83,6 +85,21 @@ pub(crate) fn try_tc_egress(ctx: &TcContext) -> i32 {
             }
         }
     }
+}
+
+/// The packets this skb leaves as and their IPv6 bytes: a GSO (TSO/USO) super-packet becomes
+/// `gso_segs` packets on the wire, each with its own headers. `wire_len` is the kernel's count of
+/// their bytes (`qdisc_pkt_len_init`, done before the egress hook: the skb's length plus the
+/// headers of every segment but the first), link-layer headers included; those (`l3` bytes per
+/// packet) are left out, so policy counters count what the SA counters count: IPv6 packets.
+#[inline(always)]
+fn on_the_wire(ctx: &TcContext, l3: usize) -> (u64, u64) {
+    // SAFETY: reads of two `__sk_buff` fields TC programs may read; the kernel rewrites them
+    // into reads of the skb.
+    let (segs, wire_len) = unsafe { ((*ctx.skb.skb).gso_segs, (*ctx.skb.skb).wire_len) };
+    let packets = u64::from(segs.max(1));
+    let wire = u64::from(wire_len.max(ctx.len()));
+    (packets, wire.saturating_sub(packets * l3 as u64))
 }
 
 /// Whether the packet was sent by one of the ESP engine's sockets. A socket cookie is assigned

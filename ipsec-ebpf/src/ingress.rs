@@ -22,7 +22,8 @@ pub(crate) fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
     };
     let mut slot = core::mem::MaybeUninit::uninit();
     let flow = zeroed_key(&mut slot);
-    match parse(&frame, DIR_IN, true, flow) {
+    let mut l3 = 0;
+    match parse(&frame, DIR_IN, true, flow, &mut l3) {
         Outcome::NotIpv6 => pass(Counter::PassNotIpv6),
         Outcome::Malformed => drop(Counter::DropMalformed),
         Outcome::ExtLimit => drop(Counter::DropExtHeaderLimit),
@@ -47,7 +48,8 @@ pub(crate) fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
                     pass(Counter::PassNoPolicy)
                 };
             }
-            count_sp(verdict.sp_id, frame.len() as u64);
+            // One frame is one packet; its bytes are the IPv6 packet's, as the SA counters'.
+            count_sp(verdict.sp_id, 1, (frame.len() - l3) as u64);
             match verdict.action {
                 ACTION_DISCARD => drop(Counter::DropDiscard),
                 // Clear traffic that policy says must arrive protected is refused.

@@ -1,13 +1,13 @@
 //! Every map the programs use; names, keys and values come from `ipsec_common::abi`.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, XskMap},
 };
 use ipsec_common::abi::{
-    CONFIG_LEN, CacheValue, Counter, FIELD_SETS_ENTRIES, FLOW_CACHE_CAPACITY,
-    FRAG_STATE_CAPACITY, FieldSet, FlowKey, FragKey, FragValue, LEN_PAIRS_ENTRIES, LenSet,
+    CONFIG_LEN, CacheSlot, Counter, FIELD_SETS_ENTRIES, FLOW_CACHE_SLOTS,
+    FRAG_STATE_CAPACITY, FieldSet, FragKey, FragValue, LEN_PAIRS_ENTRIES, LenSet,
     MAX_ENGINE_SOCKETS, MAX_SA, MAX_SP, MAX_XSK, PREFIXES_CAPACITY, PrefixKey, RULES_CAPACITY,
     RuleKey, RuleValue, SaInfo, Search, SpStats,
 };
@@ -43,8 +43,10 @@ pub(crate) static SEARCH: PerCpuArray<Search> = PerCpuArray::with_max_entries(2,
 pub(crate) static CONFIG: Array<u64> = Array::with_max_entries(CONFIG_LEN, 0);
 
 #[map(name = "XIPSEC_FLOW_CACHE")]
-pub(crate) static FLOW_CACHE: LruHashMap<FlowKey, CacheValue> =
-    LruHashMap::with_max_entries(FLOW_CACHE_CAPACITY, 0);
+/// The flow cache (see `abi::CacheSlot` and `classify`): mmapable, so the kernel page-aligns
+/// its values and every 64-byte slot is one cache line.
+pub(crate) static FLOW_CACHE: Array<CacheSlot> =
+    Array::with_max_entries(FLOW_CACHE_SLOTS, BPF_F_MMAPABLE);
 
 #[map(name = "XIPSEC_SP_STATS")]
 pub(crate) static SP_STATS: PerCpuArray<SpStats> = PerCpuArray::with_max_entries(MAX_SP, 0);
@@ -83,14 +85,14 @@ pub(crate) fn count(counter: Counter) {
     }
 }
 
-/// Count one packet of `len` bytes against policy `sp_id`.
+/// Count `packets` packets of `bytes` IPv6 bytes in all against policy `sp_id`.
 #[inline(always)]
-pub(crate) fn count_sp(sp_id: u32, len: u64) {
+pub(crate) fn count_sp(sp_id: u32, packets: u64, bytes: u64) {
     if let Some(stats) = SP_STATS.get_ptr_mut(sp_id) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe {
-            (*stats).packets += 1;
-            (*stats).bytes += len;
+            (*stats).packets += packets;
+            (*stats).bytes += bytes;
         }
     }
 }

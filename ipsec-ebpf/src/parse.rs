@@ -132,9 +132,17 @@ pub(crate) fn zeroed_key(slot: &mut core::mem::MaybeUninit<FlowKey>) -> &mut Flo
 }
 
 /// Parse `frame` into `key`. With `esp_is_terminal`, ESP yields [`Outcome::Esp`] (ingress);
-/// otherwise ESP is classified like any other protocol without ports (egress).
+/// otherwise ESP is classified like any other protocol without ports (egress). `l3` is set to
+/// where the IPv6 header starts once the Ethernet header and its tags are read (policy byte
+/// counters count IPv6 packets, from there on).
 #[inline(always)]
-pub(crate) fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut FlowKey) -> Outcome {
+pub(crate) fn parse(
+    frame: &Frame,
+    dir: u8,
+    esp_is_terminal: bool,
+    key: &mut FlowKey,
+    l3_offset: &mut usize,
+) -> Outcome {
     let Some(eth) = frame.bytes::<ETH_HEADER_LEN>(0) else {
         return Outcome::NotIpv6;
     };
@@ -155,6 +163,7 @@ pub(crate) fn parse(frame: &Frame, dir: u8, esp_is_terminal: bool, key: &mut Flo
     if eth_type != ethertype::IPV6 {
         return Outcome::NotIpv6;
     }
+    *l3_offset = l3;
     // Version, payload length and next header; the addresses are read as words below.
     let Some(ip) = frame.bytes::<8>(l3) else {
         return Outcome::Malformed;

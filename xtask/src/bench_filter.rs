@@ -23,8 +23,11 @@
 //! both gave every frame the verdict the policy set prescribes, counted per band and verdict.
 //!
 //! Mpps are of one core: the generator, the veth transfer and the receiving side's work all run
-//! on the CPU the generator is pinned to (see `bench_gen`). The receiver's own cost per frame is
-//! reported too: the time per frame of a run less that of the generator alone.
+//! on the CPU the generator is pinned to (see `bench_gen`), and a run's rate is its frames over
+//! the CPU time that core spent on them (`bench_gen::Spent`), so other processes the scheduler
+//! runs on that core meanwhile do not count; the wall-clock rates are reported beside them. The
+//! receiver's own cost per frame is reported too: the time per frame of a run less that of the
+//! generator alone.
 
 use std::{collections::HashMap, time::Instant};
 
@@ -36,7 +39,7 @@ use ipsec_common::abi::{
 };
 
 use crate::{
-    bench_gen::{self, Generator},
+    bench_gen::{self, Generator, Spent},
     bench_nft,
     bench_policy::{Outcome, PolicySet},
     lab::Lab,
@@ -64,6 +67,9 @@ struct Args {
     /// The CPU the generator (and so the receiving side) runs on.
     #[arg(long, default_value_t = 1)]
     cpu: usize,
+    /// Skip the nftables runs (for profiling xipsec; the nftables figures are then 0).
+    #[arg(long)]
+    no_nft: bool,
 }
 
 /// The receiving sides.
@@ -177,12 +183,13 @@ impl Bench {
         &mut self,
         config: Config,
         names: &HashMap<String, Outcome>,
-    ) -> anyhow::Result<(f64, Counts)> {
+    ) -> anyhow::Result<(Spent, Counts, u64)> {
         let before = self.counts(config, names)?;
+        let hits_before = self.cache_hits(config)?;
         let lab = self.lab(config.receiver);
         let (ns, iface) = (lab.net.ns_a.clone(), lab.net.if_a.clone());
         let template = self.templates[&iface].clone();
-        let elapsed = self.generator.send(
+        let spent = self.generator.send(
             (&ns, &iface),
             &template,
             (usize::from(!config.drop), self.args.frames),
@@ -194,7 +201,17 @@ impl Bench {
         for i in 0..5 {
             delta[i] = after[i] - before[i];
         }
-        Ok((elapsed.as_secs_f64(), delta))
+        let hits = self.cache_hits(config)? - hits_before;
+        Ok((spent, delta, hits))
+    }
+
+    /// xipsec's flow-cache hits so far (its pinned counters map); 0 for the other receivers.
+    fn cache_hits(&self, config: Config) -> anyhow::Result<u64> {
+        if config.receiver != Receiver::Xipsec {
+            return Ok(0);
+        }
+        let counters = self.lab(Receiver::Xipsec).pin_dir("b")?.join(abi::COUNTERS);
+        bench_gen::pinned_counter(&counters, abi::Counter::FlowCacheHit as u32)
     }
 }
 
@@ -211,16 +228,11 @@ impl Bench {
             .collect();
         self.generator.fill([&tables[0], &tables[1]])?;
 
-        let ns = self.nft.net.ns_b.clone();
-        let file = self.nft.scratch.path().join("ruleset.nft");
-        std::fs::write(&file, bench_nft::ruleset(set, &self.nft.net.if_b))?;
-        let _ = Lab::exec(&ns, &["nft", "delete", "table", "netdev", bench_nft::TABLE]).output();
-        let start = Instant::now();
-        util::run(&mut Lab::exec(
-            &ns,
-            &["nft", "-f", file.to_str().unwrap_or_default()],
-        ))?;
-        let nft_load = start.elapsed().as_secs_f64();
+        let nft_load = if self.args.no_nft {
+            0.0
+        } else {
+            self.install_nft(set)?
+        };
 
         self.xipsec = None;
         let mut lab = Lab::new("xbfx", 0xbf3)?;
@@ -232,6 +244,20 @@ impl Bench {
         let xipsec_load = start.elapsed().as_secs_f64();
         self.xipsec = Some(lab);
         Ok((nft_load, xipsec_load))
+    }
+
+    /// Install `set` in nftables: the seconds it took.
+    fn install_nft(&self, set: PolicySet) -> anyhow::Result<f64> {
+        let ns = self.nft.net.ns_b.clone();
+        let file = self.nft.scratch.path().join("ruleset.nft");
+        std::fs::write(&file, bench_nft::ruleset(set, &self.nft.net.if_b))?;
+        let _ = Lab::exec(&ns, &["nft", "delete", "table", "netdev", bench_nft::TABLE]).output();
+        let start = Instant::now();
+        util::run(&mut Lab::exec(
+            &ns,
+            &["nft", "-f", file.to_str().unwrap_or_default()],
+        ))?;
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// One row: `--runs` rounds of every configuration, each run's verdicts checked.
@@ -246,11 +272,19 @@ impl Bench {
             .collect();
         let frames = self.args.frames;
         let mut rates = vec![Vec::new(); CONFIGS.len()];
+        let mut wall_rates = vec![Vec::new(); CONFIGS.len()];
         let mut totals = [[0u64; 5]; CONFIGS.len()];
         let mut lost = [0u64; CONFIGS.len()];
+        let mut hits = [0u64; CONFIGS.len()];
         for _ in 0..self.args.runs {
             for (k, &config) in CONFIGS.iter().enumerate() {
-                let (secs, counts) = self.measure(config, &names)?;
+                if self.args.no_nft && config.receiver == Receiver::Nft {
+                    rates[k].push(f64::NAN);
+                    wall_rates[k].push(f64::NAN);
+                    continue;
+                }
+                let (spent, counts, run_hits) = self.measure(config, &names)?;
+                hits[k] += run_hits;
                 let received = match config.receiver {
                     Receiver::Generator => u64::from(frames),
                     // The floor drops the veths' own packets too.
@@ -270,10 +304,13 @@ impl Bench {
                     clippy::cast_precision_loss,
                     reason = "frame counts are far below 2^52"
                 )]
-                rates[k].push(received as f64 / secs / 1e6);
+                let received = received as f64;
+                rates[k].push(received / spent.cpu.as_secs_f64() / 1e6);
+                wall_rates[k].push(received / spent.wall.as_secs_f64() / 1e6);
             }
         }
         let rates: Vec<f64> = rates.into_iter().map(median).collect();
+        let wall: Vec<f64> = wall_rates.into_iter().map(median).collect();
         let mpps = |k: usize| rates[k];
         // 1/Mpps is µs per frame; less the generator's own.
         let ns = |k: usize| 1e3 / rates[k] - 1e3 / rates[0];
@@ -289,6 +326,16 @@ impl Bench {
             "drop_over_floor": rounded(mpps(2) / mpps(1)),
             "drop_over_nft": rounded(mpps(2) / mpps(4)),
             "pass_over_nft": rounded(mpps(3) / mpps(5)),
+            // The same runs by wall time: on a busy machine these include whatever else the
+            // scheduler ran on the generator's core.
+            "wall_clock": {
+                "floor_mpps": rounded(wall[1]),
+                "drop_mpps": rounded(wall[2]),
+                "pass_mpps": rounded(wall[3]),
+                "nft_mpps": rounded(wall[4]),
+                "nft_pass_mpps": rounded(wall[5]),
+                "drop_over_floor": rounded(wall[2] / wall[1]),
+            },
             "receiver_ns_per_frame": {
                 "floor": rounded(ns(1)),
                 "xipsec_drop": rounded(ns(2)),
@@ -309,9 +356,23 @@ impl Bench {
                 "nft_drop_table": lost[4],
                 "nft_pass_table": lost[5],
             },
+            // Of the frames xipsec classified, the share whose verdict came from its flow cache.
+            "xipsec_cache_hit_ratio": {
+                "drop_table": rounded(ratio(hits[2], &totals[2])),
+                "pass_table": rounded(ratio(hits[3], &totals[3])),
+            },
             "load_seconds": { "nft": rounded(nft_load), "xipsec_daemon_start": rounded(xipsec_load) },
         }))
     }
+}
+
+/// `hits` over the frames of `counts`.
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "frame counts are far below 2^52"
+)]
+fn ratio(hits: u64, counts: &Counts) -> f64 {
+    hits as f64 / counts.iter().sum::<u64>().max(1) as f64
 }
 
 /// xipsec's per-SP packet counters (`sp list`) summed per outcome, and its no-policy passes (its
@@ -430,7 +491,9 @@ pub(crate) fn run(json: bool, args: &[String]) -> anyhow::Result<()> {
         "frames_per_run": bench.args.frames,
         "runs": bench.args.runs,
         "frame_bytes": bench_gen::template([0; 6], [0; 6]).len(),
-        "mpps_of": "one core: generator, veth transfer and receiver on the generator's CPU",
+        "mpps_of": "one core: frames per CPU-second of the generator's core, which generates, \
+                    transfers and receives every frame (the generating thread's CPU time plus its \
+                    ksoftirqd's); wall_clock has the same runs by wall time",
         "traffic": "drop table: 1/2 band-1 discard hits, 1/2 band-2 discard hits; pass table: \
                     1/3 band-1 none hits, 1/3 band-2 none hits, 1/3 no policy; every band-1 hit \
                     also matches a band-2 policy of the other verdict; flows cycled; xipsec's \

@@ -170,10 +170,11 @@ impl Generator {
         (table, frames): (usize, u32),
         transmit: bool,
         cpu: usize,
-    ) -> anyhow::Result<Duration> {
+    ) -> anyhow::Result<Spent> {
         self.configure(table, if transmit { XDP_TX } else { XDP_DROP })?;
         let program = self.program(PROG_GEN)?;
-        netns::in_netns(ns, || -> anyhow::Result<Duration> {
+        let softirq = ksoftirqd(cpu)?;
+        netns::in_netns(ns, || -> anyhow::Result<Spent> {
             pin_to(cpu)?;
             let ifindex = ifindex(iface)?;
             let data_end = u32::try_from(template.len())?;
@@ -190,11 +191,17 @@ impl Generator {
                 attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
                 ..Default::default()
             };
+            let (cpu_start, softirq_start) = (thread_cpu_ns()?, schedstat_ns(&softirq)?);
             let start = Instant::now();
             program
                 .test_run(opts)
                 .context("BPF_PROG_TEST_RUN of the generator (live frames)")?;
-            Ok(start.elapsed())
+            let wall = start.elapsed();
+            let cpu_ns = thread_cpu_ns()? - cpu_start + schedstat_ns(&softirq)? - softirq_start;
+            Ok(Spent {
+                wall,
+                cpu: Duration::from_nanos(cpu_ns),
+            })
         })
     }
 
@@ -216,6 +223,54 @@ pub(crate) fn pinned_counter(path: &std::path::Path, index: u32) -> anyhow::Resu
         .with_context(|| format!("opening the pinned map {}", path.display()))?;
     let array: PerCpuArray<_, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
     Ok(array.get(&index, 0)?.iter().sum())
+}
+
+/// What a run cost: wall time, and CPU time of the generator's core spent on it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spent {
+    pub wall: Duration,
+    /// The generating thread's CPU time plus that of the core's `ksoftirqd`: everything the
+    /// run made that core do (generating, the veth transfer, the receiver's NAPI poll, which
+    /// runs in the generating thread's system call or, when deferred, in `ksoftirqd`). This
+    /// kernel has no `CONFIG_IRQ_TIME_ACCOUNTING`, so softirq work is charged to the thread it
+    /// interrupted. Unlike the wall time it leaves out whatever else the scheduler ran on that
+    /// core meanwhile (a busy machine's other processes).
+    pub cpu: Duration,
+}
+
+/// The calling thread's CPU time so far, in nanoseconds.
+fn thread_cpu_ns() -> anyhow::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) } != 0 {
+        bail!("clock_gettime: {}", std::io::Error::last_os_error());
+    }
+    Ok(u64::try_from(ts.tv_sec)? * 1_000_000_000 + u64::try_from(ts.tv_nsec)?)
+}
+
+/// The `/proc/PID/schedstat` of `ksoftirqd/CPU`.
+fn ksoftirqd(cpu: usize) -> anyhow::Result<PathBuf> {
+    let name = format!("ksoftirqd/{cpu}");
+    for entry in std::fs::read_dir("/proc")?.filter_map(Result::ok) {
+        let dir = entry.path();
+        if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == name) {
+            return Ok(dir.join("schedstat"));
+        }
+    }
+    bail!("no {name} thread")
+}
+
+/// Time on CPU (nanoseconds) from a `schedstat` file: its first field.
+fn schedstat_ns(path: &std::path::Path) -> anyhow::Result<u64> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| anyhow!("{}: {text:?}", path.display()))
 }
 
 fn ifindex(iface: &str) -> anyhow::Result<u32> {

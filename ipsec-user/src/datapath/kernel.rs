@@ -18,8 +18,8 @@ use aya::{
     },
 };
 use ipsec_common::abi::{
-    self, CacheValue, Counter, FieldSet, FlowKey, FragKey, FragValue, LenSet, PrefixKey, RuleKey,
-    RuleValue, SaInfo, SpStats,
+    self, CacheSlot, CacheValue, Counter, FieldSet, FlowKey, FragKey, FragValue, LenSet, PrefixKey,
+    RuleKey, RuleValue, SaInfo, SpStats,
 };
 
 use caps::{CapSet, Capability};
@@ -193,7 +193,7 @@ maps! {
     len_pairs: Array<MapData, LenSet> = abi::LEN_PAIRS,
     field_sets: Array<MapData, FieldSet> = abi::FIELD_SETS,
     config: Array<MapData, u64> = abi::CONFIG,
-    flow_cache: HashMap<MapData, FlowKey, CacheValue> = abi::FLOW_CACHE,
+    flow_cache: Array<MapData, CacheSlot> = abi::FLOW_CACHE,
     sp_stats: PerCpuArray<MapData, SpStats> = abi::SP_STATS,
     counters: PerCpuArray<MapData, u64> = abi::COUNTERS,
     sa_by_spi: HashMap<MapData, u32, SaInfo> = abi::SA_BY_SPI,
@@ -225,6 +225,15 @@ pub(super) fn map_io(name: &'static str) -> impl Fn(aya::maps::MapError) -> Data
 /// bit, and `sync` writes the other generation before it increments the epoch.
 pub(super) fn generation(epoch: u64) -> u8 {
     u8::from(epoch & 1 == 1)
+}
+
+/// A new random seed for the flow cache: where flows sit and what their slots' checks are
+/// (`abi::CONFIG_FLOW_CACHE_SEED`). Every verdict cached before is forgotten.
+fn new_flow_cache_seed(maps: &mut Maps) -> Result<(), DatapathError> {
+    let seed: u64 = rand::random();
+    maps.config
+        .set(abi::CONFIG_FLOW_CACHE_SEED, seed, 0)
+        .map_err(map_io(abi::CONFIG))
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -307,7 +316,8 @@ impl KernelDatapath {
                 })?;
             }
         }
-        let maps = Maps::take(&mut ebpf, options.benchmark)?;
+        let mut maps = Maps::take(&mut ebpf, options.benchmark)?;
+        new_flow_cache_seed(&mut maps)?;
         Ok(Self {
             ebpf,
             maps,
@@ -615,13 +625,26 @@ impl KernelDatapath {
         Ok(())
     }
 
-    /// Forget every cached classification (tests use it to exercise the miss path).
+    /// Forget every cached classification (tests use it to exercise the miss path): a new
+    /// seed, under which no slot written before is found or accepted (`abi::CacheSlot`).
     pub fn clear_flow_cache(&mut self) -> Result<(), DatapathError> {
-        let keys: Vec<FlowKey> = self.maps.flow_cache.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = self.maps.flow_cache.remove(&k);
-        }
-        Ok(())
+        new_flow_cache_seed(&mut self.maps)
+    }
+
+    /// Tests only: the flow cache's slot `index` and its current seed.
+    #[doc(hidden)]
+    pub fn flow_cache_slot(&self, index: u32) -> Result<(CacheSlot, u64), DatapathError> {
+        let slot = self
+            .maps
+            .flow_cache
+            .get(&index, 0)
+            .map_err(map_io(abi::FLOW_CACHE))?;
+        let seed = self
+            .maps
+            .config
+            .get(&abi::CONFIG_FLOW_CACHE_SEED, 0)
+            .map_err(map_io(abi::CONFIG))?;
+        Ok((slot, seed))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::classifier::CompiledSpd;
 use crate::classifier::compile::CompileError;
-use crate::model::Spd;
+use crate::model::{Action, Direction, Flow, Spd};
 
 /// The classifier the engine uses for `spd` (built once per update, outside any table lock).
 ///
@@ -24,4 +24,14 @@ pub fn build(spd: &Spd) -> Result<Arc<CompiledSpd>, CompileError> {
 /// A classifier that matches nothing (the empty SPD): every flow is dropped.
 pub(crate) fn empty() -> Arc<CompiledSpd> {
     Arc::new(CompiledSpd::default())
+}
+
+/// The inbound `discard` SP (id, seq) a decrypted packet of `flow` matches, if it matches one:
+/// such a packet is refused, and counted against that SP (one packet, its bytes), as XDP counts
+/// a clear packet a `discard` SP drops.
+pub(crate) fn discarding_sp(classifier: &CompiledSpd, flow: &Flow) -> Option<(u32, u32)> {
+    classifier
+        .classify(Direction::In, flow)
+        .filter(|sp| sp.action == Action::Discard)
+        .map(|sp| (sp.id, sp.seq))
 }

@@ -321,6 +321,11 @@ impl Inbound {
             return self.drop(Reason::InnerProtocolRefused);
         }
         let Some(sp) = self.allowed(&flow, index) else {
+            if let Some(sp) = classify::discarding_sp(&self.classifier, &flow) {
+                let hits = self.sp_hits.entry(sp).or_default();
+                hits.0 += 1;
+                hits.1 += u64::try_from(plain.len()).unwrap_or(u64::MAX);
+            }
             return self.drop(Reason::PolicyMismatch);
         };
         let hits = self.sp_hits.entry(sp).or_default();
