@@ -192,13 +192,56 @@ fn protect_esp_port(lab: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Profiling aid: with `XIPSEC_BENCH_E2E_PERF=DIR`, the first run of each kind is recorded
+/// system-wide with call graphs (`perf record -a -g`) into `DIR/{what}.data`; `None` otherwise.
+fn perf_start(what: &str) -> anyhow::Result<Option<std::process::Child>> {
+    let Some(dir) = std::env::var_os(PERF_ENV) else {
+        return Ok(None);
+    };
+    let file = std::path::Path::new(&dir).join(format!("{what}.data"));
+    let child = Command::new("perf")
+        .args(["record", "-a", "-g", "-q", "-o"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    sleep(Duration::from_millis(300));
+    Ok(Some(child))
+}
+
+/// Stops a recording [`perf_start`] began (SIGINT, so perf writes its file).
+fn perf_stop(child: Option<std::process::Child>) -> anyhow::Result<()> {
+    if let Some(mut child) = child {
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status()?;
+        child.wait()?;
+    }
+    Ok(())
+}
+
+/// Where [`perf_start`] writes its recordings.
+const PERF_ENV: &str = "XIPSEC_BENCH_E2E_PERF";
+
+/// With `XIPSEC_BENCH_E2E_ONLY=xipsec`, plaintext and strongSwan are skipped (a quick A/B of
+/// xipsec alone; the JSON then reports 0 for what was skipped).
+fn xipsec_only() -> bool {
+    std::env::var("XIPSEC_BENCH_E2E_ONLY").as_deref() == Ok("xipsec")
+}
+
 /// `E2E_RUNS` alternating ESP and plaintext runs (Gbit/s, each sorted), each checked against
 /// the SA's byte counter.
 fn iperf_pairs(lab: &Lab) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let (mut esp, mut plain) = (Vec::new(), Vec::new());
-    for _ in 0..E2E_RUNS {
+    for run in 0..E2E_RUNS {
         let before = sa_bytes(lab, "a", SA_AB)?;
+        let perf = if run == 0 {
+            perf_start("transport")?
+        } else {
+            None
+        };
         let (gbit, bytes) = iperf_once(lab, ESP_PORT)?;
+        perf_stop(perf)?;
         let grew = sa_bytes(lab, "a", SA_AB)? - before;
         if grew < bytes {
             bail!(
@@ -207,6 +250,10 @@ fn iperf_pairs(lab: &Lab) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
             );
         }
         esp.push(gbit);
+        if xipsec_only() {
+            plain.push(0.0);
+            continue;
+        }
         let before = sa_bytes(lab, "a", SA_AB)?;
         let (gbit, _) = iperf_once(lab, PLAIN_PORT)?;
         let grew = sa_bytes(lab, "a", SA_AB)? - before;
@@ -269,18 +316,28 @@ fn tunnel(lab: &Lab) -> anyhow::Result<(String, String)> {
 fn tunnel_pairs(
     lab: &Lab,
     (a, b): &(String, String),
-    swan: &Strongswan,
+    swan: Option<&Strongswan>,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let sa = format!("{SA_TUNNEL}-out");
     let (mut xipsec, mut strongswan) = (Vec::new(), Vec::new());
-    for _ in 0..E2E_RUNS {
+    for run in 0..E2E_RUNS {
         let before = sa_bytes(lab, "a", &sa)?;
+        let perf = if run == 0 {
+            perf_start("tunnel")?
+        } else {
+            None
+        };
         let (gbit, bytes) = iperf((&lab.net.ns_a, Some(a)), (&lab.net.ns_b, b), ESP_PORT)?;
+        perf_stop(perf)?;
         let grew = sa_bytes(lab, "a", &sa)? - before;
         if grew < bytes {
             bail!("the tunnel run moved {bytes} bytes but SA {sa} counted only {grew}");
         }
         xipsec.push(gbit);
+        let Some(swan) = swan else {
+            strongswan.push(0.0);
+            continue;
+        };
         let before = swan.tun_bytes()?;
         let (gbit, bytes) = iperf(
             (&swan.lab.net.ns_a, Some(&swan.inner.0)),
@@ -339,8 +396,12 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     protect_esp_port(&lab)?;
     let inner = tunnel(&lab)?;
     let (esp_runs, plain_runs) = iperf_pairs(&lab)?;
-    let swan = Strongswan::new("xbss", 0xbf7)?;
-    let (tunnel_runs, swan_runs) = tunnel_pairs(&lab, &inner, &swan)?;
+    let swan = if xipsec_only() {
+        None
+    } else {
+        Some(Strongswan::new("xbss", 0xbf7)?)
+    };
+    let (tunnel_runs, swan_runs) = tunnel_pairs(&lab, &inner, swan.as_ref())?;
     drop(swan);
     drop(lab);
     let (plain, esp) = (median(&plain_runs), median(&esp_runs));

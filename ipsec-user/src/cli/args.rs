@@ -395,4 +395,26 @@ pub struct DaemonArgs {
     /// optional.
     #[arg(long)]
     pub no_datapath: bool,
+    /// How the ESP engine sends ESP: `xdp` through the AF_XDP sockets it receives on (its own
+    /// Ethernet and IPv6 headers, next hop from the kernel's neighbour table; no qdisc, TC egress
+    /// or packet taps on the sending interface), falling back to the raw socket per packet when
+    /// the neighbour is unknown or the packet needs fragmenting; `raw` always through the raw
+    /// socket (the kernel's IPv6 output: visible to tcpdump on this host).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PATH",
+        env = "XIPSEC_ESP_TX",
+        default_value_t = EspTx::Xdp
+    )]
+    pub esp_tx: EspTx,
+}
+
+/// `--esp-tx`: the ESP engine's send path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EspTx {
+    /// AF_XDP transmit rings where possible, the raw socket otherwise.
+    Xdp,
+    /// The raw socket only.
+    Raw,
 }
