@@ -370,6 +370,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "US",
+        env = "XIPSEC_ESP_RX_COALESCE_US",
         default_value_t = DEFAULT_RX_COALESCE.as_micros() as u32,
         value_parser = clap::value_parser!(u32).range(0..=10_000)
     )]
