@@ -162,31 +162,27 @@ fn write_frame(frame: &mut [u8], hop: &NextHop, header: &Ipv6Repr, esp: &[u8]) {
     payload.copy_from_slice(esp);
 }
 
-/// The frame `write_frame` builds, for tests.
-#[cfg(test)]
-fn frame_for(
-    hop: &NextHop,
-    source: std::net::Ipv6Addr,
-    destination: Ipv6Addr,
-    esp: &[u8],
-) -> Vec<u8> {
-    let header = Ipv6Repr {
-        src_addr: source,
-        dst_addr: destination,
-        next_header: NEXT_HEADER_ESP,
-        payload_len: u16::try_from(esp.len()).expect("small"),
-        hop_limit: 64,
-        traffic_class: 0xb8,
-        flow_label: 0,
-    };
-    let mut frame = vec![0; ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + esp.len()];
-    write_frame(&mut frame, hop, &header, esp);
-    frame
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
+
+    /// The frame `write_frame` builds, for tests.
+    fn frame_for(hop: &NextHop, source: Ipv6Addr, destination: Ipv6Addr, esp: &[u8]) -> Vec<u8> {
+        let header = Ipv6Repr {
+            src_addr: source,
+            dst_addr: destination,
+            next_header: NEXT_HEADER_ESP,
+            payload_len: u16::try_from(esp.len()).expect("small"),
+            hop_limit: 64,
+            traffic_class: 0xb8,
+            flow_label: 0,
+        };
+        let mut frame = vec![0; ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + esp.len()];
+        write_frame(&mut frame, hop, &header, esp);
+        frame
+    }
 
     /// The frame is Ethernet (next hop's MAC, ours, 0x86dd), a plain IPv6 header whose payload
     /// length is the ESP's and whose next header is 50, then the ESP bytes unchanged.

@@ -147,8 +147,13 @@ fn errno(call: &'static str, e: &xdpilone::Errno) -> io::Error {
 
 impl XskReceiver {
     /// Creates and binds a socket on `ifindex`, RX queue `queue`, with every receive frame on
-    /// the fill ring; returns its receiving and sending halves.
-    pub(crate) fn open(ifindex: u32, queue: u32) -> io::Result<(Self, XskSender)> {
+    /// the fill ring; its receiving half only.
+    pub fn open(ifindex: u32, queue: u32) -> io::Result<Self> {
+        Self::open_pair(ifindex, queue).map(|(receiver, _)| receiver)
+    }
+
+    /// Like [`Self::open`], with the sending half too.
+    pub(crate) fn open_pair(ifindex: u32, queue: u32) -> io::Result<(Self, XskSender)> {
         let area = Area::new();
         let config = UmemConfig {
             fill_size: FRAMES,
@@ -278,7 +283,7 @@ pub(crate) fn open_interface(
 ) -> io::Result<Vec<(XskReceiver, XskSender)>> {
     let queues = rx_queue_count(name).min(MAX_QUEUES_PER_INTERFACE);
     (0..queues.max(1))
-        .map(|queue| XskReceiver::open(ifindex, queue))
+        .map(|queue| XskReceiver::open_pair(ifindex, queue))
         .collect()
 }
 
