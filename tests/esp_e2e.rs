@@ -14,7 +14,7 @@ use xipsec_testkit::{
     as_root,
     capture::{Capture, Frames},
     cli::SpArgs,
-    daemon::Node,
+    daemon::{Node, Sandbox},
     fixture,
     netns::{self, VethPair},
     traffic::{self, UdpReceiver, py},
@@ -109,12 +109,21 @@ fn esp_index(frames: &Frames, spi: u32) -> usize {
         .unwrap_or_else(|| panic!("no ESP under {spi:#x} captured"))
 }
 
+/// A daemon on `interface` sending its ESP by the raw socket (`--esp-tx raw`): here both hosts
+/// run XDP, which hands arriving ESP to AF_XDP before packet taps see it, so only the sending
+/// side's capture can show a packet, and taps see only what the kernel's output path sends
+/// (AF_XDP transmission bypasses them). `esp_engine`, `adversarial`, `restart` and `esp_scapy`
+/// cover the AF_XDP send path, captured on the receiving side.
+fn start(ns: &str, interface: &str) -> Node {
+    Node::start_in(Sandbox::attached(ns, interface).with_daemon_args(&["--esp-tx", "raw"]))
+}
+
 #[test]
 fn two_hosts_protect_traffic_end_to_end() {
     as_root("two_hosts_protect_traffic_end_to_end", || {
         let net = VethPair::new("xe2", 0x73);
-        let mut a = Node::start(&net.ns_a, &net.if_a);
-        let b = Node::start(&net.ns_b, &net.if_b);
+        let mut a = start(&net.ns_a, &net.if_a);
+        let b = start(&net.ns_b, &net.if_b);
         // XIPSEC_E2E_ENC=null configures a null cipher on both daemons while scapy still expects
         // aes128-cbc: the mutation check this test must fail (see the README's test list).
         let enc: &'static str = match std::env::var("XIPSEC_E2E_ENC").as_deref() {

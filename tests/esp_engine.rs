@@ -151,10 +151,28 @@ fn mirrored(sas: &[EspSa; 2], side_a: bool, inner_a: &str, inner_b: &str) -> Spd
     spd
 }
 
-/// Starts an engine in `ns` and routes `peer` into its TUN (table 100, after the mark rule).
-fn engine(ns: &str, state: &tempfile::TempDir, spd: &Spd, peer: &str, src: &str) -> EspEngine {
-    let engine = in_netns(ns, || EspEngine::start(EngineConfig::new(state.path())))
-        .expect("starting the engine");
+/// The engine's configuration: with `xsk_tx`, an AF_XDP socket on that interface through which
+/// it sends its ESP (side a in every test: its frames are seen by the capture on side b, which
+/// packet taps on a would not); without, the raw socket only (side b: the fallback path).
+fn config(state: &tempfile::TempDir, xsk_tx: Option<&str>) -> EngineConfig {
+    EngineConfig {
+        xsk_interfaces: xsk_tx.map(str::to_owned).into_iter().collect(),
+        xsk_tx: xsk_tx.is_some(),
+        ..EngineConfig::new(state.path())
+    }
+}
+
+/// Starts an engine in `ns` (sending by AF_XDP on `xsk_tx`, see [`config`]) and routes `peer`
+/// into its TUN (table 100, after the mark rule).
+fn engine(
+    (ns, xsk_tx): (&str, Option<&str>),
+    state: &tempfile::TempDir,
+    spd: &Spd,
+    peer: &str,
+    src: &str,
+) -> EspEngine {
+    let engine =
+        in_netns(ns, || EspEngine::start(config(state, xsk_tx))).expect("starting the engine");
     engine.update(spd).expect("installing the sas and sps");
     assert_eq!(engine.tun_name(), "xipsec0");
     assert!(engine.tun_ifindex() > 0);
@@ -296,8 +314,8 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             port.upper_layer_protocol = s("udp");
             port.destination_port = s("6000");
             spd_b.add_sp(&port).expect("adding the port sp");
-            let engine_a = engine(&ns.ns_a, &state_a, &spd_a, B, A);
-            let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
+            let engine_a = engine((&ns.ns_a, Some(&ns.if_a)), &state_a, &spd_a, B, A);
+            let engine_b = engine((&ns.ns_b, None), &state_b, &spd_b, A, B);
 
             // Ping a -> b and a 1,400-byte datagram: only ESP on the wire, and it decrypts.
             // 1,400-byte UDP: the ESP packet exceeds 1,500 bytes and travels as two fragments.
@@ -362,6 +380,16 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             );
             let expect = Expect::new(&flows, &[6], &[]);
             assert_confidential(&tcp, &sas, 40, &expect, "10 MB over TCP");
+            // a sent the stream through its AF_XDP socket (what the capture checked above),
+            // the oversized datagrams by the raw socket (the fragments seen above); b, without
+            // an AF_XDP socket, only by the raw socket.
+            let by_xsk = stat(&engine_a, "esp_xsk_sent");
+            assert!(by_xsk >= 7000, "a -> b by AF_XDP: {by_xsk} packets");
+            assert_eq!(
+                stat(&engine_b, "esp_xsk_sent"),
+                0,
+                "b sends by the raw socket"
+            );
 
             // Policy mismatch: UDP to port 6000 arrives on a2b but b's policy wants "other".
             let mismatch = udp_socket(&ns.ns_b, B, 6000);
@@ -394,7 +422,7 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             // A new engine resumes after the reservation: b's window accepts it, and what it sends is
             // still ESP under the configured keys.
             let cap = capture(&ns, &pcap, "restart");
-            let engine_a = engine_restart(&ns.ns_a, &state_a, &spd_a);
+            let engine_a = engine_restart((&ns.ns_a, Some(&ns.if_a)), &state_a, &spd_a);
             ping(&ns.ns_a, B);
             let restarted = cap.stop();
             restarted.assert_only_esp("ping after a restart");
@@ -425,9 +453,13 @@ fn assert_tun_removed(ns: &str) {
 }
 
 /// Restarts side a's engine with the same state directory (routes re-added for the new TUN).
-fn engine_restart(ns: &str, state: &tempfile::TempDir, spd: &Spd) -> EspEngine {
-    let engine = in_netns(ns, || EspEngine::start(EngineConfig::new(state.path())))
-        .expect("restarting the engine");
+fn engine_restart(
+    (ns, xsk_tx): (&str, Option<&str>),
+    state: &tempfile::TempDir,
+    spd: &Spd,
+) -> EspEngine {
+    let engine =
+        in_netns(ns, || EspEngine::start(config(state, xsk_tx))).expect("restarting the engine");
     engine.update(spd).expect("installing the sas and sps");
     let route = format!("{B}/128");
     sh(&[
@@ -460,8 +492,14 @@ fn tunnel_mode_carries_inner_addresses() {
             mirrored(&sas, true, INNER_A, INNER_B),
             mirrored(&sas, false, INNER_A, INNER_B),
         );
-        let engine_a = engine(&ns.ns_a, &state_a, &spd_a, INNER_B, INNER_A);
-        let engine_b = engine(&ns.ns_b, &state_b, &spd_b, INNER_A, INNER_B);
+        let engine_a = engine(
+            (&ns.ns_a, Some(&ns.if_a)),
+            &state_a,
+            &spd_a,
+            INNER_B,
+            INNER_A,
+        );
+        let engine_b = engine((&ns.ns_b, None), &state_b, &spd_b, INNER_A, INNER_B);
         let context = ("tunnel", "tunnel mode ping and UDP");
         let frames = ping_and_udp(&ns, &pcap, context, (INNER_A, INNER_B));
         let endpoints = [A, B].map(|a| a.parse::<Ipv6Addr>().expect("address"));
@@ -486,6 +524,10 @@ fn tunnel_mode_carries_inner_addresses() {
             &[PING_MARKER, UDP_MARKER],
         );
         assert_confidential(&frames, &sas, 100, &expect, "tunnel mode ping and UDP");
+        assert!(
+            stat(&engine_a, "esp_xsk_sent") >= 1,
+            "a's tunnel-mode esp left by AF_XDP (own outer header)"
+        );
         assert!(engine_a.sa_counters()[&0].packets >= 4);
         assert!(engine_b.sa_counters()[&1].packets >= 3);
     });
@@ -503,8 +545,20 @@ fn fragmented_datagrams_are_reassembled_and_protected_whole() {
             let sas = suite_sas("transport");
             let ns = namespaces("fr");
             let [state_a, state_b, pcap] = temp_dirs();
-            let engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
-            let engine_b = engine(&ns.ns_b, &state_b, &mirrored(&sas, false, A, B), A, B);
+            let engine_a = engine(
+                (&ns.ns_a, Some(&ns.if_a)),
+                &state_a,
+                &mirrored(&sas, true, A, B),
+                B,
+                A,
+            );
+            let engine_b = engine(
+                (&ns.ns_b, None),
+                &state_b,
+                &mirrored(&sas, false, A, B),
+                A,
+                B,
+            );
             let cap = capture(&ns, &pcap, "fragments");
             let at_b = udp_socket(&ns.ns_b, B, 9000);
             let at_a = udp_socket(&ns.ns_a, A, 9000);
@@ -607,8 +661,14 @@ fn esp_replayed_after_an_engine_restart_is_refused() {
         let [state_a, state_b] = temp_dirs();
         let sas = suite_sas("transport");
         let spd_b = mirrored(&sas, false, A, B);
-        let _engine_a = engine(&ns.ns_a, &state_a, &mirrored(&sas, true, A, B), B, A);
-        let engine_b = engine(&ns.ns_b, &state_b, &spd_b, A, B);
+        let _engine_a = engine(
+            (&ns.ns_a, Some(&ns.if_a)),
+            &state_a,
+            &mirrored(&sas, true, A, B),
+            B,
+            A,
+        );
+        let engine_b = engine((&ns.ns_b, None), &state_b, &spd_b, A, B);
         let tap = raw_esp_socket(&ns.ns_b);
         let receiver = udp_socket(&ns.ns_b, B, 7000);
         for _ in 0..5 {

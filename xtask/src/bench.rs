@@ -65,8 +65,28 @@ pub(crate) fn run(which: &str, json: bool, args: &[String]) -> anyhow::Result<()
     util::run(&mut cmd)
 }
 
-/// Receiver goodput (Gbit/s) and bytes of one single-stream iperf3 run from a to b on `port`.
-fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<(f64, u64)> {
+/// One iperf3 run: receiver goodput, bytes received, and the CPU time it cost.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Run {
+    pub gbit: f64,
+    pub bytes: u64,
+    /// User + system CPU seconds of iperf3 (client and server, as iperf3 reports them) and of
+    /// every long-lived process in both namespaces (the daemons or charons, with the softirq
+    /// work the kernel ran in their context), over the whole run including the warm-up.
+    pub cpu_s: f64,
+}
+
+impl Run {
+    /// CPU seconds per Gbit moved: what a run costs, whatever share of the (busy) machine it
+    /// got. Lower is better.
+    fn cpu_per_gbit(&self) -> f64 {
+        let seconds: f64 = E2E_SECONDS.parse().unwrap_or(5.0) + 1.0;
+        self.cpu_s / (self.gbit * seconds)
+    }
+}
+
+/// One single-stream iperf3 run from a to b on `port`.
+fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<Run> {
     iperf(
         (&lab.net.ns_a, None),
         (&lab.net.ns_b, &lab.net.addr_b),
@@ -74,13 +94,50 @@ fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<(f64, u64)> {
     )
 }
 
-/// Receiver goodput (Gbit/s) and bytes of one single-stream iperf3 run from namespace
-/// `client.0` (bound to address `client.1` if given) to `server.1` in namespace `server.0`.
+/// User + system CPU seconds used so far by the processes now in the namespaces `names`
+/// (`ip netns pids`, `/proc/PID/stat` fields 14 and 15).
+fn namespace_cpu_seconds(names: &[&str]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    #[allow(clippy::cast_precision_loss, reason = "clock ticks per second")]
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    let mut total = 0u64;
+    for name in names {
+        let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
+            continue;
+        };
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The command name may hold spaces: the fields after it follow the last ')'.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            // utime and stime are fields 14 and 15, so 11 and 12 after the state (field 3).
+            for index in [11, 12] {
+                total += fields
+                    .get(index)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    #[allow(clippy::cast_precision_loss, reason = "clock ticks of one benchmark")]
+    let total = total as f64;
+    total / ticks
+}
+
+/// One single-stream iperf3 run from namespace `client.0` (bound to address `client.1` if
+/// given) to `server.1` in namespace `server.0`.
 pub(crate) fn iperf(
     client: (&str, Option<&str>),
     server: (&str, &str),
     port: &str,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<Run> {
+    let namespaces = [client.0, server.0];
+    let cpu_before = namespace_cpu_seconds(&namespaces);
     let mut listener = Lab::exec(
         server.0,
         &["iperf3", "-s", "-1", "-B", server.1, "-p", port],
@@ -110,6 +167,7 @@ pub(crate) fn iperf(
         .context("running iperf3 -c")?;
     let _ = listener.kill();
     let _ = listener.wait();
+    let cpu_after = namespace_cpu_seconds(&namespaces);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
     let received = &report["end"]["sum_received"];
     let bps = received["bits_per_second"]
@@ -118,7 +176,16 @@ pub(crate) fn iperf(
     let bytes = received["bytes"]
         .as_u64()
         .ok_or_else(|| anyhow!("iperf3 reported no byte count: {report}"))?;
-    Ok((bps / 1e9, bytes))
+    // iperf3's own CPU, in percent of one CPU over the run (warm-up included).
+    let cpu = &report["end"]["cpu_utilization_percent"];
+    let iperf_percent =
+        cpu["host_total"].as_f64().unwrap_or(0.0) + cpu["remote_total"].as_f64().unwrap_or(0.0);
+    let seconds: f64 = E2E_SECONDS.parse().unwrap_or(5.0) + 1.0;
+    Ok(Run {
+        gbit: bps / 1e9,
+        bytes,
+        cpu_s: cpu_after - cpu_before + iperf_percent / 100.0 * seconds,
+    })
 }
 
 /// The `bytes` counter of SA `name` on host `side`.
@@ -192,32 +259,114 @@ fn protect_esp_port(lab: &Lab) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `E2E_RUNS` alternating ESP and plaintext runs (Gbit/s, each sorted), each checked against
-/// the SA's byte counter.
-fn iperf_pairs(lab: &Lab) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let (mut esp, mut plain) = (Vec::new(), Vec::new());
-    for _ in 0..E2E_RUNS {
+/// Profiling aid: with `XIPSEC_BENCH_E2E_PERF=DIR`, the first run of each kind is recorded
+/// system-wide with call graphs (`perf record -a -g`) into `DIR/{what}.data`; `None` otherwise.
+fn perf_start(what: &str) -> anyhow::Result<Option<std::process::Child>> {
+    let Some(dir) = std::env::var_os(PERF_ENV) else {
+        return Ok(None);
+    };
+    let file = std::path::Path::new(&dir).join(format!("{what}.data"));
+    let child = Command::new("perf")
+        .args(["record", "-a", "-g", "-q", "-o"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    sleep(Duration::from_millis(300));
+    Ok(Some(child))
+}
+
+/// Stops a recording [`perf_start`] began (SIGINT, so perf writes its file).
+fn perf_stop(child: Option<std::process::Child>) -> anyhow::Result<()> {
+    if let Some(mut child) = child {
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status()?;
+        child.wait()?;
+    }
+    Ok(())
+}
+
+/// Where [`perf_start`] writes its recordings.
+const PERF_ENV: &str = "XIPSEC_BENCH_E2E_PERF";
+
+/// With `XIPSEC_BENCH_E2E_ONLY=xipsec`, plaintext and strongSwan are skipped (a quick A/B of
+/// xipsec alone; the JSON then reports 0 for what was skipped).
+fn xipsec_only() -> bool {
+    std::env::var("XIPSEC_BENCH_E2E_ONLY").as_deref() == Ok("xipsec")
+}
+
+/// The runs of one kind: goodput and CPU cost, each sorted once all are in.
+#[derive(Default)]
+struct Series {
+    gbit: Vec<f64>,
+    cpu_per_gbit: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, run: &Run) {
+        self.gbit.push(run.gbit);
+        self.cpu_per_gbit.push(run.cpu_per_gbit());
+    }
+
+    /// A run left out (`XIPSEC_BENCH_E2E_ONLY=xipsec`).
+    fn skipped(&mut self) {
+        self.gbit.push(0.0);
+        self.cpu_per_gbit.push(0.0);
+    }
+
+    fn sorted(mut self) -> Self {
+        self.gbit.sort_by(f64::total_cmp);
+        self.cpu_per_gbit.sort_by(f64::total_cmp);
+        self
+    }
+
+    fn median(&self) -> f64 {
+        median(&self.gbit)
+    }
+
+    fn cpu_median(&self) -> f64 {
+        median(&self.cpu_per_gbit)
+    }
+
+    fn runs(&self) -> Vec<f64> {
+        self.gbit.iter().copied().map(rounded).collect()
+    }
+}
+
+/// `E2E_RUNS` alternating ESP and plaintext runs, each checked against the SA's byte counter.
+fn iperf_pairs(lab: &Lab) -> anyhow::Result<(Series, Series)> {
+    let (mut esp, mut plain) = (Series::default(), Series::default());
+    for run in 0..E2E_RUNS {
         let before = sa_bytes(lab, "a", SA_AB)?;
-        let (gbit, bytes) = iperf_once(lab, ESP_PORT)?;
-        let grew = sa_bytes(lab, "a", SA_AB)? - before;
+        let perf = if run == 0 {
+            perf_start("transport")?
+        } else {
+            None
+        };
+        let run = iperf_once(lab, ESP_PORT)?;
+        perf_stop(perf)?;
+        let (grew, bytes) = (sa_bytes(lab, "a", SA_AB)? - before, run.bytes);
         if grew < bytes {
             bail!(
                 "the ESP run moved {bytes} bytes but SA {SA_AB} counted only {grew}: the measured \
                  traffic did not go over ESP"
             );
         }
-        esp.push(gbit);
+        esp.push(&run);
+        if xipsec_only() {
+            plain.skipped();
+            continue;
+        }
         let before = sa_bytes(lab, "a", SA_AB)?;
-        let (gbit, _) = iperf_once(lab, PLAIN_PORT)?;
+        let run = iperf_once(lab, PLAIN_PORT)?;
         let grew = sa_bytes(lab, "a", SA_AB)? - before;
         if grew != 0 {
             bail!("the plaintext run went through SA {SA_AB} ({grew} bytes)");
         }
-        plain.push(gbit);
+        plain.push(&run);
     }
-    esp.sort_by(f64::total_cmp);
-    plain.sort_by(f64::total_cmp);
-    Ok((esp, plain))
+    Ok((esp.sorted(), plain.sorted()))
 }
 
 /// Inner addresses on both hosts' loopbacks, routed over the veth, and an xipsec tunnel-mode
@@ -264,38 +413,46 @@ fn tunnel(lab: &Lab) -> anyhow::Result<(String, String)> {
     Ok((a, b))
 }
 
-/// `E2E_RUNS` alternating runs of xipsec in tunnel mode and of strongSwan (Gbit/s, each
-/// sorted), each checked against the bytes that went into ESP.
+/// `E2E_RUNS` alternating runs of xipsec in tunnel mode and of strongSwan, each checked against
+/// the bytes that went into ESP.
 fn tunnel_pairs(
     lab: &Lab,
     (a, b): &(String, String),
-    swan: &Strongswan,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    swan: Option<&Strongswan>,
+) -> anyhow::Result<(Series, Series)> {
     let sa = format!("{SA_TUNNEL}-out");
-    let (mut xipsec, mut strongswan) = (Vec::new(), Vec::new());
-    for _ in 0..E2E_RUNS {
+    let (mut xipsec, mut strongswan) = (Series::default(), Series::default());
+    for run in 0..E2E_RUNS {
         let before = sa_bytes(lab, "a", &sa)?;
-        let (gbit, bytes) = iperf((&lab.net.ns_a, Some(a)), (&lab.net.ns_b, b), ESP_PORT)?;
-        let grew = sa_bytes(lab, "a", &sa)? - before;
+        let perf = if run == 0 {
+            perf_start("tunnel")?
+        } else {
+            None
+        };
+        let run = iperf((&lab.net.ns_a, Some(a)), (&lab.net.ns_b, b), ESP_PORT)?;
+        perf_stop(perf)?;
+        let (grew, bytes) = (sa_bytes(lab, "a", &sa)? - before, run.bytes);
         if grew < bytes {
             bail!("the tunnel run moved {bytes} bytes but SA {sa} counted only {grew}");
         }
-        xipsec.push(gbit);
+        xipsec.push(&run);
+        let Some(swan) = swan else {
+            strongswan.skipped();
+            continue;
+        };
         let before = swan.tun_bytes()?;
-        let (gbit, bytes) = iperf(
+        let run = iperf(
             (&swan.lab.net.ns_a, Some(&swan.inner.0)),
             (&swan.lab.net.ns_b, &swan.inner.1),
             ESP_PORT,
         )?;
-        let grew = swan.tun_bytes()? - before;
+        let (grew, bytes) = (swan.tun_bytes()? - before, run.bytes);
         if grew < bytes {
             bail!("the strongSwan run moved {bytes} bytes but its TUN device took only {grew}");
         }
-        strongswan.push(gbit);
+        strongswan.push(&run);
     }
-    xipsec.sort_by(f64::total_cmp);
-    strongswan.sort_by(f64::total_cmp);
-    Ok((xipsec, strongswan))
+    Ok((xipsec.sorted(), strongswan.sorted()))
 }
 
 fn median(sorted: &[f64]) -> f64 {
@@ -339,12 +496,16 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     protect_esp_port(&lab)?;
     let inner = tunnel(&lab)?;
     let (esp_runs, plain_runs) = iperf_pairs(&lab)?;
-    let swan = Strongswan::new("xbss", 0xbf7)?;
-    let (tunnel_runs, swan_runs) = tunnel_pairs(&lab, &inner, &swan)?;
+    let swan = if xipsec_only() {
+        None
+    } else {
+        Some(Strongswan::new("xbss", 0xbf7)?)
+    };
+    let (tunnel_runs, swan_runs) = tunnel_pairs(&lab, &inner, swan.as_ref())?;
     drop(swan);
     drop(lab);
-    let (plain, esp) = (median(&plain_runs), median(&esp_runs));
-    let (tunnel, swan) = (median(&tunnel_runs), median(&swan_runs));
+    let (plain, esp) = (plain_runs.median(), esp_runs.median());
+    let (tunnel, swan) = (tunnel_runs.median(), swan_runs.median());
     let bound = openssl_bound()?;
     let report = serde_json::json!({
         "suite": "aes128-cbc/hmac-sha2-256",
@@ -353,8 +514,8 @@ fn e2e(json: bool) -> anyhow::Result<()> {
         "strongswan_gbit_s": rounded(swan),
         "esp_over_strongswan": rounded(tunnel / swan),
         "tunnel_over_bound": rounded(tunnel / bound),
-        "tunnel_runs_gbit_s": tunnel_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
-        "strongswan_runs_gbit_s": swan_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
+        "tunnel_runs_gbit_s": tunnel_runs.runs(),
+        "strongswan_runs_gbit_s": swan_runs.runs(),
         "strongswan": "5.9 charon, kernel-libipsec (userspace ESP over TUN, ESP in UDP), tunnel \
                        mode, IKEv2 PSK, aesni and openssl plugins",
         "tunnel_confirmed_by": "xipsec: the tunnel SA's bytes counter; strongSwan: its TUN \
@@ -364,8 +525,16 @@ fn e2e(json: bool) -> anyhow::Result<()> {
         "bound_gbit_s": rounded(bound),
         "esp_over_bound": rounded(esp / bound),
         "runs": E2E_RUNS,
-        "esp_runs_gbit_s": esp_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
-        "plain_runs_gbit_s": plain_runs.iter().copied().map(rounded).collect::<Vec<_>>(),
+        "esp_runs_gbit_s": esp_runs.runs(),
+        "plain_runs_gbit_s": plain_runs.runs(),
+        "esp_cpu_s_per_gbit": rounded(esp_runs.cpu_median()),
+        "tunnel_cpu_s_per_gbit": rounded(tunnel_runs.cpu_median()),
+        "strongswan_cpu_s_per_gbit": rounded(swan_runs.cpu_median()),
+        "plain_cpu_s_per_gbit": rounded(plain_runs.cpu_median()),
+        "cpu_s_per_gbit": "median CPU seconds (iperf3 both ends, and every process in the two \
+                           namespaces: daemons or charons, with the softirq work run in their \
+                           context) per Gbit moved, warm-up included: the cost of a run whatever \
+                           share of a busy machine it got",
         "seconds_per_run": E2E_SECONDS,
         "plain_conditions": "both daemons attached, same SPD, unprotected port",
         "esp_confirmed_by": "SA bytes counter grew by at least the goodput bytes of each ESP run",
@@ -376,15 +545,34 @@ fn e2e(json: bool) -> anyhow::Result<()> {
         println!(
             "TCP goodput, one iperf3 stream, median of {E2E_RUNS} runs of {E2E_SECONDS} s after a 1 s warm-up, ESP and plaintext alternating:"
         );
-        println!("  plaintext (daemons attached)    {plain:.3} Gbit/s (runs: {plain_runs:.3?})");
-        println!("  ESP aes128-cbc/hmac-sha2-256    {esp:.3} Gbit/s (runs: {esp_runs:.3?})");
+        println!(
+            "  plaintext (daemons attached)    {plain:.3} Gbit/s (runs: {:.3?})",
+            plain_runs.gbit
+        );
+        println!(
+            "  ESP aes128-cbc/hmac-sha2-256    {esp:.3} Gbit/s (runs: {:.3?})",
+            esp_runs.gbit
+        );
         println!("  OpenSSL single-core bound       {bound:.3} Gbit/s");
         println!("  ESP / bound                     {:.2}", esp / bound);
         println!(
             "Tunnel mode, same suite, alternating (strongSwan's libipsec only does tunnel mode, ESP in UDP):"
         );
-        println!("  xipsec tunnel                   {tunnel:.3} Gbit/s (runs: {tunnel_runs:.3?})");
-        println!("  strongSwan kernel-libipsec      {swan:.3} Gbit/s (runs: {swan_runs:.3?})");
+        println!(
+            "  xipsec tunnel                   {tunnel:.3} Gbit/s (runs: {:.3?})",
+            tunnel_runs.gbit
+        );
+        println!(
+            "  strongSwan kernel-libipsec      {swan:.3} Gbit/s (runs: {:.3?})",
+            swan_runs.gbit
+        );
+        println!(
+            "CPU seconds per Gbit (lower is better): ESP {:.3}, tunnel {:.3}, strongSwan {:.3}, plaintext {:.3}",
+            esp_runs.cpu_median(),
+            tunnel_runs.cpu_median(),
+            swan_runs.cpu_median(),
+            plain_runs.cpu_median()
+        );
         println!("  xipsec tunnel / strongSwan      {:.2}", tunnel / swan);
         println!("  xipsec tunnel / bound           {:.2}", tunnel / bound);
     }

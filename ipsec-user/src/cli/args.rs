@@ -388,6 +388,7 @@ pub struct DaemonArgs {
     #[arg(
         long,
         value_name = "US",
+        env = "XIPSEC_ESP_RX_COALESCE_US",
         default_value_t = DEFAULT_RX_COALESCE.as_micros() as u32,
         value_parser = clap::value_parser!(u32).range(0..=10_000)
     )]
@@ -429,4 +430,26 @@ pub struct DaemonArgs {
         default_value_t = crate::daemon::metrics::DEFAULT_MAX_SPS
     )]
     pub metrics_max_sps: u64,
+    /// How the ESP engine sends ESP: `xdp` through the AF_XDP sockets it receives on (its own
+    /// Ethernet and IPv6 headers, next hop from the kernel's neighbour table; no qdisc, TC egress
+    /// or packet taps on the sending interface), falling back to the raw socket per packet when
+    /// the neighbour is unknown or the packet needs fragmenting; `raw` always through the raw
+    /// socket (the kernel's IPv6 output: visible to tcpdump on this host).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PATH",
+        env = "XIPSEC_ESP_TX",
+        default_value_t = EspTx::Xdp
+    )]
+    pub esp_tx: EspTx,
+}
+
+/// `--esp-tx`: the ESP engine's send path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EspTx {
+    /// AF_XDP transmit rings where possible, the raw socket otherwise.
+    Xdp,
+    /// The raw socket only.
+    Raw,
 }

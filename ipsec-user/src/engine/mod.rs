@@ -113,11 +113,13 @@
 pub mod core;
 pub mod gro;
 pub mod mss;
+mod neighbour;
 pub mod reassembly;
 mod replay_store;
 mod seq;
 mod state_file;
 mod sys;
+mod transmit;
 mod xsk;
 
 use std::collections::BTreeMap;
@@ -146,10 +148,13 @@ use self::core::{
     EngineStats, FAKE_ETHERNET, InAction, InPacket, Inbound, KeyId, OutAction, Outbound, Persisted,
     Prepared, SaCells, SeqReservation,
 };
+use neighbour::Resolver;
 use replay_store::ReplayStore;
 use seq::SeqStore;
 use smallvec::SmallVec;
 use sys::{BATCH, Incoming, Outgoing, Ready};
+use transmit::Transmit;
+use xsk::XskSender;
 
 /// Default TUN device name.
 pub const DEFAULT_TUN_NAME: &str = "xipsec0";
@@ -176,7 +181,14 @@ pub struct EngineConfig {
     /// 3DES SAs stop protecting and accepting after this many 64-bit blocks per direction
     /// (Sweet32; default [`DEFAULT_TDES_BLOCK_LIMIT`], 2^30).
     pub tdes_block_limit: u64,
+    /// Send ESP through the AF_XDP sockets of [`Self::xsk_interfaces`] where possible
+    /// (`transmit`); false: always through the raw socket. Default true, unless the environment
+    /// says `XIPSEC_ESP_TX=raw` ([`TX_ENV`]).
+    pub xsk_tx: bool,
 }
+
+/// `XIPSEC_ESP_TX=raw` turns AF_XDP transmission off by default (A/B measurements).
+pub const TX_ENV: &str = "XIPSEC_ESP_TX";
 
 /// Default of [`EngineConfig::rx_coalesce`]: +4% TCP goodput in `bench e2e` here (A/B of four
 /// invocations each), a bulk flow's packets wait at most this much longer.
@@ -194,6 +206,7 @@ impl EngineConfig {
             xsk_interfaces: Vec::new(),
             rx_coalesce: DEFAULT_RX_COALESCE,
             tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
+            xsk_tx: std::env::var(TX_ENV).as_deref() != Ok("raw"),
         }
     }
 }
@@ -313,6 +326,9 @@ struct Shared {
     shutdown: OwnedFd,
     /// Reads the TUN device's drop counters (`esp_tun_queue_drops`).
     rtnetlink: Mutex<OwnedFd>,
+    /// How ESP leaves (`transmit`); the sender and, for small batches, the encrypting thread
+    /// send, one at a time.
+    tx: Mutex<Transmit>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,6 +358,7 @@ impl EspEngine {
             xsk_interfaces,
             rx_coalesce,
             tdes_block_limit,
+            xsk_tx,
         } = config;
         let store = SeqStore::open(&state_dir)?;
         let replay = ReplayStore::open(&state_dir)?;
@@ -352,6 +369,16 @@ impl EspEngine {
         let rtnetlink = Mutex::new(sys::open_rtnetlink()?);
         let stats = Arc::new(EngineStats::default());
         let (out, inb) = self::core::tables(tdes_block_limit, &stats);
+        let (receivers, senders): (Vec<_>, Vec<_>) = open_xsk(&xsk_interfaces).into_iter().unzip();
+        let resolver = if xsk_tx && !senders.is_empty() {
+            Some(Resolver::new(
+                sys::open_rtnetlink()?,
+                ipsec_common::abi::XIPSEC_MARK,
+            ))
+        } else {
+            None
+        };
+        let tx = Mutex::new(Transmit::new(socket.as_raw_fd(), resolver, senders));
         let shared = Arc::new(Shared {
             out: Mutex::new(out),
             inb: Mutex::new(inb),
@@ -364,8 +391,8 @@ impl EspEngine {
             socket,
             shutdown,
             rtnetlink,
+            tx,
         });
-        let receivers = open_xsk(&xsk_interfaces);
         let mut engine = Self {
             shared,
             threads: Vec::new(),
@@ -382,6 +409,7 @@ impl EspEngine {
         info!(
             tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
             crypto = crate::crypto::burst::Backend::active().name(),
+            esp_tx = if xsk_tx && !engine.xsk.is_empty() { "af_xdp" } else { "raw socket" },
             "esp engine started"
         );
         Ok(engine)
@@ -557,9 +585,9 @@ impl Drop for EspEngine {
     }
 }
 
-/// AF_XDP receivers on every RX queue of `interfaces`; an interface whose sockets cannot be
+/// AF_XDP sockets on every RX queue of `interfaces`; an interface whose sockets cannot be
 /// created is logged and left to the raw socket.
-fn open_xsk(interfaces: &[String]) -> Vec<XskReceiver> {
+fn open_xsk(interfaces: &[String]) -> Vec<(XskReceiver, XskSender)> {
     let mut receivers = Vec::new();
     for name in interfaces {
         let Some(ifindex) = sys::ifindex(name) else {
@@ -647,12 +675,13 @@ const PIPELINE_DEPTH: usize = 2;
 const DIRECT_SEND_MAX: usize = 8;
 
 fn send(shared: &Shared, packets: &[Outgoing], logged: &AtomicBool) {
-    let (failed, error) = sys::send_batch(shared.socket.as_raw_fd(), packets);
-    shared.stats.add(Stat::SendErrors, failed as u64);
-    if let Some(e) = error
+    let sent = lock(&shared.tx).send(packets, Instant::now());
+    shared.stats.add(Stat::XskSent, sent.xsk as u64);
+    shared.stats.add(Stat::SendErrors, sent.failed as u64);
+    if let Some(e) = sent.error
         && !logged.swap(true, Ordering::Relaxed)
     {
-        warn!(error = %e, "sendmmsg on the raw esp socket failed (logged once)");
+        warn!(error = %e, "sending esp failed (logged once)");
     }
 }
 

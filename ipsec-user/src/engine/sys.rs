@@ -484,7 +484,7 @@ impl Outgoing {
     }
 
     /// What goes on the wire: the ESP part of `buf`.
-    fn esp(&self) -> &[u8] {
+    pub(super) fn esp(&self) -> &[u8] {
         &self.buf[self.esp_offset.min(self.buf.len())..]
     }
 }

@@ -65,6 +65,7 @@ engine_stats! {
     VolumeLimit => "esp_volume_limit": "Packets dropped because their 3DES SA reached its block limit (Sweet32, --tdes-block-limit).",
     WorkerDeaths => "esp_worker_deaths": "Engine threads that died (panicked); protected flows then fail closed.",
     TunQueueDrops => "esp_tun_queue_drops": "Packets the kernel dropped at the TUN device (its queue to the engine full), from its tx_dropped + rx_dropped.",
+    XskSent => "esp_xsk_sent": "Outbound ESP sent through an AF_XDP socket's transmit ring (the rest went by the raw socket).",
 }
 
 /// The engine counters, shared by both workers.
