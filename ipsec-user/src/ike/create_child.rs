@@ -166,6 +166,30 @@ fn refuse(settings: &Settings, sa: &mut IkeSa, id: u32, kind: NotifyType, out: &
     );
 }
 
+/// A responder's answer for a chosen CHILD_SA: USE_TRANSPORT_MODE when transport, and the SA
+/// payload of the chosen proposal under our new SPI.
+pub(crate) fn chosen_child(
+    mode: Mode,
+    number: u8,
+    inbound_spi: u32,
+    chosen: &proposal::Chosen,
+) -> Vec<Payload> {
+    let mut answer = Vec::new();
+    if mode == Mode::Transport {
+        answer.push(Payload::Notify(Notify::new(
+            NotifyType::USE_TRANSPORT_MODE,
+            Vec::new(),
+        )));
+    }
+    answer.push(Payload::Sa(vec![proposal::reply(
+        number,
+        ProtocolId::ESP,
+        &inbound_spi.to_be_bytes(),
+        chosen,
+    )]));
+    answer
+}
+
 /// The peer's CREATE_CHILD_SA request.
 #[allow(
     clippy::too_many_lines,
@@ -272,19 +296,7 @@ pub(crate) fn request(
         return;
     };
     let inbound_spi = unused_child_spi(sa, others);
-    let mut answer = Vec::new();
-    if mode == Mode::Transport {
-        answer.push(Payload::Notify(Notify::new(
-            NotifyType::USE_TRANSPORT_MODE,
-            Vec::new(),
-        )));
-    }
-    answer.push(Payload::Sa(vec![proposal::reply(
-        number,
-        ProtocolId::ESP,
-        &inbound_spi.to_be_bytes(),
-        &chosen,
-    )]));
+    let mut answer = chosen_child(mode, number, inbound_spi, &chosen);
     answer.push(Payload::Nonce(nr));
     if let Some(share) = &share {
         answer.push(Payload::Ke {
