@@ -156,21 +156,38 @@ fn keys(
     ))
 }
 
-fn refuse(
-    settings: &Settings,
-    sa: &mut IkeSa,
-    id: u32,
-    kind: NotifyType,
-    data: Vec<u8>,
-    out: &mut Output,
-) {
+fn refuse(settings: &Settings, sa: &mut IkeSa, id: u32, kind: NotifyType, out: &mut Output) {
     sa.respond(
         settings,
         ExchangeType::CREATE_CHILD_SA,
         id,
-        vec![Payload::Notify(Notify::new(kind, data))],
+        vec![Payload::Notify(Notify::new(kind, Vec::new()))],
         out,
     );
+}
+
+/// A responder's answer for a chosen CHILD_SA: USE_TRANSPORT_MODE when transport, and the SA
+/// payload of the chosen proposal under our new SPI.
+pub(crate) fn chosen_child(
+    mode: Mode,
+    number: u8,
+    inbound_spi: u32,
+    chosen: &proposal::Chosen,
+) -> Vec<Payload> {
+    let mut answer = Vec::new();
+    if mode == Mode::Transport {
+        answer.push(Payload::Notify(Notify::new(
+            NotifyType::USE_TRANSPORT_MODE,
+            Vec::new(),
+        )));
+    }
+    answer.push(Payload::Sa(vec![proposal::reply(
+        number,
+        ProtocolId::ESP,
+        &inbound_spi.to_be_bytes(),
+        chosen,
+    )]));
+    answer
 }
 
 /// The peer's CREATE_CHILD_SA request.
@@ -193,14 +210,7 @@ pub(crate) fn request(
         (offer.sa, offer.nonce, offer.tsi, offer.tsr)
     else {
         // No TS: an IKE SA rekey (§1.3.2), not supported yet.
-        refuse(
-            settings,
-            sa,
-            id,
-            NotifyType::NO_ADDITIONAL_SAS,
-            Vec::new(),
-            out,
-        );
+        refuse(settings, sa, id, NotifyType::NO_ADDITIONAL_SAS, out);
         return;
     };
     let mut old = None;
@@ -213,14 +223,7 @@ pub(crate) fn request(
             .iter()
             .find(|c| Some(c.outbound_spi) == outbound)
         else {
-            refuse(
-                settings,
-                sa,
-                id,
-                NotifyType::CHILD_SA_NOT_FOUND,
-                Vec::new(),
-                out,
-            );
+            refuse(settings, sa, id, NotifyType::CHILD_SA_NOT_FOUND, out);
             return;
         };
         old = Some(child.inbound_spi);
@@ -233,14 +236,7 @@ pub(crate) fn request(
     };
     let Some((number, chosen)) = proposal::select(&peer.esp_proposals, offered, offer.ke.is_some())
     else {
-        refuse(
-            settings,
-            sa,
-            id,
-            NotifyType::NO_PROPOSAL_CHOSEN,
-            Vec::new(),
-            out,
-        );
+        refuse(settings, sa, id, NotifyType::NO_PROPOSAL_CHOSEN, out);
         failed(sa, Failure::NoEspProposal, out);
         return;
     };
@@ -251,14 +247,7 @@ pub(crate) fn request(
         .and_then(|p| <[u8; 4]>::try_from(p.spi.as_slice()).ok())
         .map(u32::from_be_bytes);
     let Some(outbound_spi) = outbound_spi else {
-        refuse(
-            settings,
-            sa,
-            id,
-            NotifyType::INVALID_SYNTAX,
-            Vec::new(),
-            out,
-        );
+        refuse(settings, sa, id, NotifyType::INVALID_SYNTAX, out);
         return;
     };
     let (share, shared) = match (suite.group, offer.ke) {
@@ -266,35 +255,25 @@ pub(crate) fn request(
         (Some(group), Some((ke_group, data))) if ke_group == group.id() => {
             let share = KeyShare::generate(group);
             let Ok(shared) = share.agree(data) else {
-                refuse(
-                    settings,
-                    sa,
-                    id,
-                    NotifyType::INVALID_SYNTAX,
-                    Vec::new(),
-                    out,
-                );
+                refuse(settings, sa, id, NotifyType::INVALID_SYNTAX, out);
                 return;
             };
             (Some(share), Some(shared))
         }
         (Some(group), _) => {
-            let data = group.id().to_be_bytes().to_vec();
-            refuse(settings, sa, id, NotifyType::INVALID_KE_PAYLOAD, data, out);
+            let ke = Notify::new(
+                NotifyType::INVALID_KE_PAYLOAD,
+                group.id().to_be_bytes().to_vec(),
+            );
+            let answer = vec![Payload::Notify(ke)];
+            sa.respond(settings, ExchangeType::CREATE_CHILD_SA, id, answer, out);
             return;
         }
     };
     let remote_ts = selector::narrow(tsi, &peer.remote_ts);
     let local_ts = selector::narrow(tsr, &peer.local_ts);
     if remote_ts.is_empty() || local_ts.is_empty() {
-        refuse(
-            settings,
-            sa,
-            id,
-            NotifyType::TS_UNACCEPTABLE,
-            Vec::new(),
-            out,
-        );
+        refuse(settings, sa, id, NotifyType::TS_UNACCEPTABLE, out);
         failed(sa, Failure::TsUnacceptable, out);
         return;
     }
@@ -304,14 +283,7 @@ pub(crate) fn request(
     } else if peer.mode == Mode::Tunnel {
         Mode::Tunnel
     } else {
-        refuse(
-            settings,
-            sa,
-            id,
-            NotifyType::NO_PROPOSAL_CHOSEN,
-            Vec::new(),
-            out,
-        );
+        refuse(settings, sa, id, NotifyType::NO_PROPOSAL_CHOSEN, out);
         failed(
             sa,
             Failure::Mode("the peer asked for tunnel mode, we want transport"),
@@ -324,19 +296,7 @@ pub(crate) fn request(
         return;
     };
     let inbound_spi = unused_child_spi(sa, others);
-    let mut answer = Vec::new();
-    if mode == Mode::Transport {
-        answer.push(Payload::Notify(Notify::new(
-            NotifyType::USE_TRANSPORT_MODE,
-            Vec::new(),
-        )));
-    }
-    answer.push(Payload::Sa(vec![proposal::reply(
-        number,
-        ProtocolId::ESP,
-        &inbound_spi.to_be_bytes(),
-        &chosen,
-    )]));
+    let mut answer = chosen_child(mode, number, inbound_spi, &chosen);
     answer.push(Payload::Nonce(nr));
     if let Some(share) = &share {
         answer.push(Payload::Ke {

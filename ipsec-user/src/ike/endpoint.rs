@@ -153,6 +153,16 @@ impl Ike {
         &self.peers
     }
 
+    /// The settings and the established IKE SA with `peer`.
+    fn established(&mut self, peer: &str) -> Result<(&Settings, &mut IkeSa), IkeError> {
+        let sa = self
+            .sas
+            .values_mut()
+            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        Ok((&self.settings, sa))
+    }
+
     /// Starts IKE_SA_INIT with a configured peer.
     ///
     /// # Errors
@@ -175,12 +185,7 @@ impl Ike {
     /// # Errors
     /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
     pub fn delete_ike_sa(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
-        let settings = &self.settings;
-        let sa = self
-            .sas
-            .values_mut()
-            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
-            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let (settings, sa) = self.established(peer)?;
         let mut out = Output::default();
         sa.state = SaState::Deleting;
         let delete = vec![Payload::Delete(Delete {
@@ -269,12 +274,7 @@ impl Ike {
     /// # Errors
     /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
     pub fn check_liveness(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
-        let settings = &self.settings;
-        let sa = self
-            .sas
-            .values_mut()
-            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
-            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let (settings, sa) = self.established(peer)?;
         let mut out = Output::default();
         sa.send_request(
             settings,

@@ -77,6 +77,13 @@ pub fn rekey_skeyseed(
     prf(old_sk_d, &[shared, ni, nr])
 }
 
+/// The next `n` octets of a prf+ stream, as a key of their own.
+fn take_key(rest: &mut &[u8], n: usize) -> Zeroizing<Vec<u8>> {
+    let (key, tail) = rest.split_at(n.min(rest.len()));
+    *rest = tail;
+    Zeroizing::new(key.to_vec())
+}
+
 /// The lengths of an IKE SA's encryption and integrity keys (octets; GCM's includes its salt,
 /// integrity is 0 for an AEAD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,12 +126,8 @@ impl IkeKeys {
         } = lengths;
         let total = 3 * PRF_LEN + 2 * a + 2 * e;
         let stream = prf_plus(skeyseed, &[ni, nr, spi_i, spi_r], total);
-        let mut at = 0;
-        let mut next = |n: usize| {
-            let key = Zeroizing::new(stream[at..at + n].to_vec());
-            at += n;
-            key
-        };
+        let mut rest = &stream[..];
+        let mut next = |n: usize| take_key(&mut rest, n);
         Self {
             sk_d: next(PRF_LEN),
             sk_ai: next(a),
@@ -173,12 +176,8 @@ impl ChildKeys {
         }
         seed.extend_from_slice(&[ni, nr]);
         let stream = prf_plus(sk_d, &seed, 2 * (e + a));
-        let mut at = 0;
-        let mut next = |n: usize| {
-            let key = Zeroizing::new(stream[at..at + n].to_vec());
-            at += n;
-            key
-        };
+        let mut rest = &stream[..];
+        let mut next = |n: usize| take_key(&mut rest, n);
         Self {
             i2r_encryption: next(e),
             i2r_integrity: next(a),

@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 use crate::model::Mode;
 
 use super::config::{PeerConfig, Settings};
+use super::create_child::chosen_child;
 use super::dh::KeyShare;
 use super::endpoint::{Ike, random_ike_spi};
 use super::event::{ChildSa, DirectionKeys, Event, Failure, Output};
@@ -424,19 +425,7 @@ fn negotiate_child(
         integrity: integrity_key_len(suite.integrity),
     };
     let k = ChildKeys::derive(lengths, &keys.sk_d, None, &sa.ni, &sa.nr);
-    let mut answer = Vec::new();
-    if mode == Mode::Transport {
-        answer.push(Payload::Notify(Notify::new(
-            NotifyType::USE_TRANSPORT_MODE,
-            Vec::new(),
-        )));
-    }
-    answer.push(Payload::Sa(vec![proposal::reply(
-        number,
-        ProtocolId::ESP,
-        &inbound_spi.to_be_bytes(),
-        &chosen,
-    )]));
+    let mut answer = chosen_child(mode, number, inbound_spi, &chosen);
     answer.push(Payload::TsI(remote_ts.clone()));
     answer.push(Payload::TsR(local_ts.clone()));
     sa.children.push(Child {

@@ -55,6 +55,18 @@ fn pair(ike_a: &str, ike_b: &str, esp_a: &str, esp_b: &str) -> (Ike, Ike) {
     (a, b)
 }
 
+/// The usual pair (aes128-sha256-x25519, aes128gcm16 on both sides) with a's IKE_SA_INIT out.
+fn started(now: Instant) -> (Ike, Ike, Output) {
+    let (mut a, b) = pair(
+        "aes128-sha256-x25519",
+        "aes128-sha256-x25519",
+        "aes128gcm16",
+        "aes128gcm16",
+    );
+    let first = a.initiate("b", now).expect("initiating");
+    (a, b, first)
+}
+
 /// Delivers datagrams back and forth until both are quiet; every event, by side.
 fn pump(a: &mut Ike, b: &mut Ike, first: Output, now: Instant) -> (Vec<Event>, Vec<Event>) {
     pump_with(a, b, first, now, Some)
@@ -376,13 +388,7 @@ fn retransmissions_back_off_and_give_up() {
 #[test]
 fn a_lost_response_is_retransmitted_from_the_responders_memory() {
     let now = Instant::now();
-    let (mut a, mut b) = pair(
-        "aes128-sha256-x25519",
-        "aes128-sha256-x25519",
-        "aes128gcm16",
-        "aes128gcm16",
-    );
-    let first = a.initiate("b", now).expect("initiating");
+    let (mut a, mut b, first) = started(now);
     // Lose the first IKE_AUTH response once: the initiator's retransmission gets the same one.
     let mut lost = false;
     let mut responses = Vec::new();
@@ -422,13 +428,7 @@ fn a_lost_response_is_retransmitted_from_the_responders_memory() {
 #[test]
 fn delete_removes_the_sas_on_both_sides() {
     let now = Instant::now();
-    let (mut a, mut b) = pair(
-        "aes128-sha256-x25519",
-        "aes128-sha256-x25519",
-        "aes128gcm16",
-        "aes128gcm16",
-    );
-    let first = a.initiate("b", now).expect("initiating");
+    let (mut a, mut b, first) = started(now);
     let (ea, eb) = pump(&mut a, &mut b, first, now);
     let (inbound, _) = assert_matching_children(&ea, &eb);
 
@@ -492,13 +492,7 @@ fn transport_mode_and_narrowing() {
 #[test]
 fn nat_moves_ike_to_port_4500_with_the_marker() {
     let now = Instant::now();
-    let (mut a, mut b) = pair(
-        "aes128-sha256-x25519",
-        "aes128-sha256-x25519",
-        "aes128gcm16",
-        "aes128gcm16",
-    );
-    let first = a.initiate("b", now).expect("initiating");
+    let (mut a, mut b, first) = started(now);
     let mut ports = Vec::new();
     // A NAT in front of a: its source ports are rewritten (500 -> 1500, 4500 -> 14500) on the
     // way to b, and back on the way to a.
