@@ -45,6 +45,7 @@ const BELOW_DAEMON: &[&str] = &[
     "wire",
     "model",
     "classifier",
+    "ike",
 ];
 
 const RULES: &[Rule] = &[

@@ -53,7 +53,12 @@ const APT_PACKAGES: [&str; 14] = [
 /// Debconf answers given before installing, so `apt-get` asks nothing: wireshark-common's
 /// question whether non-root users may capture (no: the tests run as root).
 const DEBCONF_SELECTIONS: &str = "wireshark-common wireshark-common/install-setuid boolean false\n";
-const PYPI_PACKAGES: [(&str, &str); 1] = [("scapy", "scapy==2.8.0")];
+/// scapy (the ESP oracle of the interop tests) and `cryptography`, which scapy's ESP and the
+/// IKE key-derivation script (`tests/fixtures/ike_kat.py`) use.
+const PYPI_PACKAGES: [(&str, &str); 2] = [
+    ("scapy", "scapy==2.8.0"),
+    ("cryptography", "cryptography>=41"),
+];
 
 pub(crate) fn run() -> anyhow::Result<()> {
     ensure()?;
