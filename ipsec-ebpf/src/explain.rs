@@ -120,7 +120,9 @@ fn explain(ctx: &XdpContext, dir: u8) -> u32 {
     };
     let mut slot = core::mem::MaybeUninit::uninit();
     let flow = zeroed_key(&mut slot);
-    match parse(&frame, dir, dir == DIR_IN, flow) {
+    // Where the IPv6 header starts matters only to byte counters, which explain leaves alone.
+    let mut l3_offset = 0usize;
+    match parse(&frame, dir, dir == DIR_IN, flow, &mut l3_offset) {
         Outcome::NotIpv6 => result.outcome = OUTCOME_NOT_IPV6,
         Outcome::Malformed => result.outcome = OUTCOME_MALFORMED,
         Outcome::ExtLimit => result.outcome = OUTCOME_EXT_LIMIT,
