@@ -419,8 +419,9 @@ fn the_installed_package_runs_the_transport_exchange_under_the_units_limits() {
             let _ = a.daemon_command();
             let notify_path = a.path().join("notify");
             let notify = UnixDatagram::bind(&notify_path).expect("binding the notify socket");
+            // `--esp-tx raw`: b runs XDP too, so only ESP sent by the raw socket passes a tap.
             let opts = format!(
-                "--pin-dir {} --state-dir {} --socket {}",
+                "--esp-tx raw --pin-dir {} --state-dir {} --socket {}",
                 a.pin_dir().display(),
                 a.state_dir().display(),
                 a.socket().display()
@@ -486,7 +487,11 @@ fn the_installed_package_runs_the_transport_exchange_under_the_units_limits() {
                 serde_json::from_str(&answered.stdout).expect("status json");
             assert_eq!(status["xdp_in_effect"], serde_json::json!(["generic"]));
 
-            let b = Node::start_in(Sandbox::attached(&net.ns_b, &net.if_b).with_bin(bin.clone()));
+            let b = Node::start_in(
+                Sandbox::attached(&net.ns_b, &net.if_b)
+                    .with_bin(bin.clone())
+                    .with_daemon_args(&["--esp-tx", "raw"]),
+            );
             for command in transport::commands(&net, true) {
                 a.ok(&command.iter().map(String::as_str).collect::<Vec<_>>());
             }

@@ -265,8 +265,8 @@ fn resend(ns: &str, iface: &str, frame: &[u8]) {
 fn keys_rotate_without_a_gap_in_either_order() {
     as_root("keys_rotate_without_a_gap_in_either_order", || {
         let net = VethPair::new("xrot", 0x7a);
-        let a = Node::start(&net.ns_a, &net.if_a);
-        let b = Node::start(&net.ns_b, &net.if_b);
+        let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
+        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
         let dir = a.dir().to_owned();
         let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
         let hosts = [

@@ -181,8 +181,8 @@ fn hosts(prefix: &str, tag: u16) -> (VethPair, Node, Node) {
             peer,
         ]);
     }
-    let a = Node::start(&net.ns_a, &net.if_a);
-    let b = Node::start(&net.ns_b, &net.if_b);
+    let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
+    let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
     (net, a, b)
 }
 

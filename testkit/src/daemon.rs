@@ -387,6 +387,14 @@ impl Node {
         Self::start_in(Sandbox::attached(ns, interface))
     }
 
+    /// As [`Self::start`], but sending ESP by the raw socket (`--esp-tx raw`) so the sending
+    /// interface's packet taps see it. For tests where both hosts run xipsec: XDP hides
+    /// received ESP from taps on the receiving side and AF_XDP transmission (the default)
+    /// hides it on the sending side, so only a raw-socket sender leaves ESP a capture can see.
+    pub fn start_tap_visible(ns: &str, interface: &str) -> Self {
+        Self::start_in(Sandbox::attached(ns, interface).with_daemon_args(&["--esp-tx", "raw"]))
+    }
+
     /// Start a daemon on `sandbox`.
     pub fn start_in(sandbox: Sandbox) -> Self {
         let mut node = Self {
