@@ -14,11 +14,11 @@ pub mod apply;
 pub mod args;
 pub mod batch;
 pub mod client;
-pub mod export;
 pub mod explain;
+pub mod export;
 pub mod format;
-pub mod wireshark;
 pub mod generate;
+pub mod wireshark;
 
 use std::ffi::OsString;
 use std::io::Write;
