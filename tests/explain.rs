@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use ipsec_common::abi::{self, NO_SP};
 use ipsec_common::explain::{
     ExplainResult, OUTCOME_CLASSIFIED, OUTCOME_ESP, OUTCOME_ESP_FRAGMENT, OUTCOME_EXT_LIMIT,
@@ -65,14 +65,18 @@ fn dump(dir: &Path) -> Dump {
             .collect();
         out.insert((abi::SP_STATS, i.to_ne_bytes().to_vec()), bytes);
     }
-    let cache: HashMap<_, abi::FlowKey, abi::CacheValue> =
-        HashMap::try_from(Map::LruHashMap(pinned(dir, abi::FLOW_CACHE))).expect("flow cache");
-    for entry in &cache {
-        let (key, value) = entry.expect("a flow-cache entry");
-        out.insert(
-            (abi::FLOW_CACHE, bytemuck::bytes_of(&key).to_vec()),
-            bytemuck::bytes_of(&value).to_vec(),
-        );
+    // The flow cache is an array of slots: every slot ever written (all zeros = never).
+    let cache: Array<_, abi::CacheSlot> =
+        Array::try_from(Map::Array(pinned(dir, abi::FLOW_CACHE))).expect("flow cache");
+    for (index, slot) in cache.iter().enumerate() {
+        let slot = slot.expect("a flow-cache slot");
+        let bytes = bytemuck::bytes_of(&slot);
+        if bytes.iter().any(|&b| b != 0) {
+            out.insert(
+                (abi::FLOW_CACHE, index.to_ne_bytes().to_vec()),
+                bytes.to_vec(),
+            );
+        }
     }
     let frags: HashMap<_, abi::FragKey, abi::FragValue> =
         HashMap::try_from(Map::LruHashMap(pinned(dir, abi::FRAG_STATE))).expect("fragment state");

@@ -74,7 +74,12 @@ impl Lab {
     /// Start the daemon of side `a` or `b` on its veth end and wait until it answers (the kit's
     /// `Node::start_in` panics with the daemon's log if it does not).
     pub(crate) fn start_daemon(&mut self, side: &str) {
-        let sandbox = self.sandbox(side);
+        self.start_daemon_with(side, &[]);
+    }
+
+    /// [`Self::start_daemon`] with extra daemon options.
+    pub(crate) fn start_daemon_with(&mut self, side: &str, args: &[&str]) {
+        let sandbox = self.sandbox(side).with_daemon_args(args);
         self.nodes[Self::index(side)] = Some(Node::start_in(sandbox));
     }
 

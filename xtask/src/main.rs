@@ -50,7 +50,12 @@ enum Command {
         args: Vec<String>,
     },
     /// Two namespaces, a daemon, policies of each action, traffic, counters, cleanup.
-    Demo,
+    Demo {
+        /// Use target/release/xipsec as it is, without building first (the demo test runs the
+        /// binary the other tests run).
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Build the Debian package (target/dist/xipsec_VERSION_ARCH.deb): binary, systemd unit,
     /// /etc/default/xipsec, completions, man pages, licence notes.
     Dist {
@@ -81,7 +86,7 @@ fn main() -> anyhow::Result<()> {
         Command::Build => build::run(),
         Command::Test { args } => test::run(&args),
         Command::Bench { which, json, args } => bench::run(&which, json, &args),
-        Command::Demo => demo::run(),
+        Command::Demo { no_build } => demo::run(no_build),
         Command::Dist { binary } => dist::run(binary.as_deref()),
         Command::Fuzz {
             seconds,
