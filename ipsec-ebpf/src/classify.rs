@@ -226,8 +226,8 @@ fn insert(slots: &[u32; 4], words: &[u64; 5], new: &CacheSlot, epoch: u64, seed:
     }
 }
 
-/// The maps, as the tables [`search`] reads.
-struct Maps;
+/// The maps, as the tables [`search`] reads (the explain programs read them the same way).
+pub(crate) struct Maps;
 
 impl ClassifierTables for Maps {
     #[inline(always)]

@@ -12,13 +12,12 @@ use aya_ebpf::{
     cty::c_void,
     helpers::generated::{bpf_loop, bpf_xdp_adjust_head},
     macros::{map, xdp},
-    maps::{PerCpuArray, lpm_trie::Key},
+    maps::PerCpuArray,
     programs::XdpContext,
 };
 use ipsec_common::{
     abi::{
-        ACTION_NONE, CONFIG_EPOCH, ClassifierTables, DIR_IN, DIR_OUT, FieldSet, LenSet, MAX_PROBES,
-        NO_SP, PREFIX_LOOKUP_BITS, PrefixKey, RULE_FLOW, RuleKey, RuleValue, Search, Searched,
+        ACTION_NONE, CONFIG_EPOCH, DIR_IN, DIR_OUT, MAX_PROBES, NO_SP, RULE_FLOW, Search, Searched,
     },
     explain::{
         EXPLAIN_MAGIC, ExplainResult, OUTCOME_CLASSIFIED, OUTCOME_ESP, OUTCOME_ESP_FRAGMENT,
@@ -28,7 +27,8 @@ use ipsec_common::{
 };
 
 use crate::{
-    maps::{CONFIG, FIELD_SETS, LEN_PAIRS, PREFIXES, RULES, SA_BY_SPI},
+    classify::Maps,
+    maps::{CONFIG, SA_BY_SPI},
     parse::{Fragment, Frame, Outcome, parse, zeroed_key},
 };
 
@@ -57,33 +57,6 @@ pub(crate) fn xdp_explain_out(ctx: XdpContext) -> u32 {
     explain(&ctx, DIR_OUT)
 }
 
-/// The live maps, read only, as the tables the search reads.
-struct LiveTables;
-
-impl ClassifierTables for LiveTables {
-    #[inline(always)]
-    fn prefix_lengths(&self, tag: u8, addr: &[u8; 16]) -> Option<LenSet> {
-        let key = Key::new(PREFIX_LOOKUP_BITS, PrefixKey { tag, addr: *addr });
-        PREFIXES.get(key).copied()
-    }
-
-    #[inline(always)]
-    fn pairs(&self, index: u32) -> Option<LenSet> {
-        LEN_PAIRS.get(index).copied()
-    }
-
-    #[inline(always)]
-    fn field_set(&self, index: u32) -> Option<FieldSet> {
-        FIELD_SETS.get(index).copied()
-    }
-
-    #[inline(always)]
-    fn rule(&self, key: &RuleKey) -> Option<RuleValue> {
-        // SAFETY: the pointer comes from a successful map lookup; plain data, copied out.
-        RULES.get_ptr(key).map(|rule| unsafe { *rule })
-    }
-}
-
 /// `bpf_loop`'s callback: one step of the search in [`EXPLAIN_SEARCH`] (0 goes on, 1 stops).
 extern "C" fn explain_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(state) = EXPLAIN_SEARCH.get_ptr_mut(0) else {
@@ -92,7 +65,7 @@ extern "C" fn explain_step(_index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: this CPU's slot of the explain programs' own map; nothing else uses it while
     // this program runs (a test run does not migrate).
     let state = unsafe { &mut *state };
-    i64::from(!state.step(&LiveTables))
+    i64::from(!state.step(&Maps))
 }
 
 #[inline(always)]
@@ -142,7 +115,7 @@ fn explain(ctx: &XdpContext, dir: u8) -> u32 {
             let searched = match EXPLAIN_SEARCH.get_ptr_mut(0) {
                 Some(state) => {
                     // SAFETY: this CPU's slot of the explain map (see `explain_step`).
-                    unsafe { *state = Search::start(&LiveTables, flow, RULE_FLOW, generation) };
+                    unsafe { *state = Search::start(&Maps, flow, RULE_FLOW, generation) };
                     // SAFETY: the callback is as `bpf_loop` expects; it takes no context.
                     unsafe {
                         bpf_loop(
