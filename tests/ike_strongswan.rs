@@ -22,7 +22,7 @@ use std::{
 };
 
 use ipsec_user::ike::{
-    ChildSa, Event, Failure, Identity, Ike, PeerConfig, Psk, Settings,
+    ChildSa, Event, Failure, Identity, Ike, Lifetimes, PeerConfig, Psk, Settings,
     proposal::{parse_esp, parse_ike},
     selector::TrafficSelector,
 };
@@ -208,6 +208,7 @@ fn our_peer(case: &Case, net: &VethPair, psk_hex: &str) -> PeerConfig {
         mode: Mode::Tunnel,
         local_ts: vec![TrafficSelector::prefix(INNER_A.parse().expect("a prefix"))],
         remote_ts: vec![TrafficSelector::prefix(INNER_B.parse().expect("a prefix"))],
+        lifetimes: Lifetimes::default(),
     }
 }
 

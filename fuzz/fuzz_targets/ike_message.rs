@@ -16,7 +16,7 @@ use ipsec_user::ike::message::Message;
 use ipsec_user::ike::proposal::{parse_esp, parse_ike};
 use ipsec_user::ike::selector::TrafficSelector;
 use ipsec_user::ike::sk::SkOpener;
-use ipsec_user::ike::{Identity, Ike, PeerConfig, Psk, Settings};
+use ipsec_user::ike::{Identity, Ike, Lifetimes, PeerConfig, Psk, Settings};
 use ipsec_user::model::{EncryptionAlgorithm, IntegrityAlgorithm, Mode};
 use libfuzzer_sys::fuzz_target;
 
@@ -41,6 +41,7 @@ fn endpoint() -> &'static Mutex<Ike> {
             mode: Mode::Tunnel,
             local_ts: vec![TrafficSelector::any_v6()],
             remote_ts: vec![TrafficSelector::any_v6()],
+            lifetimes: Lifetimes::default(),
         })
         .expect("adding the peer");
         Mutex::new(ike)

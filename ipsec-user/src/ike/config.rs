@@ -115,6 +115,33 @@ pub struct PeerConfig {
     /// responder.
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
+    /// When this peer's SAs are rekeyed and the peer checked for life.
+    pub lifetimes: Lifetimes,
+}
+
+/// SA lifetimes and liveness checks of one peer (`ike peer add --lifetime`, `--ike-lifetime`,
+/// `--rekey-margin`, `--dpd`). The defaults are strongSwan's: IKE SA rekeyed after 4 h, CHILD_SA
+/// after 1 h, each `rekey_margin` before its lifetime ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// How long an IKE SA lives; rekeyed `rekey_margin` (less some jitter) before the end.
+    pub ike_lifetime: Duration,
+    /// How long a CHILD_SA lives; rekeyed `rekey_margin` (less some jitter) before the end.
+    pub child_lifetime: Duration,
+    pub rekey_margin: Duration,
+    /// Send a liveness check after this long without hearing from the peer; `None` = never.
+    pub dpd: Option<Duration>,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            ike_lifetime: Duration::from_secs(4 * 3600),
+            child_lifetime: Duration::from_secs(3600),
+            rekey_margin: Duration::from_secs(540),
+            dpd: Some(Duration::from_secs(30)),
+        }
+    }
 }
 
 /// Why a peer configuration was refused.

@@ -78,7 +78,7 @@ pub mod sa_payload;
 pub mod selector;
 pub mod sk;
 
-pub use config::{Identity, PeerConfig, Psk, Settings};
+pub use config::{Identity, Lifetimes, PeerConfig, Psk, Settings};
 pub use endpoint::{Ike, IkeError, IkeSaInfo};
 pub use event::{ChildSa, Datagram, DirectionKeys, Event, Failure, Output};
 pub use sa::SaState;

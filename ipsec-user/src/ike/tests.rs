@@ -39,6 +39,7 @@ fn peer(name: &str, local: &str, remote: &str, ike: &str, esp: &str, psk: &[u8])
                 .parse()
                 .expect("a prefix"),
         )],
+        lifetimes: Lifetimes::default(),
     }
 }
 

@@ -34,6 +34,18 @@ pub struct Sa {
     pub encryption_key: Key,
     pub integrity: IntegrityAlgorithm,
     pub integrity_key: Key,
+    /// ESP inside UDP (RFC 3948) between these ports, or plain ESP when `None`. Not an ESXi
+    /// option: negotiated by IKE behind a NAT (and always with strongSwan's kernel-libipsec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_encap: Option<UdpEncap>,
+}
+
+/// The UDP ports of UDP-encapsulated ESP (RFC 3948), as seen by this SA's sender: `source_port`
+/// is the SA source's port, `destination_port` the SA destination's (4500 unless a NAT moved it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpEncap {
+    pub source_port: u16,
+    pub destination_port: u16,
 }
 
 // The key fields wipe themselves when dropped; nothing else in an SA is secret.
@@ -97,6 +109,7 @@ impl Sa {
             encryption_key,
             integrity,
             integrity_key,
+            udp_encap: None,
         };
         sa.check()?;
         Ok(sa)
