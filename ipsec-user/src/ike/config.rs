@@ -136,9 +136,9 @@ pub struct Lifetimes {
 impl Default for Lifetimes {
     fn default() -> Self {
         Self {
-            ike_lifetime: Duration::from_secs(4 * 3600),
-            child_lifetime: Duration::from_secs(3600),
-            rekey_margin: Duration::from_secs(540),
+            ike_lifetime: Duration::from_hours(4),
+            child_lifetime: Duration::from_hours(1),
+            rekey_margin: Duration::from_mins(9),
             dpd: Some(Duration::from_secs(30)),
         }
     }
