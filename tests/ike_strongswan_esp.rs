@@ -74,7 +74,7 @@ struct Lab {
 
 impl Lab {
     fn new(case: &Case) -> Self {
-        let net = VethPair::new("swesp", case.tag);
+        let net = VethPair::new("swe", case.tag);
         let inner_a = format!("fd00:{:x}:a::1", case.tag);
         let inner_b = format!("fd00:{:x}:b::1", case.tag);
         for (ns, me) in [(&net.ns_a, &inner_a), (&net.ns_b, &inner_b)] {
