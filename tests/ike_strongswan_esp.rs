@@ -292,13 +292,13 @@ impl Lab {
     }
 
     fn run(&self, case: &Case) {
-        self.configure(case);
         let capture = Capture::start(
             &self.net.ns_b,
             &self.net.if_b,
             &self.scratch.path().join("wire.pcap"),
             &[],
         );
+        self.configure(case);
         self.established(case);
         let what = format!(
             "{} / {} (xipsec initiates: {})",
