@@ -1,13 +1,16 @@
-//! A flood of IKE_SA_INIT requests from addresses that are not peers, for 30 s, at an xipsec
-//! daemon with one configured peer (RFC 7296 §2.6): the daemon answers with COOKIE challenges
-//! once its half-open SAs reach their bound, its resident memory stays under 64 MiB throughout
-//! (sampled every 250 ms), and the configured peer (a second xipsec host, which starts
-//! initiating 10 s into the flood) still establishes and carries a ping before the flood ends.
+//! A flood of IKE_SA_INIT requests for 30 s at an xipsec daemon with one configured peer
+//! (RFC 7296 §2.6). Half the requests come from 64 addresses that are not peers: the daemon
+//! keeps no state for them and does not answer (the core drops IKE_SA_INIT from an address no
+//! peer has, before any Diffie-Hellman). The other half spoof the configured peer's own address
+//! (what an attacker on the path can do): the daemon answers them with COOKIE challenges once
+//! its half-open SAs reach their bound. Its resident memory stays under 64 MiB throughout
+//! (sampled every 250 ms), and the real peer (a second xipsec host, which starts initiating
+//! 10 s into the flood) still establishes, through the cookie exchange, and carries a ping
+//! before the flood ends.
 //!
 //! The requests are real ones (our own IKE core's IKE_SA_INIT: x25519 KE, nonce, the daemon's
-//! default proposal), each with a fresh initiator SPI, from 64 addresses at about 10,000 per
-//! second: without the cookie defence each would cost the daemon a Diffie-Hellman and a
-//! half-open entry.
+//! default proposal), each with a fresh initiator SPI, about 10,000 per second: without the
+//! defences each would cost the daemon a Diffie-Hellman and a half-open entry.
 //!
 //! Needs root; fails under `CI=true` when it cannot run.
 
@@ -75,19 +78,31 @@ fn source(i: u16) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x1c3, 0, 0, 0, 0, 1, i)
 }
 
-/// Sends the flood from namespace `ns` to `victim` until `stop`; (sent, cookies received).
-fn flood(ns: &str, victim: Ipv6Addr, stop: &AtomicBool) -> (usize, usize) {
+/// What the flooders sent and got back.
+#[derive(Debug, Default)]
+struct Flooded {
+    sent: usize,
+    /// COOKIE challenges to requests from the peer's (spoofed) address.
+    cookies: usize,
+    /// Any answer to requests from the unknown addresses.
+    answered_unknown: usize,
+}
+
+/// Sends the flood from namespace `ns` to `victim` until `stop`: even requests from `peer`'s
+/// address (an ephemeral port: the real peer's daemon holds 500), odd ones from the unknown
+/// addresses.
+fn flood(ns: &str, victim: Ipv6Addr, peer: Ipv6Addr, stop: &AtomicBool) -> Flooded {
     netns::in_netns(ns, || {
-        let sockets: Vec<UdpSocket> = (0..SOURCES)
-            .map(|i| {
-                let s = UdpSocket::bind(SocketAddr::from((source(i), 0))).expect("binding");
-                s.set_nonblocking(true).expect("non-blocking");
-                s
-            })
-            .collect();
+        let bind = |addr: Ipv6Addr| {
+            let s = UdpSocket::bind(SocketAddr::from((addr, 0))).expect("binding");
+            s.set_nonblocking(true).expect("non-blocking");
+            s
+        };
+        let spoofed = bind(peer);
+        let sockets: Vec<UdpSocket> = (0..SOURCES).map(|i| bind(source(i))).collect();
         let template = ike_sa_init(source(0), victim);
         let to = SocketAddr::from((victim, 500));
-        let (mut sent, mut cookies, mut n) = (0usize, 0usize, 0u64);
+        let (mut flooded, mut n) = (Flooded::default(), 0u64);
         let mut buf = [0u8; 2048];
         while !stop.load(Ordering::Relaxed) {
             for _ in 0..PER_TICK {
@@ -95,20 +110,27 @@ fn flood(ns: &str, victim: Ipv6Addr, stop: &AtomicBool) -> (usize, usize) {
                 // A fresh initiator SPI: a new half-open SA for the responder each time.
                 n += 1;
                 message[..8].copy_from_slice(&(n ^ 0x5a5a_0000_0000_0000).to_be_bytes());
-                #[allow(clippy::cast_possible_truncation, reason = "n % SOURCES fits")]
-                let socket = &sockets[(n % u64::from(SOURCES)) as usize];
+                #[allow(clippy::cast_possible_truncation, reason = "n / 2 % SOURCES fits")]
+                let socket = if n % 2 == 0 {
+                    &spoofed
+                } else {
+                    &sockets[(n / 2 % u64::from(SOURCES)) as usize]
+                };
                 if socket.send_to(&message, to).is_ok() {
-                    sent += 1;
+                    flooded.sent += 1;
                 }
             }
+            while let Ok(len) = spoofed.recv(&mut buf) {
+                flooded.cookies += usize::from(is_cookie(&buf[..len]));
+            }
             for socket in &sockets {
-                while let Ok(len) = socket.recv(&mut buf) {
-                    cookies += usize::from(is_cookie(&buf[..len]));
+                while socket.recv(&mut buf).is_ok() {
+                    flooded.answered_unknown += 1;
                 }
             }
             thread::sleep(Duration::from_millis(10));
         }
-        (sent, cookies)
+        flooded
     })
 }
 
@@ -186,7 +208,8 @@ fn ike_sa_init_flood_engages_cookies_and_spares_the_peer() {
             let stop = AtomicBool::new(false);
             let most_rss = AtomicUsize::new(0);
             let (flooded, established_after) = thread::scope(|s| {
-                let flooder = s.spawn(|| flood(&net.ns_b, victim, &stop));
+                let peer: Ipv6Addr = addr_b.parse().expect("b's address");
+                let flooder = s.spawn(|| flood(&net.ns_b, victim, peer, &stop));
                 let sampler = s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
                         let rss = usize::try_from(rss_kib(pid)).expect("a size");
