@@ -233,17 +233,24 @@ fn ike_sa_init_flood_engages_cookies_and_spares_the_peer() {
                 sampler.join().expect("the sampler");
                 (flooder.join().expect("the flooder"), established_after)
             });
-            let (sent, cookies) = flooded;
             let most_rss = most_rss.load(Ordering::Relaxed);
             eprintln!(
-                "ike flood: {sent} IKE_SA_INIT sent, {cookies} COOKIE answers, daemon RSS at most \
-             {most_rss} KiB, the peer established after {established_after:?}"
+                "ike flood: {flooded:?}, daemon RSS at most {most_rss} KiB, the peer established \
+                 after {established_after:?}"
             );
-            assert!(sent > 100_000, "the flood sent only {sent} requests");
             assert!(
-                cookies > 0,
-                "no COOKIE challenge answered the flood\n{}",
+                flooded.sent > 100_000,
+                "the flood sent only {} requests",
+                flooded.sent
+            );
+            assert!(
+                flooded.cookies > 0,
+                "no COOKIE challenge answered the flood from the peer's address\n{}",
                 a.log()
+            );
+            assert_eq!(
+                flooded.answered_unknown, 0,
+                "requests from addresses no peer has were answered"
             );
             assert!(
                 u64::try_from(most_rss).expect("a size") < RSS_LIMIT_KIB,
