@@ -205,10 +205,10 @@ fn ike_sa_init_flood_engages_cookies_and_spares_the_peer() {
             configure(&a, (addr_a, addr_b), "never");
             let pid = a.pid().expect("a's daemon runs");
             let victim: Ipv6Addr = addr_a.parse().expect("a's address");
+            let peer: Ipv6Addr = addr_b.parse().expect("b's address");
             let stop = AtomicBool::new(false);
             let most_rss = AtomicUsize::new(0);
             let (flooded, established_after) = thread::scope(|s| {
-                let peer: Ipv6Addr = addr_b.parse().expect("b's address");
                 let flooder = s.spawn(|| flood(&net.ns_b, victim, peer, &stop));
                 let sampler = s.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
