@@ -212,8 +212,10 @@ fn rekeying_under_tcp_for_two_minutes() {
             seen_b.into_inner().expect("b's record"),
         );
         let last = listed_spis(&a, &["sa", "list"]);
-        let wire_ab = wire_spis(&frames_b, net.addr_a.parse().expect("a"));
-        let wire_ba = wire_spis(&frames_a, b_addr);
+        // Each capture sees what its own host sends (taps see TC's output; XDP takes inbound ESP
+        // before them).
+        let wire_ab = wire_spis(&frames_a, net.addr_a.parse().expect("a"));
+        let wire_ba = wire_spis(&frames_b, b_addr);
         eprintln!(
             "rekeying: ping every 20 ms: {transmitted} sent, {answered} answered; ESP SPIs on the \
              wire a->b {}, b->a {}; IKE SPIs seen at a {}; at most {} SAs listed at a, {} at b",
