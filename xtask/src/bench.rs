@@ -137,6 +137,8 @@ pub(crate) fn iperf(
     port: &str,
 ) -> anyhow::Result<Run> {
     let namespaces = [client.0, server.0];
+    let probe =
+        crate::bench_probe::enabled().then(|| crate::bench_probe::Snapshot::take(&namespaces));
     let cpu_before = namespace_cpu_seconds(&namespaces);
     let mut listener = Lab::exec(
         server.0,
@@ -168,6 +170,15 @@ pub(crate) fn iperf(
     let _ = listener.kill();
     let _ = listener.wait();
     let cpu_after = namespace_cpu_seconds(&namespaces);
+    if let Some(before) = probe {
+        let what = format!("{} -> {} port {port}", client.0, server.1);
+        crate::bench_probe::Snapshot::take(&namespaces).print_since(
+            &before,
+            &what,
+            E2E_SECONDS.parse::<f64>().unwrap_or(5.0) + 1.5,
+            client.0,
+        );
+    }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
     let received = &report["end"]["sum_received"];
     let bps = received["bits_per_second"]

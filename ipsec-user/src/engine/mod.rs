@@ -616,6 +616,8 @@ fn wait(poller: &mut sys::Poller, logged: &AtomicBool, what: &'static str) -> bo
         match poller.wait() {
             Ok(Ready::Shutdown) => return false,
             Ok(Ready::Data) => return true,
+            // `wait` blocks: it never returns `Idle`.
+            Ok(Ready::Idle) => {}
             Err(e) => worker_error(logged, what, &e),
         }
     }
@@ -904,10 +906,21 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
     let mut prepared = vec![Prepared::default(); BATCH.max(XSK_BURST)];
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
-        if !wait(&mut poller, &poll_logged, "inbound poll") {
+        if out.holds() {
+            // A super-packet waited through the pause below: it grows if more came meanwhile,
+            // and is written before blocking if nothing did.
+            match poller.peek() {
+                Ok(Ready::Shutdown) => return,
+                Ok(Ready::Data) => {}
+                Ok(Ready::Idle) | Err(_) => {
+                    out.flush();
+                    continue;
+                }
+            }
+        } else if !wait(&mut poller, &poll_logged, "inbound poll") {
             return;
         }
-        // Drain every source before sleeping again; `round` counts what that brought.
+        // Drain every source; `round` counts what that brought.
         let mut round: u32 = 0;
         loop {
             let now = Instant::now();
@@ -935,7 +948,6 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                     }
                     open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);
                     drop(table);
-                    out.flush();
                     busy |= got == BATCH;
                     round += u32::try_from(got).unwrap_or(u32::MAX);
                 }
@@ -958,7 +970,6 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                     open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);
                 });
                 drop(table);
-                out.flush();
                 busy |= got == batch_len;
                 round += got;
             }
@@ -966,9 +977,12 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 break;
             }
         }
-        // A stream is flowing: let the next round gather more (see `EngineConfig::rx_coalesce`).
+        // A stream is flowing: let the next round gather more (see `EngineConfig::rx_coalesce`),
+        // the pending super-packet with it. Otherwise deliver now.
         if round >= RX_COALESCE_MIN_FRAMES && !rx_coalesce.is_zero() {
             std::thread::sleep(rx_coalesce);
+        } else {
+            out.flush();
         }
     }
 }
@@ -1144,7 +1158,12 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    /// Writes what is pending (end of a batch).
+    /// Whether a super-packet is pending.
+    fn holds(&self) -> bool {
+        !self.coalescer.is_empty()
+    }
+
+    /// Writes what is pending (before the worker blocks).
     fn flush(&mut self) {
         if let Some((hdr, merged)) = self.coalescer.take() {
             Self::write(self.shared, &hdr, merged);
