@@ -502,8 +502,11 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     }
     crate::build::run()?;
     let mut lab = Lab::new("xbn", 0xbe)?;
-    lab.start_daemon("a");
-    lab.start_daemon("b");
+    // Extra daemon options for an A/B (`XIPSEC_BENCH_E2E_DAEMON_ARGS="--xdp-mode native"`).
+    let extra = std::env::var("XIPSEC_BENCH_E2E_DAEMON_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    lab.start_daemon_with("a", &extra);
+    lab.start_daemon_with("b", &extra);
     protect_esp_port(&lab)?;
     let inner = tunnel(&lab)?;
     let (esp_runs, plain_runs) = iperf_pairs(&lab)?;

@@ -399,7 +399,10 @@ mod tests {
         assert!(c.start(&segment(0, 1331, ACK)));
         for i in 1..49u32 {
             let flags = if i == 48 { ACK | PSH } else { ACK };
-            assert!(c.append(&segment(i * 1331, 1331, flags)), "segment {i} joins");
+            assert!(
+                c.append(&segment(i * 1331, 1331, flags)),
+                "segment {i} joins"
+            );
         }
         let (hdr, packet) = c.take().expect("a packet");
         assert_eq!(packet.len(), 72 + 49 * 1331);
