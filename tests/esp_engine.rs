@@ -460,6 +460,7 @@ fn burst_tail_arrives(ns_a: &str, ns_b: &str) {
         TcpListener::bind((B.parse::<Ipv6Addr>().expect("address"), 5003))
     })
     .expect("listening");
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().expect("accepting");
         stream
@@ -467,7 +468,15 @@ fn burst_tail_arrives(ns_a: &str, ns_b: &str) {
             .expect("setting a timeout");
         let mut buf = vec![0; BURST];
         // The client keeps the connection open: only the engine can make the tail arrive.
-        stream.read_exact(&mut buf).map(|()| buf)
+        let burst = stream.read_exact(&mut buf).map(|()| buf);
+        arrived_tx.send(burst).expect("reporting the burst");
+        // Then a clean close, so no segment of this connection is left to retransmit when the
+        // test restarts the engine.
+        let mut rest = Vec::new();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("setting a timeout");
+        stream.read_to_end(&mut rest).expect("reading the close");
     });
     let mut client = in_netns(ns_a, || {
         TcpStream::connect_timeout(
@@ -478,10 +487,22 @@ fn burst_tail_arrives(ns_a: &str, ns_b: &str) {
     .expect("connecting");
     let data: Vec<u8> = (0..BURST).map(|i| (i % 251) as u8).collect();
     client.write_all(&data).expect("sending the burst");
-    let received = server.join().expect("the tcp server panicked");
-    let received = received.expect("the whole burst within 2 s, the connection still open");
+    let received = arrived
+        .recv()
+        .expect("the server's report")
+        .expect("the whole burst within 2 s, the connection still open");
     assert_eq!(received, data, "the burst arrived intact");
-    drop(client);
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("closing the send side");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("setting a timeout");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("reading the close");
+    server.join().expect("the tcp server panicked");
+    // The last ACK of the close crosses the engine before it is dropped.
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// Panics unless the engine's TUN device is gone from `ns` within 5 s of the engine being
