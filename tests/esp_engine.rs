@@ -485,7 +485,9 @@ fn burst_tail_arrives(ns_a: &str, ns_b: &str) {
         )
     })
     .expect("connecting");
-    let data: Vec<u8> = (0..BURST).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..BURST)
+        .map(|i| u8::try_from(i % 251).expect("below 251"))
+        .collect();
     client.write_all(&data).expect("sending the burst");
     let received = arrived
         .recv()

@@ -505,8 +505,13 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     // Extra daemon options for an A/B (`XIPSEC_BENCH_E2E_DAEMON_ARGS="--xdp-mode native"`).
     let extra = std::env::var("XIPSEC_BENCH_E2E_DAEMON_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
-    lab.start_daemon_with("a", &extra);
-    lab.start_daemon_with("b", &extra);
+    for side in ["a", "b"] {
+        if extra.is_empty() {
+            lab.start_daemon(side);
+        } else {
+            lab.start_daemon_with(side, &extra);
+        }
+    }
     protect_esp_port(&lab)?;
     let inner = tunnel(&lab)?;
     let (esp_runs, plain_runs) = iperf_pairs(&lab)?;
