@@ -45,8 +45,11 @@
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
 //!   SA, else `esp_policy_mismatch`), and writes the inner packet (tunnel) or the restored packet
 //!   (transport) to the TUN: the kernel receives it as arriving on the TUN and delivers it
-//!   locally. Consecutive segments of one TCP flow in a batch are written as one GSO packet
-//!   (`gro`), so the stack processes and acknowledges one packet instead of dozens. Only SAs an
+//!   locally. Consecutive segments of one TCP flow are written as one GSO packet of up to
+//!   64 KiB (`gro`; a whole TSO packet of the peer), across receive batches and through the
+//!   receive pause while a stream flows, so the stack processes and acknowledges one packet
+//!   instead of dozens; what is pending is written before the worker blocks, so the tail of a
+//!   burst never waits for more traffic. Only SAs an
 //!   inbound `ipsec` SP names are candidates for an SPI. Dummy packets (next header 59) are
 //!   dropped silently (`esp_dummy`).
 //! - **Inbound SA binding.** ESP whose outer source or destination is not its SA's (unless the
