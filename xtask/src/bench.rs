@@ -94,6 +94,20 @@ fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<Run> {
     )
 }
 
+/// The processes now in namespace `name` (`ip netns pids`).
+pub(crate) fn namespace_pids(name: &str) -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "pids", name])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// User + system CPU seconds used so far by the processes now in the namespaces `names`
 /// (`ip netns pids`, `/proc/PID/stat` fields 14 and 15).
 fn namespace_cpu_seconds(names: &[&str]) -> f64 {
@@ -103,10 +117,7 @@ fn namespace_cpu_seconds(names: &[&str]) -> f64 {
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     let mut total = 0u64;
     for name in names {
-        let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
-            continue;
-        };
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        for pid in namespace_pids(name) {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };

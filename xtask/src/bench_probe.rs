@@ -48,10 +48,7 @@ impl Snapshot {
     pub(crate) fn take(namespaces: &[&str]) -> Self {
         let mut snapshot = Self::default();
         for ns in namespaces {
-            let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
-                continue;
-            };
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            for pid in crate::bench::namespace_pids(ns) {
                 let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
                     continue;
                 };
