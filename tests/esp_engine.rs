@@ -416,6 +416,8 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             assert!(stat(&engine_b, "esp_decap_ok") >= b[&0].packets);
             assert_eq!(stat(&engine_a, "esp_send_errors"), 0);
 
+            burst_tail_arrives(&ns.ns_a, &ns.ns_b);
+
             // Dropping the engine removes its TUN device (fail closed).
             drop(engine_a);
             assert_tun_removed(&ns.ns_a);
@@ -432,6 +434,77 @@ fn transport_mode_ping_udp_tcp_counters_and_policy_mismatch() {
             drop(engine_a);
         },
     );
+}
+
+/// The tail of a TCP burst is delivered as soon as nothing more comes: the receiving engine
+/// holds a coalesced super-packet through its receive pause, and must write it before it
+/// blocks. a's retransmissions are taken out of the picture (no tail loss probe, a minimum RTO
+/// of 5 s on the route into the TUN), so only the engine can deliver the tail within 2 s.
+fn burst_tail_arrives(ns_a: &str, ns_b: &str) {
+    const BURST: usize = 300_000;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns_a,
+        "sysctl",
+        "-qw",
+        "net.ipv4.tcp_early_retrans=0",
+    ]);
+    let route = format!("{B}/128");
+    sh(&[
+        "ip", "-n", ns_a, "-6", "route", "change", &route, "dev", "xipsec0", "src", A, "table",
+        "100", "rto_min", "5s",
+    ]);
+    let listener = in_netns(ns_b, || {
+        TcpListener::bind((B.parse::<Ipv6Addr>().expect("address"), 5003))
+    })
+    .expect("listening");
+    let (arrived_tx, arrived) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accepting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("setting a timeout");
+        let mut buf = vec![0; BURST];
+        // The client keeps the connection open: only the engine can make the tail arrive.
+        let burst = stream.read_exact(&mut buf).map(|()| buf);
+        arrived_tx.send(burst).expect("reporting the burst");
+        // Then a clean close, so no segment of this connection is left to retransmit when the
+        // test restarts the engine.
+        let mut rest = Vec::new();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("setting a timeout");
+        stream.read_to_end(&mut rest).expect("reading the close");
+    });
+    let mut client = in_netns(ns_a, || {
+        TcpStream::connect_timeout(
+            &SocketAddr::new(B.parse().expect("address"), 5003),
+            Duration::from_secs(5),
+        )
+    })
+    .expect("connecting");
+    let data: Vec<u8> = (0..BURST)
+        .map(|i| u8::try_from(i % 251).expect("below 251"))
+        .collect();
+    client.write_all(&data).expect("sending the burst");
+    let received = arrived
+        .recv()
+        .expect("the server's report")
+        .expect("the whole burst within 2 s, the connection still open");
+    assert_eq!(received, data, "the burst arrived intact");
+    client
+        .shutdown(std::net::Shutdown::Write)
+        .expect("closing the send side");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("setting a timeout");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("reading the close");
+    server.join().expect("the tcp server panicked");
+    // The last ACK of the close crosses the engine before it is dropped.
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// Panics unless the engine's TUN device is gone from `ns` within 5 s of the engine being

@@ -94,6 +94,20 @@ fn iperf_once(lab: &Lab, port: &str) -> anyhow::Result<Run> {
     )
 }
 
+/// The processes now in namespace `name` (`ip netns pids`).
+pub(crate) fn namespace_pids(name: &str) -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "pids", name])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// User + system CPU seconds used so far by the processes now in the namespaces `names`
 /// (`ip netns pids`, `/proc/PID/stat` fields 14 and 15).
 fn namespace_cpu_seconds(names: &[&str]) -> f64 {
@@ -103,10 +117,7 @@ fn namespace_cpu_seconds(names: &[&str]) -> f64 {
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     let mut total = 0u64;
     for name in names {
-        let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
-            continue;
-        };
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        for pid in namespace_pids(name) {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
@@ -137,6 +148,8 @@ pub(crate) fn iperf(
     port: &str,
 ) -> anyhow::Result<Run> {
     let namespaces = [client.0, server.0];
+    let probe =
+        crate::bench_probe::enabled().then(|| crate::bench_probe::Snapshot::take(&namespaces));
     let cpu_before = namespace_cpu_seconds(&namespaces);
     let mut listener = Lab::exec(
         server.0,
@@ -168,6 +181,15 @@ pub(crate) fn iperf(
     let _ = listener.kill();
     let _ = listener.wait();
     let cpu_after = namespace_cpu_seconds(&namespaces);
+    if let Some(before) = probe {
+        let what = format!("{} -> {} port {port}", client.0, server.1);
+        crate::bench_probe::Snapshot::take(&namespaces).print_since(
+            &before,
+            &what,
+            E2E_SECONDS.parse::<f64>().unwrap_or(5.0) + 1.5,
+            client.0,
+        );
+    }
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
     let received = &report["end"]["sum_received"];
     let bps = received["bits_per_second"]
@@ -491,8 +513,16 @@ fn e2e(json: bool) -> anyhow::Result<()> {
     }
     crate::build::run()?;
     let mut lab = Lab::new("xbn", 0xbe)?;
-    lab.start_daemon("a");
-    lab.start_daemon("b");
+    // Extra daemon options for an A/B (`XIPSEC_BENCH_E2E_DAEMON_ARGS="--xdp-mode native"`).
+    let extra = std::env::var("XIPSEC_BENCH_E2E_DAEMON_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    for side in ["a", "b"] {
+        if extra.is_empty() {
+            lab.start_daemon(side);
+        } else {
+            lab.start_daemon_with(side, &extra);
+        }
+    }
     protect_esp_port(&lab)?;
     let inner = tunnel(&lab)?;
     let (esp_runs, plain_runs) = iperf_pairs(&lab)?;

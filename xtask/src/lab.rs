@@ -116,7 +116,12 @@ impl Lab {
         } else {
             (&self.net.ns_b, &self.net.if_b)
         };
-        Sandbox::attached(ns, interface).with_bin(util::root().join("target/release/xipsec"))
+        // `XIPSEC_BIN` (as the test kit reads it) runs another build: A/B of two binaries.
+        let bin = std::env::var_os("XIPSEC_BIN").map_or_else(
+            || util::root().join("target/release/xipsec"),
+            std::path::PathBuf::from,
+        );
+        Sandbox::attached(ns, interface).with_bin(bin)
     }
 
     /// A mirrored pair of SAs and SPs on both daemons, protecting everything between selector

@@ -6,6 +6,7 @@ mod bench_gen;
 mod bench_load;
 mod bench_nft;
 mod bench_policy;
+mod bench_probe;
 mod bench_strongswan;
 mod build;
 mod demo;

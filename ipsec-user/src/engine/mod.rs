@@ -45,8 +45,11 @@
 //!   the result against the inbound SPD (RFC 4301 §5.2: it must match an `ipsec` SP naming this
 //!   SA, else `esp_policy_mismatch`), and writes the inner packet (tunnel) or the restored packet
 //!   (transport) to the TUN: the kernel receives it as arriving on the TUN and delivers it
-//!   locally. Consecutive segments of one TCP flow in a batch are written as one GSO packet
-//!   (`gro`), so the stack processes and acknowledges one packet instead of dozens. Only SAs an
+//!   locally. Consecutive segments of one TCP flow are written as one GSO packet of up to
+//!   64 KiB (`gro`; a whole TSO packet of the peer), across receive batches and through the
+//!   receive pause while a stream flows, so the stack processes and acknowledges one packet
+//!   instead of dozens; what is pending is written before the worker blocks, so the tail of a
+//!   burst never waits for more traffic. Only SAs an
 //!   inbound `ipsec` SP names are candidates for an SPI. Dummy packets (next header 59) are
 //!   dropped silently (`esp_dummy`).
 //! - **Inbound SA binding.** ESP whose outer source or destination is not its SA's (unless the
@@ -616,6 +619,8 @@ fn wait(poller: &mut sys::Poller, logged: &AtomicBool, what: &'static str) -> bo
         match poller.wait() {
             Ok(Ready::Shutdown) => return false,
             Ok(Ready::Data) => return true,
+            // `wait` blocks: it never returns `Idle`.
+            Ok(Ready::Idle) => {}
             Err(e) => worker_error(logged, what, &e),
         }
     }
@@ -904,10 +909,21 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
     let mut prepared = vec![Prepared::default(); BATCH.max(XSK_BURST)];
     let (poll_logged, recv_logged) = (AtomicBool::new(false), AtomicBool::new(false));
     loop {
-        if !wait(&mut poller, &poll_logged, "inbound poll") {
+        if out.holds() {
+            // A super-packet waited through the pause below: it grows if more came meanwhile,
+            // and is written before blocking if nothing did.
+            match poller.peek() {
+                Ok(Ready::Shutdown) => return,
+                Ok(Ready::Data) => {}
+                Ok(Ready::Idle) | Err(_) => {
+                    out.flush();
+                    continue;
+                }
+            }
+        } else if !wait(&mut poller, &poll_logged, "inbound poll") {
             return;
         }
-        // Drain every source before sleeping again; `round` counts what that brought.
+        // Drain every source; `round` counts what that brought.
         let mut round: u32 = 0;
         loop {
             let now = Instant::now();
@@ -935,7 +951,6 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                     }
                     open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);
                     drop(table);
-                    out.flush();
                     busy |= got == BATCH;
                     round += u32::try_from(got).unwrap_or(u32::MAX);
                 }
@@ -958,7 +973,6 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                     open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);
                 });
                 drop(table);
-                out.flush();
                 busy |= got == batch_len;
                 round += got;
             }
@@ -966,9 +980,12 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                 break;
             }
         }
-        // A stream is flowing: let the next round gather more (see `EngineConfig::rx_coalesce`).
+        // A stream is flowing: let the next round gather more (see `EngineConfig::rx_coalesce`),
+        // the pending super-packet with it. Otherwise deliver now.
         if round >= RX_COALESCE_MIN_FRAMES && !rx_coalesce.is_zero() {
             std::thread::sleep(rx_coalesce);
+        } else {
+            out.flush();
         }
     }
 }
@@ -1144,7 +1161,12 @@ impl<'a> Delivery<'a> {
         }
     }
 
-    /// Writes what is pending (end of a batch).
+    /// Whether a super-packet is pending.
+    fn holds(&self) -> bool {
+        !self.coalescer.is_empty()
+    }
+
+    /// Writes what is pending (before the worker blocks).
     fn flush(&mut self) {
         if let Some((hdr, merged)) = self.coalescer.take() {
             Self::write(self.shared, &hdr, merged);

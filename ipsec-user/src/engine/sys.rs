@@ -279,6 +279,8 @@ pub(super) enum Ready {
     Data,
     /// The shutdown eventfd fired.
     Shutdown,
+    /// Nothing within the timeout ([`Poller::peek`]).
+    Idle,
 }
 
 /// `poll` on a fixed set of descriptors: the shutdown eventfd first, then the data fds.
@@ -297,6 +299,18 @@ impl Poller {
 
     /// Blocks until a data fd is readable or shutdown fires; `EINTR` is retried.
     pub(super) fn wait(&mut self) -> Result<Ready, EngineError> {
+        self.poll(None)
+    }
+
+    /// Looks without blocking: [`Ready::Idle`] when no data fd is readable.
+    pub(super) fn peek(&mut self) -> Result<Ready, EngineError> {
+        self.poll(Some(&rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }))
+    }
+
+    fn poll(&mut self, timeout: Option<&rustix::event::Timespec>) -> Result<Ready, EngineError> {
         let borrowed = self
             .fds
             .iter()
@@ -311,7 +325,8 @@ impl Poller {
             .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
             .collect();
         loop {
-            match rustix::event::poll(&mut fds, None) {
+            match rustix::event::poll(&mut fds, timeout) {
+                Ok(0) if timeout.is_some() => return Ok(Ready::Idle),
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(syscall("poll")(e)),
