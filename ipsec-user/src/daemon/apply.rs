@@ -64,6 +64,16 @@ pub enum ApplyError {
         name: String,
         reason: String,
     },
+    /// IKE peers and the SPs that name them are not diffed by apply (yet).
+    #[error(
+        "{}{what} cannot be in an apply file yet: apply does not compare ike peers; use          xipsec batch or the single commands",
+        where_(*.index, *.line)
+    )]
+    Ike {
+        index: usize,
+        line: Option<u64>,
+        what: &'static str,
+    },
 }
 
 /// The batch that turns the running configuration into the file's, and what it changes.
@@ -152,6 +162,7 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
                 .and_then(|n| sp_changes.get(n))
                 .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
             Change::SaRemove(_) | Change::SpRemove(_) => false,
+            Change::PeerAdd(_) | Change::PeerRemove(_) | Change::SpAddIke(_) => false,
         };
         if added {
             plan.items.push(resolved(running, item));
@@ -209,6 +220,21 @@ fn desired(running: &Spd, file: &[BatchItem]) -> Result<(Spd, Kept), ApplyError>
                 }
             }
             Change::SpAdd(_) => {}
+            Change::PeerRemove(_) => return Err(not_an_add("ike peer remove", "peer")),
+            Change::PeerAdd(_) => {
+                return Err(ApplyError::Ike {
+                    index,
+                    line,
+                    what: "ike peer add",
+                });
+            }
+            Change::SpAddIke(_) => {
+                return Err(ApplyError::Ike {
+                    index,
+                    line,
+                    what: "sp add --ike-peer",
+                });
+            }
         }
         let resolved = resolved(running, item);
         change(&mut spd, &resolved.change).map_err(|source| ItemError {
@@ -260,7 +286,12 @@ fn sa_differences<'a>(
     desired: &'a Spd,
 ) -> BTreeMap<&'a str, Option<Vec<String>>> {
     let mut out = BTreeMap::new();
-    for sa in running.sas() {
+    // IKE's SAs are not configuration: apply neither lists nor removes them.
+    for sa in running
+        .sas()
+        .iter()
+        .filter(|sa| running.ike_owner(&sa.name).is_none())
+    {
         match desired.sa(&sa.name) {
             None => {
                 out.insert(sa.name.as_str(), None);
@@ -299,7 +330,8 @@ fn sa_fields(a: &Sa, b: &Sa) -> Vec<String> {
 /// Per SP name in either configuration that differs: added, removed or changed.
 fn sp_differences(running: &Spd, desired: &Spd) -> BTreeMap<String, DifferenceKind> {
     let mut out = BTreeMap::new();
-    for sp in running.sps() {
+    // SPs that name an IKE peer are left alone: apply does not compare peers yet.
+    for sp in running.sps().iter().filter(|sp| sp.ike_peer.is_none()) {
         let kind = match desired.sp(&sp.name) {
             None => DifferenceKind::Removed,
             Some(want) => {
@@ -367,10 +399,42 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
         })
         .collect();
     sas.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut sps = super::control::sp_entries(spd, &super::port::Counters::default());
+    let mut ike_peers = BTreeMap::new();
+    for entry in &mut sps {
+        if let Some(peer) = spd.sp(&entry.name).and_then(|sp| sp.ike_peer.clone()) {
+            // The binding is IKE's, not configuration.
+            entry.sa_name = None;
+            ike_peers.insert(entry.name.clone(), peer);
+        }
+    }
     Configuration {
         generation,
+        ike_sas: sas
+            .iter()
+            .filter(|sa| spd.ike_owner(&sa.name).is_some())
+            .map(|sa| sa.name.clone())
+            .collect(),
         sas,
-        sps: super::control::sp_entries(spd, &super::port::Counters::default()),
+        sps,
+        peers: spd
+            .peers()
+            .iter()
+            .map(|p| super::protocol::ExportedPeer {
+                name: p.name.clone(),
+                local: p.local,
+                remote: p.remote,
+                psk: with_keys.then(|| p.psk.clone()),
+                ike_proposal: p.ike_proposal.clone(),
+                esp_proposal: p.esp_proposal.clone(),
+                lifetime: p.lifetime,
+                ike_lifetime: p.ike_lifetime,
+                rekey_margin: p.rekey_margin,
+                dpd: p.dpd,
+                initiate: p.initiate,
+            })
+            .collect(),
+        ike_peers,
     }
 }
 
@@ -502,6 +566,7 @@ mod tests {
                 Change::SaRemove(a) => format!("-sa {}", a.sa_name.as_deref().unwrap_or("")),
                 Change::SaAdd(a) => format!("+sa {}", a.sa_name.as_deref().unwrap_or("")),
                 Change::SpAdd(a) => format!("+sp {}", a.sp_name.as_deref().unwrap_or("")),
+                other => format!("{other:?}"),
             })
             .collect();
         assert_eq!(

@@ -84,10 +84,16 @@ impl Serialize for Spd {
 }
 
 impl Spd {
-    /// `ike peer add`: see the module contract. The proposals and the PSK's length are the
-    /// caller's to check with the IKE core first (see `peer`).
-    pub fn add_peer(&mut self, args: &PeerAddArgs) -> Result<&Peer, ModelError> {
+    /// `ike peer add`: see the module contract. `check` is the IKE core's part (proposals, the
+    /// PSK's length; see `peer`), run after the model's own checks and before the uniqueness
+    /// ones.
+    pub fn add_peer(
+        &mut self,
+        args: &PeerAddArgs,
+        check: impl Fn(&Peer) -> Result<(), ModelError>,
+    ) -> Result<&Peer, ModelError> {
         let peer = Peer::parse(args)?;
+        check(&peer)?;
         if self.peer(&peer.name).is_some() {
             return Err(ModelError::NameInUse {
                 option: opt::PEER_NAME,
@@ -405,7 +411,8 @@ mod tests {
     #[test]
     fn ike_sps_bind_rekey_and_fail_closed() {
         let mut spd = Spd::new();
-        spd.add_peer(&peer_args("p")).expect("adding a peer");
+        spd.add_peer(&peer_args("p"), |_| Ok(()))
+            .expect("adding a peer");
         spd.add_ike_sp(&ike_sp("out1", "out", "p")).expect("out sp");
         spd.add_ike_sp(&ike_sp("in1", "in", "p")).expect("in sp");
         assert_eq!(spd.sp("out1").and_then(|sp| sp.sa_name.clone()), None);
@@ -467,13 +474,16 @@ mod tests {
     #[test]
     fn peer_rules() {
         let mut spd = Spd::new();
-        spd.add_peer(&peer_args("p")).expect("adding a peer");
+        spd.add_peer(&peer_args("p"), |_| Ok(()))
+            .expect("adding a peer");
         assert_eq!(
-            spd.add_peer(&peer_args("p")).expect_err("dup").to_string(),
+            spd.add_peer(&peer_args("p"), |_| Ok(()))
+                .expect_err("dup")
+                .to_string(),
             "--peer-name: peer 'p' already exists; names are unique"
         );
         assert!(
-            spd.add_peer(&peer_args("q"))
+            spd.add_peer(&peer_args("q"), |_| Ok(()))
                 .expect_err("same pair")
                 .to_string()
                 .starts_with("--remote: peer 'p' already runs ike")
