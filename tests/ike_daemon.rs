@@ -342,3 +342,368 @@ fn negotiated_transport_sas_carry_ping_and_tcp_and_tshark_decrypts_them() {
         },
     );
 }
+
+/// ICMPv6 echo frames in `frames` (clear pings; ESP hides them).
+fn clear_pings(frames: &Frames, spis: &[u32]) -> usize {
+    capture::decode(&frames.file, spis)
+        .clear_frames()
+        .iter()
+        .filter(|f| f.upper == 58 && f.ipv6().get(40).is_some_and(|t| matches!(t, 128 | 129)))
+        .count()
+}
+
+#[test]
+fn a_wrong_psk_installs_nothing_and_the_flow_stays_dropped() {
+    as_root(
+        "a_wrong_psk_installs_nothing_and_the_flow_stays_dropped",
+        || {
+            let (net, a, b) = hosts(0x1d2);
+            let cap = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("psk.pcap"), &[]);
+            let wrong = format!("--psk 0x{}", "ab".repeat(32));
+            batch(
+                &b,
+                &config(
+                    &net.addr_b,
+                    &net.addr_a,
+                    "to-a",
+                    &format!("{wrong} --initiate never"),
+                ),
+                "b",
+            );
+            batch(
+                &a,
+                &config(&net.addr_a, &net.addr_b, "to-b", &format!("--psk {PSK}")),
+                "a",
+            );
+            assert!(
+                eventually(Duration::from_secs(15), || {
+                    a.log().contains("AUTHENTICATION_FAILED")
+                        && b.log().contains("AUTHENTICATION_FAILED")
+                }),
+                "AUTHENTICATION_FAILED logged on both sides\na:\n{}\nb:\n{}",
+                a.log(),
+                b.log()
+            );
+            assert!(
+                a.log().contains("peer=\"to-b\"") || a.log().contains("peer=to-b"),
+                "{}",
+                a.log()
+            );
+            let before = a.stat("esp_no_sa");
+            assert!(
+                !traffic::ping(&net.ns_a, &net.addr_b, ("3", "1"), None),
+                "no sa: the ping must not get through"
+            );
+            let frames = cap.stop();
+            assert!(
+                ike_sas(&a).is_empty() && ike_sas(&b).is_empty(),
+                "no sa installed"
+            );
+            assert!(
+                a.stat("esp_no_sa") >= before + 3,
+                "the dropped pings are counted"
+            );
+            assert_eq!(clear_pings(&frames, &[]), 0, "no ping left in clear");
+            assert_only_esp_and_ike(&frames, &[], "wrong psk");
+        },
+    );
+}
+
+#[test]
+fn a_proposal_mismatch_is_logged_as_no_proposal_chosen() {
+    as_root(
+        "a_proposal_mismatch_is_logged_as_no_proposal_chosen",
+        || {
+            let (net, a, b) = hosts(0x1d3);
+            let psk = format!("--psk {PSK}");
+            batch(
+                &b,
+                &config(
+                    &net.addr_b,
+                    &net.addr_a,
+                    "to-a",
+                    &format!("{psk} --initiate never --ike-proposal aes256-sha256-ecp256"),
+                ),
+                "b",
+            );
+            batch(
+                &a,
+                &config(
+                    &net.addr_a,
+                    &net.addr_b,
+                    "to-b",
+                    &format!("{psk} --ike-proposal aes128-sha256-x25519"),
+                ),
+                "a",
+            );
+            assert!(
+                eventually(Duration::from_secs(15), || {
+                    a.log().contains("NO_PROPOSAL_CHOSEN") && b.log().contains("NO_PROPOSAL_CHOSEN")
+                }),
+                "NO_PROPOSAL_CHOSEN logged on both sides\na:\n{}\nb:\n{}",
+                a.log(),
+                b.log()
+            );
+            assert!(
+                ike_sas(&a).is_empty() && ike_sas(&b).is_empty(),
+                "no sa installed"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_dead_peer_is_detected_and_its_flow_fails_closed() {
+    as_root("a_dead_peer_is_detected_and_its_flow_fails_closed", || {
+        let (net, a, mut b) = hosts(0x1d4);
+        let psk = format!("--psk {PSK} --dpd 2");
+        batch(
+            &b,
+            &config(
+                &net.addr_b,
+                &net.addr_a,
+                "to-a",
+                &format!("{psk} --initiate never"),
+            ),
+            "b",
+        );
+        batch(&a, &config(&net.addr_a, &net.addr_b, "to-b", &psk), "a");
+        let spis = established(&a, &b, &net);
+        assert!(
+            traffic::ping(&net.ns_a, &net.addr_b, ("2", "2"), None),
+            "ping while up"
+        );
+        b.kill9();
+        let gone = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(40), || ike_sas(&a).is_empty()),
+            "dpd removes the dead peer's sas: {:?}\n{}",
+            ike_sas(&a),
+            a.log()
+        );
+        eprintln!("the survivor removed the sas after {:?}", gone.elapsed());
+        let cap = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("dpd.pcap"), &spis);
+        let before = a.stat("esp_no_sa");
+        assert!(!traffic::ping(&net.ns_a, &net.addr_b, ("3", "1"), None));
+        let frames = cap.stop();
+        assert!(a.stat("esp_no_sa") >= before + 3, "dropped and counted");
+        assert_eq!(
+            clear_pings(&frames, &spis),
+            0,
+            "fail closed: no ping in clear"
+        );
+        assert_eq!(frames.esp_count(), 0, "no ESP under removed sas");
+    });
+}
+
+#[test]
+fn a_restarted_daemon_negotiates_again_and_nothing_leaves_in_clear() {
+    as_root(
+        "a_restarted_daemon_negotiates_again_and_nothing_leaves_in_clear",
+        || {
+            let (net, mut a, b) = hosts(0x1d5);
+            let psk = format!("--psk {PSK}");
+            batch(
+                &b,
+                &config(
+                    &net.addr_b,
+                    &net.addr_a,
+                    "to-a",
+                    &format!("{psk} --initiate never"),
+                ),
+                "b",
+            );
+            batch(&a, &config(&net.addr_a, &net.addr_b, "to-b", &psk), "a");
+            let first = established(&a, &b, &net);
+            let cap = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("restart.pcap"), &[]);
+            // Pings all through the restart: before, while a is down, while it negotiates again.
+            let pinger = xipsec_testkit::netns::exec(
+                &net.ns_a,
+                &[
+                    "ping",
+                    "-6",
+                    "-c",
+                    "60",
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    &net.addr_b,
+                ],
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting ping");
+            std::thread::sleep(Duration::from_secs(2));
+            a.stop();
+            std::thread::sleep(Duration::from_secs(2));
+            a.spawn();
+            let again = wait_sas(&a, 2, Duration::from_secs(20));
+            assert_eq!(
+                again.len(),
+                2,
+                "a negotiated again after its restart:\n{}",
+                a.log()
+            );
+            let spis: Vec<u32> = again
+                .iter()
+                .map(|sa| sa.1)
+                .chain(first.iter().copied())
+                .collect();
+            assert!(
+                again.iter().all(|sa| !first.contains(&sa.1)),
+                "fresh spis after the restart: {first:?} then {again:?}"
+            );
+            let _ = pinger.wait_with_output();
+            assert!(
+                traffic::ping(&net.ns_a, &net.addr_b, ("3", "2"), None),
+                "ping through the new sas:\na:\n{}\nb:\n{}",
+                a.log(),
+                b.log()
+            );
+            let frames = cap.stop();
+            assert_eq!(
+                clear_pings(&frames, &spis),
+                0,
+                "no ping in clear across the restart"
+            );
+            assert_only_esp_and_ike(&frames, &spis, "across the restart");
+            let state = std::fs::read_to_string(a.sandbox.state_file()).expect("state.json");
+            assert!(!state.contains("ike-to-b"), "{state}");
+        },
+    );
+}
+
+#[test]
+fn bad_ike_input_is_refused_and_changes_nothing() {
+    use xipsec_testkit::daemon::Sandbox;
+    let sandbox = Sandbox::new();
+    let _daemon = sandbox.start();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "ike",
+            "peer",
+            "add",
+            "--peer-name",
+            "p",
+            "--local",
+            "fd00:1d6::1",
+            "--remote",
+            "fd00:1d6::2",
+            "--auth",
+            "psk",
+        ];
+        args.extend_from_slice(extra);
+        sandbox.run(&args)
+    };
+    let before = std::fs::read(sandbox.state_file()).ok();
+    for (extra, expect) in [
+        (
+            &["--psk", "short"][..],
+            "--psk: psk: 5 bytes is too short; at least 16 bytes",
+        ),
+        (
+            &["--psk", PSK, "--ike-proposal", "aes128-md5-x25519"][..],
+            "--ike-proposal: ",
+        ),
+        (
+            &["--psk", PSK, "--esp-proposal", "aes999"][..],
+            "--esp-proposal: ",
+        ),
+        (
+            &["--psk", PSK, "--lifetime", "5"][..],
+            "--lifetime: '5' is not valid",
+        ),
+        (
+            &["--psk", PSK, "--initiate", "sometimes"][..],
+            "--initiate: 'sometimes' is not valid",
+        ),
+        (
+            &["--psk", "0xabc"][..],
+            "--psk: a 0x key needs an even number of hex digits",
+        ),
+        (&[][..], "--psk: required"),
+    ] {
+        let run = add(extra);
+        let error = xipsec_testkit::cli::single_error_line(&run, "a bad ike peer add");
+        assert!(
+            error.starts_with(&format!("error: {expect}")),
+            "{extra:?}: {error}"
+        );
+        assert!(!error.contains(PSK), "the psk is never echoed");
+        assert_eq!(
+            std::fs::read(sandbox.state_file()).ok(),
+            before,
+            "{extra:?} changed the state"
+        );
+    }
+    let peers = sandbox.ok(&["ike", "peer", "list", "--formatter", "json"]);
+    assert_eq!(peers.trim(), "[]");
+    // A valid peer, then the rules of SPs that name it.
+    assert!(add(&["--psk", PSK]).status.success());
+    let sp = |extra: &[&str]| {
+        let mut args = vec![
+            "sp",
+            "add",
+            "--sp-source",
+            "fd00:1d6::1/128",
+            "--sp-destination",
+            "fd00:1d6::2/128",
+            "--source-port",
+            "any",
+            "--destination-port",
+            "any",
+            "--flow-direction",
+            "out",
+            "--sp-name",
+            "s",
+        ];
+        args.extend_from_slice(extra);
+        sandbox.run(&args)
+    };
+    for (extra, expect) in [
+        (
+            &["--ike-peer", "nope"][..],
+            "--ike-peer: no peer named 'nope'",
+        ),
+        (
+            &["--ike-peer", "p", "--sa-name", "x"][..],
+            "--ike-peer: cannot be combined with --sa-name",
+        ),
+        (
+            &["--ike-peer", "p", "--action", "discard"][..],
+            "--ike-peer: only with --action ipsec",
+        ),
+    ] {
+        let error = xipsec_testkit::cli::single_error_line(&sp(extra), "a bad sp add");
+        assert!(
+            error.starts_with(&format!("error: {expect}")),
+            "{extra:?}: {error}"
+        );
+    }
+    assert!(sp(&["--ike-peer", "p"]).status.success());
+    let error = xipsec_testkit::cli::single_error_line(
+        &sandbox.run(&["ike", "peer", "remove", "--peer-name", "p"]),
+        "removing a peer in use",
+    );
+    assert_eq!(
+        error,
+        "error: --peer-name: peer 'p' is used by sp 's'; remove those policies first"
+    );
+    let listed = sandbox.ok(&["ike", "peer", "list", "--formatter", "json"]);
+    assert!(
+        listed.contains("\"in_use_by\": [\n      \"s\"") || listed.contains("\"s\""),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("6b6579"),
+        "no psk in the listing: {listed}"
+    );
+    let exported = sandbox.ok(&["export"]);
+    assert!(
+        exported.contains("ike peer add --peer-name p"),
+        "{exported}"
+    );
+    assert!(exported.contains("--psk REDACTED"), "{exported}");
+    assert!(exported.contains("--ike-peer p"), "{exported}");
+}

@@ -272,3 +272,60 @@ pub(super) fn batch_change(command: IkeCommand) -> Result<Change, String> {
         IkeCommand::Sa(IkeSaCommand::List(_)) => Err("ike sa list".to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::batch::parse;
+    use crate::cli::export::render;
+    use crate::daemon::{apply, batch};
+    use crate::model::Spd;
+
+    const RUNNING: &str = "\
+ike peer add --peer-name b --local fd00::1 --remote fd00::2 --auth psk --psk 0x000102030405060708090a0b0c0d0e0f --lifetime 60 --dpd 0
+sp add --sp-name o --sp-source fd00::1/128 --sp-destination fd00::2/128 --source-port any --destination-port any --upper-layer-protocol tcp --flow-direction out --ike-peer b
+sp add --sp-name i --sp-source fd00::2/128 --sp-destination fd00::1/128 --source-port any --destination-port any --upper-layer-protocol tcp --flow-direction in --ike-peer b
+";
+
+    fn running() -> Spd {
+        let items = parse(RUNNING).expect("the fixture parses");
+        batch::apply(&Spd::new(), &items)
+            .expect("the fixture applies")
+            .0
+    }
+
+    #[test]
+    fn peers_export_redacted_and_apply_as_no_difference() {
+        let spd = running();
+        let text = render(&apply::configuration(&spd, 1, false));
+        assert!(text.contains("--psk REDACTED"), "{text}");
+        assert!(!text.contains("000102030405"), "{text}");
+        assert_eq!(text.matches("--ike-peer b").count(), 2, "{text}");
+        let plan = apply::plan(&spd, &parse(&text).expect("reparses")).expect("plans");
+        assert!(plan.differences.is_empty(), "{:?}", plan.differences);
+        // A changed peer is replaced, and the policies that name it are added again with it.
+        let changed = text.replace("--dpd 0", "--dpd 5");
+        let plan = apply::plan(&spd, &parse(&changed).expect("reparses")).expect("plans");
+        let kinds: Vec<String> = plan
+            .differences
+            .iter()
+            .map(|d| format!("{} {} {:?}", d.kind, d.name, d.change))
+            .collect();
+        assert_eq!(kinds.len(), 3, "{kinds:?}");
+        assert!(kinds[0].starts_with("peer b Changed"), "{kinds:?}");
+        let (next, _) = batch::apply(&spd, &plan.items).expect("the plan applies");
+        assert_eq!(next.peer("b").map(|p| p.dpd), Some(5));
+        assert_eq!(
+            next.peer("b").map(|p| p.psk.clone()),
+            spd.peer("b").map(|p| p.psk.clone())
+        );
+        // On a daemon without the peer, the placeholder is refused.
+        let error =
+            apply::plan(&Spd::new(), &parse(&text).expect("reparses")).expect_err("no running psk");
+        assert!(error.to_string().contains("--psk: REDACTED"), "{error}");
+        // With keys, the export rebuilds the peer on an empty daemon.
+        let keyed = render(&apply::configuration(&spd, 1, true));
+        let (copy, _) = batch::apply(&Spd::new(), &parse(&keyed).expect("reparses"))
+            .expect("the keyed export applies");
+        assert_eq!(copy.peers(), spd.peers());
+    }
+}

@@ -64,16 +64,6 @@ pub enum ApplyError {
         name: String,
         reason: String,
     },
-    /// IKE peers and the SPs that name them are not diffed by apply (yet).
-    #[error(
-        "{}{what} cannot be in an apply file yet: apply does not compare ike peers; use          xipsec batch or the single commands",
-        where_(*.index, *.line)
-    )]
-    Ike {
-        index: usize,
-        line: Option<u64>,
-        what: &'static str,
-    },
 }
 
 /// The batch that turns the running configuration into the file's, and what it changes.
@@ -114,6 +104,8 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
             );
         }
     }
+    let peer_kinds = super::ike::peer_differences(running, &desired);
+    super::ike::readd_peer_users(running, &desired, &peer_kinds, &mut sp_changes);
     let sa_kinds: BTreeMap<&str, DifferenceKind> = sa_changes
         .into_iter()
         .map(|(name, fields)| {
@@ -149,6 +141,18 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
             }),
         });
     }
+    for name in peer_kinds
+        .iter()
+        .filter(|(_, c)| replaced(c))
+        .map(|(n, _)| n)
+    {
+        plan.items.push(BatchItem {
+            line: None,
+            change: Change::PeerRemove(crate::model::PeerRemoveArgs {
+                peer_name: Some(name.clone()),
+            }),
+        });
+    }
     for item in file {
         let added = match &item.change {
             Change::SaAdd(args) => args
@@ -162,7 +166,18 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
                 .and_then(|n| sp_changes.get(n))
                 .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
             Change::SaRemove(_) | Change::SpRemove(_) => false,
-            Change::PeerAdd(_) | Change::PeerRemove(_) | Change::SpAddIke(_) => false,
+            Change::PeerAdd(args) => args
+                .peer_name
+                .as_deref()
+                .and_then(|n| peer_kinds.get(n))
+                .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
+            Change::SpAddIke(args) => args
+                .sp
+                .sp_name
+                .as_deref()
+                .and_then(|n| sp_changes.get(n))
+                .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
+            Change::PeerRemove(_) => false,
         };
         if added {
             plan.items.push(resolved(running, item));
@@ -171,6 +186,11 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
     plan.differences = sa_kinds
         .into_iter()
         .map(|(name, change)| ("sa", name.to_owned(), change))
+        .chain(
+            peer_kinds
+                .into_iter()
+                .map(|(name, change)| ("peer", name, change)),
+        )
         .chain(
             sp_changes
                 .into_iter()
@@ -221,20 +241,24 @@ fn desired(running: &Spd, file: &[BatchItem]) -> Result<(Spd, Kept), ApplyError>
             }
             Change::SpAdd(_) => {}
             Change::PeerRemove(_) => return Err(not_an_add("ike peer remove", "peer")),
-            Change::PeerAdd(_) => {
-                return Err(ApplyError::Ike {
-                    index,
-                    line,
-                    what: "ike peer add",
-                });
+            Change::PeerAdd(args) => {
+                if args.psk.as_deref() == Some(KEY_PLACEHOLDER)
+                    && args
+                        .peer_name
+                        .as_deref()
+                        .and_then(|n| running.peer(n))
+                        .is_none()
+                {
+                    return Err(ApplyError::Placeholder {
+                        index,
+                        line,
+                        option: opt::PSK,
+                        name: args.peer_name.clone().unwrap_or_default(),
+                        reason: "and no peer of that name is running".to_owned(),
+                    });
+                }
             }
-            Change::SpAddIke(_) => {
-                return Err(ApplyError::Ike {
-                    index,
-                    line,
-                    what: "sp add --ike-peer",
-                });
-            }
+            Change::SpAddIke(_) => {}
         }
         let resolved = resolved(running, item);
         change(&mut spd, &resolved.change).map_err(|source| ItemError {
@@ -260,6 +284,9 @@ fn placeholder_option(args: &SaAddArgs) -> Option<&'static str> {
 
 /// `item` with each key placeholder replaced by the running SA's key, when there is one.
 fn resolved(running: &Spd, item: &BatchItem) -> BatchItem {
+    if let Change::PeerAdd(_) = &item.change {
+        return super::ike::resolved_peer(running, item, KEY_PLACEHOLDER);
+    }
     let Change::SaAdd(args) = &item.change else {
         return item.clone();
     };
@@ -330,8 +357,7 @@ fn sa_fields(a: &Sa, b: &Sa) -> Vec<String> {
 /// Per SP name in either configuration that differs: added, removed or changed.
 fn sp_differences(running: &Spd, desired: &Spd) -> BTreeMap<String, DifferenceKind> {
     let mut out = BTreeMap::new();
-    // SPs that name an IKE peer are left alone: apply does not compare peers yet.
-    for sp in running.sps().iter().filter(|sp| sp.ike_peer.is_none()) {
+    for sp in running.sps() {
         let kind = match desired.sp(&sp.name) {
             None => DifferenceKind::Removed,
             Some(want) => {
@@ -366,8 +392,13 @@ fn sp_fields(a: &Sp, b: &Sp) -> Vec<String> {
         (opt::FLOW_DIRECTION, a.direction != b.direction),
         (opt::ACTION, a.action != b.action),
         (opt::SP_MODE, a.mode != b.mode),
-        (opt::SA_NAME, a.sa_name != b.sa_name),
+        // An SP that names an IKE peer is bound by IKE, not by configuration.
+        (
+            opt::SA_NAME,
+            a.sa_name != b.sa_name && a.ike_peer.is_none() && b.ike_peer.is_none(),
+        ),
         (opt::PRIORITY, a.priority != b.priority),
+        (opt::IKE_PEER, a.ike_peer != b.ike_peer),
     ];
     named(&differs)
 }

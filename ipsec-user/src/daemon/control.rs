@@ -56,6 +56,8 @@ enum Job {
     Ike(super::ike::IkeJob, oneshot::Sender<Result<(), String>>),
     /// The IKE task's command channel: from now on it hears of every committed change.
     AttachIke(super::ike::IkeLink),
+    /// Which `on-demand` peers had packets of an unbound SP since last asked (see `ike`).
+    IkeDemand(oneshot::Sender<Vec<String>>),
 }
 
 /// Handle to the worker thread that owns the state; one clone per client connection.
@@ -96,6 +98,7 @@ pub(crate) fn start(
         identity,
         started: Instant::now(),
         ike: None,
+        demand_seen: std::collections::HashMap::new(),
     };
     let thread = std::thread::Builder::new()
         .name("xipsec-state".to_owned())
@@ -131,6 +134,16 @@ impl Control {
             .unwrap_or_else(|_| Err("the daemon is shutting down".to_owned()))
     }
 
+    /// The `on-demand` peers whose unbound outbound SPs counted packets since the last call:
+    /// the datapath's signal that a flow wants an SA.
+    pub(crate) async fn ike_demand(&self) -> Vec<String> {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::IkeDemand(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     /// Connect the IKE task: it gets the peers now and after every committed change.
     pub(crate) fn attach_ike(&self, link: super::ike::IkeLink) {
         let _ = self.jobs.send(Job::AttachIke(link));
@@ -153,6 +166,8 @@ struct State {
     started: Instant,
     /// The IKE task, once attached.
     ike: Option<super::ike::IkeLink>,
+    /// Per unbound SP of an `on-demand` peer, the packets it had counted when last asked.
+    demand_seen: std::collections::HashMap<String, u64>,
 }
 
 /// An applied, not yet committed change: what it did and its log line.
@@ -203,6 +218,15 @@ impl State {
                     Job::AttachIke(link) => {
                         self.ike = Some(link);
                         self.tell_ike();
+                        continue;
+                    }
+                    Job::IkeDemand(reply) => {
+                        let counters = self.counters();
+                        let _ = reply.send(super::ike::demanded(
+                            &self.spd,
+                            &counters,
+                            &mut self.demand_seen,
+                        ));
                         continue;
                     }
                 };

@@ -22,6 +22,7 @@
 //! - IKE itself must never be subject to the SPD: [`bypass_pairs`] lists the (local, remote)
 //!   address pairs whose UDP 500/4500 the datapath lets through.
 
+mod apply;
 mod config;
 mod install;
 mod runtime;
@@ -35,6 +36,7 @@ use super::protocol::{PeerEntry, Response};
 use crate::ike::ChildSa;
 use crate::model::{ModelError, Spd};
 
+pub(crate) use apply::{peer_differences, readd_peer_users, resolved_peer};
 pub(crate) use config::check_peer;
 pub(crate) use runtime::spawn;
 
@@ -79,13 +81,45 @@ pub(crate) fn apply(spd: &mut Spd, job: IkeJob) -> Result<Box<dyn FnOnce() + Sen
     }
 }
 
+/// The `on-demand` peers with an unbound outbound SP whose packet counter grew since the last
+/// call (`seen` holds the counts; the first sight of an SP only records it). The kernel counts
+/// an `ipsec` SP's packets before the ESP engine drops them for want of an SA, so this is the
+/// datapath's signal that a flow wants a CHILD_SA.
+pub(crate) fn demanded(
+    spd: &Spd,
+    counters: &crate::daemon::port::Counters,
+    seen: &mut std::collections::HashMap<String, u64>,
+) -> Vec<String> {
+    let mut peers = Vec::new();
+    let mut live = std::collections::HashSet::new();
+    for peer in spd
+        .peers()
+        .iter()
+        .filter(|p| p.initiate == crate::model::Initiate::OnDemand)
+    {
+        for sp in spd
+            .ike_sps(&peer.name)
+            .filter(|sp| sp.sa_name.is_none() && sp.direction == crate::model::Direction::Out)
+        {
+            let packets = counters.sp.get(&sp.id).map_or(0, |c| c.packets);
+            live.insert(sp.name.clone());
+            let before = seen.insert(sp.name.clone(), packets);
+            if before.is_some_and(|b| packets > b) && !peers.contains(&peer.name) {
+                peers.push(peer.name.clone());
+            }
+        }
+    }
+    seen.retain(|name, _| live.contains(name));
+    peers
+}
+
 /// Commands from the control worker to the IKE task.
 pub(crate) enum Command {
     /// The committed peers and selectors.
     Configure(Vec<config::Desired>),
     /// `ike sa list`.
     List(oneshot::Sender<Response>),
-    /// The engine dropped a packet of an SP of this peer for want of an SA.
+    /// A flow of this `on-demand` peer found no SA ([`demanded`]); rate-limited by the task.
     OnDemand(String),
 }
 
@@ -103,11 +137,6 @@ impl IkeLink {
         {
             let _ = reply.send(Response::IkeSaList(Vec::new()));
         }
-    }
-
-    /// Ask for a negotiation with `peer` if it initiates on demand (rate-limited by the task).
-    pub(crate) fn on_demand(&self, peer: &str) {
-        let _ = self.0.send(Command::OnDemand(peer.to_owned()));
     }
 }
 

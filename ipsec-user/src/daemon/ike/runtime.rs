@@ -226,8 +226,18 @@ impl Task {
     }
 
     /// Periodic work: sockets of peers whose address was missing, `always` peers without an
-    /// IKE SA, and liveness checks (`--dpd`) of established ones.
+    /// IKE SA, `on-demand` peers whose flows found no SA, and liveness checks (`--dpd`) of
+    /// established ones.
     async fn maintain(&mut self) {
+        let waiting = self
+            .registered
+            .values()
+            .any(|d| d.peer.initiate == Initiate::OnDemand && !self.has_ike_sa(&d.peer.name));
+        if waiting {
+            for peer in self.control.ike_demand().await {
+                self.command(Command::OnDemand(peer)).await;
+            }
+        }
         let now = Instant::now();
         let names: Vec<String> = self.registered.keys().cloned().collect();
         let sas = self.ike.ike_sas();
