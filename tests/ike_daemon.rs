@@ -216,10 +216,6 @@ fn tshark(pcap: &Path, table: &Path, profile: &Path) -> Vec<(u32, bool)> {
         .collect()
 }
 
-fn count_in_log(node: &Node, needle: &str) -> usize {
-    node.log().matches(needle).count()
-}
-
 /// Poll `what` until it holds or `timeout` passes.
 fn eventually(timeout: Duration, mut what: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -319,6 +315,10 @@ fn negotiated_transport_sas_carry_ping_and_tcp_and_tshark_decrypts_them() {
                     !state.contains("ike-to-"),
                     "no ike sa in state.json: {state}"
                 );
+                // Nor any sequence reservation or IV epoch of theirs.
+                let seq = std::fs::read_to_string(node.sandbox.state_dir().join("esp-seq.json"))
+                    .unwrap_or_default();
+                assert!(!seq.contains("ike-to-"), "no ike sa reservation: {seq}");
                 for line in text.lines() {
                     for field in line.split(',').filter(|f| f.len() > 20) {
                         let key = field.trim_matches('"').trim_start_matches("0x");
@@ -706,4 +706,60 @@ fn bad_ike_input_is_refused_and_changes_nothing() {
     );
     assert!(exported.contains("--psk REDACTED"), "{exported}");
     assert!(exported.contains("--ike-peer p"), "{exported}");
+}
+
+#[test]
+fn an_on_demand_peer_negotiates_when_a_flow_finds_no_sa() {
+    as_root(
+        "an_on_demand_peer_negotiates_when_a_flow_finds_no_sa",
+        || {
+            let (net, a, b) = hosts(0x1d7);
+            let psk = format!("--psk {PSK}");
+            batch(
+                &b,
+                &config(
+                    &net.addr_b,
+                    &net.addr_a,
+                    "to-a",
+                    &format!("{psk} --initiate never"),
+                ),
+                "b",
+            );
+            batch(
+                &a,
+                &config(
+                    &net.addr_a,
+                    &net.addr_b,
+                    "to-b",
+                    &format!("{psk} --initiate on-demand"),
+                ),
+                "a",
+            );
+            std::thread::sleep(Duration::from_secs(3));
+            assert!(
+                ike_sas(&a).is_empty(),
+                "on-demand: nothing negotiated without traffic"
+            );
+            let cap = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("demand.pcap"), &[]);
+            // The first pings find no SA: dropped (counted), and they start the negotiation.
+            let _ = traffic::ping(&net.ns_a, &net.addr_b, ("4", "1"), None);
+            let spis = established(&a, &b, &net);
+            assert!(
+                a.stat("esp_no_sa") > 0,
+                "the first pings were dropped and counted"
+            );
+            assert!(a.log().contains("initiating on demand"), "{}", a.log());
+            assert!(
+                traffic::ping(&net.ns_a, &net.addr_b, ("3", "2"), None),
+                "then pings pass"
+            );
+            let frames = cap.stop();
+            assert_eq!(
+                clear_pings(&frames, &spis),
+                0,
+                "no ping in clear before the sa existed"
+            );
+            assert_only_esp_and_ike(&frames, &spis, "on demand");
+        },
+    );
 }
