@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::daemon::protocol::IkeSaEntry;
 use crate::ike::{ChildSa, DirectionKeys, Failure, IkeSaInfo};
-use crate::model::{Key, Peer, Sa, UdpEncap};
+use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Key, Peer, Sa, UdpEncap};
 
 /// The name of the `ike` SA with `spi` negotiated with `peer`.
 pub(crate) fn sa_name(peer: &str, spi: u32) -> String {
@@ -66,6 +66,18 @@ pub(crate) fn failure_code(failure: &Failure) -> &'static str {
     }
 }
 
+/// strongSwan's keyword of an encryption algorithm.
+fn strongswan_encryption(e: EncryptionAlgorithm) -> &'static str {
+    match e {
+        EncryptionAlgorithm::Aes128Cbc => "aes128",
+        EncryptionAlgorithm::Aes256Cbc => "aes256",
+        EncryptionAlgorithm::Aes128Gcm => "aes128gcm16",
+        EncryptionAlgorithm::Aes256Gcm => "aes256gcm16",
+        EncryptionAlgorithm::TripleDesCbc => "3des",
+        EncryptionAlgorithm::Null => "null",
+    }
+}
+
 /// One line of `ike sa list`.
 pub(crate) fn ike_sa_entry(info: &IkeSaInfo, peer: Option<&Peer>, now: Instant) -> IkeSaEntry {
     let established = info
@@ -95,14 +107,14 @@ pub(crate) fn ike_sa_entry(info: &IkeSaInfo, peer: Option<&Peer>, now: Instant) 
         spi_i: hex::encode(info.spi_i),
         spi_r: hex::encode(info.spi_r),
         suite: info.suite.map_or_else(String::new, |s| {
-            let integrity = if s.integrity == crate::model::IntegrityAlgorithm::None {
-                String::new()
-            } else {
-                format!("-{}", s.integrity.as_str())
+            let integrity = match s.integrity {
+                IntegrityAlgorithm::None => "",
+                IntegrityAlgorithm::HmacSha1 => "-sha1",
+                IntegrityAlgorithm::HmacSha256 => "-sha256",
             };
             format!(
                 "{}{integrity}-prfsha256-{}",
-                s.encryption.as_str(),
+                strongswan_encryption(s.encryption),
                 s.group.name()
             )
         }),
