@@ -103,8 +103,7 @@ fn established(a: &Node, b: &Node, net: &VethPair) -> Vec<u32> {
     let spi = |sas: &[(String, u32, String, String)], src: &str| {
         sas.iter()
             .find(|sa| sa.2 == src)
-            .map(|sa| sa.1)
-            .unwrap_or_else(|| panic!("no sa from {src}: {}", context()))
+            .map_or_else(|| panic!("no sa from {src}: {}", context()), |sa| sa.1)
     };
     let (a_out, a_in) = (spi(&sas_a, &net.addr_a), spi(&sas_a, &net.addr_b));
     let (b_out, b_in) = (spi(&sas_b, &net.addr_b), spi(&sas_b, &net.addr_a));

@@ -123,15 +123,11 @@ pub fn render(config: &Configuration) -> String {
         text.push('\n');
     }
     for sp in &config.sps {
-        match config.ike_peers.get(&sp.name) {
-            Some(peer) => {
-                let _ = writeln!(text, "{} --ike-peer {peer}", sp_line(sp));
-            }
-            None => {
-                text.push_str(&sp_line(sp));
-                text.push('\n');
-            }
+        text.push_str(&sp_line(sp));
+        if let Some(peer) = config.ike_peers.get(&sp.name) {
+            let _ = write!(text, " --ike-peer {peer}");
         }
+        text.push('\n');
     }
     text
 }

@@ -165,7 +165,7 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
                 .as_deref()
                 .and_then(|n| sp_changes.get(n))
                 .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
-            Change::SaRemove(_) | Change::SpRemove(_) => false,
+            Change::SaRemove(_) | Change::SpRemove(_) | Change::PeerRemove(_) => false,
             Change::PeerAdd(args) => args
                 .peer_name
                 .as_deref()
@@ -177,7 +177,6 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
                 .as_deref()
                 .and_then(|n| sp_changes.get(n))
                 .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
-            Change::PeerRemove(_) => false,
         };
         if added {
             plan.items.push(resolved(running, item));
@@ -239,7 +238,7 @@ fn desired(running: &Spd, file: &[BatchItem]) -> Result<(Spd, Kept), ApplyError>
                     kept.insert(name, (index, line, option));
                 }
             }
-            Change::SpAdd(_) => {}
+            Change::SpAdd(_) | Change::SpAddIke(_) => {}
             Change::PeerRemove(_) => return Err(not_an_add("ike peer remove", "peer")),
             Change::PeerAdd(args) => {
                 if args.psk.as_deref() == Some(KEY_PLACEHOLDER)
@@ -258,7 +257,6 @@ fn desired(running: &Spd, file: &[BatchItem]) -> Result<(Spd, Kept), ApplyError>
                     });
                 }
             }
-            Change::SpAddIke(_) => {}
         }
         let resolved = resolved(running, item);
         change(&mut spd, &resolved.change).map_err(|source| ItemError {

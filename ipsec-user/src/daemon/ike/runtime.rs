@@ -21,7 +21,7 @@ use crate::model::Initiate;
 /// First wait before an `always` peer without an IKE SA is initiated again; doubled after each
 /// attempt that did not establish, up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(2);
-const MAX_RETRY: Duration = Duration::from_secs(60);
+const MAX_RETRY: Duration = Duration::from_mins(1);
 /// Least time between two on-demand initiations of one peer.
 const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(2);
 /// How often sockets are (re)bound, peers re-initiated and liveness checked.
@@ -328,13 +328,12 @@ impl Task {
             self.sockets.insert(local, socket.clone());
             tokio::spawn(read(socket, local, self.received.clone()));
         }
-        match self.sockets.get(&local) {
-            Some(socket) => {
-                if let Err(e) = socket.send_to(bytes, remote).await {
-                    debug!(%local, %remote, error = %e, "ike: send failed");
-                }
-            }
-            None => debug!(%local, "ike: no socket to send from"),
+        let Some(socket) = self.sockets.get(&local) else {
+            debug!(%local, "ike: no socket to send from");
+            return;
+        };
+        if let Err(e) = socket.send_to(bytes, remote).await {
+            debug!(%local, %remote, error = %e, "ike: send failed");
         }
     }
 
