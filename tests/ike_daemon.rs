@@ -48,6 +48,13 @@ fn config(me: &str, them: &str, peer: &str, extra: &str) -> String {
     lines.join("\n") + "\n"
 }
 
+/// Make a and b peers of each other (b as `to-a`, a as `to-b`), with `a_extra` and `b_extra`
+/// appended to their `ike peer add` lines.
+fn configure(net: &VethPair, (a, b): (&Node, &Node), a_extra: &str, b_extra: &str) {
+    batch(b, &config(&net.addr_b, &net.addr_a, "to-a", b_extra), "b");
+    batch(a, &config(&net.addr_a, &net.addr_b, "to-b", a_extra), "a");
+}
+
 fn batch(node: &Node, text: &str, tag: &str) {
     let file = node.dir().join(format!("batch-{tag}"));
     std::fs::write(&file, text).expect("writing the batch file");
@@ -237,17 +244,7 @@ fn negotiated_transport_sas_carry_ping_and_tcp_and_tshark_decrypts_them() {
             let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("ike-a.pcap"), &[]);
             let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("ike-b.pcap"), &[]);
             let psk = format!("--psk {PSK}");
-            batch(
-                &b,
-                &config(
-                    &net.addr_b,
-                    &net.addr_a,
-                    "to-a",
-                    &format!("{psk} --initiate never"),
-                ),
-                "b",
-            );
-            batch(&a, &config(&net.addr_a, &net.addr_b, "to-b", &psk), "a");
+            configure(&net, (&a, &b), &psk, &format!("{psk} --initiate never"));
             let spis = established(&a, &b, &net);
 
             assert!(
@@ -359,20 +356,11 @@ fn a_wrong_psk_installs_nothing_and_the_flow_stays_dropped() {
             let (net, a, b) = hosts(0x1d2);
             let cap = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("psk.pcap"), &[]);
             let wrong = format!("--psk 0x{}", "ab".repeat(32));
-            batch(
-                &b,
-                &config(
-                    &net.addr_b,
-                    &net.addr_a,
-                    "to-a",
-                    &format!("{wrong} --initiate never"),
-                ),
-                "b",
-            );
-            batch(
-                &a,
-                &config(&net.addr_a, &net.addr_b, "to-b", &format!("--psk {PSK}")),
-                "a",
+            configure(
+                &net,
+                (&a, &b),
+                &format!("--psk {PSK}"),
+                &format!("{wrong} --initiate never"),
             );
             assert!(
                 eventually(Duration::from_secs(15), || {
@@ -415,25 +403,11 @@ fn a_proposal_mismatch_is_logged_as_no_proposal_chosen() {
         || {
             let (net, a, b) = hosts(0x1d3);
             let psk = format!("--psk {PSK}");
-            batch(
-                &b,
-                &config(
-                    &net.addr_b,
-                    &net.addr_a,
-                    "to-a",
-                    &format!("{psk} --initiate never --ike-proposal aes256-sha256-ecp256"),
-                ),
-                "b",
-            );
-            batch(
-                &a,
-                &config(
-                    &net.addr_a,
-                    &net.addr_b,
-                    "to-b",
-                    &format!("{psk} --ike-proposal aes128-sha256-x25519"),
-                ),
-                "a",
+            configure(
+                &net,
+                (&a, &b),
+                &format!("{psk} --ike-proposal aes128-sha256-x25519"),
+                &format!("{psk} --initiate never --ike-proposal aes256-sha256-ecp256"),
             );
             assert!(
                 eventually(Duration::from_secs(15), || {
@@ -456,17 +430,7 @@ fn a_dead_peer_is_detected_and_its_flow_fails_closed() {
     as_root("a_dead_peer_is_detected_and_its_flow_fails_closed", || {
         let (net, a, mut b) = hosts(0x1d4);
         let psk = format!("--psk {PSK} --dpd 2");
-        batch(
-            &b,
-            &config(
-                &net.addr_b,
-                &net.addr_a,
-                "to-a",
-                &format!("{psk} --initiate never"),
-            ),
-            "b",
-        );
-        batch(&a, &config(&net.addr_a, &net.addr_b, "to-b", &psk), "a");
+        configure(&net, (&a, &b), &psk, &format!("{psk} --initiate never"));
         let spis = established(&a, &b, &net);
         assert!(
             traffic::ping(&net.ns_a, &net.addr_b, ("2", "2"), None),
@@ -502,17 +466,7 @@ fn a_restarted_daemon_negotiates_again_and_nothing_leaves_in_clear() {
         || {
             let (net, mut a, b) = hosts(0x1d5);
             let psk = format!("--psk {PSK}");
-            batch(
-                &b,
-                &config(
-                    &net.addr_b,
-                    &net.addr_a,
-                    "to-a",
-                    &format!("{psk} --initiate never"),
-                ),
-                "b",
-            );
-            batch(&a, &config(&net.addr_a, &net.addr_b, "to-b", &psk), "a");
+            configure(&net, (&a, &b), &psk, &format!("{psk} --initiate never"));
             let first = established(&a, &b, &net);
             let cap = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("restart.pcap"), &[]);
             // Pings all through the restart: before, while a is down, while it negotiates again.
@@ -714,25 +668,11 @@ fn an_on_demand_peer_negotiates_when_a_flow_finds_no_sa() {
         || {
             let (net, a, b) = hosts(0x1d7);
             let psk = format!("--psk {PSK}");
-            batch(
-                &b,
-                &config(
-                    &net.addr_b,
-                    &net.addr_a,
-                    "to-a",
-                    &format!("{psk} --initiate never"),
-                ),
-                "b",
-            );
-            batch(
-                &a,
-                &config(
-                    &net.addr_a,
-                    &net.addr_b,
-                    "to-b",
-                    &format!("{psk} --initiate on-demand"),
-                ),
-                "a",
+            configure(
+                &net,
+                (&a, &b),
+                &format!("{psk} --initiate on-demand"),
+                &format!("{psk} --initiate never"),
             );
             std::thread::sleep(Duration::from_secs(3));
             assert!(

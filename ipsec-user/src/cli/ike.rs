@@ -174,12 +174,13 @@ const fn col(key: &'static str, header: &'static str) -> Column {
     }
 }
 
-fn peer_row(p: &PeerEntry) -> Row {
+fn peer_row(entry: &PeerEntry) -> Row {
+    let p = &entry.peer;
     vec![
         Value::Str(p.name.clone()),
         Value::Str(p.local.to_string()),
         Value::Str(p.remote.to_string()),
-        Value::Str(p.auth.clone()),
+        Value::Str(entry.auth.clone()),
         Value::Str(p.ike_proposal.clone()),
         Value::Str(p.esp_proposal.clone()),
         Value::Int(u64::from(p.lifetime)),
@@ -187,8 +188,8 @@ fn peer_row(p: &PeerEntry) -> Row {
         Value::Int(u64::from(p.rekey_margin)),
         Value::Int(u64::from(p.dpd)),
         Value::Str(p.initiate.as_str().to_owned()),
-        Value::List(p.in_use_by.clone()),
-        Value::List(p.sas.clone()),
+        Value::List(entry.in_use_by.clone()),
+        Value::List(entry.sas.clone()),
     ]
 }
 

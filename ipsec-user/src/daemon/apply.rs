@@ -446,23 +446,7 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
             .collect(),
         sas,
         sps,
-        peers: spd
-            .peers()
-            .iter()
-            .map(|p| super::protocol::ExportedPeer {
-                name: p.name.clone(),
-                local: p.local,
-                remote: p.remote,
-                psk: with_keys.then(|| p.psk.clone()),
-                ike_proposal: p.ike_proposal.clone(),
-                esp_proposal: p.esp_proposal.clone(),
-                lifetime: p.lifetime,
-                ike_lifetime: p.ike_lifetime,
-                rekey_margin: p.rekey_margin,
-                dpd: p.dpd,
-                initiate: p.initiate,
-            })
-            .collect(),
+        peers: super::ike::exported_peers(spd, with_keys),
         ike_peers,
     }
 }

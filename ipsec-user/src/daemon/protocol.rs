@@ -187,17 +187,10 @@ pub enum Response {
 /// One IKE peer as `xipsec ike peer list` shows it (never the PSK).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerEntry {
-    pub name: String,
-    pub local: std::net::Ipv6Addr,
-    pub remote: std::net::Ipv6Addr,
+    /// Its `ike peer add` options, without the PSK.
+    #[serde(flatten)]
+    pub peer: ExportedPeer,
     pub auth: String,
-    pub ike_proposal: String,
-    pub esp_proposal: String,
-    pub lifetime: u32,
-    pub ike_lifetime: u32,
-    pub rekey_margin: u32,
-    pub dpd: u32,
-    pub initiate: crate::model::Initiate,
     /// Names of the SPs that name this peer.
     pub in_use_by: Vec<String>,
     /// The `ike` SAs installed for it.

@@ -32,7 +32,7 @@ use std::net::Ipv6Addr;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
-use super::protocol::{PeerEntry, Response};
+use super::protocol::{ExportedPeer, PeerEntry, Response};
 use crate::ike::ChildSa;
 use crate::model::{ModelError, Spd};
 
@@ -140,15 +140,15 @@ impl IkeLink {
     }
 }
 
-/// `ike peer list`: every peer, its SPs and its `ike` SAs; never the PSK.
-pub(crate) fn peer_entries(spd: &Spd) -> Vec<PeerEntry> {
+/// Every peer with everything `ike peer add` needs, for `export`; the PSK only `with_keys`.
+pub(crate) fn exported_peers(spd: &Spd, with_keys: bool) -> Vec<ExportedPeer> {
     spd.peers()
         .iter()
-        .map(|p| PeerEntry {
+        .map(|p| ExportedPeer {
             name: p.name.clone(),
             local: p.local,
             remote: p.remote,
-            auth: "psk".to_owned(),
+            psk: with_keys.then(|| p.psk.clone()),
             ike_proposal: p.ike_proposal.clone(),
             esp_proposal: p.esp_proposal.clone(),
             lifetime: p.lifetime,
@@ -156,6 +156,19 @@ pub(crate) fn peer_entries(spd: &Spd) -> Vec<PeerEntry> {
             rekey_margin: p.rekey_margin,
             dpd: p.dpd,
             initiate: p.initiate,
+        })
+        .collect()
+}
+
+/// `ike peer list`: every peer (its `ike peer add` options but the PSK), its SPs and its `ike`
+/// SAs.
+pub(crate) fn peer_entries(spd: &Spd) -> Vec<PeerEntry> {
+    spd.peers()
+        .iter()
+        .zip(exported_peers(spd, false))
+        .map(|(p, exported)| PeerEntry {
+            peer: exported,
+            auth: "psk".to_owned(),
             in_use_by: spd.ike_sps(&p.name).map(|sp| sp.name.clone()).collect(),
             sas: spd
                 .sas()
