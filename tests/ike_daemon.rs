@@ -299,7 +299,28 @@ fn negotiated_transport_sas_carry_ping_and_tcp_and_tshark_decrypts_them() {
             }
             assert!(checked > 100, "{checked} ESP frames checked");
 
-            // Negotiated keys never reach the disk; the peer does.
+            // Negotiated keys never reach the disk; the peer does. A change of the operator's
+            // while the ike SAs exist writes the state again.
+            for node in [&a, &b] {
+                node.ok(&[
+                    "sp",
+                    "add",
+                    "--sp-source",
+                    "any",
+                    "--sp-destination",
+                    "fd00:dead::/64",
+                    "--source-port",
+                    "any",
+                    "--destination-port",
+                    "any",
+                    "--flow-direction",
+                    "out",
+                    "--action",
+                    "discard",
+                    "--sp-name",
+                    "unrelated",
+                ]);
+            }
             for node in [&a, &b] {
                 let state =
                     std::fs::read_to_string(node.sandbox.state_file()).expect("reading state.json");
