@@ -244,8 +244,13 @@ fn negotiated_transport_sas_carry_ping_and_tcp_and_tshark_decrypts_them() {
             let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("ike-a.pcap"), &[]);
             let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("ike-b.pcap"), &[]);
             let psk = format!("--psk {PSK}");
+            let started = Instant::now();
             configure(&net, (&a, &b), &psk, &format!("{psk} --initiate never"));
             let spis = established(&a, &b, &net);
+            eprintln!(
+                "configured and negotiated in {:?} (both batches, IKE_SA_INIT, IKE_AUTH, install)",
+                started.elapsed()
+            );
 
             assert!(
                 traffic::ping(&net.ns_a, &net.addr_b, ("3", "2"), None),
