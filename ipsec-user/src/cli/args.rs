@@ -98,6 +98,10 @@ pub enum Command {
     /// `cargo xtask dist`, so they always match the binary).
     #[command(hide = true, subcommand)]
     Generate(super::generate::Generate),
+    /// IKEv2: peers to negotiate SAs with (`ike peer add|list|remove`) and the IKE SAs
+    /// (`ike sa list`); policies use a peer with `sp add --ike-peer NAME`.
+    #[command(subcommand)]
+    Ike(super::ike::IkeCommand),
 }
 
 /// Everything after a misplaced `add`/`remove`/`list`, kept to pick the hint.
@@ -316,6 +320,10 @@ pub struct SpAdd {
     /// Required. Name of the SP; unique.
     #[arg(long, value_name = "NAME")]
     pub sp_name: Option<String>,
+    /// Instead of --sa-name (action ipsec only): the IKE peer (`ike peer add`) that negotiates
+    /// this policy's SAs; its traffic is dropped until a CHILD_SA exists (xipsec extension).
+    #[arg(long, value_name = "PEER")]
+    pub ike_peer: Option<String>,
     /// 0-65535 (extension). Policies with a priority rank before all others, lower first;
     /// the rest rank by specificity, then age.
     #[arg(long, value_name = "N")]

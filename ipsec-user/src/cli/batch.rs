@@ -238,7 +238,7 @@ fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)>
     match command {
         Command::Sa(SaCommand::Add(a)) => Ok(Change::SaAdd((*a).into())),
         Command::Sa(SaCommand::Remove(a)) => Ok(Change::SaRemove(a.into())),
-        Command::Sp(SpCommand::Add(a)) => Ok(Change::SpAdd((*a).into())),
+        Command::Sp(SpCommand::Add(a)) => Ok(super::ike::sp_add_change(*a)),
         Command::Sp(SpCommand::Remove(a)) => match &a.sa_name {
             Some(name) => Err((
                 format!(
@@ -264,6 +264,7 @@ fn parse_line(parsers: &mut Parsers, line: &str) -> Result<Change, (String, u8)>
         Command::Sa(SaCommand::Export(_)) => only("sa export"),
         Command::Explain(_) => only("explain"),
         Command::Generate(_) => only("generate"),
+        Command::Ike(c) => super::ike::batch_change(c).or_else(|what| only(&what)),
     }
 }
 

@@ -109,15 +109,47 @@ pub(super) fn write_secret(file: &Path, text: &str) -> Result<(), Failure> {
 /// The apply file of `config`: SA lines, then SP lines.
 pub fn render(config: &Configuration) -> String {
     let mut text = String::new();
-    for sa in &config.sas {
+    // SAs IKE negotiated are not configuration (they are in the Wireshark table only).
+    for sa in config
+        .sas
+        .iter()
+        .filter(|sa| !config.ike_sas.contains(&sa.name))
+    {
         text.push_str(&sa_line(sa));
+        text.push('\n');
+    }
+    for peer in &config.peers {
+        text.push_str(&peer_line(peer));
         text.push('\n');
     }
     for sp in &config.sps {
         text.push_str(&sp_line(sp));
+        if let Some(peer) = config.ike_peers.get(&sp.name) {
+            let _ = write!(text, " --ike-peer {peer}");
+        }
         text.push('\n');
     }
     text
+}
+
+/// The `ike peer add` line of `peer`; its PSK as `key` writes keys.
+pub fn peer_line(peer: &crate::daemon::protocol::ExportedPeer) -> String {
+    format!(
+        "ike peer add --peer-name {} --local {} --remote {} --auth psk --psk {} \
+         --ike-proposal {} --esp-proposal {} --lifetime {} --ike-lifetime {} --rekey-margin {} \
+         --dpd {} --initiate {}",
+        peer.name,
+        peer.local,
+        peer.remote,
+        key(peer.psk.as_ref()),
+        peer.ike_proposal,
+        peer.esp_proposal,
+        peer.lifetime,
+        peer.ike_lifetime,
+        peer.rekey_margin,
+        peer.dpd,
+        peer.initiate.as_str()
+    )
 }
 
 fn address(address: Option<std::net::Ipv6Addr>) -> String {

@@ -18,6 +18,7 @@ pub mod explain;
 pub mod export;
 pub mod format;
 pub mod generate;
+pub mod ike;
 pub mod wireshark;
 
 use std::ffi::OsString;
@@ -191,7 +192,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             change(socket, &Request::SaResetReplay { sa_name: a.sa_name })
         }
         Command::Sp(SpCommand::List(out)) => list(socket, &Request::SpList, &out),
-        Command::Sp(SpCommand::Add(a)) => change(socket, &Request::SpAdd((*a).into())),
+        Command::Sp(SpCommand::Add(a)) => change(socket, &ike::sp_add_request(*a)),
         Command::Sp(SpCommand::Remove(a)) => {
             if let Some(name) = &a.sa_name {
                 // The source document removes an SP with `sp remove --sa-name`; that is a typo.
@@ -219,6 +220,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Generate(what) => generate::run(&what),
         Command::Daemon(_) => Err(Failure::new("the daemon is not a client command")),
         Command::Explain(a) => explain::run(socket, &a),
+        Command::Ike(c) => ike::run(socket, c),
     }
 }
 

@@ -104,6 +104,8 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
             );
         }
     }
+    let peer_kinds = super::ike::peer_differences(running, &desired);
+    super::ike::readd_peer_users(running, &desired, &peer_kinds, &mut sp_changes);
     let sa_kinds: BTreeMap<&str, DifferenceKind> = sa_changes
         .into_iter()
         .map(|(name, fields)| {
@@ -139,6 +141,18 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
             }),
         });
     }
+    for name in peer_kinds
+        .iter()
+        .filter(|(_, c)| replaced(c))
+        .map(|(n, _)| n)
+    {
+        plan.items.push(BatchItem {
+            line: None,
+            change: Change::PeerRemove(crate::model::PeerRemoveArgs {
+                peer_name: Some(name.clone()),
+            }),
+        });
+    }
     for item in file {
         let added = match &item.change {
             Change::SaAdd(args) => args
@@ -151,7 +165,18 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
                 .as_deref()
                 .and_then(|n| sp_changes.get(n))
                 .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
-            Change::SaRemove(_) | Change::SpRemove(_) => false,
+            Change::SaRemove(_) | Change::SpRemove(_) | Change::PeerRemove(_) => false,
+            Change::PeerAdd(args) => args
+                .peer_name
+                .as_deref()
+                .and_then(|n| peer_kinds.get(n))
+                .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
+            Change::SpAddIke(args) => args
+                .sp
+                .sp_name
+                .as_deref()
+                .and_then(|n| sp_changes.get(n))
+                .is_some_and(|c| !matches!(c, DifferenceKind::Removed)),
         };
         if added {
             plan.items.push(resolved(running, item));
@@ -160,6 +185,11 @@ pub fn plan(running: &Spd, file: &[BatchItem]) -> Result<Plan, ApplyError> {
     plan.differences = sa_kinds
         .into_iter()
         .map(|(name, change)| ("sa", name.to_owned(), change))
+        .chain(
+            peer_kinds
+                .into_iter()
+                .map(|(name, change)| ("peer", name, change)),
+        )
         .chain(
             sp_changes
                 .into_iter()
@@ -208,7 +238,25 @@ fn desired(running: &Spd, file: &[BatchItem]) -> Result<(Spd, Kept), ApplyError>
                     kept.insert(name, (index, line, option));
                 }
             }
-            Change::SpAdd(_) => {}
+            Change::SpAdd(_) | Change::SpAddIke(_) => {}
+            Change::PeerRemove(_) => return Err(not_an_add("ike peer remove", "peer")),
+            Change::PeerAdd(args) => {
+                if args.psk.as_deref() == Some(KEY_PLACEHOLDER)
+                    && args
+                        .peer_name
+                        .as_deref()
+                        .and_then(|n| running.peer(n))
+                        .is_none()
+                {
+                    return Err(ApplyError::Placeholder {
+                        index,
+                        line,
+                        option: opt::PSK,
+                        name: args.peer_name.clone().unwrap_or_default(),
+                        reason: "and no peer of that name is running".to_owned(),
+                    });
+                }
+            }
         }
         let resolved = resolved(running, item);
         change(&mut spd, &resolved.change).map_err(|source| ItemError {
@@ -234,6 +282,9 @@ fn placeholder_option(args: &SaAddArgs) -> Option<&'static str> {
 
 /// `item` with each key placeholder replaced by the running SA's key, when there is one.
 fn resolved(running: &Spd, item: &BatchItem) -> BatchItem {
+    if let Change::PeerAdd(_) = &item.change {
+        return super::ike::resolved_peer(running, item, KEY_PLACEHOLDER);
+    }
     let Change::SaAdd(args) = &item.change else {
         return item.clone();
     };
@@ -260,7 +311,12 @@ fn sa_differences<'a>(
     desired: &'a Spd,
 ) -> BTreeMap<&'a str, Option<Vec<String>>> {
     let mut out = BTreeMap::new();
-    for sa in running.sas() {
+    // IKE's SAs are not configuration: apply neither lists nor removes them.
+    for sa in running
+        .sas()
+        .iter()
+        .filter(|sa| running.ike_owner(&sa.name).is_none())
+    {
         match desired.sa(&sa.name) {
             None => {
                 out.insert(sa.name.as_str(), None);
@@ -334,8 +390,13 @@ fn sp_fields(a: &Sp, b: &Sp) -> Vec<String> {
         (opt::FLOW_DIRECTION, a.direction != b.direction),
         (opt::ACTION, a.action != b.action),
         (opt::SP_MODE, a.mode != b.mode),
-        (opt::SA_NAME, a.sa_name != b.sa_name),
+        // An SP that names an IKE peer is bound by IKE, not by configuration.
+        (
+            opt::SA_NAME,
+            a.sa_name != b.sa_name && a.ike_peer.is_none() && b.ike_peer.is_none(),
+        ),
         (opt::PRIORITY, a.priority != b.priority),
+        (opt::IKE_PEER, a.ike_peer != b.ike_peer),
     ];
     named(&differs)
 }
@@ -367,10 +428,26 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
         })
         .collect();
     sas.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut sps = super::control::sp_entries(spd, &super::port::Counters::default());
+    let mut ike_peers = BTreeMap::new();
+    for entry in &mut sps {
+        if let Some(peer) = spd.sp(&entry.name).and_then(|sp| sp.ike_peer.clone()) {
+            // The binding is IKE's, not configuration.
+            entry.sa_name = None;
+            ike_peers.insert(entry.name.clone(), peer);
+        }
+    }
     Configuration {
         generation,
+        ike_sas: sas
+            .iter()
+            .filter(|sa| spd.ike_owner(&sa.name).is_some())
+            .map(|sa| sa.name.clone())
+            .collect(),
         sas,
-        sps: super::control::sp_entries(spd, &super::port::Counters::default()),
+        sps,
+        peers: super::ike::exported_peers(spd, with_keys),
+        ike_peers,
     }
 }
 
@@ -502,6 +579,7 @@ mod tests {
                 Change::SaRemove(a) => format!("-sa {}", a.sa_name.as_deref().unwrap_or("")),
                 Change::SaAdd(a) => format!("+sa {}", a.sa_name.as_deref().unwrap_or("")),
                 Change::SpAdd(a) => format!("+sp {}", a.sp_name.as_deref().unwrap_or("")),
+                other => format!("{other:?}"),
             })
             .collect();
         assert_eq!(

@@ -56,6 +56,11 @@ pub fn change(spd: &mut Spd, change: &Change) -> Result<Outcome, ModelError> {
         Change::SpRemove(args) => {
             Outcome::Removed(spd.remove_sp(args)?.into_iter().map(|sp| sp.name).collect())
         }
+        Change::PeerAdd(args) => {
+            Outcome::Added(spd.add_peer(args, super::ike::check_peer)?.name.clone())
+        }
+        Change::PeerRemove(args) => Outcome::Removed(vec![spd.remove_peer(args)?.name]),
+        Change::SpAddIke(args) => Outcome::Added(spd.add_ike_sp(args)?.name.clone()),
     })
 }
 

@@ -52,6 +52,12 @@ pub(crate) struct Identity {
 enum Job {
     Request(Box<Request>, oneshot::Sender<Response>),
     Stop,
+    /// A CHILD_SA to install or remove (see `ike`), answered with an error message or nothing.
+    Ike(super::ike::IkeJob, oneshot::Sender<Result<(), String>>),
+    /// The IKE task's command channel: from now on it hears of every committed change.
+    AttachIke(super::ike::IkeLink),
+    /// Which `on-demand` peers had packets of an unbound SP since last asked (see `ike`).
+    IkeDemand(oneshot::Sender<Vec<String>>),
 }
 
 /// Handle to the worker thread that owns the state; one clone per client connection.
@@ -91,6 +97,8 @@ pub(crate) fn start(
         store,
         identity,
         started: Instant::now(),
+        ike: None,
+        demand_seen: std::collections::HashMap::new(),
     };
     let thread = std::thread::Builder::new()
         .name("xipsec-state".to_owned())
@@ -111,6 +119,35 @@ impl Control {
         }
         answer.await.unwrap_or_else(|_| shutting_down())
     }
+
+    /// Install or remove a CHILD_SA's SAs (the IKE task's door to the state).
+    ///
+    /// # Errors
+    /// Why the change was refused (nothing changed then).
+    pub(crate) async fn ike(&self, job: super::ike::IkeJob) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Ike(job, reply)).is_err() {
+            return Err("the daemon is shutting down".to_owned());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the daemon is shutting down".to_owned()))
+    }
+
+    /// The `on-demand` peers whose unbound outbound SPs counted packets since the last call:
+    /// the datapath's signal that a flow wants an SA.
+    pub(crate) async fn ike_demand(&self) -> Vec<String> {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::IkeDemand(reply)).is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Connect the IKE task: it gets the peers now and after every committed change.
+    pub(crate) fn attach_ike(&self, link: super::ike::IkeLink) {
+        let _ = self.jobs.send(Job::AttachIke(link));
+    }
 }
 
 fn shutting_down() -> Response {
@@ -127,6 +164,10 @@ struct State {
     store: StateStore,
     identity: Identity,
     started: Instant,
+    /// The IKE task, once attached.
+    ike: Option<super::ike::IkeLink>,
+    /// Per unbound SP of an `on-demand` peer, the packets it had counted when last asked.
+    demand_seen: std::collections::HashMap<String, u64>,
 }
 
 /// An applied, not yet committed change: what it did and its log line.
@@ -169,6 +210,25 @@ impl State {
                         stopping = true;
                         continue;
                     }
+                    Job::Ike(job, reply) => {
+                        self.commit(std::mem::take(&mut group));
+                        let _ = reply.send(self.ike_job(job));
+                        continue;
+                    }
+                    Job::AttachIke(link) => {
+                        self.ike = Some(link);
+                        self.tell_ike();
+                        continue;
+                    }
+                    Job::IkeDemand(reply) => {
+                        let counters = self.counters();
+                        let _ = reply.send(super::ike::demanded(
+                            &self.spd,
+                            &counters,
+                            &mut self.demand_seen,
+                        ));
+                        continue;
+                    }
                 };
                 if stopping {
                     let _ = reply.send(shutting_down());
@@ -190,6 +250,12 @@ impl State {
                         self.commit(std::mem::take(&mut group));
                         let _ = reply.send(self.apply(&apply));
                     }
+                    Request::IkeSaList => match &self.ike {
+                        Some(link) => link.list(reply),
+                        None => {
+                            let _ = reply.send(Response::IkeSaList(Vec::new()));
+                        }
+                    },
                     request => match self.read(request) {
                         Ok(response) => {
                             let _ = reply.send(response);
@@ -252,6 +318,7 @@ impl State {
         };
         self.spd = next;
         self.generation = generation;
+        self.tell_ike();
         info!(
             items,
             added = summary.added,
@@ -361,6 +428,11 @@ impl State {
             Request::SaRemove(args) => return Err(Box::new(Change::SaRemove(args))),
             Request::SpAdd(args) => return Err(Box::new(Change::SpAdd(args))),
             Request::SpRemove(args) => return Err(Box::new(Change::SpRemove(args))),
+            Request::PeerAdd(args) => return Err(Box::new(Change::PeerAdd(args))),
+            Request::PeerRemove(args) => return Err(Box::new(Change::PeerRemove(args))),
+            Request::SpAddIke(args) => return Err(Box::new(Change::SpAddIke(args))),
+            Request::PeerList => Response::PeerList(super::ike::peer_entries(&self.spd)),
+            Request::IkeSaList => Response::IkeSaList(Vec::new()),
             Request::Export { with_keys } => Response::Configuration(super::apply::configuration(
                 &self.spd,
                 self.generation,
@@ -451,6 +523,7 @@ impl State {
         }
         self.spd = next;
         self.generation = last;
+        self.tell_ike();
         for (p, generation) in group.pending.into_iter().zip(base + 1..) {
             (p.log)();
             let _ = p.reply.send(match p.outcome {
@@ -487,6 +560,31 @@ impl State {
             sync: synced - started,
             save: synced.elapsed(),
         })
+    }
+
+    /// Tell the IKE task what the committed state asks of it (it ignores what did not change).
+    fn tell_ike(&self) {
+        if let Some(link) = &self.ike {
+            link.configure(&self.spd);
+        }
+    }
+
+    /// A CHILD_SA's SAs installed or removed: datapath only, as `ike` SAs never reach the
+    /// state file; the configuration generation does not move.
+    fn ike_job(&mut self, job: super::ike::IkeJob) -> Result<(), String> {
+        let mut next = self.spd.clone();
+        let log = super::ike::apply(&mut next, job)?;
+        if let Err(e) = self.datapath.sync(&next) {
+            error!(error = %Chain(&e), "the datapath refused an ike sa change; restoring");
+            return Err(format!(
+                "the datapath refused the change: {}{}",
+                Chain(&e),
+                self.restore()
+            ));
+        }
+        self.spd = next;
+        log();
+        Ok(())
     }
 
     /// Sync the datapath back to the committed state; text to append to the error if that
@@ -571,7 +669,12 @@ fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {
                 spi: sa.spi,
                 encryption_algorithm: sa.encryption,
                 integrity_algorithm: sa.integrity,
-                owner: "user".to_owned(),
+                owner: if spd.ike_owner(&sa.name).is_some() {
+                    "ike"
+                } else {
+                    "user"
+                }
+                .to_owned(),
                 in_use_by,
                 packets: count.packets,
                 bytes: count.bytes,

@@ -20,6 +20,7 @@ pub mod batch;
 mod control;
 mod enforcement;
 pub mod explain;
+pub mod ike;
 pub mod metrics;
 pub mod notify;
 pub mod port;
@@ -120,6 +121,8 @@ pub async fn serve_with(
     };
     let (control, worker) = control::start(saved, datapath, store, identity)
         .context("cannot start the state worker thread")?;
+    // IKEv2: the task hears of the restored peers at once and negotiates `always` ones.
+    control.attach_ike(ike::spawn(control.clone()));
     let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some((metrics_listener, m)) = metrics_listener {
         info!(listen = %m.listen, max_sps = m.max_sps, "serving GET /metrics");

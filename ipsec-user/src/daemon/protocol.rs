@@ -65,6 +65,14 @@ pub enum Request {
     Metrics {
         max_sps: u64,
     },
+    // IKEv2 (see `daemon::ike`): peers are configuration like SAs and SPs; `ike sa list` is
+    // answered by the IKE task.
+    PeerAdd(crate::model::PeerAddArgs),
+    PeerRemove(crate::model::PeerRemoveArgs),
+    PeerList,
+    IkeSaList,
+    /// `sp add --ike-peer`: an SP whose SAs IKE negotiates.
+    SpAddIke(crate::model::IkeSpAddArgs),
 }
 
 /// The prefix of every serialised [`Request::Apply`] line: like a batch, it may be large.
@@ -101,6 +109,9 @@ pub enum Change {
     SaRemove(SaRemoveArgs),
     SpAdd(SpAddArgs),
     SpRemove(SpRemoveArgs),
+    PeerAdd(crate::model::PeerAddArgs),
+    PeerRemove(crate::model::PeerRemoveArgs),
+    SpAddIke(crate::model::IkeSpAddArgs),
 }
 
 /// Changes validated as a whole, in order (each against the ones before it), and committed
@@ -169,6 +180,64 @@ pub enum Response {
     Configuration(Configuration),
     /// The answer to [`Request::Explain`].
     Explained(ExplainReport),
+    PeerList(Vec<PeerEntry>),
+    IkeSaList(Vec<IkeSaEntry>),
+}
+
+/// One IKE peer as `xipsec ike peer list` shows it (never the PSK).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerEntry {
+    /// Its `ike peer add` options, without the PSK.
+    #[serde(flatten)]
+    pub peer: ExportedPeer,
+    pub auth: String,
+    /// Names of the SPs that name this peer.
+    pub in_use_by: Vec<String>,
+    /// The `ike` SAs installed for it.
+    pub sas: Vec<String>,
+}
+
+/// One peer with everything `ike peer add` needs; the PSK only when asked for with keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedPeer {
+    pub name: String,
+    pub local: std::net::Ipv6Addr,
+    pub remote: std::net::Ipv6Addr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk: Option<crate::model::Key>,
+    pub ike_proposal: String,
+    pub esp_proposal: String,
+    pub lifetime: u32,
+    pub ike_lifetime: u32,
+    pub rekey_margin: u32,
+    pub dpd: u32,
+    pub initiate: crate::model::Initiate,
+}
+
+/// One IKE SA as `xipsec ike sa list` shows it: never a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IkeSaEntry {
+    pub peer: String,
+    /// `initiator` or `responder`.
+    pub role: String,
+    /// `init-sent`, `auth-sent`, `half-open`, `established`, `deleting`, ...
+    pub state: String,
+    /// SPIi and SPIr, 16 hex digits each.
+    pub spi_i: String,
+    pub spi_r: String,
+    /// The IKE suite (`aes128-sha256-prfsha256-x25519`), empty before IKE_SA_INIT completed.
+    pub suite: String,
+    pub local: String,
+    pub remote: String,
+    pub encapsulated: bool,
+    /// Seconds since IKE_AUTH completed (`None` before).
+    pub established_seconds: Option<u64>,
+    /// Seconds until the IKE SA is rekeyed (its lifetime less the margin), when established.
+    pub rekey_seconds: Option<u64>,
+    /// CHILD_SAs: `inbound/outbound` SPIs in hex.
+    pub child_sas: Vec<String>,
+    pub messages_received: u64,
+    pub messages_sent: u64,
 }
 
 /// What `xipsec apply` found and did.
@@ -216,6 +285,15 @@ pub struct Configuration {
     pub sas: Vec<ExportedSa>,
     /// In creation order (the order their age ranks them by).
     pub sps: Vec<SpEntry>,
+    /// IKE peers, in creation order (before the SPs that name them in an apply file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<ExportedPeer>,
+    /// SP name -> the peer it names (`sp add --ike-peer`); such an SP's `sa_name` is IKE's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ike_peers: std::collections::BTreeMap<String, String>,
+    /// Names of the `sas` IKE negotiated: in the Wireshark table, never in an apply file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ike_sas: Vec<String>,
 }
 
 /// One SA with everything `sa add` needs; the keys only when asked for with keys.

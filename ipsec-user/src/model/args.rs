@@ -30,6 +30,20 @@ pub mod opt {
     pub const SP_MODE: &str = "--sp-mode";
     pub const SP_NAME: &str = "--sp-name";
     pub const PRIORITY: &str = "--priority";
+    // `ike peer add|remove` and `sp add --ike-peer` (IKEv2; not ESXi options).
+    pub const PEER_NAME: &str = "--peer-name";
+    pub const LOCAL: &str = "--local";
+    pub const REMOTE: &str = "--remote";
+    pub const AUTH: &str = "--auth";
+    pub const PSK: &str = "--psk";
+    pub const IKE_PROPOSAL: &str = "--ike-proposal";
+    pub const ESP_PROPOSAL: &str = "--esp-proposal";
+    pub const LIFETIME: &str = "--lifetime";
+    pub const IKE_LIFETIME: &str = "--ike-lifetime";
+    pub const REKEY_MARGIN: &str = "--rekey-margin";
+    pub const DPD: &str = "--dpd";
+    pub const INITIATE: &str = "--initiate";
+    pub const IKE_PEER: &str = "--ike-peer";
 }
 
 /// `sa add`. Its `Debug` never shows the keys (see the impl below).
@@ -119,4 +133,70 @@ pub struct SpAddArgs {
 pub struct SpRemoveArgs {
     pub sp_name: Option<String>,
     pub remove_all: bool,
+}
+
+/// `ike peer add`. Its `Debug` never shows the PSK.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerAddArgs {
+    pub peer_name: Option<String>,
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    pub auth: Option<String>,
+    pub psk: Option<String>,
+    pub ike_proposal: Option<String>,
+    pub esp_proposal: Option<String>,
+    pub lifetime: Option<String>,
+    pub ike_lifetime: Option<String>,
+    pub rekey_margin: Option<String>,
+    pub dpd: Option<String>,
+    pub initiate: Option<String>,
+}
+
+/// Written out like `SaAddArgs`'s: the PSK text never reaches a log.
+impl fmt::Debug for PeerAddArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            peer_name,
+            local,
+            remote,
+            auth,
+            psk,
+            ike_proposal,
+            esp_proposal,
+            lifetime,
+            ike_lifetime,
+            rekey_margin,
+            dpd,
+            initiate,
+        } = self;
+        f.debug_struct("PeerAddArgs")
+            .field("peer_name", peer_name)
+            .field("local", local)
+            .field("remote", remote)
+            .field("auth", auth)
+            .field("psk", &RedactedKey(psk))
+            .field("ike_proposal", ike_proposal)
+            .field("esp_proposal", esp_proposal)
+            .field("lifetime", lifetime)
+            .field("ike_lifetime", ike_lifetime)
+            .field("rekey_margin", rekey_margin)
+            .field("dpd", dpd)
+            .field("initiate", initiate)
+            .finish()
+    }
+}
+
+/// `ike peer remove`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRemoveArgs {
+    pub peer_name: Option<String>,
+}
+
+/// `sp add --ike-peer NAME`: an `ipsec` SP whose SAs IKE negotiates with that peer, instead of
+/// naming one with `--sa-name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IkeSpAddArgs {
+    #[serde(flatten)]
+    pub sp: SpAddArgs,
+    pub ike_peer: Option<String>,
 }

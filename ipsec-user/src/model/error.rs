@@ -235,6 +235,28 @@ pub enum ModelError {
     /// A loaded state breaks an invariant; `what` names the record.
     #[error("state: {what}: {reason}")]
     InvalidState { what: String, reason: String },
+
+    /// An `ike peer add` value the option does not accept, with the reason (proposal syntax,
+    /// PSK length, lifetimes against each other, ...).
+    #[error("{option}: {reason}")]
+    Peer {
+        option: &'static str,
+        reason: String,
+    },
+
+    /// The peer to remove is named by policies.
+    #[error("--peer-name: peer '{peer}' is used by {}; remove those policies first", list_sps(.sps))]
+    PeerInUse { peer: String, sps: Vec<String> },
+
+    /// `sp add --ike-peer` names a peer that does not exist.
+    #[error("--ike-peer: no peer named '{name}'; add it first with ike peer add")]
+    UnknownPeer { name: String },
+
+    /// An SA IKE negotiated is IKE's to remove.
+    #[error(
+        "--sa-name: sa '{sa}' was negotiated by ike with peer '{peer}'; it goes when its child sa is deleted or expires (or remove the peer's policies and the peer)"
+    )]
+    IkeOwned { sa: String, peer: String },
 }
 
 impl ModelError {

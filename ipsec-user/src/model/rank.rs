@@ -205,6 +205,7 @@ mod tests {
             mode: Mode::Transport,
             sa_name: None,
             priority: None,
+            ike_peer: None,
         }
     }
 

@@ -35,6 +35,11 @@ pub struct Sp {
     pub mode: Mode,
     pub sa_name: Option<String>,
     pub priority: Option<u16>,
+    /// `sp add --ike-peer`: the SAs are negotiated with this peer; `sa_name` is then the SA
+    /// IKE installed last (`None` until a CHILD_SA exists: the flow fails closed). Never
+    /// persisted with a binding (see `spd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_peer: Option<String>,
 }
 
 /// What two policies must not share: selector, direction and priority.
@@ -54,6 +59,47 @@ impl Sp {
     pub(crate) fn parse<'a>(
         args: &SpAddArgs,
         find_sa: impl Fn(&str) -> Option<&'a Sa>,
+    ) -> Result<Self, ModelError> {
+        Self::parse_with(args, find_sa, None)
+    }
+
+    /// [`Self::parse`] for `sp add --ike-peer`: exactly one of `--sa-name` and `--ike-peer`,
+    /// action `ipsec` only, and `peer_exists` must know the peer. The SP starts unbound.
+    pub(crate) fn parse_ike<'a>(
+        args: &SpAddArgs,
+        ike_peer: &str,
+        find_sa: impl Fn(&str) -> Option<&'a Sa>,
+        peer_exists: impl Fn(&str) -> bool,
+    ) -> Result<Self, ModelError> {
+        if args.sa_name.is_some() {
+            return Err(ModelError::RemoveConflict {
+                option: opt::IKE_PEER,
+                other: opt::SA_NAME,
+            });
+        }
+        if let Some(action) = &args.action
+            && !action.eq_ignore_ascii_case("ipsec")
+        {
+            return Err(ModelError::Peer {
+                option: opt::IKE_PEER,
+                reason: format!(
+                    "only with --action ipsec, not '{}'; omit --ike-peer",
+                    shown(action)
+                ),
+            });
+        }
+        if !peer_exists(ike_peer) {
+            return Err(ModelError::UnknownPeer {
+                name: shown(ike_peer),
+            });
+        }
+        Self::parse_with(args, find_sa, Some(ike_peer))
+    }
+
+    fn parse_with<'a>(
+        args: &SpAddArgs,
+        find_sa: impl Fn(&str) -> Option<&'a Sa>,
+        ike_peer: Option<&str>,
     ) -> Result<Self, ModelError> {
         let source = parse::prefix(
             opt::SP_SOURCE,
@@ -108,7 +154,9 @@ impl Sp {
             .map(|value| parse::keyword(opt::SP_MODE, value, Mode::ALL, allowed::MODE))
             .transpose()?;
         let sa = match &args.sa_name {
-            None if action == Action::Ipsec => return Err(ModelError::SaRequired),
+            None if action == Action::Ipsec && ike_peer.is_none() => {
+                return Err(ModelError::SaRequired);
+            }
             None => None,
             Some(name) => {
                 Some(find_sa(name).ok_or_else(|| ModelError::UnknownSa { name: shown(name) })?)
@@ -145,6 +193,7 @@ impl Sp {
             mode,
             sa_name: sa.map(|sa| sa.name.clone()),
             priority,
+            ike_peer: ike_peer.map(str::to_owned),
         };
         sp.check()?;
         Ok(sp)
@@ -194,8 +243,14 @@ impl Sp {
             }
             UpperLayerProtocol::Tcp | UpperLayerProtocol::Udp => {}
         }
-        if self.action == Action::Ipsec && self.sa_name.is_none() {
+        if self.action == Action::Ipsec && self.sa_name.is_none() && self.ike_peer.is_none() {
             return Err(ModelError::SaRequired);
+        }
+        if self.ike_peer.is_some() && self.action != Action::Ipsec {
+            return Err(ModelError::Peer {
+                option: opt::IKE_PEER,
+                reason: "only with --action ipsec".to_owned(),
+            });
         }
         Ok(())
     }

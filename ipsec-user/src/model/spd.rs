@@ -7,16 +7,17 @@
 //! vector, which is O(n) memory moves but no per-record lookups. The index is derived state: not
 //! serialised, rebuilt whenever records arrive from elsewhere (deserialising).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::args::{SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
+use super::args::{IkeSpAddArgs, SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, opt};
 use super::error::{ModelError, shown};
 use super::former::Former;
 use super::index::Index;
 use super::parse::{self, allowed};
+use super::peer::Peer;
 use super::sa::Sa;
 use super::sp::Sp;
 
@@ -28,12 +29,14 @@ pub const SEQ_BITS: u32 = 28;
 
 const SEQ_LIMIT: u32 = 1 << SEQ_BITS;
 
+mod ike;
+
 /// The security policy database: SAs, SPs and the creation counter. This is the persisted state;
 /// after deserialising one, call `validate`.
 ///
 /// Equality, `Debug` and the serialised form cover the records and the counter only, never the
 /// index derived from them.
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(from = "Records")]
 pub struct Spd {
     /// In creation order.
@@ -48,6 +51,17 @@ pub struct Spd {
     /// Lookup tables over `sas` and `sps`; every change to them goes through it too.
     #[serde(skip)]
     index: Index,
+    /// IKE peers (`ike peer add`), in creation order; persisted.
+    #[serde(default)]
+    peers: Vec<Peer>,
+    /// The SAs IKE installed (`sa list` owner `ike`), by name: their peer. In memory only: the
+    /// serialised SPD leaves these SAs and the SPs' bindings to them out (negotiated keys never
+    /// reach the disk).
+    #[serde(skip)]
+    ike_sas: BTreeMap<String, String>,
+    /// Per peer, the (inbound, outbound) SA pair IKE installed last: what its SPs are bound to.
+    #[serde(skip)]
+    ike_current: BTreeMap<String, (String, String)>,
 }
 
 /// What a state file holds of an `Spd`: everything but the index, which is rebuilt from it.
@@ -60,6 +74,9 @@ struct Records {
     /// Absent in state files written before key rotation kept former SAs.
     #[serde(default)]
     former: Former,
+    /// Absent in state files written before IKE peers existed.
+    #[serde(default)]
+    peers: Vec<Peer>,
 }
 
 impl From<Records> for Spd {
@@ -69,6 +86,7 @@ impl From<Records> for Spd {
             sps,
             next_seq,
             former,
+            peers,
         } = records;
         let index = Index::build(&sas, &sps);
         Self {
@@ -77,6 +95,9 @@ impl From<Records> for Spd {
             next_seq,
             former,
             index,
+            peers,
+            ike_sas: BTreeMap::new(),
+            ike_current: BTreeMap::new(),
         }
     }
 }
@@ -88,6 +109,8 @@ impl PartialEq for Spd {
             && self.sps == other.sps
             && self.next_seq == other.next_seq
             && self.former == other.former
+            && self.peers == other.peers
+            && self.ike_sas == other.ike_sas
     }
 }
 
@@ -100,6 +123,8 @@ impl fmt::Debug for Spd {
             .field("sps", &self.sps)
             .field("next_seq", &self.next_seq)
             .field("former", &self.former)
+            .field("peers", &self.peers)
+            .field("ike_sas", &self.ike_sas)
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +138,12 @@ impl Spd {
     /// `sa add`: parses and validates every option, checks name and SPI uniqueness and the limit,
     /// then adds the SA in the lowest free slot.
     pub fn add_sa(&mut self, args: &SaAddArgs) -> Result<&Sa, ModelError> {
-        let mut sa = Sa::parse(args)?;
+        let sa = Sa::parse(args)?;
+        self.insert_sa(sa)
+    }
+
+    /// Adds a parsed SA after the checks across SAs (limit, name, SPI, GCM key).
+    fn insert_sa(&mut self, mut sa: Sa) -> Result<&Sa, ModelError> {
         if self.sas.len() >= MAX_SA as usize {
             return Err(ModelError::Limit {
                 option: opt::SA_NAME,
@@ -167,6 +197,9 @@ impl Spd {
                     other,
                 });
             }
+            if !self.ike_sas.is_empty() {
+                return self.remove_user_sas();
+            }
             let held: Vec<(String, Vec<String>)> = self
                 .sas
                 .iter()
@@ -202,6 +235,12 @@ impl Spd {
             }
             (opt::SA_SPI, self.find_by_triple(args)?)
         };
+        if let Some(peer) = self.ike_sas.get(&self.sas[index].name) {
+            return Err(ModelError::IkeOwned {
+                sa: self.sas[index].name.clone(),
+                peer: peer.clone(),
+            });
+        }
         let users = self.user_names(&self.sas[index].name);
         if !users.is_empty() {
             return Err(ModelError::SaInUse {
@@ -247,7 +286,28 @@ impl Spd {
     /// checks name uniqueness, duplicate selectors and the limit, then adds the SP in the lowest
     /// free slot with the next `seq`.
     pub fn add_sp(&mut self, args: &SpAddArgs) -> Result<&Sp, ModelError> {
-        let mut sp = Sp::parse(args, |name| self.sa(name))?;
+        let sp = Sp::parse(args, |name| self.sa(name))?;
+        self.insert_sp(sp)
+    }
+
+    /// `sp add --ike-peer`: like `add_sp`, for an SP whose SAs IKE negotiates with a configured
+    /// peer. It is bound at once to the peer's current CHILD_SA, if there is one.
+    pub fn add_ike_sp(&mut self, args: &IkeSpAddArgs) -> Result<&Sp, ModelError> {
+        let Some(peer) = &args.ike_peer else {
+            return self.add_sp(&args.sp);
+        };
+        let mut sp = Sp::parse_ike(
+            &args.sp,
+            peer,
+            |name| self.sa(name),
+            |name| self.peer(name).is_some(),
+        )?;
+        sp.sa_name = self.ike_binding(peer, sp.direction, sp.mode);
+        self.insert_sp(sp)
+    }
+
+    /// Adds a parsed SP after the checks across SPs.
+    fn insert_sp(&mut self, mut sp: Sp) -> Result<&Sp, ModelError> {
         if self.sps.len() >= MAX_SP as usize {
             return Err(ModelError::Limit {
                 option: opt::SP_NAME,
@@ -579,7 +639,7 @@ impl Spd {
                 }
             }
         }
-        Ok(())
+        self.validate_peers()
     }
 }
 

@@ -9,6 +9,9 @@
 //! the removed SAs' settled ceilings) is returned in [`Rebuilt`] for the I/O layer to write
 //! after releasing the tables.
 //!
+//! An SA IKE negotiated (`Spd::ike_owner`) has keys that die with the process: it starts at
+//! sequence number 1 with every number reserved (nothing written) and no IV epoch.
+//!
 //! An AES-GCM SA keyed afresh gets the next IV epoch of its key (see `seq`): one above the
 //! persisted one and above every epoch handed out in this rebuild, returned as one more
 //! reservation beside the SA's own, so both reach the disk in one write before the SA's first
@@ -96,7 +99,11 @@ pub fn rebuild(
         };
         let mut tx = OutboundSa::new(&config).map_err(keyed)?;
         let rx = InboundSa::new(&config).map_err(keyed)?;
-        let epoch = match identity.iv_entry() {
+        // An SA IKE negotiated has keys no restart will see again: no IV epoch to persist.
+        let epoch = match identity
+            .iv_entry()
+            .filter(|_| spd.ike_owner(&sa.name).is_none())
+        {
             None => None,
             Some(entry) => {
                 let last = epochs
@@ -143,8 +150,16 @@ pub fn rebuild(
                     );
                     reservations.push(epoch);
                 }
-                let reserved = persisted.reservation(&sa.name, sa.spi).unwrap_or(0);
+                // An `ike` SA's keys die with the process, so its sequence numbers need no
+                // reservation on disk: all of them are this process's to use.
+                let ike = spd.ike_owner(&sa.name).is_some();
+                let reserved = if ike {
+                    0
+                } else {
+                    persisted.reservation(&sa.name, sa.spi).unwrap_or(0)
+                };
                 tx.resume_after(reserved);
+                let reserved = if ike { u32::MAX } else { reserved };
                 let in_flight = reserved < u32::MAX;
                 if in_flight {
                     reservations.push(SeqReservation {
@@ -227,7 +242,12 @@ pub fn rebuild(
         registry,
         reservations,
         settle,
-        live_sas: spd.sas().iter().map(|s| (s.name.clone(), s.spi)).collect(),
+        live_sas: spd
+            .sas()
+            .iter()
+            .filter(|s| spd.ike_owner(&s.name).is_none())
+            .map(|s| (s.name.clone(), s.spi))
+            .collect(),
         live_ceilings: inb.sas.iter().map(|e| (e.identity.spi, e.key_id)).collect(),
     })
 }

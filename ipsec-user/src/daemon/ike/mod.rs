@@ -1,0 +1,192 @@
+//! IKEv2 in the daemon: one task owns the I/O-free core ([`crate::ike::Ike`]), its UDP sockets
+//! and its timer, and turns what the core reports into state changes through the control
+//! worker, the one owner of the state.
+//!
+//! Contract:
+//! - Configuration flows one way: after every committed change the control worker sends the
+//!   peers and their SPs' selectors ([`config::desired`]); the task adds, replaces or removes
+//!   peers in the core when what they ask for changed (a changed peer's SAs are deleted and
+//!   negotiated again), and initiates `--initiate always` peers (at start, after `ike peer add`,
+//!   and again a few seconds after their IKE SA is gone).
+//! - Sockets: one UDP socket per (peer local address, port 500 and 4500), bound lazily and
+//!   retried while the address is not there yet. Every datagram goes to the core with the
+//!   address it arrived on; on 4500 the core takes only those with the non-ESP marker.
+//! - Events: `ChildSaEstablished` -> two `ike` SAs installed through [`Control::ike`] and bound
+//!   to the peer's SPs (on rekey the old inbound SA stays accepted until `ChildSaDeleted`,
+//!   through the model's `former`); if the state refuses them (an SPI in use) the CHILD_SA is
+//!   deleted again. `ChildSaDeleted` -> its SAs removed (the SPs unbound: their flows fail
+//!   closed). `Failed` -> a warning naming the peer and the RFC 7296 notify
+//!   (`AUTHENTICATION_FAILED`, `NO_PROPOSAL_CHOSEN`, ...).
+//! - `ike` SAs live in memory only (see `model::spd::ike`); after a restart `always` peers
+//!   negotiate again and the flows stay dropped until they have.
+//! - IKE itself must never be subject to the SPD: [`bypass_pairs`] lists the (local, remote)
+//!   address pairs whose UDP 500/4500 the datapath lets through.
+
+mod apply;
+mod config;
+mod install;
+mod runtime;
+
+use std::net::Ipv6Addr;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use super::protocol::{ExportedPeer, PeerEntry, Response};
+use crate::ike::ChildSa;
+use crate::model::{ModelError, Spd};
+
+pub(crate) use apply::{peer_differences, readd_peer_users, resolved_peer};
+pub(crate) use config::check_peer;
+pub(crate) use runtime::spawn;
+
+/// A change the IKE task asks of the state.
+pub(crate) enum IkeJob {
+    /// Install a CHILD_SA's two SAs and bind the peer's SPs to them.
+    Install(Box<ChildSa>),
+    /// Remove the SAs of a deleted CHILD_SA (inbound and outbound SPI).
+    Remove { peer: String, spis: [u32; 2] },
+}
+
+/// Apply `job` to `spd` (unchanged on error); the log line to write once it is committed.
+///
+/// # Errors
+/// Why the SAs could not be installed.
+pub(crate) fn apply(spd: &mut Spd, job: IkeJob) -> Result<Box<dyn FnOnce() + Send>, String> {
+    match job {
+        IkeJob::Install(child) => {
+            let (inbound, outbound) = install::sa_pair(&child)
+                .ok_or_else(|| "an ipv4 child sa cannot be installed".to_owned())?;
+            let names = (inbound.name.clone(), outbound.name.clone());
+            spd.install_ike_child(&child.peer, inbound, outbound)
+                .map_err(|e: ModelError| e.to_string())?;
+            let (peer, rekeys, suite) = (child.peer.clone(), child.rekeys, child.suite);
+            Ok(Box::new(move || {
+                info!(
+                    peer, inbound = %names.0, outbound = %names.1,
+                    encryption = suite.encryption.as_str(), integrity = suite.integrity.as_str(),
+                    rekeys = rekeys.map(|spi| format!("{spi:08x}")).as_deref().unwrap_or("-"),
+                    "ike: child sa installed"
+                );
+            }))
+        }
+        IkeJob::Remove { peer, spis } => {
+            let removed = spd.remove_ike_sas(&spis);
+            Ok(Box::new(move || {
+                if !removed.is_empty() {
+                    info!(peer, sas = ?removed, "ike: child sa removed");
+                }
+            }))
+        }
+    }
+}
+
+/// The `on-demand` peers with an unbound outbound SP whose packet counter grew since the last
+/// call (`seen` holds the counts; the first sight of an SP only records it). The kernel counts
+/// an `ipsec` SP's packets before the ESP engine drops them for want of an SA, so this is the
+/// datapath's signal that a flow wants a CHILD_SA.
+pub(crate) fn demanded(
+    spd: &Spd,
+    counters: &crate::daemon::port::Counters,
+    seen: &mut std::collections::HashMap<String, u64>,
+) -> Vec<String> {
+    let mut peers = Vec::new();
+    let mut live = std::collections::HashSet::new();
+    for peer in spd
+        .peers()
+        .iter()
+        .filter(|p| p.initiate == crate::model::Initiate::OnDemand)
+    {
+        for sp in spd
+            .ike_sps(&peer.name)
+            .filter(|sp| sp.sa_name.is_none() && sp.direction == crate::model::Direction::Out)
+        {
+            let packets = counters.sp.get(&sp.id).map_or(0, |c| c.packets);
+            live.insert(sp.name.clone());
+            let before = seen.insert(sp.name.clone(), packets);
+            if before.is_some_and(|b| packets > b) && !peers.contains(&peer.name) {
+                peers.push(peer.name.clone());
+            }
+        }
+    }
+    seen.retain(|name, _| live.contains(name));
+    peers
+}
+
+/// Commands from the control worker to the IKE task.
+pub(crate) enum Command {
+    /// The committed peers and selectors.
+    Configure(Vec<config::Desired>),
+    /// `ike sa list`.
+    List(oneshot::Sender<Response>),
+    /// A flow of this `on-demand` peer found no SA ([`demanded`]); rate-limited by the task.
+    OnDemand(String),
+}
+
+/// The control worker's handle on the IKE task.
+#[derive(Clone)]
+pub(crate) struct IkeLink(mpsc::UnboundedSender<Command>);
+
+impl IkeLink {
+    pub(crate) fn configure(&self, spd: &Spd) {
+        let _ = self.0.send(Command::Configure(config::desired(spd)));
+    }
+
+    pub(crate) fn list(&self, reply: oneshot::Sender<Response>) {
+        if let Err(mpsc::error::SendError(Command::List(reply))) = self.0.send(Command::List(reply))
+        {
+            let _ = reply.send(Response::IkeSaList(Vec::new()));
+        }
+    }
+}
+
+/// Every peer with everything `ike peer add` needs, for `export`; the PSK only `with_keys`.
+pub(crate) fn exported_peers(spd: &Spd, with_keys: bool) -> Vec<ExportedPeer> {
+    spd.peers()
+        .iter()
+        .map(|p| ExportedPeer {
+            name: p.name.clone(),
+            local: p.local,
+            remote: p.remote,
+            psk: with_keys.then(|| p.psk.clone()),
+            ike_proposal: p.ike_proposal.clone(),
+            esp_proposal: p.esp_proposal.clone(),
+            lifetime: p.lifetime,
+            ike_lifetime: p.ike_lifetime,
+            rekey_margin: p.rekey_margin,
+            dpd: p.dpd,
+            initiate: p.initiate,
+        })
+        .collect()
+}
+
+/// `ike peer list`: every peer (its `ike peer add` options but the PSK), its SPs and its `ike`
+/// SAs.
+pub(crate) fn peer_entries(spd: &Spd) -> Vec<PeerEntry> {
+    spd.peers()
+        .iter()
+        .zip(exported_peers(spd, false))
+        .map(|(p, exported)| PeerEntry {
+            peer: exported,
+            auth: "psk".to_owned(),
+            in_use_by: spd.ike_sps(&p.name).map(|sp| sp.name.clone()).collect(),
+            sas: spd
+                .sas()
+                .iter()
+                .filter(|sa| spd.ike_owner(&sa.name) == Some(p.name.as_str()))
+                .map(|sa| sa.name.clone())
+                .collect(),
+        })
+        .collect()
+}
+
+/// The (local, remote) address pairs between which IKE runs (UDP 500 and 4500): what the
+/// datapath must never subject to the SPD (`Datapath::set_ike_peers`, helper udp's API; wired
+/// at merge).
+pub fn bypass_pairs(spd: &Spd) -> Vec<(Ipv6Addr, Ipv6Addr)> {
+    let mut pairs: Vec<(Ipv6Addr, Ipv6Addr)> =
+        spd.peers().iter().map(|p| (p.local, p.remote)).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
