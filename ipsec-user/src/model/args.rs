@@ -30,6 +30,7 @@ pub mod opt {
     pub const SP_MODE: &str = "--sp-mode";
     pub const SP_NAME: &str = "--sp-name";
     pub const PRIORITY: &str = "--priority";
+    pub const UDP_ENCAPSULATION: &str = "--udp-encapsulation";
 }
 
 /// `sa add`. Its `Debug` never shows the keys (see the impl below).
@@ -44,6 +45,9 @@ pub struct SaAddArgs {
     pub integrity_algorithm: Option<String>,
     pub integrity_key: Option<String>,
     pub sa_name: Option<String>,
+    /// xipsec only: `PORTS` of ESP in UDP (RFC 3948); absent in older requests and files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_encapsulation: Option<String>,
 }
 
 /// How a raw key option shows in `Debug`: whether it was given, and its length, never its text.
@@ -73,6 +77,7 @@ impl fmt::Debug for SaAddArgs {
             integrity_algorithm,
             integrity_key,
             sa_name,
+            udp_encapsulation,
         } = self;
         f.debug_struct("SaAddArgs")
             .field("sa_source", sa_source)
@@ -84,6 +89,7 @@ impl fmt::Debug for SaAddArgs {
             .field("integrity_algorithm", integrity_algorithm)
             .field("integrity_key", &RedactedKey(integrity_key))
             .field("sa_name", sa_name)
+            .field("udp_encapsulation", udp_encapsulation)
             .finish()
     }
 }

@@ -235,6 +235,12 @@ pub enum ModelError {
     /// A loaded state breaks an invariant; `what` names the record.
     #[error("state: {what}: {reason}")]
     InvalidState { what: String, reason: String },
+
+    /// ESP in UDP is sent to, and accepted from, one peer address and port.
+    #[error(
+        "--udp-encapsulation: not allowed with {option} any; give the sa's ipv6 addresses (udp encapsulation is between two hosts)"
+    )]
+    UdpEncapWithAny { option: &'static str },
 }
 
 impl ModelError {
