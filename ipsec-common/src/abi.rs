@@ -1159,17 +1159,17 @@ pub struct IkePeerKey {
 }
 const _: () = assert!(size_of::<IkePeerKey>() == 32);
 
-/// Whether a UDP datagram between `sport` and `dport` whose payload starts with `marker` (its
-/// first four bytes, if it has four) is IKE by its ports: UDP 500 at either end, or UDP 4500
-/// at either end behind the non-ESP marker (what follows four zero bytes on 4500 is IKE; a
-/// non-zero first word is an SPI, ESP). Whether the pair is a configured one is the caller's
-/// second question.
+/// Whether a UDP datagram between `sport` and `dport` is IKE by its ports: UDP 500 at either
+/// end, or UDP 4500 at either end when its payload starts with the non-ESP marker (`marker`:
+/// at least four bytes, the first four zero; what follows them on 4500 is IKE, while a non-zero
+/// first word is an SPI, ESP). Whether the pair is a configured one is the caller's second
+/// question.
 #[inline(always)]
-pub fn is_ike_datagram(sport: u16, dport: u16, marker: Option<[u8; 4]>) -> bool {
+pub fn is_ike_datagram(sport: u16, dport: u16, marker: bool) -> bool {
     if sport == IKE_PORT || dport == IKE_PORT {
         return true;
     }
-    (sport == NAT_T_PORT || dport == NAT_T_PORT) && matches!(marker, Some([0, 0, 0, 0]))
+    marker && (sport == NAT_T_PORT || dport == NAT_T_PORT)
 }
 
 #[cfg(feature = "user")]

@@ -56,21 +56,31 @@ pub(crate) fn inspect(frame: &Frame, l3: usize, flow: &FlowKey, dir: u8) -> Udp 
     }
     let data = payload - UDP_HEADER_LEN;
     let at = l3 + IPV6_HEADER_LEN + UDP_HEADER_LEN;
-    let marker = if data >= 4 { frame.bytes::<4>(at) } else { None };
-    if dir == DIR_IN && is_encap_port(flow.dport) {
-        if data == 1 && matches!(frame.bytes::<1>(at), Some([0xff])) {
-            return Udp::Keepalive;
+    // The first payload word (0 when the payload is shorter: then it is neither ESP nor IKE
+    // behind the marker). Plain branches: the verifier refuses arithmetic on `data_end`, which
+    // a branch-free form of these tests would do.
+    let mut word = [0xffu8; 4];
+    if data >= 4 {
+        match frame.bytes::<4>(at) {
+            Some(bytes) => word = bytes,
+            None => return Udp::Other,
         }
-        if let Some(spi) = marker
-            && spi != [0; 4]
-            && data >= ESP_HEADER_LEN
-        {
+    }
+    if dir == DIR_IN && is_encap_port(flow.dport) {
+        if data == 1 {
+            return match frame.bytes::<1>(at) {
+                Some([0xff]) => Udp::Keepalive,
+                _ => Udp::Other,
+            };
+        }
+        if data >= ESP_HEADER_LEN && word != [0; 4] {
             return Udp::Esp {
-                spi: u32::from_be_bytes(spi),
+                spi: u32::from_be_bytes(word),
                 plain: l3 == ETH_HEADER_LEN,
             };
         }
     }
+    let marker = data >= 4 && word == [0; 4];
     if is_ike_datagram(flow.sport, flow.dport, marker) && is_ike_pair(flow, dir) {
         return Udp::Ike;
     }

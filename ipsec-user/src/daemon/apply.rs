@@ -394,6 +394,7 @@ mod tests {
             integrity_algorithm: Some("hmac-sha1".into()),
             integrity_key: Some(INTEG.into()),
             sa_name: Some(name.into()),
+            udp_encapsulation: None,
         })
     }
 

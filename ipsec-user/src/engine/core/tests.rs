@@ -41,6 +41,7 @@ fn sa_args(name: &str, src: &str, dst: &str, spi: &str) -> SaAddArgs {
         integrity_algorithm: s("hmac-sha2-256"),
         integrity_key: s("0123456789abcdef0123456789abcdef"),
         sa_name: s(name),
+        udp_encapsulation: None,
     }
 }
 
