@@ -437,7 +437,12 @@ fn udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500() {
         );
         assert_eq!(received, sent, "2 MB over ESP in UDP must arrive intact");
         let (seen_a, seen_b) = (cap_a.stop(), cap_b.stop());
-        for (seen, me, who) in [(&seen_a, &net.addr_a, "a"), (&seen_b, &net.addr_b, "b")] {
+        // a sends the 2 MB (over 1,400 segments), b mostly acknowledgements (fewer: the
+        // engine delivers coalesced segments, which the stack acknowledges together).
+        for (seen, me, who, least) in [
+            (&seen_a, &net.addr_a, "a", 1_000),
+            (&seen_b, &net.addr_b, "b", 20),
+        ] {
             let sent_by_me: Vec<&Frame> = not_udp_esp(seen, &spis, |_| false)
                 .into_iter()
                 .filter(|f| f.src.to_string() == *me)
@@ -452,7 +457,7 @@ fn udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500() {
                 .iter()
                 .filter(|f| f.src.to_string() == *me && udp_esp_spi(f).is_some())
                 .count();
-            assert!(esp > 100, "{who} sent only {esp} ESP-in-UDP frames");
+            assert!(esp > least, "{who} sent only {esp} ESP-in-UDP frames");
         }
         for node in [&a, &b] {
             assert_eq!(node.stat("esp_encap_mismatch"), 0);
