@@ -32,6 +32,9 @@ pub struct Column {
     pub header: &'static str,
     /// What text formats print for [`Value::Null`] (`any` for selectors, empty otherwise).
     pub null_text: &'static str,
+    /// Whether the table shows it: xipsec's extensions beyond ESXi's columns show in the
+    /// structured formats only (JSON, XML, CSV, key-value).
+    pub in_table: bool,
 }
 
 const fn col(key: &'static str, header: &'static str) -> Column {
@@ -39,6 +42,7 @@ const fn col(key: &'static str, header: &'static str) -> Column {
         key,
         header,
         null_text: "",
+        in_table: true,
     }
 }
 
@@ -47,6 +51,17 @@ const fn any(key: &'static str, header: &'static str) -> Column {
         key,
         header,
         null_text: "any",
+        in_table: true,
+    }
+}
+
+/// A column beyond ESXi's list: not in the table (see [`Column::in_table`]).
+const fn extra(key: &'static str, header: &'static str) -> Column {
+    Column {
+        key,
+        header,
+        null_text: "",
+        in_table: false,
     }
 }
 
@@ -77,6 +92,7 @@ pub const SA_LAYOUT: Layout = Layout {
         col("auth_failures", "Auth Failures"),
         col("replay_drops", "Replay Drops"),
         col("errors", "Errors"),
+        extra("udp_encapsulation", "UDP Encapsulation"),
     ],
     single: false,
 };
@@ -239,6 +255,9 @@ pub fn sa_row(sa: &SaEntry) -> Row {
         Value::Int(sa.auth_failures),
         Value::Int(sa.replay_drops),
         Value::Int(sa.errors),
+        opt(sa
+            .udp_encap
+            .map(|e| format!("{}:{}", e.source_port, e.destination_port))),
     ]
 }
 
@@ -320,6 +339,25 @@ fn text(column: &Column, value: &Value) -> String {
 }
 
 fn table(layout: &Layout, rows: &[Row]) -> String {
+    // The table's columns only (ESXi's, see `Column::in_table`).
+    let columns: Vec<Column> = layout
+        .columns
+        .iter()
+        .copied()
+        .filter(|c| c.in_table)
+        .collect();
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|row| {
+            layout
+                .columns
+                .iter()
+                .zip(row)
+                .filter(|(c, _)| c.in_table)
+                .map(|(_, v)| v.clone())
+                .collect()
+        })
+        .collect();
     let cell = |c: &Column, v: &Value| {
         let t = text(c, v);
         // A blank cell would make columns impossible to read by eye (or by `awk`).
@@ -327,14 +365,9 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
     };
     let mut out = String::new();
     if layout.single {
-        let width = layout
-            .columns
-            .iter()
-            .map(|c| c.header.len())
-            .max()
-            .unwrap_or(0);
-        for row in rows {
-            for (c, v) in layout.columns.iter().zip(row) {
+        let width = columns.iter().map(|c| c.header.len()).max().unwrap_or(0);
+        for row in &rows {
+            for (c, v) in columns.iter().zip(row) {
                 let _ = writeln!(out, "{:>width$}: {}", c.header, cell(c, v));
             }
         }
@@ -342,20 +375,9 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| {
-            layout
-                .columns
-                .iter()
-                .zip(row)
-                .map(|(c, v)| cell(c, v))
-                .collect()
-        })
+        .map(|row| columns.iter().zip(row).map(|(c, v)| cell(c, v)).collect())
         .collect();
-    let mut widths: Vec<usize> = layout
-        .columns
-        .iter()
-        .map(|c| c.header.chars().count())
-        .collect();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.header.chars().count()).collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -372,7 +394,7 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(layout.columns.iter().map(|c| c.header.to_owned()).collect());
+    line(columns.iter().map(|c| c.header.to_owned()).collect());
     line(widths.iter().map(|w| "-".repeat(*w)).collect());
     for row in cells {
         line(row);

@@ -364,6 +364,7 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
             integrity_algorithm: sa.integrity,
             encryption_key: with_keys.then(|| sa.encryption_key.clone()),
             integrity_key: with_keys.then(|| sa.integrity_key.clone()),
+            udp_encap: sa.udp_encap,
         })
         .collect();
     sas.sort_by(|a, b| a.name.cmp(&b.name));
