@@ -539,4 +539,25 @@ fn udp_encapsulation_option_is_checked_kept_and_shown() {
     node.stop();
     node.spawn();
     check(&node, "after a restart");
+
+    // `apply` (which parses its lines with `sa add`'s own definitions) compares it: the same
+    // SA applies as no change, other ports as a change of that option.
+    let file = node.dir().join("apply.conf");
+    let line = |ports: &str| {
+        format!(
+            "sa add --sa-name nat --sa-source 2001:db8::1 --sa-destination 2001:db8::2 \
+             --sa-mode transport --sa-spi 0x4900 --encryption-algorithm aes128-gcm \
+             --encryption-key 0x00112233445566778899aabbccddeeff01020304 \
+             --udp-encapsulation {ports}\n"
+        )
+    };
+    let dry_run = |ports: &str| {
+        std::fs::write(&file, line(ports)).expect("writing the apply file");
+        node.ok(&["apply", "--dry-run", file.to_str().expect("utf-8")])
+    };
+    let (same, changed) = (dry_run("4500:31000"), dry_run("4500:4500"));
+    assert!(
+        !same.contains("udp-encapsulation") && changed.contains("udp-encapsulation"),
+        "apply --dry-run of the export:\n{same}\nwith other ports:\n{changed}"
+    );
 }

@@ -292,6 +292,7 @@ fn sa_fields(a: &Sa, b: &Sa) -> Vec<String> {
         (opt::ENCRYPTION_KEY, a.encryption_key != b.encryption_key),
         (opt::INTEGRITY_ALGORITHM, a.integrity != b.integrity),
         (opt::INTEGRITY_KEY, a.integrity_key != b.integrity_key),
+        (opt::UDP_ENCAPSULATION, a.udp_encap != b.udp_encap),
     ];
     named(&differs)
 }
