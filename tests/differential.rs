@@ -490,7 +490,6 @@ fn udp_encapsulation_and_ike_bypass_equal_reference() {
                     integrity_key: Some(format!("0x{}", "cd".repeat(32))),
                     sa_name: Some(format!("udp{i}")),
                     udp_encapsulation: Some(ports),
-                    ..Default::default()
                 })
                 .expect("adding an encapsulated sa");
             }
