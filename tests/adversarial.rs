@@ -872,6 +872,9 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
     });
 }
 
+/// A datagram a local process sends, and whether it may leave in clear.
+type Probe<'a> = (&'a str, u16, &'a str, u16, Vec<u8>, bool);
+
 /// Sends one UDP datagram `src`:`sport` -> `dst`:`dport` carrying `payload` from namespace `ns`
 /// (a local process: no xipsec socket, no mark).
 fn udp_datagram(ns: &str, (src, sport): (&str, u16), (dst, dport): (&str, u16), payload: &[u8]) {
@@ -985,7 +988,8 @@ fn udp_wrapping_grants_nothing_but_ike_between_configured_peers() {
             let pass_ike =
                 || ipsec_tests::maps::pinned_counter(&node.pin_dir(), abi::Counter::PassIke);
             let ike_before = pass_ike();
-            let probes: [(&str, u16, &str, u16, Vec<u8>, bool); 5] = [
+            // (what, source port, destination, destination port, payload, leaves in clear)
+            let probes: [Probe<'_>; 5] = [
                 (
                     "forged spi to 4500",
                     40_000,
