@@ -235,8 +235,8 @@ pub struct SaAdd {
     /// (RFC 3948): `4500` (that port at both ends) or `SRC:DST` (the SA source's port, the SA
     /// destination's), 1 to 65535; needs both addresses (not `any`). Without it, plain ESP; an
     /// SA accepts only its own shape. IKE normally sets this; manual keys can use it to reach a
-    /// peer that only speaks ESP in UDP. Shown by `sa list` in the structured formats (JSON,
-    /// XML, CSV, key-value), not the table. `sa export --wireshark` has no column for it
+    /// peer that only speaks ESP in UDP. `sa list` shows it last, as `SRC:DST` (`UDP Encap`).
+    /// `sa export --wireshark` has no column for it
     /// (Wireshark's esp_sa table has none): Wireshark decodes ESP in UDP 4500 by itself, and
     /// another port with `tshark -d udp.port==PORT,udpencap`.
     #[arg(long, value_name = "PORTS")]

@@ -32,9 +32,6 @@ pub struct Column {
     pub header: &'static str,
     /// What text formats print for [`Value::Null`] (`any` for selectors, empty otherwise).
     pub null_text: &'static str,
-    /// Whether the table shows it: xipsec's extensions beyond ESXi's columns show in the
-    /// structured formats only (JSON, XML, CSV, key-value).
-    pub in_table: bool,
 }
 
 const fn col(key: &'static str, header: &'static str) -> Column {
@@ -42,7 +39,6 @@ const fn col(key: &'static str, header: &'static str) -> Column {
         key,
         header,
         null_text: "",
-        in_table: true,
     }
 }
 
@@ -51,17 +47,6 @@ const fn any(key: &'static str, header: &'static str) -> Column {
         key,
         header,
         null_text: "any",
-        in_table: true,
-    }
-}
-
-/// A column beyond ESXi's list: not in the table (see [`Column::in_table`]).
-const fn extra(key: &'static str, header: &'static str) -> Column {
-    Column {
-        key,
-        header,
-        null_text: "",
-        in_table: false,
     }
 }
 
@@ -92,7 +77,8 @@ pub const SA_LAYOUT: Layout = Layout {
         col("auth_failures", "Auth Failures"),
         col("replay_drops", "Replay Drops"),
         col("errors", "Errors"),
-        extra("udp_encapsulation", "UDP Encapsulation"),
+        // xipsec only: ESP in UDP (`--udp-encapsulation`), `SRC:DST`; null for plain ESP.
+        col("udp_encapsulation", "UDP Encap"),
     ],
     single: false,
 };
@@ -339,25 +325,6 @@ fn text(column: &Column, value: &Value) -> String {
 }
 
 fn table(layout: &Layout, rows: &[Row]) -> String {
-    // The table's columns only (ESXi's, see `Column::in_table`).
-    let columns: Vec<Column> = layout
-        .columns
-        .iter()
-        .copied()
-        .filter(|c| c.in_table)
-        .collect();
-    let rows: Vec<Row> = rows
-        .iter()
-        .map(|row| {
-            layout
-                .columns
-                .iter()
-                .zip(row)
-                .filter(|(c, _)| c.in_table)
-                .map(|(_, v)| v.clone())
-                .collect()
-        })
-        .collect();
     let cell = |c: &Column, v: &Value| {
         let t = text(c, v);
         // A blank cell would make columns impossible to read by eye (or by `awk`).
@@ -365,9 +332,14 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
     };
     let mut out = String::new();
     if layout.single {
-        let width = columns.iter().map(|c| c.header.len()).max().unwrap_or(0);
-        for row in &rows {
-            for (c, v) in columns.iter().zip(row) {
+        let width = layout
+            .columns
+            .iter()
+            .map(|c| c.header.len())
+            .max()
+            .unwrap_or(0);
+        for row in rows {
+            for (c, v) in layout.columns.iter().zip(row) {
                 let _ = writeln!(out, "{:>width$}: {}", c.header, cell(c, v));
             }
         }
@@ -375,9 +347,20 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|row| columns.iter().zip(row).map(|(c, v)| cell(c, v)).collect())
+        .map(|row| {
+            layout
+                .columns
+                .iter()
+                .zip(row)
+                .map(|(c, v)| cell(c, v))
+                .collect()
+        })
         .collect();
-    let mut widths: Vec<usize> = columns.iter().map(|c| c.header.chars().count()).collect();
+    let mut widths: Vec<usize> = layout
+        .columns
+        .iter()
+        .map(|c| c.header.chars().count())
+        .collect();
     for row in &cells {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -394,7 +377,7 @@ fn table(layout: &Layout, rows: &[Row]) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(columns.iter().map(|c| c.header.to_owned()).collect());
+    line(layout.columns.iter().map(|c| c.header.to_owned()).collect());
     line(widths.iter().map(|w| "-".repeat(*w)).collect());
     for row in cells {
         line(row);
