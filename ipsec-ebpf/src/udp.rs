@@ -11,7 +11,8 @@ use aya_ebpf::{
     maps::{Array, HashMap},
 };
 use ipsec_common::abi::{
-    DIR_IN, ETH_HEADER_LEN, ESP_HEADER_LEN, FlowKey, IPV6_HEADER_LEN, IkePeerKey, MAX_IKE_PEERS,
+    DIR_IN, ETH_HEADER_LEN, ESP_HEADER_LEN, FlowKey, IKE_PORT, IPV6_HEADER_LEN, IkePeerKey,
+    MAX_IKE_PEERS, NAT_T_PORT,
     UDP_ENCAP_PORTS_ENTRIES, UDP_HEADER_LEN, is_ike_datagram, proto,
 };
 
@@ -44,6 +45,12 @@ pub(crate) enum Udp {
 /// ESP in UDP is recognised by its socket, see `egress`).
 #[inline(always)]
 pub(crate) fn inspect(frame: &Frame, l3: usize, flow: &FlowKey, dir: u8) -> Udp {
+    // Most UDP is neither: decide that from the ports alone (one array index), before reading
+    // any more of the packet.
+    let encap = dir == DIR_IN && is_encap_port(flow.dport);
+    if !encap && !is_ike_port(flow.sport) && !is_ike_port(flow.dport) {
+        return Udp::Other;
+    }
     let Some(ip) = frame.bytes::<8>(l3) else {
         return Udp::Other;
     };
@@ -66,7 +73,7 @@ pub(crate) fn inspect(frame: &Frame, l3: usize, flow: &FlowKey, dir: u8) -> Udp 
             None => return Udp::Other,
         }
     }
-    if dir == DIR_IN && is_encap_port(flow.dport) {
+    if encap {
         if data == 1 {
             return match frame.bytes::<1>(at) {
                 Some([0xff]) => Udp::Keepalive,
@@ -98,6 +105,11 @@ pub(crate) fn own_esp_spi(frame: &Frame, l3: usize) -> Option<u32> {
     }
     let spi = frame.bytes::<4>(l3 + IPV6_HEADER_LEN + UDP_HEADER_LEN)?;
     (spi != [0; 4]).then(|| u32::from_be_bytes(spi))
+}
+
+#[inline(always)]
+fn is_ike_port(port: u16) -> bool {
+    port == IKE_PORT || port == NAT_T_PORT
 }
 
 #[inline(always)]
