@@ -17,10 +17,8 @@
 //! unknown SPI.
 
 use std::{
-    io::{Read, Write},
-    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream},
+    net::Ipv6Addr,
     path::Path,
-    process::{Child, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -31,6 +29,7 @@ use xipsec_testkit::{
     cli::{SpArgs, sa_line, write_batch},
     daemon::Node,
     netns::{self, VethPair},
+    stream::{self, Pace},
 };
 
 /// The SPIs of generation `g`: a -> b, then b -> a.
@@ -45,15 +44,6 @@ const CHUNK_PAUSE: Duration = Duration::from_millis(60);
 const PORT: u16 = 9611;
 /// Pings at 10 ms: 12 s, longer than the stream and both rotations.
 const PINGS: &str = "1200";
-
-/// Byte `i` of the stream: not periodic at any chunk size, so a lost, doubled or reordered
-/// segment is caught.
-fn stream_byte(i: usize) -> u8 {
-    let i = i as u64;
-    #[allow(clippy::cast_possible_truncation, reason = "the low byte is the point")]
-    let b = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 29) as u8 ^ (i >> 8) as u8;
-    b
-}
 
 /// One host's view: its name in SA names, its address and its peer's.
 struct Host<'a> {
@@ -157,94 +147,6 @@ fn rotate(
     thread::sleep(pause);
 }
 
-/// Accepts one connection on `addr` in namespace `ns` and checks every byte; returns how many
-/// arrived in order and correct (the stream ends at the first wrong byte).
-fn sink(ns: String, addr: Ipv6Addr) -> thread::JoinHandle<(usize, Option<String>)> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = thread::spawn(move || {
-        netns::in_netns(&ns, || {
-            let listener =
-                TcpListener::bind(SocketAddr::from((addr, PORT))).expect("binding the sink");
-            ready_tx.send(()).expect("signalling the sink is ready");
-            let (mut conn, _) = listener.accept().expect("accepting the stream");
-            conn.set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("setting a read timeout");
-            let mut buf = vec![0u8; 64 << 10];
-            let mut at = 0usize;
-            loop {
-                let n = match conn.read(&mut buf) {
-                    Ok(0) => return (at, None),
-                    Ok(n) => n,
-                    Err(e) => return (at, Some(format!("read: {e}"))),
-                };
-                for (k, &byte) in buf[..n].iter().enumerate() {
-                    if byte != stream_byte(at + k) {
-                        return (at + k, Some(format!("byte {} differs", at + k)));
-                    }
-                }
-                at += n;
-            }
-        })
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the sink listens");
-    handle
-}
-
-/// Sends the paced stream from namespace `ns` to `addr`.
-fn source(ns: String, addr: Ipv6Addr) -> thread::JoinHandle<Result<usize, String>> {
-    thread::spawn(move || {
-        netns::in_netns(&ns, || {
-            let mut conn =
-                TcpStream::connect_timeout(&SocketAddr::from((addr, PORT)), Duration::from_secs(5))
-                    .map_err(|e| format!("connect: {e}"))?;
-            conn.set_write_timeout(Some(Duration::from_secs(20)))
-                .map_err(|e| format!("timeout: {e}"))?;
-            let mut at = 0;
-            while at < STREAM_BYTES {
-                let chunk: Vec<u8> = (at..at + CHUNK).map(stream_byte).collect();
-                conn.write_all(&chunk)
-                    .map_err(|e| format!("write at {at}: {e}"))?;
-                at += CHUNK;
-                thread::sleep(CHUNK_PAUSE);
-            }
-            conn.shutdown(std::net::Shutdown::Write)
-                .map_err(|e| format!("shutdown: {e}"))?;
-            Ok(at)
-        })
-    })
-}
-
-/// `ping -i 0.01` from `ns` to `dst`, running in the background.
-fn ping(ns: &str, dst: &str) -> Child {
-    netns::exec(
-        ns,
-        &[
-            "ping", "-6", "-n", "-q", "-i", "0.01", "-c", PINGS, "-W", "2", dst,
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("starting ping")
-}
-
-/// (transmitted, received) from ping's summary line.
-fn ping_summary(out: &str) -> (u64, u64) {
-    let line = out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary in: {out}"));
-    let numbers: Vec<u64> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .take(2)
-        .map(|w| w.parse().expect("a count"))
-        .collect();
-    (numbers[0], numbers[1])
-}
-
 /// Sends `frame` (a whole Ethernet frame) from `ns` out of `iface` as it is, bypassing the
 /// sender's own TC egress (`PACKET_QDISC_BYPASS`): the way a peer's stale packet arrives.
 fn resend(ns: &str, iface: &str, frame: &[u8]) {
@@ -293,9 +195,14 @@ fn keys_rotate_without_a_gap_in_either_order() {
         let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("rot-b.pcap"), &all_spis);
 
         let b_addr: Ipv6Addr = addr_b.parse().expect("b's address");
-        let received = sink(net.ns_b.clone(), b_addr);
-        let sent = source(net.ns_a.clone(), b_addr);
-        let pinger = ping(&net.ns_a, addr_b);
+        let received = stream::sink(net.ns_b.clone(), b_addr, PORT);
+        let pace = Pace {
+            chunk: CHUNK,
+            pause: CHUNK_PAUSE,
+            total: STREAM_BYTES,
+        };
+        let sent = stream::source(net.ns_a.clone(), b_addr, PORT, pace);
+        let pinger = stream::ping(&net.ns_a, addr_b, "0.01", PINGS);
         thread::sleep(Duration::from_millis(800));
 
         rotate(&hosts, 0, (addr_a, addr_b), ([0, 1], [1, 0]), &dir);
@@ -305,7 +212,7 @@ fn keys_rotate_without_a_gap_in_either_order() {
         let (got, error) = received.join().expect("the sink thread");
         let out = pinger.wait_with_output().expect("ping");
         let ping_out = String::from_utf8_lossy(&out.stdout);
-        let (transmitted, answered) = ping_summary(&ping_out);
+        let (transmitted, answered) = stream::ping_summary(&ping_out);
         let loss = transmitted - answered;
         eprintln!(
             "rotation: ping every 10 ms: {transmitted} sent, {answered} answered, {loss} lost; \

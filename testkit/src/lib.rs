@@ -22,6 +22,8 @@ pub mod cli;
 pub mod daemon;
 pub mod keys;
 pub mod netns;
+pub mod stream;
+pub mod strongswan;
 pub mod traffic;
 
 use std::{
