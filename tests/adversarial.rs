@@ -871,3 +871,191 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
         );
     });
 }
+
+/// A datagram a local process sends, and whether it may leave in clear.
+type Probe<'a> = (&'a str, u16, &'a str, u16, Vec<u8>, bool);
+
+/// Sends one UDP datagram `src`:`sport` -> `dst`:`dport` carrying `payload` from namespace `ns`
+/// (a local process: no xipsec socket, no mark).
+fn udp_datagram(ns: &str, (src, sport): (&str, u16), (dst, dport): (&str, u16), payload: &[u8]) {
+    let script = "import socket,sys\n\
+                  s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
+                  s.bind((sys.argv[1],int(sys.argv[2])))\n\
+                  s.sendto(bytes.fromhex(sys.argv[5]),(sys.argv[3],int(sys.argv[4])))";
+    let (sport, dport, hex) = (sport.to_string(), dport.to_string(), hex::encode(payload));
+    let out = netns::exec(
+        ns,
+        &["python3", "-c", script, src, &sport, dst, &dport, &hex],
+    )
+    .output()
+    .expect("sending a datagram");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// ESP in UDP and the IKE bypass tried as an attacker would, on a host whose `ipsec` SPs cover
+/// everything to its peer (SAs with `--udp-encapsulation 4500`) and whose IKE peer pair is
+/// configured (written into the pinned `XIPSEC_IKE_PEERS` as the IKE daemon would). A local
+/// process wrapping a marker in UDP 4500 behind a forged SPI, on 4501 behind the non-ESP marker,
+/// or on 500 to an unconfigured peer gets it protected (the marker never shows on the wire);
+/// only IKE between the pair (500, and 4500 behind the marker) leaves in clear, counted
+/// `pass_ike`. Inbound, IKE from the configured peer reaches a socket, the same from another
+/// address on the link is dropped as clear traffic for an `ipsec` policy.
+#[test]
+fn udp_wrapping_grants_nothing_but_ike_between_configured_peers() {
+    use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+    use ipsec_common::abi::{self, IkePeerKey};
+    as_root(
+        "udp_wrapping_grants_nothing_but_ike_between_configured_peers",
+        || {
+            let net = VethPair::new("udpa", 0x4553);
+            let (a, b, b2) = (net.addr_a.as_str(), net.addr_b.as_str(), "fd00:4553::3");
+            netns::exec(
+                &net.ns_b,
+                &[
+                    "ip",
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{b2}/64"),
+                    "dev",
+                    &net.if_b,
+                    "nodad",
+                ],
+            )
+            .status()
+            .expect("adding an address");
+            let node = Node::start(&net.ns_a, &net.if_a);
+            let key = |seed: u8| format!("0x{}", hex::encode([seed; 16]));
+            for (name, src, dst, spi, seed) in
+                [("ab", a, b, 0x4a01u32, 1u8), ("ba", b, a, 0x4a02, 2)]
+            {
+                node.ok(&[
+                    "sa",
+                    "add",
+                    "--sa-name",
+                    name,
+                    "--sa-source",
+                    src,
+                    "--sa-destination",
+                    dst,
+                    "--sa-mode",
+                    "transport",
+                    "--sa-spi",
+                    &format!("{spi:#x}"),
+                    "--encryption-algorithm",
+                    "aes128-cbc",
+                    "--encryption-key",
+                    &key(seed),
+                    "--integrity-algorithm",
+                    "hmac-sha2-256",
+                    "--integrity-key",
+                    &format!("0x{}", hex::encode([seed; 32])),
+                    "--udp-encapsulation",
+                    "4500",
+                ]);
+            }
+            let net64 = "fd00:4553::/64";
+            for (dir, sa, name) in [("out", "ab", "all-out"), ("in", "ba", "all-in")] {
+                let sp = SpArgs {
+                    sa: Some(sa),
+                    ..SpArgs::ipsec(net64, net64, dir, name)
+                };
+                node.ok(&sp.args());
+            }
+            let peers = MapData::from_pin(node.pin_dir().join(abi::IKE_PEERS))
+                .expect("the pinned ike peers");
+            let mut peers: BpfHashMap<_, IkePeerKey, u32> =
+                BpfHashMap::try_from(Map::HashMap(peers)).expect("a hash map");
+            let pair = IkePeerKey {
+                local: a.parse::<std::net::Ipv6Addr>().expect("a").octets(),
+                remote: b.parse::<std::net::Ipv6Addr>().expect("b").octets(),
+            };
+            peers
+                .insert(pair, 1, 0)
+                .expect("configuring the ike peer pair");
+
+            let cap = Capture::start(
+                &net.ns_b,
+                &net.if_b,
+                &node.dir().join("udp-adv.pcap"),
+                &[0x4a01, 0x4a02],
+            );
+            let pass_ike =
+                || ipsec_tests::maps::pinned_counter(&node.pin_dir(), abi::Counter::PassIke);
+            let ike_before = pass_ike();
+            // (what, source port, destination, destination port, payload, leaves in clear)
+            let probes: [Probe<'_>; 5] = [
+                (
+                    "forged spi to 4500",
+                    40_000,
+                    b,
+                    4500,
+                    [
+                        &0x4a01u32.to_be_bytes()[..],
+                        &[0, 0, 0, 9],
+                        b"UDPADV-FORGED-ESP",
+                    ]
+                    .concat(),
+                    false,
+                ),
+                (
+                    "marker on 4501",
+                    4501,
+                    b,
+                    4501,
+                    [&[0u8; 4][..], b"UDPADV-NOT-IKE-4501"].concat(),
+                    false,
+                ),
+                (
+                    "ike to a stranger",
+                    500,
+                    b2,
+                    500,
+                    b"UDPADV-IKE-STRANGER".to_vec(),
+                    false,
+                ),
+                (
+                    "ike on 4500",
+                    4500,
+                    b,
+                    4500,
+                    [&[0u8; 4][..], b"UDPADV-IKE-NATT"].concat(),
+                    true,
+                ),
+                ("ike on 500", 500, b, 500, b"UDPADV-IKE-500".to_vec(), true),
+            ];
+            for (_, sport, dst, dport, payload, _) in &probes {
+                udp_datagram(&net.ns_a, (a, *sport), (dst, *dport), payload);
+            }
+            // Inbound: IKE from the configured peer reaches a's socket; from b2 it does not.
+            let listener = UdpReceiver::start(&net.ns_a, a, 500, "2");
+            udp_datagram(&net.ns_b, (b, 500), (a, 500), b"UDPADV-IKE-IN");
+            udp_datagram(&net.ns_b, (b2, 500), (a, 500), b"UDPADV-IKE-IN-STRANGER");
+            let clear_before = node.stat("drop_ipsec_clear");
+            let received = listener.count();
+            let seen = cap.stop();
+            for (what, _, _, _, payload, clear) in &probes {
+                let marker = &payload[payload.len() - 10..];
+                let shown: Vec<&Frame> =
+                    seen.frames.iter().filter(|f| f.contains(marker)).collect();
+                assert_eq!(
+                    !shown.is_empty(),
+                    *clear,
+                    "{what}: in clear on the wire:\n{}",
+                    describe(&shown)
+                );
+            }
+            assert_eq!(pass_ike() - ike_before, 3, "two ike datagrams out, one in");
+            assert_eq!(received, 1, "ike from the configured peer only");
+            assert!(
+                node.stat("drop_ipsec_clear") >= clear_before,
+                "the stranger's ike is dropped"
+            );
+        },
+    );
+}

@@ -128,6 +128,7 @@ fn add_sa(spd: &mut Spd, sa: &EspSa) {
         integrity_algorithm: s(sa.integ),
         integrity_key: s(&sa.integ_key),
         sa_name: s(&sa.name),
+        udp_encapsulation: None,
     })
     .expect("adding a test sa");
 }

@@ -237,6 +237,7 @@ fn main() {
                     "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
                 ),
                 sa_name: s("sa3"),
+                udp_encapsulation: None,
             }),
         ),
         ("sp-add", Request::SpAdd(sp9000.clone())),

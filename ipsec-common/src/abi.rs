@@ -33,6 +33,8 @@ pub const XSK_SLOTS: &str = "XIPSEC_XSK_SLOTS";
 pub const FRAG_STATE: &str = "XIPSEC_FRAG_STATE";
 pub const SA_OUT_BY_SPI: &str = "XIPSEC_SA_OUT_BY_SPI";
 pub const ENGINE_SOCKETS: &str = "XIPSEC_ENGINE_SOCKETS";
+pub const UDP_ENCAP_PORTS: &str = "XIPSEC_UDP_ENCAP_PORTS";
+pub const IKE_PEERS: &str = "XIPSEC_IKE_PEERS";
 
 /// Program names.
 pub const PROG_XDP_INGRESS: &str = "xdp_ingress";
@@ -1047,10 +1049,15 @@ pub enum Counter {
     FragmentNoState = 17,
     /// Not a verdict but an event: the verdict came from the flow cache.
     FlowCacheHit = 18,
+    /// IKE (UDP 500, or UDP 4500 behind the non-ESP marker) between a configured pair of IKE
+    /// peers ([`IKE_PEERS`]): passed without classification, like neighbour discovery.
+    PassIke = 19,
+    /// A NAT-keepalive (one 0xFF byte, RFC 3948 §2.3) to a UDP-encapsulation port: dropped.
+    DropNatKeepalive = 20,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 21;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassNotIpv6,
         Counter::PassNoPolicy,
@@ -1071,6 +1078,8 @@ impl Counter {
         Counter::DropVlanDepth,
         Counter::FragmentNoState,
         Counter::FlowCacheHit,
+        Counter::PassIke,
+        Counter::DropNatKeepalive,
     ];
 
     /// Stable snake_case name used by `xipsec stats`.
@@ -1095,6 +1104,8 @@ impl Counter {
             Counter::DropVlanDepth => "drop_vlan_depth",
             Counter::FragmentNoState => "fragment_no_state",
             Counter::FlowCacheHit => "flow_cache_hit",
+            Counter::PassIke => "pass_ike",
+            Counter::DropNatKeepalive => "drop_nat_keepalive",
         }
     }
 
@@ -1109,6 +1120,7 @@ impl Counter {
                 | Counter::DropUnknownSpi
                 | Counter::DropUnknownAction
                 | Counter::DropVlanDepth
+                | Counter::DropNatKeepalive
         )
     }
 
@@ -1117,6 +1129,47 @@ impl Counter {
     pub fn is_event(self) -> bool {
         matches!(self, Counter::FragmentNoState | Counter::FlowCacheHit)
     }
+}
+
+/// ESP in UDP (RFC 3948) and the IKE bypass.
+///
+/// [`UDP_ENCAP_PORTS`] (an array indexed by UDP port, host order: 1 for a port some SA with UDP
+/// encapsulation uses, else 0; an array so the lookup every UDP datagram pays is an index, not a
+/// hash) marks the local ports of ESP in UDP: a UDP datagram to one of them whose payload starts with a
+/// non-zero SPI is ESP and is steered by SPI like plain ESP; one starting with the four zero
+/// bytes of the non-ESP marker (RFC 3948 §2.2) is IKE; a lone 0xFF byte is a NAT-keepalive
+/// (§2.3), dropped. [`IKE_PEERS`] holds the (local, remote) address pairs of configured IKE
+/// peers: their IKE ([`IKE_PORT`], or [`NAT_T_PORT`] behind the marker) is never classified.
+/// Both are recognised only with UDP right after the fixed IPv6 header, the shape every RFC 3948
+/// and RFC 7296 sender uses; anything else is classified like any UDP.
+pub const IKE_PORT: u16 = 500;
+pub const NAT_T_PORT: u16 = 4500;
+pub const UDP_HEADER_LEN: usize = 8;
+/// Entries of [`UDP_ENCAP_PORTS`]: every port.
+pub const UDP_ENCAP_PORTS_ENTRIES: u32 = 65_536;
+/// Entries of [`IKE_PEERS`].
+pub const MAX_IKE_PEERS: u32 = 4_096;
+
+/// Key of [`IKE_PEERS`]: a local and a remote address of a configured IKE peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct IkePeerKey {
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+}
+const _: () = assert!(size_of::<IkePeerKey>() == 32);
+
+/// Whether a UDP datagram between `sport` and `dport` is IKE by its ports: UDP 500 at either
+/// end, or UDP 4500 at either end when its payload starts with the non-ESP marker (`marker`:
+/// at least four bytes, the first four zero; what follows them on 4500 is IKE, while a non-zero
+/// first word is an SPI, ESP). Whether the pair is a configured one is the caller's second
+/// question.
+#[inline(always)]
+pub fn is_ike_datagram(sport: u16, dport: u16, marker: bool) -> bool {
+    if sport == IKE_PORT || dport == IKE_PORT {
+        return true;
+    }
+    marker && (sport == NAT_T_PORT || dport == NAT_T_PORT)
 }
 
 #[cfg(feature = "user")]
@@ -1145,4 +1198,6 @@ mod user {
     unsafe impl aya::Pod for super::FragKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FragValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IkePeerKey {}
 }

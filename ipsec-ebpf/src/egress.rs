@@ -6,7 +6,12 @@
 //!
 //! The only packets that skip classification are the engine's own ESP: sent by a socket whose
 //! cookie is in `ENGINE_SOCKETS` (a socket cookie cannot be forged by another process, unlike a
-//! mark) and ESP under one of our outbound SPIs, or a later fragment of such ESP.
+//! mark) and ESP under one of our outbound SPIs, plain or in UDP (RFC 3948: the SPI follows the
+//! UDP header right after the fixed IPv6 header), or a later fragment of such ESP (a fragment of
+//! the engine's UDP, whose SPI is not visible, passes on the cookie alone: those sockets send
+//! nothing else); and IKE between a configured pair of peers (`udp`). Anything else an engine
+//! socket sends in UDP is dropped. Another process's UDP to port 4500, whatever it carries, is
+//! classified like any UDP: wrapping clear traffic in UDP grants nothing.
 
 use aya_ebpf::{
     EbpfContext,
@@ -16,13 +21,14 @@ use aya_ebpf::{
 };
 use ipsec_common::abi::{
     ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, CONFIG_ENGINE_ALIVE_NS, CONFIG_ESP_IFINDEX, Counter,
-    DIR_OUT, ENGINE_ALIVE_TIMEOUT_NS, MAX_L4_OFFSET, NO_SP,
+    DIR_OUT, ENGINE_ALIVE_TIMEOUT_NS, MAX_L4_OFFSET, NO_SP, proto,
 };
 
 use crate::{
     classify::classify,
     maps::{CONFIG, ENGINE_SOCKETS, SA_OUT_BY_SPI, count, count_sp},
-    parse::{Frame, Outcome, parse, zeroed_key},
+    parse::{Fragment, Frame, Outcome, parse, zeroed_key},
+    udp::{self, Udp},
 };
 
 /// Enough linear bytes for Ethernet, two VLAN tags and the deepest transport header we read.
@@ -66,7 +72,22 @@ pub(crate) fn try_tc_egress(ctx: &TcContext) -> i32 {
             }
         }
         Outcome::EspFragment => ok(Counter::PassOwnEsp),
+        Outcome::Flow(fragment) if engine && flow.proto == proto::UDP => {
+            if fragment != Fragment::Whole {
+                return ok(Counter::PassOwnEsp);
+            }
+            match udp::own_esp_spi(&frame, l3) {
+                Some(spi) if SA_OUT_BY_SPI.get_ptr(spi).is_some() => ok(Counter::PassOwnEsp),
+                _ => shot(Counter::DropUnknownSpi),
+            }
+        }
         Outcome::Flow(fragment) => {
+            if fragment == Fragment::Whole
+                && flow.proto == proto::UDP
+                && udp::inspect(&frame, l3, flow, DIR_OUT) == Udp::Ike
+            {
+                return ok(Counter::PassIke);
+            }
             let verdict = classify(flow, fragment);
             if verdict.sp_id == NO_SP {
                 return if flow.is_neighbour_discovery() {

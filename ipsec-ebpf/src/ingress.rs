@@ -1,16 +1,19 @@
-//! XDP ingress: parse, steer ESP by SPI, classify everything else against the inbound SPD
-//! (fragments by their datagram's first fragment, see `classify`). Any action value the program
-//! does not know drops.
+//! XDP ingress: parse, steer ESP by SPI (plain, or in UDP to an encapsulation port: RFC 3948),
+//! pass IKE between configured peers and drop NAT-keepalives (see `udp`), classify everything
+//! else against the inbound SPD (fragments by their datagram's first fragment, see `classify`).
+//! Any action value the program does not know drops.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use ipsec_common::abi::{
-    ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, Counter, DIR_IN, NO_SP, XSK_MAX_FRAME, xsk_slot_key,
+    ACTION_DISCARD, ACTION_IPSEC, ACTION_NONE, Counter, DIR_IN, NO_SP, XSK_MAX_FRAME, proto,
+    xsk_slot_key,
 };
 
 use crate::{
     classify::classify,
     maps::{SA_BY_SPI, XSK_SLOTS, XSKS, count, count_sp},
-    parse::{Frame, Outcome, parse, zeroed_key},
+    parse::{Fragment, Frame, Outcome, parse, zeroed_key},
+    udp::{self, Udp},
 };
 
 #[inline(always)]
@@ -28,18 +31,19 @@ pub(crate) fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
         Outcome::Malformed => drop(Counter::DropMalformed),
         Outcome::ExtLimit => drop(Counter::DropExtHeaderLimit),
         Outcome::VlanDepth => drop(Counter::DropVlanDepth),
-        Outcome::Esp { spi, plain } => {
-            if SA_BY_SPI.get_ptr(spi).is_none() {
-                return drop(Counter::DropUnknownSpi);
-            }
-            if plain && frame.len() <= XSK_MAX_FRAME && to_engine_socket(ctx) {
-                count(Counter::EspKnownSpiXsk);
-                return xdp_action::XDP_REDIRECT;
-            }
-            pass(Counter::EspKnownSpi)
-        }
+        Outcome::Esp { spi, plain } => steer(ctx, &frame, spi, plain),
         Outcome::EspFragment => pass(Counter::PassEspFragment),
         Outcome::Flow(fragment) => {
+            // ESP in UDP goes where plain ESP goes, and the engine's core accepts each shape
+            // only for SAs of that shape; IKE between configured peers is never classified.
+            if fragment == Fragment::Whole && flow.proto == proto::UDP {
+                match udp::inspect(&frame, l3, flow, DIR_IN) {
+                    Udp::Esp { spi, plain } => return steer(ctx, &frame, spi, plain),
+                    Udp::Keepalive => return drop(Counter::DropNatKeepalive),
+                    Udp::Ike => return pass(Counter::PassIke),
+                    Udp::Other => {}
+                }
+            }
             let verdict = classify(flow, fragment);
             if verdict.sp_id == NO_SP {
                 return if flow.is_neighbour_discovery() {
@@ -59,6 +63,20 @@ pub(crate) fn try_xdp_ingress(ctx: &XdpContext) -> u32 {
             }
         }
     }
+}
+
+/// ESP under `spi`: an SPI of ours goes to the engine's AF_XDP socket when the frame has the
+/// plain shape and fits a UMEM frame, else to the kernel's path; any other SPI is dropped.
+#[inline(always)]
+fn steer(ctx: &XdpContext, frame: &Frame, spi: u32, plain: bool) -> u32 {
+    if SA_BY_SPI.get_ptr(spi).is_none() {
+        return drop(Counter::DropUnknownSpi);
+    }
+    if plain && frame.len() <= XSK_MAX_FRAME && to_engine_socket(ctx) {
+        count(Counter::EspKnownSpiXsk);
+        return xdp_action::XDP_REDIRECT;
+    }
+    pass(Counter::EspKnownSpi)
 }
 
 /// Redirect to the engine's AF_XDP socket on this interface and queue, if it has one. Only a

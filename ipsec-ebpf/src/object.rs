@@ -13,6 +13,8 @@ mod ingress;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod udp;
 
 #[cfg(target_arch = "bpf")]
 mod programs {

@@ -60,7 +60,7 @@ pub(crate) struct Frame {
 impl Frame {
     /// `N` bytes at `off`, or `None` when they lie past `data_end`.
     #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+    pub(crate) fn bytes<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
         let start = self.data + off;
         if start + N > self.data_end {
             return None;

@@ -43,7 +43,8 @@ fn expected_sa1() -> serde_json::Value {
         "bytes": 0,
         "auth_failures": 0,
         "replay_drops": 0,
-        "errors": 0
+        "errors": 0,
+        "udp_encapsulation": null
     })
 }
 
@@ -112,7 +113,8 @@ fn source_examples_run_verbatim_and_list_back() {
             "0",
             "0",
             "0",
-            "0"
+            "0",
+            "-"
         ],
         "{table}"
     );

@@ -84,6 +84,7 @@ fn sa_args(encryption: &str, key: &[u8], integrity: &str, ikey: &[u8]) -> SaAddA
         integrity_algorithm: Some(integrity.to_owned()),
         integrity_key: Some(format!("0x{}", hex::encode(ikey))),
         sa_name: Some("sa1".to_owned()),
+        udp_encapsulation: None,
     }
 }
 

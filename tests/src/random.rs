@@ -95,6 +95,7 @@ pub fn sa_args(i: u32) -> SaAddArgs {
         integrity_algorithm: Some("hmac-sha2-256".into()),
         integrity_key: Some(format!("0x{}", "ab".repeat(32))),
         sa_name: Some(format!("sa{i}")),
+        udp_encapsulation: None,
     }
 }
 

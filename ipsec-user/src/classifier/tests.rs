@@ -50,6 +50,7 @@ fn sa_args(i: u32) -> SaAddArgs {
         integrity_algorithm: text("hmac-sha2-256"),
         integrity_key: Some(format!("0x{}", "ab".repeat(32))),
         sa_name: Some(format!("sa{i}")),
+        udp_encapsulation: None,
     }
 }
 

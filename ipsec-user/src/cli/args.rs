@@ -235,6 +235,16 @@ pub struct SaAdd {
     /// Required. Name of the SA; unique.
     #[arg(short = 'n', long, value_name = "NAME")]
     pub sa_name: Option<String>,
+    /// Optional, xipsec only (not an ESXi option). Send and accept this SA's ESP inside UDP
+    /// (RFC 3948): `4500` (that port at both ends) or `SRC:DST` (the SA source's port, the SA
+    /// destination's), 1 to 65535; needs both addresses (not `any`). Without it, plain ESP; an
+    /// SA accepts only its own shape. IKE normally sets this; manual keys can use it to reach a
+    /// peer that only speaks ESP in UDP. `sa list` shows it last, as `SRC:DST` (`UDP Encap`).
+    /// `sa export --wireshark` has no column for it
+    /// (Wireshark's esp_sa table has none): Wireshark decodes ESP in UDP 4500 by itself, and
+    /// another port with `tshark -d udp.port==PORT,udpencap`.
+    #[arg(long, value_name = "PORTS")]
+    pub udp_encapsulation: Option<String>,
 }
 
 impl From<SaAdd> for SaAddArgs {
@@ -249,6 +259,7 @@ impl From<SaAdd> for SaAddArgs {
             integrity_algorithm: a.integrity_algorithm,
             integrity_key: a.integrity_key,
             sa_name: a.sa_name,
+            udp_encapsulation: a.udp_encapsulation,
         }
     }
 }

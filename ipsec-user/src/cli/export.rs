@@ -191,6 +191,13 @@ pub fn sa_line(sa: &ExportedSa) -> String {
             key(sa.integrity_key.as_ref())
         );
     }
+    if let Some(encap) = sa.udp_encap {
+        let _ = write!(
+            line,
+            " --udp-encapsulation {}:{}",
+            encap.source_port, encap.destination_port
+        );
+    }
     line
 }
 

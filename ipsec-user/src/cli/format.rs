@@ -77,6 +77,8 @@ pub const SA_LAYOUT: Layout = Layout {
         col("auth_failures", "Auth Failures"),
         col("replay_drops", "Replay Drops"),
         col("errors", "Errors"),
+        // xipsec only: ESP in UDP (`--udp-encapsulation`), `SRC:DST`; null for plain ESP.
+        col("udp_encapsulation", "UDP Encap"),
     ],
     single: false,
 };
@@ -239,6 +241,9 @@ pub fn sa_row(sa: &SaEntry) -> Row {
         Value::Int(sa.auth_failures),
         Value::Int(sa.replay_drops),
         Value::Int(sa.errors),
+        opt(sa
+            .udp_encap
+            .map(|e| format!("{}:{}", e.source_port, e.destination_port))),
     ]
 }
 

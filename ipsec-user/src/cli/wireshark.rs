@@ -9,6 +9,9 @@
 //!   names are the strings of Wireshark's `esp_encryption_type_vals` and
 //!   `esp_authentication_type_vals` (epan/dissectors/packet-ipsec.c), checked against Debian
 //!   12's Wireshark 4.0 by `tests/wireshark.rs`.
+//! - ESP in UDP (`--udp-encapsulation`, RFC 3948) has no column in the table: Wireshark finds
+//!   ESP inside UDP 4500 by itself (its `udpencap` dissector), and the SA lines apply to it by
+//!   addresses and SPI; for another port, `tshark -d udp.port==PORT,udpencap`.
 //! - FILE is created new with mode 0600 and never overwritten; root only (the daemon refuses
 //!   keys to anyone else).
 
@@ -115,6 +118,7 @@ mod tests {
             integrity_algorithm: IntegrityAlgorithm::None,
             encryption_key: Some(Key::new(vec![0xab; 20])),
             integrity_key: Some(Key::new(Vec::new())),
+            udp_encap: None,
         };
         assert_eq!(
             line(&sa),

@@ -348,6 +348,7 @@ fn sa_fields(a: &Sa, b: &Sa) -> Vec<String> {
         (opt::ENCRYPTION_KEY, a.encryption_key != b.encryption_key),
         (opt::INTEGRITY_ALGORITHM, a.integrity != b.integrity),
         (opt::INTEGRITY_KEY, a.integrity_key != b.integrity_key),
+        (opt::UDP_ENCAPSULATION, a.udp_encap != b.udp_encap),
     ];
     named(&differs)
 }
@@ -425,6 +426,7 @@ pub fn configuration(spd: &Spd, generation: u64, with_keys: bool) -> Configurati
             integrity_algorithm: sa.integrity,
             encryption_key: with_keys.then(|| sa.encryption_key.clone()),
             integrity_key: with_keys.then(|| sa.integrity_key.clone()),
+            udp_encap: sa.udp_encap,
         })
         .collect();
     sas.sort_by(|a, b| a.name.cmp(&b.name));
@@ -471,6 +473,7 @@ mod tests {
             integrity_algorithm: Some("hmac-sha1".into()),
             integrity_key: Some(INTEG.into()),
             sa_name: Some(name.into()),
+            udp_encapsulation: None,
         })
     }
 

@@ -681,6 +681,7 @@ fn sa_entries(spd: &Spd, counters: &Counters) -> Vec<SaEntry> {
                 auth_failures: count.auth_failures,
                 replay_drops: count.replay_drops,
                 errors: count.errors,
+                udp_encap: sa.udp_encap,
             }
         })
         .collect()

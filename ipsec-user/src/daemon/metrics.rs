@@ -540,6 +540,7 @@ mod tests {
             auth_failures: 1,
             replay_drops: 2,
             errors: 3,
+            udp_encap: None,
         }
     }
 

@@ -311,6 +311,9 @@ pub struct ExportedSa {
     pub encryption_key: Option<crate::model::Key>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity_key: Option<crate::model::Key>,
+    /// ESP in UDP (`--udp-encapsulation`); absent for plain ESP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_encap: Option<crate::model::UdpEncap>,
 }
 
 /// One SA as `xipsec sa list` shows it. `None` addresses mean `any`.
@@ -332,6 +335,9 @@ pub struct SaEntry {
     pub auth_failures: u64,
     pub replay_drops: u64,
     pub errors: u64,
+    /// ESP in UDP (`--udp-encapsulation`); absent for plain ESP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_encap: Option<crate::model::UdpEncap>,
 }
 
 /// One SP as `xipsec sp list` shows it. `None` ports mean `any`.

@@ -17,6 +17,7 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
     },
 };
+use ipsec_common::abi::IkePeerKey;
 use ipsec_common::abi::{
     self, CacheSlot, CacheValue, Counter, FieldSet, FlowKey, FragKey, FragValue, LenSet, PrefixKey,
     RuleKey, RuleValue, SaInfo, SpStats,
@@ -140,6 +141,8 @@ pub enum DatapathError {
     },
     #[error("{program} wrote no explain result")]
     ExplainResult { program: &'static str },
+    #[error("{count} ike peer pairs, at most {limit} are supported")]
+    TooManyIkePeers { count: usize, limit: u32 },
 }
 
 /// Load-time choices.
@@ -202,6 +205,8 @@ maps! {
     sa_out_by_spi: HashMap<MapData, u32, SaInfo> = abi::SA_OUT_BY_SPI,
     engine_sockets: HashMap<MapData, u64, u32> = abi::ENGINE_SOCKETS,
     frag_state: HashMap<MapData, FragKey, FragValue> = abi::FRAG_STATE,
+    udp_encap_ports: Array<MapData, u32> = abi::UDP_ENCAP_PORTS,
+    ike_peers: HashMap<MapData, IkePeerKey, u32> = abi::IKE_PEERS,
 }
 
 /// The loaded programs and their maps. Dropping it detaches everything it attached and removes
@@ -214,6 +219,8 @@ pub struct KernelDatapath {
     attached: Vec<Attached>,
     /// Link pins this process created (not taken over), removed by `abandon_attachments`.
     created_links: Vec<PathBuf>,
+    /// The ports marked in `XIPSEC_UDP_ENCAP_PORTS` (see `ike_bypass`).
+    pub(super) encap_ports: std::collections::BTreeSet<u16>,
 }
 
 /// The error for a failed access to map `name`, for `map_err`.
@@ -325,6 +332,7 @@ impl KernelDatapath {
             pin_dir: options.pin_dir.clone(),
             attached: Vec::new(),
             created_links: Vec::new(),
+            encap_ports: std::collections::BTreeSet::new(),
         })
     }
 
@@ -481,7 +489,9 @@ impl KernelDatapath {
 
     /// Make the maps equal `spd` (see `sync.rs` for the generation flip).
     pub fn sync(&mut self, spd: &Spd) -> Result<(), DatapathError> {
-        super::sync::sync(self, spd, |_| {})
+        super::ike_bypass::mark_encap_ports(self, spd)?;
+        super::sync::sync(self, spd, |_| {})?;
+        super::ike_bypass::unmark_encap_ports(self, spd)
     }
 
     /// Tests only: [`Self::sync`], running `before_flip` once the new tables are written, just

@@ -9,6 +9,7 @@ pub mod inspect;
 /// The compiler lives with the userspace classifier that shares its output (`crate::classifier`).
 pub use crate::classifier::compile;
 mod explain;
+mod ike_bypass;
 mod kernel;
 mod sync;
 mod xdp_mode;

@@ -464,7 +464,10 @@ impl EspEngine {
     /// Socket cookies (`SO_COOKIE`) of the raw socket(s) the engine sends its ESP from, for TC
     /// egress to recognise the engine's own packets (`bpf_get_socket_cookie`). One today.
     pub fn send_socket_cookies(&self) -> Vec<u64> {
-        vec![sys::socket_cookie(self.shared.socket.as_raw_fd())]
+        let mut cookies = vec![sys::socket_cookie(self.shared.socket.as_raw_fd())];
+        // ESP in UDP leaves the raw path by its own socket (`transmit`).
+        cookies.extend(lock(&self.shared.tx).udp_socket_cookie());
+        cookies
     }
 
     /// The TUN device's name.
@@ -947,6 +950,7 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
                                 hop_limit: slot.hop_limit,
                             },
                             esp: slot.esp(),
+                            encap: None,
                         });
                     }
                     open_burst(shared, &mut table, &packets, &mut prepared, now, &mut out);

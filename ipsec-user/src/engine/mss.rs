@@ -6,7 +6,8 @@
 //! MSS option lowered so both ends send segments whose ESP form fits [`LINK_MTU`]: to
 //! [`for_overheads`] of the configured SAs, the largest MSS every one of them fits (a SYN's MSS
 //! bounds the *other* direction's segments, which may travel under another SA), or
-//! [`CLAMPED_MSS`], which fits any suite in either mode. Other
+//! [`CLAMPED_MSS`], which fits any suite in either mode. ESP in UDP (RFC 3948) adds
+//! [`UDP_ENCAP_OVERHEAD`] more ([`encap_overhead`], counted per SA). Other
 //! protocols are untouched: a large UDP datagram is still sent, as outer ESP fragments that the
 //! peer reassembles before decryption. (Signalling a smaller path MTU instead would make the
 //! local stack fragment UDP *before* ESP, which transport mode cannot carry, RFC 4303 §3.1.1.)
@@ -18,6 +19,19 @@ pub const LINK_MTU: usize = 1500;
 /// The most ESP adds to a packet with the suites we support: outer IPv6 header (tunnel mode) 40,
 /// ESP header 8, IV 16, padding up to 15 plus pad length and next header 2, ICV 16.
 pub const MAX_ESP_OVERHEAD: usize = 40 + 8 + 16 + 17 + 16;
+/// What ESP in UDP (RFC 3948) adds on top of ESP's overhead: the UDP header.
+pub const UDP_ENCAP_OVERHEAD: usize = 8;
+
+/// The overhead UDP encapsulation adds to an SA's ESP: [`UDP_ENCAP_OVERHEAD`] with it, 0
+/// without.
+pub fn encap_overhead(encap: Option<crate::model::UdpEncap>) -> usize {
+    if encap.is_some() {
+        UDP_ENCAP_OVERHEAD
+    } else {
+        0
+    }
+}
+
 /// The largest MSS whose segments fit: IPv6 (40) and TCP (20) headers come on top of the MSS
 /// (TCP options are carved out of it).
 #[allow(

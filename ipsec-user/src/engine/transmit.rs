@@ -18,6 +18,13 @@
 //!   MTU (the kernel fragments it: outer fragments always take this path) or than a frame,
 //!   AF_XDP transmission off ([`EngineConfig::xsk_tx`](super::EngineConfig)).
 //!
+//! ESP in UDP (RFC 3948; the core shapes it, `core::udp::is_udp` tells it apart) takes the same
+//! two paths: on AF_XDP with next header 17 in the header the engine writes, on the raw path
+//! through a raw `IPPROTO_UDP` socket of its own (the raw ESP socket can only send ESP), which
+//! sends the UDP header and checksum the core wrote, carries the same mark, reports its socket
+//! cookie for TC egress ([`Transmit::udp_socket_cookie`]), and receives nothing (a socket
+//! filter refuses every copy of inbound UDP the kernel would queue on a raw UDP socket).
+//!
 //! Runs of consecutive packets taking the same path are sent together, each run after the one
 //! before has left, so sequence numbers leave in order. A packet that cannot be sent is dropped
 //! and counted (`esp_send_errors`), never retried on the other path after a failure, and never
@@ -27,6 +34,9 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::core::udp::is_udp;
 use super::neighbour::{NextHop, Resolver};
 use super::sys::{self, Outgoing};
 use super::xsk::XskSender;
@@ -38,6 +48,8 @@ const ETHERNET_HEADER_LEN: usize = 14;
 const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 /// IPv6 next header of ESP (RFC 4303 §2).
 const NEXT_HEADER_ESP: u8 = 50;
+/// IPv6 next header of UDP: ESP in UDP (RFC 3948).
+const NEXT_HEADER_UDP: u8 = 17;
 
 /// What one [`Transmit::send`] did.
 #[derive(Debug, Default)]
@@ -62,6 +74,9 @@ impl Sent {
 /// The outbound sending state: the AF_XDP senders and the next-hop cache (see the module docs).
 pub(super) struct Transmit {
     raw: RawFd,
+    /// The raw UDP socket for ESP in UDP on the raw path; `None` if it could not be opened
+    /// (logged; such packets then count as send errors).
+    udp: Option<OwnedFd>,
     /// `None` when AF_XDP transmission is off or no sender exists.
     resolver: Option<Resolver>,
     senders: Vec<XskSender>,
@@ -72,11 +87,24 @@ impl Transmit {
     /// through the raw ESP socket `raw` (owned by the engine, open as long as this value).
     pub(super) fn new(raw: RawFd, resolver: Option<Resolver>, senders: Vec<XskSender>) -> Self {
         let resolver = resolver.filter(|_| !senders.is_empty());
+        let udp = open_udp_socket()
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot open the raw udp socket: esp in udp can leave only through AF_XDP");
+            })
+            .ok();
         Self {
             raw,
+            udp,
             resolver,
             senders,
         }
+    }
+
+    /// The socket cookie of the raw UDP socket, for TC egress (see the module docs).
+    pub(super) fn udp_socket_cookie(&self) -> Option<u64> {
+        self.udp
+            .as_ref()
+            .map(|fd| sys::socket_cookie(fd.as_raw_fd()))
     }
 
     /// Sends `packets` in order (see the module docs).
@@ -104,9 +132,22 @@ impl Transmit {
         sent
     }
 
+    /// Sends `packets` through the raw sockets, in order: plain ESP on the ESP socket, ESP in
+    /// UDP on the UDP socket, each run of one kind together.
     fn send_raw(&self, packets: &[Outgoing], sent: &mut Sent) {
-        let (failed, error) = sys::send_batch(self.raw, packets);
-        sent.fail(failed, error);
+        for run in packets.chunk_by(|a, b| udp_packet(a) == udp_packet(b)) {
+            let fd = if udp_packet(&run[0]) {
+                let Some(udp) = &self.udp else {
+                    sent.fail(run.len(), Some(io::Error::other("no raw udp socket")));
+                    continue;
+                };
+                udp.as_raw_fd()
+            } else {
+                self.raw
+            };
+            let (failed, error) = sys::send_batch(fd, run);
+            sent.fail(failed, error);
+        }
     }
 
     fn flush(&mut self, sent: &mut Sent) {
@@ -140,7 +181,11 @@ impl Transmit {
         let header = Ipv6Repr {
             src_addr: packet.source,
             dst_addr: packet.destination,
-            next_header: NEXT_HEADER_ESP,
+            next_header: if udp_packet(packet) {
+                NEXT_HEADER_UDP
+            } else {
+                NEXT_HEADER_ESP
+            },
             payload_len,
             hop_limit: packet.hop_limit,
             traffic_class: packet.traffic_class,
@@ -150,6 +195,66 @@ impl Transmit {
         sender.stage(len, |frame| write_frame(frame, &hop, &header, esp))
     }
 }
+
+/// Whether `packet` is ESP in UDP (what it sends starts with the UDP header).
+fn udp_packet(packet: &Outgoing) -> bool {
+    is_udp(&packet.buf, packet.esp_offset)
+}
+
+/// Opens the raw `IPPROTO_UDP` socket ESP in UDP leaves by on the raw path: the engine's mark,
+/// fragmentation at the interface MTU as on the ESP socket (`IPV6_PMTUDISC_OMIT`), bounded
+/// send blocking, and a socket filter that accepts nothing, so the copies of inbound UDP the
+/// kernel hands every raw UDP socket are dropped before they queue.
+fn open_udp_socket() -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        Some(ipproto::UDP),
+    )?;
+    // `BPF_RET | BPF_K` 0: keep no byte of any packet.
+    let mut refuse_all = [libc::sock_filter {
+        code: 0x06,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: refuse_all.as_mut_ptr(),
+    };
+    // SAFETY: `program` points at one valid classic BPF instruction that outlives the call
+    // (the kernel copies it); the length passed is the struct's.
+    let attached = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const program).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap_or(0),
+        )
+    };
+    if attached != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::Mark,
+        &ipsec_common::abi::XIPSEC_MARK,
+    )?;
+    sockopt::set_ipv6_mtu_discover(&fd, sockopt::Ipv6PathMtuDiscovery::OMIT)?;
+    if sockopt::set_socket_send_buffer_size_force(&fd, UDP_SEND_BUFFER).is_err() {
+        sockopt::set_socket_send_buffer_size(&fd, UDP_SEND_BUFFER)?;
+    }
+    sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(UDP_SEND_TIMEOUT))?;
+    Ok(fd)
+}
+
+/// The raw UDP socket's send buffer (as the ESP socket's) and send timeout (never long enough
+/// to keep a worker from seeing the shutdown).
+const UDP_SEND_BUFFER: usize = 8 << 20;
+const UDP_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Writes Ethernet header, IPv6 header and `esp` into `frame` (exactly their length).
 fn write_frame(frame: &mut [u8], hop: &NextHop, header: &Ipv6Repr, esp: &[u8]) {

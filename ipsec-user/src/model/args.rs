@@ -44,6 +44,7 @@ pub mod opt {
     pub const DPD: &str = "--dpd";
     pub const INITIATE: &str = "--initiate";
     pub const IKE_PEER: &str = "--ike-peer";
+    pub const UDP_ENCAPSULATION: &str = "--udp-encapsulation";
 }
 
 /// `sa add`. Its `Debug` never shows the keys (see the impl below).
@@ -58,6 +59,9 @@ pub struct SaAddArgs {
     pub integrity_algorithm: Option<String>,
     pub integrity_key: Option<String>,
     pub sa_name: Option<String>,
+    /// xipsec only: `PORTS` of ESP in UDP (RFC 3948); absent in older requests and files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_encapsulation: Option<String>,
 }
 
 /// How a raw key option shows in `Debug`: whether it was given, and its length, never its text.
@@ -87,6 +91,7 @@ impl fmt::Debug for SaAddArgs {
             integrity_algorithm,
             integrity_key,
             sa_name,
+            udp_encapsulation,
         } = self;
         f.debug_struct("SaAddArgs")
             .field("sa_source", sa_source)
@@ -98,6 +103,7 @@ impl fmt::Debug for SaAddArgs {
             .field("integrity_algorithm", integrity_algorithm)
             .field("integrity_key", &RedactedKey(integrity_key))
             .field("sa_name", sa_name)
+            .field("udp_encapsulation", udp_encapsulation)
             .finish()
     }
 }

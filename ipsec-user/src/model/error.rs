@@ -257,6 +257,11 @@ pub enum ModelError {
         "--sa-name: sa '{sa}' was negotiated by ike with peer '{peer}'; it goes when its child sa is deleted or expires (or remove the peer's policies and the peer)"
     )]
     IkeOwned { sa: String, peer: String },
+    /// ESP in UDP is sent to, and accepted from, one peer address and port.
+    #[error(
+        "--udp-encapsulation: not allowed with {option} any; give the sa's ipv6 addresses (udp encapsulation is between two hosts)"
+    )]
+    UdpEncapWithAny { option: &'static str },
 }
 
 impl ModelError {

@@ -22,6 +22,7 @@ pub(crate) fn example_sa_args() -> SaAddArgs {
         integrity_algorithm: s("hmac-sha1"),
         integrity_key: s("0x6970763672656164796c6f67736861316f757432"),
         sa_name: s("sa1"),
+        udp_encapsulation: None,
     }
 }
 
@@ -53,6 +54,7 @@ pub(crate) fn named_sa_args(name: &str, spi: u32, mode: &str) -> SaAddArgs {
         integrity_algorithm: s("hmac-sha2-256"),
         integrity_key: s("0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
         sa_name: s(name),
+        udp_encapsulation: None,
     }
 }
 

@@ -47,6 +47,7 @@ pub use rank::RankReason;
 pub use reference::{
     FirstFragments, Flow, L4, NEIGHBOUR_DISCOVERY_TYPES, NEXT_HEADER_ICMPV6, Verdict,
 };
+pub use reference::{UdpContext, UdpKind};
 pub use sa::{Sa, UdpEncap};
 pub use sp::Sp;
 pub use spd::{MAX_SA, MAX_SP, SEQ_BITS, Spd};

@@ -543,3 +543,96 @@ mod tests {
         assert_eq!(v.sp, None);
     }
 }
+
+/// ESP in UDP (RFC 3948) and the IKE bypass, as the datapath treats them (the reference for
+/// `ipsec-ebpf/src/udp.rs`): the local UDP ports of ESP in UDP, and the (local, remote) address
+/// pairs of configured IKE peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpContext {
+    pub encap_ports: std::collections::BTreeSet<u16>,
+    pub ike_peers: std::collections::BTreeSet<(Ipv6Addr, Ipv6Addr)>,
+}
+
+/// What a UDP datagram is to the datapath ([`UdpContext::kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdpKind {
+    /// Classified like any UDP.
+    Other,
+    /// ESP in UDP (inbound, to an encapsulation port): steered by SPI like plain ESP; `plain`
+    /// when the frame is untagged.
+    Esp { spi: u32, plain: bool },
+    /// A NAT-keepalive (RFC 3948 §2.3) to an encapsulation port (inbound): dropped.
+    Keepalive,
+    /// IKE between a configured pair (UDP 500, or 4500 behind the non-ESP marker): passed
+    /// unclassified, both ways.
+    Ike,
+}
+
+impl UdpContext {
+    /// What `frame` (an Ethernet frame) is in `direction`, given that the reference parser made
+    /// it a whole (unfragmented) flow of protocol UDP. Only UDP right after the fixed IPv6
+    /// header counts: behind extension headers it is [`UdpKind::Other`].
+    pub fn kind(&self, frame: &[u8], direction: Direction, flow: &Flow) -> UdpKind {
+        use ipsec_common::abi::{
+            ESP_HEADER_LEN, ETH_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN, VLAN_TAG_LEN,
+            ethertype, is_ike_datagram, proto,
+        };
+        let L4::Ports {
+            src: sport,
+            dst: dport,
+        } = flow.l4
+        else {
+            return UdpKind::Other;
+        };
+        let mut l3 = ETH_HEADER_LEN;
+        while let Some(kind) = frame.get(l3 - 2..l3) {
+            let kind = u16::from_be_bytes([kind[0], kind[1]]);
+            if kind != ethertype::VLAN && kind != ethertype::QINQ {
+                break;
+            }
+            l3 += VLAN_TAG_LEN;
+        }
+        let Some(ip) = frame.get(l3..l3 + IPV6_HEADER_LEN) else {
+            return UdpKind::Other;
+        };
+        let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        if ip[6] != proto::UDP || payload < UDP_HEADER_LEN {
+            return UdpKind::Other;
+        }
+        let data = payload - UDP_HEADER_LEN;
+        let at = l3 + IPV6_HEADER_LEN + UDP_HEADER_LEN;
+        let word = if data >= 4 {
+            frame.get(at..at + 4).map(|w| [w[0], w[1], w[2], w[3]])
+        } else {
+            None
+        };
+        if direction == Direction::In && self.encap_ports.contains(&dport) {
+            if data == 1 {
+                return if frame.get(at) == Some(&0xff) {
+                    UdpKind::Keepalive
+                } else {
+                    UdpKind::Other
+                };
+            }
+            if let Some(spi) = word
+                && spi != [0; 4]
+                && data >= ESP_HEADER_LEN
+            {
+                return UdpKind::Esp {
+                    spi: u32::from_be_bytes(spi),
+                    plain: l3 == ETH_HEADER_LEN,
+                };
+            }
+        }
+        let (local, remote) = match direction {
+            Direction::In => (flow.dst, flow.src),
+            Direction::Out => (flow.src, flow.dst),
+        };
+        let marker = word == Some([0; 4]);
+        if is_ike_datagram(sport, dport, marker) && self.ike_peers.contains(&(local, remote)) {
+            UdpKind::Ike
+        } else {
+            UdpKind::Other
+        }
+    }
+}

@@ -48,6 +48,35 @@ pub struct UdpEncap {
     pub destination_port: u16,
 }
 
+/// What `--udp-encapsulation` accepts.
+const UDP_ENCAP_ALLOWED: &str =
+    "use PORT (both ends, e.g. 4500) or SRC:DST (e.g. 4500:4500), ports 1 to 65535";
+
+impl UdpEncap {
+    /// `--udp-encapsulation PORTS`: `PORT` (both ends) or `SRC:DST`, each 1 to 65535.
+    pub(crate) fn parse(text: &str) -> Result<Self, ModelError> {
+        let invalid = || ModelError::Invalid {
+            option: opt::UDP_ENCAPSULATION,
+            value: super::error::shown(text),
+            allowed: UDP_ENCAP_ALLOWED,
+        };
+        // Digits only: `u16::from_str` would also take a leading `+`.
+        let port = |p: &str| {
+            p.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| p.parse::<u16>().ok())
+                .flatten()
+                .filter(|&p| p != 0)
+                .ok_or_else(invalid)
+        };
+        let (source, destination) = text.split_once(':').unwrap_or((text, text));
+        Ok(Self {
+            source_port: port(source)?,
+            destination_port: port(destination)?,
+        })
+    }
+}
+
 // The key fields wipe themselves when dropped; nothing else in an SA is secret.
 impl zeroize::ZeroizeOnDrop for Sa {}
 
@@ -109,7 +138,11 @@ impl Sa {
             encryption_key,
             integrity,
             integrity_key,
-            udp_encap: None,
+            udp_encap: args
+                .udp_encapsulation
+                .as_deref()
+                .map(UdpEncap::parse)
+                .transpose()?,
         };
         sa.check()?;
         Ok(sa)
@@ -148,6 +181,9 @@ impl Sa {
         if self.spi < 0x100 {
             return Err(ModelError::ReservedSpi { spi: self.spi });
         }
+        if let Some(encap) = self.udp_encap {
+            check_udp_encap(encap, self.source, self.destination)?;
+        }
         check_encryption_key(self.encryption, &self.encryption_key)?;
         // A loaded record pairs `none` with a combined-mode cipher and nothing else.
         if self.encryption.is_combined() != (self.integrity == IntegrityAlgorithm::None) {
@@ -171,6 +207,32 @@ impl Sa {
             &self.integrity_key,
         )
     }
+}
+
+/// UDP encapsulation needs both addresses (the datagrams go to one peer) and non-zero ports.
+fn check_udp_encap(
+    encap: UdpEncap,
+    source: Option<Ipv6Addr>,
+    destination: Option<Ipv6Addr>,
+) -> Result<(), ModelError> {
+    if source.is_none() {
+        return Err(ModelError::UdpEncapWithAny {
+            option: opt::SA_SOURCE,
+        });
+    }
+    if destination.is_none() {
+        return Err(ModelError::UdpEncapWithAny {
+            option: opt::SA_DESTINATION,
+        });
+    }
+    if encap.source_port == 0 || encap.destination_port == 0 {
+        return Err(ModelError::Invalid {
+            option: opt::UDP_ENCAPSULATION,
+            value: format!("{}:{}", encap.source_port, encap.destination_port),
+            allowed: UDP_ENCAP_ALLOWED,
+        });
+    }
+    Ok(())
 }
 
 /// `--integrity-algorithm` and `--integrity-key`: required with a cipher that needs them, refused

@@ -32,12 +32,13 @@ use super::classify;
 use super::flow_cache::FlowCache;
 use super::sa::{SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
+use super::udp;
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
 use crate::classifier::CompiledSpd;
 use crate::crypto::burst::{CHUNK, OpenItem, verify_packets};
 use crate::crypto::{Decapsulated, EspError, InboundSa, OuterHeader};
 use crate::engine::{mss, reassembly};
-use crate::model::{Action, Direction, Flow, Mode};
+use crate::model::{Action, Direction, Flow, Mode, UdpEncap};
 use crate::wire::{
     ETH_HEADER_LEN, EspPacket, EthernetFrame, IPV6_HEADER_LEN, Ipv6Packet, ethertype, proto,
 };
@@ -64,6 +65,9 @@ pub enum InAction {
 pub struct InPacket<'a> {
     pub outer: OuterHeader,
     pub esp: &'a [u8],
+    /// The UDP ports of ESP in UDP (RFC 3948: source, destination as received), `None` for
+    /// plain ESP. An SA accepts only its own shape (`udp::accepts`).
+    pub encap: Option<UdpEncap>,
 }
 
 /// What [`Inbound::prepare_burst`] found out about one packet: the ICV verdict, and the SA
@@ -155,7 +159,7 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
-        self.receive_with(outer, esp, None, now, plain, frame)
+        self.receive_with(outer, esp, None, None, now, plain, frame)
     }
 
     /// The SA index for an ESP packet's SPI, if its outer addresses are the SA's; counts
@@ -163,9 +167,8 @@ impl Inbound {
     fn bound_sa(&self, packet: &InPacket<'_>) -> Option<usize> {
         let spi = EspPacket::new_checked(packet.esp).ok()?.spi();
         let index = *self.by_spi.get(&spi)?;
-        self.sas[index]
-            .identity
-            .binds(&packet.outer)
+        let identity = &self.sas[index].identity;
+        (identity.binds(&packet.outer) && udp::accepts(identity.udp_encap, packet.encap))
             .then_some(index)
     }
 
@@ -210,14 +213,27 @@ impl Inbound {
         plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
-        self.receive_with(&packet.outer, packet.esp, Some(prepared), now, plain, frame)
+        self.receive_with(
+            &packet.outer,
+            packet.esp,
+            packet.encap,
+            Some(prepared),
+            now,
+            plain,
+            frame,
+        )
     }
 
     /// `receive`, with the ICV verdict of a burst when there is one for this packet's SA.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the packet's parts and the caller's buffers, passed through from three doors"
+    )]
     fn receive_with(
         &mut self,
         outer: &OuterHeader,
         esp: &[u8],
+        encap: Option<UdpEncap>,
         prepared: Option<&Prepared>,
         now: Instant,
         plain: &mut Vec<u8>,
@@ -237,6 +253,12 @@ impl Inbound {
         if !entry.identity.binds(outer) {
             entry.cells.bump(SaCell::Errors);
             return self.drop(Reason::AddressMismatch);
+        }
+        // ESP in UDP for a plain SA, or plain ESP for an encapsulated one: not this SA's
+        // traffic (RFC 3948 §3.2), refused before any cryptography.
+        if !udp::accepts(entry.identity.udp_encap, encap) {
+            entry.cells.bump(SaCell::Errors);
+            return self.drop(Reason::EncapMismatch);
         }
         let InSa {
             sa,
@@ -349,27 +371,49 @@ impl Inbound {
         frame: &mut Vec<u8>,
     ) -> InAction {
         match Self::parse_frame(ethernet) {
-            Some(packet) => self.receive(&packet.outer, packet.esp, now, plain, frame),
+            Some(packet) => self.receive_with(
+                &packet.outer,
+                packet.esp,
+                packet.encap,
+                None,
+                now,
+                plain,
+                frame,
+            ),
             None => self.drop(Reason::Malformed),
         }
     }
 
-    /// The ESP packet in an AF_XDP frame: Ethernet, an IPv6 header with next header ESP (the
-    /// only shape XDP redirects), ESP, maybe Ethernet padding. `None`: malformed (the caller
-    /// counts it, e.g. through [`Self::malformed`]).
+    /// The ESP packet in an AF_XDP frame: Ethernet, an IPv6 header with next header ESP, or
+    /// UDP whose Length agrees with the IPv6 payload length and whose payload starts with an
+    /// SPI (RFC 3948; the only shapes XDP redirects), ESP, maybe Ethernet padding. `None`:
+    /// malformed (the caller counts it, e.g. through [`Self::malformed`]).
     pub fn parse_frame(ethernet: &[u8]) -> Option<InPacket<'_>> {
         // Untagged: XDP redirects no other shape (a tagged frame would be malformed here).
         let untagged = EthernetFrame::new_checked(ethernet)
             .is_ok_and(|link| link.ethertype() == ethertype::IPV6);
         let ip = Ipv6Packet::new_checked(ethernet.get(ETH_HEADER_LEN..)?).ok()?;
-        if !untagged || ip.next_header() != proto::ESP {
+        if !untagged {
             return None;
         }
+        let outer = OuterHeader::of_packet(&ip);
         // Ethernet may pad a frame; the IPv6 payload length says where the packet ends.
-        Some(InPacket {
-            outer: OuterHeader::of_packet(&ip),
-            esp: ip.payload_bytes(),
-        })
+        match ip.next_header() {
+            proto::ESP => Some(InPacket {
+                outer,
+                esp: ip.payload_bytes(),
+                encap: None,
+            }),
+            proto::UDP => {
+                let (encap, esp) = udp::split(ip.payload_bytes())?;
+                Some(InPacket {
+                    outer,
+                    esp,
+                    encap: Some(encap),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Counts a packet the I/O layer found malformed before the core saw it.

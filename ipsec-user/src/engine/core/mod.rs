@@ -28,6 +28,7 @@ mod sa;
 mod stats;
 #[cfg(test)]
 mod tests;
+pub mod udp;
 
 use std::sync::Arc;
 
@@ -94,6 +95,9 @@ pub enum Reason {
     InnerProtocolRefused,
     /// Inbound: decrypted, but no inbound `ipsec` SP naming its SA lets it in.
     PolicyMismatch,
+    /// Inbound: ESP in UDP for an SA without UDP encapsulation, plain ESP for one with, or ESP
+    /// in UDP to another local port than the SA's (see `udp`).
+    EncapMismatch,
 }
 
 impl Reason {
@@ -117,6 +121,7 @@ impl Reason {
             Self::Dummy => Stat::Dummy,
             Self::InnerProtocolRefused => Stat::InnerProtocolRefused,
             Self::PolicyMismatch => Stat::PolicyMismatch,
+            Self::EncapMismatch => Stat::EncapMismatch,
         }
     }
 

@@ -28,6 +28,7 @@ use super::classify;
 use super::flow_cache::FlowCache;
 use super::sa::{Backoff, SaIdentity, Volume};
 use super::stats::{EngineStats, SaCell, SaCells, Stat};
+use super::udp;
 use super::{FAKE_ETHERNET, FLOW_CACHE_LIMIT, Reason, flow_of};
 use crate::classifier::CompiledSpd;
 use crate::crypto::burst::{CHUNK, Framed, SealItem, seal_packets};
@@ -234,13 +235,19 @@ impl Outbound {
             return self.drop(Reason::VolumeLimit);
         }
         match entry.sa.frame(packet, out) {
-            Ok(framed) => {
+            Ok(mut framed) => {
+                // ESP in UDP (RFC 3948): the UDP header goes in front of ESP now, and is
+                // written once the ESP it covers is sealed (`seal`).
+                let mut sent = framed.encapsulated;
+                if entry.identity.udp_encap.is_some() {
+                    sent.esp_offset = udp::make_room(out, &mut framed);
+                }
                 entry.cells.packet(packet.len());
                 entry.want_more(now);
                 self.wants |= entry.wanted.is_some();
                 self.stats.bump(Stat::EncapOk);
                 *pending = Some(PendingSeal { sa: index, framed });
-                OutAction::Send(framed.encapsulated)
+                OutAction::Send(sent)
             }
             Err(EspError::SequenceExhausted) => {
                 entry.exhausted();
@@ -284,7 +291,11 @@ impl Outbound {
             let mut results = [Ok(()); CHUNK];
             let results = &mut results[..items.len()];
             seal_packets(&mut items, results);
-            for ((i, sa), result) in at.iter().zip(results.iter()) {
+            for ((item, (i, sa)), result) in items.iter_mut().zip(&at).zip(results.iter()) {
+                if let (Ok(()), Some(encap)) = (result, self.sas[*sa].identity.udp_encap) {
+                    let outer = &item.framed.encapsulated;
+                    udp::finish(item.buf, encap, outer.source, outer.destination);
+                }
                 if result.is_err() {
                     self.stats.bump(Stat::EncapErrors);
                     self.sas[*sa].cells.bump(SaCell::Errors);

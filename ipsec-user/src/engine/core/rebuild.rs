@@ -232,7 +232,11 @@ pub fn rebuild(
         .map(|(i, e)| (e.identity.spi, i))
         .collect();
     inb.cache.invalidate();
-    let clamp = mss::for_overheads(out.sas.iter().map(|e| e.sa.max_overhead()));
+    let clamp = mss::for_overheads(
+        out.sas
+            .iter()
+            .map(|e| e.sa.max_overhead() + mss::encap_overhead(e.identity.udp_encap)),
+    );
     out.mss = clamp;
     inb.mss = clamp;
     // A policy's counters end with it (its id may be reused by a newer policy).

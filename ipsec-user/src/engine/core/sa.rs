@@ -25,6 +25,8 @@ pub(crate) struct SaIdentity {
     encryption_key: Key,
     integrity: IntegrityAlgorithm,
     integrity_key: Key,
+    /// ESP in UDP (RFC 3948), or plain ESP (see `udp`).
+    pub(crate) udp_encap: Option<crate::model::UdpEncap>,
 }
 
 impl SaIdentity {
@@ -38,6 +40,7 @@ impl SaIdentity {
             encryption_key: sa.encryption_key.clone(),
             integrity: sa.integrity,
             integrity_key: sa.integrity_key.clone(),
+            udp_encap: sa.udp_encap,
         }
     }
 

@@ -66,6 +66,7 @@ engine_stats! {
     WorkerDeaths => "esp_worker_deaths": "Engine threads that died (panicked); protected flows then fail closed.",
     TunQueueDrops => "esp_tun_queue_drops": "Packets the kernel dropped at the TUN device (its queue to the engine full), from its tx_dropped + rx_dropped.",
     XskSent => "esp_xsk_sent": "Outbound ESP sent through an AF_XDP socket's transmit ring (the rest went by the raw socket).",
+    EncapMismatch => "esp_encap_mismatch": "Inbound ESP in UDP for an SA without --udp-encapsulation (or to another port), or plain ESP for an SA with it (RFC 3948 §3.2).",
 }
 
 /// The engine counters, shared by both workers.

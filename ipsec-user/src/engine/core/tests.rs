@@ -41,6 +41,7 @@ fn sa_args(name: &str, src: &str, dst: &str, spi: &str) -> SaAddArgs {
         integrity_algorithm: s("hmac-sha2-256"),
         integrity_key: s("0123456789abcdef0123456789abcdef"),
         sa_name: s(name),
+        udp_encapsulation: None,
     }
 }
 
@@ -1079,6 +1080,7 @@ fn an_inbound_burst_gives_each_packet_the_outcome_of_receive() {
                 .map(|w| InPacket {
                     outer: w.outer,
                     esp: &w.esp,
+                    encap: None,
                 })
                 .collect();
             let mut prepared = vec![Prepared::default(); packets.len()];
@@ -1126,6 +1128,7 @@ fn a_verdict_does_not_outlive_a_rekey() {
     let packet = InPacket {
         outer: wire.outer,
         esp: &wire.esp,
+        encap: None,
     };
     let mut prepared = [Prepared::default()];
     b.inb.prepare_burst(&[packet], &mut prepared);
