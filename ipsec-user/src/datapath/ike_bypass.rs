@@ -57,6 +57,14 @@ pub(super) fn unmark_encap_ports(dp: &mut KernelDatapath, spd: &Spd) -> Result<(
     Ok(())
 }
 
+/// Makes the peer set `spd`'s IKE peers, before its tables are flipped in: a peer and the SPs
+/// that name it can arrive in one change, and its IKE must pass from the first packet.
+pub(super) fn sync_ike_peers(dp: &mut KernelDatapath, spd: &Spd) -> Result<(), DatapathError> {
+    let pairs: BTreeSet<(Ipv6Addr, Ipv6Addr)> =
+        spd.peers().iter().map(|p| (p.local, p.remote)).collect();
+    dp.set_ike_peers(&pairs.into_iter().collect::<Vec<_>>())
+}
+
 impl KernelDatapath {
     /// Makes `pairs` ((local, remote) addresses of the configured IKE peers) the set whose IKE
     /// (UDP 500, or UDP 4500 behind the non-ESP marker) XDP ingress and TC egress pass without

@@ -490,6 +490,7 @@ impl KernelDatapath {
     /// Make the maps equal `spd` (see `sync.rs` for the generation flip).
     pub fn sync(&mut self, spd: &Spd) -> Result<(), DatapathError> {
         super::ike_bypass::mark_encap_ports(self, spd)?;
+        super::ike_bypass::sync_ike_peers(self, spd)?;
         super::sync::sync(self, spd, |_| {})?;
         super::ike_bypass::unmark_encap_ports(self, spd)
     }

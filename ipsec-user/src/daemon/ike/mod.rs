@@ -19,15 +19,15 @@
 //!   (`AUTHENTICATION_FAILED`, `NO_PROPOSAL_CHOSEN`, ...).
 //! - `ike` SAs live in memory only (see `model::spd::ike`); after a restart `always` peers
 //!   negotiate again and the flows stay dropped until they have.
-//! - IKE itself must never be subject to the SPD: [`bypass_pairs`] lists the (local, remote)
-//!   address pairs whose UDP 500/4500 the datapath lets through.
+//! - IKE itself must never be subject to the SPD: every datapath sync makes the peers' (local,
+//!   remote) address pairs the set whose UDP 500/4500 XDP and TC let through
+//!   (`datapath/ike_bypass.rs`).
 
 mod apply;
 mod config;
 mod install;
 mod runtime;
 
-use std::net::Ipv6Addr;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
@@ -180,13 +180,3 @@ pub(crate) fn peer_entries(spd: &Spd) -> Vec<PeerEntry> {
         .collect()
 }
 
-/// The (local, remote) address pairs between which IKE runs (UDP 500 and 4500): what the
-/// datapath must never subject to the SPD (`Datapath::set_ike_peers`, helper udp's API; wired
-/// at merge).
-pub fn bypass_pairs(spd: &Spd) -> Vec<(Ipv6Addr, Ipv6Addr)> {
-    let mut pairs: Vec<(Ipv6Addr, Ipv6Addr)> =
-        spd.peers().iter().map(|p| (p.local, p.remote)).collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    pairs
-}
