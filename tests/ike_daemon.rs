@@ -12,8 +12,8 @@
 //!   `--dpd 2` the survivor removes the SAs and the flow fails closed); a restart of one daemon
 //!   (re-established, no clear frame in between); bad `ike peer add` input changes nothing.
 //!
-//! The SPs cover ICMPv6 and TCP only: IKE (UDP 500) must not be subject to them, and the IKE
-//! bypass of the datapath is another helper's work (see `daemon::ike::bypass_pairs`).
+//! The SPs cover ICMPv6 and TCP only (SPs over every protocol, which IKE crosses through the
+//! datapath's IKE bypass, are in `ike_rekey.rs` and `ike_flood.rs`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
