@@ -28,7 +28,6 @@ mod config;
 mod install;
 mod runtime;
 
-
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
@@ -179,4 +178,3 @@ pub(crate) fn peer_entries(spd: &Spd) -> Vec<PeerEntry> {
         })
         .collect()
 }
-
