@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ipsec_common::abi::{
-    CacheSlot, DIR_IN, FLOW_CACHE_SLOTS, FlowKey,
+    CacheSlot, FLOW_CACHE_SLOTS, FlowKey,
     bench::{
         FRAME_DPORT, FRAME_DST, FRAME_MIN, FRAME_SPORT, FRAME_SRC, GEN_CONFIG_ACTION,
         GEN_CONFIG_BASE, GEN_CONFIG_FLOWS, GEN_CONFIG_LEN, GEN_FLOWS_CAPACITY, GenFlow,
@@ -29,7 +29,7 @@ use ipsec_common::abi::{
     flow_hash,
 };
 
-use crate::parse::{Frame, Outcome, parse, zeroed_key};
+use crate::parse::zeroed_key;
 
 #[map(name = "XIPSEC_BENCH_GEN_FLOWS")]
 static GEN_FLOWS: Array<GenFlow> = Array::with_max_entries(GEN_FLOWS_CAPACITY, 0);
@@ -132,14 +132,9 @@ pub(crate) fn xdp_bench_pass(ctx: XdpContext) -> u32 {
     reason = "the program macro hands the context over by value"
 )]
 pub(crate) fn xdp_bench_probe(ctx: XdpContext) -> u32 {
-    let frame = Frame {
-        data: ctx.data(),
-        data_end: ctx.data_end(),
-        total_len: ctx.data_end() - ctx.data(),
-    };
     let mut slot = core::mem::MaybeUninit::uninit();
     let flow = zeroed_key(&mut slot);
-    if matches!(parse(&frame, DIR_IN, true, flow, &mut 0), Outcome::Flow(_)) {
+    if crate::bench::parsed(&ctx, flow) {
         // SAFETY: `FlowKey` is 40 bytes, 8-byte aligned, plain data: five words.
         let words = unsafe { &*core::ptr::from_ref::<FlowKey>(flow).cast::<[u64; 5]>() };
         #[allow(
