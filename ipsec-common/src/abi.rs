@@ -64,6 +64,15 @@ pub mod bench {
     pub const PROG_FLOOR: &str = "xdp_bench_floor";
     /// Passes every frame (the receive path nftables sees behind a native XDP attachment).
     pub const PROG_PASS: &str = "xdp_bench_pass";
+    /// The memory floor: parses the frame as xipsec does, hashes its flow as the flow cache
+    /// does, reads one word of the slot the hash picks in [`PROBE_SLOTS`] (as large as the flow
+    /// cache, `FLOW_CACHE_SLOTS` 64-byte slots), counts the frame in [`PROBE_COUNT`] and drops
+    /// it: the least any exact per-flow table of that size costs a frame.
+    pub const PROG_PROBE: &str = "xdp_bench_probe";
+    /// The memory floor's table (never written: zeroed pages).
+    pub const PROBE_SLOTS: &str = "XIPSEC_BENCH_PROBE_SLOTS";
+    /// Per-CPU `u64`: frames the memory floor dropped (slot 0).
+    pub const PROBE_COUNT: &str = "XIPSEC_BENCH_PROBE_COUNT";
     /// [`GenFlow`] by index, at most [`GEN_FLOWS_CAPACITY`].
     pub const GEN_FLOWS: &str = "XIPSEC_BENCH_GEN_FLOWS";
     /// `u32` settings of the generator, indexed by `GEN_CONFIG_*`.

@@ -16,8 +16,10 @@ use crate::parse::{Frame, Outcome, parse, zeroed_key};
 /// The flows the hash baseline finds (the benchmark inserts its one flow).
 static BENCH_FLOWS: HashMap<FlowKey, CacheValue> = HashMap::with_max_entries(16, 0);
 
+/// Parse the frame as the ingress program does; whether it is a flow to classify (then in
+/// `flow`). Also the memory floor's (`bench_filter`).
 #[inline(always)]
-fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
+pub(crate) fn parsed(ctx: &XdpContext, flow: &mut FlowKey) -> bool {
     let frame = Frame {
         data: ctx.data(),
         data_end: ctx.data_end(),

@@ -9,17 +9,27 @@
 //!   against.
 //! - `xdp_bench_pass`: passes every frame (a native XDP attachment on a veth gives it the same
 //!   receive path, NAPI and all, for nftables as for XDP programs).
+//! - `xdp_bench_probe`: the memory floor: xipsec's parse, the flow cache's hash, and one read of
+//!   the slot it picks in a table as large as the flow cache, then count and drop. What an exact
+//!   per-flow lookup costs at the least on the machine at hand (a table of 32 MiB does not fit
+//!   in any L2), so a run shows how much of xipsec's gap to the floor is the memory system's.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     macros::{map, xdp},
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-use ipsec_common::abi::bench::{
-    FRAME_DPORT, FRAME_DST, FRAME_MIN, FRAME_SPORT, FRAME_SRC, GEN_CONFIG_ACTION, GEN_CONFIG_BASE,
-    GEN_CONFIG_FLOWS, GEN_CONFIG_LEN, GEN_FLOWS_CAPACITY, GenFlow,
+use ipsec_common::abi::{
+    CacheSlot, FLOW_CACHE_SLOTS, FlowKey,
+    bench::{
+        FRAME_DPORT, FRAME_DST, FRAME_MIN, FRAME_SPORT, FRAME_SRC, GEN_CONFIG_ACTION,
+        GEN_CONFIG_BASE, GEN_CONFIG_FLOWS, GEN_CONFIG_LEN, GEN_FLOWS_CAPACITY, GenFlow,
+    },
+    flow_hash,
 };
+
+use crate::parse::zeroed_key;
 
 #[map(name = "XIPSEC_BENCH_GEN_FLOWS")]
 static GEN_FLOWS: Array<GenFlow> = Array::with_max_entries(GEN_FLOWS_CAPACITY, 0);
@@ -32,6 +42,16 @@ static GEN_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "XIPSEC_BENCH_FLOOR_COUNT")]
 static FLOOR_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "XIPSEC_BENCH_PROBE_SLOTS")]
+/// Laid out as the flow cache (`maps::FLOW_CACHE`): page-aligned 64-byte slots.
+static PROBE_SLOTS: Array<CacheSlot> = Array::with_max_entries(FLOW_CACHE_SLOTS, BPF_F_MMAPABLE);
+
+#[map(name = "XIPSEC_BENCH_PROBE_COUNT")]
+static PROBE_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The memory floor's hash seed: any constant (the table is never written).
+const PROBE_SEED: u64 = 0x5eed_0ff1_0000_0001;
 
 #[inline(always)]
 fn config(slot: u32) -> u32 {
@@ -103,4 +123,31 @@ pub(crate) fn xdp_bench_floor(ctx: XdpContext) -> u32 {
 pub(crate) fn xdp_bench_pass(ctx: XdpContext) -> u32 {
     let _ = ctx;
     xdp_action::XDP_PASS
+}
+
+/// The memory floor (see the module docs): parse, hash, one read, count and drop.
+#[xdp]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the program macro hands the context over by value"
+)]
+pub(crate) fn xdp_bench_probe(ctx: XdpContext) -> u32 {
+    let mut slot = core::mem::MaybeUninit::uninit();
+    let flow = zeroed_key(&mut slot);
+    if crate::bench::parsed(&ctx, flow) {
+        // SAFETY: `FlowKey` is 40 bytes, 8-byte aligned, plain data: five words.
+        let words = unsafe { &*core::ptr::from_ref::<FlowKey>(flow).cast::<[u64; 5]>() };
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "masked to the slot count, a u32"
+        )]
+        let index = (flow_hash(words, PROBE_SEED) & u64::from(FLOW_CACHE_SLOTS - 1)) as u32;
+        if let Some(slot) = PROBE_SLOTS.get_ptr(index) {
+            // SAFETY: the slot is 64 bytes inside the map; a volatile read, so the load is
+            // made although its value is not used.
+            let _ = unsafe { core::ptr::read_volatile(slot.cast::<u64>()) };
+        }
+    }
+    bump(&PROBE_COUNT);
+    xdp_action::XDP_DROP
 }

@@ -1,9 +1,13 @@
 //! `cargo xtask bench filter`: live filtering of frames arriving on an interface through its real
 //! receive path, xipsec beside the floor and beside nftables, all in the same run.
 //!
-//! Three veth pairs, each between two namespaces of its own (the test kit's `VethPair`): the
+//! Four veth pairs, each between two namespaces of its own (the test kit's `VethPair`): the
 //! generator (`bench_gen`) sends from side a, and side b receives with
 //! - the floor: an XDP program that counts and drops every frame (native XDP);
+//! - the memory floor: an XDP program that parses the frame as xipsec does, reads one word of
+//!   the slot its flow hashes to in a table as large as xipsec's flow cache, and drops it (the
+//!   least an exact per-flow lookup costs on this machine: see `bench_filter.rs` in the eBPF
+//!   crate);
 //! - xipsec: the daemon attached to the veth, started on a state file holding the policy set;
 //! - nftables: the same policy set as a `netdev` ingress ruleset (`bench_nft`), behind a native
 //!   XDP program that passes everything (so the frames take the same NAPI receive path).
@@ -17,8 +21,8 @@
 //! are cache hits; `--flows` above the cache's capacity makes every frame a miss and a full
 //! classification (the worst case). Per row (policy count),
 //! `--runs` rounds, each measuring, in this order, the generator alone (it drops its own frames),
-//! the floor, xipsec dropping, xipsec passing, nftables dropping, nftables passing; the medians
-//! are reported. Every run's frames are counted on the receiving side (floor counter, xipsec's
+//! the floor, xipsec dropping, xipsec passing, nftables dropping, nftables passing, the memory
+//! floor; the medians are reported. Every run's frames are counted on the receiving side (floor counter, xipsec's
 //! per-SP counters, nftables' named counters), and the run fails unless xipsec and nftables
 //! both gave every frame the verdict the policy set prescribes, counted per band and verdict.
 //!
@@ -28,6 +32,18 @@
 //! runs on that core meanwhile do not count; the wall-clock rates are reported beside them. The
 //! receiver's own cost per frame is reported too: the time per frame of a run less that of the
 //! generator alone.
+//!
+//! Where xipsec's time goes at 100,000 policies and 131,072 flows per table (session 7,
+//! variants of the ingress program in one build, switched at run time, busy machine; receiver
+//! ns per frame over the floor's): parsing 3; parsing plus one read of one random 64-byte
+//! slot of the 32 MiB flow cache, nothing else, 108-118 (0.60-0.62x the floor); the same
+//! single read confined to 1 MiB of slots in 256 pages 12-16 (0.92-0.94x), or to 1 MiB of
+//! slots spread two to a page over all 8,192 pages 28-43 (0.80-0.86x); the full cache probe
+//! without counters 156, the per-policy counter 14 more. So a frame costs one memory access
+//! that misses L2 (1 MiB here; beyond it this VM's loads cost hundreds of ns, see the README),
+//! about 80 ns of data miss and 20-30 ns of TLB miss: any exact per-flow (or per-policy)
+//! table for 100,000 entries exceeds L2, so 0.8x the floor is out of reach of exact lookups
+//! on this machine with this traffic (every frame a different flow of 131,072, cycled).
 
 use std::{collections::HashMap, time::Instant};
 
@@ -35,7 +51,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
 use ipsec_common::abi::{
     self,
-    bench::{GenFlow, PROG_FLOOR, PROG_PASS},
+    bench::{FLOOR_COUNT, GenFlow, PROBE_COUNT, PROG_FLOOR, PROG_PASS, PROG_PROBE},
 };
 
 use crate::{
@@ -80,6 +96,8 @@ enum Receiver {
     Floor,
     Xipsec,
     Nft,
+    /// The memory floor.
+    Probe,
 }
 
 /// One measured configuration: a receiver and a traffic table.
@@ -89,7 +107,7 @@ struct Config {
     drop: bool,
 }
 
-const CONFIGS: [Config; 6] = [
+const CONFIGS: [Config; 7] = [
     Config {
         receiver: Receiver::Generator,
         drop: true,
@@ -114,6 +132,10 @@ const CONFIGS: [Config; 6] = [
         receiver: Receiver::Nft,
         drop: false,
     },
+    Config {
+        receiver: Receiver::Probe,
+        drop: true,
+    },
 ];
 
 /// The three labs and what the frames are made of.
@@ -121,6 +143,7 @@ struct Bench {
     generator: Generator,
     floor: Lab,
     nft: Lab,
+    probe: Lab,
     /// The lab of the current row (the daemon started on that row's policies).
     xipsec: Option<Lab>,
     templates: HashMap<String, Vec<u8>>,
@@ -157,6 +180,7 @@ impl Bench {
         match receiver {
             Receiver::Generator | Receiver::Floor => &self.floor,
             Receiver::Nft => &self.nft,
+            Receiver::Probe => &self.probe,
             Receiver::Xipsec => self.xipsec.as_ref().expect("a row's xipsec lab"),
         }
     }
@@ -172,7 +196,8 @@ impl Bench {
     fn counts(&self, config: Config, names: &HashMap<String, Outcome>) -> anyhow::Result<Counts> {
         match config.receiver {
             Receiver::Generator => Ok([0; 5]),
-            Receiver::Floor => Ok([self.generator.floor_count()?, 0, 0, 0, 0]),
+            Receiver::Floor => Ok([self.generator.dropped(FLOOR_COUNT)?, 0, 0, 0, 0]),
+            Receiver::Probe => Ok([self.generator.dropped(PROBE_COUNT)?, 0, 0, 0, 0]),
             Receiver::Nft => bench_nft::counters(&self.nft.net.ns_b),
             Receiver::Xipsec => xipsec_counts(self.lab(Receiver::Xipsec), names),
         }
@@ -288,7 +313,9 @@ impl Bench {
                 let received = match config.receiver {
                     Receiver::Generator => u64::from(frames),
                     // The floor drops the veths' own packets too.
-                    Receiver::Floor => check(&counts, &[u64::from(frames), 0, 0, 0, 0], 0, config)?,
+                    Receiver::Floor | Receiver::Probe => {
+                        check(&counts, &[u64::from(frames), 0, 0, 0, 0], 0, config)?
+                    }
                     Receiver::Xipsec | Receiver::Nft => check(
                         &counts,
                         &expected(&outcomes[usize::from(!config.drop)], frames),
@@ -323,13 +350,19 @@ impl Bench {
             "nft_mpps": rounded(mpps(4)),
             "nft_pass_mpps": rounded(mpps(5)),
             "generator_only_mpps": rounded(mpps(0)),
+            "memory_floor_mpps": rounded(mpps(6)),
             "drop_over_floor": rounded(mpps(2) / mpps(1)),
+            // The memory floor against the floor: the most any exact per-flow table of the
+            // flow cache's size could reach here; xipsec against the memory floor.
+            "memory_floor_over_floor": rounded(mpps(6) / mpps(1)),
+            "drop_over_memory_floor": rounded(mpps(2) / mpps(6)),
             "drop_over_nft": rounded(mpps(2) / mpps(4)),
             "pass_over_nft": rounded(mpps(3) / mpps(5)),
             // The same runs by wall time: on a busy machine these include whatever else the
             // scheduler ran on the generator's core.
             "wall_clock": {
                 "floor_mpps": rounded(wall[1]),
+                "memory_floor_mpps": rounded(wall[6]),
                 "drop_mpps": rounded(wall[2]),
                 "pass_mpps": rounded(wall[3]),
                 "nft_mpps": rounded(wall[4]),
@@ -338,6 +371,7 @@ impl Bench {
             },
             "receiver_ns_per_frame": {
                 "floor": rounded(ns(1)),
+                "memory_floor": rounded(ns(6)),
                 "xipsec_drop": rounded(ns(2)),
                 "xipsec_pass": rounded(ns(3)),
                 "nft_drop": rounded(ns(4)),
@@ -351,6 +385,7 @@ impl Bench {
             },
             "frames_lost": {
                 "floor": lost[1],
+                "memory_floor": lost[6],
                 "xipsec_drop_table": lost[2],
                 "xipsec_pass_table": lost[3],
                 "nft_drop_table": lost[4],
@@ -465,6 +500,7 @@ pub(crate) fn run(json: bool, args: &[String]) -> anyhow::Result<()> {
         generator: Generator::load()?,
         floor: Lab::new("xbff", 0xbf1)?,
         nft: Lab::new("xbfn", 0xbf2)?,
+        probe: Lab::new("xbfp", 0xbf4)?,
         xipsec: None,
         templates: HashMap::new(),
         args,
@@ -475,7 +511,10 @@ pub(crate) fn run(json: bool, args: &[String]) -> anyhow::Result<()> {
     bench
         .generator
         .attach(PROG_PASS, &bench.nft.net.ns_b, &bench.nft.net.if_b)?;
-    for lab in [&bench.floor, &bench.nft] {
+    bench
+        .generator
+        .attach(PROG_PROBE, &bench.probe.net.ns_b, &bench.probe.net.if_b)?;
+    for lab in [&bench.floor, &bench.nft, &bench.probe] {
         blackhole(lab);
         bench
             .templates
@@ -515,23 +554,26 @@ fn print_table(report: &serde_json::Value) {
         report["runs"], report["frames_per_run"], report["flows"]
     );
     println!(
-        "{:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>10}",
+        "{:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>10} {:>10}",
         "policies",
         "floor",
+        "mem floor",
         "drop",
         "pass",
         "nft drop",
         "nft pass",
         "drop/floor",
         "drop/nft",
-        "pass/nft"
+        "pass/nft",
+        "drop/mem"
     );
     for row in report["rows"].as_array().into_iter().flatten() {
         let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>11.2} {:>10.2} {:>10.2}",
+            "{:>9} {:>8.3} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>11.2} {:>10.2} {:>10.2} {:>10.2}",
             row["policies"].as_u64().unwrap_or(0),
             f("floor_mpps"),
+            f("memory_floor_mpps"),
             f("drop_mpps"),
             f("pass_mpps"),
             f("nft_mpps"),
@@ -539,6 +581,7 @@ fn print_table(report: &serde_json::Value) {
             f("drop_over_floor"),
             f("drop_over_nft"),
             f("pass_over_nft"),
+            f("drop_over_memory_floor"),
         );
     }
     println!("{}", report["traffic"].as_str().unwrap_or_default());

@@ -23,8 +23,8 @@ use aya::{
     util::nr_cpus,
 };
 use ipsec_common::abi::bench::{
-    FLOOR_COUNT, FRAME_MIN, GEN_CONFIG, GEN_CONFIG_ACTION, GEN_CONFIG_BASE, GEN_CONFIG_FLOWS,
-    GEN_COUNT, GEN_FLOWS, GEN_FLOWS_CAPACITY, GenFlow, PROG_GEN,
+    FRAME_MIN, GEN_CONFIG, GEN_CONFIG_ACTION, GEN_CONFIG_BASE, GEN_CONFIG_FLOWS, GEN_COUNT,
+    GEN_FLOWS, GEN_FLOWS_CAPACITY, GenFlow, PROG_GEN,
 };
 use xipsec_testkit::netns;
 
@@ -205,12 +205,13 @@ impl Generator {
         })
     }
 
-    /// Frames the floor program dropped so far (all CPUs).
-    pub(crate) fn floor_count(&self) -> anyhow::Result<u64> {
+    /// Frames the floor program (`FLOOR_COUNT`) or the memory floor (`PROBE_COUNT`) dropped
+    /// so far (all CPUs).
+    pub(crate) fn dropped(&self, counter: &str) -> anyhow::Result<u64> {
         let count: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf
-                .map(FLOOR_COUNT)
-                .ok_or_else(|| anyhow!("no map {FLOOR_COUNT}"))?,
+                .map(counter)
+                .ok_or_else(|| anyhow!("no map {counter}"))?,
         )?;
         Ok(count.get(&0, 0)?.iter().sum())
     }
