@@ -206,6 +206,9 @@ pub struct Settings {
     /// The IKE port (500) and the NAT-T port (4500, RFC 3948 / §2.23).
     pub ike_port: u16,
     pub natt_port: u16,
+    /// How often the COOKIE secret changes (§2.6); cookies of the previous secret are still
+    /// accepted for one period.
+    pub cookie_rotation: Duration,
 }
 
 impl Default for Settings {
@@ -217,6 +220,7 @@ impl Default for Settings {
             retransmit_tries: 5,
             ike_port: 500,
             natt_port: 4500,
+            cookie_rotation: Duration::from_mins(1),
         }
     }
 }

@@ -61,13 +61,16 @@
 //!   decryption or parsing of the inner payloads.
 
 pub mod config;
+mod cookie;
 mod create_child;
 pub mod dh;
 pub mod endpoint;
 pub mod event;
+mod ike_rekey;
 mod informational;
 mod initiator;
 pub mod keys;
+mod lifetimes;
 pub mod message;
 pub mod natd;
 pub mod payload;

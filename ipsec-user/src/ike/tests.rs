@@ -164,7 +164,10 @@ fn every_group_and_sk_suite_reaches_matching_child_keys() {
                 assert_eq!(sas[0].suite.map(|s| s.group.name()), Some(group));
             }
             assert_eq!(a.ike_sas()[0].spi_r, b.ike_sas()[0].spi_r);
-            assert!(a.next_deadline().is_none() && b.next_deadline().is_none());
+            // Nothing outstanding: the next timer is the liveness check, `dpd` from now.
+            let dpd = Lifetimes::default().dpd.expect("dpd on by default");
+            assert_eq!(a.next_deadline(), Some(now + dpd));
+            assert_eq!(b.next_deadline(), Some(now + dpd));
         }
     }
 }
