@@ -88,3 +88,5 @@ pub use sa::SaState;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rekey;
