@@ -236,8 +236,11 @@ struct Driver {
 fn create_child_request(bytes: &[u8]) -> Option<([u8; 8], [u8; 8], u32)> {
     let bytes = bytes.strip_prefix(&[0, 0, 0, 0][..]).unwrap_or(bytes);
     let header = Message::parse(bytes).ok()?.header;
-    (header.exchange == ExchangeType::CREATE_CHILD_SA && !header.is_response())
-        .then_some((header.spi_i, header.spi_r, header.message_id))
+    (header.exchange == ExchangeType::CREATE_CHILD_SA && !header.is_response()).then_some((
+        header.spi_i,
+        header.spi_r,
+        header.message_id,
+    ))
 }
 
 impl Driver {
@@ -633,7 +636,13 @@ fn rekeys_with_short_lifetimes(we_initiate: bool) {
     let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
     let case = &CASES[0];
     let (ike_extra, child_extra) = CHARON_REKEYS;
-    charon.load(&swanctl_conf_with(case, &net, PSK_HEX, ike_extra, child_extra));
+    charon.load(&swanctl_conf_with(
+        case,
+        &net,
+        PSK_HEX,
+        ike_extra,
+        child_extra,
+    ));
     let local: IpAddr = net.addr_a.parse().expect("a's address");
     let mut peer = our_peer(case, &net, PSK_HEX);
     // Whoever initiated, we rekey one kind of SA and charon the other: both tests together
@@ -667,7 +676,7 @@ fn rekeys_with_short_lifetimes(we_initiate: bool) {
             driver.events,
             charon.log()
         );
-        driver.run(Duration::from_secs(60), |_| false);
+        driver.run(Duration::from_mins(1), |_| false);
         // A rekey may be under way at the 60 s mark: keep answering until it is done.
         let mut listed = String::new();
         for _ in 0..20 {
@@ -698,7 +707,11 @@ fn rekeys_with_short_lifetimes(we_initiate: bool) {
         } else {
             (theirs_child, ours_ike)
         };
-        assert!(children_by >= 2, "child sa rekeys: {children_by}: {}", context());
+        assert!(
+            children_by >= 2,
+            "child sa rekeys: {children_by}: {}",
+            context()
+        );
         assert!(ike_by >= 1, "ike sa rekeys: {ike_by}: {}", context());
         // Our state: one IKE SA, one CHILD_SA; charon's: the same SPIs, nothing else installed.
         let sas = driver.ike.ike_sas();
@@ -711,7 +724,11 @@ fn rekeys_with_short_lifetimes(we_initiate: bool) {
             format!("in  {outbound:08x}"),
             format!("out {inbound:08x}"),
         ] {
-            assert!(listed.contains(&want), "missing {want:?} in {listed}\n{}", context());
+            assert!(
+                listed.contains(&want),
+                "missing {want:?} in {listed}\n{}",
+                context()
+            );
         }
         assert_eq!(listed.matches("ESTABLISHED").count(), 1, "{listed}");
         assert_eq!(listed.matches("INSTALLED").count(), 1, "{listed}");
@@ -740,9 +757,12 @@ fn rekeys_with_short_lifetimes_when_xipsec_initiates() {
 
 #[test]
 fn rekeys_with_short_lifetimes_when_strongswan_initiates() {
-    as_root("rekeys_with_short_lifetimes_when_strongswan_initiates", || {
-        rekeys_with_short_lifetimes(false);
-    });
+    as_root(
+        "rekeys_with_short_lifetimes_when_strongswan_initiates",
+        || {
+            rekeys_with_short_lifetimes(false);
+        },
+    );
 }
 
 /// charon killed: our dead peer detection reports the peer dead (timeout, CHILD_SA and IKE SA

@@ -61,7 +61,7 @@ impl CookieSecrets {
     }
 
     /// The COOKIE to send an initiator at `ip` with `ni` and `spi_i`.
-    pub(crate) fn make(&mut self, now: Instant, ni: &[u8], ip: IpAddr, spi_i: &[u8; 8]) -> Vec<u8> {
+    pub(crate) fn make(&mut self, now: Instant, ni: &[u8], ip: IpAddr, spi_i: [u8; 8]) -> Vec<u8> {
         self.rotate(now);
         versioned_cookie(&self.current[..], self.version, ni, ip, spi_i)
     }
@@ -73,7 +73,7 @@ impl CookieSecrets {
         offered: &[u8],
         ni: &[u8],
         ip: IpAddr,
-        spi_i: &[u8; 8],
+        spi_i: [u8; 8],
     ) -> bool {
         self.rotate(now);
         let Some(&version) = offered.first() else {
@@ -107,31 +107,31 @@ mod tests {
     #[test]
     fn the_previous_secret_works_for_one_period_only() {
         let start = Instant::now();
-        let minute = Duration::from_secs(60);
+        let minute = Duration::from_mins(1);
         let mut secrets = CookieSecrets::new(minute);
         let ip: IpAddr = "fd00::1".parse().expect("an address");
         let ni = [7; 32];
         let spi = [1; 8];
-        let first = secrets.make(start, &ni, ip, &spi);
-        assert!(secrets.check(start + minute / 2, &first, &ni, ip, &spi));
+        let first = secrets.make(start, &ni, ip, spi);
+        assert!(secrets.check(start + minute / 2, &first, &ni, ip, spi));
         // Rotated: a new cookie differs, the old one is still good for this period.
-        let second = secrets.make(start + minute, &ni, ip, &spi);
+        let second = secrets.make(start + minute, &ni, ip, spi);
         assert_ne!(first, second);
         assert_eq!(secrets.version(), 2);
-        assert!(secrets.check(start + minute, &first, &ni, ip, &spi));
-        assert!(secrets.check(start + minute, &second, &ni, ip, &spi));
+        assert!(secrets.check(start + minute, &first, &ni, ip, spi));
+        assert!(secrets.check(start + minute, &second, &ni, ip, spi));
         // Two rotations later the first is refused, the second still (previous) accepted.
-        assert!(secrets.check(start + 2 * minute, &second, &ni, ip, &spi));
-        assert!(!secrets.check(start + 2 * minute, &first, &ni, ip, &spi));
+        assert!(secrets.check(start + 2 * minute, &second, &ni, ip, spi));
+        assert!(!secrets.check(start + 2 * minute, &first, &ni, ip, spi));
         // A long silence retires both.
-        let third = secrets.make(start + 2 * minute, &ni, ip, &spi);
-        assert!(!secrets.check(start + 10 * minute, &third, &ni, ip, &spi));
+        let third = secrets.make(start + 2 * minute, &ni, ip, spi);
+        assert!(!secrets.check(start + 10 * minute, &third, &ni, ip, spi));
         // The cookie binds its inputs, and a forged version gets nowhere.
-        let fresh = secrets.make(start + 10 * minute, &ni, ip, &spi);
-        assert!(!secrets.check(start + 10 * minute, &fresh, &ni, ip, &[2; 8]));
+        let fresh = secrets.make(start + 10 * minute, &ni, ip, spi);
+        assert!(!secrets.check(start + 10 * minute, &fresh, &ni, ip, [2; 8]));
         let mut forged = fresh.clone();
         forged[0] = forged[0].wrapping_add(7);
-        assert!(!secrets.check(start + 10 * minute, &forged, &ni, ip, &spi));
-        assert!(!secrets.check(start + 10 * minute, &[], &ni, ip, &spi));
+        assert!(!secrets.check(start + 10 * minute, &forged, &ni, ip, spi));
+        assert!(!secrets.check(start + 10 * minute, &[], &ni, ip, spi));
     }
 }

@@ -393,7 +393,10 @@ pub(crate) fn response(
     };
     // Whatever the answer, a collision on this CHILD_SA is settled by it.
     let collision = offer.old_inbound.and_then(|old| {
-        let at = sa.child_collisions.iter().position(|c| c.old_inbound == old)?;
+        let at = sa
+            .child_collisions
+            .iter()
+            .position(|c| c.old_inbound == old)?;
         Some(sa.child_collisions.remove(at))
     });
     if let Some(error) = error_notify(payloads) {
@@ -487,8 +490,8 @@ pub(crate) fn response(
     };
     let mut child = Child::new(offer.spi, outbound_spi, &peer.lifetimes, now);
     // §2.8.1: the exchange with the lowest nonce made the redundant CHILD_SA.
-    let redundant = collision
-        .is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
+    let redundant =
+        collision.is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
     child.retiring = redundant;
     sa.children.push(child);
     out.event(Event::ChildSaEstablished(Box::new(ChildSa {
@@ -537,7 +540,11 @@ pub(crate) fn response(
 
 /// Marks the CHILD_SA we receive on with `inbound_spi` as on its way out (no more rekeys).
 fn retire(sa: &mut IkeSa, inbound_spi: u32) {
-    if let Some(c) = sa.children.iter_mut().find(|c| c.inbound_spi == inbound_spi) {
+    if let Some(c) = sa
+        .children
+        .iter_mut()
+        .find(|c| c.inbound_spi == inbound_spi)
+    {
         c.retiring = true;
     }
 }

@@ -145,7 +145,7 @@ impl Ike {
         let sa = self
             .sas
             .values_mut()
-            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
+            .find(|sa| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
             .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
         Ok((&self.settings, sa))
     }
@@ -500,7 +500,14 @@ impl Ike {
         } else {
             // The peer deleted an SA whose rekey crossed its own: the peer's new SA survives.
             if let Some(peer) = self.peers.iter().find(|p| p.name == sa.peer) {
-                ike_rekey::settle_to_peer(&self.settings, peer, &mut sa, &mut self.sas, now, &mut out);
+                ike_rekey::settle_to_peer(
+                    &self.settings,
+                    peer,
+                    &mut sa,
+                    &mut self.sas,
+                    now,
+                    &mut out,
+                );
             }
             self.forget(&sa, &mut out);
         }
@@ -542,15 +549,7 @@ impl Ike {
                     .is_some_and(|p| p.message_id == header.message_id)
             {
                 sa.received += 1;
-                return initiator::init_response(
-                    settings,
-                    peer,
-                    sa,
-                    message,
-                    bytes,
-                    now,
-                    out,
-                );
+                return initiator::init_response(settings, peer, sa, message, bytes, now, out);
             }
             out.drop_reason(remote, "unexpected message before keys");
             return true;
@@ -622,7 +621,13 @@ impl Ike {
                 // §2.25.2: the IKE SA is being deleted or replaced.
                 let busy = Notify::new(NotifyType::TEMPORARY_FAILURE, Vec::new());
                 let id = header.message_id;
-                sa.respond(settings, header.exchange, id, vec![Payload::Notify(busy)], out);
+                sa.respond(
+                    settings,
+                    header.exchange,
+                    id,
+                    vec![Payload::Notify(busy)],
+                    out,
+                );
                 true
             }
             _ => {

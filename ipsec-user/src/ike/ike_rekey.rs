@@ -423,16 +423,22 @@ fn answer(
         }
     }
     let (Some(reply), Some(nr), Some((group, ke_data))) = (reply, nr, ke) else {
-        return Err(Failure::Protocol("ike rekey response lacks sa, nonce or ke"));
+        return Err(Failure::Protocol(
+            "ike rekey response lacks sa, nonce or ke",
+        ));
     };
     let suite = proposal::accept(&peer.ike_proposals, reply, true)
         .and_then(|c| c.ike())
-        .ok_or(Failure::Protocol("responder chose a proposal we did not offer"))?;
+        .ok_or(Failure::Protocol(
+            "responder chose a proposal we did not offer",
+        ))?;
     let spi_r = reply
         .first()
         .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
         .filter(|spi| *spi != [0; 8])
-        .ok_or(Failure::Protocol("ike rekey response without a responder spi"))?;
+        .ok_or(Failure::Protocol(
+            "ike rekey response without a responder spi",
+        ))?;
     if suite.group != offer.share.group() || group != suite.group.id() {
         return Err(Failure::Protocol(
             "responder's group is not the one of our ke",

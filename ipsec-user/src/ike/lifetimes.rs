@@ -42,7 +42,10 @@ pub(crate) fn schedule(
 ) -> (Instant, Instant) {
     let margin = lifetimes.rekey_margin.min(lifetime / 2);
     let jitter = random_up_to(margin / 10);
-    (now + lifetime - margin - jitter, now + lifetime)
+    (
+        now + lifetime.saturating_sub(margin + jitter),
+        now + lifetime,
+    )
 }
 
 /// Arms an IKE SA's timers as it becomes established (IKE_AUTH or a rekey).
@@ -115,7 +118,11 @@ pub(crate) fn tick(
         create_child::start(settings, peer, sa, old, others, now, out);
         return true;
     }
-    if peer.lifetimes.dpd.is_some_and(|dpd| now >= sa.last_heard + dpd) {
+    if peer
+        .lifetimes
+        .dpd
+        .is_some_and(|dpd| now >= sa.last_heard + dpd)
+    {
         sa.send_request(
             settings,
             ExchangeType::INFORMATIONAL,

@@ -31,7 +31,7 @@ const COOKIE_LEN: usize = 17;
 
 /// The COOKIE for an initiator at `ip` with `ni` and `spi_i`.
 pub fn cookie(secret: &[u8], ni: &[u8], ip: IpAddr, spi_i: &[u8; 8]) -> Vec<u8> {
-    versioned_cookie(secret, COOKIE_VERSION, ni, ip, spi_i)
+    versioned_cookie(secret, COOKIE_VERSION, ni, ip, *spi_i)
 }
 
 /// The COOKIE made with the secret numbered `version` (§2.6's `<VersionIDofSecret>`).
@@ -40,13 +40,13 @@ pub(crate) fn versioned_cookie(
     version: u8,
     ni: &[u8],
     ip: IpAddr,
-    spi_i: &[u8; 8],
+    spi_i: [u8; 8],
 ) -> Vec<u8> {
     let ip = match ip {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
     };
-    let mac = prf(secret, &[ni, &ip, spi_i]);
+    let mac = prf(secret, &[ni, &ip, &spi_i]);
     let mut out = Vec::with_capacity(COOKIE_LEN);
     out.push(version);
     out.extend_from_slice(&mac[..COOKIE_LEN - 1]);

@@ -139,9 +139,9 @@ pub(crate) fn init_request(
             _ => None,
         };
         let valid =
-            echoed.is_some_and(|c| ike.cookies.check(now, c, ni, remote.ip(), &header.spi_i));
+            echoed.is_some_and(|c| ike.cookies.check(now, c, ni, remote.ip(), header.spi_i));
         if !valid {
-            let value = ike.cookies.make(now, ni, remote.ip(), &header.spi_i);
+            let value = ike.cookies.make(now, ni, remote.ip(), header.spi_i);
             notify_only(
                 settings,
                 &header,

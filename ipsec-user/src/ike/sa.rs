@@ -13,11 +13,11 @@ use std::time::Instant;
 
 use super::config::{Lifetimes, Settings};
 use super::create_child::{ChildCollision, RekeyOffer};
-use super::ike_rekey::{IkeCollision, IkeRekeyOffer};
-use super::lifetimes;
 use super::dh::KeyShare;
 use super::event::{Datagram, Output};
+use super::ike_rekey::{IkeCollision, IkeRekeyOffer};
 use super::keys::IkeKeys;
+use super::lifetimes;
 use super::message::{ExchangeType, Header, Message, flags};
 use super::payload::Payload;
 use super::proposal::IkeSuite;
@@ -51,7 +51,9 @@ pub(crate) enum RequestKind {
     Init,
     Auth,
     DeleteIke,
-    DeleteChild { inbound_spi: u32 },
+    DeleteChild {
+        inbound_spi: u32,
+    },
     Liveness,
     CreateChild,
     /// CREATE_CHILD_SA rekeying this IKE SA (§1.3.2).
@@ -397,7 +399,11 @@ impl IkeSa {
 
     /// When this SA next needs [`Self::on_timeout`] (or expires half-open, or one of its
     /// lifetime timers is due: `lifetimes`).
-    pub(crate) fn deadline(&self, settings: &Settings, peer: Option<&Lifetimes>) -> Option<Instant> {
+    pub(crate) fn deadline(
+        &self,
+        settings: &Settings,
+        peer: Option<&Lifetimes>,
+    ) -> Option<Instant> {
         let retransmit = self.pending.as_ref().map(|p| p.next_at);
         let expiry =
             (self.state == SaState::HalfOpen).then(|| self.created + settings.half_open_timeout);
@@ -422,7 +428,10 @@ impl IkeSa {
     /// (§2.25.2: a rekey of the IKE SA is then answered TEMPORARY_FAILURE).
     pub(crate) fn child_exchange_pending(&self) -> bool {
         let child = |k: &RequestKind| {
-            matches!(k, RequestKind::CreateChild | RequestKind::DeleteChild { .. })
+            matches!(
+                k,
+                RequestKind::CreateChild | RequestKind::DeleteChild { .. }
+            )
         };
         self.pending.as_ref().is_some_and(|p| child(&p.kind))
             || self.queue.iter().any(|(_, _, k)| child(k))

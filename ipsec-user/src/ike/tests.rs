@@ -18,7 +18,14 @@ pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().expect("an address")
 }
 
-pub(super) fn peer(name: &str, local: &str, remote: &str, ike: &str, esp: &str, psk: &[u8]) -> PeerConfig {
+pub(super) fn peer(
+    name: &str,
+    local: &str,
+    remote: &str,
+    ike: &str,
+    esp: &str,
+    psk: &[u8],
+) -> PeerConfig {
     PeerConfig {
         name: name.into(),
         local: ip(local),
@@ -69,7 +76,12 @@ fn started(now: Instant) -> (Ike, Ike, Output) {
 }
 
 /// Delivers datagrams back and forth until both are quiet; every event, by side.
-pub(super) fn pump(a: &mut Ike, b: &mut Ike, first: Output, now: Instant) -> (Vec<Event>, Vec<Event>) {
+pub(super) fn pump(
+    a: &mut Ike,
+    b: &mut Ike,
+    first: Output,
+    now: Instant,
+) -> (Vec<Event>, Vec<Event>) {
     pump_with(a, b, first, now, Some)
 }
 
