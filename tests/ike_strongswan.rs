@@ -5,9 +5,17 @@
 //! must be established on both sides with the SPIs our core computed (`swanctl --list-sas`
 //! shows the IKE SPIs, `INSTALLED`, and the in/out ESP SPIs crossed with ours), then our
 //! CHILD_SA is rekeyed (CREATE_CHILD_SA, by charon when we initiated, by us when it did) and
-//! charon lists the new SPIs only, then our INFORMATIONAL delete must empty charon's list. Cases cover groups 31, 19 and 14, a CBC and a
-//! GCM IKE proposal, a CBC and a GCM ESP proposal, ID_IPV6_ADDR and ID_FQDN identities, and two
-//! failures (wrong PSK, no common proposal) that charon answers as RFC 7296 says.
+//! charon lists the new SPIs only, then our INFORMATIONAL delete must empty charon's list. Cases
+//! cover groups 31, 19 and 14, a CBC and a GCM IKE proposal, a CBC and a GCM ESP proposal,
+//! ID_IPV6_ADDR and ID_FQDN identities, and two failures (wrong PSK, no common proposal) that
+//! charon answers as RFC 7296 says.
+//!
+//! Timers: with charon rekeying the CHILD_SA every 10 s and the IKE SA every 20 s
+//! (`rand_time = 1s`) and our core on short [`Lifetimes`], 60 s of traffic-free operation must
+//! see at least two CHILD_SA rekeys and one IKE SA rekey in each direction (over the two roles),
+//! end with charon listing exactly our current IKE SA and CHILD_SA, and report nothing failed.
+//! Killing charon, our dead peer detection reports the peer dead within dpd plus the
+//! retransmission time.
 //!
 //! No ESP traffic: the datapath's ESP-in-UDP comes later. Needs root (namespaces); fails under
 //! `CI=true` when it cannot run.
