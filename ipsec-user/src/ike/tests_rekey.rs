@@ -105,6 +105,8 @@ impl Net {
 
     /// Runs both clocks to `end`: each due `on_timeout`, then what it sent delivered at once.
     fn run_until(&mut self, end: Instant) {
+        let mut last = None;
+        let mut repeats = 0;
         loop {
             let due = [self.a.next_deadline(), self.b.next_deadline()]
                 .into_iter()
@@ -113,6 +115,10 @@ impl Net {
             let Some(now) = due.filter(|d| *d <= end) else {
                 return;
             };
+            // A timer that stays due after on_timeout ran would spin forever: fail instead.
+            repeats = if last == Some(now) { repeats + 1 } else { 0 };
+            assert!(repeats < 100, "a timer stays due at {now:?}: on_timeout ignores it");
+            last = Some(now);
             let out = self.a.on_timeout(now);
             self.take(true, out);
             let out = self.b.on_timeout(now);
