@@ -334,6 +334,36 @@ impl Driver {
         self.events.iter().any(&done)
     }
 
+    /// Brings up the IKE SA and its CHILD_SA, started by us or (`swanctl --initiate`) by
+    /// charon; true once the CHILD_SA is established here and charon's initiate succeeded.
+    fn establish(&mut self, charon: &Charon, we_initiate: bool) -> bool {
+        let mut initiator = None;
+        if we_initiate {
+            let out = self
+                .ike
+                .initiate("charon", Instant::now())
+                .expect("initiating");
+            self.send(out);
+        } else {
+            initiator = Some(
+                charon
+                    .command(&["--initiate", "--child", "net", "--timeout", "10"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting swanctl --initiate"),
+            );
+        }
+        let up = self.run(Duration::from_secs(15), established);
+        let initiated = initiator.is_none_or(|mut swanctl| {
+            swanctl
+                .wait()
+                .expect("waiting for swanctl --initiate")
+                .success()
+        });
+        up && initiated
+    }
+
     fn child(&self) -> Option<&ChildSa> {
         self.children().into_iter().next()
     }
@@ -471,32 +501,7 @@ fn run_case(net: &VethPair, charon: &Charon, case: &Case, we_initiate: bool) {
     let peer = our_peer(case, net, PSK_HEX);
     xipsec_testkit::netns::in_netns(&net.ns_a, || {
         let mut driver = Driver::new(local, peer);
-        let mut initiator = None;
-        if we_initiate {
-            let out = driver
-                .ike
-                .initiate("charon", Instant::now())
-                .expect("initiating");
-            driver.send(out);
-        } else {
-            initiator = Some(
-                charon
-                    .command(&["--initiate", "--child", "net", "--timeout", "10"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting swanctl --initiate"),
-            );
-        }
-        let ok = driver.run(Duration::from_secs(15), established);
-        if let Some(mut swanctl) = initiator {
-            let status = swanctl.wait().expect("waiting for swanctl --initiate");
-            assert!(
-                status.success(),
-                "swanctl --initiate failed: {}",
-                charon.log()
-            );
-        }
+        let ok = driver.establish(charon, we_initiate);
         assert!(
             ok,
             "{} / {} (we initiate: {we_initiate}): no child sa: {:?}\ncharon log:\n{}",
@@ -658,26 +663,7 @@ fn rekeys_with_short_lifetimes(we_initiate: bool) {
     peer.lifetimes = short_lifetimes(we_initiate);
     xipsec_testkit::netns::in_netns(&net.ns_a, || {
         let mut driver = Driver::new(local, peer);
-        let mut initiator = None;
-        if we_initiate {
-            let out = driver
-                .ike
-                .initiate("charon", Instant::now())
-                .expect("initiating");
-            driver.send(out);
-        } else {
-            let swanctl = charon
-                .command(&["--initiate", "--child", "net", "--timeout", "10"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting swanctl --initiate");
-            initiator = Some(swanctl);
-        }
-        let up = driver.run(Duration::from_secs(15), established);
-        if let Some(mut swanctl) = initiator {
-            swanctl.wait().expect("waiting for swanctl --initiate");
-        }
+        let up = driver.establish(&charon, we_initiate);
         assert!(
             up,
             "no child sa: {:?}\ncharon log:\n{}",
@@ -794,13 +780,8 @@ fn dead_peer_detection_notices_a_killed_charon() {
         let allowed = dpd + Duration::from_secs(7);
         xipsec_testkit::netns::in_netns(&net.ns_a, || {
             let mut driver = Driver::with_settings(local, peer, settings);
-            let out = driver
-                .ike
-                .initiate("charon", Instant::now())
-                .expect("initiating");
-            driver.send(out);
             assert!(
-                driver.run(Duration::from_secs(15), established),
+                driver.establish(&charon, true),
                 "no child sa: {}",
                 charon.log()
             );

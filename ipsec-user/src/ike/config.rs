@@ -128,6 +128,8 @@ pub struct Lifetimes {
     pub ike_lifetime: Duration,
     /// How long a CHILD_SA lives; rekeyed `rekey_margin` (less some jitter) before the end.
     pub child_lifetime: Duration,
+    /// How long before the end of a lifetime the rekey starts (taken as at most half the
+    /// lifetime; zero rekeys nothing: the SAs just expire).
     pub rekey_margin: Duration,
     /// Send a liveness check after this long without hearing from the peer; `None` = never.
     pub dpd: Option<Duration>,

@@ -72,11 +72,7 @@ pub(crate) fn start(
 ) {
     let spi = unused_child_spi(sa, others);
     let ni = nonce();
-    let group = peer
-        .esp_proposals
-        .iter()
-        .flat_map(proposal::Proposal::groups)
-        .next();
+    let group = proposal::first_group(&peer.esp_proposals);
     let share = group.map(KeyShare::generate);
     let mut payloads = vec![Payload::Notify(Notify {
         protocol: ProtocolId::ESP,
@@ -124,15 +120,15 @@ pub(crate) fn start(
 
 /// The payloads of a CREATE_CHILD_SA message that matter here.
 #[derive(Default)]
-struct Offer<'a> {
-    sa: Option<&'a Vec<super::sa_payload::Proposal>>,
-    nonce: Option<&'a Vec<u8>>,
-    ke: Option<(u16, &'a Vec<u8>)>,
-    tsi: Option<&'a Vec<TrafficSelector>>,
-    tsr: Option<&'a Vec<TrafficSelector>>,
+pub(crate) struct Offer<'a> {
+    pub sa: Option<&'a Vec<super::sa_payload::Proposal>>,
+    pub nonce: Option<&'a Vec<u8>>,
+    pub ke: Option<(u16, &'a Vec<u8>)>,
+    pub tsi: Option<&'a Vec<TrafficSelector>>,
+    pub tsr: Option<&'a Vec<TrafficSelector>>,
 }
 
-fn gather(payloads: &[Payload]) -> Offer<'_> {
+pub(crate) fn gather(payloads: &[Payload]) -> Offer<'_> {
     let mut offer = Offer::default();
     for p in payloads {
         match p {

@@ -140,6 +140,13 @@ impl Ike {
         &self.peers
     }
 
+    fn peer(&self, name: &str) -> Result<&PeerConfig, IkeError> {
+        self.peers
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| IkeError::UnknownPeer(name.to_owned()))
+    }
+
     /// The settings and the established IKE SA with `peer`.
     fn established(&mut self, peer: &str) -> Result<(&Settings, &mut IkeSa), IkeError> {
         let sa = self
@@ -155,11 +162,7 @@ impl Ike {
     /// # Errors
     /// [`IkeError::UnknownPeer`].
     pub fn initiate(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
-        let config = self
-            .peers
-            .iter()
-            .find(|p| p.name == peer)
-            .ok_or_else(|| IkeError::UnknownPeer(peer.to_owned()))?;
+        let config = self.peer(peer)?;
         let mut out = Output::default();
         let sa = initiator::start(&self.settings, config, now, &mut out);
         self.sas.insert(sa.our_spi(), sa);
@@ -175,18 +178,7 @@ impl Ike {
         let (settings, sa) = self.established(peer)?;
         let mut out = Output::default();
         sa.state = SaState::Deleting;
-        let delete = vec![Payload::Delete(Delete {
-            protocol: ProtocolId::IKE,
-            spis: Vec::new(),
-        })];
-        sa.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            delete,
-            RequestKind::DeleteIke,
-            now,
-            &mut out,
-        );
+        sa.send_delete(settings, now, &mut out);
         Ok(out)
     }
 
@@ -269,16 +261,14 @@ impl Ike {
             .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
             .map(|(spi, _)| *spi)
             .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
-        let config = self
-            .peers
-            .iter()
-            .find(|p| p.name == peer)
-            .ok_or_else(|| IkeError::UnknownPeer(peer.to_owned()))?;
+        self.peer(peer)?;
         let mut out = Output::default();
         let Some(mut sa) = self.sas.remove(&spi) else {
             return Err(IkeError::NoSa(peer.to_owned()));
         };
-        if sa.ike_rekey.is_none() {
+        if sa.ike_rekey.is_none()
+            && let Some(config) = self.peers.iter().find(|p| p.name == peer)
+        {
             ike_rekey::start(&self.settings, config, &mut sa, &self.sas, now, &mut out);
         }
         self.sas.insert(spi, sa);
@@ -313,14 +303,7 @@ impl Ike {
     pub fn check_liveness(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
         let (settings, sa) = self.established(peer)?;
         let mut out = Output::default();
-        sa.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            Vec::new(),
-            RequestKind::Liveness,
-            now,
-            &mut out,
-        );
+        sa.send_liveness(settings, now, &mut out);
         Ok(out)
     }
 

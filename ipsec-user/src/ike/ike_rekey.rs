@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::config::{PeerConfig, Settings};
+use super::create_child::gather;
 use super::dh::{DhGroup, KeyShare};
 use super::endpoint::random_ike_spi;
 use super::event::{Event, Failure, Output};
@@ -34,7 +35,7 @@ use super::initiator::{error_notify, find_notify, nonce};
 use super::keys::{IkeKeys, KeyLengths, rekey_skeyseed};
 use super::lifetimes;
 use super::message::{ExchangeType, Message};
-use super::payload::{Delete, Notify, NotifyType, Payload, ProtocolId};
+use super::payload::{Notify, NotifyType, Payload, ProtocolId};
 use super::proposal::{self, IkeSuite, encryption_key_len, integrity_key_len};
 use super::sa::{IkeSa, RequestKind, Role, SaState};
 use super::sk::{SkOpener, SkSealer};
@@ -84,12 +85,7 @@ pub(crate) fn start(
     now: Instant,
     out: &mut Output,
 ) {
-    let group = peer
-        .ike_proposals
-        .iter()
-        .flat_map(proposal::Proposal::groups)
-        .next()
-        .unwrap_or(DhGroup::Curve25519);
+    let group = proposal::first_group(&peer.ike_proposals).unwrap_or(DhGroup::Curve25519);
     start_with(settings, peer, sa, others, group, 0, now, out);
 }
 
@@ -248,17 +244,8 @@ pub(crate) fn request(
         refuse(settings, sa, id, temporary(), out);
         return;
     }
-    let mut offered = None;
-    let mut ni = None;
-    let mut ke = None;
-    for p in &message.payloads {
-        match p {
-            Payload::Sa(s) => offered = Some(s),
-            Payload::Nonce(n) => ni = Some(n),
-            Payload::Ke { group, data } => ke = Some((*group, data)),
-            _ => {}
-        }
-    }
+    let offer = gather(&message.payloads);
+    let (offered, ni, ke) = (offer.sa, offer.nonce, offer.ke);
     let syntax = || Notify::new(NotifyType::INVALID_SYNTAX, Vec::new());
     let (Some(offered), Some(ni), Some((group, ke_data))) = (offered, ni, ke) else {
         refuse(settings, sa, id, syntax(), out);
@@ -411,17 +398,8 @@ fn answer(
     message: &Message,
     now: Instant,
 ) -> Result<IkeSa, Failure> {
-    let mut reply = None;
-    let mut nr = None;
-    let mut ke = None;
-    for p in &message.payloads {
-        match p {
-            Payload::Sa(s) => reply = Some(s),
-            Payload::Nonce(n) => nr = Some(n),
-            Payload::Ke { group, data } => ke = Some((*group, data)),
-            _ => {}
-        }
-    }
+    let answer = gather(&message.payloads);
+    let (reply, nr, ke) = (answer.sa, answer.nonce, answer.ke);
     let (Some(reply), Some(nr), Some((group, ke_data))) = (reply, nr, ke) else {
         return Err(Failure::Protocol(
             "ike rekey response lacks sa, nonce or ke",
@@ -478,12 +456,6 @@ fn settle(
     now: Instant,
     out: &mut Output,
 ) {
-    let delete_ike = || {
-        vec![Payload::Delete(Delete {
-            protocol: ProtocolId::IKE,
-            spis: Vec::new(),
-        })]
-    };
     let ours_lose = sa
         .ike_collision
         .as_ref()
@@ -492,26 +464,12 @@ fn settle(
         settle_to_peer(settings, peer, sa, sas, now, out);
         new.quiet = true;
         new.expire_at = Some(retire_at(settings, now));
-        new.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            delete_ike(),
-            RequestKind::DeleteIke,
-            now,
-            out,
-        );
+        new.send_delete(settings, now, out);
     } else {
         // Ours survives; a crossing SA of the peer's stays quiet until the peer deletes it.
         sa.ike_collision = None;
         adopt(settings, peer, sa, &mut new, now, out);
-        sa.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            delete_ike(),
-            RequestKind::DeleteIke,
-            now,
-            out,
-        );
+        sa.send_delete(settings, now, out);
     }
     sa.successor = Some(Box::new(new));
 }

@@ -149,12 +149,7 @@ pub(crate) fn start(
     let mut sa = IkeSa::new(peer.name.clone(), Role::Initiator, local, remote, now);
     sa.spi_i = random_ike_spi();
     sa.ni = nonce();
-    let group = peer
-        .ike_proposals
-        .iter()
-        .flat_map(proposal::Proposal::groups)
-        .next()
-        .unwrap_or(DhGroup::Curve25519);
+    let group = proposal::first_group(&peer.ike_proposals).unwrap_or(DhGroup::Curve25519);
     let share = KeyShare::generate(group);
     let payloads = init_payloads(peer, &sa, &share);
     sa.share = Some(share);

@@ -123,14 +123,7 @@ pub(crate) fn tick(
         .dpd
         .is_some_and(|dpd| now >= sa.last_heard + dpd)
     {
-        sa.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            Vec::new(),
-            RequestKind::Liveness,
-            now,
-            out,
-        );
+        sa.send_liveness(settings, now, out);
     }
     true
 }

@@ -307,14 +307,35 @@ impl IkeSa {
         });
     }
 
+    /// Sends an empty INFORMATIONAL request (liveness, §1.4).
+    pub(crate) fn send_liveness(&mut self, settings: &Settings, now: Instant, out: &mut Output) {
+        self.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            Vec::new(),
+            RequestKind::Liveness,
+            now,
+            out,
+        );
+    }
+
+    /// Sends a Delete of this IKE SA as a request (the SA goes when it is answered).
+    pub(crate) fn send_delete(&mut self, settings: &Settings, now: Instant, out: &mut Output) {
+        self.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            vec![ike_delete()],
+            RequestKind::DeleteIke,
+            now,
+            out,
+        );
+    }
+
     /// Sends a Delete of this IKE SA once, without waiting for the answer (the SA is being
     /// dropped: peer removed, lifetime over). Nothing before the SA has keys.
     pub(crate) fn notify_delete(&mut self, settings: &Settings, out: &mut Output) {
         let header = self.header(ExchangeType::INFORMATIONAL, self.next_request_id, false);
-        let delete = [Payload::Delete(super::payload::Delete {
-            protocol: super::payload::ProtocolId::IKE,
-            spis: Vec::new(),
-        })];
+        let delete = [ike_delete()];
         if let Some(sealer) = &mut self.sealer
             && let Ok(bytes) = sealer.seal(&header, &delete)
         {
@@ -442,6 +463,14 @@ impl IkeSa {
         self.state == SaState::HalfOpen
             && now.saturating_duration_since(self.created) >= settings.half_open_timeout
     }
+}
+
+/// The Delete payload of an IKE SA (§3.11: no SPIs).
+fn ike_delete() -> Payload {
+    Payload::Delete(super::payload::Delete {
+        protocol: super::payload::ProtocolId::IKE,
+        spis: Vec::new(),
+    })
 }
 
 /// A datagram from `local` to `remote`, with the non-ESP marker (four zero octets, RFC 3948

@@ -117,7 +117,10 @@ impl Net {
             };
             // A timer that stays due after on_timeout ran would spin forever: fail instead.
             repeats = if last == Some(now) { repeats + 1 } else { 0 };
-            assert!(repeats < 100, "a timer stays due at {now:?}: on_timeout ignores it");
+            assert!(
+                repeats < 100,
+                "a timer stays due at {now:?}: on_timeout ignores it"
+            );
             last = Some(now);
             let out = self.a.on_timeout(now);
             self.take(true, out);
