@@ -5,14 +5,23 @@
 //! must be established on both sides with the SPIs our core computed (`swanctl --list-sas`
 //! shows the IKE SPIs, `INSTALLED`, and the in/out ESP SPIs crossed with ours), then our
 //! CHILD_SA is rekeyed (CREATE_CHILD_SA, by charon when we initiated, by us when it did) and
-//! charon lists the new SPIs only, then our INFORMATIONAL delete must empty charon's list. Cases cover groups 31, 19 and 14, a CBC and a
-//! GCM IKE proposal, a CBC and a GCM ESP proposal, ID_IPV6_ADDR and ID_FQDN identities, and two
-//! failures (wrong PSK, no common proposal) that charon answers as RFC 7296 says.
+//! charon lists the new SPIs only, then our INFORMATIONAL delete must empty charon's list. Cases
+//! cover groups 31, 19 and 14, a CBC and a GCM IKE proposal, a CBC and a GCM ESP proposal,
+//! ID_IPV6_ADDR and ID_FQDN identities, and two failures (wrong PSK, no common proposal) that
+//! charon answers as RFC 7296 says.
+//!
+//! Timers: with charon rekeying the CHILD_SA every 10 s and the IKE SA every 20 s
+//! (`rand_time = 1s`) and our core on short [`Lifetimes`], 60 s of traffic-free operation must
+//! see at least two CHILD_SA rekeys and one IKE SA rekey in each direction (over the two roles),
+//! end with charon listing exactly our current IKE SA and CHILD_SA, and report nothing failed.
+//! Killing charon, our dead peer detection reports the peer dead within dpd plus the
+//! retransmission time.
 //!
 //! No ESP traffic: the datapath's ESP-in-UDP comes later. Needs root (namespaces); fails under
 //! `CI=true` when it cannot run.
 
 use std::{
+    collections::HashSet,
     fs,
     net::{IpAddr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
@@ -23,6 +32,7 @@ use std::{
 
 use ipsec_user::ike::{
     ChildSa, Event, Failure, Identity, Ike, Lifetimes, PeerConfig, Psk, Settings,
+    message::{ExchangeType, Message},
     proposal::{parse_esp, parse_ike},
     selector::TrafficSelector,
 };
@@ -175,17 +185,22 @@ fn ids(case: &Case, net: &VethPair) -> (String, String) {
 
 /// charon's side of `case`: connection `xi` to a, tunnel mode between the inner prefixes.
 fn swanctl_conf(case: &Case, net: &VethPair, psk_hex: &str) -> String {
+    swanctl_conf_with(case, net, psk_hex, "", "")
+}
+
+/// [`swanctl_conf`] with extra lines for the connection (`ike`) and the CHILD_SA (`child`).
+fn swanctl_conf_with(case: &Case, net: &VethPair, psk_hex: &str, ike: &str, child: &str) -> String {
     let (id_a, id_b) = ids(case, net);
     format!(
         "connections {{\n  xi {{\n    version = 2\n    local_addrs = {b}\n    remote_addrs = {a}\n    \
-         proposals = {ike}\n    mobike = no\n    local {{\n      auth = psk\n      id = {id_b}\n    }}\n    \
+         proposals = {proposals}\n    mobike = no\n{ike}    local {{\n      auth = psk\n      id = {id_b}\n    }}\n    \
          remote {{\n      auth = psk\n      id = {id_a}\n    }}\n    children {{\n      net {{\n        \
          local_ts = {INNER_B}\n        remote_ts = {INNER_A}\n        esp_proposals = {esp}\n        \
-         mode = tunnel\n      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-xi {{\n    id-a = {id_a}\n    \
+         mode = tunnel\n{child}      }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-xi {{\n    id-a = {id_a}\n    \
          id-b = {id_b}\n    secret = 0x{psk_hex}\n  }}\n}}\n",
         a = net.addr_a,
         b = net.addr_b,
-        ike = case.ike,
+        proposals = case.ike,
         esp = case.esp,
     )
 }
@@ -217,11 +232,31 @@ struct Driver {
     ike: Ike,
     sockets: [UdpSocket; 2],
     events: Vec<Event>,
+    /// CREATE_CHILD_SA requests (IKE SPIs, message ID) we sent and we received: who rekeyed.
+    requests_out: HashSet<([u8; 8], [u8; 8], u32)>,
+    requests_in: HashSet<([u8; 8], [u8; 8], u32)>,
+    /// For each IKE SA rekey, whether we started it (we are the new SA's initiator).
+    ike_rekeys: Vec<bool>,
+}
+
+/// The IKE SPIs and message ID of a CREATE_CHILD_SA request (with or without the non-ESP
+/// marker), or None for anything else.
+fn create_child_request(bytes: &[u8]) -> Option<([u8; 8], [u8; 8], u32)> {
+    let bytes = bytes.strip_prefix(&[0, 0, 0, 0][..]).unwrap_or(bytes);
+    let header = Message::parse(bytes).ok()?.header;
+    (header.exchange == ExchangeType::CREATE_CHILD_SA && !header.is_response()).then_some((
+        header.spi_i,
+        header.spi_r,
+        header.message_id,
+    ))
 }
 
 impl Driver {
     fn new(local: IpAddr, peer: PeerConfig) -> Self {
-        let settings = Settings::default();
+        Self::with_settings(local, peer, Settings::default())
+    }
+
+    fn with_settings(local: IpAddr, peer: PeerConfig, settings: Settings) -> Self {
         let sockets = [settings.ike_port, settings.natt_port].map(|port| {
             let socket =
                 UdpSocket::bind(SocketAddr::new(local, port)).expect("binding the ike socket");
@@ -234,11 +269,26 @@ impl Driver {
             ike,
             sockets,
             events: Vec::new(),
+            requests_out: HashSet::new(),
+            requests_in: HashSet::new(),
+            ike_rekeys: Vec::new(),
         }
     }
 
     fn send(&mut self, out: ipsec_user::ike::Output) {
+        for e in &out.events {
+            if let Event::IkeSaRekeyed { new_spis, .. } = e {
+                let ours = self
+                    .ike
+                    .ike_sas()
+                    .iter()
+                    .find(|sa| (sa.spi_i, sa.spi_r) == *new_spis)
+                    .is_some_and(|sa| sa.initiator);
+                self.ike_rekeys.push(ours);
+            }
+        }
         for d in out.datagrams {
+            self.requests_out.extend(create_child_request(&d.bytes));
             let socket = if d.local.port() == self.ike.settings().natt_port {
                 &self.sockets[1]
             } else {
@@ -264,6 +314,7 @@ impl Driver {
                 if let Ok((n, from)) = self.sockets[i].recv_from(&mut buf) {
                     idle = false;
                     let local = self.sockets[i].local_addr().expect("a bound socket");
+                    self.requests_in.extend(create_child_request(&buf[..n]));
                     let out = self.ike.receive(local, from, &buf[..n], Instant::now());
                     self.send(out);
                 }
@@ -281,6 +332,36 @@ impl Driver {
             }
         }
         self.events.iter().any(&done)
+    }
+
+    /// Brings up the IKE SA and its CHILD_SA, started by us or (`swanctl --initiate`) by
+    /// charon; true once the CHILD_SA is established here and charon's initiate succeeded.
+    fn establish(&mut self, charon: &Charon, we_initiate: bool) -> bool {
+        let mut initiator = None;
+        if we_initiate {
+            let out = self
+                .ike
+                .initiate("charon", Instant::now())
+                .expect("initiating");
+            self.send(out);
+        } else {
+            initiator = Some(
+                charon
+                    .command(&["--initiate", "--child", "net", "--timeout", "10"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting swanctl --initiate"),
+            );
+        }
+        let up = self.run(Duration::from_secs(15), established);
+        let initiated = initiator.is_none_or(|mut swanctl| {
+            swanctl
+                .wait()
+                .expect("waiting for swanctl --initiate")
+                .success()
+        });
+        up && initiated
     }
 
     fn child(&self) -> Option<&ChildSa> {
@@ -420,32 +501,7 @@ fn run_case(net: &VethPair, charon: &Charon, case: &Case, we_initiate: bool) {
     let peer = our_peer(case, net, PSK_HEX);
     xipsec_testkit::netns::in_netns(&net.ns_a, || {
         let mut driver = Driver::new(local, peer);
-        let mut initiator = None;
-        if we_initiate {
-            let out = driver
-                .ike
-                .initiate("charon", Instant::now())
-                .expect("initiating");
-            driver.send(out);
-        } else {
-            initiator = Some(
-                charon
-                    .command(&["--initiate", "--child", "net", "--timeout", "10"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting swanctl --initiate"),
-            );
-        }
-        let ok = driver.run(Duration::from_secs(15), established);
-        if let Some(mut swanctl) = initiator {
-            let status = swanctl.wait().expect("waiting for swanctl --initiate");
-            assert!(
-                status.success(),
-                "swanctl --initiate failed: {}",
-                charon.log()
-            );
-        }
+        let ok = driver.establish(charon, we_initiate);
         assert!(
             ok,
             "{} / {} (we initiate: {we_initiate}): no child sa: {:?}\ncharon log:\n{}",
@@ -554,4 +610,200 @@ fn strongswan_refuses_a_wrong_psk_and_a_foreign_proposal() {
             }
         },
     );
+}
+
+/// charon's rekey timers for [`rekeys_with_short_lifetimes`]: the CHILD_SA every 10 s, the IKE
+/// SA every 20 s, less up to 1 s.
+const CHARON_REKEYS: (&str, &str) = (
+    "    rekey_time = 20s\n    rand_time = 1s\n",
+    "        rekey_time = 10s\n        rand_time = 1s\n",
+);
+
+/// Lifetimes that make us rekey the CHILD_SA (every ~8 s, before charon's 9 to 10 s) and leave
+/// the IKE SA to charon (ours at ~30 s, charon's at 19 to 20 s), or the other way round (ours:
+/// CHILD_SA at ~15 s, IKE SA at ~16 s).
+fn short_lifetimes(we_rekey_children: bool) -> Lifetimes {
+    let s = Duration::from_secs;
+    if we_rekey_children {
+        Lifetimes {
+            child_lifetime: s(12),
+            ike_lifetime: s(40),
+            rekey_margin: s(4),
+            dpd: None,
+        }
+    } else {
+        Lifetimes {
+            child_lifetime: s(20),
+            ike_lifetime: s(24),
+            rekey_margin: s(8),
+            dpd: None,
+        }
+    }
+}
+
+/// 60 s of rekeys driven by the timers alone, ours and charon's: at least two CHILD_SA rekeys
+/// and one IKE SA rekey by the sides the lifetimes favour; then charon lists exactly our
+/// current IKE SA and CHILD_SA (new SPIs), and none of the old ones as installed.
+fn rekeys_with_short_lifetimes(we_initiate: bool) {
+    let (net, scratch) = lab();
+    let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+    let case = &CASES[0];
+    let (ike_extra, child_extra) = CHARON_REKEYS;
+    charon.load(&swanctl_conf_with(
+        case,
+        &net,
+        PSK_HEX,
+        ike_extra,
+        child_extra,
+    ));
+    let local: IpAddr = net.addr_a.parse().expect("a's address");
+    let mut peer = our_peer(case, &net, PSK_HEX);
+    // Whoever initiated, we rekey one kind of SA and charon the other: both tests together
+    // rekey each kind each way.
+    peer.lifetimes = short_lifetimes(we_initiate);
+    xipsec_testkit::netns::in_netns(&net.ns_a, || {
+        let mut driver = Driver::new(local, peer);
+        let up = driver.establish(&charon, we_initiate);
+        assert!(
+            up,
+            "no child sa: {:?}\ncharon log:\n{}",
+            driver.events,
+            charon.log()
+        );
+        driver.run(Duration::from_mins(1), |_| false);
+        // A rekey may be under way at the 60 s mark: keep answering until it is done.
+        let mut listed = String::new();
+        for _ in 0..20 {
+            listed = charon.swanctl(&["--list-sas"]);
+            let sas = driver.ike.ike_sas();
+            if sas.len() == 1
+                && sas[0].children.len() == 1
+                && listed.matches("ESTABLISHED").count() == 1
+                && listed.matches("INSTALLED").count() == 1
+                && !listed.contains("REKEY")
+            {
+                break;
+            }
+            driver.run(Duration::from_millis(500), |_| false);
+        }
+        let context = || format!("{:?}\ncharon log:\n{}", driver.events, charon.log());
+        assert!(driver.failures().is_empty(), "{}", context());
+        let ours_ike = driver.ike_rekeys.iter().filter(|&&ours| ours).count();
+        let theirs_ike = driver.ike_rekeys.len() - ours_ike;
+        let ours_child = driver.requests_out.len() - ours_ike;
+        let theirs_child = driver.requests_in.len() - theirs_ike;
+        eprintln!(
+            "rekeys in 60 s (we initiated: {we_initiate}): child sa {ours_child} by us, \
+             {theirs_child} by charon; ike sa {ours_ike} by us, {theirs_ike} by charon"
+        );
+        let (children_by, ike_by) = if we_initiate {
+            (ours_child, theirs_ike)
+        } else {
+            (theirs_child, ours_ike)
+        };
+        assert!(
+            children_by >= 2,
+            "child sa rekeys: {children_by}: {}",
+            context()
+        );
+        assert!(ike_by >= 1, "ike sa rekeys: {ike_by}: {}", context());
+        // Our state: one IKE SA, one CHILD_SA; charon's: the same SPIs, nothing else installed.
+        let sas = driver.ike.ike_sas();
+        assert_eq!(sas.len(), 1, "{sas:?}");
+        assert_eq!(sas[0].children.len(), 1, "{sas:?}");
+        let (inbound, outbound) = sas[0].children[0];
+        for want in [
+            format!("{}_i", hex::encode(sas[0].spi_i)),
+            format!("{}_r", hex::encode(sas[0].spi_r)),
+            format!("in  {outbound:08x}"),
+            format!("out {inbound:08x}"),
+        ] {
+            assert!(
+                listed.contains(&want),
+                "missing {want:?} in {listed}\n{}",
+                context()
+            );
+        }
+        assert_eq!(listed.matches("ESTABLISHED").count(), 1, "{listed}");
+        assert_eq!(listed.matches("INSTALLED").count(), 1, "{listed}");
+        // Every CHILD_SA we were told of, but the current one, is gone on our side too.
+        let established: Vec<u32> = driver.children().iter().map(|c| c.inbound_spi).collect();
+        let deleted: Vec<u32> = driver
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
+                _ => None,
+            })
+            .collect();
+        for spi in &established {
+            assert_eq!(deleted.contains(spi), *spi != inbound, "child {spi:08x}");
+        }
+    });
+}
+
+#[test]
+fn rekeys_with_short_lifetimes_when_xipsec_initiates() {
+    as_root("rekeys_with_short_lifetimes_when_xipsec_initiates", || {
+        rekeys_with_short_lifetimes(true);
+    });
+}
+
+#[test]
+fn rekeys_with_short_lifetimes_when_strongswan_initiates() {
+    as_root(
+        "rekeys_with_short_lifetimes_when_strongswan_initiates",
+        || {
+            rekeys_with_short_lifetimes(false);
+        },
+    );
+}
+
+/// charon killed: our dead peer detection reports the peer dead (timeout, CHILD_SA and IKE SA
+/// deleted) within dpd plus the retransmission time.
+#[test]
+fn dead_peer_detection_notices_a_killed_charon() {
+    as_root("dead_peer_detection_notices_a_killed_charon", || {
+        let (net, scratch) = lab();
+        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+        let case = &CASES[0];
+        charon.load(&swanctl_conf(case, &net, PSK_HEX));
+        let local: IpAddr = net.addr_a.parse().expect("a's address");
+        let mut peer = our_peer(case, &net, PSK_HEX);
+        let dpd = Duration::from_secs(3);
+        peer.lifetimes.dpd = Some(dpd);
+        let settings = Settings {
+            retransmit_tries: 2,
+            ..Settings::default()
+        };
+        // Retransmissions after 1, 2 and 4 s: given up 7 s after the check.
+        let allowed = dpd + Duration::from_secs(7);
+        xipsec_testkit::netns::in_netns(&net.ns_a, || {
+            let mut driver = Driver::with_settings(local, peer, settings);
+            assert!(
+                driver.establish(&charon, true),
+                "no child sa: {}",
+                charon.log()
+            );
+            // Alive: checks answered for a while.
+            driver.run(2 * dpd + Duration::from_secs(1), |_| false);
+            assert!(driver.failures().is_empty(), "{:?}", driver.events);
+            drop(charon);
+            let killed = Instant::now();
+            let dead = driver.run(allowed + Duration::from_secs(3), |e| {
+                matches!(e, Event::IkeSaDeleted { .. })
+            });
+            let took = killed.elapsed();
+            assert!(dead, "not declared dead: {:?}", driver.events);
+            assert!(took <= allowed + Duration::from_secs(1), "took {took:?}");
+            assert_eq!(driver.failures(), [&Failure::Timeout(2)]);
+            assert!(
+                driver
+                    .events
+                    .iter()
+                    .any(|e| matches!(e, Event::ChildSaDeleted { .. }))
+            );
+            eprintln!("peer dead {took:?} after charon was killed (dpd {dpd:?})");
+        });
+    });
 }

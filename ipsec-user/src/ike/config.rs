@@ -128,6 +128,8 @@ pub struct Lifetimes {
     pub ike_lifetime: Duration,
     /// How long a CHILD_SA lives; rekeyed `rekey_margin` (less some jitter) before the end.
     pub child_lifetime: Duration,
+    /// How long before the end of a lifetime the rekey starts (taken as at most half the
+    /// lifetime; zero rekeys nothing: the SAs just expire).
     pub rekey_margin: Duration,
     /// Send a liveness check after this long without hearing from the peer; `None` = never.
     pub dpd: Option<Duration>,
@@ -206,6 +208,9 @@ pub struct Settings {
     /// The IKE port (500) and the NAT-T port (4500, RFC 3948 / §2.23).
     pub ike_port: u16,
     pub natt_port: u16,
+    /// How often the COOKIE secret changes (§2.6); cookies of the previous secret are still
+    /// accepted for one period.
+    pub cookie_rotation: Duration,
 }
 
 impl Default for Settings {
@@ -217,6 +222,7 @@ impl Default for Settings {
             retransmit_tries: 5,
             ike_port: 500,
             natt_port: 4500,
+            cookie_rotation: Duration::from_mins(1),
         }
     }
 }

@@ -7,14 +7,23 @@
 //!   first), a fresh nonce, the configured traffic selectors and mode.
 //! - [`request`] answers the peer's offer: the CHILD_SA it rekeys must exist (else
 //!   CHILD_SA_NOT_FOUND); proposals in our order; a KE of another group than the chosen one is
-//!   answered INVALID_KE_PAYLOAD; traffic selectors narrowed (§2.9). An IKE SA rekey is
-//!   answered NO_ADDITIONAL_SAS (not supported yet).
+//!   answered INVALID_KE_PAYLOAD; traffic selectors narrowed (§2.9). An SA payload of IKE
+//!   proposals is a rekey of the IKE SA (`ike_rekey`).
+//! - §2.25: a rekey of a CHILD_SA we are deleting, or any CHILD_SA request while we rekey the
+//!   IKE SA, is answered TEMPORARY_FAILURE. Our rekey answered TEMPORARY_FAILURE is retried
+//!   after a short random delay; answered CHILD_SA_NOT_FOUND, the peer no longer has the
+//!   CHILD_SA (its Delete crossed our rekey), so we remove it too. Neither is a failure to log.
 //! - The new CHILD_SA is reported with `rekeys` naming the old one; the old one stays installed
 //!   until the side that started the rekey deletes it (§2.8: make before break), which [`response`]
 //!   does as soon as the new one is up. KEYMAT is prf+(SK_d, [g^ir |] Ni | Nr) with this
 //!   exchange's nonces, i2r meaning from this exchange's initiator (§2.17).
-//! - Simultaneous rekeys (§2.8.1) are not resolved yet: both new CHILD_SAs are kept and each
-//!   side deletes the old one it started from.
+//! - Simultaneous rekeys of one CHILD_SA (§2.8.1): each side answers the other's request as
+//!   usual and notes the collision (the new CHILD_SA and the lower of that exchange's nonces).
+//!   When our own exchange is answered, the exchange with the lowest of the four nonces made the
+//!   redundant CHILD_SA: if that is ours, we install it (the peer may already send on it: no
+//!   gap) and delete it at once, and leave the old one to the peer; otherwise ours survives and
+//!   we delete the old one, and the peer deletes its redundant one. Both sides end with the
+//!   survivor only.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -32,6 +41,14 @@ use super::proposal::{self, EspSuite, encryption_key_len, integrity_key_len};
 use super::responder::unused_child_spi;
 use super::sa::{Child, IkeSa, RequestKind};
 use super::selector::{self, TrafficSelector};
+
+/// The peer's rekey of a CHILD_SA we were rekeying too (§2.8.1).
+pub(crate) struct ChildCollision {
+    /// Our inbound SPI of the CHILD_SA both rekeyed.
+    pub old_inbound: u32,
+    /// The lower nonce of the peer's exchange.
+    pub lowest: Vec<u8>,
+}
 
 /// What we offered in an outstanding CREATE_CHILD_SA.
 pub(crate) struct RekeyOffer {
@@ -55,11 +72,7 @@ pub(crate) fn start(
 ) {
     let spi = unused_child_spi(sa, others);
     let ni = nonce();
-    let group = peer
-        .esp_proposals
-        .iter()
-        .flat_map(proposal::Proposal::groups)
-        .next();
+    let group = proposal::first_group(&peer.esp_proposals);
     let share = group.map(KeyShare::generate);
     let mut payloads = vec![Payload::Notify(Notify {
         protocol: ProtocolId::ESP,
@@ -87,7 +100,7 @@ pub(crate) fn start(
     }
     payloads.push(Payload::TsI(peer.local_ts.clone()));
     payloads.push(Payload::TsR(peer.remote_ts.clone()));
-    sa.rekey = Some(RekeyOffer {
+    sa.rekey.push_back(RekeyOffer {
         old_inbound: Some(old_inbound),
         spi,
         ni,
@@ -107,15 +120,15 @@ pub(crate) fn start(
 
 /// The payloads of a CREATE_CHILD_SA message that matter here.
 #[derive(Default)]
-struct Offer<'a> {
-    sa: Option<&'a Vec<super::sa_payload::Proposal>>,
-    nonce: Option<&'a Vec<u8>>,
-    ke: Option<(u16, &'a Vec<u8>)>,
-    tsi: Option<&'a Vec<TrafficSelector>>,
-    tsr: Option<&'a Vec<TrafficSelector>>,
+pub(crate) struct Offer<'a> {
+    pub sa: Option<&'a Vec<super::sa_payload::Proposal>>,
+    pub nonce: Option<&'a Vec<u8>>,
+    pub ke: Option<(u16, &'a Vec<u8>)>,
+    pub tsi: Option<&'a Vec<TrafficSelector>>,
+    pub tsr: Option<&'a Vec<TrafficSelector>>,
 }
 
-fn gather(payloads: &[Payload]) -> Offer<'_> {
+pub(crate) fn gather(payloads: &[Payload]) -> Offer<'_> {
     let mut offer = Offer::default();
     for p in payloads {
         match p {
@@ -201,18 +214,31 @@ pub(crate) fn request(
     sa: &mut IkeSa,
     message: &Message,
     others: &HashMap<[u8; 8], IkeSa>,
+    now: Instant,
     out: &mut Output,
 ) {
     let id = message.header.message_id;
     let payloads = &message.payloads;
     let offer = gather(payloads);
+    if offer
+        .sa
+        .and_then(|s| s.first())
+        .is_some_and(|p| p.protocol == ProtocolId::IKE)
+    {
+        super::ike_rekey::request(settings, peer, sa, message, others, now, out);
+        return;
+    }
     let (Some(offered), Some(ni), Some(tsi), Some(tsr)) =
         (offer.sa, offer.nonce, offer.tsi, offer.tsr)
     else {
-        // No TS: an IKE SA rekey (§1.3.2), not supported yet.
-        refuse(settings, sa, id, NotifyType::NO_ADDITIONAL_SAS, out);
+        refuse(settings, sa, id, NotifyType::INVALID_SYNTAX, out);
         return;
     };
+    if sa.ike_rekey.is_some() {
+        // §2.25.2: no CHILD_SA business while the IKE SA is being rekeyed.
+        refuse(settings, sa, id, NotifyType::TEMPORARY_FAILURE, out);
+        return;
+    }
     let mut old = None;
     if let Some(n) = find_notify(payloads, NotifyType::REKEY_SA) {
         let outbound = <[u8; 4]>::try_from(n.spi.as_slice())
@@ -226,6 +252,11 @@ pub(crate) fn request(
             refuse(settings, sa, id, NotifyType::CHILD_SA_NOT_FOUND, out);
             return;
         };
+        if sa.deleting_child(child.inbound_spi) {
+            // §2.25.1: it is being closed.
+            refuse(settings, sa, id, NotifyType::TEMPORARY_FAILURE, out);
+            return;
+        }
         old = Some(child.inbound_spi);
     }
     let failed = |sa: &IkeSa, failure, out: &mut Output| {
@@ -297,7 +328,7 @@ pub(crate) fn request(
     };
     let inbound_spi = unused_child_spi(sa, others);
     let mut answer = chosen_child(mode, number, inbound_spi, &chosen);
-    answer.push(Payload::Nonce(nr));
+    answer.push(Payload::Nonce(nr.clone()));
     if let Some(share) = &share {
         answer.push(Payload::Ke {
             group: share.group().id(),
@@ -307,10 +338,18 @@ pub(crate) fn request(
     answer.push(Payload::TsI(remote_ts.clone()));
     answer.push(Payload::TsR(local_ts.clone()));
     sa.respond(settings, ExchangeType::CREATE_CHILD_SA, id, answer, out);
-    sa.children.push(Child {
-        inbound_spi,
-        outbound_spi,
-    });
+    if let Some(old) = old {
+        // The peer deletes the old CHILD_SA (or, after a collision, whoever wins does).
+        retire(sa, old);
+        if sa.rekey.iter().any(|o| o.old_inbound == Some(old)) {
+            sa.child_collisions.push(ChildCollision {
+                old_inbound: old,
+                lowest: super::ike_rekey::lowest(ni, &nr).to_vec(),
+            });
+        }
+    }
+    sa.children
+        .push(Child::new(inbound_spi, outbound_spi, &peer.lifetimes, now));
     out.event(Event::ChildSaEstablished(Box::new(ChildSa {
         peer: sa.peer.clone(),
         ike_spis: sa.spis(),
@@ -338,7 +377,9 @@ pub(crate) fn response(
     now: Instant,
     out: &mut Output,
 ) {
-    let Some(offer) = sa.rekey.take() else { return };
+    let Some(offer) = sa.rekey.pop_front() else {
+        return;
+    };
     let payloads = &message.payloads;
     let fail = |sa: &IkeSa, failure, out: &mut Output| {
         out.event(Event::Failed {
@@ -346,7 +387,26 @@ pub(crate) fn response(
             failure,
         });
     };
+    // Whatever the answer, a collision on this CHILD_SA is settled by it.
+    let collision = offer.old_inbound.and_then(|old| {
+        let at = sa
+            .child_collisions
+            .iter()
+            .position(|c| c.old_inbound == old)?;
+        Some(sa.child_collisions.remove(at))
+    });
     if let Some(error) = error_notify(payloads) {
+        if let Some(old) = offer.old_inbound
+            && collision.is_none()
+        {
+            refused(settings, sa, old, error, now, out);
+        }
+        if matches!(
+            error,
+            NotifyType::TEMPORARY_FAILURE | NotifyType::CHILD_SA_NOT_FOUND
+        ) {
+            return;
+        }
         let failure = match error {
             NotifyType::NO_PROPOSAL_CHOSEN => Failure::NoEspProposal,
             NotifyType::TS_UNACCEPTABLE => Failure::TsUnacceptable,
@@ -424,10 +484,12 @@ pub(crate) fn response(
     let Some((i2r, r2i)) = keys(sa, suite, shared.as_deref().map(|s| &s[..]), &offer.ni, nr) else {
         return;
     };
-    sa.children.push(Child {
-        inbound_spi: offer.spi,
-        outbound_spi,
-    });
+    let mut child = Child::new(offer.spi, outbound_spi, &peer.lifetimes, now);
+    // §2.8.1: the exchange with the lowest nonce made the redundant CHILD_SA.
+    let redundant =
+        collision.is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
+    child.retiring = redundant;
+    sa.children.push(child);
     out.event(Event::ChildSaEstablished(Box::new(ChildSa {
         peer: sa.peer.clone(),
         ike_spis: sa.spis(),
@@ -444,18 +506,71 @@ pub(crate) fn response(
         encapsulated: sa.nat,
         rekeys: offer.old_inbound,
     })));
-    // §2.8: the side that rekeyed deletes the old CHILD_SA once the new one is up.
-    if let Some(old) = offer.old_inbound {
+    // §2.8: the side that rekeyed deletes the old CHILD_SA once the new one is up; after a
+    // collision we lost, our redundant new one instead (the peer deletes the old one).
+    let doomed = if redundant {
+        Some(offer.spi)
+    } else {
+        offer.old_inbound
+    };
+    if let Some(doomed) = doomed
+        && sa.children.iter().any(|c| c.inbound_spi == doomed)
+        && !sa.deleting_child(doomed)
+    {
+        retire(sa, doomed);
         sa.send_request(
             settings,
             ExchangeType::INFORMATIONAL,
             vec![Payload::Delete(Delete {
                 protocol: ProtocolId::ESP,
-                spis: vec![old.to_be_bytes()],
+                spis: vec![doomed.to_be_bytes()],
             })],
-            RequestKind::DeleteChild { inbound_spi: old },
+            RequestKind::DeleteChild {
+                inbound_spi: doomed,
+            },
             now,
             out,
         );
+    }
+}
+
+/// Marks the CHILD_SA we receive on with `inbound_spi` as on its way out (no more rekeys).
+fn retire(sa: &mut IkeSa, inbound_spi: u32) {
+    if let Some(c) = sa
+        .children
+        .iter_mut()
+        .find(|c| c.inbound_spi == inbound_spi)
+    {
+        c.retiring = true;
+    }
+}
+
+/// Our rekey of `old` was refused with `error` (no collision to settle): TEMPORARY_FAILURE
+/// retries later (§2.25), CHILD_SA_NOT_FOUND removes it (the peer's Delete crossed our
+/// rekey), anything else leaves it to expire.
+fn refused(
+    settings: &Settings,
+    sa: &mut IkeSa,
+    old: u32,
+    error: NotifyType,
+    now: Instant,
+    out: &mut Output,
+) {
+    let Some(at) = sa.children.iter().position(|c| c.inbound_spi == old) else {
+        return;
+    };
+    match error {
+        NotifyType::TEMPORARY_FAILURE => {
+            sa.children[at].rekey_at = super::lifetimes::retry_at(settings, now);
+        }
+        NotifyType::CHILD_SA_NOT_FOUND => {
+            let child = sa.children.remove(at);
+            out.event(Event::ChildSaDeleted {
+                peer: sa.peer.clone(),
+                inbound_spi: child.inbound_spi,
+                outbound_spi: child.outbound_spi,
+            });
+        }
+        _ => sa.children[at].rekey_at = sa.children[at].expire_at,
     }
 }

@@ -16,6 +16,13 @@
 use num_bigint::BigUint;
 use zeroize::Zeroizing;
 
+#[cfg(test)]
+thread_local! {
+    /// Key pairs generated and agreements computed on this thread: tests check that
+    /// unauthenticated floods cost no DH.
+    pub(crate) static DH_OPERATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The groups this implementation negotiates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DhGroup {
@@ -125,6 +132,8 @@ fn padded(value: &BigUint, len: usize) -> Zeroizing<Vec<u8>> {
 impl KeyShare {
     /// A fresh key pair from the thread's CSPRNG.
     pub fn generate(group: DhGroup) -> Self {
+        #[cfg(test)]
+        DH_OPERATIONS.with(|n| n.set(n.get() + 1));
         loop {
             let mut private = Zeroizing::new(vec![
                 0u8;
@@ -190,6 +199,8 @@ impl KeyShare {
     /// [`DhError`] when `peer` is not a valid public value of the group (see the module
     /// contract).
     pub fn agree(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, DhError> {
+        #[cfg(test)]
+        DH_OPERATIONS.with(|n| n.set(n.get() + 1));
         let group = self.group.name();
         if peer.len() != self.group.public_len() {
             return Err(DhError::Length {

@@ -16,15 +16,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use zeroize::Zeroizing;
-
 use super::config::{ConfigError, PeerConfig, Settings};
+use super::cookie::CookieSecrets;
 use super::event::{Event, Output};
 use super::message::{ExchangeType, Header, Message};
-use super::payload::{Delete, Payload, ProtocolId};
+use super::payload::{Delete, Notify, NotifyType, Payload, ProtocolId};
 use super::proposal::IkeSuite;
 use super::sa::{IkeSa, RequestKind, Role, SaState};
-use super::{create_child, informational, initiator, responder};
+use super::{create_child, ike_rekey, informational, initiator, lifetimes, responder};
 
 /// What `ike sa list` shows of one IKE SA (never keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +52,8 @@ pub struct Ike {
     pub(crate) sas: HashMap<[u8; 8], IkeSa>,
     /// Responder SAs by (initiator address, SPIi): a retransmitted IKE_SA_INIT finds its SA.
     pub(crate) half_open: HashMap<(SocketAddr, [u8; 8]), [u8; 8]>,
-    pub(crate) cookie_secret: Zeroizing<[u8; 32]>,
+    /// The COOKIE secrets, rotated with time (§2.6).
+    pub(crate) cookies: CookieSecrets,
 }
 
 /// The error of an operation the daemon asked for.
@@ -82,14 +82,12 @@ pub(crate) fn random_ike_spi() -> [u8; 8] {
 
 impl Ike {
     pub fn new(settings: Settings) -> Self {
-        let mut secret = Zeroizing::new([0; 32]);
-        rand::fill(&mut secret[..]);
         Self {
+            cookies: CookieSecrets::new(settings.cookie_rotation),
             settings,
             peers: Vec::new(),
             sas: HashMap::new(),
             half_open: HashMap::new(),
-            cookie_secret: secret,
         }
     }
 
@@ -129,18 +127,7 @@ impl Ike {
             .collect();
         for spi in ours {
             if let Some(mut sa) = self.sas.remove(&spi) {
-                if sa.sealer.is_some() {
-                    let header = sa.header(ExchangeType::INFORMATIONAL, sa.next_request_id, false);
-                    let delete = vec![Payload::Delete(Delete {
-                        protocol: ProtocolId::IKE,
-                        spis: Vec::new(),
-                    })];
-                    if let Some(sealer) = &mut sa.sealer
-                        && let Ok(bytes) = sealer.seal(&header, &delete)
-                    {
-                        out.datagrams.push(sa.datagram(&self.settings, bytes));
-                    }
-                }
+                sa.notify_delete(&self.settings, &mut out);
                 self.forget(&sa, &mut out);
             }
         }
@@ -153,12 +140,19 @@ impl Ike {
         &self.peers
     }
 
+    fn peer(&self, name: &str) -> Result<&PeerConfig, IkeError> {
+        self.peers
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| IkeError::UnknownPeer(name.to_owned()))
+    }
+
     /// The settings and the established IKE SA with `peer`.
     fn established(&mut self, peer: &str) -> Result<(&Settings, &mut IkeSa), IkeError> {
         let sa = self
             .sas
             .values_mut()
-            .find(|sa| sa.peer == peer && sa.state == SaState::Established)
+            .find(|sa| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
             .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
         Ok((&self.settings, sa))
     }
@@ -168,11 +162,7 @@ impl Ike {
     /// # Errors
     /// [`IkeError::UnknownPeer`].
     pub fn initiate(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
-        let config = self
-            .peers
-            .iter()
-            .find(|p| p.name == peer)
-            .ok_or_else(|| IkeError::UnknownPeer(peer.to_owned()))?;
+        let config = self.peer(peer)?;
         let mut out = Output::default();
         let sa = initiator::start(&self.settings, config, now, &mut out);
         self.sas.insert(sa.our_spi(), sa);
@@ -188,18 +178,7 @@ impl Ike {
         let (settings, sa) = self.established(peer)?;
         let mut out = Output::default();
         sa.state = SaState::Deleting;
-        let delete = vec![Payload::Delete(Delete {
-            protocol: ProtocolId::IKE,
-            spis: Vec::new(),
-        })];
-        sa.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            delete,
-            RequestKind::DeleteIke,
-            now,
-            &mut out,
-        );
+        sa.send_delete(settings, now, &mut out);
         Ok(out)
     }
 
@@ -242,6 +221,7 @@ impl Ike {
             .iter()
             .find(|(_, sa)| {
                 sa.state == SaState::Established
+                    && !sa.quiet
                     && sa.children.iter().any(|c| c.inbound_spi == inbound_spi)
             })
             .map(|(spi, _)| *spi)
@@ -267,6 +247,53 @@ impl Ike {
         Ok(out)
     }
 
+    /// Rekeys the IKE SA with `peer` (CREATE_CHILD_SA, §1.3.2, §2.18): its CHILD_SAs move to
+    /// the new IKE SA ([`Event::IkeSaRekeyed`]), then the old one is deleted. `on_timeout` does
+    /// this by itself `rekey_margin` before `ike_lifetime` ends. Nothing is sent when a rekey
+    /// of it is already under way.
+    ///
+    /// # Errors
+    /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
+    pub fn rekey_ike_sa(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
+            .map(|(spi, _)| *spi)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        self.peer(peer)?;
+        let mut out = Output::default();
+        let Some(mut sa) = self.sas.remove(&spi) else {
+            return Err(IkeError::NoSa(peer.to_owned()));
+        };
+        if sa.ike_rekey.is_none()
+            && let Some(config) = self.peers.iter().find(|p| p.name == peer)
+        {
+            ike_rekey::start(&self.settings, config, &mut sa, &self.sas, now, &mut out);
+        }
+        self.sas.insert(spi, sa);
+        Ok(out)
+    }
+
+    /// The daemon saw authentic ESP arrive on the CHILD_SA we receive on with `inbound_spi`:
+    /// the peer is alive, so dead peer detection waits (optional; without it only IKE messages
+    /// count). Unknown SPIs are ignored.
+    pub fn note_inbound_esp(&mut self, inbound_spi: u32, now: Instant) {
+        if let Some(sa) = self
+            .sas
+            .values_mut()
+            .find(|sa| sa.children.iter().any(|c| c.inbound_spi == inbound_spi))
+        {
+            sa.last_heard = sa.last_heard.max(now);
+        }
+    }
+
+    /// Entries the core holds in its tables (IKE SAs, half-open index, peers): what a flood of
+    /// IKE_SA_INIT could grow, bounded by [`Settings::half_open_limit`].
+    pub fn stored_entries(&self) -> usize {
+        self.sas.len() + self.half_open.len() + self.peers.len()
+    }
+
     /// Sends an empty INFORMATIONAL request to `peer` (liveness, §1.4; dead peer detection):
     /// an answer proves the peer alive; running out of retransmissions deletes the SAs
     /// ([`Failure::Timeout`](super::event::Failure::Timeout), then the deletion events).
@@ -276,14 +303,7 @@ impl Ike {
     pub fn check_liveness(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
         let (settings, sa) = self.established(peer)?;
         let mut out = Output::default();
-        sa.send_request(
-            settings,
-            ExchangeType::INFORMATIONAL,
-            Vec::new(),
-            RequestKind::Liveness,
-            now,
-            &mut out,
-        );
+        sa.send_liveness(settings, now, &mut out);
         Ok(out)
     }
 
@@ -328,12 +348,22 @@ impl Ike {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.sas
             .values()
-            .filter_map(|sa| sa.deadline(&self.settings))
+            .filter_map(|sa| sa.deadline(&self.settings, self.lifetimes_of(&sa.peer)))
             .min()
     }
 
+    fn lifetimes_of(&self, peer: &str) -> Option<&super::config::Lifetimes> {
+        self.peers
+            .iter()
+            .find(|p| p.name == peer)
+            .map(|p| &p.lifetimes)
+    }
+
     /// Retransmits due requests; gives up SAs whose retransmissions are spent and half-open SAs
-    /// that waited too long.
+    /// that waited too long; rekeys, expires and checks liveness as the peers' [`Lifetimes`]
+    /// say (`lifetimes`).
+    ///
+    /// [`Lifetimes`]: super::config::Lifetimes
     pub fn on_timeout(&mut self, now: Instant) -> Output {
         let mut out = Output::default();
         let spis: Vec<[u8; 8]> = self.sas.keys().copied().collect();
@@ -345,13 +375,25 @@ impl Ike {
                 self.forget(&sa, &mut out);
                 continue;
             }
-            if sa.on_timeout(&self.settings, now, &mut out) {
+            if !sa.on_timeout(&self.settings, now, &mut out) {
+                if !sa.quiet {
+                    out.event(Event::Failed {
+                        peer: sa.peer.clone(),
+                        failure: super::event::Failure::Timeout(self.settings.retransmit_tries),
+                    });
+                }
+                self.forget(&sa, &mut out);
+                continue;
+            }
+            let keep = match self.peers.iter().find(|p| p.name == sa.peer) {
+                Some(peer) => {
+                    lifetimes::tick(&self.settings, peer, &mut sa, &self.sas, now, &mut out)
+                }
+                None => true,
+            };
+            if keep {
                 self.sas.insert(spi, sa);
             } else {
-                out.event(Event::Failed {
-                    peer: sa.peer.clone(),
-                    failure: super::event::Failure::Timeout(self.settings.retransmit_tries),
-                });
                 self.forget(&sa, &mut out);
             }
         }
@@ -362,6 +404,11 @@ impl Ike {
     /// index entry gone.
     pub(crate) fn forget(&mut self, sa: &IkeSa, out: &mut Output) {
         self.half_open.retain(|_, spi| *spi != sa.our_spi());
+        if sa.quiet {
+            // Replaced by a rekey, or a redundant new SA: it owns nothing to report.
+            debug_assert!(sa.children.is_empty(), "a quiet sa owns no child sa");
+            return;
+        }
         for child in &sa.children {
             out.event(Event::ChildSaDeleted {
                 peer: sa.peer.clone(),
@@ -418,12 +465,33 @@ impl Ike {
             out.drop_reason(remote, "unknown ike sa");
             return out;
         };
-        let keep = self.dispatch(
-            &mut sa, local, remote, &header, &message, bytes, now, &mut out,
+        let keep = Self::dispatch(
+            &self.settings,
+            &self.peers,
+            &mut self.sas,
+            &mut sa,
+            (local, remote),
+            (&header, &message, bytes),
+            now,
+            &mut out,
         );
+        if let Some(new) = sa.successor.take() {
+            self.sas.insert(new.our_spi(), *new);
+        }
         if keep {
             self.sas.insert(our_spi, sa);
         } else {
+            // The peer deleted an SA whose rekey crossed its own: the peer's new SA survives.
+            if let Some(peer) = self.peers.iter().find(|p| p.name == sa.peer) {
+                ike_rekey::settle_to_peer(
+                    &self.settings,
+                    peer,
+                    &mut sa,
+                    &mut self.sas,
+                    now,
+                    &mut out,
+                );
+            }
             self.forget(&sa, &mut out);
         }
         out
@@ -432,16 +500,16 @@ impl Ike {
     /// A message for an existing SA; false when the SA is to be forgotten.
     #[allow(
         clippy::too_many_arguments,
-        reason = "the received datagram's parts, once"
+        clippy::too_many_lines,
+        reason = "the endpoint's parts and the received datagram's, once"
     )]
     fn dispatch(
-        &self,
+        settings: &Settings,
+        peers: &[PeerConfig],
+        sas: &mut HashMap<[u8; 8], IkeSa>,
         sa: &mut IkeSa,
-        local: SocketAddr,
-        remote: SocketAddr,
-        header: &Header,
-        message: &Message,
-        bytes: &[u8],
+        (local, remote): (SocketAddr, SocketAddr),
+        (header, message, bytes): (&Header, &Message, &[u8]),
         now: Instant,
         out: &mut Output,
     ) -> bool {
@@ -450,7 +518,7 @@ impl Ike {
             out.drop_reason(remote, "initiator flag of our own role");
             return true;
         }
-        let Some(peer) = self.peers.iter().find(|p| p.name == sa.peer) else {
+        let Some(peer) = peers.iter().find(|p| p.name == sa.peer) else {
             out.drop_reason(remote, "peer removed");
             return false;
         };
@@ -464,15 +532,7 @@ impl Ike {
                     .is_some_and(|p| p.message_id == header.message_id)
             {
                 sa.received += 1;
-                return initiator::init_response(
-                    &self.settings,
-                    peer,
-                    sa,
-                    message,
-                    bytes,
-                    now,
-                    out,
-                );
+                return initiator::init_response(settings, peer, sa, message, bytes, now, out);
             }
             out.drop_reason(remote, "unexpected message before keys");
             return true;
@@ -482,6 +542,7 @@ impl Ike {
             return true;
         };
         sa.received += 1;
+        sa.last_heard = now;
         if header.is_response() {
             let Some(pending) = &sa.pending else {
                 out.drop_reason(remote, "response without a request");
@@ -492,15 +553,19 @@ impl Ike {
                 return true;
             }
             let kind = pending.kind.clone();
-            sa.complete_request(&self.settings, now, out);
+            sa.complete_request(settings, now, out);
             return match kind {
                 RequestKind::Auth => {
-                    initiator::auth_response(&self.settings, peer, sa, &decrypted, now, out)
+                    initiator::auth_response(settings, peer, sa, &decrypted, now, out)
                 }
                 RequestKind::Init | RequestKind::Liveness => true,
                 RequestKind::DeleteIke => false,
                 RequestKind::CreateChild => {
-                    create_child::response(&self.settings, peer, sa, &decrypted, now, out);
+                    create_child::response(settings, peer, sa, &decrypted, now, out);
+                    true
+                }
+                RequestKind::RekeyIke => {
+                    ike_rekey::response(settings, peer, sa, &decrypted, sas, now, out);
                     true
                 }
                 RequestKind::DeleteChild { inbound_spi } => {
@@ -528,13 +593,24 @@ impl Ike {
         sa.remote = remote;
         match header.exchange {
             ExchangeType::IKE_AUTH if sa.state == SaState::HalfOpen => {
-                responder::auth_request(&self.settings, peer, sa, &decrypted, now, out, &self.sas)
+                responder::auth_request(settings, peer, sa, &decrypted, now, out, sas)
             }
-            ExchangeType::INFORMATIONAL => {
-                informational::request(&self.settings, sa, &decrypted, out)
+            ExchangeType::INFORMATIONAL => informational::request(settings, sa, &decrypted, out),
+            ExchangeType::CREATE_CHILD_SA if sa.state == SaState::Established && !sa.quiet => {
+                create_child::request(settings, peer, sa, &decrypted, sas, now, out);
+                true
             }
-            ExchangeType::CREATE_CHILD_SA if sa.state == SaState::Established => {
-                create_child::request(&self.settings, peer, sa, &decrypted, &self.sas, out);
+            ExchangeType::CREATE_CHILD_SA => {
+                // §2.25.2: the IKE SA is being deleted or replaced.
+                let busy = Notify::new(NotifyType::TEMPORARY_FAILURE, Vec::new());
+                let id = header.message_id;
+                sa.respond(
+                    settings,
+                    header.exchange,
+                    id,
+                    vec![Payload::Notify(busy)],
+                    out,
+                );
                 true
             }
             _ => {

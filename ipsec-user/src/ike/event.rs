@@ -145,6 +145,14 @@ pub enum Event {
     },
     /// IKE_SA_INIT was answered with a COOKIE (§2.6): half-open SAs are over the bound.
     CookieSent { remote: SocketAddr },
+    /// The IKE SA was rekeyed (§2.18): its CHILD_SAs now belong to the SA with `new_spis`
+    /// (they stay installed, with the same SPIs and keys). The old SA goes away without an
+    /// `IkeSaDeleted`.
+    IkeSaRekeyed {
+        peer: String,
+        old_spis: ([u8; 8], [u8; 8]),
+        new_spis: ([u8; 8], [u8; 8]),
+    },
 }
 
 /// Everything one call produced.

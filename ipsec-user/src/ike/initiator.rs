@@ -149,12 +149,7 @@ pub(crate) fn start(
     let mut sa = IkeSa::new(peer.name.clone(), Role::Initiator, local, remote, now);
     sa.spi_i = random_ike_spi();
     sa.ni = nonce();
-    let group = peer
-        .ike_proposals
-        .iter()
-        .flat_map(proposal::Proposal::groups)
-        .next()
-        .unwrap_or(DhGroup::Curve25519);
+    let group = proposal::first_group(&peer.ike_proposals).unwrap_or(DhGroup::Curve25519);
     let share = KeyShare::generate(group);
     let payloads = init_payloads(peer, &sa, &share);
     sa.share = Some(share);
@@ -410,6 +405,7 @@ pub(crate) fn auth_response(
     }
     sa.state = SaState::Established;
     sa.established = Some(now);
+    super::lifetimes::establish(sa, &peer.lifetimes, now);
     let Some(suite) = sa.suite else {
         return false;
     };
@@ -420,7 +416,7 @@ pub(crate) fn auth_response(
         initiator: true,
         encapsulated: sa.nat,
     });
-    if let Some(child) = first_child(peer, sa, payloads, out) {
+    if let Some(child) = first_child(peer, sa, payloads, now, out) {
         out.event(Event::ChildSaEstablished(Box::new(child)));
     }
     true
@@ -431,6 +427,7 @@ fn first_child(
     peer: &PeerConfig,
     sa: &mut IkeSa,
     payloads: &[Payload],
+    now: Instant,
     out: &mut Output,
 ) -> Option<ChildSa> {
     let offer = sa.child_offer.take()?;
@@ -503,10 +500,12 @@ fn first_child(
         integrity: integrity_key_len(suite.integrity),
     };
     let k = ChildKeys::derive(lengths, &keys.sk_d, None, &sa.ni, &sa.nr);
-    sa.children.push(super::sa::Child {
-        inbound_spi: offer.spi,
+    sa.children.push(super::sa::Child::new(
+        offer.spi,
         outbound_spi,
-    });
+        &peer.lifetimes,
+        now,
+    ));
     Some(ChildSa {
         peer: sa.peer.clone(),
         ike_spis: sa.spis(),

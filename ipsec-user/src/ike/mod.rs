@@ -10,8 +10,11 @@
 //! out = ike.initiate("peer", now)?;                  // or wait for the peer to initiate
 //! out = ike.receive(local, remote, &udp_payload, now); // every datagram on UDP 500 and 4500
 //! out = ike.on_timeout(now);                         // when ike.next_deadline() is reached
-//! out = ike.rekey_child_sa(spi, now)? / delete_ike_sa("peer", now)? / delete_child_sa(..)?
-//! out = ike.check_liveness("peer", now)?           // dead peer detection
+//! out = ike.rekey_child_sa(spi, now)? / rekey_ike_sa("peer", now)?   // on demand; the
+//!                                                    // timers rekey by themselves
+//! out = ike.delete_ike_sa("peer", now)? / delete_child_sa(..)?
+//! out = ike.check_liveness("peer", now)?           // on demand; `Lifetimes::dpd` does it
+//! ike.note_inbound_esp(inbound_spi, now)             // optional: ESP seen, the peer is alive
 //! ike.ike_sas()                                      // `ike sa list`: SPIs, state, suite, counters
 //! ```
 //!
@@ -19,17 +22,26 @@
 //! `remote`; on 4500 the non-ESP marker is already in the bytes) and [`Event`]s:
 //! [`Event::ChildSaEstablished`] carries a [`ChildSa`] (SPIs, [`proposal::EspSuite`] in the
 //! model's algorithms, both directions' keys, mode, narrowed traffic selectors, whether ESP is
-//! UDP-encapsulated) for the daemon to install as an `ike`-owned SA; [`Event::ChildSaDeleted`]
-//! and [`Event::IkeSaDeleted`] to remove; [`Event::Failed`] with a [`Failure`] to log
-//! (`AUTHENTICATION_FAILED` either way, `NO_PROPOSAL_CHOSEN` for IKE or ESP, TS_UNACCEPTABLE,
-//! mode mismatch, timeout); [`Event::Dropped`] and [`Event::CookieSent`] to count.
+//! UDP-encapsulated; `rekeys` names the CHILD_SA it replaces) for the daemon to install as an
+//! `ike`-owned SA; [`Event::ChildSaDeleted`] and [`Event::IkeSaDeleted`] to remove;
+//! [`Event::IkeSaRekeyed`] when the CHILD_SAs moved to a new IKE SA (nothing to reinstall);
+//! [`Event::Failed`] with a [`Failure`] to log (`AUTHENTICATION_FAILED` either way,
+//! `NO_PROPOSAL_CHOSEN` for IKE or ESP, TS_UNACCEPTABLE, mode mismatch, and
+//! [`Failure::Timeout`] when a request, a liveness check included, went unanswered: the peer is
+//! dead, its SAs follow as deleted); [`Event::Dropped`] and [`Event::CookieSent`] to count.
+//!
+//! Time is only the `now` of each call: everything the clock drives (retransmissions,
+//! half-open expiry, rekeys, lifetimes, dead peer detection, COOKIE secret rotation) happens in
+//! [`Ike::on_timeout`] at [`Ike::next_deadline`] (the rotation lazily, on the next cookie).
 //!
 //! # What is implemented
 //!
 //! - IKE_SA_INIT as initiator and responder: proposals in strongSwan's syntax (`proposal`), DH
 //!   groups 31, 19 and 14 (`dh`), INVALID_KE_PAYLOAD retry with the group asked for, COOKIE
-//!   (§2.6) once half-open SAs reach [`Settings::half_open_limit`], NAT detection (§2.23) with
-//!   the move to port 4500 (strongSwan's kernel-libipsec fakes a NAT to get ESP in UDP).
+//!   (§2.6) once half-open SAs reach [`Settings::half_open_limit`] with the secret rotated every
+//!   [`Settings::cookie_rotation`] (the previous one accepted for one period, `cookie`), NAT
+//!   detection (§2.23) with the move to port 4500 (strongSwan's kernel-libipsec fakes a NAT to
+//!   get ESP in UDP).
 //! - IKE_AUTH with PSK (§2.15) and ID_IPV6_ADDR, ID_IPV4_ADDR or ID_FQDN identities, creating
 //!   the first CHILD_SA: ESP proposal, traffic selectors narrowed as responder (§2.9),
 //!   USE_TRANSPORT_MODE.
@@ -39,17 +51,36 @@
 //! - CREATE_CHILD_SA rekeying a CHILD_SA from either side, with optional PFS
 //!   ([`Ike::rekey_child_sa`]; the new CHILD_SA names the one it replaces, which is deleted
 //!   after it: make before break).
-//! - Not yet: rekeying the IKE SA (answered NO_ADDITIONAL_SAS), simultaneous rekeys (§2.8.1),
-//!   certificates, EAP, fragmentation, MOBIKE.
+//! - Rekeying the IKE SA from either side (§1.3.2, §2.18, `ike_rekey`): new SPIs, nonces and
+//!   KE, SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), the CHILD_SAs moved to the new SA
+//!   (which starts its message IDs at 0), the old one deleted after.
+//! - Lifetimes (`lifetimes`, [`Lifetimes`]): each CHILD_SA and IKE SA rekeyed `rekey_margin`
+//!   (less a random jitter of up to a tenth of it) before its lifetime ends, by whichever side
+//!   is first; deleted when the lifetime ends unrekeyed. Dead peer detection: an empty
+//!   INFORMATIONAL after `dpd` without an authenticated message (or ESP the daemon reports
+//!   with [`Ike::note_inbound_esp`]); unanswered, the SAs are removed.
+//! - Simultaneous rekeys (§2.8.1, §2.8.2) of a CHILD_SA or of the IKE SA: the exchange with the
+//!   lowest nonce made the redundant SA, which its initiator deletes; the survivor is the same
+//!   on both sides and is never interrupted. §2.25: TEMPORARY_FAILURE for a rekey of a CHILD_SA
+//!   being deleted or of anything while the IKE SA is being rekeyed or deleted (retried after
+//!   a short random delay), CHILD_SA_NOT_FOUND when a Delete crossed the rekey.
+//! - The responder's half-open state stays bounded under a flood: unknown addresses get no
+//!   state, no answer and no DH; over the bound, configured addresses get a stateless COOKIE
+//!   (one HMAC, no DH) and at most twice the bound (16 at least) of cookie-verified half-open
+//!   SAs exist; [`Ike::stored_entries`] counts what the core holds.
+//! - Not yet: certificates, EAP, fragmentation, MOBIKE, reauthentication, childless IKE SAs,
+//!   several IKE SAs per peer on purpose.
 //!
 //! # Modules
 //!
 //! Wire format: `message` (header, payload chain), `payload` (bodies), `sa_payload`
 //! (proposals/transforms), `selector` (traffic selectors and narrowing). Crypto: `dh`, `keys`
 //! (prf, prf+, SKEYSEED, SK_*, KEYMAT, PSK AUTH), `sk` (the Encrypted payload), `natd` (NAT
-//! detection hashes, cookies). Negotiation: `proposal`, `config`. State machine: `endpoint`
-//! (dispatch, timers, half-open bound), `sa` (one IKE SA), `initiator`, `responder`,
-//! `informational`; `event` (what comes out).
+//! detection hashes, cookies), `cookie` (the rotating COOKIE secrets). Negotiation:
+//! `proposal`, `config`. State machine: `endpoint` (dispatch, timers, half-open bound), `sa`
+//! (one IKE SA), `initiator`, `responder`, `informational`, `create_child` (CHILD_SA rekeys and
+//! their collisions), `ike_rekey` (IKE SA rekeys and theirs), `lifetimes` (rekey, expiry and
+//! DPD timers); `event` (what comes out).
 //!
 //! # Invariants
 //!
@@ -59,15 +90,20 @@
 //!   `ZeroizeOnDrop` key schedules and are wiped on drop; no type that holds one prints it.
 //! - AUTH is verified before any CHILD_SA is derived or reported, and SK integrity before any
 //!   decryption or parsing of the inner payloads.
+//! - Make before break: a CHILD_SA is reported deleted because of a rekey only after its
+//!   successor was reported established, and an IKE SA rekey reports no CHILD_SA change at all.
 
 pub mod config;
+mod cookie;
 mod create_child;
 pub mod dh;
 pub mod endpoint;
 pub mod event;
+mod ike_rekey;
 mod informational;
 mod initiator;
 pub mod keys;
+mod lifetimes;
 pub mod message;
 pub mod natd;
 pub mod payload;
@@ -85,3 +121,5 @@ pub use sa::SaState;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rekey;

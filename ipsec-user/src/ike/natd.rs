@@ -2,7 +2,8 @@
 //!
 //! Contract: pure functions. The NAT_DETECTION_*_IP data is SHA-1(SPIi | SPIr | IP | Port)
 //! (SPIr zero in the IKE_SA_INIT request); a COOKIE is a version octet and the first 16 octets
-//! of HMAC-SHA-256(secret, Ni | IPi | SPIi), checked in constant time.
+//! of HMAC-SHA-256(secret, Ni | IPi | SPIi), checked in constant time. Which secret and version
+//! are current is `cookie`'s business (rotation).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -30,13 +31,24 @@ const COOKIE_LEN: usize = 17;
 
 /// The COOKIE for an initiator at `ip` with `ni` and `spi_i`.
 pub fn cookie(secret: &[u8], ni: &[u8], ip: IpAddr, spi_i: &[u8; 8]) -> Vec<u8> {
+    versioned_cookie(secret, COOKIE_VERSION, ni, ip, *spi_i)
+}
+
+/// The COOKIE made with the secret numbered `version` (§2.6's `<VersionIDofSecret>`).
+pub(crate) fn versioned_cookie(
+    secret: &[u8],
+    version: u8,
+    ni: &[u8],
+    ip: IpAddr,
+    spi_i: [u8; 8],
+) -> Vec<u8> {
     let ip = match ip {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
     };
-    let mac = prf(secret, &[ni, &ip, spi_i]);
+    let mac = prf(secret, &[ni, &ip, &spi_i]);
     let mut out = Vec::with_capacity(COOKIE_LEN);
-    out.push(COOKIE_VERSION);
+    out.push(version);
     out.extend_from_slice(&mac[..COOKIE_LEN - 1]);
     out
 }

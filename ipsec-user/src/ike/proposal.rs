@@ -351,6 +351,11 @@ pub fn to_wire(ours: &[Proposal], spi: &[u8], with_dh: bool) -> Vec<sa_payload::
         .collect()
 }
 
+/// The first DH group named in `proposals` (the KE an initiator sends first).
+pub(crate) fn first_group(proposals: &[Proposal]) -> Option<DhGroup> {
+    proposals.iter().flat_map(Proposal::groups).next()
+}
+
 /// What a chosen proposal reduces to: one algorithm per kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chosen {

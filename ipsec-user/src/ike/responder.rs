@@ -30,7 +30,6 @@ use super::initiator::{
 };
 use super::keys::{ChildKeys, IkeKeys, KeyLengths, psk_auth, skeyseed};
 use super::message::{ExchangeType, Header, Message, flags};
-use super::natd::{cookie, cookie_ok};
 use super::payload::{Notify, NotifyType, Payload, ProtocolId, auth_method};
 use super::proposal::{self, encryption_key_len, integrity_key_len};
 use super::sa::{Child, IkeSa, Role, SaState, datagram};
@@ -59,6 +58,11 @@ fn notify_only(
     if let Ok(bytes) = message.emit() {
         out.datagrams.push(datagram(settings, local, remote, bytes));
     }
+}
+
+/// Half-open SAs beyond which even a valid cookie gets no state: twice the bound (at least 16).
+pub(crate) fn hard_half_open_cap(settings: &Settings) -> usize {
+    settings.half_open_limit.saturating_mul(2).max(16)
 }
 
 /// An IKE_SA_INIT request (SPIr zero).
@@ -125,22 +129,19 @@ pub(crate) fn init_request(
         out.drop_reason(remote, "ike_sa_init request lacks sa, ke or nonce");
         return;
     };
-    // §2.6: over the bound, only an initiator that echoes our cookie gets state.
-    if ike
-        .sas
-        .values()
-        .filter(|sa| sa.state == SaState::HalfOpen)
-        .count()
-        >= settings.half_open_limit
-    {
+    // §2.6: over the bound, only an initiator that echoes our cookie gets state; and even with
+    // cookies, no more than twice the bound (a peer's address spoofed by someone who sees our
+    // answers). No DH, no allocation beyond the answer, before this check.
+    let half_open = ike.half_open_count();
+    if half_open >= settings.half_open_limit {
         let echoed = match payloads.first() {
             Some(Payload::Notify(n)) if n.kind == NotifyType::COOKIE => Some(&n.data),
             _ => None,
         };
-        let valid = echoed
-            .is_some_and(|c| cookie_ok(&ike.cookie_secret[..], c, ni, remote.ip(), &header.spi_i));
+        let valid =
+            echoed.is_some_and(|c| ike.cookies.check(now, c, ni, remote.ip(), header.spi_i));
         if !valid {
-            let value = cookie(&ike.cookie_secret[..], ni, remote.ip(), &header.spi_i);
+            let value = ike.cookies.make(now, ni, remote.ip(), header.spi_i);
             notify_only(
                 settings,
                 &header,
@@ -150,6 +151,10 @@ pub(crate) fn init_request(
                 out,
             );
             out.event(Event::CookieSent { remote });
+            return;
+        }
+        if half_open >= hard_half_open_cap(settings) {
+            out.drop_reason(remote, "half-open ike sas at the hard bound");
             return;
         }
     }
@@ -315,7 +320,7 @@ pub(crate) fn auth_request(
             data: our_auth.to_vec(),
         },
     ];
-    let child = match negotiate_child(peer, sa, payloads, others) {
+    let child = match negotiate_child(peer, sa, payloads, others, now) {
         Ok((child, child_payloads)) => {
             answer.extend(child_payloads);
             Some(child)
@@ -332,6 +337,7 @@ pub(crate) fn auth_request(
     sa.respond(settings, ExchangeType::IKE_AUTH, message_id, answer, out);
     sa.state = SaState::Established;
     sa.established = Some(now);
+    super::lifetimes::establish(sa, &peer.lifetimes, now);
     if let Some(suite) = sa.suite {
         out.event(Event::IkeSaEstablished {
             peer: sa.peer.clone(),
@@ -366,6 +372,7 @@ fn negotiate_child(
     sa: &mut IkeSa,
     payloads: &[Payload],
     others: &HashMap<[u8; 8], IkeSa>,
+    now: Instant,
 ) -> ChildResult {
     let mut offered = None;
     let mut tsi = None;
@@ -428,10 +435,8 @@ fn negotiate_child(
     let mut answer = chosen_child(mode, number, inbound_spi, &chosen);
     answer.push(Payload::TsI(remote_ts.clone()));
     answer.push(Payload::TsR(local_ts.clone()));
-    sa.children.push(Child {
-        inbound_spi,
-        outbound_spi,
-    });
+    sa.children
+        .push(Child::new(inbound_spi, outbound_spi, &peer.lifetimes, now));
     let child = ChildSa {
         peer: sa.peer.clone(),
         ike_spis: sa.spis(),

@@ -11,11 +11,13 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::config::Settings;
-use super::create_child::RekeyOffer;
+use super::config::{Lifetimes, Settings};
+use super::create_child::{ChildCollision, RekeyOffer};
 use super::dh::KeyShare;
 use super::event::{Datagram, Output};
+use super::ike_rekey::{IkeCollision, IkeRekeyOffer};
 use super::keys::IkeKeys;
+use super::lifetimes;
 use super::message::{ExchangeType, Header, Message, flags};
 use super::payload::Payload;
 use super::proposal::IkeSuite;
@@ -49,9 +51,13 @@ pub(crate) enum RequestKind {
     Init,
     Auth,
     DeleteIke,
-    DeleteChild { inbound_spi: u32 },
+    DeleteChild {
+        inbound_spi: u32,
+    },
     Liveness,
     CreateChild,
+    /// CREATE_CHILD_SA rekeying this IKE SA (§1.3.2).
+    RekeyIke,
 }
 
 /// The request awaiting its response.
@@ -64,11 +70,36 @@ pub(crate) struct Pending {
     pub next_at: Instant,
 }
 
-/// A CHILD_SA of this IKE SA.
+/// A CHILD_SA of this IKE SA, with its timers.
 #[derive(Clone, Debug)]
 pub(crate) struct Child {
     pub inbound_spi: u32,
     pub outbound_spi: u32,
+    /// When to start rekeying it (lifetime less the margin and a jitter).
+    pub rekey_at: Instant,
+    /// When it dies if not rekeyed by then.
+    pub expire_at: Instant,
+    /// A successor exists or its Delete is under way: no more rekeys.
+    pub retiring: bool,
+}
+
+impl Child {
+    /// A new CHILD_SA, its rekey scheduled from `lifetimes` (with jitter).
+    pub(crate) fn new(
+        inbound_spi: u32,
+        outbound_spi: u32,
+        lifetimes: &Lifetimes,
+        now: Instant,
+    ) -> Self {
+        let (rekey_at, expire_at) = lifetimes::schedule(lifetimes.child_lifetime, lifetimes, now);
+        Self {
+            inbound_spi,
+            outbound_spi,
+            rekey_at,
+            expire_at,
+            retiring: false,
+        }
+    }
 }
 
 /// What the initiator offered for the first CHILD_SA (checked against the answer).
@@ -111,8 +142,26 @@ pub(crate) struct IkeSa {
     queue: VecDeque<(ExchangeType, Vec<Payload>, RequestKind)>,
     pub children: Vec<Child>,
     pub child_offer: Option<ChildOffer>,
-    /// Our outstanding CREATE_CHILD_SA offer.
-    pub rekey: Option<RekeyOffer>,
+    /// Our outstanding CREATE_CHILD_SA offers, in the order sent (window of one: answered in
+    /// that order).
+    pub rekey: VecDeque<RekeyOffer>,
+    /// Our outstanding rekey of this IKE SA.
+    pub ike_rekey: Option<IkeRekeyOffer>,
+    /// CHILD_SAs the peer rekeyed while we were rekeying them too (§2.8.1), until our own
+    /// exchange settles which new one stays.
+    pub child_collisions: Vec<ChildCollision>,
+    /// The peer's rekey of this IKE SA that crossed ours (§2.8.2).
+    pub ike_collision: Option<IkeCollision>,
+    /// A new IKE SA made by an exchange on this one, for the endpoint to file under its SPI.
+    pub successor: Option<Box<IkeSa>>,
+    /// Replaced by a rekey (or a redundant new SA): dropped without events.
+    pub quiet: bool,
+    /// When this SA is rekeyed, and when it dies unrekeyed (established SAs).
+    pub rekey_at: Option<Instant>,
+    pub expire_at: Option<Instant>,
+    /// The last authenticated message from the peer (or ESP it sent, when the daemon says so):
+    /// dead peer detection counts from here.
+    pub last_heard: Instant,
     pub created: Instant,
     pub established: Option<Instant>,
     /// Messages received and sent on this SA (retransmissions included).
@@ -159,7 +208,15 @@ impl IkeSa {
             queue: VecDeque::new(),
             children: Vec::new(),
             child_offer: None,
-            rekey: None,
+            rekey: VecDeque::new(),
+            ike_rekey: None,
+            child_collisions: Vec::new(),
+            ike_collision: None,
+            successor: None,
+            quiet: false,
+            rekey_at: None,
+            expire_at: None,
+            last_heard: now,
             created: now,
             established: None,
             received: 0,
@@ -250,6 +307,43 @@ impl IkeSa {
         });
     }
 
+    /// Sends an empty INFORMATIONAL request (liveness, §1.4).
+    pub(crate) fn send_liveness(&mut self, settings: &Settings, now: Instant, out: &mut Output) {
+        self.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            Vec::new(),
+            RequestKind::Liveness,
+            now,
+            out,
+        );
+    }
+
+    /// Sends a Delete of this IKE SA as a request (the SA goes when it is answered).
+    pub(crate) fn send_delete(&mut self, settings: &Settings, now: Instant, out: &mut Output) {
+        self.send_request(
+            settings,
+            ExchangeType::INFORMATIONAL,
+            vec![ike_delete()],
+            RequestKind::DeleteIke,
+            now,
+            out,
+        );
+    }
+
+    /// Sends a Delete of this IKE SA once, without waiting for the answer (the SA is being
+    /// dropped: peer removed, lifetime over). Nothing before the SA has keys.
+    pub(crate) fn notify_delete(&mut self, settings: &Settings, out: &mut Output) {
+        let header = self.header(ExchangeType::INFORMATIONAL, self.next_request_id, false);
+        let delete = [ike_delete()];
+        if let Some(sealer) = &mut self.sealer
+            && let Ok(bytes) = sealer.seal(&header, &delete)
+        {
+            out.datagrams.push(self.datagram(settings, bytes));
+            self.sent += 1;
+        }
+    }
+
     /// Replaces the outstanding IKE_SA_INIT request (after COOKIE or INVALID_KE_PAYLOAD) with
     /// a new one under message ID 0.
     pub(crate) fn restart_init(
@@ -324,15 +418,44 @@ impl IkeSa {
         true
     }
 
-    /// When this SA next needs [`Self::on_timeout`] (or expires half-open).
-    pub(crate) fn deadline(&self, settings: &Settings) -> Option<Instant> {
+    /// When this SA next needs [`Self::on_timeout`] (or expires half-open, or one of its
+    /// lifetime timers is due: `lifetimes`).
+    pub(crate) fn deadline(
+        &self,
+        settings: &Settings,
+        peer: Option<&Lifetimes>,
+    ) -> Option<Instant> {
         let retransmit = self.pending.as_ref().map(|p| p.next_at);
         let expiry =
             (self.state == SaState::HalfOpen).then(|| self.created + settings.half_open_timeout);
-        match (retransmit, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let timers = peer.and_then(|l| lifetimes::deadline(self, l));
+        [retransmit, expiry, timers].into_iter().flatten().min()
+    }
+
+    /// True while a request is outstanding (and so the queue may hold more).
+    pub(crate) fn busy(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// True when a Delete of the CHILD_SA we receive on with `inbound_spi` is outstanding or
+    /// queued (§2.25.1: a rekey of it is then answered TEMPORARY_FAILURE).
+    pub(crate) fn deleting_child(&self, inbound_spi: u32) -> bool {
+        let kind = RequestKind::DeleteChild { inbound_spi };
+        self.pending.as_ref().is_some_and(|p| p.kind == kind)
+            || self.queue.iter().any(|(_, _, k)| *k == kind)
+    }
+
+    /// True when a CHILD_SA exchange of ours (create, rekey, delete) is outstanding or queued
+    /// (§2.25.2: a rekey of the IKE SA is then answered TEMPORARY_FAILURE).
+    pub(crate) fn child_exchange_pending(&self) -> bool {
+        let child = |k: &RequestKind| {
+            matches!(
+                k,
+                RequestKind::CreateChild | RequestKind::DeleteChild { .. }
+            )
+        };
+        self.pending.as_ref().is_some_and(|p| child(&p.kind))
+            || self.queue.iter().any(|(_, _, k)| child(k))
     }
 
     /// Half-open for longer than allowed.
@@ -340,6 +463,14 @@ impl IkeSa {
         self.state == SaState::HalfOpen
             && now.saturating_duration_since(self.created) >= settings.half_open_timeout
     }
+}
+
+/// The Delete payload of an IKE SA (§3.11: no SPIs).
+fn ike_delete() -> Payload {
+    Payload::Delete(super::payload::Delete {
+        protocol: super::payload::ProtocolId::IKE,
+        spis: Vec::new(),
+    })
 }
 
 /// A datagram from `local` to `remote`, with the non-ESP marker (four zero octets, RFC 3948
