@@ -24,7 +24,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_mins(1);
 /// Least time between two on-demand initiations of one peer.
 const ON_DEMAND_INTERVAL: Duration = Duration::from_secs(2);
-/// How often sockets are (re)bound, peers re-initiated and liveness checked.
+/// How often sockets are (re)bound and peers re-initiated.
 const TICK: Duration = Duration::from_millis(500);
 /// Retransmissions: 1 s, doubled, 3 times (given up after about 15 s): a dead peer's SAs go
 /// within `--dpd` + 15 s.
@@ -43,8 +43,6 @@ struct PeerState {
     next_attempt: Option<Instant>,
     backoff: Duration,
     last_on_demand: Option<Instant>,
-    /// Messages received on the established IKE SA, and since when that count stands.
-    heard: (u64, Option<Instant>),
 }
 
 struct Task {
@@ -226,8 +224,7 @@ impl Task {
     }
 
     /// Periodic work: sockets of peers whose address was missing, `always` peers without an
-    /// IKE SA, `on-demand` peers whose flows found no SA, and liveness checks (`--dpd`) of
-    /// established ones.
+    /// IKE SA, and `on-demand` peers whose flows found no SA.
     async fn maintain(&mut self) {
         let waiting = self
             .registered
@@ -246,31 +243,16 @@ impl Task {
             let Some(d) = self.registered.get(&name) else {
                 continue;
             };
-            let (initiate, dpd) = (d.peer.initiate, d.peer.dpd);
+            let initiate = d.peer.initiate;
+            // Liveness (`--dpd`) is the core's: `Lifetimes::dpd` drives it from `on_timeout`.
             let established = sas
                 .iter()
-                .filter(|sa| sa.peer == name && sa.state == SaState::Established)
-                .map(|sa| sa.messages_received)
-                .max();
+                .any(|sa| sa.peer == name && sa.state == SaState::Established);
             let any = sas.iter().any(|sa| sa.peer == name);
             let state = self.peers.entry(name.clone()).or_default();
-            if let Some(received) = established {
+            if established {
                 state.backoff = Duration::ZERO;
                 state.next_attempt = None;
-                if state.heard.0 != received || state.heard.1.is_none() {
-                    state.heard = (received, Some(now));
-                }
-                let silent = state
-                    .heard
-                    .1
-                    .map_or(Duration::ZERO, |t| now.duration_since(t));
-                if dpd > 0 && silent >= Duration::from_secs(u64::from(dpd)) {
-                    state.heard.1 = Some(now);
-                    if let Ok(out) = self.ike.check_liveness(&name, now) {
-                        debug!(peer = name, "ike: liveness check");
-                        self.act(out).await;
-                    }
-                }
             } else if !any
                 && initiate == Initiate::Always
                 && state.next_attempt.is_none_or(|at| now >= at)
