@@ -392,9 +392,19 @@ impl Task {
                 debug!(%remote, "ike: answered with a cookie");
                 None
             }
-            #[allow(unreachable_patterns, reason = "the core may report more events")]
-            other => {
-                debug!(event = ?other, "ike: event");
+            // The CHILD_SAs moved to the new IKE SA as they are: nothing to install or remove.
+            Event::IkeSaRekeyed {
+                peer,
+                old_spis,
+                new_spis,
+            } => {
+                info!(
+                    peer,
+                    old_spi_i = hex::encode(old_spis.0),
+                    new_spi_i = hex::encode(new_spis.0),
+                    new_spi_r = hex::encode(new_spis.1),
+                    "ike: ike sa rekeyed"
+                );
                 None
             }
         }
