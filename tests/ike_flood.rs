@@ -29,7 +29,12 @@ use ipsec_user::ike::{
     selector::TrafficSelector,
 };
 use ipsec_user::model::Mode;
-use xipsec_testkit::{as_root, daemon::Node, netns, traffic};
+use xipsec_testkit::{
+    as_root,
+    cli::{self, SpArgs},
+    daemon::Node,
+    netns, traffic,
+};
 
 const PSK: &str = "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const FLOOD: Duration = Duration::from_secs(30);
@@ -145,48 +150,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn configure(node: &Node, (me, peer): (&str, &str), initiate: &str) {
-    node.ok(&[
-        "ike",
-        "peer",
-        "add",
-        "--peer-name",
-        "peer",
-        "--local",
-        me,
-        "--remote",
-        peer,
-        "--auth",
-        "psk",
-        "--psk",
-        PSK,
-        "--initiate",
-        initiate,
-    ]);
+    node.ok(&cli::ike_peer_add("peer", (me, peer), (PSK, initiate), &[]));
     for (name, src, dst, dir) in [("to-peer", me, peer, "out"), ("from-peer", peer, me, "in")] {
-        node.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            &format!("{src}/128"),
-            "--sp-destination",
-            &format!("{dst}/128"),
-            "--source-port",
-            "any",
-            "--destination-port",
-            "any",
-            "--upper-layer-protocol",
-            "any",
-            "--flow-direction",
-            dir,
-            "--action",
-            "ipsec",
-            "--sp-mode",
-            "transport",
-            "--ike-peer",
-            "peer",
-            "--sp-name",
-            name,
-        ]);
+        let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+        node.ok(&SpArgs::ike((&src, &dst), dir, "transport", "peer", name).args());
     }
 }
 

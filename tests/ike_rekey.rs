@@ -28,6 +28,7 @@ use std::{
 use xipsec_testkit::{
     as_root,
     capture::{Capture, Class, Frames},
+    cli::{self, SpArgs},
     daemon::Node,
     netns::VethPair,
     stream::{self, Pace},
@@ -85,54 +86,22 @@ fn poll(node: &Node, stop: &AtomicBool, seen: &Mutex<Seen>) {
 }
 
 fn configure(node: &Node, (me, peer): (&str, &str), initiate: &str) {
-    node.ok(&[
-        "ike",
+    node.ok(&cli::ike_peer_add(
         "peer",
-        "add",
-        "--peer-name",
-        "peer",
-        "--local",
-        me,
-        "--remote",
-        peer,
-        "--auth",
-        "psk",
-        "--psk",
-        PSK,
-        "--lifetime",
-        "13",
-        "--ike-lifetime",
-        "33",
-        "--rekey-margin",
-        "3",
-        "--initiate",
-        initiate,
-    ]);
+        (me, peer),
+        (PSK, initiate),
+        &[
+            "--lifetime",
+            "13",
+            "--ike-lifetime",
+            "33",
+            "--rekey-margin",
+            "3",
+        ],
+    ));
     for (name, src, dst, dir) in [("to-peer", me, peer, "out"), ("from-peer", peer, me, "in")] {
-        node.ok(&[
-            "sp",
-            "add",
-            "--sp-source",
-            &format!("{src}/128"),
-            "--sp-destination",
-            &format!("{dst}/128"),
-            "--source-port",
-            "any",
-            "--destination-port",
-            "any",
-            "--upper-layer-protocol",
-            "any",
-            "--flow-direction",
-            dir,
-            "--action",
-            "ipsec",
-            "--sp-mode",
-            "transport",
-            "--ike-peer",
-            "peer",
-            "--sp-name",
-            name,
-        ]);
+        let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+        node.ok(&SpArgs::ike((&src, &dst), dir, "transport", "peer", name).args());
     }
 }
 

@@ -22,10 +22,8 @@
 
 use std::{
     collections::HashSet,
-    fs,
     net::{IpAddr, SocketAddr, UdpSocket},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Stdio,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -37,111 +35,15 @@ use ipsec_user::ike::{
     selector::TrafficSelector,
 };
 use ipsec_user::model::Mode;
-use xipsec_testkit::{as_root, netns::VethPair};
+use xipsec_testkit::{as_root, netns::VethPair, strongswan::Charon};
 
-const CHARON: &str = "/usr/lib/ipsec/charon";
+/// charon gives up on a peer quickly: two retransmissions, a second apart.
+const CHARON_SETTINGS: &str = "retransmit_tries = 2\n  retransmit_timeout = 1";
 const PSK_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 /// Inner (tunnelled) prefixes of a and b.
 const INNER_A: &str = "fd00:1ce:a::/64";
 const INNER_B: &str = "fd00:1ce:b::/64";
 const INNER_B_HOST: &str = "fd00:1ce:b::1/128";
-
-/// charon in a namespace, killed on drop.
-struct Charon {
-    ns: String,
-    dir: PathBuf,
-    process: Child,
-}
-
-impl Charon {
-    fn start(ns: &str, dir: &Path) -> Self {
-        fs::create_dir_all(dir.join("run")).expect("creating charon's directory");
-        // Only the plugins needed: openssl brings x25519 and ecp256 (no curve25519 plugin in
-        // Debian's package), gmp modp2048, kernel-libipsec the userspace CHILD_SAs.
-        let conf = format!(
-            "charon {{\n  load_modular = no\n  load = random nonce aes sha1 sha2 hmac gcm gmp \
-             openssl kdf kernel-libipsec kernel-netlink socket-default vici\n  \
-             install_routes = yes\n  retransmit_tries = 2\n  retransmit_timeout = 1\n  \
-             plugins {{\n    vici {{\n      socket = unix://{dir}/vici\n    }}\n  }}\n  \
-             filelog {{\n    log {{\n      path = {dir}/charon.log\n      flush_line = yes\n      default = 1\n      \
-             ike = 2\n      cfg = 2\n    }}\n  }}\n}}\n",
-            dir = dir.display()
-        );
-        fs::write(dir.join("strongswan.conf"), conf).expect("writing strongswan.conf");
-        // charon's pid file is the fixed /var/run/charon.pid: a private /run in the mount
-        // namespace `ip netns exec` gives each command.
-        let script = format!(
-            "mount --bind {} /run && exec {CHARON}",
-            dir.join("run").display()
-        );
-        let process = xipsec_testkit::netns::exec(ns, &["sh", "-c", &script])
-            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting charon");
-        let charon = Self {
-            ns: ns.to_owned(),
-            dir: dir.to_owned(),
-            process,
-        };
-        let started = Instant::now();
-        while charon.try_swanctl(&["--stats"]).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "charon did not open its vici socket: {}",
-                charon.log()
-            );
-            sleep(Duration::from_millis(100));
-        }
-        charon
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = xipsec_testkit::netns::exec(&self.ns, &["swanctl"]);
-        cmd.args(args)
-            .args(["--uri", &format!("unix://{}/vici", self.dir.display())]);
-        cmd
-    }
-
-    fn try_swanctl(&self, args: &[&str]) -> Result<String, String> {
-        let out = self.command(args).output().expect("running swanctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(text)
-        }
-    }
-
-    fn swanctl(&self, args: &[&str]) -> String {
-        self.try_swanctl(args)
-            .unwrap_or_else(|e| panic!("swanctl {args:?}: {e}\ncharon log:\n{}", self.log()))
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
-    }
-
-    /// Replaces charon's connections and secrets with `conf`.
-    fn load(&self, conf: &str) {
-        let file = self.dir.join("swanctl.conf");
-        fs::write(&file, conf).expect("writing swanctl.conf");
-        self.swanctl(&["--load-all", "--file", file.to_str().expect("a utf-8 path")]);
-    }
-}
-
-impl Drop for Charon {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
 
 /// One interop case.
 struct Case {
@@ -554,7 +456,7 @@ fn lab() -> (VethPair, tempfile::TempDir) {
 fn xipsec_initiates_to_strongswan() {
     as_root("xipsec_initiates_to_strongswan", || {
         let (net, scratch) = lab();
-        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"), CHARON_SETTINGS);
         for case in &CASES {
             run_case(&net, &charon, case, true);
         }
@@ -565,7 +467,7 @@ fn xipsec_initiates_to_strongswan() {
 fn strongswan_initiates_to_xipsec() {
     as_root("strongswan_initiates_to_xipsec", || {
         let (net, scratch) = lab();
-        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"), CHARON_SETTINGS);
         for case in &CASES {
             run_case(&net, &charon, case, false);
         }
@@ -579,7 +481,7 @@ fn strongswan_refuses_a_wrong_psk_and_a_foreign_proposal() {
         "strongswan_refuses_a_wrong_psk_and_a_foreign_proposal",
         || {
             let (net, scratch) = lab();
-            let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+            let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"), CHARON_SETTINGS);
             let case = &CASES[0];
             let local: IpAddr = net.addr_a.parse().expect("a's address");
             let wrong = "ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -646,7 +548,7 @@ fn short_lifetimes(we_rekey_children: bool) -> Lifetimes {
 /// current IKE SA and CHILD_SA (new SPIs), and none of the old ones as installed.
 fn rekeys_with_short_lifetimes(we_initiate: bool) {
     let (net, scratch) = lab();
-    let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+    let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"), CHARON_SETTINGS);
     let case = &CASES[0];
     let (ike_extra, child_extra) = CHARON_REKEYS;
     charon.load(&swanctl_conf_with(
@@ -765,7 +667,7 @@ fn rekeys_with_short_lifetimes_when_strongswan_initiates() {
 fn dead_peer_detection_notices_a_killed_charon() {
     as_root("dead_peer_detection_notices_a_killed_charon", || {
         let (net, scratch) = lab();
-        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"));
+        let charon = Charon::start(&net.ns_b, &scratch.path().join("charon"), CHARON_SETTINGS);
         let case = &CASES[0];
         charon.load(&swanctl_conf(case, &net, PSK_HEX));
         let local: IpAddr = net.addr_a.parse().expect("a's address");

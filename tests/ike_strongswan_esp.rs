@@ -21,6 +21,7 @@ use std::{
 use xipsec_testkit::{
     as_root,
     capture::{Capture, Class, Frames},
+    cli::{self, SpArgs},
     daemon::Node,
     netns::{VethPair, exec},
     strongswan::Charon,
@@ -144,55 +145,20 @@ impl Lab {
         } else {
             "never"
         };
-        self.xipsec.ok(&[
-            "ike",
-            "peer",
-            "add",
-            "--peer-name",
+        let psk = format!("0x{PSK_HEX}");
+        self.xipsec.ok(&cli::ike_peer_add(
             "swan",
-            "--local",
-            &net.addr_a,
-            "--remote",
-            &net.addr_b,
-            "--auth",
-            "psk",
-            "--psk",
-            &format!("0x{PSK_HEX}"),
-            "--ike-proposal",
-            case.ike,
-            "--esp-proposal",
-            case.esp,
-            "--initiate",
-            initiate,
-        ]);
+            (&net.addr_a, &net.addr_b),
+            (&psk, initiate),
+            &["--ike-proposal", case.ike, "--esp-proposal", case.esp],
+        ));
         for (name, src, dst, dir) in [
             ("swan-out", &self.inner_a, &self.inner_b, "out"),
             ("swan-in", &self.inner_b, &self.inner_a, "in"),
         ] {
-            self.xipsec.ok(&[
-                "sp",
-                "add",
-                "--sp-source",
-                &format!("{src}/128"),
-                "--sp-destination",
-                &format!("{dst}/128"),
-                "--source-port",
-                "any",
-                "--destination-port",
-                "any",
-                "--upper-layer-protocol",
-                "any",
-                "--flow-direction",
-                dir,
-                "--action",
-                "ipsec",
-                "--sp-mode",
-                "tunnel",
-                "--ike-peer",
-                "swan",
-                "--sp-name",
-                name,
-            ]);
+            let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
+            let sp = SpArgs::ike((&src, &dst), dir, "tunnel", "swan", name);
+            self.xipsec.ok(&sp.args());
         }
     }
 

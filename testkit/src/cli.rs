@@ -114,6 +114,10 @@ pub struct SpArgs<'a> {
     pub sa: Option<&'a str>,
     pub priority: Option<&'a str>,
     pub name: &'a str,
+    /// `--sp-mode`, when given.
+    pub mode: Option<&'a str>,
+    /// The IKE peer of an `ipsec` policy whose SAs are negotiated (instead of `sa`).
+    pub ike_peer: Option<&'a str>,
 }
 
 impl<'a> SpArgs<'a> {
@@ -131,6 +135,25 @@ impl<'a> SpArgs<'a> {
             sa: Some(name),
             priority: None,
             name,
+            mode: None,
+            ike_peer: None,
+        }
+    }
+
+    /// Every port and protocol between `src` and `dst` in direction `dir`, protected in `mode`
+    /// by the SAs negotiated with IKE peer `peer`; the policy is named `name`.
+    pub fn ike(
+        (src, dst): (&'a str, &'a str),
+        dir: &'a str,
+        mode: &'a str,
+        peer: &'a str,
+        name: &'a str,
+    ) -> Self {
+        Self {
+            sa: None,
+            mode: Some(mode),
+            ike_peer: Some(peer),
+            ..Self::ipsec(src, dst, dir, name)
         }
     }
 
@@ -159,8 +182,14 @@ impl<'a> SpArgs<'a> {
             "--action",
             self.action,
         ];
+        if let Some(mode) = self.mode {
+            args.extend(["--sp-mode", mode]);
+        }
         if let Some(sa) = self.sa {
             args.extend(["--sa-name", sa]);
+        }
+        if let Some(peer) = self.ike_peer {
+            args.extend(["--ike-peer", peer]);
         }
         if let Some(priority) = self.priority {
             args.extend(["--priority", priority]);
@@ -168,6 +197,35 @@ impl<'a> SpArgs<'a> {
         args.extend(["--sp-name", self.name]);
         args
     }
+}
+
+/// `ike peer add` of peer `name` from `local` to `remote` with PSK `psk` (as the CLI takes it)
+/// and `--initiate initiate`, followed by `extra` options.
+pub fn ike_peer_add<'a>(
+    name: &'a str,
+    (local, remote): (&'a str, &'a str),
+    (psk, initiate): (&'a str, &'a str),
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "ike",
+        "peer",
+        "add",
+        "--peer-name",
+        name,
+        "--local",
+        local,
+        "--remote",
+        remote,
+        "--auth",
+        "psk",
+        "--psk",
+        psk,
+        "--initiate",
+        initiate,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// An `sa add` line for an `xipsec batch` file: transport SA `name` from `src` to `dst` with
