@@ -341,6 +341,22 @@ fn negotiated_transport_sas_carry_ping_and_tcp_and_tshark_decrypts_them() {
                 let seq = std::fs::read_to_string(node.sandbox.state_dir().join("esp-seq.json"))
                     .unwrap_or_default();
                 assert!(!seq.contains("ike-to-"), "no ike sa reservation: {seq}");
+                // Nor their replay state: no ceiling under a negotiated SPI.
+                let replay =
+                    std::fs::read_to_string(node.sandbox.state_dir().join("esp-replay.json"))
+                        .unwrap_or_else(|_| "{}".into());
+                let replay: serde_json::Value =
+                    serde_json::from_str(&replay).expect("esp-replay.json is JSON");
+                let ceilings: Vec<u64> = replay["ceilings"]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(|e| e["spi"].as_u64()).collect())
+                    .unwrap_or_default();
+                for (_, spi, _, _) in ike_sas(node) {
+                    assert!(
+                        !ceilings.contains(&u64::from(spi)),
+                        "a replay ceiling of ike sa {spi:#x} on disk: {replay}"
+                    );
+                }
                 for line in text.lines() {
                     for field in line.split(',').filter(|f| f.len() > 20) {
                         let key = field.trim_matches('"').trim_start_matches("0x");

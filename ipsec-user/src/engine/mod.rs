@@ -58,7 +58,8 @@
 //!   decrypted packet whose upper layer is IPv4/IPv6-in-IP, ESP or AH, or (transport mode) that
 //!   holds a fragment header, is dropped (`esp_inner_protocol_refused`): no policy can check
 //!   what it carries.
-//! - **Replay across restarts.** Each inbound SA's replay ceiling is written ahead to
+//! - **Replay across restarts.** Each manual inbound SA's replay ceiling (an `ike` SA's replay
+//!   state stays in memory: its keys die with the process) is written ahead to
 //!   `{state_dir}/esp-replay.json` (`replay_store`), keyed by SPI and a hash of the keys; no
 //!   sequence number above the ceiling is accepted before the next ceiling is on disk, and a
 //!   fresh engine (or a re-added SA) refuses everything up to it. A housekeeping thread lowers

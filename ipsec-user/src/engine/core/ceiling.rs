@@ -88,6 +88,9 @@ pub struct Ceiling {
     last_rate: u64,
     /// A raise was requested and its write has not been confirmed yet.
     in_flight: bool,
+    /// Kept on disk. An `ike` SA's is not: its keys die with the process, so no restart can be
+    /// replayed into, and its replay state must never reach the disk.
+    persisted: bool,
 }
 
 impl Ceiling {
@@ -104,7 +107,23 @@ impl Ceiling {
             seen_at: None,
             last_rate: 0,
             in_flight: false,
+            persisted: true,
         }
+    }
+
+    /// The gate of an SA whose replay state lives in memory only (an `ike` SA): it admits every
+    /// number without a write, is never tightened and is never settled to disk.
+    #[must_use]
+    pub fn in_memory() -> Self {
+        Self {
+            persisted: false,
+            ..Self::new(u32::MAX)
+        }
+    }
+
+    /// Whether this gate is kept on disk (see [`Self::in_memory`]).
+    pub fn is_persisted(&self) -> bool {
+        self.persisted
     }
 
     /// The gate: the highest number accepted without a write.
@@ -196,8 +215,9 @@ impl Ceiling {
     /// lock. Never lowers below `highest`, never raises.
     pub fn tighten(&mut self, highest: u32, now: Instant) -> Option<u32> {
         // A raise in flight may land after this lowering reached the store: lowering its SA
-        // now could leave the gate above the file. The next pass will.
-        if self.in_flight {
+        // now could leave the gate above the file. The next pass will. A gate in memory only
+        // has no file to follow.
+        if self.in_flight || !self.persisted {
             return None;
         }
         let advance = u128::from(highest.saturating_sub(self.seen));

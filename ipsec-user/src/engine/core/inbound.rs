@@ -457,7 +457,11 @@ impl Inbound {
             return false;
         };
         entry.sa.reset_replay();
-        entry.ceiling = Ceiling::new(0);
+        entry.ceiling = if entry.ceiling.is_persisted() {
+            Ceiling::new(0)
+        } else {
+            Ceiling::in_memory()
+        };
         true
     }
 
@@ -466,6 +470,7 @@ impl Inbound {
     pub fn settled(&self) -> Vec<(u32, KeyId, u32)> {
         self.sas
             .iter()
+            .filter(|e| e.ceiling.is_persisted())
             .filter_map(|e| {
                 let highest = e.sa.replay_window().highest();
                 (highest > 0).then_some((e.identity.spi, e.key_id, highest))

@@ -10,7 +10,8 @@
 //! after releasing the tables.
 //!
 //! An SA IKE negotiated (`Spd::ike_owner`) has keys that die with the process: it starts at
-//! sequence number 1 with every number reserved (nothing written) and no IV epoch.
+//! sequence number 1 with every number reserved (nothing written), no IV epoch, and a replay
+//! gate kept in memory only (`Ceiling::in_memory`: no ceiling ever written or settled).
 //!
 //! An AES-GCM SA keyed afresh gets the next IV epoch of its key (see `seq`): one above the
 //! persisted one and above every epoch handed out in this rebuild, returned as one more
@@ -171,8 +172,14 @@ pub fn rebuild(
                 // Nothing at or below the persisted ceiling was ever accepted for the last time:
                 // refuse it all (see `replay_store`).
                 let key_id = identity.key_id();
-                let ceiling = persisted.ceiling(sa.spi, &key_id).unwrap_or(0);
-                rx.start_above(ceiling);
+                // An `ike` SA's replay state stays in memory (its keys never reach the disk).
+                let ceiling = if ike {
+                    Ceiling::in_memory()
+                } else {
+                    let value = persisted.ceiling(sa.spi, &key_id).unwrap_or(0);
+                    rx.start_above(value);
+                    Ceiling::new(value)
+                };
                 let cells = Arc::new(SaCells::default());
                 (
                     OutSa {
@@ -193,7 +200,7 @@ pub fn rebuild(
                         name: sa.name.clone(),
                         sa: rx,
                         key_id,
-                        ceiling: Ceiling::new(ceiling),
+                        ceiling,
                         cells,
                     },
                 )
@@ -205,6 +212,7 @@ pub fn rebuild(
     }
     let settle = old_in
         .values()
+        .filter(|e| e.ceiling.is_persisted())
         .filter_map(|e| {
             let highest = e.sa.replay_window().highest();
             (highest > 0).then_some((e.identity.spi, e.key_id, highest))
@@ -252,6 +260,11 @@ pub fn rebuild(
             .filter(|s| spd.ike_owner(&s.name).is_none())
             .map(|s| (s.name.clone(), s.spi))
             .collect(),
-        live_ceilings: inb.sas.iter().map(|e| (e.identity.spi, e.key_id)).collect(),
+        live_ceilings: inb
+            .sas
+            .iter()
+            .filter(|e| e.ceiling.is_persisted())
+            .map(|e| (e.identity.spi, e.key_id))
+            .collect(),
     })
 }
