@@ -16,7 +16,7 @@
 //! datapath's IKE bypass, are in `ike_rekey.rs` and `ike_flood.rs`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use xipsec_testkit::{
@@ -178,45 +178,13 @@ fn tcp_transfer(net: &VethPair) -> (String, String) {
 
 /// tshark over `pcap` with only `table` as its ESP SA table: (spi, icv good) per ESP frame.
 fn tshark(pcap: &Path, table: &Path, profile: &Path) -> Vec<(u32, bool)> {
-    let _ = std::fs::remove_dir_all(profile);
-    std::fs::create_dir_all(profile).expect("creating the profile directory");
-    std::fs::copy(table, profile.join("esp_sa")).expect("copying the esp_sa table");
-    let out = Command::new("tshark")
-        .env("WIRESHARK_CONFIG_DIR", profile)
-        .env("HOME", profile)
-        .args(["-n", "-r"])
-        .arg(pcap)
-        .args([
-            "-o",
-            "esp.enable_encryption_decode:TRUE",
-            "-o",
-            "esp.enable_authentication_check:TRUE",
-            "-Y",
-            "esp",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "esp.spi",
-            "-e",
-            "esp.icv_good",
-        ])
-        .output()
-        .expect("running tshark");
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let (spi, good) = line.split_once('|').expect("two fields");
-            let spi = spi.trim_start_matches("0x");
+    capture::tshark_esp(pcap, table, profile, &["esp.spi", "esp.icv_good"])
+        .into_iter()
+        .map(|f| {
+            let spi = f[0].trim_start_matches("0x");
             (
                 u32::from_str_radix(spi, 16).expect("an spi"),
-                good == "1" || good.eq_ignore_ascii_case("true"),
+                f[1] == "1" || f[1].eq_ignore_ascii_case("true"),
             )
         })
         .collect()

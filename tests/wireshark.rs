@@ -19,7 +19,7 @@ use std::process::Command;
 
 use xipsec_testkit::{
     as_root,
-    capture::{Capture, Frames},
+    capture::{self, Capture, Frames},
     cli::{SpArgs, single_error_line},
     daemon::Node,
     netns::VethPair,
@@ -202,65 +202,31 @@ struct Dissected {
 /// Run tshark over `pcap` with a profile directory holding only `esp_sa` (`table`), ESP
 /// decryption and authentication checking on; one entry per ESP frame.
 fn tshark(pcap: &Path, table: &Path, profile: &Path) -> Vec<Dissected> {
-    let _ = std::fs::remove_dir_all(profile);
-    std::fs::create_dir_all(profile).expect("creating the profile directory");
-    std::fs::copy(table, profile.join("esp_sa")).expect("copying the esp_sa table");
-    let out = Command::new("tshark")
-        .env("WIRESHARK_CONFIG_DIR", profile)
-        .env("HOME", profile)
-        .args(["-n", "-r"])
-        .arg(pcap)
-        .args([
-            "-o",
-            "esp.enable_encryption_decode:TRUE",
-            "-o",
-            "esp.enable_authentication_check:TRUE",
-            "-Y",
-            "esp",
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "frame.number",
-            "-e",
-            "esp.spi",
-            "-e",
-            "esp.icv_good",
-            "-e",
-            "esp.icv_bad",
-            "-e",
-            "frame.protocols",
-            "-e",
-            "ipv6.src",
-        ])
-        .output()
-        .expect("running tshark (apt-get install tshark; cargo xtask setup installs it)");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("tshark's output is UTF-8")
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('|').collect();
-            assert_eq!(f.len(), 6, "tshark line {line:?}");
+    const FIELDS: [&str; 6] = [
+        "frame.number",
+        "esp.spi",
+        "esp.icv_good",
+        "esp.icv_bad",
+        "frame.protocols",
+        "ipv6.src",
+    ];
+    capture::tshark_esp(pcap, table, profile, &FIELDS)
+        .into_iter()
+        .map(|f| {
             let flag = |s: &str| s == "1" || s.eq_ignore_ascii_case("true");
             let spi = f[1].trim_start_matches("0x");
             Dissected {
                 frame: f[0].parse().expect("a frame number"),
                 spi: u32::from_str_radix(spi, 16)
                     .or_else(|_| spi.parse())
-                    .unwrap_or_else(|_| panic!("an spi in {line:?}")),
-                icv_good: flag(f[2]),
-                icv_bad: flag(f[3]),
+                    .unwrap_or_else(|_| panic!("an spi in {f:?}")),
+                icv_good: flag(&f[2]),
+                icv_bad: flag(&f[3]),
                 inner: f[4]
                     .split_once(":esp:")
                     .map(|(_, inner)| inner.to_owned())
                     .unwrap_or_default(),
-                ipv6_src: f[5].to_owned(),
+                ipv6_src: f[5].clone(),
             }
         })
         .collect()

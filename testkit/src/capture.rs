@@ -578,6 +578,53 @@ fn reassemble(parts: &mut [&Frame]) -> Option<Vec<u8>> {
     Some(packet)
 }
 
+/// tshark over `pcap` with a profile directory (`profile`, emptied first) holding only `table`
+/// as its `esp_sa` table, ESP decryption and ICV checking on: for each ESP frame, the values of
+/// `fields` (tshark's `-e` names), in order.
+pub fn tshark_esp(pcap: &Path, table: &Path, profile: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let _ = std::fs::remove_dir_all(profile);
+    std::fs::create_dir_all(profile).expect("creating the profile directory");
+    std::fs::copy(table, profile.join("esp_sa")).expect("copying the esp_sa table");
+    let mut command = std::process::Command::new("tshark");
+    command
+        .env("WIRESHARK_CONFIG_DIR", profile)
+        .env("HOME", profile)
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args([
+            "-o",
+            "esp.enable_encryption_decode:TRUE",
+            "-o",
+            "esp.enable_authentication_check:TRUE",
+            "-Y",
+            "esp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+        ]);
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let out = command
+        .output()
+        .expect("running tshark (apt-get install tshark; cargo xtask setup installs it)");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("tshark's output is UTF-8")
+        .lines()
+        .map(|line| {
+            let values: Vec<String> = line.split('|').map(str::to_owned).collect();
+            assert_eq!(values.len(), fields.len(), "tshark line {line:?}");
+            values
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,8 +303,8 @@ mod tests {
             "--auth: 'rsa' is not valid; use psk"
         );
         assert_eq!(
-            rejected(|a| a.local = Some("10.0.0.1".into())),
-            "--local: '10.0.0.1' is not valid; use an ipv6 address"
+            rejected(|a| a.local = Some("192.0.2.1".into())),
+            "--local: '192.0.2.1' is not valid; use an ipv6 address"
         );
         assert_eq!(
             rejected(|a| {
