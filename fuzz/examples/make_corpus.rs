@@ -7,6 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use ipsec_fuzz::{ipv6, outbound, state_file, tcp_packet};
+use ipsec_user::daemon::protocol::{Apply, BatchItem, Change};
 use ipsec_user::fuzzing::Request;
 use ipsec_user::model::{Mode, SaAddArgs, SaRemoveArgs, SpAddArgs, SpRemoveArgs, Spd};
 
@@ -222,25 +223,40 @@ fn main() {
         sp_name: s("sp9000"),
         priority: s("10"),
     };
+    let sa3 = SaAddArgs {
+        sa_source: s("2001:db8::1"),
+        sa_destination: s("2001:db8::2"),
+        sa_mode: s("tunnel"),
+        sa_spi: s("0x3000"),
+        encryption_algorithm: s("aes128-cbc"),
+        encryption_key: s("0x000102030405060708090a0b0c0d0e0f"),
+        integrity_algorithm: s("hmac-sha2-256"),
+        integrity_key: s("0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
+        sa_name: s("sa3"),
+        udp_encapsulation: None,
+    };
+    // An apply file: sa3 and an SP on it; everything else of the base is left out (removed).
+    let apply_file = Apply {
+        expect_generation: None,
+        dry_run: false,
+        items: vec![
+            BatchItem {
+                line: Some(1),
+                change: Change::SaAdd(sa3.clone()),
+            },
+            BatchItem {
+                line: Some(2),
+                change: Change::SpAdd(SpAddArgs {
+                    sa_name: s("sa3"),
+                    ..sp9000.clone()
+                }),
+            },
+        ],
+    };
     let requests = [
-        (
-            "sa-add",
-            Request::SaAdd(SaAddArgs {
-                sa_source: s("2001:db8::1"),
-                sa_destination: s("2001:db8::2"),
-                sa_mode: s("tunnel"),
-                sa_spi: s("0x3000"),
-                encryption_algorithm: s("aes128-cbc"),
-                encryption_key: s("0x000102030405060708090a0b0c0d0e0f"),
-                integrity_algorithm: s("hmac-sha2-256"),
-                integrity_key: s(
-                    "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
-                ),
-                sa_name: s("sa3"),
-                udp_encapsulation: None,
-            }),
-        ),
+        ("sa-add", Request::SaAdd(sa3)),
         ("sp-add", Request::SpAdd(sp9000.clone())),
+        ("apply", Request::Apply(apply_file)),
         (
             // Refused: sp1 exists (the model must change nothing).
             "sp-add-name-in-use",

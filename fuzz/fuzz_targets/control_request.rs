@@ -5,13 +5,15 @@
 //! the model accepts leaves a valid SPD that survives the state file (save, load, same SPD); a
 //! change the model refuses leaves the SPD exactly as it was. A batch is all or nothing: accepted,
 //! it equals its items applied one at a time (and survives the state file); refused, it names
-//! the first item that fails one at a time, with that item's line and the model's message.
+//! the first item that fails one at a time, with that item's line and the model's message. An
+//! apply file the planner accepts is reached by its plan (the plan applies, and planning the
+//! same file again against the result finds nothing to do); a refused one names one line.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use ipsec_user::daemon::batch;
-use ipsec_user::daemon::protocol::Batch;
+use ipsec_user::daemon::protocol::{Apply, Batch, Change};
+use ipsec_user::daemon::{apply, batch};
 use ipsec_user::fuzzing::{Request, parse_state_file};
 use ipsec_user::model::Spd;
 use libfuzzer_sys::fuzz_target;
@@ -30,19 +32,20 @@ fuzz_target!(|line: &[u8]| {
         "request round trip"
     );
 
-    if let Request::Batch(b) = &request {
-        check_batch(b);
-        return;
-    }
-    let mut spd = BASE.clone();
-    let accepted = match &request {
-        Request::SaAdd(args) => spd.add_sa(args).map(|_| ()),
-        Request::SaRemove(args) => spd.remove_sa(args).map(|_| ()),
-        Request::SpAdd(args) => spd.add_sp(args).map(|_| ()),
-        Request::SpRemove(args) => spd.remove_sp(args).map(|_| ()),
+    let single = match request {
+        Request::Batch(b) => return check_batch(&b),
+        Request::Apply(a) => return check_apply(&a),
+        Request::SaAdd(args) => Change::SaAdd(args),
+        Request::SaRemove(args) => Change::SaRemove(args),
+        Request::SpAdd(args) => Change::SpAdd(args),
+        Request::SpRemove(args) => Change::SpRemove(args),
+        Request::PeerAdd(args) => Change::PeerAdd(args),
+        Request::PeerRemove(args) => Change::PeerRemove(args),
+        Request::SpAddIke(args) => Change::SpAddIke(args),
         _ => return,
     };
-    match accepted {
+    let mut spd = BASE.clone();
+    match batch::change(&mut spd, &single).map(|_| ()) {
         Ok(()) => survives(&spd),
         Err(e) => {
             assert!(spd == *BASE, "a refused change ({e}) changed the spd");
@@ -67,14 +70,17 @@ fn survives(spd: &Spd) {
 /// A batch against the base SPD: all or nothing, and the same as its items one at a time.
 fn check_batch(b: &Batch) {
     let mut one_by_one = BASE.clone();
-    let first_refused = b
-        .items
-        .iter()
-        .enumerate()
-        .find_map(|(i, item)| batch::change(&mut one_by_one, &item.change).err().map(|e| (i, e)));
+    let first_refused = b.items.iter().enumerate().find_map(|(i, item)| {
+        batch::change(&mut one_by_one, &item.change)
+            .err()
+            .map(|e| (i, e))
+    });
     match (batch::apply(&BASE, &b.items), first_refused) {
         (Ok((next, _)), None) => {
-            assert_eq!(next, one_by_one, "a batch differs from its items one at a time");
+            assert_eq!(
+                next, one_by_one,
+                "a batch differs from its items one at a time"
+            );
             survives(&next);
         }
         (Err(e), Some((i, source))) => {
@@ -85,5 +91,24 @@ fn check_batch(b: &Batch) {
         }
         (Ok(_), Some((i, e))) => panic!("a batch was accepted though item {i} fails: {e}"),
         (Err(e), None) => panic!("a batch was refused ({e}) though every item applies"),
+    }
+}
+
+/// An apply file against the base SPD: its plan applies as one batch, and the result is the
+/// file's configuration (planning again finds no difference).
+fn check_apply(a: &Apply) {
+    match apply::plan(&BASE, &a.items) {
+        Ok(plan) => {
+            let (next, _) = batch::apply(&BASE, &plan.items)
+                .unwrap_or_else(|e| panic!("the plan of an accepted apply file fails: {e}"));
+            survives(&next);
+            let again = apply::plan(&next, &a.items).expect("the same file against its result");
+            assert!(
+                again.items.is_empty() && again.differences.is_empty(),
+                "applying a file leaves differences: {:?}",
+                again.differences
+            );
+        }
+        Err(e) => assert!(!e.to_string().contains('\n'), "error: {e}"),
     }
 }
