@@ -235,28 +235,33 @@ fn main() {
         sa_name: s("sa3"),
         udp_encapsulation: None,
     };
-    // An apply file: sa3 and an SP on it; everything else of the base is left out (removed).
-    let apply_file = Apply {
-        expect_generation: None,
-        dry_run: false,
-        items: vec![
-            BatchItem {
-                line: Some(1),
-                change: Change::SaAdd(sa3.clone()),
-            },
-            BatchItem {
-                line: Some(2),
-                change: Change::SpAdd(SpAddArgs {
-                    sa_name: s("sa3"),
-                    ..sp9000.clone()
-                }),
-            },
-        ],
+    // Apply files: the base configuration itself (nothing to do), and the same with sa1's key
+    // changed (sa1 is replaced, and sp1, which keeps its options, is re-added with it).
+    let (sas, sps) = ipsec_fuzz::example_args();
+    let apply_file = |sas: Vec<SaAddArgs>| {
+        let changes = sas
+            .into_iter()
+            .map(Change::SaAdd)
+            .chain(sps.iter().cloned().map(Change::SpAdd));
+        Request::Apply(Apply {
+            expect_generation: None,
+            dry_run: false,
+            items: (1..)
+                .zip(changes)
+                .map(|(line, change)| BatchItem {
+                    line: Some(line),
+                    change,
+                })
+                .collect(),
+        })
     };
+    let mut rekeyed = sas.clone();
+    rekeyed[0].encryption_key = s("0x6970763672656164796c6f676f336465736362636f757433");
     let requests = [
         ("sa-add", Request::SaAdd(sa3)),
         ("sp-add", Request::SpAdd(sp9000.clone())),
-        ("apply", Request::Apply(apply_file)),
+        ("apply-same", apply_file(sas)),
+        ("apply-rekey", apply_file(rekeyed)),
         (
             // Refused: sp1 exists (the model must change nothing).
             "sp-add-name-in-use",

@@ -139,6 +139,23 @@ pub fn tcp_checksum_ok(packet: &[u8]) -> bool {
 /// `ipsec` SP naming the first, a `discard` SP, so removals and SA references have targets.
 #[must_use]
 pub fn example_spd() -> ipsec_user::model::Spd {
+    let (sas, sps) = example_args();
+    let mut spd = ipsec_user::model::Spd::new();
+    for args in &sas {
+        spd.add_sa(args).expect("adding the README's SA");
+    }
+    for args in &sps {
+        spd.add_sp(args).expect("adding the README's SP");
+    }
+    spd
+}
+
+/// The `sa add` and `sp add` arguments of [`example_spd`], in the order it adds them.
+#[must_use]
+pub fn example_args() -> (
+    Vec<ipsec_user::model::SaAddArgs>,
+    Vec<ipsec_user::model::SpAddArgs>,
+) {
     use serde_json::json;
     // Written as the control protocol carries them (JSON), and read back by serde: the same
     // arguments the CLI sends for the README's commands.
@@ -166,16 +183,14 @@ pub fn example_spd() -> ipsec_user::model::Spd {
                "source_port": "any", "destination_port": "23", "upper_layer_protocol": "tcp",
                "flow_direction": "in", "action": "discard"}),
     ];
-    let mut spd = ipsec_user::model::Spd::new();
-    for sa in sas {
-        let args = serde_json::from_value(sa).expect("the README's sa add arguments");
-        spd.add_sa(&args).expect("adding the README's SA");
-    }
-    for sp in sps {
-        let args = serde_json::from_value(sp).expect("the README's sp add arguments");
-        spd.add_sp(&args).expect("adding the README's SP");
-    }
-    spd
+    (
+        sas.into_iter()
+            .map(|sa| serde_json::from_value(sa).expect("the README's sa add arguments"))
+            .collect(),
+        sps.into_iter()
+            .map(|sp| serde_json::from_value(sp).expect("the README's sp add arguments"))
+            .collect(),
+    )
 }
 
 /// The state file the daemon writes for `spd` (`daemon::state`: `{"version": 1, "spd": ...}`).
