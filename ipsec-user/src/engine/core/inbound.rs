@@ -22,7 +22,6 @@
 //!   again, one at a time.
 //! - Every outcome but `Raise` is counted here; no I/O, no lock.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +41,7 @@ use crate::model::{Action, Direction, Flow, Mode, UdpEncap};
 use crate::wire::{
     ETH_HEADER_LEN, EspPacket, EthernetFrame, IPV6_HEADER_LEN, Ipv6Packet, ethertype, proto,
 };
+use foldhash::{HashMap, HashMapExt as _};
 use smallvec::SmallVec;
 
 /// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6
@@ -100,11 +100,14 @@ pub(super) struct InSa {
 pub struct Inbound {
     pub(super) classifier: Arc<CompiledSpd>,
     pub(super) sas: Vec<InSa>,
+    /// Under a fast hash (foldhash, seeded per process): only configured SAs insert keys, so a
+    /// flood of made-up SPIs can only miss. Looked up twice per packet.
     pub(super) by_spi: HashMap<u32, usize>,
     /// (inner flow, SA index) -> the inbound SP (id, seq) that lets it in, if one does.
     pub(super) cache: FlowCache<(Flow, usize), Option<(u32, u32)>>,
     /// Packets and bytes delivered per inbound SP, keyed by (id, seq): the kernel counts what
     /// XDP matched, but ESP is matched to its SP only here, after decryption.
+    /// Fast hash as `by_spi`: only configured SPs are keys.
     pub(super) sp_hits: HashMap<(u32, u32), (u64, u64)>,
     pub(super) mss: u16,
     pub(super) tdes_block_limit: u64,
