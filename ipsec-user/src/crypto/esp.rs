@@ -1160,11 +1160,7 @@ mod tests {
     fn open_behind_delivers_the_prefix_and_the_same_packet() {
         const PREFIX: [u8; 14] = [0xee; 14];
         for mode in MODES {
-            let config = config(
-                EncryptionAlgorithm::Aes128Cbc,
-                IntegrityAlgorithm::HmacSha256,
-                mode,
-            );
+            let config = config(E::Aes128Cbc, I::HmacSha256, mode);
             let (mut tx, mut rx) = pair(&config);
             let mut twin = InboundSa::new(&config).expect("inbound sa");
             let (mut wire, mut plain, mut behind) = (Vec::new(), Vec::new(), vec![1, 2, 3]);
