@@ -687,14 +687,47 @@ impl InboundSa {
         admit: impl FnOnce(u32) -> bool,
     ) -> Result<Decapsulated, EspError> {
         let sealed = self.check(esp)?;
-        let next_header_field = self.unfront(front, out);
+        // The packet goes after what `out` holds (a caller's prefix, see `open_behind`).
+        let keep = out.len();
+        let next_header_field = keep + self.unfront(front, out);
         self.open_sealed(&sealed, esp, out)?;
         if !admit(sealed.seq) {
             return Err(EspError::NotPersisted { seq: sealed.seq });
         }
         // Only an authentic packet may move the window (§3.4.3).
         self.replay.accept(sealed.seq);
-        self.unframe(&sealed, next_header_field, out)
+        self.unframe(&sealed, next_header_field, keep, out)
+    }
+
+    /// [`Self::decapsulate_esp`] (`verified: None`) or [`Self::finish_esp`] (`Some`: the ICV
+    /// verdict of a burst), with the packet written into `out` behind `prefix` rather than
+    /// into an empty `out`: the engine's TUN frame is its fake Ethernet header and the packet,
+    /// and decrypting straight behind it saves copying every packet once more. The same
+    /// checks, in the same order, and the same window afterwards; on [`Decapsulated::Deliver`]
+    /// `out` is `prefix` followed by exactly the packet the other two would deliver.
+    ///
+    /// # Errors
+    /// As [`Self::decapsulate_esp`] and [`Self::finish_esp`].
+    pub(crate) fn open_behind(
+        &mut self,
+        outer: &OuterHeader,
+        esp: &[u8],
+        verified: Option<bool>,
+        prefix: &[u8],
+        out: &mut Vec<u8>,
+        admit: impl FnOnce(u32) -> bool,
+    ) -> Result<Decapsulated, EspError> {
+        out.clear();
+        out.extend_from_slice(prefix);
+        if let Some(verified) = verified {
+            return self.finish(&Front::Outer(outer), esp, verified, out, admit);
+        }
+        if IPV6_HEADER_LEN + esp.len() > IPV6_HEADER_LEN + usize::from(u16::MAX) {
+            return Err(EspError::TooBig {
+                len: IPV6_HEADER_LEN + esp.len(),
+            });
+        }
+        self.open(&Front::Outer(outer), esp, out, admit)
     }
 
     /// The checks before any cryptography (RFC 4303 §3.4.2, §3.4.3): the lengths, the SPI and
@@ -788,6 +821,7 @@ impl InboundSa {
         &self,
         sealed: &Sealed,
         next_header_field: usize,
+        keep: usize,
         out: &mut Vec<u8>,
     ) -> Result<Decapsulated, EspError> {
         let seq = sealed.seq;
@@ -810,9 +844,10 @@ impl InboundSa {
         out.truncate(pad_start);
 
         if next_header == proto::NO_NEXT_HEADER {
-            out.clear();
+            out.truncate(keep);
             return Ok(Decapsulated::Dummy { seq });
         }
+        let packet_len = out.len() - keep;
         match self.transform.mode {
             Mode::Transport => {
                 // Hop-by-hop may only follow the fixed header (RFC 8200 §4.3), never ESP.
@@ -821,17 +856,17 @@ impl InboundSa {
                 }
                 out[next_header_field] = next_header;
                 // Shorter than the packet that arrived, so it fits.
-                let payload_len = u16::try_from(out.len() - IPV6_HEADER_LEN)
-                    .map_err(|_| EspError::TooBig { len: out.len() })?;
-                wire::set_payload_len(out, payload_len);
+                let payload_len = u16::try_from(packet_len - IPV6_HEADER_LEN)
+                    .map_err(|_| EspError::TooBig { len: packet_len })?;
+                wire::set_payload_len(&mut out[keep..], payload_len);
             }
             Mode::Tunnel => {
                 if next_header != proto::IPV6 {
                     return Err(EspError::UnknownNextHeader { next_header });
                 }
                 // Check the inner header and drop any TFC padding after it (RFC 4303 §2.7).
-                let inner_len = wire::ipv6_packet(out)?.len();
-                out.truncate(inner_len);
+                let inner_len = wire::ipv6_packet(&out[keep..])?.len();
+                out.truncate(keep + inner_len);
             }
         }
         Ok(Decapsulated::Deliver { seq, next_header })
@@ -1115,6 +1150,58 @@ mod tests {
                     .is_err(),
                 "cut inside the esp header"
             );
+        }
+    }
+
+    /// `open_behind` leaves exactly the prefix and the packet `decapsulate_esp` delivers, in
+    /// both modes, with a burst verdict and without; a forged verdict, a replay and a refused
+    /// gate are refused as there, and a dummy packet leaves the prefix alone.
+    #[test]
+    fn open_behind_delivers_the_prefix_and_the_same_packet() {
+        const PREFIX: [u8; 14] = [0xee; 14];
+        for mode in MODES {
+            let config = config(E::Aes128Cbc, I::HmacSha256, mode);
+            let (mut tx, mut rx) = pair(&config);
+            let mut twin = InboundSa::new(&config).expect("inbound sa");
+            let (mut wire, mut plain, mut behind) = (Vec::new(), Vec::new(), vec![1, 2, 3]);
+            for (i, verified) in [None, Some(true)].into_iter().enumerate() {
+                let packet = udp(40 + i);
+                let sent = tx.encapsulate(&packet, &mut wire).expect("encapsulating");
+                let outer = OuterHeader::of(wire[..40].try_into().expect("a header"));
+                let esp = &wire[sent.esp_offset..];
+                let expected = rx
+                    .decapsulate_esp(&outer, esp, &mut plain, |_| true)
+                    .expect("decapsulating");
+                let got = twin
+                    .open_behind(&outer, esp, verified, &PREFIX, &mut behind, |_| true)
+                    .expect("opening behind the prefix");
+                assert_eq!(got, expected, "{mode:?} {verified:?}");
+                assert_eq!(&behind[..14], &PREFIX);
+                assert_eq!(&behind[14..], &plain[..], "{mode:?} {verified:?}");
+                assert_eq!(
+                    twin.open_behind(&outer, esp, verified, &PREFIX, &mut behind, |_| true),
+                    Err(EspError::Replay { seq: sent.seq })
+                );
+            }
+            let sent = tx.encapsulate(&udp(9), &mut wire).expect("encapsulating");
+            let outer = OuterHeader::of(wire[..40].try_into().expect("a header"));
+            let esp = &wire[sent.esp_offset..];
+            assert_eq!(
+                twin.open_behind(&outer, esp, Some(false), &PREFIX, &mut behind, |_| true),
+                Err(EspError::AuthFailed),
+                "a failed burst verdict"
+            );
+            assert_eq!(
+                twin.open_behind(&outer, esp, None, &PREFIX, &mut behind, |_| false),
+                Err(EspError::NotPersisted { seq: sent.seq })
+            );
+            let dummy = seal(&config, 10, &with_trailer(&config, &[0xde, 0xad], 59));
+            let outer = OuterHeader::of(dummy[..40].try_into().expect("a header"));
+            assert_eq!(
+                twin.open_behind(&outer, &dummy[40..], None, &PREFIX, &mut behind, |_| true),
+                Ok(Decapsulated::Dummy { seq: 10 })
+            );
+            assert_eq!(behind, PREFIX, "a dummy leaves only the prefix");
         }
     }
 

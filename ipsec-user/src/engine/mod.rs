@@ -1014,9 +1014,9 @@ fn open_burst<'a>(
         .get_or_insert_with(|| lock(&shared.inb))
         .prepare_burst(packets, prepared);
     for (packet, prepared) in packets.iter().zip(prepared.iter()) {
-        let (plain, frame) = (&mut out.plain, &mut out.frame);
+        let frame = &mut out.frame;
         if open(shared, table, now, |t| {
-            t.receive_prepared(packet, prepared, now, plain, frame)
+            t.receive_prepared(packet, prepared, now, frame)
         }) {
             out.deliver();
         }
@@ -1129,8 +1129,6 @@ fn shutdown_within(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
 /// GSO write (`gro`).
 struct Delivery<'a> {
     shared: &'a Shared,
-    /// Scratch space for decryption.
-    plain: Vec<u8>,
     /// The packet to deliver ([`FAKE_ETHERNET`] + IPv6), as `InTable` leaves it.
     frame: Vec<u8>,
     coalescer: gro::Coalescer,
@@ -1140,7 +1138,6 @@ impl<'a> Delivery<'a> {
     fn new(shared: &'a Shared) -> Self {
         Self {
             shared,
-            plain: Vec::with_capacity(sys::MAX_PACKET),
             frame: Vec::with_capacity(FAKE_ETHERNET.len() + sys::MAX_PACKET),
             coalescer: gro::Coalescer::default(),
         }

@@ -13,11 +13,11 @@
 //! not answer within the socket's timeout. A negative answer is cached as long as a positive
 //! one. So a changed MAC address or route is followed within [`REFRESH`].
 
-use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt as _};
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -50,6 +50,8 @@ pub(super) struct Resolver {
     netlink: OwnedFd,
     mark: u32,
     sequence: u32,
+    /// Looked up for every packet sent: a fast hash (foldhash, seeded per process); the keys
+    /// are the SAs' own endpoints.
     cache: HashMap<(Ipv6Addr, Ipv6Addr), (Option<NextHop>, Instant)>,
     buf: Vec<u8>,
 }

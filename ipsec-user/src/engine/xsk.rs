@@ -1,10 +1,12 @@
 //! AF_XDP sockets: XDP hands ESP with a known SPI straight to the engine, skipping the
 //! kernel's IPv6 input, raw-socket delivery and `recvmmsg` (about a fifth of the CPU a protected
-//! TCP stream costs on a veth pair); and the engine sends its ESP through the same sockets'
-//! transmit rings, skipping the kernel's route lookup, IPv6 output, qdisc and TC egress.
+//! TCP stream costs on a veth pair); and the engine sends its ESP through AF_XDP transmit
+//! rings on the same queues, skipping the kernel's route lookup, IPv6 output, qdisc and TC
+//! egress.
 //!
-//! One socket per (interface, RX queue), each with its own UMEM of [`FRAMES`] + [`TX_FRAMES`]
-//! 4 KiB frames (the first [`FRAMES`] for receiving, the rest for sending), bound in copy mode
+//! One socket pair per (interface, RX queue) (see below), each pair with its own UMEM of
+//! [`FRAMES`] + [`TX_FRAMES`] 4 KiB frames (the first [`FRAMES`] for receiving, the rest for
+//! sending), bound in copy mode
 //! (`XDP_COPY`: works with generic and native XDP alike). The XDP program looks the socket up by
 //! (ifindex, queue) in `XIPSEC_XSK_SLOTS` and redirects into `XIPSEC_XSKS`; frames it does not
 //! redirect (VLAN-tagged, extension headers before ESP, fragments, larger than `XSK_MAX_FRAME`,
@@ -13,13 +15,19 @@
 //! kernel does it), so a dead daemon's slots fall back to the kernel path, where nothing listens
 //! for ESP any more: fail closed.
 //!
-//! Each socket splits into an [`XskReceiver`] (receive ring, fill ring: the inbound worker) and
-//! an [`XskSender`] (transmit ring, completion ring: the outbound sender), which share only the
-//! UMEM; each ring has one user. The sender writes whole Ethernet frames (built by the caller)
-//! into its own frames, and kicks the kernel with `sendto`, which in copy mode transmits them
-//! synchronously (`__dev_direct_xmit`: no qdisc, no TC egress, no packet taps on the sending
-//! side, so a capture on the sending interface does not show them; one on the receiving side
-//! does).
+//! Each (interface, queue) has two sockets over one UMEM and one buffer pool (the second bound
+//! with `XDP_SHARED_UMEM`): an [`XskReceiver`] (receive ring, fill ring: the inbound worker;
+//! the socket in `XIPSEC_XSKS`) and an [`XskSender`] (a socket with only a transmit ring, and
+//! the pool's completion ring: the outbound sender); each ring has one user. Two sockets, not
+//! one with both rings: in copy mode `poll` on a socket with a transmit ring also transmits
+//! that ring (`xsk_poll` drives Tx), under the socket's Tx mutex, so the inbound worker's
+//! every poll contended with the sender's `sendto`, which holds that mutex while the veth runs
+//! the peer's receive path for the whole batch: `perf` showed half of the inbound worker's CPU
+//! spinning there (`mutex_spin_on_owner`). The sender writes whole Ethernet frames (built by
+//! the caller) into its own frames, and kicks the kernel with `sendto`, which in copy mode
+//! transmits them synchronously (`__dev_direct_xmit`: no qdisc, no TC egress, no packet taps
+//! on the sending side, so a capture on the sending interface does not show them; one on the
+//! receiving side does).
 
 use smallvec::SmallVec;
 use std::cell::UnsafeCell;
@@ -180,15 +188,29 @@ impl XskReceiver {
                 &socket,
                 &SocketConfig {
                     rx_size: NonZeroU32::new(FRAMES),
-                    tx_size: NonZeroU32::new(TX_FRAMES),
+                    tx_size: None,
                     bind_flags: SocketConfig::XDP_BIND_COPY,
                 },
             )
             .map_err(|e| errno("rx ring", &e))?;
         let rx = user.map_rx().map_err(|e| errno("mmap rx ring", &e))?;
-        let tx = user.map_tx().map_err(|e| errno("mmap tx ring", &e))?;
         umem.bind(&user).map_err(|e| errno("bind", &e))?;
-        raise_tx_budget(rx.as_raw_fd());
+        // The sending socket: same queue, same pool (its completions arrive on the completion
+        // ring above); a shared socket inherits copy mode and may set no mode flag itself.
+        let sending = Socket::new(&info).map_err(|e| errno("tx socket", &e))?;
+        let user = umem
+            .rx_tx(
+                &sending,
+                &SocketConfig {
+                    rx_size: None,
+                    tx_size: NonZeroU32::new(TX_FRAMES),
+                    bind_flags: 0,
+                },
+            )
+            .map_err(|e| errno("tx ring", &e))?;
+        let tx = user.map_tx().map_err(|e| errno("mmap tx ring", &e))?;
+        umem.bind(&user).map_err(|e| errno("bind tx socket", &e))?;
+        raise_tx_budget(tx.as_raw_fd());
         let mut writer = fill.fill(FRAMES);
         let filled = writer.insert((0..FRAMES).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
         writer.commit();

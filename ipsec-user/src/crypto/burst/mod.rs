@@ -41,7 +41,6 @@ use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm};
 use crate::wire::ESP_HEADER_LEN;
 use smallvec::SmallVec;
 use std::sync::OnceLock;
-use subtle::ConstantTimeEq;
 
 pub(crate) use super::esp::Framed;
 pub(crate) use super::esp::burst::{OpenItem, SealItem, seal_packets, verify_packets};
@@ -342,8 +341,7 @@ pub(crate) fn verify_jobs(jobs: &mut [VerifyJob<'_>]) {
                 }
                 Suite::Composed { integrity, .. } => {
                     let icv_len = integrity.icv_len().min(MAX_ICV_LEN);
-                    // `ct_eq` on slices of different lengths is false; lengths are public.
-                    computed[..icv_len].ct_eq(job.icv).into()
+                    crate::crypto::icv_eq(&computed[..icv_len], job.icv)
                 }
             };
         }

@@ -7,9 +7,10 @@
 //!   SAs, in one pass. The packets are byte for byte what [`OutboundSa::seal`] (and so
 //!   [`OutboundSa::encapsulate`]) makes of the same frames.
 //! - Inbound: [`InboundSa::check`] per packet (lengths, SPI, replay, read only), then
-//!   [`verify_packets`] computes every ICV together, then [`InboundSa::finish_esp`] per packet, in
-//!   arrival order: the replay check again against the window as the earlier packets of the
-//!   burst left it, the ICV verdict, the decryption, the `admit` gate, the window update and the
+//!   [`verify_packets`] computes every ICV together, then `InboundSa::finish_esp` (the engine:
+//!   [`InboundSa::open_behind`] with the verdict) per packet, in arrival order: the replay
+//!   check again against the window as the earlier packets of the burst left it, the ICV
+//!   verdict, the decryption, the `admit` gate, the window update and the
 //!   trailer, in the order [`InboundSa::decapsulate`] takes them. So every packet gets the
 //!   verdict (and the window the state) the sequential path would give: a forgery in the middle
 //!   of a burst is refused and moves nothing, a duplicate inside a burst is a replay. Computing
@@ -17,7 +18,9 @@
 //! - A caller that stops at an `admit` refusal (the engine writes a replay ceiling there) runs
 //!   the rest of the burst afterwards from the same verdicts: order is preserved.
 
-use super::{Decapsulated, EspError, Framed, Front, InboundSa, OutboundSa, OuterHeader, Sealed};
+#[cfg(test)]
+use super::OuterHeader;
+use super::{Decapsulated, EspError, Framed, Front, InboundSa, OutboundSa, Sealed};
 use super::{ESP_HEADER_LEN, Encapsulated, wire};
 use crate::crypto::CipherLengthError;
 use crate::crypto::burst::{self, CHUNK, SealJob, VerifyJob};
@@ -161,6 +164,7 @@ impl InboundSa {
     ///
     /// # Errors
     /// As [`Self::decapsulate_esp`].
+    #[cfg(test)]
     pub(crate) fn finish_esp(
         &mut self,
         outer: &OuterHeader,
@@ -169,10 +173,13 @@ impl InboundSa {
         out: &mut Vec<u8>,
         admit: impl FnOnce(u32) -> bool,
     ) -> Result<Decapsulated, EspError> {
+        out.clear();
         self.finish(&Front::Outer(outer), esp, verified, out, admit)
     }
 
-    fn finish(
+    /// The steps of [`Self::finish_esp`] with the packet written behind what `out` holds (a
+    /// caller's prefix, kept: see [`Self::open_behind`]).
+    pub(super) fn finish(
         &mut self,
         front: &Front<'_>,
         esp: &[u8],
@@ -180,10 +187,10 @@ impl InboundSa {
         out: &mut Vec<u8>,
         admit: impl FnOnce(u32) -> bool,
     ) -> Result<Decapsulated, EspError> {
-        out.clear();
         let sealed = self.check(esp)?;
         let suite = &self.transform.suite;
-        let next_header_field = self.unfront(front, out);
+        let keep = out.len();
+        let next_header_field = keep + self.unfront(front, out);
         match suite {
             Suite::Composed { cipher, .. } => {
                 if !verified {
@@ -222,7 +229,7 @@ impl InboundSa {
         }
         // Only an authentic packet may move the window (RFC 4303 §3.4.3).
         self.replay.accept(sealed.seq);
-        self.unframe(&sealed, next_header_field, out)
+        self.unframe(&sealed, next_header_field, keep, out)
     }
 
     /// [`Self::decapsulate`] of each of `packets` (whole IPv6 packets) into the matching
@@ -272,6 +279,7 @@ impl InboundSa {
                 checked.iter().zip(outs.iter_mut()).zip(results.iter_mut())
             {
                 if let Some((front, esp, verified)) = entry {
+                    out.clear();
                     *result = self.finish(front, esp, *verified, out, |_| true);
                 } else {
                     out.clear();

@@ -22,7 +22,6 @@
 //!   again, one at a time.
 //! - Every outcome but `Raise` is counted here; no I/O, no lock.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +41,7 @@ use crate::model::{Action, Direction, Flow, Mode, UdpEncap};
 use crate::wire::{
     ETH_HEADER_LEN, EspPacket, EthernetFrame, IPV6_HEADER_LEN, Ipv6Packet, ethertype, proto,
 };
+use foldhash::{HashMap, HashMapExt as _};
 use smallvec::SmallVec;
 
 /// Upper-layer protocols a decrypted packet may not carry (either mode): IPv4 (4) and IPv6
@@ -100,11 +100,14 @@ pub(super) struct InSa {
 pub struct Inbound {
     pub(super) classifier: Arc<CompiledSpd>,
     pub(super) sas: Vec<InSa>,
+    /// Under a fast hash (foldhash, seeded per process): only configured SAs insert keys, so a
+    /// flood of made-up SPIs can only miss. Looked up twice per packet.
     pub(super) by_spi: HashMap<u32, usize>,
     /// (inner flow, SA index) -> the inbound SP (id, seq) that lets it in, if one does.
     pub(super) cache: FlowCache<(Flow, usize), Option<(u32, u32)>>,
     /// Packets and bytes delivered per inbound SP, keyed by (id, seq): the kernel counts what
     /// XDP matched, but ESP is matched to its SP only here, after decryption.
+    /// Fast hash as `by_spi`: only configured SPs are keys.
     pub(super) sp_hits: HashMap<(u32, u32), (u64, u64)>,
     pub(super) mss: u16,
     pub(super) tdes_block_limit: u64,
@@ -149,17 +152,16 @@ impl Inbound {
 
     /// Processes one ESP packet whose IPv6 header the raw socket stripped: `esp` from the SPI
     /// to the ICV, `outer` the header's fields. On [`InAction::Deliver`], `frame` holds
-    /// [`FAKE_ETHERNET`] + the packet to write to the TUN. `plain` is scratch space; `now` the
-    /// caller's clock, read once per batch.
+    /// [`FAKE_ETHERNET`] + the packet to write to the TUN (the packet is decrypted straight
+    /// into it); `now` is the caller's clock, read once per batch.
     pub fn receive(
         &mut self,
         outer: &OuterHeader,
         esp: &[u8],
         now: Instant,
-        plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
-        self.receive_with(outer, esp, None, None, now, plain, frame)
+        self.receive_with(outer, esp, None, None, now, frame)
     }
 
     /// The SA index for an ESP packet's SPI, if its outer addresses are the SA's; counts
@@ -210,7 +212,6 @@ impl Inbound {
         packet: &InPacket<'_>,
         prepared: &Prepared,
         now: Instant,
-        plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
         self.receive_with(
@@ -219,16 +220,11 @@ impl Inbound {
             packet.encap,
             Some(prepared),
             now,
-            plain,
             frame,
         )
     }
 
     /// `receive`, with the ICV verdict of a burst when there is one for this packet's SA.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "the packet's parts and the caller's buffers, passed through from three doors"
-    )]
     fn receive_with(
         &mut self,
         outer: &OuterHeader,
@@ -236,7 +232,6 @@ impl Inbound {
         encap: Option<UdpEncap>,
         prepared: Option<&Prepared>,
         now: Instant,
-        plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
         let Ok(header) = EspPacket::new_checked(esp) else {
@@ -289,14 +284,13 @@ impl Inbound {
             .and_then(|p| p.verdict)
             .filter(|(i, k, _)| *i == index && k == key_id)
             .map(|(_, _, verified)| verified);
-        let opened = match verdict {
-            Some(verified) => sa.finish_esp(outer, esp, verified, plain, gate),
-            None => sa.decapsulate_esp(outer, esp, plain, gate),
-        };
+        // Decrypted straight behind the TUN frame's fake Ethernet header: no copy afterwards.
+        let opened = sa.open_behind(outer, esp, verdict, &FAKE_ETHERNET, frame, gate);
+        let delivered = frame.len().saturating_sub(FAKE_ETHERNET.len());
         match opened {
             Ok(Decapsulated::Deliver { .. }) => {
                 volume.add(bytes);
-                cells.packet(plain.len());
+                cells.packet(delivered);
             }
             Ok(Decapsulated::Dummy { .. }) => {
                 volume.add(bytes);
@@ -327,9 +321,6 @@ impl Inbound {
                 return self.drop(Reason::DecapFailed);
             }
         }
-        frame.clear();
-        frame.extend_from_slice(&FAKE_ETHERNET);
-        frame.extend_from_slice(plain);
         let Some(flow) = flow_of(frame) else {
             return self.drop(Reason::PolicyMismatch);
         };
@@ -346,13 +337,13 @@ impl Inbound {
             if let Some(sp) = classify::discarding_sp(&self.classifier, &flow) {
                 let hits = self.sp_hits.entry(sp).or_default();
                 hits.0 += 1;
-                hits.1 += u64::try_from(plain.len()).unwrap_or(u64::MAX);
+                hits.1 += u64::try_from(delivered).unwrap_or(u64::MAX);
             }
             return self.drop(Reason::PolicyMismatch);
         };
         let hits = self.sp_hits.entry(sp).or_default();
         hits.0 += 1;
-        hits.1 += u64::try_from(plain.len()).unwrap_or(u64::MAX);
+        hits.1 += u64::try_from(delivered).unwrap_or(u64::MAX);
         // The local stack answers a SYN with segments no larger than its MSS (see `mss`).
         mss::clamp(&mut frame[FAKE_ETHERNET.len()..], self.mss);
         self.stats.bump(Stat::DecapOk);
@@ -367,19 +358,12 @@ impl Inbound {
         &mut self,
         ethernet: &[u8],
         now: Instant,
-        plain: &mut Vec<u8>,
         frame: &mut Vec<u8>,
     ) -> InAction {
         match Self::parse_frame(ethernet) {
-            Some(packet) => self.receive_with(
-                &packet.outer,
-                packet.esp,
-                packet.encap,
-                None,
-                now,
-                plain,
-                frame,
-            ),
+            Some(packet) => {
+                self.receive_with(&packet.outer, packet.esp, packet.encap, None, now, frame)
+            }
             None => self.drop(Reason::Malformed),
         }
     }

@@ -265,11 +265,11 @@ impl Side {
     /// confirmed, and the same packet handed in again. Returns the final action and the
     /// delivered packet.
     fn open(&mut self, wire: &Wire) -> (InAction, Option<Vec<u8>>) {
-        let (mut plain, mut frame) = (Vec::new(), Vec::new());
+        let mut frame = Vec::new();
         loop {
             let action = self
                 .inb
-                .receive(&wire.outer, &wire.esp, self.now, &mut plain, &mut frame);
+                .receive(&wire.outer, &wire.esp, self.now, &mut frame);
             match action {
                 InAction::Deliver => return (action, Some(frame[14..].to_vec())),
                 InAction::Drop(_) => return (action, None),
@@ -539,26 +539,21 @@ fn no_esp_above_the_ceiling_is_accepted_before_the_ceiling_is_on_disk() {
     let mut a = Side::new(&side(A, B));
     let mut b = Side::new(&side(B, A));
     let wire = a.protect(&udp(A, B, 5000, 10)).expect("a protects");
-    let (mut plain, mut frame) = (Vec::new(), Vec::new());
-    let InAction::Raise(raise) =
-        b.inb
-            .receive(&wire.outer, &wire.esp, b.now, &mut plain, &mut frame)
-    else {
+    let mut frame = Vec::new();
+    let InAction::Raise(raise) = b.inb.receive(&wire.outer, &wire.esp, b.now, &mut frame) else {
         panic!("the first packet needs a ceiling first");
     };
     assert_eq!(raise.spi, 0x1001);
     assert!(raise.up_to > 1);
     // Not accepted until confirmed: the same packet asks again.
     assert!(matches!(
-        b.inb
-            .receive(&wire.outer, &wire.esp, b.now, &mut plain, &mut frame),
+        b.inb.receive(&wire.outer, &wire.esp, b.now, &mut frame),
         InAction::Raise(_)
     ));
     // The write fails: refused, and no new attempt while the back-off runs.
     b.inb.ceiling_written(&raise, false, b.now);
     assert_eq!(
-        b.inb
-            .receive(&wire.outer, &wire.esp, b.now, &mut plain, &mut frame),
+        b.inb.receive(&wire.outer, &wire.esp, b.now, &mut frame),
         InAction::Drop(Reason::ReplayNotPersisted)
     );
     assert_eq!(b.stats.get(Stat::ReplayPersistErrors), 1);
@@ -728,9 +723,9 @@ fn af_xdp_frames_open_like_raw_socket_packets_and_bad_ones_are_counted() {
         frame.extend_from_slice(&[0xee; 6]); // Ethernet padding
         frame
     };
-    let (mut plain, mut out) = (Vec::new(), Vec::new());
+    let mut out = Vec::new();
     let mut open = |b: &mut Side, frame: &[u8]| loop {
-        match b.inb.receive_frame(frame, b.now, &mut plain, &mut out) {
+        match b.inb.receive_frame(frame, b.now, &mut out) {
             InAction::Raise(raise) => b.inb.ceiling_written(&raise, true, b.now),
             action => return (action, out.clone()),
         }
@@ -1087,11 +1082,11 @@ fn an_inbound_burst_gives_each_packet_the_outcome_of_receive() {
             burst.inb.prepare_burst(&packets, &mut prepared);
             for (wire, (packet, prepared)) in chunk.iter().zip(packets.iter().zip(&prepared)) {
                 let want = one.open(wire);
-                let (mut plain, mut frame) = (Vec::new(), Vec::new());
+                let mut frame = Vec::new();
                 let got = loop {
                     let action = burst
                         .inb
-                        .receive_prepared(packet, prepared, burst.now, &mut plain, &mut frame);
+                        .receive_prepared(packet, prepared, burst.now, &mut frame);
                     let InAction::Raise(raise) = action else {
                         break action;
                     };
@@ -1134,10 +1129,10 @@ fn a_verdict_does_not_outlive_a_rekey() {
     b.inb.prepare_burst(&[packet], &mut prepared);
     let rekeyed = "fedcba9876543210fedcba9876543210";
     b.update(&side_keyed(B, A, "aes128-cbc", "0123456789abcdef", rekeyed));
-    let (mut plain, mut frame) = (Vec::new(), Vec::new());
+    let mut frame = Vec::new();
     let action = b
         .inb
-        .receive_prepared(&packet, &prepared[0], b.now, &mut plain, &mut frame);
+        .receive_prepared(&packet, &prepared[0], b.now, &mut frame);
     assert_eq!(action, InAction::Drop(Reason::AuthFailed));
 }
 
