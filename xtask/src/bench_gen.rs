@@ -206,24 +206,68 @@ impl Generator {
     }
 
     /// Frames the floor program (`FLOOR_COUNT`) or the memory floor (`PROBE_COUNT`) dropped
-    /// so far (all CPUs).
-    pub(crate) fn dropped(&self, counter: &str) -> anyhow::Result<u64> {
+    /// so far, per CPU.
+    pub(crate) fn dropped(&self, counter: &str) -> anyhow::Result<Vec<u64>> {
         let count: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf
                 .map(counter)
                 .ok_or_else(|| anyhow!("no map {counter}"))?,
         )?;
-        Ok(count.get(&0, 0)?.iter().sum())
+        Ok(count.get(&0, 0)?.to_vec())
     }
 }
 
-/// Slot `index` of the pinned per-CPU `u64` array at `path`, summed over the CPUs (xipsec's
-/// counters map).
-pub(crate) fn pinned_counter(path: &std::path::Path, index: u32) -> anyhow::Result<u64> {
+/// Slots `indices` of the pinned per-CPU `u64` array at `path` (xipsec's counters map), summed
+/// per CPU.
+pub(crate) fn pinned_counters(path: &std::path::Path, indices: &[u32]) -> anyhow::Result<Vec<u64>> {
     let data = aya::maps::MapData::from_pin(path)
         .with_context(|| format!("opening the pinned map {}", path.display()))?;
     let array: PerCpuArray<_, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
-    Ok(array.get(&index, 0)?.iter().sum())
+    let mut sums = Vec::new();
+    for index in indices {
+        let values = array.get(index, 0)?;
+        sums.resize(values.len(), 0);
+        for (sum, value) in sums.iter_mut().zip(values.iter()) {
+            *sum += value;
+        }
+    }
+    Ok(sums)
+}
+
+/// Silence the sending side, `iface` of namespace `ns`: switch its IPv6 off (it has no IPv4
+/// address), so its stack sends nothing (no MLD report, neighbour or router solicitation).
+///
+/// Why: the receiving veth's NAPI runs on the CPU that scheduled it. A packet of the sending
+/// side's own stack, sent from another CPU than the generator's, schedules it there; while the
+/// generator keeps its ring from running empty it stays there, so the receiver runs on that
+/// other CPU, in parallel with the generator (its time missing from the generator core's), and
+/// the generator, faster than any receiver, overflows the ring (256 frames): up to a quarter of
+/// a run's frames were lost that way, in the first seconds of a fresh veth, when its stack
+/// sends its reports and solicitations. The generator itself needs no stack: it runs on the
+/// interface by its index.
+pub(crate) fn silence(ns: &str, iface: &str) -> anyhow::Result<()> {
+    let key = format!("net.ipv6.conf.{iface}.disable_ipv6=1");
+    util::run(&mut netns::exec(ns, &["sysctl", "-q", "-w", &key]))
+}
+
+/// Frames the sending veth could not hand to its peer so far: its `tx_dropped`, which counts
+/// the frames the peer's receive ring had no room for (`peer_tq_xdp_xmit_err` of `ethtool -S`;
+/// the sending side transmits nothing else, see [`silence`]).
+pub(crate) fn ring_overflow(ns: &str, iface: &str) -> anyhow::Result<u64> {
+    device_stat(ns, iface, "tx_dropped")
+}
+
+/// Packets `iface` of namespace `ns` received so far.
+pub(crate) fn received_packets(ns: &str, iface: &str) -> anyhow::Result<u64> {
+    device_stat(ns, iface, "rx_packets")
+}
+
+fn device_stat(ns: &str, iface: &str, stat: &str) -> anyhow::Result<u64> {
+    let path = format!("/sys/class/net/{iface}/statistics/{stat}");
+    let text = netns::output(ns, &["cat", &path]);
+    text.trim()
+        .parse()
+        .with_context(|| format!("{path} in {ns}: {text:?}"))
 }
 
 /// What a run cost: wall time, and CPU time of the generator's core spent on it.
