@@ -727,10 +727,11 @@ fn print_table(report: &serde_json::Value) {
         report["runs"], report["frames_per_run"], report["flows"]
     );
     println!(
-        "{:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>10} {:>10}",
+        "{:>9} {:>8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>9} {:>11} {:>10} {:>10} {:>10}",
         "policies",
         "floor",
         "mem floor",
+        "direct mem",
         "drop",
         "pass",
         "nft drop",
@@ -743,10 +744,11 @@ fn print_table(report: &serde_json::Value) {
     for row in report["rows"].as_array().into_iter().flatten() {
         let f = |k: &str| row[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>8.3} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>11.2} {:>10.2} {:>10.2} {:>10.2}",
+            "{:>9} {:>8.3} {:>9.3} {:>10.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>11.2} {:>10.2} {:>10.2} {:>10.2}",
             row["policies"].as_u64().unwrap_or(0),
             f("floor_mpps"),
             f("memory_floor_mpps"),
+            f("direct_memory_floor_mpps"),
             f("drop_mpps"),
             f("pass_mpps"),
             f("nft_mpps"),
