@@ -330,6 +330,11 @@ pub(crate) fn ring_overflow(ns: &str, iface: &str) -> anyhow::Result<u64> {
     device_stat(ns, iface, "tx_dropped")
 }
 
+/// Packets the stack of namespace `ns` sent out of `iface` so far (sent or dropped by the veth).
+pub(crate) fn sent_packets(ns: &str, iface: &str) -> anyhow::Result<u64> {
+    Ok(device_stat(ns, iface, "tx_packets")? + device_stat(ns, iface, "tx_dropped")?)
+}
+
 /// Packets `iface` of namespace `ns` received so far.
 pub(crate) fn received_packets(ns: &str, iface: &str) -> anyhow::Result<u64> {
     device_stat(ns, iface, "rx_packets")
