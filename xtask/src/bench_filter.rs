@@ -60,13 +60,13 @@
 //! on this machine with this traffic (every frame a different flow of 131,072, cycled).
 //!
 //! Session 8: the direct-mapped memory floor (the same read, the table `kmalloc`'d in 32 KiB
-//! arrays of an array of maps) costs as much as the `vmalloc`'d one, within 1-3%, in the same
-//! runs: the guest's TLB misses are not what a `vmalloc`'d table adds (the extra outer lookup
-//! and helper call cost about what they save), so an array of small maps for the flow cache
-//! would gain nothing. `over_floor_ns_per_frame` in the JSON puts the target's arithmetic
-//! beside it: 0.8x the floor allows a quarter of the floor's time per frame (about 46 ns)
-//! over the floor; one read of a flow-cache-sized table alone takes 50-110 ns, as the machine's
-//! memory load varies.
+//! arrays of an array of maps) against the `vmalloc`'d one, same runs, 12 rows of 5 runs:
+//! -3% to +4% in 11, +17% in one (0.87x against 0.74x the floor, when the machine's memory
+//! was quietest); the extra outer lookup and helper call cost about what the TLB misses they
+//! avoid cost, except when the data comes from the cache. `over_floor_ns_per_frame` in the
+//! JSON puts the target's arithmetic beside it: 0.8x the floor allows a quarter of the floor's
+//! time per frame (45-47 ns) over the floor; one read of a flow-cache-sized table alone takes
+//! 83-129 ns (27-64 ns in that quietest row), xipsec 139-182 ns (62 ns).
 
 use std::{
     collections::HashMap,
