@@ -60,13 +60,14 @@
 //! on this machine with this traffic (every frame a different flow of 131,072, cycled).
 //!
 //! Session 8: the direct-mapped memory floor (the same read, the table `kmalloc`'d in 32 KiB
-//! arrays of an array of maps) against the `vmalloc`'d one, same runs, 12 rows of 5 runs:
-//! -3% to +4% in 11, +17% in one (0.87x against 0.74x the floor, when the machine's memory
-//! was quietest); the extra outer lookup and helper call cost about what the TLB misses they
-//! avoid cost, except when the data comes from the cache. `over_floor_ns_per_frame` in the
+//! arrays of an array of maps) against the `vmalloc`'d one in the same runs, 11 rows (busy
+//! machine): -3% to +3% in 10, +17% in one (0.87x against 0.74x the floor, when the machine's
+//! memory was quietest). The extra outer lookup and helper call cost about what the TLB misses
+//! they avoid cost, unless the data comes from the cache. `over_floor_ns_per_frame` in the
 //! JSON puts the target's arithmetic beside it: 0.8x the floor allows a quarter of the floor's
 //! time per frame (45-47 ns) over the floor; one read of a flow-cache-sized table alone takes
-//! 83-129 ns (27-64 ns in that quietest row), xipsec 139-182 ns (62 ns).
+//! 51-121 ns (`vmalloc`'d) or 27-129 ns (direct-mapped), xipsec 139-182 ns (in the quietest
+//! row 64, 27 and 62 ns).
 
 use std::{
     collections::HashMap,
