@@ -73,6 +73,24 @@ pub mod bench {
     pub const PROBE_SLOTS: &str = "XIPSEC_BENCH_PROBE_SLOTS";
     /// Per-CPU `u64`: frames the memory floor dropped (slot 0).
     pub const PROBE_COUNT: &str = "XIPSEC_BENCH_PROBE_COUNT";
+    /// The direct-mapped memory floor: [`PROG_PROBE`] over a table of about as many 64-byte
+    /// slots kept in [`PROBE_DIRECT_MAPS`] arrays of [`PROBE_DIRECT_SLOTS`] slots each, which
+    /// the kernel allocates with `kmalloc` (an array map of at most 32 KiB), so in its direct
+    /// map (1 GiB and 2 MiB pages), not in 4 KiB `vmalloc` pages as any larger array: what the
+    /// same read costs without most of its TLB misses. Counts in [`PROBE_DIRECT_COUNT`].
+    pub const PROG_PROBE_DIRECT: &str = "xdp_bench_probe_direct";
+    /// The array of maps holding the direct-mapped memory floor's arrays (created by the
+    /// benchmark before it loads the object, which declares it as a plain array: aya-ebpf has
+    /// no map-of-maps definition; see `bench_gen`).
+    pub const PROBE_DIRECT_OUTER: &str = "XIPSEC_BENCH_PROBE_OUTER";
+    /// Per-CPU `u64`: frames the direct-mapped memory floor dropped (slot 0).
+    pub const PROBE_DIRECT_COUNT: &str = "XIPSEC_BENCH_PROBE_DIRECT_COUNT";
+    /// Arrays of the direct-mapped memory floor: 1,034 x 507 = 524,238 slots, the flow cache's
+    /// 524,288 but 50.
+    pub const PROBE_DIRECT_MAPS: u32 = 1034;
+    /// 64-byte slots per array: 312 bytes of `struct bpf_array` + 507 x 64 = 32,760 bytes, within
+    /// the 32 KiB `kmalloc` limit of array maps.
+    pub const PROBE_DIRECT_SLOTS: u32 = 507;
     /// [`GenFlow`] by index, at most [`GEN_FLOWS_CAPACITY`].
     pub const GEN_FLOWS: &str = "XIPSEC_BENCH_GEN_FLOWS";
     /// `u32` settings of the generator, indexed by `GEN_CONFIG_*`.

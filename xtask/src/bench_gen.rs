@@ -15,16 +15,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
-    Ebpf,
-    maps::{Array, PerCpuArray, PerCpuValues},
+    Ebpf, EbpfLoader,
+    maps::{Array, ArrayOfMaps, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     util::nr_cpus,
 };
-use ipsec_common::abi::bench::{
-    FRAME_MIN, GEN_CONFIG, GEN_CONFIG_ACTION, GEN_CONFIG_BASE, GEN_CONFIG_FLOWS, GEN_COUNT,
-    GEN_FLOWS, GEN_FLOWS_CAPACITY, GenFlow, PROG_GEN,
+use ipsec_common::abi::{
+    CacheSlot,
+    bench::{
+        FRAME_MIN, GEN_CONFIG, GEN_CONFIG_ACTION, GEN_CONFIG_BASE, GEN_CONFIG_FLOWS, GEN_COUNT,
+        GEN_FLOWS, GEN_FLOWS_CAPACITY, GenFlow, PROBE_DIRECT_MAPS, PROBE_DIRECT_OUTER,
+        PROBE_DIRECT_SLOTS, PROG_GEN,
+    },
 };
 use xipsec_testkit::netns;
 
@@ -33,6 +39,9 @@ use crate::util;
 /// Frames per `BPF_PROG_TEST_RUN` batch (the kernel's maximum is 256; xdp-trafficgen's default).
 const BATCH: u32 = 64;
 const XDP_DROP: u32 = 1;
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 const XDP_TX: u32 = 3;
 
 /// The benchmark object of the newest `ipsec-user` build (`cargo xtask build` just made it).
@@ -93,8 +102,19 @@ pub(crate) struct Generator {
 impl Generator {
     pub(crate) fn load() -> anyhow::Result<Self> {
         let path = bench_object()?;
-        let ebpf = Ebpf::load_file(&path)
-            .with_context(|| format!("loading the benchmark object {}", path.display()))?;
+        // The loader takes the direct-mapped memory floor's array of maps from a pin (see
+        // `direct_probe_table`), removed once the object holds it.
+        let pin = PathBuf::from(format!(
+            "/sys/fs/bpf/xipsec-bench-{}-probe-outer",
+            std::process::id()
+        ));
+        direct_probe_table(&pin)?;
+        let loaded = EbpfLoader::new()
+            .map_pin_path(PROBE_DIRECT_OUTER, pin.as_path())
+            .load_file(&path);
+        std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+        let ebpf =
+            loaded.with_context(|| format!("loading the benchmark object {}", path.display()))?;
         let mut generator = Self { ebpf, flows: 0 };
         generator
             .program(PROG_GEN)?
@@ -206,24 +226,126 @@ impl Generator {
     }
 
     /// Frames the floor program (`FLOOR_COUNT`) or the memory floor (`PROBE_COUNT`) dropped
-    /// so far (all CPUs).
-    pub(crate) fn dropped(&self, counter: &str) -> anyhow::Result<u64> {
+    /// so far, per CPU.
+    pub(crate) fn dropped(&self, counter: &str) -> anyhow::Result<Vec<u64>> {
         let count: PerCpuArray<_, u64> = PerCpuArray::try_from(
             self.ebpf
                 .map(counter)
                 .ok_or_else(|| anyhow!("no map {counter}"))?,
         )?;
-        Ok(count.get(&0, 0)?.iter().sum())
+        Ok(count.get(&0, 0)?.to_vec())
     }
 }
 
-/// Slot `index` of the pinned per-CPU `u64` array at `path`, summed over the CPUs (xipsec's
-/// counters map).
-pub(crate) fn pinned_counter(path: &std::path::Path, index: u32) -> anyhow::Result<u64> {
+/// Create the direct-mapped memory floor's table (`abi::bench::PROG_PROBE_DIRECT`) and pin it
+/// at `pin`: an array of maps of `PROBE_DIRECT_MAPS` arrays of `PROBE_DIRECT_SLOTS` 64-byte
+/// slots, each small enough to be `kmalloc`'d. Created here rather than by the loader, which
+/// cannot: the object declares it as a plain array (aya-ebpf has no map-of-maps definition),
+/// and an array of maps needs an inner map to be created.
+fn direct_probe_table(pin: &std::path::Path) -> anyhow::Result<()> {
+    let slot = u32::try_from(std::mem::size_of::<CacheSlot>())?;
+    let inner = (0..PROBE_DIRECT_MAPS)
+        .map(|_| map_create([BPF_MAP_TYPE_ARRAY, 4, slot, PROBE_DIRECT_SLOTS, 0, 0]))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("creating the direct-mapped memory floor's arrays")?;
+    let template = u32::try_from(inner[0].as_raw_fd())?;
+    let outer = map_create([
+        BPF_MAP_TYPE_ARRAY_OF_MAPS,
+        4,
+        4,
+        PROBE_DIRECT_MAPS,
+        0,
+        template,
+    ])
+    .context("creating the direct-mapped memory floor's array of maps")?;
+    let mut outer: ArrayOfMaps<MapData, MapData> =
+        ArrayOfMaps::try_from(Map::ArrayOfMaps(MapData::from_fd(outer)?))?;
+    for (i, fd) in inner.into_iter().enumerate() {
+        outer.set(u32::try_from(i)?, &MapData::from_fd(fd)?, 0)?;
+    }
+    outer
+        .pin(pin)
+        .with_context(|| format!("pinning {}", pin.display()))
+}
+
+/// `BPF_MAP_CREATE` with `union bpf_attr`'s first six fields: map type, key size, value size,
+/// max entries, flags, inner map descriptor (aya creates no array of maps on its own).
+fn map_create(fields: [u32; 6]) -> anyhow::Result<OwnedFd> {
+    let mut attr = [0u32; 32];
+    attr[..6].copy_from_slice(&fields);
+    // SAFETY: BPF_MAP_CREATE reads `size_of_val(&attr)` bytes of `attr`, a valid buffer; the
+    // kernel checks that the bytes it does not know are zero.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        bail!("BPF_MAP_CREATE: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the syscall returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd)?) })
+}
+
+/// Slots `indices` of the pinned per-CPU `u64` array at `path` (xipsec's counters map), summed
+/// per CPU.
+pub(crate) fn pinned_counters(path: &std::path::Path, indices: &[u32]) -> anyhow::Result<Vec<u64>> {
     let data = aya::maps::MapData::from_pin(path)
         .with_context(|| format!("opening the pinned map {}", path.display()))?;
     let array: PerCpuArray<_, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data))?;
-    Ok(array.get(&index, 0)?.iter().sum())
+    let mut sums = Vec::new();
+    for index in indices {
+        let values = array.get(index, 0)?;
+        sums.resize(values.len(), 0);
+        for (sum, value) in sums.iter_mut().zip(values.iter()) {
+            *sum += value;
+        }
+    }
+    Ok(sums)
+}
+
+/// Silence the sending side, `iface` of namespace `ns`: switch its IPv6 off (it has no IPv4
+/// address), so its stack sends nothing (no MLD report, neighbour or router solicitation).
+///
+/// Why: the receiving veth's NAPI runs on the CPU that scheduled it. A packet of the sending
+/// side's own stack, sent from another CPU than the generator's, schedules it there; while the
+/// generator keeps its ring from running empty it stays there, so the receiver runs on that
+/// other CPU, in parallel with the generator (its time missing from the generator core's), and
+/// the generator, faster than any receiver, overflows the ring (256 frames): up to a quarter of
+/// a run's frames were lost that way, in the first seconds of a fresh veth, when its stack
+/// sends its reports and solicitations. The generator itself needs no stack: it runs on the
+/// interface by its index.
+pub(crate) fn silence(ns: &str, iface: &str) -> anyhow::Result<()> {
+    let key = format!("net.ipv6.conf.{iface}.disable_ipv6=1");
+    util::run(&mut netns::exec(ns, &["sysctl", "-q", "-w", &key]))
+}
+
+/// Frames the sending veth could not hand to its peer so far: its `tx_dropped`, which counts
+/// the frames the peer's receive ring had no room for (`peer_tq_xdp_xmit_err` of `ethtool -S`;
+/// the sending side transmits nothing else, see [`silence`]).
+pub(crate) fn ring_overflow(ns: &str, iface: &str) -> anyhow::Result<u64> {
+    device_stat(ns, iface, "tx_dropped")
+}
+
+/// Packets the stack of namespace `ns` sent out of `iface` so far (sent or dropped by the veth).
+pub(crate) fn sent_packets(ns: &str, iface: &str) -> anyhow::Result<u64> {
+    Ok(device_stat(ns, iface, "tx_packets")? + device_stat(ns, iface, "tx_dropped")?)
+}
+
+/// Packets `iface` of namespace `ns` received so far.
+pub(crate) fn received_packets(ns: &str, iface: &str) -> anyhow::Result<u64> {
+    device_stat(ns, iface, "rx_packets")
+}
+
+fn device_stat(ns: &str, iface: &str, stat: &str) -> anyhow::Result<u64> {
+    let path = format!("/sys/class/net/{iface}/statistics/{stat}");
+    let text = netns::output(ns, &["cat", &path]);
+    text.trim()
+        .parse()
+        .with_context(|| format!("{path} in {ns}: {text:?}"))
 }
 
 /// What a run cost: wall time, and CPU time of the generator's core spent on it.
