@@ -58,6 +58,8 @@ enum Job {
     AttachIke(super::ike::IkeLink),
     /// Which `on-demand` peers had packets of an unbound SP since last asked (see `ike`).
     IkeDemand(oneshot::Sender<Vec<String>>),
+    /// Rekeyed CHILD_SAs waiting to send: those ESP arrived on may send now (see `ike`).
+    IkeEspSeen,
 }
 
 /// Handle to the worker thread that owns the state; one clone per client connection.
@@ -144,6 +146,11 @@ impl Control {
         answer.await.unwrap_or_default()
     }
 
+    /// Let rekeyed CHILD_SAs on which ESP arrived carry their flows (see `ike`).
+    pub(crate) fn ike_esp_seen(&self) {
+        let _ = self.jobs.send(Job::IkeEspSeen);
+    }
+
     /// Connect the IKE task: it gets the peers now and after every committed change.
     pub(crate) fn attach_ike(&self, link: super::ike::IkeLink) {
         let _ = self.jobs.send(Job::AttachIke(link));
@@ -227,6 +234,17 @@ impl State {
                             &counters,
                             &mut self.demand_seen,
                         ));
+                        continue;
+                    }
+                    Job::IkeEspSeen => {
+                        let seen = super::ike::waiting_with_esp(&self.spd, || self.counters());
+                        if !seen.is_empty() {
+                            self.commit(std::mem::take(&mut group));
+                            let promote = super::ike::IkeJob::Promote { inbound: seen };
+                            if let Err(e) = self.ike_job(promote) {
+                                warn!(error = e, "ike: cannot move flows to a rekeyed child sa");
+                            }
+                        }
                         continue;
                     }
                 };

@@ -32,7 +32,7 @@ use crate::model::Mode;
 
 use super::config::{PeerConfig, Settings};
 use super::dh::{DhGroup, KeyShare};
-use super::event::{ChildSa, DirectionKeys, Event, Failure, Output};
+use super::event::{ChildSa, DirectionKeys, Event, Failure, Output, SendFrom};
 use super::initiator::{error_notify, find_notify, nonce};
 use super::keys::{ChildKeys, KeyLengths};
 use super::message::{ExchangeType, Message};
@@ -365,6 +365,13 @@ pub(crate) fn request(
         remote: sa.remote,
         encapsulated: sa.nat,
         rekeys: old,
+        // The peer installs the new CHILD_SA when it reads this answer, and deletes the old one
+        // after: until then it may not receive on the new one yet.
+        send_from: if old.is_some() {
+            SendFrom::AfterRekeyed
+        } else {
+            SendFrom::Now
+        },
     })));
 }
 
@@ -505,6 +512,11 @@ pub(crate) fn response(
         remote: sa.remote,
         encapsulated: sa.nat,
         rekeys: offer.old_inbound,
+        send_from: if redundant {
+            SendFrom::Never
+        } else {
+            SendFrom::Now
+        },
     })));
     // §2.8: the side that rekeyed deletes the old CHILD_SA once the new one is up; after a
     // collision we lost, our redundant new one instead (the peer deletes the old one).

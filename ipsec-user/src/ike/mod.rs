@@ -116,7 +116,7 @@ pub mod sk;
 
 pub use config::{Identity, Lifetimes, PeerConfig, Psk, Settings};
 pub use endpoint::{Ike, IkeError, IkeSaInfo};
-pub use event::{ChildSa, Datagram, DirectionKeys, Event, Failure, Output};
+pub use event::{ChildSa, Datagram, DirectionKeys, Event, Failure, Output, SendFrom};
 pub use sa::SaState;
 
 #[cfg(test)]

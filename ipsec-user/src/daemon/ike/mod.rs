@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::protocol::{ExportedPeer, PeerEntry, Response};
-use crate::ike::ChildSa;
-use crate::model::{ModelError, Spd};
+use crate::ike::{ChildSa, SendFrom};
+use crate::model::{ModelError, OutboundSwitch, Spd};
 
 pub(crate) use apply::{peer_differences, readd_peer_users, resolved_peer};
 pub(crate) use config::check_peer;
@@ -45,6 +45,29 @@ pub(crate) enum IkeJob {
     Install(Box<ChildSa>),
     /// Remove the SAs of a deleted CHILD_SA (inbound and outbound SPI).
     Remove { peer: String, spis: [u32; 2] },
+    /// ESP arrived on these inbound `ike` SAs ([`waiting_with_esp`]): their CHILD_SAs' outbound
+    /// SAs may carry the flows now.
+    Promote { inbound: Vec<String> },
+}
+
+/// The inbound `ike` SAs whose CHILD_SA waits for the one it rekeys to be deleted before
+/// sending, and on which ESP arrived already: the peer installed them, so the wait can end
+/// (the fallback of make before break when the peer's Delete is late).
+/// The counters are read only when some CHILD_SA waits.
+pub(crate) fn waiting_with_esp(
+    spd: &Spd,
+    counters: impl FnOnce() -> crate::daemon::port::Counters,
+) -> Vec<String> {
+    let waiting = spd.ike_outbound_waiting();
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let counters = counters();
+    waiting
+        .into_iter()
+        .filter(|sa| counters.sa.get(&sa.id).is_some_and(|c| c.packets > 0))
+        .map(|sa| sa.name.clone())
+        .collect()
 }
 
 /// Apply `job` to `spd` (unchanged on error); the log line to write once it is committed.
@@ -57,16 +80,33 @@ pub(crate) fn apply(spd: &mut Spd, job: IkeJob) -> Result<Box<dyn FnOnce() + Sen
             let (inbound, outbound) = install::sa_pair(&child)
                 .ok_or_else(|| "an ipv4 child sa cannot be installed".to_owned())?;
             let names = (inbound.name.clone(), outbound.name.clone());
-            spd.install_ike_child(&child.peer, inbound, outbound)
+            let switch = match (child.send_from, child.rekeys) {
+                (SendFrom::AfterRekeyed, Some(old)) => OutboundSwitch::AfterReplaced {
+                    replaces: install::sa_name(&child.peer, old),
+                },
+                (SendFrom::Never, _) => OutboundSwitch::Never,
+                _ => OutboundSwitch::Now,
+            };
+            spd.install_ike_child(&child.peer, inbound, outbound, switch)
                 .map_err(|e: ModelError| e.to_string())?;
             let (peer, rekeys, suite) = (child.peer.clone(), child.rekeys, child.suite);
+            let send_from = child.send_from;
             Ok(Box::new(move || {
                 info!(
                     peer, inbound = %names.0, outbound = %names.1,
                     encryption = suite.encryption.as_str(), integrity = suite.integrity.as_str(),
                     rekeys = rekeys.map(|spi| format!("{spi:08x}")).as_deref().unwrap_or("-"),
+                    send_from = ?send_from,
                     "ike: child sa installed"
                 );
+            }))
+        }
+        IkeJob::Promote { inbound } => {
+            let moved = spd.promote_ike_outbound(&inbound);
+            Ok(Box::new(move || {
+                if moved {
+                    info!(sas = ?inbound, "ike: esp arrived on a rekeyed child sa; sending on it");
+                }
             }))
         }
         IkeJob::Remove { peer, spis } => {

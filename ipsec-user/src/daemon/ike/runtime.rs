@@ -223,9 +223,11 @@ impl Task {
         }
     }
 
-    /// Periodic work: sockets of peers whose address was missing, `always` peers without an
-    /// IKE SA, and `on-demand` peers whose flows found no SA.
+    /// Periodic work: rekeyed CHILD_SAs that ESP arrived on (they may send), sockets of peers
+    /// whose address was missing, `always` peers without an IKE SA, and `on-demand` peers whose
+    /// flows found no SA.
     async fn maintain(&mut self) {
+        self.control.ike_esp_seen();
         let waiting = self
             .registered
             .values()
@@ -286,18 +288,22 @@ impl Task {
         }
     }
 
-    /// Send what the core produced and act on its events, and on what acting produces.
+    /// Act on what the core produced, then send its datagrams; then the same for what acting
+    /// produced. Events go first so that the datapath has what an answer announces before the
+    /// peer reads it (make before break, RFC 7296 §2.8): a new CHILD_SA's inbound SA is
+    /// installed before the CREATE_CHILD_SA response that lets the peer send on it, and a
+    /// deleted CHILD_SA's flows have moved to its successor before the Delete is answered.
     async fn act(&mut self, first: Output) {
         let mut queue = VecDeque::from([first]);
         while let Some(out) = queue.pop_front() {
-            for datagram in out.datagrams {
-                self.send(datagram.local, datagram.remote, &datagram.bytes)
-                    .await;
-            }
             for event in out.events {
                 if let Some(more) = self.event(event).await {
                     queue.push_back(more);
                 }
+            }
+            for datagram in out.datagrams {
+                self.send(datagram.local, datagram.remote, &datagram.bytes)
+                    .await;
             }
         }
     }
