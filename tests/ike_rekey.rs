@@ -9,8 +9,25 @@
 //! each way (the CHILD_SAs really were replaced); the IKE SA's SPIs changed at least twice; the
 //! SAs listed at the start are gone at the end and no more than three CHILD_SAs' worth of SAs (the
 //! old, the new, and a colliding one about to be deleted) are listed at any moment (retired SAs
-//! are removed); ping loss is printed, and must stay under 1%
-//! (make-before-break: the old SA keeps working until the new one is in place).
+//! are removed); not one ping is lost (make before break: each side sends on the old CHILD_SA
+//! until the other receives on the new one; the responder of a rekey switches when the
+//! initiator deletes the old one).
+//!
+//! Two more cases on the same pair of hosts, with long lifetimes and no dead peer detection so
+//! that nothing but the test moves the SAs, a ping every 10 ms and a paced TCP stream running:
+//!
+//! - A simultaneous rekey, forced (RFC 7296 §2.8.1 and §2.8.2), of the CHILD_SA and then of the
+//!   IKE SA: IKE is dropped in both namespaces' nftables `output` hook, both daemons are asked
+//!   to rekey (`ike sa rekey`) and each request is dropped; then only IKE responses are dropped,
+//!   so that each side's retransmitted request reaches the other and is answered while its own
+//!   is outstanding (the requests cross); then nothing is dropped and the retransmissions get
+//!   the answers. Both daemons must log the collision (the test cannot pass without one), one
+//!   saying its own exchange survived and the other the peer's; afterwards both list the same
+//!   one CHILD_SA (the survivor; the redundant one deleted) or the same one IKE SA, not one ping
+//!   is lost, no clear frame, the stream intact.
+//! - Stopping a daemon (SIGTERM) sends an INFORMATIONAL Delete of its IKE SA: the peer logs the
+//!   deletion and lists no `ike` SA within 2 s (no dead peer detection configured), and its
+//!   flow to the stopped host stays dropped (no clear frame on its wire).
 //!
 //! Needs root; fails under `CI=true` when it cannot run.
 
@@ -30,7 +47,7 @@ use xipsec_testkit::{
     capture::{Capture, Class, Frames},
     cli::{self, SpArgs},
     daemon::Node,
-    netns::VethPair,
+    netns::{self, VethPair},
     stream::{self, Pace},
 };
 
@@ -85,19 +102,24 @@ fn poll(node: &Node, stop: &AtomicBool, seen: &Mutex<Seen>) {
     }
 }
 
-fn configure(node: &Node, (me, peer): (&str, &str), initiate: &str) {
+/// Short lifetimes: CHILD_SAs rekeyed about every 10 s, the IKE SA about every 30 s.
+const SHORT: &[&str] = &[
+    "--lifetime",
+    "13",
+    "--ike-lifetime",
+    "33",
+    "--rekey-margin",
+    "3",
+];
+/// Nothing moves the SAs but the test: hour-long lifetimes, no dead peer detection.
+const STILL: &[&str] = &["--dpd", "0"];
+
+fn configure(node: &Node, (me, peer): (&str, &str), initiate: &str, extra: &[&str]) {
     node.ok(&cli::ike_peer_add(
         "peer",
         (me, peer),
         (PSK, initiate),
-        &[
-            "--lifetime",
-            "13",
-            "--ike-lifetime",
-            "33",
-            "--rekey-margin",
-            "3",
-        ],
+        extra,
     ));
     for (name, src, dst, dir) in [("to-peer", me, peer, "out"), ("from-peer", peer, me, "in")] {
         let (src, dst) = (format!("{src}/128"), format!("{dst}/128"));
@@ -135,6 +157,19 @@ fn wire_spis(frames: &Frames, from: Ipv6Addr) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Waits (20 s at most) until a ping from a reaches b: the first CHILD_SA is in place.
+fn first_ping(net: &VethPair, (a, b): (&Node, &Node)) {
+    let started = std::time::Instant::now();
+    while !xipsec_testkit::traffic::ping(&net.ns_a, &net.addr_b, ("1", "1"), None) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the first CHILD_SA never carried a ping\na: {}\nb: {}",
+            a.log(),
+            b.log()
+        );
+    }
+}
+
 #[test]
 fn rekeying_under_tcp_for_two_minutes() {
     as_root("rekeying_under_tcp_for_two_minutes", || {
@@ -142,17 +177,9 @@ fn rekeying_under_tcp_for_two_minutes() {
         let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
         let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
         let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
-        configure(&b, (addr_b, addr_a), "never");
-        configure(&a, (addr_a, addr_b), "always");
-        let started = std::time::Instant::now();
-        while !xipsec_testkit::traffic::ping(&net.ns_a, addr_b, ("1", "1"), None) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the first CHILD_SA never carried a ping\na: {}\nb: {}",
-                a.log(),
-                b.log()
-            );
-        }
+        configure(&b, (addr_b, addr_a), "never", SHORT);
+        configure(&a, (addr_a, addr_b), "always", SHORT);
+        first_ping(&net, (&a, &b));
         let first = listed_spis(&a, &["sa", "list"]);
 
         let dir = a.dir().to_owned();
@@ -237,10 +264,398 @@ fn rekeying_under_tcp_for_two_minutes() {
             seen_a.most_sas,
             seen_b.most_sas
         );
-        assert!(
-            (transmitted - answered) * 100 < transmitted,
-            "{} of {transmitted} pings lost across the rekeys\n{}",
+        assert_eq!(
+            answered,
+            transmitted,
+            "{} of {transmitted} pings lost across the rekeys (make before break: none may \
+             be)\n{}",
             transmitted - answered,
+            logs()
+        );
+    });
+}
+
+/// The nftables table each test host gets to drop the IKE it sends (deleted on drop).
+const TABLE: &str = "xipsecrekey";
+
+/// Drops IKE a namespace's host sends, in the `output` hook, counting what it drops.
+struct IkeFilter {
+    ns: String,
+}
+
+impl IkeFilter {
+    fn new(ns: &str) -> Self {
+        netns::output(ns, &["nft", "add", "table", "inet", TABLE]);
+        netns::output(
+            ns,
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                TABLE,
+                "out",
+                "{ type filter hook output priority 0 ; policy accept ; }",
+            ],
+        );
+        Self { ns: ns.to_owned() }
+    }
+
+    /// Replaces the rules with `rules` (each one `nft add rule` tail); counters start at 0.
+    fn set(&self, rules: &[&[&str]]) {
+        netns::output(&self.ns, &["nft", "flush", "chain", "inet", TABLE, "out"]);
+        for rule in rules {
+            let args = [&["nft", "add", "rule", "inet", TABLE, "out"], *rule].concat();
+            netns::output(&self.ns, &args);
+        }
+    }
+
+    /// Every IKE message (UDP to port 500 or 4500).
+    fn drop_all(&self) {
+        self.set(&[&["udp", "dport", "{ 500, 4500 }", "counter", "drop"]]);
+    }
+
+    /// IKE responses only: the R flag (0x20 of the header's flags octet, RFC 7296 §3.1), on
+    /// port 4500 after the non-ESP marker.
+    fn drop_responses(&self) {
+        self.set(&[
+            &["udp", "dport", "500", "@th,218,1", "1", "counter", "drop"],
+            &[
+                "udp",
+                "dport",
+                "4500",
+                "@th,64,32",
+                "0",
+                "@th,250,1",
+                "1",
+                "counter",
+                "drop",
+            ],
+        ]);
+    }
+
+    fn pass(&self) {
+        self.set(&[]);
+    }
+
+    /// Packets the current rules dropped.
+    fn dropped(&self) -> u64 {
+        let listing = netns::output(&self.ns, &["nft", "list", "chain", "inet", TABLE, "out"]);
+        listing
+            .split("packets ")
+            .skip(1)
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for IkeFilter {
+    fn drop(&mut self) {
+        let _ = netns::exec(&self.ns, &["nft", "delete", "table", "inet", TABLE]).status();
+    }
+}
+
+/// Polls `done` every 50 ms until it holds; panics with `what` after `timeout`.
+fn wait_for(
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} within {timeout:?}\n{}",
+            context()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A host's IKE SAs as `ike sa list` shows them: (SPIi, SPIr, state, CHILD_SAs as
+/// `inbound/outbound`).
+fn ike_state(node: &Node) -> Vec<(String, String, String, Vec<String>)> {
+    let out = node.ok(&["ike", "sa", "list", "--formatter", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("parsing ike sa list");
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|sa| {
+            let children = sa["child_sas"]
+                .as_array()
+                .map(|c| c.iter().map(text).collect())
+                .unwrap_or_default();
+            (
+                text(&sa["spi_i"]),
+                text(&sa["spi_r"]),
+                text(&sa["state"]),
+                children,
+            )
+        })
+        .collect()
+}
+
+/// `inbound/outbound` seen from the other side.
+fn mirrored(child: &str) -> String {
+    let (i, o) = child.split_once('/').expect("inbound/outbound");
+    format!("{o}/{i}")
+}
+
+/// The number of `ike` SAs `sa list` shows.
+fn ike_owned(node: &Node) -> usize {
+    let out = node.ok(&["sa", "list", "--formatter", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("parsing sa list");
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter(|sa| sa["owner"] == "ike")
+        .count()
+}
+
+/// The value of `key=` on a log line, without quotes.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[at..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"'))
+}
+
+/// The collisions of SAs of kind `sa` (`child` or `ike`) a host logged: who survived each.
+fn collisions(node: &Node, sa: &str) -> Vec<String> {
+    node.log()
+        .lines()
+        .filter(|l| l.contains("ike: simultaneous rekey") && field(l, "sa") == Some(sa))
+        .map(|l| field(l, "survivor").unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The stream of the collision cases: 16 KiB every 50 ms for about 12 s.
+const COLLISION_PACE: Pace = Pace {
+    chunk: 16 << 10,
+    pause: Duration::from_millis(50),
+    total: 240 * (16 << 10),
+};
+
+/// Forces both hosts to rekey the same SA at once with their requests crossing (see the
+/// module docs), the CHILD_SA or with `ike` the IKE SA.
+fn force_collision((a, b): (&Node, &Node), filters: &[IkeFilter; 2], ike: bool) {
+    let logs = || format!("a log:\n{}\nb log:\n{}", a.log(), b.log());
+    for f in filters {
+        f.drop_all();
+    }
+    for node in [a, b] {
+        let mut args = vec!["ike", "sa", "rekey", "--peer-name", "peer"];
+        if ike {
+            args.push("--ike");
+        }
+        node.ok(&args);
+    }
+    let dropped = || filters.iter().all(|f| f.dropped() >= 1);
+    wait_for(
+        Duration::from_secs(2),
+        "both rekey requests dropped",
+        dropped,
+        logs,
+    );
+    // Retransmitted (1 s after the first try), each request now reaches the other side, which
+    // answers it while its own is outstanding; the answers are dropped.
+    for f in filters {
+        f.drop_responses();
+    }
+    wait_for(
+        Duration::from_secs(5),
+        "each side answered the other's retransmitted request",
+        dropped,
+        logs,
+    );
+    // The next retransmissions get the (kept) answers.
+    for f in filters {
+        f.pass();
+    }
+}
+
+/// One forced collision under a 10 ms ping and a paced stream from a to b; see the module docs.
+fn collide(net: &VethPair, (a, b): (&Node, &Node), filters: &[IkeFilter; 2], ike: bool) {
+    let kind = if ike { "ike" } else { "child" };
+    let before = (ike_state(a), ike_state(b));
+    assert_eq!(
+        (before.0.len(), before.1.len()),
+        (1, 1),
+        "one IKE SA each: {before:?}"
+    );
+    let (collided_a, collided_b) = (collisions(a, kind).len(), collisions(b, kind).len());
+    let dir = a.dir().to_owned();
+    let cap_a = Capture::start(
+        &net.ns_a,
+        &net.if_a,
+        &dir.join(format!("{kind}-a.pcap")),
+        &[],
+    );
+    let cap_b = Capture::start(
+        &net.ns_b,
+        &net.if_b,
+        &dir.join(format!("{kind}-b.pcap")),
+        &[],
+    );
+    let b_addr: Ipv6Addr = net.addr_b.parse().expect("b's address");
+    let port = PORT + 1 + u16::from(ike);
+    let received = stream::sink(net.ns_b.clone(), b_addr, port);
+    let sent = stream::source(net.ns_a.clone(), b_addr, port, COLLISION_PACE);
+    let pinger = stream::ping(&net.ns_a, &net.addr_b, "0.01", "1200");
+    thread::sleep(Duration::from_secs(2));
+    force_collision((a, b), filters, ike);
+    let logs = || format!("a log:\n{}\nb log:\n{}", a.log(), b.log());
+    // Settled: one established IKE SA each with one CHILD_SA, the same on both sides, and the
+    // SA that collided replaced.
+    let settled = || {
+        let (now_a, now_b) = (ike_state(a), ike_state(b));
+        let [(spi_i, spi_r, state, children)] = now_a.as_slice() else {
+            return false;
+        };
+        let [(peer_i, peer_r, peer_state, peer_children)] = now_b.as_slice() else {
+            return false;
+        };
+        let (old_ike, old_children) = (&before.0[0], &before.0[0].3);
+        let replaced = if ike {
+            (spi_i, spi_r) != (&old_ike.0, &old_ike.1) && children == old_children
+        } else {
+            (spi_i, spi_r) == (&old_ike.0, &old_ike.1) && children != old_children
+        };
+        state == "established"
+            && peer_state == state
+            && (spi_i, spi_r) == (peer_i, peer_r)
+            && children.len() == 1
+            && peer_children
+                .iter()
+                .map(|c| mirrored(c))
+                .eq(children.iter().cloned())
+            && replaced
+            && ike_owned(a) == 2
+            && ike_owned(b) == 2
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "one SA survived the collision, the same on both sides, the redundant one deleted",
+        settled,
+        || format!("a: {:?}\nb: {:?}\n{}", ike_state(a), ike_state(b), logs()),
+    );
+    let after = ike_state(a);
+    let sent = sent.join().expect("the source thread");
+    let got = received.join().expect("the sink thread");
+    let out = pinger.wait_with_output().expect("ping");
+    let (transmitted, answered) = stream::ping_summary(&String::from_utf8_lossy(&out.stdout));
+    let (frames_a, frames_b) = (cap_a.stop(), cap_b.stop());
+    let (survivors_a, survivors_b) = (collisions(a, kind), collisions(b, kind));
+    eprintln!(
+        "collision of the {kind} sa: ping every 10 ms: {transmitted} sent, {answered} answered; \
+         logged at a {:?}, at b {:?}; before {:?}, after {after:?}",
+        &survivors_a[collided_a..],
+        &survivors_b[collided_b..],
+        before.0
+    );
+    // Each side logged exactly this one collision; one kept its own SA, the other the peer's.
+    let mut outcome = [&survivors_a[collided_a..], &survivors_b[collided_b..]].concat();
+    outcome.sort();
+    assert_eq!(
+        outcome,
+        ["ours", "peer"],
+        "each side logs the collision once, one keeping its own SA\n{}",
+        logs()
+    );
+    for (frames, host) in [(&frames_a, "a"), (&frames_b, "b")] {
+        let clear = clear(frames);
+        assert!(
+            clear.is_empty(),
+            "clear frames on {host}'s wire: {clear:#?}"
+        );
+    }
+    assert_eq!(
+        sent,
+        Ok(COLLISION_PACE.total),
+        "the source sent its stream\n{}",
+        logs()
+    );
+    assert_eq!(
+        got,
+        (COLLISION_PACE.total, None),
+        "the stream arrives whole and intact\n{}",
+        logs()
+    );
+    assert_eq!(
+        answered,
+        transmitted,
+        "{} of {transmitted} pings lost across the collision\n{}",
+        transmitted - answered,
+        logs()
+    );
+}
+
+#[test]
+fn simultaneous_rekeys_cross_and_one_survives() {
+    as_root("simultaneous_rekeys_cross_and_one_survives", || {
+        let net = VethPair::new("ikcl", 0x1c6);
+        let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
+        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
+        let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
+        configure(&b, (addr_b, addr_a), "never", STILL);
+        configure(&a, (addr_a, addr_b), "always", STILL);
+        first_ping(&net, (&a, &b));
+        let filters = [IkeFilter::new(&net.ns_a), IkeFilter::new(&net.ns_b)];
+        collide(&net, (&a, &b), &filters, false);
+        collide(&net, (&a, &b), &filters, true);
+    });
+}
+
+#[test]
+fn a_stopping_daemon_deletes_its_ike_sa_at_the_peer() {
+    as_root("a_stopping_daemon_deletes_its_ike_sa_at_the_peer", || {
+        let net = VethPair::new("ikst", 0x1c7);
+        let mut a = Node::start_tap_visible(&net.ns_a, &net.if_a);
+        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
+        let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
+        configure(&b, (addr_b, addr_a), "never", STILL);
+        configure(&a, (addr_a, addr_b), "always", STILL);
+        first_ping(&net, (&a, &b));
+        assert_eq!(ike_owned(&b), 2, "b has its CHILD_SA's two SAs");
+        let cap_b = Capture::start(&net.ns_b, &net.if_b, &a.dir().join("stop-b.pcap"), &[]);
+        // b keeps sending to a: first through the CHILD_SA, then into its SP without an SA.
+        let pinger = stream::ping(&net.ns_b, addr_a, "0.01", "400");
+        thread::sleep(Duration::from_millis(500));
+        let no_sa_before = b.stat("esp_no_sa");
+        let stopped = std::time::Instant::now();
+        a.stop();
+        let exited = stopped.elapsed();
+        let logs = || format!("a log:\n{}\nb log:\n{}", a.log(), b.log());
+        wait_for(
+            Duration::from_secs(2),
+            "b removes its ike SAs after a's Delete (no dead peer detection)",
+            || ike_owned(&b) == 0,
+            logs,
+        );
+        let gone = stopped.elapsed();
+        let out = pinger.wait_with_output().expect("ping");
+        let (transmitted, answered) = stream::ping_summary(&String::from_utf8_lossy(&out.stdout));
+        let frames_b = cap_b.stop();
+        let no_sa = b.stat("esp_no_sa") - no_sa_before;
+        eprintln!(
+            "stop: a exited {exited:?} after SIGTERM; b's ike SAs gone after {gone:?}; b pinged \
+             a {transmitted} times, {answered} answered, {no_sa} dropped for want of an SA"
+        );
+        assert!(
+            a.log()
+                .contains("ike: stopping: deleting the ike sas with the peers"),
+            "{}",
+            logs()
+        );
+        assert!(b.log().contains("ike: ike sa deleted"), "{}", logs());
+        assert!(ike_state(&b).is_empty(), "b: {:?}", ike_state(&b));
+        let clear = clear(&frames_b);
+        assert!(clear.is_empty(), "clear frames on b's wire: {clear:#?}");
+        assert!(
+            no_sa > 100,
+            "b's flow to a is dropped (esp_no_sa) once the SAs are gone: {no_sa}\n{}",
             logs()
         );
     });

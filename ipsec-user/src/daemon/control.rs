@@ -274,6 +274,9 @@ impl State {
                             let _ = reply.send(Response::IkeSaList(Vec::new()));
                         }
                     },
+                    Request::IkeSaRekey { peer_name, ike } => {
+                        super::ike::rekey(&self.spd, self.ike.as_ref(), peer_name, ike, reply);
+                    }
                     request => match self.read(request) {
                         Ok(response) => {
                             let _ = reply.send(response);
@@ -451,6 +454,9 @@ impl State {
             Request::SpAddIke(args) => return Err(Box::new(Change::SpAddIke(args))),
             Request::PeerList => Response::PeerList(super::ike::peer_entries(&self.spd)),
             Request::IkeSaList => Response::IkeSaList(Vec::new()),
+            Request::IkeSaRekey { .. } => Response::Error {
+                message: "ike sa rekey is answered by the ike task; nothing changed".to_owned(),
+            },
             Request::Export { with_keys } => Response::Configuration(super::apply::configuration(
                 &self.spd,
                 self.generation,

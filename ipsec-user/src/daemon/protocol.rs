@@ -73,6 +73,13 @@ pub enum Request {
     IkeSaList,
     /// `sp add --ike-peer`: an SP whose SAs IKE negotiates.
     SpAddIke(crate::model::IkeSpAddArgs),
+    /// `ike sa rekey`: rekey the peer's CHILD_SAs, or with `ike` its IKE SA, now
+    /// ([`Response::IkeRekeyStarted`]); answered by the IKE task.
+    IkeSaRekey {
+        peer_name: Option<String>,
+        #[serde(default)]
+        ike: bool,
+    },
 }
 
 /// The prefix of every serialised [`Request::Apply`] line: like a batch, it may be large.
@@ -182,6 +189,12 @@ pub enum Response {
     Explained(ExplainReport),
     PeerList(Vec<PeerEntry>),
     IkeSaList(Vec<IkeSaEntry>),
+    /// A rekey was started ([`Request::IkeSaRekey`]): the SAs being replaced (the IKE SA's
+    /// SPIi, or the CHILD_SAs' inbound SPIs, in hex).
+    IkeRekeyStarted {
+        peer: String,
+        sas: Vec<String>,
+    },
 }
 
 /// One IKE peer as `xipsec ike peer list` shows it (never the PSK).

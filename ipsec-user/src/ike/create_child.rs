@@ -493,8 +493,16 @@ pub(crate) fn response(
     };
     let mut child = Child::new(offer.spi, outbound_spi, &peer.lifetimes, now);
     // §2.8.1: the exchange with the lowest nonce made the redundant CHILD_SA.
-    let redundant =
-        collision.is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
+    let redundant = collision
+        .as_ref()
+        .is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
+    if collision.is_some() {
+        out.event(Event::RekeyCollision {
+            peer: sa.peer.clone(),
+            ike: false,
+            ours_survives: !redundant,
+        });
+    }
     child.retiring = redundant;
     sa.children.push(child);
     out.event(Event::ChildSaEstablished(Box::new(ChildSa {

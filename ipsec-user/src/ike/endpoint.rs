@@ -65,6 +65,10 @@ pub enum IkeError {
     NoSa(String),
     #[error("no child sa with inbound spi {0:#010x}")]
     NoChild(u32),
+    #[error(
+        "the ike sa with peer '{0}' has no child sa to rekey (none, or each already being replaced)"
+    )]
+    NoChildOf(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -247,6 +251,61 @@ impl Ike {
         Ok(out)
     }
 
+    /// Rekeys every CHILD_SA of the established IKE SA with `peer` that is not already being
+    /// replaced (one CREATE_CHILD_SA each, queued behind any outstanding request; an operator's
+    /// `ike sa rekey --child`). Returns the inbound SPIs of the CHILD_SAs being rekeyed.
+    ///
+    /// # Errors
+    /// [`IkeError::UnknownPeer`], [`IkeError::NoSa`] when no IKE SA with `peer` is established,
+    /// [`IkeError::NoChildOf`] when it has no CHILD_SA to rekey.
+    pub fn rekey_children(
+        &mut self,
+        peer: &str,
+        now: Instant,
+    ) -> Result<(Output, Vec<u32>), IkeError> {
+        self.peer(peer)?;
+        let spi = self
+            .sas
+            .iter()
+            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
+            .map(|(spi, _)| *spi)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let mut sa = self
+            .sas
+            .remove(&spi)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let due: Vec<u32> = sa
+            .children
+            .iter()
+            .filter(|c| !c.retiring)
+            .filter(|c| {
+                !sa.rekey
+                    .iter()
+                    .any(|o| o.old_inbound == Some(c.inbound_spi))
+            })
+            .map(|c| c.inbound_spi)
+            .collect();
+        let mut out = Output::default();
+        if let Some(config) = self.peers.iter().find(|p| p.name == peer) {
+            for old in &due {
+                create_child::start(
+                    &self.settings,
+                    config,
+                    &mut sa,
+                    *old,
+                    &self.sas,
+                    now,
+                    &mut out,
+                );
+            }
+        }
+        self.sas.insert(spi, sa);
+        if due.is_empty() {
+            return Err(IkeError::NoChildOf(peer.to_owned()));
+        }
+        Ok((out, due))
+    }
+
     /// Rekeys the IKE SA with `peer` (CREATE_CHILD_SA, §1.3.2, §2.18): its CHILD_SAs move to
     /// the new IKE SA ([`Event::IkeSaRekeyed`]), then the old one is deleted. `on_timeout` does
     /// this by itself `rekey_margin` before `ike_lifetime` ends. Nothing is sent when a rekey
@@ -396,6 +455,18 @@ impl Ike {
             } else {
                 self.forget(&sa, &mut out);
             }
+        }
+        out
+    }
+
+    /// Drops every SA without a word to the peers (the daemon stops, after it sent its Deletes
+    /// with [`Self::delete_ike_sa`]): each CHILD_SA and IKE SA reported deleted.
+    pub fn forget_all(&mut self) -> Output {
+        let mut out = Output::default();
+        let mut sas: Vec<IkeSa> = self.sas.drain().map(|(_, sa)| sa).collect();
+        sas.sort_by_key(IkeSa::our_spi);
+        for sa in &sas {
+            self.forget(sa, &mut out);
         }
         out
     }

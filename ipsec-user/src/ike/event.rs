@@ -163,6 +163,16 @@ pub enum Event {
     },
     /// IKE_SA_INIT was answered with a COOKIE (§2.6): half-open SAs are over the bound.
     CookieSent { remote: SocketAddr },
+    /// Both sides rekeyed the same SA at once (RFC 7296 §2.8.1 for a CHILD_SA, §2.8.2 for the
+    /// IKE SA) and our own exchange was just answered: the exchange with the lowest nonce made
+    /// the redundant SA. `ours_survives` tells whether the SA our exchange made is the one both
+    /// sides keep. Nothing to act on (the deletions follow as usual): log it.
+    RekeyCollision {
+        peer: String,
+        /// The IKE SA collided (else a CHILD_SA).
+        ike: bool,
+        ours_survives: bool,
+    },
     /// The IKE SA was rekeyed (§2.18): its CHILD_SAs now belong to the SA with `new_spis`
     /// (they stay installed, with the same SPIs and keys). The old SA goes away without an
     /// `IkeSaDeleted`.

@@ -460,6 +460,13 @@ fn settle(
         .ike_collision
         .as_ref()
         .is_some_and(|c| lowest(&offer.ni, &new.nr) < c.lowest.as_slice());
+    if sa.ike_collision.is_some() {
+        out.event(Event::RekeyCollision {
+            peer: sa.peer.clone(),
+            ike: true,
+            ours_survives: !ours_lose,
+        });
+    }
     if ours_lose {
         settle_to_peer(settings, peer, sa, sas, now, out);
         new.quiet = true;

@@ -224,6 +224,19 @@ fn ike_rekeys(events: &[Event]) -> Vec<(Spis, Spis)> {
         .collect()
 }
 
+/// The collisions a side reported: (the IKE SA collided, its own exchange survived).
+fn collisions(events: &[Event]) -> Vec<(bool, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RekeyCollision {
+                ike, ours_survives, ..
+            } => Some((*ike, *ours_survives)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn deleted_children(events: &[Event]) -> Vec<u32> {
     events
         .iter()
@@ -438,6 +451,8 @@ fn simultaneous_child_rekeys_leave_the_winners_child_on_both_sides() {
             assert_eq!(survivor[0].1, spi_b);
         }
         winners[usize::from(a_wins)] += 1;
+        assert_eq!(collisions(&net.ea), [(false, a_wins)]);
+        assert_eq!(collisions(&net.eb), [(false, !a_wins)]);
         assert!(net.gaps.is_empty(), "{:?}", net.gaps);
         // The loser's own new CHILD_SA never carries ESP; the answered ones wait.
         let sends: Vec<SendFrom> = children(if a_wins { &net.eb } else { &net.ea })
@@ -496,6 +511,8 @@ fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
         assert_eq!(survivor, if a_wins { spi_a } else { spi_b });
         assert_eq!(net.a.ike_sas()[0].initiator, a_wins);
         winners[usize::from(a_wins)] += 1;
+        assert_eq!(collisions(&net.ea), [(true, a_wins)]);
+        assert_eq!(collisions(&net.eb), [(true, !a_wins)]);
         let (ra, rb) = (ike_rekeys(&net.ea), ike_rekeys(&net.eb));
         assert_eq!(ra, rb);
         assert_eq!(ra.len(), 1, "{ra:?}");

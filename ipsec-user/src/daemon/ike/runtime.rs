@@ -30,6 +30,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// within `--dpd` + 15 s.
 const RETRANSMIT_BASE: Duration = Duration::from_secs(1);
 const RETRANSMIT_TRIES: u32 = 3;
+/// Stopping: the wait for the peers' answers to our Deletes before the one retransmission,
+/// and in all (then the SAs are removed whatever the peers said).
+const STOP_RESEND: Duration = Duration::from_millis(500);
+const STOP_WAIT: Duration = Duration::from_secs(1);
+/// How long the daemon waits for the IKE task to stop (the Deletes plus removing the SAs).
+pub(super) const STOP_BOUND: Duration = Duration::from_secs(3);
 /// Largest UDP payload read.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -97,6 +103,11 @@ impl Task {
             };
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Stop(done)) => {
+                        self.stop(&mut datagrams).await;
+                        let _ = done.send(());
+                        break;
+                    }
                     Some(command) => self.command(command).await,
                     None => break,
                 },
@@ -114,8 +125,66 @@ impl Task {
         debug!("ike task stopped");
     }
 
+    /// The daemon stops: Delete each established IKE SA (one retransmission, [`STOP_WAIT`] in
+    /// all), then remove every negotiated SA from the state; see the parent module's contract.
+    async fn stop(&mut self, datagrams: &mut mpsc::Receiver<Received>) {
+        let started = Instant::now();
+        let peers: Vec<String> = self
+            .ike
+            .ike_sas()
+            .into_iter()
+            .filter(|sa| sa.state == SaState::Established)
+            .map(|sa| sa.peer)
+            .collect();
+        let mut sent = Vec::new();
+        for peer in &peers {
+            if let Ok(out) = self.ike.delete_ike_sa(peer, started) {
+                sent.extend(out.datagrams.iter().cloned());
+                self.act(out).await;
+            }
+        }
+        if !peers.is_empty() {
+            info!(peers = ?peers, "ike: stopping: deleting the ike sas with the peers");
+        }
+        let mut resent = false;
+        while !sent.is_empty()
+            && self
+                .ike
+                .ike_sas()
+                .iter()
+                .any(|sa| sa.state == SaState::Deleting)
+        {
+            let wake = started + if resent { STOP_WAIT } else { STOP_RESEND };
+            tokio::select! {
+                Some((local, remote, bytes)) = datagrams.recv() => {
+                    let out = self.ike.receive(local, remote, &bytes, Instant::now());
+                    self.act(out).await;
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    if resent {
+                        break;
+                    }
+                    resent = true;
+                    for d in &sent {
+                        self.send(d.local, d.remote, &d.bytes).await;
+                    }
+                }
+            }
+        }
+        let out = self.ike.forget_all();
+        self.act(out).await;
+        info!(
+            took_ms = started.elapsed().as_millis(),
+            "ike: stopped; negotiated sas removed"
+        );
+    }
+
     async fn command(&mut self, command: Command) {
         match command {
+            // Handled by `run`, which owns the datagram queue the Deletes' answers arrive on.
+            Command::Stop(done) => {
+                let _ = done.send(());
+            }
             Command::Configure(desired) => self.configure(desired).await,
             Command::List(reply) => {
                 let now = Instant::now();
@@ -128,6 +197,40 @@ impl Task {
                     })
                     .collect();
                 let _ = reply.send(Response::IkeSaList(list));
+            }
+            Command::Rekey { peer, ike, reply } => {
+                let now = Instant::now();
+                let started = if ike {
+                    self.ike.rekey_ike_sa(&peer, now).map(|out| {
+                        let spis = self
+                            .ike
+                            .ike_sas()
+                            .iter()
+                            .filter(|sa| sa.peer == peer && sa.state == SaState::Established)
+                            .map(|sa| hex::encode(sa.spi_i))
+                            .collect::<Vec<_>>();
+                        (out, spis)
+                    })
+                } else {
+                    self.ike.rekey_children(&peer, now).map(|(out, spis)| {
+                        (out, spis.iter().map(|spi| format!("{spi:08x}")).collect())
+                    })
+                };
+                match started {
+                    Ok((out, sas)) => {
+                        info!(peer, sa = if ike { "ike" } else { "child" }, replacing = ?sas, "ike: rekey asked for");
+                        self.act(out).await;
+                        let _ = reply.send(Response::IkeRekeyStarted { peer, sas });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Response::Error {
+                            message: format!(
+                                "{}: {e}; nothing changed",
+                                crate::model::opt::PEER_NAME
+                            ),
+                        });
+                    }
+                }
             }
             Command::OnDemand(peer) => {
                 let now = Instant::now();
@@ -392,6 +495,19 @@ impl Task {
             }
             Event::Dropped { remote, reason } => {
                 debug!(%remote, reason, "ike: datagram dropped");
+                None
+            }
+            Event::RekeyCollision {
+                peer,
+                ike,
+                ours_survives,
+            } => {
+                info!(
+                    peer,
+                    sa = if ike { "ike" } else { "child" },
+                    survivor = if ours_survives { "ours" } else { "peer" },
+                    "ike: simultaneous rekey (RFC 7296 §2.8.1): the exchange with the lowest nonce made the redundant sa"
+                );
                 None
             }
             Event::CookieSent { remote } => {
