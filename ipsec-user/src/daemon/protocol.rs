@@ -245,10 +245,20 @@ pub struct IkeSaEntry {
     pub encapsulated: bool,
     /// Seconds since IKE_AUTH completed (`None` before).
     pub established_seconds: Option<u64>,
-    /// Seconds until the IKE SA is rekeyed (its lifetime less the margin), when established.
+    /// Seconds until the IKE SA is rekeyed (its lifetime less the margin and a jitter), when
+    /// a rekey is scheduled.
     pub rekey_seconds: Option<u64>,
+    /// Seconds until the IKE SA's lifetime ends (it is deleted then if not rekeyed).
+    #[serde(default)]
+    pub expire_seconds: Option<u64>,
     /// CHILD_SAs: `inbound/outbound` SPIs in hex.
     pub child_sas: Vec<String>,
+    /// Per CHILD_SA, in `child_sas`' order: seconds until it is rekeyed (`-` once it is being
+    /// replaced or deleted), and until its lifetime ends.
+    #[serde(default)]
+    pub child_sa_rekey_seconds: Vec<String>,
+    #[serde(default)]
+    pub child_sa_expire_seconds: Vec<String>,
     pub messages_received: u64,
     pub messages_sent: u64,
 }

@@ -15,15 +15,19 @@
 //!   CHILD_SA (its Delete crossed our rekey), so we remove it too. Neither is a failure to log.
 //! - The new CHILD_SA is reported with `rekeys` naming the old one; the old one stays installed
 //!   until the side that started the rekey deletes it (§2.8: make before break), which [`response`]
-//!   does as soon as the new one is up. KEYMAT is prf+(SK_d, [g^ir |] Ni | Nr) with this
+//!   does as soon as the new one is up. The side that started it sends on the new one at once
+//!   ([`SendFrom::Now`]: the peer installed it before answering); the side that answered keeps
+//!   sending on the old one until it is deleted ([`SendFrom::AfterRekeyed`]), since the
+//!   initiator installs the new one only when it reads the answer. KEYMAT is prf+(SK_d, [g^ir |] Ni | Nr) with this
 //!   exchange's nonces, i2r meaning from this exchange's initiator (§2.17).
 //! - Simultaneous rekeys of one CHILD_SA (§2.8.1): each side answers the other's request as
 //!   usual and notes the collision (the new CHILD_SA and the lower of that exchange's nonces).
 //!   When our own exchange is answered, the exchange with the lowest of the four nonces made the
 //!   redundant CHILD_SA: if that is ours, we install it (the peer may already send on it: no
-//!   gap) and delete it at once, and leave the old one to the peer; otherwise ours survives and
+//!   gap; we never send on it, [`SendFrom::Never`]) and delete it at once, and leave the old
+//!   one to the peer; otherwise ours survives and
 //!   we delete the old one, and the peer deletes its redundant one. Both sides end with the
-//!   survivor only.
+//!   survivor only. Either way [`Event::RekeyCollision`] says which.
 
 use std::collections::HashMap;
 use std::time::Instant;

@@ -40,6 +40,13 @@ pub struct IkeSaInfo {
     pub established: Option<Instant>,
     /// (inbound SPI, outbound SPI) of each CHILD_SA.
     pub children: Vec<(u32, u32)>,
+    /// When the IKE SA is rekeyed (jitter included; `None` when none is scheduled: being
+    /// replaced, deleted or not yet established), and when it ends unrekeyed.
+    pub rekey_at: Option<Instant>,
+    pub expire_at: Option<Instant>,
+    /// Per CHILD_SA, in `children`'s order: when it is rekeyed (`None` once a successor exists
+    /// or its Delete is under way) and when its lifetime ends.
+    pub child_timers: Vec<(Option<Instant>, Instant)>,
     pub messages_received: u64,
     pub messages_sent: u64,
 }
@@ -386,6 +393,15 @@ impl Ike {
                     .children
                     .iter()
                     .map(|c| (c.inbound_spi, c.outbound_spi))
+                    .collect(),
+                rekey_at: sa
+                    .rekey_at
+                    .filter(|_| sa.state == SaState::Established && !sa.quiet),
+                expire_at: sa.expire_at,
+                child_timers: sa
+                    .children
+                    .iter()
+                    .map(|c| ((!c.retiring).then_some(c.rekey_at), c.expire_at))
                     .collect(),
                 messages_received: sa.received,
                 messages_sent: sa.sent,

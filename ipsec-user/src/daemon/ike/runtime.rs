@@ -192,9 +192,7 @@ impl Task {
                     .ike
                     .ike_sas()
                     .iter()
-                    .map(|info| {
-                        ike_sa_entry(info, self.desired.get(&info.peer).map(|d| &d.peer), now)
-                    })
+                    .map(|info| ike_sa_entry(info, now))
                     .collect();
                 let _ = reply.send(Response::IkeSaList(list));
             }
