@@ -187,6 +187,19 @@ fn wire_spis(frames: &Frames, from: Ipv6Addr) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Two hosts a and b on a veth pair (`prefix`, `tag`), peers of each other with the
+/// `ike peer add` options `extra` (a initiates), once a ping from a reaches b.
+fn pair(prefix: &str, tag: u16, extra: &[&str]) -> (VethPair, Node, Node) {
+    let net = VethPair::new(prefix, tag);
+    let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
+    let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
+    let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
+    configure(&b, (addr_b, addr_a), "never", extra);
+    configure(&a, (addr_a, addr_b), "always", extra);
+    first_ping(&net, (&a, &b));
+    (net, a, b)
+}
+
 /// Waits (20 s at most) until a ping from a reaches b: the first CHILD_SA is in place.
 fn first_ping(net: &VethPair, (a, b): (&Node, &Node)) {
     let started = std::time::Instant::now();
@@ -203,13 +216,7 @@ fn first_ping(net: &VethPair, (a, b): (&Node, &Node)) {
 #[test]
 fn rekeying_under_tcp_for_two_minutes() {
     as_root("rekeying_under_tcp_for_two_minutes", || {
-        let net = VethPair::new("ikrk", 0x1c2);
-        let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
-        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
-        let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
-        configure(&b, (addr_b, addr_a), "never", SHORT);
-        configure(&a, (addr_a, addr_b), "always", SHORT);
-        first_ping(&net, (&a, &b));
+        let (net, a, b) = pair("ikrk", 0x1c2, SHORT);
         let first = listed_spis(&a, &["sa", "list"]);
         let counted = (gap_counters(&a), gap_counters(&b));
 
@@ -218,13 +225,13 @@ fn rekeying_under_tcp_for_two_minutes() {
         let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("rekey-b.pcap"), &[]);
         let stop = Arc::new(AtomicBool::new(false));
         let (seen_a, seen_b) = (Mutex::new(Seen::default()), Mutex::new(Seen::default()));
-        let b_addr: Ipv6Addr = addr_b.parse().expect("b's address");
+        let b_addr: Ipv6Addr = net.addr_b.parse().expect("b's address");
         let (sent, got, ping_out) = thread::scope(|s| {
             s.spawn(|| poll(&a, &stop, &seen_a));
             s.spawn(|| poll(&b, &stop, &seen_b));
             let received = stream::sink(net.ns_b.clone(), b_addr, PORT);
             let sent = stream::source(net.ns_a.clone(), b_addr, PORT, PACE);
-            let pinger = stream::ping(&net.ns_a, addr_b, PING_INTERVAL, PINGS);
+            let pinger = stream::ping(&net.ns_a, &net.addr_b, PING_INTERVAL, PINGS);
             let sent = sent.join().expect("the source thread");
             let got = received.join().expect("the sink thread");
             let out = pinger.wait_with_output().expect("ping");
@@ -256,25 +263,6 @@ fn rekeying_under_tcp_for_two_minutes() {
         );
         let logs = || format!("a log:\n{}\nb log:\n{}", a.log(), b.log());
 
-        assert_eq!(
-            sent,
-            Ok(PACE.total),
-            "the source sent the whole stream\n{}",
-            logs()
-        );
-        assert_eq!(
-            got,
-            (PACE.total, None),
-            "the stream arrives whole and intact\n{}",
-            logs()
-        );
-        for (frames, host) in [(&frames_a, "a"), (&frames_b, "b")] {
-            let clear = clear(frames);
-            assert!(
-                clear.is_empty(),
-                "clear frames on {host}'s wire: {clear:#?}"
-            );
-        }
         assert!(
             wire_ab.len() >= 8 && wire_ba.len() >= 8,
             "traffic moved through {} SPIs a->b and {} b->a in two minutes of 10 s CHILD_SAs",
@@ -297,21 +285,70 @@ fn rekeying_under_tcp_for_two_minutes() {
             seen_a.most_sas,
             seen_b.most_sas
         );
+        let (frames, pings) = ([frames_a, frames_b], (transmitted, answered));
+        let traffic = Traffic {
+            total: PACE.total,
+            sent,
+            got,
+            frames,
+            pings,
+            gaps,
+        };
+        traffic.assert_undisturbed("the rekeys", logs);
+    });
+}
+
+/// The traffic of one case: the stream (its length, what the source sent, what the sink
+/// got), both hosts' captures (a's, b's), the pings (sent, answered) and the gap counters
+/// that moved.
+struct Traffic {
+    total: usize,
+    sent: Result<usize, String>,
+    got: (usize, Option<String>),
+    frames: [Frames; 2],
+    pings: (u64, u64),
+    gaps: Vec<(&'static str, &'static str, u64)>,
+}
+
+impl Traffic {
+    /// Whatever moved underneath (`what`), the traffic did not notice: the stream whole and
+    /// intact, no clear frame on either wire, not one ping lost, no packet dropped for want of
+    /// an SA (TCP hides a lost segment by resending it; these counters do not).
+    fn assert_undisturbed(&self, what: &str, logs: impl Fn() -> String) {
+        assert_eq!(
+            self.sent,
+            Ok(self.total),
+            "the source sent its stream\n{}",
+            logs()
+        );
+        assert_eq!(
+            self.got,
+            (self.total, None),
+            "the stream arrives whole and intact across {what}\n{}",
+            logs()
+        );
+        for (frames, host) in self.frames.iter().zip(["a", "b"]) {
+            let clear = clear(frames);
+            assert!(
+                clear.is_empty(),
+                "clear frames on {host}'s wire: {clear:#?}"
+            );
+        }
+        let (transmitted, answered) = self.pings;
         assert_eq!(
             answered,
             transmitted,
-            "{} of {transmitted} pings lost across the rekeys (make before break: none may \
-             be)\n{}",
+            "{} of {transmitted} pings lost across {what} (make before break: none may be)\n{}",
             transmitted - answered,
             logs()
         );
-        // TCP hides a lost segment by resending it; these counters do not.
         assert!(
-            gaps.is_empty(),
-            "packets dropped across the rekeys for want of an SA: {gaps:?}\n{}",
+            self.gaps.is_empty(),
+            "packets dropped across {what} for want of an SA: {:?}\n{}",
+            self.gaps,
             logs()
         );
-    });
+    }
 }
 
 /// The nftables table each test host gets to drop the IKE it sends (deleted on drop).
@@ -491,24 +528,23 @@ fn force_collision((a, b): (&Node, &Node), filters: &[IkeFilter; 2], ike: bool) 
         }
         node.ok(&args);
     }
-    let dropped = || filters.iter().all(|f| f.dropped() >= 1);
-    wait_for(
-        Duration::from_secs(2),
-        "both rekey requests dropped",
-        dropped,
-        logs,
-    );
-    // Retransmitted (1 s after the first try), each request now reaches the other side, which
-    // answers it while its own is outstanding; the answers are dropped.
-    for f in filters {
-        f.drop_responses();
+    // First both requests are dropped; then, retransmitted (1 s after the first try), each
+    // reaches the other side, which answers it while its own is outstanding, and the answers
+    // are dropped.
+    for (responses, seconds, what) in [
+        (false, 2, "both rekey requests dropped"),
+        (
+            true,
+            5,
+            "each side answered the other's retransmitted request",
+        ),
+    ] {
+        for f in filters.iter().filter(|_| responses) {
+            f.drop_responses();
+        }
+        let dropped = || filters.iter().all(|f| f.dropped() >= 1);
+        wait_for(Duration::from_secs(seconds), what, dropped, logs);
     }
-    wait_for(
-        Duration::from_secs(5),
-        "each side answered the other's retransmitted request",
-        dropped,
-        logs,
-    );
     // The next retransmissions get the (kept) answers.
     for f in filters {
         f.pass();
@@ -639,49 +675,22 @@ fn collide(net: &VethPair, (a, b): (&Node, &Node), filters: &[IkeFilter; 2], ike
         "each side logs the collision once, one keeping its own SA\n{}",
         logs()
     );
-    for (frames, host) in [(&frames_a, "a"), (&frames_b, "b")] {
-        let clear = clear(frames);
-        assert!(
-            clear.is_empty(),
-            "clear frames on {host}'s wire: {clear:#?}"
-        );
-    }
-    assert_eq!(
+    let (frames, pings) = ([frames_a, frames_b], (transmitted, answered));
+    let traffic = Traffic {
+        total: COLLISION_PACE.total,
         sent,
-        Ok(COLLISION_PACE.total),
-        "the source sent its stream\n{}",
-        logs()
-    );
-    assert_eq!(
         got,
-        (COLLISION_PACE.total, None),
-        "the stream arrives whole and intact\n{}",
-        logs()
-    );
-    assert_eq!(
-        answered,
-        transmitted,
-        "{} of {transmitted} pings lost across the collision\n{}",
-        transmitted - answered,
-        logs()
-    );
-    assert!(
-        gaps.is_empty(),
-        "packets dropped across the collision for want of an SA: {gaps:?}\n{}",
-        logs()
-    );
+        frames,
+        pings,
+        gaps,
+    };
+    traffic.assert_undisturbed(&format!("the collision of the {kind} sa"), logs);
 }
 
 #[test]
 fn simultaneous_rekeys_cross_and_one_survives() {
     as_root("simultaneous_rekeys_cross_and_one_survives", || {
-        let net = VethPair::new("ikcl", 0x1c6);
-        let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
-        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
-        let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
-        configure(&b, (addr_b, addr_a), "never", STILL);
-        configure(&a, (addr_a, addr_b), "always", STILL);
-        first_ping(&net, (&a, &b));
+        let (net, a, b) = pair("ikcl", 0x1c6, STILL);
         rekey_refusals(&a);
         let filters = [IkeFilter::new(&net.ns_a), IkeFilter::new(&net.ns_b)];
         collide(&net, (&a, &b), &filters, false);
@@ -692,13 +701,8 @@ fn simultaneous_rekeys_cross_and_one_survives() {
 #[test]
 fn a_stopping_daemon_deletes_its_ike_sa_at_the_peer() {
     as_root("a_stopping_daemon_deletes_its_ike_sa_at_the_peer", || {
-        let net = VethPair::new("ikst", 0x1c7);
-        let mut a = Node::start_tap_visible(&net.ns_a, &net.if_a);
-        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
-        let (addr_a, addr_b) = (net.addr_a.as_str(), net.addr_b.as_str());
-        configure(&b, (addr_b, addr_a), "never", STILL);
-        configure(&a, (addr_a, addr_b), "always", STILL);
-        first_ping(&net, (&a, &b));
+        let (net, mut a, b) = pair("ikst", 0x1c7, STILL);
+        let addr_a = net.addr_a.as_str();
         assert_eq!(ike_owned(&b), 2, "b has its CHILD_SA's two SAs");
         let cap_b = Capture::start(&net.ns_b, &net.if_b, &a.dir().join("stop-b.pcap"), &[]);
         // b keeps sending to a: first through the CHILD_SA, then into its SP without an SA.

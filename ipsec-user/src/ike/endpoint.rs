@@ -158,6 +158,15 @@ impl Ike {
             .ok_or_else(|| IkeError::UnknownPeer(name.to_owned()))
     }
 
+    /// Our SPI of the established IKE SA with `peer`.
+    fn established_spi(&self, peer: &str) -> Result<[u8; 8], IkeError> {
+        self.sas
+            .iter()
+            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
+            .map(|(spi, _)| *spi)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))
+    }
+
     /// The settings and the established IKE SA with `peer`.
     fn established(&mut self, peer: &str) -> Result<(&Settings, &mut IkeSa), IkeError> {
         let sa = self
@@ -271,12 +280,7 @@ impl Ike {
         now: Instant,
     ) -> Result<(Output, Vec<u32>), IkeError> {
         self.peer(peer)?;
-        let spi = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
-            .map(|(spi, _)| *spi)
-            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let spi = self.established_spi(peer)?;
         let mut sa = self
             .sas
             .remove(&spi)
@@ -321,12 +325,7 @@ impl Ike {
     /// # Errors
     /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
     pub fn rekey_ike_sa(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
-        let spi = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
-            .map(|(spi, _)| *spi)
-            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let spi = self.established_spi(peer)?;
         self.peer(peer)?;
         let mut out = Output::default();
         let Some(mut sa) = self.sas.remove(&spi) else {
