@@ -25,7 +25,10 @@
 //!   the answers. Both daemons must log the collision (the test cannot pass without one), one
 //!   saying its own exchange survived and the other the peer's; afterwards both list the same
 //!   one CHILD_SA (the survivor; the redundant one deleted) or the same one IKE SA, not one ping
-//!   is lost, no packet dropped for want of an SA, no clear frame, the stream intact.
+//!   is lost, no packet dropped for want of an SA, no clear frame, the stream intact. (When the
+//!   winner's Delete of the old IKE SA overtakes the loser's answer, the loser adopts the
+//!   winner's SA on the Delete and its own redundant one, never completed on its side, is left
+//!   `retiring` at the winner until the retransmission span ends: the test waits for that.)
 //! - Stopping a daemon (SIGTERM) sends an INFORMATIONAL Delete of its IKE SA: the peer logs the
 //!   deletion and lists no `ike` SA within 2 s (no dead peer detection configured), and its
 //!   flow to the stopped host stays dropped (no clear frame on its wire).
@@ -449,9 +452,11 @@ fn wait_for(
     }
 }
 
-/// A host's IKE SAs as `ike sa list` shows them: (SPIi, SPIr, state, CHILD_SAs as
-/// `inbound/outbound`).
-fn ike_state(node: &Node) -> Vec<(String, String, String, Vec<String>)> {
+/// One IKE SA as `ike sa list` shows it: (SPIi, SPIr, state, CHILD_SAs as `inbound/outbound`).
+type IkeRow = (String, String, String, Vec<String>);
+
+/// A host's IKE SAs as `ike sa list` shows them.
+fn ike_state(node: &Node) -> Vec<IkeRow> {
     let out = node.ok(&["ike", "sa", "list", "--formatter", "json"]);
     let list: serde_json::Value = serde_json::from_str(&out).expect("parsing ike sa list");
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
@@ -471,6 +476,12 @@ fn ike_state(node: &Node) -> Vec<(String, String, String, Vec<String>)> {
             )
         })
         .collect()
+}
+
+/// The IKE SAs of `ike_state` that are not `retiring` (replaced, or a collision's redundant
+/// one about to go).
+fn live(sas: Vec<IkeRow>) -> Vec<IkeRow> {
+    sas.into_iter().filter(|s| s.2 != "retiring").collect()
 }
 
 /// `inbound/outbound` seen from the other side.
@@ -620,7 +631,7 @@ fn collide(net: &VethPair, (a, b): (&Node, &Node), filters: &[IkeFilter; 2], ike
     // Settled: one established IKE SA each with one CHILD_SA, the same on both sides, and the
     // SA that collided replaced.
     let settled = || {
-        let (now_a, now_b) = (ike_state(a), ike_state(b));
+        let (now_a, now_b) = (live(ike_state(a)), live(ike_state(b)));
         let [(spi_i, spi_r, state, children)] = now_a.as_slice() else {
             return false;
         };
@@ -652,6 +663,18 @@ fn collide(net: &VethPair, (a, b): (&Node, &Node), filters: &[IkeFilter; 2], ike
         || format!("a: {:?}\nb: {:?}\n{}", ike_state(a), ike_state(b), logs()),
     );
     let after = ike_state(a);
+    // A redundant IKE SA whose creator never learned it was made (the old SA's Delete overtook
+    // the answer) carries nothing and is dropped after the retransmission span (16 s).
+    wait_for(
+        Duration::from_secs(20),
+        "no retiring IKE SA left",
+        || {
+            [a, b]
+                .iter()
+                .all(|n| ike_state(n).iter().all(|s| s.2 != "retiring"))
+        },
+        || format!("a: {:?}\nb: {:?}\n{}", ike_state(a), ike_state(b), logs()),
+    );
     let sent = sent.join().expect("the source thread");
     let got = received.join().expect("the sink thread");
     let out = pinger.wait_with_output().expect("ping");

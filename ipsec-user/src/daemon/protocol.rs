@@ -233,7 +233,7 @@ pub struct IkeSaEntry {
     pub peer: String,
     /// `initiator` or `responder`.
     pub role: String,
-    /// `init-sent`, `auth-sent`, `half-open`, `established`, `deleting`, ...
+    /// `init-sent`, `auth-sent`, `half-open`, `established`, `deleting`, `retiring`, ...
     pub state: String,
     /// SPIi and SPIr, 16 hex digits each.
     pub spi_i: String,

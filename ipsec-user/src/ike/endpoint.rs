@@ -31,6 +31,9 @@ pub struct IkeSaInfo {
     pub peer: String,
     pub initiator: bool,
     pub state: SaState,
+    /// Replaced by a rekey, or the redundant SA of a simultaneous rekey: it carries nothing and
+    /// goes when the peer deletes it or its short expiry comes.
+    pub retiring: bool,
     pub spi_i: [u8; 8],
     pub spi_r: [u8; 8],
     pub suite: Option<IkeSuite>,
@@ -381,6 +384,7 @@ impl Ike {
                 peer: sa.peer.clone(),
                 initiator: sa.role == Role::Initiator,
                 state: sa.state,
+                retiring: sa.quiet,
                 spi_i: sa.spi_i,
                 spi_r: sa.spi_r,
                 suite: sa.suite,

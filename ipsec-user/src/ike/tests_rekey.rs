@@ -530,6 +530,57 @@ fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
     assert!(winners[0] > 0 && winners[1] > 0, "{winners:?}");
 }
 
+/// A simultaneous IKE SA rekey where the winner's Delete of the old SA overtakes the loser's
+/// answer (lost here): the loser adopts the winner's SA when the Delete comes, and both log the
+/// collision; the loser's redundant SA, never completed on its side, stays unused at the
+/// winner (`retiring`) until it expires.
+#[test]
+fn an_old_ike_sa_deleted_before_the_losers_answer_still_settles_the_collision() {
+    let start = Instant::now();
+    for _ in 0..8 {
+        let mut net = Net::established(Lifetimes::default(), &Settings::default(), start);
+        let before = assert_one_ike_sa_each(&net);
+        let out = net.a.rekey_ike_sa("b", start).expect("a rekeys");
+        net.take(true, out);
+        let out = net.b.rekey_ike_sa("a", start).expect("b rekeys");
+        net.take(false, out);
+        assert!(net.deliver(true, start) && net.deliver(false, start));
+        let lowest = |ike: &Ike| {
+            let sa = ike.sas.values().find(|sa| sa.ike_collision.is_some());
+            sa.and_then(|sa| sa.ike_collision.as_ref())
+                .expect("a collision noted")
+                .lowest
+                .clone()
+        };
+        // Each side noted the peer's exchange's lowest nonce.
+        let a_wins = lowest(&net.b) > lowest(&net.a);
+        // The winner reads its answer and deletes the old SA; the loser's answer is lost.
+        assert!(net.deliver(!a_wins, start));
+        let lost = if a_wins {
+            net.to_b.pop_front()
+        } else {
+            net.to_a.pop_front()
+        };
+        assert!(lost.is_some(), "the loser's answer was in flight");
+        net.settle(start);
+        assert_eq!(collisions(&net.ea), [(true, a_wins)], "{:?}", net.ea);
+        assert_eq!(collisions(&net.eb), [(true, !a_wins)], "{:?}", net.eb);
+        let winner = if a_wins { &net.a } else { &net.b };
+        let retiring: Vec<bool> = winner.ike_sas().iter().map(|s| s.retiring).collect();
+        assert_eq!(retiring.iter().filter(|r| **r).count(), 1, "{retiring:?}");
+        // Past the retransmission span (64 s by default) the redundant SA is gone; the
+        // children never moved.
+        net.run_until(start + Duration::from_mins(2));
+        assert_eq!(assert_one_ike_sa_each(&net), before);
+        assert_eq!((net.a.ike_sas().len(), net.b.ike_sas().len()), (1, 1));
+        assert!(net.gaps.is_empty(), "{:?}", net.gaps);
+        for events in [&net.ea, &net.eb] {
+            assert!(deleted_children(events).is_empty(), "{events:?}");
+            assert!(failures(events).is_empty(), "{events:?}");
+        }
+    }
+}
+
 /// §2.25.1: a Delete crossing a rekey of the same CHILD_SA. The deleting side answers the
 /// rekey TEMPORARY_FAILURE (still closing) or CHILD_SA_NOT_FOUND (closed): either way the
 /// CHILD_SA is gone on both sides, nothing is logged as a failure, and nothing is retried.

@@ -96,6 +96,7 @@ pub(crate) fn ike_sa_entry(info: &IkeSaInfo, now: Instant) -> IkeSaEntry {
         }
         .to_owned(),
         state: match info.state {
+            _ if info.retiring => "retiring",
             crate::ike::SaState::InitSent => "init-sent",
             crate::ike::SaState::HalfOpen => "half-open",
             crate::ike::SaState::AuthSent => "auth-sent",
