@@ -29,7 +29,8 @@
 //!   winner's Delete of the old IKE SA overtakes the loser's answer, the loser adopts the
 //!   winner's SA on the Delete and its own redundant one, never completed on its side, is left
 //!   `retiring` at the winner until the retransmission span ends: the test waits for that.)
-//! - Stopping a daemon (SIGTERM) sends an INFORMATIONAL Delete of its IKE SA: the peer logs the
+//! - Stopping a daemon (SIGTERM) sends an INFORMATIONAL Delete of its IKE SA (before that,
+//!   `ike sa list` shows when the IKE SA and its CHILD_SA are rekeyed and expire): the peer logs the
 //!   deletion and lists no `ike` SA within 2 s (no dead peer detection configured), and its
 //!   flow to the stopped host stays dropped (no clear frame on its wire).
 //!
@@ -484,6 +485,42 @@ fn live(sas: Vec<IkeRow>) -> Vec<IkeRow> {
     sas.into_iter().filter(|s| s.2 != "retiring").collect()
 }
 
+/// `ike sa list` on `node` (one fresh IKE SA with one CHILD_SA, default lifetimes: 14400 s
+/// and 3600 s, margin 540 s) shows when each is rekeyed (the margin and up to a tenth of it
+/// early) and when it expires.
+fn assert_timers(node: &Node) {
+    let out = node.ok(&["ike", "sa", "list", "--formatter", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("parsing ike sa list");
+    let sa = &list[0];
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(u64::MAX);
+    let first = |v: &serde_json::Value| {
+        v[0].as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let (rekey, expire) = (number(&sa["rekey_seconds"]), number(&sa["expire_seconds"]));
+    assert!(
+        (13_800..=13_860).contains(&rekey),
+        "ike rekey in {rekey} s: {out}"
+    );
+    assert!(
+        (14_340..=14_400).contains(&expire),
+        "ike expiry in {expire} s: {out}"
+    );
+    let (rekey, expire) = (
+        first(&sa["child_sa_rekey_seconds"]),
+        first(&sa["child_sa_expire_seconds"]),
+    );
+    assert!(
+        (3_000..=3_060).contains(&rekey),
+        "child rekey in {rekey} s: {out}"
+    );
+    assert!(
+        (3_540..=3_600).contains(&expire),
+        "child expiry in {expire} s: {out}"
+    );
+}
+
 /// `inbound/outbound` seen from the other side.
 fn mirrored(child: &str) -> String {
     let (i, o) = child.split_once('/').expect("inbound/outbound");
@@ -727,6 +764,7 @@ fn a_stopping_daemon_deletes_its_ike_sa_at_the_peer() {
         let (net, mut a, b) = pair("ikst", 0x1c7, STILL);
         let addr_a = net.addr_a.as_str();
         assert_eq!(ike_owned(&b), 2, "b has its CHILD_SA's two SAs");
+        assert_timers(&a);
         let cap_b = Capture::start(&net.ns_b, &net.if_b, &a.dir().join("stop-b.pcap"), &[]);
         // b keeps sending to a: first through the CHILD_SA, then into its SP without an SA.
         let pinger = stream::ping(&net.ns_b, addr_a, "0.01", "400");
