@@ -212,39 +212,35 @@ fn rekeyed_children(events: &[Event]) -> usize {
 
 type Spis = ([u8; 8], [u8; 8]);
 
+/// What `pick` takes from each event it matches.
+fn picked<T>(events: &[Event], pick: impl Fn(&Event) -> Option<T>) -> Vec<T> {
+    events.iter().filter_map(pick).collect()
+}
+
 fn ike_rekeys(events: &[Event]) -> Vec<(Spis, Spis)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::IkeSaRekeyed {
-                old_spis, new_spis, ..
-            } => Some((*old_spis, *new_spis)),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::IkeSaRekeyed {
+            old_spis, new_spis, ..
+        } => Some((*old_spis, *new_spis)),
+        _ => None,
+    })
 }
 
 /// The collisions a side reported: (the IKE SA collided, its own exchange survived).
 fn collisions(events: &[Event]) -> Vec<(bool, bool)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::RekeyCollision {
-                ike, ours_survives, ..
-            } => Some((*ike, *ours_survives)),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::RekeyCollision {
+            ike, ours_survives, ..
+        } => Some((*ike, *ours_survives)),
+        _ => None,
+    })
 }
 
 fn deleted_children(events: &[Event]) -> Vec<u32> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
+        _ => None,
+    })
 }
 
 /// Both sides: one established, non-quiet IKE SA with the same SPIs, and its CHILD_SAs
@@ -477,18 +473,25 @@ fn simultaneous_child_rekeys_leave_the_winners_child_on_both_sides() {
     assert!(winners[0] > 0 && winners[1] > 0, "{winners:?}");
 }
 
+/// Both sides, established at `start`, rekey the IKE SA at once and each request reaches the
+/// other before any answer; the CHILD_SAs before.
+fn crossed_ike_rekeys(start: Instant) -> (Net, Vec<(u32, u32)>) {
+    let mut net = Net::established(Lifetimes::default(), &Settings::default(), start);
+    let before = assert_one_ike_sa_each(&net);
+    let out = net.a.rekey_ike_sa("b", start).expect("a rekeys");
+    net.take(true, out);
+    let out = net.b.rekey_ike_sa("a", start).expect("b rekeys");
+    net.take(false, out);
+    assert!(net.deliver(true, start) && net.deliver(false, start));
+    (net, before)
+}
+
 #[test]
 fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
     let start = Instant::now();
     let mut winners = [0, 0];
     for _ in 0..16 {
-        let mut net = Net::established(Lifetimes::default(), &Settings::default(), start);
-        let before = assert_one_ike_sa_each(&net);
-        let out = net.a.rekey_ike_sa("b", start).expect("a rekeys");
-        net.take(true, out);
-        let out = net.b.rekey_ike_sa("a", start).expect("b rekeys");
-        net.take(false, out);
-        assert!(net.deliver(true, start) && net.deliver(false, start));
+        let (mut net, before) = crossed_ike_rekeys(start);
         let noted = |ike: &Ike| {
             let sa = ike
                 .sas
@@ -538,13 +541,7 @@ fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
 fn an_old_ike_sa_deleted_before_the_losers_answer_still_settles_the_collision() {
     let start = Instant::now();
     for _ in 0..8 {
-        let mut net = Net::established(Lifetimes::default(), &Settings::default(), start);
-        let before = assert_one_ike_sa_each(&net);
-        let out = net.a.rekey_ike_sa("b", start).expect("a rekeys");
-        net.take(true, out);
-        let out = net.b.rekey_ike_sa("a", start).expect("b rekeys");
-        net.take(false, out);
-        assert!(net.deliver(true, start) && net.deliver(false, start));
+        let (mut net, before) = crossed_ike_rekeys(start);
         let lowest = |ike: &Ike| {
             let sa = ike.sas.values().find(|sa| sa.ike_collision.is_some());
             sa.and_then(|sa| sa.ike_collision.as_ref())
