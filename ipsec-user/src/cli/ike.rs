@@ -41,7 +41,8 @@ pub enum PeerCommand {
 /// `xipsec ike sa ...`
 #[derive(Debug, Subcommand)]
 pub enum IkeSaCommand {
-    /// List the IKE SAs: peer, role, state, SPIs, suite, ages, CHILD_SAs, message counters.
+    /// List the IKE SAs: peer, role, state, SPIs, suite, age, rekey and expiry times (of the
+    /// IKE SA and each CHILD_SA), CHILD_SAs, message counters.
     List(OutputArgs),
     /// Rekey a peer's SAs now, as their lifetimes would (like `swanctl --rekey`).
     #[command(after_help = REKEY_HELP)]
