@@ -41,8 +41,33 @@ pub enum PeerCommand {
 /// `xipsec ike sa ...`
 #[derive(Debug, Subcommand)]
 pub enum IkeSaCommand {
-    /// List the IKE SAs: peer, role, state, SPIs, suite, ages, CHILD_SAs, message counters.
+    /// List the IKE SAs: peer, role, state, SPIs, suite, age, rekey and expiry times (of the
+    /// IKE SA and each CHILD_SA), CHILD_SAs, message counters.
     List(OutputArgs),
+    /// Rekey a peer's SAs now, as their lifetimes would (like `swanctl --rekey`).
+    #[command(after_help = REKEY_HELP)]
+    Rekey(IkeSaRekey),
+}
+
+const REKEY_HELP: &str = "Make before break (RFC 7296 §2.8): the new SAs are installed before \
+    the old ones are deleted, and traffic moves without a gap. Nothing is printed; the log says \
+    `ike: rekey asked for`, then `ike: child sa installed` (or `ike: ike sa rekeyed`). If the \
+    peer rekeys the same SA at the same moment, the collision is resolved as RFC 7296 §2.8.1 \
+    says (logged as `ike: simultaneous rekey`).\n\n\
+    Example:\n  xipsec ike sa rekey --peer-name b\n  xipsec ike sa rekey --peer-name b --ike";
+
+/// `xipsec ike sa rekey`.
+#[derive(Debug, Args)]
+pub struct IkeSaRekey {
+    /// Required. Name of the peer whose established IKE SA (or its CHILD_SAs) to rekey.
+    #[arg(long, value_name = "NAME")]
+    pub peer_name: Option<String>,
+    /// Rekey every CHILD_SA of the peer's IKE SA (the default).
+    #[arg(long, conflicts_with = "ike")]
+    pub child: bool,
+    /// Rekey the IKE SA itself (its CHILD_SAs move to the new one unchanged).
+    #[arg(long)]
+    pub ike: bool,
 }
 
 const PEER_ADD_EXAMPLE: &str = "Example (the peer runs the mirror image):\n  \
@@ -159,7 +184,10 @@ pub const IKE_SA_LAYOUT: Layout = Layout {
         col("encapsulated", "UDP Encap"),
         col("established_seconds", "Established s"),
         col("rekey_seconds", "Rekey In s"),
+        col("expire_seconds", "Expires In s"),
         col("child_sas", "Child SAs"),
+        col("child_sa_rekey_seconds", "Child Rekey In s"),
+        col("child_sa_expire_seconds", "Child Expires In s"),
         col("messages_received", "Msgs In"),
         col("messages_sent", "Msgs Out"),
     ],
@@ -207,7 +235,10 @@ fn ike_sa_row(s: &IkeSaEntry) -> Row {
         Value::Str(if s.encapsulated { "yes" } else { "no" }.to_owned()),
         seconds(s.established_seconds),
         seconds(s.rekey_seconds),
+        seconds(s.expire_seconds),
         Value::List(s.child_sas.clone()),
+        Value::List(s.child_sa_rekey_seconds.clone()),
+        Value::List(s.child_sa_expire_seconds.clone()),
         Value::Int(s.messages_received),
         Value::Int(s.messages_sent),
     ]
@@ -239,6 +270,16 @@ pub(super) fn run(socket: &Path, command: IkeCommand) -> Result<(), Failure> {
             )),
             other => Err(unexpected(&other)),
         },
+        IkeCommand::Sa(IkeSaCommand::Rekey(a)) => {
+            let request = Request::IkeSaRekey {
+                peer_name: a.peer_name,
+                ike: a.ike,
+            };
+            match call(socket, &request)? {
+                Response::IkeRekeyStarted { .. } => Ok(()),
+                other => Err(unexpected(&other)),
+            }
+        }
     }
 }
 
@@ -271,6 +312,7 @@ pub(super) fn batch_change(command: IkeCommand) -> Result<Change, String> {
         })),
         IkeCommand::Peer(PeerCommand::List(_)) => Err("ike peer list".to_owned()),
         IkeCommand::Sa(IkeSaCommand::List(_)) => Err("ike sa list".to_owned()),
+        IkeCommand::Sa(IkeSaCommand::Rekey(_)) => Err("ike sa rekey".to_owned()),
     }
 }
 

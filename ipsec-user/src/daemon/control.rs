@@ -58,6 +58,8 @@ enum Job {
     AttachIke(super::ike::IkeLink),
     /// Which `on-demand` peers had packets of an unbound SP since last asked (see `ike`).
     IkeDemand(oneshot::Sender<Vec<String>>),
+    /// Rekeyed CHILD_SAs waiting to send: those ESP arrived on may send now (see `ike`).
+    IkeEspSeen,
 }
 
 /// Handle to the worker thread that owns the state; one clone per client connection.
@@ -142,6 +144,11 @@ impl Control {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// Let rekeyed CHILD_SAs on which ESP arrived carry their flows (see `ike`).
+    pub(crate) fn ike_esp_seen(&self) {
+        let _ = self.jobs.send(Job::IkeEspSeen);
     }
 
     /// Connect the IKE task: it gets the peers now and after every committed change.
@@ -229,6 +236,17 @@ impl State {
                         ));
                         continue;
                     }
+                    Job::IkeEspSeen => {
+                        let seen = super::ike::waiting_with_esp(&self.spd, || self.counters());
+                        if !seen.is_empty() {
+                            self.commit(std::mem::take(&mut group));
+                            let promote = super::ike::IkeJob::Promote { inbound: seen };
+                            if let Err(e) = self.ike_job(promote) {
+                                warn!(error = e, "ike: cannot move flows to a rekeyed child sa");
+                            }
+                        }
+                        continue;
+                    }
                 };
                 if stopping {
                     let _ = reply.send(shutting_down());
@@ -256,6 +274,9 @@ impl State {
                             let _ = reply.send(Response::IkeSaList(Vec::new()));
                         }
                     },
+                    Request::IkeSaRekey { peer_name, ike } => {
+                        super::ike::rekey(&self.spd, self.ike.as_ref(), peer_name, ike, reply);
+                    }
                     request => match self.read(request) {
                         Ok(response) => {
                             let _ = reply.send(response);
@@ -433,6 +454,9 @@ impl State {
             Request::SpAddIke(args) => return Err(Box::new(Change::SpAddIke(args))),
             Request::PeerList => Response::PeerList(super::ike::peer_entries(&self.spd)),
             Request::IkeSaList => Response::IkeSaList(Vec::new()),
+            Request::IkeSaRekey { .. } => Response::Error {
+                message: "ike sa rekey is answered by the ike task; nothing changed".to_owned(),
+            },
             Request::Export { with_keys } => Response::Configuration(super::apply::configuration(
                 &self.spd,
                 self.generation,

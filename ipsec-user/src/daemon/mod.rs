@@ -122,7 +122,8 @@ pub async fn serve_with(
     let (control, worker) = control::start(saved, datapath, store, identity)
         .context("cannot start the state worker thread")?;
     // IKEv2: the task hears of the restored peers at once and negotiates `always` ones.
-    control.attach_ike(ike::spawn(control.clone()));
+    let ike_link = ike::spawn(control.clone());
+    control.attach_ike(ike_link.clone());
     let (metrics_stop, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some((metrics_listener, m)) = metrics_listener {
         info!(listen = %m.listen, max_sps = m.max_sps, "serving GET /metrics");
@@ -145,6 +146,8 @@ pub async fn serve_with(
         ));
     }
     let result = socket::serve_clients(&listener, control, &config.control, shutdown).await;
+    // IKE: the peers hear of it (INFORMATIONAL Delete) and the negotiated SAs go (bounded).
+    ike_link.stop().await;
     if let Some(notifier) = &operations.notifier {
         notifier.stopping();
     }

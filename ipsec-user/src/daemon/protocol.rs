@@ -73,6 +73,13 @@ pub enum Request {
     IkeSaList,
     /// `sp add --ike-peer`: an SP whose SAs IKE negotiates.
     SpAddIke(crate::model::IkeSpAddArgs),
+    /// `ike sa rekey`: rekey the peer's CHILD_SAs, or with `ike` its IKE SA, now
+    /// ([`Response::IkeRekeyStarted`]); answered by the IKE task.
+    IkeSaRekey {
+        peer_name: Option<String>,
+        #[serde(default)]
+        ike: bool,
+    },
 }
 
 /// The prefix of every serialised [`Request::Apply`] line: like a batch, it may be large.
@@ -182,6 +189,12 @@ pub enum Response {
     Explained(ExplainReport),
     PeerList(Vec<PeerEntry>),
     IkeSaList(Vec<IkeSaEntry>),
+    /// A rekey was started ([`Request::IkeSaRekey`]): the SAs being replaced (the IKE SA's
+    /// SPIi, or the CHILD_SAs' inbound SPIs, in hex).
+    IkeRekeyStarted {
+        peer: String,
+        sas: Vec<String>,
+    },
 }
 
 /// One IKE peer as `xipsec ike peer list` shows it (never the PSK).
@@ -220,7 +233,7 @@ pub struct IkeSaEntry {
     pub peer: String,
     /// `initiator` or `responder`.
     pub role: String,
-    /// `init-sent`, `auth-sent`, `half-open`, `established`, `deleting`, ...
+    /// `init-sent`, `auth-sent`, `half-open`, `established`, `deleting`, `retiring`, ...
     pub state: String,
     /// SPIi and SPIr, 16 hex digits each.
     pub spi_i: String,
@@ -232,10 +245,20 @@ pub struct IkeSaEntry {
     pub encapsulated: bool,
     /// Seconds since IKE_AUTH completed (`None` before).
     pub established_seconds: Option<u64>,
-    /// Seconds until the IKE SA is rekeyed (its lifetime less the margin), when established.
+    /// Seconds until the IKE SA is rekeyed (its lifetime less the margin and a jitter), when
+    /// a rekey is scheduled.
     pub rekey_seconds: Option<u64>,
+    /// Seconds until the IKE SA's lifetime ends (it is deleted then if not rekeyed).
+    #[serde(default)]
+    pub expire_seconds: Option<u64>,
     /// CHILD_SAs: `inbound/outbound` SPIs in hex.
     pub child_sas: Vec<String>,
+    /// Per CHILD_SA, in `child_sas`' order: seconds until it is rekeyed (`-` once it is being
+    /// replaced or deleted), and until its lifetime ends.
+    #[serde(default)]
+    pub child_sa_rekey_seconds: Vec<String>,
+    #[serde(default)]
+    pub child_sa_expire_seconds: Vec<String>,
     pub messages_received: u64,
     pub messages_sent: u64,
 }

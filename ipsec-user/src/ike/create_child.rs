@@ -15,15 +15,19 @@
 //!   CHILD_SA (its Delete crossed our rekey), so we remove it too. Neither is a failure to log.
 //! - The new CHILD_SA is reported with `rekeys` naming the old one; the old one stays installed
 //!   until the side that started the rekey deletes it (§2.8: make before break), which [`response`]
-//!   does as soon as the new one is up. KEYMAT is prf+(SK_d, [g^ir |] Ni | Nr) with this
+//!   does as soon as the new one is up. The side that started it sends on the new one at once
+//!   ([`SendFrom::Now`]: the peer installed it before answering); the side that answered keeps
+//!   sending on the old one until it is deleted ([`SendFrom::AfterRekeyed`]), since the
+//!   initiator installs the new one only when it reads the answer. KEYMAT is prf+(SK_d, [g^ir |] Ni | Nr) with this
 //!   exchange's nonces, i2r meaning from this exchange's initiator (§2.17).
 //! - Simultaneous rekeys of one CHILD_SA (§2.8.1): each side answers the other's request as
 //!   usual and notes the collision (the new CHILD_SA and the lower of that exchange's nonces).
 //!   When our own exchange is answered, the exchange with the lowest of the four nonces made the
 //!   redundant CHILD_SA: if that is ours, we install it (the peer may already send on it: no
-//!   gap) and delete it at once, and leave the old one to the peer; otherwise ours survives and
+//!   gap; we never send on it, [`SendFrom::Never`]) and delete it at once, and leave the old
+//!   one to the peer; otherwise ours survives and
 //!   we delete the old one, and the peer deletes its redundant one. Both sides end with the
-//!   survivor only.
+//!   survivor only. Either way [`Event::RekeyCollision`] says which.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -32,7 +36,7 @@ use crate::model::Mode;
 
 use super::config::{PeerConfig, Settings};
 use super::dh::{DhGroup, KeyShare};
-use super::event::{ChildSa, DirectionKeys, Event, Failure, Output};
+use super::event::{ChildSa, DirectionKeys, Event, Failure, Output, SendFrom};
 use super::initiator::{error_notify, find_notify, nonce};
 use super::keys::{ChildKeys, KeyLengths};
 use super::message::{ExchangeType, Message};
@@ -365,6 +369,13 @@ pub(crate) fn request(
         remote: sa.remote,
         encapsulated: sa.nat,
         rekeys: old,
+        // The peer installs the new CHILD_SA when it reads this answer, and deletes the old one
+        // after: until then it may not receive on the new one yet.
+        send_from: if old.is_some() {
+            SendFrom::AfterRekeyed
+        } else {
+            SendFrom::Now
+        },
     })));
 }
 
@@ -486,8 +497,16 @@ pub(crate) fn response(
     };
     let mut child = Child::new(offer.spi, outbound_spi, &peer.lifetimes, now);
     // §2.8.1: the exchange with the lowest nonce made the redundant CHILD_SA.
-    let redundant =
-        collision.is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
+    let redundant = collision
+        .as_ref()
+        .is_some_and(|c| super::ike_rekey::lowest(&offer.ni, nr) < c.lowest.as_slice());
+    if collision.is_some() {
+        out.event(Event::RekeyCollision {
+            peer: sa.peer.clone(),
+            ike: false,
+            ours_survives: !redundant,
+        });
+    }
     child.retiring = redundant;
     sa.children.push(child);
     out.event(Event::ChildSaEstablished(Box::new(ChildSa {
@@ -505,6 +524,11 @@ pub(crate) fn response(
         remote: sa.remote,
         encapsulated: sa.nat,
         rekeys: offer.old_inbound,
+        send_from: if redundant {
+            SendFrom::Never
+        } else {
+            SendFrom::Now
+        },
     })));
     // §2.8: the side that rekeyed deletes the old CHILD_SA once the new one is up; after a
     // collision we lost, our redundant new one instead (the peer deletes the old one).

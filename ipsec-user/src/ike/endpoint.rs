@@ -31,6 +31,9 @@ pub struct IkeSaInfo {
     pub peer: String,
     pub initiator: bool,
     pub state: SaState,
+    /// Replaced by a rekey, or the redundant SA of a simultaneous rekey: it carries nothing and
+    /// goes when the peer deletes it or its short expiry comes.
+    pub retiring: bool,
     pub spi_i: [u8; 8],
     pub spi_r: [u8; 8],
     pub suite: Option<IkeSuite>,
@@ -40,6 +43,13 @@ pub struct IkeSaInfo {
     pub established: Option<Instant>,
     /// (inbound SPI, outbound SPI) of each CHILD_SA.
     pub children: Vec<(u32, u32)>,
+    /// When the IKE SA is rekeyed (jitter included; `None` when none is scheduled: being
+    /// replaced, deleted or not yet established), and when it ends unrekeyed.
+    pub rekey_at: Option<Instant>,
+    pub expire_at: Option<Instant>,
+    /// Per CHILD_SA, in `children`'s order: when it is rekeyed (`None` once a successor exists
+    /// or its Delete is under way) and when its lifetime ends.
+    pub child_timers: Vec<(Option<Instant>, Instant)>,
     pub messages_received: u64,
     pub messages_sent: u64,
 }
@@ -65,6 +75,10 @@ pub enum IkeError {
     NoSa(String),
     #[error("no child sa with inbound spi {0:#010x}")]
     NoChild(u32),
+    #[error(
+        "the ike sa with peer '{0}' has no child sa to rekey (none, or each already being replaced)"
+    )]
+    NoChildOf(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -145,6 +159,15 @@ impl Ike {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| IkeError::UnknownPeer(name.to_owned()))
+    }
+
+    /// Our SPI of the established IKE SA with `peer`.
+    fn established_spi(&self, peer: &str) -> Result<[u8; 8], IkeError> {
+        self.sas
+            .iter()
+            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
+            .map(|(spi, _)| *spi)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))
     }
 
     /// The settings and the established IKE SA with `peer`.
@@ -247,6 +270,56 @@ impl Ike {
         Ok(out)
     }
 
+    /// Rekeys every CHILD_SA of the established IKE SA with `peer` that is not already being
+    /// replaced (one CREATE_CHILD_SA each, queued behind any outstanding request; an operator's
+    /// `ike sa rekey --child`). Returns the inbound SPIs of the CHILD_SAs being rekeyed.
+    ///
+    /// # Errors
+    /// [`IkeError::UnknownPeer`], [`IkeError::NoSa`] when no IKE SA with `peer` is established,
+    /// [`IkeError::NoChildOf`] when it has no CHILD_SA to rekey.
+    pub fn rekey_children(
+        &mut self,
+        peer: &str,
+        now: Instant,
+    ) -> Result<(Output, Vec<u32>), IkeError> {
+        self.peer(peer)?;
+        let spi = self.established_spi(peer)?;
+        let mut sa = self
+            .sas
+            .remove(&spi)
+            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let due: Vec<u32> = sa
+            .children
+            .iter()
+            .filter(|c| !c.retiring)
+            .filter(|c| {
+                !sa.rekey
+                    .iter()
+                    .any(|o| o.old_inbound == Some(c.inbound_spi))
+            })
+            .map(|c| c.inbound_spi)
+            .collect();
+        let mut out = Output::default();
+        if let Some(config) = self.peers.iter().find(|p| p.name == peer) {
+            for old in &due {
+                create_child::start(
+                    &self.settings,
+                    config,
+                    &mut sa,
+                    *old,
+                    &self.sas,
+                    now,
+                    &mut out,
+                );
+            }
+        }
+        self.sas.insert(spi, sa);
+        if due.is_empty() {
+            return Err(IkeError::NoChildOf(peer.to_owned()));
+        }
+        Ok((out, due))
+    }
+
     /// Rekeys the IKE SA with `peer` (CREATE_CHILD_SA, §1.3.2, §2.18): its CHILD_SAs move to
     /// the new IKE SA ([`Event::IkeSaRekeyed`]), then the old one is deleted. `on_timeout` does
     /// this by itself `rekey_margin` before `ike_lifetime` ends. Nothing is sent when a rekey
@@ -255,12 +328,7 @@ impl Ike {
     /// # Errors
     /// [`IkeError::NoSa`] when no IKE SA with `peer` is established.
     pub fn rekey_ike_sa(&mut self, peer: &str, now: Instant) -> Result<Output, IkeError> {
-        let spi = self
-            .sas
-            .iter()
-            .find(|(_, sa)| sa.peer == peer && sa.state == SaState::Established && !sa.quiet)
-            .map(|(spi, _)| *spi)
-            .ok_or_else(|| IkeError::NoSa(peer.to_owned()))?;
+        let spi = self.established_spi(peer)?;
         self.peer(peer)?;
         let mut out = Output::default();
         let Some(mut sa) = self.sas.remove(&spi) else {
@@ -316,6 +384,7 @@ impl Ike {
                 peer: sa.peer.clone(),
                 initiator: sa.role == Role::Initiator,
                 state: sa.state,
+                retiring: sa.quiet,
                 spi_i: sa.spi_i,
                 spi_r: sa.spi_r,
                 suite: sa.suite,
@@ -327,6 +396,15 @@ impl Ike {
                     .children
                     .iter()
                     .map(|c| (c.inbound_spi, c.outbound_spi))
+                    .collect(),
+                rekey_at: sa
+                    .rekey_at
+                    .filter(|_| sa.state == SaState::Established && !sa.quiet),
+                expire_at: sa.expire_at,
+                child_timers: sa
+                    .children
+                    .iter()
+                    .map(|c| ((!c.retiring).then_some(c.rekey_at), c.expire_at))
                     .collect(),
                 messages_received: sa.received,
                 messages_sent: sa.sent,
@@ -396,6 +474,18 @@ impl Ike {
             } else {
                 self.forget(&sa, &mut out);
             }
+        }
+        out
+    }
+
+    /// Drops every SA without a word to the peers (the daemon stops, after it sent its Deletes
+    /// with [`Self::delete_ike_sa`]): each CHILD_SA and IKE SA reported deleted.
+    pub fn forget_all(&mut self) -> Output {
+        let mut out = Output::default();
+        let mut sas: Vec<IkeSa> = self.sas.drain().map(|(_, sa)| sa).collect();
+        sas.sort_by_key(IkeSa::our_spi);
+        for sa in &sas {
+            self.forget(sa, &mut out);
         }
         out
     }

@@ -60,6 +60,23 @@ pub struct ChildSa {
     /// The inbound SPI of the CHILD_SA this one replaces (a rekey): install this one first,
     /// then remove that one when its deletion is reported.
     pub rekeys: Option<u32>,
+    /// When ESP we send moves to this CHILD_SA (make before break).
+    pub send_from: SendFrom,
+}
+
+/// When ESP we send moves to a new CHILD_SA (RFC 7296 §2.8: make before break).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendFrom {
+    /// At once: the peer receives on it already (it answered our request, or this is the IKE
+    /// SA's first CHILD_SA).
+    Now,
+    /// Once the CHILD_SA it rekeys (`rekeys`) is deleted: the peer started the rekey and
+    /// installs this one before it deletes the old one (§2.8). ESP arriving on this one proves
+    /// the same earlier. Until then ESP we send stays on the old one, which the peer still
+    /// receives on.
+    AfterRekeyed,
+    /// Never: the redundant CHILD_SA of a simultaneous rekey (§2.8.1), deleted at once.
+    Never,
 }
 
 impl std::fmt::Debug for ChildSa {
@@ -75,6 +92,7 @@ impl std::fmt::Debug for ChildSa {
             .field("remote_ts", &self.remote_ts)
             .field("encapsulated", &self.encapsulated)
             .field("rekeys", &self.rekeys)
+            .field("send_from", &self.send_from)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +163,16 @@ pub enum Event {
     },
     /// IKE_SA_INIT was answered with a COOKIE (§2.6): half-open SAs are over the bound.
     CookieSent { remote: SocketAddr },
+    /// Both sides rekeyed the same SA at once (RFC 7296 §2.8.1 for a CHILD_SA, §2.8.2 for the
+    /// IKE SA) and our own exchange was just answered: the exchange with the lowest nonce made
+    /// the redundant SA. `ours_survives` tells whether the SA our exchange made is the one both
+    /// sides keep. Nothing to act on (the deletions follow as usual): log it.
+    RekeyCollision {
+        peer: String,
+        /// The IKE SA collided (else a CHILD_SA).
+        ike: bool,
+        ours_survives: bool,
+    },
     /// The IKE SA was rekeyed (§2.18): its CHILD_SAs now belong to the SA with `new_spis`
     /// (they stay installed, with the same SPIs and keys). The old SA goes away without an
     /// `IkeSaDeleted`.

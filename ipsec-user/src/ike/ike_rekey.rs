@@ -210,6 +210,11 @@ pub(crate) fn settle_to_peer(
     if let Some(collision) = sa.ike_collision.take()
         && let Some(new) = sas.get_mut(&collision.spi)
     {
+        out.event(Event::RekeyCollision {
+            peer: sa.peer.clone(),
+            ike: true,
+            ours_survives: false,
+        });
         adopt(settings, peer, sa, new, now, out);
     }
 }
@@ -466,8 +471,15 @@ fn settle(
         new.expire_at = Some(retire_at(settings, now));
         new.send_delete(settings, now, out);
     } else {
-        // Ours survives; a crossing SA of the peer's stays quiet until the peer deletes it.
-        sa.ike_collision = None;
+        // Ours survives; a crossing SA of the peer's stays quiet until the peer deletes it (or,
+        // if the peer never learns it lost, until it expires unused).
+        if sa.ike_collision.take().is_some() {
+            out.event(Event::RekeyCollision {
+                peer: sa.peer.clone(),
+                ike: true,
+                ours_survives: true,
+            });
+        }
         adopt(settings, peer, sa, &mut new, now, out);
         sa.send_delete(settings, now, out);
     }

@@ -19,7 +19,7 @@ use crate::model::Mode;
 use super::config::{PeerConfig, Settings};
 use super::dh::{DhGroup, KeyShare};
 use super::endpoint::random_ike_spi;
-use super::event::{ChildSa, DirectionKeys, Event, Failure, Output};
+use super::event::{ChildSa, DirectionKeys, Event, Failure, Output, SendFrom};
 use super::keys::{ChildKeys, IkeKeys, KeyLengths, psk_auth, skeyseed};
 use super::message::{ExchangeType, Message};
 use super::natd::nat_hash;
@@ -527,5 +527,6 @@ fn first_child(
         remote: sa.remote,
         encapsulated: sa.nat,
         rekeys: None,
+        send_from: SendFrom::Now,
     })
 }

@@ -12,19 +12,23 @@
 //! out = ike.on_timeout(now);                         // when ike.next_deadline() is reached
 //! out = ike.rekey_child_sa(spi, now)? / rekey_ike_sa("peer", now)?   // on demand; the
 //!                                                    // timers rekey by themselves
+//! (out, spis) = ike.rekey_children("peer", now)?     // every CHILD_SA of the peer's IKE SA
 //! out = ike.delete_ike_sa("peer", now)? / delete_child_sa(..)?
 //! out = ike.check_liveness("peer", now)?           // on demand; `Lifetimes::dpd` does it
 //! ike.note_inbound_esp(inbound_spi, now)             // optional: ESP seen, the peer is alive
-//! ike.ike_sas()                                      // `ike sa list`: SPIs, state, suite, counters
+//! ike.ike_sas()                                      // `ike sa list`: SPIs, state, suite,
+//!                                                    // counters, rekey and expiry times
+//! out = ike.forget_all()                             // stopping, after the Deletes
 //! ```
 //!
 //! Every call returns an [`Output`]: [`Datagram`]s to send (from `local`, port 500 or 4500, to
 //! `remote`; on 4500 the non-ESP marker is already in the bytes) and [`Event`]s:
 //! [`Event::ChildSaEstablished`] carries a [`ChildSa`] (SPIs, [`proposal::EspSuite`] in the
 //! model's algorithms, both directions' keys, mode, narrowed traffic selectors, whether ESP is
-//! UDP-encapsulated; `rekeys` names the CHILD_SA it replaces) for the daemon to install as an
-//! `ike`-owned SA; [`Event::ChildSaDeleted`] and [`Event::IkeSaDeleted`] to remove;
+//! UDP-encapsulated; `rekeys` names the CHILD_SA it replaces; `send_from` says when ESP we send
+//! may move to it, [`SendFrom`]) for the daemon to install as an `ike`-owned SA; [`Event::ChildSaDeleted`] and [`Event::IkeSaDeleted`] to remove;
 //! [`Event::IkeSaRekeyed`] when the CHILD_SAs moved to a new IKE SA (nothing to reinstall);
+//! [`Event::RekeyCollision`] when a simultaneous rekey was settled (to log);
 //! [`Event::Failed`] with a [`Failure`] to log (`AUTHENTICATION_FAILED` either way,
 //! `NO_PROPOSAL_CHOSEN` for IKE or ESP, TS_UNACCEPTABLE, mode mismatch, and
 //! [`Failure::Timeout`] when a request, a liveness check included, went unanswered: the peer is
@@ -92,6 +96,11 @@
 //!   decryption or parsing of the inner payloads.
 //! - Make before break: a CHILD_SA is reported deleted because of a rekey only after its
 //!   successor was reported established, and an IKE SA rekey reports no CHILD_SA change at all.
+//!   ESP moves to a new CHILD_SA only once the peer receives on it: at once for the side that
+//!   started the exchange (the peer installed it before answering), after the old one's Delete
+//!   for the side that answered ([`SendFrom::AfterRekeyed`]), never for the redundant CHILD_SA
+//!   of a collision ([`SendFrom::Never`]). The daemon must act on an [`Output`]'s events before
+//!   it sends its datagrams.
 
 pub mod config;
 mod cookie;
@@ -116,7 +125,7 @@ pub mod sk;
 
 pub use config::{Identity, Lifetimes, PeerConfig, Psk, Settings};
 pub use endpoint::{Ike, IkeError, IkeSaInfo};
-pub use event::{ChildSa, Datagram, DirectionKeys, Event, Failure, Output};
+pub use event::{ChildSa, Datagram, DirectionKeys, Event, Failure, Output, SendFrom};
 pub use sa::SaState;
 
 #[cfg(test)]

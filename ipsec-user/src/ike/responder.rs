@@ -24,7 +24,7 @@ use super::config::{PeerConfig, Settings};
 use super::create_child::chosen_child;
 use super::dh::KeyShare;
 use super::endpoint::{Ike, random_ike_spi};
-use super::event::{ChildSa, DirectionKeys, Event, Failure, Output};
+use super::event::{ChildSa, DirectionKeys, Event, Failure, Output, SendFrom};
 use super::initiator::{
     error_notify, find_notify, nat_detected, nat_notifies, nonce, random_child_spi,
 };
@@ -458,6 +458,7 @@ fn negotiate_child(
         remote: sa.remote,
         encapsulated: sa.nat,
         rekeys: None,
+        send_from: SendFrom::Now,
     };
     Ok((child, answer))
 }

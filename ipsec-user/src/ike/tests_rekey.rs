@@ -21,6 +21,56 @@ struct Net {
     to_b: VecDeque<Datagram>,
     /// Everything in flight is lost (a dead or cut-off peer).
     cut: bool,
+    /// What each side sends on and receives on, as the daemon installs the events.
+    wire_a: Installed,
+    wire_b: Installed,
+    /// Moments a side sent on an SPI the other did not receive on (see [`Installed`]).
+    gaps: Vec<String>,
+}
+
+/// One side's CHILD_SAs as the daemon installs them (`model::spd::ike`'s rule): ESP arrives on
+/// any installed inbound SPI; ESP is sent on the outbound SPI of the newest CHILD_SA allowed to
+/// send ([`SendFrom::Now`], or `AfterRekeyed` once the CHILD_SA it rekeys is deleted).
+#[derive(Default)]
+struct Installed {
+    /// (inbound SPI, outbound SPI, may send, the inbound SPI of the CHILD_SA it waits for).
+    children: Vec<(u32, u32, bool, Option<u32>)>,
+}
+
+impl Installed {
+    fn apply(&mut self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::ChildSaEstablished(c) => {
+                    let (now, waits) = match c.send_from {
+                        SendFrom::Now => (true, None),
+                        SendFrom::AfterRekeyed => (false, c.rekeys),
+                        SendFrom::Never => (false, None),
+                    };
+                    self.children
+                        .push((c.inbound_spi, c.outbound_spi, now, waits));
+                }
+                Event::ChildSaDeleted { inbound_spi, .. } => {
+                    self.children.retain(|c| c.0 != *inbound_spi);
+                    let present: Vec<u32> = self.children.iter().map(|c| c.0).collect();
+                    for c in &mut self.children {
+                        if c.3.is_some_and(|old| !present.contains(&old)) {
+                            (c.2, c.3) = (true, None);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn sends_on(&self) -> Option<u32> {
+        self.children.iter().rev().find(|c| c.2).map(|c| c.1)
+    }
+
+    fn receives_on(&self, spi: u32) -> bool {
+        self.children.iter().any(|c| c.0 == spi)
+    }
 }
 
 fn lifetimes(child: u64, ike: u64, margin: u64, dpd: Option<u64>) -> Lifetimes {
@@ -52,6 +102,9 @@ impl Net {
             to_a: VecDeque::new(),
             to_b: VecDeque::new(),
             cut: false,
+            wire_a: Installed::default(),
+            wire_b: Installed::default(),
+            gaps: Vec::new(),
         };
         let first = net.a.initiate("b", now).expect("initiating");
         net.take(true, first);
@@ -70,9 +123,28 @@ impl Net {
             }
         }
         if from_a {
+            self.wire_a.apply(&out.events);
             self.ea.extend(out.events);
         } else {
+            self.wire_b.apply(&out.events);
             self.eb.extend(out.events);
+        }
+        // The daemon acts on the events before it sends the datagrams, so the peer's state is
+        // as of now: what each side sends on must be something the other receives on, once the
+        // other has a CHILD_SA at all (the first one's responder sends before its initiator
+        // read the answer: nothing could arrive before it anyway).
+        for (name, from, to) in [
+            ("a", &self.wire_a, &self.wire_b),
+            ("b", &self.wire_b, &self.wire_a),
+        ] {
+            if let Some(spi) = from.sends_on()
+                && !to.children.is_empty()
+                && !to.receives_on(spi)
+            {
+                self.gaps.push(format!(
+                    "{name} sends on {spi:#010x}, which the peer does not receive on"
+                ));
+            }
         }
     }
 
@@ -140,26 +212,35 @@ fn rekeyed_children(events: &[Event]) -> usize {
 
 type Spis = ([u8; 8], [u8; 8]);
 
+/// What `pick` takes from each event it matches.
+fn picked<T>(events: &[Event], pick: impl Fn(&Event) -> Option<T>) -> Vec<T> {
+    events.iter().filter_map(pick).collect()
+}
+
 fn ike_rekeys(events: &[Event]) -> Vec<(Spis, Spis)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::IkeSaRekeyed {
-                old_spis, new_spis, ..
-            } => Some((*old_spis, *new_spis)),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::IkeSaRekeyed {
+            old_spis, new_spis, ..
+        } => Some((*old_spis, *new_spis)),
+        _ => None,
+    })
+}
+
+/// The collisions a side reported: (the IKE SA collided, its own exchange survived).
+fn collisions(events: &[Event]) -> Vec<(bool, bool)> {
+    picked(events, |e| match e {
+        Event::RekeyCollision {
+            ike, ours_survives, ..
+        } => Some((*ike, *ours_survives)),
+        _ => None,
+    })
 }
 
 fn deleted_children(events: &[Event]) -> Vec<u32> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::ChildSaDeleted { inbound_spi, .. } => Some(*inbound_spi),
+        _ => None,
+    })
 }
 
 /// Both sides: one established, non-quiet IKE SA with the same SPIs, and its CHILD_SAs
@@ -226,6 +307,7 @@ fn lifetimes_rekey_both_sas_by_themselves_before_they_end() {
     assert_eq!(net.b.ike_sas().len(), 1, "the old ike sas are gone");
     assert_no_gap(&net.ea);
     assert_no_gap(&net.eb);
+    assert!(net.gaps.is_empty(), "{:?}", net.gaps);
     assert!(
         !net.ea
             .iter()
@@ -330,6 +412,7 @@ fn ike_sa_rekey_moves_the_children_and_restarts_message_ids() {
     net.take(true, out);
     net.settle(start);
     assert_matching_children(&net.ea[ea..], &net.eb[eb..]);
+    assert!(net.gaps.is_empty(), "{:?}", net.gaps);
 }
 
 /// Both sides rekey the same CHILD_SA at the same moment, the requests crossing: the exchange
@@ -364,6 +447,18 @@ fn simultaneous_child_rekeys_leave_the_winners_child_on_both_sides() {
             assert_eq!(survivor[0].1, spi_b);
         }
         winners[usize::from(a_wins)] += 1;
+        assert_eq!(collisions(&net.ea), [(false, a_wins)]);
+        assert_eq!(collisions(&net.eb), [(false, !a_wins)]);
+        assert!(net.gaps.is_empty(), "{:?}", net.gaps);
+        // The loser's own new CHILD_SA never carries ESP; the answered ones wait.
+        let sends: Vec<SendFrom> = children(if a_wins { &net.eb } else { &net.ea })
+            .iter()
+            .map(|c| c.send_from)
+            .collect();
+        assert_eq!(
+            sends,
+            [SendFrom::Now, SendFrom::AfterRekeyed, SendFrom::Never]
+        );
         for events in [&net.ea, &net.eb] {
             assert_no_gap(events);
             assert_eq!(rekeyed_children(events), 2, "both new ones were installed");
@@ -378,18 +473,25 @@ fn simultaneous_child_rekeys_leave_the_winners_child_on_both_sides() {
     assert!(winners[0] > 0 && winners[1] > 0, "{winners:?}");
 }
 
+/// Both sides, established at `start`, rekey the IKE SA at once and each request reaches the
+/// other before any answer; the CHILD_SAs before.
+fn crossed_ike_rekeys(start: Instant) -> (Net, Vec<(u32, u32)>) {
+    let mut net = Net::established(Lifetimes::default(), &Settings::default(), start);
+    let before = assert_one_ike_sa_each(&net);
+    let out = net.a.rekey_ike_sa("b", start).expect("a rekeys");
+    net.take(true, out);
+    let out = net.b.rekey_ike_sa("a", start).expect("b rekeys");
+    net.take(false, out);
+    assert!(net.deliver(true, start) && net.deliver(false, start));
+    (net, before)
+}
+
 #[test]
 fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
     let start = Instant::now();
     let mut winners = [0, 0];
     for _ in 0..16 {
-        let mut net = Net::established(Lifetimes::default(), &Settings::default(), start);
-        let before = assert_one_ike_sa_each(&net);
-        let out = net.a.rekey_ike_sa("b", start).expect("a rekeys");
-        net.take(true, out);
-        let out = net.b.rekey_ike_sa("a", start).expect("b rekeys");
-        net.take(false, out);
-        assert!(net.deliver(true, start) && net.deliver(false, start));
+        let (mut net, before) = crossed_ike_rekeys(start);
         let noted = |ike: &Ike| {
             let sa = ike
                 .sas
@@ -412,6 +514,8 @@ fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
         assert_eq!(survivor, if a_wins { spi_a } else { spi_b });
         assert_eq!(net.a.ike_sas()[0].initiator, a_wins);
         winners[usize::from(a_wins)] += 1;
+        assert_eq!(collisions(&net.ea), [(true, a_wins)]);
+        assert_eq!(collisions(&net.eb), [(true, !a_wins)]);
         let (ra, rb) = (ike_rekeys(&net.ea), ike_rekeys(&net.eb));
         assert_eq!(ra, rb);
         assert_eq!(ra.len(), 1, "{ra:?}");
@@ -427,6 +531,51 @@ fn simultaneous_ike_sa_rekeys_leave_one_new_ike_sa_with_the_children() {
         }
     }
     assert!(winners[0] > 0 && winners[1] > 0, "{winners:?}");
+}
+
+/// A simultaneous IKE SA rekey where the winner's Delete of the old SA overtakes the loser's
+/// answer (lost here): the loser adopts the winner's SA when the Delete comes, and both log the
+/// collision; the loser's redundant SA, never completed on its side, stays unused at the
+/// winner (`retiring`) until it expires.
+#[test]
+fn an_old_ike_sa_deleted_before_the_losers_answer_still_settles_the_collision() {
+    let start = Instant::now();
+    for _ in 0..8 {
+        let (mut net, before) = crossed_ike_rekeys(start);
+        let lowest = |ike: &Ike| {
+            let sa = ike.sas.values().find(|sa| sa.ike_collision.is_some());
+            sa.and_then(|sa| sa.ike_collision.as_ref())
+                .expect("a collision noted")
+                .lowest
+                .clone()
+        };
+        // Each side noted the peer's exchange's lowest nonce.
+        let a_wins = lowest(&net.b) > lowest(&net.a);
+        // The winner reads its answer and deletes the old SA; the loser's answer is lost.
+        assert!(net.deliver(!a_wins, start));
+        let lost = if a_wins {
+            net.to_b.pop_front()
+        } else {
+            net.to_a.pop_front()
+        };
+        assert!(lost.is_some(), "the loser's answer was in flight");
+        net.settle(start);
+        assert_eq!(collisions(&net.ea), [(true, a_wins)], "{:?}", net.ea);
+        assert_eq!(collisions(&net.eb), [(true, !a_wins)], "{:?}", net.eb);
+        let winner = if a_wins { &net.a } else { &net.b };
+        let retiring: Vec<bool> = winner.ike_sas().iter().map(|s| s.retiring).collect();
+        assert_eq!(retiring.iter().filter(|r| **r).count(), 1, "{retiring:?}");
+        // Past the retransmission span (64 s by default) the redundant SA is gone; the
+        // children never moved.
+        net.run_until(start + Duration::from_mins(2));
+        assert_eq!(assert_one_ike_sa_each(&net), before);
+        assert_eq!((net.a.ike_sas().len(), net.b.ike_sas().len()), (1, 1));
+        assert!(net.gaps.is_empty(), "{:?}", net.gaps);
+        for events in [&net.ea, &net.eb] {
+            assert!(deleted_children(events).is_empty(), "{events:?}");
+            assert!(failures(events).is_empty(), "{events:?}");
+        }
+    }
 }
 
 /// §2.25.1: a Delete crossing a rekey of the same CHILD_SA. The deleting side answers the

@@ -50,5 +50,6 @@ pub use reference::{
 pub use reference::{UdpContext, UdpKind};
 pub use sa::{Sa, UdpEncap};
 pub use sp::Sp;
+pub use spd::OutboundSwitch;
 pub use spd::{MAX_SA, MAX_SP, SEQ_BITS, Spd};
 pub use types::*;

@@ -31,6 +31,8 @@ const SEQ_LIMIT: u32 = 1 << SEQ_BITS;
 
 mod ike;
 
+pub use ike::OutboundSwitch;
+
 /// The security policy database: SAs, SPs and the creation counter. This is the persisted state;
 /// after deserialising one, call `validate`.
 ///
@@ -59,9 +61,9 @@ pub struct Spd {
     /// reach the disk).
     #[serde(skip)]
     ike_sas: BTreeMap<String, String>,
-    /// Per peer, the (inbound, outbound) SA pair IKE installed last: what its SPs are bound to.
+    /// Per peer, the CHILD_SAs IKE installed, in order: what its SPs are bound to (`ike`).
     #[serde(skip)]
-    ike_current: BTreeMap<String, (String, String)>,
+    ike_current: ike::IkeChildren,
 }
 
 /// What a state file holds of an `Spd`: everything but the index, which is rebuilt from it.
@@ -97,7 +99,7 @@ impl From<Records> for Spd {
             index,
             peers,
             ike_sas: BTreeMap::new(),
-            ike_current: BTreeMap::new(),
+            ike_current: ike::IkeChildren::default(),
         }
     }
 }

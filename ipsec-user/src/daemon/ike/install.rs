@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::daemon::protocol::IkeSaEntry;
 use crate::ike::{ChildSa, DirectionKeys, Failure, IkeSaInfo};
-use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Key, Peer, Sa, UdpEncap};
+use crate::model::{EncryptionAlgorithm, IntegrityAlgorithm, Key, Sa, UdpEncap};
 
 /// The name of the `ike` SA with `spi` negotiated with `peer`.
 pub(crate) fn sa_name(peer: &str, spi: u32) -> String {
@@ -78,14 +78,15 @@ fn strongswan_encryption(e: EncryptionAlgorithm) -> &'static str {
     }
 }
 
-/// One line of `ike sa list`.
-pub(crate) fn ike_sa_entry(info: &IkeSaInfo, peer: Option<&Peer>, now: Instant) -> IkeSaEntry {
+/// One line of `ike sa list`: ages and times to come in whole seconds, from the core's
+/// timers (so a rekey's jitter shows).
+pub(crate) fn ike_sa_entry(info: &IkeSaInfo, now: Instant) -> IkeSaEntry {
     let established = info
         .established
         .map(|t| now.saturating_duration_since(t).as_secs());
-    let rekey = peer.zip(established).map(|(peer, age)| {
-        u64::from(peer.ike_lifetime.saturating_sub(peer.rekey_margin)).saturating_sub(age)
-    });
+    let until = |at: Instant| at.saturating_duration_since(now).as_secs();
+    let child_until =
+        |at: Option<Instant>| at.map_or_else(|| "-".to_owned(), |at| until(at).to_string());
     IkeSaEntry {
         peer: info.peer.clone(),
         role: if info.initiator {
@@ -95,6 +96,7 @@ pub(crate) fn ike_sa_entry(info: &IkeSaInfo, peer: Option<&Peer>, now: Instant) 
         }
         .to_owned(),
         state: match info.state {
+            _ if info.retiring => "retiring",
             crate::ike::SaState::InitSent => "init-sent",
             crate::ike::SaState::HalfOpen => "half-open",
             crate::ike::SaState::AuthSent => "auth-sent",
@@ -122,7 +124,14 @@ pub(crate) fn ike_sa_entry(info: &IkeSaInfo, peer: Option<&Peer>, now: Instant) 
         remote: info.remote.to_string(),
         encapsulated: info.encapsulated,
         established_seconds: established,
-        rekey_seconds: rekey,
+        rekey_seconds: info.rekey_at.map(until),
+        expire_seconds: info.expire_at.map(until),
+        child_sa_rekey_seconds: info.child_timers.iter().map(|t| child_until(t.0)).collect(),
+        child_sa_expire_seconds: info
+            .child_timers
+            .iter()
+            .map(|t| child_until(Some(t.1)))
+            .collect(),
         child_sas: info
             .children
             .iter()

@@ -18,7 +18,17 @@
 //!   closed). `Failed` -> a warning naming the peer and the RFC 7296 notify
 //!   (`AUTHENTICATION_FAILED`, `NO_PROPOSAL_CHOSEN`, ...).
 //! - `ike` SAs live in memory only (see `model::spd::ike`); after a restart `always` peers
-//!   negotiate again and the flows stay dropped until they have.
+//!   negotiate again and the flows stay dropped until they have. When the daemon stops
+//!   ([`IkeLink::stop`], SIGTERM), each established IKE SA is deleted with an INFORMATIONAL
+//!   Delete (sent, retransmitted once after half a second, a second at most in all), so the peer
+//!   drops its SAs at once; then the negotiated SAs are removed from the state (fail closed).
+//! - Events are acted on before the datagrams of the same step are sent (make before break):
+//!   a new CHILD_SA is installed before the answer that lets the peer use it, and a CHILD_SA
+//!   the peer deleted is gone (its flows moved to its successor) before the Delete is
+//!   answered. The responder of a rekey keeps sending on the old CHILD_SA until the initiator
+//!   deletes it ([`crate::ike::SendFrom::AfterRekeyed`]); ESP arriving on the new one ends the
+//!   wait earlier ([`waiting_with_esp`], checked every tick).
+//! - `ike sa rekey` ([`rekey`]) rekeys a peer's CHILD_SAs or IKE SA on demand.
 //! - IKE itself must never be subject to the SPD: every datapath sync makes the peers' (local,
 //!   remote) address pairs the set whose UDP 500/4500 XDP and TC let through
 //!   (`datapath/ike_bypass.rs`).
@@ -32,8 +42,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::protocol::{ExportedPeer, PeerEntry, Response};
-use crate::ike::ChildSa;
-use crate::model::{ModelError, Spd};
+use crate::ike::{ChildSa, SendFrom};
+use crate::model::{ModelError, OutboundSwitch, Spd};
 
 pub(crate) use apply::{peer_differences, readd_peer_users, resolved_peer};
 pub(crate) use config::check_peer;
@@ -45,6 +55,29 @@ pub(crate) enum IkeJob {
     Install(Box<ChildSa>),
     /// Remove the SAs of a deleted CHILD_SA (inbound and outbound SPI).
     Remove { peer: String, spis: [u32; 2] },
+    /// ESP arrived on these inbound `ike` SAs ([`waiting_with_esp`]): their CHILD_SAs' outbound
+    /// SAs may carry the flows now.
+    Promote { inbound: Vec<String> },
+}
+
+/// The inbound `ike` SAs whose CHILD_SA waits for the one it rekeys to be deleted before
+/// sending, and on which ESP arrived already: the peer installed them, so the wait can end
+/// (the fallback of make before break when the peer's Delete is late).
+/// The counters are read only when some CHILD_SA waits.
+pub(crate) fn waiting_with_esp(
+    spd: &Spd,
+    counters: impl FnOnce() -> crate::daemon::port::Counters,
+) -> Vec<String> {
+    let waiting = spd.ike_outbound_waiting();
+    if waiting.is_empty() {
+        return Vec::new();
+    }
+    let counters = counters();
+    waiting
+        .into_iter()
+        .filter(|sa| counters.sa.get(&sa.id).is_some_and(|c| c.packets > 0))
+        .map(|sa| sa.name.clone())
+        .collect()
 }
 
 /// Apply `job` to `spd` (unchanged on error); the log line to write once it is committed.
@@ -57,16 +90,33 @@ pub(crate) fn apply(spd: &mut Spd, job: IkeJob) -> Result<Box<dyn FnOnce() + Sen
             let (inbound, outbound) = install::sa_pair(&child)
                 .ok_or_else(|| "an ipv4 child sa cannot be installed".to_owned())?;
             let names = (inbound.name.clone(), outbound.name.clone());
-            spd.install_ike_child(&child.peer, inbound, outbound)
+            let switch = match (child.send_from, child.rekeys) {
+                (SendFrom::AfterRekeyed, Some(old)) => OutboundSwitch::AfterReplaced {
+                    replaces: install::sa_name(&child.peer, old),
+                },
+                (SendFrom::Never, _) => OutboundSwitch::Never,
+                _ => OutboundSwitch::Now,
+            };
+            spd.install_ike_child(&child.peer, inbound, outbound, switch)
                 .map_err(|e: ModelError| e.to_string())?;
             let (peer, rekeys, suite) = (child.peer.clone(), child.rekeys, child.suite);
+            let send_from = child.send_from;
             Ok(Box::new(move || {
                 info!(
                     peer, inbound = %names.0, outbound = %names.1,
                     encryption = suite.encryption.as_str(), integrity = suite.integrity.as_str(),
                     rekeys = rekeys.map(|spi| format!("{spi:08x}")).as_deref().unwrap_or("-"),
+                    send_from = ?send_from,
                     "ike: child sa installed"
                 );
+            }))
+        }
+        IkeJob::Promote { inbound } => {
+            let moved = spd.promote_ike_outbound(&inbound);
+            Ok(Box::new(move || {
+                if moved {
+                    info!(sas = ?inbound, "ike: esp arrived on a rekeyed child sa; sending on it");
+                }
             }))
         }
         IkeJob::Remove { peer, spis } => {
@@ -120,6 +170,55 @@ pub(crate) enum Command {
     List(oneshot::Sender<Response>),
     /// A flow of this `on-demand` peer found no SA ([`demanded`]); rate-limited by the task.
     OnDemand(String),
+    /// The daemon stops: Delete every established IKE SA (bounded, see `runtime`), remove the
+    /// negotiated SAs, answer, end the task.
+    Stop(oneshot::Sender<()>),
+    /// `ike sa rekey`: the peer (known to the state) and whether the IKE SA (else its
+    /// CHILD_SAs).
+    Rekey {
+        peer: String,
+        ike: bool,
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+/// `ike sa rekey`: refuses a missing or unknown `--peer-name` here (from the committed state),
+/// then hands the rekey to the IKE task, which answers (an error when no IKE SA with the peer
+/// is established). Nothing changes on error.
+pub(crate) fn rekey(
+    spd: &Spd,
+    link: Option<&IkeLink>,
+    peer_name: Option<String>,
+    ike: bool,
+    reply: oneshot::Sender<Response>,
+) {
+    let error = |message: String| Response::Error { message };
+    let answer = match peer_name {
+        None => error(format!(
+            "{}: required; the name of an ike peer (see ike peer list)",
+            crate::model::opt::PEER_NAME
+        )),
+        Some(name) if spd.peer(&name).is_none() => error(format!(
+            "{}: no peer named '{}'; see ike peer list",
+            crate::model::opt::PEER_NAME,
+            name.escape_debug()
+        )),
+        Some(peer) => {
+            let Some(link) = link else {
+                let _ = reply.send(error(format!(
+                    "no established ike sa with peer '{peer}' (ike is not running); nothing changed"
+                )));
+                return;
+            };
+            if let Err(mpsc::error::SendError(Command::Rekey { reply, .. })) =
+                link.0.send(Command::Rekey { peer, ike, reply })
+            {
+                let _ = reply.send(error("the daemon is shutting down; nothing changed".into()));
+            }
+            return;
+        }
+    };
+    let _ = reply.send(answer);
 }
 
 /// The control worker's handle on the IKE task.
@@ -129,6 +228,17 @@ pub(crate) struct IkeLink(mpsc::UnboundedSender<Command>);
 impl IkeLink {
     pub(crate) fn configure(&self, spd: &Spd) {
         let _ = self.0.send(Command::Configure(config::desired(spd)));
+    }
+
+    /// The daemon stops: the IKE task tells each peer with an established IKE SA (an
+    /// INFORMATIONAL Delete, so it removes its SAs at once instead of waiting for dead peer
+    /// detection), removes the negotiated SAs from the state (their flows fail closed) and
+    /// ends. Returns when it has, or after [`runtime::STOP_BOUND`] at most.
+    pub(crate) async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.0.send(Command::Stop(done)).is_ok() {
+            let _ = tokio::time::timeout(runtime::STOP_BOUND, stopped).await;
+        }
     }
 
     pub(crate) fn list(&self, reply: oneshot::Sender<Response>) {

@@ -30,6 +30,12 @@ const TICK: Duration = Duration::from_millis(500);
 /// within `--dpd` + 15 s.
 const RETRANSMIT_BASE: Duration = Duration::from_secs(1);
 const RETRANSMIT_TRIES: u32 = 3;
+/// Stopping: the wait for the peers' answers to our Deletes before the one retransmission,
+/// and in all (then the SAs are removed whatever the peers said).
+const STOP_RESEND: Duration = Duration::from_millis(500);
+const STOP_WAIT: Duration = Duration::from_secs(1);
+/// How long the daemon waits for the IKE task to stop (the Deletes plus removing the SAs).
+pub(super) const STOP_BOUND: Duration = Duration::from_secs(3);
 /// Largest UDP payload read.
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -97,6 +103,11 @@ impl Task {
             };
             tokio::select! {
                 command = commands.recv() => match command {
+                    Some(Command::Stop(done)) => {
+                        self.stop(&mut datagrams).await;
+                        let _ = done.send(());
+                        break;
+                    }
                     Some(command) => self.command(command).await,
                     None => break,
                 },
@@ -114,8 +125,66 @@ impl Task {
         debug!("ike task stopped");
     }
 
+    /// The daemon stops: Delete each established IKE SA (one retransmission, [`STOP_WAIT`] in
+    /// all), then remove every negotiated SA from the state; see the parent module's contract.
+    async fn stop(&mut self, datagrams: &mut mpsc::Receiver<Received>) {
+        let started = Instant::now();
+        let peers: Vec<String> = self
+            .ike
+            .ike_sas()
+            .into_iter()
+            .filter(|sa| sa.state == SaState::Established)
+            .map(|sa| sa.peer)
+            .collect();
+        let mut sent = Vec::new();
+        for peer in &peers {
+            if let Ok(out) = self.ike.delete_ike_sa(peer, started) {
+                sent.extend(out.datagrams.iter().cloned());
+                self.act(out).await;
+            }
+        }
+        if !peers.is_empty() {
+            info!(peers = ?peers, "ike: stopping: deleting the ike sas with the peers");
+        }
+        let mut resent = false;
+        while !sent.is_empty()
+            && self
+                .ike
+                .ike_sas()
+                .iter()
+                .any(|sa| sa.state == SaState::Deleting)
+        {
+            let wake = started + if resent { STOP_WAIT } else { STOP_RESEND };
+            tokio::select! {
+                Some((local, remote, bytes)) = datagrams.recv() => {
+                    let out = self.ike.receive(local, remote, &bytes, Instant::now());
+                    self.act(out).await;
+                }
+                () = tokio::time::sleep_until(wake.into()) => {
+                    if resent {
+                        break;
+                    }
+                    resent = true;
+                    for d in &sent {
+                        self.send(d.local, d.remote, &d.bytes).await;
+                    }
+                }
+            }
+        }
+        let out = self.ike.forget_all();
+        self.act(out).await;
+        info!(
+            took_ms = started.elapsed().as_millis(),
+            "ike: stopped; negotiated sas removed"
+        );
+    }
+
     async fn command(&mut self, command: Command) {
         match command {
+            // Handled by `run`, which owns the datagram queue the Deletes' answers arrive on.
+            Command::Stop(done) => {
+                let _ = done.send(());
+            }
             Command::Configure(desired) => self.configure(desired).await,
             Command::List(reply) => {
                 let now = Instant::now();
@@ -123,11 +192,43 @@ impl Task {
                     .ike
                     .ike_sas()
                     .iter()
-                    .map(|info| {
-                        ike_sa_entry(info, self.desired.get(&info.peer).map(|d| &d.peer), now)
-                    })
+                    .map(|info| ike_sa_entry(info, now))
                     .collect();
                 let _ = reply.send(Response::IkeSaList(list));
+            }
+            Command::Rekey { peer, ike, reply } => {
+                let now = Instant::now();
+                let started = if ike {
+                    self.ike.rekey_ike_sa(&peer, now).map(|out| {
+                        let spis = self
+                            .ike
+                            .ike_sas()
+                            .iter()
+                            .filter(|sa| sa.peer == peer && sa.state == SaState::Established)
+                            .map(|sa| hex::encode(sa.spi_i))
+                            .collect::<Vec<_>>();
+                        (out, spis)
+                    })
+                } else {
+                    self.ike.rekey_children(&peer, now).map(|(out, spis)| {
+                        (out, spis.iter().map(|spi| format!("{spi:08x}")).collect())
+                    })
+                };
+                match started {
+                    Ok((out, sas)) => {
+                        info!(peer, sa = if ike { "ike" } else { "child" }, replacing = ?sas, "ike: rekey asked for");
+                        self.act(out).await;
+                        let _ = reply.send(Response::IkeRekeyStarted { peer, sas });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Response::Error {
+                            message: format!(
+                                "{}: {e}; nothing changed",
+                                crate::model::opt::PEER_NAME
+                            ),
+                        });
+                    }
+                }
             }
             Command::OnDemand(peer) => {
                 let now = Instant::now();
@@ -223,9 +324,11 @@ impl Task {
         }
     }
 
-    /// Periodic work: sockets of peers whose address was missing, `always` peers without an
-    /// IKE SA, and `on-demand` peers whose flows found no SA.
+    /// Periodic work: rekeyed CHILD_SAs that ESP arrived on (they may send), sockets of peers
+    /// whose address was missing, `always` peers without an IKE SA, and `on-demand` peers whose
+    /// flows found no SA.
     async fn maintain(&mut self) {
+        self.control.ike_esp_seen();
         let waiting = self
             .registered
             .values()
@@ -286,18 +389,22 @@ impl Task {
         }
     }
 
-    /// Send what the core produced and act on its events, and on what acting produces.
+    /// Act on what the core produced, then send its datagrams; then the same for what acting
+    /// produced. Events go first so that the datapath has what an answer announces before the
+    /// peer reads it (make before break, RFC 7296 §2.8): a new CHILD_SA's inbound SA is
+    /// installed before the CREATE_CHILD_SA response that lets the peer send on it, and a
+    /// deleted CHILD_SA's flows have moved to its successor before the Delete is answered.
     async fn act(&mut self, first: Output) {
         let mut queue = VecDeque::from([first]);
         while let Some(out) = queue.pop_front() {
-            for datagram in out.datagrams {
-                self.send(datagram.local, datagram.remote, &datagram.bytes)
-                    .await;
-            }
             for event in out.events {
                 if let Some(more) = self.event(event).await {
                     queue.push_back(more);
                 }
+            }
+            for datagram in out.datagrams {
+                self.send(datagram.local, datagram.remote, &datagram.bytes)
+                    .await;
             }
         }
     }
@@ -386,6 +493,19 @@ impl Task {
             }
             Event::Dropped { remote, reason } => {
                 debug!(%remote, reason, "ike: datagram dropped");
+                None
+            }
+            Event::RekeyCollision {
+                peer,
+                ike,
+                ours_survives,
+            } => {
+                info!(
+                    peer,
+                    sa = if ike { "ike" } else { "child" },
+                    survivor = if ours_survives { "ours" } else { "peer" },
+                    "ike: simultaneous rekey (RFC 7296 §2.8.1): the exchange with the lowest nonce made the redundant sa"
+                );
                 None
             }
             Event::CookieSent { remote } => {

@@ -6,12 +6,19 @@
 //!   remote), persisted; a peer an SP names cannot be removed.
 //! - An `ike` SA is an ordinary [`Sa`] in `sas` (the datapath, the engine and `sa list` treat it
 //!   like any other) that is also listed in `ike_sas`. [`Spd::install_ike_child`] adds a
-//!   CHILD_SA's two SAs and binds the peer's SPs to them (inbound SPs to the inbound SA, outbound
-//!   ones to the outbound SA); an SA an inbound SP named before stays accepted through `former`
-//!   until [`Spd::remove_ike_sas`] removes it (make before break on rekey). Removing the SA an SP
-//!   is bound to unbinds the SP: its flow fails closed until the next CHILD_SA.
+//!   CHILD_SA's two SAs; the peer's SPs are bound by one rule, applied after every change: an
+//!   inbound SP to the inbound SA of the peer's newest CHILD_SA, an outbound SP to the outbound SA
+//!   of its newest CHILD_SA whose [`OutboundSwitch`] has come (make before break, RFC 7296 §2.8:
+//!   the responder of a rekey keeps sending on the old CHILD_SA until the initiator, which
+//!   installed the new one before deleting the old, deletes it, or until
+//!   [`Spd::promote_ike_outbound`] reports ESP arriving on the new one). An SA an inbound SP named
+//!   before stays accepted through `former` until [`Spd::remove_ike_sas`] removes it. Removing
+//!   the SA an SP is bound to moves the SP to what the rule says then, or unbinds it when the peer
+//!   has no CHILD_SA left: its flow fails closed until the next one.
 //! - The serialised SPD (state.json) never holds an `ike` SA, a binding to one, or a former
 //!   record of one: negotiated keys and their state stay in memory.
+
+use std::collections::BTreeMap;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
@@ -80,6 +87,88 @@ impl Serialize for Spd {
             state.serialize_field("peers", &self.peers)?;
         }
         state.end()
+    }
+}
+
+/// When a new CHILD_SA's outbound SA starts carrying its peer's outbound flows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboundSwitch {
+    /// At once: the peer already receives on it (we started the exchange, or it is the first).
+    Now,
+    /// When the CHILD_SA whose inbound SA is named `replaces` is removed (the peer rekeyed it
+    /// and deletes it once it has installed this one, RFC 7296 §2.8), or when
+    /// [`Spd::promote_ike_outbound`] names this one's inbound SA (ESP arrived on it).
+    AfterReplaced { replaces: String },
+    /// Never: a redundant CHILD_SA of a simultaneous rekey (§2.8.1), about to be deleted.
+    Never,
+}
+
+/// One CHILD_SA IKE installed: its SA names and when its outbound SA may be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IkeChild {
+    inbound: String,
+    outbound: String,
+    switch: OutboundSwitch,
+}
+
+/// Per peer, its CHILD_SAs in the order they were installed (see the module contract).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct IkeChildren(BTreeMap<String, Vec<IkeChild>>);
+
+impl IkeChildren {
+    /// The SA the peer's SPs of `direction` are bound to by the rule of the module contract.
+    fn binding(&self, peer: &str, direction: Direction) -> Option<&str> {
+        let children = self.0.get(peer)?;
+        match direction {
+            Direction::In => children.last().map(|c| c.inbound.as_str()),
+            Direction::Out => children
+                .iter()
+                .rev()
+                .find(|c| c.switch == OutboundSwitch::Now)
+                .map(|c| c.outbound.as_str()),
+        }
+    }
+
+    /// The SAs named `names` were removed: their CHILD_SAs go, and a CHILD_SA waiting for the
+    /// one it replaces to go may send. The peers whose CHILD_SAs changed.
+    fn removed(&mut self, names: &[String]) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (peer, children) in &mut self.0 {
+            let before = children.len();
+            children.retain(|c| !names.contains(&c.inbound) && !names.contains(&c.outbound));
+            if children.len() != before {
+                changed.push(peer.clone());
+            }
+            let inbound: Vec<String> = children.iter().map(|c| c.inbound.clone()).collect();
+            for child in children.iter_mut() {
+                if let OutboundSwitch::AfterReplaced { replaces } = &child.switch
+                    && !inbound.contains(replaces)
+                {
+                    child.switch = OutboundSwitch::Now;
+                }
+            }
+        }
+        self.0.retain(|_, children| !children.is_empty());
+        changed
+    }
+
+    /// The CHILD_SAs whose inbound SA is in `inbound` and that wait for the one they replace:
+    /// they may send now. The peers whose CHILD_SAs changed.
+    fn promote(&mut self, inbound: &[String]) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (peer, children) in &mut self.0 {
+            for child in children.iter_mut() {
+                if matches!(child.switch, OutboundSwitch::AfterReplaced { .. })
+                    && inbound.contains(&child.inbound)
+                {
+                    child.switch = OutboundSwitch::Now;
+                    if !changed.contains(peer) {
+                        changed.push(peer.clone());
+                    }
+                }
+            }
+        }
+        changed
     }
 }
 
@@ -183,13 +272,60 @@ impl Spd {
         direction: Direction,
         mode: Mode,
     ) -> Option<String> {
-        let (inbound, outbound) = self.ike_current.get(peer)?;
-        let name = match direction {
-            Direction::In => inbound,
-            Direction::Out => outbound,
-        };
+        let name = self.ike_current.binding(peer, direction)?;
         self.sa(name).filter(|sa| sa.mode == mode)?;
-        Some(name.clone())
+        Some(name.to_owned())
+    }
+
+    /// Binds every SP of `peer` as the module contract's rule says (an SP whose SA is not of
+    /// its mode stays unbound); a rebinding is a replacement of the SP, so the SA it named
+    /// stays accepted inbound through `former`.
+    fn rebind_ike_sps(&mut self, peer: &str) {
+        for i in 0..self.sps.len() {
+            let sp = &self.sps[i];
+            if sp.ike_peer.as_deref() != Some(peer) {
+                continue;
+            }
+            let target = self.ike_binding(peer, sp.direction, sp.mode);
+            if sp.sa_name == target {
+                continue;
+            }
+            let old = sp.clone();
+            let mut bound = old.clone();
+            bound.sa_name = target;
+            if old.sa_name.is_some() {
+                self.former.sp_removed(&old);
+            }
+            self.former.sp_added(&bound);
+            self.sps[i] = bound;
+        }
+    }
+
+    /// Inbound SAs of CHILD_SAs whose outbound SA waits for the CHILD_SA they replace
+    /// ([`OutboundSwitch::AfterReplaced`]): ESP arriving on one proves the peer installed it.
+    pub fn ike_outbound_waiting(&self) -> Vec<&Sa> {
+        self.ike_current
+            .0
+            .values()
+            .flatten()
+            .filter(|c| matches!(c.switch, OutboundSwitch::AfterReplaced { .. }))
+            .filter_map(|c| self.sa(&c.inbound))
+            .collect()
+    }
+
+    /// ESP arrived on these inbound `ike` SAs: the CHILD_SAs they belong to may send now (the
+    /// peer installed them), and the peers' outbound SPs move to them if they are the newest.
+    /// False when nothing changed.
+    pub fn promote_ike_outbound(&mut self, inbound: &[String]) -> bool {
+        let peers = self.ike_current.promote(inbound);
+        if peers.is_empty() {
+            return false;
+        }
+        for peer in &peers {
+            self.rebind_ike_sps(peer);
+        }
+        self.index = Index::build(&self.sas, &self.sps);
+        true
     }
 
     /// `sa remove --remove-all` while IKE holds SAs: every user SA, atomically (none if any is
@@ -224,12 +360,14 @@ impl Spd {
 
     /// A CHILD_SA negotiated with `peer`: adds its two SAs (every check of `sa add` but the
     /// name's syntax applies: unique name, SPI and GCM key, the limit) and binds the peer's SPs
-    /// to them; see the module contract. Nothing changes on error.
+    /// to them, the outbound ones when `switch` says; see the module contract. Nothing changes
+    /// on error.
     pub fn install_ike_child(
         &mut self,
         peer: &str,
         inbound: Sa,
         outbound: Sa,
+        switch: OutboundSwitch,
     ) -> Result<(), ModelError> {
         if self.peer(peer).is_none() {
             return Err(ModelError::UnknownPeer { name: shown(peer) });
@@ -242,25 +380,16 @@ impl Spd {
         next.insert_sa(outbound)?;
         next.ike_sas.insert(in_name.clone(), peer.to_owned());
         next.ike_sas.insert(out_name.clone(), peer.to_owned());
-        let mode = next.sa(&in_name).map(|sa| sa.mode);
-        for i in 0..next.sps.len() {
-            let sp = &next.sps[i];
-            if sp.ike_peer.as_deref() != Some(peer) || Some(sp.mode) != mode {
-                continue;
-            }
-            let old = sp.clone();
-            let mut bound = old.clone();
-            bound.sa_name = Some(match old.direction {
-                Direction::In => in_name.clone(),
-                Direction::Out => out_name.clone(),
-            });
-            // A rebinding is a replacement of the SP: its former SA stays accepted inbound.
-            next.former.sp_removed(&old);
-            next.former.sp_added(&bound);
-            next.sps[i] = bound;
-        }
         next.ike_current
-            .insert(peer.to_owned(), (in_name, out_name));
+            .0
+            .entry(peer.to_owned())
+            .or_default()
+            .push(IkeChild {
+                inbound: in_name,
+                outbound: out_name,
+                switch,
+            });
+        next.rebind_ike_sps(peer);
         next.index = Index::build(&next.sas, &next.sps);
         *self = next;
         Ok(())
@@ -293,8 +422,15 @@ impl Spd {
             self.former.sa_removed(name);
             self.ike_sas.remove(name);
         }
-        self.ike_current
-            .retain(|_, (i, o)| !names.contains(i) && !names.contains(o));
+        self.index = Index::build(&self.sas, &self.sps);
+        // The SPs of the peers that lost a CHILD_SA move to what is left (or stay unbound).
+        let peers = self.ike_current.removed(names);
+        if peers.is_empty() {
+            return;
+        }
+        for peer in peers {
+            self.rebind_ike_sps(&peer);
+        }
         self.index = Index::build(&self.sas, &self.sps);
     }
 
@@ -390,6 +526,10 @@ mod tests {
     }
 
     fn install(spd: &mut Spd, inbound: u32, outbound: u32) {
+        install_switch(spd, inbound, outbound, OutboundSwitch::Now);
+    }
+
+    fn install_switch(spd: &mut Spd, inbound: u32, outbound: u32, switch: OutboundSwitch) {
         spd.install_ike_child(
             "p",
             child(
@@ -404,8 +544,103 @@ mod tests {
                 "fd00::1",
                 "fd00::2",
             ),
+            switch,
         )
         .expect("installing a child sa");
+    }
+
+    fn bound(spd: &Spd, sp: &str) -> Option<String> {
+        spd.sp(sp).and_then(|sp| sp.sa_name.clone())
+    }
+
+    /// A peer with one inbound and one outbound SP over the CHILD_SA 0x1000/0x2000.
+    fn established() -> Spd {
+        let mut spd = Spd::new();
+        spd.add_peer(&peer_args("p"), |_| Ok(()))
+            .expect("adding a peer");
+        spd.add_ike_sp(&ike_sp("out1", "out", "p")).expect("out sp");
+        spd.add_ike_sp(&ike_sp("in1", "in", "p")).expect("in sp");
+        install(&mut spd, 0x1000, 0x2000);
+        spd
+    }
+
+    #[test]
+    fn responder_of_a_rekey_sends_on_the_old_sa_until_it_is_deleted() {
+        let mut spd = established();
+        let replaces = OutboundSwitch::AfterReplaced {
+            replaces: "ike-p-00001000".into(),
+        };
+        install_switch(&mut spd, 0x1001, 0x2001, replaces.clone());
+        // Inbound moves at once (the old one still accepted); outbound waits.
+        assert_eq!(bound(&spd, "in1").as_deref(), Some("ike-p-00001001"));
+        let in1 = spd.sp("in1").expect("in1").clone();
+        assert!(spd.accepts_sa(&in1, "ike-p-00001000"));
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002000"));
+        let waiting: Vec<String> = spd
+            .ike_outbound_waiting()
+            .iter()
+            .map(|sa| sa.name.clone())
+            .collect();
+        assert_eq!(waiting, ["ike-p-00001001"]);
+        spd.assert_index_agrees();
+        // The initiator deletes the old CHILD_SA: outbound moves in the same change.
+        assert_eq!(spd.remove_ike_sas(&[0x1000, 0x2000]).len(), 2);
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002001"));
+        assert_eq!(bound(&spd, "in1").as_deref(), Some("ike-p-00001001"));
+        assert!(spd.ike_outbound_waiting().is_empty());
+        spd.assert_index_agrees();
+
+        // Or ESP arrives on the new inbound SA first.
+        let mut spd = established();
+        install_switch(&mut spd, 0x1001, 0x2001, replaces);
+        assert!(!spd.promote_ike_outbound(&["ike-p-00001000".into()]));
+        assert!(spd.promote_ike_outbound(&["ike-p-00001001".into()]));
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002001"));
+        assert!(!spd.promote_ike_outbound(&["ike-p-00001001".into()]));
+    }
+
+    #[test]
+    fn a_collision_never_sends_on_the_redundant_sa_nor_unbinds() {
+        // We answered the peer's rekey (0x1001) and then our own, redundant one (0x1002) was
+        // answered (RFC 7296 §2.8.1).
+        let mut spd = established();
+        let replaces = OutboundSwitch::AfterReplaced {
+            replaces: "ike-p-00001000".into(),
+        };
+        install_switch(&mut spd, 0x1001, 0x2001, replaces);
+        install_switch(&mut spd, 0x1002, 0x2002, OutboundSwitch::Never);
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002000"));
+        assert_eq!(bound(&spd, "in1").as_deref(), Some("ike-p-00001002"));
+        let in1 = spd.sp("in1").expect("in1").clone();
+        assert!(spd.accepts_sa(&in1, "ike-p-00001000"));
+        assert!(spd.accepts_sa(&in1, "ike-p-00001001"));
+        // We delete the redundant one: the SPs fall back, nothing unbound.
+        spd.remove_ike_sas(&[0x1002, 0x2002]);
+        assert_eq!(bound(&spd, "in1").as_deref(), Some("ike-p-00001001"));
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002000"));
+        let in1 = spd.sp("in1").expect("in1").clone();
+        assert!(spd.accepts_sa(&in1, "ike-p-00001000"));
+        // The peer deletes the old one: the survivor carries both directions.
+        spd.remove_ike_sas(&[0x1000, 0x2000]);
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002001"));
+        assert_eq!(bound(&spd, "in1").as_deref(), Some("ike-p-00001001"));
+        spd.assert_index_agrees();
+
+        // The other side of the same collision: its own exchange survives (sends at once), the
+        // peer's redundant one waits for the old one and is then deleted by the peer.
+        let mut spd = established();
+        let replaces = OutboundSwitch::AfterReplaced {
+            replaces: "ike-p-00001000".into(),
+        };
+        install_switch(&mut spd, 0x1002, 0x2002, replaces);
+        install_switch(&mut spd, 0x1001, 0x2001, OutboundSwitch::Now);
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002001"));
+        spd.remove_ike_sas(&[0x1000, 0x2000]);
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002001"));
+        spd.remove_ike_sas(&[0x1002, 0x2002]);
+        assert_eq!(bound(&spd, "out1").as_deref(), Some("ike-p-00002001"));
+        assert_eq!(bound(&spd, "in1").as_deref(), Some("ike-p-00001001"));
+        spd.assert_index_agrees();
     }
 
     #[test]
