@@ -136,10 +136,13 @@ fn explain_agrees_with_the_reference_and_disturbs_nothing() {
     as_root(
         "explain_agrees_with_the_reference_and_disturbs_nothing",
         || {
-            let pins = std::path::PathBuf::from(format!(
-                "/sys/fs/bpf/xipsec-rot-explain-{}",
-                std::process::id()
-            ));
+            // Removed when the test ends, also on a panic (declared before the datapath, so
+            // dropped after it).
+            let pin_dir = tempfile::Builder::new()
+                .prefix("xipsec-explain-")
+                .tempdir_in("/sys/fs/bpf")
+                .expect("creating a pin directory in bpffs");
+            let pins = pin_dir.path().to_path_buf();
             let mut dp = KernelDatapath::load(&LoadOptions {
                 pin_dir: Some(pins.clone()),
                 benchmark: false,
