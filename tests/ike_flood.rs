@@ -239,15 +239,5 @@ fn ike_sa_init_flood_engages_cookies_and_spares_the_peer() {
 
 /// Adds `addr` to b's side of the wire (no duplicate address detection).
 fn net_b_addr(net: &netns::VethPair, addr: Ipv6Addr) {
-    xipsec_testkit::sh(&[
-        "ip",
-        "-n",
-        &net.ns_b,
-        "addr",
-        "add",
-        &format!("{addr}/64"),
-        "dev",
-        &net.if_b,
-        "nodad",
-    ]);
+    netns::add_address(&net.ns_b, &format!("{addr}/64"), &net.if_b);
 }

@@ -435,16 +435,7 @@ fn lab() -> (VethPair, tempfile::TempDir) {
     let net = VethPair::new("ike", 0x1ce);
     // kernel-libipsec routes b's side of the tunnel through its TUN device from an address of
     // b's inner prefix: without one, installing the CHILD_SA fails ("error installing route").
-    xipsec_testkit::sh(&[
-        "ip",
-        "-n",
-        &net.ns_b,
-        "addr",
-        "add",
-        INNER_B_HOST,
-        "dev",
-        "lo",
-    ]);
+    xipsec_testkit::netns::add_address(&net.ns_b, INNER_B_HOST, "lo");
     let scratch = tempfile::Builder::new()
         .prefix("xipsec-ike-")
         .tempdir()

@@ -79,16 +79,7 @@ impl Lab {
         let inner_a = format!("fd00:{:x}:a::1", case.tag);
         let inner_b = format!("fd00:{:x}:b::1", case.tag);
         for (ns, me) in [(&net.ns_a, &inner_a), (&net.ns_b, &inner_b)] {
-            xipsec_testkit::sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{me}/128"),
-                "dev",
-                "lo",
-            ]);
+            xipsec_testkit::netns::add_address(ns, &format!("{me}/128"), "lo");
         }
         // a reaches b's inner address over the wire (xipsec's TC program takes it from there);
         // charon routes a's inner address through its TUN itself (table 220).

@@ -71,6 +71,12 @@ pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// `ip -n NS addr add CIDR dev DEV nodad`: an address usable at once (no duplicate address
+/// detection to wait for).
+pub fn add_address(ns: &str, cidr: &str, dev: &str) {
+    sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev, "nodad"]);
+}
+
 /// True when `ip -d link show` reports an XDP program (any mode) on `iface` in `ns`.
 pub fn xdp_attached(ns: &str, iface: &str) -> bool {
     let out = sh(&["ip", "-n", ns, "-d", "link", "show", "dev", iface]);

@@ -399,16 +399,7 @@ fn tunnel(lab: &Lab) -> anyhow::Result<(String, String)> {
         (&lab.net.ns_a, &a, &b, &lab.net.addr_b),
         (&lab.net.ns_b, &b, &a, &lab.net.addr_a),
     ] {
-        xipsec_testkit::sh(&[
-            "ip",
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{me}/128"),
-            "dev",
-            "lo",
-        ]);
+        xipsec_testkit::netns::add_address(ns, &format!("{me}/128"), "lo");
         xipsec_testkit::sh(&[
             "ip",
             "-n",

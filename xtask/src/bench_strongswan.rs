@@ -123,16 +123,7 @@ impl Strongswan {
         } else {
             &self.inner.1
         };
-        xipsec_testkit::sh(&[
-            "ip",
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{inner}/128"),
-            "dev",
-            "lo",
-        ]);
+        xipsec_testkit::netns::add_address(&ns, &format!("{inner}/128"), "lo");
         let script = format!(
             "mount --bind {} /run && exec {CHARON}",
             dir.join("run").display()
