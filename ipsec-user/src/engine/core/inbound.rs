@@ -115,6 +115,19 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// The (local address, local port) pairs ESP in UDP of the inbound SAs arrives at, without
+    /// repeats (the address unspecified for an SA whose destination is `any`).
+    pub fn udp_endpoints(&self) -> Vec<(std::net::Ipv6Addr, u16)> {
+        let mut endpoints: Vec<_> = self
+            .sas
+            .iter()
+            .filter_map(|sa| sa.identity.udp_endpoint())
+            .collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        endpoints
+    }
+
     /// No SA: every packet is [`Reason::UnknownSpi`] until `rebuild`.
     pub fn new(tdes_block_limit: u64, stats: Arc<EngineStats>) -> Self {
         Self {
