@@ -63,8 +63,8 @@ const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 pub(super) const MAX_SEGMENTS: usize = 64;
 /// Largest UDP datagram (header included) without an IPv6 jumbogram.
 const MAX_UDP: usize = 65_535;
-/// The receive buffer of a [`GroSocket`].
-const GRO_RECEIVE_BUFFER: usize = 8 << 20;
+/// The send buffer of the [`GsoSender`] and the receive buffer of a [`GroSocket`].
+const SOCKET_BUFFER: usize = 8 << 20;
 
 /// Whether `packet` (sealed, from `Outbound::seal`) is ESP in UDP: what it sends starts with the
 /// UDP header.
@@ -135,7 +135,7 @@ impl GsoSender {
             nix::sys::socket::sockopt::Mark,
             &ipsec_common::abi::XIPSEC_MARK,
         )?;
-        let buffer = libc::c_int::try_from(GRO_RECEIVE_BUFFER).unwrap_or(libc::c_int::MAX);
+        let buffer = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
         if set_int(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
@@ -308,7 +308,7 @@ impl GroSocket {
         set_int(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
         set_int(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
         set_int(raw, libc::IPPROTO_UDP, UDP_GRO, 1)?;
-        let buffer = libc::c_int::try_from(GRO_RECEIVE_BUFFER).unwrap_or(libc::c_int::MAX);
+        let buffer = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
         if set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, buffer).is_err() {
             set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer)?;
         }
@@ -502,10 +502,5 @@ mod tests {
         assert_eq!((program[2].k, program[3].k), (0, 1));
         let program = steer_program(0);
         assert_eq!((program[2].k, program[3].k), (1, 0));
-    }
-
-    #[allow(dead_code, reason = "the fd type is part of the contract")]
-    fn _fd(s: &GroSocket) -> RawFd {
-        s.fd.as_raw_fd()
     }
 }
