@@ -735,8 +735,8 @@ fn outbound(shared: &Shared) {
     std::thread::scope(|scope| {
         let (in_flight, send_logged) = (&in_flight, &send_logged);
         scope.spawn(move || {
-            for (batch, n) in full_rx {
-                send(shared, &batch[..n], send_logged);
+            for (mut batch, n) in full_rx {
+                send(shared, &mut batch[..n], send_logged);
                 in_flight.fetch_sub(1, Ordering::Release);
                 if empty_tx.send(batch).is_err() {
                     return;
@@ -762,7 +762,7 @@ const PIPELINE_DEPTH: usize = 2;
 /// wake-up fewer for ACKs and other light traffic, and nothing to overlap anyway.
 const DIRECT_SEND_MAX: usize = 8;
 
-fn send(shared: &Shared, packets: &[Outgoing], logged: &AtomicBool) {
+fn send(shared: &Shared, packets: &mut [Outgoing], logged: &AtomicBool) {
     let sent = lock(&shared.tx).send(packets, Instant::now());
     shared.stats.add(Stat::XskSent, sent.xsk as u64);
     shared.stats.add(Stat::UdpGsoFrames, sent.gso_frames as u64);
@@ -790,10 +790,10 @@ struct Pipeline<'a> {
 impl Pipeline<'_> {
     /// Sends the first `n` packets of `batch`, in order after everything shipped before; returns
     /// the batch to fill next, or `None` when the sender is gone (shutdown).
-    fn ship(&mut self, batch: Vec<Outgoing>, n: usize) -> Option<Vec<Outgoing>> {
+    fn ship(&mut self, mut batch: Vec<Outgoing>, n: usize) -> Option<Vec<Outgoing>> {
         // Acquire: every batch counted out has left, so sending here keeps the order.
         if n <= DIRECT_SEND_MAX && self.in_flight.load(Ordering::Acquire) == 0 {
-            send(self.shared, &batch[..n], self.send_logged);
+            send(self.shared, &mut batch[..n], self.send_logged);
             return Some(batch);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);

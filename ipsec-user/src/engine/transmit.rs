@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::core::udp::is_udp;
+use super::core::udp::{complete_checksum, is_udp};
 use super::neighbour::{NextHop, Resolver};
 use super::sys::{self, Outgoing};
 use super::udp_gso::{self, GsoSender};
@@ -150,8 +150,9 @@ impl Transmit {
             .map(|fd| sys::socket_cookie(fd.as_raw_fd()))
     }
 
-    /// Sends `packets` in order (see the module docs).
-    pub(super) fn send(&mut self, packets: &[Outgoing], now: Instant) -> Sent {
+    /// Sends `packets` in order (see the module docs). ESP in UDP sent alone gets its UDP
+    /// checksum here (`core::udp::complete_checksum`); a GSO frame's is the device's.
+    pub(super) fn send(&mut self, packets: &mut [Outgoing], now: Instant) -> Sent {
         let mut sent = Sent::default();
         // Start of the run of packets waiting for the raw socket.
         let mut raw_run = None;
@@ -174,6 +175,10 @@ impl Transmit {
                 }
                 i += len;
                 continue;
+            }
+            let packet = &mut packets[i];
+            if udp_packet(packet) {
+                complete_checksum(&mut packet.buf, packet.source, packet.destination);
             }
             let packet = &packets[i];
             if self.stage(packet, now) {
