@@ -27,7 +27,7 @@
 //!   sequence number was raised (so the ICV no longer matches): b counts 4 GRO segments, 2
 //!   replay drops, 2 ICV failures and delivers nothing more.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use ipsec_tests::esp_oracle::key_hex;
 use serde_json::{Value, json};
@@ -37,7 +37,7 @@ use xipsec_testkit::{
     cli::SpArgs,
     daemon::{Node, Sandbox},
     netns::{self, VethPair},
-    traffic::{self, Ready, fixture_with_input, py},
+    traffic::{self, Ready, fixture_with_input},
 };
 
 const NAT_T_PORT: u16 = 4500;
@@ -440,24 +440,11 @@ fn udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500() {
             a.ok(&["stats"]),
             b.ok(&["stats"])
         );
-        let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9500", "20"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sink");
-        std::thread::sleep(Duration::from_millis(500));
-        let source = py(&net.ns_a, &["tcp-source", &net.addr_b, "9500", "2"])
-            .output()
-            .expect("source");
-        let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
-        let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
+        let (sent, received, errors) =
+            traffic::tcp_transfer(&net.ns_a, (&net.ns_b, &net.addr_b), "9500", "2");
         assert!(
             sent.starts_with("2000000 "),
-            "source: {sent} {}\na: {}\nb: {}",
-            String::from_utf8_lossy(&source.stderr),
+            "source: {sent} {errors}\na: {}\nb: {}",
             a.ok(&["stats"]),
             b.ok(&["stats"])
         );
@@ -512,21 +499,9 @@ fn udp_gso_stream_tamper_and_replay_in_super_packets() {
             traffic::ping(&net.ns_a, &net.addr_b, ("2", "2"), None),
             "ping over ESP in UDP failed"
         );
-        let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9501", "30"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the sink");
-        std::thread::sleep(Duration::from_millis(500));
-        let source = py(&net.ns_a, &["tcp-source", &net.addr_b, "9501", "4"])
-            .output()
-            .expect("running the source");
-        let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
-        let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        assert!(sent.starts_with("4000000 "), "source: {sent}");
+        let (sent, received, errors) =
+            traffic::tcp_transfer(&net.ns_a, (&net.ns_b, &net.addr_b), "9501", "4");
+        assert!(sent.starts_with("4000000 "), "source: {sent} {errors}");
         assert_eq!(
             received, sent,
             "4 MB over GSO ESP in UDP must arrive intact"
