@@ -12,7 +12,11 @@
 //!   that no plaintext run did (unchanged), or the benchmark fails. In the same invocation,
 //!   xipsec in tunnel mode (between an inner address on each host) and strongSwan's
 //!   kernel-libipsec (`bench_strongswan`; it only does tunnel mode, ESP in UDP), same suite,
-//!   runs alternating, each run checked against the bytes that went into ESP.
+//!   runs alternating, each run checked against the bytes that went into ESP. xipsec's tunnel
+//!   row sends ESP in UDP 4500 as strongSwan does (`--udp-encapsulation 4500`: like for like,
+//!   and the UDP GSO/GRO path of `--esp-gso on`), and is the headline `esp_over_strongswan`; the
+//!   same tunnel with plain ESP (between other inner addresses) is measured in the same
+//!   alternation and reported beside it (`tunnel_esp_*`).
 
 use std::{
     process::{Command, Stdio},
