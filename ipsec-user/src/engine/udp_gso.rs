@@ -281,9 +281,23 @@ pub(super) fn steer_program(esp_index: u32) -> [libc::sock_filter; 4] {
     ]
 }
 
-/// Whether nothing is bound to `local` (a plain bind succeeds).
+/// Whether nothing is bound to `local`: a bind without `SO_REUSEADDR`/`SO_REUSEPORT` succeeds
+/// (`IP_FREEBIND` as the real socket, so an address still tentative answers the same).
 fn probe(local: SocketAddrV6) -> bool {
-    std::net::UdpSocket::bind(local).is_ok()
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn6, bind, setsockopt, socket, sockopt,
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    setsockopt(&fd, sockopt::IpFreebind, &true).is_ok()
+        && setsockopt(&fd, sockopt::Ipv6V6Only, &true).is_ok()
+        && bind(fd.as_raw_fd(), &SockaddrIn6::from(local)).is_ok()
 }
 
 impl GroSocket {
@@ -303,6 +317,8 @@ impl GroSocket {
         setsockopt(&fd, sockopt::ReuseAddr, &true)?;
         setsockopt(&fd, sockopt::ReusePort, &true)?;
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+        // An address still tentative (duplicate address detection) binds now, not never.
+        setsockopt(&fd, sockopt::IpFreebind, &true)?;
         setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)?;
         let raw = fd.as_raw_fd();
         set_int(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
