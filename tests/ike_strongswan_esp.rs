@@ -7,7 +7,9 @@
 //! suites (AES-GCM and AES-CBC with HMAC-SHA-256). Both sides must list the same ESP SPIs,
 //! crossed. A capture on charon's side of the wire (the far side of xipsec's XDP) must hold only
 //! IKE (UDP 500/4500 with the non-ESP marker) and ESP inside UDP 4500 between the two hosts:
-//! no frame carries an inner address in clear.
+//! no frame carries an inner address in clear. After the transfers xipsec rekeys the CHILD_SA
+//! over UDP 4500, which its ESP engine's GRO socket shares with IKE (the answer must reach IKE),
+//! and ping crosses the tunnel again.
 //!
 //! Needs root (namespaces) and Debian's charon; fails under `CI=true` when it cannot run.
 
@@ -296,8 +298,35 @@ impl Lab {
                 "{what}: TCP {src} -> {dst} must arrive intact"
             );
         }
+        self.rekeyed(&what, diagnostics);
+        assert!(
+            Self::ping(a, &self.inner_a, &self.inner_b),
+            "{what}: ping a -> b failed after the rekey\n{}",
+            diagnostics()
+        );
         let frames = capture.stop();
         self.assert_only_ike_and_udp_esp(&frames, &what);
+    }
+
+    /// xipsec rekeys the CHILD_SA (CREATE_CHILD_SA over UDP 4500, where the ESP engine's GRO
+    /// socket shares the port with IKE's: the answer must reach IKE, not the engine), and
+    /// charon lists a CHILD_SA with SPIs xipsec did not have before.
+    fn rekeyed(&self, what: &str, diagnostics: impl Fn() -> String) {
+        let before = self.xipsec_spis();
+        self.xipsec
+            .ok(&["ike", "sa", "rekey", "--peer-name", "swan"]);
+        let (sas, rekeyed) = self.charon.wait_for_sas(Duration::from_secs(20), |sas| {
+            let (inbound, outbound) = xipsec_testkit::strongswan::child_spis(sas);
+            inbound
+                .iter()
+                .chain(&outbound)
+                .any(|spi| !before.contains(spi))
+        });
+        assert!(
+            rekeyed,
+            "{what}: no new CHILD_SA after ike sa rekey: {sas}\n{}",
+            diagnostics()
+        );
     }
 
     /// Every frame on the wire between the hosts is IKE or ESP in UDP 4500 (or link control),
