@@ -115,13 +115,14 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// The (local address, local port) pairs ESP in UDP of the inbound SAs arrives at, without
-    /// repeats (the address unspecified for an SA whose destination is `any`).
+    /// The (local address, local port) pairs ESP in UDP of the inbound SAs (those an inbound
+    /// SP names: the SPI lookup's) arrives at, without repeats (the address unspecified for an
+    /// SA whose destination is `any`). An outbound SA's destination is the peer's: never here.
     pub fn udp_endpoints(&self) -> Vec<(std::net::Ipv6Addr, u16)> {
         let mut endpoints: Vec<_> = self
-            .sas
-            .iter()
-            .filter_map(|sa| sa.identity.udp_endpoint())
+            .by_spi
+            .values()
+            .filter_map(|&i| self.sas.get(i)?.identity.udp_endpoint())
             .collect();
         endpoints.sort_unstable();
         endpoints.dedup();
