@@ -24,8 +24,10 @@
 //!   and are cut back into ESP packets ([`segments`]), each then checked by the inbound core
 //!   exactly as one from AF_XDP (SA by SPI, addresses, encapsulation shape and port, replay
 //!   window, ICV before anything is decrypted). A datagram that is not ESP (IKE's non-ESP
-//!   marker, a keepalive) is dropped, counted as malformed. Without the daemon nothing is bound:
-//!   the kernel drops the ciphertext (port unreachable), never delivers it.
+//!   marker, should one reach this socket; a keepalive) is dropped by the inbound core (no SA
+//!   has SPI 0; too short for ESP). Without the daemon nothing is bound: the kernel drops the
+//!   ciphertext (port unreachable), never delivers it. A socket that cannot be bound is logged
+//!   and tried again at the next change of the SAs.
 //! - **Sharing port 4500 with IKE.** The receive socket and the IKE task's socket on the same
 //!   address join one `SO_REUSEPORT` group (both set it); a classic BPF program on the group
 //!   ([`steer_program`]) sends datagrams whose first word is zero (IKE behind the non-ESP
