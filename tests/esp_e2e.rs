@@ -6,7 +6,7 @@
 //! for an `ipsec` policy are each dropped and counted; kill -9 of one daemon stops the flow
 //! without leaking plaintext (a live capture proves it), and a restart brings it back.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
 use ipsec_common::abi::XIPSEC_MARK;
 use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
@@ -194,24 +194,11 @@ fn two_hosts_protect_traffic_end_to_end() {
         // 10 MB over TCP with matching checksums.
         let cap_a = Capture::start(&net.ns_a, &net.if_a, &dir.join("tcp-a.pcap"), &spis);
         let cap_b = Capture::start(&net.ns_b, &net.if_b, &dir.join("tcp-b.pcap"), &spis);
-        let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9500", "20"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sink");
-        std::thread::sleep(Duration::from_millis(500));
-        let source = py(&net.ns_a, &["tcp-source", &net.addr_b, "9500", "10"])
-            .output()
-            .expect("source");
-        let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
-        let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
+        let (sent, received, errors) =
+            traffic::tcp_transfer(&net.ns_a, (&net.ns_b, &net.addr_b), "9500", "10");
         assert!(
             sent.starts_with("10000000 "),
-            "source: {sent} {}\na stats: {}\nb stats: {}\na sa: {}\nb sa: {}",
-            String::from_utf8_lossy(&source.stderr),
+            "source: {sent} {errors}\na stats: {}\nb stats: {}\na sa: {}\nb sa: {}",
             a.ok(&["stats"]),
             b.ok(&["stats"]),
             a.ok(&["sa", "list"]),

@@ -14,9 +14,20 @@
 //! - `udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500`: two daemons sending by the raw-socket
 //!   path (the raw UDP socket and TC egress's engine-socket check), manual SAs with
 //!   `--udp-encapsulation 4500`: ping and a 2 MB TCP transfer with matching checksums; each
-//!   side's capture of what it sends holds only ESP in UDP under the test's SPIs.
+//!   side's capture of what it sends holds only ESP in UDP under the test's SPIs. `--esp-gso off`
+//!   on both: one packet per skb.
+//! - `udp_gso_stream_tamper_and_replay_in_super_packets`: the UDP GSO/GRO path (`--esp-gso on`,
+//!   the default). a sends tap-visibly (`--esp-tx raw`: its GSO frames leave by a packet socket,
+//!   which taps see), b receives by AF_XDP and its GRO socket. A 4 MB TCP stream a -> b arrives
+//!   with the same SHA-256; a's capture of what it sends holds not one clear frame of the flow,
+//!   only ESP in UDP under the test's SPIs, and at least one GSO frame (a UDP payload longer
+//!   than an AF_XDP frame) and at least 4 MB of ESP bytes; a counts GSO frames and segments, b
+//!   counts GRO super-packets and segments. Then a super-packet injected past a's TC egress
+//!   (`fixtures/gso_inject.py`) carries two replays of captured ESP and two copies whose
+//!   sequence number was raised (so the ICV no longer matches): b counts 4 GRO segments, 2
+//!   replay drops, 2 ICV failures and delivers nothing more.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use ipsec_tests::esp_oracle::key_hex;
 use serde_json::{Value, json};
@@ -24,9 +35,9 @@ use xipsec_testkit::{
     as_root,
     capture::{Capture, Class, Frame, Frames},
     cli::SpArgs,
-    daemon::Node,
+    daemon::{Node, Sandbox},
     netns::{self, VethPair},
-    traffic::{self, Ready, fixture_with_input, py},
+    traffic::{self, Ready, fixture_with_input},
 };
 
 const NAT_T_PORT: u16 = 4500;
@@ -142,6 +153,41 @@ impl Combo {
         }
         args
     }
+}
+
+/// Transport-mode SAs "ab" (SPI `spis.0`) and "ba" (`spis.1`), aes128-cbc/hmac-sha2-256 in UDP
+/// 4500, and the SPs protecting everything between the two veth addresses, on both nodes;
+/// returns the SPIs.
+fn protect_over_udp(net: &VethPair, (a, b): (&Node, &Node), spis: (u32, u32)) -> [u32; 2] {
+    let combo = Combo {
+        enc: "aes128-cbc",
+        integ: Some("hmac-sha2-256"),
+        mode: "transport",
+    };
+    let (ab, ba) = (
+        (net.addr_a.as_str(), net.addr_b.as_str()),
+        (net.addr_b.as_str(), net.addr_a.as_str()),
+    );
+    for (node, me, peer, out, inn) in [
+        (a, &net.addr_a, &net.addr_b, "ab", "ba"),
+        (b, &net.addr_b, &net.addr_a, "ba", "ab"),
+    ] {
+        node.ok_args(&combo.sa_add("ab", ab, spis.0, 1, true));
+        node.ok_args(&combo.sa_add("ba", ba, spis.1, 2, true));
+        for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, inn)] {
+            let (src, dst, name) = (
+                format!("{src}/128"),
+                format!("{dst}/128"),
+                format!("protect-{dir}"),
+            );
+            let sp = SpArgs {
+                sa: Some(sa),
+                ..SpArgs::ipsec(&src, &dst, dir, &name)
+            };
+            node.ok(&sp.args());
+        }
+    }
+    [spis.0, spis.1]
 }
 
 fn strip(key: Option<String>) -> Option<String> {
@@ -375,37 +421,17 @@ fn udp_scapy_peer_interoperates_over_udp_4500() {
 fn udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500() {
     as_root("udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500", || {
         let net = VethPair::new("udpe", 0x4552);
-        let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
-        let b = Node::start_tap_visible(&net.ns_b, &net.if_b);
-        let combo = Combo {
-            enc: "aes128-cbc",
-            integ: Some("hmac-sha2-256"),
-            mode: "transport",
+        // Packet by packet: the raw UDP socket's path (the GSO path has its own test).
+        let raw = |ns: &str, iface: &str| {
+            Node::start_in(Sandbox::attached(ns, iface).with_daemon_args(&[
+                "--esp-tx",
+                "raw",
+                "--esp-gso",
+                "off",
+            ]))
         };
-        let (ab, ba) = (
-            (net.addr_a.as_str(), net.addr_b.as_str()),
-            (net.addr_b.as_str(), net.addr_a.as_str()),
-        );
-        for (node, me, peer, out, inn) in [
-            (&a, &net.addr_a, &net.addr_b, "ab", "ba"),
-            (&b, &net.addr_b, &net.addr_a, "ba", "ab"),
-        ] {
-            node.ok_args(&combo.sa_add("ab", ab, 0x4601, 1, true));
-            node.ok_args(&combo.sa_add("ba", ba, 0x4602, 2, true));
-            for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, inn)] {
-                let (src, dst, name) = (
-                    format!("{src}/128"),
-                    format!("{dst}/128"),
-                    format!("protect-{dir}"),
-                );
-                let sp = SpArgs {
-                    sa: Some(sa),
-                    ..SpArgs::ipsec(&src, &dst, dir, &name)
-                };
-                node.ok(&sp.args());
-            }
-        }
-        let spis = [0x4601, 0x4602];
+        let (a, b) = (raw(&net.ns_a, &net.if_a), raw(&net.ns_b, &net.if_b));
+        let spis = protect_over_udp(&net, (&a, &b), (0x4601, 0x4602));
         let cap_a = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("a.pcap"), &spis);
         let cap_b = Capture::start(&net.ns_b, &net.if_b, &b.dir().join("b.pcap"), &spis);
         assert!(
@@ -414,24 +440,11 @@ fn udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500() {
             a.ok(&["stats"]),
             b.ok(&["stats"])
         );
-        let sink = py(&net.ns_b, &["tcp-sink", &net.addr_b, "9500", "20"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sink");
-        std::thread::sleep(Duration::from_millis(500));
-        let source = py(&net.ns_a, &["tcp-source", &net.addr_b, "9500", "2"])
-            .output()
-            .expect("source");
-        let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
-        let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
+        let (sent, received, errors) =
+            traffic::tcp_transfer(&net.ns_a, (&net.ns_b, &net.addr_b), "9500", "2");
         assert!(
             sent.starts_with("2000000 "),
-            "source: {sent} {}\na: {}\nb: {}",
-            String::from_utf8_lossy(&source.stderr),
+            "source: {sent} {errors}\na: {}\nb: {}",
             a.ok(&["stats"]),
             b.ok(&["stats"])
         );
@@ -463,6 +476,145 @@ fn udp_two_xipsec_hosts_ping_and_tcp_over_udp_4500() {
             assert_eq!(node.stat("esp_encap_mismatch"), 0);
             assert!(node.sa_counter("ab", "packets") > 0 && node.sa_counter("ba", "packets") > 0);
         }
+    });
+}
+
+/// Length of the UDP payload of `frame` (ESP in UDP: the ESP packet, or a GSO frame's ESP
+/// packets together), from the IPv6 payload length (the capture may be truncated).
+fn udp_payload_len(frame: &Frame) -> usize {
+    let ip = frame.ipv6();
+    usize::from(u16::from_be_bytes([ip[4], ip[5]])).saturating_sub(8)
+}
+
+#[test]
+fn udp_gso_stream_tamper_and_replay_in_super_packets() {
+    as_root("udp_gso_stream_tamper_and_replay_in_super_packets", || {
+        let net = VethPair::new("ugso", 0x4553);
+        let a = Node::start_tap_visible(&net.ns_a, &net.if_a);
+        let b = Node::start(&net.ns_b, &net.if_b);
+        let spis = protect_over_udp(&net, (&a, &b), (0x4701, 0x4702));
+        let cap_a = Capture::start(&net.ns_a, &net.if_a, &a.dir().join("a.pcap"), &spis);
+        // Pings of one size: ESP packets of one length to replay below.
+        assert!(
+            traffic::ping(&net.ns_a, &net.addr_b, ("2", "2"), None),
+            "ping over ESP in UDP failed"
+        );
+        let (sent, received, errors) =
+            traffic::tcp_transfer(&net.ns_a, (&net.ns_b, &net.addr_b), "9501", "4");
+        assert!(sent.starts_with("4000000 "), "source: {sent} {errors}");
+        assert_eq!(
+            received, sent,
+            "4 MB over GSO ESP in UDP must arrive intact"
+        );
+        let seen = cap_a.stop();
+        let clear: Vec<&Frame> = not_udp_esp(&seen, &spis, |_| false)
+            .into_iter()
+            .filter(|f| f.src.to_string() == net.addr_a)
+            .collect();
+        assert!(
+            clear.is_empty(),
+            "a sent not ESP in UDP:\n{}",
+            describe(&clear)
+        );
+        let esp: Vec<&Frame> = seen
+            .frames
+            .iter()
+            .filter(|f| f.src.to_string() == net.addr_a && udp_esp_spi(f) == Some(spis[0]))
+            .collect();
+        let esp_bytes: usize = esp.iter().map(|f| udp_payload_len(f)).sum();
+        assert!(
+            esp_bytes > 4_000_000,
+            "only {esp_bytes} bytes of ESP left a"
+        );
+        let largest = esp.iter().map(|f| udp_payload_len(f)).max().unwrap_or(0);
+        assert!(
+            largest > 3_456,
+            "no GSO frame left a (largest UDP payload {largest})"
+        );
+        let (frames, segments) = (a.stat("esp_udp_gso_frames"), a.stat("esp_udp_gso_segments"));
+        assert!(
+            frames > 0 && segments > 2 * frames,
+            "a: {frames} GSO frames carrying {segments} packets"
+        );
+        let (gro, gro_segments) = (
+            b.stat("esp_udp_gro_received"),
+            b.stat("esp_udp_gro_segments"),
+        );
+        assert!(
+            gro > 0 && gro_segments > gro,
+            "b: {gro} GRO datagrams carrying {gro_segments} packets"
+        );
+        // Two ESP packets of one length that b accepted (the pings), replayed and tampered
+        // inside one super-packet.
+        let single: Vec<&[u8]> = esp
+            .iter()
+            .map(|f| &f.ipv6()[48..])
+            .filter(|esp| esp.len() < 1_000)
+            .collect();
+        let len = single.first().map_or(0, |e| e.len());
+        let pair: Vec<&[u8]> = single
+            .iter()
+            .copied()
+            .filter(|e| e.len() == len)
+            .take(2)
+            .collect();
+        assert_eq!(
+            pair.len(),
+            2,
+            "two ESP packets of one length from the pings"
+        );
+        let raised = |esp: &[u8]| {
+            let mut tampered = esp.to_vec();
+            tampered[4..8].copy_from_slice(&0x7fff_0000u32.to_be_bytes());
+            hex::encode(tampered)
+        };
+        // Longer than an AF_XDP frame in all, so XDP leaves it to the stack whole.
+        let payloads = [
+            hex::encode(pair[0]),
+            raised(pair[0]),
+            hex::encode(pair[1]),
+            raised(pair[1]),
+        ];
+        let copies = 3_500 / (4 * len) + 1;
+        let payloads: Vec<String> = (0..copies).flat_map(|_| payloads.clone()).collect();
+        let counters = [
+            "esp_udp_gro_segments",
+            "esp_replay_drops",
+            "esp_auth_failures",
+            "esp_delivered",
+        ];
+        let start: Vec<u64> = counters.iter().map(|c| b.stat(c)).collect();
+        let injected = fixture_with_input(
+            Some(&net.ns_a),
+            "gso_inject.py",
+            &[
+                &net.if_a,
+                &mac(&net.ns_b, &net.if_b),
+                &mac(&net.ns_a, &net.if_a),
+                &net.addr_a,
+                &net.addr_b,
+                "4500",
+                &len.to_string(),
+            ],
+            payloads.join("\n").as_bytes(),
+        );
+        assert!(
+            injected.status.success(),
+            "injecting: {}",
+            String::from_utf8_lossy(&injected.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let grew: Vec<u64> = counters
+            .iter()
+            .zip(&start)
+            .map(|(c, start)| b.stat(c) - start)
+            .collect();
+        let n = u64::try_from(payloads.len()).expect("small");
+        assert_eq!(
+            grew,
+            [n, n / 2, n / 2, 0],
+            "{counters:?} grew by {grew:?} after a super-packet of {n} replayed or tampered ESP packets"
+        );
     });
 }
 

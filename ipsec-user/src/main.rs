@@ -86,6 +86,7 @@ fn run_daemon(socket: std::path::PathBuf, args: DaemonArgs) -> anyhow::Result<()
                 rx_coalesce: Duration::from_micros(u64::from(args.esp_rx_coalesce_us)),
                 tdes_block_limit: args.tdes_block_limit,
                 xsk_tx: args.esp_tx == ipsec_user::cli::args::EspTx::Xdp,
+                udp_gso: args.esp_gso == ipsec_user::cli::args::EspGso::On,
                 ..EngineConfig::new(config.state_dir.clone())
             };
             open_datapath(&config.interfaces, config.xdp_mode, &config.pin_dir, engine)?

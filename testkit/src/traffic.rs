@@ -35,6 +35,36 @@ pub fn ping(ns: &str, dst: &str, (count, wait): (&str, &str), pattern: Option<&s
         .success()
 }
 
+/// `megabytes` MB of deterministic bytes over TCP from namespace `from` to `to_addr`:`port` in
+/// namespace `to` (`tcp-sink` there, up to 30 s; `tcp-source` here): the source's and the
+/// sink's last report lines (`{bytes} {sha256}`), and the source's stderr.
+pub fn tcp_transfer(
+    from: &str,
+    (to, to_addr): (&str, &str),
+    port: &str,
+    megabytes: &str,
+) -> (String, String, String) {
+    let sink = py(to, &["tcp-sink", to_addr, port, "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the sink");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let source = py(from, &["tcp-source", to_addr, port, megabytes])
+        .output()
+        .expect("running the source");
+    let sent = String::from_utf8_lossy(&source.stdout).trim().to_string();
+    let received = String::from_utf8_lossy(&sink.wait_with_output().expect("sink").stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (
+        sent,
+        received,
+        String::from_utf8_lossy(&source.stderr).into_owned(),
+    )
+}
+
 /// `python3 tests/fixtures/{script} ARGS` run in namespace `ns`, which must succeed; its stdout.
 pub fn fixture_output(ns: &str, script: &str, args: &[&str]) -> String {
     let out = exec(ns, &["python3"])

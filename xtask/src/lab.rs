@@ -130,10 +130,23 @@ impl Lab {
         &self,
         name: &str,
         mode: &str,
-        (sel_a, sel_b): (&str, &str),
-        (spi_ab, spi_ba): (&str, &str),
+        selectors: (&str, &str),
+        spis: (&str, &str),
         enc: (&str, &str),
         integ: (&str, &str),
+    ) -> anyhow::Result<()> {
+        self.protect_with(name, mode, selectors, spis, (enc, integ), &[])
+    }
+
+    /// [`Self::protect`] with `sa_extra` added to every `sa add` (e.g. `--udp-encapsulation`).
+    pub(crate) fn protect_with(
+        &self,
+        name: &str,
+        mode: &str,
+        (sel_a, sel_b): (&str, &str),
+        (spi_ab, spi_ba): (&str, &str),
+        (enc, integ): ((&str, &str), (&str, &str)),
+        sa_extra: &[&str],
     ) -> anyhow::Result<()> {
         let (a, b) = (self.net.addr_a.as_str(), self.net.addr_b.as_str());
         for (side, me, peer, sel_me, sel_peer, out_spi, in_spi) in [
@@ -146,7 +159,7 @@ impl Lab {
                     "sa", "add", "-s", src, "-d", dst, "-m", mode, "-p", spi, "-e", enc.0, "-k",
                     enc.1, "-i", integ.0, "-K", integ.1, "-n", &sa,
                 ];
-                self.cli(side, &args)?;
+                self.cli(side, &[&args[..], sa_extra].concat())?;
             }
             for (dir, src, dst) in [("out", sel_me, sel_peer), ("in", sel_peer, sel_me)] {
                 let name = format!("{name}-{dir}");

@@ -462,6 +462,29 @@ pub struct DaemonArgs {
         default_value_t = EspTx::Xdp
     )]
     pub esp_tx: EspTx,
+    /// ESP in UDP (RFC 3948) in GSO frames: `on` sends a run of ESP-in-UDP packets of one SA as
+    /// one skb of up to 64 KiB (segmented by the device or the kernel before the wire, so the
+    /// peer sees the same packets) and receives such super-packets on a UDP GRO socket per local
+    /// address and port of the encapsulated SAs; `off` sends and receives packet by packet.
+    /// Peers on a veth or another virtual link that keeps GSO whole must be xipsec with this
+    /// path (or any RFC 3948 receiver on a kernel UDP socket, such as strongSwan).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ON_OFF",
+        env = "XIPSEC_ESP_GSO",
+        default_value_t = EspGso::On
+    )]
+    pub esp_gso: EspGso,
+}
+
+/// `--esp-gso`: UDP GSO/GRO for ESP in UDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EspGso {
+    /// GSO frames out, GRO super-packets in.
+    On,
+    /// One packet per skb.
+    Off,
 }
 
 /// `--esp-tx`: the ESP engine's send path.

@@ -124,6 +124,7 @@ mod seq;
 mod state_file;
 mod sys;
 mod transmit;
+mod udp_gso;
 mod xsk;
 
 use std::collections::BTreeMap;
@@ -131,7 +132,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -189,7 +190,15 @@ pub struct EngineConfig {
     /// (`transmit`); false: always through the raw socket. Default true, unless the environment
     /// says `XIPSEC_ESP_TX=raw` ([`TX_ENV`]).
     pub xsk_tx: bool,
+    /// ESP in UDP crosses the link in GSO frames of up to 64 KiB and is received in GRO
+    /// super-packets (`udp_gso`): sent when the next hop is known, received on a UDP socket per
+    /// local address and port of the inbound encapsulated SAs. Default true, unless the
+    /// environment says `XIPSEC_ESP_GSO=off` ([`GSO_ENV`]).
+    pub udp_gso: bool,
 }
+
+/// `XIPSEC_ESP_GSO=off` turns the UDP GSO/GRO path off by default (A/B measurements).
+pub const GSO_ENV: &str = "XIPSEC_ESP_GSO";
 
 /// `XIPSEC_ESP_TX=raw` turns AF_XDP transmission off by default (A/B measurements).
 pub const TX_ENV: &str = "XIPSEC_ESP_TX";
@@ -211,6 +220,7 @@ impl EngineConfig {
             rx_coalesce: DEFAULT_RX_COALESCE,
             tdes_block_limit: DEFAULT_TDES_BLOCK_LIMIT,
             xsk_tx: std::env::var(TX_ENV).as_deref() != Ok("raw"),
+            udp_gso: std::env::var(GSO_ENV).as_deref() != Ok("off"),
         }
     }
 }
@@ -333,6 +343,17 @@ struct Shared {
     /// How ESP leaves (`transmit`); the sender and, for small batches, the encrypting thread
     /// send, one at a time.
     tx: Mutex<Transmit>,
+    /// The UDP GRO receive sockets (`udp_gso`), kept equal to the inbound SAs' endpoints by
+    /// `update`; the inbound worker reloads them when the generation moves, woken by `gro_wake`.
+    gro: Mutex<GroSet>,
+    gro_generation: AtomicU64,
+    gro_wake: OwnedFd,
+}
+
+/// The UDP GRO receive sockets by local endpoint; `enabled` is [`EngineConfig::udp_gso`].
+struct GroSet {
+    enabled: bool,
+    sockets: BTreeMap<(std::net::Ipv6Addr, u16), Arc<udp_gso::GroSocket>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -363,6 +384,7 @@ impl EspEngine {
             rx_coalesce,
             tdes_block_limit,
             xsk_tx,
+            udp_gso,
         } = config;
         let store = SeqStore::open(&state_dir)?;
         let replay = ReplayStore::open(&state_dir)?;
@@ -374,7 +396,15 @@ impl EspEngine {
         let stats = Arc::new(EngineStats::default());
         let (out, inb) = self::core::tables(tdes_block_limit, &stats);
         let (receivers, senders): (Vec<_>, Vec<_>) = open_xsk(&xsk_interfaces).into_iter().unzip();
-        let resolver = if xsk_tx && !senders.is_empty() {
+        let senders = if xsk_tx { senders } else { Vec::new() };
+        let gso = udp_gso
+            .then(|| {
+                udp_gso::GsoSender::open()
+                    .map_err(|error| warn!(%error, "no udp gso sender: esp in udp leaves packet by packet"))
+                    .ok()
+            })
+            .flatten();
+        let resolver = if !senders.is_empty() || gso.is_some() {
             Some(Resolver::new(
                 sys::open_rtnetlink()?,
                 ipsec_common::abi::XIPSEC_MARK,
@@ -382,7 +412,7 @@ impl EspEngine {
         } else {
             None
         };
-        let tx = Mutex::new(Transmit::new(socket.as_raw_fd(), resolver, senders));
+        let tx = Mutex::new(Transmit::new(socket.as_raw_fd(), resolver, senders, gso));
         let shared = Arc::new(Shared {
             out: Mutex::new(out),
             inb: Mutex::new(inb),
@@ -396,6 +426,12 @@ impl EspEngine {
             shutdown,
             rtnetlink,
             tx,
+            gro: Mutex::new(GroSet {
+                enabled: udp_gso,
+                sockets: BTreeMap::new(),
+            }),
+            gro_generation: AtomicU64::new(0),
+            gro_wake: sys::eventfd()?,
         });
         let mut engine = Self {
             shared,
@@ -414,6 +450,7 @@ impl EspEngine {
             tun = %engine.tun_name, ifindex = engine.tun_ifindex, %seq_file,
             crypto = crate::crypto::burst::Backend::active().name(),
             esp_tx = if xsk_tx && !engine.xsk.is_empty() { "af_xdp" } else { "raw socket" },
+            udp_gso = lock(&engine.shared.tx).gso_active(),
             "esp engine started"
         );
         Ok(engine)
@@ -468,6 +505,8 @@ impl EspEngine {
         let mut cookies = vec![sys::socket_cookie(self.shared.socket.as_raw_fd())];
         // ESP in UDP leaves the raw path by its own socket (`transmit`).
         cookies.extend(lock(&self.shared.tx).udp_socket_cookie());
+        // So does a run of it in one GSO frame (`udp_gso`).
+        cookies.extend(lock(&self.shared.tx).gso_socket_cookie());
         cookies
     }
 
@@ -506,6 +545,8 @@ impl EspEngine {
             })?
         };
         *lock(&self.shared.registry) = rebuilt.registry;
+        let endpoints = lock(&self.shared.inb).udp_endpoints();
+        self.reconcile_gro(&endpoints);
         // Written without the tables: the packet path runs meanwhile.
         lock(&self.shared.store).prune_if_over(&rebuilt.live_sas);
         write_reservations(&self.shared, &rebuilt.reservations, Instant::now());
@@ -515,6 +556,44 @@ impl EspEngine {
         }
         replay.prune_if_over(&rebuilt.live_ceilings);
         Ok(())
+    }
+
+    /// Makes the UDP GRO sockets those of `endpoints` (see `udp_gso`): opens the missing ones
+    /// (a failure is logged; that endpoint's super-packets then find no socket and are
+    /// dropped by the kernel), closes the others, and wakes the inbound worker to reload them.
+    fn reconcile_gro(&self, endpoints: &[(std::net::Ipv6Addr, u16)]) {
+        let mut set = lock(&self.shared.gro);
+        if !set.enabled {
+            return;
+        }
+        let before = set.sockets.len();
+        set.sockets.retain(|key, _| endpoints.contains(key));
+        let mut changed = before != set.sockets.len();
+        for &(address, port) in endpoints {
+            if set.sockets.contains_key(&(address, port)) {
+                continue;
+            }
+            let local = std::net::SocketAddrV6::new(address, port, 0, 0);
+            match udp_gso::GroSocket::open(local) {
+                Ok(socket) => {
+                    info!(%local, "esp in udp: receiving gro super-packets");
+                    set.sockets.insert((address, port), Arc::new(socket));
+                    changed = true;
+                }
+                Err(error) => warn!(
+                    %local, %error,
+                    "no udp gro socket: esp-in-udp super-packets to this address are dropped"
+                ),
+            }
+        }
+        // Under the set's lock, as the worker's reload: a wake-up it has not drained always
+        // comes with a generation it has not seen, so it never spins on a stale one.
+        if changed {
+            self.shared.gro_generation.fetch_add(1, Ordering::Release);
+            if let Err(error) = sys::signal(&self.shared.gro_wake) {
+                warn!(%error, "cannot wake the inbound worker");
+            }
+        }
     }
 
     /// Empties the replay window of the inbound SA with `spi` and forgets its persisted
@@ -656,8 +735,8 @@ fn outbound(shared: &Shared) {
     std::thread::scope(|scope| {
         let (in_flight, send_logged) = (&in_flight, &send_logged);
         scope.spawn(move || {
-            for (batch, n) in full_rx {
-                send(shared, &batch[..n], send_logged);
+            for (mut batch, n) in full_rx {
+                send(shared, &mut batch[..n], send_logged);
                 in_flight.fetch_sub(1, Ordering::Release);
                 if empty_tx.send(batch).is_err() {
                     return;
@@ -683,9 +762,13 @@ const PIPELINE_DEPTH: usize = 2;
 /// wake-up fewer for ACKs and other light traffic, and nothing to overlap anyway.
 const DIRECT_SEND_MAX: usize = 8;
 
-fn send(shared: &Shared, packets: &[Outgoing], logged: &AtomicBool) {
+fn send(shared: &Shared, packets: &mut [Outgoing], logged: &AtomicBool) {
     let sent = lock(&shared.tx).send(packets, Instant::now());
     shared.stats.add(Stat::XskSent, sent.xsk as u64);
+    shared.stats.add(Stat::UdpGsoFrames, sent.gso_frames as u64);
+    shared
+        .stats
+        .add(Stat::UdpGsoSegments, sent.gso_segments as u64);
     shared.stats.add(Stat::SendErrors, sent.failed as u64);
     if let Some(e) = sent.error
         && !logged.swap(true, Ordering::Relaxed)
@@ -707,10 +790,10 @@ struct Pipeline<'a> {
 impl Pipeline<'_> {
     /// Sends the first `n` packets of `batch`, in order after everything shipped before; returns
     /// the batch to fill next, or `None` when the sender is gone (shutdown).
-    fn ship(&mut self, batch: Vec<Outgoing>, n: usize) -> Option<Vec<Outgoing>> {
+    fn ship(&mut self, mut batch: Vec<Outgoing>, n: usize) -> Option<Vec<Outgoing>> {
         // Acquire: every batch counted out has left, so sending here keeps the order.
         if n <= DIRECT_SEND_MAX && self.in_flight.load(Ordering::Acquire) == 0 {
-            send(self.shared, &batch[..n], self.send_logged);
+            send(self.shared, &mut batch[..n], self.send_logged);
             return Some(batch);
         }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -902,10 +985,19 @@ fn write_reservations(shared: &Shared, reservations: &[SeqReservation], now: Ins
 fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Duration) {
     inject_fault("inbound");
     let socket = shared.socket.as_raw_fd();
-    let fds: Vec<_> = std::iter::once(socket)
+    let mut gro = Gro::new(shared);
+    let fixed: Vec<_> = [socket, shared.gro_wake.as_raw_fd()]
+        .into_iter()
         .chain(receivers.iter().map(|r| r.binding().fd))
         .collect();
-    let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &fds);
+    let fds = |gro: &Gro| -> Vec<_> {
+        fixed
+            .iter()
+            .copied()
+            .chain(gro.sockets.iter().map(|s| s.fd.as_raw_fd()))
+            .collect()
+    };
+    let mut poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &fds(&gro));
     let mut batch: Vec<Incoming> = (0..BATCH).map(|_| Incoming::new()).collect();
     let batch_len = u32::try_from(BATCH).unwrap_or(u32::MAX);
     let mut out = Delivery::new(shared);
@@ -927,11 +1019,15 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
         } else if !wait(&mut poller, &poll_logged, "inbound poll") {
             return;
         }
+        if gro.reload(shared) {
+            poller = sys::Poller::new(shared.shutdown.as_raw_fd(), &fds(&gro));
+        }
         // Drain every source; `round` counts what that brought.
         let mut round: u32 = 0;
         loop {
             let now = Instant::now();
-            let mut busy = false;
+            let (got, mut busy) = gro.receive(shared, &mut prepared, now, &mut out);
+            round += got;
             match sys::recv_batch(socket, &mut batch) {
                 Ok(got) => {
                     let mut table = Some(lock(&shared.inb));
@@ -997,6 +1093,107 @@ fn inbound(shared: &Shared, mut receivers: Vec<XskReceiver>, rx_coalesce: Durati
 
 /// Frames one AF_XDP socket hands over at most per round (`xsk`'s receive limit).
 const XSK_BURST: usize = 256;
+
+/// Datagrams (super-packets) taken from one GRO socket per round.
+const GRO_ROUND: usize = 8;
+
+/// The inbound worker's view of the UDP GRO sockets (`udp_gso`) and its receive buffer.
+struct Gro {
+    sockets: Vec<Arc<udp_gso::GroSocket>>,
+    generation: u64,
+    buf: Vec<u8>,
+}
+
+impl Gro {
+    fn new(shared: &Shared) -> Self {
+        let mut gro = Self {
+            sockets: Vec::new(),
+            generation: u64::MAX,
+            buf: vec![0; 1 << 16],
+        };
+        gro.reload(shared);
+        gro
+    }
+
+    /// Takes the current sockets if `update` changed them; returns whether it did.
+    fn reload(&mut self, shared: &Shared) -> bool {
+        let generation = shared.gro_generation.load(Ordering::Acquire);
+        if generation == self.generation {
+            return false;
+        }
+        let set = lock(&shared.gro);
+        // Clear the wake-up (see `reconcile_gro`): its count says nothing more than the
+        // generation.
+        let mut drained = [0u8; 8];
+        let _ = rustix::io::read(&shared.gro_wake, &mut drained);
+        self.generation = shared.gro_generation.load(Ordering::Acquire);
+        self.sockets = set.sockets.values().cloned().collect();
+        true
+    }
+
+    /// Receives what the GRO sockets hold (up to [`GRO_ROUND`] datagrams each), cuts each into
+    /// its ESP packets and runs them through the inbound core like AF_XDP frames. Returns the
+    /// packets handled and whether a socket may hold more.
+    fn receive(
+        &mut self,
+        shared: &Shared,
+        prepared: &mut [Prepared],
+        now: Instant,
+        out: &mut Delivery<'_>,
+    ) -> (u32, bool) {
+        let (mut handled, mut busy) = (0u32, false);
+        for socket in &self.sockets {
+            let mut taken = 0;
+            while taken < GRO_ROUND {
+                let received = match socket.receive(&mut self.buf) {
+                    Ok(Some(received)) => received,
+                    Ok(None) => break,
+                    Err(_) => {
+                        shared.stats.bump(Stat::RecvErrors);
+                        break;
+                    }
+                };
+                taken += 1;
+                shared.stats.bump(Stat::UdpGroReceived);
+                let Some(destination) = received.destination.filter(|_| !received.truncated) else {
+                    shared.stats.bump(Stat::Malformed);
+                    continue;
+                };
+                let outer = OuterHeader {
+                    source: received.source,
+                    destination,
+                    traffic_class: received.traffic_class,
+                    flow_label: 0,
+                    hop_limit: received.hop_limit,
+                };
+                let encap = crate::model::UdpEncap {
+                    source_port: received.source_port,
+                    destination_port: socket.local.port(),
+                };
+                let payload = &self.buf[..received.len.min(self.buf.len())];
+                let mut segments = udp_gso::segments(payload, received.segment).peekable();
+                let mut table = Some(lock(&shared.inb));
+                while segments.peek().is_some() {
+                    let packets: SmallVec<[InPacket<'_>; udp_gso::MAX_SEGMENTS]> = segments
+                        .by_ref()
+                        .take(udp_gso::MAX_SEGMENTS)
+                        .map(|esp| InPacket {
+                            outer,
+                            esp,
+                            encap: Some(encap),
+                        })
+                        .collect();
+                    let n = packets.len();
+                    shared.stats.add(Stat::UdpGroSegments, n as u64);
+                    handled += u32::try_from(n).unwrap_or(u32::MAX);
+                    open_burst(shared, &mut table, &packets, prepared, now, out);
+                }
+            }
+            busy |= taken == GRO_ROUND;
+        }
+        (handled, busy)
+    }
+}
 
 /// Runs a burst of ESP packets through the inbound core: their ICVs verified together
 /// (`Inbound::prepare_burst`), then each packet in order through `open` (which may release the

@@ -25,6 +25,10 @@
 //! cookie for TC egress ([`Transmit::udp_socket_cookie`]), and receives nothing (a socket
 //! filter refuses every copy of inbound UDP the kernel would queue on a raw UDP socket).
 //!
+//! A third path for ESP in UDP, when the engine has a GSO sender (`udp_gso`, `--esp-gso on`, the
+//! default): a run of packets of one SA that `udp_gso::run_len` allows leaves as one GSO frame
+//! when the next hop is known and each packet fits the MTU.
+//!
 //! Runs of consecutive packets taking the same path are sent together, each run after the one
 //! before has left, so sequence numbers leave in order. A packet that cannot be sent is dropped
 //! and counted (`esp_send_errors`), never retried on the other path after a failure, and never
@@ -36,9 +40,10 @@ use std::time::Instant;
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use super::core::udp::is_udp;
+use super::core::udp::{complete_checksum, is_udp};
 use super::neighbour::{NextHop, Resolver};
 use super::sys::{self, Outgoing};
+use super::udp_gso::{self, GsoSender};
 use super::xsk::XskSender;
 use crate::wire::IPV6_HEADER_LEN;
 use crate::wire::Ipv6Repr;
@@ -56,6 +61,9 @@ const NEXT_HEADER_UDP: u8 = 17;
 pub(super) struct Sent {
     /// Packets handed to an AF_XDP transmit ring.
     pub xsk: usize,
+    /// GSO frames sent (`udp_gso`) and the packets they carried.
+    pub gso_frames: usize,
+    pub gso_segments: usize,
     /// Packets that could not be sent (either path).
     pub failed: usize,
     /// The first error seen.
@@ -80,13 +88,20 @@ pub(super) struct Transmit {
     /// `None` when AF_XDP transmission is off or no sender exists.
     resolver: Option<Resolver>,
     senders: Vec<XskSender>,
+    /// ESP-in-UDP runs as GSO frames (`udp_gso`); `None` when off or not available.
+    gso: Option<GsoSender>,
 }
 
 impl Transmit {
     /// Sends through `senders` where possible (resolving next hops with `resolver`), else
     /// through the raw ESP socket `raw` (owned by the engine, open as long as this value).
-    pub(super) fn new(raw: RawFd, resolver: Option<Resolver>, senders: Vec<XskSender>) -> Self {
-        let resolver = resolver.filter(|_| !senders.is_empty());
+    pub(super) fn new(
+        raw: RawFd,
+        resolver: Option<Resolver>,
+        senders: Vec<XskSender>,
+        gso: Option<GsoSender>,
+    ) -> Self {
+        let resolver = resolver.filter(|_| !senders.is_empty() || gso.is_some());
         let udp = open_udp_socket()
             .map_err(|error| {
                 tracing::warn!(%error, "cannot open the raw udp socket: esp in udp can leave only through AF_XDP");
@@ -97,7 +112,35 @@ impl Transmit {
             udp,
             resolver,
             senders,
+            gso,
         }
+    }
+
+    /// The socket cookie of the GSO sender, for TC egress.
+    pub(super) fn gso_socket_cookie(&self) -> Option<u64> {
+        self.gso.as_ref().map(GsoSender::cookie)
+    }
+
+    /// Whether ESP in UDP leaves in GSO frames.
+    pub(super) fn gso_active(&self) -> bool {
+        self.gso.is_some() && self.resolver.is_some()
+    }
+
+    /// The length of the GSO run starting `packets` and its next hop, if it can leave as one.
+    fn gso_run(&mut self, packets: &[Outgoing], now: Instant) -> Option<(usize, NextHop)> {
+        self.gso.as_ref()?;
+        let len = udp_gso::run_len(packets);
+        if len < 2 {
+            return None;
+        }
+        let first = &packets[0];
+        let hop = self
+            .resolver
+            .as_mut()?
+            .next_hop(first.source, first.destination, now)?;
+        // Each segment must fit the link as the packet it becomes.
+        (IPV6_HEADER_LEN + first.esp().len() <= usize::try_from(hop.mtu).unwrap_or(0))
+            .then_some((len, hop))
     }
 
     /// The socket cookie of the raw UDP socket, for TC egress (see the module docs).
@@ -107,12 +150,37 @@ impl Transmit {
             .map(|fd| sys::socket_cookie(fd.as_raw_fd()))
     }
 
-    /// Sends `packets` in order (see the module docs).
-    pub(super) fn send(&mut self, packets: &[Outgoing], now: Instant) -> Sent {
+    /// Sends `packets` in order (see the module docs). ESP in UDP sent alone gets its UDP
+    /// checksum here (`core::udp::complete_checksum`); a GSO frame's is the device's.
+    pub(super) fn send(&mut self, packets: &mut [Outgoing], now: Instant) -> Sent {
         let mut sent = Sent::default();
         // Start of the run of packets waiting for the raw socket.
         let mut raw_run = None;
-        for (i, packet) in packets.iter().enumerate() {
+        let mut i = 0;
+        while i < packets.len() {
+            if let Some((len, hop)) = self.gso_run(&packets[i..], now) {
+                // Everything before the run leaves first.
+                if let Some(start) = raw_run.take() {
+                    self.send_raw(&packets[start..i], &mut sent);
+                }
+                self.flush(&mut sent);
+                let run = &packets[i..i + len];
+                match self.gso.as_ref().map(|gso| gso.send(&hop, run)) {
+                    Some(Ok(())) => {
+                        sent.gso_frames += 1;
+                        sent.gso_segments += len;
+                    }
+                    Some(Err(e)) => sent.fail(len, Some(e)),
+                    None => sent.fail(len, None),
+                }
+                i += len;
+                continue;
+            }
+            let packet = &mut packets[i];
+            if udp_packet(packet) {
+                complete_checksum(&mut packet.buf, packet.source, packet.destination);
+            }
+            let packet = &packets[i];
             if self.stage(packet, now) {
                 // The raw run before this packet leaves first (staged frames leave on flush).
                 if let Some(start) = raw_run.take() {
@@ -124,6 +192,7 @@ impl Transmit {
                 self.flush(&mut sent);
                 raw_run = Some(i);
             }
+            i += 1;
         }
         if let Some(start) = raw_run {
             self.send_raw(&packets[start..], &mut sent);

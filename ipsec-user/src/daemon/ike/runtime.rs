@@ -531,7 +531,9 @@ impl Task {
     }
 }
 
-/// A UDP socket on `local` (SO_REUSEADDR, so a restarted daemon binds at once).
+/// A UDP socket on `local` (SO_REUSEADDR, so a restarted daemon binds at once; SO_REUSEPORT,
+/// so the ESP engine's GRO socket on port 4500 can join it: a steering program the engine
+/// attaches sends IKE behind the non-ESP marker here and ESP there, see `engine::udp_gso`).
 fn open(local: SocketAddr) -> std::io::Result<UdpSocket> {
     use std::os::fd::FromRawFd as _;
     let IpAddr::V6(_) = local.ip() else {
@@ -544,6 +546,7 @@ fn open(local: SocketAddr) -> std::io::Result<UdpSocket> {
         None,
     )?;
     nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReuseAddr, &true)?;
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReusePort, &true)?;
     nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv6V6Only, &true)?;
     let SocketAddr::V6(v6) = local else {
         return Err(std::io::Error::other("ipv6 only"));

@@ -115,6 +115,20 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// The (local address, local port) pairs ESP in UDP of the inbound SAs (those an inbound
+    /// SP names: the SPI lookup's) arrives at, without repeats (the address unspecified for an
+    /// SA whose destination is `any`). An outbound SA's destination is the peer's: never here.
+    pub fn udp_endpoints(&self) -> Vec<(std::net::Ipv6Addr, u16)> {
+        let mut endpoints: Vec<_> = self
+            .by_spi
+            .values()
+            .filter_map(|&i| self.sas.get(i)?.identity.udp_endpoint())
+            .collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        endpoints
+    }
+
     /// No SA: every packet is [`Reason::UnknownSpi`] until `rebuild`.
     pub fn new(tdes_block_limit: u64, stats: Arc<EngineStats>) -> Self {
         Self {

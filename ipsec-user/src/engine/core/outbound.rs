@@ -293,8 +293,7 @@ impl Outbound {
             seal_packets(&mut items, results);
             for ((item, (i, sa)), result) in items.iter_mut().zip(&at).zip(results.iter()) {
                 if let (Ok(()), Some(encap)) = (result, self.sas[*sa].identity.udp_encap) {
-                    let outer = &item.framed.encapsulated;
-                    udp::finish(item.buf, encap, outer.source, outer.destination);
+                    udp::finish(item.buf, encap);
                 }
                 if result.is_err() {
                     self.stats.bump(Stat::EncapErrors);

@@ -46,6 +46,13 @@ impl SaIdentity {
 
     /// Whether ESP that came in `outer` travels between this SA's endpoints; `::` (`any`)
     /// matches every address.
+    /// Where ESP in UDP for this SA arrives, if it is encapsulated: its destination
+    /// (unspecified for `any`) and the destination port.
+    pub(crate) fn udp_endpoint(&self) -> Option<(Ipv6Addr, u16)> {
+        self.udp_encap
+            .map(|encap| (self.destination, encap.destination_port))
+    }
+
     pub(crate) fn binds(&self, outer: &OuterHeader) -> bool {
         let matches = |want: Ipv6Addr, got: Ipv6Addr| want.is_unspecified() || want == got;
         matches(self.source, outer.source) && matches(self.destination, outer.destination)

@@ -67,6 +67,10 @@ engine_stats! {
     TunQueueDrops => "esp_tun_queue_drops": "Packets the kernel dropped at the TUN device (its queue to the engine full), from its tx_dropped + rx_dropped.",
     XskSent => "esp_xsk_sent": "Outbound ESP sent through an AF_XDP socket's transmit ring (the rest went by the raw socket).",
     EncapMismatch => "esp_encap_mismatch": "Inbound ESP in UDP for an SA without --udp-encapsulation (or to another port), or plain ESP for an SA with it (RFC 3948 §3.2).",
+    UdpGsoFrames => "esp_udp_gso_frames": "ESP-in-UDP GSO frames sent (one skb carrying a run of ESP packets of one SA, `--esp-gso`).",
+    UdpGsoSegments => "esp_udp_gso_segments": "ESP-in-UDP packets sent inside GSO frames.",
+    UdpGroReceived => "esp_udp_gro_received": "Datagrams (super-packets or single) taken from the engine's UDP GRO sockets.",
+    UdpGroSegments => "esp_udp_gro_segments": "ESP packets cut from those datagrams and handed to the inbound checks.",
 }
 
 /// The engine counters, shared by both workers.

@@ -5,8 +5,11 @@
 //! - Outbound, an SA with `udp_encap` sends `[IPv6 fixed header, next header 17][UDP][ESP]`:
 //!   [`make_room`] turns the framed packet into that shape before sealing (transport mode's kept
 //!   extension headers are left out, as the send paths leave them out of plain ESP too), and
-//!   [`finish`] writes the UDP header after sealing, its checksum over the IPv6 pseudo-header
-//!   and the sealed ESP (RFC 8200 §8.1: mandatory over IPv6; strongSwan's socket checks it). The
+//!   [`finish`] writes the UDP header after sealing with the checksum field 0, which no packet
+//!   leaves with: the send path completes it ([`complete_checksum`], over the IPv6
+//!   pseudo-header and the sealed ESP; RFC 8200 §8.1: mandatory over IPv6, strongSwan's socket
+//!   checks it) for a packet sent alone, and a run sent as one UDP GSO frame has it computed per
+//!   segment by the device or the kernel (`engine::udp_gso`), so it is never computed twice. The
 //!   returned `esp_offset` is the UDP header's: what leaves is `buf[esp_offset..]`, and
 //!   [`is_udp`] tells the send paths that it is UDP rather than ESP.
 //! - Inbound, [`accepts`]: UDP-encapsulated ESP only for an SA with `udp_encap` whose local
@@ -48,8 +51,9 @@ pub(super) fn make_room(out: &mut Vec<u8>, framed: &mut Framed) -> usize {
     UDP_OFFSET
 }
 
-/// Writes the UDP header of a sealed packet `make_room` shaped: ports, length, checksum.
-pub(super) fn finish(buf: &mut [u8], encap: UdpEncap, source: Ipv6Addr, destination: Ipv6Addr) {
+/// Writes the UDP header of a sealed packet `make_room` shaped: ports, length, and a checksum
+/// field of 0 for the send path to complete ([`complete_checksum`]).
+pub(super) fn finish(buf: &mut [u8], encap: UdpEncap) {
     let Some(datagram) = buf
         .get_mut(UDP_OFFSET..)
         .filter(|d| d.len() >= UDP_HEADER_LEN)
@@ -64,6 +68,18 @@ pub(super) fn finish(buf: &mut [u8], encap: UdpEncap, source: Ipv6Addr, destinat
         [0, 0],
     ];
     datagram[..UDP_HEADER_LEN].copy_from_slice(header.as_flattened());
+}
+
+/// Completes the UDP checksum of an outgoing ESP-in-UDP packet [`finish`] wrote (`buf` as the
+/// core left it: the IPv6 packet, UDP at [`UDP_OFFSET`]), sent from `source` to `destination`.
+/// A field that is not 0 is left alone.
+pub fn complete_checksum(buf: &mut [u8], source: Ipv6Addr, destination: Ipv6Addr) {
+    let Some(datagram) = buf
+        .get_mut(UDP_OFFSET..)
+        .filter(|d| d.len() >= UDP_HEADER_LEN && d[6..8] == [0, 0])
+    else {
+        return;
+    };
     let sum = checksum::upper_layer(
         &source.octets(),
         &destination.octets(),
@@ -150,10 +166,10 @@ mod tests {
         assert!(split(&[0x11, 0x94, 0x11, 0x94, 0, 9, 0, 0, 0xff]).is_none());
     }
 
-    /// The checksum `finish` writes verifies: the complement sum over pseudo-header and
-    /// datagram is zero.
+    /// `finish` leaves the checksum to the send path; the one `complete_checksum` writes
+    /// verifies: the complement sum over pseudo-header and datagram is zero.
     #[test]
-    fn finish_writes_a_checksum_that_verifies() {
+    fn the_completed_checksum_verifies() {
         let source: Ipv6Addr = "2001:db8::1".parse().expect("address");
         let destination: Ipv6Addr = "2001:db8::2".parse().expect("address");
         let mut buf = vec![0u8; IPV6_HEADER_LEN + UDP_HEADER_LEN];
@@ -162,7 +178,9 @@ mod tests {
             source_port: 4500,
             destination_port: 4501,
         };
-        finish(&mut buf, encap, source, destination);
+        finish(&mut buf, encap);
+        assert_eq!(buf[IPV6_HEADER_LEN + 6..IPV6_HEADER_LEN + 8], [0, 0]);
+        complete_checksum(&mut buf, source, destination);
         let datagram = &buf[IPV6_HEADER_LEN..];
         let udp = UdpPacket::new_checked(datagram).expect("udp");
         assert_eq!((udp.src_port(), udp.dst_port()), (4500, 4501));
