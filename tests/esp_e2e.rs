@@ -13,7 +13,7 @@ use ipsec_tests::esp_oracle::{EspSa, Expect, assert_confidential};
 use xipsec_testkit::{
     as_root,
     capture::{Capture, Frames},
-    cli::SpArgs,
+    cli::protect_host_pair,
     daemon::{Node, Sandbox},
     fixture,
     netns::{self, VethPair},
@@ -55,17 +55,8 @@ fn configure(d: &Node, sas: &[EspSa], (me, peer): (&str, &str), (out, in_): (&st
     for sa in sas {
         d.ok_args(&sa.sa_add_args());
     }
-    for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, in_)] {
-        let (src, dst, name) = (
-            format!("{src}/128"),
-            format!("{dst}/128"),
-            format!("protect-{dir}"),
-        );
-        let sp = SpArgs {
-            sa: Some(sa),
-            ..SpArgs::ipsec(&src, &dst, dir, &name)
-        };
-        d.ok(&sp.args());
+    for sp in protect_host_pair(me, peer, out, in_) {
+        d.ok_args(&sp);
     }
 }
 

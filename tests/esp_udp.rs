@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use xipsec_testkit::{
     as_root,
     capture::{Capture, Class, Frame, Frames},
-    cli::SpArgs,
+    cli::{SpArgs, protect_host_pair},
     daemon::{Node, Sandbox},
     netns::{self, VethPair},
     traffic::{self, Ready, fixture_with_input},
@@ -174,17 +174,8 @@ fn protect_over_udp(net: &VethPair, (a, b): (&Node, &Node), spis: (u32, u32)) ->
     ] {
         node.ok_args(&combo.sa_add("ab", ab, spis.0, 1, true));
         node.ok_args(&combo.sa_add("ba", ba, spis.1, 2, true));
-        for (dir, src, dst, sa) in [("out", me, peer, out), ("in", peer, me, inn)] {
-            let (src, dst, name) = (
-                format!("{src}/128"),
-                format!("{dst}/128"),
-                format!("protect-{dir}"),
-            );
-            let sp = SpArgs {
-                sa: Some(sa),
-                ..SpArgs::ipsec(&src, &dst, dir, &name)
-            };
-            node.ok(&sp.args());
+        for sp in protect_host_pair(me, peer, out, inn) {
+            node.ok_args(&sp);
         }
     }
     [spis.0, spis.1]

@@ -100,6 +100,24 @@ pub fn single_error_line(run: &Run, what: &str) -> String {
     lines[0].to_owned()
 }
 
+/// The two `ipsec` policies, `protect-out` and `protect-in`, that protect everything between
+/// hosts `me` and `peer` (each a /128): outbound under SA `out`, inbound under SA `inbound`. The
+/// `sp add` command lines, for `Node::ok_args`.
+pub fn protect_host_pair(me: &str, peer: &str, out: &str, inbound: &str) -> [Vec<String>; 2] {
+    [("out", me, peer, out), ("in", peer, me, inbound)].map(|(dir, src, dst, sa)| {
+        let (src, dst, name) = (
+            format!("{src}/128"),
+            format!("{dst}/128"),
+            format!("protect-{dir}"),
+        );
+        let sp = SpArgs {
+            sa: Some(sa),
+            ..SpArgs::ipsec(&src, &dst, dir, &name)
+        };
+        sp.args().into_iter().map(str::to_owned).collect()
+    })
+}
+
 /// An `sp add` command line in long options, as the tests and the lab write their policies.
 #[derive(Clone, Copy, Debug)]
 pub struct SpArgs<'a> {
