@@ -876,10 +876,13 @@ fn a_flood_keeps_memory_flat_and_every_drop_counted() {
 type Probe<'a> = (&'a str, u16, &'a str, u16, Vec<u8>, bool);
 
 /// Sends one UDP datagram `src`:`sport` -> `dst`:`dport` carrying `payload` from namespace `ns`
-/// (a local process: no xipsec socket, no mark).
+/// (a local process: no xipsec socket, no mark). `SO_REUSEPORT`: the engine's `UDP_GRO` socket
+/// holds 4500 on the address of an encapsulated SA (shared that way with IKE), and a root
+/// process can join that group too; what it sends must still get no bypass.
 fn udp_datagram(ns: &str, (src, sport): (&str, u16), (dst, dport): (&str, u16), payload: &[u8]) {
     let script = "import socket,sys\n\
                   s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n\
+                  s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEPORT,1)\n\
                   s.bind((sys.argv[1],int(sys.argv[2])))\n\
                   s.sendto(bytes.fromhex(sys.argv[5]),(sys.argv[3],int(sys.argv[4])))";
     let (sport, dport, hex) = (sport.to_string(), dport.to_string(), hex::encode(payload));
