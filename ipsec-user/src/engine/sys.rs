@@ -751,6 +751,55 @@ fn parse_received(m: &nix::sys::socket::RecvMsg<'_, '_, SockaddrIn6>) -> Receive
     r
 }
 
+/// `setsockopt` of one `int` option the crates do not name (`UDP_GRO`, `PACKET_VNET_HDR`,
+/// `XDP_MAX_TX_SKB_BUDGET`, ...).
+pub(super) fn set_int_option(fd: RawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: a pointer to one `c_int` and its size.
+    let done = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const value).cast(),
+            libc::socklen_t::try_from(mem::size_of::<c_int>()).unwrap_or(4),
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Attaches the classic BPF `program` with `option` at `SOL_SOCKET` (`SO_ATTACH_FILTER`,
+/// `SO_ATTACH_REUSEPORT_CBPF`).
+pub(super) fn attach_cbpf(
+    fd: RawFd,
+    option: c_int,
+    program: &mut [libc::sock_filter],
+) -> io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len()).unwrap_or(0),
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call (the kernel copies it); the
+    // length passed is the struct's.
+    let attached = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&raw const fprog).cast(),
+            libc::socklen_t::try_from(mem::size_of::<libc::sock_fprog>()).unwrap_or(0),
+        )
+    };
+    if attached == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

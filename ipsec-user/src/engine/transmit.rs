@@ -266,7 +266,7 @@ impl Transmit {
 }
 
 /// Whether `packet` is ESP in UDP (what it sends starts with the UDP header).
-fn udp_packet(packet: &Outgoing) -> bool {
+pub(super) fn udp_packet(packet: &Outgoing) -> bool {
     is_udp(&packet.buf, packet.esp_offset)
 }
 
@@ -289,24 +289,7 @@ fn open_udp_socket() -> io::Result<OwnedFd> {
         jf: 0,
         k: 0,
     }];
-    let program = libc::sock_fprog {
-        len: 1,
-        filter: refuse_all.as_mut_ptr(),
-    };
-    // SAFETY: `program` points at one valid classic BPF instruction that outlives the call
-    // (the kernel copies it); the length passed is the struct's.
-    let attached = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&raw const program).cast(),
-            libc::socklen_t::try_from(std::mem::size_of::<libc::sock_fprog>()).unwrap_or(0),
-        )
-    };
-    if attached != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    sys::attach_cbpf(fd.as_raw_fd(), libc::SO_ATTACH_FILTER, &mut refuse_all)?;
     nix::sys::socket::setsockopt(
         &fd,
         nix::sys::socket::sockopt::Mark,

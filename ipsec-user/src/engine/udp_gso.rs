@@ -38,10 +38,11 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use super::neighbour::NextHop;
-use super::sys::Outgoing;
+use super::sys::{self, Outgoing};
+use super::transmit::udp_packet;
 use crate::wire::{IPV6_HEADER_LEN, Ipv6Repr, checksum, proto};
 
 /// The UDP header (RFC 768).
@@ -68,16 +69,10 @@ const MAX_UDP: usize = 65_535;
 /// The send buffer of the [`GsoSender`] and the receive buffer of a [`GroSocket`].
 const SOCKET_BUFFER: usize = 8 << 20;
 
-/// Whether `packet` (sealed, from `Outbound::seal`) is ESP in UDP: what it sends starts with the
-/// UDP header.
-fn is_udp(packet: &Outgoing) -> bool {
-    super::core::udp::is_udp(&packet.buf, packet.esp_offset)
-}
-
 /// How many packets from the start of `packets` may leave as one GSO frame (see the module
 /// docs); 0 or 1 means none.
 pub(super) fn run_len(packets: &[Outgoing]) -> usize {
-    let Some(first) = packets.first().filter(|p| is_udp(p)) else {
+    let Some(first) = packets.first().filter(|p| udp_packet(p)) else {
         return 0;
     };
     let first_udp = first.esp();
@@ -93,7 +88,7 @@ pub(super) fn run_len(packets: &[Outgoing]) -> usize {
     for packet in packets.iter().take(MAX_SEGMENTS) {
         let udp = packet.esp();
         let len = udp.len().saturating_sub(UDP_HEADER_LEN);
-        let same = is_udp(packet)
+        let same = udp_packet(packet)
             && packet.source == first.source
             && packet.destination == first.destination
             && packet.hop_limit == first.hop_limit
@@ -131,14 +126,14 @@ impl GsoSender {
         }
         // SAFETY: `raw` is the socket just created, owned by nothing else.
         let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        set_int(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+        sys::set_int_option(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
         nix::sys::socket::setsockopt(
             &fd,
             nix::sys::socket::sockopt::Mark,
             &ipsec_common::abi::XIPSEC_MARK,
         )?;
         let buffer = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
-        if set_int(
+        if sys::set_int_option(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_SNDBUFFORCE,
@@ -146,7 +141,7 @@ impl GsoSender {
         )
         .is_err()
         {
-            set_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, buffer)?;
+            sys::set_int_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, buffer)?;
         }
         Ok(Self { fd })
     }
@@ -243,24 +238,6 @@ impl GsoSender {
     }
 }
 
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: a pointer to one `c_int` and its size.
-    let done = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const value).cast(),
-            libc::socklen_t::try_from(mem::size_of::<libc::c_int>()).unwrap_or(4),
-        )
-    };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// A receiving socket of ESP-in-UDP super-packets (see the module docs).
 pub(super) struct GroSocket {
     pub fd: OwnedFd,
@@ -323,33 +300,17 @@ impl GroSocket {
         setsockopt(&fd, sockopt::IpFreebind, &true)?;
         setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)?;
         let raw = fd.as_raw_fd();
-        set_int(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
-        set_int(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
-        set_int(raw, libc::IPPROTO_UDP, UDP_GRO, 1)?;
+        sys::set_int_option(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+        sys::set_int_option(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS, 1)?;
+        sys::set_int_option(raw, libc::IPPROTO_UDP, UDP_GRO, 1)?;
         let buffer = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
-        if set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, buffer).is_err() {
-            set_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer)?;
+        if sys::set_int_option(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, buffer).is_err() {
+            sys::set_int_option(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, buffer)?;
         }
         bind(raw, &SockaddrIn6::from(local))?;
         // Joined first: index 0; else behind IKE's socket, index 1.
         let mut program = steer_program(u32::from(!alone));
-        let fprog = libc::sock_fprog {
-            len: u16::try_from(program.len()).unwrap_or(0),
-            filter: program.as_mut_ptr(),
-        };
-        // SAFETY: `fprog` points at `program`, which outlives the call (the kernel copies it).
-        let attached = unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_CBPF,
-                (&raw const fprog).cast(),
-                libc::socklen_t::try_from(mem::size_of::<libc::sock_fprog>()).unwrap_or(0),
-            )
-        };
-        if attached != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        sys::attach_cbpf(raw, SO_ATTACH_REUSEPORT_CBPF, &mut program)?;
         Ok(Self { fd, local })
     }
 

@@ -316,17 +316,8 @@ const XDP_MAX_TX_SKB_BUDGET: i32 = 9;
 /// Lets one kick transmit a whole ring where the kernel allows it; older kernels refuse the
 /// option and the sender kicks more often.
 fn raise_tx_budget(fd: RawFd) {
-    let budget = TX_FRAMES;
-    // SAFETY: `fd` is the socket just bound; the option value is one `u32`, passed with its size.
-    let _ = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            XDP_MAX_TX_SKB_BUDGET,
-            (&raw const budget).cast(),
-            libc::socklen_t::try_from(mem::size_of::<u32>()).unwrap_or(4),
-        )
-    };
+    let budget = libc::c_int::try_from(TX_FRAMES).unwrap_or(libc::c_int::MAX);
+    let _ = super::sys::set_int_option(fd, libc::SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget);
 }
 
 /// Kicks that may pass without the transmit ring draining before [`XskSender::flush`] gives up
